@@ -1,0 +1,37 @@
+"""Configuration errors that print the way nft prints them.
+
+Linux: nftables src/erec.c › erec_print (file:line:col: Error: msg, the line, a caret).
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """A bad configuration line: file, 1-based line and column, message.
+
+    `source` is the offending line's text when known; `length` the caret's width.
+    """
+
+    def __init__(self, path: str, line: int, col: int, msg: str, source: str | None = None, length: int = 1):
+        super().__init__(msg)
+        self.path, self.line, self.col, self.msg = str(path), line, col, msg
+        self.source, self.length = source, max(1, length)
+
+    def __str__(self) -> str:
+        head = f"{self.path}:{self.line}:{self.col}: Error: {self.msg}"
+        if self.source is None:
+            return head
+        text = self.source.rstrip("\n")
+        caret = " " * max(0, self.col - 1) + "^" * self.length
+        return f"{head}\n{text}\n{caret}"
+
+
+class CaptureError(Exception):
+    """A truncated or corrupt capture file; the message names the file and byte offset."""
+
+    def __init__(self, path: str, offset: int, msg: str):
+        super().__init__(msg)
+        self.path, self.offset, self.msg = str(path), offset, msg
+
+    def __str__(self) -> str:
+        return f"{self.path}: byte {self.offset}: {self.msg}"

@@ -1,0 +1,1 @@
+"""Netfilter: ruleset evaluation on hooks, conntrack and NAT."""

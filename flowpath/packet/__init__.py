@@ -1,0 +1,1 @@
+"""Packets: header layouts, checksums, batches, the slow path's per-packet view."""

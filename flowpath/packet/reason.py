@@ -1,0 +1,72 @@
+"""Every packet outcome, listed once.
+
+Linux: include/net/dropreason-core.h › DEFINE_DROP_REASON; VPP: foreach_*_error.
+One list gives the `Reason` enum (a uint8 per packet in `PacketBatch.verdict`), the printed labels and
+the masks. Kinds: "ok" (still moving / delivered), "slow" (sent from the fast path to the slow path),
+"drop" (counted and freed). Names follow `skb_drop_reason` where Linux has one.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+_REASONS = (  # name                    kind    text
+    ("FLOW_FORWARD",            "ok",   "forwarded by the flowtable"),  # 0: still on the fast path
+    ("TX",                      "ok",   "transmitted by the classic path"),
+    ("LOCAL_IN",                "ok",   "delivered to the gateway itself"),
+    ("SLOW_NO_ENTRY",           "slow", "no flowtable entry"),
+    ("SLOW_NOT_IP",             "slow", "not IPv4/IPv6"),
+    ("SLOW_IP_OPTIONS",         "slow", "IPv4 header with options"),
+    ("SLOW_FRAGMENT",           "slow", "IP fragment"),
+    ("SLOW_TTL",                "slow", "ttl <= 1: the slow path sends time exceeded"),
+    ("SLOW_L4PROTO",            "slow", "protocol not handled by the flowtable"),
+    ("SLOW_MTU",                "slow", "larger than the cached MTU"),
+    ("SLOW_TEARDOWN",           "slow", "flow entry in teardown"),
+    ("SLOW_TCP_STATE",          "slow", "TCP SYN on a closing flow"),
+    ("SLOW_EXTHDR",             "slow", "IPv6 extension headers"),
+    ("PKT_TOO_SMALL",           "drop", "truncated header"),
+    ("PKT_TOO_BIG",             "drop", "frame larger than the batch slot"),
+    ("MAC_MISMATCH",            "drop", "destination MAC is not ours"),
+    ("UNHANDLED_PROTO",         "drop", "ethertype not handled"),
+    ("VLAN_UNKNOWN",            "drop", "802.1Q tag without a matching link"),
+    ("IP_INHDR",                "drop", "bad IP header (version, length)"),
+    ("IP_CSUM",                 "drop", "bad IPv4 header checksum"),
+    ("IP_INADDRERRORS",         "drop", "bad source or destination address"),
+    ("IP_NOPROTO",              "drop", "no local handler for the protocol"),
+    ("IP_RPFILTER",             "drop", "reverse path filter"),
+    ("IP_OUTNOROUTES",          "drop", "no route to the destination"),
+    ("IP_FRAG_FAILED",          "drop", "fragmentation impossible"),
+    ("PKT_TOO_BIG_DF",          "drop", "larger than the egress MTU with DF (frag needed sent)"),
+    ("TTL_EXPIRED",             "drop", "ttl/hop limit exceeded (time exceeded sent)"),
+    ("NEIGH_FAILED",            "drop", "no neighbour entry for the next hop"),
+    ("NETFILTER_DROP",          "drop", "dropped by an nft rule or chain policy"),
+    ("NETFILTER_REJECT",        "drop", "rejected by an nft rule (error sent)"),
+    ("CT_INVALID",              "drop", "conntrack: invalid packet"),
+    ("CT_TABLE_FULL",           "drop", "conntrack table full"),
+    ("NAT_NO_PORTS",            "drop", "NAT: no free port in the range"),
+    ("TCP_CSUM",                "drop", "bad TCP checksum"),
+    ("UDP_CSUM",                "drop", "bad UDP checksum"),
+    ("ICMP_CSUM",               "drop", "bad ICMP checksum"),
+    ("ICMP_RATELIMIT",          "drop", "ICMP error suppressed"),
+    ("LINK_DOWN",               "drop", "link administratively down"),
+    ("NO_LINK",                 "drop", "packet from an unknown interface"),
+    ("FLOWTABLE_FULL",          "drop", "flowtable at its configured maximum"),
+    ("XFRM_POLICY",             "drop", "xfrm policy check failed"),
+    ("XFRM_NO_STATE",           "drop", "no xfrm state"),
+)  # fmt: skip
+
+Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])
+REASON_NAMES = tuple(name for name, _, _ in _REASONS)
+REASON_TEXT = tuple(text for _, _, text in _REASONS)
+REASON_KIND = tuple(kind for _, kind, _ in _REASONS)
+IS_DROP = np.array([kind == "drop" for _, kind, _ in _REASONS], dtype=np.bool_)
+IS_SLOW = np.array([kind == "slow" for _, kind, _ in _REASONS], dtype=np.bool_)
+N_REASONS = len(_REASONS)
+assert N_REASONS < 256  # verdict is uint8
+
+
+def reason_label(r: int) -> str:
+    """Lower-case label used in stats JSON: `ip_outnoroutes`."""
+    return REASON_NAMES[r].lower()
