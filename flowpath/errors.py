@@ -35,3 +35,7 @@ class CaptureError(Exception):
 
     def __str__(self) -> str:
         return f"{self.path}: byte {self.offset}: {self.msg}"
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot work (unknown interface, missing file); exit code 2."""

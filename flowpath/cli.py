@@ -1,0 +1,196 @@
+"""The `flowpath` command: thin wrappers that parse options, call one library function, print.
+
+One handler maps errors to exit codes (httpie's main/program split): ConfigError and UsageError -> 2,
+anything else -> 1; `--traceback` re-raises instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from flowpath import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="flowpath: a software gateway with a netfilter-style flowtable fast path. "
+    "Configure it with `ip -batch` network files and `nft -f` rulesets; forward captures with `replay`.",
+)
+_state = {"traceback": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"flowpath {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["traceback"] = traceback
+
+
+NetOpt = Annotated[Path, typer.Option("-n", "--net", help="Network file in `ip -batch` syntax.", show_default=False)]
+RulesOpt = Annotated[
+    Optional[Path], typer.Option("-r", "--rules", help="Ruleset in `nft -f` syntax or libnftables JSON.")
+]
+
+
+def _load(net_path: Path, rules_path: Path | None):
+    from flowpath.config.ipbatch import load_network
+    from flowpath.config.nft import load_ruleset
+
+    net = load_network(net_path)
+    return net, (load_ruleset(rules_path) if rules_path is not None else None)
+
+
+@app.command()
+def replay(
+    net: NetOpt,
+    rules: RulesOpt = None,
+    inputs: Annotated[
+        list[str],
+        typer.Option("--in", metavar="IF=FILE", help="IF=FILE: a pcap/pcapng capture received on interface IF (repeatable; "
+                     "merged by timestamp). A bare pcapng FILE uses its own interface names."),
+    ] = None,  # type: ignore[assignment]
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Write DIR/IF.pcap per egress interface.")] = None,
+    outs: Annotated[list[str], typer.Option("--out", metavar="IF=FILE", help="IF=FILE: write interface IF's output to FILE.")] = None,  # type: ignore[assignment]
+    stats: Annotated[Optional[Path], typer.Option("--stats", help="Write counters as JSON.")] = None,
+    no_flowtable: Annotated[bool, typer.Option("--no-flowtable", help="Every packet takes the classic path.")] = False,
+    no_bulk: Annotated[bool, typer.Option("--no-bulk", help="Transmit one packet per call (no grouping).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch", min=1, max=65536, help="Packets per poll batch.")] = 256,
+    dump_conntrack: Annotated[
+        Optional[Path], typer.Option("--dump-conntrack", help="Write the final `conntrack -L` listing.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
+) -> None:
+    """Forward captured traffic through the gateway, as a Linux box configured the same way would."""
+    from flowpath.errors import UsageError
+    from flowpath.replay import parse_in_specs
+    from flowpath.replay import replay as run
+
+    if not inputs:
+        raise UsageError("replay needs at least one --in IF=FILE")
+    if out_dir is None and not outs:
+        raise UsageError("replay needs --out-dir DIR or --out IF=FILE")
+    out_map = {}
+    for spec in outs or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--out {spec!r}: expected IF=FILE")
+        out_map[name] = Path(path)
+    network, ruleset = _load(net, rules)
+    res = run(network, ruleset, parse_in_specs(inputs), out_dir, out_map, flowtable=not no_flowtable,
+              bulk=not no_bulk, batch_size=batch_size, stats_path=stats)  # fmt: skip
+    if dump_conntrack is not None:
+        dump_conntrack.write_text(res.worker.conntrack.listing(res.worker.now_ns))
+    if not quiet:
+        _print_summary(res)
+
+
+def _print_summary(res) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = res.stats
+    con = Console()
+    con.print(
+        f"rx {s['rx_packets']}  tx {s['tx_packets']}  dropped {s['dropped_packets']}  local {s['local_packets']}"
+        f"  fast path {s['fastpath_packets']}  slow path {s['slowpath_packets']}"
+        f"  flows offloaded {s['flows_offloaded']}"
+    )
+    t = Table("interface", "rx packets", "rx bytes", "tx packets", "tx bytes", "output", box=None)
+    for name, c in s["interfaces"].items():
+        out = res.outputs.get(name)
+        t.add_row(name, str(c["rx_packets"]), str(c["rx_bytes"]), str(c["tx_packets"]), str(c["tx_bytes"]),
+                  str(out) if out else "")  # fmt: skip
+    con.print(t)
+    if s["drops"]:
+        d = Table("drop reason", "packets", box=None)
+        for k, v in sorted(s["drops"].items(), key=lambda kv: -kv[1]):
+            d.add_row(k, str(v))
+        con.print(d)
+
+
+@app.command(
+    context_settings={"allow_extra_args": False},
+    help="nft-compatible front end: `nft -c -f FILE` checks a ruleset; "
+    "`nft list ruleset -f FILE [--json]` prints its canonical listing or libnftables JSON.",
+)
+def nft(
+    words: Annotated[Optional[list[str]], typer.Argument(help="`list ruleset` (or nothing with -c).")] = None,
+    file: Annotated[Path, typer.Option("-f", "--file", help="Ruleset file (nft syntax or JSON).")] = ...,  # type: ignore[assignment]
+    check: Annotated[bool, typer.Option("-c", "--check", help="Check only; print nothing on success.")] = False,
+    json_: Annotated[bool, typer.Option("-j", "--json", help="Print libnftables JSON.")] = False,
+) -> None:
+    import json
+
+    from flowpath.config.nft import load_ruleset
+    from flowpath.errors import UsageError
+
+    words = words or []
+    if not file.is_file():
+        raise UsageError(f"Could not process rule: No such file or directory: {file}")
+    rs = load_ruleset(file)
+    if check:
+        if words:
+            raise UsageError("-c takes no command words")
+        return
+    if words != ["list", "ruleset"]:
+        raise UsageError("supported: `nft -c -f FILE` and `nft list ruleset -f FILE [--json]`")
+    print(json.dumps(rs.to_json()) if json_ else rs.list(), end="" if not json_ else "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 1 runtime failure, 2 usage/configuration error)."""
+    from flowpath.errors import CaptureError, ConfigError, UsageError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    tb = "--traceback" in args
+    if not args:
+        args = ["--help"]
+    try:
+        rv = app(args=args, prog_name="flowpath", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("Aborted.", file=sys.stderr)
+        return 1
+    except click.ClickException as e:
+        if tb:
+            raise
+        e.show()
+        return 2
+    except (ConfigError, UsageError) as e:
+        if tb:
+            raise
+        print(f"{e}" if isinstance(e, ConfigError) else f"flowpath: error: {e}", file=sys.stderr)
+        return 2
+    except CaptureError as e:
+        if tb:
+            raise
+        print(f"flowpath: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns any failure into exit 1
+        if tb:
+            raise
+        print(f"flowpath: error: {type(e).__name__}: {e} (run with --traceback for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

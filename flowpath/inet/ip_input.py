@@ -1,0 +1,97 @@
+"""Receive: link checks, PREROUTING, the routing decision, local delivery and local output.
+
+Linux: net/ipv4/ip_input.c › ip_rcv, ip_rcv_finish, ip_local_deliver; net/ipv4/route.c ›
+ip_route_input_slow, ip_error; net/ipv4/ip_output.c › ip_local_out; net/ipv6/ip6_input.c, route.c.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flowpath.inet.icmp import echo_request
+from flowpath.inet.ip_forward import ip_forward
+from flowpath.inet.ip_output import family_of, ip_output, nfproto_of
+from flowpath.netfilter import constants as C
+from flowpath.netfilter.hooks import NfHookState
+from flowpath.packet import layout as L
+from flowpath.packet.reason import Reason
+from flowpath.packet.skb import SkBuff
+
+if TYPE_CHECKING:
+    from flowpath.datapath import Worker
+
+# ip_error / ip6_pkt_drop: which ICMP a route type answers with (None: silent)
+_UNREACH4 = {"unreachable": L.ICMP_HOST_UNREACH, "prohibit": L.ICMP_PKT_FILTERED, "blackhole": None}
+_UNREACH6 = {"unreachable": L.ICMPV6_NOROUTE, "prohibit": L.ICMPV6_ADM_PROHIBITED, "blackhole": None}
+
+
+def _martian(skb: SkBuff) -> bool:
+    """ip_route_input_slow's martian source checks (multicast, limited broadcast, zero, loopback)."""
+    s = skb.saddr
+    if skb.l3proto == L.ETH_P_IPV6:
+        return s >> 120 == 0xFF or s == 1
+    return s == 0 or s == 0xFFFFFFFF or s >> 28 == 0xE or s >> 24 == 0x7F
+
+
+def ip_rcv_finish(w: Worker, skb: SkBuff) -> Reason:
+    """PREROUTING, then the routing decision (ip_rcv / ip_rcv_finish / ip_route_input_noref)."""
+    state = NfHookState(C.NF_INET_PRE_ROUTING, nfproto_of(skb), skb.iif, w.ifname(skb.iif))
+    res = w.netfilter.nf_hook(skb, state)
+    if res.verdict != C.NF_ACCEPT:
+        return w.nf_drop(skb, res, state)
+    if _martian(skb):
+        return Reason.IP_INADDRERRORS
+    family = family_of(skb)
+    if w.net.is_local(family, skb.daddr):
+        return ip_local_deliver(w, skb)
+    if (skb.daddr >> 28 == 0xE or skb.daddr == 0xFFFFFFFF) if family == 4 else skb.daddr >> 120 == 0xFF:
+        return Reason.LOCAL_IN  # multicast/broadcast: not forwarded
+    fib = w.net.fib_lookup(family, skb.daddr)
+    if fib is None or fib.type != "unicast":
+        return ip_error(w, skb, fib)
+    return ip_forward(w, skb, fib)
+
+
+def ip_error(w: Worker, skb: SkBuff, fib) -> Reason:
+    """No usable route: ICMP net/host unreachable or administratively prohibited, or silence for blackhole."""
+    kind = "none" if fib is None else fib.type
+    if skb.l3proto == L.ETH_P_IPV6:
+        code = _UNREACH6.get(kind, L.ICMPV6_NOROUTE)
+        if code is not None:
+            w.icmp_error(skb, L.ICMPV6_DEST_UNREACH, code, 0)
+    else:
+        code = _UNREACH4.get(kind, L.ICMP_NET_UNREACH)
+        if code is not None:
+            w.icmp_error(skb, L.ICMP_DEST_UNREACH, code, 0)
+    return Reason.IP_OUTNOROUTES
+
+
+def ip_local_deliver(w: Worker, skb: SkBuff) -> Reason:
+    """LOCAL_IN, then the only local services a gateway data plane has: echo, and port unreachable."""
+    state = NfHookState(C.NF_INET_LOCAL_IN, nfproto_of(skb), skb.iif, w.ifname(skb.iif))
+    res = w.netfilter.nf_hook(skb, state)
+    if res.verdict != C.NF_ACCEPT:
+        return w.nf_drop(skb, res, state)
+    if echo_request(skb):
+        reply = w.icmp.icmpv6_echo_reply(skb) if skb.l3proto == L.ETH_P_IPV6 else w.icmp.icmp_echo(skb)
+        ip_local_out(w, reply)
+    elif skb.l4proto == L.IPPROTO_UDP and not skb.frag:  # __udp4_lib_rcv: no socket
+        if skb.l3proto == L.ETH_P_IPV6:
+            w.icmp_error(skb, L.ICMPV6_DEST_UNREACH, L.ICMPV6_PORT_UNREACH, 0, local=True)
+        else:
+            w.icmp_error(skb, L.ICMP_DEST_UNREACH, L.ICMP_PORT_UNREACH, 0, local=True)
+    return Reason.LOCAL_IN
+
+
+def ip_local_out(w: Worker, skb: SkBuff) -> Reason:
+    """A packet the gateway sends itself: route it, LOCAL_OUT, then POSTROUTING and output."""
+    family = family_of(skb)
+    fib = w.net.fib_lookup(family, skb.daddr)
+    if fib is None or fib.type != "unicast":
+        return Reason.IP_OUTNOROUTES
+    out = w.net.links[fib.oif]
+    state = NfHookState(C.NF_INET_LOCAL_OUT, nfproto_of(skb), 0, "", out.ifindex, out.name)
+    res = w.netfilter.nf_hook(skb, state)
+    if res.verdict != C.NF_ACCEPT:
+        return w.nf_drop(skb, res, state)
+    return ip_output(w, skb, fib)
