@@ -1,0 +1,146 @@
+"""Bulk grouping of flowtable hits and one link-layer header per group.
+
+No Linux counterpart in mainline; the closest is the 2026 RFC "netfilter: flowtable bulking"
+(nft_bulk_receive groups hits by ethertype, output device, next hop, TOS and xfrm state;
+nf_flow_neigh_xmit_list builds one dev_hard_header per bulk). Here a group is the set of hits
+with the same (l3proto, oifidx, h_dest, h_source, xmit type, out-VLAN) -- later also the SA.
+
+Outputs are arrays (no Python objects): group int32[cap] per packet, and per group g the packet
+indices order[group_start[g] : group_start[g] + group_count[g]], in batch order. Groups are numbered
+by their first packet, so the grouping is stable and per-flow order is kept (a flow maps to one
+group). With bulk off every hit is its own group, so both modes run the same transmit code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from flowpath.flowtable.ip import FLOW_FORWARD
+from flowpath.flowtable.key import K_PROTO, V_H_DEST, V_H_SOURCE, V_OIFIDX, V_XMIT, XMIT_VLAN
+from flowpath.packet.layout import ETH_ALEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN
+
+HDR_MAX = ETH_HLEN + VLAN.size  # 18: Ethernet + one 802.1Q tag
+
+
+@njit(cache=True, nogil=True)
+def same_neigh(key, val, e1, e2):
+    """True when entries e1 and e2 transmit with the same link-layer header."""
+    return (
+        key[e1, V_OIFIDX] == key[e2, V_OIFIDX]
+        and val[e1, V_H_DEST] == val[e2, V_H_DEST]
+        and val[e1, V_H_SOURCE] == val[e2, V_H_SOURCE]
+        and (key[e1, V_XMIT] >> 4) == (key[e2, V_XMIT] >> 4)  # xmit type + VLAN, not dir
+        and (key[e1, K_PROTO] >> 8) == (key[e2, K_PROTO] >> 8)
+    )
+
+
+@njit(cache=True, nogil=True)
+def _neigh_hash(key, val, e):
+    h = (np.int64(key[e, V_OIFIDX]) * 0x6A09E667) ^ val[e, V_H_DEST]
+    h = (h ^ (h >> 29)) & 0xFFFFFFFF
+    return (h * 0x45D9F3B) >> 16  # < 2**59: no signed overflow, same with the JIT off
+
+
+@njit(cache=True, nogil=True)
+def flow_bulk_group(verdict, flow, n, key, val, bulk, group, group_start, group_count, order, gfirst, gtab):
+    """Group the hits (verdict FLOW_FORWARD) of a batch; return the number of groups.
+
+    verdict uint8[cap], flow int32[cap]: from the hook; key, val: the flowtable rows
+    bulk        1 groups by link-layer header, 0 makes one group per hit
+    group       int32[cap] out: group of each packet, -1 for packets not forwarded
+    group_start int32[cap] out, group_count int32[cap] out, order int32[cap] out (see module)
+    gfirst      int32[cap] out: an entry of each group (its header is the group's header)
+    gtab        int32[2**k >= 2 * cap] scratch hash of group + 1; zero on entry and on return
+    """
+    ng = 0
+    last = -1
+    mask = gtab.shape[0] - 1
+    for i in range(n):
+        if verdict[i] != FLOW_FORWARD:
+            group[i] = -1
+            continue
+        e = flow[i]
+        if bulk and last >= 0 and same_neigh(key, val, gfirst[last], e):
+            g = last  # the common case: a run of packets to one next hop
+        elif bulk:
+            s = _neigh_hash(key, val, e) & mask
+            while True:
+                t = gtab[s]
+                if t == 0:
+                    g = ng
+                    gtab[s] = g + 1
+                    gfirst[g], group_count[g] = e, 0
+                    ng += 1
+                    break
+                if same_neigh(key, val, gfirst[t - 1], e):
+                    g = t - 1
+                    break
+                s = (s + 1) & mask
+        else:
+            g = ng
+            gfirst[g], group_count[g] = e, 0
+            ng += 1
+        group[i] = g
+        group_count[g] += 1
+        last = g
+    acc = 0
+    for g in range(ng):
+        group_start[g] = acc
+        acc += group_count[g]
+        group_count[g] = 0
+    for i in range(n):
+        g = group[i]
+        if g >= 0:
+            order[group_start[g] + group_count[g]] = i
+            group_count[g] += 1
+    if bulk:
+        for g in range(ng):  # leave gtab zeroed for the next batch
+            s = _neigh_hash(key, val, gfirst[g]) & mask
+            while gtab[s] != g + 1:
+                s = (s + 1) & mask
+            gtab[s] = 0
+    return ng
+
+
+@njit(cache=True, nogil=True)
+def flow_hard_header(key, val, e, hdr):
+    """Build entry e's link-layer header into hdr (uint8[18]); return its length (14 or 18).
+
+    Linux: dev_hard_header (eth_header) with the cached out.h_dest/h_source, then skb_vlan_push.
+    """
+    d, s = val[e, V_H_DEST], val[e, V_H_SOURCE]
+    for j in range(ETH_ALEN):
+        hdr[j] = (d >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
+        hdr[ETH_ALEN + j] = (s >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
+    proto = ETH_P_IP if (key[e, K_PROTO] >> 8) == 4 else ETH_P_IPV6
+    off = 2 * ETH_ALEN
+    xmit = key[e, V_XMIT]
+    if xmit & XMIT_VLAN:
+        hdr[off], hdr[off + 1] = ETH_P_8021Q >> 8, ETH_P_8021Q & 0xFF
+        hdr[off + 2], hdr[off + 3] = (xmit >> 24) & 0xFF, (xmit >> 16) & 0xFF
+        off += VLAN.size
+    hdr[off], hdr[off + 1] = proto >> 8, proto & 0xFF
+    return off + 2
+
+
+@njit(cache=True, nogil=True)
+def flow_neigh_xmit_bulk(data, head, length, ng, group_start, group_count, order, gfirst, key, val, hdr):
+    """Write each group's header once into hdr[g], then copy it in front of each member's IP header.
+
+    data uint8[cap, slot], head/length uint16[cap] (in/out: a pushed tag moves head back by 4)
+    hdr uint8[cap, 18] scratch. Returns the number of packets written.
+    """
+    done = 0
+    for g in range(ng):
+        hlen = flow_hard_header(key, val, gfirst[g], hdr[g])
+        grow = hlen - ETH_HLEN
+        for j in range(group_start[g], group_start[g] + group_count[g]):
+            i = order[j]
+            h = head[i] - grow
+            for b in range(hlen):
+                data[i, h + b] = hdr[g, b]
+            head[i] = h
+            length[i] += grow
+        done += group_count[g]
+    return done

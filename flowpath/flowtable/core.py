@@ -1,0 +1,364 @@
+"""net/netfilter/nf_flow_table_core.c: the flowtable owner (add, teardown, delete, gc, listing).
+
+A flow is two entries, like Linux's two `tuplehash` objects in one `struct flow_offload`: entry
+2*flow_id holds the ORIGINAL direction tuple and 2*flow_id + 1 the REPLY one, so the flow id (shared
+by both directions) is `entry >> 1` and the direction `entry & 1`. Entries never move when the table
+grows, so flow ids and the batch's `flow` column stay valid. Only this class adds or removes entries;
+the compiled hook (flowtable/ip.py) writes runtime columns only: counters, timeout, CLOSING and
+TEARDOWN.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from flowpath.flowtable import key as K
+from flowpath.flowtable.key import (
+    FlowtableViews,
+    flow_index_build,
+    flow_index_insert,
+    flow_index_remove,
+    flow_offload_hash,
+    flow_offload_probe,
+)
+from flowpath.packet.layout import IPPROTO_TCP
+
+NF_FLOWTABLE_HW_OFFLOAD = 0x1  # include/uapi/linux/netfilter/nf_tables.h › enum nft_flowtable_flags
+NF_FLOWTABLE_COUNTER = 0x2
+FLOW_ADD_FULL = -1  # flow_offload_add results (Linux: -ENOMEM / -EEXIST from rhashtable_insert_fast)
+FLOW_ADD_EXISTS = -2
+MAX_PROBES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTuple:
+    """struct flow_offload_tuple (key part). Addresses are ints (IPv4 32-bit, IPv6 128-bit),
+    ports host-order ints, l3proto 4 or 6. encap: 0, or an IPIP outer-address hash / ESP SPI."""
+
+    iifidx: int
+    l3proto: int
+    l4proto: int
+    saddr: int
+    daddr: int
+    sport: int
+    dport: int
+    encap: int = 0
+
+    def words(self) -> np.ndarray:
+        """The key row (uint32[16], value words zero) in the layout of flowtable/key.py."""
+        k = np.zeros(K.KEY_ROW, np.uint32)
+        k[K.K_IIFIDX] = self.iifidx
+        k[K.K_PROTO] = (self.l3proto << 8) | self.l4proto
+        k[K.K_SADDR : K.K_SADDR + 4] = _addr_words(self.saddr, self.l3proto)
+        k[K.K_DADDR : K.K_DADDR + 4] = _addr_words(self.daddr, self.l3proto)
+        k[K.K_PORTS] = (self.sport << 16) | self.dport
+        k[K.K_ENCAP] = self.encap
+        return k
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRoute:
+    """The per-direction part of struct flow_offload_route that the fast path caches.
+
+    oifidx out.ifidx; mtu the L3 MTU (ip_dst_mtu_maybe_forward); h_source/h_dest 6-byte MACs
+    (DIRECT xmit; for NEIGH the caller resolves the neighbour when it adds the flow);
+    vlan out-VLAN TCI or -1 for none; xmit_type FLOW_OFFLOAD_XMIT_*.
+    """
+
+    oifidx: int
+    mtu: int
+    h_source: bytes
+    h_dest: bytes
+    xmit_type: int = K.FLOW_OFFLOAD_XMIT_DIRECT
+    vlan: int = -1
+
+
+def _addr_words(addr: int, l3proto: int) -> list[int]:
+    if l3proto == 4:
+        return [addr & 0xFFFFFFFF, 0, 0, 0]
+    return [(addr >> s) & 0xFFFFFFFF for s in (96, 64, 32, 0)]
+
+
+def _mac_int(mac: bytes) -> int:
+    if len(mac) != 6:
+        raise ValueError(f"MAC must be 6 bytes, got {len(mac)}")
+    return int.from_bytes(mac, "big")
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(1, int(n) - 1).bit_length()
+
+
+class Flowtable:
+    """One `flowtable` (nft `flowtable NAME { ... }`): entries, hash index, timeouts, counters.
+
+    capacity and max_entries count direction entries (Linux's rhashtable counts tuplehash objects),
+    so a flow takes two; both are rounded up to powers of two. The index has twice as many slots as
+    there are entries (load <= 0.5 without tombstones).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        capacity: int = 1024,
+        max_entries: int = 1 << 20,
+        flags: int = 0,
+        counter: bool = False,
+        timeout_tcp_ns: int | float = 30e9,
+        timeout_udp_ns: int | float = 30e9,
+        max_probes: int = MAX_PROBES,
+    ):
+        self.name, self.flags = name, flags
+        self.counter = bool(counter or flags & NF_FLOWTABLE_COUNTER)
+        self.max_entries = _pow2(max(2, max_entries))
+        self.timeout_tcp_ns, self.timeout_udp_ns = int(timeout_tcp_ns), int(timeout_udp_ns)
+        self.max_probes = max_probes
+        self.stat_full = 0  # FLOWTABLE_FULL: adds refused at max_entries
+        cap = min(_pow2(max(2, capacity)), self.max_entries)
+        self.key = np.zeros((cap, K.KEY_ROW), np.uint32)
+        self.val = np.zeros((cap, K.VAL_ROW), np.int64)
+        self.nat6 = np.zeros((cap, K.NAT6_ROW), np.uint8)
+        self.used = np.zeros(cap, np.bool_)
+        self.index = np.zeros(2 * cap, np.int64)
+        self.nused = 0  # entries in use
+        self.ntomb = 0  # tombstones in the index
+        self._ct: list[object] = [None] * (cap // 2)
+        self._free = list(range(cap // 2 - 1, -1, -1))  # flow ids, lowest on top
+        self._views = self._make_views()
+
+    # ---- views for the compiled hook -------------------------------------------------------
+    @property
+    def views(self) -> FlowtableViews:
+        """The arrays and scalars the compiled hook reads; replaced when the table grows."""
+        return self._views
+
+    def _make_views(self) -> FlowtableViews:
+        return FlowtableViews(self.index, self.key, self.val, self.nat6, self.index.shape[0] - 1,
+                              self.max_probes, self.timeout_tcp_ns, self.timeout_udp_ns, int(self.counter))  # fmt: skip
+
+    @property
+    def capacity(self) -> int:
+        return int(self.key.shape[0])
+
+    def __len__(self) -> int:
+        """Number of flows (two entries each)."""
+        return self.nused // 2
+
+    # ---- growth and the index --------------------------------------------------------------
+    def _grow(self) -> bool:
+        cap = self.capacity
+        if cap >= self.max_entries:
+            return False
+        new = cap * 2
+        for name in ("key", "val", "nat6", "used"):
+            old = getattr(self, name)
+            arr = np.zeros((new,) + old.shape[1:], old.dtype)
+            arr[:cap] = old
+            setattr(self, name, arr)
+        self._ct.extend([None] * (cap // 2))
+        self._free = list(range(new // 2 - 1, cap // 2 - 1, -1)) + self._free
+        self._rebuild(max(self.index.shape[0], 2 * new))
+        return True
+
+    def _rebuild(self, icap: int) -> None:
+        """Rebuild the index at icap slots (drops tombstones); doubles icap until every entry
+        fits within max_probes of its home slot."""
+        while True:
+            index = np.zeros(icap, np.int64)
+            if flow_index_build(index, self.key, self.used, icap - 1, self.max_probes) == 0:
+                break
+            icap *= 2
+        self.index, self.ntomb = index, 0
+        self._views = self._make_views()
+
+    def _index_add(self, e: int, h: int) -> None:
+        if (self.nused + self.ntomb + 1) * 4 > self.index.shape[0] * 3:
+            self._rebuild(self.index.shape[0])
+        while True:
+            r = flow_index_insert(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
+            if r:
+                self.ntomb -= r == 2
+                return
+            self._rebuild(self.index.shape[0] * 2)  # a probe run too long: spread out
+
+    # ---- flow_offload_add / teardown / del -------------------------------------------------
+    def flow_offload_add(
+        self,
+        orig: FlowTuple,
+        reply: FlowTuple,
+        route_orig: FlowRoute,
+        route_reply: FlowRoute,
+        nat_flags: int,
+        ct_ref: object,
+        now_ns: int,
+    ) -> int:
+        """Insert both direction tuples of a flow; return its flow id, FLOW_ADD_FULL (-1, counted
+        in stat_full) or FLOW_ADD_EXISTS (-2, a tuple is already offloaded).
+
+        Linux: nf_flow_table_core.c › flow_offload_alloc + flow_offload_route_init +
+        flow_offload_add. nat_flags: F_SNAT | F_DNAT (from the conntrack IPS_SRC/DST_NAT bits).
+        """
+        korig, kreply = orig.words(), reply.words()
+        horig, hreply = flow_offload_hash(korig), flow_offload_hash(kreply)
+        if self._probe(korig, horig) >= 0 or self._probe(kreply, hreply) >= 0:
+            return FLOW_ADD_EXISTS
+        if not self._free and not self._grow():
+            self.stat_full += 1
+            return FLOW_ADD_FULL
+        fid = self._free.pop()
+        tmo = self.timeout_tcp_ns if orig.l4proto == IPPROTO_TCP else self.timeout_udp_ns
+        for d, (t, other, route, k, h) in enumerate(
+            ((orig, reply, route_orig, korig, horig), (reply, orig, route_reply, kreply, hreply))
+        ):
+            e = 2 * fid + d
+            self._init_entry(e, d, t, other, route, k, nat_flags & (K.F_SNAT | K.F_DNAT), now_ns + tmo)
+            self.used[e] = True
+            self.nused += 1
+            self._index_add(e, h)
+        self._ct[fid] = ct_ref
+        return fid
+
+    def _init_entry(self, e, d, t, other, route, k, nat_flags, timeout_ns) -> None:
+        # NAT values come from the opposite direction's tuple, as nf_flow_snat_ip/dnat_ip read them
+        row = self.key[e]
+        row[:] = k
+        row[K.V_FLAGS] = nat_flags
+        xmit = d | (route.xmit_type << 4)
+        if route.vlan >= 0:
+            xmit |= K.XMIT_VLAN | ((route.vlan & 0xFFFF) << 16)
+        row[K.V_XMIT] = xmit
+        row[K.V_OIFIDX] = route.oifidx
+        row[K.V_MTU] = route.mtu
+        v = self.val[e]
+        v[:] = 0
+        v[K.V_TIMEOUT] = timeout_ns
+        v[K.V_H_DEST], v[K.V_H_SOURCE] = _mac_int(route.h_dest), _mac_int(route.h_source)
+        v[K.V_NAT_PORTS] = (other.dport << 16) | other.sport
+        if t.l3proto == 4:
+            v[K.V_NAT_SADDR], v[K.V_NAT_DADDR] = other.daddr, other.saddr
+            self.nat6[e] = 0
+        else:
+            self.nat6[e, :16] = np.frombuffer(other.daddr.to_bytes(16, "big"), np.uint8)
+            self.nat6[e, 16:] = np.frombuffer(other.saddr.to_bytes(16, "big"), np.uint8)
+
+    def _probe(self, k: np.ndarray, h: int) -> int:
+        return int(flow_offload_probe(self.index, self.key, self.index.shape[0] - 1, self.max_probes, k, h))
+
+    def flow_offload_teardown(self, flow_id: int) -> None:
+        """Mark a flow for removal: the fast path stops using it at once, gc() deletes it.
+
+        Linux: nf_flow_table_core.c › flow_offload_teardown (the conntrack fixup is the caller's).
+        """
+        if self.used[2 * flow_id]:
+            self.key[2 * flow_id : 2 * flow_id + 2, K.V_FLAGS] |= K.F_TEARDOWN
+
+    def flow_offload_del(self, flow_id: int) -> object:
+        """Remove both entries now; return the flow's conntrack reference.
+
+        Linux: nf_flow_table_core.c › flow_offload_del.
+        """
+        for e in (2 * flow_id, 2 * flow_id + 1):
+            if not self.used[e]:
+                continue
+            k = self.key[e]
+            r = flow_index_remove(self.index, self.key, self.index.shape[0] - 1, self.max_probes,
+                                  k, flow_offload_hash(k), e)  # fmt: skip
+            self.ntomb += int(r)
+            self.used[e] = False
+            self.nused -= 1
+        ct, self._ct[flow_id] = self._ct[flow_id], None
+        self._free.append(flow_id)
+        return ct
+
+    def lookup(self, t: FlowTuple) -> int:
+        """Entry index for a tuple, or -1; entries in teardown are hidden (flow_offload_lookup)."""
+        k = t.words()
+        e = self._probe(k, flow_offload_hash(k))
+        if e >= 0 and self.key[e, K.V_FLAGS] & K.F_TEARDOWN:
+            return -1
+        return e
+
+    def flow_ct(self, flow_id: int) -> object:
+        """The conntrack reference given to flow_offload_add."""
+        return self._ct[flow_id]
+
+    # ---- gc ---------------------------------------------------------------------------------
+    def gc(self, now_ns: int, on_del: Callable[[int, object, int], None] | None = None) -> list[int]:
+        """Delete expired and torn-down flows; return their flow ids (ascending).
+
+        Linux: nf_flow_table_core.c › nf_flow_offload_gc_step: expired (timeout - now <= 0) ->
+        teardown -> flow_offload_del. The timeout is per flow in Linux and per direction here; a
+        flow expires when both directions have. on_del(flow_id, ct_ref, flags) runs before each
+        deletion, so the caller can fix up conntrack (flow_offload_fixup_ct) with the CLOSING bit.
+        """
+        n = self.capacity // 2
+        flags = self.key[:, K.V_FLAGS].reshape(n, 2)
+        tmo = self.val[:, K.V_TIMEOUT].reshape(n, 2).max(axis=1)
+        live = self.used.reshape(n, 2)[:, 0]
+        dead = live & ((tmo - now_ns <= 0) | ((flags[:, 0] & K.F_TEARDOWN) != 0))
+        ids = [int(f) for f in np.flatnonzero(dead)]
+        for fid in ids:
+            self.key[2 * fid : 2 * fid + 2, K.V_FLAGS] |= K.F_TEARDOWN
+            if on_del is not None:
+                on_del(fid, self._ct[fid], int(self.key[2 * fid, K.V_FLAGS]))
+            self.flow_offload_del(fid)
+        return ids
+
+    # ---- listing ----------------------------------------------------------------------------
+    def entries(self) -> list[dict]:
+        """One dict per direction entry in use, in entry order."""
+        out = []
+        for e in np.flatnonzero(self.used):
+            e = int(e)
+            k, v = self.key[e], self.val[e]
+            l3, l4 = int(k[K.K_PROTO]) >> 8, int(k[K.K_PROTO]) & 0xFF
+            xmit = int(k[K.V_XMIT])
+            out.append({
+                "entry": e, "flow_id": e >> 1, "dir": xmit & 0xF, "iifidx": int(k[K.K_IIFIDX]),
+                "l3proto": l3, "l4proto": l4,
+                "saddr": _words_addr(k[K.K_SADDR : K.K_SADDR + 4], l3),
+                "daddr": _words_addr(k[K.K_DADDR : K.K_DADDR + 4], l3),
+                "sport": int(k[K.K_PORTS]) >> 16, "dport": int(k[K.K_PORTS]) & 0xFFFF,
+                "encap": int(k[K.K_ENCAP]), "flags": int(k[K.V_FLAGS]), "xmit_type": (xmit >> 4) & 7,
+                "vlan": (xmit >> 16) if xmit & K.XMIT_VLAN else -1,
+                "oifidx": int(k[K.V_OIFIDX]), "mtu": int(k[K.V_MTU]),
+                "h_source": int(v[K.V_H_SOURCE]).to_bytes(6, "big"),
+                "h_dest": int(v[K.V_H_DEST]).to_bytes(6, "big"),
+                "packets": int(v[K.V_PACKETS]), "bytes": int(v[K.V_BYTES]),
+                "timeout_ns": int(v[K.V_TIMEOUT]),
+            })  # fmt: skip
+        return out
+
+    def listing(self, now_ns: int = 0, ifname: Callable[[int], str] | None = None) -> str:
+        """A readable `flowtable list`: one line per direction, expiry in seconds from now_ns."""
+        name = ifname or (lambda i: f"if{i}")
+        rows = [f"flowtable {self.name}: {len(self)} flows, {self.nused} entries, capacity {self.capacity}"]
+        hdr = f"{'id':>6} {'dir':<5} {'proto':<5} {'tuple':<58} {'out':<8} {'nat':<9} {'packets':>9} {'bytes':>11} expires"
+        rows.append(hdr)
+        for d in self.entries():
+            fam = "ip" if d["l3proto"] == 4 else "ip6"
+            proto = {6: "tcp", 17: "udp"}.get(d["l4proto"], str(d["l4proto"]))
+            tup = f"{_fmt_ep(d['saddr'], d['sport'])} > {_fmt_ep(d['daddr'], d['dport'])}"
+            nat = "+".join(s for s, f in (("snat", K.F_SNAT), ("dnat", K.F_DNAT)) if d["flags"] & f) or "-"
+            state = [s for s, f in (("CLOSING", K.F_CLOSING), ("TEARDOWN", K.F_TEARDOWN)) if d["flags"] & f]
+            exp = (d["timeout_ns"] - now_ns) / 1e9
+            rows.append(
+                f"{d['flow_id']:>6} {('orig', 'reply')[d['dir']]:<5} {fam + '/' + proto:<9.9} {tup:<54} "
+                f"{name(d['oifidx']):<8} {nat:<9} {d['packets']:>9} {d['bytes']:>11} {exp:.1f}s"
+                + (" " + ",".join(state) if state else "")
+            )
+        return "\n".join(rows)
+
+
+def _words_addr(w: np.ndarray, l3proto: int) -> str:
+    if l3proto == 4:
+        return str(ipaddress.IPv4Address(int(w[0])))
+    return str(ipaddress.IPv6Address(sum(int(x) << s for x, s in zip(w, (96, 64, 32, 0), strict=True))))
+
+
+def _fmt_ep(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

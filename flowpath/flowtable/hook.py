@@ -1,0 +1,124 @@
+"""net/netfilter/nf_flow_table_ip.c › nf_flow_offload_ip_hook: the whole fast path over one batch.
+
+One Python call, one compiled call: `_nf_flow_offload_hook` runs the stages of flowtable/ip.py and
+flowtable/bulk.py in the order of nf_flow_offload_ip_hook (lookup, forward, then transmit), so the
+per-batch cost of crossing into numba is paid once.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from flowpath.flowtable.bulk import HDR_MAX, flow_bulk_group, flow_neigh_xmit_bulk
+from flowpath.flowtable.core import Flowtable
+from flowpath.flowtable.ip import (
+    flow_offload_lookup_batch,
+    nf_flow_offload_forward_batch,
+    nf_flow_tuple_batch,
+)
+from flowpath.flowtable.key import KEY_ROW, FlowtableViews
+from flowpath.packet.batch import PacketBatch
+
+
+class OffloadScratch(NamedTuple):
+    """Per-batch-capacity work arrays, allocated once (nothing is allocated per batch).
+
+    pkey uint32[cap, 16] keys; phash int64[cap] hashes; group, group_start, group_count, order,
+    gfirst int32[cap] (bulk.py); gtab int32[2**k >= 2 * cap] zeroed hash; hdr uint8[cap, 18].
+    """
+
+    pkey: np.ndarray
+    phash: np.ndarray
+    group: np.ndarray
+    group_start: np.ndarray
+    group_count: np.ndarray
+    order: np.ndarray
+    gfirst: np.ndarray
+    gtab: np.ndarray
+    hdr: np.ndarray
+
+    @classmethod
+    def alloc(cls, capacity: int) -> OffloadScratch:
+        i32 = [np.zeros(capacity, np.int32) for _ in range(5)]
+        gcap = 1 << max(1, 2 * capacity - 1).bit_length()
+        return cls(np.zeros((capacity, KEY_ROW), np.uint32), np.zeros(capacity, np.int64), *i32,
+                   np.zeros(gcap, np.int32), np.zeros((capacity, HDR_MAX), np.uint8))  # fmt: skip
+
+
+class OffloadResult(NamedTuple):
+    """What the hook did to a batch. The arrays are views of the scratch, valid until the next call.
+
+    forwarded  packets left with verdict FLOW_FORWARD (rewritten, oif set, flow = entry)
+    slow       packets this call sent to the slow path (verdict SLOW_*; bytes untouched)
+    ngroups    number of transmit groups
+    group      int32[n] group of each packet (-1: not forwarded)
+    group_start, group_count  int32[ngroups]; order int32[forwarded]: packet indices by group
+    """
+
+    forwarded: int
+    slow: int
+    ngroups: int
+    group: np.ndarray
+    group_start: np.ndarray
+    group_count: np.ndarray
+    order: np.ndarray
+
+
+@njit(cache=True, nogil=True)
+def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, ft, sc, now_ns, bulk):
+    """All stages over packets 0..n-1; returns (forwarded, slow, ngroups)."""
+    slow = nf_flow_tuple_batch(data, head, length, iif, verdict, n, sc.pkey, sc.phash)
+    slow += flow_offload_lookup_batch(verdict, flow, n, sc.pkey, sc.phash, ft.index, ft.key, ft.mask,
+                                      ft.max_probes)  # fmt: skip
+    slow += nf_flow_offload_forward_batch(data, head, length, oif, verdict, flow, n, ft.key, ft.val, ft.nat6,
+                                          ft.timeout_tcp_ns, ft.timeout_udp_ns, ft.counter, now_ns)  # fmt: skip
+    ng = flow_bulk_group(verdict, flow, n, ft.key, ft.val, bulk, sc.group, sc.group_start, sc.group_count,
+                         sc.order, sc.gfirst, sc.gtab)  # fmt: skip
+    fwd = flow_neigh_xmit_bulk(data, head, length, ng, sc.group_start, sc.group_count, sc.order, sc.gfirst,
+                               ft.key, ft.val, sc.hdr)  # fmt: skip
+    return fwd, slow, ng
+
+
+_scratch: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def scratch_for(batch: PacketBatch) -> OffloadScratch:
+    """The scratch arrays of a batch, allocated on first use and kept while the batch lives."""
+    sc = _scratch.get(batch)
+    if sc is None or sc.phash.shape[0] != batch.capacity:
+        sc = _scratch[batch] = OffloadScratch.alloc(batch.capacity)
+    return sc
+
+
+def nf_flow_offload_hook(
+    batch: PacketBatch,
+    flowtable: Flowtable | FlowtableViews,
+    now_ns: int,
+    bulk: bool = True,
+    scratch: OffloadScratch | None = None,
+) -> OffloadResult:
+    """Run the flowtable fast path over batch[0:n].
+
+    In: packets with verdict FLOW_FORWARD (others are skipped and left alone). Out: hits keep
+    FLOW_FORWARD, are rewritten (NAT, TTL, checksums, link-layer header), have oif = out.ifidx and
+    flow = entry index, and sit in transmit groups; misses and exceptions get a SLOW_* verdict and
+    keep their bytes, head and len (flow = entry index after a lookup hit, else -1).
+    now_ns is packet time for timeout refresh.
+    """
+    ft = flowtable.views if isinstance(flowtable, Flowtable) else flowtable
+    sc = scratch if scratch is not None else scratch_for(batch)
+    n = batch.n
+    fwd, slow, ng = _nf_flow_offload_hook(batch.data, batch.head, batch.len, batch.iif, batch.oif, batch.verdict,
+                                          batch.flow, n, ft, sc, np.int64(now_ns), bool(bulk))  # fmt: skip
+    return OffloadResult(int(fwd), int(slow), int(ng), sc.group[:n], sc.group_start[:ng], sc.group_count[:ng],
+                         sc.order[:fwd])  # fmt: skip
+
+
+def warm(capacity: int = 4) -> None:
+    """Compile (or load from cache) every kernel on a tiny batch of the real dtypes."""
+    ft = Flowtable("warm", capacity=4)
+    nf_flow_offload_hook(PacketBatch(capacity), ft, 0)

@@ -1,0 +1,403 @@
+"""net/netfilter/nf_flow_table_ip.c: the compiled flowtable hook over a PacketBatch.
+
+`nf_flow_offload_hook` reads like nf_flow_offload_ip_hook, one stage per step, each over the whole
+batch: nf_flow_tuple (parse, exceptions, key, hash) -> flow_offload_lookup -> nf_flow_offload_forward
+(every remaining check, then NAT, TTL, refresh, counters) -> bulk grouping and one link-layer header
+per group (flowtable/bulk.py). A stage narrows the active set by writing `verdict`; a packet it sends
+to the slow path keeps its bytes, `len` and `head` ("decide, then write").
+
+The per-packet steps are scalar @njit helpers over one frame (a 1-D uint8 array, `b`), so the slow
+path can call the same code: `nf_flow_tuple` builds the key of a frame, `nf_flow_nat_port`,
+`nf_flow_nat_ipv4_addr` and `nf_flow_nat_ipv6_addr` mangle exactly as the fast path does.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from flowpath.flowtable.key import (
+    F_CLOSING,
+    F_DNAT,
+    F_SNAT,
+    F_TEARDOWN,
+    FLOW_OFFLOAD_DIR_ORIGINAL,
+    HZ_NS,
+    K_DADDR,
+    K_ENCAP,
+    K_IIFIDX,
+    K_PORTS,
+    K_PROTO,
+    K_SADDR,
+    V_BYTES,
+    V_FLAGS,
+    V_MTU,
+    V_NAT_DADDR,
+    V_NAT_PORTS,
+    V_NAT_SADDR,
+    V_OIFIDX,
+    V_PACKETS,
+    V_TIMEOUT,
+    V_XMIT,
+    XMIT_VLAN,
+    flow_offload_hash,
+    flow_offload_probe,
+)
+from flowpath.packet.csum import (
+    CSUM_MANGLED_0,
+    csum_replace2,
+    csum_replace4,
+    csum_replace16,
+    ip_decrease_ttl,
+    ld16,
+    ld32,
+    st16,
+    st32,
+    udp_csum_replace2,
+    udp_csum_replace4,
+)
+from flowpath.packet.layout import (
+    ETH,
+    ETH_HLEN,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    IP6H,
+    IP_MF,
+    IP_OFFSET,
+    IPH,
+    IPPROTO_FRAGMENT,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPV6_EXT_HDRS,
+    TCPH,
+    TCPHDR_FIN,
+    TCPHDR_RST,
+    TCPHDR_SYN,
+    UDPH,
+    VLAN,
+)
+from flowpath.packet.reason import Reason
+
+FLOW_FORWARD = int(Reason.FLOW_FORWARD)
+SLOW_NOT_IP = int(Reason.SLOW_NOT_IP)
+SLOW_IP_OPTIONS = int(Reason.SLOW_IP_OPTIONS)
+SLOW_FRAGMENT = int(Reason.SLOW_FRAGMENT)
+SLOW_TTL = int(Reason.SLOW_TTL)
+SLOW_L4PROTO = int(Reason.SLOW_L4PROTO)
+SLOW_MTU = int(Reason.SLOW_MTU)
+SLOW_TEARDOWN = int(Reason.SLOW_TEARDOWN)
+SLOW_TCP_STATE = int(Reason.SLOW_TCP_STATE)
+SLOW_EXTHDR = int(Reason.SLOW_EXTHDR)
+SLOW_NO_ENTRY = int(Reason.SLOW_NO_ENTRY)
+# A header too short or inconsistent for the flowtable: Linux's nf_flow_tuple_ip fails its
+# pskb_may_pull and the packet takes the classic path, which drops and counts it. Until reason.py
+# has a dedicated SLOW_MALFORMED, such packets go slow as "no entry" (the lookup did fail).
+SLOW_MALFORMED = int(getattr(Reason, "SLOW_MALFORMED", Reason.SLOW_NO_ENTRY))
+EXT_HDR_0, EXT_HDR_1, EXT_HDR_2, EXT_HDR_3, EXT_HDR_4, EXT_HDR_5 = IPV6_EXT_HDRS
+
+
+# ---- nf_flow_tuple_ip / nf_flow_tuple_ipv6 ------------------------------------------------------
+@njit(cache=True, nogil=True)
+def nf_flow_tuple_ip(b, nhoff, l3len, iifidx, k):
+    """Check an IPv4 packet and fill key row k (uint32[>=12]); return FLOW_FORWARD or a Reason.
+
+    Linux: nf_flow_table_ip.c › nf_flow_tuple_ip: fragment or options, then l4proto, then ttl, then
+    the header pull. l3len is the frame length after the Ethernet header (skb->len at ingress).
+    """
+    if l3len < IPH.size:
+        return SLOW_MALFORMED
+    vihl = b[nhoff + IPH.version_ihl]
+    if (vihl >> 4) != 4 or (vihl & 0x0F) < 5:
+        return SLOW_MALFORMED  # the classic path drops it (IP_INHDR)
+    if ld16(b, nhoff + IPH.frag_off) & (IP_MF | IP_OFFSET):  # ip_is_fragment()
+        return SLOW_FRAGMENT
+    if vihl != 0x45:  # ip_has_options()
+        return SLOW_IP_OPTIONS
+    l4proto = b[nhoff + IPH.protocol]
+    if l4proto == IPPROTO_TCP:
+        hdrsize = TCPH.size
+    elif l4proto == IPPROTO_UDP:
+        hdrsize = UDPH.size
+    else:
+        return SLOW_L4PROTO
+    if b[nhoff + IPH.ttl] <= 1:
+        return SLOW_TTL
+    tot_len = ld16(b, nhoff + IPH.tot_len)
+    thoff = nhoff + IPH.size
+    if tot_len > l3len or tot_len < IPH.size + hdrsize:
+        return SLOW_MALFORMED
+    if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) * 4 > tot_len - IPH.size:
+        return SLOW_MALFORMED
+    if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
+        return SLOW_MALFORMED
+    k[K_IIFIDX] = iifidx
+    k[K_PROTO] = (4 << 8) | l4proto
+    k[K_SADDR] = ld32(b, nhoff + IPH.saddr)
+    k[K_SADDR + 1] = k[K_SADDR + 2] = k[K_SADDR + 3] = 0
+    k[K_DADDR] = ld32(b, nhoff + IPH.daddr)
+    k[K_DADDR + 1] = k[K_DADDR + 2] = k[K_DADDR + 3] = 0
+    k[K_PORTS] = ld32(b, thoff)
+    k[K_ENCAP] = 0
+    return FLOW_FORWARD
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_tuple_ipv6(b, nhoff, l3len, iifidx, k):
+    """Check an IPv6 packet and fill key row k; return FLOW_FORWARD or a Reason.
+
+    Linux: nf_flow_table_ip.c › nf_flow_tuple_ipv6: nexthdr must be TCP/UDP (extension headers are
+    not walked), then hop_limit, then the header pull.
+    """
+    if l3len < IP6H.size:
+        return SLOW_MALFORMED
+    if (b[nhoff] >> 4) != 6:
+        return SLOW_MALFORMED
+    l4proto = b[nhoff + IP6H.nexthdr]
+    if l4proto == IPPROTO_TCP:
+        hdrsize = TCPH.size
+    elif l4proto == IPPROTO_UDP:
+        hdrsize = UDPH.size
+    elif l4proto == IPPROTO_FRAGMENT:
+        return SLOW_FRAGMENT
+    elif (l4proto == EXT_HDR_0 or l4proto == EXT_HDR_1 or l4proto == EXT_HDR_2 or l4proto == EXT_HDR_3
+          or l4proto == EXT_HDR_4 or l4proto == EXT_HDR_5):  # fmt: skip
+        return SLOW_EXTHDR
+    else:
+        return SLOW_L4PROTO
+    if b[nhoff + IP6H.hop_limit] <= 1:
+        return SLOW_TTL
+    plen = ld16(b, nhoff + IP6H.payload_len)
+    thoff = nhoff + IP6H.size
+    if plen + IP6H.size > l3len or plen < hdrsize:
+        return SLOW_MALFORMED
+    if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) * 4 > plen:
+        return SLOW_MALFORMED
+    if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
+        return SLOW_MALFORMED
+    k[K_IIFIDX] = iifidx
+    k[K_PROTO] = (6 << 8) | l4proto
+    for w in range(4):
+        k[K_SADDR + w] = ld32(b, nhoff + IP6H.saddr + 4 * w)
+        k[K_DADDR + w] = ld32(b, nhoff + IP6H.daddr + 4 * w)
+    k[K_PORTS] = ld32(b, thoff)
+    k[K_ENCAP] = 0
+    return FLOW_FORWARD
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_tuple(b, head, length, iifidx, k):
+    """Key of the frame at b[head:head+length] (Ethernet first) into k; FLOW_FORWARD or a Reason.
+
+    Linux: nf_flow_offload_ip_hook / nf_flow_offload_ipv6_hook dispatch on skb->protocol.
+    802.1Q/QinQ/PPPoE are not parsed yet: SLOW_NOT_IP (Deviation: Linux pops up to two tags).
+    """
+    if length < ETH_HLEN:
+        return SLOW_MALFORMED
+    proto = ld16(b, head + ETH.h_proto)
+    if proto == ETH_P_IP:
+        return nf_flow_tuple_ip(b, head + ETH_HLEN, length - ETH_HLEN, iifidx, k)
+    if proto == ETH_P_IPV6:
+        return nf_flow_tuple_ipv6(b, head + ETH_HLEN, length - ETH_HLEN, iifidx, k)
+    return SLOW_NOT_IP
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_tuple_batch(data, head, length, iif, verdict, n, pkey, phash):
+    """Stage 1: parse every packet still on the fast path, fill its key and hash.
+
+    data uint8[cap, slot]; head, length uint16[cap]; iif int32[cap]; verdict uint8[cap] (in/out)
+    pkey uint32[cap, 16] out: key rows; phash int64[cap] out: flow_offload_hash of each key.
+    Returns the number of packets sent to the slow path.
+    """
+    punted = 0
+    for i in range(n):
+        if verdict[i] != FLOW_FORWARD:
+            continue
+        r = nf_flow_tuple(data[i], head[i], length[i], iif[i], pkey[i])
+        if r != FLOW_FORWARD:
+            verdict[i] = r
+            punted += 1
+        else:
+            phash[i] = flow_offload_hash(pkey[i])
+    return punted
+
+
+# ---- flow_offload_lookup -------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def flow_offload_lookup_batch(verdict, flow, n, pkey, phash, index, key, mask, max_probes):
+    """Stage 2: probe the index for every key; flow int32[cap] out: the entry, or -1 and
+    SLOW_NO_ENTRY. Entries in teardown are sent slow (flow_offload_lookup hides them).
+    Returns the number of packets sent to the slow path."""
+    punted = 0
+    for i in range(n):
+        if verdict[i] != FLOW_FORWARD:
+            continue
+        e = flow_offload_probe(index, key, mask, max_probes, pkey[i], phash[i])
+        flow[i] = e
+        if e < 0:
+            verdict[i] = SLOW_NO_ENTRY
+            punted += 1
+        elif key[e, V_FLAGS] & F_TEARDOWN:
+            verdict[i] = SLOW_TEARDOWN
+            punted += 1
+    return punted
+
+
+# ---- nf_flow_nat_ip / nf_flow_nat_ipv6 -----------------------------------------------------------
+@njit(cache=True, nogil=True)
+def nf_flow_nat_port(b, thoff, l4proto, poff, new_port):
+    """Rewrite the port at thoff+poff and patch the L4 checksum (nf_flow_nat_port_tcp/udp)."""
+    old = ld16(b, thoff + poff)
+    st16(b, thoff + poff, new_port)
+    if l4proto == IPPROTO_TCP:
+        csum_replace2(b, thoff + TCPH.check, old, new_port)
+    else:
+        udp_csum_replace2(b, thoff + UDPH.check, old, new_port)
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, aoff, new_addr):
+    """Rewrite the IPv4 address at nhoff+aoff; patch the header and L4 (pseudo-header) checksums.
+
+    Linux: nf_flow_snat_ip / nf_flow_dnat_ip (csum_replace4) + nf_flow_nat_ip_l4proto.
+    """
+    old = ld32(b, nhoff + aoff)
+    st32(b, nhoff + aoff, new_addr)
+    csum_replace4(b, nhoff + IPH.check, old, new_addr)
+    if l4proto == IPPROTO_TCP:
+        csum_replace4(b, thoff + TCPH.check, old, new_addr)
+    else:
+        udp_csum_replace4(b, thoff + UDPH.check, old, new_addr)
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, aoff, new6, noff):
+    """Rewrite the IPv6 address at nhoff+aoff with new6[noff:noff+16]; patch the L4 checksum.
+
+    Linux: nf_flow_snat_ipv6 / nf_flow_dnat_ipv6 + nf_flow_nat_ipv6_tcp/udp
+    (inet_proto_csum_replace16; a zero UDP checksum is left alone, a zero result becomes ~0).
+    """
+    if l4proto == IPPROTO_TCP:
+        csum_replace16(b, thoff + TCPH.check, nhoff + aoff, new6, noff)
+    elif ld16(b, thoff + UDPH.check) != 0:
+        csum_replace16(b, thoff + UDPH.check, nhoff + aoff, new6, noff)
+        if ld16(b, thoff + UDPH.check) == 0:
+            st16(b, thoff + UDPH.check, CSUM_MANGLED_0)
+    for j in range(16):
+        b[nhoff + aoff + j] = new6[noff + j]
+
+
+@njit(cache=True, nogil=True)
+def _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
+    nf_flow_nat_port(b, thoff, l4proto, TCPH.source, val[e, V_NAT_PORTS] >> 16)
+    if l3proto == 4:
+        nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.saddr, val[e, V_NAT_SADDR])
+    else:
+        nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.saddr, nat6[e], 0)
+
+
+@njit(cache=True, nogil=True)
+def _nat_dst(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
+    nf_flow_nat_port(b, thoff, l4proto, TCPH.dest, val[e, V_NAT_PORTS] & 0xFFFF)
+    if l3proto == 4:
+        nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.daddr, val[e, V_NAT_DADDR])
+    else:
+        nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.daddr, nat6[e], 16)
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, dir_, val, nat6, e):
+    """NAT in Linux's order: SNAT (port, then address), then DNAT, each on the side its direction
+    names (nf_flow_nat_ip: ORIGINAL SNAT rewrites the source, REPLY SNAT the destination)."""
+    if flags & F_SNAT:
+        if dir_ == FLOW_OFFLOAD_DIR_ORIGINAL:
+            _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e)
+        else:
+            _nat_dst(b, nhoff, thoff, l3proto, l4proto, val, nat6, e)
+    if flags & F_DNAT:
+        if dir_ == FLOW_OFFLOAD_DIR_ORIGINAL:
+            _nat_dst(b, nhoff, thoff, l3proto, l4proto, val, nat6, e)
+        else:
+            _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e)
+
+
+# ---- nf_flow_offload_forward ---------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def nf_flow_state_check(key, e, b, thoff, l4proto):
+    """Linux 6.14 nf_flow_state_check: SYN on a CLOSING flow tears it down (True: go slow);
+    FIN or RST marks the flow CLOSING and the packet stays on the fast path."""
+    if l4proto != IPPROTO_TCP:
+        return False
+    tcpflags = b[thoff + TCPH.flags]
+    flags = key[e, V_FLAGS]
+    if tcpflags & TCPHDR_SYN and flags & F_CLOSING:
+        key[e, V_FLAGS] |= F_TEARDOWN  # flow_offload_teardown: both directions
+        key[e ^ 1, V_FLAGS] |= F_TEARDOWN
+        return True
+    if tcpflags & (TCPHDR_FIN | TCPHDR_RST) and not flags & F_CLOSING:
+        key[e, V_FLAGS] |= F_CLOSING
+        key[e ^ 1, V_FLAGS] |= F_CLOSING
+    return False
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_offload_forward(b, head, key, val, nat6, e, tmo_tcp_ns, tmo_udp_ns, counter, now_ns):
+    """One hit: checks, then writes. Returns (Reason, new frame length).
+
+    Linux: nf_flow_table_ip.c › nf_flow_offload_forward: TEARDOWN (re-checked: a SYN earlier in this
+    batch may have torn the flow down after stage 2), MTU, TCP state; then refresh, NAT, TTL, acct.
+    Deviation: the frame is trimmed to the IP length (Ethernet padding dropped) as the classic
+    path's ip_rcv does, so both paths emit the same bytes.
+    """
+    flags = key[e, V_FLAGS]
+    if flags & F_TEARDOWN:
+        return SLOW_TEARDOWN, 0
+    nhoff = head + ETH_HLEN
+    proto = key[e, K_PROTO]
+    l3proto, l4proto = proto >> 8, proto & 0xFF
+    if l3proto == 4:
+        l3len = ld16(b, nhoff + IPH.tot_len)
+        thoff = nhoff + IPH.size
+    else:
+        l3len = ld16(b, nhoff + IP6H.payload_len) + IP6H.size
+        thoff = nhoff + IP6H.size
+    if l3len > key[e, V_MTU]:  # nf_flow_exceeds_mtu
+        return SLOW_MTU, 0
+    if nf_flow_state_check(key, e, b, thoff, l4proto):
+        return SLOW_TCP_STATE, 0
+    if key[e, V_XMIT] & XMIT_VLAN and head < VLAN.size:
+        return SLOW_MTU, 0  # Deviation: no headroom for the tag; Linux reallocates, we go slow
+    # ---- writes from here on ----
+    timeout = now_ns + (tmo_tcp_ns if l4proto == IPPROTO_TCP else tmo_udp_ns)
+    if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
+        val[e, V_TIMEOUT] = timeout
+    nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, key[e, V_XMIT] & 0xF, val, nat6, e)
+    if l3proto == 4:
+        ip_decrease_ttl(b, nhoff)
+    else:
+        b[nhoff + IP6H.hop_limit] -= 1
+    if counter:  # nf_ct_acct_update(ct, dir, skb->len)
+        val[e, V_PACKETS] += 1
+        val[e, V_BYTES] += l3len
+    return FLOW_FORWARD, ETH_HLEN + l3len
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_offload_forward_batch(data, head, length, oif, verdict, flow, n, key, val, nat6,
+                                  tmo_tcp_ns, tmo_udp_ns, counter, now_ns):  # fmt: skip
+    """Stage 3: forward every hit still on the fast path; oif int32[cap] out.
+    Packets sent slow keep flow[i] (the entry) so the slow path can fix up conntrack.
+    Returns the number of packets sent to the slow path."""
+    punted = 0
+    for i in range(n):
+        if verdict[i] != FLOW_FORWARD:
+            continue
+        e = flow[i]
+        r, newlen = nf_flow_offload_forward(data[i], head[i], key, val, nat6, e, tmo_tcp_ns, tmo_udp_ns,
+                                            counter, now_ns)  # fmt: skip
+        if r != FLOW_FORWARD:
+            verdict[i] = r
+            punted += 1
+        else:
+            length[i] = newlen
+            oif[i] = key[e, V_OIFIDX]
+    return punted

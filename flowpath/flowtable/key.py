@@ -1,0 +1,196 @@
+"""include/net/netfilter/nf_flow_table.h: the entry layout, the tuple hash and the index probe.
+
+`struct flow_offload_tuple` puts the key first and closes it with `struct {} __hash`; here one entry is
+one 64-byte row of `key` (uint32[cap, 16]): words 0..11 are the key (what the hash and the compare
+cover, `KEY`), words 12..15 the hot value a hit needs first (flags, dir/xmit/vlan, oifidx, mtu). A
+second 64-byte row of `val` (int64[cap, 8]) holds the timeout, the counters, the IPv4 NAT values and
+the cached MACs, so an IPv4 hit touches two cache lines of its entry and one 8-byte probe record.
+(The feasibility prototype measured one line per entry plus 16-byte probe records at about 2x a
+plain SoA table with 65536 flows; our key is 48 bytes, not 13, so the value spills to a second line.)
+
+Values are stored in wire order as the big-endian loads in `packet.csum` return them (`ld32`), so
+the hit path compares and rewrites without byte swaps. IPv4 addresses sit in the first of four words.
+
+The scalar helpers here (`flow_offload_hash`, `flow_offload_probe`) are @njit and serve both the
+compiled hook and the Python owner (`core.Flowtable`): one hash, one probe, two callers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+# struct flow_offload_tuple, key part (uint32 words of `key`)
+K_IIFIDX = 0  # int iifidx
+K_PROTO = 1  # l3proto << 8 | l4proto (l3proto 4 or 6, as the brief's tuple; Linux stores AF_INET/6)
+K_SADDR = 2  # 4 words: src_v6, or src_v4 in word 0 and zeros after
+K_DADDR = 6  # 4 words
+K_PORTS = 10  # src_port << 16 | dst_port
+K_ENCAP = 11  # encap id: 0, IPIP outer address hash or ESP SPI (later issues)
+FLOW_KEY_WORDS = 12
+KEY = ("iifidx", "proto", "saddr", "daddr", "ports", "encap")  # what the hash and the compare cover
+# ---- __hash ----: hot value words of `key`
+V_FLAGS = 12  # enum nf_flow_flags bits (1 << NF_FLOW_*)
+V_XMIT = 13  # dir (bits 0-3) | xmit_type << 4 (bits 4-6) | has out-VLAN (bit 7) | VLAN TCI << 16
+V_OIFIDX = 14  # out.ifidx
+V_MTU = 15  # tuple.mtu (L3)
+KEY_ROW = 16
+
+# `val` (int64[cap, 8])
+V_TIMEOUT = 0  # absolute expiry, ns of packet time (flow->timeout)
+V_PACKETS = 1  # per-direction counters (nf_conn_acct, with the flowtable `counter` flag)
+V_BYTES = 2
+V_NAT_SADDR = 3  # IPv4 source after NAT: the opposite tuple's daddr (nf_flow_snat_ip, ORIGINAL)
+V_NAT_DADDR = 4  # IPv4 destination after NAT: the opposite tuple's saddr
+V_NAT_PORTS = 5  # new sport << 16 | new dport: the opposite tuple's dport, sport
+V_H_DEST = 6  # out.h_dest as a 48-bit big-endian int
+V_H_SOURCE = 7  # out.h_source
+VAL_ROW = 8
+
+NAT6_ROW = 32  # nat6 uint8[cap, 32]: IPv6 new saddr (0..15) and new daddr (16..31), cold
+
+# enum nf_flow_flags (bit numbers, as Linux) and their masks
+NF_FLOW_SNAT = 0
+NF_FLOW_DNAT = 1
+NF_FLOW_CLOSING = 2
+NF_FLOW_TEARDOWN = 3
+F_SNAT = 1 << NF_FLOW_SNAT
+F_DNAT = 1 << NF_FLOW_DNAT
+F_CLOSING = 1 << NF_FLOW_CLOSING
+F_TEARDOWN = 1 << NF_FLOW_TEARDOWN
+
+# enum flow_offload_tuple_dir, enum flow_offload_xmit_type
+FLOW_OFFLOAD_DIR_ORIGINAL = 0
+FLOW_OFFLOAD_DIR_REPLY = 1
+FLOW_OFFLOAD_XMIT_UNSPEC = 0
+FLOW_OFFLOAD_XMIT_NEIGH = 1
+FLOW_OFFLOAD_XMIT_XFRM = 2
+FLOW_OFFLOAD_XMIT_DIRECT = 3
+XMIT_VLAN = 1 << 7
+
+# index records: int64 = (tag << 32) | (entry + 1); tag = 31 bits of the hash
+IDX_EMPTY = 0
+IDX_TOMBSTONE = -1
+
+HZ_NS = 1_000_000_000  # flow_offload_refresh writes only when the timeout moves by more than HZ
+
+
+class FlowtableViews(NamedTuple):
+    """What the compiled hook reads: a Flowtable's arrays and scalars (rebuilt when it grows).
+
+    index        int64[icap]        probe records, icap a power of two
+    key          uint32[cap, 16]    key words + hot value words (K_*, V_FLAGS..V_MTU)
+    val          int64[cap, 8]      timeout, counters, IPv4 NAT values, MACs (V_*)
+    nat6         uint8[cap, 32]     IPv6 NAT addresses
+    mask         icap - 1
+    max_probes   probe bound (inserts guarantee every entry sits within it)
+    timeout_tcp_ns, timeout_udp_ns  offload timeouts (nf_flowtable_{tcp,udp}_timeout)
+    counter      1 when the flowtable has the `counter` flag, else 0
+    """
+
+    index: np.ndarray
+    key: np.ndarray
+    val: np.ndarray
+    nat6: np.ndarray
+    mask: int
+    max_probes: int
+    timeout_tcp_ns: int
+    timeout_udp_ns: int
+    counter: int
+
+
+@njit(cache=True, nogil=True)
+def flow_offload_hash(k):
+    """32-bit hash of a key row (uint32[>=12]); the role of Linux's jhash over offsetof(__hash).
+
+    No Linux counterpart for the function itself: xor-multiply per word with a shift to feed high
+    bits down, then murmur3's fmix32 so the low bits (the home slot) depend on every key bit.
+    Returns an int64 in [0, 2**32).
+    """
+    h = np.int64(0x2545F491)
+    for w in range(FLOW_KEY_WORDS):
+        h = ((h ^ np.int64(k[w])) * 0x6A09E667) & 0xFFFFFFFF  # < 2**63: no signed overflow
+        h ^= h >> 15
+    h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+@njit(cache=True, nogil=True)
+def flow_key_equal(key, e, k):
+    """True when entry e's key words equal k's (memcmp up to __hash)."""
+    for w in range(FLOW_KEY_WORDS):
+        if key[e, w] != k[w]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def flow_offload_probe(index, key, mask, max_probes, k, h):
+    """Find the entry whose key equals k (hash h); -1 when absent. Tombstones are skipped.
+
+    Linux: nf_flow_table_core.c › flow_offload_lookup (rhashtable_lookup; the TEARDOWN check is the
+    caller's, so that the hook can tell a torn-down entry from a miss).
+    """
+    tag = h >> 1
+    slot = h & mask
+    for _ in range(max_probes):
+        rec = index[slot]
+        if rec == IDX_EMPTY:
+            return -1
+        if (rec >> 32) == tag:
+            e = (rec & 0xFFFFFFFF) - 1
+            if flow_key_equal(key, e, k):
+                return e
+        slot = (slot + 1) & mask
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def flow_index_insert(index, mask, max_probes, h, e):
+    """Put entry e (hash h) in the first empty or tombstone slot within max_probes of its home.
+
+    Returns 1 when it took an empty slot, 2 for a tombstone, 0 when no slot was free (the owner
+    rebuilds or grows the index). No Linux counterpart (rhashtable grows by itself).
+    """
+    slot = h & mask
+    for _ in range(max_probes):
+        rec = index[slot]
+        if rec == IDX_EMPTY or rec == IDX_TOMBSTONE:
+            index[slot] = ((h >> 1) << 32) | (e + 1)
+            return 1 if rec == IDX_EMPTY else 2
+        slot = (slot + 1) & mask
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def flow_index_remove(index, key, mask, max_probes, k, h, e):
+    """Tombstone the slot holding entry e; returns 1 when found."""
+    tag = h >> 1
+    slot = h & mask
+    for _ in range(max_probes):
+        rec = index[slot]
+        if rec == IDX_EMPTY:
+            return 0
+        if (rec >> 32) == tag and (rec & 0xFFFFFFFF) - 1 == e:
+            index[slot] = IDX_TOMBSTONE
+            return 1
+        slot = (slot + 1) & mask
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def flow_index_build(index, key, used, mask, max_probes):
+    """Rebuild the index from scratch over the entries flagged in used (bool[cap]).
+
+    Returns the number of entries that found no slot within max_probes (0 on success).
+    """
+    index[:] = IDX_EMPTY
+    failed = 0
+    for e in range(used.shape[0]):
+        if used[e]:
+            if flow_index_insert(index, mask, max_probes, flow_offload_hash(key[e]), e) == 0:
+                failed += 1
+    return failed
