@@ -1,0 +1,387 @@
+"""nf_tables rule evaluation: base chains per hook and the chain walk with its verdicts.
+
+Linux: net/netfilter/nf_tables_core.c › nft_do_chain (rules in order, jump stack, policy), with
+nf_tables_api.c › nf_tables_check_loops / nft_chain_validate for the checks made when a ruleset loads.
+
+The ruleset comes as the libnftables JSON object `nft -j list ruleset` prints ({"nftables": [...]}), so it
+does not depend on the nft parser's classes. `NftRuntime.from_json` compiles every rule once into a tuple
+of closures (nft_expr.py, nft_stmt.py), resolving names (services, protocols, ct states, ICMP types,
+interfaces, sets, chains) then; nothing reads JSON per packet.
+
+Netfilter semantics the datapath relies on: `base_chains(nfproto, hooknum)` lists a hook's base chains by
+priority (stable for equal priorities, as nf_hook_entries_grow); the datapath runs them in that order, an
+NF_ACCEPT from one moves the packet on to the next base chain of the same hook, and the first NF_DROP ends
+the hook (nf_hook_slow). A chain of type "nat" is only run by the NAT core for a connection's first packet.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Mapping, NamedTuple
+
+from flowpath.errors import ConfigError
+from flowpath.netfilter import constants as C
+from flowpath.netfilter.nat_range import NatRequest
+from flowpath.netfilter.nft_expr import NftCtx, NftSet, parse_key, set_from_json
+from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, build_stmt, parse_verdict
+from flowpath.netfilter.nft_types import NftBuildError, parse_value
+from flowpath.packet.reason import Reason
+from flowpath.packet.skb import SkBuff
+
+NFT_JUMP_STACK_SIZE = 16  # include/net/netfilter/nf_tables.h
+_FAMILY_NFPROTO = {"ip": (C.NFPROTO_IPV4,), "ip6": (C.NFPROTO_IPV6,), "inet": (C.NFPROTO_IPV4, C.NFPROTO_IPV6),
+                   "netdev": (C.NFPROTO_NETDEV,)}  # fmt: skip
+_POLICY = {"accept": C.NF_ACCEPT, "drop": C.NF_DROP}
+
+
+@dataclass(slots=True, eq=False)
+class NftPktinfo:
+    """struct nft_pktinfo: the packet, where it is, and what the statements asked for.
+
+    Inputs: skb, hooknum, nfproto, iifname/oifname ("" when there is no such device yet), iif/oif.
+    Outputs: nat (a NAT statement's request), flow_add (flowtable named by `flow add @ft`), reject
+    ((kind, code): "icmp"/"icmpv6"/"icmpx"/"tcp reset"), logs (lines from `log`), reason (of a drop).
+    data and chain_target are the walk's scratch (the frame's bytes; regs->verdict.chain).
+    """
+
+    skb: SkBuff
+    hooknum: int
+    nfproto: int
+    iifname: str = ""
+    oifname: str = ""
+    iif: int = 0
+    oif: int = 0
+    nat: NatRequest | None = None
+    flow_add: str | None = None
+    reject: tuple[str, int] | None = None
+    logs: list[str] = field(default_factory=list)
+    reason: Reason | None = None
+    data: bytes = b""
+    chain_target: object = None
+
+
+@dataclass(eq=False)
+class Rule:
+    """struct nft_rule: its handle, compiled expressions and counters (for listing)."""
+
+    handle: int
+    ops: tuple
+    counters: list
+    chain: Chain | None = None
+    info: RuleInfo | None = None
+
+
+@dataclass(eq=False)
+class Chain:
+    """struct nft_chain; base chains carry type, hook, prio, policy and (netdev) devices."""
+
+    family: str
+    table: str
+    name: str
+    handle: int = 0
+    type: str = "filter"
+    hook: int | None = None
+    hookname: str = ""
+    prio: int = 0
+    policy: int = C.NF_ACCEPT
+    devices: tuple[str, ...] = ()  # () when the JSON names none: then every device
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def is_base(self) -> bool:
+        return self.hook is not None
+
+
+@dataclass(slots=True)
+class NftFlowtable:
+    """A flowtable object (nf_flow_table): hook, priority, devices."""
+
+    family: str
+    table: str
+    name: str
+    hook: str = "ingress"
+    prio: int = 0
+    devices: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+
+class RuleCounter(NamedTuple):
+    family: str
+    table: str
+    chain: str
+    handle: int
+    packets: int
+    bytes: int
+
+
+def nft_do_chain(chain: Chain, pkt: NftPktinfo) -> int:
+    """Walk a base chain for one packet; return NF_ACCEPT or NF_DROP (pkt.reason set on a drop).
+
+    Rules run in order; in a rule, expressions run until one breaks (no match) or gives a verdict.
+    `jump` pushes the return point (at most NFT_JUMP_STACK_SIZE deep), `goto` does not, `return` and the
+    end of a regular chain pop it, and the end of the base chain applies its policy.
+    """
+    pkt.data = pkt.skb.buf.tobytes()
+    stack: list[tuple[list, int]] = []
+    rules, i = chain.rules, 0
+    while True:
+        code = C.NFT_CONTINUE
+        while i < len(rules):
+            rule = rules[i]
+            i += 1
+            for op in rule.ops:
+                code = op(pkt)
+                if code != C.NFT_CONTINUE:
+                    break
+            if code == C.NFT_CONTINUE or code == C.NFT_BREAK:
+                continue
+            if code == C.NFT_JUMP:
+                if len(stack) >= NFT_JUMP_STACK_SIZE:  # nft_jumpstack_push: WARN_ON_ONCE, NF_DROP
+                    pkt.reason = pkt.reason or Reason.NETFILTER_DROP
+                    return C.NF_DROP
+                stack.append((rules, i))
+                rules, i = pkt.chain_target.rules, 0
+                code = C.NFT_CONTINUE
+                continue
+            if code == C.NFT_GOTO:
+                rules, i = pkt.chain_target.rules, 0
+                code = C.NFT_CONTINUE
+                continue
+            break  # NF_ACCEPT, NF_DROP or NFT_RETURN
+        if code >= 0:
+            if code == C.NF_DROP and pkt.reason is None:
+                pkt.reason = Reason.NETFILTER_DROP
+            return code
+        if stack:  # NFT_RETURN, or the end of a regular chain
+            rules, i = stack.pop()
+            continue
+        if chain.policy == C.NF_DROP:
+            pkt.reason = pkt.reason or Reason.NETFILTER_DROP
+        return chain.policy
+
+
+def _items(obj: object) -> list:
+    if isinstance(obj, (str, bytes)):
+        obj = json.loads(obj)
+    if isinstance(obj, dict):
+        obj = obj.get("nftables", [])
+    out = []
+    for item in obj:
+        if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in ("add", "create"):
+            item = next(iter(item.values()))  # a command list: {"add": {"table": ...}}
+        out.append(item)
+    return out
+
+
+def _names(v: object) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
+def _prio(v: object) -> int:
+    if isinstance(v, str) and v in C.NFT_PRIO_NAMES:
+        return C.NFT_PRIO_NAMES[v]
+    return int(v)  # type: ignore[arg-type]
+
+
+class NftRuntime:
+    """A compiled ruleset: tables, chains, sets, flowtables, hooks, counters."""
+
+    def __init__(self, path: str = "<ruleset>"):
+        self.path = path
+        self.tables: dict[tuple[str, str], NftCtx] = {}
+        self.chains: list[Chain] = []
+        self.flowtables: list[NftFlowtable] = []
+        self._hooks: dict[tuple[int, int], list[Chain]] = {}
+        self._json: list = []
+        self._counter_stmts: list[tuple[dict, NftCounter]] = []
+
+    # --- building -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_json(
+        cls, obj: object, path: str = "<ruleset>", ifindex: Mapping[str, int] | None = None
+    ) -> NftRuntime:
+        """Build from `nft -j list ruleset` output (a dict, list or JSON text).
+
+        ifindex maps interface names to indexes for `meta iif`/`oif` (None: compare names instead).
+        Raises ConfigError naming the table, chain and rule handle of anything it cannot compile.
+        """
+        rt = cls(path)
+        rt._json = copy.deepcopy(_items(obj))
+        rules, elements = [], []
+        for item in rt._json:
+            if not isinstance(item, dict) or len(item) != 1:
+                raise ConfigError(path, 0, 0, f"not an nftables object: {item!r}")
+            (kind, o), = item.items()  # fmt: skip
+            if kind == "metainfo":
+                continue
+            if kind == "table":
+                rt._add_table(o, ifindex)
+            elif kind == "chain":
+                rt._add_chain(o)
+            elif kind in ("set", "map", "rule", "element", "flowtable", "counter"):
+                (rules if kind == "rule" else elements).append((kind, o))
+            else:
+                raise ConfigError(path, 0, 0, f"unsupported object {kind!r}")
+        for kind, o in elements:  # after every chain exists: verdict maps name chains
+            rt._add_object(kind, o)
+        for _, o in rules:
+            rt._add_rule(o)
+        rt._validate()
+        for c in rt.chains:
+            if c.is_base:
+                for nfproto in (
+                    _FAMILY_NFPROTO[c.family] if c.hook != C.NF_NETDEV_INGRESS else (C.NFPROTO_NETDEV,)
+                ):
+                    rt._hooks.setdefault((nfproto, c.hook), []).append(c)
+        for chains in rt._hooks.values():
+            chains.sort(key=lambda c: c.prio)  # stable: equal priorities keep ruleset order
+        return rt
+
+    def _err(self, msg: str) -> ConfigError:
+        return ConfigError(self.path, 0, 0, msg)
+
+    def _ctx(self, o: dict, what: str) -> NftCtx:
+        ctx = self.tables.get((o.get("family"), o.get("table")))
+        if ctx is None:
+            raise self._err(f"{what} {o.get('name', '')!r}: no table {o.get('family')} {o.get('table')}")
+        return ctx
+
+    def _add_table(self, o: dict, ifindex: Mapping[str, int] | None) -> None:
+        if o.get("family") not in _FAMILY_NFPROTO:
+            raise self._err(f"table {o.get('family')} {o.get('name')}: unsupported family")
+        self.tables[o["family"], o["name"]] = NftCtx(o["family"], o["name"], ifindex=ifindex)
+
+    def _add_chain(self, o: dict) -> None:
+        ctx = self._ctx(o, "chain")
+        chain = Chain(o["family"], o["table"], o["name"], int(o.get("handle", 0)))
+        if "hook" in o:
+            hook = C.HOOK_NAMES.get(o["hook"])
+            netdev_only = hook == C.NF_NETDEV_INGRESS
+            if hook is None or (o["family"] == "netdev") != netdev_only:
+                raise self._err(
+                    f"chain {o['family']} {o['table']} {o['name']}: unsupported hook {o['hook']!r}"
+                )
+            if (
+                o.get("type", "filter") not in ("filter", "nat", "route")
+                or o.get("policy", "accept") not in _POLICY
+            ):
+                raise self._err(f"chain {o['family']} {o['table']} {o['name']}: bad type or policy")
+            chain.type, chain.hook, chain.hookname = o.get("type", "filter"), hook, o["hook"]
+            chain.prio, chain.policy = _prio(o.get("prio", 0)), _POLICY[o.get("policy", "accept")]
+            chain.devices = _names(o.get("dev"))
+        ctx.chains[chain.name] = chain
+        self.chains.append(chain)
+
+    def _add_object(self, kind: str, o: dict) -> None:
+        ctx = self._ctx(o, kind)
+        where = f"{kind} {o.get('family')} {o.get('table')} {o.get('name')}"
+        try:
+            if kind in ("set", "map"):
+                s = set_from_json(o)
+                ctx.sets[s.name] = s
+                self._add_elements(ctx, s, o.get("elem", []))
+            elif kind == "element":
+                s = ctx.sets.get(o.get("name"))
+                if s is None:
+                    raise NftBuildError("no such set")
+                self._add_elements(ctx, s, o.get("elem", []))
+            elif kind == "flowtable":
+                ft = NftFlowtable(o["family"], o["table"], o["name"], o.get("hook", "ingress"),
+                                  _prio(o.get("prio", 0)), _names(o.get("dev")), _names(o.get("flags")))  # fmt: skip
+                ctx.flowtables[ft.name] = ft
+                self.flowtables.append(ft)
+            else:  # a named counter object
+                ctx.counters[o["name"]] = NftCounter(int(o.get("packets", 0)), int(o.get("bytes", 0)))
+        except (NftBuildError, KeyError, TypeError, ValueError) as e:
+            raise self._err(f"{where}: {e}") from None
+
+    def _add_elements(self, ctx: NftCtx, s: NftSet, elems: list) -> None:
+        if s.data_type is None:
+            s.add_elements(elems)
+        elif s.data_type == "verdict":
+            s.add_elements(elems, lambda v: parse_verdict(v, ctx, RuleInfo()))
+        else:
+            dtype = s.data_type
+            s.add_elements(
+                elems, lambda v: parse_key(dtype, 0, v) if isinstance(v, dict) else parse_value(dtype, v)
+            )
+
+    def _add_rule(self, o: dict) -> None:
+        ctx = self._ctx(o, "rule")
+        where = f"rule {o.get('family')} {o.get('table')} {o.get('chain')} handle {o.get('handle', '?')}"
+        chain = ctx.chains.get(o.get("chain"))
+        if chain is None:
+            raise self._err(f"{where}: no such chain")
+        info = RuleInfo()
+        try:
+            ops = tuple(build_stmt(stmt, ctx, info) for stmt in o.get("expr", []))
+        except (NftBuildError, KeyError, TypeError, ValueError) as e:
+            raise self._err(f"{where}: {e}") from None
+        rule = Rule(int(o.get("handle", 0)), ops, info.counters, chain, info)
+        chain.rules.append(rule)
+        stmts = [
+            s
+            for s in o.get("expr", [])
+            if isinstance(s, dict) and "counter" in s and not isinstance(s["counter"], str)
+        ]
+        self._counter_stmts.extend(zip(stmts, info.counters, strict=True))
+
+    def _validate(self) -> None:
+        """nf_tables_check_loops and nft_chain_validate: loops, depth, statements allowed per hook."""
+        for base in self.chains:
+            if base.is_base:
+                self._validate_chain(base, base, 0, [])
+
+    def _validate_chain(self, base: Chain, chain: Chain, level: int, path: list[Chain]) -> None:
+        where = f"chain {chain.family} {chain.table} {chain.name}"
+        if chain in path:
+            raise self._err(f"{where}: loop detected")
+        if level >= NFT_JUMP_STACK_SIZE:
+            raise self._err(f"{where}: too many nested jumps (limit {NFT_JUMP_STACK_SIZE})")
+        for rule in chain.rules:
+            for stmt, hooks, ctype in rule.info.hooks:
+                if base.hookname not in hooks or (ctype is not None and base.type != ctype):
+                    need = f" in a {ctype} chain" if ctype else ""
+                    raise self._err(
+                        f"rule {chain.family} {chain.table} {chain.name} handle {rule.handle}: {stmt} is only "
+                        f"valid{need} at hooks {', '.join(hooks)} (reached from {base.hookname} chain {base.name})"
+                    )
+            for target in dict.fromkeys(rule.info.targets):
+                self._validate_chain(base, target, level + 1, path + [chain])
+
+    # --- running --------------------------------------------------------------------------------------------
+    def base_chains(self, nfproto: int, hooknum: int, dev: str | None = None) -> list[Chain]:
+        """The base chains of a hook in priority order (netdev ones filtered by device when `dev` is given)."""
+        chains = self._hooks.get((nfproto, hooknum), [])
+        if dev is None or nfproto != C.NFPROTO_NETDEV:
+            return chains
+        return [c for c in chains if not c.devices or dev in c.devices]
+
+    def nft_do_chain(self, chain: Chain, pkt: NftPktinfo) -> int:
+        return nft_do_chain(chain, pkt)
+
+    def chain(self, family: str, table: str, name: str) -> Chain:
+        return self.tables[family, table].chains[name]
+
+    def set(self, family: str, table: str, name: str) -> NftSet:
+        return self.tables[family, table].sets[name]
+
+    # --- listing ----------------------------------------------------------------------------------------------
+    def rule_counters(self) -> list[RuleCounter]:
+        """Packets and bytes of every rule with a counter statement (the first one if it has several)."""
+        return [
+            RuleCounter(c.family, c.table, c.name, r.handle, r.counters[0].packets, r.counters[0].bytes)
+            for c in self.chains
+            for r in c.rules
+            if r.counters
+        ]
+
+    def list_ruleset_json(self) -> dict:
+        """The ruleset as it was loaded, with the counters' current values (`nft -j list ruleset`)."""
+        for stmt, counter in self._counter_stmts:
+            stmt["counter"] = {"packets": counter.packets, "bytes": counter.bytes}
+        return {"nftables": copy.deepcopy(self._json)}

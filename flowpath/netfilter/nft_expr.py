@@ -1,0 +1,541 @@
+"""nft expressions: payload, meta and ct loads, bitwise, concatenations, cmp, range and set lookups.
+
+Linux: net/netfilter/nft_payload.c, nft_meta.c, nft_ct.c, nft_bitwise.c, nft_cmp.c, nft_range.c,
+nft_lookup.c (plus nftables src/payload.c › payload_gen_dependency for the implicit protocol checks).
+
+A `match` statement of libnftables JSON is compiled once into a closure `op(pkt) -> int` that returns
+NFT_CONTINUE when it matches and NFT_BREAK when it does not, as the kernel's expression `eval` sets
+`regs->verdict.code`. A load returns None where the kernel jumps to `err: regs->verdict.code = NFT_BREAK`
+(missing header, a later fragment, no conntrack), so a failed load never matches, whatever the operator.
+Implicit dependencies (`tcp dport` needs `meta l4proto tcp`, `ip saddr` in an inet table needs
+`meta nfproto ipv4`) are folded into the loads: `nft -j list ruleset` omits them, the bytecode has them.
+"""
+
+from __future__ import annotations
+
+import operator
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, NamedTuple
+
+from flowpath.netfilter import constants as C
+from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value, set_type
+from flowpath.packet import layout as L
+
+NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
+Op = Callable[[object], int]  # a compiled expression or statement: op(pkt) -> verdict code
+
+
+class Load(NamedTuple):
+    """A compiled value source: fn(pkt) -> int | str | tuple | None (None: NFT_BREAK)."""
+
+    fn: Callable[[object], object]
+    dtype: str | tuple
+    bits: int
+
+
+@dataclass
+class NftCtx:
+    """What a table's rules are built against (names resolved at build time, never per packet)."""
+
+    family: str
+    table: str
+    sets: dict = field(default_factory=dict)  # name -> NftSet (maps included)
+    chains: dict = field(default_factory=dict)  # name -> Chain
+    flowtables: dict = field(default_factory=dict)  # name -> NftFlowtable
+    counters: dict = field(default_factory=dict)  # name -> NftCounter (named counter objects)
+    ifindex: Mapping[str, int] | None = None
+
+
+# --- payload (nft_payload.c; field table from nftables src/proto.c) -------------------------------------
+_LL, _NH, _TH = 0, 1, 2
+_NOT_CHECKED = -1
+# protocol -> (base, l3proto dependency, l4proto dependency)
+_PROTO_DEP = {
+    "ether": (_LL, 0, _NOT_CHECKED), "ip": (_NH, L.ETH_P_IP, _NOT_CHECKED),
+    "ip6": (_NH, L.ETH_P_IPV6, _NOT_CHECKED), "tcp": (_TH, 0, L.IPPROTO_TCP), "udp": (_TH, 0, L.IPPROTO_UDP),
+    "icmp": (_TH, L.ETH_P_IP, L.IPPROTO_ICMP), "icmpv6": (_TH, L.ETH_P_IPV6, L.IPPROTO_ICMPV6),
+    "th": (_TH, 0, _NOT_CHECKED),
+}  # fmt: skip
+# (protocol, field) -> (offset, length in bytes, right shift, mask (0: none), datatype)
+_PAYLOAD = {
+    ("ether", "daddr"): (L.ETH.h_dest, 6, 0, 0, "ether_addr"),
+    ("ether", "saddr"): (L.ETH.h_source, 6, 0, 0, "ether_addr"),
+    ("ether", "type"): (L.ETH.h_proto, 2, 0, 0, "ether_type"),
+    ("ip", "version"): (L.IPH.version_ihl, 1, 4, 0xF, "integer"),
+    ("ip", "hdrlength"): (L.IPH.version_ihl, 1, 0, 0xF, "integer"),
+    ("ip", "dscp"): (L.IPH.tos, 1, 2, 0x3F, "dscp"),
+    ("ip", "ecn"): (L.IPH.tos, 1, 0, 0x3, "ecn"),
+    ("ip", "length"): (L.IPH.tot_len, 2, 0, 0, "integer"),
+    ("ip", "id"): (L.IPH.id, 2, 0, 0, "integer"),
+    ("ip", "frag-off"): (L.IPH.frag_off, 2, 0, 0, "integer"),
+    ("ip", "ttl"): (L.IPH.ttl, 1, 0, 0, "integer"),
+    ("ip", "protocol"): (L.IPH.protocol, 1, 0, 0, "inet_proto"),
+    ("ip", "checksum"): (L.IPH.check, 2, 0, 0, "integer"),
+    ("ip", "saddr"): (L.IPH.saddr, 4, 0, 0, "ipv4_addr"),
+    ("ip", "daddr"): (L.IPH.daddr, 4, 0, 0, "ipv4_addr"),
+    ("ip6", "version"): (L.IP6H.ver_tc_flow, 1, 4, 0xF, "integer"),
+    ("ip6", "dscp"): (L.IP6H.ver_tc_flow, 2, 6, 0x3F, "dscp"),
+    ("ip6", "ecn"): (L.IP6H.ver_tc_flow, 2, 4, 0x3, "ecn"),
+    ("ip6", "flowlabel"): (L.IP6H.ver_tc_flow, 4, 0, 0xFFFFF, "integer"),
+    ("ip6", "length"): (L.IP6H.payload_len, 2, 0, 0, "integer"),
+    ("ip6", "nexthdr"): (L.IP6H.nexthdr, 1, 0, 0, "inet_proto"),
+    ("ip6", "hoplimit"): (L.IP6H.hop_limit, 1, 0, 0, "integer"),
+    ("ip6", "saddr"): (L.IP6H.saddr, 16, 0, 0, "ipv6_addr"),
+    ("ip6", "daddr"): (L.IP6H.daddr, 16, 0, 0, "ipv6_addr"),
+    ("tcp", "sport"): (L.TCPH.source, 2, 0, 0, "inet_service"),
+    ("tcp", "dport"): (L.TCPH.dest, 2, 0, 0, "inet_service"),
+    ("tcp", "sequence"): (L.TCPH.seq, 4, 0, 0, "integer"),
+    ("tcp", "ackseq"): (L.TCPH.ack_seq, 4, 0, 0, "integer"),
+    ("tcp", "doff"): (L.TCPH.doff_res, 1, 4, 0xF, "integer"),
+    ("tcp", "reserved"): (L.TCPH.doff_res, 1, 0, 0xF, "integer"),
+    ("tcp", "flags"): (L.TCPH.flags, 1, 0, 0, "tcp_flag"),
+    ("tcp", "window"): (L.TCPH.window, 2, 0, 0, "integer"),
+    ("tcp", "checksum"): (L.TCPH.check, 2, 0, 0, "integer"),
+    ("tcp", "urgptr"): (L.TCPH.urg_ptr, 2, 0, 0, "integer"),
+    ("udp", "sport"): (L.UDPH.source, 2, 0, 0, "inet_service"),
+    ("udp", "dport"): (L.UDPH.dest, 2, 0, 0, "inet_service"),
+    ("udp", "length"): (L.UDPH.len, 2, 0, 0, "integer"),
+    ("udp", "checksum"): (L.UDPH.check, 2, 0, 0, "integer"),
+    ("th", "sport"): (L.UDPH.source, 2, 0, 0, "inet_service"),
+    ("th", "dport"): (L.UDPH.dest, 2, 0, 0, "inet_service"),
+    ("icmp", "type"): (L.ICMPH.type, 1, 0, 0, "icmp_type"),
+    ("icmp", "code"): (L.ICMPH.code, 1, 0, 0, "icmp_code"),
+    ("icmp", "checksum"): (L.ICMPH.checksum, 2, 0, 0, "integer"),
+    ("icmp", "id"): (L.ICMPH.id, 2, 0, 0, "integer"),
+    ("icmp", "sequence"): (L.ICMPH.sequence, 2, 0, 0, "integer"),
+    ("icmp", "gateway"): (L.ICMPH.id, 4, 0, 0, "ipv4_addr"),
+    ("icmp", "mtu"): (L.ICMPH.sequence, 2, 0, 0, "integer"),
+    ("icmpv6", "type"): (L.ICMPH.type, 1, 0, 0, "icmpv6_type"),
+    ("icmpv6", "code"): (L.ICMPH.code, 1, 0, 0, "icmpv6_code"),
+    ("icmpv6", "checksum"): (L.ICMPH.checksum, 2, 0, 0, "integer"),
+    ("icmpv6", "parameter-problem"): (L.ICMPH.id, 4, 0, 0, "integer"),
+    ("icmpv6", "packet-too-big"): (L.ICMPH.id, 4, 0, 0, "integer"),
+    ("icmpv6", "id"): (L.ICMPH.id, 2, 0, 0, "integer"),
+    ("icmpv6", "sequence"): (L.ICMPH.sequence, 2, 0, 0, "integer"),
+    ("icmpv6", "max-delay"): (L.ICMPH.id, 2, 0, 0, "integer"),
+}  # fmt: skip
+_RAW_BASE = {"ll": _LL, "nh": _NH, "th": _TH}
+
+
+def _payload_fn(base: int, l3: int, l4: int, off: int, n: int, shift: int, mask: int):
+    """nft_payload_eval for one field, with its dependency checks in front."""
+
+    def load(pkt):
+        skb = pkt.skb
+        if l3 and skb.l3proto != l3:
+            return None
+        if base == _TH:
+            if l4 != _NOT_CHECKED and skb.l4proto != l4:
+                return None
+            o = skb.thoff  # -1 for a later fragment: nft_payload_eval › pkt->fragoff
+            if o < 0:
+                return None
+        elif base == _NH:
+            o = skb.nhoff
+        else:
+            o = 0
+        o += off
+        d = pkt.data
+        if o + n > len(d):
+            return None
+        v = int.from_bytes(d[o : o + n], "big")
+        return (v >> shift) & mask if mask else v
+
+    return load
+
+
+def build_payload(p: dict) -> Load:
+    if "base" in p:  # raw payload: @nh,96,32
+        base, off_bits, len_bits = _RAW_BASE.get(p["base"]), int(p["offset"]), int(p["len"])
+        if base is None or len_bits <= 0:
+            raise NftBuildError(f"unsupported payload base {p['base']!r}")
+        first, last = off_bits // 8, (off_bits + len_bits - 1) // 8
+        n = last - first + 1
+        shift = n * 8 - (off_bits % 8) - len_bits
+        fn = _payload_fn(base, 0, _NOT_CHECKED, first, n, shift, (1 << len_bits) - 1)
+        return Load(fn, "integer", len_bits)
+    proto, fld = p.get("protocol"), p.get("field")
+    if (proto, fld) not in _PAYLOAD:
+        raise NftBuildError(f"unsupported payload field {proto} {fld}")
+    off, n, shift, mask, dtype = _PAYLOAD[proto, fld]
+    base, l3, l4 = _PROTO_DEP[proto]
+    bits = mask.bit_length() if mask else n * 8
+    return Load(_payload_fn(base, l3, l4, off, n, shift, mask), dtype, bits)
+
+
+# --- meta (nft_meta.c › nft_meta_get_eval) ----------------------------------------------------------------
+def _meta_l4proto(pkt):
+    p = pkt.skb.l4proto
+    return p if p >= 0 else None  # NFT_PKTINFO_L4PROTO not set
+
+
+def _meta_length(pkt):
+    skb = pkt.skb
+    return skb.buf.shape[0] - skb.nhoff  # skb->len: the network header onwards at every nft hook
+
+
+_META = {
+    "l4proto": (_meta_l4proto, "inet_proto", 8),
+    "nfproto": (lambda pkt: pkt.nfproto, "nf_proto", 8),
+    "protocol": (lambda pkt: pkt.skb.l3proto, "ether_type", 16),
+    "iifname": (lambda pkt: pkt.iifname, "ifname", 128),  # no device: "" (nft_meta_store_ifname)
+    "oifname": (lambda pkt: pkt.oifname, "ifname", 128),
+    "iif": (lambda pkt: pkt.iif, "iface_index", 32),  # no device: 0 (nft_meta_store_ifindex)
+    "oif": (lambda pkt: pkt.oif, "iface_index", 32),
+    "mark": (lambda pkt: pkt.skb.mark, "mark", 32),
+    "length": (_meta_length, "integer", 32),
+}  # fmt: skip
+
+
+def build_meta(m: dict) -> Load:
+    key = m.get("key")
+    if key not in _META:
+        raise NftBuildError(f"unsupported meta key {key!r}")
+    return Load(*_META[key])
+
+
+# --- ct (nft_ct.c › nft_ct_get_eval) ------------------------------------------------------------------------
+def _ct_state(pkt):
+    skb = pkt.skb
+    ctinfo = skb.ctinfo
+    if ctinfo == C.IP_CT_UNTRACKED:
+        return 64  # NF_CT_STATE_UNTRACKED_BIT
+    if skb.ct is None:
+        return 1  # NF_CT_STATE_INVALID_BIT
+    return 1 << (ctinfo % C.IP_CT_IS_REPLY + 1)  # NF_CT_STATE_BIT(ctinfo)
+
+
+def _ct_direction(pkt):
+    skb = pkt.skb
+    if skb.ct is None:
+        return None
+    return C.IP_CT_DIR_REPLY if skb.ctinfo >= C.IP_CT_IS_REPLY else C.IP_CT_DIR_ORIGINAL  # CTINFO2DIR
+
+
+def _ct_status(pkt):
+    ct = pkt.skb.ct
+    return None if ct is None else ct.status
+
+
+def _ct_mark(pkt):
+    ct = pkt.skb.ct
+    return None if ct is None else ct.mark
+
+
+_CT = {"state": (_ct_state, "ct_state", 32), "direction": (_ct_direction, "ct_dir", 8),
+       "status": (_ct_status, "ct_status", 32), "mark": (_ct_mark, "mark", 32)}  # fmt: skip
+
+
+def build_ct(m: dict) -> Load:
+    key = m.get("key")
+    if key not in _CT or "dir" in m or "family" in m:
+        raise NftBuildError(f"unsupported ct expression {m!r}")
+    return Load(*_CT[key])
+
+
+# --- bitwise (nft_bitwise.c) and concatenations -------------------------------------------------------------
+_BINOPS = {
+    "&": operator.and_,
+    "|": operator.or_,
+    "^": operator.xor,
+    "<<": operator.lshift,
+    ">>": operator.rshift,
+}
+
+
+def _binop_fn(inner, fn, c):
+    def load(pkt):
+        v = inner(pkt)
+        return None if v is None else fn(v, c)
+
+    return load
+
+
+def _concat_fn(fns):
+    def load(pkt):
+        out = tuple(f(pkt) for f in fns)
+        return None if None in out else out
+
+    return load
+
+
+def build_load(e: object, ctx: NftCtx) -> Load:
+    """Compile the left-hand side of a match (or a mangle value) into a Load."""
+    if isinstance(e, dict) and len(e) == 1:
+        (kind, arg), = e.items()  # fmt: skip
+        if kind == "payload":
+            return build_payload(arg)
+        if kind == "meta":
+            return build_meta(arg)
+        if kind == "ct":
+            return build_ct(arg)
+        if kind in _BINOPS:
+            left, right = arg
+            inner = build_load(left, ctx)
+            if isinstance(inner.dtype, tuple):
+                raise NftBuildError("bitwise on a concatenation")
+            c = parse_value(inner.dtype, right) if kind in "&|^" else int(right)
+            if not isinstance(c, int):
+                raise NftBuildError(f"bitwise {kind} needs an integer, got {right!r}")
+            return Load(_binop_fn(inner.fn, _BINOPS[kind], c), inner.dtype, inner.bits)
+        if kind == "concat":
+            parts = [build_load(x, ctx) for x in arg]
+            return Load(_concat_fn(tuple(p.fn for p in parts)), tuple(p.dtype for p in parts), 0)
+        raise NftBuildError(f"unsupported expression {kind!r}")
+    raise NftBuildError(f"unsupported expression {e!r}")
+
+
+# --- sets (nft_lookup.c; nft_set_hash / nft_set_rbtree / nft_set_pipapo by what they hold) ------------------
+_WIDTH = {
+    "ipv4_addr": 32,
+    "ipv6_addr": 128,
+    "ether_addr": 48,
+    "inet_service": 16,
+    "inet_proto": 8,
+    "mark": 32,
+}
+
+
+class Interval(NamedTuple):
+    lo: int
+    hi: int
+
+
+def parse_key(dtype: str | tuple, bits: int, v: object) -> object:
+    """One set element key or match operand: a scalar, an Interval (prefix/range) or a tuple (concat)."""
+    if isinstance(v, dict) and "elem" in v:
+        v = v["elem"]["val"]
+    if isinstance(dtype, tuple):
+        if not (isinstance(v, dict) and "concat" in v) or len(v["concat"]) != len(dtype):
+            raise NftBuildError(f"expected a concatenation of {len(dtype)}, got {v!r}")
+        return tuple(parse_key(t, 0, x) for t, x in zip(dtype, v["concat"], strict=True))
+    if isinstance(v, dict) and "prefix" in v:
+        width = _WIDTH.get(dtype, bits)
+        base, plen = parse_value(dtype, v["prefix"]["addr"]), int(v["prefix"]["len"])
+        if not isinstance(base, int) or not 0 <= plen <= width:
+            raise NftBuildError(f"bad prefix {v!r}")
+        host = (1 << (width - plen)) - 1
+        return Interval(base & ~host, (base & ~host) | host)
+    if isinstance(v, dict) and "range" in v:
+        lo, hi = (parse_value(dtype, x) for x in v["range"])
+        if not (isinstance(lo, int) and isinstance(hi, int)) or lo > hi:
+            raise NftBuildError(f"bad range {v!r}")
+        return Interval(lo, hi)
+    return parse_value(dtype, v)
+
+
+def _is_wild(k: object) -> bool:
+    return isinstance(k, str) and k.endswith("*") and not k.endswith("\\*")
+
+
+def _component_match(k: object, v: object) -> bool:
+    if isinstance(k, Interval):
+        return k.lo <= v <= k.hi
+    if _is_wild(k):
+        return v.startswith(k[:-1])
+    return k == v
+
+
+class NftSet:
+    """A named or anonymous set or map: exact keys hashed, intervals bisected, the rest scanned.
+
+    `get(key)` returns the element's data (True for a plain set) or None when absent.
+    """
+
+    def __init__(self, name: str, keytype: str | tuple, bits: int = 0, data_type: str | None = None):
+        self.name, self.keytype, self.bits, self.data_type = name, keytype, bits, data_type
+        self.exact: dict = {}
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.datas: list = []
+        self.scan: list[tuple] = []  # (key, data): wildcards and concatenations with intervals
+
+    def add(self, key: object, data: object = True) -> None:
+        if isinstance(key, Interval):
+            i = bisect_right(self.starts, key.lo)
+            self.starts.insert(i, key.lo)
+            self.ends.insert(i, key.hi)
+            self.datas.insert(i, data)
+        elif _is_wild(key) or (
+            isinstance(key, tuple) and any(isinstance(k, Interval) or _is_wild(k) for k in key)
+        ):
+            self.scan.append((key, data))
+        else:
+            self.exact[key.replace("\\*", "*") if isinstance(key, str) else key] = data
+
+    def add_elements(self, elems: list, parse_data: Callable[[object], object] | None = None) -> None:
+        for el in elems:
+            if parse_data is not None:
+                if not (isinstance(el, list) and len(el) == 2):
+                    raise NftBuildError(f"map element must be [key, data]: {el!r}")
+                self.add(parse_key(self.keytype, self.bits, el[0]), parse_data(el[1]))
+            else:
+                self.add(parse_key(self.keytype, self.bits, el))
+
+    def get(self, key: object) -> object:
+        d = self.exact.get(key)
+        if d is not None:
+            return d
+        starts = self.starts
+        if starts:
+            i = bisect_right(starts, key) - 1
+            # overlapping intervals only come from user JSON; scan back over starts <= key then
+            while i >= 0:
+                if key <= self.ends[i]:
+                    return self.datas[i]
+                i -= 1
+        for k, d in self.scan:
+            if isinstance(k, tuple):
+                if all(_component_match(a, b) for a, b in zip(k, key, strict=False)):
+                    return d
+            elif key.startswith(k[:-1]):
+                return d
+        return None
+
+    def __len__(self) -> int:
+        return len(self.exact) + len(self.starts) + len(self.scan)
+
+
+def set_from_json(s: dict) -> NftSet:
+    """A named set or map object of `nft -j list ruleset` (its elements are added by the caller for maps)."""
+    keytype = set_type(s["type"])
+    return NftSet(s["name"], keytype, 0, s.get("map"))
+
+
+# --- match (nft_cmp.c, nft_range.c, nft_lookup.c) ------------------------------------------------------------
+_ORDER = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
+
+
+def _m_eq(load, c):
+    def op(pkt):
+        return NFT_CONTINUE if load(pkt) == c else NFT_BREAK  # None never equals c
+
+    return op
+
+
+def _m_ne(load, c):
+    def op(pkt):
+        v = load(pkt)
+        return NFT_CONTINUE if v is not None and v != c else NFT_BREAK
+
+    return op
+
+
+def _m_order(load, cmp, c):
+    def op(pkt):
+        v = load(pkt)
+        return NFT_CONTINUE if v is not None and cmp(v, c) else NFT_BREAK
+
+    return op
+
+
+def _m_flags(load, mask, want_any):
+    """Bitmask implicit op: `ct state established,related` is (state & mask) != 0; `!` is == 0."""
+
+    def op(pkt):
+        v = load(pkt)
+        return NFT_CONTINUE if v is not None and bool(v & mask) == want_any else NFT_BREAK
+
+    return op
+
+
+def _m_range(load, lo, hi, inv):
+    def op(pkt):
+        v = load(pkt)
+        return NFT_CONTINUE if v is not None and (lo <= v <= hi) != inv else NFT_BREAK
+
+    return op
+
+
+def _m_prefix(load, p, inv):  # ifname wildcard: `iifname "eth*"` compares the first len("eth") bytes
+    def op(pkt):
+        v = load(pkt)
+        return NFT_CONTINUE if v is not None and v.startswith(p) != inv else NFT_BREAK
+
+    return op
+
+
+def _m_lookup(load, s: NftSet, inv):
+    if not s.starts and not s.scan:
+        exact = s.exact  # a hash set: the common case gets a direct membership test
+
+        def op_hash(pkt):
+            v = load(pkt)
+            return NFT_CONTINUE if v is not None and (v in exact) != inv else NFT_BREAK
+
+        return op_hash
+
+    def op(pkt):
+        v = load(pkt)
+        return NFT_CONTINUE if v is not None and (s.get(v) is not None) != inv else NFT_BREAK
+
+    return op
+
+
+def resolve_set(ref: object, ctx: NftCtx, keytype: str | tuple, bits: int) -> NftSet:
+    """`@name` (a named set of this table) or {"set": [...]} (an anonymous set) as an NftSet."""
+    if isinstance(ref, str) and ref.startswith("@"):
+        s = ctx.sets.get(ref[1:])
+        if s is None:
+            raise NftBuildError(f"set {ref[1:]!r} does not exist in table {ctx.family} {ctx.table}")
+        return s
+    s = NftSet("", keytype, bits)
+    s.add_elements(ref["set"] if isinstance(ref["set"], list) else [ref["set"]])
+    return s
+
+
+def _ifindex_operand(right: object, ctx: NftCtx) -> object:
+    """Interface names on the right of `meta iif`/`oif` become ifindexes (nft resolves them at load)."""
+
+    def idx(name: object) -> object:
+        if not isinstance(name, str):
+            return name
+        if name not in ctx.ifindex:
+            raise NftBuildError(f"interface {name!r} does not exist")
+        return ctx.ifindex[name]
+
+    if isinstance(right, dict) and "set" in right:
+        items = right["set"] if isinstance(right["set"], list) else [right["set"]]
+        return {"set": [idx(x) for x in items]}
+    return idx(right)
+
+
+def build_match(m: dict, ctx: NftCtx) -> Op:
+    """Compile {"match": {"op", "left", "right"}} into op(pkt) -> NFT_CONTINUE | NFT_BREAK."""
+    opname, left, right = m.get("op", "=="), m.get("left"), m.get("right")
+    load = build_load(left, ctx)
+    fn, dtype, bits = load
+    if dtype == "iface_index":
+        if ctx.ifindex is None:  # Deviation: no ifindex map given, so `meta iif "eth0"` compares names
+            fn, dtype, bits = build_meta({"key": "iifname" if left["meta"]["key"] == "iif" else "oifname"})
+            if isinstance(right, str) and not right.startswith("@"):
+                right = {"set": [right]}  # an exact name, never a wildcard
+        else:
+            right, dtype = _ifindex_operand(right, ctx), "integer"
+    if (isinstance(right, str) and right.startswith("@")) or (isinstance(right, dict) and "set" in right):
+        if opname not in ("==", "!=", "in"):
+            raise NftBuildError(f"operator {opname!r} on a set")
+        return _m_lookup(fn, resolve_set(right, ctx, dtype, bits), opname == "!=")
+    c = parse_key(dtype, bits, right)
+    if isinstance(c, Interval):
+        if opname not in ("==", "!=", "in"):
+            raise NftBuildError(f"operator {opname!r} on a range or prefix")
+        return _m_range(fn, c.lo, c.hi, opname == "!=")
+    if _is_wild(c):
+        if opname not in ("==", "!=", "in"):
+            raise NftBuildError(f"operator {opname!r} on an interface wildcard")
+        return _m_prefix(fn, c[:-1], opname == "!=")
+    if isinstance(c, str):
+        c = c.replace("\\*", "*")
+    if opname == "in" and dtype in BITMASK_TYPES:
+        return _m_flags(fn, c, True)
+    if opname == "!":
+        return _m_flags(fn, c, False)
+    if opname in ("==", "in"):
+        return _m_eq(fn, c)
+    if opname == "!=":
+        return _m_ne(fn, c)
+    if opname in _ORDER and isinstance(c, int):
+        return _m_order(fn, _ORDER[opname], c)
+    raise NftBuildError(f"unsupported operator {opname!r}")
