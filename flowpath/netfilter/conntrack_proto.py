@@ -1,0 +1,257 @@
+"""Tuple extraction and the UDP, ICMP, ICMPv6 and generic trackers.
+
+Linux: net/netfilter/nf_conntrack_core.c (get_l4proto, nf_ct_get_tuple), nf_conntrack_proto_udp.c,
+nf_conntrack_proto_icmp.c, nf_conntrack_proto_icmpv6.c, nf_conntrack_proto_generic.c and
+nf_conntrack_proto.c › nf_conntrack_inet_error (ICMP errors about a tracked connection are RELATED).
+
+Deviation: only TCP and UDP carry ports in the tuple; every other protocol but ICMP/ICMPv6 (SCTP,
+UDP-Lite, DCCP, GRE, ESP, ...) is tracked by the generic tracker on addresses and protocol alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flowpath.netfilter.constants import (
+    IP_CT_DIR_REPLY,
+    IP_CT_IS_REPLY,
+    IP_CT_RELATED,
+    IP_CT_UNTRACKED,
+    IPS_ASSURED,
+    IPS_CONFIRMED,
+    IPS_NAT_CLASH_BIT,
+    IPS_SEEN_REPLY,
+    NF_ACCEPT,
+    NFPROTO_IPV4,
+    NFPROTO_IPV6,
+)
+from flowpath.netfilter.conntrack_tuple import (
+    NSEC_PER_SEC,
+    IpCtUdp,
+    NfConn,
+    NfConnTuple,
+    nf_ct_invert_tuple,
+    nf_ct_is_confirmed,
+    nf_ct_refresh_acct,
+)
+from flowpath.packet import layout as L
+from flowpath.packet.csum import icmp_csum, ld16, ld32, l4_csum
+
+UDP_CT_UNREPLIED_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_udp.c › udp_timeouts
+UDP_CT_REPLIED_NS = 120 * NSEC_PER_SEC
+UDP_STREAM_DELAY_NS = 2 * NSEC_PER_SEC  # ct->proto.udp.stream_ts = 2 * HZ + jiffies
+ICMP_TIMEOUT_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_icmp.c › nf_ct_icmp_timeout
+ICMPV6_TIMEOUT_NS = 30 * NSEC_PER_SEC
+GENERIC_TIMEOUT_NS = 600 * NSEC_PER_SEC  # nf_conntrack_proto_generic.c
+NR_ICMP_TYPES = 18
+
+_ICMP_VALID_NEW = frozenset({L.ICMP_ECHO, L.ICMP_TIMESTAMP, L.ICMP_INFO_REQUEST, L.ICMP_ADDRESS})
+_ICMPV6_VALID_NEW = frozenset({L.ICMPV6_ECHO_REQUEST, 139})  # echo request, node information query
+# nf_conntrack_proto_icmpv6.c › noct_valid_new: MLD and neighbour discovery are never tracked
+_ICMPV6_NOCT = frozenset({130, 131, 132, 133, 134, 135, 136, 143})
+_ICMPV6_ERRORS = frozenset(
+    {L.ICMPV6_DEST_UNREACH, L.ICMPV6_PKT_TOOBIG, L.ICMPV6_TIME_EXCEED, L.ICMPV6_PARAMPROB}
+)
+
+
+def addr_bytes(addr: int, l3proto: int) -> np.ndarray:
+    """A network-order uint8 array of an address (for csum_replace16 and stores)."""
+    n = 16 if l3proto == NFPROTO_IPV6 else 4
+    return np.array(list(addr.to_bytes(n, "big")), np.uint8)
+
+
+def _load_addr(b, off: int, l3proto: int) -> int:
+    if l3proto == NFPROTO_IPV4:
+        return ld32(b, off)
+    return int.from_bytes(b[off : off + 16].tobytes(), "big")
+
+
+def nf_l4_checksum_bad(skb, thoff: int, l4proto: int) -> bool:
+    """Linux: nf_checksum (netfilter/utils.c): verify the TCP/UDP/ICMP checksum of an unfragmented packet.
+
+    A UDP checksum of zero means none and is not checked (udp_error).
+    """
+    b = skb.buf
+    n = b.shape[0] - thoff
+    if l4proto == L.IPPROTO_ICMP:
+        return icmp_csum(b, thoff, n) != ld16(b, thoff + L.ICMPH.checksum)
+    check_off = {L.IPPROTO_TCP: L.TCPH.check, L.IPPROTO_UDP: L.UDPH.check, L.IPPROTO_ICMPV6: L.ICMPH.checksum}
+    coff = check_off[l4proto]
+    stored = ld16(b, thoff + coff)
+    if l4proto == L.IPPROTO_UDP and stored == 0:
+        return False
+    return l4_csum(b, skb.nhoff, thoff, n, skb.is_ipv6, l4proto, coff) != stored
+
+
+def nf_ct_get_tuple(b, thoff: int, l3proto: int, l4proto: int, saddr: int, daddr: int) -> NfConnTuple | None:
+    """The tuple of a packet whose L4 header starts at thoff, or None when it is too short.
+
+    Linux: nf_ct_get_tuple with the per-protocol pkt_to_tuple (ports for TCP/UDP, type/code/id for ICMP).
+    """
+    end = b.shape[0]
+    if l4proto in (L.IPPROTO_TCP, L.IPPROTO_UDP):
+        if thoff + 4 > end:
+            return None
+        return NfConnTuple(l3proto, l4proto, saddr, daddr, ld16(b, thoff), ld16(b, thoff + 2))
+    if l4proto in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
+        if thoff + L.ICMPH.size > end:
+            return None
+        echo_id = ld16(b, thoff + L.ICMPH.id)
+        return NfConnTuple(l3proto, l4proto, saddr, daddr, echo_id, echo_id, int(b[thoff]), int(b[thoff + 1]))
+    return NfConnTuple(l3proto, l4proto, saddr, daddr, 0, 0)
+
+
+def ipv6_skip_exthdr(b, off: int, nexthdr: int) -> tuple[int, int, int]:
+    """Walk IPv6 extension headers from off: (offset of the upper header, its protocol, frag_off).
+
+    Linux: net/ipv6/exthdrs_core.c › ipv6_skip_exthdr; offset -1 when truncated.
+    """
+    end, frag_off = b.shape[0], 0
+    while nexthdr in L.IPV6_EXT_HDRS and nexthdr != L.IPPROTO_NONE:
+        if off + 8 > end:
+            return -1, nexthdr, frag_off
+        if nexthdr == L.IPPROTO_FRAGMENT:
+            frag_off = ld16(b, off + L.FRAGH.frag_off)
+            nexthdr, off = int(b[off]), off + L.FRAGH.size
+            if frag_off & 0xFFF8:
+                break
+            continue
+        hlen = (int(b[off + 1]) + 2) * 4 if nexthdr == L.IPPROTO_AH else (int(b[off + 1]) + 1) * 8
+        nexthdr, off = int(b[off]), off + hlen
+    return off, nexthdr, frag_off
+
+
+def nf_ct_get_tuplepr(b, nhoff: int, l3proto: int) -> NfConnTuple | None:
+    """The tuple of the IP packet embedded at nhoff (inside an ICMP error), or None.
+
+    Linux: nf_conntrack_core.c › nf_ct_get_tuplepr + get_l4proto (a later fragment has no tuple).
+    """
+    end = b.shape[0]
+    if l3proto == NFPROTO_IPV4:
+        if nhoff + L.IPH.size > end:
+            return None
+        if ld16(b, nhoff + L.IPH.frag_off) & L.IP_OFFSET:
+            return None
+        thoff = nhoff + (int(b[nhoff]) & 0x0F) * 4
+        l4proto = int(b[nhoff + L.IPH.protocol])
+    else:
+        if nhoff + L.IP6H.size > end:
+            return None
+        thoff, l4proto, frag_off = ipv6_skip_exthdr(b, nhoff + L.IP6H.size, int(b[nhoff + L.IP6H.nexthdr]))
+        if thoff < 0 or frag_off & 0xFFF8:
+            return None
+    if thoff > end:
+        return None
+    saddr = _load_addr(b, nhoff + (L.IPH.saddr if l3proto == NFPROTO_IPV4 else L.IP6H.saddr), l3proto)
+    daddr = _load_addr(b, nhoff + (L.IPH.daddr if l3proto == NFPROTO_IPV4 else L.IP6H.daddr), l3proto)
+    return nf_ct_get_tuple(b, thoff, l3proto, l4proto, saddr, daddr)
+
+
+def nf_conntrack_inet_error(net, skb, inner_nhoff: int, l3proto: int, outer_daddr: int) -> int:
+    """Attach an ICMP error to the connection its embedded packet belongs to (RELATED), else INVALID.
+
+    Linux: nf_conntrack_proto.c › nf_conntrack_inet_error. The embedded packet went the other way, so
+    its tuple is inverted before the lookup; the outer destination must be the one the found tuple
+    sends to. Returns NF_ACCEPT (skb.ct set) or -NF_ACCEPT.
+    """
+    origtuple = nf_ct_get_tuplepr(skb.buf, inner_nhoff, l3proto)
+    if origtuple is None:
+        return -NF_ACCEPT
+    innertuple = nf_ct_invert_tuple(origtuple)
+    if innertuple is None:
+        return -NF_ACCEPT
+    h = net.nf_conntrack_find_get(innertuple, skb.ts_ns)
+    if h is None:
+        return -NF_ACCEPT
+    ct, dir = h
+    if ct.tuplehash[dir].dst != outer_daddr:
+        return -NF_ACCEPT
+    skb.ct = ct
+    skb.ctinfo = IP_CT_RELATED + (IP_CT_IS_REPLY if dir == IP_CT_DIR_REPLY else 0)
+    return NF_ACCEPT
+
+
+def nf_conntrack_icmpv4_error(net, skb, check_csum: bool) -> int:
+    """Linux: nf_conntrack_proto_icmp.c › nf_conntrack_icmpv4_error.
+
+    NF_ACCEPT: a query, go on with normal tracking (or skb.ct was set: RELATED); -NF_ACCEPT: INVALID.
+    """
+    b, thoff = skb.buf, skb.thoff
+    if check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_ICMP):
+        return -NF_ACCEPT
+    icmp_type = int(b[thoff])
+    if icmp_type > NR_ICMP_TYPES:
+        return -NF_ACCEPT
+    if icmp_type not in L.ICMP_ERRORS:
+        return NF_ACCEPT
+    return nf_conntrack_inet_error(net, skb, thoff + L.ICMPH.size, NFPROTO_IPV4, skb.daddr)
+
+
+def nf_conntrack_icmpv6_error(net, skb, check_csum: bool) -> int:
+    """Linux: nf_conntrack_proto_icmpv6.c › icmpv6_error (neighbour discovery and MLD are UNTRACKED)."""
+    b, thoff = skb.buf, skb.thoff
+    if check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_ICMPV6):
+        return -NF_ACCEPT
+    icmp_type = int(b[thoff])
+    if icmp_type in _ICMPV6_NOCT:
+        skb.ct, skb.ctinfo = None, IP_CT_UNTRACKED
+        return NF_ACCEPT
+    if icmp_type >= 128:
+        return NF_ACCEPT
+    return nf_conntrack_inet_error(net, skb, thoff + L.ICMPH.size, NFPROTO_IPV6, skb.daddr)
+
+
+def nf_conntrack_icmp_packet(ct: NfConn, skb, dir: int) -> int:
+    """Linux: nf_conntrack_icmp_packet / nf_conntrack_icmpv6_packet: only queries open an entry."""
+    orig = ct.tuplehash[0]
+    if orig.l4proto == L.IPPROTO_ICMP:
+        if orig.type not in _ICMP_VALID_NEW:
+            return -NF_ACCEPT
+        timeout = ICMP_TIMEOUT_NS
+    else:
+        if not nf_ct_is_confirmed(ct) and orig.type not in _ICMPV6_VALID_NEW:
+            return -NF_ACCEPT
+        timeout = ICMPV6_TIMEOUT_NS
+    nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, timeout)
+    return NF_ACCEPT
+
+
+def udp_error(skb, thoff: int, check_csum: bool) -> bool:
+    """Linux: nf_conntrack_proto_udp.c › udp_error: truncated, malformed or bad checksum."""
+    b = skb.buf
+    udplen = b.shape[0] - thoff
+    if udplen < L.UDPH.size:
+        return True
+    ulen = ld16(b, thoff + L.UDPH.len)
+    if ulen > udplen or ulen < L.UDPH.size:
+        return True
+    return check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_UDP)
+
+
+def nf_conntrack_udp_packet(ct: NfConn, skb, thoff: int, dir: int, check_csum: bool) -> int:
+    """Linux: nf_conntrack_udp_packet.
+
+    Unreplied: 30 s. Seen both ways: still 30 s until the flow has lived 2 s (stream_ts), then 120 s
+    and ASSURED, so a one-shot query and its answer do not pin an entry for two minutes.
+    """
+    if udp_error(skb, thoff, check_csum):
+        return -NF_ACCEPT
+    status = ct.status
+    if not status & IPS_CONFIRMED:
+        ct.proto = IpCtUdp(stream_ts_ns=skb.ts_ns + UDP_STREAM_DELAY_NS)
+    if status & IPS_SEEN_REPLY:
+        extra, stream = UDP_CT_UNREPLIED_NS, False
+        if skb.ts_ns > ct.proto.stream_ts_ns:  # time_after(jiffies, stream_ts)
+            extra, stream = UDP_CT_REPLIED_NS, not status & IPS_ASSURED
+        nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, extra)
+        if stream and not status & (1 << IPS_NAT_CLASH_BIT):
+            ct.status |= IPS_ASSURED
+    else:
+        nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, UDP_CT_UNREPLIED_NS)
+    return NF_ACCEPT
+
+
+def nf_conntrack_generic_packet(ct: NfConn, skb, dir: int) -> int:
+    """Linux: nf_conntrack_proto_generic.c › generic packet handling: refresh for 600 s."""
+    nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, GENERIC_TIMEOUT_NS)
+    return NF_ACCEPT
