@@ -19,6 +19,26 @@ import ipaddress
 import random
 from collections.abc import Callable, Iterator
 
+from flowpath.netfilter.conntrack_proto import (
+    nf_conntrack_generic_packet,
+    nf_conntrack_icmp_packet,
+    nf_conntrack_icmpv4_error,
+    nf_conntrack_icmpv6_error,
+    nf_conntrack_udp_packet,
+    nf_ct_get_tuple,
+)
+from flowpath.netfilter.conntrack_proto_tcp import TCP_CONNTRACK_NAMES, nf_conntrack_tcp_packet
+from flowpath.netfilter.conntrack_tuple import (
+    NSEC_PER_SEC,
+    NfConn,
+    NfConnTuple,
+    l3num,
+    nf_ct_expires,
+    nf_ct_invert_tuple,
+    nf_ct_is_confirmed,
+    nf_ct_is_expired,
+    nf_ct_refresh,
+)
 from flowpath.netfilter.constants import (
     IP_CT_DIR_ORIGINAL,
     IP_CT_DIR_REPLY,
@@ -41,26 +61,6 @@ from flowpath.netfilter.constants import (
     NF_INET_PRE_ROUTING,
     NF_REPEAT,
     NFPROTO_IPV4,
-)
-from flowpath.netfilter.conntrack_proto import (
-    nf_conntrack_generic_packet,
-    nf_conntrack_icmp_packet,
-    nf_conntrack_icmpv4_error,
-    nf_conntrack_icmpv6_error,
-    nf_conntrack_udp_packet,
-    nf_ct_get_tuple,
-)
-from flowpath.netfilter.conntrack_proto_tcp import TCP_CONNTRACK_NAMES, nf_conntrack_tcp_packet
-from flowpath.netfilter.conntrack_tuple import (
-    NSEC_PER_SEC,
-    NfConn,
-    NfConnTuple,
-    l3num,
-    nf_ct_expires,
-    nf_ct_invert_tuple,
-    nf_ct_is_confirmed,
-    nf_ct_is_expired,
-    nf_ct_refresh,
 )
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason

@@ -12,6 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowpath.netfilter.conntrack_tuple import (
+    NSEC_PER_SEC,
+    IpCtUdp,
+    NfConn,
+    NfConnTuple,
+    nf_ct_invert_tuple,
+    nf_ct_is_confirmed,
+    nf_ct_refresh_acct,
+)
 from flowpath.netfilter.constants import (
     IP_CT_DIR_REPLY,
     IP_CT_IS_REPLY,
@@ -25,17 +34,8 @@ from flowpath.netfilter.constants import (
     NFPROTO_IPV4,
     NFPROTO_IPV6,
 )
-from flowpath.netfilter.conntrack_tuple import (
-    NSEC_PER_SEC,
-    IpCtUdp,
-    NfConn,
-    NfConnTuple,
-    nf_ct_invert_tuple,
-    nf_ct_is_confirmed,
-    nf_ct_refresh_acct,
-)
 from flowpath.packet import layout as L
-from flowpath.packet.csum import icmp_csum, ld16, ld32, l4_csum
+from flowpath.packet.csum import icmp_csum, l4_csum, ld16, ld32
 
 UDP_CT_UNREPLIED_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_udp.c › udp_timeouts
 UDP_CT_REPLIED_NS = 120 * NSEC_PER_SEC

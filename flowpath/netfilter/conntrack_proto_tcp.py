@@ -14,13 +14,6 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from flowpath.netfilter.constants import (
-    IPS_ASSURED,
-    IPS_SEEN_REPLY,
-    NF_ACCEPT,
-    NF_DROP,
-    NF_REPEAT,
-)
 from flowpath.netfilter.conntrack_proto import nf_l4_checksum_bad
 from flowpath.netfilter.conntrack_tuple import (
     NSEC_PER_SEC,
@@ -29,6 +22,13 @@ from flowpath.netfilter.conntrack_tuple import (
     nf_ct_acct_update,
     nf_ct_is_confirmed,
     nf_ct_refresh_acct,
+)
+from flowpath.netfilter.constants import (
+    IPS_ASSURED,
+    IPS_SEEN_REPLY,
+    NF_ACCEPT,
+    NF_DROP,
+    NF_REPEAT,
 )
 from flowpath.packet import layout as L
 from flowpath.packet.csum import ld16, ld32
