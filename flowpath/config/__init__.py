@@ -1,0 +1,1 @@
+"""Configuration front ends: nft rulesets (nft/) and the ip-batch network description."""

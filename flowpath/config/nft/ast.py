@@ -1,0 +1,152 @@
+"""Right-hand-side expressions as parsed, before they meet a datatype; `define` variables expanded.
+
+Linux: nftables include/expression.h (EXPR_SYMBOL, EXPR_RANGE, EXPR_PREFIX, EXPR_SET, EXPR_LIST) and
+src/parser_bison.y › variable_expr (a `$name` is replaced by the value of its `define`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lark import Token, Tree
+
+from flowpath.errors import ConfigError
+
+
+@dataclass
+class Sym:
+    """One symbol as written: word, number, address or string (quoted=True)."""
+
+    text: str
+    tok: Any
+    quoted: bool = False
+
+
+@dataclass
+class Range:
+    lo: Sym
+    hi: Sym
+    tok: Any
+
+
+@dataclass
+class Prefix:
+    addr: Sym
+    length: int
+    tok: Any
+
+
+@dataclass
+class SetX:
+    elems: list[Any]
+    tok: Any
+
+
+@dataclass
+class SetRef:
+    name: str
+    tok: Any
+
+
+@dataclass
+class ListX:
+    """`a,b` or `a|b`: a bitmask value (ct state established,related)."""
+
+    items: list[Any]
+    tok: Any
+
+
+@dataclass
+class Masked:
+    """`value / mask` (tcp flags syn / syn,ack); a prefix when the type is not a bitmask."""
+
+    value: Any
+    mask: Any
+    tok: Any
+
+
+@dataclass
+class Ctx:
+    """Where a rule sits: file, source lines, its table and chain, the defines seen before it."""
+
+    path: str
+    lines: list[str]
+    table: Any
+    chain: Any
+    defines: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, node: Any, msg: str) -> ConfigError:
+        return ast_error(self.path, self.lines, node, msg)
+
+
+def ast_error(path: str, lines: list[str], node: Any, msg: str) -> ConfigError:
+    """ConfigError at a lark Token or Tree (nft marks the whole token or expression)."""
+    line, col, length = 1, 1, 1
+    if isinstance(node, Token) and node.line is not None:
+        line, col = node.line, node.column
+        length = max(1, (node.end_column or col + 1) - col) if node.end_line == node.line else 1
+    elif isinstance(node, Tree) and getattr(node.meta, "line", None) is not None:
+        line, col = node.meta.line, node.meta.column
+        if node.meta.end_line == line:
+            length = max(1, node.meta.end_column - col)
+    elif isinstance(node, (Sym, Range, Prefix, SetX, SetRef, ListX, Masked)):
+        return ast_error(path, lines, node.tok, msg)
+    src = lines[line - 1] if 0 < line <= len(lines) else None
+    return ConfigError(path, line, col, msg, source=src, length=length)
+
+
+ErrFn = Callable[[Any, str], ConfigError]
+
+
+def _value(t: Tree, defines: dict[str, Any], err: ErrFn) -> Any:
+    tok = t.children[0]
+    if isinstance(tok, Tree):  # proto / meta_unq keyword used as a value (tcp, mark)
+        tok = tok.children[0]
+    if tok.type == "VARIABLE":
+        name = tok[1:]
+        if name not in defines:
+            raise err(tok, f"unknown identifier '{name}'")
+        return defines[name]
+    if tok.type == "STRING":
+        return Sym(tok[1:-1], tok, quoted=True)
+    return Sym(str(tok), tok)
+
+
+def rhs_ast(t: Any, defines: dict[str, Any], err: ErrFn) -> Any:
+    """Convert an rhs / rhs_list / set_expr / value subtree to the AST above."""
+    kind = t.data
+    if kind == "rhs":
+        parts = [c for c in t.children if isinstance(c, Tree)]
+        value = rhs_ast(parts[0], defines, err)
+        if len(parts) == 1:
+            return value
+        return Masked(value, rhs_ast(parts[1], defines, err), t)
+    if kind == "rhs_list":
+        items = [rhs_ast(c, defines, err) for c in t.children]
+        return items[0] if len(items) == 1 else ListX(items, t)
+    if kind == "value":
+        return _value(t, defines, err)
+    if kind == "range":
+        lo, hi = _value(t.children[0], defines, err), _value(t.children[2], defines, err)
+        if not isinstance(lo, Sym) or not isinstance(hi, Sym):
+            raise err(t, "range bounds must be single values")
+        return Range(lo, hi, t)
+    if kind == "set_ref":
+        return SetRef(str(t.children[0]), t)
+    if kind == "set_expr":
+        elems: list[Any] = []
+        for e in t.children:
+            x = rhs_ast(e, defines, err)
+            # a variable holding a set is spliced into the enclosing set (nft does the same)
+            elems.extend(x.elems if isinstance(x, SetX) else [x])
+        return SetX(elems, t)
+    if kind == "set_elem":
+        x = rhs_ast(t.children[0], defines, err)
+        if len(t.children) == 3:
+            if not isinstance(x, Sym):
+                raise err(t, "prefix must follow an address")
+            return Prefix(x, int(str(t.children[2]), 0), t)
+        return x
+    raise err(t, f"unexpected {kind}")

@@ -1,0 +1,259 @@
+"""Datatypes of nft selectors: parsing symbols, JSON values, listing text and sort order.
+
+Linux: nftables src/datatype.c (symbol tables, integer/string/address types), src/proto.c (payload
+fields and their types), src/meta.c and src/ct.c (meta and ct keys). Values are kept in the JSON form
+`nft -j` prints: addresses and symbols as strings, numbers as ints, bitmask lists as lists of strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from flowpath.config.nft.netbase import protocols, services
+
+
+class DatatypeError(ValueError):
+    """A symbol that does not parse as the selector's type (message as nft words it)."""
+
+
+# --- symbol tables (src/ct.c, src/proto.c, src/datatype.c) -----------------------------------------
+CT_STATE = {"invalid": 1, "established": 2, "related": 4, "new": 8, "untracked": 64}
+CT_STATUS = {
+    "expected": 1, "seen-reply": 2, "assured": 4, "confirmed": 8, "snat": 16, "dnat": 32, "dying": 512,
+}  # fmt: skip
+CT_DIR = {"original": 0, "reply": 1}
+TCP_FLAG = {"fin": 1, "syn": 2, "rst": 4, "psh": 8, "ack": 16, "urg": 32, "ecn": 64, "cwr": 128}
+ICMP_TYPE = {
+    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5, "echo-request": 8,
+    "router-advertisement": 9, "router-solicitation": 10, "time-exceeded": 11, "parameter-problem": 12,
+    "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
+    "address-mask-request": 17, "address-mask-reply": 18,
+}  # fmt: skip
+ICMPV6_TYPE = {
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
+    "echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
+    "mld-listener-done": 132, "mld-listener-reduction": 132, "nd-router-solicit": 133,
+    "nd-router-advert": 134, "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137,
+    "router-renumbering": 138, "ind-neighbor-solicit": 141, "ind-neighbor-advert": 142,
+    "mld2-listener-report": 143,
+}  # fmt: skip
+ICMP_CODE = {
+    "net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2, "port-unreachable": 3,
+    "frag-needed": 4, "net-prohibited": 9, "host-prohibited": 10, "admin-prohibited": 13,
+}  # fmt: skip
+ICMPV6_CODE = {
+    "no-route": 0, "admin-prohibited": 1, "addr-unreachable": 3, "port-unreachable": 4,
+    "policy-fail": 5, "reject-route": 6,
+}  # fmt: skip
+ICMPX_CODE = {"port-unreachable": 1, "admin-prohibited": 3, "no-route": 0, "host-unreachable": 2}
+DSCP = {
+    "cs0": 0, "cs1": 8, "cs2": 16, "cs3": 24, "cs4": 32, "cs5": 40, "cs6": 48, "cs7": 56,
+    "af11": 10, "af12": 12, "af13": 14, "af21": 18, "af22": 20, "af23": 22, "af31": 26, "af32": 28,
+    "af33": 30, "af41": 34, "af42": 36, "af43": 38, "ef": 46,
+}  # fmt: skip
+ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100, "8021ad": 0x88A8}
+NFPROTO = {"ipv4": 2, "ipv6": 10}
+LOG_LEVEL = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit")
+
+# symbolic type: (table, bitmask?)
+SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
+    "ct_state": (CT_STATE, True),
+    "ct_status": (CT_STATUS, True),
+    "ct_dir": (CT_DIR, False),
+    "tcp_flag": (TCP_FLAG, True),
+    "icmp_type": (ICMP_TYPE, False),
+    "icmpv6_type": (ICMPV6_TYPE, False),
+    "dscp": (DSCP, False),
+    "ether_type": (ETHERTYPE, False),
+    "nf_proto": (NFPROTO, False),
+}
+_WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8,
+          "dscp": 6, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
+          "ipv4_addr": 32, "ipv6_addr": 128}  # fmt: skip
+
+# --- selectors (src/proto.c, src/meta.c, src/ct.c): key -> datatype --------------------------------
+PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
+    "ip": {"saddr": "ipv4_addr", "daddr": "ipv4_addr", "protocol": "inet_proto", "ttl": "integer8",
+           "length": "integer16", "dscp": "dscp", "id": "integer16", "version": "integer4",
+           "hdrlength": "integer4", "checksum": "integer16"},
+    "ip6": {"saddr": "ipv6_addr", "daddr": "ipv6_addr", "nexthdr": "inet_proto", "hoplimit": "integer8",
+            "length": "integer16", "dscp": "dscp", "flowlabel": "integer20", "version": "integer4"},
+    "tcp": {"sport": "inet_service", "dport": "inet_service", "flags": "tcp_flag",
+            "sequence": "integer32", "ackseq": "integer32", "window": "integer16", "doff": "integer4"},
+    "udp": {"sport": "inet_service", "dport": "inet_service", "length": "integer16"},
+    "th": {"sport": "inet_service", "dport": "inet_service"},
+    "icmp": {"type": "icmp_type", "code": "integer8", "id": "integer16", "sequence": "integer16"},
+    "icmpv6": {"type": "icmpv6_type", "code": "integer8", "id": "integer16", "sequence": "integer16"},
+}  # fmt: skip
+META_KEYS = {
+    "l4proto": "inet_proto", "nfproto": "nf_proto", "iifname": "ifname", "oifname": "ifname",
+    "iif": "iface_index", "oif": "iface_index", "mark": "mark", "length": "integer32",
+    "protocol": "ether_type", "priority": "integer32", "skuid": "integer32", "skgid": "integer32",
+}  # fmt: skip
+META_UNQUALIFIED = ("iif", "oif", "iifname", "oifname")
+CT_KEYS = {"state": "ct_state", "status": "ct_status", "mark": "mark", "direction": "ct_dir"}
+# Linux: src/payload.c › the L4 protocol each transport header depends on (nft's `meta l4proto`).
+L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+
+
+def selector_type(left: Any) -> str:
+    """Datatype name of a JSON selector expression ({"payload"...}, {"meta"...}, {"ct"...}, {"&": ...})."""
+    if isinstance(left, dict):
+        if "payload" in left:
+            p = left["payload"]
+            return PAYLOAD_FIELDS[p["protocol"]][p["field"]]
+        if "meta" in left:
+            return META_KEYS[left["meta"]["key"]]
+        if "ct" in left:
+            return CT_KEYS[left["ct"]["key"]]
+        if "&" in left:
+            return selector_type(left["&"][0])
+    raise DatatypeError("unsupported expression")
+
+
+def is_bitmask(dtype: str) -> bool:
+    return dtype in SYMBOLIC and SYMBOLIC[dtype][1]
+
+
+def type_width(dtype: str) -> int:
+    if dtype.startswith("integer"):
+        return int(dtype[7:])
+    return _WIDTH.get(dtype, 0)
+
+
+# --- parsing a symbol (str from the lexer: word, number, address, string) --------------------------
+def _int(sym: str) -> int | None:
+    try:
+        return int(sym, 16) if sym.lower().startswith("0x") else int(sym, 10)
+    except ValueError:
+        return None
+
+
+def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
+    """JSON value of `sym` for `dtype`, or DatatypeError with nft's wording."""
+    if dtype == "ipv4_addr":
+        try:
+            return str(ipaddress.IPv4Address(sym))
+        except ValueError:
+            raise DatatypeError(f"Could not resolve hostname: Name or service not known ({sym})") from None
+    if dtype == "ipv6_addr":
+        try:
+            return str(ipaddress.IPv6Address(sym))
+        except ValueError:
+            raise DatatypeError(f"Could not resolve hostname: Name or service not known ({sym})") from None
+    if dtype in ("ifname", "iface_index"):
+        return sym
+    if dtype == "inet_service":
+        n = _int(sym)
+        if n is None:
+            n = services().get(sym)
+            if n is None:
+                raise DatatypeError(
+                    f"Could not resolve service: Servname not supported for ai_socktype ({sym})"
+                )
+        return _check_range(n, 16, sym)
+    if dtype == "inet_proto":
+        n = _int(sym)
+        if n is None:
+            n = {"icmpv6": 58, "comp": 108}.get(sym, protocols()[0].get(sym))
+            if n is None:
+                raise DatatypeError(f"Could not resolve protocol name ({sym})")
+        _check_range(n, 8, sym)
+        return protocols()[1].get(n, n)
+    if dtype in SYMBOLIC:
+        table, _ = SYMBOLIC[dtype]
+        if not quoted and sym in table:
+            return sym
+        n = _int(sym)
+        if n is None:
+            raise DatatypeError(f"Could not parse {_TYPE_DESC.get(dtype, dtype)}")
+        _check_range(n, type_width(dtype), sym)
+        for name, v in table.items():
+            if v == n:
+                return name
+        return n
+    if dtype == "mark" or dtype.startswith("integer"):
+        n = _int(sym)
+        if n is None:
+            raise DatatypeError(f"Could not parse {_TYPE_DESC.get(dtype, 'integer')}")
+        return _check_range(n, type_width(dtype), sym)
+    raise DatatypeError(f"Could not parse {dtype}")
+
+
+_TYPE_DESC = {
+    "ct_state": "conntrack state", "ct_status": "conntrack status", "ct_dir": "conntrack direction",
+    "tcp_flag": "TCP flag", "icmp_type": "ICMP type", "icmpv6_type": "ICMPv6 type",
+    "dscp": "Differentiated Services Code Point", "ether_type": "Ethernet protocol",
+    "nf_proto": "netfilter protocol", "mark": "packet mark",
+}  # fmt: skip
+
+
+def _check_range(n: int, width: int, sym: str) -> int:
+    if n < 0 or (width and n >= 1 << width):
+        raise DatatypeError(f"Value {sym} exceeds valid range 0-{(1 << width) - 1}")
+    return n
+
+
+# --- numeric value (sorting, intervals) and listing text -------------------------------------------
+def value_num(dtype: str, v: Any) -> int:
+    """Integer behind a JSON value, for ordering and interval arithmetic."""
+    if isinstance(v, int):
+        return v
+    if dtype == "ipv4_addr":
+        return int(ipaddress.IPv4Address(v))
+    if dtype == "ipv6_addr":
+        return int(ipaddress.IPv6Address(v))
+    if dtype in ("ifname", "iface_index"):
+        return int.from_bytes(v.encode()[:16].ljust(16, b"\0"), "big")
+    if dtype == "inet_proto":
+        return protocols()[0][v]
+    if dtype in SYMBOLIC:
+        return SYMBOLIC[dtype][0][v]
+    raise DatatypeError(f"not a value of {dtype}: {v!r}")
+
+
+def num_value(dtype: str, n: int) -> Any:
+    """JSON value for the integer `n` (inverse of value_num)."""
+    if dtype == "ipv4_addr":
+        return str(ipaddress.IPv4Address(n))
+    if dtype == "ipv6_addr":
+        return str(ipaddress.IPv6Address(n))
+    if dtype == "inet_proto":
+        return protocols()[1].get(n, n)
+    if dtype in SYMBOLIC:
+        for name, v in SYMBOLIC[dtype][0].items():
+            if v == n:
+                return name
+    return n
+
+
+def value_str(dtype: str, v: Any) -> str:
+    """Listing text of one JSON value (no sets, ranges or prefixes)."""
+    if isinstance(v, list):  # bitmask list: ct state established,related
+        return ",".join(value_str(dtype, x) for x in v)
+    if dtype in ("ifname", "iface_index"):
+        return f'"{v}"'
+    if dtype == "mark":
+        return f"0x{v:08x}"
+    if dtype == "dscp" and isinstance(v, int):
+        return f"0x{v:02x}"
+    if dtype in SYMBOLIC and isinstance(v, int):
+        return f"0x{v:x}" if is_bitmask(dtype) else str(v)
+    return str(v)
+
+
+def prefix_ok(dtype: str) -> bool:
+    """Types whose intervals nft prints as prefixes (DTYPE_F_PREFIX)."""
+    return dtype in ("ipv4_addr", "ipv6_addr", "mark")
+
+
+def set_delim_count(dtype: str) -> int:
+    """Elements per line in a named set listing (src/expression.c › calculate_delim); 1 = one a line."""
+    if dtype in ("inet_service", "inet_proto", "mark", "tcp_flag", "ct_dir", "nf_proto", "iface_index"):
+        return 5
+    if dtype.startswith("integer"):
+        return 5
+    if dtype in ("ipv4_addr", "ct_state", "ct_status"):
+        return 2
+    return 1

@@ -1,0 +1,483 @@
+"""Rule statements to libnftables JSON, with nft's checks and the normal form `nft list` shows.
+
+Linux: nftables src/evaluate.c (types, set and NAT checks, dependencies such as `reject with tcp reset`
+needing `meta l4proto tcp`), src/netlink_delinearize.c and src/payload.c › payload_dependency_kill
+(a `meta l4proto tcp` right before `tcp dport` is implied and not listed), src/segtree.c (intervals).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lark import Token, Tree
+
+from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, rhs_ast
+from flowpath.config.nft.segtree import interval_elems, is_interval_elem
+from flowpath.errors import ConfigError
+
+_OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">="}
+_NAT_FLAGS = ("random", "persistent", "fully-random")  # NF_NAT_RANGE_PROTO_RANDOM, PERSISTENT, _FULLY
+_NAT_HOOKS = {
+    "snat": ("postrouting", "input"),
+    "masquerade": ("postrouting",),
+    "dnat": ("prerouting", "output"),
+    "redirect": ("prerouting", "output"),
+}
+_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
+_SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
+
+
+def _match(op: str, left: Any, right: Any) -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+# --- selectors ---------------------------------------------------------------------------------------
+def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
+    """JSON selector and its datatype for meta_sel / meta_unq_sel / ct_sel / payload_sel."""
+    fam = ctx.table.family
+    if t.data == "meta_unq_sel":
+        key = str(t.children[0].children[0])
+        return {"meta": {"key": key}}, dt.META_KEYS[key]
+    if t.data == "meta_sel":
+        key = t.children[1]
+        if str(key) not in dt.META_KEYS:
+            raise ctx.error(key, f"syntax error, unexpected {key}")
+        if str(key) == "nfproto" and fam != "inet":
+            raise ctx.error(t, "meta nfproto is only useful in the inet family")
+        return {"meta": {"key": str(key)}}, dt.META_KEYS[str(key)]
+    if t.data == "ct_sel":
+        key = t.children[1]
+        if str(key) not in dt.CT_KEYS:
+            raise ctx.error(key, f"syntax error, unexpected {key}")
+        return {"ct": {"key": str(key)}}, dt.CT_KEYS[str(key)]
+    proto, field = str(t.children[0].children[0]), t.children[1]
+    if str(field) not in dt.PAYLOAD_FIELDS[proto]:
+        raise ctx.error(field, f"syntax error, unexpected {field}")
+    l3 = {"ip": "ip", "icmp": "ip", "ip6": "ip6", "icmpv6": "ip6"}.get(proto)
+    if l3 and fam in ("ip", "ip6") and l3 != fam:
+        raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {l3}")
+    return {"payload": {"protocol": proto, "field": str(field)}}, dt.PAYLOAD_FIELDS[proto][str(field)]
+
+
+# --- values ------------------------------------------------------------------------------------------
+def sym_value(ctx_err: Any, dtype: str, s: Any) -> Any:
+    if not isinstance(s, Sym):
+        raise ctx_err(s, "expected a single value")
+    try:
+        return dt.parse_value(dtype, s.text, s.quoted)
+    except dt.DatatypeError as e:
+        raise ctx_err(s.tok, str(e)) from None
+
+
+def _prefix(err: Any, dtype: str, addr: Sym, length: int, tok: Any) -> Any:
+    width = dt.type_width(dtype)
+    if not dt.prefix_ok(dtype):
+        raise err(tok, "Prefix expression is not valid for this type")
+    if length > width:
+        raise err(tok, f"Prefix length {length} is invalid for type of {width} bits width")
+    v = dt.value_num(dtype, sym_value(err, dtype, addr))
+    v &= ((1 << width) - 1) ^ ((1 << (width - length)) - 1)
+    if length == width:
+        return dt.num_value(dtype, v)
+    return {"prefix": {"addr": dt.num_value(dtype, v), "len": length}}
+
+
+def _range(err: Any, dtype: str, r: Range) -> dict:
+    lo, hi = sym_value(err, dtype, r.lo), sym_value(err, dtype, r.hi)
+    if dt.value_num(dtype, lo) > dt.value_num(dtype, hi):
+        raise err(r.tok, "Range has zero or negative size")
+    return {"range": [lo, hi]}
+
+
+def elem_value(err: Any, dtype: str, x: Any) -> Any:
+    """JSON of one set element: value, range or prefix."""
+    if isinstance(x, Sym):
+        return sym_value(err, dtype, x)
+    if isinstance(x, Range):
+        return _range(err, dtype, x)
+    if isinstance(x, Prefix):
+        return _prefix(err, dtype, x.addr, x.length, x.tok)
+    if isinstance(x, Masked) and isinstance(x.mask, Sym) and isinstance(x.value, Sym):
+        return _prefix(err, dtype, x.value, _int(err, x.mask), x.tok)
+    raise err(x, "invalid set element")
+
+
+def _int(err: Any, s: Sym) -> int:
+    try:
+        return int(s.text, 0)
+    except ValueError:
+        raise err(s.tok, f"invalid prefix length {s.text}") from None
+
+
+def set_json(err: Any, dtype: str, elems: list[Any], anonymous: bool, merge: bool, interval: bool) -> list:
+    """Elements of a set in the order nft lists them (sorted; intervals merged as segtree.c does)."""
+    values = [elem_value(err, dtype, x) for x in elems]
+    if interval or any(is_interval_elem(v) for v in values):
+        if not interval and not anonymous:
+            raise err(elems[0], "You must add 'flags interval' to your set declaration if you want "
+                      "to add prefix elements")  # fmt: skip
+        return interval_elems(dtype, values, merge=anonymous or merge, err=lambda m: err(elems[0], m))
+    out: dict[int, Any] = {}
+    for v in values:
+        out.setdefault(dt.value_num(dtype, v), v)
+    return [out[k] for k in sorted(out)]
+
+
+def set_elements(s: Any, existing: list, ast: Any, err: Any) -> list:
+    """Elements of named set `s` after adding `ast` (a SetX) to `existing` JSON elements."""
+    if not isinstance(ast, SetX):
+        raise err(ast, "expected a set of elements")
+    merged = [_json_to_ast(v) for v in existing] + list(ast.elems)
+    return set_json(err, s.type, merged, False, "auto-merge" in s.flags, "interval" in s.flags)
+
+
+def _json_to_ast(v: Any) -> Any:
+    if isinstance(v, dict) and "range" in v:
+        a, b = v["range"]
+        return Range(Sym(str(a), None), Sym(str(b), None), None)
+    if isinstance(v, dict) and "prefix" in v:
+        return Prefix(Sym(str(v["prefix"]["addr"]), None), v["prefix"]["len"], None)
+    return Sym(str(v), None, quoted=isinstance(v, str))
+
+
+def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict:
+    """The match statement for `left op rhs` (op None = implicit)."""
+    err = ctx.error
+    if isinstance(rhs, Masked) and dt.is_bitmask(dtype):
+        mask = _bits(err, dtype, rhs.mask)
+        return _match(op or "==", {"&": [left, mask]}, _bits(err, dtype, rhs.value))
+    if isinstance(rhs, (Sym, ListX)) and dt.is_bitmask(dtype):
+        return _match(op or "in", left, _bits(err, dtype, rhs))
+    if isinstance(rhs, SetRef):
+        s = ctx.table.sets.get(rhs.name)
+        if s is None:
+            raise err(rhs.tok, f"Set '{rhs.name}' does not exist")
+        if s.type != dtype and not (s.type == "ifname" and dtype == "ifname"):
+            raise err(rhs.tok, f"datatype mismatch, expected {dtype}, set has type {s.type}")
+        return _match(op or "==", left, "@" + rhs.name)
+    if isinstance(rhs, SetX):
+        if op not in (None, "==", "!="):
+            raise err(rhs.tok, "Relational expression with a set requires == or !=")
+        if len(rhs.elems) == 1:  # nft turns a one-element anonymous set into a plain value
+            return _match(op or "==", left, elem_value(err, dtype, rhs.elems[0]))
+        return _match(op or "==", left, {"set": set_json(err, dtype, rhs.elems, True, True, False)})
+    if isinstance(rhs, ListX):
+        raise err(rhs.tok, "a list of values is only valid for bitmask types; use a set { a, b }")
+    return _match(op or "==", left, elem_value(err, dtype, rhs))
+
+
+def _bits(err: Any, dtype: str, x: Any) -> Any:
+    items = x.items if isinstance(x, ListX) else [x]
+    vals = {}
+    for i in items:
+        v = sym_value(err, dtype, i)
+        vals[dt.value_num(dtype, v)] = v
+    out = [vals[k] for k in sorted(vals)]
+    return out[0] if len(out) == 1 else out
+
+
+# --- statements --------------------------------------------------------------------------------------
+def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
+    """JSON statements and comment of one rule, in nft's listed form."""
+    out: list[dict] = []
+    comment = None
+    for st in t.children:
+        if st.data == "rule_comment":
+            comment = st.children[0][1:-1]
+            continue
+        stmt = _STMT[st.data](ctx, st, out)
+        if stmt is not None:
+            out.append(stmt)
+    return dependency_kill(ctx.table.family, out), comment
+
+
+def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
+    left, dtype = selector(ctx, t.children[0])
+    op = None
+    rest = t.children[1:]
+    if isinstance(rest[0], Tree) and rest[0].data == "relop":
+        op, rest = _OPS[rest[0].children[0].type], rest[1:]
+    return rhs_json(ctx, left, dtype, op, rhs_ast(rest[0], ctx.defines, ctx.error))
+
+
+def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
+    left, dtype = selector(ctx, t.children[0])
+    mask_items = [rhs_ast(v, ctx.defines, ctx.error) for v in t.children[1].children]
+    mask = ListX(mask_items, t.children[1]) if len(mask_items) > 1 else mask_items[0]
+    op = None
+    rest = t.children[2:]
+    if isinstance(rest[0], Tree) and rest[0].data == "relop":
+        op, rest = _OPS[rest[0].children[0].type], rest[1:]
+    value = rhs_ast(rest[0], ctx.defines, ctx.error)
+    if dt.is_bitmask(dtype):
+        return _match(
+            op or "==", {"&": [left, _bits(ctx.error, dtype, mask)]}, _bits(ctx.error, dtype, value)
+        )
+    m = sym_value(ctx.error, dtype, mask)
+    return _match(op or "==", {"&": [left, m]}, sym_value(ctx.error, dtype, value))
+
+
+def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
+    left, dtype = selector(ctx, t.children[0])
+    kind, key = next(iter(left.items()))
+    if (kind, key.get("key")) not in _SETTABLE:
+        raise ctx.error(t.children[0], "this expression cannot be set by flowpath")
+    value = sym_value(ctx.error, dtype, rhs_ast(t.children[1], ctx.defines, ctx.error))
+    return {"mangle": {"key": left, "value": value}}
+
+
+def _st_counter(ctx: Ctx, t: Tree, prev: list) -> dict:
+    n = [int(str(c), 0) for c in t.children]
+    return {"counter": {"packets": n[0] if n else 0, "bytes": n[1] if n else 0}}
+
+
+def _st_log(ctx: Ctx, t: Tree, prev: list) -> dict:
+    args: dict[str, Any] = {}
+    for a in t.children:
+        tok = a.children[0]
+        if a.data == "log_prefix":
+            v = rhs_ast(Tree("value", [tok]), ctx.defines, ctx.error)
+            args["prefix"] = v.text
+        else:
+            if str(tok) not in dt.LOG_LEVEL:
+                raise ctx.error(tok, f"invalid log level: {tok}")
+            args["level"] = str(tok)
+    if args.get("level") == "warn":  # the default level is not listed
+        del args["level"]
+    return {"log": args or None}
+
+
+def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
+    kw = t.children[0]
+    if kw.type in ("JUMP", "GOTO"):
+        target = t.children[1]
+        chain = ctx.table.chains.get(str(target))
+        if chain is None:
+            raise ctx.error(t, f"Could not process rule: No such file or directory (chain '{target}')")
+        if chain.is_base:
+            raise ctx.error(t, "Could not process rule: Operation not supported (jump to a base chain)")
+        return {str(kw): {"target": str(target)}}
+    return {str(kw): None}
+
+
+def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
+    fam = ctx.table.family
+    if not t.children:
+        return _reject(fam, _REJECT_DEFAULT[fam], None)
+    w = t.children[0]
+    if w.data == "reject_tcp":
+        if not _has_l4(prev, "tcp"):
+            prev.append(_match("==", {"meta": {"key": "l4proto"}}, "tcp"))
+        return {"reject": {"type": "tcp reset"}}
+    kind, code = str(w.children[0]), w.children[-1]
+    if kind in ("icmp", "icmpv6") and fam in ("ip", "ip6") and kind != _REJECT_DEFAULT[fam]:
+        raise ctx.error(w, f"conflicting protocols specified: {fam} vs. {kind}")
+    if kind == "icmpx" and fam in ("ip", "ip6"):
+        raise ctx.error(w, "icmpx is only valid in the inet and netdev families")
+    table = {"icmp": dt.ICMP_CODE, "icmpv6": dt.ICMPV6_CODE, "icmpx": dt.ICMPX_CODE}[kind]
+    if str(code) not in table:
+        raise ctx.error(code, f"Could not parse {kind} code")
+    return _reject(fam, kind, str(code))
+
+
+def _reject(fam: str, kind: str, code: str | None) -> dict:
+    return {"reject": {"type": kind, "expr": code or "port-unreachable"}}
+
+
+def _has_l4(prev: list, proto: str) -> bool:
+    for s in prev:
+        m = s.get("match")
+        if not m:
+            continue
+        left = m["left"]
+        if "payload" in left and left["payload"]["protocol"] in (proto, "th"):
+            return True
+        if _is_l4_sel(left) and (m["right"] == proto or isinstance(m["right"], dict)):
+            return True
+    return False
+
+
+def _is_l4_sel(left: dict) -> bool:
+    return left == {"meta": {"key": "l4proto"}} or left in (
+        {"payload": {"protocol": "ip", "field": "protocol"}},
+        {"payload": {"protocol": "ip6", "field": "nexthdr"}},
+    )
+
+
+def _has_transport(prev: list) -> bool:
+    for s in prev:
+        m = s.get("match")
+        if m and (
+            _is_l4_sel(m["left"]) or m["left"].get("payload", {}).get("protocol") in ("tcp", "udp", "th")
+        ):
+            return True
+    return False
+
+
+def _nat_check(ctx: Ctx, t: Tree, kind: str) -> None:
+    chain = ctx.chain
+    if chain.type != "nat":
+        raise ctx.error(t, f"Could not process rule: Operation not supported ({kind} outside a nat chain)")
+    if chain.hook not in _NAT_HOOKS[kind]:
+        raise ctx.error(t, f"Could not process rule: Operation not supported ({kind} in {chain.hook} hook)")
+
+
+def _nat_flags(t: Tree | None) -> Any:
+    if t is None:
+        return None
+    got = {str(f.children[0]) for f in t.children}
+    flags = [f for f in _NAT_FLAGS if f in got]
+    return flags[0] if len(flags) == 1 else flags
+
+
+def _nat_port(ctx: Ctx, t: Tree, prev: list) -> Any:
+    if not _has_transport(prev):
+        raise ctx.error(t, "transport protocol mapping is only valid after transport protocol match")
+    vals = [sym_value(ctx.error, "inet_service", rhs_ast(v, ctx.defines, ctx.error)) for v in t.children
+            if isinstance(v, Tree)]  # fmt: skip
+    return vals[0] if len(vals) == 1 else {"range": vals}
+
+
+def _st_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
+    kind = str(t.children[0]).lower()
+    _nat_check(ctx, t, kind)
+    kids = t.children[1:]
+    family = None
+    if isinstance(kids[0], Token):
+        family, kids = str(kids[0]), kids[1:]
+    to, flags = kids[0], (kids[1] if len(kids) > 1 else None)
+    fam = ctx.table.family
+    if family is not None and fam in ("ip", "ip6") and family != fam:
+        raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {family}")
+    args: dict[str, Any] = {}
+    if to.data == "nat_port_only":
+        args["port"] = _nat_port(ctx, to.children[0], prev)
+    else:
+        addr = to.children[0]
+        syms = [rhs_ast(v, ctx.defines, ctx.error) if isinstance(v, Tree) else Sym(str(v), v)
+                for v in addr.children if isinstance(v, Tree) or v.type == "IPV6"]  # fmt: skip
+        if family is None:
+            family = fam if fam in ("ip", "ip6") else _addr_family(syms[0])
+        dtype = "ipv4_addr" if family == "ip" else "ipv6_addr"
+        vals = [sym_value(ctx.error, dtype, s) for s in syms]
+        args["addr"] = vals[0] if len(vals) == 1 else {"range": vals}
+        if len(to.children) > 1:
+            args["port"] = _nat_port(ctx, to.children[1], prev)
+    f = _nat_flags(flags)
+    if f:
+        args["flags"] = f
+    if fam == "inet":
+        args = {"family": family, **args}
+    return {kind: args}
+
+
+def _addr_family(s: Any) -> str:
+    text = s.text if isinstance(s, Sym) else ""
+    return "ip6" if ":" in text else "ip"
+
+
+def _st_masq_redir(kind: str) -> Any:
+    def stmt(ctx: Ctx, t: Tree, prev: list) -> dict:
+        _nat_check(ctx, t, kind)
+        args: dict[str, Any] = {}
+        for c in t.children:
+            if c.data == "nat_port":
+                args["port"] = _nat_port(ctx, c, prev)
+            elif c.data == "nat_flags":
+                args["flags"] = _nat_flags(c)
+        return {kind: args or None}
+
+    return stmt
+
+
+def _st_notrack(ctx: Ctx, t: Tree, prev: list) -> dict:
+    if ctx.chain.hook not in (None, "prerouting", "output"):
+        raise ctx.error(
+            t, "Could not process rule: Operation not supported (notrack outside prerouting/output)"
+        )
+    return {"notrack": None}
+
+
+def _st_flow(ctx: Ctx, t: Tree, prev: list) -> dict:
+    name = t.children[1]
+    if str(name) not in ctx.table.flowtables:
+        raise ctx.error(name, f"Could not process rule: No such file or directory (flowtable '{name}')")
+    if ctx.chain.hook not in (None, "forward"):
+        raise ctx.error(t, "Could not process rule: Operation not supported (flow add outside forward)")
+    return {"flow": {"op": "add", "flowtable": "@" + str(name)}}
+
+
+_STMT = {
+    "match_stmt": _st_match,
+    "masked_match": _st_masked,
+    "mangle_stmt": _st_mangle,
+    "counter_stmt": _st_counter,
+    "log_stmt": _st_log,
+    "verdict_stmt": _st_verdict,
+    "reject_stmt": _st_reject,
+    "nat_stmt": _st_nat,
+    "masq_stmt": _st_masq_redir("masquerade"),
+    "redir_stmt": _st_masq_redir("redirect"),
+    "notrack_stmt": _st_notrack,
+    "flow_stmt": _st_flow,
+}
+
+
+# --- implied dependencies (payload.c › payload_dependency_kill) --------------------------------------
+_L4_NAME = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "ipv6-icmp"}
+
+
+def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
+    """('l4', proto) or ('l3', nfproto) if `stmt` is a match nft treats as a dependency."""
+    m = stmt.get("match")
+    if not m or m["op"] != "==" or not isinstance(m["right"], (str, int)):
+        return None
+    left = m["left"]
+    if left == {"meta": {"key": "l4proto"}}:
+        return ("l4", m["right"])
+    if family == "ip" and left == {"payload": {"protocol": "ip", "field": "protocol"}}:
+        return ("l4", m["right"])
+    if family == "ip6" and left == {"payload": {"protocol": "ip6", "field": "nexthdr"}}:
+        return ("l4", m["right"])
+    if family == "inet" and left == {"meta": {"key": "nfproto"}}:
+        return ("l3", m["right"])
+    return None
+
+
+def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
+    """Drop a protocol match that only states what the next payload match implies."""
+    out: list[dict] = []
+    for s in stmts:
+        m = s.get("match")
+        left = m["left"] if m else None
+        if out and isinstance(left, dict):
+            p = (left.get("payload") or left.get("&", [{}])[0].get("payload") or {}).get("protocol")
+            dep = _dep_of(family, out[-1])
+            if p and dep:
+                kind, val = dep
+                if kind == "l4" and p == "th" and val in ("tcp", "udp"):
+                    s = {
+                        "match": {
+                            **m,
+                            "left": {"payload": {"protocol": val, "field": left["payload"]["field"]}},
+                        }
+                    }
+                    out[-1] = s
+                    continue
+                if kind == "l4" and _L4_NAME.get(p) == val:
+                    out[-1] = s
+                    continue
+                if kind == "l3" and (val, p) in (
+                    ("ipv4", "ip"),
+                    ("ipv4", "icmp"),
+                    ("ipv6", "ip6"),
+                    ("ipv6", "icmpv6"),
+                ):
+                    out[-1] = s
+                    continue
+        out.append(s)
+    return out
+
+
+__all__ = ["rule_evaluate", "set_elements", "ConfigError"]

@@ -1,0 +1,332 @@
+"""`nft -f` text to a Ruleset: lark LALR parse, then commands, blocks and variables.
+
+Linux: nftables src/parser_bison.y (grammar actions) and src/scanner.l (tokens, `define`, `include`).
+Rule statements are evaluated in evaluate.py; this module owns tables, chains, sets and flowtables.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import lark
+from lark import Token, Tree
+
+from flowpath.config.nft import evaluate as ev
+from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, rhs_ast
+from flowpath.config.nft.ir import Chain, Flowtable, Rule, Ruleset, Set, Table
+from flowpath.errors import ConfigError
+
+FAMILIES = ("ip", "ip6", "inet", "netdev")
+HOOKS = {
+    "ip": ("prerouting", "input", "forward", "output", "postrouting"),
+    "ip6": ("prerouting", "input", "forward", "output", "postrouting"),
+    "inet": ("prerouting", "input", "forward", "output", "postrouting", "ingress"),
+    "netdev": ("ingress",),
+}
+CHAIN_TYPES = ("filter", "nat", "route")
+SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "mark")
+SET_FLAGS = ("constant", "interval", "timeout", "dynamic")
+# Linux: src/rule.c › std_prios (NF_IP_PRI_*), and which hooks each name is valid for.
+STD_PRIO = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+
+
+@cache
+def _lalr() -> lark.Lark:
+    grammar = resources.files("flowpath.config.nft").joinpath("nft.lark").read_text()
+    return lark.Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, cache=False)
+
+
+def prio_name_ok(family: str, hook: str, name: str) -> bool:
+    """Linux: src/rule.c › std_prio_family_hook_compat."""
+    if family == "netdev":
+        return name == "filter"
+    if name == "dstnat":
+        return hook == "prerouting"
+    if name == "srcnat":
+        return hook == "postrouting"
+    return True
+
+
+def parse_ruleset(text: str, path: str = "<stdin>") -> Ruleset:
+    """Parse `nft -f` text; raise ConfigError (file:line:col) on the first error, as nft reports it."""
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = _lalr().parse(text)
+    except lark.exceptions.UnexpectedInput as e:
+        raise _syntax_error(e, path, lines) from None
+    p = _Builder(path, lines)
+    for cmd in tree.children:
+        p.command(cmd)
+    p.finish()
+    return p.rs
+
+
+_TOKEN_DESC = {"_NL": "newline", "SEMICOLON": "semicolon", "$END": "end of file", "LBRACE": "'{'",
+               "RBRACE": "'}'", "COMMA": "comma", "STRING": "quoted string", "NUMBER": "number",
+               "WORD": "string", "VARIABLE": "variable reference"}  # fmt: skip
+
+
+def _syntax_error(e: lark.exceptions.UnexpectedInput, path: str, lines: list[str]) -> ConfigError:
+    line, col = max(1, e.line), max(1, e.column)
+    src = lines[line - 1] if 0 < line <= len(lines) else ""
+    length = 1
+    if isinstance(e, lark.exceptions.UnexpectedToken):
+        tok = e.token
+        if tok.type == "$END":
+            what, line, col, src = "end of file", len(lines), 1, lines[-1] if lines else ""
+        elif tok.type in ("_NL", "SEMICOLON", "LBRACE", "RBRACE", "COMMA"):
+            what = _TOKEN_DESC[tok.type]
+        elif tok.type in ("STRING", "NUMBER", "VARIABLE"):
+            what, length = _TOKEN_DESC[tok.type], len(tok)
+        elif tok.type == "WORD":
+            what, length = "string", len(tok)
+        else:
+            what, length = str(tok), len(tok)
+        expect = sorted(_TOKEN_DESC[t] for t in e.expected if t in ("_NL", "SEMICOLON"))
+        msg = f"syntax error, unexpected {what}"
+        if expect and len(expect) == len(e.expected):
+            msg += ", expecting " + " or ".join(expect)
+        return ConfigError(path, line, col, msg, source=src, length=length)
+    ch = src[col - 1] if col - 1 < len(src) else "?"
+    return ConfigError(path, line, col, f"syntax error, unexpected '{ch}'", source=src)
+
+
+class _Builder:
+    """Walks the parse tree in order, like nft's parser actions plus the command expansion."""
+
+    def __init__(self, path: str, lines: list[str]):
+        self.path, self.lines = path, lines
+        self.rs = Ruleset(path=path)
+        self.defines: dict[str, object] = {}
+        self.pending: list[tuple[Table, Chain, Rule, Ctx]] = []
+
+    # errors at a token or subtree
+    def error(self, node: Tree | Token, msg: str) -> ConfigError:
+        return ast_error(self.path, self.lines, node, msg)
+
+    def command(self, cmd: Tree) -> None:
+        getattr(self, "cmd_" + cmd.data)(cmd)
+
+    def cmd_define(self, t: Tree) -> None:
+        name = str(t.children[0])
+        self.defines[name] = rhs_ast(t.children[1], self.defines, self.error)
+
+    def cmd_include(self, t: Tree) -> None:
+        raise self.error(t, "include is not supported by flowpath: merge the file into this one")
+
+    def cmd_flush_ruleset(self, t: Tree) -> None:
+        self.rs.tables.clear()
+        self.pending.clear()
+
+    def _table(self, t: Tree, words: list[Token]) -> Table:
+        family, name = ("ip", words[0]) if len(words) == 1 else (str(words[0]), words[1])
+        if family not in FAMILIES:
+            raise self.error(words[0], f"unknown table family '{family}'")
+        table = self.rs.table(family, str(name))
+        if table is None:
+            table = Table(family, str(name))
+            self.rs.tables.append(table)
+        return table
+
+    def cmd_table(self, t: Tree) -> None:
+        words = [c for c in t.children if isinstance(c, Token)]
+        words = [w for w in words if w.type == "WORD"]
+        table = self._table(t, words)
+        for c in t.children:
+            if isinstance(c, Tree) and c.data == "table_block":
+                for item in c.children:
+                    getattr(self, "item_" + item.data)(table, item)
+
+    cmd_add_table = cmd_table
+
+    def _words(self, t: Tree) -> list[Token]:
+        return [c for c in t.children if isinstance(c, Token) and c.type == "WORD"]
+
+    def _lookup_table(self, words: list[Token]) -> tuple[Table, Token]:
+        """`[family] table name` of the add commands; returns the table and the object's name token."""
+        if len(words) == 3:
+            family, tname, name = str(words[0]), words[1], words[2]
+            if family not in FAMILIES:
+                raise self.error(words[0], f"unknown table family '{family}'")
+        else:
+            family, tname, name = "ip", words[0], words[1]
+        table = self.rs.table(family, str(tname))
+        if table is None:
+            raise self.error(tname, f"Could not process rule: No such file or directory (table '{tname}')")
+        return table, name
+
+    def cmd_add_chain(self, t: Tree) -> None:
+        table, name = self._lookup_table(self._words(t))
+        block = [c for c in t.children if isinstance(c, Tree)]
+        self._chain(table, name, block[0] if block else None, t)
+
+    def cmd_add_rule(self, t: Tree) -> None:
+        table, name = self._lookup_table(self._words(t))
+        chain = table.chains.get(str(name))
+        if chain is None:
+            raise self.error(name, f"Could not process rule: No such file or directory (chain '{name}')")
+        self._rule(table, chain, t.children[-1])
+
+    def cmd_add_set(self, t: Tree) -> None:
+        table, name = self._lookup_table(self._words(t))
+        self._set(table, name, t.children[-1], t)
+
+    def cmd_add_element(self, t: Tree) -> None:
+        table, name = self._lookup_table(self._words(t))
+        s = table.sets.get(str(name))
+        if s is None:
+            raise self.error(name, f"Could not process rule: No such file or directory (set '{name}')")
+        elems = rhs_ast(t.children[-1], self.defines, self.error)
+        s.elem = ev.set_elements(s, list(s.elem), elems, self.error)
+
+    # --- table items ---------------------------------------------------------------------------------
+    def item_chain(self, table: Table, t: Tree) -> None:
+        self._chain(table, t.children[0], t.children[1], t)
+
+    def _chain(self, table: Table, name: Token, block: Tree | None, t: Tree) -> None:
+        chain = table.chains.get(str(name))
+        if chain is None:
+            chain = Chain(str(name), line=t.meta.line)
+            table.chains[chain.name] = chain
+        if block is None:
+            return
+        for item in block.children:
+            if item.data == "hook_spec":
+                self._hook(table, chain, item)
+            elif item.data == "policy_spec":
+                policy = self._word_or_var(item.children[0])
+                if policy not in ("accept", "drop"):
+                    raise self.error(item.children[0], f"unknown policy type '{policy}'")
+                chain.policy = policy
+            else:
+                self._rule(table, chain, item)
+        if chain.hook is not None and chain.policy is None:
+            chain.policy = "accept"
+
+    def _word_or_var(self, tok: Token) -> str:
+        if tok.type == "VARIABLE":
+            v = self.defines.get(tok[1:])
+            if v is None:
+                raise self.error(tok, f"unknown identifier '{tok[1:]}'")
+            if not isinstance(v, Sym):
+                raise self.error(tok, "invalid variable value")
+            return v.text
+        return tok.strip('"') if tok.type == "STRING" else str(tok)
+
+    def _hook(self, table: Table, chain: Chain, t: Tree) -> None:
+        ctype, hook = t.children[0], t.children[1]
+        if str(ctype) not in CHAIN_TYPES:
+            raise self.error(ctype, f"unknown chain type {ctype}")
+        if str(hook) not in HOOKS[table.family]:
+            raise self.error(hook, f"unknown chain hook {hook}")
+        if str(ctype) == "nat" and table.family == "netdev":
+            raise self.error(ctype, 'Chain of type "nat" is not supported')
+        rest = t.children[2:]
+        dev = None
+        if rest[0].data == "device":
+            dev = self._word_or_var(rest[0].children[0])
+            rest = rest[1:]
+        if table.family == "netdev" and dev is None:
+            raise self.error(t, "Missing `device' in this chain definition")
+        chain.type, chain.hook, chain.dev = str(ctype), str(hook), dev
+        chain.prio = self._prio(table.family, str(hook), rest[0])
+
+    def _prio(self, family: str, hook: str, t: Tree) -> int:
+        kids = t.children
+        if isinstance(kids[0], Tree):  # prio_num: [-] NUMBER
+            nums = kids[0].children
+            n = int(str(nums[-1]), 0)
+            return -n if len(nums) == 2 else n
+        name = kids[0]
+        if name.type == "VARIABLE":
+            v = self._word_or_var(name)
+            try:
+                return int(v, 0)
+            except ValueError:
+                name = Token("WORD", v, line=name.line, column=name.column, end_column=name.end_column)
+        if str(name) not in STD_PRIO or not prio_name_ok(family, hook, str(name)):
+            raise self.error(name, f"'{name}' is invalid priority in this context.")
+        base = STD_PRIO[str(name)]
+        if len(kids) == 3:
+            off = int(str(kids[2]), 0)
+            return base + off if kids[1].type == "PLUS" else base - off
+        return base
+
+    def item_set(self, table: Table, t: Tree) -> None:
+        self._set(table, t.children[0], t.children[1], t)
+
+    def _set(self, table: Table, name: Token, block: Tree, t: Tree) -> None:
+        if str(name) in table.sets:
+            raise self.error(name, f"Could not process rule: File exists (set '{name}')")
+        stype, flags, elems, merge = None, [], None, False
+        for item in block.children:
+            if item.data == "set_type":
+                stype = str(item.children[0])
+                if stype not in SET_TYPES:
+                    raise self.error(item.children[0], f"unknown datatype {stype}")
+            elif item.data == "set_flags":
+                for f in item.children:
+                    if str(f) not in SET_FLAGS:
+                        raise self.error(f, f"unknown set flag {f}")
+                    flags.append(str(f))
+            elif item.data == "set_elements":
+                elems = item
+            elif item.data == "set_automerge":
+                merge = True
+            else:
+                raise self.error(item, "set option not supported by flowpath")
+        if stype is None:
+            raise self.error(t, "set definition does not specify key")
+        s = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line)
+        if merge:
+            s.flags.append("auto-merge")
+        if elems is not None:
+            ast = rhs_ast(elems.children[0], self.defines, self.error)
+            s.elem = ev.set_elements(s, [], ast, self.error)
+        table.sets[s.name] = s
+
+    def item_flowtable(self, table: Table, t: Tree) -> None:
+        name = t.children[0]
+        if str(name) in table.flowtables:
+            raise self.error(name, f"Could not process rule: File exists (flowtable '{name}')")
+        ft = Flowtable(str(name), line=t.meta.line)
+        hooked = False
+        for item in t.children[1].children:
+            if item.data == "ft_hook":
+                if str(item.children[0]) != "ingress":
+                    raise self.error(item.children[0], f"unknown chain hook {item.children[0]}")
+                ft.prio, hooked = self._prio("netdev", "ingress", item.children[1]), True
+            elif item.data == "ft_devices":
+                devs = item.children[0]
+                toks = devs.children if isinstance(devs, Tree) else [devs]
+                ft.devices = [self._word_or_var(d) for d in toks]
+            elif item.data == "ft_counter":
+                ft.counter = True
+            elif item.data == "ft_flags":
+                for f in item.children:
+                    if str(f) != "offload":
+                        raise self.error(f, f"unknown flowtable flag {f}")
+                    ft.offload = True
+        if not hooked:
+            raise self.error(t, "missing hook and priority in flowtable declaration")
+        table.flowtables[ft.name] = ft
+
+    # --- rules: evaluated once the whole file is read, so chains and sets may be declared later ------
+    def _rule(self, table: Table, chain: Chain, t: Tree) -> None:
+        rule = Rule([], line=t.meta.line)
+        chain.rules.append(rule)
+        ctx = Ctx(self.path, self.lines, table, chain, dict(self.defines))
+        self.pending.append((table, chain, rule, ctx))
+        rule.tree = t  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        for table, chain, rule, ctx in self.pending:
+            t = rule.__dict__.pop("tree")
+            rule.expr, rule.comment = ev.rule_evaluate(ctx, t)
+        self.rs.renumber()
+
+
+__all__ = ["parse_ruleset", "ConfigError", "Prefix", "Range", "SetRef", "SetX", "Sym"]

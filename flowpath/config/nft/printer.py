@@ -1,0 +1,205 @@
+"""`nft list ruleset` text from a Ruleset, laid out as nft 1.0.6 prints it.
+
+Linux: nftables src/rule.c (table_print, chain_print, set_print_declaration, flowtable_print, prio2str),
+src/statement.c (statement printers) and src/expression.c (relational, set and range printers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
+
+_STD_PRIO = (
+    ("raw", -300),
+    ("mangle", -150),
+    ("dstnat", -100),
+    ("filter", 0),
+    ("security", 50),
+    ("srcnat", 100),
+)
+_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
+_SET_NEWLINE = ",\n\t\t\t     "
+
+
+def prio2str(family: str, hook: str, prio: int) -> str:
+    """Linux: src/rule.c › prio2str: a standard name, +/- up to 10 from it, else the number."""
+    from flowpath.config.nft.parser import prio_name_ok
+
+    for name, base in _STD_PRIO:
+        if not prio_name_ok(family, hook, name):
+            continue
+        off = prio - base
+        if off == 0:
+            return name
+        if -10 <= off <= 10:
+            return f"{name} {'+' if off > 0 else '-'} {abs(off)}"
+    return str(prio)
+
+
+def ruleset_print(rs: Ruleset) -> str:
+    return "".join(table_print(t) for t in rs.tables)
+
+
+def table_print(t: Table) -> str:
+    parts = [set_print(s) for s in t.sets.values()]
+    parts += [flowtable_print(f) for f in t.flowtables.values()]
+    parts += [chain_print(t.family, c) for c in t.chains.values()]
+    return f"table {t.family} {t.name} {{\n" + "\n".join(parts) + "}\n"
+
+
+def set_print(s: Set) -> str:
+    out = f"\tset {s.name} {{\n\t\ttype {s.type}\n"
+    flags = [f for f in s.flags if f != "auto-merge"]
+    if flags:
+        out += f"\t\tflags {','.join(flags)}\n"
+    if "auto-merge" in s.flags:
+        out += "\t\tauto-merge\n"
+    if s.elem:
+        out += "\t\telements = " + set_elems_str(s.type, s.elem, named=True) + "\n"
+    return out + "\t}\n"
+
+
+def set_elems_str(dtype: str, elems: list, named: bool) -> str:
+    """Linux: src/expression.c › set_expr_print with calculate_delim (named sets wrap lines)."""
+    per_line = dt.set_delim_count(dtype) if named else 0
+    out = "{ "
+    for i, e in enumerate(elems):
+        if i:
+            out += _SET_NEWLINE if per_line and i % per_line == 0 else ", "
+        out += rhs_str(dtype, e)
+    return out + " }"
+
+
+def flowtable_print(f: Flowtable) -> str:
+    out = f"\tflowtable {f.name} {{\n\t\thook {f.hook} priority {prio2str('netdev', f.hook, f.prio)}\n"
+    if f.devices:
+        out += "\t\tdevices = { " + ", ".join(f.devices) + " }\n"
+    if f.counter:
+        out += "\t\tcounter\n"
+    if f.offload:
+        out += "\t\tflags offload\n"
+    return out + "\t}\n"
+
+
+def chain_print(family: str, c: Chain) -> str:
+    out = f"\tchain {c.name} {{\n"
+    if c.hook is not None:
+        dev = f'device "{c.dev}" ' if c.dev else ""
+        prio = prio2str(family, c.hook, c.prio or 0)
+        out += f"\t\ttype {c.type} hook {c.hook} {dev}priority {prio}; policy {c.policy};\n"
+    for r in c.rules:
+        out += "\t\t" + rule_print(family, r.expr, r.comment) + "\n"
+    return out + "\t}\n"
+
+
+def rule_print(family: str, stmts: list, comment: str | None = None) -> str:
+    text = " ".join(stmt_print(family, s) for s in stmts)
+    if comment is not None:
+        text += f' comment "{comment}"'
+    return text
+
+
+# --- expressions -------------------------------------------------------------------------------------
+def selector_str(left: dict) -> str:
+    if "payload" in left:
+        return f"{left['payload']['protocol']} {left['payload']['field']}"
+    if "meta" in left:
+        key = left["meta"]["key"]
+        return key if key in dt.META_UNQUALIFIED else f"meta {key}"
+    if "ct" in left:
+        return f"ct {left['ct']['key']}"
+    raise ValueError(f"unsupported selector {left!r}")
+
+
+def rhs_str(dtype: str, v: Any) -> str:
+    if isinstance(v, str) and v.startswith("@"):
+        return v
+    if isinstance(v, dict):
+        if "set" in v:
+            return set_elems_str(dtype, v["set"], named=False)
+        if "range" in v:
+            return f"{dt.value_str(dtype, v['range'][0])}-{dt.value_str(dtype, v['range'][1])}"
+        if "prefix" in v:
+            return f"{dt.value_str(dtype, v['prefix']['addr'])}/{v['prefix']['len']}"
+    return dt.value_str(dtype, v)
+
+
+def match_print(m: dict) -> str:
+    left, op, right = m["left"], m["op"], m["right"]
+    if "&" in left:
+        sel, mask = left["&"]
+        dtype = dt.selector_type(sel)
+        if dt.is_bitmask(dtype):
+            ops = "" if op == "==" else f"{op} "
+            return f"{selector_str(sel)} {ops}{rhs_str(dtype, right)} / {rhs_str(dtype, mask)}"
+        return f"{selector_str(sel)} & {rhs_str(dtype, mask)} {op} {rhs_str(dtype, right)}"
+    dtype = dt.selector_type(left)
+    scalar = not isinstance(right, dict) and not (isinstance(right, str) and right.startswith("@"))
+    if op == "in" or (op == "==" and not (dt.is_bitmask(dtype) and scalar)):
+        ops = ""
+    else:
+        ops = f"{op} "
+    return f"{selector_str(left)} {ops}{rhs_str(dtype, right)}"
+
+
+def _nat_print(kind: str, a: dict | None) -> str:
+    a = a or {}
+    out = kind
+    if a.get("family"):
+        out += f" {a['family']}"
+    addr, port = a.get("addr"), a.get("port")
+    dtype = (
+        "ipv6_addr" if a.get("family") == "ip6" or (isinstance(addr, str) and ":" in addr) else "ipv4_addr"
+    )
+    if addr is not None or port is not None:
+        out += " to "
+    if addr is not None:
+        text = rhs_str(dtype, addr)
+        if port is not None and dtype == "ipv6_addr":
+            text = f"[{text}]"
+        out += text
+    if port is not None:
+        out += ":" + rhs_str("inet_service", port)
+    flags = a.get("flags")
+    if flags:
+        out += " " + (flags if isinstance(flags, str) else ",".join(flags))
+    return out
+
+
+def stmt_print(family: str, s: dict) -> str:
+    ((kind, a),) = s.items()
+    if kind == "match":
+        return match_print(a)
+    if kind == "counter":
+        return f"counter packets {a['packets']} bytes {a['bytes']}"
+    if kind == "log":
+        out = "log"
+        if a and "prefix" in a:
+            out += f' prefix "{a["prefix"]}"'
+        if a and "level" in a:
+            out += f" level {a['level']}"
+        return out
+    if kind in ("accept", "drop", "return", "continue"):
+        return kind
+    if kind in ("jump", "goto"):
+        return f"{kind} {a['target']}"
+    if kind == "reject":
+        if not a:
+            return "reject"
+        if a["type"] == "tcp reset":
+            return "reject with tcp reset"
+        if a["type"] == _REJECT_DEFAULT[family] and a.get("expr") == "port-unreachable":
+            return "reject"
+        return f"reject with {a['type']} {a['expr']}"
+    if kind in ("snat", "dnat", "masquerade", "redirect"):
+        return _nat_print(kind, a)
+    if kind == "mangle":
+        dtype = dt.selector_type(a["key"])
+        return f"{selector_str(a['key'])} set {rhs_str(dtype, a['value'])}"
+    if kind == "notrack":
+        return "notrack"
+    if kind == "flow":
+        return f"flow add {a['flowtable']}"
+    raise ValueError(f"unsupported statement {kind!r}")
