@@ -1,0 +1,79 @@
+"""Network devices: the few `struct net_device` fields the datapath reads.
+
+Linux: net/core/dev.c (ifindex allocation, dev_change_flags, dev_set_mtu, dev_change_name), with the
+per-kind defaults of drivers/net/{loopback,dummy,veth}.c and net/8021q/vlan_netlink.c.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flowpath.packet.layout import ETH_ALEN
+
+# Link kinds (`ip link add ... type KIND`); "ether" is a port with no `type`, a physical NIC's stand-in.
+KIND_LOOPBACK = "loopback"
+KIND_ETHER = "ether"
+KIND_DUMMY = "dummy"
+KIND_VETH = "veth"
+KIND_VLAN = "vlan"
+LINK_KINDS = (KIND_ETHER, KIND_DUMMY, KIND_VETH, KIND_VLAN)
+
+LOOPBACK_MTU = 65536  # drivers/net/loopback.c › loopback_setup
+ETH_DATA_LEN = 1500  # include/uapi/linux/if_ether.h: the default MTU of every Ethernet-like device
+ETH_MIN_MTU = 68  # include/uapi/linux/if_ether.h
+# Deviation: Linux caps most drivers at ETH_DATA_LEN or a driver maximum; ports here take jumbo frames.
+ETH_MAX_MTU = 65535
+VLAN_N_VID = 4096
+
+
+@dataclass(slots=True)
+class Link:
+    """One network device. `up` is the administrative state (IFF_UP); `address` the 6-byte MAC.
+
+    `parent` is the lower device's ifindex (VLAN), `peer` the other end's name (veth).
+    """
+
+    ifindex: int
+    name: str
+    kind: str
+    address: bytes
+    mtu: int
+    up: bool = False
+    vlan_id: int | None = None
+    parent: int | None = None
+    peer: str | None = None
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.kind == KIND_LOOPBACK
+
+    @property
+    def noarp(self) -> bool:
+        """IFF_NOARP: loopback and dummy resolve no neighbours (drivers/net/dummy.c › dummy_setup)."""
+        return self.kind in (KIND_LOOPBACK, KIND_DUMMY)
+
+
+def default_hwaddr(ifindex: int) -> bytes:
+    """The MAC a link gets when `address` is not given: 02:00 + the ifindex as 32-bit big-endian.
+
+    Deviation: Linux draws a random locally administered address (eth_hw_addr_random); a fixed one keeps
+    captures and tests reproducible. The 02 prefix is the same locally-administered unicast bit.
+    """
+    return b"\x02\x00" + ifindex.to_bytes(4, "big")
+
+
+def parse_hwaddr(text: str) -> bytes:
+    """Parse `aa:bb:cc:dd:ee:ff` (one or two hex digits per octet, as ll_addr_a2n's sscanf %x). ValueError if bad."""
+    parts = text.split(":")
+    if len(parts) != ETH_ALEN or not all(1 <= len(p) <= 2 for p in parts):
+        raise ValueError(text)
+    return bytes(int(p, 16) for p in parts)
+
+
+def format_hwaddr(address: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in address)
+
+
+def is_valid_ether_addr(address: bytes) -> bool:
+    """Linux: include/linux/etherdevice.h › is_valid_ether_addr (not multicast, not all zeros)."""
+    return not (address[0] & 1) and any(address)

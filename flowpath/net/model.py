@@ -1,0 +1,416 @@
+"""The network model: links, addresses, routes and neighbours of one network namespace.
+
+Linux: net/core/rtnetlink.c (the requests `ip` sends: do_setlink, inet_rtm_newaddr, inet6_rtm_newaddr,
+inet_rtm_newroute, inet6_rtm_newroute, neigh_add) and the notifier chain that keeps routes in step with
+links and addresses (net/ipv4/fib_frontend.c › fib_add_ifaddr, fib_netdev_event; net/ipv6/addrconf.c ›
+addrconf_notify, addrconf_ifdown). Requests the kernel refuses raise RtnlError with the kernel's text.
+Families are 4 and 6 (the IP version); addresses are ints.
+"""
+
+from __future__ import annotations
+
+from flowpath.net import route, show
+from flowpath.net.fib import (
+    IP6_RT_PRIO_ADDRCONF,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
+    RTN_BROADCAST,
+    RTN_LOCAL,
+    RTN_UNICAST,
+    RTPROT_KERNEL,
+    FibAlias,
+    FibResult,
+    FibTable,
+    RouteType,
+)
+from flowpath.net.inetdev import (
+    ADDR_ALL,
+    IPV6_ADDR_SCOPE_LINKLOCAL,
+    LINK_LOCAL_PREFIX,
+    RT_SCOPE_HOST,
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    IfAddr,
+    addrconf_ifid_eui48,
+    inet_ifa_match,
+    inet_mask,
+    inet_select_addr,
+    ipv6_addr_src_scope,
+    ipv6_dev_get_saddr,
+)
+from flowpath.net.link import (
+    ETH_DATA_LEN,
+    ETH_MAX_MTU,
+    ETH_MIN_MTU,
+    KIND_ETHER,
+    KIND_LOOPBACK,
+    KIND_VETH,
+    KIND_VLAN,
+    LOOPBACK_MTU,
+    VLAN_N_VID,
+    Link,
+    default_hwaddr,
+    is_valid_ether_addr,
+)
+from flowpath.net.neighbour import Neighbour, NeighTable
+from flowpath.net.rtnetlink import RtnlError
+
+INADDR_LOOPBACK = 0x7F000001
+IN6ADDR_LOOPBACK = 1
+IFNAMSIZ = 16
+
+
+def _ipv6_ifa_rank(addr: int) -> int:
+    """Order of an IPv6 address in its link's list: global, then host, then link scope (IFA_* values)."""
+    if addr == IN6ADDR_LOOPBACK:
+        return 0x10
+    return 0x20 if ipv6_addr_src_scope(addr) == IPV6_ADDR_SCOPE_LINKLOCAL else 0
+
+
+class Network:
+    """One namespace's links, addresses, routing tables (local and main) and neighbours.
+
+    `links` maps ifindex to Link in creation order. Lookups (`fib_lookup`, `neigh_lookup`, `is_local`) are
+    what the datapath calls per packet; the `*_add`/`link_set` requests are what `ip -batch` lines do.
+    """
+
+    def __init__(self) -> None:
+        self.links: dict[int, Link] = {}
+        self._by_name: dict[str, Link] = {}
+        self._ifindex_next = 1
+        self._addrs: dict[int, dict[int, list[IfAddr]]] = {4: {}, 6: {}}
+        self.tables: dict[int, dict[int, FibTable]] = {
+            f: {RT_TABLE_LOCAL: FibTable(f, RT_TABLE_LOCAL), RT_TABLE_MAIN: FibTable(f, RT_TABLE_MAIN)}
+            for f in (4, 6)
+        }
+        self.neigh = NeighTable()
+        self.dev_addr_genid = 0  # bumped on every address change; invalidates cached nexthop sources
+        lo = self._new_link("lo", KIND_LOOPBACK, bytes(6), LOOPBACK_MTU)
+        self.link_set(lo, up=True)
+
+    # ---- links (net/core/dev.c, rtnetlink.c › rtnl_newlink / do_setlink) ----
+
+    def link_by_name(self, name: str) -> Link:
+        """Link called `name`; KeyError if none (Linux: __dev_get_by_name)."""
+        return self._by_name[name]
+
+    def _new_link(self, name: str, kind: str, address: bytes | None, mtu: int | None, **kw) -> Link:
+        ifindex = self._ifindex_next
+        self._ifindex_next += 1
+        link = Link(ifindex, name, kind, address or default_hwaddr(ifindex), mtu or ETH_DATA_LEN, **kw)
+        self.links[ifindex] = link
+        self._by_name[name] = link
+        for family in (4, 6):
+            self._addrs[family][ifindex] = []
+        return link
+
+    def link_add(
+        self,
+        name: str,
+        kind: str = KIND_ETHER,
+        address: bytes | None = None,
+        mtu: int | None = None,
+        parent: int | None = None,
+        vlan_id: int | None = None,
+        peer: str | None = None,
+        peer_address: bytes | None = None,
+        peer_mtu: int | None = None,
+    ) -> Link:
+        """`ip link add`. A new link is down. Returns it (for veth, the named end, not the peer)."""
+        if name in self._by_name:
+            raise RtnlError("File exists", "name")
+        for arg, value in (("address", address), ("peer_address", peer_address)):
+            if value is not None and not is_valid_ether_addr(value):
+                raise RtnlError("Cannot assign requested address", arg)
+        for arg, value in (("mtu", mtu), ("peer_mtu", peer_mtu)):
+            if value is not None and kind != KIND_LOOPBACK:
+                self._check_mtu(value, arg)
+        if kind == KIND_VLAN:
+            return self._vlan_add(name, address, mtu, parent, vlan_id)
+        if kind == KIND_VETH:
+            # Linux: drivers/net/veth.c › veth_newlink registers the peer first, so it takes the lower ifindex.
+            peer = peer or self._free_name("veth%d")
+            if peer == name or peer in self._by_name:
+                raise RtnlError("File exists", "peer")
+            self._new_link(peer, KIND_VETH, peer_address, peer_mtu, peer=name)
+            return self._new_link(name, KIND_VETH, address, mtu, peer=peer)
+        return self._new_link(name, kind, address, mtu)
+
+    def _vlan_add(self, name, address, mtu, parent, vlan_id) -> Link:
+        """Linux: net/8021q/vlan_netlink.c › vlan_newlink: the VLAN takes its parent's MAC and MTU."""
+        if parent is None:
+            raise RtnlError("link is required for vlan", "type")
+        if vlan_id is None or not 0 <= vlan_id < VLAN_N_VID:
+            raise RtnlError("Invalid VLAN id", "id")
+        real = self.links[parent]
+        if real.kind == KIND_LOOPBACK:
+            raise RtnlError("Operation not supported", "link")
+        if any(ln.parent == parent and ln.vlan_id == vlan_id for ln in self.links.values()):
+            raise RtnlError("File exists", "id")
+        if mtu is not None and mtu > real.mtu:
+            raise RtnlError("Numerical result out of range", "mtu")
+        return self._new_link(
+            name, KIND_VLAN, address or real.address, mtu or real.mtu, parent=parent, vlan_id=vlan_id
+        )
+
+    def _free_name(self, pattern: str) -> str:
+        n = 0
+        while pattern % n in self._by_name:
+            n += 1
+        return pattern % n
+
+    @staticmethod
+    def _check_mtu(mtu: int, arg: str = "mtu") -> None:
+        if mtu < ETH_MIN_MTU:
+            raise RtnlError("mtu less than device minimum", arg)
+        if mtu > ETH_MAX_MTU:
+            raise RtnlError("mtu greater than device maximum", arg)
+
+    def link_set(
+        self,
+        link: Link,
+        up: bool | None = None,
+        mtu: int | None = None,
+        address: bytes | None = None,
+        name: str | None = None,
+    ) -> None:
+        """`ip link set`: name, then address, then MTU, then the up/down flag (do_setlink's order)."""
+        if name is not None and name != link.name:
+            if name in self._by_name:
+                raise RtnlError("File exists", "name")
+            del self._by_name[link.name]
+            if link.peer is not None:
+                self._by_name[link.peer].peer = name
+            link.name = name
+            self._by_name[name] = link
+        if address is not None:
+            if not is_valid_ether_addr(address):
+                raise RtnlError("Cannot assign requested address", "address")
+            link.address = address
+        if mtu is not None:
+            self._dev_set_mtu(link, mtu)
+        if up is True and not link.up:
+            self._dev_open(link)
+        elif up is False and link.up:
+            self._dev_close(link)
+
+    def _dev_set_mtu(self, link: Link, mtu: int) -> None:
+        if link.kind != KIND_LOOPBACK:
+            self._check_mtu(mtu)
+        if link.kind == KIND_VLAN and mtu > self.links[link.parent].mtu:
+            raise RtnlError("Numerical result out of range", "mtu")
+        link.mtu = mtu
+        # Linux: net/8021q/vlan.c › vlan_device_event NETDEV_CHANGEMTU shrinks VLANs above the new MTU.
+        # Deviation: IPv6 is not disabled below 1280 (addrconf_notify NETDEV_CHANGEMTU).
+        for child in self.links.values():
+            if child.parent == link.ifindex and child.mtu > mtu:
+                child.mtu = mtu
+
+    def _dev_open(self, link: Link) -> None:
+        """dev_open + NETDEV_UP: routes of the link's addresses appear (fib_add_ifaddr, addrconf_notify)."""
+        if link.kind == KIND_VLAN and not self.links[link.parent].up:
+            raise RtnlError("Network is down", "dev")  # net/8021q/vlan_dev.c › vlan_dev_open
+        link.up = True
+        if link.is_loopback:
+            # Linux: devinet.c › inetdev_event and addrconf.c › init_loopback configure lo when it goes up.
+            if not any(a.address == INADDR_LOOPBACK for a in self._addrs[4][link.ifindex]):
+                self.addr_add(link, 4, INADDR_LOOPBACK, 8)
+            if not self._addrs[6][link.ifindex]:
+                self.addr_add(link, 6, IN6ADDR_LOOPBACK, 128)
+        for ifa in list(self._addrs[4][link.ifindex]):
+            self._fib_add_ifaddr(ifa)
+        if not link.is_loopback:
+            lladdr = LINK_LOCAL_PREFIX | addrconf_ifid_eui48(link.address)  # addrconf_addr_gen, EUI-64
+            if not any(a.address == lladdr for a in self._addrs[6][link.ifindex]):
+                self.addr_add(link, 6, lladdr, 64)
+        for ifa in self._addrs[6][link.ifindex]:
+            self._addrconf_prefix_route(ifa)
+
+    def _dev_close(self, link: Link) -> None:
+        """dev_close + NETDEV_DOWN: routes through the link go (fib_sync_down_dev, then fib_flush);
+        IPv4 keeps its addresses and their local routes; IPv6 drops its addresses (keep_addr_on_down=0);
+        the neighbours go (neigh_ifdown); VLANs on the link go down with it."""
+        for child in self.links.values():
+            if child.parent == link.ifindex and child.up:
+                self._dev_close(child)
+        link.up = False
+        ifindex = link.ifindex
+        self._addrs[6][ifindex] = []
+        self.dev_addr_genid += 1
+        for table in self.tables[4].values():
+            table.remove(
+                lambda fa: fa.oif == ifindex and not (fa.type == RTN_LOCAL and fa.table == RT_TABLE_LOCAL)
+            )
+        for table in self.tables[6].values():
+            table.remove(lambda fa: fa.oif == ifindex)
+        self.neigh.flush_dev(ifindex)
+
+    # ---- addresses (devinet.c › __inet_insert_ifa, addrconf.c › inet6_addr_add) ----
+
+    def addrs(self, ifindex: int, family: int) -> list[IfAddr]:
+        """The link's addresses of a family, in kernel order (IPv4: primaries first)."""
+        return self._addrs[family].get(ifindex, [])
+
+    def addr_add(
+        self,
+        link: Link,
+        family: int,
+        address: int,
+        prefixlen: int,
+        broadcast: int | None = None,
+        scope: int | None = None,
+        noprefixroute: bool = False,
+        metric: int = 0,
+    ) -> IfAddr:
+        """`ip addr add`. The local route appears at once, the prefix route when the link is up."""
+        if scope is None:
+            scope = self._default_scope(family, address)
+        ifa = IfAddr(family, address, prefixlen, link.ifindex, broadcast, scope, False, noprefixroute, metric)
+        ifas = self._addrs[family][link.ifindex]
+        if family == 4:
+            self._inet_insert_ifa(ifa, ifas)
+            self.dev_addr_genid += 1
+            self._fib_add_ifaddr(ifa)
+            return ifa
+        if any(a.address == address for a in ifas):
+            raise RtnlError("ipv6: address already assigned", "address")
+        rank = _ipv6_ifa_rank(address)
+        pos = next((i for i, a in enumerate(ifas) if _ipv6_ifa_rank(a.address) >= rank), len(ifas))
+        ifas.insert(pos, ifa)  # ipv6_link_dev_addr: by scope, the newest first within one scope
+        self.dev_addr_genid += 1
+        local = FibAlias(6, address, 128, RTN_LOCAL, RT_TABLE_LOCAL, 0, link.ifindex, protocol=RTPROT_KERNEL)
+        self.tables[6][RT_TABLE_LOCAL].insert(local, excl=False)
+        if link.up:
+            self._addrconf_prefix_route(ifa)
+        return ifa
+
+    @staticmethod
+    def _default_scope(family: int, address: int) -> int:
+        """iproute2 ipaddress.c › default_scope: host for loopback addresses, link for fe80::/10."""
+        if family == 4:
+            return RT_SCOPE_HOST if address >> 24 == 127 else RT_SCOPE_UNIVERSE
+        if address == IN6ADDR_LOOPBACK:
+            return RT_SCOPE_HOST
+        return (
+            RT_SCOPE_LINK if ipv6_addr_src_scope(address) == IPV6_ADDR_SCOPE_LINKLOCAL else RT_SCOPE_UNIVERSE
+        )
+
+    @staticmethod
+    def _inet_insert_ifa(ifa: IfAddr, ifas: list[IfAddr]) -> None:
+        """Linux: devinet.c › __inet_insert_ifa: a second address of a prefix is secondary and goes last;
+        a primary goes after the primaries of a scope at least as wide."""
+        last_primary = 0
+        for i, old in enumerate(ifas):
+            if not old.secondary and ifa.scope <= old.scope:
+                last_primary = i + 1
+            if old.prefixlen == ifa.prefixlen and inet_ifa_match(old.address, ifa):
+                if old.address == ifa.address:
+                    raise RtnlError("ipv4: Address already assigned", "address")
+                if old.scope != ifa.scope:
+                    raise RtnlError("ipv4: Invalid scope value", "scope")
+                ifa.secondary = True
+        ifas.insert(len(ifas) if ifa.secondary else last_primary, ifa)
+
+    def _primary_of(self, ifa: IfAddr) -> IfAddr:
+        if not ifa.secondary:
+            return ifa
+        return next(
+            a
+            for a in self._addrs[4][ifa.ifindex]
+            if not a.secondary and a.prefixlen == ifa.prefixlen and inet_ifa_match(a.address, ifa)
+        )
+
+    def _fib_magic(
+        self, rtype: RouteType, dst: int, plen: int, ifa: IfAddr, scope: int, metric: int = 0
+    ) -> None:
+        """Linux: fib_frontend.c › fib_magic: kernel routes of an address; unicast ones in main, others in local."""
+        table = RT_TABLE_MAIN if rtype == RTN_UNICAST else RT_TABLE_LOCAL
+        fa = FibAlias(4, dst, plen, rtype, table, metric, ifa.ifindex, None, self._primary_of(ifa).address)
+        fa.protocol, fa.scope = RTPROT_KERNEL, scope
+        self.tables[4][table].insert(fa, excl=False)
+
+    def _fib_add_ifaddr(self, ifa: IfAddr) -> None:
+        """Linux: net/ipv4/fib_frontend.c › fib_add_ifaddr (6.x: no subnet-zero broadcast route)."""
+        link = self.links[ifa.ifindex]
+        mask = inet_mask(4, ifa.prefixlen)
+        prefix = ifa.address & mask
+        self._fib_magic(RTN_LOCAL, ifa.address, 32, ifa, RT_SCOPE_HOST)
+        if not link.up:
+            return
+        if ifa.broadcast and ifa.broadcast != ADDR_ALL[4]:
+            self._fib_magic(RTN_BROADCAST, ifa.broadcast, 32, ifa, RT_SCOPE_LINK)
+        if prefix >> 24 and not ifa.secondary and (prefix != ifa.address or ifa.prefixlen < 32):
+            if not ifa.noprefixroute:
+                if link.is_loopback:
+                    self._fib_magic(RTN_LOCAL, prefix, ifa.prefixlen, ifa, RT_SCOPE_HOST, ifa.metric)
+                else:
+                    self._fib_magic(RTN_UNICAST, prefix, ifa.prefixlen, ifa, RT_SCOPE_LINK, ifa.metric)
+            if ifa.prefixlen < 31:
+                self._fib_magic(RTN_BROADCAST, prefix | (ADDR_ALL[4] ^ mask), 32, ifa, RT_SCOPE_LINK)
+
+    def _addrconf_prefix_route(self, ifa: IfAddr) -> None:
+        """Linux: net/ipv6/addrconf.c › addrconf_prefix_route (metric 256 unless the address sets one)."""
+        if ifa.noprefixroute or ifa.address == IN6ADDR_LOOPBACK:  # init_loopback adds no prefix route
+            return
+        prefix = ifa.address & inet_mask(6, ifa.prefixlen)
+        fa = FibAlias(
+            6, prefix, ifa.prefixlen, RTN_UNICAST, RT_TABLE_MAIN, ifa.metric or IP6_RT_PRIO_ADDRCONF
+        )
+        fa.oif, fa.protocol = ifa.ifindex, RTPROT_KERNEL
+        self.tables[6][RT_TABLE_MAIN].insert(fa, excl=False)
+
+    def is_local(self, family: int, addr: int) -> bool:
+        """An address of this host (Linux: inet_addr_type == RTN_LOCAL; ipv6_chk_addr)."""
+        fa = self.tables[family][RT_TABLE_LOCAL].lookup(addr)
+        return fa is not None and fa.type == RTN_LOCAL
+
+    def inet_select_addr(self, ifindex: int, family: int, dst: int) -> int | None:
+        """Source address Linux would use from `ifindex` towards `dst` (masquerade, ICMP errors).
+
+        IPv4: devinet.c › inet_select_addr with RT_SCOPE_UNIVERSE (what masquerade passes, with the next
+        hop as `dst`). IPv6: addrconf.c › ipv6_dev_get_saddr (RFC 6724).
+        """
+        if family == 4:
+            return inet_select_addr(self._addrs[4], ifindex, dst, RT_SCOPE_UNIVERSE)
+        return ipv6_dev_get_saddr(self._addrs[6], ifindex, dst)
+
+    # ---- routes and neighbours (route.py holds the kernel's checks) ----
+
+    def route_add(self, fa: FibAlias, replace: bool = False) -> FibAlias:
+        """`ip route add|replace`: validate the nexthop as the kernel does, then insert. Returns the route."""
+        return route.route_add(self, fa, replace)
+
+    def fib_lookup(self, family: int, daddr: int) -> FibResult | None:
+        """Route for `daddr`: the local table, then main (the default rules); None if unreachable.
+
+        Linux: net/ipv4/fib_rules.c › __fib_lookup over rules 0 (local) and 32766 (main);
+        fib_trie.c › fib_table_lookup; ip6_fib.c › fib6_lookup.
+        """
+        tables = self.tables[family]
+        fa = tables[RT_TABLE_LOCAL].lookup(daddr) or tables[RT_TABLE_MAIN].lookup(daddr)
+        return None if fa is None else route.fib_result(self, fa, daddr)
+
+    def neigh_add(self, n: Neighbour, replace: bool = False) -> None:
+        """`ip neigh add|replace`. Linux: net/core/neighbour.c › neigh_add (EEXIST without replace)."""
+        if not self.neigh.add(n, replace):
+            raise RtnlError("File exists", "dst")
+
+    def neigh_lookup(self, family: int, addr: int, ifindex: int) -> bytes | None:
+        """The 6-byte MAC of a neighbour on `ifindex`, or None. Linux: neighbour.c › neigh_lookup."""
+        n = self.neigh.neigh_lookup(family, addr, ifindex)
+        return None if n is None else n.ha
+
+    # ---- listings (`ip link`, `ip addr`, `ip route`, `ip neigh`) ----
+
+    def show_link(self) -> str:
+        return show.show_link(self)
+
+    def show_addr(self) -> str:
+        return show.show_addr(self)
+
+    def show_route(self, family: int = 4, table: int | str = RT_TABLE_MAIN) -> str:
+        """`ip [-6] route show [table main|local|all|N]`."""
+        return show.show_route(self, family, table)
+
+    def show_neigh(self) -> str:
+        return show.show_neigh(self)
