@@ -1,55 +1,9 @@
-"""Helpers for the conntrack/NAT tests: Scapy packets in, parsed SkBuffs through the hooks."""
+import sys
+from pathlib import Path
 
 import pytest
-from scapy.all import ICMP, IP, TCP, UDP, Ether, IPv6, NoPayload, Packet, raw
 
-from flowpath.netfilter.constants import NF_INET_POST_ROUTING, NF_INET_PRE_ROUTING
-from flowpath.packet.skb import SkBuff, frame_array, skb_parse
-
-SEC = 1_000_000_000
-
-
-def skb_of(pkt: Packet, ts_ns: int = 0, iif: int = 1) -> SkBuff:
-    """Parse a Scapy L3 (or L2) packet the way the datapath does."""
-    if not isinstance(pkt, Ether):
-        pkt = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt
-    skb = skb_parse(frame_array(raw(pkt)), iif, ts_ns)
-    assert isinstance(skb, SkBuff), skb
-    return skb
-
-
-def l3(skb: SkBuff) -> Packet:
-    """The packet as Scapy dissects it now (after any NAT)."""
-    return Ether(skb.tobytes()).payload
-
-
-def recomputed(skb: SkBuff) -> Packet:
-    """The same packet with every outer checksum recomputed by Scapy (inner ICMP-error packets kept)."""
-    p = Ether(skb.tobytes())
-    layer = p
-    while not isinstance(layer, NoPayload):
-        if "error" in type(layer).__name__.lower():
-            break
-        for f in ("chksum", "cksum"):
-            if f in layer.fields and not (isinstance(layer, UDP) and layer.fields[f] == 0):
-                layer.fields[f] = None
-        layer = layer.payload
-    return Ether(raw(p)).payload
-
-
-def assert_csums_ok(skb: SkBuff) -> None:
-    """Scapy's recomputation gives the same bytes: every checksum we patched is right."""
-    assert raw(recomputed(skb)) == raw(l3(skb))
-
-
-def inet_csum(data: bytes) -> int:
-    """RFC 1071 sum of data, folded (0xFFFF for a correct header including its checksum)."""
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+sys.path.insert(0, str(Path(__file__).parent))  # ct_helpers (importlib import mode)
 
 
 @pytest.fixture
@@ -57,31 +11,3 @@ def ctt():
     from flowpath.netfilter.conntrack import Conntrack
 
     return Conntrack()
-
-
-class Path:
-    """Drive packets through PRE_ROUTING (conntrack + DNAT) and POST_ROUTING (SNAT + confirm)."""
-
-    def __init__(self, table, dnat=None, snat=None):
-        self.table, self.dnat, self.snat = table, dnat, snat
-
-    def forward(self, pkt, ts_ns=0):
-        from flowpath.netfilter.nat import nf_nat_inet_fn
-
-        skb = skb_of(pkt, ts_ns)
-        v = self.table.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
-        assert v[0] == 1, v
-        v = nf_nat_inet_fn(self.table, skb, NF_INET_PRE_ROUTING, self.dnat)
-        assert v[0] == 1, v
-        v = nf_nat_inet_fn(self.table, skb, NF_INET_POST_ROUTING, self.snat)
-        assert v[0] == 1, v
-        assert self.table.nf_conntrack_confirm(skb)[0] == 1
-        return skb
-
-
-@pytest.fixture
-def make_path():
-    return Path
-
-
-__all__ = ["ICMP", "IP", "IPv6", "TCP", "UDP", "SEC", "skb_of"]
