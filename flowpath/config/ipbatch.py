@@ -471,7 +471,8 @@ def _route_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
             if val.text not in ("low", "medium", "high"):
                 raise cmd.error(val, f'invalid pref "{val.text}"')
         elif dst_tok is not None:
-            raise cmd.error(tok, f'either "to" is duplicate, or "{word}" is a garbage')
+            raise cmd.unknown(tok)  # iproute2: 'either "to" is duplicate, or "X" is a garbage'
+
         else:
             if word == "to":
                 tok = cmd.arg(tok)
@@ -557,7 +558,7 @@ def _neigh_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
             if word == "to":
                 tok = cmd.arg(tok)
             if dst_tok is not None:
-                raise cmd.error(tok, f'either "to" is duplicate, or "{tok.text}" is a garbage')
+                raise cmd.unknown(tok)
             dst_tok = cmd.at["dst"] = tok
     if dst_tok is None:
         raise cmd.error(cmd.at["verb"], "neigh needs an address")

@@ -139,7 +139,7 @@ def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
             raise DatatypeError(f"Could not resolve hostname: Name or service not known ({sym})") from None
     if dtype == "ipv6_addr":
         try:
-            return str(ipaddress.IPv6Address(sym))
+            return inet6_ntop(int(ipaddress.IPv6Address(sym)))
         except ValueError:
             raise DatatypeError(f"Could not resolve hostname: Name or service not known ({sym})") from None
     if dtype in ("ifname", "iface_index"):
@@ -205,7 +205,8 @@ def value_num(dtype: str, v: Any) -> int:
     if dtype == "ipv6_addr":
         return int(ipaddress.IPv6Address(v))
     if dtype in ("ifname", "iface_index"):
-        return int.from_bytes(v.encode()[:16].ljust(16, b"\0"), "big")
+        # nft orders strings as host-endian (little) integers: shorter names first
+        return int.from_bytes(v.encode()[:16].ljust(16, b"\0"), "little")
     if dtype == "inet_proto":
         return protocols()[0][v]
     if dtype in SYMBOLIC:
@@ -218,7 +219,7 @@ def num_value(dtype: str, n: int) -> Any:
     if dtype == "ipv4_addr":
         return str(ipaddress.IPv4Address(n))
     if dtype == "ipv6_addr":
-        return str(ipaddress.IPv6Address(n))
+        return inet6_ntop(n)
     if dtype == "inet_proto":
         return protocols()[1].get(n, n)
     if dtype in SYMBOLIC:
@@ -226,6 +227,18 @@ def num_value(dtype: str, n: int) -> Any:
             if v == n:
                 return name
     return n
+
+
+def inet6_ntop(n: int) -> str:
+    """IPv6 text as glibc inet_ntop writes it (::ffff:a.b.c.d and ::a.b.c.d keep the dotted quad)."""
+    addr = ipaddress.IPv6Address(n)
+    words = [(n >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
+    if words[:5] == [0] * 5 and (words[5] == 0xFFFF or (words[5] == 0 and (words[6] or words[7] > 1))):
+        if words[5] == 0 and words[6] == 0:
+            return str(addr)  # ::1 style: glibc only keeps the dotted quad when word 6 is set
+        v4 = ipaddress.IPv4Address(n & 0xFFFFFFFF)
+        return f"::ffff:{v4}" if words[5] == 0xFFFF else f"::{v4}"
+    return str(addr)
 
 
 def value_str(dtype: str, v: Any) -> str:

@@ -317,6 +317,8 @@ def _has_transport(prev: list) -> bool:
 
 def _nat_check(ctx: Ctx, t: Tree, kind: str) -> None:
     chain = ctx.chain
+    if not chain.is_base:
+        return  # the kernel checks regular chains through the jumps that reach them
     if chain.type != "nat":
         raise ctx.error(t, f"Could not process rule: Operation not supported ({kind} outside a nat chain)")
     if chain.hook not in _NAT_HOOKS[kind]:
@@ -361,7 +363,10 @@ def _st_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
             family = fam if fam in ("ip", "ip6") else _addr_family(syms[0])
         dtype = "ipv4_addr" if family == "ip" else "ipv6_addr"
         vals = [sym_value(ctx.error, dtype, s) for s in syms]
-        args["addr"] = vals[0] if len(vals) == 1 else {"range": vals}
+        if len(vals) == 1:
+            args["addr"] = vals[0]
+        else:  # an aligned range is listed as a prefix (segtree.c › interval_map_decompose)
+            args["addr"] = interval_elems(dtype, [{"range": vals}], False, lambda m: ctx.error(addr, m))[0]
         if len(to.children) > 1:
             args["port"] = _nat_port(ctx, to.children[1], prev)
     f = _nat_flags(flags)
@@ -442,6 +447,8 @@ def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
         return ("l4", m["right"])
     if family == "inet" and left == {"meta": {"key": "nfproto"}}:
         return ("l3", m["right"])
+    if family == "netdev" and left == {"meta": {"key": "protocol"}}:
+        return ("l3", {"ip": "ipv4", "ip6": "ipv6"}.get(m["right"]))
     return None
 
 

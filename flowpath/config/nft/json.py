@@ -28,8 +28,6 @@ def ruleset_to_json(rs: Ruleset) -> dict:
             flags = [f for f in s.flags if f != "auto-merge"]
             if flags:
                 obj["flags"] = flags
-            if "auto-merge" in s.flags:
-                obj["auto-merge"] = True
             if s.elem:
                 obj["elem"] = copy.deepcopy(s.elem)
             out.append({"set": obj})
@@ -46,9 +44,8 @@ def ruleset_to_json(rs: Ruleset) -> dict:
         for c in t.chains.values():
             obj = {"family": fam, "table": t.name, "name": c.name, "handle": c.handle}
             if c.hook is not None:
+                # nft 1.0.6 prints neither a netdev chain's device nor a set's auto-merge in JSON
                 obj.update(type=c.type, hook=c.hook, prio=c.prio, policy=c.policy)
-                if c.dev is not None:
-                    obj["dev"] = c.dev
             out.append({"chain": obj})
         for c in t.chains.values():
             for r in c.rules:
