@@ -31,8 +31,9 @@ def recomputed(skb: SkBuff) -> Packet:
             break
         for f in ("chksum", "cksum"):
             if f in layer.fields and not (isinstance(layer, UDP) and layer.fields[f] == 0):
-                layer.fields[f] = None
+                setattr(layer, f, None)
         layer = layer.payload
+    p.clear_cache()  # dissected packets keep their bytes; force a rebuild
     return Ether(raw(p)).payload
 
 
