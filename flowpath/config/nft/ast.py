@@ -76,6 +76,7 @@ class Ctx:
     table: Any
     chain: Any
     defines: dict[str, Any] = field(default_factory=dict)
+    rule: Any = None  # the rule's parse tree, for errors that mark the whole rule
 
     def error(self, node: Any, msg: str) -> ConfigError:
         return ast_error(self.path, self.lines, node, msg)
@@ -106,8 +107,9 @@ def _value(t: Tree, defines: dict[str, Any], err: ErrFn) -> Any:
         tok = tok.children[0]
     if tok.type == "VARIABLE":
         name = tok[1:]
-        if name not in defines:
-            raise err(tok, f"unknown identifier '{name}'")
+        if name not in defines:  # nft marks the name after the '$'
+            at = Token("VARIABLE", name, line=tok.line, column=tok.column + 1, end_column=tok.end_column)
+            raise err(at, f"unknown identifier '{name}'")
         return defines[name]
     if tok.type == "STRING":
         return Sym(tok[1:-1], tok, quoted=True)

@@ -42,18 +42,18 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     if t.data == "meta_sel":
         key = t.children[1]
         if str(key) not in dt.META_KEYS:
-            raise ctx.error(key, f"syntax error, unexpected {key}")
+            raise ctx.error(key, "syntax error, unexpected string")
         if str(key) == "nfproto" and fam != "inet":
             raise ctx.error(t, "meta nfproto is only useful in the inet family")
         return {"meta": {"key": str(key)}}, dt.META_KEYS[str(key)]
     if t.data == "ct_sel":
         key = t.children[1]
         if str(key) not in dt.CT_KEYS:
-            raise ctx.error(key, f"syntax error, unexpected {key}")
+            raise ctx.error(key, "syntax error, unexpected string")
         return {"ct": {"key": str(key)}}, dt.CT_KEYS[str(key)]
     proto, field = str(t.children[0].children[0]), t.children[1]
     if str(field) not in dt.PAYLOAD_FIELDS[proto]:
-        raise ctx.error(field, f"syntax error, unexpected {field}")
+        raise ctx.error(field, "syntax error, unexpected string")
     l3 = {"ip": "ip", "icmp": "ip", "ip6": "ip6", "icmpv6": "ip6"}.get(proto)
     if l3 and fam in ("ip", "ip6") and l3 != fam:
         raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {l3}")
@@ -152,7 +152,7 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
     if isinstance(rhs, SetRef):
         s = ctx.table.sets.get(rhs.name)
         if s is None:
-            raise err(rhs.tok, f"Set '{rhs.name}' does not exist")
+            raise err(rhs.tok, f"No such file or directory (set '{rhs.name}')")
         if s.type != dtype and not (s.type == "ifname" and dtype == "ifname"):
             raise err(rhs.tok, f"datatype mismatch, expected {dtype}, set has type {s.type}")
         return _match(op or "==", left, "@" + rhs.name)
@@ -182,6 +182,7 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
     """JSON statements and comment of one rule, in nft's listed form."""
     out: list[dict] = []
     comment = None
+    ctx.rule = t
     for st in t.children:
         if st.data == "rule_comment":
             comment = st.children[0][1:-1]
@@ -254,9 +255,9 @@ def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
         target = t.children[1]
         chain = ctx.table.chains.get(str(target))
         if chain is None:
-            raise ctx.error(t, f"Could not process rule: No such file or directory (chain '{target}')")
+            raise ctx.error(target, "Could not process rule: No such file or directory")
         if chain.is_base:
-            raise ctx.error(t, "Could not process rule: Operation not supported (jump to a base chain)")
+            raise ctx.error(target, "Could not process rule: Operation not supported")
         return {str(kw): {"target": str(target)}}
     return {str(kw): None}
 
@@ -319,10 +320,9 @@ def _nat_check(ctx: Ctx, t: Tree, kind: str) -> None:
     chain = ctx.chain
     if not chain.is_base:
         return  # the kernel checks regular chains through the jumps that reach them
-    if chain.type != "nat":
-        raise ctx.error(t, f"Could not process rule: Operation not supported ({kind} outside a nat chain)")
-    if chain.hook not in _NAT_HOOKS[kind]:
-        raise ctx.error(t, f"Could not process rule: Operation not supported ({kind} in {chain.hook} hook)")
+    # the kernel refuses the rule as a whole, and nft marks the whole rule
+    if chain.type != "nat" or chain.hook not in _NAT_HOOKS[kind]:
+        raise ctx.error(ctx.rule, "Could not process rule: Operation not supported")
 
 
 def _nat_flags(t: Tree | None) -> Any:
@@ -362,8 +362,11 @@ def _st_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
         if family is None:
             family = fam if fam in ("ip", "ip6") else _addr_family(syms[0])
         dtype = "ipv4_addr" if family == "ip" else "ipv6_addr"
+        slash = [c for c in addr.children if isinstance(c, Token) and c.type == "SLASH"]
         vals = [sym_value(ctx.error, dtype, s) for s in syms]
-        if len(vals) == 1:
+        if slash:
+            args["addr"] = _prefix(ctx.error, dtype, syms[0], int(str(addr.children[-1]), 0), addr)
+        elif len(vals) == 1:
             args["addr"] = vals[0]
         else:  # an aligned range is listed as a prefix (segtree.c › interval_map_decompose)
             args["addr"] = interval_elems(dtype, [{"range": vals}], False, lambda m: ctx.error(addr, m))[0]
@@ -407,7 +410,7 @@ def _st_notrack(ctx: Ctx, t: Tree, prev: list) -> dict:
 def _st_flow(ctx: Ctx, t: Tree, prev: list) -> dict:
     name = t.children[1]
     if str(name) not in ctx.table.flowtables:
-        raise ctx.error(name, f"Could not process rule: No such file or directory (flowtable '{name}')")
+        raise ctx.error(t, "Could not process rule: No such file or directory")
     if ctx.chain.hook not in (None, "forward"):
         raise ctx.error(t, "Could not process rule: Operation not supported (flow add outside forward)")
     return {"flow": {"op": "add", "flowtable": "@" + str(name)}}

@@ -194,6 +194,7 @@ class _Builder:
         if block is None:
             return
         for item in block.children:
+            item.meta.chain_name = name
             if item.data == "hook_spec":
                 self._hook(table, chain, item)
             elif item.data == "policy_spec":
@@ -231,8 +232,11 @@ class _Builder:
             rest = rest[1:]
         if table.family == "netdev" and dev is None:
             raise self.error(t, "Missing `device' in this chain definition")
-        chain.type, chain.hook, chain.dev = str(ctype), str(hook), dev
-        chain.prio = self._prio(table.family, str(hook), rest[0])
+        prio = self._prio(table.family, str(hook), rest[0])
+        spec = (str(ctype), str(hook), dev, prio)
+        if chain.hook is not None and (chain.type, chain.hook, chain.dev, chain.prio) != spec:
+            raise self.error(t.meta.chain_name, "Could not process rule: Operation not supported")
+        chain.type, chain.hook, chain.dev, chain.prio = spec
 
     def _prio(self, family: str, hook: str, t: Tree) -> int:
         kids = t.children
@@ -248,7 +252,10 @@ class _Builder:
             except ValueError:
                 name = Token("WORD", v, line=name.line, column=name.column, end_column=name.end_column)
         if str(name) not in STD_PRIO or not prio_name_ok(family, hook, str(name)):
-            raise self.error(name, f"'{name}' is invalid priority in this context.")
+            # nft marks `priority NAME`, from the keyword on
+            col = max(1, name.column - len("priority "))
+            at = Token("WORD", "priority " + name, line=name.line, column=col, end_column=name.end_column)
+            raise self.error(at, "invalid priority expression value in this context.")
         base = STD_PRIO[str(name)]
         if len(kids) == 3:
             off = int(str(kids[2]), 0)
@@ -259,8 +266,6 @@ class _Builder:
         self._set(table, t.children[0], t.children[1], t)
 
     def _set(self, table: Table, name: Token, block: Tree, t: Tree) -> None:
-        if str(name) in table.sets:
-            raise self.error(name, f"Could not process rule: File exists (set '{name}')")
         stype, flags, elems, merge = None, [], None, False
         for item in block.children:
             if item.data == "set_type":
@@ -283,9 +288,14 @@ class _Builder:
         s = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line)
         if merge:
             s.flags.append("auto-merge")
+        old = table.sets.get(s.name)
+        if old is not None:  # an identical declaration adds to the set, a different one clashes
+            if (old.type, old.flags) != (s.type, s.flags):
+                raise self.error(name, "Could not process rule: File exists")
+            s = old
         if elems is not None:
             ast = rhs_ast(elems.children[0], self.defines, self.error)
-            s.elem = ev.set_elements(s, [], ast, self.error)
+            s.elem = ev.set_elements(s, list(s.elem), ast, self.error)
         table.sets[s.name] = s
 
     def item_flowtable(self, table: Table, t: Tree) -> None:
