@@ -141,8 +141,8 @@ class FibTable:
         """Add a route. Same prefix and metric: EEXIST (`ip route add`), or replace it (`ip route replace`).
 
         Linux: fib_trie.c › fib_table_insert (NLM_F_EXCL / NLM_F_REPLACE); the IPv6 tree refuses the same
-        way (ip6_fib.c › fib6_add_rt2node). `excl=False` is the kernel's own fib_magic, which tolerates an
-        identical route (two addresses sharing a broadcast).
+        way (ip6_fib.c › fib6_add_rt2node). `excl=False` is the kernel's own fib_magic (NLM_F_APPEND):
+        an identical route is left as it is, a different one goes after the others.
         """
         d = self._by_len.setdefault(fa.prefixlen, {})
         fas = d.setdefault(fa.prefix, [])
@@ -152,8 +152,8 @@ class FibTable:
             if replace:
                 fas[i] = fa
                 return
-            if not excl and (old.type, old.oif) == (fa.type, fa.oif):
-                return
+            if not excl and (old.type, old.oif, old.prefsrc) == (fa.type, fa.oif, fa.prefsrc):
+                return  # the same fib_info: fib_table_insert's fa_match
             if excl:
                 raise RtnlError("File exists", "dst")
         fas.append(fa)

@@ -219,8 +219,28 @@ class Network:
                 self.addr_add(link, 6, IN6ADDR_LOOPBACK, 128)
         for ifa in list(self._addrs[4][link.ifindex]):
             self._fib_add_ifaddr(ifa)
+        if self.carrier(link):
+            self._addrconf_link_ready(link)
+        if link.kind == KIND_VETH:
+            peer = self._by_name[link.peer]
+            if peer.up:  # the peer gains carrier: its NETDEV_CHANGE comes after our NETDEV_UP
+                self._addrconf_link_ready(peer)
+
+    def carrier(self, link: Link) -> bool:
+        """netif_carrier_ok: a veth end has carrier when its peer is up, a VLAN when its parent has;
+        ports, dummies and lo always (Deviation: a port's cable is never pulled)."""
+        if link.kind == KIND_VETH:
+            return self._by_name[link.peer].up
+        if link.kind == KIND_VLAN:
+            parent = self.links[link.parent]
+            return parent.up and self.carrier(parent)
+        return True
+
+    def _addrconf_link_ready(self, link: Link) -> None:
+        """addrconf_notify NETDEV_UP/CHANGE once addrconf_link_ready: the EUI-64 link-local address
+        (addrconf_addr_gen) and the prefix routes of the link's addresses."""
         if not link.is_loopback:
-            lladdr = LINK_LOCAL_PREFIX | addrconf_ifid_eui48(link.address)  # addrconf_addr_gen, EUI-64
+            lladdr = LINK_LOCAL_PREFIX | addrconf_ifid_eui48(link.address)
             if not any(a.address == lladdr for a in self._addrs[6][link.ifindex]):
                 self.addr_add(link, 6, lladdr, 64)
         for ifa in self._addrs[6][link.ifindex]:

@@ -26,14 +26,6 @@ if TYPE_CHECKING:
     from flowpath.net.model import Network
 
 
-def _carrier(net: Network, link: Link) -> bool:
-    if link.kind == KIND_VETH:
-        return net.link_by_name(link.peer).up
-    if link.kind == KIND_VLAN:
-        return _carrier(net, net.links[link.parent])
-    return True
-
-
 def _link_header(net: Network, link: Link) -> list[str]:
     if link.kind == KIND_LOOPBACK:
         flags = ["LOOPBACK"]
@@ -43,7 +35,7 @@ def _link_header(net: Network, link: Link) -> list[str]:
         flags = ["BROADCAST", "MULTICAST"]
     state = "DOWN"
     if link.up:
-        carrier = link.kind in (KIND_LOOPBACK, KIND_DUMMY) or _carrier(net, link)
+        carrier = net.carrier(link)
         flags += ["UP", "LOWER_UP"] if carrier else ["UP"]
         if not carrier:
             flags.insert(0, "NO-CARRIER")
@@ -118,6 +110,8 @@ def format_route(net: Network, fa: FibAlias, show_table: bool = False) -> str:
         parts.append(f"metric {fa.metric}")
     if fa.onlink:
         parts.append("onlink")
+    if fa.oif and not net.carrier(net.links[fa.oif]):
+        parts.append("linkdown")
     if fa.mtu:
         parts.append(f"mtu {'lock ' if fa.mtu_lock else ''}{fa.mtu}")
     if fa.family == 6:
