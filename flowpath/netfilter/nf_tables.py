@@ -88,6 +88,10 @@ class Chain:
     policy: int = C.NF_ACCEPT
     devices: tuple[str, ...] = ()  # () when the JSON names none: then every device
     rules: list[Rule] = field(default_factory=list)
+    ops: tuple = ()  # each rule's compiled expressions, set once the ruleset is built
+
+    def __repr__(self) -> str:
+        return f"Chain({self.family} {self.table} {self.name})"
 
     @property
     def is_base(self) -> bool:
@@ -124,30 +128,34 @@ def nft_do_chain(chain: Chain, pkt: NftPktinfo) -> int:
     end of a regular chain pop it, and the end of the base chain applies its policy.
     """
     pkt.data = pkt.skb.buf.tobytes()
-    stack: list[tuple[list, int]] = []
-    rules, i = chain.rules, 0
+    CONTINUE, BREAK, JUMP, GOTO = C.NFT_CONTINUE, C.NFT_BREAK, C.NFT_JUMP, C.NFT_GOTO  # locals: hot loop
+    stack: list[tuple[tuple, int]] = []
+    rules, i = chain.ops, 0
     while True:
-        code = C.NFT_CONTINUE
-        while i < len(rules):
-            rule = rules[i]
+        code = CONTINUE
+        n = len(rules)
+        while i < n:
+            ops = rules[i]
             i += 1
-            for op in rule.ops:
+            for op in ops:
                 code = op(pkt)
-                if code != C.NFT_CONTINUE:
+                if code != CONTINUE:
                     break
-            if code == C.NFT_CONTINUE or code == C.NFT_BREAK:
+            else:
+                continue  # every expression ran and none gave a verdict
+            if code == BREAK:
                 continue
-            if code == C.NFT_JUMP:
+            if code == JUMP:
                 if len(stack) >= NFT_JUMP_STACK_SIZE:  # nft_jumpstack_push: WARN_ON_ONCE, NF_DROP
                     pkt.reason = pkt.reason or Reason.NETFILTER_DROP
                     return C.NF_DROP
                 stack.append((rules, i))
-                rules, i = pkt.chain_target.rules, 0
-                code = C.NFT_CONTINUE
+                rules, i, n = pkt.chain_target.ops, 0, len(pkt.chain_target.ops)
+                code = CONTINUE
                 continue
-            if code == C.NFT_GOTO:
-                rules, i = pkt.chain_target.rules, 0
-                code = C.NFT_CONTINUE
+            if code == GOTO:
+                rules, i, n = pkt.chain_target.ops, 0, len(pkt.chain_target.ops)
+                code = CONTINUE
                 continue
             break  # NF_ACCEPT, NF_DROP or NFT_RETURN
         if code >= 0:
@@ -231,6 +239,8 @@ class NftRuntime:
         for _, o in rules:
             rt._add_rule(o)
         rt._validate()
+        for c in rt.chains:
+            c.ops = tuple(r.ops for r in c.rules)
         for c in rt.chains:
             if c.is_base:
                 for nfproto in (

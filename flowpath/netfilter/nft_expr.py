@@ -22,7 +22,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value, set_type
 from flowpath.packet import layout as L
 
-NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
+NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK  # module globals: closures read them per packet
 Op = Callable[[object], int]  # a compiled expression or statement: op(pkt) -> verdict code
 
 
@@ -119,26 +119,58 @@ _RAW_BASE = {"ll": _LL, "nh": _NH, "th": _TH}
 
 
 def _payload_fn(base: int, l3: int, l4: int, off: int, n: int, shift: int, mask: int):
-    """nft_payload_eval for one field, with its dependency checks in front."""
+    """nft_payload_eval for one field, with its dependency checks in front.
+
+    Specialised by base and width when built, so the per-packet closure has no branches it does not need.
+    """
+    if base == _TH:
+        if l4 == _NOT_CHECKED:
+            l4 = None  # `th`: any transport header
+
+        def where(pkt):
+            skb = pkt.skb
+            if (l3 and skb.l3proto != l3) or (l4 is not None and skb.l4proto != l4):
+                return -1
+            return skb.thoff  # -1 for a later fragment: nft_payload_eval › pkt->fragoff
+
+    elif base == _NH:
+
+        def where(pkt):
+            skb = pkt.skb
+            return skb.nhoff if not l3 or skb.l3proto == l3 else -1
+
+    else:
+
+        def where(pkt):
+            return 0
+
+    if n == 1 and not mask:
+
+        def load_u8(pkt):
+            o = where(pkt)
+            if o < 0 or o + off >= len(pkt.data):
+                return None
+            return pkt.data[o + off]
+
+        return load_u8
+    if n == 2 and not mask:
+
+        def load_be16(pkt):
+            o = where(pkt)
+            d = pkt.data
+            if o < 0 or o + off + 2 > len(d):
+                return None
+            o += off
+            return d[o] << 8 | d[o + 1]
+
+        return load_be16
 
     def load(pkt):
-        skb = pkt.skb
-        if l3 and skb.l3proto != l3:
-            return None
-        if base == _TH:
-            if l4 != _NOT_CHECKED and skb.l4proto != l4:
-                return None
-            o = skb.thoff  # -1 for a later fragment: nft_payload_eval › pkt->fragoff
-            if o < 0:
-                return None
-        elif base == _NH:
-            o = skb.nhoff
-        else:
-            o = 0
-        o += off
+        o = where(pkt)
         d = pkt.data
-        if o + n > len(d):
+        if o < 0 or o + off + n > len(d):
             return None
+        o += off
         v = int.from_bytes(d[o : o + n], "big")
         return (v >> shift) & mask if mask else v
 
