@@ -117,7 +117,9 @@ def ip6_validate_nh(net: Network, fa: FibAlias) -> None:
                     raise RtnlError("No route to host", "gateway")
                 oif = oif or res.oif
     if not oif:
-        raise RtnlError("Egress device not specified" if gw is not None else "No such device", "dst")
+        if gw is not None:
+            raise RtnlError("Egress device not specified", "gateway")
+        raise RtnlError("No such device", "dst")
     link = net.links[oif]
     if gw is not None and link.is_loopback:
         raise RtnlError("Egress device can not be loopback device for this route", "gateway")
