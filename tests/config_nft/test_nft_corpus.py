@@ -19,7 +19,6 @@ import pytest
 from flowpath.config.nft import load_ruleset, parse_ruleset, ruleset_from_json
 from flowpath.errors import ConfigError
 
-
 DATA = Path(__file__).resolve().parents[1] / "data" / "nft"
 CORPUS = sorted(DATA.glob("*.nft"))
 INVALID = sorted((DATA / "invalid").glob("*.nft"))
@@ -43,6 +42,8 @@ def norm_json(obj: dict) -> list:
         if kind == "metainfo":
             continue
         body = {k: v for k, v in body.items() if k != "handle"}
+        if kind == "chain":
+            body.pop("dev", None)  # flowpath writes a netdev chain's device; nft 1.0.6 does not
         if kind == "rule":
             body["expr"] = [
                 {"counter": {"packets": 0, "bytes": 0}} if "counter" in s else s for s in body["expr"]
@@ -115,10 +116,8 @@ def test_listing_and_json_match_stored_nft_output(path):
 
 
 def _json_lossy(text: str) -> str:
-    """nft 1.0.6's JSON has no netdev chain device and no set auto-merge: drop both from a listing."""
-    text = text.replace("\t\tauto-merge\n", "")
-    return "".join(line.split(' device "')[0] + line[line.find('" priority') + 1 :] if ' device "' in line
-                   else line for line in text.splitlines(True))  # fmt: skip
+    """nft 1.0.6's JSON has no set auto-merge flag: drop it from a listing."""
+    return text.replace("\t\tauto-merge\n", "")
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])

@@ -44,8 +44,11 @@ def ruleset_to_json(rs: Ruleset) -> dict:
         for c in t.chains.values():
             obj = {"family": fam, "table": t.name, "name": c.name, "handle": c.handle}
             if c.hook is not None:
-                # nft 1.0.6 prints neither a netdev chain's device nor a set's auto-merge in JSON
                 obj.update(type=c.type, hook=c.hook, prio=c.prio, policy=c.policy)
+                if c.dev is not None:
+                    # Deviation: nft 1.0.6 leaves a netdev chain's device out of JSON (later nft
+                    # versions print it); without it the JSON could not be loaded back.
+                    obj["dev"] = c.dev
             out.append({"chain": obj})
         for c in t.chains.values():
             for r in c.rules:
@@ -84,7 +87,54 @@ def ruleset_from_json(obj: Any, path: str = "<stdin>") -> Ruleset:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise fail(i, f"malformed {kind}: {e!s}") from None
     rs.renumber()
+    _check_canonical(rs, path)
     return rs
+
+
+def _singleton(v: Any) -> Any:
+    """{"set": [x]} and x mean the same (nft lists a merged one-element anonymous set either way)."""
+    if isinstance(v, dict):
+        if set(v) == {"set"} and isinstance(v["set"], list) and len(v["set"]) == 1:
+            return _singleton(v["set"][0])
+        return {k: _singleton(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_singleton(x) for x in v]
+    return v
+
+
+def _check_canonical(rs: Ruleset, path: str) -> None:
+    """Refuse JSON that is not what nft itself would print: list it, parse the listing, compare.
+
+    The evaluator reads rule JSON as nft prints it, so a value of the wrong type or a statement in a
+    form nft never produces is an error here rather than a surprise later.
+    """
+    from flowpath.config.nft.parser import parse_ruleset
+
+    try:
+        text = rs.list()
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise ConfigError(path, 1, 1, f"JSON ruleset holds an expression flowpath does not know: {e!s}") from None
+    try:
+        again = parse_ruleset(text, path)
+    except ConfigError as e:
+        raise ConfigError(path, 1, 1, f"JSON ruleset is not valid: {e.msg} in `{(e.source or '').strip()}`") from None
+    def objects(r: Ruleset) -> list:
+        return [{k: {f: v for f, v in o.items() if f != "handle"}} for x in ruleset_to_json(r)["nftables"]
+                for k, o in _singleton(x).items()]  # fmt: skip
+
+    mine, theirs = objects(rs), objects(again)
+    for a, b in zip(mine, theirs, strict=False):
+        if a != b:
+            raise ConfigError(path, 1, 1, f"JSON object is not in the form nft prints: {json_dumps(a)}")
+    if len(mine) != len(theirs):
+        raise ConfigError(path, 1, 1, "JSON ruleset does not list back to the same objects")
+
+
+def json_dumps(obj: Any) -> str:
+    import json
+
+    text = json.dumps(obj)
+    return text if len(text) < 200 else text[:197] + "..."
 
 
 def _table(rs: Ruleset, body: dict) -> Table:
@@ -107,6 +157,8 @@ def _load_object(rs: Ruleset, kind: str, body: dict) -> None:
         if "hook" in body:
             c.type, c.hook, c.prio = body["type"], body["hook"], int(body["prio"])
             c.policy, c.dev = body.get("policy", "accept"), body.get("dev")
+            if t.family == "netdev" and not isinstance(c.dev, str):
+                raise ValueError(f"netdev chain {c.name} needs a \"dev\" (nft 1.0.6 does not write it)")
     elif kind == "set":
         t = _table(rs, body)
         if body["type"] not in ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "mark"):

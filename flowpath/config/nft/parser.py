@@ -333,7 +333,7 @@ class _Builder:
         rule.tree = t  # type: ignore[attr-defined]
 
     def finish(self) -> None:
-        for table, chain, rule, ctx in self.pending:
+        for _table, _chain, rule, ctx in self.pending:
             t = rule.__dict__.pop("tree")
             rule.expr, rule.comment = ev.rule_evaluate(ctx, t)
         self.rs.renumber()
