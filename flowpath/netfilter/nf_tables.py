@@ -26,7 +26,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.nat_range import NatRequest
 from flowpath.netfilter.nft_expr import NftCtx, NftSet, parse_key, set_from_json
 from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, build_stmt, parse_verdict
-from flowpath.netfilter.nft_types import NftBuildError, parse_value
+from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
@@ -316,9 +316,7 @@ class NftRuntime:
             s.add_elements(elems, lambda v: parse_verdict(v, ctx, RuleInfo()))
         else:
             dtype = s.data_type
-            s.add_elements(
-                elems, lambda v: parse_key(dtype, 0, v) if isinstance(v, dict) else parse_value(dtype, v)
-            )
+            s.add_elements(elems, lambda v: parse_key(dtype, 0, v))
 
     def _add_rule(self, o: dict) -> None:
         ctx = self._ctx(o, "rule")

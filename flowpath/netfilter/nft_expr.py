@@ -432,7 +432,8 @@ class NftSet:
 def set_from_json(s: dict) -> NftSet:
     """A named set or map object of `nft -j list ruleset` (its elements are added by the caller for maps)."""
     keytype = set_type(s["type"])
-    return NftSet(s["name"], keytype, 0, s.get("map"))
+    data = s.get("map")
+    return NftSet(s["name"], keytype, 0, data if data in (None, "verdict") else set_type(data))
 
 
 # --- match (nft_cmp.c, nft_range.c, nft_lookup.c) ------------------------------------------------------------

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
-from flowpath.netfilter.nft_expr import NftCtx, NftSet, Op, build_load, build_match, resolve_set
+from flowpath.netfilter.nft_expr import (
+    Interval,
+    NftCtx,
+    NftSet,
+    Op,
+    build_load,
+    build_match,
+    parse_key,
+    resolve_set,
+)
 from flowpath.netfilter.nft_types import ICMP_CODE, ICMPV6_CODE, ICMPX_CODE, NftBuildError, parse_value
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
@@ -283,17 +292,55 @@ def _nat_bounds(v: object, dtype: str) -> tuple[int, int]:
     raise NftBuildError(f"unsupported NAT operand {v!r}")
 
 
+def _bounds(x: object) -> tuple[int, int]:
+    return (x.lo, x.hi) if isinstance(x, Interval) else (x, x)  # type: ignore[return-value]
+
+
+def _nat_map(m: dict, ctx: NftCtx, dtype: str):
+    """`dnat to tcp dport map { 80 : 192.168.1.2 }`: fn(pkt) -> (lo, hi) or ((lo, hi), (plo, phi)) or None."""
+    load = build_load(m["key"], ctx)
+    data = m["data"]
+    if isinstance(data, str):
+        s = resolve_set(data, ctx, load.dtype, load.bits)
+        if s.data_type in (None, "verdict"):
+            raise NftBuildError(f"{data} is not a data map")
+    else:
+        elems = data["set"]
+        concat = bool(elems) and isinstance(elems[0][1], dict) and "concat" in elems[0][1]
+        dt: str | tuple = (dtype, "inet_service") if concat else dtype
+        s = NftSet("", load.dtype, load.bits, "nat")
+        s.add_elements(elems, lambda v: parse_key(dt, 0, v))
+    fn, get = load.fn, s.get
+
+    def lookup(pkt):
+        k = fn(pkt)
+        d = None if k is None else get(k)
+        if d is None:
+            return None  # nft_lookup: a map miss breaks the rule
+        return (_bounds(d[0]), _bounds(d[1])) if isinstance(d, tuple) else _bounds(d)
+
+    return lookup
+
+
 def build_nat(kind: str, arg: object, ctx: NftCtx, info: RuleInfo) -> Op:
     arg = arg or {}
     fam = C.NFPROTO_INET if kind in ("masquerade", "redirect") else _nat_family(arg, ctx)
+    addr_type = "ipv6_addr" if fam == C.NFPROTO_IPV6 else "ipv4_addr"
     flags, amin, amax, pmin, pmax = 0, 0, 0, 0, 0
+    addr_map = port_map = None
     if "addr" in arg:
         if kind in ("masquerade", "redirect"):
             raise NftBuildError(f"{kind} takes no address")
-        amin, amax = _nat_bounds(arg["addr"], "ipv6_addr" if fam == C.NFPROTO_IPV6 else "ipv4_addr")
+        if isinstance(arg["addr"], dict) and "map" in arg["addr"]:
+            addr_map = _nat_map(arg["addr"]["map"], ctx, addr_type)
+        else:
+            amin, amax = _nat_bounds(arg["addr"], addr_type)
         flags |= N.NF_NAT_RANGE_MAP_IPS
     if "port" in arg:
-        pmin, pmax = _nat_bounds(arg["port"], "inet_service")
+        if isinstance(arg["port"], dict) and "map" in arg["port"]:
+            port_map = _nat_map(arg["port"]["map"], ctx, "inet_service")
+        else:
+            pmin, pmax = _nat_bounds(arg["port"], "inet_service")
         flags |= N.NF_NAT_RANGE_PROTO_SPECIFIED
     for f in [arg["flags"]] if isinstance(arg.get("flags"), str) else arg.get("flags", []):
         if f not in _NAT_FLAGS:
@@ -306,7 +353,22 @@ def build_nat(kind: str, arg: object, ctx: NftCtx, info: RuleInfo) -> Op:
     def op(pkt):
         if fam != C.NFPROTO_INET and pkt.nfproto != fam:
             return NFT_CONTINUE  # nft_nat_inet_eval: a statement for the other family does nothing
-        pkt.nat = N.NatRequest(manip, N.NfNatRange(flags, amin, amax, pmin, pmax), masq, redir)
+        r = N.NfNatRange(flags, amin, amax, pmin, pmax)
+        if addr_map is not None:
+            d = addr_map(pkt)
+            if d is None:
+                return NFT_BREAK
+            if isinstance(d[0], tuple):  # address . port data
+                (r.min_addr, r.max_addr), (r.min_proto, r.max_proto) = d
+                r.flags |= N.NF_NAT_RANGE_PROTO_SPECIFIED
+            else:
+                r.min_addr, r.max_addr = d
+        if port_map is not None:
+            d = port_map(pkt)
+            if d is None:
+                return NFT_BREAK
+            r.min_proto, r.max_proto = d
+        pkt.nat = N.NatRequest(manip, r, masq, redir)
         return C.NF_ACCEPT  # nft_nat_eval: the verdict is nf_nat_setup_info's, NF_ACCEPT
 
     return op

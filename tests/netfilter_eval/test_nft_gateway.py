@@ -159,3 +159,34 @@ def test_netdev_ingress():
     assert nft_do_chain(chain, ing(ip4(src="127.0.0.2") / UDP())) == C.NF_DROP
     assert nft_do_chain(chain, ing(ip4(src="127.0.0.3") / UDP())) == C.NF_ACCEPT
     assert nft_do_chain(chain, ing(ip6() / UDP())) == C.NF_ACCEPT  # implicit meta protocol ip
+
+
+def test_nat_with_maps():
+    """dnat to <key> map { ... } (maps.nft): the looked-up address/port; a miss breaks the rule (nft_lookup)."""
+    rt = load_fixture("maps.json")
+    pre = C.NF_INET_PRE_ROUTING
+    (chain,) = rt.base_chains(C.NFPROTO_IPV4, pre)
+
+    def nat(p):
+        pkt = make_pkt(p, hooknum=pre, ct=FakeCt())
+        assert nft_do_chain(chain, pkt) == C.NF_ACCEPT
+        r = pkt.nat
+        return None if r is None else (r.range.flags, r.range.min_addr, r.range.max_addr, r.range.min_proto)
+
+    ips, proto = N.NF_NAT_RANGE_MAP_IPS, N.NF_NAT_RANGE_PROTO_SPECIFIED
+    assert nat(ip4() / TCP(dport=443)) == (ips, 0xC0A80103, 0xC0A80103, 0)
+    assert nat(ip4() / UDP(dport=8080)) == (ips, 0xC0A80109, 0xC0A80109, 0)  # named map @pf
+    assert nat(ip4() / TCP(dport=81)) == (ips | proto, 0xC0A80102, 0xC0A80102, 8081)  # port map
+    assert nat(ip4(src="10.0.0.1") / TCP(dport=90)) == (ips | proto, 0xC0A80104, 0xC0A80104, 9090)  # concat
+    assert nat(ip4(src="10.0.0.2") / TCP(dport=90)) is None  # every map misses
+    assert nat(ip4() / UDP(dport=80)) is None  # tcp dport map: a UDP packet has no tcp dport
+
+
+def test_ct_state_vmap_and_named_counter():
+    rt = load_fixture("maps.json")
+    chain = rt.chain("inet", "f", "c")
+    counter = rt.tables["inet", "f"].counters["cnt"]
+    for ct, ctinfo, want in ((FakeCt(), EST, C.NF_ACCEPT), (FakeCt(), C.IP_CT_RELATED, C.NF_ACCEPT),
+                             (None, 0, C.NF_DROP), (FakeCt(), NEW, C.NF_ACCEPT)):  # fmt: skip
+        assert nft_do_chain(chain, make_pkt(ip4() / UDP(), hooknum=IN, ct=ct, ctinfo=ctinfo)) == want
+    assert (counter.packets, counter.bytes) == (1, 28)  # only the NEW packet got past the vmap

@@ -30,7 +30,7 @@ def _listed(ns, text: str) -> dict:
     return json.loads(out.stdout)
 
 
-@pytest.mark.parametrize("name", ["gateway", "matches"])
+@pytest.mark.parametrize("name", ["gateway", "matches", "maps"])
 def test_fixture_is_what_nft_prints(netns, name):
     listed = _listed(netns, (HERE / f"{name}.nft").read_text())
     assert listed == json.loads((HERE / f"{name}.json").read_text())
