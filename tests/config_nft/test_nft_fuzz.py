@@ -23,7 +23,7 @@ WORDS = (
     "iifname oifname iif oif saddr daddr dport sport flags protocol nexthdr snat dnat masquerade redirect to "
     "random persistent fully-random notrack flow add offload define include flush ruleset elements interval "
     "comment devices device established related new invalid syn ack ssh http 22 0x10 1024-65535 10.0.0.0/8 "
-    "fe80::1 ::1 192.0.2.1:80 [2001:db8::1]:80 $x @s { } ; , / - + == != < > <= >= & | ( ) : = \" \n \t"
+    'fe80::1 ::1 192.0.2.1:80 [2001:db8::1]:80 $x @s { } ; , / - + == != < > <= >= & | ( ) : = " \n \t'
 ).split(" ")
 
 

@@ -87,7 +87,8 @@ def ast_error(path: str, lines: list[str], node: Any, msg: str) -> ConfigError:
     line, col, length = 1, 1, 1
     if isinstance(node, Token) and node.line is not None:
         line, col = node.line, node.column
-        length = max(1, (node.end_column or col + 1) - col) if node.end_line == node.line else 1
+        same_line = node.end_line in (None, node.line)
+        length = max(1, (node.end_column or col + 1) - col) if same_line else 1
     elif isinstance(node, Tree) and getattr(node.meta, "line", None) is not None:
         line, col = node.meta.line, node.meta.column
         if node.meta.end_line == line:
