@@ -24,7 +24,8 @@ from typing import Mapping, NamedTuple
 from flowpath.errors import ConfigError
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nat_range import NatRequest
-from flowpath.netfilter.nft_expr import NftCtx, NftSet, parse_key, set_from_json
+from flowpath.netfilter.nft_expr import NftCtx
+from flowpath.netfilter.nft_set import NftSet, parse_key, set_from_json
 from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, build_stmt, parse_verdict
 from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.packet.reason import Reason

@@ -14,16 +14,8 @@ from dataclasses import dataclass, field
 
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
-from flowpath.netfilter.nft_expr import (
-    Interval,
-    NftCtx,
-    NftSet,
-    Op,
-    build_load,
-    build_match,
-    parse_key,
-    resolve_set,
-)
+from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
+from flowpath.netfilter.nft_set import Interval, NftSet, parse_key
 from flowpath.netfilter.nft_types import ICMP_CODE, ICMPV6_CODE, ICMPX_CODE, NftBuildError, parse_value
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason

@@ -1,0 +1,129 @@
+"""nft sets and maps: element keys (values, prefixes, ranges, concatenations) and lookups.
+
+Linux: net/netfilter/nft_lookup.c with the set backends chosen by what a set holds: nft_set_hash.c
+(exact keys), nft_set_rbtree.c (intervals: prefixes and ranges), nft_set_pipapo.c (concatenations
+with intervals; here a scan). Interface wildcards ("eth*") in sets are scanned too.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Callable, NamedTuple
+
+from flowpath.netfilter.nft_types import NftBuildError, parse_value, set_type
+
+_WIDTH = {
+    "ipv4_addr": 32,
+    "ipv6_addr": 128,
+    "ether_addr": 48,
+    "inet_service": 16,
+    "inet_proto": 8,
+    "mark": 32,
+}
+
+
+class Interval(NamedTuple):
+    lo: int
+    hi: int
+
+
+def parse_key(dtype: str | tuple, bits: int, v: object) -> object:
+    """One set element key or match operand: a scalar, an Interval (prefix/range) or a tuple (concat)."""
+    if isinstance(v, dict) and "elem" in v:
+        v = v["elem"]["val"]
+    if isinstance(dtype, tuple):
+        if not (isinstance(v, dict) and "concat" in v) or len(v["concat"]) != len(dtype):
+            raise NftBuildError(f"expected a concatenation of {len(dtype)}, got {v!r}")
+        return tuple(parse_key(t, 0, x) for t, x in zip(dtype, v["concat"], strict=True))
+    if isinstance(v, dict) and "prefix" in v:
+        width = _WIDTH.get(dtype, bits)
+        base, plen = parse_value(dtype, v["prefix"]["addr"]), int(v["prefix"]["len"])
+        if not isinstance(base, int) or not 0 <= plen <= width:
+            raise NftBuildError(f"bad prefix {v!r}")
+        host = (1 << (width - plen)) - 1
+        return Interval(base & ~host, (base & ~host) | host)
+    if isinstance(v, dict) and "range" in v:
+        lo, hi = (parse_value(dtype, x) for x in v["range"])
+        if not (isinstance(lo, int) and isinstance(hi, int)) or lo > hi:
+            raise NftBuildError(f"bad range {v!r}")
+        return Interval(lo, hi)
+    return parse_value(dtype, v)
+
+
+def is_wild(k: object) -> bool:
+    return isinstance(k, str) and k.endswith("*") and not k.endswith("\\*")
+
+
+def _component_match(k: object, v: object) -> bool:
+    if isinstance(k, Interval):
+        return k.lo <= v <= k.hi
+    if is_wild(k):
+        return v.startswith(k[:-1])
+    return k == v
+
+
+class NftSet:
+    """A named or anonymous set or map: exact keys hashed, intervals bisected, the rest scanned.
+
+    `get(key)` returns the element's data (True for a plain set) or None when absent.
+    """
+
+    def __init__(self, name: str, keytype: str | tuple, bits: int = 0, data_type: str | None = None):
+        self.name, self.keytype, self.bits, self.data_type = name, keytype, bits, data_type
+        self.exact: dict = {}
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.datas: list = []
+        self.scan: list[tuple] = []  # (key, data): wildcards and concatenations with intervals
+
+    def add(self, key: object, data: object = True) -> None:
+        if isinstance(key, Interval):
+            i = bisect_right(self.starts, key.lo)
+            self.starts.insert(i, key.lo)
+            self.ends.insert(i, key.hi)
+            self.datas.insert(i, data)
+        elif is_wild(key) or (
+            isinstance(key, tuple) and any(isinstance(k, Interval) or is_wild(k) for k in key)
+        ):
+            self.scan.append((key, data))
+        else:
+            self.exact[key.replace("\\*", "*") if isinstance(key, str) else key] = data
+
+    def add_elements(self, elems: list, parse_data: Callable[[object], object] | None = None) -> None:
+        for el in elems:
+            if parse_data is not None:
+                if not (isinstance(el, list) and len(el) == 2):
+                    raise NftBuildError(f"map element must be [key, data]: {el!r}")
+                self.add(parse_key(self.keytype, self.bits, el[0]), parse_data(el[1]))
+            else:
+                self.add(parse_key(self.keytype, self.bits, el))
+
+    def get(self, key: object) -> object:
+        d = self.exact.get(key)
+        if d is not None:
+            return d
+        starts = self.starts
+        if starts:
+            i = bisect_right(starts, key) - 1
+            # overlapping intervals only come from user JSON; scan back over starts <= key then
+            while i >= 0:
+                if key <= self.ends[i]:
+                    return self.datas[i]
+                i -= 1
+        for k, d in self.scan:
+            if isinstance(k, tuple):
+                if all(_component_match(a, b) for a, b in zip(k, key, strict=False)):
+                    return d
+            elif key.startswith(k[:-1]):
+                return d
+        return None
+
+    def __len__(self) -> int:
+        return len(self.exact) + len(self.starts) + len(self.scan)
+
+
+def set_from_json(s: dict) -> NftSet:
+    """A named set or map object of `nft -j list ruleset` (its elements are added by the caller for maps)."""
+    keytype = set_type(s["type"])
+    data = s.get("map")
+    return NftSet(s["name"], keytype, 0, data if data in (None, "verdict") else set_type(data))
