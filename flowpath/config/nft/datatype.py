@@ -64,11 +64,13 @@ SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
     "tcp_flag": (TCP_FLAG, True),
     "icmp_type": (ICMP_TYPE, False),
     "icmpv6_type": (ICMPV6_TYPE, False),
+    "icmp_code": (ICMP_CODE, False),
+    "icmpv6_code": (ICMPV6_CODE, False),
     "dscp": (DSCP, False),
     "ether_type": (ETHERTYPE, False),
     "nf_proto": (NFPROTO, False),
 }
-_WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8,
+_WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8, "icmpv6_code": 8,
           "dscp": 6, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
           "ipv4_addr": 32, "ipv6_addr": 128}  # fmt: skip
 
@@ -83,8 +85,8 @@ PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
             "sequence": "integer32", "ackseq": "integer32", "window": "integer16", "doff": "integer4"},
     "udp": {"sport": "inet_service", "dport": "inet_service", "length": "integer16"},
     "th": {"sport": "inet_service", "dport": "inet_service"},
-    "icmp": {"type": "icmp_type", "code": "integer8", "id": "integer16", "sequence": "integer16"},
-    "icmpv6": {"type": "icmpv6_type", "code": "integer8", "id": "integer16", "sequence": "integer16"},
+    "icmp": {"type": "icmp_type", "code": "icmp_code", "id": "integer16", "sequence": "integer16"},
+    "icmpv6": {"type": "icmpv6_type", "code": "icmpv6_code", "id": "integer16", "sequence": "integer16"},
 }  # fmt: skip
 META_KEYS = {
     "l4proto": "inet_proto", "nfproto": "nf_proto", "iifname": "ifname", "oifname": "ifname",

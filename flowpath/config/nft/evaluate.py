@@ -17,7 +17,7 @@ from flowpath.config.nft.segtree import interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
 
 _OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">="}
-_NAT_FLAGS = ("random", "persistent", "fully-random")  # NF_NAT_RANGE_PROTO_RANDOM, PERSISTENT, _FULLY
+_NAT_FLAGS = ("random", "fully-random", "persistent")  # the order nft prints them in
 _NAT_HOOKS = {
     "snat": ("postrouting", "input"),
     "masquerade": ("postrouting",),
@@ -360,7 +360,9 @@ def _st_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
         syms = [rhs_ast(v, ctx.defines, ctx.error) if isinstance(v, Tree) else Sym(str(v), v)
                 for v in addr.children if isinstance(v, Tree) or v.type == "IPV6"]  # fmt: skip
         if family is None:
-            family = fam if fam in ("ip", "ip6") else _addr_family(syms[0])
+            family = fam if fam in ("ip", "ip6") else _l3_context(prev)
+        if family is None:
+            raise ctx.error(t.children[0], "ip or ip6 must be specified with address for inet tables.")
         dtype = "ipv4_addr" if family == "ip" else "ipv6_addr"
         slash = [c for c in addr.children if isinstance(c, Token) and c.type == "SLASH"]
         vals = [sym_value(ctx.error, dtype, s) for s in syms]
@@ -380,9 +382,21 @@ def _st_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
     return {kind: args}
 
 
-def _addr_family(s: Any) -> str:
-    text = s.text if isinstance(s, Sym) else ""
-    return "ip6" if ":" in text else "ip"
+def _l3_context(prev: list) -> str | None:
+    """The network protocol earlier matches in the rule pin down (evaluate.c › nat_evaluate_family)."""
+    for s in reversed(prev):
+        m = s.get("match")
+        if not m:
+            continue
+        left = m["left"]
+        proto = left.get("payload", {}).get("protocol")
+        if proto in ("ip", "icmp"):
+            return "ip"
+        if proto in ("ip6", "icmpv6"):
+            return "ip6"
+        if left == {"meta": {"key": "nfproto"}} and m["right"] in ("ipv4", "ipv6"):
+            return {"ipv4": "ip", "ipv6": "ip6"}[m["right"]]
+    return None
 
 
 def _st_masq_redir(kind: str) -> Any:

@@ -113,11 +113,16 @@ def _check_canonical(rs: Ruleset, path: str) -> None:
     try:
         text = rs.list()
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise ConfigError(path, 1, 1, f"JSON ruleset holds an expression flowpath does not know: {e!s}") from None
+        raise ConfigError(
+            path, 1, 1, f"JSON ruleset holds an expression flowpath does not know: {e!s}"
+        ) from None
     try:
         again = parse_ruleset(text, path)
     except ConfigError as e:
-        raise ConfigError(path, 1, 1, f"JSON ruleset is not valid: {e.msg} in `{(e.source or '').strip()}`") from None
+        raise ConfigError(
+            path, 1, 1, f"JSON ruleset is not valid: {e.msg} in `{(e.source or '').strip()}`"
+        ) from None
+
     def objects(r: Ruleset) -> list:
         return [{k: {f: v for f, v in o.items() if f != "handle"}} for x in ruleset_to_json(r)["nftables"]
                 for k, o in _singleton(x).items()]  # fmt: skip
@@ -158,7 +163,7 @@ def _load_object(rs: Ruleset, kind: str, body: dict) -> None:
             c.type, c.hook, c.prio = body["type"], body["hook"], int(body["prio"])
             c.policy, c.dev = body.get("policy", "accept"), body.get("dev")
             if t.family == "netdev" and not isinstance(c.dev, str):
-                raise ValueError(f"netdev chain {c.name} needs a \"dev\" (nft 1.0.6 does not write it)")
+                raise ValueError(f'netdev chain {c.name} needs a "dev" (nft 1.0.6 does not write it)')
     elif kind == "set":
         t = _table(rs, body)
         if body["type"] not in ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "mark"):

@@ -294,7 +294,10 @@ class _Builder:
                 raise self.error(name, "Could not process rule: File exists")
             s = old
         if elems is not None:
-            ast = rhs_ast(elems.children[0], self.defines, self.error)
+            src = elems.children[0]
+            if isinstance(src, Token):  # elements = $var
+                src = Tree("value", [src], meta=elems.meta)
+            ast = rhs_ast(src, self.defines, self.error)
             s.elem = ev.set_elements(s, list(s.elem), ast, self.error)
         table.sets[s.name] = s
 
