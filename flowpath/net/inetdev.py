@@ -127,7 +127,7 @@ def ipv6_addr_src_scope(addr: int) -> int:
 
 def _v6(text: str) -> tuple[int, int]:
     net = ipaddress.IPv6Network(text)
-    return int(net.network_address), net.prefixlen
+    return int(net.network_address), int(net.netmask)
 
 
 # net/ipv6/addrlabel.c › ip6addrlbl_init_table (RFC 6724 §2.1 default policy table)
@@ -142,8 +142,8 @@ _ADDRLABELS = tuple(
 
 def ipv6_addr_label(addr: int) -> int:
     """Linux: net/ipv6/addrlabel.c › ipv6_addr_label (longest match in the policy table)."""
-    for prefix, plen, label in _ADDRLABELS:  # sorted longest first
-        if (addr ^ prefix) & inet_mask(6, plen) == 0:
+    for prefix, mask, label in _ADDRLABELS:  # sorted longest first
+        if (addr ^ prefix) & mask == 0:
             return label
     return 1
 

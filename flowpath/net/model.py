@@ -85,6 +85,8 @@ class Network:
         }
         self.neigh = NeighTable()
         self.dev_addr_genid = 0  # bumped on every address change; invalidates cached nexthop sources
+        self._saddr6_cache: dict[tuple[int, int], int | None] = {}
+        self._saddr6_genid = 0
         lo = self._new_link("lo", KIND_LOOPBACK, bytes(6), LOOPBACK_MTU)
         self.link_set(lo, up=True)
 

@@ -146,6 +146,21 @@ def _ip6_route_check_nh(net: Network, gw: int, oif: int) -> FibAlias | None:
     return None
 
 
+_SADDR6_CACHE_MAX = 4096
+
+
+def _ipv6_saddr(net: Network, oif: int, daddr: int) -> int | None:
+    """ipv6_dev_get_saddr, memoised per (oif, daddr) until an address changes (the dst cache's job)."""
+    cache = net._saddr6_cache
+    if net._saddr6_genid != net.dev_addr_genid or len(cache) >= _SADDR6_CACHE_MAX:
+        cache.clear()
+        net._saddr6_genid = net.dev_addr_genid
+    key = (oif, daddr)
+    if key not in cache:
+        cache[key] = ipv6_dev_get_saddr(net._addrs[6], oif, daddr)
+    return cache[key]
+
+
 def fib_result(net: Network, fa: FibAlias, daddr: int) -> FibResult:
     """The FibResult of a matched route. Linux: fib_semantics.c › fib_result_prefsrc (the nexthop's
     source cached per address generation); IPv6 selects per destination (ipv6_dev_get_saddr)."""
@@ -161,5 +176,5 @@ def fib_result(net: Network, fa: FibAlias, daddr: int) -> FibResult:
             fa.nh_saddr_genid = net.dev_addr_genid
         prefsrc = fa.nh_saddr
     else:
-        prefsrc = ipv6_dev_get_saddr(net._addrs[6], oif, daddr)
+        prefsrc = _ipv6_saddr(net, oif, daddr)
     return FibResult(fa.type, oif, fa.gateway, mtu, prefsrc, fa.prefix, fa.prefixlen, fa.table, fa.metric)
