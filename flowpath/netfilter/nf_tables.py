@@ -340,19 +340,26 @@ class NftRuntime:
         self._counter_stmts.extend(zip(stmts, info.counters, strict=True))
 
     def _validate(self) -> None:
-        """nf_tables_check_loops and nft_chain_validate: loops, depth, statements allowed per hook."""
-        for base in self.chains:
-            if base.is_base:
-                self._validate_chain(base, base, 0, [])
+        """nf_tables_check_loops and nft_chain_validate: loops, depth, statements allowed per hook.
 
-    def _validate_chain(self, base: Chain, chain: Chain, level: int, path: list[Chain]) -> None:
+        Loops are refused in every chain, attached or not; depth and per-hook statements are checked on
+        the paths from each base chain. `done` remembers the deepest level a chain passed at from a base.
+        """
+        done: dict[tuple[int, int], int] = {}
+        for c in self.chains:
+            self._validate_chain(c if c.is_base else None, c, 0, (), done)
+
+    def _validate_chain(self, base: Chain | None, chain: Chain, level: int, path: tuple, done: dict) -> None:
         where = f"chain {chain.family} {chain.table} {chain.name}"
         if chain in path:
             raise self._err(f"{where}: loop detected")
-        if level >= NFT_JUMP_STACK_SIZE:
+        if base is not None and level >= NFT_JUMP_STACK_SIZE:
             raise self._err(f"{where}: too many nested jumps (limit {NFT_JUMP_STACK_SIZE})")
+        key = (id(base), id(chain))
+        if done.get(key, -1) >= (level if base is not None else 0):
+            return  # passed before from this base at this depth or deeper (a deeper pass is stricter)
         for rule in chain.rules:
-            for stmt, hooks, ctype in rule.info.hooks:
+            for stmt, hooks, ctype in rule.info.hooks if base is not None else ():
                 if base.hookname not in hooks or (ctype is not None and base.type != ctype):
                     need = f" in a {ctype} chain" if ctype else ""
                     raise self._err(
@@ -360,7 +367,8 @@ class NftRuntime:
                         f"valid{need} at hooks {', '.join(hooks)} (reached from {base.hookname} chain {base.name})"
                     )
             for target in dict.fromkeys(rule.info.targets):
-                self._validate_chain(base, target, level + 1, path + [chain])
+                self._validate_chain(base, target, level + 1, path + (chain,), done)
+        done[key] = max(done.get(key, -1), level)
 
     # --- running --------------------------------------------------------------------------------------------
     def base_chains(self, nfproto: int, hooknum: int, dev: str | None = None) -> list[Chain]:

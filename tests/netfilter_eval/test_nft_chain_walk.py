@@ -221,3 +221,26 @@ def test_nat_outside_nat_chain_is_refused():
     pkt = make_pkt(ip4() / UDP(), hooknum=C.NF_INET_POST_ROUTING)
     assert nft_do_chain(rt.chain("ip", "t", "post"), pkt) == C.NF_ACCEPT
     assert pkt.nat.range.min_addr == 0x01020304
+
+
+def test_loop_between_unattached_chains_is_refused():
+    """nf_tables_check_loops runs on every jump, also between chains no base chain reaches."""
+    items = [T, chain("a"), chain("b"), rule("a", jump("b")), rule("b", goto("a"))]
+    with pytest.raises(ConfigError, match="loop"):
+        runtime(items)
+
+
+def test_wide_jump_graph_validates_quickly():
+    """Every chain of a layer jumps to every chain of the next: validation must not walk every path."""
+    import time
+
+    items, layers, width = [T, chain("base", "forward")], 8, 6
+    items += [rule("base", jump(f"l0c{j}")) for j in range(width)]
+    for i in range(layers):
+        for j in range(width):
+            items.append(chain(f"l{i}c{j}"))
+            if i + 1 < layers:
+                items += [rule(f"l{i}c{j}", jump(f"l{i + 1}c{k}")) for k in range(width)]
+    t0 = time.perf_counter()
+    runtime(items)
+    assert time.perf_counter() - t0 < 2.0  # 6**8 paths without memoisation
