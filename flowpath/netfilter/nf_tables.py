@@ -375,7 +375,7 @@ class NftRuntime:
         """The base chains of a hook in priority order (netdev ones filtered by device when `dev` is given)."""
         chains = self._hooks.get((nfproto, hooknum), [])
         if dev is None or nfproto != C.NFPROTO_NETDEV:
-            return chains
+            return list(chains)
         return [c for c in chains if not c.devices or dev in c.devices]
 
     def nft_do_chain(self, chain: Chain, pkt: NftPktinfo) -> int:

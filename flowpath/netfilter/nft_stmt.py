@@ -372,7 +372,7 @@ _TCP_FIN_RST = L.TCPHDR_FIN | L.TCPHDR_RST
 
 
 def build_flow(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
-    if arg.get("op", "add") != "add":
+    if arg.get("op", "add") not in ("add", "offload"):  # `flow offload @ft` is the older spelling
         raise NftBuildError(f"unsupported flow op {arg.get('op')!r}")
     name = arg.get("flowtable", "")
     name = name[1:] if name.startswith("@") else name

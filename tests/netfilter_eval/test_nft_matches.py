@@ -131,6 +131,11 @@ CASES = [  # (rule handle, scapy packet, make_pkt keywords, expected code)
     # ip frag-off & 0x1fff != 0
     (46, ip4(frag=10, proto=17) / (b"x" * 16), {}, DRP),
     (46, ip4(flags="MF") / UDP(), {}, BRK),
+    # oifname "wan*" oifname != "wan9"; no output device yet: oifname is ""
+    (47, ip4() / UDP(), {"oifname": "wan0"}, ACC),
+    (47, ip4() / UDP(), {"oifname": "wan9"}, BRK),
+    (47, ip4() / UDP(), {"oifname": "wa"}, BRK),
+    (47, ip4() / UDP(), {"oifname": ""}, BRK),
 ]
 
 
