@@ -98,9 +98,14 @@ def nf_ct_invert_tuple(t: NfConnTuple) -> NfConnTuple | None:
 
 @dataclass(slots=True)
 class IpCtTcpState:
-    """struct ip_ct_tcp_state: what one side has sent (only the flags are kept: see tcp_in_window)."""
+    """struct ip_ct_tcp_state: what one side has sent and may send (sequence space, window)."""
 
-    flags: int = 0
+    td_end: int = 0  # max of seq + len
+    td_maxend: int = 0  # max of ack + max(win, 1)
+    td_maxwin: int = 0  # max(win)
+    td_maxack: int = 0  # max of ack
+    td_scale: int = 0  # window scale factor
+    flags: int = 0  # IP_CT_TCP_FLAG_*
 
 
 @dataclass(slots=True)
@@ -115,6 +120,8 @@ class IpCtTcp:
     last_ack: int = 0
     last_end: int = 0
     last_win: int = 0
+    last_wscale: int = 0
+    last_flags: int = 0
     retrans: int = 0
 
 

@@ -1,0 +1,215 @@
+"""Linux as the oracle: the same frames through a real masquerading router namespace and through ours.
+
+Topology (namespaces made and deleted by the fixture, names prefixed fpct<pid>):
+client c0 10.0.0.2/24 -- r0 10.0.0.1/24 [router: forward, nft masquerade on r1] r1 198.51.100.1/24 -- s0
+198.51.100.9/24 server. Client and server kernels drop every inbound IP packet (no RSTs of their own);
+we inject both ends' segments with AF_PACKET and capture what the router forwards. Our output, after
+ip_decrease_ttl (the router's job, not NAT's), must equal Linux's byte for byte, and the router's
+/proc/net/nf_conntrack must show the state, flags and timeout our listing shows.
+"""
+
+import ctypes
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+from ct_helpers import Path, l3
+from scapy.all import ICMP, IP, TCP, UDP, Ether, raw
+
+from flowpath.netfilter.conntrack import Conntrack
+from flowpath.netfilter.nat_range import NatRequest, NfNatRange
+from flowpath.packet.csum import ip_decrease_ttl
+
+pytestmark = pytest.mark.root
+
+PFX = f"fpct{os.getpid() % 100000}"
+NS_C, NS_R, NS_S = f"{PFX}c", f"{PFX}r", f"{PFX}s"
+C, R0, R1, S = "10.0.0.2", "10.0.0.1", "198.51.100.1", "198.51.100.9"
+CLONE_NEWNET = 0x40000000
+PACKET_OUTGOING = 4
+
+
+def sh(*args: str, stdin: str | None = None) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True, input=stdin).stdout
+
+
+def nsx(ns: str, *args: str, stdin: str | None = None) -> str:
+    return sh("ip", "netns", "exec", ns, *args, stdin=stdin)
+
+
+def mac(ns: str, dev: str) -> str:
+    return open_in(ns, f"/sys/class/net/{dev}/address").strip()
+
+
+def open_in(ns: str, path: str) -> str:
+    return nsx(ns, "cat", path)
+
+
+def packet_socket(ns: str, dev: str) -> socket.socket:
+    """An AF_PACKET socket bound to dev inside ns (a socket keeps the namespace it was made in)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        s.bind((dev, 0))
+    finally:
+        libc.setns(own, CLONE_NEWNET)
+        os.close(own)
+        os.close(target)
+    return s
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"):
+        pytest.skip("needs root, ip and nft")
+    try:
+        for ns in (NS_C, NS_R, NS_S):
+            sh("ip", "netns", "add", ns)
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        pytest.skip("network namespaces unavailable")
+    try:
+        sh("ip", "link", "add", "c0", "netns", NS_C, "type", "veth", "peer", "name", "r0", "netns", NS_R)
+        sh("ip", "link", "add", "s0", "netns", NS_S, "type", "veth", "peer", "name", "r1", "netns", NS_R)
+        for ns, dev, addr in ((NS_C, "c0", C), (NS_R, "r0", R0), (NS_R, "r1", R1), (NS_S, "s0", S)):
+            nsx(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            nsx(ns, "ip", "addr", "add", f"{addr}/24", "dev", dev)
+            nsx(ns, "ip", "link", "set", dev, "up")
+        nsx(NS_R, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        nsx(NS_C, "ip", "route", "add", "default", "via", R0)
+        nsx(NS_S, "ip", "route", "add", "default", "via", R1)
+        rules = "table ip nat {\n chain post {\n type nat hook postrouting priority srcnat;\n oifname r1 masquerade\n }\n}\n"
+        nsx(NS_R, "nft", "-f", "-", stdin=rules)
+        for ns in (NS_C, NS_S):
+            drop = "table ip f {\n chain in {\n type filter hook input priority 0; policy drop;\n }\n}\n"
+            nsx(ns, "nft", "-f", "-", stdin=drop)
+        # Resolve neighbours once, so no ARP is pending when the first frame arrives.
+        nsx(NS_R, "ip", "neigh", "replace", C, "lladdr", mac(NS_C, "c0"), "dev", "r0")
+        nsx(NS_R, "ip", "neigh", "replace", S, "lladdr", mac(NS_S, "s0"), "dev", "r1")
+        lab = {
+            "c": packet_socket(NS_C, "c0"),
+            "s": packet_socket(NS_S, "s0"),
+            "c_mac": mac(NS_C, "c0"),
+            "s_mac": mac(NS_S, "s0"),
+            "r0_mac": mac(NS_R, "r0"),
+            "r1_mac": mac(NS_R, "r1"),
+        }
+        yield lab
+        lab["c"].close()
+        lab["s"].close()
+    finally:
+        for ns in (NS_C, NS_R, NS_S):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def exchange(lab, side: str, pkt) -> bytes:
+    """Send an L3 packet from one end; return the L3 bytes the router delivers to the other end."""
+    tx, rx = (lab["c"], lab["s"]) if side == "c" else (lab["s"], lab["c"])
+    src, dst = (lab["c_mac"], lab["r0_mac"]) if side == "c" else (lab["s_mac"], lab["r1_mac"])
+    frame = raw(Ether(src=src, dst=dst) / pkt)
+    while select.select([rx], [], [], 0)[0]:
+        rx.recv(65535)
+    tx.send(frame)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if not select.select([rx], [], [], 0.2)[0]:
+            continue
+        data, addr = rx.recvfrom(65535)
+        if addr[2] == PACKET_OUTGOING or data[12:14] != b"\x08\x00":
+            continue
+        return data[14:]
+    raise AssertionError("the router forwarded nothing")
+
+
+def linux_ct_lines() -> list[str]:
+    """The router's entries in our listing's shape (no l3 column, zone, secctx; use=1)."""
+    out = []
+    for line in open_in(NS_R, "/proc/net/nf_conntrack").splitlines():
+        line = re.sub(r"^ipv4\s+2\s+", "", line.strip())
+        line = re.sub(r" zone=\d+", "", line)
+        out.append(re.sub(r"use=\d+", "use=1", line))
+    return out
+
+
+def same_listing(ours: str, linux: list[str]) -> None:
+    """Equal but for the timeout, which may be a second or two apart (jiffies vs packet time)."""
+    strip = re.compile(r"^(\S+\s+\d+) (\d+) ")
+    ours_l = ours.splitlines()
+    assert len(ours_l) == len(linux), (ours_l, linux)
+    for a, b in zip(sorted(ours_l), sorted(linux), strict=True):
+        ma, mb = strip.match(a), strip.match(b)
+        assert ma and mb, (a, b)
+        assert abs(int(ma.group(2)) - int(mb.group(2))) <= 2, (a, b)
+        assert strip.sub(r"\1 ", a) == strip.sub(r"\1 ", b)
+
+
+def ours_after_routing(skb) -> bytes:
+    ip_decrease_ttl(skb.buf, skb.nhoff)
+    return raw(l3(skb))
+
+
+def test_tcp_masquerade_matches_linux(lab):
+    """nf_nat_ipv4_manip_pkt and the TCP state machine, side by side with the kernel."""
+    table = Conntrack()
+    g = int.from_bytes(socket.inet_aton(R1), "big")
+    path = Path(table, snat=lambda skb: NatRequest(0, NfNatRange(0, g, g), masquerade=True))
+    t0 = time.monotonic_ns()
+    steps = [
+        ("c", IP(src=C, dst=S, id=1) / TCP(sport=40000, dport=80, flags="S", seq=1000, window=8192)),
+        (
+            "s",
+            IP(src=S, dst=R1, id=2) / TCP(sport=80, dport=40000, flags="SA", seq=5000, ack=1001, window=8192),
+        ),
+        (
+            "c",
+            IP(src=C, dst=S, id=3) / TCP(sport=40000, dport=80, flags="A", seq=1001, ack=5001, window=8192),
+        ),
+        ("c", IP(src=C, dst=S, id=4) / TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=5001) / b"GET /"),
+        ("s", IP(src=S, dst=R1, id=5) / TCP(sport=80, dport=40000, flags="A", seq=5001, ack=1006)),
+        ("c", IP(src=C, dst=S, id=6) / TCP(sport=40000, dport=80, flags="FA", seq=1006, ack=5001)),
+        ("s", IP(src=S, dst=R1, id=7) / TCP(sport=80, dport=40000, flags="A", seq=5001, ack=1007)),
+        ("s", IP(src=S, dst=R1, id=8) / TCP(sport=80, dport=40000, flags="FA", seq=5001, ack=1007)),
+        ("c", IP(src=C, dst=S, id=9) / TCP(sport=40000, dport=80, flags="A", seq=1007, ack=5002)),
+    ]
+    for side, pkt in steps:
+        linux = exchange(lab, side, pkt)
+        ours = ours_after_routing(path.forward(pkt, time.monotonic_ns() - t0))
+        assert ours == linux, (IP(ours).show(dump=True), IP(linux).show(dump=True))
+        same_listing(table.listing(time.monotonic_ns() - t0), linux_ct_lines())
+    assert "TIME_WAIT" in table.listing(0)
+
+
+def test_udp_and_icmp_masquerade_match_linux(lab):
+    table = Conntrack()
+    g = int.from_bytes(socket.inet_aton(R1), "big")
+    path = Path(table, snat=lambda skb: NatRequest(0, NfNatRange(0, g, g), masquerade=True))
+    t0 = time.monotonic_ns()
+    steps = [
+        ("c", IP(src=C, dst=S, id=11) / UDP(sport=5353, dport=53, chksum=0) / b"zero"),
+        ("c", IP(src=C, dst=S, id=12) / UDP(sport=5354, dport=53) / b"query"),
+        ("s", IP(src=S, dst=R1, id=13) / UDP(sport=53, dport=5354) / b"answer"),
+        ("c", IP(src=C, dst=S, id=14) / ICMP(id=4242, seq=1) / b"ping"),
+        ("s", IP(src=S, dst=R1, id=15) / ICMP(type=0, id=4242, seq=1) / b"ping"),
+    ]
+    sent_udp = None
+    for side, pkt in steps:
+        linux = exchange(lab, side, pkt)
+        ours = ours_after_routing(path.forward(pkt, time.monotonic_ns() - t0))
+        assert ours == linux, (IP(ours).show(dump=True), IP(linux).show(dump=True))
+        if pkt.haslayer(UDP) and pkt[UDP].sport == 5354 and side == "c":
+            sent_udp = linux
+    # An ICMP error from the server about the masqueraded datagram: RELATED, inner packet translated back.
+    err = IP(src=S, dst=R1, id=16) / ICMP(type=3, code=3) / sent_udp
+    linux = exchange(lab, "s", err)
+    ours = ours_after_routing(path.forward(err, time.monotonic_ns() - t0))
+    assert ours == linux, (IP(ours).show(dump=True), IP(linux).show(dump=True))
+    ours_lines = [ln for ln in table.listing(time.monotonic_ns() - t0).splitlines() if "tcp" not in ln]
+    same_listing("\n".join(ours_lines), [ln for ln in linux_ct_lines() if not ln.startswith("tcp")])
