@@ -86,7 +86,11 @@ def lab():
         nsx(NS_R, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         nsx(NS_C, "ip", "route", "add", "default", "via", R0)
         nsx(NS_S, "ip", "route", "add", "default", "via", R1)
-        rules = "table ip nat {\n chain post {\n type nat hook postrouting priority srcnat;\n oifname r1 masquerade\n }\n}\n"
+        rules = (
+            "table ip nat {\n chain pre {\n type nat hook prerouting priority dstnat;\n"
+            " tcp dport 8080 dnat to 198.51.100.9:80\n }\n"
+            " chain post {\n type nat hook postrouting priority srcnat;\n oifname r1 masquerade\n }\n}\n"
+        )
         nsx(NS_R, "nft", "-f", "-", stdin=rules)
         for ns in (NS_C, NS_S):
             drop = "table ip f {\n chain in {\n type filter hook input priority 0; policy drop;\n }\n}\n"
@@ -213,3 +217,72 @@ def test_udp_and_icmp_masquerade_match_linux(lab):
     assert ours == linux, (IP(ours).show(dump=True), IP(linux).show(dump=True))
     ours_lines = [ln for ln in table.listing(time.monotonic_ns() - t0).splitlines() if "tcp" not in ln]
     same_listing("\n".join(ours_lines), [ln for ln in linux_ct_lines() if not ln.startswith("tcp")])
+
+
+def masq_dnat_path(table):
+    """Our equivalent of the router's ruleset."""
+    from flowpath.netfilter.nat_range import NF_NAT_RANGE_MAP_IPS, NF_NAT_RANGE_PROTO_SPECIFIED
+
+    g = int.from_bytes(socket.inet_aton(R1), "big")
+    srv = int.from_bytes(socket.inet_aton(S), "big")
+
+    def dnat(skb):
+        if skb.l4proto == 6 and skb.dport == 8080:
+            flags = NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED
+            return NatRequest(1, NfNatRange(flags, srv, srv, 80, 80))
+        return None
+
+    return Path(table, dnat=dnat, snat=lambda skb: NatRequest(0, NfNatRange(0, g, g), masquerade=True))
+
+
+def run_steps(lab, path, steps, t0, key) -> list[bytes]:
+    out = []
+    for side, pkt in steps:
+        linux = exchange(lab, side, pkt)
+        ours = ours_after_routing(path.forward(pkt, time.monotonic_ns() - t0))
+        assert ours == linux, (IP(ours).show(dump=True), IP(linux).show(dump=True))
+        mine = [ln for ln in path.table.listing(time.monotonic_ns() - t0).splitlines() if key in ln]
+        same_listing("\n".join(mine), [ln for ln in linux_ct_lines() if key in ln])
+        out.append(linux)
+    return out
+
+
+def test_out_of_window_is_invalid_and_rst_closes_like_linux(lab):
+    """tcp_in_window: a segment beyond the receiver's window is INVALID, so it is not NATed
+    (Linux forwards it with the client's own address); a RST then moves the entry to CLOSE."""
+    path = masq_dnat_path(Conntrack())
+    t0 = time.monotonic_ns()
+    c = dict(src=C, dst=S)
+    s = dict(src=S, dst=R1)
+    steps = [
+        ("c", IP(id=21, **c) / TCP(sport=41000, dport=80, flags="S", seq=100, window=1000)),
+        ("s", IP(id=22, **s) / TCP(sport=80, dport=41000, flags="SA", seq=900, ack=101, window=1000)),
+        ("c", IP(id=23, **c) / TCP(sport=41000, dport=80, flags="A", seq=101, ack=901, window=1000)),
+        ("c", IP(id=24, **c) / TCP(sport=41000, dport=80, flags="PA", seq=50101, ack=901) / b"far"),
+        ("s", IP(id=25, **s) / TCP(sport=80, dport=41000, flags="PA", seq=901, ack=101) / b"hi"),
+        ("c", IP(id=26, **c) / TCP(sport=41000, dport=80, flags="A", seq=101, ack=903, window=1000)),
+        ("c", IP(id=27, **c) / TCP(sport=41000, dport=80, flags="R", seq=101)),
+    ]
+    got = run_steps(lab, path, steps, t0, "sport=41000")
+    assert IP(got[3]).src == C and IP(got[4]).dst == C  # the far segment went out un-NATed
+    assert " CLOSE " in path.table.listing(time.monotonic_ns() - t0)
+
+
+def test_dnat_and_masquerade_match_linux(lab):
+    """A port forward (prerouting dnat + postrouting masquerade), replies and an ICMP error."""
+    path = masq_dnat_path(Conntrack())
+    t0 = time.monotonic_ns()
+    c = dict(src=C, dst=R0)
+    s = dict(src=S, dst=R1)
+    steps = [
+        ("c", IP(id=31, **c) / TCP(sport=42000, dport=8080, flags="S", seq=7, window=5000)),
+        ("s", IP(id=32, **s) / TCP(sport=80, dport=42000, flags="SA", seq=70, ack=8, window=5000)),
+        ("c", IP(id=33, **c) / TCP(sport=42000, dport=8080, flags="A", seq=8, ack=71, window=5000)),
+    ]
+    run_steps(lab, path, steps, t0, "sport=42000")
+    sent = exchange(lab, "c", IP(id=34, **c) / TCP(sport=42000, dport=8080, flags="PA", seq=8, ack=71) / b"x")
+    path.forward(IP(id=34, **c) / TCP(sport=42000, dport=8080, flags="PA", seq=8, ack=71) / b"x")
+    err = IP(src=S, dst=R1, id=35) / ICMP(type=3, code=4) / sent
+    linux = exchange(lab, "s", err)
+    ours = ours_after_routing(path.forward(err, time.monotonic_ns() - t0))
+    assert ours == linux, (IP(ours).show(dump=True), IP(linux).show(dump=True))
