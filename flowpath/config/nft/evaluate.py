@@ -13,7 +13,7 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, rhs_ast
-from flowpath.config.nft.segtree import interval_elems, is_interval_elem
+from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
 
 _OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">="}
@@ -132,6 +132,64 @@ def set_elements(s: Any, existing: list, ast: Any, err: Any) -> list:
     return set_json(err, s.type, merged, False, "auto-merge" in s.flags, "interval" in s.flags)
 
 
+def verdict_json(t: Tree) -> dict:
+    """{"accept": null} or {"jump": {"target": name}} from a verdict_stmt subtree (no chain check)."""
+    kw = t.children[0]
+    if kw.type in ("JUMP", "GOTO"):
+        return {str(kw): {"target": str(t.children[1])}}
+    return {str(kw): None}
+
+
+def map_json(err: Any, dtype: str, pairs: list, interval: bool) -> list:
+    """[key, verdict] elements sorted by key; interval keys as nft lists them, overlaps refused."""
+    out = []
+    for key, verdict in pairs:
+        k = elem_value(err, dtype, key)
+        if is_interval_elem(k):
+            if not interval:
+                raise err(key, "You must add 'flags interval' to your set declaration if you want "
+                          "to add prefix elements")  # fmt: skip
+            k = interval_elems(dtype, [k], False, lambda m, key=key: err(key, m))[0]
+        out.append((elem_bounds(dtype, k), k, verdict))
+    out.sort(key=lambda x: x[0])
+    for a, b in zip(out, out[1:], strict=False):
+        if b[0][0] <= a[0][1]:
+            if a[0] == b[0]:
+                raise err(pairs[0][0], "Could not process rule: File exists")
+            raise err(pairs[0][0], "conflicting intervals specified")
+    return [[k, v] for _, k, v in out]
+
+
+def map_elements(m: Any, existing: list, pairs: list, err: Any) -> list:
+    """Elements of verdict map `m` after adding (key ast, verdict tree) pairs."""
+    old = [(_json_to_ast(k), v) for k, v in existing]
+    new = [(k, verdict_json(v)) for k, v in pairs]
+    return map_json(err, m.type, old + new, "interval" in m.flags)
+
+
+def _st_vmap(ctx: Ctx, t: Tree, prev: list) -> dict:
+    left, dtype = selector(ctx, t.children[0])
+    data = t.children[1]
+    if data.data == "set_ref":
+        name = str(data.children[0])
+        m = ctx.table.sets.get(name)
+        if m is None:
+            raise ctx.error(data, f"No such file or directory (map '{name}')")
+        if m.map != "verdict":
+            raise ctx.error(data, "Expression is not a map")
+        if m.type != dtype:
+            raise ctx.error(data, f"datatype mismatch, expected {dtype}, map has type {m.type}")
+        return {"vmap": {"key": left, "data": "@" + name}}
+    pairs = []
+    for e in data.children:
+        verdict = e.children[1]
+        if len(verdict.children) == 2 and str(verdict.children[1]) not in ctx.table.chains:
+            # nft marks the element's key
+            raise ctx.error(e.children[0], "Could not process rule: No such file or directory")
+        pairs.append((rhs_ast(e.children[0], ctx.defines, ctx.error), verdict_json(verdict)))
+    return {"vmap": {"key": left, "data": {"set": map_json(ctx.error, dtype, pairs, True)}}}
+
+
 def _json_to_ast(v: Any) -> Any:
     if isinstance(v, dict) and "range" in v:
         a, b = v["range"]
@@ -151,7 +209,7 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
         return _match(op or "in", left, _bits(err, dtype, rhs))
     if isinstance(rhs, SetRef):
         s = ctx.table.sets.get(rhs.name)
-        if s is None:
+        if s is None or s.map is not None:
             raise err(rhs.tok, f"No such file or directory (set '{rhs.name}')")
         if s.type != dtype and not (s.type == "ifname" and dtype == "ifname"):
             raise err(rhs.tok, f"datatype mismatch, expected {dtype}, set has type {s.type}")
@@ -432,6 +490,7 @@ def _st_flow(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 _STMT = {
     "match_stmt": _st_match,
+    "vmap_stmt": _st_vmap,
     "masked_match": _st_masked,
     "mangle_stmt": _st_mangle,
     "counter_stmt": _st_counter,

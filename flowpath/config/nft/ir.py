@@ -45,14 +45,15 @@ class Chain:
 
 @dataclass
 class Set:
-    """A named set: `type` is the nft datatype name, `elem` JSON elements in listing order."""
+    """A named set or map: `type` is the key's nft datatype name, `elem` JSON elements in listing order."""
 
     name: str
     type: str
     flags: list[str] = field(default_factory=list)
-    elem: list[Json] = field(default_factory=list)
+    elem: list[Json] = field(default_factory=list)  # a map's elements are [key, verdict] pairs
     handle: int = 0
     line: int = 0
+    map: str | None = None  # "verdict" for a verdict map (`map NAME { type K : verdict; ... }`)
 
 
 @dataclass

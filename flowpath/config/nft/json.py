@@ -25,12 +25,14 @@ def ruleset_to_json(rs: Ruleset) -> dict:
         for s in t.sets.values():
             obj: dict[str, Any] = {"family": fam, "name": s.name, "table": t.name, "type": s.type,
                                    "handle": s.handle}  # fmt: skip
+            if s.map is not None:
+                obj["map"] = s.map
             flags = [f for f in s.flags if f != "auto-merge"]
             if flags:
                 obj["flags"] = flags
             if s.elem:
                 obj["elem"] = copy.deepcopy(s.elem)
-            out.append({"set": obj})
+            out.append({"map" if s.map is not None else "set": obj})
         for f in t.flowtables.values():
             obj = {"family": fam, "name": f.name, "table": t.name, "handle": f.handle, "hook": f.hook,
                    "prio": f.prio}  # fmt: skip
@@ -84,7 +86,7 @@ def ruleset_from_json(obj: Any, path: str = "<stdin>") -> Ruleset:
             _load_object(rs, kind, body)
         except ConfigError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise fail(i, f"malformed {kind}: {e!s}") from None
     rs.renumber()
     _check_canonical(rs, path)
@@ -164,19 +166,19 @@ def _load_object(rs: Ruleset, kind: str, body: dict) -> None:
             c.policy, c.dev = body.get("policy", "accept"), body.get("dev")
             if t.family == "netdev" and not isinstance(c.dev, str):
                 raise ValueError(f'netdev chain {c.name} needs a "dev" (nft 1.0.6 does not write it)')
-    elif kind == "set":
+    elif kind in ("set", "map"):
         t = _table(rs, body)
+        if (kind == "map") != ("map" in body) or body.get("map", "verdict") != "verdict":
+            raise ValueError("only verdict maps are supported")
         if body["type"] not in ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "mark"):
             raise ValueError(f"unsupported set type {body['type']}")
         flags = list(body.get("flags", []))
         if body.get("auto-merge"):
             flags.append("auto-merge")
         elem = copy.deepcopy(body.get("elem", []))
-        for e in elem:
-            from flowpath.config.nft.printer import rhs_str
-
-            rhs_str(body["type"], e)
-        t.sets[body["name"]] = Set(str(body["name"]), body["type"], flags, elem)
+        if not isinstance(elem, list):
+            raise TypeError("elem must be a list")
+        t.sets[body["name"]] = Set(str(body["name"]), body["type"], flags, elem, map=body.get("map"))
     elif kind == "flowtable":
         t = _table(rs, body)
         dev = body.get("dev", [])

@@ -102,6 +102,7 @@ class _Builder:
         self.rs = Ruleset(path=path)
         self.defines: dict[str, object] = {}
         self.pending: list[tuple[Table, Chain, Rule, Ctx]] = []
+        self.verdicts: list[tuple[Table, Tree]] = []  # jump/goto in map elements, checked at the end
 
     # errors at a token or subtree
     def error(self, node: Tree | Token, msg: str) -> ConfigError:
@@ -120,6 +121,7 @@ class _Builder:
     def cmd_flush_ruleset(self, t: Tree) -> None:
         self.rs.tables.clear()
         self.pending.clear()
+        self.verdicts.clear()
 
     def _table(self, t: Tree, words: list[Token]) -> Table:
         family, name = ("ip", words[0]) if len(words) == 1 else (str(words[0]), words[1])
@@ -179,6 +181,11 @@ class _Builder:
         s = table.sets.get(str(name))
         if s is None:
             raise self.error(name, f"Could not process rule: No such file or directory (set '{name}')")
+        if (s.map is None) != (t.children[-1].data == "set_expr"):
+            raise self.error(t.children[-1], "elements do not match the set's kind (set or map)")
+        if s.map is not None:
+            self._map_elements(table, s, t.children[-1])
+            return
         elems = rhs_ast(t.children[-1], self.defines, self.error)
         s.elem = ev.set_elements(s, list(s.elem), elems, self.error)
 
@@ -301,6 +308,41 @@ class _Builder:
             s.elem = ev.set_elements(s, list(s.elem), ast, self.error)
         table.sets[s.name] = s
 
+    def item_map(self, table: Table, t: Tree) -> None:
+        name, block = t.children[0], t.children[1]
+        stype, flags, elems = None, [], None
+        for item in block.children:
+            if item.data == "map_type":
+                stype, data = str(item.children[0]), item.children[1]
+                if stype not in SET_TYPES:
+                    raise self.error(item.children[0], f"unknown datatype {stype}")
+                if str(data) != "verdict":
+                    raise self.error(data, "flowpath supports verdict maps only")
+            elif item.data == "set_flags":
+                for f in item.children:
+                    if str(f) not in ("interval", "constant"):
+                        raise self.error(f, f"unknown set flag {f}")
+                    flags.append(str(f))
+            else:
+                elems = item.children[0]
+        if stype is None:
+            raise self.error(t, "map definition does not specify key data type")
+        m = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, map="verdict")
+        old = table.sets.get(m.name)
+        if old is not None:
+            if (old.type, old.flags, old.map) != (m.type, m.flags, m.map):
+                raise self.error(name, "Could not process rule: File exists")
+            m = old
+        if elems is not None:
+            self._map_elements(table, m, elems)
+        table.sets[m.name] = m
+
+    def _map_elements(self, table: Table, m: Set, elems: Tree) -> None:
+        pairs = [(rhs_ast(e.children[0], self.defines, self.error), e.children[1]) for e in elems.children]
+        for _, v in pairs:
+            self.verdicts.append((table, v))
+        m.elem = ev.map_elements(m, list(m.elem), pairs, self.error)
+
     def item_flowtable(self, table: Table, t: Tree) -> None:
         name = t.children[0]
         if str(name) in table.flowtables:
@@ -336,6 +378,9 @@ class _Builder:
         rule.tree = t  # type: ignore[attr-defined]
 
     def finish(self) -> None:
+        for table, v in self.verdicts:
+            if len(v.children) == 2 and str(v.children[1]) not in table.chains:
+                raise self.error(v.children[1], "Could not process rule: No such file or directory")
         for _table, _chain, rule, ctx in self.pending:
             t = rule.__dict__.pop("tree")
             rule.expr, rule.comment = ev.rule_evaluate(ctx, t)

@@ -50,7 +50,10 @@ def table_print(t: Table) -> str:
 
 
 def set_print(s: Set) -> str:
-    out = f"\tset {s.name} {{\n\t\ttype {s.type}\n"
+    if s.map is not None:
+        out = f"\tmap {s.name} {{\n\t\ttype {s.type} : {s.map}\n"
+    else:
+        out = f"\tset {s.name} {{\n\t\ttype {s.type}\n"
     flags = [f for f in s.flags if f != "auto-merge"]
     if flags:
         out += f"\t\tflags {','.join(flags)}\n"
@@ -68,7 +71,10 @@ def set_elems_str(dtype: str, elems: list, named: bool) -> str:
     for i, e in enumerate(elems):
         if i:
             out += _SET_NEWLINE if per_line and i % per_line == 0 else ", "
-        out += rhs_str(dtype, e)
+        if isinstance(e, list):  # map element: key : verdict
+            out += f"{rhs_str(dtype, e[0])} : {stmt_print('', e[1])}"
+        else:
+            out += rhs_str(dtype, e)
     return out + " }"
 
 
@@ -172,6 +178,8 @@ def stmt_print(family: str, s: dict) -> str:
     ((kind, a),) = s.items()
     if kind == "match":
         return match_print(a)
+    if kind == "vmap":
+        return f"{selector_str(a['key'])} vmap {rhs_str(dt.selector_type(a['key']), a['data'])}"
     if kind == "counter":
         return f"counter packets {a['packets']} bytes {a['bytes']}"
     if kind == "log":
