@@ -30,7 +30,6 @@ from flowpath.netfilter.constants import (
     IPS_FIXED_TIMEOUT,
     IPS_SEEN_REPLY,
     NF_ACCEPT,
-    NF_DROP,
     NF_REPEAT,
 )
 from flowpath.packet import layout as L
@@ -336,6 +335,20 @@ def nf_tcp_handle_invalid(ct: NfConn, dir: int, index: int, now_ns: int) -> None
         tcp.last_index, tcp.last_dir = index, dir
 
 
+def nf_conntrack_tcp_set_closing(ct: NfConn, now_ns: int) -> None:
+    """Force CLOSE with the CLOSE timeout (the flowtable's teardown of a closing flow calls this).
+
+    Linux: nf_conntrack_proto_tcp.c › nf_conntrack_tcp_set_closing.
+    """
+    if not nf_ct_is_confirmed(ct):
+        return
+    old_state = ct.proto.state
+    ct.proto.state = sCL
+    if old_state == sCL or ct.status & IPS_FIXED_TIMEOUT:
+        return
+    ct.timeout_ns = now_ns + TCP_TIMEOUTS_NS[sCL]
+
+
 def tcp_error(skb, thoff: int, check_csum: bool) -> bool:
     """True when the segment is INVALID before any state is looked at.
 
@@ -538,10 +551,9 @@ __all__ = [
     "TCP_CONNTRACKS",
     "TCP_CONNTRACK_NAMES",
     "TCP_TIMEOUTS_NS",
-    "NF_DROP",
-    "NF_REPEAT",
     "get_conntrack_index",
     "nf_conntrack_tcp_established",
     "nf_conntrack_tcp_packet",
+    "nf_conntrack_tcp_set_closing",
     "tcp_new",
 ]

@@ -212,3 +212,78 @@ def test_table_full_drops_after_early_drop_fails():
     step(table2, c2s("S"))  # unassured: evicted
     skb = step(table2, IP(src=C, dst=S) / TCP(sport=40001, dport=80, flags="S"))
     assert skb.ctinfo == IP_CT_NEW and len(table2) == 1 and table2.stat["early_drop"] == 1
+
+
+def test_unacknowledged_data_shortens_timeout_until_acked(ctt):
+    """tcp_in_window sets DATA_UNACKNOWLEDGED; the timeout is 5 min until the peer ACKs the data."""
+    *_, c = handshake(ctt)
+    ct = c.ct
+    step(ctt, c2s("PA", seq=1001, ack=5001, load=b"hello"), SEC)
+    assert ct.timeout_ns == SEC + TCP_TIMEOUTS_NS[TcpConntrack.UNACK]
+    step(ctt, s2c("A", seq=5001, ack=1006), 2 * SEC)
+    assert ct.timeout_ns == 2 * SEC + 5 * 86400 * SEC
+
+
+def test_ack_for_unseen_data_is_invalid(ctt):
+    """tcp_in_window: "ACK is over upper bound (ACKed data not seen yet)"."""
+    *_, c = handshake(ctt)
+    skb = skb_of(s2c("A", seq=5001, ack=900000))
+    ctt.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
+    assert skb.ct is None
+    assert c.ct.proto.state == TcpConntrack.ESTABLISHED
+
+
+def test_retransmitted_acks_shorten_timeout(ctt):
+    """Three repeats of the same ACK segment (tcp_max_retrans) cap the timeout at 5 min."""
+    *_, c = handshake(ctt)  # its last ACK is the first of the series
+    for i in range(2):
+        step(ctt, c2s("A", seq=1001, ack=5001), (i + 1) * SEC)
+    assert c.ct.proto.retrans == 2 and c.ct.timeout_ns == 2 * SEC + 5 * 86400 * SEC
+    step(ctt, c2s("A", seq=1001, ack=5001), 3 * SEC)
+    assert c.ct.proto.retrans == 3
+    assert c.ct.timeout_ns == 3 * SEC + TCP_TIMEOUTS_NS[TcpConntrack.RETRANS]
+
+
+def test_rst_with_wrong_seq_keeps_state_for_challenge_ack(ctt):
+    """A RST whose seq is in window but not exact keeps ESTABLISHED (RFC 5961 challenge ACK)."""
+    *_, c = handshake(ctt)
+    step(ctt, s2c("A", seq=5001, ack=1001), 1)
+    skb = step(ctt, c2s("R", seq=1005), 2)
+    assert skb.ct is c.ct and c.ct.proto.state == TcpConntrack.ESTABLISHED
+    assert c.ct.timeout_ns == 2 + TCP_TIMEOUTS_NS[TcpConntrack.CLOSE]  # RST timeout all the same
+    step(ctt, c2s("R", seq=1001), 3)
+    assert c.ct.proto.state == TcpConntrack.CLOSE
+
+
+def test_rst_below_window_is_invalid(ctt):
+    *_, c = handshake(ctt)
+    skb = skb_of(s2c("R", seq=4000))
+    ctt.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
+    assert skb.ct is None and c.ct.proto.state == TcpConntrack.ESTABLISHED
+
+
+def test_simultaneous_open(ctt):
+    """SYN both ways: SYN_SENT2, then SYN/ACKs to SYN_RECV, then ESTABLISHED."""
+    step(ctt, c2s("S"))
+    b = step(ctt, s2c("S", seq=5000))
+    assert b.ct.proto.state == TcpConntrack.SYN_SENT2
+    step(ctt, s2c("SA", seq=5000, ack=1001))
+    assert b.ct.proto.state == TcpConntrack.SYN_RECV
+    step(ctt, c2s("SA", seq=1000, ack=5001))
+    step(ctt, s2c("A", seq=5001, ack=1001))
+    assert b.ct.proto.state == TcpConntrack.ESTABLISHED
+
+
+def test_set_closing_for_the_flowtable(ctt):
+    from flowpath.netfilter.conntrack_proto_tcp import nf_conntrack_tcp_set_closing
+
+    *_, c = handshake(ctt)
+    nf_conntrack_tcp_set_closing(c.ct, 100 * SEC)
+    assert c.ct.proto.state == TcpConntrack.CLOSE and c.ct.timeout_ns == 110 * SEC
+
+
+def test_window_scale_option_is_recorded(ctt):
+    a = step(ctt, c2s("S", options=[("WScale", 7), ("SAckOK", b"")]))
+    step(ctt, s2c("SA", ack=1001, options=[("WScale", 3)]))
+    seen = a.ct.proto.seen
+    assert (seen[0].td_scale, seen[1].td_scale) == (7, 3)
