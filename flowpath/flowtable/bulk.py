@@ -23,7 +23,7 @@ from flowpath.packet.layout import ETH_ALEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ET
 HDR_MAX = ETH_HLEN + VLAN.size  # 18: Ethernet + one 802.1Q tag
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def same_neigh(key, val, e1, e2):
     """True when entries e1 and e2 transmit with the same link-layer header."""
     return (
@@ -35,14 +35,14 @@ def same_neigh(key, val, e1, e2):
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _neigh_hash(key, val, e):
     h = (np.int64(key[e, V_OIFIDX]) * 0x6A09E667) ^ val[e, V_H_DEST]
     h = (h ^ (h >> 29)) & 0xFFFFFFFF
     return (h * 0x45D9F3B) >> 16  # < 2**59: no signed overflow, same with the JIT off
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # see ip.py › nf_flow_offload_ip_batch
 def flow_bulk_group(verdict, flow, n, key, val, bulk, group, group_start, group_count, order, gfirst, gtab):
     """Group the hits (verdict FLOW_FORWARD) of a batch; return the number of groups.
 
@@ -103,28 +103,28 @@ def flow_bulk_group(verdict, flow, n, key, val, bulk, group, group_start, group_
     return ng
 
 
-@njit(cache=True, nogil=True)
-def flow_hard_header(key, val, e, hdr):
-    """Build entry e's link-layer header into hdr (uint8[18]); return its length (14 or 18).
+@njit(cache=True, nogil=True, inline="always")
+def flow_hard_header(key, val, e, hdr, g):
+    """Build entry e's link-layer header into hdr[g] (hdr uint8[cap, 18]); return its length.
 
     Linux: dev_hard_header (eth_header) with the cached out.h_dest/h_source, then skb_vlan_push.
     """
     d, s = val[e, V_H_DEST], val[e, V_H_SOURCE]
     for j in range(ETH_ALEN):
-        hdr[j] = (d >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
-        hdr[ETH_ALEN + j] = (s >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
+        hdr[g, j] = (d >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
+        hdr[g, ETH_ALEN + j] = (s >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
     proto = ETH_P_IP if (key[e, K_PROTO] >> 8) == 4 else ETH_P_IPV6
     off = 2 * ETH_ALEN
     xmit = key[e, V_XMIT]
     if xmit & XMIT_VLAN:
-        hdr[off], hdr[off + 1] = ETH_P_8021Q >> 8, ETH_P_8021Q & 0xFF
-        hdr[off + 2], hdr[off + 3] = (xmit >> 24) & 0xFF, (xmit >> 16) & 0xFF
+        hdr[g, off], hdr[g, off + 1] = ETH_P_8021Q >> 8, ETH_P_8021Q & 0xFF
+        hdr[g, off + 2], hdr[g, off + 3] = (xmit >> 24) & 0xFF, (xmit >> 16) & 0xFF
         off += VLAN.size
-    hdr[off], hdr[off + 1] = proto >> 8, proto & 0xFF
+    hdr[g, off], hdr[g, off + 1] = proto >> 8, proto & 0xFF
     return off + 2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def flow_neigh_xmit_bulk(data, head, length, ng, group_start, group_count, order, gfirst, key, val, hdr):
     """Write each group's header once into hdr[g], then copy it in front of each member's IP header.
 
@@ -133,7 +133,7 @@ def flow_neigh_xmit_bulk(data, head, length, ng, group_start, group_count, order
     """
     done = 0
     for g in range(ng):
-        hlen = flow_hard_header(key, val, gfirst[g], hdr[g])
+        hlen = flow_hard_header(key, val, gfirst[g], hdr, g)
         grow = hlen - ETH_HLEN
         for j in range(group_start[g], group_start[g] + group_count[g]):
             i = order[j]

@@ -203,7 +203,7 @@ class Flowtable:
         flow_offload_add. nat_flags: F_SNAT | F_DNAT (from the conntrack IPS_SRC/DST_NAT bits).
         """
         korig, kreply = orig.words(), reply.words()
-        horig, hreply = flow_offload_hash(korig), flow_offload_hash(kreply)
+        horig, hreply = flow_offload_hash(korig, 0), flow_offload_hash(kreply, 0)
         if self._probe(korig, horig) >= 0 or self._probe(kreply, hreply) >= 0:
             return FLOW_ADD_EXISTS
         if not self._free and not self._grow():
@@ -246,7 +246,9 @@ class Flowtable:
             self.nat6[e, 16:] = np.frombuffer(other.saddr.to_bytes(16, "big"), np.uint8)
 
     def _probe(self, k: np.ndarray, h: int) -> int:
-        return int(flow_offload_probe(self.index, self.key, self.index.shape[0] - 1, self.max_probes, k, h))
+        return int(
+            flow_offload_probe(self.index, self.key, self.index.shape[0] - 1, self.max_probes, k, 0, h)
+        )
 
     def flow_offload_teardown(self, flow_id: int) -> None:
         """Mark a flow for removal: the fast path stops using it at once, gc() deletes it.
@@ -264,9 +266,8 @@ class Flowtable:
         for e in (2 * flow_id, 2 * flow_id + 1):
             if not self.used[e]:
                 continue
-            k = self.key[e]
-            r = flow_index_remove(self.index, self.key, self.index.shape[0] - 1, self.max_probes,
-                                  k, flow_offload_hash(k), e)  # fmt: skip
+            h = flow_offload_hash(self.key[e], 0)
+            r = flow_index_remove(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
             self.ntomb += int(r)
             self.used[e] = False
             self.nused -= 1
@@ -277,7 +278,7 @@ class Flowtable:
     def lookup(self, t: FlowTuple) -> int:
         """Entry index for a tuple, or -1; entries in teardown are hidden (flow_offload_lookup)."""
         k = t.words()
-        e = self._probe(k, flow_offload_hash(k))
+        e = self._probe(k, flow_offload_hash(k, 0))
         if e >= 0 and self.key[e, K.V_FLAGS] & K.F_TEARDOWN:
             return -1
         return e

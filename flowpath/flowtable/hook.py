@@ -15,11 +15,7 @@ from numba import njit
 
 from flowpath.flowtable.bulk import HDR_MAX, flow_bulk_group, flow_neigh_xmit_bulk
 from flowpath.flowtable.core import Flowtable
-from flowpath.flowtable.ip import (
-    flow_offload_lookup_batch,
-    nf_flow_offload_forward_batch,
-    nf_flow_tuple_batch,
-)
+from flowpath.flowtable.ip import nf_flow_offload_ip_batch
 from flowpath.flowtable.key import KEY_ROW, FlowtableViews
 from flowpath.packet.batch import PacketBatch
 
@@ -27,12 +23,11 @@ from flowpath.packet.batch import PacketBatch
 class OffloadScratch(NamedTuple):
     """Per-batch-capacity work arrays, allocated once (nothing is allocated per batch).
 
-    pkey uint32[cap, 16] keys; phash int64[cap] hashes; group, group_start, group_count, order,
+    pkey uint32[16] one key; group, group_start, group_count, order,
     gfirst int32[cap] (bulk.py); gtab int32[2**k >= 2 * cap] zeroed hash; hdr uint8[cap, 18].
     """
 
     pkey: np.ndarray
-    phash: np.ndarray
     group: np.ndarray
     group_start: np.ndarray
     group_count: np.ndarray
@@ -45,7 +40,7 @@ class OffloadScratch(NamedTuple):
     def alloc(cls, capacity: int) -> OffloadScratch:
         i32 = [np.zeros(capacity, np.int32) for _ in range(5)]
         gcap = 1 << max(1, 2 * capacity - 1).bit_length()
-        return cls(np.zeros((capacity, KEY_ROW), np.uint32), np.zeros(capacity, np.int64), *i32,
+        return cls(np.zeros(KEY_ROW, np.uint32), *i32,
                    np.zeros(gcap, np.int32), np.zeros((capacity, HDR_MAX), np.uint8))  # fmt: skip
 
 
@@ -68,14 +63,10 @@ class OffloadResult(NamedTuple):
     order: np.ndarray
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, ft, sc, now_ns, bulk):
     """All stages over packets 0..n-1; returns (forwarded, slow, ngroups)."""
-    slow = nf_flow_tuple_batch(data, head, length, iif, verdict, n, sc.pkey, sc.phash)
-    slow += flow_offload_lookup_batch(verdict, flow, n, sc.pkey, sc.phash, ft.index, ft.key, ft.mask,
-                                      ft.max_probes)  # fmt: skip
-    slow += nf_flow_offload_forward_batch(data, head, length, oif, verdict, flow, n, ft.key, ft.val, ft.nat6,
-                                          ft.timeout_tcp_ns, ft.timeout_udp_ns, ft.counter, now_ns)  # fmt: skip
+    slow = nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft, sc.pkey, now_ns)
     ng = flow_bulk_group(verdict, flow, n, ft.key, ft.val, bulk, sc.group, sc.group_start, sc.group_count,
                          sc.order, sc.gfirst, sc.gtab)  # fmt: skip
     fwd = flow_neigh_xmit_bulk(data, head, length, ng, sc.group_start, sc.group_count, sc.order, sc.gfirst,
@@ -89,7 +80,7 @@ _scratch: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def scratch_for(batch: PacketBatch) -> OffloadScratch:
     """The scratch arrays of a batch, allocated on first use and kept while the batch lives."""
     sc = _scratch.get(batch)
-    if sc is None or sc.phash.shape[0] != batch.capacity:
+    if sc is None or sc.group.shape[0] != batch.capacity:
         sc = _scratch[batch] = OffloadScratch.alloc(batch.capacity)
     return sc
 

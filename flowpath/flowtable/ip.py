@@ -1,10 +1,11 @@
-"""net/netfilter/nf_flow_table_ip.c: the compiled flowtable hook over a PacketBatch.
+"""net/netfilter/nf_flow_table_ip.c: the compiled flowtable fast path over a PacketBatch.
 
-`nf_flow_offload_hook` reads like nf_flow_offload_ip_hook, one stage per step, each over the whole
-batch: nf_flow_tuple (parse, exceptions, key, hash) -> flow_offload_lookup -> nf_flow_offload_forward
-(every remaining check, then NAT, TTL, refresh, counters) -> bulk grouping and one link-layer header
-per group (flowtable/bulk.py). A stage narrows the active set by writing `verdict`; a packet it sends
-to the slow path keeps its bytes, `len` and `head` ("decide, then write").
+`nf_flow_offload_ip_batch` reads like nf_flow_offload_ip_hook, one step per call, for each packet:
+nf_flow_tuple (parse, exceptions, key) -> flow_offload_lookup -> nf_flow_offload_forward (remaining
+checks, then refresh, NAT, TTL, counters). Bulk grouping and the link-layer header follow in
+flowtable/bulk.py. The stage narrows the active set by writing `verdict`; a packet it sends to the
+slow path keeps its bytes, `len` and `head` ("decide, then write"). One pass, one packet at a time,
+measured faster than one pass per step (the key and hash stay in registers).
 
 The per-packet steps are scalar @njit helpers over one frame (a 1-D uint8 array, `b`), so the slow
 path can call the same code: `nf_flow_tuple` builds the key of a frame, `nf_flow_nat_port`,
@@ -28,6 +29,7 @@ from flowpath.flowtable.key import (
     K_PORTS,
     K_PROTO,
     K_SADDR,
+    NAT6_ROW,
     V_BYTES,
     V_FLAGS,
     V_MTU,
@@ -96,9 +98,10 @@ EXT_HDR_0, EXT_HDR_1, EXT_HDR_2, EXT_HDR_3, EXT_HDR_4, EXT_HDR_5 = IPV6_EXT_HDRS
 
 
 # ---- nf_flow_tuple_ip / nf_flow_tuple_ipv6 ------------------------------------------------------
-@njit(cache=True, nogil=True)
-def nf_flow_tuple_ip(b, nhoff, l3len, iifidx, k):
-    """Check an IPv4 packet and fill key row k (uint32[>=12]); return FLOW_FORWARD or a Reason.
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_tuple_ip(b, nhoff, l3len, iifidx, k, koff):
+    """Check an IPv4 packet and fill the key words k[koff : koff + 12]; return FLOW_FORWARD or a
+    Reason.
 
     Linux: nf_flow_table_ip.c › nf_flow_tuple_ip: fragment or options, then l4proto, then ttl, then
     the header pull. l3len is the frame length after the Ethernet header (skb->len at ingress).
@@ -129,20 +132,22 @@ def nf_flow_tuple_ip(b, nhoff, l3len, iifidx, k):
         return SLOW_MALFORMED
     if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
         return SLOW_MALFORMED
-    k[K_IIFIDX] = iifidx
-    k[K_PROTO] = (4 << 8) | l4proto
-    k[K_SADDR] = ld32(b, nhoff + IPH.saddr)
-    k[K_SADDR + 1] = k[K_SADDR + 2] = k[K_SADDR + 3] = 0
-    k[K_DADDR] = ld32(b, nhoff + IPH.daddr)
-    k[K_DADDR + 1] = k[K_DADDR + 2] = k[K_DADDR + 3] = 0
-    k[K_PORTS] = ld32(b, thoff)
-    k[K_ENCAP] = 0
+    k[koff + K_IIFIDX] = iifidx
+    k[koff + K_PROTO] = (4 << 8) | l4proto
+    k[koff + K_SADDR] = ld32(b, nhoff + IPH.saddr)
+    k[koff + K_DADDR] = ld32(b, nhoff + IPH.daddr)
+    for w in range(1, 4):
+        k[koff + K_SADDR + w] = 0
+        k[koff + K_DADDR + w] = 0
+    k[koff + K_PORTS] = ld32(b, thoff)
+    k[koff + K_ENCAP] = 0
     return FLOW_FORWARD
 
 
-@njit(cache=True, nogil=True)
-def nf_flow_tuple_ipv6(b, nhoff, l3len, iifidx, k):
-    """Check an IPv6 packet and fill key row k; return FLOW_FORWARD or a Reason.
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_tuple_ipv6(b, nhoff, l3len, iifidx, k, koff):
+    """Check an IPv6 packet and fill the key words k[koff : koff + 12]; return FLOW_FORWARD or a
+    Reason.
 
     Linux: nf_flow_table_ip.c › nf_flow_tuple_ipv6: nexthdr must be TCP/UDP (extension headers are
     not walked), then hop_limit, then the header pull.
@@ -173,19 +178,20 @@ def nf_flow_tuple_ipv6(b, nhoff, l3len, iifidx, k):
         return SLOW_MALFORMED
     if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
         return SLOW_MALFORMED
-    k[K_IIFIDX] = iifidx
-    k[K_PROTO] = (6 << 8) | l4proto
+    k[koff + K_IIFIDX] = iifidx
+    k[koff + K_PROTO] = (6 << 8) | l4proto
     for w in range(4):
-        k[K_SADDR + w] = ld32(b, nhoff + IP6H.saddr + 4 * w)
-        k[K_DADDR + w] = ld32(b, nhoff + IP6H.daddr + 4 * w)
-    k[K_PORTS] = ld32(b, thoff)
-    k[K_ENCAP] = 0
+        k[koff + K_SADDR + w] = ld32(b, nhoff + IP6H.saddr + 4 * w)
+        k[koff + K_DADDR + w] = ld32(b, nhoff + IP6H.daddr + 4 * w)
+    k[koff + K_PORTS] = ld32(b, thoff)
+    k[koff + K_ENCAP] = 0
     return FLOW_FORWARD
 
 
-@njit(cache=True, nogil=True)
-def nf_flow_tuple(b, head, length, iifidx, k):
-    """Key of the frame at b[head:head+length] (Ethernet first) into k; FLOW_FORWARD or a Reason.
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_tuple(b, head, length, iifidx, k, koff):
+    """Key of the frame at b[head:head+length] (Ethernet first) into k[koff : koff + 12];
+    FLOW_FORWARD or a Reason.
 
     Linux: nf_flow_offload_ip_hook / nf_flow_offload_ipv6_hook dispatch on skb->protocol.
     802.1Q/QinQ/PPPoE are not parsed yet: SLOW_NOT_IP (Deviation: Linux pops up to two tags).
@@ -194,56 +200,14 @@ def nf_flow_tuple(b, head, length, iifidx, k):
         return SLOW_MALFORMED
     proto = ld16(b, head + ETH.h_proto)
     if proto == ETH_P_IP:
-        return nf_flow_tuple_ip(b, head + ETH_HLEN, length - ETH_HLEN, iifidx, k)
+        return nf_flow_tuple_ip(b, head + ETH_HLEN, length - ETH_HLEN, iifidx, k, koff)
     if proto == ETH_P_IPV6:
-        return nf_flow_tuple_ipv6(b, head + ETH_HLEN, length - ETH_HLEN, iifidx, k)
+        return nf_flow_tuple_ipv6(b, head + ETH_HLEN, length - ETH_HLEN, iifidx, k, koff)
     return SLOW_NOT_IP
 
 
-@njit(cache=True, nogil=True)
-def nf_flow_tuple_batch(data, head, length, iif, verdict, n, pkey, phash):
-    """Stage 1: parse every packet still on the fast path, fill its key and hash.
-
-    data uint8[cap, slot]; head, length uint16[cap]; iif int32[cap]; verdict uint8[cap] (in/out)
-    pkey uint32[cap, 16] out: key rows; phash int64[cap] out: flow_offload_hash of each key.
-    Returns the number of packets sent to the slow path.
-    """
-    punted = 0
-    for i in range(n):
-        if verdict[i] != FLOW_FORWARD:
-            continue
-        r = nf_flow_tuple(data[i], head[i], length[i], iif[i], pkey[i])
-        if r != FLOW_FORWARD:
-            verdict[i] = r
-            punted += 1
-        else:
-            phash[i] = flow_offload_hash(pkey[i])
-    return punted
-
-
-# ---- flow_offload_lookup -------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
-def flow_offload_lookup_batch(verdict, flow, n, pkey, phash, index, key, mask, max_probes):
-    """Stage 2: probe the index for every key; flow int32[cap] out: the entry, or -1 and
-    SLOW_NO_ENTRY. Entries in teardown are sent slow (flow_offload_lookup hides them).
-    Returns the number of packets sent to the slow path."""
-    punted = 0
-    for i in range(n):
-        if verdict[i] != FLOW_FORWARD:
-            continue
-        e = flow_offload_probe(index, key, mask, max_probes, pkey[i], phash[i])
-        flow[i] = e
-        if e < 0:
-            verdict[i] = SLOW_NO_ENTRY
-            punted += 1
-        elif key[e, V_FLAGS] & F_TEARDOWN:
-            verdict[i] = SLOW_TEARDOWN
-            punted += 1
-    return punted
-
-
 # ---- nf_flow_nat_ip / nf_flow_nat_ipv6 -----------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def nf_flow_nat_port(b, thoff, l4proto, poff, new_port):
     """Rewrite the port at thoff+poff and patch the L4 checksum (nf_flow_nat_port_tcp/udp)."""
     old = ld16(b, thoff + poff)
@@ -254,7 +218,7 @@ def nf_flow_nat_port(b, thoff, l4proto, poff, new_port):
         udp_csum_replace2(b, thoff + UDPH.check, old, new_port)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, aoff, new_addr):
     """Rewrite the IPv4 address at nhoff+aoff; patch the header and L4 (pseudo-header) checksums.
 
@@ -269,7 +233,7 @@ def nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, aoff, new_addr):
         udp_csum_replace4(b, thoff + UDPH.check, old, new_addr)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, aoff, new6, noff):
     """Rewrite the IPv6 address at nhoff+aoff with new6[noff:noff+16]; patch the L4 checksum.
 
@@ -286,25 +250,25 @@ def nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, aoff, new6, noff):
         b[nhoff + aoff + j] = new6[noff + j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
     nf_flow_nat_port(b, thoff, l4proto, TCPH.source, val[e, V_NAT_PORTS] >> 16)
     if l3proto == 4:
         nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.saddr, val[e, V_NAT_SADDR])
     else:
-        nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.saddr, nat6[e], 0)
+        nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.saddr, nat6, e * NAT6_ROW)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _nat_dst(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
     nf_flow_nat_port(b, thoff, l4proto, TCPH.dest, val[e, V_NAT_PORTS] & 0xFFFF)
     if l3proto == 4:
         nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.daddr, val[e, V_NAT_DADDR])
     else:
-        nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.daddr, nat6[e], 16)
+        nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.daddr, nat6, e * NAT6_ROW + 16)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, dir_, val, nat6, e):
     """NAT in Linux's order: SNAT (port, then address), then DNAT, each on the side its direction
     names (nf_flow_nat_ip: ORIGINAL SNAT rewrites the source, REPLY SNAT the destination)."""
@@ -321,7 +285,7 @@ def nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, dir_, val, nat6, e):
 
 
 # ---- nf_flow_offload_forward ---------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def nf_flow_state_check(key, e, b, thoff, l4proto):
     """Linux 6.14 nf_flow_state_check: SYN on a CLOSING flow tears it down (True: go slow);
     FIN or RST marks the flow CLOSING and the packet stays on the fast path."""
@@ -339,18 +303,17 @@ def nf_flow_state_check(key, e, b, thoff, l4proto):
     return False
 
 
-@njit(cache=True, nogil=True)
-def nf_flow_offload_forward(b, head, key, val, nat6, e, tmo_tcp_ns, tmo_udp_ns, counter, now_ns):
-    """One hit: checks, then writes. Returns (Reason, new frame length).
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_udp_ns, counter, now_ns):
+    """One hit at b[head:] (room bytes of headroom before it): checks, then writes.
+    nat6 is the flat (1-D) view of the table's nat6. Returns (Reason, new frame length).
 
-    Linux: nf_flow_table_ip.c › nf_flow_offload_forward: TEARDOWN (re-checked: a SYN earlier in this
-    batch may have torn the flow down after stage 2), MTU, TCP state; then refresh, NAT, TTL, acct.
+    Linux: nf_flow_table_ip.c › nf_flow_offload_forward: MTU, TCP state; then refresh, NAT, TTL,
+    acct.
     Deviation: the frame is trimmed to the IP length (Ethernet padding dropped) as the classic
     path's ip_rcv does, so both paths emit the same bytes.
     """
     flags = key[e, V_FLAGS]
-    if flags & F_TEARDOWN:
-        return SLOW_TEARDOWN, 0
     nhoff = head + ETH_HLEN
     proto = key[e, K_PROTO]
     l3proto, l4proto = proto >> 8, proto & 0xFF
@@ -364,7 +327,7 @@ def nf_flow_offload_forward(b, head, key, val, nat6, e, tmo_tcp_ns, tmo_udp_ns, 
         return SLOW_MTU, 0
     if nf_flow_state_check(key, e, b, thoff, l4proto):
         return SLOW_TCP_STATE, 0
-    if key[e, V_XMIT] & XMIT_VLAN and head < VLAN.size:
+    if key[e, V_XMIT] & XMIT_VLAN and room < VLAN.size:
         return SLOW_MTU, 0  # Deviation: no headroom for the tag; Linux reallocates, we go slow
     # ---- writes from here on ----
     timeout = now_ns + (tmo_tcp_ns if l4proto == IPPROTO_TCP else tmo_udp_ns)
@@ -381,23 +344,52 @@ def nf_flow_offload_forward(b, head, key, val, nat6, e, tmo_tcp_ns, tmo_udp_ns, 
     return FLOW_FORWARD, ETH_HLEN + l3len
 
 
-@njit(cache=True, nogil=True)
-def nf_flow_offload_forward_batch(data, head, length, oif, verdict, flow, n, key, val, nat6,
-                                  tmo_tcp_ns, tmo_udp_ns, counter, now_ns):  # fmt: skip
-    """Stage 3: forward every hit still on the fast path; oif int32[cap] out.
-    Packets sent slow keep flow[i] (the entry) so the slow path can fix up conntrack.
-    Returns the number of packets sent to the slow path."""
-    punted = 0
+@njit(cache=True, nogil=True, inline="always")
+def flow_offload_lookup(ft, k, koff):
+    """Entry for the key words k[koff : koff + 12], or -1 (Linux: flow_offload_lookup, without the
+    TEARDOWN check, which nf_flow_offload_ip_batch makes so it can tell the two apart)."""
+    h = flow_offload_hash(k, koff)
+    return flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, k, koff, h)
+
+
+# The batch stage is compiled without NRT (`_nrt=False`, numba's switch for its reference-counting
+# runtime): it allocates nothing, and with NRT on, every inlined helper taking an array paid an atomic
+# incref/decref pair per packet that numba's pruner left in place (flowtable_kernel: 130 -> 73 ns/pkt).
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft, k, now_ns):
+    """Fast path over packets 0..n-1 of a batch: tuple, lookup, forward, one packet at a time.
+
+    Linux: nf_flow_table_ip.c › nf_flow_offload_ip_hook (nf_flow_offload_lookup, then
+    nf_flow_offload_forward), for IPv4 and IPv6 alike.
+    data uint8[cap, slot]; head, length uint16[cap] (length in/out: trimmed on a hit); iif int32[cap]
+    oif int32[cap] out: out.ifidx of each hit; verdict uint8[cap] in/out: only FLOW_FORWARD packets
+    are looked at, the others are left alone; flow int32[cap] out: the entry, -1 for no entry
+    ft FlowtableViews; k uint32[>=16] scratch for one key; now_ns packet time.
+    Returns the number of packets sent to the slow path.
+    """
+    flat, slot, nat6 = data.reshape(-1), data.shape[1], ft.nat6.reshape(-1)
+    key = ft.key
+    slow = 0
     for i in range(n):
         if verdict[i] != FLOW_FORWARD:
             continue
-        e = flow[i]
-        r, newlen = nf_flow_offload_forward(data[i], head[i], key, val, nat6, e, tmo_tcp_ns, tmo_udp_ns,
-                                            counter, now_ns)  # fmt: skip
+        off = i * slot + head[i]
+        r = nf_flow_tuple(flat, off, length[i], iif[i], k, 0)
+        e = -1
+        if r == FLOW_FORWARD:
+            e = flow_offload_lookup(ft, k, 0)
+            if e < 0:
+                r = SLOW_NO_ENTRY
+            elif key[e, V_FLAGS] & F_TEARDOWN:  # flow_offload_lookup hides it
+                r = SLOW_TEARDOWN
+            else:
+                r, newlen = nf_flow_offload_forward(flat, off, head[i], key, ft.val, nat6, e, ft.timeout_tcp_ns,
+                                                    ft.timeout_udp_ns, ft.counter, now_ns)  # fmt: skip
+                if r == FLOW_FORWARD:
+                    length[i] = newlen
+                    oif[i] = key[e, V_OIFIDX]
+        flow[i] = e
         if r != FLOW_FORWARD:
             verdict[i] = r
-            punted += 1
-        else:
-            length[i] = newlen
-            oif[i] = key[e, V_OIFIDX]
-    return punted
+            slow += 1
+    return slow

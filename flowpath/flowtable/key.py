@@ -101,35 +101,49 @@ class FlowtableViews(NamedTuple):
     counter: int
 
 
-@njit(cache=True, nogil=True)
-def flow_offload_hash(k):
-    """32-bit hash of a key row (uint32[>=12]); the role of Linux's jhash over offsetof(__hash).
+@njit(cache=True, nogil=True, inline="always")
+def _mix32(h, w):
+    # h, w < 2**32 and the multiplier < 2**31: the product stays below 2**63. It must: numba's
+    # int64 arithmetic may assume no signed overflow (LLVM nsw), so a wrapping hash miscompiles.
+    h = ((h ^ w) * 0x6A09E667) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
-    No Linux counterpart for the function itself: xor-multiply per word with a shift to feed high
-    bits down, then murmur3's fmix32 so the low bits (the home slot) depend on every key bit.
-    Returns an int64 in [0, 2**32).
+
+@njit(cache=True, nogil=True, inline="always")
+def flow_offload_hash(k, koff):
+    """32-bit hash of the key words k[koff : koff + 12] (uint32); the role of Linux's jhash over
+    offsetof(__hash). Returns an int64 in [0, 2**32).
+
+    No Linux counterpart for the function itself: xor-multiply-shift in four lanes of three words
+    (a short dependency chain), lanes merged, then murmur3's fmix32 so that the low bits (the home
+    slot) depend on every key bit. Same value with the JIT off.
     """
-    h = np.int64(0x2545F491)
-    for w in range(FLOW_KEY_WORDS):
-        h = ((h ^ np.int64(k[w])) * 0x6A09E667) & 0xFFFFFFFF  # < 2**63: no signed overflow
-        h ^= h >> 15
+    a, b = np.int64(0x2545F491), np.int64(0x9E3779B9)
+    c, d = np.int64(0x7F4A7C15), np.int64(0x1B873593)
+    for w in range(0, FLOW_KEY_WORDS, 4):
+        a = _mix32(a, np.int64(k[koff + w]))
+        b = _mix32(b, np.int64(k[koff + w + 1]))
+        c = _mix32(c, np.int64(k[koff + w + 2]))
+        d = _mix32(d, np.int64(k[koff + w + 3]))
+    h = _mix32(_mix32(a, b), _mix32(c, d))
     h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
     h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
     return h ^ (h >> 16)
 
 
-@njit(cache=True, nogil=True)
-def flow_key_equal(key, e, k):
-    """True when entry e's key words equal k's (memcmp up to __hash)."""
+@njit(cache=True, nogil=True, inline="always")
+def flow_key_equal(key, e, k, koff):
+    """True when entry e's key words equal k[koff : koff + 12] (memcmp up to __hash)."""
     for w in range(FLOW_KEY_WORDS):
-        if key[e, w] != k[w]:
+        if key[e, w] != k[koff + w]:
             return False
     return True
 
 
-@njit(cache=True, nogil=True)
-def flow_offload_probe(index, key, mask, max_probes, k, h):
-    """Find the entry whose key equals k (hash h); -1 when absent. Tombstones are skipped.
+@njit(cache=True, nogil=True, inline="always")
+def flow_offload_probe(index, key, mask, max_probes, k, koff, h):
+    """Find the entry whose key equals k[koff:koff+12] (hash h); -1 when absent. Tombstones are
+    skipped.
 
     Linux: nf_flow_table_core.c › flow_offload_lookup (rhashtable_lookup; the TEARDOWN check is the
     caller's, so that the hook can tell a torn-down entry from a miss).
@@ -142,7 +156,7 @@ def flow_offload_probe(index, key, mask, max_probes, k, h):
             return -1
         if (rec >> 32) == tag:
             e = (rec & 0xFFFFFFFF) - 1
-            if flow_key_equal(key, e, k):
+            if flow_key_equal(key, e, k, koff):
                 return e
         slot = (slot + 1) & mask
     return -1
@@ -166,8 +180,8 @@ def flow_index_insert(index, mask, max_probes, h, e):
 
 
 @njit(cache=True, nogil=True)
-def flow_index_remove(index, key, mask, max_probes, k, h, e):
-    """Tombstone the slot holding entry e; returns 1 when found."""
+def flow_index_remove(index, mask, max_probes, h, e):
+    """Tombstone the slot holding entry e (hash h); returns 1 when found."""
     tag = h >> 1
     slot = h & mask
     for _ in range(max_probes):
@@ -188,9 +202,11 @@ def flow_index_build(index, key, used, mask, max_probes):
     Returns the number of entries that found no slot within max_probes (0 on success).
     """
     index[:] = IDX_EMPTY
+    flat = key.reshape(-1)
     failed = 0
     for e in range(used.shape[0]):
         if used[e]:
-            if flow_index_insert(index, mask, max_probes, flow_offload_hash(key[e]), e) == 0:
+            h = flow_offload_hash(flat, e * KEY_ROW)
+            if flow_index_insert(index, mask, max_probes, h, e) == 0:
                 failed += 1
     return failed
