@@ -15,6 +15,7 @@ from flowpath.inet.arp import arp_rcv
 from flowpath.inet.icmp import IcmpSender
 from flowpath.inet.ip_input import ip_local_out, ip_rcv_finish
 from flowpath.inet.ip_output import eth_header, family_of
+from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import Netfilter, NfHookResult, NfHookState
 from flowpath.packet import layout as L
@@ -122,7 +123,7 @@ class Worker:
             saddr = skb.daddr
         else:
             back = self.net.fib_lookup(family, skb.saddr)
-            if back is None or back.type != "unicast":
+            if back is None or back.type != RouteType.UNICAST:
                 return
             saddr = back.prefsrc or self.net.inet_select_addr(back.oif, family, skb.saddr)
             if saddr is None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from flowpath.inet.icmp import echo_request
 from flowpath.inet.ip_forward import ip_forward
 from flowpath.inet.ip_output import family_of, ip_output, nfproto_of
+from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import NfHookState
 from flowpath.packet import layout as L
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
     from flowpath.datapath import Worker
 
 # ip_error / ip6_pkt_drop: which ICMP a route type answers with (None: silent)
-_UNREACH4 = {"unreachable": L.ICMP_HOST_UNREACH, "prohibit": L.ICMP_PKT_FILTERED, "blackhole": None}
-_UNREACH6 = {"unreachable": L.ICMPV6_NOROUTE, "prohibit": L.ICMPV6_ADM_PROHIBITED, "blackhole": None}
+_UNREACH4 = {RouteType.UNREACHABLE: L.ICMP_HOST_UNREACH, RouteType.PROHIBIT: L.ICMP_PKT_FILTERED,
+             RouteType.BLACKHOLE: None}  # fmt: skip
+_UNREACH6 = {RouteType.UNREACHABLE: L.ICMPV6_NOROUTE, RouteType.PROHIBIT: L.ICMPV6_ADM_PROHIBITED,
+             RouteType.BLACKHOLE: None}  # fmt: skip
 
 
 def _martian(skb: SkBuff) -> bool:
@@ -47,14 +50,14 @@ def ip_rcv_finish(w: Worker, skb: SkBuff) -> Reason:
     if (skb.daddr >> 28 == 0xE or skb.daddr == 0xFFFFFFFF) if family == 4 else skb.daddr >> 120 == 0xFF:
         return Reason.LOCAL_IN  # multicast/broadcast: not forwarded
     fib = w.net.fib_lookup(family, skb.daddr)
-    if fib is None or fib.type != "unicast":
+    if fib is None or fib.type != RouteType.UNICAST:
         return ip_error(w, skb, fib)
     return ip_forward(w, skb, fib)
 
 
 def ip_error(w: Worker, skb: SkBuff, fib) -> Reason:
     """No usable route: ICMP net/host unreachable or administratively prohibited, or silence for blackhole."""
-    kind = "none" if fib is None else fib.type
+    kind = None if fib is None else fib.type
     if skb.l3proto == L.ETH_P_IPV6:
         code = _UNREACH6.get(kind, L.ICMPV6_NOROUTE)
         if code is not None:
@@ -87,7 +90,7 @@ def ip_local_out(w: Worker, skb: SkBuff) -> Reason:
     """A packet the gateway sends itself: route it, LOCAL_OUT, then POSTROUTING and output."""
     family = family_of(skb)
     fib = w.net.fib_lookup(family, skb.daddr)
-    if fib is None or fib.type != "unicast":
+    if fib is None or fib.type != RouteType.UNICAST:
         return Reason.IP_OUTNOROUTES
     out = w.net.links[fib.oif]
     state = NfHookState(C.NF_INET_LOCAL_OUT, nfproto_of(skb), 0, "", out.ifindex, out.name)
