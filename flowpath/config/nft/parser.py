@@ -113,6 +113,8 @@ class _Builder:
 
     def cmd_define(self, t: Tree) -> None:
         name = str(t.children[0])
+        if name in self.defines:
+            raise self.error(t.children[0], f"redefinition of symbol '{name}'")
         self.defines[name] = rhs_ast(t.children[1], self.defines, self.error)
 
     def cmd_include(self, t: Tree) -> None:
@@ -126,7 +128,10 @@ class _Builder:
     def _table(self, t: Tree, words: list[Token]) -> Table:
         family, name = ("ip", words[0]) if len(words) == 1 else (str(words[0]), words[1])
         if family not in FAMILIES:
-            raise self.error(words[0], f"unknown table family '{family}'")
+            # nft's families are keywords: an unknown one is the table's name, and the next word junk
+            raise self.error(
+                words[1], "syntax error, unexpected string, expecting end of file or newline or semicolon"
+            )
         table = self.rs.table(family, str(name))
         if table is None:
             table = Table(family, str(name))
@@ -152,12 +157,12 @@ class _Builder:
         if len(words) == 3:
             family, tname, name = str(words[0]), words[1], words[2]
             if family not in FAMILIES:
-                raise self.error(words[0], f"unknown table family '{family}'")
+                raise self.error(words[2], "syntax error, unexpected string")
         else:
             family, tname, name = "ip", words[0], words[1]
         table = self.rs.table(family, str(tname))
         if table is None:
-            raise self.error(tname, f"Could not process rule: No such file or directory (table '{tname}')")
+            raise self.error(tname, "Could not process rule: No such file or directory")
         return table, name
 
     def cmd_add_chain(self, t: Tree) -> None:
@@ -169,7 +174,7 @@ class _Builder:
         table, name = self._lookup_table(self._words(t))
         chain = table.chains.get(str(name))
         if chain is None:
-            raise self.error(name, f"Could not process rule: No such file or directory (chain '{name}')")
+            raise self.error(name, "Could not process rule: No such file or directory")
         self._rule(table, chain, t.children[-1])
 
     def cmd_add_set(self, t: Tree) -> None:
@@ -180,7 +185,7 @@ class _Builder:
         table, name = self._lookup_table(self._words(t))
         s = table.sets.get(str(name))
         if s is None:
-            raise self.error(name, f"Could not process rule: No such file or directory (set '{name}')")
+            raise self.error(name, "Could not process rule: No such file or directory")
         if (s.map is None) != (t.children[-1].data == "set_expr"):
             raise self.error(t.children[-1], "elements do not match the set's kind (set or map)")
         if s.map is not None:
@@ -227,7 +232,7 @@ class _Builder:
     def _hook(self, table: Table, chain: Chain, t: Tree) -> None:
         ctype, hook = t.children[0], t.children[1]
         if str(ctype) not in CHAIN_TYPES:
-            raise self.error(ctype, f"unknown chain type {ctype}")
+            raise self.error(ctype, "unknown chain type")
         if str(hook) not in HOOKS[table.family]:
             raise self.error(hook, f"unknown chain hook {hook}")
         if str(ctype) == "nat" and table.family == "netdev":
