@@ -1,0 +1,66 @@
+"""Implied protocol dependencies: which protocol match nft leaves out of a listing.
+
+Linux: nftables src/payload.c › payload_dependency_kill and src/netlink_delinearize.c: a match such as
+`meta l4proto tcp` right before `tcp dport 22` only states what the payload match implies, so nft
+neither lists it nor prints it in JSON; `meta l4proto tcp th dport 22` reads back as `tcp dport 22`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_L4_NAME = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "ipv6-icmp"}
+
+
+def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
+    """('l4', proto) or ('l3', nfproto) if `stmt` is a match nft treats as a dependency."""
+    m = stmt.get("match")
+    if not m or m["op"] != "==" or not isinstance(m["right"], (str, int)):
+        return None
+    left = m["left"]
+    if left == {"meta": {"key": "l4proto"}}:
+        return ("l4", m["right"])
+    if family == "ip" and left == {"payload": {"protocol": "ip", "field": "protocol"}}:
+        return ("l4", m["right"])
+    if family == "ip6" and left == {"payload": {"protocol": "ip6", "field": "nexthdr"}}:
+        return ("l4", m["right"])
+    if family == "inet" and left == {"meta": {"key": "nfproto"}}:
+        return ("l3", m["right"])
+    if family == "netdev" and left == {"meta": {"key": "protocol"}}:
+        return ("l3", {"ip": "ipv4", "ip6": "ipv6"}.get(m["right"]))
+    return None
+
+
+def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
+    """Drop a protocol match that only states what the next payload match implies."""
+    out: list[dict] = []
+    for s in stmts:
+        m = s.get("match")
+        left = m["left"] if m else None
+        if out and isinstance(left, dict):
+            p = (left.get("payload") or left.get("&", [{}])[0].get("payload") or {}).get("protocol")
+            dep = _dep_of(family, out[-1])
+            if p and dep:
+                kind, val = dep
+                if kind == "l4" and p == "th" and val in ("tcp", "udp"):
+                    s = {
+                        "match": {
+                            **m,
+                            "left": {"payload": {"protocol": val, "field": left["payload"]["field"]}},
+                        }
+                    }
+                    out[-1] = s
+                    continue
+                if kind == "l4" and _L4_NAME.get(p) == val:
+                    out[-1] = s
+                    continue
+                if kind == "l3" and (val, p) in (
+                    ("ipv4", "ip"),
+                    ("ipv4", "icmp"),
+                    ("ipv6", "ip6"),
+                    ("ipv6", "icmpv6"),
+                ):
+                    out[-1] = s
+                    continue
+        out.append(s)
+    return out
