@@ -10,8 +10,12 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 
 from flowpath import __version__
 
@@ -163,12 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=args, prog_name="flowpath", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("Aborted.", file=sys.stderr)
         return 1
-    except click.ClickException as e:
+    except click_exc.ClickException as e:
         if tb:
             raise
         e.show()
