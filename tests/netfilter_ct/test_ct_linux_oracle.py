@@ -9,6 +9,7 @@ ip_decrease_ttl (the router's job, not NAT's), must equal Linux's byte for byte,
 """
 
 import ctypes
+import ipaddress
 import os
 import re
 import select
@@ -30,6 +31,8 @@ pytestmark = pytest.mark.root
 PFX = f"fpct{os.getpid() % 100000}"
 NS_C, NS_R, NS_S = f"{PFX}c", f"{PFX}r", f"{PFX}s"
 C, R0, R1, S = "10.0.0.2", "10.0.0.1", "198.51.100.1", "198.51.100.9"
+C6, R06, R16, S6 = "fd00::2", "fd00::1", "2001:db8::1", "2001:db8::9"
+_NOISE6 = {133, 134, 135, 136, 143}  # neighbour discovery and MLD reports
 CLONE_NEWNET = 0x40000000
 PACKET_OUTGOING = 4
 
@@ -79,25 +82,34 @@ def lab():
     try:
         sh("ip", "link", "add", "c0", "netns", NS_C, "type", "veth", "peer", "name", "r0", "netns", NS_R)
         sh("ip", "link", "add", "s0", "netns", NS_S, "type", "veth", "peer", "name", "r1", "netns", NS_R)
-        for ns, dev, addr in ((NS_C, "c0", C), (NS_R, "r0", R0), (NS_R, "r1", R1), (NS_S, "s0", S)):
-            nsx(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        addrs = ((NS_C, "c0", C, C6), (NS_R, "r0", R0, R06), (NS_R, "r1", R1, R16), (NS_S, "s0", S, S6))
+        for ns, dev, addr, addr6 in addrs:
+            nsx(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_ra=0")
             nsx(ns, "ip", "addr", "add", f"{addr}/24", "dev", dev)
+            nsx(ns, "ip", "-6", "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
             nsx(ns, "ip", "link", "set", dev, "up")
         nsx(NS_R, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        nsx(NS_R, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         nsx(NS_C, "ip", "route", "add", "default", "via", R0)
         nsx(NS_S, "ip", "route", "add", "default", "via", R1)
+        nsx(NS_C, "ip", "-6", "route", "add", "default", "via", R06)
+        nsx(NS_S, "ip", "-6", "route", "add", "default", "via", R16)
         rules = (
             "table ip nat {\n chain pre {\n type nat hook prerouting priority dstnat;\n"
             " tcp dport 8080 dnat to 198.51.100.9:80\n }\n"
             " chain post {\n type nat hook postrouting priority srcnat;\n oifname r1 masquerade\n }\n}\n"
+            "table ip6 nat6 {\n chain post {\n type nat hook postrouting priority srcnat;\n"
+            " oifname r1 masquerade\n }\n}\n"
         )
         nsx(NS_R, "nft", "-f", "-", stdin=rules)
         for ns in (NS_C, NS_S):
-            drop = "table ip f {\n chain in {\n type filter hook input priority 0; policy drop;\n }\n}\n"
+            drop = "table inet f {\n chain in {\n type filter hook input priority 0; policy drop;\n }\n}\n"
             nsx(ns, "nft", "-f", "-", stdin=drop)
         # Resolve neighbours once, so no ARP is pending when the first frame arrives.
         nsx(NS_R, "ip", "neigh", "replace", C, "lladdr", mac(NS_C, "c0"), "dev", "r0")
         nsx(NS_R, "ip", "neigh", "replace", S, "lladdr", mac(NS_S, "s0"), "dev", "r1")
+        nsx(NS_R, "ip", "-6", "neigh", "replace", C6, "lladdr", mac(NS_C, "c0"), "dev", "r0")
+        nsx(NS_R, "ip", "-6", "neigh", "replace", S6, "lladdr", mac(NS_S, "s0"), "dev", "r1")
         lab = {
             "c": packet_socket(NS_C, "c0"),
             "s": packet_socket(NS_S, "s0"),
@@ -127,18 +139,26 @@ def exchange(lab, side: str, pkt) -> bytes:
         if not select.select([rx], [], [], 0.2)[0]:
             continue
         data, addr = rx.recvfrom(65535)
-        if addr[2] == PACKET_OUTGOING or data[12:14] != b"\x08\x00":
+        if addr[2] == PACKET_OUTGOING or data[12:14] != frame[12:14]:
             continue
+        if data[12:14] == b"\x86\xdd" and (
+            data[14 + 24] == 0xFF or data[14 + 6] == 58 and data[14 + 40] in _NOISE6
+        ):
+            continue  # multicast (MLD), neighbour discovery
         return data[14:]
-    raise AssertionError("the router forwarded nothing")
+    raise AssertionError(f"the router forwarded nothing for {pkt.summary()}")
 
 
 def linux_ct_lines() -> list[str]:
     """The router's entries in our listing's shape (no l3 column, zone, secctx; use=1)."""
     out = []
     for line in open_in(NS_R, "/proc/net/nf_conntrack").splitlines():
-        line = re.sub(r"^ipv4\s+2\s+", "", line.strip())
+        line = re.sub(r"^ipv[46]\s+\d+\s+", "", line.strip())
         line = re.sub(r" zone=\d+", "", line)
+        # /proc prints IPv6 in full; conntrack -L (and we) compress it
+        line = re.sub(
+            r"(src|dst)=([0-9a-f:]+:[0-9a-f:]+)", lambda m: f"{m[1]}={ipaddress.ip_address(m[2])}", line
+        )
         out.append(re.sub(r"use=\d+", "use=1", line))
     return out
 
@@ -156,7 +176,10 @@ def same_listing(ours: str, linux: list[str]) -> None:
 
 
 def ours_after_routing(skb) -> bytes:
-    ip_decrease_ttl(skb.buf, skb.nhoff)
+    if skb.is_ipv6:
+        skb.buf[skb.nhoff + 7] -= 1  # hop limit
+    else:
+        ip_decrease_ttl(skb.buf, skb.nhoff)
     return raw(l3(skb))
 
 
@@ -286,3 +309,34 @@ def test_dnat_and_masquerade_match_linux(lab):
     linux = exchange(lab, "s", err)
     ours = ours_after_routing(path.forward(err, time.monotonic_ns() - t0))
     assert ours == linux, (IP(ours).show(dump=True), IP(linux).show(dump=True))
+
+
+def test_ipv6_masquerade_matches_linux(lab):
+    """IPv6: csum_replace16 on TCP/UDP/ICMPv6 pseudo-headers, and an ICMPv6 error's inner packet."""
+    from scapy.all import ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+
+    g = int(ipaddress.ip_address(R16))
+    path = Path(Conntrack(), snat=lambda skb: NatRequest(0, NfNatRange(0, g, g), masquerade=True))
+    t0 = time.monotonic_ns()
+    c, s = dict(src=C6, dst=S6), dict(src=S6, dst=R16)
+    steps = [
+        ("c", IPv6(**c) / TCP(sport=43000, dport=443, flags="S", seq=1, window=4000)),
+        ("s", IPv6(**s) / TCP(sport=443, dport=43000, flags="SA", seq=10, ack=2, window=4000)),
+        ("c", IPv6(**c) / UDP(sport=43001, dport=53) / b"q6"),
+        ("s", IPv6(**s) / UDP(sport=53, dport=43001) / b"a6"),
+        ("c", IPv6(**c) / ICMPv6EchoRequest(id=4343, seq=1) / b"p"),
+        ("s", IPv6(**s) / ICMPv6EchoReply(id=4343, seq=1) / b"p"),
+    ]
+    sent_udp = None
+    for side, pkt in steps:
+        linux = exchange(lab, side, pkt)
+        ours = ours_after_routing(path.forward(pkt, time.monotonic_ns() - t0))
+        assert ours == linux, (IPv6(ours).show(dump=True), IPv6(linux).show(dump=True))
+        if pkt.haslayer(UDP) and side == "c":
+            sent_udp = linux
+    err = IPv6(**s) / ICMPv6DestUnreach(code=4) / sent_udp
+    linux = exchange(lab, "s", err)
+    ours = ours_after_routing(path.forward(err, time.monotonic_ns() - t0))
+    assert ours == linux, (IPv6(ours).show(dump=True), IPv6(linux).show(dump=True))
+    mine = [ln for ln in path.table.listing(time.monotonic_ns() - t0).splitlines()]
+    same_listing("\n".join(mine), [ln for ln in linux_ct_lines() if ":" in ln.split("src=")[1].split()[0]])
