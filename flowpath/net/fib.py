@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Callable, Iterator, NamedTuple
 
-from flowpath.net.inetdev import ADDR_BITS, RT_SCOPE_UNIVERSE, inet_mask
+from flowpath.net.inetdev import ADDR_BITS, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, inet_mask
 from flowpath.net.rtnetlink import RtnlError
 
 
@@ -76,6 +76,7 @@ class FibAlias:
     protocol: int = RTPROT_BOOT
     scope: int = RT_SCOPE_UNIVERSE
     onlink: bool = False
+    nh_scope: int = RT_SCOPE_LINK  # the gateway's own route scope: host when the gateway is local
     nh_saddr: int | None = None
     nh_saddr_genid: int = -1
 
@@ -85,7 +86,8 @@ class FibResult(NamedTuple):
 
     type      RouteType
     oif       output ifindex (the route's device; 0 for reject routes)
-    gateway   next hop, None when the destination is on-link
+    gateway   next hop, None when the destination is on-link or the gateway is a local address
+              (route.c › rt_set_nexthop uses a gateway only if its scope is link)
     mtu       the route's mtu, else the device's (0 for reject routes)
     prefsrc   source address for locally generated packets (FIB_RES_PREFSRC), None if the link has none
     prefix, prefixlen, table, metric   the matched route

@@ -345,9 +345,16 @@ class Network:
     def _fib_magic(
         self, rtype: RouteType, dst: int, plen: int, ifa: IfAddr, scope: int, metric: int = 0
     ) -> None:
-        """Linux: fib_frontend.c › fib_magic: kernel routes of an address; unicast ones in main, others in local."""
+        """Linux: fib_frontend.c › fib_magic: kernel routes of an address; unicast ones in main, others in local.
+
+        Like any route, a kernel route needs a local prefsrc (fib_valid_prefsrc); if the address is
+        shadowed, e.g. it is another link's broadcast, the kernel drops the route without a word.
+        """
         table = RT_TABLE_MAIN if rtype == RTN_UNICAST else RT_TABLE_LOCAL
-        fa = FibAlias(4, dst, plen, rtype, table, metric, ifa.ifindex, None, self._primary_of(ifa).address)
+        prefsrc = self._primary_of(ifa).address
+        if (rtype != RTN_LOCAL or prefsrc != dst) and not self.is_local(4, prefsrc):
+            return
+        fa = FibAlias(4, dst, plen, rtype, table, metric, ifa.ifindex, None, prefsrc)
         fa.protocol, fa.scope = RTPROT_KERNEL, scope
         self.tables[4][table].insert(fa, excl=False)
 
@@ -383,7 +390,7 @@ class Network:
 
     def is_local(self, family: int, addr: int) -> bool:
         """An address of this host (Linux: inet_addr_type == RTN_LOCAL; ipv6_chk_addr)."""
-        fa = self.tables[family][RT_TABLE_LOCAL].lookup(addr)
+        fa = self._fib_table_lookup(family, addr)
         return fa is not None and fa.type == RTN_LOCAL
 
     def inet_select_addr(self, ifindex: int, family: int, dst: int) -> int | None:
@@ -403,14 +410,28 @@ class Network:
         return route.route_add(self, fa, replace)
 
     def fib_lookup(self, family: int, daddr: int) -> FibResult | None:
-        """Route for `daddr`: the local table, then main (the default rules); None if unreachable.
+        """Route for `daddr`, or None if unreachable.
 
-        Linux: net/ipv4/fib_rules.c › __fib_lookup over rules 0 (local) and 32766 (main);
-        fib_trie.c › fib_table_lookup; ip6_fib.c › fib6_lookup.
+        Linux: IPv4 with no policy rules collapses the local table into main (fib_trie.c, "FIB
+        Local/MAIN table collapse"): one longest-prefix match over both, local first for equal
+        prefixes. IPv6 asks the local table, then main (fib6_rules: rules 0 and 32766).
         """
-        tables = self.tables[family]
-        fa = tables[RT_TABLE_LOCAL].lookup(daddr) or tables[RT_TABLE_MAIN].lookup(daddr)
+        fa = self._fib_table_lookup(family, daddr)
         return None if fa is None else route.fib_result(self, fa, daddr)
+
+    def _fib_table_lookup(self, family: int, daddr: int, match=None) -> FibAlias | None:
+        """The matched route (see fib_lookup); `match` filters candidates as check_leaf does."""
+        tables = self.tables[family]
+        local, main = tables[RT_TABLE_LOCAL], tables[RT_TABLE_MAIN]
+        if match is None:
+            fl, fm = local.lookup(daddr), main.lookup(daddr)
+        else:
+            fl, fm = local.lookup_match(daddr, match), main.lookup_match(daddr, match)
+        if fl is None or fm is None:
+            return fl or fm
+        if family == 6:
+            return fl
+        return fl if fl.prefixlen >= fm.prefixlen else fm
 
     def neigh_add(self, n: Neighbour, replace: bool = False) -> None:
         """`ip neigh add|replace`. Linux: net/core/neighbour.c › neigh_add (EEXIST without replace)."""

@@ -77,8 +77,8 @@ def fib_check_nh_v4(net: Network, fa: FibAlias) -> None:
             raise RtnlError("Nexthop device required for onlink", "gateway")
         if not net.links[fa.oif].up:
             raise RtnlError("Nexthop device is not up", "dev")
-        local = net.tables[4][RT_TABLE_LOCAL].lookup(gw)
-        if local is not None and local.type != RTN_UNICAST:
+        res = net._fib_table_lookup(4, gw)
+        if res is not None and res.type != RTN_UNICAST:
             raise RtnlError("Nexthop has invalid gateway", "gateway")
         return
     # The gateway must sit on a link- or host-scope route (connected or local), through `dev` if given.
@@ -87,11 +87,10 @@ def fib_check_nh_v4(net: Network, fa: FibAlias) -> None:
     def usable(r: FibAlias) -> bool:
         return r.scope >= RT_SCOPE_LINK and (not oif or r.oif == oif)
 
-    tables = net.tables[4]
-    res = tables[RT_TABLE_LOCAL].lookup_match(gw, usable) or tables[RT_TABLE_MAIN].lookup_match(gw, usable)
+    res = net._fib_table_lookup(4, gw, usable)
     if res is None or res.type not in (RTN_UNICAST, RTN_LOCAL):
         raise RtnlError("Nexthop has invalid gateway", "gateway")
-    fa.oif = res.oif
+    fa.oif, fa.nh_scope = res.oif, res.scope
     if not net.links[fa.oif].up:
         raise RtnlError("Nexthop device is not up", "dev")
 
@@ -177,4 +176,5 @@ def fib_result(net: Network, fa: FibAlias, daddr: int) -> FibResult:
         prefsrc = fa.nh_saddr
     else:
         prefsrc = _ipv6_saddr(net, oif, daddr)
-    return FibResult(fa.type, oif, fa.gateway, mtu, prefsrc, fa.prefix, fa.prefixlen, fa.table, fa.metric)
+    gateway = fa.gateway if fa.nh_scope == RT_SCOPE_LINK else None
+    return FibResult(fa.type, oif, gateway, mtu, prefsrc, fa.prefix, fa.prefixlen, fa.table, fa.metric)

@@ -86,9 +86,14 @@ def test_ipv6_lpm_matches_brute_force(specs, addrs):
     st.lists(st.integers(0, 0xFFFFFFFF), min_size=1, max_size=20),
 )
 def test_network_lookup_local_table_first(specs, addrs):
-    """Through the batch parser: routes inside 10.0.0.0/8 and the addresses' kernel routes; the local
-    table (rule 0) answers before main, whatever main's prefix lengths."""
-    lines = ["link add p0 type dummy", "link set p0 up", "addr add 10.0.0.1/8 dev p0"]
+    """Through the batch parser: routes inside 10.0.0.0/8 and the address's kernel routes. With no
+    policy rules Linux collapses local into main: one LPM over both, local first on equal prefixes."""
+    lines = [
+        "link add p0 type dummy",
+        "link set p0 up",
+        "addr add 10.0.0.1/8 dev p0",
+        "route add 127.1.0.0/16 dev p0",
+    ]
     for low, plen, metric in specs:
         prefix = (0x0A000000 | low << 8) & inet_mask(4, plen)
         lines.append(f"route replace {prefix >> 24}.{prefix >> 16 & 255}.{prefix >> 8 & 255}.{prefix & 255}"
@@ -96,8 +101,8 @@ def test_network_lookup_local_table_first(specs, addrs):
     net = parse_network("\n".join(lines) + "\n")
     main = list(net.tables[4][RT_TABLE_MAIN])
     local = list(net.tables[4][255])
-    for daddr in addrs + [0x0A000001, 0x0AFFFFFF, 0x0A000000 | addrs[0] & 0xFFFFFF]:
-        want = naive_lookup(local, 4, daddr) or naive_lookup(main, 4, daddr)
+    for daddr in addrs + [0x0A000001, 0x0AFFFFFF, 0x0A000000 | addrs[0] & 0xFFFFFF, 0x7F010203, 0x7F020304]:
+        want = naive_lookup(local + main, 4, daddr)
         got = net.fib_lookup(4, daddr)
         if want is None:
             assert got is None
