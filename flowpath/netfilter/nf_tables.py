@@ -41,7 +41,8 @@ _POLICY = {"accept": C.NF_ACCEPT, "drop": C.NF_DROP}
 class NftPktinfo:
     """struct nft_pktinfo: the packet, where it is, and what the statements asked for.
 
-    Inputs: skb, hooknum, nfproto, iifname/oifname ("" when there is no such device yet), iif/oif.
+    Inputs: skb, hooknum, nfproto, iifname/oifname ("" when there is no such device yet), iif/oif, and
+    mtu for `rt mtu` (min of the output and reverse routes' MTU as nft_rt.c › get_tcpmss; 0: no route).
     Outputs: nat (a NAT statement's request), flow_add (flowtable named by `flow add @ft`), reject
     ((kind, code): "icmp"/"icmpv6"/"icmpx"/"tcp reset"), logs (lines from `log`), reason (of a drop).
     data and chain_target are the walk's scratch (the frame's bytes; regs->verdict.chain).
@@ -54,6 +55,7 @@ class NftPktinfo:
     oifname: str = ""
     iif: int = 0
     oif: int = 0
+    mtu: int = 0
     nat: NatRequest | None = None
     flow_add: str | None = None
     reject: tuple[str, int] | None = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, NamedTuple
 
 from flowpath.netfilter import constants as C
+from flowpath.netfilter.nft_exthdr import build_rt_load, build_tcpopt_load
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
 from flowpath.packet import layout as L
@@ -202,6 +203,17 @@ def _meta_l4proto(pkt):
     return p if p >= 0 else None  # NFT_PKTINFO_L4PROTO not set
 
 
+def _meta_pkttype(pkt):
+    """skb->pkt_type from the Ethernet destination (eth_type_trans).
+
+    Deviation: a unicast frame counts as PACKET_HOST; frames for other MACs were dropped before (MAC_MISMATCH).
+    """
+    d = pkt.data
+    if not d[0] & 1:
+        return 0
+    return 1 if d[:6] == b"\xff\xff\xff\xff\xff\xff" else 2
+
+
 def _meta_length(pkt):
     skb = pkt.skb
     return skb.buf.shape[0] - skb.nhoff  # skb->len: the network header onwards at every nft hook
@@ -217,6 +229,7 @@ _META = {
     "oif": (lambda pkt: pkt.oif, "iface_index", 32),
     "mark": (lambda pkt: pkt.skb.mark, "mark", 32),
     "length": (_meta_length, "integer", 32),
+    "pkttype": (_meta_pkttype, "pkt_type", 8),
 }  # fmt: skip
 
 
@@ -311,6 +324,10 @@ def build_load(e: object, ctx: NftCtx) -> Load:
             if not isinstance(c, int):
                 raise NftBuildError(f"bitwise {kind} needs an integer, got {right!r}")
             return Load(_binop_fn(inner.fn, _BINOPS[kind], c), inner.dtype, inner.bits)
+        if kind == "tcp option":
+            return Load(*build_tcpopt_load(arg))
+        if kind == "rt":
+            return Load(*build_rt_load(arg))
         if kind == "concat":
             parts = [build_load(x, ctx) for x in arg]
             return Load(_concat_fn(tuple(p.fn for p in parts)), tuple(p.dtype for p in parts), 0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
+from flowpath.netfilter.nft_exthdr import build_tcpopt_set
 from flowpath.netfilter.nft_set import Interval, NftSet, parse_key
 from flowpath.netfilter.nft_types import ICMP_CODE, ICMPV6_CODE, ICMPX_CODE, NftBuildError, parse_value
 from flowpath.packet import layout as L
@@ -404,8 +405,20 @@ def build_flow(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
 
 
 # --- meta mark set, ct mark set, notrack ------------------------------------------------------------------------
-def build_mangle(arg: dict, ctx: NftCtx) -> Op:
+def build_mangle(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
     key, value = arg.get("key"), arg.get("value")
+    if isinstance(value, dict):
+        src = build_load(value, ctx).fn
+        if "rt" in value:  # nft_rt_validate: NFT_RT_TCPMSS needs a route
+            info.hooks.append(("rt mtu", ("forward", "output", "postrouting"), None))
+    else:
+        c = int(parse_value("integer", value))
+
+        def src(pkt):
+            return c
+
+    if isinstance(key, dict) and len(key) == 1 and "tcp option" in key:
+        return build_tcpopt_set(key["tcp option"], src)
     target = None
     if isinstance(key, dict) and key.get("meta", {}).get("key") == "mark" and len(key) == 1:
         target = "meta"
@@ -413,13 +426,6 @@ def build_mangle(arg: dict, ctx: NftCtx) -> Op:
         target = "ct"
     if target is None:
         raise NftBuildError(f"unsupported statement: set {key!r}")
-    if isinstance(value, dict):
-        src = build_load(value, ctx).fn
-    else:
-        c = int(parse_value("mark", value))
-
-        def src(pkt):
-            return c
 
     if target == "meta":
 
@@ -480,7 +486,7 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
     if kind == "flow":
         return build_flow(arg, ctx, info)
     if kind == "mangle":
-        return build_mangle(arg, ctx)
+        return build_mangle(arg, ctx, info)
     if kind == "notrack":
         return build_notrack(ctx, info)
     raise NftBuildError(f"unsupported statement {kind!r}")

@@ -110,7 +110,7 @@ def test_named_set_filled_by_element_objects_and_command_lists():
         ([{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "1.2.3"}}],
          "not an IPv4 address"),
         ([{"match": {"op": "<", "left": {"meta": {"key": "mark"}}, "right": {"set": [1, 2]}}}], "operator '<' on a set"),
-        ([{"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": 1400}}],
+        ([{"mangle": {"key": {"payload": {"protocol": "ip", "field": "ttl"}}, "value": 64}}],
          "unsupported statement: set"),
         ([{"queue": {"num": 1}}], "unsupported statement 'queue'"),
         ([{"match": {"op": "==", "left": {"meta": {"key": "skuid"}}, "right": 0}}], "unsupported meta key 'skuid'"),
