@@ -102,6 +102,12 @@ def ast_error(path: str, lines: list[str], node: Any, msg: str) -> ConfigError:
 ErrFn = Callable[[Any, str], ConfigError]
 
 
+def number(tok: Any) -> int:
+    """A NUMBER token: 0x-prefixed hex or decimal (a leading zero is not octal here)."""
+    text = str(tok)
+    return int(text, 16) if text[:2].lower() == "0x" else int(text, 10)
+
+
 def _value(t: Tree, defines: dict[str, Any], err: ErrFn) -> Any:
     tok = t.children[0]
     if isinstance(tok, Tree):  # proto / meta_unq keyword used as a value (tcp, mark)
@@ -150,6 +156,6 @@ def rhs_ast(t: Any, defines: dict[str, Any], err: ErrFn) -> Any:
         if len(t.children) == 3:
             if not isinstance(x, Sym):
                 raise err(t, "prefix must follow an address")
-            return Prefix(x, int(str(t.children[2]), 0), t)
+            return Prefix(x, number(t.children[2]), t)
         return x
     raise err(t, f"unexpected {kind}")

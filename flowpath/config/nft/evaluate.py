@@ -12,7 +12,7 @@ from typing import Any
 from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
-from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, rhs_ast
+from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, number, rhs_ast
 from flowpath.config.nft.payload import dependency_kill
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
@@ -288,7 +288,7 @@ def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 
 def _st_counter(ctx: Ctx, t: Tree, prev: list) -> dict:
-    n = [int(str(c), 0) for c in t.children]
+    n = [number(c) for c in t.children]
     return {"counter": {"packets": n[0] if n else 0, "bytes": n[1] if n else 0}}
 
 
@@ -426,7 +426,7 @@ def _st_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
         slash = [c for c in addr.children if isinstance(c, Token) and c.type == "SLASH"]
         vals = [sym_value(ctx.error, dtype, s) for s in syms]
         if slash:
-            args["addr"] = _prefix(ctx.error, dtype, syms[0], int(str(addr.children[-1]), 0), addr)
+            args["addr"] = _prefix(ctx.error, dtype, syms[0], number(addr.children[-1]), addr)
         elif len(vals) == 1:
             args["addr"] = vals[0]
         else:  # an aligned range is listed as a prefix (segtree.c › interval_map_decompose)

@@ -13,7 +13,7 @@ import lark
 from lark import Token, Tree
 
 from flowpath.config.nft import evaluate as ev
-from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, rhs_ast
+from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, number, rhs_ast
 from flowpath.config.nft.ir import Chain, Flowtable, Rule, Ruleset, Set, Table
 from flowpath.errors import ConfigError
 
@@ -254,7 +254,7 @@ class _Builder:
         kids = t.children
         if isinstance(kids[0], Tree):  # prio_num: [-] NUMBER
             nums = kids[0].children
-            n = int(str(nums[-1]), 0)
+            n = number(nums[-1])
             return -n if len(nums) == 2 else n
         name = kids[0]
         if name.type == "VARIABLE":
@@ -270,7 +270,7 @@ class _Builder:
             raise self.error(at, "invalid priority expression value in this context.")
         base = STD_PRIO[str(name)]
         if len(kids) == 3:
-            off = int(str(kids[2]), 0)
+            off = number(kids[2])
             return base + off if kids[1].type == "PLUS" else base - off
         return base
 
