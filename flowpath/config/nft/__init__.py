@@ -1,6 +1,22 @@
 """nftables ruleset front end: `nft -f` text or libnftables JSON in, `nft list ruleset` text or JSON out.
 
 Linux: nftables src/libnftables.c (nft_run_cmd_from_filename and the JSON entry point).
+
+The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables), dicts in declaration
+order. Chain(name, type, hook, prio, policy, dev, rules); Set(name, type, flags, elem, map);
+Flowtable(name, hook, prio, devices, counter, offload); Rule(expr, comment). `Rule.expr` is the list of
+statements exactly as `nft -j list ruleset` prints them, after nft's normalisation, e.g.
+  {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 22}}
+  {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}
+  {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]},
+             "right": "syn"}}
+  right: 22 | "10.0.0.1" | {"prefix": {"addr", "len"}} | {"range": [lo, hi]} | {"set": [...]} | "@name"
+  {"vmap": {"key": <selector>, "data": {"set": [[key, {"jump": {"target": "c"}}], ...]} | "@map"}}
+  {"counter": {"packets", "bytes"}}, {"log": null | {"prefix", "level"}}, {"accept": null}, {"drop": null},
+  {"return": null}, {"continue": null}, {"jump"|"goto": {"target"}}, {"reject": {"type", "expr"}},
+  {"snat"|"dnat": {["family"], "addr", ["port"], ["flags"]}}, {"masquerade"|"redirect": null | {...}},
+  {"mangle": {"key": {"meta"|"ct": {"key": "mark"}}, "value": 16}}, {"notrack": null},
+  {"flow": {"op": "add", "flowtable": "@ft"}}.
 """
 
 from __future__ import annotations
