@@ -132,14 +132,17 @@ def flow_neigh_xmit_bulk(data, head, length, ng, group_start, group_count, order
     hdr uint8[cap, 18] scratch. Returns the number of packets written.
     """
     done = 0
+    flat, slot, hflat = data.reshape(-1), data.shape[1], hdr.reshape(-1)
     for g in range(ng):
         hlen = flow_hard_header(key, val, gfirst[g], hdr, g)
         grow = hlen - ETH_HLEN
+        base = g * HDR_MAX
         for j in range(group_start[g], group_start[g] + group_count[g]):
             i = order[j]
-            h = head[i] - grow
+            h = np.int64(head[i]) - grow
+            o = i * slot + h
             for b in range(hlen):
-                data[i, h + b] = hdr[g, b]
+                flat[o + b] = hflat[base + b]
             head[i] = h
             length[i] += grow
         done += group_count[g]

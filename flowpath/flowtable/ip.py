@@ -14,6 +14,7 @@ path can call the same code: `nf_flow_tuple` builds the key of a frame, `nf_flow
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from flowpath.flowtable.key import (
@@ -115,7 +116,7 @@ def nf_flow_tuple_ip(b, nhoff, l3len, iifidx, k, koff):
         return SLOW_FRAGMENT
     if vihl != 0x45:  # ip_has_options()
         return SLOW_IP_OPTIONS
-    l4proto = b[nhoff + IPH.protocol]
+    l4proto = np.int64(b[nhoff + IPH.protocol])
     if l4proto == IPPROTO_TCP:
         hdrsize = TCPH.size
     elif l4proto == IPPROTO_UDP:
@@ -156,7 +157,7 @@ def nf_flow_tuple_ipv6(b, nhoff, l3len, iifidx, k, koff):
         return SLOW_MALFORMED
     if (b[nhoff] >> 4) != 6:
         return SLOW_MALFORMED
-    l4proto = b[nhoff + IP6H.nexthdr]
+    l4proto = np.int64(b[nhoff + IP6H.nexthdr])
     if l4proto == IPPROTO_TCP:
         hdrsize = TCPH.size
     elif l4proto == IPPROTO_UDP:
@@ -373,7 +374,7 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft,
     for i in range(n):
         if verdict[i] != FLOW_FORWARD:
             continue
-        off = i * slot + head[i]
+        off = i * slot + np.int64(head[i])  # int64: uint16 arithmetic would wrap with the JIT off
         r = nf_flow_tuple(flat, off, length[i], iif[i], k, 0)
         e = -1
         if r == FLOW_FORWARD:
