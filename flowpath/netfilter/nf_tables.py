@@ -3,10 +3,12 @@
 Linux: net/netfilter/nf_tables_core.c › nft_do_chain (rules in order, jump stack, policy), with
 nf_tables_api.c › nf_tables_check_loops / nft_chain_validate for the checks made when a ruleset loads.
 
-The ruleset comes as the libnftables JSON object `nft -j list ruleset` prints ({"nftables": [...]}), so it
-does not depend on the nft parser's classes. `NftRuntime.from_json` compiles every rule once into a tuple
-of closures (nft_expr.py, nft_stmt.py), resolving names (services, protocols, ct states, ICMP types,
-interfaces, sets, chains) then; nothing reads JSON per packet.
+The ruleset comes as the libnftables JSON object `nft -j list ruleset` prints ({"nftables": [...]}; a
+command list of {"add": ...} objects is accepted too), so it does not depend on the nft parser's classes.
+`NftRuntime.from_json` compiles every rule once into a tuple of closures (nft_expr.py: loads and matches;
+nft_set.py: sets and maps; nft_stmt.py: statements; nft_exthdr.py: TCP options and `rt mtu`), resolving
+names (services, protocols, ct states, ICMP types, interfaces, sets, chains) then; nothing reads JSON per
+packet.
 
 Netfilter semantics the datapath relies on: `base_chains(nfproto, hooknum)` lists a hook's base chains by
 priority (stable for equal priorities, as nf_hook_entries_grow); the datapath runs them in that order, an

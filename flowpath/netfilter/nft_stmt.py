@@ -380,17 +380,22 @@ def build_flow(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
     if name not in ctx.flowtables:
         raise NftBuildError(f"flowtable {name!r} does not exist in table {ctx.family} {ctx.table}")
     info.hooks.append(("flow add", ("forward",), None))  # nft_flow_offload_validate
+    from flowpath.netfilter.conntrack_proto_tcp import TcpConntrack  # only rulesets with `flow add` need it
+
+    established = TcpConntrack.ESTABLISHED
 
     def op(pkt):
-        """The checks that need only this packet and its ct; routes and the TCP state are the datapath's."""
+        """Every check that needs only this packet and its ct; the routes are the datapath's (nft_flow_route)."""
         skb = pkt.skb
         ct = skb.ct
         if ct is None or skb.ctinfo == C.IP_CT_UNTRACKED or skb.thoff < 0:
             return NFT_BREAK
         status = ct.status
         if skb.l4proto == L.IPPROTO_TCP:
-            # nf_conntrack_tcp_established also wants state ESTABLISHED: checked by the datapath
             if pkt.data[skb.thoff + L.TCPH.flags] & _TCP_FIN_RST or not status & C.IPS_ASSURED:
+                return NFT_BREAK
+            proto = getattr(ct, "proto", None)  # nf_conntrack_tcp_established; test doubles have no .proto
+            if proto is not None and proto.state != established:
                 return NFT_BREAK
         elif skb.l4proto != L.IPPROTO_UDP:
             return NFT_BREAK  # Deviation: GRE flows are not offloaded

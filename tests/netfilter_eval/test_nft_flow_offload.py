@@ -83,3 +83,18 @@ def test_flow_add_outside_forward_or_to_unknown_flowtable_is_refused():
     bad_name[4]["rule"]["expr"][1]["flow"]["flowtable"] = "@nope"
     with pytest.raises(ConfigError, match="rule inet fw forward handle 4: flowtable 'nope' does not exist"):
         runtime(bad_name)
+
+
+def test_tcp_state_must_be_established():
+    """nf_conntrack_tcp_established: ASSURED and proto state ESTABLISHED (conntrack's ct.proto.state)."""
+    from types import SimpleNamespace
+
+    from flowpath.netfilter.conntrack_proto_tcp import TcpConntrack
+
+    rt = load_fixture("flowtable.json")
+    for state, want in ((TcpConntrack.ESTABLISHED, "ft"), (TcpConntrack.FIN_WAIT, None)):
+        ct = FakeCt(OK)
+        ct.proto = SimpleNamespace(state=state)
+        pkt = make_pkt(ip4() / TCP(flags="A"), ct=ct, ctinfo=C.IP_CT_ESTABLISHED)
+        nft_do_chain(rt.chain("inet", "fw", "forward"), pkt)
+        assert pkt.flow_add == want
