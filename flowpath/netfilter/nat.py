@@ -53,7 +53,23 @@ from flowpath.packet.reason import Reason
 
 NF_NAT_RANGE_PROTO_RANDOM_ALL = NF_NAT_RANGE_PROTO_RANDOM | NF_NAT_RANGE_PROTO_RANDOM_FULLY
 NF_NAT_MAX_ATTEMPTS = 128  # nf_nat_core.c: bound the port search per packet
-Verdict = tuple[int, Reason | None]
+
+
+class NfVerdict(int):
+    """An NF_* verdict (compares as the int, as Linux's unsigned int) that also carries the drop Reason."""
+
+    reason: Reason | None
+
+    def __new__(cls, verdict: int, reason: Reason | None = None) -> NfVerdict:
+        v = super().__new__(cls, verdict)
+        v.reason = reason
+        return v
+
+    def __repr__(self) -> str:
+        return f"NfVerdict({int(self)}, {self.reason!r})"
+
+
+ACCEPT = NfVerdict(NF_ACCEPT)
 
 
 def HOOK2MANIP(hooknum: int) -> int:  # noqa: N802 (kernel macro name)
@@ -220,86 +236,90 @@ def nf_nat_range_of(req: NatRequest | NfNatRange) -> NfNatRange:
     return r
 
 
-def nf_nat_alloc_null_binding(ct: NfConn, maniptype: int) -> Verdict:
+def nf_nat_alloc_null_binding(ct: NfConn, maniptype: int) -> NfVerdict:
     """Bind a manip that no rule asked for to the current address (ports may still move on a clash)."""
     reply = ct.tuplehash[IP_CT_DIR_REPLY]
     addr = reply.dst if maniptype == NF_NAT_MANIP_SRC else reply.src
     return nf_nat_setup_info(ct, NfNatRange(NF_NAT_RANGE_MAP_IPS, addr, addr), maniptype)
 
 
-def nf_nat_setup_info(ct: NfConn, req: NatRequest | NfNatRange | None, maniptype: int) -> Verdict:
+def nf_nat_setup_info(ct: NfConn, req: NatRequest | NfNatRange | None, maniptype: int) -> NfVerdict:
     """Bind the SRC or DST manip of an unconfirmed connection: alter its reply tuple and status.
 
-    Linux: nf_nat_setup_info. req None is the null binding. Returns NF_ACCEPT, or NF_DROP with
-    NAT_NO_PORTS / NETFILTER_DROP (masquerade without an address, a manip bound twice).
+    Linux: nf_nat_setup_info. req None is the null binding. Returns NF_ACCEPT, or NF_DROP whose .reason
+    is NAT_NO_PORTS or NETFILTER_DROP (masquerade without an address, a manip bound twice).
     """
     if req is None:
         return nf_nat_alloc_null_binding(ct, maniptype)
     if nf_ct_is_confirmed(ct):
-        return NF_ACCEPT, None
+        return ACCEPT
     if nf_nat_initialized(ct, maniptype):
-        return NF_DROP, Reason.NETFILTER_DROP
+        return NfVerdict(NF_DROP, Reason.NETFILTER_DROP)
     if isinstance(req, NatRequest) and req.maniptype != maniptype:
         raise ValueError("NAT request for the other manip type than this hook's")
     rng = nf_nat_range_of(req)
     if isinstance(req, NatRequest) and (req.masquerade or req.redirect) and rng.min_addr == 0:
-        return NF_DROP, Reason.NETFILTER_DROP  # nf_nat_masquerade_ipv4: the interface has no address
+        return NfVerdict(
+            NF_DROP, Reason.NETFILTER_DROP
+        )  # nf_nat_masquerade_ipv4: the interface has no address
     curr = nf_ct_invert_tuple(ct.tuplehash[IP_CT_DIR_REPLY])
     new = get_unique_tuple(curr, rng, ct, maniptype)
     if new is None:
-        return NF_DROP, Reason.NAT_NO_PORTS
+        return NfVerdict(NF_DROP, Reason.NAT_NO_PORTS)
     if new != curr:
         ct.tuplehash[IP_CT_DIR_REPLY] = nf_ct_invert_tuple(new)  # nf_conntrack_alter_reply
         ct.status |= IPS_SRC_NAT if maniptype == NF_NAT_MANIP_SRC else IPS_DST_NAT
     ct.status |= IPS_SRC_NAT_DONE if maniptype == NF_NAT_MANIP_SRC else IPS_DST_NAT_DONE
-    return NF_ACCEPT, None
+    return ACCEPT
 
 
-def nf_nat_packet(ct: NfConn, ctinfo: int, hooknum: int, skb) -> Verdict:
+def nf_nat_packet(ct: NfConn, ctinfo: int, hooknum: int, skb) -> NfVerdict:
     """Apply the bound manip of this hook to the packet (its inverse for replies). Linux: nf_nat_packet."""
     mtype = HOOK2MANIP(hooknum)
     dir = ctinfo2dir(ctinfo)
     if ct.status & _nat_statusbit(mtype, dir) and not nf_nat_manip_pkt(skb, ct, mtype, dir):
-        return NF_DROP, Reason.PKT_TOO_SMALL
-    return NF_ACCEPT, None
+        return NfVerdict(NF_DROP, Reason.PKT_TOO_SMALL)
+    return ACCEPT
 
 
 DoChain = Callable[[object], "NatRequest | None | int | tuple[int, Reason | None]"]
 
 
-def nf_nat_inet_fn(ct_table, skb, hooknum: int, do_chain: DoChain | None) -> Verdict:
+def nf_nat_inet_fn(ct_table, skb, hooknum: int, do_chain: DoChain | None) -> NfVerdict:
     """The NAT hook: translate ICMP errors, bind new connections via the nat chains, mangle.
 
     Linux: nf_nat_ipv4_fn / nf_nat_ipv6_fn (RELATED ICMP errors) and nf_nat_inet_fn. `do_chain(skb)`
     runs the nat chains of this hook and returns a NatRequest, None (no NAT rule matched) or a verdict
-    (an int, or (verdict, reason)); it is called only for a manip not yet bound.
+    (an int, or (verdict, reason)); it is called only for a manip not yet bound. Returns an NfVerdict:
+    it compares equal to NF_ACCEPT / NF_DROP and carries the drop reason in .reason.
     """
     ct = skb.ct
     if ct is None:
-        return NF_ACCEPT, None
+        return ACCEPT
     ctinfo = skb.ctinfo
     maniptype = HOOK2MANIP(hooknum)
     if ctinfo in (IP_CT_RELATED, IP_CT_RELATED_REPLY) and skb.l4proto in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
         reason = nf_nat_icmp_reply_translation(skb, ct, ctinfo2dir(ctinfo), maniptype)
-        return (NF_ACCEPT, None) if reason is None else (NF_DROP, reason)
+        return ACCEPT if reason is None else NfVerdict(NF_DROP, reason)
     if ctinfo in (IP_CT_NEW, IP_CT_RELATED, IP_CT_RELATED_REPLY) and not nf_nat_initialized(ct, maniptype):
         req = do_chain(skb) if do_chain is not None else None
-        if isinstance(req, tuple):
+        if isinstance(req, tuple):  # (verdict, reason)
             if req[0] != NF_ACCEPT:
-                return req
+                return NfVerdict(req[0], req[1])
             req = None
         elif isinstance(req, int):
             if req != NF_ACCEPT:
-                return req, Reason.NETFILTER_DROP if req == NF_DROP else None
+                return NfVerdict(req, Reason.NETFILTER_DROP if req == NF_DROP else None)
             req = None
         verdict = nf_nat_setup_info(ct, req, maniptype)
-        if verdict[0] != NF_ACCEPT:
+        if verdict != NF_ACCEPT:
             return verdict
     return nf_nat_packet(ct, ctinfo, hooknum, skb)
 
 
 __all__ = [
     "HOOK2MANIP",
+    "NfVerdict",
     "IP_CT_DIR_ORIGINAL",
     "get_unique_tuple",
     "nf_nat_alloc_null_binding",

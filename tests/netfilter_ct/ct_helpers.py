@@ -65,8 +65,8 @@ class Path:
         v = self.table.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
         assert v[0] == 1, v
         v = nf_nat_inet_fn(self.table, skb, NF_INET_PRE_ROUTING, self.dnat)
-        assert v[0] == 1, v
+        assert v == 1, v
         v = nf_nat_inet_fn(self.table, skb, NF_INET_POST_ROUTING, self.snat)
-        assert v[0] == 1, v
+        assert v == 1, v
         assert self.table.nf_conntrack_confirm(skb)[0] == 1
         return skb

@@ -215,7 +215,8 @@ def test_port_range_exhausted_drops(ctt):
     assert ports == {1000, 1001}
     skb = skb_of(IP(src="10.0.0.4", dst=S) / UDP(sport=9, dport=9))
     ctt.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
-    assert nf_nat_inet_fn(ctt, skb, NF_INET_POST_ROUTING, req) == (NF_DROP, Reason.NAT_NO_PORTS)
+    v = nf_nat_inet_fn(ctt, skb, NF_INET_POST_ROUTING, req)
+    assert v == NF_DROP and v.reason == Reason.NAT_NO_PORTS
 
 
 def test_random_range_is_seeded():
@@ -253,7 +254,8 @@ def test_do_chain_verdicts_and_single_call(ctt):
 
     skb = skb_of(IP(src=C, dst=S) / UDP(sport=1, dport=2))
     ctt.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
-    assert nf_nat_inet_fn(ctt, skb, NF_INET_PRE_ROUTING, chain) == (NF_DROP, Reason.NETFILTER_DROP)
+    v = nf_nat_inet_fn(ctt, skb, NF_INET_PRE_ROUTING, chain)
+    assert v == NF_DROP and v.reason == Reason.NETFILTER_DROP
 
     counted = []
     path = Path(ctt, snat=lambda skb: counted.append(1) or masq()(skb))
@@ -267,7 +269,7 @@ def test_masquerade_without_address_drops(ctt):
     skb = skb_of(IP(src=C, dst=S) / UDP(sport=1, dport=2))
     ctt.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
     req = NatRequest(NF_NAT_MANIP_SRC, NfNatRange(), masquerade=True)
-    assert nf_nat_inet_fn(ctt, skb, NF_INET_POST_ROUTING, lambda s: req)[0] == NF_DROP
+    assert nf_nat_inet_fn(ctt, skb, NF_INET_POST_ROUTING, lambda s: req) == NF_DROP
 
 
 def test_ipv6_masquerade_tcp_and_echo(ctt):
