@@ -14,7 +14,7 @@ from typing import Callable
 
 from flowpath.netfilter import constants as C
 from flowpath.packet.reason import Reason
-from flowpath.packet.skb import SkBuff
+from flowpath.packet.skb import SkBuff, skb_reload_addrs
 
 ENTRY_CHAIN, ENTRY_CONNTRACK, ENTRY_NAT, ENTRY_CONFIRM = range(4)
 _CT_HOOKS = (C.NF_INET_PRE_ROUTING, C.NF_INET_LOCAL_OUT)
@@ -136,4 +136,6 @@ class Netfilter:
                     return pkt.nat
             return None
 
-        return nf_nat_inet_fn(self.conntrack, skb, state.hooknum, do_chain)
+        verdict = nf_nat_inet_fn(self.conntrack, skb, state.hooknum, do_chain)
+        skb_reload_addrs(skb)  # later steps (routing, rules) see the translated addresses
+        return verdict

@@ -176,3 +176,19 @@ def _parse_l4(skb: SkBuff, thoff: int) -> SkBuff | Reason:
     elif p in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
         skb.sport = skb.dport = ld16(b, thoff + L.ICMPH.id)
     return skb
+
+
+def skb_reload_addrs(skb: SkBuff) -> None:
+    """Re-read addresses and ports from the bytes after a stage mangled them (NAT)."""
+    b, nh = skb.buf, skb.nhoff
+    if skb.l3proto == L.ETH_P_IP:
+        skb.saddr, skb.daddr = ld32(b, nh + L.IPH.saddr), ld32(b, nh + L.IPH.daddr)
+    elif skb.l3proto == L.ETH_P_IPV6:
+        skb.saddr = int.from_bytes(b[nh + L.IP6H.saddr : nh + L.IP6H.saddr + 16].tobytes(), "big")
+        skb.daddr = int.from_bytes(b[nh + L.IP6H.daddr : nh + L.IP6H.daddr + 16].tobytes(), "big")
+    else:
+        return
+    if skb.thoff >= 0 and skb.l4proto in (L.IPPROTO_TCP, L.IPPROTO_UDP):
+        skb.sport, skb.dport = ld16(b, skb.thoff), ld16(b, skb.thoff + 2)
+    elif skb.thoff >= 0 and skb.l4proto in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
+        skb.sport = skb.dport = ld16(b, skb.thoff + L.ICMPH.id)

@@ -1,0 +1,138 @@
+"""Mixed gateway traces for differential tests (flowtable vs classic path), deterministic per seed.
+
+Traffic for examples/gateway.ip with tests/data/gateway/dnat.nft: many UDP and TCP flows through
+masquerade (both directions), port-forwarded (DNAT) TCP and UDP, TCP handshakes, FIN and RST closes
+and re-opened tuples, TTL 1 and 2 packets inside established flows, oversize packets with and without
+DF, IPv6 flows, and idle gaps longer than the flowtable timeout (30 s).
+"""
+
+from __future__ import annotations
+
+import random
+
+from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw
+
+GW_LAN, GW_WAN = "02:00:00:00:01:01", "02:00:00:00:02:01"
+UPSTREAM = "02:00:00:00:02:fe"
+HOSTS = {"192.168.1.10": "02:00:00:00:01:0a", "192.168.1.11": "02:00:00:00:01:0b"}
+WAN_IP = "203.0.113.1"
+
+
+class _Flow:
+    """One connection's endpoints as the LAN side and the Internet side see them."""
+
+    def __init__(self, rng: random.Random, proto: str, k: int, v6: bool = False, dnat: bool = False):
+        self.proto, self.v6, self.dnat = proto, v6, dnat
+        self.host = "192.168.1.10" if k % 2 == 0 else "192.168.1.11"
+        self.mac = HOSTS[self.host]
+        self.sport = 20000 + k  # unique per flow: masquerade keeps it, so replies are predictable
+        self.server = f"198.51.100.{1 + k % 200}" if k % 3 else f"192.0.2.{1 + k % 200}"
+        self.dport = rng.choice([53, 80, 443, 5001])
+        self.seq_c, self.seq_s = rng.randrange(1 << 31), rng.randrange(1 << 31)
+        if v6:
+            self.host6, self.server6 = "2001:db8:1::10", f"2001:db8:2::{k + 1:x}"
+        if dnat:  # an Internet client reaching a LAN server through the port forward
+            self.client = f"198.51.100.{200 + k % 50}"
+            self.cport = 30000 + k
+            self.fwd_port, self.lan_server = (
+                (2222, "192.168.1.10") if proto == "tcp" else (5353, "192.168.1.11")
+            )
+
+    def up(self, payload: bytes, ttl: int = 64, flags: str = "", df: bool = False):
+        """LAN -> Internet (or, for DNAT flows, the LAN server's reply)."""
+        if self.dnat:
+            ip = IP(src=self.lan_server, dst=self.client, ttl=ttl, flags="DF" if df else 0)
+            l4 = self._l4(self.fwd_port_inner(), self.cport, flags, server=True, plen=len(payload))
+            return Ether(src=HOSTS[self.lan_server], dst=GW_LAN) / ip / l4 / Raw(payload)
+        if self.v6:
+            ip = IPv6(src=self.host6, dst=self.server6, hlim=ttl)
+        else:
+            ip = IP(src=self.host, dst=self.server, ttl=ttl, flags="DF" if df else 0)
+        return (
+            Ether(src=self.mac, dst=GW_LAN)
+            / ip
+            / self._l4(self.sport, self.dport, flags, plen=len(payload))
+            / Raw(payload)
+        )
+
+    def down(self, payload: bytes, ttl: int = 60, flags: str = "", df: bool = False):
+        """Internet -> LAN (addressed to the masqueraded address), or the DNAT client's request."""
+        if self.dnat:
+            ip = IP(src=self.client, dst=WAN_IP, ttl=ttl, flags="DF" if df else 0)
+            l4 = self._l4(self.cport, self.fwd_port, flags, plen=len(payload))
+            return Ether(src=UPSTREAM, dst=GW_WAN) / ip / l4 / Raw(payload)
+        if self.v6:
+            ip = IPv6(src=self.server6, dst=self.host6, hlim=ttl)
+        else:
+            ip = IP(src=self.server, dst=WAN_IP, ttl=ttl, flags="DF" if df else 0)
+        l4 = self._l4(self.dport, self.sport, flags, server=True, plen=len(payload))
+        return Ether(src=UPSTREAM, dst=GW_WAN) / ip / l4 / Raw(payload)
+
+    def fwd_port_inner(self) -> int:
+        return 22 if self.proto == "tcp" else 53
+
+    def _l4(self, sport: int, dport: int, flags: str, server: bool = False, plen: int = 0):
+        if self.proto == "udp":
+            return UDP(sport=sport, dport=dport)
+        flags = flags or "PA"
+        seq, ack = (self.seq_s, self.seq_c) if server else (self.seq_c, self.seq_s)
+        adv = plen + ("S" in flags) + ("F" in flags)
+        if server:
+            self.seq_s = (self.seq_s + adv) & 0xFFFFFFFF
+        else:
+            self.seq_c = (self.seq_c + adv) & 0xFFFFFFFF
+        if flags == "S":
+            return TCP(sport=sport, dport=dport, flags=flags, seq=seq, window=65535)
+        return TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=65535)
+
+
+def mixed_trace(seed: int = 1, n_udp: int = 40, n_tcp: int = 20, rounds: int = 12) -> tuple[list, list]:
+    """(lan packets, wan packets), Scapy packets with .time set, in capture order per interface."""
+    rng = random.Random(seed)
+    lan: list = []
+    wan: list = []
+    t = [1_700_000_000.0]
+
+    def emit(side: list, pkt, dt: float | None = None) -> None:
+        t[0] += rng.uniform(0.00001, 0.002) if dt is None else dt
+        pkt.time = t[0]
+        side.append(pkt)
+
+    flows = [_Flow(rng, "udp", k) for k in range(n_udp)]
+    flows += [_Flow(rng, "udp", n_udp + k, v6=True) for k in range(4)]
+    flows += [_Flow(rng, "udp", 300 + k, dnat=True) for k in range(3)]
+    tcp = [_Flow(rng, "tcp", 100 + k) for k in range(n_tcp)] + [
+        _Flow(rng, "tcp", 400 + k, dnat=True) for k in range(3)
+    ]
+    for f in tcp:  # handshake
+        (emit(wan, f.down(b"", flags="S")) if f.dnat else emit(lan, f.up(b"", flags="S")))
+        (emit(lan, f.up(b"", flags="SA")) if f.dnat else emit(wan, f.down(b"", flags="SA")))
+        (emit(wan, f.down(b"", flags="A")) if f.dnat else emit(lan, f.up(b"", flags="A")))
+    for r in range(rounds):
+        if r == rounds // 2:
+            t[0] += 45.0  # idle longer than nf_flowtable_udp/tcp_timeout (30 s)
+        order = flows + tcp
+        rng.shuffle(order)
+        for f in order:
+            size = rng.choice([20, 86, 300, 1000])
+            ttl = rng.choice([64] * 20 + [1, 2])
+            if f.dnat and f.proto == "tcp":
+                emit(wan, f.down(bytes(size), ttl=ttl))
+                emit(lan, f.up(bytes(size // 2)))
+            else:
+                emit(lan, f.up(bytes(size), ttl=ttl))
+                emit(wan, f.down(bytes(size // 2), ttl=rng.choice([60] * 20 + [1])))
+            if rng.random() < 0.05 and not f.v6:  # oversize for the 1400-byte route
+                emit(lan, f.up(bytes(1440), df=rng.random() < 0.5))
+    for k, f in enumerate(tcp):  # closes: FIN both ways, or RST; some tuples re-opened
+        if k % 3 == 0:
+            emit(wan, f.down(b"", flags="R")) if f.dnat else emit(lan, f.up(b"", flags="R"))
+        else:
+            emit(lan if not f.dnat else wan, (f.up if not f.dnat else f.down)(b"", flags="FA"))
+            emit(wan if not f.dnat else lan, (f.down if not f.dnat else f.up)(b"", flags="FA"))
+            emit(lan if not f.dnat else wan, (f.up if not f.dnat else f.down)(b"", flags="A"))
+        if k % 4 == 1 and not f.dnat:
+            emit(lan, f.up(b"", flags="S"))
+            emit(wan, f.down(b"", flags="SA"))
+            emit(lan, f.up(b"late data"))
+    return lan, wan
