@@ -102,9 +102,9 @@ class Netfilter:
                 if v == C.NF_DROP:
                     return NfHookResult(C.NF_DROP, reason or Reason.CT_INVALID)
             elif e.kind == ENTRY_NAT:
-                v = self._nat(skb, state)
+                v, reason = self._nat(skb, state)
                 if v == C.NF_DROP:
-                    return NfHookResult(C.NF_DROP, Reason.NAT_NO_PORTS)
+                    return NfHookResult(C.NF_DROP, reason or Reason.NAT_NO_PORTS)
             else:
                 self.conntrack.nf_conntrack_confirm(skb)
         return res
@@ -115,7 +115,7 @@ class Netfilter:
         return NftPktinfo(skb=skb, hooknum=state.hooknum, nfproto=state.nfproto, iifname=state.in_name,
                           oifname=state.out_name, iif=state.in_ifindex, oif=state.out_ifindex)  # fmt: skip
 
-    def _nat(self, skb: SkBuff, state: NfHookState) -> int:
+    def _nat(self, skb: SkBuff, state: NfHookState) -> tuple[int, Reason | None]:
         from flowpath.netfilter.nat import nf_nat_inet_fn
 
         chains = self.nat_chains.get((state.nfproto, state.hooknum), ())
@@ -136,6 +136,6 @@ class Netfilter:
                     return pkt.nat
             return None
 
-        verdict = nf_nat_inet_fn(self.conntrack, skb, state.hooknum, do_chain)
+        res = nf_nat_inet_fn(self.conntrack, skb, state.hooknum, do_chain)
         skb_reload_addrs(skb)  # later steps (routing, rules) see the translated addresses
-        return verdict
+        return res
