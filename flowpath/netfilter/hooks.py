@@ -102,9 +102,9 @@ class Netfilter:
                 if v == C.NF_DROP:
                     return NfHookResult(C.NF_DROP, reason or Reason.CT_INVALID)
             elif e.kind == ENTRY_NAT:
-                v, reason = self._nat(skb, state)
-                if v == C.NF_DROP:
-                    return NfHookResult(C.NF_DROP, reason or Reason.NAT_NO_PORTS)
+                v = self._nat(skb, state)
+                if v == C.NF_DROP:  # an NfVerdict: the int plus its reason
+                    return NfHookResult(C.NF_DROP, getattr(v, "reason", None) or Reason.NAT_NO_PORTS)
             else:
                 self.conntrack.nf_conntrack_confirm(skb)
         return res
@@ -115,7 +115,7 @@ class Netfilter:
         return NftPktinfo(skb=skb, hooknum=state.hooknum, nfproto=state.nfproto, iifname=state.in_name,
                           oifname=state.out_name, iif=state.in_ifindex, oif=state.out_ifindex)  # fmt: skip
 
-    def _nat(self, skb: SkBuff, state: NfHookState) -> tuple[int, Reason | None]:
+    def _nat(self, skb: SkBuff, state: NfHookState) -> int:
         from flowpath.netfilter.nat import nf_nat_inet_fn
 
         chains = self.nat_chains.get((state.nfproto, state.hooknum), ())
