@@ -54,6 +54,7 @@ DSCP = {
 }  # fmt: skip
 ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100, "8021ad": 0x88A8}
 NFPROTO = {"ipv4": 2, "ipv6": 10}
+PKTTYPE = {"host": 0, "broadcast": 1, "multicast": 2, "other": 3}
 LOG_LEVEL = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit")
 
 # symbolic type: (table, bitmask?)
@@ -69,9 +70,10 @@ SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
     "dscp": (DSCP, False),
     "ether_type": (ETHERTYPE, False),
     "nf_proto": (NFPROTO, False),
+    "pkt_type": (PKTTYPE, False),
 }
 _WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8, "icmpv6_code": 8,
-          "dscp": 6, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
+          "dscp": 6, "pkt_type": 8, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
           "ipv4_addr": 32, "ipv6_addr": 128}  # fmt: skip
 
 # --- selectors (src/proto.c, src/meta.c, src/ct.c): key -> datatype --------------------------------
@@ -91,10 +93,12 @@ PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
 META_KEYS = {
     "l4proto": "inet_proto", "nfproto": "nf_proto", "iifname": "ifname", "oifname": "ifname",
     "iif": "iface_index", "oif": "iface_index", "mark": "mark", "length": "integer32",
-    "protocol": "ether_type", "priority": "integer32", "skuid": "integer32", "skgid": "integer32",
+    "protocol": "ether_type", "priority": "integer32", "pkttype": "pkt_type", "skuid": "integer32", "skgid": "integer32",
 }  # fmt: skip
 META_UNQUALIFIED = ("iif", "oif", "iifname", "oifname")
 CT_KEYS = {"state": "ct_state", "status": "ct_status", "mark": "mark", "direction": "ct_dir"}
+# Linux: src/tcpopt.c › tcpopt_protocols (the options flowpath's evaluator models)
+TCP_OPTIONS = {"maxseg": {"size": "integer16"}}
 # Linux: src/payload.c › the L4 protocol each transport header depends on (nft's `meta l4proto`).
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
@@ -111,6 +115,9 @@ def selector_type(left: Any) -> str:
             return CT_KEYS[left["ct"]["key"]]
         if "&" in left:
             return selector_type(left["&"][0])
+        if "tcp option" in left:
+            opt = left["tcp option"]
+            return TCP_OPTIONS[opt["name"]][opt["field"]] if "field" in opt else "boolean"
     raise DatatypeError("unsupported expression")
 
 
@@ -269,6 +276,6 @@ def set_delim_count(dtype: str) -> int:
         return 5
     if dtype.startswith("integer"):
         return 5
-    if dtype in ("ipv4_addr", "ct_state", "ct_status"):
+    if dtype in ("ipv4_addr", "ct_state", "ct_status", "pkt_type"):
         return 2
     return 1

@@ -52,6 +52,13 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         if str(key) not in dt.CT_KEYS:
             raise ctx.error(key, "syntax error, unexpected string")
         return {"ct": {"key": str(key)}}, dt.CT_KEYS[str(key)]
+    if t.data == "tcpopt_sel":
+        name, field = t.children[1], t.children[2]
+        if str(name) not in dt.TCP_OPTIONS:
+            raise ctx.error(name, "syntax error, unexpected string")
+        if str(field) not in dt.TCP_OPTIONS[str(name)]:
+            raise ctx.error(field, "syntax error, unexpected string")
+        return {"tcp option": {"name": str(name), "field": str(field)}}, dt.TCP_OPTIONS[str(name)][str(field)]
     proto, field = str(t.children[0].children[0]), t.children[1]
     if str(field) not in dt.PAYLOAD_FIELDS[proto]:
         raise ctx.error(field, "syntax error, unexpected string")
@@ -278,11 +285,26 @@ def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     return _match(op or "==", {"&": [left, m]}, sym_value(ctx.error, dtype, value))
 
 
+def _st_tcpopt_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
+    name = t.children[1]
+    if str(name) not in dt.TCP_OPTIONS:
+        raise ctx.error(name, "syntax error, unexpected string")
+    left = {"tcp option": {"name": str(name)}}
+    return _match("==", left, t.children[2].type == "EXISTS")
+
+
 def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     kind, key = next(iter(left.items()))
-    if (kind, key.get("key")) not in _SETTABLE:
+    if kind == "tcp option":
+        if isinstance(t.children[1], Token):  # set rt mtu: clamp to the route's MTU
+            if str(t.children[2]) != "mtu":
+                raise ctx.error(t.children[2], "syntax error, unexpected string")
+            return {"mangle": {"key": left, "value": {"rt": {"key": "mtu"}}}}
+    elif (kind, key.get("key")) not in _SETTABLE:
         raise ctx.error(t.children[0], "this expression cannot be set by flowpath")
+    if isinstance(t.children[1], Token):
+        raise ctx.error(t.children[1], "rt mtu can only set a tcp option")
     value = sym_value(ctx.error, dtype, rhs_ast(t.children[1], ctx.defines, ctx.error))
     return {"mangle": {"key": left, "value": value}}
 
@@ -494,6 +516,7 @@ _STMT = {
     "vmap_stmt": _st_vmap,
     "masked_match": _st_masked,
     "mangle_stmt": _st_mangle,
+    "tcpopt_exists": _st_tcpopt_exists,
     "counter_stmt": _st_counter,
     "log_stmt": _st_log,
     "verdict_stmt": _st_verdict,

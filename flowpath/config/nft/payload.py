@@ -39,6 +39,8 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
         left = m["left"] if m else None
         if out and isinstance(left, dict):
             p = (left.get("payload") or left.get("&", [{}])[0].get("payload") or {}).get("protocol")
+            if "tcp option" in left:  # exthdr.c: a TCP option implies the TCP header
+                p = "tcp"
             dep = _dep_of(family, out[-1])
             if p and dep:
                 kind, val = dep

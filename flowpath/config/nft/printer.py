@@ -116,6 +116,9 @@ def selector_str(left: dict) -> str:
         return key if key in dt.META_UNQUALIFIED else f"meta {key}"
     if "ct" in left:
         return f"ct {left['ct']['key']}"
+    if "tcp option" in left:
+        opt = left["tcp option"]
+        return f"tcp option {opt['name']}" + (f" {opt['field']}" if "field" in opt else "")
     raise ValueError(f"unsupported selector {left!r}")
 
 
@@ -141,6 +144,8 @@ def match_print(m: dict) -> str:
             ops = "" if op == "==" else f"{op} "
             return f"{selector_str(sel)} {ops}{rhs_str(dtype, right)} / {rhs_str(dtype, mask)}"
         return f"{selector_str(sel)} & {rhs_str(dtype, mask)} {op} {rhs_str(dtype, right)}"
+    if "tcp option" in left and "field" not in left["tcp option"]:
+        return f"{selector_str(left)} {'exists' if right is True else 'missing'}"
     dtype = dt.selector_type(left)
     scalar = not isinstance(right, dict) and not (isinstance(right, str) and right.startswith("@"))
     if op == "in" or (op == "==" and not (dt.is_bitmask(dtype) and scalar)):
@@ -205,7 +210,11 @@ def stmt_print(family: str, s: dict) -> str:
         return _nat_print(kind, a)
     if kind == "mangle":
         dtype = dt.selector_type(a["key"])
-        return f"{selector_str(a['key'])} set {rhs_str(dtype, a['value'])}"
+        value = a["value"]
+        text = (
+            f"rt {value['rt']['key']}" if isinstance(value, dict) and "rt" in value else rhs_str(dtype, value)
+        )
+        return f"{selector_str(a['key'])} set {text}"
     if kind == "notrack":
         return "notrack"
     if kind == "flow":
