@@ -50,6 +50,12 @@ FRAMES = [
     IPv6(src="2001:db8:7::1", dst=B6, hlim=1) / UDP(sport=9, dport=53),
     IPv6(src="2001:db8:9::1", dst=B6) / TCP(sport=3000, dport=22, flags="S"),
     IPv6(src="2001:db8:7::1", dst=B6) / UDP(sport=9, dport=1000) / (b"y" * 200),
+    IP(src="10.7.0.1", dst=B4, id=777)
+    / TCP(sport=1000, dport=22, seq=1000, flags="S", options=[("MSS", 1400)]),
+    IP(src="10.7.0.1", dst=B4) / TCP(sport=1001, dport=22, flags="S", options=[("NOP", None), ("MSS", 9000)]),
+    IPv6(src="2001:db8:7::1", dst=B6, fl=12345) / TCP(sport=1002, dport=80, flags="S"),
+    Ether(dst="ff:ff:ff:ff:ff:ff") / IP(src="10.7.0.1", dst="10.7.0.255") / UDP(sport=9, dport=9),
+    Ether(src="02:00:00:00:00:aa") / IP(src="10.7.0.1", dst=B4) / UDP(sport=9, dport=10),
 ]
 _SEND = (
     "import socket, sys\n"
@@ -58,6 +64,15 @@ _SEND = (
     "for line in sys.stdin.read().split():\n"
     "    s.send(bytes.fromhex(line))\n"
 )
+
+
+def _frame(p, src: str, dst: str) -> Ether:
+    if not isinstance(p, Ether):
+        return Ether(src=src, dst=dst) / p
+    p = p.copy()
+    p.src = p.src if "src" in p.fields else src
+    p.dst = p.dst if "dst" in p.fields else dst
+    return p
 
 
 def _sh(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -117,7 +132,7 @@ def test_counters_match_the_kernel(veth_pair):
     rt = NftRuntime.from_json(listing)
     vb = json.loads(_sh("ip", "-n", b, "-j", "link", "show", "vb").stdout)[0]
     va = json.loads(_sh("ip", "-n", a, "-j", "link", "show", "va").stdout)[0]
-    frames = [raw(Ether(src=va["address"], dst=vb["address"]) / p) for p in FRAMES]
+    frames = [raw(_frame(p, va["address"], vb["address"])) for p in FRAMES]
 
     _sh("ip", "netns", "exec", a, sys.executable, "-c", _SEND, input="\n".join(f.hex() for f in frames))
     for f in frames:
@@ -130,7 +145,6 @@ def test_counters_match_the_kernel(veth_pair):
         for chain in rt.base_chains(nfproto, C.NF_INET_LOCAL_IN):
             assert nft_do_chain(chain, pkt) == C.NF_ACCEPT
     ours = _counters(rt.list_ruleset_json())
-    assert sum(p for p, _ in ours.values()) > 100  # the frames really exercise the rules
 
     for _ in range(50):  # the receive path runs in softirq: wait until the kernel has counted every frame
         kernel = _counters(json.loads(_sh("ip", "netns", "exec", b, "nft", "-j", "list", "ruleset").stdout))
@@ -139,3 +153,4 @@ def test_counters_match_the_kernel(veth_pair):
         time.sleep(0.05)
     diff = {k: (kernel[k], ours[k]) for k in ours if kernel[k] != ours[k]}
     assert not diff, f"(chain, handle): (kernel, ours) {diff}"
+    assert all(packets for packets, _ in kernel.values())  # every rule matched a frame: no vacuous equality
