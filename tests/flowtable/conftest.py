@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
-from flowpath.flowtable import F_DNAT, F_SNAT, Flowtable, FlowRoute, FlowTuple, nf_flow_offload_hook
+from flowpath.flowtable import F_DNAT, F_SNAT, FlowRoute, Flowtable, FlowTuple, nf_flow_offload_hook
 from flowpath.packet.batch import PacketBatch
 
 MAC_C, MAC_GW_IN = "02:00:00:00:0c:01", "02:00:00:00:00:01"  # client side
@@ -59,9 +59,13 @@ def flow(
     return fid, orig, reply
 
 
-def pkt(t: FlowTuple, l4flags: str = "A", ttl: int = 64, payload: bytes = b"x" * 20, dst_mac=MAC_GW_IN, udp0=False):
+def pkt(
+    t: FlowTuple, l4flags: str = "A", ttl: int = 64, payload: bytes = b"x" * 20, dst_mac=MAC_GW_IN, udp0=False
+):
     """A Scapy frame carrying tuple t (as seen on the wire)."""
-    ip = (IP if t.l3proto == 4 else IPv6)(src=str(ipaddress.ip_address(t.saddr)), dst=str(ipaddress.ip_address(t.daddr)))
+    ip = (IP if t.l3proto == 4 else IPv6)(
+        src=str(ipaddress.ip_address(t.saddr)), dst=str(ipaddress.ip_address(t.daddr))
+    )
     if t.l3proto == 4:
         ip.ttl = ttl
     else:

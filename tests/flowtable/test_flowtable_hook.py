@@ -58,7 +58,12 @@ def test_ipv4_hit_rewrites_as_scapy_says_both_directions(ftk, l4, nat):
     if nat in ("dnat", "both"):
         assert (p[IP].dst, p[IP].payload.dport) == ("10.9.9.9", 8053)
     q = _check_hit(ftk, ft, reply, ftk.pkt(reply), ftk.IIF_S)  # the reply is un-NATed
-    assert (q[IP].src, q[IP].dst, q[IP].payload.sport, q[IP].payload.dport) == ("198.51.100.7", "10.0.0.2", 53, 40000)
+    assert (q[IP].src, q[IP].dst, q[IP].payload.sport, q[IP].payload.dport) == (
+        "198.51.100.7",
+        "10.0.0.2",
+        53,
+        40000,
+    )
     assert q.dst == ftk.MAC_C
 
 
@@ -226,7 +231,11 @@ def test_counters_only_with_the_counter_flag(ftk):
         ftk.hook(ftk.batch_of(*frames), ft, 0)
         ftk.hook(ftk.batch_of(ftk.pkt(reply), iif=ftk.IIF_S), ft, 0)
         by_dir = {d["dir"]: d for d in ft.entries()}
-        want = [(3, sum(len(f[IP]) for f in frames)), (1, len(ftk.pkt(reply)[IP]))] if counter else [(0, 0), (0, 0)]
+        want = (
+            [(3, sum(len(f[IP]) for f in frames)), (1, len(ftk.pkt(reply)[IP]))]
+            if counter
+            else [(0, 0), (0, 0)]
+        )
         assert [(by_dir[k]["packets"], by_dir[k]["bytes"]) for k in (0, 1)] == want
 
 

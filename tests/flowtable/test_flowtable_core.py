@@ -1,0 +1,123 @@
+"""Flowtable owner (nf_flow_table_core.c): add, lookup, teardown, gc, growth, maximum, tombstones,
+listing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flowpath.flowtable import FLOW_ADD_EXISTS, FLOW_ADD_FULL, FlowRoute, Flowtable, FlowTuple
+from flowpath.flowtable.key import F_TEARDOWN, IDX_TOMBSTONE
+
+R = FlowRoute(2, 1500, b"\x02\0\0\0\0\x02", b"\x02\0\0\0\0\x05")
+
+
+def _add(ft, i, now_ns=0, l4=17, ct=None):
+    o = FlowTuple(1, 4, l4, 0x0A000000 + (i >> 16) + 1, 0xC6336407, i & 0xFFFF, 53)
+    r = FlowTuple(2, 4, l4, 0xC6336407, 0x0A000000 + (i >> 16) + 1, 53, i & 0xFFFF)
+    return ft.flow_offload_add(o, r, R, R, 0, ct if ct is not None else f"ct{i}", now_ns), o, r
+
+
+def test_both_directions_are_inserted_and_share_the_flow_id():
+    """flow_offload_add inserts tuplehash[ORIGINAL] and [REPLY]; flow id = entry >> 1."""
+    ft = Flowtable("f")
+    fid, o, r = _add(ft, 7)
+    eo, er = ft.lookup(o), ft.lookup(r)
+    assert (eo >> 1, er >> 1, eo & 1, er & 1) == (fid, fid, 0, 1)
+    assert ft.flow_ct(fid) == "ct7" and len(ft) == 1
+    assert ft.lookup(FlowTuple(1, 4, 17, 1, 2, 3, 4)) == -1
+
+
+def test_the_whole_key_is_compared():
+    """The compare covers every key word up to __hash: iif, protocols, addresses, ports, encap."""
+    ft = Flowtable("f")
+    _, o, _ = _add(ft, 1)
+    for field, value in (("iifidx", 9), ("l4proto", 6), ("saddr", 3), ("daddr", 3), ("sport", 9),
+                         ("dport", 9), ("encap", 5), ("l3proto", 6)):  # fmt: skip
+        t = FlowTuple(**{**{f: getattr(o, f) for f in o.__dataclass_fields__}, field: value})
+        assert ft.lookup(t) == -1, field
+
+
+def test_duplicate_tuple_is_refused():
+    ft = Flowtable("f")
+    _add(ft, 1)
+    assert _add(ft, 1)[0] == FLOW_ADD_EXISTS and len(ft) == 1
+
+
+def test_growth_keeps_entries_in_place_up_to_the_maximum():
+    """Power-of-two growth up to max_entries; then flow_offload_add fails and FLOWTABLE_FULL counts."""
+    ft = Flowtable("g", capacity=4, max_entries=256)
+    added = [_add(ft, i) for i in range(128)]
+    assert ft.capacity == 256 and len(ft) == 128
+    for fid, o, r in added:
+        assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
+    assert _add(ft, 999)[0] == FLOW_ADD_FULL and ft.stat_full == 1
+    ft.flow_offload_del(added[0][0])
+    assert _add(ft, 999)[0] == added[0][0]  # a freed id is reused
+
+
+def test_tombstones_are_skipped_then_reclaimed():
+    """A deleted entry leaves a tombstone that lookups walk past; rebuilds drop them, so add/delete
+    cycles do not fill the index."""
+    ft = Flowtable("t", capacity=64)
+    keep = [_add(ft, i) for i in range(8)]
+    icap = ft.index.shape[0]
+    for rnd in range(50):
+        tmp = [_add(ft, 1000 + 16 * rnd + j) for j in range(16)]
+        if rnd == 0:
+            ft.flow_offload_del(tmp[0][0])
+            assert np.count_nonzero(ft.index == IDX_TOMBSTONE) == 2 and ft.ntomb == 2
+        for fid, _, _ in tmp[1 if rnd == 0 else 0 :]:
+            ft.flow_offload_del(fid)
+        for fid, o, r in keep:
+            assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
+    assert ft.index.shape[0] == icap and ft.ntomb * 4 <= icap * 3
+    assert len(ft) == 8
+
+
+def test_gc_deletes_expired_and_torn_down_flows_with_packet_time():
+    """nf_flow_offload_gc_step: expired (timeout - now <= 0) or TEARDOWN -> deleted; on_del sees the
+    conntrack reference first (flow_offload_fixup_ct is the caller's)."""
+    ft = Flowtable("gc", timeout_udp_ns=30e9, timeout_tcp_ns=60e9)
+    a, ao, _ = _add(ft, 1, now_ns=0)
+    b, _, _ = _add(ft, 2, now_ns=0, l4=6)
+    c, _, _ = _add(ft, 3, now_ns=10e9)
+    seen = []
+    assert ft.gc(29_999_999_999, lambda fid, ct, fl: seen.append((fid, ct))) == []
+    ft.flow_offload_teardown(c)
+    assert ft.lookup(ao) >= 0
+    assert ft.gc(30e9, lambda fid, ct, fl: seen.append((fid, ct, fl & F_TEARDOWN))) == [a, c]
+    assert seen == [(a, "ct1", F_TEARDOWN), (c, "ct3", F_TEARDOWN)]
+    assert ft.lookup(ao) == -1 and len(ft) == 1
+    assert ft.gc(60e9) == [b] and len(ft) == 0
+
+
+def test_teardown_hides_the_flow_from_lookup():
+    """flow_offload_lookup skips entries with NF_FLOW_TEARDOWN."""
+    ft = Flowtable("td")
+    fid, o, r = _add(ft, 1)
+    ft.flow_offload_teardown(fid)
+    assert ft.lookup(o) == -1 and ft.lookup(r) == -1 and len(ft) == 1
+
+
+def test_ipv6_tuples_and_listing():
+    ft = Flowtable("ft6", counter=True)
+    o = FlowTuple(1, 6, 6, 0x20010DB8 << 96 | 2, 0x20010DB8 << 96 | 7, 40000, 443)
+    r = FlowTuple(2, 6, 6, 0x20010DB8 << 96 | 7, 0x20010DB8 << 96 | 2, 443, 40000)
+    fid = ft.flow_offload_add(o, r, R, R, 0, None, 0)
+    assert ft.lookup(o) == 2 * fid
+    _, o4, _ = _add(ft, 5)
+    ents = ft.entries()
+    assert [e["saddr"] for e in ents] == ["2001:db8::2", "2001:db8::7", "10.0.0.1", "198.51.100.7"]
+    text = ft.listing(now_ns=10e9, ifname={1: "lan0", 2: "wan0"}.get)
+    assert "[2001:db8::2]:40000 > [2001:db8::7]:443" in text
+    assert "10.0.0.1:5 > 198.51.100.7:53" in text and "wan0" in text and "20.0s" in text
+    assert text.splitlines()[0] == "flowtable ft6: 2 flows, 4 entries, capacity 1024"
+
+
+def test_views_follow_growth():
+    """The compiled hook reads `views`; growth replaces the arrays and the views with them."""
+    ft = Flowtable("v", capacity=2)
+    v0 = ft.views
+    for i in range(4):
+        _add(ft, i)
+    assert ft.views is not v0 and ft.views.key is ft.key and ft.views.mask == ft.index.shape[0] - 1
