@@ -211,6 +211,7 @@ class NftRuntime:
         self._hooks: dict[tuple[int, int], list[Chain]] = {}
         self._json: list = []
         self._counter_stmts: list[tuple[dict, NftCounter]] = []
+        self._counter_objs: list[tuple[dict, NftCounter]] = []
 
     # --- building -------------------------------------------------------------------------------------------
     @classmethod
@@ -310,7 +311,9 @@ class NftRuntime:
                 ctx.flowtables[ft.name] = ft
                 self.flowtables.append(ft)
             else:  # a named counter object
-                ctx.counters[o["name"]] = NftCounter(int(o.get("packets", 0)), int(o.get("bytes", 0)))
+                counter = NftCounter(int(o.get("packets", 0)), int(o.get("bytes", 0)))
+                ctx.counters[o["name"]] = counter
+                self._counter_objs.append((o, counter))
         except (NftBuildError, KeyError, TypeError, ValueError) as e:
             raise self._err(f"{where}: {e}") from None
 
@@ -405,4 +408,6 @@ class NftRuntime:
         """The ruleset as it was loaded, with the counters' current values (`nft -j list ruleset`)."""
         for stmt, counter in self._counter_stmts:
             stmt["counter"] = {"packets": counter.packets, "bytes": counter.bytes}
+        for obj, counter in self._counter_objs:
+            obj["packets"], obj["bytes"] = counter.packets, counter.bytes
         return {"nftables": copy.deepcopy(self._json)}

@@ -22,7 +22,6 @@ from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
 
 NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
-_INET_HOOKS = {v: k for k, v in C.HOOK_NAMES.items()}
 
 
 @dataclass(slots=True)

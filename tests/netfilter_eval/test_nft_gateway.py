@@ -190,3 +190,5 @@ def test_ct_state_vmap_and_named_counter():
                              (None, 0, C.NF_DROP), (FakeCt(), NEW, C.NF_ACCEPT)):  # fmt: skip
         assert nft_do_chain(chain, make_pkt(ip4() / UDP(), hooknum=IN, ct=ct, ctinfo=ctinfo)) == want
     assert (counter.packets, counter.bytes) == (1, 28)  # only the NEW packet got past the vmap
+    (obj,) = [o["counter"] for o in rt.list_ruleset_json()["nftables"] if "counter" in o]
+    assert (obj["name"], obj["packets"], obj["bytes"]) == ("cnt", 1, 28)
