@@ -146,7 +146,9 @@ def nf_nat_ipv4_manip_pkt(b, iphdroff: int, t: NfConnTuple, maniptype: int) -> b
     if b.shape[0] < iphdroff + L.IPH.size:
         return False
     hdroff = iphdroff + (int(b[iphdroff]) & 0x0F) * 4
-    if not l4proto_manip_pkt(b, iphdroff, hdroff, t, maniptype):
+    # A later fragment has no L4 header (Linux NATs reassembled packets; see conntrack.py on fragments).
+    later_fragment = ld16(b, iphdroff + L.IPH.frag_off) & L.IP_OFFSET
+    if not later_fragment and not l4proto_manip_pkt(b, iphdroff, hdroff, t, maniptype):
         return False
     aoff = iphdroff + (L.IPH.saddr if maniptype == NF_NAT_MANIP_SRC else L.IPH.daddr)
     new = _manip_addr(t, maniptype)

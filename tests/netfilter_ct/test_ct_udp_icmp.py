@@ -171,12 +171,20 @@ def test_generic_protocol_600s(ctt):
 
 
 def test_fragments(ctt):
-    """Deviation: the first fragment is tracked by its ports; later fragments are untracked."""
-    frags = fragment(IP(src=C, dst=S) / UDP(sport=5000, dport=53) / (b"x" * 100), fragsize=48)
+    """Deviation (no defrag): the first fragment is tracked by its ports, later ones follow it by IP id;
+    a later fragment whose first one was never seen is untracked."""
+    frags = fragment(IP(src=C, dst=S, id=99) / UDP(sport=5000, dport=53) / (b"x" * 100), fragsize=48)
+    orphan = step(ctt, frags[1])
+    assert orphan.ct is None and orphan.ctinfo == IP_CT_UNTRACKED
     first = step(ctt, frags[0])
     assert first.ctinfo == IP_CT_NEW and first.ct.tuplehash[0].dport == 53
     later = step(ctt, frags[1])
-    assert later.ct is None and later.ctinfo == IP_CT_UNTRACKED
+    assert later.ct is first.ct and later.ctinfo == IP_CT_NEW
+    assert first.ct.packets == [1, 0]  # a later fragment changes no state and is not counted
+    other = step(ctt, fragment(IP(src=C, dst=S, id=100) / UDP(sport=1, dport=2) / (b"y" * 100), 48)[1])
+    assert other.ct is None
+    ctt.gc(31 * SEC)
+    assert not ctt.frags
 
 
 def test_unconfirmed_entry_of_a_dropped_packet_is_forgotten(ctt):

@@ -318,3 +318,22 @@ def test_timeouts_unchanged_by_nat(ctt):
     path = Path(ctt, snat=masq())
     skb = path.forward(IP(src=C, dst=S) / UDP(sport=1, dport=2), 5 * SEC)
     assert skb.ct.timeout_ns == 35 * SEC
+
+
+def test_fragmented_datagram_is_masqueraded_whole(ctt):
+    """The first fragment gets address, port and checksum rewritten, later ones their address
+    (Deviation: Linux would reassemble first). Scapy reassembles and verifies the result."""
+    from scapy.all import defragment, fragment
+
+    path = Path(ctt, snat=masq())
+    frags = fragment(IP(src=C, dst=S, id=7) / UDP(sport=5000, dport=53) / (b"z" * 200), fragsize=64)
+    out = [l3(path.forward(f)) for f in frags]
+    assert all(p.src == G for p in out)
+    for p in out:
+        assert inet_csum(raw(p)[:20]) == 0xFFFF
+    whole = defragment(out)[0]
+    assert (whole.src, whole[UDP].sport) == (G, 5000)
+    check = whole[UDP].chksum
+    del whole[UDP].chksum
+    del whole.chksum
+    assert IP(raw(whole))[UDP].chksum == check
