@@ -309,6 +309,52 @@ def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
     return {"mangle": {"key": left, "value": value}}
 
 
+_LIMIT_PER = ("second", "minute", "hour", "day", "week")
+_BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024}
+
+
+def _byte_rate(n: int) -> tuple[int, str]:
+    """Linux: nftables src/statement.c › get_rate: the largest unit that divides the byte count."""
+    for unit in ("mbytes", "kbytes"):
+        if n and n % _BYTE_UNITS[unit] == 0:
+            return n // _BYTE_UNITS[unit], unit
+    return n, "bytes"
+
+
+def _st_limit(ctx: Ctx, t: Tree, prev: list) -> dict:
+    """Linux: src/statement.c › limit_stmt_print / json.c › limit_stmt_json."""
+    kids = list(t.children)
+    inv = bool(kids) and isinstance(kids[0], Token) and kids[0].type == "OVER"
+    if inv:
+        kids = kids[1:]
+    burst_t = kids.pop() if isinstance(kids[-1], Tree) else None
+    rate, per = number(kids[0]), kids[-1]
+    unit = str(kids[1]) if kids[1].type == "WORD" else "packets"
+    if str(per) not in _LIMIT_PER:
+        raise ctx.error(per, f"wrong rate format: {per}")
+    if unit != "packets" and unit not in _BYTE_UNITS:
+        raise ctx.error(kids[1], f"wrong rate format: {unit}")
+    if rate == 0:
+        raise ctx.error(kids[0], "limit rate must be > 0")
+    burst, burst_unit = (5, "packets") if unit == "packets" else (0, "bytes")
+    if burst_t is not None:
+        burst = number(burst_t.children[0])
+        burst_unit = str(burst_t.children[1]) if len(burst_t.children) > 1 else "packets"
+        if (unit == "packets") != (burst_unit == "packets") or (
+            unit != "packets" and burst_unit not in _BYTE_UNITS
+        ):
+            raise ctx.error(burst_t, "burst unit does not match the rate")
+    out: dict[str, Any] = {"rate": rate, "burst": burst, "per": str(per)}
+    if unit != "packets":
+        out["rate"], unit = _byte_rate(rate * _BYTE_UNITS[unit])
+        out["burst"], burst_unit = _byte_rate(burst * _BYTE_UNITS[burst_unit])
+    if inv:
+        out["inv"] = True
+    if unit != "packets":
+        out.update(rate_unit=unit, burst_unit=burst_unit)
+    return {"limit": out}
+
+
 def _st_counter(ctx: Ctx, t: Tree, prev: list) -> dict:
     n = [number(c) for c in t.children]
     return {"counter": {"packets": n[0] if n else 0, "bytes": n[1] if n else 0}}
@@ -518,6 +564,7 @@ _STMT = {
     "mangle_stmt": _st_mangle,
     "tcpopt_exists": _st_tcpopt_exists,
     "counter_stmt": _st_counter,
+    "limit_stmt": _st_limit,
     "log_stmt": _st_log,
     "verdict_stmt": _st_verdict,
     "reject_stmt": _st_reject,

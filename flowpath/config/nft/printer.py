@@ -185,6 +185,13 @@ def stmt_print(family: str, s: dict) -> str:
         return match_print(a)
     if kind == "vmap":
         return f"{selector_str(a['key'])} vmap {rhs_str(dt.selector_type(a['key']), a['data'])}"
+    if kind == "limit":
+        over = "over " if a.get("inv") else ""
+        if "rate_unit" in a:
+            out = f"limit rate {over}{a['rate']} {a['rate_unit']}/{a['per']}"
+            return out + (f" burst {a['burst']} {a['burst_unit']}" if a["burst"] else "")
+        out = f"limit rate {over}{a['rate']}/{a['per']}"
+        return out + (f" burst {a['burst']} packets" if a["burst"] != 5 else "")
     if kind == "counter":
         return f"counter packets {a['packets']} bytes {a['bytes']}"
     if kind == "log":
