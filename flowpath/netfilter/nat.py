@@ -40,6 +40,7 @@ from flowpath.netfilter.constants import (
 from flowpath.netfilter.nat_proto import _nat_statusbit, nf_nat_icmp_reply_translation, nf_nat_manip_pkt
 from flowpath.netfilter.nat_range import (
     NF_NAT_RANGE_MAP_IPS,
+    NF_NAT_RANGE_NETMAP,
     NF_NAT_RANGE_PERSISTENT,
     NF_NAT_RANGE_PROTO_OFFSET,
     NF_NAT_RANGE_PROTO_RANDOM,
@@ -236,6 +237,18 @@ def nf_nat_range_of(req: NatRequest | NfNatRange) -> NfNatRange:
     return r
 
 
+def nft_nat_setup_netmap(rng: NfNatRange, addr: int, l3proto: int) -> NfNatRange:
+    """`snat ip prefix to P`: keep the host part of the address, take the network part from the range.
+
+    Linux: nft_nat.c › nft_nat_setup_netmap (run by nft_nat_eval before nf_nat_setup_info; the rule
+    evaluator hands the prefix range over as is, so it runs here).
+    """
+    ones = (1 << (32 if l3proto == NFPROTO_IPV4 else 128)) - 1
+    netmask = ~(rng.min_addr ^ rng.max_addr) & ones
+    new = (addr & ~netmask & ones) | (rng.min_addr & netmask)
+    return NfNatRange(rng.flags, new, new, rng.min_proto, rng.max_proto)
+
+
 def nf_nat_alloc_null_binding(ct: NfConn, maniptype: int) -> NfVerdict:
     """Bind a manip that no rule asked for to the current address (ports may still move on a clash)."""
     reply = ct.tuplehash[IP_CT_DIR_REPLY]
@@ -263,6 +276,8 @@ def nf_nat_setup_info(ct: NfConn, req: NatRequest | NfNatRange | None, maniptype
             NF_DROP, Reason.NETFILTER_DROP
         )  # nf_nat_masquerade_ipv4: the interface has no address
     curr = nf_ct_invert_tuple(ct.tuplehash[IP_CT_DIR_REPLY])
+    if rng.flags & NF_NAT_RANGE_NETMAP and rng.flags & NF_NAT_RANGE_MAP_IPS:
+        rng = nft_nat_setup_netmap(rng, curr.src if maniptype == NF_NAT_MANIP_SRC else curr.dst, curr.l3proto)
     new = get_unique_tuple(curr, rng, ct, maniptype)
     if new is None:
         return NfVerdict(NF_DROP, Reason.NAT_NO_PORTS)

@@ -337,3 +337,16 @@ def test_fragmented_datagram_is_masqueraded_whole(ctt):
     del whole[UDP].chksum
     del whole.chksum
     assert IP(raw(whole))[UDP].chksum == check
+
+
+def test_netmap_prefix_keeps_host_part(ctt):
+    """nft_nat_setup_netmap: `snat ip prefix to 198.51.100.0/24` maps 10.0.0.2 to 198.51.100.2."""
+    from flowpath.netfilter.nat_range import NF_NAT_RANGE_NETMAP
+
+    path = Path(
+        ctt, snat=snat("198.51.100.0", "198.51.100.255", flags=NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_NETMAP)
+    )
+    a = path.forward(IP(src="10.0.0.2", dst=S) / UDP(sport=1, dport=2))
+    b = path.forward(IP(src="10.0.0.77", dst=S) / UDP(sport=1, dport=2))
+    assert (l3(a).src, l3(b).src) == ("198.51.100.2", "198.51.100.77")
+    assert_csums_ok(b)
