@@ -340,3 +340,57 @@ def test_ipv6_masquerade_matches_linux(lab):
     assert ours == linux, (IPv6(ours).show(dump=True), IPv6(linux).show(dump=True))
     mine = [ln for ln in path.table.listing(time.monotonic_ns() - t0).splitlines()]
     same_listing("\n".join(mine), [ln for ln in linux_ct_lines() if ":" in ln.split("src=")[1].split()[0]])
+
+
+def test_window_scaling_and_sack_match_linux(lab):
+    """tcp_in_window with RFC 7323 scaling and SACK: in-window data passes NATed, data past the scaled
+    window is INVALID (forwarded un-NATed by both), and the listing agrees throughout."""
+    path = masq_dnat_path(Conntrack())
+    t0 = time.monotonic_ns()
+    c, s = dict(src=C, dst=S), dict(src=S, dst=R1)
+    opts_c = [("MSS", 1460), ("SAckOK", b""), ("WScale", 2)]
+    opts_s = [("MSS", 1460), ("SAckOK", b""), ("WScale", 4)]
+    data = b"d" * 1200
+    steps = [
+        ("c", IP(id=41, **c) / TCP(sport=44000, dport=80, flags="S", seq=0, window=600, options=opts_c)),
+        (
+            "s",
+            IP(id=42, **s) / TCP(sport=80, dport=44000, flags="SA", seq=0, ack=1, window=300, options=opts_s),
+        ),
+        ("c", IP(id=43, **c) / TCP(sport=44000, dport=80, flags="A", seq=1, ack=1, window=600)),
+        # a SYN's window is never scaled; this ACK opens 300 << 4 = 4800 bytes for the client's data
+        ("s", IP(id=50, **s) / TCP(sport=80, dport=44000, flags="A", seq=1, ack=1, window=300)),
+        ("c", IP(id=44, **c) / TCP(sport=44000, dport=80, flags="PA", seq=1, ack=1, window=600) / data),
+        ("c", IP(id=45, **c) / TCP(sport=44000, dport=80, flags="PA", seq=1201, ack=1, window=600) / data),
+        ("c", IP(id=46, **c) / TCP(sport=44000, dport=80, flags="PA", seq=2401, ack=1, window=600) / data),
+        (
+            "s",
+            IP(id=47, **s)
+            / TCP(
+                sport=80,
+                dport=44000,
+                flags="A",
+                seq=1,
+                ack=1201,
+                window=300,
+                options=[("NOP", None), ("NOP", None), ("SAck", (2401, 3601))],
+            ),
+        ),  # fmt: skip
+        ("c", IP(id=48, **c) / TCP(sport=44000, dport=80, flags="PA", seq=20001, ack=1, window=600) / data),
+        ("s", IP(id=49, **s) / TCP(sport=80, dport=44000, flags="A", seq=1, ack=3601, window=300)),
+    ]
+    got = run_steps(lab, path, steps, t0, "sport=44000")
+    assert IP(got[4]).src == R1 and IP(got[6]).src == R1  # in window: NATed
+    assert IP(got[8]).src == C  # past the window: INVALID, not NATed
+
+
+def test_udp_stream_becomes_assured_like_linux(lab):
+    """nf_conntrack_udp_packet: replies within 2 s keep 30 s; traffic after 2 s gives 120 s and ASSURED."""
+    path = masq_dnat_path(Conntrack())
+    t0 = time.monotonic_ns()
+    c, s = dict(src=C, dst=S), dict(src=S, dst=R1)
+    run_steps(lab, path, [("c", IP(id=51, **c) / UDP(sport=45000, dport=123) / b"a")], t0, "sport=45000")
+    run_steps(lab, path, [("s", IP(id=52, **s) / UDP(sport=123, dport=45000) / b"b")], t0, "sport=45000")
+    time.sleep(2.3)
+    run_steps(lab, path, [("c", IP(id=53, **c) / UDP(sport=45000, dport=123) / b"c")], t0, "sport=45000")
+    assert "[ASSURED]" in path.table.listing(time.monotonic_ns() - t0)
