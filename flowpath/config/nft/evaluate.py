@@ -149,7 +149,7 @@ def verdict_json(t: Tree) -> dict:
 
 
 def map_json(err: Any, dtype: str, pairs: list, interval: bool) -> list:
-    """[key, verdict] elements sorted by key; interval keys as nft lists them, overlaps refused."""
+    """[key, data] elements sorted by key; interval keys as nft lists them, overlaps refused."""
     out = []
     for key, verdict in pairs:
         k = elem_value(err, dtype, key)
@@ -482,6 +482,17 @@ def _st_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
     args: dict[str, Any] = {}
     if to.data == "nat_port_only":
         args["port"] = _nat_port(ctx, to.children[0], prev)
+    elif to.data == "nat_map":  # dnat to tcp dport map { 80 : 192.168.1.2 }
+        key, kdtype = selector(ctx, to.children[0])
+        if family is None:
+            family = fam if fam in ("ip", "ip6") else _l3_context(prev)
+        if family is None:
+            raise ctx.error(t.children[0], "ip or ip6 must be specified with address for inet tables.")
+        vtype = "ipv4_addr" if family == "ip" else "ipv6_addr"
+        pairs = [(rhs_ast(e.children[0], ctx.defines, ctx.error),
+                  sym_value(ctx.error, vtype, rhs_ast(e.children[1], ctx.defines, ctx.error)))
+                 for e in to.children[1].children]  # fmt: skip
+        args["addr"] = {"map": {"key": key, "data": {"set": map_json(ctx.error, kdtype, pairs, True)}}}
     else:
         addr = to.children[0]
         syms = [rhs_ast(v, ctx.defines, ctx.error) if isinstance(v, Tree) else Sym(str(v), v)

@@ -166,6 +166,11 @@ def _nat_print(kind: str, a: dict | None) -> str:
     )
     if addr is not None or port is not None:
         out += " to "
+    if isinstance(addr, dict) and "map" in addr:
+        m = addr["map"]
+        kdtype = dt.selector_type(m["key"])
+        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(dtype, v)}" for k, v in m["data"]["set"])
+        return f"{out}{selector_str(m['key'])} map {{ {elems} }}" + _nat_flags_str(a)
     if addr is not None:
         text = rhs_str(dtype, addr)
         if port is not None and dtype == "ipv6_addr":
@@ -173,10 +178,14 @@ def _nat_print(kind: str, a: dict | None) -> str:
         out += text
     if port is not None:
         out += ":" + rhs_str("inet_service", port)
+    return out + _nat_flags_str(a)
+
+
+def _nat_flags_str(a: dict) -> str:
     flags = a.get("flags")
-    if flags:
-        out += " " + (flags if isinstance(flags, str) else ",".join(flags))
-    return out
+    if not flags:
+        return ""
+    return " " + (flags if isinstance(flags, str) else ",".join(flags))
 
 
 def stmt_print(family: str, s: dict) -> str:
