@@ -67,6 +67,7 @@ from flowpath.netfilter.constants import (
 from flowpath.packet import layout as L
 from flowpath.packet.csum import ld16, ld32
 from flowpath.packet.reason import Reason
+from flowpath.packet.skb import SkBuff
 
 NF_CT_EVICTION_RANGE = 8  # nf_conntrack_core.c
 IPFRAG_TIME_NS = 30 * NSEC_PER_SEC  # net.ipv4.ipfrag_time
@@ -166,7 +167,7 @@ class Conntrack:
 
     # --- the hook -------------------------------------------------------------------------------------
 
-    def nf_conntrack_in(self, skb, hooknum: int) -> Verdict:
+    def nf_conntrack_in(self, skb: SkBuff, hooknum: int) -> Verdict:
         """Track one packet at PRE_ROUTING or LOCAL_OUT: set skb.ct and skb.ctinfo.
 
         Linux: nf_conntrack_core.c › nf_conntrack_in. INVALID packets are accepted with skb.ct None
@@ -217,7 +218,7 @@ class Conntrack:
             self.frags[_frag_key(skb, l3)] = (ct, skb.ctinfo, skb.ts_ns + IPFRAG_TIME_NS)
         return NF_ACCEPT, None
 
-    def nf_ct_frag_follow(self, skb, l3: int) -> Verdict:
+    def nf_ct_frag_follow(self, skb: SkBuff, l3: int) -> Verdict:
         """A later fragment takes the connection of its first fragment (Deviation: no defrag)."""
         h = self.frags.get(_frag_key(skb, l3))
         if h is None or h[2] <= skb.ts_ns or not nf_ct_is_confirmed(h[0]) or h[0].status & IPS_DYING:
@@ -226,7 +227,7 @@ class Conntrack:
         skb.ct, skb.ctinfo = h[0], h[1]
         return NF_ACCEPT, None
 
-    def resolve_normal_ct(self, skb, l3: int) -> Verdict | None:
+    def resolve_normal_ct(self, skb: SkBuff, l3: int) -> Verdict | None:
         """Find or create the entry and set skb.ct/ctinfo; a verdict only when the packet must go.
 
         Linux: resolve_normal_ct (+ init_conntrack). skb.ct stays None when the packet has no usable
@@ -260,7 +261,7 @@ class Conntrack:
         return None
 
     @staticmethod
-    def nf_conntrack_handle_packet(ct: NfConn, skb, check_csum: bool) -> int:
+    def nf_conntrack_handle_packet(ct: NfConn, skb: SkBuff, check_csum: bool) -> int:
         """Dispatch to the protocol tracker (nf_conntrack_handle_packet); > 0 accepted, <= 0 not."""
         dir = ctinfo2dir(skb.ctinfo)
         p = ct.l4proto
@@ -272,7 +273,7 @@ class Conntrack:
             return nf_conntrack_icmp_packet(ct, skb, dir)
         return nf_conntrack_generic_packet(ct, skb, dir)
 
-    def nf_conntrack_confirm(self, skb) -> Verdict:
+    def nf_conntrack_confirm(self, skb: SkBuff) -> Verdict:
         """Insert the packet's new entry into the table (end of POSTROUTING / LOCAL_IN).
 
         Linux: __nf_conntrack_confirm: only the original direction confirms; a clash with an identical
@@ -316,7 +317,7 @@ class Conntrack:
         return "".join(ct_seq_show(ct, now_ns, acct) + "\n" for ct in self._cts)
 
 
-def _frag_key(skb, l3: int) -> tuple:
+def _frag_key(skb: SkBuff, l3: int) -> tuple:
     """Which datagram a fragment belongs to (ip_defrag's key: addresses, protocol, identification)."""
     b, nh = skb.buf, skb.nhoff
     if l3 == NFPROTO_IPV4:
@@ -383,7 +384,7 @@ def ct_seq_show(ct: NfConn, now_ns: int, acct: bool = False) -> str:
     return s + f"mark={ct.mark} use=1"
 
 
-def ct_state_name(skb) -> str:
+def ct_state_name(skb: SkBuff) -> str:
     """`ct state` as nft sees it: new, established, related, invalid or untracked (nft_ct.c)."""
     if skb.ct is None:
         return "untracked" if skb.ctinfo == IP_CT_UNTRACKED else "invalid"

@@ -36,6 +36,7 @@ from flowpath.netfilter.constants import (
 )
 from flowpath.packet import layout as L
 from flowpath.packet.csum import icmp_csum, l4_csum, ld16, ld32
+from flowpath.packet.skb import SkBuff
 
 UDP_CT_UNREPLIED_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_udp.c › udp_timeouts
 UDP_CT_REPLIED_NS = 120 * NSEC_PER_SEC
@@ -66,7 +67,7 @@ def _load_addr(b, off: int, l3proto: int) -> int:
     return int.from_bytes(b[off : off + 16].tobytes(), "big")
 
 
-def nf_l4_checksum_bad(skb, thoff: int, l4proto: int) -> bool:
+def nf_l4_checksum_bad(skb: SkBuff, thoff: int, l4proto: int) -> bool:
     """Linux: nf_checksum (netfilter/utils.c): verify the TCP/UDP/ICMP checksum of an unfragmented packet.
 
     A UDP checksum of zero means none and is not checked (udp_error).
@@ -147,7 +148,7 @@ def nf_ct_get_tuplepr(b, nhoff: int, l3proto: int) -> NfConnTuple | None:
     return nf_ct_get_tuple(b, thoff, l3proto, l4proto, saddr, daddr)
 
 
-def nf_conntrack_inet_error(net, skb, inner_nhoff: int, l3proto: int, outer_daddr: int) -> int:
+def nf_conntrack_inet_error(net, skb: SkBuff, inner_nhoff: int, l3proto: int, outer_daddr: int) -> int:
     """Attach an ICMP error to the connection its embedded packet belongs to (RELATED), else INVALID.
 
     Linux: nf_conntrack_proto.c › nf_conntrack_inet_error. The embedded packet went the other way, so
@@ -171,7 +172,7 @@ def nf_conntrack_inet_error(net, skb, inner_nhoff: int, l3proto: int, outer_dadd
     return NF_ACCEPT
 
 
-def nf_conntrack_icmpv4_error(net, skb, check_csum: bool) -> int:
+def nf_conntrack_icmpv4_error(net, skb: SkBuff, check_csum: bool) -> int:
     """Linux: nf_conntrack_proto_icmp.c › nf_conntrack_icmpv4_error.
 
     NF_ACCEPT: a query, go on with normal tracking (or skb.ct was set: RELATED); -NF_ACCEPT: INVALID.
@@ -187,7 +188,7 @@ def nf_conntrack_icmpv4_error(net, skb, check_csum: bool) -> int:
     return nf_conntrack_inet_error(net, skb, thoff + L.ICMPH.size, NFPROTO_IPV4, skb.daddr)
 
 
-def nf_conntrack_icmpv6_error(net, skb, check_csum: bool) -> int:
+def nf_conntrack_icmpv6_error(net, skb: SkBuff, check_csum: bool) -> int:
     """Linux: nf_conntrack_proto_icmpv6.c › icmpv6_error (neighbour discovery and MLD are UNTRACKED)."""
     b, thoff = skb.buf, skb.thoff
     if check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_ICMPV6):
@@ -201,7 +202,7 @@ def nf_conntrack_icmpv6_error(net, skb, check_csum: bool) -> int:
     return nf_conntrack_inet_error(net, skb, thoff + L.ICMPH.size, NFPROTO_IPV6, skb.daddr)
 
 
-def nf_conntrack_icmp_packet(ct: NfConn, skb, dir: int) -> int:
+def nf_conntrack_icmp_packet(ct: NfConn, skb: SkBuff, dir: int) -> int:
     """Linux: nf_conntrack_icmp_packet / nf_conntrack_icmpv6_packet: only queries open an entry."""
     orig = ct.tuplehash[0]
     if orig.l4proto == L.IPPROTO_ICMP:
@@ -216,7 +217,7 @@ def nf_conntrack_icmp_packet(ct: NfConn, skb, dir: int) -> int:
     return NF_ACCEPT
 
 
-def udp_error(skb, thoff: int, check_csum: bool) -> bool:
+def udp_error(skb: SkBuff, thoff: int, check_csum: bool) -> bool:
     """Linux: nf_conntrack_proto_udp.c › udp_error: truncated, malformed or bad checksum."""
     b = skb.buf
     udplen = b.shape[0] - thoff
@@ -230,7 +231,7 @@ def udp_error(skb, thoff: int, check_csum: bool) -> bool:
     return check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_UDP)
 
 
-def nf_conntrack_udp_packet(ct: NfConn, skb, thoff: int, dir: int, check_csum: bool) -> int:
+def nf_conntrack_udp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check_csum: bool) -> int:
     """Linux: nf_conntrack_udp_packet.
 
     Unreplied: 30 s. Seen both ways: still 30 s until the flow has lived 2 s (stream_ts), then 120 s
@@ -253,7 +254,7 @@ def nf_conntrack_udp_packet(ct: NfConn, skb, thoff: int, dir: int, check_csum: b
     return NF_ACCEPT
 
 
-def nf_conntrack_generic_packet(ct: NfConn, skb, dir: int) -> int:
+def nf_conntrack_generic_packet(ct: NfConn, skb: SkBuff, dir: int) -> int:
     """Linux: nf_conntrack_proto_generic.c › generic packet handling: refresh for 600 s."""
     nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, GENERIC_TIMEOUT_NS)
     return NF_ACCEPT

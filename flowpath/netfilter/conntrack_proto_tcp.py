@@ -34,6 +34,7 @@ from flowpath.netfilter.constants import (
 )
 from flowpath.packet import layout as L
 from flowpath.packet.csum import ld16, ld32
+from flowpath.packet.skb import SkBuff
 
 
 class TcpConntrack(IntEnum):
@@ -349,7 +350,7 @@ def nf_conntrack_tcp_set_closing(ct: NfConn, now_ns: int) -> None:
     ct.timeout_ns = now_ns + TCP_TIMEOUTS_NS[sCL]
 
 
-def tcp_error(skb, thoff: int, check_csum: bool) -> bool:
+def tcp_error(skb: SkBuff, thoff: int, check_csum: bool) -> bool:
     """True when the segment is INVALID before any state is looked at.
 
     Linux: tcp_error: truncated header, bad checksum (PRE_ROUTING only), invalid flag combination.
@@ -445,7 +446,7 @@ def _tcp_close_rst(ct: NfConn, dir: int, old_state: int, seg: TcpSeg) -> tuple[i
     return new_state, False
 
 
-def nf_conntrack_tcp_packet(ct: NfConn, skb, thoff: int, dir: int, check_csum: bool) -> int:
+def nf_conntrack_tcp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check_csum: bool) -> int:
     """Run one segment through the state machine.
 
     Linux: nf_conntrack_tcp_packet. Returns NF_ACCEPT, -NF_ACCEPT (INVALID: the packet goes on without

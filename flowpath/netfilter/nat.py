@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from flowpath.netfilter.conntrack import ctinfo2dir
+from flowpath.netfilter.conntrack import Conntrack, ctinfo2dir
 from flowpath.netfilter.conntrack_tuple import NfConn, NfConnTuple, nf_ct_invert_tuple, nf_ct_is_confirmed
 from flowpath.netfilter.constants import (
     IP_CT_DIR_ORIGINAL,
@@ -51,6 +51,7 @@ from flowpath.netfilter.nat_range import (
 )
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
+from flowpath.packet.skb import SkBuff
 
 NF_NAT_RANGE_PROTO_RANDOM_ALL = NF_NAT_RANGE_PROTO_RANDOM | NF_NAT_RANGE_PROTO_RANDOM_FULLY
 NF_NAT_MAX_ATTEMPTS = 128  # nf_nat_core.c: bound the port search per packet
@@ -288,7 +289,7 @@ def nf_nat_setup_info(ct: NfConn, req: NatRequest | NfNatRange | None, maniptype
     return ACCEPT
 
 
-def nf_nat_packet(ct: NfConn, ctinfo: int, hooknum: int, skb) -> NfVerdict:
+def nf_nat_packet(ct: NfConn, ctinfo: int, hooknum: int, skb: SkBuff) -> NfVerdict:
     """Apply the bound manip of this hook to the packet (its inverse for replies). Linux: nf_nat_packet."""
     mtype = HOOK2MANIP(hooknum)
     dir = ctinfo2dir(ctinfo)
@@ -300,7 +301,7 @@ def nf_nat_packet(ct: NfConn, ctinfo: int, hooknum: int, skb) -> NfVerdict:
 DoChain = Callable[[object], "NatRequest | None | int | tuple[int, Reason | None]"]
 
 
-def nf_nat_inet_fn(ct_table, skb, hooknum: int, do_chain: DoChain | None) -> NfVerdict:
+def nf_nat_inet_fn(ct_table: Conntrack, skb: SkBuff, hooknum: int, do_chain: DoChain | None) -> NfVerdict:
     """The NAT hook: translate ICMP errors, bind new connections via the nat chains, mangle.
 
     Linux: nf_nat_ipv4_fn / nf_nat_ipv6_fn (RELATED ICMP errors) and nf_nat_inet_fn. `do_chain(skb)`

@@ -40,6 +40,7 @@ from flowpath.packet.csum import (
     udp_csum_replace4,
 )
 from flowpath.packet.reason import Reason
+from flowpath.packet.skb import SkBuff
 
 IPS_NAT_DONE_MASK = IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE
 _ICMP_QUERIES = frozenset({L.ICMP_ECHO, L.ICMP_ECHOREPLY, L.ICMP_TIMESTAMP, L.ICMP_TIMESTAMPREPLY,
@@ -176,7 +177,7 @@ def nf_nat_l3_manip_pkt(b, iphdroff: int, t: NfConnTuple, maniptype: int) -> boo
     return nf_nat_ipv6_manip_pkt(b, iphdroff, t, maniptype)
 
 
-def nf_nat_manip_pkt(skb, ct: NfConn, mtype: int, dir: int) -> bool:
+def nf_nat_manip_pkt(skb: SkBuff, ct: NfConn, mtype: int, dir: int) -> bool:
     """Make the packet look like the inverse of the other direction's tuple (nf_nat_manip_pkt)."""
     target = nf_ct_invert_tuple(ct.tuplehash[1 - dir])
     if not nf_nat_l3_manip_pkt(skb.buf, skb.nhoff, target, mtype):
@@ -185,7 +186,7 @@ def nf_nat_manip_pkt(skb, ct: NfConn, mtype: int, dir: int) -> bool:
     return True
 
 
-def skb_sync_addrs(skb) -> None:
+def skb_sync_addrs(skb: SkBuff) -> None:
     """Reload skb.saddr/daddr/sport/dport from the mangled headers (routing after DNAT reads them)."""
     b, nh = skb.buf, skb.nhoff
     if skb.is_ipv6:
@@ -207,7 +208,7 @@ def _nat_statusbit(maniptype: int, dir: int) -> int:
     return bit ^ IPS_NAT_MASK if dir == IP_CT_DIR_REPLY else bit
 
 
-def nf_nat_icmp_reply_translation(skb, ct: NfConn, dir: int, maniptype: int) -> Reason | None:
+def nf_nat_icmp_reply_translation(skb: SkBuff, ct: NfConn, dir: int, maniptype: int) -> Reason | None:
     """Translate an ICMP/ICMPv6 error RELATED to a NATed connection: inner packet, checksum, outer.
 
     Linux: nf_nat_icmp_reply_translation / nf_nat_icmpv6_reply_translation. The inner packet travelled
