@@ -37,6 +37,8 @@ NFT_JUMP_STACK_SIZE = 16  # include/net/netfilter/nf_tables.h
 _FAMILY_NFPROTO = {"ip": (C.NFPROTO_IPV4,), "ip6": (C.NFPROTO_IPV6,), "inet": (C.NFPROTO_IPV4, C.NFPROTO_IPV6),
                    "netdev": (C.NFPROTO_NETDEV,)}  # fmt: skip
 _POLICY = {"accept": C.NF_ACCEPT, "drop": C.NF_DROP}
+# what a JSON object of the wrong shape raises while it is compiled (reported as a ConfigError)
+_MALFORMED = (NftBuildError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
 
 
 @dataclass(slots=True, eq=False)
@@ -224,26 +226,13 @@ class NftRuntime:
         Raises ConfigError naming the table, chain and rule handle of anything it cannot compile.
         """
         rt = cls(path)
-        rt._json = copy.deepcopy(_items(obj))
-        rules, elements = [], []
-        for item in rt._json:
-            if not isinstance(item, dict) or len(item) != 1:
-                raise ConfigError(path, 0, 0, f"not an nftables object: {item!r}")
-            (kind, o), = item.items()  # fmt: skip
-            if kind == "metainfo":
-                continue
-            if kind == "table":
-                rt._add_table(o, ifindex)
-            elif kind == "chain":
-                rt._add_chain(o)
-            elif kind in ("set", "map", "rule", "element", "flowtable", "counter"):
-                (rules if kind == "rule" else elements).append((kind, o))
-            else:
-                raise ConfigError(path, 0, 0, f"unsupported object {kind!r}")
-        for kind, o in elements:  # after every chain exists: verdict maps name chains
-            rt._add_object(kind, o)
-        for _, o in rules:
-            rt._add_rule(o)
+        try:
+            rt._json = copy.deepcopy(_items(obj))
+            rt._load(ifindex)
+        except ConfigError:
+            raise
+        except _MALFORMED as e:
+            raise ConfigError(path, 0, 0, f"malformed ruleset JSON: {type(e).__name__}: {e}") from None
         rt._validate()
         for c in rt.chains:
             c.ops = tuple(r.ops for r in c.rules)
@@ -256,6 +245,27 @@ class NftRuntime:
         for chains in rt._hooks.values():
             chains.sort(key=lambda c: c.prio)  # stable: equal priorities keep ruleset order
         return rt
+
+    def _load(self, ifindex: Mapping[str, int] | None) -> None:
+        rules, elements = [], []
+        for item in self._json:
+            if not isinstance(item, dict) or len(item) != 1:
+                raise self._err(f"not an nftables object: {item!r}")
+            (kind, o), = item.items()  # fmt: skip
+            if kind == "metainfo":
+                continue
+            if kind == "table":
+                self._add_table(o, ifindex)
+            elif kind == "chain":
+                self._add_chain(o)
+            elif kind in ("set", "map", "rule", "element", "flowtable", "counter"):
+                (rules if kind == "rule" else elements).append((kind, o))
+            else:
+                raise self._err(f"unsupported object {kind!r}")
+        for kind, o in elements:  # after every chain exists: verdict maps name chains
+            self._add_object(kind, o)
+        for _, o in rules:
+            self._add_rule(o)
 
     def _err(self, msg: str) -> ConfigError:
         return ConfigError(self.path, 0, 0, msg)
@@ -314,7 +324,7 @@ class NftRuntime:
                 counter = NftCounter(int(o.get("packets", 0)), int(o.get("bytes", 0)))
                 ctx.counters[o["name"]] = counter
                 self._counter_objs.append((o, counter))
-        except (NftBuildError, KeyError, TypeError, ValueError) as e:
+        except _MALFORMED as e:
             raise self._err(f"{where}: {e}") from None
 
     def _add_elements(self, ctx: NftCtx, s: NftSet, elems: list) -> None:
@@ -335,7 +345,7 @@ class NftRuntime:
         info = RuleInfo()
         try:
             ops = tuple(build_stmt(stmt, ctx, info) for stmt in o.get("expr", []))
-        except (NftBuildError, KeyError, TypeError, ValueError) as e:
+        except _MALFORMED as e:
             raise self._err(f"{where}: {e}") from None
         rule = Rule(int(o.get("handle", 0)), ops, info.counters, chain, info)
         chain.rules.append(rule)

@@ -103,7 +103,9 @@ def _boolean(v: object) -> int:
 
 
 def _ipv4(v: object) -> int:
-    if isinstance(v, int) and not isinstance(v, bool):
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise NftValueError(f"not an IPv4 address: {v!r}")
+    if isinstance(v, int):
         return v
     try:
         return int(ipaddress.IPv4Address(v))
@@ -112,7 +114,9 @@ def _ipv4(v: object) -> int:
 
 
 def _ipv6(v: object) -> int:
-    if isinstance(v, int) and not isinstance(v, bool):
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise NftValueError(f"not an IPv6 address: {v!r}")
+    if isinstance(v, int):
         return v
     try:
         return int(ipaddress.IPv6Address(v))
