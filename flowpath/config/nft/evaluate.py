@@ -18,13 +18,6 @@ from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval
 from flowpath.errors import ConfigError
 
 _OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">="}
-_NAT_FLAGS = ("random", "fully-random", "persistent")  # the order nft prints them in
-_NAT_HOOKS = {
-    "snat": ("postrouting", "input"),
-    "masquerade": ("postrouting",),
-    "dnat": ("prerouting", "output"),
-    "redirect": ("prerouting", "output"),
-}
 _REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
 _SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
 
@@ -433,124 +426,6 @@ def _is_l4_sel(left: dict) -> bool:
     )
 
 
-def _has_transport(prev: list) -> bool:
-    for s in prev:
-        m = s.get("match")
-        if m and (
-            _is_l4_sel(m["left"]) or m["left"].get("payload", {}).get("protocol") in ("tcp", "udp", "th")
-        ):
-            return True
-    return False
-
-
-def _nat_check(ctx: Ctx, t: Tree, kind: str) -> None:
-    chain = ctx.chain
-    if not chain.is_base:
-        return  # the kernel checks regular chains through the jumps that reach them
-    # the kernel refuses the rule as a whole, and nft marks the whole rule
-    if chain.type != "nat" or chain.hook not in _NAT_HOOKS[kind]:
-        raise ctx.error(ctx.rule, "Could not process rule: Operation not supported")
-
-
-def _nat_flags(t: Tree | None) -> Any:
-    if t is None:
-        return None
-    got = {str(f.children[0]) for f in t.children}
-    flags = [f for f in _NAT_FLAGS if f in got]
-    return flags[0] if len(flags) == 1 else flags
-
-
-def _nat_port(ctx: Ctx, t: Tree, prev: list) -> Any:
-    if not _has_transport(prev):
-        raise ctx.error(t, "transport protocol mapping is only valid after transport protocol match")
-    vals = [sym_value(ctx.error, "inet_service", rhs_ast(v, ctx.defines, ctx.error)) for v in t.children
-            if isinstance(v, Tree)]  # fmt: skip
-    return vals[0] if len(vals) == 1 else {"range": vals}
-
-
-def _st_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
-    kind = str(t.children[0]).lower()
-    _nat_check(ctx, t, kind)
-    kids = t.children[1:]
-    family = None
-    if isinstance(kids[0], Token):
-        family, kids = str(kids[0]), kids[1:]
-    to, flags = kids[0], (kids[1] if len(kids) > 1 else None)
-    fam = ctx.table.family
-    if family is not None and fam in ("ip", "ip6") and family != fam:
-        raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {family}")
-    args: dict[str, Any] = {}
-    if to.data == "nat_port_only":
-        args["port"] = _nat_port(ctx, to.children[0], prev)
-    elif to.data == "nat_map":  # dnat to tcp dport map { 80 : 192.168.1.2 }
-        key, kdtype = selector(ctx, to.children[0])
-        if family is None:
-            family = fam if fam in ("ip", "ip6") else _l3_context(prev)
-        if family is None:
-            raise ctx.error(t.children[0], "ip or ip6 must be specified with address for inet tables.")
-        vtype = "ipv4_addr" if family == "ip" else "ipv6_addr"
-        pairs = [(rhs_ast(e.children[0], ctx.defines, ctx.error),
-                  sym_value(ctx.error, vtype, rhs_ast(e.children[1], ctx.defines, ctx.error)))
-                 for e in to.children[1].children]  # fmt: skip
-        args["addr"] = {"map": {"key": key, "data": {"set": map_json(ctx.error, kdtype, pairs, True)}}}
-    else:
-        addr = to.children[0]
-        syms = [rhs_ast(v, ctx.defines, ctx.error) if isinstance(v, Tree) else Sym(str(v), v)
-                for v in addr.children if isinstance(v, Tree) or v.type == "IPV6"]  # fmt: skip
-        if family is None:
-            family = fam if fam in ("ip", "ip6") else _l3_context(prev)
-        if family is None:
-            raise ctx.error(t.children[0], "ip or ip6 must be specified with address for inet tables.")
-        dtype = "ipv4_addr" if family == "ip" else "ipv6_addr"
-        slash = [c for c in addr.children if isinstance(c, Token) and c.type == "SLASH"]
-        vals = [sym_value(ctx.error, dtype, s) for s in syms]
-        if slash:
-            args["addr"] = _prefix(ctx.error, dtype, syms[0], number(addr.children[-1]), addr)
-        elif len(vals) == 1:
-            args["addr"] = vals[0]
-        else:  # an aligned range is listed as a prefix (segtree.c › interval_map_decompose)
-            args["addr"] = interval_elems(dtype, [{"range": vals}], False, lambda m: ctx.error(addr, m))[0]
-        if len(to.children) > 1:
-            args["port"] = _nat_port(ctx, to.children[1], prev)
-    f = _nat_flags(flags)
-    if f:
-        args["flags"] = f
-    if fam == "inet":
-        args = {"family": family, **args}
-    return {kind: args}
-
-
-def _l3_context(prev: list) -> str | None:
-    """The network protocol earlier matches in the rule pin down (evaluate.c › nat_evaluate_family)."""
-    for s in reversed(prev):
-        m = s.get("match")
-        if not m:
-            continue
-        left = m["left"]
-        proto = left.get("payload", {}).get("protocol")
-        if proto in ("ip", "icmp"):
-            return "ip"
-        if proto in ("ip6", "icmpv6"):
-            return "ip6"
-        if left == {"meta": {"key": "nfproto"}} and m["right"] in ("ipv4", "ipv6"):
-            return {"ipv4": "ip", "ipv6": "ip6"}[m["right"]]
-    return None
-
-
-def _st_masq_redir(kind: str) -> Any:
-    def stmt(ctx: Ctx, t: Tree, prev: list) -> dict:
-        _nat_check(ctx, t, kind)
-        args: dict[str, Any] = {}
-        for c in t.children:
-            if c.data == "nat_port":
-                args["port"] = _nat_port(ctx, c, prev)
-            elif c.data == "nat_flags":
-                args["flags"] = _nat_flags(c)
-        return {kind: args or None}
-
-    return stmt
-
-
 def _st_notrack(ctx: Ctx, t: Tree, prev: list) -> dict:
     if ctx.chain.hook not in (None, "prerouting", "output"):
         raise ctx.error(
@@ -579,12 +454,14 @@ _STMT = {
     "log_stmt": _st_log,
     "verdict_stmt": _st_verdict,
     "reject_stmt": _st_reject,
-    "nat_stmt": _st_nat,
-    "masq_stmt": _st_masq_redir("masquerade"),
-    "redir_stmt": _st_masq_redir("redirect"),
     "notrack_stmt": _st_notrack,
     "flow_stmt": _st_flow,
 }
 
+
+from flowpath.config.nft import evaluate_nat as _nat  # noqa: E402  (it reads this module's helpers)
+
+_STMT.update(nat_stmt=_nat.stmt_nat, masq_stmt=_nat.stmt_masq_redir("masquerade"),
+             redir_stmt=_nat.stmt_masq_redir("redirect"))  # fmt: skip
 
 __all__ = ["rule_evaluate", "set_elements", "ConfigError"]
