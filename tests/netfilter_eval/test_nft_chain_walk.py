@@ -244,3 +244,20 @@ def test_wide_jump_graph_validates_quickly():
     t0 = time.perf_counter()
     runtime(items)
     assert time.perf_counter() - t0 < 2.0  # 6**8 paths without memoisation
+
+
+def test_mark_set_from_expressions():
+    """`meta mark set ct mark` and `ct mark set meta mark | 0x10`, in the JSON shape nft prints them."""
+    from nfeval_util import FakeCt
+
+    meta_from_ct = {"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"ct": {"key": "mark"}}}}
+    ct_from_meta = {
+        "mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [{"meta": {"key": "mark"}}, 16]}}
+    }
+    rt = runtime([T, chain("f", "forward"), rule("f", meta_from_ct), rule("f", ct_from_meta)])
+    ct = FakeCt(mark=0x101)
+    pkt = make_pkt(ip4() / UDP(), ct=ct, mark=7)
+    assert nft_do_chain(rt.chain("ip", "t", "f"), pkt) == C.NF_ACCEPT
+    assert (pkt.skb.mark, ct.mark) == (0x101, 0x111)
+    pkt = make_pkt(ip4() / UDP(), ct=None, mark=7)  # no conntrack: the ct mark load breaks the first rule
+    assert nft_do_chain(rt.chain("ip", "t", "f"), pkt) == C.NF_ACCEPT and pkt.skb.mark == 7
