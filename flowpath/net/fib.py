@@ -22,6 +22,7 @@ class RouteType(IntEnum):
     UNICAST = 1
     LOCAL = 2
     BROADCAST = 3
+    MULTICAST = 5  # only as an address type (inet_addr_type); no such routes are modelled
     BLACKHOLE = 6
     UNREACHABLE = 7
     PROHIBIT = 8
@@ -31,6 +32,7 @@ class RouteType(IntEnum):
 
 
 RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST = RouteType.UNICAST, RouteType.LOCAL, RouteType.BROADCAST
+RTN_MULTICAST = RouteType.MULTICAST
 RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT = RouteType.BLACKHOLE, RouteType.UNREACHABLE, RouteType.PROHIBIT
 REJECT_TYPES = (RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT)
 

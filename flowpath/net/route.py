@@ -14,11 +14,14 @@ from flowpath.net.fib import (
     REJECT_TYPES,
     RT_TABLE_LOCAL,
     RT_TABLE_MAIN,
+    RTN_BROADCAST,
     RTN_LOCAL,
+    RTN_MULTICAST,
     RTN_UNICAST,
     FibAlias,
     FibResult,
     FibTable,
+    RouteType,
 )
 from flowpath.net.inetdev import (
     IPV6_ADDR_SCOPE_LINKLOCAL,
@@ -77,8 +80,7 @@ def fib_check_nh_v4(net: Network, fa: FibAlias) -> None:
             raise RtnlError("Nexthop device required for onlink", "gateway")
         if not net.links[fa.oif].up:
             raise RtnlError("Nexthop device is not up", "dev")
-        res = net._fib_table_lookup(4, gw)
-        if res is not None and res.type != RTN_UNICAST:
+        if inet_addr_type(net, gw) != RTN_UNICAST:  # inet_addr_type_dev_table: the dev picks a table only
             raise RtnlError("Nexthop has invalid gateway", "gateway")
         return
     # The gateway must sit on a link- or host-scope route (connected or local), through `dev` if given.
@@ -93,6 +95,19 @@ def fib_check_nh_v4(net: Network, fa: FibAlias) -> None:
     fa.oif, fa.nh_scope = res.oif, res.scope
     if not net.links[fa.oif].up:
         raise RtnlError("Nexthop device is not up", "dev")
+
+
+def inet_addr_type(net: Network, addr: int) -> RouteType:
+    """Linux: fib_frontend.c › __inet_dev_addr_type with no device: the type of the route to `addr`;
+    unicast when there is none, or a reject route (whose lookup fails)."""
+    if addr >> 24 == 0 or addr == 0xFFFFFFFF:
+        return RTN_BROADCAST
+    if addr >> 28 == 0xE:
+        return RTN_MULTICAST
+    res = net._fib_table_lookup(4, addr)
+    if res is None or res.type in REJECT_TYPES:
+        return RTN_UNICAST
+    return res.type
 
 
 def ip6_validate_nh(net: Network, fa: FibAlias) -> None:

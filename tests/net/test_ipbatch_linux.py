@@ -283,6 +283,34 @@ def test_refusals_match_linux(netns, tmp_path, text, line):
     assert err.value.msg == _kernel_text(done.stderr)
 
 
+def _random_route(rng: random.Random, v4_nets: list, v6_nets: list, locals_: dict) -> str:
+    family = 6 if v6_nets and rng.random() < 0.35 else 4
+    bits, nets = (32, v4_nets) if family == 4 else (128, v6_nets)
+    plen = rng.choice([0, 8, 12, 16, 20, 24, 28, 32] if family == 4 else [0, 32, 48, 56, 64, 96, 128])
+    if rng.random() < 0.5 and nets:  # nest inside a connected prefix now and then
+        base, blen = rng.choice(nets)
+        dst = base | rng.getrandbits(bits - blen) if blen < bits else base
+    else:
+        dst = rng.getrandbits(bits)
+    dst = dst >> (bits - plen) << (bits - plen) if plen < bits else dst
+    if family == 6 and 32 <= plen < 96 and rng.random() < 0.8:
+        dst = dst & ((1 << (bits - 32)) - 1) | (0x20010DB8 << 96)
+    text = ("default" if family == 4 else "::/0") if plen == 0 else f"{format_addr(family, dst)}/{plen}"
+    metric = rng.choice(["", " metric 10", " metric 100", " metric 1024"])
+    src = f" src {rng.choice(locals_[family])}" if locals_[family] and rng.random() < 0.15 else ""
+    kind = rng.random()
+    if kind < 0.15:
+        return f"route add {rng.choice(['blackhole', 'unreachable', 'prohibit'])} {text}{metric}"
+    if kind < 0.4 or not nets:
+        return f"route add {text} dev p{rng.randrange(3)}{metric}{src}"
+    if kind < 0.45 and family == 4:
+        return f"route add {text} via {format_addr(4, rng.getrandbits(32))} dev p{rng.randrange(3)} onlink"
+    base, blen = rng.choice(nets)
+    gw = base | rng.getrandbits(bits - blen) if blen < bits else base
+    extra = rng.choice(["", "", f" mtu {rng.choice([1300, 1400])}", f" dev p{rng.randrange(3)}"])
+    return f"route add {text} via {format_addr(family, gw)}{metric}{extra}{src}"
+
+
 def _random_batch(rng: random.Random) -> str:
     """Three ports with random addresses and a mix of routes, some of which the kernel must refuse."""
     lines, v4_nets, v6_nets = [], [], []
@@ -301,34 +329,35 @@ def _random_batch(rng: random.Random) -> str:
             addr = (0x20010DB8 << 96) | rng.getrandbits(20) << 76 | rng.getrandbits(12)
             v6_nets.append((addr >> (128 - plen) << (128 - plen), plen))
             lines.append(f"addr add {format_addr(6, addr)}/{plen} dev p{i} nodad")
-    for _ in range(25):
-        family = 6 if v6_nets and rng.random() < 0.35 else 4
-        bits, nets = (32, v4_nets) if family == 4 else (128, v6_nets)
-        plen = rng.choice([0, 8, 12, 16, 20, 24, 28, 32] if family == 4 else [0, 32, 48, 56, 64, 96, 128])
-        if rng.random() < 0.5 and nets:  # nest inside a connected prefix now and then
+    locals_ = {4: [], 6: []}
+    for line in lines:
+        if line.startswith("addr add"):
+            a = line.split()[2].split("/")[0]
+            locals_[6 if ":" in a else 4].append(a)
+    flap = rng.randrange(3) if rng.random() < 0.5 else None
+    for n in range(30):
+        if flap is not None and n == 10:
+            lines.append(f"link set p{flap} down")
+        if flap is not None and n == 20:
+            lines.append(f"link set p{flap} up")
+        lines.append(_random_route(rng, v4_nets, v6_nets, locals_))
+    seen = set()
+    for i in range(3):
+        for _ in range(rng.randint(0, 2)):  # unique addresses: `ip neigh` exits on any error
+            nets = rng.choice([v4_nets, v6_nets]) or v4_nets
             base, blen = rng.choice(nets)
-            dst = base | rng.getrandbits(bits - blen) if blen < bits else base
-        else:
-            dst = rng.getrandbits(bits) if family == 6 else rng.getrandbits(32)
-        dst = dst >> (bits - plen) << (bits - plen) if plen < bits else dst
-        if family == 6 and plen < 96 and rng.random() < 0.8:
-            dst = dst & ((1 << (bits - 32)) - 1) | (0x20010DB8 << 96) if plen >= 32 else dst
-        text = "default" if plen == 0 else f"{format_addr(family, dst)}/{plen}"
-        metric = rng.choice(["", " metric 10", " metric 100", " metric 1024"])
-        kind = rng.random()
-        if kind < 0.15:
-            lines.append(f"route add {rng.choice(['blackhole', 'unreachable', 'prohibit'])} {text}{metric}")
-        elif kind < 0.45 or not nets:
-            lines.append(f"route add {text} dev p{rng.randrange(3)}{metric}")
-        else:
-            base, blen = rng.choice(nets)
-            gw = base | rng.getrandbits(bits - blen) if blen < bits else base
-            extra = rng.choice(["", "", f" mtu {rng.choice([1300, 1400])}", f" dev p{rng.randrange(3)}"])
-            lines.append(f"route add {text} via {format_addr(family, gw)}{metric}{extra}")
+            bits = 32 if nets is v4_nets else 128
+            addr = base | rng.getrandbits(bits - blen) if blen < bits else base
+            if (addr, i) in seen:
+                continue
+            seen.add((addr, i))
+            mac = ":".join(f"{b:02x}" for b in [2, 0x42, *rng.randbytes(4)])
+            nud = rng.choice(["", " nud permanent", " nud reachable", " nud stale"])
+            lines.append(f"neigh add {format_addr(4 if bits == 32 else 6, addr)} lladdr {mac} dev p{i}{nud}")
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(10))
 def test_random_networks_match_linux(netns, tmp_path, seed):
     """Random addresses and routes: the same lines fail (ip -force), and what stands routes alike."""
     text = _random_batch(random.Random(seed))
