@@ -142,7 +142,7 @@ def flow_neigh_xmit_bulk(data, head, length, ng, group_start, group_count, order
             h = np.int64(head[i]) - grow
             o = i * slot + h
             for b in range(hlen):
-                flat[o + b] = hflat[base + b]
+                flat[np.uint64(o + b)] = hflat[np.uint64(base + b)]  # unsigned: no wraparound code
             head[i] = h
             length[i] += grow
         done += group_count[g]
