@@ -227,6 +227,10 @@ class Network:
             peer = self._by_name[link.peer]
             if peer.up:  # the peer gains carrier: its NETDEV_CHANGE comes after our NETDEV_UP
                 self._addrconf_link_ready(peer)
+        # net/8021q/vlan.c › vlan_device_event NETDEV_UP: "Put all VLANs for this dev in the up state too"
+        for child in list(self.links.values()):
+            if child.kind == KIND_VLAN and child.parent == link.ifindex and not child.up:
+                self._dev_open(child)
 
     def carrier(self, link: Link) -> bool:
         """netif_carrier_ok: a veth end has carrier when its peer is up, a VLAN when its parent has;

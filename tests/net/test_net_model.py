@@ -191,6 +191,9 @@ def test_vlan_subinterfaces():
     net.link_set(trunk, up=False)  # vlan_device_event NETDEV_DOWN takes the VLANs down too
     assert not v10.up and not v20.up
     assert route(net, "8.8.8.8") is None
+    net.link_set(trunk, up=True)  # NETDEV_UP on the parent puts all its VLANs up again
+    assert v10.up and v20.up
+    assert route(net, "10.0.10.9") == (RTN_UNICAST, "trunk0.10", None, "10.0.10.1", 1500)
 
 
 def test_veth_peer_takes_the_lower_ifindex():
