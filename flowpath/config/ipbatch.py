@@ -371,6 +371,10 @@ def do_iproute(net: Network, cmd: IpCmd) -> None:
 # ---- neighbour (ip/ipneigh.c › ipneigh_modify) ----
 
 
+# ip/ipneigh.c › nud_state_a2n: the order decides abbreviations ("perm", "s")
+_NUD_ORDER = ("permanent", "reachable", "noarp", "stale", "none", "incomplete", "delay", "probe", "failed")
+
+
 def _neigh_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
     """`neigh add|replace ADDR lladdr MAC dev NAME [nud permanent|reachable|stale|delay|probe|noarp]`."""
     dst_tok = ll_tok = dev_tok = None
@@ -384,18 +388,7 @@ def _neigh_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
             dev_tok = cmd.at["dev"] = cmd.arg(tok)
         elif word == "nud":
             val = cmd.arg(tok)
-            names = (
-                "permanent",
-                "reachable",
-                "noarp",
-                "stale",
-                "none",
-                "incomplete",
-                "delay",
-                "probe",
-                "failed",
-            )
-            name = next((n for n in names if matches(val.text, n)), None)
+            name = next((n for n in _NUD_ORDER if matches(val.text, n)), None)
             if name not in NUD_NAMES:
                 raise cmd.error(val, f'unsupported nud state "{val.text}"')
             state = NUD_NAMES[name]
