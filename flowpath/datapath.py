@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from flowpath.errors import UsageError
 from flowpath.inet.arp import arp_rcv
 from flowpath.inet.icmp import IcmpSender
 from flowpath.inet.ip_input import ip_local_out, ip_rcv_finish
@@ -20,11 +23,16 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import Netfilter, NfHookResult, NfHookState
 from flowpath.packet import layout as L
 from flowpath.packet.batch import PacketBatch
-from flowpath.packet.reason import REASON_KIND, Reason, reason_label
+from flowpath.packet.reason import IS_SLOW, REASON_KIND, Reason, reason_label
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
 
 _BCAST = b"\xff" * 6
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
+NSEC_PER_SEC = 1_000_000_000
+SYSCTL_DEFAULTS = {  # net.netfilter.* (seconds), as Linux
+    "net.netfilter.nf_flowtable_tcp_timeout": 30,
+    "net.netfilter.nf_flowtable_udp_timeout": 30,
+}
 
 
 @dataclass
@@ -46,6 +54,7 @@ class Stats:
     flows_offloaded: int = 0
     flows_expired: int = 0
     icmp_ratelimited: int = 0
+    tx_bursts: int = 0
     reasons: Counter = field(default_factory=Counter)
     ifaces: dict[str, IfStats] = field(default_factory=dict)
 
@@ -68,6 +77,7 @@ class Stats:
             "flows_offloaded": self.flows_offloaded,
             "flows_expired": self.flows_expired,
             "icmp_ratelimited": self.icmp_ratelimited,
+            "tx_bursts": self.tx_bursts,
             "interfaces": {k: vars(v) for k, v in sorted(self.ifaces.items())},
         }
 
@@ -81,15 +91,30 @@ class Worker:
     bulk       False: one transmit per packet (`--no-bulk`)
     """
 
-    def __init__(self, net, ruleset=None, *, flowtable: bool = True, bulk: bool = True):
+    def __init__(
+        self,
+        net,
+        ruleset=None,
+        *,
+        flowtable: bool = True,
+        bulk: bool = True,
+        sysctl: dict[str, int] | None = None,
+    ):
         from flowpath.netfilter.conntrack import Conntrack
 
         self.net = net
         self.runtime = None
+        self.sysctl = dict(SYSCTL_DEFAULTS)
+        for k, v in (sysctl or {}).items():
+            if k not in SYSCTL_DEFAULTS:
+                raise UsageError(f"unknown sysctl {k!r}; known: {', '.join(SYSCTL_DEFAULTS)}")
+            self.sysctl[k] = int(v)
+        rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
         if ruleset is not None:
             from flowpath.netfilter.nf_tables import NftRuntime
 
-            self.runtime = NftRuntime.from_json(ruleset.to_json())
+            self.runtime = NftRuntime.from_json(rs_json)
+        self.flowtables = self._flowtables(rs_json) if flowtable else {}
         self.conntrack = Conntrack()
         self.netfilter = Netfilter(self.runtime, self.conntrack, self._masq_addr)
         self.icmp = IcmpSender()
@@ -145,40 +170,154 @@ class Worker:
         return res.reason or Reason.NETFILTER_DROP
 
     def flow_offload(self, skb: SkBuff, fib, flowtable: str) -> None:
-        """`flow add @ft` accepted this packet and it was transmitted (integrated with the flowtable)."""
-        return None
+        """`flow add @ft` accepted this packet and it was transmitted: offload its connection."""
+        from flowpath.netfilter.nft_flow_offload import nft_flow_offload_eval
+
+        entry = self.flowtables.get(flowtable)
+        if entry is not None and nft_flow_offload_eval(self, skb, entry[0]) >= 0:
+            self.stats.flows_offloaded += 1
+
+    def _flowtables(self, rs_json: dict) -> dict:
+        """One Flowtable per nft flowtable: name -> (Flowtable, ifindex set of its devices)."""
+        from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable
+
+        out = {}
+        for obj in rs_json.get("nftables", []):
+            ft = obj.get("flowtable")
+            if ft is None or ft["name"] in out:
+                continue
+            flags = ft.get("flags", [])
+            flags = [flags] if isinstance(flags, str) else flags
+            devs = ft.get("dev", [])
+            devs = [devs] if isinstance(devs, str) else devs
+            ifindexes = set()
+            for name in devs:
+                try:
+                    ifindexes.add(self.net.link_by_name(name).ifindex)
+                except KeyError:
+                    raise UsageError(
+                        f"flowtable {ft['name']}: device {name!r} is not in the network file"
+                    ) from None
+            table = Flowtable(
+                ft["name"],
+                flags=NF_FLOWTABLE_COUNTER if "counter" in flags else 0,
+                timeout_tcp_ns=self.sysctl["net.netfilter.nf_flowtable_tcp_timeout"] * NSEC_PER_SEC,
+                timeout_udp_ns=self.sysctl["net.netfilter.nf_flowtable_udp_timeout"] * NSEC_PER_SEC,
+            )
+            out[ft["name"]] = (table, ifindexes)
+        return out
+
+    def flowtable_listing(self) -> str:
+        """What `flowpath ctl flowtable list` will print: every flowtable's entries."""
+        parts = []
+        for name, (ft, _) in self.flowtables.items():
+            parts.append(f"flowtable {name}\n" + ft.listing(self.now_ns, self.ifname))
+        return "\n".join(parts)
 
     # -- the datapath -----------------------------------------------------------------------------
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:
-        """Process a batch; return the frames to transmit as (ifindex, frame, ts_ns), in order."""
-        self._tx = []
-        for i in range(batch.n):
+        """Process a batch; return the frames to transmit as (ifindex, frame, ts_ns), in packet order.
+
+        Flowtable hits are rewritten in place by the compiled hook and leave in bulk groups (one
+        transmit call each, counted in tx_bursts); the rest take the classic path one by one.
+        """
+        n = batch.n
+        if n == 0:
+            return []
+        self.now_ns = int(batch.ts_ns[0])
+        self._maybe_gc()
+        hits: list[tuple[int, int, bytes]] = []
+        if self.flowtables:
+            self._early_ingress(batch, hits)
+        slow_out: list[tuple[int, int, bytes, int]] = []
+        verdict = batch.verdict
+        for i in range(n):
             self.now_ns = int(batch.ts_ns[i])
             self._maybe_gc()
-            reason = Reason(int(batch.verdict[i]))
             link = self.net.links.get(int(batch.iif[i]))
             if link is not None:
                 s = self.stats.iface(link.name)
                 s.rx_packets += 1
                 s.rx_bytes += int(batch.len[i])
-            self.stats.rx_packets += 1
-            if reason == Reason.FLOW_FORWARD:
+            v = int(verdict[i])
+            if v == Reason.FLOW_FORWARD and self.flowtables:
+                reason = Reason.FLOW_FORWARD
+            elif v == Reason.FLOW_FORWARD or IS_SLOW[v]:
                 self.stats.slowpath_packets += 1
+                self._tx = []
                 reason = self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns)
+                slow_out.extend((i, k, f, ifx) for k, (ifx, f, _) in enumerate(self._tx))
+                self.stats.tx_bursts += len(self._tx)
+            else:
+                reason = Reason(v)
             self.stats.reasons[reason] += 1
-        out, self._tx = self._tx, []
-        for ifindex, frame, _ in out:
+        self.stats.rx_packets += n
+        # per-flow order on every interface is the order packets arrived in
+        out = sorted([(i, 0, f, ifx) for i, ifx, f in hits] + slow_out, key=lambda r: (r[0], r[1]))
+        result = [(ifx, f, int(batch.ts_ns[i])) for i, _, f, ifx in out]
+        for ifindex, frame, _ in result:
             s = self.stats.iface(self.ifname(ifindex))
             s.tx_packets += 1
             s.tx_bytes += len(frame)
-        self.stats.tx_packets += len(out)
+        self.stats.tx_packets += len(result)
         self.stats.icmp_ratelimited = self.icmp.ratelimited
-        return out
+        self._tx = []
+        return result
+
+    def _early_ingress(self, batch: PacketBatch, hits: list) -> None:
+        """The compiled flowtable hook over the batch, per flowtable, for packets of its devices."""
+        from flowpath.flowtable import nf_flow_offload_hook
+
+        n = batch.n
+        verdict, iif = batch.verdict[:n], batch.iif[:n]
+        pending = verdict == Reason.FLOW_FORWARD
+        for ft, ifindexes in self.flowtables.values():
+            mine = pending & np.isin(iif, list(ifindexes))
+            others = pending & ~mine
+            verdict[others] = Reason.SLOW_NO_ENTRY  # parked: not this flowtable's devices
+            res = nf_flow_offload_hook(batch, ft, self.now_ns, self.bulk)
+            verdict[others] = Reason.FLOW_FORWARD
+            pending &= ~mine
+            for i in np.flatnonzero(verdict == Reason.SLOW_TCP_STATE):  # SYN on a CLOSING flow: torn down
+                fid = int(batch.flow[i]) >> 1
+                self._fixup(ft, fid, ft.flow_ct(fid))
+            self.stats.fastpath_packets += res.forwarded
+            self.stats.tx_bursts += res.ngroups
+            for g in range(res.ngroups):
+                start = int(res.group_start[g])
+                for i in res.order[start : start + int(res.group_count[g])]:
+                    i = int(i)
+                    hits.append((i, int(batch.oif[i]), batch.frame_bytes(i)))
+        verdict[pending] = Reason.SLOW_NO_ENTRY  # on no flowtable's device
+
+    @property
+    def next_gc_ns(self) -> int:
+        """Packet time of the next GC run; ports end a poll batch there."""
+        return self._next_gc_ns
 
     def _maybe_gc(self) -> None:
-        if self.now_ns >= self._next_gc_ns:
-            self.conntrack.gc(self.now_ns)
-            self._next_gc_ns = self.now_ns + GC_INTERVAL_NS
+        if self.now_ns < self._next_gc_ns:
+            return
+        self._next_gc_ns = self.now_ns + GC_INTERVAL_NS
+        self.conntrack.gc(self.now_ns)
+        from flowpath.netfilter.nft_flow_offload import nf_flow_table_extend_ct_timeout
+
+        for ft, _ in self.flowtables.values():
+            gone = ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct))
+            self.stats.flows_expired += len(gone)
+            for fid in np.flatnonzero(ft.used[0::2]):  # nf_flow_offload_gc_step on the survivors
+                nf_flow_table_extend_ct_timeout(ft.flow_ct(int(fid)), self.now_ns)
+
+    def _fixup(self, ft, fid: int, ct) -> None:
+        """flow_offload_teardown's conntrack fixup, once per flow (at teardown or at GC)."""
+        from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
+        from flowpath.netfilter.nft_flow_offload import flow_offload_fixup_ct
+
+        if ct is None or not ct.status & C.IPS_OFFLOAD:
+            return
+        expired = int(ft.val[2 * fid : 2 * fid + 2, V_TIMEOUT].max()) - self.now_ns <= 0
+        tmo = ft.timeout_tcp_ns if ct.l4proto == L.IPPROTO_TCP else ft.timeout_udp_ns
+        flow_offload_fixup_ct(ct, int(ft.key[2 * fid, V_FLAGS]), self.now_ns, expired, tmo)
 
     def slow_path(self, buf, iif: int, ts_ns: int) -> Reason:
         """netif_receive_skb for one frame: L2 checks, then ARP or the IP receive path."""

@@ -85,6 +85,8 @@ def replay(
         streams = [_records(net, name, path, k) for k, (name, path) in enumerate(inputs)]
         batch = PacketBatch(batch_size)
         for ts_ns, _, _, ifindex, data in heapq.merge(*streams):
+            if batch.n and ts_ns >= worker.next_gc_ns:
+                _run(worker, batch, writers)  # a poll never spans a GC run (1 s of packet time)
             batch.append(data, ifindex, ts_ns)
             if batch.n == batch.capacity:
                 _run(worker, batch, writers)

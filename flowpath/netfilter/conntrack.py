@@ -92,6 +92,7 @@ class Conntrack:
     """
 
     def __init__(self, max_entries: int = 262144, seed: int = 0):
+        self.now_ns = 0
         self.max_entries = max_entries
         self._hash: dict[NfConnTuple, tuple[NfConn, int]] = {}
         self._cts: dict[NfConn, None] = {}
@@ -121,8 +122,12 @@ class Conntrack:
         return h
 
     def nf_conntrack_tuple_taken(self, tuple: NfConnTuple, ignored: NfConn | None) -> bool:
-        """Linux: nf_conntrack_tuple_taken: does a confirmed entry other than `ignored` use `tuple`?"""
+        """Linux: nf_conntrack_tuple_taken: does a confirmed entry other than `ignored` use `tuple`?
+        An expired entry does not count and is removed (nf_ct_gc_expired)."""
         h = self._hash.get(tuple)
+        if h is not None and nf_ct_is_expired(h[0], self.now_ns):
+            self.nf_ct_kill(h[0])
+            return False
         return h is not None and h[0] is not ignored
 
     def nf_ct_kill(self, ct: NfConn) -> bool:
@@ -173,6 +178,7 @@ class Conntrack:
         Linux: nf_conntrack_core.c › nf_conntrack_in. INVALID packets are accepted with skb.ct None
         (the ruleset decides, `ct state invalid`); NF_DROP only when the table is full.
         """
+        self.now_ns = skb.ts_ns  # packet time, for the expiry checks of lookups made on its behalf
         if skb.ct is not None or skb.ctinfo == IP_CT_UNTRACKED:
             return NF_ACCEPT, None  # already seen (LOCAL_OUT after a reroute) or `notrack`
         l3 = l3num(skb.l3proto)

@@ -39,7 +39,9 @@ def test_replay_out_spec_and_bare_pcapng(tmp_path):
     with PcapngWriter(ng) as w:
         idx = w.add_interface("lan0")
         w.write(idx, bytes(p), 1_700_000_000_000_000_000)
-    rc = main(["replay", "-n", NET, "-r", RULES, "--in", str(ng), "--out", f"wan0={tmp_path / 'w.pcap'}", "-q"])
+    rc = main(
+        ["replay", "-n", NET, "-r", RULES, "--in", str(ng), "--out", f"wan0={tmp_path / 'w.pcap'}", "-q"]
+    )
     assert rc == 0
     (o,) = rdpcap(str(tmp_path / "w.pcap"))
     assert o[IP].src == "203.0.113.1"

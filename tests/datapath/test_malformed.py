@@ -44,7 +44,7 @@ def _run(frames: list[bytes], flowtable: bool) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SEEDS), st.integers(0, 200), st.binary(max_size=8), st.booleans())
 def test_truncated_and_corrupted_frames_are_counted(seed, cut, junk, flowtable):
-    frame = bytearray(seed[: max(0, len(seed) - cut)] if cut < len(seed) else seed[:cut % 15])
+    frame = bytearray(seed[: max(0, len(seed) - cut)] if cut < len(seed) else seed[: cut % 15])
     for i, b in enumerate(junk):
         if frame:
             frame[(b * 7 + i) % len(frame)] ^= b

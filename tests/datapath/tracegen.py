@@ -111,12 +111,14 @@ def mixed_trace(seed: int = 1, n_udp: int = 40, n_tcp: int = 20, rounds: int = 1
     for r in range(rounds):
         if r == rounds // 2:
             t[0] += 45.0  # idle longer than nf_flowtable_udp/tcp_timeout (30 s)
+        elif r:
+            t[0] += 0.5  # UDP flows live past 2 s and become assured streams (nf_conntrack_udp_packet)
         order = flows + tcp
         rng.shuffle(order)
         for f in order:
             size = rng.choice([20, 86, 300, 1000])
             ttl = rng.choice([64] * 20 + [1, 2])
-            if f.dnat and f.proto == "tcp":
+            if f.dnat:  # the Internet client speaks first
                 emit(wan, f.down(bytes(size), ttl=ttl))
                 emit(lan, f.up(bytes(size // 2)))
             else:

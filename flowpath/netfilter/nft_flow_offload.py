@@ -1,0 +1,118 @@
+"""Offloading a flow once `flow add @ft` accepted it, and handing it back to conntrack at teardown.
+
+Linux: net/netfilter/nft_flow_offload.c › nft_flow_offload_eval, nft_flow_route (both directions
+routed when the flow is added); net/netfilter/nf_flow_table_core.c › flow_offload_add (conntrack pinned
+for a day, TCP made liberal), flow_offload_fixup_ct (state and timeout given back on teardown).
+The rule statement itself (flowpath.netfilter.nft_stmt) checks the conntrack conditions; this module
+does what nft_flow_offload_eval does after them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flowpath.flowtable import F_CLOSING, F_DNAT, F_SNAT, FlowRoute, Flowtable, FlowTuple
+from flowpath.net.fib import RouteType
+from flowpath.netfilter import constants as C
+from flowpath.netfilter.conntrack_proto import UDP_CT_REPLIED_NS, UDP_CT_UNREPLIED_NS
+from flowpath.netfilter.conntrack_proto_tcp import (
+    IP_CT_TCP_FLAG_BE_LIBERAL,
+    IP_CT_TCP_FLAG_CLOSE_INIT,
+    IP_CT_TCP_FLAG_MAXACK_SET,
+    TCP_TIMEOUTS_NS,
+    TcpConntrack,
+)
+from flowpath.netfilter.conntrack_tuple import nf_ct_refresh
+from flowpath.packet import layout as L
+
+if TYPE_CHECKING:
+    from flowpath.datapath import Worker
+    from flowpath.packet.skb import SkBuff
+
+NF_CT_DAY_NS = 86400 * 1_000_000_000
+_L3 = {C.NFPROTO_IPV4: 4, C.NFPROTO_IPV6: 6, 4: 4, 6: 6}
+
+
+def nft_flow_route(w: Worker, ct, d: int) -> tuple[FlowRoute, int] | None:
+    """Route direction d: towards the other direction's source (its pre-NAT source is where replies
+    go). Returns (route, oif) or None when the route or the neighbour is missing."""
+    t_other = ct.tuplehash[1 - d]
+    family = _L3[t_other.l3proto]
+    fib = w.net.fib_lookup(family, t_other.src)
+    if fib is None or fib.type != RouteType.UNICAST:
+        return None
+    nexthop = fib.gateway if fib.gateway is not None else t_other.src
+    mac = w.net.neigh_lookup(family, nexthop, fib.oif)
+    if mac is None:
+        return None  # Deviation: only DIRECT xmit (cached MACs); Linux may use XMIT_NEIGH here
+    link = w.net.links[fib.oif]
+    vlan = -1
+    if link.kind == "vlan":
+        vlan, link = link.vlan_id, w.net.links[link.parent]
+    return FlowRoute(oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan), fib.oif
+
+
+def nft_flow_offload_eval(w: Worker, skb: SkBuff, ft: Flowtable) -> int:
+    """Add both directions of skb's connection to `ft`; return the flow id, or a negative result."""
+    ct = skb.ct
+    if ct is None or ct.status & C.IPS_OFFLOAD:  # test_and_set_bit(IPS_OFFLOAD_BIT)
+        return -3
+    routes = [nft_flow_route(w, ct, d) for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY)]
+    if None in routes:
+        return -4
+    if any(w.net.links[oif].kind == "vlan" for _, oif in routes):
+        return -5  # Deviation: tagged input is not parsed by the fast path, so VLAN flows stay classic
+    tuples = []
+    for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY):
+        t = ct.tuplehash[d]
+        iif = routes[1 - d][1]  # a direction enters where the other one leaves (symmetric routing)
+        tuples.append(FlowTuple(iif, _L3[t.l3proto], t.l4proto, t.src, t.dst, t.sport, t.dport))
+    nat = (F_SNAT if ct.status & C.IPS_SRC_NAT else 0) | (F_DNAT if ct.status & C.IPS_DST_NAT else 0)
+    fid = ft.flow_offload_add(tuples[0], tuples[1], routes[0][0], routes[1][0], nat, ct, skb.ts_ns)
+    if fid < 0:
+        return fid
+    ct.status |= C.IPS_OFFLOAD
+    nf_ct_refresh(ct, skb.ts_ns, NF_CT_DAY_NS)
+    if ct.l4proto == L.IPPROTO_TCP:
+        for seen in ct.proto.seen:
+            seen.flags |= IP_CT_TCP_FLAG_BE_LIBERAL
+    return fid
+
+
+_EXTEND_MIN_NS = 5 * 60 * 1_000_000_000
+_TCP_CLOSING = (TcpConntrack.FIN_WAIT, TcpConntrack.CLOSE_WAIT, TcpConntrack.LAST_ACK, TcpConntrack.TIME_WAIT)
+
+
+def nf_flow_table_extend_ct_timeout(ct, now_ns: int) -> None:
+    """While a flow is offloaded its conntrack entry must not expire: GC pushes the timeout back to a
+    day (TCP closing states: 5 minutes) whenever less than 5 minutes are left."""
+    if ct is None or not ct.status & C.IPS_OFFLOAD or ct.timeout_ns - now_ns >= _EXTEND_MIN_NS:
+        return
+    if ct.l4proto == L.IPPROTO_TCP and TcpConntrack(ct.proto.state) in _TCP_CLOSING:
+        ct.timeout_ns = max(ct.timeout_ns, now_ns + _EXTEND_MIN_NS)
+    else:
+        ct.timeout_ns = max(ct.timeout_ns, now_ns + NF_CT_DAY_NS)
+
+
+def flow_offload_fixup_ct(ct, flags: int, now_ns: int, expired: bool, offload_timeout_ns: int) -> None:
+    """Give a torn-down flow back to conntrack: TCP state (CLOSE after a FIN/RST), liberal window
+    restarted, and a timeout that only shortens (nf_ct_refresh semantics of the fixup)."""
+    ct.status &= ~C.IPS_OFFLOAD
+    if ct.l4proto == L.IPPROTO_TCP:
+        tcp = ct.proto
+        if flags & F_CLOSING:
+            tcp.state = TcpConntrack.CLOSE
+            tcp.seen[0].flags |= IP_CT_TCP_FLAG_CLOSE_INIT  # a SYN may reopen the tuple
+        for seen in tcp.seen:
+            seen.td_maxwin = 0
+            seen.flags &= ~IP_CT_TCP_FLAG_MAXACK_SET
+        timeout = TCP_TIMEOUTS_NS.get(TcpConntrack(tcp.state), TCP_TIMEOUTS_NS[TcpConntrack.CLOSE])
+    elif ct.l4proto == L.IPPROTO_UDP:
+        timeout = UDP_CT_REPLIED_NS if ct.status & C.IPS_SEEN_REPLY else UDP_CT_UNREPLIED_NS
+    else:
+        return
+    if expired:
+        timeout -= offload_timeout_ns
+    timeout = max(timeout, 0)
+    if ct.timeout_ns - now_ns > timeout:
+        ct.timeout_ns = now_ns + timeout
