@@ -22,7 +22,8 @@ class ConfigError(Exception):
         if self.source is None:
             return head
         text = self.source.rstrip("\n")
-        caret = " " * max(0, self.col - 1) + "^" * self.length
+        # copy the line's tabs so the caret lands under the token in any tab width (as nft does)
+        caret = "".join(c if c == "\t" else " " for c in text[: max(0, self.col - 1)]) + "^" * self.length
         return f"{head}\n{text}\n{caret}"
 
 
