@@ -138,6 +138,11 @@ class Worker:
         phys = self.net.links[link.parent] if link.kind == "vlan" else link
         self._tx.append((phys.ifindex, frame, self.now_ns))
 
+    def rt_mtu(self, skb: SkBuff, fib) -> int:
+        """nft_rt's TCPMSS view: the smaller of the route's MTU and the route back's (get_tcpmss)."""
+        back = self.net.fib_lookup(family_of(skb), skb.saddr)
+        return min(fib.mtu, back.mtu) if back is not None and back.type == RouteType.UNICAST else fib.mtu
+
     def _masq_addr(self, nfproto: int, ifindex: int, daddr: int) -> int | None:
         return self.net.inet_select_addr(ifindex, 6 if nfproto == C.NFPROTO_IPV6 else 4, daddr)
 

@@ -50,7 +50,8 @@ def ip_forward(w: Worker, skb: SkBuff, fib) -> Reason:
     else:
         ip_decrease_ttl(skb.buf, skb.nhoff)
     out = w.net.links[fib.oif]
-    state = NfHookState(C.NF_INET_FORWARD, nfproto_of(skb), skb.iif, w.ifname(skb.iif), out.ifindex, out.name)
+    state = NfHookState(C.NF_INET_FORWARD, nfproto_of(skb), skb.iif, w.ifname(skb.iif), out.ifindex, out.name,
+                        w.rt_mtu(skb, fib))  # fmt: skip
     res = w.netfilter.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return w.nf_drop(skb, res, state)

@@ -33,7 +33,7 @@ def ip_output(w: Worker, skb: SkBuff, fib, in_ifindex: int = 0) -> Reason:
     """POSTROUTING, then ip_finish_output. `fib` is the route chosen for the packet."""
     out = w.net.links[fib.oif]
     state = NfHookState(C.NF_INET_POST_ROUTING, nfproto_of(skb), in_ifindex,
-                        w.ifname(in_ifindex), out.ifindex, out.name)  # fmt: skip
+                        w.ifname(in_ifindex), out.ifindex, out.name, w.rt_mtu(skb, fib))  # fmt: skip
     res = w.netfilter.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return w.nf_drop(skb, res, state)

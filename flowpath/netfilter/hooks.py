@@ -40,6 +40,7 @@ class NfHookState:
     in_name: str = ""
     out_ifindex: int = 0
     out_name: str = ""
+    mtu: int = 0  # what `rt mtu` reads: the route MTU once the packet is routed
 
 
 @dataclass(slots=True)
@@ -113,7 +114,8 @@ class Netfilter:
         from flowpath.netfilter.nf_tables import NftPktinfo
 
         return NftPktinfo(skb=skb, hooknum=state.hooknum, nfproto=state.nfproto, iifname=state.in_name,
-                          oifname=state.out_name, iif=state.in_ifindex, oif=state.out_ifindex)  # fmt: skip
+                          oifname=state.out_name, iif=state.in_ifindex, oif=state.out_ifindex,
+                          mtu=state.mtu)  # fmt: skip
 
     def _nat(self, skb: SkBuff, state: NfHookState) -> int:
         from flowpath.netfilter.nat import nf_nat_inet_fn
