@@ -87,7 +87,8 @@ class FibResult(NamedTuple):
     """What a lookup gives the datapath (struct fib_result, flattened).
 
     type      RouteType
-    oif       output ifindex (the route's device; 0 for reject routes)
+    oif       the route's device (0 for reject routes); for a local route, the link that owns the
+              address (Linux sends such packets through lo: `ip route get` prints "dev lo")
     gateway   next hop, None when the destination is on-link or the gateway is a local address
               (route.c › rt_set_nexthop uses a gateway only if its scope is link)
     mtu       the route's mtu, else the device's (0 for reject routes)
