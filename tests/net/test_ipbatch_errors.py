@@ -7,6 +7,8 @@ reads what `ip -batch` would have told them; the root test checks the kernel's t
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowpath.errors import ConfigError
 from flowpath.net import load_network, parse_network
@@ -118,3 +120,25 @@ def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_network(tmp_path / "nope.ip")
     assert err.value.path.endswith("nope.ip") and "cannot read" in err.value.msg
+
+
+_WORDS = [
+    "link", "l", "addr", "a", "route", "r", "neigh", "n", "add", "set", "replace", "del", "show", "dev", "eth0",
+    "eth1", "lo", "up", "down", "mtu", "1500", "0", "99999999999", "address", "02:00:00:00:00:01", "name", "type",
+    "dummy", "veth", "vlan", "ipip", "peer", "link", "id", "10", "via", "192.0.2.9", "10.0.0.0/8", "default",
+    "2001:db8::/64", "fe80::1", "blackhole", "unreachable", "prohibit", "metric", "src", "table", "main", "local",
+    "proto", "static", "scope", "host", "onlink", "lock", "brd", "+", "-", "lladdr", "nud", "perm", "to", "-6", "-4",
+    "-f", "inet6", "\\", "#", '"q w"', "1.2.3.4/33", "::/129", "x", "", "tunnel", "xfrm", "noprefixroute", "label",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_WORDS), max_size=9).map(" ".join), max_size=6))
+def test_any_input_is_a_network_or_a_config_error(lines):
+    """Token soup after a valid prefix: a Network or a ConfigError with a position, never a crash."""
+    text = BASE + "\n".join(lines) + "\n"
+    try:
+        parse_network(text, "fuzz.ip")
+    except ConfigError as err:
+        assert err.line >= 1 and err.col >= 1 and err.msg
+        assert str(err).startswith(f"fuzz.ip:{err.line}:{err.col}: Error: ")
