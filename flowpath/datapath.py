@@ -8,11 +8,11 @@ in packet order, to the caller (a port).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from flowpath.counters import Stats, account_batch
 from flowpath.errors import UsageError
 from flowpath.inet.arp import arp_rcv
 from flowpath.inet.icmp import IcmpSender
@@ -23,7 +23,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import Netfilter, NfHookResult, NfHookState
 from flowpath.packet import layout as L
 from flowpath.packet.batch import PacketBatch
-from flowpath.packet.reason import IS_SLOW, REASON_KIND, Reason, reason_label
+from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
 
 _BCAST = b"\xff" * 6
@@ -36,50 +36,23 @@ SYSCTL_DEFAULTS = {  # net.netfilter.* (seconds), as Linux
 
 
 @dataclass
-class IfStats:
-    rx_packets: int = 0
-    rx_bytes: int = 0
-    tx_packets: int = 0
-    tx_bytes: int = 0
+class TxList:
+    """What one poll transmits. Fast-path hits stay in the batch's slots (one burst per bulk group);
+    slow-path frames are bytes. `frames()` gives (ifindex, frame, ts_ns) in arrival order, which keeps
+    every flow's order on every interface.
 
+    No Linux counterpart (a poll's xmit lists).
+    """
 
-@dataclass
-class Stats:
-    """Counters of one Worker; `as_dict` is what `replay --stats` writes."""
+    batch: PacketBatch
+    hits: list = field(default_factory=list)  # int32 arrays of packet indices, in group order
+    slow: list = field(default_factory=list)  # (packet index, seq, ifindex, frame)
 
-    rx_packets: int = 0
-    tx_packets: int = 0
-    fastpath_packets: int = 0
-    slowpath_packets: int = 0
-    flows_offloaded: int = 0
-    flows_expired: int = 0
-    icmp_ratelimited: int = 0
-    tx_bursts: int = 0
-    reasons: Counter = field(default_factory=Counter)
-    ifaces: dict[str, IfStats] = field(default_factory=dict)
-
-    def iface(self, name: str) -> IfStats:
-        s = self.ifaces.get(name)
-        if s is None:
-            s = self.ifaces[name] = IfStats()
-        return s
-
-    def as_dict(self) -> dict:
-        drops = {reason_label(r): n for r, n in sorted(self.reasons.items()) if REASON_KIND[r] == "drop"}
-        return {
-            "rx_packets": self.rx_packets,
-            "tx_packets": self.tx_packets,
-            "drops": drops,
-            "dropped_packets": sum(drops.values()),
-            "local_packets": self.reasons.get(Reason.LOCAL_IN, 0),
-            "fastpath_packets": self.fastpath_packets,
-            "slowpath_packets": self.slowpath_packets,
-            "flows_offloaded": self.flows_offloaded,
-            "flows_expired": self.flows_expired,
-            "icmp_ratelimited": self.icmp_ratelimited,
-            "tx_bursts": self.tx_bursts,
-            "interfaces": {k: vars(v) for k, v in sorted(self.ifaces.items())},
-        }
+    def frames(self) -> list[tuple[int, bytes, int]]:
+        b = self.batch
+        out = [(int(i), 0, int(b.oif[i]), None) for h in self.hits for i in h] + self.slow
+        out.sort(key=lambda r: (r[0], r[1]))
+        return [(ifx, f if f is not None else b.frame_bytes(i), int(b.ts_ns[i])) for i, _, ifx, f in out]
 
 
 class Worker:
@@ -119,10 +92,11 @@ class Worker:
         self.netfilter = Netfilter(self.runtime, self.conntrack, self._masq_addr)
         self.icmp = IcmpSender()
         self.use_flowtable, self.bulk = flowtable, bulk
-        self.stats = Stats()
+        self.stats = Stats(max(net.links) if net.links else 0)
         self.now_ns = 0
         self._next_gc_ns = 0
         self._tx: list[tuple[int, bytes, int]] = []
+        self._ft_dev_arrays: dict[int, np.ndarray] = {}
         self._vlans = {(lk.parent, lk.vlan_id): lk for lk in net.links.values() if lk.kind == "vlan"}
 
     # -- helpers the inet steps call -------------------------------------------------------------
@@ -164,7 +138,7 @@ class Worker:
             msg.ts_ns = skb.ts_ns
             r = ip_local_out(self, msg)
             if r != Reason.TX:
-                self.stats.reasons[r] += 1
+                self.stats.count(r)
 
     def nf_drop(self, skb: SkBuff, res: NfHookResult, state: NfHookState) -> Reason:
         """A hook said drop; a `reject` statement also sends its error (nft_reject_inet_eval)."""
@@ -221,79 +195,80 @@ class Worker:
 
     # -- the datapath -----------------------------------------------------------------------------
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:
-        """Process a batch; return the frames to transmit as (ifindex, frame, ts_ns), in packet order.
+        """Process a batch; return the frames to transmit as (ifindex, frame, ts_ns), in order."""
+        return self.poll(batch).frames()
 
-        Flowtable hits are rewritten in place by the compiled hook and leave in bulk groups (one
-        transmit call each, counted in tx_bursts); the rest take the classic path one by one.
-        """
+    def poll(self, batch: PacketBatch) -> TxList:
+        """Process a batch: the compiled flowtable hook over all of it, then the classic path for what
+        it sent up, one packet at a time, in order. Hits stay in their slots (see TxList)."""
         n = batch.n
+        tx = TxList(batch)
         if n == 0:
-            return []
+            return tx
         self.now_ns = int(batch.ts_ns[0])
         self._maybe_gc()
-        hits: list[tuple[int, int, bytes]] = []
-        if self.flowtables:
-            self._early_ingress(batch, hits)
-        slow_out: list[tuple[int, int, bytes, int]] = []
         verdict = batch.verdict
-        for i in range(n):
+        if self.flowtables:
+            self._early_ingress(batch, tx)
+        else:
+            verdict[:n][verdict[:n] == Reason.FLOW_FORWARD] = Reason.SLOW_NO_ENTRY
+        st = self.stats
+        hits = account_batch(verdict, batch.iif, batch.oif, batch.len, n, st.reasons, st.ifc)
+        st.fastpath_packets += hits
+        st.tx_packets += hits
+        st.rx_packets += n
+        slow = np.flatnonzero(IS_SLOW[verdict[:n]])
+        for i in slow:
+            i = int(i)
             self.now_ns = int(batch.ts_ns[i])
             self._maybe_gc()
-            link = self.net.links.get(int(batch.iif[i]))
-            if link is not None:
-                s = self.stats.iface(link.name)
-                s.rx_packets += 1
-                s.rx_bytes += int(batch.len[i])
-            v = int(verdict[i])
-            if v == Reason.FLOW_FORWARD and self.flowtables:
-                reason = Reason.FLOW_FORWARD
-            elif v == Reason.FLOW_FORWARD or IS_SLOW[v]:
-                self.stats.slowpath_packets += 1
-                self._tx = []
-                reason = self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns)
-                slow_out.extend((i, k, f, ifx) for k, (ifx, f, _) in enumerate(self._tx))
-                self.stats.tx_bursts += len(self._tx)
-            else:
-                reason = Reason(v)
-            self.stats.reasons[reason] += 1
-        self.stats.rx_packets += n
-        # per-flow order on every interface is the order packets arrived in
-        out = sorted([(i, 0, f, ifx) for i, ifx, f in hits] + slow_out, key=lambda r: (r[0], r[1]))
-        result = [(ifx, f, int(batch.ts_ns[i])) for i, _, f, ifx in out]
-        for ifindex, frame, _ in result:
-            s = self.stats.iface(self.ifname(ifindex))
-            s.tx_packets += 1
-            s.tx_bytes += len(frame)
-        self.stats.tx_packets += len(result)
-        self.stats.icmp_ratelimited = self.icmp.ratelimited
+            st.slowpath_packets += 1
+            self._tx = []
+            reason = self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns)
+            st.count(reason)
+            for k, (ifx, f, _) in enumerate(self._tx):
+                tx.slow.append((i, k, ifx, f))
+                st.tx(ifx, len(f))
+            st.tx_bursts += len(self._tx)
+        st.icmp_ratelimited = self.icmp.ratelimited
         self._tx = []
-        return result
+        return tx
 
-    def _early_ingress(self, batch: PacketBatch, hits: list) -> None:
+    def _early_ingress(self, batch: PacketBatch, tx: TxList) -> None:
         """The compiled flowtable hook over the batch, per flowtable, for packets of its devices."""
         from flowpath.flowtable import nf_flow_offload_hook
 
         n = batch.n
         verdict, iif = batch.verdict[:n], batch.iif[:n]
+        single = len(self.flowtables) == 1
         pending = verdict == Reason.FLOW_FORWARD
         for ft, ifindexes in self.flowtables.values():
-            mine = pending & np.isin(iif, list(ifindexes))
+            mine = pending & np.isin(iif, self._ft_devs(ifindexes))
             others = pending & ~mine
-            verdict[others] = Reason.SLOW_NO_ENTRY  # parked: not this flowtable's devices
+            if single and not others.any():
+                others = None
+            else:
+                verdict[others] = Reason.SLOW_NO_ENTRY  # parked: not this flowtable's devices
             res = nf_flow_offload_hook(batch, ft, self.now_ns, self.bulk)
-            verdict[others] = Reason.FLOW_FORWARD
-            pending &= ~mine
-            for i in np.flatnonzero(verdict == Reason.SLOW_TCP_STATE):  # SYN on a CLOSING flow: torn down
-                fid = int(batch.flow[i]) >> 1
-                self._fixup(ft, fid, ft.flow_ct(fid))
-            self.stats.fastpath_packets += res.forwarded
-            self.stats.tx_bursts += res.ngroups
-            for g in range(res.ngroups):
-                start = int(res.group_start[g])
-                for i in res.order[start : start + int(res.group_count[g])]:
-                    i = int(i)
-                    hits.append((i, int(batch.oif[i]), batch.frame_bytes(i)))
+            if others is not None:
+                verdict[others] = Reason.FLOW_FORWARD
+                pending &= ~mine
+            else:
+                pending[:] = False
+            if res.forwarded:
+                tx.hits.append(res.order[: res.forwarded].copy())
+                self.stats.tx_bursts += res.ngroups
+            if res.slow:
+                for i in np.flatnonzero(verdict == Reason.SLOW_TCP_STATE):  # SYN on a CLOSING flow
+                    fid = int(batch.flow[i]) >> 1
+                    self._fixup(ft, fid, ft.flow_ct(fid))
         verdict[pending] = Reason.SLOW_NO_ENTRY  # on no flowtable's device
+
+    def _ft_devs(self, ifindexes: set[int]) -> np.ndarray:
+        arr = self._ft_dev_arrays.get(id(ifindexes))
+        if arr is None:
+            arr = self._ft_dev_arrays[id(ifindexes)] = np.array(sorted(ifindexes), np.int32)
+        return arr
 
     @property
     def next_gc_ns(self) -> int:

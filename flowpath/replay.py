@@ -95,7 +95,7 @@ def replay(
     finally:
         for w in writers.values():
             w.close()
-    stats = worker.stats.as_dict()
+    stats = worker.stats.as_dict(worker.ifname)
     if stats_path is not None:
         stats_path.write_text(json.dumps(stats, indent=2) + "\n")
     return ReplayResult(stats, paths, worker)
