@@ -15,7 +15,12 @@ from numba import njit
 
 from flowpath.flowtable.bulk import HDR_MAX, flow_bulk_group, flow_neigh_xmit_bulk
 from flowpath.flowtable.core import Flowtable
-from flowpath.flowtable.ip import nf_flow_offload_ip_batch
+from flowpath.flowtable.ip import (
+    PREFETCH_GROUP,
+    PREFETCH_MIN_ENTRIES,
+    nf_flow_offload_ip_batch,
+    nf_flow_offload_ip_batch_prefetch,
+)
 from flowpath.flowtable.key import KEY_ROW, FlowtableViews
 from flowpath.packet.batch import PacketBatch
 
@@ -23,11 +28,12 @@ from flowpath.packet.batch import PacketBatch
 class OffloadScratch(NamedTuple):
     """Per-batch-capacity work arrays, allocated once (nothing is allocated per batch).
 
-    pkey uint32[16] one key; group, group_start, group_count, order,
+    pkey uint32[G, 16] keys, phash int64[G] hashes (G = PREFETCH_GROUP); group, group_start, group_count, order,
     gfirst int32[cap] (bulk.py); gtab int32[2**k >= 2 * cap] zeroed hash; hdr uint8[cap, 18].
     """
 
     pkey: np.ndarray
+    phash: np.ndarray
     group: np.ndarray
     group_start: np.ndarray
     group_count: np.ndarray
@@ -40,7 +46,7 @@ class OffloadScratch(NamedTuple):
     def alloc(cls, capacity: int) -> OffloadScratch:
         i32 = [np.zeros(capacity, np.int32) for _ in range(5)]
         gcap = 1 << max(1, 2 * capacity - 1).bit_length()
-        return cls(np.zeros(KEY_ROW, np.uint32), *i32,
+        return cls(np.zeros((PREFETCH_GROUP, KEY_ROW), np.uint32), np.zeros(PREFETCH_GROUP, np.int64), *i32,
                    np.zeros(gcap, np.int32), np.zeros((capacity, HDR_MAX), np.uint8))  # fmt: skip
 
 
@@ -69,11 +75,17 @@ class OffloadResult(NamedTuple):
 # NamedTuple argument in Python on every call, about 2 us per batch (26 -> 16 ns/pkt at 256).
 @njit(cache=True, nogil=True, _nrt=False)
 def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, index, key, val, nat6, mask,
-                          max_probes, timeout_tcp_ns, timeout_udp_ns, counter, pkey, group, group_start,
+                          max_probes, timeout_tcp_ns, timeout_udp_ns, counter, pkey, phash, group, group_start,
                           group_count, order, gfirst, gtab, hdr, now_ns, bulk):  # fmt: skip
     """All stages over packets 0..n-1; returns (forwarded, slow, ngroups)."""
     ft = FlowtableViews(index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter)
-    slow = nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft, pkey, now_ns)
+    if key.shape[0] >= PREFETCH_MIN_ENTRIES:
+        slow = nf_flow_offload_ip_batch_prefetch(data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash,
+                                                 now_ns)  # fmt: skip
+    else:
+        slow = nf_flow_offload_ip_batch(
+            data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash, now_ns
+        )
     ng = flow_bulk_group(
         verdict, flow, n, key, val, bulk, group, group_start, group_count, order, gfirst, gtab
     )

@@ -30,6 +30,7 @@ from flowpath.flowtable.key import (
     K_PORTS,
     K_PROTO,
     K_SADDR,
+    KEY_ROW,
     NAT6_ROW,
     V_BYTES,
     V_FLAGS,
@@ -41,10 +42,12 @@ from flowpath.flowtable.key import (
     V_PACKETS,
     V_TIMEOUT,
     V_XMIT,
+    VAL_ROW,
     XMIT_VLAN,
     flow_offload_hash,
     flow_offload_probe,
 )
+from flowpath.flowtable.prefetch import prefetch
 from flowpath.packet.csum import (
     CSUM_MANGLED_0,
     csum_replace2,
@@ -346,18 +349,27 @@ def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_ud
 
 
 @njit(cache=True, nogil=True, inline="always")
-def flow_offload_lookup(ft, k, koff):
-    """Entry for the key words k[koff : koff + 12], or -1 (Linux: flow_offload_lookup, without the
-    TEARDOWN check, which nf_flow_offload_ip_batch makes so it can tell the two apart)."""
-    h = flow_offload_hash(k, koff)
-    return flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, k, koff, h)
+def nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns):
+    """After the lookup of packet i (entry e or -1): the TEARDOWN check flow_offload_lookup makes,
+    then nf_flow_offload_forward; writes length/oif/flow. Returns FLOW_FORWARD or a slow Reason."""
+    flow[i] = e
+    if e < 0:
+        return SLOW_NO_ENTRY
+    if ft.key[e, V_FLAGS] & F_TEARDOWN:
+        return SLOW_TEARDOWN
+    r, newlen = nf_flow_offload_forward(flat, off, head[i], ft.key, ft.val, nat6, e, ft.timeout_tcp_ns,
+                                        ft.timeout_udp_ns, ft.counter, now_ns)  # fmt: skip
+    if r == FLOW_FORWARD:
+        length[i] = newlen
+        oif[i] = ft.key[e, V_OIFIDX]
+    return r
 
 
-# The batch stage is compiled without NRT (`_nrt=False`, numba's switch for its reference-counting
-# runtime): it allocates nothing, and with NRT on, every inlined helper taking an array paid an atomic
-# incref/decref pair per packet that numba's pruner left in place (flowtable_kernel: 130 -> 73 ns/pkt).
+# The batch stages are compiled without NRT (`_nrt=False`, numba's switch for its reference-counting
+# runtime): they allocate nothing, and with NRT on, every inlined helper taking an array paid an
+# atomic incref/decref pair per packet that numba's pruner left in place (130 -> 73 ns/pkt).
 @njit(cache=True, nogil=True, _nrt=False)
-def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft, k, now_ns):
+def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash, now_ns):
     """Fast path over packets 0..n-1 of a batch: tuple, lookup, forward, one packet at a time.
 
     Linux: nf_flow_table_ip.c › nf_flow_offload_ip_hook (nf_flow_offload_lookup, then
@@ -365,32 +377,74 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft,
     data uint8[cap, slot]; head, length uint16[cap] (length in/out: trimmed on a hit); iif int32[cap]
     oif int32[cap] out: out.ifidx of each hit; verdict uint8[cap] in/out: only FLOW_FORWARD packets
     are looked at, the others are left alone; flow int32[cap] out: the entry, -1 for no entry
-    ft FlowtableViews; k uint32[>=16] scratch for one key; now_ns packet time.
-    Returns the number of packets sent to the slow path.
+    ft FlowtableViews; pkey uint32[G, 16], phash int64[G] scratch (G = PREFETCH_GROUP); now_ns
+    packet time. Returns the number of packets sent to the slow path.
     """
-    flat, slot, nat6 = data.reshape(-1), data.shape[1], ft.nat6.reshape(-1)
-    key = ft.key
+    flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
     slow = 0
     for i in range(n):
         if verdict[i] != FLOW_FORWARD:
             continue
         off = i * slot + np.int64(head[i])  # int64: uint16 arithmetic would wrap with the JIT off
-        r = nf_flow_tuple(flat, off, length[i], iif[i], k, 0)
-        e = -1
+        r = nf_flow_tuple(flat, off, length[i], iif[i], kflat, 0)
         if r == FLOW_FORWARD:
-            e = flow_offload_lookup(ft, k, 0)
-            if e < 0:
-                r = SLOW_NO_ENTRY
-            elif key[e, V_FLAGS] & F_TEARDOWN:  # flow_offload_lookup hides it
-                r = SLOW_TEARDOWN
-            else:
-                r, newlen = nf_flow_offload_forward(flat, off, head[i], key, ft.val, nat6, e, ft.timeout_tcp_ns,
-                                                    ft.timeout_udp_ns, ft.counter, now_ns)  # fmt: skip
-                if r == FLOW_FORWARD:
-                    length[i] = newlen
-                    oif[i] = key[e, V_OIFIDX]
-        flow[i] = e
+            h = flow_offload_hash(kflat, 0)
+            e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, 0, h)
+            r = nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
         if r != FLOW_FORWARD:
             verdict[i] = r
             slow += 1
+    return slow
+
+
+PREFETCH_GROUP = 16  # packets in flight in nf_flow_offload_ip_batch_prefetch
+PREFETCH_MIN_ENTRIES = 1 << 15  # tables this large (4 MB of rows and up) miss the caches
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_offload_ip_batch_prefetch(
+    data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash, now_ns
+):
+    """nf_flow_offload_ip_batch for tables that miss the caches: groups of PREFETCH_GROUP packets go
+    through three passes (parse and hash, then prefetch the home probe slot; read it and prefetch the
+    entry's two rows; probe and forward), so a group's memory misses overlap instead of queueing.
+
+    No Linux counterpart (the kernel walks one skb at a time). Same arguments, same results.
+    Measured (flowtable_kernel-style, 100k flows, batches of 256): 221 -> 168 ns/pkt; with 1 flow
+    it costs 73 -> 98 ns/pkt, hence the size threshold.
+    """
+    flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
+    kflat_tab, vflat_tab = ft.key.reshape(-1), ft.val.reshape(-1)
+    slow = 0
+    for g0 in range(0, n, PREFETCH_GROUP):
+        g1 = min(n, g0 + PREFETCH_GROUP)
+        for i in range(g0, g1):
+            if verdict[i] != FLOW_FORWARD:
+                continue
+            j = i - g0
+            r = nf_flow_tuple(flat, i * slot + np.int64(head[i]), length[i], iif[i], kflat, j * KEY_ROW)
+            if r != FLOW_FORWARD:
+                verdict[i] = r
+                flow[i] = -1
+                slow += 1
+                continue
+            phash[j] = flow_offload_hash(kflat, j * KEY_ROW)
+            prefetch(ft.index, phash[j] & ft.mask)
+        for i in range(g0, g1):
+            if verdict[i] == FLOW_FORWARD:
+                rec = ft.index[phash[i - g0] & ft.mask]
+                if rec > 0:
+                    e = (rec & 0xFFFFFFFF) - 1
+                    prefetch(kflat_tab, e * KEY_ROW)
+                    prefetch(vflat_tab, e * VAL_ROW)
+        for i in range(g0, g1):
+            if verdict[i] != FLOW_FORWARD:
+                continue
+            j = i - g0
+            e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, j * KEY_ROW, phash[j])
+            r = nf_flow_offload_step(flat, i * slot + np.int64(head[i]), i, head, length, oif, flow, ft, nat6, e,
+                                     now_ns)  # fmt: skip
+            if r != FLOW_FORWARD:
+                verdict[i] = r
+                slow += 1
     return slow
