@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from flowpath.counters import Stats, account_batch
 from flowpath.errors import UsageError
@@ -27,12 +28,31 @@ from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
 
 _BCAST = b"\xff" * 6
+_FF, _SLOW_NO_ENTRY = int(Reason.FLOW_FORWARD), int(Reason.SLOW_NO_ENTRY)
+_PARKED = 255  # not a Reason: a packet held back while another flowtable's devices are looked up
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
 NSEC_PER_SEC = 1_000_000_000
 SYSCTL_DEFAULTS = {  # net.netfilter.* (seconds), as Linux
     "net.netfilter.nf_flowtable_tcp_timeout": 30,
     "net.netfilter.nf_flowtable_udp_timeout": 30,
 }
+
+
+@njit(cache=True, nogil=True)
+def flow_park_foreign(verdict, iif, n, dev_ok, from_v, to_v):
+    """Move packets whose verdict is from_v and whose input device is not in dev_ok to to_v.
+
+    No Linux counterpart (Linux registers the flowtable hook on its devices only).
+    verdict uint8[n]; iif int32[n]; dev_ok bool[max_ifindex + 1]. Returns how many moved.
+    """
+    moved = 0
+    for i in range(n):
+        if verdict[i] == from_v:
+            x = iif[i]
+            if x < 0 or x >= dev_ok.shape[0] or not dev_ok[x]:
+                verdict[i] = to_v
+                moved += 1
+    return moved
 
 
 @dataclass
@@ -96,7 +116,14 @@ class Worker:
         self.now_ns = 0
         self._next_gc_ns = 0
         self._tx: list[tuple[int, bytes, int]] = []
-        self._ft_dev_arrays: dict[int, np.ndarray] = {}
+        nif = max(net.links) + 1 if net.links else 1
+        self._all_devs, self._any_devs = np.ones(nif, np.bool_), np.zeros(nif, np.bool_)
+        self._ft_list = []
+        for ft, ifindexes in self.flowtables.values():
+            dev_ok = np.zeros(nif, np.bool_)
+            dev_ok[list(ifindexes)] = True
+            self._any_devs |= dev_ok
+            self._ft_list.append((ft, dev_ok))
         self._vlans = {(lk.parent, lk.vlan_id): lk for lk in net.links.values() if lk.kind == "vlan"}
 
     # -- helpers the inet steps call -------------------------------------------------------------
@@ -238,37 +265,20 @@ class Worker:
         """The compiled flowtable hook over the batch, per flowtable, for packets of its devices."""
         from flowpath.flowtable import nf_flow_offload_hook
 
-        n = batch.n
-        verdict, iif = batch.verdict[:n], batch.iif[:n]
-        single = len(self.flowtables) == 1
-        pending = verdict == Reason.FLOW_FORWARD
-        for ft, ifindexes in self.flowtables.values():
-            mine = pending & np.isin(iif, self._ft_devs(ifindexes))
-            others = pending & ~mine
-            if single and not others.any():
-                others = None
-            else:
-                verdict[others] = Reason.SLOW_NO_ENTRY  # parked: not this flowtable's devices
+        n, verdict, iif = batch.n, batch.verdict, batch.iif
+        flow_park_foreign(verdict, iif, n, self._any_devs, _FF, _SLOW_NO_ENTRY)  # on no flowtable's device
+        for ft, dev_ok in self._ft_list:
+            parked = flow_park_foreign(verdict, iif, n, dev_ok, _FF, _PARKED)
             res = nf_flow_offload_hook(batch, ft, self.now_ns, self.bulk)
-            if others is not None:
-                verdict[others] = Reason.FLOW_FORWARD
-                pending &= ~mine
-            else:
-                pending[:] = False
+            if parked:
+                flow_park_foreign(verdict, iif, n, self._all_devs, _PARKED, _FF)
             if res.forwarded:
                 tx.hits.append(res.order[: res.forwarded].copy())
                 self.stats.tx_bursts += res.ngroups
             if res.slow:
-                for i in np.flatnonzero(verdict == Reason.SLOW_TCP_STATE):  # SYN on a CLOSING flow
+                for i in np.flatnonzero(verdict[:n] == Reason.SLOW_TCP_STATE):  # SYN on a CLOSING flow
                     fid = int(batch.flow[i]) >> 1
                     self._fixup(ft, fid, ft.flow_ct(fid))
-        verdict[pending] = Reason.SLOW_NO_ENTRY  # on no flowtable's device
-
-    def _ft_devs(self, ifindexes: set[int]) -> np.ndarray:
-        arr = self._ft_dev_arrays.get(id(ifindexes))
-        if arr is None:
-            arr = self._ft_dev_arrays[id(ifindexes)] = np.array(sorted(ifindexes), np.int32)
-        return arr
 
     @property
     def next_gc_ns(self) -> int:

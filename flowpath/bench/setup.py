@@ -1,0 +1,116 @@
+"""A benchmark gateway and its traffic: a two-port NAT gateway with a flowtable, UDP flows over many
+source ports (TRex-style streams), frames prebuilt in pools of PacketBatch slots.
+
+No Linux counterpart.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from flowpath.packet import layout as L
+from flowpath.packet.batch import PacketBatch
+from flowpath.packet.csum import ip_fast_csum, l4_csum, st16
+from flowpath.packet.skb import frame_array
+
+NET = """\
+link add lan0 address 02:00:00:00:01:01
+link add wan0 address 02:00:00:00:02:01
+link set lan0 up
+link set wan0 up
+addr add 10.0.0.1/16 dev lan0
+addr add 203.0.113.1/24 dev wan0
+route add default via 203.0.113.254 dev wan0
+neigh add 203.0.113.254 lladdr 02:00:00:00:02:fe dev wan0
+neigh add 10.0.0.2 lladdr 02:00:00:00:01:02 dev lan0
+"""
+RULES = """\
+table inet filter {
+	flowtable ft {
+		hook ingress priority filter
+		devices = { lan0, wan0 }
+	}
+
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		meta l4proto { tcp, udp } flow add @ft
+		ct state established,related accept
+		iifname "lan0" oifname "wan0" accept
+	}
+}
+
+table ip nat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "wan0" masquerade
+	}
+}
+"""
+LAN_IF, WAN_IF = 2, 3
+CLIENT, SERVER, WAN_ADDR = 0x0A000002, 0xC6336407, 0xCB007101  # 10.0.0.2, 198.51.100.7, 203.0.113.1
+GW_LAN = bytes.fromhex("020000000101")
+GW_WAN = bytes.fromhex("020000000201")
+CLIENT_MAC = bytes.fromhex("020000000102")
+UPSTREAM_MAC = bytes.fromhex("0200000002fe")
+BASE_PORT = 1024
+
+
+def udp_frame(src: int, dst: int, sport: int, dport: int, size: int, smac: bytes, dmac: bytes) -> bytes:
+    """An Ethernet/IPv4/UDP frame of `size` bytes (without FCS) with valid checksums."""
+    plen = size - L.ETH_HLEN - L.IPH.size - L.UDPH.size
+    if plen < 0:
+        raise ValueError(f"frame size {size} is below the {L.ETH_HLEN + 28}-byte Ethernet/IPv4/UDP minimum")
+    ip = struct.pack(">BBHHHBBHII", 0x45, 0, size - L.ETH_HLEN, 0, 0, 64, L.IPPROTO_UDP, 0, src, dst)
+    udp = struct.pack(">HHHH", sport, dport, L.UDPH.size + plen, 0)
+    b = frame_array(
+        dmac + smac + struct.pack(">H", L.ETH_P_IP) + ip + udp + bytes(range(256)) * (plen // 256 + 1)
+    )
+    b = b[:size]
+    nh, th = L.ETH_HLEN, L.ETH_HLEN + L.IPH.size
+    st16(b, nh + L.IPH.check, ip_fast_csum(b, nh, L.IPH.size))
+    st16(b, th + L.UDPH.check, l4_csum(b, nh, th, size - th, False, L.IPPROTO_UDP, L.UDPH.check))
+    return b.tobytes()
+
+
+def flow_frames(flows: int, size: int) -> tuple[list[bytes], list[bytes]]:
+    """Per flow k (UDP source port BASE_PORT + k): the LAN->Internet frame and its reply."""
+    up = [udp_frame(CLIENT, SERVER, BASE_PORT + k, 5001, size, CLIENT_MAC, GW_LAN) for k in range(flows)]
+    down = [
+        udp_frame(SERVER, WAN_ADDR, 5001, BASE_PORT + k, size, UPSTREAM_MAC, GW_WAN) for k in range(flows)
+    ]
+    return up, down
+
+
+def pool(frames: list[bytes], iif: int, n_packets: int, batch_size: int, seed: int = 1) -> list[PacketBatch]:
+    """n_packets frames, each of a flow drawn uniformly at random, in batches of batch_size."""
+    rng = np.random.default_rng(seed)
+    which = rng.integers(0, len(frames), n_packets) if len(frames) > 1 else np.zeros(n_packets, np.int64)
+    size = len(frames[0])
+    slot = 1 << max(8, (size + 128 - 1).bit_length())
+    out = []
+    for start in range(0, n_packets, batch_size):
+        b = PacketBatch(batch_size, slot=slot)
+        for k in which[start : start + batch_size]:
+            b.append(frames[int(k)], iif, 0)
+        out.append(b)
+    return out
+
+
+class PoolState:
+    """The pristine bytes and columns of a pool, restored between repetitions outside the timing."""
+
+    def __init__(self, batches: list[PacketBatch]):
+        self.batches = batches
+        self.saved = [(b.data.copy(), b.head.copy(), b.len.copy(), b.verdict.copy()) for b in batches]
+
+    def restore(self, ts_ns: int = 0) -> None:
+        for b, (d, h, n, v) in zip(self.batches, self.saved, strict=True):
+            b.data[:] = d
+            b.head[:] = h
+            b.len[:] = n
+            b.verdict[:] = v
+            b.oif[:] = 0
+            b.flow[:] = -1
+            b.ts_ns[:] = ts_ns
