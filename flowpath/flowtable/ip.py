@@ -4,8 +4,10 @@
 nf_flow_tuple (parse, exceptions, key) -> flow_offload_lookup -> nf_flow_offload_forward (remaining
 checks, then refresh, NAT, TTL, counters). Bulk grouping and the link-layer header follow in
 flowtable/bulk.py. The stage narrows the active set by writing `verdict`; a packet it sends to the
-slow path keeps its bytes, `len` and `head` ("decide, then write"). One pass, one packet at a time,
-measured faster than one pass per step (the key and hash stay in registers).
+slow path keeps its bytes, `len` and `head` ("decide, then write"). One pass, one packet at a time
+(measured as fast as a pass per step, with the key in one small scratch row). Tables too large for
+the caches take `nf_flow_offload_ip_batch_prefetch` instead, the same steps in groups of 16 with
+software prefetch, so that the groups' memory misses overlap.
 
 The per-packet steps are scalar @njit helpers over one frame (a 1-D uint8 array, `b`), so the slow
 path can call the same code: `nf_flow_tuple` builds the key of a frame, `nf_flow_nat_port`,
