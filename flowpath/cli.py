@@ -37,7 +37,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback on errors.")] = False,
+    traceback: Annotated[
+        bool, typer.Option("--traceback", help="Show the Python traceback on errors.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
@@ -45,7 +47,9 @@ def _root(
     _state["traceback"] = traceback
 
 
-NetOpt = Annotated[Path, typer.Option("-n", "--net", help="Network file in `ip -batch` syntax.", show_default=False)]
+NetOpt = Annotated[
+    Path, typer.Option("-n", "--net", help="Network file in `ip -batch` syntax.", show_default=False)
+]
 RulesOpt = Annotated[
     Optional[Path], typer.Option("-r", "--rules", help="Ruleset in `nft -f` syntax or libnftables JSON.")
 ]
@@ -65,15 +69,30 @@ def replay(
     rules: RulesOpt = None,
     inputs: Annotated[
         list[str],
-        typer.Option("--in", metavar="IF=FILE", help="IF=FILE: a pcap/pcapng capture received on interface IF (repeatable; "
-                     "merged by timestamp). A bare pcapng FILE uses its own interface names."),
+        typer.Option(
+            "--in",
+            metavar="IF=FILE",
+            help="IF=FILE: a pcap/pcapng capture received on interface IF (repeatable; "
+            "merged by timestamp). A bare pcapng FILE uses its own interface names.",
+        ),
     ] = None,  # type: ignore[assignment]
-    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Write DIR/IF.pcap per egress interface.")] = None,
-    outs: Annotated[list[str], typer.Option("--out", metavar="IF=FILE", help="IF=FILE: write interface IF's output to FILE.")] = None,  # type: ignore[assignment]
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out-dir", help="Write DIR/IF.pcap per egress interface.")
+    ] = None,
+    outs: Annotated[
+        list[str],
+        typer.Option("--out", metavar="IF=FILE", help="IF=FILE: write interface IF's output to FILE."),
+    ] = None,  # type: ignore[assignment]
     stats: Annotated[Optional[Path], typer.Option("--stats", help="Write counters as JSON.")] = None,
-    no_flowtable: Annotated[bool, typer.Option("--no-flowtable", help="Every packet takes the classic path.")] = False,
-    no_bulk: Annotated[bool, typer.Option("--no-bulk", help="Transmit one packet per call (no grouping).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch", min=1, max=65536, help="Packets per poll batch.")] = 256,
+    no_flowtable: Annotated[
+        bool, typer.Option("--no-flowtable", help="Every packet takes the classic path.")
+    ] = False,
+    no_bulk: Annotated[
+        bool, typer.Option("--no-bulk", help="Transmit one packet per call (no grouping).")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch", min=1, max=65536, help="Packets per poll batch.")
+    ] = 256,
     dump_conntrack: Annotated[
         Optional[Path], typer.Option("--dump-conntrack", help="Write the final `conntrack -L` listing.")
     ] = None,
@@ -135,7 +154,9 @@ def _print_summary(res) -> None:
 def nft(
     words: Annotated[Optional[list[str]], typer.Argument(help="`list ruleset` (or nothing with -c).")] = None,
     file: Annotated[Path, typer.Option("-f", "--file", help="Ruleset file (nft syntax or JSON).")] = ...,  # type: ignore[assignment]
-    check: Annotated[bool, typer.Option("-c", "--check", help="Check only; print nothing on success.")] = False,
+    check: Annotated[
+        bool, typer.Option("-c", "--check", help="Check only; print nothing on success.")
+    ] = False,
     json_: Annotated[bool, typer.Option("-j", "--json", help="Print libnftables JSON.")] = False,
 ) -> None:
     import json
@@ -154,6 +175,69 @@ def nft(
     if words != ["list", "ruleset"]:
         raise UsageError("supported: `nft -c -f FILE` and `nft list ruleset -f FILE [--json]`")
     print(json.dumps(rs.to_json()) if json_ else rs.list(), end="" if not json_ else "\n")
+
+
+SCENARIOS = ("classic-vs-flowtable",)
+
+
+@app.command()
+def bench(
+    scenario: Annotated[str, typer.Argument(help=f"One of: {', '.join(SCENARIOS)}.")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Short run (under a minute): fewer packets and reps.")
+    ] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot of the results.")] = None,
+    frame_size: Annotated[
+        int, typer.Option("--frame-size", min=60, max=1518, help="Frame size in bytes.")
+    ] = 64,
+    flows: Annotated[str, typer.Option("--flows", help="Comma-separated flow counts.")] = "1000",
+    batch_size: Annotated[int, typer.Option("--batch", min=1, max=65536, help="Packets per poll.")] = 256,
+) -> None:
+    """Run one of the seeds' experiments in memory on one core and report Mpps side by side."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from flowpath.errors import UsageError
+
+    if scenario not in SCENARIOS:
+        raise UsageError(f"unknown scenario {scenario!r}; choose from: {', '.join(SCENARIOS)}")
+    try:
+        counts = [int(x) for x in flows.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--flows {flows!r}: expected comma-separated integers") from None
+    if not counts or min(counts) < 1 or max(counts) > 1_000_000:
+        raise UsageError("--flows: between 1 and 1000000 flows")
+    from flowpath.bench.flowtable import classic_vs_flowtable
+
+    con = Console(stderr=True)
+    results = []
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=con
+    ) as prog:
+        for n in counts:
+            task = prog.add_task(f"{n} flows", total=None)
+            say = lambda msg, t=task, n=n: prog.update(t, description=f"{n} flows: {msg}")  # noqa: E731
+            results.append(
+                classic_vs_flowtable(frame_size, n, quick=quick, batch_size=batch_size, progress=say)
+            )
+            prog.update(task, description=f"{n} flows: done", completed=1, total=1)
+    t = Table("flows", "classic Mpps", "flowtable Mpps", "hook alone Mpps", "ratio", "Gbit/s (L2)", "B/flow",
+              title=f"{scenario}, {frame_size}-byte frames, 1 core, batch {batch_size}")  # fmt: skip
+    for r in results:
+        t.add_row(f"{r['flows']:,}", f"{r['classic_mpps']:.4f}", f"{r['flowtable_mpps']:.2f}",
+                  f"{r['kernel_mpps']:.2f}", f"{r['ratio']:.0f}x", f"{r['flowtable_gbps_l2']:.2f}",
+                  f"{r['bytes_per_flow']:.0f}")  # fmt: skip
+    Console().print(t)
+    if json_path is not None:
+        json_path.write_text(json.dumps({**results[0], "results": results}, indent=2) + "\n")
+    if plot is not None:
+        from flowpath.bench.plot import plot_classic_vs_flowtable
+
+        plot_classic_vs_flowtable(results, plot)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,35 @@
+"""Plots of benchmark results (matplotlib, Agg): units on axes, a legend, a title, the conditions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_classic_vs_flowtable(results: list[dict], path: Path) -> None:
+    """Grouped bars: classic path and flowtable path Mpps per flow count (log scale), ratios on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    flows = [r["flows"] for r in results]
+    x = np.arange(len(flows))
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    c = ax.bar(x - 0.2, [r["classic_mpps"] for r in results], 0.4, label="classic path (slow path, Python)")
+    f = ax.bar(x + 0.2, [r["flowtable_mpps"] for r in results], 0.4, label="flowtable path (compiled, bulk)")
+    ax.bar_label(c, fmt="%.3g", fontsize=8)
+    ax.bar_label(f, labels=[f"{r['flowtable_mpps']:.3g} ({r['ratio']:.0f}x)" for r in results], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(x, [f"{n:,}" for n in flows])
+    ax.set_xlabel("concurrent flows (UDP source ports)")
+    ax.set_ylabel("forwarded packets per second [Mpps], log scale")
+    r0 = results[0]
+    ax.set_title(f"Classic path vs flowtable bypass, {r0['frame_size']}-byte frames, 1 core")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.text(0.99, 0.97, f"flowpath {r0['flowpath_version']}, batch {r0['batch_size']}, in memory; "
+            "Linux (seed 002): 1.85 vs 5.16 Mpps", transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.4")  # fmt: skip
+    ax.set_ylim(top=max(r["flowtable_mpps"] for r in results) * 8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
