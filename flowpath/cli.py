@@ -96,6 +96,18 @@ def replay(
     dump_conntrack: Annotated[
         Optional[Path], typer.Option("--dump-conntrack", help="Write the final `conntrack -L` listing.")
     ] = None,
+    dump_flowtable: Annotated[
+        Optional[Path], typer.Option("--dump-flowtable", help="Write the final flowtable listing.")
+    ] = None,
+    sysctl: Annotated[
+        list[str],
+        typer.Option(
+            "--sysctl",
+            metavar="KEY=VALUE",
+            help="net.netfilter.nf_flowtable_tcp_timeout or "
+            "net.netfilter.nf_flowtable_udp_timeout, in seconds (default 30).",
+        ),
+    ] = None,  # type: ignore[assignment]
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
 ) -> None:
     """Forward captured traffic through the gateway, as a Linux box configured the same way would."""
@@ -113,9 +125,17 @@ def replay(
         if not sep or not name or not path:
             raise UsageError(f"--out {spec!r}: expected IF=FILE")
         out_map[name] = Path(path)
+    sysctls = {}
+    for spec in sysctl or []:
+        key, sep, value = spec.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise UsageError(f"--sysctl {spec!r}: expected KEY=SECONDS")
+        sysctls[key.strip()] = int(value)
     network, ruleset = _load(net, rules)
     res = run(network, ruleset, parse_in_specs(inputs), out_dir, out_map, flowtable=not no_flowtable,
-              bulk=not no_bulk, batch_size=batch_size, stats_path=stats)  # fmt: skip
+              bulk=not no_bulk, batch_size=batch_size, stats_path=stats, sysctl=sysctls)  # fmt: skip
+    if dump_flowtable is not None:
+        dump_flowtable.write_text(res.worker.flowtable_listing())
     if dump_conntrack is not None:
         dump_conntrack.write_text(res.worker.conntrack.listing(res.worker.now_ns))
     if not quiet:

@@ -215,10 +215,7 @@ class Worker:
 
     def flowtable_listing(self) -> str:
         """What `flowpath ctl flowtable list` will print: every flowtable's entries."""
-        parts = []
-        for name, (ft, _) in self.flowtables.items():
-            parts.append(f"flowtable {name}\n" + ft.listing(self.now_ns, self.ifname))
-        return "\n".join(parts)
+        return "\n".join(ft.listing(self.now_ns, self.ifname) for ft, _ in self.flowtables.values())
 
     # -- the datapath -----------------------------------------------------------------------------
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:

@@ -63,6 +63,7 @@ def replay(
     bulk: bool = True,
     batch_size: int = 256,
     stats_path: Path | None = None,
+    sysctl: dict[str, int] | None = None,
 ) -> ReplayResult:
     """Forward every packet of `inputs`; write DIR/IF.pcap (or the `outs` files); return the counters."""
     from flowpath.datapath import Worker
@@ -73,7 +74,7 @@ def replay(
             net.link_by_name(name)
         except KeyError:
             raise UsageError(f"--out {name}=...: interface {name!r} is not in the network file") from None
-    worker = Worker(net, ruleset, flowtable=flowtable, bulk=bulk)
+    worker = Worker(net, ruleset, flowtable=flowtable, bulk=bulk, sysctl=sysctl)
     paths: dict[str, Path] = dict(outs or {})
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -93,3 +93,34 @@ def test_missing_options_are_usage_errors(tmp_path, capsys):
     assert main(["replay", "-n", NET, "--out-dir", str(tmp_path)]) == 2
     assert main(["replay"]) == 2
     assert main(["nosuchcommand"]) == 2
+
+
+def test_dump_flowtable_conntrack_and_timeout_sysctl(tmp_path):
+    """nf_flowtable_udp_timeout: a flow idle longer than the timeout is expired by GC (packet time)."""
+    from scapy.all import UDP
+
+    t0 = 1_700_000_000.0
+    pkts = []
+    for k, dt in enumerate([0.0, 0.001, 0.002, 0.003, 8.0, 8.001]):
+        up = k % 2 == 0
+        p = (Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst="198.51.100.7") / UDP(sport=4444, dport=53)
+             if up else
+             Ether(src="02:00:00:00:02:fe", dst="02:00:00:00:02:01") / IP(src="198.51.100.7", dst="203.0.113.1")
+             / UDP(sport=53, dport=4444))  # fmt: skip
+        p.time = t0 + dt
+        pkts.append(p)
+    wrpcap(str(tmp_path / "l.pcap"), [p for p in pkts if p[IP].src == "192.168.1.10"])
+    wrpcap(str(tmp_path / "w.pcap"), [p for p in pkts if p[IP].src != "192.168.1.10"])
+    args = ["replay", "-n", NET, "-r", RULES, "--in", f"lan0={tmp_path / 'l.pcap'}", "--in",
+            f"wan0={tmp_path / 'w.pcap'}", "--out-dir", str(tmp_path / "o"), "-q", "--batch", "1",
+            "--stats", str(tmp_path / "s.json"), "--dump-flowtable", str(tmp_path / "ft.txt"),
+            "--dump-conntrack", str(tmp_path / "ct.txt")]  # fmt: skip
+    assert main(args + ["--sysctl", "net.netfilter.nf_flowtable_udp_timeout=5"]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["flows_offloaded"] == 2 and s["flows_expired"] == 1  # re-offloaded after the idle gap
+    assert "192.168.1.10:4444" in (tmp_path / "ft.txt").read_text()
+    assert "[OFFLOAD]" in (tmp_path / "ct.txt").read_text()
+    assert main(args) == 0  # default 30 s: the flow survives the 8 s gap
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["flows_offloaded"] == 1 and s["flows_expired"] == 0
+    assert s["fastpath_packets"] >= 3
