@@ -275,13 +275,13 @@ TABLES = {"main": RT_TABLE_MAIN, "local": RT_TABLE_LOCAL, "default": RT_TABLE_DE
 PROTOS = {name: num for num, name in PROTO_NAMES.items()}
 
 
-def _route_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
-    """`route add|replace [TYPE] PREFIX|default [via [inet|inet6] GW] [dev NAME] [metric N]
+def _route_modify(net: Network, cmd: IpCmd, verb: str) -> None:
+    """`route add|replace|delete [TYPE] PREFIX|default [via [inet|inet6] GW] [dev NAME] [metric N]
     [mtu [lock] N] [src ADDR] [table ID] [proto P] [scope S] [onlink] [pref P]`."""
     fa = FibAlias(0, 0, 0)
     dst_tok = gw_tok = src_tok = dev_tok = None
     gw_family = None  # `via inet|inet6 GW`
-    scope_given = False
+    given: set[str] = set()  # what `route delete` must match (iproute2 leaves the rest unspecified)
     while cmd.more():
         tok = cmd.take()
         word = tok.text
@@ -296,11 +296,13 @@ def _route_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
             src_tok = cmd.at["src"] = cmd.arg(tok)
         elif word in ("metric", "priority", "preference"):
             fa.metric = cmd.uint(cmd.arg(tok), "metric")
+            given.add("metric")
         elif word == "mtu":
             val = cmd.arg(tok)
             if val.text == "lock":
                 fa.mtu_lock, val = True, cmd.arg(val)
             fa.mtu = cmd.uint(val, "mtu")
+            given.add("mtu")
         elif word == "table":
             val = cmd.arg(tok)
             fa.table = TABLES[val.text] if val.text in TABLES else cmd.uint(val, "table id")
@@ -309,8 +311,10 @@ def _route_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
         elif word == "proto":
             val = cmd.arg(tok)
             fa.protocol = PROTOS[val.text] if val.text in PROTOS else cmd.uint(val, "protocol", 255)
+            given.add("proto")
         elif word == "scope":
-            fa.scope, scope_given = _scope(cmd, cmd.arg(tok)), True
+            fa.scope = _scope(cmd, cmd.arg(tok))
+            given.add("scope")
         elif word == "onlink":
             fa.onlink = True
         elif word == "pref":
@@ -327,6 +331,7 @@ def _route_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
                 raise cmd.error(tok, f'unsupported route type "{tok.text}"')
             if tok.text in ROUTE_TYPES:
                 fa.type = ROUTE_TYPES[tok.text]
+                given.add("type")
                 tok = cmd.arg(tok)
             dst_tok = cmd.at["dst"] = tok
     if dst_tok is None:
@@ -343,9 +348,12 @@ def _route_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
         fa.prefsrc = cmd.address(src_tok, family)[1]
     if dev_tok is not None:
         fa.oif = cmd.device(dev_tok, net).ifindex
-    if not scope_given and fa.type == RTN_UNICAST and fa.gateway is None and family == 4:
+    if verb == "delete":
+        cmd.rtnl(lambda: net.route_del(fa, given), dst_tok)
+        return
+    if "scope" not in given and fa.type == RTN_UNICAST and fa.gateway is None and family == 4:
         fa.scope = RT_SCOPE_LINK  # iproute2 gives a route without gateway scope link
-    cmd.rtnl(lambda: net.route_add(fa, replace), dst_tok)
+    cmd.rtnl(lambda: net.route_add(fa, verb == "replace"), dst_tok)
 
 
 def do_iproute(net: Network, cmd: IpCmd) -> None:
@@ -363,8 +371,9 @@ def do_iproute(net: Network, cmd: IpCmd) -> None:
         "get",
     )
     _subcommand(cmd, cmd.at["object"], verbs, {
-        "add": lambda n, c: _route_modify(n, c, False),
-        "replace": lambda n, c: _route_modify(n, c, True),
+        "add": lambda n, c: _route_modify(n, c, "add"),
+        "replace": lambda n, c: _route_modify(n, c, "replace"),
+        "delete": lambda n, c: _route_modify(n, c, "delete"),
     })  # fmt: skip
 
 

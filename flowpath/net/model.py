@@ -372,7 +372,8 @@ class Network:
             return
         if ifa.broadcast and ifa.broadcast != ADDR_ALL[4]:
             self._fib_magic(RTN_BROADCAST, ifa.broadcast, 32, ifa, RT_SCOPE_LINK)
-        if prefix >> 24 and not ifa.secondary and (prefix != ifa.address or ifa.prefixlen < 32):
+        # ipv4_is_zeronet: only 0.0.0.0 since Linux 5.3 made 0/8 unicast
+        if prefix and not ifa.secondary and (prefix != ifa.address or ifa.prefixlen < 32):
             if not ifa.noprefixroute:
                 if link.is_loopback:
                     self._fib_magic(RTN_LOCAL, prefix, ifa.prefixlen, ifa, RT_SCOPE_HOST, ifa.metric)
@@ -412,6 +413,10 @@ class Network:
     def route_add(self, fa: FibAlias, replace: bool = False) -> FibAlias:
         """`ip route add|replace`: validate the nexthop as the kernel does, then insert. Returns the route."""
         return route.route_add(self, fa, replace)
+
+    def route_del(self, fa: FibAlias, given: set[str] = frozenset()) -> FibAlias:
+        """`ip route del`: remove the first route of the prefix that matches what is given; see route.py."""
+        return route.route_del(self, fa, given)
 
     def fib_lookup(self, family: int, daddr: int) -> FibResult | None:
         """Route for `daddr`, or None if unreachable.

@@ -66,6 +66,40 @@ def route_add(net: Network, fa: FibAlias, replace: bool = False) -> FibAlias:
     return fa
 
 
+def route_del(net: Network, fa: FibAlias, given: set[str]) -> FibAlias:
+    """Remove the first route of `fa`'s prefix (metric order) that matches its gateway, device and
+    source when set, and its type, scope, metric, protocol and mtu when in `given` (metric 0: any).
+
+    Linux: fib_trie.c › fib_table_delete with fib_nh_match; IPv6 route.c › ip6_route_del (no type or
+    scope there). ESRCH when none matches.
+    """
+    mask = inet_mask(fa.family, fa.prefixlen)
+    if fa.prefix & ~mask:
+        if fa.family == 4:
+            raise RtnlError("Invalid prefix for given prefix length", "dst")
+        fa.prefix &= mask
+    v4 = fa.family == 4
+
+    def match(old: FibAlias) -> bool:
+        return (
+            (not v4 or "type" not in given or old.type == fa.type)
+            and (not v4 or "scope" not in given or old.scope == fa.scope)
+            and (not v4 or fa.prefsrc is None or old.prefsrc == fa.prefsrc)
+            and ("proto" not in given or old.protocol == fa.protocol)
+            and (not fa.metric or old.metric == fa.metric)
+            and (not fa.oif or old.oif == fa.oif)
+            and (fa.gateway is None or old.gateway == fa.gateway)
+            and (not v4 or "mtu" not in given or old.mtu == fa.mtu)
+        )
+
+    table = net.tables[fa.family].get(fa.table)
+    victim = next((old for old in table.find(fa.prefix, fa.prefixlen) if match(old)), None) if table else None
+    if victim is None:
+        raise RtnlError("No such process", "dst")
+    table.remove(lambda old: old is victim)
+    return victim
+
+
 def fib_check_nh_v4(net: Network, fa: FibAlias) -> None:
     """Linux: fib_semantics.c › fib_check_nh_nongw and fib_check_nh_v4_gw (fills in `oif`)."""
     if fa.gateway is None:
@@ -100,7 +134,7 @@ def fib_check_nh_v4(net: Network, fa: FibAlias) -> None:
 def inet_addr_type(net: Network, addr: int) -> RouteType:
     """Linux: fib_frontend.c › __inet_dev_addr_type with no device: the type of the route to `addr`;
     unicast when there is none, or a reject route (whose lookup fails)."""
-    if addr >> 24 == 0 or addr == 0xFFFFFFFF:
+    if addr == 0 or addr == 0xFFFFFFFF:  # ipv4_is_zeronet / ipv4_is_lbcast (0/8 is unicast since 5.3)
         return RTN_BROADCAST
     if addr >> 28 == 0xE:
         return RTN_MULTICAST

@@ -57,7 +57,9 @@ def _error(text: str) -> ConfigError:
         ("xfrm state add src 1.1.1.1 dst 2.2.2.2 proto esp spi 1", 1, 4, 'unsupported object "xfrm"'),
         ("x policy add dir out", 1, 1, 'unsupported object "xfrm"'),
         ("frobnicate", 1, 10, 'Object "frobnicate" is unknown'),
-        ("route del 10.0.0.0/8", 7, 3, 'unsupported command "route delete"'),
+        ("route del 10.0.0.0/8", 11, 10, "No such process"),
+        ("route del 192.0.2.0/24 via 192.0.2.7", 11, 12, "No such process"),
+        ("addr del 192.0.2.1/24 dev eth0", 6, 3, 'unsupported command "addr delete"'),
         (
             "neigh add 192.0.2.9 lladdr 02:00:00:00:00:zz dev eth0",
             28,

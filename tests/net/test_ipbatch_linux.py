@@ -340,7 +340,23 @@ def _random_batch(rng: random.Random) -> str:
             lines.append(f"link set p{flap} down")
         if flap is not None and n == 20:
             lines.append(f"link set p{flap} up")
-        lines.append(_random_route(rng, v4_nets, v6_nets, locals_))
+        line = _random_route(rng, v4_nets, v6_nets, locals_)
+        lines.append(line)
+        if rng.random() < 0.2:  # delete it again, or a near miss of it (ESRCH)
+            words = line.split()[2:]
+            words = (
+                words[1:]
+                if words[0] in ("blackhole", "unreachable", "prohibit") and rng.random() < 0.5
+                else words
+            )
+            keep = [
+                w
+                for i, w in enumerate(words)
+                if w not in ("mtu", "src", "onlink") and words[i - 1] not in ("mtu", "src")
+            ]
+            if rng.random() < 0.3:
+                keep += ["metric", rng.choice(["10", "100"])]
+            lines.append("route del " + " ".join(keep))
     seen = set()
     for i in range(3):
         for _ in range(rng.randint(0, 2)):  # unique addresses: `ip neigh` exits on any error

@@ -251,3 +251,17 @@ def test_inet_select_addr_falls_back_to_other_links():
     net = parse_network("link add a0 type dummy\nlink add b0 type dummy\naddr add 198.51.100.1/24 dev b0\n")
     assert net.inet_select_addr(net.link_by_name("a0").ifindex, 4, ip("8.8.8.8")) == ip("198.51.100.1")
     assert net.inet_select_addr(1, 4, 0) == ip("198.51.100.1")  # lo's 127.0.0.1 is host scope
+
+
+def test_route_delete_takes_the_first_match():
+    """fib_table_delete: the first route of the prefix (metric order) matching what is given; ip6_route_del."""
+    net = parse_network(
+        "link add p0 type dummy\nlink set p0 up\naddr add 192.0.2.1/24 dev p0\naddr add 2001:db8::1/64 dev p0\n"
+        "route add default via 192.0.2.9 metric 10\nroute add default via 192.0.2.8 metric 20\n"
+        "route add blackhole default metric 30\nroute del default metric 20\n"
+        "route del default\nroute add ::/0 via 2001:db8::9\nroute delete ::/0 via 2001:db8::9\n"
+        "route del 192.0.2.0/24 dev p0\n"
+    )
+    assert route(net, "8.8.8.8")[0] == RTN_BLACKHOLE
+    assert route(net, "2001:db9::1") is None
+    assert route(net, "192.0.2.7")[0] == RTN_BLACKHOLE  # the connected route went too
