@@ -8,6 +8,7 @@ in packet order, to the caller (a port).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,6 +109,7 @@ class Worker:
 
             self.runtime = NftRuntime.from_json(rs_json)
         self.flowtables = self._flowtables(rs_json) if flowtable else {}
+        self._uses_rt = '{"rt": ' in json.dumps(rs_json)
         self.conntrack = Conntrack()
         self.netfilter = Netfilter(self.runtime, self.conntrack, self._masq_addr)
         self.icmp = IcmpSender()
@@ -140,7 +142,10 @@ class Worker:
         self._tx.append((phys.ifindex, frame, self.now_ns))
 
     def rt_mtu(self, skb: SkBuff, fib) -> int:
-        """nft_rt's TCPMSS view: the smaller of the route's MTU and the route back's (get_tcpmss)."""
+        """nft_rt's TCPMSS view: the smaller of the route's MTU and the route back's (get_tcpmss).
+        Only rulesets with an `rt` expression read it, so the others skip the second lookup."""
+        if not self._uses_rt:
+            return fib.mtu
         back = self.net.fib_lookup(family_of(skb), skb.saddr)
         return min(fib.mtu, back.mtu) if back is not None and back.type == RouteType.UNICAST else fib.mtu
 
