@@ -11,6 +11,7 @@ TEARDOWN.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -111,8 +112,11 @@ class Flowtable:
         timeout_tcp_ns: int | float = 30e9,
         timeout_udp_ns: int | float = 30e9,
         max_probes: int = MAX_PROBES,
+        seed: int | None = None,
     ):
         self.name, self.flags = name, flags
+        # Linux seeds the flowtable's jhash at random; so do we (pass seed for a reproducible table)
+        self.seed = secrets.randbits(32) if seed is None else seed & 0xFFFFFFFF
         self.counter = bool(counter or flags & NF_FLOWTABLE_COUNTER)
         self.max_entries = _pow2(max(2, max_entries))
         self.timeout_tcp_ns, self.timeout_udp_ns = int(timeout_tcp_ns), int(timeout_udp_ns)
@@ -138,7 +142,7 @@ class Flowtable:
 
     def _make_views(self) -> FlowtableViews:
         return FlowtableViews(self.index, self.key, self.val, self.nat6, self.index.shape[0] - 1,
-                              self.max_probes, self.timeout_tcp_ns, self.timeout_udp_ns, int(self.counter))  # fmt: skip
+                              self.max_probes, self.timeout_tcp_ns, self.timeout_udp_ns, int(self.counter), self.seed)  # fmt: skip
 
     @property
     def capacity(self) -> int:
@@ -165,25 +169,23 @@ class Flowtable:
         return True
 
     def _rebuild(self, icap: int) -> None:
-        """Rebuild the index at icap slots (drops tombstones); doubles icap until every entry
-        fits within max_probes of its home slot."""
+        """Rebuild the index at icap slots (drops tombstones). Linear probing fills the same slots
+        whatever the insertion order, so entries that fitted fit again; doubling is a safety net."""
         while True:
             index = np.zeros(icap, np.int64)
-            if flow_index_build(index, self.key, self.used, icap - 1, self.max_probes) == 0:
+            if flow_index_build(index, self.key, self.used, icap - 1, self.max_probes, self.seed) == 0:
                 break
             icap *= 2
         self.index, self.ntomb = index, 0
         self._views = self._make_views()
 
-    def _index_add(self, e: int, h: int) -> None:
+    def _index_add(self, e: int, h: int) -> bool:
+        """Index entry e; False when its probe run is full (with a seeded hash, only by bad luck)."""
         if (self.nused + self.ntomb + 1) * 4 > self.index.shape[0] * 3:
             self._rebuild(self.index.shape[0])
-        while True:
-            r = flow_index_insert(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
-            if r:
-                self.ntomb -= r == 2
-                return
-            self._rebuild(self.index.shape[0] * 2)  # a probe run too long: spread out
+        r = flow_index_insert(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
+        self.ntomb -= r == 2
+        return r != 0
 
     # ---- flow_offload_add / teardown / del -------------------------------------------------
     def flow_offload_add(
@@ -203,7 +205,7 @@ class Flowtable:
         flow_offload_add. nat_flags: F_SNAT | F_DNAT (from the conntrack IPS_SRC/DST_NAT bits).
         """
         korig, kreply = orig.words(), reply.words()
-        horig, hreply = flow_offload_hash(korig, 0), flow_offload_hash(kreply, 0)
+        horig, hreply = flow_offload_hash(korig, 0, self.seed), flow_offload_hash(kreply, 0, self.seed)
         if self._probe(korig, horig) >= 0 or self._probe(kreply, hreply) >= 0:
             return FLOW_ADD_EXISTS
         if not self._free and not self._grow():
@@ -218,7 +220,12 @@ class Flowtable:
             self._init_entry(e, d, t, other, route, k, nat_flags & (K.F_SNAT | K.F_DNAT), now_ns + tmo)
             self.used[e] = True
             self.nused += 1
-            self._index_add(e, h)
+            if not self._index_add(e, h):  # no slot within max_probes: refuse, like a full table
+                self.used[e] = False
+                self.nused -= 1
+                self.flow_offload_del(fid)
+                self.stat_full += 1
+                return FLOW_ADD_FULL
         self._ct[fid] = ct_ref
         return fid
 
@@ -266,7 +273,7 @@ class Flowtable:
         for e in (2 * flow_id, 2 * flow_id + 1):
             if not self.used[e]:
                 continue
-            h = flow_offload_hash(self.key[e], 0)
+            h = flow_offload_hash(self.key[e], 0, self.seed)
             r = flow_index_remove(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
             self.ntomb += int(r)
             self.used[e] = False
@@ -278,7 +285,7 @@ class Flowtable:
     def lookup(self, t: FlowTuple) -> int:
         """Entry index for a tuple, or -1; entries in teardown are hidden (flow_offload_lookup)."""
         k = t.words()
-        e = self._probe(k, flow_offload_hash(k, 0))
+        e = self._probe(k, flow_offload_hash(k, 0, self.seed))
         if e >= 0 and self.key[e, K.V_FLAGS] & K.F_TEARDOWN:
             return -1
         return e

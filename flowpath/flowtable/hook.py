@@ -75,10 +75,12 @@ class OffloadResult(NamedTuple):
 # NamedTuple argument in Python on every call, about 2 us per batch (26 -> 16 ns/pkt at 256).
 @njit(cache=True, nogil=True, _nrt=False)
 def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, index, key, val, nat6, mask,
-                          max_probes, timeout_tcp_ns, timeout_udp_ns, counter, pkey, phash, group, group_start,
+                          max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group, group_start,
                           group_count, order, gfirst, gtab, hdr, now_ns, bulk):  # fmt: skip
     """All stages over packets 0..n-1; returns (forwarded, slow, ngroups)."""
-    ft = FlowtableViews(index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter)
+    ft = FlowtableViews(
+        index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed
+    )
     if key.shape[0] >= PREFETCH_MIN_ENTRIES:
         slow = nf_flow_offload_ip_batch_prefetch(data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash,
                                                  now_ns)  # fmt: skip

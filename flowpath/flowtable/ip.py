@@ -390,7 +390,7 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft,
         off = i * slot + np.int64(head[i])  # int64: uint16 arithmetic would wrap with the JIT off
         r = nf_flow_tuple(flat, off, length[i], iif[i], kflat, 0)
         if r == FLOW_FORWARD:
-            h = flow_offload_hash(kflat, 0)
+            h = flow_offload_hash(kflat, 0, ft.seed)
             e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, 0, h)
             r = nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
         if r != FLOW_FORWARD:
@@ -430,7 +430,7 @@ def nf_flow_offload_ip_batch_prefetch(
                 flow[i] = -1
                 slow += 1
                 continue
-            phash[j] = flow_offload_hash(kflat, j * KEY_ROW)
+            phash[j] = flow_offload_hash(kflat, j * KEY_ROW, ft.seed)
             prefetch(ft.index, phash[j] & ft.mask)
         for i in range(g0, g1):
             if verdict[i] == FLOW_FORWARD:

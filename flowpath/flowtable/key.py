@@ -88,6 +88,7 @@ class FlowtableViews(NamedTuple):
     max_probes   probe bound (inserts guarantee every entry sits within it)
     timeout_tcp_ns, timeout_udp_ns  offload timeouts (nf_flowtable_{tcp,udp}_timeout)
     counter      1 when the flowtable has the `counter` flag, else 0
+    seed         the hash seed (flow_offload_hash)
     """
 
     index: np.ndarray
@@ -99,6 +100,7 @@ class FlowtableViews(NamedTuple):
     timeout_tcp_ns: int
     timeout_udp_ns: int
     counter: int
+    seed: int
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -110,16 +112,17 @@ def _mix32(h, w):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def flow_offload_hash(k, koff):
+def flow_offload_hash(k, koff, seed):
     """32-bit hash of the key words k[koff : koff + 12] (uint32); the role of Linux's jhash over
-    offsetof(__hash). Returns an int64 in [0, 2**32).
+    offsetof(__hash). seed is the table's random 32-bit seed (Linux seeds its jhash at random too, so
+    that nobody can compute colliding tuples offline). Returns an int64 in [0, 2**32).
 
     No Linux counterpart for the function itself: xor-multiply-shift in four lanes of three words
     (a short dependency chain), lanes merged, then murmur3's fmix32 so that the low bits (the home
     slot) depend on every key bit. Same value with the JIT off.
     """
-    a, b = np.int64(0x2545F491), np.int64(0x9E3779B9)
-    c, d = np.int64(0x7F4A7C15), np.int64(0x1B873593)
+    a, b = np.int64(0x2545F491) ^ seed, np.int64(0x9E3779B9) ^ seed
+    c, d = np.int64(0x7F4A7C15) ^ seed, np.int64(0x1B873593) ^ seed
     for w in range(0, FLOW_KEY_WORDS, 4):
         a = _mix32(a, np.int64(k[koff + w]))
         b = _mix32(b, np.int64(k[koff + w + 1]))
@@ -196,7 +199,7 @@ def flow_index_remove(index, mask, max_probes, h, e):
 
 
 @njit(cache=True, nogil=True)
-def flow_index_build(index, key, used, mask, max_probes):
+def flow_index_build(index, key, used, mask, max_probes, seed):
     """Rebuild the index from scratch over the entries flagged in used (bool[cap]).
 
     Returns the number of entries that found no slot within max_probes (0 on success).
@@ -206,7 +209,7 @@ def flow_index_build(index, key, used, mask, max_probes):
     failed = 0
     for e in range(used.shape[0]):
         if used[e]:
-            h = flow_offload_hash(flat, e * KEY_ROW)
+            h = flow_offload_hash(flat, e * KEY_ROW, seed)
             if flow_index_insert(index, mask, max_probes, h, e) == 0:
                 failed += 1
     return failed

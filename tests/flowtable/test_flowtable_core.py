@@ -121,3 +121,28 @@ def test_views_follow_growth():
     for i in range(4):
         _add(ft, i)
     assert ft.views is not v0 and ft.views.key is ft.key and ft.views.mask == ft.index.shape[0] - 1
+
+
+def test_a_full_probe_run_refuses_the_flow_and_leaves_the_table_consistent():
+    """Inserts guarantee every entry within max_probes of its home slot (the kernels' probe bound);
+    when no slot is free there, flow_offload_add fails like a full table and rolls back."""
+    ft = Flowtable("p", capacity=64, max_entries=64, max_probes=1, seed=1)
+    results = [_add(ft, i) for i in range(30)]
+    ok = [(fid, o, r) for fid, o, r in results if fid >= 0]
+    failed = len(results) - len(ok)
+    assert failed > 0 and ft.stat_full == failed and len(ft) == len(ok)
+    assert ft.nused == 2 * len(ok) and int(ft.used.sum()) == 2 * len(ok)
+    for fid, o, r in ok:
+        assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
+    for _, o, r in results:
+        if _ < 0:
+            assert ft.lookup(o) == -1 and ft.lookup(r) == -1
+
+
+def test_the_hash_is_seeded_per_table():
+    """Like Linux's random jhash seed: tuples that collide in one table do not in another."""
+    from flowpath.flowtable.key import flow_offload_hash
+
+    k = FlowTuple(1, 4, 17, 1, 2, 3, 4).words()
+    assert len({flow_offload_hash(k, 0, Flowtable("s").seed) for _ in range(8)}) > 1
+    assert flow_offload_hash(k, 0, 7) == flow_offload_hash(k, 0, 7)
