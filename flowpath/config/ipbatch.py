@@ -384,8 +384,9 @@ def do_iproute(net: Network, cmd: IpCmd) -> None:
 _NUD_ORDER = ("permanent", "reachable", "noarp", "stale", "none", "incomplete", "delay", "probe", "failed")
 
 
-def _neigh_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
-    """`neigh add|replace ADDR lladdr MAC dev NAME [nud permanent|reachable|stale|delay|probe|noarp]`."""
+def _neigh_modify(net: Network, cmd: IpCmd, verb: str) -> None:
+    """`neigh add|replace ADDR lladdr MAC dev NAME [nud permanent|reachable|stale|delay|probe|noarp]`,
+    `neigh delete ADDR dev NAME`."""
     dst_tok = ll_tok = dev_tok = None
     state = NUD_PERMANENT
     while cmd.more():
@@ -413,19 +414,23 @@ def _neigh_modify(net: Network, cmd: IpCmd, replace: bool) -> None:
         raise cmd.error(cmd.at["verb"], "neigh needs an address")
     if dev_tok is None:
         raise cmd.error(cmd.at["verb"], 'Device and destination are required arguments ("dev NAME")')
-    if ll_tok is None:
-        raise cmd.error(cmd.at["verb"], 'neigh needs "lladdr MAC"')
     family, addr = cmd.address(dst_tok)
     link = cmd.device(dev_tok, net)
+    if verb == "delete":
+        cmd.rtnl(lambda: net.neigh_del(family, addr, link.ifindex), dst_tok)
+        return
+    if ll_tok is None:
+        raise cmd.error(cmd.at["verb"], 'neigh needs "lladdr MAC"')
     n = Neighbour(family, addr, link.ifindex, cmd.hwaddr(ll_tok), state)
-    cmd.rtnl(lambda: net.neigh_add(n, replace), dst_tok)
+    cmd.rtnl(lambda: net.neigh_add(n, verb == "replace"), dst_tok)
 
 
 def do_ipneigh(net: Network, cmd: IpCmd) -> None:
     verbs = ("add", "change", "replace", "delete", "list", "show", "flush", "get")
     _subcommand(cmd, cmd.at["object"], verbs, {
-        "add": lambda n, c: _neigh_modify(n, c, False),
-        "replace": lambda n, c: _neigh_modify(n, c, True),
+        "add": lambda n, c: _neigh_modify(n, c, "add"),
+        "replace": lambda n, c: _neigh_modify(n, c, "replace"),
+        "delete": lambda n, c: _neigh_modify(n, c, "delete"),
     })  # fmt: skip
 
 

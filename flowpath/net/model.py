@@ -447,6 +447,11 @@ class Network:
         if not self.neigh.add(n, replace):
             raise RtnlError("File exists", "dst")
 
+    def neigh_del(self, family: int, addr: int, ifindex: int) -> None:
+        """`ip neigh del`. Linux: neighbour.c › neigh_delete (ENOENT when there is no entry)."""
+        if not self.neigh.remove(family, addr, ifindex):
+            raise RtnlError("No such file or directory", "dst")
+
     def neigh_lookup(self, family: int, addr: int, ifindex: int) -> bytes | None:
         """The 6-byte MAC of a neighbour on `ifindex`, or None. Linux: neighbour.c › neigh_lookup."""
         n = self.neigh.neigh_lookup(family, addr, ifindex)

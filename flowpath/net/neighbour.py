@@ -52,6 +52,9 @@ class NeighTable:
         self._entries[key] = n
         return True
 
+    def remove(self, family: int, addr: int, ifindex: int) -> bool:
+        return self._entries.pop((family, ifindex, addr), None) is not None
+
     def flush_dev(self, ifindex: int) -> None:
         """Linux: neighbour.c › neigh_ifdown, on NETDEV_DOWN: the link's entries go, permanent ones too."""
         for key in [k for k in self._entries if k[1] == ifindex]:

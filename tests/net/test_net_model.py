@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from flowpath.errors import ConfigError
 from flowpath.net import (
     RTN_BLACKHOLE,
     RTN_BROADCAST,
@@ -265,3 +266,12 @@ def test_route_delete_takes_the_first_match():
     assert route(net, "8.8.8.8")[0] == RTN_BLACKHOLE
     assert route(net, "2001:db9::1") is None
     assert route(net, "192.0.2.7")[0] == RTN_BLACKHOLE  # the connected route went too
+
+
+def test_neigh_delete():
+    """neigh_delete: the entry goes; a second delete is ENOENT."""
+    text = "link add p0 type dummy\nlink set p0 up\nneigh add 192.0.2.9 lladdr 02:00:00:00:00:09 dev p0\n"
+    net = parse_network(text + "neigh del 192.0.2.9 dev p0\n")
+    assert net.neigh_lookup(4, ip("192.0.2.9"), 2) is None
+    with pytest.raises(ConfigError, match="No such file or directory"):
+        parse_network(text + "neigh del 192.0.2.9 dev p0\nneigh del 192.0.2.9 dev p0\n")
