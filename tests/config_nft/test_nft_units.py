@@ -94,7 +94,7 @@ def test_error_names_file_line_col_and_marks_the_token():
         parse_ruleset("table ip t {\n\tchain c {\n\t\tip saddr $nope drop\n\t}\n}\n", "r.nft")
     assert (
         str(ei.value)
-        == "r.nft:3:13: Error: unknown identifier 'nope'\n\t\tip saddr $nope drop\n" + " " * 12 + "^^^^"
+        == "r.nft:3:13: Error: unknown identifier 'nope'\n\t\tip saddr $nope drop\n" + "\t\t" + " " * 10 + "^^^^"
     )
 
 
