@@ -370,6 +370,8 @@ def _random_batch(rng: random.Random) -> str:
             mac = ":".join(f"{b:02x}" for b in [2, 0x42, *rng.randbytes(4)])
             nud = rng.choice(["", " nud permanent", " nud reachable", " nud stale"])
             lines.append(f"neigh add {format_addr(4 if bits == 32 else 6, addr)} lladdr {mac} dev p{i}{nud}")
+            if rng.random() < 0.2:
+                lines.append(f"neigh del {format_addr(4 if bits == 32 else 6, addr)} dev p{i}")
     return "\n".join(lines) + "\n"
 
 
