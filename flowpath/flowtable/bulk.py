@@ -61,7 +61,7 @@ def flow_bulk_group(verdict, flow, n, key, val, bulk, group, group_start, group_
             group[i] = -1
             continue
         e = flow[i]
-        if bulk and last >= 0 and same_neigh(key, val, gfirst[last], e):
+        if bulk and last >= 0 and (e == gfirst[last] or same_neigh(key, val, gfirst[last], e)):
             g = last  # the common case: a run of packets to one next hop
         elif bulk:
             s = _neigh_hash(key, val, e) & mask

@@ -119,15 +119,22 @@ def flow_offload_hash(k, koff, seed):
 
     No Linux counterpart for the function itself: xor-multiply-shift in four lanes of three words
     (a short dependency chain), lanes merged, then murmur3's fmix32 so that the low bits (the home
-    slot) depend on every key bit. Same value with the JIT off.
+    slot) depend on every key bit. Same value with the JIT off. An IPv4 key skips its six address
+    words that are zero by construction (nf_flow_tuple_ip and FlowTuple.words write them so).
     """
     a, b = np.int64(0x2545F491) ^ seed, np.int64(0x9E3779B9) ^ seed
     c, d = np.int64(0x7F4A7C15) ^ seed, np.int64(0x1B873593) ^ seed
-    for w in range(0, FLOW_KEY_WORDS, 4):
-        a = _mix32(a, np.int64(k[koff + w]))
-        b = _mix32(b, np.int64(k[koff + w + 1]))
-        c = _mix32(c, np.int64(k[koff + w + 2]))
-        d = _mix32(d, np.int64(k[koff + w + 3]))
+    if (k[koff + K_PROTO] >> 8) == 4:
+        a = _mix32(_mix32(a, np.int64(k[koff + K_IIFIDX])), np.int64(k[koff + K_PORTS]))
+        b = _mix32(_mix32(b, np.int64(k[koff + K_PROTO])), np.int64(k[koff + K_ENCAP]))
+        c = _mix32(c, np.int64(k[koff + K_SADDR]))
+        d = _mix32(d, np.int64(k[koff + K_DADDR]))
+    else:
+        for w in range(0, FLOW_KEY_WORDS, 4):
+            a = _mix32(a, np.int64(k[koff + w]))
+            b = _mix32(b, np.int64(k[koff + w + 1]))
+            c = _mix32(c, np.int64(k[koff + w + 2]))
+            d = _mix32(d, np.int64(k[koff + w + 3]))
     h = _mix32(_mix32(a, b), _mix32(c, d))
     h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
     h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
@@ -136,7 +143,14 @@ def flow_offload_hash(k, koff, seed):
 
 @njit(cache=True, nogil=True, inline="always")
 def flow_key_equal(key, e, k, koff):
-    """True when entry e's key words equal k[koff : koff + 12] (memcmp up to __hash)."""
+    """True when entry e's key words equal k[koff : koff + 12] (memcmp up to __hash). Between two
+    IPv4 keys the six zero address words are equal by construction and are skipped."""
+    if key[e, K_PROTO] != k[koff + K_PROTO]:
+        return False
+    if (key[e, K_PROTO] >> 8) == 4:
+        return (key[e, K_PORTS] == k[koff + K_PORTS] and key[e, K_SADDR] == k[koff + K_SADDR]
+                and key[e, K_DADDR] == k[koff + K_DADDR] and key[e, K_IIFIDX] == k[koff + K_IIFIDX]
+                and key[e, K_ENCAP] == k[koff + K_ENCAP])  # fmt: skip
     for w in range(FLOW_KEY_WORDS):
         if key[e, w] != k[koff + w]:
             return False
