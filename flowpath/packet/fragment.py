@@ -77,7 +77,8 @@ def ip_do_fragment(frame: bytes, nhoff: int, mtu: int) -> list[bytes]:
         new_off = (offset >> 3) | (L.IP_MF if left > 0 or not_last_frag else 0)
         st16(buf, nhoff + L.IPH.frag_off, new_off & 0xFFFF)
         st16(buf, nhoff + L.IPH.tot_len, n + hlen)
-        st16(buf, nhoff + L.IPH.check, ip_fast_csum(buf, nhoff, hlen))  # ip_send_check
+        st16(buf, nhoff + L.IPH.check, 0)  # ip_send_check: zero first, so 0x0000 is never written as 0xFFFF
+        st16(buf, nhoff + L.IPH.check, ip_fast_csum(buf, nhoff, hlen))
         frags.append(buf.tobytes())
         ptr += n
         offset += n

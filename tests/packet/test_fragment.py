@@ -66,6 +66,18 @@ def test_linux_sizes_for_1500_bytes_over_576():
     assert all(f[IP].id == 0x1234 and f[IP].tos == 0x10 for f in frags)
 
 
+def test_zero_header_checksum_written_as_zero():
+    """ip_send_check zeroes the field before ip_fast_csum: a fragment whose checksum is 0x0000 gets
+    0x0000, not 0xFFFF, although the header copied from the original holds another value."""
+    c0 = Ether(ip_do_fragment(bytes(packet(1000, ident=0)), 14, 576)[0])[IP].chksum
+    p = packet(1000, ident=c0)  # adding the checksum to the id word makes the header sum 0xFFFF
+    assert p[IP].chksum != 0
+    first = Ether(ip_do_fragment(bytes(p), 14, 576)[0])
+    assert first[IP].chksum == 0x0000
+    del first[IP].chksum
+    assert Ether(bytes(first))[IP].chksum == 0x0000
+
+
 def test_fitting_packet_is_returned_unchanged():
     b = bytes(packet(100, mf=True)) + b"\0" * 4  # Ethernet padding and MF stay: nothing to fragment
     assert ip_do_fragment(b, 14, 142) == [b]
