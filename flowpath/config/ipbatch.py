@@ -190,9 +190,23 @@ def _link_set(net: Network, cmd: IpCmd) -> None:
     cmd.rtnl(lambda: net.link_set(link, **req), name_tok)
 
 
+def _link_del(net: Network, cmd: IpCmd) -> None:
+    """`link delete [dev] NAME`."""
+    if not cmd.more():
+        raise cmd.error(cmd.at["verb"], 'link delete needs a device ("dev NAME")')
+    tok = cmd.take()
+    if tok.text == "dev":
+        tok = cmd.arg(tok)
+    if cmd.more():
+        raise cmd.unknown(cmd.take())
+    cmd.at["dev"] = tok
+    link = cmd.device(tok, net)
+    cmd.rtnl(lambda: net.link_del(link), tok)
+
+
 def do_iplink(net: Network, cmd: IpCmd) -> None:
     _subcommand(cmd, cmd.at["object"], ("add", "set", "change", "replace", "delete", "show", "list"),
-                {"add": _link_add, "set": _link_set, "change": _link_set})  # fmt: skip
+                {"add": _link_add, "set": _link_set, "change": _link_set, "delete": _link_del})  # fmt: skip
 
 
 # ---- address (ip/ipaddress.c › ipaddr_modify) ----

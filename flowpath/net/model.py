@@ -271,6 +271,39 @@ class Network:
             table.remove(lambda fa: fa.oif == ifindex)
         self.neigh.flush_dev(ifindex)
 
+    def link_del(self, link: Link) -> None:
+        """`ip link del`: dev_close, then NETDEV_UNREGISTER. A veth takes its peer along, a device its
+        VLANs. Every route through the devices goes, local ones too (fib_disable_ip with force), and so
+        do IPv4 routes elsewhere whose source was one of their addresses (fib_sync_down_addr); IPv6
+        routes elsewhere only lose such a source (rt6_remove_prefsrc)."""
+        if link.is_loopback:
+            raise RtnlError("Operation not supported", "dev")
+        victims = [link]
+        for victim in victims:  # grows while walked: VLANs of VLANs, a veth's peer
+            if victim.kind == KIND_VETH and self._by_name[victim.peer] not in victims:
+                victims.append(self._by_name[victim.peer])
+            victims += [c for c in self.links.values() if c.parent == victim.ifindex and c not in victims]
+        for victim in victims:
+            if victim.up:
+                self._dev_close(victim)
+        gone = {4: set(), 6: set()}
+        for victim in victims:
+            ifindex = victim.ifindex
+            for family in (4, 6):
+                gone[family] |= {a.address for a in self._addrs[family].pop(ifindex)}
+                for table in self.tables[family].values():
+                    table.remove(lambda fa, ifindex=ifindex: fa.oif == ifindex)
+            self.neigh.flush_dev(ifindex)
+            del self.links[ifindex], self._by_name[victim.name]
+        self.dev_addr_genid += 1
+        gone4 = {a for a in gone[4] if not self.is_local(4, a)}
+        for table in self.tables[4].values():
+            table.remove(lambda fa: fa.prefsrc in gone4)
+        for table in self.tables[6].values():
+            for fa in table:
+                if fa.prefsrc in gone[6]:
+                    fa.prefsrc = None
+
     # ---- addresses (devinet.c › __inet_insert_ifa, addrconf.c › inet6_addr_add) ----
 
     def addrs(self, ifindex: int, family: int) -> list[IfAddr]:

@@ -335,11 +335,14 @@ def _random_batch(rng: random.Random) -> str:
             a = line.split()[2].split("/")[0]
             locals_[6 if ":" in a else 4].append(a)
     flap = rng.randrange(3) if rng.random() < 0.5 else None
+    doomed = rng.randrange(3) if rng.random() < 0.3 else None  # `link del` near the end
     for n in range(30):
         if flap is not None and n == 10:
             lines.append(f"link set p{flap} down")
         if flap is not None and n == 20:
             lines.append(f"link set p{flap} up")
+        if doomed is not None and n == 26:
+            lines.append(f"link del p{doomed}")
         line = _random_route(rng, v4_nets, v6_nets, locals_)
         lines.append(line)
         if rng.random() < 0.2:  # delete it again, or a near miss of it (ESRCH)
@@ -359,7 +362,9 @@ def _random_batch(rng: random.Random) -> str:
             lines.append("route del " + " ".join(keep))
     seen = set()
     for i in range(3):
-        for _ in range(rng.randint(0, 2)):  # unique addresses: `ip neigh` exits on any error
+        for _ in range(
+            rng.randint(0, 2) if i != doomed else 0
+        ):  # unique addresses: `ip neigh` exits on any error
             nets = rng.choice([v4_nets, v6_nets]) or v4_nets
             base, blen = rng.choice(nets)
             bits = 32 if nets is v4_nets else 128

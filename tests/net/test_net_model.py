@@ -275,3 +275,17 @@ def test_neigh_delete():
     assert net.neigh_lookup(4, ip("192.0.2.9"), 2) is None
     with pytest.raises(ConfigError, match="No such file or directory"):
         parse_network(text + "neigh del 192.0.2.9 dev p0\nneigh del 192.0.2.9 dev p0\n")
+
+
+def test_link_delete_takes_peer_vlans_and_routes():
+    """NETDEV_UNREGISTER: a veth takes its peer, a port its VLANs; their routes and sources go."""
+    net = parse_network(
+        "link add p0\nlink add link p0 name p0.7 type vlan id 7\nlink add va type veth peer name vb\n"
+        "link set p0 up\nlink set va up\nlink set vb up\naddr add 192.0.2.1/24 dev p0.7\n"
+        "addr add 198.51.100.1/24 dev va\nroute add 10.0.0.0/8 dev va src 192.0.2.1\n"
+        "link del p0\nlink del dev vb\n"
+    )
+    assert list(net.links) == [1]
+    assert route(net, "10.1.1.1") is None and not net.is_local(4, ip("192.0.2.1"))
+    with pytest.raises(ConfigError, match="Operation not supported"):
+        parse_network("link del lo\n")
