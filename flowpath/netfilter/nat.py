@@ -201,6 +201,11 @@ def nf_nat_l4proto_unique_tuple(
         attempts //= 2
         if random_all:
             off = ct.net.rng.randrange(65536)
+        else:
+            # Deviation: Linux jumps to a new random offset; a hash of the tuple jumps as far, and a
+            # crowd of clients sharing one source port does not walk the same ports one by one.
+            key = repr((ct.tuplehash[IP_CT_DIR_ORIGINAL], attempts)).encode()
+            off = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big")
 
 
 def get_unique_tuple(orig: NfConnTuple, rng: NfNatRange, ct: NfConn, maniptype: int) -> NfConnTuple | None:

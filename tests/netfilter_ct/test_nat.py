@@ -350,3 +350,14 @@ def test_netmap_prefix_keeps_host_part(ctt):
     b = path.forward(IP(src="10.0.0.77", dst=S) / UDP(sport=1, dport=2))
     assert (l3(a).src, l3(b).src) == ("198.51.100.2", "198.51.100.77")
     assert_csums_ok(b)
+
+
+def test_many_clients_on_one_source_port_all_get_ports(ctt):
+    """Past the first NF_NAT_MAX_ATTEMPTS probes the search jumps elsewhere in the range, so 400
+    clients sharing source port 40000 towards one server are all mapped (none dropped)."""
+    path = Path(ctt, snat=masq())
+    ports = set()
+    for i in range(400):
+        skb = path.forward(IP(src=f"10.1.{i // 250}.{i % 250 + 1}", dst=S) / UDP(sport=40000, dport=53))
+        ports.add(l3(skb)[UDP].sport)
+    assert len(ports) == 400 and all(1024 <= p <= 65535 for p in ports)
