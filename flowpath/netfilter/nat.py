@@ -6,8 +6,9 @@ nf_nat_packet, nf_nat_inet_fn), nf_nat_masquerade.c and nf_nat_redirect.c (the r
 Packet rewriting lives in nat_proto.py (nf_nat_proto.c).
 
 Deviation: where Linux draws a random port offset for source NAT (get_random_u16), we start the search
-at the packet's own port and walk up, so replays are deterministic; with NF_NAT_RANGE_PROTO_RANDOM(_FULLY)
-the offset comes from the table's seeded PRNG. find_best_ips_proto hashes with blake2b, not jhash.
+at the packet's own port and walk up, and later rounds jump to a hash of the connection's original
+tuple, so replays are deterministic; with NF_NAT_RANGE_PROTO_RANDOM(_FULLY) the offsets come from the
+table's seeded PRNG. find_best_ips_proto hashes with blake2b, not jhash.
 Deviation: when no free port is left, the packet is dropped with NAT_NO_PORTS here (Linux keeps the
 clashing tuple and the insert fails at confirm).
 """
