@@ -13,7 +13,7 @@ from flowpath.flowtable.core import (
     Flowtable,
     FlowTuple,
 )
-from flowpath.flowtable.hook import OffloadResult, OffloadScratch, nf_flow_offload_hook
+from flowpath.flowtable.hook import OffloadResult, OffloadScratch, nf_flow_offload_hook, warm
 from flowpath.flowtable.key import (
     F_CLOSING,
     F_DNAT,
@@ -29,7 +29,7 @@ from flowpath.flowtable.key import (
 
 __all__ = [
     "FLOW_ADD_EXISTS", "FLOW_ADD_FULL", "NF_FLOWTABLE_COUNTER", "NF_FLOWTABLE_HW_OFFLOAD",
-    "Flowtable", "FlowRoute", "FlowTuple", "OffloadResult", "OffloadScratch", "nf_flow_offload_hook",
+    "Flowtable", "FlowRoute", "FlowTuple", "OffloadResult", "OffloadScratch", "nf_flow_offload_hook", "warm",
     "F_CLOSING", "F_DNAT", "F_SNAT", "F_TEARDOWN", "FLOW_OFFLOAD_DIR_ORIGINAL", "FLOW_OFFLOAD_DIR_REPLY",
     "FLOW_OFFLOAD_XMIT_DIRECT", "FLOW_OFFLOAD_XMIT_NEIGH", "FLOW_OFFLOAD_XMIT_XFRM", "FlowtableViews",
 ]  # fmt: skip
