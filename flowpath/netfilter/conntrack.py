@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 from flowpath.netfilter.conntrack_proto import (
     nf_conntrack_generic_packet,
+    nf_conntrack_gre_packet,
     nf_conntrack_icmp_packet,
     nf_conntrack_icmpv4_error,
     nf_conntrack_icmpv6_error,
@@ -277,6 +278,8 @@ class Conntrack:
             return nf_conntrack_udp_packet(ct, skb, skb.thoff, dir, check_csum)
         if p in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
             return nf_conntrack_icmp_packet(ct, skb, dir)
+        if p == L.IPPROTO_GRE:
+            return nf_conntrack_gre_packet(ct, skb, dir)
         return nf_conntrack_generic_packet(ct, skb, dir)
 
     def nf_conntrack_confirm(self, skb: SkBuff) -> Verdict:
@@ -360,6 +363,8 @@ def print_tuple(t: NfConnTuple) -> str:
         s += f"sport={t.sport} dport={t.dport} "
     elif t.is_icmp:
         s += f"type={t.type} code={t.code} id={t.sport} "
+    elif t.l4proto == L.IPPROTO_GRE:
+        s += f"srckey={t.sport:#x} dstkey={t.dport:#x} "
     return s
 
 

@@ -4,8 +4,9 @@ Linux: net/netfilter/nf_conntrack_core.c (get_l4proto, nf_ct_get_tuple), nf_conn
 nf_conntrack_proto_icmp.c, nf_conntrack_proto_icmpv6.c, nf_conntrack_proto_generic.c and
 nf_conntrack_proto.c › nf_conntrack_inet_error (ICMP errors about a tracked connection are RELATED).
 
-Deviation: only TCP and UDP carry ports in the tuple; every other protocol but ICMP/ICMPv6 (SCTP,
-UDP-Lite, DCCP, GRE, ESP, ...) is tracked by the generic tracker on addresses and protocol alone.
+Deviation: only TCP and UDP carry ports in the tuple; GRE has the GRE tracker's timeouts with zero keys
+(no PPTP helper, so no GREv1 call ids); every other protocol but ICMP/ICMPv6 (SCTP, UDP-Lite, DCCP, ESP,
+...) is tracked by the generic tracker on addresses and protocol alone.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ UDP_STREAM_DELAY_NS = 2 * NSEC_PER_SEC  # ct->proto.udp.stream_ts = 2 * HZ + jif
 ICMP_TIMEOUT_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_icmp.c › nf_ct_icmp_timeout
 ICMPV6_TIMEOUT_NS = 30 * NSEC_PER_SEC
 GENERIC_TIMEOUT_NS = 600 * NSEC_PER_SEC  # nf_conntrack_proto_generic.c
+GRE_CT_UNREPLIED_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_gre.c › gre_timeouts
+GRE_CT_REPLIED_NS = 180 * NSEC_PER_SEC
 NR_ICMP_TYPES = 18
 
 _ICMP_VALID_NEW = frozenset({L.ICMP_ECHO, L.ICMP_TIMESTAMP, L.ICMP_INFO_REQUEST, L.ICMP_ADDRESS})
@@ -257,4 +260,16 @@ def nf_conntrack_udp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check
 def nf_conntrack_generic_packet(ct: NfConn, skb: SkBuff, dir: int) -> int:
     """Linux: nf_conntrack_proto_generic.c › generic packet handling: refresh for 600 s."""
     nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, GENERIC_TIMEOUT_NS)
+    return NF_ACCEPT
+
+
+def nf_conntrack_gre_packet(ct: NfConn, skb: SkBuff, dir: int) -> int:
+    """Linux: nf_conntrack_proto_gre.c › nf_conntrack_gre_packet: 30 s, then 180 s and ASSURED once
+    traffic was seen both ways."""
+    if ct.status & IPS_SEEN_REPLY:
+        nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, GRE_CT_REPLIED_NS)
+        if not ct.status & (1 << IPS_NAT_CLASH_BIT):
+            ct.status |= IPS_ASSURED
+    else:
+        nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, GRE_CT_UNREPLIED_NS)
     return NF_ACCEPT

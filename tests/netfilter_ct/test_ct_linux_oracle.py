@@ -155,6 +155,7 @@ def linux_ct_lines() -> list[str]:
     for line in open_in(NS_R, "/proc/net/nf_conntrack").splitlines():
         line = re.sub(r"^ipv[46]\s+\d+\s+", "", line.strip())
         line = re.sub(r" zone=\d+", "", line)
+        line = re.sub(r"timeout=\d+, stream_timeout=\d+ ", "", line)  # gre_print_conntrack: /proc only
         # /proc prints IPv6 in full; conntrack -L (and we) compress it
         line = re.sub(
             r"(src|dst)=([0-9a-f:]+:[0-9a-f:]+)", lambda m: f"{m[1]}={ipaddress.ip_address(m[2])}", line
@@ -394,3 +395,16 @@ def test_udp_stream_becomes_assured_like_linux(lab):
     time.sleep(2.3)
     run_steps(lab, path, [("c", IP(id=53, **c) / UDP(sport=45000, dport=123) / b"c")], t0, "sport=45000")
     assert "[ASSURED]" in path.table.listing(time.monotonic_ns() - t0)
+
+
+def test_gre_masquerade_matches_linux(lab):
+    """GREv0 (no keys): masqueraded by address only, 30 s unreplied, then 180 s and ASSURED."""
+    path = masq_dnat_path(Conntrack())
+    t0 = time.monotonic_ns()
+    gre = b"\x00\x00\x08\x00" + raw(IP(src="172.31.0.1", dst="172.31.0.2") / ICMP())
+    steps = [
+        ("c", IP(src=C, dst=S, id=61, proto=47) / gre),
+        ("s", IP(src=S, dst=R1, id=62, proto=47) / gre),
+        ("c", IP(src=C, dst=S, id=63, proto=47) / gre),
+    ]
+    run_steps(lab, path, steps, t0, "srckey=")

@@ -165,9 +165,22 @@ def test_neighbour_discovery_is_untracked(ctt):
 
 
 def test_generic_protocol_600s(ctt):
-    skb = step(ctt, IP(src=C, dst=S, proto=47) / b"\0\0\x08\0payload")
+    skb = step(ctt, IP(src=C, dst=S, proto=50) / b"\0\0\0\1\0\0\0\1esp")
     assert skb.ctinfo == IP_CT_NEW and skb.ct.timeout_ns == 600 * SEC
-    assert ctt.listing(0).startswith("gre      47 600 src=10.0.0.2 dst=192.168.1.9 [UNREPLIED] src=")
+    assert ctt.listing(0).startswith("unknown  50 600 src=10.0.0.2 dst=192.168.1.9 [UNREPLIED] src=")
+
+
+def test_gre_tracker_30s_then_180s_assured(ctt):
+    """nf_conntrack_gre_packet: GRE without PPTP keys; replied flows get 180 s and ASSURED."""
+    a = step(ctt, IP(src=C, dst=S, proto=47) / b"\0\0\x08\0payload")
+    assert a.ctinfo == IP_CT_NEW and a.ct.timeout_ns == 30 * SEC
+    step(ctt, IP(src=S, dst=C, proto=47) / b"\0\0\x08\0payload", SEC)
+    c = step(ctt, IP(src=C, dst=S, proto=47) / b"\0\0\x08\0payload", 2 * SEC)
+    assert c.ct.status & IPS_ASSURED and c.ct.timeout_ns == 182 * SEC
+    assert ctt.listing(2 * SEC) == (
+        "gre      47 180 src=10.0.0.2 dst=192.168.1.9 srckey=0x0 dstkey=0x0 "
+        "src=192.168.1.9 dst=10.0.0.2 srckey=0x0 dstkey=0x0 [ASSURED] mark=0 use=1\n"
+    )
 
 
 def test_fragments(ctt):
