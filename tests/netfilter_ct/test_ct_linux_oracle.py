@@ -408,3 +408,21 @@ def test_gre_masquerade_matches_linux(lab):
         ("c", IP(src=C, dst=S, id=63, proto=47) / gre),
     ]
     run_steps(lab, path, steps, t0, "srckey=")
+
+
+def test_syn_reopens_time_wait_like_linux(lab):
+    """RFC 1122: a new SYN on a TIME_WAIT entry kills it and starts over (-NF_REPEAT)."""
+    path = masq_dnat_path(Conntrack())
+    t0 = time.monotonic_ns()
+    c, s = dict(src=C, dst=S), dict(src=S, dst=R1)
+    steps = [
+        ("c", IP(id=71, **c) / TCP(sport=46000, dport=80, flags="S", seq=10, window=900)),
+        ("s", IP(id=72, **s) / TCP(sport=80, dport=46000, flags="SA", seq=50, ack=11, window=900)),
+        ("c", IP(id=73, **c) / TCP(sport=46000, dport=80, flags="A", seq=11, ack=51, window=900)),
+        ("c", IP(id=74, **c) / TCP(sport=46000, dport=80, flags="FA", seq=11, ack=51, window=900)),
+        ("s", IP(id=75, **s) / TCP(sport=80, dport=46000, flags="FA", seq=51, ack=12, window=900)),
+        ("c", IP(id=76, **c) / TCP(sport=46000, dport=80, flags="A", seq=12, ack=52, window=900)),
+        ("c", IP(id=77, **c) / TCP(sport=46000, dport=80, flags="S", seq=90000, window=900)),
+    ]
+    run_steps(lab, path, steps, t0, "sport=46000")
+    assert "SYN_SENT" in path.table.listing(time.monotonic_ns() - t0)
