@@ -219,9 +219,10 @@ def _scope(cmd: IpCmd, tok: Token) -> int:
     return SCOPES[tok.text] if tok.text in SCOPES else cmd.uint(tok, "scope", 255)
 
 
-def _addr_add(net: Network, cmd: IpCmd) -> None:
+def _addr_modify(net: Network, cmd: IpCmd, verb: str) -> None:
     """`addr add [local] ADDR[/PLEN] [brd ADDR|+|-] [scope S] [label L] dev NAME [noprefixroute]
-    [metric N] [nodad] [valid_lft forever] [preferred_lft forever]`."""
+    [metric N] [nodad] [valid_lft forever] [preferred_lft forever]`; `addr delete ADDR[/PLEN] dev NAME`
+    (no /PLEN: any prefix length, iproute2's "wildcard deletion")."""
     local_tok = brd_tok = dev_tok = None
     req: dict = {}
     while cmd.more():
@@ -262,6 +263,10 @@ def _addr_add(net: Network, cmd: IpCmd) -> None:
     cmd.at["dev"] = dev_tok
     family, addr, plen = cmd.prefix(local_tok)
     link = cmd.device(dev_tok, net)
+    if verb == "delete":
+        wildcard = family == 4 and "/" not in local_tok.text
+        cmd.rtnl(lambda: net.addr_del(link, family, addr, None if wildcard else plen), local_tok)
+        return
     if brd_tok is not None:
         if family != 4:
             raise cmd.error(brd_tok, "Broadcast can be set only for IPv4 addresses")
@@ -277,7 +282,10 @@ def _addr_add(net: Network, cmd: IpCmd) -> None:
 
 def do_ipaddr(net: Network, cmd: IpCmd) -> None:
     verbs = ("add", "change", "replace", "delete", "list", "show", "flush", "save", "restore")
-    _subcommand(cmd, cmd.at["object"], verbs, {"add": _addr_add})
+    _subcommand(cmd, cmd.at["object"], verbs, {
+        "add": lambda n, c: _addr_modify(n, c, "add"),
+        "delete": lambda n, c: _addr_modify(n, c, "delete"),
+    })  # fmt: skip
 
 
 # ---- route (ip/iproute.c › iproute_modify) ----

@@ -343,6 +343,142 @@ class Network:
             self._addrconf_prefix_route(ifa)
         return ifa
 
+    def addr_del(self, link: Link, family: int, address: int, prefixlen: int | None) -> None:
+        """`ip addr del` (prefixlen None: any). IPv4 deletes a primary's secondaries with it
+        (promote_secondaries=0) and, with the link's last address, every IPv4 route through it and its
+        ARP entries (fib_inetaddr_event NETDEV_DOWN, fib_disable_ip). Linux: devinet.c › __inet_del_ifa;
+        addrconf.c › inet6_addr_del, ipv6_del_addr."""
+        ifas = self._addrs[family][link.ifindex]
+        ifa = next(
+            (a for a in ifas if a.address == address and prefixlen in (None, a.prefixlen)),
+            None,
+        )
+        if ifa is None:
+            raise RtnlError("Cannot assign requested address", "address")
+        self.dev_addr_genid += 1
+        if family == 6:
+            self._ipv6_del_addr(link, ifa)
+            return
+        if not ifa.secondary:
+            for sec in [a for a in ifas if a.secondary and a.prefixlen == ifa.prefixlen]:
+                if inet_ifa_match(sec.address, ifa):
+                    ifas.remove(sec)
+                    self._fib_del_ifaddr(sec)
+        ifas.remove(ifa)
+        self._fib_del_ifaddr(ifa)
+        if not ifas:  # "Last address was deleted from this interface. Disable IP."
+            for table in self.tables[4].values():
+                table.remove(lambda fa: fa.oif == link.ifindex)
+            self.neigh.flush_dev(link.ifindex, family=4)
+
+    def _ipv6_del_addr(self, link: Link, ifa: IfAddr) -> None:
+        """The local route goes; the prefix route too unless another address of the link shares it
+        (check_cleanup_prefix_route); routes elsewhere lose the address as source (rt6_remove_prefsrc)."""
+        ifas = self._addrs[6][link.ifindex]
+        ifas.remove(ifa)
+        local, main = self.tables[6][RT_TABLE_LOCAL], self.tables[6][RT_TABLE_MAIN]
+        if not any(a.address == ifa.address for ifas2 in self._addrs[6].values() for a in ifas2):
+            local.remove(
+                lambda fa: fa.type == RTN_LOCAL and fa.prefix == ifa.address and fa.oif == link.ifindex
+            )
+        prefix = ifa.address & inet_mask(6, ifa.prefixlen)
+        shared = any(
+            a.prefixlen == ifa.prefixlen and a.address & inet_mask(6, a.prefixlen) == prefix for a in ifas
+        )
+        if not shared and not ifa.noprefixroute:
+            victim = next(
+                (
+                    fa
+                    for fa in main.find(prefix, ifa.prefixlen)
+                    if fa.oif == link.ifindex and fa.protocol == RTPROT_KERNEL
+                ),
+                None,
+            )
+            main.remove(lambda fa: fa is victim)
+        for table in self.tables[6].values():
+            for fa in table:
+                if fa.prefsrc == ifa.address:
+                    fa.prefsrc = None
+
+    def _fib_magic_del(self, rtype: RouteType, dst: int, plen: int, prim: IfAddr) -> None:
+        """fib_magic(RTM_DELROUTE): the first kernel route of the prefix with this type, source and device."""
+        table = self.tables[4][RT_TABLE_MAIN if rtype == RTN_UNICAST else RT_TABLE_LOCAL]
+        scope = RT_SCOPE_HOST if rtype == RTN_LOCAL else RT_SCOPE_LINK
+        victim = next(
+            (
+                fa
+                for fa in table.find(dst, plen)
+                if (fa.type, fa.scope, fa.prefsrc, fa.oif, fa.protocol)
+                == (rtype, scope, prim.address, prim.ifindex, RTPROT_KERNEL)
+            ),
+            None,
+        )
+        if victim is not None:
+            table.remove(lambda fa: fa is victim)
+
+    def _fib_del_ifaddr(self, ifa: IfAddr) -> None:
+        """Linux: fib_frontend.c › fib_del_ifaddr: remove the address's kernel routes unless another
+        address of the link still needs them; then, if the address is gone from the host, the main
+        table's routes that used it as source (fib_sync_down_addr)."""
+        link = self.links[ifa.ifindex]
+        mask = inet_mask(4, ifa.prefixlen)
+        any_ = ifa.address & mask
+        brd = any_ | (ADDR_ALL[4] ^ mask)
+        ifas = self._addrs[4][ifa.ifindex]  # without ifa
+        prim, subnet = ifa, False
+        if ifa.secondary:
+            prim = next(
+                (
+                    a
+                    for a in ifas
+                    if not a.secondary and a.prefixlen == ifa.prefixlen and inet_ifa_match(a.address, ifa)
+                ),
+                None,
+            )
+            if prim is None:
+                return
+        elif any_ and (any_ != ifa.address or ifa.prefixlen < 32):
+            if not ifa.noprefixroute:
+                self._fib_magic_del(RTN_LOCAL if link.is_loopback else RTN_UNICAST, any_, ifa.prefixlen, prim)
+            subnet = True
+        local_ok = brd_ok = brd1_ok = brd0_ok = False
+        prim1 = None
+        for ifa1 in ifas:
+            if ifa1.secondary:
+                if ifa1.prefixlen == prim.prefixlen and inet_ifa_match(ifa1.address, prim):
+                    prim1 = prim
+                elif prim1 is None:
+                    break  # the secondaries come last: no further primaries
+                elif prim1.address != prim.address:
+                    continue
+            else:
+                if prim.address != ifa1.address:
+                    continue
+                prim1 = ifa1
+            local_ok |= ifa.address == ifa1.address
+            brd_ok |= ifa.broadcast == ifa1.broadcast
+            brd1_ok |= brd == ifa1.broadcast
+            brd0_ok |= any_ == ifa1.broadcast
+            if prim1 is ifa1 and ifa1.prefixlen < 31:
+                mask1 = inet_mask(4, ifa1.prefixlen)
+                any1 = ifa1.address & mask1
+                brd1 = any1 | (ADDR_ALL[4] ^ mask1)
+                if any1:
+                    brd_ok |= ifa.broadcast in (brd1, any1)
+                    brd1_ok |= brd in (brd1, any1)
+                    brd0_ok |= any_ in (brd1, any1)
+        if not brd_ok and ifa.broadcast:
+            self._fib_magic_del(RTN_BROADCAST, ifa.broadcast, 32, prim)
+        if subnet and ifa.prefixlen < 31:
+            if not brd1_ok:
+                self._fib_magic_del(RTN_BROADCAST, brd, 32, prim)
+            if not brd0_ok:
+                self._fib_magic_del(RTN_BROADCAST, any_, 32, prim)
+        if not local_ok:
+            self._fib_magic_del(RTN_LOCAL, ifa.address, 32, prim)
+            if not self.is_local(4, ifa.address):
+                self.tables[4][RT_TABLE_MAIN].remove(lambda fa: fa.prefsrc == ifa.address)
+
     @staticmethod
     def _default_scope(family: int, address: int) -> int:
         """iproute2 ipaddress.c › default_scope: host for loopback addresses, link for fe80::/10."""

@@ -55,9 +55,10 @@ class NeighTable:
     def remove(self, family: int, addr: int, ifindex: int) -> bool:
         return self._entries.pop((family, ifindex, addr), None) is not None
 
-    def flush_dev(self, ifindex: int) -> None:
-        """Linux: neighbour.c › neigh_ifdown, on NETDEV_DOWN: the link's entries go, permanent ones too."""
-        for key in [k for k in self._entries if k[1] == ifindex]:
+    def flush_dev(self, ifindex: int, family: int | None = None) -> None:
+        """Linux: neighbour.c › neigh_ifdown, on NETDEV_DOWN: the link's entries go, permanent ones too
+        (`family`: only arp_tbl or nd_tbl)."""
+        for key in [k for k in self._entries if k[1] == ifindex and family in (None, k[0])]:
             del self._entries[key]
 
     def __iter__(self):

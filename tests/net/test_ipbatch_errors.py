@@ -59,7 +59,8 @@ def _error(text: str) -> ConfigError:
         ("frobnicate", 1, 10, 'Object "frobnicate" is unknown'),
         ("route del 10.0.0.0/8", 11, 10, "No such process"),
         ("route del 192.0.2.0/24 via 192.0.2.7", 11, 12, "No such process"),
-        ("addr del 192.0.2.1/24 dev eth0", 6, 3, 'unsupported command "addr delete"'),
+        ("addr del 192.0.2.1/25 dev eth0", 10, 12, "Cannot assign requested address"),
+        ("addr flush dev eth0", 6, 5, 'unsupported command "addr flush"'),
         (
             "neigh add 192.0.2.9 lladdr 02:00:00:00:00:zz dev eth0",
             28,

@@ -341,6 +341,14 @@ def _random_batch(rng: random.Random) -> str:
             lines.append(f"link set p{flap} down")
         if flap is not None and n == 20:
             lines.append(f"link set p{flap} up")
+        if n in (5, 15, 25) and rng.random() < 0.5:  # delete an address, or miss one (EADDRNOTAVAIL)
+            victim = rng.choice([ln for ln in lines if ln.startswith("addr add")]).split()
+            plen = (
+                victim[2]
+                if rng.random() < 0.8
+                else victim[2].split("/")[0] + ("/32" if ":" not in victim[2] else "/128")
+            )
+            lines.append(f"addr del {plen} dev {victim[4]}")
         if doomed is not None and n == 26:
             lines.append(f"link del p{doomed}")
         line = _random_route(rng, v4_nets, v6_nets, locals_)

@@ -289,3 +289,25 @@ def test_link_delete_takes_peer_vlans_and_routes():
     assert route(net, "10.1.1.1") is None and not net.is_local(4, ip("192.0.2.1"))
     with pytest.raises(ConfigError, match="Operation not supported"):
         parse_network("link del lo\n")
+
+
+def test_addr_delete_like_linux():
+    """__inet_del_ifa: a primary takes its secondaries (promote_secondaries=0); the last address takes
+    the link's IPv4 routes and ARP entries (fib_disable_ip); IPv6 keeps a prefix route still in use."""
+    net = parse_network(
+        "link add p0 type dummy\nlink set p0 up\naddr add 192.0.2.1/24 dev p0\naddr add 192.0.2.2/24 dev p0\n"
+        "addr add 198.51.100.1/24 dev p0\nroute add 10.0.0.0/8 via 192.0.2.9\n"
+        "addr add 2001:db8::1/64 dev p0\naddr add 2001:db8::2/64 dev p0\n"
+        "neigh add 198.51.100.9 lladdr 02:00:00:00:00:09 dev p0\n"
+        "addr del 192.0.2.1/24 dev p0\naddr del 2001:db8::1/64 dev p0\n"
+    )
+    assert [str(ip_address(a.address)) for a in net.addrs(2, 4)] == ["198.51.100.1"]
+    assert route(net, "192.0.2.2") is None and route(net, "10.1.1.1")[2] == "192.0.2.9"
+    assert route(net, "2001:db8::7")[1] == "p0"
+    parse_network_text = "addr del 198.51.100.1 dev p0\n"  # wildcard: any prefix length
+    net2 = parse_network(
+        "link add p0 type dummy\nlink set p0 up\naddr add 198.51.100.1/24 dev p0\nroute add 10.0.0.0/8 via 198.51.100.9\n"
+        "neigh add 198.51.100.9 lladdr 02:00:00:00:00:09 dev p0\n" + parse_network_text
+    )
+    assert net2.addrs(2, 4) == [] and route(net2, "10.1.1.1") is None
+    assert net2.neigh_lookup(4, ip("198.51.100.9"), 2) is None
