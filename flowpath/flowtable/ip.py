@@ -331,10 +331,10 @@ def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_ud
         thoff = nhoff + IP6H.size
     if l3len > key[e, V_MTU]:  # nf_flow_exceeds_mtu
         return SLOW_MTU, 0
-    if nf_flow_state_check(key, e, b, thoff, l4proto):
-        return SLOW_TCP_STATE, 0
     if key[e, V_XMIT] & XMIT_VLAN and room < VLAN.size:
         return SLOW_MTU, 0  # Deviation: no headroom for the tag; Linux reallocates, we go slow
+    if nf_flow_state_check(key, e, b, thoff, l4proto):
+        return SLOW_TCP_STATE, 0
     # ---- writes from here on ----
     timeout = now_ns + (tmo_tcp_ns if l4proto == IPPROTO_TCP else tmo_udp_ns)
     if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
