@@ -9,22 +9,19 @@ Families are 4 and 6 (the IP version); addresses are ints.
 
 from __future__ import annotations
 
-from flowpath.net import route, show
+from flowpath.net import fib_frontend, route, show
 from flowpath.net.fib import (
     IP6_RT_PRIO_ADDRCONF,
     RT_TABLE_LOCAL,
     RT_TABLE_MAIN,
-    RTN_BROADCAST,
     RTN_LOCAL,
     RTN_UNICAST,
     RTPROT_KERNEL,
     FibAlias,
     FibResult,
     FibTable,
-    RouteType,
 )
 from flowpath.net.inetdev import (
-    ADDR_ALL,
     IPV6_ADDR_SCOPE_LINKLOCAL,
     LINK_LOCAL_PREFIX,
     RT_SCOPE_HOST,
@@ -220,7 +217,7 @@ class Network:
             if not self._addrs[6][link.ifindex]:
                 self.addr_add(link, 6, IN6ADDR_LOOPBACK, 128)
         for ifa in list(self._addrs[4][link.ifindex]):
-            self._fib_add_ifaddr(ifa)
+            fib_frontend.fib_add_ifaddr(self, ifa)
         if self.carrier(link):
             self._addrconf_link_ready(link)
         if link.kind == KIND_VETH:
@@ -329,7 +326,7 @@ class Network:
         if family == 4:
             self._inet_insert_ifa(ifa, ifas)
             self.dev_addr_genid += 1
-            self._fib_add_ifaddr(ifa)
+            fib_frontend.fib_add_ifaddr(self, ifa)
             return ifa
         if any(a.address == address for a in ifas):
             raise RtnlError("ipv6: address already assigned", "address")
@@ -363,9 +360,9 @@ class Network:
             for sec in [a for a in ifas if a.secondary and a.prefixlen == ifa.prefixlen]:
                 if inet_ifa_match(sec.address, ifa):
                     ifas.remove(sec)
-                    self._fib_del_ifaddr(sec)
+                    fib_frontend.fib_del_ifaddr(self, sec)
         ifas.remove(ifa)
-        self._fib_del_ifaddr(ifa)
+        fib_frontend.fib_del_ifaddr(self, ifa)
         if not ifas:  # "Last address was deleted from this interface. Disable IP."
             for table in self.tables[4].values():
                 table.remove(lambda fa: fa.oif == link.ifindex)
@@ -400,85 +397,6 @@ class Network:
                 if fa.prefsrc == ifa.address:
                     fa.prefsrc = None
 
-    def _fib_magic_del(self, rtype: RouteType, dst: int, plen: int, prim: IfAddr) -> None:
-        """fib_magic(RTM_DELROUTE): the first kernel route of the prefix with this type, source and device."""
-        table = self.tables[4][RT_TABLE_MAIN if rtype == RTN_UNICAST else RT_TABLE_LOCAL]
-        scope = RT_SCOPE_HOST if rtype == RTN_LOCAL else RT_SCOPE_LINK
-        victim = next(
-            (
-                fa
-                for fa in table.find(dst, plen)
-                if (fa.type, fa.scope, fa.prefsrc, fa.oif, fa.protocol)
-                == (rtype, scope, prim.address, prim.ifindex, RTPROT_KERNEL)
-            ),
-            None,
-        )
-        if victim is not None:
-            table.remove(lambda fa: fa is victim)
-
-    def _fib_del_ifaddr(self, ifa: IfAddr) -> None:
-        """Linux: fib_frontend.c › fib_del_ifaddr: remove the address's kernel routes unless another
-        address of the link still needs them; then, if the address is gone from the host, the main
-        table's routes that used it as source (fib_sync_down_addr)."""
-        link = self.links[ifa.ifindex]
-        mask = inet_mask(4, ifa.prefixlen)
-        any_ = ifa.address & mask
-        brd = any_ | (ADDR_ALL[4] ^ mask)
-        ifas = self._addrs[4][ifa.ifindex]  # without ifa
-        prim, subnet = ifa, False
-        if ifa.secondary:
-            prim = next(
-                (
-                    a
-                    for a in ifas
-                    if not a.secondary and a.prefixlen == ifa.prefixlen and inet_ifa_match(a.address, ifa)
-                ),
-                None,
-            )
-            if prim is None:
-                return
-        elif any_ and (any_ != ifa.address or ifa.prefixlen < 32):
-            if not ifa.noprefixroute:
-                self._fib_magic_del(RTN_LOCAL if link.is_loopback else RTN_UNICAST, any_, ifa.prefixlen, prim)
-            subnet = True
-        local_ok = brd_ok = brd1_ok = brd0_ok = False
-        prim1 = None
-        for ifa1 in ifas:
-            if ifa1.secondary:
-                if ifa1.prefixlen == prim.prefixlen and inet_ifa_match(ifa1.address, prim):
-                    prim1 = prim
-                elif prim1 is None:
-                    break  # the secondaries come last: no further primaries
-                elif prim1.address != prim.address:
-                    continue
-            else:
-                if prim.address != ifa1.address:
-                    continue
-                prim1 = ifa1
-            local_ok |= ifa.address == ifa1.address
-            brd_ok |= ifa.broadcast == ifa1.broadcast
-            brd1_ok |= brd == ifa1.broadcast
-            brd0_ok |= any_ == ifa1.broadcast
-            if prim1 is ifa1 and ifa1.prefixlen < 31:
-                mask1 = inet_mask(4, ifa1.prefixlen)
-                any1 = ifa1.address & mask1
-                brd1 = any1 | (ADDR_ALL[4] ^ mask1)
-                if any1:
-                    brd_ok |= ifa.broadcast in (brd1, any1)
-                    brd1_ok |= brd in (brd1, any1)
-                    brd0_ok |= any_ in (brd1, any1)
-        if not brd_ok and ifa.broadcast:
-            self._fib_magic_del(RTN_BROADCAST, ifa.broadcast, 32, prim)
-        if subnet and ifa.prefixlen < 31:
-            if not brd1_ok:
-                self._fib_magic_del(RTN_BROADCAST, brd, 32, prim)
-            if not brd0_ok:
-                self._fib_magic_del(RTN_BROADCAST, any_, 32, prim)
-        if not local_ok:
-            self._fib_magic_del(RTN_LOCAL, ifa.address, 32, prim)
-            if not self.is_local(4, ifa.address):
-                self.tables[4][RT_TABLE_MAIN].remove(lambda fa: fa.prefsrc == ifa.address)
-
     @staticmethod
     def _default_scope(family: int, address: int) -> int:
         """iproute2 ipaddress.c › default_scope: host for loopback addresses, link for fe80::/10."""
@@ -505,51 +423,6 @@ class Network:
                     raise RtnlError("ipv4: Invalid scope value", "scope")
                 ifa.secondary = True
         ifas.insert(len(ifas) if ifa.secondary else last_primary, ifa)
-
-    def _primary_of(self, ifa: IfAddr) -> IfAddr:
-        if not ifa.secondary:
-            return ifa
-        return next(
-            a
-            for a in self._addrs[4][ifa.ifindex]
-            if not a.secondary and a.prefixlen == ifa.prefixlen and inet_ifa_match(a.address, ifa)
-        )
-
-    def _fib_magic(
-        self, rtype: RouteType, dst: int, plen: int, ifa: IfAddr, scope: int, metric: int = 0
-    ) -> None:
-        """Linux: fib_frontend.c › fib_magic: kernel routes of an address; unicast ones in main, others in local.
-
-        Like any route, a kernel route needs a local prefsrc (fib_valid_prefsrc); if the address is
-        shadowed, e.g. it is another link's broadcast, the kernel drops the route without a word.
-        """
-        table = RT_TABLE_MAIN if rtype == RTN_UNICAST else RT_TABLE_LOCAL
-        prefsrc = self._primary_of(ifa).address
-        if (rtype != RTN_LOCAL or prefsrc != dst) and not self.is_local(4, prefsrc):
-            return
-        fa = FibAlias(4, dst, plen, rtype, table, metric, ifa.ifindex, None, prefsrc)
-        fa.protocol, fa.scope = RTPROT_KERNEL, scope
-        self.tables[4][table].insert(fa, excl=False)
-
-    def _fib_add_ifaddr(self, ifa: IfAddr) -> None:
-        """Linux: net/ipv4/fib_frontend.c › fib_add_ifaddr (6.x: no subnet-zero broadcast route)."""
-        link = self.links[ifa.ifindex]
-        mask = inet_mask(4, ifa.prefixlen)
-        prefix = ifa.address & mask
-        self._fib_magic(RTN_LOCAL, ifa.address, 32, ifa, RT_SCOPE_HOST)
-        if not link.up:
-            return
-        if ifa.broadcast and ifa.broadcast != ADDR_ALL[4]:
-            self._fib_magic(RTN_BROADCAST, ifa.broadcast, 32, ifa, RT_SCOPE_LINK)
-        # ipv4_is_zeronet: only 0.0.0.0 since Linux 5.3 made 0/8 unicast
-        if prefix and not ifa.secondary and (prefix != ifa.address or ifa.prefixlen < 32):
-            if not ifa.noprefixroute:
-                if link.is_loopback:
-                    self._fib_magic(RTN_LOCAL, prefix, ifa.prefixlen, ifa, RT_SCOPE_HOST, ifa.metric)
-                else:
-                    self._fib_magic(RTN_UNICAST, prefix, ifa.prefixlen, ifa, RT_SCOPE_LINK, ifa.metric)
-            if ifa.prefixlen < 31:
-                self._fib_magic(RTN_BROADCAST, prefix | (ADDR_ALL[4] ^ mask), 32, ifa, RT_SCOPE_LINK)
 
     def _addrconf_prefix_route(self, ifa: IfAddr) -> None:
         """Linux: net/ipv6/addrconf.c › addrconf_prefix_route (metric 256 unless the address sets one)."""
