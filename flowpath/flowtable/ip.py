@@ -393,6 +393,8 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft,
             h = flow_offload_hash(kflat, 0, ft.seed)
             e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, 0, h)
             r = nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
+        else:
+            flow[i] = -1
         if r != FLOW_FORWARD:
             verdict[i] = r
             slow += 1
