@@ -4,7 +4,8 @@ Linux: iproute2 ip/ip.c (batch, the object table), ip/iplink.c, ip/ipaddress.c (
 ip/iproute.c (iproute_modify), ip/ipneigh.c (ipneigh_modify); the lexer and argument parsers
 (lib/utils.c) are in ipargs.py.
 Lines run in order against the model, as `ip -batch` runs them against the kernel; the first failure
-raises ConfigError with the file, line and column of the token at fault.
+raises ConfigError with the file, line and column of the token at fault. Commands: `link add|set|delete`,
+`addr add|delete`, `route add|replace|delete`, `neigh add|replace|delete`.
 
 Extension point: `OBJECTS` maps each object name (in iproute2's order, which decides what an
 abbreviation means) to its handler; None means "unsupported". `LINK_TYPES` maps `link add ... type KIND`
