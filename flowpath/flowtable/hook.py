@@ -131,6 +131,8 @@ def nf_flow_offload_hook(
     v = flowtable.views if isinstance(flowtable, Flowtable) else flowtable
     cols, sc = _prepared(batch)
     if scratch is not None:
+        if scratch.group.shape[0] < batch.n:  # the kernels do not bounds-check
+            raise ValueError(f"scratch for {scratch.group.shape[0]} packets, batch has {batch.n}")
         sc = scratch
     fwd, slow, ng = _nf_flow_offload_hook(*cols, batch.n, *v, *sc, int(now_ns), bool(bulk))
     return OffloadResult(fwd, slow, ng, sc.group, sc.group_start, sc.group_count, sc.order)

@@ -95,3 +95,16 @@ def test_group_scratch_is_clean_for_the_next_batch(ftk):
     from flowpath.flowtable.hook import scratch_for
 
     assert not np.any(scratch_for(b).gtab) and not np.any(scratch_for(b2).gtab)
+
+
+def test_a_too_small_shared_scratch_is_refused(ftk):
+    """The kernels do not bounds-check, so the wrapper checks a caller's scratch."""
+    import pytest
+
+    from flowpath.flowtable import OffloadScratch
+
+    ft, seq, b = _setup(ftk)
+    with pytest.raises(ValueError):
+        ftk.hook(b, ft, 0, scratch=OffloadScratch.alloc(4))
+    res = ftk.hook(b, ft, 0, scratch=OffloadScratch.alloc(len(seq)))
+    assert res.forwarded == 10
