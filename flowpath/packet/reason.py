@@ -55,6 +55,8 @@ _REASONS = (  # name                    kind    text
     ("FLOWTABLE_FULL",          "drop", "flowtable at its configured maximum"),
     ("XFRM_POLICY",             "drop", "xfrm policy check failed"),
     ("XFRM_NO_STATE",           "drop", "no xfrm state"),
+    # appended, not grouped by kind: numba caches keyed on other files keep the values they compiled with
+    ("SLOW_MALFORMED",          "slow", "header too short or inconsistent: the classic path drops it"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])
