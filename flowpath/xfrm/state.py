@@ -1,0 +1,290 @@
+"""The SAD: xfrm states, their table columns for the kernels, lookup and lifetimes.
+
+Linux: net/xfrm/xfrm_state.c (xfrm_state_add, xfrm_state_lookup, xfrm_state_find,
+xfrm_state_check_expire). A state's configuration lives in its `XfrmState`; everything a kernel reads
+or updates per packet (sequence numbers, replay window, lifetime counters, stats, EVP contexts) lives in
+the `XfrmStateTable` columns at `state.index`, so both paths share one copy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from flowpath.packet.layout import IPPROTO_ESP
+from flowpath.xfrm import evp
+from flowpath.xfrm.replay import SEQ32_MAX, XFRMA_REPLAY_ESN_MAX
+
+AF_INET, AF_INET6 = 2, 10
+XFRM_MODE_TUNNEL = 1
+XFRM_STATE_NOECN, XFRM_STATE_DECAP_DSCP, XFRM_STATE_NOPMTUDISC, XFRM_STATE_ESN = 1, 2, 4, 128
+XFRM_STATE_AF_UNSPEC = 32
+UDP_ENCAP_ESPINUDP = 2
+XFRM_INF = (1 << 63) - 1  # Linux prints (2^64-1) as "(INF)"; int64 here so kernels never mix signs
+
+# stats columns (struct xfrm_stats + the LINUX_MIB_XFRMIN* counters we distinguish)
+XS_REPLAY_WINDOW, XS_REPLAY, XS_INTEGRITY_FAILED, XS_BAD_PADDING, XS_TRUNCATED, XS_SEQ_OVERFLOW = range(6)
+XS_EXPIRED, XS_IN_PACKETS, XS_OUT_PACKETS = 6, 7, 8
+XS_N = 9
+
+
+class XfrmStateTable(NamedTuple):
+    """Per-SA columns for the kernels (N = capacity); index = XfrmState.index.
+
+    spi uint32[N] host order; alg int64[N] XFRM_AEAD_*; salt uint8[N, 4]; family int64[N] outer
+    family; saddr, daddr uint8[N, 16] outer addresses (IPv4 in the first 4 bytes); flags int64[N];
+    encap_sport, encap_dport int64[N] (0 = no NAT-T); window int64[N] replay window (packets);
+    ctx_enc, ctx_dec int64[N] EVP_CIPHER_CTX addresses; oseq int64[N] last sent sequence number;
+    replay_top int64[N], replay_bmp uint8[N, 4096] replay window; bytes, packets int64[N] current
+    lifetime; hard_bytes, hard_packets int64[N] limits; dead uint8[N] (hard expired or overflowed);
+    stats int64[N, XS_N].
+    """
+
+    spi: np.ndarray
+    alg: np.ndarray
+    salt: np.ndarray
+    family: np.ndarray
+    saddr: np.ndarray
+    daddr: np.ndarray
+    flags: np.ndarray
+    encap_sport: np.ndarray
+    encap_dport: np.ndarray
+    window: np.ndarray
+    ctx_enc: np.ndarray
+    ctx_dec: np.ndarray
+    oseq: np.ndarray
+    replay_top: np.ndarray
+    replay_bmp: np.ndarray
+    bytes: np.ndarray
+    packets: np.ndarray
+    hard_bytes: np.ndarray
+    hard_packets: np.ndarray
+    dead: np.ndarray
+    stats: np.ndarray
+
+
+def xfrm_state_table(cap: int) -> XfrmStateTable:
+    i8 = np.int64
+    return XfrmStateTable(
+        np.zeros(cap, np.uint32), np.zeros(cap, i8), np.zeros((cap, 4), np.uint8), np.zeros(cap, i8),
+        np.zeros((cap, 16), np.uint8), np.zeros((cap, 16), np.uint8), np.zeros(cap, i8),
+        np.zeros(cap, i8), np.zeros(cap, i8), np.zeros(cap, i8), np.zeros(cap, i8), np.zeros(cap, i8),
+        np.zeros(cap, i8), np.zeros(cap, i8), np.zeros((cap, XFRMA_REPLAY_ESN_MAX), np.uint8),
+        np.zeros(cap, i8), np.zeros(cap, i8), np.full(cap, XFRM_INF, i8), np.full(cap, XFRM_INF, i8),
+        np.zeros(cap, np.uint8), np.zeros((cap, XS_N), i8),
+    )  # fmt: skip
+
+
+@dataclass
+class XfrmLifetimeCfg:
+    """struct xfrm_lifetime_cfg: soft/hard limits in bytes, packets and seconds since add / first use."""
+
+    soft_byte_limit: int = XFRM_INF
+    hard_byte_limit: int = XFRM_INF
+    soft_packet_limit: int = XFRM_INF
+    hard_packet_limit: int = XFRM_INF
+    soft_add_expires_seconds: int = 0
+    hard_add_expires_seconds: int = 0
+    soft_use_expires_seconds: int = 0
+    hard_use_expires_seconds: int = 0
+
+
+@dataclass
+class XfrmState:
+    """struct xfrm_state (the configured part): id (daddr, spi, proto), props, aead, lifetimes."""
+
+    family: int  # outer family
+    saddr: ipaddress.IPv4Address | ipaddress.IPv6Address
+    daddr: ipaddress.IPv4Address | ipaddress.IPv6Address
+    spi: int
+    reqid: int = 0
+    proto: int = IPPROTO_ESP
+    mode: int = XFRM_MODE_TUNNEL
+    alg: int = evp.XFRM_AEAD_GCM
+    alg_name: str = "rfc4106(gcm(aes))"
+    key: bytes = b""  # cipher key without the salt
+    salt: bytes = b""
+    icv_truncbits: int = 128
+    replay_window: int = 0
+    flags: int = 0
+    encap_type: int = 0
+    encap_sport: int = 0
+    encap_dport: int = 0
+    encap_oa: str = "0.0.0.0"
+    lft: XfrmLifetimeCfg = field(default_factory=XfrmLifetimeCfg)
+    index: int = -1
+    add_time_ns: int = 0
+    use_time_ns: int = 0
+    soft_expired: bool = False
+    owner: object = None  # the Xfrm whose table holds this state's columns
+    _aead: object = None
+
+    @property
+    def tab(self) -> XfrmStateTable:
+        return self.owner.tab
+
+    @property
+    def esn(self) -> bool:
+        return bool(self.flags & XFRM_STATE_ESN)
+
+    @property
+    def icv_len(self) -> int:
+        return self.icv_truncbits // 8
+
+    def aead(self):
+        """The `cryptography` AEAD object (created once)."""
+        if self._aead is None:
+            self._aead = evp.aead_new(self.alg, self.key)
+        return self._aead
+
+
+@dataclass
+class XfrmExpire:
+    """An XFRM_MSG_EXPIRE event: `hard` False for a soft expiry (rekey), True when the SA ends."""
+
+    state: XfrmState
+    hard: bool
+    reason: str
+    now_ns: int
+
+
+class Xfrm:
+    """The netns xfrm context: SAD, SPD, expire events. `net.xfrm` in Linux.
+
+    states: list of XfrmState in insertion order; policies: see policy.py; events: XfrmExpire list the
+    control plane drains (Linux sends them on NETLINK_XFRM).
+    """
+
+    def __init__(self, capacity: int = 64):
+        self.states: list[XfrmState] = []
+        self.policies: list = []
+        self.events: list[XfrmExpire] = []
+        self.tab = xfrm_state_table(capacity)
+        self._byid: dict[tuple[bytes, int, int], XfrmState] = {}
+        self.stats_policy_block = 0  # LINUX_MIB_XFRMOUTPOLBLOCK / XFRMINNOPOLS
+
+    def _grow(self) -> None:
+        old = self.tab
+        new = xfrm_state_table(2 * len(old.spi))
+        for a, b in zip(old, new, strict=True):
+            b[: len(a)] = a
+        self.tab = new
+
+
+def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = 0) -> XfrmState:
+    """Insert a state; ValueError when (daddr, spi, proto) exists (Linux: -EEXIST)."""
+    key = (x.daddr.packed, x.spi, x.proto)
+    if key in xfrm._byid:
+        raise ValueError("File exists")
+    if len(xfrm.states) >= len(xfrm.tab.spi):
+        xfrm._grow()
+    x.index, x.add_time_ns, x.owner = len(xfrm.states), now_ns, xfrm
+    t, i = xfrm.tab, x.index
+    t.spi[i], t.alg[i], t.family[i], t.flags[i] = x.spi, x.alg, x.family, x.flags
+    t.salt[i] = np.frombuffer(x.salt, np.uint8)
+    t.saddr[i] = 0
+    t.daddr[i] = 0
+    t.saddr[i, : len(x.saddr.packed)] = np.frombuffer(x.saddr.packed, np.uint8)
+    t.daddr[i, : len(x.daddr.packed)] = np.frombuffer(x.daddr.packed, np.uint8)
+    t.encap_sport[i], t.encap_dport[i] = (x.encap_sport, x.encap_dport) if x.encap_type else (0, 0)
+    t.window[i] = x.replay_window
+    t.hard_bytes[i], t.hard_packets[i] = x.lft.hard_byte_limit, x.lft.hard_packet_limit
+    xfrm.states.append(x)
+    xfrm._byid[key] = x
+    return x
+
+
+def xfrm_state_ctx(xfrm: Xfrm, x: XfrmState) -> tuple[int, int]:
+    """Create the SA's EVP contexts on first use (0, 0 when EVP is not available)."""
+    t, i = xfrm.tab, x.index
+    if t.ctx_enc[i] == 0 and evp.evp_load():
+        t.ctx_enc[i] = evp.evp_ctx_new(x.alg, x.key, True)
+        t.ctx_dec[i] = evp.evp_ctx_new(x.alg, x.key, False)
+    return int(t.ctx_enc[i]), int(t.ctx_dec[i])
+
+
+def xfrm_state_lookup(xfrm: Xfrm, daddr, spi: int, proto: int = IPPROTO_ESP) -> XfrmState | None:
+    """Linux: xfrm_state.c › xfrm_state_lookup (by daddr, SPI, proto). daddr: address or packed bytes."""
+    packed = daddr if isinstance(daddr, (bytes, bytearray)) else ipaddress.ip_address(daddr).packed
+    x = xfrm._byid.get((bytes(packed), spi, proto))
+    if x is None or xfrm.tab.dead[x.index]:
+        return None
+    return x
+
+
+def xfrm_state_find(xfrm: Xfrm, tmpl, now_ns: int = 0) -> XfrmState | None:
+    """The outbound SA for a policy template: same daddr, saddr, proto, mode and reqid (0 = any).
+
+    Linux: xfrm_state.c › xfrm_state_find (the ACQUIRE path to an IKE daemon is not modelled: None).
+    """
+    for x in xfrm.states:
+        if (
+            x.daddr == tmpl.daddr
+            and (tmpl.saddr is None or x.saddr == tmpl.saddr)
+            and x.proto == tmpl.proto
+            and x.mode == tmpl.mode
+            and (tmpl.reqid == 0 or x.reqid == tmpl.reqid)
+            and not xfrm.tab.dead[x.index]
+        ):
+            return x
+    return None
+
+
+def xfrm_state_check_expire(xfrm: Xfrm, x: XfrmState, now_ns: int) -> bool:
+    """True while the SA may be used; queues soft/hard XfrmExpire events as limits pass.
+
+    Linux: xfrm_state.c › xfrm_state_check_expire (bytes/packets) and xfrm_timer_handler (seconds).
+    """
+    t, i, lft = xfrm.tab, x.index, x.lft
+    if t.dead[i]:
+        return False
+    if x.use_time_ns == 0 and t.packets[i]:
+        x.use_time_ns = now_ns
+    age_s = (now_ns - x.add_time_ns) // 1_000_000_000
+    use_s = (now_ns - x.use_time_ns) // 1_000_000_000 if x.use_time_ns else 0
+    hard = (
+        ("seq overflow" if not x.esn and t.oseq[i] >= SEQ32_MAX else "")
+        or ("bytes" if t.bytes[i] >= lft.hard_byte_limit else "")
+        or ("packets" if t.packets[i] >= lft.hard_packet_limit else "")
+        or ("add" if lft.hard_add_expires_seconds and age_s >= lft.hard_add_expires_seconds else "")
+        or (
+            "use"
+            if lft.hard_use_expires_seconds and x.use_time_ns and use_s >= lft.hard_use_expires_seconds
+            else ""
+        )
+    )
+    if hard:
+        xfrm_state_delete_dead(xfrm, x, hard, now_ns)
+        return False
+    if not x.soft_expired:
+        soft = (
+            ("bytes" if t.bytes[i] >= lft.soft_byte_limit else "")
+            or ("packets" if t.packets[i] >= lft.soft_packet_limit else "")
+            or ("add" if lft.soft_add_expires_seconds and age_s >= lft.soft_add_expires_seconds else "")
+            or (
+                "use"
+                if lft.soft_use_expires_seconds and x.use_time_ns and use_s >= lft.soft_use_expires_seconds
+                else ""
+            )
+        )
+        if soft:
+            x.soft_expired = True
+            xfrm.events.append(XfrmExpire(x, False, soft, now_ns))
+    return True
+
+
+def xfrm_state_delete_dead(xfrm: Xfrm, x: XfrmState, why: str, now_ns: int) -> None:
+    """Mark the SA dead (XFRM_STATE_EXPIRED) and queue the hard expire event once."""
+    if not xfrm.tab.dead[x.index]:
+        xfrm.tab.dead[x.index] = 1
+        xfrm.tab.stats[x.index, XS_EXPIRED] += 1
+        xfrm.events.append(XfrmExpire(x, True, why, now_ns))
+
+
+def xfrm_timer(xfrm: Xfrm, now_ns: int) -> None:
+    """Run the lifetime checks of every state (Linux: one hrtimer per state; here the GC tick)."""
+    for x in xfrm.states:
+        xfrm_state_check_expire(xfrm, x, now_ns)
