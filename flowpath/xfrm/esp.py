@@ -48,6 +48,7 @@ from flowpath.xfrm.state import (
     XS_SEQ_OVERFLOW,
     XS_TRUNCATED,
     XfrmState,
+    xfrm_state_check_expire,
 )
 
 
@@ -175,6 +176,7 @@ def esp_output(x: XfrmState, frame: bytes, nhoff: int, now_ns: int, ttl: int = 6
     t.packets[i] += 1
     t.bytes[i] += ilen
     t.stats[i, XS_OUT_PACKETS] += 1
+    xfrm_state_check_expire(x.owner, x, now_ns)
     return _l2(frame, nhoff, l3) + hdr + esp
 
 
@@ -257,6 +259,7 @@ def esp_input(x: XfrmState, frame: bytes, nhoff: int, now_ns: int) -> tuple[byte
     t.packets[i] += 1
     t.bytes[i] += len(inner)
     t.stats[i, XS_IN_PACKETS] += 1
+    xfrm_state_check_expire(x.owner, x, now_ns)
     return bytes(inner), l3
 
 

@@ -116,7 +116,7 @@ class XfrmState:
     encap_oa: str = "0.0.0.0"
     lft: XfrmLifetimeCfg = field(default_factory=XfrmLifetimeCfg)
     index: int = -1
-    add_time_ns: int = 0
+    add_time_ns: int = -1  # -1: set by the first lifetime check (config has no packet clock)
     use_time_ns: int = 0
     soft_expired: bool = False
     owner: object = None  # the Xfrm whose table holds this state's columns
@@ -174,7 +174,7 @@ class Xfrm:
         self.tab = new
 
 
-def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = 0) -> XfrmState:
+def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = -1) -> XfrmState:
     """Insert a state; ValueError when (daddr, spi, proto) exists (Linux: -EEXIST)."""
     key = (x.daddr.packed, x.spi, x.proto)
     if key in xfrm._byid:
@@ -191,6 +191,18 @@ def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = 0) -> XfrmState:
     t.daddr[i, : len(x.daddr.packed)] = np.frombuffer(x.daddr.packed, np.uint8)
     t.encap_sport[i], t.encap_dport[i] = (x.encap_sport, x.encap_dport) if x.encap_type else (0, 0)
     t.window[i] = x.replay_window
+    for col in (
+        t.ctx_enc,
+        t.ctx_dec,
+        t.oseq,
+        t.replay_top,
+        t.replay_bmp,
+        t.bytes,
+        t.packets,
+        t.dead,
+        t.stats,
+    ):
+        col[i] = 0  # a flushed table's row is reused
     t.hard_bytes[i], t.hard_packets[i] = x.lft.hard_byte_limit, x.lft.hard_packet_limit
     xfrm.states.append(x)
     xfrm._byid[key] = x
@@ -241,6 +253,8 @@ def xfrm_state_check_expire(xfrm: Xfrm, x: XfrmState, now_ns: int) -> bool:
     t, i, lft = xfrm.tab, x.index, x.lft
     if t.dead[i]:
         return False
+    if x.add_time_ns < 0:
+        x.add_time_ns = now_ns
     if x.use_time_ns == 0 and t.packets[i]:
         x.use_time_ns = now_ns
     age_s = (now_ns - x.add_time_ns) // 1_000_000_000
@@ -282,6 +296,17 @@ def xfrm_state_delete_dead(xfrm: Xfrm, x: XfrmState, why: str, now_ns: int) -> N
         xfrm.tab.dead[x.index] = 1
         xfrm.tab.stats[x.index, XS_EXPIRED] += 1
         xfrm.events.append(XfrmExpire(x, True, why, now_ns))
+
+
+def xfrm_state_flush(xfrm: Xfrm) -> None:
+    """Delete every state (Linux: xfrm_state_flush); EVP contexts are freed."""
+    for x in xfrm.states:
+        evp.evp_ctx_free(int(xfrm.tab.ctx_enc[x.index]))
+        evp.evp_ctx_free(int(xfrm.tab.ctx_dec[x.index]))
+        xfrm.tab.ctx_enc[x.index] = xfrm.tab.ctx_dec[x.index] = 0
+        xfrm.tab.dead[x.index] = 1
+    xfrm.states.clear()
+    xfrm._byid.clear()
 
 
 def xfrm_timer(xfrm: Xfrm, now_ns: int) -> None:
