@@ -1,0 +1,66 @@
+"""Frame sizes: forwarding rate of 64, 128, 512 and 1518-byte frames and CSIT IMIX at a fixed flow
+count, in Mpps and Gbps, next to the Ethernet line rates (RFC 2544 §9.1 frame sizes).
+
+No Linux counterpart. Conventions and method as flowpath/bench/bulking.py: sizes are wire frames with
+FCS; L1 Gbps adds 20 bytes of preamble, SFD and inter-frame gap per frame, which is what a line rate
+limits, so `line_rate_mpps` of a size is line_bps / ((size + 20) * 8).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from flowpath.bench.bulking import (
+    POOL_PACKETS, RUN_TS_NS, bench_stream, conditions, establish, gateway, rates, time_passes, traffic_pool,
+)  # fmt: skip
+from flowpath.trafgen.imix import ETH_L1_OVERHEAD, mean_size
+
+SIZES = (64, 128, 512, 1518, "imix")
+LINE_RATES_BPS = {"10GbE": 10e9, "25GbE": 25e9, "100GbE": 100e9}
+
+
+def line_rate_mpps(size, line_bps: float) -> float:
+    """Frames per second (in millions) a link of line_bps carries at this size or IMIX."""
+    return line_bps / ((mean_size(size) + ETH_L1_OVERHEAD) * 8) / 1e6
+
+
+def frame_sizes_scenario(
+    flows: int = 1000,
+    sizes: tuple = SIZES,
+    *,
+    quick: bool = False,
+    batch_size: int = 256,
+    passes: int | None = None,
+    reps: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Mpps and Gbps per frame size at `flows` established flows, bulk on; a JSON-able dict."""
+    say = progress or (lambda _msg: None)
+    passes = passes or (2 if quick else 16)
+    reps = reps or (3 if quick else 5)
+    t_start = time.perf_counter()
+    say(f"establishing {flows} flows")
+    w = gateway(True)
+    establish(w, flows, batch_size)
+    results = []
+    for size in sizes:
+        say(f"{size}: building traffic")
+        state, wire = traffic_pool(bench_stream(flows, size, POOL_PACKETS), batch_size)
+        state.restore(RUN_TS_NS)
+        w.poll(state.batches[0])  # first call per slot width: numba compile or cache load, untimed
+        say(f"{size}: timing")
+        secs, hit = time_passes(w, state, passes, reps)
+        r = {"frame_size": size, "mean_frame_bytes": round(float(wire.mean()), 2),
+             **rates(POOL_PACKETS * passes, secs, wire), "fastpath_hit_fraction": round(hit, 4)}  # fmt: skip
+        r["line_rate_mpps"] = {k: round(line_rate_mpps(size, v), 4) for k, v in LINE_RATES_BPS.items()}
+        results.append(r)
+    return {
+        **conditions("frame-sizes", quick, batch_size, passes, reps),
+        "flows": flows,
+        "frame_sizes": [str(s) for s in sizes],
+        "imix": "CSIT IMIX 28 x 64, 16 x 570, 4 x 1518 bytes, interleaved (mean 353.83 B)",
+        "line_rates_bps": LINE_RATES_BPS,
+        "duration_s": round(time.perf_counter() - t_start, 2),
+        "results": results,
+    }

@@ -1,0 +1,189 @@
+"""Receive statistics per port and per stream: packets, bytes, rates, loss, reordering, duplicates and
+latency from the signature (signature.py) that each generated frame carries.
+
+No Linux counterpart (TRex's per-port counters and flow-stats/latency streams).
+
+JSON schema, version 1 (`schema_version`: bumped whenever a key changes meaning or goes away; new keys
+may be added without a bump):
+  schema_version  1
+  conventions     text: what bytes and rates count
+  total, ports.<name>:
+    packets, bytes          frames received and their wire bytes (captured length + 4 FCS)
+    signed_packets          frames carrying a signature
+    first_ts_ns, last_ts_ns receive times of the first and last frame (null when none)
+    duration_s              last - first plus one mean gap (so n frames every g s measure 1/g pps)
+    pps, l2_bps, l1_bps     rates over duration_s; L1 adds 20 bytes per frame (preamble, SFD, gap)
+  streams.<id> (decimal stream id):
+    packets, bytes, pps, l2_bps, l1_bps, ports (names it arrived on)
+    expected                sent packets: given (--tx capture or API), else highest seq + 1
+    lost, loss_ratio        expected - distinct sequence numbers received (>= 0), lost / expected
+    duplicates              packets whose sequence number arrived before
+    reordered               first arrivals whose sequence number is below the highest seen before
+                            (RFC 4737 §3.3 "reordered": seq < next expected)
+    latency_ns              min, avg, max of receive - transmit time; jitter: RFC 3550 §6.4.1
+                            interarrival jitter (J += (|D| - J) / 16) in arrival order; null if none
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from flowpath.trafgen.imix import ETH_FCS_LEN, ETH_L1_OVERHEAD
+from flowpath.trafgen.signature import sig_find
+from flowpath.trafgen.stream import duration_ns
+
+SCHEMA_VERSION = 1
+CONVENTIONS = (
+    "bytes are wire bytes: captured length + 4 FCS; l2_bps counts them, l1_bps adds 20 bytes of preamble, "
+    "SFD and inter-frame gap per frame; times in ns of the capture clock"
+)
+PORT_KEYS = ("packets", "bytes", "signed_packets", "first_ts_ns", "last_ts_ns", "duration_s", "pps", "l2_bps",
+             "l1_bps")  # fmt: skip
+STREAM_KEYS = ("packets", "bytes", "pps", "l2_bps", "l1_bps", "ports", "expected", "lost", "loss_ratio",
+               "duplicates", "reordered", "latency_ns")  # fmt: skip
+LATENCY_KEYS = ("min", "avg", "max", "jitter")
+
+
+def _rates(ts_ns: np.ndarray, wire_bytes: np.ndarray) -> dict:
+    n = len(ts_ns)
+    d_ns = duration_ns(ts_ns)
+    nbytes = int(wire_bytes.sum())
+    per = (lambda x: x * 1e9 / d_ns) if d_ns else (lambda x: 0.0)
+    return {
+        "packets": n,
+        "bytes": nbytes,
+        "duration_s": d_ns / 1e9,
+        "pps": per(n),
+        "l2_bps": per(nbytes * 8),
+        "l1_bps": per((nbytes + ETH_L1_OVERHEAD * n) * 8),
+    }
+
+
+def _port_stats(ts: np.ndarray, wire: np.ndarray, signed: int) -> dict:
+    order = np.argsort(ts, kind="stable")
+    r = _rates(ts[order], wire[order])
+    r["signed_packets"] = signed
+    r["first_ts_ns"] = int(ts.min()) if len(ts) else None
+    r["last_ts_ns"] = int(ts.max()) if len(ts) else None
+    return {k: r[k] for k in PORT_KEYS}
+
+
+def rfc3550_jitter(transit_ns: np.ndarray) -> float:
+    """Interarrival jitter after the last packet: J(i) = J(i-1) + (|D(i-1,i)| - J(i-1)) / 16 (RFC 3550
+    §6.4.1), D the difference of consecutive transit times, in arrival order."""
+    j = 0.0
+    for d in np.abs(np.diff(transit_ns.astype(np.float64))).tolist():
+        j += (d - j) / 16
+    return j
+
+
+def sequence_stats(seq: np.ndarray, expected: int | None = None) -> dict:
+    """Loss, duplicates and reordering of one stream's sequence numbers in arrival order."""
+    n = len(seq)
+    if n == 0:
+        exp = int(expected or 0)
+        return {
+            "expected": exp,
+            "lost": exp,
+            "loss_ratio": 1.0 if exp else 0.0,
+            "duplicates": 0,
+            "reordered": 0,
+        }
+    _, first_idx = np.unique(seq, return_index=True)
+    first = np.zeros(n, np.bool_)
+    first[first_idx] = True
+    prev_max = np.empty(n, np.int64)
+    prev_max[0] = -1
+    prev_max[1:] = np.maximum.accumulate(seq)[:-1]
+    exp = int(seq.max()) + 1 if expected is None else int(expected)
+    lost = max(0, exp - len(first_idx))
+    return {
+        "expected": exp,
+        "lost": lost,
+        "loss_ratio": lost / exp if exp else 0.0,
+        "duplicates": int(n - len(first_idx)),
+        "reordered": int(np.count_nonzero(first & (seq < prev_max))),
+    }
+
+
+def rx_stats(
+    ports: dict[str, Iterable[tuple[int, bytes] | tuple[int, bytes, int]]],
+    expected: dict[int, int] | None = None,
+) -> dict:
+    """Statistics of frames received per port: {name: [(rx_ts_ns, frame[, orig_len]), ...]}, each
+    list in arrival order.
+
+    expected: packets sent per stream id (streams absent from it count highest seq + 1)."""
+    expected = expected or {}
+    out_ports = {}
+    all_ts, all_wire = [], []
+    sig_rows = []  # (rx_ts, port index, wire, stream, seq, tx_ts)
+    names = list(ports)
+    for p, name in enumerate(names):
+        ts, wire = [], []
+        signed = 0
+        for rec in ports[name]:
+            t, frame = rec[0], rec[1]
+            w = (rec[2] if len(rec) > 2 else len(frame)) + ETH_FCS_LEN
+            ts.append(t)
+            wire.append(w)
+            s = sig_find(frame)
+            if s is not None:
+                signed += 1
+                sig_rows.append((t, p, w, *s))
+        ts_a, wire_a = np.array(ts, np.int64), np.array(wire, np.int64)
+        out_ports[name] = _port_stats(ts_a, wire_a, signed)
+        all_ts.append(ts_a)
+        all_wire.append(wire_a)
+    total = _port_stats(np.concatenate(all_ts or [np.zeros(0, np.int64)]),
+                        np.concatenate(all_wire or [np.zeros(0, np.int64)]), len(sig_rows))  # fmt: skip
+    streams = {}
+    rows = np.array(sig_rows, np.int64).reshape(-1, 6)
+    if len(names) > 1:  # arrival order across ports is receive-time order; within a port, list order
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    ids = sorted(set(rows[:, 3].tolist()) | set(expected))
+    for sid in ids:
+        r = rows[rows[:, 3] == sid]
+        st = _rates(r[:, 0], r[:, 2])
+        st["ports"] = sorted({names[k] for k in r[:, 1].tolist()})
+        st.update(sequence_stats(r[:, 4], expected.get(sid)))
+        transit = r[:, 0] - r[:, 5]
+        st["latency_ns"] = (
+            {
+                "min": int(transit.min()),
+                "avg": float(transit.mean()),
+                "max": int(transit.max()),
+                "jitter": rfc3550_jitter(transit),
+            }  # fmt: skip
+            if len(r)
+            else None
+        )
+        streams[str(sid)] = {k: st[k] for k in STREAM_KEYS}
+    return {"schema_version": SCHEMA_VERSION, "conventions": CONVENTIONS, "total": total, "ports": out_ports,
+            "streams": streams}  # fmt: skip
+
+
+def capture_counts(paths: Iterable[str | Path]) -> dict[int, int]:
+    """Packets per stream id in transmit captures (the `expected` of rx_stats)."""
+    from flowpath.ports.pcap import read_capture
+
+    counts: dict[int, int] = {}
+    for path in paths:
+        for rec in read_capture(path):
+            s = sig_find(rec.data)
+            if s is not None:
+                counts[s[0]] = counts.get(s[0], 0) + 1
+    return counts
+
+
+def rx_stats_captures(inputs: list[tuple[str, Path]], tx: list[Path] | None = None) -> dict:
+    """rx_stats over capture files, one port per (name, path); `tx` captures give the expected counts."""
+    from flowpath.ports.pcap import read_capture
+
+    ports = {name: ((r.ts_ns, r.data, r.orig_len) for r in read_capture(path)) for name, path in inputs}
+    if len(ports) != len(inputs):
+        raise ValueError("two inputs share a port name; use NAME=FILE")
+    return rx_stats(ports, capture_counts(tx) if tx else None)

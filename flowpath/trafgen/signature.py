@@ -1,0 +1,52 @@
+"""The stream signature: 18 bytes at the start of the innermost UDP (or TCP) payload.
+
+No Linux counterpart (TRex's latency/flow-stats signature plays this part, but its per-flow statistics
+are lost once a tunnel wraps the packet; trex-core issue 528).
+
+Layout (big-endian), FP_SIG:
+    magic     u32  0xF10E5167
+    stream_id u16  stream number in the profile
+    seq       u32  sequence number within the stream, from 0
+    tx_ts_ns  u64  transmit time, ns (the capture clock)
+It is payload, so NAT (which rewrites addresses, ports and checksums), ESP and IPIP (which wrap it and
+unwrap it again) leave it intact. A receiver finds it by scanning the frame for the magic from the
+first byte a UDP payload can start at (SIG_SCAN_FROM), which works whatever encapsulation is outside:
+no header parsing, so an outer IPIP, VLAN or decrypted ESP layer needs no special case. 18 bytes is
+what a 64-byte IPv4/UDP frame has room for (60 - 14 - 20 - 8). The generator fills the rest of the
+payload with zeros, so the magic cannot appear in it by chance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIG_MAGIC = 0xF10E5167
+SIG_MAGIC_BYTES = SIG_MAGIC.to_bytes(4, "big")
+FP_SIG = np.dtype([("magic", ">u4"), ("stream_id", ">u2"), ("seq", ">u4"), ("tx_ts_ns", ">u8")])
+SIG_LEN = FP_SIG.itemsize
+SIG_SCAN_FROM = 14 + 20 + 8  # Ethernet + the smallest IPv4 header + UDP
+assert SIG_LEN == 18
+
+
+def sig_write(frames: np.ndarray, off: int, stream_id: int, seq: np.ndarray, tx_ts_ns: np.ndarray) -> None:
+    """Write the signature of every row of frames uint8[n, width] at byte offset `off`.
+
+    seq      int64[n]  sequence numbers (taken modulo 2**32)
+    tx_ts_ns int64[n]  transmit times
+    """
+    n = frames.shape[0]
+    sig = np.zeros(n, FP_SIG)
+    sig["magic"] = SIG_MAGIC
+    sig["stream_id"] = stream_id
+    sig["seq"] = seq & 0xFFFFFFFF
+    sig["tx_ts_ns"] = tx_ts_ns
+    frames[:, off : off + SIG_LEN] = sig.view(np.uint8).reshape(n, SIG_LEN)
+
+
+def sig_find(frame: bytes) -> tuple[int, int, int] | None:
+    """(stream_id, seq, tx_ts_ns) of the first signature in the frame, or None."""
+    i = frame.find(SIG_MAGIC_BYTES, SIG_SCAN_FROM)
+    if i < 0 or i + SIG_LEN > len(frame):
+        return None
+    s = np.frombuffer(frame, FP_SIG, 1, i)[0]
+    return int(s["stream_id"]), int(s["seq"]), int(s["tx_ts_ns"])
