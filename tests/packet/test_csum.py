@@ -94,6 +94,9 @@ def arr(b: bytes) -> np.ndarray:
 
 # ---- packets built by Scapy ----
 
+# Explicit MACs: left out, Scapy resolves the destination by ARP on the host's network.
+ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+
 ipv4 = st.integers(0, 2**32 - 1).map(lambda v: ".".join(str(v >> s & 0xFF) for s in (24, 16, 8, 0)))
 ipv6 = st.integers(0, 2**128 - 1).map(lambda v: ":".join(f"{v >> s & 0xFFFF:x}" for s in range(112, -1, -16)))
 port = st.integers(0, 0xFFFF)
@@ -101,10 +104,10 @@ payload = st.binary(max_size=64)
 
 
 @st.composite
-def packets(draw):
+def packets(draw, v6: bool | None = None, kind: str | None = None):
     """(frame, is_ipv6, l4proto) with every checksum filled in by Scapy."""
-    v6 = draw(st.booleans())
-    kind = draw(st.sampled_from(["tcp", "udp", "icmp"]))
+    v6 = draw(st.booleans()) if v6 is None else v6
+    kind = kind or draw(st.sampled_from(["tcp", "udp", "icmp"]))
     if v6:
         ip = IPv6(src=draw(ipv6), dst=draw(ipv6), hlim=draw(st.integers(1, 255)))
     else:
@@ -125,7 +128,7 @@ def packets(draw):
         l4 = UDP(sport=draw(port), dport=draw(port))
     else:
         l4 = ICMPv6EchoRequest(id=draw(port), seq=draw(port)) if v6 else ICMP(id=draw(port), seq=draw(port))
-    pkt = Ether(bytes(Ether() / ip / l4 / Raw(draw(payload))))
+    pkt = Ether(bytes(ETH / ip / l4 / Raw(draw(payload))))
     proto = {"tcp": 6, "udp": 17, "icmp": 58 if v6 else 1}[kind]
     return pkt, v6, proto
 
@@ -154,7 +157,7 @@ def verifies(b: np.ndarray, nh: int, th: int, v6: bool, proto: int) -> bool:
     return ref_sum(addrs + bytes([0, proto]) + len(seg).to_bytes(2, "big") + seg) == 0xFFFF
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(p=packets())
 def test_full_checksums_equal_scapys(p):
     """ip_fast_csum, l4_csum (TCP/UDP/ICMPv6 with pseudo-header) and icmp_csum give Scapy's values."""
@@ -193,7 +196,7 @@ def same_or_both_zero(a: int, b: int, start: int) -> bool:
     return a == b or (start == 0xFFFF and {a, b} == {0, 0xFFFF})
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(p=packets(), new_s=st.binary(min_size=16, max_size=16), new_d=st.binary(min_size=16, max_size=16),
        new_sport=port, new_dport=port)  # fmt: skip
 def test_incremental_updates_after_nat_match_full_recompute(p, new_s, new_d, new_sport, new_dport):
@@ -244,7 +247,7 @@ def test_incremental_updates_after_nat_match_full_recompute(p, new_s, new_d, new
 
 def test_udp_zero_checksum_left_alone():
     """IPv4 UDP without a checksum (0) stays without one: inet_proto_csum_replace* skip it (RFC 768)."""
-    b = arr(bytes(Ether() / IP() / UDP(chksum=0)))
+    b = arr(bytes(ETH / IP() / UDP(chksum=0)))
     coff = 14 + 20 + L.UDPH.check
     udp_csum_replace4(b, coff, 0x7F000001, 0x0A000001)
     udp_csum_replace2(b, coff, 53, 5353)
@@ -265,7 +268,7 @@ def test_zero_result_becomes_mangled_for_udp_only():
 
 
 @settings(max_examples=100, deadline=None)
-@given(p=packets().filter(lambda p: p[2] == 17))
+@given(p=packets(kind="udp"))
 def test_udp_port_rewrite_to_a_zero_sum_gives_ffff_like_a_recompute(p):
     """Choose the new source port so that the updated UDP checksum is 0: it goes on the wire as 0xFFFF,
     as Scapy's full recompute (RFC 768) puts it."""
@@ -281,8 +284,8 @@ def test_udp_port_rewrite_to_a_zero_sum_gives_ffff_like_a_recompute(p):
     assert verifies(b, nh, th, v6, 17)
 
 
-@settings(max_examples=200, deadline=None)
-@given(p=packets().filter(lambda p: not p[1]))
+@settings(max_examples=100, deadline=None)
+@given(p=packets(v6=False))
 def test_ip_decrease_ttl_matches_full_recompute(p):
     """ip_decrease_ttl's add-0x0100-with-carry gives exactly the recomputed checksum (never 0xFFFF)."""
     pkt = p[0]
@@ -334,7 +337,7 @@ def test_loads_and_stores_are_big_endian():
 
 def header_summing_to_ffff() -> bytearray:
     """An IPv4 frame whose header checksum, computed with the field zero, is 0x0000."""
-    b = bytearray(bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2", id=0x1111) / UDP(sport=1, dport=2)))
+    b = bytearray(bytes(ETH / IP(src="10.0.0.1", dst="10.0.0.2", id=0x1111) / UDP(sport=1, dport=2)))
     s = int.from_bytes(b[18:20], "big") + int.from_bytes(b[24:26], "big")
     b[18:20] = ((s & 0xFFFF) + (s >> 16)).to_bytes(2, "big")  # id += check: the header now sums to 0xFFFF
     return b
@@ -360,8 +363,8 @@ def test_icmp_csum_ignores_the_old_field_even_when_the_result_is_zero():
     assert icmp_csum(arr(bytes(seg)), 0, len(seg)) == 0
 
 
-@settings(max_examples=200, deadline=None)
-@given(p=packets().filter(lambda p: not p[1]), junk=st.integers(0, 0xFFFF))
+@settings(max_examples=100, deadline=None)
+@given(p=packets(v6=False), junk=st.integers(0, 0xFFFF))
 def test_ip_fast_csum_with_junk_in_the_field(p, junk):
     """Away from the ±0 case above, the old field's value does not matter."""
     pkt = p[0]
