@@ -17,7 +17,17 @@ import numpy as np
 
 from flowpath import __version__
 from flowpath.bench.setup import (
-    BASE_PORT, CLIENT, CLIENT_MAC, GW_LAN, LAN_IF, NET, RULES, SERVER, WAN_IF, PoolState, flow_frames,
+    BASE_PORT,
+    CLIENT,
+    CLIENT_MAC,
+    GW_LAN,
+    LAN_IF,
+    NET,
+    RULES,
+    SERVER,
+    WAN_IF,
+    PoolState,
+    flow_frames,
 )  # fmt: skip
 from flowpath.packet.batch import PacketBatch
 from flowpath.trafgen.field import FieldVar

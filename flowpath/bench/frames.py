@@ -12,7 +12,15 @@ import time
 from collections.abc import Callable
 
 from flowpath.bench.bulking import (
-    POOL_PACKETS, RUN_TS_NS, bench_stream, conditions, establish, gateway, rates, time_passes, traffic_pool,
+    POOL_PACKETS,
+    RUN_TS_NS,
+    bench_stream,
+    conditions,
+    establish,
+    gateway,
+    rates,
+    time_passes,
+    traffic_pool,
 )  # fmt: skip
 from flowpath.trafgen.imix import ETH_L1_OVERHEAD, mean_size
 
