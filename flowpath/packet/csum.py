@@ -18,7 +18,8 @@ CSUM_MANGLED_0 = 0xFFFF  # include/net/checksum.h: a computed UDP checksum of 0 
 @njit(cache=True, nogil=True)
 def ld16(b, off):
     """Big-endian 16-bit load."""
-    return (np.int64(b[off]) << 8) | np.int64(b[off + 1])
+    o = np.uint64(off)  # an unsigned index: no negative-index wraparound code, so LLVM merges the loads
+    return (np.int64(b[o]) << 8) | np.int64(b[o + np.uint64(1)])
 
 
 @njit(cache=True, nogil=True)
@@ -30,8 +31,9 @@ def ld32(b, off):
 @njit(cache=True, nogil=True)
 def st16(b, off, v):
     """Big-endian 16-bit store."""
-    b[off] = (v >> 8) & 0xFF
-    b[off + 1] = v & 0xFF
+    o = np.uint64(off)  # unsigned, as in ld16
+    b[o] = (v >> 8) & 0xFF
+    b[o + np.uint64(1)] = v & 0xFF
 
 
 @njit(cache=True, nogil=True)
@@ -159,6 +161,7 @@ def ip_decrease_ttl(b, nhoff):
     c = ld16(b, nhoff + 10) + 0x0100
     c = c + (1 if c >= 0xFFFF else 0)
     st16(b, nhoff + 10, c & 0xFFFF)
-    ttl = b[nhoff + 8] - 1
-    b[nhoff + 8] = ttl
+    o = np.uint64(nhoff + 8)  # unsigned, as in ld16
+    ttl = b[o] - 1
+    b[o] = ttl
     return ttl
