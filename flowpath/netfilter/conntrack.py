@@ -353,6 +353,7 @@ def _bysource_key(t: NfConnTuple) -> tuple:
 
 
 def _addr_str(addr: int, l3proto: int) -> str:
+    addr = int(addr)
     return str(ipaddress.IPv4Address(addr) if l3proto == NFPROTO_IPV4 else ipaddress.IPv6Address(addr))
 
 

@@ -93,14 +93,15 @@ def nf_ct_get_tuple(b, thoff: int, l3proto: int, l4proto: int, saddr: int, daddr
     Linux: nf_ct_get_tuple with the per-protocol pkt_to_tuple (ports for TCP/UDP, type/code/id for ICMP).
     """
     end = b.shape[0]
+    saddr, daddr = int(saddr), int(daddr)  # plain ints (the loads give numpy ints with the JIT off)
     if l4proto in (L.IPPROTO_TCP, L.IPPROTO_UDP):
         if thoff + 4 > end:
             return None
-        return NfConnTuple(l3proto, l4proto, saddr, daddr, ld16(b, thoff), ld16(b, thoff + 2))
+        return NfConnTuple(l3proto, l4proto, saddr, daddr, int(ld16(b, thoff)), int(ld16(b, thoff + 2)))
     if l4proto in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
         if thoff + L.ICMPH.size > end:
             return None
-        echo_id = ld16(b, thoff + L.ICMPH.id)
+        echo_id = int(ld16(b, thoff + L.ICMPH.id))
         return NfConnTuple(l3proto, l4proto, saddr, daddr, echo_id, echo_id, int(b[thoff]), int(b[thoff + 1]))
     return NfConnTuple(l3proto, l4proto, saddr, daddr, 0, 0)
 
