@@ -197,7 +197,7 @@ def nft(
     print(json.dumps(rs.to_json()) if json_ else rs.list(), end="" if not json_ else "\n")
 
 
-SCENARIOS = ("classic-vs-flowtable",)
+SCENARIOS = ("classic-vs-flowtable", "bulking", "frame-sizes")
 
 
 @app.command()
@@ -209,9 +209,13 @@ def bench(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot of the results.")] = None,
     frame_size: Annotated[
-        int, typer.Option("--frame-size", min=60, max=1518, help="Frame size in bytes.")
-    ] = 64,
-    flows: Annotated[str, typer.Option("--flows", help="Comma-separated flow counts.")] = "1000",
+        Optional[int],
+        typer.Option("--frame-size", min=60, max=1518, help="Frame size in bytes (default 64; bulking 128)."),
+    ] = None,
+    flows: Annotated[
+        Optional[str],
+        typer.Option("--flows", help="Comma-separated flow counts (default 1000; bulking 1..10000)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch", min=1, max=65536, help="Packets per poll.")] = 256,
 ) -> None:
     """Run one of the seeds' experiments in memory on one core and report Mpps side by side."""
@@ -226,11 +230,14 @@ def bench(
     if scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario {scenario!r}; choose from: {', '.join(SCENARIOS)}")
     try:
-        counts = [int(x) for x in flows.split(",") if x.strip()]
+        counts = [int(x) for x in (flows or "1000").split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"--flows {flows!r}: expected comma-separated integers") from None
     if not counts or min(counts) < 1 or max(counts) > 1_000_000:
         raise UsageError("--flows: between 1 and 1000000 flows")
+    if scenario != "classic-vs-flowtable":
+        return _bench_scenario(scenario, quick, json_path, plot, frame_size, counts if flows else None, batch_size)
+    frame_size = frame_size or 64
     from flowpath.bench.flowtable import classic_vs_flowtable
 
     con = Console(stderr=True)
@@ -258,6 +265,55 @@ def bench(
         from flowpath.bench.plot import plot_classic_vs_flowtable
 
         plot_classic_vs_flowtable(results, plot)
+
+
+def _bench_scenario(scenario, quick, json_path, plot, frame_size, counts, batch_size) -> None:
+    """bulking and frame-sizes: one library call each, a summary table, JSON, plots."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from flowpath.bench import plot_scenarios
+    from flowpath.errors import UsageError
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as prog:  # fmt: skip
+        task = prog.add_task(scenario, total=None)
+        say = lambda msg: prog.update(task, description=f"{scenario}: {msg}")  # noqa: E731
+        if scenario == "bulking":
+            from flowpath.bench.bulking import bulking
+
+            r = bulking(counts and tuple(counts), frame_size or 128, quick=quick, batch_size=batch_size,
+                        progress=say)  # fmt: skip
+        else:
+            from flowpath.bench.frames import frame_sizes_scenario
+
+            if counts is not None and len(counts) != 1:
+                raise UsageError("frame-sizes runs at one flow count: --flows N")
+            r = frame_sizes_scenario(counts[0] if counts else 1000, quick=quick, batch_size=batch_size,
+                                     progress=say)  # fmt: skip
+        prog.update(task, description=f"{scenario}: done", completed=1, total=1)
+    if scenario == "bulking":
+        t = Table("flows", "bulk Mpps", "no-bulk Mpps", "bulk Gbit/s (L2)", "no-bulk Gbit/s (L2)", "bulk gain",
+                  title=f"bulking, {r['frame_size']}-byte frames, 1 core, batch {batch_size}")  # fmt: skip
+        for x in r["results"]:
+            t.add_row(f"{x['flows']:,}", f"{x['bulk']['mpps']:.3f}", f"{x['no_bulk']['mpps']:.3f}",
+                      f"{x['bulk']['gbps_l2']:.3f}", f"{x['no_bulk']['gbps_l2']:.3f}", f"{x['bulk_gain']:.2f}x")  # fmt: skip
+    else:
+        t = Table("frame size", "Mpps", "Gbit/s (L2)", "Gbit/s (L1)", "10GbE Mpps", "100GbE Mpps",
+                  title=f"frame-sizes, {r['flows']:,} flows, 1 core, batch {batch_size}")  # fmt: skip
+        for x in r["results"]:
+            t.add_row(str(x["frame_size"]), f"{x['mpps']:.3f}", f"{x['gbps_l2']:.3f}", f"{x['gbps_l1']:.3f}",
+                      f"{x['line_rate_mpps']['10GbE']:.2f}", f"{x['line_rate_mpps']['100GbE']:.2f}")  # fmt: skip
+    Console().print(t)
+    if json_path is not None:
+        json_path.write_text(json.dumps(r, indent=2) + "\n")
+    if plot is not None:
+        fn = plot_scenarios.plot_bulking if scenario == "bulking" else plot_scenarios.plot_frame_sizes
+        for p in fn(r, plot):
+            Console(stderr=True).print(f"wrote {p}")
 
 
 def main(argv: list[str] | None = None) -> int:

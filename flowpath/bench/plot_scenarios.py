@@ -1,0 +1,106 @@
+"""Plots of the bulking and frame-sizes scenarios (matplotlib, Agg): units, legend, title, conditions.
+
+No Linux counterpart. `bulking` writes two files like the seed's rx-gbps.png and rx-mpps.png: PATH
+(RX Gbps) and PATH-mpps.png (RX Mpps). `frame-sizes` writes one figure with two panels (Mpps, Gbps).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _footer(fig, r: dict, extra: str) -> None:
+    fig.text(0.01, 0.01, f"flowpath {r['flowpath_version']}, {r['cores']} core, batch {r['batch_size']}, "
+             f"{r['packets_per_repetition']:,} packets x best of {r['repetitions']}, run {r['duration_s']:.0f} s; "
+             f"{extra}; in memory (no NIC)", fontsize=7, color="0.35")  # fmt: skip
+
+
+def mpps_path(path: Path) -> Path:
+    """PATH-mpps.png next to PATH.png."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-mpps{path.suffix or '.png'}")
+
+
+def plot_bulking(r: dict, path: Path) -> list[Path]:
+    """RX Gbps (L2) and RX Mpps against flows, bulk on vs off, log x; returns the files written."""
+    plt = _plt()
+    flows = [x["flows"] for x in r["results"]]
+    out = []
+    for key, unit, ylabel, target in (
+        ("gbps_l2", "Gbps", "RX throughput [Gbit/s], L2 (frame with FCS)", Path(path)),
+        ("mpps", "Mpps", "RX packet rate [Mpps]", mpps_path(path)),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+        for tag, label, style in (("bulk", "bulk forwarding on", "o-"), ("no_bulk", "bulk forwarding off", "s--")):
+            ys = [x[tag][key] for x in r["results"]]
+            ax.plot(flows, ys, style, label=label)
+            for x, y in zip(flows, ys, strict=True):
+                ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xticks(flows, [f"{n:,}" for n in flows])
+        ax.set_xlabel("number of flows (UDP source ports)")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0, top=max(max(x["bulk"][key], x["no_bulk"][key]) for x in r["results"]) * 1.2)
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"Forwarding (no IPsec), {r['frame_size']}-byte frames: RX {unit} vs flows, bulk on/off")
+        ax.legend(loc="lower left", fontsize=8)
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        _footer(fig, r, "NAT + flowtable, flows established first")
+        fig.savefig(target)
+        plt.close(fig)
+        out.append(target)
+    return out
+
+
+def plot_frame_sizes(r: dict, path: Path) -> list[Path]:
+    """Two panels: Mpps per frame size with each size's line-rate Mpps, and L1 Gbps with 10/25/100 GbE
+    as reference lines."""
+    import numpy as np
+
+    plt = _plt()
+    res = r["results"]
+    labels = [str(x["frame_size"]).upper() if x["frame_size"] == "imix" else f"{x['frame_size']} B" for x in res]
+    x = np.arange(len(res))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
+    bars = a1.bar(x, [q["mpps"] for q in res], 0.6, label="flowpath (1 core)", color="tab:blue")
+    a1.bar_label(bars, fmt="%.2f", fontsize=8)
+    styles = {"10GbE": ("tab:green", "v"), "25GbE": ("tab:orange", "^"), "100GbE": ("tab:red", "D")}
+    for name, (color, marker) in styles.items():
+        a1.plot(x, [q["line_rate_mpps"][name] for q in res], marker=marker, ls=":", color=color,
+                label=f"{name} line rate")  # fmt: skip
+    a1.set_yscale("log")
+    a1.set_xticks(x, labels)
+    a1.set_xlabel("frame size (wire bytes with FCS; IMIX = CSIT 28x64/16x570/4x1518)")
+    a1.set_ylabel("packet rate [Mpps], log scale")
+    a1.set_title("Packet rate per frame size")
+    top = max(max(q["mpps"], q["line_rate_mpps"]["100GbE"]) for q in res)
+    a1.set_ylim(min(q["mpps"] for q in res) / 4, top * 8)
+    a1.legend(fontsize=7, loc="upper center", ncol=2)
+    a1.grid(True, axis="y", alpha=0.3, which="both")
+    bars = a2.bar(x, [q["gbps_l1"] for q in res], 0.6, label="flowpath, L1 (+20 B preamble/IFG)", color="tab:blue")
+    a2.bar_label(bars, fmt="%.2f", fontsize=8)
+    for name, (color, _) in styles.items():
+        a2.axhline(r["line_rates_bps"][name] / 1e9, color=color, ls="--", lw=1, label=f"{name}")
+    a2.set_yscale("log")
+    a2.set_xticks(x, labels)
+    a2.set_xlabel("frame size")
+    a2.set_ylabel("throughput [Gbit/s], L1, log scale")
+    a2.set_title("Throughput per frame size vs Ethernet line rates")
+    a2.set_ylim(min(q["gbps_l1"] for q in res) / 4, max(q["gbps_l1"] for q in res + [{"gbps_l1": 100}]) * 8)
+    a2.legend(fontsize=7, loc="upper center", ncol=2)
+    a2.grid(True, axis="y", alpha=0.3, which="both")
+    fig.suptitle(f"Frame sizes: forwarding through NAT + flowtable, {r['flows']:,} flows, bulk on")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _footer(fig, r, "line rates count 20 B preamble+SFD+IFG per frame")
+    fig.savefig(path)
+    plt.close(fig)
+    return [Path(path)]
