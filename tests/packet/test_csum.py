@@ -219,7 +219,7 @@ def test_incremental_updates_after_nat_match_full_recompute(p, new_s, new_d, new
             b[aoff : aoff + 16] = arr(new)
     else:
         for aoff, new in ((nh + L.IPH.saddr, new_s[:4]), (nh + L.IPH.daddr, new_d[:4])):
-            old, newv = ld32(b, aoff), int.from_bytes(new, "big")
+            old, newv = int(ld32(b, aoff)), int.from_bytes(new, "big")
             want_ip = ref_replace(ld16(b, nh + L.IPH.check), old.to_bytes(4, "big"), new)
             csum_replace4(b, nh + L.IPH.check, old, newv)
             assert ld16(b, nh + L.IPH.check) == want_ip
@@ -231,7 +231,7 @@ def test_incremental_updates_after_nat_match_full_recompute(p, new_s, new_d, new
             st32(b, aoff, newv)
     if proto in (6, 17):
         for poff, newp in ((th, new_sport), (th + 2, new_dport)):
-            old = ld16(b, poff)
+            old = int(ld16(b, poff))
             fn, ref = (udp_csum_replace2, ref_udp_replace) if udp else (csum_replace2, ref_replace)
             want = ref(ld16(b, coff), old.to_bytes(2, "big"), newp.to_bytes(2, "big"))
             fn(b, coff, old, newp)
