@@ -236,7 +236,9 @@ def bench(
     if not counts or min(counts) < 1 or max(counts) > 1_000_000:
         raise UsageError("--flows: between 1 and 1000000 flows")
     if scenario != "classic-vs-flowtable":
-        return _bench_scenario(scenario, quick, json_path, plot, frame_size, counts if flows else None, batch_size)
+        return _bench_scenario(
+            scenario, quick, json_path, plot, frame_size, counts if flows else None, batch_size
+        )
     frame_size = frame_size or 64
     from flowpath.bench.flowtable import classic_vs_flowtable
 

@@ -40,11 +40,16 @@ def plot_bulking(r: dict, path: Path) -> list[Path]:
         ("mpps", "Mpps", "RX packet rate [Mpps]", mpps_path(path)),
     ):
         fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
-        for tag, label, style in (("bulk", "bulk forwarding on", "o-"), ("no_bulk", "bulk forwarding off", "s--")):
+        for tag, label, style in (
+            ("bulk", "bulk forwarding on", "o-"),
+            ("no_bulk", "bulk forwarding off", "s--"),
+        ):
             ys = [x[tag][key] for x in r["results"]]
             ax.plot(flows, ys, style, label=label)
             for x, y in zip(flows, ys, strict=True):
-                ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+                ax.annotate(
+                    f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7
+                )
         ax.set_xscale("log")
         ax.set_xticks(flows, [f"{n:,}" for n in flows])
         ax.set_xlabel("number of flows (UDP source ports)")
@@ -68,7 +73,9 @@ def plot_frame_sizes(r: dict, path: Path) -> list[Path]:
 
     plt = _plt()
     res = r["results"]
-    labels = [str(x["frame_size"]).upper() if x["frame_size"] == "imix" else f"{x['frame_size']} B" for x in res]
+    labels = [
+        str(x["frame_size"]).upper() if x["frame_size"] == "imix" else f"{x['frame_size']} B" for x in res
+    ]
     x = np.arange(len(res))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
     bars = a1.bar(x, [q["mpps"] for q in res], 0.6, label="flowpath (1 core)", color="tab:blue")
@@ -86,7 +93,9 @@ def plot_frame_sizes(r: dict, path: Path) -> list[Path]:
     a1.set_ylim(min(q["mpps"] for q in res) / 4, top * 8)
     a1.legend(fontsize=7, loc="upper center", ncol=2)
     a1.grid(True, axis="y", alpha=0.3, which="both")
-    bars = a2.bar(x, [q["gbps_l1"] for q in res], 0.6, label="flowpath, L1 (+20 B preamble/IFG)", color="tab:blue")
+    bars = a2.bar(
+        x, [q["gbps_l1"] for q in res], 0.6, label="flowpath, L1 (+20 B preamble/IFG)", color="tab:blue"
+    )
     a2.bar_label(bars, fmt="%.2f", fontsize=8)
     for name, (color, _) in styles.items():
         a2.axhline(r["line_rates_bps"][name] / 1e9, color=color, ls="--", lw=1, label=f"{name}")
