@@ -177,3 +177,47 @@ def test_tcp_connection_through_masquerade(tmp_path):
     assert out["lan0"][0][TCP].flags == "SA" and out["lan0"][0][IP].dst == "192.168.1.11"
     listing = res.worker.conntrack.listing(res.worker.now_ns)
     assert "ESTABLISHED" in listing and "src=192.168.1.11" in listing and f"dst={WAN_IP}" in listing
+
+
+def test_arp_request_for_gateway_address_is_answered(tmp_path):
+    from scapy.all import ARP
+
+    req = Ether(src=H10, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc=H10, psrc="192.168.1.10", pdst="192.168.1.1"
+    )
+    other = Ether(src=H10, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc=H10, psrc="192.168.1.10", pdst="192.168.1.99"
+    )
+    out, stats, _ = run(tmp_path, [("lan0", req), ("lan0", other)])
+    (r,) = out["lan0"]
+    assert r[ARP].op == 2 and r[ARP].hwsrc == GW_LAN and r[ARP].psrc == "192.168.1.1"
+    assert r[ARP].hwdst == H10 and r.dst == H10
+    assert stats["local_packets"] == 2
+
+
+def test_vlan_subinterfaces_route_between_tags(tmp_path):
+    """A router on a stick: 802.1Q VID 10 in, VID 20 out (vlan_do_receive, vlan_dev_hard_header)."""
+    from scapy.all import Dot1Q
+
+    from flowpath.config.ipbatch import parse_network
+    from flowpath.config.nft import parse_ruleset
+
+    net = parse_network(
+        "link add trunk0 address 02:00:00:00:09:01\nlink set trunk0 up\n"
+        "link add link trunk0 name trunk0.10 type vlan id 10\nlink add link trunk0 name trunk0.20 type vlan id 20\n"
+        "link set trunk0.10 up\nlink set trunk0.20 up\n"
+        "addr add 10.10.0.1/24 dev trunk0.10\naddr add 10.20.0.1/24 dev trunk0.20\n"
+        "neigh add 10.20.0.5 lladdr 02:00:00:00:20:05 dev trunk0.20\n", "vlan.ip")  # fmt: skip
+    rules = parse_ruleset(
+        "table inet f {\n\tchain fw {\n\t\ttype filter hook forward priority 0; policy accept;\n\t}\n}\n"
+    )
+    p = Ether(src="02:00:00:00:10:05", dst="02:00:00:00:09:01") / Dot1Q(vlan=10) / IP(
+        src="10.10.0.5", dst="10.20.0.5", ttl=9) / UDP(sport=1, dport=2) / Raw(b"tagged")  # fmt: skip
+    wrong = (
+        Ether(src="02:00:00:00:10:05", dst="02:00:00:00:09:01") / Dot1Q(vlan=30) / IP(dst="10.20.0.5") / UDP()
+    )
+    out, stats, _ = run(tmp_path, [("trunk0", p), ("trunk0", wrong)], net=net, rules=rules)
+    (o,) = out["trunk0"]
+    assert o[Dot1Q].vlan == 20 and o.dst == "02:00:00:00:20:05" and o[IP].ttl == 8
+    assert bytes(o[Raw]) == b"tagged"
+    assert stats["drops"] == {"vlan_unknown": 1}
