@@ -5,12 +5,14 @@ No Linux counterpart; formats: libpcap sf-pcap.c, draft-ietf-opsawg-pcapng.
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.all import rdpcap
+from scapy.all import IP, UDP, Ether, rdpcap
 
 from flowpath.ports.pcap import CaptureRecord, PcapWriter, read_capture, write_pcap
 from flowpath.ports.pcapng import PcapngWriter, write_pcapng
@@ -108,3 +110,30 @@ def test_pcapng_round_trip(tmp_path_factory, recs):
     write_pcapng(path, recs)
     got = list(read_capture(path))
     assert got == [CaptureRecord(r.ts_ns, r.data, r.orig_len, r.if_name or "unknown") for r in recs]
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+@pytest.mark.parametrize("fmt", ["pcap_us", "pcap_ns", "pcapng"])
+def test_our_files_read_by_tcpdump(tmp_path, fmt):
+    """libpcap reads our pcap and pcapng files: same packets, same ns timestamps (µs floored)."""
+    frames = [
+        bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(id=i) / UDP()) for i in range(3)
+    ]
+    path = tmp_path / ("f.pcapng" if fmt == "pcapng" else "f.pcap")
+    if fmt == "pcapng":
+        with PcapngWriter(path) as w:
+            ifidx = w.add_interface("eth0")
+            for i, f in enumerate(frames):
+                w.write(ifidx, f, TS + i)
+    else:
+        write_pcap(path, [(f, TS + i) for i, f in enumerate(frames)], nanosecond=fmt == "pcap_ns")
+    out = subprocess.run(
+        ["tcpdump", "-r", str(path), "-n", "-tt", "-v", "--time-stamp-precision=nano"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    lines = [line for line in out if " IP " in line]
+    unit = 1000 if fmt == "pcap_us" else 1
+    assert [line.split()[0] for line in lines] == [
+        f"{(TS + i) // unit * unit // 10**9}.{(TS + i) // unit * unit % 10**9:09d}" for i in range(3)
+    ]
+    assert [f"id {i}," in line for i, line in enumerate(lines)] == [True] * 3
