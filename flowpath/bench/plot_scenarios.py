@@ -40,15 +40,15 @@ def plot_bulking(r: dict, path: Path) -> list[Path]:
         ("mpps", "Mpps", "RX packet rate [Mpps]", mpps_path(path)),
     ):
         fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
-        for tag, label, style in (
-            ("bulk", "bulk forwarding on", "o-"),
-            ("no_bulk", "bulk forwarding off", "s--"),
+        for tag, label, style, dy in (
+            ("bulk", "bulk forwarding on", "o-", 7),
+            ("no_bulk", "bulk forwarding off", "s--", -13),  # labels below the line: no overlap
         ):
             ys = [x[tag][key] for x in r["results"]]
             ax.plot(flows, ys, style, label=label)
             for x, y in zip(flows, ys, strict=True):
                 ax.annotate(
-                    f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7
+                    f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, dy), ha="center", fontsize=7
                 )
         ax.set_xscale("log")
         ax.set_xticks(flows, [f"{n:,}" for n in flows])
