@@ -197,6 +197,73 @@ def nft(
     print(json.dumps(rs.to_json()) if json_ else rs.list(), end="" if not json_ else "\n")
 
 
+@app.command()
+def trafgen(
+    profile: Annotated[Path, typer.Argument(help="Traffic profile (TOML, see examples/profiles/).")],
+    out: Annotated[Path, typer.Option("--out", help="Write the generated frames to this pcap.")] = ...,  # type: ignore[assignment]
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
+) -> None:
+    """Generate a profile's streams (with a per-packet signature) into a capture for `replay`."""
+    from flowpath.errors import UsageError
+    from flowpath.trafgen.profile import trafgen as run
+
+    if not profile.is_file():
+        raise UsageError(f"no such profile: {profile}")
+    res = run(profile, out)
+    if not quiet:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table("stream", "name", "port", "packets", "bytes", "first ts (ns)", "last ts (ns)", box=None,
+                  title=f"{res['packets']} packets -> {out}")  # fmt: skip
+        for st in res["streams"]:
+            t.add_row(str(st["stream_id"]), st["name"], st["port"], str(st["packets"]), str(st["bytes"]),
+                      str(st["first_ts_ns"]), str(st["last_ts_ns"]))  # fmt: skip
+        Console().print(t)
+
+
+@app.command()
+def rxstats(
+    captures: Annotated[
+        list[str], typer.Argument(help="Received captures: FILE (port = file stem) or PORT=FILE.")
+    ],
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the statistics as JSON.")] = None,
+    tx: Annotated[
+        Optional[list[Path]],
+        typer.Option("--tx", help="The generator's capture(s): sent counts per stream, so tail loss counts."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No tables.")] = False,
+) -> None:
+    """Per port and per stream packets, rates, loss, reordering, duplicates and latency of captures."""
+    import json
+
+    from flowpath.trafgen.rxstats import parse_rx_inputs, rx_stats_captures
+
+    res = rx_stats_captures(parse_rx_inputs(captures), tx or None)
+    if json_path is not None:
+        json_path.write_text(json.dumps(res, indent=2) + "\n")
+    if quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table("port", "packets", "bytes", "pps", "L2 bit/s", "L1 bit/s", "signed", box=None)
+    for name, p in [*res["ports"].items(), ("total", res["total"])]:
+        t.add_row(name, str(p["packets"]), str(p["bytes"]), f"{p['pps']:.6g}", f"{p['l2_bps']:.6g}",
+                  f"{p['l1_bps']:.6g}", str(p["signed_packets"]))  # fmt: skip
+    con.print(t)
+    t = Table(
+        "stream", "packets", "lost", "dup", "reorder", "lat min/avg/max (ns)", "jitter (ns)", "pps", box=None
+    )
+    for sid, st in res["streams"].items():
+        lat = st["latency_ns"]
+        t.add_row(sid, str(st["packets"]), f"{st['lost']} ({st['loss_ratio']:.2%})", str(st["duplicates"]),
+                  str(st["reordered"]), f"{lat['min']}/{lat['avg']:.0f}/{lat['max']}" if lat else "-",
+                  f"{lat['jitter']:.1f}" if lat else "-", f"{st['pps']:.6g}")  # fmt: skip
+    con.print(t)
+
+
 SCENARIOS = ("classic-vs-flowtable", "bulking", "frame-sizes")
 
 

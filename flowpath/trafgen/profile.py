@@ -32,6 +32,7 @@ import numpy as np
 
 from flowpath.errors import ConfigError
 from flowpath.trafgen.field import FieldVar
+from flowpath.trafgen.imix import frame_sizes
 from flowpath.trafgen.stream import Frames, Rate, Stream, build_stream
 
 _STREAM_KEYS = {
@@ -169,6 +170,11 @@ def profile_from_dict(doc: dict, path: str | Path = "<profile>", text: str = "")
             key = None
             s = Stream(**kw)
             s.packet_count()
+            key = "size" if "size" in st else None
+            sizes = frame_sizes(s.size, 96)
+            if sizes.min() < s.min_size or sizes.max() > 9018:
+                raise ValueError(f"frame sizes {int(sizes.min())}..{int(sizes.max())} outside {s.min_size}..9018 "
+                                 f"bytes ({s.l3}/{s.l4} with the 18-byte signature, FCS included)")  # fmt: skip
         except (ValueError, TypeError, KeyError) as e:
             raise fail(k, key, str(e)) from None
         out.append(s)
@@ -192,3 +198,21 @@ def _field(v, addr: bool) -> FieldVar:
         raise ValueError(f"unknown field keys {sorted(unknown)}")
     return FieldVar(_value(d["min"], addr), _value(d["max"], addr), d.get("op", "inc"), int(d.get("step", 1)),
                     _value(d["init"], addr) if "init" in d else None, int(d.get("seed", 0)))  # fmt: skip
+
+
+def trafgen(profile_path: str | Path, out: str | Path) -> dict:
+    """`flowpath trafgen PROFILE --out FILE.pcap`: generate the profile into a capture; return a summary
+    (per stream: id, name, port, packets, wire bytes, first and last transmit time)."""
+    prof = load_profile(profile_path)
+    fr = prof.generate()
+    write_frames_pcap(out, fr)
+    streams = []
+    for k, s in enumerate(prof.streams):
+        sid = s.stream_id if s.stream_id is not None else k
+        m = fr.stream_id == sid
+        ts = fr.ts_ns[m]
+        streams.append({"stream_id": sid, "name": s.name, "port": s.port, "packets": int(m.sum()),
+                        "bytes": int((fr.caplen[m] + 4).sum()),
+                        "first_ts_ns": int(ts.min()) if len(ts) else None,
+                        "last_ts_ns": int(ts.max()) if len(ts) else None})  # fmt: skip
+    return {"profile": prof.name, "out": str(out), "packets": len(fr), "streams": streams}

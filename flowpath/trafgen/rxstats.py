@@ -187,3 +187,20 @@ def rx_stats_captures(inputs: list[tuple[str, Path]], tx: list[Path] | None = No
     if len(ports) != len(inputs):
         raise ValueError("two inputs share a port name; use NAME=FILE")
     return rx_stats(ports, capture_counts(tx) if tx else None)
+
+
+def parse_rx_inputs(specs: list[str]) -> list[tuple[str, Path]]:
+    """`NAME=FILE` or `FILE` (port named after the file's stem, e.g. wan0 for out/wan0.pcap)."""
+    from flowpath.errors import UsageError
+
+    out = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).stem, spec
+        if not name or not Path(path).is_file():
+            raise UsageError(f"{spec!r}: expected FILE or NAME=FILE of an existing capture")
+        out.append((name, Path(path)))
+    if len({n for n, _ in out}) != len(out):
+        raise UsageError("two captures share a port name; name them with NAME=FILE")
+    return out
