@@ -33,6 +33,8 @@ class PacketBatch:
     def __init__(self, capacity: int = 256, slot: int = DEFAULT_SLOT, headroom: int = DEFAULT_HEADROOM):
         if headroom >= slot:
             raise ValueError("headroom must be smaller than the slot")
+        if slot > 0xFFFF:
+            raise ValueError(f"slot {slot} too large: head and len are uint16 (at most 65535 bytes)")
         self.capacity, self.slot, self.headroom = capacity, slot, headroom
         self.data = np.zeros((capacity, slot), np.uint8)
         self.head = np.zeros(capacity, np.uint16)

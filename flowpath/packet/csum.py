@@ -66,10 +66,10 @@ def csum_partial(b, off, n, s):
 
 @njit(cache=True, nogil=True)
 def ip_fast_csum(b, off, hlen):
-    """The IPv4 header checksum over hlen bytes, with the check field taken as zero."""
-    s = csum_partial(b, off, hlen, 0) - ld16(b, off + 10)
-    s = csum_fold(s + 0xFFFF) if s < 0 else s  # one's-complement subtraction
-    return (~csum_fold(s)) & 0xFFFF
+    """The IPv4 header checksum over hlen bytes, with the check field taken as zero (ip_send_check)."""
+    s = csum_partial(b, off, 10, 0)  # summed around the field: a true 0 stays 0x0000, never -0
+    s = csum_partial(b, off + 12, hlen - 12, s)
+    return (~s) & 0xFFFF
 
 
 @njit(cache=True, nogil=True)
@@ -102,9 +102,9 @@ def l4_csum(b, nhoff, thoff, l4len, is_ipv6, l4proto, check_off):
 @njit(cache=True, nogil=True)
 def icmp_csum(b, off, n):
     """ICMPv4 checksum over n bytes (no pseudo-header) with the field at off+2 taken as zero."""
-    s = csum_partial(b, off, n, 0) - ld16(b, off + 2)
-    s = csum_fold(s + 0xFFFF) if s < 0 else s
-    return (~csum_fold(s)) & 0xFFFF
+    s = csum_partial(b, off, 2, 0)
+    s = csum_partial(b, off + 4, n - 4, s)
+    return (~s) & 0xFFFF
 
 
 @njit(cache=True, nogil=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flowpath.packet import layout as L
-from flowpath.packet.csum import ip_fast_csum, ld16, ld32
+from flowpath.packet.csum import csum_partial, ld16, ld32
 from flowpath.packet.reason import Reason
 
 
@@ -114,7 +114,7 @@ def _parse_ipv4(skb: SkBuff) -> SkBuff | Reason:
         return Reason.PKT_TOO_SMALL
     if tot_len < ihl:
         return Reason.IP_INHDR
-    if ip_fast_csum(b, nh, ihl) != ld16(b, nh + L.IPH.check):
+    if csum_partial(b, nh, ihl, 0) != 0xFFFF:  # ip_fast_csum over the header, field included, verifies
         return Reason.IP_CSUM
     skb.buf = b[: nh + tot_len]
     skb.saddr, skb.daddr = ld32(b, nh + L.IPH.saddr), ld32(b, nh + L.IPH.daddr)
@@ -163,6 +163,9 @@ _L4_MIN = {L.IPPROTO_TCP: L.TCPH.size, L.IPPROTO_UDP: L.UDPH.size, L.IPPROTO_ICM
            L.IPPROTO_ICMPV6: L.ICMPH.size, L.IPPROTO_ESP: L.ESPH.size}  # fmt: skip
 
 
+_ICMP_ECHO_TYPES = (L.ICMP_ECHO, L.ICMP_ECHOREPLY, L.ICMPV6_ECHO_REQUEST, L.ICMPV6_ECHO_REPLY)
+
+
 def _parse_l4(skb: SkBuff, thoff: int) -> SkBuff | Reason:
     b, p = skb.buf, skb.l4proto
     skb.thoff = thoff
@@ -173,7 +176,7 @@ def _parse_l4(skb: SkBuff, thoff: int) -> SkBuff | Reason:
         skb.sport, skb.dport = ld16(b, thoff), ld16(b, thoff + 2)
         if p == L.IPPROTO_TCP and ((int(b[thoff + L.TCPH.doff_res]) >> 4) * 4 < L.TCPH.size):
             return Reason.PKT_TOO_SMALL
-    elif p in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
+    elif p in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6) and int(b[thoff]) in _ICMP_ECHO_TYPES:
         skb.sport = skb.dport = ld16(b, thoff + L.ICMPH.id)
     return skb
 
@@ -190,5 +193,9 @@ def skb_reload_addrs(skb: SkBuff) -> None:
         return
     if skb.thoff >= 0 and skb.l4proto in (L.IPPROTO_TCP, L.IPPROTO_UDP):
         skb.sport, skb.dport = ld16(b, skb.thoff), ld16(b, skb.thoff + 2)
-    elif skb.thoff >= 0 and skb.l4proto in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
+    elif (
+        skb.thoff >= 0
+        and skb.l4proto in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6)
+        and int(b[skb.thoff]) in _ICMP_ECHO_TYPES
+    ):
         skb.sport = skb.dport = ld16(b, skb.thoff + L.ICMPH.id)

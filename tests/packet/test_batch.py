@@ -80,7 +80,6 @@ def test_headroom_must_be_smaller_than_slot():
         PacketBatch(capacity=1, slot=128, headroom=128)
 
 
-@pytest.mark.xfail(strict=True, reason="batch.py: head/len are uint16, yet a larger slot is accepted")
 def test_slot_too_large_for_uint16_lengths_is_refused_up_front():
     """A slot past 65535 bytes cannot have its lengths stored; today append raises OverflowError."""
     with pytest.raises(ValueError):
