@@ -361,6 +361,8 @@ def _bench_scenario(scenario, quick, json_path, plot, frame_size, counts, batch_
 
             if counts is not None and len(counts) != 1:
                 raise UsageError("frame-sizes runs at one flow count: --flows N")
+            if frame_size is not None:
+                raise UsageError("frame-sizes measures 64, 128, 512, 1518 and IMIX; it takes no --frame-size")
             r = frame_sizes_scenario(counts[0] if counts else 1000, quick=quick, batch_size=batch_size,
                                      progress=say)  # fmt: skip
         prog.update(task, description=f"{scenario}: done", completed=1, total=1)

@@ -49,8 +49,9 @@ class FieldVar:
         """How many distinct values the range holds."""
         return self.max - self.min + 1
 
-    def offsets(self, n: int) -> np.ndarray:
-        """int64[n]: value - min of each of the run's n packets."""
+    def offsets(self, n: int, salt: int = 0) -> np.ndarray:
+        """int64[n]: value - min of each of the run's n packets. `salt` tells apart the random draws
+        of fields that share a seed (the stream builder passes one per field)."""
         span = self.size
         k = np.arange(n, dtype=np.int64)
         if self.op == "fixed" or span == 1:
@@ -58,7 +59,9 @@ class FieldVar:
             return np.full(n, first, np.int64)
         if self.op == "random":
             # Deviation from TRex (per-core LCG): one seeded stream, so a run is reproducible anywhere.
-            return np.random.default_rng(self.seed).integers(0, span, n, dtype=np.int64)
+            return np.random.default_rng((self.seed, salt) if salt else self.seed).integers(
+                0, span, n, dtype=np.int64
+            )
         step = self.step % span
         if self.op == "inc":
             first = (self.init if self.init is not None else self.min) - self.min

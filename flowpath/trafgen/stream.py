@@ -162,20 +162,14 @@ class Frames:
         """All frames of `parts`, ordered by transmit time (stable: stream order breaks ties)."""
         ports = sorted({p for f in parts for p in f.ports})
         base = np.cumsum([0] + [len(f.flat) for f in parts])
+        port = [np.array([ports.index(n) for n in f.ports], np.int64)[f.port] for f in parts]
         joined = Frames(
             np.concatenate([f.flat for f in parts]),
             np.concatenate([f.off + b for f, b in zip(parts, base, strict=False)]),
             np.concatenate([f.caplen for f in parts]),
             np.concatenate([f.ts_ns for f in parts]),
             np.concatenate([f.stream_id for f in parts]),
-            np.concatenate(
-                [
-                    np.array([ports.index(f.ports[k]) for k in range(len(f.ports))])[f.port]
-                    if len(f)
-                    else f.port
-                    for f in parts
-                ]
-            ),  # fmt: skip
+            np.concatenate(port),
             ports,
         )
         return joined.take(np.argsort(joined.ts_ns, kind="stable"))
@@ -221,7 +215,7 @@ def build_stream(s: Stream, stream_id: int) -> Frames:
     caplen = sizes - ETH_FCS_LEN
     v6 = s.v6
     sa, da, sp, dp = _addr(s.saddr, v6), _addr(s.daddr, v6), _port(s.sport), _port(s.dport)
-    offs = [v.offsets(n) for v in (sa, da, sp, dp)]
+    offs = [v.offsets(n, salt=k + 1) for k, v in enumerate((sa, da, sp, dp))]  # independent draws
     off = np.zeros(n, np.int64)
     np.cumsum(caplen[:-1], out=off[1:])
     flat = np.zeros(int(caplen.sum()), np.uint8)
