@@ -88,3 +88,14 @@ def test_profile_merges_streams_by_time_and_writes_a_pcap_scapy_reads(tmp_path):
     assert [len(p) for p in pk] == [60, 196] * 3
     assert [int(p.time * 1e9 + 0.5) for p in pk] == [0, 500_000, 1_000_000, 1_500_000, 2_000_000, 2_500_000]
     assert [bytes(p) for p in pk] == [fr.frame(i) for i in range(6)]
+
+
+def test_streams_keep_their_ports_and_random_fields_draw_independently():
+    a = Stream(count=4, port="wan0", rate=Rate(pps=1e3), sport=FieldVar(1, 60000, "random"),
+               dport=FieldVar(1, 60000, "random"))  # fmt: skip
+    b = Stream(count=4, port="lan0", rate=Rate(pps=1e3), start_ns=1)
+    fr = Profile([a, b]).generate()
+    assert fr.ports == ["lan0", "wan0"]
+    assert [fr.ports[p] for p in fr.port] == ["wan0", "lan0"] * 4
+    ours = [Ether(fr.frame(i)) for i in range(0, 8, 2)]
+    assert [p[UDP].sport for p in ours] != [p[UDP].dport for p in ours]
