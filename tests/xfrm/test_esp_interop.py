@@ -33,6 +33,7 @@ from flowpath.xfrm.state import (
     xfrm_state_add,
 )
 
+ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 ALGS = {  # name: (xfrm alg, key + salt, Scapy name)
     "gcm128": (evp.XFRM_AEAD_GCM, bytes(range(1, 17)) + b"\xca\xfe\xba\xbe", "AES-GCM"),
     "gcm256": (evp.XFRM_AEAD_GCM, bytes(range(1, 33)) + b"\x01\x02\x03\x04", "AES-GCM"),
@@ -108,7 +109,7 @@ def test_flowpath_esp_decrypts_in_scapy_byte_for_byte(alg, outer, inner, natt, e
     """esp4.c/esp6.c › esp_output in tunnel mode; RFC 4303 §3.3, RFC 4106 §3, RFC 7634 §2."""
     x = make_state(alg, outer, natt, esn)
     p = inner_packet(inner)
-    out = esp_output(x, raw(Ether() / p), 14, 0, ttl=61)
+    out = esp_output(x, raw(ETH / p), 14, 0, ttl=61)
     assert isinstance(out, bytes)
     outer_pkt = Ether(out).payload
     got = scapy_sa(alg, outer, natt, esn).decrypt(outer_pkt)
@@ -138,7 +139,7 @@ def test_compiled_kernels_agree_with_per_packet_path_and_scapy(alg, outer, inner
     if not evp.evp_load():
         pytest.skip(f"libcrypto not loadable: {evp.EVP_ERROR}")
     x, ref_x = make_state(alg, outer, natt, esn), make_state(alg, outer, natt, esn)
-    frames = [raw(Ether() / inner_packet(inner, n)) for n in (0, 1, 2, 3, 100, 1300)]
+    frames = [raw(ETH / inner_packet(inner, n)) for n in (0, 1, 2, 3, 100, 1300)]
     b = PacketBatch(8)
     for f in frames:
         b.append(f, 1, 0)
@@ -148,13 +149,13 @@ def test_compiled_kernels_agree_with_per_packet_path_and_scapy(alg, outer, inner
     for i, f in enumerate(frames):
         assert b.frame_bytes(i) == esp_output(ref_x, f, 14, 0, 61)
     sa = scapy_sa(alg, outer, natt, esn)
-    scapy_frames = [raw(Ether() / sa.encrypt(inner_packet(inner, n), seq_num=10 + n)) for n in (0, 5, 700)]
+    scapy_frames = [raw(ETH / sa.encrypt(inner_packet(inner, n), seq_num=10 + n)) for n in (0, 5, 700)]
     d = PacketBatch(4)
     for f in scapy_frames:
         d.append(f, 1, 0)
     y = make_state(alg, outer, natt, esn)
     assert esp_decrypt_batch(y, d.data, d.head, d.len, d.verdict, nhoff, np.arange(3, dtype=np.int32), 0) == 0
     for i, n in enumerate((0, 5, 700)):
-        want = raw(Ether() / inner_packet(inner, n))
+        want = raw(ETH / inner_packet(inner, n))
         assert d.frame_bytes(i)[14:] == want[14:]
         assert d.frame_bytes(i)[12:14] == want[12:14]  # ethertype of the inner family
