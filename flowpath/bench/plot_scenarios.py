@@ -90,7 +90,8 @@ def plot_frame_sizes(r: dict, path: Path) -> list[Path]:
     a1.set_ylabel("packet rate [Mpps], log scale")
     a1.set_title("Packet rate per frame size")
     top = max(max(q["mpps"], q["line_rate_mpps"]["100GbE"]) for q in res)
-    a1.set_ylim(min(q["mpps"] for q in res) / 4, top * 8)
+    low = min(min(q["mpps"], q["line_rate_mpps"]["10GbE"]) for q in res)
+    a1.set_ylim(low / 3, top * 8)
     a1.legend(fontsize=7, loc="upper center", ncol=2)
     a1.grid(True, axis="y", alpha=0.3, which="both")
     bars = a2.bar(
@@ -109,7 +110,11 @@ def plot_frame_sizes(r: dict, path: Path) -> list[Path]:
     a2.grid(True, axis="y", alpha=0.3, which="both")
     fig.suptitle(f"Frame sizes: forwarding through NAT + flowtable, {r['flows']:,} flows, bulk on")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    _footer(fig, r, "line rates count 20 B preamble+SFD+IFG per frame")
+    _footer(
+        fig,
+        r,
+        "line rates count 20 B preamble+SFD+IFG per frame; frames are not copied, so Mpps barely depends on size",
+    )
     fig.savefig(path)
     plt.close(fig)
     return [Path(path)]
