@@ -128,3 +128,17 @@ def test_json_schema_version_1_is_stable():
     assert tuple(r["ports"]["p"]) == PORT_KEYS and tuple(r["total"]) == PORT_KEYS
     assert tuple(r["streams"]["0"]) == STREAM_KEYS and tuple(r["streams"]["0"]["latency_ns"]) == LATENCY_KEYS
     assert json.loads(json.dumps(r)) == r
+
+
+def test_signature_survives_esp_tunnel_mode_round_trip():
+    """ESP (RFC 4303) tunnel mode hides the signature on the wire and gives it back, byte for byte,
+    once decrypted: Scapy's SecurityAssociation is the independent ESP implementation."""
+    from scapy.layers.ipsec import ESP, SecurityAssociation
+
+    _, raw = _frames(5)[4]
+    inner = Ether(raw)[IP]
+    sa = SecurityAssociation(ESP, spi=0x1000, crypt_algo="AES-GCM", crypt_key=b"k" * 16 + b"salt",
+                             tunnel_header=IP(src="192.0.2.1", dst="192.0.2.2"))  # fmt: skip
+    wire = sa.encrypt(inner)
+    assert sig_find(bytes(Ether() / wire)) is None  # encrypted: nothing to see
+    assert sig_find(bytes(Ether() / sa.decrypt(wire))) == (0, 4, 4000)
