@@ -274,7 +274,10 @@ def bench(
         bool, typer.Option("--quick", help="Short run (under a minute): fewer packets and reps.")
     ] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot of the results.")] = None,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option("--plot", help="Write a PNG plot (bulking: F.png in Gbit/s and F-mpps.png in Mpps)."),
+    ] = None,
     frame_size: Annotated[
         Optional[int],
         typer.Option("--frame-size", min=60, max=1518, help="Frame size in bytes (default 64; bulking 128)."),
