@@ -57,12 +57,13 @@ class _Words:
         self.t = [w.strip("'\"") for w in tokens]
         self.cols, self.path, self.line, self.source, self.k = cols, path, line, source, 0
 
-    def err(self, msg: str, k: int | None = None) -> ConfigError:
+    def err(self, msg: str, k: int | None = None, after: bool = False) -> ConfigError:
+        """ConfigError at token k (default: the next one); `after` points just past it (missing word)."""
         k = min(self.k if k is None else k, len(self.t) - 1)
         col = self.cols[k] if 0 <= k < len(self.cols) else 1
         length = len(self.t[k]) if 0 <= k < len(self.t) else 1
-        if k < self.k and self.k >= len(self.t):  # ran off the end: point after the last word
-            col, length = col + length, 1
+        if after:
+            col, length = col + length + 1, 1
         return ConfigError(self.path, self.line, col, msg, source=self.source, length=length)
 
     def more(self) -> bool:
@@ -71,7 +72,7 @@ class _Words:
     def next(self, what: str) -> str:
         if self.k >= len(self.t):
             self.k = len(self.t)
-            raise self.err(f"{what} expected", len(self.t) - 1)
+            raise self.err(f"{what} expected", len(self.t) - 1, after=True)
         self.k += 1
         return self.t[self.k - 1]
 
