@@ -68,8 +68,8 @@ class Stream:
     `count` packets, or as many as fit in `duration_s`; `burst` packets back to back, then `ibg_ns` of
     silence (TRex multi-burst); `port` is the interface the stream enters the gateway on."""
 
-    saddr: str | int | FieldVar = "192.168.1.10"
-    daddr: str | int | FieldVar = "198.51.100.7"
+    saddr: str | int | FieldVar | None = None  # None: 192.168.1.10, or 2001:db8:1::10 for ipv6
+    daddr: str | int | FieldVar | None = None  # None: 198.51.100.7, or 2001:db8:ff::7
     sport: int | FieldVar = 1024
     dport: int | FieldVar = 5001
     size: int | str | FieldVar | tuple = 64
@@ -95,6 +95,17 @@ class Stream:
             raise ValueError("a stream has exactly one of count and duration_s")
         if self.burst is not None and self.burst < 1:
             raise ValueError("burst must be at least 1 packet")
+        _mac(self.src_mac), _mac(self.dst_mac)
+        if self.saddr is None:
+            self.saddr = "2001:db8:1::10" if self.v6 else "192.168.1.10"
+        if self.daddr is None:
+            self.daddr = "2001:db8:ff::7" if self.v6 else "198.51.100.7"
+        top = (1 << 128) - 1 if self.v6 else 0xFFFFFFFF
+        for what, var in (("saddr", _addr(self.saddr, self.v6)), ("daddr", _addr(self.daddr, self.v6))):
+            if not 0 <= var.min <= var.max <= top:
+                raise ValueError(f"{what} outside the {self.l3} address space")
+        if not 1 <= self.ttl <= 255:
+            raise ValueError("ttl is 1..255")
 
     @property
     def v6(self) -> bool:
@@ -176,7 +187,10 @@ class Frames:
 
 
 def _mac(s: str) -> bytes:
-    b = bytes.fromhex(s.replace(":", ""))
+    try:
+        b = bytes.fromhex(s.replace(":", ""))
+    except ValueError:
+        b = b""
     if len(b) != 6:
         raise ValueError(f"bad MAC address {s!r}")
     return b
