@@ -17,6 +17,7 @@ TOML schema (examples/profiles/*.toml):
       count | duration_s    packets, or seconds of packet time
       burst                 {packets = 32, ibg_ns = 100000} (optional)
       ttl, start_ns         optional
+      stream_id             optional, 0..65535 (default: the stream's position in the file)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from flowpath.trafgen.stream import Frames, Rate, Stream, build_stream
 
 _STREAM_KEYS = {
     "name", "port", "l3", "l4", "src_mac", "dst_mac", "saddr", "daddr", "sport", "dport", "size", "rate",
-    "count", "duration_s", "burst", "ttl", "start_ns",
+    "count", "duration_s", "burst", "ttl", "start_ns", "stream_id",
 }  # fmt: skip
 PCAP_NSEC_MAGIC, LINKTYPE_ETHERNET = 0xA1B23C4D, 1
 _REC = np.dtype([("sec", "<u4"), ("nsec", "<u4"), ("incl_len", "<u4"), ("orig_len", "<u4")])
@@ -140,7 +141,7 @@ def profile_from_dict(doc: dict, path: str | Path = "<profile>", text: str = "")
         try:
             kw = {}
             for key in ("name", "port", "l3", "l4", "src_mac", "dst_mac", "count", "duration_s", "ttl",
-                        "start_ns"):  # fmt: skip
+                        "start_ns", "stream_id"):  # fmt: skip
                 if key in st:
                     kw[key] = st[key]
             for key in ("saddr", "daddr"):
