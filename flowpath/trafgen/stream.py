@@ -293,11 +293,6 @@ def _build_chunk(s: Stream, caplen, ts, seq, stream_id, vars_, offs) -> np.ndarr
     return buf
 
 
-def sizes_l1_bits(caplen: np.ndarray) -> int:
-    """L1 bits of frames of these captured lengths (FCS, preamble, SFD and gap added)."""
-    return int((caplen + ETH_FCS_LEN + ETH_L1_OVERHEAD).sum()) * 8
-
-
 def duration_ns(ts_ns: np.ndarray) -> int:
     """Span of a run for rate computations: first to last timestamp plus one mean gap, so that n
     packets sent every g ns measure exactly 1/g pps."""
