@@ -280,7 +280,8 @@ def bench(
     ] = None,
     frame_size: Annotated[
         Optional[int],
-        typer.Option("--frame-size", min=60, max=1518, help="Frame size in bytes (default 64; bulking 128)."),
+        typer.Option("--frame-size", min=64, max=1518,
+                     help="Frame size in bytes on the wire, FCS included (default 64; bulking 128)."),
     ] = None,
     flows: Annotated[
         Optional[str],

@@ -16,6 +16,7 @@ from flowpath.bench.setup import LAN_IF, NET, RULES, WAN_IF, PoolState, flow_fra
 from flowpath.packet.batch import PacketBatch
 
 EST_TS_NS = 1_000_000_000
+FCS_LEN = 4
 RUN_TS_NS = 2_000_000_000
 
 
@@ -72,7 +73,7 @@ def classic_vs_flowtable(
     classic_packets = classic_packets or (4096 if quick else 16384)
     net, rules = parse_network(NET, "<bench>"), parse_ruleset(RULES, "<bench>")
     say(f"building {flows} flows of {frame_size}-byte frames")
-    up, down = flow_frames(flows, frame_size)
+    up, down = flow_frames(flows, frame_size - FCS_LEN)  # RFC 2544 sizes count the FCS; memory holds the rest
     fast, classic = Worker(net, rules), Worker(net, rules, flowtable=False)
     say("establishing flows (slow path)")
     _establish(fast, up, down, batch_size)
@@ -106,6 +107,7 @@ def classic_vs_flowtable(
         "scenario": "classic-vs-flowtable",
         "flowpath_version": __version__,
         "frame_size": frame_size,
+        "frame_size_includes_fcs": True,
         "flows": flows,
         "cores": 1,
         "batch_size": batch_size,
