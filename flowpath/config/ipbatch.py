@@ -459,11 +459,23 @@ def do_ipneigh(net: Network, cmd: IpCmd) -> None:
 
 # ip/ip.c › cmds[]: iproute2's order decides abbreviations ("a" is address, "r" route, "n" neighbor,
 # "l" link, "t" tunnel, "x" xfrm). None: not modelled yet ("tunnel" and "xfrm" come with their issues).
+def do_xfrm(net: Network, cmd: IpCmd) -> None:
+    """`xfrm state|policy ...`: handed to flowpath.xfrm, which keeps the SAD and SPD in `net.xfrm`."""
+    from flowpath.xfrm.config import xfrm_config_line
+
+    toks = cmd.tokens[cmd.pos :]
+    if not toks:
+        raise cmd.error(cmd.at["object"], "xfrm: expected state or policy")
+    first = toks[0]
+    xfrm_config_line([t.text for t in toks], cmd.path, first.line, [t.col for t in toks], net, first.source)
+    cmd.pos = len(cmd.tokens)
+
+
 OBJECTS: dict[str, Handler | None] = {
     "address": do_ipaddr, "addrlabel": None, "maddress": None, "route": do_iproute, "rule": None,
     "neighbor": do_ipneigh, "neighbour": do_ipneigh, "ntable": None, "link": do_iplink, "l2tp": None,
     "fou": None, "ila": None, "macsec": None, "tunnel": None, "tuntap": None, "token": None,
-    "tcpmetrics": None, "monitor": None, "xfrm": None, "mroute": None, "mrule": None, "netns": None,
+    "tcpmetrics": None, "monitor": None, "xfrm": do_xfrm, "mroute": None, "mrule": None, "netns": None,
     "netconf": None, "vrf": None, "sr": None, "nexthop": None, "mptcp": None, "ioam": None, "stats": None,
 }  # fmt: skip
 

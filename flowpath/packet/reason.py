@@ -57,6 +57,16 @@ _REASONS = (  # name                    kind    text
     ("XFRM_NO_STATE",           "drop", "no xfrm state"),
     # appended, not grouped by kind: numba caches keyed on other files keep the values they compiled with
     ("SLOW_MALFORMED",          "slow", "header too short or inconsistent: the classic path drops it"),
+    ("XFRM_IN_HDR",             "drop", "ESP: truncated or bad header (XfrmInHdrError)"),
+    ("XFRM_IN_REPLAY",          "drop", "ESP: replayed sequence number (XfrmInStateSeqError)"),
+    ("XFRM_IN_REPLAY_WINDOW",   "drop", "ESP: sequence number left of the replay window"),
+    ("XFRM_IN_ICV",             "drop", "ESP: integrity check failed (XfrmInStateProtoError)"),
+    ("XFRM_IN_PADDING",         "drop", "ESP: bad padding"),
+    ("XFRM_IN_NEXTHDR",         "drop", "ESP: next header is not IPv4/IPv6 in tunnel mode"),
+    ("XFRM_STATE_EXPIRED",      "drop", "xfrm state expired (XfrmIn/OutStateExpired)"),
+    ("XFRM_OUT_SEQ_OVERFLOW",   "drop", "ESP: sequence number space exhausted (XfrmOutStateSeqError)"),
+    ("XFRM_NO_ROOM",            "drop", "ESP: no room in the slot for the pushed headers"),
+    ("XFRM_INNER_PROTO",        "drop", "ESP: inner packet is not IPv4/IPv6"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])
