@@ -75,12 +75,16 @@ from flowpath.xfrm.state import (
 )
 
 ICV_LEN = 16
-SCRATCH = 32  # scratch bytes: nonce 12 | aad 12 | EVP out-length int32
+SCRATCH = 64
+# scratch layout (bytes): nonce 0..12 | AAD 12..24 | EVP out-length 24..28 | salt 28..32 |
+# outer saddr 32..48 | outer daddr 48..64. The per-SA bytes are copied in once per bulk, so the
+# per-packet functions take only two arrays (each array argument costs refcount traffic per call).
+SCR_SALT, SCR_SADDR, SCR_DADDR = 28, 32, 48
 FLOW_FORWARD = int(Reason.FLOW_FORWARD)
 
 
 @njit(cache=True, nogil=True)
-def esp_aead_seal(ctx, enc, scr, b, off, n, seq, spi, salt, esn):
+def esp_aead_seal(ctx, enc, scr, b, off, n, seq, spi, esn):
     """Run one EVP AEAD operation in place over b[off:off+n]; the tag is at b[off+n:off+n+16].
 
     RFC 4106 §4/§5, RFC 7634 §2: nonce = salt ‖ IV (8-byte big-endian seq, also written before off
@@ -88,7 +92,7 @@ def esp_aead_seal(ctx, enc, scr, b, off, n, seq, spi, salt, esn):
     Returns 1 when OpenSSL reports success (for decryption: the ICV matched).
     """
     for k in range(4):
-        scr[k] = salt[k]
+        scr[k] = scr[SCR_SALT + k]
     for k in range(8):
         scr[4 + k] = (seq >> (56 - 8 * k)) & 0xFF
     st32(scr, 12, spi)
@@ -114,15 +118,26 @@ def esp_aead_seal(ctx, enc, scr, b, off, n, seq, spi, salt, esn):
 
 
 @njit(cache=True, nogil=True)
-def esp_output_one(b, h, ln, nhoff, t, sa, ttl, scr):
-    """Encapsulate the packet at b[h:h+ln] (IP header at h+nhoff); returns (reason, head, len).
+def esp_scratch_fill(t, sa, scr):
+    """Copy the SA's salt and outer addresses into the bulk's scratch."""
+    for k in range(4):
+        scr[SCR_SALT + k] = t.salt[sa, k]
+    for k in range(16):
+        scr[SCR_SADDR + k] = t.saddr[sa, k]
+        scr[SCR_DADDR + k] = t.daddr[sa, k]
+
+
+@njit(cache=True, nogil=True)
+def esp_output_one(b, h, ln, nhoff, seq, budget, ctx, spi, flags, v4, sport, dport, ttl, scr):
+    """Encapsulate the packet at b[h:h+ln] (IP header at h+nhoff) with sequence number `seq`.
 
     Linux: xfrm_output_one, xfrm4/6_tunnel_encap_add, esp_output. Decide first: every check runs
-    before the slot is written, so a refused packet keeps its bytes.
+    before the slot is written, so a refused packet keeps its bytes. `budget` is the byte lifetime
+    left; sport/dport 0 = no NAT-T. Returns (reason, head, len, inner length).
     """
     ip = h + nhoff
     if ln < nhoff + 20:
-        return Reason.PKT_TOO_SMALL, h, ln
+        return Reason.PKT_TOO_SMALL, h, ln, 0
     ver = b[ip] >> 4
     if ver == 4:
         ilen = ld16(b, ip + IPH.tot_len)
@@ -130,32 +145,30 @@ def esp_output_one(b, h, ln, nhoff, t, sa, ttl, scr):
         df = ld16(b, ip + IPH.frag_off) & IP_DF
         nexthdr, flowlbl = IPPROTO_IPIP, 0
         if ilen < 20:
-            return Reason.IP_INHDR, h, ln
+            return Reason.IP_INHDR, h, ln, 0
     elif ver == 6 and ln >= nhoff + 40:
         ilen = 40 + ld16(b, ip + IP6H.payload_len)
         vtf = ld32(b, ip)
         ds, df, nexthdr, flowlbl = (vtf >> 20) & 0xFF, IP_DF, IPPROTO_IPV6, vtf & 0xFFFFF
     elif ver == 6:
-        return Reason.PKT_TOO_SMALL, h, ln
+        return Reason.PKT_TOO_SMALL, h, ln, 0
     else:
-        return XFRM_INNER_PROTO, h, ln
+        return XFRM_INNER_PROTO, h, ln, 0
     if nhoff + ilen > ln:
-        return Reason.IP_INHDR, h, ln
-    if t.dead[sa] or t.packets[sa] >= t.hard_packets[sa] or t.bytes[sa] + ilen > t.hard_bytes[sa]:
-        return XFRM_STATE_EXPIRED, h, ln
-    seq = t.oseq[sa] + 1
-    esn = t.flags[sa] & XFRM_STATE_ESN
+        return Reason.IP_INHDR, h, ln, 0
+    if ilen > budget:
+        return XFRM_STATE_EXPIRED, h, ln, 0
+    esn = flags & XFRM_STATE_ESN
     if not esn and seq > SEQ32_MAX:
-        t.stats[sa, XS_SEQ_OVERFLOW] += 1
-        return XFRM_OUT_SEQ_OVERFLOW, h, ln
-    v4 = t.family[sa] == AF_INET
-    udp = t.encap_dport[sa] != 0
+        return XFRM_OUT_SEQ_OVERFLOW, h, ln, 0
+    udp = dport != 0
     ohl = (20 if v4 else 40) + (UDP_HLEN if udp else 0)
     padlen = (-(ilen + 2)) % 4
     nh = h - ohl - ESP_HLEN - ESP_IVLEN
     if nh < 0 or ip + ilen + padlen + 2 + ICV_LEN > b.shape[0]:
-        return XFRM_NO_ROOM, h, ln
-    # write: trailer, link-layer header moved back, outer header, ESP header + IV, then encrypt
+        return XFRM_NO_ROOM, h, ln, 0
+    # write: trailer, link-layer header moved back, outer header, ESP header + IV, then encrypt in
+    # place; nh was chosen so that the inner packet already sits right after the IV (esp + 16 == ip)
     tail = ip + ilen
     for k in range(padlen):
         b[tail + k] = k + 1
@@ -170,14 +183,14 @@ def esp_output_one(b, h, ln, nhoff, t, sa, ttl, scr):
     elen = ilen + padlen + 2
     plen = ESP_HLEN + ESP_IVLEN + elen + ICV_LEN + (UDP_HLEN if udp else 0)
     ecn = ds & INET_ECN_MASK
-    if t.flags[sa] & XFRM_STATE_NOECN:
+    if flags & XFRM_STATE_NOECN:
         ecn = 0
     elif ecn == INET_ECN_CE:
         ecn = INET_ECN_ECT_0
     dsfield = (ds & ~INET_ECN_MASK & 0xFF) | ecn
     proto = IPPROTO_UDP if udp else IPPROTO_ESP
     if v4:
-        frag_off = 0 if t.flags[sa] & XFRM_STATE_NOPMTUDISC else df
+        frag_off = 0 if flags & XFRM_STATE_NOPMTUDISC else df
         b[o] = 0x45
         b[o + IPH.tos] = dsfield
         st16(b, o + IPH.tot_len, 20 + plen)
@@ -187,8 +200,8 @@ def esp_output_one(b, h, ln, nhoff, t, sa, ttl, scr):
         b[o + IPH.protocol] = proto
         st16(b, o + IPH.check, 0)
         for k in range(4):
-            b[o + IPH.saddr + k] = t.saddr[sa, k]
-            b[o + IPH.daddr + k] = t.daddr[sa, k]
+            b[o + IPH.saddr + k] = scr[SCR_SADDR + k]
+            b[o + IPH.daddr + k] = scr[SCR_DADDR + k]
         st16(b, o + IPH.check, ip_fast_csum(b, o, 20))
     else:
         st32(b, o, (6 << 28) | (dsfield << 20) | flowlbl)
@@ -196,30 +209,24 @@ def esp_output_one(b, h, ln, nhoff, t, sa, ttl, scr):
         b[o + IP6H.nexthdr] = proto
         b[o + IP6H.hop_limit] = ttl
         for k in range(16):
-            b[o + IP6H.saddr + k] = t.saddr[sa, k]
-            b[o + IP6H.daddr + k] = t.daddr[sa, k]
+            b[o + IP6H.saddr + k] = scr[SCR_SADDR + k]
+            b[o + IP6H.daddr + k] = scr[SCR_DADDR + k]
     if udp:
         u = esp - UDP_HLEN
-        st16(b, u + UDPH.source, t.encap_sport[sa])
-        st16(b, u + UDPH.dest, t.encap_dport[sa])
+        st16(b, u + UDPH.source, sport)
+        st16(b, u + UDPH.dest, dport)
         st16(b, u + UDPH.len, plen)
         st16(b, u + UDPH.check, 0)
-    st32(b, esp, t.spi[sa])
+    st32(b, esp, spi)
     st32(b, esp + 4, seq & SEQ32_MAX)
     for k in range(8):
         b[esp + 8 + k] = (seq >> (56 - 8 * k)) & 0xFF
-    # ip..tail is now at esp+16.. only if the inner packet already sits there: it does, since
-    # nh was chosen so that esp + 16 == ip
-    if esp_aead_seal(t.ctx_enc[sa], 1, scr, b, esp + 16, elen, seq, t.spi[sa], t.salt[sa], esn) != 1:
-        return XFRM_NO_STATE, h, ln
+    if esp_aead_seal(ctx, 1, scr, b, esp + 16, elen, seq, spi, esn) != 1:
+        return XFRM_NO_STATE, h, ln, 0
     if udp and not v4:  # RFC 8200 §8.1: UDP over IPv6 carries a checksum
         c = l4_csum(b, o, esp - UDP_HLEN, plen, True, IPPROTO_UDP, UDPH.check)
         st16(b, esp - UDP_HLEN + UDPH.check, c if c != 0 else 0xFFFF)
-    t.oseq[sa] = seq
-    t.packets[sa] += 1
-    t.bytes[sa] += ilen
-    t.stats[sa, XS_OUT_PACKETS] += 1
-    return FLOW_FORWARD, nh, nhoff + ohl + plen - (UDP_HLEN if udp else 0)
+    return FLOW_FORWARD, nh, nhoff + ohl + plen - (UDP_HLEN if udp else 0), ilen
 
 
 @njit(cache=True, nogil=True)
@@ -228,33 +235,51 @@ def esp_encrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, ttl, scr)
 
     data uint8[cap, slot]; head, length uint16[cap] in/out; verdict uint8[cap] in/out (only
     FLOW_FORWARD packets are taken; a refused one gets its reason); nhoff uint16[cap] offset of the
-    inner IP header from head; idx int32[m] the bulk; t XfrmStateTable; sa int; ttl outer TTL;
+    inner IP header from head; idx int32[m] the bulk; t XfrmStateTable (oseq, lifetime and stats of
+    row sa updated once per bulk, as VPP flushes SA counters); sa int; ttl outer TTL;
     scr uint8[SCRATCH] scratch.
     """
-    bad = 0
+    esp_scratch_fill(t, sa, scr)
+    ctx, spi, flags = t.ctx_enc[sa], np.int64(t.spi[sa]), t.flags[sa]
+    v4, sport, dport = t.family[sa] == AF_INET, t.encap_sport[sa], t.encap_dport[sa]
+    seq, packets, nbytes = t.oseq[sa], t.packets[sa], t.bytes[sa]
+    bad = overflow = 0
     for j in range(idx.shape[0]):
         i = idx[j]
         if verdict[i] != FLOW_FORWARD:
             continue
-        r, h, ln = esp_output_one(data[i], np.int64(head[i]), np.int64(length[i]), np.int64(nhoff[i]), t, sa,
-                                  ttl, scr)  # fmt: skip
+        if t.dead[sa] or packets >= t.hard_packets[sa]:
+            r, h, ln, ilen = XFRM_STATE_EXPIRED, 0, 0, 0
+        else:
+            r, h, ln, ilen = esp_output_one(data[i], np.int64(head[i]), np.int64(length[i]), np.int64(nhoff[i]),
+                                            seq + 1, t.hard_bytes[sa] - nbytes, ctx, spi, flags, v4, sport, dport,
+                                            ttl, scr)  # fmt: skip
         if r != FLOW_FORWARD:
             verdict[i] = r
             bad += 1
+            overflow += r == XFRM_OUT_SEQ_OVERFLOW
         else:
             head[i], length[i] = h, ln
+            seq += 1
+            packets += 1
+            nbytes += ilen
+    t.stats[sa, XS_OUT_PACKETS] += packets - t.packets[sa]
+    t.stats[sa, XS_SEQ_OVERFLOW] += overflow
+    t.oseq[sa], t.packets[sa], t.bytes[sa] = seq, packets, nbytes
     return bad
 
 
 @njit(cache=True, nogil=True)
-def esp_input_one(b, h, ln, nhoff, t, sa, scr):
+def esp_input_one(b, h, ln, nhoff, ctx, spi_sa, flags, window, top, bmp, sa, scr):
     """Decapsulate the ESP packet at b[h:h+ln] (outer IP header at h+nhoff); (reason, head, len).
 
     Linux: xfrm_input + esp_input + esp_input_done2 + xfrm4_remove_tunnel_encap, as esp.esp_input.
+    top, bmp: the SAD replay columns (row sa). Returns (reason, head, len, inner length, XS_* stat to
+    count or -1).
     """
     o = h + nhoff
     if ln < nhoff + 20:
-        return XFRM_IN_HDR, h, ln
+        return XFRM_IN_HDR, h, ln, 0, -1
     ver = b[o] >> 4
     if ver == 4:
         hl, ds, proto = (b[o] & 15) * 4, b[o + IPH.tos], b[o + IPH.protocol]
@@ -263,41 +288,33 @@ def esp_input_one(b, h, ln, nhoff, t, sa, scr):
         hl, ds, proto = 40, (ld32(b, o) >> 20) & 0xFF, b[o + IP6H.nexthdr]
         end = o + 40 + ld16(b, o + IP6H.payload_len)
     else:
-        return XFRM_IN_HDR, h, ln
+        return XFRM_IN_HDR, h, ln, 0, -1
     if end > h + ln:
-        return XFRM_IN_HDR, h, ln
+        return XFRM_IN_HDR, h, ln, 0, -1
     esp = o + hl
     if proto == IPPROTO_UDP:
         esp += UDP_HLEN
     elif proto != IPPROTO_ESP:
-        return XFRM_IN_HDR, h, ln
+        return XFRM_IN_HDR, h, ln, 0, -1
     elen = end - esp - ESP_HLEN - ESP_IVLEN - ICV_LEN
     if elen < 2:
-        t.stats[sa, XS_TRUNCATED] += 1
-        return XFRM_IN_HDR, h, ln
-    if t.dead[sa]:
-        return XFRM_STATE_EXPIRED, h, ln
+        return XFRM_IN_HDR, h, ln, 0, XS_TRUNCATED
     spi = ld32(b, esp)
-    if spi != t.spi[sa]:
-        return XFRM_NO_STATE, h, ln
-    esn = t.flags[sa] & XFRM_STATE_ESN
-    window = t.window[sa]
-    seq = xfrm_replay_seqhi(t.replay_top[sa], window, ld32(b, esp + 4), esn)
-    r = xfrm_replay_check(t.replay_top, t.replay_bmp, sa, seq, window)
+    if spi != spi_sa:
+        return XFRM_NO_STATE, h, ln, 0, -1
+    esn = flags & XFRM_STATE_ESN
+    seq = xfrm_replay_seqhi(top[sa], window, ld32(b, esp + 4), esn)
+    r = xfrm_replay_check(top, bmp, sa, seq, window)
     if r != REPLAY_OK:
         if r == REPLAY_DUP:
-            t.stats[sa, XS_REPLAY] += 1
-            return XFRM_IN_REPLAY, h, ln
-        t.stats[sa, XS_REPLAY_WINDOW] += 1
-        return XFRM_IN_REPLAY_WINDOW, h, ln
+            return XFRM_IN_REPLAY, h, ln, 0, XS_REPLAY
+        return XFRM_IN_REPLAY_WINDOW, h, ln, 0, XS_REPLAY_WINDOW
     iv = 0
     for k in range(8):
         iv = (iv << 8) | np.int64(b[esp + 8 + k])
     # the explicit IV is the sender's choice: use it for the nonce, the inferred seq for the AAD
-    ok = esp_aead_open(t.ctx_dec[sa], scr, b, esp + 16, elen, iv, seq, spi, t.salt[sa], esn)
-    if ok != 1:
-        t.stats[sa, XS_INTEGRITY_FAILED] += 1
-        return XFRM_IN_ICV, h, ln
+    if esp_aead_open(ctx, scr, b, esp + 16, elen, iv, seq, spi, esn) != 1:
+        return XFRM_IN_ICV, h, ln, 0, XS_INTEGRITY_FAILED
     ip = esp + 16
     padlen = np.int64(b[ip + elen - 2])
     nexthdr = b[ip + elen - 1]
@@ -307,27 +324,23 @@ def esp_input_one(b, h, ln, nhoff, t, sa, scr):
             if b[ip + elen - 2 - padlen + k] != k + 1:
                 good = False
     if not good:
-        t.stats[sa, XS_BAD_PADDING] += 1
-        return XFRM_IN_PADDING, h, ln
-    xfrm_replay_advance(t.replay_top, t.replay_bmp, sa, seq, window)
+        return XFRM_IN_PADDING, h, ln, 0, XS_BAD_PADDING
+    xfrm_replay_advance(top, bmp, sa, seq, window)
     ilen = elen - 2 - padlen
     if nexthdr == IPPROTO_IPIP and ilen >= 20 and b[ip] >> 4 == 4:
         l3 = ETH_P_IP
     elif nexthdr == IPPROTO_IPV6 and ilen >= 40 and b[ip] >> 4 == 6:
         l3 = ETH_P_IPV6
     else:
-        return XFRM_IN_NEXTHDR, h, ln
-    if not t.flags[sa] & XFRM_STATE_NOECN and ds & INET_ECN_MASK == INET_ECN_CE:
+        return XFRM_IN_NEXTHDR, h, ln, 0, -1
+    if not flags & XFRM_STATE_NOECN and ds & INET_ECN_MASK == INET_ECN_CE:
         esp_ecn_set_ce(b, ip, l3)
     nh = ip - nhoff
     for k in range(nhoff - 1, -1, -1):  # move right: copy from the end
         b[nh + k] = b[h + k]
     if nhoff >= 2:
         st16(b, nh + nhoff - 2, l3)
-    t.packets[sa] += 1
-    t.bytes[sa] += ilen
-    t.stats[sa, XS_IN_PACKETS] += 1
-    return FLOW_FORWARD, nh, nhoff + ilen
+    return FLOW_FORWARD, nh, nhoff + ilen, ilen, XS_IN_PACKETS
 
 
 @njit(cache=True, nogil=True)
@@ -342,10 +355,10 @@ def esp_ecn_set_ce(b, ip, l3):
 
 
 @njit(cache=True, nogil=True)
-def esp_aead_open(ctx, scr, b, off, n, iv, seq, spi, salt, esn):
+def esp_aead_open(ctx, scr, b, off, n, iv, seq, spi, esn):
     """Check and decrypt b[off:off+n] (tag after it) in place; nonce from the explicit IV."""
     for k in range(4):
-        scr[k] = salt[k]
+        scr[k] = scr[SCR_SALT + k]
     for k in range(8):
         scr[4 + k] = (iv >> (56 - 8 * k)) & 0xFF
     st32(scr, 12, spi)
@@ -374,19 +387,30 @@ def esp_decrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, scr):
     Same columns as esp_encrypt_kernel; nhoff uint16[cap] is the outer IP header's offset from head.
     On success head/length frame the link-layer header plus the inner packet.
     """
-    bad = 0
+    esp_scratch_fill(t, sa, scr)
+    ctx, spi, flags, window = t.ctx_dec[sa], np.int64(t.spi[sa]), t.flags[sa], t.window[sa]
+    top, bmp = t.replay_top, t.replay_bmp
+    bad = packets = nbytes = 0
     for j in range(idx.shape[0]):
         i = idx[j]
         if verdict[i] != FLOW_FORWARD:
             continue
-        r, h, ln = esp_input_one(
-            data[i], np.int64(head[i]), np.int64(length[i]), np.int64(nhoff[i]), t, sa, scr
-        )
+        if t.dead[sa]:
+            r, h, ln, ilen, stat = XFRM_STATE_EXPIRED, 0, 0, 0, -1
+        else:
+            r, h, ln, ilen, stat = esp_input_one(data[i], np.int64(head[i]), np.int64(length[i]),
+                                                 np.int64(nhoff[i]), ctx, spi, flags, window, top, bmp, sa, scr)  # fmt: skip
+        if stat >= 0:
+            t.stats[sa, stat] += 1
         if r != FLOW_FORWARD:
             verdict[i] = r
             bad += 1
         else:
             head[i], length[i] = h, ln
+            packets += 1
+            nbytes += ilen
+    t.packets[sa] += packets
+    t.bytes[sa] += nbytes
     return bad
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from flowpath.xfrm import evp
 from flowpath.xfrm.esp import esp_aad, esp_nonce
-from flowpath.xfrm.esp_batch import esp_aead_open, esp_aead_seal
+from flowpath.xfrm.esp_batch import SCR_SALT, SCRATCH, esp_aead_open, esp_aead_seal
 from flowpath.xfrm.state import AF_INET, XfrmState
 
 H = bytes.fromhex
@@ -96,24 +96,24 @@ def test_rfc7539_vector_through_the_compiled_esp_seal_and_open(need_evp):
     seq_as_iv = int.from_bytes(CHACHA_IV, "big")
     ctx_e = evp.evp_ctx_new(evp.XFRM_AEAD_CHACHA, CHACHA_KEY, True)
     ctx_d = evp.evp_ctx_new(evp.XFRM_AEAD_CHACHA, CHACHA_KEY, False)
-    salt = np.frombuffer(CHACHA_SALT, np.uint8).copy()
-    scr = np.zeros(32, np.uint8)
+    scr = np.zeros(SCRATCH, np.uint8)
+    scr[SCR_SALT : SCR_SALT + 4] = np.frombuffer(CHACHA_SALT, np.uint8)
     b = np.zeros(256, np.uint8)
     b[8 : 8 + len(CHACHA_P)] = np.frombuffer(CHACHA_P, np.uint8)
     n = len(CHACHA_P)
     ok = esp_aead_open(
-        ctx_d, scr, _with(b, CHACHA_C + CHACHA_TAG), 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, salt, 1
+        ctx_d, scr, _with(b, CHACHA_C + CHACHA_TAG), 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, 1
     )
     assert ok == 1
     c = _with(b, CHACHA_C + CHACHA_TAG)
-    esp_aead_open(ctx_d, scr, c, 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, salt, 1)
+    esp_aead_open(ctx_d, scr, c, 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, 1)
     assert bytes(c[8 : 8 + n]) == CHACHA_P
     tampered = _with(b, CHACHA_C + CHACHA_TAG[:-1] + b"\x00")
-    assert esp_aead_open(ctx_d, scr, tampered, 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, salt, 1) == 0
+    assert esp_aead_open(ctx_d, scr, tampered, 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, 1) == 0
     # and the sealing kernel reproduces the vector when IV and AAD come from the same seq
     x = XfrmState(AF_INET, None, None, CHACHA_SPI, alg=evp.XFRM_AEAD_CHACHA, key=CHACHA_KEY, salt=CHACHA_SALT)
     e = _with(b, CHACHA_P)
-    assert esp_aead_seal(ctx_e, 1, scr, e, 8, n, seq_as_iv, CHACHA_SPI, salt, 1) == 1
+    assert esp_aead_seal(ctx_e, 1, scr, e, 8, n, seq_as_iv, CHACHA_SPI, 1) == 1
     ref = x.aead().encrypt(esp_nonce(x, CHACHA_IV), CHACHA_P, esp_aad(CHACHA_SPI, seq_as_iv, True))
     assert bytes(e[8 : 8 + n + 16]) == ref
     evp.evp_ctx_free(ctx_e)
