@@ -69,6 +69,8 @@ XFRM_STATE_EXPIRED = _reason("XFRM_STATE_EXPIRED", Reason.XFRM_NO_STATE)  # Xfrm
 XFRM_OUT_SEQ_OVERFLOW = _reason("XFRM_OUT_SEQ_OVERFLOW", Reason.XFRM_NO_STATE)  # XfrmOutStateSeqError
 XFRM_NO_ROOM = _reason("XFRM_NO_ROOM", Reason.PKT_TOO_BIG)  # no headroom/tailroom in the slot
 XFRM_INNER_PROTO = _reason("XFRM_INNER_PROTO", Reason.SLOW_NOT_IP)  # inner packet not IPv4/IPv6
+# UDP 4500 payload that is not ESP (IKE with the non-ESP marker, NAT keepalive): the slow path's
+SLOW_NATT_NON_ESP = _reason("SLOW_NATT_NON_ESP", Reason.SLOW_L4PROTO)
 
 ESP_HLEN, ESP_IVLEN, UDP_HLEN = 8, 8, 8
 INET_ECN_MASK, INET_ECN_ECT_0, INET_ECN_CE = 3, 2, 3
@@ -205,9 +207,25 @@ def esp_outer(frame: bytes, nhoff: int) -> tuple[int, int, int] | int:
     off = nhoff + hl
     if proto == IPPROTO_UDP:
         off += UDP_HLEN
+        if esp_udp_encap_rcv(frame, off, end) != NATT_ESP:
+            return SLOW_NATT_NON_ESP
     elif proto != IPPROTO_ESP:
         return XFRM_IN_HDR
     return off, end, ds
+
+
+NATT_ESP, NATT_IKE, NATT_KEEPALIVE = 0, 1, 2
+
+
+def esp_udp_encap_rcv(frame: bytes, off: int, end: int) -> int:
+    """What a UDP-encapsulated payload at frame[off:end] is: NATT_ESP, NATT_IKE (the 4-byte zero
+    non-ESP marker) or NATT_KEEPALIVE (the single byte 0xFF). RFC 3948 §2.2, §2.3; Linux:
+    xfrm4_input.c › xfrm4_udp_encap_rcv (IKE and keepalives go to the socket, i.e. the slow path)."""
+    if end - off == 1 and frame[off] == 0xFF:
+        return NATT_KEEPALIVE
+    if end - off >= 4 and frame[off : off + 4] == b"\0\0\0\0":
+        return NATT_IKE
+    return NATT_ESP
 
 
 def esp_input(x: XfrmState, frame: bytes, nhoff: int, now_ns: int) -> tuple[bytes, int] | int:

@@ -34,6 +34,7 @@ from flowpath.xfrm.esp import (
     INET_ECN_CE,
     INET_ECN_ECT_0,
     INET_ECN_MASK,
+    SLOW_NATT_NON_ESP,
     UDP_HLEN,
     XFRM_IN_HDR,
     XFRM_IN_ICV,
@@ -294,6 +295,9 @@ def esp_input_one(b, h, ln, nhoff, ctx, spi_sa, flags, window, top, bmp, sa, scr
     esp = o + hl
     if proto == IPPROTO_UDP:
         esp += UDP_HLEN
+        # RFC 3948 §2.2/§2.3: the non-ESP marker (IKE) and NAT keepalives belong to the slow path
+        if (end - esp == 1 and b[esp] == 0xFF) or (end - esp >= 4 and ld32(b, esp) == 0):
+            return SLOW_NATT_NON_ESP, h, ln, 0, -1
     elif proto != IPPROTO_ESP:
         return XFRM_IN_HDR, h, ln, 0, -1
     elen = end - esp - ESP_HLEN - ESP_IVLEN - ICV_LEN
