@@ -97,6 +97,7 @@ class Worker:
         from flowpath.netfilter.conntrack import Conntrack
 
         self.net = net
+        self.xfrm = getattr(net, "xfrm", None)  # SAD + SPD from `xfrm ...` lines of the network file
         self.runtime = None
         self.sysctl = dict(SYSCTL_DEFAULTS)
         for k, v in (sysctl or {}).items():

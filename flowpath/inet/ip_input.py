@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from flowpath.inet.icmp import echo_request
 from flowpath.inet.ip_forward import ip_forward
 from flowpath.inet.ip_output import family_of, ip_output, nfproto_of
+from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_outer_route, xfrm_policy_check, xfrm_route_forward
 from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import NfHookState
@@ -75,6 +76,13 @@ def ip_local_deliver(w: Worker, skb: SkBuff) -> Reason:
     res = w.netfilter.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return w.nf_drop(skb, res, state)
+    if w.xfrm is not None:
+        if skb.l4proto in (L.IPPROTO_ESP, L.IPPROTO_UDP) and not skb.frag:
+            r = xfrm4_rcv(w, skb)
+            if r is not None:
+                return r
+        if not xfrm_policy_check(w, skb, 0):  # XFRM_POLICY_IN
+            return Reason.XFRM_POLICY
     if echo_request(skb):
         reply = w.icmp.icmpv6_echo_reply(skb) if skb.l3proto == L.ETH_P_IPV6 else w.icmp.icmp_echo(skb)
         ip_local_out(w, reply)
@@ -92,9 +100,18 @@ def ip_local_out(w: Worker, skb: SkBuff) -> Reason:
     fib = w.net.fib_lookup(family, skb.daddr)
     if fib is None or fib.type != RouteType.UNICAST:
         return Reason.IP_OUTNOROUTES
+    x = None
+    if w.xfrm is not None and not skb.meta.get("xfrm_out"):
+        x = xfrm_route_forward(w, skb)
+        if isinstance(x, Reason):
+            return x
+        if x is not None:
+            fib = xfrm_outer_route(w, x)
+            if fib is None:
+                return Reason.IP_OUTNOROUTES
     out = w.net.links[fib.oif]
     state = NfHookState(C.NF_INET_LOCAL_OUT, nfproto_of(skb), 0, "", out.ifindex, out.name)
     res = w.netfilter.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return w.nf_drop(skb, res, state)
-    return ip_output(w, skb, fib)
+    return ip_output(w, skb, fib, 0, x)

@@ -29,14 +29,19 @@ def family_of(skb: SkBuff) -> int:
     return 6 if skb.l3proto == L.ETH_P_IPV6 else 4
 
 
-def ip_output(w: Worker, skb: SkBuff, fib, in_ifindex: int = 0) -> Reason:
-    """POSTROUTING, then ip_finish_output. `fib` is the route chosen for the packet."""
+def ip_output(w: Worker, skb: SkBuff, fib, in_ifindex: int = 0, x=None) -> Reason:
+    """POSTROUTING, then ip_finish_output; or, with an xfrm state `x`, ESP and the outer packet's own
+    output (xfrm_output). `fib` is the route chosen for the packet (the SA's outer route with `x`)."""
     out = w.net.links[fib.oif]
     state = NfHookState(C.NF_INET_POST_ROUTING, nfproto_of(skb), in_ifindex,
                         w.ifname(in_ifindex), out.ifindex, out.name, w.rt_mtu(skb, fib))  # fmt: skip
     res = w.netfilter.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return w.nf_drop(skb, res, state)
+    if x is not None:
+        from flowpath.inet.xfrm4 import xfrm_output
+
+        return xfrm_output(w, skb, x)
     return ip_finish_output(w, skb, fib)
 
 

@@ -1,0 +1,79 @@
+"""An ESP tunnel-mode gateway on the classic path, with Scapy's SecurityAssociation as the other end.
+
+Linux: ip_forward (fwd policy check, xfrm4_route_forward), xfrm_output, xfrm_input; RFC 4303, RFC 4106.
+"""
+
+from __future__ import annotations
+
+from gateway import run
+from scapy.all import IP, UDP, Ether, Raw
+from scapy.layers.ipsec import ESP, SecurityAssociation
+
+from flowpath.config.ipbatch import parse_network
+from flowpath.config.nft import parse_ruleset
+
+KEY = bytes(range(1, 17)) + b"\xca\xfe\xba\xbe"  # AES-128 key + 4-byte salt (rfc4106)
+GW_LAN, GW_WAN, PEER_MAC, HOST_MAC = (
+    "02:00:00:00:01:01",
+    "02:00:00:00:02:01",
+    "02:00:00:00:02:02",
+    "02:00:00:00:01:05",
+)
+NET = f"""\
+link add lan0 address {GW_LAN}
+link add wan0 address {GW_WAN}
+link set lan0 up
+link set wan0 up
+addr add 10.1.0.1/16 dev lan0
+addr add 192.0.2.1/24 dev wan0
+route add default via 192.0.2.2 dev wan0
+neigh add 192.0.2.2 lladdr {PEER_MAC} dev wan0
+neigh add 10.1.0.5 lladdr {HOST_MAC} dev lan0
+xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001 reqid 1 mode tunnel aead 'rfc4106(gcm(aes))' 0x{KEY.hex()} 128
+xfrm state add src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x2002 reqid 2 mode tunnel replay-window 32 aead 'rfc4106(gcm(aes))' 0x{KEY.hex()} 128
+xfrm policy add src 10.1.0.0/16 dst 10.2.0.0/16 dir out tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 1 mode tunnel
+xfrm policy add src 10.2.0.0/16 dst 10.1.0.0/16 dir fwd tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 2 mode tunnel
+xfrm policy add src 10.2.0.0/16 dst 10.1.0.0/16 dir in tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 2 mode tunnel
+"""
+RULES = "table inet f {\n\tchain fw {\n\t\ttype filter hook forward priority 0; policy accept;\n\t}\n}\n"
+
+
+def sa(spi: int, src: str, dst: str) -> SecurityAssociation:
+    return SecurityAssociation(ESP, spi=spi, crypt_algo="AES-GCM", crypt_key=KEY, auth_algo="NULL",
+                               tunnel_header=IP(src=src, dst=dst))  # fmt: skip
+
+
+def gw():
+    return parse_network(NET, "ipsec.ip"), parse_ruleset(RULES)
+
+
+def test_lan_traffic_leaves_encrypted_and_decrypts_with_scapy(tmp_path):
+    net, rules = gw()
+    inner = IP(src="10.1.0.5", dst="10.2.0.7", ttl=30) / UDP(sport=1111, dport=2222) / Raw(b"secret payload")
+    out, stats, _ = run(tmp_path, [("lan0", Ether(src=HOST_MAC, dst=GW_LAN) / inner)], net=net, rules=rules)
+    (o,) = out["wan0"]
+    assert (o.src, o.dst) == (GW_WAN, PEER_MAC) and o[IP].proto == 50
+    assert (o[IP].src, o[IP].dst, o[ESP].spi, o[ESP].seq) == ("192.0.2.1", "192.0.2.2", 0x1001, 1)
+    assert b"secret payload" not in bytes(o)
+    plain = sa(0x1001, "192.0.2.1", "192.0.2.2").decrypt(o[IP])
+    assert plain[IP].src == "10.1.0.5" and plain[IP].ttl == 29 and bytes(plain[Raw]) == b"secret payload"
+    assert stats["tx_packets"] == 1
+
+
+def test_scapy_esp_is_decrypted_forwarded_and_replays_are_dropped(tmp_path):
+    net, rules = gw()
+    peer = sa(0x2002, "192.0.2.2", "192.0.2.1")
+    inner = IP(src="10.2.0.7", dst="10.1.0.5", ttl=20) / UDP(sport=2222, dport=1111) / Raw(b"from the peer")
+    esp1 = peer.encrypt(inner)
+    esp2 = peer.encrypt(inner)
+    bad = IP(bytes(peer.encrypt(inner)))
+    bad_raw = bytearray(bytes(bad))
+    bad_raw[-1] ^= 0x55  # ICV
+    frames = [Ether(src=PEER_MAC, dst=GW_WAN) / p for p in (esp1, esp2, IP(bytes(esp1)), IP(bytes(bad_raw)))]
+    plain = Ether(src=PEER_MAC, dst=GW_WAN) / inner  # plaintext where the fwd policy demands ESP
+    out, stats, _ = run(tmp_path, [("wan0", f) for f in frames] + [("wan0", plain)], net=net, rules=rules)
+    assert len(out["lan0"]) == 2
+    for o in out["lan0"]:
+        assert o.dst == HOST_MAC and o[IP].dst == "10.1.0.5" and o[IP].ttl == 19
+        assert bytes(o[Raw]) == b"from the peer"
+    assert stats["drops"] == {"xfrm_in_replay": 1, "xfrm_in_icv": 1, "xfrm_policy": 1}
