@@ -99,6 +99,12 @@ def replay(
     dump_flowtable: Annotated[
         Optional[Path], typer.Option("--dump-flowtable", help="Write the final flowtable listing.")
     ] = None,
+    dump_xfrm: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--dump-xfrm", help="Write the final `ip -s xfrm state` and `ip -s xfrm policy` listings."
+        ),
+    ] = None,
     sysctl: Annotated[
         list[str],
         typer.Option(
@@ -136,6 +142,8 @@ def replay(
               bulk=not no_bulk, batch_size=batch_size, stats_path=stats, sysctl=sysctls)  # fmt: skip
     if dump_flowtable is not None:
         dump_flowtable.write_text(res.worker.flowtable_listing())
+    if dump_xfrm is not None:
+        dump_xfrm.write_text(res.worker.xfrm_listing())
     if dump_conntrack is not None:
         dump_conntrack.write_text(res.worker.conntrack.listing(res.worker.now_ns))
     if not quiet:
@@ -280,8 +288,12 @@ def bench(
     ] = None,
     frame_size: Annotated[
         Optional[int],
-        typer.Option("--frame-size", min=64, max=1518,
-                     help="Frame size in bytes on the wire, FCS included (default 64; bulking 128)."),
+        typer.Option(
+            "--frame-size",
+            min=64,
+            max=1518,
+            help="Frame size in bytes on the wire, FCS included (default 64; bulking 128).",
+        ),
     ] = None,
     flows: Annotated[
         Optional[str],

@@ -219,6 +219,14 @@ class Worker:
             out[ft["name"]] = (table, ifindexes)
         return out
 
+    def xfrm_listing(self) -> str:
+        """`ip -s xfrm state` then `ip -s xfrm policy`, with the SAs' counters (empty without xfrm)."""
+        if self.xfrm is None:
+            return ""
+        from flowpath.xfrm.listing import xfrm_policy_list, xfrm_state_list
+
+        return xfrm_state_list(self.xfrm, stats=True) + xfrm_policy_list(self.xfrm, stats=True)
+
     def flowtable_listing(self) -> str:
         """What `flowpath ctl flowtable list` will print: every flowtable's entries."""
         return "\n".join(ft.listing(self.now_ns, self.ifname) for ft, _ in self.flowtables.values())

@@ -77,3 +77,21 @@ def test_scapy_esp_is_decrypted_forwarded_and_replays_are_dropped(tmp_path):
         assert o.dst == HOST_MAC and o[IP].dst == "10.1.0.5" and o[IP].ttl == 19
         assert bytes(o[Raw]) == b"from the peer"
     assert stats["drops"] == {"xfrm_in_replay": 1, "xfrm_in_icv": 1, "xfrm_policy": 1}
+
+
+def test_dump_xfrm_lists_states_and_policies_with_counters(tmp_path):
+    from scapy.all import wrpcap
+
+    from flowpath.cli import main
+
+    (tmp_path / "gw.ip").write_text(NET)
+    (tmp_path / "gw.nft").write_text(RULES)
+    p = Ether(src=HOST_MAC, dst=GW_LAN) / IP(src="10.1.0.5", dst="10.2.0.7") / UDP() / Raw(b"x")
+    wrpcap(str(tmp_path / "l.pcap"), [p, p])
+    rc = main(["replay", "-n", str(tmp_path / "gw.ip"), "-r", str(tmp_path / "gw.nft"), "--in",
+               f"lan0={tmp_path / 'l.pcap'}", "--out-dir", str(tmp_path / "o"), "-q",
+               "--dump-xfrm", str(tmp_path / "x.txt")])  # fmt: skip
+    assert rc == 0
+    text = (tmp_path / "x.txt").read_text()
+    assert "spi 0x00001001" in text and "dir fwd" in text and "mode tunnel" in text
+    assert "oseq 0x2" in text  # two packets went out through the SA
