@@ -17,8 +17,6 @@ from flowpath.flowtable.bulk import HDR_MAX, flow_bulk_group, flow_neigh_xmit_bu
 from flowpath.flowtable.core import Flowtable
 from flowpath.flowtable.ip import (
     PREFETCH_GROUP,
-    PREFETCH_MIN_ENTRIES,
-    nf_flow_offload_ip_batch,
     nf_flow_offload_ip_batch_prefetch,
 )
 from flowpath.flowtable.key import KEY_ROW, FlowtableViews
@@ -81,13 +79,9 @@ def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, index,
     ft = FlowtableViews(
         index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed
     )
-    if key.shape[0] >= PREFETCH_MIN_ENTRIES:
-        slow = nf_flow_offload_ip_batch_prefetch(data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash,
-                                                 now_ns)  # fmt: skip
-    else:
-        slow = nf_flow_offload_ip_batch(
-            data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash, now_ns
-        )
+    slow = nf_flow_offload_ip_batch_prefetch(
+        data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash, now_ns
+    )
     ng = flow_bulk_group(
         verdict, flow, n, key, val, bulk, group, group_start, group_count, order, gfirst, gtab
     )

@@ -4,10 +4,12 @@
 nf_flow_tuple (parse, exceptions, key) -> flow_offload_lookup -> nf_flow_offload_forward (remaining
 checks, then refresh, NAT, TTL, counters). Bulk grouping and the link-layer header follow in
 flowtable/bulk.py. The stage narrows the active set by writing `verdict`; a packet it sends to the
-slow path keeps its bytes, `len` and `head` ("decide, then write"). One pass, one packet at a time
-(measured as fast as a pass per step, with the key in one small scratch row). Tables too large for
-the caches take `nf_flow_offload_ip_batch_prefetch` instead, the same steps in groups of 16 with
-software prefetch, so that the groups' memory misses overlap.
+slow path keeps its bytes, `len` and `head` ("decide, then write"). The hook runs
+`nf_flow_offload_ip_batch_prefetch`: the same steps in groups of 16 packets, parse and hash for the
+whole group first (and software prefetch for tables that miss the caches), so that the groups' hash
+chains and memory misses overlap; `nf_flow_offload_ip_batch` (one packet at a time) is its
+reference. IPv4 keys are hashed and compared from the header fields, and IPv4 NAT updates each
+checksum once (nf_flow_nat_ip), the same bytes as Linux's field-by-field updates.
 
 The per-packet steps are scalar @njit helpers over one frame (a 1-D uint8 array, `b`), so the slow
 path can call the same code: `nf_flow_tuple` builds the key of a frame, `nf_flow_nat_port`,
@@ -47,11 +49,14 @@ from flowpath.flowtable.key import (
     VAL_ROW,
     XMIT_VLAN,
     flow_offload_hash,
+    flow_offload_hash_ipv4,
     flow_offload_probe,
+    flow_offload_probe_ipv4,
 )
 from flowpath.flowtable.prefetch import prefetch
 from flowpath.packet.csum import (
     CSUM_MANGLED_0,
+    csum_fold,
     csum_replace2,
     csum_replace4,
     csum_replace16,
@@ -105,47 +110,62 @@ EXT_HDR_0, EXT_HDR_1, EXT_HDR_2, EXT_HDR_3, EXT_HDR_4, EXT_HDR_5 = IPV6_EXT_HDRS
 
 # ---- nf_flow_tuple_ip / nf_flow_tuple_ipv6 ------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
-def nf_flow_tuple_ip(b, nhoff, l3len, iifidx, k, koff):
-    """Check an IPv4 packet and fill the key words k[koff : koff + 12]; return FLOW_FORWARD or a
-    Reason.
+def nf_flow_tuple_ip_words(b, nhoff, l3len):
+    """Check an IPv4 packet; return (FLOW_FORWARD or a Reason, l3proto << 8 | l4proto, saddr,
+    daddr, ports): the key words nf_flow_tuple_ip writes, for a caller that keeps them in registers.
 
     Linux: nf_flow_table_ip.c › nf_flow_tuple_ip: fragment or options, then l4proto, then ttl, then
     the header pull. l3len is the frame length after the Ethernet header (skb->len at ingress).
     """
+    z = np.int64(0)
     if l3len < IPH.size:
-        return SLOW_MALFORMED
+        return SLOW_MALFORMED, z, z, z, z
     vihl = b[nhoff + IPH.version_ihl]
     if (vihl >> 4) != 4 or (vihl & 0x0F) < 5:
-        return SLOW_MALFORMED  # the classic path drops it (IP_INHDR)
+        return SLOW_MALFORMED, z, z, z, z  # the classic path drops it (IP_INHDR)
     if ld16(b, nhoff + IPH.frag_off) & (IP_MF | IP_OFFSET):  # ip_is_fragment()
-        return SLOW_FRAGMENT
+        return SLOW_FRAGMENT, z, z, z, z
     if vihl != 0x45:  # ip_has_options()
-        return SLOW_IP_OPTIONS
+        return SLOW_IP_OPTIONS, z, z, z, z
     l4proto = np.int64(b[nhoff + IPH.protocol])
     if l4proto == IPPROTO_TCP:
         hdrsize = TCPH.size
     elif l4proto == IPPROTO_UDP:
         hdrsize = UDPH.size
     else:
-        return SLOW_L4PROTO
+        return SLOW_L4PROTO, z, z, z, z
     if b[nhoff + IPH.ttl] <= 1:
-        return SLOW_TTL
+        return SLOW_TTL, z, z, z, z
     tot_len = ld16(b, nhoff + IPH.tot_len)
     thoff = nhoff + IPH.size
     if tot_len > l3len or tot_len < IPH.size + hdrsize:
-        return SLOW_MALFORMED
+        return SLOW_MALFORMED, z, z, z, z
     if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) * 4 > tot_len - IPH.size:
-        return SLOW_MALFORMED
+        return SLOW_MALFORMED, z, z, z, z
     if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
-        return SLOW_MALFORMED
+        return SLOW_MALFORMED, z, z, z, z
+    saddr, daddr, ports = ld32(b, nhoff + IPH.saddr), ld32(b, nhoff + IPH.daddr), ld32(b, thoff)
+    return FLOW_FORWARD, (4 << 8) | l4proto, saddr, daddr, ports
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_tuple_ip(b, nhoff, l3len, iifidx, k, koff):
+    """Check an IPv4 packet and fill the key words k[koff : koff + 12]; return FLOW_FORWARD or a
+    Reason.
+
+    Linux: nf_flow_table_ip.c › nf_flow_tuple_ip (the checks are nf_flow_tuple_ip_words').
+    """
+    r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(b, nhoff, l3len)
+    if r != FLOW_FORWARD:
+        return r
     k[koff + K_IIFIDX] = iifidx
-    k[koff + K_PROTO] = (4 << 8) | l4proto
-    k[koff + K_SADDR] = ld32(b, nhoff + IPH.saddr)
-    k[koff + K_DADDR] = ld32(b, nhoff + IPH.daddr)
+    k[koff + K_PROTO] = proto
+    k[koff + K_SADDR] = saddr
+    k[koff + K_DADDR] = daddr
     for w in range(1, 4):
         k[koff + K_SADDR + w] = 0
         k[koff + K_DADDR + w] = 0
-    k[koff + K_PORTS] = ld32(b, thoff)
+    k[koff + K_PORTS] = ports
     k[koff + K_ENCAP] = 0
     return FLOW_FORWARD
 
@@ -290,6 +310,67 @@ def nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, dir_, val, nat6, e):
             _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _csum32_terms(old, new):
+    # RFC 1624 eq. 3 terms ~m + m' of a 32-bit field change, as csum_replace4 adds them
+    return ((~(old >> 16)) & 0xFFFF) + ((~old) & 0xFFFF) + ((new >> 16) & 0xFFFF) + (new & 0xFFFF)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def csum_replace_terms(b, coff, terms, udp):
+    """One RFC 1624 eq. 3 update by the summed ~m + m' terms of several field changes.
+
+    No Linux counterpart: Linux calls csum_replace4/2 (inet_proto_csum_replace4/2 for L4) once per
+    field. One update gives the same bytes: csum_fold depends only on its argument modulo 0xFFFF and
+    on whether it is 0, so folding between the terms changes nothing, and UDP's zero rules (a zero
+    checksum stays zero, a zero result becomes CSUM_MANGLED_0) hold at the end as after each step
+    (tests/flowtable: the hypothesis test against the field-by-field helpers). It reads and writes
+    the checksum once, instead of a store then a load per field.
+    """
+    hc = ld16(b, coff)
+    if udp and hc == 0:
+        return
+    c = (~csum_fold(((~hc) & 0xFFFF) + terms)) & 0xFFFF
+    st16(b, coff, CSUM_MANGLED_0 if udp and c == 0 else c)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, dir_, val, e):
+    """IPv4 NAT of one hit with one checksum update per header; the same bytes as nf_flow_nat.
+
+    Linux: nf_flow_table_ip.c › nf_flow_nat_ip (nf_flow_snat_port/ip, nf_flow_dnat_port/ip): the
+    source side is rewritten by ORIGINAL SNAT and REPLY DNAT, the destination side by REPLY SNAT
+    and ORIGINAL DNAT; both sides' changes go into one csum_replace_terms per checksum.
+    """
+    orig = dir_ == FLOW_OFFLOAD_DIR_ORIGINAL
+    src = (flags & F_SNAT and orig) or (flags & F_DNAT and not orig)
+    dst = (flags & F_SNAT and not orig) or (flags & F_DNAT and orig)
+    if not (src or dst):
+        return
+    ports = ld32(b, thoff)
+    ip_terms = np.int64(0)
+    port_terms = np.int64(0)
+    if src:
+        old, new = ld32(b, nhoff + IPH.saddr), val[e, V_NAT_SADDR]
+        ip_terms += _csum32_terms(old, new)
+        st32(b, nhoff + IPH.saddr, new)
+        newp = val[e, V_NAT_PORTS] >> 16
+        port_terms += ((~(ports >> 16)) & 0xFFFF) + newp
+        st16(b, thoff + TCPH.source, newp)
+    if dst:
+        old, new = ld32(b, nhoff + IPH.daddr), val[e, V_NAT_DADDR]
+        ip_terms += _csum32_terms(old, new)
+        st32(b, nhoff + IPH.daddr, new)
+        newp = val[e, V_NAT_PORTS] & 0xFFFF
+        port_terms += ((~ports) & 0xFFFF) + newp
+        st16(b, thoff + TCPH.dest, newp)
+    csum_replace_terms(b, nhoff + IPH.check, ip_terms, False)
+    if l4proto == IPPROTO_TCP:
+        csum_replace_terms(b, thoff + TCPH.check, ip_terms + port_terms, False)
+    else:
+        csum_replace_terms(b, thoff + UDPH.check, ip_terms + port_terms, True)
+
+
 # ---- nf_flow_offload_forward ---------------------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
 def nf_flow_state_check(key, e, b, thoff, l4proto):
@@ -339,10 +420,11 @@ def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_ud
     timeout = now_ns + (tmo_tcp_ns if l4proto == IPPROTO_TCP else tmo_udp_ns)
     if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
         val[e, V_TIMEOUT] = timeout
-    nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, key[e, V_XMIT] & 0xF, val, nat6, e)
     if l3proto == 4:
+        nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, key[e, V_XMIT] & 0xF, val, e)
         ip_decrease_ttl(b, nhoff)
     else:
+        nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, key[e, V_XMIT] & 0xF, val, nat6, e)
         b[nhoff + IP6H.hop_limit] -= 1
     if counter:  # nf_ct_acct_update(ct, dir, skb->len)
         val[e, V_PACKETS] += 1
@@ -388,10 +470,21 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, n, ft,
         if verdict[i] != FLOW_FORWARD:
             continue
         off = i * slot + np.int64(head[i])  # int64: uint16 arithmetic would wrap with the JIT off
-        r = nf_flow_tuple(flat, off, length[i], iif[i], kflat, 0)
+        ln = np.int64(length[i])
+        if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IP:
+            # IPv4 keys stay in registers: hashed and compared from the header fields, no key row
+            r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(flat, off + ETH_HLEN, ln - ETH_HLEN)
+            if r == FLOW_FORWARD:
+                ifidx = np.int64(iif[i])
+                h = flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, 0, ft.seed)
+                e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, ifidx, proto, saddr, daddr,
+                                            ports, 0, h)  # fmt: skip
+        else:
+            r = nf_flow_tuple(flat, off, ln, iif[i], kflat, 0)
+            if r == FLOW_FORWARD:
+                h = flow_offload_hash(kflat, 0, ft.seed)
+                e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, 0, h)
         if r == FLOW_FORWARD:
-            h = flow_offload_hash(kflat, 0, ft.seed)
-            e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, 0, h)
             r = nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
         else:
             flow[i] = -1
@@ -409,43 +502,64 @@ PREFETCH_MIN_ENTRIES = 1 << 15  # tables this large (4 MB of rows and up) miss t
 def nf_flow_offload_ip_batch_prefetch(
     data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash, now_ns
 ):
-    """nf_flow_offload_ip_batch for tables that miss the caches: groups of PREFETCH_GROUP packets go
-    through three passes (parse and hash, then prefetch the home probe slot; read it and prefetch the
-    entry's two rows; probe and forward), so a group's memory misses overlap instead of queueing.
+    """nf_flow_offload_ip_batch in groups of PREFETCH_GROUP packets and three passes: parse and hash
+    every packet of the group (the hashes' multiply chains overlap instead of each waiting for the
+    previous packet's lookup), then, for tables that miss the caches, read the home probe slots and
+    prefetch the entries' rows, then probe and forward one packet at a time.
 
-    No Linux counterpart (the kernel walks one skb at a time). Same arguments, same results.
-    Measured (flowtable_kernel-style, 100k flows, batches of 256): 221 -> 168 ns/pkt; with 1 flow
-    it costs 73 -> 98 ns/pkt, hence the size threshold.
+    No Linux counterpart (the kernel walks one skb at a time). Same arguments, same results. IPv4
+    keys are written as their four varying words only (pkey row: proto, saddr, daddr, ports;
+    iifidx in K_IIFIDX) and compared from them.
+    Measured (flowtable_kernel-style, 100k flows, batches of 256): 221 -> 168 ns/pkt.
     """
     flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
     kflat_tab, vflat_tab = ft.key.reshape(-1), ft.val.reshape(-1)
+    far = ft.key.shape[0] >= PREFETCH_MIN_ENTRIES
     slow = 0
     for g0 in range(0, n, PREFETCH_GROUP):
         g1 = min(n, g0 + PREFETCH_GROUP)
         for i in range(g0, g1):
             if verdict[i] != FLOW_FORWARD:
                 continue
-            j = i - g0
-            r = nf_flow_tuple(flat, i * slot + np.int64(head[i]), length[i], iif[i], kflat, j * KEY_ROW)
+            ko = (i - g0) * KEY_ROW
+            off, ln, h = i * slot + np.int64(head[i]), np.int64(length[i]), np.int64(0)
+            if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IP:
+                r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(flat, off + ETH_HLEN, ln - ETH_HLEN)
+                if r == FLOW_FORWARD:
+                    ifidx = np.int64(iif[i])
+                    kflat[ko + K_IIFIDX], kflat[ko + K_PROTO], kflat[ko + K_PORTS] = ifidx, proto, ports
+                    kflat[ko + K_SADDR], kflat[ko + K_DADDR] = saddr, daddr
+                    h = flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, 0, ft.seed)
+            else:
+                r = nf_flow_tuple(flat, off, ln, iif[i], kflat, ko)
+                if r == FLOW_FORWARD:
+                    h = flow_offload_hash(kflat, ko, ft.seed)
             if r != FLOW_FORWARD:
                 verdict[i] = r
                 flow[i] = -1
                 slow += 1
                 continue
-            phash[j] = flow_offload_hash(kflat, j * KEY_ROW, ft.seed)
-            prefetch(ft.index, phash[j] & ft.mask)
-        for i in range(g0, g1):
-            if verdict[i] == FLOW_FORWARD:
-                rec = ft.index[phash[i - g0] & ft.mask]
-                if rec > 0:
-                    e = (rec & 0xFFFFFFFF) - 1
-                    prefetch(kflat_tab, e * KEY_ROW)
-                    prefetch(vflat_tab, e * VAL_ROW)
+            phash[i - g0] = h
+            if far:
+                prefetch(ft.index, h & ft.mask)
+        if far:
+            for i in range(g0, g1):
+                if verdict[i] == FLOW_FORWARD:
+                    rec = ft.index[phash[i - g0] & ft.mask]
+                    if rec > 0:
+                        e = (rec & 0xFFFFFFFF) - 1
+                        prefetch(kflat_tab, e * KEY_ROW)
+                        prefetch(vflat_tab, e * VAL_ROW)
         for i in range(g0, g1):
             if verdict[i] != FLOW_FORWARD:
                 continue
-            j = i - g0
-            e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, j * KEY_ROW, phash[j])
+            ko, h = (i - g0) * KEY_ROW, phash[i - g0]
+            if (kflat[ko + K_PROTO] >> 8) == 4:
+                e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, np.int64(kflat[ko + K_IIFIDX]),
+                                            np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
+                                            np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]), 0, h)  # fmt: skip
+            else:
+                e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, ko, h)
             r = nf_flow_offload_step(flat, i * slot + np.int64(head[i]), i, head, length, oif, flow, ft, nat6, e,
                                      now_ns)  # fmt: skip
             if r != FLOW_FORWARD:

@@ -122,23 +122,40 @@ def flow_offload_hash(k, koff, seed):
     slot) depend on every key bit. Same value with the JIT off. An IPv4 key skips its six address
     words that are zero by construction (nf_flow_tuple_ip and FlowTuple.words write them so).
     """
+    if (k[koff + K_PROTO] >> 8) == 4:
+        return flow_offload_hash_ipv4(np.int64(k[koff + K_IIFIDX]), np.int64(k[koff + K_PROTO]),
+                                      np.int64(k[koff + K_SADDR]), np.int64(k[koff + K_DADDR]),
+                                      np.int64(k[koff + K_PORTS]), np.int64(k[koff + K_ENCAP]), seed)  # fmt: skip
     a, b = np.int64(0x2545F491) ^ seed, np.int64(0x9E3779B9) ^ seed
     c, d = np.int64(0x7F4A7C15) ^ seed, np.int64(0x1B873593) ^ seed
-    if (k[koff + K_PROTO] >> 8) == 4:
-        a = _mix32(_mix32(a, np.int64(k[koff + K_IIFIDX])), np.int64(k[koff + K_PORTS]))
-        b = _mix32(_mix32(b, np.int64(k[koff + K_PROTO])), np.int64(k[koff + K_ENCAP]))
-        c = _mix32(c, np.int64(k[koff + K_SADDR]))
-        d = _mix32(d, np.int64(k[koff + K_DADDR]))
-    else:
-        for w in range(0, FLOW_KEY_WORDS, 4):
-            a = _mix32(a, np.int64(k[koff + w]))
-            b = _mix32(b, np.int64(k[koff + w + 1]))
-            c = _mix32(c, np.int64(k[koff + w + 2]))
-            d = _mix32(d, np.int64(k[koff + w + 3]))
+    for w in range(0, FLOW_KEY_WORDS, 4):
+        a = _mix32(a, np.int64(k[koff + w]))
+        b = _mix32(b, np.int64(k[koff + w + 1]))
+        c = _mix32(c, np.int64(k[koff + w + 2]))
+        d = _mix32(d, np.int64(k[koff + w + 3]))
+    return _hash_final(a, b, c, d)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hash_final(a, b, c, d):
     h = _mix32(_mix32(a, b), _mix32(c, d))
     h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
     h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
     return h ^ (h >> 16)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def flow_offload_hash_ipv4(iifidx, proto, saddr, daddr, ports, encap, seed):
+    """flow_offload_hash of an IPv4 key given as its six meaningful words (int64 each, < 2**32):
+    the same value, without building the key row (the compiled hook hashes straight from the
+    header fields)."""
+    a, b = np.int64(0x2545F491) ^ seed, np.int64(0x9E3779B9) ^ seed
+    c, d = np.int64(0x7F4A7C15) ^ seed, np.int64(0x1B873593) ^ seed
+    a = _mix32(_mix32(a, iifidx), ports)
+    b = _mix32(_mix32(b, proto), encap)
+    c = _mix32(c, saddr)
+    d = _mix32(d, daddr)
+    return _hash_final(a, b, c, d)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -174,6 +191,26 @@ def flow_offload_probe(index, key, mask, max_probes, k, koff, h):
         if (rec >> 32) == tag:
             e = (rec & 0xFFFFFFFF) - 1
             if flow_key_equal(key, e, k, koff):
+                return e
+        slot = (slot + 1) & mask
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def flow_offload_probe_ipv4(index, key, mask, max_probes, iifidx, proto, saddr, daddr, ports, encap, h):
+    """flow_offload_probe for an IPv4 key given as its six meaningful words (as
+    flow_offload_hash_ipv4): the same entry, compared straight from the header fields."""
+    tag = h >> 1
+    slot = h & mask
+    for _ in range(max_probes):
+        rec = index[slot]
+        if rec == IDX_EMPTY:
+            return -1
+        if (rec >> 32) == tag:
+            e = (rec & 0xFFFFFFFF) - 1
+            if (key[e, K_PORTS] == ports and key[e, K_SADDR] == saddr and key[e, K_DADDR] == daddr
+                    and key[e, K_PROTO] == proto and key[e, K_IIFIDX] == iifidx
+                    and key[e, K_ENCAP] == encap):  # fmt: skip
                 return e
         slot = (slot + 1) & mask
     return -1
