@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flowpath.netfilter import constants as C
+from flowpath.netfilter.nat import nf_nat_inet_fn
+from flowpath.netfilter.nf_tables import NftPktinfo
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff, skb_reload_addrs
 
@@ -111,15 +113,11 @@ class Netfilter:
         return res
 
     def _pktinfo(self, skb: SkBuff, state: NfHookState):
-        from flowpath.netfilter.nf_tables import NftPktinfo
-
         return NftPktinfo(skb=skb, hooknum=state.hooknum, nfproto=state.nfproto, iifname=state.in_name,
                           oifname=state.out_name, iif=state.in_ifindex, oif=state.out_ifindex,
                           mtu=state.mtu)  # fmt: skip
 
     def _nat(self, skb: SkBuff, state: NfHookState) -> int:
-        from flowpath.netfilter.nat import nf_nat_inet_fn
-
         chains = self.nat_chains.get((state.nfproto, state.hooknum), ())
 
         def do_chain(skb_: SkBuff):
