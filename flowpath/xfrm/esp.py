@@ -82,6 +82,19 @@ def esp_pad_len(plen: int) -> int:
     return -(plen + 2) % 4
 
 
+def xfrm_state_mtu(x: XfrmState, mtu: int) -> int:
+    """The largest inner packet that fits an outer path MTU `mtu` once encapsulated.
+
+    Linux: xfrm_state.c › xfrm_state_mtu (tunnel mode: header_len = outer IP + [UDP] + ESP header +
+    IV; payload aligned to 4, minus pad length and next header). The PMTU check on output (ICMP frag
+    needed / packet too big with this value) is the caller's, as xfrm4_tunnel_check_size.
+    """
+    header_len = (
+        (20 if x.family == AF_INET else 40) + (UDP_HLEN if x.encap_type else 0) + ESP_HLEN + ESP_IVLEN
+    )
+    return ((mtu - header_len - x.icv_len) & ~3) - 2
+
+
 def esp_nonce(x: XfrmState, iv: bytes) -> bytes:
     """RFC 4106 §4 / RFC 7634 §2: nonce = 4-byte salt ‖ 8-byte explicit IV."""
     return x.salt + iv

@@ -1,6 +1,6 @@
-"""ESP tunnel mode over a bulk of one SA, compiled, calling OpenSSL EVP in place.
+"""Linux: net/ipv4/esp4.c, net/ipv6/esp6.c over a bulk of one SA: compiled, OpenSSL EVP in place.
 
-Linux: net/ipv4/esp4.c / net/ipv6/esp6.c (esp_output, esp_input) as esp.py, but over a batch, the way
+esp_output / esp_input as in esp.py (the per-packet reference), but over a batch, the way
 VPP's esp_encrypt/esp_decrypt nodes work on a frame: one SA resolution per bulk, per-SA counters in the
 SAD columns, a reason per failed packet. The outer headers go into the batch headroom (head moves
 back), the trailer and ICV into the slot's tailroom; decryption moves head forward past the outer

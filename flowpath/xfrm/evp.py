@@ -1,6 +1,7 @@
-"""OpenSSL EVP AEAD bound for numba, with `cryptography` as the fallback.
+"""No Linux counterpart (Linux: crypto/gcm.c, crypto/chacha20poly1305.c): OpenSSL EVP AEAD for numba.
 
-Linux: crypto/gcm.c (rfc4106) and crypto/chacha20poly1305.c (rfc7539esp), reached here through OpenSSL.
+The AEADs Linux calls rfc4106(gcm(aes)) and rfc7539esp(chacha20,poly1305), reached through OpenSSL,
+with `cryptography` as the fallback.
 The numba kernels declare the EVP calls as `types.ExternalFunction` (resolved by symbol name when the
 code is linked), so the compiled stages keep `cache=True`; `evp_load()` makes the symbols visible to
 the JIT with llvmlite's `load_library_permanently` and must run before a kernel is first called.

@@ -217,3 +217,18 @@ def test_lifetime_seconds_from_first_packet_clock():
     xfrm_timer(x.owner, t0 + 20 * 10**9)
     assert [(e.hard, e.reason) for e in x.owner.events] == [(False, "add"), (True, "add")]
     assert esp_output(x, INNER, 14, t0 + 21 * 10**9) == esp.XFRM_STATE_EXPIRED
+
+
+@pytest.mark.parametrize(("natt", "mtu"), [(False, 1500), (True, 1500), (False, 1280)])
+def test_state_mtu_is_the_largest_inner_packet_that_fits(natt, mtu):
+    """xfrm_state_mtu: an inner packet of exactly that size encapsulates to <= mtu, one more byte does not."""
+    from flowpath.xfrm.esp import xfrm_state_mtu
+    from flowpath.xfrm.state import UDP_ENCAP_ESPINUDP
+
+    x = state()
+    if natt:
+        x.encap_type, x.encap_sport, x.encap_dport = UDP_ENCAP_ESPINUDP, 4500, 4500
+    m = xfrm_state_mtu(x, mtu)
+    for size, fits in ((m, True), (m + 1, False)):
+        p = raw(ETH / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / bytes(size - 28))
+        assert (len(esp_output(x, p, 14, 0)) - 14 <= mtu) == fits
