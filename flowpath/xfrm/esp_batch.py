@@ -240,6 +240,10 @@ def esp_encrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, ttl, scr)
     row sa updated once per bulk, as VPP flushes SA counters); sa int; ttl outer TTL;
     scr uint8[SCRATCH] scratch.
     """
+    if scr.shape[0] < SCRATCH:  # the kernel writes SCRATCH bytes into it: refuse, never overrun
+        for j in range(idx.shape[0]):
+            verdict[idx[j]] = XFRM_NO_ROOM
+        return idx.shape[0]
     esp_scratch_fill(t, sa, scr)
     ctx, spi, flags = t.ctx_enc[sa], np.int64(t.spi[sa]), t.flags[sa]
     v4, sport, dport = t.family[sa] == AF_INET, t.encap_sport[sa], t.encap_dport[sa]
@@ -391,6 +395,10 @@ def esp_decrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, scr):
     Same columns as esp_encrypt_kernel; nhoff uint16[cap] is the outer IP header's offset from head.
     On success head/length frame the link-layer header plus the inner packet.
     """
+    if scr.shape[0] < SCRATCH:  # the kernel writes SCRATCH bytes into it: refuse, never overrun
+        for j in range(idx.shape[0]):
+            verdict[idx[j]] = XFRM_NO_ROOM
+        return idx.shape[0]
     esp_scratch_fill(t, sa, scr)
     ctx, spi, flags, window = t.ctx_dec[sa], np.int64(t.spi[sa]), t.flags[sa], t.window[sa]
     top, bmp = t.replay_top, t.replay_bmp
