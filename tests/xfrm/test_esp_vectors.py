@@ -94,6 +94,8 @@ def test_rfc7539_vector_through_the_compiled_esp_seal_and_open(need_evp):
     """esp_aead_seal builds the nonce from salt ‖ 64-bit seq and the ESN AAD; the vector's IV equals
     its seq here, so the kernel must produce the published ciphertext and tag, and open them again."""
     seq_as_iv = int.from_bytes(CHACHA_IV, "big")
+    # the kernels hold 64-bit sequence numbers as int64 (two's complement above 2^63)
+    seq = np.int64(CHACHA_SEQ - (1 << 64))
     ctx_e = evp.evp_ctx_new(evp.XFRM_AEAD_CHACHA, CHACHA_KEY, True)
     ctx_d = evp.evp_ctx_new(evp.XFRM_AEAD_CHACHA, CHACHA_KEY, False)
     scr = np.zeros(SCRATCH, np.uint8)
@@ -101,15 +103,13 @@ def test_rfc7539_vector_through_the_compiled_esp_seal_and_open(need_evp):
     b = np.zeros(256, np.uint8)
     b[8 : 8 + len(CHACHA_P)] = np.frombuffer(CHACHA_P, np.uint8)
     n = len(CHACHA_P)
-    ok = esp_aead_open(
-        ctx_d, scr, _with(b, CHACHA_C + CHACHA_TAG), 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, 1
-    )
+    ok = esp_aead_open(ctx_d, scr, _with(b, CHACHA_C + CHACHA_TAG), 8, n, seq_as_iv, seq, CHACHA_SPI, 1)
     assert ok == 1
     c = _with(b, CHACHA_C + CHACHA_TAG)
-    esp_aead_open(ctx_d, scr, c, 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, 1)
+    esp_aead_open(ctx_d, scr, c, 8, n, seq_as_iv, seq, CHACHA_SPI, 1)
     assert bytes(c[8 : 8 + n]) == CHACHA_P
     tampered = _with(b, CHACHA_C + CHACHA_TAG[:-1] + b"\x00")
-    assert esp_aead_open(ctx_d, scr, tampered, 8, n, seq_as_iv, CHACHA_SEQ, CHACHA_SPI, 1) == 0
+    assert esp_aead_open(ctx_d, scr, tampered, 8, n, seq_as_iv, seq, CHACHA_SPI, 1) == 0
     # and the sealing kernel reproduces the vector when IV and AAD come from the same seq
     x = XfrmState(AF_INET, None, None, CHACHA_SPI, alg=evp.XFRM_AEAD_CHACHA, key=CHACHA_KEY, salt=CHACHA_SALT)
     e = _with(b, CHACHA_P)
