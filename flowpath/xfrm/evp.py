@@ -63,6 +63,11 @@ def evp_load(force_fallback: bool = False) -> bool:
     if EVP_AVAILABLE is not None:
         return EVP_AVAILABLE
     from llvmlite import binding as llb
+    from numba.core import config
+
+    if config.DISABLE_JIT:  # ExternalFunction calls exist only in compiled code
+        EVP_AVAILABLE, EVP_ERROR = False, "NUMBA_DISABLE_JIT is set"
+        return False
 
     EVP_AVAILABLE, EVP_ERROR = False, "libcrypto not found"
     for name in _candidates():
