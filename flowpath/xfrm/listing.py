@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flowpath.xfrm.policy import XFRM_DIR_NAMES, XFRM_POLICY_BLOCK, XfrmPolicy
 from flowpath.xfrm.state import (
+    AF_INET,
     XFRM_INF,
     XFRM_STATE_AF_UNSPEC,
     XFRM_STATE_DECAP_DSCP,
@@ -52,6 +53,8 @@ def xfrm_state_print(xfrm: Xfrm, x: XfrmState, stats: bool = False) -> str:
         lines.append(
             f"\tanti-replay context: seq 0x{top:x}, oseq 0x{oseq:x}, bitmap 0x{bmp[0] if bmp else 0:08x}"
         )
+    any_ = "0.0.0.0/0" if x.family == AF_INET else "::/0"
+    lines.append(f"\tsel src {any_} dst {any_}")  # state selectors are not modelled: the wildcard
     if stats:
         lft = x.lft
         lines += [

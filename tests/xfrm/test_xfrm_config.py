@@ -182,6 +182,7 @@ def test_state_listing_in_iproute2_style():
     assert "\treplay-window 0 flag esn" in text
     assert "\tencap type espinudp sport 4500 dport 4500 addr 0.0.0.0" in text
     assert "\t replay_window 1024, bitmap-length 32" in text
+    assert text.count("\tsel src 0.0.0.0/0 dst 0.0.0.0/0\n") == 2
     assert "(INF)(bytes)" in xfrm_state_list(x, stats=True)
 
 
