@@ -184,6 +184,18 @@ class Flowtable:
         if (self.nused + self.ntomb + 1) * 4 > self.index.shape[0] * 3:
             self._rebuild(self.index.shape[0])
         r = flow_index_insert(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
+        if r == 0 and self.index.shape[0] < 8 * self.capacity:
+            # A full probe run at load <= 0.75 is bad luck, but over 10**5 adds it happens (runs
+            # past 32 slots): try once with an index twice as large (e is flagged used already,
+            # so the build indexes it) before refusing the flow.
+            index = np.zeros(2 * self.index.shape[0], np.int64)
+            if (
+                flow_index_build(index, self.key, self.used, index.shape[0] - 1, self.max_probes, self.seed)
+                == 0
+            ):
+                self.index, self.ntomb = index, 0
+                self._views = self._make_views()
+                return True
         self.ntomb -= r == 2
         return r != 0
 

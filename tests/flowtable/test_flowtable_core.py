@@ -146,3 +146,14 @@ def test_the_hash_is_seeded_per_table():
     k = FlowTuple(1, 4, 17, 1, 2, 3, 4).words()
     assert len({flow_offload_hash(k, 0, Flowtable("s").seed) for _ in range(8)}) > 1
     assert flow_offload_hash(k, 0, 7) == flow_offload_hash(k, 0, 7)
+
+
+def test_a_full_probe_run_first_doubles_the_index():
+    """Before refusing a flow for a full probe run, the owner retries once with an index twice as
+    large (bounded at 8 slots per entry), so long runs in big tables do not refuse flows by bad luck."""
+    ft = Flowtable("p", capacity=64, max_entries=64, max_probes=1, seed=1)
+    results = [_add(ft, i) for i in range(30)]
+    assert 128 < ft.index.shape[0] <= 8 * ft.capacity
+    for fid, o, r in results:
+        if fid >= 0:
+            assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
