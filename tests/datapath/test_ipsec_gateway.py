@@ -95,3 +95,37 @@ def test_dump_xfrm_lists_states_and_policies_with_counters(tmp_path):
     text = (tmp_path / "x.txt").read_text()
     assert "spi 0x00001001" in text and "dir fwd" in text and "mode tunnel" in text
     assert "oseq 0x2" in text  # two packets went out through the SA
+
+
+def test_nat_traversal_esp_in_udp_both_ways(tmp_path):
+    """RFC 3948: ESP in UDP 4500 out and in; IKE's non-ESP marker is left to the slow path (local)."""
+    net_text = "\n".join(
+        ln.replace("mode tunnel", "mode tunnel encap espinudp 4500 4500 0.0.0.0")
+        if ln.startswith("xfrm state")
+        else ln
+        for ln in NET.splitlines()
+    )
+    net, rules = parse_network(net_text, "natt.ip"), parse_ruleset(RULES)
+    natt = UDP(sport=4500, dport=4500)
+    up = (
+        Ether(src=HOST_MAC, dst=GW_LAN)
+        / IP(src="10.1.0.5", dst="10.2.0.7")
+        / UDP(sport=1, dport=2)
+        / Raw(b"u")
+    )
+    peer = SecurityAssociation(ESP, spi=0x2002, crypt_algo="AES-GCM", crypt_key=KEY, auth_algo="NULL",
+                               tunnel_header=IP(src="192.0.2.2", dst="192.0.2.1"), nat_t_header=natt)  # fmt: skip
+    down = Ether(src=PEER_MAC, dst=GW_WAN) / peer.encrypt(
+        IP(src="10.2.0.7", dst="10.1.0.5") / UDP() / Raw(b"d")
+    )
+    ike = (
+        Ether(src=PEER_MAC, dst=GW_WAN) / IP(src="192.0.2.2", dst="192.0.2.1") / natt / Raw(bytes(4) + b"IKE")
+    )
+    out, stats, _ = run(tmp_path, [("lan0", up), ("wan0", down), ("wan0", ike)], net=net, rules=rules)
+    (o,) = [p for p in out["wan0"] if p.haslayer(UDP) and p[UDP].dport == 4500]
+    mine = SecurityAssociation(ESP, spi=0x1001, crypt_algo="AES-GCM", crypt_key=KEY, auth_algo="NULL",
+                               tunnel_header=IP(src="192.0.2.1", dst="192.0.2.2"), nat_t_header=natt)  # fmt: skip
+    assert bytes(mine.decrypt(o[IP])[Raw]) == b"u"
+    (d,) = out["lan0"]
+    assert d[IP].src == "10.2.0.7" and bytes(d[Raw]) == b"d"
+    assert stats["drops"].get("xfrm_no_state", 0) == 0
