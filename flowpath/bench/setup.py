@@ -55,6 +55,7 @@ GW_WAN = bytes.fromhex("020000000201")
 CLIENT_MAC = bytes.fromhex("020000000102")
 UPSTREAM_MAC = bytes.fromhex("0200000002fe")
 BASE_PORT = 1024
+PORTS_PER_SERVER_PORT = 64000
 
 
 def udp_frame(src: int, dst: int, sport: int, dport: int, size: int, smac: bytes, dmac: bytes) -> bytes:
@@ -74,12 +75,19 @@ def udp_frame(src: int, dst: int, sport: int, dport: int, size: int, smac: bytes
     return b.tobytes()
 
 
+def flow_ports(k: int) -> tuple[int, int]:
+    """Flow k's (source port, server port): source ports first (as TRex streams vary them), then the
+    server port, so more than 64000 flows stay distinct and masquerade keeps every source port."""
+    return BASE_PORT + k % PORTS_PER_SERVER_PORT, 5001 + k // PORTS_PER_SERVER_PORT
+
+
 def flow_frames(flows: int, size: int) -> tuple[list[bytes], list[bytes]]:
-    """Per flow k (UDP source port BASE_PORT + k): the LAN->Internet frame and its reply."""
-    up = [udp_frame(CLIENT, SERVER, BASE_PORT + k, 5001, size, CLIENT_MAC, GW_LAN) for k in range(flows)]
-    down = [
-        udp_frame(SERVER, WAN_ADDR, 5001, BASE_PORT + k, size, UPSTREAM_MAC, GW_WAN) for k in range(flows)
-    ]
+    """Per flow k: the LAN->Internet frame and its reply (to the masqueraded address)."""
+    up, down = [], []
+    for k in range(flows):
+        sport, dport = flow_ports(k)
+        up.append(udp_frame(CLIENT, SERVER, sport, dport, size, CLIENT_MAC, GW_LAN))
+        down.append(udp_frame(SERVER, WAN_ADDR, dport, sport, size, UPSTREAM_MAC, GW_WAN))
     return up, down
 
 
