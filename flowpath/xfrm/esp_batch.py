@@ -85,6 +85,23 @@ FLOW_FORWARD = int(Reason.FLOW_FORWARD)
 
 
 @njit(cache=True, nogil=True)
+def esp_nonce_aad(scr, iv, seq, spi, esn):
+    """Write nonce = salt ‖ IV (scr[0:12]) and AAD = SPI ‖ [seq hi ‖] seq lo (scr[12:]); return the AAD
+    length. RFC 4106 §4-5, RFC 7634 §2, RFC 4303 §2.2.1 (ESN)."""
+    for k in range(4):
+        scr[k] = scr[SCR_SALT + k]
+    for k in range(8):
+        scr[4 + k] = (iv >> (56 - 8 * k)) & 0xFF
+    st32(scr, 12, spi)
+    if esn:
+        st32(scr, 16, (seq >> 32) & SEQ32_MAX)
+        st32(scr, 20, seq & SEQ32_MAX)
+        return 12
+    st32(scr, 16, seq & SEQ32_MAX)
+    return 8
+
+
+@njit(cache=True, nogil=True)
 def esp_aead_seal(ctx, enc, scr, b, off, n, seq, spi, esn):
     """Run one EVP AEAD operation in place over b[off:off+n]; the tag is at b[off+n:off+n+16].
 
@@ -92,18 +109,7 @@ def esp_aead_seal(ctx, enc, scr, b, off, n, seq, spi, esn):
     by the caller), AAD = SPI ‖ [seq hi ‖] seq lo. enc 1 encrypts and writes the tag; 0 checks it.
     Returns 1 when OpenSSL reports success (for decryption: the ICV matched).
     """
-    for k in range(4):
-        scr[k] = scr[SCR_SALT + k]
-    for k in range(8):
-        scr[4 + k] = (seq >> (56 - 8 * k)) & 0xFF
-    st32(scr, 12, spi)
-    alen = 8
-    if esn:
-        st32(scr, 16, (seq >> 32) & SEQ32_MAX)
-        st32(scr, 20, seq & SEQ32_MAX)
-        alen = 12
-    else:
-        st32(scr, 16, seq & SEQ32_MAX)
+    alen = esp_nonce_aad(scr, seq, seq, spi, esn)
     sp = scr.ctypes.data
     bp = b.ctypes.data + off
     outl = sp + 24
@@ -365,18 +371,7 @@ def esp_ecn_set_ce(b, ip, l3):
 @njit(cache=True, nogil=True)
 def esp_aead_open(ctx, scr, b, off, n, iv, seq, spi, esn):
     """Check and decrypt b[off:off+n] (tag after it) in place; nonce from the explicit IV."""
-    for k in range(4):
-        scr[k] = scr[SCR_SALT + k]
-    for k in range(8):
-        scr[4 + k] = (iv >> (56 - 8 * k)) & 0xFF
-    st32(scr, 12, spi)
-    alen = 8
-    if esn:
-        st32(scr, 16, (seq >> 32) & SEQ32_MAX)
-        st32(scr, 20, seq & SEQ32_MAX)
-        alen = 12
-    else:
-        st32(scr, 16, seq & SEQ32_MAX)
+    alen = esp_nonce_aad(scr, iv, seq, spi, esn)
     sp = scr.ctypes.data
     bp = b.ctypes.data + off
     outl = sp + 24
