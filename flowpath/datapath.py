@@ -16,14 +16,24 @@ from numba import njit
 
 from flowpath.counters import Stats, account_batch
 from flowpath.errors import UsageError
-from flowpath.flowtable.hook import _nf_flow_offload_hook
+from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable, nf_flow_offload_hook
+from flowpath.flowtable.hook import _nf_flow_offload_hook, _prepared
+from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
 from flowpath.inet.arp import arp_rcv
 from flowpath.inet.icmp import IcmpSender
 from flowpath.inet.ip_input import ip_local_out, ip_rcv_finish
 from flowpath.inet.ip_output import eth_header, family_of
 from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
+from flowpath.netfilter.conntrack import Conntrack
 from flowpath.netfilter.hooks import Netfilter, NfHookResult, NfHookState
+from flowpath.netfilter.nf_reject import nf_send_reject
+from flowpath.netfilter.nf_tables import NftRuntime
+from flowpath.netfilter.nft_flow_offload import (
+    flow_offload_fixup_ct,
+    nf_flow_table_extend_ct_timeout,
+    nft_flow_offload_eval,
+)
 from flowpath.packet import layout as L
 from flowpath.packet.batch import PacketBatch
 from flowpath.packet.reason import IS_SLOW, Reason
@@ -110,8 +120,6 @@ class Worker:
         bulk: bool = True,
         sysctl: dict[str, int] | None = None,
     ):
-        from flowpath.netfilter.conntrack import Conntrack
-
         self.net = net
         self.xfrm = getattr(net, "xfrm", None)  # SAD + SPD from `xfrm ...` lines of the network file
         self.runtime = None
@@ -122,15 +130,13 @@ class Worker:
             self.sysctl[k] = int(v)
         rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
         if ruleset is not None:
-            from flowpath.netfilter.nf_tables import NftRuntime
-
             self.runtime = NftRuntime.from_json(rs_json)
         self.flowtables = self._flowtables(rs_json) if flowtable else {}
         self._uses_rt = '{"rt": ' in json.dumps(rs_json)
         self.conntrack = Conntrack()
         self.netfilter = Netfilter(self.runtime, self.conntrack, self._masq_addr)
         self.icmp = IcmpSender()
-        self.use_flowtable, self.bulk = flowtable, bulk
+        self.bulk = bulk
         self.stats = Stats(max(net.links) if net.links else 0)
         self.now_ns = 0
         self._next_gc_ns = 0
@@ -192,23 +198,17 @@ class Worker:
     def nf_drop(self, skb: SkBuff, res: NfHookResult, state: NfHookState) -> Reason:
         """A hook said drop; a `reject` statement also sends its error (nft_reject_inet_eval)."""
         if res.reject is not None:
-            from flowpath.netfilter.nf_reject import nf_send_reject
-
             nf_send_reject(self, skb, res.reject, state)
         return res.reason or Reason.NETFILTER_DROP
 
     def flow_offload(self, skb: SkBuff, fib, flowtable: str) -> None:
         """`flow add @ft` accepted this packet and it was transmitted: offload its connection."""
-        from flowpath.netfilter.nft_flow_offload import nft_flow_offload_eval
-
         entry = self.flowtables.get(flowtable)
         if entry is not None and nft_flow_offload_eval(self, skb, entry[0]) >= 0:
             self.stats.flows_offloaded += 1
 
     def _flowtables(self, rs_json: dict) -> dict:
         """One Flowtable per nft flowtable: name -> (Flowtable, ifindex set of its devices)."""
-        from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable
-
         out = {}
         for obj in rs_json.get("nftables", []):
             ft = obj.get("flowtable")
@@ -294,8 +294,6 @@ class Worker:
     def _early_ingress_one(self, batch: PacketBatch, tx: TxList) -> int:
         """The common case, one flowtable: device filter, hook and counters in one compiled call (each
         call into numba costs microseconds of argument checks, a large share of a 256-packet batch)."""
-        from flowpath.flowtable.hook import _prepared
-
         ft, dev_ok = self._ft_list[0]
         cols, sc = _prepared(batch)
         st = self.stats
@@ -315,8 +313,6 @@ class Worker:
 
     def _early_ingress(self, batch: PacketBatch, tx: TxList) -> None:
         """The compiled flowtable hook over the batch, per flowtable, for packets of its devices."""
-        from flowpath.flowtable import nf_flow_offload_hook
-
         n, verdict, iif = batch.n, batch.verdict, batch.iif
         flow_park_foreign(verdict, iif, n, self._any_devs, _FF, _SLOW_NO_ENTRY)  # on no flowtable's device
         for ft, dev_ok in self._ft_list:
@@ -340,8 +336,6 @@ class Worker:
             return
         self._next_gc_ns = self.now_ns + GC_INTERVAL_NS
         self.conntrack.gc(self.now_ns)
-        from flowpath.netfilter.nft_flow_offload import nf_flow_table_extend_ct_timeout
-
         for ft, _ in self.flowtables.values():
             gone = ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct))
             self.stats.flows_expired += len(gone)
@@ -350,9 +344,6 @@ class Worker:
 
     def _fixup(self, ft, fid: int, ct) -> None:
         """flow_offload_teardown's conntrack fixup, once per flow (at teardown or at GC)."""
-        from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
-        from flowpath.netfilter.nft_flow_offload import flow_offload_fixup_ct
-
         if ct is None or not ct.status & C.IPS_OFFLOAD:
             return
         expired = int(ft.val[2 * fid : 2 * fid + 2, V_TIMEOUT].max()) - self.now_ns <= 0

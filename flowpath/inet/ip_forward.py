@@ -16,8 +16,7 @@ from flowpath.packet import layout as L
 from flowpath.packet.csum import ip_decrease_ttl, ld16
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
-
-XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_FWD = 0, 1, 2  # include/uapi/linux/xfrm.h
+from flowpath.xfrm.policy import XFRM_POLICY_FWD
 
 if TYPE_CHECKING:
     from flowpath.datapath import Worker

@@ -18,6 +18,7 @@ from flowpath.netfilter.hooks import NfHookState
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
+from flowpath.xfrm.policy import XFRM_POLICY_IN
 
 if TYPE_CHECKING:
     from flowpath.datapath import Worker
@@ -81,7 +82,7 @@ def ip_local_deliver(w: Worker, skb: SkBuff) -> Reason:
             r = xfrm4_rcv(w, skb)
             if r is not None:
                 return r
-        if not xfrm_policy_check(w, skb, 0):  # XFRM_POLICY_IN
+        if not xfrm_policy_check(w, skb, XFRM_POLICY_IN):
             return Reason.XFRM_POLICY
     if echo_request(skb):
         reply = w.icmp.icmpv6_echo_reply(skb) if skb.l3proto == L.ETH_P_IPV6 else w.icmp.icmp_echo(skb)

@@ -3,14 +3,15 @@
 Linux: net/ipv4/ip_forward.c (xfrm4_policy_check(XFRM_POLICY_FWD), xfrm4_route_forward),
 net/xfrm/xfrm_output.c › xfrm_output, xfrm_output_resume (the outer packet leaves through LOCAL_OUT and
 POSTROUTING like a locally generated one), net/xfrm/xfrm_input.c › xfrm_input (the inner packet is
-received again on the same device, with the secpath that allows it through the fwd/in policy),
-net/ipv4/xfrm4_tunnel ... ip_vti not modelled. IPv4 and IPv6 share these steps.
+received again on the same device, with the secpath that allows it through the fwd/in policy).
+IPv4 and IPv6 share these steps.
 Deviation: no ACQUIRE: a policy whose template finds no SA drops with XFRM_NO_STATE (Linux queues or
 drops while the IKE daemon negotiates).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
 from flowpath.packet import layout as L
@@ -33,8 +34,6 @@ def _sel_args(skb: SkBuff) -> tuple:
 
 
 def _addr(skb: SkBuff, a: int):
-    import ipaddress
-
     return ipaddress.IPv6Address(a) if skb.l3proto == L.ETH_P_IPV6 else ipaddress.IPv4Address(a)
 
 

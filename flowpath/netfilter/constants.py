@@ -27,8 +27,14 @@ NF_INET_FORWARD = 2
 NF_INET_LOCAL_OUT = 3
 NF_INET_POST_ROUTING = 4
 NF_NETDEV_INGRESS = 5
-HOOK_NAMES = {"prerouting": NF_INET_PRE_ROUTING, "input": NF_INET_LOCAL_IN, "forward": NF_INET_FORWARD,
-              "output": NF_INET_LOCAL_OUT, "postrouting": NF_INET_POST_ROUTING, "ingress": NF_NETDEV_INGRESS}
+HOOK_NAMES = {
+    "prerouting": NF_INET_PRE_ROUTING,
+    "input": NF_INET_LOCAL_IN,
+    "forward": NF_INET_FORWARD,
+    "output": NF_INET_LOCAL_OUT,
+    "postrouting": NF_INET_POST_ROUTING,
+    "ingress": NF_NETDEV_INGRESS,
+}
 
 # Families (NFPROTO_*)
 NFPROTO_INET = 1

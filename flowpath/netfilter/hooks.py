@@ -16,7 +16,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.nat import nf_nat_inet_fn
 from flowpath.netfilter.nf_tables import NftPktinfo
 from flowpath.packet.reason import Reason
-from flowpath.packet.skb import SkBuff, skb_reload_addrs
+from flowpath.packet.skb import SkBuff
 
 ENTRY_CHAIN, ENTRY_CONNTRACK, ENTRY_NAT, ENTRY_CONFIRM = range(4)
 _CT_HOOKS = (C.NF_INET_PRE_ROUTING, C.NF_INET_LOCAL_OUT)
@@ -136,6 +136,4 @@ class Netfilter:
                     return pkt.nat
             return None
 
-        res = nf_nat_inet_fn(self.conntrack, skb, state.hooknum, do_chain)
-        skb_reload_addrs(skb)  # later steps (routing, rules) see the translated addresses
-        return res
+        return nf_nat_inet_fn(self.conntrack, skb, state.hooknum, do_chain)

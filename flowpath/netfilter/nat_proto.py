@@ -40,7 +40,7 @@ from flowpath.packet.csum import (
     udp_csum_replace4,
 )
 from flowpath.packet.reason import Reason
-from flowpath.packet.skb import SkBuff
+from flowpath.packet.skb import SkBuff, skb_reload_addrs
 
 IPS_NAT_DONE_MASK = IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE
 _ICMP_QUERIES = frozenset({L.ICMP_ECHO, L.ICMP_ECHOREPLY, L.ICMP_TIMESTAMP, L.ICMP_TIMESTAMPREPLY,
@@ -182,24 +182,8 @@ def nf_nat_manip_pkt(skb: SkBuff, ct: NfConn, mtype: int, dir: int) -> bool:
     target = nf_ct_invert_tuple(ct.tuplehash[1 - dir])
     if not nf_nat_l3_manip_pkt(skb.buf, skb.nhoff, target, mtype):
         return False
-    skb_sync_addrs(skb)
+    skb_reload_addrs(skb)
     return True
-
-
-def skb_sync_addrs(skb: SkBuff) -> None:
-    """Reload skb.saddr/daddr/sport/dport from the mangled headers (routing after DNAT reads them)."""
-    b, nh = skb.buf, skb.nhoff
-    if skb.is_ipv6:
-        skb.saddr = int.from_bytes(b[nh + L.IP6H.saddr : nh + L.IP6H.saddr + 16].tobytes(), "big")
-        skb.daddr = int.from_bytes(b[nh + L.IP6H.daddr : nh + L.IP6H.daddr + 16].tobytes(), "big")
-    else:
-        skb.saddr, skb.daddr = ld32(b, nh + L.IPH.saddr), ld32(b, nh + L.IPH.daddr)
-    if skb.thoff < 0:
-        return
-    if skb.l4proto in (L.IPPROTO_TCP, L.IPPROTO_UDP):
-        skb.sport, skb.dport = ld16(b, skb.thoff), ld16(b, skb.thoff + 2)
-    elif skb.l4proto in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
-        skb.sport = skb.dport = ld16(b, skb.thoff + L.ICMPH.id)
 
 
 def _nat_statusbit(maniptype: int, dir: int) -> int:
@@ -253,8 +237,8 @@ def nf_nat_icmp_reply_translation(skb: SkBuff, ct: NfConn, dir: int, maniptype: 
     target = nf_ct_invert_tuple(other)._replace(l4proto=skb.l4proto)
     if not nf_nat_l3_manip_pkt(b, skb.nhoff, target, maniptype):
         return Reason.PKT_TOO_SMALL
-    skb_sync_addrs(skb)
+    skb_reload_addrs(skb)
     return None
 
 
-__all__ = ["NF_NAT_MANIP_DST", "nf_nat_icmp_reply_translation", "nf_nat_manip_pkt", "skb_sync_addrs"]
+__all__ = ["NF_NAT_MANIP_DST", "nf_nat_icmp_reply_translation", "nf_nat_manip_pkt"]

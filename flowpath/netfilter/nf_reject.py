@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flowpath.inet.ip_input import ip_local_out
 from flowpath.packet import layout as L
-from flowpath.packet.csum import ip_fast_csum, l4_csum, ld16, ld32, st16
+from flowpath.packet.csum import ip_fast_csum, l4_csum, ld32, st16
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
 
 if TYPE_CHECKING:
@@ -44,8 +44,6 @@ def nf_send_reset(w: Worker, skb: SkBuff) -> None:
     if b[th + L.TCPH.flags] & L.TCPHDR_RST:
         return
     v6 = skb.l3proto == L.ETH_P_IPV6
-    if ld16(b, skb.nhoff + L.IPH.frag_off) & L.IP_OFFSET and not v6:
-        return
     flags = int(b[th + L.TCPH.flags])
     doff = (int(b[th + L.TCPH.doff_res]) >> 4) * 4
     if flags & L.TCPHDR_ACK:
