@@ -9,15 +9,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flowpath.packet.reason import N_REASONS, REASON_KIND, Reason, reason_label
+from flowpath.packet.reason import IS_SLOW, N_REASONS, REASON_KIND, Reason, reason_label
 
+_IS_SLOW = IS_SLOW  # a global array: numba freezes it into the kernel
 RX_PACKETS, RX_BYTES, TX_PACKETS, TX_BYTES = range(4)
 
 
 @njit(cache=True, nogil=True)
 def account_batch(verdict, iif, oif, length, n, reasons, ifc):
     """Count a batch after the fast path: rx per interface for every packet; for hits (verdict 0) the
-    reason and tx per output interface; drops decided before the slow path (e.g. PKT_TOO_BIG).
+    reason and tx per output interface; the reason of drops decided before the slow path (PKT_TOO_BIG
+    at append, ESP input/output failures on the fast path).
 
     verdict uint8[n]; iif, oif int32[n]; length uint16[n]; reasons int64[N_REASONS];
     ifc int64[max_ifindex + 1, 4] (rx packets, rx bytes, tx packets, tx bytes).
@@ -38,6 +40,8 @@ def account_batch(verdict, iif, oif, length, n, reasons, ifc):
             if 0 <= o < nif:
                 ifc[o, 2] += 1
                 ifc[o, 3] += length[i]
+        elif v < _IS_SLOW.shape[0] and not _IS_SLOW[v]:
+            reasons[v] += 1
     return hits
 
 

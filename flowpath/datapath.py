@@ -16,9 +16,16 @@ from numba import njit
 
 from flowpath.counters import Stats, account_batch
 from flowpath.errors import UsageError
-from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable, nf_flow_offload_hook
+from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable, FlowTuple, nf_flow_offload_hook
 from flowpath.flowtable.hook import _nf_flow_offload_hook, _prepared
 from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
+from flowpath.flowtable.xfrm import (
+    IPDEFTTL,
+    XfrmInputTable,
+    XfrmScratch,
+    nf_flow_xfrm_input,
+    nf_flow_xfrm_output,
+)
 from flowpath.inet.arp import arp_rcv
 from flowpath.inet.icmp import IcmpSender
 from flowpath.inet.ip_input import ip_local_out, ip_rcv_finish
@@ -68,18 +75,39 @@ def flow_park_foreign(verdict, iif, n, dev_ok, from_v, to_v):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, n, index, key, val, nat6, mask,
+def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
                           max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group,
                           group_start, group_count, order, gfirst, gtab, hdr, now_ns, bulk, dev_ok, reasons, ifc):  # fmt: skip
     """One flowtable's early ingress over a batch: packets of other devices go slow, the hook runs,
     the batch is counted. Returns (forwarded, slow, ngroups, hits). No Linux counterpart."""
     flow_park_foreign(verdict, iif, n, dev_ok, _FF, _SLOW_NO_ENTRY)
-    fwd, slow, ng = _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, index, key, val, nat6,
+    fwd, slow, ng = _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6,
                                           mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey,
                                           phash, group, group_start, group_count, order, gfirst, gtab, hdr, now_ns,
                                           bulk)  # fmt: skip
     hits = account_batch(verdict, iif, oif, length, n, reasons, ifc)
     return fwd, slow, ng, hits
+
+
+@njit(cache=True, nogil=True)
+def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
+                               max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group,
+                               group_start, group_count, order, gfirst, gtab, hdr, now_ns, bulk, dev_ok, reasons, ifc,
+                               xfrm_sa, t, ttl, idx, nhoff, scr, sa_bulks):  # fmt: skip
+    """_early_ingress_kernel for a flowtable with XMIT_XFRM entries: the hook, then ESP output of
+    those groups (flowtable/xfrm.py), then the counters. Returns (forwarded, slow, ngroups, hits,
+    refused by ESP output)."""
+    flow_park_foreign(verdict, iif, n, dev_ok, _FF, _SLOW_NO_ENTRY)
+    fwd, slow, ng = _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6,
+                                          mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey,
+                                          phash, group, group_start, group_count, order, gfirst, gtab, hdr, now_ns,
+                                          bulk)  # fmt: skip
+    bad = 0
+    if fwd:
+        bad = nf_flow_xfrm_output(data, head, length, verdict, flow, ng, group_start, group_count, order, gfirst,
+                                  key, xfrm_sa, t, ttl, idx, nhoff, scr, sa_bulks)  # fmt: skip
+    hits = account_batch(verdict, iif, oif, length, n, reasons, ifc)
+    return fwd, slow, ng, hits, bad
 
 
 @dataclass
@@ -150,6 +178,10 @@ class Worker:
             self._any_devs |= dev_ok
             self._ft_list.append((ft, dev_ok))
         self._vlans = {(lk.parent, lk.vlan_id): lk for lk in net.links.values() if lk.kind == "vlan"}
+        # IPsec on the fast path (flowtable/xfrm.py): tunnel tuples, scratch, per-SA bulk counts
+        self._xin = XfrmInputTable() if self.xfrm is not None and self.flowtables else None
+        self._xscratch: dict[int, XfrmScratch] = {}
+        self._sa_bulks = np.zeros(0, np.int64)
 
     # -- helpers the inet steps call -------------------------------------------------------------
     def ifname(self, ifindex: int) -> str:
@@ -247,6 +279,70 @@ class Worker:
         """What `flowpath ctl flowtable list` will print: every flowtable's entries."""
         return "\n".join(ft.listing(self.now_ns, self.ifname) for ft, _ in self.flowtables.values())
 
+    def xfrm_input_offload(self, skb: SkBuff, x) -> None:
+        """The classic path decrypted skb (the outer packet) with SA x: later ESP of that SA on this
+        device is decrypted at early ingress (flowtable/xfrm.py). Only untagged frames on flowtable
+        devices, and only with the compiled ESP kernels (EVP contexts)."""
+        from flowpath.xfrm.state import xfrm_state_ctx
+
+        if self._xin is None or skb.vlan >= 0 or skb.meta.get("sp") or not self._any_devs[skb.iif]:
+            return
+        if not xfrm_state_ctx(self.xfrm, x)[1]:
+            return
+        l3 = 6 if skb.l3proto == L.ETH_P_IPV6 else 4
+        udp = skb.l4proto == L.IPPROTO_UDP
+        t = FlowTuple(skb.iif, l3, skb.l4proto, skb.saddr, skb.daddr, skb.sport if udp else 0,
+                      skb.dport if udp else 0, x.spi)  # fmt: skip
+        self._xin.add(t, x.index)
+
+    def _xfrm_scratch(self, capacity: int) -> XfrmScratch:
+        xs = self._xscratch.get(capacity)
+        if xs is None:
+            xs = self._xscratch[capacity] = XfrmScratch(capacity)
+        nsa = self.xfrm.tab.spi.shape[0]
+        if self._sa_bulks.shape[0] != nsa:
+            self._sa_bulks = np.zeros(nsa, np.int64)
+        return xs
+
+    def _xfrm_input(self, batch: PacketBatch) -> None:
+        """ESP to the tunnel tuples: decrypted in bulks per SA before the flowtable lookup."""
+        xs, xin = self._xfrm_scratch(batch.capacity), self._xin
+        nf_flow_xfrm_input(batch.data, batch.head, batch.len, batch.iif, batch.verdict, batch.encap, batch.n,
+                           xin.index, xin.key, xin.sa, xin.seed, self.xfrm.tab, xs.psa, xs.idx, xs.nhoff, xs.kr,
+                           xs.scr, self._sa_bulks)  # fmt: skip
+        self._xfrm_expire()
+
+    def _xfrm_output(self, batch: PacketBatch, ft, res) -> int:
+        xs = self._xfrm_scratch(batch.capacity)
+        gfirst = _prepared(batch)[1].gfirst  # the hook ran with the batch's own scratch
+        bad = nf_flow_xfrm_output(batch.data, batch.head, batch.len, batch.verdict, batch.flow, res.ngroups,
+                                  res.group_start, res.group_count, res.order, gfirst, ft.key, ft.xfrm_sa,
+                                  self.xfrm.tab, IPDEFTTL, xs.idx, xs.nhoff, xs.scr, self._sa_bulks)  # fmt: skip
+        self._xfrm_expire()
+        return int(bad)
+
+    def _xfrm_expire(self) -> None:
+        """Lifetime checks of the SAs that took a bulk (xfrm_state_check_expire once per bulk, as VPP
+        flushes SA counters per frame); flows through a dead SA are torn down."""
+        from flowpath.xfrm.state import xfrm_state_check_expire
+
+        bulks = self._sa_bulks
+        for sa in np.flatnonzero(bulks):
+            bulks[sa] = 0
+            if not xfrm_state_check_expire(self.xfrm, self.xfrm.states[int(sa)], self.now_ns):
+                for ft, _ in self._ft_list:
+                    if ft.nxfrm:
+                        ft.flow_offload_teardown_xfrm(int(sa))
+
+    def slow_path_decrypted(self, buf, iif: int, ts_ns: int, x) -> Reason:
+        """A packet the fast path decrypted with SA x but did not forward: received again with its
+        secpath, as xfrm_input does (the classic path's xfrm4_rcv after esp_input)."""
+        skb = skb_parse(buf, iif, ts_ns)
+        if isinstance(skb, Reason):
+            return skb
+        skb.meta["sp"] = [x]
+        return ip_rcv_finish(self, skb)
+
     # -- the datapath -----------------------------------------------------------------------------
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:
         """Process a batch; return the frames to transmit as (ifindex, frame, ts_ns), in order."""
@@ -263,6 +359,8 @@ class Worker:
         self._maybe_gc()
         verdict = batch.verdict
         st = self.stats
+        if self._xin is not None and self._xin.count:
+            self._xfrm_input(batch)
         if len(self._ft_list) == 1:
             hits = self._early_ingress_one(batch, tx)
         else:
@@ -281,7 +379,12 @@ class Worker:
             self._maybe_gc()
             st.slowpath_packets += 1
             self._tx = []
-            reason = self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns)
+            sa = int(batch.encap[i]) - 1
+            if sa >= 0:  # decrypted by the fast path's ESP input
+                reason = self.slow_path_decrypted(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns,
+                                                  self.xfrm.states[sa])  # fmt: skip
+            else:
+                reason = self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns)
             st.count(reason)
             for k, (ifx, f, _) in enumerate(self._tx):
                 tx.slow.append((i, k, ifx, f))
@@ -297,10 +400,19 @@ class Worker:
         ft, dev_ok = self._ft_list[0]
         cols, sc = _prepared(batch)
         st = self.stats
-        fwd, slow, ng, hits = _early_ingress_kernel(*cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk, dev_ok,
-                                                    st.reasons, st.ifc)  # fmt: skip
+        if ft.nxfrm:
+            xs = self._xfrm_scratch(batch.capacity)
+            fwd, slow, ng, hits, bad = _early_ingress_xfrm_kernel(
+                *cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk, dev_ok, st.reasons, st.ifc, ft.xfrm_sa,
+                self.xfrm.tab, IPDEFTTL, xs.idx, xs.nhoff, xs.scr, self._sa_bulks)  # fmt: skip
+            self._xfrm_expire()
+        else:
+            fwd, slow, ng, hits = _early_ingress_kernel(*cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk,
+                                                        dev_ok, st.reasons, st.ifc)  # fmt: skip
+            bad = 0
         if fwd:
-            tx.hits.append(sc.order[:fwd].copy())
+            order = sc.order[:fwd]
+            tx.hits.append(order[batch.verdict[order] == _FF] if bad else order.copy())
             st.tx_bursts += ng
         if slow:
             self._teardown_fixups(batch, ft)
@@ -318,10 +430,12 @@ class Worker:
         for ft, dev_ok in self._ft_list:
             parked = flow_park_foreign(verdict, iif, n, dev_ok, _FF, _PARKED)
             res = nf_flow_offload_hook(batch, ft, self.now_ns, self.bulk)
+            bad = self._xfrm_output(batch, ft, res) if ft.nxfrm and res.forwarded else 0
             if parked:
                 flow_park_foreign(verdict, iif, n, self._all_devs, _PARKED, _FF)
             if res.forwarded:
-                tx.hits.append(res.order[: res.forwarded].copy())
+                order = res.order[: res.forwarded]
+                tx.hits.append(order[verdict[order] == _FF] if bad else order.copy())
                 self.stats.tx_bursts += res.ngroups
             if res.slow:
                 self._teardown_fixups(batch, ft)
@@ -336,11 +450,24 @@ class Worker:
             return
         self._next_gc_ns = self.now_ns + GC_INTERVAL_NS
         self.conntrack.gc(self.now_ns)
+        if self.xfrm is not None:
+            self._xfrm_gc()
         for ft, _ in self.flowtables.values():
             gone = ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct))
             self.stats.flows_expired += len(gone)
             for fid in np.flatnonzero(ft.used[0::2]):  # nf_flow_offload_gc_step on the survivors
                 nf_flow_table_extend_ct_timeout(ft.flow_ct(int(fid)), self.now_ns)
+
+    def _xfrm_gc(self) -> None:
+        """The SAs' lifetime timers (xfrm_timer_handler), then teardown of flows through dead SAs."""
+        from flowpath.xfrm.state import xfrm_timer
+
+        xfrm_timer(self.xfrm, self.now_ns)
+        for ft, _ in self._ft_list:
+            if ft.nxfrm:
+                for sa in np.unique(ft.xfrm_sa[ft.xfrm_sa >= 0]):
+                    if self.xfrm.tab.dead[sa]:
+                        ft.flow_offload_teardown_xfrm(int(sa))
 
     def _fixup(self, ft, fid: int, ct) -> None:
         """flow_offload_teardown's conntrack fixup, once per flow (at teardown or at GC)."""

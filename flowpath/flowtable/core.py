@@ -68,6 +68,8 @@ class FlowRoute:
     oifidx out.ifidx; mtu the L3 MTU (ip_dst_mtu_maybe_forward); h_source/h_dest 6-byte MACs
     (DIRECT xmit; for NEIGH the caller resolves the neighbour when it adds the flow);
     vlan out-VLAN TCI or -1 for none; xmit_type FLOW_OFFLOAD_XMIT_*.
+    xfrm: with FLOW_OFFLOAD_XMIT_XFRM, the SA's index in the SAD (the route is then the SA's outer
+    route and mtu its xfrm_state_mtu; Linux caches the xfrm dst bundle in tuple.dst_cache).
     """
 
     oifidx: int
@@ -76,6 +78,7 @@ class FlowRoute:
     h_dest: bytes
     xmit_type: int = K.FLOW_OFFLOAD_XMIT_DIRECT
     vlan: int = -1
+    xfrm: int = -1
 
 
 def _addr_words(addr: int, l3proto: int) -> list[int]:
@@ -127,6 +130,8 @@ class Flowtable:
         self.val = np.zeros((cap, K.VAL_ROW), np.int64)
         self.nat6 = np.zeros((cap, K.NAT6_ROW), np.uint8)
         self.used = np.zeros(cap, np.bool_)
+        self.xfrm_sa = np.full(cap, -1, np.int32)  # XMIT_XFRM entries: SA index (cold: read per bulk)
+        self.nxfrm = 0  # entries in use with XMIT_XFRM
         self.index = np.zeros(2 * cap, np.int64)
         self.nused = 0  # entries in use
         self.ntomb = 0  # tombstones in the index
@@ -158,9 +163,9 @@ class Flowtable:
         if cap >= self.max_entries:
             return False
         new = cap * 2
-        for name in ("key", "val", "nat6", "used"):
+        for name in ("key", "val", "nat6", "used", "xfrm_sa"):
             old = getattr(self, name)
-            arr = np.zeros((new,) + old.shape[1:], old.dtype)
+            arr = np.full((new,) + old.shape[1:], -1 if name == "xfrm_sa" else 0, old.dtype)
             arr[:cap] = old
             setattr(self, name, arr)
         self._ct.extend([None] * (cap // 2))
@@ -252,6 +257,9 @@ class Flowtable:
         row[K.V_XMIT] = xmit
         row[K.V_OIFIDX] = route.oifidx
         row[K.V_MTU] = route.mtu
+        xfrm = route.xfrm if route.xmit_type == K.FLOW_OFFLOAD_XMIT_XFRM else -1
+        self.xfrm_sa[e] = xfrm
+        self.nxfrm += xfrm >= 0
         v = self.val[e]
         v[:] = 0
         v[K.V_TIMEOUT] = timeout_ns
@@ -268,6 +276,14 @@ class Flowtable:
         return int(
             flow_offload_probe(self.index, self.key, self.index.shape[0] - 1, self.max_probes, k, 0, h)
         )
+
+    def flow_offload_teardown_xfrm(self, sa: int) -> int:
+        """Tear down every flow that transmits through SA `sa` (it expired or was deleted: Linux's
+        cached xfrm dst goes stale and the flow is torn down); return how many flows."""
+        fids = {int(e) >> 1 for e in np.flatnonzero(self.xfrm_sa == sa)}
+        for fid in fids:
+            self.flow_offload_teardown(fid)
+        return len(fids)
 
     def flow_offload_teardown(self, flow_id: int) -> None:
         """Mark a flow for removal: the fast path stops using it at once, gc() deletes it.
@@ -290,6 +306,8 @@ class Flowtable:
             self.ntomb += int(r)
             self.used[e] = False
             self.nused -= 1
+            self.nxfrm -= int(self.xfrm_sa[e] >= 0)
+            self.xfrm_sa[e] = -1
         ct, self._ct[flow_id] = self._ct[flow_id], None
         self._free.append(flow_id)
         return ct
@@ -349,7 +367,7 @@ class Flowtable:
                 "h_source": int(v[K.V_H_SOURCE]).to_bytes(6, "big"),
                 "h_dest": int(v[K.V_H_DEST]).to_bytes(6, "big"),
                 "packets": int(v[K.V_PACKETS]), "bytes": int(v[K.V_BYTES]),
-                "timeout_ns": int(v[K.V_TIMEOUT]),
+                "timeout_ns": int(v[K.V_TIMEOUT]), "xfrm": int(self.xfrm_sa[e]),
             })  # fmt: skip
         return out
 
@@ -365,6 +383,10 @@ class Flowtable:
             tup = f"{_fmt_ep(d['saddr'], d['sport'])} > {_fmt_ep(d['daddr'], d['dport'])}"
             nat = "+".join(s for s, f in (("snat", K.F_SNAT), ("dnat", K.F_DNAT)) if d["flags"] & f) or "-"
             state = [s for s, f in (("CLOSING", K.F_CLOSING), ("TEARDOWN", K.F_TEARDOWN)) if d["flags"] & f]
+            if d["xfrm"] >= 0:  # XMIT_XFRM: encrypted with this SA (its SAD index)
+                state.append(f"xfrm-out:sa{d['xfrm']}")
+            if d["encap"]:  # only matched by packets ESP input decrypted with this SA
+                state.append(f"xfrm-in:sa{d['encap'] - 1}")
             exp = (d["timeout_ns"] - now_ns) / 1e9
             rows.append(
                 f"{d['flow_id']:>6} {('orig', 'reply')[d['dir']]:<5} {fam + '/' + proto:<9.9} {tup:<54} "

@@ -72,7 +72,7 @@ class OffloadResult(NamedTuple):
 # The tables and scratch arrays cross into numba one by one and are regrouped inside: numba types a
 # NamedTuple argument in Python on every call, about 2 us per batch (26 -> 16 ns/pkt at 256).
 @njit(cache=True, nogil=True, _nrt=False)
-def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, index, key, val, nat6, mask,
+def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
                           max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group, group_start,
                           group_count, order, gfirst, gtab, hdr, now_ns, bulk):  # fmt: skip
     """All stages over packets 0..n-1; returns (forwarded, slow, ngroups)."""
@@ -80,7 +80,7 @@ def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, index,
         index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed
     )
     slow = nf_flow_offload_ip_batch_prefetch(
-        data, head, length, iif, oif, verdict, flow, n, ft, pkey, phash, now_ns
+        data, head, length, iif, oif, verdict, flow, encap, n, ft, pkey, phash, now_ns
     )
     ng = flow_bulk_group(
         verdict, flow, n, key, val, bulk, group, group_start, group_count, order, gfirst, gtab
@@ -102,7 +102,7 @@ def _prepared(batch: PacketBatch) -> tuple[tuple, OffloadScratch]:
     # Python cost is a large share of a 256-packet batch).
     p = _scratch.get(batch)
     if p is None or p[1].group.shape[0] != batch.capacity:
-        cols = (batch.data, batch.head, batch.len, batch.iif, batch.oif, batch.verdict, batch.flow)
+        cols = (batch.data, batch.head, batch.len, batch.iif, batch.oif, batch.verdict, batch.flow, batch.encap)
         p = _scratch[batch] = (cols, OffloadScratch.alloc(batch.capacity))
     return p
 

@@ -70,7 +70,6 @@ def ip_forward(w: Worker, skb: SkBuff, fib) -> Reason:
     if res.verdict != C.NF_ACCEPT:
         return w.nf_drop(skb, res, state)
     reason = ip_output(w, skb, fib, skb.iif, x)
-    # Deviation: flows through an SA stay on the classic path (Linux: XMIT_XFRM; secpath flows skipped)
-    if reason == Reason.TX and res.flow_add and x is None and not skb.meta.get("sp"):
+    if reason == Reason.TX and res.flow_add:  # through an SA too: XMIT_XFRM (nft_flow_xfrm)
         w.flow_offload(skb, fib, res.flow_add)
     return reason

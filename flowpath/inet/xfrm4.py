@@ -124,6 +124,7 @@ def xfrm4_rcv(w: Worker, skb: SkBuff) -> Reason | None:
     if isinstance(res, int):
         return Reason(res)
     inner, l3 = res
+    w.xfrm_input_offload(skb, x)  # later ESP of this SA on this device: decrypted at early ingress
     frame = skb.buf[: skb.nhoff - 2].tobytes() + l3.to_bytes(2, "big") + inner
     iskb = skb_parse(frame_array(frame), skb.iif, skb.ts_ns)
     if isinstance(iskb, Reason):

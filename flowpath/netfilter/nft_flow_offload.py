@@ -9,11 +9,21 @@ does what nft_flow_offload_eval does after them.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
-from flowpath.flowtable import F_CLOSING, F_DNAT, F_SNAT, FlowRoute, Flowtable, FlowTuple
+from flowpath.flowtable import (
+    F_CLOSING,
+    F_DNAT,
+    F_SNAT,
+    FLOW_OFFLOAD_XMIT_XFRM,
+    FlowRoute,
+    Flowtable,
+    FlowTuple,
+)
 from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
+from flowpath.netfilter.conntrack import ctinfo2dir
 from flowpath.netfilter.conntrack_proto import UDP_CT_REPLIED_NS, UDP_CT_UNREPLIED_NS
 from flowpath.netfilter.conntrack_proto_tcp import (
     IP_CT_TCP_FLAG_BE_LIBERAL,
@@ -38,10 +48,16 @@ def nft_flow_route(w: Worker, ct, d: int) -> tuple[FlowRoute, int] | None:
     go). Returns (route, oif) or None when the route or the neighbour is missing."""
     t_other = ct.tuplehash[1 - d]
     family = _L3[t_other.l3proto]
-    fib = w.net.fib_lookup(family, t_other.src)
+    return _neigh_route(w, family, t_other.src, None)
+
+
+def _neigh_route(w: Worker, family: int, daddr: int, x) -> tuple[FlowRoute, int] | None:
+    """The cached route to daddr: oif, MTU and MACs of the next hop (DIRECT xmit); with an SA x, the
+    outer route to the SA's peer, its xfrm_state_mtu and XMIT_XFRM."""
+    fib = w.net.fib_lookup(family, daddr)
     if fib is None or fib.type != RouteType.UNICAST:
         return None
-    nexthop = fib.gateway if fib.gateway is not None else t_other.src
+    nexthop = fib.gateway if fib.gateway is not None else daddr
     mac = w.net.neigh_lookup(family, nexthop, fib.oif)
     if mac is None:
         return None  # Deviation: only DIRECT xmit (cached MACs); Linux may use XMIT_NEIGH here
@@ -49,7 +65,63 @@ def nft_flow_route(w: Worker, ct, d: int) -> tuple[FlowRoute, int] | None:
     vlan = -1
     if link.kind == "vlan":
         vlan, link = link.vlan_id, w.net.links[link.parent]
-    return FlowRoute(oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan), fib.oif
+    if x is None:
+        return FlowRoute(oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan), fib.oif
+    from flowpath.inet.xfrm4 import xfrm_state_mtu
+
+    return FlowRoute(oifidx=link.ifindex, mtu=xfrm_state_mtu(x, fib.mtu), h_source=link.address, h_dest=mac,
+                     vlan=vlan, xmit_type=FLOW_OFFLOAD_XMIT_XFRM, xfrm=x.index), fib.oif  # fmt: skip
+
+
+def nft_flow_xfrm(w: Worker, ct, d: int, sp: list | None):
+    """The IPsec part of direction d's offload: (outbound SA or None, encap word), or None when the
+    flow must stay on the classic path.
+
+    The selector is direction d's packet between PREROUTING and POSTROUTING (after DNAT, before SNAT),
+    where ip_forward checks the fwd policy and xfrm4_route_forward looks up the out policy. encap: 0
+    for plaintext, SA index + 1 when d arrives through that SA (sp: the secpath of the packet that
+    triggered the offload when it is of direction d; else the SA a fwd policy template names).
+    Linux: nft_flow_offload.c › nft_xmit_type (dst_xfrm -> FLOW_OFFLOAD_XMIT_XFRM); the input side has
+    no mainline counterpart (flowpath/flowtable/xfrm.py).
+    """
+    from flowpath.xfrm.policy import (
+        XFRM_POLICY_BLOCK,
+        XFRM_POLICY_FWD,
+        XFRM_POLICY_OUT,
+        xfrm_lookup,
+        xfrm_policy_allows,
+        xfrm_state_ok,
+    )
+    from flowpath.xfrm.state import AF_INET, AF_INET6, xfrm_state_ctx, xfrm_state_find
+
+    xfrm = w.xfrm
+    if xfrm is None:
+        return None, 0
+    t, t_other = ct.tuplehash[d], ct.tuplehash[1 - d]
+    v6 = _L3[t.l3proto] == 6
+    addr = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
+    sel = (AF_INET6 if v6 else AF_INET, addr(t.src), addr(t_other.src), t.l4proto, t.sport, t_other.sport)
+    pol = xfrm_lookup(xfrm, *sel, XFRM_POLICY_FWD, count=False)
+    if sp is None:  # the other direction: the SA its fwd policy's template names, if any
+        cands = [[]] + [[x] for x in xfrm.states if pol is not None and pol.tmpls and not xfrm.tab.dead[x.index]
+                        and xfrm_state_ok(pol.tmpls[0], x)]  # fmt: skip
+        sp = next((c for c in cands if xfrm_policy_allows(pol, c)), None)
+        if sp is None:
+            return None
+    if len(sp) > 1 or not xfrm_policy_allows(pol, sp):
+        return None  # nested SAs stay on the classic path
+    if sp and not xfrm_state_ctx(xfrm, sp[0])[1]:
+        return None  # no compiled ESP (libcrypto not loadable): the classic path decrypts
+    encap = sp[0].index + 1 if sp else 0
+    out = xfrm_lookup(xfrm, *sel, XFRM_POLICY_OUT, count=False)
+    if out is None:
+        return None, encap
+    if out.action == XFRM_POLICY_BLOCK or len(out.tmpls) != 1:
+        return None
+    x = xfrm_state_find(xfrm, out.tmpls[0])
+    if x is None or not xfrm_state_ctx(xfrm, x)[0]:
+        return None
+    return x, encap
 
 
 def nft_flow_offload_eval(w: Worker, skb: SkBuff, ft: Flowtable) -> int:
@@ -57,7 +129,16 @@ def nft_flow_offload_eval(w: Worker, skb: SkBuff, ft: Flowtable) -> int:
     ct = skb.ct
     if ct is None or ct.status & C.IPS_OFFLOAD:  # test_and_set_bit(IPS_OFFLOAD_BIT)
         return -3
-    routes = [nft_flow_route(w, ct, d) for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY)]
+    sp, d_skb = skb.meta.get("sp", []), ctinfo2dir(skb.ctinfo)
+    ipsec = [nft_flow_xfrm(w, ct, d, sp if d == d_skb else None) for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY)]
+    if None in ipsec:
+        return -6
+    routes = []
+    for d, (x, _) in enumerate(ipsec):
+        if x is None:
+            routes.append(nft_flow_route(w, ct, d))
+        else:
+            routes.append(_neigh_route(w, 6 if x.daddr.version == 6 else 4, int(x.daddr), x))
     if None in routes:
         return -4
     if any(w.net.links[oif].kind == "vlan" for _, oif in routes):
@@ -66,7 +147,7 @@ def nft_flow_offload_eval(w: Worker, skb: SkBuff, ft: Flowtable) -> int:
     for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY):
         t = ct.tuplehash[d]
         iif = routes[1 - d][1]  # a direction enters where the other one leaves (symmetric routing)
-        tuples.append(FlowTuple(iif, _L3[t.l3proto], t.l4proto, t.src, t.dst, t.sport, t.dport))
+        tuples.append(FlowTuple(iif, _L3[t.l3proto], t.l4proto, t.src, t.dst, t.sport, t.dport, ipsec[d][1]))
     nat = (F_SNAT if ct.status & C.IPS_SRC_NAT else 0) | (F_DNAT if ct.status & C.IPS_DST_NAT else 0)
     fid = ft.flow_offload_add(tuples[0], tuples[1], routes[0][0], routes[1][0], nat, ct, skb.ts_ns)
     if fid < 0:

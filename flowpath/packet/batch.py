@@ -26,6 +26,8 @@ class PacketBatch:
     oif      int32[capacity]        output ifindex (0 = none yet)
     verdict  uint8[capacity]        Reason; FLOW_FORWARD (0) = still on the fast path
     flow     int32[capacity]        flowtable entry index of a hit, -1 otherwise
+    encap    uint32[capacity]       flowtable key's encap word: 0, or the SA index + 1 of a packet that
+                                    ESP input decrypted at early ingress (flowtable/xfrm.py)
     ts_ns    int64[capacity]        packet time (capture time in replay)
     n        number of packets in use
     """
@@ -43,6 +45,7 @@ class PacketBatch:
         self.oif = np.zeros(capacity, np.int32)
         self.verdict = np.zeros(capacity, np.uint8)
         self.flow = np.full(capacity, -1, np.int32)
+        self.encap = np.zeros(capacity, np.uint32)
         self.ts_ns = np.zeros(capacity, np.int64)
         self.n = 0
 
@@ -70,6 +73,7 @@ class PacketBatch:
         self.data[i, h : h + n] = np.frombuffer(frame, np.uint8, n)
         self.head[i], self.len[i] = h, n
         self.iif[i], self.oif[i], self.flow[i], self.ts_ns[i] = iif, 0, -1, ts_ns
+        self.encap[i] = 0
         self.n = i + 1
         return i
 

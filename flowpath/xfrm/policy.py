@@ -96,8 +96,9 @@ def xfrm_policy_insert(xfrm: Xfrm, pol: XfrmPolicy) -> XfrmPolicy:
 
 
 def xfrm_lookup(xfrm: Xfrm, family: int, saddr, daddr, l4proto: int, sport: int, dport: int,
-                dir: int) -> XfrmPolicy | None:  # fmt: skip
+                dir: int, count: bool = True) -> XfrmPolicy | None:  # fmt: skip
     """The first policy of `dir` (lowest priority value) whose selector matches; None when none does.
+    count=False leaves the policy's use counter alone (a control-plane query, not a packet).
 
     Linux: xfrm_policy.c › xfrm_policy_lookup_bytype. The caller drops on `action block`
     (XfrmOutPolBlock) and resolves the templates with xfrm_state_find on `allow`.
@@ -105,7 +106,7 @@ def xfrm_lookup(xfrm: Xfrm, family: int, saddr, daddr, l4proto: int, sport: int,
     s, d = _addr(saddr), _addr(daddr)
     for p in xfrm.policies:
         if p.dir == dir and xfrm_selector_match(p.sel, family, s, d, l4proto, sport, dport):
-            p.hits += 1
+            p.hits += count
             return p
     return None
 
@@ -130,25 +131,25 @@ def xfrm_policy_check(xfrm: Xfrm, dir: int, family: int, saddr, daddr, l4proto: 
     in tunnel mode (secpath_has_nontransport). A block policy refuses. An allow policy needs each
     template matched, in order, by the secpath; an unmatched tunnel-mode SA is refused as well.
     """
-    pol = xfrm_lookup(xfrm, family, saddr, daddr, l4proto, sport, dport, dir)
-    if pol is None:
-        ok = not any(x.mode == XFRM_MODE_TUNNEL for x in sp)
-    elif pol.action == XFRM_POLICY_BLOCK:
-        ok = False
-    else:
-        k = 0
-        ok = True
-        for t in pol.tmpls:
-            if k < len(sp) and xfrm_state_ok(t, sp[k]):
-                k += 1
-            elif not t.optional:
-                ok = False
-                break
-        if ok and any(x.mode == XFRM_MODE_TUNNEL for x in sp[k:]):
-            ok = False
+    ok = xfrm_policy_allows(xfrm_lookup(xfrm, family, saddr, daddr, l4proto, sport, dport, dir), sp)
     if not ok:
         xfrm.stats_policy_block += 1
     return ok
+
+
+def xfrm_policy_allows(pol: XfrmPolicy | None, sp: list[XfrmState]) -> bool:
+    """The verdict of __xfrm_policy_check once the policy is found (None: no policy matched)."""
+    if pol is None:
+        return not any(x.mode == XFRM_MODE_TUNNEL for x in sp)
+    if pol.action == XFRM_POLICY_BLOCK:
+        return False
+    k = 0
+    for t in pol.tmpls:
+        if k < len(sp) and xfrm_state_ok(t, sp[k]):
+            k += 1
+        elif not t.optional:
+            return False
+    return not any(x.mode == XFRM_MODE_TUNNEL for x in sp[k:])
 
 
 def xfrm_policy_delete(xfrm: Xfrm, sel: XfrmSelector, dir: int) -> XfrmPolicy:

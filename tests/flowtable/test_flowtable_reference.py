@@ -83,7 +83,7 @@ def test_each_kernel_has_one_compiled_signature(ftk):
     b = ftk.batch_of(ftk.pkt(o4))
     sc, v = scratch_for(b), ft.views
     for kernel in (nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch):
-        kernel(b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.flow, 0, v, sc.pkey, sc.phash, np.int64(0))
+        kernel(b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.flow, b.encap, 0, v, sc.pkey, sc.phash, np.int64(0))
     for bulk in (True, False):
         flow_bulk_group(b.verdict, b.flow, 0, v.key, v.val, bulk, sc.group, sc.group_start, sc.group_count,
                         sc.order, sc.gfirst, sc.gtab)  # fmt: skip
@@ -126,7 +126,7 @@ def test_prefetch_variant_matches_the_one_packet_loop(ftk):
         ft = Flowtable("p", counter=True)
         b = _mixed_batch(ftk, ft)
         sc = scratch_for(b)
-        kernel(b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.flow, b.n, ft.views, sc.pkey, sc.phash,
+        kernel(b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.flow, b.encap, b.n, ft.views, sc.pkey, sc.phash,
                np.int64(5 * 10**9))  # fmt: skip
         out.append((b.data.copy(), b.len.copy(), b.verdict.copy(), b.flow.copy(), b.oif.copy(), ft.key.copy(),
                     ft.val.copy()))  # fmt: skip

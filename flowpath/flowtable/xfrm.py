@@ -1,0 +1,266 @@
+"""IPsec on the flowtable fast path: ESP input at early ingress and XMIT_XFRM output, in bulks per SA.
+
+Linux: nf_flow_table_ip.c › nf_flow_xmit_xfrm (an offloaded flow whose cached route is an xfrm bundle
+is sent through xfrm_output, one skb at a time) and the out-of-tree flowtable xfrm-input work of the
+bulking RFC (seed 000: "adding new tunnel tuple ... l4proto=50 spi:..."), where ESP to a local SA is
+decrypted at ingress and the inner packet is looked up in the flowtable. Mainline cannot do the
+latter: decrypted traffic always takes the classic path.
+
+Input. A *tunnel tuple* (input device, outer addresses, ESP or ESP-in-UDP ports, SPI) -> SA is added
+once the classic path has decrypted a packet of that SA on a flowtable device (so PREROUTING and
+INPUT accepted it, as an established flow is accepted before it is offloaded). At ingress,
+`nf_flow_xfrm_input` looks every packet up in the tunnel tuples, decrypts the hits in bulks per SA
+(esp_batch.esp_decrypt_kernel: replay window, ICV, padding, lifetimes) and writes the key's encap word
+`encap[i] = SA index + 1`, so that the flowtable lookup that follows only matches entries offloaded for
+traffic from that SA. Those entries were added after the packet that created them passed the `fwd`
+policy check with that SA in its secpath: a decrypted packet never skips the policy check, it hits an
+entry whose check covered the same selector and secpath. A miss goes to the classic path with its
+secpath (datapath.Worker.slow_path_decrypted), as Linux's xfrm_input re-receives the inner packet.
+
+Output. After the hook, groups whose entry has FLOW_OFFLOAD_XMIT_XFRM are encrypted in place
+(esp_batch.esp_encrypt_kernel: the outer header goes into the headroom, in front of the inner packet;
+the link-layer header the group got moves with it), one bulk per run of packets of one SA.
+Deviation: the outer packet does not traverse LOCAL_OUT and POSTROUTING (Linux's xfrm_output_resume
+runs them); it leaves with the cached outer route and MACs.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from numba import njit
+
+from flowpath.flowtable.core import FlowTuple
+from flowpath.flowtable.key import (
+    FLOW_OFFLOAD_XMIT_XFRM,
+    K_DADDR,
+    K_ENCAP,
+    K_IIFIDX,
+    K_PORTS,
+    K_PROTO,
+    K_SADDR,
+    KEY_ROW,
+    V_XMIT,
+    XMIT_VLAN,
+    flow_index_build,
+    flow_offload_hash,
+    flow_offload_probe,
+)
+from flowpath.packet.csum import ld16, ld32
+from flowpath.packet.layout import (
+    ETH_HLEN,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    IP6H,
+    IP_MF,
+    IP_OFFSET,
+    IPH,
+    IPPROTO_ESP,
+    IPPROTO_UDP,
+    UDPH,
+    VLAN,
+)
+from flowpath.packet.reason import Reason
+from flowpath.xfrm.esp_batch import SCRATCH, esp_decrypt_kernel, esp_encrypt_kernel
+
+FLOW_FORWARD = int(Reason.FLOW_FORWARD)
+MAX_PROBES = 32
+IPDEFTTL = 64  # the outer header's TTL (sysctl ip_default_ttl; the classic path uses the same)
+
+
+class XfrmInputTable:
+    """The tunnel tuples: (iif, l3proto, l4proto ESP/UDP, outer saddr, daddr, UDP ports, SPI) -> SA.
+
+    Rows use the flowtable's key layout (flowtable/key.py, SPI in the encap word), so the flowtable's
+    hash and probe serve here too. Few rows (one per inbound SA and device): rebuilt on each add.
+    """
+
+    def __init__(self, capacity: int = 16, seed: int | None = None):
+        self.seed = secrets.randbits(32) if seed is None else seed & 0xFFFFFFFF
+        self.key = np.zeros((capacity, KEY_ROW), np.uint32)
+        self.sa = np.full(capacity, -1, np.int32)
+        self.used = np.zeros(capacity, np.bool_)
+        self.index = np.zeros(2 * capacity, np.int64)
+        self.count = 0
+        self._rows: dict[FlowTuple, int] = {}
+
+    def add(self, t: FlowTuple, sa: int) -> bool:
+        """Add (or re-point) a tunnel tuple; False when it was there already for this SA."""
+        e = self._rows.get(t)
+        if e is not None:
+            if self.sa[e] == sa:
+                return False
+            self.sa[e] = sa
+            return True
+        if self.count == self.key.shape[0]:
+            for name in ("key", "sa", "used"):
+                old = getattr(self, name)
+                new = np.full((2 * old.shape[0],) + old.shape[1:], -1 if name == "sa" else 0, old.dtype)
+                new[: old.shape[0]] = old
+                setattr(self, name, new)
+        e = self.count
+        self.key[e] = t.words()
+        self.sa[e], self.used[e] = sa, True
+        self._rows[t] = e
+        self.count += 1
+        icap = 2 * self.key.shape[0]
+        while True:
+            index = np.zeros(icap, np.int64)
+            if flow_index_build(index, self.key, self.used, icap - 1, MAX_PROBES, self.seed) == 0:
+                break
+            icap *= 2
+        self.index = index
+        return True
+
+    def lookup(self, t: FlowTuple) -> int:
+        """The SA index of a tunnel tuple, or -1."""
+        e = self._rows.get(t)
+        return -1 if e is None else int(self.sa[e])
+
+
+class XfrmScratch:
+    """Per-batch-capacity work arrays of the two stages (allocated once per capacity)."""
+
+    def __init__(self, capacity: int):
+        self.psa = np.zeros(capacity, np.int32)
+        self.idx = np.zeros(capacity, np.int32)
+        self.nhoff = np.zeros(capacity, np.uint16)
+        self.kr = np.zeros(KEY_ROW, np.uint32)
+        self.scr = np.zeros(SCRATCH, np.uint8)
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, kr):
+    """The tunnel tuple of the frame at b[h:h+ln] into kr (uint32[16]); False when it is not ESP or
+    ESP-in-UDP that the fast path takes (IPv4 options, fragments, IKE's non-ESP marker and NAT-T
+    keepalives, anything short: the classic path decides those)."""
+    if ln < ETH_HLEN:
+        return False
+    et = ld16(b, h + 12)
+    nh = h + ETH_HLEN
+    end = h + ln
+    if et == ETH_P_IP:
+        if ln < ETH_HLEN + IPH.size or b[nh] != 0x45 or ld16(b, nh + IPH.frag_off) & (IP_MF | IP_OFFSET):
+            return False
+        end = min(end, nh + ld16(b, nh + IPH.tot_len))
+        l4, th = np.int64(b[nh + IPH.protocol]), nh + IPH.size
+        kr[K_SADDR], kr[K_DADDR] = ld32(b, nh + IPH.saddr), ld32(b, nh + IPH.daddr)
+        for w in range(1, 4):
+            kr[K_SADDR + w] = 0
+            kr[K_DADDR + w] = 0
+        l3 = 4
+    elif et == ETH_P_IPV6:
+        if ln < ETH_HLEN + IP6H.size:
+            return False
+        end = min(end, nh + IP6H.size + ld16(b, nh + IP6H.payload_len))
+        l4, th = np.int64(b[nh + IP6H.nexthdr]), nh + IP6H.size
+        for w in range(4):
+            kr[K_SADDR + w] = ld32(b, nh + IP6H.saddr + 4 * w)
+            kr[K_DADDR + w] = ld32(b, nh + IP6H.daddr + 4 * w)
+        l3 = 6
+    else:
+        return False
+    if l4 == IPPROTO_ESP:
+        if th + 8 > end:
+            return False
+        ports, spi = 0, ld32(b, th)
+    elif l4 == IPPROTO_UDP:
+        if th + UDPH.size + 8 > end:
+            return False
+        ports, spi = ld32(b, th), ld32(b, th + UDPH.size)
+    else:
+        return False
+    if spi == 0:  # RFC 3948 non-ESP marker (IKE); SPI 0 is reserved for ESP too (RFC 4303 §2.1)
+        return False
+    kr[K_IIFIDX] = iifidx
+    kr[K_PROTO] = (l3 << 8) | l4
+    kr[K_PORTS] = ports
+    kr[K_ENCAP] = spi
+    return True
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, t, psa, idx, nhoff,
+                       kr, scr, sa_bulks):  # fmt: skip
+    """ESP input at early ingress over packets 0..n-1 (those still FLOW_FORWARD).
+
+    tindex/tkey/tsa/tseed: an XfrmInputTable; t: the SAD columns (XfrmStateTable); psa, idx int32[cap],
+    nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]: scratch; sa_bulks int64[nsa] in/out: +1 per
+    bulk decrypted with each SA (the caller runs the SA's lifetime check and clears it).
+    Decrypted packets keep FLOW_FORWARD with head/len framing link-layer header + inner packet and
+    encap = SA index + 1; failures get their XFRM_* drop reason. Returns the number decrypted.
+    """
+    mask = tindex.shape[0] - 1
+    hits = 0
+    for i in range(n):
+        psa[i] = -1
+        if verdict[i] != FLOW_FORWARD:
+            continue
+        encap[i] = 0
+        if not nf_flow_xfrm_tunnel_key(data[i], np.int64(head[i]), np.int64(length[i]), np.int64(iif[i]), kr):
+            continue
+        e = flow_offload_probe(tindex, tkey, mask, MAX_PROBES, kr, 0, flow_offload_hash(kr, 0, tseed))
+        if e < 0:
+            continue
+        sa = tsa[e]
+        if t.dead[sa]:  # expired: the classic path counts XFRM_NO_STATE
+            continue
+        psa[i] = sa
+        nhoff[i] = ETH_HLEN
+        hits += 1
+    if hits == 0:
+        return 0
+    done = 0
+    for i in range(n):  # one bulk per SA, in order of first appearance; batch order inside
+        sa = psa[i]
+        if sa < 0:
+            continue
+        m = 0
+        for j in range(i, n):
+            if psa[j] == sa:
+                idx[m] = j
+                m += 1
+                psa[j] = -2
+        esp_decrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, scr)
+        sa_bulks[sa] += 1
+        for j in range(m):
+            k = idx[j]
+            if verdict[k] == FLOW_FORWARD:
+                encap[k] = sa + 1
+                done += 1
+    return done
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_xfrm_output(data, head, length, verdict, flow, ng, group_start, group_count, order, gfirst, key,
+                        xfrm_sa, t, ttl, idx, nhoff, scr, sa_bulks):  # fmt: skip
+    """Encrypt the XMIT_XFRM groups of a hook's output in place, one bulk per run of one SA.
+
+    Arguments as flowtable/hook.py's OffloadResult plus the flowtable's key rows and xfrm_sa column;
+    t the SAD columns; ttl the outer TTL; idx int32[cap], nhoff uint16[cap], scr uint8[SCRATCH]
+    scratch; sa_bulks as nf_flow_xfrm_input. A refused packet (SA expired, sequence overflow, no room)
+    gets its drop reason. Returns the number refused.
+    """
+    bad = 0
+    for g in range(ng):
+        x0 = key[gfirst[g], V_XMIT]
+        if ((x0 >> 4) & 7) != FLOW_OFFLOAD_XMIT_XFRM:
+            continue
+        hl = ETH_HLEN + (VLAN.size if x0 & XMIT_VLAN else 0)
+        m, cur = 0, -1
+        for j in range(group_start[g], group_start[g] + group_count[g]):
+            i = order[j]
+            sa = xfrm_sa[flow[i]]
+            if sa != cur and m > 0:
+                bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, cur, ttl, scr)
+                sa_bulks[cur] += 1
+                m = 0
+            cur = sa
+            idx[m] = i
+            nhoff[i] = hl
+            m += 1
+        if m > 0:
+            bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, cur, ttl, scr)
+            sa_bulks[cur] += 1
+    return bad
