@@ -22,11 +22,20 @@ from flowpath.xfrm import evp
 
 pytestmark = pytest.mark.skipif(not evp.evp_load(), reason="the compiled ESP path needs libcrypto")
 
-GW_LAN, GW_WAN, PEER_MAC, HOST_MAC = "02:00:00:00:01:01", "02:00:00:00:02:01", "02:00:00:00:02:02", "02:00:00:00:01:05"
+GW_LAN, GW_WAN, PEER_MAC, HOST_MAC = (
+    "02:00:00:00:01:01",
+    "02:00:00:00:02:01",
+    "02:00:00:00:02:02",
+    "02:00:00:00:01:05",
+)
 ALGS = {  # name: (ip xfrm aead, key + salt, Scapy name)
     "gcm128": ("rfc4106(gcm(aes))", bytes(range(1, 17)) + b"\xca\xfe\xba\xbe", "AES-GCM"),
     "gcm256": ("rfc4106(gcm(aes))", bytes(range(1, 33)) + b"\x01\x02\x03\x04", "AES-GCM"),
-    "chacha": ("rfc7539esp(chacha20,poly1305)", bytes(range(0x80, 0xA0)) + b"\x07\x00\x00\x00", "CHACHA20-POLY1305"),
+    "chacha": (
+        "rfc7539esp(chacha20,poly1305)",
+        bytes(range(0x80, 0xA0)) + b"\x07\x00\x00\x00",
+        "CHACHA20-POLY1305",
+    ),
 }
 OUTER = {4: ("192.0.2.1", "192.0.2.2", 24), 6: ("2001:db8:f::1", "2001:db8:f::2", 64)}
 INNER = {  # gateway's LAN address, host, local net, remote net, remote host
@@ -124,7 +133,13 @@ def test_offloaded_flow_is_encrypted_and_decrypted_on_the_fast_path(tmp_path):
     assert len(wan) == 10
     for k, o in enumerate(wan):
         assert (o.src, o.dst) == (GW_WAN, PEER_MAC)
-        assert (o[IP].src, o[IP].dst, o[IP].proto, o[ESP].spi, o[ESP].seq) == ("192.0.2.1", "192.0.2.2", 50, 0x1001, k + 1)
+        assert (o[IP].src, o[IP].dst, o[IP].proto, o[ESP].spi, o[ESP].seq) == (
+            "192.0.2.1",
+            "192.0.2.2",
+            50,
+            0x1001,
+            k + 1,
+        )
         plain = mine.decrypt(o[IP])
         assert (plain[IP].src, plain[IP].dst, plain[IP].ttl) == ("10.1.0.5", "10.2.0.7", 63)
         assert bytes(plain[Raw]) == b"up%02d" % k
@@ -137,15 +152,22 @@ def test_offloaded_flow_is_encrypted_and_decrypted_on_the_fast_path(tmp_path):
     listing = res.worker.flowtable_listing()
     entries = res.worker.flowtables["ft"][0].entries()
     xmit = {(e["dir"], e["xmit_type"], e["encap"] != 0, e["xfrm"] >= 0) for e in entries}
-    assert xmit == {(0, 3, False, False), (1, 2, False, True)} or xmit == {(0, 2, False, True), (1, 3, True, False)}
+    assert xmit == {(0, 3, False, False), (1, 2, False, True)} or xmit == {
+        (0, 2, False, True),
+        (1, 3, True, False),
+    }
     assert "xfrm-out:sa0" in listing and "xfrm-in:sa1" in listing
 
 
 @pytest.mark.parametrize(
     "alg,outer,inner,natt,esn",
     [("gcm128", o, i, False, False) for o, i in itertools.product((4, 6), (4, 6))]
-    + [("gcm256", 6, 4, True, False), ("chacha", 4, 6, False, True), ("chacha", 6, 6, True, True),
-       ("gcm128", 4, 4, True, True)],  # fmt: skip
+    + [
+        ("gcm256", 6, 4, True, False),
+        ("chacha", 4, 6, False, True),
+        ("chacha", 6, 6, True, True),
+        ("gcm128", 4, 4, True, True),
+    ],  # fmt: skip
 )
 def test_fast_path_matches_the_classic_path_and_scapy(tmp_path, alg, outer, inner, natt, esn):
     """Every algorithm, IPv4/IPv6 inside and outside, NAT-T, ESN: the fast path emits what the classic
@@ -155,7 +177,9 @@ def test_fast_path_matches_the_classic_path_and_scapy(tmp_path, alg, outer, inne
     for sub in ("fast", "slow"):
         (tmp_path / sub).mkdir()
     out_fast, s_fast, _ = run(tmp_path / "fast", pk, net=gw(**kw)[0], rules=gw(**kw)[1], batch_size=4)
-    out_slow, s_slow, _ = run(tmp_path / "slow", trace(**kw), net=gw(**kw)[0], rules=gw(**kw)[1], flowtable=False)
+    out_slow, s_slow, _ = run(
+        tmp_path / "slow", trace(**kw), net=gw(**kw)[0], rules=gw(**kw)[1], flowtable=False
+    )
     assert s_fast["fastpath_packets"] == 15 and s_slow["fastpath_packets"] == 0
     assert s_fast["drops"] == s_slow["drops"] == {}
     assert _bytes(out_fast) == _bytes(out_slow)
@@ -183,7 +207,7 @@ def test_decrypted_traffic_still_needs_the_policy_and_bad_esp_is_counted(tmp_pat
     raw = bytearray(bytes(Ether(src=PEER_MAC, dst=GW_WAN) / peer.encrypt(down)))  # seq 10: not a replay
     raw[-3] ^= 0x40
     bad_icv = Ether(bytes(raw))
-    short = Ether(bytes(esp)[:14 + 20 + 12])
+    short = Ether(bytes(esp)[: 14 + 20 + 12])
     short[IP].len = 32
     short = Ether(bytes(short))
     alien = Ether(src=PEER_MAC, dst=GW_WAN) / scapy_sa(0x7777).encrypt(down)
@@ -204,8 +228,15 @@ def test_oversize_inner_packet_gets_frag_needed_with_the_esp_overhead(tmp_path):
         _, host, _, _, remote = INNER[inner]
         net, rules = gw(outer=outer, inner=inner)
         big = inner_ip(inner, host, remote, **({"flags": "DF"} if inner == 4 else {}))
-        big = Ether(src=HOST_MAC, dst=GW_LAN) / big / UDP(sport=1111, dport=2222) / Raw(bytes(mtu - 28 + 1 - (20 if inner == 6 else 0)))
-        ok = Ether(src=HOST_MAC, dst=GW_LAN) / inner_ip(inner, host, remote, **({"flags": "DF"} if inner == 4 else {}))
+        big = (
+            Ether(src=HOST_MAC, dst=GW_LAN)
+            / big
+            / UDP(sport=1111, dport=2222)
+            / Raw(bytes(mtu - 28 + 1 - (20 if inner == 6 else 0)))
+        )
+        ok = Ether(src=HOST_MAC, dst=GW_LAN) / inner_ip(
+            inner, host, remote, **({"flags": "DF"} if inner == 4 else {})
+        )
         ok = ok / UDP(sport=1111, dport=2222) / Raw(bytes(mtu - 28 - (20 if inner == 6 else 0)))
         pk = trace(outer=outer, inner=inner, n=4) + [("lan0", big), ("lan0", ok)]
         (tmp_path / f"{outer}{inner}").mkdir()
