@@ -322,8 +322,8 @@ class Worker:
         return int(bad)
 
     def _xfrm_expire(self) -> None:
-        """Lifetime checks of the SAs that took a bulk (xfrm_state_check_expire once per bulk, as VPP
-        flushes SA counters per frame); flows through a dead SA are torn down."""
+        """Lifetime checks of the SAs whose bulk crossed a limit (xfrm_state_wants_check); flows through
+        a dead SA are torn down."""
         from flowpath.xfrm.state import xfrm_state_check_expire
 
         bulks = self._sa_bulks

@@ -102,7 +102,16 @@ def _prepared(batch: PacketBatch) -> tuple[tuple, OffloadScratch]:
     # Python cost is a large share of a 256-packet batch).
     p = _scratch.get(batch)
     if p is None or p[1].group.shape[0] != batch.capacity:
-        cols = (batch.data, batch.head, batch.len, batch.iif, batch.oif, batch.verdict, batch.flow, batch.encap)
+        cols = (
+            batch.data,
+            batch.head,
+            batch.len,
+            batch.iif,
+            batch.oif,
+            batch.verdict,
+            batch.flow,
+            batch.encap,
+        )
         p = _scratch[batch] = (cols, OffloadScratch.alloc(batch.capacity))
     return p
 

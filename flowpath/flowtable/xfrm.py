@@ -62,7 +62,7 @@ from flowpath.packet.layout import (
     VLAN,
 )
 from flowpath.packet.reason import Reason
-from flowpath.xfrm.esp_batch import SCRATCH, esp_decrypt_kernel, esp_encrypt_kernel
+from flowpath.xfrm.esp_batch import SCRATCH, esp_decrypt_kernel, esp_encrypt_kernel, xfrm_state_wants_check
 
 FLOW_FORWARD = int(Reason.FLOW_FORWARD)
 MAX_PROBES = 32
@@ -187,7 +187,8 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
 
     tindex/tkey/tsa/tseed: an XfrmInputTable; t: the SAD columns (XfrmStateTable); psa, idx int32[cap],
     nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]: scratch; sa_bulks int64[nsa] in/out: +1 per
-    bulk decrypted with each SA (the caller runs the SA's lifetime check and clears it).
+    bulk after which the SA wants its lifetime check (xfrm_state_wants_check; the caller runs
+    xfrm_state_check_expire and clears it).
     Decrypted packets keep FLOW_FORWARD with head/len framing link-layer header + inner packet and
     encap = SA index + 1; failures get their XFRM_* drop reason. Returns the number decrypted.
     """
@@ -223,7 +224,7 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
                 m += 1
                 psa[j] = -2
         esp_decrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, scr)
-        sa_bulks[sa] += 1
+        sa_bulks[sa] += xfrm_state_wants_check(t, sa)
         for j in range(m):
             k = idx[j]
             if verdict[k] == FLOW_FORWARD:
@@ -254,7 +255,7 @@ def nf_flow_xfrm_output(data, head, length, verdict, flow, ng, group_start, grou
             sa = xfrm_sa[flow[i]]
             if sa != cur and m > 0:
                 bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, cur, ttl, scr)
-                sa_bulks[cur] += 1
+                sa_bulks[cur] += xfrm_state_wants_check(t, cur)
                 m = 0
             cur = sa
             idx[m] = i
@@ -262,5 +263,5 @@ def nf_flow_xfrm_output(data, head, length, verdict, flow, ng, group_start, grou
             m += 1
         if m > 0:
             bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, cur, ttl, scr)
-            sa_bulks[cur] += 1
+            sa_bulks[cur] += xfrm_state_wants_check(t, cur)
     return bad

@@ -66,7 +66,9 @@ def _neigh_route(w: Worker, family: int, daddr: int, x) -> tuple[FlowRoute, int]
     if link.kind == "vlan":
         vlan, link = link.vlan_id, w.net.links[link.parent]
     if x is None:
-        return FlowRoute(oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan), fib.oif
+        return FlowRoute(
+            oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan
+        ), fib.oif
     from flowpath.inet.xfrm4 import xfrm_state_mtu
 
     return FlowRoute(oifidx=link.ifindex, mtu=xfrm_state_mtu(x, fib.mtu), h_source=link.address, h_dest=mac,
@@ -130,7 +132,9 @@ def nft_flow_offload_eval(w: Worker, skb: SkBuff, ft: Flowtable) -> int:
     if ct is None or ct.status & C.IPS_OFFLOAD:  # test_and_set_bit(IPS_OFFLOAD_BIT)
         return -3
     sp, d_skb = skb.meta.get("sp", []), ctinfo2dir(skb.ctinfo)
-    ipsec = [nft_flow_xfrm(w, ct, d, sp if d == d_skb else None) for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY)]
+    ipsec = [
+        nft_flow_xfrm(w, ct, d, sp if d == d_skb else None) for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY)
+    ]
     if None in ipsec:
         return -6
     routes = []

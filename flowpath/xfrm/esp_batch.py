@@ -135,6 +135,15 @@ def esp_scratch_fill(t, sa, scr):
 
 
 @njit(cache=True, nogil=True)
+def xfrm_state_wants_check(t, sa):
+    """True when SA sa has crossed a count that xfrm_state_check_expire must see (first use, a soft or
+    hard byte/packet limit, the end of the 32-bit sequence space, death), so that a compiled caller
+    hands the control plane only the bulks that matter."""
+    return (t.packets[sa] >= t.check_packets[sa] or t.bytes[sa] >= t.check_bytes[sa] or t.dead[sa] != 0
+            or (not t.flags[sa] & XFRM_STATE_ESN and t.oseq[sa] >= SEQ32_MAX))  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
 def esp_output_one(b, h, ln, nhoff, seq, budget, ctx, spi, flags, v4, sport, dport, ttl, scr):
     """Encapsulate the packet at b[h:h+ln] (IP header at h+nhoff) with sequence number `seq`.
 

@@ -40,7 +40,8 @@ class XfrmStateTable(NamedTuple):
     ctx_enc, ctx_dec int64[N] EVP_CIPHER_CTX addresses; oseq int64[N] last sent sequence number;
     replay_top int64[N], replay_bmp uint8[N, 4096] replay window; bytes, packets int64[N] current
     lifetime; hard_bytes, hard_packets int64[N] limits; dead uint8[N] (hard expired or overflowed);
-    stats int64[N, XS_N].
+    stats int64[N, XS_N]; check_packets, check_bytes int64[N]: the next packet/byte count at which the
+    compiled path hands the SA to xfrm_state_check_expire (first use, then the next soft or hard limit).
     """
 
     spi: np.ndarray
@@ -64,6 +65,8 @@ class XfrmStateTable(NamedTuple):
     hard_packets: np.ndarray
     dead: np.ndarray
     stats: np.ndarray
+    check_packets: np.ndarray
+    check_bytes: np.ndarray
 
 
 def xfrm_state_table(cap: int) -> XfrmStateTable:
@@ -74,7 +77,7 @@ def xfrm_state_table(cap: int) -> XfrmStateTable:
         np.zeros(cap, i8), np.zeros(cap, i8), np.zeros(cap, i8), np.zeros(cap, i8), np.zeros(cap, i8),
         np.zeros(cap, i8), np.zeros(cap, i8), np.zeros((cap, XFRMA_REPLAY_ESN_MAX), np.uint8),
         np.zeros(cap, i8), np.zeros(cap, i8), np.full(cap, XFRM_INF, i8), np.full(cap, XFRM_INF, i8),
-        np.zeros(cap, np.uint8), np.zeros((cap, XS_N), i8),
+        np.zeros(cap, np.uint8), np.zeros((cap, XS_N), i8), np.ones(cap, i8), np.full(cap, XFRM_INF, i8),
     )  # fmt: skip
 
 
@@ -204,6 +207,7 @@ def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = -1) -> XfrmState:
     ):
         col[i] = 0  # a flushed table's row is reused
     t.hard_bytes[i], t.hard_packets[i] = x.lft.hard_byte_limit, x.lft.hard_packet_limit
+    t.check_packets[i], t.check_bytes[i] = 1, XFRM_INF  # the first use sets use_time
     xfrm.states.append(x)
     xfrm._byid[key] = x
     return x
@@ -287,6 +291,11 @@ def xfrm_state_check_expire(xfrm: Xfrm, x: XfrmState, now_ns: int) -> bool:
         if soft:
             x.soft_expired = True
             xfrm.events.append(XfrmExpire(x, False, soft, now_ns))
+    if x.use_time_ns:
+        soft_p = XFRM_INF if x.soft_expired else lft.soft_packet_limit
+        soft_b = XFRM_INF if x.soft_expired else lft.soft_byte_limit
+        t.check_packets[i] = min(soft_p, lft.hard_packet_limit)
+        t.check_bytes[i] = min(soft_b, lft.hard_byte_limit)
     return True
 
 

@@ -252,3 +252,31 @@ def test_oversize_inner_packet_gets_frag_needed_with_the_esp_overhead(tmp_path):
         sent = [p for p in out["wan0"]]
         assert len(sent) == 5  # the 4 flow packets and the one that fits exactly, fast-path encrypted
         assert len(bytes(_outer_ip(sent[-1], outer))) <= 1500
+
+
+def test_sa_lifetime_ends_on_the_fast_path_and_flows_are_torn_down(tmp_path):
+    """`limit packet-soft 3 limit packet-hard 6` on the outbound SA: the fast path sends 6 packets
+    through it, the soft then the hard expire event fire, the flow is torn down, and every later packet
+    is dropped, like on the classic path (which has no SA to find any more)."""
+    text = net_text().replace("spi 0x1001 reqid 1 mode tunnel replay-window 32", "spi 0x1001 reqid 1 mode tunnel "
+                              "replay-window 32 limit packet-soft 3 limit packet-hard 6")  # fmt: skip
+    assert "packet-hard 6" in text
+    outs = {}
+    for ft in (True, False):
+        (tmp_path / str(ft)).mkdir()
+        net, rules = parse_network(text, "ipsec.ip"), parse_ruleset(RULES)
+        out, stats, res = run(tmp_path / str(ft), trace(), net=net, rules=rules, batch_size=4, flowtable=ft)
+        assert len(out["wan0"]) == 6 and [p[ESP].seq for p in out["wan0"]] == [1, 2, 3, 4, 5, 6]
+        assert len(out["lan0"]) == 10  # the inbound SA has no limit
+        drops = stats["drops"]
+        assert sum(drops.values()) == 4 and set(drops) <= {"xfrm_no_state", "xfrm_state_expired"}, drops
+        events = [(e.state.spi, e.hard) for e in res.worker.xfrm.events]
+        assert events == [(0x1001, False), (0x1001, True)], events
+        outs[ft] = _bytes(out)
+        if ft:
+            # fast: dn2 up3 dn3 up4 dn4 up5 dn5; up6 is refused in the bulk that ends the SA, which
+            # tears the flow down: later packets take the classic path (dn* still decrypted at ingress)
+            assert stats["fastpath_packets"] == 7
+            (e,) = [e for e in res.worker.flowtables["ft"][0].entries() if e["xfrm"] >= 0] or [None]
+            assert e is None or e["flags"] & 8  # NF_FLOW_TEARDOWN, or already deleted by the GC
+    assert outs[True] == outs[False]
