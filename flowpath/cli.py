@@ -272,7 +272,8 @@ def rxstats(
     con.print(t)
 
 
-SCENARIOS = ("classic-vs-flowtable", "bulking", "frame-sizes")
+SCENARIOS = ("classic-vs-flowtable", "bulking", "frame-sizes", "ipsec-flows", "ipsec-sizes")
+IPSEC_SCENARIOS = ("ipsec-flows", "ipsec-sizes")
 
 
 @app.command()
@@ -284,7 +285,9 @@ def bench(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
     plot: Annotated[
         Optional[Path],
-        typer.Option("--plot", help="Write a PNG plot (bulking: F.png in Gbit/s and F-mpps.png in Mpps)."),
+        typer.Option(
+            "--plot", help="Write a PNG plot (bulking, ipsec-flows: F.png in Gbit/s and F-mpps.png in Mpps)."
+        ),
     ] = None,
     frame_size: Annotated[
         Optional[int],
@@ -292,14 +295,27 @@ def bench(
             "--frame-size",
             min=64,
             max=1518,
-            help="Frame size in bytes on the wire, FCS included (default 64; bulking 128).",
+            help="Frame size in bytes on the wire, FCS included (default 64; bulking, ipsec-flows 128).",
         ),
     ] = None,
     flows: Annotated[
         Optional[str],
-        typer.Option("--flows", help="Comma-separated flow counts (default 1000; bulking 1..10000)."),
+        typer.Option(
+            "--flows",
+            help="Comma-separated flow counts (default 1000; bulking, ipsec-flows 1..10000; ipsec-sizes 1,1000).",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch", min=1, max=65536, help="Packets per poll.")] = 256,
+    alg: Annotated[
+        str, typer.Option("--alg", help="ipsec-*: gcm (rfc4106(gcm(aes)), 128-bit) or chacha (rfc7539esp).")
+    ] = "gcm",
+    packets: Annotated[
+        Optional[int],
+        typer.Option("--packets", min=1, max=10_000_000, help="ipsec-*: packets per timed repetition."),
+    ] = None,
+    reps: Annotated[
+        Optional[int], typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most.")
+    ] = None,
 ) -> None:
     """Run one of the seeds' experiments in memory on one core and report Mpps side by side."""
     import json
@@ -318,6 +334,11 @@ def bench(
         raise UsageError(f"--flows {flows!r}: expected comma-separated integers") from None
     if not counts or min(counts) < 1 or max(counts) > 1_000_000:
         raise UsageError("--flows: between 1 and 1000000 flows")
+    if scenario in IPSEC_SCENARIOS:
+        return _bench_ipsec(scenario, quick, json_path, plot, frame_size, counts if flows else None,
+                            batch_size, alg, packets, reps)  # fmt: skip
+    if alg != "gcm" or packets is not None or reps is not None:
+        raise UsageError(f"--alg, --packets and --reps apply to {' and '.join(IPSEC_SCENARIOS)} only")
     if scenario != "classic-vs-flowtable":
         return _bench_scenario(
             scenario, quick, json_path, plot, frame_size, counts if flows else None, batch_size
@@ -399,6 +420,53 @@ def _bench_scenario(scenario, quick, json_path, plot, frame_size, counts, batch_
         json_path.write_text(json.dumps(r, indent=2) + "\n")
     if plot is not None:
         fn = plot_scenarios.plot_bulking if scenario == "bulking" else plot_scenarios.plot_frame_sizes
+        for p in fn(r, plot):
+            Console(stderr=True).print(f"wrote {p}")
+
+
+def _bench_ipsec(
+    scenario, quick, json_path, plot, frame_size, counts, batch_size, alg, packets, reps
+) -> None:
+    """ipsec-flows and ipsec-sizes: one library call each, a summary table, JSON, plots."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from flowpath.bench import ipsec, plot_scenarios
+    from flowpath.errors import UsageError
+
+    if scenario == "ipsec-sizes" and frame_size is not None:
+        raise UsageError(
+            f"ipsec-sizes measures {', '.join(map(str, ipsec.SIZES))}-byte frames; it takes no --frame-size"
+        )
+    ipsec.check_options(
+        alg, ipsec.SIZES if scenario == "ipsec-sizes" else (frame_size or 128,), counts or [1]
+    )
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as prog:  # fmt: skip
+        task = prog.add_task(scenario, total=None)
+        say = lambda msg: prog.update(task, description=f"{scenario}: {msg}")  # noqa: E731
+        kw = dict(alg=alg, quick=quick, batch_size=batch_size, packets=packets, reps=reps, progress=say)
+        if scenario == "ipsec-flows":
+            r = ipsec.ipsec_flows(counts, frame_size or 128, **kw)
+        else:
+            r = ipsec.ipsec_sizes(counts, **kw)
+        prog.update(task, description=f"{scenario}: done", completed=1, total=1)
+    t = Table("flows", "size", "bulk", "enc Mpps", "enc Gb/s", "dec Mpps", "dec Gb/s", "timed fast/slow",
+              title=f"{scenario}, {r['alg']}, 1 core, batch {batch_size}",
+              caption="Gb/s of the inner L2 frames (FCS counted); packets per path of encap + decap")  # fmt: skip
+    for x in r["results"]:
+        e, d = x["encap"], x["decap"]
+        t.add_row(f"{x['flows']:,}", str(x["frame_size"]), "on" if x["bulk"] else "off", f"{x['encap_mpps']:.4g}",
+                  f"{x['encap_gbps']:.4g}", f"{x['decap_mpps']:.4g}", f"{x['decap_gbps']:.4g}",
+                  f"{e['fastpath_packets'] + d['fastpath_packets']:,}/{e['slowpath_packets'] + d['slowpath_packets']:,}")  # fmt: skip
+    Console().print(t)
+    if json_path is not None:
+        json_path.write_text(json.dumps(r, indent=2) + "\n")
+    if plot is not None:
+        fn = plot_scenarios.plot_ipsec_flows if scenario == "ipsec-flows" else plot_scenarios.plot_ipsec_sizes
         for p in fn(r, plot):
             Console(stderr=True).print(f"wrote {p}")
 

@@ -1,7 +1,9 @@
-"""Plots of the bulking and frame-sizes scenarios (matplotlib, Agg): units, legend, title, conditions.
+"""Plots of the bulking, frame-sizes and ipsec-* scenarios (matplotlib, Agg): units, legend, title,
+conditions.
 
 No Linux counterpart. `bulking` writes two files like the seed's rx-gbps.png and rx-mpps.png: PATH
-(RX Gbps) and PATH-mpps.png (RX Mpps). `frame-sizes` writes one figure with two panels (Mpps, Gbps).
+(RX Gbps) and PATH-mpps.png (RX Mpps); so does `ipsec-flows` (encap and decap). `frame-sizes` and
+`ipsec-sizes` write one figure with two panels (Mpps, Gbps).
 """
 
 from __future__ import annotations
@@ -115,6 +117,89 @@ def plot_frame_sizes(r: dict, path: Path) -> list[Path]:
         r,
         "line rates count 20 B preamble+SFD+IFG per frame; frames are not copied, so Mpps barely depends on size",
     )
+    fig.savefig(path)
+    plt.close(fig)
+    return [Path(path)]
+
+
+def _ipsec_share(r: dict) -> str:
+    fast = sum(x[d]["fastpath_packets"] for x in r["results"] for d in ("encap", "decap"))
+    slow = sum(x[d]["slowpath_packets"] for x in r["results"] for d in ("encap", "decap"))
+    return f"{fast / (fast + slow):.0%} of timed packets on the fast path" if fast + slow else "no packets"
+
+
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
+IPSEC_LINES = (  # (direction, bulk, label, style, color): a colour per direction, a line style per bulk
+    ("encap", True, "encap (west), bulk on", "o-", "tab:blue"),
+    ("encap", False, "encap (west), bulk off", "s--", "tab:blue"),
+    ("decap", True, "decap (east), bulk on", "^-", "tab:red"),
+    ("decap", False, "decap (east), bulk off", "v--", "tab:red"),
+)
+
+
+def plot_ipsec_flows(r: dict, path: Path) -> list[Path]:
+    """Encap and decap Gbps (inner L2) and Mpps against flows, bulk on vs off, log x: PATH and
+    PATH-mpps.png, as plot_bulking; returns the files written."""
+    plt = _plt()
+    flows = r["flows"]
+    out = []
+    for key, unit, ylabel, target in (
+        ("gbps", "Gbps", "throughput per core [Gbit/s], inner L2 frame with FCS", Path(path)),
+        ("mpps", "Mpps", "packet rate per core [Mpps]", mpps_path(path)),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+        top = 0.0
+        for d, bulk, label, style, color in IPSEC_LINES:
+            pts = [x for x in r["results"] if x["bulk"] == bulk]
+            ys = [x[f"{d}_{key}"] for x in pts]
+            top = max(top, *ys)
+            ax.plot([x["flows"] for x in pts], ys, style, color=color, label=label)
+            if bulk:  # four close lines: label one per direction, above encap and below decap
+                for x, y in zip(pts, ys, strict=True):
+                    ax.annotate(f"{y:.3g}", (x["flows"], y), textcoords="offset points", ha="center",
+                                xytext=(0, 7 if d == "encap" else -13), fontsize=7, color=color)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xticks(flows, [f"{n:,}" for n in flows])
+        ax.set_xlabel("number of flows (UDP source ports) over one SA pair")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0, top=top * 1.25 or 1)
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"IPsec ({r['alg']}), {r['frame_size']}-byte frames: {unit} vs flows, bulk on/off")
+        ax.legend(loc="lower left", fontsize=8)
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        _footer(fig, r, _ipsec_share(r))
+        fig.savefig(target)
+        plt.close(fig)
+        out.append(target)
+    return out
+
+
+def plot_ipsec_sizes(r: dict, path: Path) -> list[Path]:
+    """Two panels against frame size: Gbps (inner L2) and Mpps, encap and decap at each flow count."""
+    plt = _plt()
+    sizes = r["frame_sizes"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
+    for ax, key, ylabel in ((axes[0], "gbps", "throughput per core [Gbit/s], inner L2"),
+                            (axes[1], "mpps", "packet rate per core [Mpps]")):  # fmt: skip
+        top = 0.0
+        for n, color in zip(r["flows"], COLORS * (len(r["flows"]) // len(COLORS) + 1), strict=False):
+            for d, style in (("encap", "o-"), ("decap", "s--")):
+                pts = [x for x in r["results"] if x["flows"] == n]
+                ys = [x[f"{d}_{key}"] for x in pts]
+                top = max(top, *ys)
+                ax.plot([x["frame_size"] for x in pts], ys, style, color=color,
+                        label=f"{d}, {n:,} flow{'s' if n > 1 else ''}")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [f"{s} B" for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("inner frame size (wire bytes with FCS)")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0, top=top * 1.25 or 1)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"IPsec ({r['alg']}) per frame size: encap (west) and decap (east), bulk on")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _footer(fig, r, _ipsec_share(r))
     fig.savefig(path)
     plt.close(fig)
     return [Path(path)]
