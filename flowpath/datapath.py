@@ -21,10 +21,14 @@ from flowpath.flowtable.hook import _nf_flow_offload_hook, _prepared
 from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
 from flowpath.flowtable.xfrm import (
     IPDEFTTL,
+    XFRM_PENDING,
     XfrmInputTable,
     XfrmScratch,
+    nf_flow_xfrm_first_slow,
+    nf_flow_xfrm_flush,
     nf_flow_xfrm_input,
     nf_flow_xfrm_output,
+    nf_flow_xfrm_park,
 )
 from flowpath.inet.arp import arp_rcv
 from flowpath.inet.icmp import IcmpSender
@@ -49,6 +53,8 @@ from flowpath.packet.skb import SkBuff, frame_array, skb_parse
 _BCAST = b"\xff" * 6
 _FF, _SLOW_NO_ENTRY = int(Reason.FLOW_FORWARD), int(Reason.SLOW_NO_ENTRY)
 _PARKED = 255  # not a Reason: a packet held back while another flowtable's devices are looked up
+_IS_SLOW_U8 = np.zeros(256, np.bool_)  # IS_SLOW over every uint8 verdict (XFRM_PENDING included)
+_IS_SLOW_U8[: IS_SLOW.shape[0]] = IS_SLOW
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
 NSEC_PER_SEC = 1_000_000_000
 SYSCTL_DEFAULTS = {  # net.netfilter.* (seconds), as Linux
@@ -93,21 +99,23 @@ def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, encap, n,
 def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
                                max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group,
                                group_start, group_count, order, gfirst, gtab, hdr, now_ns, bulk, dev_ok, reasons, ifc,
-                               xfrm_sa, t, ttl, idx, nhoff, scr, sa_bulks):  # fmt: skip
-    """_early_ingress_kernel for a flowtable with XMIT_XFRM entries: the hook, then ESP output of
-    those groups (flowtable/xfrm.py), then the counters. Returns (forwarded, slow, ngroups, hits,
-    refused by ESP output)."""
+                               xfrm_sa, t, ttl, psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
+    """_early_ingress_kernel for a flowtable with XMIT_XFRM entries: the hook, ESP output of the
+    XMIT_XFRM hits before the first slow-path packet, parking of those after it (flowtable/xfrm.py),
+    then the counters. Returns (forwarded, slow, ngroups, hits, refused by ESP output, parked)."""
     flow_park_foreign(verdict, iif, n, dev_ok, _FF, _SLOW_NO_ENTRY)
     fwd, slow, ng = _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6,
                                           mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey,
                                           phash, group, group_start, group_count, order, gfirst, gtab, hdr, now_ns,
                                           bulk)  # fmt: skip
-    bad = 0
+    bad = parked = 0
     if fwd:
-        bad = nf_flow_xfrm_output(data, head, length, verdict, flow, ng, group_start, group_count, order, gfirst,
-                                  key, xfrm_sa, t, ttl, idx, nhoff, scr, sa_bulks)  # fmt: skip
+        cut = nf_flow_xfrm_first_slow(verdict, n)
+        bad = nf_flow_xfrm_output(data, head, length, iif, verdict, flow, 0, cut, _FF, dev_ok, key, xfrm_sa, t, ttl,
+                                  bulk, psa, idx, nhoff, scr, sa_bulks)  # fmt: skip
+        parked = nf_flow_xfrm_park(verdict, flow, cut, n, key)
     hits = account_batch(verdict, iif, oif, length, n, reasons, ifc)
-    return fwd, slow, ng, hits, bad
+    return fwd, slow, ng, hits, bad, parked
 
 
 @dataclass
@@ -170,7 +178,7 @@ class Worker:
         self._next_gc_ns = 0
         self._tx: list[tuple[int, bytes, int]] = []
         nif = max(net.links) + 1 if net.links else 1
-        self._all_devs, self._any_devs = np.ones(nif, np.bool_), np.zeros(nif, np.bool_)
+        self._no_devs, self._any_devs = np.zeros(nif, np.bool_), np.zeros(nif, np.bool_)
         self._ft_list = []
         for ft, ifindexes in self.flowtables.values():
             dev_ok = np.zeros(nif, np.bool_)
@@ -182,6 +190,7 @@ class Worker:
         self._xin = XfrmInputTable() if self.xfrm is not None and self.flowtables else None
         self._xscratch: dict[int, XfrmScratch] = {}
         self._sa_bulks = np.zeros(0, np.int64)
+        self._xfrm_parked: list = []  # (flowtable, dev_ok) with XMIT_XFRM hits parked in this poll
 
     # -- helpers the inet steps call -------------------------------------------------------------
     def ifname(self, ifindex: int) -> str:
@@ -308,18 +317,21 @@ class Worker:
         """ESP to the tunnel tuples: decrypted in bulks per SA before the flowtable lookup."""
         xs, xin = self._xfrm_scratch(batch.capacity), self._xin
         nf_flow_xfrm_input(batch.data, batch.head, batch.len, batch.iif, batch.verdict, batch.encap, batch.n,
-                           xin.index, xin.key, xin.sa, xin.seed, self.xfrm.tab, xs.psa, xs.idx, xs.nhoff, xs.kr,
-                           xs.scr, self._sa_bulks)  # fmt: skip
+                           xin.index, xin.key, xin.sa, xin.seed, self.xfrm.tab, self.bulk, xs.psa, xs.idx,
+                           xs.nhoff, xs.kr, xs.scr, self._sa_bulks)  # fmt: skip
         self._xfrm_expire()
 
-    def _xfrm_output(self, batch: PacketBatch, ft, res) -> int:
-        xs = self._xfrm_scratch(batch.capacity)
-        gfirst = _prepared(batch)[1].gfirst  # the hook ran with the batch's own scratch
-        bad = nf_flow_xfrm_output(batch.data, batch.head, batch.len, batch.verdict, batch.flow, res.ngroups,
-                                  res.group_start, res.group_count, res.order, gfirst, ft.key, ft.xfrm_sa,
-                                  self.xfrm.tab, IPDEFTTL, xs.idx, xs.nhoff, xs.scr, self._sa_bulks)  # fmt: skip
+    def _xfrm_flush(self, batch: PacketBatch, lo: int, hi: int) -> None:
+        """Encrypt and count the parked XMIT_XFRM hits lo..hi-1 (between two slow-path packets)."""
+        xs, st = self._xfrm_scratch(batch.capacity), self.stats
+        for ft, dev_ok in self._xfrm_parked:
+            hits = nf_flow_xfrm_flush(batch.data, batch.head, batch.len, batch.iif, batch.oif, batch.verdict,
+                                      batch.flow, lo, hi, dev_ok, ft.key, ft.xfrm_sa, self.xfrm.tab, IPDEFTTL,
+                                      self.bulk, xs.psa, xs.idx, xs.nhoff, xs.scr, self._sa_bulks, st.reasons,
+                                      st.ifc)  # fmt: skip
+            st.fastpath_packets += hits
+            st.tx_packets += hits
         self._xfrm_expire()
-        return int(bad)
 
     def _xfrm_expire(self) -> None:
         """Lifetime checks of the SAs whose bulk crossed a limit (xfrm_state_wants_check); flows through
@@ -372,9 +384,14 @@ class Worker:
         st.fastpath_packets += hits
         st.tx_packets += hits
         st.rx_packets += n
-        slow = np.flatnonzero(IS_SLOW[verdict[:n]])
+        slow = np.flatnonzero(_IS_SLOW_U8[verdict[:n]])
+        if self._xfrm_parked:
+            parked, lo = np.flatnonzero(verdict[:n] == XFRM_PENDING), 0
         for i in slow:
             i = int(i)
+            if self._xfrm_parked:
+                self._xfrm_flush(batch, lo, i)
+                lo = i + 1
             self.now_ns = int(batch.ts_ns[i])
             self._maybe_gc()
             st.slowpath_packets += 1
@@ -390,6 +407,10 @@ class Worker:
                 tx.slow.append((i, k, ifx, f))
                 st.tx(ifx, len(f))
             st.tx_bursts += len(self._tx)
+        if self._xfrm_parked:
+            self._xfrm_flush(batch, lo, n)
+            tx.hits.append(parked[verdict[parked] == _FF])
+            self._xfrm_parked = []
         st.icmp_ratelimited = self.icmp.ratelimited
         self._tx = []
         return tx
@@ -402,17 +423,19 @@ class Worker:
         st = self.stats
         if ft.nxfrm:
             xs = self._xfrm_scratch(batch.capacity)
-            fwd, slow, ng, hits, bad = _early_ingress_xfrm_kernel(
+            fwd, slow, ng, hits, bad, parked = _early_ingress_xfrm_kernel(
                 *cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk, dev_ok, st.reasons, st.ifc, ft.xfrm_sa,
-                self.xfrm.tab, IPDEFTTL, xs.idx, xs.nhoff, xs.scr, self._sa_bulks)  # fmt: skip
+                self.xfrm.tab, IPDEFTTL, xs.psa, xs.idx, xs.nhoff, xs.scr, self._sa_bulks)  # fmt: skip
             self._xfrm_expire()
+            if parked:
+                self._xfrm_parked.append((ft, dev_ok))
         else:
             fwd, slow, ng, hits = _early_ingress_kernel(*cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk,
                                                         dev_ok, st.reasons, st.ifc)  # fmt: skip
-            bad = 0
+            bad = parked = 0
         if fwd:
             order = sc.order[:fwd]
-            tx.hits.append(order[batch.verdict[order] == _FF] if bad else order.copy())
+            tx.hits.append(order[batch.verdict[order] == _FF] if bad or parked else order.copy())
             st.tx_bursts += ng
         if slow:
             self._teardown_fixups(batch, ft)
@@ -430,12 +453,14 @@ class Worker:
         for ft, dev_ok in self._ft_list:
             parked = flow_park_foreign(verdict, iif, n, dev_ok, _FF, _PARKED)
             res = nf_flow_offload_hook(batch, ft, self.now_ns, self.bulk)
-            bad = self._xfrm_output(batch, ft, res) if ft.nxfrm and res.forwarded else 0
+            xpark = nf_flow_xfrm_park(verdict, batch.flow, 0, n, ft.key) if ft.nxfrm and res.forwarded else 0
+            if xpark:  # all of them: the slow loop encrypts them in batch order (poll)
+                self._xfrm_parked.append((ft, dev_ok))
             if parked:
-                flow_park_foreign(verdict, iif, n, self._all_devs, _PARKED, _FF)
+                flow_park_foreign(verdict, iif, n, self._no_devs, _PARKED, _FF)  # every device: all back
             if res.forwarded:
                 order = res.order[: res.forwarded]
-                tx.hits.append(order[verdict[order] == _FF] if bad else order.copy())
+                tx.hits.append(order[verdict[order] == _FF] if xpark else order.copy())
                 self.stats.tx_bursts += res.ngroups
             if res.slow:
                 self._teardown_fixups(batch, ft)

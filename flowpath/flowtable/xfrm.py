@@ -17,9 +17,12 @@ policy check with that SA in its secpath: a decrypted packet never skips the pol
 entry whose check covered the same selector and secpath. A miss goes to the classic path with its
 secpath (datapath.Worker.slow_path_decrypted), as Linux's xfrm_input re-receives the inner packet.
 
-Output. After the hook, groups whose entry has FLOW_OFFLOAD_XMIT_XFRM are encrypted in place
+Output. After the hook, hits whose entry has FLOW_OFFLOAD_XMIT_XFRM are encrypted in place
 (esp_batch.esp_encrypt_kernel: the outer header goes into the headroom, in front of the inner packet;
-the link-layer header the group got moves with it), one bulk per run of packets of one SA.
+the link-layer header the bulk stage wrote moves with it), one bulk per SA in batch order. Sequence
+numbers must follow the order packets leave in, or the far end's replay window drops them: hits after
+the batch's first slow-path packet are parked and encrypted between the slow path's packets, so an
+SA shared by both paths numbers its packets in batch order.
 Deviation: the outer packet does not traverse LOCAL_OUT and POSTROUTING (Linux's xfrm_output_resume
 runs them); it leaves with the cached outer route and MACs.
 """
@@ -61,10 +64,14 @@ from flowpath.packet.layout import (
     UDPH,
     VLAN,
 )
-from flowpath.packet.reason import Reason
+from flowpath.packet.reason import IS_SLOW, N_REASONS, Reason
 from flowpath.xfrm.esp_batch import SCRATCH, esp_decrypt_kernel, esp_encrypt_kernel, xfrm_state_wants_check
 
 FLOW_FORWARD = int(Reason.FLOW_FORWARD)
+XFRM_NO_STATE = int(Reason.XFRM_NO_STATE)
+XFRM_PENDING = 254  # not a Reason: an XMIT_XFRM hit waiting for the slow packets before it (park)
+assert N_REASONS < XFRM_PENDING
+_IS_SLOW = IS_SLOW
 MAX_PROBES = 32
 IPDEFTTL = 64  # the outer header's TTL (sysctl ip_default_ttl; the classic path uses the same)
 
@@ -181,11 +188,12 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, kr):
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, t, psa, idx, nhoff,
-                       kr, scr, sa_bulks):  # fmt: skip
+def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, t, bulk, psa, idx,
+                       nhoff, kr, scr, sa_bulks):  # fmt: skip
     """ESP input at early ingress over packets 0..n-1 (those still FLOW_FORWARD).
 
-    tindex/tkey/tsa/tseed: an XfrmInputTable; t: the SAD columns (XfrmStateTable); psa, idx int32[cap],
+    tindex/tkey/tsa/tseed: an XfrmInputTable; t: the SAD columns (XfrmStateTable); bulk 1: one bulk per
+    SA, 0: one per packet (`--no-bulk`); psa, idx int32[cap],
     nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]: scratch; sa_bulks int64[nsa] in/out: +1 per
     bulk after which the SA wants its lifetime check (xfrm_state_wants_check; the caller runs
     xfrm_state_check_expire and clears it).
@@ -218,7 +226,7 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
         if sa < 0:
             continue
         m = 0
-        for j in range(i, n):
+        for j in range(i, n if bulk else i + 1):
             if psa[j] == sa:
                 idx[m] = j
                 m += 1
@@ -234,34 +242,93 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_output(data, head, length, verdict, flow, ng, group_start, group_count, order, gfirst, key,
-                        xfrm_sa, t, ttl, idx, nhoff, scr, sa_bulks):  # fmt: skip
-    """Encrypt the XMIT_XFRM groups of a hook's output in place, one bulk per run of one SA.
+def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, dev_ok, key, xfrm_sa, t, ttl, bulk,
+                        psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
+    """Encrypt, in place, the packets lo..hi-1 with verdict `take` (FLOW_FORWARD, or XFRM_PENDING for
+    parked ones) whose input device is in dev_ok and whose entry has FLOW_OFFLOAD_XMIT_XFRM: one bulk
+    per SA (bulk 1) or per packet (bulk 0, `--no-bulk`), each in batch order.
 
-    Arguments as flowtable/hook.py's OffloadResult plus the flowtable's key rows and xfrm_sa column;
-    t the SAD columns; ttl the outer TTL; idx int32[cap], nhoff uint16[cap], scr uint8[SCRATCH]
-    scratch; sa_bulks as nf_flow_xfrm_input. A refused packet (SA expired, sequence overflow, no room)
-    gets its drop reason. Returns the number refused.
+    key, xfrm_sa: the flowtable's key rows and SA column; t the SAD columns; ttl the outer TTL;
+    psa, idx int32[cap], nhoff uint16[cap], scr uint8[SCRATCH] scratch; sa_bulks as nf_flow_xfrm_input.
+    Taken packets end with FLOW_FORWARD, or the drop reason of a refusal (SA expired, sequence
+    overflow, no room; XFRM_NO_STATE for a parked packet whose flow was deleted meanwhile), and
+    psa == -2. Returns the number refused.
     """
-    bad = 0
-    for g in range(ng):
-        x0 = key[gfirst[g], V_XMIT]
-        if ((x0 >> 4) & 7) != FLOW_OFFLOAD_XMIT_XFRM:
+    hits = bad = 0
+    for i in range(lo, hi):
+        psa[i] = -1
+        if verdict[i] != take or not dev_ok[iif[i]]:
             continue
-        hl = ETH_HLEN + (VLAN.size if x0 & XMIT_VLAN else 0)
-        m, cur = 0, -1
-        for j in range(group_start[g], group_start[g] + group_count[g]):
-            i = order[j]
-            sa = xfrm_sa[flow[i]]
-            if sa != cur and m > 0:
-                bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, cur, ttl, scr)
-                sa_bulks[cur] += xfrm_state_wants_check(t, cur)
-                m = 0
-            cur = sa
-            idx[m] = i
-            nhoff[i] = hl
-            m += 1
-        if m > 0:
-            bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, cur, ttl, scr)
-            sa_bulks[cur] += xfrm_state_wants_check(t, cur)
+        e = flow[i]
+        x = key[e, V_XMIT]
+        if ((x >> 4) & 7) != FLOW_OFFLOAD_XMIT_XFRM:
+            continue
+        if xfrm_sa[e] < 0:  # parked, and the flow was deleted by a GC run in between
+            verdict[i], psa[i] = XFRM_NO_STATE, -2
+            bad += 1
+            continue
+        psa[i] = xfrm_sa[e]
+        nhoff[i] = ETH_HLEN + (VLAN.size if x & XMIT_VLAN else 0)  # the header the bulk stage wrote
+        verdict[i] = FLOW_FORWARD
+        hits += 1
+    if hits == 0:
+        return bad
+    for i in range(lo, hi):
+        sa = psa[i]
+        if sa < 0:
+            continue
+        m = 0
+        for j in range(i, hi if bulk else i + 1):
+            if psa[j] == sa:
+                idx[m] = j
+                m += 1
+                psa[j] = -2
+        bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, ttl, scr)
+        sa_bulks[sa] += xfrm_state_wants_check(t, sa)
     return bad
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_xfrm_first_slow(verdict, n):
+    """Index of the batch's first packet bound for the slow path (n when none)."""
+    for i in range(n):
+        v = verdict[i]
+        if v < _IS_SLOW.shape[0] and _IS_SLOW[v]:
+            return i
+    return n
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_xfrm_park(verdict, flow, lo, n, key):
+    """Park the XMIT_XFRM hits lo..n-1 (verdict XFRM_PENDING): they are encrypted between the slow
+    path's packets, in batch order (nf_flow_xfrm_flush), so that a slow packet earlier in the batch
+    takes the lower sequence number of a shared SA, as it leaves first. Returns how many."""
+    parked = 0
+    for i in range(lo, n):
+        if verdict[i] == FLOW_FORWARD and ((key[flow[i], V_XMIT] >> 4) & 7) == FLOW_OFFLOAD_XMIT_XFRM:
+            verdict[i] = XFRM_PENDING
+            parked += 1
+    return parked
+
+
+@njit(cache=True, nogil=True)
+def nf_flow_xfrm_flush(data, head, length, iif, oif, verdict, flow, lo, hi, dev_ok, key, xfrm_sa, t, ttl, bulk,
+                       psa, idx, nhoff, scr, sa_bulks, reasons, ifc):  # fmt: skip
+    """Encrypt the parked packets lo..hi-1 of one flowtable (its devices: dev_ok) and count them as
+    account_batch counts hits and drops. Returns the number transmitted."""
+    nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, XFRM_PENDING, dev_ok, key, xfrm_sa, t, ttl,
+                        bulk, psa, idx, nhoff, scr, sa_bulks)  # fmt: skip
+    hits = 0
+    nif = ifc.shape[0]
+    for i in range(lo, hi):
+        if psa[i] != -2:
+            continue
+        v = verdict[i]
+        reasons[v] += 1
+        if v == FLOW_FORWARD:
+            hits += 1
+            o = oif[i]
+            if 0 <= o < nif:
+                ifc[o, 2] += 1
+                ifc[o, 3] += length[i]
+    return hits

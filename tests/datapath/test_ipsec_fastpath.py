@@ -280,3 +280,52 @@ def test_sa_lifetime_ends_on_the_fast_path_and_flows_are_torn_down(tmp_path):
             (e,) = [e for e in res.worker.flowtables["ft"][0].entries() if e["xfrm"] >= 0] or [None]
             assert e is None or e["flags"] & 8  # NF_FLOW_TEARDOWN, or already deleted by the GC
     assert outs[True] == outs[False]
+
+
+def test_sequence_numbers_follow_the_wire_order_with_several_groups_on_one_sa(tmp_path):
+    """IPv4 and IPv6 inner flows through one SA land in different transmit groups (the link-layer
+    header differs); ESP output still numbers the SA's packets in the order they leave, so the far
+    end's replay window sees no reordering."""
+    text = net_text(inner=4) + "".join(
+        ln + "\n"
+        for ln in net_text(inner=6).splitlines()
+        if ln.startswith(("addr add fd", "route add fd", "neigh add fd", "xfrm policy"))
+    )
+    net, rules = parse_network(text, "dual.ip"), parse_ruleset(RULES)
+    peer = scapy_sa(0x2002)
+    pk = []
+    for k in range(40):
+        inner = (4, 6)[k % 2]
+        _, host, _, _, remote = INNER[inner]
+        sport = 1000 + k % 6
+        up = inner_ip(inner, host, remote) / UDP(sport=sport, dport=2222) / Raw(b"up%02d" % k)
+        pk.append(("lan0", Ether(src=HOST_MAC, dst=GW_LAN) / up))
+        if k < 6:  # one reply per flow: offloaded from then on
+            dn = inner_ip(inner, remote, host) / UDP(sport=2222, dport=sport) / Raw(b"dn")
+            pk.append(("wan0", Ether(src=PEER_MAC, dst=GW_WAN) / peer.encrypt(dn)))
+    out, stats, _ = run(tmp_path, pk, net=net, rules=rules, batch_size=8)
+    assert stats["fastpath_packets"] > 20 and stats["drops"] == {}
+    wan = out["wan0"]
+    assert [p[ESP].seq for p in wan] == list(range(1, 41))
+    mine = scapy_sa(0x1001, towards_gw=False)
+    assert [bytes(mine.decrypt(p[IP])[Raw]) for p in wan] == [b"up%02d" % k for k in range(40)]
+
+
+def test_several_flowtables_give_the_same_bytes(tmp_path):
+    """With a second flowtable (on another device) the Worker runs the per-flowtable hook path; the
+    IPsec fast path must emit the same bytes there, parked hits included."""
+    text = net_text() + "link add dmz0 address 02:00:00:00:03:01\nlink set dmz0 up\n"
+    two = RULES.replace("\tchain fw {", "\tflowtable other {\n\t\thook ingress priority filter\n"
+                        "\t\tdevices = { dmz0 }\n\t}\n\n\tchain fw {")  # fmt: skip
+    pk = trace(n=12)
+    pk.insert(9, ("lan0", Ether(src=HOST_MAC, dst=GW_LAN) / IP(src="10.1.0.5", dst="10.2.0.9") / UDP() / Raw(b"x")))
+    outs = []
+    for k, rules in enumerate((RULES, two)):
+        (tmp_path / str(k)).mkdir()
+        out, stats, res = run(tmp_path / str(k), pk, net=parse_network(text, "n.ip"), rules=parse_ruleset(rules),
+                              batch_size=8)  # fmt: skip
+        assert len(res.worker.flowtables) == k + 1 and stats["drops"] == {}
+        assert stats["fastpath_packets"] > 10
+        outs.append(_bytes(out))
+        assert [p[ESP].seq for p in out["wan0"]] == list(range(1, 14))
+    assert outs[0] == outs[1]
