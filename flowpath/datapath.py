@@ -99,7 +99,7 @@ def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, encap, n,
 def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
                                max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group,
                                group_start, group_count, order, gfirst, gtab, hdr, now_ns, bulk, dev_ok, reasons, ifc,
-                               xfrm_sa, t, ttl, psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
+                               xfrm_sa, tcols, ttl, psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
     """_early_ingress_kernel for a flowtable with XMIT_XFRM entries: the hook, ESP output of the
     XMIT_XFRM hits before the first slow-path packet, parking of those after it (flowtable/xfrm.py),
     then the counters. Returns (forwarded, slow, ngroups, hits, refused by ESP output, parked)."""
@@ -111,8 +111,8 @@ def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, enca
     bad = parked = 0
     if fwd:
         cut = nf_flow_xfrm_first_slow(verdict, n)
-        bad = nf_flow_xfrm_output(data, head, length, iif, verdict, flow, 0, cut, _FF, dev_ok, key, xfrm_sa, t, ttl,
-                                  bulk, psa, idx, nhoff, scr, sa_bulks)  # fmt: skip
+        bad = nf_flow_xfrm_output(data, head, length, iif, verdict, flow, 0, cut, _FF, dev_ok, key, xfrm_sa, tcols,
+                                  ttl, bulk, psa, idx, nhoff, scr, sa_bulks)  # fmt: skip
         parked = nf_flow_xfrm_park(verdict, flow, cut, n, key)
     hits = account_batch(verdict, iif, oif, length, n, reasons, ifc)
     return fwd, slow, ng, hits, bad, parked
@@ -308,7 +308,7 @@ class Worker:
         xs = self._xscratch.get(capacity)
         if xs is None:
             xs = self._xscratch[capacity] = XfrmScratch(capacity)
-        nsa = self.xfrm.tab.spi.shape[0]
+        nsa = self.xfrm.tab.spi.shape[0] + 1  # + the "some SA is flagged" slot
         if self._sa_bulks.shape[0] != nsa:
             self._sa_bulks = np.zeros(nsa, np.int64)
         return xs
@@ -317,8 +317,8 @@ class Worker:
         """ESP to the tunnel tuples: decrypted in bulks per SA before the flowtable lookup."""
         xs, xin = self._xfrm_scratch(batch.capacity), self._xin
         nf_flow_xfrm_input(batch.data, batch.head, batch.len, batch.iif, batch.verdict, batch.encap, batch.n,
-                           xin.index, xin.key, xin.sa, xin.seed, self.xfrm.tab, self.bulk, xs.psa, xs.idx,
-                           xs.nhoff, xs.kr, xs.scr, self._sa_bulks)  # fmt: skip
+                           xin.index, xin.key, xin.sa, xin.seed, xin.ports, self.xfrm.cols, self.bulk, xs.psa,
+                           xs.idx, xs.nhoff, xs.kr, xs.scr, self._sa_bulks)  # fmt: skip
         self._xfrm_expire()
 
     def _xfrm_flush(self, batch: PacketBatch, lo: int, hi: int) -> None:
@@ -326,7 +326,7 @@ class Worker:
         xs, st = self._xfrm_scratch(batch.capacity), self.stats
         for ft, dev_ok in self._xfrm_parked:
             hits = nf_flow_xfrm_flush(batch.data, batch.head, batch.len, batch.iif, batch.oif, batch.verdict,
-                                      batch.flow, lo, hi, dev_ok, ft.key, ft.xfrm_sa, self.xfrm.tab, IPDEFTTL,
+                                      batch.flow, lo, hi, dev_ok, ft.key, ft.xfrm_sa, self.xfrm.cols, IPDEFTTL,
                                       self.bulk, xs.psa, xs.idx, xs.nhoff, xs.scr, self._sa_bulks, st.reasons,
                                       st.ifc)  # fmt: skip
             st.fastpath_packets += hits
@@ -339,6 +339,9 @@ class Worker:
         from flowpath.xfrm.state import xfrm_state_check_expire
 
         bulks = self._sa_bulks
+        if not bulks[-1]:
+            return
+        bulks[-1] = 0
         for sa in np.flatnonzero(bulks):
             bulks[sa] = 0
             if not xfrm_state_check_expire(self.xfrm, self.xfrm.states[int(sa)], self.now_ns):
@@ -384,7 +387,7 @@ class Worker:
         st.fastpath_packets += hits
         st.tx_packets += hits
         st.rx_packets += n
-        slow = np.flatnonzero(_IS_SLOW_U8[verdict[:n]])
+        slow = np.flatnonzero(_IS_SLOW_U8[verdict[:n]]) if hits < n else ()
         if self._xfrm_parked:
             parked, lo = np.flatnonzero(verdict[:n] == XFRM_PENDING), 0
         for i in slow:
@@ -425,7 +428,7 @@ class Worker:
             xs = self._xfrm_scratch(batch.capacity)
             fwd, slow, ng, hits, bad, parked = _early_ingress_xfrm_kernel(
                 *cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk, dev_ok, st.reasons, st.ifc, ft.xfrm_sa,
-                self.xfrm.tab, IPDEFTTL, xs.psa, xs.idx, xs.nhoff, xs.scr, self._sa_bulks)  # fmt: skip
+                self.xfrm.cols, IPDEFTTL, xs.psa, xs.idx, xs.nhoff, xs.scr, self._sa_bulks)  # fmt: skip
             self._xfrm_expire()
             if parked:
                 self._xfrm_parked.append((ft, dev_ok))

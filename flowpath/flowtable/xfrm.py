@@ -66,6 +66,7 @@ from flowpath.packet.layout import (
 )
 from flowpath.packet.reason import IS_SLOW, N_REASONS, Reason
 from flowpath.xfrm.esp_batch import SCRATCH, esp_decrypt_kernel, esp_encrypt_kernel, xfrm_state_wants_check
+from flowpath.xfrm.state import XfrmStateTable
 
 FLOW_FORWARD = int(Reason.FLOW_FORWARD)
 XFRM_NO_STATE = int(Reason.XFRM_NO_STATE)
@@ -74,6 +75,15 @@ assert N_REASONS < XFRM_PENDING
 _IS_SLOW = IS_SLOW
 MAX_PROBES = 32
 IPDEFTTL = 64  # the outer header's TTL (sysctl ip_default_ttl; the classic path uses the same)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def xfrm_want_check(sa_bulks, t, sa):
+    """After a bulk of SA sa: flag it for xfrm_state_check_expire when xfrm_state_wants_check says so;
+    the last slot says that some SA is flagged (the caller's fast test)."""
+    if xfrm_state_wants_check(t, sa):
+        sa_bulks[sa] += 1
+        sa_bulks[sa_bulks.shape[0] - 1] += 1
 
 
 class XfrmInputTable:
@@ -89,6 +99,7 @@ class XfrmInputTable:
         self.sa = np.full(capacity, -1, np.int32)
         self.used = np.zeros(capacity, np.bool_)
         self.index = np.zeros(2 * capacity, np.int64)
+        self.ports = np.zeros(0, np.int64)  # local UDP ports of the ESP-in-UDP tuples
         self.count = 0
         self._rows: dict[FlowTuple, int] = {}
 
@@ -111,6 +122,8 @@ class XfrmInputTable:
         self.sa[e], self.used[e] = sa, True
         self._rows[t] = e
         self.count += 1
+        if t.l4proto == IPPROTO_UDP and t.dport not in self.ports:
+            self.ports = np.append(self.ports, t.dport)
         icap = 2 * self.key.shape[0]
         while True:
             index = np.zeros(icap, np.int64)
@@ -138,9 +151,9 @@ class XfrmScratch:
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, kr):
+def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
     """The tunnel tuple of the frame at b[h:h+ln] into kr (uint32[16]); False when it is not ESP or
-    ESP-in-UDP that the fast path takes (IPv4 options, fragments, IKE's non-ESP marker and NAT-T
+    ESP-in-UDP to one of the ports tports (int64[]) that the fast path takes (IPv4 options, fragments, IKE's non-ESP marker and NAT-T
     keepalives, anything short: the classic path decides those)."""
     if ln < ETH_HLEN:
         return False
@@ -175,7 +188,13 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, kr):
     elif l4 == IPPROTO_UDP:
         if th + UDPH.size + 8 > end:
             return False
-        ports, spi = ld32(b, th), ld32(b, th + UDPH.size)
+        ports = ld32(b, th)
+        dport, known = ports & 0xFFFF, False
+        for p in tports:  # NAT-T tunnels' local ports (4500): other UDP is not looked up
+            known |= p == dport
+        if not known:
+            return False
+        spi = ld32(b, th + UDPH.size)
     else:
         return False
     if spi == 0:  # RFC 3948 non-ESP marker (IKE); SPI 0 is reserved for ESP too (RFC 4303 §2.1)
@@ -188,11 +207,12 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, kr):
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, t, bulk, psa, idx,
-                       nhoff, kr, scr, sa_bulks):  # fmt: skip
+def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, tports, tcols, bulk,
+                       psa, idx, nhoff, kr, scr, sa_bulks):  # fmt: skip
     """ESP input at early ingress over packets 0..n-1 (those still FLOW_FORWARD).
 
-    tindex/tkey/tsa/tseed: an XfrmInputTable; t: the SAD columns (XfrmStateTable); bulk 1: one bulk per
+    tindex/tkey/tsa/tseed/tports: an XfrmInputTable; tcols: the SAD columns (Xfrm.cols, a plain tuple of
+    XfrmStateTable); bulk 1: one bulk per
     SA, 0: one per packet (`--no-bulk`); psa, idx int32[cap],
     nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]: scratch; sa_bulks int64[nsa] in/out: +1 per
     bulk after which the SA wants its lifetime check (xfrm_state_wants_check; the caller runs
@@ -200,6 +220,7 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
     Decrypted packets keep FLOW_FORWARD with head/len framing link-layer header + inner packet and
     encap = SA index + 1; failures get their XFRM_* drop reason. Returns the number decrypted.
     """
+    t = XfrmStateTable(*tcols)
     mask = tindex.shape[0] - 1
     hits = 0
     for i in range(n):
@@ -207,7 +228,8 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
         if verdict[i] != FLOW_FORWARD:
             continue
         encap[i] = 0
-        if not nf_flow_xfrm_tunnel_key(data[i], np.int64(head[i]), np.int64(length[i]), np.int64(iif[i]), kr):
+        if not nf_flow_xfrm_tunnel_key(data[i], np.int64(head[i]), np.int64(length[i]), np.int64(iif[i]), tports,
+                                       kr):  # fmt: skip
             continue
         e = flow_offload_probe(tindex, tkey, mask, MAX_PROBES, kr, 0, flow_offload_hash(kr, 0, tseed))
         if e < 0:
@@ -232,7 +254,7 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
                 m += 1
                 psa[j] = -2
         esp_decrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, scr)
-        sa_bulks[sa] += xfrm_state_wants_check(t, sa)
+        xfrm_want_check(sa_bulks, t, sa)
         for j in range(m):
             k = idx[j]
             if verdict[k] == FLOW_FORWARD:
@@ -242,18 +264,20 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, dev_ok, key, xfrm_sa, t, ttl, bulk,
-                        psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
+def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, dev_ok, key, xfrm_sa, tcols, ttl,
+                        bulk, psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
     """Encrypt, in place, the packets lo..hi-1 with verdict `take` (FLOW_FORWARD, or XFRM_PENDING for
     parked ones) whose input device is in dev_ok and whose entry has FLOW_OFFLOAD_XMIT_XFRM: one bulk
     per SA (bulk 1) or per packet (bulk 0, `--no-bulk`), each in batch order.
 
-    key, xfrm_sa: the flowtable's key rows and SA column; t the SAD columns; ttl the outer TTL;
+    key, xfrm_sa: the flowtable's key rows and SA column; tcols the SAD columns (Xfrm.cols); ttl the
+    outer TTL;
     psa, idx int32[cap], nhoff uint16[cap], scr uint8[SCRATCH] scratch; sa_bulks as nf_flow_xfrm_input.
     Taken packets end with FLOW_FORWARD, or the drop reason of a refusal (SA expired, sequence
     overflow, no room; XFRM_NO_STATE for a parked packet whose flow was deleted meanwhile), and
     psa == -2. Returns the number refused.
     """
+    t = XfrmStateTable(*tcols)
     hits = bad = 0
     for i in range(lo, hi):
         psa[i] = -1
@@ -284,7 +308,7 @@ def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, de
                 m += 1
                 psa[j] = -2
         bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, ttl, scr)
-        sa_bulks[sa] += xfrm_state_wants_check(t, sa)
+        xfrm_want_check(sa_bulks, t, sa)
     return bad
 
 
@@ -312,12 +336,12 @@ def nf_flow_xfrm_park(verdict, flow, lo, n, key):
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_flush(data, head, length, iif, oif, verdict, flow, lo, hi, dev_ok, key, xfrm_sa, t, ttl, bulk,
+def nf_flow_xfrm_flush(data, head, length, iif, oif, verdict, flow, lo, hi, dev_ok, key, xfrm_sa, tcols, ttl, bulk,
                        psa, idx, nhoff, scr, sa_bulks, reasons, ifc):  # fmt: skip
     """Encrypt the parked packets lo..hi-1 of one flowtable (its devices: dev_ok) and count them as
     account_batch counts hits and drops. Returns the number transmitted."""
-    nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, XFRM_PENDING, dev_ok, key, xfrm_sa, t, ttl,
-                        bulk, psa, idx, nhoff, scr, sa_bulks)  # fmt: skip
+    nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, XFRM_PENDING, dev_ok, key, xfrm_sa, tcols,
+                        ttl, bulk, psa, idx, nhoff, scr, sa_bulks)  # fmt: skip
     hits = 0
     nif = ifc.shape[0]
     for i in range(lo, hi):

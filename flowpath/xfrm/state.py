@@ -169,6 +169,16 @@ class Xfrm:
         self._byid: dict[tuple[bytes, int, int], XfrmState] = {}
         self.stats_policy_block = 0  # LINUX_MIB_XFRMOUTPOLBLOCK / XFRMINNOPOLS
 
+    @property
+    def tab(self) -> XfrmStateTable:
+        return self._tab
+
+    @tab.setter
+    def tab(self, t: XfrmStateTable) -> None:
+        self._tab = t
+        # a plain tuple crosses into numba in C (a NamedTuple is typed in Python, ~1 us per call)
+        self.cols = tuple(t)
+
     def _grow(self) -> None:
         old = self.tab
         new = xfrm_state_table(2 * len(old.spi))
