@@ -317,7 +317,7 @@ class Worker:
         """ESP to the tunnel tuples: decrypted in bulks per SA before the flowtable lookup."""
         xs, xin = self._xfrm_scratch(batch.capacity), self._xin
         nf_flow_xfrm_input(batch.data, batch.head, batch.len, batch.iif, batch.verdict, batch.encap, batch.n,
-                           xin.index, xin.key, xin.sa, xin.seed, xin.ports, self.xfrm.cols, self.bulk, xs.psa,
+                           xin.index, xin.key, xin.sa, xin.seed, xin.ports, xin.devs, self.xfrm.cols, self.bulk, xs.psa,
                            xs.idx, xs.nhoff, xs.kr, xs.scr, self._sa_bulks)  # fmt: skip
         self._xfrm_expire()
 

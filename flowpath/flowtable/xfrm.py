@@ -100,6 +100,7 @@ class XfrmInputTable:
         self.used = np.zeros(capacity, np.bool_)
         self.index = np.zeros(2 * capacity, np.int64)
         self.ports = np.zeros(0, np.int64)  # local UDP ports of the ESP-in-UDP tuples
+        self.devs = np.zeros(1, np.bool_)  # devices with a tunnel tuple, by ifindex
         self.count = 0
         self._rows: dict[FlowTuple, int] = {}
 
@@ -122,6 +123,9 @@ class XfrmInputTable:
         self.sa[e], self.used[e] = sa, True
         self._rows[t] = e
         self.count += 1
+        if t.iifidx >= self.devs.shape[0]:
+            self.devs = np.concatenate([self.devs, np.zeros(t.iifidx + 1 - self.devs.shape[0], np.bool_)])
+        self.devs[t.iifidx] = True
         if t.l4proto == IPPROTO_UDP and t.dport not in self.ports:
             self.ports = np.append(self.ports, t.dport)
         icap = 2 * self.key.shape[0]
@@ -153,7 +157,8 @@ class XfrmScratch:
 @njit(cache=True, nogil=True)
 def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
     """The tunnel tuple of the frame at b[h:h+ln] into kr (uint32[16]); False when it is not ESP or
-    ESP-in-UDP to one of the ports tports (int64[]) that the fast path takes (IPv4 options, fragments, IKE's non-ESP marker and NAT-T
+    ESP-in-UDP to one of the ports tports (int64[]) that the fast path takes (IPv4 options, fragments,
+    IKE's non-ESP marker and NAT-T
     keepalives, anything short: the classic path decides those)."""
     if ln < ETH_HLEN:
         return False
@@ -207,11 +212,11 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, tports, tcols, bulk,
-                       psa, idx, nhoff, kr, scr, sa_bulks):  # fmt: skip
+def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, tports, tdevs, tcols,
+                       bulk, psa, idx, nhoff, kr, scr, sa_bulks):  # fmt: skip
     """ESP input at early ingress over packets 0..n-1 (those still FLOW_FORWARD).
 
-    tindex/tkey/tsa/tseed/tports: an XfrmInputTable; tcols: the SAD columns (Xfrm.cols, a plain tuple of
+    tindex/tkey/tsa/tseed/tports/tdevs: an XfrmInputTable; tcols: the SAD columns (Xfrm.cols, a plain tuple of
     XfrmStateTable); bulk 1: one bulk per
     SA, 0: one per packet (`--no-bulk`); psa, idx int32[cap],
     nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]: scratch; sa_bulks int64[nsa] in/out: +1 per
@@ -228,6 +233,9 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
         if verdict[i] != FLOW_FORWARD:
             continue
         encap[i] = 0
+        x = iif[i]
+        if x < 0 or x >= tdevs.shape[0] or not tdevs[x]:  # no tunnel on this device: bytes not read
+            continue
         if not nf_flow_xfrm_tunnel_key(data[i], np.int64(head[i]), np.int64(length[i]), np.int64(iif[i]), tports,
                                        kr):  # fmt: skip
             continue
