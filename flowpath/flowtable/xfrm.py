@@ -65,7 +65,12 @@ from flowpath.packet.layout import (
     VLAN,
 )
 from flowpath.packet.reason import IS_SLOW, N_REASONS, Reason
-from flowpath.xfrm.esp_batch import SCRATCH, esp_decrypt_kernel, esp_encrypt_kernel, xfrm_state_wants_check
+from flowpath.xfrm.esp_batch import (
+    esp_decrypt_kernel,
+    esp_encrypt_kernel,
+    esp_scratch,
+    xfrm_state_wants_check,
+)
 from flowpath.xfrm.state import XfrmStateTable
 
 FLOW_FORWARD = int(Reason.FLOW_FORWARD)
@@ -151,7 +156,7 @@ class XfrmScratch:
         self.idx = np.zeros(capacity, np.int32)
         self.nhoff = np.zeros(capacity, np.uint16)
         self.kr = np.zeros(KEY_ROW, np.uint32)
-        self.scr = np.zeros(SCRATCH, np.uint8)
+        self.scr = esp_scratch()
 
 
 @njit(cache=True, nogil=True)

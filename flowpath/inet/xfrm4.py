@@ -34,6 +34,7 @@ def _sel_args(skb: SkBuff) -> tuple:
 
 
 def _addr(skb: SkBuff, a: int):
+    a = int(a)  # a numpy integer with the JIT off
     return ipaddress.IPv6Address(a) if skb.l3proto == L.ETH_P_IPV6 else ipaddress.IPv4Address(a)
 
 

@@ -102,7 +102,7 @@ def nft_flow_xfrm(w: Worker, ct, d: int, sp: list | None):
     t, t_other = ct.tuplehash[d], ct.tuplehash[1 - d]
     v6 = _L3[t.l3proto] == 6
     addr = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
-    sel = (AF_INET6 if v6 else AF_INET, addr(t.src), addr(t_other.src), t.l4proto, t.sport, t_other.sport)
+    sel = (AF_INET6 if v6 else AF_INET, addr(int(t.src)), addr(int(t_other.src)), t.l4proto, t.sport, t_other.sport)
     pol = xfrm_lookup(xfrm, *sel, XFRM_POLICY_FWD, count=False)
     if sp is None:  # the other direction: the SA its fwd policy's template names, if any
         cands = [[]] + [[x] for x in xfrm.states if pol is not None and pol.tmpls and not xfrm.tab.dead[x.index]

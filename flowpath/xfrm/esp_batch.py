@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from flowpath.flowtable.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.packet.csum import ip_fast_csum, l4_csum, ld16, ld32, st16, st32
 from flowpath.packet.layout import (
     ETH_P_IP,
@@ -48,7 +49,14 @@ from flowpath.xfrm.esp import (
     XFRM_OUT_SEQ_OVERFLOW,
     XFRM_STATE_EXPIRED,
 )
-from flowpath.xfrm.evp import EVP_CIPHER_CTX_ctrl, EVP_CipherFinal_ex, EVP_CipherInit_ex, EVP_CipherUpdate
+from flowpath.xfrm.evp import (
+    EVP_CIPHER_CTX_ctrl,
+    EVP_CIPHER_CTX_get_params,
+    EVP_CIPHER_CTX_set_params,
+    EVP_CipherFinal_ex,
+    EVP_CipherInit_ex,
+    EVP_CipherUpdate,
+)
 from flowpath.xfrm.replay import (
     REPLAY_DUP,
     REPLAY_OK,
@@ -76,11 +84,25 @@ from flowpath.xfrm.state import (
 )
 
 ICV_LEN = 16
-SCRATCH = 64
 # scratch layout (bytes): nonce 0..12 | AAD 12..24 | EVP out-length 24..28 | salt 28..32 |
-# outer saddr 32..48 | outer daddr 48..64. The per-SA bytes are copied in once per bulk, so the
-# per-packet functions take only two arrays (each array argument costs refcount traffic per call).
-SCR_SALT, SCR_SADDR, SCR_DADDR = 28, 32, 48
+# outer saddr 32..48 | outer daddr 48..64 | OSSL_PARAM list for the tag 64..144 (esp_scratch). The
+# per-SA bytes are copied in once per bulk, so the per-packet functions take only two arrays (each
+# array argument costs refcount traffic per call).
+SCR_SALT, SCR_SADDR, SCR_DADDR, SCR_PARAMS = 28, 32, 48, 64
+SCRATCH = SCR_PARAMS + 2 * evp.OSSL_PARAM_SIZE
+
+
+def esp_scratch() -> np.ndarray:
+    """A scratch for the kernels below, with the tag's OSSL_PARAM list prepared (all zeros without
+    OpenSSL 3's params API: the kernels then take EVP_CIPHER_CTX_ctrl)."""
+    global _scratch_template
+    if _scratch_template is None:
+        _scratch_template = np.zeros(SCRATCH, np.uint8)
+        evp.ossl_tag_params(_scratch_template, SCR_PARAMS, ICV_LEN)
+    return _scratch_template.copy()
+
+
+_scratch_template: np.ndarray | None = None
 FLOW_FORWARD = int(Reason.FLOW_FORWARD)
 
 
@@ -119,9 +141,20 @@ def esp_aead_seal(ctx, enc, scr, b, off, n, seq, spi, esn):
     EVP_CipherUpdate(ctx, bp, outl, bp, n)
     if enc:
         EVP_CipherFinal_ex(ctx, bp + n, outl)
-        return EVP_CIPHER_CTX_ctrl(ctx, evp.EVP_CTRL_AEAD_GET_TAG, ICV_LEN, bp + n)
-    EVP_CIPHER_CTX_ctrl(ctx, evp.EVP_CTRL_AEAD_SET_TAG, ICV_LEN, bp + n)
+        return esp_aead_tag(ctx, scr, bp + n, 1)
+    esp_aead_tag(ctx, scr, bp + n, 0)
     return 1 if EVP_CipherFinal_ex(ctx, bp + n, outl) > 0 else 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def esp_aead_tag(ctx, scr, tagp, get):
+    """Get (get 1, after the final) or set (get 0, before it) the 16-byte tag at address tagp: through
+    the scratch's OSSL_PARAM list when esp_scratch prepared one, else EVP_CIPHER_CTX_ctrl."""
+    if get_unaligned_le64(scr, SCR_PARAMS) != 0:
+        put_unaligned_le64(scr, SCR_PARAMS + 16, np.uint64(tagp))
+        pp = scr.ctypes.data + SCR_PARAMS
+        return EVP_CIPHER_CTX_get_params(ctx, pp) if get else EVP_CIPHER_CTX_set_params(ctx, pp)
+    return EVP_CIPHER_CTX_ctrl(ctx, evp.EVP_CTRL_AEAD_GET_TAG if get else evp.EVP_CTRL_AEAD_SET_TAG, ICV_LEN, tagp)
 
 
 @njit(cache=True, nogil=True)
@@ -388,7 +421,7 @@ def esp_aead_open(ctx, scr, b, off, n, iv, seq, spi, esn):
         return 0
     EVP_CipherUpdate(ctx, 0, outl, sp + 12, alen)
     EVP_CipherUpdate(ctx, bp, outl, bp, n)
-    EVP_CIPHER_CTX_ctrl(ctx, evp.EVP_CTRL_AEAD_SET_TAG, ICV_LEN, bp + n)
+    esp_aead_tag(ctx, scr, bp + n, 0)
     return 1 if EVP_CipherFinal_ex(ctx, bp + n, outl) > 0 else 0
 
 
@@ -437,7 +470,7 @@ def esp_encrypt_batch(x: XfrmState, data, head, length, verdict, nhoff, idx, ttl
     xfrm = x.owner
     ctx_enc, _ = xfrm_state_ctx(xfrm, x)
     if ctx_enc:
-        scr = np.zeros(SCRATCH, np.uint8)
+        scr = esp_scratch()
         bad = esp_encrypt_kernel(data, head, length, verdict, nhoff, idx, xfrm.tab, x.index, ttl, scr)
     else:
         bad = _per_packet(x, data, head, length, verdict, nhoff, idx, now_ns, ttl, True)
@@ -450,7 +483,7 @@ def esp_decrypt_batch(x: XfrmState, data, head, length, verdict, nhoff, idx, now
     xfrm = x.owner
     _, ctx_dec = xfrm_state_ctx(xfrm, x)
     if ctx_dec:
-        scr = np.zeros(SCRATCH, np.uint8)
+        scr = esp_scratch()
         bad = esp_decrypt_kernel(data, head, length, verdict, nhoff, idx, xfrm.tab, x.index, scr)
     else:
         bad = _per_packet(x, data, head, length, verdict, nhoff, idx, now_ns, 0, False)

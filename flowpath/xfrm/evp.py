@@ -37,6 +37,13 @@ EVP_CipherInit_ex = types.ExternalFunction("EVP_CipherInit_ex", _i(_p, _p, _p, _
 EVP_CipherUpdate = types.ExternalFunction("EVP_CipherUpdate", _i(_p, _p, _p, _p, _i))
 EVP_CipherFinal_ex = types.ExternalFunction("EVP_CipherFinal_ex", _i(_p, _p, _p))
 EVP_CIPHER_CTX_ctrl = types.ExternalFunction("EVP_CIPHER_CTX_ctrl", _i(_p, _i, _i, _p))
+# OpenSSL 3: the AEAD tag through a prepared OSSL_PARAM list, not through EVP_CIPHER_CTX_ctrl (whose
+# translation into params costs tens of ns per packet)
+EVP_CIPHER_CTX_get_params = types.ExternalFunction("EVP_CIPHER_CTX_get_params", _i(_p, _p))
+EVP_CIPHER_CTX_set_params = types.ExternalFunction("EVP_CIPHER_CTX_set_params", _i(_p, _p))
+OSSL_PARAM_SIZE = 40  # struct ossl_param_st on LP64: key, data_type (+pad), data, data_size, return_size
+OSSL_PARAM_OCTET_STRING = 5
+_TAG_KEY = ctypes.create_string_buffer(b"tag")  # OSSL_CIPHER_PARAM_AEAD_TAG; lives as long as the process
 
 
 def _candidates() -> list[str]:
@@ -73,7 +80,8 @@ def evp_load(force_fallback: bool = False) -> bool:
     for name in _candidates():
         try:
             lib = ctypes.CDLL(name)
-            for fn in ("EVP_CipherInit_ex", "EVP_chacha20_poly1305", "EVP_aes_256_gcm", "EVP_CIPHER_CTX_new"):
+            for fn in ("EVP_CipherInit_ex", "EVP_chacha20_poly1305", "EVP_aes_256_gcm", "EVP_CIPHER_CTX_new",
+                       "EVP_CIPHER_CTX_get_params", "EVP_CIPHER_CTX_set_params"):  # fmt: skip
                 getattr(lib, fn)
             llb.load_library_permanently(name)
         except (OSError, AttributeError, RuntimeError) as e:
@@ -87,6 +95,21 @@ def evp_load(force_fallback: bool = False) -> bool:
         _lib, EVP_AVAILABLE, EVP_LIBRARY, EVP_ERROR = lib, True, name, None
         break
     return EVP_AVAILABLE
+
+
+def ossl_tag_params(out, off: int, taglen: int) -> None:
+    """Write a one-entry OSSL_PARAM list {"tag": octet string of taglen bytes} + its end marker into
+    out[off : off + 2 * OSSL_PARAM_SIZE] (uint8, off 8-aligned); the kernels fill in the data pointer.
+    All zeros (no list) when the OpenSSL 3 params API is not there: the kernels then use ctrl."""
+    out[off : off + 2 * OSSL_PARAM_SIZE] = 0
+    if not evp_load() or _lib is None or not hasattr(_lib, "EVP_CIPHER_CTX_get_params"):
+        return
+    import numpy as np
+
+    words = out[off : off + OSSL_PARAM_SIZE].view(np.uint64)
+    words[0] = ctypes.addressof(_TAG_KEY)
+    words[1] = OSSL_PARAM_OCTET_STRING
+    words[3] = taglen
 
 
 def evp_ctx_new(alg: int, key: bytes, enc: bool) -> int:
