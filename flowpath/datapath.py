@@ -53,6 +53,7 @@ from flowpath.packet.skb import SkBuff, frame_array, skb_parse
 _BCAST = b"\xff" * 6
 _FF, _SLOW_NO_ENTRY = int(Reason.FLOW_FORWARD), int(Reason.SLOW_NO_ENTRY)
 _PARKED = 255  # not a Reason: a packet held back while another flowtable's devices are looked up
+_NO_TUNNELS = XfrmInputTable(capacity=1, seed=0).cols  # an empty tunnel table: no ESP input
 _IS_SLOW_U8 = np.zeros(256, np.bool_)  # IS_SLOW over every uint8 verdict (XFRM_PENDING included)
 _IS_SLOW_U8[: IS_SLOW.shape[0]] = IS_SLOW
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
@@ -99,10 +100,14 @@ def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, encap, n,
 def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
                                max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group,
                                group_start, group_count, order, gfirst, gtab, hdr, now_ns, bulk, dev_ok, reasons, ifc,
-                               xfrm_sa, tcols, ttl, psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
-    """_early_ingress_kernel for a flowtable with XMIT_XFRM entries: the hook, ESP output of the
-    XMIT_XFRM hits before the first slow-path packet, parking of those after it (flowtable/xfrm.py),
-    then the counters. Returns (forwarded, slow, ngroups, hits, refused by ESP output, parked)."""
+                               xfrm_sa, tcols, ttl, psa, idx, nhoff, kr, scr, sa_bulks, xin_on, xin):  # fmt: skip
+    """_early_ingress_kernel for a flowtable with XMIT_XFRM entries: ESP input when xin_on (xin: the
+    tunnel table's cols), the hook, ESP output of the XMIT_XFRM hits before the first slow-path packet,
+    parking of those after it (flowtable/xfrm.py), then the counters; one crossing into numba.
+    Returns (forwarded, slow, ngroups, hits, refused by ESP output, parked)."""
+    if xin_on:
+        nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, xin[0], xin[1], xin[2], xin[3], xin[4], xin[5],
+                           tcols, bulk, psa, idx, nhoff, kr, scr, sa_bulks)  # fmt: skip
     flow_park_foreign(verdict, iif, n, dev_ok, _FF, _SLOW_NO_ENTRY)
     fwd, slow, ng = _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6,
                                           mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey,
@@ -374,10 +379,12 @@ class Worker:
         self._maybe_gc()
         verdict = batch.verdict
         st = self.stats
-        if self._xin is not None and self._xin.count:
+        xin = self._xin is not None and self._xin.count > 0
+        one = len(self._ft_list) == 1
+        if xin and not (one and self._ft_list[0][0].nxfrm):
             self._xfrm_input(batch)
-        if len(self._ft_list) == 1:
-            hits = self._early_ingress_one(batch, tx)
+        if one:
+            hits = self._early_ingress_one(batch, tx, xin)
         else:
             if self.flowtables:
                 self._early_ingress(batch, tx)
@@ -418,9 +425,10 @@ class Worker:
         self._tx = []
         return tx
 
-    def _early_ingress_one(self, batch: PacketBatch, tx: TxList) -> int:
+    def _early_ingress_one(self, batch: PacketBatch, tx: TxList, xin_done: bool) -> int:
         """The common case, one flowtable: device filter, hook and counters in one compiled call (each
-        call into numba costs microseconds of argument checks, a large share of a 256-packet batch)."""
+        call into numba costs microseconds of argument checks, a large share of a 256-packet batch).
+        xin_done: ESP input is left to this call (the flowtable has XMIT_XFRM entries)."""
         ft, dev_ok = self._ft_list[0]
         cols, sc = _prepared(batch)
         st = self.stats
@@ -428,7 +436,8 @@ class Worker:
             xs = self._xfrm_scratch(batch.capacity)
             fwd, slow, ng, hits, bad, parked = _early_ingress_xfrm_kernel(
                 *cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk, dev_ok, st.reasons, st.ifc, ft.xfrm_sa,
-                self.xfrm.cols, IPDEFTTL, xs.psa, xs.idx, xs.nhoff, xs.scr, self._sa_bulks)  # fmt: skip
+                self.xfrm.cols, IPDEFTTL, xs.psa, xs.idx, xs.nhoff, xs.kr, xs.scr, self._sa_bulks, xin_done,
+                self._xin.cols if xin_done else _NO_TUNNELS)  # fmt: skip
             self._xfrm_expire()
             if parked:
                 self._xfrm_parked.append((ft, dev_ok))

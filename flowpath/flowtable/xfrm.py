@@ -142,6 +142,11 @@ class XfrmInputTable:
         self.index = index
         return True
 
+    @property
+    def cols(self) -> tuple:
+        """(index, key, sa, seed, ports, devs): nf_flow_xfrm_input's table arguments as one plain tuple."""
+        return (self.index, self.key, self.sa, self.seed, self.ports, self.devs)
+
     def lookup(self, t: FlowTuple) -> int:
         """The SA index of a tunnel tuple, or -1."""
         e = self._rows.get(t)
