@@ -177,12 +177,14 @@ def xfrm_state_wants_check(t, sa):
 
 
 @njit(cache=True, nogil=True)
-def esp_output_one(b, h, ln, nhoff, seq, budget, ctx, spi, flags, v4, sport, dport, ttl, scr):
-    """Encapsulate the packet at b[h:h+ln] (IP header at h+nhoff) with sequence number `seq`.
+def esp_output_one(b, lo, hi, h, ln, nhoff, seq, budget, ctx, spi, flags, v4, sport, dport, ttl, scr):
+    """Encapsulate the packet at b[h:h+ln] (IP header at h+nhoff; its slot is b[lo:hi]) with sequence
+    number `seq`.
 
     Linux: xfrm_output_one, xfrm4/6_tunnel_encap_add, esp_output. Decide first: every check runs
     before the slot is written, so a refused packet keeps its bytes. `budget` is the byte lifetime
-    left; sport/dport 0 = no NAT-T. Returns (reason, head, len, inner length).
+    left; sport/dport 0 = no NAT-T. Returns (reason, head, len, inner length). b is the batch's flat
+    data (a row view per packet would cost a reference count round trip per call).
     """
     ip = h + nhoff
     if ln < nhoff + 20:
@@ -214,7 +216,7 @@ def esp_output_one(b, h, ln, nhoff, seq, budget, ctx, spi, flags, v4, sport, dpo
     ohl = (20 if v4 else 40) + (UDP_HLEN if udp else 0)
     padlen = (-(ilen + 2)) % 4
     nh = h - ohl - ESP_HLEN - ESP_IVLEN
-    if nh < 0 or ip + ilen + padlen + 2 + ICV_LEN > b.shape[0]:
+    if nh < lo or ip + ilen + padlen + 2 + ICV_LEN > hi:
         return XFRM_NO_ROOM, h, ln, 0
     # write: trailer, link-layer header moved back, outer header, ESP header + IV, then encrypt in
     # place; nh was chosen so that the inner packet already sits right after the IV (esp + 16 == ip)
@@ -297,22 +299,24 @@ def esp_encrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, ttl, scr)
     v4, sport, dport = t.family[sa] == AF_INET, t.encap_sport[sa], t.encap_dport[sa]
     seq, packets, nbytes = t.oseq[sa], t.packets[sa], t.bytes[sa]
     bad = overflow = 0
+    flat, slot = data.reshape(-1), np.int64(data.shape[1])
     for j in range(idx.shape[0]):
         i = idx[j]
         if verdict[i] != FLOW_FORWARD:
             continue
+        base = i * slot
         if t.dead[sa] or packets >= t.hard_packets[sa]:
             r, h, ln, ilen = XFRM_STATE_EXPIRED, 0, 0, 0
         else:
-            r, h, ln, ilen = esp_output_one(data[i], np.int64(head[i]), np.int64(length[i]), np.int64(nhoff[i]),
-                                            seq + 1, t.hard_bytes[sa] - nbytes, ctx, spi, flags, v4, sport, dport,
-                                            ttl, scr)  # fmt: skip
+            r, h, ln, ilen = esp_output_one(flat, base, base + slot, base + np.int64(head[i]), np.int64(length[i]),
+                                            np.int64(nhoff[i]), seq + 1, t.hard_bytes[sa] - nbytes, ctx, spi, flags,
+                                            v4, sport, dport, ttl, scr)  # fmt: skip
         if r != FLOW_FORWARD:
             verdict[i] = r
             bad += 1
             overflow += r == XFRM_OUT_SEQ_OVERFLOW
         else:
-            head[i], length[i] = h, ln
+            head[i], length[i] = h - base, ln
             seq += 1
             packets += 1
             nbytes += ilen
@@ -324,7 +328,8 @@ def esp_encrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, ttl, scr)
 
 @njit(cache=True, nogil=True)
 def esp_input_one(b, h, ln, nhoff, ctx, spi_sa, flags, window, top, bmp, sa, scr):
-    """Decapsulate the ESP packet at b[h:h+ln] (outer IP header at h+nhoff); (reason, head, len).
+    """Decapsulate the ESP packet at b[h:h+ln] (outer IP header at h+nhoff; b the batch's flat data, as
+    esp_output_one); (reason, head, len).
 
     Linux: xfrm_input + esp_input + esp_input_done2 + xfrm4_remove_tunnel_encap, as esp.esp_input.
     top, bmp: the SAD replay columns (row sa). Returns (reason, head, len, inner length, XS_* stat to
@@ -440,14 +445,16 @@ def esp_decrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, scr):
     ctx, spi, flags, window = t.ctx_dec[sa], np.int64(t.spi[sa]), t.flags[sa], t.window[sa]
     top, bmp = t.replay_top, t.replay_bmp
     bad = packets = nbytes = 0
+    flat, slot = data.reshape(-1), np.int64(data.shape[1])
     for j in range(idx.shape[0]):
         i = idx[j]
         if verdict[i] != FLOW_FORWARD:
             continue
+        base = i * slot
         if t.dead[sa]:
             r, h, ln, ilen, stat = XFRM_STATE_EXPIRED, 0, 0, 0, -1
         else:
-            r, h, ln, ilen, stat = esp_input_one(data[i], np.int64(head[i]), np.int64(length[i]),
+            r, h, ln, ilen, stat = esp_input_one(flat, base + np.int64(head[i]), np.int64(length[i]),
                                                  np.int64(nhoff[i]), ctx, spi, flags, window, top, bmp, sa, scr)  # fmt: skip
         if stat >= 0:
             t.stats[sa, stat] += 1
@@ -455,7 +462,7 @@ def esp_decrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, scr):
             verdict[i] = r
             bad += 1
         else:
-            head[i], length[i] = h, ln
+            head[i], length[i] = h - base, ln
             packets += 1
             nbytes += ilen
     t.packets[sa] += packets
