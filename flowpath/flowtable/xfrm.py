@@ -236,6 +236,7 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
     encap = SA index + 1; failures get their XFRM_* drop reason. Returns the number decrypted.
     """
     t = XfrmStateTable(*tcols)
+    flat, slot = data.reshape(-1), np.int64(data.shape[1])  # row views would cost a refcount each
     mask = tindex.shape[0] - 1
     hits = 0
     for i in range(n):
@@ -246,7 +247,7 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
         x = iif[i]
         if x < 0 or x >= tdevs.shape[0] or not tdevs[x]:  # no tunnel on this device: bytes not read
             continue
-        if not nf_flow_xfrm_tunnel_key(data[i], np.int64(head[i]), np.int64(length[i]), np.int64(iif[i]), tports,
+        if not nf_flow_xfrm_tunnel_key(flat, i * slot + np.int64(head[i]), np.int64(length[i]), np.int64(x), tports,
                                        kr):  # fmt: skip
             continue
         e = flow_offload_probe(tindex, tkey, mask, MAX_PROBES, kr, 0, flow_offload_hash(kr, 0, tseed))
