@@ -329,3 +329,15 @@ def test_several_flowtables_give_the_same_bytes(tmp_path):
         outs.append(_bytes(out))
         assert [p[ESP].seq for p in out["wan0"]] == list(range(1, 14))
     assert outs[0] == outs[1]
+
+
+def test_no_bulk_gives_the_same_bytes(tmp_path):
+    """`--no-bulk`: ESP input and output one packet per call; the bytes do not change."""
+    outs = []
+    for k, kw in enumerate(({"bulk": True}, {"bulk": False}, {"flowtable": False})):
+        (tmp_path / str(k)).mkdir()
+        net, rules = gw(outer=6, inner=4)
+        out, stats, _ = run(tmp_path / str(k), trace(outer=6, inner=4), net=net, rules=rules, batch_size=4, **kw)
+        assert stats["drops"] == {} and stats["fastpath_packets"] == (0 if k == 2 else 15)
+        outs.append(_bytes(out))
+    assert outs[0] == outs[1] == outs[2]
