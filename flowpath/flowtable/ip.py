@@ -46,7 +46,6 @@ from flowpath.flowtable.key import (
     V_PACKETS,
     V_TIMEOUT,
     V_XMIT,
-    VAL_ROW,
     XMIT_VLAN,
     flow_offload_hash,
     flow_offload_hash_ipv4,
@@ -515,7 +514,6 @@ def nf_flow_offload_ip_batch_prefetch(
     flows and prefetch, 221 -> 168).
     """
     flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
-    kflat_tab, vflat_tab = ft.key.reshape(-1), ft.val.reshape(-1)
     far = ft.key.shape[0] >= PREFETCH_MIN_ENTRIES
     slow = 0
     for g0 in range(0, n, PREFETCH_GROUP):
@@ -550,8 +548,8 @@ def nf_flow_offload_ip_batch_prefetch(
                     rec = ft.index[phash[i - g0] & ft.mask]
                     if rec > 0:
                         e = (rec & 0xFFFFFFFF) - 1
-                        prefetch(kflat_tab, e * KEY_ROW)
-                        prefetch(vflat_tab, e * VAL_ROW)
+                        prefetch(ft.key[e], 0)  # the entry's key line, then its val line
+                        prefetch(ft.val[e], 0)
         for i in range(g0, g1):
             if verdict[i] != FLOW_FORWARD:
                 continue

@@ -49,6 +49,9 @@ V_H_DEST = 6  # out.h_dest as a 48-bit big-endian int
 V_H_SOURCE = 7  # out.h_source
 VAL_ROW = 8
 
+ENTRY_SIZE = 128  # bytes per entry: its key row, then its val row, in one aligned 128-byte block
+assert ENTRY_SIZE >= KEY_ROW * 4 + VAL_ROW * 8 and ENTRY_SIZE % 64 == 0
+
 NAT6_ROW = 32  # nat6 uint8[cap, 32]: IPv6 new saddr (0..15) and new daddr (16..31), cold
 
 # enum nf_flow_flags (bit numbers, as Linux) and their masks
@@ -257,11 +260,10 @@ def flow_index_build(index, key, used, mask, max_probes, seed):
     Returns the number of entries that found no slot within max_probes (0 on success).
     """
     index[:] = IDX_EMPTY
-    flat = key.reshape(-1)
     failed = 0
     for e in range(used.shape[0]):
         if used[e]:
-            h = flow_offload_hash(flat, e * KEY_ROW, seed)
+            h = flow_offload_hash(key[e], 0, seed)
             if flow_index_insert(index, mask, max_probes, h, e) == 0:
                 failed += 1
     return failed
