@@ -5,6 +5,9 @@ one 64-byte row of `key` (uint32[cap, 16]): words 0..11 are the key (what the ha
 cover, `KEY`), words 12..15 the hot value a hit needs first (flags, dir/xmit/vlan, oifidx, mtu). A
 second 64-byte row of `val` (int64[cap, 8]) holds the timeout, the counters, the IPv4 NAT values and
 the cached MACs, so an IPv4 hit touches two cache lines of its entry and one 8-byte probe record.
+The two rows of an entry are the halves of one ENTRY_SIZE-aligned 128-byte block (`key` and `val`
+are strided views of one buffer, core.py › _entry_rows): both lines sit in one page and one DRAM
+row, and neither straddles a line boundary.
 (The feasibility prototype measured one line per entry plus 16-byte probe records at about 2x a
 plain SoA table with 65536 flows; our key is 48 bytes, not 13, so the value spills to a second line.)
 
@@ -84,8 +87,8 @@ class FlowtableViews(NamedTuple):
     """What the compiled hook reads: a Flowtable's arrays and scalars (rebuilt when it grows).
 
     index        int64[icap]        probe records, icap a power of two
-    key          uint32[cap, 16]    key words + hot value words (K_*, V_FLAGS..V_MTU)
-    val          int64[cap, 8]      timeout, counters, IPv4 NAT values, MACs (V_*)
+    key          uint32[cap, 16]    key words + hot value words (K_*, V_FLAGS..V_MTU); row stride 128 B
+    val          int64[cap, 8]      timeout, counters, IPv4 NAT values, MACs (V_*); the same rows + 64 B
     nat6         uint8[cap, 32]     IPv6 NAT addresses
     mask         icap - 1
     max_probes   probe bound (inserts guarantee every entry sits within it)
