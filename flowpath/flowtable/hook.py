@@ -20,7 +20,7 @@ from flowpath.flowtable.bulk import (
     flow_neigh_xmit_bulk,
 )
 from flowpath.flowtable.core import Flowtable
-from flowpath.flowtable.ip import PREFETCH_GROUP, nf_flow_offload_ip_range
+from flowpath.flowtable.ip import PREFETCH_GROUP, PREFETCH_MIN_ENTRIES, nf_flow_offload_ip_range
 from flowpath.flowtable.key import KEY_ROW, FlowtableViews
 from flowpath.packet.batch import PacketBatch
 
@@ -86,9 +86,11 @@ def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, index,
     )
     # Lookup and grouping run chunk by chunk, so grouping reads each hit's entry while the lookup
     # left it in L1/L2; over a whole large batch it read every entry from DRAM a second time.
+    # (A table that stays in the caches gains nothing: one chunk, one pass of each stage.)
+    chunk = HOOK_CHUNK if key.shape[0] >= PREFETCH_MIN_ENTRIES else max(1, n)
     slow, ng, last = 0, np.int64(0), np.int64(-1)  # int64, not literals: one signature per callee
-    for c0 in range(0, n, HOOK_CHUNK):
-        c1 = min(n, c0 + HOOK_CHUNK)
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
         slow += nf_flow_offload_ip_range(data, head, length, iif, oif, verdict, flow, c0, c1, ft, pkey, phash,
                                          now_ns)  # fmt: skip
         ng, last = flow_bulk_group_range(verdict, flow, c0, c1, key, val, bulk, group, group_count, gfirst, gtab,
