@@ -57,7 +57,7 @@ def flow_bulk_group(verdict, flow, n, key, val, bulk, group, group_start, group_
     ng, _ = flow_bulk_group_range(verdict, flow, 0, n, key, val, bulk, group, group_count, gfirst, gtab, np.int64(0),
                                   np.int64(-1))  # fmt: skip
     flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab)
-    return ng
+    return int(ng)
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -97,7 +97,7 @@ def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, n, index,
                                          ng, last)  # fmt: skip
     flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab)
     fwd = flow_neigh_xmit_bulk(data, head, length, ng, group_start, group_count, order, gfirst, key, val, hdr)
-    return fwd, slow, ng
+    return fwd, slow, int(ng)  # a Python int with the JIT off too (ng starts as np.int64)
 
 
 _scratch: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
