@@ -7,12 +7,18 @@ region. Modes: "kernel" = one hook call over all N frames; "batch B" = one Pytho
 PacketBatch with one shared scratch (what a Worker does), so the per-call crossing into numba is
 included. The table memory printed is the arrays' bytes over the entry capacity.
 
-Measured 2026-11-22 (shared 2-vCPU VM, 10-30 % noise), best Mpps, 128 B, bulk on, one call over 2**20
-frames: 1 flow 25.4, 10 flows 19.0, 1000 flows 15.0, 100000 flows 4.5; batches of 256: 13.9 / 12.1 /
-11.0 / 4.4. Against the tree before the tuning (081707f), same process, alternating, 2**18 frames:
-1.68x / 1.57x / 1.39x / 1.38x; `flowpath bench classic-vs-flowtable --quick --frame-size 128`, hook
-alone: 1 flow 5.1-5.7 -> 7.3-7.8 Mpps, 1000 flows 4.0-5.6 -> 5.3-7.8. Cold compile 17-19 s (was 26 s
-in the same conditions), cached 0.5-0.7 s.
+Measured 2026-12-04 (shared 2-vCPU KVM guest, AMD EPYC, 10-30 % noise), 128 B, one call over 2**20
+frames ("kernel"), bulk on, best Mpps over 3 alternated runs of c060241 (before) and 0cde0ac (after):
+1 flow 37.7 -> 35.7, 10 flows 33.2 -> 27.9, 1000 flows 22.8 -> 26.5, 100000 flows 8.5 -> 13.9
+(1.63x); batches of 256: 20.1 -> 19.6, 17.9 -> 17.9, 14.9 -> 15.7, 7.2 -> 10.3 (1.43x). 1 and 10
+flows came out 0.84-0.98x in this run (a separate A/B of the layout alone: 0.97-0.99x; the strided
+key/val views cost a little where everything is cached). At 100000 flows the gains
+come from one 128-byte aligned row per entry (key line + val line, flowtable/key.py ENTRY_SIZE) and
+from grouping each 256 packets right after their lookup (flowtable/hook.py HOOK_CHUNK). 100000 flows
+still cost 2.6x one flow: index record + entry row are two dependent DRAM misses per packet, and
+1000 flows (all in L2) already cost 1.6x (likely branches that one flow predicts perfectly). Memory: 177
+B/entry (key 64 + val 64 + nat6 32 + index 2x8 + used 1), 354 B/flow. Earlier (2026-11-22, against
+081707f): cold compile 17-19 s, cached 0.5-0.7 s.
 
     python benchmarks/flowtable_kernel.py [--packets N] [--flows 1,10,1000,100000] [--batch 256]
                                           [--reps 7] [--json out.json] [--no-compile-time]

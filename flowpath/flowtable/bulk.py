@@ -54,10 +54,19 @@ def flow_bulk_group(verdict, flow, n, key, val, bulk, group, group_start, group_
     gfirst      int32[cap] out: an entry of each group (its header is the group's header)
     gtab        int32[2**k >= 2 * cap] scratch hash of group + 1; zero on entry and on return
     """
-    ng = 0
-    last = -1
+    ng, _ = flow_bulk_group_range(verdict, flow, 0, n, key, val, bulk, group, group_count, gfirst, gtab, np.int64(0),
+                                  np.int64(-1))  # fmt: skip
+    flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab)
+    return int(ng)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def flow_bulk_group_range(verdict, flow, i0, i1, key, val, bulk, group, group_count, gfirst, gtab, ng, last):
+    """flow_bulk_group's first pass over packets i0..i1-1: give each hit its group. ng groups and
+    the last packet's group (-1: none) carry over from the previous range; returns them updated.
+    The hook calls it right after the lookup of the same range, while the entries are cached."""
     mask = gtab.shape[0] - 1
-    for i in range(n):
+    for i in range(i0, i1):
         if verdict[i] != FLOW_FORWARD:
             group[i] = -1
             continue
@@ -85,6 +94,12 @@ def flow_bulk_group(verdict, flow, n, key, val, bulk, group, group_start, group_
         group[i] = g
         group_count[g] += 1
         last = g
+    return ng, last
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab):
+    """flow_bulk_group's second pass: group_start and order from the counts, gtab zeroed again."""
     acc = 0
     for g in range(ng):
         group_start[g] = acc
@@ -96,12 +111,12 @@ def flow_bulk_group(verdict, flow, n, key, val, bulk, group, group_start, group_
             order[group_start[g] + group_count[g]] = i
             group_count[g] += 1
     if bulk:
+        mask = gtab.shape[0] - 1
         for g in range(ng):  # leave gtab zeroed for the next batch
             s = _neigh_hash(key, val, gfirst[g]) & mask
             while gtab[s] != g + 1:
                 s = (s + 1) & mask
             gtab[s] = 0
-    return ng
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -5,6 +5,9 @@ one 64-byte row of `key` (uint32[cap, 16]): words 0..11 are the key (what the ha
 cover, `KEY`), words 12..15 the hot value a hit needs first (flags, dir/xmit/vlan, oifidx, mtu). A
 second 64-byte row of `val` (int64[cap, 8]) holds the timeout, the counters, the IPv4 NAT values and
 the cached MACs, so an IPv4 hit touches two cache lines of its entry and one 8-byte probe record.
+The two rows of an entry are the halves of one ENTRY_SIZE-aligned 128-byte block (`key` and `val`
+are strided views of one buffer, core.py › flow_entry_rows): both lines sit in one page and one DRAM
+row, and neither straddles a line boundary.
 (The feasibility prototype measured one line per entry plus 16-byte probe records at about 2x a
 plain SoA table with 65536 flows; our key is 48 bytes, not 13, so the value spills to a second line.)
 
@@ -49,6 +52,9 @@ V_H_DEST = 6  # out.h_dest as a 48-bit big-endian int
 V_H_SOURCE = 7  # out.h_source
 VAL_ROW = 8
 
+ENTRY_SIZE = 128  # bytes per entry: its key row, then its val row, in one aligned 128-byte block
+assert ENTRY_SIZE >= KEY_ROW * 4 + VAL_ROW * 8 and ENTRY_SIZE % 64 == 0
+
 NAT6_ROW = 32  # nat6 uint8[cap, 32]: IPv6 new saddr (0..15) and new daddr (16..31), cold
 
 # enum nf_flow_flags (bit numbers, as Linux) and their masks
@@ -81,8 +87,8 @@ class FlowtableViews(NamedTuple):
     """What the compiled hook reads: a Flowtable's arrays and scalars (rebuilt when it grows).
 
     index        int64[icap]        probe records, icap a power of two
-    key          uint32[cap, 16]    key words + hot value words (K_*, V_FLAGS..V_MTU)
-    val          int64[cap, 8]      timeout, counters, IPv4 NAT values, MACs (V_*)
+    key          uint32[cap, 16]    key words + hot value words (K_*, V_FLAGS..V_MTU); row stride 128 B
+    val          int64[cap, 8]      timeout, counters, IPv4 NAT values, MACs (V_*); the same rows + 64 B
     nat6         uint8[cap, 32]     IPv6 NAT addresses
     mask         icap - 1
     max_probes   probe bound (inserts guarantee every entry sits within it)
@@ -257,11 +263,10 @@ def flow_index_build(index, key, used, mask, max_probes, seed):
     Returns the number of entries that found no slot within max_probes (0 on success).
     """
     index[:] = IDX_EMPTY
-    flat = key.reshape(-1)
     failed = 0
     for e in range(used.shape[0]):
         if used[e]:
-            h = flow_offload_hash(flat, e * KEY_ROW, seed)
+            h = flow_offload_hash(key[e], 0, seed)
             if flow_index_insert(index, mask, max_probes, h, e) == 0:
                 failed += 1
     return failed

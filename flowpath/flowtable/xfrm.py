@@ -34,7 +34,7 @@ import secrets
 import numpy as np
 from numba import njit
 
-from flowpath.flowtable.core import FlowTuple
+from flowpath.flowtable.core import FlowTuple, flow_entry_rows
 from flowpath.flowtable.key import (
     FLOW_OFFLOAD_XMIT_XFRM,
     K_DADDR,
@@ -100,7 +100,8 @@ class XfrmInputTable:
 
     def __init__(self, capacity: int = 16, seed: int | None = None):
         self.seed = secrets.randbits(32) if seed is None else seed & 0xFFFFFFFF
-        self.key = np.zeros((capacity, KEY_ROW), np.uint32)
+        # the flowtable's own row layout, so that its hash, probe and index build serve unchanged
+        self.key = flow_entry_rows(capacity)[0]
         self.sa = np.full(capacity, -1, np.int32)
         self.used = np.zeros(capacity, np.bool_)
         self.index = np.zeros(2 * capacity, np.int64)
@@ -118,7 +119,10 @@ class XfrmInputTable:
             self.sa[e] = sa
             return True
         if self.count == self.key.shape[0]:
-            for name in ("key", "sa", "used"):
+            key = flow_entry_rows(2 * self.count)[0]
+            key[: self.count] = self.key
+            self.key = key
+            for name in ("sa", "used"):
                 old = getattr(self, name)
                 new = np.full((2 * old.shape[0],) + old.shape[1:], -1 if name == "sa" else 0, old.dtype)
                 new[: old.shape[0]] = old

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowpath.flowtable import FLOW_ADD_EXISTS, FLOW_ADD_FULL, FlowRoute, Flowtable, FlowTuple
-from flowpath.flowtable.key import F_TEARDOWN, IDX_TOMBSTONE
+from flowpath.flowtable.key import F_TEARDOWN, IDX_TOMBSTONE, V_PACKETS
 
 R = FlowRoute(2, 1500, b"\x02\0\0\0\0\x02", b"\x02\0\0\0\0\x05")
 
@@ -157,3 +157,27 @@ def test_a_full_probe_run_first_doubles_the_index():
     for fid, o, r in results:
         if fid >= 0:
             assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
+
+
+def test_entries_keep_their_bytes_and_hits_across_growth(ftk):
+    """key and val are the two halves of one row per entry (flowtable/key.py ENTRY_SIZE); growing the
+    table copies both halves, so every entry lists the same and every hit (IPv4 NAT, IPv6, both
+    directions) still emits the Scapy reference's bytes, with counters in their own entry."""
+    ft = Flowtable("grow", capacity=2, counter=True)
+    flows = [
+        ftk.flow(ft, cport=41000 + i, snat=("192.0.2.1", 62000 + i) if i % 2 else None) for i in range(3)
+    ]
+    flows.append(ftk.flow(ft, l3=6, c="2001:db8::2", s="2001:db8::7", dnat=("2001:db8::9", 99)))
+    before = ft.entries()
+    for i in range(3, 40):
+        ftk.flow(ft, cport=41000 + i)
+    assert ft.capacity >= 64 and ft.key.shape == (ft.capacity, 16) and ft.val.shape == (ft.capacity, 8)
+    assert ft.entries()[: len(before)] == before
+    for _, o, r in flows:
+        for t, iif in ((o, ftk.IIF_C), (r, ftk.IIF_S)):
+            frame = ftk.pkt(t)
+            b = ftk.batch_of(frame, iif=iif)
+            ftk.hook(b, ft, 10**9)
+            e = ft.lookup(t)
+            assert b.flow[0] == e and b.frame_bytes(0) == ftk.ref_forward(bytes(frame), ft, e)
+    assert [int(ft.val[ft.lookup(o), V_PACKETS]) for _, o, _ in flows] == [1, 1, 1, 1]
