@@ -351,7 +351,7 @@ class Worker:
             bulks[sa] = 0
             if not xfrm_state_check_expire(self.xfrm, self.xfrm.states[int(sa)], self.now_ns):
                 for ft, _ in self._ft_list:
-                    if ft.nxfrm:
+                    if ft.nused:
                         ft.flow_offload_teardown_xfrm(int(sa))
 
     def slow_path_decrypted(self, buf, iif: int, ts_ns: int, x) -> Reason:
@@ -500,11 +500,11 @@ class Worker:
         from flowpath.xfrm.state import xfrm_timer
 
         xfrm_timer(self.xfrm, self.now_ns)
+        dead = np.flatnonzero(self.xfrm.tab.dead[: len(self.xfrm.states)])
         for ft, _ in self._ft_list:
-            if ft.nxfrm:
-                for sa in np.unique(ft.xfrm_sa[ft.xfrm_sa >= 0]):
-                    if self.xfrm.tab.dead[sa]:
-                        ft.flow_offload_teardown_xfrm(int(sa))
+            if ft.nused:
+                for sa in dead:
+                    ft.flow_offload_teardown_xfrm(int(sa))
 
     def _fixup(self, ft, fid: int, ct) -> None:
         """flow_offload_teardown's conntrack fixup, once per flow (at teardown or at GC)."""

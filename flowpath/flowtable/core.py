@@ -295,9 +295,11 @@ class Flowtable:
         )
 
     def flow_offload_teardown_xfrm(self, sa: int) -> int:
-        """Tear down every flow that transmits through SA `sa` (it expired or was deleted: Linux's
-        cached xfrm dst goes stale and the flow is torn down); return how many flows."""
-        fids = {int(e) >> 1 for e in np.flatnonzero(self.xfrm_sa == sa)}
+        """Tear down every flow that transmits through SA `sa` or receives through it (encap word sa + 1):
+        the SA expired or was deleted (Linux's cached xfrm dst goes stale). The classic path then
+        offloads the flow again with the SA that replaced it (a rekey). Returns how many flows."""
+        through = (self.xfrm_sa == sa) | (self.used & (self.key[:, K.K_ENCAP] == sa + 1))
+        fids = {int(e) >> 1 for e in np.flatnonzero(through)}
         for fid in fids:
             self.flow_offload_teardown(fid)
         return len(fids)

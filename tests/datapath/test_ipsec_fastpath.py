@@ -318,7 +318,9 @@ def test_several_flowtables_give_the_same_bytes(tmp_path):
     two = RULES.replace("\tchain fw {", "\tflowtable other {\n\t\thook ingress priority filter\n"
                         "\t\tdevices = { dmz0 }\n\t}\n\n\tchain fw {")  # fmt: skip
     pk = trace(n=12)
-    pk.insert(9, ("lan0", Ether(src=HOST_MAC, dst=GW_LAN) / IP(src="10.1.0.5", dst="10.2.0.9") / UDP() / Raw(b"x")))
+    pk.insert(
+        9, ("lan0", Ether(src=HOST_MAC, dst=GW_LAN) / IP(src="10.1.0.5", dst="10.2.0.9") / UDP() / Raw(b"x"))
+    )
     outs = []
     for k, rules in enumerate((RULES, two)):
         (tmp_path / str(k)).mkdir()
@@ -337,7 +339,52 @@ def test_no_bulk_gives_the_same_bytes(tmp_path):
     for k, kw in enumerate(({"bulk": True}, {"bulk": False}, {"flowtable": False})):
         (tmp_path / str(k)).mkdir()
         net, rules = gw(outer=6, inner=4)
-        out, stats, _ = run(tmp_path / str(k), trace(outer=6, inner=4), net=net, rules=rules, batch_size=4, **kw)
+        out, stats, _ = run(
+            tmp_path / str(k), trace(outer=6, inner=4), net=net, rules=rules, batch_size=4, **kw
+        )
         assert stats["drops"] == {} and stats["fastpath_packets"] == (0 if k == 2 else 15)
         outs.append(_bytes(out))
     assert outs[0] == outs[1] == outs[2]
+
+
+def test_inbound_rekey_moves_the_flow_to_the_new_sa(tmp_path):
+    """The far end rekeys: SA 0x2002 ends after 6 packets (`limit packet-hard 6`) and it sends with
+    0x2003 (same reqid) from then on. The flow is torn down with the old SA and, after the next GC
+    tick, offloaded again keyed on the new one: nothing is lost, the bytes equal the classic path's,
+    and the later packets take the fast path again."""
+    text = net_text().replace(
+        "spi 0x2002 reqid 2 mode tunnel replay-window 32",
+        "spi 0x2002 reqid 2 mode tunnel replay-window 32 limit packet-hard 6",
+    )
+    key = "0x" + ALGS["gcm128"][1].hex()
+    text += (f"xfrm state add src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x2003 reqid 2 mode tunnel replay-window 32 "
+             f"aead 'rfc4106(gcm(aes))' {key} 128\n")  # fmt: skip
+    old, new = scapy_sa(0x2002), scapy_sa(0x2003)
+    pk, t = [], 1_700_000_000.0
+    for k in range(16):
+        t += 2.0 if k == 8 else 0.001  # a GC tick after the switch deletes the torn-down flow
+        up = (
+            Ether(src=HOST_MAC, dst=GW_LAN)
+            / IP(src="10.1.0.5", dst="10.2.0.7")
+            / UDP(sport=1111, dport=2222)
+            / Raw(b"up%02d" % k)
+        )
+        dn = IP(src="10.2.0.7", dst="10.1.0.5", ttl=40) / UDP(sport=2222, dport=1111) / Raw(b"dn%02d" % k)
+        dn = Ether(src=PEER_MAC, dst=GW_WAN) / (old if k < 6 else new).encrypt(dn)
+        for p, dt in ((up, 0.0), (dn, 0.0005)):
+            p.time, p._fp_time_set = t + dt, True
+        pk += [("lan0", up), ("wan0", dn)]
+    outs = []
+    for k, ft in enumerate((True, False)):
+        (tmp_path / str(k)).mkdir()
+        out, stats, res = run(tmp_path / str(k), pk, net=parse_network(text, "rekey.ip"), rules=parse_ruleset(RULES),
+                              batch_size=4, flowtable=ft)  # fmt: skip
+        assert stats["drops"] == {}, stats["drops"]
+        assert [bytes(p[Raw]) for p in out["lan0"]] == [b"dn%02d" % k for k in range(16)]
+        outs.append(_bytes(out))
+        if ft:
+            assert stats["flows_offloaded"] == 2 and stats["flows_expired"] == 1
+            encaps = {e["encap"] for e in res.worker.flowtables["ft"][0].entries() if e["encap"]}
+            assert encaps == {3}  # SA index 2 (0x2003) + 1
+            assert stats["fastpath_packets"] >= 12
+    assert outs[0] == outs[1]

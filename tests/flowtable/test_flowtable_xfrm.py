@@ -36,12 +36,22 @@ def _tuple(src, dst, l4, sport, dport, spi, iif=3):
 @pytest.mark.parametrize(
     "frame,tup",
     [
-        (ETH / IP(src="192.0.2.2", dst="192.0.2.1") / ESP(spi=0x2002, seq=1) / Raw(bytes(40)),
-         _tuple("192.0.2.2", "192.0.2.1", 50, 0, 0, 0x2002)),
-        (ETH / IPv6(src="2001:db8::2", dst="2001:db8::1") / ESP(spi=0xABCDEF01, seq=7) / Raw(bytes(40)),
-         _tuple("2001:db8::2", "2001:db8::1", 50, 0, 0, 0xABCDEF01)),
-        (ETH / IP(src="198.51.100.9", dst="192.0.2.1") / UDP(sport=31000, dport=4500) / ESP(spi=5, seq=1)
-         / Raw(bytes(40)), _tuple("198.51.100.9", "192.0.2.1", 17, 31000, 4500, 5)),
+        (
+            ETH / IP(src="192.0.2.2", dst="192.0.2.1") / ESP(spi=0x2002, seq=1) / Raw(bytes(40)),
+            _tuple("192.0.2.2", "192.0.2.1", 50, 0, 0, 0x2002),
+        ),
+        (
+            ETH / IPv6(src="2001:db8::2", dst="2001:db8::1") / ESP(spi=0xABCDEF01, seq=7) / Raw(bytes(40)),
+            _tuple("2001:db8::2", "2001:db8::1", 50, 0, 0, 0xABCDEF01),
+        ),
+        (
+            ETH
+            / IP(src="198.51.100.9", dst="192.0.2.1")
+            / UDP(sport=31000, dport=4500)
+            / ESP(spi=5, seq=1)
+            / Raw(bytes(40)),
+            _tuple("198.51.100.9", "192.0.2.1", 17, 31000, 4500, 5),
+        ),
     ],  # fmt: skip
 )
 def test_esp_and_esp_in_udp_are_keyed_like_the_tunnel_tuple(frame, tup):
@@ -53,16 +63,28 @@ def test_esp_and_esp_in_udp_are_keyed_like_the_tunnel_tuple(frame, tup):
 @pytest.mark.parametrize(
     "frame",
     [
-        ETH / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=4500, dport=4500) / Raw(bytes(4) + b"IKE-SA-INIT"),
+        ETH
+        / IP(src="192.0.2.2", dst="192.0.2.1")
+        / UDP(sport=4500, dport=4500)
+        / Raw(bytes(4) + b"IKE-SA-INIT"),
         ETH / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=4500, dport=4500) / Raw(b"\xff"),  # keepalive
         ETH / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=500, dport=500) / ESP(spi=5) / Raw(bytes(20)),
         ETH / IP(src="192.0.2.2", dst="192.0.2.1", options=[b"\x01" * 4]) / ESP(spi=5) / Raw(bytes(20)),
         ETH / IP(src="192.0.2.2", dst="192.0.2.1", flags="MF") / ESP(spi=5) / Raw(bytes(20)),
         ETH / IP(src="192.0.2.2", dst="192.0.2.1") / Raw(b"\x00\x00"),  # ESP header cut short (proto 0)
-        Ether(bytes(ETH / IP(src="192.0.2.2", dst="192.0.2.1") / ESP(spi=5) / Raw(bytes(20)))[:14 + 20 + 4]),
+        Ether(bytes(ETH / IP(src="192.0.2.2", dst="192.0.2.1") / ESP(spi=5) / Raw(bytes(20)))[: 14 + 20 + 4]),
         ETH / IP(src="192.0.2.2", dst="192.0.2.1") / ESP(spi=0) / Raw(bytes(20)),  # reserved SPI 0
     ],
-    ids=["ike-marker", "keepalive", "other-udp-port", "ip-options", "fragment", "not-esp", "truncated", "spi0"],
+    ids=[
+        "ike-marker",
+        "keepalive",
+        "other-udp-port",
+        "ip-options",
+        "fragment",
+        "not-esp",
+        "truncated",
+        "spi0",
+    ],
 )
 def test_what_the_fast_path_leaves_to_the_classic_path(frame):
     ok, _ = _key(frame)
@@ -81,6 +103,8 @@ def test_tunnel_table_grows_and_finds_every_tuple():
     index, key, sa, seed = tab.cols[:4]
     for k, t in enumerate(tuples):
         w = t.words()
-        e = flow_offload_probe(index, key, index.shape[0] - 1, MAX_PROBES, w, 0, flow_offload_hash(w, 0, seed))
+        e = flow_offload_probe(
+            index, key, index.shape[0] - 1, MAX_PROBES, w, 0, flow_offload_hash(w, 0, seed)
+        )
         assert e >= 0 and sa[e] == (33 if k == 3 else k)
     assert tab.lookup(_tuple("203.0.113.1", "192.0.2.1", 50, 0, 0, 1)) == -1
