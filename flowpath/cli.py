@@ -375,7 +375,6 @@ def bench(
 
 def _bench_scenario(scenario, quick, json_path, plot, frame_size, counts, batch_size) -> None:
     """bulking and frame-sizes: one library call each, a summary table, JSON, plots."""
-    import json
 
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -416,11 +415,20 @@ def _bench_scenario(scenario, quick, json_path, plot, frame_size, counts, batch_
             t.add_row(str(x["frame_size"]), f"{x['mpps']:.3f}", f"{x['gbps_l2']:.3f}", f"{x['gbps_l1']:.3f}",
                       f"{x['line_rate_mpps']['10GbE']:.2f}", f"{x['line_rate_mpps']['100GbE']:.2f}")  # fmt: skip
     Console().print(t)
+    fn = plot_scenarios.plot_bulking if scenario == "bulking" else plot_scenarios.plot_frame_sizes
+    _bench_write(r, json_path, plot, fn)
+
+
+def _bench_write(r: dict, json_path, plot, plot_fn) -> None:
+    """A scenario's results: --json F, and --plot F.png through plot_fn (which may write several)."""
+    import json
+
+    from rich.console import Console
+
     if json_path is not None:
         json_path.write_text(json.dumps(r, indent=2) + "\n")
     if plot is not None:
-        fn = plot_scenarios.plot_bulking if scenario == "bulking" else plot_scenarios.plot_frame_sizes
-        for p in fn(r, plot):
+        for p in plot_fn(r, plot):
             Console(stderr=True).print(f"wrote {p}")
 
 
@@ -428,7 +436,6 @@ def _bench_ipsec(
     scenario, quick, json_path, plot, frame_size, counts, batch_size, alg, packets, reps
 ) -> None:
     """ipsec-flows and ipsec-sizes: one library call each, a summary table, JSON, plots."""
-    import json
 
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -463,12 +470,8 @@ def _bench_ipsec(
                   f"{x['encap_gbps']:.4g}", f"{x['decap_mpps']:.4g}", f"{x['decap_gbps']:.4g}",
                   f"{e['fastpath_packets'] + d['fastpath_packets']:,}/{e['slowpath_packets'] + d['slowpath_packets']:,}")  # fmt: skip
     Console().print(t)
-    if json_path is not None:
-        json_path.write_text(json.dumps(r, indent=2) + "\n")
-    if plot is not None:
-        fn = plot_scenarios.plot_ipsec_flows if scenario == "ipsec-flows" else plot_scenarios.plot_ipsec_sizes
-        for p in fn(r, plot):
-            Console(stderr=True).print(f"wrote {p}")
+    fn = plot_scenarios.plot_ipsec_flows if scenario == "ipsec-flows" else plot_scenarios.plot_ipsec_sizes
+    _bench_write(r, json_path, plot, fn)
 
 
 def main(argv: list[str] | None = None) -> int:

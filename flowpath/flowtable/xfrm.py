@@ -91,6 +91,19 @@ def xfrm_want_check(sa_bulks, t, sa):
         sa_bulks[sa_bulks.shape[0] - 1] += 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def xfrm_bulk_gather(psa, i, hi, bulk, idx):
+    """The bulk of SA psa[i]: packets i..hi-1 of that SA (just i with bulk 0) into idx, in batch order,
+    each marked -2 (taken) in psa. Returns how many."""
+    sa, m = psa[i], 0
+    for j in range(i, hi if bulk else i + 1):
+        if psa[j] == sa:
+            idx[m] = j
+            m += 1
+            psa[j] = -2
+    return m
+
+
 class XfrmInputTable:
     """The tunnel tuples: (iif, l3proto, l4proto ESP/UDP, outer saddr, daddr, UDP ports, SPI) -> SA.
 
@@ -270,12 +283,7 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
         sa = psa[i]
         if sa < 0:
             continue
-        m = 0
-        for j in range(i, n if bulk else i + 1):
-            if psa[j] == sa:
-                idx[m] = j
-                m += 1
-                psa[j] = -2
+        m = xfrm_bulk_gather(psa, i, n, bulk, idx)
         esp_decrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, scr)
         xfrm_want_check(sa_bulks, t, sa)
         for j in range(m):
@@ -324,12 +332,7 @@ def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, de
         sa = psa[i]
         if sa < 0:
             continue
-        m = 0
-        for j in range(i, hi if bulk else i + 1):
-            if psa[j] == sa:
-                idx[m] = j
-                m += 1
-                psa[j] = -2
+        m = xfrm_bulk_gather(psa, i, hi, bulk, idx)
         bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, ttl, scr)
         xfrm_want_check(sa_bulks, t, sa)
     return bad
