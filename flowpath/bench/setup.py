@@ -114,11 +114,16 @@ class PoolState:
         self.saved = [(b.data.copy(), b.head.copy(), b.len.copy(), b.verdict.copy()) for b in batches]
 
     def restore(self, ts_ns: int = 0) -> None:
-        for b, (d, h, n, v) in zip(self.batches, self.saved, strict=True):
-            b.data[:] = d
-            b.head[:] = h
-            b.len[:] = n
-            b.verdict[:] = v
-            b.oif[:] = 0
-            b.flow[:] = -1
-            b.ts_ns[:] = ts_ns
+        for k in range(len(self.batches)):
+            self.restore_one(k, ts_ns)
+
+    def restore_one(self, k: int, ts_ns: int = 0) -> None:
+        """Batch k as it was: what a port's copy into the batch does just before a poll."""
+        b, (d, h, n, v) = self.batches[k], self.saved[k]
+        b.data[:] = d
+        b.head[:] = h
+        b.len[:] = n
+        b.verdict[:] = v
+        b.oif[:] = 0
+        b.flow[:] = -1
+        b.ts_ns[:] = ts_ns

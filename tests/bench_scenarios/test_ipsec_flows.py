@@ -20,6 +20,8 @@ POINT = (
     "encap_gbps",
     "decap_mpps",
     "decap_gbps",
+    "encap_mpps_warm",
+    "decap_mpps_warm",
     "fastpath_share",
 )
 TINY = ["--packets", "64", "--reps", "2"]
@@ -37,6 +39,7 @@ def _sane(x: dict, packets: int) -> None:
     for d in ("encap", "decap"):
         c = x[d]
         assert x[f"{d}_mpps"] > 0 and x[f"{d}_gbps"] > 0 and c["drops"] == {}
+        assert x[f"{d}_mpps_warm"] > 0 and x[f"{d}_warm"]["drops"] == {}
         # Gbps of the inner L2 frame with FCS, as the bulking scenario counts it
         assert x[f"{d}_gbps"] == pytest.approx(x[f"{d}_mpps"] * x["frame_size"] * 8 / 1e3, rel=1e-3)
         assert c["tx_packets"] == c["rx_packets"] == packets * c["repetitions"]
