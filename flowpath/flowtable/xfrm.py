@@ -23,8 +23,11 @@ the link-layer header the bulk stage wrote moves with it), one bulk per SA in ba
 numbers must follow the order packets leave in, or the far end's replay window drops them: hits after
 the batch's first slow-path packet are parked and encrypted between the slow path's packets, so an
 SA shared by both paths numbers its packets in batch order.
-Deviation: the outer packet does not traverse LOCAL_OUT and POSTROUTING (Linux's xfrm_output_resume
-runs them); it leaves with the cached outer route and MACs.
+Deviations: the outer packet does not traverse LOCAL_OUT and POSTROUTING (Linux's xfrm_output_resume
+runs them); it leaves with the cached outer route and MACs. On the way in, ESP of a known tunnel tuple
+skips PREROUTING and INPUT (the classic path ran them for the SA's first packet). ESP that reaches the
+classic path within the same batch (an outer fragment, say) is checked against a replay window the
+fast path already moved on: with a batch larger than the window it can be refused as too old.
 """
 
 from __future__ import annotations
