@@ -107,16 +107,17 @@ def time_passes(worker, state: PoolState, reps: int) -> tuple[list[float], float
     return out, hits / n
 
 
-def rates(packets: int, seconds: list[float], wire: np.ndarray) -> dict:
-    """Mpps and Gbps (L2 with FCS, L1 with 20 more bytes per frame), best and median repetition."""
-    mean_wire = float(wire.mean())
+def rates(packets: int, seconds: list[float], wire, digits: int = 4) -> dict:
+    """Mpps and Gbps (L2 with FCS, L1 with 20 more bytes per frame), best and median repetition.
+    wire: the frames' wire sizes (an array, or one size); digits: rounding."""
+    mean_wire = float(np.mean(wire))
     best, med = packets / min(seconds) / 1e6, packets / float(np.median(seconds)) / 1e6
     return {
-        "mpps": round(best, 4),
-        "mpps_median": round(med, 4),
-        "gbps_l2": round(best * mean_wire * 8 / 1e3, 4),
-        "gbps_l1": round(best * (mean_wire + ETH_L1_OVERHEAD) * 8 / 1e3, 4),
-        "gbps_l2_median": round(med * mean_wire * 8 / 1e3, 4),
+        "mpps": round(best, digits),
+        "mpps_median": round(med, digits),
+        "gbps_l2": round(best * mean_wire * 8 / 1e3, digits),
+        "gbps_l1": round(best * (mean_wire + ETH_L1_OVERHEAD) * 8 / 1e3, digits),
+        "gbps_l2_median": round(med * mean_wire * 8 / 1e3, digits),
     }
 
 

@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from flowpath import __version__
-from flowpath.bench.bulking import EST_TS_NS, RUN_TS_NS
+from flowpath.bench.bulking import EST_TS_NS, RUN_TS_NS, rates
 from flowpath.bench.setup import PoolState, flow_ports, udp_frame
 from flowpath.counters import TX_PACKETS
 from flowpath.errors import UsageError
 from flowpath.packet import layout as L
 from flowpath.packet.batch import DEFAULT_HEADROOM, PacketBatch
 from flowpath.packet.reason import REASON_KIND, reason_label
-from flowpath.trafgen.imix import ETH_FCS_LEN, ETH_L1_OVERHEAD
+from flowpath.trafgen.imix import ETH_FCS_LEN
 
 FLOWS = (1, 10, 100, 1000, 10000)
 FLOWS_QUICK = (1, 10, 100, 1000)
@@ -310,19 +310,6 @@ def time_polls(
     return out
 
 
-def rates(packets: int, seconds: list[float], frame_size: int) -> dict:
-    """Mpps and Gbps (inner L2 frame with FCS; L1 20 bytes more) of the best and the median
-    repetition, as flowpath.bench.bulking.rates but to 6 decimals: the classic path runs at ~0.01 Mpps."""
-    best, med = packets / min(seconds) / 1e6, packets / float(np.median(seconds)) / 1e6
-    return {
-        "mpps": round(best, 6),
-        "mpps_median": round(med, 6),
-        "gbps_l2": round(best * frame_size * 8 / 1e3, 6),
-        "gbps_l1": round(best * (frame_size + ETH_L1_OVERHEAD) * 8 / 1e3, 6),
-        "gbps_l2_median": round(med * frame_size * 8 / 1e3, 6),
-    }
-
-
 def _timed(
     worker, state: PoolState, oif: int, packets: int, frame_size: int, reps, budget_s, before, what, warm=False
 ) -> dict:
@@ -333,7 +320,8 @@ def _timed(
     if c["drops"] or c["tx_packets"] != want or c["rx_packets"] != want:
         raise RuntimeError(f"{what}: timed run received {c['rx_packets']} and sent {c['tx_packets']} of "
                            f"{want} packets; drops {c['drops'] or 'none'}")  # fmt: skip
-    return {**rates(packets, secs, frame_size), "repetitions": len(secs), **c}
+    # 6 decimals: the classic path runs at ~0.01 Mpps
+    return {**rates(packets, secs, frame_size, digits=6), "repetitions": len(secs), **c}
 
 
 def measure(pair: IpsecPair, flows: int, frame_size: int, *, packets: int, reps: int, budget_s: float,
