@@ -40,7 +40,7 @@ def account_batch(verdict, iif, oif, length, n, reasons, ifc):
             if 0 <= o < nif:
                 ifc[o, 2] += 1
                 ifc[o, 3] += length[i]
-        elif v < _IS_SLOW.shape[0] and not _IS_SLOW[v]:
+        elif v < N_REASONS and not _IS_SLOW[v]:  # a drop (not a stage's marker verdict)
             reasons[v] += 1
     return hits
 

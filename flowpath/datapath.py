@@ -54,8 +54,6 @@ _BCAST = b"\xff" * 6
 _FF, _SLOW_NO_ENTRY = int(Reason.FLOW_FORWARD), int(Reason.SLOW_NO_ENTRY)
 _PARKED = 255  # not a Reason: a packet held back while another flowtable's devices are looked up
 _NO_TUNNELS = XfrmInputTable(capacity=1, seed=0).cols  # an empty tunnel table: no ESP input
-_IS_SLOW_U8 = np.zeros(256, np.bool_)  # IS_SLOW over every uint8 verdict (XFRM_PENDING included)
-_IS_SLOW_U8[: IS_SLOW.shape[0]] = IS_SLOW
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
 NSEC_PER_SEC = 1_000_000_000
 SYSCTL_DEFAULTS = {  # net.netfilter.* (seconds), as Linux
@@ -394,7 +392,7 @@ class Worker:
         st.fastpath_packets += hits
         st.tx_packets += hits
         st.rx_packets += n
-        slow = np.flatnonzero(_IS_SLOW_U8[verdict[:n]]) if hits < n else ()
+        slow = np.flatnonzero(IS_SLOW[verdict[:n]]) if hits < n else ()
         if self._xfrm_parked:
             parked, lo = np.flatnonzero(verdict[:n] == XFRM_PENDING), 0
         for i in slow:

@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit
 
 from flowpath.flowtable.core import FlowTuple, flow_entry_rows
+from flowpath.flowtable.ip import FLOW_FORWARD
 from flowpath.flowtable.key import (
     FLOW_OFFLOAD_XMIT_XFRM,
     K_DADDR,
@@ -76,7 +77,6 @@ from flowpath.xfrm.esp_batch import (
 )
 from flowpath.xfrm.state import XfrmStateTable
 
-FLOW_FORWARD = int(Reason.FLOW_FORWARD)
 XFRM_NO_STATE = int(Reason.XFRM_NO_STATE)
 XFRM_PENDING = 254  # not a Reason: an XMIT_XFRM hit waiting for the slow packets before it (park)
 assert N_REASONS < XFRM_PENDING
@@ -346,7 +346,7 @@ def nf_flow_xfrm_first_slow(verdict, n):
     """Index of the batch's first packet bound for the slow path (n when none)."""
     for i in range(n):
         v = verdict[i]
-        if v < _IS_SLOW.shape[0] and _IS_SLOW[v]:
+        if _IS_SLOW[v]:
             return i
     return n
 

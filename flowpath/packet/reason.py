@@ -74,8 +74,10 @@ Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)
 REASON_NAMES = tuple(name for name, _, _ in _REASONS)
 REASON_TEXT = tuple(text for _, _, text in _REASONS)
 REASON_KIND = tuple(kind for _, kind, _ in _REASONS)
-IS_DROP = np.array([kind == "drop" for _, kind, _ in _REASONS], dtype=np.bool_)
-IS_SLOW = np.array([kind == "slow" for _, kind, _ in _REASONS], dtype=np.bool_)
+# over every uint8 verdict (256 entries): the values past the list (stage markers such as a parked
+# packet) are neither, so a verdict indexes them without a bounds check
+IS_DROP = np.array([kind == "drop" for _, kind, _ in _REASONS] + [False] * (256 - len(_REASONS)), dtype=np.bool_)
+IS_SLOW = np.array([kind == "slow" for _, kind, _ in _REASONS] + [False] * (256 - len(_REASONS)), dtype=np.bool_)
 N_REASONS = len(_REASONS)
 assert N_REASONS < 256  # verdict is uint8
 
