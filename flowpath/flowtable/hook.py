@@ -20,7 +20,7 @@ from flowpath.flowtable.bulk import (
     flow_neigh_xmit_bulk,
 )
 from flowpath.flowtable.core import Flowtable
-from flowpath.flowtable.ip import PREFETCH_GROUP, PREFETCH_MIN_ENTRIES, nf_flow_offload_ip_range
+from flowpath.flowtable.ip import PREFETCH_MIN_ENTRIES, PREFETCH_RING, nf_flow_offload_ip_range
 from flowpath.flowtable.key import KEY_ROW, FlowtableViews
 from flowpath.packet.batch import PacketBatch
 
@@ -28,7 +28,7 @@ from flowpath.packet.batch import PacketBatch
 class OffloadScratch(NamedTuple):
     """Per-batch-capacity work arrays, allocated once (nothing is allocated per batch).
 
-    pkey uint32[G, 16] keys, phash int64[G] hashes (G = PREFETCH_GROUP); group, group_start, group_count, order,
+    pkey uint32[G, 16] keys, phash int64[G] hashes (G = PREFETCH_RING); group, group_start, group_count, order,
     gfirst int32[cap] (bulk.py); gtab int32[2**k >= 2 * cap] zeroed hash; hdr uint8[cap, 18].
     """
 
@@ -46,7 +46,7 @@ class OffloadScratch(NamedTuple):
     def alloc(cls, capacity: int) -> OffloadScratch:
         i32 = [np.zeros(capacity, np.int32) for _ in range(5)]
         gcap = 1 << max(1, 2 * capacity - 1).bit_length()
-        return cls(np.zeros((PREFETCH_GROUP, KEY_ROW), np.uint32), np.zeros(PREFETCH_GROUP, np.int64), *i32,
+        return cls(np.zeros((PREFETCH_RING, KEY_ROW), np.uint32), np.zeros(PREFETCH_RING, np.int64), *i32,
                    np.zeros(gcap, np.int32), np.zeros((capacity, HDR_MAX), np.uint8))  # fmt: skip
 
 

@@ -5,11 +5,11 @@ nf_flow_tuple (parse, exceptions, key) -> flow_offload_lookup -> nf_flow_offload
 checks, then refresh, NAT, TTL, counters). Bulk grouping and the link-layer header follow in
 flowtable/bulk.py. The stage narrows the active set by writing `verdict`; a packet it sends to the
 slow path keeps its bytes, `len` and `head` ("decide, then write"). The hook runs
-`nf_flow_offload_ip_batch_prefetch`: the same steps in groups of 16 packets, parse and hash for the
-whole group first (and software prefetch for tables that miss the caches), so that the groups' hash
-chains and memory misses overlap; `nf_flow_offload_ip_batch` (one packet at a time) is its
-reference. IPv4 keys are hashed and compared from the header fields, and IPv4 NAT updates each
-checksum once (nf_flow_nat_ip), the same bytes as Linux's field-by-field updates.
+`nf_flow_offload_ip_range`: the same steps as a three-stage software pipeline (parse and hash,
+prefetch the entry, look up and forward), so that the packets' hash chains and memory misses
+overlap; `nf_flow_offload_ip_batch` (one packet at a time) is its reference. IPv4 keys are hashed
+and compared from the header fields, and IPv4 NAT updates each checksum once (nf_flow_nat_ip), the
+same bytes as Linux's field-by-field updates.
 
 The per-packet steps are scalar @njit helpers over one frame (a 1-D uint8 array, `b`), so the slow
 path can call the same code: `nf_flow_tuple` builds the key of a frame, `nf_flow_nat_port`,
@@ -51,6 +51,7 @@ from flowpath.flowtable.key import (
     flow_offload_hash_ipv4,
     flow_offload_probe,
     flow_offload_probe_ipv4,
+    flow_offload_probe_tag,
 )
 from flowpath.flowtable.prefetch import prefetch
 from flowpath.packet.csum import (
@@ -448,6 +449,39 @@ def nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now
     return r
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _nf_flow_tuple_hash(flat, off, ln, ifidx, enc, kflat, ko, seed):
+    """Parse the frame at flat[off:off+ln], write its key to kflat[ko:] and hash it: (Reason, hash).
+    IPv4 keys are written as their varying words only (proto, saddr, daddr, ports, encap; iifidx in
+    K_IIFIDX) and compared from them."""
+    h = np.int64(0)
+    if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IP:
+        r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(flat, off + ETH_HLEN, ln - ETH_HLEN)
+        if r == FLOW_FORWARD:
+            kflat[ko + K_IIFIDX], kflat[ko + K_PROTO], kflat[ko + K_PORTS] = ifidx, proto, ports
+            kflat[ko + K_SADDR], kflat[ko + K_DADDR], kflat[ko + K_ENCAP] = saddr, daddr, enc
+            h = flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, enc, seed)
+    else:
+        r = nf_flow_tuple(flat, off, ln, ifidx, kflat, ko)
+        if r == FLOW_FORWARD:
+            kflat[ko + K_ENCAP] = enc
+            h = flow_offload_hash(kflat, ko, seed)
+    return r, h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kflat, ko, h, now_ns):
+    """Probe the key at kflat[ko:] (hash h), then nf_flow_offload_step: FLOW_FORWARD or a slow Reason."""
+    if (kflat[ko + K_PROTO] >> 8) == 4:
+        e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, np.int64(kflat[ko + K_IIFIDX]),
+                                    np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
+                                    np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]),
+                                    np.int64(kflat[ko + K_ENCAP]), h)  # fmt: skip
+    else:
+        e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, ko, h)
+    return nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
+
+
 # The batch stages are compiled without NRT (`_nrt=False`, numba's switch for its reference-counting
 # runtime): they allocate nothing, and with NRT on, every inlined helper taking an array paid an
 # atomic incref/decref pair per packet that numba's pruner left in place (130 -> 73 ns/pkt).
@@ -461,7 +495,7 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, encap,
     oif int32[cap] out: out.ifidx of each hit; verdict uint8[cap] in/out: only FLOW_FORWARD packets
     are looked at, the others are left alone; flow int32[cap] out: the entry, -1 for no entry
     encap uint32[cap]: the key's encap word per packet (0, or SA index + 1 after ESP input)
-    ft FlowtableViews; pkey uint32[G, 16], phash int64[G] scratch (G = PREFETCH_GROUP); now_ns
+    ft FlowtableViews; pkey uint32[G, 16], phash int64[G] scratch (G = PREFETCH_RING); now_ns
     packet time. Returns the number of packets sent to the slow path.
     """
     flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
@@ -470,24 +504,10 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, encap,
         if verdict[i] != FLOW_FORWARD:
             continue
         off = i * slot + np.int64(head[i])  # int64: uint16 arithmetic would wrap with the JIT off
-        ln = np.int64(length[i])
-        if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IP:
-            # IPv4 keys stay in registers: hashed and compared from the header fields, no key row
-            r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(flat, off + ETH_HLEN, ln - ETH_HLEN)
-            if r == FLOW_FORWARD:
-                ifidx = np.int64(iif[i])
-                enc = np.int64(encap[i])
-                h = flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, enc, ft.seed)
-                e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, ifidx, proto, saddr, daddr,
-                                            ports, enc, h)  # fmt: skip
-        else:
-            r = nf_flow_tuple(flat, off, ln, iif[i], kflat, 0)
-            if r == FLOW_FORWARD:
-                kflat[K_ENCAP] = encap[i]
-                h = flow_offload_hash(kflat, 0, ft.seed)
-                e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, 0, h)
+        r, h = _nf_flow_tuple_hash(flat, off, np.int64(length[i]), np.int64(iif[i]), np.int64(encap[i]), kflat, 0,
+                                   ft.seed)  # fmt: skip
         if r == FLOW_FORWARD:
-            r = nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
+            r = _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kflat, 0, h, now_ns)
         else:
             flow[i] = -1
         if r != FLOW_FORWARD:
@@ -496,25 +516,18 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, encap,
     return slow
 
 
-PREFETCH_GROUP = 16  # packets in flight in nf_flow_offload_ip_batch_prefetch
-PREFETCH_MIN_ENTRIES = 1 << 15  # tables this large (4 MB of rows and up) miss the caches
+PREFETCH_DISTANCE = 12  # packets between the pipeline's stages
+PREFETCH_RING = 32  # rows of the key/hash scratch ring: a power of two > 2 * PREFETCH_DISTANCE
+PREFETCH_MIN_ENTRIES = 1 << 15  # tables this large (4 MB of rows and up) miss the caches (hook.py chunks)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def nf_flow_offload_ip_batch_prefetch(
     data, head, length, iif, oif, verdict, flow, encap, n, ft, pkey, phash, now_ns
 ):
-    """nf_flow_offload_ip_batch in groups of PREFETCH_GROUP packets and three passes: parse and hash
-    every packet of the group (the hashes' multiply chains overlap instead of each waiting for the
-    previous packet's lookup), then, for tables that miss the caches, read the home probe slots and
-    prefetch the entries' rows, then probe and forward one packet at a time.
+    """nf_flow_offload_ip_batch as a software pipeline (nf_flow_offload_ip_range over 0..n-1).
 
-    No Linux counterpart (the kernel walks one skb at a time). Same arguments, same results. IPv4
-    keys are written as their varying words only (pkey row: proto, saddr, daddr, ports, encap;
-    iifidx in K_IIFIDX) and compared from them.
-    Measured against one packet at a time, with IPv4 keys in registers: faster at every table size
-    (1 flow 40.6 -> 39.3 ns/pkt, 10 flows 45.0 -> 44.4, 4096 packets in cache; earlier, with 100k
-    flows and prefetch, 221 -> 168).
+    No Linux counterpart (the kernel walks one skb at a time). Same arguments, same results.
     """
     return nf_flow_offload_ip_range(
         data, head, length, iif, oif, verdict, flow, encap, 0, n, ft, pkey, phash, now_ns
@@ -523,62 +536,44 @@ def nf_flow_offload_ip_batch_prefetch(
 
 @njit(cache=True, nogil=True, _nrt=False)
 def nf_flow_offload_ip_range(data, head, length, iif, oif, verdict, flow, encap, i0, i1, ft, pkey, phash, now_ns):
-    """nf_flow_offload_ip_batch_prefetch over packets i0..i1-1 only, so that the hook can group a
-    chunk's hits while their entries are still in the caches. No Linux counterpart."""
+    """The steps of nf_flow_offload_ip_batch over packets i0..i1-1 as a software pipeline: packet j
+    is parsed and hashed (its probe slot prefetched) while packet j - D has the rows of the entry its
+    tag points to prefetched, and packet j - 2D is looked up and forwarded (D = PREFETCH_DISTANCE).
+    The misses of ~2D packets are in flight at once and no packet waits for another's. pkey/phash
+    are a ring of PREFETCH_RING keys and hashes. The hook calls it chunk by chunk, so that it can
+    group a chunk's hits while their entries are still in the caches. No Linux counterpart.
+
+    Measured (benchmarks/flowtable_kernel.py, one call over 2**20 frames, hook ns/pkt, against
+    groups of 16 in three passes that prefetched the home slot's entry): 100000 flows 74.7 -> 43.3,
+    1000 flows 37.6 -> 35.4, 1 flow 26.4 -> 26.0. Most of the gain is prefetching the entry whose
+    tag matches rather than the home slot's: at load 0.38 a quarter of the lookups find their
+    record past the home slot, and each of those then missed in DRAM with nothing in flight.
+    """
     flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
-    far = ft.key.shape[0] >= PREFETCH_MIN_ENTRIES
+    d, ring = PREFETCH_DISTANCE, PREFETCH_RING - 1
     slow = 0
-    for g0 in range(i0, i1, PREFETCH_GROUP):
-        g1 = min(i1, g0 + PREFETCH_GROUP)
-        for i in range(g0, g1):
-            if verdict[i] != FLOW_FORWARD:
-                continue
-            ko = (i - g0) * KEY_ROW
-            off, ln, h = i * slot + np.int64(head[i]), np.int64(length[i]), np.int64(0)
-            if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IP:
-                r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(flat, off + ETH_HLEN, ln - ETH_HLEN)
-                if r == FLOW_FORWARD:
-                    ifidx = np.int64(iif[i])
-                    kflat[ko + K_IIFIDX], kflat[ko + K_PROTO], kflat[ko + K_PORTS] = ifidx, proto, ports
-                    kflat[ko + K_SADDR], kflat[ko + K_DADDR] = saddr, daddr
-                    enc = np.int64(encap[i])
-                    kflat[ko + K_ENCAP] = enc
-                    h = flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, enc, ft.seed)
-            else:
-                r = nf_flow_tuple(flat, off, ln, iif[i], kflat, ko)
-                if r == FLOW_FORWARD:
-                    kflat[ko + K_ENCAP] = encap[i]
-                    h = flow_offload_hash(kflat, ko, ft.seed)
+    for j in range(i0, i1 + 2 * d):
+        if j < i1 and verdict[j] == FLOW_FORWARD:
+            r, h = _nf_flow_tuple_hash(flat, j * slot + np.int64(head[j]), np.int64(length[j]), np.int64(iif[j]),
+                                       np.int64(encap[j]), kflat, (j & ring) * KEY_ROW, ft.seed)  # fmt: skip
             if r != FLOW_FORWARD:
-                verdict[i] = r
-                flow[i] = -1
+                verdict[j] = r
+                flow[j] = -1
                 slow += 1
-                continue
-            phash[i - g0] = h
-            if far:
-                prefetch(ft.index, h & ft.mask)
-        if far:
-            for i in range(g0, g1):
-                if verdict[i] == FLOW_FORWARD:
-                    rec = ft.index[phash[i - g0] & ft.mask]
-                    if rec > 0:
-                        e = (rec & 0xFFFFFFFF) - 1
-                        prefetch(ft.key[e], 0)  # the entry's key line, then its val line
-                        prefetch(ft.val[e], 0)
-        for i in range(g0, g1):
-            if verdict[i] != FLOW_FORWARD:
-                continue
-            ko, h = (i - g0) * KEY_ROW, phash[i - g0]
-            if (kflat[ko + K_PROTO] >> 8) == 4:
-                e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, np.int64(kflat[ko + K_IIFIDX]),
-                                            np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
-                                            np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]),
-                                            np.int64(kflat[ko + K_ENCAP]), h)  # fmt: skip
             else:
-                e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, ko, h)
-            r = nf_flow_offload_step(flat, i * slot + np.int64(head[i]), i, head, length, oif, flow, ft, nat6, e,
-                                     now_ns)  # fmt: skip
+                phash[j & ring] = h
+                prefetch(ft.index, h & ft.mask)
+        b = j - d
+        if i0 <= b < i1 and verdict[b] == FLOW_FORWARD:
+            e = flow_offload_probe_tag(ft.index, ft.mask, ft.max_probes, phash[b & ring])
+            if e >= 0:
+                prefetch(ft.key[e], 0)  # the entry's key line, then its val line
+                prefetch(ft.val[e], 0)
+        c = j - 2 * d
+        if c >= i0 and verdict[c] == FLOW_FORWARD:
+            r = _nf_flow_lookup_forward(flat, c * slot + np.int64(head[c]), c, head, length, oif, flow, ft, nat6,
+                                        kflat, (c & ring) * KEY_ROW, phash[c & ring], now_ns)  # fmt: skip
             if r != FLOW_FORWARD:
-                verdict[i] = r
+                verdict[c] = r
                 slow += 1
     return slow

@@ -223,6 +223,22 @@ def flow_offload_probe_ipv4(index, key, mask, max_probes, iifidx, proto, saddr, 
     return -1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def flow_offload_probe_tag(index, mask, max_probes, h):
+    """The first entry on h's probe run whose record carries h's tag (-1: none): the entry the probe
+    will most likely compare, to prefetch. Reads the index only (its home line, usually)."""
+    tag = h >> 1
+    slot = h & mask
+    for _ in range(max_probes):
+        rec = index[slot]
+        if rec == IDX_EMPTY:
+            return -1
+        if (rec >> 32) == tag:
+            return (rec & 0xFFFFFFFF) - 1
+        slot = (slot + 1) & mask
+    return -1
+
+
 @njit(cache=True, nogil=True)
 def flow_index_insert(index, mask, max_probes, h, e):
     """Put entry e (hash h) in the first empty or tombstone slot within max_probes of its home.

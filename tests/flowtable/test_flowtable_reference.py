@@ -116,8 +116,8 @@ def _mixed_batch(ftk, ft):
 
 
 def test_prefetch_variant_matches_the_one_packet_loop(ftk):
-    """nf_flow_offload_ip_batch_prefetch (groups of 16, three passes) gives the same verdicts, flows,
-    bytes and table state as nf_flow_offload_ip_batch, across group boundaries and a teardown."""
+    """nf_flow_offload_ip_batch_prefetch (the three-stage pipeline) gives the same verdicts, flows,
+    bytes and table state as nf_flow_offload_ip_batch, across the pipeline's fill and a teardown."""
     from flowpath.flowtable.hook import scratch_for
     from flowpath.flowtable.ip import nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch
 
@@ -150,3 +150,21 @@ def test_large_table_takes_the_prefetch_path_end_to_end(ftk):
         assert (
             b.frame_bytes(i) == ftk.ref_forward(frames[i], ft, int(b.flow[i])) or i > 7
         )  # FIN at 7 sets CLOSING
+
+
+def test_probe_tag_points_past_the_home_slot():
+    """flow_offload_probe_tag (what the pipeline prefetches) returns the entry of the first record on
+    the probe run with the hash's tag, past records of other tags and tombstones; -1 at an empty slot
+    or when the run ends without one."""
+    from flowpath.flowtable.key import IDX_TOMBSTONE, flow_index_insert, flow_offload_probe_tag
+
+    index, mask = np.zeros(16, np.int64), 15
+    h_other, h = (7 << 4) | 5, (9 << 4) | 5  # 32-bit hashes, same home slot 5, other tags
+    assert flow_index_insert(index, mask, 8, h_other, 3) == 1
+    assert flow_index_insert(index, mask, 8, h, 11) == 1  # lands in slot 6
+    assert flow_offload_probe_tag(index, mask, 8, h) == 11
+    assert flow_offload_probe_tag(index, mask, 8, h_other) == 3
+    index[5] = IDX_TOMBSTONE
+    assert flow_offload_probe_tag(index, mask, 8, h) == 11
+    assert flow_offload_probe_tag(index, mask, 8, (1 << 4) | 5) == -1  # reaches empty slot 7
+    assert flow_offload_probe_tag(index, mask, 1, h) == -1  # one probe: the tombstone only
