@@ -130,12 +130,12 @@ def run(nflows: int, npkts: int, batch: int, bulk: bool, reps: int) -> dict:
             if np.count_nonzero(b.verdict[: b.n]) or np.any(b.data[: b.n, HEADROOM + 22] != 63):
                 raise RuntimeError("a packet missed the fast path or kept its TTL")
     best, med = min(times), float(np.median(times))
-    mem = sum(a.nbytes for a in (ft.key, ft.val, ft.nat6, ft.used, ft.index))
+    mem = ft.entry_bytes()
     return {
         "flows": nflows, "packets": npkts, "batch": batch, "bulk": bulk,
         "mpps_best": npkts / best * 1e3, "mpps_median": npkts / med * 1e3, "ns_per_pkt_best": best / npkts,
         "groups_per_call": groups / len(batches), "table_bytes": mem, "entries_capacity": ft.capacity,
-        "bytes_per_entry": mem / ft.capacity,
+        "bytes_per_entry": sum(mem.values()), "bytes_per_entry_by_array": mem,
     }  # fmt: skip
 
 
@@ -182,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 mode = "kernel" if batch == 0 else f"batch {batch}"
                 print(f"{nflows:>7} {mode:>10} {'on' if bulk else 'off':>5} {r['mpps_best']:>10.1f} "
                       f"{r['mpps_median']:>8.1f} {r['ns_per_pkt_best']:>7.1f} {r['groups_per_call']:>12.1f}")  # fmt: skip
+        parts = " + ".join(f"{k} {v:g}" for k, v in r["bytes_per_entry_by_array"].items())
         print(f"{'':>7} table: {r['entries_capacity']} entries, {r['bytes_per_entry']:.0f} B/entry "
-              f"(key 64 + val 64 + nat6 32 + index 2x8 + used 1), {2 * r['bytes_per_entry']:.0f} B/flow")  # fmt: skip
+              f"({parts}), {2 * r['bytes_per_entry']:.0f} B/flow")  # fmt: skip
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -102,7 +102,7 @@ def classic_vs_flowtable(
     f_best, f_med = mpps(packets, t_fast)
     k_best, k_med = mpps(packets, t_kernel)
     c_best, c_med = mpps(classic_packets, t_classic)
-    per_entry = (ft.key.nbytes + ft.val.nbytes + ft.nat6.nbytes + ft.index.nbytes) / ft.capacity
+    per_entry = sum(ft.entry_bytes().values())
     return {
         "scenario": "classic-vs-flowtable",
         "flowpath_version": __version__,

@@ -171,6 +171,13 @@ class Flowtable:
         """Number of flows (two entries each)."""
         return self.nused // 2
 
+    def entry_bytes(self) -> dict[str, float]:
+        """Memory per direction entry, by array: the table's arrays over its entry capacity (a flow
+        takes two entries). The Python side (one conntrack reference per flow) is not counted."""
+        arrays = {"key": self.key, "val": self.val, "nat6": self.nat6, "index": self.index,
+                  "used": self.used, "xfrm_sa": self.xfrm_sa}  # fmt: skip
+        return {name: a.nbytes / self.capacity for name, a in arrays.items()}
+
     # ---- growth and the index --------------------------------------------------------------
     def _grow(self) -> bool:
         cap = self.capacity

@@ -181,3 +181,15 @@ def test_entries_keep_their_bytes_and_hits_across_growth(ftk):
             e = ft.lookup(t)
             assert b.flow[0] == e and b.frame_bytes(0) == ftk.ref_forward(bytes(frame), ft, e)
     assert [int(ft.val[ft.lookup(o), V_PACKETS]) for _, o, _ in flows] == [1, 1, 1, 1]
+
+
+def test_entry_bytes_counts_every_table_array():
+    """entry_bytes (the benchmarks' memory per entry) covers every numpy array the table holds, also
+    after growth: a column added later cannot be left out of the stated memory."""
+    ft = Flowtable("m", capacity=4)
+    for cap in (4, 8):
+        arrays = [a for a in vars(ft).values() if isinstance(a, np.ndarray)]
+        assert ft.capacity == cap
+        assert sum(ft.entry_bytes().values()) * cap == sum(a.nbytes for a in arrays)
+        assert ft._grow()
+    assert ft.entry_bytes()["key"] == 64 and ft.entry_bytes()["index"] == 16
