@@ -33,6 +33,10 @@ NF_FLOWTABLE_COUNTER = 0x2
 FLOW_ADD_FULL = -1  # flow_offload_add results (Linux: -ENOMEM / -EEXIST from rhashtable_insert_fast)
 FLOW_ADD_EXISTS = -2
 MAX_PROBES = 32
+# Index slots per entry. A sparse index means short probe runs, so the compiled lookup's probe loop
+# is predicted (a run past the home slot costs a branch miss) at 16 B/entry more: 4 against 2,
+# one call over 2**20 frames, 1000 flows 27.1 -> 31.4 Mpps, 100000 flows 22.9 -> 24.9.
+INDEX_SLOTS_PER_ENTRY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +120,8 @@ class Flowtable:
     """One `flowtable` (nft `flowtable NAME { ... }`): entries, hash index, timeouts, counters.
 
     capacity and max_entries count direction entries (Linux's rhashtable counts tuplehash objects),
-    so a flow takes two; both are rounded up to powers of two. The index has twice as many slots as
-    there are entries (load <= 0.5 without tombstones).
+    so a flow takes two; both are rounded up to powers of two. The index has INDEX_SLOTS_PER_ENTRY
+    slots per entry of capacity (load <= 0.25 without tombstones).
     """
 
     def __init__(
@@ -146,7 +150,7 @@ class Flowtable:
         self.used = np.zeros(cap, np.bool_)
         self.xfrm_sa = np.full(cap, -1, np.int32)  # XMIT_XFRM entries: SA index (cold: read per bulk)
         self.nxfrm = 0  # entries in use with XMIT_XFRM
-        self.index = np.zeros(2 * cap, np.int64)
+        self.index = np.zeros(INDEX_SLOTS_PER_ENTRY * cap, np.int64)
         self.nused = 0  # entries in use
         self.ntomb = 0  # tombstones in the index
         self._ct: list[object] = [None] * (cap // 2)
@@ -194,7 +198,7 @@ class Flowtable:
             setattr(self, name, arr)
         self._ct.extend([None] * (cap // 2))
         self._free = list(range(new // 2 - 1, cap // 2 - 1, -1)) + self._free
-        self._rebuild(max(self.index.shape[0], 2 * new))
+        self._rebuild(max(self.index.shape[0], INDEX_SLOTS_PER_ENTRY * new))
         return True
 
     def _rebuild(self, icap: int) -> None:
@@ -213,7 +217,7 @@ class Flowtable:
         if (self.nused + self.ntomb + 1) * 4 > self.index.shape[0] * 3:
             self._rebuild(self.index.shape[0])
         r = flow_index_insert(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
-        if r == 0 and self.index.shape[0] < 8 * self.capacity:
+        if r == 0 and self.index.shape[0] < 2 * INDEX_SLOTS_PER_ENTRY * self.capacity:
             # A full probe run at load <= 0.75 is bad luck, but over 10**5 adds it happens (runs
             # past 32 slots): try once with an index twice as large (e is flagged used already,
             # so the build indexes it) before refusing the flow.

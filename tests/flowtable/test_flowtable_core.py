@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowpath.flowtable import FLOW_ADD_EXISTS, FLOW_ADD_FULL, FlowRoute, Flowtable, FlowTuple
+from flowpath.flowtable.core import INDEX_SLOTS_PER_ENTRY
 from flowpath.flowtable.key import F_TEARDOWN, IDX_TOMBSTONE, V_PACKETS
 
 R = FlowRoute(2, 1500, b"\x02\0\0\0\0\x02", b"\x02\0\0\0\0\x05")
@@ -192,4 +193,4 @@ def test_entry_bytes_counts_every_table_array():
         assert ft.capacity == cap
         assert sum(ft.entry_bytes().values()) * cap == sum(a.nbytes for a in arrays)
         assert ft._grow()
-    assert ft.entry_bytes()["key"] == 64 and ft.entry_bytes()["index"] == 16
+    assert ft.entry_bytes()["key"] == 64 and ft.entry_bytes()["index"] == 8 * INDEX_SLOTS_PER_ENTRY
