@@ -7,18 +7,21 @@ region. Modes: "kernel" = one hook call over all N frames; "batch B" = one Pytho
 PacketBatch with one shared scratch (what a Worker does), so the per-call crossing into numba is
 included. The table memory printed is the arrays' bytes over the entry capacity.
 
-Measured 2026-12-04 (shared 2-vCPU KVM guest, AMD EPYC, 10-30 % noise), 128 B, one call over 2**20
-frames ("kernel"), bulk on, best Mpps over 3 alternated runs of c060241 (before) and 0cde0ac (after):
-1 flow 37.7 -> 35.7, 10 flows 33.2 -> 27.9, 1000 flows 22.8 -> 26.5, 100000 flows 8.5 -> 13.9
-(1.63x); batches of 256: 20.1 -> 19.6, 17.9 -> 17.9, 14.9 -> 15.7, 7.2 -> 10.3 (1.43x). 1 and 10
-flows came out 0.84-0.98x in this run (a separate A/B of the layout alone: 0.97-0.99x; the strided
-key/val views cost a little where everything is cached). At 100000 flows the gains
-come from one 128-byte aligned row per entry (key line + val line, flowtable/key.py ENTRY_SIZE) and
-from grouping each 256 packets right after their lookup (flowtable/hook.py HOOK_CHUNK). 100000 flows
-still cost 2.6x one flow: index record + entry row are two dependent DRAM misses per packet, and
-1000 flows (all in L2) already cost 1.6x (likely branches that one flow predicts perfectly). Memory: 177
-B/entry (key 64 + val 64 + nat6 32 + index 2x8 + used 1), 354 B/flow. Earlier (2026-11-22, against
-081707f): cold compile 17-19 s, cached 0.5-0.7 s.
+Measured 2026-12-04 (shared 2-vCPU KVM guest, AMD EPYC, 10-30 % noise), 128 B, bulk on, best Mpps
+of 7 repetitions, one run, one call over 2**20 frames ("kernel") / batches of 256:
+1 flow 36.6-39.6 / 20.4, 10 flows 30.0-32.9 / 17.7, 1000 flows 30.9-31.4 / 16.8, 100000 flows
+22.2-24.9 / 14.0 (100000 flows cost 1.6-1.7x one flow in one call, 1.5x in batches of 256).
+What got 100000 flows from 13-17 to 22-25 Mpps (A/B against the commit before, same run): the lookup
+as a software pipeline that prefetches the entry whose tag matches instead of the home slot's
+(74.7 -> 43.3 ns/pkt; a quarter of the lookups found their record past the home slot and then
+missed in DRAM with nothing else in flight), then 4 index slots per entry instead of 2 (shorter
+probe runs, fewer mispredicted probe loops: 1000 flows 27.1 -> 31.4, 100000 flows 22.9 -> 24.9).
+Earlier: one 128-byte aligned row per entry and grouping each 256 packets right after their lookup.
+In batches of 256 about 12 ns/pkt is the crossing into numba (about 3 us per call for some 30
+arguments whose objects are cold) and the rest the per-batch start of cold columns; batches of
+4096 through Worker.poll reach 30+ Mpps (flowpath bench classic-vs-flowtable --batch 4096).
+Memory: 197 B/entry (key 64 + val 64 + nat6 32 + index 4x8 + used 1 + xfrm_sa 4), 394 B/flow.
+Compile: cold 12.7-13.4 s, cached 0.12 s.
 
     python benchmarks/flowtable_kernel.py [--packets N] [--flows 1,10,1000,100000] [--batch 256]
                                           [--reps 7] [--json out.json] [--no-compile-time]

@@ -27,7 +27,7 @@ import numpy as np
 
 from flowpath import __version__
 from flowpath.bench.bulking import EST_TS_NS, RUN_TS_NS, rates
-from flowpath.bench.setup import PoolState, flow_ports, udp_frame
+from flowpath.bench.setup import PoolState, flow_ports, time_pool, udp_frame
 from flowpath.counters import TX_PACKETS
 from flowpath.errors import UsageError
 from flowpath.packet import layout as L
@@ -278,43 +278,12 @@ class _Snap:
         }
 
 
-def time_polls(
-    worker, state: PoolState, reps: int, budget_s: float, before: Callable[[], None], warm: bool = False
-) -> list[float]:
-    """Seconds of worker.poll per pass over the pool; the restore and `before` run untimed.
-
-    warm False: the whole pool is restored first, so each batch comes cold from memory; warm True:
-    each batch is restored just before its poll, as a port's copy into the batch leaves it in the
-    caches (the method of benchmarks/esp_crypto.py)."""
-    out = []
-    t_end = time.perf_counter() + budget_s
-    for _ in range(reps):
-        if not warm:
-            state.restore(RUN_TS_NS)
-        before()
-        dt = 0.0
-        if warm:
-            for k, b in enumerate(state.batches):
-                state.restore_one(k, RUN_TS_NS)
-                t0 = time.perf_counter()
-                worker.poll(b)
-                dt += time.perf_counter() - t0
-        else:
-            t0 = time.perf_counter()
-            for b in state.batches:
-                worker.poll(b)
-            dt = time.perf_counter() - t0
-        out.append(dt)
-        if len(out) >= MIN_REPS and time.perf_counter() > t_end:
-            break
-    return out
-
-
 def _timed(
     worker, state: PoolState, oif: int, packets: int, frame_size: int, reps, budget_s, before, what, warm=False
 ) -> dict:
     snap = _Snap(worker)
-    secs = time_polls(worker, state, reps, budget_s, before, warm)
+    secs = time_pool(worker.poll, state, reps, RUN_TS_NS, warm=warm, before=before, budget_s=budget_s,
+                     min_reps=MIN_REPS)  # fmt: skip
     c = snap.delta(worker, oif)
     want = packets * len(secs)
     if c["drops"] or c["tx_packets"] != want or c["rx_packets"] != want:

@@ -7,6 +7,8 @@ No Linux counterpart.
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -127,3 +129,44 @@ class PoolState:
         b.oif[:] = 0
         b.flow[:] = -1
         b.ts_ns[:] = ts_ns
+
+
+def time_pool(
+    poll: Callable[[PacketBatch], object],
+    state: PoolState,
+    reps: int,
+    ts_ns: int,
+    *,
+    warm: bool = False,
+    before: Callable[[], None] = lambda: None,
+    budget_s: float = float("inf"),
+    min_reps: int = 1,
+) -> list[float]:
+    """Seconds of poll per pass over the pool (at most reps passes; after min_reps, none starts once
+    budget_s has gone by); the restores and `before` run untimed.
+
+    warm False: the whole pool is restored first, so each batch comes cold from memory; warm True:
+    each batch is restored just before its poll, as a port's copy into the batch leaves it in the
+    caches (the method of benchmarks/esp_crypto.py)."""
+    out = []
+    t_end = time.perf_counter() + budget_s
+    for _ in range(reps):
+        if not warm:
+            state.restore(ts_ns)
+        before()
+        dt = 0.0
+        if warm:
+            for k, b in enumerate(state.batches):
+                state.restore_one(k, ts_ns)
+                t0 = time.perf_counter()
+                poll(b)
+                dt += time.perf_counter() - t0
+        else:
+            t0 = time.perf_counter()
+            for b in state.batches:
+                poll(b)
+            dt = time.perf_counter() - t0
+        out.append(dt)
+        if len(out) >= min_reps and time.perf_counter() > t_end:
+            break
+    return out
