@@ -127,7 +127,13 @@ def packets(draw, v6: bool | None = None, kind: str | None = None):
         l4 = UDP(sport=draw(port), dport=draw(port))
     else:
         l4 = ICMPv6EchoRequest(id=draw(port), seq=draw(port)) if v6 else ICMP(id=draw(port), seq=draw(port))
-    pkt = Ether(bytes(ETH / ip / l4 / Raw(draw(payload))))
+    data = draw(payload)
+    raw = bytes(ETH / ip / l4 / Raw(data))
+    pkt = Ether(raw)
+    if bytes(pkt) != raw:  # a payload dissector that does not rebuild the same bytes (DCE/RPC on 135)
+        pkt[type(l4)].remove_payload()
+        pkt[type(l4)].add_payload(Raw(data))
+    assert bytes(pkt) == raw
     proto = {"tcp": 6, "udp": 17, "icmp": 58 if v6 else 1}[kind]
     return pkt, v6, proto
 
