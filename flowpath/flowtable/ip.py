@@ -26,6 +26,7 @@ from flowpath.flowtable.key import (
     F_DNAT,
     F_SNAT,
     F_TEARDOWN,
+    FLOW_KEY_WORDS,
     FLOW_OFFLOAD_DIR_ORIGINAL,
     HZ_NS,
     K_DADDR,
@@ -47,6 +48,7 @@ from flowpath.flowtable.key import (
     V_TIMEOUT,
     V_XMIT,
     XMIT_VLAN,
+    flow_key_equal,
     flow_offload_hash,
     flow_offload_hash_ipv4,
     flow_offload_probe,
@@ -470,9 +472,22 @@ def _nf_flow_tuple_hash(flat, off, ln, ifidx, enc, kflat, ko, seed):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kflat, ko, h, now_ns):
-    """Probe the key at kflat[ko:] (hash h), then nf_flow_offload_step: FLOW_FORWARD or a slow Reason."""
-    if (kflat[ko + K_PROTO] >> 8) == 4:
+def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kflat, ko, h, cand, now_ns):
+    """Look up the key at kflat[ko:] (hash h), then nf_flow_offload_step: FLOW_FORWARD or a slow Reason.
+
+    cand: what flow_offload_probe_tag found for h (the pipeline's stage 2), or CAND_UNKNOWN. The first
+    entry on the probe run whose tag matches is the one the probe compares first, so when its key is
+    equal it is the probe's answer, and when no record has the tag the probe finds nothing: only a
+    tag collision probes again.
+    """
+    ipv4 = (kflat[ko + K_PROTO] >> 8) == 4
+    if cand >= 0 and (
+        _key_equal_ipv4(ft.key, cand, kflat, ko) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)
+    ):
+        e = cand
+    elif cand == -1:
+        e = np.int64(-1)
+    elif ipv4:
         e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, np.int64(kflat[ko + K_IIFIDX]),
                                     np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
                                     np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]),
@@ -480,6 +495,14 @@ def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kfl
     else:
         e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, ko, h)
     return nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key_equal_ipv4(key, e, kflat, ko):
+    # an IPv4 key in the ring holds its varying words only (see _nf_flow_tuple_hash)
+    return (key[e, K_PORTS] == kflat[ko + K_PORTS] and key[e, K_SADDR] == kflat[ko + K_SADDR]
+            and key[e, K_DADDR] == kflat[ko + K_DADDR] and key[e, K_PROTO] == kflat[ko + K_PROTO]
+            and key[e, K_IIFIDX] == kflat[ko + K_IIFIDX] and key[e, K_ENCAP] == kflat[ko + K_ENCAP])  # fmt: skip
 
 
 # The batch stages are compiled without NRT (`_nrt=False`, numba's switch for its reference-counting
@@ -507,7 +530,8 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, encap,
         r, h = _nf_flow_tuple_hash(flat, off, np.int64(length[i]), np.int64(iif[i]), np.int64(encap[i]), kflat, 0,
                                    ft.seed)  # fmt: skip
         if r == FLOW_FORWARD:
-            r = _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kflat, 0, h, now_ns)
+            r = _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kflat, 0, h, CAND_UNKNOWN,
+                                        now_ns)  # fmt: skip
         else:
             flow[i] = -1
         if r != FLOW_FORWARD:
@@ -517,6 +541,8 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, encap,
 
 
 PREFETCH_DISTANCE = 12  # packets between the pipeline's stages
+RING_CAND = FLOW_KEY_WORDS  # word of a ring row after the key: stage 2's candidate entry + 1 (0: none)
+CAND_UNKNOWN = -2  # _nf_flow_lookup_forward without a stage 2: probe
 PREFETCH_RING = 32  # rows of the key/hash scratch ring: a power of two > 2 * PREFETCH_DISTANCE
 PREFETCH_MIN_ENTRIES = 1 << 15  # tables this large (4 MB of rows and up) miss the caches (hook.py chunks)
 
@@ -535,10 +561,13 @@ def nf_flow_offload_ip_batch_prefetch(
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def nf_flow_offload_ip_range(data, head, length, iif, oif, verdict, flow, encap, i0, i1, ft, pkey, phash, now_ns):
+def nf_flow_offload_ip_range(
+    data, head, length, iif, oif, verdict, flow, encap, i0, i1, ft, pkey, phash, now_ns
+):
     """The steps of nf_flow_offload_ip_batch over packets i0..i1-1 as a software pipeline: packet j
-    is parsed and hashed (its probe slot prefetched) while packet j - D has the rows of the entry its
-    tag points to prefetched, and packet j - 2D is looked up and forwarded (D = PREFETCH_DISTANCE).
+    is parsed and hashed (its probe slot prefetched) while packet j + D has its headers prefetched,
+    packet j - D the rows of the entry its tag points to, and packet j - 2D is looked up and
+    forwarded (D = PREFETCH_DISTANCE).
     The misses of ~2D packets are in flight at once and no packet waits for another's. pkey/phash
     are a ring of PREFETCH_RING keys and hashes. The hook calls it chunk by chunk, so that it can
     group a chunk's hits while their entries are still in the caches. No Linux counterpart.
@@ -552,7 +581,11 @@ def nf_flow_offload_ip_range(data, head, length, iif, oif, verdict, flow, encap,
     flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
     d, ring = PREFETCH_DISTANCE, PREFETCH_RING - 1
     slow = 0
+    for j in range(i0, min(i1, i0 + d)):
+        prefetch(flat, j * slot + np.int64(head[j]))
     for j in range(i0, i1 + 2 * d):
+        if j + d < i1:  # the frame's headers, d packets ahead of its parse
+            prefetch(flat, (j + d) * slot + np.int64(head[j + d]))
         if j < i1 and verdict[j] == FLOW_FORWARD:
             r, h = _nf_flow_tuple_hash(flat, j * slot + np.int64(head[j]), np.int64(length[j]), np.int64(iif[j]),
                                        np.int64(encap[j]), kflat, (j & ring) * KEY_ROW, ft.seed)  # fmt: skip
@@ -566,13 +599,15 @@ def nf_flow_offload_ip_range(data, head, length, iif, oif, verdict, flow, encap,
         b = j - d
         if i0 <= b < i1 and verdict[b] == FLOW_FORWARD:
             e = flow_offload_probe_tag(ft.index, ft.mask, ft.max_probes, phash[b & ring])
+            kflat[(b & ring) * KEY_ROW + RING_CAND] = e + 1
             if e >= 0:
                 prefetch(ft.key[e], 0)  # the entry's key line, then its val line
                 prefetch(ft.val[e], 0)
         c = j - 2 * d
         if c >= i0 and verdict[c] == FLOW_FORWARD:
+            ko = (c & ring) * KEY_ROW
             r = _nf_flow_lookup_forward(flat, c * slot + np.int64(head[c]), c, head, length, oif, flow, ft, nat6,
-                                        kflat, (c & ring) * KEY_ROW, phash[c & ring], now_ns)  # fmt: skip
+                                        kflat, ko, phash[c & ring], np.int64(kflat[ko + RING_CAND]) - 1, now_ns)  # fmt: skip
             if r != FLOW_FORWARD:
                 verdict[c] = r
                 slow += 1

@@ -168,3 +168,34 @@ def test_probe_tag_points_past_the_home_slot():
     assert flow_offload_probe_tag(index, mask, 8, h) == 11
     assert flow_offload_probe_tag(index, mask, 8, (1 << 4) | 5) == -1  # reaches empty slot 7
     assert flow_offload_probe_tag(index, mask, 1, h) == -1  # one probe: the tombstone only
+
+
+@pytest.mark.parametrize("l3", [4, 6])
+def test_a_tag_collision_on_the_probe_run_still_finds_the_entry(ftk, l3):
+    """The pipeline's stage 3 takes the entry stage 2 found by tag when its key is equal, and probes
+    again when it is not: here the first record with flow A's tag points at flow B's entry (a 31-bit
+    tag collision, made by hand), so every packet of A must still hit A's entry, with A's bytes."""
+    from flowpath.flowtable.key import flow_index_insert, flow_offload_hash
+
+    ft = Flowtable("collide", capacity=64)
+    kw = dict(c="2001:db8::2", s="2001:db8::7") if l3 == 6 else {}
+    fa, oa, _ = ftk.flow(ft, l3=l3, cport=1111, **kw)
+    fb, ob, _ = ftk.flow(ft, l3=l3, cport=2222, snat=("2001:db8::1" if l3 == 6 else "192.0.2.1", 9), **kw)
+    ea, eb = 2 * fa, 2 * fb
+    mask = ft.index.shape[0] - 1
+    ft.index[:] = 0
+    ha = flow_offload_hash(ft.key[ea], 0, ft.seed)
+    fake = ((ha >> 1) << 32) | (eb + 1)  # A's tag, B's entry
+    ft.index[ha & mask] = fake
+    assert flow_index_insert(ft.index, mask, ft.max_probes, ha, ea) == 1  # A's record one slot later
+    for e in range(ft.capacity):
+        if ft.used[e] and e != ea:
+            assert flow_index_insert(ft.index, mask, ft.max_probes, flow_offload_hash(ft.key[e], 0, ft.seed), e)
+    frames = [ftk.pkt(oa if i % 3 else ob, payload=bytes([i]) * 16) for i in range(40)]
+    b = ftk.batch_of(*frames)
+    ftk.hook(b, ft, 0)
+    assert list(b.verdict[:40]) == [Reason.FLOW_FORWARD] * 40
+    for i in range(40):
+        want = ea if i % 3 else eb
+        assert b.flow[i] == want
+        assert b.frame_bytes(i) == ftk.ref_forward(bytes(frames[i]), ft, want)
