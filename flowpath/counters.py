@@ -25,24 +25,42 @@ def account_batch(verdict, iif, oif, length, n, reasons, ifc):
     ifc int64[max_ifindex + 1, 4] (rx packets, rx bytes, tx packets, tx bytes).
     Returns the number of hits. Slow-path packets are counted by the slow path itself.
     """
+    # A poll's packets mostly share their input and output interface: counts of a run of equal
+    # interfaces are kept in registers and added to ifc when the interface changes (an update of
+    # ifc per packet is a chain of stores and reloads of the same words).
     hits = 0
-    nif = ifc.shape[0]
+    rx_if, rx_p, rx_b = np.int64(-1), 0, 0
+    tx_if, tx_p, tx_b = np.int64(-1), 0, 0
     for i in range(n):
-        x = iif[i]
-        if 0 <= x < nif:
-            ifc[x, 0] += 1
-            ifc[x, 1] += length[i]
+        x = np.int64(iif[i])
+        if x != rx_if:
+            _ifc_add(ifc, rx_if, RX_PACKETS, rx_p, rx_b)
+            rx_if, rx_p, rx_b = x, 0, 0
+        rx_p += 1
+        rx_b += np.int64(length[i])  # int64: uint16 sums would wrap with the JIT off
         v = verdict[i]
         if v == 0:
             hits += 1
-            reasons[0] += 1
-            o = oif[i]
-            if 0 <= o < nif:
-                ifc[o, 2] += 1
-                ifc[o, 3] += length[i]
+            o = np.int64(oif[i])
+            if o != tx_if:
+                _ifc_add(ifc, tx_if, TX_PACKETS, tx_p, tx_b)
+                tx_if, tx_p, tx_b = o, 0, 0
+            tx_p += 1
+            tx_b += np.int64(length[i])
         elif v < N_REASONS and not _IS_SLOW[v]:  # a drop (not a stage's marker verdict)
             reasons[v] += 1
+    _ifc_add(ifc, rx_if, RX_PACKETS, rx_p, rx_b)
+    _ifc_add(ifc, tx_if, TX_PACKETS, tx_p, tx_b)
+    reasons[0] += hits
     return hits
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ifc_add(ifc, x, col, packets, nbytes):
+    # interfaces outside the table (a packet of an unknown ifindex) are not counted
+    if 0 <= x < ifc.shape[0]:
+        ifc[x, col] += packets
+        ifc[x, col + 1] += nbytes
 
 
 class Stats:

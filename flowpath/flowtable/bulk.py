@@ -66,12 +66,16 @@ def flow_bulk_group_range(verdict, flow, i0, i1, key, val, bulk, group, group_co
     the last packet's group (-1: none) carry over from the previous range; returns them updated.
     The hook calls it right after the lookup of the same range, while the entries are cached."""
     mask = gtab.shape[0] - 1
+    # The members of a run of one group are counted in a register and added to group_count when the
+    # group changes (one update of group_count per packet is a chain of stores and reloads).
+    run = 0
+    efirst = gfirst[last] if last >= 0 else -1
     for i in range(i0, i1):
         if verdict[i] != FLOW_FORWARD:
             group[i] = -1
             continue
         e = flow[i]
-        if bulk and last >= 0 and (e == gfirst[last] or same_neigh(key, val, gfirst[last], e)):
+        if bulk and last >= 0 and (e == efirst or same_neigh(key, val, efirst, e)):
             g = last  # the common case: a run of packets to one next hop
         elif bulk:
             s = _neigh_hash(key, val, e) & mask
@@ -91,25 +95,38 @@ def flow_bulk_group_range(verdict, flow, i0, i1, key, val, bulk, group, group_co
             g = ng
             gfirst[g], group_count[g] = e, 0
             ng += 1
+        if g != last:
+            if last >= 0:
+                group_count[last] += run
+            last, run, efirst = g, 0, gfirst[g]
         group[i] = g
-        group_count[g] += 1
-        last = g
+        run += 1
+    if last >= 0:
+        group_count[last] += run
     return ng, last
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab):
     """flow_bulk_group's second pass: group_start and order from the counts, gtab zeroed again."""
-    acc = 0
-    for g in range(ng):
-        group_start[g] = acc
-        acc += group_count[g]
-        group_count[g] = 0
-    for i in range(n):
-        g = group[i]
-        if g >= 0:
-            order[group_start[g] + group_count[g]] = i
-            group_count[g] += 1
+    if ng == 1:  # one next hop (the common case): the hits in batch order, the cursor in a register
+        group_start[0] = 0
+        k = 0
+        for i in range(n):
+            if group[i] == 0:
+                order[k] = i
+                k += 1
+    else:
+        acc = 0
+        for g in range(ng):
+            group_start[g] = acc
+            acc += group_count[g]
+            group_count[g] = 0
+        for i in range(n):
+            g = group[i]
+            if g >= 0:
+                order[group_start[g] + group_count[g]] = i
+                group_count[g] += 1
     if bulk:
         mask = gtab.shape[0] - 1
         for g in range(ng):  # leave gtab zeroed for the next batch
