@@ -9,7 +9,6 @@ in packet order, to the caller (a port).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
@@ -17,7 +16,7 @@ from numba import njit
 from flowpath.counters import Stats, account_batch
 from flowpath.errors import UsageError
 from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable, FlowTuple, nf_flow_offload_hook
-from flowpath.flowtable.hook import _nf_flow_offload_hook, _prepared
+from flowpath.flowtable.hook import OffloadScratch, _nf_flow_offload_hook
 from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
 from flowpath.flowtable.xfrm import (
     IPDEFTTL,
@@ -80,11 +79,13 @@ def flow_park_foreign(verdict, iif, n, dev_ok, from_v, to_v):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
+def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, encap, n, now_ns, index, key, val, nat6, mask,
                           max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group,
-                          group_start, group_count, order, gfirst, gtab, hdr, now_ns, bulk, dev_ok, reasons, ifc):  # fmt: skip
+                          group_start, group_count, order, gfirst, gtab, hdr, bulk, dev_ok, reasons, ifc):  # fmt: skip
     """One flowtable's early ingress over a batch: packets of other devices go slow, the hook runs,
-    the batch is counted. Returns (forwarded, slow, ngroups, hits). No Linux counterpart."""
+    the batch is counted. Returns (forwarded, slow, ngroups, hits). No Linux counterpart.
+    What changes from poll to poll comes first (the batch's columns, n, now_ns); the rest is the
+    Worker's cached tuple (Worker._hook_args)."""
     flow_park_foreign(verdict, iif, n, dev_ok, _FF, _SLOW_NO_ENTRY)
     fwd, slow, ng = _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6,
                                           mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey,
@@ -95,9 +96,9 @@ def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, encap, n,
 
 
 @njit(cache=True, nogil=True)
-def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
-                               max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group,
-                               group_start, group_count, order, gfirst, gtab, hdr, now_ns, bulk, dev_ok, reasons, ifc,
+def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, encap, n, now_ns, index, key, val, nat6,
+                               mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group,
+                               group_start, group_count, order, gfirst, gtab, hdr, bulk, dev_ok, reasons, ifc,
                                xfrm_sa, tcols, ttl, psa, idx, nhoff, kr, scr, sa_bulks, xin_on, xin):  # fmt: skip
     """_early_ingress_kernel for a flowtable with XMIT_XFRM entries: ESP input when xin_on (xin: the
     tunnel table's cols), the hook, ESP output of the XMIT_XFRM hits before the first slow-path packet,
@@ -121,18 +122,22 @@ def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, enca
     return fwd, slow, ng, hits, bad, parked
 
 
-@dataclass
 class TxList:
     """What one poll transmits. Fast-path hits stay in the batch's slots (one burst per bulk group);
     slow-path frames are bytes. `frames()` gives (ifindex, frame, ts_ns) in arrival order, which keeps
     every flow's order on every interface.
 
-    No Linux counterpart (a poll's xmit lists).
+    batch  the polled batch
+    hits   int32 arrays of packet indices, in group order
+    slow   (packet index, seq, ifindex, frame) of the classic path's transmits
+
+    No Linux counterpart (a poll's xmit lists). A plain class with slots: one is made per poll.
     """
 
-    batch: PacketBatch
-    hits: list = field(default_factory=list)  # int32 arrays of packet indices, in group order
-    slow: list = field(default_factory=list)  # (packet index, seq, ifindex, frame)
+    __slots__ = ("batch", "hits", "slow")
+
+    def __init__(self, batch: PacketBatch):
+        self.batch, self.hits, self.slow = batch, [], []
 
     def frames(self) -> list[tuple[int, bytes, int]]:
         b = self.batch
@@ -194,6 +199,8 @@ class Worker:
         self._xscratch: dict[int, XfrmScratch] = {}
         self._sa_bulks = np.zeros(0, np.int64)
         self._xfrm_parked: list = []  # (flowtable, dev_ok) with XMIT_XFRM hits parked in this poll
+        self._offload_scratch: dict[int, OffloadScratch] = {}  # by batch capacity: one warm scratch
+        self._hook_cache: dict[int, tuple] = {}  # id(flowtable) -> (views, capacity, scratch, args)
 
     # -- helpers the inet steps call -------------------------------------------------------------
     def ifname(self, ifindex: int) -> str:
@@ -428,28 +435,39 @@ class Worker:
         call into numba costs microseconds of argument checks, a large share of a 256-packet batch).
         xin_done: ESP input is left to this call (the flowtable has XMIT_XFRM entries)."""
         ft, dev_ok = self._ft_list[0]
-        cols, sc = _prepared(batch)
-        st = self.stats
+        sc, args = self._hook_args(ft, dev_ok, batch.capacity)
         if ft.nxfrm:
             xs = self._xfrm_scratch(batch.capacity)
             fwd, slow, ng, hits, bad, parked = _early_ingress_xfrm_kernel(
-                *cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk, dev_ok, st.reasons, st.ifc, ft.xfrm_sa,
-                self.xfrm.cols, IPDEFTTL, xs.psa, xs.idx, xs.nhoff, xs.kr, xs.scr, self._sa_bulks, xin_done,
-                self._xin.cols if xin_done else _NO_TUNNELS)  # fmt: skip
+                *batch.cols, batch.n, self.now_ns, *args, ft.xfrm_sa, self.xfrm.cols, IPDEFTTL, xs.psa, xs.idx,
+                xs.nhoff, xs.kr, xs.scr, self._sa_bulks, xin_done, self._xin.cols if xin_done else _NO_TUNNELS)  # fmt: skip
             self._xfrm_expire()
             if parked:
                 self._xfrm_parked.append((ft, dev_ok))
         else:
-            fwd, slow, ng, hits = _early_ingress_kernel(*cols, batch.n, *ft.views, *sc, self.now_ns, self.bulk,
-                                                        dev_ok, st.reasons, st.ifc)  # fmt: skip
+            fwd, slow, ng, hits = _early_ingress_kernel(*batch.cols, batch.n, self.now_ns, *args)
             bad = parked = 0
         if fwd:
             order = sc.order[:fwd]
             tx.hits.append(order[batch.verdict[order] == _FF] if bad or parked else order.copy())
-            st.tx_bursts += ng
+            self.stats.tx_bursts += ng
         if slow:
             self._teardown_fixups(batch, ft)
         return hits
+
+    def _hook_args(self, ft: Flowtable, dev_ok: np.ndarray, capacity: int) -> tuple[OffloadScratch, tuple]:
+        """The hook's scratch for batches of this capacity and the kernel arguments that stay the same
+        from poll to poll (rebuilt when the flowtable's views change, i.e. when it grows). Building
+        them once saves a large share of a 256-packet poll's Python time."""
+        c = self._hook_cache.get(id(ft))
+        if c is None or c[0] is not ft.views or c[1] != capacity:
+            sc = self._offload_scratch.get(capacity)
+            if sc is None:
+                sc = self._offload_scratch[capacity] = OffloadScratch.alloc(capacity)
+            st = self.stats
+            c = self._hook_cache[id(ft)] = (ft.views, capacity, sc,
+                                            (*ft.views, *sc, self.bulk, dev_ok, st.reasons, st.ifc))  # fmt: skip
+        return c[2], c[3]
 
     def _teardown_fixups(self, batch: PacketBatch, ft) -> None:
         for i in np.flatnonzero(batch.verdict[: batch.n] == Reason.SLOW_TCP_STATE):  # SYN on a CLOSING flow

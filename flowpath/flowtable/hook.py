@@ -7,7 +7,6 @@ per-batch cost of crossing into numba is paid once.
 
 from __future__ import annotations
 
-import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -100,31 +99,12 @@ def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n,
     return fwd, slow, int(ng)  # a Python int with the JIT off too (ng starts as np.int64)
 
 
-_scratch: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def scratch_for(batch: PacketBatch) -> OffloadScratch:
-    """The scratch arrays of a batch, allocated on first use and kept while the batch lives."""
-    return _prepared(batch)[1]
-
-
-def _prepared(batch: PacketBatch) -> tuple[tuple, OffloadScratch]:
-    # The batch's column arrays and its scratch, looked up once per batch object (the per-call
-    # Python cost is a large share of a 256-packet batch).
-    p = _scratch.get(batch)
-    if p is None or p[1].group.shape[0] != batch.capacity:
-        cols = (
-            batch.data,
-            batch.head,
-            batch.len,
-            batch.iif,
-            batch.oif,
-            batch.verdict,
-            batch.flow,
-            batch.encap,
-        )
-        p = _scratch[batch] = (cols, OffloadScratch.alloc(batch.capacity))
-    return p
+    """The scratch arrays of a batch, allocated on first use and kept with the batch."""
+    sc = batch.scratch.get("offload")
+    if sc is None:
+        sc = batch.scratch["offload"] = OffloadScratch.alloc(batch.capacity)
+    return sc
 
 
 def nf_flow_offload_hook(
@@ -143,12 +123,13 @@ def nf_flow_offload_hook(
     now_ns is packet time for timeout refresh.
     """
     v = flowtable.views if isinstance(flowtable, Flowtable) else flowtable
-    cols, sc = _prepared(batch)
     if scratch is not None:
         if scratch.group.shape[0] < batch.n:  # the kernels do not bounds-check
             raise ValueError(f"scratch for {scratch.group.shape[0]} packets, batch has {batch.n}")
         sc = scratch
-    fwd, slow, ng = _nf_flow_offload_hook(*cols, batch.n, *v, *sc, int(now_ns), bool(bulk))
+    else:
+        sc = scratch_for(batch)
+    fwd, slow, ng = _nf_flow_offload_hook(*batch.cols, batch.n, *v, *sc, int(now_ns), bool(bulk))
     return OffloadResult(fwd, slow, ng, sc.group, sc.group_start, sc.group_count, sc.order)
 
 

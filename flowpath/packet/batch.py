@@ -30,6 +30,7 @@ class PacketBatch:
                                     ESP input decrypted at early ingress (flowtable/xfrm.py)
     ts_ns    int64[capacity]        packet time (capture time in replay)
     n        number of packets in use
+    cols     (data, head, len, iif, oif, verdict, flow, encap): the arguments of the compiled stages
     """
 
     def __init__(self, capacity: int = 256, slot: int = DEFAULT_SLOT, headroom: int = DEFAULT_HEADROOM):
@@ -48,6 +49,10 @@ class PacketBatch:
         self.encap = np.zeros(capacity, np.uint32)
         self.ts_ns = np.zeros(capacity, np.int64)
         self.n = 0
+        # The columns in the order the compiled stages take them (they never change, so the tuple
+        # is built once: a poll passes it on without a Python attribute load per column).
+        self.cols = (self.data, self.head, self.len, self.iif, self.oif, self.verdict, self.flow, self.encap)
+        self.scratch: dict[str, object] = {}  # per-batch work arrays of the stages, allocated on first use
 
     @property
     def max_frame(self) -> int:
