@@ -93,12 +93,22 @@ def flow_frames(flows: int, size: int) -> tuple[list[bytes], list[bytes]]:
     return up, down
 
 
+def _picks(nframes: int, n_packets: int, seed: int) -> np.ndarray:
+    """The frame of each packet: a flow drawn uniformly at random."""
+    if nframes == 1:
+        return np.zeros(n_packets, np.int64)
+    return np.random.default_rng(seed).integers(0, nframes, n_packets)
+
+
+def _slot(size: int) -> int:
+    return 1 << max(8, (size + 128 - 1).bit_length())  # the frame after the default 128-byte headroom
+
+
 def pool(frames: list[bytes], iif: int, n_packets: int, batch_size: int, seed: int = 1) -> list[PacketBatch]:
     """n_packets frames, each of a flow drawn uniformly at random, in batches of batch_size."""
-    rng = np.random.default_rng(seed)
-    which = rng.integers(0, len(frames), n_packets) if len(frames) > 1 else np.zeros(n_packets, np.int64)
+    which = _picks(len(frames), n_packets, seed)
     size = len(frames[0])
-    slot = 1 << max(8, (size + 128 - 1).bit_length())
+    slot = _slot(size)
     out = []
     for start in range(0, n_packets, batch_size):
         b = PacketBatch(batch_size, slot=slot)
@@ -169,4 +179,45 @@ def time_pool(
         out.append(dt)
         if len(out) >= min_reps and time.perf_counter() > t_end:
             break
+    return out
+
+
+class PortFeed:
+    """The packets of `pool(frames, iif, n_packets, batch_size, seed)` (the same ones, in the same
+    order) as a port delivers them: one batch, refilled before each poll with a copy of the next
+    batch_size frames. The copy is a gather from the flows' frames (each flow's packets are the same
+    bytes, as a TRex stream's template), so the frames are in the caches at the poll, as after a
+    port's copy from its ring, and a pool much larger than the caches does not sweep the flowtable
+    out of them between polls (what `time_pool(..., warm=True)` over distinct batches does)."""
+
+    def __init__(self, frames: list[bytes], iif: int, n_packets: int, batch_size: int, seed: int = 1):
+        size = len(frames[0])
+        self.frames = np.frombuffer(b"".join(frames), np.uint8).reshape(len(frames), size)
+        self.which = _picks(len(frames), n_packets, seed)
+        self.iif, self.size, self.batch_size = iif, size, batch_size
+        self.batch = PacketBatch(batch_size, slot=_slot(size))
+        self.polls = -(-n_packets // batch_size)
+
+    def fill(self, k: int, ts_ns: int) -> PacketBatch:
+        """The batch holding packets k * batch_size ... (the port's copy; not timed)."""
+        b, w = self.batch, self.which[k * self.batch_size : (k + 1) * self.batch_size]
+        n, h = w.shape[0], b.headroom
+        b.data[:n, h : h + self.size] = self.frames[w]
+        b.head[:n], b.len[:n], b.iif[:n], b.ts_ns[:n] = h, self.size, self.iif, ts_ns
+        b.verdict[:n], b.oif[:n], b.flow[:n], b.encap[:n] = 0, 0, -1, 0
+        b.n = n
+        return b
+
+
+def time_port(poll: Callable[[PacketBatch], object], feed: PortFeed, reps: int, ts_ns: int) -> list[float]:
+    """Seconds of poll per pass over a PortFeed (reps passes); the refills run untimed."""
+    out = []
+    for _ in range(reps):
+        dt = 0.0
+        for k in range(feed.polls):
+            b = feed.fill(k, ts_ns)
+            t0 = time.perf_counter()
+            poll(b)
+            dt += time.perf_counter() - t0
+        out.append(dt)
     return out

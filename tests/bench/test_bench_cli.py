@@ -16,6 +16,7 @@ def test_classic_vs_flowtable_quick_writes_json_and_png(tmp_path):
     for key in ("classic_mpps", "flowtable_mpps", "frame_size", "flows", "kernel_mpps", "cores", "flowpath_version"):
         assert key in r
     assert r["frame_size"] == 128 and [x["flows"] for x in r["results"]] == [1, 50]
+    assert r["batch_size"] == 1024  # the scenario's default poll size
     for x in r["results"]:
         assert x["fastpath_hit_fraction"] == 1.0  # every measured packet really took the flowtable
         assert x["flowtable_mpps"] > x["classic_mpps"] > 0 and x["flowtable_mpps_warm"] > x["classic_mpps"]
@@ -25,3 +26,20 @@ def test_classic_vs_flowtable_quick_writes_json_and_png(tmp_path):
 def test_unknown_scenario_is_a_usage_error(capsys):
     assert main(["bench", "nope"]) == 2
     assert "classic-vs-flowtable" in capsys.readouterr().err
+
+
+def test_port_feed_delivers_the_pools_packets():
+    """A PortFeed's batches hold the same frames, in the same order, as the pool of batches."""
+    import numpy as np
+
+    from flowpath.bench.setup import LAN_IF, PortFeed, flow_frames, pool
+
+    up, _ = flow_frames(7, 124)
+    batches, feed = pool(up, LAN_IF, 100, 16), PortFeed(up, LAN_IF, 100, 16)
+    assert feed.polls == len(batches) == 7
+    for k, want in enumerate(batches):
+        got = feed.fill(k, 5)
+        assert got.n == want.n == (16 if k < 6 else 4)
+        assert [got.frame_bytes(i) for i in range(got.n)] == [want.frame_bytes(i) for i in range(want.n)]
+        assert np.all(got.iif[: got.n] == LAN_IF) and np.all(got.ts_ns[: got.n] == 5)
+        assert np.all(got.verdict[: got.n] == 0) and np.all(got.flow[: got.n] == -1)
