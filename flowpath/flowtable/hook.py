@@ -16,7 +16,7 @@ from flowpath.flowtable.bulk import (
     HDR_MAX,
     flow_bulk_group_finish,
     flow_bulk_group_range,
-    flow_neigh_xmit_bulk,
+    flow_neigh_xmit_range,
 )
 from flowpath.flowtable.core import Flowtable
 from flowpath.flowtable.ip import PREFETCH_MIN_ENTRIES, PREFETCH_RING, nf_flow_offload_ip_range
@@ -70,7 +70,8 @@ class OffloadResult(NamedTuple):
     order: np.ndarray
 
 
-HOOK_CHUNK = 256  # packets looked up, then grouped, at a time (their entries' rows fit in L1/L2)
+HOOK_CHUNK = 256  # packets looked up, grouped and given their headers at a time (entry rows fit L1/L2)
+HOOK_CHUNK_CACHED = 2048  # the same for a table that stays in the caches (the chunk's frames fit L2)
 
 
 # The tables and scratch arrays cross into numba one by one and are regrouped inside: numba types a
@@ -83,19 +84,19 @@ def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n,
     ft = FlowtableViews(
         index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed
     )
-    # Lookup and grouping run chunk by chunk, so grouping reads each hit's entry while the lookup
-    # left it in L1/L2; over a whole large batch it read every entry from DRAM a second time.
-    # (A table that stays in the caches gains nothing: one chunk, one pass of each stage.)
-    chunk = HOOK_CHUNK if key.shape[0] >= PREFETCH_MIN_ENTRIES else max(1, n)
-    slow, ng, last = 0, np.int64(0), np.int64(-1)  # int64, not literals: one signature per callee
+    # Lookup, grouping and the header copy run chunk by chunk, so that grouping reads each hit's entry
+    # while the lookup left it in L1/L2 and the copy writes frames the lookup left there: over a whole
+    # large batch each stage read every entry, or every frame, from DRAM again.
+    chunk = HOOK_CHUNK if key.shape[0] >= PREFETCH_MIN_ENTRIES else HOOK_CHUNK_CACHED
+    slow, fwd, ng, last = 0, 0, np.int64(0), np.int64(-1)  # int64, not literals: one signature per callee
     for c0 in range(0, n, chunk):
         c1 = min(n, c0 + chunk)
         slow += nf_flow_offload_ip_range(data, head, length, iif, oif, verdict, flow, encap, c0, c1, ft, pkey,
                                          phash, now_ns)  # fmt: skip
         ng, last = flow_bulk_group_range(verdict, flow, c0, c1, key, val, bulk, group, group_count, gfirst, gtab,
-                                         ng, last)  # fmt: skip
+                                         hdr, ng, last)  # fmt: skip
+        fwd += flow_neigh_xmit_range(data, head, length, group, c0, c1, hdr)
     flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab)
-    fwd = flow_neigh_xmit_bulk(data, head, length, ng, group_start, group_count, order, gfirst, key, val, hdr)
     return fwd, slow, int(ng)  # a Python int with the JIT off too (ng starts as np.int64)
 
 

@@ -65,7 +65,7 @@ def test_kernel_matches_the_reference_on_random_hits(ftk, case):
 def test_each_kernel_has_one_compiled_signature(ftk):
     """After a run over IPv4 and IPv6, hits and misses, bulk on and off, each kernel was compiled once:
     a second signature would mean a dtype drifted somewhere."""
-    from flowpath.flowtable.bulk import flow_bulk_group, flow_neigh_xmit_bulk
+    from flowpath.flowtable.bulk import flow_bulk_group, flow_neigh_xmit_range
     from flowpath.flowtable.hook import _nf_flow_offload_hook, scratch_for
     from flowpath.flowtable.ip import nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch
     from flowpath.flowtable.key import flow_index_build, flow_index_insert, flow_index_remove
@@ -86,11 +86,10 @@ def test_each_kernel_has_one_compiled_signature(ftk):
         kernel(b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.flow, b.encap, 0, v, sc.pkey, sc.phash, np.int64(0))
     for bulk in (True, False):
         flow_bulk_group(b.verdict, b.flow, 0, v.key, v.val, bulk, sc.group, sc.group_start, sc.group_count,
-                        sc.order, sc.gfirst, sc.gtab)  # fmt: skip
-    flow_neigh_xmit_bulk(b.data, b.head, b.len, 0, sc.group_start, sc.group_count, sc.order, sc.gfirst,
-                         v.key, v.val, sc.hdr)  # fmt: skip
+                        sc.order, sc.gfirst, sc.gtab, sc.hdr)  # fmt: skip
+    flow_neigh_xmit_range(b.data, b.head, b.len, sc.group, 0, 0, sc.hdr)
     kernels = (_nf_flow_offload_hook, nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch,
-               flow_bulk_group, flow_neigh_xmit_bulk,
+               flow_bulk_group, flow_neigh_xmit_range,
                flow_index_build, flow_index_insert, flow_index_remove)  # fmt: skip
     for k in kernels:
         assert len(k.signatures) == 1, (k.__name__, k.signatures)
