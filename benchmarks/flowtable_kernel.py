@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from flowpath.bench.setup import fresh_interpreter_times
 from flowpath.flowtable import F_SNAT, FlowRoute, Flowtable, FlowTuple, OffloadScratch, nf_flow_offload_hook
 from flowpath.flowtable.ip import nf_flow_nat_ipv4_addr, nf_flow_nat_port
 from flowpath.packet.batch import PacketBatch
@@ -145,19 +143,8 @@ def run(nflows: int, npkts: int, batch: int, bulk: bool, reps: int) -> dict:
 def compile_times() -> dict:
     """First call with an empty numba cache (cold) and with the cache just written (warm),
     each in a fresh interpreter; the import of numba is included in neither."""
-    code = (
-        "import time, numba; from flowpath.flowtable.hook import warm; "
-        "t = time.perf_counter(); warm(); print(time.perf_counter() - t)"
-    )
-    out = {}
-    with tempfile.TemporaryDirectory() as d:
-        env = dict(os.environ, NUMBA_CACHE_DIR=d)
-        for name in ("cold_s", "warm_s"):
-            r = subprocess.run(
-                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-            )
-            out[name] = float(r.stdout.strip().splitlines()[-1])
-    return out
+    t = fresh_interpreter_times("import numba\nfrom flowpath.flowtable.hook import warm", "warm()")
+    return {"cold_s": t["cold_s"], "warm_s": t["cached_s"]}
 
 
 def main(argv: list[str] | None = None) -> int:

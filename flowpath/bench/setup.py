@@ -6,7 +6,11 @@ No Linux counterpart.
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -220,4 +224,20 @@ def time_port(poll: Callable[[PacketBatch], object], feed: PortFeed, reps: int, 
             poll(b)
             dt += time.perf_counter() - t0
         out.append(dt)
+    return out
+
+
+def fresh_interpreter_times(setup: str, stmt: str) -> dict:
+    """Seconds of `stmt` after `setup` in a fresh interpreter, with an empty numba cache (cold_s: every
+    kernel it calls compiled) and again with the cache that run wrote (cached_s). The user's own
+    caches are neither read nor written (NUMBA_CACHE_DIR is a temporary directory)."""
+    code = f"import time\n{setup}\nt = time.perf_counter()\n{stmt}\nprint(time.perf_counter() - t)"
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, NUMBA_CACHE_DIR=d)
+        for name in ("cold_s", "cached_s"):
+            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError(f"timing {stmt!r} in a fresh interpreter failed:\n{r.stderr[-2000:]}")
+            out[name] = float(r.stdout.strip().splitlines()[-1])
     return out

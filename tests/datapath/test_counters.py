@@ -11,7 +11,16 @@ from flowpath.counters import RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS, accoun
 from flowpath.packet.reason import IS_SLOW, N_REASONS, Reason
 
 NIF = 5
-VERDICTS = [0, 0, 0, int(Reason.SLOW_NO_ENTRY), int(Reason.SLOW_TTL), int(Reason.PKT_TOO_BIG), int(Reason.TX), 255]
+VERDICTS = [
+    0,
+    0,
+    0,
+    int(Reason.SLOW_NO_ENTRY),
+    int(Reason.SLOW_TTL),
+    int(Reason.PKT_TOO_BIG),
+    int(Reason.TX),
+    255,
+]
 
 
 def _reference(verdict, iif, oif, length, n):
