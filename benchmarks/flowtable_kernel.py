@@ -17,11 +17,20 @@ as a software pipeline that prefetches the entry whose tag matches instead of th
 missed in DRAM with nothing else in flight), then 4 index slots per entry instead of 2 (shorter
 probe runs, fewer mispredicted probe loops: 1000 flows 27.1 -> 31.4, 100000 flows 22.9 -> 24.9).
 Earlier: one 128-byte aligned row per entry and grouping each 256 packets right after their lookup.
-In batches of 256 about 12 ns/pkt is the crossing into numba (about 3 us per call for some 30
-arguments whose objects are cold) and the rest the per-batch start of cold columns; batches of
-4096 through Worker.poll reach 30+ Mpps (flowpath bench classic-vs-flowtable --batch 4096).
+
+Measured 2026-12-05 on another machine of the same kind (2-vCPU KVM guest, Intel Xeon, 2 MiB L2 per
+core, nested paging), same method, one run: 1 flow 32.1 / 23.6, 10 flows 29.0 / 21.1, 1000 flows
+27.9 / 18.0, 100000 flows 15.3 / 12.0 (2.1x one flow in one call). On this machine the same code
+first gave 19.6 / 22.3 at 1 flow: what changed (A/B, same runs): the pipeline prefetches each
+frame's headers D packets ahead (batches of 256: 66-71 -> 49-50 ns/pkt), the header copy runs
+per chunk right after the chunk's lookup instead of over the whole call (it re-read all 2**20
+frames from DRAM: one call 19.6 -> 33.3 Mpps at 1 flow, 10.3 -> 16.5 at 100000), counters and group
+counts kept in registers over runs (7.6 -> 2.3 ns/pkt for grouping, order and counters), and stage 3
+taking the entry stage 2 found by tag (1000 flows 39.0 -> 36.3 ns/pkt). Batches here come cold
+from memory, each a separate allocation; through Worker.poll with one port batch of 1024
+(flowpath bench classic-vs-flowtable) the same machine gives 29-31 Mpps at 1 flow, 16-19 at 100000.
 Memory: 197 B/entry (key 64 + val 64 + nat6 32 + index 4x8 + used 1 + xfrm_sa 4), 394 B/flow.
-Compile: cold 12.7-13.4 s, cached 0.12 s.
+Compile: cold 12.7-13.4 s, cached 0.12-0.14 s.
 
     python benchmarks/flowtable_kernel.py [--packets N] [--flows 1,10,1000,100000] [--batch 256]
                                           [--reps 7] [--json out.json] [--no-compile-time]
