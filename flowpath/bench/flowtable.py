@@ -6,7 +6,6 @@ No Linux counterpart (pktgen_bench_xmit_mode_netif_receive.sh in the seed).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -91,9 +90,6 @@ def classic_vs_flowtable(
         raise RuntimeError(f"expected {flows} offloaded flows after setup, found {len(ft)}")
 
     feed = PortFeed(up, LAN_IF, packets, batch_size)
-    t0 = time.perf_counter()
-    fast.poll(feed.fill(0, RUN_TS_NS))  # first call: numba compile or cache load
-    first_call_s = time.perf_counter() - t0
     say("flowtable path")
     fp0 = fast.stats.fastpath_packets
     t_fast = time_port(fast.poll, feed, reps, RUN_TS_NS)
@@ -139,7 +135,6 @@ def classic_vs_flowtable(
         "ratio": round(f_best / c_best, 2),
         "flowtable_gbps_l2": round(f_best * frame_size * 8 / 1e3, 3),
         "fastpath_hit_fraction": round(min(hits, hits_cold) / packets, 4),  # of both timed Worker paths
-        "first_call_s": round(first_call_s, 3),
         "bytes_per_flow_entry": round(per_entry, 1),
         "bytes_per_flow": round(2 * per_entry, 1),
     }
