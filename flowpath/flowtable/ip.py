@@ -49,6 +49,7 @@ from flowpath.flowtable.key import (
     V_XMIT,
     XMIT_VLAN,
     flow_key_equal,
+    flow_key_equal_ipv4,
     flow_offload_hash,
     flow_offload_hash_ipv4,
     flow_offload_probe,
@@ -500,9 +501,9 @@ def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kfl
 @njit(cache=True, nogil=True, inline="always")
 def _key_equal_ipv4(key, e, kflat, ko):
     # an IPv4 key in the ring holds its varying words only (see _nf_flow_tuple_hash)
-    return (key[e, K_PORTS] == kflat[ko + K_PORTS] and key[e, K_SADDR] == kflat[ko + K_SADDR]
-            and key[e, K_DADDR] == kflat[ko + K_DADDR] and key[e, K_PROTO] == kflat[ko + K_PROTO]
-            and key[e, K_IIFIDX] == kflat[ko + K_IIFIDX] and key[e, K_ENCAP] == kflat[ko + K_ENCAP])  # fmt: skip
+    return flow_key_equal_ipv4(key, e, np.int64(kflat[ko + K_IIFIDX]), np.int64(kflat[ko + K_PROTO]),
+                               np.int64(kflat[ko + K_SADDR]), np.int64(kflat[ko + K_DADDR]),
+                               np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]))  # fmt: skip
 
 
 # The batch stages are compiled without NRT (`_nrt=False`, numba's switch for its reference-counting

@@ -182,6 +182,13 @@ def flow_key_equal(key, e, k, koff):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def flow_key_equal_ipv4(key, e, iifidx, proto, saddr, daddr, ports, encap):
+    """flow_key_equal for an IPv4 key given as its six meaningful words (as flow_offload_hash_ipv4)."""
+    return (key[e, K_PORTS] == ports and key[e, K_SADDR] == saddr and key[e, K_DADDR] == daddr
+            and key[e, K_PROTO] == proto and key[e, K_IIFIDX] == iifidx and key[e, K_ENCAP] == encap)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
 def flow_offload_probe(index, key, mask, max_probes, k, koff, h):
     """Find the entry whose key equals k[koff:koff+12] (hash h); -1 when absent. Tombstones are
     skipped.
@@ -215,9 +222,7 @@ def flow_offload_probe_ipv4(index, key, mask, max_probes, iifidx, proto, saddr, 
             return -1
         if (rec >> 32) == tag:
             e = (rec & 0xFFFFFFFF) - 1
-            if (key[e, K_PORTS] == ports and key[e, K_SADDR] == saddr and key[e, K_DADDR] == daddr
-                    and key[e, K_PROTO] == proto and key[e, K_IIFIDX] == iifidx
-                    and key[e, K_ENCAP] == encap):  # fmt: skip
+            if flow_key_equal_ipv4(key, e, iifidx, proto, saddr, daddr, ports, encap):
                 return e
         slot = (slot + 1) & mask
     return -1
