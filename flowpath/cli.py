@@ -364,7 +364,7 @@ def bench(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=con
     ) as prog:
         compiled = {}
-        if not quick:  # about 15 s: every kernel compiled once in a fresh interpreter
+        if not quick:  # about 30 s: every kernel the first packet needs, compiled in a fresh interpreter
             task = prog.add_task("numba compile times (fresh interpreters)", total=None)
             compiled = {f"compile_{k}": round(v, 3) for k, v in compile_times().items()}
             prog.update(task, completed=1, total=1)
