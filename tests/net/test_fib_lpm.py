@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowpath.net import parse_network
+from flowpath.config.ipbatch import parse_network
 from flowpath.net.fib import RT_TABLE_MAIN, FibAlias, FibTable
 from flowpath.net.inetdev import inet_mask
 

@@ -20,7 +20,8 @@ import pytest
 
 from flowpath.config.ipbatch import read_commands, run_command
 from flowpath.errors import ConfigError
-from flowpath.net import RTN_BROADCAST, RTN_LOCAL, Network, load_network, parse_network
+from flowpath.config.ipbatch import load_network, parse_network
+from flowpath.net import RTN_BROADCAST, RTN_LOCAL, Network
 from flowpath.net.fib import REJECT_TYPES, RT_TABLE_LOCAL
 from flowpath.net.inetdev import format_addr
 from flowpath.net.link import format_hwaddr

@@ -1,9 +1,9 @@
-"""flowtable/unaligned.py: 8-byte unaligned loads and stores equal the byte-wise little-endian value."""
+"""packet/unaligned.py: 8-byte unaligned loads and stores equal the byte-wise little-endian value."""
 
 import numpy as np
 from numba import njit
 
-from flowpath.flowtable.unaligned import get_unaligned_le64, put_unaligned_le64
+from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 
 
 @njit(cache=True)
