@@ -1,21 +1,20 @@
 """Worker: one CPU's datapath — early ingress (the flowtable), the slow path, and transmit.
 
-No Linux counterpart as a whole (it plays the part of a NAPI poll loop plus netif_receive_skb_list).
-A batch goes through the compiled flowtable hook first; what it does not forward goes, packet by packet
-and in order, through the classic path (flowpath.inet). Transmitted frames are handed back per batch,
-in packet order, to the caller (a port).
+No Linux counterpart as a whole (it plays the part of a NAPI poll loop plus netif_receive_skb_list,
+over softnet_data: what is per CPU). A batch goes through the compiled flowtable hook first; what it
+does not forward goes, packet by packet and in order, through the classic path (flowpath.inet.dev) on
+the namespace's state (`net`, flowpath.netns.Net), which returns what to transmit and what the Worker
+must do (offload a connection, add a tunnel tuple) on an OutputQueue. Transmitted frames are handed
+back per batch, in packet order, to the caller (a port).
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 from numba import njit
 
 from flowpath.counters import Stats, account_batch
-from flowpath.errors import UsageError
-from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable, FlowTuple, nf_flow_offload_hook
+from flowpath.flowtable import Flowtable, FlowTuple, nf_flow_offload_hook
 from flowpath.flowtable.hook import OffloadScratch, _nf_flow_offload_hook
 from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
 from flowpath.flowtable.xfrm import (
@@ -29,36 +28,26 @@ from flowpath.flowtable.xfrm import (
     nf_flow_xfrm_output,
     nf_flow_xfrm_park,
 )
-from flowpath.inet.arp import arp_rcv
-from flowpath.inet.icmp import IcmpSender
-from flowpath.inet.ip_input import ip_local_out, ip_rcv_finish
-from flowpath.inet.ip_output import eth_header, family_of
-from flowpath.net.fib import RouteType
+from flowpath.inet.dev import netif_receive_skb, xfrm_rcv_decrypted
+from flowpath.inet.output_queue import OutputQueue
 from flowpath.netfilter import constants as C
-from flowpath.netfilter.conntrack import Conntrack
-from flowpath.netfilter.hooks import Netfilter, NfHookResult, NfHookState
-from flowpath.netfilter.nf_reject import nf_send_reject
-from flowpath.netfilter.nf_tables import NftRuntime
 from flowpath.netfilter.nft_flow_offload import (
     flow_offload_fixup_ct,
     nf_flow_table_extend_ct_timeout,
     nft_flow_offload_eval,
 )
+from flowpath.netns import Net
 from flowpath.packet import layout as L
 from flowpath.packet.batch import PacketBatch
 from flowpath.packet.reason import IS_SLOW, Reason
-from flowpath.packet.skb import SkBuff, frame_array, skb_parse
+from flowpath.packet.skb import SkBuff, frame_array
+from flowpath.xfrm.listing import xfrm_policy_list, xfrm_state_list
+from flowpath.xfrm.state import xfrm_state_check_expire, xfrm_state_ctx, xfrm_timer
 
-_BCAST = b"\xff" * 6
 _FF, _SLOW_NO_ENTRY = int(Reason.FLOW_FORWARD), int(Reason.SLOW_NO_ENTRY)
 _PARKED = 255  # not a Reason: a packet held back while another flowtable's devices are looked up
 _NO_TUNNELS = XfrmInputTable(capacity=1, seed=0).cols  # an empty tunnel table: no ESP input
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
-NSEC_PER_SEC = 1_000_000_000
-SYSCTL_DEFAULTS = {  # net.netfilter.* (seconds), as Linux
-    "net.netfilter.nf_flowtable_tcp_timeout": 30,
-    "net.netfilter.nf_flowtable_udp_timeout": 30,
-}
 
 
 @njit(cache=True, nogil=True)
@@ -147,12 +136,14 @@ class TxList:
 
 
 class Worker:
-    """One CPU: its conntrack view, hooks, flowtable shard and counters.
+    """One CPU (softnet_data): its batches, scratch, flowtable fast path and counters, over the
+    namespace's state.
 
-    net        flowpath.net Network (links, addresses, FIB, neighbours)
+    net        flowpath.net Network (links, addresses, FIB, neighbours; xfrm from the network file)
     ruleset    flowpath.config.nft Ruleset or None
     flowtable  False: every packet takes the classic path (`replay --no-flowtable`)
     bulk       False: one transmit per packet (`--no-bulk`)
+    sysctl     net.netfilter.* overrides (flowpath.netns.SYSCTL_DEFAULTS)
     """
 
     def __init__(
@@ -164,27 +155,14 @@ class Worker:
         bulk: bool = True,
         sysctl: dict[str, int] | None = None,
     ):
-        self.net = net
-        self.xfrm = getattr(net, "xfrm", None)  # SAD + SPD from `xfrm ...` lines of the network file
-        self.runtime = None
-        self.sysctl = dict(SYSCTL_DEFAULTS)
-        for k, v in (sysctl or {}).items():
-            if k not in SYSCTL_DEFAULTS:
-                raise UsageError(f"unknown sysctl {k!r}; known: {', '.join(SYSCTL_DEFAULTS)}")
-            self.sysctl[k] = int(v)
-        rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
-        if ruleset is not None:
-            self.runtime = NftRuntime.from_json(rs_json)
-        self.flowtables = self._flowtables(rs_json) if flowtable else {}
-        self._uses_rt = '{"rt": ' in json.dumps(rs_json)
-        self.conntrack = Conntrack()
-        self.netfilter = Netfilter(self.runtime, self.conntrack, self._masq_addr)
-        self.icmp = IcmpSender()
+        self.net = Net(net, ruleset, flowtable=flowtable, sysctl=sysctl)
+        self.xfrm = self.net.xfrm
+        self.conntrack = self.net.conntrack
+        self.flowtables = self.net.flowtables
         self.bulk = bulk
         self.stats = Stats(max(net.links) if net.links else 0)
         self.now_ns = 0
         self._next_gc_ns = 0
-        self._tx: list[tuple[int, bytes, int]] = []
         nif = max(net.links) + 1 if net.links else 1
         self._no_devs, self._any_devs = np.zeros(nif, np.bool_), np.zeros(nif, np.bool_)
         self._ft_list = []
@@ -193,7 +171,6 @@ class Worker:
             dev_ok[list(ifindexes)] = True
             self._any_devs |= dev_ok
             self._ft_list.append((ft, dev_ok))
-        self._vlans = {(lk.parent, lk.vlan_id): lk for lk in net.links.values() if lk.kind == "vlan"}
         # IPsec on the fast path (flowtable/xfrm.py): tunnel tuples, scratch, per-SA bulk counts
         self._xin = XfrmInputTable() if self.xfrm is not None and self.flowtables else None
         self._xscratch: dict[int, XfrmScratch] = {}
@@ -201,97 +178,21 @@ class Worker:
         self._xfrm_parked: list = []  # (flowtable, dev_ok) with XMIT_XFRM hits parked in this poll
         self._offload_scratch: dict[int, OffloadScratch] = {}  # by batch capacity: one warm scratch
         self._hook_cache: dict[int, tuple] = {}  # id(flowtable) -> (views, capacity, scratch, args)
+        self._q = OutputQueue()  # the classic path's output for the packet in hand
 
-    # -- helpers the inet steps call -------------------------------------------------------------
     def ifname(self, ifindex: int) -> str:
-        link = self.net.links.get(ifindex)
-        return link.name if link is not None else ""
+        return self.net.ifname(ifindex)
 
-    def link_header(self, link, dst_mac: bytes, proto: int) -> bytes:
-        return eth_header(dst_mac, link.address, proto, link.vlan_id if link.kind == "vlan" else None)
-
-    def xmit(self, link, frame: bytes) -> None:
-        """dev_queue_xmit: a VLAN device transmits through its parent."""
-        phys = self.net.links[link.parent] if link.kind == "vlan" else link
-        self._tx.append((phys.ifindex, frame, self.now_ns))
-
-    def rt_mtu(self, skb: SkBuff, fib) -> int:
-        """nft_rt's TCPMSS view: the smaller of the route's MTU and the route back's (get_tcpmss).
-        Only rulesets with an `rt` expression read it, so the others skip the second lookup."""
-        if not self._uses_rt:
-            return fib.mtu
-        back = self.net.fib_lookup(family_of(skb), skb.saddr)
-        return min(fib.mtu, back.mtu) if back is not None and back.type == RouteType.UNICAST else fib.mtu
-
-    def _masq_addr(self, nfproto: int, ifindex: int, daddr: int) -> int | None:
-        return self.net.inet_select_addr(ifindex, 6 if nfproto == C.NFPROTO_IPV6 else 4, daddr)
-
-    def icmp_error(self, skb: SkBuff, type_: int, code: int, info: int, local: bool = False) -> None:
-        """icmp_send / icmp6_send: the source is the address the route back to the sender selects."""
-        family = family_of(skb)
-        if local:
-            saddr = skb.daddr
-        else:
-            back = self.net.fib_lookup(family, skb.saddr)
-            if back is None or back.type != RouteType.UNICAST:
-                return
-            saddr = back.prefsrc or self.net.inet_select_addr(back.oif, family, skb.saddr)
-            if saddr is None:
-                return
-        send = self.icmp.icmp6_send if family == 6 else self.icmp.icmp_send
-        msg = send(skb, type_, code, info, saddr)
-        if msg is not None:
-            msg.ts_ns = skb.ts_ns
-            r = ip_local_out(self, msg)
-            if r != Reason.TX:
-                self.stats.count(r)
-
-    def nf_drop(self, skb: SkBuff, res: NfHookResult, state: NfHookState) -> Reason:
-        """A hook said drop; a `reject` statement also sends its error (nft_reject_inet_eval)."""
-        if res.reject is not None:
-            nf_send_reject(self, skb, res.reject, state)
-        return res.reason or Reason.NETFILTER_DROP
-
-    def flow_offload(self, skb: SkBuff, fib, flowtable: str) -> None:
+    def flow_offload(self, skb: SkBuff, flowtable: str) -> None:
         """`flow add @ft` accepted this packet and it was transmitted: offload its connection."""
         entry = self.flowtables.get(flowtable)
-        if entry is not None and nft_flow_offload_eval(self, skb, entry[0]) >= 0:
+        if entry is not None and nft_flow_offload_eval(self.net, skb, entry[0]) >= 0:
             self.stats.flows_offloaded += 1
-
-    def _flowtables(self, rs_json: dict) -> dict:
-        """One Flowtable per nft flowtable: name -> (Flowtable, ifindex set of its devices)."""
-        out = {}
-        for obj in rs_json.get("nftables", []):
-            ft = obj.get("flowtable")
-            if ft is None or ft["name"] in out:
-                continue
-            flags = ft.get("flags", [])
-            flags = [flags] if isinstance(flags, str) else flags
-            devs = ft.get("dev", [])
-            devs = [devs] if isinstance(devs, str) else devs
-            ifindexes = set()
-            for name in devs:
-                try:
-                    ifindexes.add(self.net.link_by_name(name).ifindex)
-                except KeyError:
-                    raise UsageError(
-                        f"flowtable {ft['name']}: device {name!r} is not in the network file"
-                    ) from None
-            table = Flowtable(
-                ft["name"],
-                flags=NF_FLOWTABLE_COUNTER if "counter" in flags else 0,
-                timeout_tcp_ns=self.sysctl["net.netfilter.nf_flowtable_tcp_timeout"] * NSEC_PER_SEC,
-                timeout_udp_ns=self.sysctl["net.netfilter.nf_flowtable_udp_timeout"] * NSEC_PER_SEC,
-            )
-            out[ft["name"]] = (table, ifindexes)
-        return out
 
     def xfrm_listing(self) -> str:
         """`ip -s xfrm state` then `ip -s xfrm policy`, with the SAs' counters (empty without xfrm)."""
         if self.xfrm is None:
             return ""
-        from flowpath.xfrm.listing import xfrm_policy_list, xfrm_state_list
-
         return xfrm_state_list(self.xfrm, stats=True) + xfrm_policy_list(self.xfrm, stats=True)
 
     def flowtable_listing(self) -> str:
@@ -302,8 +203,6 @@ class Worker:
         """The classic path decrypted skb (the outer packet) with SA x: later ESP of that SA on this
         device is decrypted at early ingress (flowtable/xfrm.py). Only untagged frames on flowtable
         devices, and only with the compiled ESP kernels (EVP contexts)."""
-        from flowpath.xfrm.state import xfrm_state_ctx
-
         if self._xin is None or skb.vlan >= 0 or skb.meta.get("sp") or not self._any_devs[skb.iif]:
             return
         if not xfrm_state_ctx(self.xfrm, x)[1]:
@@ -346,8 +245,6 @@ class Worker:
     def _xfrm_expire(self) -> None:
         """Lifetime checks of the SAs whose bulk crossed a limit (xfrm_state_wants_check); flows through
         a dead SA are torn down."""
-        from flowpath.xfrm.state import xfrm_state_check_expire
-
         bulks = self._sa_bulks
         if not bulks[-1]:
             return
@@ -359,14 +256,27 @@ class Worker:
                     if ft.nused:
                         ft.flow_offload_teardown_xfrm(int(sa))
 
-    def slow_path_decrypted(self, buf, iif: int, ts_ns: int, x) -> Reason:
-        """A packet the fast path decrypted with SA x but did not forward: received again with its
-        secpath, as xfrm_input does (the classic path's xfrm4_rcv after esp_input)."""
-        skb = skb_parse(buf, iif, ts_ns)
-        if isinstance(skb, Reason):
-            return skb
-        skb.meta["sp"] = [x]
-        return ip_rcv_finish(self, skb)
+    def slow_path(self, buf, iif: int, ts_ns: int, sa: int = -1) -> Reason:
+        """One frame through the classic path (flowpath.inet.dev); sa >= 0: decrypted by the fast
+        path's ESP input with that SA. Counts the frame's reason, leaves its transmits in
+        self._q.frames and carries out its requests (tunnel tuples, then offloads)."""
+        q, st = self._q, self.stats
+        q.frames.clear()
+        if sa >= 0:
+            reason = xfrm_rcv_decrypted(self.net, q, buf, iif, ts_ns, self.xfrm.states[sa])
+        else:
+            reason = netif_receive_skb(self.net, q, buf, iif, ts_ns)
+        st.count(reason)
+        for r in q.generated:  # an originated packet that could not be sent
+            st.count(r)
+        q.generated.clear()
+        for skb, x in q.xfrm_in:
+            self.xfrm_input_offload(skb, x)
+        q.xfrm_in.clear()
+        for skb, name in q.offload:
+            self.flow_offload(skb, name)
+        q.offload.clear()
+        return reason
 
     # -- the datapath -----------------------------------------------------------------------------
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:
@@ -410,24 +320,17 @@ class Worker:
             self.now_ns = int(batch.ts_ns[i])
             self._maybe_gc()
             st.slowpath_packets += 1
-            self._tx = []
-            sa = int(batch.encap[i]) - 1
-            if sa >= 0:  # decrypted by the fast path's ESP input
-                reason = self.slow_path_decrypted(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns,
-                                                  self.xfrm.states[sa])  # fmt: skip
-            else:
-                reason = self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns)
-            st.count(reason)
-            for k, (ifx, f, _) in enumerate(self._tx):
+            self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns, int(batch.encap[i]) - 1)
+            frames = self._q.frames
+            for k, (ifx, f) in enumerate(frames):
                 tx.slow.append((i, k, ifx, f))
                 st.tx(ifx, len(f))
-            st.tx_bursts += len(self._tx)
+            st.tx_bursts += len(frames)
         if self._xfrm_parked:
             self._xfrm_flush(batch, lo, n)
             tx.hits.append(parked[verdict[parked] == _FF])
             self._xfrm_parked = []
-        st.icmp_ratelimited = self.icmp.ratelimited
-        self._tx = []
+        st.icmp_ratelimited = self.net.icmp.ratelimited
         return tx
 
     def _early_ingress_one(self, batch: PacketBatch, tx: TxList, xin_done: bool) -> int:
@@ -513,8 +416,6 @@ class Worker:
 
     def _xfrm_gc(self) -> None:
         """The SAs' lifetime timers (xfrm_timer_handler), then teardown of flows through dead SAs."""
-        from flowpath.xfrm.state import xfrm_timer
-
         xfrm_timer(self.xfrm, self.now_ns)
         dead = np.flatnonzero(self.xfrm.tab.dead[: len(self.xfrm.states)])
         for ft, _ in self._ft_list:
@@ -529,27 +430,3 @@ class Worker:
         expired = int(ft.val[2 * fid : 2 * fid + 2, V_TIMEOUT].max()) - self.now_ns <= 0
         tmo = ft.timeout_tcp_ns if ct.l4proto == L.IPPROTO_TCP else ft.timeout_udp_ns
         flow_offload_fixup_ct(ct, int(ft.key[2 * fid, V_FLAGS]), self.now_ns, expired, tmo)
-
-    def slow_path(self, buf, iif: int, ts_ns: int) -> Reason:
-        """netif_receive_skb for one frame: L2 checks, then ARP or the IP receive path."""
-        link = self.net.links.get(iif)
-        if link is None:
-            return Reason.NO_LINK
-        if not link.up:
-            return Reason.LINK_DOWN
-        skb = skb_parse(buf, iif, ts_ns)
-        if isinstance(skb, Reason):
-            return skb
-        dst = skb.buf[0:6].tobytes()
-        if dst != link.address and dst != _BCAST and not dst[0] & 1:
-            return Reason.MAC_MISMATCH  # PACKET_OTHERHOST
-        if skb.vlan >= 0:
-            sub = self._vlans.get((iif, skb.vlan))
-            if sub is None or not sub.up:
-                return Reason.VLAN_UNKNOWN
-            skb.iif = sub.ifindex
-        if skb.l3proto == L.ETH_P_ARP:
-            return arp_rcv(self, skb)
-        if skb.l3proto not in (L.ETH_P_IP, L.ETH_P_IPV6):
-            return Reason.UNHANDLED_PROTO
-        return ip_rcv_finish(self, skb)

@@ -1,14 +1,16 @@
 """ICMP and ICMPv6 messages the gateway itself sends: errors and echo replies.
 
 Linux: net/ipv4/icmp.c (__icmp_send, icmp_echo, icmpv4_xrlim_allow) and net/ipv6/icmp.c (icmp6_send).
-A message is returned as a local-out SkBuff with a blank Ethernet header: the caller routes it, runs the
-OUTPUT and POSTROUTING hooks and fills in the link layer, as ip_local_out does.
+A message is built as a local-out SkBuff with a blank Ethernet header and queued on the OutputQueue:
+flowpath.inet.dev routes it through ip_local_out (OUTPUT, POSTROUTING, link layer) once the packet
+that caused it has finished its path.
 """
 
 from __future__ import annotations
 
 import struct
 
+from flowpath.net.fib import RouteType
 from flowpath.packet import layout as L
 from flowpath.packet.csum import icmp_csum, ip_fast_csum, l4_csum, ld16, st16
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
@@ -77,7 +79,7 @@ def icmp_error_allowed(skb: SkBuff) -> bool:
 
 
 class IcmpSender:
-    """Builds ICMP/ICMPv6 messages; keeps the IPv4 ident counter and the rate limiter (one per Worker)."""
+    """Builds ICMP/ICMPv6 messages; keeps the IPv4 ident counter and the rate limiter (one per `net`)."""
 
     def __init__(self) -> None:
         self.ident = 0
@@ -160,3 +162,26 @@ def echo_request(skb: SkBuff) -> bool:
     return (skb.l4proto == L.IPPROTO_ICMP and t == L.ICMP_ECHO) or (
         skb.l4proto == L.IPPROTO_ICMPV6 and t == L.ICMPV6_ECHO_REQUEST
     )
+
+
+def icmp_send(net, q, skb: SkBuff, type_: int, code: int, info: int, local: bool = False) -> None:
+    """icmp_send / icmp6_send: an error about skb, queued for ip_local_out (q: an OutputQueue).
+
+    The source is the address the route back to the sender selects, or skb's destination when the
+    error is about a packet addressed to us (`local`). A failure to send it is counted.
+    """
+    family = 6 if skb.l3proto == L.ETH_P_IPV6 else 4
+    if local:
+        saddr = skb.daddr
+    else:
+        back = net.fib_lookup(family, skb.saddr)
+        if back is None or back.type != RouteType.UNICAST:
+            return
+        saddr = back.prefsrc or net.inet_select_addr(back.oif, family, skb.saddr)
+        if saddr is None:
+            return
+    send = net.icmp.icmp6_send if family == 6 else net.icmp.icmp_send
+    msg = send(skb, type_, code, info, saddr)
+    if msg is not None:
+        msg.ts_ns = skb.ts_ns
+        q.local_out.append((msg, True))

@@ -1,17 +1,16 @@
-"""Receive: link checks, PREROUTING, the routing decision, local delivery and local output.
+"""Receive: PREROUTING, the routing decision and local delivery.
 
 Linux: net/ipv4/ip_input.c › ip_rcv, ip_rcv_finish, ip_local_deliver; net/ipv4/route.c ›
-ip_route_input_slow, ip_error; net/ipv4/ip_output.c › ip_local_out; net/ipv6/ip6_input.c, route.c.
+ip_route_input_slow, ip_error; net/ipv6/ip6_input.c, route.c.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from flowpath.inet.icmp import echo_request
+from flowpath.inet.icmp import echo_request, icmp_send
 from flowpath.inet.ip_forward import ip_forward
-from flowpath.inet.ip_output import family_of, ip_output, nfproto_of
-from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_outer_route, xfrm_policy_check, xfrm_route_forward
+from flowpath.inet.ip_output import family_of, ip_local_out, nfproto_of
+from flowpath.inet.nf_reject import nf_hook_drop
+from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_policy_check
 from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import NfHookState
@@ -19,9 +18,6 @@ from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 from flowpath.xfrm.policy import XFRM_POLICY_IN
-
-if TYPE_CHECKING:
-    from flowpath.datapath import Worker
 
 # ip_error / ip6_pkt_drop: which ICMP a route type answers with (None: silent)
 _UNREACH4 = {RouteType.UNREACHABLE: L.ICMP_HOST_UNREACH, RouteType.PROHIBIT: L.ICMP_PKT_FILTERED,
@@ -38,81 +34,61 @@ def _martian(skb: SkBuff) -> bool:
     return s == 0 or s == 0xFFFFFFFF or s >> 28 == 0xE or s >> 24 == 0x7F
 
 
-def ip_rcv_finish(w: Worker, skb: SkBuff) -> Reason:
+def ip_rcv_finish(net, q, skb: SkBuff) -> Reason:
     """PREROUTING, then the routing decision (ip_rcv / ip_rcv_finish / ip_route_input_noref)."""
-    state = NfHookState(C.NF_INET_PRE_ROUTING, nfproto_of(skb), skb.iif, w.ifname(skb.iif))
-    res = w.netfilter.nf_hook(skb, state)
+    state = NfHookState(C.NF_INET_PRE_ROUTING, nfproto_of(skb), skb.iif, net.ifname(skb.iif))
+    res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
-        return w.nf_drop(skb, res, state)
+        return nf_hook_drop(net, q, skb, res, state)
     if _martian(skb):
         return Reason.IP_INADDRERRORS
     family = family_of(skb)
-    if w.net.is_local(family, skb.daddr):
-        return ip_local_deliver(w, skb)
+    if net.is_local(family, skb.daddr):
+        return ip_local_deliver(net, q, skb)
     if (skb.daddr >> 28 == 0xE or skb.daddr == 0xFFFFFFFF) if family == 4 else skb.daddr >> 120 == 0xFF:
         return Reason.LOCAL_IN  # multicast/broadcast: not forwarded
-    fib = w.net.fib_lookup(family, skb.daddr)
+    fib = net.fib_lookup(family, skb.daddr)
     if fib is None or fib.type != RouteType.UNICAST:
-        return ip_error(w, skb, fib)
-    return ip_forward(w, skb, fib)
+        return ip_error(net, q, skb, fib)
+    return ip_forward(net, q, skb, fib)
 
 
-def ip_error(w: Worker, skb: SkBuff, fib) -> Reason:
+def ip_error(net, q, skb: SkBuff, fib) -> Reason:
     """No usable route: ICMP net/host unreachable or administratively prohibited, or silence for blackhole."""
     kind = None if fib is None else fib.type
     if skb.l3proto == L.ETH_P_IPV6:
         code = _UNREACH6.get(kind, L.ICMPV6_NOROUTE)
         if code is not None:
-            w.icmp_error(skb, L.ICMPV6_DEST_UNREACH, code, 0)
+            icmp_send(net, q, skb, L.ICMPV6_DEST_UNREACH, code, 0)
     else:
         code = _UNREACH4.get(kind, L.ICMP_NET_UNREACH)
         if code is not None:
-            w.icmp_error(skb, L.ICMP_DEST_UNREACH, code, 0)
+            icmp_send(net, q, skb, L.ICMP_DEST_UNREACH, code, 0)
     return Reason.IP_OUTNOROUTES
 
 
-def ip_local_deliver(w: Worker, skb: SkBuff) -> Reason:
-    """LOCAL_IN, then the only local services a gateway data plane has: echo, and port unreachable."""
-    state = NfHookState(C.NF_INET_LOCAL_IN, nfproto_of(skb), skb.iif, w.ifname(skb.iif))
-    res = w.netfilter.nf_hook(skb, state)
+def ip_local_deliver(net, q, skb: SkBuff) -> Reason:
+    """LOCAL_IN, then the only local services a gateway data plane has: ESP to our SAs (the inner
+    packet is received again, as xfrm_input does), echo, and port unreachable."""
+    state = NfHookState(C.NF_INET_LOCAL_IN, nfproto_of(skb), skb.iif, net.ifname(skb.iif))
+    res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
-        return w.nf_drop(skb, res, state)
-    if w.xfrm is not None:
+        return nf_hook_drop(net, q, skb, res, state)
+    if net.xfrm is not None:
         if skb.l4proto in (L.IPPROTO_ESP, L.IPPROTO_UDP) and not skb.frag:
-            r = xfrm4_rcv(w, skb)
-            if r is not None:
-                return r
-        if not xfrm_policy_check(w, skb, XFRM_POLICY_IN):
+            inner = xfrm4_rcv(net, q, skb)
+            if isinstance(inner, SkBuff):
+                return ip_rcv_finish(net, q, inner)
+            if inner is not None:
+                return inner
+        if not xfrm_policy_check(net, skb, XFRM_POLICY_IN):
             return Reason.XFRM_POLICY
     if echo_request(skb):
-        reply = w.icmp.icmpv6_echo_reply(skb) if skb.l3proto == L.ETH_P_IPV6 else w.icmp.icmp_echo(skb)
-        ip_local_out(w, reply)
+        reply = net.icmp.icmpv6_echo_reply(skb) if skb.l3proto == L.ETH_P_IPV6 else net.icmp.icmp_echo(skb)
+        ip_local_out(net, q, reply)
     elif skb.l4proto == L.IPPROTO_UDP and not skb.frag:  # __udp4_lib_rcv: no socket
         if skb.l3proto == L.ETH_P_IPV6:
-            w.icmp_error(skb, L.ICMPV6_DEST_UNREACH, L.ICMPV6_PORT_UNREACH, 0, local=True)
+            icmp_send(net, q, skb, L.ICMPV6_DEST_UNREACH, L.ICMPV6_PORT_UNREACH, 0, local=True)
         else:
-            w.icmp_error(skb, L.ICMP_DEST_UNREACH, L.ICMP_PORT_UNREACH, 0, local=True)
+            icmp_send(net, q, skb, L.ICMP_DEST_UNREACH, L.ICMP_PORT_UNREACH, 0, local=True)
     return Reason.LOCAL_IN
-
-
-def ip_local_out(w: Worker, skb: SkBuff) -> Reason:
-    """A packet the gateway sends itself: route it, LOCAL_OUT, then POSTROUTING and output."""
-    family = family_of(skb)
-    fib = w.net.fib_lookup(family, skb.daddr)
-    if fib is None or fib.type != RouteType.UNICAST:
-        return Reason.IP_OUTNOROUTES
-    x = None
-    if w.xfrm is not None and not skb.meta.get("xfrm_out"):
-        x = xfrm_route_forward(w, skb)
-        if isinstance(x, Reason):
-            return x
-        if x is not None:
-            fib = xfrm_outer_route(w, x)
-            if fib is None:
-                return Reason.IP_OUTNOROUTES
-    out = w.net.links[fib.oif]
-    state = NfHookState(C.NF_INET_LOCAL_OUT, nfproto_of(skb), 0, "", out.ifindex, out.name)
-    res = w.netfilter.nf_hook(skb, state)
-    if res.verdict != C.NF_ACCEPT:
-        return w.nf_drop(skb, res, state)
-    return ip_output(w, skb, fib, 0, x)

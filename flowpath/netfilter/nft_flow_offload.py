@@ -10,7 +10,6 @@ does what nft_flow_offload_eval does after them.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 
 from flowpath.flowtable import (
     F_CLOSING,
@@ -34,48 +33,59 @@ from flowpath.netfilter.conntrack_proto_tcp import (
 )
 from flowpath.netfilter.conntrack_tuple import nf_ct_refresh
 from flowpath.packet import layout as L
-
-if TYPE_CHECKING:
-    from flowpath.datapath import Worker
-    from flowpath.packet.skb import SkBuff
+from flowpath.packet.skb import SkBuff
+from flowpath.xfrm.esp import xfrm_state_mtu
+from flowpath.xfrm.policy import (
+    XFRM_POLICY_BLOCK,
+    XFRM_POLICY_FWD,
+    XFRM_POLICY_OUT,
+    xfrm_lookup,
+    xfrm_policy_allows,
+    xfrm_state_ok,
+)
+from flowpath.xfrm.state import AF_INET, AF_INET6, xfrm_state_ctx, xfrm_state_find
 
 NF_CT_DAY_NS = 86400 * 1_000_000_000
 _L3 = {C.NFPROTO_IPV4: 4, C.NFPROTO_IPV6: 6, 4: 4, 6: 6}
+# nft_flow_offload_eval's results besides a flow id (>= 0) and Flowtable.flow_offload_add's
+# FLOW_ADD_FULL / FLOW_ADD_EXISTS: why the connection stays on the classic path
+FLOW_OFFLOAD_CT_BUSY = -3  # no conntrack entry, or it is offloaded already (IPS_OFFLOAD set)
+FLOW_OFFLOAD_NO_ROUTE = -4  # a direction has no unicast route or no resolved neighbour
+FLOW_OFFLOAD_VLAN = -5  # a direction leaves through a VLAN device
+FLOW_OFFLOAD_XFRM = -6  # the IPsec policies or SAs cannot be cached (nft_flow_xfrm said no)
 
 
-def nft_flow_route(w: Worker, ct, d: int) -> tuple[FlowRoute, int] | None:
+def nft_flow_route(net, ct, d: int) -> tuple[FlowRoute, int] | None:
     """Route direction d: towards the other direction's source (its pre-NAT source is where replies
     go). Returns (route, oif) or None when the route or the neighbour is missing."""
     t_other = ct.tuplehash[1 - d]
     family = _L3[t_other.l3proto]
-    return _neigh_route(w, family, t_other.src, None)
+    return _neigh_route(net, family, t_other.src, None)
 
 
-def _neigh_route(w: Worker, family: int, daddr: int, x) -> tuple[FlowRoute, int] | None:
+def _neigh_route(net, family: int, daddr: int, x) -> tuple[FlowRoute, int] | None:
     """The cached route to daddr: oif, MTU and MACs of the next hop (DIRECT xmit); with an SA x, the
     outer route to the SA's peer, its xfrm_state_mtu and XMIT_XFRM."""
-    fib = w.net.fib_lookup(family, daddr)
+    fib = net.fib_lookup(family, daddr)
     if fib is None or fib.type != RouteType.UNICAST:
         return None
     nexthop = fib.gateway if fib.gateway is not None else daddr
-    mac = w.net.neigh_lookup(family, nexthop, fib.oif)
+    mac = net.neigh_lookup(family, nexthop, fib.oif)
     if mac is None:
         return None  # Deviation: only DIRECT xmit (cached MACs); Linux may use XMIT_NEIGH here
-    link = w.net.links[fib.oif]
+    link = net.links[fib.oif]
     vlan = -1
     if link.kind == "vlan":
-        vlan, link = link.vlan_id, w.net.links[link.parent]
+        vlan, link = link.vlan_id, net.links[link.parent]
     if x is None:
         return FlowRoute(
             oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan
         ), fib.oif
-    from flowpath.inet.xfrm4 import xfrm_state_mtu
-
     return FlowRoute(oifidx=link.ifindex, mtu=xfrm_state_mtu(x, fib.mtu), h_source=link.address, h_dest=mac,
                      vlan=vlan, xmit_type=FLOW_OFFLOAD_XMIT_XFRM, xfrm=x.index), fib.oif  # fmt: skip
 
 
-def nft_flow_xfrm(w: Worker, ct, d: int, sp: list | None):
+def nft_flow_xfrm(net, ct, d: int, sp: list | None):
     """The IPsec part of direction d's offload: (outbound SA or None, encap word), or None when the
     flow must stay on the classic path.
 
@@ -86,17 +96,7 @@ def nft_flow_xfrm(w: Worker, ct, d: int, sp: list | None):
     Linux: nft_flow_offload.c › nft_xmit_type (dst_xfrm -> FLOW_OFFLOAD_XMIT_XFRM); the input side has
     no mainline counterpart (flowpath/flowtable/xfrm.py).
     """
-    from flowpath.xfrm.policy import (
-        XFRM_POLICY_BLOCK,
-        XFRM_POLICY_FWD,
-        XFRM_POLICY_OUT,
-        xfrm_lookup,
-        xfrm_policy_allows,
-        xfrm_state_ok,
-    )
-    from flowpath.xfrm.state import AF_INET, AF_INET6, xfrm_state_ctx, xfrm_state_find
-
-    xfrm = w.xfrm
+    xfrm = net.xfrm
     if xfrm is None:
         return None, 0
     t, t_other = ct.tuplehash[d], ct.tuplehash[1 - d]
@@ -126,27 +126,28 @@ def nft_flow_xfrm(w: Worker, ct, d: int, sp: list | None):
     return x, encap
 
 
-def nft_flow_offload_eval(w: Worker, skb: SkBuff, ft: Flowtable) -> int:
-    """Add both directions of skb's connection to `ft`; return the flow id, or a negative result."""
+def nft_flow_offload_eval(net, skb: SkBuff, ft: Flowtable) -> int:
+    """Add both directions of skb's connection to `ft`; return the flow id, or a negative result
+    (FLOW_OFFLOAD_*, FLOW_ADD_*)."""
     ct = skb.ct
     if ct is None or ct.status & C.IPS_OFFLOAD:  # test_and_set_bit(IPS_OFFLOAD_BIT)
-        return -3
+        return FLOW_OFFLOAD_CT_BUSY
     sp, d_skb = skb.meta.get("sp", []), ctinfo2dir(skb.ctinfo)
     ipsec = [
-        nft_flow_xfrm(w, ct, d, sp if d == d_skb else None) for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY)
+        nft_flow_xfrm(net, ct, d, sp if d == d_skb else None) for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY)
     ]
     if None in ipsec:
-        return -6
+        return FLOW_OFFLOAD_XFRM
     routes = []
     for d, (x, _) in enumerate(ipsec):
         if x is None:
-            routes.append(nft_flow_route(w, ct, d))
+            routes.append(nft_flow_route(net, ct, d))
         else:
-            routes.append(_neigh_route(w, 6 if x.daddr.version == 6 else 4, int(x.daddr), x))
+            routes.append(_neigh_route(net, 6 if x.daddr.version == 6 else 4, int(x.daddr), x))
     if None in routes:
-        return -4
-    if any(w.net.links[oif].kind == "vlan" for _, oif in routes):
-        return -5  # Deviation: tagged input is not parsed by the fast path, so VLAN flows stay classic
+        return FLOW_OFFLOAD_NO_ROUTE
+    if any(net.links[oif].kind == "vlan" for _, oif in routes):
+        return FLOW_OFFLOAD_VLAN  # Deviation: tagged input is not parsed by the fast path, so VLAN flows stay classic
     tuples = []
     for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY):
         t = ct.tuplehash[d]

@@ -1,0 +1,76 @@
+"""The classic path's entry: one received frame from L2 checks to its final disposition.
+
+Linux: net/core/dev.c › __netif_receive_skb_core (PACKET_OTHERHOST, VLAN untagging, dispatch by
+ethertype to arp_rcv / ip_rcv), net/xfrm/xfrm_input.c (a packet decrypted on the fast path is received
+again with its secpath). The packets the gateway originates on the way (ICMP errors, resets) leave
+through ip_local_out once the received packet's own path has ended, as Linux's would after the
+softirq's hook returned.
+"""
+
+from __future__ import annotations
+
+from flowpath.inet.arp import arp_rcv
+from flowpath.inet.ip_input import ip_rcv_finish
+from flowpath.inet.ip_output import ip_local_out
+from flowpath.packet import layout as L
+from flowpath.packet.reason import Reason
+from flowpath.packet.skb import skb_parse
+
+_BCAST = b"\xff" * 6
+MAX_LOCAL_OUT = 64  # originated packets per received one: a bound on reject-of-a-reject chains
+
+
+def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
+    """One frame through the classic path: L2 checks, then ARP or the IP receive path.
+
+    buf uint8[...] (the frame), q an OutputQueue that collects what it transmits and requests.
+    Returns the frame's Reason.
+    """
+    link = net.links.get(iif)
+    if link is None:
+        return Reason.NO_LINK
+    if not link.up:
+        return Reason.LINK_DOWN
+    skb = skb_parse(buf, iif, ts_ns)
+    if isinstance(skb, Reason):
+        return skb
+    dst = skb.buf[0:6].tobytes()
+    if dst != link.address and dst != _BCAST and not dst[0] & 1:
+        return Reason.MAC_MISMATCH  # PACKET_OTHERHOST
+    if skb.vlan >= 0:
+        sub = net.vlans.get((iif, skb.vlan))
+        if sub is None or not sub.up:
+            return Reason.VLAN_UNKNOWN
+        skb.iif = sub.ifindex
+    if skb.l3proto == L.ETH_P_ARP:
+        reason = arp_rcv(net, q, skb)
+    elif skb.l3proto not in (L.ETH_P_IP, L.ETH_P_IPV6):
+        return Reason.UNHANDLED_PROTO
+    else:
+        reason = ip_rcv_finish(net, q, skb)
+    local_out_flush(net, q)
+    return reason
+
+
+def xfrm_rcv_decrypted(net, q, buf, iif: int, ts_ns: int, x) -> Reason:
+    """A packet the fast path decrypted with SA x but did not forward: received again with its
+    secpath, as xfrm_input does (the classic path's xfrm4_rcv after esp_input)."""
+    skb = skb_parse(buf, iif, ts_ns)
+    if isinstance(skb, Reason):
+        return skb
+    skb.meta["sp"] = [x]
+    reason = ip_rcv_finish(net, q, skb)
+    local_out_flush(net, q)
+    return reason
+
+
+def local_out_flush(net, q) -> None:
+    """Send the originated packets queued on q (and those their own output queues, up to a bound)."""
+    sent = 0
+    while q.local_out and sent < MAX_LOCAL_OUT:
+        skb, counted = q.local_out.pop(0)
+        sent += 1
+        r = ip_local_out(net, q, skb)
+        if r != Reason.TX and counted:
+            q.generated.append(r)
+    q.local_out.clear()

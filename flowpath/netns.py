@@ -1,0 +1,90 @@
+"""struct net: one network namespace's state, passed down to every classic-path step as `net`.
+
+Linux: include/net/net_namespace.h › struct net (netns_ipv4: FIB, neighbours, sysctls; netns_nftables;
+netns_ct: conntrack; netns_xfrm: SAD/SPD). What is per CPU (batches, scratch, counters, the output of
+a poll) is the Worker's (flowpath.datapath), one layer up: nothing below it imports the Worker.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flowpath.errors import UsageError
+from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable
+from flowpath.inet.icmp import IcmpSender
+from flowpath.netfilter import constants as C
+from flowpath.netfilter.conntrack import Conntrack
+from flowpath.netfilter.hooks import Netfilter
+from flowpath.netfilter.nf_tables import NftRuntime
+
+NSEC_PER_SEC = 1_000_000_000
+SYSCTL_DEFAULTS = {  # net.netfilter.* (seconds), as Linux
+    "net.netfilter.nf_flowtable_tcp_timeout": 30,
+    "net.netfilter.nf_flowtable_udp_timeout": 30,
+}
+
+
+class Net:
+    """Links, addresses, FIB and neighbours (`dev`, a flowpath.net Network, whose per-packet lookups
+    are exposed here by name), the netfilter hooks and conntrack, the xfrm SAD/SPD, the ICMP sender's
+    state and the nft flowtables.
+
+    dev        flowpath.net Network, from the network file
+    ruleset    flowpath.config.nft Ruleset or None
+    flowtable  False: no flowtables are built (`replay --no-flowtable`: every packet takes the classic path)
+    sysctl     overrides of SYSCTL_DEFAULTS (seconds)
+    """
+
+    def __init__(self, dev, ruleset=None, *, flowtable: bool = True, sysctl: dict[str, int] | None = None):
+        self.dev = dev
+        # the lookups the classic path makes per packet, bound once
+        self.links = dev.links
+        self.fib_lookup, self.neigh_lookup, self.is_local = dev.fib_lookup, dev.neigh_lookup, dev.is_local
+        self.addrs, self.inet_select_addr, self.link_by_name = dev.addrs, dev.inet_select_addr, dev.link_by_name
+        self.xfrm = getattr(dev, "xfrm", None)  # SAD + SPD from `xfrm ...` lines of the network file
+        self.sysctl = dict(SYSCTL_DEFAULTS)
+        for k, v in (sysctl or {}).items():
+            if k not in SYSCTL_DEFAULTS:
+                raise UsageError(f"unknown sysctl {k!r}; known: {', '.join(SYSCTL_DEFAULTS)}")
+            self.sysctl[k] = int(v)
+        rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
+        self.nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
+        self.uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
+        self.conntrack = Conntrack()
+        self.nf = Netfilter(self.nft, self.conntrack, self._masq_addr)
+        self.icmp = IcmpSender()
+        self.flowtables = self._flowtables(rs_json) if flowtable else {}
+        self.vlans = {(lk.parent, lk.vlan_id): lk for lk in dev.links.values() if lk.kind == "vlan"}
+
+    def ifname(self, ifindex: int) -> str:
+        link = self.links.get(ifindex)
+        return link.name if link is not None else ""
+
+    def _masq_addr(self, nfproto: int, ifindex: int, daddr: int) -> int | None:
+        return self.inet_select_addr(ifindex, 6 if nfproto == C.NFPROTO_IPV6 else 4, daddr)
+
+    def _flowtables(self, rs_json: dict) -> dict:
+        """One Flowtable per nft flowtable: name -> (Flowtable, ifindex set of its devices)."""
+        out = {}
+        for obj in rs_json.get("nftables", []):
+            ft = obj.get("flowtable")
+            if ft is None or ft["name"] in out:
+                continue
+            flags = ft.get("flags", [])
+            flags = [flags] if isinstance(flags, str) else flags
+            devs = ft.get("dev", [])
+            devs = [devs] if isinstance(devs, str) else devs
+            ifindexes = set()
+            for name in devs:
+                try:
+                    ifindexes.add(self.link_by_name(name).ifindex)
+                except KeyError:
+                    raise UsageError(f"flowtable {ft['name']}: device {name!r} is not in the network file") from None
+            table = Flowtable(
+                ft["name"],
+                flags=NF_FLOWTABLE_COUNTER if "counter" in flags else 0,
+                timeout_tcp_ns=self.sysctl["net.netfilter.nf_flowtable_tcp_timeout"] * NSEC_PER_SEC,
+                timeout_udp_ns=self.sysctl["net.netfilter.nf_flowtable_udp_timeout"] * NSEC_PER_SEC,
+            )
+            out[ft["name"]] = (table, ifindexes)
+        return out
