@@ -156,12 +156,10 @@ class IcmpSender:
 
 def echo_request(skb: SkBuff) -> bool:
     """True for an ICMP/ICMPv6 echo request (not a fragment)."""
-    if skb.thoff < 0 or skb.frag:
-        return False
+    if skb.thoff < 0 or skb.frag or skb.l4proto not in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
+        return False  # other protocols may carry no byte at thoff at all
     t = int(skb.buf[skb.thoff])
-    return (skb.l4proto == L.IPPROTO_ICMP and t == L.ICMP_ECHO) or (
-        skb.l4proto == L.IPPROTO_ICMPV6 and t == L.ICMPV6_ECHO_REQUEST
-    )
+    return t == (L.ICMP_ECHO if skb.l4proto == L.IPPROTO_ICMP else L.ICMPV6_ECHO_REQUEST)
 
 
 def icmp_send(net, q, skb: SkBuff, type_: int, code: int, info: int, local: bool = False) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flowpath.inet.icmp import echo_request, icmp_send
 from flowpath.inet.ip_forward import ip_forward
+from flowpath.inet.ip_options import ip_options_compile
 from flowpath.inet.ip_output import family_of, ip_local_out, nfproto_of
 from flowpath.inet.nf_reject import nf_hook_drop
 from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_policy_check
@@ -26,23 +27,42 @@ _UNREACH6 = {RouteType.UNREACHABLE: L.ICMPV6_NOROUTE, RouteType.PROHIBIT: L.ICMP
              RouteType.BLACKHOLE: None}  # fmt: skip
 
 
-def _martian(skb: SkBuff) -> bool:
-    """ip_route_input_slow's martian source checks (multicast, limited broadcast, zero, loopback)."""
-    s = skb.saddr
-    if skb.l3proto == L.ETH_P_IPV6:
-        return s >> 120 == 0xFF or s == 1
-    return s == 0 or s == 0xFFFFFFFF or s >> 28 == 0xE or s >> 24 == 0x7F
+def ip_route_input_martian(saddr: int, daddr: int) -> bool:
+    """ip_route_input_slow's martian checks on an IPv4 packet received from a port (route_localnet
+    off): a multicast, broadcast, 0/8 or loopback source; a 0/8 or loopback destination. A limited
+    broadcast destination is broadcast input whatever the source (DHCP discovers come from 0.0.0.0)."""
+    if saddr >> 28 == 0xE or saddr == 0xFFFFFFFF:
+        return True
+    if daddr == 0xFFFFFFFF or (saddr == 0 and daddr == 0):
+        return False
+    return saddr >> 24 == 0 or daddr >> 24 == 0 or daddr >> 24 == 0x7F or saddr >> 24 == 0x7F
+
+
+def ipv6_rcv_martian(saddr: int, daddr: int) -> bool:
+    """ip6_rcv_core's address checks on a packet not from the loopback device: a multicast,
+    loopback or IPv4-mapped source, a loopback destination, multicast of scope 0 or interface-local."""
+    if saddr >> 120 == 0xFF or saddr == 1 or daddr == 1 or saddr >> 32 == 0xFFFF:
+        return True
+    return daddr >> 120 == 0xFF and (daddr >> 112) & 0xF in (0, 1)
 
 
 def ip_rcv_finish(net, q, skb: SkBuff) -> Reason:
-    """PREROUTING, then the routing decision (ip_rcv / ip_rcv_finish / ip_route_input_noref)."""
+    """PREROUTING, then the routing decision (ip_rcv / ip_rcv_finish / ip_route_input_noref); IPv6's
+    address checks come first, in ip6_rcv_core, IPv4's after the hook, in the route lookup."""
+    v6 = skb.l3proto == L.ETH_P_IPV6
+    if v6 and ipv6_rcv_martian(skb.saddr, skb.daddr):
+        return Reason.IP_INADDRERRORS
     state = NfHookState(C.NF_INET_PRE_ROUTING, nfproto_of(skb), skb.iif, net.ifname(skb.iif))
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return nf_hook_drop(net, q, skb, res, state)
-    if _martian(skb):
+    if not v6 and ip_route_input_martian(skb.saddr, skb.daddr):
         return Reason.IP_INADDRERRORS
     family = family_of(skb)
+    if not v6 and skb.thoff != skb.nhoff + L.IPH.size:
+        reason = ip_rcv_options(net, q, skb)
+        if reason is not None:
+            return reason
     if net.is_local(family, skb.daddr):
         return ip_local_deliver(net, q, skb)
     if (skb.daddr >> 28 == 0xE or skb.daddr == 0xFFFFFFFF) if family == 4 else skb.daddr >> 120 == 0xFF:
@@ -51,6 +71,19 @@ def ip_rcv_finish(net, q, skb: SkBuff) -> Reason:
     if fib is None or fib.type != RouteType.UNICAST:
         return ip_error(net, q, skb, fib)
     return ip_forward(net, q, skb, fib)
+
+
+def ip_rcv_options(net, q, skb: SkBuff) -> Reason | None:
+    """An IPv4 header with options: a parameter problem for a malformed one, a drop for a source
+    route (accept_source_route 0); None lets the packet go on."""
+    ihl = (int(skb.buf[skb.nhoff]) & 0xF) * 4
+    if ihl == L.IPH.size:
+        return None
+    pointer, srr = ip_options_compile(skb.buf, skb.nhoff, ihl)
+    if pointer >= 0:
+        icmp_send(net, q, skb, L.ICMP_PARAMETERPROB, 0, pointer, local=net.is_local(4, skb.daddr))
+        return Reason.IP_INHDR
+    return Reason.IP_SOURCE_ROUTE if srr else None
 
 
 def ip_error(net, q, skb: SkBuff, fib) -> Reason:
@@ -83,11 +116,32 @@ def ip_local_deliver(net, q, skb: SkBuff) -> Reason:
                 return inner
         if not xfrm_policy_check(net, skb, XFRM_POLICY_IN):
             return Reason.XFRM_POLICY
+    return ip_protocol_deliver(net, q, skb)
+
+
+# the protocols a gateway's own stack handles (inet_protos / inet6_protos); ESP is xfrm4_rcv's
+_LOCAL_PROTOS4 = (L.IPPROTO_ICMP, L.IPPROTO_IGMP, L.IPPROTO_TCP, L.IPPROTO_UDP, L.IPPROTO_ESP)
+_LOCAL_PROTOS6 = (L.IPPROTO_ICMPV6, L.IPPROTO_TCP, L.IPPROTO_UDP, L.IPPROTO_ESP, L.IPPROTO_NONE)
+
+
+def ip_protocol_deliver(net, q, skb: SkBuff) -> Reason:
+    """ip_protocol_deliver_rcu / ip6_protocol_deliver_rcu for the few local services of a gateway
+    data plane: echo, port unreachable for UDP (no sockets), and for a protocol without a handler a
+    protocol unreachable (IPv4) or a parameter problem at its next-header byte (IPv6). IPv6's
+    "no next header" is discarded quietly (dst_discard). Deviation: TCP to the gateway is consumed
+    without a reset."""
+    v6 = skb.l3proto == L.ETH_P_IPV6
+    if skb.l4proto not in (_LOCAL_PROTOS6 if v6 else _LOCAL_PROTOS4):
+        if v6:
+            icmp_send(net, q, skb, L.ICMPV6_PARAMPROB, L.ICMPV6_UNK_NEXTHDR, skb.nexthdr_off, local=True)
+        else:
+            icmp_send(net, q, skb, L.ICMP_DEST_UNREACH, L.ICMP_PROT_UNREACH, 0, local=True)
+        return Reason.IP_NOPROTO
     if echo_request(skb):
-        reply = net.icmp.icmpv6_echo_reply(skb) if skb.l3proto == L.ETH_P_IPV6 else net.icmp.icmp_echo(skb)
+        reply = net.icmp.icmpv6_echo_reply(skb) if v6 else net.icmp.icmp_echo(skb)
         ip_local_out(net, q, reply)
     elif skb.l4proto == L.IPPROTO_UDP and not skb.frag:  # __udp4_lib_rcv: no socket
-        if skb.l3proto == L.ETH_P_IPV6:
+        if v6:
             icmp_send(net, q, skb, L.ICMPV6_DEST_UNREACH, L.ICMPV6_PORT_UNREACH, 0, local=True)
         else:
             icmp_send(net, q, skb, L.ICMP_DEST_UNREACH, L.ICMP_PORT_UNREACH, 0, local=True)

@@ -68,6 +68,7 @@ _REASONS = (  # name                    kind    text
     ("XFRM_NO_ROOM",            "drop", "ESP: no room in the slot for the pushed headers"),
     ("XFRM_INNER_PROTO",        "drop", "ESP: inner packet is not IPv4/IPv6"),
     ("SLOW_NATT_NON_ESP",       "slow", "UDP 4500 payload is IKE or a NAT keepalive: slow path"),
+    ("IP_SOURCE_ROUTE",         "drop", "IPv4 source route option (accept_source_route = 0)"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])

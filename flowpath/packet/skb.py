@@ -29,6 +29,7 @@ class SkBuff:
     l4proto  IPPROTO_* of the transport header (after IPv6 extension headers), -1 when unknown
     frag     True for an IPv4/IPv6 fragment (first or later)
     saddr, daddr  network addresses as ints; sport, dport  ports (TCP/UDP) or ICMP echo id in both
+    nexthdr_off   IPv6: offset from nhoff of the byte that names l4proto (IP6CB(skb)->nhoff)
     """
 
     buf: np.ndarray
@@ -49,6 +50,7 @@ class SkBuff:
     ct: object = None
     ctinfo: int = 0
     meta: dict = field(default_factory=dict)
+    nexthdr_off: int = 6  # offsetof(struct ipv6hdr, nexthdr)
 
     @property
     def len(self) -> int:
@@ -143,6 +145,7 @@ def _parse_ipv6(skb: SkBuff) -> SkBuff | Reason:
     while nexthdr in L.IPV6_EXT_HDRS:  # ipv6_skip_exthdr
         if off + 8 > end:
             return Reason.PKT_TOO_SMALL
+        skb.nexthdr_off = off - nh  # an extension header starts with the next one's number
         if nexthdr == L.IPPROTO_FRAGMENT:
             skb.frag = True
             later = ld16(b, off + L.FRAGH.frag_off) & 0xFFF8

@@ -23,7 +23,7 @@ from flowpath.xfrm.policy import (
     xfrm_policy_delete,
     xfrm_policy_insert,
 )
-from flowpath.xfrm.replay import XFRM_REPLAY_LEGACY_MAX, XFRMA_REPLAY_ESN_MAX
+from flowpath.xfrm.replay import XFRMA_REPLAY_ESN_MAX
 from flowpath.xfrm.state import (
     UDP_ENCAP_ESPINUDP,
     XFRM_MODE_TUNNEL,
@@ -193,10 +193,7 @@ def _state_add(w: _Words, xfrm: Xfrm) -> None:
     (saddr, _), (daddr, dk) = vals["src"], vals["dst"]
     if saddr.version != daddr.version:
         raise w.err("src and dst are of different families", dk)
-    window, wk = vals.get("replay_window", (0, first))
-    if window > XFRM_REPLAY_LEGACY_MAX and not vals["flags"] & XFRM_STATE_ESN:
-        # Linux: verify_replay; the 32-packet legacy window needs XFRMA_REPLAY_ESN_VAL to grow
-        raise w.err(f"replay-window {window} needs flag esn (at most {XFRM_REPLAY_LEGACY_MAX} without)", wk)
+    window, _ = vals.get("replay_window", (0, first))
     alg, name, key, salt, icv = vals["aead"]
     enc = vals.get("encap")
     x = XfrmState(family_of(daddr), saddr, daddr, vals["spi"], reqid=vals.get("reqid", 0), alg=alg, alg_name=name,

@@ -7,6 +7,7 @@ tab-indented lines; `-s` adds the lifetime and statistics blocks.
 
 from __future__ import annotations
 
+from flowpath.xfrm.replay import XFRM_REPLAY_LEGACY_MAX
 from flowpath.xfrm.policy import XFRM_DIR_NAMES, XFRM_POLICY_BLOCK, XfrmPolicy
 from flowpath.xfrm.state import (
     AF_INET,
@@ -36,12 +37,13 @@ def xfrm_state_print(xfrm: Xfrm, x: XfrmState, stats: bool = False) -> str:
     t, i = xfrm.tab, x.index
     lines = [f"src {x.saddr} dst {x.daddr}", f"\tproto esp spi 0x{x.spi:08x} reqid {x.reqid} mode tunnel"]
     flags = " ".join(name for bit, name in _FLAG_NAMES if x.flags & bit)
-    lines.append(f"\treplay-window {0 if x.esn else x.replay_window}" + (f" flag {flags}" if flags else ""))
+    esn_ctx = x.esn or x.replay_window > XFRM_REPLAY_LEGACY_MAX  # sent as XFRMA_REPLAY_ESN_VAL (replay.py)
+    lines.append(f"\treplay-window {0 if esn_ctx else x.replay_window}" + (f" flag {flags}" if flags else ""))
     lines.append(f"\taead {x.alg_name} 0x{(x.key + x.salt).hex()} {x.icv_truncbits}")
     if x.encap_type:
         lines.append(f"\tencap type espinudp sport {x.encap_sport} dport {x.encap_dport} addr {x.encap_oa}")
     top, oseq = int(t.replay_top[i]), int(t.oseq[i])
-    if x.esn:
+    if esn_ctx:
         w = x.replay_window
         lines.append("\tanti-replay esn context:")
         lines.append(f"\t seq-hi 0x{top >> 32:x}, seq 0x{top & 0xFFFFFFFF:x}, oseq-hi 0x{oseq >> 32:x}, "

@@ -11,7 +11,10 @@ from __future__ import annotations
 from numba import njit
 
 XFRMA_REPLAY_ESN_MAX = 4096  # bits; include/uapi/linux/xfrm.h
-XFRM_REPLAY_LEGACY_MAX = 32  # u8 replay_window without ESN is capped at 32 by Linux (verify_replay)
+# The legacy replay state holds a 32-bit bitmap. iproute2 sends a wider window (or any window with
+# flag esn) as XFRMA_REPLAY_ESN_VAL, with xsinfo.replay_window 0; without ESN the kernel then runs
+# that bitmap on 32-bit sequence numbers (XFRM_REPLAY_MODE_BMP), and lists it as an esn context.
+XFRM_REPLAY_LEGACY_MAX = 32
 SEQ32_MAX = 0xFFFFFFFF
 
 # xfrm_replay_check results (0 = accept)

@@ -140,7 +140,7 @@ def test_ipv6_outer_and_inner_in_any_combination():
         (f"xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 1 mode tunnel aead 'rfc4106(gcm(aes))' "
          f"{KEY20} 64", "64", "ICV"),
         (f"xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 1 mode tunnel aead 'rfc4106(gcm(aes))' "
-         f"{KEY20} 128 replay-window 64", "64", "flag esn"),
+         f"{KEY20} 128 replay-window 4097", "4097", "replay-window"),
         (f"xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 1 mode transport aead 'rfc4106(gcm(aes))' "
          f"{KEY20} 128", "transport", "tunnel only"),
         (f"xfrm state add src 192.0.2.1 dst 2001:db8::2 proto esp spi 1 mode tunnel aead 'rfc4106(gcm(aes))' "
