@@ -365,8 +365,7 @@ class Flowtable:
         """
         n = self.capacity // 2
         flags = self.key[:, K.V_FLAGS].reshape(n, 2)
-        tmo = self.val[:, K.V_TIMEOUT].reshape(n, 2).max(axis=1)
-        live = self.used.reshape(n, 2)[:, 0]
+        tmo, live = self._flow_timeouts()
         dead = live & ((tmo - now_ns <= 0) | ((flags[:, 0] & K.F_TEARDOWN) != 0))
         ids = [int(f) for f in np.flatnonzero(dead)]
         for fid in ids:
@@ -375,6 +374,16 @@ class Flowtable:
                 on_del(fid, self._ct[fid], int(self.key[2 * fid, K.V_FLAGS]))
             self.flow_offload_del(fid)
         return ids
+
+    def _flow_timeouts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per flow: the later of its two directions' timeouts, and whether the flow is in use."""
+        n = self.capacity // 2
+        return self.val[:, K.V_TIMEOUT].reshape(n, 2).max(axis=1), self.used.reshape(n, 2)[:, 0]
+
+    def next_expiry_ns(self) -> int | None:
+        """The earliest time a flow in use expires (gc deletes it at the first run at or after it)."""
+        tmo, live = self._flow_timeouts()
+        return int(tmo[live].min()) if live.any() else None
 
     # ---- listing ----------------------------------------------------------------------------
     def entries(self) -> list[dict]:

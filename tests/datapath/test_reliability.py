@@ -146,3 +146,32 @@ def test_replay_window_64_without_esn_runs_a_64_packet_bitmap(tmp_path):
     assert len(out["lan0"]) == 2 and stats["drops"] == {"xfrm_in_replay_window": 1}
     [block] = [b for b in res.worker.xfrm_listing().split("src ") if "spi 0x00002002" in b]
     assert "replay-window 0" in block and "replay_window 64, bitmap-length 2" in block  # as `ip -s xfrm state`
+
+
+# -- 6. expiry across a gap in the capture -----------------------------------------------------------
+
+
+def at(t: float, pkt):
+    pkt.time, pkt._fp_time_set = t, True
+    return pkt
+
+
+@pytest.mark.parametrize("flowtable", [True, False], ids=["flowtable", "classic"])
+def test_a_reply_400_s_after_the_exchange_finds_no_connection(tmp_path, flowtable):
+    """GC runs as if every second had passed: the offloaded flow expires 30 s after its last packet
+    and hands conntrack back a timeout counted from then, which has run out by the late reply.
+    With and without the flowtable the late reply is not NATed back. (The exchange lasts over 2 s,
+    so conntrack has given the UDP flow its stream timeout, as udp_packet does.)"""
+    from gateway import UPSTREAM
+
+    t0 = 1_700_000_000.0
+    out_ = IP(src="192.168.1.10", dst="198.51.100.7") / UDP(sport=5000, dport=53)
+    back = IP(src="198.51.100.7", dst="203.0.113.1") / UDP(sport=53, dport=5000)
+    wan = dict(src=UPSTREAM, dst="02:00:00:00:02:01")
+    pkts = [("lan0", at(t0, Ether(**LAN) / out_)), ("wan0", at(t0 + 0.01, Ether(**wan) / back)),
+            ("lan0", at(t0 + 3, Ether(**LAN) / out_)), ("wan0", at(t0 + 3.01, Ether(**wan) / back)),
+            ("wan0", at(t0 + 400, Ether(**wan) / back))]  # fmt: skip
+    out, stats, _ = run(tmp_path, pkts, flowtable=flowtable)
+    assert len(out.get("lan0", [])) == 2  # the late reply is not forwarded to 192.168.1.10
+    if flowtable:
+        assert stats["flows_expired"] == 1
