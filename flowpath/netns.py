@@ -40,7 +40,11 @@ class Net:
         # the lookups the classic path makes per packet, bound once
         self.links = dev.links
         self.fib_lookup, self.neigh_lookup, self.is_local = dev.fib_lookup, dev.neigh_lookup, dev.is_local
-        self.addrs, self.inet_select_addr, self.link_by_name = dev.addrs, dev.inet_select_addr, dev.link_by_name
+        self.addrs, self.inet_select_addr, self.link_by_name = (
+            dev.addrs,
+            dev.inet_select_addr,
+            dev.link_by_name,
+        )
         self.xfrm = getattr(dev, "xfrm", None)  # SAD + SPD from `xfrm ...` lines of the network file
         self.sysctl = dict(SYSCTL_DEFAULTS)
         for k, v in (sysctl or {}).items():
@@ -79,7 +83,9 @@ class Net:
                 try:
                     ifindexes.add(self.link_by_name(name).ifindex)
                 except KeyError:
-                    raise UsageError(f"flowtable {ft['name']}: device {name!r} is not in the network file") from None
+                    raise UsageError(
+                        f"flowtable {ft['name']}: device {name!r} is not in the network file"
+                    ) from None
             table = Flowtable(
                 ft["name"],
                 flags=NF_FLOWTABLE_COUNTER if "counter" in flags else 0,

@@ -42,7 +42,12 @@ def import_graph(root: Path = ROOT) -> dict[str, dict[str, list[str]]]:
 
 def test_lower_layers_never_import_the_worker_replay_cli_or_bench():
     graph = import_graph()
-    bad = [f"{unit} -> {up} ({', '.join(graph[unit][up])})" for unit in LOWER for up in UPPER if up in graph[unit]]
+    bad = [
+        f"{unit} -> {up} ({', '.join(graph[unit][up])})"
+        for unit in LOWER
+        for up in UPPER
+        if up in graph[unit]
+    ]
     assert not bad, "\n".join(bad)
 
 

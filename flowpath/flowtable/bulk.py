@@ -18,8 +18,8 @@ from numba import njit
 
 from flowpath.flowtable.ip import FLOW_FORWARD
 from flowpath.flowtable.key import K_PROTO, V_H_DEST, V_H_SOURCE, V_OIFIDX, V_XMIT, XMIT_VLAN
-from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.packet.layout import ETH_ALEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN
+from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 
 HDR_MAX = ETH_HLEN + VLAN.size  # 18: Ethernet + one 802.1Q tag
 

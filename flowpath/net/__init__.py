@@ -21,7 +21,6 @@ from flowpath.net.inetdev import IfAddr
 from flowpath.net.link import Link
 from flowpath.net.model import Network
 
-
 __all__ = [
     "FibResult", "IfAddr", "Link", "Network", "RouteType",
     "RTN_UNICAST", "RTN_LOCAL", "RTN_BROADCAST", "RTN_BLACKHOLE", "RTN_UNREACHABLE", "RTN_PROHIBIT",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.packet.csum import ip_fast_csum, l4_csum, ld16, ld32, st16, st32
 from flowpath.packet.layout import (
     ETH_P_IP,
@@ -28,6 +27,7 @@ from flowpath.packet.layout import (
     UDPH,
 )
 from flowpath.packet.reason import Reason
+from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.xfrm import evp
 from flowpath.xfrm.esp import (
     ESP_HLEN,

@@ -7,8 +7,8 @@ tab-indented lines; `-s` adds the lifetime and statistics blocks.
 
 from __future__ import annotations
 
-from flowpath.xfrm.replay import XFRM_REPLAY_LEGACY_MAX
 from flowpath.xfrm.policy import XFRM_DIR_NAMES, XFRM_POLICY_BLOCK, XfrmPolicy
+from flowpath.xfrm.replay import XFRM_REPLAY_LEGACY_MAX
 from flowpath.xfrm.state import (
     AF_INET,
     XFRM_INF,

@@ -5,6 +5,8 @@ Linux: ip_forward (fwd policy check, xfrm4_route_forward), xfrm_output, xfrm_inp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gateway import run
 from scapy.all import IP, UDP, Ether, Raw
 from scapy.layers.ipsec import ESP, SecurityAssociation
@@ -19,22 +21,7 @@ GW_LAN, GW_WAN, PEER_MAC, HOST_MAC = (
     "02:00:00:00:02:02",
     "02:00:00:00:01:05",
 )
-NET = f"""\
-link add lan0 address {GW_LAN}
-link add wan0 address {GW_WAN}
-link set lan0 up
-link set wan0 up
-addr add 10.1.0.1/16 dev lan0
-addr add 192.0.2.1/24 dev wan0
-route add default via 192.0.2.2 dev wan0
-neigh add 192.0.2.2 lladdr {PEER_MAC} dev wan0
-neigh add 10.1.0.5 lladdr {HOST_MAC} dev lan0
-xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001 reqid 1 mode tunnel aead 'rfc4106(gcm(aes))' 0x{KEY.hex()} 128
-xfrm state add src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x2002 reqid 2 mode tunnel replay-window 32 aead 'rfc4106(gcm(aes))' 0x{KEY.hex()} 128
-xfrm policy add src 10.1.0.0/16 dst 10.2.0.0/16 dir out tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 1 mode tunnel
-xfrm policy add src 10.2.0.0/16 dst 10.1.0.0/16 dir fwd tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 2 mode tunnel
-xfrm policy add src 10.2.0.0/16 dst 10.1.0.0/16 dir in tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 2 mode tunnel
-"""
+NET = (Path(__file__).resolve().parents[1] / "data" / "net" / "ipsec_gateway.ip").read_text()
 RULES = "table inet f {\n\tchain fw {\n\t\ttype filter hook forward priority 0; policy accept;\n\t}\n}\n"
 
 

@@ -42,7 +42,9 @@ def test_ipv6_no_next_header_is_discarded_quietly(tmp_path):
 
 
 def test_ipv6_unknown_next_header_gets_a_parameter_problem_at_its_byte(tmp_path):
-    back, _, drops = one(tmp_path, lan(IPv6(src="2001:db8:1::10", dst="2001:db8:1::1", nh=253) / Raw(b"x" * 8)))
+    back, _, drops = one(
+        tmp_path, lan(IPv6(src="2001:db8:1::10", dst="2001:db8:1::1", nh=253) / Raw(b"x" * 8))
+    )
     assert drops == {"ip_noproto": 1}
     [e] = back
     assert e[ICMPv6ParamProblem].code == 1 and e[ICMPv6ParamProblem].ptr == 6  # ipv6hdr.nexthdr
@@ -134,7 +136,9 @@ def test_replay_window_64_without_esn_runs_a_64_packet_bitmap(tmp_path):
     from flowpath.config.ipbatch import parse_network
     from flowpath.config.nft import parse_ruleset
 
-    net = parse_network(NET.replace("reqid 2 mode tunnel replay-window 32", "reqid 2 mode tunnel replay-window 64"))
+    net = parse_network(
+        NET.replace("reqid 2 mode tunnel replay-window 32", "reqid 2 mode tunnel replay-window 64")
+    )
     peer = sa(0x2002, "192.0.2.2", "192.0.2.1")
     inner = IP(src="10.2.0.7", dst="10.1.0.5") / UDP(sport=2222, dport=1111) / Raw(b"late")
     esp = {}
@@ -145,7 +149,9 @@ def test_replay_window_64_without_esn_runs_a_64_packet_bitmap(tmp_path):
     out, stats, res = run(tmp_path, [("wan0", p) for p in order], net=net, rules=parse_ruleset(RULES))
     assert len(out["lan0"]) == 2 and stats["drops"] == {"xfrm_in_replay_window": 1}
     [block] = [b for b in res.worker.xfrm_listing().split("src ") if "spi 0x00002002" in b]
-    assert "replay-window 0" in block and "replay_window 64, bitmap-length 2" in block  # as `ip -s xfrm state`
+    assert (
+        "replay-window 0" in block and "replay_window 64, bitmap-length 2" in block
+    )  # as `ip -s xfrm state`
 
 
 # -- 6. expiry across a gap in the capture -----------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, IPv6, Raw
+from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, Raw
 
 from flowpath.config.ipbatch import parse_network
 from flowpath.config.nft import parse_ruleset
@@ -21,7 +21,12 @@ from flowpath.packet.reason import Reason
 from flowpath.packet.skb import frame_array, skb_parse
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-GW_LAN, GW_WAN, H10, UPSTREAM = "02:00:00:00:01:01", "02:00:00:00:02:01", "02:00:00:00:01:0a", "02:00:00:00:02:fe"
+GW_LAN, GW_WAN, H10, UPSTREAM = (
+    "02:00:00:00:01:01",
+    "02:00:00:00:02:01",
+    "02:00:00:00:01:0a",
+    "02:00:00:00:02:fe",
+)
 LAN0, WAN0 = 2, 3  # after lo (1), in the network file's order
 T0 = 1_700_000_000 * 10**9
 
@@ -43,7 +48,11 @@ def rx(net, pkt, iif=LAN0):
 
 
 def test_forward_masquerades_and_asks_for_the_offload(net):
-    pkt = Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst="198.51.100.7", ttl=64) / UDP(sport=5000, dport=53)
+    pkt = (
+        Ether(src=H10, dst=GW_LAN)
+        / IP(src="192.168.1.10", dst="198.51.100.7", ttl=64)
+        / UDP(sport=5000, dport=53)
+    )
     reason, q, out = rx(net, pkt / Raw(b"q" * 20))
     assert reason == Reason.TX
     [(ifx, e)] = out
@@ -53,7 +62,11 @@ def test_forward_masquerades_and_asks_for_the_offload(net):
     del e2[IP].chksum, e2[UDP].chksum
     assert bytes(Ether(bytes(e2))) == bytes(e)  # checksums as Scapy computes them
     assert not q.offload and not q.local_out and not q.generated  # not confirmed yet: no offload
-    reply = Ether(src=UPSTREAM, dst=GW_WAN) / IP(src="198.51.100.7", dst="203.0.113.1") / UDP(sport=53, dport=5000)
+    reply = (
+        Ether(src=UPSTREAM, dst=GW_WAN)
+        / IP(src="198.51.100.7", dst="203.0.113.1")
+        / UDP(sport=53, dport=5000)
+    )
     reason, q, [(ifx, e)] = rx(net, reply, WAN0)
     assert reason == Reason.TX and ifx == LAN0 and e[IP].dst == "192.168.1.10" and e[UDP].dport == 5000
     [(skb, name)] = q.offload  # adding the flow is the Worker's job: the classic path only asks
@@ -62,7 +75,9 @@ def test_forward_masquerades_and_asks_for_the_offload(net):
 
 def test_ip_forward_alone_on_a_parsed_skb(net):
     """ip_forward needs a routed skb and a net, nothing else."""
-    pkt = Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst="198.51.100.7", ttl=1) / UDP(sport=1, dport=2)
+    pkt = (
+        Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst="198.51.100.7", ttl=1) / UDP(sport=1, dport=2)
+    )
     skb = skb_parse(frame_array(bytes(pkt)), LAN0, T0)
     q = OutputQueue()
     fib = net.fib_lookup(4, skb.daddr)
@@ -77,7 +92,12 @@ def test_ip_forward_alone_on_a_parsed_skb(net):
 
 
 def test_frag_needed_quotes_the_route_mtu(net):
-    pkt = Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst="198.51.100.7", flags="DF") / UDP() / Raw(b"x" * 1400)
+    pkt = (
+        Ether(src=H10, dst=GW_LAN)
+        / IP(src="192.168.1.10", dst="198.51.100.7", flags="DF")
+        / UDP()
+        / Raw(b"x" * 1400)
+    )
     reason, q, out = rx(net, pkt)
     assert reason == Reason.PKT_TOO_BIG_DF
     [(ifx, e)] = out
@@ -85,7 +105,12 @@ def test_frag_needed_quotes_the_route_mtu(net):
 
 
 def test_echo_reply_and_port_unreachable_from_the_gateway(net):
-    ping = Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst="192.168.1.1") / ICMP(id=7, seq=1) / Raw(b"hi")
+    ping = (
+        Ether(src=H10, dst=GW_LAN)
+        / IP(src="192.168.1.10", dst="192.168.1.1")
+        / ICMP(id=7, seq=1)
+        / Raw(b"hi")
+    )
     reason, _, [(ifx, e)] = rx(net, ping)
     assert reason == Reason.LOCAL_IN and ifx == LAN0
     assert e[IP].src == "192.168.1.1" and e[ICMP].type == 0 and e[ICMP].id == 7 and bytes(e[Raw]) == b"hi"
@@ -96,7 +121,11 @@ def test_echo_reply_and_port_unreachable_from_the_gateway(net):
 
 
 def test_reject_with_tcp_reset(net):
-    syn = Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst="198.51.100.7") / TCP(sport=4000, dport=23, seq=100)
+    syn = (
+        Ether(src=H10, dst=GW_LAN)
+        / IP(src="192.168.1.10", dst="198.51.100.7")
+        / TCP(sport=4000, dport=23, seq=100)
+    )
     reason, q, [(ifx, e)] = rx(net, syn)
     assert reason == Reason.NETFILTER_REJECT and ifx == LAN0
     assert e[IP].src == "198.51.100.7" and e[TCP].flags == "RA" and e[TCP].ack == 101 and e[TCP].dport == 4000
@@ -104,7 +133,9 @@ def test_reject_with_tcp_reset(net):
 
 
 def test_arp_reply_for_our_address_only(net):
-    req = Ether(src=H10, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=H10, psrc="192.168.1.10", pdst="192.168.1.1")
+    req = Ether(src=H10, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc=H10, psrc="192.168.1.10", pdst="192.168.1.1"
+    )
     reason, _, [(ifx, e)] = rx(net, req)
     assert reason == Reason.LOCAL_IN and ifx == LAN0
     assert e[ARP].op == 2 and e[ARP].hwsrc == GW_LAN and e[ARP].psrc == "192.168.1.1" and e.dst == H10

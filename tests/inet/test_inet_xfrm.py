@@ -2,6 +2,8 @@
 ip_local_out, and xfrm4_rcv hands the inner packet back to be received again, asking the layer above
 for a tunnel tuple (q.xfrm_in). Scapy's SecurityAssociation is the other gateway."""
 
+from pathlib import Path
+
 import pytest
 from scapy.all import IP, UDP, Ether, Raw
 from scapy.layers.ipsec import ESP, SecurityAssociation
@@ -15,22 +17,13 @@ from flowpath.packet.reason import Reason
 from flowpath.packet.skb import frame_array
 
 KEY = bytes(range(1, 17)) + b"\xca\xfe\xba\xbe"
-GW_LAN, GW_WAN, PEER, HOST = "02:00:00:00:01:01", "02:00:00:00:02:01", "02:00:00:00:02:02", "02:00:00:00:01:05"
-NET = f"""\
-link add lan0 address {GW_LAN}
-link add wan0 address {GW_WAN}
-link set lan0 up
-link set wan0 up
-addr add 10.1.0.1/16 dev lan0
-addr add 192.0.2.1/24 dev wan0
-route add default via 192.0.2.2 dev wan0
-neigh add 192.0.2.2 lladdr {PEER} dev wan0
-neigh add 10.1.0.5 lladdr {HOST} dev lan0
-xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001 reqid 1 mode tunnel aead 'rfc4106(gcm(aes))' 0x{KEY.hex()} 128
-xfrm state add src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x2002 reqid 2 mode tunnel replay-window 32 aead 'rfc4106(gcm(aes))' 0x{KEY.hex()} 128
-xfrm policy add src 10.1.0.0/16 dst 10.2.0.0/16 dir out tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 1 mode tunnel
-xfrm policy add src 10.2.0.0/16 dst 10.1.0.0/16 dir fwd tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 2 mode tunnel
-"""
+GW_LAN, GW_WAN, PEER, HOST = (
+    "02:00:00:00:01:01",
+    "02:00:00:00:02:01",
+    "02:00:00:00:02:02",
+    "02:00:00:00:01:05",
+)
+NET = (Path(__file__).resolve().parents[1] / "data" / "net" / "ipsec_gateway.ip").read_text()
 RULES = "table inet f {\n\tchain fw {\n\t\ttype filter hook forward priority 0; policy accept;\n\t}\n}\n"
 T0 = 10**18
 

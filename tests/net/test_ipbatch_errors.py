@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowpath.errors import ConfigError
 from flowpath.config.ipbatch import load_network, parse_network
+from flowpath.errors import ConfigError
 
 BASE = "link add eth0 type dummy\nlink set eth0 up\naddr add 192.0.2.1/24 dev eth0\naddr add 2001:db8::1/64 dev eth0\n"
 

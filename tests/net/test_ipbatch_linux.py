@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from flowpath.config.ipbatch import read_commands, run_command
+from flowpath.config.ipbatch import load_network, parse_network, read_commands, run_command
 from flowpath.errors import ConfigError
-from flowpath.config.ipbatch import load_network, parse_network
 from flowpath.net import RTN_BROADCAST, RTN_LOCAL, Network
 from flowpath.net.fib import REJECT_TYPES, RT_TABLE_LOCAL
 from flowpath.net.inetdev import format_addr
