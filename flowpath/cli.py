@@ -180,10 +180,12 @@ def trafgen(
 ) -> None:
     """Generate a profile's streams (with a per-packet signature) into a capture for `replay`."""
     from flowpath.errors import UsageError
+    from flowpath.outputs import check_writable
     from flowpath.trafgen.profile import trafgen as run
 
     if not profile.is_file():
         raise UsageError(f"no such profile: {profile}")
+    check_writable(out, "--out")
     res = run(profile, out)
     if not quiet:
         from rich.table import Table
@@ -211,9 +213,13 @@ def rxstats(
     """Per port and per stream packets, rates, loss, reordering, duplicates and latency of captures."""
     import json
 
+    from flowpath.outputs import check_writable
     from flowpath.trafgen.rxstats import parse_rx_inputs, rx_stats_captures
 
-    res = rx_stats_captures(parse_rx_inputs(captures), tx or None)
+    inputs = parse_rx_inputs(captures)
+    if json_path is not None:
+        check_writable(json_path, "--json")
+    res = rx_stats_captures(inputs, tx or None)
     if json_path is not None:
         json_path.write_text(json.dumps(res, indent=2) + "\n")
     if quiet:

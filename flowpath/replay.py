@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowpath.errors import UsageError
+from flowpath.outputs import check_writable, make_output_dir
 from flowpath.packet.batch import PacketBatch
 
 
@@ -88,8 +89,11 @@ def parse_sysctls(specs: list[str]) -> dict[str, int]:
 
 
 def run_replay(opts: ReplayOptions) -> ReplayResult:
-    """`flowpath replay`: check the options, load the network and the ruleset, forward the captures,
-    then write the stats and the listings asked for."""
+    """`flowpath replay`: check the options and every output path, load the network and the ruleset,
+    forward the captures, then write the stats and the listings asked for.
+
+    The checks come first (UsageError, exit 2): an unwritable path must not be found after the work.
+    """
     from flowpath.config.ipbatch import load_network
     from flowpath.config.nft import load_ruleset
 
@@ -101,9 +105,15 @@ def run_replay(opts: ReplayOptions) -> ReplayResult:
     net = load_network(opts.net)
     ruleset = load_ruleset(opts.rules) if opts.rules is not None else None
     inputs = parse_in_specs(opts.inputs)
+    if opts.out_dir is not None:
+        make_output_dir(opts.out_dir, "--out-dir")
     dumps = (("--dump-flowtable", opts.dump_flowtable, lambda w: w.flowtable_listing()),
              ("--dump-xfrm", opts.dump_xfrm, lambda w: w.xfrm_listing()),
              ("--dump-conntrack", opts.dump_conntrack, lambda w: w.conntrack.listing(w.now_ns)))  # fmt: skip
+    targets = [(f"--out {name}", path) for name, path in outs.items()] + [("--stats", opts.stats)]
+    for option, path in targets + [(option, path) for option, path, _ in dumps]:
+        if path is not None:
+            check_writable(path, option)
     res = replay(net, ruleset, inputs, opts.out_dir, outs, flowtable=opts.flowtable, bulk=opts.bulk,
                  batch_size=opts.batch_size, stats_path=opts.stats, sysctl=sysctl)  # fmt: skip
     for _, path, listing in dumps:

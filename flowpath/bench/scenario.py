@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from flowpath.errors import UsageError
+from flowpath.outputs import check_writable
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -128,9 +129,15 @@ def run_bench(
     plot_path: Path | None = None,
     progress: Progress | None = None,
 ) -> BenchRun:
-    """Check the options, run the scenario, write its JSON and plots."""
+    """Check the options and the output paths, run the scenario, write its JSON and plots.
+
+    Every check runs before the measurement, so a bad option or an unwritable path costs nothing.
+    """
     sc = scenario(name)
     sc.check(opts)
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is not None:
+            check_writable(path, option)
     result = sc.run(opts, progress or Progress())
     if json_path is not None:
         json_path.write_text(result.to_json())

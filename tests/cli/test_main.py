@@ -1,4 +1,5 @@
-"""`flowpath.cli.main` in-process: the one error handler, `--traceback` anywhere on the line."""
+"""`flowpath.cli.main` in-process: the one error handler, `--traceback` anywhere on the line, output
+paths checked before any work."""
 
 from __future__ import annotations
 
@@ -71,6 +72,58 @@ def test_replay_writes_to_the_injected_environment(tmp_path, capsys):
     assert main([*REPLAY, "--out-dir", str(tmp_path)], env) == 0
     assert env.stdout.getvalue().startswith("rx 358  tx 357")
     assert capsys.readouterr().out == ""
+
+
+def test_unwritable_stats_fails_before_forwarding(tmp_path, monkeypatch):
+    import flowpath.replay
+
+    monkeypatch.setattr(flowpath.replay, "replay", lambda *a, **kw: pytest.fail("forwarded anyway"))
+    env = _env()
+    stats = tmp_path / "missing" / "s.json"
+    assert main([*REPLAY, "--out-dir", str(tmp_path / "o"), "--stats", str(stats)], env) == 2
+    want = f"flowpath: error: --stats: cannot write {stats}: No such file or directory\n"
+    assert env.stderr.getvalue() == want
+
+
+@pytest.mark.parametrize("option", ["--out-dir", "--stats", "--dump-conntrack", "--dump-flowtable"])
+def test_every_replay_output_is_checked_first(tmp_path, monkeypatch, option):
+    import flowpath.replay
+
+    monkeypatch.setattr(flowpath.replay, "replay", lambda *a, **kw: pytest.fail("forwarded anyway"))
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    target = afile / "x"  # below a regular file: not even root can write there
+    args = [*REPLAY, option, str(target)] + ([] if option == "--out-dir" else ["--out-dir", str(tmp_path)])
+    env = _env()
+    assert main(args, env) == 2
+    err = env.stderr.getvalue()
+    assert err.count("\n") == 1 and f"{option}: cannot write {target}: Not a directory" in err
+
+
+def test_out_file_that_is_a_directory_is_a_usage_error(tmp_path):
+    env = _env()
+    assert main([*REPLAY, "--out", f"wan0={tmp_path}"], env) == 2
+    assert f"--out wan0: cannot write {tmp_path}: Is a directory" in env.stderr.getvalue()
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_unwritable_bench_output_fails_before_measuring(tmp_path, monkeypatch, option):
+    import flowpath.bench.bulking as bulking
+
+    monkeypatch.setattr(bulking, "bulking", lambda *a, **kw: pytest.fail("measured anyway"))
+    target = tmp_path / "no-such-dir" / "r.out"
+    env = _env()
+    assert main(["bench", "bulking", "--quick", option, str(target)], env) == 2
+    want = f"flowpath: error: {option}: cannot write {target}: No such file or directory\n"
+    assert env.stderr.getvalue() == want
+
+
+def test_rxstats_and_trafgen_check_their_outputs(tmp_path):
+    env = _env()
+    bad = tmp_path / "nodir" / "x"
+    assert main(["rxstats", str(EXAMPLES / "lan.pcap"), "--json", str(bad)], env) == 2
+    assert main(["trafgen", str(EXAMPLES / "profiles" / "gateway-udp.toml"), "--out", str(bad)], env) == 2
+    assert env.stderr.getvalue().count("cannot write") == 2
 
 
 def test_python_dash_m_flowpath_runs_this_tree():
