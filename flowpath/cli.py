@@ -29,6 +29,7 @@ app = typer.Typer(
     help="flowpath: a software gateway with a netfilter-style flowtable fast path. "
     "Configure it with `ip -batch` network files and `nft -f` rulesets; forward captures with `replay`.",
 )
+PIPE_WIDTH = 1 << 12  # columns of a rich console on a pipe: wider than any table, so nothing is cut
 
 
 @dataclass
@@ -39,9 +40,12 @@ class Environment:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
 
     def console(self):
+        """A rich console on stdout: the terminal's width, or on a pipe or file as wide as the output
+        (rich would cut lines at 80 columns there, and shorten numbers with an ellipsis)."""
         from rich.console import Console
 
-        return Console(file=self.stdout)
+        tty = getattr(self.stdout, "isatty", lambda: False)()
+        return Console(file=self.stdout, width=None if tty else PIPE_WIDTH)
 
     def err_console(self):
         from rich.console import Console

@@ -1,5 +1,5 @@
 """`flowpath.cli.main` in-process: the one error handler, `--traceback` anywhere on the line, output
-paths checked before any work."""
+paths checked before any work, and whole lines when stdout is a pipe (not cut at 80 columns)."""
 
 from __future__ import annotations
 
@@ -67,11 +67,37 @@ def test_a_runtime_failure_exits_1_and_suggests_traceback(tmp_path, monkeypatch)
     assert env.stderr.getvalue() == "flowpath: error: ValueError: boom (run with --traceback for details)\n"
 
 
+def test_replay_summary_on_a_pipe_keeps_each_line_whole(tmp_path, capsys):
+    """rich cuts a non-terminal's lines at 80 columns: `flows offloaded` and its number would part."""
+    assert main([*REPLAY, "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("rx 358  tx 357") and first.endswith("flows offloaded 10")
+    assert f"{tmp_path / 'wan0.pcap'}" in out
+
+
 def test_replay_writes_to_the_injected_environment(tmp_path, capsys):
     env = _env()
     assert main([*REPLAY, "--out-dir", str(tmp_path)], env) == 0
     assert env.stdout.getvalue().startswith("rx 358  tx 357")
     assert capsys.readouterr().out == ""
+
+
+def test_bench_table_on_a_pipe_is_not_cut(monkeypatch):
+    """Eight columns and a caption are wider than 80: on a pipe every number stays whole (no `12,288…`)."""
+    import flowpath.bench.flowtable as ft
+
+    def fake(frame_size, flows, **kw):
+        return {"flows": flows, "frame_size": frame_size, "batch_size": kw["batch_size"], "classic_mpps": 0.0241,
+                "flowtable_mpps": 29.21, "flowtable_mpps_cold": 25.7, "kernel_mpps": 32.5, "ratio": 1211.0,
+                "flowtable_gbps_l2": 14.95, "bytes_per_flow": 394.0}  # fmt: skip
+
+    monkeypatch.setattr(ft, "classic_vs_flowtable", fake)
+    env = _env()
+    assert main(["bench", "classic-vs-flowtable", "--quick", "--flows", "12288,100000"], env) == 0
+    out = env.stdout.getvalue()
+    assert "…" not in out and "12,288" in out and "100,000" in out and "1211x" in out
+    assert max(len(line) for line in out.splitlines()) > 80
 
 
 def test_unwritable_stats_fails_before_forwarding(tmp_path, monkeypatch):
