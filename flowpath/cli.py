@@ -19,7 +19,7 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from flowpath import __version__
+from flowpath import __version__, numba_cache
 from flowpath.bench.scenario import SCENARIOS
 
 app = typer.Typer(
@@ -352,6 +352,7 @@ def main(args: list[str] | None = None, env: Environment | None = None) -> int:
     args = [a for a in args[:end] if a != "--traceback"] + args[end:]
     saved, _env = _env, env or Environment()
     try:
+        numba_cache.prune()
         rv = app(args=args or ["--help"], prog_name="flowpath", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
