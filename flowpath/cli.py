@@ -64,7 +64,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    traceback: Annotated[  # noqa: ARG001 - main() takes --traceback out of the arguments, wherever it is
+    traceback: Annotated[  # never set: main() takes --traceback out of the arguments, wherever it is
         bool, typer.Option("--traceback", help="Show the Python traceback on errors (anywhere on the line).")
     ] = False,
     version: Annotated[

@@ -89,10 +89,11 @@ def parse_sysctls(specs: list[str]) -> dict[str, int]:
 
 
 def run_replay(opts: ReplayOptions) -> ReplayResult:
-    """`flowpath replay`: check the options and every output path, load the network and the ruleset,
-    forward the captures, then write the stats and the listings asked for.
+    """`flowpath replay`: check the options, load the network and the ruleset, check every output
+    path, forward the captures, then write the stats and the listings asked for.
 
-    The checks come first (UsageError, exit 2): an unwritable path must not be found after the work.
+    Everything that can fail with a UsageError or ConfigError (exit 2) runs before the forwarding:
+    an unwritable path must not be found after the work.
     """
     from flowpath.config.ipbatch import load_network
     from flowpath.config.nft import load_ruleset
