@@ -1,14 +1,16 @@
 """The `flowpath` command: thin wrappers that parse options, call one library function, print.
 
 One handler maps errors to exit codes (httpie's main/program split): ConfigError and UsageError -> 2,
-anything else -> 1; `--traceback` re-raises instead.
+anything else -> 1; `--traceback`, before or after the command, re-raises instead. An injected
+Environment (httpie's) holds the output streams, so tests run the CLI in-process.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TextIO
 
 import typer
 
@@ -17,7 +19,8 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from flowpath import __version__
+from flowpath import __version__, numba_cache
+from flowpath.bench.scenario import SCENARIOS
 
 app = typer.Typer(
     add_completion=False,
@@ -26,25 +29,49 @@ app = typer.Typer(
     help="flowpath: a software gateway with a netfilter-style flowtable fast path. "
     "Configure it with `ip -batch` network files and `nft -f` rulesets; forward captures with `replay`.",
 )
-_state = {"traceback": False}
+PIPE_WIDTH = 1 << 12  # columns of a rich console on a pipe: wider than any table, so nothing is cut
+
+
+@dataclass
+class Environment:
+    """Where the command writes (httpie's Environment); tests pass their own streams."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def console(self):
+        """A rich console on stdout: the terminal's width, or on a pipe or file as wide as the output
+        (rich would cut lines at 80 columns there, and shorten numbers with an ellipsis)."""
+        from rich.console import Console
+
+        tty = getattr(self.stdout, "isatty", lambda: False)()
+        return Console(file=self.stdout, width=None if tty else PIPE_WIDTH)
+
+    def err_console(self):
+        from rich.console import Console
+
+        return Console(file=self.stderr)
+
+
+_env = Environment()  # the running command's; main() sets it
 
 
 def _version(value: bool) -> None:
     if value:
-        print(f"flowpath {__version__}")
+        print(f"flowpath {__version__}", file=_env.stdout)
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
-    traceback: Annotated[
-        bool, typer.Option("--traceback", help="Show the Python traceback on errors.")
+    traceback: Annotated[  # never set: main() takes --traceback out of the arguments, wherever it is
+        bool, typer.Option("--traceback", help="Show the Python traceback on errors (anywhere on the line).")
     ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    _state["traceback"] = traceback
+    pass
 
 
 NetOpt = Annotated[
@@ -53,14 +80,6 @@ NetOpt = Annotated[
 RulesOpt = Annotated[
     Optional[Path], typer.Option("-r", "--rules", help="Ruleset in `nft -f` syntax or libnftables JSON.")
 ]
-
-
-def _load(net_path: Path, rules_path: Path | None):
-    from flowpath.config.ipbatch import load_network
-    from flowpath.config.nft import load_ruleset
-
-    net = load_network(net_path)
-    return net, (load_ruleset(rules_path) if rules_path is not None else None)
 
 
 @app.command()
@@ -117,61 +136,13 @@ def replay(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
 ) -> None:
     """Forward captured traffic through the gateway, as a Linux box configured the same way would."""
-    from flowpath.errors import UsageError
-    from flowpath.replay import parse_in_specs
-    from flowpath.replay import replay as run
+    from flowpath.replay import ReplayOptions, run_replay
 
-    if not inputs:
-        raise UsageError("replay needs at least one --in IF=FILE")
-    if out_dir is None and not outs:
-        raise UsageError("replay needs --out-dir DIR or --out IF=FILE")
-    out_map = {}
-    for spec in outs or []:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--out {spec!r}: expected IF=FILE")
-        out_map[name] = Path(path)
-    sysctls = {}
-    for spec in sysctl or []:
-        key, sep, value = spec.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise UsageError(f"--sysctl {spec!r}: expected KEY=SECONDS")
-        sysctls[key.strip()] = int(value)
-    network, ruleset = _load(net, rules)
-    res = run(network, ruleset, parse_in_specs(inputs), out_dir, out_map, flowtable=not no_flowtable,
-              bulk=not no_bulk, batch_size=batch_size, stats_path=stats, sysctl=sysctls)  # fmt: skip
-    if dump_flowtable is not None:
-        dump_flowtable.write_text(res.worker.flowtable_listing())
-    if dump_xfrm is not None:
-        dump_xfrm.write_text(res.worker.xfrm_listing())
-    if dump_conntrack is not None:
-        dump_conntrack.write_text(res.worker.conntrack.listing(res.worker.now_ns))
+    res = run_replay(ReplayOptions(net, rules, inputs or [], out_dir, outs or [], stats, flowtable=not no_flowtable,
+                                   bulk=not no_bulk, batch_size=batch_size, dump_conntrack=dump_conntrack,
+                                   dump_flowtable=dump_flowtable, dump_xfrm=dump_xfrm, sysctl=sysctl or []))  # fmt: skip
     if not quiet:
-        _print_summary(res)
-
-
-def _print_summary(res) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    s = res.stats
-    con = Console()
-    con.print(
-        f"rx {s['rx_packets']}  tx {s['tx_packets']}  dropped {s['dropped_packets']}  local {s['local_packets']}"
-        f"  fast path {s['fastpath_packets']}  slow path {s['slowpath_packets']}"
-        f"  flows offloaded {s['flows_offloaded']}"
-    )
-    t = Table("interface", "rx packets", "rx bytes", "tx packets", "tx bytes", "output", box=None)
-    for name, c in s["interfaces"].items():
-        out = res.outputs.get(name)
-        t.add_row(name, str(c["rx_packets"]), str(c["rx_bytes"]), str(c["tx_packets"]), str(c["tx_bytes"]),
-                  str(out) if out else "")  # fmt: skip
-    con.print(t)
-    if s["drops"]:
-        d = Table("drop reason", "packets", box=None)
-        for k, v in sorted(s["drops"].items(), key=lambda kv: -kv[1]):
-            d.add_row(k, str(v))
-        con.print(d)
+        _env.console().print(res.summary())
 
 
 @app.command(
@@ -202,7 +173,7 @@ def nft(
         return
     if words != ["list", "ruleset"]:
         raise UsageError("supported: `nft -c -f FILE` and `nft list ruleset -f FILE [--json]`")
-    print(json.dumps(rs.to_json()) if json_ else rs.list(), end="" if not json_ else "\n")
+    print(json.dumps(rs.to_json()) if json_ else rs.list(), end="" if not json_ else "\n", file=_env.stdout)
 
 
 @app.command()
@@ -213,13 +184,14 @@ def trafgen(
 ) -> None:
     """Generate a profile's streams (with a per-packet signature) into a capture for `replay`."""
     from flowpath.errors import UsageError
+    from flowpath.outputs import check_writable
     from flowpath.trafgen.profile import trafgen as run
 
     if not profile.is_file():
         raise UsageError(f"no such profile: {profile}")
+    check_writable(out, "--out")
     res = run(profile, out)
     if not quiet:
-        from rich.console import Console
         from rich.table import Table
 
         t = Table("stream", "name", "port", "packets", "bytes", "first ts (ns)", "last ts (ns)", box=None,
@@ -227,7 +199,7 @@ def trafgen(
         for st in res["streams"]:
             t.add_row(str(st["stream_id"]), st["name"], st["port"], str(st["packets"]), str(st["bytes"]),
                       str(st["first_ts_ns"]), str(st["last_ts_ns"]))  # fmt: skip
-        Console().print(t)
+        _env.console().print(t)
 
 
 @app.command()
@@ -245,17 +217,20 @@ def rxstats(
     """Per port and per stream packets, rates, loss, reordering, duplicates and latency of captures."""
     import json
 
+    from flowpath.outputs import check_writable
     from flowpath.trafgen.rxstats import parse_rx_inputs, rx_stats_captures
 
-    res = rx_stats_captures(parse_rx_inputs(captures), tx or None)
+    inputs = parse_rx_inputs(captures)
+    if json_path is not None:
+        check_writable(json_path, "--json")
+    res = rx_stats_captures(inputs, tx or None)
     if json_path is not None:
         json_path.write_text(json.dumps(res, indent=2) + "\n")
     if quiet:
         return
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = _env.console()
     t = Table("port", "packets", "bytes", "pps", "L2 bit/s", "L1 bit/s", "signed", box=None)
     for name, p in [*res["ports"].items(), ("total", res["total"])]:
         t.add_row(name, str(p["packets"]), str(p["bytes"]), f"{p['pps']:.6g}", f"{p['l2_bps']:.6g}",
@@ -270,10 +245,6 @@ def rxstats(
                   str(st["reordered"]), f"{lat['min']}/{lat['avg']:.0f}/{lat['max']}" if lat else "-",
                   f"{lat['jitter']:.1f}" if lat else "-", f"{st['pps']:.6g}")  # fmt: skip
     con.print(t)
-
-
-SCENARIOS = ("classic-vs-flowtable", "bulking", "frame-sizes", "ipsec-flows", "ipsec-sizes")
-IPSEC_SCENARIOS = ("ipsec-flows", "ipsec-sizes")
 
 
 @app.command()
@@ -327,216 +298,97 @@ def bench(
     ] = None,
 ) -> None:
     """Run one of the seeds' experiments in memory on one core and report Mpps side by side."""
-    import json
+    from flowpath.bench.scenario import BenchOptions, parse_flows, run_bench
 
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    from rich.table import Table
+    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps)
+    with _SpinnerProgress(_env.err_console()) as progress:
+        done = run_bench(scenario, opts, json_path=json_path, plot_path=plot, progress=progress)
+    _env.console().print(done.result.table())
+    for p in done.plots:
+        _env.err_console().print(f"wrote {p}")
 
-    from flowpath.errors import UsageError
 
-    if scenario not in SCENARIOS:
-        raise UsageError(f"unknown scenario {scenario!r}; choose from: {', '.join(SCENARIOS)}")
+class _SpinnerProgress:
+    """flowpath.bench.scenario.Progress drawn by rich on stderr: a line per task, a spinner and the
+    elapsed time; nothing until the first task (a usage error shows no spinner)."""
+
+    def __init__(self, console):
+        self.console, self.prog, self.task, self.name = console, None, None, ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.prog is not None:
+            self.prog.stop()
+
+    def start(self, name: str) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        if self.prog is None:
+            self.prog = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                 console=self.console)  # fmt: skip
+            self.prog.start()
+        self.task, self.name = self.prog.add_task(name, total=None), name
+
+    def say(self, msg: str) -> None:
+        self.prog.update(self.task, description=f"{self.name}: {msg}")
+
+    def done(self, text: str | None = "done") -> None:
+        self.prog.update(self.task, description=f"{self.name}: {text}" if text else self.name, completed=1,
+                         total=1)  # fmt: skip
+
+
+def main(args: list[str] | None = None, env: Environment | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 1 runtime failure, 2 usage/configuration error).
+
+    The one place that turns exceptions into exit codes and messages (httpie's core.main);
+    `--traceback`, anywhere before a `--`, re-raises them instead.
+    """
+    global _env
+    args = list(sys.argv[1:] if args is None else args)
+    end = args.index("--") if "--" in args else len(args)
+    traceback = "--traceback" in args[:end]
+    args = [a for a in args[:end] if a != "--traceback"] + args[end:]
+    saved, _env = _env, env or Environment()
     try:
-        counts = [int(x) for x in (flows or "1000").split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"--flows {flows!r}: expected comma-separated integers") from None
-    if not counts or min(counts) < 1 or max(counts) > 1_000_000:
-        raise UsageError("--flows: between 1 and 1000000 flows")
-    if batch_size is None and scenario == "classic-vs-flowtable":
-        from flowpath.bench.flowtable import BATCH as batch_size
-    batch_size = batch_size or 256
-    if scenario in IPSEC_SCENARIOS:
-        return _bench_ipsec(scenario, quick, json_path, plot, frame_size, counts if flows else None,
-                            batch_size, alg, packets, reps)  # fmt: skip
-    if alg != "gcm" or packets is not None or reps is not None:
-        raise UsageError(f"--alg, --packets and --reps apply to {' and '.join(IPSEC_SCENARIOS)} only")
-    if scenario != "classic-vs-flowtable":
-        return _bench_scenario(
-            scenario, quick, json_path, plot, frame_size, counts if flows else None, batch_size
-        )
-    frame_size = frame_size or 64
-    from flowpath.bench.flowtable import classic_vs_flowtable, compile_times
-
-    con = Console(stderr=True)
-    results = []
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=con
-    ) as prog:
-        compiled = {}
-        if not quick:  # about 30 s: every kernel the first packet needs, compiled in a fresh interpreter
-            task = prog.add_task("numba compile times (fresh interpreters)", total=None)
-            compiled = {f"compile_{k}": round(v, 3) for k, v in compile_times().items()}
-            prog.update(task, completed=1, total=1)
-        for n in counts:
-            task = prog.add_task(f"{n} flows", total=None)
-            say = lambda msg, t=task, n=n: prog.update(t, description=f"{n} flows: {msg}")  # noqa: E731
-            results.append(
-                classic_vs_flowtable(frame_size, n, quick=quick, batch_size=batch_size, progress=say)
-            )
-            prog.update(task, description=f"{n} flows: done", completed=1, total=1)
-    caption = "port batches; cold: a pool of batches restored first (frames and flowtable from memory)"
-    if compiled:
-        caption += (f"; first packet from a fresh interpreter: {compiled['compile_cold_s']:.1f} s compiling, "
-                    f"{compiled['compile_cached_s']:.2f} s from numba's cache")  # fmt: skip
-    t = Table("flows", "classic Mpps", "flowtable Mpps", "cold", "hook alone", "ratio", "Gbit/s (L2)",
-              "B/flow", title=f"{scenario}, {frame_size}-byte frames, 1 core, batch {batch_size}",
-              caption=caption)  # fmt: skip
-    for r in results:
-        t.add_row(f"{r['flows']:,}", f"{r['classic_mpps']:.4f}", f"{r['flowtable_mpps']:.2f}",
-                  f"{r['flowtable_mpps_cold']:.2f}", f"{r['kernel_mpps']:.2f}", f"{r['ratio']:.0f}x",
-                  f"{r['flowtable_gbps_l2']:.2f}", f"{r['bytes_per_flow']:.0f}")  # fmt: skip
-    Console().print(t)
-    if json_path is not None:
-        doc = {**results[0], **compiled, "results": results}
-        json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    if plot is not None:
-        from flowpath.bench.plot import plot_classic_vs_flowtable
-
-        plot_classic_vs_flowtable(results, plot)
-
-
-def _bench_scenario(scenario, quick, json_path, plot, frame_size, counts, batch_size) -> None:
-    """bulking and frame-sizes: one library call each, a summary table, JSON, plots."""
-
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
-    from flowpath.bench import plot_scenarios
-    from flowpath.errors import UsageError
-
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as prog:  # fmt: skip
-        task = prog.add_task(scenario, total=None)
-        say = lambda msg: prog.update(task, description=f"{scenario}: {msg}")  # noqa: E731
-        if scenario == "bulking":
-            from flowpath.bench.bulking import bulking
-
-            r = bulking(counts and tuple(counts), frame_size or 128, quick=quick, batch_size=batch_size,
-                        progress=say)  # fmt: skip
-        else:
-            from flowpath.bench.frames import frame_sizes_scenario
-
-            if counts is not None and len(counts) != 1:
-                raise UsageError("frame-sizes runs at one flow count: --flows N")
-            if frame_size is not None:
-                raise UsageError("frame-sizes measures 64, 128, 512, 1518 and IMIX; it takes no --frame-size")
-            r = frame_sizes_scenario(counts[0] if counts else 1000, quick=quick, batch_size=batch_size,
-                                     progress=say)  # fmt: skip
-        prog.update(task, description=f"{scenario}: done", completed=1, total=1)
-    if scenario == "bulking":
-        t = Table("flows", "bulk Mpps", "no-bulk Mpps", "bulk Gbit/s (L2)", "no-bulk Gbit/s (L2)", "bulk gain",
-                  title=f"bulking, {r['frame_size']}-byte frames, 1 core, batch {batch_size}")  # fmt: skip
-        for x in r["results"]:
-            t.add_row(f"{x['flows']:,}", f"{x['bulk']['mpps']:.3f}", f"{x['no_bulk']['mpps']:.3f}",
-                      f"{x['bulk']['gbps_l2']:.3f}", f"{x['no_bulk']['gbps_l2']:.3f}", f"{x['bulk_gain']:.2f}x")  # fmt: skip
-    else:
-        t = Table("frame size", "Mpps", "Gbit/s (L2)", "Gbit/s (L1)", "10GbE Mpps", "100GbE Mpps",
-                  title=f"frame-sizes, {r['flows']:,} flows, 1 core, batch {batch_size}")  # fmt: skip
-        for x in r["results"]:
-            t.add_row(str(x["frame_size"]), f"{x['mpps']:.3f}", f"{x['gbps_l2']:.3f}", f"{x['gbps_l1']:.3f}",
-                      f"{x['line_rate_mpps']['10GbE']:.2f}", f"{x['line_rate_mpps']['100GbE']:.2f}")  # fmt: skip
-    Console().print(t)
-    fn = plot_scenarios.plot_bulking if scenario == "bulking" else plot_scenarios.plot_frame_sizes
-    _bench_write(r, json_path, plot, fn)
-
-
-def _bench_write(r: dict, json_path, plot, plot_fn) -> None:
-    """A scenario's results: --json F, and --plot F.png through plot_fn (which may write several)."""
-    import json
-
-    from rich.console import Console
-
-    if json_path is not None:
-        json_path.write_text(json.dumps(r, indent=2) + "\n")
-    if plot is not None:
-        for p in plot_fn(r, plot):
-            Console(stderr=True).print(f"wrote {p}")
-
-
-def _bench_ipsec(
-    scenario, quick, json_path, plot, frame_size, counts, batch_size, alg, packets, reps
-) -> None:
-    """ipsec-flows and ipsec-sizes: one library call each, a summary table, JSON, plots."""
-
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
-    from flowpath.bench import ipsec, plot_scenarios
-    from flowpath.errors import UsageError
-
-    if scenario == "ipsec-sizes" and frame_size is not None:
-        raise UsageError(
-            f"ipsec-sizes measures {', '.join(map(str, ipsec.SIZES))}-byte frames; it takes no --frame-size"
-        )
-    ipsec.check_options(
-        alg, ipsec.SIZES if scenario == "ipsec-sizes" else (frame_size or 128,), counts or [1]
-    )
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as prog:  # fmt: skip
-        task = prog.add_task(scenario, total=None)
-        say = lambda msg: prog.update(task, description=f"{scenario}: {msg}")  # noqa: E731
-        kw = dict(alg=alg, quick=quick, batch_size=batch_size, packets=packets, reps=reps, progress=say)
-        if scenario == "ipsec-flows":
-            r = ipsec.ipsec_flows(counts, frame_size or 128, **kw)
-        else:
-            r = ipsec.ipsec_sizes(counts, **kw)
-        prog.update(task, description=f"{scenario}: done", completed=1, total=1)
-    t = Table("flows", "size", "bulk", "enc Mpps", "enc Gb/s", "dec Mpps", "dec Gb/s", "enc/dec Mpps warm",
-              "timed fast/slow", title=f"{scenario}, {r['alg']}, 1 core, batch {batch_size}",
-              caption="Gb/s of the inner L2 frames (FCS counted); cold: the pool restored first, warm: each "
-              "batch just before its poll; packets per path of encap + decap (cold)")  # fmt: skip
-    for x in r["results"]:
-        e, d = x["encap"], x["decap"]
-        t.add_row(f"{x['flows']:,}", str(x["frame_size"]), "on" if x["bulk"] else "off", f"{x['encap_mpps']:.4g}",
-                  f"{x['encap_gbps']:.4g}", f"{x['decap_mpps']:.4g}", f"{x['decap_gbps']:.4g}",
-                  f"{x['encap_mpps_warm']:.4g} / {x['decap_mpps_warm']:.4g}",
-                  f"{e['fastpath_packets'] + d['fastpath_packets']:,}/{e['slowpath_packets'] + d['slowpath_packets']:,}")  # fmt: skip
-    Console().print(t)
-    fn = plot_scenarios.plot_ipsec_flows if scenario == "ipsec-flows" else plot_scenarios.plot_ipsec_sizes
-    _bench_write(r, json_path, plot, fn)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 1 runtime failure, 2 usage/configuration error)."""
-    from flowpath.errors import CaptureError, ConfigError, UsageError
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    tb = "--traceback" in args
-    if not args:
-        args = ["--help"]
-    try:
-        rv = app(args=args, prog_name="flowpath", standalone_mode=False)
+        numba_cache.prune()
+        rv = app(args=args or ["--help"], prog_name="flowpath", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return e.exit_code
-    except typer.Abort:
-        print("Aborted.", file=sys.stderr)
+    except (Exception, KeyboardInterrupt) as e:  # mapped to an exit code, or re-raised with --traceback
+        if traceback and not isinstance(e, typer.Abort):
+            raise
+        return _exit_status(e, _env)
+    finally:
+        _env = saved
+
+
+def _exit_status(e: BaseException, env: Environment) -> int:
+    """The message and exit code of an exception: 2 for what the user must fix, 1 otherwise."""
+    from flowpath.errors import CaptureError, ConfigError, UsageError
+
+    err = env.stderr
+    if isinstance(e, typer.Abort):
+        print("Aborted.", file=err)
         return 1
-    except click_exc.ClickException as e:
-        if tb:
-            raise
-        e.show()
+    if isinstance(e, click_exc.ClickException):
+        e.show(file=err)
         return 2
-    except (ConfigError, UsageError) as e:
-        if tb:
-            raise
-        print(f"{e}" if isinstance(e, ConfigError) else f"flowpath: error: {e}", file=sys.stderr)
+    if isinstance(e, ConfigError):
+        print(e, file=err)
         return 2
-    except CaptureError as e:
-        if tb:
-            raise
-        print(f"flowpath: error: {e}", file=sys.stderr)
+    if isinstance(e, UsageError):
+        print(f"flowpath: error: {e}", file=err)
+        return 2
+    if isinstance(e, CaptureError):
+        print(f"flowpath: error: {e}", file=err)
         return 1
-    except KeyboardInterrupt:
+    if isinstance(e, KeyboardInterrupt):
         return 130
-    except Exception as e:  # noqa: BLE001 - the one place that turns any failure into exit 1
-        if tb:
-            raise
-        print(f"flowpath: error: {type(e).__name__}: {e} (run with --traceback for details)", file=sys.stderr)
-        return 1
+    print(f"flowpath: error: {type(e).__name__}: {e} (run with --traceback for details)", file=err)
+    return 1
 
 
 if __name__ == "__main__":

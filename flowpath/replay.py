@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowpath.errors import UsageError
+from flowpath.outputs import check_writable, make_output_dir
 from flowpath.packet.batch import PacketBatch
 
 
@@ -21,6 +22,105 @@ class ReplayResult:
     stats: dict
     outputs: dict[str, Path] = field(default_factory=dict)
     worker: object = None
+
+    def summary(self):
+        """The counters as `flowpath replay` prints them: one line, then tables per interface and per
+        drop reason (a rich renderable)."""
+        from rich.console import Group
+        from rich.table import Table
+
+        s = self.stats
+        line = (f"rx {s['rx_packets']}  tx {s['tx_packets']}  dropped {s['dropped_packets']}  "
+                f"local {s['local_packets']}  fast path {s['fastpath_packets']}  slow path {s['slowpath_packets']}"
+                f"  flows offloaded {s['flows_offloaded']}")  # fmt: skip
+        t = Table("interface", "rx packets", "rx bytes", "tx packets", "tx bytes", "output", box=None)
+        for name, c in s["interfaces"].items():
+            out = self.outputs.get(name)
+            t.add_row(name, str(c["rx_packets"]), str(c["rx_bytes"]), str(c["tx_packets"]), str(c["tx_bytes"]),
+                      str(out) if out else "")  # fmt: skip
+        parts = [line, t]
+        if s["drops"]:
+            d = Table("drop reason", "packets", box=None)
+            for k, v in sorted(s["drops"].items(), key=lambda kv: -kv[1]):
+                d.add_row(k, str(v))
+            parts.append(d)
+        return Group(*parts)
+
+
+@dataclass
+class ReplayOptions:
+    """What `flowpath replay` was asked, as typed: IF=FILE specs, KEY=VALUE sysctls, output paths."""
+
+    net: Path
+    rules: Path | None = None
+    inputs: list[str] = field(default_factory=list)
+    out_dir: Path | None = None
+    outs: list[str] = field(default_factory=list)
+    stats: Path | None = None
+    flowtable: bool = True
+    bulk: bool = True
+    batch_size: int = 256
+    dump_conntrack: Path | None = None
+    dump_flowtable: Path | None = None
+    dump_xfrm: Path | None = None
+    sysctl: list[str] = field(default_factory=list)
+
+
+def parse_out_specs(specs: list[str]) -> dict[str, Path]:
+    """`--out IF=FILE` pairs."""
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--out {spec!r}: expected IF=FILE")
+        out[name] = Path(path)
+    return out
+
+
+def parse_sysctls(specs: list[str]) -> dict[str, int]:
+    """`--sysctl KEY=SECONDS` pairs."""
+    out = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise UsageError(f"--sysctl {spec!r}: expected KEY=SECONDS")
+        out[key.strip()] = int(value)
+    return out
+
+
+def run_replay(opts: ReplayOptions) -> ReplayResult:
+    """`flowpath replay`: check the options, load the network and the ruleset, check every output
+    path, forward the captures, then write the stats and the listings asked for.
+
+    Everything that can fail with a UsageError or ConfigError (exit 2) runs before the forwarding:
+    an unwritable path must not be found after the work.
+    """
+    from flowpath.config.ipbatch import load_network
+    from flowpath.config.nft import load_ruleset
+
+    if not opts.inputs:
+        raise UsageError("replay needs at least one --in IF=FILE")
+    if opts.out_dir is None and not opts.outs:
+        raise UsageError("replay needs --out-dir DIR or --out IF=FILE")
+    outs, sysctl = parse_out_specs(opts.outs), parse_sysctls(opts.sysctl)
+    net = load_network(opts.net)
+    ruleset = load_ruleset(opts.rules) if opts.rules is not None else None
+    inputs = parse_in_specs(opts.inputs)
+    if opts.out_dir is not None:
+        make_output_dir(opts.out_dir, "--out-dir")
+    dumps = (("--dump-flowtable", opts.dump_flowtable, lambda w: w.flowtable_listing()),
+             ("--dump-xfrm", opts.dump_xfrm, lambda w: w.xfrm_listing()),
+             ("--dump-conntrack", opts.dump_conntrack, lambda w: w.conntrack.listing(w.now_ns)))  # fmt: skip
+    targets = [(f"--out {name}", path) for name, path in outs.items()] + [("--stats", opts.stats)]
+    for option, path in targets + [(option, path) for option, path, _ in dumps]:
+        if path is not None:
+            check_writable(path, option)
+    res = replay(net, ruleset, inputs, opts.out_dir, outs, flowtable=opts.flowtable, bulk=opts.bulk,
+                 batch_size=opts.batch_size, stats_path=opts.stats, sysctl=sysctl)  # fmt: skip
+    for _, path, listing in dumps:
+        if path is not None:
+            path.write_text(listing(res.worker))
+    return res
 
 
 def parse_in_specs(specs: list[str]) -> list[tuple[str | None, Path]]:

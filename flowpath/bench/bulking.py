@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from flowpath import __version__
+from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult, no_ipsec_options
 from flowpath.bench.setup import (
     BASE_PORT,
     CLIENT,
@@ -174,3 +175,39 @@ def bulking(
         "duration_s": round(time.perf_counter() - t_start, 2),
         "results": results,
     }
+
+
+class BulkingResult(ScenarioResult):
+    """`bulking` results: a row per flow count, bulk on and off; two figures (Gbit/s and Mpps)."""
+
+    def table(self):
+        from rich.table import Table
+
+        r = self.data
+        t = Table("flows", "bulk Mpps", "no-bulk Mpps", "bulk Gbit/s (L2)", "no-bulk Gbit/s (L2)", "bulk gain",
+                  title=f"bulking, {r['frame_size']}-byte frames, 1 core, batch {r['batch_size']}")  # fmt: skip
+        for x in r["results"]:
+            t.add_row(f"{x['flows']:,}", f"{x['bulk']['mpps']:.3f}", f"{x['no_bulk']['mpps']:.3f}",
+                      f"{x['bulk']['gbps_l2']:.3f}", f"{x['no_bulk']['gbps_l2']:.3f}", f"{x['bulk_gain']:.2f}x")  # fmt: skip
+        return t
+
+    def plot(self, path):
+        from flowpath.bench.plot_scenarios import plot_bulking
+
+        return plot_bulking(self.data, path)
+
+
+class Bulking:
+    """`flowpath bench bulking`: the options it takes, and one run."""
+
+    name = "bulking"
+
+    def check(self, opts: BenchOptions) -> None:
+        no_ipsec_options(opts)
+
+    def run(self, opts: BenchOptions, progress: Progress) -> BulkingResult:
+        progress.start(self.name)
+        r = bulking(opts.flows, opts.frame_size or 128, quick=opts.quick, batch_size=opts.batch_size or 256,
+                    progress=progress.say)  # fmt: skip
+        progress.done()
+        return BulkingResult(r)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from flowpath import __version__
+from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult, no_ipsec_options
 from flowpath.bench.setup import (
     LAN_IF,
     NET,
@@ -160,3 +161,59 @@ def compile_times() -> dict:
     """Seconds from a fresh interpreter (imports done) to the first packet forwarded on the flowtable
     path: with an empty numba cache (every kernel compiled: cold) and with the cache that run wrote."""
     return fresh_interpreter_times("from flowpath.bench.flowtable import first_forward", "first_forward()")
+
+
+class ClassicVsFlowtableResult(ScenarioResult):
+    """`classic-vs-flowtable` results: the first flow count's figures at the top of the JSON (and the
+    compile times, when measured), every flow count under "results"; one bar chart."""
+
+    def __init__(self, results: list[dict], compiled: dict):
+        super().__init__({**results[0], **compiled, "results": results})
+        self.results, self.compiled = results, compiled
+
+    def table(self):
+        from rich.table import Table
+
+        r0, compiled = self.results[0], self.compiled
+        caption = "port batches; cold: a pool of batches restored first (frames and flowtable from memory)"
+        if compiled:
+            caption += (f"; first packet from a fresh interpreter: {compiled['compile_cold_s']:.1f} s compiling, "
+                        f"{compiled['compile_cached_s']:.2f} s from numba's cache")  # fmt: skip
+        t = Table("flows", "classic Mpps", "flowtable Mpps", "cold", "hook alone", "ratio", "Gbit/s (L2)",
+                  "B/flow", title=f"classic-vs-flowtable, {r0['frame_size']}-byte frames, 1 core, "
+                  f"batch {r0['batch_size']}", caption=caption)  # fmt: skip
+        for r in self.results:
+            t.add_row(f"{r['flows']:,}", f"{r['classic_mpps']:.4f}", f"{r['flowtable_mpps']:.2f}",
+                      f"{r['flowtable_mpps_cold']:.2f}", f"{r['kernel_mpps']:.2f}", f"{r['ratio']:.0f}x",
+                      f"{r['flowtable_gbps_l2']:.2f}", f"{r['bytes_per_flow']:.0f}")  # fmt: skip
+        return t
+
+    def plot(self, path):
+        from flowpath.bench.plot import plot_classic_vs_flowtable
+
+        plot_classic_vs_flowtable(self.results, path)
+        return [path]
+
+
+class ClassicVsFlowtable:
+    """`flowpath bench classic-vs-flowtable`: compile times first (not with --quick), then each flow
+    count."""
+
+    name = "classic-vs-flowtable"
+
+    def check(self, opts: BenchOptions) -> None:
+        no_ipsec_options(opts)
+
+    def run(self, opts: BenchOptions, progress: Progress) -> ClassicVsFlowtableResult:
+        compiled = {}
+        if not opts.quick:  # every kernel the first packet needs, compiled in a fresh interpreter
+            progress.start("numba compile times (fresh interpreters)")
+            compiled = {f"compile_{k}": round(v, 3) for k, v in compile_times().items()}
+            progress.done(None)
+        results = []
+        for n in opts.flows or (1000,):
+            progress.start(f"{n} flows")
+            results.append(classic_vs_flowtable(opts.frame_size or 64, n, quick=opts.quick,
+                                                batch_size=opts.batch_size or BATCH, progress=progress.say))  # fmt: skip
+            progress.done()
+        return ClassicVsFlowtableResult(results, compiled)

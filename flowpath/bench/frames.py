@@ -22,6 +22,8 @@ from flowpath.bench.bulking import (
     time_passes,
     traffic_pool,
 )  # fmt: skip
+from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult, no_ipsec_options
+from flowpath.errors import UsageError
 from flowpath.trafgen.imix import ETH_L1_OVERHEAD, mean_size
 
 SIZES = (64, 128, 512, 1518, "imix")
@@ -70,3 +72,43 @@ def frame_sizes_scenario(
         "duration_s": round(time.perf_counter() - t_start, 2),
         "results": results,
     }
+
+
+class FrameSizesResult(ScenarioResult):
+    """`frame-sizes` results: a row per frame size, next to the line rates; one two-panel figure."""
+
+    def table(self):
+        from rich.table import Table
+
+        r = self.data
+        t = Table("frame size", "Mpps", "Gbit/s (L2)", "Gbit/s (L1)", "10GbE Mpps", "100GbE Mpps",
+                  title=f"frame-sizes, {r['flows']:,} flows, 1 core, batch {r['batch_size']}")  # fmt: skip
+        for x in r["results"]:
+            t.add_row(str(x["frame_size"]), f"{x['mpps']:.3f}", f"{x['gbps_l2']:.3f}", f"{x['gbps_l1']:.3f}",
+                      f"{x['line_rate_mpps']['10GbE']:.2f}", f"{x['line_rate_mpps']['100GbE']:.2f}")  # fmt: skip
+        return t
+
+    def plot(self, path):
+        from flowpath.bench.plot_scenarios import plot_frame_sizes
+
+        return plot_frame_sizes(self.data, path)
+
+
+class FrameSizes:
+    """`flowpath bench frame-sizes`: one flow count, every size of SIZES."""
+
+    name = "frame-sizes"
+
+    def check(self, opts: BenchOptions) -> None:
+        no_ipsec_options(opts)
+        if opts.flows is not None and len(opts.flows) != 1:
+            raise UsageError("frame-sizes runs at one flow count: --flows N")
+        if opts.frame_size is not None:
+            raise UsageError("frame-sizes measures 64, 128, 512, 1518 and IMIX; it takes no --frame-size")
+
+    def run(self, opts: BenchOptions, progress: Progress) -> FrameSizesResult:
+        progress.start(self.name)
+        r = frame_sizes_scenario(opts.flows[0] if opts.flows else 1000, quick=opts.quick,
+                                 batch_size=opts.batch_size or 256, progress=progress.say)  # fmt: skip
+        progress.done()
+        return FrameSizesResult(r)

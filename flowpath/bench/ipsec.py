@@ -27,6 +27,7 @@ import numpy as np
 
 from flowpath import __version__
 from flowpath.bench.bulking import EST_TS_NS, RUN_TS_NS, rates
+from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult
 from flowpath.bench.setup import PoolState, flow_ports, time_pool, udp_frame
 from flowpath.counters import TX_PACKETS
 from flowpath.errors import UsageError
@@ -441,3 +442,70 @@ def ipsec_sizes(flows=None, sizes=SIZES, *, alg: str = "gcm", quick: bool = Fals
         "duration_s": round(time.perf_counter() - t_start, 2),
         "results": results,
     }
+
+
+class IpsecResult(ScenarioResult):
+    """`ipsec-flows` and `ipsec-sizes` results: a row per point, encap and decap; ipsec-flows draws
+    two figures (Gbit/s and Mpps), ipsec-sizes one with two panels."""
+
+    def table(self):
+        from rich.table import Table
+
+        r = self.data
+        t = Table("flows", "size", "bulk", "enc Mpps", "enc Gb/s", "dec Mpps", "dec Gb/s", "enc/dec Mpps warm",
+                  "timed fast/slow", title=f"{r['scenario']}, {r['alg']}, 1 core, batch {r['batch_size']}",
+                  caption="Gb/s of the inner L2 frames (FCS counted); cold: the pool restored first, warm: each "
+                  "batch just before its poll; packets per path of encap + decap (cold)")  # fmt: skip
+        for x in r["results"]:
+            e, d = x["encap"], x["decap"]
+            t.add_row(f"{x['flows']:,}", str(x["frame_size"]), "on" if x["bulk"] else "off",
+                      f"{x['encap_mpps']:.4g}", f"{x['encap_gbps']:.4g}", f"{x['decap_mpps']:.4g}",
+                      f"{x['decap_gbps']:.4g}", f"{x['encap_mpps_warm']:.4g} / {x['decap_mpps_warm']:.4g}",
+                      f"{e['fastpath_packets'] + d['fastpath_packets']:,}/"
+                      f"{e['slowpath_packets'] + d['slowpath_packets']:,}")  # fmt: skip
+        return t
+
+    def plot(self, path):
+        from flowpath.bench import plot_scenarios
+
+        if self.data["scenario"] == "ipsec-flows":
+            return plot_scenarios.plot_ipsec_flows(self.data, path)
+        return plot_scenarios.plot_ipsec_sizes(self.data, path)
+
+
+def _kw(opts: BenchOptions, progress: Progress) -> dict:
+    return dict(alg=opts.alg, quick=opts.quick, batch_size=opts.batch_size or 256, packets=opts.packets,
+                reps=opts.reps, progress=progress.say)  # fmt: skip
+
+
+class IpsecFlows:
+    """`flowpath bench ipsec-flows`: one frame size, each flow count, bulk on and off."""
+
+    name = "ipsec-flows"
+
+    def check(self, opts: BenchOptions) -> None:
+        check_options(opts.alg, (opts.frame_size or 128,), opts.flows or [1])
+
+    def run(self, opts: BenchOptions, progress: Progress) -> IpsecResult:
+        progress.start(self.name)
+        r = ipsec_flows(opts.flows, opts.frame_size or 128, **_kw(opts, progress))
+        progress.done()
+        return IpsecResult(r)
+
+
+class IpsecSizes:
+    """`flowpath bench ipsec-sizes`: every size of SIZES at each flow count, bulk on."""
+
+    name = "ipsec-sizes"
+
+    def check(self, opts: BenchOptions) -> None:
+        if opts.frame_size is not None:
+            raise UsageError(f"ipsec-sizes measures {', '.join(map(str, SIZES))}-byte frames; it takes no "
+                             "--frame-size")  # fmt: skip
+        check_options(opts.alg, SIZES, opts.flows or [1])
+
+    def run(self, opts: BenchOptions, progress: Progress) -> IpsecResult:
+        progress.start(self.name)
+        r = ipsec_sizes(opts.flows, **_kw(opts, progress))
+        progress.done()
+        return IpsecResult(r)

@@ -230,7 +230,8 @@ def time_port(poll: Callable[[PacketBatch], object], feed: PortFeed, reps: int, 
 def fresh_interpreter_times(setup: str, stmt: str) -> dict:
     """Seconds of `stmt` after `setup` in a fresh interpreter, with an empty numba cache (cold_s: every
     kernel it calls compiled) and again with the cache that run wrote (cached_s). The user's own
-    caches are neither read nor written (NUMBA_CACHE_DIR is a temporary directory)."""
+    caches are neither read nor written: NUMBA_CACHE_DIR is a temporary directory, in which
+    `import flowpath` uses flowpath/<key> (flowpath/numba_cache.py), the same in both runs."""
     code = f"import time\n{setup}\nt = time.perf_counter()\n{stmt}\nprint(time.perf_counter() - t)"
     out = {}
     with tempfile.TemporaryDirectory() as d:
