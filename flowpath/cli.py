@@ -110,8 +110,19 @@ def replay(
         bool, typer.Option("--no-bulk", help="Transmit one packet per call (no grouping).")
     ] = False,
     batch_size: Annotated[
-        int, typer.Option("--batch", min=1, max=65536, help="Packets per poll batch.")
+        int,
+        typer.Option("--batch", min=1, max=65536, help="Poll budget: at most this many packets per poll (NAPI weight)."),
     ] = 256,
+    rx_usecs: Annotated[
+        int,
+        typer.Option(
+            "--rx-usecs",
+            min=0,
+            max=10_000_000,
+            help="Interrupt coalescing (ethtool -C rx-usecs): a poll runs this long after the first packet "
+            "it finds waiting, and holds what had arrived by then.",
+        ),
+    ] = 50,
     dump_conntrack: Annotated[
         Optional[Path], typer.Option("--dump-conntrack", help="Write the final `conntrack -L` listing.")
     ] = None,
@@ -139,7 +150,7 @@ def replay(
     from flowpath.replay import ReplayOptions, run_replay
 
     res = run_replay(ReplayOptions(net, rules, inputs or [], out_dir, outs or [], stats, flowtable=not no_flowtable,
-                                   bulk=not no_bulk, batch_size=batch_size, dump_conntrack=dump_conntrack,
+                                   bulk=not no_bulk, batch_size=batch_size, rx_usecs=rx_usecs, dump_conntrack=dump_conntrack,
                                    dump_flowtable=dump_flowtable, dump_xfrm=dump_xfrm, sysctl=sysctl or []))  # fmt: skip
     if not quiet:
         _env.console().print(res.summary())

@@ -16,6 +16,8 @@ from flowpath.errors import UsageError
 from flowpath.outputs import check_writable, make_output_dir
 from flowpath.packet.batch import PacketBatch
 
+RX_USECS = 50  # replay's default interrupt coalescing (next_poll_ns)
+
 
 @dataclass
 class ReplayResult:
@@ -60,6 +62,7 @@ class ReplayOptions:
     flowtable: bool = True
     bulk: bool = True
     batch_size: int = 256
+    rx_usecs: int = RX_USECS
     dump_conntrack: Path | None = None
     dump_flowtable: Path | None = None
     dump_xfrm: Path | None = None
@@ -116,7 +119,7 @@ def run_replay(opts: ReplayOptions) -> ReplayResult:
         if path is not None:
             check_writable(path, option)
     res = replay(net, ruleset, inputs, opts.out_dir, outs, flowtable=opts.flowtable, bulk=opts.bulk,
-                 batch_size=opts.batch_size, stats_path=opts.stats, sysctl=sysctl)  # fmt: skip
+                 batch_size=opts.batch_size, rx_usecs=opts.rx_usecs, stats_path=opts.stats, sysctl=sysctl)  # fmt: skip
     for _, path, listing in dumps:
         if path is not None:
             path.write_text(listing(res.worker))
@@ -162,10 +165,13 @@ def replay(
     flowtable: bool = True,
     bulk: bool = True,
     batch_size: int = 256,
+    rx_usecs: int = RX_USECS,
     stats_path: Path | None = None,
     sysctl: dict[str, int] | None = None,
 ) -> ReplayResult:
-    """Forward every packet of `inputs`; write DIR/IF.pcap (or the `outs` files); return the counters."""
+    """Forward every packet of `inputs`; write DIR/IF.pcap (or the `outs` files); return the counters.
+
+    The packets reach the Worker in polls as a NAPI driver would deliver them (poll_times)."""
     from flowpath.datapath import Worker
     from flowpath.ports.pcap import PcapWriter
 
@@ -185,9 +191,12 @@ def replay(
     try:
         streams = [_records(net, name, path, k) for k, (name, path) in enumerate(inputs)]
         batch = PacketBatch(batch_size)
+        poll_ns = -1  # the time of the poll being filled, or of the last one
         for ts_ns, _, _, ifindex, data in heapq.merge(*streams):
-            if batch.n and ts_ns >= worker.next_gc_ns:
-                _run(worker, batch, writers)  # a poll never spans a GC run (1 s of packet time)
+            if batch.n and (ts_ns > poll_ns or ts_ns >= worker.next_gc_ns):
+                _run(worker, batch, writers)  # later than the poll, or past a GC run (1 s of packet time)
+            if not batch.n:
+                poll_ns = next_poll_ns(poll_ns, ts_ns, rx_usecs * 1000)
             batch.append(data, ifindex, ts_ns)
             if batch.n == batch.capacity:
                 _run(worker, batch, writers)
@@ -200,6 +209,15 @@ def replay(
     if stats_path is not None:
         stats_path.write_text(json.dumps(stats, indent=2) + "\n")
     return ReplayResult(stats, paths, worker)
+
+
+def next_poll_ns(last_poll_ns: int, ts_ns: int, coalesce_ns: int) -> int:
+    """When the poll that takes a packet arriving at ts_ns runs: right away (NAPI polls again) when the
+    packet was already waiting at the last poll, which had used its whole budget; else coalesce_ns
+    after it arrived (the interrupt that ethtool's rx-usecs delays). A poll holds, up to its budget,
+    the packets that had arrived by its time. No Linux counterpart as such (napi_poll, the driver's
+    interrupt moderation); it makes replay's polls look like a loaded gateway's."""
+    return last_poll_ns if ts_ns <= last_poll_ns else ts_ns + coalesce_ns
 
 
 def _run(worker, batch: PacketBatch, writers: dict) -> None:

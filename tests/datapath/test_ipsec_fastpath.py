@@ -38,6 +38,10 @@ ALGS = {  # name: (ip xfrm aead, key + salt, Scapy name)
     ),
 }
 OUTER = {4: ("192.0.2.1", "192.0.2.2", 24), 6: ("2001:db8:f::1", "2001:db8:f::2", 64)}
+# These traces mix fast and slow packets within small polls: replay fills each poll up to its budget
+# (coalescing far longer than a trace), as it did before polls followed arrival times.
+FILL = 10**6  # rx_usecs
+
 INNER = {  # gateway's LAN address, host, local net, remote net, remote host
     4: ("10.1.0.1/16", "10.1.0.5", "10.1.0.0/16", "10.2.0.0/16", "10.2.0.7"),
     6: ("fd01::1/64", "fd01::5", "fd01::/64", "fd02::/64", "fd02::7"),
@@ -123,7 +127,7 @@ def _bytes(out):
 
 def test_offloaded_flow_is_encrypted_and_decrypted_on_the_fast_path(tmp_path):
     net, rules = gw()
-    out, stats, res = run(tmp_path, trace(), net=net, rules=rules, batch_size=4)
+    out, stats, res = run(tmp_path, trace(), net=net, rules=rules, batch_size=4, rx_usecs=FILL)
     # replay's first poll holds one packet (up0, then the first GC tick); the next batch (dn0, up1, dn1,
     # up2) takes the classic path and dn0 offloads the flow; the rest is fast, both ways
     assert stats["slowpath_packets"] == 5 and stats["fastpath_packets"] == 15, stats
@@ -176,7 +180,7 @@ def test_fast_path_matches_the_classic_path_and_scapy(tmp_path, alg, outer, inne
     pk = trace(**kw)
     for sub in ("fast", "slow"):
         (tmp_path / sub).mkdir()
-    out_fast, s_fast, _ = run(tmp_path / "fast", pk, net=gw(**kw)[0], rules=gw(**kw)[1], batch_size=4)
+    out_fast, s_fast, _ = run(tmp_path / "fast", pk, net=gw(**kw)[0], rules=gw(**kw)[1], batch_size=4, rx_usecs=FILL)
     out_slow, s_slow, _ = run(
         tmp_path / "slow", trace(**kw), net=gw(**kw)[0], rules=gw(**kw)[1], flowtable=False
     )
@@ -213,7 +217,7 @@ def test_decrypted_traffic_still_needs_the_policy_and_bad_esp_is_counted(tmp_pat
     alien = Ether(src=PEER_MAC, dst=GW_WAN) / scapy_sa(0x7777).encrypt(down)
     plain = Ether(src=PEER_MAC, dst=GW_WAN) / down
     extra = [("wan0", p) for p in (plain, esp, Ether(bytes(esp)), bad_icv, short, alien, plain)]
-    out, stats, _ = run(tmp_path, pk + extra, net=net, rules=rules, batch_size=4)
+    out, stats, _ = run(tmp_path, pk + extra, net=net, rules=rules, batch_size=4, rx_usecs=FILL)
     assert [bytes(p[Raw]) for p in out["lan0"]] == [b"dn00", b"dn01", b"dn02", b"dn03", b"late"]
     assert stats["drops"] == {"xfrm_policy": 2, "xfrm_in_replay": 1, "xfrm_in_icv": 1, "xfrm_in_hdr": 1,
                               "xfrm_no_state": 1}, stats["drops"]  # fmt: skip
@@ -240,7 +244,7 @@ def test_oversize_inner_packet_gets_frag_needed_with_the_esp_overhead(tmp_path):
         ok = ok / UDP(sport=1111, dport=2222) / Raw(bytes(mtu - 28 - (20 if inner == 6 else 0)))
         pk = trace(outer=outer, inner=inner, n=4) + [("lan0", big), ("lan0", ok)]
         (tmp_path / f"{outer}{inner}").mkdir()
-        out, stats, _ = run(tmp_path / f"{outer}{inner}", pk, net=net, rules=rules, batch_size=4)
+        out, stats, _ = run(tmp_path / f"{outer}{inner}", pk, net=net, rules=rules, batch_size=4, rx_usecs=FILL)
         icmp = [p for p in out["lan0"] if p.haslayer(ICMP) or p.haslayer(ICMPv6PacketTooBig)]
         assert len(icmp) == 1, out["lan0"]
         if inner == 4:
@@ -265,7 +269,7 @@ def test_sa_lifetime_ends_on_the_fast_path_and_flows_are_torn_down(tmp_path):
     for ft in (True, False):
         (tmp_path / str(ft)).mkdir()
         net, rules = parse_network(text, "ipsec.ip"), parse_ruleset(RULES)
-        out, stats, res = run(tmp_path / str(ft), trace(), net=net, rules=rules, batch_size=4, flowtable=ft)
+        out, stats, res = run(tmp_path / str(ft), trace(), net=net, rules=rules, batch_size=4, rx_usecs=FILL, flowtable=ft)
         assert len(out["wan0"]) == 6 and [p[ESP].seq for p in out["wan0"]] == [1, 2, 3, 4, 5, 6]
         assert len(out["lan0"]) == 10  # the inbound SA has no limit
         drops = stats["drops"]
@@ -303,7 +307,7 @@ def test_sequence_numbers_follow_the_wire_order_with_several_groups_on_one_sa(tm
         if k < 6:  # one reply per flow: offloaded from then on
             dn = inner_ip(inner, remote, host) / UDP(sport=2222, dport=sport) / Raw(b"dn")
             pk.append(("wan0", Ether(src=PEER_MAC, dst=GW_WAN) / peer.encrypt(dn)))
-    out, stats, _ = run(tmp_path, pk, net=net, rules=rules, batch_size=8)
+    out, stats, _ = run(tmp_path, pk, net=net, rules=rules, batch_size=8, rx_usecs=FILL)
     assert stats["fastpath_packets"] > 20 and stats["drops"] == {}
     wan = out["wan0"]
     assert [p[ESP].seq for p in wan] == list(range(1, 41))
@@ -325,7 +329,7 @@ def test_several_flowtables_give_the_same_bytes(tmp_path):
     for k, rules in enumerate((RULES, two)):
         (tmp_path / str(k)).mkdir()
         out, stats, res = run(tmp_path / str(k), pk, net=parse_network(text, "n.ip"), rules=parse_ruleset(rules),
-                              batch_size=8)  # fmt: skip
+                              batch_size=8, rx_usecs=FILL)  # fmt: skip
         assert len(res.worker.flowtables) == k + 1 and stats["drops"] == {}
         assert stats["fastpath_packets"] > 10
         outs.append(_bytes(out))
@@ -340,7 +344,7 @@ def test_no_bulk_gives_the_same_bytes(tmp_path):
         (tmp_path / str(k)).mkdir()
         net, rules = gw(outer=6, inner=4)
         out, stats, _ = run(
-            tmp_path / str(k), trace(outer=6, inner=4), net=net, rules=rules, batch_size=4, **kw
+            tmp_path / str(k), trace(outer=6, inner=4), net=net, rules=rules, batch_size=4, rx_usecs=FILL, **kw
         )
         assert stats["drops"] == {} and stats["fastpath_packets"] == (0 if k == 2 else 15)
         outs.append(_bytes(out))
@@ -378,7 +382,7 @@ def test_inbound_rekey_moves_the_flow_to_the_new_sa(tmp_path):
     for k, ft in enumerate((True, False)):
         (tmp_path / str(k)).mkdir()
         out, stats, res = run(tmp_path / str(k), pk, net=parse_network(text, "rekey.ip"), rules=parse_ruleset(RULES),
-                              batch_size=4, flowtable=ft)  # fmt: skip
+                              batch_size=4, rx_usecs=FILL, flowtable=ft)  # fmt: skip
         assert stats["drops"] == {}, stats["drops"]
         assert [bytes(p[Raw]) for p in out["lan0"]] == [b"dn%02d" % k for k in range(16)]
         outs.append(_bytes(out))

@@ -181,3 +181,40 @@ def test_a_reply_400_s_after_the_exchange_finds_no_connection(tmp_path, flowtabl
     assert len(out.get("lan0", [])) == 2  # the late reply is not forwarded to 192.168.1.10
     if flowtable:
         assert stats["flows_expired"] == 1
+
+
+# -- 9. replay's polls follow arrival times ------------------------------------------------------------
+
+
+def small_capture(n=45, span_s=0.05):
+    """n packets of one UDP exchange spread over span_s, LAN and WAN alternating."""
+    from gateway import UPSTREAM
+
+    t0, out = 1_700_000_000.0, []
+    for k in range(n):
+        if k % 2 == 0:
+            p = Ether(**LAN) / IP(src="192.168.1.10", dst="198.51.100.7") / UDP(sport=5000, dport=53)
+        else:
+            p = Ether(src=UPSTREAM, dst="02:00:00:00:02:01") / IP(src="198.51.100.7", dst="203.0.113.1")
+            p = p / UDP(sport=53, dport=5000)
+        out.append(("lan0" if k % 2 == 0 else "wan0", at(t0 + k * span_s / n, p / Raw(b"%02d" % k))))
+    return out
+
+
+def test_a_small_capture_reaches_the_fast_path(tmp_path):
+    """45 packets over 50 ms: each poll holds what had arrived by then (50 us of coalescing), so once
+    the reply offloads the flow the rest is forwarded by the flowtable, as on a gateway."""
+    out, stats, _ = run(tmp_path, small_capture())
+    assert stats["slowpath_packets"] == 2 and stats["fastpath_packets"] == 43  # out, then the reply offloads
+    assert len(out["wan0"]) == 23 and len(out["lan0"]) == 22
+    (tmp_path / "one-poll").mkdir()
+    _, batched, _ = run(tmp_path / "one-poll", small_capture(), rx_usecs=10**6)  # a poll of 256 holds all
+    assert batched["fastpath_packets"] == 0
+
+
+def test_next_poll_follows_napi():
+    from flowpath.replay import next_poll_ns
+
+    assert next_poll_ns(-1, 1000, 50_000) == 51_000  # idle: the interrupt comes rx-usecs later
+    assert next_poll_ns(51_000, 40_000, 50_000) == 51_000  # still waiting after a full poll: polled again now
+    assert next_poll_ns(51_000, 60_000, 0) == 60_000  # no coalescing
