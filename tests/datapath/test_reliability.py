@@ -218,3 +218,73 @@ def test_next_poll_follows_napi():
     assert next_poll_ns(-1, 1000, 50_000) == 51_000  # idle: the interrupt comes rx-usecs later
     assert next_poll_ns(51_000, 40_000, 50_000) == 51_000  # still waiting after a full poll: polled again now
     assert next_poll_ns(51_000, 60_000, 0) == 60_000  # no coalescing
+
+
+# -- 10b. what the flowtable forwards and the classic path drops, as in Linux ----------------------------
+# nf_flow_offload_ip_hook (net/netfilter/nf_flow_table_ip.c) runs at netdev ingress, before ip_rcv and
+# conntrack: it checks neither checksums nor the UDP length nor conntrack's TCP rules nor pkt_type.
+# An established flow's packet with such a defect is forwarded by Linux's flowtable and dropped by
+# its classic path; flowpath does the same, and the README says so next to the byte-identity claim.
+
+
+def _udp_flow(defect):
+    """LAN->WAN, the reply (which offloads the flow), then `defect` (a LAN frame's bytes)."""
+    from gateway import UPSTREAM
+
+    o = Ether(**LAN) / IP(src="192.168.1.10", dst="198.51.100.7") / UDP(sport=5000, dport=53) / Raw(b"q" * 10)
+    r = Ether(src=UPSTREAM, dst="02:00:00:00:02:01") / IP(src="198.51.100.7", dst="203.0.113.1")
+    r = r / UDP(sport=53, dport=5000) / Raw(b"r" * 10)
+    return [("lan0", o), ("wan0", r), ("lan0", Ether(defect(bytearray(bytes(o)))))]
+
+
+def _flip(off):
+    def defect(b):
+        b[off] ^= 0xFF
+        return bytes(b)
+
+    return defect
+
+
+def _udp_len_past_the_datagram(b):
+    b[38:40] = (200).to_bytes(2, "big")  # udphdr.len; the checksum no longer matters to the flowtable
+    return bytes(b)
+
+
+def _other_mac(b):
+    b[0:6] = bytes.fromhex("020000000909")
+    return bytes(b)
+
+
+@pytest.mark.parametrize(
+    ("defect", "classic_drop"),
+    [(_flip(24), "ip_csum"), (_flip(40), "netfilter_drop"), (_udp_len_past_the_datagram, "netfilter_drop"),
+     (_other_mac, "mac_mismatch")],
+    ids=["bad-ip-checksum", "bad-udp-checksum", "udp-length-past-datagram", "unicast-to-another-mac"],
+)  # fmt: skip
+def test_flowtable_forwards_what_linux_flowtable_forwards(tmp_path, defect, classic_drop):
+    (tmp_path / "ft").mkdir(), (tmp_path / "classic").mkdir()
+    fast, s_fast, _ = run(tmp_path / "ft", _udp_flow(defect))
+    slow, s_slow, _ = run(tmp_path / "classic", _udp_flow(defect), flowtable=False)
+    assert len(fast["wan0"]) == 2 and s_fast["fastpath_packets"] == 1 and s_fast["drops"] == {}
+    assert len(slow["wan0"]) == 1 and s_slow["drops"] == {classic_drop: 1}
+    sent = fast["wan0"][1]
+    assert sent[IP].src == "203.0.113.1" and sent[IP].ttl == 63  # NATed and TTL decremented like any hit
+
+
+def test_flowtable_forwards_a_tcp_segment_conntrack_calls_invalid(tmp_path):
+    """nf_flow_state_check only looks for FIN/RST: a segment without flags is forwarded on the fast
+    path, where the classic path's `ct state invalid drop` refuses it (tcp_error: invalid flags)."""
+    from gateway import UPSTREAM
+    from scapy.all import TCP
+
+    wan = dict(src=UPSTREAM, dst="02:00:00:00:02:01")
+    syn = IP(src="192.168.1.10", dst="198.51.100.7") / TCP(sport=4000, dport=80, flags="S", seq=1000)
+    synack = IP(src="198.51.100.7", dst="203.0.113.1") / TCP(sport=80, dport=4000, flags="SA", seq=5000, ack=1001)
+    ack = IP(src="192.168.1.10", dst="198.51.100.7") / TCP(sport=4000, dport=80, flags="A", seq=1001, ack=5001)
+    null = IP(src="192.168.1.10", dst="198.51.100.7") / TCP(sport=4000, dport=80, flags="", seq=1001, ack=5001)
+    pkts = lambda: [lan(syn), ("wan0", Ether(**wan) / synack), lan(ack), lan(null)]  # noqa: E731
+    (tmp_path / "ft").mkdir(), (tmp_path / "classic").mkdir()
+    fast, s_fast, _ = run(tmp_path / "ft", pkts())
+    slow, s_slow, _ = run(tmp_path / "classic", pkts(), flowtable=False)
+    assert len(fast["wan0"]) == 3 and s_fast["fastpath_packets"] == 1
+    assert len(slow["wan0"]) == 2 and s_slow["drops"] == {"netfilter_drop": 1}
