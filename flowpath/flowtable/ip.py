@@ -105,9 +105,8 @@ SLOW_TCP_STATE = int(Reason.SLOW_TCP_STATE)
 SLOW_EXTHDR = int(Reason.SLOW_EXTHDR)
 SLOW_NO_ENTRY = int(Reason.SLOW_NO_ENTRY)
 # A header too short or inconsistent for the flowtable: Linux's nf_flow_tuple_ip fails its
-# pskb_may_pull and the packet takes the classic path, which drops and counts it. Until reason.py
-# has a dedicated SLOW_MALFORMED, such packets go slow as "no entry" (the lookup did fail).
-SLOW_MALFORMED = int(getattr(Reason, "SLOW_MALFORMED", Reason.SLOW_NO_ENTRY))
+# pskb_may_pull and the packet takes the classic path, which drops and counts it.
+SLOW_MALFORMED = int(Reason.SLOW_MALFORMED)
 EXT_HDR_0, EXT_HDR_1, EXT_HDR_2, EXT_HDR_3, EXT_HDR_4, EXT_HDR_5 = IPV6_EXT_HDRS
 
 
