@@ -17,7 +17,17 @@ import numpy as np
 from numba import njit
 
 from flowpath.flowtable.ip import FLOW_FORWARD
-from flowpath.flowtable.key import K_PROTO, V_H_DEST, V_H_SOURCE, V_OIFIDX, V_XMIT, XMIT_VLAN
+from flowpath.flowtable.key import (
+    K_PROTO,
+    V_H_DEST,
+    V_H_SOURCE,
+    V_OIFIDX,
+    V_XMIT,
+    proto_l3,
+    xmit_has_vlan,
+    xmit_l2,
+    xmit_vlan,
+)
 from flowpath.flowtable.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.packet.layout import ETH_ALEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN
 
@@ -31,8 +41,8 @@ def same_neigh(key, val, e1, e2):
         key[e1, V_OIFIDX] == key[e2, V_OIFIDX]
         and val[e1, V_H_DEST] == val[e2, V_H_DEST]
         and val[e1, V_H_SOURCE] == val[e2, V_H_SOURCE]
-        and (key[e1, V_XMIT] >> 4) == (key[e2, V_XMIT] >> 4)  # xmit type + VLAN, not dir
-        and (key[e1, K_PROTO] >> 8) == (key[e2, K_PROTO] >> 8)
+        and xmit_l2(key[e1, V_XMIT]) == xmit_l2(key[e2, V_XMIT])
+        and proto_l3(key[e1, K_PROTO]) == proto_l3(key[e2, K_PROTO])
     )
 
 
@@ -154,12 +164,13 @@ def flow_hard_header(key, val, e, hdr, g):
     for j in range(ETH_ALEN):
         hdr[g, j] = (d >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
         hdr[g, ETH_ALEN + j] = (s >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
-    proto = ETH_P_IP if (key[e, K_PROTO] >> 8) == 4 else ETH_P_IPV6
+    proto = ETH_P_IP if proto_l3(key[e, K_PROTO]) == 4 else ETH_P_IPV6
     off = 2 * ETH_ALEN
     xmit = key[e, V_XMIT]
-    if xmit & XMIT_VLAN:
+    if xmit_has_vlan(xmit):
+        tci = xmit_vlan(xmit)
         hdr[g, off], hdr[g, off + 1] = ETH_P_8021Q >> 8, ETH_P_8021Q & 0xFF
-        hdr[g, off + 2], hdr[g, off + 3] = (xmit >> 24) & 0xFF, (xmit >> 16) & 0xFF
+        hdr[g, off + 2], hdr[g, off + 3] = (tci >> 8) & 0xFF, tci & 0xFF
         off += VLAN.size
     hdr[g, off], hdr[g, off + 1] = proto >> 8, proto & 0xFF
     return off + 2

@@ -47,7 +47,6 @@ from flowpath.flowtable.key import (
     V_PACKETS,
     V_TIMEOUT,
     V_XMIT,
-    XMIT_VLAN,
     flow_key_equal,
     flow_key_equal_ipv4,
     flow_offload_hash,
@@ -55,6 +54,13 @@ from flowpath.flowtable.key import (
     flow_offload_probe,
     flow_offload_probe_ipv4,
     flow_offload_probe_tag,
+    flow_proto,
+    ports_dst,
+    ports_src,
+    proto_l3,
+    proto_l4,
+    xmit_dir,
+    xmit_has_vlan,
 )
 from flowpath.flowtable.prefetch import prefetch
 from flowpath.packet.csum import (
@@ -147,7 +153,7 @@ def nf_flow_tuple_ip_words(b, nhoff, l3len):
     if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
         return SLOW_MALFORMED, z, z, z, z
     saddr, daddr, ports = ld32(b, nhoff + IPH.saddr), ld32(b, nhoff + IPH.daddr), ld32(b, thoff)
-    return FLOW_FORWARD, (4 << 8) | l4proto, saddr, daddr, ports
+    return FLOW_FORWARD, flow_proto(4, l4proto), saddr, daddr, ports
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -207,7 +213,7 @@ def nf_flow_tuple_ipv6(b, nhoff, l3len, iifidx, k, koff):
     if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
         return SLOW_MALFORMED
     k[koff + K_IIFIDX] = iifidx
-    k[koff + K_PROTO] = (6 << 8) | l4proto
+    k[koff + K_PROTO] = flow_proto(6, l4proto)
     for w in range(4):
         k[koff + K_SADDR + w] = ld32(b, nhoff + IP6H.saddr + 4 * w)
         k[koff + K_DADDR + w] = ld32(b, nhoff + IP6H.daddr + 4 * w)
@@ -280,7 +286,7 @@ def nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, aoff, new6, noff):
 
 @njit(cache=True, nogil=True, inline="always")
 def _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
-    nf_flow_nat_port(b, thoff, l4proto, TCPH.source, val[e, V_NAT_PORTS] >> 16)
+    nf_flow_nat_port(b, thoff, l4proto, TCPH.source, ports_src(val[e, V_NAT_PORTS]))
     if l3proto == 4:
         nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.saddr, val[e, V_NAT_SADDR])
     else:
@@ -289,7 +295,7 @@ def _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
 
 @njit(cache=True, nogil=True, inline="always")
 def _nat_dst(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
-    nf_flow_nat_port(b, thoff, l4proto, TCPH.dest, val[e, V_NAT_PORTS] & 0xFFFF)
+    nf_flow_nat_port(b, thoff, l4proto, TCPH.dest, ports_dst(val[e, V_NAT_PORTS]))
     if l3proto == 4:
         nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.daddr, val[e, V_NAT_DADDR])
     else:
@@ -356,15 +362,15 @@ def nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, dir_, val, e):
         old, new = ld32(b, nhoff + IPH.saddr), val[e, V_NAT_SADDR]
         ip_terms += _csum32_terms(old, new)
         st32(b, nhoff + IPH.saddr, new)
-        newp = val[e, V_NAT_PORTS] >> 16
-        port_terms += ((~(ports >> 16)) & 0xFFFF) + newp
+        newp = ports_src(val[e, V_NAT_PORTS])
+        port_terms += ((~ports_src(ports)) & 0xFFFF) + newp
         st16(b, thoff + TCPH.source, newp)
     if dst:
         old, new = ld32(b, nhoff + IPH.daddr), val[e, V_NAT_DADDR]
         ip_terms += _csum32_terms(old, new)
         st32(b, nhoff + IPH.daddr, new)
-        newp = val[e, V_NAT_PORTS] & 0xFFFF
-        port_terms += ((~ports) & 0xFFFF) + newp
+        newp = ports_dst(val[e, V_NAT_PORTS])
+        port_terms += ((~ports_dst(ports)) & 0xFFFF) + newp
         st16(b, thoff + TCPH.dest, newp)
     csum_replace_terms(b, nhoff + IPH.check, ip_terms, False)
     if l4proto == IPPROTO_TCP:
@@ -405,7 +411,7 @@ def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_ud
     flags = key[e, V_FLAGS]
     nhoff = head + ETH_HLEN
     proto = key[e, K_PROTO]
-    l3proto, l4proto = proto >> 8, proto & 0xFF
+    l3proto, l4proto = proto_l3(proto), proto_l4(proto)
     if l3proto == 4:
         l3len = ld16(b, nhoff + IPH.tot_len)
         thoff = nhoff + IPH.size
@@ -414,7 +420,7 @@ def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_ud
         thoff = nhoff + IP6H.size
     if l3len > key[e, V_MTU]:  # nf_flow_exceeds_mtu
         return SLOW_MTU, 0
-    if key[e, V_XMIT] & XMIT_VLAN and room < VLAN.size:
+    if xmit_has_vlan(key[e, V_XMIT]) and room < VLAN.size:
         return SLOW_MTU, 0  # Deviation: no headroom for the tag; Linux reallocates, we go slow
     if nf_flow_state_check(key, e, b, thoff, l4proto):
         return SLOW_TCP_STATE, 0
@@ -423,10 +429,10 @@ def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_ud
     if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
         val[e, V_TIMEOUT] = timeout
     if l3proto == 4:
-        nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, key[e, V_XMIT] & 0xF, val, e)
+        nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, e)
         ip_decrease_ttl(b, nhoff)
     else:
-        nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, key[e, V_XMIT] & 0xF, val, nat6, e)
+        nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, nat6, e)
         b[nhoff + IP6H.hop_limit] -= 1
     if counter:  # nf_ct_acct_update(ct, dir, skb->len)
         val[e, V_PACKETS] += 1
@@ -480,7 +486,7 @@ def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kfl
     equal it is the probe's answer, and when no record has the tag the probe finds nothing: only a
     tag collision probes again.
     """
-    ipv4 = (kflat[ko + K_PROTO] >> 8) == 4
+    ipv4 = proto_l3(kflat[ko + K_PROTO]) == 4
     if cand >= 0 and (
         _key_equal_ipv4(ft.key, cand, kflat, ko) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)
     ):

@@ -49,10 +49,14 @@ from flowpath.flowtable.key import (
     K_SADDR,
     KEY_ROW,
     V_XMIT,
-    XMIT_VLAN,
+    encap_xfrm,
     flow_index_build,
     flow_offload_hash,
     flow_offload_probe,
+    flow_proto,
+    ports_dst,
+    xmit_has_vlan,
+    xmit_type,
 )
 from flowpath.packet.csum import ld16, ld32
 from flowpath.packet.layout import (
@@ -224,7 +228,7 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
         if th + UDPH.size + 8 > end:
             return False
         ports = ld32(b, th)
-        dport, known = ports & 0xFFFF, False
+        dport, known = ports_dst(ports), False
         for p in tports:  # NAT-T tunnels' local ports (4500): other UDP is not looked up
             known |= p == dport
         if not known:
@@ -235,7 +239,7 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
     if spi == 0:  # RFC 3948 non-ESP marker (IKE); SPI 0 is reserved for ESP too (RFC 4303 §2.1)
         return False
     kr[K_IIFIDX] = iifidx
-    kr[K_PROTO] = (l3 << 8) | l4
+    kr[K_PROTO] = flow_proto(l3, l4)
     kr[K_PORTS] = ports
     kr[K_ENCAP] = spi
     return True
@@ -292,7 +296,7 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
         for j in range(m):
             k = idx[j]
             if verdict[k] == FLOW_FORWARD:
-                encap[k] = sa + 1
+                encap[k] = encap_xfrm(sa)
                 done += 1
     return done
 
@@ -319,14 +323,14 @@ def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, de
             continue
         e = flow[i]
         x = key[e, V_XMIT]
-        if ((x >> 4) & 7) != FLOW_OFFLOAD_XMIT_XFRM:
+        if xmit_type(x) != FLOW_OFFLOAD_XMIT_XFRM:
             continue
         if xfrm_sa[e] < 0:  # parked, and the flow was deleted by a GC run in between
             verdict[i], psa[i] = XFRM_NO_STATE, -2
             bad += 1
             continue
         psa[i] = xfrm_sa[e]
-        nhoff[i] = ETH_HLEN + (VLAN.size if x & XMIT_VLAN else 0)  # the header the bulk stage wrote
+        nhoff[i] = ETH_HLEN + (VLAN.size if xmit_has_vlan(x) else 0)  # the header the bulk stage wrote
         verdict[i] = FLOW_FORWARD
         hits += 1
     if hits == 0:
@@ -358,7 +362,7 @@ def nf_flow_xfrm_park(verdict, flow, lo, n, key):
     takes the lower sequence number of a shared SA, as it leaves first. Returns how many."""
     parked = 0
     for i in range(lo, n):
-        if verdict[i] == FLOW_FORWARD and ((key[flow[i], V_XMIT] >> 4) & 7) == FLOW_OFFLOAD_XMIT_XFRM:
+        if verdict[i] == FLOW_FORWARD and xmit_type(key[flow[i], V_XMIT]) == FLOW_OFFLOAD_XMIT_XFRM:
             verdict[i] = XFRM_PENDING
             parked += 1
     return parked
