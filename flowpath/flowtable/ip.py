@@ -487,28 +487,23 @@ def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kfl
     tag collision probes again.
     """
     ipv4 = proto_l3(kflat[ko + K_PROTO]) == 4
-    if cand >= 0 and (
-        _key_equal_ipv4(ft.key, cand, kflat, ko) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)
-    ):
+    k4 = _ring_key_ipv4(kflat, ko)
+    if cand >= 0 and (flow_key_equal_ipv4(ft.key, cand, k4) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)):
         e = cand
     elif cand == -1:
         e = np.int64(-1)
     elif ipv4:
-        e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, np.int64(kflat[ko + K_IIFIDX]),
-                                    np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
-                                    np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]),
-                                    np.int64(kflat[ko + K_ENCAP]), h)  # fmt: skip
+        e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, k4, h)
     else:
         e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, ko, h)
     return nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _key_equal_ipv4(key, e, kflat, ko):
+def _ring_key_ipv4(kflat, ko):
     # an IPv4 key in the ring holds its varying words only (see _nf_flow_tuple_hash)
-    return flow_key_equal_ipv4(key, e, np.int64(kflat[ko + K_IIFIDX]), np.int64(kflat[ko + K_PROTO]),
-                               np.int64(kflat[ko + K_SADDR]), np.int64(kflat[ko + K_DADDR]),
-                               np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]))  # fmt: skip
+    return (np.int64(kflat[ko + K_IIFIDX]), np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
+            np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]))  # fmt: skip
 
 
 # The batch stages are compiled without NRT (`_nrt=False`, numba's switch for its reference-counting

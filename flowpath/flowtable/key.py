@@ -296,10 +296,57 @@ def flow_key_equal(key, e, k, koff):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def flow_key_equal_ipv4(key, e, iifidx, proto, saddr, daddr, ports, encap):
-    """flow_key_equal for an IPv4 key given as its six meaningful words (as flow_offload_hash_ipv4)."""
+def flow_key_equal_ipv4(key, e, k4):
+    """flow_key_equal for an IPv4 key given as its six meaningful words (as flow_offload_hash_ipv4):
+    k4 = (iifidx, proto, saddr, daddr, ports, encap), int64 each."""
+    iifidx, proto, saddr, daddr, ports, encap = k4
     return (key[e, K_PORTS] == ports and key[e, K_SADDR] == saddr and key[e, K_DADDR] == daddr
             and key[e, K_PROTO] == proto and key[e, K_IIFIDX] == iifidx and key[e, K_ENCAP] == encap)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def flow_index_walk(index, mask, max_probes, h, match, arg):
+    """The probe run of hash h: the slot of the first record with h's tag whose entry e satisfies
+    match(e, arg), -1 when an empty slot or max_probes come first. Tombstones carry no tag (they
+    are skipped). The one probe loop: flow_offload_probe, its IPv4 and tag-only forms and
+    flow_index_remove differ only in match (a compile-time constant, inlined)."""
+    tag = hash_tag(h)
+    slot = h & mask
+    for _ in range(max_probes):
+        rec = index[slot]
+        if rec == IDX_EMPTY:
+            return -1
+        if record_tag(rec) == tag and match(record_entry(rec), arg):
+            return slot
+        slot = (slot + 1) & mask
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _entry_of(index, slot):
+    return record_entry(index[slot]) if slot >= 0 else -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _match_key(e, arg):
+    key, k, koff = arg
+    return flow_key_equal(key, e, k, koff)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _match_key_ipv4(e, arg):
+    key, k4 = arg
+    return flow_key_equal_ipv4(key, e, k4)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _match_any(e, arg):
+    return True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _match_entry(e, arg):
+    return e == arg
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -310,52 +357,21 @@ def flow_offload_probe(index, key, mask, max_probes, k, koff, h):
     Linux: nf_flow_table_core.c › flow_offload_lookup (rhashtable_lookup; the TEARDOWN check is the
     caller's, so that the hook can tell a torn-down entry from a miss).
     """
-    tag = hash_tag(h)
-    slot = h & mask
-    for _ in range(max_probes):
-        rec = index[slot]
-        if rec == IDX_EMPTY:
-            return -1
-        if record_tag(rec) == tag:
-            e = record_entry(rec)
-            if flow_key_equal(key, e, k, koff):
-                return e
-        slot = (slot + 1) & mask
-    return -1
+    return _entry_of(index, flow_index_walk(index, mask, max_probes, h, _match_key, (key, k, koff)))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def flow_offload_probe_ipv4(index, key, mask, max_probes, iifidx, proto, saddr, daddr, ports, encap, h):
-    """flow_offload_probe for an IPv4 key given as its six meaningful words (as
-    flow_offload_hash_ipv4): the same entry, compared straight from the header fields."""
-    tag = hash_tag(h)
-    slot = h & mask
-    for _ in range(max_probes):
-        rec = index[slot]
-        if rec == IDX_EMPTY:
-            return -1
-        if record_tag(rec) == tag:
-            e = record_entry(rec)
-            if flow_key_equal_ipv4(key, e, iifidx, proto, saddr, daddr, ports, encap):
-                return e
-        slot = (slot + 1) & mask
-    return -1
+def flow_offload_probe_ipv4(index, key, mask, max_probes, k4, h):
+    """flow_offload_probe for an IPv4 key given as its six meaningful words k4 (as
+    flow_key_equal_ipv4): the same entry, compared straight from the header fields."""
+    return _entry_of(index, flow_index_walk(index, mask, max_probes, h, _match_key_ipv4, (key, k4)))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def flow_offload_probe_tag(index, mask, max_probes, h):
     """The first entry on h's probe run whose record carries h's tag (-1: none): the entry the probe
     will most likely compare, to prefetch. Reads the index only (its home line, usually)."""
-    tag = hash_tag(h)
-    slot = h & mask
-    for _ in range(max_probes):
-        rec = index[slot]
-        if rec == IDX_EMPTY:
-            return -1
-        if record_tag(rec) == tag:
-            return record_entry(rec)
-        slot = (slot + 1) & mask
-    return -1
+    return _entry_of(index, flow_index_walk(index, mask, max_probes, h, _match_any, 0))
 
 
 @njit(cache=True, nogil=True)
@@ -378,17 +394,11 @@ def flow_index_insert(index, mask, max_probes, h, e):
 @njit(cache=True, nogil=True)
 def flow_index_remove(index, mask, max_probes, h, e):
     """Tombstone the slot holding entry e (hash h); returns 1 when found."""
-    tag = hash_tag(h)
-    slot = h & mask
-    for _ in range(max_probes):
-        rec = index[slot]
-        if rec == IDX_EMPTY:
-            return 0
-        if record_tag(rec) == tag and record_entry(rec) == e:
-            index[slot] = IDX_TOMBSTONE
-            return 1
-        slot = (slot + 1) & mask
-    return 0
+    slot = flow_index_walk(index, mask, max_probes, h, _match_entry, e)
+    if slot < 0:
+        return 0
+    index[slot] = IDX_TOMBSTONE
+    return 1
 
 
 @njit(cache=True, nogil=True)
