@@ -87,10 +87,11 @@ def _early_ingress_kernel(data, head, length, iif, oif, verdict, flow, encap, n,
     What changes from poll to poll comes first (the batch's columns, n, now_ns); the rest is the
     Worker's cached tuple (Worker._hook_args)."""
     flow_park_foreign(verdict, iif, n, dev_ok, _FF, _SLOW_NO_ENTRY)
-    fwd, slow, ng = _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6,
-                                          mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey,
-                                          phash, group, group_start, group_count, order, gfirst, gtab, hdr, now_ns,
-                                          bulk)  # fmt: skip
+    fwd, slow, ng = _nf_flow_offload_hook((data, head, length, iif, oif, verdict, flow, encap), n,
+                                          (index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns,
+                                           counter, seed),
+                                          (pkey, phash, group, group_start, group_count, order, gfirst, gtab, hdr),
+                                          now_ns, bulk)  # fmt: skip
     hits = account_batch(verdict, iif, oif, length, n, reasons, ifc)
     return fwd, slow, ng, hits
 
@@ -108,10 +109,11 @@ def _early_ingress_xfrm_kernel(data, head, length, iif, oif, verdict, flow, enca
         nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, xin[0], xin[1], xin[2], xin[3], xin[4], xin[5],
                            tcols, bulk, psa, idx, nhoff, kr, scr, sa_bulks)  # fmt: skip
     flow_park_foreign(verdict, iif, n, dev_ok, _FF, _SLOW_NO_ENTRY)
-    fwd, slow, ng = _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6,
-                                          mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey,
-                                          phash, group, group_start, group_count, order, gfirst, gtab, hdr, now_ns,
-                                          bulk)  # fmt: skip
+    fwd, slow, ng = _nf_flow_offload_hook((data, head, length, iif, oif, verdict, flow, encap), n,
+                                          (index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns,
+                                           counter, seed),
+                                          (pkey, phash, group, group_start, group_count, order, gfirst, gtab, hdr),
+                                          now_ns, bulk)  # fmt: skip
     bad = parked = 0
     if fwd:
         cut = nf_flow_xfrm_first_slow(verdict, n)

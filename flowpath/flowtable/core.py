@@ -155,7 +155,7 @@ class Flowtable:
         self.ntomb = 0  # tombstones in the index
         self._ct: list[object] = [None] * (cap // 2)
         self._free = list(range(cap // 2 - 1, -1, -1))  # flow ids, lowest on top
-        self._views = self._make_views()
+        self._set_views()
 
     # ---- views for the compiled hook -------------------------------------------------------
     @property
@@ -163,9 +163,12 @@ class Flowtable:
         """The arrays and scalars the compiled hook reads; replaced when the table grows."""
         return self._views
 
-    def _make_views(self) -> FlowtableViews:
-        return FlowtableViews(self.index, self.key, self.val, self.nat6, self.index.shape[0] - 1,
-                              self.max_probes, self.timeout_tcp_ns, self.timeout_udp_ns, int(self.counter), self.seed)  # fmt: skip
+    def _set_views(self) -> None:
+        self._views = FlowtableViews(self.index, self.key, self.val, self.nat6, self.index.shape[0] - 1,
+                                     self.max_probes, self.timeout_tcp_ns, self.timeout_udp_ns, int(self.counter),
+                                     self.seed)  # fmt: skip
+        # the same as a plain tuple: what crosses into numba (typed in C; a NamedTuple is typed in Python)
+        self.cols = tuple(self._views)
 
     @property
     def capacity(self) -> int:
@@ -210,7 +213,7 @@ class Flowtable:
                 break
             icap *= 2
         self.index, self.ntomb = index, 0
-        self._views = self._make_views()
+        self._set_views()
 
     def _index_add(self, e: int, h: int) -> bool:
         """Index entry e; False when its probe run is full (with a seeded hash, only by bad luck)."""
@@ -227,7 +230,7 @@ class Flowtable:
                 == 0
             ):
                 self.index, self.ntomb = index, 0
-                self._views = self._make_views()
+                self._set_views()
                 return True
         self.ntomb -= r == 2
         return r != 0
