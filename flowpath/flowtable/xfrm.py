@@ -58,6 +58,7 @@ from flowpath.flowtable.key import (
     xmit_has_vlan,
     xmit_type,
 )
+from flowpath.packet.counters import TX_BYTES, TX_PACKETS
 from flowpath.packet.csum import ld16, ld32
 from flowpath.packet.layout import (
     ETH_HLEN,
@@ -187,6 +188,10 @@ class XfrmScratch:
         self.kr = np.zeros(KEY_ROW, np.uint32)
         self.scr = esp_scratch()
 
+    def cols(self, sa_bulks: np.ndarray) -> tuple:
+        """(psa, idx, nhoff, kr, scr, sa_bulks): the stages' `xs` argument as one plain tuple."""
+        return (self.psa, self.idx, self.nhoff, self.kr, self.scr, sa_bulks)
+
 
 @njit(cache=True, nogil=True)
 def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
@@ -246,19 +251,21 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, tports, tdevs, tcols,
-                       bulk, psa, idx, nhoff, kr, scr, sa_bulks):  # fmt: skip
+def nf_flow_xfrm_input(cols, n, tun, tcols, bulk, xs):
     """ESP input at early ingress over packets 0..n-1 (those still FLOW_FORWARD).
 
-    tindex/tkey/tsa/tseed/tports/tdevs: an XfrmInputTable; tcols: the SAD columns (Xfrm.cols, a plain tuple of
-    XfrmStateTable); bulk 1: one bulk per
-    SA, 0: one per packet (`--no-bulk`); psa, idx int32[cap],
-    nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]: scratch; sa_bulks int64[nsa] in/out: +1 per
-    bulk after which the SA wants its lifetime check (xfrm_state_wants_check; the caller runs
-    xfrm_state_check_expire and clears it).
+    cols   a PacketBatch's columns; tun an XfrmInputTable's cols (index, key, sa, seed, ports, devs)
+    tcols  the SAD columns (Xfrm.cols, XfrmStateTable as a plain tuple)
+    bulk   1: one bulk per SA, 0: one per packet (`--no-bulk`)
+    xs     XfrmScratch.cols: psa, idx int32[cap], nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]
+           scratch; sa_bulks int64[nsa] in/out: +1 per bulk after which the SA wants its lifetime check
+           (xfrm_state_wants_check; the caller runs xfrm_state_check_expire and clears it)
     Decrypted packets keep FLOW_FORWARD with head/len framing link-layer header + inner packet and
     encap = SA index + 1; failures get their XFRM_* drop reason. Returns the number decrypted.
     """
+    data, head, length, iif, _, verdict, _, encap = cols
+    tindex, tkey, tsa, tseed, tports, tdevs = tun
+    psa, idx, nhoff, kr, scr, sa_bulks = xs
     t = XfrmStateTable(*tcols)
     flat, slot = data.reshape(-1), np.int64(data.shape[1])  # row views would cost a refcount each
     mask = tindex.shape[0] - 1
@@ -302,19 +309,20 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, dev_ok, key, xfrm_sa, tcols, ttl,
-                        bulk, psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
+def nf_flow_xfrm_output(cols, lo, hi, take, dev_ok, fx, tcols, bulk, xs):
     """Encrypt, in place, the packets lo..hi-1 with verdict `take` (FLOW_FORWARD, or XFRM_PENDING for
     parked ones) whose input device is in dev_ok and whose entry has FLOW_OFFLOAD_XMIT_XFRM: one bulk
-    per SA (bulk 1) or per packet (bulk 0, `--no-bulk`), each in batch order.
+    per SA (bulk 1) or per packet (bulk 0, `--no-bulk`), each in batch order; the outer TTL is IPDEFTTL.
 
-    key, xfrm_sa: the flowtable's key rows and SA column; tcols the SAD columns (Xfrm.cols); ttl the
-    outer TTL;
-    psa, idx int32[cap], nhoff uint16[cap], scr uint8[SCRATCH] scratch; sa_bulks as nf_flow_xfrm_input.
+    cols a PacketBatch's columns; fx (key, xfrm_sa): the flowtable's key rows and SA column; tcols the
+    SAD columns (Xfrm.cols); xs as nf_flow_xfrm_input (kr unused).
     Taken packets end with FLOW_FORWARD, or the drop reason of a refusal (SA expired, sequence
     overflow, no room; XFRM_NO_STATE for a parked packet whose flow was deleted meanwhile), and
     psa == -2. Returns the number refused.
     """
+    data, head, length, iif, _, verdict, flow, _ = cols
+    key, xfrm_sa = fx
+    psa, idx, nhoff, _, scr, sa_bulks = xs
     t = XfrmStateTable(*tcols)
     hits = bad = 0
     for i in range(lo, hi):
@@ -340,7 +348,7 @@ def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, de
         if sa < 0:
             continue
         m = xfrm_bulk_gather(psa, i, hi, bulk, idx)
-        bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, ttl, scr)
+        bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, IPDEFTTL, scr)
         xfrm_want_check(sa_bulks, t, sa)
     return bad
 
@@ -369,12 +377,14 @@ def nf_flow_xfrm_park(verdict, flow, lo, n, key):
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_flush(data, head, length, iif, oif, verdict, flow, lo, hi, dev_ok, key, xfrm_sa, tcols, ttl, bulk,
-                       psa, idx, nhoff, scr, sa_bulks, reasons, ifc):  # fmt: skip
-    """Encrypt the parked packets lo..hi-1 of one flowtable (its devices: dev_ok) and count them as
-    account_batch counts hits and drops. Returns the number transmitted."""
-    nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, XFRM_PENDING, dev_ok, key, xfrm_sa, tcols,
-                        ttl, bulk, psa, idx, nhoff, scr, sa_bulks)  # fmt: skip
+def nf_flow_xfrm_flush(cols, lo, hi, dev_ok, fx, tcols, bulk, xs, acct):
+    """Encrypt the parked packets lo..hi-1 of one flowtable (its devices: dev_ok; fx, tcols, bulk, xs as
+    nf_flow_xfrm_output) and count them as account_batch counts hits and drops into acct (reasons,
+    ifc: Stats.cols). Returns the number transmitted."""
+    nf_flow_xfrm_output(cols, lo, hi, XFRM_PENDING, dev_ok, fx, tcols, bulk, xs)
+    _, _, length, _, oif, verdict, _, _ = cols
+    psa = xs[0]
+    reasons, ifc = acct
     hits = 0
     nif = ifc.shape[0]
     for i in range(lo, hi):
@@ -386,6 +396,6 @@ def nf_flow_xfrm_flush(data, head, length, iif, oif, verdict, flow, lo, hi, dev_
             hits += 1
             o = oif[i]
             if 0 <= o < nif:
-                ifc[o, 2] += 1
-                ifc[o, 3] += length[i]
+                ifc[o, TX_PACKETS] += 1
+                ifc[o, TX_BYTES] += length[i]
     return hits
