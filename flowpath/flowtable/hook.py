@@ -124,15 +124,35 @@ def nf_flow_offload_hook(
     keep their bytes, head and len (flow = entry index after a lookup hit, else -1).
     now_ns is packet time for timeout refresh.
     """
-    v = flowtable.cols if isinstance(flowtable, Flowtable) else tuple(flowtable)
+    table = flowtable.cols if isinstance(flowtable, Flowtable) else flowtable
     if scratch is not None:
         if scratch.group.shape[0] < batch.n:  # the kernels do not bounds-check
             raise ValueError(f"scratch for {scratch.group.shape[0]} packets, batch has {batch.n}")
         sc = scratch
     else:
         sc = scratch_for(batch)
-    fwd, slow, ng = _nf_flow_offload_hook(batch.cols, batch.n, v, tuple(sc), int(now_ns), bool(bulk))
+    # the plain tuples and the entry point, kept with the batch for the next call with this table
+    c = batch.scratch.get("offload_call")
+    if c is None or c[0] is not table or c[1] is not sc:
+        args = (batch.cols, batch.n, tuple(table), tuple(sc), int(now_ns), bool(bulk))
+        c = batch.scratch["offload_call"] = (table, sc, args[2], args[3], jit_entry(_nf_flow_offload_hook, args))
+    fwd, slow, ng = c[4](batch.cols, batch.n, c[2], c[3], int(now_ns), bool(bulk))
     return OffloadResult(fwd, slow, ng, sc.group, sc.group_start, sc.group_count, sc.order)
+
+
+def jit_entry(kernel, args: tuple):
+    """kernel's compiled entry point for the types of args (loaded from numba's cache or compiled
+    now); the kernel itself with the JIT off. No Linux counterpart.
+
+    Why: numba's dispatcher types every argument on every call, and a tuple of arrays costs it more
+    than the same arrays one by one; the entry point only unboxes. It does not check types: resolve
+    it for argument tuples built once and call it with arguments of the same types (a PacketBatch's
+    columns have the dtypes PacketBatch gives them).
+    """
+    compile_ = getattr(kernel, "compile", None)
+    if compile_ is None:  # NUMBA_DISABLE_JIT=1
+        return kernel
+    return compile_(tuple(kernel.typeof_pyval(a) for a in args))
 
 
 def warm(capacity: int = 4) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from flowpath.flowtable.core import Flowtable
-from flowpath.flowtable.hook import OffloadScratch, _nf_flow_offload_hook
+from flowpath.flowtable.hook import OffloadScratch, _nf_flow_offload_hook, jit_entry
 from flowpath.flowtable.xfrm import (
     XfrmInputTable,
     XfrmScratch,
@@ -119,21 +119,6 @@ def nf_hook_ingress_xfrm(cols, n, now_ns, ft, sc, devs, acct, xfrm, flags):
     return _nf_hook_ingress(cols, n, now_ns, ft, sc, devs, acct, flags, xfrm)
 
 
-def _compiled(kernel, args: tuple):
-    """kernel's compiled entry point for the types of args (loaded from numba's cache or compiled
-    now); the kernel itself with the JIT off.
-
-    Why: numba's dispatcher types every argument on every call, and a tuple of arrays costs it more
-    than the same arrays one by one; the entry point only unboxes. It does not check types, so it is
-    resolved for argument tuples built once (EarlyIngress) and called with PacketBatch columns,
-    whose dtypes PacketBatch fixes.
-    """
-    compile_ = getattr(kernel, "compile", None)
-    if compile_ is None:  # NUMBA_DISABLE_JIT=1
-        return kernel
-    return compile_(tuple(kernel.typeof_pyval(a) for a in args))
-
-
 class _Lane:
     """One flowtable's driver call: the flags that do not change from poll to poll, and the arguments
     built once (again when the table grows, the SAD or the tunnel tuples change, or a batch of another
@@ -220,7 +205,7 @@ class EarlyIngress:
             args += ((ft.key, ft.xfrm_sa), self.xfrm.cols, self._xfrm_scratch(batch.capacity), tun),
             kernel = nf_hook_ingress_xfrm
             lane.tcols, lane.tun = self.xfrm.cols, tun[0]
-        lane.call = _compiled(kernel, (batch.cols, batch.n, self._now_ns, *args, flags))
+        lane.call = jit_entry(kernel, (batch.cols, batch.n, self._now_ns, *args, flags))
         lane.args, lane.order = args, sc.order
         lane.cols, lane.capacity, lane.xfrm = ft.cols, batch.capacity, x
 
