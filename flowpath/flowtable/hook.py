@@ -135,7 +135,8 @@ def nf_flow_offload_hook(
     c = batch.scratch.get("offload_call")
     if c is None or c[0] is not table or c[1] is not sc:
         args = (batch.cols, batch.n, tuple(table), tuple(sc), int(now_ns), bool(bulk))
-        c = batch.scratch["offload_call"] = (table, sc, args[2], args[3], jit_entry(_nf_flow_offload_hook, args))
+        entry = jit_entry(_nf_flow_offload_hook, args)
+        c = batch.scratch["offload_call"] = (table, sc, args[2], args[3], entry)
     fwd, slow, ng = c[4](batch.cols, batch.n, c[2], c[3], int(now_ns), bool(bulk))
     return OffloadResult(fwd, slow, ng, sc.group, sc.group_start, sc.group_count, sc.order)
 

@@ -202,7 +202,7 @@ class EarlyIngress:
         kernel = nf_hook_ingress
         if x:
             tun = self.xin.cols
-            args += ((ft.key, ft.xfrm_sa), self.xfrm.cols, self._xfrm_scratch(batch.capacity), tun),
+            args += (((ft.key, ft.xfrm_sa), self.xfrm.cols, self._xfrm_scratch(batch.capacity), tun),)
             kernel = nf_hook_ingress_xfrm
             lane.tcols, lane.tun = self.xfrm.cols, tun[0]
         lane.call = jit_entry(kernel, (batch.cols, batch.n, self._now_ns, *args, flags))

@@ -490,7 +490,9 @@ def _nf_flow_lookup_forward(cols, flat, off, i, ft, nat6, kflat, ko, h, cand, no
     """
     ipv4 = proto_l3(kflat[ko + K_PROTO]) == 4
     k4 = _ring_key_ipv4(kflat, ko)
-    if cand >= 0 and (flow_key_equal_ipv4(ft.key, cand, k4) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)):
+    if cand >= 0 and (
+        flow_key_equal_ipv4(ft.key, cand, k4) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)
+    ):
         e = cand
     elif cand == -1:
         e = np.int64(-1)

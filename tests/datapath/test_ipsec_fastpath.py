@@ -391,7 +391,9 @@ def test_inbound_rekey_moves_the_flow_to_the_new_sa(tmp_path):
     assert outs[0] == outs[1]
 
 
-@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled signatures without the JIT")
+@pytest.mark.skipif(
+    os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled signatures without the JIT"
+)
 def test_the_esp_driver_has_one_compiled_signature(tmp_path):
     """flowtable/ingress.py › nf_hook_ingress_xfrm, after ESP input and output with one and with two
     flowtables, bulk on and off: one signature (the entry point the Worker calls is resolved for it)."""

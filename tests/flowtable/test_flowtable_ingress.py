@@ -43,7 +43,9 @@ def test_packets_of_other_devices_go_to_the_slow_path_untouched(ftk):
     b.iif[1] = OTHER_IF
     before = b.frame_bytes(1)
     st = Stats(OTHER_IF)
-    counted, groups, torn, hits = _run(EarlyIngress([(ft, _devs(ftk.IIF_C))], OTHER_IF + 1, None, st, True), b)
+    counted, groups, torn, hits = _run(
+        EarlyIngress([(ft, _devs(ftk.IIF_C))], OTHER_IF + 1, None, st, True), b
+    )
     assert list(b.verdict[:3]) == [Reason.FLOW_FORWARD, Reason.SLOW_NO_ENTRY, Reason.FLOW_FORWARD]
     assert b.frame_bytes(1) == before
     assert (counted, groups, torn) == (2, 1, [])
@@ -78,7 +80,9 @@ def test_several_flowtables_each_take_their_own_devices(ftk):
     o1, o2 = _flow_on(ftk, ft1, ftk.IIF_C, 1111), _flow_on(ftk, ft2, OTHER_IF, 2222)
     b = ftk.batch_of(ftk.pkt(o1), ftk.pkt(o2), ftk.pkt(o1))
     b.iif[1] = OTHER_IF
-    ing = EarlyIngress([(ft1, _devs(ftk.IIF_C)), (ft2, _devs(OTHER_IF))], OTHER_IF + 1, None, Stats(OTHER_IF), True)
+    ing = EarlyIngress(
+        [(ft1, _devs(ftk.IIF_C)), (ft2, _devs(OTHER_IF))], OTHER_IF + 1, None, Stats(OTHER_IF), True
+    )
     counted, groups, torn, hits = _run(ing, b)
     assert list(b.verdict[:3]) == [Reason.FLOW_FORWARD] * 3
     assert [list(h) for h in hits] == [[0, 2], [1]]
@@ -98,7 +102,9 @@ def test_a_syn_on_a_closing_flow_is_returned_for_the_conntrack_fixup(ftk):
     assert counted == 1 and torn == [(ft, fid)]
 
 
-@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled signatures without the JIT")
+@pytest.mark.skipif(
+    os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled signatures without the JIT"
+)
 def test_the_driver_has_one_compiled_signature(ftk):
     """One and two flowtables, bulk on and off, batches of two capacities: one signature (a second
     one would mean an argument's type drifted; the entry point the driver is called through is
@@ -117,7 +123,9 @@ def test_the_driver_has_one_compiled_signature(ftk):
 def _njit_functions():
     for path in sorted(PKG.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef) and any("njit" in ast.unparse(d) for d in node.decorator_list):
+            if isinstance(node, ast.FunctionDef) and any(
+                "njit" in ast.unparse(d) for d in node.decorator_list
+            ):
                 yield path.relative_to(PKG.parent), node
 
 
