@@ -29,10 +29,10 @@ from flowpath import __version__
 from flowpath.bench.bulking import EST_TS_NS, RUN_TS_NS, rates
 from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult
 from flowpath.bench.setup import PoolState, flow_ports, time_pool, udp_frame
-from flowpath.counters import TX_PACKETS
 from flowpath.errors import UsageError
 from flowpath.packet import layout as L
 from flowpath.packet.batch import DEFAULT_HEADROOM, PacketBatch
+from flowpath.packet.counters import TX_PACKETS
 from flowpath.packet.reason import REASON_KIND, reason_label
 from flowpath.trafgen.imix import ETH_FCS_LEN
 

@@ -1,7 +1,9 @@
 """Flowtable: flow entries and their index, the compiled fast path, bulk grouping, GC and teardown.
 
 Linux: net/netfilter/nf_flow_table_core.c (core.py), nf_flow_table_ip.c (ip.py, hook.py),
-include/net/netfilter/nf_flow_table.h (key.py); bulk.py has no mainline counterpart.
+include/net/netfilter/nf_flow_table.h (key.py), include/linux/netfilter_netdev.h › nf_hook_ingress
+(ingress.py: the hooks a Worker's poll runs, ESP included); bulk.py and xfrm.py's early ESP input have
+no mainline counterpart.
 """
 
 from flowpath.flowtable.core import (

@@ -17,7 +17,17 @@ import numpy as np
 from numba import njit
 
 from flowpath.flowtable.ip import FLOW_FORWARD
-from flowpath.flowtable.key import K_PROTO, V_H_DEST, V_H_SOURCE, V_OIFIDX, V_XMIT, XMIT_VLAN
+from flowpath.flowtable.key import (
+    K_PROTO,
+    V_H_DEST,
+    V_H_SOURCE,
+    V_OIFIDX,
+    V_XMIT,
+    proto_l3,
+    xmit_has_vlan,
+    xmit_l2,
+    xmit_vlan,
+)
 from flowpath.packet.layout import ETH_ALEN, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN
 from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 
@@ -31,8 +41,8 @@ def same_neigh(key, val, e1, e2):
         key[e1, V_OIFIDX] == key[e2, V_OIFIDX]
         and val[e1, V_H_DEST] == val[e2, V_H_DEST]
         and val[e1, V_H_SOURCE] == val[e2, V_H_SOURCE]
-        and (key[e1, V_XMIT] >> 4) == (key[e2, V_XMIT] >> 4)  # xmit type + VLAN, not dir
-        and (key[e1, K_PROTO] >> 8) == (key[e2, K_PROTO] >> 8)
+        and xmit_l2(key[e1, V_XMIT]) == xmit_l2(key[e2, V_XMIT])
+        and proto_l3(key[e1, K_PROTO]) == proto_l3(key[e2, K_PROTO])
     )
 
 
@@ -44,33 +54,31 @@ def _neigh_hash(key, val, e):
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # see ip.py › nf_flow_offload_ip_batch
-def flow_bulk_group(
-    verdict, flow, n, key, val, bulk, group, group_start, group_count, order, gfirst, gtab, hdr
-):
+def flow_bulk_group(verdict, flow, n, ft, bulk, grp):
     """Group the hits (verdict FLOW_FORWARD) of a batch; return the number of groups.
 
-    verdict uint8[cap], flow int32[cap]: from the hook; key, val: the flowtable rows
-    bulk        1 groups by link-layer header, 0 makes one group per hit
-    group       int32[cap] out: group of each packet, -1 for packets not forwarded
-    group_start int32[cap] out, group_count int32[cap] out, order int32[cap] out (see module)
-    gfirst      int32[cap] out: an entry of each group (its header is the group's header)
-    gtab        int32[2**k >= 2 * cap] scratch hash of group + 1; zero on entry and on return
-    hdr         uint8[cap, 18] out: each group's link-layer header (flow_hard_header)
+    verdict uint8[cap], flow int32[cap]: from the hook; ft FlowtableViews (key, val: the entry rows)
+    bulk  1 groups by link-layer header, 0 makes one group per hit
+    grp   (group, group_start, group_count, order, gfirst, gtab, hdr), the grouping's arrays:
+      group       int32[cap] out: group of each packet, -1 for packets not forwarded
+      group_start int32[cap] out, group_count int32[cap] out, order int32[cap] out (see module)
+      gfirst      int32[cap] out: an entry of each group (its header is the group's header)
+      gtab        int32[2**k >= 2 * cap] scratch hash of group + 1; zero on entry and on return
+      hdr         uint8[cap, 18] out: each group's link-layer header (flow_hard_header)
     """
-    ng, _ = flow_bulk_group_range(verdict, flow, 0, n, key, val, bulk, group, group_count, gfirst, gtab, hdr,
-                                  np.int64(0), np.int64(-1))  # fmt: skip
-    flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab)
+    ng, _ = flow_bulk_group_range(verdict, flow, 0, n, ft, bulk, grp, np.int64(0), np.int64(-1))
+    flow_bulk_group_finish(n, ng, ft, bulk, grp)
     return int(ng)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def flow_bulk_group_range(
-    verdict, flow, i0, i1, key, val, bulk, group, group_count, gfirst, gtab, hdr, ng, last
-):
+def flow_bulk_group_range(verdict, flow, i0, i1, ft, bulk, grp, ng, last):
     """flow_bulk_group's first pass over packets i0..i1-1: give each hit its group, and build each new
     group's link-layer header into hdr[g] (flow_hard_header). ng groups and the last packet's group
     (-1: none) carry over from the previous range; returns them updated. The hook calls it right
     after the lookup of the same range, while the entries are cached."""
+    key, val = ft.key, ft.val
+    group, _, group_count, _, gfirst, gtab, hdr = grp
     mask = gtab.shape[0] - 1
     # The members of a run of one group are counted in a register and added to group_count when the
     # group changes (one update of group_count per packet is a chain of stores and reloads).
@@ -115,8 +123,9 @@ def flow_bulk_group_range(
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab):
+def flow_bulk_group_finish(n, ng, ft, bulk, grp):
     """flow_bulk_group's second pass: group_start and order from the counts, gtab zeroed again."""
+    group, group_start, group_count, order, gfirst, gtab, _ = grp
     if ng == 1:  # one next hop (the common case): the hits in batch order, the cursor in a register
         group_start[0] = 0
         k = 0
@@ -138,7 +147,7 @@ def flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_coun
     if bulk:
         mask = gtab.shape[0] - 1
         for g in range(ng):  # leave gtab zeroed for the next batch
-            s = _neigh_hash(key, val, gfirst[g]) & mask
+            s = _neigh_hash(ft.key, ft.val, gfirst[g]) & mask
             while gtab[s] != g + 1:
                 s = (s + 1) & mask
             gtab[s] = 0
@@ -154,12 +163,13 @@ def flow_hard_header(key, val, e, hdr, g):
     for j in range(ETH_ALEN):
         hdr[g, j] = (d >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
         hdr[g, ETH_ALEN + j] = (s >> (8 * (ETH_ALEN - 1 - j))) & 0xFF
-    proto = ETH_P_IP if (key[e, K_PROTO] >> 8) == 4 else ETH_P_IPV6
+    proto = ETH_P_IP if proto_l3(key[e, K_PROTO]) == 4 else ETH_P_IPV6
     off = 2 * ETH_ALEN
     xmit = key[e, V_XMIT]
-    if xmit & XMIT_VLAN:
+    if xmit_has_vlan(xmit):
+        tci = xmit_vlan(xmit)
         hdr[g, off], hdr[g, off + 1] = ETH_P_8021Q >> 8, ETH_P_8021Q & 0xFF
-        hdr[g, off + 2], hdr[g, off + 3] = (xmit >> 24) & 0xFF, (xmit >> 16) & 0xFF
+        hdr[g, off + 2], hdr[g, off + 3] = (tci >> 8) & 0xFF, tci & 0xFF
         off += VLAN.size
     hdr[g, off], hdr[g, off + 1] = proto >> 8, proto & 0xFF
     return off + 2

@@ -57,10 +57,10 @@ class FlowTuple:
         """The key row (uint32[16], value words zero) in the layout of flowtable/key.py."""
         k = np.zeros(K.KEY_ROW, np.uint32)
         k[K.K_IIFIDX] = self.iifidx
-        k[K.K_PROTO] = (self.l3proto << 8) | self.l4proto
+        k[K.K_PROTO] = K.flow_proto(self.l3proto, self.l4proto)
         k[K.K_SADDR : K.K_SADDR + 4] = _addr_words(self.saddr, self.l3proto)
         k[K.K_DADDR : K.K_DADDR + 4] = _addr_words(self.daddr, self.l3proto)
-        k[K.K_PORTS] = (self.sport << 16) | self.dport
+        k[K.K_PORTS] = K.ports_word(self.sport, self.dport)
         k[K.K_ENCAP] = self.encap
         return k
 
@@ -155,7 +155,7 @@ class Flowtable:
         self.ntomb = 0  # tombstones in the index
         self._ct: list[object] = [None] * (cap // 2)
         self._free = list(range(cap // 2 - 1, -1, -1))  # flow ids, lowest on top
-        self._views = self._make_views()
+        self._set_views()
 
     # ---- views for the compiled hook -------------------------------------------------------
     @property
@@ -163,9 +163,12 @@ class Flowtable:
         """The arrays and scalars the compiled hook reads; replaced when the table grows."""
         return self._views
 
-    def _make_views(self) -> FlowtableViews:
-        return FlowtableViews(self.index, self.key, self.val, self.nat6, self.index.shape[0] - 1,
-                              self.max_probes, self.timeout_tcp_ns, self.timeout_udp_ns, int(self.counter), self.seed)  # fmt: skip
+    def _set_views(self) -> None:
+        self._views = FlowtableViews(self.index, self.key, self.val, self.nat6, self.index.shape[0] - 1,
+                                     self.max_probes, self.timeout_tcp_ns, self.timeout_udp_ns, int(self.counter),
+                                     self.seed)  # fmt: skip
+        # the same as a plain tuple: what crosses into numba (typed in C; a NamedTuple is typed in Python)
+        self.cols = tuple(self._views)
 
     @property
     def capacity(self) -> int:
@@ -210,7 +213,7 @@ class Flowtable:
                 break
             icap *= 2
         self.index, self.ntomb = index, 0
-        self._views = self._make_views()
+        self._set_views()
 
     def _index_add(self, e: int, h: int) -> bool:
         """Index entry e; False when its probe run is full (with a seeded hash, only by bad luck)."""
@@ -227,7 +230,7 @@ class Flowtable:
                 == 0
             ):
                 self.index, self.ntomb = index, 0
-                self._views = self._make_views()
+                self._set_views()
                 return True
         self.ntomb -= r == 2
         return r != 0
@@ -279,10 +282,7 @@ class Flowtable:
         row = self.key[e]
         row[:] = k
         row[K.V_FLAGS] = nat_flags
-        xmit = d | (route.xmit_type << 4)
-        if route.vlan >= 0:
-            xmit |= K.XMIT_VLAN | ((route.vlan & 0xFFFF) << 16)
-        row[K.V_XMIT] = xmit
+        row[K.V_XMIT] = K.xmit_word(d, route.xmit_type, route.vlan)
         row[K.V_OIFIDX] = route.oifidx
         row[K.V_MTU] = route.mtu
         xfrm = route.xfrm if route.xmit_type == K.FLOW_OFFLOAD_XMIT_XFRM else -1
@@ -292,7 +292,7 @@ class Flowtable:
         v[:] = 0
         v[K.V_TIMEOUT] = timeout_ns
         v[K.V_H_DEST], v[K.V_H_SOURCE] = _mac_int(route.h_dest), _mac_int(route.h_source)
-        v[K.V_NAT_PORTS] = (other.dport << 16) | other.sport
+        v[K.V_NAT_PORTS] = K.ports_word(other.dport, other.sport)
         if t.l3proto == 4:
             v[K.V_NAT_SADDR], v[K.V_NAT_DADDR] = other.daddr, other.saddr
             self.nat6[e] = 0
@@ -309,7 +309,7 @@ class Flowtable:
         """Tear down every flow that transmits through SA `sa` or receives through it (encap word sa + 1):
         the SA expired or was deleted (Linux's cached xfrm dst goes stale). The classic path then
         offloads the flow again with the SA that replaced it (a rekey). Returns how many flows."""
-        through = (self.xfrm_sa == sa) | (self.used & (self.key[:, K.K_ENCAP] == sa + 1))
+        through = (self.xfrm_sa == sa) | (self.used & (self.key[:, K.K_ENCAP] == K.encap_xfrm(sa)))
         fids = {int(e) >> 1 for e in np.flatnonzero(through)}
         for fid in fids:
             self.flow_offload_teardown(fid)
@@ -392,16 +392,16 @@ class Flowtable:
         for e in np.flatnonzero(self.used):
             e = int(e)
             k, v = self.key[e], self.val[e]
-            l3, l4 = int(k[K.K_PROTO]) >> 8, int(k[K.K_PROTO]) & 0xFF
-            xmit = int(k[K.V_XMIT])
+            proto, ports, xmit = int(k[K.K_PROTO]), int(k[K.K_PORTS]), int(k[K.V_XMIT])
+            l3, l4 = K.proto_l3(proto), K.proto_l4(proto)
             out.append({
-                "entry": e, "flow_id": e >> 1, "dir": xmit & 0xF, "iifidx": int(k[K.K_IIFIDX]),
+                "entry": e, "flow_id": e >> 1, "dir": K.xmit_dir(xmit), "iifidx": int(k[K.K_IIFIDX]),
                 "l3proto": l3, "l4proto": l4,
                 "saddr": _words_addr(k[K.K_SADDR : K.K_SADDR + 4], l3),
                 "daddr": _words_addr(k[K.K_DADDR : K.K_DADDR + 4], l3),
-                "sport": int(k[K.K_PORTS]) >> 16, "dport": int(k[K.K_PORTS]) & 0xFFFF,
-                "encap": int(k[K.K_ENCAP]), "flags": int(k[K.V_FLAGS]), "xmit_type": (xmit >> 4) & 7,
-                "vlan": (xmit >> 16) if xmit & K.XMIT_VLAN else -1,
+                "sport": K.ports_src(ports), "dport": K.ports_dst(ports),
+                "encap": int(k[K.K_ENCAP]), "flags": int(k[K.V_FLAGS]), "xmit_type": K.xmit_type(xmit),
+                "vlan": int(K.xmit_vlan(xmit)),
                 "oifidx": int(k[K.V_OIFIDX]), "mtu": int(k[K.V_MTU]),
                 "h_source": int(v[K.V_H_SOURCE]).to_bytes(6, "big"),
                 "h_dest": int(v[K.V_H_DEST]).to_bytes(6, "big"),
@@ -425,7 +425,7 @@ class Flowtable:
             if d["xfrm"] >= 0:  # XMIT_XFRM: encrypted with this SA (its SAD index)
                 state.append(f"xfrm-out:sa{d['xfrm']}")
             if d["encap"]:  # only matched by packets ESP input decrypted with this SA
-                state.append(f"xfrm-in:sa{d['encap'] - 1}")
+                state.append(f"xfrm-in:sa{K.encap_sa(d['encap'])}")
             exp = (d["timeout_ns"] - now_ns) / 1e9
             rows.append(
                 f"{d['flow_id']:>6} {('orig', 'reply')[d['dir']]:<5} {fam + '/' + proto:<9.9} {tup:<54} "

@@ -74,29 +74,30 @@ HOOK_CHUNK = 256  # packets looked up, grouped and given their headers at a time
 HOOK_CHUNK_CACHED = 2048  # the same for a table that stays in the caches (the chunk's frames fit L2)
 
 
-# The tables and scratch arrays cross into numba one by one and are regrouped inside: numba types a
-# NamedTuple argument in Python on every call, about 2 us per batch (26 -> 16 ns/pkt at 256).
+# The table and the scratch cross into numba as plain tuples and are regrouped inside: numba types a
+# plain tuple in C, a NamedTuple argument in Python on every call.
 @njit(cache=True, nogil=True, _nrt=False)
-def _nf_flow_offload_hook(data, head, length, iif, oif, verdict, flow, encap, n, index, key, val, nat6, mask,
-                          max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed, pkey, phash, group, group_start,
-                          group_count, order, gfirst, gtab, hdr, now_ns, bulk):  # fmt: skip
-    """All stages over packets 0..n-1; returns (forwarded, slow, ngroups)."""
-    ft = FlowtableViews(
-        index, key, val, nat6, mask, max_probes, timeout_tcp_ns, timeout_udp_ns, counter, seed
-    )
+def _nf_flow_offload_hook(cols, n, ft, sc, now_ns, bulk):
+    """All stages over packets 0..n-1; returns (forwarded, slow, ngroups).
+
+    cols  a PacketBatch's columns (PacketBatch.cols); ft Flowtable.cols (FlowtableViews as a plain
+    tuple); sc an OffloadScratch as a plain tuple; now_ns packet time; bulk 1 groups hits by
+    link-layer header, 0 makes a group per hit.
+    """
+    ft = FlowtableViews(*ft)
+    ring, grp = sc[:2], sc[2:]  # (pkey, phash) for ip.py, the grouping's arrays for bulk.py
+    group = grp[0]
     # Lookup, grouping and the header copy run chunk by chunk, so that grouping reads each hit's entry
     # while the lookup left it in L1/L2 and the copy writes frames the lookup left there: over a whole
     # large batch each stage read every entry, or every frame, from DRAM again.
-    chunk = HOOK_CHUNK if key.shape[0] >= PREFETCH_MIN_ENTRIES else HOOK_CHUNK_CACHED
+    chunk = HOOK_CHUNK if ft.key.shape[0] >= PREFETCH_MIN_ENTRIES else HOOK_CHUNK_CACHED
     slow, fwd, ng, last = 0, 0, np.int64(0), np.int64(-1)  # int64, not literals: one signature per callee
     for c0 in range(0, n, chunk):
         c1 = min(n, c0 + chunk)
-        slow += nf_flow_offload_ip_range(data, head, length, iif, oif, verdict, flow, encap, c0, c1, ft, pkey,
-                                         phash, now_ns)  # fmt: skip
-        ng, last = flow_bulk_group_range(verdict, flow, c0, c1, key, val, bulk, group, group_count, gfirst, gtab,
-                                         hdr, ng, last)  # fmt: skip
-        fwd += flow_neigh_xmit_range(data, head, length, group, c0, c1, hdr)
-    flow_bulk_group_finish(group, n, ng, key, val, bulk, group_start, group_count, order, gfirst, gtab)
+        slow += nf_flow_offload_ip_range(cols, c0, c1, ft, ring, now_ns)
+        ng, last = flow_bulk_group_range(cols[5], cols[6], c0, c1, ft, bulk, grp, ng, last)
+        fwd += flow_neigh_xmit_range(cols[0], cols[1], cols[2], group, c0, c1, grp[6])
+    flow_bulk_group_finish(n, ng, ft, bulk, grp)
     return fwd, slow, int(ng)  # a Python int with the JIT off too (ng starts as np.int64)
 
 
@@ -123,15 +124,36 @@ def nf_flow_offload_hook(
     keep their bytes, head and len (flow = entry index after a lookup hit, else -1).
     now_ns is packet time for timeout refresh.
     """
-    v = flowtable.views if isinstance(flowtable, Flowtable) else flowtable
+    table = flowtable.cols if isinstance(flowtable, Flowtable) else flowtable
     if scratch is not None:
         if scratch.group.shape[0] < batch.n:  # the kernels do not bounds-check
             raise ValueError(f"scratch for {scratch.group.shape[0]} packets, batch has {batch.n}")
         sc = scratch
     else:
         sc = scratch_for(batch)
-    fwd, slow, ng = _nf_flow_offload_hook(*batch.cols, batch.n, *v, *sc, int(now_ns), bool(bulk))
+    # the plain tuples and the entry point, kept with the batch for the next call with this table
+    c = batch.scratch.get("offload_call")
+    if c is None or c[0] is not table or c[1] is not sc:
+        args = (batch.cols, batch.n, tuple(table), tuple(sc), int(now_ns), bool(bulk))
+        entry = jit_entry(_nf_flow_offload_hook, args)
+        c = batch.scratch["offload_call"] = (table, sc, args[2], args[3], entry)
+    fwd, slow, ng = c[4](batch.cols, batch.n, c[2], c[3], int(now_ns), bool(bulk))
     return OffloadResult(fwd, slow, ng, sc.group, sc.group_start, sc.group_count, sc.order)
+
+
+def jit_entry(kernel, args: tuple):
+    """kernel's compiled entry point for the types of args (loaded from numba's cache or compiled
+    now); the kernel itself with the JIT off. No Linux counterpart.
+
+    Why: numba's dispatcher types every argument on every call, and a tuple of arrays costs it more
+    than the same arrays one by one; the entry point only unboxes. It does not check types: resolve
+    it for argument tuples built once and call it with arguments of the same types (a PacketBatch's
+    columns have the dtypes PacketBatch gives them).
+    """
+    compile_ = getattr(kernel, "compile", None)
+    if compile_ is None:  # NUMBA_DISABLE_JIT=1
+        return kernel
+    return compile_(tuple(kernel.typeof_pyval(a) for a in args))
 
 
 def warm(capacity: int = 4) -> None:

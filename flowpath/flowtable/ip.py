@@ -47,7 +47,6 @@ from flowpath.flowtable.key import (
     V_PACKETS,
     V_TIMEOUT,
     V_XMIT,
-    XMIT_VLAN,
     flow_key_equal,
     flow_key_equal_ipv4,
     flow_offload_hash,
@@ -55,6 +54,13 @@ from flowpath.flowtable.key import (
     flow_offload_probe,
     flow_offload_probe_ipv4,
     flow_offload_probe_tag,
+    flow_proto,
+    ports_dst,
+    ports_src,
+    proto_l3,
+    proto_l4,
+    xmit_dir,
+    xmit_has_vlan,
 )
 from flowpath.flowtable.prefetch import prefetch
 from flowpath.packet.csum import (
@@ -105,9 +111,8 @@ SLOW_TCP_STATE = int(Reason.SLOW_TCP_STATE)
 SLOW_EXTHDR = int(Reason.SLOW_EXTHDR)
 SLOW_NO_ENTRY = int(Reason.SLOW_NO_ENTRY)
 # A header too short or inconsistent for the flowtable: Linux's nf_flow_tuple_ip fails its
-# pskb_may_pull and the packet takes the classic path, which drops and counts it. Until reason.py
-# has a dedicated SLOW_MALFORMED, such packets go slow as "no entry" (the lookup did fail).
-SLOW_MALFORMED = int(getattr(Reason, "SLOW_MALFORMED", Reason.SLOW_NO_ENTRY))
+# pskb_may_pull and the packet takes the classic path, which drops and counts it.
+SLOW_MALFORMED = int(Reason.SLOW_MALFORMED)
 EXT_HDR_0, EXT_HDR_1, EXT_HDR_2, EXT_HDR_3, EXT_HDR_4, EXT_HDR_5 = IPV6_EXT_HDRS
 
 
@@ -148,7 +153,7 @@ def nf_flow_tuple_ip_words(b, nhoff, l3len):
     if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
         return SLOW_MALFORMED, z, z, z, z
     saddr, daddr, ports = ld32(b, nhoff + IPH.saddr), ld32(b, nhoff + IPH.daddr), ld32(b, thoff)
-    return FLOW_FORWARD, (4 << 8) | l4proto, saddr, daddr, ports
+    return FLOW_FORWARD, flow_proto(4, l4proto), saddr, daddr, ports
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -208,7 +213,7 @@ def nf_flow_tuple_ipv6(b, nhoff, l3len, iifidx, k, koff):
     if l4proto == IPPROTO_TCP and (b[thoff + TCPH.doff_res] >> 4) < 5:
         return SLOW_MALFORMED
     k[koff + K_IIFIDX] = iifidx
-    k[koff + K_PROTO] = (6 << 8) | l4proto
+    k[koff + K_PROTO] = flow_proto(6, l4proto)
     for w in range(4):
         k[koff + K_SADDR + w] = ld32(b, nhoff + IP6H.saddr + 4 * w)
         k[koff + K_DADDR + w] = ld32(b, nhoff + IP6H.daddr + 4 * w)
@@ -281,7 +286,7 @@ def nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, aoff, new6, noff):
 
 @njit(cache=True, nogil=True, inline="always")
 def _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
-    nf_flow_nat_port(b, thoff, l4proto, TCPH.source, val[e, V_NAT_PORTS] >> 16)
+    nf_flow_nat_port(b, thoff, l4proto, TCPH.source, ports_src(val[e, V_NAT_PORTS]))
     if l3proto == 4:
         nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.saddr, val[e, V_NAT_SADDR])
     else:
@@ -290,7 +295,7 @@ def _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
 
 @njit(cache=True, nogil=True, inline="always")
 def _nat_dst(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
-    nf_flow_nat_port(b, thoff, l4proto, TCPH.dest, val[e, V_NAT_PORTS] & 0xFFFF)
+    nf_flow_nat_port(b, thoff, l4proto, TCPH.dest, ports_dst(val[e, V_NAT_PORTS]))
     if l3proto == 4:
         nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.daddr, val[e, V_NAT_DADDR])
     else:
@@ -357,15 +362,15 @@ def nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, dir_, val, e):
         old, new = ld32(b, nhoff + IPH.saddr), val[e, V_NAT_SADDR]
         ip_terms += _csum32_terms(old, new)
         st32(b, nhoff + IPH.saddr, new)
-        newp = val[e, V_NAT_PORTS] >> 16
-        port_terms += ((~(ports >> 16)) & 0xFFFF) + newp
+        newp = ports_src(val[e, V_NAT_PORTS])
+        port_terms += ((~ports_src(ports)) & 0xFFFF) + newp
         st16(b, thoff + TCPH.source, newp)
     if dst:
         old, new = ld32(b, nhoff + IPH.daddr), val[e, V_NAT_DADDR]
         ip_terms += _csum32_terms(old, new)
         st32(b, nhoff + IPH.daddr, new)
-        newp = val[e, V_NAT_PORTS] & 0xFFFF
-        port_terms += ((~ports) & 0xFFFF) + newp
+        newp = ports_dst(val[e, V_NAT_PORTS])
+        port_terms += ((~ports_dst(ports)) & 0xFFFF) + newp
         st16(b, thoff + TCPH.dest, newp)
     csum_replace_terms(b, nhoff + IPH.check, ip_terms, False)
     if l4proto == IPPROTO_TCP:
@@ -394,19 +399,20 @@ def nf_flow_state_check(key, e, b, thoff, l4proto):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_udp_ns, counter, now_ns):
-    """One hit at b[head:] (room bytes of headroom before it): checks, then writes.
-    nat6 is the flat (1-D) view of the table's nat6. Returns (Reason, new frame length).
+def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns):
+    """One hit (entry e of ft, FlowtableViews) at b[head:] (room bytes of headroom before it): checks,
+    then writes. nat6 is the flat (1-D) view of ft.nat6. Returns (Reason, new frame length).
 
     Linux: nf_flow_table_ip.c › nf_flow_offload_forward: MTU, TCP state; then refresh, NAT, TTL,
     acct.
     Deviation: the frame is trimmed to the IP length (Ethernet padding dropped) as the classic
     path's ip_rcv does, so both paths emit the same bytes.
     """
+    key, val = ft.key, ft.val
     flags = key[e, V_FLAGS]
     nhoff = head + ETH_HLEN
     proto = key[e, K_PROTO]
-    l3proto, l4proto = proto >> 8, proto & 0xFF
+    l3proto, l4proto = proto_l3(proto), proto_l4(proto)
     if l3proto == 4:
         l3len = ld16(b, nhoff + IPH.tot_len)
         thoff = nhoff + IPH.size
@@ -415,37 +421,38 @@ def nf_flow_offload_forward(b, head, room, key, val, nat6, e, tmo_tcp_ns, tmo_ud
         thoff = nhoff + IP6H.size
     if l3len > key[e, V_MTU]:  # nf_flow_exceeds_mtu
         return SLOW_MTU, 0
-    if key[e, V_XMIT] & XMIT_VLAN and room < VLAN.size:
+    if xmit_has_vlan(key[e, V_XMIT]) and room < VLAN.size:
         return SLOW_MTU, 0  # Deviation: no headroom for the tag; Linux reallocates, we go slow
     if nf_flow_state_check(key, e, b, thoff, l4proto):
         return SLOW_TCP_STATE, 0
     # ---- writes from here on ----
-    timeout = now_ns + (tmo_tcp_ns if l4proto == IPPROTO_TCP else tmo_udp_ns)
+    timeout = now_ns + (ft.timeout_tcp_ns if l4proto == IPPROTO_TCP else ft.timeout_udp_ns)
     if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
         val[e, V_TIMEOUT] = timeout
     if l3proto == 4:
-        nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, key[e, V_XMIT] & 0xF, val, e)
+        nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, e)
         ip_decrease_ttl(b, nhoff)
     else:
-        nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, key[e, V_XMIT] & 0xF, val, nat6, e)
+        nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, nat6, e)
         b[nhoff + IP6H.hop_limit] -= 1
-    if counter:  # nf_ct_acct_update(ct, dir, skb->len)
+    if ft.counter:  # nf_ct_acct_update(ct, dir, skb->len)
         val[e, V_PACKETS] += 1
         val[e, V_BYTES] += l3len
     return FLOW_FORWARD, ETH_HLEN + l3len
 
 
 @njit(cache=True, nogil=True, inline="always")
-def nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns):
+def nf_flow_offload_step(cols, flat, off, i, ft, nat6, e, now_ns):
     """After the lookup of packet i (entry e or -1): the TEARDOWN check flow_offload_lookup makes,
-    then nf_flow_offload_forward; writes length/oif/flow. Returns FLOW_FORWARD or a slow Reason."""
+    then nf_flow_offload_forward; writes the batch's (cols) len/oif/flow of packet i, whose frame
+    starts at flat[off] (flat: the batch's data as one row). Returns FLOW_FORWARD or a slow Reason."""
+    _, head, length, _, oif, _, flow, _ = cols
     flow[i] = e
     if e < 0:
         return SLOW_NO_ENTRY
     if ft.key[e, V_FLAGS] & F_TEARDOWN:
         return SLOW_TEARDOWN
-    r, newlen = nf_flow_offload_forward(flat, off, head[i], ft.key, ft.val, nat6, e, ft.timeout_tcp_ns,
-                                        ft.timeout_udp_ns, ft.counter, now_ns)  # fmt: skip
+    r, newlen = nf_flow_offload_forward(flat, off, head[i], ft, nat6, e, now_ns)
     if r == FLOW_FORWARD:
         length[i] = newlen
         oif[i] = ft.key[e, V_OIFIDX]
@@ -473,7 +480,7 @@ def _nf_flow_tuple_hash(flat, off, ln, ifidx, enc, kflat, ko, seed):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kflat, ko, h, cand, now_ns):
+def _nf_flow_lookup_forward(cols, flat, off, i, ft, nat6, kflat, ko, h, cand, now_ns):
     """Look up the key at kflat[ko:] (hash h), then nf_flow_offload_step: FLOW_FORWARD or a slow Reason.
 
     cand: what flow_offload_probe_tag found for h (the pipeline's stage 2), or CAND_UNKNOWN. The first
@@ -481,48 +488,47 @@ def _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kfl
     equal it is the probe's answer, and when no record has the tag the probe finds nothing: only a
     tag collision probes again.
     """
-    ipv4 = (kflat[ko + K_PROTO] >> 8) == 4
+    ipv4 = proto_l3(kflat[ko + K_PROTO]) == 4
+    k4 = _ring_key_ipv4(kflat, ko)
     if cand >= 0 and (
-        _key_equal_ipv4(ft.key, cand, kflat, ko) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)
+        flow_key_equal_ipv4(ft.key, cand, k4) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)
     ):
         e = cand
     elif cand == -1:
         e = np.int64(-1)
     elif ipv4:
-        e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, np.int64(kflat[ko + K_IIFIDX]),
-                                    np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
-                                    np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]),
-                                    np.int64(kflat[ko + K_ENCAP]), h)  # fmt: skip
+        e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, k4, h)
     else:
         e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, ko, h)
-    return nf_flow_offload_step(flat, off, i, head, length, oif, flow, ft, nat6, e, now_ns)
+    return nf_flow_offload_step(cols, flat, off, i, ft, nat6, e, now_ns)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _key_equal_ipv4(key, e, kflat, ko):
+def _ring_key_ipv4(kflat, ko):
     # an IPv4 key in the ring holds its varying words only (see _nf_flow_tuple_hash)
-    return flow_key_equal_ipv4(key, e, np.int64(kflat[ko + K_IIFIDX]), np.int64(kflat[ko + K_PROTO]),
-                               np.int64(kflat[ko + K_SADDR]), np.int64(kflat[ko + K_DADDR]),
-                               np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]))  # fmt: skip
+    return (np.int64(kflat[ko + K_IIFIDX]), np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
+            np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]))  # fmt: skip
 
 
 # The batch stages are compiled without NRT (`_nrt=False`, numba's switch for its reference-counting
 # runtime): they allocate nothing, and with NRT on, every inlined helper taking an array paid an
 # atomic incref/decref pair per packet that numba's pruner left in place (130 -> 73 ns/pkt).
 @njit(cache=True, nogil=True, _nrt=False)
-def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, encap, n, ft, pkey, phash, now_ns):
+def nf_flow_offload_ip_batch(cols, n, ft, ring, now_ns):
     """Fast path over packets 0..n-1 of a batch: tuple, lookup, forward, one packet at a time.
 
     Linux: nf_flow_table_ip.c › nf_flow_offload_ip_hook (nf_flow_offload_lookup, then
     nf_flow_offload_forward), for IPv4 and IPv6 alike.
-    data uint8[cap, slot]; head, length uint16[cap] (length in/out: trimmed on a hit); iif int32[cap]
+    cols: a PacketBatch's columns (data, head, len, iif, oif, verdict, flow, encap):
+    data uint8[cap, slot]; head, len uint16[cap] (len in/out: trimmed on a hit); iif int32[cap]
     oif int32[cap] out: out.ifidx of each hit; verdict uint8[cap] in/out: only FLOW_FORWARD packets
     are looked at, the others are left alone; flow int32[cap] out: the entry, -1 for no entry
     encap uint32[cap]: the key's encap word per packet (0, or SA index + 1 after ESP input)
-    ft FlowtableViews; pkey uint32[G, 16], phash int64[G] scratch (G = PREFETCH_RING); now_ns
+    ft FlowtableViews; ring (pkey uint32[G, 16], phash int64[G]) scratch (G = PREFETCH_RING); now_ns
     packet time. Returns the number of packets sent to the slow path.
     """
-    flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
+    data, head, length, iif, _, verdict, flow, encap = cols
+    flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], ring[0].reshape(-1), ft.nat6.reshape(-1)
     slow = 0
     for i in range(n):
         if verdict[i] != FLOW_FORWARD:
@@ -531,8 +537,7 @@ def nf_flow_offload_ip_batch(data, head, length, iif, oif, verdict, flow, encap,
         r, h = _nf_flow_tuple_hash(flat, off, np.int64(length[i]), np.int64(iif[i]), np.int64(encap[i]), kflat, 0,
                                    ft.seed)  # fmt: skip
         if r == FLOW_FORWARD:
-            r = _nf_flow_lookup_forward(flat, off, i, head, length, oif, flow, ft, nat6, kflat, 0, h, CAND_UNKNOWN,
-                                        now_ns)  # fmt: skip
+            r = _nf_flow_lookup_forward(cols, flat, off, i, ft, nat6, kflat, 0, h, CAND_UNKNOWN, now_ns)
         else:
             flow[i] = -1
         if r != FLOW_FORWARD:
@@ -549,28 +554,22 @@ PREFETCH_MIN_ENTRIES = 1 << 15  # tables this large (4 MB of rows and up) miss t
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def nf_flow_offload_ip_batch_prefetch(
-    data, head, length, iif, oif, verdict, flow, encap, n, ft, pkey, phash, now_ns
-):
+def nf_flow_offload_ip_batch_prefetch(cols, n, ft, ring, now_ns):
     """nf_flow_offload_ip_batch as a software pipeline (nf_flow_offload_ip_range over 0..n-1).
 
     No Linux counterpart (the kernel walks one skb at a time). Same arguments, same results.
     """
-    return nf_flow_offload_ip_range(
-        data, head, length, iif, oif, verdict, flow, encap, 0, n, ft, pkey, phash, now_ns
-    )
+    return nf_flow_offload_ip_range(cols, 0, n, ft, ring, now_ns)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def nf_flow_offload_ip_range(
-    data, head, length, iif, oif, verdict, flow, encap, i0, i1, ft, pkey, phash, now_ns
-):
+def nf_flow_offload_ip_range(cols, i0, i1, ft, ring, now_ns):
     """The steps of nf_flow_offload_ip_batch over packets i0..i1-1 as a software pipeline: packet j
     is parsed and hashed (its probe slot prefetched) while packet j + D has its headers prefetched,
     packet j - D the rows of the entry its tag points to, and packet j - 2D is looked up and
     forwarded (D = PREFETCH_DISTANCE).
     The misses of ~2D packets are in flight at once and no packet waits for another's. pkey/phash
-    are a ring of PREFETCH_RING keys and hashes. The hook calls it chunk by chunk, so that it can
+    (ring) are a ring of PREFETCH_RING keys and hashes. The hook calls it chunk by chunk, so that it can
     group a chunk's hits while their entries are still in the caches. No Linux counterpart.
 
     Measured (benchmarks/flowtable_kernel.py, one call over 2**20 frames, hook ns/pkt, against
@@ -579,8 +578,10 @@ def nf_flow_offload_ip_range(
     tag matches rather than the home slot's: at load 0.38 a quarter of the lookups find their
     record past the home slot, and each of those then missed in DRAM with nothing in flight.
     """
+    data, head, length, iif, _, verdict, flow, encap = cols
+    pkey, phash = ring
     flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
-    d, ring = PREFETCH_DISTANCE, PREFETCH_RING - 1
+    d, rmask = PREFETCH_DISTANCE, PREFETCH_RING - 1
     slow = 0
     for j in range(i0, min(i1, i0 + d)):
         prefetch(flat, j * slot + np.int64(head[j]))
@@ -589,26 +590,26 @@ def nf_flow_offload_ip_range(
             prefetch(flat, (j + d) * slot + np.int64(head[j + d]))
         if j < i1 and verdict[j] == FLOW_FORWARD:
             r, h = _nf_flow_tuple_hash(flat, j * slot + np.int64(head[j]), np.int64(length[j]), np.int64(iif[j]),
-                                       np.int64(encap[j]), kflat, (j & ring) * KEY_ROW, ft.seed)  # fmt: skip
+                                       np.int64(encap[j]), kflat, (j & rmask) * KEY_ROW, ft.seed)  # fmt: skip
             if r != FLOW_FORWARD:
                 verdict[j] = r
                 flow[j] = -1
                 slow += 1
             else:
-                phash[j & ring] = h
+                phash[j & rmask] = h
                 prefetch(ft.index, h & ft.mask)
         b = j - d
         if i0 <= b < i1 and verdict[b] == FLOW_FORWARD:
-            e = flow_offload_probe_tag(ft.index, ft.mask, ft.max_probes, phash[b & ring])
-            kflat[(b & ring) * KEY_ROW + RING_CAND] = e + 1
+            e = flow_offload_probe_tag(ft.index, ft.mask, ft.max_probes, phash[b & rmask])
+            kflat[(b & rmask) * KEY_ROW + RING_CAND] = e + 1
             if e >= 0:
                 prefetch(ft.key[e], 0)  # the entry's key line, then its val line
                 prefetch(ft.val[e], 0)
         c = j - 2 * d
         if c >= i0 and verdict[c] == FLOW_FORWARD:
-            ko = (c & ring) * KEY_ROW
-            r = _nf_flow_lookup_forward(flat, c * slot + np.int64(head[c]), c, head, length, oif, flow, ft, nat6,
-                                        kflat, ko, phash[c & ring], np.int64(kflat[ko + RING_CAND]) - 1, now_ns)  # fmt: skip
+            ko = (c & rmask) * KEY_ROW
+            r = _nf_flow_lookup_forward(cols, flat, c * slot + np.int64(head[c]), c, ft, nat6, kflat, ko,
+                                        phash[c & rmask], np.int64(kflat[ko + RING_CAND]) - 1, now_ns)  # fmt: skip
             if r != FLOW_FORWARD:
                 verdict[c] = r
                 slow += 1

@@ -83,6 +83,120 @@ IDX_TOMBSTONE = -1
 HZ_NS = 1_000_000_000  # flow_offload_refresh writes only when the timeout moves by more than HZ
 
 
+# ---- packed words: each is built and taken apart here only (kernels, owner and listing alike) ----
+@njit(cache=True, nogil=True, inline="always")
+def flow_proto(l3proto, l4proto):
+    """The K_PROTO word: l3proto (4 or 6) << 8 | l4proto."""
+    return (l3proto << 8) | l4proto
+
+
+@njit(cache=True, nogil=True, inline="always")
+def proto_l3(w):
+    """l3proto (4 or 6) of a K_PROTO word."""
+    return w >> 8
+
+
+@njit(cache=True, nogil=True, inline="always")
+def proto_l4(w):
+    """l4proto of a K_PROTO word."""
+    return w & 0xFF
+
+
+@njit(cache=True, nogil=True, inline="always")
+def ports_word(src_port, dst_port):
+    """A ports word (K_PORTS, V_NAT_PORTS): src_port << 16 | dst_port, as ld32 reads them off the wire."""
+    return (src_port << 16) | dst_port
+
+
+@njit(cache=True, nogil=True, inline="always")
+def ports_src(w):
+    """src_port of a ports word."""
+    return w >> 16
+
+
+@njit(cache=True, nogil=True, inline="always")
+def ports_dst(w):
+    """dst_port of a ports word."""
+    return w & 0xFFFF
+
+
+@njit(cache=True, nogil=True, inline="always")
+def xmit_word(dir_, xmit_type, vlan):
+    """The V_XMIT word: dir (bits 0-3) | xmit_type << 4 (bits 4-6) | has out-VLAN (bit 7) | VLAN TCI
+    << 16; vlan < 0 for none."""
+    w = dir_ | (xmit_type << 4)
+    if vlan >= 0:
+        w |= XMIT_VLAN | ((vlan & 0xFFFF) << 16)
+    return w
+
+
+@njit(cache=True, nogil=True, inline="always")
+def xmit_dir(w):
+    """enum flow_offload_tuple_dir of a V_XMIT word."""
+    return w & 0xF
+
+
+@njit(cache=True, nogil=True, inline="always")
+def xmit_type(w):
+    """enum flow_offload_xmit_type of a V_XMIT word."""
+    return (w >> 4) & 7
+
+
+@njit(cache=True, nogil=True, inline="always")
+def xmit_has_vlan(w):
+    """True when a V_XMIT word pushes an 802.1Q tag."""
+    return (w & XMIT_VLAN) != 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def xmit_vlan(w):
+    """The out-VLAN TCI of a V_XMIT word, -1 for none."""
+    return np.int64(w >> 16) if w & XMIT_VLAN else np.int64(-1)  # int64 both: uint64 | int64 is float64
+
+
+@njit(cache=True, nogil=True, inline="always")
+def xmit_l2(w):
+    """What of a V_XMIT word decides the link-layer header (xmit type, VLAN), the direction left out:
+    two entries with equal xmit_l2 (and neighbour) share one header."""
+    return w >> 4
+
+
+@njit(cache=True, nogil=True, inline="always")
+def encap_xfrm(sa):
+    """The encap word of a packet ESP input decrypted with SA index sa (0 is no encapsulation)."""
+    return sa + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def encap_sa(w):
+    """The SA index of an encap word, -1 for none."""
+    return w - 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def flow_index_record(h, e):
+    """The index record of entry e with hash h: hash_tag(h) << 32 | e + 1."""
+    return (hash_tag(h) << 32) | (e + 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def hash_tag(h):
+    """The tag that the index record of an entry with hash h carries."""
+    return h >> 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def record_tag(rec):
+    """The tag of an index record."""
+    return rec >> 32
+
+
+@njit(cache=True, nogil=True, inline="always")
+def record_entry(rec):
+    """The entry of an index record (neither IDX_EMPTY nor IDX_TOMBSTONE)."""
+    return (rec & 0xFFFFFFFF) - 1
+
+
 class FlowtableViews(NamedTuple):
     """What the compiled hook reads: a Flowtable's arrays and scalars (rebuilt when it grows).
 
@@ -128,7 +242,7 @@ def flow_offload_hash(k, koff, seed):
     slot) depend on every key bit. Same value with the JIT off. An IPv4 key goes to
     flow_offload_hash_ipv4 over its six meaningful words (the other six are zero by construction).
     """
-    if (k[koff + K_PROTO] >> 8) == 4:
+    if proto_l3(k[koff + K_PROTO]) == 4:
         return flow_offload_hash_ipv4(np.int64(k[koff + K_IIFIDX]), np.int64(k[koff + K_PROTO]),
                                       np.int64(k[koff + K_SADDR]), np.int64(k[koff + K_DADDR]),
                                       np.int64(k[koff + K_PORTS]), np.int64(k[koff + K_ENCAP]), seed)  # fmt: skip
@@ -171,7 +285,7 @@ def flow_key_equal(key, e, k, koff):
     IPv4 keys the six zero address words are equal by construction and are skipped."""
     if key[e, K_PROTO] != k[koff + K_PROTO]:
         return False
-    if (key[e, K_PROTO] >> 8) == 4:
+    if proto_l3(key[e, K_PROTO]) == 4:
         return (key[e, K_PORTS] == k[koff + K_PORTS] and key[e, K_SADDR] == k[koff + K_SADDR]
                 and key[e, K_DADDR] == k[koff + K_DADDR] and key[e, K_IIFIDX] == k[koff + K_IIFIDX]
                 and key[e, K_ENCAP] == k[koff + K_ENCAP])  # fmt: skip
@@ -182,10 +296,57 @@ def flow_key_equal(key, e, k, koff):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def flow_key_equal_ipv4(key, e, iifidx, proto, saddr, daddr, ports, encap):
-    """flow_key_equal for an IPv4 key given as its six meaningful words (as flow_offload_hash_ipv4)."""
+def flow_key_equal_ipv4(key, e, k4):
+    """flow_key_equal for an IPv4 key given as its six meaningful words (as flow_offload_hash_ipv4):
+    k4 = (iifidx, proto, saddr, daddr, ports, encap), int64 each."""
+    iifidx, proto, saddr, daddr, ports, encap = k4
     return (key[e, K_PORTS] == ports and key[e, K_SADDR] == saddr and key[e, K_DADDR] == daddr
             and key[e, K_PROTO] == proto and key[e, K_IIFIDX] == iifidx and key[e, K_ENCAP] == encap)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def flow_index_walk(index, mask, max_probes, h, match, arg):
+    """The probe run of hash h: the slot of the first record with h's tag whose entry e satisfies
+    match(e, arg), -1 when an empty slot or max_probes come first. Tombstones carry no tag (they
+    are skipped). The one probe loop: flow_offload_probe, its IPv4 and tag-only forms and
+    flow_index_remove differ only in match (a compile-time constant, inlined)."""
+    tag = hash_tag(h)
+    slot = h & mask
+    for _ in range(max_probes):
+        rec = index[slot]
+        if rec == IDX_EMPTY:
+            return -1
+        if record_tag(rec) == tag and match(record_entry(rec), arg):
+            return slot
+        slot = (slot + 1) & mask
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _entry_of(index, slot):
+    return record_entry(index[slot]) if slot >= 0 else -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _match_key(e, arg):
+    key, k, koff = arg
+    return flow_key_equal(key, e, k, koff)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _match_key_ipv4(e, arg):
+    key, k4 = arg
+    return flow_key_equal_ipv4(key, e, k4)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _match_any(e, arg):
+    return True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _match_entry(e, arg):
+    return e == arg
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -196,52 +357,21 @@ def flow_offload_probe(index, key, mask, max_probes, k, koff, h):
     Linux: nf_flow_table_core.c › flow_offload_lookup (rhashtable_lookup; the TEARDOWN check is the
     caller's, so that the hook can tell a torn-down entry from a miss).
     """
-    tag = h >> 1
-    slot = h & mask
-    for _ in range(max_probes):
-        rec = index[slot]
-        if rec == IDX_EMPTY:
-            return -1
-        if (rec >> 32) == tag:
-            e = (rec & 0xFFFFFFFF) - 1
-            if flow_key_equal(key, e, k, koff):
-                return e
-        slot = (slot + 1) & mask
-    return -1
+    return _entry_of(index, flow_index_walk(index, mask, max_probes, h, _match_key, (key, k, koff)))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def flow_offload_probe_ipv4(index, key, mask, max_probes, iifidx, proto, saddr, daddr, ports, encap, h):
-    """flow_offload_probe for an IPv4 key given as its six meaningful words (as
-    flow_offload_hash_ipv4): the same entry, compared straight from the header fields."""
-    tag = h >> 1
-    slot = h & mask
-    for _ in range(max_probes):
-        rec = index[slot]
-        if rec == IDX_EMPTY:
-            return -1
-        if (rec >> 32) == tag:
-            e = (rec & 0xFFFFFFFF) - 1
-            if flow_key_equal_ipv4(key, e, iifidx, proto, saddr, daddr, ports, encap):
-                return e
-        slot = (slot + 1) & mask
-    return -1
+def flow_offload_probe_ipv4(index, key, mask, max_probes, k4, h):
+    """flow_offload_probe for an IPv4 key given as its six meaningful words k4 (as
+    flow_key_equal_ipv4): the same entry, compared straight from the header fields."""
+    return _entry_of(index, flow_index_walk(index, mask, max_probes, h, _match_key_ipv4, (key, k4)))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def flow_offload_probe_tag(index, mask, max_probes, h):
     """The first entry on h's probe run whose record carries h's tag (-1: none): the entry the probe
     will most likely compare, to prefetch. Reads the index only (its home line, usually)."""
-    tag = h >> 1
-    slot = h & mask
-    for _ in range(max_probes):
-        rec = index[slot]
-        if rec == IDX_EMPTY:
-            return -1
-        if (rec >> 32) == tag:
-            return (rec & 0xFFFFFFFF) - 1
-        slot = (slot + 1) & mask
-    return -1
+    return _entry_of(index, flow_index_walk(index, mask, max_probes, h, _match_any, 0))
 
 
 @njit(cache=True, nogil=True)
@@ -255,7 +385,7 @@ def flow_index_insert(index, mask, max_probes, h, e):
     for _ in range(max_probes):
         rec = index[slot]
         if rec == IDX_EMPTY or rec == IDX_TOMBSTONE:
-            index[slot] = ((h >> 1) << 32) | (e + 1)
+            index[slot] = flow_index_record(h, e)
             return 1 if rec == IDX_EMPTY else 2
         slot = (slot + 1) & mask
     return 0
@@ -264,17 +394,11 @@ def flow_index_insert(index, mask, max_probes, h, e):
 @njit(cache=True, nogil=True)
 def flow_index_remove(index, mask, max_probes, h, e):
     """Tombstone the slot holding entry e (hash h); returns 1 when found."""
-    tag = h >> 1
-    slot = h & mask
-    for _ in range(max_probes):
-        rec = index[slot]
-        if rec == IDX_EMPTY:
-            return 0
-        if (rec >> 32) == tag and (rec & 0xFFFFFFFF) - 1 == e:
-            index[slot] = IDX_TOMBSTONE
-            return 1
-        slot = (slot + 1) & mask
-    return 0
+    slot = flow_index_walk(index, mask, max_probes, h, _match_entry, e)
+    if slot < 0:
+        return 0
+    index[slot] = IDX_TOMBSTONE
+    return 1
 
 
 @njit(cache=True, nogil=True)

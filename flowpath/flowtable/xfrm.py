@@ -15,7 +15,7 @@ INPUT accepted it, as an established flow is accepted before it is offloaded). A
 traffic from that SA. Those entries were added after the packet that created them passed the `fwd`
 policy check with that SA in its secpath: a decrypted packet never skips the policy check, it hits an
 entry whose check covered the same selector and secpath. A miss goes to the classic path with its
-secpath (datapath.Worker.slow_path_decrypted), as Linux's xfrm_input re-receives the inner packet.
+secpath (flowpath.inet.dev.xfrm_rcv_decrypted), as Linux's xfrm_input re-receives the inner packet.
 
 Output. After the hook, hits whose entry has FLOW_OFFLOAD_XMIT_XFRM are encrypted in place
 (esp_batch.esp_encrypt_kernel: the outer header goes into the headroom, in front of the inner packet;
@@ -49,11 +49,16 @@ from flowpath.flowtable.key import (
     K_SADDR,
     KEY_ROW,
     V_XMIT,
-    XMIT_VLAN,
+    encap_xfrm,
     flow_index_build,
     flow_offload_hash,
     flow_offload_probe,
+    flow_proto,
+    ports_dst,
+    xmit_has_vlan,
+    xmit_type,
 )
+from flowpath.packet.counters import TX_BYTES, TX_PACKETS
 from flowpath.packet.csum import ld16, ld32
 from flowpath.packet.layout import (
     ETH_HLEN,
@@ -183,6 +188,10 @@ class XfrmScratch:
         self.kr = np.zeros(KEY_ROW, np.uint32)
         self.scr = esp_scratch()
 
+    def cols(self, sa_bulks: np.ndarray) -> tuple:
+        """(psa, idx, nhoff, kr, scr, sa_bulks): the stages' `xs` argument as one plain tuple."""
+        return (self.psa, self.idx, self.nhoff, self.kr, self.scr, sa_bulks)
+
 
 @njit(cache=True, nogil=True)
 def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
@@ -224,7 +233,7 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
         if th + UDPH.size + 8 > end:
             return False
         ports = ld32(b, th)
-        dport, known = ports & 0xFFFF, False
+        dport, known = ports_dst(ports), False
         for p in tports:  # NAT-T tunnels' local ports (4500): other UDP is not looked up
             known |= p == dport
         if not known:
@@ -235,26 +244,28 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
     if spi == 0:  # RFC 3948 non-ESP marker (IKE); SPI 0 is reserved for ESP too (RFC 4303 §2.1)
         return False
     kr[K_IIFIDX] = iifidx
-    kr[K_PROTO] = (l3 << 8) | l4
+    kr[K_PROTO] = flow_proto(l3, l4)
     kr[K_PORTS] = ports
     kr[K_ENCAP] = spi
     return True
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey, tsa, tseed, tports, tdevs, tcols,
-                       bulk, psa, idx, nhoff, kr, scr, sa_bulks):  # fmt: skip
+def nf_flow_xfrm_input(cols, n, tun, tcols, bulk, xs):
     """ESP input at early ingress over packets 0..n-1 (those still FLOW_FORWARD).
 
-    tindex/tkey/tsa/tseed/tports/tdevs: an XfrmInputTable; tcols: the SAD columns (Xfrm.cols, a plain tuple of
-    XfrmStateTable); bulk 1: one bulk per
-    SA, 0: one per packet (`--no-bulk`); psa, idx int32[cap],
-    nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]: scratch; sa_bulks int64[nsa] in/out: +1 per
-    bulk after which the SA wants its lifetime check (xfrm_state_wants_check; the caller runs
-    xfrm_state_check_expire and clears it).
+    cols   a PacketBatch's columns; tun an XfrmInputTable's cols (index, key, sa, seed, ports, devs)
+    tcols  the SAD columns (Xfrm.cols, XfrmStateTable as a plain tuple)
+    bulk   1: one bulk per SA, 0: one per packet (`--no-bulk`)
+    xs     XfrmScratch.cols: psa, idx int32[cap], nhoff uint16[cap], kr uint32[16], scr uint8[SCRATCH]
+           scratch; sa_bulks int64[nsa] in/out: +1 per bulk after which the SA wants its lifetime check
+           (xfrm_state_wants_check; the caller runs xfrm_state_check_expire and clears it)
     Decrypted packets keep FLOW_FORWARD with head/len framing link-layer header + inner packet and
     encap = SA index + 1; failures get their XFRM_* drop reason. Returns the number decrypted.
     """
+    data, head, length, iif, _, verdict, _, encap = cols
+    tindex, tkey, tsa, tseed, tports, tdevs = tun
+    psa, idx, nhoff, kr, scr, sa_bulks = xs
     t = XfrmStateTable(*tcols)
     flat, slot = data.reshape(-1), np.int64(data.shape[1])  # row views would cost a refcount each
     mask = tindex.shape[0] - 1
@@ -292,25 +303,26 @@ def nf_flow_xfrm_input(data, head, length, iif, verdict, encap, n, tindex, tkey,
         for j in range(m):
             k = idx[j]
             if verdict[k] == FLOW_FORWARD:
-                encap[k] = sa + 1
+                encap[k] = encap_xfrm(sa)
                 done += 1
     return done
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, dev_ok, key, xfrm_sa, tcols, ttl,
-                        bulk, psa, idx, nhoff, scr, sa_bulks):  # fmt: skip
+def nf_flow_xfrm_output(cols, lo, hi, take, dev_ok, fx, tcols, bulk, xs):
     """Encrypt, in place, the packets lo..hi-1 with verdict `take` (FLOW_FORWARD, or XFRM_PENDING for
     parked ones) whose input device is in dev_ok and whose entry has FLOW_OFFLOAD_XMIT_XFRM: one bulk
-    per SA (bulk 1) or per packet (bulk 0, `--no-bulk`), each in batch order.
+    per SA (bulk 1) or per packet (bulk 0, `--no-bulk`), each in batch order; the outer TTL is IPDEFTTL.
 
-    key, xfrm_sa: the flowtable's key rows and SA column; tcols the SAD columns (Xfrm.cols); ttl the
-    outer TTL;
-    psa, idx int32[cap], nhoff uint16[cap], scr uint8[SCRATCH] scratch; sa_bulks as nf_flow_xfrm_input.
+    cols a PacketBatch's columns; fx (key, xfrm_sa): the flowtable's key rows and SA column; tcols the
+    SAD columns (Xfrm.cols); xs as nf_flow_xfrm_input (kr unused).
     Taken packets end with FLOW_FORWARD, or the drop reason of a refusal (SA expired, sequence
     overflow, no room; XFRM_NO_STATE for a parked packet whose flow was deleted meanwhile), and
     psa == -2. Returns the number refused.
     """
+    data, head, length, iif, _, verdict, flow, _ = cols
+    key, xfrm_sa = fx
+    psa, idx, nhoff, _, scr, sa_bulks = xs
     t = XfrmStateTable(*tcols)
     hits = bad = 0
     for i in range(lo, hi):
@@ -319,14 +331,14 @@ def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, de
             continue
         e = flow[i]
         x = key[e, V_XMIT]
-        if ((x >> 4) & 7) != FLOW_OFFLOAD_XMIT_XFRM:
+        if xmit_type(x) != FLOW_OFFLOAD_XMIT_XFRM:
             continue
         if xfrm_sa[e] < 0:  # parked, and the flow was deleted by a GC run in between
             verdict[i], psa[i] = XFRM_NO_STATE, -2
             bad += 1
             continue
         psa[i] = xfrm_sa[e]
-        nhoff[i] = ETH_HLEN + (VLAN.size if x & XMIT_VLAN else 0)  # the header the bulk stage wrote
+        nhoff[i] = ETH_HLEN + (VLAN.size if xmit_has_vlan(x) else 0)  # the header the bulk stage wrote
         verdict[i] = FLOW_FORWARD
         hits += 1
     if hits == 0:
@@ -336,7 +348,7 @@ def nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, take, de
         if sa < 0:
             continue
         m = xfrm_bulk_gather(psa, i, hi, bulk, idx)
-        bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, ttl, scr)
+        bad += esp_encrypt_kernel(data, head, length, verdict, nhoff, idx[:m], t, sa, IPDEFTTL, scr)
         xfrm_want_check(sa_bulks, t, sa)
     return bad
 
@@ -358,19 +370,21 @@ def nf_flow_xfrm_park(verdict, flow, lo, n, key):
     takes the lower sequence number of a shared SA, as it leaves first. Returns how many."""
     parked = 0
     for i in range(lo, n):
-        if verdict[i] == FLOW_FORWARD and ((key[flow[i], V_XMIT] >> 4) & 7) == FLOW_OFFLOAD_XMIT_XFRM:
+        if verdict[i] == FLOW_FORWARD and xmit_type(key[flow[i], V_XMIT]) == FLOW_OFFLOAD_XMIT_XFRM:
             verdict[i] = XFRM_PENDING
             parked += 1
     return parked
 
 
 @njit(cache=True, nogil=True)
-def nf_flow_xfrm_flush(data, head, length, iif, oif, verdict, flow, lo, hi, dev_ok, key, xfrm_sa, tcols, ttl, bulk,
-                       psa, idx, nhoff, scr, sa_bulks, reasons, ifc):  # fmt: skip
-    """Encrypt the parked packets lo..hi-1 of one flowtable (its devices: dev_ok) and count them as
-    account_batch counts hits and drops. Returns the number transmitted."""
-    nf_flow_xfrm_output(data, head, length, iif, verdict, flow, lo, hi, XFRM_PENDING, dev_ok, key, xfrm_sa, tcols,
-                        ttl, bulk, psa, idx, nhoff, scr, sa_bulks)  # fmt: skip
+def nf_flow_xfrm_flush(cols, lo, hi, dev_ok, fx, tcols, bulk, xs, acct):
+    """Encrypt the parked packets lo..hi-1 of one flowtable (its devices: dev_ok; fx, tcols, bulk, xs as
+    nf_flow_xfrm_output) and count them as account_batch counts hits and drops into acct (reasons,
+    ifc: Stats.cols). Returns the number transmitted."""
+    nf_flow_xfrm_output(cols, lo, hi, XFRM_PENDING, dev_ok, fx, tcols, bulk, xs)
+    _, _, length, _, oif, verdict, _, _ = cols
+    psa = xs[0]
+    reasons, ifc = acct
     hits = 0
     nif = ifc.shape[0]
     for i in range(lo, hi):
@@ -382,6 +396,6 @@ def nf_flow_xfrm_flush(data, head, length, iif, oif, verdict, flow, lo, hi, dev_
             hits += 1
             o = oif[i]
             if 0 <= o < nif:
-                ifc[o, 2] += 1
-                ifc[o, 3] += length[i]
+                ifc[o, TX_PACKETS] += 1
+                ifc[o, TX_BYTES] += length[i]
     return hits

@@ -51,26 +51,20 @@ from flowpath.xfrm.state import (
     xfrm_state_check_expire,
 )
 
-
-def _reason(name: str, fallback: Reason) -> int:
-    """A Reason member once reason.py has it, else the closest existing one."""
-    return int(getattr(Reason, name, fallback))
-
-
-# Drop reasons this module needs (Linux MIB in the comment); to be added to packet/reason.py.
-XFRM_IN_HDR = _reason("XFRM_IN_HDR", Reason.PKT_TOO_SMALL)  # XfrmInHdrError: truncated ESP
-XFRM_IN_REPLAY = _reason("XFRM_IN_REPLAY", Reason.XFRM_POLICY)  # XfrmInStateSeqError (replay)
-XFRM_IN_REPLAY_WINDOW = _reason("XFRM_IN_REPLAY_WINDOW", Reason.XFRM_POLICY)  # left of the window
-XFRM_IN_ICV = _reason("XFRM_IN_ICV", Reason.XFRM_POLICY)  # XfrmInStateProtoError (-EBADMSG)
-XFRM_IN_PADDING = _reason("XFRM_IN_PADDING", Reason.IP_INHDR)  # XfrmInStateProtoError (-EINVAL)
-XFRM_IN_NEXTHDR = _reason("XFRM_IN_NEXTHDR", Reason.IP_NOPROTO)  # XfrmInStateModeError
+# Drop reasons this module writes (Linux MIB in the comment); a rename in packet/reason.py breaks here.
+XFRM_IN_HDR = int(Reason.XFRM_IN_HDR)  # XfrmInHdrError: truncated ESP
+XFRM_IN_REPLAY = int(Reason.XFRM_IN_REPLAY)  # XfrmInStateSeqError (replay)
+XFRM_IN_REPLAY_WINDOW = int(Reason.XFRM_IN_REPLAY_WINDOW)  # left of the window
+XFRM_IN_ICV = int(Reason.XFRM_IN_ICV)  # XfrmInStateProtoError (-EBADMSG)
+XFRM_IN_PADDING = int(Reason.XFRM_IN_PADDING)  # XfrmInStateProtoError (-EINVAL)
+XFRM_IN_NEXTHDR = int(Reason.XFRM_IN_NEXTHDR)  # XfrmInStateModeError
 XFRM_NO_STATE = int(Reason.XFRM_NO_STATE)  # XfrmInNoStates: wrong SPI / no SA
-XFRM_STATE_EXPIRED = _reason("XFRM_STATE_EXPIRED", Reason.XFRM_NO_STATE)  # XfrmIn/OutStateExpired
-XFRM_OUT_SEQ_OVERFLOW = _reason("XFRM_OUT_SEQ_OVERFLOW", Reason.XFRM_NO_STATE)  # XfrmOutStateSeqError
-XFRM_NO_ROOM = _reason("XFRM_NO_ROOM", Reason.PKT_TOO_BIG)  # no headroom/tailroom in the slot
-XFRM_INNER_PROTO = _reason("XFRM_INNER_PROTO", Reason.SLOW_NOT_IP)  # inner packet not IPv4/IPv6
+XFRM_STATE_EXPIRED = int(Reason.XFRM_STATE_EXPIRED)  # XfrmIn/OutStateExpired
+XFRM_OUT_SEQ_OVERFLOW = int(Reason.XFRM_OUT_SEQ_OVERFLOW)  # XfrmOutStateSeqError
+XFRM_NO_ROOM = int(Reason.XFRM_NO_ROOM)  # no headroom/tailroom in the slot
+XFRM_INNER_PROTO = int(Reason.XFRM_INNER_PROTO)  # inner packet not IPv4/IPv6
 # UDP 4500 payload that is not ESP (IKE with the non-ESP marker, NAT keepalive): the slow path's
-SLOW_NATT_NON_ESP = _reason("SLOW_NATT_NON_ESP", Reason.SLOW_L4PROTO)
+SLOW_NATT_NON_ESP = int(Reason.SLOW_NATT_NON_ESP)
 
 ESP_HLEN, ESP_IVLEN, UDP_HLEN = 8, 8, 8
 INET_ECN_MASK, INET_ECN_ECT_0, INET_ECN_CE = 3, 2, 3

@@ -177,15 +177,17 @@ def xfrm_state_wants_check(t, sa):
 
 
 @njit(cache=True, nogil=True)
-def esp_output_one(b, lo, hi, h, ln, nhoff, seq, budget, ctx, spi, flags, v4, sport, dport, ttl, scr):
+def esp_output_one(b, lo, hi, h, ln, nhoff, seq, budget, sa, ttl, scr):
     """Encapsulate the packet at b[h:h+ln] (IP header at h+nhoff; its slot is b[lo:hi]) with sequence
     number `seq`.
 
     Linux: xfrm_output_one, xfrm4/6_tunnel_encap_add, esp_output. Decide first: every check runs
     before the slot is written, so a refused packet keeps its bytes. `budget` is the byte lifetime
-    left; sport/dport 0 = no NAT-T. Returns (reason, head, len, inner length). b is the batch's flat
-    data (a row view per packet would cost a reference count round trip per call).
+    left; sa (ctx, spi, flags, v4, sport, dport) the SA's values for the bulk (esp_encrypt_kernel),
+    sport/dport 0 = no NAT-T. Returns (reason, head, len, inner length). b is the batch's flat data (a
+    row view per packet would cost a reference count round trip per call).
     """
+    ctx, spi, flags, v4, sport, dport = sa
     ip = h + nhoff
     if ln < nhoff + 20:
         return Reason.PKT_TOO_SMALL, h, ln, 0
@@ -295,8 +297,8 @@ def esp_encrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, ttl, scr)
             verdict[idx[j]] = XFRM_NO_ROOM
         return idx.shape[0]
     esp_scratch_fill(t, sa, scr)
-    ctx, spi, flags = t.ctx_enc[sa], np.int64(t.spi[sa]), t.flags[sa]
-    v4, sport, dport = t.family[sa] == AF_INET, t.encap_sport[sa], t.encap_dport[sa]
+    sa_out = (t.ctx_enc[sa], np.int64(t.spi[sa]), t.flags[sa], t.family[sa] == AF_INET, t.encap_sport[sa],
+              t.encap_dport[sa])  # fmt: skip
     seq, packets, nbytes = t.oseq[sa], t.packets[sa], t.bytes[sa]
     bad = overflow = 0
     flat, slot = data.reshape(-1), np.int64(data.shape[1])
@@ -309,8 +311,7 @@ def esp_encrypt_kernel(data, head, length, verdict, nhoff, idx, t, sa, ttl, scr)
             r, h, ln, ilen = XFRM_STATE_EXPIRED, 0, 0, 0
         else:
             r, h, ln, ilen = esp_output_one(flat, base, base + slot, base + np.int64(head[i]), np.int64(length[i]),
-                                            np.int64(nhoff[i]), seq + 1, t.hard_bytes[sa] - nbytes, ctx, spi, flags,
-                                            v4, sport, dport, ttl, scr)  # fmt: skip
+                                            np.int64(nhoff[i]), seq + 1, t.hard_bytes[sa] - nbytes, sa_out, ttl, scr)  # fmt: skip
         if r != FLOW_FORWARD:
             verdict[i] = r
             bad += 1

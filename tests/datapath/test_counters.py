@@ -1,4 +1,4 @@
-"""flowpath/counters.py › account_batch: the fast path's share of a poll's counters, checked against a
+"""flowpath/packet/counters.py › account_batch: the fast path's share of a poll's counters, checked against a
 plain per-packet count (the compiled kernel keeps runs of equal interfaces in registers)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowpath.counters import RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS, account_batch
+from flowpath.packet.counters import RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS, account_batch
 from flowpath.packet.reason import IS_SLOW, N_REASONS, Reason
 
 NIF = 5

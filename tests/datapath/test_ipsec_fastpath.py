@@ -9,6 +9,7 @@ must hold for decrypted packets that the fast path forwards.
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 from gateway import run
@@ -392,3 +393,22 @@ def test_inbound_rekey_moves_the_flow_to_the_new_sa(tmp_path):
             assert encaps == {3}  # SA index 2 (0x2003) + 1
             assert stats["fastpath_packets"] >= 12
     assert outs[0] == outs[1]
+
+
+@pytest.mark.skipif(
+    os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled signatures without the JIT"
+)
+def test_the_esp_driver_has_one_compiled_signature(tmp_path):
+    """flowtable/ingress.py › nf_hook_ingress_xfrm, after ESP input and output with one and with two
+    flowtables, bulk on and off: one signature (the entry point the Worker calls is resolved for it)."""
+    from flowpath.flowtable.ingress import nf_hook_ingress_xfrm
+
+    text = net_text() + "link add dmz0 address 02:00:00:00:03:01\nlink set dmz0 up\n"
+    two = RULES.replace("\tchain fw {", "\tflowtable other {\n\t\thook ingress priority filter\n"
+                        "\t\tdevices = { dmz0 }\n\t}\n\n\tchain fw {")  # fmt: skip
+    for k, (rules, bulk) in enumerate(((RULES, True), (two, False))):
+        (tmp_path / str(k)).mkdir()
+        _, stats, _ = run(tmp_path / str(k), trace(), net=parse_network(text, "n.ip"), rules=parse_ruleset(rules),
+                          batch_size=4, bulk=bulk)  # fmt: skip
+        assert stats["fastpath_packets"] > 10
+    assert len(nf_hook_ingress_xfrm.signatures) == 1, nf_hook_ingress_xfrm.signatures

@@ -83,10 +83,9 @@ def test_each_kernel_has_one_compiled_signature(ftk):
     b = ftk.batch_of(ftk.pkt(o4))
     sc, v = scratch_for(b), ft.views
     for kernel in (nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch):
-        kernel(b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.flow, b.encap, 0, v, sc.pkey, sc.phash, np.int64(0))
+        kernel(b.cols, 0, v, (sc.pkey, sc.phash), np.int64(0))
     for bulk in (True, False):
-        flow_bulk_group(b.verdict, b.flow, 0, v.key, v.val, bulk, sc.group, sc.group_start, sc.group_count,
-                        sc.order, sc.gfirst, sc.gtab, sc.hdr)  # fmt: skip
+        flow_bulk_group(b.verdict, b.flow, 0, v, bulk, tuple(sc)[2:])
     flow_neigh_xmit_range(b.data, b.head, b.len, sc.group, 0, 0, sc.hdr)
     kernels = (_nf_flow_offload_hook, nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch,
                flow_bulk_group, flow_neigh_xmit_range,
@@ -125,8 +124,7 @@ def test_prefetch_variant_matches_the_one_packet_loop(ftk):
         ft = Flowtable("p", counter=True)
         b = _mixed_batch(ftk, ft)
         sc = scratch_for(b)
-        kernel(b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.flow, b.encap, b.n, ft.views, sc.pkey, sc.phash,
-               np.int64(5 * 10**9))  # fmt: skip
+        kernel(b.cols, b.n, ft.views, (sc.pkey, sc.phash), np.int64(5 * 10**9))
         out.append((b.data.copy(), b.len.copy(), b.verdict.copy(), b.flow.copy(), b.oif.copy(), ft.key.copy(),
                     ft.val.copy()))  # fmt: skip
     assert set(out[0][2][:40]) >= {Reason.FLOW_FORWARD, Reason.SLOW_NO_ENTRY, Reason.SLOW_TTL}

@@ -1,0 +1,110 @@
+"""Per-Worker counters: reasons and per-interface packets/bytes as int64 arrays, merged when read.
+
+No Linux counterpart as such (Linux: per-CPU netdev stats and the drop-reason tracepoint; VPP: per-node
+error counters flushed once per frame). The fast path's share is counted by one compiled call per batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from flowpath.packet.reason import IS_SLOW, N_REASONS, REASON_KIND, Reason, reason_label
+
+_IS_SLOW = IS_SLOW  # a global array: numba freezes it into the kernel
+RX_PACKETS, RX_BYTES, TX_PACKETS, TX_BYTES = range(4)
+
+
+@njit(cache=True, nogil=True)
+def account_batch(verdict, iif, oif, length, n, reasons, ifc):
+    """Count a batch after the fast path: rx per interface for every packet; for hits (verdict 0) the
+    reason and tx per output interface; the reason of drops decided before the slow path (PKT_TOO_BIG
+    at append, ESP input/output failures on the fast path).
+
+    verdict uint8[n]; iif, oif int32[n]; length uint16[n]; reasons int64[N_REASONS];
+    ifc int64[max_ifindex + 1, 4] (rx packets, rx bytes, tx packets, tx bytes).
+    Returns the number of hits. Slow-path packets are counted by the slow path itself.
+    """
+    # A poll's packets mostly share their input and output interface: counts of a run of equal
+    # interfaces are kept in registers and added to ifc when the interface changes (an update of
+    # ifc per packet is a chain of stores and reloads of the same words).
+    hits = 0
+    rx_if, rx_p, rx_b = np.int64(-1), 0, 0
+    tx_if, tx_p, tx_b = np.int64(-1), 0, 0
+    for i in range(n):
+        x = np.int64(iif[i])
+        if x != rx_if:
+            _ifc_add(ifc, rx_if, RX_PACKETS, rx_p, rx_b)
+            rx_if, rx_p, rx_b = x, 0, 0
+        rx_p += 1
+        rx_b += np.int64(length[i])  # int64: uint16 sums would wrap with the JIT off
+        v = verdict[i]
+        if v == 0:
+            hits += 1
+            o = np.int64(oif[i])
+            if o != tx_if:
+                _ifc_add(ifc, tx_if, TX_PACKETS, tx_p, tx_b)
+                tx_if, tx_p, tx_b = o, 0, 0
+            tx_p += 1
+            tx_b += np.int64(length[i])
+        elif v < N_REASONS and not _IS_SLOW[v]:  # a drop (not a stage's marker verdict)
+            reasons[v] += 1
+    _ifc_add(ifc, rx_if, RX_PACKETS, rx_p, rx_b)
+    _ifc_add(ifc, tx_if, TX_PACKETS, tx_p, tx_b)
+    reasons[0] += hits
+    return hits
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ifc_add(ifc, x, col, packets, nbytes):
+    # interfaces outside the table (a packet of an unknown ifindex) are not counted
+    if 0 <= x < ifc.shape[0]:
+        ifc[x, col] += packets
+        ifc[x, col + 1] += nbytes
+
+
+class Stats:
+    """One Worker's counters; `as_dict(ifname)` is what `replay --stats` writes."""
+
+    def __init__(self, max_ifindex: int):
+        self.reasons = np.zeros(N_REASONS, np.int64)
+        self.ifc = np.zeros((max_ifindex + 1, 4), np.int64)
+        self.cols = (self.reasons, self.ifc)  # what the compiled stages count into (`acct`)
+        self.rx_packets = self.tx_packets = self.fastpath_packets = self.slowpath_packets = 0
+        self.flows_offloaded = self.flows_expired = self.icmp_ratelimited = self.tx_bursts = 0
+
+    def count(self, reason: int) -> None:
+        self.reasons[reason] += 1
+
+    def tx(self, ifindex: int, nbytes: int) -> None:
+        if 0 <= ifindex < self.ifc.shape[0]:
+            self.ifc[ifindex, TX_PACKETS] += 1
+            self.ifc[ifindex, TX_BYTES] += nbytes
+        self.tx_packets += 1
+
+    def as_dict(self, ifname) -> dict:
+        drops = {
+            reason_label(r): int(c) for r, c in enumerate(self.reasons) if c and REASON_KIND[r] == "drop"
+        }
+        ifaces = {}
+        for x in np.flatnonzero(self.ifc.any(axis=1)):
+            c = self.ifc[x]
+            ifaces[ifname(int(x)) or f"if{x}"] = {
+                "rx_packets": int(c[RX_PACKETS]), "rx_bytes": int(c[RX_BYTES]),
+                "tx_packets": int(c[TX_PACKETS]), "tx_bytes": int(c[TX_BYTES]),
+            }  # fmt: skip
+        return {
+            "rx_packets": self.rx_packets,
+            "tx_packets": self.tx_packets,
+            "drops": drops,
+            "dropped_packets": sum(drops.values()),
+            "local_packets": int(self.reasons[Reason.LOCAL_IN]),
+            "fastpath_packets": self.fastpath_packets,
+            "slowpath_packets": self.slowpath_packets,
+            "flows_offloaded": self.flows_offloaded,
+            "flows_expired": self.flows_expired,
+            "icmp_ratelimited": self.icmp_ratelimited,
+            "tx_bursts": self.tx_bursts,
+            "reasons": {reason_label(r): int(c) for r, c in enumerate(self.reasons) if c},
+            "interfaces": dict(sorted(ifaces.items())),
+        }
