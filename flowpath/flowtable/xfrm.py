@@ -68,7 +68,13 @@ from flowpath.packet.layout import (
     IP_MF,
     IP_OFFSET,
     IPH,
+    IPPROTO_AH,
+    IPPROTO_DSTOPTS,
     IPPROTO_ESP,
+    IPPROTO_FRAGMENT,
+    IPPROTO_HOPOPTS,
+    IPPROTO_MH,
+    IPPROTO_ROUTING,
     IPPROTO_UDP,
     UDPH,
     VLAN,
@@ -193,20 +199,26 @@ class XfrmScratch:
         return (self.psa, self.idx, self.nhoff, self.kr, self.scr, sa_bulks)
 
 
+TUN_KEY, TUN_NOT_ESP, TUN_CLASSIC = 1, 0, -1  # nf_flow_xfrm_tunnel_key's results
+
+
 @njit(cache=True, nogil=True)
 def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
-    """The tunnel tuple of the frame at b[h:h+ln] into kr (uint32[16]); False when it is not ESP or
-    ESP-in-UDP to one of the ports tports (int64[]) that the fast path takes (IPv4 options, fragments,
-    IKE's non-ESP marker and NAT-T
-    keepalives, anything short: the classic path decides those)."""
+    """The tunnel tuple of the frame at b[h:h+ln] into kr (uint32[16]).
+
+    Returns TUN_KEY when kr holds it; TUN_NOT_ESP when the frame is no ESP (nor ESP-in-UDP to one of
+    the ports tports, int64[]): IKE's non-ESP marker, NAT-T keepalives, other traffic; TUN_CLASSIC when
+    it may be ESP that only the classic path can take (IPv4 options or fragments, IPv6 extension
+    headers, anything short): ESP input then leaves the rest of the poll's ESP to the classic path too,
+    so that every SA's packets reach its replay window in arrival order."""
     if ln < ETH_HLEN:
-        return False
+        return TUN_NOT_ESP
     et = ld16(b, h + 12)
     nh = h + ETH_HLEN
     end = h + ln
     if et == ETH_P_IP:
         if ln < ETH_HLEN + IPH.size or b[nh] != 0x45 or ld16(b, nh + IPH.frag_off) & (IP_MF | IP_OFFSET):
-            return False
+            return TUN_CLASSIC
         end = min(end, nh + ld16(b, nh + IPH.tot_len))
         l4, th = np.int64(b[nh + IPH.protocol]), nh + IPH.size
         kr[K_SADDR], kr[K_DADDR] = ld32(b, nh + IPH.saddr), ld32(b, nh + IPH.daddr)
@@ -216,7 +228,7 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
         l3 = 4
     elif et == ETH_P_IPV6:
         if ln < ETH_HLEN + IP6H.size:
-            return False
+            return TUN_CLASSIC
         end = min(end, nh + IP6H.size + ld16(b, nh + IP6H.payload_len))
         l4, th = np.int64(b[nh + IP6H.nexthdr]), nh + IP6H.size
         for w in range(4):
@@ -224,30 +236,35 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
             kr[K_DADDR + w] = ld32(b, nh + IP6H.daddr + 4 * w)
         l3 = 6
     else:
-        return False
+        return TUN_NOT_ESP
     if l4 == IPPROTO_ESP:
         if th + 8 > end:
-            return False
+            return TUN_CLASSIC
         ports, spi = 0, ld32(b, th)
     elif l4 == IPPROTO_UDP:
-        if th + UDPH.size + 8 > end:
-            return False
+        if th + UDPH.size > end:
+            return TUN_CLASSIC
         ports = ld32(b, th)
         dport, known = ports_dst(ports), False
         for p in tports:  # NAT-T tunnels' local ports (4500): other UDP is not looked up
             known |= p == dport
         if not known:
-            return False
+            return TUN_NOT_ESP
+        if th + UDPH.size + 8 > end:
+            return TUN_NOT_ESP  # a NAT-T keepalive (one 0xFF byte) or IKE: no SA's sequence number
         spi = ld32(b, th + UDPH.size)
+    elif l3 == 6 and (l4 == IPPROTO_HOPOPTS or l4 == IPPROTO_ROUTING or l4 == IPPROTO_FRAGMENT
+                      or l4 == IPPROTO_DSTOPTS or l4 == IPPROTO_AH or l4 == IPPROTO_MH):  # fmt: skip
+        return TUN_CLASSIC  # ESP may follow the extension headers
     else:
-        return False
+        return TUN_NOT_ESP
     if spi == 0:  # RFC 3948 non-ESP marker (IKE); SPI 0 is reserved for ESP too (RFC 4303 §2.1)
-        return False
+        return TUN_NOT_ESP
     kr[K_IIFIDX] = iifidx
     kr[K_PROTO] = flow_proto(l3, l4)
     kr[K_PORTS] = ports
     kr[K_ENCAP] = spi
-    return True
+    return TUN_KEY
 
 
 @njit(cache=True, nogil=True)
@@ -262,6 +279,9 @@ def nf_flow_xfrm_input(cols, n, tun, tcols, bulk, xs):
            (xfrm_state_wants_check; the caller runs xfrm_state_check_expire and clears it)
     Decrypted packets keep FLOW_FORWARD with head/len framing link-layer header + inner packet and
     encap = SA index + 1; failures get their XFRM_* drop reason. Returns the number decrypted.
+    From the first packet that may be ESP but goes to the classic path (nf_flow_xfrm_tunnel_key's
+    TUN_CLASSIC, an unknown tunnel tuple, a dead SA), the poll's later ESP goes there too: a replay
+    window sees its SA's packets in arrival order whether the flowtable is on or not.
     """
     data, head, length, iif, _, verdict, _, encap = cols
     tindex, tkey, tsa, tseed, tports, tdevs = tun
@@ -270,23 +290,26 @@ def nf_flow_xfrm_input(cols, n, tun, tcols, bulk, xs):
     flat, slot = data.reshape(-1), np.int64(data.shape[1])  # row views would cost a refcount each
     mask = tindex.shape[0] - 1
     hits = 0
+    stop = False
     for i in range(n):
         psa[i] = -1
         if verdict[i] != FLOW_FORWARD:
             continue
         encap[i] = 0
+        if stop:
+            continue
         x = iif[i]
         if x < 0 or x >= tdevs.shape[0] or not tdevs[x]:  # no tunnel on this device: bytes not read
             continue
-        if not nf_flow_xfrm_tunnel_key(flat, i * slot + np.int64(head[i]), np.int64(length[i]), np.int64(x), tports,
-                                       kr):  # fmt: skip
+        k = nf_flow_xfrm_tunnel_key(flat, i * slot + np.int64(head[i]), np.int64(length[i]), np.int64(x), tports, kr)
+        if k == TUN_NOT_ESP:
             continue
-        e = flow_offload_probe(tindex, tkey, mask, MAX_PROBES, kr, 0, flow_offload_hash(kr, 0, tseed))
-        if e < 0:
+        e = -1 if k == TUN_CLASSIC else flow_offload_probe(tindex, tkey, mask, MAX_PROBES, kr, 0,
+                                                           flow_offload_hash(kr, 0, tseed))  # fmt: skip
+        if e < 0 or t.dead[tsa[e]]:  # a dead SA: the classic path counts XFRM_NO_STATE
+            stop = True
             continue
         sa = tsa[e]
-        if t.dead[sa]:  # expired: the classic path counts XFRM_NO_STATE
-            continue
         psa[i] = sa
         nhoff[i] = ETH_HLEN
         hits += 1
