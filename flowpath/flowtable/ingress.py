@@ -31,7 +31,7 @@ from flowpath.flowtable.xfrm import (
     nf_flow_xfrm_park,
 )
 from flowpath.packet.batch import PacketBatch
-from flowpath.packet.counters import Stats, account_batch
+from flowpath.packet.counters import Stats, account_batch, account_rx
 from flowpath.packet.reason import Reason
 from flowpath.xfrm.state import xfrm_state_check_expire
 
@@ -45,6 +45,8 @@ ING_XFRM_IN = 2  # ESP input first (the worker has tunnel tuples)
 ING_XFRM_OUT = 4  # the flowtable has XMIT_XFRM entries: encrypt or park its ESP hits
 ING_SHARED = 8  # one of several flowtables: other devices' packets wait (PARKED) instead of going slow
 ING_COUNT = 16  # count the batch afterwards (the last flowtable of the poll)
+ING_RX_EARLY = 32  # count rx first, with the lengths as received (the poll has ESP to do: the first flowtable)
+ING_RX_COUNTED = 64  # ... and the batch's count leaves rx out
 
 
 @njit(cache=True, nogil=True)
@@ -72,6 +74,8 @@ def _nf_hook_ingress(cols, n, now_ns, ft, sc, devs, acct, flags, xfrm):
     verdict, iif = cols[5], cols[3]
     dev_ok, any_dev = devs
     bulk = (flags & ING_BULK) != 0
+    if flags & ING_RX_EARLY:  # ESP input and output change lengths: rx counts what was received
+        account_rx(iif, cols[2], n, acct[1])
     if xfrm is not None and flags & ING_XFRM_IN:
         nf_flow_xfrm_input(cols, n, xfrm[3], xfrm[1], bulk, xfrm[2])
     flow_park_foreign(verdict, iif, n, any_dev, FLOW_FORWARD, SLOW_NO_ENTRY)  # on no flowtable's device
@@ -89,7 +93,8 @@ def _nf_hook_ingress(cols, n, now_ns, ft, sc, devs, acct, flags, xfrm):
         for i in range(n):
             if verdict[i] == PARKED:
                 verdict[i] = FLOW_FORWARD
-    hits = account_batch(verdict, iif, cols[4], cols[2], n, acct[0], acct[1]) if flags & ING_COUNT else 0
+    rx = (flags & ING_RX_COUNTED) == 0
+    hits = account_batch(verdict, iif, cols[4], cols[2], n, acct[0], acct[1], rx) if flags & ING_COUNT else 0
     return fwd, slow, ng, hits, bad, parked
 
 
@@ -170,9 +175,11 @@ class EarlyIngress:
         xin = ING_XFRM_IN if self.xin is not None and self.xin.count else 0  # on the first flowtable
         counted = groups = 0
         torn = []
+        rx = ING_RX_EARLY | ING_RX_COUNTED if xin or any(lane.ft.nxfrm for lane in self.lanes) else 0
         for lane in self.lanes:
             ft = lane.ft
-            flags = lane.flags | xin | (ING_XFRM_OUT if ft.nxfrm else 0)
+            flags = lane.flags | xin | rx | (ING_XFRM_OUT if ft.nxfrm else 0)
+            rx &= ~ING_RX_EARLY  # on the first flowtable only
             xin = 0
             x = flags & (ING_XFRM_IN | ING_XFRM_OUT)
             if not (lane.cols is ft.cols and lane.capacity == batch.capacity and lane.xfrm == x

@@ -16,10 +16,27 @@ RX_PACKETS, RX_BYTES, TX_PACKETS, TX_BYTES = range(4)
 
 
 @njit(cache=True, nogil=True)
-def account_batch(verdict, iif, oif, length, n, reasons, ifc):
-    """Count a batch after the fast path: rx per interface for every packet; for hits (verdict 0) the
-    reason and tx per output interface; the reason of drops decided before the slow path (PKT_TOO_BIG
-    at append, ESP input/output failures on the fast path).
+def account_rx(iif, length, n, ifc):
+    """rx packets and bytes per input interface for packets 0..n-1, as received: a poll whose stages
+    change lengths before account_batch runs (ESP input decrypts, ESP output encrypts) counts them
+    first. Same arguments as account_batch."""
+    rx_if, rx_p, rx_b = np.int64(-1), 0, 0
+    for i in range(n):
+        x = np.int64(iif[i])
+        if x != rx_if:
+            _ifc_add(ifc, rx_if, RX_PACKETS, rx_p, rx_b)
+            rx_if, rx_p, rx_b = x, 0, 0
+        rx_p += 1
+        rx_b += np.int64(length[i])
+    _ifc_add(ifc, rx_if, RX_PACKETS, rx_p, rx_b)
+
+
+@njit(cache=True, nogil=True)
+def account_batch(verdict, iif, oif, length, n, reasons, ifc, rx):
+    """Count a batch after the fast path: rx per interface for every packet (unless rx is False:
+    account_rx counted them already); for hits (verdict 0) the reason and tx per output interface;
+    the reason of drops decided before the slow path (PKT_TOO_BIG at append, ESP input/output
+    failures on the fast path).
 
     verdict uint8[n]; iif, oif int32[n]; length uint16[n]; reasons int64[N_REASONS];
     ifc int64[max_ifindex + 1, 4] (rx packets, rx bytes, tx packets, tx bytes).
@@ -32,12 +49,13 @@ def account_batch(verdict, iif, oif, length, n, reasons, ifc):
     rx_if, rx_p, rx_b = np.int64(-1), 0, 0
     tx_if, tx_p, tx_b = np.int64(-1), 0, 0
     for i in range(n):
-        x = np.int64(iif[i])
-        if x != rx_if:
-            _ifc_add(ifc, rx_if, RX_PACKETS, rx_p, rx_b)
-            rx_if, rx_p, rx_b = x, 0, 0
-        rx_p += 1
-        rx_b += np.int64(length[i])  # int64: uint16 sums would wrap with the JIT off
+        if rx:  # one loop with the tx side: the arrays are read once
+            x = np.int64(iif[i])
+            if x != rx_if:
+                _ifc_add(ifc, rx_if, RX_PACKETS, rx_p, rx_b)
+                rx_if, rx_p, rx_b = x, 0, 0
+            rx_p += 1
+            rx_b += np.int64(length[i])  # int64: uint16 sums would wrap with the JIT off
         v = verdict[i]
         if v == 0:
             hits += 1

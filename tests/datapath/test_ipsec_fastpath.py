@@ -447,3 +447,20 @@ def test_same_sequence_number_in_one_poll_the_first_arrival_wins_on_both_paths(t
         outs[ft] = [bytes(o[Raw]) for o in out["lan0"]]
         assert stats["drops"] == {"xfrm_in_replay": 1}, stats
     assert outs[True] == outs[False] == [b"warm-up-1", b"warm-up-2", b"first"]
+
+
+def test_interface_counters_count_frames_as_received_and_sent(tmp_path):
+    """Reliability issue, item 8: rx bytes are the frames as received (ESP before decryption, plaintext
+    before encryption) and tx bytes as sent, whether the flowtable forwarded them or not."""
+    per = {}
+    for ft in (True, False):
+        (tmp_path / str(ft)).mkdir()
+        net, rules = gw()
+        pk = trace(n=30)
+        _, stats, _ = run(tmp_path / str(ft), pk, net=net, rules=rules, flowtable=ft)
+        per[ft] = stats["interfaces"]
+        if ft:
+            assert stats["fastpath_packets"] > 50
+    rx = {name: sum(len(p) for n, p in trace(n=30) if n == name) for name in ("lan0", "wan0")}
+    assert per[True] == per[False]
+    assert {k: per[True][k]["rx_bytes"] for k in rx} == rx
