@@ -155,15 +155,15 @@ def match_print(m: dict) -> str:
     return f"{selector_str(left)} {ops}{rhs_str(dtype, right)}"
 
 
-def _nat_print(kind: str, a: dict | None) -> str:
+def _nat_print(family: str, kind: str, a: dict | None) -> str:
+    """Linux: src/statement.c › nat_stmt_print: with a port, an IPv6 address is bracketed, and each end of
+    an IPv6 range on its own (`[2001:db8::1]-[2001:db8::2]:80-100`); a prefix is not."""
     a = a or {}
     out = kind
     if a.get("family"):
         out += f" {a['family']}"
     addr, port = a.get("addr"), a.get("port")
-    dtype = (
-        "ipv6_addr" if a.get("family") == "ip6" or (isinstance(addr, str) and ":" in addr) else "ipv4_addr"
-    )
+    dtype = "ipv6_addr" if (a.get("family") or family) == "ip6" or _is_ip6(addr) else "ipv4_addr"
     if addr is not None or port is not None:
         out += " to "
     if isinstance(addr, dict) and "map" in addr:
@@ -174,11 +174,23 @@ def _nat_print(kind: str, a: dict | None) -> str:
     if addr is not None:
         text = rhs_str(dtype, addr)
         if port is not None and dtype == "ipv6_addr":
-            text = f"[{text}]"
+            if isinstance(addr, dict) and "range" in addr:
+                text = "-".join(f"[{dt.value_str(dtype, v)}]" for v in addr["range"])
+            elif not isinstance(addr, dict):
+                text = f"[{text}]"
         out += text
     if port is not None:
         out += ":" + rhs_str("inet_service", port)
     return out + _nat_flags_str(a)
+
+
+def _is_ip6(addr: Any) -> bool:
+    if isinstance(addr, dict):
+        if "range" in addr:
+            return _is_ip6(addr["range"][0])
+        if "prefix" in addr:
+            return _is_ip6(addr["prefix"]["addr"])
+    return isinstance(addr, str) and ":" in addr
 
 
 def _nat_flags_str(a: dict) -> str:
@@ -223,7 +235,7 @@ def stmt_print(family: str, s: dict) -> str:
             return "reject"
         return f"reject with {a['type']} {a['expr']}"
     if kind in ("snat", "dnat", "masquerade", "redirect"):
-        return _nat_print(kind, a)
+        return _nat_print(family, kind, a)
     if kind == "mangle":
         dtype = dt.selector_type(a["key"])
         value = a["value"]
