@@ -18,6 +18,10 @@ from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval
 from flowpath.errors import ConfigError
 
 _OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">="}
+# Linux: src/statement.c and evaluate.c › stmt_evaluate_verdict: statements flagged STMT_F_TERMINAL
+_TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
+_NOT_TERMINAL_VERDICTS = ("CONTINUE",)
+NFTNL_UDATA_COMMENT_MAXLEN = 128  # libnftnl udata.h; parser_bison.y › comment_spec
 _REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
 _SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
 
@@ -242,10 +246,20 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
     out: list[dict] = []
     comment = None
     ctx.rule = t
+    terminal = None
     for st in t.children:
         if st.data == "rule_comment":
             comment = st.children[0][1:-1]
+            if len(comment) > NFTNL_UDATA_COMMENT_MAXLEN:
+                raise ctx.error(st.children[0], f"comment too long, {NFTNL_UDATA_COMMENT_MAXLEN} characters "
+                                "maximum allowed")  # fmt: skip
             continue
+        if terminal is not None:  # evaluate.c › rule_evaluate
+            raise ctx.error(st, "Statement after terminal statement has no effect")
+        if st.data in _TERMINAL or (
+            st.data == "verdict_stmt" and st.children[0].type not in _NOT_TERMINAL_VERDICTS
+        ):
+            terminal = st
         stmt = _STMT[st.data](ctx, st, out)
         if stmt is not None:
             out.append(stmt)
@@ -364,6 +378,10 @@ def _st_log(ctx: Ctx, t: Tree, prev: list) -> dict:
             if str(tok) not in dt.LOG_LEVEL:
                 raise ctx.error(tok, f"invalid log level: {tok}")
             args["level"] = str(tok)
+    if args.get("level") == "audit" and len(args) > 1:
+        # evaluate.c › stmt_evaluate_log: an audit log has no prefix, group or flags; nft marks `log`
+        at = Token("WORD", "log", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 3)
+        raise ctx.error(at, "log level audit doesn't support any further options")
     if args.get("level") == "warn":  # the default level is not listed
         del args["level"]
     return {"log": args or None}
@@ -388,6 +406,9 @@ def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
         return _reject(fam, _REJECT_DEFAULT[fam], None)
     w = t.children[0]
     if w.data == "reject_tcp":
+        if _l4_context(prev) not in (None, "tcp"):  # evaluate.c › stmt_evaluate_reset; nft marks `reject`
+            at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
+            raise ctx.error(at, "you cannot use tcp reset with this protocol")
         if not _has_l4(prev, "tcp"):
             prev.append(_match("==", {"meta": {"key": "l4proto"}}, "tcp"))
         return {"reject": {"type": "tcp reset"}}
@@ -417,6 +438,34 @@ def _has_l4(prev: list, proto: str) -> bool:
         if _is_l4_sel(left) and (m["right"] == proto or isinstance(m["right"], dict)):
             return True
     return False
+
+
+def _l4_context(prev: list) -> Any:
+    """The transport protocol the rule's matches so far pin down (nft's PROTO_BASE_TRANSPORT_HDR context).
+
+    A payload of tcp, udp, icmp or icmpv6 sets it; so does `meta l4proto`, `ip protocol` or `ip6 nexthdr`
+    == one value, while == a set or a range sets a protocol nft cannot name ("?"). `th`, `!=` and named
+    sets leave it alone. Linux: nftables src/payload.c › payload_expr_pctx_update, src/meta.c ›
+    meta_expr_pctx_update.
+    """
+    proto = None
+    for s in prev:
+        m = s.get("match")
+        if not m:
+            continue
+        left = m["left"]
+        if "&" in left:
+            left = left["&"][0]
+        p = left.get("payload", {}).get("protocol") or ("tcp" if "tcp option" in left else None)
+        if p in ("tcp", "udp", "icmp", "icmpv6"):
+            proto = p
+        elif _is_l4_sel(left) and m["op"] == "==":
+            r = m["right"]
+            if isinstance(r, dict):
+                proto = "?"
+            elif not (isinstance(r, str) and r.startswith("@")):
+                proto = r
+    return proto
 
 
 def _is_l4_sel(left: dict) -> bool:
