@@ -487,8 +487,7 @@ def _st_flow(ctx: Ctx, t: Tree, prev: list) -> dict:
     name = t.children[1]
     if str(name) not in ctx.table.flowtables:
         raise ctx.error(t, "Could not process rule: No such file or directory")
-    if ctx.chain.hook not in (None, "forward"):
-        raise ctx.error(t, "Could not process rule: Operation not supported (flow add outside forward)")
+    # the forward hook is the kernel's check (validate.py), on every path from a base chain
     return {"flow": {"op": "add", "flowtable": "@" + str(name)}}
 
 
