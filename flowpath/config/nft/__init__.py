@@ -25,8 +25,8 @@ import json as _json
 from pathlib import Path
 
 from flowpath.config.nft.ir import Chain, Flowtable, Rule, Ruleset, Set, Table
-from flowpath.config.nft.json import ruleset_from_json
 from flowpath.config.nft.parser import parse_ruleset
+from flowpath.config.nft.parser_json import json_element_locs, ruleset_from_json
 from flowpath.errors import ConfigError
 
 
@@ -45,7 +45,7 @@ def load_ruleset(path: str | Path) -> Ruleset:
             raise ConfigError(
                 p, e.lineno, e.colno, f"Invalid JSON: {e.msg}", source=lines[e.lineno - 1]
             ) from None
-        return ruleset_from_json(obj, p)
+        return ruleset_from_json(obj, p, json_element_locs(text))
     return parse_ruleset(text, p)
 
 

@@ -262,6 +262,8 @@ def inet6_ntop(n: int) -> str:
 
 def value_str(dtype: str, v: Any) -> str:
     """Listing text of one JSON value (no sets, ranges or prefixes)."""
+    if isinstance(v, dict):
+        raise DatatypeError(f"not a value of {dtype}")
     if isinstance(v, list):  # bitmask list: ct state established,related
         return ",".join(value_str(dtype, x) for x in v)
     if dtype in ("ifname", "iface_index"):

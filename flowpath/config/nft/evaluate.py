@@ -134,7 +134,16 @@ def set_elements(s: Any, existing: list, ast: Any, err: Any) -> list:
     if not isinstance(ast, SetX):
         raise err(ast, "expected a set of elements")
     merged = [_json_to_ast(v) for v in existing] + list(ast.elems)
-    return set_json(err, s.type, merged, False, "auto-merge" in s.flags, "interval" in s.flags)
+    out = set_json(err, s.type, merged, False, "auto-merge" in s.flags, "interval" in s.flags)
+    if s.size is not None and len(out) > s.size and "interval" not in s.flags:
+        # nf_tables_api.c › nft_add_set_elem: -ENFILE for the element past the set's size, in the
+        # order written. (An interval set counts both ends of each interval: not modelled.)
+        seen = {dt.value_num(s.type, v) for v in existing}
+        for x in ast.elems:
+            seen.add(dt.value_num(s.type, elem_value(err, s.type, x)))
+            if len(seen) > s.size:
+                raise err(x, "Could not process rule: Too many open files in system")
+    return out
 
 
 def verdict_json(t: Tree) -> dict:

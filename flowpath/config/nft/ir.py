@@ -58,6 +58,7 @@ class Chain:
     rules: list[Rule] = field(default_factory=list)
     handle: int = 0
     line: int = 0
+    comment: str | None = None
     loc: Loc | None = _loc()  # the chain's name
     policy_loc: Loc | None = _loc()  # `policy accept;`
 
@@ -77,6 +78,8 @@ class Set:
     handle: int = 0
     line: int = 0
     map: str | None = None  # "verdict" for a verdict map (`map NAME { type K : verdict; ... }`)
+    size: int | None = None  # the most elements the set may hold (NFTA_SET_DESC_SIZE)
+    comment: str | None = None
     loc: Loc | None = _loc()  # the set's name
 
 
@@ -106,6 +109,7 @@ class Table:
     sets: dict[str, Set] = field(default_factory=dict)
     flowtables: dict[str, Flowtable] = field(default_factory=dict)
     handle: int = 0
+    flags: list[str] = field(default_factory=list)  # dormant | owner, in the order nft lists them
     loc: Loc | None = _loc()  # the table's name
 
 

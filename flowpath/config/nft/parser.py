@@ -30,6 +30,8 @@ SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "
 SET_FLAGS = ("constant", "interval", "timeout", "dynamic")
 # Linux: src/rule.c › std_prios (NF_IP_PRI_*), and which hooks each name is valid for.
 STD_PRIO = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+# Linux: src/rule.c › table_flags_name, in the order nft lists them
+TABLE_FLAGS = ("dormant", "owner")
 
 
 @cache
@@ -117,6 +119,15 @@ class _Builder:
         if len(tok) > NFT_NAME_MAXLEN:
             raise self.error(tok, f"name too long, {NFT_NAME_MAXLEN} characters maximum allowed")
         return str(tok)
+
+    def _comment(self, tok: Token) -> str:
+        """Linux: parser_bison.y › comment_spec."""
+        text = tok[1:-1]
+        if len(text) > ev.NFTNL_UDATA_COMMENT_MAXLEN:
+            raise self.error(
+                tok, f"comment too long, {ev.NFTNL_UDATA_COMMENT_MAXLEN} characters maximum allowed"
+            )
+        return text
 
     def command(self, cmd: Tree) -> None:
         getattr(self, "cmd_" + cmd.data)(cmd)
@@ -210,17 +221,25 @@ class _Builder:
         s.elem = ev.set_elements(s, list(s.elem), elems, self.error)
 
     # --- table items ---------------------------------------------------------------------------------
+    def item_table_flags(self, table: Table, t: Tree) -> None:
+        flag = t.children[0]
+        if str(flag) not in TABLE_FLAGS:
+            raise self.error(flag, f"unknown table option {flag}")
+        table.flags = [f for f in TABLE_FLAGS if f in table.flags or f == str(flag)]
+
     def item_chain(self, table: Table, t: Tree) -> None:
         self._chain(table, t.children[0], t.children[1], t)
 
     def _chain(self, table: Table, name: Token, block: Tree | None, t: Tree) -> None:
         chain = table.chains.get(str(name))
+        new = chain is None
         if chain is None:
             chain = Chain(str(name), line=t.meta.line, loc=loc_of(name))
             table.chains[chain.name] = chain
         self.batch.chain(table, chain)
         if block is None:
             return
+        comment = None
         for item in block.children:
             item.meta.chain_name = name
             if item.data == "hook_spec":
@@ -230,6 +249,12 @@ class _Builder:
                 if policy not in ("accept", "drop"):
                     raise self.error(item.children[0], f"unknown policy type '{policy}'")
                 chain.policy, chain.policy_loc = policy, loc_of(item)
+            elif item.data == "chain_comment":
+                if comment is not None:  # parser_bison.y › already_set
+                    raise self.error(item, "You can only specify this once. This statement is duplicated.")
+                comment = self._comment(item.children[0])
+                if new:  # the kernel takes a chain's comment when it creates the chain only
+                    chain.comment = comment
             else:
                 self._rule(table, chain, item)
         if chain.hook is not None and chain.policy is None:
@@ -311,6 +336,7 @@ class _Builder:
 
     def _set(self, table: Table, name: Token, block: Tree, t: Tree) -> None:
         stype, flags, elems, merge = None, [], None, False
+        size, comment = None, None
         for item in block.children:
             if item.data == "set_type":
                 stype = str(item.children[0])
@@ -325,11 +351,16 @@ class _Builder:
                 elems = item
             elif item.data == "set_automerge":
                 merge = True
+            elif item.data == "set_size":
+                size = number(item.children[0])
+            elif item.data == "set_comment":
+                comment = self._comment(item.children[0])
             else:
                 raise self.error(item, "set option not supported by flowpath")
         if stype is None:
             raise self.error(t, "set definition does not specify key")
-        s = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, loc=loc_of(name))
+        s = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, size=size,
+                comment=comment, loc=loc_of(name))  # fmt: skip
         if merge:
             s.flags.append("auto-merge")
         old = table.sets.get(s.name)
@@ -348,7 +379,7 @@ class _Builder:
 
     def item_map(self, table: Table, t: Tree) -> None:
         name, block = t.children[0], t.children[1]
-        stype, flags, elems = None, [], None
+        stype, flags, elems, size, comment = None, [], None, None, None
         for item in block.children:
             if item.data == "map_type":
                 stype, data = str(item.children[0]), item.children[1]
@@ -361,12 +392,16 @@ class _Builder:
                     if str(f) not in ("interval", "constant"):
                         raise self.error(f, f"unknown set flag {f}")
                     flags.append(str(f))
+            elif item.data == "set_size":
+                size = number(item.children[0])
+            elif item.data == "set_comment":
+                comment = self._comment(item.children[0])
             else:
                 elems = item.children[0]
         if stype is None:
             raise self.error(t, "map definition does not specify key data type")
         m = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, map="verdict",
-                loc=loc_of(name))  # fmt: skip
+                size=size, comment=comment, loc=loc_of(name))  # fmt: skip
         old = table.sets.get(m.name)
         if old is not None:
             if (old.type, old.flags, old.map) != (m.type, m.flags, m.map):
