@@ -80,8 +80,15 @@ def json_element_locs(text: str) -> list[Loc] | None:
             i += 1
         return i
 
+    last = [0, 1, 0]  # offset counted up to, its line, where that line starts: one pass over the text
+
     def loc(i: int) -> Loc:
-        return Loc(text.count("\n", 0, i) + 1, i - text.rfind("\n", 0, i))
+        at, line, start = last
+        nl = text.count("\n", at, i)
+        if nl:
+            line, start = line + nl, text.rindex("\n", at, i) + 1
+        last[:] = [i, line, start]
+        return Loc(line, i - start + 1)
 
     try:
         i, out = ws(0) + 1, None

@@ -89,6 +89,8 @@ class Batch:
 def kernel_check(rs: Ruleset, batch: Batch) -> None:
     """Raise the ConfigError nft prints first for the kernel's answer to `batch`, if any."""
     added: dict[int, int] = {}  # id(chain) -> rules the kernel has so far
+    edges: dict[int, dict[int, Chain]] = {}  # id(chain) -> the chains those rules jump or go to, by id
+    levels: dict[int, dict[int, int]] = {}  # id(base chain) -> _levels, until edges change
     for kind, table, obj, rule in batch.items:
         if kind == "table":
             if len(table.name) >= NFT_NAME_MAXLEN:
@@ -100,9 +102,11 @@ def kernel_check(rs: Ruleset, batch: Batch) -> None:
             _chain_check(rs, obj)
         elif kind == "rule":
             added[id(obj)] = added.get(id(obj), 0) + 1
-            msg = table_validate(table, added)
+            msg = rule_validate(table, obj, rule, added, edges, levels)
             if msg is not None:
                 raise rs.error(rule.loc, msg)
+            if _add_edges(edges, obj, table, rule):
+                levels.clear()
     _loop_check(rs, batch)
 
 
@@ -114,24 +118,63 @@ def _chain_check(rs: Ruleset, chain: Chain) -> None:
         raise rs.error(chain.loc, EOPNOTSUPP)
 
 
-def table_validate(table: Table, added: dict[int, int]) -> str | None:
-    """Linux: nf_tables_api.c › nft_table_validate: each base chain's paths, over the rules added so far.
+def rule_validate(
+    table: Table, chain: Chain, rule: Rule, added: dict[int, int], edges: dict, levels: dict
+) -> str | None:
+    """Linux: nf_tables_api.c › nft_table_validate once `rule` is added to `chain`, reduced to what it adds.
 
-    Returns the error message of the first problem, or None. `seen` keeps the deepest level each chain
-    was walked at from the current base chain: a walk at a smaller level finds nothing new.
+    The table was valid before: what each base chain reaches holds no loop and lies less than
+    NFT_JUMP_STACK_SIZE deep, so only the new rule can fail, on every base chain that reaches `chain`:
+    its statements against that base chain's hook, and the chains it jumps to, walked from the deepest
+    level `chain` is reached at. Returns the error message, or None.
     """
     for base in table.chains.values():
-        if base.is_base:
-            msg = _chain_validate(table, base, base, 0, added, {})
-            if msg is not None:
-                return msg
+        if not base.is_base:
+            continue
+        if id(base) not in levels:
+            levels[id(base)] = _levels(base, edges)
+        level = levels[id(base)].get(id(chain))
+        if level is None:
+            continue
+        for stmt in rule.expr:
+            if not stmt_allowed(table.family, base, stmt):
+                return EOPNOTSUPP
+            for target in stmt_targets(table, stmt):
+                msg = _chain_validate(table, base, target, level + 1, added, {})
+                if msg is not None:
+                    return msg
     return None
+
+
+def _add_edges(edges: dict[int, dict[int, Chain]], chain: Chain, table: Table, rule: Rule) -> bool:
+    """Note the chains `rule` jumps to as edges from `chain`; True if one is new."""
+    out = edges.setdefault(id(chain), {})
+    n = len(out)
+    for stmt in rule.expr:
+        for t in stmt_targets(table, stmt):
+            out.setdefault(id(t), t)
+    return len(out) > n
+
+
+def _levels(base: Chain, edges: dict[int, dict[int, Chain]]) -> dict[int, int]:
+    """id(chain) -> the deepest level `base` reaches it at (longest paths; capped, so a loop ends)."""
+    best, todo = {id(base): 0}, [base]
+    while todo:
+        c = todo.pop()
+        for t in edges.get(id(c), {}).values():
+            if best.get(id(t), -1) < best[id(c)] + 1 <= NFT_JUMP_STACK_SIZE:
+                best[id(t)] = best[id(c)] + 1
+                todo.append(t)
+    return best
 
 
 def _chain_validate(
     table: Table, base: Chain, chain: Chain, level: int, added: dict[int, int], seen: dict[int, int]
 ) -> str | None:
-    """Linux: nf_tables_api.c › nft_chain_validate (the hooks checked are the base chain's)."""
+    """Linux: nf_tables_api.c › nft_chain_validate (the hooks checked are the base chain's).
+
+    `seen` keeps the deepest level each chain was walked at: a walk at a smaller level finds nothing new.
+    """
     if level == NFT_JUMP_STACK_SIZE:
         return EMLINK
     if seen.get(id(chain), -1) >= level:
@@ -193,22 +236,22 @@ def _loop_check(rs: Ruleset, batch: Batch) -> None:
     (nf_tables_api.c › nf_tables_check_loops, ELOOP), and so does flowpath's runtime
     (netfilter/nf_tables.py › NftRuntime._validate): refused here, where the file can be marked.
     """
-    edges: dict[int, list[Chain]] = {}
+    edges: dict[int, dict[int, Chain]] = {}
     for kind, table, chain, rule in batch.items:
         if kind != "rule":
             continue
-        targets = [t for stmt in rule.expr for t in stmt_targets(table, stmt)]
-        for t in targets:
-            if t is chain or _reaches(t, chain, edges):
-                raise rs.error(rule.loc, ELOOP)
-        edges.setdefault(id(chain), []).extend(targets)
+        for stmt in rule.expr:
+            for t in stmt_targets(table, stmt):
+                if id(t) not in edges.get(id(chain), {}) and (t is chain or _reaches(t, chain, edges)):
+                    raise rs.error(rule.loc, ELOOP)
+        _add_edges(edges, chain, table, rule)
 
 
-def _reaches(start: Chain, goal: Chain, edges: dict[int, list[Chain]]) -> bool:
+def _reaches(start: Chain, goal: Chain, edges: dict[int, dict[int, Chain]]) -> bool:
     todo, seen = [start], {id(start)}
     while todo:
         c = todo.pop()
-        for n in edges.get(id(c), ()):
+        for n in edges.get(id(c), {}).values():
             if n is goal:
                 return True
             if id(n) not in seen:
