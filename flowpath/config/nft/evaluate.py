@@ -277,15 +277,21 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
 
 def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
+    _l4_conflict(ctx, t.children[0], left)
     op = None
     rest = t.children[1:]
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
-    return rhs_json(ctx, left, dtype, op, rhs_ast(rest[0], ctx.defines, ctx.error))
+    rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
+    m = rhs_json(ctx, left, dtype, op, rhs)
+    _l4_update(ctx, left, op, rhs)
+    return m
 
 
 def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
+    _l4_conflict(ctx, t.children[0], left)
+    _l4_update(ctx, left, "&", None)
     mask_items = [rhs_ast(v, ctx.defines, ctx.error) for v in t.children[1].children]
     mask = ListX(mask_items, t.children[1]) if len(mask_items) > 1 else mask_items[0]
     op = None
@@ -415,7 +421,7 @@ def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
         return _reject(fam, _REJECT_DEFAULT[fam], None)
     w = t.children[0]
     if w.data == "reject_tcp":
-        if _l4_context(prev) not in (None, "tcp"):  # evaluate.c › stmt_evaluate_reset; nft marks `reject`
+        if ctx.l4 not in (None, "tcp"):  # evaluate.c › stmt_evaluate_reset; nft marks `reject`
             at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
             raise ctx.error(at, "you cannot use tcp reset with this protocol")
         if not _has_l4(prev, "tcp"):
@@ -449,32 +455,39 @@ def _has_l4(prev: list, proto: str) -> bool:
     return False
 
 
-def _l4_context(prev: list) -> Any:
+# Linux: nftables src/proto.c: the transport headers nft knows by name (others are "unknown")
+_L4_DESC = {"tcp": "tcp", "udp": "udp", "udplite": "udplite", "sctp": "sctp", "dccp": "dccp", "icmp": "icmp",
+            "icmpv6": "icmpv6", "ipv6-icmp": "icmpv6", "igmp": "igmp", "ah": "ah", "esp": "esp", "comp": "comp"}  # fmt: skip
+
+
+def _l4_update(ctx: Ctx, left: dict, op: str | None, rhs: Any) -> None:
     """The transport protocol the rule's matches so far pin down (nft's PROTO_BASE_TRANSPORT_HDR context).
 
     A payload of tcp, udp, icmp or icmpv6 sets it; so does `meta l4proto`, `ip protocol` or `ip6 nexthdr`
-    == one value, while == a set or a range sets a protocol nft cannot name ("?"). `th`, `!=` and named
-    sets leave it alone. Linux: nftables src/payload.c › payload_expr_pctx_update, src/meta.c ›
-    meta_expr_pctx_update.
+    == a value, or each value of a set in the order written (the last one stays). `th`, tcp options,
+    `!=`, ranges and named sets leave it alone. Linux: nftables src/payload.c › payload_expr_pctx_update,
+    src/meta.c › meta_expr_pctx_update, src/expression.c › relational_expr_pctx_update.
     """
-    proto = None
-    for s in prev:
-        m = s.get("match")
-        if not m:
-            continue
-        left = m["left"]
-        if "&" in left:
-            left = left["&"][0]
-        p = left.get("payload", {}).get("protocol") or ("tcp" if "tcp option" in left else None)
-        if p in ("tcp", "udp", "icmp", "icmpv6"):
-            proto = p
-        elif _is_l4_sel(left) and m["op"] == "==":
-            r = m["right"]
-            if isinstance(r, dict):
-                proto = "?"
-            elif not (isinstance(r, str) and r.startswith("@")):
-                proto = r
-    return proto
+    if "&" in left:
+        left = left["&"][0]
+    p = left.get("payload", {}).get("protocol")
+    if p in ("tcp", "udp", "icmp", "icmpv6"):
+        ctx.l4 = p
+    elif _is_l4_sel(left) and op in (None, "=="):
+        for x in rhs.elems if isinstance(rhs, SetX) else [rhs]:
+            if isinstance(x, Sym):
+                v = sym_value(ctx.error, "inet_proto", x)
+                ctx.l4 = _L4_DESC.get(v, "unknown") if isinstance(v, str) else "unknown"
+
+
+def _l4_conflict(ctx: Ctx, sel: Tree, left: dict) -> None:
+    """Linux: nftables src/evaluate.c › resolve_protocol_conflict: a transport header after a match that
+    pinned another transport protocol."""
+    if "&" in left:
+        left = left["&"][0]
+    p = left.get("payload", {}).get("protocol")
+    if p in ("tcp", "udp", "icmp", "icmpv6") and ctx.l4 not in (None, p):
+        raise ctx.error(sel, f"conflicting protocols specified: {ctx.l4} vs. {p}")
 
 
 def _is_l4_sel(left: dict) -> bool:
