@@ -25,6 +25,11 @@ PCAP_VERSION_MAJOR = 2
 PCAP_VERSION_MINOR = 4
 MAXIMUM_SNAPLEN = 262144  # libpcap pcap-int.h: the largest record libpcap accepts for Ethernet
 NSEC_PER_SEC = 1_000_000_000
+TS_NS_MAX = (1 << 63) - 1  # packet times travel as int64 ns (PacketBatch.ts_ns)
+_MAGICS = (
+    PCAPNG_BLOCK_SHB,
+    *(m.to_bytes(4, order) for m in (TCPDUMP_MAGIC, NSEC_TCPDUMP_MAGIC) for order in ("little", "big")),
+)
 
 _FILE_HDR = struct.Struct(
     "IHHiIII"
@@ -96,6 +101,10 @@ def read_capture(
             raise cf.error(0, "empty file")
         magic = f.read(4)
         f.seek(0)
+        if not any(m.startswith(magic) for m in _MAGICS):
+            # a short file that is not even the start of a magic is not a cut capture (libpcap
+            # pcap_fopen_offline also reads the magic before the rest of the header)
+            raise cf.error(0, f"not a pcap or pcapng file: magic {magic.hex()}")
         if magic == PCAPNG_BLOCK_SHB:
             yield from read_pcapng(cf, linktypes)
         else:
@@ -128,7 +137,20 @@ def read_pcap(cf: CaptureFile, linktypes: Container[int]) -> Iterator[CaptureRec
         if caplen > cf.left:
             raise cf.error(off, f"truncated packet record: header says {caplen} bytes, {cf.left} left")
         data = cf.read(caplen, off, "packet record")
+        # two u32 fields always give 0 <= ts_ns < 2**63: no check_ts_ns needed
         yield CaptureRecord(ts_sec * NSEC_PER_SEC + ts_frac * frac_ns, data, orig_len, None, linktype)
+
+
+def check_ts_ns(cf: CaptureFile, off: int, ts_ns: int) -> int:
+    """`ts_ns` if a packet time can carry it (0 to 2**63 - 1 ns since the epoch), else CaptureError at `off`.
+
+    Deviation: libpcap keeps any time the fields can hold; flowpath's packet clock is int64 ns from
+    the epoch, and the pcap files it writes cannot hold a time before 1970.
+    """
+    if not 0 <= ts_ns <= TS_NS_MAX:
+        when = "before 1970" if ts_ns < 0 else "after 2262"
+        raise cf.error(off, f"timestamp out of range: {ts_ns} ns since the epoch is {when}")
+    return ts_ns
 
 
 class PcapWriter:
@@ -161,7 +183,7 @@ class PcapWriter:
         """Append one record; `orig_len` defaults to len(data)."""
         sec, frac = divmod(ts_ns, NSEC_PER_SEC)
         if not 0 <= sec <= 0xFFFFFFFF:
-            raise ValueError(f"timestamp {ts_ns} ns does not fit a pcap record")
+            raise ValueError(f"{self.path}: timestamp {ts_ns} ns does not fit a pcap record")
         if not self.nanosecond:
             frac //= 1000
         caplen = min(len(data), self.snaplen)

@@ -20,6 +20,7 @@ from flowpath.ports.pcap import (
     PCAPNG_BLOCK_SHB,
     CaptureFile,
     CaptureRecord,
+    check_ts_ns,
 )
 
 BT_SHB = 0x0A0D0D0A  # section header block
@@ -178,7 +179,7 @@ def _read_packet(
     if ifid >= len(ifaces):
         raise cf.error(off, f"packet block for interface {ifid}, but {len(ifaces)} interfaces declared")
     iface = ifaces[ifid]
-    ts_ns = last_ts_ns if ts is None else iface.ts_ns(ts)
+    ts_ns = last_ts_ns if ts is None else check_ts_ns(cf, off, iface.ts_ns(ts))
     data = body[fmt.size : fmt.size + caplen]
     return CaptureRecord(ts_ns, data, orig_len, iface.name, iface.linktype)
 
@@ -217,7 +218,7 @@ class PcapngWriter:
         if not 0 <= ifidx < len(self._snaplens):
             raise ValueError(f"interface {ifidx} not declared")
         if not 0 <= ts_ns < 1 << 64:
-            raise ValueError(f"timestamp {ts_ns} ns does not fit a pcapng block")
+            raise ValueError(f"{self.path}: timestamp {ts_ns} ns does not fit a pcapng block")
         orig_len = len(data) if orig_len is None else orig_len
         data = data[: self._snaplens[ifidx] or len(data)]
         hdr = struct.pack("<IIIII", ifidx, ts_ns >> 32, ts_ns & 0xFFFFFFFF, len(data), orig_len)

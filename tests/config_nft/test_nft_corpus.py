@@ -168,6 +168,40 @@ def test_invalid_file_rejected_where_nft_rejects_it(path):
     assert str(e).startswith(f"{path}:{e.line}:{e.col}: Error: ")
 
 
+# Where flowpath's message is not nft's, and why (the position is still nft's).
+MESSAGE_DIFFERS = {
+    "bad_address.nft": "flowpath names the value it could not resolve",
+    "unknown_service.nft": "flowpath names the value it could not resolve",
+    "unknown_set.nft": "flowpath names the set",
+    "undefined_variable.nft": "no 'did you mean' suggestion",
+    "bad_policy.nft": "lark's parser does not list what it expected",
+    "missing_separator.nft": "lark's parser does not list what it expected",
+    "unterminated_string.nft": "lark's lexer sees the quote, not bison's junk token",
+    "include_file.nft": "flowpath does not read includes",
+}
+
+
+def nft_error(err_text: str) -> tuple[int, str]:
+    """(caret width, message) of nft's first error line `file:line:col[-col]: Error: msg`."""
+    m = re.search(r":\d+:(\d+)(?:-(\d+))?: Error: (.*)", err_text)
+    assert m, err_text
+    width = int(m.group(2)) - int(m.group(1)) + 1 if m.group(2) else 1
+    return width, m.group(3)
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.name for p in INVALID])
+def test_invalid_file_message_and_caret_as_nft(path):
+    """The message and the caret's width are nft's too, but for the differences listed above."""
+    with pytest.raises(ConfigError) as ei:
+        load_ruleset(path)
+    width, msg = nft_error(path.with_name(path.name + ".err").read_text())
+    if path.name == "include_file.nft":
+        return
+    assert ei.value.length == width
+    if path.name not in MESSAGE_DIFFERS:
+        assert ei.value.msg == msg
+
+
 @pytest.mark.root
 @pytest.mark.parametrize("path", INVALID, ids=[p.name for p in INVALID])
 def test_invalid_file_rejected_by_live_nft(netns, path):

@@ -6,6 +6,7 @@ Linux: nftables src/erec.c › every error becomes an error record with a locati
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -64,14 +65,19 @@ json_any = st.recursive(
 )  # fmt: skip
 
 
+# what an error message must not show: Python's own words for a value of the wrong shape, or a repr
+PYTHON_INTERNALS = re.compile(r"__format__|object has no attribute|not subscriptable|unhashable|indices must|"
+                              r"NoneType|not iterable|unpack|\{'\w+': |<class")  # fmt: skip
+
+
 @settings(max_examples=300, deadline=None)
 @given(json_any)
 def test_random_json_raises_only_config_error(obj):
     for candidate in (obj, {"nftables": obj if isinstance(obj, list) else [obj]}):
         try:
             ruleset_from_json(candidate, "junk.json").list()
-        except ConfigError:
-            pass
+        except ConfigError as e:
+            assert not PYTHON_INTERNALS.search(e.msg), e.msg
 
 
 CORPUS_JSON = [json.loads(p.read_text()) for p in sorted(DATA.glob("*.nft.json"))]
@@ -100,7 +106,8 @@ def test_mutated_corpus_json_raises_only_config_error(obj, pick, value):
     parent[path[-1]] = value
     try:
         rs = ruleset_from_json(obj, "mutated.json")
-    except ConfigError:
+    except ConfigError as e:
+        assert not PYTHON_INTERNALS.search(e.msg), e.msg
         return
     rs.list()
     rs.to_json()

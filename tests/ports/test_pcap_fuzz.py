@@ -31,7 +31,8 @@ def handmade() -> bytes:
         out += B.shb(e, B.option(e, 4, b"fuzz") + B.end_of_options(e))
         out += B.idb(e, "wan0", tsresol=9, tsoffset=-5) + B.idb(e, "lan0", tsresol=0x83, snaplen=40)
         out += B.epb(e, 1, 123, b"\x01" * 50, comment=b"c") + B.block(e, 0x0BAD, b"\0" * 8)
-        out += B.spb(e, b"\x02" * 21) + B.pb(e, 0, 7, b"\x03" * 17)
+        # the obsolete PB on wan0: 10 s + 7 ns, so the -5 s if_tsoffset keeps it after 1970
+        out += B.spb(e, b"\x02" * 21) + B.pb(e, 0, 10**10 + 7, b"\x03" * 17)
     return out
 
 

@@ -162,6 +162,46 @@ def test_short_or_unknown_file_header(tmp_path):
     assert (err.offset, err.msg) == (0, "unsupported pcap version 3.4")
 
 
+def test_text_file_is_not_a_capture(tmp_path):
+    """A file shorter than a header whose first bytes are no magic is not a cut capture (libpcap
+    pcap_fopen_offline reads the magic first); a cut real header stays "truncated"."""
+    for text in (b"hello\n", b"#\n", b"table ip t {}\n"):
+        err = error_of(pcap_file(tmp_path, text))
+        assert (err.offset, err.msg) == (0, f"not a pcap or pcapng file: magic {text[:4].hex()}")
+    good = (CAPTURES / "scapy_ns_le.pcap").read_bytes()
+    assert error_of(pcap_file(tmp_path, good[:3])).msg == "truncated file header: 24 bytes needed, 3 left"
+
+
+@pytest.mark.parametrize(
+    ("idb", "ts", "msg"),
+    [(dict(tsresol=0), 2**64 - 1, "after 2262"),  # 2**64 - 1 seconds
+     (dict(tsresol=9, tsoffset=-(2**62)), 5, "before 1970"),
+     (dict(tsresol=9, tsoffset=-1), 5, "before 1970"),
+     (dict(tsresol=0x80), 2**63, "after 2262")],  # 2**63 seconds at a resolution of 2**0
+)  # fmt: skip
+def test_pcapng_timestamp_out_of_range_names_file_and_offset(tmp_path, idb, ts, msg):
+    """draft-ietf-opsawg-pcapng §4.2 (if_tsresol, if_tsoffset) allows times an int64 ns clock cannot
+    hold: CaptureError at the packet block, not OverflowError from numpy or the pcap writer."""
+    e = "<"
+    head = B.shb(e) + B.idb(e, "eth0", **idb)
+    path = pcap_file(tmp_path, head + B.epb(e, 0, ts, frame(1)))
+    err = error_of(path)
+    assert err.offset == len(head) and err.msg.startswith("timestamp out of range: ") and msg in err.msg
+
+
+def test_rxstats_reports_a_bad_timestamp_with_file_and_offset(tmp_path, capsys):
+    """The CLI prints the CaptureError (file, byte offset) and exits 1, with no Python exception name."""
+    from flowpath.cli import main
+
+    e = "<"
+    head = B.shb(e) + B.idb(e, "eth0", tsresol=0)
+    path = pcap_file(tmp_path, head + B.epb(e, 0, 2**64 - 1, frame(0)))
+    assert main(["rxstats", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"flowpath: error: {path}: byte {len(head)}: timestamp out of range")
+    assert "Overflow" not in err
+
+
 def test_truncated_packet_record_names_its_offset(tmp_path):
     """Records of scapy_ns_le.pcap are 42, 52, 62, 72 bytes; cut the third after 40 data bytes."""
     good = (CAPTURES / "scapy_ns_le.pcap").read_bytes()

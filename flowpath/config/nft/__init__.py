@@ -2,9 +2,11 @@
 
 Linux: nftables src/libnftables.c (nft_run_cmd_from_filename and the JSON entry point).
 
-The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables), dicts in declaration
-order. Chain(name, type, hook, prio, policy, dev, rules); Set(name, type, flags, elem, map);
-Flowtable(name, hook, prio, devices, counter, offload); Rule(expr, comment). `Rule.expr` is the list of
+The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables, flags), dicts in
+declaration order. Chain(name, type, hook, prio, policy, dev, rules, comment); Set(name, type, flags, elem,
+map, size, comment); Flowtable(name, hook, prio, devices, counter, offload); Rule(expr, comment). Objects
+read from nft text also keep where they were written (`loc`, Flowtable.dev_locs; Ruleset.error makes a
+ConfigError there), which the kernel's checks (validate.py) and later ones use. `Rule.expr` is the list of
 statements exactly as `nft -j list ruleset` prints them, after nft's normalisation, e.g.
   {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 22}}
   {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}
@@ -25,8 +27,8 @@ import json as _json
 from pathlib import Path
 
 from flowpath.config.nft.ir import Chain, Flowtable, Rule, Ruleset, Set, Table
-from flowpath.config.nft.json import ruleset_from_json
 from flowpath.config.nft.parser import parse_ruleset
+from flowpath.config.nft.parser_json import json_element_locs, ruleset_from_json
 from flowpath.errors import ConfigError
 
 
@@ -45,7 +47,7 @@ def load_ruleset(path: str | Path) -> Ruleset:
             raise ConfigError(
                 p, e.lineno, e.colno, f"Invalid JSON: {e.msg}", source=lines[e.lineno - 1]
             ) from None
-        return ruleset_from_json(obj, p)
+        return ruleset_from_json(obj, p, json_element_locs(text))
     return parse_ruleset(text, p)
 
 

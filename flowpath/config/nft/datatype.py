@@ -55,6 +55,7 @@ DSCP = {
 ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100, "8021ad": 0x88A8}
 NFPROTO = {"ipv4": 2, "ipv6": 10}
 PKTTYPE = {"host": 0, "broadcast": 1, "multicast": 2, "other": 3}
+IFNAMSIZ = 16  # include/uapi/linux/if.h
 LOG_LEVEL = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit")
 
 # symbolic type: (table, bitmask?)
@@ -151,7 +152,16 @@ def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
             return inet6_ntop(int(ipaddress.IPv6Address(sym)))
         except ValueError:
             raise DatatypeError(f"Could not resolve hostname: Name or service not known ({sym})") from None
-    if dtype in ("ifname", "iface_index"):
+    if dtype == "ifname":
+        # Linux: nftables src/evaluate.c › expr_evaluate_value (string checks), IFNAMSIZ 16 with its NUL
+        if not sym:
+            raise DatatypeError("Empty string is not allowed")
+        if sym == "*":
+            raise DatatypeError("All-wildcard strings are not supported")
+        if len(sym.encode()) >= IFNAMSIZ:
+            raise DatatypeError(f"String exceeds maximum length of {IFNAMSIZ}")
+        return sym
+    if dtype == "iface_index":
         return sym
     if dtype == "inet_service":
         n = _int(sym)
@@ -252,6 +262,8 @@ def inet6_ntop(n: int) -> str:
 
 def value_str(dtype: str, v: Any) -> str:
     """Listing text of one JSON value (no sets, ranges or prefixes)."""
+    if isinstance(v, dict):
+        raise DatatypeError(f"not a value of {dtype}")
     if isinstance(v, list):  # bitmask list: ct state established,related
         return ",".join(value_str(dtype, x) for x in v)
     if dtype in ("ifname", "iface_index"):

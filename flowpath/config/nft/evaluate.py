@@ -18,6 +18,10 @@ from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval
 from flowpath.errors import ConfigError
 
 _OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">="}
+# Linux: src/statement.c and evaluate.c › stmt_evaluate_verdict: statements flagged STMT_F_TERMINAL
+_TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
+_NOT_TERMINAL_VERDICTS = ("CONTINUE",)
+NFTNL_UDATA_COMMENT_MAXLEN = 128  # libnftnl udata.h; parser_bison.y › comment_spec
 _REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
 _SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
 
@@ -130,7 +134,16 @@ def set_elements(s: Any, existing: list, ast: Any, err: Any) -> list:
     if not isinstance(ast, SetX):
         raise err(ast, "expected a set of elements")
     merged = [_json_to_ast(v) for v in existing] + list(ast.elems)
-    return set_json(err, s.type, merged, False, "auto-merge" in s.flags, "interval" in s.flags)
+    out = set_json(err, s.type, merged, False, "auto-merge" in s.flags, "interval" in s.flags)
+    if s.size is not None and len(out) > s.size and "interval" not in s.flags:
+        # nf_tables_api.c › nft_add_set_elem: -ENFILE for the element past the set's size, in the
+        # order written. (An interval set counts both ends of each interval: not modelled.)
+        seen = {dt.value_num(s.type, v) for v in existing}
+        for x in ast.elems:
+            seen.add(dt.value_num(s.type, elem_value(err, s.type, x)))
+            if len(seen) > s.size:
+                raise err(x, "Could not process rule: Too many open files in system")
+    return out
 
 
 def verdict_json(t: Tree) -> dict:
@@ -242,10 +255,20 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
     out: list[dict] = []
     comment = None
     ctx.rule = t
+    terminal = None
     for st in t.children:
         if st.data == "rule_comment":
             comment = st.children[0][1:-1]
+            if len(comment) > NFTNL_UDATA_COMMENT_MAXLEN:
+                raise ctx.error(st.children[0], f"comment too long, {NFTNL_UDATA_COMMENT_MAXLEN} characters "
+                                "maximum allowed")  # fmt: skip
             continue
+        if terminal is not None:  # evaluate.c › rule_evaluate
+            raise ctx.error(st, "Statement after terminal statement has no effect")
+        if st.data in _TERMINAL or (
+            st.data == "verdict_stmt" and st.children[0].type not in _NOT_TERMINAL_VERDICTS
+        ):
+            terminal = st
         stmt = _STMT[st.data](ctx, st, out)
         if stmt is not None:
             out.append(stmt)
@@ -254,15 +277,21 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
 
 def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
+    _l4_conflict(ctx, t.children[0], left)
     op = None
     rest = t.children[1:]
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
-    return rhs_json(ctx, left, dtype, op, rhs_ast(rest[0], ctx.defines, ctx.error))
+    rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
+    m = rhs_json(ctx, left, dtype, op, rhs)
+    _l4_update(ctx, left, op, rhs)
+    return m
 
 
 def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
+    _l4_conflict(ctx, t.children[0], left)
+    _l4_update(ctx, left, "&", None)
     mask_items = [rhs_ast(v, ctx.defines, ctx.error) for v in t.children[1].children]
     mask = ListX(mask_items, t.children[1]) if len(mask_items) > 1 else mask_items[0]
     op = None
@@ -364,6 +393,10 @@ def _st_log(ctx: Ctx, t: Tree, prev: list) -> dict:
             if str(tok) not in dt.LOG_LEVEL:
                 raise ctx.error(tok, f"invalid log level: {tok}")
             args["level"] = str(tok)
+    if args.get("level") == "audit" and len(args) > 1:
+        # evaluate.c › stmt_evaluate_log: an audit log has no prefix, group or flags; nft marks `log`
+        at = Token("WORD", "log", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 3)
+        raise ctx.error(at, "log level audit doesn't support any further options")
     if args.get("level") == "warn":  # the default level is not listed
         del args["level"]
     return {"log": args or None}
@@ -388,6 +421,9 @@ def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
         return _reject(fam, _REJECT_DEFAULT[fam], None)
     w = t.children[0]
     if w.data == "reject_tcp":
+        if ctx.l4 not in (None, "tcp"):  # evaluate.c › stmt_evaluate_reset; nft marks `reject`
+            at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
+            raise ctx.error(at, "you cannot use tcp reset with this protocol")
         if not _has_l4(prev, "tcp"):
             prev.append(_match("==", {"meta": {"key": "l4proto"}}, "tcp"))
         return {"reject": {"type": "tcp reset"}}
@@ -419,6 +455,41 @@ def _has_l4(prev: list, proto: str) -> bool:
     return False
 
 
+# Linux: nftables src/proto.c: the transport headers nft knows by name (others are "unknown")
+_L4_DESC = {"tcp": "tcp", "udp": "udp", "udplite": "udplite", "sctp": "sctp", "dccp": "dccp", "icmp": "icmp",
+            "icmpv6": "icmpv6", "ipv6-icmp": "icmpv6", "igmp": "igmp", "ah": "ah", "esp": "esp", "comp": "comp"}  # fmt: skip
+
+
+def _l4_update(ctx: Ctx, left: dict, op: str | None, rhs: Any) -> None:
+    """The transport protocol the rule's matches so far pin down (nft's PROTO_BASE_TRANSPORT_HDR context).
+
+    A payload of tcp, udp, icmp or icmpv6 sets it; so does `meta l4proto`, `ip protocol` or `ip6 nexthdr`
+    == a value, or each value of a set in the order written (the last one stays). `th`, tcp options,
+    `!=`, ranges and named sets leave it alone. Linux: nftables src/payload.c › payload_expr_pctx_update,
+    src/meta.c › meta_expr_pctx_update, src/expression.c › relational_expr_pctx_update.
+    """
+    if "&" in left:
+        left = left["&"][0]
+    p = left.get("payload", {}).get("protocol")
+    if p in ("tcp", "udp", "icmp", "icmpv6"):
+        ctx.l4 = p
+    elif _is_l4_sel(left) and op in (None, "=="):
+        for x in rhs.elems if isinstance(rhs, SetX) else [rhs]:
+            if isinstance(x, Sym):
+                v = sym_value(ctx.error, "inet_proto", x)
+                ctx.l4 = _L4_DESC.get(v, "unknown") if isinstance(v, str) else "unknown"
+
+
+def _l4_conflict(ctx: Ctx, sel: Tree, left: dict) -> None:
+    """Linux: nftables src/evaluate.c › resolve_protocol_conflict: a transport header after a match that
+    pinned another transport protocol."""
+    if "&" in left:
+        left = left["&"][0]
+    p = left.get("payload", {}).get("protocol")
+    if p in ("tcp", "udp", "icmp", "icmpv6") and ctx.l4 not in (None, p):
+        raise ctx.error(sel, f"conflicting protocols specified: {ctx.l4} vs. {p}")
+
+
 def _is_l4_sel(left: dict) -> bool:
     return left == {"meta": {"key": "l4proto"}} or left in (
         {"payload": {"protocol": "ip", "field": "protocol"}},
@@ -438,8 +509,7 @@ def _st_flow(ctx: Ctx, t: Tree, prev: list) -> dict:
     name = t.children[1]
     if str(name) not in ctx.table.flowtables:
         raise ctx.error(t, "Could not process rule: No such file or directory")
-    if ctx.chain.hook not in (None, "forward"):
-        raise ctx.error(t, "Could not process rule: Operation not supported (flow add outside forward)")
+    # the forward hook is the kernel's check (validate.py), on every path from a base chain
     return {"flow": {"op": "add", "flowtable": "@" + str(name)}}
 
 

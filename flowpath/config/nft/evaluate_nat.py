@@ -1,4 +1,7 @@
-"""NAT statements: snat, dnat, masquerade and redirect, with nft's chain, hook and family checks.
+"""NAT statements: snat, dnat, masquerade and redirect, with nft's family checks.
+
+The chain type and hook a NAT statement needs are the kernel's check, on every path from a base chain
+(validate.py › stmt_allowed).
 
 Linux: nftables src/evaluate.c › stmt_evaluate_nat, nat_evaluate_family, stmt_evaluate_nat_map and
 evaluate_addr (the address family an inet rule implies); src/statement.c › nat_stmt_print.
@@ -14,12 +17,6 @@ from flowpath.config.nft.ast import Ctx, Sym, number, rhs_ast
 from flowpath.config.nft.evaluate import _is_l4_sel, _prefix, map_json, selector, sym_value
 from flowpath.config.nft.segtree import interval_elems
 
-_NAT_HOOKS = {
-    "snat": ("postrouting", "input"),
-    "masquerade": ("postrouting",),
-    "dnat": ("prerouting", "output"),
-    "redirect": ("prerouting", "output"),
-}
 _NAT_FLAGS = ("random", "fully-random", "persistent")  # the order nft prints them in
 
 
@@ -31,15 +28,6 @@ def _has_transport(prev: list) -> bool:
         ):
             return True
     return False
-
-
-def _nat_check(ctx: Ctx, t: Tree, kind: str) -> None:
-    chain = ctx.chain
-    if not chain.is_base:
-        return  # the kernel checks regular chains through the jumps that reach them
-    # the kernel refuses the rule as a whole, and nft marks the whole rule
-    if chain.type != "nat" or chain.hook not in _NAT_HOOKS[kind]:
-        raise ctx.error(ctx.rule, "Could not process rule: Operation not supported")
 
 
 def _nat_flags(t: Tree | None) -> Any:
@@ -60,7 +48,6 @@ def _nat_port(ctx: Ctx, t: Tree, prev: list) -> Any:
 
 def stmt_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
     kind = str(t.children[0]).lower()
-    _nat_check(ctx, t, kind)
     kids = t.children[1:]
     family = None
     if isinstance(kids[0], Token):
@@ -129,7 +116,6 @@ def _l3_context(prev: list) -> str | None:
 
 def stmt_masq_redir(kind: str) -> Any:
     def stmt(ctx: Ctx, t: Tree, prev: list) -> dict:
-        _nat_check(ctx, t, kind)
         args: dict[str, Any] = {}
         for c in t.children:
             if c.data == "nat_port":

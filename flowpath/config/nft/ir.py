@@ -7,11 +7,31 @@ what nft would hand it.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowpath.errors import ConfigError
+
 # JSON statement / expression: dict, list, str, int or None, as libnftables-json defines them.
 Json = Any
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where something was written: 1-based line and column, and how many columns nft's caret marks.
+
+    Linux: nftables include/nftables.h › struct location (first_line, first_column, last_column).
+    """
+
+    line: int
+    col: int
+    length: int = 1
+
+
+def _loc() -> Any:
+    """A location field: not part of an object's value (equal rulesets may come from different files)."""
+    return field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -22,6 +42,7 @@ class Rule:
     comment: str | None = None
     handle: int = 0
     line: int = 0  # source line (0 when loaded from JSON)
+    loc: Loc | None = _loc()  # the whole rule, which nft marks for an error the kernel returns
 
 
 @dataclass
@@ -37,6 +58,9 @@ class Chain:
     rules: list[Rule] = field(default_factory=list)
     handle: int = 0
     line: int = 0
+    comment: str | None = None
+    loc: Loc | None = _loc()  # the chain's name
+    policy_loc: Loc | None = _loc()  # `policy accept;`
 
     @property
     def is_base(self) -> bool:
@@ -54,6 +78,9 @@ class Set:
     handle: int = 0
     line: int = 0
     map: str | None = None  # "verdict" for a verdict map (`map NAME { type K : verdict; ... }`)
+    size: int | None = None  # the most elements the set may hold (NFTA_SET_DESC_SIZE)
+    comment: str | None = None
+    loc: Loc | None = _loc()  # the set's name
 
 
 @dataclass
@@ -68,6 +95,8 @@ class Flowtable:
     offload: bool = False
     handle: int = 0
     line: int = 0
+    loc: Loc | None = _loc()  # the flowtable's name
+    dev_locs: dict[str, Loc] = field(default_factory=dict, compare=False, repr=False)  # each device's name
 
 
 @dataclass
@@ -80,6 +109,8 @@ class Table:
     sets: dict[str, Set] = field(default_factory=dict)
     flowtables: dict[str, Flowtable] = field(default_factory=dict)
     handle: int = 0
+    flags: list[str] = field(default_factory=list)  # dormant | owner, in the order nft lists them
+    loc: Loc | None = _loc()  # the table's name
 
 
 @dataclass
@@ -88,6 +119,30 @@ class Ruleset:
 
     tables: list[Table] = field(default_factory=list)
     path: str = "<stdin>"
+    lines: list[str] = field(default_factory=list, compare=False, repr=False)  # the nft text, for carets
+
+    def error(self, loc: Loc | None, msg: str) -> ConfigError:
+        """ConfigError at `loc` in this ruleset's file (1:1 when the object has no location)."""
+        if loc is None:
+            return ConfigError(self.path, 1, 1, msg)
+        src = self.lines[loc.line - 1] if 0 < loc.line <= len(self.lines) else None
+        return ConfigError(self.path, loc.line, loc.col, msg, source=src, length=loc.length)
+
+    def check_flowtable_devices(self, known: Container[str]) -> None:
+        """Raise ConfigError at the first flowtable device not in `known` (the network's link names).
+
+        Linux: nf_tables_api.c › nft_netdev_hook_alloc returns -ENOENT for a device that does not exist;
+        nft marks the flowtable. Deviation: flowpath marks the device itself, which says more.
+        """
+        for t in self.tables:
+            for ft in t.flowtables.values():
+                for dev in ft.devices:
+                    if dev not in known:
+                        raise self.error(
+                            ft.dev_locs.get(dev, ft.loc),
+                            f"Could not process rule: No such file or directory (flowtable {ft.name}: "
+                            f"device {dev} is not in the network file)",
+                        )
 
     def table(self, family: str, name: str) -> Table | None:
         for t in self.tables:

@@ -14,7 +14,8 @@ from lark import Token, Tree
 
 from flowpath.config.nft import evaluate as ev
 from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, number, rhs_ast
-from flowpath.config.nft.ir import Chain, Flowtable, Rule, Ruleset, Set, Table
+from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
+from flowpath.config.nft.validate import NFT_NAME_MAXLEN, Batch, kernel_check
 from flowpath.errors import ConfigError
 
 FAMILIES = ("ip", "ip6", "inet", "netdev")
@@ -29,6 +30,8 @@ SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "
 SET_FLAGS = ("constant", "interval", "timeout", "dynamic")
 # Linux: src/rule.c › std_prios (NF_IP_PRI_*), and which hooks each name is valid for.
 STD_PRIO = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+# Linux: src/rule.c › table_flags_name, in the order nft lists them
+TABLE_FLAGS = ("dormant", "owner")
 
 
 @cache
@@ -58,6 +61,7 @@ def parse_ruleset(text: str, path: str = "<stdin>") -> Ruleset:
     except lark.exceptions.UnexpectedInput as e:
         raise _syntax_error(e, path, lines) from None
     p = _Builder(path, lines)
+    p.rs.lines = lines
     for cmd in tree.children:
         p.command(cmd)
     p.finish()
@@ -103,10 +107,27 @@ class _Builder:
         self.defines: dict[str, object] = {}
         self.pending: list[tuple[Table, Chain, Rule, Ctx]] = []
         self.verdicts: list[tuple[Table, Tree]] = []  # jump/goto in map elements, checked at the end
+        self.batch = Batch()  # what nft would send the kernel, in its order, for the kernel's checks
 
     # errors at a token or subtree
     def error(self, node: Tree | Token, msg: str) -> ConfigError:
         return ast_error(self.path, self.lines, node, msg)
+
+    def _name(self, tok: Token) -> str:
+        """A table or `add` command object name; parser_bison.y › table_spec / chain_spec refuse names
+        longer than NFT_NAME_MAXLEN, the kernel the ones of NFT_NAME_MAXLEN too (validate.py)."""
+        if len(tok) > NFT_NAME_MAXLEN:
+            raise self.error(tok, f"name too long, {NFT_NAME_MAXLEN} characters maximum allowed")
+        return str(tok)
+
+    def _comment(self, tok: Token) -> str:
+        """Linux: parser_bison.y › comment_spec."""
+        text = tok[1:-1]
+        if len(text) > ev.NFTNL_UDATA_COMMENT_MAXLEN:
+            raise self.error(
+                tok, f"comment too long, {ev.NFTNL_UDATA_COMMENT_MAXLEN} characters maximum allowed"
+            )
+        return text
 
     def command(self, cmd: Tree) -> None:
         getattr(self, "cmd_" + cmd.data)(cmd)
@@ -124,6 +145,7 @@ class _Builder:
         self.rs.tables.clear()
         self.pending.clear()
         self.verdicts.clear()
+        self.batch = Batch()
 
     def _table(self, t: Tree, words: list[Token]) -> Table:
         family, name = ("ip", words[0]) if len(words) == 1 else (str(words[0]), words[1])
@@ -132,10 +154,11 @@ class _Builder:
             raise self.error(
                 words[1], "syntax error, unexpected string, expecting end of file or newline or semicolon"
             )
-        table = self.rs.table(family, str(name))
+        table = self.rs.table(family, self._name(name))
         if table is None:
-            table = Table(family, str(name))
+            table = Table(family, str(name), loc=loc_of(name))
             self.rs.tables.append(table)
+        self.batch.table(table)
         return table
 
     def cmd_table(self, t: Tree) -> None:
@@ -144,8 +167,10 @@ class _Builder:
         table = self._table(t, words)
         for c in t.children:
             if isinstance(c, Tree) and c.data == "table_block":
-                for item in c.children:
-                    getattr(self, "item_" + item.data)(table, item)
+                # nft_cmd_expand sends a block's chains, then its sets and flowtables, then its rules
+                with self.batch.block():
+                    for item in c.children:
+                        getattr(self, "item_" + item.data)(table, item)
 
     cmd_add_table = cmd_table
 
@@ -160,7 +185,8 @@ class _Builder:
                 raise self.error(words[2], "syntax error, unexpected string")
         else:
             family, tname, name = "ip", words[0], words[1]
-        table = self.rs.table(family, str(tname))
+        table = self.rs.table(family, self._name(tname))
+        self._name(name)
         if table is None:
             raise self.error(tname, "Could not process rule: No such file or directory")
         return table, name
@@ -195,16 +221,25 @@ class _Builder:
         s.elem = ev.set_elements(s, list(s.elem), elems, self.error)
 
     # --- table items ---------------------------------------------------------------------------------
+    def item_table_flags(self, table: Table, t: Tree) -> None:
+        flag = t.children[0]
+        if str(flag) not in TABLE_FLAGS:
+            raise self.error(flag, f"unknown table option {flag}")
+        table.flags = [f for f in TABLE_FLAGS if f in table.flags or f == str(flag)]
+
     def item_chain(self, table: Table, t: Tree) -> None:
         self._chain(table, t.children[0], t.children[1], t)
 
     def _chain(self, table: Table, name: Token, block: Tree | None, t: Tree) -> None:
         chain = table.chains.get(str(name))
+        new = chain is None
         if chain is None:
-            chain = Chain(str(name), line=t.meta.line)
+            chain = Chain(str(name), line=t.meta.line, loc=loc_of(name))
             table.chains[chain.name] = chain
+        self.batch.chain(table, chain)
         if block is None:
             return
+        comment = None
         for item in block.children:
             item.meta.chain_name = name
             if item.data == "hook_spec":
@@ -213,7 +248,13 @@ class _Builder:
                 policy = self._word_or_var(item.children[0])
                 if policy not in ("accept", "drop"):
                     raise self.error(item.children[0], f"unknown policy type '{policy}'")
-                chain.policy = policy
+                chain.policy, chain.policy_loc = policy, loc_of(item)
+            elif item.data == "chain_comment":
+                if comment is not None:  # parser_bison.y › already_set
+                    raise self.error(item, "You can only specify this once. This statement is duplicated.")
+                comment = self._comment(item.children[0])
+                if new:  # the kernel takes a chain's comment when it creates the chain only
+                    chain.comment = comment
             else:
                 self._rule(table, chain, item)
         if chain.hook is not None and chain.policy is None:
@@ -251,10 +292,14 @@ class _Builder:
         chain.type, chain.hook, chain.dev, chain.prio = spec
 
     def _prio(self, family: str, hook: str, t: Tree) -> int:
+        """The priority as the kernel stores it: nft reads a 64-bit number and sends its low 32 bits."""
+        return s32(self._prio_value(family, hook, t))
+
+    def _prio_value(self, family: str, hook: str, t: Tree) -> int:
         kids = t.children
         if isinstance(kids[0], Tree):  # prio_num: [-] NUMBER
             nums = kids[0].children
-            n = number(nums[-1])
+            n = self._u64(nums[-1], t if len(nums) == 1 else None)
             return -n if len(nums) == 2 else n
         name = kids[0]
         if name.type == "VARIABLE":
@@ -270,15 +315,28 @@ class _Builder:
             raise self.error(at, "invalid priority expression value in this context.")
         base = STD_PRIO[str(name)]
         if len(kids) == 3:
-            off = number(kids[2])
+            off = self._u64(kids[2], None)
             return base + off if kids[1].type == "PLUS" else base - off
         return base
+
+    def _u64(self, tok: Token, prio: Tree | None) -> int:
+        """Linux: scanner.l reads a number with strtoull; one that does not fit is a string token, and
+        a lone `priority STRING` is not a priority nft knows."""
+        n = number(tok)
+        if n < 1 << 64:
+            return n
+        if prio is None:
+            raise self.error(tok, "syntax error, unexpected string, expecting number")
+        col = max(1, prio.meta.column - len("priority "))
+        at = Token("WORD", "priority " + tok, line=tok.line, column=col, end_column=tok.end_column)
+        raise self.error(at, "invalid priority expression value in this context.")
 
     def item_set(self, table: Table, t: Tree) -> None:
         self._set(table, t.children[0], t.children[1], t)
 
     def _set(self, table: Table, name: Token, block: Tree, t: Tree) -> None:
         stype, flags, elems, merge = None, [], None, False
+        size, comment = None, None
         for item in block.children:
             if item.data == "set_type":
                 stype = str(item.children[0])
@@ -293,11 +351,16 @@ class _Builder:
                 elems = item
             elif item.data == "set_automerge":
                 merge = True
+            elif item.data == "set_size":
+                size = number(item.children[0])
+            elif item.data == "set_comment":
+                comment = self._comment(item.children[0])
             else:
                 raise self.error(item, "set option not supported by flowpath")
         if stype is None:
             raise self.error(t, "set definition does not specify key")
-        s = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line)
+        s = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, size=size,
+                comment=comment, loc=loc_of(name))  # fmt: skip
         if merge:
             s.flags.append("auto-merge")
         old = table.sets.get(s.name)
@@ -305,6 +368,7 @@ class _Builder:
             if (old.type, old.flags) != (s.type, s.flags):
                 raise self.error(name, "Could not process rule: File exists")
             s = old
+        self.batch.set(table, s)
         if elems is not None:
             src = elems.children[0]
             if isinstance(src, Token):  # elements = $var
@@ -315,7 +379,7 @@ class _Builder:
 
     def item_map(self, table: Table, t: Tree) -> None:
         name, block = t.children[0], t.children[1]
-        stype, flags, elems = None, [], None
+        stype, flags, elems, size, comment = None, [], None, None, None
         for item in block.children:
             if item.data == "map_type":
                 stype, data = str(item.children[0]), item.children[1]
@@ -328,16 +392,22 @@ class _Builder:
                     if str(f) not in ("interval", "constant"):
                         raise self.error(f, f"unknown set flag {f}")
                     flags.append(str(f))
+            elif item.data == "set_size":
+                size = number(item.children[0])
+            elif item.data == "set_comment":
+                comment = self._comment(item.children[0])
             else:
                 elems = item.children[0]
         if stype is None:
             raise self.error(t, "map definition does not specify key data type")
-        m = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, map="verdict")
+        m = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, map="verdict",
+                size=size, comment=comment, loc=loc_of(name))  # fmt: skip
         old = table.sets.get(m.name)
         if old is not None:
             if (old.type, old.flags, old.map) != (m.type, m.flags, m.map):
                 raise self.error(name, "Could not process rule: File exists")
             m = old
+        self.batch.set(table, m)
         if elems is not None:
             self._map_elements(table, m, elems)
         table.sets[m.name] = m
@@ -352,7 +422,7 @@ class _Builder:
         name = t.children[0]
         if str(name) in table.flowtables:
             raise self.error(name, f"Could not process rule: File exists (flowtable '{name}')")
-        ft = Flowtable(str(name), line=t.meta.line)
+        ft = Flowtable(str(name), line=t.meta.line, loc=loc_of(name))
         hooked = False
         for item in t.children[1].children:
             if item.data == "ft_hook":
@@ -363,6 +433,7 @@ class _Builder:
                 devs = item.children[0]
                 toks = devs.children if isinstance(devs, Tree) else [devs]
                 ft.devices = [self._word_or_var(d) for d in toks]
+                ft.dev_locs = {dev: loc_of(d) for dev, d in zip(ft.devices, toks, strict=True)}
             elif item.data == "ft_counter":
                 ft.counter = True
             elif item.data == "ft_flags":
@@ -373,11 +444,13 @@ class _Builder:
         if not hooked:
             raise self.error(t, "missing hook and priority in flowtable declaration")
         table.flowtables[ft.name] = ft
+        self.batch.flowtable(table, ft)
 
     # --- rules: evaluated once the whole file is read, so chains and sets may be declared later ------
     def _rule(self, table: Table, chain: Chain, t: Tree) -> None:
-        rule = Rule([], line=t.meta.line)
+        rule = Rule([], line=t.meta.line, loc=loc_of(t))
         chain.rules.append(rule)
+        self.batch.rule(table, chain, rule)
         ctx = Ctx(self.path, self.lines, table, chain, dict(self.defines))
         self.pending.append((table, chain, rule, ctx))
         rule.tree = t  # type: ignore[attr-defined]
@@ -389,7 +462,25 @@ class _Builder:
         for _table, _chain, rule, ctx in self.pending:
             t = rule.__dict__.pop("tree")
             rule.expr, rule.comment = ev.rule_evaluate(ctx, t)
+        # nft evaluates the whole file before it sends anything: the kernel's errors come last
+        kernel_check(self.rs, self.batch)
         self.rs.renumber()
+
+
+def s32(n: int) -> int:
+    """The low 32 bits of `n` as a signed integer (a chain or flowtable priority, NFTA_HOOK_PRIORITY)."""
+    return (n + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def loc_of(node: Tree | Token) -> Loc:
+    """Where a token or subtree was written, as nft marks it (the whole token or expression)."""
+    if isinstance(node, Token):
+        same = node.end_line in (None, node.line)
+        return Loc(
+            node.line, node.column, max(1, (node.end_column or node.column + 1) - node.column) if same else 1
+        )
+    m = node.meta
+    return Loc(m.line, m.column, max(1, m.end_column - m.column) if m.end_line == m.line else 1)
 
 
 __all__ = ["parse_ruleset", "ConfigError", "Prefix", "Range", "SetRef", "SetX", "Sym"]

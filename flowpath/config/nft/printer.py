@@ -46,7 +46,10 @@ def table_print(t: Table) -> str:
     parts = [set_print(s) for s in t.sets.values()]
     parts += [flowtable_print(f) for f in t.flowtables.values()]
     parts += [chain_print(t.family, c) for c in t.chains.values()]
-    return f"table {t.family} {t.name} {{\n" + "\n".join(parts) + "}\n"
+    head = "".join(f"\tflags {f}\n" for f in t.flags)
+    if head and parts:
+        head += "\n"
+    return f"table {t.family} {t.name} {{\n" + head + "\n".join(parts) + "}\n"
 
 
 def set_print(s: Set) -> str:
@@ -54,11 +57,15 @@ def set_print(s: Set) -> str:
         out = f"\tmap {s.name} {{\n\t\ttype {s.type} : {s.map}\n"
     else:
         out = f"\tset {s.name} {{\n\t\ttype {s.type}\n"
+    if s.size is not None:
+        out += f"\t\tsize {s.size}\n"
     flags = [f for f in s.flags if f != "auto-merge"]
     if flags:
         out += f"\t\tflags {','.join(flags)}\n"
     if "auto-merge" in s.flags:
         out += "\t\tauto-merge\n"
+    if s.comment is not None:
+        out += f'\t\tcomment "{s.comment}"\n'
     if s.elem:
         out += "\t\telements = " + set_elems_str(s.type, s.elem, named=True) + "\n"
     return out + "\t}\n"
@@ -91,6 +98,8 @@ def flowtable_print(f: Flowtable) -> str:
 
 def chain_print(family: str, c: Chain) -> str:
     out = f"\tchain {c.name} {{\n"
+    if c.comment is not None:
+        out += f'\t\tcomment "{c.comment}"\n'
     if c.hook is not None:
         dev = f'device "{c.dev}" ' if c.dev else ""
         prio = prio2str(family, c.hook, c.prio or 0)
@@ -109,6 +118,9 @@ def rule_print(family: str, stmts: list, comment: str | None = None) -> str:
 
 # --- expressions -------------------------------------------------------------------------------------
 def selector_str(left: dict) -> str:
+    for sel in left.values():
+        if isinstance(sel, dict):
+            _scalars(sel, "protocol", "field", "key", "name")
     if "payload" in left:
         return f"{left['payload']['protocol']} {left['payload']['field']}"
     if "meta" in left:
@@ -131,12 +143,27 @@ def rhs_str(dtype: str, v: Any) -> str:
         if "range" in v:
             return f"{dt.value_str(dtype, v['range'][0])}-{dt.value_str(dtype, v['range'][1])}"
         if "prefix" in v:
+            _scalars(v["prefix"], "len")
             return f"{dt.value_str(dtype, v['prefix']['addr'])}/{v['prefix']['len']}"
+        raise ValueError(f"unsupported expression {sorted(v)}")
     return dt.value_str(dtype, v)
+
+
+_RELOPS = ("==", "!=", "<", ">", "<=", ">=", "in")
+
+
+def _scalars(a: dict, *keys: str) -> None:
+    """Where nft writes a string or a number, a JSON object or array is not a statement flowpath reads
+    (raised here, so that no Python repr reaches a listing)."""
+    for k in keys:
+        if isinstance(a.get(k), (dict, list)):
+            raise ValueError(f"{k} must be a string or a number")
 
 
 def match_print(m: dict) -> str:
     left, op, right = m["left"], m["op"], m["right"]
+    if op not in _RELOPS:
+        raise ValueError(f"unknown operator {op!r}")
     if "&" in left:
         sel, mask = left["&"]
         dtype = dt.selector_type(sel)
@@ -155,15 +182,16 @@ def match_print(m: dict) -> str:
     return f"{selector_str(left)} {ops}{rhs_str(dtype, right)}"
 
 
-def _nat_print(kind: str, a: dict | None) -> str:
+def _nat_print(family: str, kind: str, a: dict | None) -> str:
+    """Linux: src/statement.c › nat_stmt_print: with a port, an IPv6 address is bracketed, and each end of
+    an IPv6 range on its own (`[2001:db8::1]-[2001:db8::2]:80-100`); a prefix is not."""
     a = a or {}
+    _scalars(a, "family")
     out = kind
     if a.get("family"):
         out += f" {a['family']}"
     addr, port = a.get("addr"), a.get("port")
-    dtype = (
-        "ipv6_addr" if a.get("family") == "ip6" or (isinstance(addr, str) and ":" in addr) else "ipv4_addr"
-    )
+    dtype = "ipv6_addr" if (a.get("family") or family) == "ip6" or _is_ip6(addr) else "ipv4_addr"
     if addr is not None or port is not None:
         out += " to "
     if isinstance(addr, dict) and "map" in addr:
@@ -174,11 +202,23 @@ def _nat_print(kind: str, a: dict | None) -> str:
     if addr is not None:
         text = rhs_str(dtype, addr)
         if port is not None and dtype == "ipv6_addr":
-            text = f"[{text}]"
+            if isinstance(addr, dict) and "range" in addr:
+                text = "-".join(f"[{dt.value_str(dtype, v)}]" for v in addr["range"])
+            elif not isinstance(addr, dict):
+                text = f"[{text}]"
         out += text
     if port is not None:
         out += ":" + rhs_str("inet_service", port)
     return out + _nat_flags_str(a)
+
+
+def _is_ip6(addr: Any) -> bool:
+    if isinstance(addr, dict):
+        if "range" in addr:
+            return _is_ip6(addr["range"][0])
+        if "prefix" in addr:
+            return _is_ip6(addr["prefix"]["addr"])
+    return isinstance(addr, str) and ":" in addr
 
 
 def _nat_flags_str(a: dict) -> str:
@@ -195,6 +235,7 @@ def stmt_print(family: str, s: dict) -> str:
     if kind == "vmap":
         return f"{selector_str(a['key'])} vmap {rhs_str(dt.selector_type(a['key']), a['data'])}"
     if kind == "limit":
+        _scalars(a, "rate", "per", "burst", "rate_unit", "burst_unit")
         over = "over " if a.get("inv") else ""
         if "rate_unit" in a:
             out = f"limit rate {over}{a['rate']} {a['rate_unit']}/{a['per']}"
@@ -202,8 +243,10 @@ def stmt_print(family: str, s: dict) -> str:
         out = f"limit rate {over}{a['rate']}/{a['per']}"
         return out + (f" burst {a['burst']} packets" if a["burst"] != 5 else "")
     if kind == "counter":
+        _scalars(a, "packets", "bytes")
         return f"counter packets {a['packets']} bytes {a['bytes']}"
     if kind == "log":
+        _scalars(a or {}, "prefix", "level")
         out = "log"
         if a and "prefix" in a:
             out += f' prefix "{a["prefix"]}"'
@@ -213,17 +256,19 @@ def stmt_print(family: str, s: dict) -> str:
     if kind in ("accept", "drop", "return", "continue"):
         return kind
     if kind in ("jump", "goto"):
+        _scalars(a, "target")
         return f"{kind} {a['target']}"
     if kind == "reject":
         if not a:
             return "reject"
+        _scalars(a, "type", "expr")
         if a["type"] == "tcp reset":
             return "reject with tcp reset"
         if a["type"] == _REJECT_DEFAULT[family] and a.get("expr") == "port-unreachable":
             return "reject"
         return f"reject with {a['type']} {a['expr']}"
     if kind in ("snat", "dnat", "masquerade", "redirect"):
-        return _nat_print(kind, a)
+        return _nat_print(family, kind, a)
     if kind == "mangle":
         dtype = dt.selector_type(a["key"])
         value = a["value"]
@@ -234,5 +279,6 @@ def stmt_print(family: str, s: dict) -> str:
     if kind == "notrack":
         return "notrack"
     if kind == "flow":
+        _scalars(a, "op", "flowtable")
         return f"flow add {a['flowtable']}"
     raise ValueError(f"unsupported statement {kind!r}")

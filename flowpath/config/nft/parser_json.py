@@ -1,0 +1,384 @@
+"""libnftables JSON in: a Ruleset from what `nft -j list ruleset` prints (objects may be wrapped in add).
+
+Linux: nftables src/parser_json.c (json_parse_cmd_add_table/chain/set/flowtable/rule, and
+json_parse_flags_array, which takes a flag as a string or flags as a list). Every error names the
+object (its index in the "nftables" array, and its line and column when the file's text is known) and
+says what is wrong with it, in JSON terms.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
+from flowpath.config.nft.json import json_dumps, ruleset_to_json
+from flowpath.config.nft.parser import HOOKS, s32
+from flowpath.config.nft.printer import (
+    chain_print,
+    flowtable_print,
+    rule_print,
+    set_elems_str,
+    set_print,
+    stmt_print,
+)
+from flowpath.errors import ConfigError
+
+FAMILIES = ("ip", "ip6", "inet", "netdev")
+SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "mark")
+SET_FLAGS = ("constant", "interval", "timeout", "dynamic")
+TABLE_FLAGS = ("dormant", "owner")
+FLOWTABLE_FLAGS = ("offload", "counter")
+# what a value of the wrong shape raises inside the printers that check a statement
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+class JsonObjectError(Exception):
+    """What is wrong with one object of the "nftables" array (the caller adds which object)."""
+
+
+def ruleset_from_json(obj: Any, path: str = "<stdin>", where: list[Loc] | None = None) -> Ruleset:
+    """Ruleset from a libnftables JSON object (as `nft -j list ruleset` prints it).
+
+    where  the position of each element of the "nftables" array in the file (json_element_locs), so
+           that an error names its line and column; without it errors are at 1:1.
+    """
+    rs = Ruleset(path=path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("nftables"), list):
+        raise ConfigError(path, 1, 1, 'Invalid JSON: expected an object with an "nftables" array')
+    origin: dict[int, ConfigError] = {}  # id(IR object) -> an error at the JSON object that made it
+    for i, item in enumerate(obj["nftables"]):
+        loc = where[i] if where is not None and i < len(where) else Loc(1, 1)
+
+        def error(msg: str, i: int = i, item: Any = item, loc: Loc = loc) -> ConfigError:
+            return ConfigError(path, loc.line, loc.col, f"JSON object {i}{_describe(item)}: {msg}")
+
+        try:
+            kind, body = _command(item)
+            if kind == "metainfo":
+                continue
+            if kind == "flush" and body == {"ruleset": None}:
+                rs.tables.clear()
+                continue
+            made = _LOADERS.get(kind, _unsupported)(rs, kind, body)
+        except JsonObjectError as e:
+            raise error(str(e)) from None
+        origin.setdefault(id(made), error)
+    rs.renumber()
+    _check_canonical(rs, path, origin)
+    return rs
+
+
+def json_element_locs(text: str) -> list[Loc] | None:
+    """Line and column of each element of the top-level "nftables" array of valid JSON `text`."""
+    dec = json.JSONDecoder()
+
+    def ws(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    last = [0, 1, 0]  # offset counted up to, its line, where that line starts: one pass over the text
+
+    def loc(i: int) -> Loc:
+        at, line, start = last
+        nl = text.count("\n", at, i)
+        if nl:
+            line, start = line + nl, text.rindex("\n", at, i) + 1
+        last[:] = [i, line, start]
+        return Loc(line, i - start + 1)
+
+    try:
+        i, out = ws(0) + 1, None
+        while text[ws(i)] != "}":
+            key, i = dec.raw_decode(text, ws(i))
+            i = ws(ws(i) + 1)  # the ':'
+            if key == "nftables" and text[i] == "[":
+                out, i = [], i + 1
+                while text[ws(i)] != "]":
+                    i = ws(i)
+                    out.append(loc(i))
+                    _, i = dec.raw_decode(text, i)
+                    i = ws(i) + (text[ws(i)] == ",")
+                i = ws(i) + 1
+            else:
+                _, i = dec.raw_decode(text, i)
+            i = ws(i) + (text[ws(i)] == ",")
+        return out
+    except (ValueError, IndexError):
+        return None
+
+
+def _command(item: Any) -> tuple[str, Any]:
+    if not isinstance(item, dict) or len(item) != 1:
+        raise JsonObjectError("expected an object with a single key")
+    ((kind, body),) = item.items()
+    if kind in ("add", "create", "insert") and isinstance(body, dict) and len(body) == 1:
+        ((kind, body),) = body.items()
+    if kind not in ("metainfo", "flush") and not isinstance(body, dict):
+        raise JsonObjectError(f'"{kind}" must hold an object')
+    return kind, body
+
+
+def _describe(item: Any) -> str:
+    """` (rule ip filter input)`: the object's kind and the names it gives, when they are strings."""
+    try:
+        kind, body = _command(item)
+    except JsonObjectError:
+        return ""
+    if not isinstance(body, dict):
+        return f" ({kind})"
+    keys = {"table": ("family", "name"), "rule": ("family", "table", "chain")}.get(
+        kind, ("family", "table", "name")
+    )
+    names = [body[k] for k in keys if isinstance(body.get(k), str)]
+    return f" ({' '.join([kind, *names])})"
+
+
+# --- fields ------------------------------------------------------------------------------------------
+_MISSING = object()
+_KINDS = {str: "a string", int: "an integer", list: "a list", dict: "an object", bool: "true or false"}
+
+
+def _get(body: dict, key: str, kind: type, default: Any = _MISSING) -> Any:
+    if key not in body:
+        if default is _MISSING:
+            raise JsonObjectError(f'missing "{key}"')
+        return default
+    v = body[key]
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        raise JsonObjectError(f'"{key}" must be {_KINDS[kind]}, not {json_dumps(v)}')
+    return v
+
+
+def _one_of(body: dict, key: str, allowed: tuple, default: Any = _MISSING) -> Any:
+    v = _get(body, key, str, default)
+    if v is not default and v not in allowed:
+        raise JsonObjectError(f'"{key}" must be one of {", ".join(allowed)}, not {json_dumps(v)}')
+    return v
+
+
+def _flags(body: dict, allowed: tuple) -> list[str]:
+    """Linux: parser_json.c › json_parse_flags_array: one flag as a string, or a list of them."""
+    v = body.get("flags", [])
+    flags = [v] if isinstance(v, str) else v
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise JsonObjectError(f'"flags" must be a string or a list of strings, not {json_dumps(v)}')
+    for f in flags:
+        if f not in allowed:
+            raise JsonObjectError(f'unknown flag "{f}" (known: {", ".join(allowed)})')
+    return [f for f in allowed if f in flags]
+
+
+def _table(rs: Ruleset, body: dict) -> Table:
+    family, name = _one_of(body, "family", FAMILIES), _get(body, "table", str)
+    t = rs.table(family, name)
+    if t is None:
+        raise JsonObjectError(f"table {family} {name} does not exist")
+    return t
+
+
+def _prio(body: dict) -> int:
+    """The kernel keeps a 32-bit priority; nft sends the low 32 bits of what it reads."""
+    return s32(_get(body, "prio", int, 0))
+
+
+# --- objects -----------------------------------------------------------------------------------------
+def _load_table(rs: Ruleset, kind: str, body: dict) -> Table:
+    family, name = _one_of(body, "family", FAMILIES), _get(body, "name", str)
+    flags = _flags(body, TABLE_FLAGS)
+    t = rs.table(family, name)
+    if t is None:
+        t = Table(family, name)
+        rs.tables.append(t)
+    t.flags = [f for f in TABLE_FLAGS if f in t.flags or f in flags]
+    return t
+
+
+def _load_chain(rs: Ruleset, kind: str, body: dict) -> Chain:
+    t = _table(rs, body)
+    name = _get(body, "name", str)
+    comment = _get(body, "comment", str, None)
+    c = t.chains.get(name)
+    if c is None:
+        c = t.chains[name] = Chain(name, comment=comment)
+    if "hook" in body:
+        c.type = _one_of(body, "type", ("filter", "nat", "route"))
+        c.hook, c.prio = _one_of(body, "hook", HOOKS[t.family]), _prio(body)
+        c.policy = _one_of(body, "policy", ("accept", "drop"), "accept")
+        c.dev = _get(body, "dev", str, None)
+        if t.family == "netdev" and c.dev is None:
+            raise JsonObjectError('a netdev chain needs a "dev" (nft 1.0.6 does not write it)')
+    elif "policy" in body:
+        raise JsonObjectError('"policy" is only valid for a base chain (one with a "hook")')
+    return c
+
+
+def _load_set(rs: Ruleset, kind: str, body: dict) -> Set:
+    t = _table(rs, body)
+    name, stype = _get(body, "name", str), _one_of(body, "type", SET_TYPES)
+    if (kind == "map") != ("map" in body) or body.get("map", "verdict") != "verdict":
+        raise JsonObjectError('flowpath supports verdict maps only ("map": "verdict")')
+    flags = _flags(body, SET_FLAGS)
+    if _get(body, "auto-merge", bool, False):
+        flags.append("auto-merge")
+    size = _get(body, "size", int, None)
+    if size is not None and not 0 < size < 1 << 32:
+        raise JsonObjectError(f'"size" must be from 1 to {(1 << 32) - 1}, not {size}')
+    elem = copy.deepcopy(_get(body, "elem", list, []))
+    s = Set(
+        name, stype, flags, elem, map=body.get("map"), size=size, comment=_get(body, "comment", str, None)
+    )
+    try:
+        set_elems_str(stype, elem, named=True)
+    except _MALFORMED:
+        what = "[key, verdict] pairs" if s.map else f"values of type {stype}"
+        raise JsonObjectError(f'"elem" must hold {what}: {json_dumps(elem)}') from None
+    t.sets[name] = s
+    return s
+
+
+def _load_flowtable(rs: Ruleset, kind: str, body: dict) -> Flowtable:
+    t = _table(rs, body)
+    dev = body.get("dev", [])
+    devs = [dev] if isinstance(dev, str) else dev
+    if not isinstance(devs, list) or not all(isinstance(d, str) for d in devs):
+        raise JsonObjectError(f'"dev" must be a string or a list of strings, not {json_dumps(dev)}')
+    flags = _flags(body, FLOWTABLE_FLAGS)
+    name = _get(body, "name", str)
+    ft = Flowtable(name, _get(body, "hook", str, "ingress"), _prio(body), list(devs), "counter" in flags,
+                   "offload" in flags)  # fmt: skip
+    t.flowtables[name] = ft
+    return ft
+
+
+def _load_rule(rs: Ruleset, kind: str, body: dict) -> Rule:
+    t = _table(rs, body)
+    c = t.chains.get(_get(body, "chain", str))
+    if c is None:
+        raise JsonObjectError(f"chain {body['chain']} does not exist")
+    expr = copy.deepcopy(_get(body, "expr", list))
+    for n, stmt in enumerate(expr, 1):
+        if not isinstance(stmt, dict) or len(stmt) != 1:
+            raise JsonObjectError(f"statement {n} must be an object with a single key: {json_dumps(stmt)}")
+        try:
+            stmt_print(t.family, stmt)  # every statement must be one flowpath knows
+            _check_refs(t, stmt)
+        except JsonObjectError as e:
+            raise JsonObjectError(f"statement {n}: {e}") from None
+        except _MALFORMED:
+            raise JsonObjectError(f"statement {n} is not one flowpath reads: {json_dumps(stmt)}") from None
+    rule = Rule(expr, _get(body, "comment", str, None))
+    c.rules.append(rule)
+    return rule
+
+
+def _unsupported(rs: Ruleset, kind: str, body: dict) -> Any:
+    raise JsonObjectError(f"unsupported object {json_dumps(kind)}")
+
+
+_LOADERS = {"table": _load_table, "chain": _load_chain, "set": _load_set, "map": _load_set,
+            "flowtable": _load_flowtable, "rule": _load_rule}  # fmt: skip
+
+
+def _check_refs(t: Table, stmt: dict) -> None:
+    ((kind, a),) = stmt.items()
+    if kind in ("jump", "goto") and a["target"] not in t.chains:
+        raise JsonObjectError(f"{kind} to chain {a['target']}, which does not exist")
+    if kind == "flow" and a["flowtable"].lstrip("@") not in t.flowtables:
+        raise JsonObjectError(f"flowtable {a['flowtable']} does not exist")
+    if kind == "match":
+        dt.selector_type(a["left"])
+        r = a["right"]
+        if isinstance(r, str) and r.startswith("@") and r[1:] not in t.sets:
+            raise JsonObjectError(f"set {r} does not exist")
+
+
+# --- the whole ruleset -------------------------------------------------------------------------------
+def _singleton(v: Any) -> Any:
+    """{"set": [x]} and x mean the same (nft lists a merged one-element anonymous set either way)."""
+    if isinstance(v, dict):
+        if set(v) == {"set"} and isinstance(v["set"], list) and len(v["set"]) == 1:
+            return _singleton(v["set"][0])
+        return {k: _singleton(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_singleton(x) for x in v]
+    return v
+
+
+def _check_canonical(rs: Ruleset, path: str, origin: dict[int, Any]) -> None:
+    """Refuse JSON that is not what nft itself would print: list it, parse the listing, compare.
+
+    The evaluator reads rule JSON as nft prints it, so a value of the wrong type or a statement in a
+    form nft never produces is an error here rather than a surprise later. `origin` gives, for each
+    object loaded, a function making an error at the JSON object it came from.
+    """
+    from flowpath.config.nft.parser import parse_ruleset
+
+    def at(obj: Any, msg: str) -> ConfigError:
+        make = origin.get(id(obj))
+        return make(msg) if make is not None else ConfigError(path, 1, 1, f"JSON ruleset: {msg}")
+
+    try:
+        text = rs.list()
+    except _MALFORMED:  # each object was printed once when it was loaded: not expected
+        raise ConfigError(path, 1, 1, "JSON ruleset holds an expression flowpath cannot list") from None
+    try:
+        again = parse_ruleset(text, path)
+    except ConfigError as e:
+        line = (e.source or "").strip()
+        raise at(_listed_on(rs, line), f"not valid: {e.msg} in `{line}`") from None
+
+    def objects(r: Ruleset) -> list:
+        return [{k: {f: v for f, v in o.items() if f != "handle"}} for x in ruleset_to_json(r)["nftables"]
+                for k, o in _singleton(x).items()]  # fmt: skip
+
+    mine, theirs = objects(rs), objects(again)
+    for obj, a, b in zip(_ir_objects(rs), mine, theirs, strict=False):
+        if a != b:
+            raise at(obj, f"not in the form nft prints: {_difference(a, b)}")
+    if len(mine) != len(theirs):
+        raise ConfigError(path, 1, 1, "JSON ruleset does not list back to the same objects")
+
+
+def _difference(a: dict, b: dict) -> str:
+    """The first field (or rule statement) where object `a` differs from `b`, the form nft lists."""
+    ((_, x),), ((_, y),) = a.items(), b.items()
+    for key in [*x, *(k for k in y if k not in x)]:
+        u, v = x.get(key), y.get(key)
+        if u == v:
+            continue
+        if key == "expr" and isinstance(u, list) and isinstance(v, list) and len(u) == len(v):
+            n = next(i for i in range(len(u)) if u[i] != v[i])
+            return f"statement {n + 1} is {json_dumps(u[n])}, nft lists it as {json_dumps(v[n])}"
+        return f'"{key}" is {json_dumps(u)}, nft lists {json_dumps(v)}'
+    return json_dumps(a)
+
+
+def _listed_on(rs: Ruleset, line: str) -> Any:
+    """The rule, set, flowtable or chain whose listing holds `line` (stripped), or None."""
+    for t in rs.tables:
+        for c in t.chains.values():
+            for r in c.rules:
+                if rule_print(t.family, r.expr, r.comment) == line:
+                    return r
+    for t in rs.tables:
+        texts = [(s, set_print(s)) for s in t.sets.values()] + [
+            (f, flowtable_print(f)) for f in t.flowtables.values()
+        ]
+        texts += [(c, chain_print(t.family, c)) for c in t.chains.values()]
+        for obj, text in texts:
+            if line in (x.strip() for x in text.splitlines()):
+                return obj
+    return None
+
+
+def _ir_objects(rs: Ruleset) -> list:
+    """The IR objects behind ruleset_to_json's list, in its order (metainfo: None)."""
+    out: list = [None]
+    for t in rs.tables:
+        out += [t, *t.sets.values(), *t.flowtables.values(), *t.chains.values()]
+        out += [r for c in t.chains.values() for r in c.rules]
+    return out

@@ -1,0 +1,260 @@
+"""The kernel's checks on what `nft -f` sends it: names, chain types per hook, policies, jumps, hooks.
+
+Linux: net/netfilter/nf_tables_api.c (the NFT_NAME_MAXLEN netlink policies; nf_tables_newchain, which
+refuses a policy on a regular chain; nft_chain_parse_hook with each chain type's hook_mask from
+nft_chain_filter.c, nft_chain_nat.c and nft_chain_route.c; nft_table_validate and nft_chain_validate,
+which walk every base chain's jumps up to NFT_JUMP_STACK_SIZE deep and run each expression's ->validate:
+nft_reject_validate, nft_reject_inet_validate, nft_reject_netdev_validate, nft_nat_validate,
+nft_masq_validate, nft_redir_validate, nft_flow_offload_validate, nft_rt_validate).
+
+nft sends a file as one batch, in the order of src/cmd.c › nft_cmd_expand (a table block's chains, then
+its sets and flowtables, then its rules), and marks each error the kernel returns on the object or rule
+it came from. Since Linux 6.x the kernel validates the table after each rule it adds, so the first
+error is on the first rule after which a base chain reaches something it may not: a jump too deep (a
+loop is one), or a statement its hook does not allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flowpath.config.nft.ir import Chain, Flowtable, Rule, Ruleset, Set, Table
+
+NFT_NAME_MAXLEN = 256  # include/uapi/linux/netfilter/nf_tables.h: names hold at most 255 bytes and a NUL
+NFT_JUMP_STACK_SIZE = 16  # include/net/netfilter/nf_tables.h
+EOPNOTSUPP = "Could not process rule: Operation not supported"
+ERANGE = "Could not process rule: Numerical result out of range"
+EMLINK = "Could not process rule: Too many links"
+ELOOP = "Could not process rule: Too many levels of symbolic links"
+
+# Linux: nft_chain_nat.c and nft_chain_route.c › hook_mask (filter chains take every hook)
+CHAIN_TYPE_HOOKS = {"nat": ("prerouting", "input", "output", "postrouting"), "route": ("output",)}
+# Linux: the ->validate of each expression: the hooks it may run at, and the chain type it needs
+_REJECT_HOOKS = {
+    "ip": ("prerouting", "input", "forward", "output"),  # nft_reject.c › nft_reject_validate
+    "ip6": ("prerouting", "input", "forward", "output"),
+    "inet": ("prerouting", "input", "forward", "output", "ingress"),  # nft_reject_inet_validate
+    "netdev": ("ingress", "egress"),  # nft_reject_netdev.c › nft_reject_netdev_validate
+}
+_NAT_HOOKS = {  # nft_nat.c › nft_nat_validate, nft_masq.c, nft_redir.c: in a nat chain only
+    "snat": ("postrouting", "input"),
+    "dnat": ("prerouting", "output"),
+    "masquerade": ("postrouting",),
+    "redirect": ("prerouting", "output"),
+}
+
+
+class Batch:
+    """What nft sends the kernel for one file, in order: tables, chains, sets, flowtables and rules.
+
+    No Linux counterpart as a type: nftables src/cmd.c › nft_cmd_expand orders a table block's objects.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Table, Any, Rule | None]] = []
+        self._block: tuple[list, list, list, list] | None = None
+
+    @contextmanager
+    def block(self) -> Iterator[None]:
+        """A `table NAME { ... }` block: its chains, then sets, then flowtables, then rules."""
+        self._block = ([], [], [], [])
+        try:
+            yield
+        finally:
+            chains, sets, flowtables, rules = self._block
+            self._block = None
+            self.items += chains + sets + flowtables + rules
+
+    def _add(self, slot: int, item: tuple[str, Table, Any, Rule | None]) -> None:
+        (self.items if self._block is None else self._block[slot]).append(item)
+
+    def table(self, table: Table) -> None:
+        self.items.append(("table", table, None, None))
+
+    def chain(self, table: Table, chain: Chain) -> None:
+        self._add(0, ("chain", table, chain, None))
+
+    def set(self, table: Table, s: Set) -> None:
+        self._add(1, ("set", table, s, None))
+
+    def flowtable(self, table: Table, ft: Flowtable) -> None:
+        self._add(2, ("flowtable", table, ft, None))
+
+    def rule(self, table: Table, chain: Chain, rule: Rule) -> None:
+        self._add(3, ("rule", table, chain, rule))
+
+
+def kernel_check(rs: Ruleset, batch: Batch) -> None:
+    """Raise the ConfigError nft prints first for the kernel's answer to `batch`, if any."""
+    added: dict[int, int] = {}  # id(chain) -> rules the kernel has so far
+    edges: dict[int, dict[int, Chain]] = {}  # id(chain) -> the chains those rules jump or go to, by id
+    levels: dict[int, dict[int, int]] = {}  # id(base chain) -> _levels, until edges change
+    for kind, table, obj, rule in batch.items:
+        if kind == "table":
+            if len(table.name) >= NFT_NAME_MAXLEN:
+                raise rs.error(table.loc, ERANGE)
+            continue
+        if len(obj.name) >= NFT_NAME_MAXLEN:
+            raise rs.error(obj.loc, ERANGE)
+        if kind == "chain":
+            _chain_check(rs, obj)
+        elif kind == "rule":
+            added[id(obj)] = added.get(id(obj), 0) + 1
+            msg = rule_validate(table, obj, rule, added, edges, levels)
+            if msg is not None:
+                raise rs.error(rule.loc, msg)
+            if _add_edges(edges, obj, table, rule):
+                levels.clear()
+    _loop_check(rs, batch)
+
+
+def _chain_check(rs: Ruleset, chain: Chain) -> None:
+    if chain.hook is None:
+        if chain.policy is not None:  # nf_tables_newchain: NFTA_CHAIN_POLICY on a regular chain
+            raise rs.error(chain.policy_loc, EOPNOTSUPP)
+    elif chain.hook not in CHAIN_TYPE_HOOKS.get(chain.type or "filter", (chain.hook,)):
+        raise rs.error(chain.loc, EOPNOTSUPP)
+
+
+def rule_validate(
+    table: Table, chain: Chain, rule: Rule, added: dict[int, int], edges: dict, levels: dict
+) -> str | None:
+    """Linux: nf_tables_api.c › nft_table_validate once `rule` is added to `chain`, reduced to what it adds.
+
+    The table was valid before: what each base chain reaches holds no loop and lies less than
+    NFT_JUMP_STACK_SIZE deep, so only the new rule can fail, on every base chain that reaches `chain`:
+    its statements against that base chain's hook, and the chains it jumps to, walked from the deepest
+    level `chain` is reached at. Returns the error message, or None.
+    """
+    for base in table.chains.values():
+        if not base.is_base:
+            continue
+        if id(base) not in levels:
+            levels[id(base)] = _levels(base, edges)
+        level = levels[id(base)].get(id(chain))
+        if level is None:
+            continue
+        for stmt in rule.expr:
+            if not stmt_allowed(table.family, base, stmt):
+                return EOPNOTSUPP
+            for target in stmt_targets(table, stmt):
+                msg = _chain_validate(table, base, target, level + 1, added, {})
+                if msg is not None:
+                    return msg
+    return None
+
+
+def _add_edges(edges: dict[int, dict[int, Chain]], chain: Chain, table: Table, rule: Rule) -> bool:
+    """Note the chains `rule` jumps to as edges from `chain`; True if one is new."""
+    out = edges.setdefault(id(chain), {})
+    n = len(out)
+    for stmt in rule.expr:
+        for t in stmt_targets(table, stmt):
+            out.setdefault(id(t), t)
+    return len(out) > n
+
+
+def _levels(base: Chain, edges: dict[int, dict[int, Chain]]) -> dict[int, int]:
+    """id(chain) -> the deepest level `base` reaches it at (longest paths; capped, so a loop ends)."""
+    best, todo = {id(base): 0}, [base]
+    while todo:
+        c = todo.pop()
+        for t in edges.get(id(c), {}).values():
+            if best.get(id(t), -1) < best[id(c)] + 1 <= NFT_JUMP_STACK_SIZE:
+                best[id(t)] = best[id(c)] + 1
+                todo.append(t)
+    return best
+
+
+def _chain_validate(
+    table: Table, base: Chain, chain: Chain, level: int, added: dict[int, int], seen: dict[int, int]
+) -> str | None:
+    """Linux: nf_tables_api.c › nft_chain_validate (the hooks checked are the base chain's).
+
+    `seen` keeps the deepest level each chain was walked at: a walk at a smaller level finds nothing new.
+    """
+    if level == NFT_JUMP_STACK_SIZE:
+        return EMLINK
+    if seen.get(id(chain), -1) >= level:
+        return None
+    seen[id(chain)] = level
+    for rule in chain.rules[: added.get(id(chain), 0)]:
+        for stmt in rule.expr:
+            if not stmt_allowed(table.family, base, stmt):
+                return EOPNOTSUPP
+            for target in stmt_targets(table, stmt):
+                msg = _chain_validate(table, base, target, level + 1, added, seen)
+                if msg is not None:
+                    return msg
+    return None
+
+
+def stmt_allowed(family: str, base: Chain, stmt: dict) -> bool:
+    """Whether a statement's ->validate accepts the base chain it is reached from."""
+    ((kind, arg),) = stmt.items()
+    if kind == "reject":
+        return base.hook in _REJECT_HOOKS[family]
+    if kind in _NAT_HOOKS:
+        return base.type == "nat" and base.hook in _NAT_HOOKS[kind]
+    if kind == "flow":
+        return base.hook == "forward"
+    if kind == "mangle" and isinstance(arg["value"], dict) and "rt" in arg["value"]:
+        return base.hook in ("forward", "output", "postrouting")  # nft_rt_validate: NFT_RT_TCPMSS
+    return True
+
+
+def stmt_targets(table: Table, stmt: dict) -> list[Chain]:
+    """The chains a statement may jump or go to: a verdict, or the verdicts of a verdict map."""
+    ((kind, arg),) = stmt.items()
+    if kind in ("jump", "goto"):
+        verdicts = [stmt]
+    elif kind == "vmap":
+        data = arg["data"]
+        if isinstance(data, str):
+            m = table.sets.get(data.lstrip("@"))
+            elems = m.elem if m is not None else []
+        else:
+            elems = data["set"]
+        verdicts = [e[1] for e in elems]
+    else:
+        return []
+    out = []
+    for v in verdicts:
+        ((vk, va),) = v.items()
+        if vk in ("jump", "goto") and va["target"] in table.chains:
+            out.append(table.chains[va["target"]])
+    return out
+
+
+def _loop_check(rs: Ruleset, batch: Batch) -> None:
+    """A loop among chains no base chain reaches: the rule that closes it.
+
+    Deviation: Linux 6.x accepts such a loop (it is never walked), and refuses it when a base chain
+    jumps in ("Too many links"). Older kernels refused every loop when it closed
+    (nf_tables_api.c › nf_tables_check_loops, ELOOP), and so does flowpath's runtime
+    (netfilter/nf_tables.py › NftRuntime._validate): refused here, where the file can be marked.
+    """
+    edges: dict[int, dict[int, Chain]] = {}
+    for kind, table, chain, rule in batch.items:
+        if kind != "rule":
+            continue
+        for stmt in rule.expr:
+            for t in stmt_targets(table, stmt):
+                if id(t) not in edges.get(id(chain), {}) and (t is chain or _reaches(t, chain, edges)):
+                    raise rs.error(rule.loc, ELOOP)
+        _add_edges(edges, chain, table, rule)
+
+
+def _reaches(start: Chain, goal: Chain, edges: dict[int, dict[int, Chain]]) -> bool:
+    todo, seen = [start], {id(start)}
+    while todo:
+        c = todo.pop()
+        for n in edges.get(id(c), {}).values():
+            if n is goal:
+                return True
+            if id(n) not in seen:
+                seen.add(id(n))
+                todo.append(n)
+    return False

@@ -1,0 +1,147 @@
+"""libnftables JSON in and out: what it keeps (set size, chain comment, table flags), how it reads flags,
+and how it reports an object it cannot read.
+
+Linux: nftables src/json.c and src/parser_json.c (json_parse_flags_array takes a string or a list);
+listings as nft 1.0.6 prints them (src/rule.c › table_print, chain_print, set_print_declaration).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from flowpath.cli import main
+from flowpath.config.nft import load_ruleset, parse_ruleset, ruleset_from_json
+from flowpath.errors import ConfigError
+
+# nft 1.0.6's `list ruleset` of this file, verbatim (Linux 6.18, in a namespace)
+KEPT = """table ip t {
+	flags dormant
+
+	set s {
+		type ipv4_addr
+		size 100
+		flags interval
+		auto-merge
+		comment "sc"
+		elements = { 1.2.3.4 }
+	}
+
+	chain c {
+		comment "ab"
+	}
+}
+"""
+# what newer libnftables writes (nft 1.0.6 writes "flags": "ip" for the table and no chain comment)
+KEPT_JSON = {"nftables": [
+    {"table": {"family": "ip", "name": "t", "flags": "dormant"}},
+    {"set": {"family": "ip", "name": "s", "table": "t", "type": "ipv4_addr", "comment": "sc", "size": 100,
+             "flags": "interval", "auto-merge": True, "elem": ["1.2.3.4"]}},
+    {"chain": {"family": "ip", "table": "t", "name": "c", "comment": "ab"}},
+]}  # fmt: skip
+
+
+WRITTEN = """table ip t {
+	flags dormant
+	set s {
+		type ipv4_addr
+		comment "sc"
+		auto-merge
+		flags interval
+		size 100
+		elements = { 1.2.3.4 }
+	}
+	chain c {
+		comment "ab"
+	}
+	chain c {
+		comment "a later comment is not taken"
+	}
+}
+"""
+
+
+def test_table_flags_set_size_and_chain_comment_list_as_nft():
+    assert parse_ruleset(WRITTEN).list() == KEPT
+
+
+def test_json_keeps_set_size_chain_comment_and_table_flags(tmp_path, capsys):
+    """They were dropped on the way in; now JSON -> listing -> JSON gives them back."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(KEPT_JSON))
+    assert load_ruleset(path).list() == KEPT
+    assert main(["nft", "list", "ruleset", "-f", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["nftables"]
+    table, s, chain = (next(o[k] for o in out if k in o) for k in ("table", "set", "chain"))
+    assert table["flags"] == "dormant" and chain["comment"] == "ab"
+    assert (s["size"], s["comment"], s["flags"]) == (100, "sc", ["interval"])
+    # nft 1.0.6 writes no "auto-merge" (tests/config_nft/test_nft_corpus.py › _json_lossy); nor do we
+    assert ruleset_from_json({"nftables": out}).list() == KEPT.replace("\t\tauto-merge\n", "")
+
+
+@pytest.mark.parametrize("flags", ["interval", ["interval"]])
+def test_set_flags_may_be_one_string_or_a_list(flags):
+    """json_parse_flags_array: "flags": "interval" is one flag, not eight letters."""
+    obj = {"nftables": [{"table": {"family": "inet", "name": "t"}},
+                        {"set": {"family": "inet", "table": "t", "name": "n", "type": "ipv4_addr",
+                                 "flags": flags, "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}]}}]}  # fmt: skip
+    s = ruleset_from_json(obj).tables[0].sets["n"]
+    assert s.flags == ["interval"]
+    assert "\t\tflags interval\n\t\telements = { 10.0.0.0/8 }\n" in ruleset_from_json(obj).list()
+
+
+BASE = [{"table": {"family": "ip", "name": "t"}}, {"chain": {"family": "ip", "table": "t", "name": "c"}}]
+PYTHON_INTERNALS = re.compile(r"__format__|object has no attribute|not subscriptable|unhashable|indices must|"
+                              r"NoneType|not iterable|unpack|\{'\w+': |<class")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("obj", "msg"),
+    [({"rule": {"family": "ip", "table": "t", "chain": "c",
+                "expr": [{"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": {"x": 1}}}]}},
+      'statement 1 is not one flowpath reads: {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, '
+      '"right": {"x": 1}}}'),
+     ({"rule": {"family": "ip", "table": "t", "chain": "c", "expr": [{"jump": {"target": {"a": 1}}}]}},
+      'statement 1 is not one flowpath reads: {"jump": {"target": {"a": 1}}}'),
+     ({"rule": {"family": "ip", "table": "t", "chain": "c", "expr": "accept"}}, '"expr" must be a list, not "accept"'),
+     ({"rule": {"family": "ip", "table": "t", "chain": "c", "expr": [{"goto": {"target": "nope"}}]}},
+      "statement 1: goto to chain nope, which does not exist"),
+     ({"chain": {"family": "ip", "table": "t", "name": "d", "policy": "drop"}},
+      '"policy" is only valid for a base chain (one with a "hook")'),
+     ({"set": {"family": "ip", "table": "t", "name": "s", "type": "mark", "flags": ["interval", 3]}},
+      '"flags" must be a string or a list of strings, not ["interval", 3]'),
+     ({"set": {"family": "ip", "table": "t", "name": "s", "type": "mark", "elem": [{"a": 1}]}},
+      'set "elem" must hold values of type mark: [{"a": 1}]'),
+     ({"table": {"family": "ip", "name": "u", "flags": "sleepy"}}, 'unknown flag "sleepy" (known: dormant, owner)'),
+     ({"chain": {"family": "ip", "table": "t", "name": "b", "type": "filter", "hook": "input", "prio": "x"}},
+      '"prio" must be an integer, not "x"')],
+)  # fmt: skip
+def test_json_errors_name_the_object_in_json_terms(tmp_path, obj, msg):
+    """No Python exception text or dict repr: the object's index, kind and names, its line and column."""
+    path = tmp_path / "r.json"
+    path.write_text('{"nftables": [\n' + ",\n".join(json.dumps(o) for o in [*BASE, obj]) + "\n]}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_ruleset(path)
+    e = ei.value
+    ((kind, body),) = obj.items()
+    names = [body[k] for k in ("family", "table", "chain" if kind == "rule" else "name") if k in body]
+    if kind == "table":
+        names = [body["family"], body["name"]]
+    assert (e.line, e.col) == (4, 1)
+    assert e.msg == f"JSON object 2 ({' '.join([kind, *names])}): " + msg.removeprefix("set ")
+    assert not PYTHON_INTERNALS.search(e.msg)
+
+
+def test_json_not_in_nft_form_names_the_statement(tmp_path):
+    good = parse_ruleset("table ip t {\n chain c {\n tcp dport 22 accept\n }\n}\n").to_json()
+    good["nftables"][-1]["rule"]["expr"][0]["match"]["op"] = "in"
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(good, indent=1))
+    with pytest.raises(ConfigError) as ei:
+        load_ruleset(path)
+    assert ei.value.msg.startswith("JSON object 3 (rule ip t c): not in the form nft prints: statement 1 is ")
+    assert '"op": "in"' in ei.value.msg and 'nft lists it as {"match": {"op": "=="' in ei.value.msg
+    lines = json.dumps(good, indent=1).split("\n")
+    assert (ei.value.line, ei.value.col) == (lines.index('   "rule": {'), 3)  # the line above, 1-based
