@@ -51,6 +51,8 @@ class Net:
             if k not in SYSCTL_DEFAULTS:
                 raise UsageError(f"unknown sysctl {k!r}; known: {', '.join(SYSCTL_DEFAULTS)}")
             self.sysctl[k] = int(v)
+        if ruleset is not None and flowtable:  # a device the network file lacks: file:line:col
+            ruleset.check_flowtable_devices({lk.name for lk in dev.links.values()})
         rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
         self.nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
         self.uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU

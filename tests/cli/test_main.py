@@ -156,3 +156,16 @@ def test_python_dash_m_flowpath_runs_this_tree():
     r = subprocess.run([sys.executable, "-m", "flowpath", "nft", "-c", "-f", RULES], capture_output=True,
                        text=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+
+
+def test_a_flowtable_device_missing_from_the_network_file_is_located(tmp_path):
+    """The ruleset names a device the network file lacks: file:line:col at the device, exit 2."""
+    rules = tmp_path / "r.nft"
+    rules.write_text(Path(RULES).read_text().replace("devices = { lan0, wan0 }", "devices = { lan0, wan9 }"))
+    env = _env()
+    rc = main(["replay", "-n", NET, "-r", str(rules), "--in", f"lan0={EXAMPLES / 'lan.pcap'}",
+               "--out-dir", str(tmp_path / "o"), "-q"], env)  # fmt: skip
+    err = env.stderr.getvalue()
+    line = next(k for k, t in enumerate(rules.read_text().splitlines(), 1) if "wan9" in t)
+    assert rc == 2 and err.startswith(f"{rules}:{line}:") and "device wan9 is not in the network file" in err
+    assert not (tmp_path / "o" / "lan0.pcap").exists()
