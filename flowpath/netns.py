@@ -72,9 +72,10 @@ class Net:
     def _flowtables(self, rs_json: dict) -> dict:
         """One Flowtable per nft flowtable: name -> (Flowtable, ifindex set of its devices)."""
         out = {}
+        dormant = self.nft.dormant if self.nft is not None else set()
         for obj in rs_json.get("nftables", []):
             ft = obj.get("flowtable")
-            if ft is None or ft["name"] in out:
+            if ft is None or ft["name"] in out or (ft["family"], ft["table"]) in dormant:
                 continue
             flags = ft.get("flags", [])
             flags = [flags] if isinstance(flags, str) else flags

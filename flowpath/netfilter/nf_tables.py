@@ -211,6 +211,7 @@ class NftRuntime:
         self.chains: list[Chain] = []
         self.flowtables: list[NftFlowtable] = []
         self._hooks: dict[tuple[int, int], list[Chain]] = {}
+        self.dormant: set[tuple[str, str]] = set()  # (family, name) of tables with `flags dormant`
         self._json: list = []
         self._counter_stmts: list[tuple[dict, NftCounter]] = []
         self._counter_objs: list[tuple[dict, NftCounter]] = []
@@ -237,7 +238,7 @@ class NftRuntime:
         for c in rt.chains:
             c.ops = tuple(r.ops for r in c.rules)
         for c in rt.chains:
-            if c.is_base:
+            if c.is_base and (c.family, c.table) not in rt.dormant:  # a dormant table registers no hook
                 for nfproto in (
                     _FAMILY_NFPROTO[c.family] if c.hook != C.NF_NETDEV_INGRESS else (C.NFPROTO_NETDEV,)
                 ):
@@ -280,6 +281,9 @@ class NftRuntime:
         if o.get("family") not in _FAMILY_NFPROTO:
             raise self._err(f"table {o.get('family')} {o.get('name')}: unsupported family")
         self.tables[o["family"], o["name"]] = NftCtx(o["family"], o["name"], ifindex=ifindex)
+        flags = o.get("flags", [])
+        if "dormant" in ([flags] if isinstance(flags, str) else flags):
+            self.dormant.add((o["family"], o["name"]))
 
     def _add_chain(self, o: dict) -> None:
         ctx = self._ctx(o, "chain")

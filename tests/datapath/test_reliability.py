@@ -288,3 +288,15 @@ def test_flowtable_forwards_a_tcp_segment_conntrack_calls_invalid(tmp_path):
     slow, s_slow, _ = run(tmp_path / "classic", pkts(), flowtable=False)
     assert len(fast["wan0"]) == 3 and s_fast["fastpath_packets"] == 1
     assert len(slow["wan0"]) == 2 and s_slow["drops"] == {"netfilter_drop": 1}
+
+
+def test_a_dormant_table_registers_no_hook(tmp_path):
+    """`flags dormant` (nf_tables_table_disable): the table's chains and flowtables do not run."""
+    from flowpath.config.nft import parse_ruleset
+
+    rules = parse_ruleset("table inet f {\n\tflags dormant\n\tflowtable ft {\n\t\thook ingress priority 0\n"
+                          "\t\tdevices = { lan0, wan0 }\n\t}\n\tchain fw {\n\t\ttype filter hook forward priority 0;"
+                          " policy drop;\n\t\tflow add @ft\n\t}\n}\n")  # fmt: skip
+    pkt = lan(IP(src="192.168.1.10", dst="198.51.100.7") / UDP(sport=1, dport=2))
+    out, stats, res = run(tmp_path, [pkt], rules=rules)
+    assert len(out["wan0"]) == 1 and stats["drops"] == {} and res.worker.flowtables == {}
