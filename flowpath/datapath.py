@@ -150,9 +150,10 @@ class Worker:
         else:
             reason = netif_receive_skb(self.net, q, buf, iif, ts_ns)
         st.count(reason)
-        for r in q.generated:  # an originated packet that could not be sent
-            st.count(r)
-        q.generated.clear()
+        st.generated_packets += q.generated
+        for r in q.generated_drops:  # an originated packet that could not be sent
+            st.generated_drops[r] += 1
+        q.generated, q.generated_drops = 0, []
         for skb, x in q.xfrm_in:
             self.xfrm_input_offload(skb, x)
         q.xfrm_in.clear()

@@ -30,4 +30,5 @@ def arp_rcv(net, q, skb: SkBuff) -> Reason:
     body = struct.pack(">HHBBH", L.ARPHRD_ETHER, L.ETH_P_IP, 6, 4, L.ARPOP_REPLY)
     body += link.address + struct.pack(">I", tip) + sha + struct.pack(">I", sip)
     q.dev_queue_xmit(net, link, link_header(link, sha, L.ETH_P_ARP) + body)
+    q.generated += 1
     return Reason.LOCAL_IN

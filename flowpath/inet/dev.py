@@ -65,12 +65,15 @@ def xfrm_rcv_decrypted(net, q, buf, iif: int, ts_ns: int, x) -> Reason:
 
 
 def local_out_flush(net, q) -> None:
-    """Send the originated packets queued on q (and those their own output queues, up to a bound)."""
+    """Send the originated packets queued on q (and those their own output queues, up to a bound);
+    count each as generated, or its Reason in generated_drops."""
     sent = 0
     while q.local_out and sent < MAX_LOCAL_OUT:
-        skb, counted = q.local_out.pop(0)
+        skb = q.local_out.pop(0)
         sent += 1
         r = ip_local_out(net, q, skb)
-        if r != Reason.TX and counted:
-            q.generated.append(r)
+        if r == Reason.TX:
+            q.generated += 1
+        else:
+            q.generated_drops.append(r)
     q.local_out.clear()

@@ -166,7 +166,7 @@ def icmp_send(net, q, skb: SkBuff, type_: int, code: int, info: int, local: bool
     """icmp_send / icmp6_send: an error about skb, queued for ip_local_out (q: an OutputQueue).
 
     The source is the address the route back to the sender selects, or skb's destination when the
-    error is about a packet addressed to us (`local`). A failure to send it is counted.
+    error is about a packet addressed to us (`local`).
     """
     family = 6 if skb.l3proto == L.ETH_P_IPV6 else 4
     if local:
@@ -182,4 +182,4 @@ def icmp_send(net, q, skb: SkBuff, type_: int, code: int, info: int, local: bool
     msg = send(skb, type_, code, info, saddr)
     if msg is not None:
         msg.ts_ns = skb.ts_ns
-        q.local_out.append((msg, True))
+        q.local_out.append(msg)

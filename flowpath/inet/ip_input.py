@@ -9,7 +9,7 @@ from __future__ import annotations
 from flowpath.inet.icmp import echo_request, icmp_send
 from flowpath.inet.ip_forward import ip_forward
 from flowpath.inet.ip_options import ip_options_compile
-from flowpath.inet.ip_output import family_of, ip_local_out, nfproto_of
+from flowpath.inet.ip_output import family_of, nfproto_of
 from flowpath.inet.nf_reject import nf_hook_drop
 from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_policy_check
 from flowpath.net.fib import RouteType
@@ -138,8 +138,7 @@ def ip_protocol_deliver(net, q, skb: SkBuff) -> Reason:
             icmp_send(net, q, skb, L.ICMP_DEST_UNREACH, L.ICMP_PROT_UNREACH, 0, local=True)
         return Reason.IP_NOPROTO
     if echo_request(skb):
-        reply = net.icmp.icmpv6_echo_reply(skb) if v6 else net.icmp.icmp_echo(skb)
-        ip_local_out(net, q, reply)
+        q.local_out.append(net.icmp.icmpv6_echo_reply(skb) if v6 else net.icmp.icmp_echo(skb))
     elif skb.l4proto == L.IPPROTO_UDP and not skb.frag:  # __udp4_lib_rcv: no socket
         if v6:
             icmp_send(net, q, skb, L.ICMPV6_DEST_UNREACH, L.ICMPV6_PORT_UNREACH, 0, local=True)

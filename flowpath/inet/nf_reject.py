@@ -73,4 +73,4 @@ def nf_send_reset(q, skb: SkBuff) -> None:
     if not v6:
         st16(buf, nhoff + L.IPH.check, ip_fast_csum(buf, nhoff, L.IPH.size))
     rst = skb_parse(buf, 0, skb.ts_ns)
-    q.local_out.append((rst, False))
+    q.local_out.append(rst)

@@ -13,23 +13,25 @@ from flowpath.packet.skb import SkBuff
 
 class OutputQueue:
     """frames     (ifindex, frame) in transmit order (a VLAN device's frames leave through its parent)
-    local_out  (skb, counted): packets the gateway originates (ICMP errors, resets) waiting for
-               ip_local_out, sent after the received packet's own path (flowpath.inet.dev);
-               counted: a failure to send it is added to `generated`
+    local_out  packets the gateway originates (ICMP errors, echo replies, resets) waiting for
+               ip_local_out, sent after the received packet's own path (flowpath.inet.dev)
     offload    (skb, flowtable name): `flow add @ft` accepted skb and it was transmitted
     xfrm_in    (outer skb, SA): the classic path decrypted skb with SA; its later ESP may be
                decrypted at early ingress
-    generated  Reasons of originated packets that were not sent (no route, a hook dropped them...)
+    generated  how many originated packets were sent (the above, and ARP replies)
+    generated_drops  the Reasons of those that were not (no route, a hook dropped them...): an
+               originated packet's fate, never a second disposition of the received one
     """
 
-    __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated")
+    __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated", "generated_drops")
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, bytes]] = []
-        self.local_out: list[tuple[SkBuff, bool]] = []
+        self.local_out: list[SkBuff] = []
         self.offload: list[tuple[SkBuff, str]] = []
         self.xfrm_in: list[tuple[SkBuff, object]] = []
-        self.generated: list[int] = []
+        self.generated = 0
+        self.generated_drops: list[int] = []
 
     def dev_queue_xmit(self, net, link, frame: bytes) -> None:
         """A VLAN device transmits through its parent (vlan_dev_hard_start_xmit)."""

@@ -90,6 +90,8 @@ class Stats:
         self.cols = (self.reasons, self.ifc)  # what the compiled stages count into (`acct`)
         self.rx_packets = self.tx_packets = self.fastpath_packets = self.slowpath_packets = 0
         self.flows_offloaded = self.flows_expired = self.icmp_ratelimited = self.tx_bursts = 0
+        self.generated_packets = 0  # what the gateway originates (ICMP, echo replies, resets, ARP)
+        self.generated_drops = np.zeros(N_REASONS, np.int64)  # ... and could not send, by reason
 
     def count(self, reason: int) -> None:
         self.reasons[reason] += 1
@@ -111,12 +113,17 @@ class Stats:
                 "rx_packets": int(c[RX_PACKETS]), "rx_bytes": int(c[RX_BYTES]),
                 "tx_packets": int(c[TX_PACKETS]), "tx_bytes": int(c[TX_BYTES]),
             }  # fmt: skip
+        # every received packet's one final disposition: rx = forwarded + dropped + local
+        forwarded = int(self.reasons[Reason.FLOW_FORWARD] + self.reasons[Reason.TX])
         return {
             "rx_packets": self.rx_packets,
-            "tx_packets": self.tx_packets,
-            "drops": drops,
+            "forwarded_packets": forwarded,
             "dropped_packets": sum(drops.values()),
             "local_packets": int(self.reasons[Reason.LOCAL_IN]),
+            "generated_packets": self.generated_packets,
+            "generated_dropped": {reason_label(r): int(c) for r, c in enumerate(self.generated_drops) if c},
+            "tx_packets": self.tx_packets,
+            "drops": drops,
             "fastpath_packets": self.fastpath_packets,
             "slowpath_packets": self.slowpath_packets,
             "flows_offloaded": self.flows_offloaded,

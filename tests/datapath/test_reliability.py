@@ -300,3 +300,26 @@ def test_a_dormant_table_registers_no_hook(tmp_path):
     pkt = lan(IP(src="192.168.1.10", dst="198.51.100.7") / UDP(sport=1, dport=2))
     out, stats, res = run(tmp_path, [pkt], rules=rules)
     assert len(out["wan0"]) == 1 and stats["drops"] == {} and res.worker.flowtables == {}
+
+
+# -- 2. one final disposition per received packet -------------------------------------------------------
+
+
+def test_the_bundled_example_conserves_packets(tmp_path):
+    """rx = forwarded + dropped + local; what the gateway originates is counted apart (generated)."""
+    from gateway import EXAMPLES, example_net, example_rules
+
+    from flowpath.replay import replay
+
+    inputs = [("lan0", EXAMPLES / "lan.pcap"), ("wan0", EXAMPLES / "wan.pcap")]
+    s = replay(example_net(), example_rules(), inputs, tmp_path).stats
+    assert s["rx_packets"] == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"]
+    assert s["generated_packets"] > 0 and s["local_packets"] > 0 and s["dropped_packets"] > 0
+
+
+def test_an_error_that_cannot_be_sent_is_not_a_second_disposition(tmp_path):
+    """A TTL-expired packet from a host without a neighbour entry: the packet is one drop (ttl_expired);
+    its time-exceeded, unsendable, is a generated packet's drop (neigh_failed), apart."""
+    out, stats, _ = run(tmp_path, [lan(IP(src="192.168.1.50", dst="198.51.100.7", ttl=1) / UDP())])
+    assert stats["drops"] == {"ttl_expired": 1} and stats["dropped_packets"] == stats["rx_packets"] == 1
+    assert stats["generated_dropped"] == {"neigh_failed": 1} and stats["generated_packets"] == 0

@@ -61,7 +61,7 @@ def test_forward_masquerades_and_asks_for_the_offload(net):
     e2 = Ether(bytes(e))
     del e2[IP].chksum, e2[UDP].chksum
     assert bytes(Ether(bytes(e2))) == bytes(e)  # checksums as Scapy computes them
-    assert not q.offload and not q.local_out and not q.generated  # not confirmed yet: no offload
+    assert not q.offload and not q.local_out and not q.generated_drops  # not confirmed yet: no offload
     reply = (
         Ether(src=UPSTREAM, dst=GW_WAN)
         / IP(src="198.51.100.7", dst="203.0.113.1")
@@ -129,7 +129,7 @@ def test_reject_with_tcp_reset(net):
     reason, q, [(ifx, e)] = rx(net, syn)
     assert reason == Reason.NETFILTER_REJECT and ifx == LAN0
     assert e[IP].src == "198.51.100.7" and e[TCP].flags == "RA" and e[TCP].ack == 101 and e[TCP].dport == 4000
-    assert not q.offload and not q.generated
+    assert not q.offload and not q.generated_drops and q.generated == 1
 
 
 def test_arp_reply_for_our_address_only(net):
@@ -146,11 +146,11 @@ def test_arp_reply_for_our_address_only(net):
 
 def test_an_error_that_cannot_be_sent_is_reported_as_generated(net):
     """The route back exists but its neighbour is unresolved: the error is built, not sent, and its
-    failure goes to q.generated, apart from the received packet's own reason."""
+    failure goes to q.generated_drops, apart from the received packet's own reason."""
     pkt = Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.50", dst="198.51.100.7", ttl=1) / UDP()
     reason, q, out = rx(net, pkt)
     assert reason == Reason.TTL_EXPIRED and out == []
-    assert q.generated == [Reason.NEIGH_FAILED]
+    assert q.generated_drops == [Reason.NEIGH_FAILED] and q.generated == 0
 
 
 def test_other_host_frames_and_unknown_ethertypes_are_refused_at_l2(net):
