@@ -48,6 +48,7 @@ def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
         return Reason.UNHANDLED_PROTO
     else:
         reason = ip_rcv_finish(net, q, skb)
+    nf_defrag_killed(net, q)
     local_out_flush(net, q)
     return reason
 
@@ -60,8 +61,17 @@ def xfrm_rcv_decrypted(net, q, buf, iif: int, ts_ns: int, x) -> Reason:
         return skb
     skb.meta["sp"] = [x]
     reason = ip_rcv_finish(net, q, skb)
+    nf_defrag_killed(net, q)
     local_out_flush(net, q)
     return reason
+
+
+def nf_defrag_killed(net, q) -> None:
+    """Held fragments this packet's arrival dropped (an overlap or a bad length killed their queue):
+    counted with the packets its path disposed of (q.generated), each once."""
+    if net.defrag.killed:
+        q.generated += net.defrag.killed
+        net.defrag.killed.clear()
 
 
 def local_out_flush(net, q) -> None:

@@ -19,7 +19,8 @@ class OutputQueue:
     offload    (skb, flowtable name): `flow add @ft` accepted skb and it was transmitted
     xfrm_in    (outer skb, SA): the classic path decrypted skb with SA; its later ESP may be
                decrypted at early ingress
-    generated  Reasons of originated packets that were not sent (no route, a hook dropped them...)
+    generated  Reasons of the other packets its path disposed of: originated packets that were not sent
+               (no route, a hook dropped them...), held fragments whose queue it killed (nf_defrag)
     """
 
     __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated")
