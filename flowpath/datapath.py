@@ -29,6 +29,7 @@ from flowpath.flowtable.xfrm import (
     nf_flow_xfrm_park,
 )
 from flowpath.inet.dev import netif_receive_skb, xfrm_rcv_decrypted
+from flowpath.inet.ip_fragment import ip_expire
 from flowpath.inet.output_queue import OutputQueue
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_flow_offload import (
@@ -406,6 +407,8 @@ class Worker:
             return
         self._next_gc_ns = self.now_ns + GC_INTERVAL_NS
         self.conntrack.gc(self.now_ns)
+        # nf_defrag's timers; their ICMP waits on the classic path's queue (inet/ip_fragment.py)
+        self.stats.reasons[Reason.FRAG_REASM_TIMEOUT] += ip_expire(self.net, self._q, self.now_ns)
         if self.xfrm is not None:
             self._xfrm_gc()
         for ft, _ in self.flowtables.values():

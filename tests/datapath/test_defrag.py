@@ -15,9 +15,11 @@ from __future__ import annotations
 import pytest
 from gateway import EXAMPLES, GW_LAN, GW_WAN, H10, UPSTREAM, WAN_IP, run
 from scapy.all import (
+    ICMP,
     IP,
     UDP,
     Ether,
+    ICMPv6TimeExceeded,
     IPv6,
     IPv6ExtHdrFragment,
     Raw,
@@ -140,6 +142,22 @@ def test_reversed_fragments_leave_masqueraded_in_order(tmp_path):
     assert stats["reasons"]["ip_defrag_queued"] == 3 and stats["reasons"]["tx"] == 1
 
 
+@pytest.mark.parametrize(("last_s", "expired"), [(29.5, 0), (31.0, 3)])
+def test_fragments_without_their_first_are_held_then_expire(tmp_path, last_s, expired):
+    """A datagram whose first fragment never comes: nothing goes out (no private source upstream); its
+    fragments are held for ipfrag_time (30 s of packet time), then dropped and counted once each.
+    A forwarded datagram's queue expires silently (frag_expire_skip_icmp)."""
+    d = IP(src=HOST, dst=SERVER, id=0x4242) / UDP(sport=5555, dport=9) / Raw(DATA)
+    later = [lan(f, 0.001 * k) for k, f in enumerate(fragment(d, 1000)[1:])]
+    other = lan(IP(src=HOST, dst=SERVER) / UDP(sport=6000, dport=53) / Raw(b"q"), last_s)  # time passes
+    out, stats, _ = run(tmp_path, later + [other])
+    assert [(e[IP].src, e[UDP].sport) for e in out["wan0"]] == [(WAN_IP, 6000)]
+    assert out.get("lan0", []) == []
+    r = stats["reasons"]
+    assert r["ip_defrag_queued"] == 3 and r.get("frag_reasm_timeout", 0) == expired
+    assert stats["drops"] == ({"frag_reasm_timeout": 3} if expired else {})
+
+
 # -- 3. overlaps and duplicates -------------------------------------------------------------------------
 
 
@@ -183,6 +201,41 @@ def test_ipv6_fragments_reassembled_masqueraded_and_cut_as_they_came(tmp_path):
         (0, 608, 0x1234), (600, 1208, 0x1234), (1800, 608, 0x1234), (2400, 688, 0x1234)]  # fmt: skip
     assert bytes(defragment6([e[IPv6] for e in up])) == bytes(natted(d, src=WAN6)[IPv6])
     assert stats["reasons"]["ip_defrag_queued"] == 3 and stats["drops"] == {}
+
+
+def test_ipv6_incomplete_datagram_expires_after_60_s_with_time_exceeded(tmp_path):
+    """nf_conntrack_frag6_timeout is 60 s; the expiry answers with ICMPv6 time exceeded, fragment
+    reassembly time exceeded, even for a forwarded datagram (ip6frag_expire_frag_queue has no
+    frag_expire_skip_icmp; Linux sent it from the LAN address), quoting the first fragment."""
+    d = IPv6(src=HOST6, dst=SERVER6) / UDP(sport=5555, dport=9) / Raw(DATA)
+    frags = cut6(d, [600, 1200, 600])[:-1]
+    other = lan(IPv6(src=HOST6, dst=SERVER6) / UDP(sport=6000, dport=53) / Raw(b"q"), 61.0)
+    out, stats, _ = run(tmp_path, [lan(f, 0.001 * k) for k, f in enumerate(frags)] + [other],
+                        rules=parse_ruleset(NAT6_RULES, "nat6.nft"))  # fmt: skip
+    assert [e[UDP].sport for e in out["wan0"]] == [6000]
+    [e] = out["lan0"]
+    assert (e[IPv6].src, e[IPv6].dst, e[ICMPv6TimeExceeded].code) == ("2001:db8:1::1", HOST6, 1)
+    assert bytes(e[ICMPv6TimeExceeded])[8:] == bytes(frags[0])  # the first fragment as it came
+    assert stats["drops"] == {"frag_reasm_timeout": 3}
+
+
+# -- 5. to the gateway itself ------------------------------------------------------------------------------
+
+
+def test_fragment_to_the_gateway_that_never_completes_gets_time_exceeded(tmp_path):
+    """ip_expire: a datagram for this host whose first fragment came gets ICMP time exceeded, code 1
+    (fragment reassembly time exceeded), from the address it was sent to, quoting that fragment up to
+    576 bytes (what Linux sent). It leaves after the next packet the classic path handles."""
+    d = IP(src=HOST, dst="192.168.1.1", id=0x4343) / UDP(sport=5555, dport=9) / Raw(DATA)
+    first = fragment(d, 1000)[:-1]
+    ping = lan(IP(src=HOST, dst="192.168.1.1") / ICMP(id=1), 31.0)
+    out, stats, _ = run(tmp_path, [lan(f, 0.001 * k) for k, f in enumerate(first)] + [ping])
+    echo, te = out["lan0"]
+    assert echo[ICMP].type == 0
+    assert (te[IP].src, te[IP].dst, te[ICMP].type, te[ICMP].code, len(te[IP])) == (
+        "192.168.1.1", HOST, 11, 1, 576)  # fmt: skip
+    assert bytes(te[ICMP])[8:] == bytes(first[0])[:548]  # the first fragment as it came
+    assert stats["drops"] == {"frag_reasm_timeout": 3}
 
 
 # -- 6. the fast path: an offloaded flow's fragments still take the classic path --------------------------
