@@ -67,7 +67,7 @@ def xfrm_rcv_decrypted(net, q, buf, iif: int, ts_ns: int, x) -> Reason:
 
 
 def nf_defrag_killed(net, q) -> None:
-    """Held fragments this packet's arrival dropped (an overlap or a bad length killed their queue):
+    """Held fragments this packet's arrival dropped (ip_frag_reinit: ipfrag_max_dist exceeded):
     counted with the packets its path disposed of (q.generated), each once."""
     if net.defrag.killed:
         q.generated += net.defrag.killed

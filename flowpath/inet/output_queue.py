@@ -20,7 +20,7 @@ class OutputQueue:
     xfrm_in    (outer skb, SA): the classic path decrypted skb with SA; its later ESP may be
                decrypted at early ingress
     generated  Reasons of the other packets its path disposed of: originated packets that were not sent
-               (no route, a hook dropped them...), held fragments whose queue it killed (nf_defrag)
+               (no route, a hook dropped them...), held fragments its arrival dropped (nf_defrag)
     """
 
     __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated")

@@ -13,8 +13,10 @@ entries (raw, conntrack, NAT), then routing, as one skb that remembers how to fr
 for IPv4); an exact duplicate is dropped and the queue kept. Queues expire on packet time: the Worker's
 GC calls flowpath.inet.ip_fragment.ip_expire, which takes what inet_frag_expire kills and sends the
 ICMP time exceeded Linux's timers send (inet sends ICMP, netfilter does not import it).
-Held fragments that the arrival of another one drops (its queue killed) are listed in `killed`, for
-the classic path to count once each.
+As in Linux (inet_frag_destroy), the fragments a killed queue held are consumed, not dropped: only the
+fragment that killed it counts a drop. Those ip_frag_reinit flushes are drops (FRAG_TOO_FAR): they are
+listed in `killed` for the classic path to count once each; those whose timer fires are counted by the
+expiry (FRAG_REASM_TIMEOUT).
 
 Deviation: memory is charged by frame length (Linux charges skb->truesize, about twice that for a
 1500-byte frame, and the queue structs); a queue expires at the first GC run or fragment lookup after
@@ -129,7 +131,7 @@ class NfDefrag:
         self.ipv4 = Fqdir(ipfrag_time_ns, high_thresh, max_dist)
         self.ipv6 = Fqdir(frag6_timeout_ns, frag6_high_thresh)
         self.peers: dict[int, int] = {}  # inet_peer's rid: IPv4 fragments received per source
-        self.killed: list[Reason] = []  # held fragments dropped on the way of the packet in hand
+        self.killed: list[Reason] = []  # held fragments dropped (FRAG_TOO_FAR) by the packet in hand
         self.expired: list[InetFragQueue] = []  # past their deadline when a fragment looked them up
 
     # -- the hook entry ---------------------------------------------------------------------------
@@ -298,7 +300,7 @@ class NfDefrag:
         else:
             if end & 7:  # RFC 8200 §4.5 wants a parameter problem; Linux lets it through untouched
                 self.inet_frag_kill(fqdir, q)
-                self._frag_free(fqdir, q, Reason.IP_FRAG_INVALID)
+                self._frag_free(fqdir, q)
                 return C.NF_ACCEPT, None
             if end > q.len:
                 if q.flags & INET_FRAG_LAST_IN:
@@ -313,7 +315,7 @@ class NfDefrag:
             return C.NF_STOLEN, Reason.DUP_FRAG  # "no error for duplicates, pretend they got queued"
         if err == IPFRAG_OVERLAP:
             self.inet_frag_kill(fqdir, q)
-            self._frag_free(fqdir, q, Reason.IP_FRAG_OVERLAP)
+            self._frag_free(fqdir, q)
             return C.NF_DROP, Reason.IP_FRAG_OVERLAP
         q.iif = skb.iif
         q.meat += end - offset
@@ -429,19 +431,24 @@ class NfDefrag:
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _discard_qp(self, q: InetFragQueue, fqdir: Fqdir, reason: Reason) -> Reason:
-        """ip_frag_queue's discard_qp: kill the queue, drop what it held and the fragment in hand."""
+        """ip_frag_queue's discard_qp: kill the queue (what it held is consumed), drop the fragment
+        in hand with `reason`."""
         self.inet_frag_kill(fqdir, q)
-        self._frag_free(fqdir, q, reason)
+        self._frag_free(fqdir, q)
         return reason
 
-    def _frag_free(self, fqdir: Fqdir, q: InetFragQueue, reason: Reason, keep: SkBuff | None = None) -> None:
-        """Drop every fragment the queue holds (but `keep`, the one in hand, counted by its own reason)."""
-        self.killed += [reason for f in q.frags() if f.skb is not keep]
+    def _frag_free(self, fqdir: Fqdir, q: InetFragQueue, reason: Reason | None = None) -> None:
+        """Free what the queue holds: consumed (inet_frag_destroy's SKB_CONSUMED), or each a drop
+        with `reason` (inet_frag_queue_flush)."""
+        if reason is not None:
+            self.killed += [reason] * len(q.frags())
         fqdir.mem -= q.mem
         q.runs, q.mem = [], 0
 
     def _reasm_fail(self, fqdir: Fqdir, q: InetFragQueue, skb: SkBuff) -> Reason:
-        self._frag_free(fqdir, q, Reason.IP_FRAG_INVALID, keep=skb)
+        """The datagram cannot be built: the queue, the fragment in hand included, is consumed; that
+        fragment's own path ends in a drop."""
+        self._frag_free(fqdir, q)
         return Reason.IP_FRAG_INVALID
 
     def _reasm_done(self, q: InetFragQueue, skb: SkBuff, buf: np.ndarray, nhoff: int) -> Reason | None:
