@@ -10,7 +10,7 @@ A fragment the queue keeps is stolen: the hook answers NF_STOLEN with IP_DEFRAG_
 that completes its datagram becomes the datagram (skb_morph) and goes on through the hook's later
 entries (raw, conntrack, NAT), then routing, as one skb that remembers how to fragment it again
 (SkBuff.frag_max_size, frag_list). An overlapping fragment kills its queue (RFC 5722; Linux since 4.19
-for IPv4); an exact duplicate is dropped and the queue kept. Queues expire on packet time: the Worker's
+for IPv4); one inside what a run of fragments already covers is a duplicate, dropped, the queue kept. Queues expire on packet time: the Worker's
 GC calls flowpath.inet.ip_fragment.ip_expire, which takes what inet_frag_expire kills and sends the
 ICMP time exceeded Linux's timers send (inet sends ICMP, netfilter does not import it).
 As in Linux (inet_frag_destroy), the fragments a killed queue held are consumed, not dropped: only the
@@ -51,15 +51,10 @@ IPFRAG_OK, IPFRAG_DUP, IPFRAG_OVERLAP = 0, 1, 2
 IP_DEFRAG_CONNTRACK_IN, IP_DEFRAG_CONNTRACK_OUT = 2, 2 + 0x10000 + 1
 IP6_DEFRAG_CONNTRACK_IN, IP6_DEFRAG_CONNTRACK_OUT = 1 + 0x10000 + 1, 1 + 2 * (0x10000 + 1)
 
-# include/net/inet_ecn.h + net/ipv4/inet_fragment.c › ip_frag_ecn_table: the OR of every fragment's
-# 1 << ECN codepoint -> the ECN bits of the datagram, 0xFF for a mix that must be dropped
-_NOT_ECT, _ECT_1, _ECT_0, _CE = 0x01, 0x02, 0x04, 0x08
-IP_FRAG_ECN_TABLE = [0] * 16
-for _m in (_CE | _ECT_0, _CE | _ECT_1, _CE | _ECT_0 | _ECT_1):
-    IP_FRAG_ECN_TABLE[_m] = 3  # INET_ECN_CE
-for _m in range(16):
-    if _m & _NOT_ECT and _m & (_CE | _ECT_0 | _ECT_1):
-        IP_FRAG_ECN_TABLE[_m] = 0xFF
+# net/ipv4/inet_fragment.c › ip_frag_ecn_table, indexed by the OR of every fragment's 1 << ECN codepoint
+# (bits: 1 not-ECT, 2 ECT(1), 4 ECT(0), 8 CE): the ECN bits ORed into the datagram (3: CE), or 0xFF for
+# a not-ECT fragment mixed with ECN-capable ones, which drops it
+IP_FRAG_ECN_TABLE = (0, 0, 0, 0xFF, 0, 0xFF, 0, 0xFF, 0, 0xFF, 3, 0xFF, 3, 0xFF, 3, 0xFF)
 
 # ipv6_ext_hdr(): the headers find_prev_fhdr walks over (the mobility header is not one of them)
 _NF_V6_EXT_HDRS = (L.IPPROTO_HOPOPTS, L.IPPROTO_ROUTING, L.IPPROTO_FRAGMENT, L.IPPROTO_AH, L.IPPROTO_NONE,
@@ -396,7 +391,7 @@ class NfDefrag:
                 return IPFRAG_OK
             if offset < run_end:
                 return IPFRAG_DUP if offset >= start and end <= run_end else IPFRAG_OVERLAP
-        raise AssertionError("unreachable: end <= the last run's end")
+        return IPFRAG_OVERLAP  # not reached: the last run ends at or after `end`
 
     @staticmethod
     def inet_frag_kill(fqdir: Fqdir, q: InetFragQueue) -> None:
