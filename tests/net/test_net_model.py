@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from flowpath.config.ipbatch import load_network, parse_network
 from flowpath.errors import ConfigError
 from flowpath.net import (
     RTN_BLACKHOLE,
@@ -16,8 +17,6 @@ from flowpath.net import (
     RTN_PROHIBIT,
     RTN_UNICAST,
     RTN_UNREACHABLE,
-    load_network,
-    parse_network,
 )
 from flowpath.net.link import default_hwaddr
 
