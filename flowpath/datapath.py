@@ -17,6 +17,7 @@ from flowpath.flowtable.ingress import EarlyIngress
 from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
 from flowpath.flowtable.xfrm import XFRM_PENDING
 from flowpath.inet.dev import netif_receive_skb, xfrm_rcv_decrypted
+from flowpath.inet.ip_fragment import ip_expire
 from flowpath.inet.output_queue import OutputQueue
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_flow_offload import (
@@ -154,6 +155,9 @@ class Worker:
         for r in q.generated_drops:  # an originated packet that could not be sent
             st.generated_drops[r] += 1
         q.generated, q.generated_drops = 0, []
+        for r in q.held:  # fragments held earlier, whose fate this packet decided
+            st.resolve_held(r)
+        q.held.clear()
         for skb, x in q.xfrm_in:
             self.xfrm_input_offload(skb, x)
         q.xfrm_in.clear()
@@ -240,6 +244,8 @@ class Worker:
     def _gc(self) -> None:
         """One GC run at self.now_ns: conntrack, the SAs' timers, then every flowtable."""
         self.conntrack.gc(self.now_ns)
+        # nf_defrag's timers; their ICMP waits on the classic path's queue (inet/ip_fragment.py)
+        self.stats.resolve_held(Reason.FRAG_REASM_TIMEOUT, ip_expire(self.net, self._q, self.now_ns))
         if self.xfrm is not None:
             self._xfrm_gc()
         for ft, _ in self.flowtables.values():

@@ -15,19 +15,22 @@ from flowpath.inet.icmp import IcmpSender
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack import Conntrack
 from flowpath.netfilter.hooks import Netfilter
+from flowpath.netfilter.nf_defrag import NfDefrag
 from flowpath.netfilter.nf_tables import NftRuntime
 
 NSEC_PER_SEC = 1_000_000_000
-SYSCTL_DEFAULTS = {  # net.netfilter.* (seconds), as Linux
+SYSCTL_DEFAULTS = {  # timeouts (seconds), as Linux
     "net.netfilter.nf_flowtable_tcp_timeout": 30,
     "net.netfilter.nf_flowtable_udp_timeout": 30,
+    "net.ipv4.ipfrag_time": 30,
+    "net.netfilter.nf_conntrack_frag6_timeout": 60,
 }
 
 
 class Net:
     """Links, addresses, FIB and neighbours (`dev`, a flowpath.net Network, whose per-packet lookups
-    are exposed here by name), the netfilter hooks and conntrack, the xfrm SAD/SPD, the ICMP sender's
-    state and the nft flowtables.
+    are exposed here by name), the netfilter hooks, the reassembly queues before conntrack (`defrag`)
+    and conntrack, the xfrm SAD/SPD, the ICMP sender's state and the nft flowtables.
 
     dev        flowpath.net Network, from the network file
     ruleset    flowpath.config.nft Ruleset or None
@@ -57,7 +60,9 @@ class Net:
         self.nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
         self.uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
         self.conntrack = Conntrack()
-        self.nf = Netfilter(self.nft, self.conntrack, self._masq_addr)
+        self.defrag = NfDefrag(self.sysctl["net.ipv4.ipfrag_time"] * NSEC_PER_SEC,
+                               self.sysctl["net.netfilter.nf_conntrack_frag6_timeout"] * NSEC_PER_SEC)  # fmt: skip
+        self.nf = Netfilter(self.nft, self.conntrack, self._masq_addr, self.defrag)
         self.icmp = IcmpSender()
         self.flowtables = self._flowtables(rs_json) if flowtable else {}
         self.vlans = {(lk.parent, lk.vlan_id): lk for lk in dev.links.values() if lk.kind == "vlan"}

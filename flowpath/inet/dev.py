@@ -49,6 +49,7 @@ def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
     else:
         reason = ip_rcv_finish(net, q, skb)
     local_out_flush(net, q)
+    nf_defrag_resolved(net, q, reason)
     return reason
 
 
@@ -61,7 +62,19 @@ def xfrm_rcv_decrypted(net, q, buf, iif: int, ts_ns: int, x) -> Reason:
     skb.meta["sp"] = [x]
     reason = ip_rcv_finish(net, q, skb)
     local_out_flush(net, q)
+    nf_defrag_resolved(net, q, reason)
     return reason
+
+
+def nf_defrag_resolved(net, q, reason: Reason) -> None:
+    """The fates this packet's path decided for fragments held earlier (flowpath.netfilter.nf_defrag):
+    those it completed a datagram with share the datagram's reason, those its queue's death dropped
+    have the killer's. Onto q.held, for the Worker to move them from IP_DEFRAG_QUEUED."""
+    d = net.defrag
+    if d.killed or d.merged:
+        q.held += d.killed + [reason] * d.merged
+        d.killed.clear()
+        d.merged = 0
 
 
 def local_out_flush(net, q) -> None:

@@ -23,12 +23,16 @@ from flowpath.xfrm.policy import XFRM_POLICY_FWD
 
 
 def ip_exceeds_mtu(skb: SkBuff, mtu: int) -> bool:
-    """IPv4: too big and DF set. IPv6: too big (routers never fragment, RFC 8200 §5)."""
+    """IPv4: too big and DF set. IPv6: too big (routers never fragment, RFC 8200 §5). A datagram
+    nf_defrag reassembled leaves as fragments (ignore_df): too big only when its largest fragment was
+    (frag_max_size). Linux: ip_exceeds_mtu, ip6_pkt_too_big."""
     if skb.l3len <= mtu:
         return False
     if skb.l3proto == L.ETH_P_IPV6:
-        return True
-    return bool(ld16(skb.buf, skb.nhoff + L.IPH.frag_off) & L.IP_DF)
+        return skb.frag_max_size > mtu or not skb.ignore_df
+    if not ld16(skb.buf, skb.nhoff + L.IPH.frag_off) & L.IP_DF:
+        return False
+    return skb.frag_max_size > mtu or not skb.ignore_df
 
 
 def ip_forward(net, q, skb: SkBuff, fib) -> Reason:

@@ -1,8 +1,8 @@
 """Output: local output, the POSTROUTING hook, fragmentation, and the neighbour layer that writes the
 Ethernet header.
 
-Linux: net/ipv4/ip_output.c › ip_local_out, ip_output, ip_finish_output, ip_finish_output2;
-net/ipv6/ip6_output.c › ip6_output, ip6_finish_output2; include/net/neighbour.h › neigh_output;
+Linux: net/ipv4/ip_output.c › ip_local_out, ip_output, ip_finish_output, ip_fragment, ip_finish_output2;
+net/ipv6/ip6_output.c › ip6_output, __ip6_finish_output, ip6_finish_output2; include/net/neighbour.h › neigh_output;
 net/netfilter/nft_rt.c › nft_rt_get_eval (NFT_RT_TCPMSS).
 IPv4 and IPv6 share these steps here; the family only changes the constants. Every step takes `net`
 (flowpath.netns.Net) and the OutputQueue `q` that collects the frames it transmits.
@@ -19,7 +19,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import NfHookState
 from flowpath.packet import layout as L
 from flowpath.packet.csum import ld16
-from flowpath.packet.fragment import ip_do_fragment
+from flowpath.packet.fragment import ip6_fragment, ip_do_fragment
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
@@ -74,13 +74,25 @@ def ip_output(net, q, skb: SkBuff, fib, in_ifindex: int = 0, x=None) -> Reason:
 
 
 def ip_finish_output(net, q, skb: SkBuff, fib) -> Reason:
-    """Fragment an IPv4 packet over the MTU (DF already refused by ip_forward); then neighbour output."""
-    mtu = fib.mtu
-    if skb.l3len <= mtu:
-        return neigh_output(net, q, skb, fib)
-    if skb.l3proto == L.ETH_P_IPV6 or ld16(skb.buf, skb.nhoff + L.IPH.frag_off) & L.IP_DF:
-        return Reason.IP_FRAG_FAILED  # local traffic with DF or IPv6: ip_fragment refuses
-    frames = ip_do_fragment(skb.tobytes(), skb.nhoff, mtu)
+    """__ip_finish_output / __ip6_finish_output: a packet past the route MTU, or a datagram nf_defrag
+    reassembled (frag_max_size: it leaves in fragments no larger than the largest received), goes through
+    ip_fragment / ip6_fragment; then neighbour output. Past the MTU, IPv4 with DF and IPv6 are refused
+    unless nf_defrag's (ignore_df); forwarded packets that big were refused by ip_forward already."""
+    mtu, n, fms = fib.mtu, skb.l3len, skb.frag_max_size
+    if skb.l3proto == L.ETH_P_IPV6:
+        if n <= mtu and not (fms and n > fms):
+            return neigh_output(net, q, skb, fib)
+        if (n > mtu and not skb.ignore_df) or fms > mtu:
+            return Reason.IP_FRAG_FAILED  # ip6_fragment › fail_toobig
+        frames = ip6_fragment(skb.tobytes(), skb.nhoff, mtu, skb.frag_id, frag_max_size=fms,
+                              frag_list=skb.frag_list)  # fmt: skip
+    else:
+        if n <= mtu and not fms:
+            return neigh_output(net, q, skb, fib)
+        if ld16(skb.buf, skb.nhoff + L.IPH.frag_off) & L.IP_DF and (not skb.ignore_df or fms > mtu):
+            return Reason.IP_FRAG_FAILED  # ip_fragment: local traffic with DF
+        frames = ip_do_fragment(skb.tobytes(), skb.nhoff, mtu, frag_max_size=fms, frag_list=skb.frag_list,
+                                frag_pmtu=skb.frag_pmtu)  # fmt: skip
     for f in frames:
         r = _neigh_xmit(net, q, f, skb, fib)
         if r != Reason.TX:

@@ -22,7 +22,8 @@ _ICMPX_V6 = (L.ICMPV6_NOROUTE, L.ICMPV6_PORT_UNREACH, L.ICMPV6_ADDR_UNREACH, L.I
 
 
 def nf_hook_drop(net, q, skb: SkBuff, res: NfHookResult, state: NfHookState) -> Reason:
-    """A hook said drop: its reason; a `reject` statement also sends its reply (nft_reject_inet_eval)."""
+    """A hook said drop, or stole the packet (nf_defrag held or dropped a fragment): its reason; a
+    `reject` statement also sends its reply (nft_reject_inet_eval)."""
     if res.reject is not None:
         nf_send_reject(net, q, skb, res.reject, state)
     return res.reason or Reason.NETFILTER_DROP

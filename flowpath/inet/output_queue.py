@@ -21,9 +21,11 @@ class OutputQueue:
     generated  how many originated packets were sent (the above, and ARP replies)
     generated_drops  the Reasons of those that were not (no route, a hook dropped them...): an
                originated packet's fate, never a second disposition of the received one
+    held       the final Reasons of packets held by an earlier path (fragments nf_defrag kept) that
+               this packet's path decided (merged into a datagram, or dropped with their queue)
     """
 
-    __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated", "generated_drops")
+    __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated", "generated_drops", "held")
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, bytes]] = []
@@ -32,6 +34,7 @@ class OutputQueue:
         self.xfrm_in: list[tuple[SkBuff, object]] = []
         self.generated = 0
         self.generated_drops: list[int] = []
+        self.held: list[int] = []
 
     def dev_queue_xmit(self, net, link, frame: bytes) -> None:
         """A VLAN device transmits through its parent (vlan_dev_hard_start_xmit)."""

@@ -7,10 +7,9 @@ A packet's new entry stays unconfirmed (only on skb.ct, not in the table) until 
 runs at the end of POSTROUTING / LOCAL_IN; a dropped packet just forgets it, as Linux frees it.
 All clocks are packet time (skb.ts_ns).
 
-Deviation: fragments. Linux defragments before conntrack; here a first fragment is tracked by its own
-headers (no checksum check) and remembered by its IP id for 30 s (ipfrag_time); a later fragment, which
-has no transport header, joins that connection with the first fragment's ctinfo and no state change,
-so NAT rewrites its addresses too. A later fragment with no known first one is IP_CT_UNTRACKED.
+Fragments: nf_defrag (flowpath/netfilter/nf_defrag.py, priority -400) hands conntrack whole datagrams.
+One that still gets here (an IPv6 fragment the reassembly would not queue) is what Linux makes of it:
+a later fragment has no tuple (get_l4proto) and is INVALID; a first one fails its protocol's checks.
 Deviation: when the table is full, early_drop looks at the 8 oldest entries (not a hash bucket) for an
 expired or unassured one; clash resolution on confirm only adopts an identical entry.
 """
@@ -66,12 +65,10 @@ from flowpath.netfilter.constants import (
     NFPROTO_IPV4,
 )
 from flowpath.packet import layout as L
-from flowpath.packet.csum import ld16, ld32
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
 NF_CT_EVICTION_RANGE = 8  # nf_conntrack_core.c
-IPFRAG_TIME_NS = 30 * NSEC_PER_SEC  # net.ipv4.ipfrag_time
 # libnetfilter_conntrack proto2str: the names `conntrack -L` prints
 PROTO_NAMES = {L.IPPROTO_TCP: "tcp", L.IPPROTO_UDP: "udp", L.IPPROTO_ICMP: "icmp", L.IPPROTO_ICMPV6: "icmpv6",
                136: "udplite", L.IPPROTO_SCTP: "sctp", L.IPPROTO_GRE: "gre", 33: "dccp"}  # fmt: skip
@@ -99,8 +96,6 @@ class Conntrack:
         self._cts: dict[NfConn, None] = {}
         self.nat_bysource: dict[tuple, dict[NfConn, None]] = {}
         self.rng = random.Random(seed)
-        # fragment key -> (ct, ctinfo, expiry): later fragments follow their first one (see the docstring)
-        self.frags: dict[tuple, tuple[NfConn, int, int]] = {}
         self.stat = {"found": 0, "invalid": 0, "insert": 0, "insert_failed": 0, "drop": 0, "early_drop": 0}
         # Called with a ct just before it leaves the table (the flowtable tears its flow down here).
         self.destroy_hooks: list[Callable[[NfConn], None]] = []
@@ -154,7 +149,6 @@ class Conntrack:
     def gc(self, now_ns: int) -> int:
         """Remove expired entries; return how many. Offloaded entries belong to the flowtable, whose
         GC pins or releases their timeout (gc_worker skips IPS_OFFLOAD)."""
-        self.frags = {k: v for k, v in self.frags.items() if v[2] > now_ns}
         dead = [ct for ct in self._cts if not ct.status & IPS_OFFLOAD and nf_ct_is_expired(ct, now_ns)]
         for ct in dead:
             self.nf_ct_kill(ct)
@@ -186,9 +180,10 @@ class Conntrack:
         if not l3:
             return NF_ACCEPT, None
         skb.ctinfo = IP_CT_ESTABLISHED
-        if skb.thoff < 0:
-            return self.nf_ct_frag_follow(skb, l3)
-        check_csum = hooknum == NF_INET_PRE_ROUTING and not skb.frag
+        if skb.thoff < 0:  # a later fragment: get_l4proto finds no transport header
+            self.stat["invalid"] += 1
+            return NF_ACCEPT, None
+        check_csum = hooknum == NF_INET_PRE_ROUTING
         if skb.l4proto in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6):
             if skb.l4proto == L.IPPROTO_ICMP:
                 ret = nf_conntrack_icmpv4_error(self, skb, check_csum)
@@ -221,17 +216,6 @@ class Conntrack:
             return NF_ACCEPT, None
         if skb.ctinfo == IP_CT_ESTABLISHED_REPLY:
             ct.status |= IPS_SEEN_REPLY
-        if skb.frag:
-            self.frags[_frag_key(skb, l3)] = (ct, skb.ctinfo, skb.ts_ns + IPFRAG_TIME_NS)
-        return NF_ACCEPT, None
-
-    def nf_ct_frag_follow(self, skb: SkBuff, l3: int) -> Verdict:
-        """A later fragment takes the connection of its first fragment (Deviation: no defrag)."""
-        h = self.frags.get(_frag_key(skb, l3))
-        if h is None or h[2] <= skb.ts_ns or not nf_ct_is_confirmed(h[0]) or h[0].status & IPS_DYING:
-            skb.ctinfo = IP_CT_UNTRACKED
-            return NF_ACCEPT, None
-        skb.ct, skb.ctinfo = h[0], h[1]
         return NF_ACCEPT, None
 
     def resolve_normal_ct(self, skb: SkBuff, l3: int) -> Verdict | None:
@@ -324,27 +308,6 @@ class Conntrack:
         acct=True adds `packets= bytes=` per direction, as with nf_conntrack_acct=1.
         """
         return "".join(ct_seq_show(ct, now_ns, acct) + "\n" for ct in self._cts)
-
-
-def _frag_key(skb: SkBuff, l3: int) -> tuple:
-    """Which datagram a fragment belongs to (ip_defrag's key: addresses, protocol, identification)."""
-    b, nh = skb.buf, skb.nhoff
-    if l3 == NFPROTO_IPV4:
-        ident = ld16(b, nh + L.IPH.id)
-    else:
-        ident = _ipv6_frag_id(b, nh)
-    return (l3, skb.saddr, skb.daddr, skb.l4proto, ident)
-
-
-def _ipv6_frag_id(b, nh: int) -> int:
-    """The identification of the IPv6 fragment header (RFC 8200 §4.5), -1 if there is none."""
-    nexthdr, off, end = int(b[nh + L.IP6H.nexthdr]), nh + L.IP6H.size, b.shape[0]
-    while nexthdr in L.IPV6_EXT_HDRS and off + 8 <= end:
-        if nexthdr == L.IPPROTO_FRAGMENT:
-            return ld32(b, off + L.FRAGH.identification)
-        hlen = (int(b[off + 1]) + 2) * 4 if nexthdr == L.IPPROTO_AH else (int(b[off + 1]) + 1) * 8
-        nexthdr, off = int(b[off]), off + hlen
-    return -1
 
 
 def _bysource_key(t: NfConnTuple) -> tuple:

@@ -228,8 +228,6 @@ def udp_error(skb: SkBuff, thoff: int, check_csum: bool) -> bool:
     if udplen < L.UDPH.size:
         return True
     ulen = ld16(b, thoff + L.UDPH.len)
-    if skb.frag:
-        return False  # a first fragment holds only part of the datagram (Linux sees it reassembled)
     if ulen > udplen or ulen < L.UDPH.size:
         return True
     return check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_UDP)

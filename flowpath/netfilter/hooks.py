@@ -1,6 +1,8 @@
 """Netfilter hooks: the ordered entries each hook runs, and the walk over them.
 
 Linux: net/netfilter/core.c › nf_hook_slow, nf_hook_entries_grow (entries sorted by priority);
+net/ipv4/netfilter/nf_defrag_ipv4.c, net/ipv6/netfilter/nf_defrag_ipv6_hooks.c (defrag at
+NF_IP_PRI_CONNTRACK_DEFRAG wherever conntrack runs, which needs it);
 net/netfilter/nf_conntrack_proto.c (ipv4_conntrack_in at NF_IP_PRI_CONNTRACK, confirm at ..._CONFIRM);
 net/netfilter/nf_nat_proto.c (nf_nat_ipv4_ops: DNAT at PRE_ROUTING/LOCAL_OUT -100, SNAT at POST_ROUTING/
 LOCAL_IN +100, registered for a family as soon as any nat chain of it exists; the NAT core then walks that
@@ -18,7 +20,7 @@ from flowpath.netfilter.nf_tables import NftPktinfo
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
-ENTRY_CHAIN, ENTRY_CONNTRACK, ENTRY_NAT, ENTRY_CONFIRM = range(4)
+ENTRY_CHAIN, ENTRY_CONNTRACK, ENTRY_NAT, ENTRY_CONFIRM, ENTRY_DEFRAG = range(5)
 _CT_HOOKS = (C.NF_INET_PRE_ROUTING, C.NF_INET_LOCAL_OUT)
 _CONFIRM_HOOKS = (C.NF_INET_POST_ROUTING, C.NF_INET_LOCAL_IN)
 _NAT_PRIO = {C.NF_INET_PRE_ROUTING: C.NF_IP_PRI_NAT_DST, C.NF_INET_LOCAL_OUT: C.NF_IP_PRI_NAT_DST,
@@ -59,10 +61,11 @@ class Netfilter:
     runtime     an NftRuntime (flowpath.netfilter.nf_tables) or None for an empty ruleset
     conntrack   a Conntrack (flowpath.netfilter.conntrack)
     masq_addr   callable(nfproto, out_ifindex, daddr) -> the address masquerade maps to, or None
+    defrag      an NfDefrag (flowpath.netfilter.nf_defrag): the reassembly before conntrack
     """
 
-    def __init__(self, runtime, conntrack, masq_addr: Callable[[int, int, int], int | None]):
-        self.runtime, self.conntrack, self.masq_addr = runtime, conntrack, masq_addr
+    def __init__(self, runtime, conntrack, masq_addr: Callable[[int, int, int], int | None], defrag):
+        self.runtime, self.conntrack, self.masq_addr, self.defrag = runtime, conntrack, masq_addr, defrag
         self.entries: dict[tuple[int, int], list[NfHookEntry]] = {}
         self.nat_chains: dict[tuple[int, int], list] = {}
         for nfproto in (C.NFPROTO_IPV4, C.NFPROTO_IPV6):
@@ -75,6 +78,7 @@ class Netfilter:
         nat = [c for c in chains if c.type == "nat"]
         out = [NfHookEntry(c.prio, ENTRY_CHAIN, c) for c in chains if c.type != "nat"]
         if hooknum in _CT_HOOKS:
+            out.append(NfHookEntry(C.NF_IP_PRI_CONNTRACK_DEFRAG, ENTRY_DEFRAG))
             out.append(NfHookEntry(C.NF_IP_PRI_CONNTRACK, ENTRY_CONNTRACK))
         if hooknum in _NAT_PRIO and self._family_has_nat(nfproto):
             self.nat_chains[nfproto, hooknum] = nat
@@ -90,10 +94,15 @@ class Netfilter:
         return any(c.type == "nat" for h in _NAT_PRIO for c in self.runtime.base_chains(nfproto, h))
 
     def nf_hook(self, skb: SkBuff, state: NfHookState) -> NfHookResult:
-        """Run every entry of the hook in priority order; stop at the first drop (nf_hook_slow)."""
+        """Run every entry of the hook in priority order; stop at the first drop, or at a fragment
+        defrag keeps (NF_STOLEN: held, or dropped by IPv4 reassembly) (nf_hook_slow)."""
         res = NfHookResult(C.NF_ACCEPT)
         for e in self.entries[state.nfproto, state.hooknum]:
-            if e.kind == ENTRY_CHAIN:
+            if e.kind == ENTRY_DEFRAG:
+                v, reason = self.defrag.nf_defrag(skb, state.hooknum)
+                if v != C.NF_ACCEPT:
+                    return NfHookResult(v, reason)
+            elif e.kind == ENTRY_CHAIN:
                 pkt = self._pktinfo(skb, state)
                 v = self.runtime.nft_do_chain(e.chain, pkt)
                 if pkt.flow_add:

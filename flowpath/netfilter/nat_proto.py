@@ -147,7 +147,8 @@ def nf_nat_ipv4_manip_pkt(b, iphdroff: int, t: NfConnTuple, maniptype: int) -> b
     if b.shape[0] < iphdroff + L.IPH.size:
         return False
     hdroff = iphdroff + (int(b[iphdroff]) & 0x0F) * 4
-    # A later fragment has no L4 header (Linux NATs reassembled packets; see conntrack.py on fragments).
+    # A later fragment has no L4 header: the inner packet of an ICMP error, say (nf_defrag.py hands
+    # NAT whole datagrams).
     later_fragment = ld16(b, iphdroff + L.IPH.frag_off) & L.IP_OFFSET
     if not later_fragment and not l4proto_manip_pkt(b, iphdroff, hdroff, t, maniptype):
         return False

@@ -69,6 +69,13 @@ _REASONS = (  # name                    kind    text
     ("XFRM_INNER_PROTO",        "drop", "ESP: inner packet is not IPv4/IPv6"),
     ("SLOW_NATT_NON_ESP",       "slow", "UDP 4500 payload is IKE or a NAT keepalive: slow path"),
     ("IP_SOURCE_ROUTE",         "drop", "IPv4 source route option (accept_source_route = 0)"),
+    ("IP_DEFRAG_QUEUED",        "ok",   "held for reassembly (nf_defrag)"),
+    ("FRAG_REASM_TIMEOUT",      "drop", "fragment reassembly timed out"),
+    ("IP_FRAG_OVERLAP",         "drop", "overlapping fragment: its datagram dropped (RFC 5722)"),
+    ("IP_FRAG_INVALID",         "drop", "fragment inconsistent with its datagram (end, length, ECN, > 65535)"),
+    ("DUP_FRAG",                "drop", "duplicate fragment"),
+    ("FRAG_TOO_FAR",            "drop", "reassembly restarted: ipfrag_max_dist fragments of the source between"),
+    ("IP_FRAG_MEM",             "drop", "fragment refused: reassembly memory above the high threshold"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])

@@ -30,6 +30,14 @@ class SkBuff:
     frag     True for an IPv4/IPv6 fragment (first or later)
     saddr, daddr  network addresses as ints; sport, dport  ports (TCP/UDP) or ICMP echo id in both
     nexthdr_off   IPv6: offset from nhoff of the byte that names l4proto (IP6CB(skb)->nhoff)
+
+    A datagram reassembled by nf_defrag also carries what its output needs to fragment it again:
+    frag_max_size  the largest fragment received, IP header included (IPCB / IP6CB(skb)->frag_max_size)
+    frag_list      data lengths of the fragments after the first, in offset order: the geometry of
+                   skb_shinfo(skb)->frag_list, which ip_do_fragment / ip6_fragment reuse when it fits
+    frag_pmtu      IPv4: the largest fragments had DF (IPCB(skb)->flags & IPSKB_FRAG_PMTU)
+    ignore_df      skb->ignore_df: conntrack's reassembly may be fragmented again, DF or not
+    frag_id        IPv6: the fragment header's identification the datagram came with
     """
 
     buf: np.ndarray
@@ -51,6 +59,11 @@ class SkBuff:
     ctinfo: int = 0
     meta: dict = field(default_factory=dict)
     nexthdr_off: int = 6  # offsetof(struct ipv6hdr, nexthdr)
+    frag_max_size: int = 0
+    frag_list: tuple[int, ...] = ()
+    frag_pmtu: bool = False
+    ignore_df: bool = False
+    frag_id: int = 0
 
     @property
     def len(self) -> int:
@@ -101,6 +114,16 @@ def skb_parse(buf: np.ndarray, iif: int, ts_ns: int = 0) -> SkBuff | Reason:
     if proto == L.ETH_P_ARP and n < off + L.ARPH.size:
         return Reason.PKT_TOO_SMALL
     return skb
+
+
+def skb_morph(skb: SkBuff, buf: np.ndarray, nhoff: int) -> Reason | None:
+    """Make skb the IP packet at nhoff of buf, its headers parsed again as on receive; a drop Reason
+    when they do not parse. Linux: skbuff.c › skb_morph, as ip_frag_reasm / nf_ct_frag6_reasm use it to
+    turn the fragment in hand into the reassembled datagram."""
+    skb.buf, skb.nhoff = buf, nhoff
+    skb.thoff, skb.l4proto, skb.frag, skb.sport, skb.dport, skb.nexthdr_off = -1, -1, False, 0, 0, 6
+    parsed = _parse_ipv6(skb) if skb.l3proto == L.ETH_P_IPV6 else _parse_ipv4(skb)
+    return parsed if isinstance(parsed, Reason) else None
 
 
 def _parse_ipv4(skb: SkBuff) -> SkBuff | Reason:

@@ -50,7 +50,7 @@ def test_flowtable_and_classic_emit_identical_bytes(trace, batch_size):
     assert cs["fastpath_packets"] == 0 and cs["flows_offloaded"] == 0
     assert fs["tx_bursts"] < ns["tx_bursts"]  # bulk transmit groups packets
     for s in (cs, fs, ns):  # every received packet has exactly one final disposition
-        assert s["rx_packets"] == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"]
+        assert s["rx_packets"] == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"] + s["held_packets"]
         assert s["tx_packets"] >= s["forwarded_packets"] + s["generated_packets"] > 0  # frames: fragments count
     assert fs["forwarded_packets"] == cs["forwarded_packets"] and fs["generated_packets"] == cs["generated_packets"]
 

@@ -40,7 +40,7 @@ def _run(frames: list[bytes], flowtable: bool) -> None:
     w.rx_batch(batch)
     assert int(w.stats.reasons.sum()) == before + len(frames)  # every frame accounted once
     s = w.stats.as_dict(w.ifname)
-    assert s["rx_packets"] == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"]
+    assert s["rx_packets"] == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"] + s["held_packets"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -183,21 +183,15 @@ def test_gre_tracker_30s_then_180s_assured(ctt):
     )
 
 
-def test_fragments(ctt):
-    """Deviation (no defrag): the first fragment is tracked by its ports, later ones follow it by IP id;
-    a later fragment whose first one was never seen is untracked."""
+def test_fragments_that_reach_conntrack_are_invalid(ctt):
+    """nf_defrag hands conntrack whole datagrams (tests/netfilter_ct/test_nf_defrag.py). A fragment that
+    still reaches it is what Linux makes of it: a later one has no tuple (get_l4proto), a first UDP one
+    fails udp_error (its length counts the whole datagram). INVALID both, nothing tracked."""
     frags = fragment(IP(src=C, dst=S, id=99) / UDP(sport=5000, dport=53) / (b"x" * 100), fragsize=48)
-    orphan = step(ctt, frags[1])
-    assert orphan.ct is None and orphan.ctinfo == IP_CT_UNTRACKED
-    first = step(ctt, frags[0])
-    assert first.ctinfo == IP_CT_NEW and first.ct.tuplehash[0].dport == 53
-    later = step(ctt, frags[1])
-    assert later.ct is first.ct and later.ctinfo == IP_CT_NEW
-    assert first.ct.packets == [1, 0]  # a later fragment changes no state and is not counted
-    other = step(ctt, fragment(IP(src=C, dst=S, id=100) / UDP(sport=1, dport=2) / (b"y" * 100), 48)[1])
-    assert other.ct is None
-    ctt.gc(31 * SEC)
-    assert not ctt.frags
+    for f in (frags[1], frags[0], frags[2]):
+        skb = step(ctt, f)
+        assert skb.ct is None and ct_state_name(skb) == "invalid"
+    assert len(ctt) == 0 and ctt.stat["invalid"] == 3
 
 
 def test_unconfirmed_entry_of_a_dropped_packet_is_forgotten(ctt):

@@ -13,6 +13,7 @@ from scapy.all import (
     IP,
     TCP,
     UDP,
+    Ether,
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
     ICMPv6TimeExceeded,
@@ -321,21 +322,24 @@ def test_timeouts_unchanged_by_nat(ctt):
 
 
 def test_fragmented_datagram_is_masqueraded_whole(ctt):
-    """The first fragment gets address, port and checksum rewritten, later ones their address
-    (Deviation: Linux would reassemble first). Scapy reassembles and verifies the result."""
-    from scapy.all import defragment, fragment
+    """nf_defrag runs before conntrack (-400), so NAT rewrites the whole datagram: address, port and the
+    UDP checksum over all of it. Scapy verifies the result."""
+    from scapy.all import fragment
 
-    path = Path(ctt, snat=masq())
+    from flowpath.netfilter.constants import NF_ACCEPT, NF_STOLEN
+    from flowpath.netfilter.nf_defrag import NfDefrag
+
+    defrag = NfDefrag()
     frags = fragment(IP(src=C, dst=S, id=7) / UDP(sport=5000, dport=53) / (b"z" * 200), fragsize=64)
-    out = [l3(path.forward(f)) for f in frags]
-    assert all(p.src == G for p in out)
-    for p in out:
-        assert inet_csum(raw(p)[:20]) == 0xFFFF
-    whole = defragment(out)[0]
-    assert (whole.src, whole[UDP].sport) == (G, 5000)
+    for f in frags[:-1]:
+        assert defrag.nf_defrag(skb_of(f), NF_INET_PRE_ROUTING) == (NF_STOLEN, Reason.IP_DEFRAG_QUEUED)
+    skb = skb_of(frags[-1])
+    assert defrag.nf_defrag(skb, NF_INET_PRE_ROUTING) == (NF_ACCEPT, None)
+    whole = l3(Path(ctt, snat=masq()).forward(Ether(skb.tobytes())))
+    assert (whole.src, whole[UDP].sport, bytes(whole[UDP].payload)) == (G, 5000, b"z" * 200)
+    assert inet_csum(raw(whole)[:20]) == 0xFFFF
     check = whole[UDP].chksum
     del whole[UDP].chksum
-    del whole.chksum
     assert IP(raw(whole))[UDP].chksum == check
 
 

@@ -1,6 +1,8 @@
-"""IPv4 fragmentation: Scapy reassembles our fragments; Linux, forwarding in namespaces, makes the same bytes.
+"""IPv4 and IPv6 fragmentation: Scapy reassembles our fragments; Linux, forwarding in namespaces, makes
+the same bytes. A datagram nf_defrag reassembled leaves cut where it came (the frag_list fast path).
 
-Linux: net/ipv4/ip_output.c › ip_do_fragment, ip_frag_next; net/ipv4/ip_options.c › ip_options_fragment.
+Linux: net/ipv4/ip_output.c › ip_do_fragment, ip_fraglist_prepare, ip_frag_next; net/ipv4/ip_options.c ›
+ip_options_fragment; net/ipv6/ip6_output.c › ip6_fragment; net/ipv6/output_core.c › ip6_find_1stfragopt.
 """
 
 from __future__ import annotations
@@ -14,9 +16,30 @@ import uuid
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.all import IP, UDP, Dot1Q, Ether, IPOption, Raw, defragment, rdpcap
+from scapy.all import (
+    IP,
+    UDP,
+    Dot1Q,
+    Ether,
+    IPOption,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    Raw,
+    defragment,
+    defragment6,
+    rdpcap,
+)
 
-from flowpath.packet.fragment import ip_do_fragment, ip_is_fragment, ip_options_fragment
+from flowpath.packet.fragment import (
+    ip6_find_1stfragopt,
+    ip6_fragment,
+    ip_do_fragment,
+    ip_is_fragment,
+    ip_options_fragment,
+)
 
 MAC_A, MAC_R0, MAC_R1, MAC_C = (
     "02:00:00:00:00:0a",
@@ -160,6 +183,158 @@ def test_scapy_defragment_rebuilds_the_packet(payload, mtu, opts):
     frags = ip_do_fragment(bytes(p), 14, mtu)
     (whole,) = defragment([Ether(f) for f in frags])
     assert bytes(whole[IP]) == bytes(p[IP])
+
+
+# -- a datagram nf_defrag reassembled: IPCB(skb)->frag_max_size, frag_list, IPSKB_FRAG_PMTU ---------
+
+
+def naive_fraglist(b: bytes, nhoff: int, pieces: list[int]) -> list[bytes]:
+    """Plain-Python reference of ip_fraglist_init / ip_fraglist_prepare, built with Scapy: piece k
+    carries the datagram's header with offset and MF (but on the last), DF clear, non-copied options
+    made NOOPs from the second piece on."""
+    p = Ether(b)
+    hlen = p[IP].ihl * 4
+    opts = bytes(p[IP])[20:hlen]
+    data, out, pos = bytes(p[IP])[hlen:], [], 0
+    for k, n in enumerate(pieces):
+        ip = p[IP].copy()
+        ip.remove_payload()
+        ip.options = [IPOption(opts if k == 0 else expected_later_options(opts))] if opts else []
+        ip.flags, ip.frag, ip.len, ip.chksum = (1 if k < len(pieces) - 1 else 0), pos // 8, None, None
+        out.append(b[:nhoff] + bytes(ip / Raw(data[pos : pos + n])))
+        pos += n
+    return out
+
+
+@st.composite
+def geometries(draw, total: int) -> list[int]:
+    """How a sender could have cut `total` (>= 16) data bytes: 8-byte multiples but the last, at least
+    two pieces (one would not have been a fragment)."""
+    pieces, left = [], total
+    while left > 0:
+        n = min(left if pieces else (left - 1) & ~7, draw(st.integers(1, 190)) * 8)
+        pieces.append(n)
+        left -= n
+    return pieces
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), payload=st.integers(8, 4000), opts=option_lists, df=st.booleans())
+def test_reassembled_datagram_leaves_cut_where_it_came(data, payload, opts, df):
+    """ip_do_fragment's frag_list fast path: when every original piece fits, the fragments are the
+    original ones (sizes, offsets) whatever their sizes, MF but on the last, DF cleared even with
+    IPSKB_FRAG_PMTU (seen on Linux 6.18 in namespaces), options NOOPed after the first."""
+    p = packet(payload, opts)
+    p[IP].flags = 2 if df else 0
+    b = bytes(p)
+    hlen = (b[14] & 0x0F) * 4
+    pieces = data.draw(geometries(len(b) - 14 - hlen))
+    fms = hlen + max(pieces)
+    mtu = data.draw(st.integers(fms, 1600))
+    got = ip_do_fragment(b, 14, mtu, frag_max_size=fms, frag_list=tuple(pieces[1:]), frag_pmtu=df)
+    assert got == naive_fraglist(b, 14, pieces)
+    (whole,) = defragment([Ether(f) for f in got])
+    assert bytes(whole[IP].payload) == bytes(p[IP].payload)
+
+
+def test_reassembled_datagram_over_the_route_mtu_takes_the_slow_path():
+    """A piece over the route's MTU: the slow path cuts at the MTU (Linux, 1480-byte fragments forwarded
+    through a 1400-byte MTU: 1396 + 1396 + 348 bytes); frag_max_size caps the size when no geometry is
+    kept; IPSKB_FRAG_PMTU keeps DF on every slow-path fragment."""
+    b = bytes(packet(3072))  # 3080 bytes of data, as the namespaces' test sent
+    slow = ip_do_fragment(b, 14, 1400, frag_max_size=1500, frag_list=(1480, 120))
+    assert [Ether(f)[IP].len for f in slow] == [1396, 1396, 348]
+    assert [int(Ether(f)[IP].flags) for f in slow] == [1, 1, 0]
+    capped = ip_do_fragment(b, 14, 1500, frag_max_size=620)
+    assert [Ether(f)[IP].len for f in capped] == [620] * 5 + [100]
+    pmtu = ip_do_fragment(b, 14, 1400, frag_max_size=1500, frag_list=(1480, 120), frag_pmtu=True)
+    assert [int(Ether(f)[IP].flags) for f in pmtu] == [3, 3, 2]
+    assert [f[: 14 + 6] + f[14 + 7 :] for f in pmtu] != slow  # only DF (and the checksum) differ
+    assert all(IP(bytes(Ether(f)[IP])).chksum == Ether(f)[IP].chksum for f in pmtu)
+
+
+V6 = dict(src="2001:db8:1::10", dst="2001:db8:2::7", hlim=63)
+EXT = {  # (headers before the upper layer, how many of them ip6_find_1stfragopt keeps unfragmentable)
+    "none": ([], 0),
+    "hbh": ([IPv6ExtHdrHopByHop()], 1),
+    "dst": ([IPv6ExtHdrDestOpt()], 1),  # no routing header after it: still unfragmentable
+    "hbh_rt_dst": (
+        [IPv6ExtHdrHopByHop(), IPv6ExtHdrRouting(addresses=["2001:db8::1"]), IPv6ExtHdrDestOpt()],
+        2,
+    ),
+}
+
+
+def packet6(payload: int, ext: str):
+    p = IPv6(**V6)
+    for h in EXT[ext][0]:
+        p = p / h
+    return (
+        Ether(src=MAC_A, dst=MAC_R0)
+        / p
+        / UDP(sport=4000, dport=5000)
+        / Raw(bytes(i & 0xFF for i in range(payload)))
+    )
+
+
+_PROTO = {IPv6ExtHdrHopByHop: 0, IPv6ExtHdrRouting: 43, IPv6ExtHdrDestOpt: 60}
+
+
+def test_ip6_find_1stfragopt():
+    """The unfragmentable part ends after hop-by-hop and routing headers, and after destination options
+    unless a routing header came before them; `prev` points at the byte naming what follows."""
+    for ext, (hdrs, keep) in EXT.items():
+        b = bytes(packet6(10, ext))
+        hlen, prev = ip6_find_1stfragopt(b, 14)
+        assert hlen == 40 + sum(len(bytes(h)) - len(bytes(h.payload)) for h in hdrs[:keep]), ext
+        assert b[14 + prev] == (_PROTO[type(hdrs[keep])] if keep < len(hdrs) else 17), ext
+
+
+def check_fragments6(b: bytes, frags: list[bytes], hlen: int, frag_id: int) -> list[int]:
+    """Each fragment: b's unfragmentable part (the byte naming what followed it now names the fragment
+    header, 44), a fragment header, data at the right offset; Scapy's defragment6 rebuilds b. Returns
+    the data sizes."""
+    _, prev = ip6_find_1stfragopt(b, 14)
+    unfrag = bytearray(b[: 14 + hlen])
+    unfrag[14 + prev] = 44
+    sizes, pos = [], 0
+    for k, f in enumerate(frags):
+        fh = Ether(f)[IPv6ExtHdrFragment]
+        assert f[:18] == unfrag[:18] and f[20 : 14 + hlen] == unfrag[20:]  # all but the payload length
+        assert (fh.id, fh.offset * 8, fh.m) == (frag_id, pos, int(k < len(frags) - 1))
+        assert Ether(f)[IPv6].plen == len(f) - 14 - 40
+        n = len(f) - 14 - hlen - 8
+        assert f[14 + hlen + 8 :] == b[14 + hlen + pos : 14 + hlen + pos + n]
+        sizes.append(n)
+        pos += n
+    assert pos == len(b) - 14 - hlen
+    assert bytes(defragment6([Ether(f)[IPv6] for f in frags])) == b[14:]
+    return sizes
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), payload=st.integers(1300, 6000), ext=st.sampled_from(sorted(EXT)))
+def test_ip6_fragment_cuts_at_the_mtu_or_where_it_came(data, payload, ext):
+    """ip6_fragment: the slow path fills the MTU with 8-byte multiples but the last; a datagram with a
+    kept geometry (frag_list) leaves cut where it came; the fragment id is the one given."""
+    b = bytes(packet6(payload, ext))
+    hlen, _ = ip6_find_1stfragopt(b, 14)
+    mtu = data.draw(st.integers(1280, 1500))
+    slow = check_fragments6(b, ip6_fragment(b, 14, mtu, 0xCAFE), hlen, 0xCAFE)
+    assert all(n % 8 == 0 and n + hlen + 8 <= mtu for n in slow[:-1]) and slow[-1] + hlen + 8 <= mtu
+    assert len(slow) == 1 or slow[0] + hlen + 8 > mtu - 8  # filled up to the MTU
+    pieces = data.draw(geometries(len(b) - 14 - hlen))
+    fms = hlen + 8 + max(pieces)
+    fast = ip6_fragment(b, 14, max(fms, 1280), 7, frag_max_size=fms, frag_list=tuple(pieces[1:]))
+    assert check_fragments6(b, fast, hlen, 7) == pieces
+
+
+def test_ip6_fragment_small_original_fragments_use_the_minimum_mtu():
+    """frag_max_size below IPV6_MIN_MTU counts as 1280 (ip6_fragment), so without a usable geometry the
+    slow path cuts 1232-byte pieces, not the original's 600."""
+    b = bytes(packet6(3000, "none"))
+    frags = ip6_fragment(b, 14, 1500, 1, frag_max_size=648, frag_list=(1204, 1204))  # 1204: not on 8 bytes
+    assert check_fragments6(b, frags, 40, 1) == [1232, 1232, 544]
 
 
 # Live oracle: A --veth-- R (forwarding, r1 MTU 576) --veth-- C. What tcpdump sees on C must be our
