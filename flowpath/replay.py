@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flowpath.errors import UsageError
+from flowpath.errors import CaptureError, UsageError
 from flowpath.outputs import check_writable, make_output_dir
 from flowpath.packet.batch import PacketBatch
 
@@ -188,18 +188,22 @@ def replay(
             if link.kind != "vlan" and link.name != "lo" and link.name not in paths:
                 paths[link.name] = out_dir / f"{link.name}.pcap"
     writers = {name: PcapWriter(p, nanosecond=True) for name, p in paths.items()}
+    error = None
     try:
         streams = [_records(net, name, path, k) for k, (name, path) in enumerate(inputs)]
         batch = PacketBatch(batch_size)
         poll_ns = -1  # the time of the poll being filled, or of the last one
-        for ts_ns, _, _, ifindex, data in heapq.merge(*streams):
-            if batch.n and (ts_ns > poll_ns or ts_ns >= worker.next_gc_ns):
-                _run(worker, batch, writers)  # later than the poll, or past a GC run (1 s of packet time)
-            if not batch.n:
-                poll_ns = next_poll_ns(poll_ns, ts_ns, rx_usecs * 1000)
-            batch.append(data, ifindex, ts_ns)
-            if batch.n == batch.capacity:
-                _run(worker, batch, writers)
+        try:
+            for ts_ns, _, _, ifindex, data in heapq.merge(*streams):
+                if batch.n and (ts_ns > poll_ns or ts_ns >= worker.next_gc_ns):
+                    _run(worker, batch, writers)  # later than the poll, or past a GC run (1 s of packet time)
+                if not batch.n:
+                    poll_ns = next_poll_ns(poll_ns, ts_ns, rx_usecs * 1000)
+                batch.append(data, ifindex, ts_ns)
+                if batch.n == batch.capacity:
+                    _run(worker, batch, writers)
+        except CaptureError as e:  # a capture broken in the middle: what came before it is forwarded
+            error = e
         if batch.n:
             _run(worker, batch, writers)
     finally:
@@ -208,6 +212,10 @@ def replay(
     stats = worker.stats.as_dict(worker.ifname)
     if stats_path is not None:
         stats_path.write_text(json.dumps(stats, indent=2) + "\n")
+    if error is not None:
+        kept = f"; the counters are in {stats_path}" if stats_path is not None else ""
+        raise CaptureError(error.path, error.offset, f"{error.msg} (replay stopped there: the outputs hold what "
+                           f"the {stats['rx_packets']} packets read before it gave{kept})") from None  # fmt: skip
     return ReplayResult(stats, paths, worker)
 
 

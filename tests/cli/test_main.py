@@ -169,3 +169,21 @@ def test_a_flowtable_device_missing_from_the_network_file_is_located(tmp_path):
     line = next(k for k, t in enumerate(rules.read_text().splitlines(), 1) if "wan9" in t)
     assert rc == 2 and err.startswith(f"{rules}:{line}:") and "device wan9 is not in the network file" in err
     assert not (tmp_path / "o" / "lan0.pcap").exists()
+
+
+def test_a_capture_broken_in_the_middle_still_writes_outputs_and_stats(tmp_path):
+    """The packets before the break are forwarded, their counters written, and the error says so."""
+    from flowpath.ports.pcap import read_capture
+
+    lan = (EXAMPLES / "lan.pcap").read_bytes()
+    whole = sum(1 for _ in read_capture(EXAMPLES / "lan.pcap"))
+    broken = tmp_path / "broken.pcap"
+    broken.write_bytes(lan[: len(lan) // 2] + b"\x01\x02\x03")  # a record cut short
+    stats, env = tmp_path / "s.json", _env()
+    rc = main(["replay", "-n", NET, "-r", RULES, "--in", f"lan0={broken}", "--out-dir", str(tmp_path / "o"),
+               "--stats", str(stats), "-q"], env)  # fmt: skip
+    err = env.stderr.getvalue()
+    assert rc == 1 and str(broken) in err and "replay stopped there" in err and str(stats) in err
+    s = __import__("json").loads(stats.read_text())
+    assert 0 < s["rx_packets"] < whole and f"the {s['rx_packets']} packets read before it" in err
+    assert (tmp_path / "o" / "wan0.pcap").stat().st_size > 24
