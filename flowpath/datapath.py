@@ -14,7 +14,7 @@ import numpy as np
 
 from flowpath.flowtable import FlowTuple
 from flowpath.flowtable.ingress import EarlyIngress
-from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT
+from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT, encap_sa
 from flowpath.flowtable.xfrm import XFRM_PENDING
 from flowpath.inet.dev import netif_receive_skb, xfrm_rcv_decrypted
 from flowpath.inet.ip_fragment import ip_expire
@@ -201,7 +201,7 @@ class Worker:
             self.now_ns = int(batch.ts_ns[i])
             self._maybe_gc()
             st.slowpath_packets += 1
-            self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns, int(batch.encap[i]) - 1)
+            self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns, encap_sa(int(batch.encap[i])))
             frames = self._q.frames
             for k, (ifx, f) in enumerate(frames):
                 tx.slow.append((i, k, ifx, f))

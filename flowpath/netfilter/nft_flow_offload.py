@@ -20,6 +20,7 @@ from flowpath.flowtable import (
     Flowtable,
     FlowTuple,
 )
+from flowpath.flowtable.key import encap_xfrm
 from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack import ctinfo2dir
@@ -114,7 +115,7 @@ def nft_flow_xfrm(net, ct, d: int, sp: list | None):
         return None  # nested SAs stay on the classic path
     if sp and not xfrm_state_ctx(xfrm, sp[0])[1]:
         return None  # no compiled ESP (libcrypto not loadable): the classic path decrypts
-    encap = sp[0].index + 1 if sp else 0
+    encap = encap_xfrm(sp[0].index) if sp else 0
     out = xfrm_lookup(xfrm, *sel, XFRM_POLICY_OUT, count=False)
     if out is None:
         return None, encap
