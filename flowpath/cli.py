@@ -308,7 +308,8 @@ def bench(
         Optional[int], typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most.")
     ] = None,
 ) -> None:
-    """Run one of the seeds' experiments in memory on one core and report Mpps side by side."""
+    """Run a benchmark scenario (the flowtable test notes' and workshop slides' experiments) in memory on
+    one core and report Mpps side by side."""
     from flowpath.bench.scenario import BenchOptions, parse_flows, run_bench
 
     opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps)

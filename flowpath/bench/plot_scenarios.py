@@ -1,7 +1,8 @@
 """Plots of the bulking, frame-sizes and ipsec-* scenarios (matplotlib, Agg): units, legend, title,
 conditions.
 
-No Linux counterpart. `bulking` writes two files like the seed's rx-gbps.png and rx-mpps.png: PATH
+No Linux counterpart. `bulking` writes two files like the bulk-forwarding test notes' rx-gbps.png
+and rx-mpps.png: PATH
 (RX Gbps) and PATH-mpps.png (RX Mpps); so does `ipsec-flows` (encap and decap). `frame-sizes` and
 `ipsec-sizes` write one figure with two panels (Mpps, Gbps).
 """

@@ -64,7 +64,7 @@ neigh add 198.51.100.7 lladdr 02:00:00:00:03:07 dev eth1
 
 
 def test_chain_sender_gateway_router_receiver():
-    """sender -> NAT gateway -> router -> receiver, in process (seed 003's west -> east chain)."""
+    """sender -> NAT gateway -> router -> receiver, in process (the pCPU test report's west -> east chain)."""
     gw = Worker(load_network(EX / "gateway.ip"), load_ruleset(EX / "gateway.nft"))
     rt = Worker(parse_network(ROUTER, "<router>"), None)
     fr = Profile([Stream(sport=FieldVar(40000, 40003), count=300, size=128, rate=Rate(pps=1e4))]).generate()
