@@ -223,18 +223,25 @@ def rxstats(
         Optional[list[Path]],
         typer.Option("--tx", help="The generator's capture(s): sent counts per stream, so tail loss counts."),
     ] = None,
+    profile: Annotated[
+        Optional[Path], typer.Option("--profile", help="The generator's profile (TOML): streams by name.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No tables.")] = False,
 ) -> None:
     """Per port and per stream packets, rates, loss, reordering, duplicates and latency of captures."""
     import json
 
+    from flowpath.errors import UsageError
     from flowpath.outputs import check_writable
     from flowpath.trafgen.rxstats import parse_rx_inputs, rx_stats_captures
 
     inputs = parse_rx_inputs(captures)
+    for path, option in [(p, "--tx") for p in tx or []] + [(profile, "--profile")] * (profile is not None):
+        if not path.is_file():
+            raise UsageError(f"{option}: no such file: {path}")
     if json_path is not None:
         check_writable(json_path, "--json")
-    res = rx_stats_captures(inputs, tx or None)
+    res = rx_stats_captures(inputs, tx or None, profile)
     if json_path is not None:
         json_path.write_text(json.dumps(res, indent=2) + "\n")
     if quiet:
@@ -244,18 +251,29 @@ def rxstats(
     con = _env.console()
     t = Table("port", "packets", "bytes", "pps", "L2 bit/s", "L1 bit/s", "signed", box=None)
     for name, p in [*res["ports"].items(), ("total", res["total"])]:
-        t.add_row(name, str(p["packets"]), str(p["bytes"]), f"{p['pps']:.6g}", f"{p['l2_bps']:.6g}",
-                  f"{p['l1_bps']:.6g}", str(p["signed_packets"]))  # fmt: skip
+        t.add_row(name, str(p["packets"]), str(p["bytes"]), si(p["pps"]), si(p["l2_bps"]), si(p["l1_bps"]),
+                  str(p["signed_packets"]))  # fmt: skip
     con.print(t)
     t = Table(
         "stream", "packets", "lost", "dup", "reorder", "lat min/avg/max (ns)", "jitter (ns)", "pps", box=None
     )
     for sid, st in res["streams"].items():
         lat = st["latency_ns"]
-        t.add_row(sid, str(st["packets"]), f"{st['lost']} ({st['loss_ratio']:.2%})", str(st["duplicates"]),
-                  str(st["reordered"]), f"{lat['min']}/{lat['avg']:.0f}/{lat['max']}" if lat else "-",
-                  f"{lat['jitter']:.1f}" if lat else "-", f"{st['pps']:.6g}")  # fmt: skip
+        t.add_row(st["name"] or sid, str(st["packets"]), f"{st['lost']} ({st['loss_ratio']:.2%})",
+                  str(st["duplicates"]), str(st["reordered"]),
+                  f"{lat['min']}/{lat['avg']:.0f}/{lat['max']}" if lat else f"n/a ({st['latency_note']})",
+                  f"{lat['jitter']:.1f}" if lat else "n/a", si(st["pps"]))  # fmt: skip
     con.print(t)
+
+
+def si(x: float) -> str:
+    """A rate for a table: 4 significant digits with an SI prefix (126.0k, 172.5M, 1.927G), never
+    scientific notation; below 1000 as is (0, 950, 12.5)."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale * 0.99995:
+            v = x / scale
+            return f"{v:.{max(0, 4 - len(str(int(abs(v)))))}f}{prefix}"
+    return str(int(x)) if x == int(x) else f"{x:.1f}" if abs(x) >= 1 else f"{x:.4f}"
 
 
 @app.command()
