@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowpath.progress import NO_METER, PCAP_RECORD_HLEN, Meter
 from flowpath.trafgen.imix import ETH_FCS_LEN, ETH_L1_OVERHEAD
 from flowpath.trafgen.signature import sig_find
 from flowpath.trafgen.stream import duration_ns
@@ -52,6 +53,7 @@ STREAM_KEYS = ("packets", "bytes", "pps", "l2_bps", "l1_bps", "ports", "expected
 LATENCY_NONE = "no packet received"
 LATENCY_SAME_CLOCK = "replayed: send and receive share the capture clock"
 LATENCY_KEYS = ("min", "avg", "max", "jitter")
+METER_EVERY = 8192  # packets between two reports to the meter
 
 
 def _rates(ts_ns: np.ndarray, wire_bytes: np.ndarray) -> dict:
@@ -134,12 +136,14 @@ def rx_stats(
     ports: dict[str, Iterable[tuple[int, bytes] | tuple[int, bytes, int]]],
     expected: dict[int, int] | None = None,
     names: dict[int, str] | None = None,
+    meter: Meter = NO_METER,
 ) -> dict:
     """Statistics of frames received per port: {name: [(rx_ts_ns, frame[, orig_len]), ...]}, each
     list in arrival order.
 
     expected: packets sent per stream id (streams absent from it count highest seq + 1).
-    names: stream id -> the stream's name in its profile (stream_names)."""
+    names: stream id -> the stream's name in its profile (stream_names).
+    meter: advanced every METER_EVERY frames by the bytes they take in a pcap."""
     expected, stream_name = expected or {}, names or {}
     out_ports = {}
     all_ts, all_wire = [], []
@@ -147,7 +151,7 @@ def rx_stats(
     names = list(ports)
     for p, name in enumerate(names):
         ts, wire = [], []
-        signed = 0
+        signed = nbytes = 0
         for rec in ports[name]:
             t, frame = rec[0], rec[1]
             w = (rec[2] if len(rec) > 2 else len(frame)) + ETH_FCS_LEN
@@ -157,6 +161,11 @@ def rx_stats(
             if s is not None:
                 signed += 1
                 sig_rows.append((t, p, w, *s))
+            nbytes += len(frame) + PCAP_RECORD_HLEN
+            if len(ts) % METER_EVERY == 0:
+                meter.advance(nbytes, METER_EVERY)
+                nbytes = 0
+        meter.advance(nbytes, len(ts) % METER_EVERY)
         ts_a, wire_a = np.array(ts, np.int64), np.array(wire, np.int64)
         out_ports[name] = _port_stats(ts_a, wire_a, signed)
         all_ts.append(ts_a)
@@ -180,16 +189,23 @@ def rx_stats(
             "streams": streams}  # fmt: skip
 
 
-def capture_counts(paths: Iterable[str | Path]) -> dict[int, int]:
-    """Packets per stream id in transmit captures (the `expected` of rx_stats)."""
+def capture_counts(paths: Iterable[str | Path], meter: Meter = NO_METER) -> dict[int, int]:
+    """Packets per stream id in transmit captures (the `expected` of rx_stats); `meter` as rx_stats."""
     from flowpath.ports.pcap import read_capture
 
     counts: dict[int, int] = {}
     for path in paths:
+        n = nbytes = 0
         for rec in read_capture(path):
             s = sig_find(rec.data)
             if s is not None:
                 counts[s[0]] = counts.get(s[0], 0) + 1
+            n += 1
+            nbytes += len(rec.data) + PCAP_RECORD_HLEN
+            if n % METER_EVERY == 0:
+                meter.advance(nbytes, METER_EVERY)
+                nbytes = 0
+        meter.advance(nbytes, n % METER_EVERY)
     return counts
 
 
@@ -202,17 +218,26 @@ def stream_names(profile_path: str | Path) -> dict[int, str]:
 
 
 def rx_stats_captures(
-    inputs: list[tuple[str, Path]], tx: list[Path] | None = None, profile: Path | None = None
+    inputs: list[tuple[str, Path]],
+    tx: list[Path] | None = None,
+    profile: Path | None = None,
+    meter: Meter = NO_METER,
 ) -> dict:
     """rx_stats over capture files, one port per (name, path); `tx` captures give the expected counts,
-    `profile` (the generator's TOML) the streams' names."""
+    `profile` (the generator's TOML) the streams' names. `meter`: a phase per kind of capture (tx,
+    then received), in bytes of the files."""
     from flowpath.ports.pcap import read_capture
 
     names = stream_names(profile) if profile is not None else None
     ports = {name: ((r.ts_ns, r.data, r.orig_len) for r in read_capture(path)) for name, path in inputs}
     if len(ports) != len(inputs):
         raise ValueError("two inputs share a port name; use NAME=FILE")
-    return rx_stats(ports, capture_counts(tx) if tx else None, names)
+    expected = None
+    if tx:
+        meter.begin("reading --tx", sum(Path(p).stat().st_size for p in tx))
+        expected = capture_counts(tx, meter)
+    meter.begin("rxstats", sum(Path(p).stat().st_size for _, p in inputs))
+    return rx_stats(ports, expected, names, meter)
 
 
 def parse_rx_inputs(specs: list[str]) -> list[tuple[str, Path]]:
