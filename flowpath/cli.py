@@ -484,6 +484,7 @@ def main(args: list[str] | None = None, env: Environment | None = None) -> int:
     saved, _env = _env, env or Environment()
     try:
         numba_cache.prune()
+        _show_config_warnings()
         rv = app(args=args or ["--help"], prog_name="flowpath", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
@@ -496,6 +497,28 @@ def main(args: list[str] | None = None, env: Environment | None = None) -> int:
         while _undo:
             _undo.pop()()
         _env = saved
+
+
+def _show_config_warnings() -> None:
+    """Until the command ends, every ConfigWarning (a key file others can read...) is one line on
+    stderr, `file: Warning: msg`, as often as the file is read; other warnings go their usual way."""
+    import warnings
+
+    from flowpath.errors import ConfigWarning
+
+    saved = warnings.catch_warnings()
+    saved.__enter__()
+    _undo.append(lambda: saved.__exit__(None, None, None))
+    warnings.simplefilter("always", ConfigWarning)
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ConfigWarning):
+            _note(str(message))
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
 
 
 def _exit_status(e: BaseException, env: Environment) -> int:
