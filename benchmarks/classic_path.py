@@ -3,7 +3,8 @@
 
 Every packet takes the full Python path of a Linux gateway: parse, PREROUTING (conntrack, DNAT hook),
 routing, FORWARD rules, POSTROUTING (masquerade), TTL, neighbour, transmit. Flows are established
-first, so this is the steady state the seed's "classic forwarding path (baseline)" measures.
+first, so this is the steady state the flowtable workshop slides' "classic forwarding path
+(baseline)" measures.
 
     python benchmarks/classic_path.py [--flows N] [--packets N] [--frame-size B] [--json F]
 """

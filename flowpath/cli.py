@@ -8,6 +8,7 @@ Environment (httpie's) holds the output streams, so tests run the CLI in-process
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional, TextIO
@@ -21,6 +22,7 @@ except ImportError:  # pragma: no cover
 
 from flowpath import __version__, numba_cache
 from flowpath.bench.scenario import SCENARIOS
+from flowpath.progress import NO_METER, Meter
 
 app = typer.Typer(
     add_completion=False,
@@ -52,8 +54,97 @@ class Environment:
 
         return Console(file=self.stderr)
 
+    def stderr_is_terminal(self) -> bool:
+        return getattr(self.stderr, "isatty", lambda: False)()
+
 
 _env = Environment()  # the running command's; main() sets it
+_live = None  # the rich Progress drawing on stderr, if any: other stderr lines go through its console
+_undo: list = []  # what main() undoes when the command ends (listeners registered with numba)
+COMPILE_COLD = "flowpath: compiling the datapath (first run after install or upgrade, about 30 s)…"
+COMPILE_MORE = "flowpath: compiling kernels this command has not used before (once, up to 30 s)…"
+
+
+def _note(line: str) -> None:
+    """One line on stderr, above the progress display when one is drawn."""
+    if _live is not None:
+        _live.console.print(line, highlight=False, markup=False, soft_wrap=True)
+    else:
+        print(line, file=_env.stderr, flush=True)
+
+
+def _notice_compiles() -> None:
+    """Say once on stderr that numba is compiling, when it starts to: its "numba:compile" event fires
+    on a cache miss only, so a cached run says nothing. The first compile of a source tree (an
+    empty cache) takes the whole datapath; later ones the kernels of paths not taken before."""
+    from numba.core import event
+
+    line = COMPILE_MORE if numba_cache.has_kernels() else COMPILE_COLD
+
+    class Notice(event.Listener):
+        said = False
+
+        def on_start(self, ev) -> None:
+            if not self.said:
+                self.said = True
+                _note(line)
+
+        def on_end(self, ev) -> None:
+            pass
+
+    notice = Notice()
+    event.register("numba:compile", notice)
+    _undo.append(lambda: event.unregister("numba:compile", notice))
+
+
+class _Bar(Meter):
+    """flowpath.progress.Meter drawn by rich on stderr: per phase a bar, the packets so far, the
+    elapsed and the remaining time."""
+
+    def __init__(self, console):
+        self.console, self.prog, self.task, self.done, self.packets = console, None, None, 0, 0
+
+    def begin(self, what: str, total: int | None = None) -> None:
+        global _live
+        from rich import progress as rp
+
+        if self.prog is None:
+            self.prog = rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.TaskProgressColumn(),
+                                    rp.TextColumn("{task.fields[packets]:,} packets"), rp.TimeElapsedColumn(),
+                                    rp.TimeRemainingColumn(), console=self.console)  # fmt: skip
+            self.prog.start()
+            _live = self.prog
+        self._finish()
+        self.task, self.done, self.packets = self.prog.add_task(what, total=total, packets=0), 0, 0
+
+    def advance(self, units: int, packets: int = 0) -> None:
+        self.done += units
+        self.packets += packets
+        self.prog.update(self.task, completed=self.done, packets=self.packets)
+
+    def _finish(self) -> None:
+        if self.task is not None:  # estimated totals (bytes, a duration's packets) end where they end
+            self.prog.update(self.task, total=max(self.done, 1), completed=max(self.done, 1))
+
+    def stop(self) -> None:
+        global _live
+        if self.prog is not None:
+            self._finish()
+            self.prog.stop()
+            _live = None
+
+
+@contextmanager
+def _meter():
+    """A progress bar on stderr when it is a terminal; nothing on a pipe or file (tests, scripts)."""
+    if not _env.stderr_is_terminal():
+        yield NO_METER
+        return
+    bar = _Bar(_env.err_console())
+    try:
+        yield bar
+    finally:
+        bar.stop()
 
 
 def _version(value: bool) -> None:
@@ -149,9 +240,12 @@ def replay(
     """Forward captured traffic through the gateway, as a Linux box configured the same way would."""
     from flowpath.replay import ReplayOptions, run_replay
 
-    res = run_replay(ReplayOptions(net, rules, inputs or [], out_dir, outs or [], stats, flowtable=not no_flowtable,
-                                   bulk=not no_bulk, batch_size=batch_size, rx_usecs=rx_usecs, dump_conntrack=dump_conntrack,
-                                   dump_flowtable=dump_flowtable, dump_xfrm=dump_xfrm, sysctl=sysctl or []))  # fmt: skip
+    _notice_compiles()
+    opts = ReplayOptions(net, rules, inputs or [], out_dir, outs or [], stats, flowtable=not no_flowtable,
+                         bulk=not no_bulk, batch_size=batch_size, rx_usecs=rx_usecs, dump_conntrack=dump_conntrack,
+                         dump_flowtable=dump_flowtable, dump_xfrm=dump_xfrm, sysctl=sysctl or [])  # fmt: skip
+    with _meter() as meter:
+        res = run_replay(opts, meter)
     if not quiet:
         _env.console().print(res.summary())
 
@@ -201,7 +295,8 @@ def trafgen(
     if not profile.is_file():
         raise UsageError(f"no such profile: {profile}")
     check_writable(out, "--out")
-    res = run(profile, out)
+    with _meter() as meter:
+        res = run(profile, out, meter)
     if not quiet:
         from rich.table import Table
 
@@ -223,18 +318,26 @@ def rxstats(
         Optional[list[Path]],
         typer.Option("--tx", help="The generator's capture(s): sent counts per stream, so tail loss counts."),
     ] = None,
+    profile: Annotated[
+        Optional[Path], typer.Option("--profile", help="The generator's profile (TOML): streams by name.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No tables.")] = False,
 ) -> None:
     """Per port and per stream packets, rates, loss, reordering, duplicates and latency of captures."""
     import json
 
+    from flowpath.errors import UsageError
     from flowpath.outputs import check_writable
     from flowpath.trafgen.rxstats import parse_rx_inputs, rx_stats_captures
 
     inputs = parse_rx_inputs(captures)
+    for path, option in [(p, "--tx") for p in tx or []] + [(profile, "--profile")] * (profile is not None):
+        if not path.is_file():
+            raise UsageError(f"{option}: no such file: {path}")
     if json_path is not None:
         check_writable(json_path, "--json")
-    res = rx_stats_captures(inputs, tx or None)
+    with _meter() as meter:
+        res = rx_stats_captures(inputs, tx or None, profile, meter)
     if json_path is not None:
         json_path.write_text(json.dumps(res, indent=2) + "\n")
     if quiet:
@@ -244,18 +347,29 @@ def rxstats(
     con = _env.console()
     t = Table("port", "packets", "bytes", "pps", "L2 bit/s", "L1 bit/s", "signed", box=None)
     for name, p in [*res["ports"].items(), ("total", res["total"])]:
-        t.add_row(name, str(p["packets"]), str(p["bytes"]), f"{p['pps']:.6g}", f"{p['l2_bps']:.6g}",
-                  f"{p['l1_bps']:.6g}", str(p["signed_packets"]))  # fmt: skip
+        t.add_row(name, str(p["packets"]), str(p["bytes"]), si(p["pps"]), si(p["l2_bps"]), si(p["l1_bps"]),
+                  str(p["signed_packets"]))  # fmt: skip
     con.print(t)
     t = Table(
         "stream", "packets", "lost", "dup", "reorder", "lat min/avg/max (ns)", "jitter (ns)", "pps", box=None
     )
     for sid, st in res["streams"].items():
         lat = st["latency_ns"]
-        t.add_row(sid, str(st["packets"]), f"{st['lost']} ({st['loss_ratio']:.2%})", str(st["duplicates"]),
-                  str(st["reordered"]), f"{lat['min']}/{lat['avg']:.0f}/{lat['max']}" if lat else "-",
-                  f"{lat['jitter']:.1f}" if lat else "-", f"{st['pps']:.6g}")  # fmt: skip
+        t.add_row(st["name"] or sid, str(st["packets"]), f"{st['lost']} ({st['loss_ratio']:.2%})",
+                  str(st["duplicates"]), str(st["reordered"]),
+                  f"{lat['min']}/{lat['avg']:.0f}/{lat['max']}" if lat else f"n/a ({st['latency_note']})",
+                  f"{lat['jitter']:.1f}" if lat else "n/a", si(st["pps"]))  # fmt: skip
     con.print(t)
+
+
+def si(x: float) -> str:
+    """A rate for a table: 4 significant digits with an SI prefix (126.0k, 172.5M, 1.927G), never
+    scientific notation; below 1000 as is (0, 950, 12.5)."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale * 0.99995:
+            v = x / scale
+            return f"{v:.{max(0, 4 - len(str(int(abs(v)))))}f}{prefix}"
+    return str(int(x)) if x == int(x) else f"{x:.1f}" if abs(x) >= 1 else f"{x:.4f}"
 
 
 @app.command()
@@ -308,10 +422,12 @@ def bench(
         Optional[int], typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most.")
     ] = None,
 ) -> None:
-    """Run one of the seeds' experiments in memory on one core and report Mpps side by side."""
+    """Run a benchmark scenario (the flowtable test notes' and workshop slides' experiments) in memory on
+    one core and report Mpps side by side."""
     from flowpath.bench.scenario import BenchOptions, parse_flows, run_bench
 
     opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps)
+    _notice_compiles()
     with _SpinnerProgress(_env.err_console()) as progress:
         done = run_bench(scenario, opts, json_path=json_path, plot_path=plot, progress=progress)
     _env.console().print(done.result.table())
@@ -330,16 +446,20 @@ class _SpinnerProgress:
         return self
 
     def __exit__(self, *exc) -> None:
+        global _live
         if self.prog is not None:
             self.prog.stop()
+            _live = None
 
     def start(self, name: str) -> None:
+        global _live
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         if self.prog is None:
             self.prog = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                                  console=self.console)  # fmt: skip
             self.prog.start()
+            _live = self.prog
         self.task, self.name = self.prog.add_task(name, total=None), name
 
     def say(self, msg: str) -> None:
@@ -364,6 +484,7 @@ def main(args: list[str] | None = None, env: Environment | None = None) -> int:
     saved, _env = _env, env or Environment()
     try:
         numba_cache.prune()
+        _show_config_warnings()
         rv = app(args=args or ["--help"], prog_name="flowpath", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
@@ -373,7 +494,31 @@ def main(args: list[str] | None = None, env: Environment | None = None) -> int:
             raise
         return _exit_status(e, _env)
     finally:
+        while _undo:
+            _undo.pop()()
         _env = saved
+
+
+def _show_config_warnings() -> None:
+    """Until the command ends, every ConfigWarning (a key file others can read...) is one line on
+    stderr, `file: Warning: msg`, as often as the file is read; other warnings go their usual way."""
+    import warnings
+
+    from flowpath.errors import ConfigWarning
+
+    saved = warnings.catch_warnings()
+    saved.__enter__()
+    _undo.append(lambda: saved.__exit__(None, None, None))
+    warnings.simplefilter("always", ConfigWarning)
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ConfigWarning):
+            _note(str(message))
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
 
 
 def _exit_status(e: BaseException, env: Environment) -> int:

@@ -27,6 +27,34 @@ class ConfigError(Exception):
         return f"{head}\n{text}\n{caret}"
 
 
+class ConfigWarning(UserWarning):
+    """Something in a configuration file that works but should be fixed; printed by the CLI as
+    `file: Warning: msg` (nft's erec_print with EREC_WARNING), the command still runs."""
+
+    def __init__(self, path: str, msg: str):
+        super().__init__(msg)
+        self.path, self.msg = str(path), msg
+
+    def __str__(self) -> str:
+        return f"{self.path}: Warning: {self.msg}"
+
+
+def warn_if_others_can_read(path, what: str) -> None:
+    """ConfigWarning when the file `path`, which holds `what` (keys), is readable by other users: the
+    check ssh makes of a private key, as a warning. No Linux counterpart (ip reads what it is given)."""
+    import os
+    import stat
+    import warnings
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IROTH:
+        warnings.warn(ConfigWarning(path, f"it holds {what} and other users can read it (mode "
+                                          f"{stat.S_IMODE(mode):04o}); chmod 600 {path}"), stacklevel=2)  # fmt: skip
+
+
 class CaptureError(Exception):
     """A truncated or corrupt capture file; the message names the file and byte offset."""
 

@@ -148,6 +148,27 @@ def prune(current: str | None = None, keep: int = KEEP, grace_s: float = GRACE_S
     return removed
 
 
+def has_kernels(path: str | None = None) -> bool:
+    """Whether numba has cached any kernel in `path` (default: NUMBA_CACHE_DIR as configured): an
+    index file (*.nbi) in it or in one of its per-module folders. False means the next compile is the
+    first of this source tree (a fresh install or upgrade, or an edit)."""
+    path = path or os.environ.get(OWN)
+    if not path:
+        return False
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    if e.name.endswith(".nbi"):
+                        return True
+                    if e.is_dir():
+                        stack.append(e.path)
+        except OSError:
+            continue
+    return False
+
+
 def _is_key_dir(entry: os.DirEntry) -> bool:
     name = entry.name
     return len(name) == KEY_LEN and all(c in "0123456789abcdef" for c in name) and entry.is_dir()

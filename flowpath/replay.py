@@ -15,6 +15,7 @@ from pathlib import Path
 from flowpath.errors import CaptureError, UsageError
 from flowpath.outputs import check_writable, make_output_dir
 from flowpath.packet.batch import PacketBatch
+from flowpath.progress import NO_METER, PCAP_RECORD_HLEN, Meter
 
 RX_USECS = 50  # replay's default interrupt coalescing (next_poll_ns)
 
@@ -91,12 +92,12 @@ def parse_sysctls(specs: list[str]) -> dict[str, int]:
     return out
 
 
-def run_replay(opts: ReplayOptions) -> ReplayResult:
+def run_replay(opts: ReplayOptions, meter: Meter = NO_METER) -> ReplayResult:
     """`flowpath replay`: check the options, load the network and the ruleset, check every output
     path, forward the captures, then write the stats and the listings asked for.
 
     Everything that can fail with a UsageError or ConfigError (exit 2) runs before the forwarding:
-    an unwritable path must not be found after the work.
+    an unwritable path must not be found after the work. `meter` follows the forwarding (replay()).
     """
     from flowpath.config.ipbatch import load_network
     from flowpath.config.nft import load_ruleset
@@ -119,7 +120,8 @@ def run_replay(opts: ReplayOptions) -> ReplayResult:
         if path is not None:
             check_writable(path, option)
     res = replay(net, ruleset, inputs, opts.out_dir, outs, flowtable=opts.flowtable, bulk=opts.bulk,
-                 batch_size=opts.batch_size, rx_usecs=opts.rx_usecs, stats_path=opts.stats, sysctl=sysctl)  # fmt: skip
+                 batch_size=opts.batch_size, rx_usecs=opts.rx_usecs, stats_path=opts.stats, sysctl=sysctl,
+                 meter=meter)  # fmt: skip
     for _, path, listing in dumps:
         if path is not None:
             path.write_text(listing(res.worker))
@@ -168,10 +170,13 @@ def replay(
     rx_usecs: int = RX_USECS,
     stats_path: Path | None = None,
     sysctl: dict[str, int] | None = None,
+    meter: Meter = NO_METER,
 ) -> ReplayResult:
     """Forward every packet of `inputs`; write DIR/IF.pcap (or the `outs` files); return the counters.
 
-    The packets reach the Worker in polls as a NAPI driver would deliver them (poll_times)."""
+    The packets reach the Worker in polls as a NAPI driver would deliver them (poll_times). `meter`
+    gets one phase whose units are the input files' bytes (each packet counts its frame and a pcap
+    record header), advanced after every poll."""
     from flowpath.datapath import Worker
     from flowpath.ports.pcap import PcapWriter
 
@@ -189,23 +194,27 @@ def replay(
                 paths[link.name] = out_dir / f"{link.name}.pcap"
     writers = {name: PcapWriter(p, nanosecond=True) for name, p in paths.items()}
     error = None
+    meter.begin("replay", sum(path.stat().st_size for _, path in inputs))
     try:
         streams = [_records(net, name, path, k) for k, (name, path) in enumerate(inputs)]
         batch = PacketBatch(batch_size)
         poll_ns = -1  # the time of the poll being filled, or of the last one
+        nbytes = 0  # input bytes of the packets in the batch (for the meter)
         try:
             for ts_ns, _, _, ifindex, data in heapq.merge(*streams):
+                # later than the poll, or past a GC run (1 s of packet time)
                 if batch.n and (ts_ns > poll_ns or ts_ns >= worker.next_gc_ns):
-                    _run(worker, batch, writers)  # later than the poll, or past a GC run (1 s of packet time)
+                    nbytes = _run(worker, batch, writers, meter, nbytes)
                 if not batch.n:
                     poll_ns = next_poll_ns(poll_ns, ts_ns, rx_usecs * 1000)
                 batch.append(data, ifindex, ts_ns)
+                nbytes += len(data) + PCAP_RECORD_HLEN
                 if batch.n == batch.capacity:
-                    _run(worker, batch, writers)
+                    nbytes = _run(worker, batch, writers, meter, nbytes)
         except CaptureError as e:  # a capture broken in the middle: what came before it is forwarded
             error = e
         if batch.n:
-            _run(worker, batch, writers)
+            _run(worker, batch, writers, meter, nbytes)
     finally:
         for w in writers.values():
             w.close()
@@ -228,9 +237,12 @@ def next_poll_ns(last_poll_ns: int, ts_ns: int, coalesce_ns: int) -> int:
     return last_poll_ns if ts_ns <= last_poll_ns else ts_ns + coalesce_ns
 
 
-def _run(worker, batch: PacketBatch, writers: dict) -> None:
+def _run(worker, batch: PacketBatch, writers: dict, meter: Meter, nbytes: int) -> int:
+    """One poll of the batch; its output written. Returns 0, the input bytes of the next batch."""
     for ifindex, frame, ts_ns in worker.rx_batch(batch):
         w = writers.get(worker.ifname(ifindex))
         if w is not None:
             w.write(frame, ts_ns)
+    meter.advance(nbytes, batch.n)
     batch.clear()
+    return 0

@@ -1,7 +1,8 @@
-"""Seed 000, "Forwarding Tests (no IPsec)": RX Gbps and Mpps against the number of flows (UDP source
-ports 1 ... 10 000), bulk forwarding on and off, 128-byte frames, one core.
+"""The flowtable bulk-forwarding test notes' "Forwarding Tests (no IPsec)": RX Gbps and Mpps against
+the number of flows (UDP source ports 1 ... 10 000), bulk forwarding on and off, 128-byte frames, one
+core.
 
-No Linux counterpart (TRex against a Linux gateway in the seed). Sizes are wire frames with the 4-byte
+No Linux counterpart (TRex against a Linux gateway in the notes). Sizes are wire frames with the 4-byte
 FCS (a slot holds size - 4 bytes); L2 Gbps counts the frame with FCS, L1 adds 20 bytes of preamble,
 SFD and inter-frame gap. Measured as flowpath/bench/flowtable.py does: flows are established through
 the slow path first, then Worker.poll is timed over a pool of batches that all hit the flowtable, best

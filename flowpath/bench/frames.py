@@ -1,5 +1,5 @@
-"""Frame sizes: forwarding rate of 64, 128, 512 and 1518-byte frames and CSIT IMIX at a fixed flow
-count, in Mpps and Gbps, next to the Ethernet line rates (RFC 2544 §9.1 frame sizes).
+"""Frame sizes: forwarding rate of 64, 128, 512 and 1518-byte frames and CSIT IMIX (the mix of FD.io
+CSIT, VPP's performance test suite) at a fixed flow count, in Mpps and Gbps, next to the Ethernet line rates (RFC 2544 §9.1 frame sizes).
 
 No Linux counterpart. Conventions and method as flowpath/bench/bulking.py: sizes are wire frames with
 FCS; L1 Gbps adds 20 bytes of preamble, SFD and inter-frame gap per frame, which is what a line rate

@@ -1,8 +1,9 @@
-"""Seed 000, "Forwarding Tests (IPsec, Multi-Flow)", on seed 003's topology: many UDP flows (source
-port varied, as TRex streams) over one SA pair, encap and decap Mpps and Gbps per core, bulk on vs off.
+"""The flowtable bulk-forwarding test notes' "Forwarding Tests (IPsec, Multi-Flow)", on the pCPU test
+report's topology (2025 Linux IPsec pCPU testing, RFC 9611): many UDP flows (source port varied, as
+TRex streams) over one SA pair, encap and decap Mpps and Gbps per core, bulk on vs off.
 
-No Linux counterpart (TRex against two Linux gateways in the seeds). Two Workers in one process play
-the gateways: sunset (10.1.0.5) -> west ==ESP== east -> sunrise (10.2.0.7). Every flow is established
+No Linux counterpart (TRex against two Linux gateways in the notes and the report). Two Workers in
+one process play the gateways: sunset (10.1.0.5) -> west ==ESP== east -> sunrise (10.2.0.7). Every flow is established
 first (untimed, one packet each way and one more, so that `flow add @ft` has offloaded it), then two
 things are timed separately: west.poll over a pool of LAN frames (encap) and east.poll over the ESP
 frames west produced for that pool (decap), each twice: "cold" (the whole pool restored first, so

@@ -1,9 +1,12 @@
 """Plots of the bulking, frame-sizes and ipsec-* scenarios (matplotlib, Agg): units, legend, title,
 conditions.
 
-No Linux counterpart. `bulking` writes two files like the seed's rx-gbps.png and rx-mpps.png: PATH
-(RX Gbps) and PATH-mpps.png (RX Mpps); so does `ipsec-flows` (encap and decap). `frame-sizes` and
-`ipsec-sizes` write one figure with two panels (Mpps, Gbps).
+No Linux counterpart. `bulking` writes two files like the bulk-forwarding test notes' rx-gbps.png
+and rx-mpps.png: PATH (RX Gbps) and PATH-mpps.png (RX Mpps); so does `ipsec-flows` (encap and
+decap). `frame-sizes` and `ipsec-sizes` write one figure with two panels (Mpps, Gbps).
+
+Legends go below the axes and bar values inside the bars' feet, so that neither can cover a point,
+a marker or another label whatever the measured values are.
 """
 
 from __future__ import annotations
@@ -26,6 +29,19 @@ def _footer(fig, r: dict, extra: str) -> None:
              f"{extra}; in memory (no NIC)", fontsize=7, color="0.35")  # fmt: skip
 
 
+def _legend_below(ax, ncol: int) -> None:
+    """The axes' legend under its x label, outside the data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol, fontsize=8, frameon=False)
+
+
+def _label_bar_feet(ax, bars, fmt: str = "%.2f") -> None:
+    """Each bar's value written inside its foot (white on the bar): above the bars a label meets the
+    line-rate markers and lines drawn there."""
+    for rect in bars:
+        ax.text(rect.get_x() + rect.get_width() / 2, 0.015, fmt % rect.get_height(), ha="center", va="bottom",
+                fontsize=8, color="white", fontweight="bold", transform=ax.get_xaxis_transform())  # fmt: skip
+
+
 def mpps_path(path: Path) -> Path:
     """PATH-mpps.png next to PATH.png."""
     path = Path(path)
@@ -41,7 +57,7 @@ def plot_bulking(r: dict, path: Path) -> list[Path]:
         ("gbps_l2", "Gbps", "RX throughput [Gbit/s], L2 (frame with FCS)", Path(path)),
         ("mpps", "Mpps", "RX packet rate [Mpps]", mpps_path(path)),
     ):
-        fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+        fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
         for tag, label, style, dy in (
             ("bulk", "bulk forwarding on", "o-", 7),
             ("no_bulk", "bulk forwarding off", "s--", -13),  # labels below the line: no overlap
@@ -59,7 +75,7 @@ def plot_bulking(r: dict, path: Path) -> list[Path]:
         ax.set_ylim(bottom=0, top=max(max(x["bulk"][key], x["no_bulk"][key]) for x in r["results"]) * 1.2)
         ax.grid(True, alpha=0.3)
         ax.set_title(f"Forwarding (no IPsec), {r['frame_size']}-byte frames: RX {unit} vs flows, bulk on/off")
-        ax.legend(loc="lower left", fontsize=8)
+        _legend_below(ax, 2)
         fig.tight_layout(rect=(0, 0.04, 1, 1))
         _footer(fig, r, "NAT + flowtable, flows established first")
         fig.savefig(target)
@@ -79,27 +95,27 @@ def plot_frame_sizes(r: dict, path: Path) -> list[Path]:
         str(x["frame_size"]).upper() if x["frame_size"] == "imix" else f"{x['frame_size']} B" for x in res
     ]
     x = np.arange(len(res))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 5.4), dpi=110)
     bars = a1.bar(x, [q["mpps"] for q in res], 0.6, label="flowpath (1 core)", color="tab:blue")
-    a1.bar_label(bars, fmt="%.2f", fontsize=8)
+    _label_bar_feet(a1, bars)
     styles = {"10GbE": ("tab:green", "v"), "25GbE": ("tab:orange", "^"), "100GbE": ("tab:red", "D")}
     for name, (color, marker) in styles.items():
         a1.plot(x, [q["line_rate_mpps"][name] for q in res], marker=marker, ls=":", color=color,
                 label=f"{name} line rate")  # fmt: skip
     a1.set_yscale("log")
     a1.set_xticks(x, labels)
-    a1.set_xlabel("frame size (wire bytes with FCS; IMIX = CSIT 28x64/16x570/4x1518)")
+    a1.set_xlabel("frame size (wire bytes with FCS; IMIX: FD.io CSIT's 28x64/16x570/4x1518)")
     a1.set_ylabel("packet rate [Mpps], log scale")
     a1.set_title("Packet rate per frame size")
     top = max(max(q["mpps"], q["line_rate_mpps"]["100GbE"]) for q in res)
     low = min(min(q["mpps"], q["line_rate_mpps"]["10GbE"]) for q in res)
-    a1.set_ylim(low / 3, top * 8)
-    a1.legend(fontsize=7, loc="upper center", ncol=2)
+    a1.set_ylim(low / 3, top * 3)
+    _legend_below(a1, 2)
     a1.grid(True, axis="y", alpha=0.3, which="both")
     bars = a2.bar(
         x, [q["gbps_l1"] for q in res], 0.6, label="flowpath, L1 (+20 B preamble/IFG)", color="tab:blue"
     )
-    a2.bar_label(bars, fmt="%.2f", fontsize=8)
+    _label_bar_feet(a2, bars)
     for name, (color, _) in styles.items():
         a2.axhline(r["line_rates_bps"][name] / 1e9, color=color, ls="--", lw=1, label=f"{name}")
     a2.set_yscale("log")
@@ -107,8 +123,8 @@ def plot_frame_sizes(r: dict, path: Path) -> list[Path]:
     a2.set_xlabel("frame size")
     a2.set_ylabel("throughput [Gbit/s], L1, log scale")
     a2.set_title("Throughput per frame size vs Ethernet line rates")
-    a2.set_ylim(min(q["gbps_l1"] for q in res) / 4, max(q["gbps_l1"] for q in res + [{"gbps_l1": 100}]) * 8)
-    a2.legend(fontsize=7, loc="upper center", ncol=2)
+    a2.set_ylim(min(q["gbps_l1"] for q in res) / 4, max(q["gbps_l1"] for q in res + [{"gbps_l1": 100}]) * 3)
+    _legend_below(a2, 2)
     a2.grid(True, axis="y", alpha=0.3, which="both")
     fig.suptitle(f"Frame sizes: forwarding through NAT + flowtable, {r['flows']:,} flows, bulk on")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -147,7 +163,7 @@ def plot_ipsec_flows(r: dict, path: Path) -> list[Path]:
         ("gbps", "Gbps", "throughput per core [Gbit/s], inner L2 frame with FCS", Path(path)),
         ("mpps", "Mpps", "packet rate per core [Mpps]", mpps_path(path)),
     ):
-        fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+        fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
         top = 0.0
         for d, bulk, label, style, color in IPSEC_LINES:
             pts = [x for x in r["results"] if x["bulk"] == bulk]
@@ -165,7 +181,7 @@ def plot_ipsec_flows(r: dict, path: Path) -> list[Path]:
         ax.set_ylim(bottom=0, top=top * 1.25 or 1)
         ax.grid(True, alpha=0.3)
         ax.set_title(f"IPsec ({r['alg']}), {r['frame_size']}-byte frames: {unit} vs flows, bulk on/off")
-        ax.legend(loc="lower left", fontsize=8)
+        _legend_below(ax, 2)
         fig.tight_layout(rect=(0, 0.04, 1, 1))
         _footer(fig, r, _ipsec_share(r))
         fig.savefig(target)
@@ -178,7 +194,7 @@ def plot_ipsec_sizes(r: dict, path: Path) -> list[Path]:
     """Two panels against frame size: Gbps (inner L2) and Mpps, encap and decap at each flow count."""
     plt = _plt()
     sizes = r["frame_sizes"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), dpi=110)
     for ax, key, ylabel in ((axes[0], "gbps", "throughput per core [Gbit/s], inner L2"),
                             (axes[1], "mpps", "packet rate per core [Mpps]")):  # fmt: skip
         top = 0.0
@@ -196,9 +212,11 @@ def plot_ipsec_sizes(r: dict, path: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0, top=top * 1.25 or 1)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()  # both panels draw the same lines
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.045), ncol=len(labels), fontsize=8,
+               frameon=False)  # fmt: skip
     fig.suptitle(f"IPsec ({r['alg']}) per frame size: encap (west) and decap (east), bulk on")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     _footer(fig, r, _ipsec_share(r))
     fig.savefig(path)
     plt.close(fig)

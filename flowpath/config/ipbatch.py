@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from flowpath.config.ipargs import IpCmd, Token, matches, read_commands
-from flowpath.errors import ConfigError
+from flowpath.errors import ConfigError, warn_if_others_can_read
 from flowpath.net.fib import (
     PROTO_NAMES,
     RT_TABLE_DEFAULT,
@@ -521,7 +521,10 @@ def load_network(path: str | Path) -> Network:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(str(path), 1, 1, f"cannot read network file: {e.strerror}") from None
-    return parse_network(text, str(path))
+    net = parse_network(text, str(path))
+    if any(x.key for x in getattr(getattr(net, "xfrm", None), "states", ())):
+        warn_if_others_can_read(path, "xfrm keys")
+    return net
 
 
 __all__ = [

@@ -1,7 +1,8 @@
 """In-process injection: generated frames through a chain of gateways (sender -> gw1 -> gw2 -> ...
 -> receiver), each a Worker, with receive statistics at the end.
 
-No Linux counterpart (it plays the cables of seed 003's sunset -> west -> east -> sunset loop).
+No Linux counterpart (it plays the cables of the sunset -> west -> east -> sunrise chain of the pCPU
+test report, 2025 Linux IPsec pCPU testing).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from flowpath.errors import ConfigError
+from flowpath.progress import NO_METER, Meter
 from flowpath.trafgen.field import FieldVar
 from flowpath.trafgen.imix import frame_sizes
 from flowpath.trafgen.stream import Frames, Rate, Stream, build_stream
@@ -53,20 +54,23 @@ class Profile:
     description: str = ""
     meta: dict = field(default_factory=dict)
 
-    def generate(self) -> Frames:
-        """Every frame of every stream, merged by transmit time."""
+    def generate(self, meter: Meter = NO_METER) -> Frames:
+        """Every frame of every stream, merged by transmit time (`meter`: one phase, in packets)."""
         ids = [s.stream_id if s.stream_id is not None else k for k, s in enumerate(self.streams)]
         if len(set(ids)) != len(ids) or not all(0 <= i < 1 << 16 for i in ids):
             raise ValueError("stream ids must be distinct and fit 16 bits")
-        parts = [build_stream(s, i) for s, i in zip(self.streams, ids, strict=True)]
+        # a duration's count is an upper estimate (Stream.packet_count): the phase may end short of it
+        meter.begin("generating", sum(s.packet_count() for s in self.streams))
+        parts = [build_stream(s, i, meter) for s, i in zip(self.streams, ids, strict=True)]
         return parts[0] if len(parts) == 1 else Frames.concat(parts)
 
 
-def write_frames_pcap(path: str | Path, frames: Frames, chunk: int = 1 << 16) -> int:
+def write_frames_pcap(path: str | Path, frames: Frames, chunk: int = 1 << 16, meter: Meter = NO_METER) -> int:
     """Write frames as a nanosecond pcap (orig_len = captured length); return the count.
 
     Record headers are built with numpy, `chunk` packets at a time, and joined with memoryview slices
-    of the frame bytes (no per-packet struct packing or copies)."""
+    of the frame bytes (no per-packet struct packing or copies). `meter`: one phase, in packets."""
+    meter.begin("writing", len(frames))
     mv = memoryview(frames.flat)
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", PCAP_NSEC_MAGIC, 2, 4, 0, 0, 0xFFFF, LINKTYPE_ETHERNET))
@@ -83,6 +87,7 @@ def write_frames_pcap(path: str | Path, frames: Frames, chunk: int = 1 << 16) ->
                 parts.append(hdr[16 * k : 16 * k + 16])
                 parts.append(mv[o : o + n])
             f.write(b"".join(parts))
+            meter.advance(hi - lo, hi - lo)
     return len(frames)
 
 
@@ -201,12 +206,13 @@ def _field(v, addr: bool) -> FieldVar:
                     _value(d["init"], addr) if "init" in d else None, int(d.get("seed", 0)))  # fmt: skip
 
 
-def trafgen(profile_path: str | Path, out: str | Path) -> dict:
+def trafgen(profile_path: str | Path, out: str | Path, meter: Meter = NO_METER) -> dict:
     """`flowpath trafgen PROFILE --out FILE.pcap`: generate the profile into a capture; return a summary
-    (per stream: id, name, port, packets, wire bytes, first and last transmit time)."""
+    (per stream: id, name, port, packets, wire bytes, first and last transmit time). `meter` follows
+    two phases: generating and writing."""
     prof = load_profile(profile_path)
-    fr = prof.generate()
-    write_frames_pcap(out, fr)
+    fr = prof.generate(meter)
+    write_frames_pcap(out, fr, meter=meter)
     streams = []
     for k, s in enumerate(prof.streams):
         sid = s.stream_id if s.stream_id is not None else k

@@ -22,6 +22,11 @@ may be added without a bump):
                             (RFC 4737 §3.3 "reordered": seq < next expected)
     latency_ns              min, avg, max of receive - transmit time; jitter: RFC 3550 §6.4.1
                             interarrival jitter (J += (|D| - J) / 16) in arrival order; null if none
+                            was measured (latency_note says why)
+    name                    the stream's name in the profile (rxstats --profile), else null
+    latency_note            null when latency_ns holds a measurement, else why not: no packet received,
+                            or every packet received at its transmit time, as after `flowpath replay`
+                            (its outputs keep the input's capture times: one clock on both sides)
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowpath.progress import NO_METER, PCAP_RECORD_HLEN, Meter
 from flowpath.trafgen.imix import ETH_FCS_LEN, ETH_L1_OVERHEAD
 from flowpath.trafgen.signature import sig_find
 from flowpath.trafgen.stream import duration_ns
@@ -43,8 +49,11 @@ CONVENTIONS = (
 PORT_KEYS = ("packets", "bytes", "signed_packets", "first_ts_ns", "last_ts_ns", "duration_s", "pps", "l2_bps",
              "l1_bps")  # fmt: skip
 STREAM_KEYS = ("packets", "bytes", "pps", "l2_bps", "l1_bps", "ports", "expected", "lost", "loss_ratio",
-               "duplicates", "reordered", "latency_ns")  # fmt: skip
+               "duplicates", "reordered", "latency_ns", "name", "latency_note")  # fmt: skip
+LATENCY_NONE = "no packet received"
+LATENCY_SAME_CLOCK = "replayed: send and receive share the capture clock"
 LATENCY_KEYS = ("min", "avg", "max", "jitter")
+METER_EVERY = 8192  # packets between two reports to the meter
 
 
 def _rates(ts_ns: np.ndarray, wire_bytes: np.ndarray) -> dict:
@@ -109,22 +118,40 @@ def sequence_stats(seq: np.ndarray, expected: int | None = None) -> dict:
     }
 
 
+def latency(transit_ns: np.ndarray) -> tuple[dict | None, str | None]:
+    """(latency_ns, latency_note) of one stream's receive - transmit times, in arrival order.
+
+    All zero means there was nothing to measure: the receive times are the transmit times, as when
+    `flowpath replay` writes its outputs with the inputs' capture times. 0/0/0 would read as a
+    gateway that takes no time."""
+    if not len(transit_ns):
+        return None, LATENCY_NONE
+    if not transit_ns.any():
+        return None, LATENCY_SAME_CLOCK
+    return {"min": int(transit_ns.min()), "avg": float(transit_ns.mean()), "max": int(transit_ns.max()),
+            "jitter": rfc3550_jitter(transit_ns)}, None  # fmt: skip
+
+
 def rx_stats(
     ports: dict[str, Iterable[tuple[int, bytes] | tuple[int, bytes, int]]],
     expected: dict[int, int] | None = None,
+    names: dict[int, str] | None = None,
+    meter: Meter = NO_METER,
 ) -> dict:
     """Statistics of frames received per port: {name: [(rx_ts_ns, frame[, orig_len]), ...]}, each
     list in arrival order.
 
-    expected: packets sent per stream id (streams absent from it count highest seq + 1)."""
-    expected = expected or {}
+    expected: packets sent per stream id (streams absent from it count highest seq + 1).
+    names: stream id -> the stream's name in its profile (stream_names).
+    meter: advanced every METER_EVERY frames by the bytes they take in a pcap."""
+    expected, stream_name = expected or {}, names or {}
     out_ports = {}
     all_ts, all_wire = [], []
     sig_rows = []  # (rx_ts, port index, wire, stream, seq, tx_ts)
     names = list(ports)
     for p, name in enumerate(names):
         ts, wire = [], []
-        signed = 0
+        signed = nbytes = 0
         for rec in ports[name]:
             t, frame = rec[0], rec[1]
             w = (rec[2] if len(rec) > 2 else len(frame)) + ETH_FCS_LEN
@@ -134,6 +161,11 @@ def rx_stats(
             if s is not None:
                 signed += 1
                 sig_rows.append((t, p, w, *s))
+            nbytes += len(frame) + PCAP_RECORD_HLEN
+            if len(ts) % METER_EVERY == 0:
+                meter.advance(nbytes, METER_EVERY)
+                nbytes = 0
+        meter.advance(nbytes, len(ts) % METER_EVERY)
         ts_a, wire_a = np.array(ts, np.int64), np.array(wire, np.int64)
         out_ports[name] = _port_stats(ts_a, wire_a, signed)
         all_ts.append(ts_a)
@@ -150,43 +182,62 @@ def rx_stats(
         st = _rates(r[:, 0], r[:, 2])
         st["ports"] = sorted({names[k] for k in r[:, 1].tolist()})
         st.update(sequence_stats(r[:, 4], expected.get(sid)))
-        transit = r[:, 0] - r[:, 5]
-        st["latency_ns"] = (
-            {
-                "min": int(transit.min()),
-                "avg": float(transit.mean()),
-                "max": int(transit.max()),
-                "jitter": rfc3550_jitter(transit),
-            }  # fmt: skip
-            if len(r)
-            else None
-        )
+        st["latency_ns"], st["latency_note"] = latency(r[:, 0] - r[:, 5])
+        st["name"] = stream_name.get(sid)
         streams[str(sid)] = {k: st[k] for k in STREAM_KEYS}
     return {"schema_version": SCHEMA_VERSION, "conventions": CONVENTIONS, "total": total, "ports": out_ports,
             "streams": streams}  # fmt: skip
 
 
-def capture_counts(paths: Iterable[str | Path]) -> dict[int, int]:
-    """Packets per stream id in transmit captures (the `expected` of rx_stats)."""
+def capture_counts(paths: Iterable[str | Path], meter: Meter = NO_METER) -> dict[int, int]:
+    """Packets per stream id in transmit captures (the `expected` of rx_stats); `meter` as rx_stats."""
     from flowpath.ports.pcap import read_capture
 
     counts: dict[int, int] = {}
     for path in paths:
+        n = nbytes = 0
         for rec in read_capture(path):
             s = sig_find(rec.data)
             if s is not None:
                 counts[s[0]] = counts.get(s[0], 0) + 1
+            n += 1
+            nbytes += len(rec.data) + PCAP_RECORD_HLEN
+            if n % METER_EVERY == 0:
+                meter.advance(nbytes, METER_EVERY)
+                nbytes = 0
+        meter.advance(nbytes, n % METER_EVERY)
     return counts
 
 
-def rx_stats_captures(inputs: list[tuple[str, Path]], tx: list[Path] | None = None) -> dict:
-    """rx_stats over capture files, one port per (name, path); `tx` captures give the expected counts."""
+def stream_names(profile_path: str | Path) -> dict[int, str]:
+    """Stream id -> name of a profile's named streams (ids as Profile.generate gives them)."""
+    from flowpath.trafgen.profile import load_profile
+
+    streams = load_profile(profile_path).streams
+    return {s.stream_id if s.stream_id is not None else k: s.name for k, s in enumerate(streams) if s.name}
+
+
+def rx_stats_captures(
+    inputs: list[tuple[str, Path]],
+    tx: list[Path] | None = None,
+    profile: Path | None = None,
+    meter: Meter = NO_METER,
+) -> dict:
+    """rx_stats over capture files, one port per (name, path); `tx` captures give the expected counts,
+    `profile` (the generator's TOML) the streams' names. `meter`: a phase per kind of capture (tx,
+    then received), in bytes of the files."""
     from flowpath.ports.pcap import read_capture
 
+    names = stream_names(profile) if profile is not None else None
     ports = {name: ((r.ts_ns, r.data, r.orig_len) for r in read_capture(path)) for name, path in inputs}
     if len(ports) != len(inputs):
         raise ValueError("two inputs share a port name; use NAME=FILE")
-    return rx_stats(ports, capture_counts(tx) if tx else None)
+    expected = None
+    if tx:
+        meter.begin("reading --tx", sum(Path(p).stat().st_size for p in tx))
+        expected = capture_counts(tx, meter)
+    meter.begin("rxstats", sum(Path(p).stat().st_size for _, p in inputs))
+    return rx_stats(ports, expected, names, meter)
 
 
 def parse_rx_inputs(specs: list[str]) -> list[tuple[str, Path]]:

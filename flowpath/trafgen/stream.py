@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flowpath.packet import layout as L
+from flowpath.progress import NO_METER, Meter
 from flowpath.trafgen.field import FieldVar
 from flowpath.trafgen.imix import ETH_FCS_LEN, ETH_L1_OVERHEAD, frame_sizes, mean_size
 from flowpath.trafgen.signature import SIG_LEN, sig_write
@@ -213,8 +214,9 @@ def _wordsum(buf: np.ndarray, start: int, end: int) -> np.ndarray:
     return np.ascontiguousarray(buf[:, start:end]).view(">u2").sum(axis=1, dtype=np.uint64)
 
 
-def build_stream(s: Stream, stream_id: int) -> Frames:
-    """Build every frame of stream `s` (numpy over chunks of CHUNK packets)."""
+def build_stream(s: Stream, stream_id: int, meter: Meter = NO_METER) -> Frames:
+    """Build every frame of stream `s` (numpy over chunks of CHUNK packets; `meter` advanced by
+    packets after each)."""
     n = s.packet_count()
     sizes = frame_sizes(s.size, n)
     if len(sizes) and sizes.min() < s.min_size:
@@ -242,6 +244,7 @@ def build_stream(s: Stream, stream_id: int) -> Frames:
             dst[:] = rows.ravel()  # one size: the rows are already packed
         else:
             dst[:] = rows[np.arange(rows.shape[1])[None, :] < caplen[lo:hi, None]]
+        meter.advance(hi - lo, hi - lo)
     return Frames(flat, off, caplen, ts, np.full(n, stream_id, np.int64), np.zeros(n, np.int64), [s.port])
 
 

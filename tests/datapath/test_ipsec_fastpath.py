@@ -1,9 +1,9 @@
 """IPsec on the flowtable fast path: XMIT_XFRM out, ESP input at early ingress, Scapy as the far gateway.
 
 Linux: nf_flow_table_ip.c › nf_flow_xmit_xfrm; the ESP input side follows the bulking RFC's tunnel tuples
-(seed 000). Oracles: Scapy's SecurityAssociation decrypts what flowpath sends and encrypts what it
-receives; the classic path (`replay --no-flowtable`) must emit byte-identical output; the fwd policy check
-must hold for decrypted packets that the fast path forwards.
+(the flowtable bulk-forwarding test notes). Oracles: Scapy's SecurityAssociation decrypts what flowpath
+sends and encrypts what it receives; the classic path (`replay --no-flowtable`) must emit byte-identical
+output; the fwd policy check must hold for decrypted packets that the fast path forwards.
 """
 
 from __future__ import annotations

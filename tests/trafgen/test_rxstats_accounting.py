@@ -92,6 +92,22 @@ def test_streams_are_told_apart_and_ports_counted():
     assert (s0["lost"], s0["reordered"], s0["duplicates"], s0["ports"]) == (1, 0, 0, ["wan0"])
     assert (s7["lost"], s7["reordered"], s7["duplicates"]) == (0, 1, 1)
     assert s9["lost"] == 2 and s9["packets"] == 0 and s9["latency_ns"] is None
+    assert s9["latency_note"] == "no packet received" and s7["latency_note"] is None
+
+
+def test_latency_is_not_measured_when_send_and_receive_share_one_clock():
+    """After `flowpath replay`, each output frame carries its input's capture time: receive - transmit
+    is 0 for every packet, which says nothing about the gateway, so no 0/0/0 is reported."""
+    r = rx_stats({"p": _frames(5)})["streams"]["0"]
+    assert r["latency_ns"] is None
+    assert r["latency_note"] == "replayed: send and receive share the capture clock"
+    one_late = [(ts + (k == 3), f) for k, (ts, f) in enumerate(_frames(5))]
+    assert rx_stats({"p": one_late})["streams"]["0"]["latency_ns"]["max"] == 1
+
+
+def test_streams_carry_their_profile_names():
+    r = rx_stats({"p": _frames(2, 0) + _frames(2, 7)}, names={7: "video"})
+    assert r["streams"]["0"]["name"] is None and r["streams"]["7"]["name"] == "video"
 
 
 def test_rates_of_a_steady_stream_are_exact():
@@ -117,13 +133,14 @@ def test_signature_is_found_inside_ipip_and_after_nat_rewrites():
 
 def test_json_schema_version_1_is_stable():
     """Consumers rely on these keys: change them only with a schema_version bump."""
-    r = rx_stats({"p": _frames(3)}, expected={0: 3})
+    r = rx_stats({"p": [(ts + 500, f) for ts, f in _frames(3)]}, expected={0: 3})
     assert set(r) == {"schema_version", "conventions", "total", "ports", "streams"}
     assert r["schema_version"] == 1
     assert PORT_KEYS == ("packets", "bytes", "signed_packets", "first_ts_ns", "last_ts_ns", "duration_s",
                          "pps", "l2_bps", "l1_bps")  # fmt: skip
-    assert STREAM_KEYS == ("packets", "bytes", "pps", "l2_bps", "l1_bps", "ports", "expected", "lost",
-                           "loss_ratio", "duplicates", "reordered", "latency_ns")  # fmt: skip
+    assert STREAM_KEYS[:12] == ("packets", "bytes", "pps", "l2_bps", "l1_bps", "ports", "expected", "lost",
+                                "loss_ratio", "duplicates", "reordered", "latency_ns")  # fmt: skip
+    assert STREAM_KEYS[12:] == ("name", "latency_note")  # added later: new keys need no bump
     assert LATENCY_KEYS == ("min", "avg", "max", "jitter")
     assert tuple(r["ports"]["p"]) == PORT_KEYS and tuple(r["total"]) == PORT_KEYS
     assert tuple(r["streams"]["0"]) == STREAM_KEYS and tuple(r["streams"]["0"]["latency_ns"]) == LATENCY_KEYS

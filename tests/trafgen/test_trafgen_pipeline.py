@@ -40,7 +40,31 @@ def test_trafgen_replay_rxstats_pipeline_through_the_nat_gateway(tmp_path):
     # rides in the first fragment, so stream 1 is still complete
     assert (s1["packets"], s1["lost"]) == (960, 0)
     assert r["ports"]["wan0"]["packets"] == 4000 + 960 + 960 * 4 // 48
-    assert s0["latency_ns"]["max"] == 0  # replay forwards in zero packet time
+    # replay forwards in zero packet time: its outputs keep the inputs' times, so nothing to measure
+    assert s0["latency_ns"] is None and s0["latency_note"].startswith("replayed")
+    assert (s0["name"], s1["name"]) == (None, None)  # no --profile
+
+
+def test_rxstats_table_names_streams_says_why_no_latency_and_writes_rates_plainly(tmp_path, capsys):
+    """Streams by their profile names; "n/a" with the reason instead of a 0/0/0 latency after a
+    replay; rates with SI prefixes, never 1.72489e+08."""
+    gen, out = tmp_path / "lan.pcap", tmp_path / "out"
+    prof = EX / "profiles/gateway-udp.toml"
+    assert main(["trafgen", str(prof), "--out", str(gen), "-q"]) == 0
+    assert main(["replay", "-n", str(EX / "gateway.ip"), "-r", str(EX / "gateway.nft"), "--in", f"lan0={gen}",
+                 "--out-dir", str(out), "-q"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["rxstats", str(out / "wan0.pcap"), "--tx", str(gen), "--profile", str(prof)]) == 0
+    text = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    rows = {name: line.split() for name, line in lines.items()}
+    assert rows["lan-to-server"][1:3] == ["4000", "0"] and rows["lan-imix"][1:3] == ["960", "0"]
+    for name in ("lan-to-server", "lan-imix"):
+        assert "n/a (replayed: send and receive share the capture clock)  n/a" in lines[name]
+    assert rows["wan0"][3:6] == ["126.0k", "172.5M", "192.6M"]
+    assert "e+" not in text and "0/0/0" not in text
+    assert main(["rxstats", str(out / "wan0.pcap"), "--profile", str(tmp_path / "none.toml")]) == 2
+    assert "--profile: no such file" in capsys.readouterr().err
 
 
 def test_rxstats_without_tx_counts_only_gaps(tmp_path):
@@ -64,7 +88,7 @@ neigh add 198.51.100.7 lladdr 02:00:00:00:03:07 dev eth1
 
 
 def test_chain_sender_gateway_router_receiver():
-    """sender -> NAT gateway -> router -> receiver, in process (seed 003's west -> east chain)."""
+    """sender -> NAT gateway -> router -> receiver, in process (the pCPU test report's west -> east chain)."""
     gw = Worker(load_network(EX / "gateway.ip"), load_ruleset(EX / "gateway.nft"))
     rt = Worker(parse_network(ROUTER, "<router>"), None)
     fr = Profile([Stream(sport=FieldVar(40000, 40003), count=300, size=128, rate=Rate(pps=1e4))]).generate()
