@@ -302,7 +302,9 @@ def _nat_dst(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
         nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.daddr, nat6, e * NAT6_ROW + 16)
 
 
-@njit(cache=True, nogil=True, inline="always")
+# Called, not inlined, and only for a NATed IPv6 flow: inlined into each driver it cost seconds of
+# the first run's compiling, and NAT66 is rare.
+@njit(cache=True, nogil=True, _nrt=False)
 def nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, dir_, val, nat6, e):
     """NAT in Linux's order: SNAT (port, then address), then DNAT, each on the side its direction
     names (nf_flow_nat_ip: ORIGINAL SNAT rewrites the source, REPLY SNAT the destination)."""
@@ -433,7 +435,8 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns):
         nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, e)
         ip_decrease_ttl(b, nhoff)
     else:
-        nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, nat6, e)
+        if flags & (F_SNAT | F_DNAT):
+            nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, nat6, e)
         b[nhoff + IP6H.hop_limit] -= 1
     if ft.counter:  # nf_ct_acct_update(ct, dir, skb->len)
         val[e, V_PACKETS] += 1
