@@ -2,9 +2,9 @@
 
 Linux: nf_flow_table_ip.c › nf_flow_xmit_xfrm (an offloaded flow whose cached route is an xfrm bundle
 is sent through xfrm_output, one skb at a time) and the out-of-tree flowtable xfrm-input work of the
-bulking RFC (seed 000: "adding new tunnel tuple ... l4proto=50 spi:..."), where ESP to a local SA is
-decrypted at ingress and the inner packet is looked up in the flowtable. Mainline cannot do the
-latter: decrypted traffic always takes the classic path.
+bulking RFC (the flowtable bulk-forwarding test notes: "adding new tunnel tuple ... l4proto=50
+spi:..."), where ESP to a local SA is decrypted at ingress and the inner packet is looked up in the
+flowtable. Mainline cannot do the latter: decrypted traffic always takes the classic path.
 
 Input. A *tunnel tuple* (input device, outer addresses, ESP or ESP-in-UDP ports, SPI) -> SA is added
 once the classic path has decrypted a packet of that SA on a flowtable device (so PREROUTING and
