@@ -16,8 +16,9 @@ from flowpath.flowtable import FlowTuple
 from flowpath.flowtable.ingress import EarlyIngress
 from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT, encap_sa
 from flowpath.flowtable.xfrm import XFRM_PENDING
-from flowpath.inet.dev import netif_receive_skb, xfrm_rcv_decrypted
+from flowpath.inet.dev import local_out_flush, netif_receive_skb, xfrm_rcv_decrypted
 from flowpath.inet.ip_fragment import ip_expire
+from flowpath.inet.neigh_output import neigh_timers
 from flowpath.inet.output_queue import OutputQueue
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_flow_offload import (
@@ -100,6 +101,7 @@ class Worker:
         self.ingress = EarlyIngress(fts, nif, self.xfrm, self.stats, bulk)
         self._xin, self._any_devs = self.ingress.xin, self.ingress.any_devs
         self._q = OutputQueue()  # the classic path's output for the packet in hand
+        self._timer_q = OutputQueue()  # what the GC's timers send (neighbour requests and errors)
 
     def ifname(self, ifindex: int) -> str:
         return self.net.ifname(ifindex)
@@ -151,13 +153,7 @@ class Worker:
         else:
             reason = netif_receive_skb(self.net, q, buf, iif, ts_ns)
         st.count(reason)
-        st.generated_packets += q.generated
-        for r in q.generated_drops:  # an originated packet that could not be sent
-            st.generated_drops[r] += 1
-        q.generated, q.generated_drops = 0, []
-        for r in q.held:  # fragments held earlier, whose fate this packet decided
-            st.resolve_held(r)
-        q.held.clear()
+        self._account(q)
         for skb, x in q.xfrm_in:
             self.xfrm_input_offload(skb, x)
         q.xfrm_in.clear()
@@ -165,6 +161,26 @@ class Worker:
             self.flow_offload(skb, name)
         q.offload.clear()
         return reason
+
+    def _account(self, q: OutputQueue) -> None:
+        """Count what a path or a timer originated, and the fates it decided for held packets."""
+        st = self.stats
+        st.generated_packets += q.generated
+        for r in q.generated_drops:  # an originated packet that could not be sent
+            st.generated_drops[r] += 1
+        q.generated, q.generated_drops = 0, []
+        for r, held in q.held:  # packets held earlier (fragments, a neighbour's queue), decided now
+            st.resolve_held(r, 1, held)
+        q.held.clear()
+
+    def _timer_frames(self, tx: TxList, i: int) -> None:
+        """The frames the GC's timers sent, before packet i of the poll (in its TxList order)."""
+        frames = self._timer_q.frames
+        for k, (ifx, f) in enumerate(frames):
+            tx.slow.append((i, k - len(frames), ifx, f))
+            self.stats.tx(ifx, len(f))
+        self.stats.tx_bursts += len(frames)
+        frames.clear()
 
     # -- the datapath -----------------------------------------------------------------------------
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:
@@ -180,6 +196,7 @@ class Worker:
             return tx
         self.now_ns = int(batch.ts_ns[0])
         self._maybe_gc()
+        self._timer_frames(tx, 0)
         verdict = batch.verdict
         st = self.stats
         hits, bursts, torn = self.ingress.run(batch, self.now_ns, tx.hits)
@@ -200,6 +217,7 @@ class Worker:
                 lo = i + 1
             self.now_ns = int(batch.ts_ns[i])
             self._maybe_gc()
+            self._timer_frames(tx, i)
             st.slowpath_packets += 1
             self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns, encap_sa(int(batch.encap[i])))
             frames = self._q.frames
@@ -246,6 +264,11 @@ class Worker:
         self.conntrack.gc(self.now_ns)
         # nf_defrag's timers; their ICMP waits on the classic path's queue (inet/ip_fragment.py)
         self.stats.resolve_held(Reason.FRAG_REASM_TIMEOUT, ip_expire(self.net, self._q, self.now_ns))
+        # the neighbours' timers: requests again, or failure with its drops and errors
+        tq = self._timer_q
+        neigh_timers(self.net, tq, self.now_ns)
+        local_out_flush(self.net, tq)
+        self._account(tq)
         if self.xfrm is not None:
             self._xfrm_gc()
         for ft, _ in self.flowtables.values():

@@ -43,6 +43,9 @@ class Net:
         # the lookups the classic path makes per packet, bound once
         self.links = dev.links
         self.fib_lookup, self.neigh_lookup, self.is_local = dev.fib_lookup, dev.neigh_lookup, dev.is_local
+        self.neigh = (
+            dev.neigh
+        )  # arp_tbl and nd_tbl: resolution's entries and queues (flowpath.inet.neigh_output)
         self.addrs, self.inet_select_addr, self.link_by_name = (
             dev.addrs,
             dev.inet_select_addr,

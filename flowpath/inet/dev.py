@@ -71,22 +71,28 @@ def nf_defrag_resolved(net, q, reason: Reason) -> None:
     those it completed a datagram with share the datagram's reason, those its queue's death dropped
     have the killer's. Onto q.held, for the Worker to move them from IP_DEFRAG_QUEUED."""
     d = net.defrag
+    if d.merged and reason == Reason.NEIGH_QUEUED and q.neigh_item is not None:
+        q.neigh_item.packets += d.merged  # the datagram waits for its neighbour: so do they
+    q.neigh_item = None
     if d.killed or d.merged:
-        q.held += d.killed + [reason] * d.merged
+        q.held += [(r, Reason.IP_DEFRAG_QUEUED) for r in d.killed + [reason] * d.merged]
         d.killed.clear()
         d.merged = 0
 
 
 def local_out_flush(net, q) -> None:
     """Send the originated packets queued on q (and those their own output queues, up to a bound);
-    count each as generated, or its Reason in generated_drops."""
+    count each as generated, or its Reason in generated_drops (later, for one that waits for its
+    neighbour: flowpath.inet.neighbour)."""
     sent = 0
+    q.originating = True
     while q.local_out and sent < MAX_LOCAL_OUT:
         skb = q.local_out.pop(0)
         sent += 1
         r = ip_local_out(net, q, skb)
         if r == Reason.TX:
             q.generated += 1
-        else:
+        elif r != Reason.NEIGH_QUEUED:  # a queued one is counted when its neighbour decides
             q.generated_drops.append(r)
+    q.originating = False
     q.local_out.clear()

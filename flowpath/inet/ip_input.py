@@ -10,6 +10,7 @@ from flowpath.inet.icmp import echo_request, icmp_send
 from flowpath.inet.ip_forward import ip_forward
 from flowpath.inet.ip_options import ip_options_compile
 from flowpath.inet.ip_output import family_of, nfproto_of
+from flowpath.inet.ndisc import ndisc_is_nd, ndisc_rcv
 from flowpath.inet.nf_reject import nf_hook_drop
 from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_policy_check
 from flowpath.net.fib import RouteType
@@ -63,8 +64,8 @@ def ip_rcv_finish(net, q, skb: SkBuff) -> Reason:
         reason = ip_rcv_options(net, q, skb)
         if reason is not None:
             return reason
-    if net.is_local(family, skb.daddr):
-        return ip_local_deliver(net, q, skb)
+    if net.is_local(family, skb.daddr) or (v6 and skb.daddr >> 120 == 0xFF and ndisc_is_nd(skb)):
+        return ip_local_deliver(net, q, skb)  # ND to a multicast group: ip6_mc_input, as ours
     if (skb.daddr >> 28 == 0xE or skb.daddr == 0xFFFFFFFF) if family == 4 else skb.daddr >> 120 == 0xFF:
         return Reason.LOCAL_IN  # multicast/broadcast: not forwarded
     fib = net.fib_lookup(family, skb.daddr)
@@ -127,7 +128,8 @@ _LOCAL_PROTOS6 = (L.IPPROTO_ICMPV6, L.IPPROTO_TCP, L.IPPROTO_UDP, L.IPPROTO_ESP,
 def ip_protocol_deliver(net, q, skb: SkBuff) -> Reason:
     """ip_protocol_deliver_rcu / ip6_protocol_deliver_rcu for the few local services of a gateway
     data plane: echo, port unreachable for UDP (no sockets), and for a protocol without a handler a
-    protocol unreachable (IPv4) or a parameter problem at its next-header byte (IPv6). IPv6's
+    protocol unreachable (IPv4) or a parameter problem at its next-header byte (IPv6); Neighbour
+    Solicitations and Advertisements go to ndisc_rcv (icmpv6_rcv). IPv6's
     "no next header" is discarded quietly (dst_discard). Deviation: TCP to the gateway is consumed
     without a reset."""
     v6 = skb.l3proto == L.ETH_P_IPV6
@@ -137,6 +139,8 @@ def ip_protocol_deliver(net, q, skb: SkBuff) -> Reason:
         else:
             icmp_send(net, q, skb, L.ICMP_DEST_UNREACH, L.ICMP_PROT_UNREACH, 0, local=True)
         return Reason.IP_NOPROTO
+    if v6 and ndisc_is_nd(skb):
+        return ndisc_rcv(net, q, skb)
     if echo_request(skb):
         q.local_out.append(net.icmp.icmpv6_echo_reply(skb) if v6 else net.icmp.icmp_echo(skb))
     elif skb.l4proto == L.IPPROTO_UDP and not skb.frag:  # __udp4_lib_rcv: no socket

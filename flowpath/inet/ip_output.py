@@ -10,8 +10,7 @@ IPv4 and IPv6 share these steps here; the family only changes the constants. Eve
 
 from __future__ import annotations
 
-import struct
-
+from flowpath.inet.neigh_output import neigh_resolve_output
 from flowpath.inet.nf_reject import nf_hook_drop
 from flowpath.inet.xfrm4 import xfrm_dst_lookup, xfrm_output
 from flowpath.net.fib import RouteType
@@ -93,39 +92,10 @@ def ip_finish_output(net, q, skb: SkBuff, fib) -> Reason:
             return Reason.IP_FRAG_FAILED  # ip_fragment: local traffic with DF
         frames = ip_do_fragment(skb.tobytes(), skb.nhoff, mtu, frag_max_size=fms, frag_list=skb.frag_list,
                                 frag_pmtu=skb.frag_pmtu)  # fmt: skip
-    for f in frames:
-        r = _neigh_xmit(net, q, f, skb, fib)
-        if r != Reason.TX:
-            return r
-    return Reason.TX
+    return neigh_resolve_output(net, q, [f[skb.nhoff :] for f in frames], skb, fib)
 
 
 def neigh_output(net, q, skb: SkBuff, fib) -> Reason:
-    return _neigh_xmit(net, q, skb.tobytes(), skb, fib)
-
-
-def _neigh_xmit(net, q, frame: bytes, skb: SkBuff, fib) -> Reason:
-    """ip_finish_output2: resolve the next hop's MAC, write the link-layer header, transmit.
-
-    `frame` starts with the (stale) link-layer header of skb; everything before nhoff is replaced.
-    Deviation: an unresolved neighbour is a counted drop (NEIGH_FAILED); no ARP/ND request is sent.
-    """
-    nexthop = fib.gateway if fib.gateway is not None else skb.daddr
-    mac = net.neigh_lookup(family_of(skb), nexthop, fib.oif)
-    if mac is None:
-        return Reason.NEIGH_FAILED
-    link = net.links[fib.oif]
-    q.dev_queue_xmit(net, link, link_header(link, mac, skb.l3proto) + frame[skb.nhoff :])
-    return Reason.TX
-
-
-def link_header(link, dst_mac: bytes, proto: int) -> bytes:
-    """dev_hard_header of `link` towards dst_mac."""
-    return eth_header(dst_mac, link.address, proto, link.vlan_id if link.kind == "vlan" else None)
-
-
-def eth_header(dst: bytes, src: bytes, proto: int, vlan_id: int | None = None) -> bytes:
-    """dev_hard_header (eth_header), with an 802.1Q tag for a VLAN device (vlan_dev_hard_header)."""
-    if vlan_id is None:
-        return dst + src + struct.pack(">H", proto)
-    return dst + src + struct.pack(">HHH", L.ETH_P_8021Q, vlan_id & 0x0FFF, proto)
+    """ip_finish_output2 / ip6_finish_output2: the next hop's neighbour writes the link-layer header
+    and transmits, or queues the packet while it resolves (flowpath.inet.neigh_output)."""
+    return neigh_resolve_output(net, q, [skb.tobytes()[skb.nhoff :]], skb, fib)

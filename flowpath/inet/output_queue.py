@@ -21,11 +21,17 @@ class OutputQueue:
     generated  how many originated packets were sent (the above, and ARP replies)
     generated_drops  the Reasons of those that were not (no route, a hook dropped them...): an
                originated packet's fate, never a second disposition of the received one
-    held       the final Reasons of packets held by an earlier path (fragments nf_defrag kept) that
-               this packet's path decided (merged into a datagram, or dropped with their queue)
+    held       (final Reason, held Reason) of packets held by an earlier path that this packet's path
+               (or a timer) decided: fragments nf_defrag kept (IP_DEFRAG_QUEUED: merged into a datagram,
+               or dropped with their queue), packets on a neighbour's queue (NEIGH_QUEUED: sent, or
+               dropped when it failed or overflowed)
+    originating  True while the gateway's own packets go out (local_out_flush): a queued one's fate
+               is a generated packet's, not a held one's
+    neigh_item   the neighbour queue entry this packet's path left (flowpath.inet.neigh_output), or None
     """
 
-    __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated", "generated_drops", "held")
+    __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated", "generated_drops", "held",
+                 "originating", "neigh_item")  # fmt: skip
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, bytes]] = []
@@ -34,7 +40,9 @@ class OutputQueue:
         self.xfrm_in: list[tuple[SkBuff, object]] = []
         self.generated = 0
         self.generated_drops: list[int] = []
-        self.held: list[int] = []
+        self.held: list[tuple[int, int]] = []
+        self.originating = False
+        self.neigh_item = None
 
     def dev_queue_xmit(self, net, link, frame: bytes) -> None:
         """A VLAN device transmits through its parent (vlan_dev_hard_start_xmit)."""

@@ -49,7 +49,7 @@ from flowpath.net.link import (
     default_hwaddr,
     is_valid_ether_addr,
 )
-from flowpath.net.neighbour import Neighbour, NeighTable
+from flowpath.net.neighbour import NUD_VALID, Neighbour, NeighTable
 from flowpath.net.rtnetlink import RtnlError
 
 INADDR_LOOPBACK = 0x7F000001
@@ -495,9 +495,10 @@ class Network:
             raise RtnlError("No such file or directory", "dst")
 
     def neigh_lookup(self, family: int, addr: int, ifindex: int) -> bytes | None:
-        """The 6-byte MAC of a neighbour on `ifindex`, or None. Linux: neighbour.c › neigh_lookup."""
+        """The 6-byte MAC of a neighbour on `ifindex` whose address is usable (NUD_VALID: not while
+        INCOMPLETE or FAILED), or None. Linux: neighbour.c › neigh_lookup."""
         n = self.neigh.neigh_lookup(family, addr, ifindex)
-        return None if n is None else n.ha
+        return n.ha if n is not None and n.nud_state & NUD_VALID else None
 
     # ---- listings (`ip link`, `ip addr`, `ip route`, `ip neigh`) ----
 

@@ -1,12 +1,20 @@
-"""Neighbour (ARP / NDISC) entries configured with `ip neigh`.
+"""Neighbour (ARP / NDISC) entries: those `ip neigh` configures and those resolution creates.
 
-Linux: net/core/neighbour.c (neigh_add, neigh_lookup) and include/uapi/linux/neighbour.h (NUD_*).
-No resolution happens here: entries are static, as `ip neigh add` leaves them.
+Linux: net/core/neighbour.c (neigh_lookup, neigh_create, __neigh_event_send, neigh_update,
+neigh_timer_handler) and include/uapi/linux/neighbour.h (NUD_*). This module holds the table and the
+state machine on packet time; the packets it asks for (requests, the queue's frames, errors) are built
+by the inet layer (flowpath.inet.neighbour), which calls these functions and carries out what they return.
+
+Simplified from Linux (each a `Deviation:`): reachable_time is base_reachable_time exactly (Linux draws
+0.5-1.5x); the queue is bounded by the frames' lengths, not by skb->truesize; entries configured with
+`neigh add` never age, whatever their `nud` (only the entries resolution creates do); no garbage
+collection of FAILED or STALE entries (gc_staletime, gc_thresh*); timers run at lookup and from the
+Worker's GC (every second of packet time), so a timer fires up to a second late.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # include/uapi/linux/neighbour.h
 NUD_INCOMPLETE = 0x01
@@ -18,21 +26,140 @@ NUD_FAILED = 0x20
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 NUD_NAMES = {
-    "permanent": NUD_PERMANENT, "reachable": NUD_REACHABLE, "stale": NUD_STALE, "delay": NUD_DELAY,
-    "probe": NUD_PROBE, "noarp": NUD_NOARP,
-}  # fmt: skip
+    "permanent": NUD_PERMANENT,
+    "reachable": NUD_REACHABLE,
+    "stale": NUD_STALE,
+    "delay": NUD_DELAY,
+    "probe": NUD_PROBE,
+    "noarp": NUD_NOARP,
+}  # fmt: skip  (what `neigh add ... nud` accepts)
+NUD_TEXT = {v: k.upper() for k, v in NUD_NAMES.items()} | {NUD_INCOMPLETE: "INCOMPLETE", NUD_FAILED: "FAILED"}
 NUD_VALID = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE | NUD_PROBE | NUD_STALE | NUD_DELAY
+NUD_CONNECTED = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE
+NUD_IN_TIMER = NUD_INCOMPLETE | NUD_REACHABLE | NUD_DELAY | NUD_PROBE
+
+# struct neigh_parms defaults (net/ipv4/arp.c › arp_tbl, net/ipv6/ndisc.c › nd_tbl)
+NSEC_PER_SEC = 1_000_000_000
+RETRANS_TIME_NS = NSEC_PER_SEC  # retrans_time_ms 1000
+BASE_REACHABLE_TIME_NS = 30 * NSEC_PER_SEC  # base_reachable_time 30 s
+DELAY_PROBE_TIME_NS = 5 * NSEC_PER_SEC  # delay_first_probe_time 5 s
+MCAST_SOLICIT = 3  # broadcast / multicast requests while INCOMPLETE
+UCAST_SOLICIT = 3  # unicast probes while PROBE
+UNRES_QLEN_BYTES = 212992  # unres_qlen_bytes: SK_WMEM_MAX
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Neighbour:
-    """struct neighbour: `primary_key` the protocol address, `ha` the 6-byte hardware address."""
+    """struct neighbour: `primary_key` the protocol address, `ha` the 6-byte hardware address.
+
+    dynamic        created by resolution (neigh_create); False for `ip neigh add`, which never ages here
+    arp_queue      what waits for INCOMPLETE to end: opaque items of the inet layer, each with its bytes
+    arp_queue_len_bytes  their total, bounded by UNRES_QLEN_BYTES
+    probes         requests sent in this INCOMPLETE or PROBE period
+    timer_ns       when neigh_timer_handler next has work (0: none)
+    confirmed_ns   last confirmation of reachability (a reply)
+    """
 
     family: int
     primary_key: int
     ifindex: int
     ha: bytes
     nud_state: int = NUD_PERMANENT
+    dynamic: bool = False
+    arp_queue: list = field(default_factory=list)
+    arp_queue_len_bytes: int = 0
+    probes: int = 0
+    timer_ns: int = 0
+    confirmed_ns: int = 0
+
+
+# What neigh_timer_handler asks of the inet layer
+NEIGH_NOTHING, NEIGH_SOLICIT, NEIGH_FAIL = 0, 1, 2
+
+
+def neigh_event_send(n: Neighbour, now_ns: int) -> bool:
+    """__neigh_event_send: True when output may transmit now (a valid entry), False when the packet
+    must be queued (INCOMPLETE). A FAILED or new entry starts resolving (INCOMPLETE, its first
+    request is the caller's to send: probes is 0); a STALE one goes to DELAY."""
+    if n.nud_state & (NUD_CONNECTED | NUD_DELAY | NUD_PROBE):
+        return True
+    if n.nud_state == NUD_STALE:
+        n.nud_state, n.timer_ns = NUD_DELAY, now_ns + DELAY_PROBE_TIME_NS
+        return True
+    if n.nud_state != NUD_INCOMPLETE:  # NUD_NONE or NUD_FAILED
+        n.nud_state, n.probes, n.timer_ns = NUD_INCOMPLETE, 0, now_ns
+    return False
+
+
+def neigh_timer_handler(n: Neighbour, now_ns: int) -> int:
+    """neigh_timer_handler, one step at now_ns: returns NEIGH_SOLICIT (send a request: broadcast or
+    multicast when INCOMPLETE, unicast to `ha` when PROBE), NEIGH_FAIL (the entry went FAILED: drop its
+    queue with an error each) or NEIGH_NOTHING. Called until it returns NEIGH_NOTHING."""
+    if not n.dynamic or not n.nud_state & NUD_IN_TIMER or not n.timer_ns or now_ns < n.timer_ns:
+        return NEIGH_NOTHING
+    state = n.nud_state
+    if state == NUD_REACHABLE:
+        if now_ns - n.confirmed_ns < BASE_REACHABLE_TIME_NS:
+            n.timer_ns = n.confirmed_ns + BASE_REACHABLE_TIME_NS
+        else:
+            n.nud_state, n.timer_ns = NUD_STALE, 0
+        return NEIGH_NOTHING
+    if state == NUD_DELAY:
+        if now_ns - n.confirmed_ns < DELAY_PROBE_TIME_NS:  # confirmed meanwhile
+            n.nud_state, n.timer_ns = NUD_REACHABLE, n.confirmed_ns + BASE_REACHABLE_TIME_NS
+            return NEIGH_NOTHING
+        n.nud_state, n.probes = NUD_PROBE, 0
+    limit = MCAST_SOLICIT if n.nud_state == NUD_INCOMPLETE else UCAST_SOLICIT
+    if n.probes >= limit:
+        n.nud_state, n.timer_ns = NUD_FAILED, 0
+        return NEIGH_FAIL
+    n.probes += 1
+    n.timer_ns += RETRANS_TIME_NS
+    return NEIGH_SOLICIT
+
+
+def neigh_update(n: Neighbour, lladdr: bytes | None, new: int, now_ns: int, override: bool = True) -> list:
+    """neigh_update: a reply (REACHABLE) or a request / unsolicited advertisement (STALE) about n.
+    Returns the queue to transmit now (the entry became valid), emptied from n. Permanent entries and
+    `ip neigh add` ones are the administrator's: left alone. Without `override` (an NA without the O
+    flag) a different address of a valid entry is not taken (NEIGH_UPDATE_F_WEAK_OVERRIDE)."""
+    if not n.dynamic or n.nud_state & (NUD_PERMANENT | NUD_NOARP):
+        return []
+    if lladdr is None:
+        if not n.nud_state & NUD_VALID:
+            return []
+        lladdr = n.ha
+    if n.nud_state & NUD_VALID and lladdr != n.ha and not override:
+        return []
+    if new == NUD_STALE and n.nud_state & NUD_VALID and lladdr == n.ha:
+        return []  # a request from a known neighbour changes nothing (neigh_update keeps the state)
+    n.ha, n.nud_state = lladdr, new
+    if new == NUD_REACHABLE:
+        n.confirmed_ns, n.timer_ns = now_ns, now_ns + BASE_REACHABLE_TIME_NS
+    else:
+        n.timer_ns = 0
+    n.probes = 0
+    queue, n.arp_queue, n.arp_queue_len_bytes = n.arp_queue, [], 0
+    return queue
+
+
+def neigh_queue(n: Neighbour, item, nbytes: int) -> list:
+    """__neigh_event_send's queueing: append item; returns the oldest items dropped to stay within
+    UNRES_QLEN_BYTES (NEIGH_QUEUEFULL)."""
+    dropped = []
+    while n.arp_queue and n.arp_queue_len_bytes + nbytes > UNRES_QLEN_BYTES:
+        old_item, old_bytes = n.arp_queue.pop(0)
+        n.arp_queue_len_bytes -= old_bytes
+        dropped.append(old_item)
+    n.arp_queue.append((item, nbytes))
+    n.arp_queue_len_bytes += nbytes
+    return dropped
+
+
+def neigh_flush_queue(n: Neighbour) -> list:
+    """The items of a FAILED entry's queue (neigh_invalidate), emptied from n."""
+    queue, n.arp_queue, n.arp_queue_len_bytes = n.arp_queue, [], 0
+    return [item for item, _ in queue]
 
 
 class NeighTable:
@@ -43,6 +170,14 @@ class NeighTable:
 
     def neigh_lookup(self, family: int, addr: int, ifindex: int) -> Neighbour | None:
         return self._entries.get((family, ifindex, addr))
+
+    def neigh_create(self, family: int, addr: int, ifindex: int) -> Neighbour:
+        """A new entry in NUD_NONE, to resolve (neigh_create); the existing one if there is one."""
+        key = (family, ifindex, addr)
+        n = self._entries.get(key)
+        if n is None:
+            n = self._entries[key] = Neighbour(family, addr, ifindex, bytes(6), 0, dynamic=True)
+        return n
 
     def add(self, n: Neighbour, replace: bool = False) -> bool:
         """Add an entry; False if one exists and `replace` is off (EEXIST, as `ip neigh add`)."""

@@ -20,7 +20,7 @@ from flowpath.net.fib import (
 )
 from flowpath.net.inetdev import RT_SCOPE_UNIVERSE, SCOPE_NAMES, format_addr
 from flowpath.net.link import KIND_DUMMY, KIND_LOOPBACK, KIND_VETH, KIND_VLAN, Link, format_hwaddr
-from flowpath.net.neighbour import NUD_NAMES
+from flowpath.net.neighbour import NUD_TEXT, NUD_VALID
 
 if TYPE_CHECKING:
     from flowpath.net.model import Network
@@ -130,14 +130,14 @@ def show_route(net: Network, family: int = 4, table: int | str = RT_TABLE_MAIN) 
     return "".join(line + "\n" for line in lines)
 
 
-_NUD_TEXT = {v: k.upper() for k, v in NUD_NAMES.items()}
-
-
 def show_neigh(net: Network) -> str:
-    """`ip neigh show`."""
+    """`ip neigh show` (ip/ipneigh.c › print_neigh: no lladdr while INCOMPLETE or FAILED; an entry
+    resolution created but never used, NUD_NONE, is not listed)."""
     lines = [
-        f"{format_addr(n.family, n.primary_key)} dev {net.links[n.ifindex].name} lladdr {format_hwaddr(n.ha)} "
-        f"{_NUD_TEXT.get(n.nud_state, hex(n.nud_state))}"
+        f"{format_addr(n.family, n.primary_key)} dev {net.links[n.ifindex].name}"
+        + (f" lladdr {format_hwaddr(n.ha)}" if n.nud_state & NUD_VALID else "")
+        + f" {NUD_TEXT.get(n.nud_state, hex(n.nud_state))}"
         for n in net.neigh
+        if n.nud_state
     ]
     return "".join(line + "\n" for line in lines)

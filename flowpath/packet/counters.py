@@ -96,10 +96,11 @@ class Stats:
     def count(self, reason: int) -> None:
         self.reasons[reason] += 1
 
-    def resolve_held(self, reason: int, packets: int = 1) -> None:
-        """Packets counted IP_DEFRAG_QUEUED when held (a fragment waiting for its datagram) take
-        their final reason: the datagram's, or the drop of their queue."""
-        self.reasons[Reason.IP_DEFRAG_QUEUED] -= packets
+    def resolve_held(self, reason: int, packets: int = 1, held: int = Reason.IP_DEFRAG_QUEUED) -> None:
+        """Packets counted `held` when held take their final reason: IP_DEFRAG_QUEUED (a fragment
+        waiting for its datagram) the datagram's or the drop of their queue; NEIGH_QUEUED (waiting for
+        the next hop's address) TX or the neighbour's failure."""
+        self.reasons[held] -= packets
         self.reasons[reason] += packets
 
     def tx(self, ifindex: int, nbytes: int) -> None:
@@ -120,14 +121,15 @@ class Stats:
                 "tx_packets": int(c[TX_PACKETS]), "tx_bytes": int(c[TX_BYTES]),
             }  # fmt: skip
         # every received packet's one final disposition: rx = forwarded + dropped + local + held
-        # (held: fragments still waiting for their datagram when the counters are read)
+        # (held: fragments still waiting for their datagram, packets waiting for their next hop's
+        # address, when the counters are read)
         forwarded = int(self.reasons[Reason.FLOW_FORWARD] + self.reasons[Reason.TX])
         return {
             "rx_packets": self.rx_packets,
             "forwarded_packets": forwarded,
             "dropped_packets": sum(drops.values()),
             "local_packets": int(self.reasons[Reason.LOCAL_IN]),
-            "held_packets": int(self.reasons[Reason.IP_DEFRAG_QUEUED]),
+            "held_packets": int(self.reasons[Reason.IP_DEFRAG_QUEUED] + self.reasons[Reason.NEIGH_QUEUED]),
             "generated_packets": self.generated_packets,
             "generated_dropped": {reason_label(r): int(c) for r, c in enumerate(self.generated_drops) if c},
             "tx_packets": self.tx_packets,

@@ -76,6 +76,9 @@ _REASONS = (  # name                    kind    text
     ("DUP_FRAG",                "drop", "duplicate fragment"),
     ("FRAG_TOO_FAR",            "drop", "reassembly restarted: ipfrag_max_dist fragments of the source between"),
     ("IP_FRAG_MEM",             "drop", "fragment refused: reassembly memory above the high threshold"),
+    ("NEIGH_QUEUED",            "ok",   "waiting for its next hop's link-layer address"),
+    ("NEIGH_QUEUEFULL",         "drop", "neighbour queue full (unres_qlen_bytes): the oldest packet dropped"),
+    ("IPV6_NDISC_INVALID",      "drop", "invalid neighbour discovery message (hop limit, code, options)"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])

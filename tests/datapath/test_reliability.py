@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from gateway import GW_LAN, H10, run
-from scapy.all import ICMP, IP, UDP, Ether, ICMPv6EchoRequest, ICMPv6ParamProblem, IPv6, Raw
+from scapy.all import ARP, ICMP, IP, UDP, Ether, ICMPv6EchoRequest, ICMPv6ParamProblem, IPv6, Raw
 from scapy.utils import checksum
 
 LAN = dict(src=H10, dst=GW_LAN)
@@ -279,9 +279,15 @@ def test_flowtable_forwards_a_tcp_segment_conntrack_calls_invalid(tmp_path):
 
     wan = dict(src=UPSTREAM, dst="02:00:00:00:02:01")
     syn = IP(src="192.168.1.10", dst="198.51.100.7") / TCP(sport=4000, dport=80, flags="S", seq=1000)
-    synack = IP(src="198.51.100.7", dst="203.0.113.1") / TCP(sport=80, dport=4000, flags="SA", seq=5000, ack=1001)
-    ack = IP(src="192.168.1.10", dst="198.51.100.7") / TCP(sport=4000, dport=80, flags="A", seq=1001, ack=5001)
-    null = IP(src="192.168.1.10", dst="198.51.100.7") / TCP(sport=4000, dport=80, flags="", seq=1001, ack=5001)
+    synack = IP(src="198.51.100.7", dst="203.0.113.1") / TCP(
+        sport=80, dport=4000, flags="SA", seq=5000, ack=1001
+    )
+    ack = IP(src="192.168.1.10", dst="198.51.100.7") / TCP(
+        sport=4000, dport=80, flags="A", seq=1001, ack=5001
+    )
+    null = IP(src="192.168.1.10", dst="198.51.100.7") / TCP(
+        sport=4000, dport=80, flags="", seq=1001, ack=5001
+    )
     pkts = lambda: [lan(syn), ("wan0", Ether(**wan) / synack), lan(ack), lan(null)]  # noqa: E731
     (tmp_path / "ft").mkdir(), (tmp_path / "classic").mkdir()
     fast, s_fast, _ = run(tmp_path / "ft", pkts())
@@ -313,13 +319,22 @@ def test_the_bundled_example_conserves_packets(tmp_path):
 
     inputs = [("lan0", EXAMPLES / "lan.pcap"), ("wan0", EXAMPLES / "wan.pcap")]
     s = replay(example_net(), example_rules(), inputs, tmp_path).stats
-    assert s["rx_packets"] == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"] + s["held_packets"]
+    assert (
+        s["rx_packets"]
+        == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"] + s["held_packets"]
+    )
     assert s["generated_packets"] > 0 and s["local_packets"] > 0 and s["dropped_packets"] > 0
 
 
 def test_an_error_that_cannot_be_sent_is_not_a_second_disposition(tmp_path):
     """A TTL-expired packet from a host without a neighbour entry: the packet is one drop (ttl_expired);
-    its time-exceeded, unsendable, is a generated packet's drop (neigh_failed), apart."""
-    out, stats, _ = run(tmp_path, [lan(IP(src="192.168.1.50", dst="198.51.100.7", ttl=1) / UDP())])
-    assert stats["drops"] == {"ttl_expired": 1} and stats["dropped_packets"] == stats["rx_packets"] == 1
-    assert stats["generated_dropped"] == {"neigh_failed": 1} and stats["generated_packets"] == 0
+    its time-exceeded waits for the host's address behind ARP requests (arp_solicit) and, unsendable
+    once resolution fails 3 s later (a packet 4 s on runs the timers), is a generated packet's drop
+    (neigh_failed), apart."""
+    late = lan(IP(src="192.168.1.10", dst="192.168.1.1") / ICMP())
+    at(1_700_000_004.0, late[1])
+    out, stats, _ = run(tmp_path, [lan(IP(src="192.168.1.50", dst="198.51.100.7", ttl=1) / UDP()), late])
+    assert stats["drops"] == {"ttl_expired": 1} and stats["dropped_packets"] == 1 and stats["rx_packets"] == 2
+    assert stats["generated_dropped"] == {"neigh_failed": 1} and stats["held_packets"] == 0
+    requests = [e for e in out["lan0"] if ARP in e and e[ARP].pdst == "192.168.1.50"]
+    assert len(requests) == 3 and stats["generated_packets"] == 3 + 1  # the requests and the echo reply

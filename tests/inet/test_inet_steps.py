@@ -145,12 +145,18 @@ def test_arp_reply_for_our_address_only(net):
 
 
 def test_an_error_that_cannot_be_sent_is_reported_as_generated(net):
-    """The route back exists but its neighbour is unresolved: the error is built, not sent, and its
-    failure goes to q.generated_drops, apart from the received packet's own reason."""
+    """The route back exists but its neighbour is unresolved: the error waits on the neighbour's queue
+    behind an ARP request (neigh_resolve_output); when resolution fails (3 requests, 3 s) its failure
+    goes to q.generated_drops, apart from the received packet's own reason (Linux: neigh_invalidate)."""
+    from flowpath.inet.neigh_output import neigh_timers
+
     pkt = Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.50", dst="198.51.100.7", ttl=1) / UDP()
     reason, q, out = rx(net, pkt)
-    assert reason == Reason.TTL_EXPIRED and out == []
-    assert q.generated_drops == [Reason.NEIGH_FAILED] and q.generated == 0
+    assert reason == Reason.TTL_EXPIRED and [e[ARP].pdst for _, e in out] == ["192.168.1.50"]
+    assert q.generated_drops == [] and q.generated == 1  # the ARP request
+    q = OutputQueue()
+    neigh_timers(net, q, T0 + 3 * 10**9)
+    assert q.generated_drops == [Reason.NEIGH_FAILED] and q.held == []
 
 
 def test_other_host_frames_and_unknown_ethertypes_are_refused_at_l2(net):
