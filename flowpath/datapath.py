@@ -262,10 +262,10 @@ class Worker:
     def _gc(self) -> None:
         """One GC run at self.now_ns: conntrack, the SAs' timers, then every flowtable."""
         self.conntrack.gc(self.now_ns)
-        # nf_defrag's timers; their ICMP waits on the classic path's queue (inet/ip_fragment.py)
-        self.stats.resolve_held(Reason.FRAG_REASM_TIMEOUT, ip_expire(self.net, self._q, self.now_ns))
+        tq = self._timer_q  # what timers send leaves ahead of the packet that ran this GC
+        # nf_defrag's timers: the expired queues' fragments are drops, some get time exceeded
+        self.stats.resolve_held(Reason.FRAG_REASM_TIMEOUT, ip_expire(self.net, tq, self.now_ns))
         # the neighbours' timers: requests again, or failure with its drops and errors
-        tq = self._timer_q
         neigh_timers(self.net, tq, self.now_ns)
         local_out_flush(self.net, tq)
         self._account(tq)

@@ -19,11 +19,11 @@ def ip_expire(net, q, now_ns: int) -> int:
     """Expire the reassembly queues whose timer has run out at packet time now_ns; return how many
     fragments they held (each a FRAG_REASM_TIMEOUT drop). A queue whose first fragment came answers
     with ICMP time exceeded, fragment reassembly time exceeded, quoting that fragment: IPv4 only for
-    a datagram to this host, IPv6 always. The errors wait on q.local_out for the classic path, which
-    sends them with the next packet it receives, before that packet's own answers.
+    a datagram to this host, IPv6 always. The errors go on q.local_out, which the caller (the Worker's
+    GC) sends.
 
-    Deviation: Linux sends them from the timer; here they leave with the next packet the classic path
-    handles (the Worker's GC has no transmit of its own).
+    Deviation: Linux sends them from the timer; here they leave at the first GC run after the
+    deadline (GC runs once a second of packet time, at a poll), ahead of that poll's packets.
     """
     held, heads = net.defrag.inet_frag_expire(now_ns)
     for head in heads:

@@ -227,8 +227,8 @@ def test_ipv6_incomplete_datagram_expires_after_60_s_with_time_exceeded(tmp_path
 def test_fragment_to_the_gateway_that_never_completes_gets_time_exceeded(tmp_path):
     """ip_expire: a datagram for this host whose first fragment came gets ICMP time exceeded, code 1
     (fragment reassembly time exceeded), from the address it was sent to, quoting that fragment up to
-    576 bytes (what Linux sent). It leaves with the next packet the classic path handles, before that
-    packet's own answer (Linux sends it from the timer, earlier still)."""
+    576 bytes (what Linux sent). It leaves at the GC run after the deadline, ahead of the packets of
+    that poll (Linux sends it from the timer)."""
     d = IP(src=HOST, dst="192.168.1.1", id=0x4343) / UDP(sport=5555, dport=9) / Raw(DATA)
     first = fragment(d, 1000)[:-1]
     ping = lan(IP(src=HOST, dst="192.168.1.1") / ICMP(id=1), 31.0)
