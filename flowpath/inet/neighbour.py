@@ -72,7 +72,7 @@ def neigh_invalidate(net, q, n: Neighbour) -> None:
     for item in neigh_flush_queue(n):
         neigh_queued_fate(q, item, Reason.NEIGH_FAILED)
         skb = skb_parse(
-            frame_array(_MAC0 + item.l3proto.to_bytes(2, "big") + item.frames[0]), n.ifindex, item.ts_ns
+            frame_array(_MAC0 + int(item.l3proto).to_bytes(2, "big") + item.frames[0]), n.ifindex, item.ts_ns
         )
         if isinstance(skb, Reason):
             continue

@@ -173,6 +173,7 @@ class NeighTable:
 
     def neigh_create(self, family: int, addr: int, ifindex: int) -> Neighbour:
         """A new entry in NUD_NONE, to resolve (neigh_create); the existing one if there is one."""
+        addr = int(addr)  # an address read off a frame may be a numpy integer (JIT off)
         key = (family, ifindex, addr)
         n = self._entries.get(key)
         if n is None:
