@@ -99,7 +99,6 @@ class Worker:
             fts.append((ft, dev_ok))
         # the flowtable hooks, ESP input's tunnel tuples included (flowtable/ingress.py)
         self.ingress = EarlyIngress(fts, nif, self.xfrm, self.stats, bulk)
-        self._xin, self._any_devs = self.ingress.xin, self.ingress.any_devs
         self._q = OutputQueue()  # the classic path's output for the packet in hand
         self._timer_q = OutputQueue()  # what the GC's timers send (neighbour requests and errors)
 
@@ -126,7 +125,8 @@ class Worker:
         """The classic path decrypted skb (the outer packet) with SA x: later ESP of that SA on this
         device is decrypted at early ingress (flowtable/xfrm.py). Only untagged frames on flowtable
         devices, and only with the compiled ESP kernels (EVP contexts)."""
-        if self._xin is None or skb.vlan >= 0 or skb.meta.get("sp") or not self._any_devs[skb.iif]:
+        xin = self.ingress.xin
+        if xin is None or skb.vlan >= 0 or skb.meta.get("sp") or not self.ingress.any_devs[skb.iif]:
             return
         if not xfrm_state_ctx(self.xfrm, x)[1]:
             return
@@ -134,7 +134,7 @@ class Worker:
         udp = skb.l4proto == L.IPPROTO_UDP
         t = FlowTuple(skb.iif, l3, skb.l4proto, skb.saddr, skb.daddr, skb.sport if udp else 0,
                       skb.dport if udp else 0, x.spi)  # fmt: skip
-        self._xin.add(t, x.index)
+        xin.add(t, x.index)
 
     def _xfrm_flush(self, batch: PacketBatch, lo: int, hi: int) -> None:
         """Encrypt and count the parked XMIT_XFRM hits lo..hi-1 (between two slow-path packets)."""

@@ -57,13 +57,13 @@ def ip_rcv_finish(net, q, skb: SkBuff) -> Reason:
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return nf_hook_drop(net, q, skb, res, state)
-    if not v6 and ip_route_input_martian(skb.saddr, skb.daddr):
-        return Reason.IP_INADDRERRORS
-    family = family_of(skb)
-    if not v6 and skb.thoff != skb.nhoff + L.IPH.size:
+    if not v6:
+        if ip_route_input_martian(skb.saddr, skb.daddr):
+            return Reason.IP_INADDRERRORS
         reason = ip_rcv_options(net, q, skb)
         if reason is not None:
             return reason
+    family = family_of(skb)
     if net.is_local(family, skb.daddr) or (v6 and skb.daddr >> 120 == 0xFF and ndisc_is_nd(skb)):
         return ip_local_deliver(net, q, skb)  # ND to a multicast group: ip6_mc_input, as ours
     if (skb.daddr >> 28 == 0xE or skb.daddr == 0xFFFFFFFF) if family == 4 else skb.daddr >> 120 == 0xFF:

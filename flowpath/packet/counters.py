@@ -19,7 +19,8 @@ RX_PACKETS, RX_BYTES, TX_PACKETS, TX_BYTES = range(4)
 def account_rx(iif, length, n, ifc):
     """rx packets and bytes per input interface for packets 0..n-1, as received: a poll whose stages
     change lengths before account_batch runs (ESP input decrypts, ESP output encrypts) counts them
-    first. Same arguments as account_batch."""
+    first. Same arguments as account_batch. Its loop is account_batch's rx half written out: an
+    inlined helper returning the run for both measured 10-40 % slower in account_batch."""
     rx_if, rx_p, rx_b = np.int64(-1), 0, 0
     for i in range(n):
         x = np.int64(iif[i])

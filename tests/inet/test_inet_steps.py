@@ -5,46 +5,21 @@ The gateway is the bundled example (examples/gateway.ip, examples/gateway.nft): 
 masqueraded to 203.0.113.1 on wan0, `flow add @ft` for TCP/UDP, telnet rejected with a reset.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from example_gateway import GW_LAN, GW_WAN, H10, LAN0, T0, UPSTREAM, WAN0, example_net, rx
 from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, Raw
 
-from flowpath.config.ipbatch import parse_network
-from flowpath.config.nft import parse_ruleset
 from flowpath.inet.dev import local_out_flush, netif_receive_skb
 from flowpath.inet.ip_forward import ip_forward
 from flowpath.inet.output_queue import OutputQueue
-from flowpath.netns import Net
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import frame_array, skb_parse
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-GW_LAN, GW_WAN, H10, UPSTREAM = (
-    "02:00:00:00:01:01",
-    "02:00:00:00:02:01",
-    "02:00:00:00:01:0a",
-    "02:00:00:00:02:fe",
-)
-LAN0, WAN0 = 2, 3  # after lo (1), in the network file's order
-T0 = 1_700_000_000 * 10**9
 
 
 @pytest.fixture
 def net():
-    dev = parse_network((EXAMPLES / "gateway.ip").read_text(), "gateway.ip")
-    rules = parse_ruleset((EXAMPLES / "gateway.nft").read_text(), "gateway.nft")
-    n = Net(dev, rules)
-    assert (n.link_by_name("lan0").ifindex, n.link_by_name("wan0").ifindex) == (LAN0, WAN0)
-    return n
-
-
-def rx(net, pkt, iif=LAN0):
-    """One frame through netif_receive_skb: (reason, OutputQueue, [(ifindex, Ether)])."""
-    q = OutputQueue()
-    reason = netif_receive_skb(net, q, frame_array(bytes(pkt)), iif, T0)
-    return reason, q, [(ifx, Ether(f)) for ifx, f in q.frames]
+    return example_net()
 
 
 def test_forward_masquerades_and_asks_for_the_offload(net):

@@ -6,47 +6,22 @@ Linux: net/core/neighbour.c (__neigh_event_send, neigh_update, neigh_timer_handl
 with a ruleset that forwards everything and translates nothing.
 """
 
-from pathlib import Path
-
 import pytest
+from example_gateway import EXAMPLES, GW_LAN, GW_WAN, H10, T0, UPSTREAM, WAN0, example_net, rx
 from scapy.all import ARP, IP, UDP, Ether
 
-from flowpath.config.ipbatch import parse_network
-from flowpath.config.nft import parse_ruleset
-from flowpath.inet.dev import netif_receive_skb
 from flowpath.inet.neigh_output import neigh_timers
 from flowpath.inet.output_queue import OutputQueue
-from flowpath.netns import Net
 from flowpath.packet.reason import Reason
-from flowpath.packet.skb import frame_array
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-GW_LAN, GW_WAN, H10, UPSTREAM = (
-    "02:00:00:00:01:01",
-    "02:00:00:00:02:01",
-    "02:00:00:00:01:0a",
-    "02:00:00:00:02:fe",
-)
-LAN0, WAN0 = 2, 3
-T0 = 1_700_000_000 * 10**9
 SEC = 10**9
 ACCEPT = "table inet filter {\n chain forward {\n  type filter hook forward priority filter; policy accept;\n }\n}\n"
 
 
 @pytest.fixture
 def net():
-    text = (
-        (EXAMPLES / "gateway.ip")
-        .read_text()
-        .replace("neigh add 203.0.113.254 lladdr 02:00:00:00:02:fe dev wan0\n", "")
-    )
-    return Net(parse_network(text, "gateway.ip"), parse_ruleset(ACCEPT, "accept.nft"))
-
-
-def rx(net, pkt, iif=LAN0, ts_ns=T0):
-    q = OutputQueue()
-    reason = netif_receive_skb(net, q, frame_array(bytes(pkt)), iif, ts_ns)
-    return reason, q, [(ifx, Ether(f)) for ifx, f in q.frames]
+    text = (EXAMPLES / "gateway.ip").read_text().replace("neigh add 203.0.113.254 lladdr 02:00:00:00:02:fe dev wan0\n", "")
+    return example_net(text, ACCEPT)
 
 
 def udp(sport=1000):
