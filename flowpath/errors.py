@@ -68,3 +68,16 @@ class CaptureError(Exception):
 
 class UsageError(Exception):
     """A command-line argument that cannot work (unknown interface, missing file); exit code 2."""
+
+
+class PortError(Exception):
+    """A port (kernel interface) that cannot be opened, prepared or used any more: it vanished, went
+    down, or refused a setting. The message names the interface; the gateway logs it and keeps its
+    other ports."""
+
+    def __init__(self, name: str, msg: str):
+        super().__init__(msg)
+        self.name, self.msg = str(name), msg
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.msg}"
