@@ -87,7 +87,7 @@ def gso_parse(b, mac, flen, gso_type, flags, csum_start, gso_size):
     Returns (l4proto, is_ipv6, nhoff, thoff, hdrlen, nsegs), offsets from the mac header; l4proto 0
     when the type is not TCPv4/TCPv6/UDP_L4 or the headers do not hold together.
     """
-    t = gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+    t = np.int64(gso_type) & (0xFF ^ VIRTIO_NET_HDR_GSO_ECN)
     l4proto = IPPROTO_TCP if t == VIRTIO_NET_HDR_GSO_TCPV4 or t == VIRTIO_NET_HDR_GSO_TCPV6 else 0
     if t == VIRTIO_NET_HDR_GSO_UDP_L4:
         l4proto = IPPROTO_UDP
