@@ -323,7 +323,8 @@ class Flowtable:
         xfrm = route.xfrm if route.xmit_type == K.FLOW_OFFLOAD_XMIT_XFRM else -1
         self.xfrm_sa[e] = xfrm
         self.nxfrm += xfrm >= 0
-        self.nexthop[e] = _nexthop_row(route.neigh)
+        if route.neigh is not None:  # a free entry's row is zero (flow_offload_del clears it)
+            self.nexthop[e] = _nexthop_row(route.neigh)
         v = self.val[e]
         v[:] = 0
         v[K.V_TIMEOUT] = timeout_ns
@@ -414,10 +415,10 @@ class Flowtable:
         if neigh not in self._neigh:
             return []
         es = self._neigh_entries(neigh)
-        fids = sorted({int(e) >> 1 for e in es[(self.key[es, K.V_FLAGS] & K.F_TEARDOWN) == 0]})
-        for fid in fids:
-            self.flow_offload_teardown(fid)
-        return fids
+        fids = np.unique(es[(self.key[es, K.V_FLAGS] & K.F_TEARDOWN) == 0] >> 1)
+        self.key[2 * fids, K.V_FLAGS] |= K.F_TEARDOWN  # flow_offload_teardown, for all of them at once
+        self.key[2 * fids + 1, K.V_FLAGS] |= K.F_TEARDOWN
+        return fids.tolist()
 
     def lookup(self, t: FlowTuple) -> int:
         """Entry index for a tuple, or -1; entries in teardown are hidden (flow_offload_lookup)."""
