@@ -337,3 +337,17 @@ def test_neighbour_changes_keep_the_two_paths_identical(tmp_path, batch_size):
     k = next(i for i, e in enumerate(wan_udp) if bytes(e[UDP].payload) == b"after")
     assert {e.dst for e in wan_udp[:k]} == {UPSTREAM} and {e.dst for e in wan_udp[k:]} == {NEW_MAC}
     assert {e.dst for e in map(Ether, fast_["lan0"]) if UDP in e} == {H10}
+
+
+def test_after_a_reload_the_worker_follows_the_new_neighbour_table_only():
+    """Worker.reload runs on a new network model: its neighbours' changes reach the new flowtables,
+    the old model's no longer reach the Worker."""
+    gw = Gateway()
+    old_dev = gw.w.net.dev
+    gw.w.reload(net_without_upstream(), example_rules())
+    gw.ft = gw.w.flowtables["ft"][0]
+    offload4(gw)  # through the new model's upstream
+    old_dev.neigh_del(4, _ip("192.168.1.10"), LAN0)
+    assert gw.stats["flows_neigh_teardown"] == 0
+    gw.w.net.dev.neigh_del(4, _ip("192.168.1.10"), LAN0)
+    assert gw.stats["flows_neigh_teardown"] == 1
