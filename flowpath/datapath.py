@@ -24,6 +24,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_flow_offload import (
     flow_offload_fixup_ct,
     nf_flow_table_extend_ct_timeout,
+    nf_flow_table_netevent,
     nft_flow_offload_eval,
 )
 from flowpath.netns import Net
@@ -88,13 +89,14 @@ class Worker:
         self.stats = Stats(max(net.links) if net.links else 0)
         self.now_ns = 0
         self._next_gc_ns = 0
+        self.net: Net | None = None
         self._attach(Net(net, ruleset, flowtable=flowtable, sysctl=sysctl))
         self._q = OutputQueue()  # the classic path's output for the packet in hand
         self._timer_q = OutputQueue()  # what the GC's timers send (neighbour requests and errors)
 
     def _attach(self, net: Net) -> None:
         """Run on `net`: its flowtables' hooks (ESP input's tunnel tuples included) at early ingress."""
-        self.net = net
+        old, self.net = self.net, net
         self.xfrm = net.xfrm
         self.conntrack = net.conntrack
         self.flowtables = net.flowtables
@@ -107,6 +109,11 @@ class Worker:
             dev_ok[list(ifindexes)] = True
             fts.append((ft, dev_ok))
         self.ingress = EarlyIngress(fts, nif, self.xfrm, self.stats, self.bulk)
+        # the entries cache next hop addresses: hear of the neighbours' changes (only this net's)
+        if old is not None and old.flowtables:
+            old.neigh.unregister_netevent_notifier(self._netevent)
+        if self.flowtables:
+            net.neigh.register_netevent_notifier(self._netevent)
 
     def reload(self, dev, ruleset=None) -> None:
         """Run on a new network model and ruleset (`flowpath run`'s SIGHUP, `ctl nft -f`), atomically:
@@ -326,6 +333,18 @@ class Worker:
             if ft.nused:
                 for sa in dead:
                     ft.flow_offload_teardown_xfrm(int(sa))
+
+    def _netevent(self, event: int, n) -> None:
+        """A neighbour changed (a reply, a timer, `neigh replace|del`, a link going down): every
+        flowtable's entries through it take its new address, or their flows are torn down with
+        the conntrack fixup, at self.now_ns (the packet or GC run that caused it). Linux: a netevent
+        notifier (net/core/netevent.c); see flowpath.flowtable.core for why one is needed here."""
+        for ft, _ in self.flowtables.values():
+            updated, torn = nf_flow_table_netevent(ft, event, n)
+            self.stats.flow_entries_neigh_updated += updated
+            self.stats.flows_neigh_teardown += len(torn)
+            for fid in torn:
+                self._fixup(ft, fid, ft.flow_ct(fid))
 
     def _fixup(self, ft, fid: int, ct) -> None:
         """flow_offload_teardown's conntrack fixup, once per flow (at teardown or at GC)."""

@@ -5,7 +5,7 @@ ip/iproute.c (iproute_modify), ip/ipneigh.c (ipneigh_modify); the lexer and argu
 (lib/utils.c) are in ipargs.py.
 Lines run in order against the model, as `ip -batch` runs them against the kernel; the first failure
 raises ConfigError with the file, line and column of the token at fault. Commands: `link add|set|delete`,
-`addr add|delete`, `route add|replace|delete`, `neigh add|replace|delete`.
+`addr add|delete`, `route add|replace|delete`, `neigh add|replace|change|delete`.
 
 Extension point: `OBJECTS` maps each object name (in iproute2's order, which decides what an
 abbreviation means) to its handler; None means "unsupported". `LINK_TYPES` maps `link add ... type KIND`
@@ -427,8 +427,8 @@ _NUD_ORDER = ("permanent", "reachable", "noarp", "stale", "none", "incomplete", 
 
 
 def _neigh_modify(net: Network, cmd: IpCmd, verb: str) -> None:
-    """`neigh add|replace ADDR lladdr MAC dev NAME [nud permanent|reachable|stale|delay|probe|noarp]`,
-    `neigh delete ADDR dev NAME`."""
+    """`neigh add|replace|change ADDR lladdr MAC dev NAME [nud permanent|reachable|stale|delay|probe|noarp]`,
+    `neigh delete ADDR dev NAME`; `change` needs the entry to exist (ipneigh_modify: NLM_F_REPLACE only)."""
     dst_tok = ll_tok = dev_tok = None
     state = NUD_PERMANENT
     while cmd.more():
@@ -464,7 +464,7 @@ def _neigh_modify(net: Network, cmd: IpCmd, verb: str) -> None:
     if ll_tok is None:
         raise cmd.error(cmd.at["verb"], 'neigh needs "lladdr MAC"')
     n = Neighbour(family, addr, link.ifindex, cmd.hwaddr(ll_tok), state)
-    cmd.rtnl(lambda: net.neigh_add(n, verb == "replace"), dst_tok)
+    cmd.rtnl(lambda: net.neigh_add(n, verb in ("replace", "change"), verb != "change"), dst_tok)
 
 
 def do_ipneigh(net: Network, cmd: IpCmd) -> None:
@@ -472,6 +472,7 @@ def do_ipneigh(net: Network, cmd: IpCmd) -> None:
     _subcommand(cmd, cmd.at["object"], verbs, {
         "add": lambda n, c: _neigh_modify(n, c, "add"),
         "replace": lambda n, c: _neigh_modify(n, c, "replace"),
+        "change": lambda n, c: _neigh_modify(n, c, "change"),
         "delete": lambda n, c: _neigh_modify(n, c, "delete"),
     })  # fmt: skip
 

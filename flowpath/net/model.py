@@ -490,10 +490,13 @@ class Network:
             return fl
         return fl if fl.prefixlen >= fm.prefixlen else fm
 
-    def neigh_add(self, n: Neighbour, replace: bool = False) -> None:
-        """`ip neigh add|replace`. Linux: net/core/neighbour.c › neigh_add (EEXIST without replace)."""
-        if not self.neigh.add(n, replace):
-            raise RtnlError("File exists", "dst")
+    def neigh_add(self, n: Neighbour, replace: bool = False, create: bool = True) -> None:
+        """`ip neigh add|replace|change`. Linux: net/core/neighbour.c › neigh_add (EEXIST without
+        NLM_F_REPLACE; ENOENT without NLM_F_CREATE, as `change` sends)."""
+        if not self.neigh.add(n, replace, create):
+            if create:
+                raise RtnlError("File exists", "dst")
+            raise RtnlError("No such file or directory", "dst")
 
     def neigh_del(self, family: int, addr: int, ifindex: int) -> None:
         """`ip neigh del`. Linux: neighbour.c › neigh_delete (ENOENT when there is no entry)."""

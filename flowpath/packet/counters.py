@@ -91,6 +91,8 @@ class Stats:
         self.cols = (self.reasons, self.ifc)  # what the compiled stages count into (`acct`)
         self.rx_packets = self.tx_packets = self.fastpath_packets = self.slowpath_packets = 0
         self.flows_offloaded = self.flows_expired = self.icmp_ratelimited = self.tx_bursts = 0
+        # neighbour events: entries given the next hop's new address, flows torn down with their next hop
+        self.flow_entries_neigh_updated = self.flows_neigh_teardown = 0
         self.generated_packets = 0  # what the gateway originates (ICMP, echo replies, resets, ARP)
         self.generated_drops = np.zeros(N_REASONS, np.int64)  # ... and could not send, by reason
 
@@ -147,6 +149,8 @@ class Stats:
             "slowpath_packets": self.slowpath_packets,
             "flows_offloaded": self.flows_offloaded,
             "flows_expired": self.flows_expired,
+            "flow_entries_neigh_updated": self.flow_entries_neigh_updated,
+            "flows_neigh_teardown": self.flows_neigh_teardown,
             "icmp_ratelimited": self.icmp_ratelimited,
             "tx_bursts": self.tx_bursts,
             "reasons": {reason_label(r): int(c) for r, c in enumerate(self.reasons) if c},
