@@ -301,6 +301,9 @@ def _open_af_packet(link, opts: RunOptions):
 def run_gateway(opts: RunOptions, log: Callable[[str], None] = print,
                 ready: Callable[[Gateway], None] | None = None, **kw) -> dict:  # fmt: skip
     """`flowpath run`: start, serve until SIGTERM/SIGINT, stop; the final counters. kw: Gateway's."""
+    from flowpath.live.warm import warm_datapath
+
+    warm_datapath(opts.bulk)
     gw = Gateway(opts, log, **kw)
     try:
         if ready is not None:
