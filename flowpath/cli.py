@@ -251,6 +251,61 @@ def replay(
 
 
 @app.command(
+    epilog="Example: ip netns exec west flowpath run -n west.ip -r gateway.nft --stats /tmp/west.json\n\n"
+    "Each `link add NAME` of the network file is a port on the kernel interface NAME (its MAC and MTU "
+    "when the line gives none); the interface must carry no IP address: flowpath answers ARP/ND and owns "
+    "the addresses. SIGTERM/SIGINT stop it (counters to --stats), SIGHUP reloads both files; "
+    "`flowpath ctl` talks to it while it runs."
+)
+def run(
+    net: NetOpt,
+    rules: RulesOpt = None,
+    ctl: Annotated[
+        Optional[Path],
+        typer.Option("--ctl", help="Control socket path (default: /run/flowpath/net-<netns inode>.sock)."),
+    ] = None,
+    ctl_mode: Annotated[
+        str, typer.Option("--ctl-mode", metavar="OCTAL", help="Control socket permissions (root only: 600).")
+    ] = "600",
+    stats: Annotated[Optional[Path], typer.Option("--stats", help="Write the counters as JSON at exit.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads (one in this build).")] = 1,
+    busy_poll: Annotated[
+        bool, typer.Option("--busy-poll", help="Spin on the rings instead of sleeping in poll(2) when idle.")
+    ] = False,
+    no_flowtable: Annotated[
+        bool, typer.Option("--no-flowtable", help="Every packet takes the classic path.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch", min=1, max=4096, help="Poll budget per port (NAPI weight).")
+    ] = 256,
+) -> None:
+    """Run the gateway live on this network namespace's interfaces until SIGTERM/SIGINT."""
+    from flowpath.errors import UsageError
+    from flowpath.live.gateway import RunOptions, run_gateway
+
+    try:
+        mode = int(ctl_mode, 8)
+    except ValueError:
+        raise UsageError(f"--ctl-mode {ctl_mode!r}: expected octal permissions such as 600") from None
+    if stats is not None:
+        from flowpath.outputs import check_writable
+
+        check_writable(stats, "--stats")
+    _notice_compiles()
+    opts = RunOptions(net, rules, ctl, mode, stats, flowtable=not no_flowtable, busy_poll=busy_poll,
+                      batch_size=batch_size, workers=workers)  # fmt: skip
+
+    def ready(gw) -> None:
+        names = ", ".join(gw.ports)
+        where = f"; control socket {gw.ctl.path}" if gw.ctl is not None else ""
+        _note(f"flowpath: running on {names}{where}")
+
+    s = run_gateway(opts, _note, ready)
+    _note(f"flowpath: stopped: rx {s['rx_packets']}  forwarded {s['forwarded_packets']}  "
+          f"dropped {s['dropped_packets']}  local {s['local_packets']}")  # fmt: skip
+
+
+@app.command(
     context_settings={"allow_extra_args": False},
     help="nft-compatible front end: `nft -c -f FILE` checks a ruleset; "
     "`nft list ruleset -f FILE [--json]` prints its canonical listing or libnftables JSON.",

@@ -83,24 +83,50 @@ class Worker:
         bulk: bool = True,
         sysctl: dict[str, int] | None = None,
     ):
-        self.net = Net(net, ruleset, flowtable=flowtable, sysctl=sysctl)
-        self.xfrm = self.net.xfrm
-        self.conntrack = self.net.conntrack
-        self.flowtables = self.net.flowtables
+        self._flowtable, self._sysctl = flowtable, sysctl
         self.bulk = bulk
         self.stats = Stats(max(net.links) if net.links else 0)
         self.now_ns = 0
         self._next_gc_ns = 0
-        nif = max(net.links) + 1 if net.links else 1
+        self._attach(Net(net, ruleset, flowtable=flowtable, sysctl=sysctl))
+        self._q = OutputQueue()  # the classic path's output for the packet in hand
+        self._timer_q = OutputQueue()  # what the GC's timers send (neighbour requests and errors)
+
+    def _attach(self, net: Net) -> None:
+        """Run on `net`: its flowtables' hooks (ESP input's tunnel tuples included) at early ingress."""
+        self.net = net
+        self.xfrm = net.xfrm
+        self.conntrack = net.conntrack
+        self.flowtables = net.flowtables
+        links = net.dev.links
+        nif = max(links) + 1 if links else 1
+        self.stats.grow(nif - 1)
         fts = []
         for ft, ifindexes in self.flowtables.values():
             dev_ok = np.zeros(nif, np.bool_)
             dev_ok[list(ifindexes)] = True
             fts.append((ft, dev_ok))
-        # the flowtable hooks, ESP input's tunnel tuples included (flowtable/ingress.py)
-        self.ingress = EarlyIngress(fts, nif, self.xfrm, self.stats, bulk)
-        self._q = OutputQueue()  # the classic path's output for the packet in hand
-        self._timer_q = OutputQueue()  # what the GC's timers send (neighbour requests and errors)
+        self.ingress = EarlyIngress(fts, nif, self.xfrm, self.stats, self.bulk)
+
+    def reload(self, dev, ruleset=None) -> None:
+        """Run on a new network model and ruleset (`flowpath run`'s SIGHUP, `ctl nft -f`), atomically:
+        the new state is built first, so an error leaves the old one running. Conntrack is kept; every
+        offloaded flow is torn down with its conntrack fixup, so its next packet takes the classic path
+        under the new rules (as Linux, where `nft -f` deletes and re-creates the flowtable). What the
+        new network file says replaces the rest: neighbours learnt since start are resolved again, and
+        SAs start over from the file (an IKE daemon rekeys through `ctl ip xfrm` instead)."""
+        new = Net(dev, ruleset, flowtable=self._flowtable, sysctl=self._sysctl, conntrack=self.conntrack)
+        self.flowtable_flush()
+        self._attach(new)
+
+    def flowtable_flush(self) -> int:
+        """Tear every offloaded flow down (nf_flow_table_free's cleanup); how many there were."""
+        n = 0
+        for ft, _ in self.flowtables.values():
+            for fid in np.flatnonzero(ft.used[0::2]):
+                ft.flow_offload_teardown(int(fid))
+            n += len(ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct)))
+        return n
 
     def ifname(self, ifindex: int) -> str:
         return self.net.ifname(ifindex)
@@ -175,12 +201,27 @@ class Worker:
 
     def _timer_frames(self, tx: TxList, i: int) -> None:
         """The frames the GC's timers sent, before packet i of the poll (in its TxList order)."""
-        frames = self._timer_q.frames
+        frames = self._take_timer_frames()
         for k, (ifx, f) in enumerate(frames):
             tx.slow.append((i, k - len(frames), ifx, f))
+
+    def _take_timer_frames(self) -> list[tuple[int, bytes]]:
+        """What the GC's timers sent since the last call, counted as transmitted."""
+        frames = self._timer_q.frames
+        for ifx, f in frames:
             self.stats.tx(ifx, len(f))
         self.stats.tx_bursts += len(frames)
-        frames.clear()
+        self._timer_q.frames = []
+        return frames
+
+    def timers(self, now_ns: int) -> list[tuple[int, bytes]]:
+        """The clock of an idle link: run the GC when it is due at now_ns (as a poll at that time
+        would) and return the (ifindex, frame) its timers sent (ARP requests again, ICMP errors)."""
+        if now_ns < self._next_gc_ns:
+            return []
+        self.now_ns = now_ns
+        self._maybe_gc()
+        return self._take_timer_frames()
 
     # -- the datapath -----------------------------------------------------------------------------
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:

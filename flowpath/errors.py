@@ -68,3 +68,12 @@ class CaptureError(Exception):
 
 class UsageError(Exception):
     """A command-line argument that cannot work (unknown interface, missing file); exit code 2."""
+
+
+class PortError(Exception):
+    """A port that stopped working at runtime (its interface vanished, a socket error); the live
+    gateway logs it with the port named and keeps the other ports."""
+
+    def __init__(self, name: str, msg: str):
+        super().__init__(f"{name}: {msg}")
+        self.name, self.msg = name, msg

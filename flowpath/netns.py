@@ -36,9 +36,11 @@ class Net:
     ruleset    flowpath.config.nft Ruleset or None
     flowtable  False: no flowtables are built (`replay --no-flowtable`: every packet takes the classic path)
     sysctl     overrides of SYSCTL_DEFAULTS (seconds)
+    conntrack  the table to keep (a reload: Worker.reload); a new one when None
     """
 
-    def __init__(self, dev, ruleset=None, *, flowtable: bool = True, sysctl: dict[str, int] | None = None):
+    def __init__(self, dev, ruleset=None, *, flowtable: bool = True, sysctl: dict[str, int] | None = None,
+                 conntrack: Conntrack | None = None):  # fmt: skip
         self.dev = dev
         # the lookups the classic path makes per packet, bound once
         self.links = dev.links
@@ -62,7 +64,7 @@ class Net:
         rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
         self.nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
         self.uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
-        self.conntrack = Conntrack()
+        self.conntrack = conntrack if conntrack is not None else Conntrack()  # kept across a reload
         self.defrag = NfDefrag(self.sysctl["net.ipv4.ipfrag_time"] * NSEC_PER_SEC,
                                self.sysctl["net.netfilter.nf_conntrack_frag6_timeout"] * NSEC_PER_SEC)  # fmt: skip
         self.nf = Netfilter(self.nft, self.conntrack, self._masq_addr, self.defrag)

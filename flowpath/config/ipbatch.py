@@ -173,11 +173,30 @@ def _link_add(net: Network, cmd: IpCmd) -> None:
     cmd.at["name"] = cmd.at["dev"] = name_tok
     up = req.pop("up", None)
     req.setdefault("kind", KIND_ETHER)
+    if net.kernel_link is not None:
+        _port_from_kernel(net, cmd, name_tok, req)
     if req["kind"] != KIND_VLAN and "parent" in req:
         raise cmd.error(cmd.at["link"], f'"link" is only for vlan, not {req["kind"]}')
     link = cmd.rtnl(lambda: net.link_add(cmd.ifname(name_tok), **req), name_tok)
     if up:
         cmd.rtnl(lambda: net.link_set(link, up=True), name_tok)
+
+
+def _port_from_kernel(net: Network, cmd: IpCmd, name_tok: Token, req: dict) -> None:
+    """`flowpath run`: a `link add NAME` is the port on the kernel interface NAME; what the line leaves
+    out (address, mtu) is the kernel interface's."""
+    if req["kind"] in (KIND_VLAN, KIND_DUMMY):  # on a port, or inside flowpath only: no interface of their own
+        return
+    if req["kind"] != KIND_ETHER:
+        raise cmd.error(cmd.at["type"], f'type {req["kind"]}: a port of `flowpath run` is an existing kernel '
+                        f'interface; write "link add NAME" with the interface\'s name')  # fmt: skip
+    kl = net.kernel_link(name_tok.text)
+    if kl is None:
+        raise cmd.error(name_tok, f'no interface "{name_tok.text}" in this network namespace (a port of '
+                        "`flowpath run` is an existing kernel interface)")  # fmt: skip
+    req.setdefault("address", kl.address)
+    req.setdefault("mtu", kl.mtu)
+    net.link_origin[name_tok.text] = lambda msg, tok=name_tok: cmd.error(tok, msg)
 
 
 def _link_set(net: Network, cmd: IpCmd) -> None:
@@ -507,21 +526,26 @@ def run_command(net: Network, path: str, tokens: list[Token]) -> None:
     handler(net, cmd)
 
 
-def parse_network(text: str, path: str = "<stdin>") -> Network:
-    """Build a Network from the text of an `ip -batch` file; ConfigError on the first bad line."""
+def parse_network(text: str, path: str = "<stdin>", kernel_link=None) -> Network:
+    """Build a Network from the text of an `ip -batch` file; ConfigError on the first bad line.
+
+    kernel_link  `flowpath run`: name -> the kernel interface (its .address, .mtu) or None; each
+                 `link add` must then name one (Network.kernel_link)
+    """
     net = Network()
+    net.kernel_link = kernel_link
     for tokens in read_commands(text):
         run_command(net, str(path), tokens)
     return net
 
 
-def load_network(path: str | Path) -> Network:
-    """Read and apply an `ip -batch` file."""
+def load_network(path: str | Path, kernel_link=None) -> Network:
+    """Read and apply an `ip -batch` file (kernel_link: see parse_network)."""
     try:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(str(path), 1, 1, f"cannot read network file: {e.strerror}") from None
-    net = parse_network(text, str(path))
+    net = parse_network(text, str(path), kernel_link)
     if any(x.key for x in getattr(getattr(net, "xfrm", None), "states", ())):
         warn_if_others_can_read(path, "xfrm keys")
     return net

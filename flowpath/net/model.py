@@ -9,6 +9,8 @@ Families are 4 and 6 (the IP version); addresses are ints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flowpath.net import fib_frontend, route, show
 from flowpath.net.fib import (
     IP6_RT_PRIO_ADDRCONF,
@@ -81,6 +83,10 @@ class Network:
             for f in (4, 6)
         }
         self.neigh = NeighTable()
+        # `flowpath run`: the kernel interfaces behind the ports (config.ipbatch.parse_network), and for
+        # each port's `link add` line an error maker at its name (a check made later points there)
+        self.kernel_link = None
+        self.link_origin: dict[str, Callable[[str], Exception]] = {}
         self.dev_addr_genid = 0  # bumped on every address change; invalidates cached nexthop sources
         self._saddr6_cache: dict[tuple[int, int], int | None] = {}
         self._saddr6_genid = 0

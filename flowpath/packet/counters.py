@@ -94,6 +94,14 @@ class Stats:
         self.generated_packets = 0  # what the gateway originates (ICMP, echo replies, resets, ARP)
         self.generated_drops = np.zeros(N_REASONS, np.int64)  # ... and could not send, by reason
 
+    def grow(self, max_ifindex: int) -> None:
+        """Room for interfaces up to max_ifindex (a reload that adds links); the counts stay."""
+        if max_ifindex >= self.ifc.shape[0]:
+            ifc = np.zeros((max_ifindex + 1, 4), np.int64)
+            ifc[: self.ifc.shape[0]] = self.ifc
+            self.ifc = ifc
+            self.cols = (self.reasons, self.ifc)
+
     def count(self, reason: int) -> None:
         self.reasons[reason] += 1
 
