@@ -133,6 +133,8 @@ class Testbed:
     ...     tb.veth(a, "eth0", b, "eth0")
     """
 
+    __test__ = False  # not a pytest class, despite the name
+
     def __init__(self, prefix: str = "fpt"):
         self.prefix = f"{prefix}-{os.getpid()}-{next(_SEQ)}-"
         self.namespaces: list[Netns] = []
