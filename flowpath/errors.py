@@ -71,9 +71,13 @@ class UsageError(Exception):
 
 
 class PortError(Exception):
-    """A port that stopped working at runtime (its interface vanished, a socket error); the live
-    gateway logs it with the port named and keeps the other ports."""
+    """A port (kernel interface) that cannot be opened, prepared or used any more: it vanished, went
+    down, or refused a setting. The message names the interface; the gateway logs it and keeps its
+    other ports."""
 
     def __init__(self, name: str, msg: str):
-        super().__init__(f"{name}: {msg}")
-        self.name, self.msg = name, msg
+        super().__init__(msg)
+        self.name, self.msg = str(name), msg
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.msg}"

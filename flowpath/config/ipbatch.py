@@ -194,7 +194,7 @@ def _port_from_kernel(net: Network, cmd: IpCmd, name_tok: Token, req: dict) -> N
     if kl is None:
         raise cmd.error(name_tok, f'no interface "{name_tok.text}" in this network namespace (a port of '
                         "`flowpath run` is an existing kernel interface)")  # fmt: skip
-    req.setdefault("address", kl.address)
+    req.setdefault("address", kl.mac)
     req.setdefault("mtu", kl.mtu)
     net.link_origin[name_tok.text] = lambda msg, tok=name_tok: cmd.error(tok, msg)
 
@@ -529,7 +529,7 @@ def run_command(net: Network, path: str, tokens: list[Token]) -> None:
 def parse_network(text: str, path: str = "<stdin>", kernel_link=None) -> Network:
     """Build a Network from the text of an `ip -batch` file; ConfigError on the first bad line.
 
-    kernel_link  `flowpath run`: name -> the kernel interface (its .address, .mtu) or None; each
+    kernel_link  `flowpath run`: name -> the kernel interface (its .mac, .mtu) or None; each
                  `link add` must then name one (Network.kernel_link)
     """
     net = Network()

@@ -290,7 +290,12 @@ def _drain(sock) -> None:
 def _open_af_packet(link, opts: RunOptions):
     from flowpath.ports.af_packet import AfPacketPort
 
-    return AfPacketPort(link.name, link.ifindex, busy_poll=opts.busy_poll)
+    from flowpath.ports.kernel_if import kernel_link
+
+    kl = kernel_link(link.name)
+    # another MAC than the interface's own (the network file's `address`): take every frame
+    promisc = kl is not None and kl.mac != link.address
+    return AfPacketPort(link.name, link.ifindex, promisc=promisc, busy_poll=opts.busy_poll)
 
 
 def run_gateway(opts: RunOptions, log: Callable[[str], None] = print,

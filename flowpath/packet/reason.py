@@ -79,6 +79,9 @@ _REASONS = (  # name                    kind    text
     ("NEIGH_QUEUED",            "ok",   "waiting for its next hop's link-layer address"),
     ("NEIGH_QUEUEFULL",         "drop", "neighbour queue full (unres_qlen_bytes): the oldest packet dropped"),
     ("IPV6_NDISC_INVALID",      "drop", "invalid neighbour discovery message (hop limit, code, options)"),
+    ("SKB_GSO_SEG",             "drop", "GSO super-packet the port cannot segment (type or headers)"),
+    ("SKB_CSUM",                "drop", "checksum left to offload that the port cannot complete"),
+    ("PACKET_RX_TRUNCATED",     "drop", "frame cut short by the receive ring (snaplen < len)"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])

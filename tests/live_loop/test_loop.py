@@ -91,7 +91,7 @@ class FakeKernel:
 
     def kernel_link(self, name):
         mac = KERNEL_MACS.get(name)
-        return None if mac is None else SimpleNamespace(address=bytes.fromhex(mac.replace(":", "")), mtu=1500)
+        return None if mac is None else SimpleNamespace(mac=bytes.fromhex(mac.replace(":", "")), mtu=1500)
 
     def port_addresses(self, name):
         return self.addresses.get(name, [])
@@ -119,7 +119,7 @@ def gateway(tmp_path, network=NETWORK, kernel=None, **kw):
     return gw, ports
 
 
-def wait_for(cond, timeout=60.0):  # a cold numba cache compiles the datapath first
+def wait_for(cond, timeout=120.0):  # a cold numba cache compiles the datapath first
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():

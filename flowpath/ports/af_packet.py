@@ -1,0 +1,357 @@
+"""AfPacketPort: a kernel interface as a flowpath Port, through two packet sockets with mapped rings.
+
+Linux: net/packet/af_packet.c (packet_setsockopt, packet_set_ring, packet_mmap, packet_do_bind,
+packet_poll, packet_notifier); Documentation/networking/packet_mmap.rst.
+Receive: a SOCK_RAW socket bound to the interface for ETH_P_ALL with a TPACKET_V3 ring (blocks
+retired after 1 ms at the latest, so a lone ping is not held), PACKET_IGNORE_OUTGOING (our own
+transmits never come back), PACKET_VNET_HDR (so frames the local stack left to checksum offload or
+TSO/USO can be finished here: ports/gso.py) and PACKET_MR_ALLMULTI (IPv6 neighbour discovery's
+multicast). Transmit: a second socket of protocol 0 (it is never given a received frame) with a
+TPACKET_V2 ring, PACKET_QDISC_BYPASS (straight to the driver, as a NIC queue would be used) and
+PACKET_LOSS (a frame the kernel refuses is skipped instead of stopping the ring; ours are checked
+first and counted in tx_errors). The compiled ring walkers are in ports/tpacket.py.
+Measured with benchmarks/af_packet.py: the TX ring against sendmmsg(2) for 128-byte frames (the
+figures are in that script's output; the ring was kept as the faster).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+import numpy as np
+
+from flowpath.errors import PortError
+from flowpath.packet.batch import PacketBatch
+from flowpath.ports.kernel_if import IFNAMSIZ, KernelLink, kernel_link
+from flowpath.ports.tpacket import (
+    C_RX_BYTES,
+    C_RX_CSUM_COMPLETED,
+    C_RX_GSO_PACKETS,
+    C_RX_GSO_SEGMENTS,
+    C_RX_PACKETS,
+    C_TX_BYTES,
+    C_TX_ERRORS,
+    C_TX_PACKETS,
+    N_COUNTERS,
+    RX_BLOCK_SIZE,
+    RX_NBLOCKS,
+    RX_VNET,
+    T2,
+    TP_STATUS_AVAILABLE,
+    TP_STATUS_SEND_REQUEST,
+    TX_DATA_OFF,
+    TX_FRAME_SIZE,
+    TX_HEAD,
+    TX_MTU,
+    TX_NFRAMES,
+    TX_PENDING,
+    tpacket_v2_refill,
+    tpacket_v2_snd,
+    tpacket_v2_snd_one,
+    tpacket_v3_rcv,
+    tx_size_ok,
+)
+
+# include/uapi/linux/if_packet.h, if_ether.h, socket.h
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_TX_RING = 13
+PACKET_LOSS = 14
+PACKET_VNET_HDR = 15
+PACKET_QDISC_BYPASS = 20
+PACKET_IGNORE_OUTGOING = 23
+PACKET_MR_PROMISC = 1
+PACKET_MR_ALLMULTI = 2
+TPACKET_V2 = 1
+TPACKET_V3 = 2
+ETH_P_ALL = 0x0003
+SO_BUSY_POLL = 46
+SO_PREFER_BUSY_POLL = 69
+SO_BUSY_POLL_BUDGET = 70
+SO_SNDBUFFORCE = 32
+SIOCGIFNAME = 0x8910
+BUSY_POLL_US = 50
+RETIRE_BLK_TOV_MS = 1
+PAGE_SIZE = mmap.PAGESIZE
+_TPACKET_REQ = struct.Struct("IIII")  # struct tpacket_req: block_size, block_nr, frame_size, frame_nr
+_TPACKET_REQ3 = struct.Struct("IIIIIII")  # + retire_blk_tov, sizeof_priv, feature_req_word
+_PACKET_MREQ = struct.Struct("iHH8s")  # struct packet_mreq: ifindex, type, alen, address
+_TPACKET_STATS_V3 = struct.Struct("III")  # tp_packets, tp_drops, tp_freeze_q_cnt
+_GONE = (errno.ENXIO, errno.ENODEV, errno.ENETDOWN)
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+class AfPacketPort:
+    """One kernel interface, `kernel_name` (default: `name`), as flowpath's port `name`/`ifindex`.
+
+    ring_blocks x block_size   the receive ring (block_size a power of two, at least a page;
+                               a frame or GSO packet must fit in one block)
+    tx_frames x tx_frame_size  the transmit ring (tx_frame_size a power of two; a frame holds
+                               tx_frame_size - 32 bytes)
+    vnet_hdr   receive with a virtio_net_hdr: frames from the local stack get their checksum and
+               segmentation done here; without it such a frame is dropped as SKB_CSUM
+    promisc    receive frames for any MAC (PACKET_MR_PROMISC while the socket is open)
+    busy_poll  SO_BUSY_POLL / SO_PREFER_BUSY_POLL on the receive socket (where the driver supports it)
+    The link must be up (kernel_if.prepare_port brings it up). Raises PortError when it cannot open.
+    """
+
+    def __init__(self, name: str, ifindex: int, kernel_name: str | None = None, *, ring_blocks: int = 64,
+                 block_size: int = 1 << 18, tx_frames: int = 1024, tx_frame_size: int = 2048,
+                 vnet_hdr: bool = True, promisc: bool = False, busy_poll: bool = False):  # fmt: skip
+        self.name, self.ifindex = name, int(ifindex)
+        self.kernel_name = kernel_name or name
+        self._rx_sock = self._tx_sock = self._rx_map = self._tx_map = None
+        self._rx_missed = 0
+        if sys.byteorder != "little":
+            raise PortError(name, "AF_PACKET rings are read as little-endian; this host is big-endian")
+        if ring_blocks < 2 or not _pow2(block_size) or block_size < PAGE_SIZE:
+            raise PortError(name, f"receive ring: need >= 2 blocks of a power-of-two size >= {PAGE_SIZE} "
+                                  f"(got {ring_blocks} x {block_size})")  # fmt: skip
+        if tx_frames < 1 or not _pow2(tx_frame_size) or not 64 <= tx_frame_size <= 1 << 16:
+            raise PortError(name, f"transmit ring: tx_frame_size {tx_frame_size} must be a power of two "
+                                  f"in 64..65536 (frames then tile the blocks), tx_frames >= 1")  # fmt: skip
+        link = kernel_link(self.kernel_name)
+        if link is None:
+            raise PortError(name, f"no kernel interface {self.kernel_name!r} in this network namespace")
+        if not link.up:
+            raise PortError(name, f"link {self.kernel_name} is down (prepare_port brings it up)")
+        self.link: KernelLink = link
+        self.cnt = np.zeros(N_COUNTERS, np.int64)
+        try:
+            self._open_rx(ring_blocks, block_size, vnet_hdr, promisc, busy_poll)
+            self._open_tx(tx_frames, tx_frame_size)
+        except OSError as e:
+            self.close()
+            raise PortError(name, f"cannot open packet sockets on {self.kernel_name}: {e.strerror}") from None
+        except BaseException:
+            self.close()
+            raise
+        self._poll = select.poll()
+        self._poll.register(self._rx_sock.fileno(), select.POLLIN)
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def _open_rx(self, blocks: int, block_size: int, vnet_hdr: bool, promisc: bool, busy_poll: bool) -> None:
+        # Protocol 0 until everything is set: a socket hooked to ETH_P_ALL from the start would queue
+        # frames of every interface before it is bound and has its ring.
+        s = self._rx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        if vnet_hdr:
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # before the ring (else EBUSY)
+        s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        frame_size = 2048  # V3 ignores it, but packet_set_ring checks frame_nr against it
+        req = _TPACKET_REQ3.pack(block_size, blocks, frame_size, block_size // frame_size * blocks,
+                                 RETIRE_BLK_TOV_MS, 0, 0)  # fmt: skip
+        s.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        self._rx_map = mmap.mmap(
+            s.fileno(), blocks * block_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
+        self._rx_ring = np.frombuffer(self._rx_map, np.uint8)
+        self._rx_ring32 = self._rx_ring.view(np.uint32)
+        self._rx_st = np.zeros(8, np.int64)
+        st = self._rx_st
+        st[RX_NBLOCKS], st[RX_BLOCK_SIZE], st[RX_VNET] = blocks, block_size, vnet_hdr
+        s.bind((self.kernel_name, ETH_P_ALL))
+        for mr_type in (PACKET_MR_ALLMULTI,) + ((PACKET_MR_PROMISC,) if promisc else ()):
+            s.setsockopt(
+                SOL_PACKET, PACKET_ADD_MEMBERSHIP, _PACKET_MREQ.pack(self.link.ifindex, mr_type, 0, b"")
+            )
+        if busy_poll:
+            s.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, BUSY_POLL_US)
+            s.setsockopt(socket.SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)
+        s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # an ENETDOWN from a flap before bind
+        s.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS_V3.size)  # counts from now on
+
+    def _open_tx(self, frames: int, frame_size: int) -> None:
+        s = self._tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        s.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
+        block = PAGE_SIZE
+        while block < frame_size:
+            block *= 2
+        per_block = block // frame_size
+        nblocks = -(-frames // per_block)
+        s.setsockopt(
+            SOL_PACKET, PACKET_TX_RING, _TPACKET_REQ.pack(block, nblocks, frame_size, per_block * nblocks)
+        )
+        size = block * nblocks
+        self._tx_map = mmap.mmap(s.fileno(), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._tx_ring = np.frombuffer(self._tx_map, np.uint8)
+        self._tx_ring32 = self._tx_ring.view(np.uint32)
+        self._tx_st = np.zeros(8, np.int64)
+        st = self._tx_st
+        st[TX_NFRAMES], st[TX_FRAME_SIZE], st[TX_MTU] = per_block * nblocks, frame_size, self.link.mtu
+        try:  # the ring bounds what is in flight, not the socket's send buffer
+            s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size * 2)
+        except PermissionError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size * 2)
+        s.bind((self.kernel_name, 0))  # protocol 0: never hooked for receive
+
+    # ---- the Port interface --------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self._rx_sock.fileno() if self._rx_sock is not None else -1
+
+    def rx_burst(self, batch: PacketBatch, now_ns: int) -> int:
+        """Append up to batch.capacity - batch.n received frames (iif = ifindex, ts_ns = now_ns)."""
+        if self._rx_sock is None:
+            raise PortError(self.name, "port is closed")
+        n0 = batch.n
+        n = tpacket_v3_rcv(self._rx_ring, self._rx_ring32, self._rx_st, self.cnt, batch.cols, batch.ts_ns,
+                           n0, batch.headroom, self.ifindex, now_ns)  # fmt: skip
+        batch.n = n
+        if n == n0:
+            self._check_rx_error()
+        return n - n0
+
+    def tx_burst(self, batch: PacketBatch, idx: np.ndarray) -> int:
+        """Queue slots idx (int32, in order); returns how many were taken (queued, or refused as
+        malformed for the device and counted in tx_errors). A full ring is kicked and retried once."""
+        args = (self._tx_ring, self._tx_ring32, self._tx_st, self.cnt, batch.data, batch.head, batch.len, idx)
+        k = tpacket_v2_snd(*args, 0)
+        if k < idx.shape[0]:
+            self.flush()
+            k += tpacket_v2_snd(*args, k)
+        return k
+
+    def tx_frame(self, frame: bytes | bytearray | memoryview) -> bool:
+        """Queue one frame; False when the ring is full even after a kick. A frame the device would
+        refuse (shorter than 14 bytes, over the MTU) is taken and counted in tx_errors."""
+        if self._tx_sock is None:
+            raise PortError(self.name, "port is closed")
+        arr = np.frombuffer(frame, np.uint8)
+        if arr.flags.writeable:
+            arr = arr.view()
+            arr.flags.writeable = False  # one compiled signature for bytes and bytearrays
+        args = (self._tx_ring, self._tx_ring32, self._tx_st, self.cnt, arr)
+        r = tpacket_v2_snd_one(*args)
+        if r == 0:
+            self.flush()
+            r = tpacket_v2_snd_one(*args)
+        return r != 0
+
+    def flush(self) -> None:
+        """Kick the transmit ring. Frames the kernel could not take yet (no skb memory, driver busy)
+        stay queued and go at the next flush."""
+        if self._tx_sock is None:
+            raise PortError(self.name, "port is closed")
+        st = self._tx_st
+        last = ((st[TX_HEAD] - 1) % st[TX_NFRAMES]) * st[TX_FRAME_SIZE]
+        if st[TX_PENDING] == 0 and self._tx_ring32[last >> 2] != TP_STATUS_SEND_REQUEST:
+            return
+        st[TX_PENDING] = 0
+        try:
+            self._tx_sock.send(b"", socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise PortError(self.name, self._why(e.errno)) from None
+
+    def counters(self) -> dict[str, int]:
+        if self._rx_sock is not None:
+            self._rx_missed += _TPACKET_STATS_V3.unpack(
+                self._rx_sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS_V3.size))[1]  # fmt: skip
+        c = self.cnt
+        return {
+            "rx_packets": int(c[C_RX_PACKETS]),
+            "rx_bytes": int(c[C_RX_BYTES]),
+            "rx_missed": self._rx_missed,
+            "rx_gso_packets": int(c[C_RX_GSO_PACKETS]),
+            "rx_gso_segments": int(c[C_RX_GSO_SEGMENTS]),
+            "rx_csum_completed": int(c[C_RX_CSUM_COMPLETED]),
+            "tx_packets": int(c[C_TX_PACKETS]),
+            "tx_bytes": int(c[C_TX_BYTES]),
+            "tx_errors": int(c[C_TX_ERRORS]),
+        }
+
+    def close(self) -> None:
+        """Unmap the rings and close both sockets; safe to call twice."""
+        for sock_attr, map_attr, arrays in (("_rx_sock", "_rx_map", ("_rx_ring", "_rx_ring32")),
+                                            ("_tx_sock", "_tx_map", ("_tx_ring", "_tx_ring32"))):  # fmt: skip
+            for a in arrays:
+                self.__dict__.pop(a, None)
+            m = getattr(self, map_attr)
+            if m is not None:
+                try:
+                    m.close()
+                except BufferError:  # a caller still holds a view of the ring; unmapped when it goes
+                    pass
+                setattr(self, map_attr, None)
+            s = getattr(self, sock_attr)
+            if s is not None:
+                s.close()
+                setattr(self, sock_attr, None)
+
+    def __enter__(self) -> AfPacketPort:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- errors ----------------------------------------------------------------------------------
+
+    def _check_rx_error(self) -> None:
+        """packet_notifier sets sk_err = ENETDOWN when the link goes down or is unregistered, and
+        poll reports POLLERR: the port is unusable until the gateway takes it up again."""
+        for _, ev in self._poll.poll(0):
+            if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                err = self._rx_sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                raise PortError(self.name, self._why(err or errno.ENETDOWN))
+
+    def _why(self, err: int) -> str:
+        """Tell a vanished interface from one that went down, asking through the port's own socket
+        (it stays in the namespace it was opened in)."""
+        what = os.strerror(err)
+        if err in _GONE:
+            req = bytearray(struct.pack("16si", b"", self.link.ifindex).ljust(40, b"\0"))
+            try:
+                fcntl.ioctl(self._rx_sock.fileno(), SIOCGIFNAME, req)
+            except OSError as e:
+                if e.errno == errno.ENODEV:
+                    return f"interface {self.kernel_name} vanished ({what})"
+            else:
+                now = req[:IFNAMSIZ].rstrip(b"\0").decode(errors="replace")
+                return f"link {now} went down ({what})"
+        return f"packet socket error on {self.kernel_name}: {what}"
+
+
+def blast(port: AfPacketPort, frame: bytes, seconds: float) -> int:
+    """Send `frame` flat out for `seconds`: every transmit frame is filled once, then a compiled
+    loop marks the free ones for sending again and the ring is kicked. Returns the frames queued
+    (port.counters() counts them in tx_packets). A load generator for benchmarks; No Linux
+    counterpart (pktgen's role, from user space)."""
+    arr = np.frombuffer(frame, np.uint8)
+    st, ring, ring32 = port._tx_st, port._tx_ring, port._tx_ring32
+    n, fs, nframes = arr.shape[0], int(st[TX_FRAME_SIZE]), int(st[TX_NFRAMES])
+    if not tx_size_ok(arr, 0, n, st[TX_MTU]) or n > fs - TX_DATA_OFF:
+        raise PortError(port.name, f"a {n}-byte frame does not fit the link (MTU {int(st[TX_MTU])}) or ring")
+    deadline = time.monotonic() + 1.0
+    while (ring32[:: fs // 4][:nframes] != TP_STATUS_AVAILABLE).any():  # frames still in flight
+        port.flush()
+        if time.monotonic() > deadline:
+            raise PortError(port.name, "transmit ring does not drain")
+    for f in range(nframes):
+        ring[f * fs + TX_DATA_OFF : f * fs + TX_DATA_OFF + n] = arr
+        ring32[(f * fs + T2.tp_len) >> 2] = n
+    sent, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sent += tpacket_v2_refill(ring32, st, port.cnt, n)
+        port.flush()
+    port.flush()
+    return sent

@@ -1,0 +1,367 @@
+"""AfPacketPort and kernel_if on a real veth pair, each end in its own network namespace.
+
+Linux: net/packet/af_packet.c (tpacket_rcv, tpacket_snd, packet_notifier), drivers/net/veth.c,
+net/core/dev.c › __netif_receive_skb_core (skb_vlan_untag), net/ipv4/tcp_offload.c (what the
+sender's TSO leaves to us). The port sits on `fpa0` in namespace a; the peer is a raw socket or
+the kernel stack on `fpb0` in namespace b. Root only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from scapy.all import IP, TCP, UDP, Ether, IPv6
+
+from flowpath.errors import PortError
+from flowpath.packet.batch import PacketBatch
+from flowpath.ports import kernel_if
+from flowpath.ports.af_packet import AfPacketPort
+
+sys.path.insert(0, os.path.dirname(__file__))
+from netns import VethPair, have_netns, inside, sh  # noqa: E402
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not have_netns(), reason="needs root and iproute2 (ip)"),
+]
+ETH_P_TEST = 0x88B5  # IEEE local experimental: nothing else on the link uses it
+PACKET_IGNORE_OUTGOING = 23
+SOL_PACKET = 263
+PORT_MAC, PEER_MAC = "02:00:00:00:aa:01", "02:00:00:00:bb:02"
+_pairs = itertools.count()
+
+
+@pytest.fixture
+def pair(request):
+    v = VethPair(str(next(_pairs)), ipv6=getattr(request, "param", False))
+    try:
+        sh("ip", "-n", v.a, "link", "set", v.pa, "address", PORT_MAC)
+        sh("ip", "-n", v.b, "link", "set", v.pb, "address", PEER_MAC)
+        v.up()
+        yield v
+    finally:
+        v.close()
+
+
+def open_port(v: VethPair, **kw) -> AfPacketPort:
+    with inside(v.a):
+        return AfPacketPort("lan0", 7, v.pa, **kw)
+
+
+def peer_socket(v: VethPair, proto: int = ETH_P_TEST) -> socket.socket:
+    """A raw socket on the peer end, receiving only `proto` and never its own transmits."""
+    with inside(v.b):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+    s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    s.bind((v.pb, proto))
+    s.settimeout(2.0)
+    return s
+
+
+def frame(i: int, size: int, ethertype: int = ETH_P_TEST) -> bytes:
+    head = bytes.fromhex(PORT_MAC.replace(":", "")) + bytes.fromhex(PEER_MAC.replace(":", ""))
+    body = i.to_bytes(4, "big") + bytes((i + k) % 256 for k in range(size - 18))
+    return head + ethertype.to_bytes(2, "big") + body
+
+
+def collect(port: AfPacketPort, want: int, capacity: int = 64, keep=None, timeout: float = 3.0):
+    """rx_burst until `want` frames passing `keep` arrived (or the timeout); [(bytes, verdict)]."""
+    out, end = [], time.monotonic() + timeout
+    b = PacketBatch(capacity)
+    while len(out) < want and time.monotonic() < end:
+        b.clear()
+        if port.rx_burst(b, time.monotonic_ns()) == 0:
+            time.sleep(0.0005)
+        for i in range(b.n):
+            f = b.frame_bytes(i)
+            if keep is None or keep(f):
+                out.append((f, int(b.verdict[i])))
+    return out
+
+
+def is_test_frame(f: bytes) -> bool:
+    return f[12:14] == ETH_P_TEST.to_bytes(2, "big")
+
+
+def test_frames_arrive_byte_identical_in_order_across_ring_wraps(pair):
+    """Frames of 60..1514 bytes sent by the peer land byte-identical and in order, through a ring
+    of 4 one-page blocks that wraps ~40 times, with batches that end in the middle of blocks."""
+    port, peer = open_port(pair, ring_blocks=4, block_size=4096), peer_socket(pair)
+    sizes = [60, 61, 128, 333, 1000, 1514, 64, 1499]
+    sent, got = [], []
+    with port:
+        for chunk in range(54):
+            batch = [frame(chunk * 6 + k, sizes[(chunk + k) % len(sizes)]) for k in range(6)]
+            for f in batch:
+                peer.send(f)
+            sent += batch
+            got += collect(port, 6, capacity=5, keep=is_test_frame)
+        assert got == [(f, 0) for f in sent]
+        c = port.counters()
+        assert c["rx_missed"] == 0 and c["rx_packets"] >= len(sent)
+
+
+def test_basic_rx_tx(pair):
+    """One frame each way (also the JIT-off run's test)."""
+    port, peer = open_port(pair, ring_blocks=2, block_size=4096, tx_frames=4), peer_socket(pair)
+    with port:
+        f = frame(1, 100)
+        peer.send(f)
+        assert collect(port, 1, keep=is_test_frame) == [(f, 0)]
+        b = PacketBatch(4)
+        b.append(frame(2, 200), 7, 0)
+        assert port.tx_burst(b, np.array([0], np.int32)) == 1
+        port.flush()
+        assert peer.recv(4096) == frame(2, 200)
+
+
+def test_basic_rx_tx_with_the_jit_off():
+    """The kernels run as plain Python (NUMBA_DISABLE_JIT=1) with the same results."""
+    if os.environ.get("NUMBA_DISABLE_JIT") == "1":
+        pytest.skip("already the JIT-off run")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", __file__ + "::test_basic_rx_tx"],
+                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "tags", [((0x8100, 0x0064),), ((0x88A8, 0x0FFF), (0x8100, 0x2005))], ids=["dot1q", "qinq"]
+)
+def test_vlan_tag_put_back(pair, tags):
+    """The receiving device strips the outer tag into tp_vlan_tci (skb_vlan_untag); the port puts it
+    back with its TPID, so the frame is the one on the wire. A plain packet socket shows the strip."""
+    port, peer = open_port(pair), peer_socket(pair, 0x0003)
+    with inside(pair.a):
+        plain = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    plain.bind((pair.pa, 0x0003))
+    plain.settimeout(2)
+    inner = frame(3, 200)
+    tagged = inner[:12] + b"".join(t.to_bytes(2, "big") + c.to_bytes(2, "big") for t, c in tags) + inner[12:]
+    with port, plain:
+        peer.send(tagged)
+        assert collect(port, 1, keep=lambda f: f[12:14] == tags[0][0].to_bytes(2, "big")) == [(tagged, 0)]
+        while (seen := plain.recv(4096))[-100:] != tagged[-100:]:
+            pass
+        assert len(seen) == len(tagged) - 4  # stripped by the kernel: the port did the work
+
+
+def test_tx_frames_arrive_byte_identical_in_order(pair):
+    """tx_burst and tx_frame frames reach the peer byte-identical and in order, through a 16-frame
+    ring that wraps many times (each burst of 10 is flushed)."""
+    port, peer = open_port(pair, tx_frames=16), peer_socket(pair)
+    sizes = [60, 1514, 61, 128, 777, 1000]
+    sent = []
+    with port:
+        for burst in range(20):
+            b = PacketBatch(10)
+            for k in range(10):
+                b.append(frame(burst * 10 + k, sizes[(burst + k) % 6]), 7, 0)
+            idx = np.arange(10, dtype=np.int32)[::-1].copy() if burst % 2 else np.arange(10, dtype=np.int32)
+            assert port.tx_burst(b, idx) == 10
+            port.flush()
+            sent += [b.frame_bytes(int(i)) for i in idx]
+            assert port.tx_frame(frame(9999, 90 + burst))
+            port.flush()
+            sent.append(frame(9999, 90 + burst))
+        got = [peer.recv(4096) for _ in sent]
+        assert got == sent
+        c = port.counters()
+        assert c["tx_packets"] == len(sent) and c["tx_errors"] == 0
+
+
+def test_tx_refuses_what_the_device_would_refuse_and_keeps_going(pair):
+    """A frame over MTU + 14 (MTU + 18 with an 802.1Q tag) or under 14 bytes is counted in tx_errors
+    and skipped; the ring does not stall (PACKET_LOSS semantics) and the next frame goes."""
+    port, peer = open_port(pair), peer_socket(pair, 0x0003)
+    big = frame(1, 1515)
+    tagged = frame(2, 1514)[:12] + b"\x81\x00\x00\x05" + frame(2, 1514)[12:]  # 1518: allowed
+    with port:
+        assert port.tx_frame(big) and port.tx_frame(b"\x01" * 13)
+        assert port.tx_frame(tagged) and port.tx_frame(frame(3, 60))
+        port.flush()
+        # the peer's device strips the tag again (skb_vlan_untag): it arrives as the untagged frame
+        assert peer.recv(4096) == frame(2, 1514) and peer.recv(4096) == frame(3, 60)
+        assert port.counters()["tx_errors"] == 2
+
+
+def _neigh_setup(v: VethPair, ipv6: bool) -> tuple[str, str]:
+    a, b = ("fd00:77::1", "fd00:77::2") if ipv6 else ("10.77.0.1", "10.77.0.2")
+    plen = "64" if ipv6 else "24"
+    sh("ip", "-n", v.a, "addr", "add", f"{a}/{plen}", "dev", v.pa, *(("nodad",) if ipv6 else ()))
+    sh("ip", "-n", v.b, "addr", "add", f"{b}/{plen}", "dev", v.pb, *(("nodad",) if ipv6 else ()))
+    return a, b
+
+
+def test_local_stack_checksums_completed(pair):
+    """UDP and a TCP SYN from the peer's own stack leave veth as CHECKSUM_PARTIAL; the port
+    completes them (skb_checksum_help) and Scapy finds the checksums right."""
+    port = open_port(pair)
+    sh("ip", "-n", pair.b, "addr", "add", "10.77.0.2/24", "dev", pair.pb)
+    sh(
+        "ip",
+        "-n",
+        pair.b,
+        "neigh",
+        "add",
+        "10.77.0.1",
+        "lladdr",
+        PORT_MAC,
+        "dev",
+        pair.pb,
+        "nud",
+        "permanent",
+    )
+    with inside(pair.b):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with port, u, t:
+        u.sendto(b"checksum me" * 20, ("10.77.0.1", 9999))
+        t.setblocking(False)
+        t.connect_ex(("10.77.0.1", 80))
+        got = collect(port, 2, keep=lambda f: f[12:14] == b"\x08\x00" and f[26:30] == bytes([10, 77, 0, 2]))
+        assert len(got) == 2 and all(v == 0 for _, v in got)
+        for f, _ in got:
+            e = Ether(f)
+            l4 = e[UDP] if UDP in e else e[TCP]
+            want, kind = l4.chksum, type(l4)
+            del l4.chksum, e[IP].chksum
+            again = Ether(bytes(e))
+            assert again[kind].chksum == want and again[IP].chksum == Ether(f)[IP].chksum
+        assert port.counters()["rx_csum_completed"] >= 2
+
+
+@pytest.mark.parametrize("pair", [False, True], ids=["tcp4", "tcp6"], indirect=True)
+def test_tso_super_packets_arrive_segmented(pair):
+    """A 512 KiB TCP send from the peer's stack leaves veth as TSO super-packets (gso_size = MSS);
+    the port cuts them into wire-sized segments whose checksums Scapy accepts and whose sequence
+    numbers follow each other, so the stream reassembles to exactly what was sent."""
+    ipv6 = pair.ipv6
+    port = open_port(pair)
+    sh("ip", "netns", "exec", pair.a, "sysctl", "-qw", "net.ipv4.tcp_rmem=4096 1048576 8388608")
+    a, _ = _neigh_setup(pair, ipv6)
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    with inside(pair.a):
+        srv = socket.socket(family, socket.SOCK_STREAM)
+    with inside(pair.b):
+        cli = socket.socket(family, socket.SOCK_STREAM)
+    data = bytes((i * 31 + i // 251) % 256 for i in range(1 << 19))
+    srv.bind((a, 5001))
+    srv.listen(1)
+    received = bytearray()
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            while chunk := conn.recv(1 << 16):
+                received.extend(chunk)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    cli.settimeout(10)
+    cli.connect((a, 5001))
+    sender = threading.Thread(target=lambda: (cli.sendall(data), cli.shutdown(socket.SHUT_WR)))
+    sender.start()
+    frames, end = [], time.monotonic() + 20
+    b = PacketBatch(256)
+    with port, srv, cli:
+        while (sender.is_alive() or server.is_alive()) and time.monotonic() < end:
+            b.clear()
+            port.rx_burst(b, 0)
+            frames += [(b.frame_bytes(i), int(b.verdict[i])) for i in range(b.n)]
+            server.join(0.0005)
+        frames += collect(port, 10**9, timeout=0.1)
+        c = port.counters()
+    sender.join()
+    server.join()
+    assert bytes(received) == data
+    l3 = IPv6 if ipv6 else IP
+    segs = {}
+    for f, v in frames:
+        e = Ether(f)
+        if TCP not in e or e[TCP].dport != 5001 or not len(e[TCP].payload):
+            continue
+        assert v == 0 and len(f) <= 1514
+        want = e[TCP].chksum
+        del e[TCP].chksum
+        if l3 is IP:
+            del e[IP].chksum
+        again = Ether(bytes(e))
+        assert again[TCP].chksum == want and (l3 is IPv6 or again[IP].chksum == Ether(f)[IP].chksum)
+        segs[e[TCP].seq] = bytes(e[TCP].payload)
+    assert c["rx_gso_segments"] > c["rx_gso_packets"] > 0 and c["rx_missed"] == 0
+    seqs = sorted(segs)
+    stream = b"".join(segs[s] for s in seqs)
+    assert all(seqs[i] + len(segs[seqs[i]]) == seqs[i + 1] for i in range(len(seqs) - 1))
+    assert stream == data
+
+
+@pytest.mark.parametrize("pair", [True], indirect=True)
+def test_kernel_if_reads_the_link_and_prepare_restore(pair):
+    """kernel_link reads MAC, MTU and ifindex as `ip link` shows them; ipv4_addrs every address;
+    prepare_port turns IPv6 off (the link-local address goes), arp_ignore 8, the link up;
+    restore_port puts each back."""
+    sh("ip", "-n", pair.a, "link", "set", pair.pa, "down", "mtu", "1400")
+    ifindex = int(sh("ip", "-n", pair.a, "-o", "link", "show", "dev", pair.pa).stdout.split(":")[0])
+    with inside(pair.a):
+        link = kernel_if.kernel_link(pair.pa)
+        assert (link.mac_str, link.mtu, link.ifindex, link.up) == (PORT_MAC, 1400, ifindex, False)
+        assert kernel_if.kernel_link("nosuchif0") is None
+        assert not kernel_if.has_ipv4(pair.pa) and kernel_if.ipv4_addrs(pair.pa) == []
+        sh("ip", "addr", "add", "10.79.0.1/24", "dev", pair.pa)
+        sh("ip", "addr", "add", "10.79.1.1/16", "dev", pair.pa)
+        assert [str(x) for x in kernel_if.ipv4_addrs(pair.pa)] == ["10.79.0.1/24", "10.79.1.1/16"]
+        assert kernel_if.has_ipv4(pair.pa) and kernel_if.has_ipv4("lo")
+        sh("ip", "link", "set", pair.pa, "up")
+        end = time.monotonic() + 5
+        while not (v6 := kernel_if.ipv6_addrs(pair.pa)) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert [(a.address.is_link_local, a.scope, a.prefixlen) for a in v6] == [(True, "link", 64)]
+        sh("ip", "link", "set", pair.pa, "down")
+        prep = kernel_if.prepare_port(pair.pa)
+        assert kernel_if.kernel_link(pair.pa).up and kernel_if.ipv6_addrs(pair.pa) == []
+        conf = f"/proc/sys/net/%s/conf/{pair.pa}/%s"
+        assert open(conf % ("ipv6", "disable_ipv6")).read().strip() == "1"
+        assert open(conf % ("ipv4", "arp_ignore")).read().strip() == "8"
+        assert prep.brought_up and prep.disable_ipv6 == "0" and prep.arp_ignore == "0"
+        kernel_if.restore_port(prep)
+        assert not kernel_if.kernel_link(pair.pa).up
+        assert open(conf % ("ipv6", "disable_ipv6")).read().strip() == "0"
+        assert open(conf % ("ipv4", "arp_ignore")).read().strip() == "0"
+        with pytest.raises(PortError, match="nosuchif0: no such interface"):
+            kernel_if.prepare_port("nosuchif0")
+
+
+def test_port_on_a_down_or_missing_link_is_a_port_error(pair):
+    sh("ip", "-n", pair.a, "link", "set", pair.pa, "down")
+    with pytest.raises(PortError, match="lan0: link fpa0 is down"):
+        open_port(pair)
+    with pytest.raises(PortError, match="no kernel interface 'nosuchif0'"), inside(pair.a):
+        AfPacketPort("lan0", 7, "nosuchif0")
+
+
+def test_link_down_and_vanished_interface_raise_port_error(pair):
+    """packet_notifier: the link going down sets ENETDOWN on the socket (POLLERR): rx_burst raises
+    PortError saying so; once the interface is deleted, sending raises PortError (ENXIO)."""
+    port = open_port(pair)
+    b = PacketBatch(8)
+    with port:
+        assert port.rx_burst(b, 0) == 0
+        sh("ip", "-n", pair.a, "link", "set", pair.pa, "down")
+        with pytest.raises(PortError, match="lan0: link fpa0 went down"):
+            port.rx_burst(b, 0)
+        sh("ip", "-n", pair.a, "link", "del", pair.pa)
+        assert port.tx_frame(frame(1, 60))
+        with pytest.raises(PortError, match="lan0: interface fpa0 vanished"):
+            port.flush()
+    port.close()  # twice is fine
+    assert port.fileno() == -1
