@@ -49,7 +49,7 @@ def test_ping_h1_to_h2_resolves_neighbours_live(topo, family):
     """ICMP echo through the gateway and back through its masquerade (RFC 792 / RFC 4443); the
     gateway learnt h2's MAC by ARP / Neighbour Solicitation (RFC 826, RFC 4861 §7.2)."""
     tx, rx, out = ping(topo.h1, h2_addr(family))
-    assert tx == 3 and rx == 3, out
+    assert rx == tx >= 3, out
     line = _neigh_line(topo.gateway.neigh_show(), h2_addr(family))
     assert H2_MAC in line.lower(), f"{topo.kind}: h2's neighbour entry: {line!r}"
 
@@ -132,7 +132,7 @@ def test_bad_reload_is_refused_and_the_old_ruleset_kept(topo, tmp_path):
     assert re.search(rf"\bbad\.nft:{line}:{col}\b", out), out
     assert topo.gateway.list_ruleset() == before
     tx, rx, out = ping(topo.h1, H2_V4)
-    assert tx == rx == 3, out
+    assert rx == tx >= 3, out
 
 
 def test_neighbour_that_changes_mac_is_followed(topo):
@@ -143,14 +143,14 @@ def test_neighbour_that_changes_mac_is_followed(topo):
     new_mac = "02:00:00:00:02:ee"
     for family in (4, 6):
         tx, rx, out = ping(topo.h1, h2_addr(family))
-        assert tx == rx == 3, out
+        assert rx == tx >= 3, out
     topo.h2.sysctl("net.ipv4.conf.eth0.arp_notify=1", "net.ipv6.conf.eth0.ndisc_notify=1")
     try:
         topo.h2.ip("link", "set", "dev", "eth0", "address", new_mac)
         time.sleep(0.2)  # the announcements' own way through
         for family in (4, 6):
             tx, rx, out = ping(topo.h1, h2_addr(family), deadline_s=3)
-            assert tx == rx == 3, f"after h2's MAC changed: {out}"
+            assert rx == tx >= 3, f"after h2's MAC changed: {out}"
         listing = topo.gateway.neigh_show()
         for addr in (H2_V4, H2_V6):
             assert new_mac in _neigh_line(listing, addr).lower(), listing
@@ -184,7 +184,7 @@ def test_sigterm_ends_the_gateway_within_a_second_with_stats_that_add_up(data_fi
     with topology("flowpath") as t:
         for family in (4, 6):
             tx, rx, out = ping(t.h1, h2_addr(family))
-            assert tx == rx == 3, out
+            assert rx == tx >= 3, out
         tcp_upload(t, data_file, tmp_path / "up.bin", 4, 5001)
         rc, seconds = t.gateway.terminate()
         assert rc == 0, t.gateway.log()

@@ -54,7 +54,8 @@ def h2_addr(family: int) -> str:
 
 
 def ping(ns: Netns, dst: str, count: int = 3, deadline_s: int = 5) -> tuple[int, int, str]:
-    """(transmitted, received, output) of `ping -c COUNT -w DEADLINE`."""
+    """(transmitted, received, output) of `ping -c COUNT -w DEADLINE`: it sends until COUNT replies
+    came or the deadline passed, so transmitted > COUNT when replies were late."""
     p = ns.run("ping", "-c", count, "-i", "0.2", "-w", deadline_s, dst, check=False, timeout=deadline_s + 5)
     for line in p.stdout.splitlines():
         if "packets transmitted" in line:
