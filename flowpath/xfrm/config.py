@@ -189,7 +189,8 @@ def xfrm_config_line(
             raise w.err(f'"{w.t[w.k]}" is not supported after flush', w.k)
         xfrm.policies.clear()
     else:
-        raise w.err(f'"xfrm {obj} {verb}" is not supported' + (" here" if verb in SHOW_VERBS else ""), w.k - 1)
+        where = " in a network file" if verb in SHOW_VERBS else ""
+        raise w.err(f'"xfrm {obj} {verb}" is not supported{where}', w.k - 1)
 
 
 def xfrm_select(
@@ -207,7 +208,7 @@ def xfrm_select(
     if obj == "state":
         if verb == "get":
             return obj, [_state_get(w, xfrm)]
-        match = _state_filter(w, ("src", "dst", "proto", "spi", "mode", "reqid", ))
+        match = _state_filter(w)
         return obj, [x for x in xfrm.states if match(x)]
     if verb == "get":
         return obj, [_policy_get(w, xfrm)]
