@@ -4,8 +4,10 @@ No Linux counterpart (netlink plays this part for `ip`, `nft` and `conntrack`). 
 single-threaded and owns the datapath; it polls `poll_events()` beside its ports and calls `service(fd,
 revents)` for each ready descriptor, so a command runs between two packet polls and needs no lock.
 Nothing here blocks: the socket and every connection are non-blocking, a request is read as it comes
-(at most MAX_REQUEST_BYTES), a reply is written as the client reads it, and a client that stalls past
-its deadline is dropped (`expire()`, which `service` also runs).
+(at most MAX_REQUEST_BYTES), a reply is written as the client reads it (waiting at most WRITE_WAIT_MS
+per call when it is larger than the socket buffer; the rest goes on at the next call, on POLLOUT or any
+other event), and a client that stalls past its deadline is dropped (`expire()`, which `service` also
+runs).
 
 Wire format: the client sends one line of UTF-8 JSON, {"argv": [...], "file": {"name", "text"}?}; the
 server answers one line, {"rc": int, "out": str, "err": str, "json"?: ...}, and closes.
@@ -37,6 +39,7 @@ READ_BUDGET_BYTES = 1 << 20  # read per service() call, so one client cannot hol
 REQUEST_TIMEOUT_NS = 5_000_000_000  # from accept to the request's last byte
 REPLY_TIMEOUT_NS = 10_000_000_000  # from the reply's first byte to its last
 LINGER_NS = 1_000_000_000  # after the reply, for the client to close first (see _Conn)
+WRITE_WAIT_MS = 200  # per service(): how long a reply larger than the socket buffer waits for its reader
 _WRITE_BITS = 0o022  # group or others may connect
 
 
@@ -125,7 +128,9 @@ class CtlServer:
             elif c is not None and c.out is None:
                 self._read(c, now)
             elif c is not None:
-                self._write(c, now)
+                self._write(c, now, WRITE_WAIT_MS)
+        for c in [c for c in self.conns.values() if c.out is not None]:
+            self._write(c, now, 0)  # for a loop that polls POLLIN only: replies go on at each call
         self.expire(now)
 
     def expire(self, now_ns: int | None = None) -> None:
@@ -208,14 +213,23 @@ class CtlServer:
     def _answer(self, c: _Conn, r: dict, now: int) -> None:
         c.out = memoryview(json.dumps(r, ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n")
         c.deadline_ns = now + REPLY_TIMEOUT_NS
-        self._write(c, now)
+        self._write(c, now, WRITE_WAIT_MS)
 
-    def _write(self, c: _Conn, now: int) -> None:
+    def _write(self, c: _Conn, now: int, wait_ms: int) -> None:
+        """Send what the socket takes; a reader that keeps up gets a large reply within wait_ms, the
+        rest waits for the next service() (POLLOUT, or any call)."""
+        end = now + wait_ms * 1_000_000
         while c.out:
             try:
                 n = c.sock.send(c.out[: 1 << 20])
             except (BlockingIOError, InterruptedError):
-                return  # the rest when poll says POLLOUT
+                left_ms = (end - time.monotonic_ns()) // 1_000_000
+                if left_ms <= 0:
+                    return
+                p = select.poll()
+                p.register(c.sock.fileno(), select.POLLOUT)
+                p.poll(left_ms)
+                continue
             except OSError:
                 self._drop(c)
                 return
