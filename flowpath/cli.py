@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover
 from flowpath import __version__, numba_cache
 from flowpath.bench.scenario import SCENARIOS
 from flowpath.progress import NO_METER, Meter
+from flowpath.units import si
 
 app = typer.Typer(
     add_completion=False,
@@ -417,16 +418,6 @@ def rxstats(
     con.print(t)
 
 
-def si(x: float) -> str:
-    """A rate for a table: 4 significant digits with an SI prefix (126.0k, 172.5M, 1.927G), never
-    scientific notation; below 1000 as is (0, 950, 12.5)."""
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale * 0.99995:
-            v = x / scale
-            return f"{v:.{max(0, 4 - len(str(int(abs(v)))))}f}{prefix}"
-    return str(int(x)) if x == int(x) else f"{x:.1f}" if abs(x) >= 1 else f"{x:.4f}"
-
-
 @app.command()
 def bench(
     scenario: Annotated[str, typer.Argument(help=f"One of: {', '.join(SCENARIOS)}.")],
@@ -525,6 +516,55 @@ class _SpinnerProgress:
                          total=1)  # fmt: skip
 
 
+CTL_HELP = """Ask the running gateway (`flowpath run`) of this network namespace: counters, connections,
+flowtables, the ruleset and the SAs, printed as conntrack, nft and ip print them; `nft -f` and
+`ip xfrm` change it while it forwards. The exit code is the command's.
+
+\b
+Examples:
+  flowpath ctl stats                      counters per interface, drops by reason (--json)
+  flowpath ctl top                        rates per port, fast-path share, drops (--once, --count N)
+  flowpath ctl conntrack -L               connections; offloaded ones say [OFFLOAD]
+  flowpath ctl flowtable list             the flowtables' entries
+  flowpath ctl nft list ruleset           the live ruleset, counters included
+  flowpath ctl nft -f rules.nft           replace the ruleset at once (this client reads the file)
+  flowpath ctl ip route show              also: ip -6 route, ip neigh, ip addr, ip link
+  flowpath ctl ip -s xfrm state           also: ip xfrm state|policy add|delete|deleteall|flush ...
+  ip netns exec gw1 flowpath ctl stats    the gateway of namespace gw1
+
+The socket is /run/flowpath/net-<inode of the namespace>.sock unless --ctl says otherwise."""
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=CTL_HELP,
+    short_help="Ask or change the running gateway: stats, top, conntrack, nft, ip.",
+    options_metavar="[--ctl PATH] COMMAND [ARGS]...",
+)
+def ctl(
+    ctx: typer.Context,
+    ctl_path: Annotated[
+        Optional[Path], typer.Option("--ctl", metavar="PATH", help="The gateway's control socket.")
+    ] = None,
+) -> None:
+    from flowpath.ctl.client import ctl_call, ctl_request
+    from flowpath.ctl.server import default_ctl_path
+    from flowpath.errors import UsageError
+
+    if not ctx.args:
+        raise UsageError("ctl: a command is needed (stats, top, conntrack, flowtable, nft, ip; see --help)")
+    path = ctl_path or default_ctl_path()
+    if ctx.args[0] == "top":
+        from flowpath.ctl.top import run_top
+
+        run_top(path, ctx.args[1:], _env.console())
+        return
+    r = ctl_call(path, ctl_request(ctx.args))
+    print(r["out"], end="", file=_env.stdout)
+    print(r["err"], end="", file=_env.stderr)
+    raise typer.Exit(r["rc"])
+
+
 def main(args: list[str] | None = None, env: Environment | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 runtime failure, 2 usage/configuration error).
 
@@ -578,7 +618,7 @@ def _show_config_warnings() -> None:
 
 def _exit_status(e: BaseException, env: Environment) -> int:
     """The message and exit code of an exception: 2 for what the user must fix, 1 otherwise."""
-    from flowpath.errors import CaptureError, ConfigError, UsageError
+    from flowpath.errors import CaptureError, ConfigError, CtlError, UsageError
 
     err = env.stderr
     if isinstance(e, typer.Abort):
@@ -593,7 +633,7 @@ def _exit_status(e: BaseException, env: Environment) -> int:
     if isinstance(e, UsageError):
         print(f"flowpath: error: {e}", file=err)
         return 2
-    if isinstance(e, CaptureError):
+    if isinstance(e, (CaptureError, CtlError)):
         print(f"flowpath: error: {e}", file=err)
         return 1
     if isinstance(e, KeyboardInterrupt):

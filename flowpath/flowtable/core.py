@@ -342,12 +342,16 @@ class Flowtable:
             flow_offload_probe(self.index, self.key, self.index.shape[0] - 1, self.max_probes, k, 0, h)
         )
 
-    def flow_offload_teardown_xfrm(self, sa: int) -> int:
-        """Tear down every flow that transmits through SA `sa` or receives through it (encap word sa + 1):
-        the SA expired or was deleted (Linux's cached xfrm dst goes stale). The classic path then
-        offloads the flow again with the SA that replaced it (a rekey). Returns how many flows."""
+    def flows_through_xfrm(self, sa: int) -> list[int]:
+        """The flows that transmit through SA `sa` or receive through it (encap word sa + 1)."""
         through = (self.xfrm_sa == sa) | (self.used & (self.key[:, K.K_ENCAP] == K.encap_xfrm(sa)))
-        fids = {int(e) >> 1 for e in np.flatnonzero(through)}
+        return sorted({int(e) >> 1 for e in np.flatnonzero(through)})
+
+    def flow_offload_teardown_xfrm(self, sa: int) -> int:
+        """Tear down every flow through SA `sa` (flows_through_xfrm): the SA expired or was deleted
+        (Linux's cached xfrm dst goes stale). The classic path then offloads the flow again with the
+        SA that replaced it (a rekey). Returns how many flows."""
+        fids = self.flows_through_xfrm(sa)
         for fid in fids:
             self.flow_offload_teardown(fid)
         return len(fids)

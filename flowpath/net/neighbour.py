@@ -203,7 +203,8 @@ class NeighTable:
         self._notifiers.append(fn)
 
     def unregister_netevent_notifier(self, fn: Callable[[int, Neighbour], None]) -> None:
-        self._notifiers.remove(fn)
+        if fn in self._notifiers:
+            self._notifiers.remove(fn)
 
     def call_netevent_notifiers(self, event: int, n: Neighbour) -> None:
         for fn in self._notifiers:
