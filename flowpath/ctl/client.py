@@ -10,7 +10,7 @@ import json
 import socket
 from pathlib import Path
 
-from flowpath.ctl.commands import MAX_FILE_BYTES
+from flowpath.ctl.server import MAX_FILE_BYTES  # not commands: the client stays light
 from flowpath.errors import ConfigError, CtlError
 
 NO_GATEWAY = "no flowpath gateway at {} (is `flowpath run` running in this network namespace?)"

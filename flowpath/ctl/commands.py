@@ -20,7 +20,7 @@ from typing import Callable
 
 from flowpath.config.ipargs import matches
 from flowpath.config.nft import ruleset_from_json, ruleset_from_text
-from flowpath.ctl.server import reply
+from flowpath.ctl.server import MAX_FILE_BYTES, reply
 from flowpath.errors import ConfigError, UsageError
 from flowpath.net.fib import RT_TABLE_MAIN, TABLE_NAMES
 from flowpath.net.show import show_addr, show_link, show_neigh, show_route
@@ -29,7 +29,6 @@ from flowpath.netfilter.constants import NFPROTO_IPV4, NFPROTO_IPV6
 from flowpath.xfrm.config import SHOW_VERBS, xfrm_config_line, xfrm_select, xfrm_verb
 from flowpath.xfrm.listing import xfrm_policy_print, xfrm_state_print
 
-MAX_FILE_BYTES = 4 << 20  # `nft -f`: as much as a ruleset file sensibly holds
 MAX_ARGS = 512
 CTL_PATH = "<ctl>"  # the "file" of a request's words in file:line:col errors
 

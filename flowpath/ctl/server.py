@@ -33,6 +33,7 @@ from typing import Callable
 from flowpath.errors import CtlError
 
 RUN_DIR = Path("/run/flowpath")
+MAX_FILE_BYTES = 4 << 20  # `nft -f`: as much as a ruleset file sensibly holds
 MAX_REQUEST_BYTES = 9 << 20  # a 4 MiB ruleset's text, JSON-escaped (tabs and newlines take two bytes)
 MAX_CLIENTS = 16
 READ_BUDGET_BYTES = 1 << 20  # read per service() call, so one client cannot hold the loop

@@ -89,7 +89,7 @@ def test_reload_blocks_lan_while_wan_keeps_flowing(topo, tmp_path):
     blocked, restore = tmp_path / "blocked.nft", tmp_path / "restore.nft"
     blocked.write_text(RULESET_LAN_BLOCKED)
     restore.write_text(RULESET)
-    probe = UdpProbe(topo, duration_s=3.5)
+    probe = UdpProbe(topo, duration_s=6.0)  # two `ctl nft -f` calls (a client start each) fit in it
     time.sleep(1.0)
     t_block0 = time.monotonic()
     p = topo.gateway.nft_load(blocked)
