@@ -156,10 +156,11 @@ def _slot_init(cols, ts_ns, i, hr, flen, reason, iif, now_ns):
 
 
 @njit(cache=True, nogil=True)
-def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, hr, iif, now_ns, cnt):
+def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, at, cnt):
     """Segments seg.. of the GSO packet at ring[mac:], one per free slot from n; returns (n, the next
     segment to emit, 0 when all are out). A packet that cannot be segmented takes one slot with
-    verdict SKB_GSO_SEG."""
+    verdict SKB_GSO_SEG. at: (headroom, iif, now_ns) of the slots."""
+    hr, iif, now_ns = at
     data = cols[0]
     ins = VLAN.size if tag >= 0 else 0
     gso_size = _le16(ring, vh + VH.gso_size)
@@ -209,7 +210,7 @@ def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, hr, iif, now_ns, cnt, 
     if flen < wire_len or flen < ETH_HLEN:
         reason = R_PACKET_RX_TRUNCATED
     elif vnet and ring[vh + VH.gso_type] != VIRTIO_NET_HDR_GSO_NONE:
-        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, hr, iif, now_ns, cnt)
+        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, (hr, iif, now_ns), cnt)
     elif not vnet and status & TP_STATUS_CSUMNOTREADY:
         reason = R_SKB_CSUM  # no csum_start without the vnet header
     else:
