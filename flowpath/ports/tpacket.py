@@ -190,9 +190,11 @@ def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, at, cnt):
 
 
 @njit(cache=True, nogil=True)
-def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, hr, iif, now_ns, cnt, end):
+def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, at, cnt, end):
     """Copy the packet whose tpacket3_hdr is at ring[p] into slot n (or its segments into slots
-    n..); returns (n after it, the next GSO segment or 0 when the packet is done)."""
+    n..); returns (n after it, the next GSO segment or 0 when the packet is done).
+    at: (headroom, iif, now_ns) of the slots."""
+    hr, iif, now_ns = at
     status = ring32[(p + T3.tp_status) >> 2]
     snaplen, wire_len = ring32[(p + T3.tp_snaplen) >> 2], ring32[(p + T3.tp_len) >> 2]
     mac = p + _le16(ring, p + T3.tp_mac)
@@ -210,7 +212,7 @@ def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, hr, iif, now_ns, cnt, 
     if flen < wire_len or flen < ETH_HLEN:
         reason = R_PACKET_RX_TRUNCATED
     elif vnet and ring[vh + VH.gso_type] != VIRTIO_NET_HDR_GSO_NONE:
-        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, (hr, iif, now_ns), cnt)
+        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, at, cnt)
     elif not vnet and status & TP_STATUS_CSUMNOTREADY:
         reason = R_SKB_CSUM  # no csum_start without the vnet header
     else:
@@ -252,7 +254,7 @@ def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
             if p < boff + BD.size or p + T3.size > boff + bsize:  # a bad offset: skip the rest
                 st[RX_PKT] = num
                 break
-            n, seg = _rx_frame(ring, ring32, p, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, hr, iif, now_ns,
+            n, seg = _rx_frame(ring, ring32, p, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, (hr, iif, now_ns),
                                cnt, boff + bsize)  # fmt: skip
             st[RX_SEG] = seg
             if seg != 0:
