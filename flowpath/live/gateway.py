@@ -165,23 +165,33 @@ class Gateway:
         else:
             self.stopping = True
 
-    def _pollset(self, rfd) -> tuple[select.poll, dict]:
+    def _pollset(self, rfd) -> select.poll:
+        """poll(2) over the signal pipe and the ports (the control socket's are added by _sync_ctl)."""
         p = select.poll()
-        handlers: dict[int, Callable[[int], None]] = {rfd.fileno(): lambda fd: _drain(rfd)}
+        self._sig_fd, self._ctl_reg = rfd.fileno(), {}
+        p.register(self._sig_fd, select.POLLIN)
         for port in self._rx:
-            fd = port.fileno()
-            if fd >= 0:
-                handlers[fd] = None  # the ports are read every round anyway
-        if self.ctl is not None:
-            for fd in self.ctl.fds():
-                handlers[fd] = self.ctl.service
-        for fd in handlers:
-            p.register(fd, select.POLLIN)
-        return p, handlers
+            if port.fileno() >= 0:
+                p.register(port.fileno(), select.POLLIN)
+        self._sync_ctl(p)
+        return p
+
+    def _sync_ctl(self, p: select.poll) -> None:
+        """Register what the control server waits for now (new clients, replies being written)."""
+        if self.ctl is None:
+            return
+        want = dict(self.ctl.poll_events())
+        if want != self._ctl_reg:
+            for fd in self._ctl_reg.keys() - want.keys():
+                p.unregister(fd)
+            for fd, ev in want.items():
+                if self._ctl_reg.get(fd) != ev:
+                    p.register(fd, ev)
+            self._ctl_reg = want
 
     def _loop(self, rfd) -> None:
         w, batch, busy = self.worker, self.batch, self.opts.busy_poll
-        p, handlers = self._pollset(rfd)
+        p = self._pollset(rfd)
         while not self.stopping:
             got = 0
             for port in list(self._rx):
@@ -190,7 +200,7 @@ class Gateway:
                     n = port.rx_burst(batch, time.monotonic_ns())
                 except PortError as e:
                     self._port_failed(port, e)
-                    p, handlers = self._pollset(rfd)
+                    p = self._pollset(rfd)
                     continue
                 if n:
                     got += n
@@ -201,18 +211,23 @@ class Gateway:
                 for ifx, frame in w.timers(now):
                     self.xmit.frame(ifx, frame)
                 self._flush()
+                if self.ctl is not None:
+                    self.ctl.expire(now)  # clients that stall are dropped
+                    self._sync_ctl(p)
             if self.reload_pending:
                 self.reload_pending = False
                 self.reload_files()
             # sleep until a port has frames, a request or a signal arrives, or the next GC run
             timeout = 0 if got or busy else max(0, (w.next_gc_ns - now) // NSEC_PER_MSEC + 1)
-            events = p.poll(timeout)
-            for fd, ev in events:
-                h = handlers.get(fd)
-                if h is not None:
-                    h(fd)
-            if self.ctl is not None and set(self.ctl.fds()) != {fd for fd, h in handlers.items() if h == self.ctl.service}:
-                p, handlers = self._pollset(rfd)
+            ctl_events = False
+            for fd, ev in p.poll(timeout):
+                if fd == self._sig_fd:
+                    _drain(rfd)
+                elif fd in self._ctl_reg:
+                    self.ctl.service(fd, ev)
+                    ctl_events = True
+            if ctl_events:
+                self._sync_ctl(p)
 
     def _flush(self) -> None:
         for port in list(self._rx):
