@@ -7,7 +7,7 @@ No Linux counterpart as a whole; each command names the tool it speaks for: `con
 A request is checked like a configuration line: its fields, then its words, each against what the
 command takes; anything else is exit code 2 with a message naming the word. The server opens no file
 for a client: `nft -f FILE` carries the file's text, read by the client. Commands run between two
-polls on the gateway (`gw`: worker, ports, net_path, rules_path, started_ns) and change the datapath
+polls on the gateway (`gw`: worker, ports, port_counters(), net_path, rules_path, started_ns) and change the datapath
 only through the Worker (nft_replace, xfrm_modify).
 """
 
@@ -99,7 +99,7 @@ def stats_payload(gw) -> dict:
     mono = time.monotonic_ns()
     return {
         "stats": w.stats.as_dict(w.ifname),
-        "ports": {name: dict(port.counters()) for name, port in gw.ports.items()},
+        "ports": gw.port_counters(),
         "conntrack_entries": len(w.conntrack),
         "flowtables": {name: len(ft) for name, (ft, _) in w.flowtables.items()},
         "uptime_ns": mono - gw.started_ns,

@@ -260,18 +260,24 @@ class Gateway:
         self.log(f"flowpath: reloaded {self.net_path}" + (f" and {self.rules_path}" if self.rules_path else ""))
         return True
 
-    def stats(self) -> dict:
-        """The Worker's counters, the ports' own and the transmit drops, and the uptime."""
-        w = self.worker
-        s = w.stats.as_dict(w.ifname)
-        s["uptime_s"] = round((time.monotonic_ns() - self.started_ns) / 1e9, 3)
+    def port_counters(self) -> dict[str, dict]:
+        """Each port's own counters, its frames that found the transmit ring full (tx_dropped) and
+        whether it still runs (a vanished port does not)."""
         ports = {}
         for name, port in self.ports.items():
             c = dict(port.counters())
-            c["tx_dropped"] = self.xmit.dropped.get(w.net.link_by_name(name).ifindex, 0)
+            c["tx_dropped"] = self.xmit.dropped.get(self.worker.net.link_by_name(name).ifindex, 0)
             c["running"] = port in self._rx
             ports[name] = c
-        s["ports"] = ports
+        return ports
+
+    def stats(self) -> dict:
+        """What --stats gets at exit: the Worker's counters (as `replay --stats`), the ports' and the
+        uptime."""
+        w = self.worker
+        s = w.stats.as_dict(w.ifname)
+        s["uptime_s"] = round((time.monotonic_ns() - self.started_ns) / 1e9, 3)
+        s["ports"] = self.port_counters()
         return s
 
     def write_stats(self) -> dict:

@@ -62,6 +62,9 @@ class Gateway:
     rules_path: Path | None = EXAMPLES / "gateway.nft"
     started_ns: int = field(default_factory=time.monotonic_ns)
 
+    def port_counters(self) -> dict[str, dict]:
+        return {name: dict(port.counters()) for name, port in self.ports.items()}
+
 
 def poll(w: Worker, frames: list[tuple[int, object]], ts_ns: int) -> list[tuple[int, bytes, int]]:
     """One poll of [(ifindex, scapy frame)]; the frames it transmits."""

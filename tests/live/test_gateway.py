@@ -194,3 +194,23 @@ def test_sigterm_ends_the_gateway_within_a_second_with_stats_that_add_up(data_fi
     assert s["rx_packets"] == fates, s
     assert s["forwarded_packets"] > 0 and s["local_packets"] > 0, s
     assert sum(i["rx_packets"] for i in s["interfaces"].values()) == s["rx_packets"], s["interfaces"]
+
+
+def test_a_vanished_port_is_logged_and_the_other_ports_keep_running():
+    """h1's veth deleted under the gateway (which takes gw's lan0 with it): flowpath logs the port by
+    name, keeps serving wan0 (h2's ping to the gateway's own address is answered) and shows the
+    port as stopped in `ctl stats`; SIGTERM still ends it cleanly."""
+    with topology("flowpath") as t:
+        tx, rx, out = ping(t.h1, h2_addr(4))
+        assert rx == tx >= 3, out
+        t.h1.ip("link", "del", "eth0")
+        deadline = time.monotonic() + 10
+        while "port lan0" not in t.gateway.log() and time.monotonic() < deadline:
+            t.h2.run("ping", "-c", "1", "-W", "1", WAN_V4, check=False)
+        assert "port lan0" in t.gateway.log(), t.gateway.log()
+        tx, rx, out = ping(t.h2, WAN_V4)
+        assert rx == tx >= 3, out
+        ports = t.gateway.stats()["ports"]
+        assert ports["lan0"]["running"] is False and ports["wan0"]["running"] is True, ports
+        rc, _ = t.gateway.terminate()
+        assert rc == 0, t.gateway.log()
