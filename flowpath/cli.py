@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover
 from flowpath import __version__, numba_cache
 from flowpath.bench.scenario import SCENARIOS
 from flowpath.progress import NO_METER, Meter
+from flowpath.units import si
 
 app = typer.Typer(
     add_completion=False,
@@ -251,6 +252,61 @@ def replay(
 
 
 @app.command(
+    epilog="Example: ip netns exec west flowpath run -n west.ip -r gateway.nft --stats /tmp/west.json\n\n"
+    "Each `link add NAME` of the network file is a port on the kernel interface NAME (its MAC and MTU "
+    "when the line gives none); the interface must carry no IP address: flowpath answers ARP/ND and owns "
+    "the addresses. SIGTERM/SIGINT stop it (counters to --stats), SIGHUP reloads both files; "
+    "`flowpath ctl` talks to it while it runs."
+)
+def run(
+    net: NetOpt,
+    rules: RulesOpt = None,
+    ctl: Annotated[
+        Optional[Path],
+        typer.Option("--ctl", help="Control socket path (default: /run/flowpath/net-<netns inode>.sock)."),
+    ] = None,
+    ctl_mode: Annotated[
+        str, typer.Option("--ctl-mode", metavar="OCTAL", help="Control socket permissions (root only: 600).")
+    ] = "600",
+    stats: Annotated[Optional[Path], typer.Option("--stats", help="Write the counters as JSON at exit.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads (one in this build).")] = 1,
+    busy_poll: Annotated[
+        bool, typer.Option("--busy-poll", help="Spin on the rings instead of sleeping in poll(2) when idle.")
+    ] = False,
+    no_flowtable: Annotated[
+        bool, typer.Option("--no-flowtable", help="Every packet takes the classic path.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch", min=1, max=4096, help="Poll budget per port (NAPI weight).")
+    ] = 256,
+) -> None:
+    """Run the gateway live on this network namespace's interfaces until SIGTERM/SIGINT."""
+    from flowpath.errors import UsageError
+    from flowpath.live.gateway import RunOptions, run_gateway
+
+    try:
+        mode = int(ctl_mode, 8)
+    except ValueError:
+        raise UsageError(f"--ctl-mode {ctl_mode!r}: expected octal permissions such as 600") from None
+    if stats is not None:
+        from flowpath.outputs import check_writable
+
+        check_writable(stats, "--stats")
+    _notice_compiles()
+    opts = RunOptions(net, rules, ctl, mode, stats, flowtable=not no_flowtable, busy_poll=busy_poll,
+                      batch_size=batch_size, workers=workers)  # fmt: skip
+
+    def ready(gw) -> None:
+        names = ", ".join(gw.ports)
+        where = f"; control socket {gw.ctl.path}" if gw.ctl is not None else ""
+        _note(f"flowpath: running on {names}{where}")
+
+    s = run_gateway(opts, _note, ready)
+    _note(f"flowpath: stopped: rx {s['rx_packets']}  forwarded {s['forwarded_packets']}  "
+          f"dropped {s['dropped_packets']}  local {s['local_packets']}")  # fmt: skip
+
+
+@app.command(
     context_settings={"allow_extra_args": False},
     help="nft-compatible front end: `nft -c -f FILE` checks a ruleset; "
     "`nft list ruleset -f FILE [--json]` prints its canonical listing or libnftables JSON.",
@@ -362,16 +418,6 @@ def rxstats(
     con.print(t)
 
 
-def si(x: float) -> str:
-    """A rate for a table: 4 significant digits with an SI prefix (126.0k, 172.5M, 1.927G), never
-    scientific notation; below 1000 as is (0, 950, 12.5)."""
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale * 0.99995:
-            v = x / scale
-            return f"{v:.{max(0, 4 - len(str(int(abs(v)))))}f}{prefix}"
-    return str(int(x)) if x == int(x) else f"{x:.1f}" if abs(x) >= 1 else f"{x:.4f}"
-
-
 @app.command()
 def bench(
     scenario: Annotated[str, typer.Argument(help=f"One of: {', '.join(SCENARIOS)}.")],
@@ -470,6 +516,55 @@ class _SpinnerProgress:
                          total=1)  # fmt: skip
 
 
+CTL_HELP = """Ask the running gateway (`flowpath run`) of this network namespace: counters, connections,
+flowtables, the ruleset and the SAs, printed as conntrack, nft and ip print them; `nft -f` and
+`ip xfrm` change it while it forwards. The exit code is the command's.
+
+\b
+Examples:
+  flowpath ctl stats                      counters per interface, drops by reason (--json)
+  flowpath ctl top                        rates per port, fast-path share, drops (--once, --count N)
+  flowpath ctl conntrack -L               connections; offloaded ones say [OFFLOAD]
+  flowpath ctl flowtable list             the flowtables' entries
+  flowpath ctl nft list ruleset           the live ruleset, counters included
+  flowpath ctl nft -f rules.nft           replace the ruleset at once (this client reads the file)
+  flowpath ctl ip route show              also: ip -6 route, ip neigh, ip addr, ip link
+  flowpath ctl ip -s xfrm state           also: ip xfrm state|policy add|delete|deleteall|flush ...
+  ip netns exec gw1 flowpath ctl stats    the gateway of namespace gw1
+
+The socket is /run/flowpath/net-<inode of the namespace>.sock unless --ctl says otherwise."""
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=CTL_HELP,
+    short_help="Ask or change the running gateway: stats, top, conntrack, nft, ip.",
+    options_metavar="[--ctl PATH] COMMAND [ARGS]...",
+)
+def ctl(
+    ctx: typer.Context,
+    ctl_path: Annotated[
+        Optional[Path], typer.Option("--ctl", metavar="PATH", help="The gateway's control socket.")
+    ] = None,
+) -> None:
+    from flowpath.ctl.client import ctl_call, ctl_request
+    from flowpath.ctl.server import default_ctl_path
+    from flowpath.errors import UsageError
+
+    if not ctx.args:
+        raise UsageError("ctl: a command is needed (stats, top, conntrack, flowtable, nft, ip; see --help)")
+    path = ctl_path or default_ctl_path()
+    if ctx.args[0] == "top":
+        from flowpath.ctl.top import run_top
+
+        run_top(path, ctx.args[1:], _env.console())
+        return
+    r = ctl_call(path, ctl_request(ctx.args))
+    print(r["out"], end="", file=_env.stdout)
+    print(r["err"], end="", file=_env.stderr)
+    raise typer.Exit(r["rc"])
+
+
 def main(args: list[str] | None = None, env: Environment | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 runtime failure, 2 usage/configuration error).
 
@@ -523,7 +618,7 @@ def _show_config_warnings() -> None:
 
 def _exit_status(e: BaseException, env: Environment) -> int:
     """The message and exit code of an exception: 2 for what the user must fix, 1 otherwise."""
-    from flowpath.errors import CaptureError, ConfigError, UsageError
+    from flowpath.errors import CaptureError, ConfigError, CtlError, UsageError
 
     err = env.stderr
     if isinstance(e, typer.Abort):
@@ -538,7 +633,7 @@ def _exit_status(e: BaseException, env: Environment) -> int:
     if isinstance(e, UsageError):
         print(f"flowpath: error: {e}", file=err)
         return 2
-    if isinstance(e, CaptureError):
+    if isinstance(e, (CaptureError, CtlError)):
         print(f"flowpath: error: {e}", file=err)
         return 1
     if isinstance(e, KeyboardInterrupt):

@@ -10,6 +10,8 @@ back per batch, in packet order, to the caller (a port).
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import numpy as np
 
 from flowpath.flowtable import FlowTuple
@@ -24,6 +26,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_flow_offload import (
     flow_offload_fixup_ct,
     nf_flow_table_extend_ct_timeout,
+    nf_flow_table_netevent,
     nft_flow_offload_eval,
 )
 from flowpath.netns import Net
@@ -33,9 +36,10 @@ from flowpath.packet.counters import Stats
 from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array
 from flowpath.xfrm.listing import xfrm_policy_list, xfrm_state_list
-from flowpath.xfrm.state import xfrm_state_ctx, xfrm_timer
+from flowpath.xfrm.state import Xfrm, xfrm_state_ctx, xfrm_timer
 
 _FF = int(Reason.FLOW_FORWARD)
+T = TypeVar("T")
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
 
 
@@ -83,24 +87,59 @@ class Worker:
         bulk: bool = True,
         sysctl: dict[str, int] | None = None,
     ):
-        self.net = Net(net, ruleset, flowtable=flowtable, sysctl=sysctl)
-        self.xfrm = self.net.xfrm
-        self.conntrack = self.net.conntrack
-        self.flowtables = self.net.flowtables
+        self._flowtable, self._sysctl = flowtable, sysctl
         self.bulk = bulk
         self.stats = Stats(max(net.links) if net.links else 0)
         self.now_ns = 0
         self._next_gc_ns = 0
-        nif = max(net.links) + 1 if net.links else 1
+        self.net: Net | None = None
+        self.xfrm, self._sa_torn = None, np.zeros(0, np.bool_)
+        self._attach(Net(net, ruleset, flowtable=flowtable, sysctl=sysctl))
+        self._q = OutputQueue()  # the classic path's output for the packet in hand
+        self._timer_q = OutputQueue()  # what the GC's timers send (neighbour requests and errors)
+
+    def _attach(self, net: Net) -> None:
+        """Run on `net`: its flowtables' hooks (ESP input's tunnel tuples included) at early ingress."""
+        if net.xfrm is not self.xfrm:
+            self._sa_torn = np.zeros(0, np.bool_)  # SAs of this xfrm whose flows went down when they died
+        old, self.net = self.net, net
+        self.xfrm = net.xfrm
+        self.conntrack = net.conntrack
+        self.flowtables = net.flowtables
+        links = net.dev.links
+        nif = max(links) + 1 if links else 1
+        self.stats.grow(nif - 1)
         fts = []
         for ft, ifindexes in self.flowtables.values():
             dev_ok = np.zeros(nif, np.bool_)
             dev_ok[list(ifindexes)] = True
             fts.append((ft, dev_ok))
-        # the flowtable hooks, ESP input's tunnel tuples included (flowtable/ingress.py)
-        self.ingress = EarlyIngress(fts, nif, self.xfrm, self.stats, bulk)
-        self._q = OutputQueue()  # the classic path's output for the packet in hand
-        self._timer_q = OutputQueue()  # what the GC's timers send (neighbour requests and errors)
+        self.ingress = EarlyIngress(fts, nif, self.xfrm, self.stats, self.bulk)
+        # the entries cache next hop addresses: hear of the neighbours' changes (only this net's)
+        if old is not None:
+            old.neigh.unregister_netevent_notifier(self._netevent)
+        if self.flowtables:
+            net.neigh.register_netevent_notifier(self._netevent)
+
+    def reload(self, dev, ruleset=None) -> None:
+        """Run on a new network model and ruleset (`flowpath run`'s SIGHUP, `ctl nft -f`), atomically:
+        the new state is built first, so an error leaves the old one running. Conntrack is kept; every
+        offloaded flow is torn down with its conntrack fixup, so its next packet takes the classic path
+        under the new rules (as Linux, where `nft -f` deletes and re-creates the flowtable). What the
+        new network file says replaces the rest: neighbours learnt since start are resolved again, and
+        SAs start over from the file (an IKE daemon rekeys through `ctl ip xfrm` instead)."""
+        new = Net(dev, ruleset, flowtable=self._flowtable, sysctl=self._sysctl, conntrack=self.conntrack)
+        self.flowtable_flush()
+        self._attach(new)
+
+    def flowtable_flush(self) -> int:
+        """Tear every offloaded flow down (nf_flow_table_free's cleanup); how many there were."""
+        n = 0
+        for ft, _ in self.flowtables.values():
+            for fid in np.flatnonzero(ft.used[0::2]):
+                ft.flow_offload_teardown(int(fid))
+            n += len(ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct)))
+        return n
 
     def ifname(self, ifindex: int) -> str:
         return self.net.ifname(ifindex)
@@ -149,7 +188,7 @@ class Worker:
         q, st = self._q, self.stats
         q.frames.clear()
         if sa >= 0:
-            reason = xfrm_rcv_decrypted(self.net, q, buf, iif, ts_ns, self.xfrm.states[sa])
+            reason = xfrm_rcv_decrypted(self.net, q, buf, iif, ts_ns, self.xfrm.slots[sa])
         else:
             reason = netif_receive_skb(self.net, q, buf, iif, ts_ns)
         st.count(reason)
@@ -175,12 +214,27 @@ class Worker:
 
     def _timer_frames(self, tx: TxList, i: int) -> None:
         """The frames the GC's timers sent, before packet i of the poll (in its TxList order)."""
-        frames = self._timer_q.frames
+        frames = self._take_timer_frames()
         for k, (ifx, f) in enumerate(frames):
             tx.slow.append((i, k - len(frames), ifx, f))
+
+    def _take_timer_frames(self) -> list[tuple[int, bytes]]:
+        """What the GC's timers sent since the last call, counted as transmitted."""
+        frames = self._timer_q.frames
+        for ifx, f in frames:
             self.stats.tx(ifx, len(f))
         self.stats.tx_bursts += len(frames)
-        frames.clear()
+        self._timer_q.frames = []
+        return frames
+
+    def timers(self, now_ns: int) -> list[tuple[int, bytes]]:
+        """The clock of an idle link: run the GC when it is due at now_ns (as a poll at that time
+        would) and return the (ifindex, frame) its timers sent (ARP requests again, ICMP errors)."""
+        if now_ns < self._next_gc_ns:
+            return []
+        self.now_ns = now_ns
+        self._maybe_gc()
+        return self._take_timer_frames()
 
     # -- the datapath -----------------------------------------------------------------------------
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:
@@ -280,11 +334,83 @@ class Worker:
     def _xfrm_gc(self) -> None:
         """The SAs' lifetime timers (xfrm_timer_handler), then teardown of flows through dead SAs."""
         xfrm_timer(self.xfrm, self.now_ns)
-        dead = np.flatnonzero(self.xfrm.tab.dead[: len(self.xfrm.states)])
+        self._xfrm_teardown_dead()
+
+    def _xfrm_teardown_dead(self) -> None:
+        """Tear down the flows through SAs that died (expired or deleted) since the last call: no flow
+        is offloaded through a dead SA afterwards (xfrm_state_find and xfrm_state_lookup skip it)."""
+        n = len(self.xfrm.slots)
+        if self._sa_torn.shape[0] < n:
+            self._sa_torn = np.concatenate([self._sa_torn, np.zeros(n - self._sa_torn.shape[0], np.bool_)])
+        died = np.flatnonzero((self.xfrm.tab.dead[:n] != 0) & ~self._sa_torn[:n])
+        self._sa_torn[died] = True
         for ft, _ in self.flowtables.values():
-            if ft.nused:
-                for sa in dead:
-                    ft.flow_offload_teardown_xfrm(int(sa))
+            for sa in died if ft.nused else ():
+                for fid in ft.flows_through_xfrm(int(sa)):
+                    self._teardown(ft, fid)
+
+    def _teardown(self, ft, fid: int) -> None:
+        """Linux: nf_flow_table_core.c › flow_offload_teardown: off the fast path, conntrack fixed up."""
+        ft.flow_offload_teardown(fid)
+        self._fixup(ft, fid, ft.flow_ct(fid))
+
+    # -- the control plane, between two polls (flowpath ctl, a reload) ----------------------------
+    def nft_replace(self, ruleset) -> None:
+        """`nft -f` on the running gateway: the new ruleset replaces the old one whole, or not at all.
+
+        Linux: nf_tables_api.c › nf_tables_commit. The new runtime, hooks and flowtables are built and
+        checked first (a ConfigError or UsageError leaves everything as it was). Then every flow of the
+        old flowtables gets flow_offload_teardown's conntrack fixup, as when `nft -f` deletes a
+        flowtable (nf_flow_table_free -> nf_flow_table_gc_cleanup), and the new ones take over, empty.
+        Conntrack is kept: each connection's next packet takes the classic path, where the new
+        ruleset decides (and `flow add` offloads it again). ESP input's tunnel tuples go with the old
+        flowtables and are learnt again from the classic path's next decrypt. Unlike reload, the
+        network model, the reassembly queues and the SAs stay as they are.
+        """
+        built = self.net.nft_build(ruleset)
+        self.flowtable_flush()
+        self.net.nft_swap(built)
+        self._attach(self.net)
+
+    def xfrm_modify(self, change: Callable[[Xfrm], T]) -> T:
+        """Run `change(xfrm)` (an `ip xfrm` command) on the SAD and SPD between two polls and keep the
+        fast path consistent with them; return what it returns. An xfrm context is made first when
+        the network file had none.
+
+        Flows through SAs that died are torn down (Linux: the xfrm dsts cached on a deleted state
+        fail xfrm_dst_check, and nf_flow_offload_ip_hook tears the flow down on its next packet). After
+        any change of the SPD every flow is torn down, so that the classic path's xfrm_lookup decides
+        again (Linux: a policy change bumps the policy genid, which fails the same check).
+        Deviation: Linux keeps flows routed without xfrm when the SPD changes; flowpath tears them down
+        too, so that a new policy applies at once to connections offloaded in clear before it.
+        The SA columns are the kernels' own (a grown table is picked up at the next poll), and an SA's
+        row is never reused (see Xfrm), so nothing compiled is left pointing at a stranger.
+        """
+        if self.xfrm is None:
+            self.net.xfrm = self.net.dev.xfrm = Xfrm()
+            self._attach(self.net)  # early ingress with ESP input's tunnel tuples
+        policies = list(self.xfrm.policies)
+        try:
+            return change(self.xfrm)
+        finally:
+            self._xfrm_teardown_dead()
+            now = self.xfrm.policies
+            if len(now) != len(policies) or any(a is not b for a, b in zip(now, policies, strict=True)):
+                for ft, _ in self.flowtables.values():
+                    for fid in np.flatnonzero(ft.used[0::2]):
+                        self._teardown(ft, int(fid))
+
+    def _netevent(self, event: int, n) -> None:
+        """A neighbour changed (a reply, a timer, `neigh replace|del`, a link going down): every
+        flowtable's entries through it take its new address, or their flows are torn down with
+        the conntrack fixup, at self.now_ns (the packet or GC run that caused it). Linux: a netevent
+        notifier (net/core/netevent.c); see flowpath.flowtable.core for why one is needed here."""
+        for ft, _ in self.flowtables.values():
+            updated, torn = nf_flow_table_netevent(ft, event, n)
+            self.stats.flow_entries_neigh_updated += updated
+            self.stats.flows_neigh_teardown += len(torn)
+            for fid in torn:
+                self._fixup(ft, fid, ft.flow_ct(fid))
 
     def _fixup(self, ft, fid: int, ct) -> None:
         """flow_offload_teardown's conntrack fixup, once per flow (at teardown or at GC)."""

@@ -81,3 +81,8 @@ class PortError(Exception):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.msg}"
+
+
+class CtlError(Exception):
+    """The control socket cannot be used: no gateway answers, one already does, or the connection
+    broke; exit code 1."""

@@ -8,6 +8,7 @@ a poll) is the Worker's (flowpath.datapath), one layer up: nothing below it impo
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from flowpath.errors import UsageError
 from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable
@@ -27,6 +28,16 @@ SYSCTL_DEFAULTS = {  # timeouts (seconds), as Linux
 }
 
 
+class NftBuild(NamedTuple):
+    """What Net.nft_build makes of a ruleset: nft (NftRuntime or None), uses_rt, nf (Netfilter),
+    flowtables (name -> (Flowtable, ifindex set))."""
+
+    nft: object
+    uses_rt: bool
+    nf: Netfilter
+    flowtables: dict
+
+
 class Net:
     """Links, addresses, FIB and neighbours (`dev`, a flowpath.net Network, whose per-packet lookups
     are exposed here by name), the netfilter hooks, the reassembly queues before conntrack (`defrag`)
@@ -35,10 +46,13 @@ class Net:
     dev        flowpath.net Network, from the network file
     ruleset    flowpath.config.nft Ruleset or None
     flowtable  False: no flowtables are built (`replay --no-flowtable`: every packet takes the classic path)
+               now or by a later nft_build
     sysctl     overrides of SYSCTL_DEFAULTS (seconds)
+    conntrack  the table to keep (a reload: Worker.reload); a new one when None
     """
 
-    def __init__(self, dev, ruleset=None, *, flowtable: bool = True, sysctl: dict[str, int] | None = None):
+    def __init__(self, dev, ruleset=None, *, flowtable: bool = True, sysctl: dict[str, int] | None = None,
+                 conntrack: Conntrack | None = None):  # fmt: skip
         self.dev = dev
         # the lookups the classic path makes per packet, bound once
         self.links = dev.links
@@ -57,18 +71,33 @@ class Net:
             if k not in SYSCTL_DEFAULTS:
                 raise UsageError(f"unknown sysctl {k!r}; known: {', '.join(SYSCTL_DEFAULTS)}")
             self.sysctl[k] = int(v)
-        if ruleset is not None and flowtable:  # a device the network file lacks: file:line:col
-            ruleset.check_flowtable_devices({lk.name for lk in dev.links.values()})
-        rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
-        self.nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
-        self.uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
-        self.conntrack = Conntrack()
+        self.flowtable = flowtable
+        self.conntrack = conntrack if conntrack is not None else Conntrack()  # kept across a reload
         self.defrag = NfDefrag(self.sysctl["net.ipv4.ipfrag_time"] * NSEC_PER_SEC,
                                self.sysctl["net.netfilter.nf_conntrack_frag6_timeout"] * NSEC_PER_SEC)  # fmt: skip
-        self.nf = Netfilter(self.nft, self.conntrack, self._masq_addr, self.defrag)
         self.icmp = IcmpSender()
-        self.flowtables = self._flowtables(rs_json) if flowtable else {}
+        self.nft_swap(self.nft_build(ruleset))
         self.vlans = {(lk.parent, lk.vlan_id): lk for lk in dev.links.values() if lk.kind == "vlan"}
+
+    def nft_build(self, ruleset) -> NftBuild:
+        """Everything a ruleset makes of this namespace, built beside the one in use: the nft runtime,
+        the hooks over it (conntrack and defrag stay this namespace's) and empty flowtables. Raises
+        ConfigError or UsageError (a flowtable device the network file lacks) and changes nothing.
+
+        Linux: nf_tables_api.c builds a transaction's objects before nf_tables_commit makes them live.
+        """
+        if ruleset is not None and self.flowtable:  # a device the network file lacks: file:line:col
+            ruleset.check_flowtable_devices({lk.name for lk in self.dev.links.values()})
+        rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
+        nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
+        uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
+        nf = Netfilter(nft, self.conntrack, self._masq_addr, self.defrag)
+        flowtables = self._flowtables(rs_json, nft) if self.flowtable else {}
+        return NftBuild(nft, uses_rt, nf, flowtables)
+
+    def nft_swap(self, built: NftBuild) -> None:
+        """Make a built ruleset the one the classic path runs (nf_tables_commit)."""
+        self.nft, self.uses_rt, self.nf, self.flowtables = built
 
     def ifname(self, ifindex: int) -> str:
         link = self.links.get(ifindex)
@@ -77,10 +106,10 @@ class Net:
     def _masq_addr(self, nfproto: int, ifindex: int, daddr: int) -> int | None:
         return self.inet_select_addr(ifindex, 6 if nfproto == C.NFPROTO_IPV6 else 4, daddr)
 
-    def _flowtables(self, rs_json: dict) -> dict:
+    def _flowtables(self, rs_json: dict, nft) -> dict:
         """One Flowtable per nft flowtable: name -> (Flowtable, ifindex set of its devices)."""
         out = {}
-        dormant = self.nft.dormant if self.nft is not None else set()
+        dormant = nft.dormant if nft is not None else set()
         for obj in rs_json.get("nftables", []):
             ft = obj.get("flowtable")
             if ft is None or ft["name"] in out or (ft["family"], ft["table"]) in dormant:

@@ -5,7 +5,7 @@ ip/iproute.c (iproute_modify), ip/ipneigh.c (ipneigh_modify); the lexer and argu
 (lib/utils.c) are in ipargs.py.
 Lines run in order against the model, as `ip -batch` runs them against the kernel; the first failure
 raises ConfigError with the file, line and column of the token at fault. Commands: `link add|set|delete`,
-`addr add|delete`, `route add|replace|delete`, `neigh add|replace|delete`.
+`addr add|delete`, `route add|replace|delete`, `neigh add|replace|change|delete`.
 
 Extension point: `OBJECTS` maps each object name (in iproute2's order, which decides what an
 abbreviation means) to its handler; None means "unsupported". `LINK_TYPES` maps `link add ... type KIND`
@@ -173,11 +173,30 @@ def _link_add(net: Network, cmd: IpCmd) -> None:
     cmd.at["name"] = cmd.at["dev"] = name_tok
     up = req.pop("up", None)
     req.setdefault("kind", KIND_ETHER)
+    if net.kernel_link is not None:
+        _port_from_kernel(net, cmd, name_tok, req)
     if req["kind"] != KIND_VLAN and "parent" in req:
         raise cmd.error(cmd.at["link"], f'"link" is only for vlan, not {req["kind"]}')
     link = cmd.rtnl(lambda: net.link_add(cmd.ifname(name_tok), **req), name_tok)
     if up:
         cmd.rtnl(lambda: net.link_set(link, up=True), name_tok)
+
+
+def _port_from_kernel(net: Network, cmd: IpCmd, name_tok: Token, req: dict) -> None:
+    """`flowpath run`: a `link add NAME` is the port on the kernel interface NAME; what the line leaves
+    out (address, mtu) is the kernel interface's."""
+    if req["kind"] in (KIND_VLAN, KIND_DUMMY):  # on a port, or inside flowpath only: no interface of their own
+        return
+    if req["kind"] != KIND_ETHER:
+        raise cmd.error(cmd.at["type"], f'type {req["kind"]}: a port of `flowpath run` is an existing kernel '
+                        f'interface; write "link add NAME" with the interface\'s name')  # fmt: skip
+    kl = net.kernel_link(name_tok.text)
+    if kl is None:
+        raise cmd.error(name_tok, f'no interface "{name_tok.text}" in this network namespace (a port of '
+                        "`flowpath run` is an existing kernel interface)")  # fmt: skip
+    req.setdefault("address", kl.mac)
+    req.setdefault("mtu", kl.mtu)
+    net.link_origin[name_tok.text] = lambda msg, tok=name_tok: cmd.error(tok, msg)
 
 
 def _link_set(net: Network, cmd: IpCmd) -> None:
@@ -408,8 +427,8 @@ _NUD_ORDER = ("permanent", "reachable", "noarp", "stale", "none", "incomplete", 
 
 
 def _neigh_modify(net: Network, cmd: IpCmd, verb: str) -> None:
-    """`neigh add|replace ADDR lladdr MAC dev NAME [nud permanent|reachable|stale|delay|probe|noarp]`,
-    `neigh delete ADDR dev NAME`."""
+    """`neigh add|replace|change ADDR lladdr MAC dev NAME [nud permanent|reachable|stale|delay|probe|noarp]`,
+    `neigh delete ADDR dev NAME`; `change` needs the entry to exist (ipneigh_modify: NLM_F_REPLACE only)."""
     dst_tok = ll_tok = dev_tok = None
     state = NUD_PERMANENT
     while cmd.more():
@@ -445,7 +464,7 @@ def _neigh_modify(net: Network, cmd: IpCmd, verb: str) -> None:
     if ll_tok is None:
         raise cmd.error(cmd.at["verb"], 'neigh needs "lladdr MAC"')
     n = Neighbour(family, addr, link.ifindex, cmd.hwaddr(ll_tok), state)
-    cmd.rtnl(lambda: net.neigh_add(n, verb == "replace"), dst_tok)
+    cmd.rtnl(lambda: net.neigh_add(n, verb in ("replace", "change"), verb != "change"), dst_tok)
 
 
 def do_ipneigh(net: Network, cmd: IpCmd) -> None:
@@ -453,6 +472,7 @@ def do_ipneigh(net: Network, cmd: IpCmd) -> None:
     _subcommand(cmd, cmd.at["object"], verbs, {
         "add": lambda n, c: _neigh_modify(n, c, "add"),
         "replace": lambda n, c: _neigh_modify(n, c, "replace"),
+        "change": lambda n, c: _neigh_modify(n, c, "change"),
         "delete": lambda n, c: _neigh_modify(n, c, "delete"),
     })  # fmt: skip
 
@@ -507,21 +527,26 @@ def run_command(net: Network, path: str, tokens: list[Token]) -> None:
     handler(net, cmd)
 
 
-def parse_network(text: str, path: str = "<stdin>") -> Network:
-    """Build a Network from the text of an `ip -batch` file; ConfigError on the first bad line."""
+def parse_network(text: str, path: str = "<stdin>", kernel_link=None) -> Network:
+    """Build a Network from the text of an `ip -batch` file; ConfigError on the first bad line.
+
+    kernel_link  `flowpath run`: name -> the kernel interface (its .mac, .mtu) or None; each
+                 `link add` must then name one (Network.kernel_link)
+    """
     net = Network()
+    net.kernel_link = kernel_link
     for tokens in read_commands(text):
         run_command(net, str(path), tokens)
     return net
 
 
-def load_network(path: str | Path) -> Network:
-    """Read and apply an `ip -batch` file."""
+def load_network(path: str | Path, kernel_link=None) -> Network:
+    """Read and apply an `ip -batch` file (kernel_link: see parse_network)."""
     try:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(str(path), 1, 1, f"cannot read network file: {e.strerror}") from None
-    net = parse_network(text, str(path))
+    net = parse_network(text, str(path), kernel_link)
     if any(x.key for x in getattr(getattr(net, "xfrm", None), "states", ())):
         warn_if_others_can_read(path, "xfrm keys")
     return net

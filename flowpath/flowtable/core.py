@@ -6,6 +6,14 @@ by both directions) is `entry >> 1` and the direction `entry & 1`. Entries never
 grows, so flow ids and the batch's `flow` column stay valid. Only this class adds or removes entries;
 the compiled hook (flowtable/ip.py) writes runtime columns only: counters, timeout, CLOSING and
 TEARDOWN.
+
+Each entry remembers its next hop's neighbour (`nexthop`, cold: read only when a neighbour changes).
+Deviation: Linux's FLOW_OFFLOAD_XMIT_NEIGH looks the neighbour up per packet (neigh_xmit), so a new
+address applies at once and an unresolved one queues the packet; our hook writes the cached header of
+every entry (as XMIT_DIRECT), so a neighbour's change is pushed into the entries when it happens
+(flow_offload_neigh_update, as offloading drivers do on NETEVENT_NEIGH_UPDATE, e.g. mlx5's
+en/rep/neigh.c › mlx5e_rep_neigh_update), and a neighbour that is no longer valid tears its flows
+down (flow_offload_teardown_neigh): their packets go back to the classic path, which resolves it.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ NF_FLOWTABLE_COUNTER = 0x2
 FLOW_ADD_FULL = -1  # flow_offload_add results (Linux: -ENOMEM / -EEXIST from rhashtable_insert_fast)
 FLOW_ADD_EXISTS = -2
 MAX_PROBES = 32
+# nexthop uint32[cap, NH_ROW]: the neighbour an entry transmits to (family 0: none known)
+NH_FAMILY, NH_IFINDEX, NH_ADDR, NH_ROW = 0, 1, 2, 6  # family 4|6, its ifindex, 4 address words
 # Index slots per entry. A sparse index means short probe runs, so the compiled lookup's probe loop
 # is predicted (a run past the home slot costs a branch miss) at 16 B/entry more: 4 against 2,
 # one call over 2**20 frames, 1000 flows 27.1 -> 31.4 Mpps, 100000 flows 22.9 -> 24.9.
@@ -74,6 +84,9 @@ class FlowRoute:
     vlan out-VLAN TCI or -1 for none; xmit_type FLOW_OFFLOAD_XMIT_*.
     xfrm: with FLOW_OFFLOAD_XMIT_XFRM, the SA's index in the SAD (the route is then the SA's outer
     route and mtu its xfrm_state_mtu; Linux caches the xfrm dst bundle in tuple.dst_cache).
+    neigh: the next hop's neighbour, (family, ifindex, address) as the neighbour table keys it, whose
+    changes rewrite h_dest or tear the flow down; None: not followed (Linux reaches it through
+    tuple.dst_cache's nexthop, rt_nexthop / rt6_nexthop).
     """
 
     oifidx: int
@@ -83,12 +96,21 @@ class FlowRoute:
     xmit_type: int = K.FLOW_OFFLOAD_XMIT_DIRECT
     vlan: int = -1
     xfrm: int = -1
+    neigh: tuple[int, int, int] | None = None
 
 
 def _addr_words(addr: int, l3proto: int) -> list[int]:
     if l3proto == 4:
         return [addr & 0xFFFFFFFF, 0, 0, 0]
     return [(addr >> s) & 0xFFFFFFFF for s in (96, 64, 32, 0)]
+
+
+def _nexthop_row(neigh: tuple[int, int, int] | None) -> list[int]:
+    """A `nexthop` row (NH_*) for a neighbour key (family, ifindex, address); zeros for None."""
+    if neigh is None:
+        return [0] * NH_ROW
+    family, ifindex, addr = neigh
+    return [family, ifindex, *_addr_words(int(addr), family)]
 
 
 def _mac_int(mac: bytes) -> int:
@@ -150,6 +172,10 @@ class Flowtable:
         self.used = np.zeros(cap, np.bool_)
         self.xfrm_sa = np.full(cap, -1, np.int32)  # XMIT_XFRM entries: SA index (cold: read per bulk)
         self.nxfrm = 0  # entries in use with XMIT_XFRM
+        self.nexthop = np.zeros((cap, NH_ROW), np.uint32)  # NH_*: the next hop's neighbour (cold)
+        # neighbour key -> [entries in use through it, the h_dest they cache or None when they differ]:
+        # a neighbour event about any other neighbour costs one dict lookup, not a scan
+        self._neigh: dict[tuple[int, int, int], list] = {}
         self.index = np.zeros(INDEX_SLOTS_PER_ENTRY * cap, np.int64)
         self.nused = 0  # entries in use
         self.ntomb = 0  # tombstones in the index
@@ -182,7 +208,7 @@ class Flowtable:
         """Memory per direction entry, by array: the table's arrays over its entry capacity (a flow
         takes two entries). The Python side (one conntrack reference per flow) is not counted."""
         arrays = {"key": self.key, "val": self.val, "nat6": self.nat6, "index": self.index,
-                  "used": self.used, "xfrm_sa": self.xfrm_sa}  # fmt: skip
+                  "used": self.used, "xfrm_sa": self.xfrm_sa, "nexthop": self.nexthop}  # fmt: skip
         return {name: a.nbytes / self.capacity for name, a in arrays.items()}
 
     # ---- growth and the index --------------------------------------------------------------
@@ -194,7 +220,7 @@ class Flowtable:
         key, val = flow_entry_rows(new)
         key[:cap], val[:cap] = self.key, self.val
         self.key, self.val = key, val
-        for name in ("nat6", "used", "xfrm_sa"):
+        for name in ("nat6", "used", "xfrm_sa", "nexthop"):
             old = getattr(self, name)
             arr = np.full((new,) + old.shape[1:], -1 if name == "xfrm_sa" else 0, old.dtype)
             arr[:cap] = old
@@ -274,8 +300,17 @@ class Flowtable:
                 self.flow_offload_del(fid)
                 self.stat_full += 1
                 return FLOW_ADD_FULL
+        for route in (route_orig, route_reply):
+            if route.neigh is not None:
+                self._neigh_hold(route.neigh, route.h_dest)
         self._ct[fid] = ct_ref
         return fid
+
+    def _neigh_hold(self, neigh: tuple[int, int, int], h_dest: bytes) -> None:
+        ref = self._neigh.setdefault(neigh, [0, h_dest])
+        ref[0] += 1
+        if ref[1] != h_dest:
+            ref[1] = None  # entries disagree: the next update rewrites them all
 
     def _init_entry(self, e, d, t, other, route, k, nat_flags, timeout_ns) -> None:
         # NAT values come from the opposite direction's tuple, as nf_flow_snat_ip/dnat_ip read them
@@ -288,6 +323,8 @@ class Flowtable:
         xfrm = route.xfrm if route.xmit_type == K.FLOW_OFFLOAD_XMIT_XFRM else -1
         self.xfrm_sa[e] = xfrm
         self.nxfrm += xfrm >= 0
+        if route.neigh is not None:  # a free entry's row is zero (flow_offload_del clears it)
+            self.nexthop[e] = _nexthop_row(route.neigh)
         v = self.val[e]
         v[:] = 0
         v[K.V_TIMEOUT] = timeout_ns
@@ -305,12 +342,16 @@ class Flowtable:
             flow_offload_probe(self.index, self.key, self.index.shape[0] - 1, self.max_probes, k, 0, h)
         )
 
-    def flow_offload_teardown_xfrm(self, sa: int) -> int:
-        """Tear down every flow that transmits through SA `sa` or receives through it (encap word sa + 1):
-        the SA expired or was deleted (Linux's cached xfrm dst goes stale). The classic path then
-        offloads the flow again with the SA that replaced it (a rekey). Returns how many flows."""
+    def flows_through_xfrm(self, sa: int) -> list[int]:
+        """The flows that transmit through SA `sa` or receive through it (encap word sa + 1)."""
         through = (self.xfrm_sa == sa) | (self.used & (self.key[:, K.K_ENCAP] == K.encap_xfrm(sa)))
-        fids = {int(e) >> 1 for e in np.flatnonzero(through)}
+        return sorted({int(e) >> 1 for e in np.flatnonzero(through)})
+
+    def flow_offload_teardown_xfrm(self, sa: int) -> int:
+        """Tear down every flow through SA `sa` (flows_through_xfrm): the SA expired or was deleted
+        (Linux's cached xfrm dst goes stale). The classic path then offloads the flow again with the
+        SA that replaced it (a rekey). Returns how many flows."""
+        fids = self.flows_through_xfrm(sa)
         for fid in fids:
             self.flow_offload_teardown(fid)
         return len(fids)
@@ -338,9 +379,50 @@ class Flowtable:
             self.nused -= 1
             self.nxfrm -= int(self.xfrm_sa[e] >= 0)
             self.xfrm_sa[e] = -1
+            if self.nexthop[e, NH_FAMILY]:
+                self._neigh_put(e)
+        self.nexthop[2 * flow_id : 2 * flow_id + 2] = 0
         ct, self._ct[flow_id] = self._ct[flow_id], None
         self._free.append(flow_id)
         return ct
+
+    def _neigh_put(self, e: int) -> None:
+        row = self.nexthop[e]
+        fam, words = int(row[NH_FAMILY]), row[NH_ADDR : NH_ADDR + 4]
+        neigh = (fam, int(row[NH_IFINDEX]), int(ipaddress.ip_address(_words_addr(words, fam))))
+        ref = self._neigh[neigh]
+        ref[0] -= 1
+        if not ref[0]:
+            del self._neigh[neigh]
+
+    # ---- neighbour events ---------------------------------------------------------------------
+    def _neigh_entries(self, neigh: tuple[int, int, int]) -> np.ndarray:
+        """The entries in use whose next hop is neigh (an ascending int64 array)."""
+        return np.flatnonzero(self.used & (self.nexthop == _nexthop_row(neigh)).all(axis=1))
+
+    def flow_offload_neigh_update(self, neigh: tuple[int, int, int], ha: bytes) -> int:
+        """The neighbour neigh (family, ifindex, address) is valid with address ha: every entry through
+        it caches ha as its h_dest from now on (the hook's next packet carries it; no teardown).
+        Returns how many entries of live flows were rewritten (torn-down ones are, but not counted)."""
+        ref = self._neigh.get(neigh)
+        if ref is None or ref[1] == ha:
+            return 0
+        es = self._neigh_entries(neigh)
+        self.val[es, K.V_H_DEST] = _mac_int(ha)
+        ref[1] = ha
+        return int(np.count_nonzero((self.key[es, K.V_FLAGS] & K.F_TEARDOWN) == 0))
+
+    def flow_offload_teardown_neigh(self, neigh: tuple[int, int, int]) -> list[int]:
+        """The neighbour neigh failed or is gone: tear down every flow with an entry through it (the
+        conntrack fixup is the caller's). Returns the flow ids torn down now (ascending); flows torn
+        down before are left out."""
+        if neigh not in self._neigh:
+            return []
+        es = self._neigh_entries(neigh)
+        fids = np.unique(es[(self.key[es, K.V_FLAGS] & K.F_TEARDOWN) == 0] >> 1)
+        self.key[2 * fids, K.V_FLAGS] |= K.F_TEARDOWN  # flow_offload_teardown, for all of them at once
+        self.key[2 * fids + 1, K.V_FLAGS] |= K.F_TEARDOWN
+        return fids.tolist()
 
     def lookup(self, t: FlowTuple) -> int:
         """Entry index for a tuple, or -1; entries in teardown are hidden (flow_offload_lookup)."""
@@ -407,6 +489,7 @@ class Flowtable:
                 "h_dest": int(v[K.V_H_DEST]).to_bytes(6, "big"),
                 "packets": int(v[K.V_PACKETS]), "bytes": int(v[K.V_BYTES]),
                 "timeout_ns": int(v[K.V_TIMEOUT]), "xfrm": int(self.xfrm_sa[e]),
+                "nexthop": _nexthop_str(self.nexthop[e]),
             })  # fmt: skip
         return out
 
@@ -439,6 +522,12 @@ def _words_addr(w: np.ndarray, l3proto: int) -> str:
     if l3proto == 4:
         return str(ipaddress.IPv4Address(int(w[0])))
     return str(ipaddress.IPv6Address(sum(int(x) << s for x, s in zip(w, (96, 64, 32, 0), strict=True))))
+
+
+def _nexthop_str(row: np.ndarray) -> str | None:
+    """The next hop's address as text, or None when the entry follows no neighbour."""
+    fam = int(row[NH_FAMILY])
+    return _words_addr(row[NH_ADDR : NH_ADDR + 4], fam) if fam else None
 
 
 def _fmt_ep(addr: str, port: int) -> str:

@@ -245,7 +245,7 @@ class EarlyIngress:
         bulks[-1] = 0
         for sa in np.flatnonzero(bulks):
             bulks[sa] = 0
-            if not xfrm_state_check_expire(self.xfrm, self.xfrm.states[int(sa)], self._now_ns):
+            if not xfrm_state_check_expire(self.xfrm, self.xfrm.slots[int(sa)], self._now_ns):
                 for lane in self.lanes:
                     if lane.ft.nused:
                         lane.ft.flow_offload_teardown_xfrm(int(sa))

@@ -9,6 +9,8 @@ Families are 4 and 6 (the IP version); addresses are ints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flowpath.net import fib_frontend, route, show
 from flowpath.net.fib import (
     IP6_RT_PRIO_ADDRCONF,
@@ -81,6 +83,10 @@ class Network:
             for f in (4, 6)
         }
         self.neigh = NeighTable()
+        # `flowpath run`: the kernel interfaces behind the ports (config.ipbatch.parse_network), and for
+        # each port's `link add` line an error maker at its name (a check made later points there)
+        self.kernel_link = None
+        self.link_origin: dict[str, Callable[[str], Exception]] = {}
         self.dev_addr_genid = 0  # bumped on every address change; invalidates cached nexthop sources
         self._saddr6_cache: dict[tuple[int, int], int | None] = {}
         self._saddr6_genid = 0
@@ -484,10 +490,13 @@ class Network:
             return fl
         return fl if fl.prefixlen >= fm.prefixlen else fm
 
-    def neigh_add(self, n: Neighbour, replace: bool = False) -> None:
-        """`ip neigh add|replace`. Linux: net/core/neighbour.c › neigh_add (EEXIST without replace)."""
-        if not self.neigh.add(n, replace):
-            raise RtnlError("File exists", "dst")
+    def neigh_add(self, n: Neighbour, replace: bool = False, create: bool = True) -> None:
+        """`ip neigh add|replace|change`. Linux: net/core/neighbour.c › neigh_add (EEXIST without
+        NLM_F_REPLACE; ENOENT without NLM_F_CREATE, as `change` sends)."""
+        if not self.neigh.add(n, replace, create):
+            if create:
+                raise RtnlError("File exists", "dst")
+            raise RtnlError("No such file or directory", "dst")
 
     def neigh_del(self, family: int, addr: int, ifindex: int) -> None:
         """`ip neigh del`. Linux: neighbour.c › neigh_delete (ENOENT when there is no entry)."""

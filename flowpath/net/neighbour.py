@@ -4,16 +4,22 @@ Linux: net/core/neighbour.c (neigh_lookup, neigh_create, __neigh_event_send, nei
 neigh_timer_handler) and include/uapi/linux/neighbour.h (NUD_*). This module holds the table and the
 state machine on packet time; the packets it asks for (requests, the queue's frames, errors) are built
 by the inet layer (flowpath.inet.neighbour), which calls these functions and carries out what they return.
+Whoever caches a neighbour's address (the flowtable's entries) learns of its changes through the table's
+netevent notifiers (include/net/netevent.h › NETEVENT_NEIGH_UPDATE, called as neigh_update_notify calls
+call_netevent_notifiers), so this module imports none of them.
 
 Simplified from Linux (each a `Deviation:`): reachable_time is base_reachable_time exactly (Linux draws
 0.5-1.5x); the queue is bounded by the frames' lengths, not by skb->truesize; entries configured with
 `neigh add` never age, whatever their `nud` (only the entries resolution creates do); no garbage
 collection of FAILED or STALE entries (gc_staletime, gc_thresh*); timers run at lookup and from the
-Worker's GC (every second of packet time), so a timer fires up to a second late.
+Worker's GC (every second of packet time), so a timer fires up to a second late; the netevent chain is
+the table's (one namespace), not global, and `neigh replace` puts a new entry in place of the old one
+(Linux updates the old one through __neigh_update; the notifiers see the same key either way).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # include/uapi/linux/neighbour.h
@@ -47,6 +53,8 @@ MCAST_SOLICIT = 3  # broadcast / multicast requests while INCOMPLETE
 UCAST_SOLICIT = 3  # unicast probes while PROBE
 UNRES_QLEN_BYTES = 212992  # unres_qlen_bytes: SK_WMEM_MAX
 
+NETEVENT_NEIGH_UPDATE = 1  # include/net/netevent.h › enum netevent_notif_type
+
 
 @dataclass(slots=True, eq=False)
 class Neighbour:
@@ -58,6 +66,8 @@ class Neighbour:
     probes         requests sent in this INCOMPLETE or PROBE period
     timer_ns       when neigh_timer_handler next has work (0: none)
     confirmed_ns   last confirmation of reachability (a reply)
+    dead           removed from its table (neigh->dead): listeners drop what they cached from it
+    tbl            the NeighTable holding it (neigh->tbl): whose notifiers hear of its changes
     """
 
     family: int
@@ -71,6 +81,15 @@ class Neighbour:
     probes: int = 0
     timer_ns: int = 0
     confirmed_ns: int = 0
+    dead: bool = False
+    tbl: NeighTable | None = field(default=None, repr=False)
+
+
+def neigh_update_notify(n: Neighbour) -> None:
+    """neigh_update_notify: NETEVENT_NEIGH_UPDATE to the notifiers of n's table (the rtnetlink
+    RTM_NEWNEIGH / RTM_DELNEIGH messages __neigh_notify also sends have no listener here)."""
+    if n.tbl is not None:
+        n.tbl.call_netevent_notifiers(NETEVENT_NEIGH_UPDATE, n)
 
 
 # What neigh_timer_handler asks of the inet layer
@@ -94,7 +113,8 @@ def neigh_event_send(n: Neighbour, now_ns: int) -> bool:
 def neigh_timer_handler(n: Neighbour, now_ns: int) -> int:
     """neigh_timer_handler, one step at now_ns: returns NEIGH_SOLICIT (send a request: broadcast or
     multicast when INCOMPLETE, unicast to `ha` when PROBE), NEIGH_FAIL (the entry went FAILED: drop its
-    queue with an error each) or NEIGH_NOTHING. Called until it returns NEIGH_NOTHING."""
+    queue with an error each) or NEIGH_NOTHING. Called until it returns NEIGH_NOTHING. Each change of
+    state is notified (notify = 1 in Linux's handler), FAILED included."""
     if not n.dynamic or not n.nud_state & NUD_IN_TIMER or not n.timer_ns or now_ns < n.timer_ns:
         return NEIGH_NOTHING
     state = n.nud_state
@@ -103,15 +123,19 @@ def neigh_timer_handler(n: Neighbour, now_ns: int) -> int:
             n.timer_ns = n.confirmed_ns + BASE_REACHABLE_TIME_NS
         else:
             n.nud_state, n.timer_ns = NUD_STALE, 0
+            neigh_update_notify(n)
         return NEIGH_NOTHING
     if state == NUD_DELAY:
         if now_ns - n.confirmed_ns < DELAY_PROBE_TIME_NS:  # confirmed meanwhile
             n.nud_state, n.timer_ns = NUD_REACHABLE, n.confirmed_ns + BASE_REACHABLE_TIME_NS
+            neigh_update_notify(n)
             return NEIGH_NOTHING
         n.nud_state, n.probes = NUD_PROBE, 0
+        neigh_update_notify(n)
     limit = MCAST_SOLICIT if n.nud_state == NUD_INCOMPLETE else UCAST_SOLICIT
     if n.probes >= limit:
         n.nud_state, n.timer_ns = NUD_FAILED, 0
+        neigh_update_notify(n)
         return NEIGH_FAIL
     n.probes += 1
     n.timer_ns += RETRANS_TIME_NS
@@ -122,7 +146,8 @@ def neigh_update(n: Neighbour, lladdr: bytes | None, new: int, now_ns: int, over
     """neigh_update: a reply (REACHABLE) or a request / unsolicited advertisement (STALE) about n.
     Returns the queue to transmit now (the entry became valid), emptied from n. Permanent entries and
     `ip neigh add` ones are the administrator's: left alone. Without `override` (an NA without the O
-    flag) a different address of a valid entry is not taken (NEIGH_UPDATE_F_WEAK_OVERRIDE)."""
+    flag) a different address of a valid entry is not taken (NEIGH_UPDATE_F_WEAK_OVERRIDE). A new
+    address or state is notified (neigh_update_notify)."""
     if not n.dynamic or n.nud_state & (NUD_PERMANENT | NUD_NOARP):
         return []
     if lladdr is None:
@@ -133,6 +158,7 @@ def neigh_update(n: Neighbour, lladdr: bytes | None, new: int, now_ns: int, over
         return []
     if new == NUD_STALE and n.nud_state & NUD_VALID and lladdr == n.ha:
         return []  # a request from a known neighbour changes nothing (neigh_update keeps the state)
+    notify = lladdr != n.ha or new != n.nud_state
     n.ha, n.nud_state = lladdr, new
     if new == NUD_REACHABLE:
         n.confirmed_ns, n.timer_ns = now_ns, now_ns + BASE_REACHABLE_TIME_NS
@@ -140,6 +166,8 @@ def neigh_update(n: Neighbour, lladdr: bytes | None, new: int, now_ns: int, over
         n.timer_ns = 0
     n.probes = 0
     queue, n.arp_queue, n.arp_queue_len_bytes = n.arp_queue, [], 0
+    if notify:
+        neigh_update_notify(n)
     return queue
 
 
@@ -163,10 +191,30 @@ def neigh_flush_queue(n: Neighbour) -> list:
 
 
 class NeighTable:
-    """arp_tbl and nd_tbl in one dict keyed by (family, ifindex, address)."""
+    """arp_tbl and nd_tbl in one dict keyed by (family, ifindex, address), and the netevent notifiers:
+    callables (event, neighbour) told of every entry's new address or state, and of its removal
+    (`dead` set). Linux: net/core/netevent.c › register_netevent_notifier, call_netevent_notifiers."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[int, int, int], Neighbour] = {}
+        self._notifiers: list[Callable[[int, Neighbour], None]] = []
+
+    def register_netevent_notifier(self, fn: Callable[[int, Neighbour], None]) -> None:
+        self._notifiers.append(fn)
+
+    def unregister_netevent_notifier(self, fn: Callable[[int, Neighbour], None]) -> None:
+        if fn in self._notifiers:
+            self._notifiers.remove(fn)
+
+    def call_netevent_notifiers(self, event: int, n: Neighbour) -> None:
+        for fn in self._notifiers:
+            fn(event, n)
+
+    def _unlink(self, key: tuple[int, int, int]) -> None:
+        """neigh_mark_dead + neigh_cleanup_and_release: out of the table, then the notifiers hear."""
+        n = self._entries.pop(key)
+        n.dead = True
+        neigh_update_notify(n)
 
     def neigh_lookup(self, family: int, addr: int, ifindex: int) -> Neighbour | None:
         return self._entries.get((family, ifindex, addr))
@@ -177,25 +225,38 @@ class NeighTable:
         key = (family, ifindex, addr)
         n = self._entries.get(key)
         if n is None:
-            n = self._entries[key] = Neighbour(family, addr, ifindex, bytes(6), 0, dynamic=True)
+            n = self._entries[key] = Neighbour(family, addr, ifindex, bytes(6), 0, dynamic=True, tbl=self)
         return n
 
-    def add(self, n: Neighbour, replace: bool = False) -> bool:
-        """Add an entry; False if one exists and `replace` is off (EEXIST, as `ip neigh add`)."""
+    def add(self, n: Neighbour, replace: bool = False, create: bool = True) -> bool:
+        """Add an entry; False if one exists and `replace` is off (EEXIST, as `ip neigh add`), or if
+        none exists and `create` is off (ENOENT, as `ip neigh change`). The notifiers hear of it when
+        it is new or its address or state differ from the entry it replaces."""
         key = (n.family, n.ifindex, n.primary_key)
-        if key in self._entries and not replace:
+        old = self._entries.get(key)
+        if (old is not None and not replace) or (old is None and not create):
             return False
         self._entries[key] = n
+        n.tbl, n.dead = self, False
+        if old is not None:
+            old.dead = True  # its successor's notification covers the key
+            if old.ha == n.ha and old.nud_state == n.nud_state:
+                return True
+        neigh_update_notify(n)
         return True
 
     def remove(self, family: int, addr: int, ifindex: int) -> bool:
-        return self._entries.pop((family, ifindex, addr), None) is not None
+        key = (family, ifindex, addr)
+        if key not in self._entries:
+            return False
+        self._unlink(key)
+        return True
 
     def flush_dev(self, ifindex: int, family: int | None = None) -> None:
         """Linux: neighbour.c › neigh_ifdown, on NETDEV_DOWN: the link's entries go, permanent ones too
         (`family`: only arp_tbl or nd_tbl)."""
         for key in [k for k in self._entries if k[1] == ifindex and family in (None, k[0])]:
-            del self._entries[key]
+            self._unlink(key)
 
     def __iter__(self):
         return iter(sorted(self._entries.values(), key=lambda n: (n.family, n.ifindex, n.primary_key)))

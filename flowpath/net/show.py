@@ -130,14 +130,14 @@ def show_route(net: Network, family: int = 4, table: int | str = RT_TABLE_MAIN) 
     return "".join(line + "\n" for line in lines)
 
 
-def show_neigh(net: Network) -> str:
-    """`ip neigh show` (ip/ipneigh.c › print_neigh: no lladdr while INCOMPLETE or FAILED; an entry
-    resolution created but never used, NUD_NONE, is not listed)."""
+def show_neigh(net: Network, family: int | None = None) -> str:
+    """`ip [-4|-6] neigh show` (ip/ipneigh.c › print_neigh: no lladdr while INCOMPLETE or FAILED; an
+    entry resolution created but never used, NUD_NONE, is not listed)."""
     lines = [
         f"{format_addr(n.family, n.primary_key)} dev {net.links[n.ifindex].name}"
         + (f" lladdr {format_hwaddr(n.ha)}" if n.nud_state & NUD_VALID else "")
         + f" {NUD_TEXT.get(n.nud_state, hex(n.nud_state))}"
         for n in net.neigh
-        if n.nud_state
+        if n.nud_state and family in (None, n.family)
     ]
     return "".join(line + "\n" for line in lines)

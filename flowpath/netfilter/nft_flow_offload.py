@@ -4,7 +4,9 @@ Linux: net/netfilter/nft_flow_offload.c › nft_flow_offload_eval, nft_flow_rout
 routed when the flow is added); net/netfilter/nf_flow_table_core.c › flow_offload_add (conntrack pinned
 for a day, TCP made liberal), flow_offload_fixup_ct (state and timeout given back on teardown).
 The rule statement itself (flowpath.netfilter.nft_stmt) checks the conntrack conditions; this module
-does what nft_flow_offload_eval does after them.
+does what nft_flow_offload_eval does after them. nf_flow_table_netevent keeps the entries' cached next
+hop addresses in step with the neighbour table (see flowpath.flowtable.core: we cache what Linux's
+FLOW_OFFLOAD_XMIT_NEIGH looks up per packet).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flowpath.flowtable import (
 )
 from flowpath.flowtable.key import encap_xfrm
 from flowpath.net.fib import RouteType
+from flowpath.net.neighbour import NETEVENT_NEIGH_UPDATE, NUD_VALID, Neighbour
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack import ctinfo2dir
 from flowpath.netfilter.conntrack_proto import UDP_CT_REPLIED_NS, UDP_CT_UNREPLIED_NS
@@ -78,12 +81,13 @@ def _neigh_route(net, family: int, daddr: int, x) -> tuple[FlowRoute, int] | Non
     vlan = -1
     if link.kind == "vlan":
         vlan, link = link.vlan_id, net.links[link.parent]
+    neigh = (family, fib.oif, int(nexthop))  # the neighbour table's key: its events find the entry
     if x is None:
         return FlowRoute(
-            oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan
+            oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan, neigh=neigh
         ), fib.oif
     return FlowRoute(oifidx=link.ifindex, mtu=xfrm_state_mtu(x, fib.mtu), h_source=link.address, h_dest=mac,
-                     vlan=vlan, xmit_type=FLOW_OFFLOAD_XMIT_XFRM, xfrm=x.index), fib.oif  # fmt: skip
+                     vlan=vlan, xmit_type=FLOW_OFFLOAD_XMIT_XFRM, xfrm=x.index, neigh=neigh), fib.oif  # fmt: skip
 
 
 def nft_flow_xfrm(net, ct, d: int, sp: list | None):
@@ -164,6 +168,20 @@ def nft_flow_offload_eval(net, skb: SkBuff, ft: Flowtable) -> int:
         for seen in ct.proto.seen:
             seen.flags |= IP_CT_TCP_FLAG_BE_LIBERAL
     return fid
+
+
+def nf_flow_table_netevent(ft: Flowtable, event: int, n: Neighbour) -> tuple[int, list[int]]:
+    """A netevent notifier's work for one flowtable: n changed. Valid and alive (NUD_VALID, not dead:
+    mlx5e_rep_neigh_update's neigh_connected), its address is rewritten into the entries through it;
+    otherwise (FAILED, deleted, its link down) their flows are torn down, so their next packets take
+    the classic path and resolve n again. Returns (entries rewritten, flow ids torn down now); the
+    conntrack fixup of those flows is the caller's (flow_offload_teardown's)."""
+    if event != NETEVENT_NEIGH_UPDATE:
+        return 0, []
+    neigh = (n.family, n.ifindex, int(n.primary_key))
+    if n.nud_state & NUD_VALID and not n.dead:
+        return ft.flow_offload_neigh_update(neigh, n.ha), []
+    return 0, ft.flow_offload_teardown_neigh(neigh)
 
 
 _EXTEND_MIN_NS = 5 * 60 * 1_000_000_000

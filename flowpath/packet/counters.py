@@ -91,8 +91,18 @@ class Stats:
         self.cols = (self.reasons, self.ifc)  # what the compiled stages count into (`acct`)
         self.rx_packets = self.tx_packets = self.fastpath_packets = self.slowpath_packets = 0
         self.flows_offloaded = self.flows_expired = self.icmp_ratelimited = self.tx_bursts = 0
+        # neighbour events: entries given the next hop's new address, flows torn down with their next hop
+        self.flow_entries_neigh_updated = self.flows_neigh_teardown = 0
         self.generated_packets = 0  # what the gateway originates (ICMP, echo replies, resets, ARP)
         self.generated_drops = np.zeros(N_REASONS, np.int64)  # ... and could not send, by reason
+
+    def grow(self, max_ifindex: int) -> None:
+        """Room for interfaces up to max_ifindex (a reload that adds links); the counts stay."""
+        if max_ifindex >= self.ifc.shape[0]:
+            ifc = np.zeros((max_ifindex + 1, 4), np.int64)
+            ifc[: self.ifc.shape[0]] = self.ifc
+            self.ifc = ifc
+            self.cols = (self.reasons, self.ifc)
 
     def count(self, reason: int) -> None:
         self.reasons[reason] += 1
@@ -139,6 +149,8 @@ class Stats:
             "slowpath_packets": self.slowpath_packets,
             "flows_offloaded": self.flows_offloaded,
             "flows_expired": self.flows_expired,
+            "flow_entries_neigh_updated": self.flow_entries_neigh_updated,
+            "flows_neigh_teardown": self.flows_neigh_teardown,
             "icmp_ratelimited": self.icmp_ratelimited,
             "tx_bursts": self.tx_bursts,
             "reasons": {reason_label(r): int(c) for r, c in enumerate(self.reasons) if c},

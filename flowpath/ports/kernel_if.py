@@ -233,6 +233,13 @@ def ipv6_addrs(name: str) -> list[Inet6Addr]:
     return out
 
 
+def port_addresses(name: str) -> list[str]:
+    """The addresses a port must not carry, as `ip addr` prints them: every IPv4 address and every
+    IPv6 address but link-local ones (prepare_port's disable_ipv6 removes those)."""
+    return [str(a) for a in ipv4_addrs(name)] + [f"{a.address}/{a.prefixlen}" for a in ipv6_addrs(name)
+                                                  if a.scope != "link"]  # fmt: skip
+
+
 def _sysctl_path(name: str, family: str, key: str) -> str:
     _check_name(name)
     return f"/proc/sys/net/{family}/conf/{name}/{key}"

@@ -1,13 +1,15 @@
-"""`xfrm state add ...` and `xfrm policy add ...` lines of an ip-batch network file.
+"""`xfrm state ...` and `xfrm policy ...` lines of an ip-batch network file or of `flowpath ctl ip xfrm`.
 
-Linux: iproute2 ip/xfrm_state.c (xfrm_state_modify) and ip/xfrm_policy.c (xfrm_policy_modify), which
-turn the words into XFRM_MSG_NEWSA / XFRM_MSG_NEWPOLICY; the kernel's checks (verify_newsa_info,
-verify_replay, verify_newpolicy_info) are done here too, so a bad line fails with file:line:col.
+Linux: iproute2 ip/xfrm_state.c (xfrm_state_modify, xfrm_state_get_or_delete, xfrm_state_list_or_deleteall)
+and ip/xfrm_policy.c (the same for policies), which turn the words into XFRM_MSG_NEWSA / DELSA /
+NEWPOLICY / DELPOLICY; the kernel's checks (verify_newsa_info, verify_replay, verify_newpolicy_info)
+are done here too, so a bad line fails with file:line:col.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Callable
 
 from flowpath.errors import ConfigError
 from flowpath.packet.layout import IPPROTO_ESP
@@ -20,7 +22,6 @@ from flowpath.xfrm.policy import (
     XfrmSelector,
     XfrmTmpl,
     family_of,
-    xfrm_policy_delete,
     xfrm_policy_insert,
 )
 from flowpath.xfrm.replay import XFRMA_REPLAY_ESN_MAX
@@ -36,7 +37,9 @@ from flowpath.xfrm.state import (
     XfrmLifetimeCfg,
     XfrmState,
     xfrm_state_add,
+    xfrm_state_delete,
     xfrm_state_flush,
+    xfrm_state_lookup,
 )
 
 AEAD_ALGS = {"rfc4106(gcm(aes))": evp.XFRM_AEAD_GCM, "rfc7539esp(chacha20,poly1305)": evp.XFRM_AEAD_CHACHA}
@@ -111,38 +114,214 @@ def _xfrm_of(net) -> Xfrm:
     return x
 
 
+# ip/xfrm_state.c › do_xfrm_state and ip/xfrm_policy.c › do_xfrm_policy try the verbs in this order,
+# each as iproute2's matches() (any prefix: "del" is delete, "deleteall" is not); aliases after "|"
+STATE_VERBS = ("add", "update", "allocspi", "delete", "deleteall|delall", "list|show|lst", "get", "flush",
+               "count")  # fmt: skip
+POLICY_VERBS = ("add", "update", "delete", "deleteall|delall", "list|show|lst", "get", "flush", "count",
+                "set", "setdefault", "getdefault")  # fmt: skip
+SHOW_VERBS = ("list", "get")  # what xfrm_select answers; the rest change the SAD or SPD
+
+
+def _matches(word: str, full: str) -> bool:
+    """iproute2 lib/utils.c › matches: `word` is a non-empty prefix of `full`."""
+    return 0 < len(word) <= len(full) and full.startswith(word)
+
+
+def _head(w: _Words) -> tuple[str, str]:
+    """The object (state or policy) and the verb's canonical name, after an optional "xfrm"."""
+    if w.more() and w.t[0] == "xfrm":
+        w.k = 1
+    word = w.next("state or policy")
+    obj = "state" if _matches(word, "state") else "policy" if _matches(word, "policy") else None
+    if obj is None:
+        raise w.err(f'"xfrm {word}" is not supported (state or policy)', w.k - 1)
+    word = w.next(f"{obj} command")
+    verbs = STATE_VERBS if obj == "state" else POLICY_VERBS
+    verb = next((v.split("|")[0] for v in verbs if any(_matches(word, a) for a in v.split("|"))), None)
+    if verb is None:
+        raise w.err(f'"xfrm {obj} {word}" is unknown (try {", ".join(v.split("|")[0] for v in verbs)})',
+                    w.k - 1)  # fmt: skip
+    return obj, verb
+
+
+def xfrm_verb(tokens: list[str]) -> tuple[str, str] | None:
+    """(object, verb) of an `xfrm ...` line, or None when its words name none (the parsers say why)."""
+    try:
+        return _head(_Words(list(tokens), [1] * len(tokens), "", 1, None))
+    except ConfigError:
+        return None
+
+
 def xfrm_config_line(
     tokens: list[str], path, line: int, cols: list[int], net, source: str | None = None
 ) -> None:
-    """Apply one `xfrm state|policy add|delete|flush ...` line (a leading "xfrm" is optional).
+    """Apply one `xfrm state|policy add|update|delete|deleteall|flush ...` line (a leading "xfrm" is
+    optional), as `ip xfrm` would.
 
     `net` is an Xfrm or an object whose `.xfrm` is one (created when missing). Raises ConfigError
-    with the column of the offending token.
+    with the column of the offending token. Listings (list, get) are xfrm_select's.
     """
     w = _Words(tokens, cols, path, line, source)
-    if w.more() and w.t[0] == "xfrm":
-        w.k = 1
-    obj = w.next("state or policy")
-    verb = w.next("add, delete or flush")
+    obj, verb = _head(w)
     xfrm = _xfrm_of(net)
     if obj == "state" and verb in ("add", "update"):
         _state_add(w, xfrm)
+    elif obj == "state" and verb == "delete":
+        xfrm_state_delete(xfrm, _state_get(w, xfrm))
+    elif obj == "state" and verb == "deleteall":
+        match = _state_filter(w)
+        for x in [x for x in xfrm.states if match(x)]:
+            xfrm_state_delete(xfrm, x)
     elif obj == "state" and verb == "flush":
+        if w.more():
+            _state_filter(w, ("proto",))
         xfrm_state_flush(xfrm)
     elif obj == "policy" and verb in ("add", "update"):
         _policy_add(w, xfrm)
     elif obj == "policy" and verb == "delete":
-        pol = _policy(w, need_dir=True)
-        try:
-            xfrm_policy_delete(xfrm, pol.sel, pol.dir)
-        except KeyError as e:
-            raise w.err(str(e), 0) from None
+        xfrm.policies.remove(_policy_get(w, xfrm))
+    elif obj == "policy" and verb == "deleteall":
+        match = _policy_filter(w)
+        xfrm.policies[:] = [p for p in xfrm.policies if not match(p)]
     elif obj == "policy" and verb == "flush":
+        if w.more():
+            raise w.err(f'"{w.t[w.k]}" is not supported after flush', w.k)
         xfrm.policies.clear()
-    elif obj in ("state", "policy"):
-        raise w.err(f'"xfrm {obj} {verb}" is not supported', w.k - 1)
     else:
-        raise w.err(f'"xfrm {obj}" is not supported', w.k - 2)
+        where = " in a network file" if verb in SHOW_VERBS else ""
+        raise w.err(f'"xfrm {obj} {verb}" is not supported{where}', w.k - 1)
+
+
+def xfrm_select(
+    tokens: list[str], path, line: int, cols: list[int], xfrm: Xfrm, source: str | None = None
+) -> tuple[str, list]:
+    """`xfrm state|policy list|get ...`: ("state", [XfrmState]) or ("policy", [XfrmPolicy]) of the
+    SAD or SPD entries the filter words select (ip/xfrm_state.c › xfrm_state_filter_match,
+    ip/xfrm_policy.c › xfrm_policy_filter_match: the words given must match, the others are free).
+    `get` names one entry, as `delete` does. ConfigError as xfrm_config_line."""
+    w = _Words(tokens, cols, path, line, source)
+    obj, verb = _head(w)
+    if verb not in SHOW_VERBS:
+        raise w.err(f'"xfrm {obj} {verb}" changes the {"SAD" if obj == "state" else "SPD"}: not a listing',
+                    w.k - 1)  # fmt: skip
+    if obj == "state":
+        if verb == "get":
+            return obj, [_state_get(w, xfrm)]
+        match = _state_filter(w)
+        return obj, [x for x in xfrm.states if match(x)]
+    if verb == "get":
+        return obj, [_policy_get(w, xfrm)]
+    match = _policy_filter(w)
+    return obj, [p for p in xfrm.policies if match(p)]
+
+
+STATE_ID_WORDS = ("src", "dst", "proto", "spi")
+
+
+def _state_id(w: _Words, allowed: tuple[str, ...]) -> dict:
+    """ID [mode MODE] [reqid REQID] words (ID := [src ADDR] [dst ADDR] [proto esp] [spi SPI]), those of
+    `allowed` only: XfrmState field -> (value, token index)."""
+    want: dict = {}
+    while w.more():
+        kw = w.next("keyword")
+        at = w.k - 1
+        if kw not in allowed:
+            raise w.err(f'unknown keyword "{kw}" (expected {", ".join(allowed)})', at)
+        if kw in ("src", "dst"):
+            want[kw[0] + "addr"] = (w.addr(f"{kw} address"), at)
+        elif kw == "proto":
+            p = w.next("proto")
+            if p != "esp":
+                raise w.err(f'proto "{p}" is not supported (esp only)', w.k - 1)
+        elif kw == "spi":
+            want["spi"] = (w.num("spi", 1), w.k - 1)
+        elif kw == "reqid":
+            want["reqid"] = (w.num("reqid"), at)
+        elif kw == "mode":
+            m = w.next("mode")
+            if m not in ("transport", "tunnel", "beet", "ro", "in_trigger"):
+                raise w.err(f'"{m}" is not a valid mode', w.k - 1)
+            want["mode"] = (XFRM_MODE_TUNNEL if m == "tunnel" else -1, at)  # only tunnel mode is modelled
+    return want
+
+
+def _state_filter(w: _Words, allowed=(*STATE_ID_WORDS, "mode", "reqid")) -> Callable[[XfrmState], bool]:
+    want = _state_id(w, allowed)
+    return lambda x: all(getattr(x, k) == v for k, (v, _) in want.items())
+
+
+def _state_get(w: _Words, xfrm: Xfrm) -> XfrmState:
+    """The ID of delete and get: dst and spi name one state (a src given must match too).
+
+    Linux: xfrm_user.c › xfrm_user_state_lookup (xfrm_state_lookup by daddr, spi and proto)."""
+    want = _state_id(w, STATE_ID_WORDS)
+    for field, word in (("daddr", "dst"), ("spi", "spi")):
+        if field not in want:
+            raise w.err(f'"{word}" is missing (dst and spi name the state)', len(w.t) - 1, after=True)
+    x = xfrm_state_lookup(xfrm, want["daddr"][0], want["spi"][0])
+    if x is None or ("saddr" in want and x.saddr != want["saddr"][0]):
+        raise w.err("RTNETLINK answers: No such process", want["spi"][1])
+    return x
+
+
+POLICY_FILTER_WORDS = ("src", "dst", "proto", "sport", "dport", "dir", "priority", "action", "index")
+
+
+def _policy_filter(w: _Words) -> Callable[[XfrmPolicy], bool]:
+    """[SELECTOR] [dir DIR] [index INDEX] [action ACTION] [priority PRIORITY] words of deleteall and
+    list: a predicate over XfrmPolicy (the selector's words compare with the policy's selector)."""
+    want: list[tuple[Callable, object]] = []
+    while w.more():
+        kw = w.next("keyword")
+        if kw not in POLICY_FILTER_WORDS:
+            raise w.err(f'unknown keyword "{kw}" (expected {", ".join(POLICY_FILTER_WORDS)})', w.k - 1)
+        if kw in ("src", "dst"):
+            want.append((lambda p, f=kw[0] + "addr": getattr(p.sel, f), w.prefix(f"{kw} prefix")))
+        elif kw == "proto":
+            name = w.next("proto")
+            want.append((lambda p: p.sel.proto, UPSPEC_PROTOS.get(name) or _int(w, name, "proto", 255)))
+        elif kw in ("sport", "dport"):
+            want.append((lambda p, f=kw: getattr(p.sel, f), w.num(kw, 0, 65535)))
+        elif kw == "dir":
+            want.append((lambda p: p.dir, _dir(w)))
+        elif kw == "action":
+            a = w.next("action")
+            if a not in ("allow", "block"):
+                raise w.err(f'"{a}" is not a valid action (allow, block)', w.k - 1)
+            want.append((lambda p: p.action, XFRM_POLICY_BLOCK if a == "block" else XFRM_POLICY_ALLOW))
+        else:
+            want.append((lambda p, f=kw: getattr(p, f), w.num(kw)))
+    return lambda p: all(get(p) == v for get, v in want)
+
+
+def _dir(w: _Words) -> int:
+    d = w.next("dir")
+    if d not in XFRM_DIR_NAMES:
+        raise w.err(f'"{d}" is not a valid dir (in, out, fwd)', w.k - 1)
+    return XFRM_DIR_NAMES.index(d)
+
+
+def _policy_get(w: _Words, xfrm: Xfrm) -> XfrmPolicy:
+    """`{ SELECTOR | index INDEX } dir DIR` of delete and get: the one policy they name.
+
+    Linux: xfrm_user.c › xfrm_get_policy (xfrm_policy_byid or xfrm_policy_bysel_ctx)."""
+    first = w.k
+    if w.more() and w.t[w.k] == "index":
+        w.k += 1
+        index = w.num("index")
+        if w.next("dir") != "dir":
+            raise w.err('"dir" expected', w.k - 1)
+        d = _dir(w)
+        if w.more():
+            raise w.err(f'unknown keyword "{w.t[w.k]}"', w.k)
+        found = [p for p in xfrm.policies if p.index == index and p.dir == d]
+    else:
+        pol = _policy(w, need_dir=True)
+        found = [p for p in xfrm.policies if p.dir == pol.dir and p.sel == pol.sel]
+    if not found:
+        raise w.err("RTNETLINK answers: No such file or directory", min(first, len(w.t) - 1))
+    return found[0]
 
 
 def _state_add(w: _Words, xfrm: Xfrm) -> None:
@@ -242,10 +421,7 @@ def _policy(w: _Words, need_dir: bool) -> XfrmPolicy:
         elif kw in ("sport", "dport"):
             sel[kw] = w.num(kw, 0, 65535)
         elif kw == "dir":
-            d = w.next("dir")
-            if d not in XFRM_DIR_NAMES:
-                raise w.err(f'"{d}" is not a valid dir (in, out, fwd)', w.k - 1)
-            pol["dir"] = XFRM_DIR_NAMES.index(d)
+            pol["dir"] = _dir(w)
         elif kw == "priority":
             pol["priority"] = w.num("priority")
         elif kw == "action":

@@ -89,8 +89,8 @@ def xfrm_policy_insert(xfrm: Xfrm, pol: XfrmPolicy) -> XfrmPolicy:
         if p.priority > pol.priority:
             pos = k
             break
-    # Linux: index = (++idx_generator << 3) | dir
-    pol.index = ((len(xfrm.policies) + 1) << 3) | pol.dir
+    xfrm.policy_idx_generator += 1  # Linux: index = (++idx_generator << 3) | dir
+    pol.index = (xfrm.policy_idx_generator << 3) | pol.dir
     xfrm.policies.insert(pos, pol)
     return pol
 

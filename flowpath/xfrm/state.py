@@ -157,13 +157,18 @@ class XfrmExpire:
 class Xfrm:
     """The netns xfrm context: SAD, SPD, expire events. `net.xfrm` in Linux.
 
-    states: list of XfrmState in insertion order; policies: see policy.py; events: XfrmExpire list the
+    states: the SAD, XfrmState in insertion order; slots: every state ever added, by index (its row
+    of `tab`), deleted ones included: a row is never given to another SA, so a flowtable entry, a
+    tunnel tuple or a packet of this poll that names a deleted SA's index finds it dead, not a
+    stranger (Linux holds a reference instead). policies: see policy.py; events: XfrmExpire list the
     control plane drains (Linux sends them on NETLINK_XFRM).
     """
 
     def __init__(self, capacity: int = 64):
         self.states: list[XfrmState] = []
+        self.slots: list[XfrmState] = []
         self.policies: list = []
+        self.policy_idx_generator = 0  # xfrm_gen_index: policy indexes stay unique across deletes
         self.events: list[XfrmExpire] = []
         self.tab = xfrm_state_table(capacity)
         self._byid: dict[tuple[bytes, int, int], XfrmState] = {}
@@ -192,9 +197,9 @@ def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = -1) -> XfrmState:
     key = (x.daddr.packed, x.spi, x.proto)
     if key in xfrm._byid:
         raise ValueError("File exists")
-    if len(xfrm.states) >= len(xfrm.tab.spi):
+    if len(xfrm.slots) >= len(xfrm.tab.spi):
         xfrm._grow()
-    x.index, x.add_time_ns, x.owner = len(xfrm.states), now_ns, xfrm
+    x.index, x.add_time_ns, x.owner = len(xfrm.slots), now_ns, xfrm
     t, i = xfrm.tab, x.index
     t.spi[i], t.alg[i], t.family[i], t.flags[i] = x.spi, x.alg, x.family, x.flags
     t.salt[i] = np.frombuffer(x.salt, np.uint8)
@@ -215,10 +220,11 @@ def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = -1) -> XfrmState:
         t.dead,
         t.stats,
     ):
-        col[i] = 0  # a flushed table's row is reused
+        col[i] = 0
     t.hard_bytes[i], t.hard_packets[i] = x.lft.hard_byte_limit, x.lft.hard_packet_limit
     t.check_packets[i], t.check_bytes[i] = 1, XFRM_INF  # the first use sets use_time
     xfrm.states.append(x)
+    xfrm.slots.append(x)
     xfrm._byid[key] = x
     return x
 
@@ -317,15 +323,25 @@ def xfrm_state_delete_dead(xfrm: Xfrm, x: XfrmState, why: str, now_ns: int) -> N
         xfrm.events.append(XfrmExpire(x, True, why, now_ns))
 
 
+def xfrm_state_delete(xfrm: Xfrm, x: XfrmState) -> None:
+    """Take a state out of the SAD: dead for the kernels (its row stays, see Xfrm), EVP contexts freed.
+
+    Linux: xfrm_state.c › __xfrm_state_delete (km.state = XFRM_STATE_DEAD, unhashed). Flows offloaded
+    through it are the caller's to tear down (the Worker's xfrm_modify).
+    """
+    t, i = xfrm.tab, x.index
+    evp.evp_ctx_free(int(t.ctx_enc[i]))
+    evp.evp_ctx_free(int(t.ctx_dec[i]))
+    t.ctx_enc[i] = t.ctx_dec[i] = 0
+    t.dead[i] = 1
+    xfrm.states.remove(x)
+    xfrm._byid.pop((x.daddr.packed, x.spi, x.proto), None)
+
+
 def xfrm_state_flush(xfrm: Xfrm) -> None:
-    """Delete every state (Linux: xfrm_state_flush); EVP contexts are freed."""
-    for x in xfrm.states:
-        evp.evp_ctx_free(int(xfrm.tab.ctx_enc[x.index]))
-        evp.evp_ctx_free(int(xfrm.tab.ctx_dec[x.index]))
-        xfrm.tab.ctx_enc[x.index] = xfrm.tab.ctx_dec[x.index] = 0
-        xfrm.tab.dead[x.index] = 1
-    xfrm.states.clear()
-    xfrm._byid.clear()
+    """Delete every state (Linux: xfrm_state_flush)."""
+    for x in list(xfrm.states):
+        xfrm_state_delete(xfrm, x)
 
 
 def xfrm_timer(xfrm: Xfrm, now_ns: int) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 
 from flowpath.flowtable import FLOW_ADD_EXISTS, FLOW_ADD_FULL, FlowRoute, Flowtable, FlowTuple
 from flowpath.flowtable.core import INDEX_SLOTS_PER_ENTRY
-from flowpath.flowtable.key import F_TEARDOWN, IDX_TOMBSTONE, V_PACKETS
+from flowpath.flowtable.key import F_TEARDOWN, IDX_TOMBSTONE, V_FLAGS, V_H_DEST, V_PACKETS
 
 R = FlowRoute(2, 1500, b"\x02\0\0\0\0\x02", b"\x02\0\0\0\0\x05")
 
@@ -194,3 +194,76 @@ def test_entry_bytes_counts_every_table_array():
         assert sum(ft.entry_bytes().values()) * cap == sum(a.nbytes for a in arrays)
         assert ft._grow()
     assert ft.entry_bytes()["key"] == 64 and ft.entry_bytes()["index"] == 8 * INDEX_SLOTS_PER_ENTRY
+
+
+GW4 = (4, 2, 0xCB0071FE)  # the neighbour key (family, ifindex, address) of 203.0.113.254 on ifindex 2
+GW6 = (6, 2, 0x20010DB8_00FF_0000_0000_0000_0000_00FE)
+MAC_A, MAC_B = b"\x02\0\0\0\0\x0a", b"\x02\0\0\0\0\x0b"
+
+
+def _add_via(ft, i, neigh_orig, neigh_reply=None, h_dest=R.h_dest):
+    """Flow i whose ORIGINAL direction transmits to neigh_orig (REPLY to neigh_reply)."""
+    ro = FlowRoute(2, 1500, R.h_source, h_dest, neigh=neigh_orig)
+    rr = FlowRoute(1, 1500, R.h_source, MAC_A, neigh=neigh_reply)
+    o = FlowTuple(1, 4, 17, 0x0A000001, 0xC6336407, 1000 + i, 53)
+    r = FlowTuple(2, 4, 17, 0xC6336407, 0x0A000001, 53, 1000 + i)
+    return ft.flow_offload_add(o, r, ro, rr, 0, f"ct{i}", 0)
+
+
+def _h_dest(ft, e):
+    return int(ft.val[e, V_H_DEST]).to_bytes(6, "big")
+
+
+def test_neigh_update_rewrites_only_the_entries_through_that_neighbour():
+    """flow_offload_neigh_update: the direction entries whose next hop is the neighbour (same family,
+    ifindex and address) take the new address; the other direction, other neighbours and an IPv6
+    neighbour with the same low bits keep theirs; an unchanged address rewrites nothing."""
+    ft = Flowtable("n")
+    a = _add_via(ft, 0, GW4, (4, 1, 0x0A000001))
+    b = _add_via(ft, 1, GW6)
+    c = _add_via(ft, 2, (4, 3, GW4[2]))  # same address, another device
+    assert ft.flow_offload_neigh_update(GW4, R.h_dest) == 0  # what they cache already
+    assert ft.flow_offload_neigh_update(GW4, MAC_B) == 1
+    assert _h_dest(ft, 2 * a) == MAC_B and _h_dest(ft, 2 * a + 1) == MAC_A
+    assert _h_dest(ft, 2 * b) == _h_dest(ft, 2 * c) == R.h_dest
+    assert ft.flow_offload_neigh_update(GW4, MAC_B) == 0
+    assert ft.flow_offload_neigh_update(GW6, MAC_A) == 1 and _h_dest(ft, 2 * b) == MAC_A
+    assert ft.flow_offload_neigh_update((4, 9, 1), MAC_A) == 0  # a neighbour no entry uses
+    assert [d["nexthop"] for d in ft.entries()] == ["203.0.113.254", "10.0.0.1", "2001:db8:ff::fe", None,
+                                                    "203.0.113.254", None]  # fmt: skip
+
+
+def test_neigh_teardown_tears_down_each_flow_once_and_gc_forgets_the_neighbour():
+    """flow_offload_teardown_neigh: every flow with an entry through the neighbour is torn down (hidden
+    from lookup), reported once; after the GC deleted them the neighbour is no longer followed."""
+    ft = Flowtable("n")
+    fids = [_add_via(ft, i, GW4) for i in range(3)]
+    other = _add_via(ft, 3, GW6, GW4)  # through GW4 in its REPLY direction only
+    keep = _add_via(ft, 4, GW6)
+    assert ft.flow_offload_teardown_neigh(GW4) == sorted(fids + [other])
+    assert ft.flow_offload_teardown_neigh(GW4) == []  # torn down already
+    assert ft.key[2 * keep, V_FLAGS] & F_TEARDOWN == 0
+    assert ft.gc(1) == sorted(fids + [other]) and len(ft) == 1
+    assert GW4 not in ft._neigh and ft._neigh[GW6][0] == 1
+    assert ft.nexthop[: 2 * keep].sum() == 0  # deleted entries' next hops cleared
+    ft.flow_offload_del(keep)
+    assert ft._neigh == {}
+
+
+def test_neigh_rows_survive_growth_and_refused_adds():
+    """Growth copies the next-hop column; a flow refused at the maximum leaves no reference behind."""
+    ft = Flowtable("n", capacity=4, max_entries=8)
+    fids = [_add_via(ft, i, GW4) for i in range(4)]
+    assert ft.capacity == 8 and _add_via(ft, 9, GW4) == FLOW_ADD_FULL
+    assert ft._neigh[GW4][0] == 4
+    assert ft.flow_offload_neigh_update(GW4, MAC_B) == 4
+    assert all(_h_dest(ft, 2 * f) == MAC_B for f in fids)
+
+
+def test_entries_with_different_addresses_for_one_neighbour_are_all_rewritten():
+    """Entries added with different h_dest for the same neighbour (the caller's routes disagree) are
+    all rewritten by the next update, whatever address the first one cached."""
+    ft = Flowtable("n")
+    a, b = _add_via(ft, 0, GW4, h_dest=MAC_A), _add_via(ft, 1, GW4, h_dest=MAC_B)
+    assert ft.flow_offload_neigh_update(GW4, MAC_A) == 2
+    assert _h_dest(ft, 2 * a) == _h_dest(ft, 2 * b) == MAC_A

@@ -68,6 +68,7 @@ def _error(text: str) -> ConfigError:
             '"02:00:00:00:00:zz" is invalid lladdr',
         ),
         ("neigh add 192.0.2.9 dev eth0", 7, 3, 'neigh needs "lladdr MAC"'),
+        ("neigh change 192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0", 14, 9, "No such file or directory"),
         (
             "neigh add 192.0.2.9 lladdr 02:00:00:00:00:09 dev eth0 nud bogus",
             59,

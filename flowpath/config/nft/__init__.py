@@ -39,6 +39,13 @@ def load_ruleset(path: str | Path) -> Ruleset:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(p, 1, 1, f"Could not open file: {e.strerror or e}") from None
+    return ruleset_from_text(text, p)
+
+
+def ruleset_from_text(text: str, path: str) -> Ruleset:
+    """A ruleset file's text (named `path` in errors): nft text, or libnftables JSON when it starts
+    with '{'. What `-r FILE` and `flowpath ctl nft -f FILE` (whose client sends the text) both load."""
+    p = str(path)
     if text.lstrip().startswith("{"):
         try:
             obj = _json.loads(text)
@@ -53,5 +60,5 @@ def load_ruleset(path: str | Path) -> Ruleset:
 
 __all__ = [
     "Chain", "ConfigError", "Flowtable", "Rule", "Ruleset", "Set", "Table",
-    "load_ruleset", "parse_ruleset", "ruleset_from_json",
+    "load_ruleset", "parse_ruleset", "ruleset_from_json", "ruleset_from_text",
 ]  # fmt: skip

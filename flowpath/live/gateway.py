@@ -1,0 +1,313 @@
+"""`flowpath run`: the live gateway — ports on kernel interfaces, one poll loop, a control socket.
+
+No Linux counterpart as a whole: it plays a NIC driver's NAPI loop (net_rx_action over the ports'
+queues, with a budget per poll) plus the timers (the GC once a second, neighbour and reassembly
+timers) and the control plane (rtnetlink/nfnetlink requests, arriving on the control socket), all in
+one thread. Between two polls nothing else touches the datapath, so control requests need no locks.
+
+The packet clock is CLOCK_MONOTONIC: polls are stamped with it, so flowtable, conntrack, neighbour and
+SA timeouts are real time. Idle, the loop sleeps in poll(2) on the ports' descriptors, the control
+socket and a signal pipe until the next GC run is due (`busy_poll` spins instead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowpath.errors import ConfigError, PortError, UsageError
+from flowpath.live.xmit import Xmit
+from flowpath.net.link import KIND_ETHER
+from flowpath.packet.batch import PacketBatch
+
+NSEC_PER_MSEC = 1_000_000
+
+
+@dataclass
+class RunOptions:
+    """What `flowpath run` was asked."""
+
+    net: Path
+    rules: Path | None = None
+    ctl: Path | None = None  # None: flowpath.ctl.server.default_ctl_path()
+    ctl_mode: int = 0o600
+    stats: Path | None = None
+    flowtable: bool = True
+    bulk: bool = True
+    busy_poll: bool = False
+    batch_size: int = 256
+    workers: int = 1
+
+
+def load_config(net_path: Path, rules_path: Path | None, kernel):
+    """The network file, each port resolved against its kernel interface and checked (check_ports),
+    and the ruleset. ConfigError with file:line:col on the first problem."""
+    from flowpath.config.ipbatch import load_network
+    from flowpath.config.nft import load_ruleset
+
+    net = load_network(net_path, kernel.kernel_link)
+    check_ports(net, kernel.port_addresses)
+    ruleset = load_ruleset(rules_path) if rules_path is not None else None
+    return net, ruleset
+
+
+def port_links(net) -> list:
+    """The links that are ports: one kernel interface each."""
+    return [lk for lk in net.links.values() if lk.kind == KIND_ETHER]
+
+
+def check_ports(net, addresses: Callable[[str], list[str]]) -> None:
+    """The kernel side of a port carries no IP address: flowpath owns the port's addresses, and an
+    address there would have the kernel answer ARP, ICMP and TCP beside flowpath. ConfigError at the
+    port's `link add` line. (IPv6 link-local addresses are not counted: prepare_port disables IPv6 on
+    the port, which removes them.)"""
+    for lk in port_links(net):
+        found = addresses(lk.name)
+        if found:
+            raise net.link_origin[lk.name](
+                f'the kernel interface "{lk.name}" has address {", ".join(found)}: flowpath owns the '
+                f"addresses of its ports; remove it first (ip addr flush dev {lk.name})"
+            )
+
+
+class Gateway:
+    """The running gateway: its Worker, ports and control server (the `gw` the ctl commands get).
+
+    worker      flowpath.datapath.Worker
+    ports       name -> Port (flowpath.ports.base)
+    net_path, rules_path, started_ns (CLOCK_MONOTONIC)
+
+    kernel and open_port are what the gateway asks of the kernel: interfaces (kernel_link,
+    port_addresses, prepare_port, restore_port: flowpath.ports.kernel_if) and ports (AF_PACKET);
+    tests give their own.
+    """
+
+    def __init__(self, opts: RunOptions, log: Callable[[str], None] = print, *, kernel=None, open_port=None):
+        from flowpath.datapath import Worker
+
+        if kernel is None:
+            from flowpath.ports import kernel_if as kernel
+        if opts.workers != 1:
+            raise UsageError("--workers: this build runs one worker (multi-core workers are not built yet)")
+        if not 1 <= opts.batch_size <= 4096:
+            raise UsageError("--batch-size must be 1..4096")
+        self.opts, self.log = opts, log
+        self.net_path, self.rules_path = opts.net, opts.rules
+        self.kernel = kernel
+        net, ruleset = load_config(opts.net, opts.rules, kernel)
+        self.worker = Worker(net, ruleset, flowtable=opts.flowtable, bulk=opts.bulk)
+        self.ports: dict[str, object] = {}
+        self.restore: list = []
+        self.ctl = None
+        self._open_port = open_port or _open_af_packet
+        self.batch = PacketBatch(opts.batch_size)
+        self.stopping = False
+        self.reload_pending = False
+        self.started_ns = time.monotonic_ns()
+        try:
+            for lk in port_links(net):
+                self.restore.append(kernel.prepare_port(lk.name))
+                self.ports[lk.name] = self._open_port(lk, opts)
+            self._ifindex_ports()
+            self._start_ctl()
+        except BaseException:
+            self.close()
+            raise
+
+    def _ifindex_ports(self) -> None:
+        """ifindex -> port for transmit: each port's link, and VLAN links on it."""
+        net = self.worker.net
+        by_ifx = {net.link_by_name(name).ifindex: port for name, port in self.ports.items()}
+        for lk in net.links.values():
+            if lk.parent in by_ifx:
+                by_ifx[lk.ifindex] = by_ifx[lk.parent]
+        self.xmit = Xmit(by_ifx)
+        self._rx = list(self.ports.values())
+
+    def _start_ctl(self) -> None:
+        try:
+            from flowpath.ctl.commands import ctl_dispatch
+            from flowpath.ctl.server import CtlServer, default_ctl_path
+        except ImportError:  # the control socket is not in this build
+            return
+        path = self.opts.ctl or default_ctl_path()
+        self.ctl = CtlServer(path, lambda req: ctl_dispatch(self, req), mode=self.opts.ctl_mode)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Poll until SIGTERM/SIGINT; return the final counters (written to --stats too)."""
+        rfd, wfd = socket.socketpair()
+        rfd.setblocking(False)
+        wfd.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wfd.fileno(), warn_on_full_buffer=False)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            self._loop(rfd)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            signal.set_wakeup_fd(old_fd)
+            rfd.close()
+            wfd.close()
+        self._flush()
+        return self.write_stats()
+
+    def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_pending = True
+        else:
+            self.stopping = True
+
+    def _pollset(self, rfd) -> tuple[select.poll, dict]:
+        p = select.poll()
+        handlers: dict[int, Callable[[int], None]] = {rfd.fileno(): lambda fd: _drain(rfd)}
+        for port in self._rx:
+            fd = port.fileno()
+            if fd >= 0:
+                handlers[fd] = None  # the ports are read every round anyway
+        if self.ctl is not None:
+            for fd in self.ctl.fds():
+                handlers[fd] = self.ctl.service
+        for fd in handlers:
+            p.register(fd, select.POLLIN)
+        return p, handlers
+
+    def _loop(self, rfd) -> None:
+        w, batch, busy = self.worker, self.batch, self.opts.busy_poll
+        p, handlers = self._pollset(rfd)
+        while not self.stopping:
+            got = 0
+            for port in list(self._rx):
+                batch.clear()
+                try:
+                    n = port.rx_burst(batch, time.monotonic_ns())
+                except PortError as e:
+                    self._port_failed(port, e)
+                    p, handlers = self._pollset(rfd)
+                    continue
+                if n:
+                    got += n
+                    self.xmit.poll(w.poll(batch))
+                    self._flush()
+            now = time.monotonic_ns()
+            if now >= w.next_gc_ns:
+                for ifx, frame in w.timers(now):
+                    self.xmit.frame(ifx, frame)
+                self._flush()
+            if self.reload_pending:
+                self.reload_pending = False
+                self.reload_files()
+            # sleep until a port has frames, a request or a signal arrives, or the next GC run
+            timeout = 0 if got or busy else max(0, (w.next_gc_ns - now) // NSEC_PER_MSEC + 1)
+            events = p.poll(timeout)
+            for fd, ev in events:
+                h = handlers.get(fd)
+                if h is not None:
+                    h(fd)
+            if self.ctl is not None and set(self.ctl.fds()) != {fd for fd, h in handlers.items() if h == self.ctl.service}:
+                p, handlers = self._pollset(rfd)
+
+    def _flush(self) -> None:
+        for port in list(self._rx):
+            try:
+                port.flush()
+            except PortError as e:
+                self._port_failed(port, e)
+
+    def _port_failed(self, port, e: PortError) -> None:
+        """A port vanished (its interface was deleted or went away): log it, close it, keep the others."""
+        self.log(f"flowpath: port {port.name}: {e.msg}; it is closed, the other ports keep running")
+        self._rx.remove(port)
+        port.close()
+        for ifx in [ifx for ifx, pt in self.xmit.ports.items() if pt is port]:
+            del self.xmit.ports[ifx]  # its frames from now on: counted as tx drops (no port)
+
+    # -- control ------------------------------------------------------------------------------------
+    def reload_files(self) -> bool:
+        """SIGHUP: reload both files atomically (as `ctl nft -f`); on an error the old ones stay and
+        the error is logged."""
+        try:
+            net, ruleset = load_config(self.net_path, self.rules_path, self.kernel)
+            if sorted(lk.name for lk in port_links(net)) != sorted(self.ports):
+                raise UsageError(f"{self.net_path}: the ports changed; restart flowpath to add or remove ports")
+            self.worker.reload(net, ruleset)
+        except (ConfigError, UsageError) as e:
+            self.log(f"flowpath: reload refused, the running configuration stays:\n{e}")
+            return False
+        self._ifindex_ports()
+        self.log(f"flowpath: reloaded {self.net_path}" + (f" and {self.rules_path}" if self.rules_path else ""))
+        return True
+
+    def stats(self) -> dict:
+        """The Worker's counters, the ports' own and the transmit drops, and the uptime."""
+        w = self.worker
+        s = w.stats.as_dict(w.ifname)
+        s["uptime_s"] = round((time.monotonic_ns() - self.started_ns) / 1e9, 3)
+        ports = {}
+        for name, port in self.ports.items():
+            c = dict(port.counters())
+            c["tx_dropped"] = self.xmit.dropped.get(w.net.link_by_name(name).ifindex, 0)
+            c["running"] = port in self._rx
+            ports[name] = c
+        s["ports"] = ports
+        return s
+
+    def write_stats(self) -> dict:
+        s = self.stats()
+        if self.opts.stats is not None:
+            tmp = Path(f"{self.opts.stats}.tmp")
+            tmp.write_text(json.dumps(s, indent=2) + "\n")
+            os.replace(tmp, self.opts.stats)
+        return s
+
+    def close(self) -> None:
+        """Close the control socket and the ports, and give the kernel interfaces back as they were."""
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
+        for port in self.ports.values():
+            port.close()
+        for saved in reversed(self.restore):
+            self.kernel.restore_port(saved)
+        self.restore = []
+
+
+def _drain(sock) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _open_af_packet(link, opts: RunOptions):
+    from flowpath.ports.af_packet import AfPacketPort
+
+    from flowpath.ports.kernel_if import kernel_link
+
+    kl = kernel_link(link.name)
+    # another MAC than the interface's own (the network file's `address`): take every frame
+    promisc = kl is not None and kl.mac != link.address
+    return AfPacketPort(link.name, link.ifindex, promisc=promisc, busy_poll=opts.busy_poll)
+
+
+def run_gateway(opts: RunOptions, log: Callable[[str], None] = print,
+                ready: Callable[[Gateway], None] | None = None, **kw) -> dict:  # fmt: skip
+    """`flowpath run`: start, serve until SIGTERM/SIGINT, stop; the final counters. kw: Gateway's."""
+    from flowpath.live.warm import warm_datapath
+
+    warm_datapath(opts.bulk)
+    gw = Gateway(opts, log, **kw)
+    try:
+        if ready is not None:
+            ready(gw)
+        return gw.run()
+    finally:
+        gw.close()

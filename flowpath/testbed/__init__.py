@@ -1,0 +1,1 @@
+"""Network-namespace topologies for live tests and benchmarks (DESIGN.md: testbed/)."""
