@@ -163,10 +163,11 @@ def copy_frame(src, so, n, tag, row, do, limit):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _slot_init(cols, ts_ns, i, hr, flen, reason, iif, now_ns):
+def _slot_init(cols, ts_ns, i, flen, reason, meta):
     """PacketBatch.append's bookkeeping for slot i (a frame of flen bytes, before truncation);
-    returns the bytes the slot keeps."""
+    returns the bytes the slot keeps. meta: (headroom, iif, now_ns)."""
     data, head, length, iifc, oif, verdict, flow, encap = cols
+    hr, iif, now_ns = meta
     max_frame = data.shape[1] - hr
     n = min(flen, max_frame)
     if reason == 0 and flen > max_frame:
@@ -178,17 +179,17 @@ def _slot_init(cols, ts_ns, i, hr, flen, reason, iif, now_ns):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, hr, iif, now_ns, cnt):
+def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt):
     """Segments seg.. of the GSO packet at ring[mac:], one per free slot from n; returns (n, the next
     segment to emit, 0 when all are out). A packet that cannot be segmented takes one slot with
     verdict SKB_GSO_SEG."""
-    data = cols[0]
+    data, hr = cols[0], meta[0]
     ins = VLAN.size if tag >= 0 else 0
     gso_size = _le16(ring, vh + VH.gso_size)
     info = gso_parse(ring, mac, flen, ring[vh + VH.gso_type], ring[vh + VH.flags],
                      _le16(ring, vh + VH.csum_start), gso_size)  # fmt: skip
     if info[0] == 0:
-        m = _slot_init(cols, ts_ns, n, hr, flen + ins, R_SKB_GSO_SEG, iif, now_ns)
+        m = _slot_init(cols, ts_ns, n, flen + ins, R_SKB_GSO_SEG, meta)
         copy_frame(ring, mac, flen, tag, data[n], hr, m)
         return n + 1, 0
     hdrlen, nsegs = info[4], info[5]
@@ -198,7 +199,7 @@ def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, hr, iif, now_ns, cnt)
         off = hdrlen + seg * gso_size
         plen = min(gso_size, flen - off)
         seglen = hdrlen + ins + plen
-        m = _slot_init(cols, ts_ns, n, hr, seglen, 0, iif, now_ns)
+        m = _slot_init(cols, ts_ns, n, seglen, 0, meta)
         row = data[n]
         h = copy_frame(ring, mac, hdrlen, tag, row, hr, m)
         memcpy(row, hr + h, ring, mac + off, m - h)
@@ -211,9 +212,10 @@ def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, hr, iif, now_ns, cnt)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, hr, iif, now_ns, cnt, end):
+def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, meta, cnt, end):
     """Copy the packet whose tpacket3_hdr is at ring[p] into slot n (or its segments into slots
-    n..); returns (n after it, the next GSO segment or 0 when the packet is done)."""
+    n..); returns (n after it, the next GSO segment or 0 when the packet is done).
+    meta: (headroom, iif, now_ns); end: the block's end."""
     status = ring32[(p + T3.tp_status) >> 2]
     snaplen, wire_len = ring32[(p + T3.tp_snaplen) >> 2], ring32[(p + T3.tp_len) >> 2]
     mac = p + _le16(ring, p + T3.tp_mac)
@@ -231,13 +233,13 @@ def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, hr, iif, now_ns, cnt, 
     if flen < wire_len or flen < ETH_HLEN:
         reason = R_PACKET_RX_TRUNCATED
     elif vnet and ring[vh + VH.gso_type] != VIRTIO_NET_HDR_GSO_NONE:
-        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, hr, iif, now_ns, cnt)
+        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt)
     elif not vnet and status & TP_STATUS_CSUMNOTREADY:
         reason = R_SKB_CSUM  # no csum_start without the vnet header
     else:
         reason = 0
-    row = cols[0][n]
-    m = _slot_init(cols, ts_ns, n, hr, flen + ins, reason, iif, now_ns)
+    row, hr = cols[0][n], meta[0]
+    m = _slot_init(cols, ts_ns, n, flen + ins, reason, meta)
     copy_frame(ring, mac, flen, tag, row, hr, m)
     if reason == 0 and flags & VIRTIO_NET_HDR_F_NEEDS_CSUM and m == flen + ins:
         start = _le16(ring, vh + VH.csum_start) + ins
@@ -260,6 +262,7 @@ def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
     """
     cap = cols[0].shape[0]
     bsize = st[RX_BLOCK_SIZE]
+    meta = (np.int64(hr), np.int64(iif), np.int64(now_ns))
     while n < cap:
         boff = st[RX_BLOCK] * bsize
         if (ring32[(boff + BD.block_status) >> 2] & TP_STATUS_USER) == 0:
@@ -273,8 +276,9 @@ def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
             if p < boff + BD.size or p + T3.size > boff + bsize:  # a bad offset: skip the rest
                 st[RX_PKT] = num
                 break
-            n, seg = _rx_frame(ring, ring32, p, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, hr, iif, now_ns,
-                               cnt, boff + bsize)  # fmt: skip
+            n, seg = _rx_frame(
+                ring, ring32, p, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, meta, cnt, boff + bsize
+            )
             st[RX_SEG] = seg
             if seg != 0:
                 break  # the batch filled up inside a GSO packet

@@ -26,7 +26,7 @@ from flowpath.ports import kernel_if
 from flowpath.ports.af_packet import AfPacketPort
 
 sys.path.insert(0, os.path.dirname(__file__))
-from netns import VethPair, have_netns, inside, sh  # noqa: E402
+from veth_netns import VethPair, have_netns, inside, sh  # noqa: E402
 
 pytestmark = [
     pytest.mark.root,
