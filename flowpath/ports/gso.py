@@ -58,7 +58,7 @@ CSUM_MANGLED_0 = 0xFFFF
 GSO_FAIL = (0, 0, 0, 0, 0, 0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def skb_checksum_help(b, start, end, coff):
     """Complete a CHECKSUM_PARTIAL checksum: the sum over b[start:end] (the field already holds the
     pseudo-header sum), folded and inverted, stored at coff; 0 goes out as 0xffff.
@@ -67,7 +67,7 @@ def skb_checksum_help(b, start, end, coff):
     st16(b, coff, c if c != 0 else CSUM_MANGLED_0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _l2_skip(b, mac, flen):
     """Ethertype and network offset past up to two VLAN tags left in the frame."""
     nhoff = ETH.size
@@ -79,7 +79,7 @@ def _l2_skip(b, mac, flen):
     return proto, nhoff
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def gso_parse(b, mac, flen, gso_type, flags, csum_start, gso_size):
     """Decide whether the super-packet b[mac : mac + flen] can be segmented, and how.
 
@@ -133,7 +133,7 @@ def gso_parse(b, mac, flen, gso_type, flags, csum_start, gso_size):
     return l4proto, is_ipv6, nhoff, thoff, hdrlen, (flen - hdrlen + gso_size - 1) // gso_size
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def gso_segment(row, h, ins, info, k, gso_size, seglen):
     """Fix the headers of segment k, already copied to row[h : h + seglen] (its headers from the
     super-packet, ins = 4 when a VLAN tag was put back in front of them, then its payload).

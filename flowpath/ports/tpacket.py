@@ -23,6 +23,7 @@ from numba.extending import intrinsic
 
 from flowpath.packet.layout import ETH, ETH_HLEN, ETH_P_8021Q, VLAN, field_offsets
 from flowpath.packet.reason import Reason
+from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.ports.gso import (
     VIRTIO_NET_HDR,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -111,40 +112,62 @@ def _fence_py() -> None:
 smp_mb = _fence_py if config.DISABLE_JIT else _fence
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _memcpy_jit(dst, do, src, so, n):
+    """dst[do : do + n] = src[so : so + n] for arrays that do not overlap, eight bytes at a time
+    (numba's slice assignment makes two views and checks for overlap: several times slower on
+    128-byte frames). The caller keeps both ranges inside their arrays."""
+    if n < 8:
+        for j in range(n):
+            dst[do + j] = src[so + j]
+        return
+    for j in range(0, n - 7, 8):
+        put_unaligned_le64(dst, do + j, get_unaligned_le64(src, so + j))
+    put_unaligned_le64(dst, do + n - 8, get_unaligned_le64(src, so + n - 8))  # the tail, overlapping
+
+
+def _memcpy_py(dst, do, src, so, n) -> None:
+    """With the JIT off: one numpy slice copy."""
+    dst[do : do + n] = src[so : so + n]
+
+
+memcpy = _memcpy_py if config.DISABLE_JIT else _memcpy_jit
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _le16(b, off):
     return np.int64(b[off]) | (np.int64(b[off + 1]) << 8)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _le32(b, off):
     return _le16(b, off) | (_le16(b, off + 2) << 16)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def copy_frame(src, so, n, tag, row, do, limit):
     """Copy the n-byte frame src[so:] to row[do:], putting the VLAN tag back after the MAC addresses
     when tag >= 0 (tag = tpid << 16 | tci, as the kernel stripped it into tp_vlan_tci); at most
     `limit` bytes are written. Returns the bytes written. Linux: skb_vlan_push's layout."""
     if tag < 0 or n < 2 * 6:
         m = min(n, limit)
-        row[do : do + m] = src[so : so + m]
+        memcpy(row, do, src, so, m)
         return m
     m = min(n + VLAN.size, limit)
-    a = min(ETH.h_proto, m)
-    row[do : do + a] = src[so : so + a]
+    memcpy(row, do, src, so, min(ETH.h_proto, m))
     for j in range(ETH.h_proto, min(ETH.h_proto + VLAN.size, m)):
         row[do + j] = (tag >> (8 * (ETH.h_proto + 3 - j))) & 0xFF
     if m > ETH.h_proto + VLAN.size:
-        row[do + ETH.h_proto + VLAN.size : do + m] = src[so + ETH.h_proto : so + m - VLAN.size]
+        memcpy(row, do + ETH.h_proto + VLAN.size, src, so + ETH.h_proto, m - ETH.h_proto - VLAN.size)
     return m
 
 
-@njit(cache=True, nogil=True)
-def _slot_init(cols, ts_ns, i, hr, flen, reason, iif, now_ns):
+@njit(cache=True, nogil=True, _nrt=False)
+def _slot_init(cols, ts_ns, i, flen, reason, meta):
     """PacketBatch.append's bookkeeping for slot i (a frame of flen bytes, before truncation);
-    returns the bytes the slot keeps."""
+    returns the bytes the slot keeps. meta: (headroom, iif, now_ns)."""
     data, head, length, iifc, oif, verdict, flow, encap = cols
+    hr, iif, now_ns = meta
     max_frame = data.shape[1] - hr
     n = min(flen, max_frame)
     if reason == 0 and flen > max_frame:
@@ -155,19 +178,18 @@ def _slot_init(cols, ts_ns, i, hr, flen, reason, iif, now_ns):
     return n
 
 
-@njit(cache=True, nogil=True)
-def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, at, cnt):
+@njit(cache=True, nogil=True, _nrt=False)
+def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt):
     """Segments seg.. of the GSO packet at ring[mac:], one per free slot from n; returns (n, the next
     segment to emit, 0 when all are out). A packet that cannot be segmented takes one slot with
-    verdict SKB_GSO_SEG. at: (headroom, iif, now_ns) of the slots."""
-    hr, iif, now_ns = at
-    data = cols[0]
+    verdict SKB_GSO_SEG."""
+    data, hr = cols[0], meta[0]
     ins = VLAN.size if tag >= 0 else 0
     gso_size = _le16(ring, vh + VH.gso_size)
     info = gso_parse(ring, mac, flen, ring[vh + VH.gso_type], ring[vh + VH.flags],
                      _le16(ring, vh + VH.csum_start), gso_size)  # fmt: skip
     if info[0] == 0:
-        m = _slot_init(cols, ts_ns, n, hr, flen + ins, R_SKB_GSO_SEG, iif, now_ns)
+        m = _slot_init(cols, ts_ns, n, flen + ins, R_SKB_GSO_SEG, meta)
         copy_frame(ring, mac, flen, tag, data[n], hr, m)
         return n + 1, 0
     hdrlen, nsegs = info[4], info[5]
@@ -177,10 +199,10 @@ def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, at, cnt):
         off = hdrlen + seg * gso_size
         plen = min(gso_size, flen - off)
         seglen = hdrlen + ins + plen
-        m = _slot_init(cols, ts_ns, n, hr, seglen, 0, iif, now_ns)
+        m = _slot_init(cols, ts_ns, n, seglen, 0, meta)
         row = data[n]
         h = copy_frame(ring, mac, hdrlen, tag, row, hr, m)
-        row[hr + h : hr + m] = ring[mac + off : mac + off + m - h]
+        memcpy(row, hr + h, ring, mac + off, m - h)
         if m == seglen:  # a truncated (PKT_TOO_BIG) segment is dropped anyway
             gso_segment(row, hr, ins, info, seg, gso_size, seglen)
         seg += 1
@@ -189,12 +211,11 @@ def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, at, cnt):
     return n, (seg if seg < nsegs else 0)
 
 
-@njit(cache=True, nogil=True)
-def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, at, cnt, end):
+@njit(cache=True, nogil=True, _nrt=False)
+def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, meta, cnt, end):
     """Copy the packet whose tpacket3_hdr is at ring[p] into slot n (or its segments into slots
     n..); returns (n after it, the next GSO segment or 0 when the packet is done).
-    at: (headroom, iif, now_ns) of the slots."""
-    hr, iif, now_ns = at
+    meta: (headroom, iif, now_ns); end: the block's end."""
     status = ring32[(p + T3.tp_status) >> 2]
     snaplen, wire_len = ring32[(p + T3.tp_snaplen) >> 2], ring32[(p + T3.tp_len) >> 2]
     mac = p + _le16(ring, p + T3.tp_mac)
@@ -212,13 +233,13 @@ def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, at, cnt, end):
     if flen < wire_len or flen < ETH_HLEN:
         reason = R_PACKET_RX_TRUNCATED
     elif vnet and ring[vh + VH.gso_type] != VIRTIO_NET_HDR_GSO_NONE:
-        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, at, cnt)
+        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt)
     elif not vnet and status & TP_STATUS_CSUMNOTREADY:
         reason = R_SKB_CSUM  # no csum_start without the vnet header
     else:
         reason = 0
-    row = cols[0][n]
-    m = _slot_init(cols, ts_ns, n, hr, flen + ins, reason, iif, now_ns)
+    row, hr = cols[0][n], meta[0]
+    m = _slot_init(cols, ts_ns, n, flen + ins, reason, meta)
     copy_frame(ring, mac, flen, tag, row, hr, m)
     if reason == 0 and flags & VIRTIO_NET_HDR_F_NEEDS_CSUM and m == flen + ins:
         start = _le16(ring, vh + VH.csum_start) + ins
@@ -231,7 +252,7 @@ def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, at, cnt, end):
     return n + 1, 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
     """Copy received frames from the TPACKET_V3 ring into batch slots n.. until the batch is full or
     no block is ready; give back each block whose packets are all copied. Returns the new n.
@@ -241,6 +262,7 @@ def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
     """
     cap = cols[0].shape[0]
     bsize = st[RX_BLOCK_SIZE]
+    meta = (np.int64(hr), np.int64(iif), np.int64(now_ns))
     while n < cap:
         boff = st[RX_BLOCK] * bsize
         if (ring32[(boff + BD.block_status) >> 2] & TP_STATUS_USER) == 0:
@@ -254,8 +276,9 @@ def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
             if p < boff + BD.size or p + T3.size > boff + bsize:  # a bad offset: skip the rest
                 st[RX_PKT] = num
                 break
-            n, seg = _rx_frame(ring, ring32, p, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, (hr, iif, now_ns),
-                               cnt, boff + bsize)  # fmt: skip
+            n, seg = _rx_frame(
+                ring, ring32, p, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, meta, cnt, boff + bsize
+            )
             st[RX_SEG] = seg
             if seg != 0:
                 break  # the batch filled up inside a GSO packet
@@ -270,7 +293,7 @@ def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tx_size_ok(b, off, n, mtu):
     """What tpacket_snd accepts: at least an Ethernet header, at most mtu + 14 (mtu + 18 with an
     802.1Q tag: packet_extra_vlan_len_allowed)."""
@@ -280,7 +303,7 @@ def tx_size_ok(b, off, n, mtu):
                                    (np.int64(b[off + ETH.h_proto]) << 8 | b[off + ETH.h_proto + 1]) == ETH_P_8021Q)  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tx_frame_claim(ring32, st, cnt):
     """The byte offset of the next free TX frame, or -1 when the ring is full."""
     f = st[TX_HEAD] * st[TX_FRAME_SIZE]
@@ -293,7 +316,7 @@ def tx_frame_claim(ring32, st, cnt):
     return f
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tx_frame_commit(ring32, st, cnt, f, n):
     ring32[(f + T2.tp_len) >> 2] = n
     smp_mb()  # the frame's bytes before the status that lets the kernel read them
@@ -304,7 +327,7 @@ def tx_frame_commit(ring32, st, cnt, f, n):
     cnt[C_TX_BYTES] += n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tpacket_v2_snd(ring, ring32, st, cnt, data, head, length, idx, k):
     """Queue the frames of slots idx[k:] into free TX frames, in order, until the ring is full.
     A frame the kernel would refuse (tx_size_ok) is counted in tx_errors and skipped, so it never
@@ -320,13 +343,13 @@ def tpacket_v2_snd(ring, ring32, st, cnt, data, head, length, idx, k):
         f = tx_frame_claim(ring32, st, cnt)
         if f < 0:
             break
-        ring[f + TX_DATA_OFF : f + TX_DATA_OFF + n] = data[i, h : h + n]
+        memcpy(ring, f + TX_DATA_OFF, data[i], h, n)
         tx_frame_commit(ring32, st, cnt, f, n)
         k += 1
     return k - k0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tpacket_v2_snd_one(ring, ring32, st, cnt, frame):
     """tpacket_v2_snd for one frame uint8[n]: 1 queued, 0 ring full, -1 refused (tx_errors)."""
     n = frame.shape[0]
@@ -336,12 +359,12 @@ def tpacket_v2_snd_one(ring, ring32, st, cnt, frame):
     f = tx_frame_claim(ring32, st, cnt)
     if f < 0:
         return 0
-    ring[f + TX_DATA_OFF : f + TX_DATA_OFF + n] = frame
+    memcpy(ring, f + TX_DATA_OFF, frame, 0, n)
     tx_frame_commit(ring32, st, cnt, f, n)
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tpacket_v2_refill(ring32, st, cnt, n):
     """Mark every free TX frame from the head on for sending again, their bytes (n of them) left
     in place by an earlier fill: the blaster's loop. Returns how many were marked."""
