@@ -163,6 +163,15 @@ def tcp_gbps(t: GatewayTopology, streams: int, seconds: float) -> float:
     return json.loads(p.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
+def ping_avg_ms(t: GatewayTopology, count: int = 20) -> float | None:
+    """The average round trip of `ping` h1 -> h2 through the idle gateway (ms)."""
+    p = t.h1.run("ping", "-q", "-c", count, "-i", "0.05", H2_V4, check=False, timeout=count + 10)
+    for line in p.stdout.splitlines():
+        if line.startswith("rtt"):
+            return float(line.split("=")[1].split("/")[1])
+    return None
+
+
 def _wait_listening(t: GatewayTopology, port: int) -> None:
     deadline = time.monotonic() + 10
     while not t.h2.run("ss", "-Hltn", f"sport = :{port}", check=False).stdout.strip():
@@ -195,6 +204,7 @@ def measure(kind: str, args, rps: bool) -> dict:
             # mpps / busy estimates what it would forward per CPU given enough traffic
             "gateway_cpu_busy": gw_busy,
             "mpps_per_gateway_cpu": mpps / gw_busy if gw_busy else None,
+            "ping_avg_ms": ping_avg_ms(t),
             "tcp_gbps": tcp_gbps(t, 1, args.seconds),
             "tcp4_gbps": tcp_gbps(t, 4, args.seconds),
         }
@@ -242,6 +252,7 @@ def main(argv=None) -> int:
     print(f"{'':24}" + "".join(f"{f'{k} ({p})':>20}" for k, p in cols))
     for key, label in (("mpps", "UDP Mpps at h2"), ("sender_mpps", "  sent by h1 (Mpps)"),
                        ("gateway_cpu_busy", "  gateway CPU busy"), ("mpps_per_gateway_cpu", "  Mpps per gw CPU"),
+                       ("ping_avg_ms", "ping RTT avg (ms)"),
                        ("tcp_gbps", "TCP 1 stream Gbit/s"), ("tcp4_gbps", "TCP 4 streams Gbit/s")):  # fmt: skip
         print(f"{label:24}" + "".join(f"{res[c][key]:20.3f}" if res[c][key] is not None else f"{'-':>20}"
                                       for c in cols))  # fmt: skip
