@@ -203,7 +203,7 @@ def measure(kind: str, args, rps: bool) -> dict:
             # the gateway CPU's busy share in the window: below 1.0 the gateway had time to spare, and
             # mpps / busy estimates what it would forward per CPU given enough traffic
             "gateway_cpu_busy": gw_busy,
-            "mpps_per_gateway_cpu": mpps / gw_busy if gw_busy else None,
+            "mpps_per_gateway_cpu": mpps / gw_busy if gw_busy and gw_busy > 0.2 else None,  # else it ran elsewhere
             "ping_avg_ms": ping_avg_ms(t),
             "tcp_gbps": tcp_gbps(t, 1, args.seconds),
             "tcp4_gbps": tcp_gbps(t, 4, args.seconds),
