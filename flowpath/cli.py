@@ -7,6 +7,7 @@ Environment (httpie's) holds the output streams, so tests run the CLI in-process
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Environment:
 
 _env = Environment()  # the running command's; main() sets it
 _live = None  # the rich Progress drawing on stderr, if any: other stderr lines go through its console
+_fast_exit = False  # set by `run`: console_main ends the process with os._exit
 _undo: list = []  # what main() undoes when the command ends (listeners registered with numba)
 COMPILE_COLD = "flowpath: compiling the datapath (first run after install or upgrade, about 30 s)…"
 COMPILE_MORE = "flowpath: compiling kernels this command has not used before (once, up to 30 s)…"
@@ -302,6 +304,8 @@ def run(
         _note(f"flowpath: running on {names}{where}")
 
     s = run_gateway(opts, _note, ready)
+    global _fast_exit
+    _fast_exit = True  # everything is written: skip the interpreter's teardown (see console_main)
     _note(f"flowpath: stopped: rx {s['rx_packets']}  forwarded {s['forwarded_packets']}  "
           f"dropped {s['dropped_packets']}  local {s['local_packets']}")  # fmt: skip
 
@@ -592,6 +596,18 @@ def main(args: list[str] | None = None, env: Environment | None = None) -> int:
         while _undo:
             _undo.pop()()
         _env = saved
+
+
+def console_main() -> None:
+    """The `flowpath` executable: main(), then exit. After `run` the process ends at once instead of
+    tearing the interpreter down (numba's and LLVM's modules take about half a second), so a
+    gateway stops within a second of SIGTERM; its outputs are all closed by then."""
+    code = main()
+    if _fast_exit:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _show_config_warnings() -> None:
