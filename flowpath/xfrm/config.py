@@ -178,7 +178,7 @@ def xfrm_config_line(
             _state_filter(w, ("proto",))
         xfrm_state_flush(xfrm)
     elif obj == "policy" and verb in ("add", "update"):
-        _policy_add(w, xfrm)
+        _policy_add(w, xfrm, excl=verb == "add")
     elif obj == "policy" and verb == "delete":
         xfrm.policies.remove(_policy_get(w, xfrm))
     elif obj == "policy" and verb == "deleteall":
@@ -491,10 +491,11 @@ def _tmpl(w: _Words) -> XfrmTmpl:
                     XFRM_MODE_TUNNEL, vals.get("optional", False))  # fmt: skip
 
 
-def _policy_add(w: _Words, xfrm: Xfrm) -> None:
+def _policy_add(w: _Words, xfrm: Xfrm, excl: bool = True) -> None:
+    """`policy add` (excl: an existing selector+dir is an error) or `policy update` (replaces it)."""
     start = w.k
     pol = _policy(w, need_dir=True)
     try:
-        xfrm_policy_insert(xfrm, pol)
+        xfrm_policy_insert(xfrm, pol, excl)
     except ValueError as e:
         raise w.err(str(e), start) from None

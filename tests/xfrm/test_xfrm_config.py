@@ -205,3 +205,21 @@ def test_policy_listing_in_iproute2_style():
 def test_flush_and_delete():
     x = load(*GW, "xfrm state flush", "xfrm policy delete src 10.1.0.0/16 dst 10.2.0.0/16 dir out")
     assert x.states == [] and len(x.policies) == 2
+
+
+def test_policy_update_replaces_the_policy_of_the_same_selector_and_dir():
+    """`ip xfrm policy update` (XFRM_MSG_UPDPOLICY, excl=0): a rekey moves the policy to the new SA's
+    reqid in place, keeping its index; `add` of the same selector and dir stays -EEXIST, and an
+    update of a selector not there yet inserts it."""
+    x = load(*GW)
+    out = xfrm_lookup(x, AF_INET, "10.1.0.5", "10.2.0.7", 17, 1, 2, XFRM_POLICY_OUT, count=False)
+    index, n = out.index, len(x.policies)
+    x = load(*GW, "xfrm policy update src 10.1.0.0/16 dst 10.2.0.0/16 dir out priority 10 "
+                  "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 3 mode tunnel")  # fmt: skip
+    new = xfrm_lookup(x, AF_INET, "10.1.0.5", "10.2.0.7", 17, 1, 2, XFRM_POLICY_OUT, count=False)
+    assert (new.tmpls[0].reqid, new.index, len(x.policies)) == (3, index, n)
+    with pytest.raises(ConfigError, match="File exists"):
+        load(*GW, GW[2])
+    x = load(*GW, "xfrm policy update src 10.3.0.0/16 dst 10.2.0.0/16 dir out "
+                  "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 1 mode tunnel")  # fmt: skip
+    assert len(x.policies) == n + 1
