@@ -38,6 +38,7 @@ from flowpath.xfrm.state import (
     XfrmState,
     xfrm_state_add,
     xfrm_state_delete,
+    xfrm_state_update,
     xfrm_state_flush,
     xfrm_state_lookup,
 )
@@ -166,7 +167,7 @@ def xfrm_config_line(
     obj, verb = _head(w)
     xfrm = _xfrm_of(net)
     if obj == "state" and verb in ("add", "update"):
-        _state_add(w, xfrm)
+        _state_add(w, xfrm, update=verb == "update")
     elif obj == "state" and verb == "delete":
         xfrm_state_delete(xfrm, _state_get(w, xfrm))
     elif obj == "state" and verb == "deleteall":
@@ -324,7 +325,7 @@ def _policy_get(w: _Words, xfrm: Xfrm) -> XfrmPolicy:
     return found[0]
 
 
-def _state_add(w: _Words, xfrm: Xfrm) -> None:
+def _state_add(w: _Words, xfrm: Xfrm, update: bool = False) -> None:
     vals: dict = {"lft": XfrmLifetimeCfg(), "flags": 0}
     first = w.k
     while w.more():
@@ -379,6 +380,12 @@ def _state_add(w: _Words, xfrm: Xfrm) -> None:
                   key=key, salt=salt, icv_truncbits=icv, replay_window=window, flags=vals["flags"],
                   encap_type=UDP_ENCAP_ESPINUDP if enc else 0, encap_sport=enc[0] if enc else 0,
                   encap_dport=enc[1] if enc else 0, encap_oa=enc[2] if enc else "0.0.0.0", lft=vals["lft"])  # fmt: skip
+    if update:
+        old = xfrm._byid.get((daddr.packed, x.spi, x.proto))
+        if old is None:
+            raise w.err("No such process", dk)  # Linux: xfrm_state_update -ESRCH
+        xfrm_state_update(xfrm, old, x)
+        return
     try:
         xfrm_state_add(xfrm, x)
     except ValueError as e:

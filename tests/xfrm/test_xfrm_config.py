@@ -223,3 +223,22 @@ def test_policy_update_replaces_the_policy_of_the_same_selector_and_dir():
     x = load(*GW, "xfrm policy update src 10.3.0.0/16 dst 10.2.0.0/16 dir out "
                   "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 1 mode tunnel")  # fmt: skip
     assert len(x.policies) == n + 1
+
+
+def test_state_find_takes_the_newest_of_the_sas_a_template_matches():
+    """A rekey with the same reqid: the SA added last carries the traffic (xfrm_state_look_at prefers
+    the latest add_time); a soft-expired (dying) one yields to one that is not."""
+    newer = GW[0].replace("spi 0x100", "spi 0x101").replace("11" * 20, "33" * 20)
+    x = load(GW[0], newer, GW[2])
+    tmpl = x.policies[0].tmpls[0]
+    assert xfrm_state_find(x, tmpl).spi == 0x101
+    x.states[1].soft_expired = True
+    assert xfrm_state_find(x, tmpl).spi == 0x100
+
+
+def test_state_update_changes_limits_of_an_existing_sa_and_needs_one():
+    x = load(GW[0], GW[0].replace("add", "update", 1) + " limit packet-hard 50")
+    assert len(x.states) == 1 and x.states[0].lft.hard_packet_limit == 50
+    assert int(x.tab.hard_packets[x.states[0].index]) == 50
+    with pytest.raises(ConfigError, match="No such process"):
+        load(GW[0].replace("add", "update", 1))
