@@ -86,10 +86,11 @@ class Gateway:
 
     kernel and open_port are what the gateway asks of the kernel: interfaces (kernel_link,
     port_addresses, prepare_port, restore_port: flowpath.ports.kernel_if) and ports (AF_PACKET);
-    tests give their own.
+    tests give their own. warm: load the compiled kernels first (flowpath.live.warm).
     """
 
-    def __init__(self, opts: RunOptions, log: Callable[[str], None] = print, *, kernel=None, open_port=None):
+    def __init__(self, opts: RunOptions, log: Callable[[str], None] = print, *, kernel=None, open_port=None,
+                 warm: bool = True):  # fmt: skip
         from flowpath.datapath import Worker
 
         if kernel is None:
@@ -102,6 +103,10 @@ class Gateway:
         self.net_path, self.rules_path = opts.net, opts.rules
         self.kernel = kernel
         net, ruleset = load_config(opts.net, opts.rules, kernel)
+        if warm:  # before the ports open: nothing waits in their rings meanwhile
+            from flowpath.live.warm import warm_datapath
+
+            warm_datapath(opts.bulk, ipsec=bool(getattr(getattr(net, "xfrm", None), "states", None)))
         self.worker = Worker(net, ruleset, flowtable=opts.flowtable, bulk=opts.bulk)
         self.ports: dict[str, object] = {}
         self.restore: list = []
@@ -322,9 +327,6 @@ def _open_af_packet(link, opts: RunOptions):
 def run_gateway(opts: RunOptions, log: Callable[[str], None] = print,
                 ready: Callable[[Gateway], None] | None = None, **kw) -> dict:  # fmt: skip
     """`flowpath run`: start, serve until SIGTERM/SIGINT, stop; the final counters. kw: Gateway's."""
-    from flowpath.live.warm import warm_datapath
-
-    warm_datapath(opts.bulk)
     gw = Gateway(opts, log, **kw)
     try:
         if ready is not None:

@@ -104,7 +104,7 @@ class FakeKernel:
         self.restored.append(saved)
 
 
-def gateway(tmp_path, network=NETWORK, kernel=None, **kw):
+def gateway(tmp_path, network=NETWORK, kernel=None, warm=False, **kw):
     (tmp_path / "gw.ip").write_text(network)
     (tmp_path / "gw.nft").write_text((EXAMPLES / "gateway.nft").read_text())
     ports = {}
@@ -115,7 +115,7 @@ def gateway(tmp_path, network=NETWORK, kernel=None, **kw):
 
     opts = RunOptions(tmp_path / "gw.ip", tmp_path / "gw.nft", ctl=tmp_path / "ctl.sock",
                       stats=tmp_path / "stats.json", **kw)  # fmt: skip
-    gw = Gateway(opts, log=lambda line: None, kernel=kernel or FakeKernel(), open_port=open_port)
+    gw = Gateway(opts, log=lambda line: None, kernel=kernel or FakeKernel(), open_port=open_port, warm=warm)
     return gw, ports
 
 
@@ -163,7 +163,8 @@ def test_ports_take_the_kernel_interfaces_mac_and_mtu_where_the_file_gives_none(
 
 def test_resolves_next_hop_live_forwards_with_nat_and_stops_on_sigterm(tmp_path):
     kernel = FakeKernel()
-    gw, ports = gateway(tmp_path, kernel=kernel)
+    # warmed, as `flowpath run` is: a cold compile inside the loop would outlast the ARP retries
+    gw, ports = gateway(tmp_path, kernel=kernel, warm=True)
     lan, wan = ports["lan0"], ports["wan0"]
     out = Ether(src=H10, dst=KERNEL_MACS["lan0"]) / IP(src="192.168.1.10", dst="198.51.100.7", ttl=64) / UDP(
         sport=4000, dport=53) / (b"q" * 32)  # fmt: skip
@@ -231,3 +232,26 @@ def test_a_port_must_be_a_kernel_interface_without_addresses(tmp_path):
     assert e.value.line == 8 and "existing kernel interface" in e.value.msg
     with pytest.raises(UsageError):
         gateway(tmp_path, workers=2)
+
+
+def test_warm_up_answers_what_hosts_first_ask():
+    """The warm-up's questions are well-formed: each one gets its answer from the gateway."""
+    from flowpath.live import warm
+    from flowpath.bench import setup as S
+    from flowpath.config.ipbatch import parse_network
+    from flowpath.config.nft import parse_ruleset
+    from flowpath.datapath import Worker
+    from flowpath.packet.batch import PacketBatch
+    from scapy.all import ICMPv6EchoReply, ICMPv6ND_NA
+
+    net = S.NET + "addr add 2001:db8::1/64 dev lan0\n"
+    w = Worker(parse_network(net, "<warm>"), parse_ruleset(S.RULES, "<warm>"))
+    b = PacketBatch(4)
+    for f in (warm._arp(1, S.CLIENT_MAC, S.CLIENT, warm.BCAST, 0x0A000001), warm._ns(S.CLIENT_MAC, S.GW_LAN),
+              warm._echo4(S.CLIENT_MAC, S.GW_LAN), warm._echo6(S.CLIENT_MAC, S.GW_LAN)):  # fmt: skip
+        b.append(f, S.LAN_IF, 10**9)
+    out = [Ether(f) for _, f, _ in w.poll(b).frames()]
+    assert [p[ARP].op for p in out if p.haslayer(ARP)] == [2]
+    assert any(p.haslayer(ICMPv6ND_NA) for p in out) and any(p.haslayer(ICMPv6EchoReply) for p in out)
+    assert any(p.haslayer(IP) and p[IP].proto == 1 for p in out) and len(out) == 4
+    warm.warm_datapath()  # the whole warm-up runs
