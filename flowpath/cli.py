@@ -340,7 +340,9 @@ def nft(
 @app.command()
 def trafgen(
     profile: Annotated[Path, typer.Argument(help="Traffic profile (TOML, see examples/profiles/).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the generated frames to this pcap.")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Write the generated frames to this pcap.")
+    ] = None,
     live: Annotated[
         Optional[str], typer.Option("--live", help="Send on this interface (AF_PACKET ring) instead.")
     ] = None,
@@ -348,9 +350,12 @@ def trafgen(
         Optional[float], typer.Option("--duration", help="--live: stop every stream after S seconds.")
     ] = None,
     rate: Annotated[
-        Optional[str], typer.Option("--rate", help="--live: `max` sends flat out instead of at the profile's rates.")
+        Optional[str],
+        typer.Option("--rate", help="--live: `max` sends flat out instead of at the profile's rates."),
     ] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="--live: write what was sent as JSON.")] = None,
+    json_path: Annotated[
+        Optional[Path], typer.Option("--json", help="--live: write what was sent as JSON.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
 ) -> None:
     """Generate a profile's streams (with a per-packet signature) into a capture for `replay`, or
@@ -401,9 +406,9 @@ def _trafgen_live(profile: Path, ifname: str, duration, rate, json_path, quiet: 
         return
     from rich.table import Table
 
-    t = Table("stream", "name", "packets", "bytes", "pps", "target pps", "L2 bit/s", box=None,
-              title=f"{res['packets']} packets on {ifname} in {res['duration_s']:.3f} s: {si(res['pps'])}pps, "
-                    f"{si(res['l2_bps'])}bit/s" + (" (interrupted)" if res["interrupted"] else ""))  # fmt: skip
+    title = (f"{res['packets']} packets on {ifname} in {res['duration_s']:.3f} s: {si(res['pps'])}pps, "
+             f"{si(res['l2_bps'])}bit/s" + (" (interrupted)" if res["interrupted"] else ""))  # fmt: skip
+    t = Table("stream", "name", "packets", "bytes", "pps", "target pps", "L2 bit/s", box=None, title=title)
     for st in res["streams"]:
         t.add_row(str(st["stream_id"]), st["name"] or "", str(st["packets"]), str(st["bytes"]), si(st["pps"]),
                   si(st["target_pps"]) if st["target_pps"] else "max", si(st["l2_bps"]))  # fmt: skip
@@ -426,7 +431,9 @@ def rxstats(
     live: Annotated[
         Optional[str], typer.Option("--live", help="Receive on this interface (AF_PACKET ring) instead.")
     ] = None,
-    duration: Annotated[Optional[float], typer.Option("--duration", help="--live: receive for S seconds.")] = None,
+    duration: Annotated[
+        Optional[float], typer.Option("--duration", help="--live: receive for S seconds.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No tables.")] = False,
 ) -> None:
     """Per port and per stream packets, rates, loss, reordering, duplicates and latency of captures,
@@ -440,7 +447,7 @@ def rxstats(
     if bool(captures) == (live is not None):
         raise UsageError("give captures, or --live IF --duration S")
     if live is not None and (duration is None or tx):
-        raise UsageError("--live needs --duration S (and takes no --tx: loss comes from the sequence numbers)")
+        raise UsageError("--live needs --duration S (and takes no --tx: loss comes from sequence numbers)")
     if live is None and duration is not None:
         raise UsageError("--duration goes with --live")
     inputs = parse_rx_inputs(captures) if captures else []

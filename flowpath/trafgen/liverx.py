@@ -90,14 +90,20 @@ def liverx_walk(ring, ring32, st, rows, cnt):
             status = ring32[(p + T3.tp_status) >> 2]
             mac = p + (np.int64(ring32[(p + T3.tp_mac) >> 2]) & 0xFFFF)
             flen = max(0, min(np.int64(ring32[(p + T3.tp_snaplen) >> 2]), boff + bsize - mac))
-            wire = np.int64(ring32[(p + T3.tp_len) >> 2]) + ETH_FCS_LEN + (4 if status & TP_STATUS_VLAN_VALID else 0)
+            wire = (
+                np.int64(ring32[(p + T3.tp_len) >> 2])
+                + ETH_FCS_LEN
+                + (4 if status & TP_STATUS_VLAN_VALID else 0)
+            )
             if (status & TP_STATUS_TS_SOFTWARE) == 0:
                 cnt[K_COARSE_TS] += 1
             k = cnt[K_ROWS]
             if k >= rows.shape[0]:
                 cnt[K_NOT_RECORDED] += 1
             else:
-                rows[k, R_RX_TS] = np.int64(ring32[(p + T3.tp_sec) >> 2]) * NSEC_PER_SEC + ring32[(p + T3.tp_nsec) >> 2]
+                rows[k, R_RX_TS] = (
+                    np.int64(ring32[(p + T3.tp_sec) >> 2]) * NSEC_PER_SEC + ring32[(p + T3.tp_nsec) >> 2]
+                )
                 rows[k, R_WIRE] = wire
                 i = _sig_scan(ring, mac, flen)
                 if i >= 0:

@@ -121,7 +121,9 @@ def livetx_fill(ring, ring32, st, cnt, tmpl, t_off, t_len, toff, ss, ctl):
         n = t_len[j]
         memcpy(ring, f + TX_DATA_OFF, tmpl, t_off[j], n)
         tx_ns = clock_gettime_ns(CLOCK_REALTIME)
-        sig_stamp(ring, f + TX_DATA_OFF + ss[s, S_SIG], f + TX_DATA_OFF + ss[s, S_CHECK], ss[s, S_UDP], k, tx_ns)
+        sig_stamp(
+            ring, f + TX_DATA_OFF + ss[s, S_SIG], f + TX_DATA_OFF + ss[s, S_CHECK], ss[s, S_UDP], k, tx_ns
+        )
         tx_frame_commit(ring32, st, cnt, f, n)
         if k == 0:
             ss[s, S_FIRST_NS] = tx_ns
@@ -151,7 +153,9 @@ def template_count(s: Stream) -> int:
     """K, the templates of a stream: a multiple of its cycle covering its widest inc/dec field (up to
     MAX_TEMPLATES), RANDOM_TEMPLATES for a random one, within TEMPLATE_BYTES; a stream of fewer
     packets gets one template each."""
-    vars_ = [v for v in (s.saddr, s.daddr, s.sport, s.dport, s.size) if isinstance(v, FieldVar) and v.op != "fixed"]
+    vars_ = [
+        v for v in (s.saddr, s.daddr, s.sport, s.dport, s.size) if isinstance(v, FieldVar) and v.op != "fixed"
+    ]
     want = max([RANDOM_TEMPLATES if v.op == "random" else v.size for v in vars_] + [MIN_TEMPLATES])
     base = _cycle(s)
     k = base * -(-min(want, MAX_TEMPLATES) // base)
@@ -298,7 +302,9 @@ def _drain(tx, timeout_s: float = 1.0) -> None:
             return
 
 
-def _summary(p: Plan, tx, ifname: str, flat_out: bool, elapsed_ns: int, interrupted: bool, ring_full: int) -> dict:
+def _summary(
+    p: Plan, tx, ifname: str, flat_out: bool, elapsed_ns: int, interrupted: bool, ring_full: int
+) -> dict:
     streams = []
     for r, sid in enumerate(p.ids):
         n, nbytes = int(p.ss[r, S_SENT]), int(p.ss[r, S_BYTES])

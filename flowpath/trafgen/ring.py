@@ -96,7 +96,11 @@ class TxRing:
         self.ring = np.frombuffer(self._map, np.uint8)
         self.ring32 = self.ring.view(np.uint32)
         self.st = np.zeros(8, np.int64)
-        self.st[TX_NFRAMES], self.st[TX_FRAME_SIZE], self.st[TX_MTU] = per_block * nblocks, frame_size, self.link.mtu
+        self.st[TX_NFRAMES], self.st[TX_FRAME_SIZE], self.st[TX_MTU] = (
+            per_block * nblocks,
+            frame_size,
+            self.link.mtu,
+        )
         self.cnt = np.zeros(N_COUNTERS, np.int64)
 
     def kick(self) -> None:
@@ -143,7 +147,9 @@ class RxRing:
             s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # net_enable_timestamp: skb->tstamp is set
             s.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
                 "IIIIIII", block_size, blocks, 2048, block_size // 2048 * blocks, RETIRE_BLK_TOV_MS, 0, 0))  # fmt: skip
-            self._map = mmap.mmap(s.fileno(), blocks * block_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._map = mmap.mmap(
+                s.fileno(), blocks * block_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
             s.bind((ifname, ETH_P_ALL))
             if promisc:  # PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC: frames for any MAC
                 s.setsockopt(SOL_PACKET, 1, struct.pack("iHH8s", self.link.ifindex, 1, 0, b""))

@@ -10,7 +10,7 @@ import pytest
 
 from flowpath.cli import Environment, main
 
-PROFILE = '[[stream]]\nsize = 128\ncount = 10\nrate = {pps = 1000}\n'
+PROFILE = "[[stream]]\nsize = 128\ncount = 10\nrate = {pps = 1000}\n"
 
 
 def _run(args: list[str]) -> tuple[int, str]:
@@ -45,4 +45,3 @@ def test_bad_input_exits_2_with_a_clear_message(profile, args, msg):
     assert rc == 2
     assert msg in err
     assert "Traceback" not in err
-

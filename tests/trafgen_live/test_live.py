@@ -144,7 +144,10 @@ def run(bed, tmp_path_factory):
 
 
 def by_name(res: dict) -> dict:
-    return {st["name"]: st for st in (res["streams"].values() if isinstance(res["streams"], dict) else res["streams"])}
+    return {
+        st["name"]: st
+        for st in (res["streams"].values() if isinstance(res["streams"], dict) else res["streams"])
+    }
 
 
 def test_counts_match_what_was_sent_with_no_loss_or_reordering(run):
@@ -169,7 +172,9 @@ def test_latency_is_positive_and_small(run):
         lat = st["latency_ns"]
         assert st["latency_note"] is None, name
         assert 0 < lat["min"] <= lat["avg"] <= lat["max"], name
-        assert lat["avg"] < 5e6, name  # a veth and a bridge: microseconds, on a busy machine milliseconds at worst
+        assert lat["avg"] < 5e6, (
+            name
+        )  # a veth and a bridge: microseconds, on a busy machine milliseconds at worst
 
 
 def test_a_paced_stream_arrives_at_its_rate(run):
@@ -185,7 +190,11 @@ def test_the_dropping_hop_shows_as_loss_of_that_stream_only(run):
     _, rx, _, _ = run
     st = by_name(rx)["lossy"]
     # numgen drops seq 0, 10, ..., 1990: the last frame (1999) arrives, so no tail loss hides any
-    assert (st["expected"], st["lost"], st["packets"]) == (LOSSY_COUNT, LOSSY_COUNT // 10, LOSSY_COUNT * 9 // 10)
+    assert (st["expected"], st["lost"], st["packets"]) == (
+        LOSSY_COUNT,
+        LOSSY_COUNT // 10,
+        LOSSY_COUNT * 9 // 10,
+    )
     assert st["loss_ratio"] == pytest.approx(0.1)
     assert st["reordered"] == 0
 
@@ -219,7 +228,9 @@ def test_generator_sigint_stops_cleanly_with_totals(bed, tmp_path):
     try:
         deadline = time.monotonic() + 60
         while int(rcv.link("rcv0")["stats64"]["rx"]["packets"]) - before < 2000:
-            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read() if p.poll() is not None else ""
+            assert time.monotonic() < deadline and p.poll() is None, (
+                p.stderr.read() if p.poll() is not None else ""
+            )
             time.sleep(0.1)
         os.kill(p.pid, signal.SIGINT)
         stdout, err = p.communicate(timeout=30)
@@ -238,7 +249,7 @@ def test_generator_sigint_stops_cleanly_with_totals(bed, tmp_path):
 def test_frames_over_the_mtu_are_refused(bed, tmp_path):
     tb, gen, mid, rcv = bed
     prof = tmp_path / "big.toml"
-    prof.write_text('[[stream]]\nsize = 1600\ncount = 1\n')
+    prof.write_text("[[stream]]\nsize = 1600\ncount = 1\n")
     p = gen.run(*flowpath_argv("trafgen", prof, "--live", "gen0"), check=False)
     assert p.returncode == 2 and "exceed the MTU 1500 of gen0" in p.stderr
 
