@@ -5,7 +5,8 @@ No Linux counterpart (pktgen's job, net/core/pktgen.c › pktgen_xmit with its s
 done from user space; TRex's STL streams).
 Each stream is prebuilt once into a ring of K templates by the capture mode's own builder
 (stream.build_stream): frame k of the run is template k mod K, so the field engine repeats every K
-packets (K covers an inc/dec range up to MAX_TEMPLATES, whole IMIX cycles and whole bursts) and its
+packets (K is a multiple of every period in the stream: an IMIX cycle, a burst, an inc/dec
+range; template_count) and its
 nominal send time is start + (k div K) x period + the template's offset, the timestamps the capture
 mode gives. A compiled loop (livetx_fill) picks the stream whose next frame is due soonest
 (CLOCK_MONOTONIC), copies its template into a free ring frame, writes the sequence number and the
@@ -38,7 +39,7 @@ from flowpath.ports.tpacket import (
 )
 from flowpath.trafgen.clock import CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime_ns
 from flowpath.trafgen.field import FieldVar
-from flowpath.trafgen.imix import ETH_FCS_LEN, ETH_L1_OVERHEAD, IMIX
+from flowpath.trafgen.imix import ETH_FCS_LEN, ETH_L1_OVERHEAD, frame_sizes, imix_mix
 from flowpath.trafgen.profile import Profile
 from flowpath.trafgen.signature import SIG_MAGIC_BYTES, sig_stamp
 from flowpath.trafgen.stream import IPV6_HLEN, TCP_HLEN, Stream, build_stream
@@ -138,30 +139,33 @@ def livetx_fill(ring, ring32, st, cnt, tmpl, t_off, t_len, toff, ss, ctl):
 # ---- the plan: templates and per-stream rows ------------------------------------------------------
 
 
-def _cycle(s: Stream) -> int:
-    """Packets after which sizes and bursts repeat (an IMIX cycle, a burst)."""
-    base = 1
-    if isinstance(s.size, str):
-        name = {"imix": "csit"}.get(s.size.lower().removesuffix("-imix").removesuffix("_imix"), "csit")
-        base = sum(w for _, w in IMIX.get(name, IMIX["csit"]))
-    elif isinstance(s.size, tuple):
-        base = sum(w for _, w in s.size)
-    return math.lcm(base, s.burst or 1)
+def _period(v) -> int:
+    """Packets after which a field repeats: an inc/dec range of n values stepped by d, n / gcd(d, n);
+    RANDOM_TEMPLATES for a random one (it never repeats; live, it does after that many)."""
+    if not isinstance(v, FieldVar) or v.op == "fixed":
+        return 1
+    if v.op == "random":
+        return RANDOM_TEMPLATES
+    return v.size // math.gcd(v.step % v.size, v.size)
 
 
 def template_count(s: Stream) -> int:
-    """K, the templates of a stream: a multiple of its cycle covering its widest inc/dec field (up to
-    MAX_TEMPLATES), RANDOM_TEMPLATES for a random one, within TEMPLATE_BYTES; a stream of fewer
-    packets gets one template each."""
-    vars_ = [
-        v for v in (s.saddr, s.daddr, s.sport, s.dport, s.size) if isinstance(v, FieldVar) and v.op != "fixed"
-    ]
-    want = max([RANDOM_TEMPLATES if v.op == "random" else v.size for v in vars_] + [MIN_TEMPLATES])
-    base = _cycle(s)
-    k = base * -(-min(want, MAX_TEMPLATES) // base)
-    top = s.size.max if isinstance(s.size, FieldVar) else (9018 if not isinstance(s.size, int) else s.size)
-    k = max(base, min(k, TEMPLATE_BYTES // top // base * base))
-    return min(k, s.count) if s.count is not None else k
+    """K, the templates of a stream: a multiple of every period in it (an IMIX cycle, a burst, each
+    inc/dec field) and at least MIN_TEMPLATES, so the run repeats the capture mode's frames exactly.
+    When that would exceed MAX_TEMPLATES or TEMPLATE_BYTES, whole IMIX cycles and bursts only (the
+    fields then restart every K packets). A stream of fewer packets gets one template each."""
+    cycle = math.lcm(
+        sum(w for _, w in imix_mix(s.size)) if isinstance(s.size, (str, tuple)) else 1, s.burst or 1
+    )
+    top = int(frame_sizes(s.size, cycle).max()) if not isinstance(s.size, FieldVar) else s.size.max
+    room = min(MAX_TEMPLATES, TEMPLATE_BYTES // top)
+    base = math.lcm(cycle, *(_period(v) for v in (s.saddr, s.daddr, s.sport, s.dport, s.size)))
+    if base > room:
+        base = cycle
+    k = base * max(1, -(-MIN_TEMPLATES // base))
+    if k > room:
+        k = max(base, room // base * base)
+    return max(1, min(k, s.count) if s.count is not None else k)
 
 
 def _offsets(s: Stream) -> tuple[int, int, int]:
