@@ -242,12 +242,12 @@ def send_live(prof: Profile, ifname: str, duration_s: float | None = None, flat_
     `duration_s` for all), or SIGINT; return what was sent: totals and per stream packets, bytes and
     rates (over each stream's first to last stamp, n frames counting n gaps), `target_pps`, and
     `interrupted`. Raises UsageError for an interface that cannot be used or frames it cannot carry."""
-    from flowpath.trafgen.ring import TxRing, _pow2_at_least
+    from flowpath.trafgen.ring import TxRing, pow2_at_least
 
     if duration_s is not None and not duration_s > 0:
         raise UsageError("--duration must be positive")
     p = plan(prof, duration_s, flat_out)
-    frame_size = _pow2_at_least(p.max_caplen + TX_DATA_OFF, 2048)
+    frame_size = pow2_at_least(p.max_caplen + TX_DATA_OFF, 2048)
     tx = TxRing(ifname, frames=TX_RING_BYTES // frame_size, frame_size=frame_size)
     try:
         if p.max_caplen > tx.link.mtu + L.ETH_HLEN:

@@ -58,7 +58,7 @@ def _link(ifname: str):
     return link
 
 
-def _pow2_at_least(n: int, floor: int) -> int:
+def pow2_at_least(n: int, floor: int) -> int:
     p = floor
     while p < n:
         p *= 2
@@ -78,7 +78,7 @@ class TxRing:
             s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
             s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
             s.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
-            block = _pow2_at_least(frame_size, PAGE_SIZE)
+            block = pow2_at_least(frame_size, PAGE_SIZE)
             per_block = block // frame_size
             nblocks = -(-frames // per_block)
             s.setsockopt(SOL_PACKET, PACKET_TX_RING,
