@@ -7,7 +7,7 @@ Layout (big-endian), FP_SIG:
     magic     u32  0xF10E5167
     stream_id u16  stream number in the profile
     seq       u32  sequence number within the stream, from 0
-    tx_ts_ns  u64  transmit time, ns (the capture clock)
+    tx_ts_ns  u64  transmit time, ns (the capture clock; live: CLOCK_REALTIME as the frame is queued)
 It is payload, so NAT (which rewrites addresses, ports and checksums), ESP and IPIP (which wrap it and
 unwrap it again) leave it intact. A receiver finds it by scanning the frame for the magic from the
 first byte a UDP payload can start at (SIG_SCAN_FROM), which works whatever encapsulation is outside:
