@@ -205,7 +205,7 @@ def plan(prof: Profile, duration_s: float | None, flat_out: bool) -> Plan:
             raise AssertionError("signature not where _offsets puts it")  # the builder's layout changed
         gaps = s.rate.gaps_ns(fr.caplen + ETH_FCS_LEN)
         period = float(gaps.sum()) + (k // s.burst * s.ibg_ns if s.burst else 0)
-        targets.append(None if flat_out else len(gaps) * 1e9 / float(gaps.sum()))
+        targets.append(None if flat_out else len(gaps) * 1e9 / period)  # bursts' gaps included
         end = NEVER
         if duration_s is not None:
             end = int(duration_s * 1e9)
