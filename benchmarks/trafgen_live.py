@@ -12,6 +12,15 @@ sink's veth), the setting benchmarks/live_forward.py gives its gateways. `--base
 flowpath.testbed.blaster (the prebuilt-frame TX ring sender live_forward.py uses) into the same sink.
 Gbit/s are L2 (frame bytes with FCS); L1 adds 20 bytes per frame.
 
+Measured 2026-12-06 (shared 2-vCPU KVM guest, load average 2.2-3.0 from other tenants; five runs of
+3 s, sink inline or with --rps, which made no consistent difference): trafgen 64 B 0.46-0.61 Mpps
+(0.23-0.31 Gbit/s), 128 B 0.34-0.56 Mpps (0.35-0.57 Gbit/s), 1400 B 0.39-0.53 Mpps (4.3-5.9 Gbit/s);
+the blaster 0.26-0.66 Mpps in the same runs (neither ahead beyond the noise: the kernel's per-frame
+tpacket_snd + veth + ingress work dominates both). Every frame sent reached the sink. The same day
+benchmarks/live_forward.py forwarded 128-byte frames at 0.11 (flowpath, RPS) / 0.40 (flowpath, inline,
+sender-bound) / 0.39 / 0.29 Mpps (kernel), so the generator is ahead of the forwarders by 1.4x or so at
+best: a veth delivers on the sender's CPU, so on this machine every live figure shares one or two cores.
+
     python benchmarks/trafgen_live.py [--seconds 3] [--sizes 64,128,1400] [--rps] [--baseline] [--json F]
 """
 
