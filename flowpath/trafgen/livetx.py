@@ -64,13 +64,13 @@ TX_RING_BYTES = 4 << 20  # 2048 frames of 2 KiB, as the blaster's: a larger ring
 
 
 @njit(cache=True, nogil=True)
-def _due_ns(ss, toff, s):
+def _due_ns(ss, t_ts_ns, s):
     k, kk = ss[s, S_SENT], ss[s, S_K]
-    return ss[s, S_START_NS] + (k // kk) * ss[s, S_PERIOD_NS] + toff[ss[s, S_BASE] + k % kk]
+    return ss[s, S_START_NS] + (k // kk) * ss[s, S_PERIOD_NS] + t_ts_ns[ss[s, S_BASE] + k % kk]
 
 
 @njit(cache=True, nogil=True)
-def _pick(ss, toff, ctl, now):
+def _pick(ss, t_ts_ns, ctl, now):
     """(stream, due time) of the next frame to send, (-1, -1) when every stream is done. Paced: the
     earliest due (ties to the lower row); flat out: round robin from ctl[C_RR]."""
     n = ss.shape[0]
@@ -84,26 +84,26 @@ def _pick(ss, toff, ctl, now):
                 continue
             ctl[C_RR] = s + 1
             return s, now
-        due = _due_ns(ss, toff, s)
+        due = _due_ns(ss, t_ts_ns, s)
         if due < ss[s, S_END_NS] and due < best_due:
             best, best_due = s, due
     return best, (best_due if best >= 0 else -1)
 
 
 @njit(cache=True, nogil=True)
-def livetx_fill(ring, ring32, st, cnt, tmpl, t_off, t_len, toff, ss, ctl):
+def livetx_fill(ring, ring32, st, cnt, tmpl, t_off, t_len, t_ts_ns, ss, ctl):
     """Queue due frames into the TX ring; return how many. Sets ctl[C_NEXT_NS] to when the next frame
     is due (monotonic ns; now when the ring is full) or -1 when every stream is done.
 
     ring uint8[size], ring32 uint32[size / 4], st int64[8], cnt int64[16]: a TxRing
-    tmpl uint8[B] template bytes; t_off, t_len, toff int64[T]: each template's start, length and
+    tmpl uint8[B] template bytes; t_off, t_len, t_ts_ns int64[T]: each template's start, length and
         send-time offset within its stream's period
     ss int64[streams, N_SS] the S_* columns; ctl int64[8] the C_* values
     """
     queued = 0
     while queued < ctl[C_BUDGET]:
         now = clock_gettime_ns(CLOCK_MONOTONIC)
-        s, due = _pick(ss, toff, ctl, now)
+        s, due = _pick(ss, t_ts_ns, ctl, now)
         if s < 0:
             ctl[C_NEXT_NS] = -1
             return queued
@@ -182,7 +182,7 @@ class Plan:
     tmpl: np.ndarray
     t_off: np.ndarray
     t_len: np.ndarray
-    toff: np.ndarray
+    t_ts_ns: np.ndarray
     ss: np.ndarray
     ids: list[int]
     names: list[str]
@@ -196,7 +196,7 @@ def plan(prof: Profile, duration_s: float | None, flat_out: bool) -> Plan:
     if len(set(ids)) != len(ids) or not all(0 <= i < 1 << 16 for i in ids):
         raise UsageError("stream ids must be distinct and fit 16 bits")
     ss = np.zeros((len(ids), N_SS), np.int64)
-    parts, toffs, targets, base = [], [], [], 0
+    parts, t_ts, targets, base = [], [], [], 0
     for r, (s, sid) in enumerate(zip(prof.streams, ids, strict=True)):
         k = template_count(s)
         fr = build_stream(dataclasses.replace(s, count=k, duration_s=None, start_ns=0), sid)
@@ -215,14 +215,14 @@ def plan(prof: Profile, duration_s: float | None, flat_out: bool) -> Plan:
             base, k, round(period), 0 if flat_out else s.start_ns, end, sig, check, udp)  # fmt: skip
         ss[r, S_LIMIT] = s.count if s.count is not None else -1
         parts.append(fr)
-        toffs.append(fr.ts_ns)
+        t_ts.append(fr.ts_ns)
         base += k
     flat_base = np.cumsum([0] + [len(f.flat) for f in parts])[:-1]
     return Plan(
         np.concatenate([f.flat for f in parts]),
         np.concatenate([f.off + b for f, b in zip(parts, flat_base, strict=True)]),
         np.concatenate([f.caplen for f in parts]),
-        np.concatenate(toffs).astype(np.int64),
+        np.concatenate(t_ts).astype(np.int64),
         ss, ids, [s.name for s in prof.streams], targets,
         int(max(int(f.caplen.max()) for f in parts)),
     )  # fmt: skip
@@ -255,7 +255,7 @@ def send_live(prof: Profile, ifname: str, duration_s: float | None = None, flat_
                              f"{tx.link.mtu} of {ifname}")  # fmt: skip
         ctl = np.zeros(8, np.int64)
         ctl[C_FLAT_OUT], ctl[C_SPIN_NS] = flat_out, SPIN_NS
-        args = (tx.ring, tx.ring32, tx.st, tx.cnt, p.tmpl, p.t_off, p.t_len, p.toff, p.ss, ctl)
+        args = (tx.ring, tx.ring32, tx.st, tx.cnt, p.tmpl, p.t_off, p.t_len, p.t_ts_ns, p.ss, ctl)
         livetx_fill(*args)  # compile (or load) now: budget 0 queues nothing
         ctl[C_BUDGET] = BUDGET
         t0 = time.monotonic_ns() + START_DELAY_NS

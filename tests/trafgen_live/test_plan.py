@@ -35,7 +35,7 @@ def test_stamped_templates_are_the_capture_modes_frames(s):
     for i in list(range(5)) + list(range(k - 2, k + 5)) + [n - 1]:
         j = i % k
         frame = p.tmpl[p.t_off[j] : p.t_off[j] + p.t_len[j]].copy()
-        due = (i // k) * p.ss[0, S_PERIOD_NS] + p.toff[j]
+        due = (i // k) * p.ss[0, S_PERIOD_NS] + p.t_ts_ns[j]
         assert due == pytest.approx(int(cap.ts_ns[i]), abs=2), i  # the send times the capture mode gives
         sig_stamp(frame, p.ss[0, S_SIG], p.ss[0, S_CHECK], p.ss[0, S_UDP], i, int(cap.ts_ns[i]))
         if random and i >= k:
