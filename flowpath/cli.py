@@ -344,16 +344,39 @@ def nft(
 @app.command()
 def trafgen(
     profile: Annotated[Path, typer.Argument(help="Traffic profile (TOML, see examples/profiles/).")],
-    out: Annotated[Path, typer.Option("--out", help="Write the generated frames to this pcap.")] = ...,  # type: ignore[assignment]
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Write the generated frames to this pcap.")
+    ] = None,
+    live: Annotated[
+        Optional[str], typer.Option("--live", help="Send on this interface (AF_PACKET ring) instead.")
+    ] = None,
+    duration: Annotated[
+        Optional[float], typer.Option("--duration", help="--live: stop every stream after S seconds.")
+    ] = None,
+    rate: Annotated[
+        Optional[str],
+        typer.Option("--rate", help="--live: `max` sends flat out instead of at the profile's rates."),
+    ] = None,
+    json_path: Annotated[
+        Optional[Path], typer.Option("--json", help="--live: write what was sent as JSON.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
 ) -> None:
-    """Generate a profile's streams (with a per-packet signature) into a capture for `replay`."""
+    """Generate a profile's streams (with a per-packet signature) into a capture for `replay`, or
+    send them live on an interface (--live)."""
     from flowpath.errors import UsageError
     from flowpath.outputs import check_writable
     from flowpath.trafgen.profile import trafgen as run
 
     if not profile.is_file():
         raise UsageError(f"no such profile: {profile}")
+    if (out is None) == (live is None):
+        raise UsageError("give one of --out FILE.pcap and --live IF")
+    if live is None and (duration is not None or rate is not None or json_path is not None):
+        raise UsageError("--duration, --rate and --json go with --live")
+    if live is not None:
+        _trafgen_live(profile, live, duration, rate, json_path, quiet)
+        return
     check_writable(out, "--out")
     with _meter() as meter:
         res = run(profile, out, meter)
@@ -368,11 +391,39 @@ def trafgen(
         _env.console().print(t)
 
 
+def _trafgen_live(profile: Path, ifname: str, duration, rate, json_path, quiet: bool) -> None:
+    import json
+
+    from flowpath.errors import UsageError
+    from flowpath.outputs import check_writable
+    from flowpath.trafgen.livetx import send_live
+    from flowpath.trafgen.profile import load_profile
+
+    if rate not in (None, "max"):
+        raise UsageError(f"--rate {rate!r}: only `max` (the profile sets the rates otherwise)")
+    if json_path is not None:
+        check_writable(json_path, "--json")
+    res = send_live(load_profile(profile), ifname, duration, rate == "max")
+    if json_path is not None:
+        json_path.write_text(json.dumps(res, indent=2) + "\n")
+    if quiet:
+        return
+    from rich.table import Table
+
+    title = (f"{res['packets']} packets on {ifname} in {res['duration_s']:.3f} s: {si(res['pps'])}pps, "
+             f"{si(res['l2_bps'])}bit/s" + (" (interrupted)" if res["interrupted"] else ""))  # fmt: skip
+    t = Table("stream", "name", "packets", "bytes", "pps", "target pps", "L2 bit/s", box=None, title=title)
+    for st in res["streams"]:
+        t.add_row(str(st["stream_id"]), st["name"] or "", str(st["packets"]), str(st["bytes"]), si(st["pps"]),
+                  si(st["target_pps"]) if st["target_pps"] else "max", si(st["l2_bps"]))  # fmt: skip
+    _env.console().print(t)
+
+
 @app.command()
 def rxstats(
     captures: Annotated[
-        list[str], typer.Argument(help="Received captures: FILE (port = file stem) or PORT=FILE.")
-    ],
+        Optional[list[str]], typer.Argument(help="Received captures: FILE (port = file stem) or PORT=FILE.")
+    ] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the statistics as JSON.")] = None,
     tx: Annotated[
         Optional[list[Path]],
@@ -381,23 +432,41 @@ def rxstats(
     profile: Annotated[
         Optional[Path], typer.Option("--profile", help="The generator's profile (TOML): streams by name.")
     ] = None,
+    live: Annotated[
+        Optional[str], typer.Option("--live", help="Receive on this interface (AF_PACKET ring) instead.")
+    ] = None,
+    duration: Annotated[
+        Optional[float], typer.Option("--duration", help="--live: receive for S seconds.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No tables.")] = False,
 ) -> None:
-    """Per port and per stream packets, rates, loss, reordering, duplicates and latency of captures."""
+    """Per port and per stream packets, rates, loss, reordering, duplicates and latency of captures,
+    or of what arrives on an interface (--live IF --duration S)."""
     import json
 
     from flowpath.errors import UsageError
     from flowpath.outputs import check_writable
-    from flowpath.trafgen.rxstats import parse_rx_inputs, rx_stats_captures
+    from flowpath.trafgen.rxstats import parse_rx_inputs, rx_stats_captures, stream_names
 
-    inputs = parse_rx_inputs(captures)
+    if bool(captures) == (live is not None):
+        raise UsageError("give captures, or --live IF --duration S")
+    if live is not None and (duration is None or tx):
+        raise UsageError("--live needs --duration S (and takes no --tx: loss comes from sequence numbers)")
+    if live is None and duration is not None:
+        raise UsageError("--duration goes with --live")
+    inputs = parse_rx_inputs(captures) if captures else []
     for path, option in [(p, "--tx") for p in tx or []] + [(profile, "--profile")] * (profile is not None):
         if not path.is_file():
             raise UsageError(f"{option}: no such file: {path}")
     if json_path is not None:
         check_writable(json_path, "--json")
-    with _meter() as meter:
-        res = rx_stats_captures(inputs, tx or None, profile, meter)
+    if live is not None:
+        from flowpath.trafgen.liverx import receive_live
+
+        res = receive_live(live, duration, stream_names(profile) if profile is not None else None)
+    else:
+        with _meter() as meter:
+            res = rx_stats_captures(inputs, tx or None, profile, meter)
     if json_path is not None:
         json_path.write_text(json.dumps(res, indent=2) + "\n")
     if quiet:
@@ -420,6 +489,10 @@ def rxstats(
                   f"{lat['min']}/{lat['avg']:.0f}/{lat['max']}" if lat else f"n/a ({st['latency_note']})",
                   f"{lat['jitter']:.1f}" if lat else "n/a", si(st["pps"]))  # fmt: skip
     con.print(t)
+    if "live" in res:
+        lv = res["live"]
+        con.print(f"{lv['interface']}: {lv['duration_s']:.3f} s, ring drops {lv['ring_drops']}"
+                  + (" (interrupted)" if lv["interrupted"] else ""))  # fmt: skip
 
 
 @app.command()

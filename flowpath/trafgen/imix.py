@@ -49,14 +49,19 @@ def frame_sizes(spec: int | str | FieldVar | tuple, n: int) -> np.ndarray:
         return np.full(n, int(spec), np.int64)
     if isinstance(spec, FieldVar):
         return spec.min + spec.offsets(n)
+    return np.resize(imix_pattern(imix_mix(spec)), n)
+
+
+def imix_mix(spec: str | tuple) -> tuple[tuple[int, int], ...]:
+    """The (size, weight) pairs of an IMIX name ("imix" = CSIT, "csit-imix", "trex-imix") or of pairs
+    given as they are; one cycle of the mix holds sum(weights) frames."""
     if isinstance(spec, str):
         name = spec.lower().removesuffix("-imix").removesuffix("_imix")
         name = {"imix": "csit"}.get(name, name)
         if name not in IMIX:
             raise ValueError(f"unknown IMIX {spec!r}; known: imix, csit-imix, trex-imix")
-        spec = IMIX[name]
-    cycle = imix_pattern(tuple(spec))
-    return np.resize(cycle, n)
+        return IMIX[name]
+    return tuple(spec)
 
 
 def mean_size(spec) -> float:

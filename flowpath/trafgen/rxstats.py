@@ -144,45 +144,61 @@ def rx_stats(
     expected: packets sent per stream id (streams absent from it count highest seq + 1).
     names: stream id -> the stream's name in its profile (stream_names).
     meter: advanced every METER_EVERY frames by the bytes they take in a pcap."""
-    expected, stream_name = expected or {}, names or {}
-    out_ports = {}
-    all_ts, all_wire = [], []
-    sig_rows = []  # (rx_ts, port index, wire, stream, seq, tx_ts)
-    names = list(ports)
-    for p, name in enumerate(names):
-        ts, wire = [], []
-        signed = nbytes = 0
+    cols = [], [], [], [], [], []  # port, rx_ts, wire, stream (-1: no signature), seq, tx_ts
+    port_names = list(ports)
+    for p, name in enumerate(port_names):
+        k = nbytes = 0
         for rec in ports[name]:
             t, frame = rec[0], rec[1]
-            w = (rec[2] if len(rec) > 2 else len(frame)) + ETH_FCS_LEN
-            ts.append(t)
-            wire.append(w)
             s = sig_find(frame)
-            if s is not None:
-                signed += 1
-                sig_rows.append((t, p, w, *s))
+            sid, seq, tx = s if s is not None else (-1, 0, 0)
+            for col, v in zip(cols, (p, t, (rec[2] if len(rec) > 2 else len(frame)) + ETH_FCS_LEN, sid, seq, tx),
+                              strict=True):  # fmt: skip
+                col.append(v)
+            k += 1
             nbytes += len(frame) + PCAP_RECORD_HLEN
-            if len(ts) % METER_EVERY == 0:
+            if k % METER_EVERY == 0:
                 meter.advance(nbytes, METER_EVERY)
                 nbytes = 0
-        meter.advance(nbytes, len(ts) % METER_EVERY)
-        ts_a, wire_a = np.array(ts, np.int64), np.array(wire, np.int64)
-        out_ports[name] = _port_stats(ts_a, wire_a, signed)
-        all_ts.append(ts_a)
-        all_wire.append(wire_a)
-    total = _port_stats(np.concatenate(all_ts or [np.zeros(0, np.int64)]),
-                        np.concatenate(all_wire or [np.zeros(0, np.int64)]), len(sig_rows))  # fmt: skip
+        meter.advance(nbytes, k % METER_EVERY)
+    return stats_table(port_names, *(np.array(c, np.int64) for c in cols), expected, names)
+
+
+def stats_table(
+    port_names: list[str],
+    port: np.ndarray,
+    rx_ts: np.ndarray,
+    wire: np.ndarray,
+    stream: np.ndarray,
+    seq: np.ndarray,
+    tx_ts: np.ndarray,
+    expected: dict[int, int] | None = None,
+    names: dict[int, str] | None = None,
+) -> dict:
+    """The statistics (module docstring) of received frames given as columns, int64[n] each, every
+    port's frames in arrival order: port (index into port_names), rx_ts (receive time, ns), wire
+    (bytes with FCS), stream (stream id, -1 for a frame without signature), seq and tx_ts (the
+    signature's). The one implementation behind capture files (rx_stats) and the live receive ring
+    (trafgen/liverx.py)."""
+    expected, stream_name = expected or {}, names or {}
+    out_ports = {}
+    signed = stream >= 0
+    for p, name in enumerate(port_names):
+        m = port == p
+        out_ports[name] = _port_stats(rx_ts[m], wire[m], int(np.count_nonzero(m & signed)))
+    total = _port_stats(rx_ts, wire, int(np.count_nonzero(signed)))
     streams = {}
-    rows = np.array(sig_rows, np.int64).reshape(-1, 6)
-    if len(names) > 1:  # arrival order across ports is receive-time order; within a port, list order
-        rows = rows[np.argsort(rows[:, 0], kind="stable")]
-    ids = sorted(set(rows[:, 3].tolist()) | set(expected))
+    rows = np.flatnonzero(signed)
+    if len(port_names) > 1:  # arrival order across ports is receive-time order; within a port, list order
+        rows = rows[np.argsort(rx_ts[rows], kind="stable")]
+    r_sid = stream[rows]
+    ids = sorted(set(np.unique(r_sid).tolist()) | set(expected))
     for sid in ids:
-        r = rows[rows[:, 3] == sid]
-        st = _rates(r[:, 0], r[:, 2])
-        st["ports"] = sorted({names[k] for k in r[:, 1].tolist()})
-        st.update(sequence_stats(r[:, 4], expected.get(sid)))
-        st["latency_ns"], st["latency_note"] = latency(r[:, 0] - r[:, 5])
+        r = rows[r_sid == sid]
+        st = _rates(rx_ts[r], wire[r])
+        st["ports"] = sorted({port_names[k] for k in np.unique(port[r]).tolist()})
+        st.update(sequence_stats(seq[r], expected.get(sid)))
+        st["latency_ns"], st["latency_note"] = latency(rx_ts[r] - tx_ts[r])
         st["name"] = stream_name.get(sid)
         streams[str(sid)] = {k: st[k] for k in STREAM_KEYS}
     return {"schema_version": SCHEMA_VERSION, "conventions": CONVENTIONS, "total": total, "ports": out_ports,
