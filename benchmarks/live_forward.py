@@ -35,7 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree's flowpath
 
-from flowpath.testbed.blaster import udp4_frame  # noqa: E402
 from flowpath.testbed.gateway import (  # noqa: E402
     H1_MAC,
     H1_V4,
@@ -83,9 +82,23 @@ def rx_tx(t: GatewayTopology) -> tuple[int, int]:
     return t.h2.link("eth0")["stats64"]["rx"]["packets"], t.h1.link("eth0")["stats64"]["tx"]["packets"]
 
 
-def blaster_mpps(t: GatewayTopology, frame_size: int, flows: int, seconds: float, cpu: int | None,
+PROFILE = """[[stream]]
+name = "udp"
+src_mac = "{src_mac}"
+dst_mac = "{dst_mac}"
+saddr = "{saddr}"
+daddr = "{daddr}"
+sport = {{ min = {sport}, max = {sport_max}, op = "inc" }}
+dport = {dport}
+size = {size}
+duration_s = 3600.0
+"""
+
+
+def trafgen_mpps(t: GatewayTopology, frame_size: int, flows: int, seconds: float, cpu: int | None,
                  warmup_s: float = 1.0):  # fmt: skip
-    """(Mpps received at h2, Mpps sent by h1) over `seconds` of the blaster's frames, after warmup_s."""
+    """(Mpps received at h2, Mpps sent by h1, CPU busy shares) over `seconds` of `flowpath trafgen
+    --live --rate max` from h1 (one UDP flow per source port), after warmup_s."""
     args = (H2_V4, BLAST_PORT, flows)
     responder = t.h2.popen(sys.executable, "-c", RESPONDER, *args, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
@@ -96,18 +109,17 @@ def blaster_mpps(t: GatewayTopology, frame_size: int, flows: int, seconds: float
     t.h1.run(sys.executable, "-c", OPENER, *args[:2], BLAST_SPORT, flows, H1_V4, timeout=30)
     responder.wait(10)
     t.h2.run("nft", "-f", "-", input=SINK % BLAST_PORT)
-    size = frame_size - ETH_FCS_LEN
-    frames = t.workdir / "frames.bin"
-    frames.write_bytes(b"".join(udp4_frame(LAN_MAC, H1_MAC, H1_V4, H2_V4, BLAST_SPORT + i, BLAST_PORT, size)
-                                for i in range(flows)))  # fmt: skip
+    profile = t.workdir / "udp.toml"
+    profile.write_text(PROFILE.format(src_mac=H1_MAC, dst_mac=LAN_MAC, saddr=H1_V4, daddr=H2_V4, sport=BLAST_SPORT,
+                                      sport_max=BLAST_SPORT + flows - 1, dport=BLAST_PORT, size=frame_size))  # fmt: skip
     total = warmup_s + seconds + 1.0
     taskset = ("taskset", "-c", cpu) if cpu is not None else ()
-    blaster = t.h1.popen(*taskset, sys.executable, "-m", "flowpath.testbed.blaster", "eth0", f"{total:.1f}",
-                         frames, size, stderr=subprocess.PIPE, env=flowpath_env())  # fmt: skip
+    gen = t.h1.popen(*taskset, sys.executable, "-m", "flowpath", "trafgen", profile, "--live", "eth0", "--rate", "max",
+                     "--duration", f"{total:.1f}", "-q", stderr=subprocess.PIPE, env=flowpath_env())  # fmt: skip
     res = _window(t, warmup_s, seconds)
-    _, err = blaster.communicate(timeout=total + 10)
-    if blaster.returncode != 0:
-        raise RuntimeError(f"blaster: {err.decode()}")
+    _, err = gen.communicate(timeout=total + 60)
+    if gen.returncode != 0:
+        raise RuntimeError(f"trafgen --live: {err.decode()}")
     t.h2.run("nft", "delete", "table", "netdev", "sink")
     return res
 
@@ -194,7 +206,7 @@ def measure(kind: str, args, rps: bool) -> dict:
     with GatewayTopology(kind, run_args=args.flowpath_arg) as t:
         if args.cpus:
             pin(t, args.cpus[1], rps)
-        udp = blaster_mpps if args.sender == "blaster" else iperf3_mpps
+        udp = trafgen_mpps if args.sender == "trafgen" else iperf3_mpps
         mpps, sent, busy = udp(t, args.frame_size, args.flows, args.seconds, args.cpus[0] if args.cpus else None)
         gw_busy = busy.get(args.cpus[1]) if args.cpus else None
         return {
@@ -224,7 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="timed window of each measurement")
     ap.add_argument("--frame-size", type=int, default=128, help="UDP frame size with FCS (bytes)")
     ap.add_argument("--flows", type=int, default=1, help="UDP flows (source ports)")
-    ap.add_argument("--sender", choices=("blaster", "iperf3"), default="blaster", help="UDP sender on h1")
+    ap.add_argument("--sender", choices=("trafgen", "iperf3"), default="trafgen", help="UDP sender on h1")
     ap.add_argument("--kinds", default=",".join(KINDS), help="gateways to measure, in order")
     ap.add_argument("--flowpath-arg", action="append", default=[], help="extra `flowpath run` option")
     ap.add_argument("--cpus", default="0,1" if (os.cpu_count() or 1) >= 2 else "",
