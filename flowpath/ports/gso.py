@@ -9,6 +9,10 @@ as one super-packet of up to 64 KiB with gso_size set. The gateway forwards what
 on the wire, so the port finishes both jobs here: `gso_parse` decides (every check first), then
 `gso_segment` writes segment k into a batch slot from the untouched original in the ring.
 Segment k is a pure function of k, so a batch that fills up mid-packet resumes at the next k.
+With GSO passthrough (AfPacketPort(gso=True), the live gateway) a TCP super-packet instead stays
+whole in one slot (PacketBatch.gso, checksum partial) as far as the fast path takes it, and leaves
+with a virtio_net_hdr; `skb_gso_segment` cuts one for the classic path, which handles ordinary
+packets only.
 """
 
 from __future__ import annotations

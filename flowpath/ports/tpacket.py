@@ -8,8 +8,12 @@ Receive: the ring is blocks of block_size bytes; the kernel fills one block with
 setting block_status to TP_STATUS_USER (when full, or after tp_retire_blk_tov ms). We give it back
 (TP_STATUS_KERNEL) only when every packet in it is copied into a batch; a batch can fill up in the
 middle of a block, or in the middle of a GSO packet's segments, so the position is kept in `st`.
+With st[RX_VNET] = RX_VNET_GSO a TCP super-packet that fits a slot is not segmented: it takes one
+slot with its gso word (PacketBatch.gso), its checksum left partial as the sender's stack left it.
 Transmit: fixed frames; we fill one, set TP_STATUS_SEND_REQUEST, and a send() makes the kernel
-walk them in order; its skb destructor sets each back to TP_STATUS_AVAILABLE.
+walk them in order; its skb destructor sets each back to TP_STATUS_AVAILABLE. With PACKET_VNET_HDR
+(st[TX_VNET_LEN]) each frame's data starts with a struct virtio_net_hdr: zeros, or a super-packet's
+(tpacket_snd passes it to virtio_net_hdr_to_skb, and frames may then exceed the MTU).
 The host must be little-endian (the ring's fields are the host's u32/u16, the vnet header is
 virtio-legacy little-endian): AfPacketPort checks.
 """
