@@ -112,14 +112,29 @@ def blaster_mpps(t: GatewayTopology, frame_size: int, flows: int, seconds: float
     return res
 
 
-def _window(t: GatewayTopology, warmup_s: float, seconds: float) -> tuple[float, float]:
+def cpu_times() -> dict[int, tuple[int, int]]:
+    """Per CPU (busy, total) jiffies from /proc/stat (idle and iowait are not busy)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *vals = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            v = [int(x) for x in vals]
+            out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+
+
+def _window(t: GatewayTopology, warmup_s: float, seconds: float) -> tuple[float, float, dict[int, float]]:
+    """(Mpps received at h2, Mpps sent by h1, busy share of each CPU) over `seconds`."""
     time.sleep(warmup_s)
     rx0, tx0 = rx_tx(t)
+    c0 = cpu_times()
     t0 = time.monotonic()
     time.sleep(seconds)
     rx1, tx1 = rx_tx(t)
+    c1 = cpu_times()
     dt = time.monotonic() - t0
-    return (rx1 - rx0) / dt / 1e6, (tx1 - tx0) / dt / 1e6
+    busy = {c: (c1[c][0] - c0[c][0]) / max(1, c1[c][1] - c0[c][1]) for c in c1 if c in c0}
+    return (rx1 - rx0) / dt / 1e6, (tx1 - tx0) / dt / 1e6, busy
 
 
 def iperf3_mpps(t: GatewayTopology, frame_size: int, flows: int, seconds: float, cpu: int | None,
@@ -148,6 +163,15 @@ def tcp_gbps(t: GatewayTopology, streams: int, seconds: float) -> float:
     return json.loads(p.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
+def ping_avg_ms(t: GatewayTopology, count: int = 20) -> float | None:
+    """The average round trip of `ping` h1 -> h2 through the idle gateway (ms)."""
+    p = t.h1.run("ping", "-q", "-c", count, "-i", "0.05", H2_V4, check=False, timeout=count + 10)
+    for line in p.stdout.splitlines():
+        if line.startswith("rtt"):
+            return float(line.split("=")[1].split("/")[1])
+    return None
+
+
 def _wait_listening(t: GatewayTopology, port: int) -> None:
     deadline = time.monotonic() + 10
     while not t.h2.run("ss", "-Hltn", f"sport = :{port}", check=False).stdout.strip():
@@ -171,10 +195,16 @@ def measure(kind: str, args, rps: bool) -> dict:
         if args.cpus:
             pin(t, args.cpus[1], rps)
         udp = blaster_mpps if args.sender == "blaster" else iperf3_mpps
-        mpps, sent = udp(t, args.frame_size, args.flows, args.seconds, args.cpus[0] if args.cpus else None)
+        mpps, sent, busy = udp(t, args.frame_size, args.flows, args.seconds, args.cpus[0] if args.cpus else None)
+        gw_busy = busy.get(args.cpus[1]) if args.cpus else None
         return {
             "mpps": mpps,
             "sender_mpps": sent,
+            # the gateway CPU's busy share in the window: below 1.0 the gateway had time to spare, and
+            # mpps / busy estimates what it would forward per CPU given enough traffic
+            "gateway_cpu_busy": gw_busy,
+            "mpps_per_gateway_cpu": mpps / gw_busy if gw_busy and gw_busy > 0.2 else None,  # else it ran elsewhere
+            "ping_avg_ms": ping_avg_ms(t),
             "tcp_gbps": tcp_gbps(t, 1, args.seconds),
             "tcp4_gbps": tcp_gbps(t, 4, args.seconds),
         }
@@ -221,8 +251,11 @@ def main(argv=None) -> int:
           f"sender {args.sender}")  # fmt: skip
     print(f"{'':24}" + "".join(f"{f'{k} ({p})':>20}" for k, p in cols))
     for key, label in (("mpps", "UDP Mpps at h2"), ("sender_mpps", "  sent by h1 (Mpps)"),
+                       ("gateway_cpu_busy", "  gateway CPU busy"), ("mpps_per_gateway_cpu", "  Mpps per gw CPU"),
+                       ("ping_avg_ms", "ping RTT avg (ms)"),
                        ("tcp_gbps", "TCP 1 stream Gbit/s"), ("tcp4_gbps", "TCP 4 streams Gbit/s")):  # fmt: skip
-        print(f"{label:24}" + "".join(f"{res[c][key]:20.3f}" for c in cols))
+        print(f"{label:24}" + "".join(f"{res[c][key]:20.3f}" if res[c][key] is not None else f"{'-':>20}"
+                                      for c in cols))  # fmt: skip
     out = {"frame_size": args.frame_size, "flows": args.flows, "seconds": args.seconds, "sender": args.sender,
            "cpus": args.cpus}  # fmt: skip
     for kind, name in (("flowpath", "flowpath"), ("linux", "kernel")):

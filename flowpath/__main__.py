@@ -1,7 +1,5 @@
 """`python -m flowpath ARGS`: the `flowpath` command of this source tree."""
 
-import sys
+from flowpath.cli import console_main
 
-from flowpath.cli import main
-
-sys.exit(main())
+console_main()

@@ -7,6 +7,7 @@ Environment (httpie's) holds the output streams, so tests run the CLI in-process
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Environment:
 
 _env = Environment()  # the running command's; main() sets it
 _live = None  # the rich Progress drawing on stderr, if any: other stderr lines go through its console
+_fast_exit = False  # set by `run`: console_main ends the process with os._exit
 _undo: list = []  # what main() undoes when the command ends (listeners registered with numba)
 COMPILE_COLD = "flowpath: compiling the datapath (first run after install or upgrade, about 30 s)…"
 COMPILE_MORE = "flowpath: compiling kernels this command has not used before (once, up to 30 s)…"
@@ -302,6 +304,8 @@ def run(
         _note(f"flowpath: running on {names}{where}")
 
     s = run_gateway(opts, _note, ready)
+    global _fast_exit
+    _fast_exit = True  # everything is written: skip the interpreter's teardown (see console_main)
     _note(f"flowpath: stopped: rx {s['rx_packets']}  forwarded {s['forwarded_packets']}  "
           f"dropped {s['dropped_packets']}  local {s['local_packets']}")  # fmt: skip
 
@@ -565,6 +569,58 @@ def ctl(
     raise typer.Exit(r["rc"])
 
 
+TESTBED_ACTIONS = ("up", "down", "status")
+
+
+@app.command(
+    epilog="Example: flowpath testbed up && ip netns exec fp-sunset ping -c 3 10.2.0.7 && flowpath testbed "
+    "status && flowpath testbed down\n\n"
+    "Namespaces PREFIX-sunset, -west, -east, -sunrise: sunset 10.1.0.5/16 -- west ==ESP== east -- sunrise "
+    "10.2.0.7/16. The gateways' network files (AES-GCM SAs, keys and SPIs new for each `up`) and ruleset are "
+    "written 0600 to /run/flowpath/testbed/PREFIX/ with state.json (namespaces, pids); `down` removes "
+    "everything, also after a crash.",
+)
+def testbed(
+    action: Annotated[str, typer.Argument(metavar="up|down|status", help="Build, tear down or inspect.")],
+    gateways: Annotated[
+        str, typer.Option("--gateways", help="flowpath (ESP on the fast path) or linux (the kernel forwards).")
+    ] = "flowpath",
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", help="Passed to `flowpath run --workers`.")
+    ] = None,
+    mtu: Annotated[
+        Optional[int], typer.Option("--mtu", min=576, max=65535, help="MTU of the west--east link.")
+    ] = None,
+    prefix: Annotated[str, typer.Option("--prefix", help="Namespace name prefix.")] = "fp",
+) -> None:
+    """The four-box IPsec testbed in network namespaces: sunset -- west ==ESP== east -- sunrise."""
+    from flowpath.errors import UsageError
+    from flowpath.testbed import sites
+    from flowpath.testbed.netns import TestbedError
+
+    if action not in TESTBED_ACTIONS:
+        raise UsageError(f"testbed: {action!r} is not an action (up, down, status)")
+    try:
+        sites.check_prefix(prefix)
+        if action == "up":
+            tb = sites.Sites(prefix, gateways, workers, mtu, say=_note)
+            _note(f"flowpath testbed: starting {gateways} gateways in {prefix}-west and {prefix}-east…")
+            tb.up()
+            print(tb.summary(), file=_env.stdout)
+        elif action == "down":
+            if not sites.down(prefix, say=lambda line: print(line, file=_env.stdout)):
+                print(f"testbed {prefix!r}: nothing to tear down", file=_env.stdout)
+        else:
+            report, ok = sites.status(prefix)
+            print(report, file=_env.stdout)
+            raise typer.Exit(0 if ok else 1)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except TestbedError as e:
+        print(f"flowpath: error: {e}", file=_env.stderr)
+        raise typer.Exit(1) from None
+
+
 def main(args: list[str] | None = None, env: Environment | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 runtime failure, 2 usage/configuration error).
 
@@ -592,6 +648,18 @@ def main(args: list[str] | None = None, env: Environment | None = None) -> int:
         while _undo:
             _undo.pop()()
         _env = saved
+
+
+def console_main() -> None:
+    """The `flowpath` executable: main(), then exit. After `run` the process ends at once instead of
+    tearing the interpreter down (numba's and LLVM's modules take about half a second), so a
+    gateway stops within a second of SIGTERM; its outputs are all closed by then."""
+    code = main()
+    if _fast_exit:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _show_config_warnings() -> None:

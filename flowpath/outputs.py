@@ -45,3 +45,14 @@ def make_output_dir(path: Path, option: str) -> None:
             pass
     except OSError as e:
         raise UsageError(f"{option}: cannot write {path}: {e.strerror or e}") from None
+
+
+def write_private(path, text: str) -> None:
+    """Write a file only its owner can read (0600 from the moment it exists): network files with
+    `ip xfrm` keys, testbed configs."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import flowpath
+from flowpath.outputs import write_private
 from flowpath.testbed.netns import Netns, Testbed, TestbedError
 
 KINDS = ("flowpath", "linux")
@@ -153,8 +154,8 @@ class FlowpathGateway:
 
     def start(self, network: str, ruleset: str) -> None:
         net, rules = self.workdir / "gw.ip", self.workdir / "gw.nft"
-        net.write_text(network)
-        rules.write_text(ruleset)
+        write_private(net, network)  # network files may hold SA keys (issue 14's testbed writes some)
+        write_private(rules, ruleset)
         argv = flowpath_argv(
             "run", "-n", net, "-r", rules, "--ctl", self.ctl_path, "--stats", self.stats_path
         )

@@ -135,8 +135,9 @@ class Testbed:
 
     __test__ = False  # not a pytest class, despite the name
 
-    def __init__(self, prefix: str = "fpt"):
-        self.prefix = f"{prefix}-{os.getpid()}-{next(_SEQ)}-"
+    def __init__(self, prefix: str = "fpt", unique: bool = True):
+        # unique=False: names are prefix-role exactly (`flowpath testbed`'s, found again by `down`)
+        self.prefix = f"{prefix}-{os.getpid()}-{next(_SEQ)}-" if unique else f"{prefix}-"
         self.namespaces: list[Netns] = []
 
     def __enter__(self) -> Testbed:

@@ -38,6 +38,7 @@ from flowpath.xfrm.state import (
     XfrmState,
     xfrm_state_add,
     xfrm_state_delete,
+    xfrm_state_update,
     xfrm_state_flush,
     xfrm_state_lookup,
 )
@@ -166,7 +167,7 @@ def xfrm_config_line(
     obj, verb = _head(w)
     xfrm = _xfrm_of(net)
     if obj == "state" and verb in ("add", "update"):
-        _state_add(w, xfrm)
+        _state_add(w, xfrm, update=verb == "update")
     elif obj == "state" and verb == "delete":
         xfrm_state_delete(xfrm, _state_get(w, xfrm))
     elif obj == "state" and verb == "deleteall":
@@ -178,7 +179,7 @@ def xfrm_config_line(
             _state_filter(w, ("proto",))
         xfrm_state_flush(xfrm)
     elif obj == "policy" and verb in ("add", "update"):
-        _policy_add(w, xfrm)
+        _policy_add(w, xfrm, excl=verb == "add")
     elif obj == "policy" and verb == "delete":
         xfrm.policies.remove(_policy_get(w, xfrm))
     elif obj == "policy" and verb == "deleteall":
@@ -324,7 +325,7 @@ def _policy_get(w: _Words, xfrm: Xfrm) -> XfrmPolicy:
     return found[0]
 
 
-def _state_add(w: _Words, xfrm: Xfrm) -> None:
+def _state_add(w: _Words, xfrm: Xfrm, update: bool = False) -> None:
     vals: dict = {"lft": XfrmLifetimeCfg(), "flags": 0}
     first = w.k
     while w.more():
@@ -379,6 +380,12 @@ def _state_add(w: _Words, xfrm: Xfrm) -> None:
                   key=key, salt=salt, icv_truncbits=icv, replay_window=window, flags=vals["flags"],
                   encap_type=UDP_ENCAP_ESPINUDP if enc else 0, encap_sport=enc[0] if enc else 0,
                   encap_dport=enc[1] if enc else 0, encap_oa=enc[2] if enc else "0.0.0.0", lft=vals["lft"])  # fmt: skip
+    if update:
+        old = xfrm._byid.get((daddr.packed, x.spi, x.proto))
+        if old is None:
+            raise w.err("No such process", dk)  # Linux: xfrm_state_update -ESRCH
+        xfrm_state_update(xfrm, old, x)
+        return
     try:
         xfrm_state_add(xfrm, x)
     except ValueError as e:
@@ -491,10 +498,11 @@ def _tmpl(w: _Words) -> XfrmTmpl:
                     XFRM_MODE_TUNNEL, vals.get("optional", False))  # fmt: skip
 
 
-def _policy_add(w: _Words, xfrm: Xfrm) -> None:
+def _policy_add(w: _Words, xfrm: Xfrm, excl: bool = True) -> None:
+    """`policy add` (excl: an existing selector+dir is an error) or `policy update` (replaces it)."""
     start = w.k
     pol = _policy(w, need_dir=True)
     try:
-        xfrm_policy_insert(xfrm, pol)
+        xfrm_policy_insert(xfrm, pol, excl)
     except ValueError as e:
         raise w.err(str(e), start) from None

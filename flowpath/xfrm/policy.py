@@ -79,18 +79,32 @@ def xfrm_selector_match(sel: XfrmSelector, family: int, saddr: Addr, daddr: Addr
     )
 
 
-def xfrm_policy_insert(xfrm: Xfrm, pol: XfrmPolicy) -> XfrmPolicy:
-    """Insert by priority after equal priorities; ValueError on an identical selector+dir (-EEXIST)."""
+def xfrm_policy_insert(xfrm: Xfrm, pol: XfrmPolicy, excl: bool = True) -> XfrmPolicy:
+    """Insert by priority after equal priorities. A policy with the same selector and dir is -EEXIST
+    (ValueError) for `add` (excl, and only at the same priority here); `update` (excl=False) replaces
+    it, whatever its priority, and the new one keeps its index.
+
+    Linux: xfrm_policy.c › xfrm_policy_insert (excl=0 for XFRM_MSG_UPDPOLICY: the old policy is
+    unlinked and its index reused).
+    """
+    old = None
     for p in xfrm.policies:
-        if p.dir == pol.dir and p.sel == pol.sel and p.priority == pol.priority:
-            raise ValueError("File exists")
+        if p.dir == pol.dir and p.sel == pol.sel and (not excl or p.priority == pol.priority):
+            if excl:
+                raise ValueError("File exists")
+            old = p
+    if old is not None:
+        xfrm.policies.remove(old)
     pos = len(xfrm.policies)
     for k, p in enumerate(xfrm.policies):
         if p.priority > pol.priority:
             pos = k
             break
-    xfrm.policy_idx_generator += 1  # Linux: index = (++idx_generator << 3) | dir
-    pol.index = (xfrm.policy_idx_generator << 3) | pol.dir
+    if old is not None:
+        pol.index = old.index
+    else:
+        xfrm.policy_idx_generator += 1  # Linux: index = (++idx_generator << 3) | dir
+        pol.index = (xfrm.policy_idx_generator << 3) | pol.dir
     xfrm.policies.insert(pos, pol)
     return pol
 

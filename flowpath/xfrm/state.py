@@ -229,6 +229,19 @@ def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = -1) -> XfrmState:
     return x
 
 
+def xfrm_state_update(xfrm: Xfrm, x: XfrmState, new: XfrmState) -> None:
+    """`ip xfrm state update` of the existing SA x: what Linux's xfrm_state_update changes of a
+    valid state, its lifetime limits (and NAT-T ports); keys, algorithm and replay state stay
+    (Linux ignores them there too). A soft-expired SA is young again (km.dying = 0)."""
+    x.lft, x.soft_expired = new.lft, False
+    t, i = xfrm.tab, x.index
+    t.hard_bytes[i], t.hard_packets[i] = new.lft.hard_byte_limit, new.lft.hard_packet_limit
+    t.check_packets[i] = t.packets[i] + 1  # the next packet checks the new limits
+    if x.encap_type and new.encap_type:
+        x.encap_sport, x.encap_dport = new.encap_sport, new.encap_dport
+        t.encap_sport[i], t.encap_dport[i] = new.encap_sport, new.encap_dport
+
+
 def xfrm_state_ctx(xfrm: Xfrm, x: XfrmState) -> tuple[int, int]:
     """Create the SA's EVP contexts on first use (0, 0 when EVP is not available)."""
     t, i = xfrm.tab, x.index
@@ -251,7 +264,11 @@ def xfrm_state_find(xfrm: Xfrm, tmpl, now_ns: int = 0) -> XfrmState | None:
     """The outbound SA for a policy template: same daddr, saddr, proto, mode and reqid (0 = any).
 
     Linux: xfrm_state.c › xfrm_state_find (the ACQUIRE path to an IKE daemon is not modelled: None).
+    Of several that match, xfrm_state_look_at's choice: one not dying (soft-expired) before one that
+    is, then the newest (Linux: the latest curlft.add_time; here the later row, as rows are never
+    reused), so a rekey's new SA takes over at once.
     """
+    best = None
     for x in xfrm.states:
         if (
             x.daddr == tmpl.daddr
@@ -261,8 +278,9 @@ def xfrm_state_find(xfrm: Xfrm, tmpl, now_ns: int = 0) -> XfrmState | None:
             and (tmpl.reqid == 0 or x.reqid == tmpl.reqid)
             and not xfrm.tab.dead[x.index]
         ):
-            return x
-    return None
+            if best is None or (not best.soft_expired, best.index) < (not x.soft_expired, x.index):
+                best = x
+    return best
 
 
 def xfrm_state_check_expire(xfrm: Xfrm, x: XfrmState, now_ns: int) -> bool:

@@ -38,3 +38,18 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(UsageError, match="Not a directory"):
         make_output_dir(tmp_path / "f", "--out-dir")
+
+
+def test_write_private_leaves_a_file_only_its_owner_can_read(tmp_path):
+    import stat
+
+    from flowpath.outputs import write_private
+
+    p = tmp_path / "keys.ip"
+    p.write_text("old")
+    p.chmod(0o644)  # an existing world-readable file is closed too
+    write_private(p, "xfrm state add ...\n")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600 and p.read_text() == "xfrm state add ...\n"
+    q = tmp_path / "new.ip"
+    write_private(q, "x")
+    assert stat.S_IMODE(q.stat().st_mode) == 0o600

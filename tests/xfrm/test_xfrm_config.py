@@ -205,3 +205,40 @@ def test_policy_listing_in_iproute2_style():
 def test_flush_and_delete():
     x = load(*GW, "xfrm state flush", "xfrm policy delete src 10.1.0.0/16 dst 10.2.0.0/16 dir out")
     assert x.states == [] and len(x.policies) == 2
+
+
+def test_policy_update_replaces_the_policy_of_the_same_selector_and_dir():
+    """`ip xfrm policy update` (XFRM_MSG_UPDPOLICY, excl=0): a rekey moves the policy to the new SA's
+    reqid in place, keeping its index; `add` of the same selector and dir stays -EEXIST, and an
+    update of a selector not there yet inserts it."""
+    x = load(*GW)
+    out = xfrm_lookup(x, AF_INET, "10.1.0.5", "10.2.0.7", 17, 1, 2, XFRM_POLICY_OUT, count=False)
+    index, n = out.index, len(x.policies)
+    x = load(*GW, "xfrm policy update src 10.1.0.0/16 dst 10.2.0.0/16 dir out priority 10 "
+                  "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 3 mode tunnel")  # fmt: skip
+    new = xfrm_lookup(x, AF_INET, "10.1.0.5", "10.2.0.7", 17, 1, 2, XFRM_POLICY_OUT, count=False)
+    assert (new.tmpls[0].reqid, new.index, len(x.policies)) == (3, index, n)
+    with pytest.raises(ConfigError, match="File exists"):
+        load(*GW, GW[2])
+    x = load(*GW, "xfrm policy update src 10.3.0.0/16 dst 10.2.0.0/16 dir out "
+                  "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 1 mode tunnel")  # fmt: skip
+    assert len(x.policies) == n + 1
+
+
+def test_state_find_takes_the_newest_of_the_sas_a_template_matches():
+    """A rekey with the same reqid: the SA added last carries the traffic (xfrm_state_look_at prefers
+    the latest add_time); a soft-expired (dying) one yields to one that is not."""
+    newer = GW[0].replace("spi 0x100", "spi 0x101").replace("11" * 20, "33" * 20)
+    x = load(GW[0], newer, GW[2])
+    tmpl = x.policies[0].tmpls[0]
+    assert xfrm_state_find(x, tmpl).spi == 0x101
+    x.states[1].soft_expired = True
+    assert xfrm_state_find(x, tmpl).spi == 0x100
+
+
+def test_state_update_changes_limits_of_an_existing_sa_and_needs_one():
+    x = load(GW[0], GW[0].replace("add", "update", 1) + " limit packet-hard 50")
+    assert len(x.states) == 1 and x.states[0].lft.hard_packet_limit == 50
+    assert int(x.tab.hard_packets[x.states[0].index]) == 50
+    with pytest.raises(ConfigError, match="No such process"):
+        load(GW[0].replace("add", "update", 1))
