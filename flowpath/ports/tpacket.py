@@ -26,7 +26,17 @@ from numba.core import config, types
 from numba.extending import intrinsic
 
 from flowpath.packet.batch import GSO_SIZE_MASK, GSO_TYPE_SHIFT
-from flowpath.packet.layout import ETH, ETH_HLEN, ETH_P_8021Q, IP6H, IPPROTO_TCP, TCPH, UDPH, VLAN, field_offsets
+from flowpath.packet.layout import (
+    ETH,
+    ETH_HLEN,
+    ETH_P_8021Q,
+    IP6H,
+    IPPROTO_TCP,
+    TCPH,
+    UDPH,
+    VLAN,
+    field_offsets,
+)
 from flowpath.packet.reason import Reason
 from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.ports.gso import (
@@ -365,7 +375,11 @@ def tx_gso_check(b, off, n, gso, mtu):
     info = gso_parse(b, off, n, gso_type, VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, gso_size)
     if info[0] == 0 or info[4] - info[2] + gso_size > mtu:
         return np.int64(0), np.int64(0), np.int64(0)
-    return np.int64(info[4]), np.int64(info[3]), np.int64(TCPH.check if info[0] == IPPROTO_TCP else UDPH.check)
+    return (
+        np.int64(info[4]),
+        np.int64(info[3]),
+        np.int64(TCPH.check if info[0] == IPPROTO_TCP else UDPH.check),
+    )
 
 
 @njit(cache=True, nogil=True, _nrt=False)

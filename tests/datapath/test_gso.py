@@ -42,11 +42,17 @@ def _poll(w: Worker, frames: list[bytes]):
 def _handshake(w: Worker) -> int:
     """SYN from 192.168.1.10:40000 to 8.8.8.8:80, SYN-ACK back: conntrack's connection is established
     (replies seen). Returns the masqueraded source port."""
-    syn = Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst="8.8.8.8") / TCP(sport=40000, dport=80, flags="S")
+    syn = (
+        Ether(src=H10, dst=GW_LAN)
+        / IP(src="192.168.1.10", dst="8.8.8.8")
+        / TCP(sport=40000, dport=80, flags="S")
+    )
     _, out = _poll(w, [(bytes(syn), 0)])
     nport = Ether(out[0][1])[TCP].sport
-    synack = Ether(src=UPSTREAM, dst=GW_WAN) / IP(src="8.8.8.8", dst=WAN_IP) / TCP(
-        sport=80, dport=nport, flags="SA", ack=1
+    synack = (
+        Ether(src=UPSTREAM, dst=GW_WAN)
+        / IP(src="8.8.8.8", dst=WAN_IP)
+        / TCP(sport=80, dport=nport, flags="SA", ack=1)
     )
     b = PacketBatch(8, slot=GSO_SLOT)
     b.append(bytes(synack), w.net.dev.link_by_name("wan0").ifindex, 10**9 + 5)
@@ -69,7 +75,10 @@ def test_gso_packet_on_the_classic_path_is_segmented_and_counted_as_its_segments
     _, out = _poll(w, [(_data(payload), VIRTIO_NET_HDR_GSO_TCPV4 << 16 | MSS)])
     s = w.stats.as_dict(w.ifname)
     assert s["rx_packets"] == 2 + 5 and s["slowpath_packets"] == 7
-    assert s["rx_packets"] == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"] + s["held_packets"]
+    assert (
+        s["rx_packets"]
+        == s["forwarded_packets"] + s["dropped_packets"] + s["local_packets"] + s["held_packets"]
+    )
     segs = [Ether(f) for _, f, _ in out]
     assert s["forwarded_packets"] == 7 and len(segs) == 5
     got = b""
@@ -97,7 +106,9 @@ def test_offloaded_gso_packet_leaves_whole_with_its_checksum_partial():
     assert w.stats.flows_offloaded == 1
     payload = bytes(i % 251 for i in range(4500))
     b, out = _poll(w, [(_data(payload), VIRTIO_NET_HDR_GSO_TCPV4 << 16 | MSS)])
-    assert w.stats.fastpath_packets == 1 and len(out) == 1 and b.gso[0] == VIRTIO_NET_HDR_GSO_TCPV4 << 16 | MSS
+    assert (
+        w.stats.fastpath_packets == 1 and len(out) == 1 and b.gso[0] == VIRTIO_NET_HDR_GSO_TCPV4 << 16 | MSS
+    )
     f = np.frombuffer(bytearray(out[0][1]), np.uint8).copy()
     skb_checksum_help(f, 34, len(f), 50)
     p = Ether(f.tobytes())
