@@ -35,6 +35,7 @@ from flowpath.packet.batch import PacketBatch
 from flowpath.packet.counters import Stats
 from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array
+from flowpath.ports.gso import skb_gso_segment
 from flowpath.xfrm.listing import xfrm_policy_list, xfrm_state_list
 from flowpath.xfrm.state import Xfrm, xfrm_state_ctx, xfrm_timer
 
@@ -272,6 +273,9 @@ class Worker:
             self.now_ns = int(batch.ts_ns[i])
             self._maybe_gc()
             self._timer_frames(tx, i)
+            if batch.gso[i]:
+                self._slow_path_gso(tx, batch, i)
+                continue
             st.slowpath_packets += 1
             self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns, encap_sa(int(batch.encap[i])))
             frames = self._q.frames
@@ -285,6 +289,30 @@ class Worker:
             xfrm_parked.clear()
         st.icmp_ratelimited = self.net.icmp.ratelimited
         return tx
+
+    def _slow_path_gso(self, tx: TxList, batch: PacketBatch, i: int) -> None:
+        """A GSO super-packet (batch.gso[i]) the fast path did not forward: segmented first (the
+        classic path handles ordinary packets only), each segment then through the classic path.
+        Counting: the super-packet was counted as one received packet (one skb, as Linux's
+        interface and flow counters count it); from here on it counts as its segments, rx included
+        (rx += segments - 1, on its input interface too), so that rx = forwarded + dropped + local
+        + held holds. Linux: validate_xmit_skb's software GSO, here before the stack."""
+        st, iif = self.stats, int(batch.iif[i])
+        segs = skb_gso_segment(batch.frame(i), int(batch.gso[i]))
+        if not segs:
+            st.count(Reason.SKB_GSO_SEG)
+            return
+        st.rx_packets += len(segs) - 1
+        st.rx_extra(iif, len(segs) - 1, sum(len(s) for s in segs) - int(batch.len[i]))
+        k = 0
+        for seg in segs:
+            st.slowpath_packets += 1
+            self.slow_path(seg, iif, self.now_ns, -1)
+            for ifx, f in self._q.frames:
+                tx.slow.append((i, k, ifx, f))
+                st.tx(ifx, len(f))
+                k += 1
+            st.tx_bursts += len(self._q.frames)
 
     @property
     def next_gc_ns(self) -> int:

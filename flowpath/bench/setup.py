@@ -208,7 +208,7 @@ class PortFeed:
         n, h = w.shape[0], b.headroom
         b.data[:n, h : h + self.size] = self.frames[w]
         b.head[:n], b.len[:n], b.iif[:n], b.ts_ns[:n] = h, self.size, self.iif, ts_ns
-        b.verdict[:n], b.oif[:n], b.flow[:n], b.encap[:n] = 0, 0, -1, 0
+        b.verdict[:n], b.oif[:n], b.flow[:n], b.encap[:n], b.gso[:n] = 0, 0, -1, 0, 0
         b.n = n
         return b
 

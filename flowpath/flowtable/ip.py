@@ -28,6 +28,7 @@ from flowpath.flowtable.key import (
     F_TEARDOWN,
     FLOW_KEY_WORDS,
     FLOW_OFFLOAD_DIR_ORIGINAL,
+    FLOW_OFFLOAD_XMIT_XFRM,
     HZ_NS,
     K_DADDR,
     K_ENCAP,
@@ -61,11 +62,13 @@ from flowpath.flowtable.key import (
     proto_l4,
     xmit_dir,
     xmit_has_vlan,
+    xmit_type,
 )
 from flowpath.flowtable.prefetch import prefetch
 from flowpath.packet.csum import (
     CSUM_MANGLED_0,
     csum_fold,
+    csum_partial,
     csum_replace2,
     csum_replace4,
     csum_replace16,
@@ -110,6 +113,7 @@ SLOW_TEARDOWN = int(Reason.SLOW_TEARDOWN)
 SLOW_TCP_STATE = int(Reason.SLOW_TCP_STATE)
 SLOW_EXTHDR = int(Reason.SLOW_EXTHDR)
 SLOW_NO_ENTRY = int(Reason.SLOW_NO_ENTRY)
+SLOW_GSO = int(Reason.SLOW_GSO)
 # A header too short or inconsistent for the flowtable: Linux's nf_flow_tuple_ip fails its
 # pskb_may_pull and the packet takes the classic path, which drops and counts it.
 SLOW_MALFORMED = int(Reason.SLOW_MALFORMED)
@@ -381,6 +385,44 @@ def nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, dir_, val, e):
         csum_replace_terms(b, thoff + UDPH.check, ip_terms + port_terms, True)
 
 
+# ---- GSO super-packets (PacketBatch.gso != 0) ------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_gso_fits_mtu(b, nhoff, thoff, l4proto, gso, mtu):
+    """True when each segment of the GSO packet at b[nhoff:] fits mtu (gso: its PacketBatch.gso word).
+
+    Linux: nf_flow_table_ip.c › nf_flow_exceeds_mtu (a GSO skb passes when
+    skb_gso_validate_network_len does: its segments' network length, headers plus gso_size).
+    """
+    if gso == 0:
+        return False
+    l4hdr = (np.int64(b[thoff + TCPH.doff_res]) >> 4) * 4 if l4proto == IPPROTO_TCP else UDPH.size
+    return thoff - nhoff + l4hdr + (gso & 0xFFFF) <= mtu
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_pseudo_addr_sum(b, nhoff, l3proto):
+    """The folded sum of the addresses the pseudo-header takes from the IP header (saddr, daddr)."""
+    if l3proto == 4:
+        return csum_partial(b, nhoff + IPH.saddr, 8, 0)
+    return csum_partial(b, nhoff + IP6H.saddr, 32, 0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_csum_partial_nat(b, coff, check, old_addrs, new_addrs, udp):
+    """The L4 check field of a CHECKSUM_PARTIAL packet after NAT: `check` (the field before NAT,
+    the pseudo-header sum, not complemented) moved by the addresses' change only.
+
+    Linux: net/core/utils.c › inet_proto_csum_replace4/16 with pseudohdr=true for CHECKSUM_PARTIAL
+    (*sum = ~csum_fold(csum_add(csum_sub(csum_unfold(*sum), from), to))), while
+    inet_proto_csum_replace2 (a port, pseudohdr=false) leaves the field alone: the device sums the
+    ports with the payload. One update for all address words gives the same value: both fold a sum
+    that is equal modulo 0xFFFF and not zero. nf_flow_nat_ip_udp: a zero result goes as
+    CSUM_MANGLED_0. NAT's own update of the field (for a full checksum) is overwritten here.
+    """
+    c = csum_fold(check + ((~old_addrs) & 0xFFFF) + new_addrs)
+    st16(b, coff, CSUM_MANGLED_0 if udp and c == 0 else c)
+
+
 # ---- nf_flow_offload_forward ---------------------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
 def nf_flow_state_check(key, e, b, thoff, l4proto):
@@ -401,14 +443,18 @@ def nf_flow_state_check(key, e, b, thoff, l4proto):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns):
+def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
     """One hit (entry e of ft, FlowtableViews) at b[head:] (room bytes of headroom before it): checks,
-    then writes. nat6 is the flat (1-D) view of ft.nat6. Returns (Reason, new frame length).
+    then writes. nat6 is the flat (1-D) view of ft.nat6; gso the packet's PacketBatch.gso word (0: an
+    ordinary packet). Returns (Reason, new frame length).
 
     Linux: nf_flow_table_ip.c › nf_flow_offload_forward: MTU, TCP state; then refresh, NAT, TTL,
-    acct.
+    acct. A GSO super-packet (checksum partial) passes the MTU check by its segments' size, its NAT
+    moves the partial checksum by the addresses only, and it counts as one packet (one skb).
     Deviation: the frame is trimmed to the IP length (Ethernet padding dropped) as the classic
     path's ip_rcv does, so both paths emit the same bytes.
+    Deviation: a GSO packet of an XMIT_XFRM flow takes the classic path (segmented first) instead
+    of xfrm_output's software GSO.
     """
     key, val = ft.key, ft.val
     flags = key[e, V_FLAGS]
@@ -421,8 +467,10 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns):
     else:
         l3len = ld16(b, nhoff + IP6H.payload_len) + IP6H.size
         thoff = nhoff + IP6H.size
-    if l3len > key[e, V_MTU]:  # nf_flow_exceeds_mtu
-        return SLOW_MTU, 0
+    if l3len > key[e, V_MTU] and not nf_flow_gso_fits_mtu(b, nhoff, thoff, l4proto, gso, key[e, V_MTU]):
+        return SLOW_MTU, 0  # nf_flow_exceeds_mtu
+    if gso and xmit_type(key[e, V_XMIT]) == FLOW_OFFLOAD_XMIT_XFRM:
+        return SLOW_GSO, 0
     if xmit_has_vlan(key[e, V_XMIT]) and room < VLAN.size:
         return SLOW_MTU, 0  # Deviation: no headroom for the tag; Linux reallocates, we go slow
     if nf_flow_state_check(key, e, b, thoff, l4proto):
@@ -431,6 +479,11 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns):
     timeout = now_ns + (ft.timeout_tcp_ns if l4proto == IPPROTO_TCP else ft.timeout_udp_ns)
     if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
         val[e, V_TIMEOUT] = timeout
+    partial = gso != 0 and (flags & (F_SNAT | F_DNAT)) != 0
+    coff = check = addrs = np.int64(0)
+    if partial:
+        coff = thoff + (TCPH.check if l4proto == IPPROTO_TCP else UDPH.check)
+        check, addrs = ld16(b, coff), nf_flow_pseudo_addr_sum(b, nhoff, l3proto)
     if l3proto == 4:
         nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, e)
         ip_decrease_ttl(b, nhoff)
@@ -438,6 +491,9 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns):
         if flags & (F_SNAT | F_DNAT):
             nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, nat6, e)
         b[nhoff + IP6H.hop_limit] -= 1
+    if partial:
+        nf_flow_csum_partial_nat(b, coff, check, addrs, nf_flow_pseudo_addr_sum(b, nhoff, l3proto),
+                                 l4proto == IPPROTO_UDP)  # fmt: skip
     if ft.counter:  # nf_ct_acct_update(ct, dir, skb->len)
         val[e, V_PACKETS] += 1
         val[e, V_BYTES] += l3len
@@ -449,13 +505,13 @@ def nf_flow_offload_step(cols, flat, off, i, ft, nat6, e, now_ns):
     """After the lookup of packet i (entry e or -1): the TEARDOWN check flow_offload_lookup makes,
     then nf_flow_offload_forward; writes the batch's (cols) len/oif/flow of packet i, whose frame
     starts at flat[off] (flat: the batch's data as one row). Returns FLOW_FORWARD or a slow Reason."""
-    _, head, length, _, oif, _, flow, _ = cols
+    _, head, length, _, oif, _, flow, _, gso = cols
     flow[i] = e
     if e < 0:
         return SLOW_NO_ENTRY
     if ft.key[e, V_FLAGS] & F_TEARDOWN:
         return SLOW_TEARDOWN
-    r, newlen = nf_flow_offload_forward(flat, off, head[i], ft, nat6, e, now_ns)
+    r, newlen = nf_flow_offload_forward(flat, off, head[i], ft, nat6, e, now_ns, np.int64(gso[i]))
     if r == FLOW_FORWARD:
         length[i] = newlen
         oif[i] = ft.key[e, V_OIFIDX]
@@ -530,7 +586,7 @@ def nf_flow_offload_ip_batch(cols, n, ft, ring, now_ns):
     ft FlowtableViews; ring (pkey uint32[G, 16], phash int64[G]) scratch (G = PREFETCH_RING); now_ns
     packet time. Returns the number of packets sent to the slow path.
     """
-    data, head, length, iif, _, verdict, flow, encap = cols
+    data, head, length, iif, _, verdict, flow, encap, _ = cols
     flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], ring[0].reshape(-1), ft.nat6.reshape(-1)
     slow = 0
     for i in range(n):
@@ -581,7 +637,7 @@ def nf_flow_offload_ip_range(cols, i0, i1, ft, ring, now_ns):
     tag matches rather than the home slot's: at load 0.38 a quarter of the lookups find their
     record past the home slot, and each of those then missed in DRAM with nothing in flight.
     """
-    data, head, length, iif, _, verdict, flow, encap = cols
+    data, head, length, iif, _, verdict, flow, encap, _ = cols
     pkey, phash = ring
     flat, slot, kflat, nat6 = data.reshape(-1), data.shape[1], pkey.reshape(-1), ft.nat6.reshape(-1)
     d, rmask = PREFETCH_DISTANCE, PREFETCH_RING - 1

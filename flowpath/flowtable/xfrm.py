@@ -283,7 +283,7 @@ def nf_flow_xfrm_input(cols, n, tun, tcols, bulk, xs):
     TUN_CLASSIC, an unknown tunnel tuple, a dead SA), the poll's later ESP goes there too: a replay
     window sees its SA's packets in arrival order whether the flowtable is on or not.
     """
-    data, head, length, iif, _, verdict, _, encap = cols
+    data, head, length, iif, _, verdict, _, encap, _ = cols
     tindex, tkey, tsa, tseed, tports, tdevs = tun
     psa, idx, nhoff, kr, scr, sa_bulks = xs
     t = XfrmStateTable(*tcols)
@@ -343,7 +343,7 @@ def nf_flow_xfrm_output(cols, lo, hi, take, dev_ok, fx, tcols, bulk, xs):
     overflow, no room; XFRM_NO_STATE for a parked packet whose flow was deleted meanwhile), and
     psa == -2. Returns the number refused.
     """
-    data, head, length, iif, _, verdict, flow, _ = cols
+    data, head, length, iif, _, verdict, flow, _, _ = cols
     key, xfrm_sa = fx
     psa, idx, nhoff, _, scr, sa_bulks = xs
     t = XfrmStateTable(*tcols)
@@ -405,7 +405,7 @@ def nf_flow_xfrm_flush(cols, lo, hi, dev_ok, fx, tcols, bulk, xs, acct):
     nf_flow_xfrm_output) and count them as account_batch counts hits and drops into acct (reasons,
     ifc: Stats.cols). Returns the number transmitted."""
     nf_flow_xfrm_output(cols, lo, hi, XFRM_PENDING, dev_ok, fx, tcols, bulk, xs)
-    _, _, length, _, oif, verdict, _, _ = cols
+    _, _, length, _, oif, verdict, _, _, _ = cols
     psa = xs[0]
     reasons, ifc = acct
     hits = 0

@@ -25,7 +25,7 @@ from pathlib import Path
 from flowpath.errors import ConfigError, PortError, UsageError
 from flowpath.live.xmit import Xmit
 from flowpath.net.link import KIND_ETHER
-from flowpath.packet.batch import PacketBatch
+from flowpath.packet.batch import GSO_SLOT, PacketBatch
 
 NSEC_PER_MSEC = 1_000_000
 
@@ -112,7 +112,7 @@ class Gateway:
         self.restore: list = []
         self.ctl = None
         self._open_port = open_port or _open_af_packet
-        self.batch = PacketBatch(opts.batch_size)
+        self.batch = PacketBatch(opts.batch_size, slot=GSO_SLOT)  # the ports keep TCP super-packets whole
         self.stopping = False
         self.reload_pending = False
         self.started_ns = time.monotonic_ns()
@@ -321,7 +321,7 @@ def _open_af_packet(link, opts: RunOptions):
     kl = kernel_link(link.name)
     # another MAC than the interface's own (the network file's `address`): take every frame
     promisc = kl is not None and kl.mac != link.address
-    return AfPacketPort(link.name, link.ifindex, promisc=promisc, busy_poll=opts.busy_poll)
+    return AfPacketPort(link.name, link.ifindex, gso=True, promisc=promisc, busy_poll=opts.busy_poll)
 
 
 def run_gateway(opts: RunOptions, log: Callable[[str], None] = print,

@@ -14,6 +14,13 @@ from flowpath.packet.reason import Reason
 
 DEFAULT_SLOT = 2048
 DEFAULT_HEADROOM = 128
+# A slot for a whole GSO super-packet (64 KiB of TCP payload and headers): head and len are uint16, and
+# a multiple of 64 bytes keeps rows cache-line aligned. Only the live gateway's batch uses it.
+GSO_SLOT = 0x10000 - 64
+# gso word: 0 for an ordinary frame; a GSO super-packet holds gso_type << 16 | gso_size (virtio_net_hdr
+# values, ports/gso.py), its L4 checksum CHECKSUM_PARTIAL (the field holds the pseudo-header sum)
+GSO_SIZE_MASK = 0xFFFF
+GSO_TYPE_SHIFT = 16
 
 
 class PacketBatch:
@@ -28,9 +35,11 @@ class PacketBatch:
     flow     int32[capacity]        flowtable entry index of a hit, -1 otherwise
     encap    uint32[capacity]       flowtable key's encap word: 0, or the SA index + 1 of a packet that
                                     ESP input decrypted at early ingress (flowtable/xfrm.py)
+    gso      uint32[capacity]       0, or gso_type << 16 | gso_size of a GSO super-packet kept whole
+                                    (skb_shinfo's gso_type/gso_size; its checksum is partial)
     ts_ns    int64[capacity]        packet time (capture time in replay)
     n        number of packets in use
-    cols     (data, head, len, iif, oif, verdict, flow, encap): the arguments of the compiled stages
+    cols     (data, head, len, iif, oif, verdict, flow, encap, gso): the arguments of the compiled stages
     """
 
     def __init__(self, capacity: int = 256, slot: int = DEFAULT_SLOT, headroom: int = DEFAULT_HEADROOM):
@@ -47,11 +56,13 @@ class PacketBatch:
         self.verdict = np.zeros(capacity, np.uint8)
         self.flow = np.full(capacity, -1, np.int32)
         self.encap = np.zeros(capacity, np.uint32)
+        self.gso = np.zeros(capacity, np.uint32)
         self.ts_ns = np.zeros(capacity, np.int64)
         self.n = 0
         # The columns in the order the compiled stages take them (they never change, so the tuple
         # is built once: a poll passes it on without a Python attribute load per column).
-        self.cols = (self.data, self.head, self.len, self.iif, self.oif, self.verdict, self.flow, self.encap)
+        self.cols = (self.data, self.head, self.len, self.iif, self.oif, self.verdict, self.flow, self.encap,
+                     self.gso)  # fmt: skip
         self.scratch: dict[str, object] = {}  # per-batch work arrays of the stages, allocated on first use
 
     @property
@@ -78,7 +89,7 @@ class PacketBatch:
         self.data[i, h : h + n] = np.frombuffer(frame, np.uint8, n)
         self.head[i], self.len[i] = h, n
         self.iif[i], self.oif[i], self.flow[i], self.ts_ns[i] = iif, 0, -1, ts_ns
-        self.encap[i] = 0
+        self.encap[i] = self.gso[i] = 0
         self.n = i + 1
         return i
 

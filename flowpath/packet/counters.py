@@ -114,6 +114,13 @@ class Stats:
         self.reasons[held] -= packets
         self.reasons[reason] += packets
 
+    def rx_extra(self, ifindex: int, packets: int, nbytes: int) -> None:
+        """Received packets counted after the batch was (a super-packet's segments beyond the one
+        it counted as)."""
+        if 0 <= ifindex < self.ifc.shape[0]:
+            self.ifc[ifindex, RX_PACKETS] += packets
+            self.ifc[ifindex, RX_BYTES] += nbytes
+
     def tx(self, ifindex: int, nbytes: int) -> None:
         if 0 <= ifindex < self.ifc.shape[0]:
             self.ifc[ifindex, TX_PACKETS] += 1

@@ -26,6 +26,7 @@ _REASONS = (  # name                    kind    text
     ("SLOW_TEARDOWN",           "slow", "flow entry in teardown"),
     ("SLOW_TCP_STATE",          "slow", "TCP SYN on a closing flow"),
     ("SLOW_EXTHDR",             "slow", "IPv6 extension headers"),
+    ("SLOW_GSO",                "slow", "GSO super-packet the fast path cannot send whole (ESP output)"),
     ("PKT_TOO_SMALL",           "drop", "truncated header"),
     ("PKT_TOO_BIG",             "drop", "frame larger than the batch slot"),
     ("MAC_MISMATCH",            "drop", "destination MAC is not ours"),

@@ -5,11 +5,13 @@ packet_poll, packet_notifier); Documentation/networking/packet_mmap.rst.
 Receive: a SOCK_RAW socket bound to the interface for ETH_P_ALL with a TPACKET_V3 ring (blocks
 retired after 1 ms at the latest, so a lone ping is not held), PACKET_IGNORE_OUTGOING (our own
 transmits never come back), PACKET_VNET_HDR (so frames the local stack left to checksum offload or
-TSO/USO can be finished here: ports/gso.py) and PACKET_MR_ALLMULTI (IPv6 neighbour discovery's
+TSO/USO can be finished here: ports/gso.py, or, with `gso`, TCP super-packets kept whole) and PACKET_MR_ALLMULTI (IPv6 neighbour discovery's
 multicast). Transmit: a second socket of protocol 0 (it is never given a received frame) with a
 TPACKET_V2 ring, PACKET_QDISC_BYPASS (straight to the driver, as a NIC queue would be used) and
 PACKET_LOSS (a frame the kernel refuses is skipped instead of stopping the ring; ours are checked
-first and counted in tx_errors). The compiled ring walkers are in ports/tpacket.py.
+first and counted in tx_errors); with `gso`, PACKET_VNET_HDR too, so that a super-packet leaves whole
+with its virtio_net_hdr (segmented by the kernel only where the device needs it, as VPP's af_packet
+does) in frames of 64 KiB. The compiled ring walkers are in ports/tpacket.py.
 benchmarks/af_packet.py measures both directions and the TX ring against sendmmsg(2): for 128-byte
 frames over veth they came out level in wall-clock time, sendmmsg a few per cent cheaper in CPU time
 (figures in that script's docstring). The ring is kept: tx_burst only copies, the one kick per poll
@@ -49,6 +51,9 @@ from flowpath.ports.tpacket import (
     RX_BLOCK_SIZE,
     RX_NBLOCKS,
     RX_VNET,
+    RX_VNET_GSO,
+    RX_VNET_OFF,
+    RX_VNET_ON,
     T2,
     TP_STATUS_AVAILABLE,
     TP_STATUS_SEND_REQUEST,
@@ -59,6 +64,8 @@ from flowpath.ports.tpacket import (
     TX_MTU,
     TX_NFRAMES,
     TX_PENDING,
+    TX_VNET_LEN,
+    VH,
     tpacket_v2_refill,
     tpacket_v2_snd,
     tpacket_v2_snd_one,
@@ -96,6 +103,7 @@ _TPACKET_REQ3 = struct.Struct("IIIIIII")  # + retire_blk_tov, sizeof_priv, featu
 _PACKET_MREQ = struct.Struct("iHH8s")  # struct packet_mreq: ifindex, type, alen, address
 _TPACKET_STATS_V3 = struct.Struct("III")  # tp_packets, tp_drops, tp_freeze_q_cnt
 _GONE = (errno.ENXIO, errno.ENODEV, errno.ENETDOWN)
+GSO_TX_FRAMES = 256  # 64 KiB frames with gso: 16 MiB of ring, a full batch of super-packets
 
 
 def _pow2(n: int) -> bool:
@@ -108,18 +116,27 @@ class AfPacketPort:
     ring_blocks x block_size   the receive ring (block_size a power of two, at least a page;
                                a frame or GSO packet must fit in one block)
     tx_frames x tx_frame_size  the transmit ring (tx_frame_size a power of two; a frame holds
-                               tx_frame_size - 32 bytes)
+                               tx_frame_size - 32 bytes, 10 fewer with gso); default 1024 x 2 KiB,
+                               with gso GSO_TX_FRAMES x 64 KiB
     vnet_hdr   receive with a virtio_net_hdr: frames from the local stack get their checksum and
                segmentation done here; without it such a frame is dropped as SKB_CSUM
+    gso        (with vnet_hdr) keep TCP super-packets whole in a slot (PacketBatch.gso; the batch needs
+               slots that hold one, GSO_SLOT) and transmit them whole with a virtio_net_hdr
     promisc    receive frames for any MAC (PACKET_MR_PROMISC while the socket is open)
     busy_poll  SO_BUSY_POLL / SO_PREFER_BUSY_POLL on the receive socket (where the driver supports it)
     The link must be up (kernel_if.prepare_port brings it up). Raises PortError when it cannot open.
     """
 
     def __init__(self, name: str, ifindex: int, kernel_name: str | None = None, *, ring_blocks: int = 64,
-                 block_size: int = 1 << 18, tx_frames: int = 1024, tx_frame_size: int = 2048,
-                 vnet_hdr: bool = True, promisc: bool = False, busy_poll: bool = False):  # fmt: skip
+                 block_size: int = 1 << 18, tx_frames: int | None = None, tx_frame_size: int | None = None,
+                 vnet_hdr: bool = True, gso: bool = False, promisc: bool = False,
+                 busy_poll: bool = False):  # fmt: skip
         self.name, self.ifindex = name, int(ifindex)
+        self.gso = gso = bool(gso and vnet_hdr)
+        if tx_frames is None:
+            tx_frames = GSO_TX_FRAMES if gso else 1024
+        if tx_frame_size is None:
+            tx_frame_size = 1 << 16 if gso else 2048
         self.kernel_name = kernel_name or name
         self._rx_sock = self._tx_sock = self._rx_map = self._tx_map = None
         self._rx_missed, self._checked_ns = 0, 0
@@ -140,7 +157,7 @@ class AfPacketPort:
         self.cnt = np.zeros(N_COUNTERS, np.int64)
         try:
             self._open_rx(ring_blocks, block_size, vnet_hdr, promisc, busy_poll)
-            self._open_tx(tx_frames, tx_frame_size)
+            self._open_tx(tx_frames, tx_frame_size, gso)
         except OSError as e:
             self.close()
             raise PortError(name, f"cannot open packet sockets on {self.kernel_name}: {e.strerror}") from None
@@ -171,7 +188,8 @@ class AfPacketPort:
         self._rx_ring32 = self._rx_ring.view(np.uint32)
         self._rx_st = np.zeros(8, np.int64)
         st = self._rx_st
-        st[RX_NBLOCKS], st[RX_BLOCK_SIZE], st[RX_VNET] = blocks, block_size, vnet_hdr
+        st[RX_NBLOCKS], st[RX_BLOCK_SIZE] = blocks, block_size
+        st[RX_VNET] = (RX_VNET_GSO if self.gso else RX_VNET_ON) if vnet_hdr else RX_VNET_OFF
         s.bind((self.kernel_name, ETH_P_ALL))
         for mr_type in (PACKET_MR_ALLMULTI,) + ((PACKET_MR_PROMISC,) if promisc else ()):
             s.setsockopt(
@@ -183,9 +201,11 @@ class AfPacketPort:
         s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # an ENETDOWN from a flap before bind
         s.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS_V3.size)  # counts from now on
 
-    def _open_tx(self, frames: int, frame_size: int) -> None:
+    def _open_tx(self, frames: int, frame_size: int, vnet_hdr: bool) -> None:
         s = self._tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
         s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        if vnet_hdr:
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # before the ring (else EBUSY)
         s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
         s.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
         block = PAGE_SIZE
@@ -203,6 +223,7 @@ class AfPacketPort:
         self._tx_st = np.zeros(8, np.int64)
         st = self._tx_st
         st[TX_NFRAMES], st[TX_FRAME_SIZE], st[TX_MTU] = per_block * nblocks, frame_size, self.link.mtu
+        st[TX_VNET_LEN] = VH.size if vnet_hdr else 0
         try:  # the ring bounds what is in flight, not the socket's send buffer
             s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size * 2)
         except PermissionError:
@@ -234,7 +255,8 @@ class AfPacketPort:
         malformed for the device and counted in tx_errors). A full ring is kicked and retried once."""
         if self._tx_sock is None:
             raise PortError(self.name, "port is closed")
-        args = (self._tx_ring, self._tx_ring32, self._tx_st, self.cnt, batch.data, batch.head, batch.len, idx)
+        args = (self._tx_ring, self._tx_ring32, self._tx_st, self.cnt, batch.data, batch.head, batch.len,
+                batch.gso, idx)  # fmt: skip
         k = tpacket_v2_snd(*args, 0)
         if k < idx.shape[0]:
             self.flush()
@@ -353,7 +375,8 @@ def blast(port: AfPacketPort, frame: bytes, seconds: float) -> int:
     arr = np.frombuffer(frame, np.uint8)
     st, ring, ring32 = port._tx_st, port._tx_ring, port._tx_ring32
     n, fs, nframes = arr.shape[0], int(st[TX_FRAME_SIZE]), int(st[TX_NFRAMES])
-    if not tx_size_ok(arr, 0, n, st[TX_MTU]) or n > fs - TX_DATA_OFF:
+    d = TX_DATA_OFF + int(st[TX_VNET_LEN])  # a vnet header of zeros before the frame, if any
+    if not tx_size_ok(arr, 0, n, st[TX_MTU]) or n > fs - d:
         raise PortError(port.name, f"a {n}-byte frame does not fit the link (MTU {int(st[TX_MTU])}) or ring")
     deadline = time.monotonic() + 1.0
     while (ring32[:: fs // 4][:nframes] != TP_STATUS_AVAILABLE).any():  # frames still in flight
@@ -361,8 +384,9 @@ def blast(port: AfPacketPort, frame: bytes, seconds: float) -> int:
         if time.monotonic() > deadline:
             raise PortError(port.name, "transmit ring does not drain")
     for f in range(nframes):
-        ring[f * fs + TX_DATA_OFF : f * fs + TX_DATA_OFF + n] = arr
-        ring32[(f * fs + T2.tp_len) >> 2] = n
+        ring[f * fs + TX_DATA_OFF : f * fs + d] = 0
+        ring[f * fs + d : f * fs + d + n] = arr
+        ring32[(f * fs + T2.tp_len) >> 2] = n + d - TX_DATA_OFF
     sent, end = 0, time.perf_counter() + seconds
     while time.perf_counter() < end:
         sent += tpacket_v2_refill(ring32, st, port.cnt, n)

@@ -9,6 +9,10 @@ as one super-packet of up to 64 KiB with gso_size set. The gateway forwards what
 on the wire, so the port finishes both jobs here: `gso_parse` decides (every check first), then
 `gso_segment` writes segment k into a batch slot from the untouched original in the ring.
 Segment k is a pure function of k, so a batch that fills up mid-packet resumes at the next k.
+With GSO passthrough (AfPacketPort(gso=True), the live gateway) a TCP super-packet instead stays
+whole in one slot (PacketBatch.gso, checksum partial) as far as the fast path takes it, and leaves
+with a virtio_net_hdr; `skb_gso_segment` cuts one for the classic path, which handles ordinary
+packets only.
 """
 
 from __future__ import annotations
@@ -164,3 +168,29 @@ def gso_segment(row, h, ins, info, k, gso_size, seglen):
     else:
         st16(row, th + UDPH.len, l4len)
         st16(row, th + UDPH.check, l4_csum(row, nh, th, l4len, is_ipv6, IPPROTO_UDP, UDPH.check))
+
+
+def skb_gso_segment(frame: np.ndarray, gso: int) -> list[np.ndarray]:
+    """The segments of a GSO super-packet kept whole in a batch slot (frame: its bytes, Ethernet
+    first; gso: its PacketBatch.gso word), each with full checksums, for a path that handles only
+    ordinary packets (the classic path). [] when its headers do not hold together.
+
+    Linux: net/core/gso.c › skb_gso_segment (validate_xmit_skb's software fallback), here through
+    gso_parse and gso_segment, as the port's receive does.
+    """
+    gso_type, gso_size = (gso >> 16) & 0xFF, gso & 0xFFFF
+    flen = frame.shape[0]
+    info = gso_parse(frame, 0, flen, gso_type, VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, gso_size)
+    if info[0] == 0:
+        return []
+    hdrlen, nsegs = info[4], info[5]
+    segs = []
+    for k in range(nsegs):
+        off = hdrlen + k * gso_size
+        plen = min(gso_size, flen - off)
+        row = np.empty(hdrlen + plen, np.uint8)
+        row[:hdrlen] = frame[:hdrlen]
+        row[hdrlen:] = frame[off : off + plen]
+        gso_segment(row, 0, 0, info, k, gso_size, hdrlen + plen)
+        segs.append(row)
+    return segs

@@ -8,8 +8,12 @@ Receive: the ring is blocks of block_size bytes; the kernel fills one block with
 setting block_status to TP_STATUS_USER (when full, or after tp_retire_blk_tov ms). We give it back
 (TP_STATUS_KERNEL) only when every packet in it is copied into a batch; a batch can fill up in the
 middle of a block, or in the middle of a GSO packet's segments, so the position is kept in `st`.
+With st[RX_VNET] = RX_VNET_GSO a TCP super-packet that fits a slot is not segmented: it takes one
+slot with its gso word (PacketBatch.gso), its checksum left partial as the sender's stack left it.
 Transmit: fixed frames; we fill one, set TP_STATUS_SEND_REQUEST, and a send() makes the kernel
-walk them in order; its skb destructor sets each back to TP_STATUS_AVAILABLE.
+walk them in order; its skb destructor sets each back to TP_STATUS_AVAILABLE. With PACKET_VNET_HDR
+(st[TX_VNET_LEN]) each frame's data starts with a struct virtio_net_hdr: zeros, or a super-packet's
+(tpacket_snd passes it to virtio_net_hdr_to_skb, and frames may then exceed the MTU).
 The host must be little-endian (the ring's fields are the host's u32/u16, the vnet header is
 virtio-legacy little-endian): AfPacketPort checks.
 """
@@ -21,7 +25,18 @@ from numba import njit
 from numba.core import config, types
 from numba.extending import intrinsic
 
-from flowpath.packet.layout import ETH, ETH_HLEN, ETH_P_8021Q, VLAN, field_offsets
+from flowpath.packet.batch import GSO_SIZE_MASK, GSO_TYPE_SHIFT
+from flowpath.packet.layout import (
+    ETH,
+    ETH_HLEN,
+    ETH_P_8021Q,
+    IP6H,
+    IPPROTO_TCP,
+    TCPH,
+    UDPH,
+    VLAN,
+    field_offsets,
+)
 from flowpath.packet.reason import Reason
 from flowpath.packet.unaligned import get_unaligned_le64, put_unaligned_le64
 from flowpath.ports.gso import (
@@ -80,8 +95,12 @@ TP_STATUS_WRONG_FORMAT = 1 << 2
 
 # st, the receive ring's position and shape (int64[8])
 RX_BLOCK, RX_PKT, RX_OFF, RX_SEG, RX_NBLOCKS, RX_BLOCK_SIZE, RX_VNET = range(7)
-# st, the transmit ring's (int64[8]); TX_MTU bounds a frame as tpacket_snd does
-TX_HEAD, TX_NFRAMES, TX_FRAME_SIZE, TX_MTU, TX_PENDING = range(5)
+# st[RX_VNET]: frames come without a virtio_net_hdr, with one, or with one and TCP super-packets are
+# kept whole (PacketBatch.gso) instead of segmented
+RX_VNET_OFF, RX_VNET_ON, RX_VNET_GSO = range(3)
+# st, the transmit ring's (int64[8]); TX_MTU bounds a frame as tpacket_snd does; TX_VNET_LEN: 0, or
+# the virtio_net_hdr's size when the socket has PACKET_VNET_HDR (each frame's data starts with one)
+TX_HEAD, TX_NFRAMES, TX_FRAME_SIZE, TX_MTU, TX_PENDING, TX_VNET_LEN = range(6)
 # cnt, the port's counters (int64[16])
 (C_RX_PACKETS, C_RX_BYTES, C_RX_GSO_PACKETS, C_RX_GSO_SEGMENTS, C_RX_CSUM_COMPLETED,
  C_TX_PACKETS, C_TX_BYTES, C_TX_ERRORS) = range(8)  # fmt: skip
@@ -166,7 +185,7 @@ def copy_frame(src, so, n, tag, row, do, limit):
 def _slot_init(cols, ts_ns, i, flen, reason, meta):
     """PacketBatch.append's bookkeeping for slot i (a frame of flen bytes, before truncation);
     returns the bytes the slot keeps. meta: (headroom, iif, now_ns)."""
-    data, head, length, iifc, oif, verdict, flow, encap = cols
+    data, head, length, iifc, oif, verdict, flow, encap, gso = cols
     hr, iif, now_ns = meta
     max_frame = data.shape[1] - hr
     n = min(flen, max_frame)
@@ -174,15 +193,28 @@ def _slot_init(cols, ts_ns, i, flen, reason, meta):
         reason = R_PKT_TOO_BIG
     verdict[i] = reason
     head[i], length[i] = hr, n
-    iifc[i], oif[i], flow[i], encap[i], ts_ns[i] = iif, 0, -1, 0, now_ns
+    iifc[i], oif[i], flow[i], encap[i], gso[i], ts_ns[i] = iif, 0, -1, 0, 0, now_ns
     return n
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt):
+def _rx_gso_whole(ring, mac, flen, vh, info, room):
+    """True when the GSO packet at ring[mac:] can stay whole in a slot: a TCP super-packet with its
+    checksum partial at the TCP header (no IPv6 extension headers), of at most `room` bytes."""
+    l4proto, is_ipv6, nhoff, thoff = info[0], info[1], info[2], info[3]
+    if l4proto != IPPROTO_TCP or flen > room or not ring[vh + VH.flags] & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        return False
+    if is_ipv6 and ring[mac + nhoff + IP6H.nexthdr] != IPPROTO_TCP:
+        return False
+    return _le16(ring, vh + VH.csum_start) == thoff and _le16(ring, vh + VH.csum_offset) == TCPH.check
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt, whole):
     """Segments seg.. of the GSO packet at ring[mac:], one per free slot from n; returns (n, the next
     segment to emit, 0 when all are out). A packet that cannot be segmented takes one slot with
-    verdict SKB_GSO_SEG."""
+    verdict SKB_GSO_SEG. whole: a TCP super-packet that fits a slot goes into one, with its gso word
+    and its checksum left partial (csum_start and csum_offset are found again from the headers)."""
     data, hr = cols[0], meta[0]
     ins = VLAN.size if tag >= 0 else 0
     gso_size = _le16(ring, vh + VH.gso_size)
@@ -193,6 +225,13 @@ def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt):
         copy_frame(ring, mac, flen, tag, data[n], hr, m)
         return n + 1, 0
     hdrlen, nsegs = info[4], info[5]
+    if seg == 0 and whole and _rx_gso_whole(ring, mac, flen, vh, info, data.shape[1] - hr - ins):
+        m = _slot_init(cols, ts_ns, n, flen + ins, 0, meta)
+        copy_frame(ring, mac, flen, tag, data[n], hr, m)
+        cols[8][n] = (np.int64(ring[vh + VH.gso_type]) << GSO_TYPE_SHIFT) | gso_size
+        cnt[C_RX_GSO_PACKETS] += 1
+        cnt[C_RX_GSO_SEGMENTS] += nsegs
+        return n + 1, 0
     if seg == 0:
         cnt[C_RX_GSO_PACKETS] += 1
     while seg < nsegs and n < data.shape[0]:
@@ -233,7 +272,7 @@ def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, meta, cnt, end):
     if flen < wire_len or flen < ETH_HLEN:
         reason = R_PACKET_RX_TRUNCATED
     elif vnet and ring[vh + VH.gso_type] != VIRTIO_NET_HDR_GSO_NONE:
-        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt)
+        return _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt, vnet == RX_VNET_GSO)
     elif not vnet and status & TP_STATUS_CSUMNOTREADY:
         reason = R_SKB_CSUM  # no csum_start without the vnet header
     else:
@@ -317,8 +356,35 @@ def tx_frame_claim(ring32, st, cnt):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def tx_vnet_hdr(ring, at, flags, gso_type, hdr_len, gso_size, csum_start, csum_offset):
+    """Write a struct virtio_net_hdr (little-endian) at ring[at]: what tpacket_snd hands to
+    virtio_net_hdr_to_skb for the frame after it."""
+    ring[at + VH.flags], ring[at + VH.gso_type] = flags, gso_type
+    for off, v in ((VH.hdr_len, hdr_len), (VH.gso_size, gso_size), (VH.csum_start, csum_start),
+                   (VH.csum_offset, csum_offset)):  # fmt: skip
+        ring[at + off], ring[at + off + 1] = v & 0xFF, (v >> 8) & 0xFF
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def tx_gso_check(b, off, n, gso, mtu):
+    """What the virtio_net_hdr of the GSO frame b[off : off + n] (gso: its PacketBatch.gso word) says
+    besides gso_type and gso_size: (hdr_len, csum_start, csum_offset), NEEDS_CSUM at the L4 checksum;
+    hdr_len 0 when its headers do not hold together or a segment would exceed mtu.
+    Linux: include/linux/virtio_net.h › virtio_net_hdr_from_skb (what a GSO skb's header says)."""
+    gso_type, gso_size = (gso >> GSO_TYPE_SHIFT) & 0xFF, gso & GSO_SIZE_MASK
+    info = gso_parse(b, off, n, gso_type, VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, gso_size)
+    if info[0] == 0 or info[4] - info[2] + gso_size > mtu:
+        return np.int64(0), np.int64(0), np.int64(0)
+    return (
+        np.int64(info[4]),
+        np.int64(info[3]),
+        np.int64(TCPH.check if info[0] == IPPROTO_TCP else UDPH.check),
+    )
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def tx_frame_commit(ring32, st, cnt, f, n):
-    ring32[(f + T2.tp_len) >> 2] = n
+    ring32[(f + T2.tp_len) >> 2] = n + st[TX_VNET_LEN]
     smp_mb()  # the frame's bytes before the status that lets the kernel read them
     ring32[(f + T2.tp_status) >> 2] = TP_STATUS_SEND_REQUEST
     st[TX_HEAD] = (st[TX_HEAD] + 1) % st[TX_NFRAMES]
@@ -328,22 +394,36 @@ def tx_frame_commit(ring32, st, cnt, f, n):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def tpacket_v2_snd(ring, ring32, st, cnt, data, head, length, idx, k):
+def tpacket_v2_snd(ring, ring32, st, cnt, data, head, length, gso, idx, k):
     """Queue the frames of slots idx[k:] into free TX frames, in order, until the ring is full.
     A frame the kernel would refuse (tx_size_ok) is counted in tx_errors and skipped, so it never
-    stalls the ring. Returns how many of idx[k:] were taken (queued or refused)."""
+    stalls the ring. With a vnet header (st[TX_VNET_LEN]) each frame gets one: zeros, or for a GSO
+    super-packet (gso[i] != 0) its segmentation and partial checksum (tx_gso_hdr); without one a
+    super-packet exceeds the MTU and is refused. Returns how many of idx[k:] were taken."""
     k0 = k
+    vl = st[TX_VNET_LEN]
+    room = st[TX_FRAME_SIZE] - TX_DATA_OFF - vl
     while k < idx.shape[0]:
         i = idx[k]
-        h, n = np.int64(head[i]), np.int64(length[i])
-        if not tx_size_ok(data[i], h, n, st[TX_MTU]) or n > st[TX_FRAME_SIZE] - TX_DATA_OFF:
+        h, n, g = np.int64(head[i]), np.int64(length[i]), np.int64(gso[i])
+        hdr_len = cstart = coff = np.int64(0)
+        if g != 0 and vl != 0:
+            hdr_len, cstart, coff = tx_gso_check(data[i], h, n, g, st[TX_MTU])
+            ok = hdr_len != 0 and n <= room
+        else:
+            ok = n <= room and tx_size_ok(data[i], h, n, st[TX_MTU])
+        if not ok:
             cnt[C_TX_ERRORS] += 1
             k += 1
             continue
         f = tx_frame_claim(ring32, st, cnt)
         if f < 0:
             break
-        memcpy(ring, f + TX_DATA_OFF, data[i], h, n)
+        if vl:
+            flags = VIRTIO_NET_HDR_F_NEEDS_CSUM if g != 0 else 0
+            tx_vnet_hdr(ring, f + TX_DATA_OFF, flags, (g >> GSO_TYPE_SHIFT) & 0xFF, hdr_len, g & GSO_SIZE_MASK,
+                        cstart, coff)  # fmt: skip
+        memcpy(ring, f + TX_DATA_OFF + vl, data[i], h, n)
         tx_frame_commit(ring32, st, cnt, f, n)
         k += 1
     return k - k0
@@ -352,14 +432,16 @@ def tpacket_v2_snd(ring, ring32, st, cnt, data, head, length, idx, k):
 @njit(cache=True, nogil=True, _nrt=False)
 def tpacket_v2_snd_one(ring, ring32, st, cnt, frame):
     """tpacket_v2_snd for one frame uint8[n]: 1 queued, 0 ring full, -1 refused (tx_errors)."""
-    n = frame.shape[0]
-    if not tx_size_ok(frame, 0, n, st[TX_MTU]) or n > st[TX_FRAME_SIZE] - TX_DATA_OFF:
+    n, vl = frame.shape[0], st[TX_VNET_LEN]
+    if not tx_size_ok(frame, 0, n, st[TX_MTU]) or n > st[TX_FRAME_SIZE] - TX_DATA_OFF - vl:
         cnt[C_TX_ERRORS] += 1
         return -1
     f = tx_frame_claim(ring32, st, cnt)
     if f < 0:
         return 0
-    memcpy(ring, f + TX_DATA_OFF, frame, 0, n)
+    if vl:
+        tx_vnet_hdr(ring, f + TX_DATA_OFF, 0, 0, 0, 0, 0, 0)
+    memcpy(ring, f + TX_DATA_OFF + vl, frame, 0, n)
     tx_frame_commit(ring32, st, cnt, f, n)
     return 1
 
