@@ -54,6 +54,11 @@ def pair(request):
         v.close()
 
 
+# small rings of either version, that wrap often
+SMALL = {"v2": dict(rx_ring="v2", rx_frames=8, rx_frame_size=2048), "v3": dict(rx_ring="v3", ring_blocks=4, block_size=4096)}
+both_rings = pytest.mark.parametrize("ring", ["v2", "v3"])
+
+
 def open_port(v: VethPair, **kw) -> AfPacketPort:
     with inside(v.a):
         return AfPacketPort("lan0", 7, v.pa, **kw)
@@ -95,10 +100,12 @@ def is_test_frame(f: bytes) -> bool:
     return f[12:14] == ETH_P_TEST.to_bytes(2, "big")
 
 
-def test_frames_arrive_byte_identical_in_order_across_ring_wraps(pair):
+@both_rings
+def test_frames_arrive_byte_identical_in_order_across_ring_wraps(pair, ring):
     """Frames of 60..1514 bytes sent by the peer land byte-identical and in order, through a ring
-    of 4 one-page blocks that wraps ~40 times, with batches that end in the middle of blocks."""
-    port, peer = open_port(pair, ring_blocks=4, block_size=4096), peer_socket(pair)
+    of 4 one-page blocks (V3) or 8 frames (V2) that wraps ~40 times, with batches that end in the
+    middle of blocks."""
+    port, peer = open_port(pair, **SMALL[ring]), peer_socket(pair)
     sizes = [60, 61, 128, 333, 1000, 1514, 64, 1499]
     sent, got = [], []
     with port:
@@ -113,9 +120,10 @@ def test_frames_arrive_byte_identical_in_order_across_ring_wraps(pair):
         assert c["rx_missed"] == 0 and c["rx_packets"] >= len(sent)
 
 
-def test_basic_rx_tx(pair):
+@both_rings
+def test_basic_rx_tx(pair, ring):
     """One frame each way (also the JIT-off run's test)."""
-    port, peer = open_port(pair, ring_blocks=2, block_size=4096, tx_frames=4), peer_socket(pair)
+    port, peer = open_port(pair, **SMALL[ring], tx_frames=4), peer_socket(pair)
     with port:
         f = frame(1, 100)
         peer.send(f)
@@ -134,16 +142,17 @@ def test_basic_rx_tx_with_the_jit_off():
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", __file__ + "::test_basic_rx_tx"],
                        env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
 
 
 @pytest.mark.parametrize(
     "tags", [((0x8100, 0x0064),), ((0x88A8, 0x0FFF), (0x8100, 0x2005))], ids=["dot1q", "qinq"]
 )
-def test_vlan_tag_put_back(pair, tags):
+@both_rings
+def test_vlan_tag_put_back(pair, tags, ring):
     """The receiving device strips the outer tag into tp_vlan_tci (skb_vlan_untag); the port puts it
     back with its TPID, so the frame is the one on the wire. A plain packet socket shows the strip."""
-    port, peer = open_port(pair), peer_socket(pair, 0x0003)
+    port, peer = open_port(pair, rx_ring=ring), peer_socket(pair, 0x0003)
     with inside(pair.a):
         plain = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     plain.bind((pair.pa, 0x0003))
@@ -205,10 +214,11 @@ def _neigh_setup(v: VethPair, ipv6: bool) -> tuple[str, str]:
     return a, b
 
 
-def test_local_stack_checksums_completed(pair):
+@both_rings
+def test_local_stack_checksums_completed(pair, ring):
     """UDP and a TCP SYN from the peer's own stack leave veth as CHECKSUM_PARTIAL; the port
     completes them (skb_checksum_help) and Scapy finds the checksums right."""
-    port = open_port(pair)
+    port = open_port(pair, rx_ring=ring)
     sh("ip", "-n", pair.b, "addr", "add", "10.77.0.2/24", "dev", pair.pb)
     sh(
         "ip",
@@ -243,13 +253,14 @@ def test_local_stack_checksums_completed(pair):
         assert port.counters()["rx_csum_completed"] >= 2
 
 
+@both_rings
 @pytest.mark.parametrize("pair", [False, True], ids=["tcp4", "tcp6"], indirect=True)
-def test_tso_super_packets_arrive_segmented(pair):
+def test_tso_super_packets_arrive_segmented(pair, ring):
     """A 512 KiB TCP send from the peer's stack leaves veth as TSO super-packets (gso_size = MSS);
     the port cuts them into wire-sized segments whose checksums Scapy accepts and whose sequence
     numbers follow each other, so the stream reassembles to exactly what was sent."""
     ipv6 = pair.ipv6
-    port = open_port(pair)
+    port = open_port(pair, rx_ring=ring)
     sh("ip", "netns", "exec", pair.a, "sysctl", "-qw", "net.ipv4.tcp_rmem=4096 1048576 8388608")
     a, _ = _neigh_setup(pair, ipv6)
     family = socket.AF_INET6 if ipv6 else socket.AF_INET
@@ -323,13 +334,14 @@ def _tcp_csum_ok(f: bytes, l3) -> bool:
     return Ether(bytes(e))[TCP].chksum == want
 
 
+@both_rings
 @pytest.mark.parametrize("pair", [False, True], ids=["tcp4", "tcp6"], indirect=True)
-def test_tso_super_packets_kept_whole_with_gso(pair):
+def test_tso_super_packets_kept_whole_with_gso(pair, ring):
     """With gso, the peer stack's TSO super-packets arrive one per slot with their gso word (TCPv4 or
     TCPv6, gso_size = MSS) and the pseudo-header sum in the check field (CHECKSUM_PARTIAL): finished
     as a NIC would, Scapy accepts it; the stream reassembles to what was sent."""
     ipv6 = pair.ipv6
-    port = open_port(pair, gso=True)
+    port = open_port(pair, rx_ring=ring, gso=True)
     sh("ip", "netns", "exec", pair.a, "sysctl", "-qw", "net.ipv4.tcp_rmem=4096 1048576 8388608")
     a, _ = _neigh_setup(pair, ipv6)
     family = socket.AF_INET6 if ipv6 else socket.AF_INET
