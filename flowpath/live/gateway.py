@@ -42,6 +42,7 @@ class RunOptions:
     flowtable: bool = True
     bulk: bool = True
     busy_poll: bool = False
+    rx_ring: str = "v2"  # AfPacketPort's receive ring: "v2" hands each packet over at once, "v3" by blocks
     batch_size: int = 256
     workers: int = 1
 
@@ -321,7 +322,8 @@ def _open_af_packet(link, opts: RunOptions):
     kl = kernel_link(link.name)
     # another MAC than the interface's own (the network file's `address`): take every frame
     promisc = kl is not None and kl.mac != link.address
-    return AfPacketPort(link.name, link.ifindex, gso=True, promisc=promisc, busy_poll=opts.busy_poll)
+    return AfPacketPort(link.name, link.ifindex, rx_ring=opts.rx_ring, gso=True, promisc=promisc,
+                        busy_poll=opts.busy_poll)  # fmt: skip
 
 
 def run_gateway(opts: RunOptions, log: Callable[[str], None] = print,
