@@ -4,8 +4,8 @@ flowpath.testbed.gateway's h1 -- gw -- h2 with each kind of gateway in turn, one
 
     python benchmarks/live_forward.py [--seconds 3] [--json out.json] [--kinds flowpath,linux]
 
-Root only (network namespaces). The UDP sender is flowpath.testbed.blaster on h1 (a PACKET_TX_RING
-cycling prebuilt frames, one UDP flow per source port; `--sender iperf3` uses iperf3 -u -b 0
+Root only (network namespaces). The UDP sender is `flowpath trafgen --live --rate max` on h1 (its
+transmit ring, one UDP flow per source port, each frame signed; `--sender iperf3` uses iperf3 -u -b 0
 instead, several times slower here). Each flow is first opened as a real one: a socket on h1 sends
 from the flow's source port and a responder on h2 answers through the masquerade, so conntrack sees
 the reply and `flow add` offloads it, as for any UDP conversation; then h2 drops the port's

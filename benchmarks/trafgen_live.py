@@ -8,20 +8,19 @@ generator's run is what arrived. The generator is the CLI itself in the other na
 stream, signatures stamped per frame); the rate it reports (frames queued over its run) is printed
 beside the sink's. A veth delivers on the sender's CPU, so by default the sink's receive work (up to
 the ingress drop) is paid by the generator's CPU; `--rps` moves it to the other CPU (RPS on the
-sink's veth), the setting benchmarks/live_forward.py gives its gateways. `--baseline` also runs
-flowpath.testbed.blaster (the prebuilt-frame TX ring sender live_forward.py uses) into the same sink.
+sink's veth), the setting benchmarks/live_forward.py gives its gateways.
 Gbit/s are L2 (frame bytes with FCS); L1 adds 20 bytes per frame.
 
 Measured 2026-12-06 (shared 2-vCPU KVM guest, load average 2.2-3.0 from other tenants; five runs of
 3 s, sink inline or with --rps, which made no consistent difference): trafgen 64 B 0.46-0.61 Mpps
 (0.23-0.31 Gbit/s), 128 B 0.34-0.56 Mpps (0.35-0.57 Gbit/s), 1400 B 0.39-0.53 Mpps (4.3-5.9 Gbit/s);
-the blaster 0.26-0.66 Mpps in the same runs (neither ahead beyond the noise: the kernel's per-frame
-tpacket_snd + veth + ingress work dominates both). Every frame sent reached the sink. The same day
+a sender of one prebuilt frame (since removed) 0.26-0.66 Mpps in the same runs: neither ahead beyond
+the noise, the kernel's per-frame tpacket_snd + veth + ingress work dominates both. Every frame sent reached the sink. The same day
 benchmarks/live_forward.py forwarded 128-byte frames at 0.11 (flowpath, RPS) / 0.40 (flowpath, inline,
 sender-bound) / 0.39 / 0.29 Mpps (kernel), so the generator is ahead of the forwarders by 1.4x or so at
 best: a veth delivers on the sender's CPU, so on this machine every live figure shares one or two cores.
 
-    python benchmarks/trafgen_live.py [--seconds 3] [--sizes 64,128,1400] [--rps] [--baseline] [--json F]
+    python benchmarks/trafgen_live.py [--seconds 3] [--sizes 64,128,1400] [--rps] [--json F]
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree's flowpath
 
-from flowpath.testbed.blaster import udp4_frame  # noqa: E402
 from flowpath.testbed.netns import Testbed, require_netns  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,25 +57,13 @@ def run_trafgen(gen, size: int, seconds: float, tmp: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def run_blaster(gen, size: int, seconds: float, tmp: Path) -> dict:
-    frame = udp4_frame("02:00:00:00:01:01", "02:00:00:00:01:0a", "192.168.1.10", "198.51.100.7", 1024, 5001,
-                       size - 4)  # fmt: skip
-    path = tmp / f"frame{size}.bin"
-    path.write_bytes(frame)
-    t0 = time.monotonic()
-    p = gen.run("env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "flowpath.testbed.blaster", "gen0", seconds,
-                path, len(frame), timeout=seconds + 60)  # fmt: skip
-    res = json.loads(p.stdout)
-    return {"packets": res["sent"], "duration_s": time.monotonic() - t0}
-
-
 def measure(tb, gen, sink, size: int, seconds: float, sender: str, tmp: Path) -> dict:
     before = rx_packets(sink, "sink0")
     t0 = time.monotonic()
-    res = (run_trafgen if sender == "trafgen" else run_blaster)(gen, size, seconds, tmp)
+    res = run_trafgen(gen, size, seconds, tmp)
     wall = time.monotonic() - t0
     got = rx_packets(sink, "sink0") - before
-    d = res["duration_s"] if sender == "trafgen" else seconds  # the blaster's own window
+    d = res["duration_s"]
     sent_pps = res["packets"] / d
     sink_pps = got / d
     return {"sender": sender, "frame_size": size, "seconds": d, "sent": res["packets"], "received": got,
@@ -90,7 +76,6 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--sizes", default="64,128,1400")
     ap.add_argument("--rps", action="store_true", help="the sink's receive work on the other CPU")
-    ap.add_argument("--baseline", action="store_true", help="also the prebuilt-frame blaster")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     why = require_netns()
@@ -108,7 +93,7 @@ def main() -> int:
         if a.rps and (os.cpu_count() or 1) > 1:
             sink.run("sh", "-c", "echo 2 > /sys/class/net/sink0/queues/rx-0/rps_cpus")
             gen.run("sh", "-c", "echo 1 > /sys/class/net/gen0/queues/rx-0/rps_cpus")
-        senders = ["trafgen"] + (["blaster"] if a.baseline else [])
+        senders = ["trafgen"]
         for size in [int(x) for x in a.sizes.split(",")]:
             for sender in senders:
                 r = measure(tb, gen, sink, size, a.seconds, sender, Path(tmpd))

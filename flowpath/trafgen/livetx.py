@@ -60,7 +60,7 @@ SLEEP_MIN_NS = 40_000  # gaps longer than this are slept through (minus SPIN_NS 
 TIMER_SLACK_NS = 1_000  # prctl(PR_SET_TIMERSLACK): the default 50 us would oversleep most gaps
 PR_SET_TIMERSLACK = 29
 START_DELAY_NS = 2_000_000  # first frames due this long after setup, not in the past
-TX_RING_BYTES = 4 << 20  # 2048 frames of 2 KiB, as the blaster's: a larger ring measured no faster
+TX_RING_BYTES = 4 << 20  # 2048 frames of 2 KiB, as AfPacketPort's: a larger ring measured no faster
 
 
 @njit(cache=True, nogil=True)
