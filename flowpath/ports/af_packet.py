@@ -332,8 +332,8 @@ class AfPacketPort:
         counting into scratch counters. A gateway calls it before it says it is ready."""
         scratch = np.zeros_like(self.cnt)
         st = self._rx_st
-        tpacket_v3_rcv(self._rx_ring, self._rx_ring32, st, scratch, batch.cols, batch.ts_ns, batch.capacity,
-                       batch.headroom, self.ifindex, 0)  # fmt: skip
+        self._rx_rcv(self._rx_ring, self._rx_ring32, st, scratch, batch.cols, batch.ts_ns, batch.capacity,
+                     batch.headroom, self.ifindex, 0)  # fmt: skip
         tx = (self._tx_ring, self._tx_ring32, self._tx_st, scratch)
         tpacket_v2_snd(*tx, batch.data, batch.head, batch.len, batch.gso, np.empty(0, np.int32), 0)
         empty = np.frombuffer(b"", np.uint8)

@@ -137,10 +137,11 @@ def test_basic_rx_tx(pair, ring):
         assert peer.recv(4096) == frame(2, 200)
 
 
-def test_warm_moves_no_frame_and_counts_nothing(pair):
+@both_rings
+def test_warm_moves_no_frame_and_counts_nothing(pair, ring):
     """warm() runs the ring kernels on no room and no slots: a frame waiting in the ring is still
     there afterwards, nothing is sent, the counters stay at zero."""
-    port, peer = open_port(pair, ring_blocks=2, block_size=4096, tx_frames=4), peer_socket(pair)
+    port, peer = open_port(pair, **SMALL[ring], tx_frames=4), peer_socket(pair)
     with port:
         f = frame(3, 100)
         peer.send(f)
