@@ -19,6 +19,12 @@ the sender is the limit), rx_burst's own cost 52-78 ns per frame (median per cal
 call), rx_missed 0.008 M/s; tx_burst + flush 0.57 Mpps (0.74 M per CPU second), blast 0.55 (0.76),
 sendmmsg 0.58 (0.80): ring / sendmmsg 0.99x wall clock, 0.92x CPU time (earlier runs 0.77-1.13x and
 0.94x). The ring was kept (ports/af_packet.py says why).
+Receive rings, 2026-12-06, same VM (load average 3-4), rx mode, best of 3 x 2 s: V3 (64 x 256 KiB)
+0.17-0.27 Mpps received, 64 ns per frame, rx_missed 0.01 M/s; V2 with its default 256 x 64 KiB
+(16 MiB as well, but only 256 packets of room) 0.016-0.05 Mpps, rx_missed 0.18-0.36 M/s: once the
+ring is full, rx_burst calls of 256 frames take 2-12 ms of wall clock for 0.2 ms of their own CPU
+(the NET_RX softirq that fills the ring runs on the same CPU); V2 1024 x 64 KiB 0.08-0.11 Mpps;
+V2 8192 x 2 KiB (no room for GSO packets) 0.19 Mpps, 175 ns per frame, no drops.
 
     python benchmarks/af_packet.py [--seconds 3] [--batch 256] [--modes rx,tx,sendmmsg] [--json F]
                                    [--rx-ring v2|v3] [--rx-frames N]

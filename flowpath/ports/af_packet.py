@@ -122,8 +122,10 @@ def _pow2(n: int) -> bool:
 class AfPacketPort:
     """One kernel interface, `kernel_name` (default: `name`), as flowpath's port `name`/`ifindex`.
 
-    rx_ring    "v2" (default: each packet handed over at once) or "v3" (blocks: fewer cache
-               lines touched per packet, but a lone packet waits for the block's retire timer)
+    rx_ring    "v2" (default: each packet handed over at once) or "v3" (blocks: a lone packet
+               waits for the block's retire timer, but the ring's room is counted in bytes, so it
+               buffers many more small packets in a flood; V2's is rx_frames packets, whatever
+               their size: benchmarks/af_packet.py compares them)
     rx_frames x rx_frame_size  the V2 receive ring (rx_frame_size a power of two in 2 KiB..64 KiB;
                                a frame holds rx_frame_size - 76 bytes of packet, longer ones arrive
                                cut, PACKET_RX_TRUNCATED); default RX_RING_BYTES of 64 KiB frames
