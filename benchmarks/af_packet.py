@@ -280,7 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    results = {"frame_bytes": FRAME, "batch": args.batch, "seconds": args.seconds, "repeat": args.repeat, **rx}
+    results = {
+        "frame_bytes": FRAME,
+        "batch": args.batch,
+        "seconds": args.seconds,
+        "repeat": args.repeat,
+        **rx,
+    }
     ctx = mp.get_context("fork")
     for mode in args.modes.split(","):
         q = ctx.Queue()

@@ -288,8 +288,11 @@ def run(
     ] = False,
     rx_ring: Annotated[
         RxRing,
-        typer.Option("--rx-ring", help="Receive ring: v2 hands each packet over at once (low latency); "
-                     "v3 hands over blocks, when full or after 1-4 ms."),
+        typer.Option(
+            "--rx-ring",
+            help="Receive ring: v2 hands each packet over at once (low latency); "
+            "v3 hands over blocks, when full or after 1-4 ms.",
+        ),
     ] = RxRing.v2,
     batch_size: Annotated[
         int, typer.Option("--batch", min=1, max=4096, help="Poll budget per port (NAPI weight).")

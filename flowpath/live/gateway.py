@@ -320,7 +320,6 @@ def _drain(sock) -> None:
 
 def _open_af_packet(link, opts: RunOptions):
     from flowpath.ports.af_packet import AfPacketPort
-
     from flowpath.ports.kernel_if import kernel_link
 
     kl = kernel_link(link.name)

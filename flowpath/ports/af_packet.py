@@ -71,9 +71,9 @@ from flowpath.ports.tpacket import (
     TX_PENDING,
     TX_VNET_LEN,
     VH,
+    tpacket_v2_rcv,
     tpacket_v2_refill,
     tpacket_v2_snd,
-    tpacket_v2_rcv,
     tpacket_v2_snd_one,
     tpacket_v3_rcv,
     tx_size_ok,
@@ -157,7 +157,9 @@ class AfPacketPort:
         self.rx_ring = rx_ring
         if rx_ring == "v2":
             if ring_blocks is not None or block_size is not None:
-                raise PortError(name, "ring_blocks and block_size shape a V3 ring; V2 takes rx_frames, rx_frame_size")
+                raise PortError(
+                    name, "ring_blocks and block_size shape a V3 ring; V2 takes rx_frames, rx_frame_size"
+                )
             if rx_frame_size is None:
                 rx_frame_size = GSO_RX_FRAME if vnet_hdr else 2048
             if rx_frames is None:
@@ -166,7 +168,9 @@ class AfPacketPort:
                 raise PortError(name, f"receive ring: rx_frame_size {rx_frame_size} must be a power of two "
                                       f"in 2048..65536, rx_frames >= 2 (got {rx_frames})")  # fmt: skip
         elif rx_frames is not None or rx_frame_size is not None:
-            raise PortError(name, "rx_frames and rx_frame_size shape a V2 ring; V3 takes ring_blocks, block_size")
+            raise PortError(
+                name, "rx_frames and rx_frame_size shape a V2 ring; V3 takes ring_blocks, block_size"
+            )
         else:
             ring_blocks = 64 if ring_blocks is None else ring_blocks
             block_size = 1 << 18 if block_size is None else block_size
@@ -306,7 +310,9 @@ class AfPacketPort:
         n0, st = batch.n, self._rx_st
         # an empty ring costs one load here instead of the call's ~2 us of argument unboxing
         # (the head block's block_status, or the head frame's tp_status)
-        if (self._rx_ring32[(st[RX_BLOCK] * st[RX_BLOCK_SIZE] + self._rx_status_off) >> 2] & TP_STATUS_USER) == 0:
+        if (
+            self._rx_ring32[(st[RX_BLOCK] * st[RX_BLOCK_SIZE] + self._rx_status_off) >> 2] & TP_STATUS_USER
+        ) == 0:
             if time.monotonic_ns() - self._checked_ns >= ERROR_CHECK_NS:
                 self._check_rx_error()
             return 0

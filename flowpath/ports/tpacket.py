@@ -310,7 +310,8 @@ def _tpacket3_pkt(ring, ring32, p, end):
     """rx_skb's pkt for the tpacket3_hdr at ring[p], in a block that ends at `end`."""
     status = ring32[(p + T3.tp_status) >> 2]
     mac = p + _le16(ring, p + T3.tp_mac)
-    flen = max(np.int64(0), min(np.int64(ring32[(p + T3.tp_snaplen) >> 2]), end - mac))  # never past the block
+    snaplen = np.int64(ring32[(p + T3.tp_snaplen) >> 2])
+    flen = max(np.int64(0), min(snaplen, end - mac))  # never past the block
     tag = _rx_vlan_tag(status, _le32(ring, p + T3.tp_vlan_tci), _le16(ring, p + T3.tp_vlan_tpid))
     return mac, flen, np.int64(ring32[(p + T3.tp_len) >> 2]), tag, np.int64(status)
 
@@ -320,7 +321,8 @@ def _tpacket2_pkt(ring, ring32, p, end):
     """rx_skb's pkt for the tpacket2_hdr at ring[p], in a frame that ends at `end`."""
     status = ring32[(p + T2.tp_status) >> 2]
     mac = p + _le16(ring, p + T2.tp_mac)
-    flen = max(np.int64(0), min(np.int64(ring32[(p + T2.tp_snaplen) >> 2]), end - mac))  # never past the frame
+    snaplen = np.int64(ring32[(p + T2.tp_snaplen) >> 2])
+    flen = max(np.int64(0), min(snaplen, end - mac))  # never past the frame
     tag = _rx_vlan_tag(status, _le16(ring, p + T2.tp_vlan_tci), _le16(ring, p + T2.tp_vlan_tpid))
     return mac, flen, np.int64(ring32[(p + T2.tp_len) >> 2]), tag, np.int64(status)
 

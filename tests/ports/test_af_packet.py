@@ -57,7 +57,10 @@ def pair(request):
 
 
 # small rings of either version, that wrap often
-SMALL = {"v2": dict(rx_ring="v2", rx_frames=8, rx_frame_size=2048), "v3": dict(rx_ring="v3", ring_blocks=4, block_size=4096)}
+SMALL = {
+    "v2": dict(rx_ring="v2", rx_frames=8, rx_frame_size=2048),
+    "v3": dict(rx_ring="v3", ring_blocks=4, block_size=4096),
+}
 both_rings = pytest.mark.parametrize("ring", ["v2", "v3"])
 
 
@@ -581,7 +584,14 @@ def test_v2_and_v3_rings_receive_the_same_frames(pair, gso):
     server.start()
     tagged = frame(5, 300)[:12] + b"\x81\x00\x00\x64" + frame(5, 300)[12:]
     qinq = frame(6, 900)[:12] + b"\x88\xa8\x0f\xff\x81\x00\x20\x05" + frame(6, 900)[12:]
-    mine = lambda f: f[26:30] == bytes([10, 77, 0, 2]) or ETH_P_TEST.to_bytes(2, "big") in (f[12:14], f[16:18], f[20:22])  # noqa: E731
+
+    def mine(f: bytes) -> bool:  # the peer stack's, or a test frame with up to two tags
+        return f[26:30] == bytes([10, 77, 0, 2]) or ETH_P_TEST.to_bytes(2, "big") in (
+            f[12:14],
+            f[16:18],
+            f[20:22],
+        )
+
     ports = (v2, v3, small)
     with v2, v3, small, peer, srv, cli, u:
         for k, size in enumerate([60, 61, 128, 1000, 1514, 333]):

@@ -392,7 +392,9 @@ def _menu() -> list[Pkt]:
         Pkt(MACS + b"\x88\xb5" + b"p" * 46),
         Pkt(MACS + b"\x88\xb5" + b"t" * 300, tag=(0x2064, 0x88A8)),
         Pkt(MACS + b"\x88\xb5" + b"c" * 200, wire_len=900),
-        Pkt(super_packet(False, True, b"sum"), vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 34, 6), tag=(3, None)),
+        Pkt(
+            super_packet(False, True, b"sum"), vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 34, 6), tag=(3, None)
+        ),
         Pkt(tcp4, vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 1000, 34, 16), tag=(9, None)),
         Pkt(tcp6, vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, 700, 54, 16)),
         Pkt(udp, vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_UDP_L4, 900, 34, 6)),
