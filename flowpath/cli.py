@@ -553,12 +553,21 @@ def bench(
     reps: Annotated[
         Optional[int], typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most.")
     ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", min=1, help="live: `flowpath run --workers` of the gateways.")
+    ] = None,
+    topology: Annotated[
+        Optional[str],
+        typer.Option("--topology", help="live: sites (sunset -- west ==ESP== east -- sunrise, the default) or "
+                     "gateway (h1 -- gw -- h2, plain)."),  # fmt: skip
+    ] = None,
 ) -> None:
     """Run a benchmark scenario (the flowtable test notes' and workshop slides' experiments) in memory on
-    one core and report Mpps side by side."""
+    one core and report Mpps side by side; `live` measures flowpath and Linux gateways on the testbed
+    (root)."""
     from flowpath.bench.scenario import BenchOptions, parse_flows, run_bench
 
-    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps)
+    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps, workers, topology)
     _notice_compiles()
     with _SpinnerProgress(_env.err_console()) as progress:
         done = run_bench(scenario, opts, json_path=json_path, plot_path=plot, progress=progress)

@@ -15,6 +15,7 @@ rx_packets over a timed window, after a warm-up. Frame sizes count the 4-byte FC
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -32,20 +33,27 @@ USER_HZ_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", 
 RESPONDER = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.settimeout(10)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.settimeout(30)
 seen = set()
 while len(seen) < int(sys.argv[3]):
     data, src = s.recvfrom(2048)
     seen.add(src); s.sendto(data, src)
 """
-# sender: open each flow from its source port and wait for the receiver's answer.
+# sender: open each flow from its source port and wait for the receiver's answer (asked again a
+# few times: a gateway's first packets may wait for a neighbour or a kernel compiled on first use).
 OPENER = """
 import socket, sys
 for sport in range(int(sys.argv[3]), int(sys.argv[3]) + int(sys.argv[4])):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((sys.argv[5], sport)); s.settimeout(5)
-    s.sendto(b"open", (sys.argv[1], int(sys.argv[2])))
-    s.recvfrom(2048)
+    s.bind((sys.argv[5], sport)); s.settimeout(2)
+    for attempt in range(10):
+        s.sendto(b"open", (sys.argv[1], int(sys.argv[2])))
+        try:
+            s.recvfrom(2048)
+            break
+        except TimeoutError:
+            if attempt == 9:
+                raise
     s.close()
 """
 SINK = """table netdev sink {
@@ -142,9 +150,9 @@ def open_flows(lp: LivePath, flows: int) -> None:
     args = (lp.daddr, BLAST_PORT, flows)
     responder = lp.rx.popen(sys.executable, "-c", RESPONDER, *args, stderr=subprocess.PIPE)
     wait_listening(lp.rx, BLAST_PORT, "u")
-    lp.tx.run(sys.executable, "-c", OPENER, *args[:2], BLAST_SPORT, flows, lp.saddr, timeout=30 + flows / 20)
+    lp.tx.run(sys.executable, "-c", OPENER, *args[:2], BLAST_SPORT, flows, lp.saddr, timeout=60 + flows / 20)
     try:
-        responder.wait(10)
+        responder.wait(35)
     except subprocess.TimeoutExpired:
         raise TestbedError(f"the UDP responder on {lp.rx.name} did not see {flows} flows") from None
 
@@ -160,20 +168,39 @@ def udp_flood(lp: LivePath, frame_size: int, flows: int, seconds: float, cpu: in
     profile.write_text(PROFILE.format(src_mac=lp.tx_mac, dst_mac=lp.dst_mac, saddr=lp.saddr, daddr=lp.daddr,
                                       sport=BLAST_SPORT, sport_max=BLAST_SPORT + flows - 1, dport=BLAST_PORT,
                                       size=frame_size))  # fmt: skip
-    total = warmup_s + seconds + 1.0
+    total = warmup_s + seconds + 1.0 + 30.0  # + its start-up; stopped once the window is over
     taskset = ("taskset", "-c", cpu) if cpu is not None else ()
     gen = lp.tx.popen(*taskset, sys.executable, "-m", "flowpath", "trafgen", profile, "--live", lp.tx_dev,
                       "--rate", "max", "--duration", f"{total:.1f}", "-q", stderr=subprocess.PIPE,
                       env=flowpath_env())  # fmt: skip
     try:
+        sending(lp, gen)
         res = window(lp, warmup_s, seconds, during)
-        _, err = gen.communicate(timeout=total + 60)
-        if gen.returncode != 0:
-            raise TestbedError(f"trafgen --live: {err.decode(errors='replace').strip()}")
+        if gen.poll() is not None and gen.returncode != 0:
+            raise TestbedError(f"trafgen --live: {gen.communicate()[1].decode(errors='replace').strip()}")
+        gen.send_signal(signal.SIGINT)  # the window is over: trafgen stops on SIGINT like Ctrl-C
+        try:
+            gen.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+            gen.communicate()
     finally:
         lp.rx.run("nft", "delete", "table", "netdev", "sink", check=False)
     res["gbps"] = res["mpps"] * frame_size * 8 / 1e3
     return res
+
+
+def sending(lp: LivePath, gen: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until the sender's interface counts frames going out: trafgen has started (its interpreter
+    and compiled kernels loaded) and the warm-up can begin. TestbedError when it exits first."""
+    tx0 = rx_tx(lp)[1]
+    deadline = time.monotonic() + timeout_s
+    while rx_tx(lp)[1] - tx0 < 1000:
+        if gen.poll() is not None:
+            raise TestbedError(f"trafgen --live exited {gen.returncode} before sending")
+        if time.monotonic() > deadline:
+            raise TestbedError(f"trafgen --live sent nothing within {timeout_s:g} s")
+        time.sleep(0.05)
 
 
 def window(lp: LivePath, warmup_s: float, seconds: float, during=None) -> dict:
@@ -220,7 +247,9 @@ def tcp_gbps(lp: LivePath, streams: int, seconds: float) -> float:
     try:
         return json.loads(p.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
     except (ValueError, KeyError):
-        raise TestbedError(f"iperf3 -P {streams}: exit {p.returncode}: {(p.stderr or p.stdout)[-400:]}") from None
+        raise TestbedError(
+            f"iperf3 -P {streams}: exit {p.returncode}: {(p.stderr or p.stdout)[-400:]}"
+        ) from None
 
 
 def ping_avg_ms(lp: LivePath, count: int = 20) -> float | None:
@@ -244,7 +273,9 @@ def wait_listening(ns: Netns, port: int, proto: str) -> None:
 def pin(lp: LivePath, gateway_cpu: int) -> None:
     """The flowpath processes (all their threads) onto gateway_cpu."""
     for pid in lp.pids:
-        subprocess.run(["taskset", "-a", "-p", "-c", str(gateway_cpu), str(pid)], check=True, capture_output=True)
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", str(gateway_cpu), str(pid)], check=True, capture_output=True
+        )
 
 
 def rps(lp: LivePath, cpu: int | None) -> None:
