@@ -182,6 +182,8 @@ def live_bench(flows=None, frame_size: int = 128, *, quick: bool = False, worker
     t_start = time.perf_counter()
     points, notes, kernel_esp = [], [], False
     beds = [("flowpath", "plain"), ("flowpath", "esp"), ("linux", "plain")]
+    if topology != "sites":  # h1 -- gw -- h2 has no tunnel
+        beds.remove(("flowpath", "esp"))
     for kind, mode in beds:
         with bed(kind, mode == "esp", workers, say) as (lp, gws, tb):
             if tb is not None and kind == "linux":  # ESP in this kernel? then Linux through the tunnel too

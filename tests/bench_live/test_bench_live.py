@@ -52,3 +52,14 @@ def test_live_bad_topology(capsys):
     assert main(["bench", "live", "--topology", "mesh"]) == 2
     err = capsys.readouterr().err
     assert "--topology" in err or "needs root" in err
+
+
+@pytest.mark.root
+@pytest.mark.skipif(require_netns() is not None, reason=str(require_netns()))
+def test_bench_live_gateway_topology_has_no_esp(tmp_path):
+    """--topology gateway: h1 -- gw -- h2, plain only (no point claims a tunnel there is not)."""
+    from flowpath.bench.live_sites import live_bench
+
+    r = live_bench([1], quick=True, topology="gateway")
+    assert {(x["kind"], x["mode"]) for x in r["points"]} == {("flowpath", "plain"), ("linux", "plain")}
+    assert r["flowpath_mpps"] > 0 and "flowpath_esp_mpps" not in r
