@@ -33,6 +33,7 @@ USER_HZ_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", 
 RESPONDER = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.settimeout(30)
 seen = set()
 while len(seen) < int(sys.argv[3]):
@@ -149,7 +150,7 @@ def open_flows(lp: LivePath, flows: int) -> None:
     gateways have seen both directions and offloaded them."""
     args = (lp.daddr, BLAST_PORT, flows)
     responder = lp.rx.popen(sys.executable, "-c", RESPONDER, *args, stderr=subprocess.PIPE)
-    wait_listening(lp.rx, BLAST_PORT, "u")
+    wait_listening(lp.rx, BLAST_PORT, "u", responder)
     lp.tx.run(sys.executable, "-c", OPENER, *args[:2], BLAST_SPORT, flows, lp.saddr, timeout=60 + flows / 20)
     try:
         responder.wait(35)
@@ -261,12 +262,18 @@ def ping_avg_ms(lp: LivePath, count: int = 20) -> float | None:
     return None
 
 
-def wait_listening(ns: Netns, port: int, proto: str) -> None:
-    """Until something listens on `port` in ns (proto "t": TCP, "u": UDP)."""
-    deadline = time.monotonic() + 10
+def wait_listening(ns: Netns, port: int, proto: str, proc: subprocess.Popen | None = None,
+                   timeout_s: float = 30) -> None:  # fmt: skip
+    """Until something listens on `port` in ns (proto "t": TCP, "u": UDP); TestbedError when proc (the
+    listener, its stderr a pipe) exits first or nothing listens within timeout_s."""
+    deadline = time.monotonic() + timeout_s
     while not ns.run("ss", f"-Hl{proto}n", f"sport = :{port}", check=False).stdout.strip():
+        if proc is not None and proc.poll() is not None:
+            err = proc.communicate()[1]
+            raise TestbedError(f"the listener on {ns.name}:{port} exited {proc.returncode}: "
+                               f"{(err or b'').decode(errors='replace').strip()[-400:]}")  # fmt: skip
         if time.monotonic() > deadline:
-            raise TestbedError(f"nothing listens on {ns.name}:{port}")
+            raise TestbedError(f"nothing listens on {ns.name}:{port} after {timeout_s:g} s")
         time.sleep(0.05)
 
 
