@@ -100,7 +100,7 @@ class Gateway:
         if opts.workers != 1:
             raise UsageError("--workers: this build runs one worker (multi-core workers are not built yet)")
         if not 1 <= opts.batch_size <= 4096:
-            raise UsageError("--batch-size must be 1..4096")
+            raise UsageError("--batch must be 1..4096")
         self.opts, self.log = opts, log
         self.net_path, self.rules_path = opts.net, opts.rules
         self.kernel = kernel
@@ -111,6 +111,7 @@ class Gateway:
             warm_datapath(opts.bulk, ipsec=bool(getattr(getattr(net, "xfrm", None), "states", None)))
         self.worker = Worker(net, ruleset, flowtable=opts.flowtable, bulk=opts.bulk)
         self.ports: dict[str, object] = {}
+        self._failed: set = set()  # ports whose interface went away
         self.restore: list = []
         self.ctl = None
         self._open_port = open_port or _open_af_packet
@@ -122,7 +123,9 @@ class Gateway:
         try:
             for lk in port_links(net):
                 self.restore.append(kernel.prepare_port(lk.name))
-                self.ports[lk.name] = self._open_port(lk, opts)
+                self.ports[lk.name] = port = self._open_port(lk, opts)
+                if warm:
+                    port.warm(self.batch)
             self._ifindex_ports()
             self._start_ctl()
         except BaseException:
@@ -130,21 +133,21 @@ class Gateway:
             raise
 
     def _ifindex_ports(self) -> None:
-        """ifindex -> port for transmit: each port's link, and VLAN links on it."""
+        """ifindex -> port for transmit: each running port's link, and VLAN links on it."""
         net = self.worker.net
-        by_ifx = {net.link_by_name(name).ifindex: port for name, port in self.ports.items()}
+        self._rx = [port for port in self.ports.values() if port not in self._failed]
+        by_ifx = {net.link_by_name(port.name).ifindex: port for port in self._rx}
         for lk in net.links.values():
             if lk.parent in by_ifx:
                 by_ifx[lk.ifindex] = by_ifx[lk.parent]
+        dropped = self.xmit.dropped if hasattr(self, "xmit") else {}
         self.xmit = Xmit(by_ifx)
-        self._rx = list(self.ports.values())
+        self.xmit.dropped = dropped  # a reload keeps the counts
 
     def _start_ctl(self) -> None:
-        try:
-            from flowpath.ctl.commands import ctl_dispatch
-            from flowpath.ctl.server import CtlServer, default_ctl_path
-        except ImportError:  # the control socket is not in this build
-            return
+        from flowpath.ctl.commands import ctl_dispatch
+        from flowpath.ctl.server import CtlServer, default_ctl_path
+
         path = self.opts.ctl or default_ctl_path()
         self.ctl = CtlServer(path, lambda req: ctl_dispatch(self, req), mode=self.opts.ctl_mode)
 
@@ -176,7 +179,7 @@ class Gateway:
     def _pollset(self, rfd) -> select.poll:
         """poll(2) over the signal pipe and the ports (the control socket's are added by _sync_ctl)."""
         p = select.poll()
-        self._sig_fd, self._ctl_reg = rfd.fileno(), {}
+        self._sig_fd, self._ctl_reg, self._stale_pollset = rfd.fileno(), {}, False
         p.register(self._sig_fd, select.POLLIN)
         for port in self._rx:
             if port.fileno() >= 0:
@@ -213,7 +216,6 @@ class Gateway:
                     n = port.rx_burst(batch, time.monotonic_ns())
                 except PortError as e:
                     self._port_failed(port, e)
-                    p = self._pollset(rfd)
                     continue
                 if prof:
                     t1 = clock()
@@ -241,6 +243,8 @@ class Gateway:
                 if self.ctl is not None:
                     self.ctl.expire(now)  # clients that stall are dropped
                     self._sync_ctl(p)
+            if self._stale_pollset:  # a port failed (here or in a flush): its descriptor is closed
+                p = self._pollset(rfd)
             if self.reload_pending:
                 self.reload_pending = False
                 self.reload_files()
@@ -277,10 +281,10 @@ class Gateway:
     def _port_failed(self, port, e: PortError) -> None:
         """A port vanished (its interface was deleted or went away): log it, close it, keep the others."""
         self.log(f"flowpath: port {port.name}: {e.msg}; it is closed, the other ports keep running")
-        self._rx.remove(port)
+        self._failed.add(port)
+        self._stale_pollset = True
         port.close()
-        for ifx in [ifx for ifx, pt in self.xmit.ports.items() if pt is port]:
-            del self.xmit.ports[ifx]  # its frames from now on: counted as tx drops (no port)
+        self._ifindex_ports()  # its frames from now on: counted as tx drops (no port)
 
     # -- control ------------------------------------------------------------------------------------
     def reload_files(self) -> bool:
@@ -305,7 +309,7 @@ class Gateway:
         for name, port in self.ports.items():
             c = dict(port.counters())
             c["tx_dropped"] = self.xmit.dropped.get(self.worker.net.link_by_name(name).ifindex, 0)
-            c["running"] = port in self._rx
+            c["running"] = port not in self._failed
             ports[name] = c
         return ports
 

@@ -263,6 +263,19 @@ class AfPacketPort:
             k += tpacket_v2_snd(*args, k)
         return k
 
+    def warm(self, batch: PacketBatch) -> None:
+        """Compile (or load from numba's cache) the ring kernels now, receiving and sending nothing:
+        the walker runs with no room in the batch, the senders with no slots and a frame they refuse,
+        counting into scratch counters. A gateway calls it before it says it is ready."""
+        scratch = np.zeros_like(self.cnt)
+        st = self._rx_st
+        tpacket_v3_rcv(self._rx_ring, self._rx_ring32, st, scratch, batch.cols, batch.ts_ns, batch.capacity,
+                       batch.headroom, self.ifindex, 0)  # fmt: skip
+        tx = (self._tx_ring, self._tx_ring32, self._tx_st, scratch)
+        tpacket_v2_snd(*tx, batch.data, batch.head, batch.len, batch.gso, np.empty(0, np.int32), 0)
+        empty = np.frombuffer(b"", np.uint8)
+        tpacket_v2_snd_one(*tx, empty)
+
     def tx_frame(self, frame: bytes | bytearray | memoryview) -> bool:
         """Queue one frame; False when the ring is full even after a kick. A frame the device would
         refuse (shorter than 14 bytes, over the MTU) is taken and counted in tx_errors."""

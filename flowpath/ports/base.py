@@ -28,6 +28,7 @@ class Port(Protocol):
     flush()               hand what was queued to the device
     counters()            the port's own counters (e.g. rx_missed: frames the kernel dropped before
                           the ring), by name
+    warm(batch)           load whatever compiled code rx_burst/tx_burst/tx_frame run, moving no frame
     close()               release the socket and rings
     """
 
@@ -45,5 +46,7 @@ class Port(Protocol):
     def flush(self) -> None: ...
 
     def counters(self) -> dict[str, int]: ...
+
+    def warm(self, batch: PacketBatch) -> None: ...
 
     def close(self) -> None: ...

@@ -75,6 +75,9 @@ class MemoryPort:
     def flush(self) -> None:
         pass
 
+    def warm(self, batch) -> None:
+        pass
+
     def counters(self) -> dict:
         return {"rx_missed": 0}
 

@@ -127,6 +127,22 @@ def test_basic_rx_tx(pair):
         assert peer.recv(4096) == frame(2, 200)
 
 
+def test_warm_moves_no_frame_and_counts_nothing(pair):
+    """warm() runs the ring kernels on no room and no slots: a frame waiting in the ring is still
+    there afterwards, nothing is sent, the counters stay at zero."""
+    port, peer = open_port(pair, ring_blocks=2, block_size=4096, tx_frames=4), peer_socket(pair)
+    with port:
+        f = frame(3, 100)
+        peer.send(f)
+        time.sleep(0.05)
+        port.warm(PacketBatch(4))
+        assert all(v == 0 for k, v in port.counters().items() if k.startswith("tx"))
+        assert collect(port, 1, keep=is_test_frame) == [(f, 0)]
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(4096)
+
+
 def test_basic_rx_tx_with_the_jit_off():
     """The kernels run as plain Python (NUMBA_DISABLE_JIT=1) with the same results."""
     if os.environ.get("NUMBA_DISABLE_JIT") == "1":
