@@ -202,7 +202,10 @@ class Gateway:
 
     def _loop(self, rfd) -> None:
         w, batch, busy = self.worker, self.batch, self.opts.busy_poll
-        ph, clock = self.phases, time.perf_counter_ns
+        # the thread's CPU time, not the wall clock: gateways sharing a CPU (the testbed's west and east)
+        # would otherwise charge each other's slices to whatever phase was running; the kernel's work
+        # inside our syscalls (sendto's veth transmit, softirqs run on its way out) is ours to count
+        ph, clock = self.phases, time.thread_time_ns
         prof = ph is not None  # per poll: a clock read between phases, never per packet
         p = self._pollset(rfd)
         t_loop = clock() if prof else 0

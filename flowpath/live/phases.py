@@ -1,8 +1,10 @@
 """Where the gateway loop's time goes, per phase of a poll: `flowpath run --profile-phases`.
 
 No Linux counterpart as such (perf's view of napi_poll, the driver's ring read, the stack and
-dev_queue_xmit, taken here with clock reads around each phase). Counted per poll, never per packet:
-five clock reads a poll, so the profile barely moves what it measures.
+dev_queue_xmit, taken here with reads of the thread's CPU clock, CLOCK_THREAD_CPUTIME_ID, around each
+phase: time the thread was preempted counts nowhere, kernel work inside its syscalls counts in the
+phase that made them). Counted per poll, never per packet: five clock reads a poll, so the profile
+barely moves what it measures.
 
     rx      port.rx_burst: the receive ring read into the batch (the driver's RX ring walk)
     hook    Worker.poll: flowtable hook, ESP, classic path (ESP's share: the same gateway with and
@@ -10,7 +12,7 @@ five clock reads a poll, so the profile barely moves what it measures.
     xmit    Xmit.poll: frames written into the transmit rings
     kick    the ports' flush: sendto(2) on each transmit ring, in which the kernel sends the frames
             through the veth (tpacket_snd, dev_queue_xmit, veth_xmit, the peer's netif_rx)
-    wait    poll(2) when no port had frames
+    wait    poll(2) when no port had frames (CPU time: close to nothing while it sleeps)
     other   the rest of the loop: timers, the control socket
 """
 
@@ -20,7 +22,7 @@ PHASES = ("rx", "hook", "xmit", "kick", "wait", "other")
 
 
 class PollPhases:
-    """Nanoseconds per phase (perf_counter_ns), the packets received in polls that had some, and
+    """CPU nanoseconds per phase (thread_time_ns), the packets received in polls that had some, and
     those polls."""
 
     def __init__(self):
