@@ -226,7 +226,7 @@ def plot_ipsec_sizes(r: dict, path: Path) -> list[Path]:
 LIVE_LINES = {  # (kind, mode): label, style, colour, label offset (points; above or below the marker)
     ("flowpath", "plain"): ("flowpath gateways, plain forwarding", "o-", "tab:blue", 7),
     ("flowpath", "esp"): ("flowpath gateways, ESP tunnel", "^-", "tab:red", -13),
-    ("linux", "plain"): ("Linux gateways, plain forwarding", "s--", "tab:gray", 7),
+    ("linux", "plain"): ("Linux gateways, plain forwarding", "s--", "tab:gray", -13),
     ("linux", "esp"): ("Linux gateways, ESP tunnel", "v--", "tab:orange", -13),
 }
 
