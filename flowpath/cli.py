@@ -314,9 +314,10 @@ def run(
     _note(f"flowpath: stopped: rx {s['rx_packets']}  forwarded {s['forwarded_packets']}  "
           f"dropped {s['dropped_packets']}  local {s['local_packets']}")  # fmt: skip
     if "phases" in s:
-        from flowpath.live.phases import PollPhases, format_phases, phase_delta
+        from flowpath.bench.live import format_phases, phase_delta
+        from flowpath.live.phases import PHASES, PollPhases
 
-        _note("flowpath: " + format_phases(phase_delta(PollPhases().as_dict(), s["phases"])))
+        _note("flowpath: " + format_phases(phase_delta(PollPhases().as_dict(), s["phases"]), PHASES))
 
 
 @app.command(

@@ -3,8 +3,8 @@ receiver host (Mpps and Gbit/s at the receiver), iperf3 TCP, ping, and the CPU a
 them. `flowpath bench live` (flowpath/bench/live_sites.py, the four-box testbed) and
 benchmarks/live_forward.py (the three-box h1 -- gw -- h2) both measure with these.
 
-No Linux counterpart: what a tester does by hand with a traffic generator (TRex in the seeds), ip -s
-link and /proc/stat. The flood is `flowpath trafgen --live --rate max` on the sender: one UDP flow per
+No Linux counterpart: what a tester does by hand with a traffic generator (TRex in the pCPU test
+report), ip -s link and /proc/stat. The flood is `flowpath trafgen --live --rate max` on the sender: one UDP flow per
 source port, each flow first opened as a real conversation (a socket on the sender, a responder on
 the receiver that answers, so that conntrack sees the reply and `flow add` offloads it), then the
 receiver drops the flood at netdev ingress (nft) and counts what reached its interface: the veth's
@@ -290,6 +290,28 @@ def rps(lp: LivePath, cpu: int | None) -> None:
     mask = f"{1 << cpu:x}" if cpu is not None else "0"
     for ns, dev in lp.gateway_devs:
         ns.run("sh", "-c", f"echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus")
+
+
+def phase_delta(a: dict, b: dict) -> dict:
+    """Per-phase CPU ns per packet between two snapshots of a gateway's loop phases (flowpath.live.phases
+    PollPhases.as_dict(), from `ctl stats --json`), a earlier: {phase: ns/packet, "packets", "polls",
+    "busy_ns_per_packet" (all but wait)}."""
+    pk = b["packets"] - a["packets"]
+    out = {ph: (b["ns"][ph] - a["ns"].get(ph, 0)) / pk if pk else None for ph in b["ns"]}
+    out["packets"], out["polls"] = pk, b["polls"] - a["polls"]
+    out["busy_ns_per_packet"] = (
+        sum(v for ph, v in out.items() if ph in b["ns"] and ph != "wait") if pk else None
+    )
+    return out
+
+
+def format_phases(d: dict, phases) -> str:
+    """One line: each phase's ns/packet (a phase_delta)."""
+    if not d["packets"]:
+        return "phases: no packets"
+    per = "  ".join(f"{ph} {d[ph]:.0f}" for ph in phases)
+    return (f"phases (CPU ns/packet over {d['packets']} packets, {d['packets'] / max(1, d['polls']):.1f} a poll): "
+            f"{per}; busy {d['busy_ns_per_packet']:.0f}")  # fmt: skip
 
 
 # Where each gateway's receive work runs. "rps": RPS moves it to the gateway's CPU: the kernel's

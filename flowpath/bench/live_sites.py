@@ -1,8 +1,8 @@
 """`flowpath bench live`: forwarded Mpps and Gbit/s at sunrise per flow count, flowpath against the
-Linux kernel as the gateways of the seeds' testbed (sunset -- west ==ESP== east -- sunrise), plain
+Linux kernel as the gateways of the IPsec testbed (sunset -- west ==ESP== east -- sunrise), plain
 and through the ESP tunnel, with iperf3 TCP and ping beside them, one run.
 
-No Linux counterpart (the seeds drive TRex against two Linux gateways). Each (gateway kind, mode) gets
+No Linux counterpart (the pCPU test report drives TRex against two Linux gateways). Each (gateway kind, mode) gets
 a fresh `flowpath testbed` (flowpath/testbed/sites.py) with a unique prefix, torn down after it, also
 on failure or Ctrl-C; the same generator measures them all (flowpath/bench/live.py: flows opened
 first, `trafgen --live --rate max` from sunset, sunrise drops at netdev ingress and counts). The
@@ -27,7 +27,6 @@ from flowpath import __version__
 from flowpath.bench import live
 from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult, no_ipsec_options
 from flowpath.errors import UsageError
-from flowpath.live.phases import phase_delta
 
 FLOWS, FLOWS_QUICK = (1, 10, 1000), (10,)
 SECONDS, SECONDS_QUICK = 3.0, 1.0  # each timed window (UDP) and iperf3 run
@@ -167,7 +166,7 @@ def summarize(u: dict, snap: dict, cpus) -> dict:
     if u["proc_cpu_s"]:
         out["flowpath_proc_ns_per_packet"] = sum(u["proc_cpu_s"].values()) * 1e9 / pkts if pkts else None
     if snap.get("start") and snap.get("end"):
-        out["phases"] = {gw: phase_delta(snap["start"][gw], snap["end"][gw]) for gw in snap["end"]
+        out["phases"] = {gw: live.phase_delta(snap["start"][gw], snap["end"][gw]) for gw in snap["end"]
                          if snap["start"][gw] and snap["end"][gw]}  # fmt: skip
     return out
 
