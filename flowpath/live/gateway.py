@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowpath.errors import ConfigError, PortError, UsageError
+from flowpath.live.phases import PollPhases
 from flowpath.live.xmit import Xmit
 from flowpath.net.link import KIND_ETHER
 from flowpath.packet.batch import GSO_SLOT, PacketBatch
@@ -45,6 +46,7 @@ class RunOptions:
     rx_ring: str = "v2"  # AfPacketPort's receive ring: "v2" hands each packet over at once, "v3" by blocks
     batch_size: int = 256
     workers: int = 1
+    profile_phases: bool = False  # time the loop's phases (flowpath.live.phases)
 
 
 def load_config(net_path: Path, rules_path: Path | None, kernel):
@@ -115,6 +117,7 @@ class Gateway:
         self.ctl = None
         self._open_port = open_port or _open_af_packet
         self.batch = PacketBatch(opts.batch_size, slot=GSO_SLOT)  # the ports keep TCP super-packets whole
+        self.phases = PollPhases() if opts.profile_phases else None
         self.stopping = False
         self.reload_pending = False
         self.started_ns = time.monotonic_ns()
@@ -200,20 +203,42 @@ class Gateway:
 
     def _loop(self, rfd) -> None:
         w, batch, busy = self.worker, self.batch, self.opts.busy_poll
+        # the thread's CPU time, not the wall clock: gateways sharing a CPU (the testbed's west and east)
+        # would otherwise charge each other's slices to whatever phase was running; the kernel's work
+        # inside our syscalls (sendto's veth transmit, softirqs run on its way out) is ours to count
+        ph, clock = self.phases, time.thread_time_ns
+        prof = ph is not None  # per poll: a clock read between phases, never per packet
         p = self._pollset(rfd)
+        t_loop = clock() if prof else 0
         while not self.stopping:
             got = 0
             for port in list(self._rx):
                 batch.clear()
+                if prof:
+                    t0 = clock()
                 try:
                     n = port.rx_burst(batch, time.monotonic_ns())
                 except PortError as e:
                     self._port_failed(port, e)
                     continue
+                if prof:
+                    t1 = clock()
+                    ph.ns["rx"] += t1 - t0
                 if n:
                     got += n
-                    self.xmit.poll(w.poll(batch))
+                    tx = w.poll(batch)
+                    if prof:
+                        t2 = clock()
+                        ph.ns["hook"] += t2 - t1
+                    self.xmit.poll(tx)
+                    if prof:
+                        t3 = clock()
+                        ph.ns["xmit"] += t3 - t2
                     self._flush()
+                    if prof:
+                        ph.ns["kick"] += clock() - t3
+                        ph.packets += n
+                        ph.polls += 1
             now = time.monotonic_ns()
             if now >= w.next_gc_ns:
                 for ifx, frame in w.timers(now):
@@ -230,7 +255,14 @@ class Gateway:
             # sleep until a port has frames, a request or a signal arrives, or the next GC run
             timeout = 0 if got or busy else max(0, (w.next_gc_ns - now) // NSEC_PER_MSEC + 1)
             ctl_events = False
-            for fd, ev in p.poll(timeout):
+            if prof:
+                t0 = clock()
+            events = p.poll(timeout)
+            if prof:
+                t1 = clock()
+                if not got:
+                    ph.ns["wait"] += t1 - t0
+            for fd, ev in events:
                 if fd == self._sig_fd:
                     _drain(rfd)
                 elif fd in self._ctl_reg:
@@ -238,6 +270,10 @@ class Gateway:
                     ctl_events = True
             if ctl_events:
                 self._sync_ctl(p)
+            if prof:  # the loop's whole time: "other" is what no phase took (timers, control, poll(0))
+                t = clock()
+                ph.total_ns += t - t_loop
+                t_loop = t
 
     def _flush(self) -> None:
         for port in list(self._rx):
@@ -288,6 +324,8 @@ class Gateway:
         s = w.stats.as_dict(w.ifname)
         s["uptime_s"] = round((time.monotonic_ns() - self.started_ns) / 1e9, 3)
         s["ports"] = self.port_counters()
+        if self.phases is not None:
+            s["phases"] = self.phases.as_dict()
         return s
 
     def write_stats(self) -> dict:
