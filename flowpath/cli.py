@@ -328,7 +328,7 @@ def run(
     _note(f"flowpath: stopped: rx {s['rx_packets']}  forwarded {s['forwarded_packets']}  "
           f"dropped {s['dropped_packets']}  local {s['local_packets']}")  # fmt: skip
     if "phases" in s:
-        from flowpath.live.phases import PollPhases, format_phases, phase_delta
+        from flowpath.bench.phases import PollPhases, format_phases, phase_delta
 
         _note("flowpath: " + format_phases(phase_delta(PollPhases().as_dict(), s["phases"])))
 

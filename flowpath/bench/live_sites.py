@@ -11,7 +11,7 @@ then measured plain only. `--topology gateway` measures the three-box h1 -- gw -
 through the masquerade; benchmarks/live_forward.py's topology).
 
 The flowpath gateways run with --profile-phases: each UDP window also yields their loop's ns per
-packet by phase (flowpath/live/phases.py), and the CPU accounting gives the rest (the gateway CPU's
+packet by phase (flowpath/bench/phases.py), and the CPU accounting gives the rest (the gateway CPU's
 softirq share: the kernel's veth and packet-socket work that RPS moved there).
 """
 
@@ -27,7 +27,7 @@ from flowpath import __version__
 from flowpath.bench import live
 from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult, no_ipsec_options
 from flowpath.errors import UsageError
-from flowpath.live.phases import phase_delta
+from flowpath.bench.phases import phase_delta
 
 FLOWS, FLOWS_QUICK = (1, 10, 1000), (10,)
 SECONDS, SECONDS_QUICK = 3.0, 1.0  # each timed window (UDP) and iperf3 run

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowpath.errors import ConfigError, PortError, UsageError
-from flowpath.live.phases import PollPhases
+from flowpath.bench.phases import PollPhases
 from flowpath.live.xmit import Xmit
 from flowpath.net.link import KIND_ETHER
 from flowpath.packet.batch import GSO_SLOT, PacketBatch
@@ -46,7 +46,7 @@ class RunOptions:
     rx_ring: str = "v2"  # AfPacketPort's receive ring: "v2" hands each packet over at once, "v3" by blocks
     batch_size: int = 256
     workers: int = 1
-    profile_phases: bool = False  # time the loop's phases (flowpath.live.phases)
+    profile_phases: bool = False  # time the loop's phases (flowpath.bench.phases)
 
 
 def load_config(net_path: Path, rules_path: Path | None, kernel):
