@@ -19,8 +19,15 @@ the sender is the limit), rx_burst's own cost 52-78 ns per frame (median per cal
 call), rx_missed 0.008 M/s; tx_burst + flush 0.57 Mpps (0.74 M per CPU second), blast 0.55 (0.76),
 sendmmsg 0.58 (0.80): ring / sendmmsg 0.99x wall clock, 0.92x CPU time (earlier runs 0.77-1.13x and
 0.94x). The ring was kept (ports/af_packet.py says why).
+Receive rings, 2026-12-06, same VM (load average 3-4), rx mode, best of 3 x 2 s: V3 (64 x 256 KiB)
+0.17-0.27 Mpps received, 64 ns per frame, rx_missed 0.01 M/s; V2 with its default 256 x 64 KiB
+(16 MiB as well, but only 256 packets of room) 0.016-0.05 Mpps, rx_missed 0.18-0.36 M/s: once the
+ring is full, rx_burst calls of 256 frames take 2-12 ms of wall clock for 0.2 ms of their own CPU
+(the NET_RX softirq that fills the ring runs on the same CPU); V2 1024 x 64 KiB 0.08-0.11 Mpps;
+V2 8192 x 2 KiB (no room for GSO packets) 0.19 Mpps, 175 ns per frame, no drops.
 
     python benchmarks/af_packet.py [--seconds 3] [--batch 256] [--modes rx,tx,sendmmsg] [--json F]
+                                   [--rx-ring v2|v3] [--rx-frames N]
 """
 
 from __future__ import annotations
@@ -120,13 +127,13 @@ def _blaster(ns: str, seconds: float, started, result) -> None:
     port.close()
 
 
-def bench_rx(pair: Pair, seconds: float, batch: int, repeat: int) -> dict:
-    """A blaster on the far end (the other CPU) for all rounds; per round the frames received per
+def bench_rx(pair: Pair, seconds: float, batch: int, repeat: int, rx: dict | None = None) -> dict:
+    """rx: AfPacketPort's receive-ring arguments (rx_ring, rx_frames). A blaster on the far end (the other CPU) for all rounds; per round the frames received per
     second; over all calls that returned frames, the median of the call's time per frame (rx_burst's
     own cost: the mean would count the preemptions of a shared VM)."""
     setns(pair.a)
     _pin(0)
-    port = AfPacketPort("a0", 1, "fpa0")
+    port = AfPacketPort("a0", 1, "fpa0", **(rx or {}))
     b = PacketBatch(batch)
     port.rx_burst(b, 0)  # compiled before the clock starts
     blast(port, TO_B, 0.01)  # and the blaster's loop, which the forked sender inherits
@@ -249,10 +256,10 @@ def bench_tx(pair: Pair, seconds: float, batch: int, repeat: int) -> dict:
 MODES = {"rx": bench_rx, "tx": bench_tx}
 
 
-def _run(mode: str, seconds: float, batch: int, repeat: int, out) -> None:
+def _run(mode: str, seconds: float, batch: int, repeat: int, out, rx: dict) -> None:
     pair = Pair()
     try:
-        out.put(MODES[mode](pair, seconds, batch, repeat))
+        out.put(MODES[mode](pair, seconds, batch, repeat, **({"rx": rx} if mode == "rx" else {})))
     finally:
         pair.close()
 
@@ -263,22 +270,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--modes", default="rx,tx", help="rx, tx (tx_burst, blast and sendmmsg)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; the best of each is kept")
+    ap.add_argument("--rx-ring", choices=("v2", "v3"), default="v2", help="the receive ring (rx mode)")
+    ap.add_argument("--rx-frames", type=int, help="V2 receive ring frames (default: 16 MiB of 64 KiB frames)")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
+    rx = {"rx_ring": args.rx_ring}
+    if args.rx_frames is not None:
+        rx["rx_frames"] = args.rx_frames
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    results = {"frame_bytes": FRAME, "batch": args.batch, "seconds": args.seconds, "repeat": args.repeat}
+    results = {"frame_bytes": FRAME, "batch": args.batch, "seconds": args.seconds, "repeat": args.repeat, **rx}
     ctx = mp.get_context("fork")
     for mode in args.modes.split(","):
         q = ctx.Queue()
         p = ctx.Process(
-            target=_run, args=(mode, args.seconds, args.batch, args.repeat, q)
+            target=_run, args=(mode, args.seconds, args.batch, args.repeat, q, rx)
         )  # own netns, own process
         p.start()
         results.update(q.get(timeout=300))
         p.join()
-    print(f"{FRAME}-byte frames, batches of {args.batch}, best of {args.repeat} x {args.seconds:g} s")
+    print(f"{FRAME}-byte frames, batches of {args.batch}, best of {args.repeat} x {args.seconds:g} s, "
+          f"receive ring {rx}")  # fmt: skip
     for k, v in results.items():
         if k.endswith("_pps") or k.endswith("_per_s") or k.endswith("_pps_cpu"):
             print(f"  {k:22} {v / 1e6:8.3f} M/s")

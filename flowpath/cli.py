@@ -7,6 +7,7 @@ Environment (httpie's) holds the output streams, so tests run the CLI in-process
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
 from contextlib import contextmanager
@@ -253,6 +254,13 @@ def replay(
         _env.console().print(res.summary())
 
 
+class RxRing(str, enum.Enum):
+    """`flowpath run --rx-ring`: AfPacketPort's receive ring version."""
+
+    v2 = "v2"
+    v3 = "v3"
+
+
 @app.command(
     epilog="Example: ip netns exec west flowpath run -n west.ip -r gateway.nft --stats /tmp/west.json\n\n"
     "Each `link add NAME` of the network file is a port on the kernel interface NAME (its MAC and MTU "
@@ -278,6 +286,11 @@ def run(
     no_flowtable: Annotated[
         bool, typer.Option("--no-flowtable", help="Every packet takes the classic path.")
     ] = False,
+    rx_ring: Annotated[
+        RxRing,
+        typer.Option("--rx-ring", help="Receive ring: v2 hands each packet over at once (low latency); "
+                     "v3 hands over blocks, when full or after 1-4 ms."),
+    ] = RxRing.v2,
     batch_size: Annotated[
         int, typer.Option("--batch", min=1, max=4096, help="Poll budget per port (NAPI weight).")
     ] = 256,
@@ -301,7 +314,8 @@ def run(
         check_writable(stats, "--stats")
     _notice_compiles()
     opts = RunOptions(net, rules, ctl, mode, stats, flowtable=not no_flowtable, busy_poll=busy_poll,
-                      batch_size=batch_size, workers=workers, profile_phases=profile_phases)  # fmt: skip
+                      rx_ring=rx_ring.value, batch_size=batch_size, workers=workers,
+                      profile_phases=profile_phases)  # fmt: skip
 
     def ready(gw) -> None:
         names = ", ".join(gw.ports)
@@ -314,10 +328,9 @@ def run(
     _note(f"flowpath: stopped: rx {s['rx_packets']}  forwarded {s['forwarded_packets']}  "
           f"dropped {s['dropped_packets']}  local {s['local_packets']}")  # fmt: skip
     if "phases" in s:
-        from flowpath.bench.live import format_phases, phase_delta
-        from flowpath.live.phases import PHASES, PollPhases
+        from flowpath.bench.phases import PollPhases, format_phases, phase_delta
 
-        _note("flowpath: " + format_phases(phase_delta(PollPhases().as_dict(), s["phases"]), PHASES))
+        _note("flowpath: " + format_phases(phase_delta(PollPhases().as_dict(), s["phases"])))
 
 
 @app.command(

@@ -292,28 +292,6 @@ def rps(lp: LivePath, cpu: int | None) -> None:
         ns.run("sh", "-c", f"echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus")
 
 
-def phase_delta(a: dict, b: dict) -> dict:
-    """Per-phase CPU ns per packet between two snapshots of a gateway's loop phases (flowpath.live.phases
-    PollPhases.as_dict(), from `ctl stats --json`), a earlier: {phase: ns/packet, "packets", "polls",
-    "busy_ns_per_packet" (all but wait)}."""
-    pk = b["packets"] - a["packets"]
-    out = {ph: (b["ns"][ph] - a["ns"].get(ph, 0)) / pk if pk else None for ph in b["ns"]}
-    out["packets"], out["polls"] = pk, b["polls"] - a["polls"]
-    out["busy_ns_per_packet"] = (
-        sum(v for ph, v in out.items() if ph in b["ns"] and ph != "wait") if pk else None
-    )
-    return out
-
-
-def format_phases(d: dict, phases) -> str:
-    """One line: each phase's ns/packet (a phase_delta)."""
-    if not d["packets"]:
-        return "phases: no packets"
-    per = "  ".join(f"{ph} {d[ph]:.0f}" for ph in phases)
-    return (f"phases (CPU ns/packet over {d['packets']} packets, {d['packets'] / max(1, d['polls']):.1f} a poll): "
-            f"{per}; busy {d['busy_ns_per_packet']:.0f}")  # fmt: skip
-
-
 # Where each gateway's receive work runs. "rps": RPS moves it to the gateway's CPU: the kernel's
 # whole forwarding, and for flowpath the packet socket's copy into its ring, which then competes
 # with flowpath's own thread there (a flood the ring cannot take still costs that copy: receive

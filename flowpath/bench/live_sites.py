@@ -11,7 +11,7 @@ then measured plain only. `--topology gateway` measures the three-box h1 -- gw -
 through the masquerade; benchmarks/live_forward.py's topology).
 
 The flowpath gateways run with --profile-phases: each UDP window also yields their loop's ns per
-packet by phase (flowpath/live/phases.py), and the CPU accounting gives the rest (the gateway CPU's
+packet by phase (flowpath/bench/phases.py), and the CPU accounting gives the rest (the gateway CPU's
 softirq share: the kernel's veth and packet-socket work that RPS moved there).
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from flowpath import __version__
 from flowpath.bench import live
+from flowpath.bench.phases import phase_delta
 from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult, no_ipsec_options
 from flowpath.errors import UsageError
 
@@ -166,7 +167,7 @@ def summarize(u: dict, snap: dict, cpus) -> dict:
     if u["proc_cpu_s"]:
         out["flowpath_proc_ns_per_packet"] = sum(u["proc_cpu_s"].values()) * 1e9 / pkts if pkts else None
     if snap.get("start") and snap.get("end"):
-        out["phases"] = {gw: live.phase_delta(snap["start"][gw], snap["end"][gw]) for gw in snap["end"]
+        out["phases"] = {gw: phase_delta(snap["start"][gw], snap["end"][gw]) for gw in snap["end"]
                          if snap["start"][gw] and snap["end"][gw]}  # fmt: skip
     return out
 

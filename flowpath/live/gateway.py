@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowpath.errors import ConfigError, PortError, UsageError
-from flowpath.live.phases import PollPhases
+from flowpath.bench.phases import PollPhases
 from flowpath.live.xmit import Xmit
 from flowpath.net.link import KIND_ETHER
 from flowpath.packet.batch import GSO_SLOT, PacketBatch
@@ -43,9 +43,10 @@ class RunOptions:
     flowtable: bool = True
     bulk: bool = True
     busy_poll: bool = False
+    rx_ring: str = "v2"  # AfPacketPort's receive ring: "v2" hands each packet over at once, "v3" by blocks
     batch_size: int = 256
     workers: int = 1
-    profile_phases: bool = False  # time the loop's phases (flowpath.live.phases)
+    profile_phases: bool = False  # time the loop's phases (flowpath.bench.phases)
 
 
 def load_config(net_path: Path, rules_path: Path | None, kernel):
@@ -363,7 +364,8 @@ def _open_af_packet(link, opts: RunOptions):
     kl = kernel_link(link.name)
     # another MAC than the interface's own (the network file's `address`): take every frame
     promisc = kl is not None and kl.mac != link.address
-    return AfPacketPort(link.name, link.ifindex, gso=True, promisc=promisc, busy_poll=opts.busy_poll)
+    return AfPacketPort(link.name, link.ifindex, rx_ring=opts.rx_ring, gso=True, promisc=promisc,
+                        busy_poll=opts.busy_poll)  # fmt: skip
 
 
 def run_gateway(opts: RunOptions, log: Callable[[str], None] = print,

@@ -2,8 +2,11 @@
 
 Linux: net/packet/af_packet.c (packet_setsockopt, packet_set_ring, packet_mmap, packet_do_bind,
 packet_poll, packet_notifier); Documentation/networking/packet_mmap.rst.
-Receive: a SOCK_RAW socket bound to the interface for ETH_P_ALL with a TPACKET_V3 ring (blocks
-retired after 1 ms at the latest, so a lone ping is not held), PACKET_IGNORE_OUTGOING (our own
+Receive: a SOCK_RAW socket bound to the interface for ETH_P_ALL with a TPACKET_V2 ring (fixed
+frames, each handed over as soon as tpacket_rcv has written it: a lone ping or TCP ACK waits for
+nothing) or a TPACKET_V3 ring (`rx_ring="v3"`: packets packed into blocks, a block handed over when
+full or when its retire timer fires; tp_retire_blk_tov is 1 ms but the timer counts jiffies, so with
+HZ=250 a lone packet waits up to 4 ms), PACKET_IGNORE_OUTGOING (our own
 transmits never come back), PACKET_VNET_HDR (so frames the local stack left to checksum offload or
 TSO/USO can be finished here: ports/gso.py, or, with `gso`, TCP super-packets kept whole) and PACKET_MR_ALLMULTI (IPv6 neighbour discovery's
 multicast). Transmit: a second socket of protocol 0 (it is never given a received frame) with a
@@ -49,7 +52,9 @@ from flowpath.ports.tpacket import (
     N_COUNTERS,
     RX_BLOCK,
     RX_BLOCK_SIZE,
+    RX_FRAME_SIZE,
     RX_NBLOCKS,
+    RX_NFRAMES,
     RX_VNET,
     RX_VNET_GSO,
     RX_VNET_OFF,
@@ -68,6 +73,7 @@ from flowpath.ports.tpacket import (
     VH,
     tpacket_v2_refill,
     tpacket_v2_snd,
+    tpacket_v2_rcv,
     tpacket_v2_snd_one,
     tpacket_v3_rcv,
     tx_size_ok,
@@ -101,9 +107,12 @@ PAGE_SIZE = mmap.PAGESIZE
 _TPACKET_REQ = struct.Struct("IIII")  # struct tpacket_req: block_size, block_nr, frame_size, frame_nr
 _TPACKET_REQ3 = struct.Struct("IIIIIII")  # + retire_blk_tov, sizeof_priv, feature_req_word
 _PACKET_MREQ = struct.Struct("iHH8s")  # struct packet_mreq: ifindex, type, alen, address
-_TPACKET_STATS_V3 = struct.Struct("III")  # tp_packets, tp_drops, tp_freeze_q_cnt
+_TPACKET_STATS = struct.Struct("II")  # tp_packets, tp_drops (V3 adds tp_freeze_q_cnt)
 _GONE = (errno.ENXIO, errno.ENODEV, errno.ENETDOWN)
 GSO_TX_FRAMES = 256  # 64 KiB frames with gso: 16 MiB of ring, a full batch of super-packets
+RX_RINGS = ("v2", "v3")
+RX_RING_BYTES = 1 << 24  # the receive ring's default size, either version (V3: 64 x 256 KiB)
+GSO_RX_FRAME = 1 << 16  # a V2 frame that holds a GSO super-packet (64 KiB with its headers)
 
 
 def _pow2(n: int) -> bool:
@@ -113,8 +122,16 @@ def _pow2(n: int) -> bool:
 class AfPacketPort:
     """One kernel interface, `kernel_name` (default: `name`), as flowpath's port `name`/`ifindex`.
 
-    ring_blocks x block_size   the receive ring (block_size a power of two, at least a page;
-                               a frame or GSO packet must fit in one block)
+    rx_ring    "v2" (default: each packet handed over at once) or "v3" (blocks: a lone packet
+               waits for the block's retire timer, but the ring's room is counted in bytes, so it
+               buffers many more small packets in a flood; V2's is rx_frames packets, whatever
+               their size: benchmarks/af_packet.py compares them)
+    rx_frames x rx_frame_size  the V2 receive ring (rx_frame_size a power of two in 2 KiB..64 KiB;
+                               a frame holds rx_frame_size - 76 bytes of packet, longer ones arrive
+                               cut, PACKET_RX_TRUNCATED); default RX_RING_BYTES of 64 KiB frames
+                               with vnet_hdr (a GSO super-packet fits one), else of 2 KiB frames
+    ring_blocks x block_size   the V3 receive ring (block_size a power of two, at least a page;
+                               a frame or GSO packet must fit in one block); default 64 x 256 KiB
     tx_frames x tx_frame_size  the transmit ring (tx_frame_size a power of two; a frame holds
                                tx_frame_size - 32 bytes, 10 fewer with gso); default 1024 x 2 KiB,
                                with gso GSO_TX_FRAMES x 64 KiB
@@ -127,12 +144,32 @@ class AfPacketPort:
     The link must be up (kernel_if.prepare_port brings it up). Raises PortError when it cannot open.
     """
 
-    def __init__(self, name: str, ifindex: int, kernel_name: str | None = None, *, ring_blocks: int = 64,
-                 block_size: int = 1 << 18, tx_frames: int | None = None, tx_frame_size: int | None = None,
+    def __init__(self, name: str, ifindex: int, kernel_name: str | None = None, *, rx_ring: str = "v2",
+                 rx_frames: int | None = None, rx_frame_size: int | None = None,
+                 ring_blocks: int | None = None, block_size: int | None = None,
+                 tx_frames: int | None = None, tx_frame_size: int | None = None,
                  vnet_hdr: bool = True, gso: bool = False, promisc: bool = False,
                  busy_poll: bool = False):  # fmt: skip
         self.name, self.ifindex = name, int(ifindex)
         self.gso = gso = bool(gso and vnet_hdr)
+        if rx_ring not in RX_RINGS:
+            raise PortError(name, f"rx_ring {rx_ring!r}: expected one of {', '.join(RX_RINGS)}")
+        self.rx_ring = rx_ring
+        if rx_ring == "v2":
+            if ring_blocks is not None or block_size is not None:
+                raise PortError(name, "ring_blocks and block_size shape a V3 ring; V2 takes rx_frames, rx_frame_size")
+            if rx_frame_size is None:
+                rx_frame_size = GSO_RX_FRAME if vnet_hdr else 2048
+            if rx_frames is None:
+                rx_frames = max(2, RX_RING_BYTES // rx_frame_size)
+            if rx_frames < 2 or not _pow2(rx_frame_size) or not 2048 <= rx_frame_size <= 1 << 16:
+                raise PortError(name, f"receive ring: rx_frame_size {rx_frame_size} must be a power of two "
+                                      f"in 2048..65536, rx_frames >= 2 (got {rx_frames})")  # fmt: skip
+        elif rx_frames is not None or rx_frame_size is not None:
+            raise PortError(name, "rx_frames and rx_frame_size shape a V2 ring; V3 takes ring_blocks, block_size")
+        else:
+            ring_blocks = 64 if ring_blocks is None else ring_blocks
+            block_size = 1 << 18 if block_size is None else block_size
         if tx_frames is None:
             tx_frames = GSO_TX_FRAMES if gso else 1024
         if tx_frame_size is None:
@@ -142,7 +179,7 @@ class AfPacketPort:
         self._rx_missed, self._checked_ns = 0, 0
         if sys.byteorder != "little":
             raise PortError(name, "AF_PACKET rings are read as little-endian; this host is big-endian")
-        if ring_blocks < 2 or not _pow2(block_size) or block_size < PAGE_SIZE:
+        if rx_ring == "v3" and (ring_blocks < 2 or not _pow2(block_size) or block_size < PAGE_SIZE):
             raise PortError(name, f"receive ring: need >= 2 blocks of a power-of-two size >= {PAGE_SIZE} "
                                   f"(got {ring_blocks} x {block_size})")  # fmt: skip
         if tx_frames < 1 or not _pow2(tx_frame_size) or not 64 <= tx_frame_size <= 1 << 16:
@@ -156,7 +193,11 @@ class AfPacketPort:
         self.link: KernelLink = link
         self.cnt = np.zeros(N_COUNTERS, np.int64)
         try:
-            self._open_rx(ring_blocks, block_size, vnet_hdr, promisc, busy_poll)
+            if rx_ring == "v2":
+                self._open_rx_v2(rx_frames, rx_frame_size, vnet_hdr)
+            else:
+                self._open_rx_v3(ring_blocks, block_size, vnet_hdr)
+            self._bind_rx(promisc, busy_poll)
             self._open_tx(tx_frames, tx_frame_size, gso)
         except OSError as e:
             self.close()
@@ -169,27 +210,50 @@ class AfPacketPort:
 
     # ---- setup -------------------------------------------------------------------------------
 
-    def _open_rx(self, blocks: int, block_size: int, vnet_hdr: bool, promisc: bool, busy_poll: bool) -> None:
+    def _rx_socket(self, version: int, vnet_hdr: bool) -> socket.socket:
         # Protocol 0 until everything is set: a socket hooked to ETH_P_ALL from the start would queue
         # frames of every interface before it is bound and has its ring.
         s = self._rx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-        s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        s.setsockopt(SOL_PACKET, PACKET_VERSION, version)
         if vnet_hdr:
             s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # before the ring (else EBUSY)
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        self._rx_st = np.zeros(8, np.int64)
+        self._rx_st[RX_VNET] = (RX_VNET_GSO if self.gso else RX_VNET_ON) if vnet_hdr else RX_VNET_OFF
+        return s
+
+    def _rx_map_ring(self, size: int) -> None:
+        self._rx_map = mmap.mmap(
+            self._rx_sock.fileno(), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
+        self._rx_ring = np.frombuffer(self._rx_map, np.uint8)
+        self._rx_ring32 = self._rx_ring.view(np.uint32)
+
+    def _open_rx_v2(self, frames: int, frame_size: int, vnet_hdr: bool) -> None:
+        s = self._rx_socket(TPACKET_V2, vnet_hdr)
+        block = max(frame_size, PAGE_SIZE)  # frames tile the blocks: frame i is at i * frame_size
+        per_block = block // frame_size
+        nblocks = -(-frames // per_block)
+        frames = per_block * nblocks
+        s.setsockopt(SOL_PACKET, PACKET_RX_RING, _TPACKET_REQ.pack(block, nblocks, frame_size, frames))
+        self._rx_map_ring(block * nblocks)
+        st = self._rx_st
+        st[RX_NFRAMES], st[RX_FRAME_SIZE] = frames, frame_size
+        self._rx_status_off, self._rx_rcv = T2.tp_status, tpacket_v2_rcv
+
+    def _open_rx_v3(self, blocks: int, block_size: int, vnet_hdr: bool) -> None:
+        s = self._rx_socket(TPACKET_V3, vnet_hdr)
         frame_size = 2048  # V3 ignores it, but packet_set_ring checks frame_nr against it
         req = _TPACKET_REQ3.pack(block_size, blocks, frame_size, block_size // frame_size * blocks,
                                  RETIRE_BLK_TOV_MS, 0, 0)  # fmt: skip
         s.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-        self._rx_map = mmap.mmap(
-            s.fileno(), blocks * block_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
-        )
-        self._rx_ring = np.frombuffer(self._rx_map, np.uint8)
-        self._rx_ring32 = self._rx_ring.view(np.uint32)
-        self._rx_st = np.zeros(8, np.int64)
+        self._rx_map_ring(blocks * block_size)
         st = self._rx_st
         st[RX_NBLOCKS], st[RX_BLOCK_SIZE] = blocks, block_size
-        st[RX_VNET] = (RX_VNET_GSO if self.gso else RX_VNET_ON) if vnet_hdr else RX_VNET_OFF
+        self._rx_status_off, self._rx_rcv = BD.block_status, tpacket_v3_rcv
+
+    def _bind_rx(self, promisc: bool, busy_poll: bool) -> None:
+        s = self._rx_sock
         s.bind((self.kernel_name, ETH_P_ALL))
         for mr_type in (PACKET_MR_ALLMULTI,) + ((PACKET_MR_PROMISC,) if promisc else ()):
             s.setsockopt(
@@ -199,7 +263,7 @@ class AfPacketPort:
             s.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, BUSY_POLL_US)
             s.setsockopt(socket.SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)
         s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # an ENETDOWN from a flap before bind
-        s.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS_V3.size)  # counts from now on
+        s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)  # counts from now on (V3's struct is 12 bytes)
 
     def _open_tx(self, frames: int, frame_size: int, vnet_hdr: bool) -> None:
         s = self._tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
@@ -241,11 +305,12 @@ class AfPacketPort:
             raise PortError(self.name, "port is closed")
         n0, st = batch.n, self._rx_st
         # an empty ring costs one load here instead of the call's ~2 us of argument unboxing
-        if (self._rx_ring32[(st[RX_BLOCK] * st[RX_BLOCK_SIZE] + BD.block_status) >> 2] & TP_STATUS_USER) == 0:
+        # (the head block's block_status, or the head frame's tp_status)
+        if (self._rx_ring32[(st[RX_BLOCK] * st[RX_BLOCK_SIZE] + self._rx_status_off) >> 2] & TP_STATUS_USER) == 0:
             if time.monotonic_ns() - self._checked_ns >= ERROR_CHECK_NS:
                 self._check_rx_error()
             return 0
-        n = tpacket_v3_rcv(self._rx_ring, self._rx_ring32, st, self.cnt, batch.cols, batch.ts_ns, n0,
+        n = self._rx_rcv(self._rx_ring, self._rx_ring32, st, self.cnt, batch.cols, batch.ts_ns, n0,
                            batch.headroom, self.ifindex, now_ns)  # fmt: skip
         batch.n = n
         return n - n0
@@ -269,8 +334,8 @@ class AfPacketPort:
         counting into scratch counters. A gateway calls it before it says it is ready."""
         scratch = np.zeros_like(self.cnt)
         st = self._rx_st
-        tpacket_v3_rcv(self._rx_ring, self._rx_ring32, st, scratch, batch.cols, batch.ts_ns, batch.capacity,
-                       batch.headroom, self.ifindex, 0)  # fmt: skip
+        self._rx_rcv(self._rx_ring, self._rx_ring32, st, scratch, batch.cols, batch.ts_ns, batch.capacity,
+                     batch.headroom, self.ifindex, 0)  # fmt: skip
         tx = (self._tx_ring, self._tx_ring32, self._tx_st, scratch)
         tpacket_v2_snd(*tx, batch.data, batch.head, batch.len, batch.gso, np.empty(0, np.int32), 0)
         empty = np.frombuffer(b"", np.uint8)
@@ -312,8 +377,8 @@ class AfPacketPort:
 
     def counters(self) -> dict[str, int]:
         if self._rx_sock is not None:
-            self._rx_missed += _TPACKET_STATS_V3.unpack(
-                self._rx_sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS_V3.size))[1]  # fmt: skip
+            self._rx_missed += _TPACKET_STATS.unpack_from(
+                self._rx_sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))[1]  # fmt: skip
         c = self.cnt
         return {
             "rx_packets": int(c[C_RX_PACKETS]),

@@ -1,5 +1,5 @@
-"""The packet socket's memory-mapped rings: a TPACKET_V3 receive ring and a TPACKET_V2 transmit ring,
-walked by compiled kernels.
+"""The packet socket's memory-mapped rings: a TPACKET_V3 or TPACKET_V2 receive ring and a TPACKET_V2
+transmit ring, walked by compiled kernels.
 
 Linux: net/packet/af_packet.c › tpacket_rcv and the prb_* block ring (what the kernel writes),
 tpacket_snd (what it reads); layouts from include/uapi/linux/if_packet.h.
@@ -8,6 +8,10 @@ Receive: the ring is blocks of block_size bytes; the kernel fills one block with
 setting block_status to TP_STATUS_USER (when full, or after tp_retire_blk_tov ms). We give it back
 (TP_STATUS_KERNEL) only when every packet in it is copied into a batch; a batch can fill up in the
 middle of a block, or in the middle of a GSO packet's segments, so the position is kept in `st`.
+The V2 receive ring is fixed frames, one packet each (struct tpacket2_hdr, the frame at tp_mac),
+handed over one by one with tp_status = TP_STATUS_USER as tpacket_rcv finishes each: no block
+waits for its retire timer, so a lone packet is ours at once. Both walkers copy a packet with the
+same rx_skb.
 With st[RX_VNET] = RX_VNET_GSO a TCP super-packet that fits a slot is not segmented: it takes one
 slot with its gso word (PacketBatch.gso), its checksum left partial as the sender's stack left it.
 Transmit: fixed frames; we fill one, set TP_STATUS_SEND_REQUEST, and a send() makes the kernel
@@ -95,6 +99,8 @@ TP_STATUS_WRONG_FORMAT = 1 << 2
 
 # st, the receive ring's position and shape (int64[8])
 RX_BLOCK, RX_PKT, RX_OFF, RX_SEG, RX_NBLOCKS, RX_BLOCK_SIZE, RX_VNET = range(7)
+# the TPACKET_V2 receive ring's: the frame at the head, how many, their size (RX_SEG, RX_VNET shared)
+RX_FRAME, RX_NFRAMES, RX_FRAME_SIZE = RX_BLOCK, RX_NBLOCKS, RX_BLOCK_SIZE
 # st[RX_VNET]: frames come without a virtio_net_hdr, with one, or with one and TCP super-packets are
 # kept whole (PacketBatch.gso) instead of segmented
 RX_VNET_OFF, RX_VNET_ON, RX_VNET_GSO = range(3)
@@ -251,18 +257,26 @@ def _rx_gso(ring, mac, flen, tag, vh, seg, cols, ts_ns, n, meta, cnt, whole):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, meta, cnt, end):
-    """Copy the packet whose tpacket3_hdr is at ring[p] into slot n (or its segments into slots
-    n..); returns (n after it, the next GSO segment or 0 when the packet is done).
-    meta: (headroom, iif, now_ns); end: the block's end."""
-    status = ring32[(p + T3.tp_status) >> 2]
-    snaplen, wire_len = ring32[(p + T3.tp_snaplen) >> 2], ring32[(p + T3.tp_len) >> 2]
-    mac = p + _le16(ring, p + T3.tp_mac)
-    flen = max(0, min(np.int64(snaplen), end - mac))  # never past the block, whatever it says
-    tag = np.int64(-1)
-    if status & TP_STATUS_VLAN_VALID:
-        tpid = _le16(ring, p + T3.tp_vlan_tpid) if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
-        tag = (tpid << 16) | (_le32(ring, p + T3.tp_vlan_tci) & 0xFFFF)
+def _rx_vlan_tag(status, tci, tpid):
+    """The tag the kernel stripped (tpid << 16 | tci), or -1: from a tp_status and the header's
+    tp_vlan_tci and tp_vlan_tpid (the same meaning in tpacket2_hdr and tpacket3_hdr)."""
+    if not status & TP_STATUS_VLAN_VALID:
+        return np.int64(-1)
+    tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+    return (np.int64(tpid) << 16) | (np.int64(tci) & 0xFFFF)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def rx_skb(ring, pkt, seg, vnet, cols, ts_ns, n, meta, cnt):
+    """Copy one received packet into slot n (or its GSO segments into slots n..); returns (n after
+    it, the next GSO segment or 0 when the packet is done). The one per-packet step of both ring
+    walkers (V2 and V3 differ only in where the header and the frame are).
+
+    pkt (mac, flen, wire_len, tag, status): the frame at ring[mac:], flen bytes of it in the ring
+    (already bounded by the frame or block), wire_len the bytes it had (tp_len), tag as
+    _rx_vlan_tag gives it, status its tp_status; with vnet its virtio_net_hdr is just before mac.
+    meta: (headroom, iif, now_ns)."""
+    mac, flen, wire_len, tag, status = pkt
     ins = VLAN.size if tag >= 0 and flen >= ETH.h_proto else 0
     vh = mac - VH.size
     flags = ring[vh + VH.flags] if vnet else 0
@@ -292,6 +306,26 @@ def _rx_frame(ring, ring32, p, seg, vnet, cols, ts_ns, n, meta, cnt, end):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _tpacket3_pkt(ring, ring32, p, end):
+    """rx_skb's pkt for the tpacket3_hdr at ring[p], in a block that ends at `end`."""
+    status = ring32[(p + T3.tp_status) >> 2]
+    mac = p + _le16(ring, p + T3.tp_mac)
+    flen = max(np.int64(0), min(np.int64(ring32[(p + T3.tp_snaplen) >> 2]), end - mac))  # never past the block
+    tag = _rx_vlan_tag(status, _le32(ring, p + T3.tp_vlan_tci), _le16(ring, p + T3.tp_vlan_tpid))
+    return mac, flen, np.int64(ring32[(p + T3.tp_len) >> 2]), tag, np.int64(status)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _tpacket2_pkt(ring, ring32, p, end):
+    """rx_skb's pkt for the tpacket2_hdr at ring[p], in a frame that ends at `end`."""
+    status = ring32[(p + T2.tp_status) >> 2]
+    mac = p + _le16(ring, p + T2.tp_mac)
+    flen = max(np.int64(0), min(np.int64(ring32[(p + T2.tp_snaplen) >> 2]), end - mac))  # never past the frame
+    tag = _rx_vlan_tag(status, _le16(ring, p + T2.tp_vlan_tci), _le16(ring, p + T2.tp_vlan_tpid))
+    return mac, flen, np.int64(ring32[(p + T2.tp_len) >> 2]), tag, np.int64(status)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
     """Copy received frames from the TPACKET_V3 ring into batch slots n.. until the batch is full or
     no block is ready; give back each block whose packets are all copied. Returns the new n.
@@ -315,9 +349,8 @@ def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
             if p < boff + BD.size or p + T3.size > boff + bsize:  # a bad offset: skip the rest
                 st[RX_PKT] = num
                 break
-            n, seg = _rx_frame(
-                ring, ring32, p, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, meta, cnt, boff + bsize
-            )
+            pkt = _tpacket3_pkt(ring, ring32, p, boff + bsize)
+            n, seg = rx_skb(ring, pkt, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, meta, cnt)
             st[RX_SEG] = seg
             if seg != 0:
                 break  # the batch filled up inside a GSO packet
@@ -329,6 +362,31 @@ def tpacket_v3_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
         ring32[(boff + BD.block_status) >> 2] = TP_STATUS_KERNEL
         st[RX_BLOCK] = (st[RX_BLOCK] + 1) % st[RX_NBLOCKS]
         st[RX_PKT] = 0
+    return n
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def tpacket_v2_rcv(ring, ring32, st, cnt, cols, ts_ns, n, hr, iif, now_ns):
+    """Copy received frames from the TPACKET_V2 ring into batch slots n.. until the batch is full or
+    the frame at the head is still the kernel's; give each frame back as soon as it is copied (a GSO
+    packet's when its last segment is out). Returns the new n. Arguments as tpacket_v3_rcv's, with
+    st's RX_FRAME, RX_NFRAMES and RX_FRAME_SIZE."""
+    cap = cols[0].shape[0]
+    fsize = st[RX_FRAME_SIZE]
+    meta = (np.int64(hr), np.int64(iif), np.int64(now_ns))
+    while n < cap:
+        p = st[RX_FRAME] * fsize
+        if (ring32[(p + T2.tp_status) >> 2] & TP_STATUS_USER) == 0:
+            break
+        smp_mb()  # the frame is read after its status (tpacket_rcv: smp_wmb before __packet_set_status)
+        pkt = _tpacket2_pkt(ring, ring32, p, p + fsize)
+        n, seg = rx_skb(ring, pkt, st[RX_SEG], st[RX_VNET], cols, ts_ns, n, meta, cnt)
+        st[RX_SEG] = seg
+        if seg != 0:
+            break  # the batch filled up inside a GSO packet
+        smp_mb()  # every read of the frame before it goes back
+        ring32[(p + T2.tp_status) >> 2] = TP_STATUS_KERNEL
+        st[RX_FRAME] = (st[RX_FRAME] + 1) % st[RX_NFRAMES]
     return n
 
 

@@ -1,4 +1,5 @@
-"""The TPACKET_V3 receive walker over rings built in memory, against plain-Python references.
+"""The TPACKET_V3 and TPACKET_V2 receive walkers over rings built in memory, against plain-Python
+references and each other.
 
 Linux: net/packet/af_packet.c › tpacket_rcv / prb_fill_curr_block (the layout written here),
 net/ipv4/tcp_offload.c › tcp_gso_segment, net/ipv4/udp_offload.c › __udp_gso_segment,
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw
 
-from flowpath.packet.batch import PacketBatch
+from flowpath.packet.batch import GSO_SLOT, PacketBatch
 from flowpath.packet.reason import Reason
 from flowpath.ports.gso import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -33,14 +34,19 @@ from flowpath.ports.tpacket import (
     N_COUNTERS,
     RX_BLOCK,
     RX_BLOCK_SIZE,
+    RX_FRAME,
+    RX_FRAME_SIZE,
     RX_NBLOCKS,
+    RX_NFRAMES,
     RX_VNET,
+    T2,
     T3,
     TP_STATUS_CSUMNOTREADY,
     TP_STATUS_KERNEL,
     TP_STATUS_USER,
     TP_STATUS_VLAN_TPID_VALID,
     TP_STATUS_VLAN_VALID,
+    tpacket_v2_rcv,
     tpacket_v3_rcv,
 )
 
@@ -59,6 +65,24 @@ class Pkt:
     status: int = 0
 
 
+def _status_tag(pkt: Pkt) -> tuple[int, int, int]:
+    """tp_status, tp_vlan_tci and tp_vlan_tpid as tpacket_rcv writes them for pkt."""
+    status = TP_STATUS_USER | pkt.status
+    tci = tpid = 0
+    if pkt.tag is not None:
+        tci, tpid = pkt.tag[0], pkt.tag[1] or 0
+        status |= TP_STATUS_VLAN_VALID | (TP_STATUS_VLAN_TPID_VALID if pkt.tag[1] else 0)
+    return status, tci, tpid
+
+
+def _put_frame(ring, p: int, pkt: Pkt) -> None:
+    """The virtio_net_hdr and the frame of the packet whose header is at ring[p] (tp_mac = MAC_OFF)."""
+    flags, gso_type, gso_size, cstart, coff = pkt.vnet
+    vh = struct.pack("<BBHHHH", flags, gso_type, 0, gso_size, cstart, coff)
+    ring[p + MAC_OFF - 10 : p + MAC_OFF] = np.frombuffer(vh, np.uint8)
+    ring[p + MAC_OFF : p + MAC_OFF + len(pkt.frame)] = np.frombuffer(pkt.frame, np.uint8)
+
+
 def build_ring(blocks: list[list[Pkt]], block_size: int = 1 << 16, nblocks: int | None = None):
     """A ring whose first len(blocks) blocks are handed to user space, as prb_close_block leaves them."""
     nblocks = nblocks or len(blocks) + 1
@@ -66,20 +90,13 @@ def build_ring(blocks: list[list[Pkt]], block_size: int = 1 << 16, nblocks: int 
     for b, pkts in enumerate(blocks):
         boff, p = b * block_size, b * block_size + BD.size
         for pkt in pkts:
-            status = TP_STATUS_USER | pkt.status
-            tci = tpid = 0
-            if pkt.tag is not None:
-                tci, tpid = pkt.tag[0], pkt.tag[1] or 0
-                status |= TP_STATUS_VLAN_VALID | (TP_STATUS_VLAN_TPID_VALID if pkt.tag[1] else 0)
+            status, tci, tpid = _status_tag(pkt)
             nxt = (MAC_OFF + len(pkt.frame) + 7) & ~7
             assert p + nxt <= boff + block_size
             hdr = struct.pack("<IIIIIIHHIIHH8x", nxt, 0, 0, len(pkt.frame), pkt.wire_len or len(pkt.frame),
                               status, MAC_OFF, MAC_OFF, 0, tci, tpid, 0)  # fmt: skip
             ring[p : p + T3.size] = np.frombuffer(hdr, np.uint8)
-            flags, gso_type, gso_size, cstart, coff = pkt.vnet
-            vh = struct.pack("<BBHHHH", flags, gso_type, 0, gso_size, cstart, coff)
-            ring[p + MAC_OFF - 10 : p + MAC_OFF] = np.frombuffer(vh, np.uint8)
-            ring[p + MAC_OFF : p + MAC_OFF + len(pkt.frame)] = np.frombuffer(pkt.frame, np.uint8)
+            _put_frame(ring, p, pkt)
             p += nxt
         bd = struct.pack("<IIIIII", 3, 0, TP_STATUS_USER, len(pkts), BD.size, p - boff)
         ring[boff : boff + 24] = np.frombuffer(bd, np.uint8)
@@ -88,18 +105,37 @@ def build_ring(blocks: list[list[Pkt]], block_size: int = 1 << 16, nblocks: int 
     return ring, st_
 
 
-def drain(ring, st_, capacity: int, slot: int = 2048, headroom: int = 128, limit: int = 10_000):
+def build_ring_v2(pkts: list[Pkt], frame_size: int = 1 << 14, nframes: int | None = None):
+    """A TPACKET_V2 ring whose first len(pkts) frames are handed to user space, one packet each, as
+    tpacket_rcv leaves them (struct tpacket2_hdr, then the vnet header and the frame at tp_mac)."""
+    nframes = nframes or len(pkts) + 1
+    ring = np.zeros(frame_size * nframes, np.uint8)
+    for i, pkt in enumerate(pkts):
+        p = i * frame_size
+        assert MAC_OFF + len(pkt.frame) <= frame_size
+        status, tci, tpid = _status_tag(pkt)
+        hdr = struct.pack("<IIIHHIIHH4x", status, pkt.wire_len or len(pkt.frame), len(pkt.frame), MAC_OFF,
+                          MAC_OFF, 0, 0, tci, tpid)  # fmt: skip
+        ring[p : p + T2.size] = np.frombuffer(hdr, np.uint8)
+        _put_frame(ring, p, pkt)
+    st_ = np.zeros(8, np.int64)
+    st_[RX_NFRAMES], st_[RX_FRAME_SIZE], st_[RX_VNET] = nframes, frame_size, 1
+    return ring, st_
+
+
+def drain(ring, st_, capacity: int, slot: int = 2048, headroom: int = 128, limit: int = 10_000,
+          rcv=tpacket_v3_rcv, gso: bool = False):  # fmt: skip
     """Call the walker with fresh batches of `capacity` until it returns nothing; every slot's
-    (bytes, verdict) in order, and the counters."""
+    (bytes, verdict) in order (with gso, (bytes, verdict, gso word)), and the counters."""
     cnt = np.zeros(N_COUNTERS, np.int64)
     out = []
     for _ in range(limit):
         b = PacketBatch(capacity, slot, headroom)
-        n = tpacket_v3_rcv(ring, ring.view(np.uint32), st_, cnt, b.cols, b.ts_ns, 0, headroom, 7, 99)
+        n = rcv(ring, ring.view(np.uint32), st_, cnt, b.cols, b.ts_ns, 0, headroom, 7, 99)
         b.n = n
         assert (b.iif[:n] == 7).all() and (b.ts_ns[:n] == 99).all() and (b.flow[:n] == -1).all()
         assert (b.oif[:n] == 0).all() and (b.encap[:n] == 0).all() and (b.head[:n] == headroom).all()
-        out += [(b.frame_bytes(i), int(b.verdict[i])) for i in range(n)]
+        out += [(b.frame_bytes(i), int(b.verdict[i])) + ((int(b.gso[i]),) if gso else ()) for i in range(n)]
         if n == 0:
             return out, cnt
     raise AssertionError("the walker never ran dry")
@@ -345,3 +381,59 @@ def test_ring_wraps_around():
     ring2, _ = build_ring([[Pkt(f2)]], block_size=4096, nblocks=2)
     ring[:4096] = ring2[:4096]  # the kernel refilled block 0
     assert [f for f, _ in drain(ring, st_, 4)[0]] == [f2]
+
+
+def _menu() -> list[Pkt]:
+    """One of each kind of packet a walker meets: plain, tagged, cut, checksum-partial, GSO (TCPv4
+    tagged, TCPv6, UDP), GSO it cannot segment."""
+    tcp4, tcp6 = super_packet(False, False, b"a" * 3000), super_packet(True, False, b"b" * 2500)
+    udp = super_packet(False, True, b"c" * 2000)
+    return [
+        Pkt(MACS + b"\x88\xb5" + b"p" * 46),
+        Pkt(MACS + b"\x88\xb5" + b"t" * 300, tag=(0x2064, 0x88A8)),
+        Pkt(MACS + b"\x88\xb5" + b"c" * 200, wire_len=900),
+        Pkt(super_packet(False, True, b"sum"), vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 34, 6), tag=(3, None)),
+        Pkt(tcp4, vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 1000, 34, 16), tag=(9, None)),
+        Pkt(tcp6, vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, 700, 54, 16)),
+        Pkt(udp, vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_UDP_L4, 900, 34, 6)),
+        Pkt(tcp4, vnet=(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 0, 34, 16)),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kinds=st.lists(st.integers(0, 7), min_size=1, max_size=14),
+    capacity=st.integers(1, 9),
+    whole=st.booleans(),
+)
+def test_v2_walker_hands_out_what_the_v3_walker_does(kinds, capacity, whole):
+    """The same packets in a V2 ring (one per frame) and a V3 ring (blocks of 4) give the same slots,
+    verdicts, gso words and counters for any budget, GSO packets segmented (also across batches) or
+    kept whole (RX_VNET_GSO): both walkers copy with rx_skb. The V2 walker gives every frame back."""
+    menu = _menu()
+    pkts = [menu[k] for k in kinds]
+    r3, s3 = build_ring([pkts[i : i + 4] for i in range(0, len(pkts), 4)])
+    r2, s2 = build_ring_v2(pkts)
+    s3[RX_VNET] = s2[RX_VNET] = 2 if whole else 1
+    slot = GSO_SLOT if whole else 2048
+    out3, cnt3 = drain(r3, s3, capacity, slot, rcv=tpacket_v3_rcv, gso=True)
+    out2, cnt2 = drain(r2, s2, capacity, slot, rcv=tpacket_v2_rcv, gso=True)
+    assert out2 == out3 and (cnt2 == cnt3).all()
+    assert len(out2) >= len(pkts) and any(g for *_, g in out2) == (whole and bool({4, 5} & set(kinds)))
+    status = r2.view(np.uint32)[:: (1 << 14) // 4]
+    assert (status == TP_STATUS_KERNEL).all() and s2[RX_FRAME] == len(pkts)
+
+
+def test_v2_ring_wraps_around_and_stops_at_a_kernel_frame():
+    """The V2 walker stops at the first frame still the kernel's, takes it up there once it is
+    handed over, and goes from the last frame back to frame 0."""
+    f = [MACS + b"\x88\xb5" + bytes([i]) * 50 for i in range(5)]
+    ring, st_ = build_ring_v2([Pkt(f[0]), Pkt(f[1])], frame_size=2048, nframes=3)
+    assert [x for x, _ in drain(ring, st_, 8, rcv=tpacket_v2_rcv)[0]] == f[:2]
+    assert st_[RX_FRAME] == 2
+    later, _ = build_ring_v2([Pkt(f[2]), Pkt(f[3]), Pkt(f[4])], frame_size=2048, nframes=3)
+    ring[4096:] = later[:2048]  # the kernel fills frame 2, then 0 and 1
+    assert [x for x, _ in drain(ring, st_, 8, rcv=tpacket_v2_rcv)[0]] == f[2:3]
+    ring[:4096] = later[2048:]
+    assert [x for x, _ in drain(ring, st_, 1, rcv=tpacket_v2_rcv)[0]] == f[3:5]
+    assert st_[RX_FRAME] == 2

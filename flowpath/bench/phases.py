@@ -4,8 +4,7 @@ No Linux counterpart as such (perf's view of napi_poll, the driver's ring read, 
 dev_queue_xmit, taken here with reads of the thread's CPU clock, CLOCK_THREAD_CPUTIME_ID, around each
 phase: time the thread was preempted counts nowhere, kernel work inside its syscalls counts in the
 phase that made them). Counted per poll, never per packet: five clock reads a poll, so the profile
-barely moves what it measures. `ctl stats --json` carries the counters; flowpath.bench.live.phase_delta
-turns two snapshots into ns per packet.
+barely moves what it measures.
 
     rx      port.rx_burst: the receive ring read into the batch (the driver's RX ring walk)
     hook    Worker.poll: flowtable hook, ESP, classic path (ESP's share: the same gateway with and
@@ -36,3 +35,22 @@ class PollPhases:
         ns = dict(self.ns)
         ns["other"] = max(0, self.total_ns - sum(ns.values()))
         return {"ns": ns, "packets": self.packets, "polls": self.polls}
+
+
+def phase_delta(a: dict, b: dict) -> dict:
+    """Per-phase ns per packet between two as_dict() snapshots a (earlier) and b: {phase: ns/packet,
+    "packets", "polls", "busy_ns_per_packet" (all but wait)}."""
+    pk = b["packets"] - a["packets"]
+    out = {ph: (b["ns"][ph] - a["ns"][ph]) / pk if pk else None for ph in PHASES}
+    out["packets"], out["polls"] = pk, b["polls"] - a["polls"]
+    out["busy_ns_per_packet"] = sum(out[ph] for ph in PHASES if ph != "wait") if pk else None
+    return out
+
+
+def format_phases(d: dict) -> str:
+    """One line: each phase's ns/packet (a phase_delta over the whole run)."""
+    if not d["packets"]:
+        return "phases: no packets"
+    per = "  ".join(f"{ph} {d[ph]:.0f}" for ph in PHASES)
+    return (f"phases (ns/packet over {d['packets']} packets, {d['packets'] / max(1, d['polls']):.1f} a poll): "
+            f"{per}; busy {d['busy_ns_per_packet']:.0f}")  # fmt: skip
