@@ -281,16 +281,7 @@ class _Snap:
 
 
 def _timed(
-    worker,
-    state: PoolState,
-    oif: int,
-    packets: int,
-    frame_size: int,
-    reps,
-    budget_s,
-    before,
-    what,
-    warm=False,
+    worker, state: PoolState, oif: int, packets: int, frame_size: int, reps, budget_s, before, what, warm=False
 ) -> dict:
     snap = _Snap(worker)
     secs = time_pool(worker.poll, state, reps, RUN_TS_NS, warm=warm, before=before, budget_s=budget_s,
