@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowpath.errors import ConfigError, PortError, UsageError
 from flowpath.bench.phases import PollPhases
+from flowpath.errors import ConfigError, PortError, UsageError
 from flowpath.live.xmit import Xmit
 from flowpath.net.link import KIND_ETHER
 from flowpath.packet.batch import GSO_SLOT, PacketBatch
@@ -358,7 +358,6 @@ def _drain(sock) -> None:
 
 def _open_af_packet(link, opts: RunOptions):
     from flowpath.ports.af_packet import AfPacketPort
-
     from flowpath.ports.kernel_if import kernel_link
 
     kl = kernel_link(link.name)
