@@ -106,10 +106,15 @@ class Gateway:
         self.net_path, self.rules_path = opts.net, opts.rules
         self.kernel = kernel
         net, ruleset = load_config(opts.net, opts.rules, kernel)
+        has_sas = bool(getattr(getattr(net, "xfrm", None), "states", None))
+        # TCP super-packets stay whole through the fast path (GSO passthrough), except on a gateway
+        # with SAs: ESP output takes ordinary packets only, and a super-packet of an ESP flow would
+        # be cut on the classic path, one segment at a time; there the ports cut them on receive.
+        self.gso = not has_sas
         if warm:  # before the ports open: nothing waits in their rings meanwhile
             from flowpath.live.warm import warm_datapath
 
-            warm_datapath(opts.bulk, ipsec=bool(getattr(getattr(net, "xfrm", None), "states", None)))
+            warm_datapath(opts.bulk, ipsec=has_sas)
         self.worker = Worker(net, ruleset, flowtable=opts.flowtable, bulk=opts.bulk)
         self.ports: dict[str, object] = {}
         self._failed: set = set()  # ports whose interface went away
@@ -124,7 +129,7 @@ class Gateway:
         try:
             for lk in port_links(net):
                 self.restore.append(kernel.prepare_port(lk.name))
-                self.ports[lk.name] = port = self._open_port(lk, opts)
+                self.ports[lk.name] = port = self._open_port(lk, opts, gso=self.gso)
                 if warm:
                     port.warm(self.batch)
             self._ifindex_ports()
@@ -356,14 +361,14 @@ def _drain(sock) -> None:
         pass
 
 
-def _open_af_packet(link, opts: RunOptions):
+def _open_af_packet(link, opts: RunOptions, gso: bool = True):
     from flowpath.ports.af_packet import AfPacketPort
     from flowpath.ports.kernel_if import kernel_link
 
     kl = kernel_link(link.name)
     # another MAC than the interface's own (the network file's `address`): take every frame
     promisc = kl is not None and kl.mac != link.address
-    return AfPacketPort(link.name, link.ifindex, rx_ring=opts.rx_ring, gso=True, promisc=promisc,
+    return AfPacketPort(link.name, link.ifindex, rx_ring=opts.rx_ring, gso=gso, promisc=promisc,
                         busy_poll=opts.busy_poll)  # fmt: skip
 
 

@@ -112,7 +112,7 @@ def gateway(tmp_path, network=NETWORK, kernel=None, warm=False, **kw):
     (tmp_path / "gw.nft").write_text((EXAMPLES / "gateway.nft").read_text())
     ports = {}
 
-    def open_port(link, opts):
+    def open_port(link, opts, gso=True):
         ports[link.name] = MemoryPort(link.name, link.ifindex)
         return ports[link.name]
 
