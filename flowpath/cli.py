@@ -297,6 +297,11 @@ def run(
     batch_size: Annotated[
         int, typer.Option("--batch", min=1, max=4096, help="Poll budget per port (NAPI weight).")
     ] = 256,
+    profile_phases: Annotated[
+        bool,
+        typer.Option("--profile-phases", help="Time the loop's phases (ring read, poll, ring write, kick); "
+                     "ns/packet in `ctl stats --json` and at exit."),  # fmt: skip
+    ] = False,
 ) -> None:
     """Run the gateway live on this network namespace's interfaces until SIGTERM/SIGINT."""
     from flowpath.errors import UsageError
@@ -312,7 +317,8 @@ def run(
         check_writable(stats, "--stats")
     _notice_compiles()
     opts = RunOptions(net, rules, ctl, mode, stats, flowtable=not no_flowtable, busy_poll=busy_poll,
-                      rx_ring=rx_ring.value, batch_size=batch_size, workers=workers)  # fmt: skip
+                      rx_ring=rx_ring.value, batch_size=batch_size, workers=workers,
+                      profile_phases=profile_phases)  # fmt: skip
 
     def ready(gw) -> None:
         names = ", ".join(gw.ports)
@@ -324,6 +330,10 @@ def run(
     _fast_exit = True  # everything is written: skip the interpreter's teardown (see console_main)
     _note(f"flowpath: stopped: rx {s['rx_packets']}  forwarded {s['forwarded_packets']}  "
           f"dropped {s['dropped_packets']}  local {s['local_packets']}")  # fmt: skip
+    if "phases" in s:
+        from flowpath.bench.phases import PollPhases, format_phases, phase_delta
+
+        _note("flowpath: " + format_phases(phase_delta(PollPhases().as_dict(), s["phases"])))
 
 
 @app.command(
@@ -560,12 +570,21 @@ def bench(
     reps: Annotated[
         Optional[int], typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most.")
     ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", min=1, help="live: `flowpath run --workers` of the gateways.")
+    ] = None,
+    topology: Annotated[
+        Optional[str],
+        typer.Option("--topology", help="live: sites (sunset -- west ==ESP== east -- sunrise, the default) or "
+                     "gateway (h1 -- gw -- h2, plain)."),  # fmt: skip
+    ] = None,
 ) -> None:
     """Run a benchmark scenario (the flowtable test notes' and workshop slides' experiments) in memory on
-    one core and report Mpps side by side."""
+    one core and report Mpps side by side; `live` measures flowpath and Linux gateways on the testbed
+    (root)."""
     from flowpath.bench.scenario import BenchOptions, parse_flows, run_bench
 
-    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps)
+    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps, workers, topology)
     _notice_compiles()
     with _SpinnerProgress(_env.err_console()) as progress:
         done = run_bench(scenario, opts, json_path=json_path, plot_path=plot, progress=progress)
@@ -681,6 +700,9 @@ def testbed(
         Optional[int], typer.Option("--mtu", min=576, max=65535, help="MTU of the west--east link.")
     ] = None,
     prefix: Annotated[str, typer.Option("--prefix", help="Namespace name prefix.")] = "fp",
+    plain: Annotated[
+        bool, typer.Option("--plain", help="up: plain routing between the sites, no SAs or policies.")
+    ] = False,
 ) -> None:
     """The four-box IPsec testbed in network namespaces: sunset -- west ==ESP== east -- sunrise."""
     from flowpath.errors import UsageError
@@ -692,7 +714,7 @@ def testbed(
     try:
         sites.check_prefix(prefix)
         if action == "up":
-            tb = sites.Sites(prefix, gateways, workers, mtu, say=_note)
+            tb = sites.Sites(prefix, gateways, workers, mtu, say=_note, esp=not plain)
             _note(f"flowpath testbed: starting {gateways} gateways in {prefix}-west and {prefix}-east…")
             tb.up()
             print(tb.summary(), file=_env.stdout)

@@ -221,3 +221,58 @@ def plot_ipsec_sizes(r: dict, path: Path) -> list[Path]:
     fig.savefig(path)
     plt.close(fig)
     return [Path(path)]
+
+
+LIVE_LINES = {  # (kind, mode): label, style, colour, label offset (points; above or below the marker)
+    ("flowpath", "plain"): ("flowpath gateways, plain forwarding", "o-", "tab:blue", 7),
+    ("flowpath", "esp"): ("flowpath gateways, ESP tunnel", "^-", "tab:red", -13),
+    ("linux", "plain"): ("Linux gateways, plain forwarding", "s--", "tab:gray", -13),
+    ("linux", "esp"): ("Linux gateways, ESP tunnel", "v--", "tab:orange", -13),
+}
+
+
+def plot_live(r: dict, path: Path) -> list[Path]:
+    """`bench live`: Gbit/s (L2 with FCS) and Mpps at the receiver against flows, a line per gateway
+    kind and mode: PATH and PATH-mpps.png, as plot_ipsec_flows; returns the files written."""
+    plt = _plt()
+    flows = r["flows"]
+    out = []
+    for key, unit, ylabel, target in (
+        ("gbps", "Gbps", "received at the far host [Gbit/s], L2 with FCS", Path(path)),
+        ("mpps", "Mpps", "received at the far host [Mpps]", mpps_path(path)),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
+        top = 0.0
+        for k, (label, style, color, dy) in LIVE_LINES.items():
+            pts = [p for p in r["points"] if (p["kind"], p["mode"]) == k]
+            if not pts:
+                continue
+            ys = [p[key] for p in pts]
+            top = max(top, *ys)
+            ax.plot([p["flows"] for p in pts], ys, style, color=color, label=label)
+            for p, y in zip(pts, ys, strict=True):
+                ax.annotate(f"{y:.3g}", (p["flows"], y), textcoords="offset points", ha="center",
+                            xytext=(0, dy), fontsize=7, color=color)  # fmt: skip
+        if len(flows) > 1:
+            ax.set_xscale("log")
+        ax.set_xticks(flows, [f"{n:,}" for n in flows])
+        ax.minorticks_off()
+        ax.set_xlabel("number of flows (UDP source ports), opened first")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0, top=top * 1.25 or 1)
+        ax.grid(True, alpha=0.3)
+        topo = "sunset -- west == east -- sunrise" if r["topology"] == "sites" else "h1 -- gw -- h2"
+        ax.set_title(f"Live forwarding, {topo}, {r['frame_size']}-byte frames: {unit} vs flows", fontsize=11)
+        _legend_below(ax, 2)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        cpus = r["cpus"]
+        where = (f"sender on CPU {cpus['sender']}, gateways on CPU {cpus['gateways']}" if cpus
+                 else "placement left to the scheduler")  # fmt: skip
+        note = "" if r["kernel_esp"] else "; this kernel has no ESP: Linux measured plain only"
+        fig.text(0.01, 0.01, f"flowpath {r['flowpath_version']}, veth in network namespaces, {where},\nbetter of "
+                 f"{'/'.join(r['placements'])} placement, {r['seconds']:g} s windows{note}", fontsize=7,
+                 color="0.35")  # fmt: skip
+        fig.savefig(target)
+        plt.close(fig)
+        out.append(target)
+    return out

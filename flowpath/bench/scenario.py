@@ -27,6 +27,7 @@ SCENARIOS = {
     "frame-sizes": "flowpath.bench.frames:FrameSizes",
     "ipsec-flows": "flowpath.bench.ipsec:IpsecFlows",
     "ipsec-sizes": "flowpath.bench.ipsec:IpsecSizes",
+    "live": "flowpath.bench.live_sites:LiveBench",
 }
 IPSEC_SCENARIOS = ("ipsec-flows", "ipsec-sizes")
 MAX_FLOWS = 1_000_000
@@ -43,6 +44,8 @@ class BenchOptions:
     alg: str = "gcm"  # ipsec-* only, as packets and reps
     packets: int | None = None
     reps: int | None = None
+    workers: int | None = None  # live only, as topology
+    topology: str | None = None
 
 
 def parse_flows(text: str | None) -> tuple[int, ...] | None:
@@ -134,6 +137,8 @@ def run_bench(
     Every check runs before the measurement, so a bad option or an unwritable path costs nothing.
     """
     sc = scenario(name)
+    if name != "live" and (opts.workers is not None or opts.topology is not None):
+        raise UsageError("--workers and --topology apply to `bench live` only")
     sc.check(opts)
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is not None:

@@ -103,6 +103,7 @@ def stats_payload(gw) -> dict:
         "conntrack_entries": len(w.conntrack),
         "flowtables": {name: len(ft) for name, (ft, _) in w.flowtables.items()},
         "uptime_ns": mono - gw.started_ns,
+        **({"phases": gw.phases.as_dict()} if getattr(gw, "phases", None) is not None else {}),
         "mono_ns": mono,
         "net": str(gw.net_path),
         "rules": None if gw.rules_path is None else str(gw.rules_path),

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowpath.bench.phases import PollPhases
 from flowpath.errors import ConfigError, PortError, UsageError
 from flowpath.live.xmit import Xmit
 from flowpath.net.link import KIND_ETHER
@@ -45,6 +46,7 @@ class RunOptions:
     rx_ring: str = "v2"  # AfPacketPort's receive ring: "v2" hands each packet over at once, "v3" by blocks
     batch_size: int = 256
     workers: int = 1
+    profile_phases: bool = False  # time the loop's phases (flowpath.bench.phases)
 
 
 def load_config(net_path: Path, rules_path: Path | None, kernel):
@@ -104,10 +106,15 @@ class Gateway:
         self.net_path, self.rules_path = opts.net, opts.rules
         self.kernel = kernel
         net, ruleset = load_config(opts.net, opts.rules, kernel)
+        has_sas = bool(getattr(getattr(net, "xfrm", None), "states", None))
+        # TCP super-packets stay whole through the fast path (GSO passthrough), except on a gateway
+        # with SAs: ESP output takes ordinary packets only, and a super-packet of an ESP flow would
+        # be cut on the classic path, one segment at a time; there the ports cut them on receive.
+        self.gso = not has_sas
         if warm:  # before the ports open: nothing waits in their rings meanwhile
             from flowpath.live.warm import warm_datapath
 
-            warm_datapath(opts.bulk, ipsec=bool(getattr(getattr(net, "xfrm", None), "states", None)))
+            warm_datapath(opts.bulk, ipsec=has_sas)
         self.worker = Worker(net, ruleset, flowtable=opts.flowtable, bulk=opts.bulk)
         self.ports: dict[str, object] = {}
         self._failed: set = set()  # ports whose interface went away
@@ -115,13 +122,14 @@ class Gateway:
         self.ctl = None
         self._open_port = open_port or _open_af_packet
         self.batch = PacketBatch(opts.batch_size, slot=GSO_SLOT)  # the ports keep TCP super-packets whole
+        self.phases = PollPhases() if opts.profile_phases else None
         self.stopping = False
         self.reload_pending = False
         self.started_ns = time.monotonic_ns()
         try:
             for lk in port_links(net):
                 self.restore.append(kernel.prepare_port(lk.name))
-                self.ports[lk.name] = port = self._open_port(lk, opts)
+                self.ports[lk.name] = port = self._open_port(lk, opts, gso=self.gso)
                 if warm:
                     port.warm(self.batch)
             self._ifindex_ports()
@@ -200,20 +208,42 @@ class Gateway:
 
     def _loop(self, rfd) -> None:
         w, batch, busy = self.worker, self.batch, self.opts.busy_poll
+        # the thread's CPU time, not the wall clock: gateways sharing a CPU (the testbed's west and east)
+        # would otherwise charge each other's slices to whatever phase was running; the kernel's work
+        # inside our syscalls (sendto's veth transmit, softirqs run on its way out) is ours to count
+        ph, clock = self.phases, time.thread_time_ns
+        prof = ph is not None  # per poll: a clock read between phases, never per packet
         p = self._pollset(rfd)
+        t_loop = clock() if prof else 0
         while not self.stopping:
             got = 0
             for port in list(self._rx):
                 batch.clear()
+                if prof:
+                    t0 = clock()
                 try:
                     n = port.rx_burst(batch, time.monotonic_ns())
                 except PortError as e:
                     self._port_failed(port, e)
                     continue
+                if prof:
+                    t1 = clock()
+                    ph.ns["rx"] += t1 - t0
                 if n:
                     got += n
-                    self.xmit.poll(w.poll(batch))
+                    tx = w.poll(batch)
+                    if prof:
+                        t2 = clock()
+                        ph.ns["hook"] += t2 - t1
+                    self.xmit.poll(tx)
+                    if prof:
+                        t3 = clock()
+                        ph.ns["xmit"] += t3 - t2
                     self._flush()
+                    if prof:
+                        ph.ns["kick"] += clock() - t3
+                        ph.packets += n
+                        ph.polls += 1
             now = time.monotonic_ns()
             if now >= w.next_gc_ns:
                 for ifx, frame in w.timers(now):
@@ -230,7 +260,14 @@ class Gateway:
             # sleep until a port has frames, a request or a signal arrives, or the next GC run
             timeout = 0 if got or busy else max(0, (w.next_gc_ns - now) // NSEC_PER_MSEC + 1)
             ctl_events = False
-            for fd, ev in p.poll(timeout):
+            if prof:
+                t0 = clock()
+            events = p.poll(timeout)
+            if prof:
+                t1 = clock()
+                if not got:
+                    ph.ns["wait"] += t1 - t0
+            for fd, ev in events:
                 if fd == self._sig_fd:
                     _drain(rfd)
                 elif fd in self._ctl_reg:
@@ -238,6 +275,10 @@ class Gateway:
                     ctl_events = True
             if ctl_events:
                 self._sync_ctl(p)
+            if prof:  # the loop's whole time: "other" is what no phase took (timers, control, poll(0))
+                t = clock()
+                ph.total_ns += t - t_loop
+                t_loop = t
 
     def _flush(self) -> None:
         for port in list(self._rx):
@@ -288,6 +329,8 @@ class Gateway:
         s = w.stats.as_dict(w.ifname)
         s["uptime_s"] = round((time.monotonic_ns() - self.started_ns) / 1e9, 3)
         s["ports"] = self.port_counters()
+        if self.phases is not None:
+            s["phases"] = self.phases.as_dict()
         return s
 
     def write_stats(self) -> dict:
@@ -318,14 +361,14 @@ def _drain(sock) -> None:
         pass
 
 
-def _open_af_packet(link, opts: RunOptions):
+def _open_af_packet(link, opts: RunOptions, gso: bool = True):
     from flowpath.ports.af_packet import AfPacketPort
     from flowpath.ports.kernel_if import kernel_link
 
     kl = kernel_link(link.name)
     # another MAC than the interface's own (the network file's `address`): take every frame
     promisc = kl is not None and kl.mac != link.address
-    return AfPacketPort(link.name, link.ifindex, rx_ring=opts.rx_ring, gso=True, promisc=promisc,
+    return AfPacketPort(link.name, link.ifindex, rx_ring=opts.rx_ring, gso=gso, promisc=promisc,
                         busy_poll=opts.busy_poll)  # fmt: skip
 
 

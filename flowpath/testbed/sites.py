@@ -193,17 +193,22 @@ class Sites:
     `down(prefix)` tears down whatever of it is left (also after a crash)."""
 
     def __init__(self, prefix: str = "fp", kind: str = "flowpath", workers: int | None = None,
-                 mtu: int | None = None, say=print):  # fmt: skip
+                 mtu: int | None = None, say=print, esp: bool = True, run_args=()):  # fmt: skip
         check_prefix(prefix)
         if kind not in KINDS:
             raise ValueError(f"--gateways {kind!r}: one of {', '.join(KINDS)}")
         self.prefix, self.kind, self.workers, self.mtu, self.say = prefix, kind, workers, mtu, say
+        self.run_args = tuple(run_args)  # more `flowpath run` options (bench live: --profile-phases)
         self.dir = state_dir(prefix)
         self.ns: dict[str, Netns] = {}
         self.gateways: dict[str, FlowpathGateway | LinuxGateway] = {}
         self.sas: dict[str, Sa] | None = None
-        self.esp = kind == "flowpath"  # does traffic between the sites go through ESP?
-        self.note = ""  # why not, for Linux gateways
+        # does traffic between the sites go through ESP? esp=False: plain routing for both kinds (no
+        # SAs, no policies), the comparison `flowpath bench live` draws beside the tunnel
+        # (Linux gateways: until up() finds the kernel without ESP)
+        self.esp = esp
+        self.plain_asked = not esp
+        self.note = "" if esp else "plain routing asked for (no SAs, no policies)"
 
     # ---- up --------------------------------------------------------------------------------------
     def up(self) -> None:
@@ -235,7 +240,7 @@ class Sites:
             self.ns[host].ip("addr", "add", f"{addr}/16", "dev", "eth0")
             self.ns[host].ip("route", "add", "default", "via", gw)
         self.sas = tunnel_sas()
-        if self.kind == "linux":
+        if self.kind == "linux" and not self.plain_asked:
             why = kernel_esp(self.ns["west"], self.sas["west>east"])
             if why:
                 self.esp = False
@@ -248,7 +253,7 @@ class Sites:
         for name, text in files.items():
             write_private(self.dir / name, text)
         self._save()
-        run_args = () if self.workers is None else ("--workers", str(self.workers))
+        run_args = (() if self.workers is None else ("--workers", str(self.workers))) + self.run_args
         for gw in GATEWAYS:
             workdir = self.dir / gw
             workdir.mkdir(mode=0o700)

@@ -38,9 +38,9 @@ from flowpath.xfrm.state import (
     XfrmState,
     xfrm_state_add,
     xfrm_state_delete,
-    xfrm_state_update,
     xfrm_state_flush,
     xfrm_state_lookup,
+    xfrm_state_update,
 )
 
 AEAD_ALGS = {"rfc4106(gcm(aes))": evp.XFRM_AEAD_GCM, "rfc7539esp(chacha20,poly1305)": evp.XFRM_AEAD_CHACHA}

@@ -112,7 +112,7 @@ def gateway(tmp_path, network=NETWORK, kernel=None, warm=False, **kw):
     (tmp_path / "gw.nft").write_text((EXAMPLES / "gateway.nft").read_text())
     ports = {}
 
-    def open_port(link, opts):
+    def open_port(link, opts, gso=True):
         ports[link.name] = MemoryPort(link.name, link.ifindex)
         return ports[link.name]
 
@@ -182,7 +182,7 @@ def test_resolves_next_hop_live_forwards_with_nat_and_stops_on_sigterm(tmp_path)
             op=2, hwsrc=UPSTREAM, psrc="203.0.113.254", hwdst=KERNEL_MACS["wan0"], pdst="203.0.113.1")
         wan.inject(bytes(reply))
         assert wait_for(lambda: any(Ether(f).haslayer(UDP) for f in wan.sent))
-        for k in range(3):  # the same flow again: offloaded after the reply direction... and forwarded
+        for _ in range(3):  # the same flow again: offloaded after the reply direction... and forwarded
             lan.inject(bytes(out))
         assert wait_for(lambda: sum(Ether(f).haslayer(UDP) for f in wan.sent) == 4)
 
@@ -239,13 +239,14 @@ def test_a_port_must_be_a_kernel_interface_without_addresses(tmp_path):
 
 def test_warm_up_answers_what_hosts_first_ask():
     """The warm-up's questions are well-formed: each one gets its answer from the gateway."""
-    from flowpath.live import warm
+    from scapy.all import ICMPv6EchoReply, ICMPv6ND_NA
+
     from flowpath.bench import setup as S
     from flowpath.config.ipbatch import parse_network
     from flowpath.config.nft import parse_ruleset
     from flowpath.datapath import Worker
+    from flowpath.live import warm
     from flowpath.packet.batch import PacketBatch
-    from scapy.all import ICMPv6EchoReply, ICMPv6ND_NA
 
     net = S.NET + "addr add 2001:db8::1/64 dev lan0\n"
     w = Worker(parse_network(net, "<warm>"), parse_ruleset(S.RULES, "<warm>"))
