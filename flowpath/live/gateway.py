@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ class Gateway:
         self.phases = PollPhases() if opts.profile_phases else None
         self.stopping = False
         self.reload_pending = False
+        self.running = threading.Event()  # set once run() handles the signals
         self.started_ns = time.monotonic_ns()
         try:
             for lk in port_links(net):
@@ -165,6 +167,7 @@ class Gateway:
         wfd.setblocking(False)
         old_fd = signal.set_wakeup_fd(wfd.fileno(), warn_on_full_buffer=False)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        self.running.set()  # the signals are ours from here on
         try:
             self._loop(rfd)
         finally:

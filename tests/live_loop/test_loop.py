@@ -137,11 +137,16 @@ def drive(gw, script):
 
     def body():
         try:
+            # signals before run() has its handlers would meet the default ones (SIGHUP: exit)
+            assert gw.running.wait(60), "the loop did not start"
             script()
         except BaseException as e:  # reported after the loop stops
             errors.append(e)
         finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+            if gw.running.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:  # never signal a process whose handlers are the default ones
+                gw.stopping = True
 
     t = threading.Thread(target=body)
     t.start()
