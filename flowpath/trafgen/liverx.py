@@ -130,12 +130,17 @@ def receive_live(ifname: str, duration_s: float, names: dict[int, str] | None = 
 
     if not duration_s > 0:
         raise UsageError("--duration must be positive")
+    rows = np.zeros((1 << 16, N_COLS), np.int64)
+    cnt = np.zeros(4, np.int64)
+    cnt[K_MAX_ROWS] = max_rows
+    # compile (or load) the walker before the socket opens: frames a compile would leave in the ring
+    # meanwhile could overflow it (an empty in-memory ring of the same types: its block is the kernel's)
+    blank = np.zeros(1 << 12, np.uint8)
+    st = np.zeros(8, np.int64)
+    st[RX_BLOCK_SIZE], st[RX_NBLOCKS] = blank.shape[0], 1
+    liverx_walk(blank, blank.view(np.uint32), st, rows, cnt)
     rx = RxRing(ifname)
     try:
-        rows = np.zeros((1 << 16, N_COLS), np.int64)
-        cnt = np.zeros(4, np.int64)
-        cnt[K_MAX_ROWS] = max_rows
-        liverx_walk(rx.ring, rx.ring32, rx.st, rows, cnt)  # compile (or load) before the clock starts
         poller = select.poll()
         poller.register(rx.fileno(), select.POLLIN)
         interrupted = False
