@@ -119,6 +119,7 @@ class Gateway:
         self.worker = Worker(net, ruleset, flowtable=opts.flowtable, bulk=opts.bulk)
         self.ports: dict[str, object] = {}
         self._failed: set = set()  # ports whose interface went away
+        self.xmit = Xmit({})
         self.restore: list = []
         self.ctl = None
         self._open_port = open_port or _open_af_packet
@@ -148,7 +149,7 @@ class Gateway:
         for lk in net.links.values():
             if lk.parent in by_ifx:
                 by_ifx[lk.ifindex] = by_ifx[lk.parent]
-        dropped = self.xmit.dropped if hasattr(self, "xmit") else {}
+        dropped = self.xmit.dropped
         self.xmit = Xmit(by_ifx)
         self.xmit.dropped = dropped  # a reload keeps the counts
 
