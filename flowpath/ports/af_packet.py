@@ -38,6 +38,7 @@ import numpy as np
 
 from flowpath.errors import PortError
 from flowpath.packet.batch import PacketBatch
+from flowpath.ports.fanout import PACKET_FANOUT_MAX, sock_fprog, steer_program
 from flowpath.ports.kernel_if import IFNAMSIZ, KernelLink, kernel_link
 from flowpath.ports.tpacket import (
     BD,
@@ -90,6 +91,11 @@ PACKET_LOSS = 14
 PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000  # Linux 6.2; older kernels ignore the bit
 PACKET_MR_PROMISC = 1
 PACKET_MR_ALLMULTI = 2
 TPACKET_V2 = 1
@@ -141,6 +147,11 @@ class AfPacketPort:
                slots that hold one, GSO_SLOT) and transmit them whole with a virtio_net_hdr
     promisc    receive frames for any MAC (PACKET_MR_PROMISC while the socket is open)
     busy_poll  SO_BUSY_POLL / SO_PREFER_BUSY_POLL on the receive socket (where the driver supports it)
+    fanout     (group_id, nr_cpus): the receive socket joins PACKET_FANOUT group group_id of this
+               interface, whose program (ports/fanout.py) hands each frame to member
+               flow_hash_frame(frame) % nr_cpus, members numbered in the order they joined (the
+               first to join is worker 0's). group_id None asks the kernel for an unused id
+               (PACKET_FANOUT_FLAG_UNIQUEID); fanout_id tells it, for the other members to join with.
     The link must be up (kernel_if.prepare_port brings it up). Raises PortError when it cannot open.
     """
 
@@ -149,8 +160,10 @@ class AfPacketPort:
                  ring_blocks: int | None = None, block_size: int | None = None,
                  tx_frames: int | None = None, tx_frame_size: int | None = None,
                  vnet_hdr: bool = True, gso: bool = False, promisc: bool = False,
-                 busy_poll: bool = False):  # fmt: skip
+                 busy_poll: bool = False,
+                 fanout: tuple[int | None, int] | None = None):  # fmt: skip
         self.name, self.ifindex = name, int(ifindex)
+        self.fanout_id: int | None = None
         self.gso = gso = bool(gso and vnet_hdr)
         if rx_ring not in RX_RINGS:
             raise PortError(name, f"rx_ring {rx_ring!r}: expected one of {', '.join(RX_RINGS)}")
@@ -202,6 +215,8 @@ class AfPacketPort:
             else:
                 self._open_rx_v3(ring_blocks, block_size, vnet_hdr)
             self._bind_rx(promisc, busy_poll)
+            if fanout is not None:
+                self._join_fanout(*fanout)
             self._open_tx(tx_frames, tx_frame_size, gso)
         except OSError as e:
             self.close()
@@ -268,6 +283,42 @@ class AfPacketPort:
             s.setsockopt(socket.SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)
         s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # an ENETDOWN from a flap before bind
         s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)  # counts from now on (V3's struct is 12 bytes)
+
+    def _join_fanout(self, group_id: int | None, nr_cpus: int) -> None:
+        """Join the group, then give it the steering program (PACKET_FANOUT_DATA needs a member;
+        every member sets the same program, so the order of joining does not matter for it). Until
+        all nr_cpus members have joined, the kernel's % num_members sends frames elsewhere."""
+        if group_id is not None and not 0 <= group_id <= 0xFFFF:
+            raise PortError(
+                self.name, f"fanout group id {group_id}: expected 0..65535 (or None: any free one)"
+            )
+        if not 1 <= nr_cpus <= PACKET_FANOUT_MAX:
+            raise PortError(self.name, f"fanout over {nr_cpus} sockets: expected 1..{PACKET_FANOUT_MAX}")
+        # Not PACKET_FANOUT_FLAG_ROLLOVER: a full ring would send a flow to another worker.
+        # Not PACKET_FANOUT_FLAG_DEFRAG: fragments steer by addresses already, and the gateway reassembles.
+        type_flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+        if group_id is None:
+            type_flags |= PACKET_FANOUT_FLAG_UNIQUEID
+        s = self._rx_sock
+        what = f"fanout group {'(new)' if group_id is None else group_id} on {self.kernel_name}"
+        try:
+            s.setsockopt(SOL_PACKET, PACKET_FANOUT, (group_id or 0) | type_flags << 16)
+        except OSError as e:
+            hint = {
+                errno.EINVAL: ": the group exists with other flags, type or protocol (another program's?), "
+                "or this kernel has no PACKET_FANOUT_CBPF (Linux 4.3)",
+                errno.ENOSPC: ": the group is full",
+            }.get(e.errno, "")
+            raise PortError(self.name, f"cannot join {what}: {e.strerror}{hint}") from None
+        self.fanout_id = s.getsockopt(SOL_PACKET, PACKET_FANOUT) & 0xFFFF
+        fprog, keep = sock_fprog(steer_program(nr_cpus))
+        try:
+            s.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, fprog)
+        except OSError as e:
+            raise PortError(
+                self.name, f"the kernel refused the steering program of {what}: {e.strerror}"
+            ) from None
+        del keep
 
     def _open_tx(self, frames: int, frame_size: int, vnet_hdr: bool) -> None:
         s = self._tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
