@@ -20,9 +20,11 @@ The hash, in 32-bit arithmetic (every step a classic BPF instruction can do):
 
 fold() of an IPv4 address is the address, of an IPv6 address the XOR of its four 32-bit words. XOR makes
 the hash symmetric: both directions of an un-NATed connection steer to one CPU. Non-IP frames (ARP) and
-truncated headers steer to CPU 0. IPIP is hashed on its outer header (protocol 4, no ports): a tunnel's
-flows share a CPU, as with RSS on a NIC that does not parse inner headers. Up to two VLAN tags (802.1Q,
-802.1ad) in the frame's bytes are skipped.
+truncated headers steer to CPU 0. IP-in-IP (protocol 4 or 41, outer header not a fragment) is hashed on
+its inner header, one level deep: a decapsulated flow reaches the CPU its other, unencapsulated
+direction steers to, so the flowtable entry of both is on one worker. ESP cannot be looked into: after
+decryption, a packet whose inner hash names another CPU is handed to that CPU (flowpath/workers.py).
+Up to two VLAN tags (802.1Q, 802.1ad) in the frame's bytes are skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from flowpath.packet.csum import ld16, ld32
 FLOW_MIX_MUL = 0x9E3779B1  # 2^32 / golden ratio (Knuth's multiplicative hash)
 _PORTS_PROTOS = (6, 17, 33, 132, 136)  # TCP, UDP, DCCP, SCTP, UDP-Lite: sport, dport first
 IPPROTO_ESP = 50
+IPPROTO_IPIP = 4
+IPPROTO_IPV6 = 41
 _ECHO_V4 = (0, 8)
 _ECHO_V6 = (128, 129)
 
@@ -74,27 +78,32 @@ def flow_hash_frame(b, off, n):
     for _ in range(2):
         if (et == 0x8100 or et == 0x88A8) and l3 + 4 <= end:
             et, l3 = ld16(b, l3 + 2), l3 + 4
-    if et == 0x0800:
-        if l3 + 20 > end:
+    for level in range(2):  # the outer header, then (IPIP, IPv6-in-IP) the inner one
+        if et == 0x0800:
+            if l3 + 20 > end:
+                return -1
+            proto = np.int64(b[l3 + 9])
+            s, d = ld32(b, l3 + 12), ld32(b, l3 + 16)
+            l4 = l3 + (b[l3] & 15) * 4
+            if ld16(b, l3 + 6) & 0x3FFF:  # MF or an offset: fragments carry no ports
+                return flow_hash_words(s, d, proto, 0)
+            echo_a, echo_b = 0, 8
+        elif et == 0x86DD:
+            if l3 + 40 > end:
+                return -1
+            proto = np.int64(b[l3 + 6])
+            s = ld32(b, l3 + 8) ^ ld32(b, l3 + 12) ^ ld32(b, l3 + 16) ^ ld32(b, l3 + 20)
+            d = ld32(b, l3 + 24) ^ ld32(b, l3 + 28) ^ ld32(b, l3 + 32) ^ ld32(b, l3 + 36)
+            l4 = l3 + 40
+            echo_a, echo_b = 128, 129
+        else:
             return -1
-        proto = np.int64(b[l3 + 9])
-        s, d = ld32(b, l3 + 12), ld32(b, l3 + 16)
-        l4 = l3 + (b[l3] & 15) * 4
-        if ld16(b, l3 + 6) & 0x3FFF:  # MF or an offset: fragments carry no ports
-            return flow_hash_words(s, d, proto, 0)
+        if level == 0 and (proto == IPPROTO_IPIP or proto == IPPROTO_IPV6):
+            et, l3 = (0x0800 if proto == IPPROTO_IPIP else 0x86DD), l4
+            continue
         if proto == IPPROTO_ESP:
             return flow_mix(ld32(b, l4)) if l4 + 4 <= end else -1
-        return flow_hash_words(s, d, proto, _port_word(b, l4, end, proto, 0, 8))
-    if et == 0x86DD:
-        if l3 + 40 > end:
-            return -1
-        proto = np.int64(b[l3 + 6])
-        s = ld32(b, l3 + 8) ^ ld32(b, l3 + 12) ^ ld32(b, l3 + 16) ^ ld32(b, l3 + 20)
-        d = ld32(b, l3 + 24) ^ ld32(b, l3 + 28) ^ ld32(b, l3 + 32) ^ ld32(b, l3 + 36)
-        l4 = l3 + 40
-        if proto == IPPROTO_ESP:
-            return flow_mix(ld32(b, l4)) if l4 + 4 <= end else -1
-        return flow_hash_words(s, d, proto, _port_word(b, l4, end, proto, 128, 129))
+        return flow_hash_words(s, d, proto, _port_word(b, l4, end, proto, echo_a, echo_b))
     return -1
 
 
