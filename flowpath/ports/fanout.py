@@ -29,8 +29,12 @@ Where the program runs, and why its offsets are what they are:
   sockets have joined.
 - The socket index is the join order: __fanout_link appends to f->arr. __fanout_unlink moves the
   last member into a leaver's place, so a member that leaves reorders the group.
+- IP-in-IP (steer.py hashes the inner header, one level deep): classic BPF has no backward jump, so
+  the L3 blocks are laid out twice, outer then inner; the L4 blocks (ports, echo id, ESP SPI) serve
+  both. About 250 instructions in all.
 Jumps are to labels, resolved to jt/jf by `Asm.assemble`; classic jumps go forward only, by at most
-255 instructions (jt/jf are u8), and bpf_check_classic rejects a read of M[] not written on every path.
+255 instructions (jt/jf are u8: returns are placed near the jumps to them), and bpf_check_classic
+rejects a read of M[] not written on every path (tests/ports/test_fanout_program.py checks both).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from flowpath.packet.layout import (
     IPPROTO_ESP,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_IPIP,
+    IPPROTO_IPV6,
     UDPH,
     VLAN,
 )
@@ -203,14 +209,19 @@ class Asm:
         return off
 
 
-def _need_l4(a: Asm, n: int, short: str) -> None:
-    """Go to `short` unless n bytes of L4 header are in the data; else X = the L4 offset.
-    (l4 may lie past the end: ihl is not checked, as steer.py does not check it.)"""
-    a.ldx_mem(M_L4)
+def _need(a: Asm, n: int, short: str) -> None:
+    """Go to `short` unless n bytes from offset X are in the data (X may lie past the end: steer.py
+    checks no ihl, so an inner header or L4 header may start beyond the frame)."""
     a.ld_len()
     a.jge_x(None, short)
     a.alu_x(BPF_SUB)
     a.jlt(n, short)
+
+
+def _need_l4(a: Asm, n: int, short: str) -> None:
+    """_need for the L4 header; X = its offset afterwards."""
+    a.ldx_mem(M_L4)
+    _need(a, n, short)
 
 
 def _xor_words(a: Asm, offsets: tuple[int, ...], tmp: int) -> None:
@@ -234,29 +245,29 @@ def _vlan(a: Asm) -> None:
     a.jeq(tags[1], "tag1", "l3")
     a.label("tag1")  # a tag in the data, at 0
     a.ld_len()
-    a.jlt(VLAN.size, "zero")  # steer.py leaves a cut-short tag unskipped: not IP
+    a.jlt(VLAN.size, "zero_l2")  # steer.py leaves a cut-short tag unskipped: not IP
     a.ld(VLAN.h_vlan_encapsulated_proto, 2)
     a.ldx_imm(VLAN.size)
     a.jeq(tags[0], "tag2")
     a.jeq(tags[1], "tag2", "l3")
     a.label("tag2")  # a second tag in the data: the third in all if the kernel stripped one
     a.ld_anc(SKF_AD_VLAN_TAG_PRESENT)
-    a.jeq(0, None, "zero")
+    a.jeq(0, None, "zero_l2")
     a.ld_len()
-    a.jlt(2 * VLAN.size, "zero")
+    a.jlt(2 * VLAN.size, "zero_l2")
     a.ld(VLAN.size + VLAN.h_vlan_encapsulated_proto, 2)
     a.ldx_imm(2 * VLAN.size)
     a.label("l3")
-    a.jeq(ETH_P_IP, "ipv4")
-    a.jeq(ETH_P_IPV6, "ipv6", "zero")
+    a.jeq(ETH_P_IP, "ipv4_0")
+    a.jeq(ETH_P_IPV6, "ipv6_0", "zero_l2")
+    a.label("zero_l2")  # a return near the jumps to it: jt/jf reach 255 instructions only
+    a.ret(0)
 
 
-def _ipv4(a: Asm) -> None:
-    """X = the L3 offset: M_SD, M_PROTO, M_L4, then to the fragment test and L4."""
-    a.label("ipv4")
-    a.ld_len()
-    a.alu_x(BPF_SUB)
-    a.jlt(IPH.size, "zero")
+def _ipv4(a: Asm, level: int) -> None:
+    """X = the L3 offset: M_SD, M_PROTO, M_L4; a fragment to "p_zero", then _tunnel or L4."""
+    a.label(f"ipv4_{level}")
+    _need(a, IPH.size, "zero")
     a.ld_ind(IPH.protocol, 1)
     a.st(M_PROTO)
     a.ld_ind(IPH.version_ihl, 1)
@@ -270,16 +281,17 @@ def _ipv4(a: Asm) -> None:
     _xor_words(a, (IPH.saddr, IPH.daddr), M_T)
     a.st(M_SD)
     a.ld_mem(M_FRAG)
-    a.jeq(0, None, "p_zero")  # fragments carry no ports
-    _l4(a, ETH_P_IP)
+    a.jeq(0, None, "p_zero")  # fragments carry no ports (nor an inner header)
+    if level == 0:
+        _tunnel(a, "l4_v4")
+    else:
+        a.ja("l4_v4")
 
 
-def _ipv6(a: Asm) -> None:
+def _ipv6(a: Asm, level: int) -> None:
     """X = the L3 offset: M_SD (all eight address words), M_PROTO, M_L4 (no extension headers)."""
-    a.label("ipv6")
-    a.ld_len()
-    a.alu_x(BPF_SUB)
-    a.jlt(IP6H.size, "zero")
+    a.label(f"ipv6_{level}")
+    _need(a, IP6H.size, "zero")
     a.ld_ind(IP6H.nexthdr, 1)
     a.st(M_PROTO)
     a.txa()
@@ -287,12 +299,26 @@ def _ipv6(a: Asm) -> None:
     a.st(M_L4)
     _xor_words(a, tuple(range(IP6H.saddr, IP6H.size, 4)), M_W)
     a.st(M_SD)
-    _l4(a, ETH_P_IPV6)
+    if level == 0:
+        _tunnel(a, "l4_v6")
+    else:
+        a.ja("l4_v6")
+
+
+def _tunnel(a: Asm, l4: str) -> None:
+    """IPIP and IPv6-in-IP: the inner header (one level), at the outer's L4 offset; else to `l4`."""
+    a.ldx_mem(M_L4)
+    a.ld_mem(M_PROTO)
+    a.jeq(IPPROTO_IPIP, "ipv4_1")
+    a.jeq(IPPROTO_IPV6, "ipv6_1")
+    a.ja(l4)
 
 
 def _l4(a: Asm, family: int) -> None:
-    """The port word p of steer.py's docstring into A, then to "mixp"; ESP to "mix" with its SPI."""
+    """The port word p of steer.py's docstring into A, then to "mixp"; ESP to "mix" with its SPI.
+    Echo types are the family's; ICMP and ICMPv6 are both looked at, as steer.py does."""
     v = "4" if family == ETH_P_IP else "6"
+    a.label("l4_v" + v)
     a.ld_mem(M_PROTO)
     a.jeq(IPPROTO_ESP, "esp" + v)
     for proto in _PORTS_PROTOS:
@@ -323,13 +349,19 @@ def _l4(a: Asm, family: int) -> None:
 
 
 def steer_program(nr_cpus: int) -> list[tuple[int, int, int, int]]:
-    """The instructions (code, jt, jf, k) returning flow_hash_frame(frame) % nr_cpus, 0 where it is -1."""
+    """The instructions (code, jt, jf, k) returning flow_hash_frame(frame) % nr_cpus, 0 where it is -1.
+    Classic BPF has no backward jump, so the L3 blocks are laid out twice, outer (level 0) then inner
+    (level 1, reached only from an outer IPIP or IPv6-in-IP header); the L4 blocks serve both."""
     if not 1 <= nr_cpus <= PACKET_FANOUT_MAX:
         raise ValueError(f"nr_cpus {nr_cpus}: a fanout group has 1..{PACKET_FANOUT_MAX} members")
     a = Asm()
     _vlan(a)
-    _ipv4(a)
-    _ipv6(a)
+    _ipv4(a, 0)
+    _ipv6(a, 0)
+    _ipv4(a, 1)
+    _l4(a, ETH_P_IP)
+    _ipv6(a, 1)
+    _l4(a, ETH_P_IPV6)
     a.label("p_zero")
     a.ld_imm(0)
     a.label("mixp")  # A = p: h = saddr_fold ^ daddr_fold ^ (l4proto << 16) ^ p

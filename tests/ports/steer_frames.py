@@ -60,9 +60,11 @@ M32 = 0xFFFFFFFF
 
 def kernel_view(frame: bytes) -> tuple[bytes, int, bool]:
     """(skb data, skb->protocol, vlan tag present) when a fanout program runs on `frame` received
-    whole: eth_type_trans pulled 14 bytes, skb_vlan_untag took one outer tag."""
+    whole: eth_type_trans pulled 14 bytes, skb_vlan_untag took one outer tag (it drops a frame with
+    fewer than VLAN_HLEN + 2 bytes after the Ethernet header: no tap sees that one)."""
     proto, data = int.from_bytes(frame[12:14], "big"), frame[14:]
-    if proto in TAGS and len(data) >= 4:
+    if proto in TAGS:
+        assert len(data) >= 6, "skb_vlan_untag drops this frame"
         return data[4:], int.from_bytes(data[2:4], "big"), True
     return data, proto, False
 
@@ -207,11 +209,26 @@ def steer_frames(seed: int = 0) -> list[bytes]:
         out.append(
             eth / IPv6(src=v6(), dst=v6(), nh=1) / Raw(bytes((129 if i % 2 else 0, 0, 0, 0, i, 9, 0, 1)))
         )
+    for i in range(8):  # IP-in-IP (4 and 41, either outer family): hashed on the inner header, one level
+        sp = rnd.randrange(65536)
+        inners = (IP(src=v4(), dst=v4()) / TCP(sport=sp, dport=443), IPv6(src=v6(), dst=v6()) / UDP(sport=sp, dport=53),
+                  IP(src=v4(), dst=v4()) / ICMP(type=8, id=sp), IPv6(src=v6(), dst=v6()) / ICMPv6EchoReply(id=sp),
+                  IP(src=v4(), dst=v4()) / ESP(spi=sp + 1) / Raw(b"e" * 16),
+                  IP(src=v4(), dst=v4(), flags="MF") / UDP(sport=sp, dport=53),
+                  IP(src=v4(), dst=v4()) / IP(src=v4(), dst=v4()) / UDP(sport=sp, dport=53))  # fmt: skip
+        inner = inners[i % len(inners)]
+        proto = 4 if isinstance(inner, IP) else 41
+        out.append(eth / IP(src=v4(), dst=v4(), proto=proto) / inner)
+        out.append(eth / IPv6(src=v6(), dst=v6(), nh=proto) / inner)
+        out.append(
+            eth / Dot1Q(vlan=9) / IP(src=v4(), dst=v4(), proto=proto, options=[Raw(b"\x01" * 4)]) / inner
+        )
+        out.append(eth / IP(src=v4(), dst=v4(), proto=proto, flags="MF") / inner)  # an outer fragment
     raw = [bytes(p) for p in out]
-    cut = []  # cut short: within the IP header, within a tag, in L4 headers (TCP, ESP, echo)
-    for k, f in enumerate(raw[:: max(1, len(raw) // 40)]):
+    cut = []  # cut short: within the IP header, within a tag, in L4 headers (TCP, ESP, echo), inner headers
+    for k, f in enumerate(raw[:: max(1, len(raw) // 40)] + raw[-32:]):
         proto = int.from_bytes(f[12:14], "big")
-        for n in (18 + k % 20, 14 + 20 + 2, 14 + 40 + 3, 14 + 20 + 5, 18 + 2):
-            if 14 < n < len(f) and not (proto in TAGS and n < 18):  # a cut outer tag never reaches a tap
+        for n in (18 + k % 20, 14 + 20 + 2, 14 + 40 + 3, 14 + 20 + 5, 18 + 2, 14 + 20 + 17, 14 + 40 + 41):
+            if 14 < n < len(f) and not (proto in TAGS and n < 20):  # skb_vlan_untag drops these
                 cut.append(f[:n])
     return list(dict.fromkeys(raw + cut))  # distinct, in order

@@ -62,7 +62,7 @@ def test_program_matches_on_mutated_frames(frame, at, junk, cut, nr_cpus):
     and frames cut anywhere: still flow_hash_frame % N."""
     f = bytearray(frame)
     f[14 + at : 14 + at + len(junk)] = junk[: max(0, len(f) - 14 - at)]
-    f = bytes(f[: max(cut, 18 if int.from_bytes(f[12:14], "big") in TAGS else 15)])
+    f = bytes(f[: max(cut, 20 if int.from_bytes(f[12:14], "big") in TAGS else 15)])
     assert run_cbpf(steer_program(nr_cpus), *kernel_view(f)) == steer_cpu(f, nr_cpus)
 
 
