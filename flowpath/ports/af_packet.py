@@ -286,8 +286,10 @@ class AfPacketPort:
 
     def _join_fanout(self, group_id: int | None, nr_cpus: int) -> None:
         """Join the group, then give it the steering program (PACKET_FANOUT_DATA needs a member;
-        every member sets the same program, so the order of joining does not matter for it). Until
-        all nr_cpus members have joined, the kernel's % num_members sends frames elsewhere."""
+        every member sets the same program, so the order of joining does not matter for it). While
+        a gateway opens its ports a frame may be steered wrong or twice: a socket receives on its own
+        from bind (fanout_add wants a running socket) until it joins, and until all nr_cpus members
+        have joined the kernel's % num_members sends frames to the members present."""
         if group_id is not None and not 0 <= group_id <= 0xFFFF:
             raise PortError(
                 self.name, f"fanout group id {group_id}: expected 0..65535 (or None: any free one)"
