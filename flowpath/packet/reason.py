@@ -83,6 +83,7 @@ _REASONS = (  # name                    kind    text
     ("SKB_GSO_SEG",             "drop", "GSO super-packet the port cannot segment (type or headers)"),
     ("SKB_CSUM",                "drop", "checksum left to offload that the port cannot complete"),
     ("PACKET_RX_TRUNCATED",     "drop", "frame cut short by the receive ring (snaplen < len)"),
+    ("RPS_HANDOFF",             "ok",   "handed to the worker its flow steers to (after decryption)"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])

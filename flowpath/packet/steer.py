@@ -11,15 +11,18 @@ fixed, so that
 
 The hash, in 32-bit arithmetic (every step a classic BPF instruction can do):
 
-    h = fold(saddr) ^ fold(daddr) ^ (l4proto << 16) ^ p
-    p = sport ^ dport        TCP, UDP, UDP-Lite, SCTP, DCCP (not for fragments)
-        the echo id          ICMP echo / echo reply, ICMPv6 echo request / reply
-        0                    anything else, and every IPv4 fragment
-    ESP (not a fragment): h = SPI, so every packet of an SA reaches the worker that owns it
+    h = (l4proto << 16) ^ sport ^ dport             TCP, UDP, UDP-Lite, SCTP, DCCP (not a fragment)
+        (l4proto << 16) ^ id                        ICMP echo / echo reply, ICMPv6 echo request / reply
+        fold(saddr) ^ fold(daddr) ^ (l4proto << 16)  anything else, and every IPv4 fragment
+        SPI                                         ESP (not a fragment): one worker owns each SA
     flow_mix(h) = ((h * 0x9E3779B1) mod 2^32) ^ (that >> 16);  cpu = flow_mix(h) % nr_cpus
 
 fold() of an IPv4 address is the address, of an IPv6 address the XOR of its four 32-bit words. XOR makes
-the hash symmetric: both directions of an un-NATed connection steer to one CPU. Non-IP frames (ARP) and
+the hash symmetric: both directions of a connection steer to one CPU. Where there are ports, the
+addresses are left out, so that NAT which keeps the ports (masquerade and SNAT keep the source port
+unless it clashes; DNAT to another address keeps both) keeps the CPU too: a connection's replies reach
+the worker of its first packet, and NAT chooses its ports as Linux does, with one worker or many.
+Only a mapping that must change a port is steered (netfilter/nat.py). Non-IP frames (ARP) and
 truncated headers steer to CPU 0. IP-in-IP (protocol 4 or 41, outer header not a fragment) is hashed on
 its inner header, one level deep: a decapsulated flow reaches the CPU its other, unencapsulated
 direction steers to, so the flowtable entry of both is on one worker. ESP cannot be looked into: after
@@ -52,20 +55,23 @@ def flow_mix(h):
 
 @njit(cache=True, nogil=True)
 def flow_hash_words(saddr_fold, daddr_fold, l4proto, p):
-    """The symmetric hash of folded addresses, the protocol and the port word p."""
-    return flow_mix((saddr_fold ^ daddr_fold ^ (l4proto << 16) ^ p) & 0xFFFFFFFF)
+    """The symmetric hash of the module docstring: of the protocol and the port word p (p >= 0), or
+    of the folded addresses and the protocol (p < 0: no ports)."""
+    if p >= 0:
+        return flow_mix(((l4proto << 16) ^ p) & 0xFFFFFFFF)
+    return flow_mix((saddr_fold ^ daddr_fold ^ (l4proto << 16)) & 0xFFFFFFFF)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _port_word(b, l4, end, proto, echo_a, echo_b):
-    """p of the module docstring for an L4 header at l4 (0 when it is cut short)."""
+    """The port word for an L4 header at l4: sport ^ dport, an echo id, or -1 (none, or cut short)."""
     for q in _PORTS_PROTOS:
         if proto == q:
-            return ld16(b, l4) ^ ld16(b, l4 + 2) if l4 + 4 <= end else 0
+            return ld16(b, l4) ^ ld16(b, l4 + 2) if l4 + 4 <= end else -1
     if proto == 1 or proto == 58:
         if l4 + 6 <= end and (b[l4] == echo_a or b[l4] == echo_b):
             return ld16(b, l4 + 4)
-    return 0
+    return -1
 
 
 @njit(cache=True, nogil=True)
@@ -86,7 +92,7 @@ def flow_hash_frame(b, off, n):
             s, d = ld32(b, l3 + 12), ld32(b, l3 + 16)
             l4 = l3 + (b[l3] & 15) * 4
             if ld16(b, l3 + 6) & 0x3FFF:  # MF or an offset: fragments carry no ports
-                return flow_hash_words(s, d, proto, 0)
+                return flow_hash_words(s, d, proto, -1)
             echo_a, echo_b = 0, 8
         elif et == 0x86DD:
             if l3 + 40 > end:
@@ -123,20 +129,20 @@ def fold_addr(addr: int, l3: int) -> int:
 
 
 def flow_steer_tuple(l3: int, l4proto: int, saddr: int, daddr: int, p: int, nr_cpus: int) -> int:
-    """The CPU a packet with these header fields steers to (p as in the module docstring); for the
-    control plane, e.g. NAT choosing a port whose replies reach the connection's worker."""
+    """The CPU a packet with these header fields steers to (p: port_word's); for the control plane,
+    e.g. NAT choosing a port whose replies reach the connection's worker."""
     if nr_cpus <= 1:
         return 0
     return int(flow_hash_words(fold_addr(saddr, l3), fold_addr(daddr, l3), l4proto, p)) % nr_cpus
 
 
 def port_word(l4proto: int, sport: int, dport: int, icmp_type: int) -> int:
-    """p of the module docstring from a conntrack tuple's fields (an ICMP echo id in sport)."""
+    """The port word of a conntrack tuple's fields (an ICMP echo id in sport), -1 for none."""
     if l4proto in _PORTS_PROTOS:
         return sport ^ dport
     if (l4proto == 1 and icmp_type in _ECHO_V4) or (l4proto == 58 and icmp_type in _ECHO_V6):
         return sport
-    return 0
+    return -1
 
 
 def spi_cpu(spi: int, nr_cpus: int) -> int:
