@@ -290,7 +290,11 @@ def run(
         str, typer.Option("--ctl-mode", metavar="OCTAL", help="Control socket permissions (root only: 600).")
     ] = "600",
     stats: Annotated[Optional[Path], typer.Option("--stats", help="Write the counters as JSON at exit.")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads (one in this build).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Worker threads, one per CPU, fed by the ports' PACKET_FANOUT "
+                     "steering (both directions of a connection reach one worker)."),  # fmt: skip
+    ] = 1,
     busy_poll: Annotated[
         bool, typer.Option("--busy-poll", help="Spin on the rings instead of sleeping in poll(2) when idle.")
     ] = False,

@@ -101,7 +101,9 @@ def stats_payload(gw) -> dict:
         "stats": w.stats.as_dict(w.ifname),
         "ports": gw.port_counters(),
         "conntrack_entries": len(w.conntrack),
-        "flowtables": {name: len(ft) for name, (ft, _) in w.flowtables.items()},
+        "flowtables": {
+            name: sum(len(c.flowtables[name][0]) for c in gw.cpus) for name in gw.cpus[0].flowtables
+        },
         "uptime_ns": mono - gw.started_ns,
         **({"phases": gw.phases.as_dict()} if getattr(gw, "phases", None) is not None else {}),
         "mono_ns": mono,
@@ -196,12 +198,14 @@ def cmd_flowtable(gw, args: list[str], file) -> dict:
     """Every flowtable's entries (Flowtable.listing), or the one named."""
     if not args or args[0] not in ("list", "show") or len(args) > 2:
         raise CtlUsage("flowtable: flowtable list [NAME]")
-    w = gw.worker
+    w = gw.cpus[0]
     names = list(w.flowtables) if len(args) == 1 else [args[1]]
     if len(args) == 2 and args[1] not in w.flowtables:
         return reply(1, err=f"flowtable {args[1]}: No such file or directory (flowtables: "
                             f"{', '.join(w.flowtables) or 'none'})\n")  # fmt: skip
-    out = "\n".join(w.flowtables[n][0].listing(w.now_ns, w.ifname) for n in names)
+    # with several workers each has its own entries (flowpath/workers.py): one listing each
+    out = "\n".join((f"# worker {c}\n" if len(gw.cpus) > 1 else "") + wc.flowtables[n][0].listing(wc.now_ns, wc.ifname)
+                    for c, wc in enumerate(gw.cpus) for n in names)  # fmt: skip
     return reply(0, out + "\n" if out else "")
 
 

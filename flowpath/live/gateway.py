@@ -5,6 +5,12 @@ queues, with a budget per poll) plus the timers (the GC once a second, neighbour
 timers) and the control plane (rtnetlink/nfnetlink requests, arriving on the control socket), all in
 one thread. Between two polls nothing else touches the datapath, so control requests need no locks.
 
+With `--workers N` (N > 1) there are N such loops, one thread each (flowpath.workers.Workers: worker c
+pinned to CPU c when there are that many), each on its own sockets of every port: its receive ring
+joins the port's PACKET_FANOUT group, whose program (ports/fanout.py) hands it the frames
+packet/steer.py names it for, and it transmits on its own ring. Worker 0's loop, on the main thread,
+also serves the control socket and the signals; the counters are the workers' summed.
+
 The packet clock is CLOCK_MONOTONIC: polls are stamped with it, so flowtable, conntrack, neighbour and
 SA timeouts are real time. Idle, the loop sleeps in poll(2) on the ports' descriptors, the control
 socket and a signal pipe until the next GC run is due (`busy_poll` spins instead).
@@ -30,6 +36,7 @@ from flowpath.net.link import KIND_ETHER
 from flowpath.packet.batch import GSO_SLOT, PacketBatch
 
 NSEC_PER_MSEC = 1_000_000
+PEER_POLL_MS = 100  # the longest a worker other than 0 sleeps before it looks at `stopping`
 
 
 @dataclass
@@ -84,8 +91,9 @@ def check_ports(net, addresses: Callable[[str], list[str]]) -> None:
 class Gateway:
     """The running gateway: its Worker, ports and control server (the `gw` the ctl commands get).
 
-    worker      flowpath.datapath.Worker
-    ports       name -> Port (flowpath.ports.base)
+    worker      flowpath.datapath.Worker, or with --workers N > 1 flowpath.workers.Workers
+    cpus        the Workers, one per CPU ([worker] with one)
+    ports       name -> Port (flowpath.ports.base): worker 0's; wports[c] worker c's
     net_path, rules_path, started_ns (CLOCK_MONOTONIC)
 
     kernel and open_port are what the gateway asks of the kernel: interfaces (kernel_link,
@@ -99,8 +107,8 @@ class Gateway:
 
         if kernel is None:
             from flowpath.ports import kernel_if as kernel
-        if opts.workers != 1:
-            raise UsageError("--workers: this build runs one worker (multi-core workers are not built yet)")
+        if opts.workers < 1:
+            raise UsageError("--workers must be at least 1")
         if not 1 <= opts.batch_size <= 4096:
             raise UsageError("--batch must be 1..4096")
         self.opts, self.log = opts, log
@@ -116,14 +124,30 @@ class Gateway:
             from flowpath.live.warm import warm_datapath
 
             warm_datapath(opts.bulk, ipsec=has_sas)
-        self.worker = Worker(net, ruleset, flowtable=opts.flowtable, bulk=opts.bulk)
-        self.ports: dict[str, object] = {}
+        self.n = n = opts.workers
+        if n == 1:
+            self.worker = Worker(net, ruleset, flowtable=opts.flowtable, bulk=opts.bulk)
+            self.cpus = [self.worker]
+        else:
+            from flowpath.workers import Workers
+
+            self.worker = Workers(net, ruleset, n=n, flowtable=opts.flowtable, bulk=opts.bulk)
+            self.cpus = self.worker.workers
+        self.wports: list[dict[str, object]] = [{} for _ in range(n)]
+        self.ports = self.wports[0]
         self._failed: set = set()  # ports whose interface went away
-        self.xmit = Xmit({})
+        self.xmits = [Xmit({}) for _ in range(n)]
+        self.xmit = self.xmits[0]
+        self._rxs: list[list] = [[] for _ in range(n)]
+        self._stale = [False] * n
+        self._threads: list[threading.Thread] = []
+        self._thread_error: BaseException | None = None
         self.restore: list = []
         self.ctl = None
         self._open_port = open_port or _open_af_packet
-        self.batch = PacketBatch(opts.batch_size, slot=GSO_SLOT)  # the ports keep TCP super-packets whole
+        # the ports keep TCP super-packets whole
+        self.batches = [PacketBatch(opts.batch_size, slot=GSO_SLOT) for _ in range(n)]
+        self.batch = self.batches[0]
         self.phases = PollPhases() if opts.profile_phases else None
         self.stopping = False
         self.reload_pending = False
@@ -132,26 +156,30 @@ class Gateway:
         try:
             for lk in port_links(net):
                 self.restore.append(kernel.prepare_port(lk.name))
-                self.ports[lk.name] = port = self._open_port(lk, opts, gso=self.gso)
-                if warm:
-                    port.warm(self.batch)
+                for c in range(n):  # in worker order: a fanout group numbers its sockets as they join
+                    kw = {} if n == 1 else {"fanout": (self.ports[lk.name].fanout_id if c else None, n)}
+                    self.wports[c][lk.name] = port = self._open_port(lk, opts, gso=self.gso, **kw)
+                    if warm:
+                        port.warm(self.batches[c])
             self._ifindex_ports()
             self._start_ctl()
         except BaseException:
             self.close()
             raise
 
-    def _ifindex_ports(self) -> None:
-        """ifindex -> port for transmit: each running port's link, and VLAN links on it."""
+    def _ifindex_ports(self, cpus=None) -> None:
+        """ifindex -> port for transmit, per worker: each running port's link, and VLAN links on it."""
         net = self.worker.net
-        self._rx = [port for port in self.ports.values() if port not in self._failed]
-        by_ifx = {net.link_by_name(port.name).ifindex: port for port in self._rx}
-        for lk in net.links.values():
-            if lk.parent in by_ifx:
-                by_ifx[lk.ifindex] = by_ifx[lk.parent]
-        dropped = self.xmit.dropped
-        self.xmit = Xmit(by_ifx)
-        self.xmit.dropped = dropped  # a reload keeps the counts
+        for c in range(self.n) if cpus is None else cpus:
+            self._rxs[c] = rx = [port for port in self.wports[c].values() if port not in self._failed]
+            by_ifx = {net.link_by_name(port.name).ifindex: port for port in rx}
+            for lk in net.links.values():
+                if lk.parent in by_ifx:
+                    by_ifx[lk.ifindex] = by_ifx[lk.parent]
+            dropped = self.xmits[c].dropped
+            self.xmits[c] = Xmit(by_ifx)
+            self.xmits[c].dropped = dropped  # a reload keeps the counts
+        self._rx, self.xmit = self._rxs[0], self.xmits[0]
 
     def _start_ctl(self) -> None:
         from flowpath.ctl.commands import ctl_dispatch
@@ -170,14 +198,28 @@ class Gateway:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         self.running.set()  # the signals are ours from here on
         try:
+            for c in range(1, self.n):
+                t = threading.Thread(
+                    target=self._peer_loop, args=(c,), name=f"flowpath-worker{c}", daemon=True
+                )
+                t.start()
+                self._threads.append(t)
+            if self.n > 1:
+                self.worker.thread_init(0)
             self._loop(rfd)
         finally:
+            self.stopping = True
+            for t in self._threads:
+                t.join()
             for s, h in old.items():
                 signal.signal(s, h)
             signal.set_wakeup_fd(old_fd)
             rfd.close()
             wfd.close()
-        self._flush()
+        if self._thread_error is not None:
+            raise self._thread_error
+        for c in range(self.n):
+            self._flush(c)
         return self.write_stats()
 
     def _on_signal(self, signum, frame) -> None:
@@ -189,11 +231,14 @@ class Gateway:
     def _pollset(self, rfd) -> select.poll:
         """poll(2) over the signal pipe and the ports (the control socket's are added by _sync_ctl)."""
         p = select.poll()
-        self._sig_fd, self._ctl_reg, self._stale_pollset = rfd.fileno(), {}, False
+        self._sig_fd, self._ctl_reg = rfd.fileno(), {}
         p.register(self._sig_fd, select.POLLIN)
         for port in self._rx:
             if port.fileno() >= 0:
                 p.register(port.fileno(), select.POLLIN)
+        if self.n > 1:  # packets other workers hand this one (Workers.wake_fd)
+            p.register(self.worker.wake_fd(0), select.POLLIN)
+        self._stale[0] = False
         self._sync_ctl(p)
         return p
 
@@ -211,7 +256,7 @@ class Gateway:
             self._ctl_reg = want
 
     def _loop(self, rfd) -> None:
-        w, batch, busy = self.worker, self.batch, self.opts.busy_poll
+        w, batch, busy = self.cpus[0], self.batch, self.opts.busy_poll
         # the thread's CPU time, not the wall clock: gateways sharing a CPU (the testbed's west and east)
         # would otherwise charge each other's slices to whatever phase was running; the kernel's work
         # inside our syscalls (sendto's veth transmit, softirqs run on its way out) is ours to count
@@ -228,14 +273,14 @@ class Gateway:
                 try:
                     n = port.rx_burst(batch, time.monotonic_ns())
                 except PortError as e:
-                    self._port_failed(port, e)
+                    self._port_failed(port, e, 0)
                     continue
                 if prof:
                     t1 = clock()
                     ph.ns["rx"] += t1 - t0
                 if n:
                     got += n
-                    tx = w.poll(batch)
+                    tx = self._poll(0, batch)
                     if prof:
                         t2 = clock()
                         ph.ns["hook"] += t2 - t1
@@ -248,15 +293,17 @@ class Gateway:
                         ph.ns["kick"] += clock() - t3
                         ph.packets += n
                         ph.polls += 1
+            if not got and (w.backlog or w.deferred):  # handed over by other workers
+                self._poll_backlog(0)
             now = time.monotonic_ns()
             if now >= w.next_gc_ns:
-                for ifx, frame in w.timers(now):
-                    self.xmit.frame(ifx, frame)
-                self._flush()
+                self._timers(0, now)
                 if self.ctl is not None:
                     self.ctl.expire(now)  # clients that stall are dropped
                     self._sync_ctl(p)
-            if self._stale_pollset:  # a port failed (here or in a flush): its descriptor is closed
+            if self._thread_error is not None:
+                break
+            if self._stale[0]:  # a port failed (here or in a flush): its descriptor is closed
                 p = self._pollset(rfd)
             if self.reload_pending:
                 self.reload_pending = False
@@ -274,6 +321,8 @@ class Gateway:
             for fd, ev in events:
                 if fd == self._sig_fd:
                     _drain(rfd)
+                elif self.n > 1 and fd == self.worker.wake_fd(0):
+                    _drain_eventfd(fd)
                 elif fd in self._ctl_reg:
                     self.ctl.service(fd, ev)
                     ctl_events = True
@@ -284,35 +333,114 @@ class Gateway:
                 ph.total_ns += t - t_loop
                 t_loop = t
 
-    def _flush(self) -> None:
-        for port in list(self._rx):
+    def _poll(self, c: int, batch: PacketBatch):
+        """Worker c's poll of one batch (Worker.poll, or Workers.poll from worker c's thread)."""
+        return self.worker.poll(batch) if self.n == 1 else self.worker.poll(c, batch)
+
+    def _poll_backlog(self, c: int) -> None:
+        """Worker c polls no new packet: what other workers handed it (its backlog) goes out."""
+        batch = self.batches[c]
+        batch.clear()
+        self.xmits[c].poll(self._poll(c, batch))
+        self._flush(c)
+
+    def _timers(self, c: int, now: int) -> None:
+        """Worker c's clock when idle (Worker.timers): with several workers under the locks its GC
+        takes in a poll (its own fast_lock, then the shared ones), CPU c being conntrack's this_cpu."""
+        if self.n == 1:
+            frames = self.worker.timers(now)
+        else:
+            ws = self.worker
+            with ws.fast_locks[c], ws.lock, ws.xfrm_lock:
+                ws.conntrack.this_cpu = c
+                frames = self.cpus[c].timers(now)
+        for ifx, frame in frames:
+            self.xmits[c].frame(ifx, frame)
+        self._flush(c)
+
+    def _flush(self, c: int = 0) -> None:
+        for port in list(self._rxs[c]):
             try:
                 port.flush()
             except PortError as e:
-                self._port_failed(port, e)
+                self._port_failed(port, e, c)
 
-    def _port_failed(self, port, e: PortError) -> None:
-        """A port vanished (its interface was deleted or went away): log it, close it, keep the others."""
-        self.log(f"flowpath: port {port.name}: {e.msg}; it is closed, the other ports keep running")
+    def _port_failed(self, port, e: PortError, c: int) -> None:
+        """A port vanished (its interface was deleted or went away): log it, close it, keep the others.
+        With several workers each one's socket fails on its own, and is closed by its worker."""
+        who = f" (worker {c})" if self.n > 1 else ""
+        self.log(f"flowpath: port {port.name}{who}: {e.msg}; it is closed, the other ports keep running")
         self._failed.add(port)
-        self._stale_pollset = True
+        self._stale[c] = True
         port.close()
-        self._ifindex_ports()  # its frames from now on: counted as tx drops (no port)
+        self._ifindex_ports([c])  # its frames from now on: counted as tx drops (no port)
+
+    def _peer_loop(self, c: int) -> None:
+        """Worker c's loop (c >= 1), on its own thread: its sockets of every port, the packets other
+        workers hand it, its timers; no control socket or signals (worker 0's). An error ends the
+        gateway: it is raised again from run()."""
+        ws, w, batch, busy = self.worker, self.cpus[c], self.batches[c], self.opts.busy_poll
+        try:
+            ws.thread_init(c)
+            wake = ws.wake_fd(c)
+            p = None
+            while not self.stopping:
+                if p is None or self._stale[c]:
+                    self._stale[c] = False
+                    p = select.poll()
+                    p.register(wake, select.POLLIN)
+                    for port in self._rxs[c]:
+                        p.register(port.fileno(), select.POLLIN)
+                got = 0
+                for port in list(self._rxs[c]):
+                    batch.clear()
+                    try:
+                        n = port.rx_burst(batch, time.monotonic_ns())
+                    except PortError as e:
+                        self._port_failed(port, e, c)
+                        continue
+                    if n:
+                        got += n
+                        self.xmits[c].poll(ws.poll(c, batch))
+                        self._flush(c)
+                if not got and (w.backlog or w.deferred):
+                    self._poll_backlog(c)
+                now = time.monotonic_ns()
+                if now >= w.next_gc_ns:
+                    self._timers(c, now)
+                # bounded, so that SIGTERM (seen by worker 0) ends this loop soon
+                timeout = (
+                    0 if got or busy else min(PEER_POLL_MS, max(0, (w.next_gc_ns - now) // NSEC_PER_MSEC + 1))
+                )
+                for fd, _ in p.poll(timeout):
+                    if fd == wake:
+                        _drain_eventfd(wake)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+            self._thread_error = e
+            self.stopping = True
 
     # -- control ------------------------------------------------------------------------------------
     def reload_files(self) -> bool:
         """SIGHUP: reload both files atomically (as `ctl nft -f`); on an error the old ones stay and
         the error is logged."""
+        if self.n > 1:
+            self.log("flowpath: reload refused: not built for --workers > 1 yet (ctl nft -f replaces the "
+                     "ruleset); the running configuration stays")  # fmt: skip
+            return False
         try:
             net, ruleset = load_config(self.net_path, self.rules_path, self.kernel)
             if sorted(lk.name for lk in port_links(net)) != sorted(self.ports):
-                raise UsageError(f"{self.net_path}: the ports changed; restart flowpath to add or remove ports")
+                raise UsageError(
+                    f"{self.net_path}: the ports changed; restart flowpath to add or remove ports"
+                )
             self.worker.reload(net, ruleset)
         except (ConfigError, UsageError) as e:
             self.log(f"flowpath: reload refused, the running configuration stays:\n{e}")
             return False
         self._ifindex_ports()
-        self.log(f"flowpath: reloaded {self.net_path}" + (f" and {self.rules_path}" if self.rules_path else ""))
+        self.log(
+            f"flowpath: reloaded {self.net_path}" + (f" and {self.rules_path}" if self.rules_path else "")
+        )
         return True
 
     def port_counters(self) -> dict[str, dict]:
@@ -320,8 +448,12 @@ class Gateway:
         whether it still runs (a vanished port does not)."""
         ports = {}
         for name, port in self.ports.items():
+            ifx = self.worker.net.link_by_name(name).ifindex
             c = dict(port.counters())
-            c["tx_dropped"] = self.xmit.dropped.get(self.worker.net.link_by_name(name).ifindex, 0)
+            for more in self.wports[1:]:  # every worker's socket of the port, summed
+                for k, v in more[name].counters().items():
+                    c[k] += v
+            c["tx_dropped"] = sum(x.dropped.get(ifx, 0) for x in self.xmits)
             c["running"] = port not in self._failed
             ports[name] = c
         return ports
@@ -333,6 +465,9 @@ class Gateway:
         s = w.stats.as_dict(w.ifname)
         s["uptime_s"] = round((time.monotonic_ns() - self.started_ns) / 1e9, 3)
         s["ports"] = self.port_counters()
+        if self.n > 1:  # each worker's share of the totals above
+            keys = ("rx_packets", "forwarded_packets", "fastpath_packets", "dropped_packets")
+            s["workers"] = [{k: wk.stats.as_dict(w.ifname)[k] for k in keys} for wk in self.cpus]
         if self.phases is not None:
             s["phases"] = self.phases.as_dict()
         return s
@@ -350,11 +485,21 @@ class Gateway:
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
-        for port in self.ports.values():
-            port.close()
+        for ports in self.wports:
+            for port in ports.values():
+                port.close()
+        if self.n > 1:
+            self.worker.close()
         for saved in reversed(self.restore):
             self.kernel.restore_port(saved)
         self.restore = []
+
+
+def _drain_eventfd(fd: int) -> None:
+    try:
+        os.eventfd_read(fd)
+    except BlockingIOError:
+        pass
 
 
 def _drain(sock) -> None:
@@ -365,7 +510,7 @@ def _drain(sock) -> None:
         pass
 
 
-def _open_af_packet(link, opts: RunOptions, gso: bool = True):
+def _open_af_packet(link, opts: RunOptions, gso: bool = True, fanout: tuple[int | None, int] | None = None):
     from flowpath.ports.af_packet import AfPacketPort
     from flowpath.ports.kernel_if import kernel_link
 
@@ -373,7 +518,7 @@ def _open_af_packet(link, opts: RunOptions, gso: bool = True):
     # another MAC than the interface's own (the network file's `address`): take every frame
     promisc = kl is not None and kl.mac != link.address
     return AfPacketPort(link.name, link.ifindex, rx_ring=opts.rx_ring, gso=gso, promisc=promisc,
-                        busy_poll=opts.busy_poll)  # fmt: skip
+                        busy_poll=opts.busy_poll, fanout=fanout)  # fmt: skip
 
 
 def run_gateway(opts: RunOptions, log: Callable[[str], None] = print,

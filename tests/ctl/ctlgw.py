@@ -65,6 +65,10 @@ class Gateway:
     def port_counters(self) -> dict[str, dict]:
         return {name: dict(port.counters()) for name, port in self.ports.items()}
 
+    @property
+    def cpus(self) -> list[Worker]:
+        return [self.worker]
+
 
 def poll(w: Worker, frames: list[tuple[int, object]], ts_ns: int) -> list[tuple[int, bytes, int]]:
     """One poll of [(ifindex, scapy frame)]; the frames it transmits."""
