@@ -21,7 +21,7 @@ Where the program runs, and why its offsets are what they are:
   with PACKET_FANOUT_FLAG_IGNORE_OUTGOING (Linux 6.2), so the program never sees one. The fanout's
   own hook replaces the socket's, so the socket's PACKET_IGNORE_OUTGOING no longer applies.
 - A load past the data's end ends a classic program with 0 (bpf_skb_load_helper_*). steer.py still
-  hashes (with p = 0) when an L4 header is cut short, so every L4 load is preceded by a length check
+  hashes (on the addresses) when an L4 header is cut short, so every L4 load is preceded by a length check
   against skb->len; cut-short L2/L3 headers steer to 0 in both.
 - Arithmetic: classic ALU operations are 32-bit (bpf_convert_filter emits BPF_ALU, not BPF_ALU64),
   so BPF_MUL wraps mod 2^32 as flow_mix's `& 0xFFFFFFFF` does; BPF_RSH is logical and BPF_MOD
@@ -265,7 +265,7 @@ def _vlan(a: Asm) -> None:
 
 
 def _ipv4(a: Asm, level: int) -> None:
-    """X = the L3 offset: M_SD, M_PROTO, M_L4; a fragment to "p_zero", then _tunnel or L4."""
+    """X = the L3 offset: M_SD, M_PROTO, M_L4; a fragment to "no_ports", then _tunnel or L4."""
     a.label(f"ipv4_{level}")
     _need(a, IPH.size, "zero")
     a.ld_ind(IPH.protocol, 1)
@@ -281,7 +281,7 @@ def _ipv4(a: Asm, level: int) -> None:
     _xor_words(a, (IPH.saddr, IPH.daddr), M_T)
     a.st(M_SD)
     a.ld_mem(M_FRAG)
-    a.jeq(0, None, "p_zero")  # fragments carry no ports (nor an inner header)
+    a.jeq(0, None, "no_ports")  # fragments carry no ports (nor an inner header)
     if level == 0:
         _tunnel(a, "l4_v4")
     else:
@@ -315,7 +315,8 @@ def _tunnel(a: Asm, l4: str) -> None:
 
 
 def _l4(a: Asm, family: int) -> None:
-    """The port word p of steer.py's docstring into A, then to "mixp"; ESP to "mix" with its SPI.
+    """The port word (sport ^ dport, an echo id) into A, then to "mixp"; none to "no_ports"; ESP to
+    "mix" with its SPI.
     Echo types are the family's; ICMP and ICMPv6 are both looked at, as steer.py does."""
     v = "4" if family == ETH_P_IP else "6"
     a.label("l4_v" + v)
@@ -324,9 +325,9 @@ def _l4(a: Asm, family: int) -> None:
     for proto in _PORTS_PROTOS:
         a.jeq(proto, "ports" + v)
     a.jeq(IPPROTO_ICMP, "icmp" + v)
-    a.jeq(IPPROTO_ICMPV6, "icmp" + v, "p_zero")
+    a.jeq(IPPROTO_ICMPV6, "icmp" + v, "no_ports")
     a.label("ports" + v)
-    _need_l4(a, 4, "p_zero")
+    _need_l4(a, 4, "no_ports")
     a.ld_ind(UDPH.source, 2)
     a.st(M_T)
     a.ld_ind(UDPH.dest, 2)
@@ -334,11 +335,11 @@ def _l4(a: Asm, family: int) -> None:
     a.alu_x(BPF_XOR)
     a.ja("mixp")
     a.label("icmp" + v)
-    _need_l4(a, ICMPH.sequence, "p_zero")
+    _need_l4(a, ICMPH.sequence, "no_ports")
     a.ld_ind(ICMPH.type, 1)
     echo = _ECHO[family]
     a.jeq(echo[0], "echo" + v)
-    a.jeq(echo[1], "echo" + v, "p_zero")
+    a.jeq(echo[1], "echo" + v, "no_ports")
     a.label("echo" + v)
     a.ld_ind(ICMPH.id, 2)
     a.ja("mixp")
@@ -362,14 +363,12 @@ def steer_program(nr_cpus: int) -> list[tuple[int, int, int, int]]:
     _l4(a, ETH_P_IP)
     _ipv6(a, 1)
     _l4(a, ETH_P_IPV6)
-    a.label("p_zero")
-    a.ld_imm(0)
-    a.label("mixp")  # A = p: h = saddr_fold ^ daddr_fold ^ (l4proto << 16) ^ p
+    a.label("no_ports")  # no port word: the folded addresses stand in for it
+    a.ld_mem(M_SD)
+    a.label("mixp")  # A = the port word or the addresses: h = A ^ (l4proto << 16)
     a.st(M_T)
     a.ld_mem(M_PROTO)
     a.alu(BPF_LSH, 16)
-    a.ldx_mem(M_SD)
-    a.alu_x(BPF_XOR)
     a.ldx_mem(M_T)
     a.alu_x(BPF_XOR)
     a.label("mix")  # steer.py › flow_mix, then % nr_cpus

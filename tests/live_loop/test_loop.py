@@ -239,7 +239,7 @@ def test_a_port_must_be_a_kernel_interface_without_addresses(tmp_path):
         gateway(tmp_path, NETWORK + "link add t0 type veth peer name t1\n")
     assert e.value.line == 8 and "existing kernel interface" in e.value.msg
     with pytest.raises(UsageError):
-        gateway(tmp_path, workers=2)
+        gateway(tmp_path, workers=0)
 
 
 def test_warm_up_answers_what_hosts_first_ask():
