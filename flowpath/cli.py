@@ -582,7 +582,9 @@ def bench(
         Optional[int], typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most.")
     ] = None,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", min=1, help="live: `flowpath run --workers` of the gateways.")
+        Optional[str],
+        typer.Option("--workers", help="live: N, `flowpath run --workers N` of the gateways; scaling: counts to "
+                     "measure, e.g. 1,2 (default 1 .. the CPUs)."),  # fmt: skip
     ] = None,
     topology: Annotated[
         Optional[str],
@@ -593,9 +595,10 @@ def bench(
     """Run a benchmark scenario (the flowtable test notes' and workshop slides' experiments) in memory on
     one core and report Mpps side by side; `live` measures flowpath and Linux gateways on the testbed
     (root)."""
-    from flowpath.bench.scenario import BenchOptions, parse_flows, run_bench
+    from flowpath.bench.scenario import BenchOptions, parse_flows, parse_workers, run_bench
 
-    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps, workers, topology)
+    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps, parse_workers(workers),
+                        topology)  # fmt: skip
     _notice_compiles()
     with _SpinnerProgress(_env.err_console()) as progress:
         done = run_bench(scenario, opts, json_path=json_path, plot_path=plot, progress=progress)
