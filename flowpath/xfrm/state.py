@@ -338,7 +338,7 @@ def xfrm_state_lookup(xfrm: Xfrm, daddr, spi: int, proto: int = IPPROTO_ESP) -> 
 
 def _tmpl_match(tmpl, x) -> bool:
     """The template test of xfrm_state_find's scan: addresses (saddr None: any), proto, mode, reqid
-    (0 = any here, as before per-CPU SAs) and SPI (0 = any)."""
+    and SPI (0 = any). Deviation: a template's reqid 0 matches any SA (Linux wants it equal)."""
     return (
         x.daddr == tmpl.daddr
         and (tmpl.saddr is None or x.saddr is None or x.saddr == tmpl.saddr)
@@ -374,13 +374,14 @@ def xfrm_state_find(xfrm: Xfrm, tmpl, now_ns: int = 0, *, pol=None, fl: Flowi | 
     inserts go to its head) through xfrm_state_look_at, so a rekey's new SA takes over at once. With
     XFRM_POLICY_CPU_ACQUIRE in pol.flags only an SA pinned to `cpu` is the answer as found; otherwise
     the best is. When there is no answer, an ACQUIRE is raised (km_query) unless a larval state for
-    the template is pending (for `cpu`, or for any CPU when no SA was found at all), and the SA found
-    unpinned, if any, carries the packet meanwhile (the "fallback"). acquire=False (a control-plane
-    query: the flowtable offload's) raises nothing. Without `pol` nothing is raised either.
-    Deviation: Linux answers -EAGAIN (drop) while a larval state is pending, its comment's intent
-    ("Use the already installed 'fallback' while the CPU-specific SA acquire is handled") reached only
-    by the packet that raised the ACQUIRE; here the fallback keeps carrying packets until the pinned
-    SA comes. Linux raises nothing and drops when no key manager listens (km_is_alive); flowpath
+    the template is pending (for `cpu`, or for any CPU when no SA was found at all; Linux asks "none
+    found yet" in chain order), and the SA found unpinned, if any, carries the packet meanwhile (the
+    "fallback"). acquire=False (a control-plane query: the flowtable offload's) raises nothing, nor
+    does a call without `pol`.
+    Deviations: while a larval state is pending Linux's code answers -EAGAIN (a drop), so its
+    fallback carries only the packet that raised the ACQUIRE, though its comment says the fallback is
+    to be used "while the CPU-specific SA acquire is handled"; here it carries every packet until the
+    CPU's SA comes. Linux raises nothing and drops when no key manager listens (km_is_alive); flowpath
     always records the ACQUIRE (`ctl ip xfrm monitor`), as if `ip xfrm monitor` were listening. The
     policy's state cache (a Linux speed-up) is not modelled; mark and if_id are not either.
     """
