@@ -656,6 +656,7 @@ Examples:
   flowpath ctl nft -f rules.nft           replace the ruleset at once (this client reads the file)
   flowpath ctl ip route show              also: ip -6 route, ip neigh, ip addr, ip link
   flowpath ctl ip -s xfrm state           also: ip xfrm state|policy add|delete|deleteall|flush ...
+  flowpath ctl ip xfrm monitor            the ACQUIREs raised since start (per-CPU SAs)
   ip netns exec gw1 flowpath ctl stats    the gateway of namespace gw1
 
 The socket is /run/flowpath/net-<inode of the namespace>.sock unless --ctl says otherwise."""
