@@ -70,7 +70,6 @@ class Net:
             dev.link_by_name,
         )
         self.xfrm = getattr(dev, "xfrm", None)  # SAD + SPD from `xfrm ...` lines of the network file
-        self.cpu = 0  # the worker (CPU) this view of the namespace runs on
         self.sysctl = dict(SYSCTL_DEFAULTS)
         for k, v in (sysctl or {}).items():
             if k not in SYSCTL_DEFAULTS:

@@ -114,7 +114,7 @@ def pcpu_west_net(n: int, alg: str = "gcm") -> str:
     out = []
     for ln in lines:
         if " dir out " in ln:
-            ln = ln.replace(" dir out ", " dir out flag 4 ")
+            ln = ln.replace(" dir out ", " dir out flag 0x4 ")
         out.append(ln)
         if ln.startswith("xfrm state add") and f"spi {IP.SPI_WE:#x}" in ln:
             out += extra
