@@ -14,7 +14,7 @@ from flowpath.inet.ip_output import family_of, nfproto_of
 from flowpath.inet.ipip import ipip_rcv
 from flowpath.inet.ndisc import ndisc_is_nd, ndisc_rcv
 from flowpath.inet.nf_reject import nf_hook_drop
-from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_policy_check
+from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_policy_check, xfrm_rcv_steer
 from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import NfHookState
@@ -115,6 +115,8 @@ def ip_local_deliver(net, q, skb: SkBuff) -> Reason:
         if skb.l4proto in (L.IPPROTO_ESP, L.IPPROTO_UDP) and not skb.frag:
             inner = xfrm4_rcv(net, q, skb)
             if isinstance(inner, SkBuff):
+                if xfrm_rcv_steer(net, q, inner):
+                    return Reason.RPS_HANDOFF
                 return ip_rcv_finish(net, q, inner)
             if inner is not None:
                 return inner

@@ -83,6 +83,7 @@ _REASONS = (  # name                    kind    text
     ("SKB_GSO_SEG",             "drop", "GSO super-packet the port cannot segment (type or headers)"),
     ("SKB_CSUM",                "drop", "checksum left to offload that the port cannot complete"),
     ("PACKET_RX_TRUNCATED",     "drop", "frame cut short by the receive ring (snaplen < len)"),
+    ("RPS_HANDOFF",             "ok",   "handed to the worker its flow steers to (after decryption)"),
     ("IP_TUNNEL_NOMATCH",       "drop", "IP-in-IP to us that no tunnel device takes (port unreachable sent)"),
     ("IP_TUNNEL_ECN",           "drop", "tunnel decapsulation: CE outer on a not-ECT inner (RFC 6040)"),
     ("IP_TUNNEL_PROTO",         "drop", "tunnel device does not carry the packet's protocol (tx_errors)"),
