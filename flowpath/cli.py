@@ -586,7 +586,9 @@ def bench(
         Optional[int], typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most.")
     ] = None,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", min=1, help="live: `flowpath run --workers` of the gateways.")
+        Optional[str],
+        typer.Option("--workers", help="live: N, `flowpath run --workers N` of the gateways; scaling: counts to "
+                     "measure, e.g. 1,2 (default 1 .. the CPUs)."),  # fmt: skip
     ] = None,
     topology: Annotated[
         Optional[str],
@@ -597,9 +599,10 @@ def bench(
     """Run a benchmark scenario (the flowtable test notes' and workshop slides' experiments) in memory on
     one core and report Mpps side by side; `live` measures flowpath and Linux gateways on the testbed
     (root)."""
-    from flowpath.bench.scenario import BenchOptions, parse_flows, run_bench
+    from flowpath.bench.scenario import BenchOptions, parse_flows, parse_workers, run_bench
 
-    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps, workers, topology)
+    opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps, parse_workers(workers),
+                        topology)  # fmt: skip
     _notice_compiles()
     with _SpinnerProgress(_env.err_console()) as progress:
         done = run_bench(scenario, opts, json_path=json_path, plot_path=plot, progress=progress)
@@ -657,6 +660,7 @@ Examples:
   flowpath ctl nft -f rules.nft           replace the ruleset at once (this client reads the file)
   flowpath ctl ip route show              also: ip -6 route, ip neigh, ip addr, ip link
   flowpath ctl ip -s xfrm state           also: ip xfrm state|policy add|delete|deleteall|flush ...
+  flowpath ctl ip xfrm monitor            the ACQUIREs raised since start (per-CPU SAs)
   ip netns exec gw1 flowpath ctl stats    the gateway of namespace gw1
 
 The socket is /run/flowpath/net-<inode of the namespace>.sock unless --ctl says otherwise."""

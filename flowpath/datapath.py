@@ -39,7 +39,7 @@ from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array
 from flowpath.packet.steer import flow_hash_frame
 from flowpath.ports.gso import skb_gso_segment
-from flowpath.xfrm.listing import xfrm_policy_list, xfrm_state_list
+from flowpath.xfrm.listing import xfrm_monitor, xfrm_policy_list, xfrm_state_list
 from flowpath.xfrm.state import Xfrm, xfrm_state_ctx, xfrm_timer
 
 _FF = int(Reason.FLOW_FORWARD)
@@ -174,10 +174,12 @@ class Worker:
             self.stats.flows_offloaded += 1
 
     def xfrm_listing(self) -> str:
-        """`ip -s xfrm state` then `ip -s xfrm policy`, with the SAs' counters (empty without xfrm)."""
+        """`ip -s xfrm state` then `ip -s xfrm policy`, with the SAs' counters, then the ACQUIREs
+        raised since start as `ip xfrm monitor` printed them (empty without xfrm)."""
         if self.xfrm is None:
             return ""
-        return xfrm_state_list(self.xfrm, stats=True) + xfrm_policy_list(self.xfrm, stats=True)
+        x = self.xfrm
+        return xfrm_state_list(x, stats=True) + xfrm_policy_list(x, stats=True) + xfrm_monitor(x)
 
     def flowtable_listing(self) -> str:
         """What `flowpath ctl flowtable list` will print: every flowtable's entries."""
@@ -510,6 +512,7 @@ class Worker:
         """
         if self.xfrm is None:
             self.net.xfrm = self.net.dev.xfrm = Xfrm()
+            self.net.xfrm.sysctl_acq_expires = self.net.sysctl["net.core.xfrm_acq_expires"]
             self._attach(self.net)  # early ingress with ESP input's tunnel tuples
         policies = list(self.xfrm.policies)
         try:

@@ -26,6 +26,7 @@ SYSCTL_DEFAULTS = {  # timeouts (seconds), as Linux
     "net.netfilter.nf_flowtable_udp_timeout": 30,
     "net.ipv4.ipfrag_time": 30,
     "net.netfilter.nf_conntrack_frag6_timeout": 60,
+    "net.core.xfrm_acq_expires": 30,  # a larval state's life: one ACQUIRE per template and CPU in it
 }
 
 
@@ -74,6 +75,8 @@ class Net:
             if k not in SYSCTL_DEFAULTS:
                 raise UsageError(f"unknown sysctl {k!r}; known: {', '.join(SYSCTL_DEFAULTS)}")
             self.sysctl[k] = int(v)
+        if self.xfrm is not None:
+            self.xfrm.sysctl_acq_expires = self.sysctl["net.core.xfrm_acq_expires"]
         self.flowtable = flowtable
         self.cpu = 0  # the worker (CPU) this view of the namespace runs on (for_cpu)
         self.conntrack = conntrack if conntrack is not None else Conntrack()  # kept across a reload

@@ -200,7 +200,7 @@ def replay(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for link in net.links.values():
-            if link.kind != "vlan" and link.name != "lo" and link.name not in paths:
+            if link.kind not in ("vlan", "ipip", "ip6tnl") and link.name != "lo" and link.name not in paths:
                 paths[link.name] = out_dir / f"{link.name}.pcap"
     writers = {name: PcapWriter(p, nanosecond=True) for name, p in paths.items()}
     error = None

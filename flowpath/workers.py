@@ -253,6 +253,20 @@ class Workers:
                 w.net.nft_swap(built, own_flowtables=c > 0)
                 w._attach(w.net)
 
+    def reload(self, dev, ruleset=None) -> None:
+        """Worker.reload for every worker at once, with the workers stopped: the new namespace is built
+        first (an error leaves the old one running), conntrack kept, every offloaded flow torn down."""
+        from flowpath.netns import Net
+
+        with self.stopped():
+            first = self.workers[0]
+            new = Net(dev, ruleset, flowtable=first._flowtable, sysctl=first._sysctl, conntrack=self.conntrack)
+            views = [new] + [new.for_cpu(c) for c in range(1, self.n)]
+            for w, view in zip(self.workers, views, strict=True):
+                w.flowtable_flush()
+                w._attach(view)
+            self._shared_key = [None] * self.n
+
     def xfrm_modify(self, change):
         """An `ip xfrm` command (Worker.xfrm_modify) with the workers stopped; every worker's fast
         path is made consistent with the new SAD/SPD."""

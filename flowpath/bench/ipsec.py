@@ -76,7 +76,8 @@ table inet filter {
 """
 
 
-def _key(alg: str, spi: int) -> str:
+def sa_key(alg: str, spi: int) -> str:
+    """The AEAD key (with its salt) of SA `spi` in the benchmark's network files, as hex."""
     n = ALGS[alg][1] + 4
     return bytes((spi + i) & 0xFF for i in range(n)).hex()
 
@@ -100,8 +101,8 @@ addr add {me}/24 dev wan0
 route add {peer_lan} via {peer} dev wan0
 neigh add {peer} lladdr {peer_mac} dev wan0
 neigh add {host} lladdr {host_mac} dev lan0
-xfrm state add src {me} dst {peer} proto esp spi {sa_out:#x} reqid {sa_out} mode tunnel aead '{name}' 0x{_key(alg, sa_out)} 128
-xfrm state add src {peer} dst {me} proto esp spi {sa_in:#x} reqid {sa_in} mode tunnel replay-window 32 aead '{name}' 0x{_key(alg, sa_in)} 128
+xfrm state add src {me} dst {peer} proto esp spi {sa_out:#x} reqid {sa_out} mode tunnel aead '{name}' 0x{sa_key(alg, sa_out)} 128
+xfrm state add src {peer} dst {me} proto esp spi {sa_in:#x} reqid {sa_in} mode tunnel replay-window 32 aead '{name}' 0x{sa_key(alg, sa_in)} 128
 xfrm policy add src {my_lan} dst {peer_lan} dir out tmpl src {me} dst {peer} proto esp reqid {sa_out} mode tunnel
 xfrm policy add src {peer_lan} dst {my_lan} dir fwd tmpl src {peer} dst {me} proto esp reqid {sa_in} mode tunnel
 xfrm policy add src {peer_lan} dst {my_lan} dir in tmpl src {peer} dst {me} proto esp reqid {sa_in} mode tunnel

@@ -43,6 +43,8 @@ def check(opts: BenchOptions) -> None:
     no_ipsec_options(opts)
     if opts.batch_size is not None:
         raise UsageError("live: --batch does not apply (the gateways use `flowpath run`'s poll budget)")
+    if opts.workers is not None and len(opts.workers) != 1:
+        raise UsageError("live: one --workers count (the gateways' `flowpath run --workers N`)")
     if (opts.topology or "sites") not in TOPOLOGIES:
         raise UsageError(f"--topology {opts.topology!r}: one of {', '.join(TOPOLOGIES)}")
     if opts.flows and max(opts.flows) > MAX_LIVE_FLOWS:
@@ -275,7 +277,8 @@ class LiveBench:
 
     def run(self, opts: BenchOptions, progress: Progress) -> LiveResult:
         progress.start(self.name)
-        r = live_bench(opts.flows, opts.frame_size or 128, quick=opts.quick, workers=opts.workers,
+        r = live_bench(opts.flows, opts.frame_size or 128, quick=opts.quick,
+                       workers=opts.workers[0] if opts.workers else None,
                        topology=opts.topology or "sites", progress=progress.say)  # fmt: skip
         progress.done()
         return LiveResult(r)

@@ -40,3 +40,41 @@ def plot_classic_vs_flowtable(results: list[dict], path: Path) -> None:
              "NIC); Linux in the flowtable workshop slides: 1.85 vs 5.16 Mpps (2.75x)", fontsize=7, color="0.35")  # fmt: skip
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_scaling(data: dict, path: Path) -> None:
+    """The pCPU test report's figure: total throughput against the number of CPUs (workers), one line
+    per mode, with the linear ideal of each mode's one-worker figure dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.6), dpi=110)
+    labels = {"forward": "forward (NAT, flowtable)", "esp-pcpu": "ESP encap, per-CPU SAs (RFC 9611)",
+              "esp-shared-sa": "ESP encap, one shared SA"}  # fmt: skip
+    for mode in dict.fromkeys(p["mode"] for p in data["points"]):
+        pts = sorted((p for p in data["points"] if p["mode"] == mode), key=lambda p: p["workers"])
+        xs = [p["workers"] for p in pts]
+        for a, key, unit in ((ax, "gbps", "Gbit/s"), (ax2, "mpps", "Mpps")):
+            line = a.plot(xs, [p[key] for p in pts], marker="o", label=labels.get(mode, mode))[0]
+            base = next((p[key] for p in pts if p["workers"] == 1), None)
+            if base:
+                a.plot(xs, [base * x for x in xs], linestyle="--", color=line.get_color(), alpha=0.4, linewidth=1)
+            for x, p in zip(xs, pts, strict=True):
+                a.annotate(f"{p[key]:.3g}", (x, p[key]), textcoords="offset points", xytext=(0, 6), ha="center",
+                           fontsize=7)  # fmt: skip
+            a.set_ylabel(f"total throughput [{unit}]")
+    for a in (ax, ax2):
+        a.set_xlabel("workers (CPUs, one pinned thread each)")
+        a.set_xticks(sorted({p["workers"] for p in data["points"]}))
+        a.set_ylim(bottom=0)
+        a.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Fast-path scaling with workers, {data['frame_size']}-byte frames, {data['flows']} flows "
+                 "(dashed: linear in the CPUs)")  # fmt: skip
+    fig.text(0.01, 0.01, f"flowpath {data['flowpath_version']}, {data['cpus']} CPUs, batch {data['batch_size']}, in "
+             "memory (no NIC); the pCPU report: about 3.3 Gbit/s per flow and CPU, linear", fontsize=7, color="0.35")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.04, 1, 0.94))
+    fig.savefig(path)
+    plt.close(fig)

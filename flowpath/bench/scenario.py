@@ -28,6 +28,7 @@ SCENARIOS = {
     "ipsec-flows": "flowpath.bench.ipsec:IpsecFlows",
     "ipsec-sizes": "flowpath.bench.ipsec:IpsecSizes",
     "live": "flowpath.bench.live_sites:LiveBench",
+    "scaling": "flowpath.bench.scaling:Scaling",
 }
 IPSEC_SCENARIOS = ("ipsec-flows", "ipsec-sizes")
 MAX_FLOWS = 1_000_000
@@ -44,7 +45,7 @@ class BenchOptions:
     alg: str = "gcm"  # ipsec-* only, as packets and reps
     packets: int | None = None
     reps: int | None = None
-    workers: int | None = None  # live only, as topology
+    workers: tuple[int, ...] | None = None  # live (one count) and scaling (several); topology: live only
     topology: str | None = None
 
 
@@ -58,6 +59,19 @@ def parse_flows(text: str | None) -> tuple[int, ...] | None:
         raise UsageError(f"--flows {text!r}: expected comma-separated integers") from None
     if not counts or min(counts) < 1 or max(counts) > MAX_FLOWS:
         raise UsageError("--flows: between 1 and 1000000 flows")
+    return counts
+
+
+def parse_workers(text: str | None) -> tuple[int, ...] | None:
+    """`--workers 1,2,4` as a tuple; None when not given."""
+    if text is None:
+        return None
+    try:
+        counts = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--workers {text!r}: expected a worker count or comma-separated counts") from None
+    if not counts or min(counts) < 1:
+        raise UsageError("--workers: at least 1")
     return counts
 
 
@@ -137,8 +151,10 @@ def run_bench(
     Every check runs before the measurement, so a bad option or an unwritable path costs nothing.
     """
     sc = scenario(name)
-    if name != "live" and (opts.workers is not None or opts.topology is not None):
-        raise UsageError("--workers and --topology apply to `bench live` only")
+    if name != "live" and opts.topology is not None:
+        raise UsageError("--topology applies to `bench live` only")
+    if name not in ("live", "scaling") and opts.workers is not None:
+        raise UsageError("--workers applies to `bench live` and `bench scaling` only")
     sc.check(opts)
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is not None:

@@ -1,8 +1,8 @@
 """The commands of the control socket, each answered as the Linux tool prints it.
 
 No Linux counterpart as a whole; each command names the tool it speaks for: `conntrack -L`
-(conntrack-tools), `nft list ruleset` / `nft -f` (nftables), `ip [-s] xfrm`, `ip route`, `ip neigh`
-(iproute2), and flowpath's own `stats` and `flowtable list`.
+(conntrack-tools), `nft list ruleset` / `nft -f` (nftables), `ip [-s] xfrm`, `ip xfrm monitor`,
+`ip route`, `ip neigh` (iproute2), and flowpath's own `stats` and `flowtable list`.
 
 A request is checked like a configuration line: its fields, then its words, each against what the
 command takes; anything else is exit code 2 with a message naming the word. The server opens no file
@@ -27,7 +27,7 @@ from flowpath.net.show import show_addr, show_link, show_neigh, show_route
 from flowpath.netfilter.conntrack import ct_seq_show
 from flowpath.netfilter.constants import NFPROTO_IPV4, NFPROTO_IPV6
 from flowpath.xfrm.config import SHOW_VERBS, xfrm_config_line, xfrm_select, xfrm_verb
-from flowpath.xfrm.listing import xfrm_policy_print, xfrm_state_print
+from flowpath.xfrm.listing import xfrm_monitor, xfrm_policy_print, xfrm_state_print
 
 MAX_ARGS = 512
 CTL_PATH = "<ctl>"  # the "file" of a request's words in file:line:col errors
@@ -93,10 +93,15 @@ def _options(args: list[str], known: dict[str, str], usage: str) -> tuple[dict[s
 
 # ---- stats ---------------------------------------------------------------------------------------
 def stats_payload(gw) -> dict:
-    """The counters `stats --json` sends: the Worker's (Stats.as_dict), each port's own, the uptime
-    and the CLOCK_MONOTONIC time they were read at (`top` divides by its differences)."""
+    """The counters `stats --json` sends: the Worker's (Stats.as_dict), each port's own, the
+    ACQUIREs raised per CPU and the larval states pending (with xfrm), the uptime and the
+    CLOCK_MONOTONIC time they were read at (`top` divides by its differences)."""
     w = gw.worker
     mono = time.monotonic_ns()
+    xfrm, acq = w.xfrm, {}
+    if xfrm is not None:
+        acq = {"xfrm_acquire": {str(c): n for c, n in sorted(xfrm.acquire_count.items())},
+               "xfrm_acquire_pending": len(xfrm.acq)}  # fmt: skip
     return {
         "stats": w.stats.as_dict(w.ifname),
         "ports": gw.port_counters(),
@@ -104,6 +109,7 @@ def stats_payload(gw) -> dict:
         "flowtables": {
             name: sum(len(c.flowtables[name][0]) for c in gw.cpus) for name in gw.cpus[0].flowtables
         },
+        **acq,
         "uptime_ns": mono - gw.started_ns,
         **({"phases": gw.phases.as_dict()} if getattr(gw, "phases", None) is not None else {}),
         "mono_ns": mono,
@@ -126,8 +132,11 @@ def format_stats(p: dict) -> str:
         f"flows: offloaded {s['flows_offloaded']}  expired {s['flows_expired']}  in flowtables "
         + (", ".join(f"{k} {v}" for k, v in p["flowtables"].items()) or "-")
         + f"  conntrack entries {p['conntrack_entries']}",
-        "",
     ]
+    if p.get("xfrm_acquire") or p.get("xfrm_acquire_pending"):
+        per_cpu = "  ".join(f"cpu{cpu} {n}" for cpu, n in p["xfrm_acquire"].items()) or "-"
+        lines.append(f"xfrm acquires: {per_cpu}  pending {p['xfrm_acquire_pending']}")
+    lines.append("")
     extra = sorted({k for c in p["ports"].values() for k in c})
     head = ["interface", "rx packets", "rx bytes", "tx packets", "tx bytes", *extra]
     rows = []
@@ -257,17 +266,19 @@ def _nft_load(gw, file: dict, check: bool) -> dict:
 
 # ---- ip ------------------------------------------------------------------------------------------
 IP_OBJECTS = ("address", "route", "neighbour", "neighbor", "link", "xfrm")  # iproute2's matches() order
-IP_USAGE = "ip [-4|-6] [-s] route|neigh|addr|link show, ip [-s] xfrm state|policy ..."
+IP_USAGE = "ip [-4|-6] [-s] [-d] route|neigh|addr|link show, ip [-s] xfrm state|policy ..., ip xfrm monitor"
 
 
 def cmd_ip(gw, args: list[str], file) -> dict:
-    family, stats, k = None, False, 0
+    family, stats, details, k = None, False, False, 0
     while k < len(args) and args[k].startswith("-"):
         a = args[k]
         if a in ("-4", "-6"):
             family = int(a[1])
         elif a in ("-s", "-stats", "-statistics"):
             stats = True
+        elif a in ("-d", "-details"):
+            details = True
         else:
             raise CtlUsage(f'ip: unknown option "{a}" ({IP_USAGE})')
         k += 1
@@ -291,7 +302,7 @@ def cmd_ip(gw, args: list[str], file) -> dict:
         raise CtlUsage(f'ip {obj} {verb}: unexpected "{rest[1]}"')
     if obj in ("neighbour", "neighbor"):
         return reply(0, show_neigh(dev, family))
-    return reply(0, show_addr(dev) if obj == "address" else show_link(dev))
+    return reply(0, show_addr(dev) if obj == "address" else show_link(dev, details))
 
 
 def _route_table(words: list[str]) -> int | str:
@@ -313,6 +324,8 @@ def _ip_xfrm(gw, args: list[str], k: int, stats: bool) -> dict:
     """`ip xfrm state|policy ...`: the network file's parser (xfrm_config_line), errors at their
     column in the request's words; listings with flowpath.xfrm.listing."""
     words = args[k:]
+    if words and matches(words[0], "monitor") and not matches(words[0], "policy"):
+        return _ip_xfrm_monitor(gw, words[1:])
     if len(words) == 1:  # `ip xfrm state` lists, as iproute2 does
         words = [*words, "list"]
     source, cols = _source_line(["ip", *args[:k], *words])
@@ -328,6 +341,20 @@ def _ip_xfrm(gw, args: list[str], k: int, stats: bool) -> dict:
         return reply(0, "".join(show(i) + "\n" for i in items))
     w.xfrm_modify(lambda xfrm: xfrm_config_line(toks, CTL_PATH, 1, cols, xfrm, source))
     return reply(0)
+
+
+MONITOR_USAGE = "ip xfrm monitor [nokeys] [all | acquire]"
+
+
+def _ip_xfrm_monitor(gw, words: list[str]) -> dict:
+    """`ip xfrm monitor`: the ACQUIREs raised since start (the last KM_LOG_MAX), as iproute2's
+    xfrm_monitor prints them. Deviation: a reply, not a stream; the other objects (expire, SA,
+    aevent, policy, report) are not recorded."""
+    for word in words:
+        if word not in ("nokeys", "all", "acquire"):
+            raise CtlUsage(f'ip xfrm monitor: "{word}" is not recorded by flowpath ({MONITOR_USAGE})')
+    xfrm = gw.worker.xfrm
+    return reply(0, xfrm_monitor(xfrm) if xfrm is not None else "")
 
 
 def _source_line(words: list[str]) -> tuple[str, list[int]]:

@@ -5,8 +5,9 @@ net/xfrm/xfrm_output.c › xfrm_output, xfrm_output_resume (the outer packet lea
 POSTROUTING like a locally generated one: the caller, ip_output, sends it), net/xfrm/xfrm_input.c ›
 xfrm_input (the inner packet, returned to ip_local_deliver, is received again on the same device, with
 the secpath that allows it through the fwd/in policy). IPv4 and IPv6 share these steps.
-Deviation: no ACQUIRE: a policy whose template finds no SA drops with XFRM_NO_STATE (Linux queues or
-drops while the IKE daemon negotiates).
+The SA is the one xfrm_state_find gives the CPU this view of the namespace runs on (`net.cpu`): its
+pinned SA, else the unpinned one (RFC 9611). A template that finds no SA raises an ACQUIRE (see
+flowpath.xfrm.state) and drops with XFRM_NO_STATE (Linux: larval_drop, the default).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from flowpath.packet.steer import flow_hash_frame
 from flowpath.xfrm.esp import esp_input, esp_output
 from flowpath.xfrm.policy import XFRM_POLICY_BLOCK, XFRM_POLICY_OUT, xfrm_lookup
 from flowpath.xfrm.policy import xfrm_policy_check as _xfrm_policy_check
-from flowpath.xfrm.state import xfrm_state_find, xfrm_state_lookup
+from flowpath.xfrm.state import Flowi, xfrm_state_find, xfrm_state_lookup
 
 UDP_ENCAP_PORT = 4500  # RFC 3948
 _AF = {4: 2, 6: 10}  # AF_INET, AF_INET6
@@ -48,8 +49,18 @@ def xfrm_policy_check(net, skb: SkBuff, dir_: int) -> bool:
     )
 
 
-def xfrm_route_forward(net, skb: SkBuff):
-    """xfrm_lookup on the way out: None (plain route), an XfrmState to encrypt with, or a drop Reason."""
+def _flowi(net, skb: SkBuff, oif: int) -> Flowi:
+    """The flow xfrm_lookup decodes from the packet (Linux: xfrm_decode_session): ICMP's type and code
+    stand in the ports; oif is the routed output device."""
+    s, d, p, sp, dp = _sel_args(skb)
+    if p in (L.IPPROTO_ICMP, L.IPPROTO_ICMPV6) and skb.thoff >= 0:
+        sp, dp = int(skb.buf[skb.thoff]), int(skb.buf[skb.thoff + 1])
+    return Flowi(_AF[_family(skb)], _addr(skb, s), _addr(skb, d), p, sp, dp, net.ifname(oif))
+
+
+def xfrm_route_forward(net, skb: SkBuff, oif: int = 0):
+    """xfrm_lookup on the way out: None (plain route), an XfrmState to encrypt with, or a drop Reason.
+    oif: the routed output device (the ACQUIRE's selector names it)."""
     s, d, p, sp, dp = _sel_args(skb)
     pol = xfrm_lookup(net.xfrm, _AF[_family(skb)], _addr(skb, s), _addr(skb, d), p, sp, dp, XFRM_POLICY_OUT)
     if pol is None:
@@ -58,7 +69,7 @@ def xfrm_route_forward(net, skb: SkBuff):
         return Reason.XFRM_POLICY
     x = None
     for t in pol.tmpls:  # one tunnel-mode template is what gateways use; nested bundles are not built
-        x = xfrm_state_find(net.xfrm, t, skb.ts_ns)
+        x = xfrm_state_find(net.xfrm, t, skb.ts_ns, pol=pol, fl=_flowi(net, skb, oif), cpu=net.cpu)
         if x is None and not t.optional:
             return Reason.XFRM_NO_STATE
     return x
@@ -74,7 +85,7 @@ def xfrm_dst_lookup(net, skb: SkBuff, fib):
     route, SA) when an out policy encrypts it, or a drop Reason (xfrm_lookup on the routed dst)."""
     if net.xfrm is None or skb.meta.get("xfrm_out"):
         return fib, None
-    x = xfrm_route_forward(net, skb)
+    x = xfrm_route_forward(net, skb, fib.oif)
     if x is None:
         return fib, None
     if isinstance(x, Reason):

@@ -423,10 +423,6 @@ class Gateway:
     def reload_files(self) -> bool:
         """SIGHUP: reload both files atomically (as `ctl nft -f`); on an error the old ones stay and
         the error is logged."""
-        if self.n > 1:
-            self.log("flowpath: reload refused: not built for --workers > 1 yet (ctl nft -f replaces the "
-                     "ruleset); the running configuration stays")  # fmt: skip
-            return False
         try:
             net, ruleset = load_config(self.net_path, self.rules_path, self.kernel)
             if sorted(lk.name for lk in port_links(net)) != sorted(self.ports):

@@ -196,13 +196,18 @@ def nf_nat_l4proto_unique_tuple(
         off = port - lo  # Deviation: deterministic start at the packet's own port (see module docstring)
     attempts = min(size, NF_NAT_MAX_ATTEMPTS)
     while True:
+        free = None  # the first free tuple, should none keep the connection's worker
         for _ in range(attempts):
             cand = _set_manip(
                 t, maniptype, t.src if maniptype == NF_NAT_MANIP_SRC else t.dst, lo + off % size
             )
             off += 1
-            if not nf_nat_used_tuple(cand, ct) and nf_nat_steers_here(cand, ct):
-                return cand
+            if not nf_nat_used_tuple(cand, ct):
+                if nf_nat_steers_here(cand, ct):
+                    return cand
+                free = free or cand
+        if free is not None:
+            return free
         if attempts >= size or attempts < 16:
             return None
         attempts //= 2
@@ -216,16 +221,18 @@ def nf_nat_l4proto_unique_tuple(
 
 
 def nf_nat_steers_here(t: NfConnTuple, ct: NfConn) -> bool:
-    """With several workers: do the replies of a connection NATed to t steer to the worker whose
-    classic path runs now? (The steering hash is symmetric, so t's own CPU is its reply's.)
+    """With several workers: would a connection NATed to t keep the worker its original tuple steers
+    to? (The steering hash is symmetric, so t's CPU is its replies'.) The hash leaves the addresses
+    out where there are ports (flowpath.packet.steer), so a mapping that keeps the ports keeps the
+    worker too, and get_unique_tuple keeps them as Linux does; only when it must search for a port
+    (a clash) does it take the first free one that keeps the worker, else the first free one.
 
     No Linux counterpart (Linux's conntrack is shared by every CPU, so any CPU may receive a reply);
-    VPP's NAT44-ED gives each worker its own port range for the same reason. Only a choice NAT has
-    (a port or ICMP id it may pick) is steered: a fixed mapping keeps its tuple, and such a
-    connection's directions may meet different workers (nft_flow_offload.py then keeps it on the
-    classic path). With one worker every tuple steers here, and NAT chooses as Linux does."""
+    VPP's NAT44-ED gives each worker its own port range for the same reason. The original tuple's
+    worker, not the one running now: a reassembled datagram may be NATed by the worker its fragments
+    reached. With one worker every tuple steers alike, and NAT chooses as Linux does."""
     n = ct.net.nr_cpus
-    return n <= 1 or nf_ct_tuple_cpu(t, n) == ct.net.this_cpu
+    return n <= 1 or nf_ct_tuple_cpu(t, n) == nf_ct_tuple_cpu(ct.tuplehash[IP_CT_DIR_ORIGINAL], n)
 
 
 def get_unique_tuple(orig: NfConnTuple, rng: NfNatRange, ct: NfConn, maniptype: int) -> NfConnTuple | None:
@@ -233,11 +240,11 @@ def get_unique_tuple(orig: NfConnTuple, rng: NfNatRange, ct: NfConn, maniptype: 
     random_all = rng.flags & NF_NAT_RANGE_PROTO_RANDOM_ALL
     if maniptype == NF_NAT_MANIP_SRC and not random_all:
         if nf_in_range(orig, rng):
-            if not nf_nat_used_tuple(orig, ct) and nf_nat_steers_here(orig, ct):
+            if not nf_nat_used_tuple(orig, ct):
                 return orig
         else:
             t = find_appropriate_src(ct, orig, rng)
-            if t is not None and not nf_nat_used_tuple(t, ct) and nf_nat_steers_here(t, ct):
+            if t is not None and not nf_nat_used_tuple(t, ct):
                 return t
     t = find_best_ips_proto(orig, rng, maniptype)
     if not random_all:
@@ -246,10 +253,9 @@ def get_unique_tuple(orig: NfConnTuple, rng: NfNatRange, ct: NfConn, maniptype: 
                 not rng.flags & NF_NAT_RANGE_PROTO_OFFSET
                 and l4proto_in_range(t, maniptype, rng)
                 and (rng.min_proto == rng.max_proto or not nf_nat_used_tuple(t, ct))
-                and (rng.min_proto == rng.max_proto or nf_nat_steers_here(t, ct))
             ):
                 return t
-        elif not nf_nat_used_tuple(t, ct) and nf_nat_steers_here(t, ct):
+        elif not nf_nat_used_tuple(t, ct):
             return t
     return nf_nat_l4proto_unique_tuple(t, rng, maniptype, ct)
 

@@ -126,7 +126,8 @@ def nft_flow_xfrm(net, ct, d: int, sp: list | None):
         return None, encap
     if out.action == XFRM_POLICY_BLOCK or len(out.tmpls) != 1:
         return None
-    x = xfrm_state_find(xfrm, out.tmpls[0])
+    # the SA this CPU's classic path encrypts with (per-CPU SAs: its own); a query, no ACQUIRE
+    x = xfrm_state_find(xfrm, out.tmpls[0], pol=out, cpu=net.cpu, acquire=False)
     if x is None or not xfrm_state_ctx(xfrm, x)[0]:
         return None
     return x, encap

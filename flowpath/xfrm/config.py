@@ -9,6 +9,7 @@ are done here too, so a bad line fails with file:line:col.
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Callable
 
 from flowpath.errors import ConfigError
@@ -18,6 +19,7 @@ from flowpath.xfrm.policy import (
     XFRM_DIR_NAMES,
     XFRM_POLICY_ALLOW,
     XFRM_POLICY_BLOCK,
+    XFRM_POLICY_FLAGS,
     XfrmPolicy,
     XfrmSelector,
     XfrmTmpl,
@@ -27,6 +29,7 @@ from flowpath.xfrm.policy import (
 from flowpath.xfrm.replay import XFRMA_REPLAY_ESN_MAX
 from flowpath.xfrm.state import (
     UDP_ENCAP_ESPINUDP,
+    UINT_MAX,
     XFRM_MODE_TUNNEL,
     XFRM_STATE_AF_UNSPEC,
     XFRM_STATE_DECAP_DSCP,
@@ -48,6 +51,7 @@ STATE_FLAGS = {"noecn": XFRM_STATE_NOECN, "decap-dscp": XFRM_STATE_DECAP_DSCP, "
                "esn": XFRM_STATE_ESN, "af-unspec": XFRM_STATE_AF_UNSPEC}  # fmt: skip
 UPSPEC_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58, "sctp": 132, "dccp": 33, "gre": 47,
                  "esp": 50, "ah": 51}  # fmt: skip
+POLICY_FLAG_NAMES = {"localok": 1, "icmp": 2}  # iproute2 ip/xfrm_policy.c › xfrm_policy_flag_parse
 LIMITS = {"byte-soft": "soft_byte_limit", "byte-hard": "hard_byte_limit", "packet-soft": "soft_packet_limit",
           "packet-hard": "hard_packet_limit", "time-soft": "soft_add_expires_seconds",
           "time-hard": "hard_add_expires_seconds", "time-use-soft": "soft_use_expires_seconds",
@@ -266,12 +270,12 @@ def _state_get(w: _Words, xfrm: Xfrm) -> XfrmState:
     return x
 
 
-POLICY_FILTER_WORDS = ("src", "dst", "proto", "sport", "dport", "dir", "priority", "action", "index")
+POLICY_FILTER_WORDS = ("src", "dst", "proto", "sport", "dport", "dir", "priority", "action", "index", "flag")
 
 
 def _policy_filter(w: _Words) -> Callable[[XfrmPolicy], bool]:
-    """[SELECTOR] [dir DIR] [index INDEX] [action ACTION] [priority PRIORITY] words of deleteall and
-    list: a predicate over XfrmPolicy (the selector's words compare with the policy's selector)."""
+    """[SELECTOR] [dir DIR] [index INDEX] [action ACTION] [priority PRIORITY] [flag FLAG] words of
+    deleteall and list: a predicate over XfrmPolicy (the selector's words compare with the policy's selector)."""
     want: list[tuple[Callable, object]] = []
     while w.more():
         kw = w.next("keyword")
@@ -291,6 +295,9 @@ def _policy_filter(w: _Words) -> Callable[[XfrmPolicy], bool]:
             if a not in ("allow", "block"):
                 raise w.err(f'"{a}" is not a valid action (allow, block)', w.k - 1)
             want.append((lambda p: p.action, XFRM_POLICY_BLOCK if a == "block" else XFRM_POLICY_ALLOW))
+        elif kw == "flag":  # iproute2 xfrm_policy_filter_match: any of the flags given
+            f = _policy_flag(w)
+            want.append((lambda p, f=f: bool(p.flags & f), True))
         else:
             want.append((lambda p, f=kw: getattr(p, f), w.num(kw)))
     return lambda p: all(get(p) == v for get, v in want)
@@ -365,6 +372,8 @@ def _state_add(w: _Words, xfrm: Xfrm, update: bool = False) -> None:
             if lim not in LIMITS:
                 raise w.err(f'"{lim}" is not a valid limit', w.k - 1)
             setattr(vals["lft"], LIMITS[lim], w.num(lim, 0, (1 << 63) - 1))
+        elif kw == "pcpu-num":
+            vals["pcpu_num"] = _pcpu_num(w)
         else:
             raise w.err(f'unknown keyword "{kw}"', at)
     for need in ("src", "dst", "spi", "aead"):
@@ -379,17 +388,28 @@ def _state_add(w: _Words, xfrm: Xfrm, update: bool = False) -> None:
     x = XfrmState(family_of(daddr), saddr, daddr, vals["spi"], reqid=vals.get("reqid", 0), alg=alg, alg_name=name,
                   key=key, salt=salt, icv_truncbits=icv, replay_window=window, flags=vals["flags"],
                   encap_type=UDP_ENCAP_ESPINUDP if enc else 0, encap_sport=enc[0] if enc else 0,
-                  encap_dport=enc[1] if enc else 0, encap_oa=enc[2] if enc else "0.0.0.0", lft=vals["lft"])  # fmt: skip
+                  encap_dport=enc[1] if enc else 0, encap_oa=enc[2] if enc else "0.0.0.0", lft=vals["lft"],
+                  pcpu_num=vals.get("pcpu_num", UINT_MAX))  # fmt: skip
     if update:
         old = xfrm._byid.get((daddr.packed, x.spi, x.proto))
         if old is None:
             raise w.err("No such process", dk)  # Linux: xfrm_state_update -ESRCH
-        xfrm_state_update(xfrm, old, x)
+        xfrm_state_update(xfrm, old, x)  # Linux keeps the SA's pcpu_num (checked above, not copied)
         return
     try:
         xfrm_state_add(xfrm, x)
     except ValueError as e:
         raise w.err(str(e), dk) from None
+
+
+def _pcpu_num(w: _Words) -> int:
+    """`pcpu-num CPUNUM`: iproute2 reads a u32 (get_u32, any base) and sends none for 0xffffffff;
+    the kernel refuses a CPU it does not have (xfrm_user.c › xfrm_state_construct: -ERANGE)."""
+    n = w.num("pcpu-num")
+    ncpu = os.cpu_count() or 1  # num_possible_cpus(): a worker is one CPU, so workers <= CPUs
+    if n != UINT_MAX and n >= ncpu:
+        raise w.err(f"pCPU number too big: {n} (this machine has CPUs 0..{ncpu - 1})", w.k - 1)
+    return n
 
 
 def _aead(w: _Words, vals: dict) -> None:
@@ -415,7 +435,7 @@ def _aead(w: _Words, vals: dict) -> None:
 
 def _policy(w: _Words, need_dir: bool) -> XfrmPolicy:
     sel: dict = {}
-    pol: dict = {"priority": 0, "action": XFRM_POLICY_ALLOW, "tmpls": []}
+    pol: dict = {"priority": 0, "action": XFRM_POLICY_ALLOW, "tmpls": [], "flags": 0}
     first = w.k
     while w.more():
         kw = w.next("keyword")
@@ -438,7 +458,9 @@ def _policy(w: _Words, need_dir: bool) -> XfrmPolicy:
             pol["action"] = XFRM_POLICY_BLOCK if a == "block" else XFRM_POLICY_ALLOW
         elif kw == "tmpl":
             pol["tmpls"].append(_tmpl(w))
-        elif kw in ("ptype", "index", "dev", "mark", "if_id", "flag", "limit"):
+        elif kw == "flag":
+            pol["flags"] = _policy_flag(w)
+        elif kw in ("ptype", "index", "dev", "mark", "if_id", "limit"):
             raise w.err(f'"{kw}" is not supported in policies', at)
         else:
             raise w.err(f'unknown keyword "{kw}"', at)
@@ -455,7 +477,28 @@ def _policy(w: _Words, need_dir: bool) -> XfrmPolicy:
     if s.version != d.version:
         raise w.err("src and dst are of different families", dk)
     xs = XfrmSelector(family_of(s), s, d, sel.get("proto", 0), sel.get("sport", 0), sel.get("dport", 0))
-    return XfrmPolicy(xs, pol["dir"], pol["priority"], pol["action"], pol["tmpls"])
+    return XfrmPolicy(xs, pol["dir"], pol["priority"], pol["action"], pol["tmpls"], flags=pol["flags"])
+
+
+def _policy_flag(w: _Words) -> int:
+    """`flag FLAG-LIST`: a hex number (0x.., the whole u8) or the names localok and icmp, as
+    iproute2's xfrm_policy_flag_parse reads it. Only XFRM_POLICY_CPU_ACQUIRE (0x4, which iproute2
+    has no name for) is modelled; the others are refused rather than ignored."""
+    word = w.next("flag")
+    if word in POLICY_FLAG_NAMES:
+        raise w.err(f'flag "{word}" is not supported (0x4, XFRM_POLICY_CPU_ACQUIRE, only)', w.k - 1)
+    if not (word.startswith("0x") and len(word) > 2):
+        raise w.err(f'"{word}" is not a valid flag (a hex number as ip xfrm takes it: flag 0x4 is '
+                    "XFRM_POLICY_CPU_ACQUIRE)", w.k - 1)  # fmt: skip
+    try:
+        flags = int(word, 16)
+    except ValueError:
+        raise w.err(f'"{word}" is not a valid flag (hex, 0x0..0xff)', w.k - 1) from None
+    if flags > 0xFF:
+        raise w.err(f"flag {word} out of range 0x0..0xff", w.k - 1)
+    if flags & ~XFRM_POLICY_FLAGS:
+        raise w.err(f"flag {word} is not supported (0x4, XFRM_POLICY_CPU_ACQUIRE, only)", w.k - 1)
+    return flags
 
 
 def _int(w: _Words, s: str, what: str, hi: int) -> int:

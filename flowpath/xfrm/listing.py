@@ -1,8 +1,9 @@
-"""`ip xfrm state` and `ip xfrm policy` listings.
+"""`ip xfrm state` and `ip xfrm policy` listings, and the ACQUIRE events as `ip xfrm monitor` shows them.
 
 Linux: iproute2 ip/ipxfrm.c (xfrm_xfrma_print, xfrm_selector_print, xfrm_lifetime_print) and
-ip/xfrm_state.c › xfrm_state_print, ip/xfrm_policy.c › xfrm_policy_print. Same words, same order,
-tab-indented lines; `-s` adds the lifetime and statistics blocks.
+ip/xfrm_state.c › xfrm_state_print, ip/xfrm_policy.c › xfrm_policy_print, ip/xfrm_monitor.c ›
+xfrm_acquire_print. Same words, same order, tab-indented lines; `-s` adds the lifetime and
+statistics blocks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from flowpath.xfrm.policy import XFRM_DIR_NAMES, XFRM_POLICY_BLOCK, XfrmPolicy
 from flowpath.xfrm.replay import XFRM_REPLAY_LEGACY_MAX
 from flowpath.xfrm.state import (
     AF_INET,
+    UINT_MAX,
     XFRM_INF,
+    XFRM_POLICY_ICMP,
+    XFRM_POLICY_LOCALOK,
     XFRM_STATE_AF_UNSPEC,
     XFRM_STATE_DECAP_DSCP,
     XFRM_STATE_ESN,
@@ -21,6 +25,7 @@ from flowpath.xfrm.state import (
     XS_REPLAY,
     XS_REPLAY_WINDOW,
     Xfrm,
+    XfrmAcquire,
     XfrmState,
 )
 
@@ -55,6 +60,8 @@ def xfrm_state_print(xfrm: Xfrm, x: XfrmState, stats: bool = False) -> str:
         lines.append(
             f"\tanti-replay context: seq 0x{top:x}, oseq 0x{oseq:x}, bitmap 0x{bmp[0] if bmp else 0:08x}"
         )
+    if x.pcpu_num != UINT_MAX:
+        lines.append(f"\tpcpu-num {x.pcpu_num}")  # XFRMA_SA_PCPU, last of xfrm_xfrma_print's attributes
     any_ = "0.0.0.0/0" if x.family == AF_INET else "::/0"
     lines.append(f"\tsel src {any_} dst {any_}")  # state selectors are not modelled: the wildcard
     if stats:
@@ -101,7 +108,7 @@ def xfrm_policy_print(p: XfrmPolicy, stats: bool = False) -> str:
         head += f"dport {s.dport} "
     lines = [head]
     action = "action block " if p.action == XFRM_POLICY_BLOCK else ""
-    lines.append(f"\tdir {XFRM_DIR_NAMES[p.dir]} {action}priority {p.priority} ")
+    lines.append(f"\tdir {XFRM_DIR_NAMES[p.dir]} {action}priority {p.priority} " + _policy_flags(p.flags))
     if stats:
         lines.append(f"\tindex {p.index} hits {p.hits}")
     for t in p.tmpls:
@@ -115,3 +122,62 @@ def xfrm_policy_print(p: XfrmPolicy, stats: bool = False) -> str:
 def xfrm_policy_list(xfrm: Xfrm, stats: bool = False) -> str:
     """`ip [-s] xfrm policy`: Linux lists newest first within the SPD dump; we list in lookup order."""
     return "".join(xfrm_policy_print(p, stats) + "\n" for p in xfrm.policies)
+
+
+def _policy_flags(flags: int) -> str:
+    """iproute2 xfrm_policy_info_print: "flag", the named flags, then what is left in hex (flag 4 for
+    XFRM_POLICY_CPU_ACQUIRE, which has no name there)."""
+    if not flags:
+        return ""
+    words = []
+    for bit, name in ((XFRM_POLICY_LOCALOK, "localok"), (XFRM_POLICY_ICMP, "icmp")):
+        if flags & bit:
+            words.append(name)
+            flags &= ~bit
+    return "flag " + " ".join(words + ([f"{flags:x}"] if flags else []))
+
+
+def _any(family: int) -> str:
+    return "0.0.0.0" if family == AF_INET else "::"
+
+
+def xfrm_acquire_print(acq: XfrmAcquire) -> str:
+    """One ACQUIRE as `ip xfrm monitor` prints it (iproute2 xfrm_monitor.c › xfrm_acquire_print over
+    build_acquire's message): the larval state's selector (the packet's, /32 or /128, both ports
+    always), the policy with its templates, XFRMA_SA_PCPU, then an empty line."""
+    fl, pol = acq.sel, acq.pol
+    lines = ["acquire proto esp " + (f"spi 0x{acq.tmpl.spi:08x} " if acq.tmpl.spi else "")]
+    if fl is not None:
+        plen = 32 if fl.family == AF_INET else 128
+        sel = f"  sel src {fl.saddr}/{plen} dst {fl.daddr}/{plen} "
+        if fl.proto:
+            sel += f"proto {_PROTO_NAMES.get(fl.proto, fl.proto)} "
+        if fl.proto in (1, 58):  # ICMP: type and code sit in the selector's ports
+            sel += f"type {fl.sport} code {fl.dport} "
+        elif fl.proto == 47:  # GRE: the key
+            sel += f"key {(fl.sport << 16) + fl.dport} "
+        else:
+            sel += f"sport {fl.sport} dport {fl.dport} "
+        lines.append(sel + (f"dev {fl.oif} " if fl.oif else ""))
+    s = pol.sel
+    head = f"  policy src {s.saddr} dst {s.daddr} "
+    if s.proto:
+        head += f"proto {_PROTO_NAMES.get(s.proto, s.proto)} "
+    head += (f"sport {s.sport} " if s.sport else "") + (f"dport {s.dport} " if s.dport else "")
+    action = "action block " if pol.action == XFRM_POLICY_BLOCK else ""
+    lines += [head, f"    \tdir {XFRM_DIR_NAMES[pol.dir]} {action}priority {pol.priority} ptype main "
+                    + _policy_flags(pol.flags)]  # fmt: skip
+    for t in pol.tmpls:
+        lines.append(f"    \ttmpl src {t.saddr if t.saddr is not None else _any(t.family)} dst {t.daddr}")
+        spi = f"spi 0x{t.spi:08x} " if t.spi else ""
+        lines.append(f"    \t\tproto esp {spi}reqid {t.reqid} mode tunnel")
+        if t.optional:
+            lines.append("    \t\tlevel use ")
+    if acq.pcpu_num != UINT_MAX:
+        lines.append(f"\tpcpu-num {acq.pcpu_num}")
+    return "\n".join(lines) + "\n\n"
+
+
+def xfrm_monitor(xfrm: Xfrm) -> str:
+    """`ip xfrm monitor acquire` since start: the ACQUIREs kept (the last KM_LOG_MAX), oldest first."""
+    return "".join(xfrm_acquire_print(a) for a in xfrm.acquires)

@@ -11,11 +11,12 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from flowpath.packet.layout import IPPROTO_ESP
-from flowpath.xfrm.state import AF_INET, AF_INET6, XFRM_MODE_TUNNEL, Xfrm, XfrmState
+from flowpath.xfrm.state import AF_INET, AF_INET6, XFRM_MODE_TUNNEL, XFRM_POLICY_CPU_ACQUIRE, Xfrm, XfrmState
 
 XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_FWD = 0, 1, 2
 XFRM_POLICY_ALLOW, XFRM_POLICY_BLOCK = 0, 1
 XFRM_DIR_NAMES = ("in", "out", "fwd")
+XFRM_POLICY_FLAGS = XFRM_POLICY_CPU_ACQUIRE  # the flags modelled (LOCALOK and ICMP are not)
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -49,13 +50,16 @@ class XfrmTmpl:
 
 @dataclass
 class XfrmPolicy:
-    """struct xfrm_policy: selector, direction, priority, action and templates."""
+    """struct xfrm_policy: selector, direction, priority, action, flags and templates.
+
+    flags: XFRM_POLICY_CPU_ACQUIRE (4) makes xfrm_state_find want an SA per CPU (`flag 0x4`)."""
 
     sel: XfrmSelector
     dir: int
     priority: int = 0
     action: int = XFRM_POLICY_ALLOW
     tmpls: list[XfrmTmpl] = field(default_factory=list)
+    flags: int = 0
     index: int = 0
     hits: int = 0
 

@@ -1,16 +1,23 @@
-"""The SAD: xfrm states, their table columns for the kernels, lookup and lifetimes.
+"""The SAD: xfrm states, their table columns for the kernels, lookup, lifetimes and ACQUIRE.
 
-Linux: net/xfrm/xfrm_state.c (xfrm_state_add, xfrm_state_lookup, xfrm_state_find,
-xfrm_state_check_expire). A state's configuration lives in its `XfrmState`; everything a kernel reads
-or updates per packet (sequence numbers, replay window, lifetime counters, stats, EVP contexts) lives in
-the `XfrmStateTable` columns at `state.index`, so both paths share one copy.
+Linux: net/xfrm/xfrm_state.c (xfrm_state_add, xfrm_state_lookup, xfrm_state_find, xfrm_state_look_at,
+km_query, xfrm_state_check_expire). A state's configuration lives in its `XfrmState`; everything a
+kernel reads or updates per packet (sequence numbers, replay window, lifetime counters, stats, EVP
+contexts) lives in the `XfrmStateTable` columns at `state.index`, so both paths share one copy.
+
+Per-CPU SAs (RFC 9611, Linux 6.13 `pcpu-num`): an outbound SA may be pinned to one CPU, a worker
+here (`net.cpu`); xfrm_state_find gives CPU C its own SA, else the unpinned one, never another CPU's.
+A policy with XFRM_POLICY_CPU_ACQUIRE asks for an SA per CPU: when C has none, the unpinned SA carries
+the packet (the "fallback") and an ACQUIRE for C goes to the key managers, once per template and CPU
+while its larval state lives (net.core.xfrm_acq_expires, 30 s). Inbound lookup is by SPI only.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -24,6 +31,11 @@ XFRM_STATE_NOECN, XFRM_STATE_DECAP_DSCP, XFRM_STATE_NOPMTUDISC, XFRM_STATE_ESN =
 XFRM_STATE_AF_UNSPEC = 32
 UDP_ENCAP_ESPINUDP = 2
 XFRM_INF = (1 << 63) - 1  # Linux prints (2^64-1) as "(INF)"; int64 here so kernels never mix signs
+UINT_MAX = 0xFFFFFFFF  # the pcpu_num of an SA pinned to no CPU (Linux: xfrm_state_alloc)
+# struct xfrm_userpolicy_info flags (include/uapi/linux/xfrm.h); here because xfrm_state_find reads them
+XFRM_POLICY_LOCALOK, XFRM_POLICY_ICMP, XFRM_POLICY_CPU_ACQUIRE = 1, 2, 4
+XFRM_ACQ_EXPIRES = 30  # seconds a larval state lives: net.core.xfrm_acq_expires (sysctl_acq_expires)
+KM_LOG_MAX = 1024  # acquires kept for `ctl ip xfrm monitor` and --dump-xfrm (the counters count them all)
 
 # stats columns (struct xfrm_stats + the LINUX_MIB_XFRMIN* counters we distinguish)
 XS_REPLAY_WINDOW, XS_REPLAY, XS_INTEGRITY_FAILED, XS_BAD_PADDING, XS_TRUNCATED, XS_SEQ_OVERFLOW = range(6)
@@ -118,6 +130,7 @@ class XfrmState:
     encap_dport: int = 0
     encap_oa: str = "0.0.0.0"
     lft: XfrmLifetimeCfg = field(default_factory=XfrmLifetimeCfg)
+    pcpu_num: int = UINT_MAX  # `pcpu-num C`: used only by CPU C (XFRMA_SA_PCPU)
     index: int = -1
     add_time_ns: int = -1  # -1: set by the first lifetime check (config has no packet clock)
     use_time_ns: int = 0
@@ -144,6 +157,56 @@ class XfrmState:
         return self._aead
 
 
+class Flowi(NamedTuple):
+    """struct flowi as xfrm_state_find reads it: the packet's selector fields, for the larval state's
+    selector (__xfrm4_init_tempsel). sport/dport: ports, or ICMP type/code; oif: the output device's
+    name ("" when none)."""
+
+    family: int
+    saddr: ipaddress.IPv4Address | ipaddress.IPv6Address
+    daddr: ipaddress.IPv4Address | ipaddress.IPv6Address
+    proto: int
+    sport: int
+    dport: int
+    oif: str = ""
+
+
+@dataclass
+class XfrmAcqState:
+    """A larval state (km.state XFRM_STATE_ACQ): an ACQUIRE for this template (and CPU) is pending.
+
+    Linux: xfrm_state_find inserts it after km_query, with hard_add_expires_seconds = sysctl_acq_expires;
+    xfrm_state_add of a matching SA (same addresses, reqid, mode, proto, pcpu_num) deletes it.
+    """
+
+    daddr: ipaddress.IPv4Address | ipaddress.IPv6Address
+    saddr: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    reqid: int
+    mode: int
+    proto: int
+    spi: int
+    pcpu_num: int
+    expires_ns: int
+
+
+@dataclass
+class XfrmAcquire:
+    """An XFRM_MSG_ACQUIRE (xfrm_user.c › build_acquire): the template's SA is wanted for this flow.
+
+    seq: xfrm_get_acqseq; cpu: the CPU (worker) whose lookup raised it; pcpu_num: XFRMA_SA_PCPU (the
+    CPU the SA is wanted for, UINT_MAX: none); sel: the larval state's selector; pol, tmpl: the policy
+    and template (build_acquire copies the policy and all its templates).
+    """
+
+    seq: int
+    cpu: int
+    pcpu_num: int
+    sel: Flowi | None
+    pol: object
+    tmpl: object
+    now_ns: int
+
+
 @dataclass
 class XfrmExpire:
     """An XFRM_MSG_EXPIRE event: `hard` False for a soft expiry (rekey), True when the SA ends."""
@@ -162,6 +225,9 @@ class Xfrm:
     tunnel tuple or a packet of this poll that names a deleted SA's index finds it dead, not a
     stranger (Linux holds a reference instead). policies: see policy.py; events: XfrmExpire list the
     control plane drains (Linux sends them on NETLINK_XFRM).
+    acq: the larval states (pending ACQUIREs); km: the key managers' callbacks, each called with every
+    XfrmAcquire (flowpath.xfrm.km.xfrm_register_km); acquires: the last KM_LOG_MAX of them;
+    acquire_count: ACQUIREs raised per CPU (all of them); sysctl_acq_expires: seconds a larval lives.
     """
 
     def __init__(self, capacity: int = 64):
@@ -170,6 +236,12 @@ class Xfrm:
         self.policies: list = []
         self.policy_idx_generator = 0  # xfrm_gen_index: policy indexes stay unique across deletes
         self.events: list[XfrmExpire] = []
+        self.acq: list[XfrmAcqState] = []
+        self.km: list[Callable[[XfrmAcquire], None]] = []
+        self.acquires: deque[XfrmAcquire] = deque(maxlen=KM_LOG_MAX)
+        self.acquire_count: dict[int, int] = {}
+        self.acqseq = 0
+        self.sysctl_acq_expires = XFRM_ACQ_EXPIRES
         self.tab = xfrm_state_table(capacity)
         self._byid: dict[tuple[bytes, int, int], XfrmState] = {}
         self.stats_policy_block = 0  # LINUX_MIB_XFRMOUTPOLBLOCK / XFRMINNOPOLS
@@ -226,6 +298,10 @@ def xfrm_state_add(xfrm: Xfrm, x: XfrmState, now_ns: int = -1) -> XfrmState:
     xfrm.states.append(x)
     xfrm.slots.append(x)
     xfrm._byid[key] = x
+    # Linux: __find_acq_core(..., x->pcpu_num, ...) finds the larval state this SA answers; deleted
+    xfrm.acq[:] = [
+        a for a in xfrm.acq if not (_tmpl_match(a, x) and (a.reqid, a.pcpu_num) == (x.reqid, x.pcpu_num))
+    ]
     return x
 
 
@@ -260,27 +336,90 @@ def xfrm_state_lookup(xfrm: Xfrm, daddr, spi: int, proto: int = IPPROTO_ESP) -> 
     return x
 
 
-def xfrm_state_find(xfrm: Xfrm, tmpl, now_ns: int = 0) -> XfrmState | None:
-    """The outbound SA for a policy template: same daddr, saddr, proto, mode and reqid (0 = any).
+def _tmpl_match(tmpl, x) -> bool:
+    """The template test of xfrm_state_find's scan: addresses (saddr None: any), proto, mode, reqid
+    and SPI (0 = any). Deviation: a template's reqid 0 matches any SA (Linux wants it equal)."""
+    return (
+        x.daddr == tmpl.daddr
+        and (tmpl.saddr is None or x.saddr is None or x.saddr == tmpl.saddr)
+        and x.proto == tmpl.proto
+        and x.mode == tmpl.mode
+        and (tmpl.reqid == 0 or x.reqid == tmpl.reqid)
+        and (tmpl.spi == 0 or x.spi == tmpl.spi)
+    )
 
-    Linux: xfrm_state.c › xfrm_state_find (the ACQUIRE path to an IKE daemon is not modelled: None).
-    Of several that match, xfrm_state_look_at's choice: one not dying (soft-expired) before one that
-    is, then the newest (Linux: the latest curlft.add_time; here the later row, as rows are never
-    reused), so a rekey's new SA takes over at once.
+
+def xfrm_state_look_at(x: XfrmState, best: XfrmState | None, pcpu_id: int) -> XfrmState | None:
+    """The better of `best` and the valid state x for CPU pcpu_id (Linux: xfrm_state.c ›
+    xfrm_state_look_at, XFRM_STATE_VALID branch). An SA pinned to another CPU is never used here; one
+    pinned to this CPU beats an unpinned one; then one not dying (soft-expired) beats one that is,
+    then the newer (Linux: curlft.add_time; here the row, as rows are never reused)."""
+    if x.pcpu_num != UINT_MAX and x.pcpu_num != pcpu_id:
+        return best
+    if (
+        best is None
+        or (best.pcpu_num == UINT_MAX and x.pcpu_num == pcpu_id)
+        or best.soft_expired > x.soft_expired
+        or (best.soft_expired == x.soft_expired and best.index < x.index)
+    ):
+        return x
+    return best
+
+
+def xfrm_state_find(xfrm: Xfrm, tmpl, now_ns: int = 0, *, pol=None, fl: Flowi | None = None, cpu: int = 0,
+                    acquire: bool = True) -> XfrmState | None:  # fmt: skip
+    """The outbound SA CPU `cpu` uses for a policy template, or None (the caller drops).
+
+    Linux: xfrm_state.c › xfrm_state_find. The states are visited newest first (the bydst chain:
+    inserts go to its head) through xfrm_state_look_at, so a rekey's new SA takes over at once. With
+    XFRM_POLICY_CPU_ACQUIRE in pol.flags only an SA pinned to `cpu` is the answer as found; otherwise
+    the best is. When there is no answer, an ACQUIRE is raised (km_query) unless a larval state for
+    the template is pending (for `cpu`, or for any CPU when no SA was found at all; Linux asks "none
+    found yet" in chain order), and the SA found unpinned, if any, carries the packet meanwhile (the
+    "fallback"). acquire=False (a control-plane query: the flowtable offload's) raises nothing, nor
+    does a call without `pol`.
+    Deviations: while a larval state is pending Linux's code answers -EAGAIN (a drop), so its
+    fallback carries only the packet that raised the ACQUIRE, though its comment says the fallback is
+    to be used "while the CPU-specific SA acquire is handled"; here it carries every packet until the
+    CPU's SA comes. Linux raises nothing and drops when no key manager listens (km_is_alive); flowpath
+    always records the ACQUIRE (`ctl ip xfrm monitor`), as if `ip xfrm monitor` were listening. The
+    policy's state cache (a Linux speed-up) is not modelled; mark and if_id are not either.
     """
     best = None
-    for x in xfrm.states:
-        if (
-            x.daddr == tmpl.daddr
-            and (tmpl.saddr is None or x.saddr == tmpl.saddr)
-            and x.proto == tmpl.proto
-            and x.mode == tmpl.mode
-            and (tmpl.reqid == 0 or x.reqid == tmpl.reqid)
-            and not xfrm.tab.dead[x.index]
-        ):
-            if best is None or (not best.soft_expired, best.index) < (not x.soft_expired, x.index):
-                best = x
+    for x in reversed(xfrm.states):
+        if _tmpl_match(tmpl, x) and not xfrm.tab.dead[x.index]:
+            best = xfrm_state_look_at(x, best, cpu)
+    cpu_acquire = pol is not None and pol.flags & XFRM_POLICY_CPU_ACQUIRE
+    if best is not None and (not cpu_acquire or best.pcpu_num == cpu):
+        return best
+    if pol is None or not acquire:
+        return best
+    xfrm_acq_expire(xfrm, now_ns)
+    pending = any(_tmpl_match(tmpl, a) and (a.pcpu_num == cpu or best is None) for a in xfrm.acq)
+    if not pending:
+        pcpu_num = cpu if cpu_acquire and best is not None else UINT_MAX
+        xfrm.acq.append(XfrmAcqState(tmpl.daddr, tmpl.saddr, tmpl.reqid, tmpl.mode, tmpl.proto, tmpl.spi,
+                                     pcpu_num, now_ns + xfrm.sysctl_acq_expires * 1_000_000_000))  # fmt: skip
+        km_query(xfrm, XfrmAcquire(0, cpu, pcpu_num, fl, pol, tmpl, now_ns))
     return best
+
+
+def km_query(xfrm: Xfrm, acq: XfrmAcquire) -> None:
+    """Send an ACQUIRE to every key manager (Linux: xfrm_state.c › km_query; xfrm_user's manager
+    multicasts it on XFRMNLGRP_ACQUIRE), count it for the CPU that raised it and keep it in the log."""
+    xfrm.acqseq = xfrm.acqseq % UINT_MAX + 1  # xfrm_get_acqseq: 1, 2, ..., never 0
+    acq.seq = xfrm.acqseq
+    xfrm.acquire_count[acq.cpu] = xfrm.acquire_count.get(acq.cpu, 0) + 1
+    xfrm.acquires.append(acq)
+    for km in list(xfrm.km):  # a manager runs on the classic path, between two packets
+        km(acq)
+
+
+def xfrm_acq_expire(xfrm: Xfrm, now_ns: int) -> None:
+    """Drop the larval states whose time is up (Linux: xfrm_timer_handler deletes an expired
+    XFRM_STATE_ACQ state), so that the next packet raises a new ACQUIRE."""
+    if xfrm.acq:
+        xfrm.acq[:] = [a for a in xfrm.acq if a.expires_ns > now_ns]
 
 
 def xfrm_state_check_expire(xfrm: Xfrm, x: XfrmState, now_ns: int) -> bool:
@@ -357,12 +496,14 @@ def xfrm_state_delete(xfrm: Xfrm, x: XfrmState) -> None:
 
 
 def xfrm_state_flush(xfrm: Xfrm) -> None:
-    """Delete every state (Linux: xfrm_state_flush)."""
+    """Delete every state, larval ones included (Linux: xfrm_state_flush)."""
     for x in list(xfrm.states):
         xfrm_state_delete(xfrm, x)
+    xfrm.acq.clear()
 
 
 def xfrm_timer(xfrm: Xfrm, now_ns: int) -> None:
     """Run the lifetime checks of every state (Linux: one hrtimer per state; here the GC tick)."""
     for x in xfrm.states:
         xfrm_state_check_expire(xfrm, x, now_ns)
+    xfrm_acq_expire(xfrm, now_ns)
