@@ -167,6 +167,11 @@ class Worker:
     def ifname(self, ifindex: int) -> str:
         return self.net.ifname(ifindex)
 
+    def stopped(self) -> contextlib.AbstractContextManager:
+        """A context in which this worker does not run: any moment between two polls of its one
+        thread (flowpath.workers.Workers.stopped stops several)."""
+        return contextlib.nullcontext()
+
     def flow_offload(self, skb: SkBuff, flowtable: str) -> None:
         """`flow add @ft` accepted this packet and it was transmitted: offload its connection."""
         entry = self.flowtables.get(flowtable)

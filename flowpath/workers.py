@@ -62,9 +62,11 @@ class Workers:
         self.n = n
         self.conntrack = first.conntrack
         self.conntrack.nr_cpus = n
-        self.lock = threading.RLock()  # RLock: a worker's GC (under it) may run inside its rx_slow
-        self.xfrm_lock = threading.Lock()
-        self.fast_locks = [threading.Lock() for _ in range(n)]
+        # RLocks: a worker's GC (under `lock`) may run inside its rx_slow, and a control command run
+        # with the workers stopped may stop them again (nft -f inside ctl's dispatch)
+        self.lock = threading.RLock()
+        self.xfrm_lock = threading.RLock()
+        self.fast_locks = [threading.RLock() for _ in range(n)]
         for w in self.workers:
             w.smp_lock = self.lock
             w.shared_timers = w is first
@@ -233,8 +235,9 @@ class Workers:
         return self.workers[0].xfrm_listing()
 
     def stopped(self):
-        """A context in which no worker runs (every fast_lock, then `lock` and xfrm_lock): for
-        control-plane changes that reach into every worker's flowtables."""
+        """A context in which no worker runs (every fast_lock, then `lock` and xfrm_lock): for the
+        control plane (a `flowpath ctl` command, a reload), which reads and changes what the workers
+        share and every worker's flowtables."""
         stack = ExitStack()
         for lk in self.fast_locks:
             stack.enter_context(lk)

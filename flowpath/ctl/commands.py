@@ -13,6 +13,7 @@ only through the Worker (nft_replace, xfrm_modify).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import time
@@ -46,7 +47,9 @@ def ctl_dispatch(gw, request: object) -> dict:
             raise CtlUsage(f'unknown command "{name}" (one of: {", ".join(COMMANDS)})')
         if file is not None and name != "nft":
             raise CtlUsage(f'"{name}" takes no file')
-        return COMMANDS[name](gw, argv[1:], file)
+        # several workers: none runs while a command reads or changes them (no gateway: a test of the checks)
+        with gw.worker.stopped() if gw is not None else contextlib.nullcontext():
+            return COMMANDS[name](gw, argv[1:], file)
     except CtlUsage as e:
         return reply(2, err=f"flowpath ctl: {e}\n")
     except ConfigError as e:

@@ -250,6 +250,7 @@ class _Gw:
 
     def __init__(self, w: Worker):
         self.worker, self.net_path, self.rules_path, self.started_ns = w, "west.ip", None, 0
+        self.cpus = [w]
 
     def port_counters(self) -> dict:
         return {}
