@@ -84,8 +84,8 @@ class Workers:
         an SA other workers may use), then the classic path, the GC and the backlog under `lock`.
         Packets it hands to other workers go to their backlogs (and wake them: wake_fd)."""
         w = self.workers[c]
-        with self.fast_locks[c], (self.xfrm_lock if self._uses_shared_sa(c) else nullcontext()):
-            tx = self._rx_fast(w, batch)
+        with self.fast_locks[c]:
+            tx = self._rx_fast(w, batch, self._uses_shared_sa(c))
         if tx.slow_work or w.backlog or w.deferred:
             with self.lock, self.xfrm_lock:
                 self.conntrack.this_cpu = c
@@ -93,12 +93,15 @@ class Workers:
                 self._hand_over(w)
         return tx
 
-    def _rx_fast(self, w: Worker, batch: PacketBatch) -> TxList:
+    def _rx_fast(self, w: Worker, batch: PacketBatch, shared_sa: bool) -> TxList:
+        """w's fast path; with its GC first, under `lock` and xfrm_lock, when one is due (once a
+        second: the GC touches what the workers share, w being this_cpu for it)."""
         if batch.n and int(batch.ts_ns[0]) >= w.next_gc_ns:
-            with self.lock:  # the GC touches shared state: this worker is "this_cpu" for it
+            with self.lock, self.xfrm_lock:
                 self.conntrack.this_cpu = w.net.cpu
                 return w.rx_fast(batch)
-        return w.rx_fast(batch)
+        with self.xfrm_lock if shared_sa else nullcontext():
+            return w.rx_fast(batch)
 
     def _hand_over(self, w: Worker) -> None:
         """Move what w handed over into the target workers' backlogs (under `lock`)."""
@@ -141,13 +144,15 @@ class Workers:
     def rx_batch(self, batch: PacketBatch) -> list[tuple[int, bytes, int]]:
         """Steer the batch's packets to their workers, run every worker's fast path (in parallel
         unless some worker's flows use a shared SA, whose sequence numbers must come out the same
-        every run), then each one's classic path in worker order, and return what all transmitted
-        as (ifindex, frame, ts_ns), each worker's in its order, merged by time."""
+        every run, or a GC is due), then each one's classic path in worker order, and return what all
+        transmitted as (ifindex, frame, ts_ns), each worker's in its order, merged by time."""
         subs = self._steer(batch)
-        if self.n > 1 and not any(self._uses_shared_sa(c) for c in range(self.n)):
-            txs = list(self._executor().map(lambda c: self._rx_fast(self.workers[c], subs[c]), range(self.n)))
+        shared = [self._uses_shared_sa(c) for c in range(self.n)]
+        gc = any(b.n and int(b.ts_ns[0]) >= w.next_gc_ns for w, b in zip(self.workers, subs, strict=True))
+        if self.n > 1 and not any(shared) and not gc:  # a GC run touches shared state: in worker order
+            txs = list(self._executor().map(lambda c: self._rx_fast(self.workers[c], subs[c], False), range(self.n)))
         else:
-            txs = [self._rx_fast(self.workers[c], subs[c]) for c in range(self.n)]
+            txs = [self._rx_fast(self.workers[c], subs[c], shared[c]) for c in range(self.n)]
         with self.lock, self.xfrm_lock:
             for c, (w, tx) in enumerate(zip(self.workers, txs, strict=True)):
                 self.conntrack.this_cpu = c
