@@ -18,7 +18,7 @@ import numpy as np
 
 from flowpath.flowtable import FlowTuple
 from flowpath.flowtable.ingress import EarlyIngress
-from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT, encap_sa
+from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT, encap_sa, encap_xfrm
 from flowpath.flowtable.xfrm import XFRM_PENDING
 from flowpath.inet.dev import local_out_flush, netif_receive_skb, xfrm_rcv_decrypted
 from flowpath.inet.ip_fragment import ip_expire
@@ -115,6 +115,8 @@ class Worker:
         self.smp_lock = contextlib.nullcontext()
         self.shared_timers = True
         self.backlog: collections.deque = collections.deque()
+        self._backlog_slow: collections.deque = collections.deque()  # handed packets for the classic path
+        self._handoff_batch: PacketBatch | None = None
         self.deferred: collections.deque = collections.deque()
         self.handoff_out: list = []  # (cpu, frame, iif, sa, ts_ns) this worker handed over
         self._q = OutputQueue()  # the classic path's output for the packet in hand
@@ -276,29 +278,38 @@ class Worker:
 
     def drain(self) -> list[tuple[int, bytes, int]]:
         """What the packets still handed to this worker transmit (the end of a replay)."""
-        return self.rx_slow(TxList(PacketBatch(1, slot=256))).frames() if self.backlog else []
+        return self.rx_slow(TxList(PacketBatch(1, slot=256))).frames() if self.handing_over else []
+
+    @property
+    def handing_over(self) -> bool:
+        """Has this worker packets handed to it that it has not processed yet?"""
+        return bool(self.backlog or self._backlog_slow)
 
     def poll(self, batch: PacketBatch) -> TxList:
         """Process a batch: the compiled flowtable hook over all of it, then the classic path for what
         it sent up, one packet at a time, in order. Hits stay in their slots (see TxList)."""
         tx = self.rx_fast(batch)
-        if tx.slow_work or self.backlog or self.deferred:
+        if tx.slow_work or self.handing_over or self.deferred:
             self.rx_slow(tx)
         return tx
 
     def rx_fast(self, batch: PacketBatch) -> TxList:
-        """The first half of a poll: the GC when it is due (under smp_lock), then the compiled
-        flowtable hook over the batch. Touches nothing another worker's fast path touches, so workers
-        run it at the same time. rx_slow does the rest."""
+        """The first half of a poll: the GC when it is due (under smp_lock), the packets other workers
+        handed to this one, then the compiled flowtable hook over the batch. Touches nothing another
+        worker's fast path touches, so workers run it at the same time. rx_slow does the rest."""
         n = batch.n
         tx = TxList(batch)
+        if n:
+            self.now_ns = int(batch.ts_ns[0])
+            if self.now_ns >= self._next_gc_ns:
+                with self.smp_lock:
+                    self._maybe_gc()
+                    self._timer_frames(tx, 0)
+        if self.backlog:
+            self._backlog_fast(tx)
         if n == 0:
+            tx.slow_work = bool(self._backlog_slow)
             return tx
-        self.now_ns = int(batch.ts_ns[0])
-        if self.now_ns >= self._next_gc_ns:
-            with self.smp_lock:
-                self._maybe_gc()
-                self._timer_frames(tx, 0)
         st = self.stats
         hits, bursts, torn = self.ingress.run(batch, self.now_ns, tx.hits)
         st.tx_bursts += bursts
@@ -306,7 +317,7 @@ class Worker:
         st.tx_packets += hits
         st.rx_packets += n
         tx.torn = torn
-        tx.slow_work = bool(torn) or hits < n or bool(self.ingress.parked)
+        tx.slow_work = bool(torn) or hits < n or bool(self.ingress.parked) or bool(self._backlog_slow)
         return tx
 
     def rx_slow(self, tx: TxList) -> TxList:
@@ -316,6 +327,8 @@ class Worker:
         while self.deferred:
             self.deferred.popleft()()
         if self.backlog:
+            self._backlog_fast(tx)
+        if self._backlog_slow:
             self._process_backlog(tx)
         batch = tx.batch
         n = batch.n
@@ -380,15 +393,55 @@ class Worker:
         self.stats.count(Reason.RPS_HANDOFF)
         return True
 
-    def _process_backlog(self, tx: TxList) -> None:
-        """The packets other workers handed to this one (decrypted ESP whose inner flow steers here),
-        through the classic path, ahead of this poll's packets: each takes its final reason here, in
-        place of the RPS_HANDOFF its first worker counted (summed, every packet has one). Received and
-        counted in rx by the first worker. Linux: process_backlog (RPS's input_pkt_queue)."""
-        st = self.stats
-        k = -(1 << 40)  # before the poll's packets and its timers' frames, in the order handed
+    def _backlog_fast(self, tx: TxList) -> None:
+        """The packets other workers handed to this one (decrypted ESP whose inner flow steers here):
+        its flowtables first, as its own ESP input's packets (the SA in the key's encap word), ahead
+        of this poll's packets; their hits are transmitted as copies (tx.slow, before packet 0), the
+        others wait for rx_slow (_process_backlog). Each takes its final reason here, in place of the
+        RPS_HANDOFF its first worker counted, and is not counted in rx again (its first worker did).
+        Linux: process_backlog (RPS's input_pkt_queue)."""
+        b = self._handoff_batch
+        if b is None:  # the size of the worker's polls: the flowtable hook is set up for one size
+            b = self._handoff_batch = PacketBatch(max(tx.batch.capacity, 1) if tx.batch.n else 256)
+        st, k = self.stats, len(tx.slow) - (1 << 40)
         while self.backlog:
-            frame, iif, sa, ts_ns = self.backlog.popleft()
+            b.clear()
+            items = []
+            while self.backlog and b.n < b.capacity:
+                frame, iif, sa, ts_ns = item = self.backlog.popleft()
+                if len(frame) > b.max_frame:  # a GSO-sized frame: the classic path takes it
+                    self._backlog_slow.append(item)
+                    continue
+                b.encap[b.append(frame, iif, ts_ns)] = encap_xfrm(sa)
+                items.append(item)
+            if not b.n:
+                continue
+            self.now_ns = max(self.now_ns, int(b.ts_ns[: b.n].max()))
+            bt = TxList(b)
+            hits, bursts, torn = self.ingress.run(b, self.now_ns, bt.hits, received=True)
+            if self.ingress.parked:  # a decrypted packet that leaves through another SA: encrypted now
+                hits += self.ingress.flush(b, 0, b.n, self.now_ns)
+                bt.hits.append(np.flatnonzero(b.verdict[: b.n] == _FF).astype(np.int32))
+                self.ingress.parked.clear()
+            for ft, fid in torn:  # SYN on a CLOSING flow: its fixup under the shared lock, in rx_slow
+                self.deferred.append(lambda ft=ft, fid=fid: self._fixup(ft, fid, ft.flow_ct(fid)))
+            st.tx_bursts += bursts
+            st.fastpath_packets += hits
+            st.tx_packets += hits
+            st.reasons[Reason.RPS_HANDOFF] -= hits
+            for i, _, ifx, _, _ in bt.rows():
+                tx.slow.append((-1, k, ifx, b.frame_bytes(i), int(b.ts_ns[i])))
+                k += 1
+            for i in np.flatnonzero(IS_SLOW[b.verdict[: b.n]]):
+                self._backlog_slow.append(items[int(i)])
+
+    def _process_backlog(self, tx: TxList) -> None:
+        """The handed packets the fast path did not forward, through the classic path (see
+        _backlog_fast), before this poll's packets."""
+        st = self.stats
+        k = -(1 << 39)  # after the backlog's hits, before the poll's packets and its timers' frames
+        while self._backlog_slow:
+            frame, iif, sa, ts_ns = self._backlog_slow.popleft()
             self.now_ns = max(self.now_ns, ts_ns)
             st.slowpath_packets += 1
             st.reasons[Reason.RPS_HANDOFF] -= 1

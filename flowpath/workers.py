@@ -86,7 +86,7 @@ class Workers:
         w = self.workers[c]
         with self.fast_locks[c]:
             tx = self._rx_fast(w, batch, self._uses_shared_sa(c))
-        if tx.slow_work or w.backlog or w.deferred:
+        if tx.slow_work or w.handing_over or w.deferred:
             with self.lock, self.xfrm_lock:
                 self.conntrack.this_cpu = c
                 w.rx_slow(tx)
@@ -156,7 +156,7 @@ class Workers:
         with self.lock, self.xfrm_lock:
             for c, (w, tx) in enumerate(zip(self.workers, txs, strict=True)):
                 self.conntrack.this_cpu = c
-                if tx.slow_work or w.backlog or w.deferred:
+                if tx.slow_work or w.handing_over or w.deferred:
                     w.rx_slow(tx)
                 self._hand_over(w)
         return list(heapq.merge(*(tx.frames() for tx in txs), key=lambda r: r[2]))
@@ -164,10 +164,10 @@ class Workers:
     def drain(self) -> list[tuple[int, bytes, int]]:
         """Polls without new packets until no worker has a packet handed to it (the end of a replay)."""
         out = []
-        while any(w.backlog for w in self.workers):
+        while any(w.handing_over for w in self.workers):
             with self.lock, self.xfrm_lock:
                 for c, w in enumerate(self.workers):
-                    if w.backlog:
+                    if w.handing_over:
                         self.conntrack.this_cpu = c
                         out += w.rx_slow(TxList(PacketBatch(1, slot=256))).frames()
                         self._hand_over(w)

@@ -166,16 +166,19 @@ class EarlyIngress:
         self._now_ns = 0
 
     # ---- the poll -------------------------------------------------------------------------------
-    def run(self, batch: PacketBatch, now_ns: int, hits: list) -> tuple[int, int, list]:
+    def run(self, batch: PacketBatch, now_ns: int, hits: list, received: bool = False) -> tuple[int, int, list]:
         """The flowtables over the batch; append each one's transmit order (int32 packet indices,
         group by group) to hits. Returns (hits counted, transmit groups, torn): torn lists the
-        (flowtable, flow id) of SYNs on CLOSING flows, whose conntrack the caller fixes up."""
+        (flowtable, flow id) of SYNs on CLOSING flows, whose conntrack the caller fixes up.
+        received: the batch's packets were counted in rx already (another worker received them)."""
         self._now_ns = now_ns
         n, cols, verdict = batch.n, batch.cols, batch.verdict
         xin = ING_XFRM_IN if self.xin is not None and self.xin.count else 0  # on the first flowtable
         counted = groups = 0
         torn = []
         rx = ING_RX_EARLY | ING_RX_COUNTED if xin or any(lane.ft.nxfrm for lane in self.lanes) else 0
+        if received:
+            rx = ING_RX_COUNTED
         for lane in self.lanes:
             ft = lane.ft
             flags = lane.flags | xin | rx | (ING_XFRM_OUT if ft.nxfrm else 0)

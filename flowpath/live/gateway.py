@@ -293,7 +293,7 @@ class Gateway:
                         ph.ns["kick"] += clock() - t3
                         ph.packets += n
                         ph.polls += 1
-            if not got and (w.backlog or w.deferred):  # handed over by other workers
+            if not got and (w.handing_over or w.deferred):  # handed over by other workers
                 self._poll_backlog(0)
             now = time.monotonic_ns()
             if now >= w.next_gc_ns:
@@ -403,7 +403,7 @@ class Gateway:
                         got += n
                         self.xmits[c].poll(ws.poll(c, batch))
                         self._flush(c)
-                if not got and (w.backlog or w.deferred):
+                if not got and (w.handing_over or w.deferred):
                     self._poll_backlog(c)
                 now = time.monotonic_ns()
                 if now >= w.next_gc_ns:

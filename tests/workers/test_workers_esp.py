@@ -81,10 +81,12 @@ def test_two_workers_encrypt_with_their_sa_and_hand_decrypted_replies_to_the_flo
     esp2 = [f for ifx, f in _relay(west, up, lan) if ifx == wan]
     assert Counter(_decrypt(f)[0] for f in esp2) == got
     assert west.stats.fastpath_packets >= FLOWS
-    # and the fast path's decryption hands over too
+    # and the fast path's decryption hands over too, to the flow's worker's fast path
     replies2 = [f for ifx, f in _relay(east, down, lan) if ifx == wan]
+    fast, slow = west.stats.fastpath_packets, west.stats.slowpath_packets
     out2 = _relay(west, replies2, wan)
-    assert len([f for ifx, f in out2 if ifx == lan]) == FLOWS
+    assert sorted(raw(Ether(f)[UDP]) for ifx, f in out2 if ifx == lan) == sorted(raw(Ether(d)[UDP]) for d in down)
+    assert (west.stats.fastpath_packets - fast, west.stats.slowpath_packets - slow) == (FLOWS, 0)
     assert west.stats.reasons[Reason.RPS_HANDOFF] == 0
     st = west.stats.as_dict(west.ifname)
     assert st["rx_packets"] == st["forwarded_packets"] + st["dropped_packets"] + st["local_packets"] + st["held_packets"]
