@@ -45,7 +45,9 @@ def test_bench_live_quick(tmp_path):
 
 def test_live_options_refused_elsewhere(capsys):
     assert main(["bench", "bulking", "--topology", "gateway"]) == 2
-    assert "apply to `bench live` only" in capsys.readouterr().err
+    assert "--topology applies to `bench live` only" in capsys.readouterr().err
+    assert main(["bench", "bulking", "--workers", "2"]) == 2
+    assert "--workers applies to `bench live` and `bench scaling` only" in capsys.readouterr().err
 
 
 def test_live_bad_topology(capsys):
