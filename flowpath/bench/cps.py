@@ -104,13 +104,13 @@ class Gateway:
     polls and packets, the NAT tuples it handed out (each must be new: conntrack still holds every
     earlier one, in TIME_WAIT)."""
 
-    def __init__(self, flowtable: bool, batch_size: int):
+    def __init__(self, flowtable: bool, batch_size: int, rules: str = RULES):
         from flowpath.config.ipbatch import parse_network
         from flowpath.config.nft import parse_ruleset
         from flowpath.datapath import Worker
 
         self.worker = Worker(
-            parse_network(NET, "<bench>"), parse_ruleset(RULES, "<bench>"), flowtable=flowtable
+            parse_network(NET, "<bench>"), parse_ruleset(rules, "<bench>"), flowtable=flowtable
         )
         self.batch = PacketBatch(batch_size)
         self.round_s: list[float] = []
