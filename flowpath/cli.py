@@ -236,7 +236,8 @@ def replay(
             "--sysctl",
             metavar="KEY=VALUE",
             help="net.netfilter.nf_flowtable_tcp_timeout or "
-            "net.netfilter.nf_flowtable_udp_timeout, in seconds (default 30).",
+            "net.netfilter.nf_flowtable_udp_timeout, in seconds (default 30); "
+            "net.netfilter.nf_conntrack_max, entries (default 262144).",
         ),
     ] = None,  # type: ignore[assignment]
     workers: Annotated[
@@ -555,14 +556,17 @@ def bench(
             "--frame-size",
             min=64,
             max=1518,
-            help="Frame size in bytes on the wire, FCS included (default 64; bulking, ipsec-flows 128).",
+            help="Frame size in bytes on the wire, FCS included (default 64; bulking, ipsec-flows 128; "
+            "not cps).",
         ),
     ] = None,
     flows: Annotated[
         Optional[str],
         typer.Option(
             "--flows",
-            help="Comma-separated flow counts (default 1000; bulking, ipsec-flows 1..10000; ipsec-sizes 1,1000).",
+            help="Comma-separated flow counts (default 1000; bulking, ipsec-flows 1..10000; ipsec-sizes 1,1000). "
+            "cps: connections in flight per round (default 256); ct-pressure: the conntrack limit, "
+            "nf_conntrack_max (default 16384, 4096 with --quick).",
         ),
     ] = None,
     batch_size: Annotated[
@@ -572,7 +576,7 @@ def bench(
             min=1,
             max=65536,
             help="Packets per poll (default 256; classic-vs-flowtable 1024, where a poll's fixed Python cost "
-            "is amortized and the batch still fits the L2 cache).",
+            "is amortized and the batch still fits the L2 cache; cps, ct-pressure 256).",
         ),
     ] = None,
     alg: Annotated[
@@ -597,8 +601,9 @@ def bench(
     ] = None,
 ) -> None:
     """Run a benchmark scenario (the flowtable test notes' and workshop slides' experiments) in memory on
-    one core and report Mpps side by side; `live` measures flowpath and Linux gateways on the testbed
-    (root)."""
+    one core and report Mpps side by side; `cps` new TCP connections per second through NAT (flowtable
+    on and off), `ct-pressure` one-way new flows at 1x and 4x the conntrack limit; `live` measures
+    flowpath and Linux gateways on the testbed (root)."""
     from flowpath.bench.scenario import BenchOptions, parse_flows, parse_workers, run_bench
 
     opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps, parse_workers(workers),

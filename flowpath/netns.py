@@ -21,12 +21,15 @@ from flowpath.netfilter.nf_defrag import NfDefrag
 from flowpath.netfilter.nf_tables import NftRuntime
 
 NSEC_PER_SEC = 1_000_000_000
-SYSCTL_DEFAULTS = {  # timeouts (seconds), as Linux
+SYSCTL_DEFAULTS = {  # timeouts (seconds) and sizes, as Linux
     "net.netfilter.nf_flowtable_tcp_timeout": 30,
     "net.netfilter.nf_flowtable_udp_timeout": 30,
     "net.ipv4.ipfrag_time": 30,
     "net.netfilter.nf_conntrack_frag6_timeout": 60,
     "net.core.xfrm_acq_expires": 30,  # a larval state's life: one ACQUIRE per template and CPU in it
+    # conntrack's limit in entries (nf_conntrack_core.c › nf_conntrack_max); Linux sizes it from the
+    # memory at boot, 262144 on a 64-bit machine with several GiB
+    "net.netfilter.nf_conntrack_max": 262144,
 }
 
 
@@ -51,7 +54,7 @@ class Net:
     ruleset    flowpath.config.nft Ruleset or None
     flowtable  False: no flowtables are built (`replay --no-flowtable`: every packet takes the classic path)
                now or by a later nft_build
-    sysctl     overrides of SYSCTL_DEFAULTS (seconds)
+    sysctl     overrides of SYSCTL_DEFAULTS (seconds, or entries for nf_conntrack_max)
     conntrack  the table to keep (a reload: Worker.reload); a new one when None
     """
 
@@ -80,6 +83,7 @@ class Net:
         self.flowtable = flowtable
         self.cpu = 0  # the worker (CPU) this view of the namespace runs on (for_cpu)
         self.conntrack = conntrack if conntrack is not None else Conntrack()  # kept across a reload
+        self.conntrack.max_entries = self.sysctl["net.netfilter.nf_conntrack_max"]
         self.defrag = NfDefrag(self.sysctl["net.ipv4.ipfrag_time"] * NSEC_PER_SEC,
                                self.sysctl["net.netfilter.nf_conntrack_frag6_timeout"] * NSEC_PER_SEC)  # fmt: skip
         self.icmp = IcmpSender()

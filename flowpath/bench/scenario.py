@@ -1,7 +1,7 @@
 """What every `flowpath bench` scenario shares: its options, its result (table, JSON, plot), the
 registry of scenarios, and `run_bench`, the one call the CLI makes.
 
-No Linux counterpart. A scenario module (bulking, frames, flowtable, ipsec) defines a class with
+No Linux counterpart. A scenario module (bulking, frames, flowtable, ipsec, cps, ...) defines a class with
 `name`, `check(opts)` (cheap: a UsageError before any work) and `run(opts, progress) -> result`,
 and a `ScenarioResult` subclass that knows its table and plots; the CLI only prints what it gets.
 """
@@ -29,6 +29,8 @@ SCENARIOS = {
     "ipsec-sizes": "flowpath.bench.ipsec:IpsecSizes",
     "live": "flowpath.bench.live_sites:LiveBench",
     "scaling": "flowpath.bench.scaling:Scaling",
+    "cps": "flowpath.bench.cps:Cps",
+    "ct-pressure": "flowpath.bench.ct_pressure:CtPressure",
 }
 IPSEC_SCENARIOS = ("ipsec-flows", "ipsec-sizes")
 MAX_FLOWS = 1_000_000
