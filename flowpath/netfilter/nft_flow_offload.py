@@ -55,21 +55,38 @@ _L3 = {C.NFPROTO_IPV4: 4, C.NFPROTO_IPV6: 6, 4: 4, 6: 6}
 # FLOW_ADD_FULL / FLOW_ADD_EXISTS: why the connection stays on the classic path
 FLOW_OFFLOAD_CT_BUSY = -3  # no conntrack entry, or it is offloaded already (IPS_OFFLOAD set)
 FLOW_OFFLOAD_NO_ROUTE = -4  # a direction has no unicast route or no resolved neighbour
-FLOW_OFFLOAD_VLAN = -5  # a direction leaves through a VLAN device
+FLOW_OFFLOAD_VLAN = -5  # an IPsec direction leaves or arrives through a VLAN device
 FLOW_OFFLOAD_XFRM = -6  # the IPsec policies or SAs cannot be cached (nft_flow_xfrm said no)
 
 
-def nft_flow_route(net, ct, d: int) -> tuple[FlowRoute, int] | None:
+def nft_flow_route(net, ct, d: int) -> tuple[FlowRoute, int, tuple] | None:
     """Route direction d: towards the other direction's source (its pre-NAT source is where replies
-    go). Returns (route, oif) or None when the route or the neighbour is missing."""
+    go). Returns (route, oif, encap) or None when the route or the neighbour is missing."""
     t_other = ct.tuplehash[1 - d]
     family = _L3[t_other.l3proto]
     return _neigh_route(net, family, t_other.src, None)
 
 
-def _neigh_route(net, family: int, daddr: int, x) -> tuple[FlowRoute, int] | None:
-    """The cached route to daddr: oif, MTU and MACs of the next hop (DIRECT xmit); with an SA x, the
-    outer route to the SA's peer, its xfrm_state_mtu and XMIT_XFRM."""
+def dev_fill_forward_path(net, ifindex: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """The physical device under ifindex and the VLAN tags its frames carry there, outer first:
+    (ifindex, ((proto, tci), ...)).
+
+    Linux: net/core/dev.c › dev_fill_forward_path, each VLAN device's vlan_dev_fill_forward_path
+    adding DEV_PATH_VLAN {id, proto} until the real device (nft_dev_path_info fills encap[] from
+    them). A VLAN's priority bits are not part of the id (tci = VID).
+    """
+    tags = []
+    link = net.links[ifindex]
+    while link.kind == "vlan":
+        tags.append((getattr(link, "vlan_proto", L.ETH_P_8021Q), link.vlan_id))
+        link = net.links[link.parent]
+    return link.ifindex, tuple(reversed(tags))
+
+
+def _neigh_route(net, family: int, daddr: int, x) -> tuple[FlowRoute, int, tuple] | None:
+    """The cached route to daddr: oif, MTU and MACs of the next hop (DIRECT xmit), and the VLAN tags
+    of the out device (the reverse direction's encap[]); with an SA x, the outer route to the SA's
+    peer, its xfrm_state_mtu and XMIT_XFRM."""
     fib = net.fib_lookup(family, daddr)
     if fib is None or fib.type != RouteType.UNICAST:
         return None
@@ -77,17 +94,14 @@ def _neigh_route(net, family: int, daddr: int, x) -> tuple[FlowRoute, int] | Non
     mac = net.neigh_lookup(family, nexthop, fib.oif)
     if mac is None:
         return None  # Deviation: only DIRECT xmit (cached MACs); Linux may use XMIT_NEIGH here
-    link = net.links[fib.oif]
-    vlan = -1
-    if link.kind == "vlan":
-        vlan, link = link.vlan_id, net.links[link.parent]
+    phys, tags = dev_fill_forward_path(net, fib.oif)
+    link = net.links[phys]
     neigh = (family, fib.oif, int(nexthop))  # the neighbour table's key: its events find the entry
     if x is None:
-        return FlowRoute(
-            oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan, neigh=neigh
-        ), fib.oif
-    return FlowRoute(oifidx=link.ifindex, mtu=xfrm_state_mtu(x, fib.mtu), h_source=link.address, h_dest=mac,
-                     vlan=vlan, xmit_type=FLOW_OFFLOAD_XMIT_XFRM, xfrm=x.index, neigh=neigh), fib.oif  # fmt: skip
+        route = FlowRoute(oifidx=phys, mtu=fib.mtu, h_source=link.address, h_dest=mac, neigh=neigh)
+        return route, fib.oif, tags
+    return FlowRoute(oifidx=phys, mtu=xfrm_state_mtu(x, fib.mtu), h_source=link.address, h_dest=mac,
+                     xmit_type=FLOW_OFFLOAD_XMIT_XFRM, xfrm=x.index, neigh=neigh), fib.oif, tags  # fmt: skip
 
 
 def nft_flow_xfrm(net, ct, d: int, sp: list | None):
@@ -151,13 +165,16 @@ def nft_flow_offload_eval(net, skb: SkBuff, ft: Flowtable) -> int:
             routes.append(_neigh_route(net, 6 if x.daddr.version == 6 else 4, int(x.daddr), x))
     if None in routes:
         return FLOW_OFFLOAD_NO_ROUTE
-    if any(net.links[oif].kind == "vlan" for _, oif in routes):
-        return FLOW_OFFLOAD_VLAN  # Deviation: tagged input is not parsed by the fast path, so VLAN flows stay classic
+    if any(tags and x is not None for (x, _), (_, _, tags) in zip(ipsec, routes, strict=True)):
+        return FLOW_OFFLOAD_VLAN  # Deviation: ESP input and output take untagged frames only
     tuples = []
     for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY):
         t = ct.tuplehash[d]
-        iif = routes[1 - d][1]  # a direction enters where the other one leaves (symmetric routing)
-        tuples.append(FlowTuple(iif, _L3[t.l3proto], t.l4proto, t.src, t.dst, t.sport, t.dport, ipsec[d][1]))
+        # a direction enters where the other one leaves (symmetric routing): on that physical device,
+        # with that VLAN device's tags (nft_flow_route's reverse route fills the tuple's encap[])
+        r_other = routes[1 - d]
+        tuples.append(FlowTuple(r_other[0].oifidx, _L3[t.l3proto], t.l4proto, t.src, t.dst, t.sport, t.dport,
+                                ipsec[d][1], vlan=r_other[2]))  # fmt: skip
     nat = (F_SNAT if ct.status & C.IPS_SRC_NAT else 0) | (F_DNAT if ct.status & C.IPS_DST_NAT else 0)
     fid = ft.flow_offload_add(tuples[0], tuples[1], routes[0][0], routes[1][0], nat, ct, skb.ts_ns)
     if fid < 0:

@@ -83,6 +83,7 @@ _REASONS = (  # name                    kind    text
     ("SKB_GSO_SEG",             "drop", "GSO super-packet the port cannot segment (type or headers)"),
     ("SKB_CSUM",                "drop", "checksum left to offload that the port cannot complete"),
     ("PACKET_RX_TRUNCATED",     "drop", "frame cut short by the receive ring (snaplen < len)"),
+    ("SLOW_TUNNEL_ID",          "slow", "IPIP push without DF: the classic path numbers the outer header"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])
