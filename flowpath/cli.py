@@ -239,6 +239,16 @@ def replay(
             "net.netfilter.nf_flowtable_udp_timeout, in seconds (default 30).",
         ),
     ] = None,  # type: ignore[assignment]
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=256,
+            help="Steer the packets over N workers (threads, one per CPU), as `run --workers N` "
+            "would: same steering hash, deterministic output.",
+        ),
+    ] = 1,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
 ) -> None:
     """Forward captured traffic through the gateway, as a Linux box configured the same way would."""
@@ -247,7 +257,8 @@ def replay(
     _notice_compiles()
     opts = ReplayOptions(net, rules, inputs or [], out_dir, outs or [], stats, flowtable=not no_flowtable,
                          bulk=not no_bulk, batch_size=batch_size, rx_usecs=rx_usecs, dump_conntrack=dump_conntrack,
-                         dump_flowtable=dump_flowtable, dump_xfrm=dump_xfrm, sysctl=sysctl or [])  # fmt: skip
+                         dump_flowtable=dump_flowtable, dump_xfrm=dump_xfrm, sysctl=sysctl or [],
+                         workers=workers)  # fmt: skip
     with _meter() as meter:
         res = run_replay(opts, meter)
     if not quiet:

@@ -10,6 +10,8 @@ back per batch, in packet order, to the caller (a port).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 from typing import Callable, TypeVar
 
 import numpy as np
@@ -35,6 +37,7 @@ from flowpath.packet.batch import PacketBatch
 from flowpath.packet.counters import Stats
 from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array
+from flowpath.packet.steer import flow_hash_frame
 from flowpath.ports.gso import skb_gso_segment
 from flowpath.xfrm.listing import xfrm_policy_list, xfrm_state_list
 from flowpath.xfrm.state import Xfrm, xfrm_state_ctx, xfrm_timer
@@ -51,21 +54,28 @@ class TxList:
 
     batch  the polled batch
     hits   int32 arrays of packet indices, in group order
-    slow   (packet index, seq, ifindex, frame) of the classic path's transmits
+    slow   (packet index, seq, ifindex, frame, ts_ns) of the classic path's transmits
 
     No Linux counterpart (a poll's xmit lists). A plain class with slots: one is made per poll.
     """
 
-    __slots__ = ("batch", "hits", "slow")
+    __slots__ = ("batch", "hits", "slow", "torn", "slow_work")
 
     def __init__(self, batch: PacketBatch):
         self.batch, self.hits, self.slow = batch, [], []
+        self.torn, self.slow_work = [], False  # rx_fast's leftovers for rx_slow
+
+    def rows(self) -> list[tuple[int, int, int, bytes | None, int]]:
+        """Every transmit as (packet index, seq, ifindex, frame or None for a hit in its slot, ts_ns),
+        in arrival order."""
+        b = self.batch
+        out = [(int(i), 0, int(b.oif[i]), None, 0) for h in self.hits for i in h] + self.slow
+        out.sort(key=lambda r: (r[0], r[1]))
+        return out
 
     def frames(self) -> list[tuple[int, bytes, int]]:
         b = self.batch
-        out = [(int(i), 0, int(b.oif[i]), None) for h in self.hits for i in h] + self.slow
-        out.sort(key=lambda r: (r[0], r[1]))
-        return [(ifx, f if f is not None else b.frame_bytes(i), int(b.ts_ns[i])) for i, _, ifx, f in out]
+        return [(ifx, b.frame_bytes(i), int(b.ts_ns[i])) if f is None else (ifx, f, ts) for i, _, ifx, f, ts in self.rows()]
 
 
 class Worker:
@@ -77,6 +87,8 @@ class Worker:
     flowtable  False: every packet takes the classic path (`replay --no-flowtable`)
     bulk       False: one transmit per packet (`--no-bulk`)
     sysctl     net.netfilter.* overrides (flowpath.netns.SYSCTL_DEFAULTS)
+    view       run on this worker's view of a namespace another Worker built (Net.for_cpu; the
+               multi-worker group, flowpath/workers.py) instead of building one from net and ruleset
     """
 
     def __init__(
@@ -87,6 +99,7 @@ class Worker:
         flowtable: bool = True,
         bulk: bool = True,
         sysctl: dict[str, int] | None = None,
+        view: Net | None = None,
     ):
         self._flowtable, self._sysctl = flowtable, sysctl
         self.bulk = bulk
@@ -95,9 +108,18 @@ class Worker:
         self._next_gc_ns = 0
         self.net: Net | None = None
         self.xfrm, self._sa_torn = None, np.zeros(0, np.bool_)
-        self._attach(Net(net, ruleset, flowtable=flowtable, sysctl=sysctl))
+        # with several workers (flowpath/workers.py): the lock of what they share (the classic path's
+        # state, the GC of the shared tables), whether this one runs those timers (the first does),
+        # packets other workers handed to this one (input_pkt_queue) and work they left for it
+        # (changes to its flowtables, which only its own thread touches)
+        self.smp_lock = contextlib.nullcontext()
+        self.shared_timers = True
+        self.backlog: collections.deque = collections.deque()
+        self.deferred: collections.deque = collections.deque()
+        self.handoff_out: list = []  # (cpu, frame, iif, sa, ts_ns) this worker handed over
         self._q = OutputQueue()  # the classic path's output for the packet in hand
         self._timer_q = OutputQueue()  # what the GC's timers send (neighbour requests and errors)
+        self._attach(view if view is not None else Net(net, ruleset, flowtable=flowtable, sysctl=sysctl))
 
     def _attach(self, net: Net) -> None:
         """Run on `net`: its flowtables' hooks (ESP input's tunnel tuples included) at early ingress."""
@@ -200,6 +222,9 @@ class Worker:
         for skb, name in q.offload:
             self.flow_offload(skb, name)
         q.offload.clear()
+        if q.handoff:
+            self.handoff_out += q.handoff
+            q.handoff.clear()
         return reason
 
     def _account(self, q: OutputQueue) -> None:
@@ -217,7 +242,7 @@ class Worker:
         """The frames the GC's timers sent, before packet i of the poll (in its TxList order)."""
         frames = self._take_timer_frames()
         for k, (ifx, f) in enumerate(frames):
-            tx.slow.append((i, k - len(frames), ifx, f))
+            tx.slow.append((i, k - len(frames), ifx, f, self.now_ns))
 
     def _take_timer_frames(self) -> list[tuple[int, bytes]]:
         """What the GC's timers sent since the last call, counted as transmitted."""
@@ -242,26 +267,58 @@ class Worker:
         """Process a batch; return the frames to transmit as (ifindex, frame, ts_ns), in order."""
         return self.poll(batch).frames()
 
+    def drain(self) -> list[tuple[int, bytes, int]]:
+        """What the packets still handed to this worker transmit (the end of a replay)."""
+        return self.rx_slow(TxList(PacketBatch(1, slot=256))).frames() if self.backlog else []
+
     def poll(self, batch: PacketBatch) -> TxList:
         """Process a batch: the compiled flowtable hook over all of it, then the classic path for what
         it sent up, one packet at a time, in order. Hits stay in their slots (see TxList)."""
+        tx = self.rx_fast(batch)
+        if tx.slow_work or self.backlog or self.deferred:
+            self.rx_slow(tx)
+        return tx
+
+    def rx_fast(self, batch: PacketBatch) -> TxList:
+        """The first half of a poll: the GC when it is due (under smp_lock), then the compiled
+        flowtable hook over the batch. Touches nothing another worker's fast path touches, so workers
+        run it at the same time. rx_slow does the rest."""
         n = batch.n
         tx = TxList(batch)
         if n == 0:
             return tx
         self.now_ns = int(batch.ts_ns[0])
-        self._maybe_gc()
-        self._timer_frames(tx, 0)
-        verdict = batch.verdict
+        if self.now_ns >= self._next_gc_ns:
+            with self.smp_lock:
+                self._maybe_gc()
+                self._timer_frames(tx, 0)
         st = self.stats
         hits, bursts, torn = self.ingress.run(batch, self.now_ns, tx.hits)
         st.tx_bursts += bursts
-        for ft, fid in torn:  # SYN on a CLOSING flow: flow_offload_teardown's conntrack fixup
-            self._fixup(ft, fid, ft.flow_ct(fid))
         st.fastpath_packets += hits
         st.tx_packets += hits
         st.rx_packets += n
-        slow = np.flatnonzero(IS_SLOW[verdict[:n]]) if hits < n else ()
+        tx.torn = torn
+        tx.slow_work = bool(torn) or hits < n or bool(self.ingress.parked)
+        return tx
+
+    def rx_slow(self, tx: TxList) -> TxList:
+        """The second half of a poll: the classic path for what the hook sent up, in packet order,
+        and the ESP hits parked behind them; first what other workers left for this one. With
+        several workers it runs under their shared lock, one worker at a time."""
+        while self.deferred:
+            self.deferred.popleft()()
+        if self.backlog:
+            self._process_backlog(tx)
+        batch = tx.batch
+        n = batch.n
+        if not tx.slow_work:
+            return tx
+        st = self.stats
+        for ft, fid in tx.torn:  # SYN on a CLOSING flow: flow_offload_teardown's conntrack fixup
+            self._fixup(ft, fid, ft.flow_ct(fid))
+        verdict = batch.verdict
+        slow = np.flatnonzero(IS_SLOW[verdict[:n]])
         xfrm_parked = self.ingress.parked
         if xfrm_parked:
             parked, lo = np.flatnonzero(verdict[:n] == XFRM_PENDING), 0
@@ -276,19 +333,60 @@ class Worker:
             if batch.gso[i]:
                 self._slow_path_gso(tx, batch, i)
                 continue
+            sa = encap_sa(int(batch.encap[i]))
+            if sa >= 0 and self._steer_away(batch.frame(i), int(batch.iif[i]), sa):
+                continue  # decrypted here, its flow steers to another worker: handed over
             st.slowpath_packets += 1
-            self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns, encap_sa(int(batch.encap[i])))
-            frames = self._q.frames
-            for k, (ifx, f) in enumerate(frames):
-                tx.slow.append((i, k, ifx, f))
-                st.tx(ifx, len(f))
-            st.tx_bursts += len(frames)
+            self.slow_path(frame_array(batch.frame(i)), int(batch.iif[i]), self.now_ns, sa)
+            self._slow_frames(tx, i, 0)
         if xfrm_parked:
             self._xfrm_flush(batch, lo, n)
             tx.hits.append(parked[verdict[parked] == _FF])
             xfrm_parked.clear()
         st.icmp_ratelimited = self.net.icmp.ratelimited
         return tx
+
+    def _slow_frames(self, tx: TxList, i: int, k: int) -> int:
+        """Queue what the classic path transmitted for packet i (from sequence k); the next k."""
+        st = self.stats
+        frames = self._q.frames
+        for ifx, f in frames:
+            tx.slow.append((i, k, ifx, f, self.now_ns))
+            st.tx(ifx, len(f))
+            k += 1
+        st.tx_bursts += len(frames)
+        return k
+
+    # -- several workers: packets handed over after decryption ------------------------------------
+    def _steer_away(self, frame, iif: int, sa: int) -> bool:
+        """A packet the fast path's ESP input decrypted with SA sa: when its inner flow steers to
+        another worker, hand it there (RPS_HANDOFF, resolved by the receiving worker) and say so."""
+        nr = self.conntrack.nr_cpus
+        if nr <= 1:
+            return False
+        b = np.asarray(frame)
+        h = flow_hash_frame(b, 0, b.shape[0])
+        cpu = 0 if h < 0 else int(h) % nr
+        if cpu == self.net.cpu:
+            return False
+        self.handoff_out.append((cpu, bytes(b), iif, sa, self.now_ns))
+        self.stats.count(Reason.RPS_HANDOFF)
+        return True
+
+    def _process_backlog(self, tx: TxList) -> None:
+        """The packets other workers handed to this one (decrypted ESP whose inner flow steers here),
+        through the classic path, ahead of this poll's packets: each takes its final reason here, in
+        place of the RPS_HANDOFF its first worker counted (summed, every packet has one). Received and
+        counted in rx by the first worker. Linux: process_backlog (RPS's input_pkt_queue)."""
+        st = self.stats
+        k = -(1 << 40)  # before the poll's packets and its timers' frames, in the order handed
+        while self.backlog:
+            frame, iif, sa, ts_ns = self.backlog.popleft()
+            self.now_ns = max(self.now_ns, ts_ns)
+            st.slowpath_packets += 1
+            st.reasons[Reason.RPS_HANDOFF] -= 1
+            self.slow_path(frame_array(frame), iif, self.now_ns, sa)
+            k = self._slow_frames(tx, -1, k)
 
     def _slow_path_gso(self, tx: TxList, batch: PacketBatch, i: int) -> None:
         """A GSO super-packet (batch.gso[i]) the fast path did not forward: segmented first (the
@@ -308,11 +406,7 @@ class Worker:
         for seg in segs:
             st.slowpath_packets += 1
             self.slow_path(seg, iif, self.now_ns, -1)
-            for ifx, f in self._q.frames:
-                tx.slow.append((i, k, ifx, f))
-                st.tx(ifx, len(f))
-                k += 1
-            st.tx_bursts += len(self._q.frames)
+            k = self._slow_frames(tx, i, k)
 
     @property
     def next_gc_ns(self) -> int:
@@ -342,27 +436,27 @@ class Worker:
         self._next_gc_ns = now + GC_INTERVAL_NS
 
     def _gc(self) -> None:
-        """One GC run at self.now_ns: conntrack, the SAs' timers, then every flowtable."""
-        self.conntrack.gc(self.now_ns)
-        tq = self._timer_q  # what timers send leaves ahead of the packet that ran this GC
-        # nf_defrag's timers: the expired queues' fragments are drops, some get time exceeded
-        self.stats.resolve_held(Reason.FRAG_REASM_TIMEOUT, ip_expire(self.net, tq, self.now_ns))
-        # the neighbours' timers: requests again, or failure with its drops and errors
-        neigh_timers(self.net, tq, self.now_ns)
-        local_out_flush(self.net, tq)
-        self._account(tq)
+        """One GC run at self.now_ns: conntrack, the SAs' timers, then every flowtable. With several
+        workers, the shared tables' timers run on the first one only (shared_timers); each runs its
+        own flowtables'."""
+        if self.shared_timers:
+            self.conntrack.gc(self.now_ns)
+            tq = self._timer_q  # what timers send leaves ahead of the packet that ran this GC
+            # nf_defrag's timers: the expired queues' fragments are drops, some get time exceeded
+            self.stats.resolve_held(Reason.FRAG_REASM_TIMEOUT, ip_expire(self.net, tq, self.now_ns))
+            # the neighbours' timers: requests again, or failure with its drops and errors
+            neigh_timers(self.net, tq, self.now_ns)
+            local_out_flush(self.net, tq)
+            self._account(tq)
+            if self.xfrm is not None:
+                xfrm_timer(self.xfrm, self.now_ns)  # the SAs' lifetimes (xfrm_timer_handler)
         if self.xfrm is not None:
-            self._xfrm_gc()
+            self._xfrm_teardown_dead()
         for ft, _ in self.flowtables.values():
             gone = ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct))
             self.stats.flows_expired += len(gone)
             for fid in np.flatnonzero(ft.used[0::2]):  # nf_flow_offload_gc_step on the survivors
                 nf_flow_table_extend_ct_timeout(ft.flow_ct(int(fid)), self.now_ns)
-
-    def _xfrm_gc(self) -> None:
-        """The SAs' lifetime timers (xfrm_timer_handler), then teardown of flows through dead SAs."""
-        xfrm_timer(self.xfrm, self.now_ns)
-        self._xfrm_teardown_dead()
 
     def _xfrm_teardown_dead(self) -> None:
         """Tear down the flows through SAs that died (expired or deleted) since the last call: no flow
@@ -421,18 +515,31 @@ class Worker:
         try:
             return change(self.xfrm)
         finally:
-            self._xfrm_teardown_dead()
-            now = self.xfrm.policies
-            if len(now) != len(policies) or any(a is not b for a, b in zip(now, policies, strict=True)):
-                for ft, _ in self.flowtables.values():
-                    for fid in np.flatnonzero(ft.used[0::2]):
-                        self._teardown(ft, int(fid))
+            self.xfrm_sync(policies)
+
+    def xfrm_sync(self, policies: list) -> None:
+        """After an `ip xfrm` command: flows through SAs that died are torn down, and every flow when
+        the SPD is no longer `policies` (see xfrm_modify)."""
+        self._xfrm_teardown_dead()
+        now = self.xfrm.policies
+        if len(now) != len(policies) or any(a is not b for a, b in zip(now, policies, strict=True)):
+            for ft, _ in self.flowtables.values():
+                for fid in np.flatnonzero(ft.used[0::2]):
+                    self._teardown(ft, int(fid))
 
     def _netevent(self, event: int, n) -> None:
         """A neighbour changed (a reply, a timer, `neigh replace|del`, a link going down): every
         flowtable's entries through it take its new address, or their flows are torn down with
         the conntrack fixup, at self.now_ns (the packet or GC run that caused it). Linux: a netevent
-        notifier (net/core/netevent.c); see flowpath.flowtable.core for why one is needed here."""
+        notifier (net/core/netevent.c); see flowpath.flowtable.core for why one is needed here.
+        Raised by another worker's classic path, it waits for this worker's next rx_slow: only this
+        worker's thread touches its flowtables (Linux defers the same work to nf_flow_offload_work)."""
+        if self.conntrack.nr_cpus > 1 and self.conntrack.this_cpu != self.net.cpu:
+            self.deferred.append(lambda: self._netevent_apply(event, n))
+            return
+        self._netevent_apply(event, n)
+
+    def _netevent_apply(self, event: int, n) -> None:
         for ft, _ in self.flowtables.values():
             updated, torn = nf_flow_table_netevent(ft, event, n)
             self.stats.flow_entries_neigh_updated += updated

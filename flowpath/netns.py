@@ -7,6 +7,7 @@ a poll) is the Worker's (flowpath.datapath), one layer up: nothing below it impo
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import NamedTuple
 
@@ -30,12 +31,14 @@ SYSCTL_DEFAULTS = {  # timeouts (seconds), as Linux
 
 class NftBuild(NamedTuple):
     """What Net.nft_build makes of a ruleset: nft (NftRuntime or None), uses_rt, nf (Netfilter),
-    flowtables (name -> (Flowtable, ifindex set))."""
+    flowtables (name -> (Flowtable, ifindex set)), rs_json (the ruleset as nft JSON: each worker's
+    view builds its own flowtables from it)."""
 
     nft: object
     uses_rt: bool
     nf: Netfilter
     flowtables: dict
+    rs_json: dict
 
 
 class Net:
@@ -72,6 +75,7 @@ class Net:
                 raise UsageError(f"unknown sysctl {k!r}; known: {', '.join(SYSCTL_DEFAULTS)}")
             self.sysctl[k] = int(v)
         self.flowtable = flowtable
+        self.cpu = 0  # the worker (CPU) this view of the namespace runs on (for_cpu)
         self.conntrack = conntrack if conntrack is not None else Conntrack()  # kept across a reload
         self.defrag = NfDefrag(self.sysctl["net.ipv4.ipfrag_time"] * NSEC_PER_SEC,
                                self.sysctl["net.netfilter.nf_conntrack_frag6_timeout"] * NSEC_PER_SEC)  # fmt: skip
@@ -93,11 +97,25 @@ class Net:
         uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
         nf = Netfilter(nft, self.conntrack, self._masq_addr, self.defrag)
         flowtables = self._flowtables(rs_json, nft) if self.flowtable else {}
-        return NftBuild(nft, uses_rt, nf, flowtables)
+        return NftBuild(nft, uses_rt, nf, flowtables, rs_json)
 
-    def nft_swap(self, built: NftBuild) -> None:
-        """Make a built ruleset the one the classic path runs (nf_tables_commit)."""
-        self.nft, self.uses_rt, self.nf, self.flowtables = built
+    def nft_swap(self, built: NftBuild, own_flowtables: bool = False) -> None:
+        """Make a built ruleset the one the classic path runs (nf_tables_commit); own_flowtables: a
+        worker's view (for_cpu) builds its own from it instead of taking the built ones."""
+        self.nft, self.uses_rt, self.nf, self.flowtables, self.rs_json = built
+        if own_flowtables:
+            self.flowtables = self._flowtables(self.rs_json, self.nft) if self.flowtable else {}
+
+    def for_cpu(self, cpu: int) -> Net:
+        """Worker cpu's view of this namespace: everything shared (links, FIB, neighbours, conntrack,
+        reassembly, the SAD/SPD, the nft runtime) but its own, empty flowtables, built from the same
+        ruleset. Linux shares one flowtable between
+        CPUs under RCU; here each worker owns the entries of the connections steered to it
+        (flowpath/workers.py), so its compiled fast path never meets another writer."""
+        view = copy.copy(self)
+        view.cpu = cpu
+        view.flowtables = view._flowtables(view.rs_json, view.nft) if self.flowtable else {}
+        return view
 
     def ifname(self, ifindex: int) -> str:
         link = self.links.get(ifindex)

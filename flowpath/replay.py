@@ -68,6 +68,7 @@ class ReplayOptions:
     dump_flowtable: Path | None = None
     dump_xfrm: Path | None = None
     sysctl: list[str] = field(default_factory=list)
+    workers: int = 1
 
 
 def parse_out_specs(specs: list[str]) -> dict[str, Path]:
@@ -121,7 +122,7 @@ def run_replay(opts: ReplayOptions, meter: Meter = NO_METER) -> ReplayResult:
             check_writable(path, option)
     res = replay(net, ruleset, inputs, opts.out_dir, outs, flowtable=opts.flowtable, bulk=opts.bulk,
                  batch_size=opts.batch_size, rx_usecs=opts.rx_usecs, stats_path=opts.stats, sysctl=sysctl,
-                 meter=meter)  # fmt: skip
+                 meter=meter, workers=opts.workers)  # fmt: skip
     for _, path, listing in dumps:
         if path is not None:
             path.write_text(listing(res.worker))
@@ -171,26 +172,35 @@ def replay(
     stats_path: Path | None = None,
     sysctl: dict[str, int] | None = None,
     meter: Meter = NO_METER,
+    workers: int = 1,
 ) -> ReplayResult:
     """Forward every packet of `inputs`; write DIR/IF.pcap (or the `outs` files); return the counters.
 
     The packets reach the Worker in polls as a NAPI driver would deliver them (poll_times). `meter`
     gets one phase whose units are the input files' bytes (each packet counts its frame and a pcap
-    record header), advanced after every poll."""
+    record header), advanced after every poll. workers > 1: the packets are steered over that many
+    workers (flowpath.workers), deterministically."""
     from flowpath.datapath import Worker
     from flowpath.ports.pcap import PcapWriter
+    from flowpath.workers import Workers
+
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: at least 1")
 
     for name in outs or {}:
         try:
             net.link_by_name(name)
         except KeyError:
             raise UsageError(f"--out {name}=...: interface {name!r} is not in the network file") from None
-    worker = Worker(net, ruleset, flowtable=flowtable, bulk=bulk, sysctl=sysctl)
+    if workers > 1:
+        worker = Workers(net, ruleset, n=workers, flowtable=flowtable, bulk=bulk, sysctl=sysctl)
+    else:
+        worker = Worker(net, ruleset, flowtable=flowtable, bulk=bulk, sysctl=sysctl)
     paths: dict[str, Path] = dict(outs or {})
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for link in net.links.values():
-            if link.kind != "vlan" and link.name != "lo" and link.name not in paths:
+            if link.kind not in ("vlan", "ipip", "ip6tnl") and link.name != "lo" and link.name not in paths:
                 paths[link.name] = out_dir / f"{link.name}.pcap"
     writers = {name: PcapWriter(p, nanosecond=True) for name, p in paths.items()}
     error = None
@@ -215,6 +225,7 @@ def replay(
             error = e
         if batch.n:
             _run(worker, batch, writers, meter, nbytes)
+        _write(worker, worker.drain(), writers)
     finally:
         for w in writers.values():
             w.close()
@@ -239,10 +250,14 @@ def next_poll_ns(last_poll_ns: int, ts_ns: int, coalesce_ns: int) -> int:
 
 def _run(worker, batch: PacketBatch, writers: dict, meter: Meter, nbytes: int) -> int:
     """One poll of the batch; its output written. Returns 0, the input bytes of the next batch."""
-    for ifindex, frame, ts_ns in worker.rx_batch(batch):
-        w = writers.get(worker.ifname(ifindex))
-        if w is not None:
-            w.write(frame, ts_ns)
+    _write(worker, worker.rx_batch(batch), writers)
     meter.advance(nbytes, batch.n)
     batch.clear()
     return 0
+
+
+def _write(worker, frames: list[tuple[int, bytes, int]], writers: dict) -> None:
+    for ifindex, frame, ts_ns in frames:
+        w = writers.get(worker.ifname(ifindex))
+        if w is not None:
+            w.write(frame, ts_ns)

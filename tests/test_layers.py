@@ -13,7 +13,7 @@ import flowpath
 
 ROOT = Path(flowpath.__file__).parent
 LOWER = ("packet", "net", "netfilter", "xfrm", "flowtable", "inet", "ports", "config", "netns")
-UPPER = ("datapath", "replay", "cli", "bench")
+UPPER = ("datapath", "workers", "replay", "cli", "bench")
 
 
 def _unit(module: str) -> str:

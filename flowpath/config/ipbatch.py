@@ -5,11 +5,11 @@ ip/iproute.c (iproute_modify), ip/ipneigh.c (ipneigh_modify); the lexer and argu
 (lib/utils.c) are in ipargs.py.
 Lines run in order against the model, as `ip -batch` runs them against the kernel; the first failure
 raises ConfigError with the file, line and column of the token at fault. Commands: `link add|set|delete`,
-`addr add|delete`, `route add|replace|delete`, `neigh add|replace|change|delete`.
+`addr add|delete`, `route add|replace|delete`, `neigh add|replace|change|delete`, `tunnel add|delete`.
 
 Extension point: `OBJECTS` maps each object name (in iproute2's order, which decides what an
 abbreviation means) to its handler; None means "unsupported". `LINK_TYPES` maps `link add ... type KIND`
-to a parser of the kind's arguments. A later module registers e.g. `OBJECTS["tunnel"] = do_iptunnel`;
+to a parser of the kind's arguments. A later module registers e.g. `OBJECTS["l2tp"] = do_ipl2tp`;
 a handler gets the Network and an IpCmd cursor over the line's tokens (after the object word).
 
 Deviations: `-4`, `-6` and `-f inet|inet6` are accepted in front of a line (real `ip -batch` accepts
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from flowpath.config.ipargs import IpCmd, Token, matches, read_commands
+from flowpath.config.iptunnel import parse_ip6tnl, parse_ipip, tunnel_add, tunnel_del
 from flowpath.errors import ConfigError, warn_if_others_can_read
 from flowpath.net.fib import (
     PROTO_NAMES,
@@ -43,7 +44,7 @@ from flowpath.net.inetdev import (
     RT_SCOPE_UNIVERSE,
     inet_mask,
 )
-from flowpath.net.link import KIND_DUMMY, KIND_ETHER, KIND_VETH, KIND_VLAN
+from flowpath.net.link import KIND_DUMMY, KIND_ETHER, KIND_IP6TNL, KIND_IPIP, KIND_VETH, KIND_VLAN
 from flowpath.net.model import Network
 from flowpath.net.neighbour import NUD_NAMES, NUD_PERMANENT, Neighbour
 
@@ -118,11 +119,13 @@ def _parse_no_args(net: Network, cmd: IpCmd, req: dict) -> None:
         raise cmd.unknown(cmd.take())
 
 
-# `link add ... type KIND`: the kinds the model knows. Later: "ipip", "gre", ...
+# `link add ... type KIND`: the kinds the model knows. Later: "gre", ...
 LINK_TYPES: dict[str, tuple[str, KindParser]] = {
     "dummy": (KIND_DUMMY, _parse_no_args),
     "veth": (KIND_VETH, _parse_veth),
     "vlan": (KIND_VLAN, _parse_vlan),
+    "ipip": (KIND_IPIP, parse_ipip),
+    "ip6tnl": (KIND_IP6TNL, parse_ip6tnl),
 }
 
 
@@ -185,7 +188,7 @@ def _link_add(net: Network, cmd: IpCmd) -> None:
 def _port_from_kernel(net: Network, cmd: IpCmd, name_tok: Token, req: dict) -> None:
     """`flowpath run`: a `link add NAME` is the port on the kernel interface NAME; what the line leaves
     out (address, mtu) is the kernel interface's."""
-    if req["kind"] in (KIND_VLAN, KIND_DUMMY):  # on a port, or inside flowpath only: no interface of their own
+    if req["kind"] in (KIND_VLAN, KIND_DUMMY, KIND_IPIP, KIND_IP6TNL):  # on a port, or inside flowpath only
         return
     if req["kind"] != KIND_ETHER:
         raise cmd.error(cmd.at["type"], f'type {req["kind"]}: a port of `flowpath run` is an existing kernel '
@@ -227,6 +230,12 @@ def _link_del(net: Network, cmd: IpCmd) -> None:
 def do_iplink(net: Network, cmd: IpCmd) -> None:
     _subcommand(cmd, cmd.at["object"], ("add", "set", "change", "replace", "delete", "show", "list"),
                 {"add": _link_add, "set": _link_set, "change": _link_set, "delete": _link_del})  # fmt: skip
+
+
+def do_iptunnel(net: Network, cmd: IpCmd) -> None:
+    """`tunnel add|delete` (ip/iptunnel.c › do_iptunnel; the parameters: flowpath.config.iptunnel)."""
+    _subcommand(cmd, cmd.at["object"], ("add", "change", "delete", "show", "list", "prl", "6rd"),
+                {"add": tunnel_add, "delete": tunnel_del})  # fmt: skip
 
 
 # ---- address (ip/ipaddress.c › ipaddr_modify) ----
@@ -478,7 +487,7 @@ def do_ipneigh(net: Network, cmd: IpCmd) -> None:
 
 
 # ip/ip.c › cmds[]: iproute2's order decides abbreviations ("a" is address, "r" route, "n" neighbor,
-# "l" link, "t" tunnel, "x" xfrm). None: not modelled yet ("tunnel" and "xfrm" come with their issues).
+# "l" link, "t" tunnel, "x" xfrm). None: not modelled yet.
 def do_xfrm(net: Network, cmd: IpCmd) -> None:
     """`xfrm state|policy ...`: handed to flowpath.xfrm, which keeps the SAD and SPD in `net.xfrm`."""
     from flowpath.xfrm.config import xfrm_config_line
@@ -494,7 +503,7 @@ def do_xfrm(net: Network, cmd: IpCmd) -> None:
 OBJECTS: dict[str, Handler | None] = {
     "address": do_ipaddr, "addrlabel": None, "maddress": None, "route": do_iproute, "rule": None,
     "neighbor": do_ipneigh, "neighbour": do_ipneigh, "ntable": None, "link": do_iplink, "l2tp": None,
-    "fou": None, "ila": None, "macsec": None, "tunnel": None, "tuntap": None, "token": None,
+    "fou": None, "ila": None, "macsec": None, "tunnel": do_iptunnel, "tuntap": None, "token": None,
     "tcpmetrics": None, "monitor": None, "xfrm": do_xfrm, "mroute": None, "mrule": None, "netns": None,
     "netconf": None, "vrf": None, "sr": None, "nexthop": None, "mptcp": None, "ioam": None, "stats": None,
 }  # fmt: skip

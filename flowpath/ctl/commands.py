@@ -253,17 +253,19 @@ def _nft_load(gw, file: dict, check: bool) -> dict:
 
 # ---- ip ------------------------------------------------------------------------------------------
 IP_OBJECTS = ("address", "route", "neighbour", "neighbor", "link", "xfrm")  # iproute2's matches() order
-IP_USAGE = "ip [-4|-6] [-s] route|neigh|addr|link show, ip [-s] xfrm state|policy ..."
+IP_USAGE = "ip [-4|-6] [-s] [-d] route|neigh|addr|link show, ip [-s] xfrm state|policy ..."
 
 
 def cmd_ip(gw, args: list[str], file) -> dict:
-    family, stats, k = None, False, 0
+    family, stats, details, k = None, False, False, 0
     while k < len(args) and args[k].startswith("-"):
         a = args[k]
         if a in ("-4", "-6"):
             family = int(a[1])
         elif a in ("-s", "-stats", "-statistics"):
             stats = True
+        elif a in ("-d", "-details"):
+            details = True
         else:
             raise CtlUsage(f'ip: unknown option "{a}" ({IP_USAGE})')
         k += 1
@@ -287,7 +289,7 @@ def cmd_ip(gw, args: list[str], file) -> dict:
         raise CtlUsage(f'ip {obj} {verb}: unexpected "{rest[1]}"')
     if obj in ("neighbour", "neighbor"):
         return reply(0, show_neigh(dev, family))
-    return reply(0, show_addr(dev) if obj == "address" else show_link(dev))
+    return reply(0, show_addr(dev) if obj == "address" else show_link(dev, details))
 
 
 def _route_table(words: list[str]) -> int | str:

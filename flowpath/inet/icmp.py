@@ -90,6 +90,11 @@ class IcmpSender:
         self.ident = (self.ident + 1) & 0xFFFF
         return self.ident
 
+    def ip_select_ident(self) -> int:
+        """The IPv4 ident of another packet the gateway builds (a tunnel's outer header): Linux draws
+        them all from one ip_idents table (net/ipv4/route.c › __ip_select_ident)."""
+        return self._ip_select_ident()
+
     def icmp_send(self, skb: SkBuff, type_: int, code: int, info: int, saddr: int) -> SkBuff | None:
         """An ICMPv4 error about `skb` (its current bytes) from `saddr`, or None when refused or limited.
 

@@ -1,7 +1,8 @@
 """Receive: PREROUTING, the routing decision and local delivery.
 
 Linux: net/ipv4/ip_input.c › ip_rcv, ip_rcv_finish, ip_local_deliver; net/ipv4/route.c ›
-ip_route_input_slow, ip_error; net/ipv6/ip6_input.c, route.c.
+ip_route_input_slow, ip_error; net/ipv6/ip6_input.c, route.c. IPIP to us is decapsulated by
+flowpath.inet.ipip and received again on its tunnel device.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from flowpath.inet.icmp import echo_request, icmp_send
 from flowpath.inet.ip_forward import ip_forward
 from flowpath.inet.ip_options import ip_options_compile
 from flowpath.inet.ip_output import family_of, nfproto_of
+from flowpath.inet.ipip import ipip_rcv
 from flowpath.inet.ndisc import ndisc_is_nd, ndisc_rcv
 from flowpath.inet.nf_reject import nf_hook_drop
-from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_policy_check
+from flowpath.inet.xfrm4 import xfrm4_rcv, xfrm_policy_check, xfrm_rcv_steer
 from flowpath.net.fib import RouteType
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.hooks import NfHookState
@@ -103,7 +105,8 @@ def ip_error(net, q, skb: SkBuff, fib) -> Reason:
 
 def ip_local_deliver(net, q, skb: SkBuff) -> Reason:
     """LOCAL_IN, then the only local services a gateway data plane has: ESP to our SAs (the inner
-    packet is received again, as xfrm_input does), echo, and port unreachable."""
+    packet is received again, as xfrm_input does), IPIP to our tunnels (received again on the tunnel
+    device, as gro_cells_receive does), echo, and port unreachable."""
     state = NfHookState(C.NF_INET_LOCAL_IN, nfproto_of(skb), skb.iif, net.ifname(skb.iif))
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
@@ -112,11 +115,19 @@ def ip_local_deliver(net, q, skb: SkBuff) -> Reason:
         if skb.l4proto in (L.IPPROTO_ESP, L.IPPROTO_UDP) and not skb.frag:
             inner = xfrm4_rcv(net, q, skb)
             if isinstance(inner, SkBuff):
+                if xfrm_rcv_steer(net, q, inner):
+                    return Reason.RPS_HANDOFF
                 return ip_rcv_finish(net, q, inner)
             if inner is not None:
                 return inner
-        if not xfrm_policy_check(net, skb, XFRM_POLICY_IN):
-            return Reason.XFRM_POLICY
+    if skb.l4proto == L.IPPROTO_IPIP and skb.l3proto == L.ETH_P_IP:
+        inner = ipip_rcv(net, q, skb)  # tunnel4_rcv: its own xfrm policy check (no_policy)
+        if isinstance(inner, SkBuff):
+            return ip_rcv_finish(net, q, inner)
+        if inner is not None:
+            return inner
+    if net.xfrm is not None and not xfrm_policy_check(net, skb, XFRM_POLICY_IN):
+        return Reason.XFRM_POLICY
     return ip_protocol_deliver(net, q, skb)
 
 

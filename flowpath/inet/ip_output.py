@@ -3,13 +3,15 @@ Ethernet header.
 
 Linux: net/ipv4/ip_output.c › ip_local_out, ip_output, ip_finish_output, ip_fragment, ip_finish_output2;
 net/ipv6/ip6_output.c › ip6_output, __ip6_finish_output, ip6_finish_output2; include/net/neighbour.h › neigh_output;
-net/netfilter/nft_rt.c › nft_rt_get_eval (NFT_RT_TCPMSS).
+net/netfilter/nft_rt.c › nft_rt_get_eval (NFT_RT_TCPMSS); a route through a tunnel device ends in the
+tunnel's transmit (flowpath.inet.ip_tunnel), whose outer packet leaves as a local one.
 IPv4 and IPv6 share these steps here; the family only changes the constants. Every step takes `net`
 (flowpath.netns.Net) and the OutputQueue `q` that collects the frames it transmits.
 """
 
 from __future__ import annotations
 
+from flowpath.inet.ip_tunnel import ip_tunnel_xmit
 from flowpath.inet.neigh_output import neigh_resolve_output
 from flowpath.inet.nf_reject import nf_hook_drop
 from flowpath.inet.xfrm4 import xfrm_dst_lookup, xfrm_output
@@ -92,10 +94,25 @@ def ip_finish_output(net, q, skb: SkBuff, fib) -> Reason:
             return Reason.IP_FRAG_FAILED  # ip_fragment: local traffic with DF
         frames = ip_do_fragment(skb.tobytes(), skb.nhoff, mtu, frag_max_size=fms, frag_list=skb.frag_list,
                                 frag_pmtu=skb.frag_pmtu)  # fmt: skip
-    return neigh_resolve_output(net, q, [f[skb.nhoff :] for f in frames], skb, fib)
+    return ip_finish_output2(net, q, [f[skb.nhoff :] for f in frames], skb, fib)
 
 
 def neigh_output(net, q, skb: SkBuff, fib) -> Reason:
-    """ip_finish_output2 / ip6_finish_output2: the next hop's neighbour writes the link-layer header
-    and transmits, or queues the packet while it resolves (flowpath.inet.neigh_output)."""
-    return neigh_resolve_output(net, q, [skb.tobytes()[skb.nhoff :]], skb, fib)
+    """ip_finish_output2 / ip6_finish_output2 for skb whole."""
+    return ip_finish_output2(net, q, [skb.tobytes()[skb.nhoff :]], skb, fib)
+
+
+def ip_finish_output2(net, q, frames: list[bytes], skb: SkBuff, fib) -> Reason:
+    """The next hop's neighbour writes the link-layer header of each of skb's network-layer `frames`
+    and transmits, or queues them while it resolves (flowpath.inet.neigh_output). A tunnel device has
+    no neighbours: its transmit (ipip_tunnel_xmit) encapsulates each frame, and the outer packet is
+    sent as a local one (iptunnel_xmit › ip_local_out). The first frame not transmitted decides."""
+    out = net.links[fib.oif]
+    if not out.is_tunnel:
+        return neigh_resolve_output(net, q, frames, skb, fib)
+    reason = Reason.TX
+    for frame in frames:
+        outer = ip_tunnel_xmit(net, q, frame, skb, out, fib)
+        r = outer if isinstance(outer, Reason) else ip_local_out(net, q, outer)
+        reason = r if reason == Reason.TX else reason
+    return reason

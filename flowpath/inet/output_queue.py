@@ -28,10 +28,12 @@ class OutputQueue:
     originating  True while the gateway's own packets go out (local_out_flush): a queued one's fate
                is a generated packet's, not a held one's
     neigh_item   the neighbour queue entry this packet's path left (flowpath.inet.neigh_output), or None
+    handoff    (cpu, frame, iif, SA index, ts_ns): a packet decrypted here whose inner flow steers to
+               another worker, for that worker's classic path (xfrm4.py › xfrm_rcv_steer)
     """
 
     __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated", "generated_drops", "held",
-                 "originating", "neigh_item")  # fmt: skip
+                 "originating", "neigh_item", "handoff")  # fmt: skip
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, bytes]] = []
@@ -43,6 +45,7 @@ class OutputQueue:
         self.held: list[tuple[int, int]] = []
         self.originating = False
         self.neigh_item = None
+        self.handoff: list[tuple[int, bytes, int, int, int]] = []
 
     def dev_queue_xmit(self, net, link, frame: bytes) -> None:
         """A VLAN device transmits through its parent (vlan_dev_hard_start_xmit)."""

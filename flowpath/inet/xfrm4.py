@@ -17,6 +17,7 @@ from flowpath.packet import layout as L
 from flowpath.packet.csum import ld32
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
+from flowpath.packet.steer import flow_hash_frame
 from flowpath.xfrm.esp import esp_input, esp_output
 from flowpath.xfrm.policy import XFRM_POLICY_BLOCK, XFRM_POLICY_OUT, xfrm_lookup
 from flowpath.xfrm.policy import xfrm_policy_check as _xfrm_policy_check
@@ -130,3 +131,20 @@ def xfrm4_rcv(net, q, skb: SkBuff) -> SkBuff | Reason | None:
         return iskb
     iskb.meta["sp"] = skb.meta.get("sp", []) + [x]  # the secpath
     return iskb
+
+
+def xfrm_rcv_steer(net, q, iskb: SkBuff) -> bool:
+    """With several workers: an inner packet this worker decrypted whose flow steers to another one
+    goes there (q.handoff), as RPS would queue it to the CPU of its flow; True when handed over.
+    No Linux counterpart (Linux's flowtable and conntrack are shared by all CPUs): each worker owns
+    the flowtable entries of the flows steered to it (flowpath/workers.py), and ESP, steered by SPI,
+    cannot be steered by its inner flow before it is decrypted."""
+    nr = net.conntrack.nr_cpus
+    if nr <= 1:
+        return False
+    h = flow_hash_frame(iskb.buf, 0, iskb.len)
+    cpu = 0 if h < 0 else int(h) % nr
+    if cpu == net.cpu:
+        return False
+    q.handoff.append((cpu, iskb.tobytes(), iskb.iif, iskb.meta["sp"][-1].index, iskb.ts_ns))
+    return True

@@ -60,9 +60,7 @@ class Xmit:
                 self.hits(tx.batch, tx.hits)
             return
         b = tx.batch
-        rows = [(int(i), 0, int(b.oif[i]), None) for h in tx.hits for i in h] + tx.slow
-        rows.sort(key=lambda r: (r[0], r[1]))
-        for i, _, ifx, f in rows:
+        for i, _, ifx, f, _ in tx.rows():
             if f is None:
                 self._burst(b, ifx, np.array([i], np.int32))
             else:

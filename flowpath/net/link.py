@@ -1,13 +1,16 @@
 """Network devices: the few `struct net_device` fields the datapath reads.
 
 Linux: net/core/dev.c (ifindex allocation, dev_change_flags, dev_set_mtu, dev_change_name), with the
-per-kind defaults of drivers/net/{loopback,dummy,veth}.c and net/8021q/vlan_netlink.c.
+per-kind defaults of drivers/net/{loopback,dummy,veth}.c, net/8021q/vlan_netlink.c and the IP tunnels
+(net/ipv4/ipip.c › ipip_tunnel_setup, net/ipv6/ip6_tunnel.c › ip6_tnl_dev_setup: no link-layer header,
+IFF_NOARP; their parameters are flowpath.net.ip_tunnel's IpTunnel).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flowpath.net.ip_tunnel import IpTunnel
 from flowpath.packet.layout import ETH_ALEN
 
 # Link kinds (`ip link add ... type KIND`); "ether" is a port with no `type`, a physical NIC's stand-in.
@@ -16,7 +19,10 @@ KIND_ETHER = "ether"
 KIND_DUMMY = "dummy"
 KIND_VETH = "veth"
 KIND_VLAN = "vlan"
-LINK_KINDS = (KIND_ETHER, KIND_DUMMY, KIND_VETH, KIND_VLAN)
+KIND_IPIP = "ipip"
+KIND_IP6TNL = "ip6tnl"
+TUNNEL_KINDS = (KIND_IPIP, KIND_IP6TNL)
+LINK_KINDS = (KIND_ETHER, KIND_DUMMY, KIND_VETH, KIND_VLAN, KIND_IPIP, KIND_IP6TNL)
 
 LOOPBACK_MTU = 65536  # drivers/net/loopback.c › loopback_setup
 ETH_DATA_LEN = 1500  # include/uapi/linux/if_ether.h: the default MTU of every Ethernet-like device
@@ -30,7 +36,9 @@ VLAN_N_VID = 4096
 class Link:
     """One network device. `up` is the administrative state (IFF_UP); `address` the 6-byte MAC.
 
-    `parent` is the lower device's ifindex (VLAN), `peer` the other end's name (veth).
+    `parent` is the lower device's ifindex (VLAN), `peer` the other end's name (veth), `tunnel` the
+    parameters of an ipip or ip6tnl device, whose `address` is b"" (no link-layer address: its frames
+    are IP packets, encapsulated on the way out).
     """
 
     ifindex: int
@@ -42,6 +50,7 @@ class Link:
     vlan_id: int | None = None
     parent: int | None = None
     peer: str | None = None
+    tunnel: IpTunnel | None = None
 
     @property
     def is_loopback(self) -> bool:
@@ -49,8 +58,13 @@ class Link:
 
     @property
     def noarp(self) -> bool:
-        """IFF_NOARP: loopback and dummy resolve no neighbours (drivers/net/dummy.c › dummy_setup)."""
-        return self.kind in (KIND_LOOPBACK, KIND_DUMMY)
+        """IFF_NOARP: loopback, dummy and tunnels resolve no neighbours (drivers/net/dummy.c ›
+        dummy_setup, ipip.c › ipip_tunnel_setup, ip6_tunnel.c › ip6_tnl_dev_setup)."""
+        return self.kind in (KIND_LOOPBACK, KIND_DUMMY, KIND_IPIP, KIND_IP6TNL)
+
+    @property
+    def is_tunnel(self) -> bool:
+        return self.tunnel is not None
 
 
 def default_hwaddr(ifindex: int) -> bytes:

@@ -37,6 +37,7 @@ from flowpath.net.inetdev import (
     ipv6_addr_src_scope,
     ipv6_dev_get_saddr,
 )
+from flowpath.net.ip_tunnel import IpTunnel, ip_tunnel_bind_dev, ip_tunnel_find, is_fallback_parms
 from flowpath.net.link import (
     ETH_DATA_LEN,
     ETH_MAX_MTU,
@@ -46,6 +47,7 @@ from flowpath.net.link import (
     KIND_VETH,
     KIND_VLAN,
     LOOPBACK_MTU,
+    TUNNEL_KINDS,
     VLAN_N_VID,
     Link,
     default_hwaddr,
@@ -57,6 +59,7 @@ from flowpath.net.rtnetlink import RtnlError
 INADDR_LOOPBACK = 0x7F000001
 IN6ADDR_LOOPBACK = 1
 IFNAMSIZ = 16
+NO_LLADDR = "Operation not supported: a tunnel device has no link-layer address"
 
 
 def _ipv6_ifa_rank(addr: int) -> int:
@@ -102,7 +105,8 @@ class Network:
     def _new_link(self, name: str, kind: str, address: bytes | None, mtu: int | None, **kw) -> Link:
         ifindex = self._ifindex_next
         self._ifindex_next += 1
-        link = Link(ifindex, name, kind, address or default_hwaddr(ifindex), mtu or ETH_DATA_LEN, **kw)
+        address = default_hwaddr(ifindex) if address is None else address  # b"": a tunnel's (none)
+        link = Link(ifindex, name, kind, address, mtu or ETH_DATA_LEN, **kw)
         self.links[ifindex] = link
         self._by_name[name] = link
         for family in (4, 6):
@@ -120,10 +124,13 @@ class Network:
         peer: str | None = None,
         peer_address: bytes | None = None,
         peer_mtu: int | None = None,
+        tunnel: IpTunnel | None = None,
     ) -> Link:
         """`ip link add`. A new link is down. Returns it (for veth, the named end, not the peer)."""
         if name in self._by_name:
             raise RtnlError("File exists", "name")
+        if kind in TUNNEL_KINDS:
+            return self._tunnel_add(name, kind, address, mtu, tunnel)
         for arg, value in (("address", address), ("peer_address", peer_address)):
             if value is not None and not is_valid_ether_addr(value):
                 raise RtnlError("Cannot assign requested address", arg)
@@ -158,6 +165,26 @@ class Network:
             name, KIND_VLAN, address or real.address, mtu or real.mtu, parent=parent, vlan_id=vlan_id
         )
 
+    def _tunnel_add(self, name, kind, address, mtu, p: IpTunnel | None) -> Link:
+        """Linux: ip_tunnel.c › ip_tunnel_newlink, ip6_tunnel.c › ip6_tnl_newlink: EEXIST when a tunnel
+        of the kind has the same ends and device; the MTU from ip_tunnel_bind_dev unless given (then
+        clamped to the device's range)."""
+        if p is None or p.family != (4 if kind == "ipip" else 6):
+            raise RtnlError("Invalid argument", "type")
+        if address is not None:
+            # Deviation: Linux takes IFLA_ADDRESS's first 4 (16) bytes as the local address; refused here.
+            raise RtnlError(NO_LLADDR, "address")
+        if p.link and p.link not in self.links:
+            raise RtnlError("No such device", "dev")
+        if is_fallback_parms(p) or ip_tunnel_find(self.links.values(), lambda d: d.kind, p, kind):
+            raise RtnlError("File exists", "name")
+        if mtu is None:
+            mtu = ip_tunnel_bind_dev(self, p)
+        else:
+            self._check_mtu(mtu)
+            mtu = min(max(mtu, p.min_mtu), p.max_mtu)
+        return self._new_link(name, kind, b"", mtu, tunnel=p)
+
     def _free_name(self, pattern: str) -> str:
         n = 0
         while pattern % n in self._by_name:
@@ -189,6 +216,8 @@ class Network:
             link.name = name
             self._by_name[name] = link
         if address is not None:
+            if link.is_tunnel:
+                raise RtnlError(NO_LLADDR, "address")
             if not is_valid_ether_addr(address):
                 raise RtnlError("Cannot assign requested address", "address")
             link.address = address
@@ -202,6 +231,11 @@ class Network:
     def _dev_set_mtu(self, link: Link, mtu: int) -> None:
         if link.kind != KIND_LOOPBACK:
             self._check_mtu(mtu)
+        if link.is_tunnel:  # ip_tunnel.c › __ip_tunnel_change_mtu (strict), ip6_tunnel.c › ip6_tnl_change_mtu
+            if mtu > link.tunnel.max_mtu:
+                raise RtnlError("mtu greater than device maximum", "mtu")
+            if link.tunnel.family == 6 and link.tunnel.mode != "ipip6" and mtu < link.tunnel.min_mtu:
+                raise RtnlError("mtu less than device minimum", "mtu")
         if link.kind == KIND_VLAN and mtu > self.links[link.parent].mtu:
             raise RtnlError("Numerical result out of range", "mtu")
         link.mtu = mtu
@@ -248,7 +282,9 @@ class Network:
     def _addrconf_link_ready(self, link: Link) -> None:
         """addrconf_notify NETDEV_UP/CHANGE once addrconf_link_ready: the EUI-64 link-local address
         (addrconf_addr_gen) and the prefix routes of the link's addresses."""
-        if not link.is_loopback:
+        # Deviation: ip6tnl devices get no link-local address (Linux: addrconf_ifid_ip6tnl); ipip
+        # devices get none in Linux either (ipv6_generate_eui64 has no ARPHRD_TUNNEL case).
+        if not link.is_loopback and not link.is_tunnel:
             lladdr = LINK_LOCAL_PREFIX | addrconf_ifid_eui48(link.address)
             if not any(a.address == lladdr for a in self._addrs[6][link.ifindex]):
                 self.addr_add(link, 6, lladdr, 64)
@@ -511,8 +547,9 @@ class Network:
 
     # ---- listings (`ip link`, `ip addr`, `ip route`, `ip neigh`) ----
 
-    def show_link(self) -> str:
-        return show.show_link(self)
+    def show_link(self, details: bool = False) -> str:
+        """`ip [-d] link show`."""
+        return show.show_link(self, details)
 
     def show_addr(self) -> str:
         return show.show_addr(self)

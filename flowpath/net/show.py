@@ -1,8 +1,11 @@
 """Listings in the style of `ip link`, `ip addr`, `ip route` and `ip neigh`.
 
-Linux: iproute2 ip/ipaddress.c (print_linkinfo, print_addrinfo), ip/iproute.c (print_route) and
-ip/ipneigh.c (print_neigh). Deviation: qdisc, group, qlen and lifetimes other than "forever" are left
-out; a port (kind "ether") always has carrier.
+Linux: iproute2 ip/ipaddress.c (print_linkinfo, print_addrinfo), ip/iproute.c (print_route),
+ip/ipneigh.c (print_neigh), and for `ip -d link show` the kinds' print_opt (ip/link_iptnl.c ›
+iptunnel_print_opt, ip/link_ip6tnl.c › ip6tunnel_print_opt, ip/iplink_vlan.c › vlan_print_opt).
+Deviation: qdisc, group, qlen, lifetimes other than "forever" and the details that describe no modelled
+state (promiscuity, minmtu/maxmtu, addrgenmode, queues, GSO/GRO sizes) are left out; a port (kind
+"ether") always has carrier.
 """
 
 from __future__ import annotations
@@ -19,18 +22,36 @@ from flowpath.net.fib import (
     FibAlias,
 )
 from flowpath.net.inetdev import RT_SCOPE_UNIVERSE, SCOPE_NAMES, format_addr
-from flowpath.net.link import KIND_DUMMY, KIND_LOOPBACK, KIND_VETH, KIND_VLAN, Link, format_hwaddr
+from flowpath.net.link import (
+    KIND_DUMMY,
+    KIND_ETHER,
+    KIND_IPIP,
+    KIND_LOOPBACK,
+    KIND_VETH,
+    KIND_VLAN,
+    Link,
+    format_hwaddr,
+)
 from flowpath.net.neighbour import NUD_TEXT, NUD_VALID
 
 if TYPE_CHECKING:
     from flowpath.net.model import Network
 
 
-def _link_header(net: Network, link: Link) -> list[str]:
+def _tunnel_p2p(link: Link) -> bool:
+    """IFF_POINTOPOINT: an ipip device with a remote (ip_tunnel_bind_dev), an ip6tnl one with both
+    ends (ip6_tnl_link_config, IP6_TNL_F_CAP_XMIT and _RCV taken as given when both are set)."""
+    t = link.tunnel
+    return bool(t.remote) if t.family == 4 else bool(t.remote and t.local)
+
+
+def _link_header(net: Network, link: Link, details: bool = False) -> list[str]:
     if link.kind == KIND_LOOPBACK:
         flags = ["LOOPBACK"]
     elif link.kind == KIND_DUMMY:
         flags = ["BROADCAST", "NOARP"]
+    elif link.is_tunnel:
+        flags = ["POINTOPOINT", "NOARP"] if _tunnel_p2p(link) else ["NOARP"]
     else:
         flags = ["BROADCAST", "MULTICAST"]
     state = "DOWN"
@@ -41,23 +62,68 @@ def _link_header(net: Network, link: Link) -> list[str]:
             flags.insert(0, "NO-CARRIER")
             state = "LOWERLAYERDOWN"
         else:
-            state = "UNKNOWN" if link.kind in (KIND_LOOPBACK, KIND_DUMMY) else "UP"
+            state = "UNKNOWN" if link.kind in (KIND_LOOPBACK, KIND_DUMMY) or link.is_tunnel else "UP"
     name = link.name
     if link.kind == KIND_VETH:
         name += f"@{link.peer}"
     elif link.kind == KIND_VLAN:
         name += f"@{net.links[link.parent].name}"
-    ltype = "loopback" if link.kind == KIND_LOOPBACK else "ether"
-    brd = "00:00:00:00:00:00" if link.kind == KIND_LOOPBACK else "ff:ff:ff:ff:ff:ff"
-    return [
-        f"{link.ifindex}: {name}: <{','.join(flags)}> mtu {link.mtu} state {state}",
-        f"    link/{ltype} {format_hwaddr(link.address)} brd {brd}",
-    ]
+    elif link.is_tunnel:  # IFLA_LINK is the tunnel's `dev` (ip_tunnel_get_iflink): 0 prints "NONE"
+        name += f"@{_ifname(net, link.tunnel.link) if link.tunnel.link else 'NONE'}"
+    lines = [f"{link.ifindex}: {name}: <{','.join(flags)}> mtu {link.mtu} state {state}"]
+    if link.is_tunnel:
+        t = link.tunnel
+        # ipaddress.c › print_linkinfo: the device address (local) and broadcast/peer address (remote)
+        ltype = "ipip" if t.family == 4 else "tunnel6"
+        word = "peer" if _tunnel_p2p(link) else "brd"
+        local, remote = format_addr(t.family, t.local), format_addr(t.family, t.remote)
+        lines.append(f"    link/{ltype} {local} {word} {remote}")
+    else:
+        ltype = "loopback" if link.kind == KIND_LOOPBACK else "ether"
+        brd = "00:00:00:00:00:00" if link.kind == KIND_LOOPBACK else "ff:ff:ff:ff:ff:ff"
+        lines.append(f"    link/{ltype} {format_hwaddr(link.address)} brd {brd}")
+    if details and link.kind not in (KIND_ETHER, KIND_LOOPBACK):
+        lines.append("    " + " ".join([link.kind] + _link_info(net, link)))
+    return lines
 
 
-def show_link(net: Network) -> str:
-    """`ip link show`."""
-    return "\n".join(line for link in net.links.values() for line in _link_header(net, link)) + "\n"
+def _ifname(net: Network, ifindex: int) -> str:
+    link = net.links.get(ifindex)
+    return link.name if link is not None else f"if{ifindex}"  # lib/ll_map.c › ll_idx_n2a
+
+
+def _endpoint(family: int, addr: int) -> str:
+    """iproute2 ip/tunnel.c › tnl_print_endpoint: "any" for the wildcard."""
+    return format_addr(family, addr) if addr else "any"
+
+
+def _link_info(net: Network, link: Link) -> list[str]:
+    """The words print_opt writes after the kind (`ip -d link show`)."""
+    if link.kind == KIND_VLAN:
+        return ["protocol", "802.1Q", "id", str(link.vlan_id)]
+    t = link.tunnel
+    if t is None:
+        return []
+    words = [t.mode, "remote", _endpoint(t.family, t.remote), "local", _endpoint(t.family, t.local)]
+    if t.link:
+        words += ["dev", _ifname(net, t.link)]
+    if link.kind == KIND_IPIP:  # link_iptnl.c › iptunnel_print_opt
+        words += ["ttl", str(t.ttl) if t.ttl else "inherit"]
+        if t.tos:
+            words += ["tos", "inherit" if t.tos == 1 else f"0x{t.tos:x}"]
+        words.append("pmtudisc" if t.pmtudisc else "nopmtudisc")
+        return words
+    # link_ip6tnl.c › ip6tunnel_print_opt (flowlabel: none is configured, so 0)
+    words += ["hoplimit", str(t.ttl) if t.ttl else "inherit"]
+    words += ["encaplimit", str(t.encap_limit) if t.encap_limit >= 0 else "none"]
+    words += ["tclass", "inherit" if t.tos == 1 else f"0x{t.tos:02x}", "flowlabel", "0x00000"]
+    return words
+
+
+def show_link(net: Network, details: bool = False) -> str:
+    """`ip [-d] link show`."""
+    lines = [line for link in net.links.values() for line in _link_header(net, link, details)]
+    return "\n".join(lines) + "\n"
 
 
 def show_addr(net: Network) -> str:

@@ -99,6 +99,10 @@ class Conntrack:
         self.stat = {"found": 0, "invalid": 0, "insert": 0, "insert_failed": 0, "drop": 0, "early_drop": 0}
         # Called with a ct just before it leaves the table (the flowtable tears its flow down here).
         self.destroy_hooks: list[Callable[[NfConn], None]] = []
+        # Several workers (flowpath/workers.py) share this table, one at a time: nr_cpus of them, and
+        # this_cpu the one whose classic path runs now (smp_processor_id()); NAT picks ports whose
+        # replies steer to it (nat.py › nf_nat_steers_here)
+        self.this_cpu, self.nr_cpus = 0, 1
 
     def __len__(self) -> int:
         return len(self._cts)

@@ -21,6 +21,7 @@ from flowpath.netfilter.constants import (
     NFPROTO_IPV6,
 )
 from flowpath.packet import layout as L
+from flowpath.packet.steer import flow_steer_tuple, port_word
 
 NSEC_PER_SEC = 1_000_000_000
 
@@ -80,6 +81,12 @@ class NfConnTuple(NamedTuple):
         if self.is_icmp:
             return self._replace(dst=addr)
         return self._replace(dst=addr, dport=port)
+
+
+def nf_ct_tuple_cpu(t: NfConnTuple, nr_cpus: int) -> int:
+    """The worker a packet with tuple t (either direction's) steers to (flowpath.packet.steer)."""
+    l3 = 4 if t.l3proto == NFPROTO_IPV4 else 6
+    return flow_steer_tuple(l3, t.l4proto, t.src, t.dst, port_word(t.l4proto, t.sport, t.dport, t.type), nr_cpus)
 
 
 def nf_ct_invert_tuple(t: NfConnTuple) -> NfConnTuple | None:

@@ -19,7 +19,13 @@ import hashlib
 from collections.abc import Callable
 
 from flowpath.netfilter.conntrack import Conntrack, ctinfo2dir
-from flowpath.netfilter.conntrack_tuple import NfConn, NfConnTuple, nf_ct_invert_tuple, nf_ct_is_confirmed
+from flowpath.netfilter.conntrack_tuple import (
+    NfConn,
+    NfConnTuple,
+    nf_ct_invert_tuple,
+    nf_ct_is_confirmed,
+    nf_ct_tuple_cpu,
+)
 from flowpath.netfilter.constants import (
     IP_CT_DIR_ORIGINAL,
     IP_CT_DIR_REPLY,
@@ -195,7 +201,7 @@ def nf_nat_l4proto_unique_tuple(
                 t, maniptype, t.src if maniptype == NF_NAT_MANIP_SRC else t.dst, lo + off % size
             )
             off += 1
-            if not nf_nat_used_tuple(cand, ct):
+            if not nf_nat_used_tuple(cand, ct) and nf_nat_steers_here(cand, ct):
                 return cand
         if attempts >= size or attempts < 16:
             return None
@@ -209,16 +215,29 @@ def nf_nat_l4proto_unique_tuple(
             off = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big")
 
 
+def nf_nat_steers_here(t: NfConnTuple, ct: NfConn) -> bool:
+    """With several workers: do the replies of a connection NATed to t steer to the worker whose
+    classic path runs now? (The steering hash is symmetric, so t's own CPU is its reply's.)
+
+    No Linux counterpart (Linux's conntrack is shared by every CPU, so any CPU may receive a reply);
+    VPP's NAT44-ED gives each worker its own port range for the same reason. Only a choice NAT has
+    (a port or ICMP id it may pick) is steered: a fixed mapping keeps its tuple, and such a
+    connection's directions may meet different workers (nft_flow_offload.py then keeps it on the
+    classic path). With one worker every tuple steers here, and NAT chooses as Linux does."""
+    n = ct.net.nr_cpus
+    return n <= 1 or nf_ct_tuple_cpu(t, n) == ct.net.this_cpu
+
+
 def get_unique_tuple(orig: NfConnTuple, rng: NfNatRange, ct: NfConn, maniptype: int) -> NfConnTuple | None:
     """Linux: get_unique_tuple: keep what we can (same source mapping, same port), else search."""
     random_all = rng.flags & NF_NAT_RANGE_PROTO_RANDOM_ALL
     if maniptype == NF_NAT_MANIP_SRC and not random_all:
         if nf_in_range(orig, rng):
-            if not nf_nat_used_tuple(orig, ct):
+            if not nf_nat_used_tuple(orig, ct) and nf_nat_steers_here(orig, ct):
                 return orig
         else:
             t = find_appropriate_src(ct, orig, rng)
-            if t is not None and not nf_nat_used_tuple(t, ct):
+            if t is not None and not nf_nat_used_tuple(t, ct) and nf_nat_steers_here(t, ct):
                 return t
     t = find_best_ips_proto(orig, rng, maniptype)
     if not random_all:
@@ -227,9 +246,10 @@ def get_unique_tuple(orig: NfConnTuple, rng: NfNatRange, ct: NfConn, maniptype: 
                 not rng.flags & NF_NAT_RANGE_PROTO_OFFSET
                 and l4proto_in_range(t, maniptype, rng)
                 and (rng.min_proto == rng.max_proto or not nf_nat_used_tuple(t, ct))
+                and (rng.min_proto == rng.max_proto or nf_nat_steers_here(t, ct))
             ):
                 return t
-        elif not nf_nat_used_tuple(t, ct):
+        elif not nf_nat_used_tuple(t, ct) and nf_nat_steers_here(t, ct):
             return t
     return nf_nat_l4proto_unique_tuple(t, rng, maniptype, ct)
 

@@ -35,7 +35,7 @@ from flowpath.netfilter.conntrack_proto_tcp import (
     TCP_TIMEOUTS_NS,
     TcpConntrack,
 )
-from flowpath.netfilter.conntrack_tuple import nf_ct_refresh
+from flowpath.netfilter.conntrack_tuple import nf_ct_refresh, nf_ct_tuple_cpu
 from flowpath.packet import layout as L
 from flowpath.packet.skb import SkBuff
 from flowpath.xfrm.esp import xfrm_state_mtu
@@ -57,6 +57,7 @@ FLOW_OFFLOAD_CT_BUSY = -3  # no conntrack entry, or it is offloaded already (IPS
 FLOW_OFFLOAD_NO_ROUTE = -4  # a direction has no unicast route or no resolved neighbour
 FLOW_OFFLOAD_VLAN = -5  # an IPsec direction leaves or arrives through a VLAN device
 FLOW_OFFLOAD_XFRM = -6  # the IPsec policies or SAs cannot be cached (nft_flow_xfrm said no)
+FLOW_OFFLOAD_STEER = -7  # several workers: a direction steers to another worker than this one
 
 
 def nft_flow_route(net, ct, d: int) -> tuple[FlowRoute, int, tuple] | None:
@@ -145,12 +146,25 @@ def nft_flow_xfrm(net, ct, d: int, sp: list | None):
     return x, encap
 
 
+def nf_flow_steers_here(net, ct) -> bool:
+    """Do both directions of ct steer to this worker (net.cpu)? Its flowtable entry is only hit by
+    the packets that reach this worker (each worker owns its flowtables: flowpath/netns.py › for_cpu),
+    so a connection whose directions part (a DNAT without a port choice, a reassembled datagram's
+    connection) stays on the classic path, which every worker shares. No Linux counterpart."""
+    n = ct.net.nr_cpus
+    if n <= 1:
+        return True
+    return all(nf_ct_tuple_cpu(ct.tuplehash[d], n) == net.cpu for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY))
+
+
 def nft_flow_offload_eval(net, skb: SkBuff, ft: Flowtable) -> int:
     """Add both directions of skb's connection to `ft`; return the flow id, or a negative result
     (FLOW_OFFLOAD_*, FLOW_ADD_*)."""
     ct = skb.ct
     if ct is None or ct.status & C.IPS_OFFLOAD:  # test_and_set_bit(IPS_OFFLOAD_BIT)
         return FLOW_OFFLOAD_CT_BUSY
+    if not nf_flow_steers_here(net, ct):
+        return FLOW_OFFLOAD_STEER
     sp, d_skb = skb.meta.get("sp", []), ctinfo2dir(skb.ctinfo)
     ipsec = [
         nft_flow_xfrm(net, ct, d, sp if d == d_skb else None) for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY)

@@ -96,6 +96,24 @@ class Stats:
         self.generated_packets = 0  # what the gateway originates (ICMP, echo replies, resets, ARP)
         self.generated_drops = np.zeros(N_REASONS, np.int64)  # ... and could not send, by reason
 
+    @classmethod
+    def merged(cls, parts: list[Stats]) -> Stats:
+        """Several workers' counters summed (the ICMP rate limiter's count is the namespace's, shared:
+        its largest reading)."""
+        out = cls(max(p.ifc.shape[0] for p in parts) - 1)
+        for p in parts:
+            for name, v in vars(p).items():
+                if name in ("cols", "ifc"):
+                    continue
+                if name == "icmp_ratelimited":
+                    out.icmp_ratelimited = max(out.icmp_ratelimited, v)
+                elif isinstance(v, np.ndarray):
+                    getattr(out, name)[: v.shape[0]] += v
+                else:
+                    setattr(out, name, getattr(out, name) + v)
+            out.ifc[: p.ifc.shape[0]] += p.ifc
+        return out
+
     def grow(self, max_ifindex: int) -> None:
         """Room for interfaces up to max_ifindex (a reload that adds links); the counts stay."""
         if max_ifindex >= self.ifc.shape[0]:
@@ -147,7 +165,8 @@ class Stats:
             "forwarded_packets": forwarded,
             "dropped_packets": sum(drops.values()),
             "local_packets": int(self.reasons[Reason.LOCAL_IN]),
-            "held_packets": int(self.reasons[Reason.IP_DEFRAG_QUEUED] + self.reasons[Reason.NEIGH_QUEUED]),
+            "held_packets": int(self.reasons[Reason.IP_DEFRAG_QUEUED] + self.reasons[Reason.NEIGH_QUEUED]
+                                + self.reasons[Reason.RPS_HANDOFF]),
             "generated_packets": self.generated_packets,
             "generated_dropped": {reason_label(r): int(c) for r, c in enumerate(self.generated_drops) if c},
             "tx_packets": self.tx_packets,

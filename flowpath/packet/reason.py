@@ -83,6 +83,12 @@ _REASONS = (  # name                    kind    text
     ("SKB_GSO_SEG",             "drop", "GSO super-packet the port cannot segment (type or headers)"),
     ("SKB_CSUM",                "drop", "checksum left to offload that the port cannot complete"),
     ("PACKET_RX_TRUNCATED",     "drop", "frame cut short by the receive ring (snaplen < len)"),
+    ("RPS_HANDOFF",             "ok",   "handed to the worker its flow steers to (after decryption)"),
+    ("IP_TUNNEL_NOMATCH",       "drop", "IP-in-IP to us that no tunnel device takes (port unreachable sent)"),
+    ("IP_TUNNEL_ECN",           "drop", "tunnel decapsulation: CE outer on a not-ECT inner (RFC 6040)"),
+    ("IP_TUNNEL_PROTO",         "drop", "tunnel device does not carry the packet's protocol (tx_errors)"),
+    ("IP_TUNNEL_LOOP",          "drop", "tunnel's outer route leaves through a tunnel again (collisions)"),
+    ("IP_TUNNEL_FRAG",          "drop", "fragment of an IP-in-IP packet that was not reassembled"),
     ("SLOW_TUNNEL_ID",          "slow", "IPIP push without DF: the classic path numbers the outer header"),
 )  # fmt: skip
 
