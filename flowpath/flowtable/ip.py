@@ -96,7 +96,13 @@ from flowpath.packet.csum import (
     udp_csum_replace2,
     udp_csum_replace4,
 )
-from flowpath.packet.iptunnel import ip_tunnel_outer_fields, iptunnel_push_header
+from flowpath.packet.iptunnel import (
+    ECN_DECAP_DROP,
+    ecn_decapsulate,
+    ip_ecn_set,
+    ip_tunnel_outer_fields,
+    iptunnel_push_header,
+)
 from flowpath.packet.layout import (
     ETH,
     ETH_HLEN,
@@ -136,6 +142,7 @@ SLOW_EXTHDR = int(Reason.SLOW_EXTHDR)
 SLOW_NO_ENTRY = int(Reason.SLOW_NO_ENTRY)
 SLOW_GSO = int(Reason.SLOW_GSO)
 SLOW_TUNNEL_ID = int(Reason.SLOW_TUNNEL_ID)
+SLOW_TUNNEL_ECN = int(Reason.SLOW_TUNNEL_ECN)
 # A header too short or inconsistent for the flowtable: Linux's nf_flow_tuple_ip fails its
 # pskb_may_pull and the packet takes the classic path, which drops and counts it.
 SLOW_MALFORMED = int(Reason.SLOW_MALFORMED)
@@ -562,6 +569,9 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
     moves the partial checksum by the addresses only, and it counts as one packet (one skb).
     Deviation: the frame is trimmed to the IP length (Ethernet padding dropped) as the classic
     path's ip_rcv does, so both paths emit the same bytes.
+    Deviation: Linux's IPIP pop leaves the inner ECN field as it is; we decapsulate it as ip_tunnel_rcv
+    does (RFC 6040), so both paths emit the same bytes (a CE outer over a not-ECT inner, which the
+    classic path drops, goes there).
     Deviation: a GSO packet of an XMIT_XFRM flow or of an IPIP one takes the classic path
     (segmented first) instead of software GSO (xfrm_output's, SKB_GSO_IPXIP4); VLAN tags are L2 and
     stay on the fast path.
@@ -589,9 +599,17 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
         return SLOW_MTU, 0, 0  # Deviation: no headroom for the push; Linux reallocates, we go slow
     if tun_out and not (flags & XMIT_TUN_DF or (l3proto == 4 and ld16(b, nhoff + IPH.frag_off) & IP_DF)):
         return SLOW_TUNNEL_ID, 0, 0  # an outer header without DF takes the namespace's next id
+    tun_in = encap_has_tun(proto)
+    ecn = np.int64(0)
+    if tun_in:  # ip_tunnel_rcv's IP_ECN_decapsulate (RFC 6040 §4.2), as the classic path decapsulates
+        rc, ecn = ecn_decapsulate(np.int64(b[nhoff - IPH.size + IPH.tos]), np.int64(b[nhoff + IPH.tos]))
+        if rc == ECN_DECAP_DROP:
+            return SLOW_TUNNEL_ECN, 0, 0
     if nf_flow_state_check(key, e, b, thoff, l4proto):
         return SLOW_TCP_STATE, 0, 0
     # ---- writes from here on ----
+    if tun_in:
+        ip_ecn_set(b, nhoff, ecn)
     timeout = now_ns + (ft.timeout_tcp_ns if l4proto == IPPROTO_TCP else ft.timeout_udp_ns)
     if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
         val[e, V_TIMEOUT] = timeout

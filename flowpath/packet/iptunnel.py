@@ -1,9 +1,12 @@
-"""net/ipv4/ip_tunnel_core.c › iptunnel_xmit: the outer IPv4 header an IPIP tunnel pushes.
+"""net/ipv4/ip_tunnel_core.c › iptunnel_xmit: the outer IPv4 header an IPIP tunnel pushes, and the ECN
+field across the tunnel both ways.
 
 Scalar @njit helpers, so that the flowtable's transmit (flowtable/ip.py, an entry with XMIT_ENCAP)
 and the classic path's ip_tunnel_xmit build the same header: the outer fields from the tunnel parms
 (ip_tunnel.c › ip_tunnel_xmit: tos and ttl fixed or inherited, DF from pmtudisc or the inner header)
-and the ECN field as include/net/inet_ecn.h › INET_ECN_encapsulate (RFC 6040 §4.1, normal mode).
+and the ECN field as include/net/inet_ecn.h › INET_ECN_encapsulate (RFC 6040 §4.1, normal mode);
+on receive the inner ECN field as INET_ECN_decapsulate (RFC 6040 §4.2), for the flowtable's pop and
+the classic path's ip_tunnel_rcv (flowpath/inet/inet_ecn.py) alike.
 The id: the classic path (flowpath/inet/ip_tunnel.py › iptunnel_xmit) gives an outer header with DF
 the id 0, as ip_select_ident does for a packet with DF and no socket, and one without DF the next id
 of the namespace's counter; the fast path pushes DF headers only (flowtable/ip.py), so their id is 0.
@@ -13,12 +16,17 @@ from __future__ import annotations
 
 from numba import njit
 
-from flowpath.packet.csum import ip_fast_csum, st16, st32
+from flowpath.packet.csum import csum_replace2, ip_fast_csum, ld16, st16, st32
 from flowpath.packet.layout import IP_DF, IPH
 
-INET_ECN_MASK = 3
+INET_ECN_NOT_ECT = 0
+INET_ECN_ECT_1 = 1
 INET_ECN_ECT_0 = 2
 INET_ECN_CE = 3
+INET_ECN_MASK = 3
+# ecn_decapsulate's answers (__INET_ECN_decapsulate's): 0 fine, 1 "log" (ECT outer on a not-ECT inner),
+# 2 drop (CE outer on a not-ECT inner: the congestion mark cannot be passed on, RFC 6040 §4.2)
+ECN_DECAP_OK, ECN_DECAP_LOG, ECN_DECAP_DROP = 0, 1, 2
 IPTUNNEL_TOS_INHERIT = 1  # `tos inherit`: bit 0 of the parms' tos (ip_tunnel_xmit: tos & 0x1)
 
 
@@ -67,3 +75,31 @@ def iptunnel_push_header(b, off, tot_len, tos, ttl, frag_off, protocol, saddr, d
     st32(b, off + IPH.saddr, saddr)
     st32(b, off + IPH.daddr, daddr)
     st16(b, off + IPH.check, ip_fast_csum(b, off, IPH.size))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def ecn_decapsulate(outer_tos, inner_tos):
+    """RFC 6040 §4.2's table, as __INET_ECN_decapsulate and INET_ECN_decapsulate apply it:
+    (ECN_DECAP_*, the inner ECN field to write). A not-ECT inner stays not-ECT (or is dropped under a
+    CE outer); a CE outer marks an ECT inner CE; an ECT(1) outer turns an ECT(0) inner into ECT(1)."""
+    outer, inner = outer_tos & INET_ECN_MASK, inner_tos & INET_ECN_MASK
+    if inner == INET_ECN_NOT_ECT:
+        if outer == INET_ECN_NOT_ECT:
+            return ECN_DECAP_OK, inner
+        return (ECN_DECAP_DROP if outer == INET_ECN_CE else ECN_DECAP_LOG), inner
+    if outer == INET_ECN_CE:
+        return ECN_DECAP_OK, INET_ECN_CE
+    if outer == INET_ECN_ECT_1 and inner == INET_ECN_ECT_0:
+        return ECN_DECAP_OK, INET_ECN_ECT_1
+    return ECN_DECAP_OK, inner
+
+
+@njit(cache=True, nogil=True, inline="always")
+def ip_ecn_set(b, nhoff, ecn):
+    """Write the ECN field of the IPv4 header at nhoff, its checksum updated (IP_ECN_set_ce and
+    IP_ECN_set_ect1 make the same RFC 1624 update over the version/ihl/tos word)."""
+    old = ld16(b, nhoff + IPH.version_ihl)
+    new = (old & (~INET_ECN_MASK & 0xFFFF)) | ecn
+    if new != old:
+        b[nhoff + IPH.tos] = new & 0xFF
+        csum_replace2(b, nhoff + IPH.check, old, new)
