@@ -224,15 +224,22 @@ def flow_neigh_xmit_range(data, head, length, group, i0, i1, hdr):
             continue
         base = g * HDR_ROW
         hlen = np.int64(hdr[g, HDR_LEN])
-        h = np.int64(head[i]) - (hlen - ETH_HLEN)
-        o = i * slot + h
         # the header as 8-byte words at 0, 8 (tagged headers only) and hlen - 8 (overlapping):
-        # two or three unaligned stores instead of a byte loop (1 flow, in cache: 10.6 -> 3.9 ns/pkt)
-        put_unaligned_le64(flat, o, get_unaligned_le64(hflat, base))
-        if hlen > 16:
-            put_unaligned_le64(flat, o + 8, get_unaligned_le64(hflat, base + 8))
-        put_unaligned_le64(flat, o + hlen - 8, get_unaligned_le64(hflat, base + hlen - 8))
-        head[i] = h
-        length[i] += hlen - ETH_HLEN
+        # two or three unaligned stores instead of a byte loop (1 flow, in cache: 10.6 -> 3.9 ns/pkt).
+        # An untagged header has its own branch with constant offsets: store addresses computed from
+        # the loaded length cost the plain hit 2 ns (1 flow, one call: 37 -> 35 ns/pkt with the branch).
+        if hlen == ETH_HLEN:
+            o = i * slot + np.int64(head[i])
+            put_unaligned_le64(flat, o, get_unaligned_le64(hflat, base))
+            put_unaligned_le64(flat, o + ETH_HLEN - 8, get_unaligned_le64(hflat, base + ETH_HLEN - 8))
+        else:
+            h = np.int64(head[i]) - (hlen - ETH_HLEN)
+            o = i * slot + h
+            put_unaligned_le64(flat, o, get_unaligned_le64(hflat, base))
+            if hlen > 16:
+                put_unaligned_le64(flat, o + 8, get_unaligned_le64(hflat, base + 8))
+            put_unaligned_le64(flat, o + hlen - 8, get_unaligned_le64(hflat, base + hlen - 8))
+            head[i] = h
+            length[i] += hlen - ETH_HLEN
         done += 1
     return done

@@ -71,6 +71,7 @@ from flowpath.flowtable.key import (
     out_mtu,
     ports_dst,
     ports_src,
+    proto_encap,
     proto_l3,
     proto_l4,
     tun_addr_hash,
@@ -579,7 +580,8 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
     key, val = ft.key, ft.val
     flags = key[e, V_FLAGS]
     proto = key[e, K_PROTO]
-    nhoff = head + ETH_HLEN + encap_hlen(proto)
+    enc = proto_encap(proto)
+    nhoff = head + ETH_HLEN + (encap_hlen(proto) if enc else 0)
     l3proto, l4proto = proto_l3(proto), proto_l4(proto)
     if l3proto == 4:
         l3len = ld16(b, nhoff + IPH.tot_len)
@@ -590,26 +592,18 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
     mtu = out_mtu(val[e, V_OUT])
     if l3len > mtu and not nf_flow_gso_fits_mtu(b, nhoff, thoff, l4proto, gso, mtu):
         return SLOW_MTU, 0, 0  # nf_flow_exceeds_mtu (a tunnel's mtu is its outer MTU minus 20)
-    rproto = key[e ^ 1, K_PROTO] if flags & XMIT_ENCAP else np.int64(0)  # the reverse tuple's encap
-    tun_out = encap_has_tun(rproto)
-    if gso and (xmit_type(flags) == FLOW_OFFLOAD_XMIT_XFRM or tun_out or encap_has_tun(proto)):
+    if gso and xmit_type(flags) == FLOW_OFFLOAD_XMIT_XFRM:
         return SLOW_GSO, 0, 0
-    push = (IPH.size if tun_out else 0) + VLAN.size * encap_vlan_num(rproto)
-    if push > room + encap_hlen(proto):
-        return SLOW_MTU, 0, 0  # Deviation: no headroom for the push; Linux reallocates, we go slow
-    if tun_out and not (flags & XMIT_TUN_DF or (l3proto == 4 and ld16(b, nhoff + IPH.frag_off) & IP_DF)):
-        return SLOW_TUNNEL_ID, 0, 0  # an outer header without DF takes the namespace's next id
-    tun_in = encap_has_tun(proto)
-    ecn = np.int64(0)
-    if tun_in:  # ip_tunnel_rcv's IP_ECN_decapsulate (RFC 6040 §4.2), as the classic path decapsulates
-        rc, ecn = ecn_decapsulate(np.int64(b[nhoff - IPH.size + IPH.tos]), np.int64(b[nhoff + IPH.tos]))
-        if rc == ECN_DECAP_DROP:
-            return SLOW_TUNNEL_ECN, 0, 0
+    tun_in, tun_out, ecn = False, False, np.int64(0)
+    if enc or flags & XMIT_ENCAP:  # one predicted branch for a plain flow
+        r, tun_in, tun_out, ecn = nf_flow_encap_check(b, nhoff, room, key, e, flags, gso)
+        if r != FLOW_FORWARD:
+            return r, 0, 0
     if nf_flow_state_check(key, e, b, thoff, l4proto):
         return SLOW_TCP_STATE, 0, 0
     # ---- writes from here on ----
     if tun_in:
-        ip_ecn_set(b, nhoff, ecn)
+        nf_flow_ip_tunnel_ecn(b, nhoff, ecn)
     timeout = now_ns + (ft.timeout_tcp_ns if l4proto == IPPROTO_TCP else ft.timeout_udp_ns)
     if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
         val[e, V_TIMEOUT] = timeout
@@ -632,13 +626,44 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
         val[e, V_PACKETS] += 1
         val[e, V_BYTES] += l3len
     if tun_out:
-        nf_flow_tunnel_ipip_push(b, nhoff, l3len, ft, key, e, flags)
+        nf_flow_tunnel_ipip_push(b, nhoff, l3len, key, e, flags)
         return FLOW_FORWARD, nhoff - IPH.size - ETH_HLEN - head, ETH_HLEN + IPH.size + l3len
     return FLOW_FORWARD, nhoff - ETH_HLEN - head, ETH_HLEN + l3len
 
 
-@njit(cache=True, nogil=True, inline="always")
-def nf_flow_tunnel_ipip_push(b, nhoff, l3len, ft, key, e, flags):
+# The encapsulation steps are called, not inlined (as nf_flow_nat for NAT66): rare, they stay out of
+# the hit loop's code and of each driver's compile.
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_encap_check(b, nhoff, room, key, e, flags, gso):
+    """The checks an encapsulated hit adds (entry e's own encap, popped; its reverse tuple's, pushed
+    when XMIT_ENCAP): (FLOW_FORWARD or a slow Reason, pop an IPIP header, push one, the inner ECN
+    field RFC 6040 decapsulation gives). nhoff: the inner IP header. Writes nothing."""
+    proto = key[e, K_PROTO]
+    rproto = key[e ^ 1, K_PROTO] if flags & XMIT_ENCAP else np.int64(0)  # the reverse tuple's encap
+    tun_in, tun_out = encap_has_tun(proto), encap_has_tun(rproto)
+    ecn = np.int64(0)
+    if gso and (tun_out or tun_in):
+        return SLOW_GSO, tun_in, tun_out, ecn
+    push = (IPH.size if tun_out else 0) + VLAN.size * encap_vlan_num(rproto)
+    if push > room + encap_hlen(proto):
+        return SLOW_MTU, tun_in, tun_out, ecn  # Deviation: no headroom for the push; Linux reallocates
+    if tun_out and not (flags & XMIT_TUN_DF or ld16(b, nhoff + IPH.frag_off) & IP_DF):
+        return SLOW_TUNNEL_ID, tun_in, tun_out, ecn  # an outer header without DF takes the next id
+    if tun_in:  # ip_tunnel_rcv's IP_ECN_decapsulate (RFC 6040 §4.2), as the classic path decapsulates
+        rc, ecn = ecn_decapsulate(np.int64(b[nhoff - IPH.size + IPH.tos]), np.int64(b[nhoff + IPH.tos]))
+        if rc == ECN_DECAP_DROP:
+            return SLOW_TUNNEL_ECN, tun_in, tun_out, ecn
+    return FLOW_FORWARD, tun_in, tun_out, ecn
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_ip_tunnel_ecn(b, nhoff, ecn):
+    """The popped IPIP packet's inner ECN field as RFC 6040 decapsulation gives it (ip_tunnel_rcv)."""
+    ip_ecn_set(b, nhoff, ecn)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_tunnel_ipip_push(b, nhoff, l3len, key, e, flags):
     """Push the IPIP outer header of entry e's transmit in front of the inner IPv4 header at nhoff:
     addresses from the reverse tuple (saddr its tun.dst, daddr its tun.src), tos, ttl and DF from the
     tunnel parms in e's flags word over the (forwarded) inner header, id 0, the checksum.
@@ -669,7 +694,8 @@ def nf_flow_offload_step(cols, flat, off, i, ft, nat6, e, now_ns):
         return SLOW_TEARDOWN
     r, move, newlen = nf_flow_offload_forward(flat, off, np.int64(head[i]), ft, nat6, e, now_ns, np.int64(gso[i]))
     if r == FLOW_FORWARD:
-        head[i] = np.int64(head[i]) + move
+        if move:  # an encapsulation popped or an IPIP header pushed
+            head[i] = np.int64(head[i]) + move
         length[i] = newlen
         oif[i] = out_ifidx(ft.val[e, V_OUT])
     return r
@@ -679,24 +705,35 @@ def nf_flow_offload_step(cols, flat, off, i, ft, nat6, e, now_ns):
 def _nf_flow_tuple_hash(flat, off, ln, ifidx, enc, kflat, ko, seed, tun_hash):
     """Parse the frame at flat[off:off+ln], write its key to kflat[ko:] and hash it: (Reason, hash).
     A plain IPv4 key (no VLAN tag, no IPIP) is written as its varying words only (proto, saddr,
-    daddr, ports, encap; iifidx in K_IIFIDX; K_VLAN, K_TUN_* zero) and compared from them; anything
-    else goes through nf_flow_tuple, which writes the whole key."""
+    daddr, ports, encap; iifidx in K_IIFIDX; K_VLAN and K_TUN_* left as they are: _ring_key_ipv4
+    reads them only under ENC_* bits) and compared from them; anything else goes through
+    nf_flow_tuple, which writes the whole key."""
     h = np.int64(0)
-    if (ln >= ETH_HLEN + IPH.size and ld16(flat, off + ETH.h_proto) == ETH_P_IP
-            and flat[off + ETH_HLEN + IPH.protocol] != IPPROTO_IPIP):  # fmt: skip
+    if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IP:
         r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(flat, off + ETH_HLEN, ln - ETH_HLEN)
         if r == FLOW_FORWARD:
             kflat[ko + K_IIFIDX], kflat[ko + K_PROTO], kflat[ko + K_PORTS] = ifidx, proto, ports
             kflat[ko + K_SADDR], kflat[ko + K_DADDR], kflat[ko + K_ENCAP] = saddr, daddr, enc
-            kflat[ko + K_VLAN], kflat[ko + K_TUN_SADDR], kflat[ko + K_TUN_DADDR] = 0, 0, 0
-            h = flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, enc, np.int64(0), seed)
+            return r, flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, enc, np.int64(0), seed)
+        if r != SLOW_L4PROTO or flat[off + ETH_HLEN + IPH.protocol] != IPPROTO_IPIP:
+            return r, h  # IPIP (its outer header is SLOW_L4PROTO here) goes on below
+    if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IPV6:
+        r = nf_flow_tuple_ipv6(flat, off + ETH_HLEN, ln - ETH_HLEN, ifidx, kflat, ko)
+        kflat[ko + K_VLAN], kflat[ko + K_TUN_SADDR], kflat[ko + K_TUN_DADDR] = 0, 0, 0
     else:
-        r = nf_flow_tuple(flat, off, ln, ifidx, kflat, ko, tun_hash)
-        if r == FLOW_FORWARD:
-            if enc:  # ESP input's SA word (an IPIP key under tunnel_key="hash" has none: one level)
-                kflat[ko + K_ENCAP] = enc
-            h = flow_offload_hash(kflat, ko, seed, tun_hash)
+        r = nf_flow_tuple_encap(flat, off, ln, ifidx, kflat, ko, tun_hash)
+    if r == FLOW_FORWARD:
+        if enc:  # ESP input's SA word (an IPIP key under tunnel_key="hash" has none: one level)
+            kflat[ko + K_ENCAP] = enc
+        h = flow_offload_hash(kflat, ko, seed, tun_hash)
     return r, h
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_tuple_encap(b, head, length, iifidx, k, koff, tun_hash):
+    """nf_flow_tuple for what is neither plain IPv4 nor plain IPv6 (VLAN tags, IPIP, or not IP at
+    all): called, not inlined, so that the plain hit path stays small."""
+    return nf_flow_tuple(b, head, length, iifidx, k, koff, tun_hash)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -726,11 +763,16 @@ def _nf_flow_lookup_forward(cols, flat, off, i, ft, nat6, kflat, ko, h, cand, no
 
 @njit(cache=True, nogil=True, inline="always")
 def _ring_key_ipv4(kflat, ko):
-    # an IPv4 key in the ring holds its varying words only (see _nf_flow_tuple_hash)
-    return (np.int64(kflat[ko + K_IIFIDX]), np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
-            np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]),
-            np.int64(kflat[ko + K_VLAN]), np.int64(kflat[ko + K_TUN_SADDR]),
-            np.int64(kflat[ko + K_TUN_DADDR]))  # fmt: skip
+    # an IPv4 key in the ring holds its varying words only (see _nf_flow_tuple_hash): the encap words
+    # are read under ENC_* bits only (flow_key_equal_ipv4 compares them only then)
+    proto = np.int64(kflat[ko + K_PROTO])
+    z = np.int64(0)
+    vlan, ts, td = z, z, z
+    if proto_encap(proto):
+        vlan, ts = np.int64(kflat[ko + K_VLAN]), np.int64(kflat[ko + K_TUN_SADDR])
+        td = np.int64(kflat[ko + K_TUN_DADDR])
+    return (np.int64(kflat[ko + K_IIFIDX]), proto, np.int64(kflat[ko + K_SADDR]), np.int64(kflat[ko + K_DADDR]),
+            np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]), vlan, ts, td)  # fmt: skip
 
 
 # The batch stages are compiled without NRT (`_nrt=False`, numba's switch for its reference-counting
