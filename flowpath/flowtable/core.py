@@ -214,6 +214,16 @@ class Flowtable:
         self._free = list(range(cap // 2 - 1, -1, -1))  # flow ids, lowest on top
         self._set_views()
 
+    def set_tunnel_key(self, tunnel_key: str) -> None:
+        """Key IPIP flows as tunnel_key says ("perfect" or "hash"; see key.py); only while the table
+        holds no flow (its entries' hashes depend on it). `flowpath bench ipip --key` uses it."""
+        if tunnel_key not in TUNNEL_KEYS:
+            raise ValueError(f"tunnel_key must be one of {', '.join(TUNNEL_KEYS)}, not {tunnel_key!r}")
+        if self.nused:
+            raise ValueError("the tunnel key of a flowtable holding flows cannot change")
+        self.tunnel_key, self.tun_hash = tunnel_key, int(tunnel_key == "hash")
+        self._set_views()
+
     # ---- views for the compiled hook -------------------------------------------------------
     @property
     def views(self) -> FlowtableViews:
