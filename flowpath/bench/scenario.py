@@ -28,6 +28,7 @@ SCENARIOS = {
     "ipsec-flows": "flowpath.bench.ipsec:IpsecFlows",
     "ipsec-sizes": "flowpath.bench.ipsec:IpsecSizes",
     "live": "flowpath.bench.live_sites:LiveBench",
+    "ipip": "flowpath.bench.ipip:Ipip",
 }
 IPSEC_SCENARIOS = ("ipsec-flows", "ipsec-sizes")
 MAX_FLOWS = 1_000_000
@@ -46,6 +47,7 @@ class BenchOptions:
     reps: int | None = None
     workers: int | None = None  # live only, as topology
     topology: str | None = None
+    key: str = "perfect"  # ipip only: the flowtable's tunnel_key
 
 
 def parse_flows(text: str | None) -> tuple[int, ...] | None:
@@ -139,6 +141,8 @@ def run_bench(
     sc = scenario(name)
     if name != "live" and (opts.workers is not None or opts.topology is not None):
         raise UsageError("--workers and --topology apply to `bench live` only")
+    if name != "ipip" and opts.key != "perfect":
+        raise UsageError("--key applies to `bench ipip` only")
     sc.check(opts)
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is not None:

@@ -164,10 +164,8 @@ class Network:
             raise RtnlError("File exists", "id")
         if mtu is not None and mtu > real.mtu:
             raise RtnlError("Numerical result out of range", "mtu")
-        return self._new_link(
-            name, KIND_VLAN, address or real.address, mtu or real.mtu, parent=parent, vlan_id=vlan_id,
-            vlan_proto=vlan_proto,
-        )
+        return self._new_link(name, KIND_VLAN, address or real.address, mtu or real.mtu, parent=parent,
+                              vlan_id=vlan_id, vlan_proto=vlan_proto)  # fmt: skip
 
     def _tunnel_add(self, name, kind, address, mtu, p: IpTunnel | None) -> Link:
         """Linux: ip_tunnel.c › ip_tunnel_newlink, ip6_tunnel.c › ip6_tnl_newlink: EEXIST when a tunnel

@@ -83,4 +83,4 @@ def test_forged_outer_source_never_rides_the_entry(tmp_path):
     fast, fs = _run(tmp_path, pkts, True)
     classic, cs = _run(tmp_path, pkts, False)
     assert fast == classic and len(fast["lan0"]) == 2
-    assert fs["drops"].get("IP_TUNNEL_NOMATCH") == cs["drops"].get("IP_TUNNEL_NOMATCH") == 4
+    assert fs["drops"].get("ip_tunnel_nomatch") == cs["drops"].get("ip_tunnel_nomatch") == 4
