@@ -290,8 +290,9 @@ def plot_ipip(r: dict, path: Path) -> list[Path]:
         ys = [by[d, m, n] for n in flows]
         ax.plot(flows, ys, style, label=f"{d.upper()} ({'decap' if d == 'rx' else 'encap'}), {m}")
         for x, y in zip(flows, ys, strict=True):
+            dy = 6 if d == "rx" else -12  # TX labels under their line: the two close lines keep apart
             ax.annotate(
-                f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7
+                f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, dy), ha="center", fontsize=7
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
