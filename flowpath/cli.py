@@ -599,15 +599,21 @@ def bench(
         typer.Option("--topology", help="live: sites (sunset -- west ==ESP== east -- sunrise, the default) or "
                      "gateway (h1 -- gw -- h2, plain)."),  # fmt: skip
     ] = None,
+    key: Annotated[
+        str,
+        typer.Option("--key", help="ipip: the flowtable's tunnel key, perfect (both outer addresses, Linux "
+                     "6.19) or hash (the v6 patch's hashed word)."),  # fmt: skip
+    ] = "perfect",
 ) -> None:
     """Run a benchmark scenario (the flowtable test notes' and workshop slides' experiments) in memory on
-    one core and report Mpps side by side; `cps` new TCP connections per second through NAT (flowtable
-    on and off), `ct-pressure` one-way new flows at 1x and 4x the conntrack limit; `live` measures
-    flowpath and Linux gateways on the testbed (root)."""
+    one core and report Mpps side by side; `scaling` the fast path on 1..N workers; `ipip` IPIP decap and
+    encap, flowtable and classic path; `cps` new TCP connections per second through NAT (flowtable on
+    and off), `ct-pressure` one-way new flows at 1x and 4x the conntrack limit; `live` measures flowpath
+    and Linux gateways on the testbed (root)."""
     from flowpath.bench.scenario import BenchOptions, parse_flows, parse_workers, run_bench
 
     opts = BenchOptions(quick, parse_flows(flows), frame_size, batch_size, alg, packets, reps, parse_workers(workers),
-                        topology)  # fmt: skip
+                        topology, key)  # fmt: skip
     _notice_compiles()
     with _SpinnerProgress(_env.err_console()) as progress:
         done = run_bench(scenario, opts, json_path=json_path, plot_path=plot, progress=progress)

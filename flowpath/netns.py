@@ -88,7 +88,8 @@ class Net:
                                self.sysctl["net.netfilter.nf_conntrack_frag6_timeout"] * NSEC_PER_SEC)  # fmt: skip
         self.icmp = IcmpSender()
         self.nft_swap(self.nft_build(ruleset))
-        self.vlans = {(lk.parent, lk.vlan_id): lk for lk in dev.links.values() if lk.kind == "vlan"}
+        # vlan_find_dev's key: the lower device, the TPID and the VID (a QinQ VLAN's lower device is one)
+        self.vlans = {(lk.parent, lk.vlan_proto, lk.vlan_id): lk for lk in dev.links.values() if lk.kind == "vlan"}
 
     def nft_build(self, ruleset) -> NftBuild:
         """Everything a ruleset makes of this namespace, built beside the one in use: the nft runtime,

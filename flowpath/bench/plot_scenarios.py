@@ -276,3 +276,34 @@ def plot_live(r: dict, path: Path) -> list[Path]:
         plt.close(fig)
         out.append(target)
     return out
+
+
+def plot_ipip(r: dict, path: Path) -> list[Path]:
+    """Gbit/s against flows: RX (decapsulation) and TX (encapsulation), flowtable and classic path,
+    log-log (the two paths are orders of magnitude apart); returns the files written."""
+    plt = _plt()
+    flows = sorted({p["flows"] for p in r["points"]})
+    by = {(p["direction"], p["mode"], p["flows"]): p["gbps"] for p in r["points"]}
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
+    for (d, m), style in ((("rx", "flowtable"), "o-"), (("tx", "flowtable"), "s-"), (("rx", "classic"), "o--"),
+                          (("tx", "classic"), "s--")):  # fmt: skip
+        ys = [by[d, m, n] for n in flows]
+        ax.plot(flows, ys, style, label=f"{d.upper()} ({'decap' if d == 'rx' else 'encap'}), {m}")
+        for x, y in zip(flows, ys, strict=True):
+            dy = 6 if d == "rx" else -12  # TX labels under their line: the two close lines keep apart
+            ax.annotate(
+                f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, dy), ha="center", fontsize=7
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(flows, [f"{n:,}" for n in flows])
+    ax.set_xlabel("number of flows (UDP source ports)")
+    ax.set_ylabel("throughput [Gbit/s], L2 (received frames with FCS)")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.set_title(f"IPIP tunnel, {r['frame_size']}-byte inner frames, {r['tunnel_key']} key: RX and TX")
+    _legend_below(ax, 2)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _footer(fig, r, f"{r['memory']['bytes_per_flow']:.0f} B/flow")
+    fig.savefig(path)
+    plt.close(fig)
+    return [Path(path)]

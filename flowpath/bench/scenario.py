@@ -31,6 +31,7 @@ SCENARIOS = {
     "scaling": "flowpath.bench.scaling:Scaling",
     "cps": "flowpath.bench.cps:Cps",
     "ct-pressure": "flowpath.bench.ct_pressure:CtPressure",
+    "ipip": "flowpath.bench.ipip:Ipip",
 }
 IPSEC_SCENARIOS = ("ipsec-flows", "ipsec-sizes")
 MAX_FLOWS = 1_000_000
@@ -49,6 +50,7 @@ class BenchOptions:
     reps: int | None = None
     workers: tuple[int, ...] | None = None  # live (one count) and scaling (several); topology: live only
     topology: str | None = None
+    key: str = "perfect"  # ipip only: the flowtable's tunnel_key
 
 
 def parse_flows(text: str | None) -> tuple[int, ...] | None:
@@ -157,6 +159,8 @@ def run_bench(
         raise UsageError("--topology applies to `bench live` only")
     if name not in ("live", "scaling") and opts.workers is not None:
         raise UsageError("--workers applies to `bench live` and `bench scaling` only")
+    if name != "ipip" and opts.key != "perfect":
+        raise UsageError("--key applies to `bench ipip` only")
     sc.check(opts)
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is not None:

@@ -47,6 +47,7 @@ from flowpath.net.inetdev import (
 from flowpath.net.link import KIND_DUMMY, KIND_ETHER, KIND_IP6TNL, KIND_IPIP, KIND_VETH, KIND_VLAN
 from flowpath.net.model import Network
 from flowpath.net.neighbour import NUD_NAMES, NUD_PERMANENT, Neighbour
+from flowpath.packet.layout import ETH_P_8021AD, ETH_P_8021Q
 
 Handler = Callable[[Network, IpCmd], None]
 
@@ -94,8 +95,11 @@ def _parse_veth(net: Network, cmd: IpCmd, req: dict) -> None:
             req["peer"] = cmd.ifname(tok)
 
 
+VLAN_PROTOCOLS = {"802.1q": ETH_P_8021Q, "802.1ad": ETH_P_8021AD}
+
+
 def _parse_vlan(net: Network, cmd: IpCmd, req: dict) -> None:
-    """`type vlan [protocol 802.1Q] id VID [link PARENT]` (ip/iplink_vlan.c)."""
+    """`type vlan [protocol 802.1Q|802.1ad] id VID [link PARENT]` (ip/iplink_vlan.c)."""
     while cmd.more():
         tok = cmd.take()
         if tok.text == "id":
@@ -106,8 +110,9 @@ def _parse_vlan(net: Network, cmd: IpCmd, req: dict) -> None:
             req["parent"] = cmd.device(val, net).ifindex
         elif tok.text == "protocol":
             val = cmd.arg(tok)
-            if val.text.lower() != "802.1q":
+            if val.text.lower() not in VLAN_PROTOCOLS:  # ip/iplink_vlan.c › ll_proto_a2n
                 raise cmd.error(val, f'unsupported vlan protocol "{val.text}"')
+            req["vlan_proto"] = VLAN_PROTOCOLS[val.text.lower()]
         else:
             raise cmd.unknown(tok)
     if "vlan_id" not in req:

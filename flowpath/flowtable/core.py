@@ -34,12 +34,13 @@ from flowpath.flowtable.key import (
     flow_offload_hash,
     flow_offload_probe,
 )
-from flowpath.packet.layout import IPPROTO_TCP
+from flowpath.packet.layout import ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP
 
 NF_FLOWTABLE_HW_OFFLOAD = 0x1  # include/uapi/linux/netfilter/nf_tables.h › enum nft_flowtable_flags
 NF_FLOWTABLE_COUNTER = 0x2
 FLOW_ADD_FULL = -1  # flow_offload_add results (Linux: -ENOMEM / -EEXIST from rhashtable_insert_fast)
 FLOW_ADD_EXISTS = -2
+TUNNEL_KEYS = ("perfect", "hash")  # Flowtable(tunnel_key=...): how an IPIP key holds the outer addresses
 MAX_PROBES = 32
 # nexthop uint32[cap, NH_ROW]: the neighbour an entry transmits to (family 0: none known)
 NH_FAMILY, NH_IFINDEX, NH_ADDR, NH_ROW = 0, 1, 2, 6  # family 4|6, its ifindex, 4 address words
@@ -52,7 +53,10 @@ INDEX_SLOTS_PER_ENTRY = 4
 @dataclass(frozen=True, slots=True)
 class FlowTuple:
     """struct flow_offload_tuple (key part). Addresses are ints (IPv4 32-bit, IPv6 128-bit),
-    ports host-order ints, l3proto 4 or 6. encap: 0, or an IPIP outer-address hash / ESP SPI."""
+    ports host-order ints, l3proto 4 or 6. encap: 0, or ESP input's SA index + 1.
+    vlan: encap[] as ((proto, tci), ...) outer tag first, proto ETH_P_8021Q or ETH_P_8021AD, at most
+    two; iifidx is then the physical device the tagged frames arrive on. tun: (saddr, daddr) of an
+    IPIP outer header (tun.src_v4, tun.dst_v4: the tunnel's remote and local address), or None."""
 
     iifidx: int
     l3proto: int
@@ -62,16 +66,32 @@ class FlowTuple:
     sport: int
     dport: int
     encap: int = 0
+    vlan: tuple[tuple[int, int], ...] = ()
+    tun: tuple[int, int] | None = None
 
-    def words(self) -> np.ndarray:
-        """The key row (uint32[16], value words zero) in the layout of flowtable/key.py."""
+    def words(self, tun_hash: bool = False) -> np.ndarray:
+        """The key row (uint32[16], value word zero) in the layout of flowtable/key.py; tun_hash:
+        the outer pair also hashed into K_ENCAP (tunnel_key="hash")."""
+        if len(self.vlan) > K.NF_FLOW_TABLE_ENCAP_MAX:
+            raise ValueError(f"at most {K.NF_FLOW_TABLE_ENCAP_MAX} VLAN tags, got {len(self.vlan)}")
         k = np.zeros(K.KEY_ROW, np.uint32)
         k[K.K_IIFIDX] = self.iifidx
-        k[K.K_PROTO] = K.flow_proto(self.l3proto, self.l4proto)
+        enc = len(self.vlan) << K.ENC_SHIFT
+        tcis = [0, 0]
+        for i, (proto, tci) in enumerate(self.vlan):
+            enc |= (K.ENC_VLAN0_AD << i) if proto == ETH_P_8021AD else 0
+            tcis[i] = tci & 0xFFFF
+        k[K.K_VLAN] = K.vlan_word(tcis[0], tcis[1])
+        k[K.K_ENCAP] = self.encap
+        if self.tun is not None:
+            enc |= K.ENC_TUN
+            k[K.K_TUN_SADDR], k[K.K_TUN_DADDR] = self.tun
+            if tun_hash:
+                k[K.K_ENCAP] = K.tun_addr_hash(int(self.tun[0]), int(self.tun[1]))
+        k[K.K_PROTO] = K.flow_proto(self.l3proto, self.l4proto) | enc
         k[K.K_SADDR : K.K_SADDR + 4] = _addr_words(self.saddr, self.l3proto)
         k[K.K_DADDR : K.K_DADDR + 4] = _addr_words(self.daddr, self.l3proto)
         k[K.K_PORTS] = K.ports_word(self.sport, self.dport)
-        k[K.K_ENCAP] = self.encap
         return k
 
 
@@ -79,14 +99,18 @@ class FlowTuple:
 class FlowRoute:
     """The per-direction part of struct flow_offload_route that the fast path caches.
 
-    oifidx out.ifidx; mtu the L3 MTU (ip_dst_mtu_maybe_forward); h_source/h_dest 6-byte MACs
-    (DIRECT xmit; for NEIGH the caller resolves the neighbour when it adds the flow);
-    vlan out-VLAN TCI or -1 for none; xmit_type FLOW_OFFLOAD_XMIT_*.
+    oifidx out.ifidx (the physical device: VLAN tags and an IPIP header are pushed from the reverse
+    tuple's encapsulation, as nf_flow_encap_push does); mtu the L3 MTU (ip_dst_mtu_maybe_forward; into a
+    tunnel: the outer route's MTU minus 20, the inner route's if smaller); h_source/h_dest 6-byte MACs
+    (DIRECT xmit; for NEIGH the caller resolves the neighbour when it adds the flow; into a tunnel: the
+    outer next hop's); xmit_type FLOW_OFFLOAD_XMIT_*.
     xfrm: with FLOW_OFFLOAD_XMIT_XFRM, the SA's index in the SAD (the route is then the SA's outer
     route and mtu its xfrm_state_mtu; Linux caches the xfrm dst bundle in tuple.dst_cache).
     neigh: the next hop's neighbour, (family, ifindex, address) as the neighbour table keys it, whose
     changes rewrite h_dest or tear the flow down; None: not followed (Linux reaches it through
     tuple.dst_cache's nexthop, rt_nexthop / rt6_nexthop).
+    tun_ttl, tun_tos, tun_pmtudisc: the parms of the tunnel the direction leaves through (used when
+    the reverse tuple has `tun`): ttl 0 inherits, tos with bit 0 set inherits (ip_tunnel_xmit).
     """
 
     oifidx: int
@@ -94,9 +118,11 @@ class FlowRoute:
     h_source: bytes
     h_dest: bytes
     xmit_type: int = K.FLOW_OFFLOAD_XMIT_DIRECT
-    vlan: int = -1
     xfrm: int = -1
     neigh: tuple[int, int, int] | None = None
+    tun_ttl: int = 0
+    tun_tos: int = 1
+    tun_pmtudisc: bool = True
 
 
 def _addr_words(addr: int, l3proto: int) -> list[int]:
@@ -157,8 +183,13 @@ class Flowtable:
         timeout_udp_ns: int | float = 30e9,
         max_probes: int = MAX_PROBES,
         seed: int | None = None,
+        tunnel_key: str = "perfect",
     ):
+        if tunnel_key not in TUNNEL_KEYS:
+            raise ValueError(f"tunnel_key must be one of {', '.join(TUNNEL_KEYS)}, not {tunnel_key!r}")
         self.name, self.flags = name, flags
+        # "perfect": both outer addresses are key words (Linux 6.19); "hash": the v6 patch's hashed word
+        self.tunnel_key, self.tun_hash = tunnel_key, int(tunnel_key == "hash")
         # Linux seeds the flowtable's jhash at random; so do we (pass seed for a reproducible table)
         self.seed = secrets.randbits(32) if seed is None else seed & 0xFFFFFFFF
         self.counter = bool(counter or flags & NF_FLOWTABLE_COUNTER)
@@ -183,6 +214,16 @@ class Flowtable:
         self._free = list(range(cap // 2 - 1, -1, -1))  # flow ids, lowest on top
         self._set_views()
 
+    def set_tunnel_key(self, tunnel_key: str) -> None:
+        """Key IPIP flows as tunnel_key says ("perfect" or "hash"; see key.py); only while the table
+        holds no flow (its entries' hashes depend on it). `flowpath bench ipip --key` uses it."""
+        if tunnel_key not in TUNNEL_KEYS:
+            raise ValueError(f"tunnel_key must be one of {', '.join(TUNNEL_KEYS)}, not {tunnel_key!r}")
+        if self.nused:
+            raise ValueError("the tunnel key of a flowtable holding flows cannot change")
+        self.tunnel_key, self.tun_hash = tunnel_key, int(tunnel_key == "hash")
+        self._set_views()
+
     # ---- views for the compiled hook -------------------------------------------------------
     @property
     def views(self) -> FlowtableViews:
@@ -192,7 +233,7 @@ class Flowtable:
     def _set_views(self) -> None:
         self._views = FlowtableViews(self.index, self.key, self.val, self.nat6, self.index.shape[0] - 1,
                                      self.max_probes, self.timeout_tcp_ns, self.timeout_udp_ns, int(self.counter),
-                                     self.seed)  # fmt: skip
+                                     self.seed, self.tun_hash)  # fmt: skip
         # the same as a plain tuple: what crosses into numba (typed in C; a NamedTuple is typed in Python)
         self.cols = tuple(self._views)
 
@@ -235,7 +276,8 @@ class Flowtable:
         whatever the insertion order, so entries that fitted fit again; doubling is a safety net."""
         while True:
             index = np.zeros(icap, np.int64)
-            if flow_index_build(index, self.key, self.used, icap - 1, self.max_probes, self.seed) == 0:
+            if flow_index_build(index, self.key, self.used, icap - 1, self.max_probes, self.seed,
+                                self.tun_hash) == 0:  # fmt: skip
                 break
             icap *= 2
         self.index, self.ntomb = index, 0
@@ -252,7 +294,8 @@ class Flowtable:
             # so the build indexes it) before refusing the flow.
             index = np.zeros(2 * self.index.shape[0], np.int64)
             if (
-                flow_index_build(index, self.key, self.used, index.shape[0] - 1, self.max_probes, self.seed)
+                flow_index_build(index, self.key, self.used, index.shape[0] - 1, self.max_probes, self.seed,
+                                 self.tun_hash)
                 == 0
             ):
                 self.index, self.ntomb = index, 0
@@ -278,8 +321,11 @@ class Flowtable:
         Linux: nf_flow_table_core.c › flow_offload_alloc + flow_offload_route_init +
         flow_offload_add. nat_flags: F_SNAT | F_DNAT (from the conntrack IPS_SRC/DST_NAT bits).
         """
-        korig, kreply = orig.words(), reply.words()
-        horig, hreply = flow_offload_hash(korig, 0, self.seed), flow_offload_hash(kreply, 0, self.seed)
+        for route in (route_orig, route_reply):
+            if not 0 <= route.oifidx < 1 << 31 or not 0 <= route.mtu <= 0xFFFF:
+                raise ValueError(f"oifidx {route.oifidx} or mtu {route.mtu} out of range")
+        korig, kreply = orig.words(self.tun_hash), reply.words(self.tun_hash)
+        horig, hreply = self._hash(korig), self._hash(kreply)
         if self._probe(korig, horig) >= 0 or self._probe(kreply, hreply) >= 0:
             return FLOW_ADD_EXISTS
         if not self._free and not self._grow():
@@ -316,10 +362,10 @@ class Flowtable:
         # NAT values come from the opposite direction's tuple, as nf_flow_snat_ip/dnat_ip read them
         row = self.key[e]
         row[:] = k
-        row[K.V_FLAGS] = nat_flags
-        row[K.V_XMIT] = K.xmit_word(d, route.xmit_type, route.vlan)
-        row[K.V_OIFIDX] = route.oifidx
-        row[K.V_MTU] = route.mtu
+        # transmit pushes the reverse tuple's encapsulation (nf_flow_encap_push(skb, other_tuple))
+        encap = bool(other.vlan) or other.tun is not None
+        row[K.V_FLAGS] = K.flags_word(nat_flags, d, route.xmit_type, encap, route.tun_ttl, route.tun_tos,
+                                      route.tun_pmtudisc)  # fmt: skip
         xfrm = route.xfrm if route.xmit_type == K.FLOW_OFFLOAD_XMIT_XFRM else -1
         self.xfrm_sa[e] = xfrm
         self.nxfrm += xfrm >= 0
@@ -329,17 +375,22 @@ class Flowtable:
         v[:] = 0
         v[K.V_TIMEOUT] = timeout_ns
         v[K.V_H_DEST], v[K.V_H_SOURCE] = _mac_int(route.h_dest), _mac_int(route.h_source)
+        v[K.V_OUT] = K.out_word(route.oifidx, route.mtu)
         v[K.V_NAT_PORTS] = K.ports_word(other.dport, other.sport)
         if t.l3proto == 4:
-            v[K.V_NAT_SADDR], v[K.V_NAT_DADDR] = other.daddr, other.saddr
+            v[K.V_NAT_ADDRS] = K.nat_addrs_word(other.daddr, other.saddr)
             self.nat6[e] = 0
         else:
             self.nat6[e, :16] = np.frombuffer(other.daddr.to_bytes(16, "big"), np.uint8)
             self.nat6[e, 16:] = np.frombuffer(other.saddr.to_bytes(16, "big"), np.uint8)
 
+    def _hash(self, k: np.ndarray) -> int:
+        return int(flow_offload_hash(k, 0, self.seed, self.tun_hash))
+
     def _probe(self, k: np.ndarray, h: int) -> int:
         return int(
-            flow_offload_probe(self.index, self.key, self.index.shape[0] - 1, self.max_probes, k, 0, h)
+            flow_offload_probe(self.index, self.key, self.index.shape[0] - 1, self.max_probes, k, 0, h,
+                               self.tun_hash)
         )
 
     def flows_through_xfrm(self, sa: int) -> list[int]:
@@ -372,7 +423,7 @@ class Flowtable:
         for e in (2 * flow_id, 2 * flow_id + 1):
             if not self.used[e]:
                 continue
-            h = flow_offload_hash(self.key[e], 0, self.seed)
+            h = self._hash(self.key[e])
             r = flow_index_remove(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
             self.ntomb += int(r)
             self.used[e] = False
@@ -426,8 +477,8 @@ class Flowtable:
 
     def lookup(self, t: FlowTuple) -> int:
         """Entry index for a tuple, or -1; entries in teardown are hidden (flow_offload_lookup)."""
-        k = t.words()
-        e = self._probe(k, flow_offload_hash(k, 0, self.seed))
+        k = t.words(self.tun_hash)
+        e = self._probe(k, self._hash(k))
         if e >= 0 and self.key[e, K.V_FLAGS] & K.F_TEARDOWN:
             return -1
         return e
@@ -483,8 +534,11 @@ class Flowtable:
                 "daddr": _words_addr(k[K.K_DADDR : K.K_DADDR + 4], l3),
                 "sport": K.ports_src(ports), "dport": K.ports_dst(ports),
                 "encap": int(k[K.K_ENCAP]), "flags": int(k[K.V_FLAGS]), "xmit_type": K.xmit_type(xmit),
-                "vlan": int(K.xmit_vlan(xmit)),
-                "oifidx": int(k[K.V_OIFIDX]), "mtu": int(k[K.V_MTU]),
+                "vlan": _vlan_tags(proto, int(k[K.K_VLAN])),
+                "tun": (_words_addr(k[K.K_TUN_SADDR : K.K_TUN_SADDR + 1], 4),
+                        _words_addr(k[K.K_TUN_DADDR : K.K_TUN_DADDR + 1], 4)) if K.encap_has_tun(proto) else None,
+                "xmit_encap": bool(K.xmit_has_encap(xmit)),
+                "oifidx": int(K.out_ifidx(int(v[K.V_OUT]))), "mtu": int(K.out_mtu(int(v[K.V_OUT]))),
                 "h_source": int(v[K.V_H_SOURCE]).to_bytes(6, "big"),
                 "h_dest": int(v[K.V_H_DEST]).to_bytes(6, "big"),
                 "packets": int(v[K.V_PACKETS]), "bytes": int(v[K.V_BYTES]),
@@ -507,8 +561,12 @@ class Flowtable:
             state = [s for s, f in (("CLOSING", K.F_CLOSING), ("TEARDOWN", K.F_TEARDOWN)) if d["flags"] & f]
             if d["xfrm"] >= 0:  # XMIT_XFRM: encrypted with this SA (its SAD index)
                 state.append(f"xfrm-out:sa{d['xfrm']}")
-            if d["encap"]:  # only matched by packets ESP input decrypted with this SA
+            if d["encap"] and d["tun"] is None:  # only matched by packets ESP input decrypted with this SA
                 state.append(f"xfrm-in:sa{K.encap_sa(d['encap'])}")
+            if d["vlan"]:  # only matched by frames with these tags (outer first)
+                state.append("vlan:" + ".".join(str(tci & 0xFFF) for _, tci in d["vlan"]))
+            if d["tun"] is not None:  # only matched inside this IPIP outer pair (remote > local)
+                state.append(f"ipip:{d['tun'][0]}>{d['tun'][1]}")
             exp = (d["timeout_ns"] - now_ns) / 1e9
             rows.append(
                 f"{d['flow_id']:>6} {('orig', 'reply')[d['dir']]:<5} {fam + '/' + proto:<9.9} {tup:<54} "
@@ -516,6 +574,12 @@ class Flowtable:
                 + (" " + ",".join(state) if state else "")
             )
         return "\n".join(rows)
+
+
+def _vlan_tags(proto: int, w: int) -> list[tuple[int, int]]:
+    """encap[] of a key as [(ETH_P_8021Q or ETH_P_8021AD, tci), ...], outer tag first."""
+    return [(ETH_P_8021AD if K.encap_vlan_ad(proto, i) else ETH_P_8021Q, int(K.vlan_tci(w, i)))
+            for i in range(K.encap_vlan_num(proto))]  # fmt: skip
 
 
 def _words_addr(w: np.ndarray, l3proto: int) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from flowpath.flowtable.bulk import (
-    HDR_MAX,
+    HDR_ROW,
     flow_bulk_group_finish,
     flow_bulk_group_range,
     flow_neigh_xmit_range,
@@ -28,7 +28,7 @@ class OffloadScratch(NamedTuple):
     """Per-batch-capacity work arrays, allocated once (nothing is allocated per batch).
 
     pkey uint32[G, 16] keys, phash int64[G] hashes (G = PREFETCH_RING); group, group_start, group_count, order,
-    gfirst int32[cap] (bulk.py); gtab int32[2**k >= 2 * cap] zeroed hash; hdr uint8[cap, 18].
+    gfirst int32[cap] (bulk.py); gtab int32[2**k >= 2 * cap] zeroed hash; hdr uint8[cap, HDR_ROW].
     """
 
     pkey: np.ndarray
@@ -46,7 +46,7 @@ class OffloadScratch(NamedTuple):
         i32 = [np.zeros(capacity, np.int32) for _ in range(5)]
         gcap = 1 << max(1, 2 * capacity - 1).bit_length()
         return cls(np.zeros((PREFETCH_RING, KEY_ROW), np.uint32), np.zeros(PREFETCH_RING, np.int64), *i32,
-                   np.zeros(gcap, np.int32), np.zeros((capacity, HDR_MAX), np.uint8))  # fmt: skip
+                   np.zeros(gcap, np.int32), np.zeros((capacity, HDR_ROW), np.uint8))  # fmt: skip
 
 
 class OffloadResult(NamedTuple):

@@ -7,6 +7,12 @@ aside, ESP to a known tunnel tuple is decrypted (xfrm.py), nf_flow_offload_ip_ho
 (hook.py), XMIT_XFRM hits are encrypted or parked until the slow packets before them have gone, and
 the batch is counted.
 
+The hook runs on the ports (physical devices) a flowtable lists: VLAN tags and IPIP outer headers are
+part of the key there (flowtable/ip.py), as when Linux's flowtable lists the real device.
+Deviation: a VLAN device listed without its physical device accelerates nothing (Linux hooks the VLAN
+device itself, after vlan_do_receive, and keys its flows on it); list the physical device, as
+Documentation/networking/nf_flowtable.rst advises.
+
 `nf_hook_ingress` and `nf_hook_ingress_xfrm` are thin wrappers around one inlined body, specialised
 at compile time by its `xfrm` argument (None: the ESP steps are not compiled in, as VPP specialises
 ip4_rewrite_inline by constant flags) and per call by the bits of `flags`. `EarlyIngress` (no Linux

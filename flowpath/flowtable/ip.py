@@ -22,6 +22,9 @@ import numpy as np
 from numba import njit
 
 from flowpath.flowtable.key import (
+    ENC_SHIFT,
+    ENC_TUN,
+    ENC_VLAN0_AD,
     F_CLOSING,
     F_DNAT,
     F_SNAT,
@@ -36,18 +39,24 @@ from flowpath.flowtable.key import (
     K_PORTS,
     K_PROTO,
     K_SADDR,
+    K_TUN_DADDR,
+    K_TUN_SADDR,
+    K_VLAN,
     KEY_ROW,
     NAT6_ROW,
+    NF_FLOW_TABLE_ENCAP_MAX,
     V_BYTES,
     V_FLAGS,
-    V_MTU,
-    V_NAT_DADDR,
+    V_NAT_ADDRS,
     V_NAT_PORTS,
-    V_NAT_SADDR,
-    V_OIFIDX,
+    V_OUT,
     V_PACKETS,
     V_TIMEOUT,
-    V_XMIT,
+    XMIT_ENCAP,
+    XMIT_TUN_DF,
+    encap_has_tun,
+    encap_hlen,
+    encap_vlan_num,
     flow_key_equal,
     flow_key_equal_ipv4,
     flow_offload_hash,
@@ -56,12 +65,20 @@ from flowpath.flowtable.key import (
     flow_offload_probe_ipv4,
     flow_offload_probe_tag,
     flow_proto,
+    nat_daddr,
+    nat_saddr,
+    out_ifidx,
+    out_mtu,
     ports_dst,
     ports_src,
+    proto_encap,
     proto_l3,
     proto_l4,
+    tun_addr_hash,
+    vlan_word,
     xmit_dir,
-    xmit_has_vlan,
+    xmit_tun_tos,
+    xmit_tun_ttl,
     xmit_type,
 )
 from flowpath.flowtable.prefetch import prefetch
@@ -80,16 +97,27 @@ from flowpath.packet.csum import (
     udp_csum_replace2,
     udp_csum_replace4,
 )
+from flowpath.packet.iptunnel import (
+    ECN_DECAP_DROP,
+    ecn_decapsulate,
+    ip_ecn_set,
+    ip_tunnel_outer_fields,
+    iptunnel_push_header,
+)
 from flowpath.packet.layout import (
     ETH,
     ETH_HLEN,
+    ETH_P_8021AD,
+    ETH_P_8021Q,
     ETH_P_IP,
     ETH_P_IPV6,
     IP6H,
+    IP_DF,
     IP_MF,
     IP_OFFSET,
     IPH,
     IPPROTO_FRAGMENT,
+    IPPROTO_IPIP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     IPV6_EXT_HDRS,
@@ -114,6 +142,8 @@ SLOW_TCP_STATE = int(Reason.SLOW_TCP_STATE)
 SLOW_EXTHDR = int(Reason.SLOW_EXTHDR)
 SLOW_NO_ENTRY = int(Reason.SLOW_NO_ENTRY)
 SLOW_GSO = int(Reason.SLOW_GSO)
+SLOW_TUNNEL_ID = int(Reason.SLOW_TUNNEL_ID)
+SLOW_TUNNEL_ECN = int(Reason.SLOW_TUNNEL_ECN)
 # A header too short or inconsistent for the flowtable: Linux's nf_flow_tuple_ip fails its
 # pskb_may_pull and the packet takes the classic path, which drops and counts it.
 SLOW_MALFORMED = int(Reason.SLOW_MALFORMED)
@@ -227,21 +257,103 @@ def nf_flow_tuple_ipv6(b, nhoff, l3len, iifidx, k, koff):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def nf_flow_tuple(b, head, length, iifidx, k, koff):
-    """Key of the frame at b[head:head+length] (Ethernet first) into k[koff : koff + 12];
-    FLOW_FORWARD or a Reason.
+def nf_flow_skb_encap_protocol(b, head, length):
+    """Walk the VLAN tags of the frame at b[head:head+length]: (FLOW_FORWARD or a Reason, offset of
+    the network header, its ethertype, ENC_* bits, K_VLAN word).
 
-    Linux: nf_flow_offload_ip_hook / nf_flow_offload_ipv6_hook dispatch on skb->protocol.
-    802.1Q/QinQ/PPPoE are not parsed yet: SLOW_NOT_IP (Deviation: Linux pops up to two tags).
+    Linux: nf_flow_table_ip.c › nf_flow_skb_encap_protocol and nf_flow_tuple_encap: the outer tag
+    (802.1Q or 802.1ad, the one skb_vlan_untag moved into the skb) then one in-packet 802.1Q tag; the
+    full TCI is the encap id (a tag with priority bits is another encap than the same VID without).
+    A third tag, or an 802.1ad tag inside another, is not the flowtable's: SLOW_NOT_IP.
+    """
+    z = np.int64(0)
+    end = head + length
+    nh = head + ETH_HLEN
+    proto = ld16(b, head + ETH.h_proto)
+    enc, tci0, tci1 = z, z, z
+    for i in range(NF_FLOW_TABLE_ENCAP_MAX + 1):
+        if proto != ETH_P_8021Q and (proto != ETH_P_8021AD or i > 0):
+            break
+        if i == NF_FLOW_TABLE_ENCAP_MAX:
+            return SLOW_NOT_IP, nh, proto, z, z
+        if nh + VLAN.size > end:
+            return SLOW_MALFORMED, nh, proto, z, z  # the classic path drops it (PKT_TOO_SMALL)
+        tci = np.int64(ld16(b, nh + VLAN.h_vlan_TCI))
+        if i == 0:
+            tci0 = tci
+            enc |= ENC_VLAN0_AD if proto == ETH_P_8021AD else 0
+        else:
+            tci1 = tci
+        enc += np.int64(1) << ENC_SHIFT
+        proto = ld16(b, nh + VLAN.h_vlan_encapsulated_proto)
+        nh += VLAN.size
+    return FLOW_FORWARD, nh, proto, enc, vlan_word(tci0, tci1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_ip4_tunnel_proto(b, nhoff, l3len):
+    """Check the outer header of an IPv4-in-IPv4 packet at b[nhoff:]: (FLOW_FORWARD or a Reason, outer
+    saddr, outer daddr, the inner packet's length bound: outer tot_len - 20).
+
+    Linux: nf_flow_table_ip.c › nf_flow_ip4_tunnel_proto (6.19): no fragment, no options, ttl > 1,
+    then the outer header is skipped (ctx->offset += size). One tunnel level: the inner header is
+    parsed by nf_flow_tuple_ip_words, where IPPROTO_IPIP again is SLOW_L4PROTO.
+    """
+    z = np.int64(0)
+    if l3len < 2 * IPH.size:
+        return SLOW_MALFORMED, z, z, z
+    vihl = b[nhoff + IPH.version_ihl]
+    if (vihl >> 4) != 4 or (vihl & 0x0F) < 5:
+        return SLOW_MALFORMED, z, z, z
+    if ld16(b, nhoff + IPH.frag_off) & (IP_MF | IP_OFFSET):
+        return SLOW_FRAGMENT, z, z, z
+    if vihl != 0x45:
+        return SLOW_IP_OPTIONS, z, z, z
+    if b[nhoff + IPH.ttl] <= 1:
+        return SLOW_TTL, z, z, z
+    tot_len = np.int64(ld16(b, nhoff + IPH.tot_len))
+    if tot_len > l3len or tot_len < 2 * IPH.size:
+        return SLOW_MALFORMED, z, z, z
+    return FLOW_FORWARD, ld32(b, nhoff + IPH.saddr), ld32(b, nhoff + IPH.daddr), tot_len - IPH.size
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nf_flow_tuple(b, head, length, iifidx, k, koff, tun_hash):
+    """Key of the frame at b[head:head+length] (Ethernet first) into k[koff : koff + 15];
+    FLOW_FORWARD or a Reason. tun_hash 1: an IPIP outer pair also goes into K_ENCAP, hashed
+    (tunnel_key="hash"); K_ENCAP is otherwise 0 (the caller sets ESP input's SA word).
+
+    Linux: nf_flow_offload_ip_hook / nf_flow_offload_ipv6_hook: nf_flow_skb_encap_protocol (VLAN
+    tags, then an IPIP outer header), then nf_flow_tuple_ip / nf_flow_tuple_ipv6, then the encap
+    members (nf_flow_tuple_encap). PPPoE sessions are not parsed (SLOW_NOT_IP).
     """
     if length < ETH_HLEN:
         return SLOW_MALFORMED
-    proto = ld16(b, head + ETH.h_proto)
+    r, nh, proto, enc, vlan = nf_flow_skb_encap_protocol(b, head, length)
+    if r != FLOW_FORWARD:
+        return r
+    l3len = head + length - nh
+    ts, td = np.int64(0), np.int64(0)
     if proto == ETH_P_IP:
-        return nf_flow_tuple_ip(b, head + ETH_HLEN, length - ETH_HLEN, iifidx, k, koff)
-    if proto == ETH_P_IPV6:
-        return nf_flow_tuple_ipv6(b, head + ETH_HLEN, length - ETH_HLEN, iifidx, k, koff)
-    return SLOW_NOT_IP
+        if l3len >= IPH.size and b[nh + IPH.protocol] == IPPROTO_IPIP:
+            r, ts, td, l3len = nf_flow_ip4_tunnel_proto(b, nh, l3len)
+            if r != FLOW_FORWARD:
+                return r
+            enc |= ENC_TUN
+            nh += IPH.size
+        r = nf_flow_tuple_ip(b, nh, l3len, iifidx, k, koff)
+    elif proto == ETH_P_IPV6:
+        r = nf_flow_tuple_ipv6(b, nh, l3len, iifidx, k, koff)
+    else:
+        return SLOW_NOT_IP
+    if r != FLOW_FORWARD:
+        return r
+    k[koff + K_PROTO] |= enc
+    k[koff + K_VLAN] = vlan
+    k[koff + K_TUN_SADDR], k[koff + K_TUN_DADDR] = ts, td
+    if tun_hash and enc & ENC_TUN:
+        k[koff + K_ENCAP] = tun_addr_hash(ts, td)
+    return FLOW_FORWARD
 
 
 # ---- nf_flow_nat_ip / nf_flow_nat_ipv6 -----------------------------------------------------------
@@ -292,7 +404,7 @@ def nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, aoff, new6, noff):
 def _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
     nf_flow_nat_port(b, thoff, l4proto, TCPH.source, ports_src(val[e, V_NAT_PORTS]))
     if l3proto == 4:
-        nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.saddr, val[e, V_NAT_SADDR])
+        nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.saddr, nat_saddr(val[e, V_NAT_ADDRS]))
     else:
         nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.saddr, nat6, e * NAT6_ROW)
 
@@ -301,7 +413,7 @@ def _nat_src(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
 def _nat_dst(b, nhoff, thoff, l3proto, l4proto, val, nat6, e):
     nf_flow_nat_port(b, thoff, l4proto, TCPH.dest, ports_dst(val[e, V_NAT_PORTS]))
     if l3proto == 4:
-        nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.daddr, val[e, V_NAT_DADDR])
+        nf_flow_nat_ipv4_addr(b, nhoff, thoff, l4proto, IPH.daddr, nat_daddr(val[e, V_NAT_ADDRS]))
     else:
         nf_flow_nat_ipv6_addr(b, nhoff, thoff, l4proto, IP6H.daddr, nat6, e * NAT6_ROW + 16)
 
@@ -365,14 +477,14 @@ def nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, dir_, val, e):
     ip_terms = np.int64(0)
     port_terms = np.int64(0)
     if src:
-        old, new = ld32(b, nhoff + IPH.saddr), val[e, V_NAT_SADDR]
+        old, new = ld32(b, nhoff + IPH.saddr), nat_saddr(val[e, V_NAT_ADDRS])
         ip_terms += _csum32_terms(old, new)
         st32(b, nhoff + IPH.saddr, new)
         newp = ports_src(val[e, V_NAT_PORTS])
         port_terms += ((~ports_src(ports)) & 0xFFFF) + newp
         st16(b, thoff + TCPH.source, newp)
     if dst:
-        old, new = ld32(b, nhoff + IPH.daddr), val[e, V_NAT_DADDR]
+        old, new = ld32(b, nhoff + IPH.daddr), nat_daddr(val[e, V_NAT_ADDRS])
         ip_terms += _csum32_terms(old, new)
         st32(b, nhoff + IPH.daddr, new)
         newp = ports_dst(val[e, V_NAT_PORTS])
@@ -446,20 +558,30 @@ def nf_flow_state_check(key, e, b, thoff, l4proto):
 def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
     """One hit (entry e of ft, FlowtableViews) at b[head:] (room bytes of headroom before it): checks,
     then writes. nat6 is the flat (1-D) view of ft.nat6; gso the packet's PacketBatch.gso word (0: an
-    ordinary packet). Returns (Reason, new frame length).
+    ordinary packet). Returns (Reason, head move, new frame length): on FLOW_FORWARD the frame starts
+    head move bytes later (negative: earlier) with an Ethernet header's room, then the IP header the
+    link-layer header goes before (the popped encapsulation is skipped, a pushed IPIP header added).
 
-    Linux: nf_flow_table_ip.c › nf_flow_offload_forward: MTU, TCP state; then refresh, NAT, TTL,
-    acct. A GSO super-packet (checksum partial) passes the MTU check by its segments' size, its NAT
+    Linux: nf_flow_table_ip.c › nf_flow_offload_forward: MTU, TCP state; then refresh, the encap pop
+    (nf_flow_encap_pop: VLAN tags and the IPIP outer header; the entry's key says which, as the packet
+    matched it), NAT, TTL, acct; then the reverse tuple's IPIP header is pushed (nf_flow_tunnel_push,
+    nf_flow_tunnel_ipip_push), its VLAN tags going into the link-layer header (bulk.py).
+    A GSO super-packet (checksum partial) passes the MTU check by its segments' size, its NAT
     moves the partial checksum by the addresses only, and it counts as one packet (one skb).
     Deviation: the frame is trimmed to the IP length (Ethernet padding dropped) as the classic
     path's ip_rcv does, so both paths emit the same bytes.
-    Deviation: a GSO packet of an XMIT_XFRM flow takes the classic path (segmented first) instead
-    of xfrm_output's software GSO.
+    Deviation: Linux's IPIP pop leaves the inner ECN field as it is; we decapsulate it as ip_tunnel_rcv
+    does (RFC 6040), so both paths emit the same bytes (a CE outer over a not-ECT inner, which the
+    classic path drops, goes there).
+    Deviation: a GSO packet of an XMIT_XFRM flow or of an IPIP one takes the classic path
+    (segmented first) instead of software GSO (xfrm_output's, SKB_GSO_IPXIP4); VLAN tags are L2 and
+    stay on the fast path.
     """
     key, val = ft.key, ft.val
     flags = key[e, V_FLAGS]
-    nhoff = head + ETH_HLEN
     proto = key[e, K_PROTO]
+    enc = proto_encap(proto)
+    nhoff = head + ETH_HLEN + (encap_hlen(proto) if enc else 0)
     l3proto, l4proto = proto_l3(proto), proto_l4(proto)
     if l3proto == 4:
         l3len = ld16(b, nhoff + IPH.tot_len)
@@ -467,15 +589,21 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
     else:
         l3len = ld16(b, nhoff + IP6H.payload_len) + IP6H.size
         thoff = nhoff + IP6H.size
-    if l3len > key[e, V_MTU] and not nf_flow_gso_fits_mtu(b, nhoff, thoff, l4proto, gso, key[e, V_MTU]):
-        return SLOW_MTU, 0  # nf_flow_exceeds_mtu
-    if gso and xmit_type(key[e, V_XMIT]) == FLOW_OFFLOAD_XMIT_XFRM:
-        return SLOW_GSO, 0
-    if xmit_has_vlan(key[e, V_XMIT]) and room < VLAN.size:
-        return SLOW_MTU, 0  # Deviation: no headroom for the tag; Linux reallocates, we go slow
+    mtu = out_mtu(val[e, V_OUT])
+    if l3len > mtu and not nf_flow_gso_fits_mtu(b, nhoff, thoff, l4proto, gso, mtu):
+        return SLOW_MTU, 0, 0  # nf_flow_exceeds_mtu (a tunnel's mtu is its outer MTU minus 20)
+    if gso and xmit_type(flags) == FLOW_OFFLOAD_XMIT_XFRM:
+        return SLOW_GSO, 0, 0
+    tun_in, tun_out, ecn = False, False, np.int64(0)
+    if enc or flags & XMIT_ENCAP:  # one predicted branch for a plain flow
+        r, tun_in, tun_out, ecn = nf_flow_encap_check(b, nhoff, room, key, e, flags, gso)
+        if r != FLOW_FORWARD:
+            return r, 0, 0
     if nf_flow_state_check(key, e, b, thoff, l4proto):
-        return SLOW_TCP_STATE, 0
+        return SLOW_TCP_STATE, 0, 0
     # ---- writes from here on ----
+    if tun_in:
+        nf_flow_ip_tunnel_ecn(b, nhoff, ecn)
     timeout = now_ns + (ft.timeout_tcp_ns if l4proto == IPPROTO_TCP else ft.timeout_udp_ns)
     if timeout - val[e, V_TIMEOUT] > HZ_NS:  # flow_offload_refresh
         val[e, V_TIMEOUT] = timeout
@@ -485,11 +613,11 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
         coff = thoff + (TCPH.check if l4proto == IPPROTO_TCP else UDPH.check)
         check, addrs = ld16(b, coff), nf_flow_pseudo_addr_sum(b, nhoff, l3proto)
     if l3proto == 4:
-        nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, e)
+        nf_flow_nat_ip(b, nhoff, thoff, l4proto, flags, xmit_dir(flags), val, e)
         ip_decrease_ttl(b, nhoff)
     else:
         if flags & (F_SNAT | F_DNAT):
-            nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, xmit_dir(key[e, V_XMIT]), val, nat6, e)
+            nf_flow_nat(b, nhoff, thoff, l3proto, l4proto, flags, xmit_dir(flags), val, nat6, e)
         b[nhoff + IP6H.hop_limit] -= 1
     if partial:
         nf_flow_csum_partial_nat(b, coff, check, addrs, nf_flow_pseudo_addr_sum(b, nhoff, l3proto),
@@ -497,7 +625,60 @@ def nf_flow_offload_forward(b, head, room, ft, nat6, e, now_ns, gso):
     if ft.counter:  # nf_ct_acct_update(ct, dir, skb->len)
         val[e, V_PACKETS] += 1
         val[e, V_BYTES] += l3len
-    return FLOW_FORWARD, ETH_HLEN + l3len
+    if tun_out:
+        nf_flow_tunnel_ipip_push(b, nhoff, l3len, key, e, flags)
+        return FLOW_FORWARD, nhoff - IPH.size - ETH_HLEN - head, ETH_HLEN + IPH.size + l3len
+    return FLOW_FORWARD, nhoff - ETH_HLEN - head, ETH_HLEN + l3len
+
+
+# The encapsulation steps are called, not inlined (as nf_flow_nat for NAT66): rare, they stay out of
+# the hit loop's code and of each driver's compile.
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_encap_check(b, nhoff, room, key, e, flags, gso):
+    """The checks an encapsulated hit adds (entry e's own encap, popped; its reverse tuple's, pushed
+    when XMIT_ENCAP): (FLOW_FORWARD or a slow Reason, pop an IPIP header, push one, the inner ECN
+    field RFC 6040 decapsulation gives). nhoff: the inner IP header. Writes nothing."""
+    proto = key[e, K_PROTO]
+    rproto = key[e ^ 1, K_PROTO] if flags & XMIT_ENCAP else np.int64(0)  # the reverse tuple's encap
+    tun_in, tun_out = encap_has_tun(proto), encap_has_tun(rproto)
+    ecn = np.int64(0)
+    if gso and (tun_out or tun_in):
+        return SLOW_GSO, tun_in, tun_out, ecn
+    push = (IPH.size if tun_out else 0) + VLAN.size * encap_vlan_num(rproto)
+    if push > room + encap_hlen(proto):
+        return SLOW_MTU, tun_in, tun_out, ecn  # Deviation: no headroom for the push; Linux reallocates
+    if tun_out and not (flags & XMIT_TUN_DF or ld16(b, nhoff + IPH.frag_off) & IP_DF):
+        return SLOW_TUNNEL_ID, tun_in, tun_out, ecn  # an outer header without DF takes the next id
+    if tun_in:  # ip_tunnel_rcv's IP_ECN_decapsulate (RFC 6040 §4.2), as the classic path decapsulates
+        rc, ecn = ecn_decapsulate(np.int64(b[nhoff - IPH.size + IPH.tos]), np.int64(b[nhoff + IPH.tos]))
+        if rc == ECN_DECAP_DROP:
+            return SLOW_TUNNEL_ECN, tun_in, tun_out, ecn
+    return FLOW_FORWARD, tun_in, tun_out, ecn
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_ip_tunnel_ecn(b, nhoff, ecn):
+    """The popped IPIP packet's inner ECN field as RFC 6040 decapsulation gives it (ip_tunnel_rcv)."""
+    ip_ecn_set(b, nhoff, ecn)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_tunnel_ipip_push(b, nhoff, l3len, key, e, flags):
+    """Push the IPIP outer header of entry e's transmit in front of the inner IPv4 header at nhoff:
+    addresses from the reverse tuple (saddr its tun.dst, daddr its tun.src), tos, ttl and DF from the
+    tunnel parms in e's flags word over the (forwarded) inner header, id 0, the checksum.
+
+    Linux: nf_flow_table_ip.c › nf_flow_tunnel_ipip_push (6.19). Deviation: Linux copies the inner
+    tos, ttl and frag_off; we take them as ip_tunnel_xmit does (packet/iptunnel.py), so the fast path
+    emits what the tunnel device would.
+    """
+    r = e ^ 1
+    saddr, daddr = np.int64(key[r, K_TUN_DADDR]), np.int64(key[r, K_TUN_SADDR])
+    tos, ttl, df = ip_tunnel_outer_fields(np.int64(b[nhoff + IPH.tos]), np.int64(b[nhoff + IPH.ttl]),
+                                          np.int64(ld16(b, nhoff + IPH.frag_off)), xmit_tun_tos(flags),
+                                          xmit_tun_ttl(flags), (flags & XMIT_TUN_DF) != 0)  # fmt: skip
+    # id 0: the header has DF (nf_flow_offload_forward checked), as the classic path's iptunnel_xmit
+    iptunnel_push_header(b, nhoff - IPH.size, IPH.size + l3len, tos, ttl, df, IPPROTO_IPIP, saddr, daddr, 0)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -511,31 +692,48 @@ def nf_flow_offload_step(cols, flat, off, i, ft, nat6, e, now_ns):
         return SLOW_NO_ENTRY
     if ft.key[e, V_FLAGS] & F_TEARDOWN:
         return SLOW_TEARDOWN
-    r, newlen = nf_flow_offload_forward(flat, off, head[i], ft, nat6, e, now_ns, np.int64(gso[i]))
+    r, move, newlen = nf_flow_offload_forward(flat, off, np.int64(head[i]), ft, nat6, e, now_ns, np.int64(gso[i]))
     if r == FLOW_FORWARD:
+        if move:  # an encapsulation popped or an IPIP header pushed
+            head[i] = np.int64(head[i]) + move
         length[i] = newlen
-        oif[i] = ft.key[e, V_OIFIDX]
+        oif[i] = out_ifidx(ft.val[e, V_OUT])
     return r
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _nf_flow_tuple_hash(flat, off, ln, ifidx, enc, kflat, ko, seed):
+def _nf_flow_tuple_hash(flat, off, ln, ifidx, enc, kflat, ko, seed, tun_hash):
     """Parse the frame at flat[off:off+ln], write its key to kflat[ko:] and hash it: (Reason, hash).
-    IPv4 keys are written as their varying words only (proto, saddr, daddr, ports, encap; iifidx in
-    K_IIFIDX) and compared from them."""
+    A plain IPv4 key (no VLAN tag, no IPIP) is written as its varying words only (proto, saddr,
+    daddr, ports, encap; iifidx in K_IIFIDX; K_VLAN and K_TUN_* left as they are: _ring_key_ipv4
+    reads them only under ENC_* bits) and compared from them; anything else goes through
+    nf_flow_tuple, which writes the whole key."""
     h = np.int64(0)
     if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IP:
         r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(flat, off + ETH_HLEN, ln - ETH_HLEN)
         if r == FLOW_FORWARD:
             kflat[ko + K_IIFIDX], kflat[ko + K_PROTO], kflat[ko + K_PORTS] = ifidx, proto, ports
             kflat[ko + K_SADDR], kflat[ko + K_DADDR], kflat[ko + K_ENCAP] = saddr, daddr, enc
-            h = flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, enc, seed)
+            return r, flow_offload_hash_ipv4(ifidx, proto, saddr, daddr, ports, enc, np.int64(0), seed)
+        if r != SLOW_L4PROTO or flat[off + ETH_HLEN + IPH.protocol] != IPPROTO_IPIP:
+            return r, h  # IPIP (its outer header is SLOW_L4PROTO here) goes on below
+    if ln >= ETH_HLEN and ld16(flat, off + ETH.h_proto) == ETH_P_IPV6:
+        r = nf_flow_tuple_ipv6(flat, off + ETH_HLEN, ln - ETH_HLEN, ifidx, kflat, ko)
+        kflat[ko + K_VLAN], kflat[ko + K_TUN_SADDR], kflat[ko + K_TUN_DADDR] = 0, 0, 0
     else:
-        r = nf_flow_tuple(flat, off, ln, ifidx, kflat, ko)
-        if r == FLOW_FORWARD:
+        r = nf_flow_tuple_encap(flat, off, ln, ifidx, kflat, ko, tun_hash)
+    if r == FLOW_FORWARD:
+        if enc:  # ESP input's SA word (an IPIP key under tunnel_key="hash" has none: one level)
             kflat[ko + K_ENCAP] = enc
-            h = flow_offload_hash(kflat, ko, seed)
+        h = flow_offload_hash(kflat, ko, seed, tun_hash)
     return r, h
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_tuple_encap(b, head, length, iifidx, k, koff, tun_hash):
+    """nf_flow_tuple for what is neither plain IPv4 nor plain IPv6 (VLAN tags, IPIP, or not IP at
+    all): called, not inlined, so that the plain hit path stays small."""
+    return nf_flow_tuple(b, head, length, iifidx, k, koff, tun_hash)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -549,24 +747,32 @@ def _nf_flow_lookup_forward(cols, flat, off, i, ft, nat6, kflat, ko, h, cand, no
     """
     ipv4 = proto_l3(kflat[ko + K_PROTO]) == 4
     k4 = _ring_key_ipv4(kflat, ko)
+    th = ft.tun_hash
     if cand >= 0 and (
-        flow_key_equal_ipv4(ft.key, cand, k4) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko)
+        flow_key_equal_ipv4(ft.key, cand, k4, th) if ipv4 else flow_key_equal(ft.key, cand, kflat, ko, th)
     ):
         e = cand
     elif cand == -1:
         e = np.int64(-1)
     elif ipv4:
-        e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, k4, h)
+        e = flow_offload_probe_ipv4(ft.index, ft.key, ft.mask, ft.max_probes, k4, h, th)
     else:
-        e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, ko, h)
+        e = flow_offload_probe(ft.index, ft.key, ft.mask, ft.max_probes, kflat, ko, h, th)
     return nf_flow_offload_step(cols, flat, off, i, ft, nat6, e, now_ns)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _ring_key_ipv4(kflat, ko):
-    # an IPv4 key in the ring holds its varying words only (see _nf_flow_tuple_hash)
-    return (np.int64(kflat[ko + K_IIFIDX]), np.int64(kflat[ko + K_PROTO]), np.int64(kflat[ko + K_SADDR]),
-            np.int64(kflat[ko + K_DADDR]), np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]))  # fmt: skip
+    # an IPv4 key in the ring holds its varying words only (see _nf_flow_tuple_hash): the encap words
+    # are read under ENC_* bits only (flow_key_equal_ipv4 compares them only then)
+    proto = np.int64(kflat[ko + K_PROTO])
+    z = np.int64(0)
+    vlan, ts, td = z, z, z
+    if proto_encap(proto):
+        vlan, ts = np.int64(kflat[ko + K_VLAN]), np.int64(kflat[ko + K_TUN_SADDR])
+        td = np.int64(kflat[ko + K_TUN_DADDR])
+    return (np.int64(kflat[ko + K_IIFIDX]), proto, np.int64(kflat[ko + K_SADDR]), np.int64(kflat[ko + K_DADDR]),
+            np.int64(kflat[ko + K_PORTS]), np.int64(kflat[ko + K_ENCAP]), vlan, ts, td)  # fmt: skip
 
 
 # The batch stages are compiled without NRT (`_nrt=False`, numba's switch for its reference-counting
@@ -594,7 +800,7 @@ def nf_flow_offload_ip_batch(cols, n, ft, ring, now_ns):
             continue
         off = i * slot + np.int64(head[i])  # int64: uint16 arithmetic would wrap with the JIT off
         r, h = _nf_flow_tuple_hash(flat, off, np.int64(length[i]), np.int64(iif[i]), np.int64(encap[i]), kflat, 0,
-                                   ft.seed)  # fmt: skip
+                                   ft.seed, ft.tun_hash)  # fmt: skip
         if r == FLOW_FORWARD:
             r = _nf_flow_lookup_forward(cols, flat, off, i, ft, nat6, kflat, 0, h, CAND_UNKNOWN, now_ns)
         else:
@@ -649,7 +855,8 @@ def nf_flow_offload_ip_range(cols, i0, i1, ft, ring, now_ns):
             prefetch(flat, (j + d) * slot + np.int64(head[j + d]))
         if j < i1 and verdict[j] == FLOW_FORWARD:
             r, h = _nf_flow_tuple_hash(flat, j * slot + np.int64(head[j]), np.int64(length[j]), np.int64(iif[j]),
-                                       np.int64(encap[j]), kflat, (j & rmask) * KEY_ROW, ft.seed)  # fmt: skip
+                                       np.int64(encap[j]), kflat, (j & rmask) * KEY_ROW, ft.seed,
+                                       ft.tun_hash)  # fmt: skip
             if r != FLOW_FORWARD:
                 verdict[j] = r
                 flow[j] = -1

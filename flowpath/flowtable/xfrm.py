@@ -47,15 +47,19 @@ from flowpath.flowtable.key import (
     K_PORTS,
     K_PROTO,
     K_SADDR,
+    K_TUN_DADDR,
+    K_TUN_SADDR,
+    K_VLAN,
     KEY_ROW,
     V_XMIT,
+    encap_vlan_num,
     encap_xfrm,
     flow_index_build,
     flow_offload_hash,
     flow_offload_probe,
     flow_proto,
     ports_dst,
-    xmit_has_vlan,
+    xmit_has_encap,
     xmit_type,
 )
 from flowpath.packet.counters import TX_BYTES, TX_PACKETS
@@ -167,7 +171,7 @@ class XfrmInputTable:
         icap = 2 * self.key.shape[0]
         while True:
             index = np.zeros(icap, np.int64)
-            if flow_index_build(index, self.key, self.used, icap - 1, MAX_PROBES, self.seed) == 0:
+            if flow_index_build(index, self.key, self.used, icap - 1, MAX_PROBES, self.seed, 0) == 0:
                 break
             icap *= 2
         self.index = index
@@ -264,6 +268,7 @@ def nf_flow_xfrm_tunnel_key(b, h, ln, iifidx, tports, kr):
     kr[K_PROTO] = flow_proto(l3, l4)
     kr[K_PORTS] = ports
     kr[K_ENCAP] = spi
+    kr[K_VLAN], kr[K_TUN_SADDR], kr[K_TUN_DADDR] = 0, 0, 0  # ESP input takes untagged frames only
     return TUN_KEY
 
 
@@ -305,7 +310,7 @@ def nf_flow_xfrm_input(cols, n, tun, tcols, bulk, xs):
         if k == TUN_NOT_ESP:
             continue
         e = -1 if k == TUN_CLASSIC else flow_offload_probe(tindex, tkey, mask, MAX_PROBES, kr, 0,
-                                                           flow_offload_hash(kr, 0, tseed))  # fmt: skip
+                                                           flow_offload_hash(kr, 0, tseed, 0), 0)  # fmt: skip
         if e < 0 or t.dead[tsa[e]]:  # a dead SA: the classic path counts XFRM_NO_STATE
             stop = True
             continue
@@ -361,7 +366,8 @@ def nf_flow_xfrm_output(cols, lo, hi, take, dev_ok, fx, tcols, bulk, xs):
             bad += 1
             continue
         psa[i] = xfrm_sa[e]
-        nhoff[i] = ETH_HLEN + (VLAN.size if xmit_has_vlan(x) else 0)  # the header the bulk stage wrote
+        # the header the bulk stage wrote: Ethernet and the reverse tuple's VLAN tags
+        nhoff[i] = ETH_HLEN + (VLAN.size * encap_vlan_num(key[e ^ 1, K_PROTO]) if xmit_has_encap(x) else 0)
         verdict[i] = FLOW_FORWARD
         hits += 1
     if hits == 0:

@@ -36,7 +36,7 @@ def arp_rcv(net, q, skb: SkBuff) -> Reason:
             neigh_update_xmit(net, q, n, sha, NUD_STALE, skb.ts_ns)
         body = struct.pack(">HHBBH", L.ARPHRD_ETHER, L.ETH_P_IP, 6, 4, L.ARPOP_REPLY)
         body += link.address + struct.pack(">I", tip) + sha + struct.pack(">I", sip)
-        q.dev_queue_xmit(net, link, link_header(link, sha, L.ETH_P_ARP) + body)
+        q.dev_queue_xmit(net, link, link_header(net, link, sha, L.ETH_P_ARP) + body)
         q.generated += 1
         return Reason.LOCAL_IN
     n = net.neigh.neigh_lookup(4, sip, skb.iif)
@@ -59,5 +59,5 @@ def arp_solicit(net, q, n: Neighbour, saddr: int | None) -> bool:
     dst = n.ha if n.nud_state == NUD_PROBE else _BCAST
     body = struct.pack(">HHBBH", L.ARPHRD_ETHER, L.ETH_P_IP, 6, 4, L.ARPOP_REQUEST)
     body += link.address + struct.pack(">I", saddr) + bytes(6) + struct.pack(">I", n.primary_key)
-    q.dev_queue_xmit(net, link, link_header(link, dst, L.ETH_P_ARP) + body)
+    q.dev_queue_xmit(net, link, link_header(net, link, dst, L.ETH_P_ARP) + body)
     return True

@@ -37,8 +37,8 @@ def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
     dst = skb.buf[0:6].tobytes()
     if dst != link.address and dst != _BCAST and not dst[0] & 1:
         return Reason.MAC_MISMATCH  # PACKET_OTHERHOST
-    if skb.vlan >= 0:
-        sub = net.vlans.get((iif, skb.vlan))
+    for tpid, vid in skb.vlans:  # vlan_do_receive, once per tag: a QinQ frame climbs two devices
+        sub = net.vlans.get((skb.iif, tpid, vid))
         if sub is None or not sub.up:
             return Reason.VLAN_UNKNOWN
         skb.iif = sub.ifindex

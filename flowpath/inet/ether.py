@@ -1,6 +1,7 @@
 """The Ethernet header the gateway writes on what it transmits.
 
-Linux: net/ethernet/eth.c › eth_header; net/8021q/vlan_dev.c › vlan_dev_hard_header.
+Linux: net/ethernet/eth.c › eth_header; net/8021q/vlan_dev.c › vlan_dev_hard_header (its TPID,
+vlan->vlan_proto: 802.1Q, or 802.1ad for a QinQ service tag).
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ import struct
 from flowpath.packet import layout as L
 
 
-def link_header(link, dst_mac: bytes, proto: int) -> bytes:
-    """dev_hard_header of `link` towards dst_mac."""
-    return eth_header(dst_mac, link.address, proto, link.vlan_id if link.kind == "vlan" else None)
+def link_header(net, link, dst_mac: bytes, proto: int) -> bytes:
+    """dev_hard_header of `link` towards dst_mac: a VLAN device's tag, then its lower device's (a QinQ
+    VLAN sits on a VLAN), the outer tag first on the wire."""
+    src, tags = link.address, b""
+    while link.kind == "vlan":
+        tags = struct.pack(">HH", link.vlan_proto, link.vlan_id & 0x0FFF) + tags
+        link = net.links[link.parent]
+    return dst_mac + src + tags + struct.pack(">H", proto)
 
 
 def eth_header(dst: bytes, src: bytes, proto: int, vlan_id: int | None = None) -> bytes:

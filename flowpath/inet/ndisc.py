@@ -119,7 +119,7 @@ def _ndisc_send(net, q, ifindex: int, dst_mac: bytes, saddr: int, daddr: int, ic
     nh = L.ETH_HLEN
     th = nh + L.IP6H.size
     st16(buf, th + 2, l4_csum(buf, nh, th, len(icmp), True, L.IPPROTO_ICMPV6, 2))
-    q.dev_queue_xmit(net, link, link_header(link, dst_mac, L.ETH_P_IPV6) + buf[nh:].tobytes())
+    q.dev_queue_xmit(net, link, link_header(net, link, dst_mac, L.ETH_P_IPV6) + buf[nh:].tobytes())
 
 
 def ndisc_send_na(net, q, ifindex: int, daddr: int, dst_mac: bytes, target: int, flags: int) -> None:

@@ -41,7 +41,7 @@ def neigh_resolve_output(net, q, frames: list[bytes], skb: SkBuff, fib) -> Reaso
     link = net.links[fib.oif]
     if neigh_event_send(n, now):
         for f in frames:
-            q.dev_queue_xmit(net, link, link_header(link, n.ha, skb.l3proto) + f)
+            q.dev_queue_xmit(net, link, link_header(net, link, n.ha, skb.l3proto) + f)
         return Reason.TX
     item = NeighQueued(skb.l3proto, frames, 0 if q.originating else 1, skb.saddr, now)
     for old in neigh_queue(n, item, item.nbytes):  # the oldest beyond unres_qlen_bytes

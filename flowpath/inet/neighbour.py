@@ -61,7 +61,7 @@ def neigh_update_xmit(
     link = net.links[n.ifindex]
     for item, _ in queue:
         for f in item.frames:
-            q.dev_queue_xmit(net, link, link_header(link, n.ha, item.l3proto) + f)
+            q.dev_queue_xmit(net, link, link_header(net, link, n.ha, item.l3proto) + f)
         neigh_queued_fate(q, item, Reason.TX)
 
 

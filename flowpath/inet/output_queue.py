@@ -49,5 +49,7 @@ class OutputQueue:
 
     def dev_queue_xmit(self, net, link, frame: bytes) -> None:
         """A VLAN device transmits through its parent (vlan_dev_hard_start_xmit)."""
-        phys = net.links[link.parent] if link.kind == "vlan" else link
+        phys = link
+        while phys.kind == "vlan":  # through every lower device (QinQ)
+            phys = net.links[phys.parent]
         self.frames.append((phys.ifindex, frame))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowpath.net.ip_tunnel import IpTunnel
-from flowpath.packet.layout import ETH_ALEN
+from flowpath.packet.layout import ETH_ALEN, ETH_P_8021Q
 
 # Link kinds (`ip link add ... type KIND`); "ether" is a port with no `type`, a physical NIC's stand-in.
 KIND_LOOPBACK = "loopback"
@@ -48,6 +48,7 @@ class Link:
     mtu: int
     up: bool = False
     vlan_id: int | None = None
+    vlan_proto: int = ETH_P_8021Q  # the VLAN's TPID: 802.1Q, or 802.1ad for a QinQ service tag
     parent: int | None = None
     peer: str | None = None
     tunnel: IpTunnel | None = None

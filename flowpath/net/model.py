@@ -55,6 +55,7 @@ from flowpath.net.link import (
 )
 from flowpath.net.neighbour import NUD_VALID, Neighbour, NeighTable
 from flowpath.net.rtnetlink import RtnlError
+from flowpath.packet.layout import ETH_P_8021Q
 
 INADDR_LOOPBACK = 0x7F000001
 IN6ADDR_LOOPBACK = 1
@@ -121,6 +122,7 @@ class Network:
         mtu: int | None = None,
         parent: int | None = None,
         vlan_id: int | None = None,
+        vlan_proto: int = ETH_P_8021Q,
         peer: str | None = None,
         peer_address: bytes | None = None,
         peer_mtu: int | None = None,
@@ -138,7 +140,7 @@ class Network:
             if value is not None and kind != KIND_LOOPBACK:
                 self._check_mtu(value, arg)
         if kind == KIND_VLAN:
-            return self._vlan_add(name, address, mtu, parent, vlan_id)
+            return self._vlan_add(name, address, mtu, parent, vlan_id, vlan_proto)
         if kind == KIND_VETH:
             # Linux: drivers/net/veth.c › veth_newlink registers the peer first, so it takes the lower ifindex.
             peer = peer or self._free_name("veth%d")
@@ -148,7 +150,7 @@ class Network:
             return self._new_link(name, KIND_VETH, address, mtu, peer=peer)
         return self._new_link(name, kind, address, mtu)
 
-    def _vlan_add(self, name, address, mtu, parent, vlan_id) -> Link:
+    def _vlan_add(self, name, address, mtu, parent, vlan_id, vlan_proto=ETH_P_8021Q) -> Link:
         """Linux: net/8021q/vlan_netlink.c › vlan_newlink: the VLAN takes its parent's MAC and MTU."""
         if parent is None:
             raise RtnlError("link is required for vlan", "type")
@@ -157,13 +159,13 @@ class Network:
         real = self.links[parent]
         if real.kind == KIND_LOOPBACK:
             raise RtnlError("Operation not supported", "link")
-        if any(ln.parent == parent and ln.vlan_id == vlan_id for ln in self.links.values()):
+        if any(ln.parent == parent and ln.vlan_id == vlan_id and ln.vlan_proto == vlan_proto
+               for ln in self.links.values()):  # fmt: skip
             raise RtnlError("File exists", "id")
         if mtu is not None and mtu > real.mtu:
             raise RtnlError("Numerical result out of range", "mtu")
-        return self._new_link(
-            name, KIND_VLAN, address or real.address, mtu or real.mtu, parent=parent, vlan_id=vlan_id
-        )
+        return self._new_link(name, KIND_VLAN, address or real.address, mtu or real.mtu, parent=parent,
+                              vlan_id=vlan_id, vlan_proto=vlan_proto)  # fmt: skip
 
     def _tunnel_add(self, name, kind, address, mtu, p: IpTunnel | None) -> Link:
         """Linux: ip_tunnel.c › ip_tunnel_newlink, ip6_tunnel.c › ip6_tnl_newlink: EEXIST when a tunnel

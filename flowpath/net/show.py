@@ -100,7 +100,7 @@ def _endpoint(family: int, addr: int) -> str:
 def _link_info(net: Network, link: Link) -> list[str]:
     """The words print_opt writes after the kind (`ip -d link show`)."""
     if link.kind == KIND_VLAN:
-        return ["protocol", "802.1Q", "id", str(link.vlan_id)]
+        return ["protocol", "802.1ad" if link.vlan_proto == 0x88A8 else "802.1Q", "id", str(link.vlan_id)]
     t = link.tunnel
     if t is None:
         return []

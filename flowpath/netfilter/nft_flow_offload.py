@@ -55,40 +55,89 @@ _L3 = {C.NFPROTO_IPV4: 4, C.NFPROTO_IPV6: 6, 4: 4, 6: 6}
 # FLOW_ADD_FULL / FLOW_ADD_EXISTS: why the connection stays on the classic path
 FLOW_OFFLOAD_CT_BUSY = -3  # no conntrack entry, or it is offloaded already (IPS_OFFLOAD set)
 FLOW_OFFLOAD_NO_ROUTE = -4  # a direction has no unicast route or no resolved neighbour
-FLOW_OFFLOAD_VLAN = -5  # a direction leaves through a VLAN device
+FLOW_OFFLOAD_VLAN = -5  # an IPsec direction leaves or arrives through a VLAN device
 FLOW_OFFLOAD_XFRM = -6  # the IPsec policies or SAs cannot be cached (nft_flow_xfrm said no)
 FLOW_OFFLOAD_STEER = -7  # several workers: a direction steers to another worker than this one
 
 
-def nft_flow_route(net, ct, d: int) -> tuple[FlowRoute, int] | None:
+def nft_flow_route(net, ct, d: int) -> tuple[FlowRoute, int, tuple, tuple | None] | None:
     """Route direction d: towards the other direction's source (its pre-NAT source is where replies
-    go). Returns (route, oif) or None when the route or the neighbour is missing."""
+    go). Returns (route, oif, VLAN tags, tunnel pair) as _neigh_route, or None when the route or the
+    neighbour is missing."""
     t_other = ct.tuplehash[1 - d]
     family = _L3[t_other.l3proto]
     return _neigh_route(net, family, t_other.src, None)
 
 
-def _neigh_route(net, family: int, daddr: int, x) -> tuple[FlowRoute, int] | None:
-    """The cached route to daddr: oif, MTU and MACs of the next hop (DIRECT xmit); with an SA x, the
-    outer route to the SA's peer, its xfrm_state_mtu and XMIT_XFRM."""
+def dev_fill_forward_path(net, ifindex: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """The physical device under ifindex and the VLAN tags its frames carry there, outer first:
+    (ifindex, ((proto, tci), ...)).
+
+    Linux: net/core/dev.c › dev_fill_forward_path, each VLAN device's vlan_dev_fill_forward_path
+    adding DEV_PATH_VLAN {id, proto} until the real device (nft_dev_path_info fills encap[] from
+    them). A VLAN's priority bits are not part of the id (tci = VID).
+    """
+    tags = []
+    link = net.links[ifindex]
+    while link.kind == "vlan":
+        tags.append((getattr(link, "vlan_proto", L.ETH_P_8021Q), link.vlan_id))
+        link = net.links[link.parent]
+    return link.ifindex, tuple(reversed(tags))
+
+
+def _neigh_route(net, family: int, daddr: int, x) -> tuple[FlowRoute, int, tuple, tuple | None] | None:
+    """The cached route to daddr: oif, MTU and MACs of the next hop (DIRECT xmit), the VLAN tags of the
+    out device and, through an ipip device, the tunnel's outer pair as the reverse tuple sees it
+    (remote, local): the reverse direction's encap[] and tun; with an SA x, the outer route to the
+    SA's peer, its xfrm_state_mtu and XMIT_XFRM. None when something cannot be cached."""
     fib = net.fib_lookup(family, daddr)
     if fib is None or fib.type != RouteType.UNICAST:
         return None
+    dev = net.links[fib.oif]
+    if dev.tunnel is not None:
+        if x is not None or family != 4:
+            return None  # one level: no ESP around the tunnel; ipip carries IPv4 only
+        return _tunnel_route(net, fib, dev)
     nexthop = fib.gateway if fib.gateway is not None else daddr
     mac = net.neigh_lookup(family, nexthop, fib.oif)
     if mac is None:
         return None  # Deviation: only DIRECT xmit (cached MACs); Linux may use XMIT_NEIGH here
-    link = net.links[fib.oif]
-    vlan = -1
-    if link.kind == "vlan":
-        vlan, link = link.vlan_id, net.links[link.parent]
+    phys, tags = dev_fill_forward_path(net, fib.oif)
+    link = net.links[phys]
     neigh = (family, fib.oif, int(nexthop))  # the neighbour table's key: its events find the entry
     if x is None:
-        return FlowRoute(
-            oifidx=link.ifindex, mtu=fib.mtu, h_source=link.address, h_dest=mac, vlan=vlan, neigh=neigh
-        ), fib.oif
-    return FlowRoute(oifidx=link.ifindex, mtu=xfrm_state_mtu(x, fib.mtu), h_source=link.address, h_dest=mac,
-                     vlan=vlan, xmit_type=FLOW_OFFLOAD_XMIT_XFRM, xfrm=x.index, neigh=neigh), fib.oif  # fmt: skip
+        route = FlowRoute(oifidx=phys, mtu=fib.mtu, h_source=link.address, h_dest=mac, neigh=neigh)
+        return route, fib.oif, tags, None
+    return FlowRoute(oifidx=phys, mtu=xfrm_state_mtu(x, fib.mtu), h_source=link.address, h_dest=mac,
+                     xmit_type=FLOW_OFFLOAD_XMIT_XFRM, xfrm=x.index, neigh=neigh), fib.oif, tags, None  # fmt: skip
+
+
+def _tunnel_route(net, fib, dev) -> tuple[FlowRoute, int, tuple, tuple] | None:
+    """The route of a direction that leaves through ipip device dev (inner route fib): out through the
+    physical device of the outer route to the tunnel's remote, to that route's next hop, with the
+    tunnel's parms for the outer header (flowpath/inet/ip_tunnel.py › ip_tunnel_xmit builds the same).
+
+    Linux: ipip.c › ipip_fill_forward_path (DEV_PATH_TUN: ip_route_output to the remote, then the path
+    continues on its device), nft_dev_forward_path. mtu: the inner route's, or less when the tunnel's
+    (tnl_update_pmtu: with pmtudisc the outer route's minus 20, else the device's) is: a larger packet
+    takes the classic path, which fragments or answers it.
+    """
+    t = dev.tunnel
+    if t.family != 4 or 4 not in t.protocols or not t.remote:
+        return None  # ip6tnl carries nothing on the classic path yet; an NBMA tunnel has no fixed remote
+    rt = net.fib_lookup(4, t.remote)
+    if rt is None or rt.type != RouteType.UNICAST or net.links[rt.oif].tunnel is not None:
+        return None
+    nexthop = rt.gateway if rt.gateway is not None else t.remote
+    mac = net.neigh_lookup(4, nexthop, rt.oif)
+    local = t.local or rt.prefsrc
+    if mac is None or not local:
+        return None
+    phys, tags = dev_fill_forward_path(net, rt.oif)
+    mtu = min(fib.mtu, rt.mtu - t.hlen if t.pmtudisc else dev.mtu)
+    route = FlowRoute(oifidx=phys, mtu=mtu, h_source=net.links[phys].address, h_dest=mac, neigh=(4, rt.oif, int(nexthop)),
+                      tun_ttl=t.ttl, tun_tos=t.tos, tun_pmtudisc=t.pmtudisc)  # fmt: skip
+    return route, fib.oif, tags, (int(t.remote), int(local))
 
 
 def nft_flow_xfrm(net, ct, d: int, sp: list | None):
@@ -166,13 +215,19 @@ def nft_flow_offload_eval(net, skb: SkBuff, ft: Flowtable) -> int:
             routes.append(_neigh_route(net, 6 if x.daddr.version == 6 else 4, int(x.daddr), x))
     if None in routes:
         return FLOW_OFFLOAD_NO_ROUTE
-    if any(net.links[oif].kind == "vlan" for _, oif in routes):
-        return FLOW_OFFLOAD_VLAN  # Deviation: tagged input is not parsed by the fast path, so VLAN flows stay classic
+    if any(r[2] and x is not None for (x, _), r in zip(ipsec, routes, strict=True)):
+        return FLOW_OFFLOAD_VLAN  # Deviation: ESP input and output take untagged frames only
+    if any(r[3] is not None and enc for (_, enc), r in zip(ipsec, reversed(routes), strict=True)):
+        return FLOW_OFFLOAD_XFRM  # one level: a direction decrypted by ESP input does not come out of IPIP
     tuples = []
     for d in (C.IP_CT_DIR_ORIGINAL, C.IP_CT_DIR_REPLY):
         t = ct.tuplehash[d]
-        iif = routes[1 - d][1]  # a direction enters where the other one leaves (symmetric routing)
-        tuples.append(FlowTuple(iif, _L3[t.l3proto], t.l4proto, t.src, t.dst, t.sport, t.dport, ipsec[d][1]))
+        # a direction enters where the other one leaves (symmetric routing): on that physical device,
+        # with that VLAN device's tags and inside that tunnel's outer header (nft_flow_route's reverse
+        # route fills the tuple's encap[] and tun)
+        r_other = routes[1 - d]
+        tuples.append(FlowTuple(r_other[0].oifidx, _L3[t.l3proto], t.l4proto, t.src, t.dst, t.sport, t.dport,
+                                ipsec[d][1], vlan=r_other[2], tun=r_other[3]))  # fmt: skip
     nat = (F_SNAT if ct.status & C.IPS_SRC_NAT else 0) | (F_DNAT if ct.status & C.IPS_DST_NAT else 0)
     fid = ft.flow_offload_add(tuples[0], tuples[1], routes[0][0], routes[1][0], nat, ct, skb.ts_ns)
     if fid < 0:

@@ -89,6 +89,8 @@ _REASONS = (  # name                    kind    text
     ("IP_TUNNEL_PROTO",         "drop", "tunnel device does not carry the packet's protocol (tx_errors)"),
     ("IP_TUNNEL_LOOP",          "drop", "tunnel's outer route leaves through a tunnel again (collisions)"),
     ("IP_TUNNEL_FRAG",          "drop", "fragment of an IP-in-IP packet that was not reassembled"),
+    ("SLOW_TUNNEL_ID",          "slow", "IPIP push without DF: the classic path numbers the outer header"),
+    ("SLOW_TUNNEL_ECN",         "slow", "IPIP with a CE outer over a not-ECT inner: the classic path drops it"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])

@@ -24,7 +24,8 @@ class SkBuff:
     buf      uint8[len]  the frame, Ethernet header first (writable)
     iif      input ifindex; `ts_ns` packet time
     l3proto  ETH_P_IP, ETH_P_IPV6, ETH_P_ARP or another ethertype
-    vlan     802.1Q VID, or -1 when untagged
+    vlan     the outer VLAN tag's VID, or -1 when untagged
+    vlans    every tag, outer first, as (TPID, VID): 802.1Q, or an 802.1ad service tag then 802.1Q
     nhoff    offset of the network header; thoff of the transport header (-1: none, e.g. a later fragment)
     l4proto  IPPROTO_* of the transport header (after IPv6 extension headers), -1 when unknown
     frag     True for an IPv4/IPv6 fragment (first or later)
@@ -45,6 +46,7 @@ class SkBuff:
     ts_ns: int = 0
     l3proto: int = 0
     vlan: int = -1
+    vlans: tuple[tuple[int, int], ...] = ()
     nhoff: int = L.ETH_HLEN
     thoff: int = -1
     l4proto: int = -1
@@ -104,6 +106,7 @@ def skb_parse(buf: np.ndarray, iif: int, ts_ns: int = 0) -> SkBuff | Reason:
             return Reason.PKT_TOO_SMALL
         if skb.vlan < 0:
             skb.vlan = ld16(buf, off) & 0x0FFF
+        skb.vlans += ((proto, ld16(buf, off) & 0x0FFF),)
         proto = ld16(buf, off + 2)
         off += L.VLAN.size
     skb.l3proto, skb.nhoff = proto, off

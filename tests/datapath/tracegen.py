@@ -4,29 +4,40 @@ Traffic for examples/gateway.ip with tests/data/gateway/dnat.nft: many UDP and T
 masquerade (both directions), port-forwarded (DNAT) TCP and UDP, TCP handshakes, FIN and RST closes
 and re-opened tuples, TTL 1 and 2 packets inside established flows, oversize packets with and without
 DF, IPv6 flows, and idle gaps longer than the flowtable timeout (30 s).
+With encap=True (for tests/data/gateway/encap.ip and encap.nft), also flows from an 802.1Q VLAN
+(lan0.10) and a QinQ VLAN (802.1ad 100, then 802.1Q 200: lan0.100.200), some of their frames with
+priority bits (another encap id: Linux's key holds the whole TCI), and flows through the IPIP tunnel
+tun0 (inner not NATed; the peer's outer packets arrive on wan0, some with an outer TTL of 1).
 """
 
 from __future__ import annotations
 
 import random
 
-from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw
+from scapy.all import IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPv6, Raw
 
 GW_LAN, GW_WAN = "02:00:00:00:01:01", "02:00:00:00:02:01"
 UPSTREAM = "02:00:00:00:02:fe"
 HOSTS = {"192.168.1.10": "02:00:00:00:01:0a", "192.168.1.11": "02:00:00:00:01:0b"}
 WAN_IP = "203.0.113.1"
+TUN_PEER = "198.51.100.77"  # encap.ip's tunnel remote
+VLAN_HOSTS = {"vlan": ("192.168.10.10", "02:00:00:00:10:0a"), "qinq": ("192.168.20.10", "02:00:00:00:20:0a")}
 
 
 class _Flow:
     """One connection's endpoints as the LAN side and the Internet side see them."""
 
-    def __init__(self, rng: random.Random, proto: str, k: int, v6: bool = False, dnat: bool = False):
-        self.proto, self.v6, self.dnat = proto, v6, dnat
+    def __init__(self, rng: random.Random, proto: str, k: int, v6: bool = False, dnat: bool = False,
+                 encap: str = ""):  # fmt: skip
+        self.proto, self.v6, self.dnat, self.encap, self.rng = proto, v6, dnat, encap, rng
         self.host = "192.168.1.10" if k % 2 == 0 else "192.168.1.11"
         self.mac = HOSTS[self.host]
+        if encap in VLAN_HOSTS:
+            self.host, self.mac = VLAN_HOSTS[encap]
         self.sport = 20000 + k  # unique per flow: masquerade keeps it, so replies are predictable
         self.server = f"198.51.100.{1 + k % 200}" if k % 3 else f"192.0.2.{1 + k % 200}"
+        if encap == "ipip":
+            self.server = f"10.2.{k % 7}.{1 + k % 200}"
         self.dport = rng.choice([53, 80, 443, 5001])
         self.seq_c, self.seq_s = rng.randrange(1 << 31), rng.randrange(1 << 31)
         if v6:
@@ -48,12 +59,13 @@ class _Flow:
             ip = IPv6(src=self.host6, dst=self.server6, hlim=ttl)
         else:
             ip = IP(src=self.host, dst=self.server, ttl=ttl, flags="DF" if df else 0)
-        return (
-            Ether(src=self.mac, dst=GW_LAN)
-            / ip
-            / self._l4(self.sport, self.dport, flags, plen=len(payload))
-            / Raw(payload)
-        )
+        prio = 3 if self.rng.random() < 0.1 else 0  # a tag with priority bits is another encap id
+        eth = Ether(src=self.mac, dst=GW_LAN)
+        if self.encap == "vlan":
+            eth = eth / Dot1Q(vlan=10, prio=prio)
+        elif self.encap == "qinq":
+            eth = eth / Dot1AD(vlan=100) / Dot1Q(vlan=200, prio=prio)
+        return eth / ip / self._l4(self.sport, self.dport, flags, plen=len(payload)) / Raw(payload)
 
     def down(self, payload: bytes, ttl: int = 60, flags: str = "", df: bool = False):
         """Internet -> LAN (addressed to the masqueraded address), or the DNAT client's request."""
@@ -63,6 +75,15 @@ class _Flow:
             return Ether(src=UPSTREAM, dst=GW_WAN) / ip / l4 / Raw(payload)
         if self.v6:
             ip = IPv6(src=self.server6, dst=self.host6, hlim=ttl)
+        elif self.encap == "ipip":  # from the tunnel: the inner packet is not NATed
+            outer_ttl = 1 if self.rng.random() < 0.05 else 64  # an outer TTL of 1 is the classic path's
+            ip = IP(src=TUN_PEER, dst=WAN_IP, ttl=outer_ttl, tos=self.rng.choice([0, 0, 1, 2])) / IP(
+                src=self.server,
+                dst=self.host,
+                ttl=ttl,
+                flags="DF" if df else 0,
+                tos=self.rng.choice([0, 0x10, 2, 3]),
+            )
         else:
             ip = IP(src=self.server, dst=WAN_IP, ttl=ttl, flags="DF" if df else 0)
         l4 = self._l4(self.dport, self.sport, flags, server=True, plen=len(payload))
@@ -86,8 +107,11 @@ class _Flow:
         return TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=65535)
 
 
-def mixed_trace(seed: int = 1, n_udp: int = 40, n_tcp: int = 20, rounds: int = 12) -> tuple[list, list]:
-    """(lan packets, wan packets), Scapy packets with .time set, in capture order per interface."""
+def mixed_trace(
+    seed: int = 1, n_udp: int = 40, n_tcp: int = 20, rounds: int = 12, encap: bool = False
+) -> tuple[list, list]:
+    """(lan packets, wan packets), Scapy packets with .time set, in capture order per interface;
+    encap: also VLAN, QinQ and IPIP flows (see the module docstring)."""
     rng = random.Random(seed)
     lan: list = []
     wan: list = []
@@ -104,6 +128,10 @@ def mixed_trace(seed: int = 1, n_udp: int = 40, n_tcp: int = 20, rounds: int = 1
     tcp = [_Flow(rng, "tcp", 100 + k) for k in range(n_tcp)] + [
         _Flow(rng, "tcp", 400 + k, dnat=True) for k in range(3)
     ]
+    if encap:
+        for j, kind in enumerate(("vlan", "qinq", "ipip")):
+            flows += [_Flow(rng, "udp", 500 + 20 * j + k, encap=kind) for k in range(5)]
+            tcp += [_Flow(rng, "tcp", 600 + 20 * j + k, encap=kind) for k in range(2)]
     for f in tcp:  # handshake
         (emit(wan, f.down(b"", flags="S")) if f.dnat else emit(lan, f.up(b"", flags="S")))
         (emit(lan, f.up(b"", flags="SA")) if f.dnat else emit(wan, f.down(b"", flags="SA")))

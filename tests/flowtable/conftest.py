@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 
 from flowpath.flowtable import F_DNAT, F_SNAT, FlowRoute, Flowtable, FlowTuple, nf_flow_offload_hook
 from flowpath.packet.batch import PacketBatch
@@ -51,8 +51,11 @@ def flow(
     n_addr, n_port = snat if snat else (c, cport)
     d_addr, d_port = dnat if dnat else (s, sport)
     orig = FlowTuple(IIF_C, l3, l4, addr(c), addr(s), cport, sport)
-    reply = FlowTuple(IIF_S, l3, l4, addr(d_addr), addr(n_addr), d_port, n_port)
-    r_orig = FlowRoute(IIF_S, mtu, mac(MAC_GW_OUT), mac(MAC_S), vlan=vlan_out)
+    # vlan_out: the server side is a VLAN (TCI vlan_out) on IIF_S: replies arrive with that tag, and
+    # the original direction pushes it (the reverse tuple's encap[])
+    tags = ((0x8100, vlan_out),) if vlan_out >= 0 else ()
+    reply = FlowTuple(IIF_S, l3, l4, addr(d_addr), addr(n_addr), d_port, n_port, vlan=tags)
+    r_orig = FlowRoute(IIF_S, mtu, mac(MAC_GW_OUT), mac(MAC_S))
     r_reply = FlowRoute(IIF_C, mtu, mac(MAC_GW_IN), mac(MAC_C))
     nat = (F_SNAT if snat else 0) | (F_DNAT if dnat else 0)
     fid = ft.flow_offload_add(orig, reply, r_orig, r_reply, nat, ct, now_ns)
@@ -76,7 +79,10 @@ def pkt(
         l4 = UDP(sport=t.sport, dport=t.dport)
         if udp0:
             l4.chksum = 0
-    return Ether(dst=dst_mac, src="02:00:00:00:aa:aa") / ip / l4 / payload
+    eth = Ether(dst=dst_mac, src="02:00:00:00:aa:aa")
+    for proto, tci in t.vlan:  # the tuple's encap[]: the tags it arrives with, outer first
+        eth = eth / (Dot1Q if proto == 0x8100 else Dot1AD)(vlan=tci & 0xFFF, prio=tci >> 13)
+    return eth / ip / l4 / payload
 
 
 def batch_of(*frames, iif=IIF_C, slot=512, headroom=64) -> PacketBatch:
@@ -91,7 +97,7 @@ def ref_forward(frame: bytes, ft: Flowtable, entry: int) -> bytes:
 
     NAT values from the opposite direction's tuple (nf_flow_snat_ip/dnat_ip and ports), TTL or
     hop limit - 1, checksums recomputed by Scapy (a zero UDP checksum over IPv4 stays zero), frame
-    trimmed to the IP length, link-layer header from the route (+ 802.1Q tag when configured).
+    trimmed to the IP length, link-layer header from the route (+ the reverse tuple's VLAN tags).
     """
     d = {x["entry"]: x for x in ft.entries()}
     me, other = d[entry], d[entry ^ 1]
@@ -114,8 +120,8 @@ def ref_forward(frame: bytes, ft: Flowtable, entry: int) -> bytes:
         tot = 40 + ip.plen
     del l4.chksum
     out = Ether(dst=me["h_dest"], src=me["h_source"])
-    if me["vlan"] >= 0:
-        out = out / Dot1Q(vlan=me["vlan"] & 0xFFF, prio=me["vlan"] >> 13)
+    for proto, tci in other["vlan"] if me["xmit_encap"] else ():
+        out = out / (Dot1Q if proto == 0x8100 else Dot1AD)(vlan=tci & 0xFFF, prio=tci >> 13)
     raw = bytes(out / ip)
     raw = raw[: len(raw) - len(bytes(ip)) + tot]
     if udp0:  # zero means no checksum (RFC 768); Linux leaves it zero, over IPv6 too

@@ -145,8 +145,8 @@ def test_the_hash_is_seeded_per_table():
     from flowpath.flowtable.key import flow_offload_hash
 
     k = FlowTuple(1, 4, 17, 1, 2, 3, 4).words()
-    assert len({flow_offload_hash(k, 0, Flowtable("s").seed) for _ in range(8)}) > 1
-    assert flow_offload_hash(k, 0, 7) == flow_offload_hash(k, 0, 7)
+    assert len({flow_offload_hash(k, 0, Flowtable("s").seed, 0) for _ in range(8)}) > 1
+    assert flow_offload_hash(k, 0, 7, 0) == flow_offload_hash(k, 0, 7, 0)
 
 
 def test_a_full_probe_run_first_doubles_the_index():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
-from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from flowpath.flowtable import F_CLOSING, F_TEARDOWN, Flowtable, FlowTuple
 from flowpath.flowtable.ip import SLOW_MALFORMED
@@ -91,7 +91,8 @@ def test_udp_zero_checksum_stays_zero(ftk, l3):
 
 
 def test_vlan_out_pushes_a_tag(ftk):
-    """The cached out-VLAN is pushed (skb_vlan_push): head moves back 4 bytes, len grows by 4."""
+    """The reverse tuple's VLAN tag is pushed (nf_flow_encap_push, skb_vlan_push): head moves back 4
+    bytes, len grows by 4."""
     ft = Flowtable("v")
     _, orig, _ = ftk.flow(ft, vlan_out=(3 << 13) | 42)
     b = ftk.batch_of(ftk.pkt(orig))
@@ -118,7 +119,10 @@ def _slow_cases(ftk, orig):
     eth = Ether(dst=ftk.MAC_GW_IN)
     return {
         "arp": (eth / ARP(), Reason.SLOW_NOT_IP),
-        "vlan": (eth / Dot1Q(vlan=5) / IP(**ip) / udp, Reason.SLOW_NOT_IP),
+        "vlan": (eth / Dot1Q(vlan=5) / IP(**ip) / udp, Reason.SLOW_NO_ENTRY),  # parsed: the tag is key
+        "three_tags": (eth / Dot1AD(vlan=5) / Dot1Q(vlan=6) / Dot1Q(vlan=7) / IP(**ip) / udp, Reason.SLOW_NOT_IP),
+        "ad_inside_q": (eth / Dot1Q(vlan=5) / Dot1AD(vlan=6) / IP(**ip) / udp, Reason.SLOW_NOT_IP),
+        "vlan_truncated": (bytes(eth / Dot1Q(vlan=5) / IP(**ip) / udp)[:16], SLOW_MALFORMED),
         "options": (eth / IP(**ip, options=[IPOption_RR()]) / udp, Reason.SLOW_IP_OPTIONS),
         "mf": (eth / IP(**ip, flags="MF") / udp, Reason.SLOW_FRAGMENT),
         "offset": (eth / IP(**ip, frag=10, proto=17) / (b"x" * 16), Reason.SLOW_FRAGMENT),
@@ -141,7 +145,7 @@ def _slow_cases(ftk, orig):
 
 @pytest.mark.parametrize(
     "case",
-    ["arp", "vlan", "options", "mf", "offset", "ttl1", "ttl0", "icmp", "miss", "wrong_iif_is_a_miss",
+    ["arp", "vlan", "three_tags", "ad_inside_q", "vlan_truncated", "options", "mf", "offset", "ttl1", "ttl0", "icmp", "miss", "wrong_iif_is_a_miss",
      "truncated_l4", "truncated_ip", "tot_len_over_frame", "bad_version", "runt", "v6_hlim1", "v6_hbh",
      "v6_frag", "v6_truncated"],
 )  # fmt: skip
@@ -266,9 +270,9 @@ def test_slow_path_helpers_build_the_same_key(ftk):
     _, orig, _ = ftk.flow(ft, l4=6)
     frame = np.frombuffer(bytes(ftk.pkt(orig)), np.uint8).copy()
     k = np.zeros(16, np.uint32)
-    assert nf_flow_tuple(frame, 0, frame.shape[0], ftk.IIF_C, k, 0) == Reason.FLOW_FORWARD
-    assert np.array_equal(k[:12], orig.words()[:12])
-    assert flow_offload_hash(k, 0, ft.seed) == flow_offload_hash(orig.words(), 0, ft.seed)
+    assert nf_flow_tuple(frame, 0, frame.shape[0], ftk.IIF_C, k, 0, 0) == Reason.FLOW_FORWARD
+    assert np.array_equal(k[:15], orig.words()[:15])
+    assert flow_offload_hash(k, 0, ft.seed, 0) == flow_offload_hash(orig.words(), 0, ft.seed, 0)
 
 
 def test_tcp_header_too_short_goes_slow(ftk):

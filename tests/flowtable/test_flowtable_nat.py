@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowpath.flowtable.ip import nf_flow_nat, nf_flow_nat_ip
-from flowpath.flowtable.key import F_DNAT, F_SNAT, V_NAT_DADDR, V_NAT_PORTS, V_NAT_SADDR, VAL_ROW
+from flowpath.flowtable.key import F_DNAT, F_SNAT, V_NAT_ADDRS, V_NAT_PORTS, VAL_ROW, nat_addrs_word
 from flowpath.packet.layout import IPH, IPPROTO_TCP, IPPROTO_UDP, TCPH, UDPH
 
 NH, TH = 14, 34
@@ -44,7 +44,7 @@ def test_nf_flow_nat_ip_equals_field_by_field(l4, flags, dir_, ipcheck, l4check,
     coff = TH + (TCPH.check if l4 == IPPROTO_TCP else UDPH.check)
     f[coff : coff + 2] = (l4check >> 8, l4check & 0xFF)
     val = np.zeros((1, VAL_ROW), np.int64)
-    val[0, V_NAT_SADDR], val[0, V_NAT_DADDR], val[0, V_NAT_PORTS] = nsaddr, ndaddr, (nsport << 16) | ndport
+    val[0, V_NAT_ADDRS], val[0, V_NAT_PORTS] = nat_addrs_word(nsaddr, ndaddr), (nsport << 16) | ndport
     want, got = f.copy(), f.copy()
     nf_flow_nat(want, NH, TH, 4, l4, flags, dir_, val, np.zeros(32, np.uint8), 0)
     nf_flow_nat_ip(got, NH, TH, l4, flags, dir_, val, 0)

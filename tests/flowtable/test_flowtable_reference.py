@@ -181,13 +181,13 @@ def test_a_tag_collision_on_the_probe_run_still_finds_the_entry(ftk, l3):
     ea, eb = 2 * fa, 2 * fb
     mask = ft.index.shape[0] - 1
     ft.index[:] = 0
-    ha = flow_offload_hash(ft.key[ea], 0, ft.seed)
+    ha = flow_offload_hash(ft.key[ea], 0, ft.seed, 0)
     fake = ((ha >> 1) << 32) | (eb + 1)  # A's tag, B's entry
     ft.index[ha & mask] = fake
     assert flow_index_insert(ft.index, mask, ft.max_probes, ha, ea) == 1  # A's record one slot later
     for e in range(ft.capacity):
         if ft.used[e] and e != ea:
-            assert flow_index_insert(ft.index, mask, ft.max_probes, flow_offload_hash(ft.key[e], 0, ft.seed), e)
+            assert flow_index_insert(ft.index, mask, ft.max_probes, flow_offload_hash(ft.key[e], 0, ft.seed, 0), e)
     frames = [ftk.pkt(oa if i % 3 else ob, payload=bytes([i]) * 16) for i in range(40)]
     b = ftk.batch_of(*frames)
     ftk.hook(b, ft, 0)

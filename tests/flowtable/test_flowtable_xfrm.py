@@ -113,7 +113,7 @@ def test_tunnel_table_grows_and_finds_every_tuple():
     for k, t in enumerate(tuples):
         w = t.words()
         e = flow_offload_probe(
-            index, key, index.shape[0] - 1, MAX_PROBES, w, 0, flow_offload_hash(w, 0, seed)
+            index, key, index.shape[0] - 1, MAX_PROBES, w, 0, flow_offload_hash(w, 0, seed, 0), 0
         )
         assert e >= 0 and sa[e] == (33 if k == 3 else k)
     assert tab.lookup(_tuple("203.0.113.1", "192.0.2.1", 50, 0, 0, 1)) == -1
