@@ -28,6 +28,8 @@ from flowpath.ports.pcap import read_capture
 from flowpath.replay import replay
 
 DNAT_RULES = EXAMPLES.parent / "tests" / "data" / "gateway" / "dnat.nft"
+ENCAP_NET = EXAMPLES.parent / "tests" / "data" / "gateway" / "encap.ip"
+ENCAP_RULES = EXAMPLES.parent / "tests" / "data" / "gateway" / "encap.nft"
 KEYS = ("rx_packets", "forwarded_packets", "dropped_packets", "local_packets", "held_packets", "tx_packets",
         "generated_packets", "drops")  # fmt: skip
 
@@ -76,8 +78,8 @@ def _canon(frames: list[bytes], lan_ports: set) -> tuple[list[bytes], int]:
     return out, n
 
 
-def _run(d, tag: str, workers: int, batch_size: int = 64):
-    net, rules = load_network(EXAMPLES / "gateway.ip"), load_ruleset(DNAT_RULES)
+def _run(d, tag: str, workers: int, batch_size: int = 64, net_file=EXAMPLES / "gateway.ip", rules_file=DNAT_RULES):
+    net, rules = load_network(net_file), load_ruleset(rules_file)
     res = replay(net, rules, [("lan0", d / "lan.pcap"), ("wan0", d / "wan.pcap")], d / tag, workers=workers,
                  batch_size=batch_size)  # fmt: skip
     return {name: [r.data for r in read_capture(p)] for name, p in res.outputs.items()}, res.stats
@@ -137,3 +139,17 @@ def test_workers_lose_and_duplicate_nothing_in_any_mix(tmp_path_factory, seed, n
     one, s1 = _run(d, "w1", 1, batch)
     many, sn = _run(d, "w2", 2, batch)
     _same_forwarding(d, one, many, s1, sn)
+
+
+def test_workers_forward_vlan_qinq_and_ipip_flows_as_one_worker(tmp_path_factory):
+    """802.1Q, QinQ and IPIP flows: steering skips the tags and hashes IPIP on its inner header, so a
+    tunnelled flow's two directions meet on one worker (tests/data/gateway/encap.*)."""
+    d = tmp_path_factory.mktemp("wencap")
+    lan, wan = mixed_trace(seed=11, n_udp=10, n_tcp=5, rounds=8, encap=True)
+    wrpcap(str(d / "lan.pcap"), lan)
+    wrpcap(str(d / "wan.pcap"), wan)
+    files = {"net_file": ENCAP_NET, "rules_file": ENCAP_RULES}
+    one, s1 = _run(d, "w1", 1, 32, **files)
+    many, sn = _run(d, "w2", 2, 32, **files)
+    _same_forwarding(d, one, many, s1, sn)
+    assert sn["fastpath_packets"] > sn["rx_packets"] // 3
