@@ -37,6 +37,7 @@ from flowpath.bench.bulking import rates
 from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult
 from flowpath.bench.setup import LAN_IF, NET, RULES, flow_frames
 from flowpath.errors import UsageError
+from flowpath.flowtable.hook import jit_entry
 from flowpath.packet.batch import DEFAULT_HEADROOM, PacketBatch
 from flowpath.packet.reason import REASON_KIND
 from flowpath.packet.steer import flow_steer_batch
@@ -46,7 +47,7 @@ MODES = ("forward", "esp-pcpu", "esp-shared-sa")
 FLOWS = 1000
 BATCH = 1024  # as classic-vs-flowtable: a poll's fixed Python cost amortised, the batch still in L2
 POLLS, POLLS_QUICK = 512, 96  # per worker and repetition
-REPS, REPS_QUICK = 3, 2
+REPS, REPS_QUICK = 5, 2
 EST_TS_NS, RUN_TS_NS = 1_000_000_000, 2_000_000_000
 SPI_PCPU = 0x3000  # west's outbound SA of CPU c: SPI_PCPU + c (SPI_WE stays the fallback)
 
@@ -66,6 +67,47 @@ def feed_fill(frames, which, lo, cols, ifindex, headroom):
     return n
 
 
+@njit(cache=True, nogil=True)
+def ceiling_work(a, reps):
+    """A compute-bound loop over an array in L2 (no GIL, no shared data): what N CPUs of this machine
+    give N threads when nothing else is shared; the ceiling of every mode's ratio. (On a VM whose
+    vCPUs are the hyperthreads of one core, far below N.)"""
+    s = np.uint64(0)
+    for _ in range(reps):
+        for i in range(a.shape[0]):
+            s += (a[i] * np.uint64(2654435761)) ^ (a[i] >> np.uint64(7))
+    return s
+
+
+def _pinned_work(c: int, a, reps: int) -> None:
+    os.sched_setaffinity(0, {c % (os.cpu_count() or 1)})
+    ceiling_work(a, reps)
+
+
+def machine_ceiling(n: int, seconds: float = 0.3) -> float:
+    """ceiling_work's speedup on n pinned threads against one pinned thread (best times of three)."""
+    arrs = [np.arange(32768, dtype=np.uint64) for _ in range(n)]  # 256 KiB each
+    ceiling_work(arrs[0], 1)
+    t0 = time.perf_counter()
+    ceiling_work(arrs[0], 10)
+    reps = max(10, int(seconds / max(time.perf_counter() - t0, 1e-9) * 10))
+
+    def timed(k: int) -> float:  # on k new pinned threads: the caller's own CPU set stays as it is
+        threads = [threading.Thread(target=_pinned_work, args=(c, arrs[c], reps)) for c in range(k)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    ones, alls = [], []
+    for _ in range(3):
+        ones.append(timed(1))
+        alls.append(timed(n))
+    return round(n * min(ones) / min(alls), 2)
+
+
 class _Feed:
     """One worker's traffic: its flows' frames (all one size) and a batch refilled from them."""
 
@@ -75,10 +117,14 @@ class _Feed:
         self.batch = PacketBatch(batch_size, slot=slot)
         self.batch.ts_ns[:] = RUN_TS_NS
         self.ifindex, self.polls = ifindex, polls
+        b = self.batch
+        # the compiled entry point, resolved once: numba's dispatcher types a tuple of arrays on every
+        # call, under the GIL the other workers want (flowpath.flowtable.hook.jit_entry)
+        self._fill = jit_entry(feed_fill, (self.frames, self.which, 0, b.cols, ifindex, b.headroom))
 
     def fill(self, k: int) -> PacketBatch:
         b = self.batch
-        b.n = feed_fill(self.frames, self.which, k * b.capacity, b.cols, self.ifindex, b.headroom)
+        b.n = self._fill(self.frames, self.which, k * b.capacity, b.cols, self.ifindex, b.headroom)
         return b
 
 
@@ -270,6 +316,10 @@ class ScalingResult(ScenarioResult):
             t.add_row(p["mode"], str(p["workers"]), f"{p['mpps']:.2f}", f"{p['gbps']:.2f}",
                       f"{p['mpps'] / base:.2f}" if base else "", f"{p['mpps_with_port_copy']:.2f}",
                       ",".join(map(str, p["flows_per_worker"])))  # fmt: skip
+        ceil = self.data.get("machine_ceiling") or {}
+        if ceil:
+            t.caption = "machine ceiling (compute-bound loop, N threads vs 1): " + ", ".join(
+                f"{n} CPUs x{x}" for n, x in ceil.items())
         return t
 
     def plot(self, path):
@@ -300,6 +350,9 @@ class Scaling:
         frame_size = opts.frame_size or 128
         batch = opts.batch_size or BATCH
         polls, reps = (POLLS_QUICK, REPS_QUICK) if opts.quick else (POLLS, REPS)
+        progress.start("machine ceiling (a compute-bound loop on 1 and N pinned threads)")
+        ceiling = {n: machine_ceiling(n) for n in workers if n > 1}
+        progress.done(", ".join(f"{n} CPUs x{x}" for n, x in ceiling.items()) or "one worker")
         points = []
         for mode in MODES:
             for n in workers:
@@ -314,5 +367,6 @@ class Scaling:
             "polls_per_worker": polls,
             "traffic": "UDP flows LAN -> WAN (forward: NAT gateway; esp-*: west encrypting to east), established "
                        "first; each worker's thread polls the flows steered to it; in memory, no NIC",
+            "machine_ceiling": {str(n): x for n, x in ceiling.items()},
             "points": points,
         })  # fmt: skip
