@@ -43,34 +43,44 @@ def plot_classic_vs_flowtable(results: list[dict], path: Path) -> None:
 
 
 def plot_scaling(data: dict, path: Path) -> None:
-    """The pCPU test report's figure: total throughput against the number of CPUs (workers), one line
-    per mode, with the linear ideal of each mode's one-worker figure dashed."""
+    """The pCPU test report's figure: total throughput against the number of CPUs (workers). Left, ESP
+    encapsulation in Gbit/s with per-CPU SAs and with one shared SA; right, plain forwarding in Mpps.
+    Dashed: linear in the CPUs from each mode's one-worker figure; dotted: the machine's ceiling."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.6), dpi=110)
-    labels = {"forward": "forward (NAT, flowtable)", "esp-pcpu": "ESP encap, per-CPU SAs (RFC 9611)",
-              "esp-shared-sa": "ESP encap, one shared SA"}  # fmt: skip
-    for mode in dict.fromkeys(p["mode"] for p in data["points"]):
-        pts = sorted((p for p in data["points"] if p["mode"] == mode), key=lambda p: p["workers"])
-        xs = [p["workers"] for p in pts]
-        for a, key, unit in ((ax, "gbps", "Gbit/s"), (ax2, "mpps", "Mpps")):
+    labels = {"forward": "forward (NAT, flowtable)", "esp-pcpu": "per-CPU SAs (RFC 9611)",
+              "esp-shared-sa": "one shared SA"}  # fmt: skip
+    ceiling = {int(n): x for n, x in (data.get("machine_ceiling") or {}).items()}
+    panels = ((ax, ("esp-pcpu", "esp-shared-sa"), "gbps", "Gbit/s", "ESP tunnel encapsulation (west)"),
+              (ax2, ("forward",), "mpps", "Mpps", "Plain forwarding through NAT"))  # fmt: skip
+    for a, modes, key, unit, title in panels:
+        for k, mode in enumerate(modes):
+            pts = sorted((p for p in data["points"] if p["mode"] == mode), key=lambda p: p["workers"])
+            if not pts:
+                continue
+            xs = [p["workers"] for p in pts]
             line = a.plot(xs, [p[key] for p in pts], marker="o", label=labels.get(mode, mode))[0]
             base = next((p[key] for p in pts if p["workers"] == 1), None)
             if base:
                 a.plot(xs, [base * x for x in xs], linestyle="--", color=line.get_color(), alpha=0.4, linewidth=1)
+                if ceiling and k == 0:
+                    cx = [1] + sorted(ceiling)
+                    a.plot(cx, [base] + [base * ceiling[x] for x in cx[1:]], linestyle=":", color="0.4",
+                           linewidth=1, label="machine ceiling")  # fmt: skip
             for x, p in zip(xs, pts, strict=True):
-                a.annotate(f"{p[key]:.3g}", (x, p[key]), textcoords="offset points", xytext=(0, 6), ha="center",
-                           fontsize=7)  # fmt: skip
-            a.set_ylabel(f"total throughput [{unit}]")
-    for a in (ax, ax2):
+                a.annotate(f"{p[key]:.3g}", (x, p[key]), textcoords="offset points", xytext=(0, 7 if k == 0 else -13),
+                           ha="center", fontsize=7)  # fmt: skip
+        a.set_title(title, fontsize=10)
+        a.set_ylabel(f"total throughput [{unit}]")
         a.set_xlabel("workers (CPUs, one pinned thread each)")
         a.set_xticks(sorted({p["workers"] for p in data["points"]}))
         a.set_ylim(bottom=0)
         a.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+        a.legend(fontsize=8, loc="upper left")
     fig.suptitle(f"Fast-path scaling with workers, {data['frame_size']}-byte frames, {data['flows']} flows "
                  "(dashed: linear in the CPUs)")  # fmt: skip
     fig.text(0.01, 0.01, f"flowpath {data['flowpath_version']}, {data['cpus']} CPUs, batch {data['batch_size']}, in "
