@@ -117,9 +117,9 @@ class Net:
     def for_cpu(self, cpu: int) -> Net:
         """Worker cpu's view of this namespace: everything shared (links, FIB, neighbours, conntrack,
         reassembly, the SAD/SPD, the nft runtime) but its own, empty flowtables, built from the same
-        ruleset. Linux shares one flowtable between
-        CPUs under RCU; here each worker owns the entries of the connections steered to it
-        (flowpath/workers.py), so its compiled fast path never meets another writer."""
+        ruleset. Linux shares one flowtable between CPUs under RCU; here each worker owns the entries
+        of the connections steered to it (flowpath/workers.py), so its compiled fast path never meets
+        another writer."""
         view = copy.copy(self)
         view.cpu = cpu
         view.flowtables = view._flowtables(view.rs_json, view.nft) if self.flowtable else {}
