@@ -6,7 +6,7 @@ ip6tnl device, as ip/tunnel.c's dispatch does). The parameters become a flowpath
 
 Deviations: TOS names from rt_dsfield (`AF11`, ...) are not known, only numbers; what configures no
 modelled state is refused with its token: GRE keys and flags, fwmark, FOU/GUE encapsulation,
-`external`, 6rd and ISATAP, flow labels other than 0, `dscp inherit`, MPLS modes.
+`external`, 6rd and ISATAP, `dscp inherit`, MPLS modes.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def parse_tunnel_args(
     local = remote = 0
     local_tok = remote_tok = None
     ttl = tos = None
-    pmtudisc, nopmtu_tok, link, encap_limit, name_tok = True, None, 0, None, None
+    pmtudisc, nopmtu_tok, link, encap_limit, name_tok, flowlabel = True, None, 0, None, None, None
     while cmd.more():
         tok = cmd.take()
         word = tok.text
@@ -100,9 +100,8 @@ def parse_tunnel_args(
             encap_limit = -1 if val.text == "none" else cmd.uint(val, "encaplimit", 255)
             cmd.at["encaplimit"] = val
         elif word in ("flowlabel", "fl"):
-            val = cmd.arg(tok)
-            if val.text not in ("0", "0x0", "0x00000"):
-                raise cmd.error(val, f'unsupported flowlabel "{val.text}" (only 0)')
+            flowlabel = _flowlabel(cmd, cmd.arg(tok))
+            cmd.at["flowlabel"] = tok
         elif word in ("noencap",) or (
             word == "encap" and cmd.peek() is not None and cmd.peek().text == "none"
         ):
@@ -132,12 +131,31 @@ def parse_tunnel_args(
         raise cmd.error(nopmtu_tok, "nopmtudisc is for ipip tunnels (ip6tnl sends no fragments' DF)")
     if family == 4 and encap_limit is not None:
         raise cmd.error(cmd.at["encaplimit"], "encaplimit is for ip6tnl tunnels")
+    if family == 4 and flowlabel is not None:
+        raise cmd.error(cmd.at["flowlabel"], "flowlabel is for ip6tnl tunnels")
     p = IpTunnel(
         mode, family, local, remote, ttl, 0 if tos is None else _tos(cmd, tos, family), pmtudisc, link
     )
     if encap_limit is not None:
         p.encap_limit = encap_limit
+    if flowlabel is not None:
+        p.flowlabel = flowlabel
     return p, name_tok
+
+
+def _flowlabel(cmd: IpCmd, tok: Token) -> int:
+    """`flowlabel N|inherit` (link_ip6tnl.c: get_u32 base 16, at most IPV6_FLOWLABEL_MASK); -1 is
+    inherit (IP6_TNL_F_USE_ORIG_FLOWLABEL)."""
+    if tok.text == "inherit":
+        return -1
+    text = tok.text[2:] if tok.text[:2].lower() == "0x" else tok.text
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise cmd.error(tok, f'invalid flowlabel "{tok.text}"') from None
+    if not 0 <= value <= 0xFFFFF:
+        raise cmd.error(tok, f'invalid flowlabel "{tok.text}"')
+    return value
 
 
 def parse_ipip(net: Network, cmd: IpCmd, req: dict) -> None:
@@ -148,7 +166,7 @@ def parse_ipip(net: Network, cmd: IpCmd, req: dict) -> None:
 
 def parse_ip6tnl(net: Network, cmd: IpCmd, req: dict) -> None:
     """`type ip6tnl [mode ipip6|ip6ip6|any] [remote ADDR] [local ADDR] [hoplimit H|inherit]
-    [encaplimit E|none] [tclass T|inherit] [dev PHYS]` (link_ip6tnl.c)."""
+    [encaplimit E|none] [tclass T|inherit] [flowlabel F|inherit] [dev PHYS]` (link_ip6tnl.c)."""
     req["tunnel"], _ = parse_tunnel_args(net, cmd, 6, ioctl=False)
 
 

@@ -53,6 +53,8 @@ class IpTunnel:
     link         ifindex of `dev PHYS` (parms.link), 0 none
     encap_limit  ip6tnl's tunnel encapsulation limit option (RFC 2473 §4.1.1), -1 = none
                  (IP6_TNL_F_IGN_ENCAP_LIMIT)
+    flowlabel    ip6tnl's outer flow label (the label bits of parms.flowinfo), -1 = inherit the inner
+                 IPv6 packet's (IP6_TNL_F_USE_ORIG_FLOWLABEL)
     """
 
     mode: str
@@ -64,6 +66,7 @@ class IpTunnel:
     pmtudisc: bool = True
     link: int = 0
     encap_limit: int = IPV6_DEFAULT_TNL_ENCAP_LIMIT
+    flowlabel: int = 0
 
     @property
     def hlen(self) -> int:
@@ -104,8 +107,9 @@ def ip_tunnel_lookup(net, family: int, outer_saddr: int, outer_daddr: int, link_
 
     Linux: ip_tunnel.c › ip_tunnel_lookup (ipip passes TUNNEL_NO_KEY) and ip6_tunnel.c › ip6_tnl_lookup:
     only devices that are up; first both addresses exact (the tunnel's remote is the outer source, its
-    local the outer destination), then the remote with any local, then the local with any remote (for
-    IPv4 also a multicast group the tunnel sends to). Within a step a tunnel bound to the receiving
+    local the outer destination), then for IPv4 the remote with any local, then the local with any
+    remote (or a multicast group the tunnel sends to); ip6_tnl_lookup takes the two wildcard steps the
+    other way round (local with any remote first). Within a step a tunnel bound to the receiving
     device (`dev PHYS`) wins; otherwise the candidate is the last exact match or the first of a later
     step. Chains are walked newest first, as hlist_add_head leaves them.
 
@@ -126,13 +130,12 @@ def ip_tunnel_lookup(net, family: int, outer_saddr: int, outer_daddr: int, link_
             if t.link == link_ifindex:
                 return dev
             cand = dev
-    steps = (
-        lambda t: t.remote == remote and t.local == 0,
-        lambda t: (
-            (t.local == local and t.remote == 0)
-            or (family == 4 and t.remote == local and _ipv4_is_multicast(local))
-        ),
+    remote_only = lambda t: t.remote == remote and t.local == 0  # noqa: E731
+    local_only = lambda t: (  # noqa: E731
+        (t.local == local and t.remote == 0)
+        or (family == 4 and t.remote == local and _ipv4_is_multicast(local))
     )
+    steps = (remote_only, local_only) if family == 4 else (local_only, remote_only)
     for match in steps:
         for dev in tunnels:
             if match(dev.tunnel):

@@ -113,10 +113,11 @@ def _link_info(net: Network, link: Link) -> list[str]:
             words += ["tos", "inherit" if t.tos == 1 else f"0x{t.tos:x}"]
         words.append("pmtudisc" if t.pmtudisc else "nopmtudisc")
         return words
-    # link_ip6tnl.c › ip6tunnel_print_opt (flowlabel: none is configured, so 0)
+    # link_ip6tnl.c › ip6tunnel_print_opt
     words += ["hoplimit", str(t.ttl) if t.ttl else "inherit"]
     words += ["encaplimit", str(t.encap_limit) if t.encap_limit >= 0 else "none"]
-    words += ["tclass", "inherit" if t.tos == 1 else f"0x{t.tos:02x}", "flowlabel", "0x00000"]
+    words += ["tclass", "inherit" if t.tos == 1 else f"0x{t.tos:02x}"]
+    words += ["flowlabel", "inherit" if t.flowlabel < 0 else f"0x{t.flowlabel:05x}"]
     return words
 
 

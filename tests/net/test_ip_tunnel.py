@@ -70,6 +70,8 @@ def test_ip_d_link_show_prints_the_tunnel_parameters():
         + "tunnel add tun2 mode ipip local 198.51.100.1 remote 198.51.100.3 tos inherit nopmtudisc dev eth0\n"
         + "link add tun3 type ipip remote 203.0.113.9 ttl 64 tos 10\n"
         + "tunnel add t7 mode ip6ip6 remote 2001:db8::3 local 2001:db8::1 hoplimit 10 tclass inherit\n"
+        + "link add t8 type ip6tnl remote 2001:db8::4 local 2001:db8::1 flowlabel BEEF tclass 0x28\n"
+        + "link add t9 type ip6tnl remote 2001:db8::5 local 2001:db8::1 flowlabel inherit encaplimit none\n"
         + "link set tun0 up\n"
     )
     out = net.show_link(details=True)
@@ -88,6 +90,14 @@ def test_ip_d_link_show_prints_the_tunnel_parameters():
         "    ip6tnl ip6ip6 remote 2001:db8::3 local 2001:db8::1 hoplimit 10 encaplimit 4 tclass inherit "
         "flowlabel 0x00000\n"
     ) in out
+    assert (
+        "    ip6tnl any remote 2001:db8::4 local 2001:db8::1 hoplimit 64 encaplimit 4 tclass 0x28 flowlabel 0x0beef\n"
+        in out
+    )
+    assert (
+        "    ip6tnl any remote 2001:db8::5 local 2001:db8::1 hoplimit 64 encaplimit none tclass 0x00 flowlabel inherit\n"
+        in out
+    )
     assert "    ipip" not in net.show_link()  # without -d, no details
 
 
@@ -116,6 +126,9 @@ def test_routes_and_addresses_through_a_tunnel():
         ("link add t0 type ipip mode ip6ip6", "ip6ip6", 'mode "ip6ip6" is not an IPv4-outer tunnel mode'),
         ("link add t0 type ipip", "t0", "File exists"),  # tunl0's parameters
         ("link add t0 type ip6tnl remote 10.0.0.1", "10.0.0.1", 'inet6 address is expected rather than "10.0.0.1"'),
+        ("link add t0 type ip6tnl remote 2001:db8::9 flowlabel 0x100000", "0x100000", 'invalid flowlabel "0x100000"'),
+        ("link add t0 type ip6tnl remote 2001:db8::9 flowlabel xyz", "xyz", 'invalid flowlabel "xyz"'),
+        ("link add t0 type ipip remote 1.2.3.4 flowlabel 5", "flowlabel", "flowlabel is for ip6tnl tunnels"),
         ("link add t0 type ipip remote 1.2.3.4 bogus", "bogus", 'unknown keyword "bogus"'),
         ("tunnel add t0 remote 1.2.3.4", "add", "cannot determine tunnel mode (ipip, ipip6, ip6ip6)"),
         ("tunnel add mode ipip remote 1.2.3.4", "add", 'tunnel add needs a device name ("name NAME")'),
@@ -188,3 +201,22 @@ def test_ip6_tunnel_lookup():
     assert ip_tunnel_lookup(net, 6, a("2001:db8::2"), a("2001:db8::1"), 2).name == "t6"
     assert ip_tunnel_lookup(net, 6, a("2001:db8::3"), a("2001:db8::1"), 2) is None
     assert ip_tunnel_lookup(net, 4, ip4("198.51.100.2"), ip4("198.51.100.1"), 2) is None
+
+
+def test_ip6_tunnel_lookup_takes_local_only_before_remote_only():
+    """ip6_tnl_lookup's wildcard steps run the other way round from ip_tunnel_lookup's: after the exact
+    match, a tunnel with our local end and any remote, then one with the remote and any local."""
+    a = lambda s: int(ipaddress.IPv6Address(s))  # noqa: E731
+    text = BASE + (
+        "link add tr type ip6tnl remote 2001:db8::2\nlink set tr up\n"
+        "link add tl type ip6tnl local 2001:db8::1\nlink set tl up\n"
+        "link add tx type ip6tnl local 2001:db8::1 remote 2001:db8::2\nlink set tx up\n"
+    )
+    net = parse_network(text)
+    assert ip_tunnel_lookup(net, 6, a("2001:db8::2"), a("2001:db8::1"), 2).name == "tx"
+    assert ip_tunnel_lookup(net, 6, a("2001:db8::2"), a("2001:db8::7"), 2).name == "tr"
+    net.link_del(net.link_by_name("tx"))
+    assert ip_tunnel_lookup(net, 6, a("2001:db8::2"), a("2001:db8::1"), 2).name == "tl"
+    v4 = parse_network(BASE + "link add r4 type ipip remote 198.51.100.2\nlink set r4 up\n"
+                       "link add l4 type ipip local 198.51.100.1\nlink set l4 up\n")  # fmt: skip
+    assert ip_tunnel_lookup(v4, 4, ip4("198.51.100.2"), ip4("198.51.100.1"), 2).name == "r4"
