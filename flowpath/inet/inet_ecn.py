@@ -1,7 +1,8 @@
 """ECN across a tunnel: the outer ECN field on encapsulation, the inner one on decapsulation (RFC 6040).
 
 Linux: include/net/inet_ecn.h › INET_ECN_encapsulate, __INET_ECN_decapsulate, INET_ECN_decapsulate,
-IP_ECN_set_ce, IP_ECN_set_ect1; include/net/ip_tunnels.h › ip_tunnel_ecn_encap.
+IP_ECN_set_ce, IP_ECN_set_ect1, IP6_ECN_set_ce, IP6_ECN_set_ect1; include/net/ip_tunnels.h ›
+ip_tunnel_ecn_encap.
 """
 
 from __future__ import annotations
@@ -18,5 +19,6 @@ from flowpath.packet.iptunnel import (  # noqa: F401 -- this module's names for 
     INET_ECN_NOT_ECT,
     INET_ECN_encapsulate,
     ecn_decapsulate,
+    ip6_ecn_set,
     ip_ecn_set,
 )

@@ -2,12 +2,14 @@
 
 Linux: net/ipv4/ip_input.c › ip_rcv, ip_rcv_finish, ip_local_deliver; net/ipv4/route.c ›
 ip_route_input_slow, ip_error; net/ipv6/ip6_input.c, route.c. IPIP to us is decapsulated by
-flowpath.inet.ipip and received again on its tunnel device.
+flowpath.inet.ipip, IPv4 or IPv6 in IPv6 by flowpath.inet.ip6_tunnel, and received again on the
+tunnel device.
 """
 
 from __future__ import annotations
 
 from flowpath.inet.icmp import echo_request, icmp_send
+from flowpath.inet.ip6_tunnel import tunnel6_rcv
 from flowpath.inet.ip_forward import ip_forward
 from flowpath.inet.ip_options import ip_options_compile
 from flowpath.inet.ip_output import family_of, nfproto_of
@@ -105,8 +107,8 @@ def ip_error(net, q, skb: SkBuff, fib) -> Reason:
 
 def ip_local_deliver(net, q, skb: SkBuff) -> Reason:
     """LOCAL_IN, then the only local services a gateway data plane has: ESP to our SAs (the inner
-    packet is received again, as xfrm_input does), IPIP to our tunnels (received again on the tunnel
-    device, as gro_cells_receive does), echo, and port unreachable."""
+    packet is received again, as xfrm_input does), IPIP and IPv4/IPv6-in-IPv6 to our tunnels (received
+    again on the tunnel device, as gro_cells_receive does), echo, and port unreachable."""
     state = NfHookState(C.NF_INET_LOCAL_IN, nfproto_of(skb), skb.iif, net.ifname(skb.iif))
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
@@ -120,12 +122,15 @@ def ip_local_deliver(net, q, skb: SkBuff) -> Reason:
                 return ip_rcv_finish(net, q, inner)
             if inner is not None:
                 return inner
+    inner = None
     if skb.l4proto == L.IPPROTO_IPIP and skb.l3proto == L.ETH_P_IP:
         inner = ipip_rcv(net, q, skb)  # tunnel4_rcv: its own xfrm policy check (no_policy)
-        if isinstance(inner, SkBuff):
-            return ip_rcv_finish(net, q, inner)
-        if inner is not None:
-            return inner
+    elif skb.l4proto in (L.IPPROTO_IPIP, L.IPPROTO_IPV6) and skb.l3proto == L.ETH_P_IPV6:
+        inner = tunnel6_rcv(net, q, skb)  # tunnel6_rcv / tunnel46_rcv: INET6_PROTO_NOPOLICY likewise
+    if isinstance(inner, SkBuff):
+        return ip_rcv_finish(net, q, inner)
+    if inner is not None:
+        return inner
     if net.xfrm is not None and not xfrm_policy_check(net, skb, XFRM_POLICY_IN):
         return Reason.XFRM_POLICY
     return ip_protocol_deliver(net, q, skb)

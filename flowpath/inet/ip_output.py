@@ -4,13 +4,15 @@ Ethernet header.
 Linux: net/ipv4/ip_output.c › ip_local_out, ip_output, ip_finish_output, ip_fragment, ip_finish_output2;
 net/ipv6/ip6_output.c › ip6_output, __ip6_finish_output, ip6_finish_output2; include/net/neighbour.h › neigh_output;
 net/netfilter/nft_rt.c › nft_rt_get_eval (NFT_RT_TCPMSS); a route through a tunnel device ends in the
-tunnel's transmit (flowpath.inet.ip_tunnel), whose outer packet leaves as a local one.
+tunnel's transmit (flowpath.inet.ip_tunnel for ipip, flowpath.inet.ip6_tunnel for ip6tnl), whose outer
+packet leaves as a local one.
 IPv4 and IPv6 share these steps here; the family only changes the constants. Every step takes `net`
 (flowpath.netns.Net) and the OutputQueue `q` that collects the frames it transmits.
 """
 
 from __future__ import annotations
 
+from flowpath.inet.ip6_tunnel import ip6_tnl_xmit
 from flowpath.inet.ip_tunnel import ip_tunnel_xmit
 from flowpath.inet.neigh_output import neigh_resolve_output
 from flowpath.inet.nf_reject import nf_hook_drop
@@ -105,14 +107,16 @@ def neigh_output(net, q, skb: SkBuff, fib) -> Reason:
 def ip_finish_output2(net, q, frames: list[bytes], skb: SkBuff, fib) -> Reason:
     """The next hop's neighbour writes the link-layer header of each of skb's network-layer `frames`
     and transmits, or queues them while it resolves (flowpath.inet.neigh_output). A tunnel device has
-    no neighbours: its transmit (ipip_tunnel_xmit) encapsulates each frame, and the outer packet is
-    sent as a local one (iptunnel_xmit › ip_local_out). The first frame not transmitted decides."""
+    no neighbours: its transmit (ipip_tunnel_xmit, ip6_tnl_start_xmit) encapsulates each frame, and the
+    outer packet is sent as a local one (iptunnel_xmit › ip_local_out, ip6tunnel_xmit › ip6_local_out).
+    The first frame not transmitted decides."""
     out = net.links[fib.oif]
     if not out.is_tunnel:
         return neigh_resolve_output(net, q, frames, skb, fib)
+    xmit = ip_tunnel_xmit if out.tunnel.family == 4 else ip6_tnl_xmit
     reason = Reason.TX
     for frame in frames:
-        outer = ip_tunnel_xmit(net, q, frame, skb, out, fib)
+        outer = xmit(net, q, frame, skb, out, fib)
         r = outer if isinstance(outer, Reason) else ip_local_out(net, q, outer)
         reason = r if reason == Reason.TX else reason
     return reason

@@ -8,10 +8,8 @@ the neighbour layer (a tunnel device has no neighbours). The outer packet is ret
 send as a local one (iptunnel_xmit › ip_local_out: OUTPUT, routing to `remote`, POSTROUTING,
 fragmentation where DF is clear, the neighbour on the physical device), as xfrm_output's is.
 
-Deviations: ip6tnl devices are configured and listed, but carry no packets on the classic path (a
-packet routed into one is dropped, IP_TUNNEL_PROTO); the outer route is looked up without `dev PHYS`
-binding it (flowi4_oif) and its MTU lock is not known (a locked route MTU would clear DF); the PMTU
-learnt (skb_dst_update_pmtu) is not cached.
+Deviations: the outer route is looked up without `dev PHYS` binding it (flowi4_oif) and its MTU lock
+is not known (a locked route MTU would clear DF); the PMTU learnt (skb_dst_update_pmtu) is not cached.
 """
 
 from __future__ import annotations

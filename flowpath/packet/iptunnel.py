@@ -103,3 +103,14 @@ def ip_ecn_set(b, nhoff, ecn):
     if new != old:
         b[nhoff + IPH.tos] = new & 0xFF
         csum_replace2(b, nhoff + IPH.check, old, new)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def ip6_ecn_set(b, nhoff, ecn):
+    """Write the ECN field of the IPv6 header at nhoff: the low two bits of the traffic class, which
+    straddles the first two bytes (version:4 | tclass:8 | flow label:20); IPv6 has no header checksum.
+
+    Linux: include/net/inet_ecn.h › IP6_ECN_set_ce, IP6_ECN_set_ect1 (the ip6tnl decapsulation's
+    INET_ECN_decapsulate over an IPv6 inner packet).
+    """
+    b[nhoff + 1] = (b[nhoff + 1] & ~(INET_ECN_MASK << 4) & 0xFF) | (ecn << 4)

@@ -89,6 +89,9 @@ _REASONS = (  # name                    kind    text
     ("IP_TUNNEL_PROTO",         "drop", "tunnel device does not carry the packet's protocol (tx_errors)"),
     ("IP_TUNNEL_LOOP",          "drop", "tunnel's outer route leaves through a tunnel again (collisions)"),
     ("IP_TUNNEL_FRAG",          "drop", "fragment of an IP-in-IP packet that was not reassembled"),
+    ("IP6_TNL_ENCAP_LIMIT",     "drop", "IPv6 inner packet with a tunnel encapsulation limit of 0 (parameter problem sent)"),
+    ("IP6_TNL_XMIT_CTL",        "drop", "ip6tnl cannot send: local end not ours, remote ours or no remote (unreachable sent)"),
+    ("IP6_TNL_RCV_CTL",         "drop", "ip6tnl received from one of our own addresses or a non-unicast end"),
     ("SLOW_TUNNEL_ID",          "slow", "IPIP push without DF: the classic path numbers the outer header"),
     ("SLOW_TUNNEL_ECN",         "slow", "IPIP with a CE outer over a not-ECT inner: the classic path drops it"),
 )  # fmt: skip
