@@ -60,16 +60,21 @@ def ip6_tnl_xmit(net, q, frame: bytes, skb: SkBuff, dev, fib) -> SkBuff | Reason
     fragment of it) routed by `fib` out of ip6tnl device `dev`: the outer packet, or a drop Reason
     (tx_errors). Every check runs before the outer header is built."""
     t = dev.tunnel
-    inner = frame_array(frame)
-    v6 = skb.l3proto == L.ETH_P_IPV6
-    protocol = L.IPPROTO_IPV6 if v6 else L.IPPROTO_IPIP
-    if t.family != 6 or skb.l3proto not in (L.ETH_P_IP, L.ETH_P_IPV6) or protocol not in t.protocols:
-        return Reason.IP_TUNNEL_PROTO
-    if v6 and t.remote and _ld128(inner, L.IP6H.saddr) == t.remote:
-        return Reason.IP_TUNNEL_LOOP  # ip6_tnl_addr_conflict: a trivial loop
     depth = skb.meta.get("tnl_depth", 0)
     if depth >= XMIT_RECURSION_LIMIT:
         return Reason.IP_TUNNEL_LOOP  # dev_xmit_recursion
+    if t.family != 6 or skb.l3proto not in (L.ETH_P_IP, L.ETH_P_IPV6):
+        return Reason.IP_TUNNEL_PROTO
+    inner = frame_array(frame)
+    v6 = skb.l3proto == L.ETH_P_IPV6
+    if v6 and _ld128(inner, L.IP6H.saddr) == t.remote:
+        return Reason.IP_TUNNEL_LOOP  # ip6_tnl_addr_conflict: a trivial loop
+    protocol = L.IPPROTO_IPV6 if v6 else L.IPPROTO_IPIP
+    if protocol not in t.protocols:
+        return Reason.IP_TUNNEL_PROTO
+    skb = _frame_skb(skb, frame)
+    if isinstance(skb, Reason):
+        return skb
     encap_limit = ip6_tnl_encap_limit(net, q, skb, inner, t) if v6 else t.encap_limit
     if isinstance(encap_limit, Reason):
         return encap_limit
@@ -97,6 +102,15 @@ def ip6_tnl_xmit(net, q, frame: bytes, skb: SkBuff, dev, fib) -> SkBuff | Reason
     if isinstance(out, SkBuff):
         out.meta["tnl_depth"] = depth + 1
     return out
+
+
+def _frame_skb(skb: SkBuff, frame: bytes) -> SkBuff | Reason:
+    """The SkBuff the tunnel transmits and its ICMP errors quote: skb, or the fragment of it that
+    ip_finish_output cut on the tunnel route (Linux hands the device each fragment as an skb)."""
+    if len(frame) == skb.l3len:
+        return skb
+    buf = skb.buf[: skb.nhoff].tobytes() + frame
+    return skb_parse(frame_array(buf), skb.iif, skb.ts_ns)
 
 
 def ip6_tnl_encap_limit(net, q, skb: SkBuff, inner, t) -> int | Reason:

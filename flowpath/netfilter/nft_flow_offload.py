@@ -124,7 +124,9 @@ def _tunnel_route(net, fib, dev) -> tuple[FlowRoute, int, tuple, tuple] | None:
     """
     t = dev.tunnel
     if t.family != 4 or 4 not in t.protocols or not t.remote:
-        return None  # ip6tnl carries nothing on the classic path yet; an NBMA tunnel has no fixed remote
+        # Linux 6.19 offloads IPIP only (ip6tnl has no ndo_fill_forward_path): ip6tnl flows stay on the
+        # classic path; an NBMA tunnel has no fixed remote
+        return None
     rt = net.fib_lookup(4, t.remote)
     if rt is None or rt.type != RouteType.UNICAST or net.links[rt.oif].tunnel is not None:
         return None

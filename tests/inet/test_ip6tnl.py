@@ -249,6 +249,20 @@ def test_path_mtu_below_the_tunnel_mtu(tmp_path):
     assert stats["drops"] == {"pkt_too_big_df": 2, "ip_frag_failed": 1}
 
 
+def test_fragments_of_the_inner_packet_are_checked_one_by_one(tmp_path):
+    """ip_finish_output cuts a 1728-byte IPv4 packet without DF to the tunnel MTU (1452 + 296); with
+    a path MTU of 1280 the first piece is over ip6_tnl_xmit's 1232: fragmentation needed quoting that
+    fragment (MF, 1452 bytes), while the second piece is encapsulated and sent."""
+    net = NET.replace("\nlink add t6", f"\nroute add {PEER6}/128 dev wan0 mtu 1280\nlink add t6")
+    out, stats = run(tmp_path, [("lan0", from_h1(size=1700))], net)
+    [icmp] = out["lan0"]
+    assert icmp[ICMP].nexthopmtu == 1232 and (icmp[IPerror].len, icmp[IPerror].flags.MF) == (1452, True)
+    [e] = out["wan0"]
+    i = IP(outer_of(e)[2])
+    assert (i.len, i.frag, i.flags.MF) == (296, 1432 // 8, False)
+    assert stats["drops"] == {"pkt_too_big_df": 1}
+
+
 def test_mode_mismatch_on_transmit(tmp_path):
     """ipxip6_tnl_xmit: an ip6ip6 tunnel refuses IPv4, an ipip6 tunnel IPv6 (tx_errors)."""
     out, stats = run(tmp_path, [("lan0", from_h1())], NET.replace("mode any", "mode ip6ip6"))
