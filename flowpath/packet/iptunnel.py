@@ -113,4 +113,4 @@ def ip6_ecn_set(b, nhoff, ecn):
     Linux: include/net/inet_ecn.h › IP6_ECN_set_ce, IP6_ECN_set_ect1 (the ip6tnl decapsulation's
     INET_ECN_decapsulate over an IPv6 inner packet).
     """
-    b[nhoff + 1] = (b[nhoff + 1] & ~(INET_ECN_MASK << 4) & 0xFF) | (ecn << 4)
+    b[nhoff + 1] = (b[nhoff + 1] & (~(INET_ECN_MASK << 4) & 0xFF)) | (ecn << 4)
