@@ -378,6 +378,28 @@ def test_wildcard_lookup_prefers_the_local_only_tunnel(tmp_path):
     assert [e[IP].ttl for e in out["lan0"]] == [19] and stats["drops"] == {"netfilter_drop": 1}
 
 
+def test_nbma_tunnel_sends_ipv6_to_the_route_gateway(tmp_path):
+    """A tunnel without a remote (tl) sends an IPv6 packet to its inner route's next hop
+    (ip6_tnl_xmit: dst_neigh_lookup); an IPv4 packet has no IPv6 next hop there: a link failure."""
+    net = LOOKUP_NET + f"route add 2001:db8:3::/48 via {PEER6} dev tl onlink\nroute add 10.3.0.0/16 dev tl\n"
+    rules = RULES.replace('oifname "t6"', 'oifname { "t6", "tl" }')
+    out, stats = run(
+        tmp_path, [("lan0", from_h1_v6(dst="2001:db8:3::7")), ("lan0", from_h1(dst="10.3.0.7"))], net, rules
+    )
+    [e] = out["wan0"]
+    assert (e.dst, e[IPv6].src, e[IPv6].dst, IPv6(outer_of(e)[2]).dst) == (PEER, GW6, PEER6, "2001:db8:3::7")
+    [icmp] = out["lan0"]
+    assert (icmp[ICMP].type, icmp[ICMP].code) == (3, 1) and stats["drops"] == {"ip6_tnl_xmit_ctl": 1}
+
+
+def test_outer_source_of_ours_is_refused(tmp_path):
+    """ip6_tnl_rcv_ctl: a tunnel does not take a packet whose outer source is one of our addresses
+    (here lan0's, matched by the local-only tunnel tl); dropped without an ICMP error."""
+    pkt = from_peer(inner_to_h1(), src="2001:db8:1::1", mac=STRANGER)
+    out, stats = run(tmp_path, [("wan0", pkt)], LOOKUP_NET)
+    assert not out["lan0"] and not out["wan0"] and stats["drops"] == {"ip6_tnl_rcv_ctl": 1}
+
+
 def test_forward_chain_sees_iifname_of_the_tunnel(tmp_path):
     """The decapsulated packet is received on t6 (gro_cells_receive): FORWARD's iifname is "t6"."""
     rules = RULES.replace('iifname "t6" oifname "lan0" accept', 'iifname "wan0" oifname "lan0" accept')
