@@ -29,7 +29,11 @@ from flowpath.netfilter.conntrack_proto import (
     nf_conntrack_udp_packet,
     nf_ct_get_tuple,
 )
-from flowpath.netfilter.conntrack_proto_tcp import TCP_CONNTRACK_NAMES, nf_conntrack_tcp_packet
+from flowpath.netfilter.conntrack_proto_tcp import (
+    TCP_CONNTRACK_NAMES,
+    nf_conntrack_tcp_packet,
+    tcp_can_early_drop,
+)
 from flowpath.netfilter.conntrack_tuple import (
     NSEC_PER_SEC,
     NfConn,
@@ -79,6 +83,13 @@ Verdict = tuple[int, Reason | None]
 def ctinfo2dir(ctinfo: int) -> int:
     """Linux: CTINFO2DIR."""
     return IP_CT_DIR_REPLY if ctinfo >= IP_CT_IS_REPLY else IP_CT_DIR_ORIGINAL
+
+
+def gc_worker_can_early_drop(ct: NfConn) -> bool:
+    """Linux: nf_conntrack_core.c › gc_worker_can_early_drop (offloaded entries never get here)."""
+    if not ct.status & IPS_ASSURED:
+        return True
+    return ct.l4proto == L.IPPROTO_TCP and tcp_can_early_drop(ct)
 
 
 class Conntrack:
@@ -152,11 +163,25 @@ class Conntrack:
 
     def gc(self, now_ns: int) -> int:
         """Remove expired entries; return how many. Offloaded entries belong to the flowtable, whose
-        GC pins or releases their timeout (gc_worker skips IPS_OFFLOAD)."""
-        dead = [ct for ct in self._cts if not ct.status & IPS_OFFLOAD and nf_ct_is_expired(ct, now_ns)]
-        for ct in dead:
+        GC pins or releases their timeout (gc_worker skips IPS_OFFLOAD). With the table 95 % full or
+        more, it also evicts what gc_worker_can_early_drop allows: unassured entries and TCP
+        connections closing or closed (FIN_WAIT, LAST_ACK, TIME_WAIT, CLOSE, CLOSE_WAIT), counted
+        in early_drop, so that a table filled by finished connections makes room."""
+        max95 = self.max_entries // 100 * 95  # nf_conntrack_max95
+        count, dead, dropped = len(self._cts), [], []
+        for ct in self._cts:
+            if ct.status & IPS_OFFLOAD:
+                continue
+            if nf_ct_is_expired(ct, now_ns):
+                dead.append(ct)
+                count -= 1
+            elif max95 and count >= max95 and gc_worker_can_early_drop(ct):
+                dropped.append(ct)
+                count -= 1
+        for ct in dead + dropped:
             self.nf_ct_kill(ct)
-        return len(dead)
+        self.stat["early_drop"] += len(dropped)
+        return len(dead) + len(dropped)
 
     def early_drop(self, now_ns: int) -> bool:
         """Linux: early_drop: make room by evicting an unassured (or expired) entry."""

@@ -287,3 +287,38 @@ def test_window_scale_option_is_recorded(ctt):
     step(ctt, s2c("SA", ack=1001, options=[("WScale", 3)]))
     seen = a.ct.proto.seen
     assert (seen[0].td_scale, seen[1].td_scale) == (7, 3)
+
+
+def _closed_connection(table, sport: int, t: int) -> None:
+    """One whole TCP connection from client port sport, closed by FINs both ways (TIME_WAIT)."""
+    def c(flags, seq, ack=0):
+        return IP(src=C, dst=S) / TCP(sport=sport, dport=80, flags=flags, seq=seq, ack=ack)
+
+    def s(flags, seq, ack=0):
+        return IP(src=S, dst=C) / TCP(sport=80, dport=sport, flags=flags, seq=seq, ack=ack)
+
+    for k, p in enumerate((c("S", 1000), s("SA", 5000, 1001), c("A", 1001, 5001), c("FA", 1001, 5001),
+                           s("FA", 5001, 1002), c("A", 1002, 5002))):  # fmt: skip
+        step(table, p, t + k)
+
+
+def test_gc_evicts_closed_connections_when_the_table_is_95_percent_full():
+    """gc_worker at nf_conntrack_max95: TIME_WAIT entries (tcp_can_early_drop) are evicted until the
+    table is below 95 % full; the established, assured connection stays. Nothing has expired."""
+    table = Conntrack(max_entries=100)
+    handshake(table)  # one established, assured connection (port 40000)
+    for k in range(98):
+        _closed_connection(table, 41000 + k, 10 * k)
+    assert len(table) == 99
+    evicted = table.gc(2000)
+    assert evicted == 5 and table.stat["early_drop"] == 5 and len(table) == 94  # 95 = max95: one below
+    left = list(table)
+    assert sum(ct.proto.state == TcpConntrack.ESTABLISHED for ct in left) == 1
+    assert sum(ct.proto.state == TcpConntrack.TIME_WAIT for ct in left) == 93
+
+
+def test_gc_below_95_percent_keeps_closed_connections_until_they_expire():
+    table = Conntrack(max_entries=100)
+    for k in range(90):
+        _closed_connection(table, 41000 + k, 10 * k)
+    assert table.gc(2000) == 0 and len(table) == 90 and table.stat["early_drop"] == 0
