@@ -37,7 +37,7 @@ from flowpath.packet.batch import PacketBatch
 from flowpath.packet.counters import Stats
 from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array
-from flowpath.packet.steer import flow_hash_frame
+from flowpath.packet.steer import flow_steer_frame
 from flowpath.ports.gso import skb_gso_segment
 from flowpath.xfrm.listing import xfrm_monitor, xfrm_policy_list, xfrm_state_list
 from flowpath.xfrm.state import Xfrm, xfrm_state_ctx, xfrm_timer
@@ -385,8 +385,7 @@ class Worker:
         if nr <= 1:
             return False
         b = np.asarray(frame)
-        h = flow_hash_frame(b, 0, b.shape[0])
-        cpu = 0 if h < 0 else int(h) % nr
+        cpu = int(flow_steer_frame(b, 0, b.shape[0], nr))
         if cpu == self.net.cpu:
             return False
         self.handoff_out.append((cpu, bytes(b), iif, sa, self.now_ns))

@@ -103,6 +103,12 @@ class Workers:
         with self.xfrm_lock if shared_sa else nullcontext():
             return w.rx_fast(batch)
 
+    def timers(self, c: int, now_ns: int) -> list[tuple[int, bytes]]:
+        """Worker c's clock when idle (Worker.timers), under the locks its GC takes in a poll."""
+        with self.fast_locks[c], self.lock, self.xfrm_lock:
+            self.conntrack.this_cpu = c
+            return self.workers[c].timers(now_ns)
+
     def _hand_over(self, w: Worker) -> None:
         """Move what w handed over into the target workers' backlogs (under `lock`)."""
         for cpu, frame, iif, sa, ts_ns in w.handoff_out:

@@ -35,9 +35,8 @@ from flowpath import __version__
 from flowpath.bench import ipsec as IP
 from flowpath.bench.bulking import rates
 from flowpath.bench.scenario import BenchOptions, Progress, ScenarioResult
-from flowpath.bench.setup import LAN_IF, NET, RULES, flow_frames
+from flowpath.bench.setup import LAN_IF, NET, RULES, PortFeed, flow_frames
 from flowpath.errors import UsageError
-from flowpath.flowtable.hook import jit_entry
 from flowpath.packet.batch import DEFAULT_HEADROOM, PacketBatch
 from flowpath.packet.reason import REASON_KIND
 from flowpath.packet.steer import flow_steer_batch
@@ -50,21 +49,6 @@ POLLS, POLLS_QUICK = 512, 96  # per worker and repetition
 REPS, REPS_QUICK = 5, 2
 EST_TS_NS, RUN_TS_NS = 1_000_000_000, 2_000_000_000
 SPI_PCPU = 0x3000  # west's outbound SA of CPU c: SPI_PCPU + c (SPI_WE stays the fallback)
-
-
-@njit(cache=True, nogil=True)
-def feed_fill(frames, which, lo, cols, ifindex, headroom):
-    """Copy frames[which[lo + i]] into slot i of a batch's columns (PacketBatch.cols; a port's copy
-    into its batch), without the GIL: worker threads fill their batches side by side. Returns how many
-    were copied."""
-    data, head, length, iif, oif, verdict, flow, encap = cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7]
-    n = min(data.shape[0], which.shape[0] - lo)
-    size = frames.shape[1]
-    for i in range(n):
-        data[i, headroom : headroom + size] = frames[which[lo + i]]
-        head[i], length[i], iif[i] = headroom, size, ifindex
-        verdict[i], oif[i], flow[i], encap[i] = 0, 0, -1, 0
-    return n
 
 
 @njit(cache=True, nogil=True)
@@ -106,26 +90,6 @@ def machine_ceiling(n: int, seconds: float = 0.3) -> float:
         ones.append(timed(1))
         alls.append(timed(n))
     return round(n * min(ones) / min(alls), 2)
-
-
-class _Feed:
-    """One worker's traffic: its flows' frames (all one size) and a batch refilled from them."""
-
-    def __init__(self, frames: list[bytes], ifindex: int, batch_size: int, polls: int, slot: int):
-        self.frames = np.frombuffer(b"".join(frames), np.uint8).reshape(len(frames), len(frames[0]))
-        self.which = np.arange(batch_size * polls, dtype=np.int64) % len(frames)
-        self.batch = PacketBatch(batch_size, slot=slot)
-        self.batch.ts_ns[:] = RUN_TS_NS
-        self.ifindex, self.polls = ifindex, polls
-        b = self.batch
-        # the compiled entry point, resolved once: numba's dispatcher types a tuple of arrays on every
-        # call, under the GIL the other workers want (flowpath.flowtable.hook.jit_entry)
-        self._fill = jit_entry(feed_fill, (self.frames, self.which, 0, b.cols, ifindex, b.headroom))
-
-    def fill(self, k: int) -> PacketBatch:
-        b = self.batch
-        b.n = self._fill(self.frames, self.which, k * b.capacity, b.cols, self.ifindex, b.headroom)
-        return b
 
 
 def steer_frames(frames: list[bytes], n: int) -> list[int]:
@@ -240,8 +204,8 @@ def _timed(setup: _Setup, polls: int, batch_size: int) -> tuple[float, float, in
     """One repetition: every worker's thread polls its feed `polls` times from a common start.
     Returns (seconds in the polls of the busiest worker, wall seconds with the refills, packets)."""
     ws, n = setup.workers, setup.n
-    slot = 1 << max(8, (DEFAULT_HEADROOM + len(setup.up[0]) + IP.TAILROOM).bit_length())
-    feeds = [_Feed(fr, setup.lan, batch_size, polls, slot) if fr else None for fr in setup.per_worker]
+    feeds = [PortFeed(fr, setup.lan, polls * batch_size, batch_size, seed=c + 1, tailroom=IP.TAILROOM) if fr else None
+             for c, fr in enumerate(setup.per_worker)]  # fmt: skip
     start = threading.Barrier(n + 1)
     ends, busy = [0.0] * n, [0.0] * n
     errors: list[BaseException] = []
@@ -254,7 +218,7 @@ def _timed(setup: _Setup, polls: int, batch_size: int) -> tuple[float, float, in
             start.wait()
             if feed is not None:
                 for k in range(polls):
-                    b = feed.fill(k)
+                    b = feed.fill(k, RUN_TS_NS)
                     t0 = clock()
                     poll(c, b)
                     spent += clock() - t0

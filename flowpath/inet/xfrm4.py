@@ -18,7 +18,7 @@ from flowpath.packet import layout as L
 from flowpath.packet.csum import ld32
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
-from flowpath.packet.steer import flow_hash_frame
+from flowpath.packet.steer import flow_steer_frame
 from flowpath.xfrm.esp import esp_input, esp_output
 from flowpath.xfrm.policy import XFRM_POLICY_BLOCK, XFRM_POLICY_OUT, xfrm_lookup
 from flowpath.xfrm.policy import xfrm_policy_check as _xfrm_policy_check
@@ -153,8 +153,7 @@ def xfrm_rcv_steer(net, q, iskb: SkBuff) -> bool:
     nr = net.conntrack.nr_cpus
     if nr <= 1:
         return False
-    h = flow_hash_frame(iskb.buf, 0, iskb.len)
-    cpu = 0 if h < 0 else int(h) % nr
+    cpu = int(flow_steer_frame(iskb.buf, 0, iskb.len, nr))
     if cpu == net.cpu:
         return False
     q.handoff.append((cpu, iskb.tobytes(), iskb.iif, iskb.meta["sp"][-1].index, iskb.ts_ns))

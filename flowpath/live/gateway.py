@@ -345,15 +345,8 @@ class Gateway:
         self._flush(c)
 
     def _timers(self, c: int, now: int) -> None:
-        """Worker c's clock when idle (Worker.timers): with several workers under the locks its GC
-        takes in a poll (its own fast_lock, then the shared ones), CPU c being conntrack's this_cpu."""
-        if self.n == 1:
-            frames = self.worker.timers(now)
-        else:
-            ws = self.worker
-            with ws.fast_locks[c], ws.lock, ws.xfrm_lock:
-                ws.conntrack.this_cpu = c
-                frames = self.cpus[c].timers(now)
+        """Worker c's clock when idle (Worker.timers, or Workers.timers under the workers' locks)."""
+        frames = self.worker.timers(now) if self.n == 1 else self.worker.timers(c, now)
         for ifx, frame in frames:
             self.xmits[c].frame(ifx, frame)
         self._flush(c)

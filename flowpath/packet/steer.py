@@ -114,11 +114,17 @@ def flow_hash_frame(b, off, n):
 
 
 @njit(cache=True, nogil=True)
+def flow_steer_frame(b, off, n, nr_cpus):
+    """The CPU the Ethernet frame b[off:off + n] steers to (non-IP or cut short: CPU 0)."""
+    h = flow_hash_frame(b, off, n)
+    return 0 if h < 0 else h % nr_cpus
+
+
+@njit(cache=True, nogil=True)
 def flow_steer_batch(data, head, length, n, nr_cpus, out):
     """out[i] = the CPU of packet i of a batch's columns (PacketBatch.data/head/len), for i < n."""
     for i in range(n):
-        h = flow_hash_frame(data[i], np.int64(head[i]), np.int64(length[i]))
-        out[i] = 0 if h < 0 else h % nr_cpus
+        out[i] = flow_steer_frame(data[i], np.int64(head[i]), np.int64(length[i]), nr_cpus)
 
 
 def fold_addr(addr: int, l3: int) -> int:
