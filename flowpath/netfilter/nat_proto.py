@@ -3,12 +3,14 @@
 Linux: net/netfilter/nf_nat_proto.c (nf_nat_ipv4_manip_pkt, nf_nat_ipv6_manip_pkt, tcp_manip_pkt,
 udp_manip_pkt, icmp_manip_pkt, icmpv6_manip_pkt, nf_csum_update, nf_nat_manip_pkt,
 nf_nat_icmp_reply_translation, nf_nat_icmpv6_reply_translation).
-Checksums change only through the @njit helpers of packet.csum, in the order nf_nat_proto.c applies them
-(L4 pseudo-header address, then port, then the IPv4 header), so the compiled fast path, which calls
-the same helpers, writes the same bytes. `b` is the frame (skb.buf); offsets are absolute.
+The rewrite itself is compiled (nat_manip.py), shared with the compiled classic lane; this module
+finds the headers it applies to and translates ICMP errors. `b` is the frame (skb.buf); offsets are
+absolute.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from flowpath.netfilter.conntrack_proto import addr_bytes, ipv6_skip_exthdr
 from flowpath.netfilter.conntrack_tuple import NfConn, NfConnTuple, nf_ct_invert_tuple
@@ -24,21 +26,9 @@ from flowpath.netfilter.constants import (
     NF_NAT_MANIP_SRC,
     NFPROTO_IPV4,
 )
+from flowpath.netfilter.nat_manip import nf_nat_l3_manip_pkt as _manip
 from flowpath.packet import layout as L
-from flowpath.packet.csum import (
-    CSUM_MANGLED_0,
-    csum_replace2,
-    csum_replace4,
-    csum_replace16,
-    icmp_csum,
-    l4_csum,
-    ld16,
-    ld32,
-    st16,
-    st32,
-    udp_csum_replace2,
-    udp_csum_replace4,
-)
+from flowpath.packet.csum import icmp_csum, l4_csum, ld16, st16
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff, skb_reload_addrs
 
@@ -48,134 +38,26 @@ _ICMP_QUERIES = frozenset({L.ICMP_ECHO, L.ICMP_ECHOREPLY, L.ICMP_TIMESTAMP, L.IC
 NDISC_REDIRECT = 137
 
 
-def _manip_addr(t: NfConnTuple, maniptype: int) -> int:
-    return t.src if maniptype == NF_NAT_MANIP_SRC else t.dst
-
-
-def nf_csum_update(b, iphdroff: int, coff: int, t: NfConnTuple, maniptype: int, udp: bool) -> None:
-    """Patch an L4 checksum for the pseudo-header address change (nf_nat_ipv4/ipv6_csum_update).
-
-    udp=True keeps a zero UDP checksum at zero and never writes a computed zero (CSUM_MANGLED_0).
-    """
-    if t.l3proto == NFPROTO_IPV4:
-        aoff = iphdroff + (L.IPH.saddr if maniptype == NF_NAT_MANIP_SRC else L.IPH.daddr)
-        old, new = ld32(b, aoff), _manip_addr(t, maniptype)
-        if udp:
-            udp_csum_replace4(b, coff, old, new)
-        else:
-            csum_replace4(b, coff, old, new)
-        return
-    aoff = iphdroff + (L.IP6H.saddr if maniptype == NF_NAT_MANIP_SRC else L.IP6H.daddr)
-    if udp and ld16(b, coff) == 0:
-        return
-    csum_replace16(b, coff, aoff, addr_bytes(_manip_addr(t, maniptype), t.l3proto), 0)
-    if udp and ld16(b, coff) == 0:
-        st16(b, coff, CSUM_MANGLED_0)
-
-
-def tcp_manip_pkt(b, iphdroff: int, hdroff: int, t: NfConnTuple, maniptype: int) -> bool:
-    """Rewrite a TCP port; inside an ICMP error only 8 bytes may be there, then the checksum stays."""
-    end = b.shape[0]
-    if end < hdroff + 8:
-        return False
-    poff = hdroff + (L.TCPH.source if maniptype == NF_NAT_MANIP_SRC else L.TCPH.dest)
-    newport = t.sport if maniptype == NF_NAT_MANIP_SRC else t.dport
-    oldport = ld16(b, poff)
-    st16(b, poff, newport)
-    if end < hdroff + L.TCPH.size:
-        return True
-    coff = hdroff + L.TCPH.check
-    nf_csum_update(b, iphdroff, coff, t, maniptype, False)
-    csum_replace2(b, coff, oldport, newport)
-    return True
-
-
-def udp_manip_pkt(b, iphdroff: int, hdroff: int, t: NfConnTuple, maniptype: int) -> bool:
-    """Rewrite a UDP port; a zero checksum (none, IPv4) stays zero (__udp_manip_pkt)."""
-    if b.shape[0] < hdroff + L.UDPH.size:
-        return False
-    poff = hdroff + (L.UDPH.source if maniptype == NF_NAT_MANIP_SRC else L.UDPH.dest)
-    newport = t.sport if maniptype == NF_NAT_MANIP_SRC else t.dport
-    coff = hdroff + L.UDPH.check
-    nf_csum_update(b, iphdroff, coff, t, maniptype, True)
-    udp_csum_replace2(b, coff, ld16(b, poff), newport)
-    st16(b, poff, newport)
-    return True
-
-
-def icmp_manip_pkt(b, hdroff: int, t: NfConnTuple) -> bool:
-    """Rewrite the id of an ICMP query; errors are left alone (their inner packet is done apart)."""
-    if b.shape[0] < hdroff + L.ICMPH.size:
-        return False
-    if int(b[hdroff]) not in _ICMP_QUERIES:
-        return True
-    ioff = hdroff + L.ICMPH.id
-    csum_replace2(b, hdroff + L.ICMPH.checksum, ld16(b, ioff), t.sport)
-    st16(b, ioff, t.sport)
-    return True
-
-
-def icmpv6_manip_pkt(b, iphdroff: int, hdroff: int, t: NfConnTuple, maniptype: int) -> bool:
-    """ICMPv6 has a pseudo-header: patch it for the address, then the echo id."""
-    if b.shape[0] < hdroff + L.ICMPH.size:
-        return False
-    coff = hdroff + L.ICMPH.checksum
-    nf_csum_update(b, iphdroff, coff, t, maniptype, False)
-    if int(b[hdroff]) in (L.ICMPV6_ECHO_REQUEST, L.ICMPV6_ECHO_REPLY):
-        ioff = hdroff + L.ICMPH.id
-        csum_replace2(b, coff, ld16(b, ioff), t.sport)
-        st16(b, ioff, t.sport)
-    return True
-
-
-def l4proto_manip_pkt(b, iphdroff: int, hdroff: int, t: NfConnTuple, maniptype: int) -> bool:
-    """Linux: l4proto_manip_pkt; an unknown protocol passes unmodified."""
-    p = t.l4proto
-    if p == L.IPPROTO_TCP:
-        return tcp_manip_pkt(b, iphdroff, hdroff, t, maniptype)
-    if p == L.IPPROTO_UDP:
-        return udp_manip_pkt(b, iphdroff, hdroff, t, maniptype)
-    if p == L.IPPROTO_ICMP:
-        return icmp_manip_pkt(b, hdroff, t)
-    if p == L.IPPROTO_ICMPV6:
-        return icmpv6_manip_pkt(b, iphdroff, hdroff, t, maniptype)
-    return True
-
-
-def nf_nat_ipv4_manip_pkt(b, iphdroff: int, t: NfConnTuple, maniptype: int) -> bool:
-    """Rewrite the L4 part, then the IPv4 address with its header checksum."""
-    if b.shape[0] < iphdroff + L.IPH.size:
-        return False
-    hdroff = iphdroff + (int(b[iphdroff]) & 0x0F) * 4
-    # A later fragment has no L4 header: the inner packet of an ICMP error, say (nf_defrag.py hands
-    # NAT whole datagrams).
-    later_fragment = ld16(b, iphdroff + L.IPH.frag_off) & L.IP_OFFSET
-    if not later_fragment and not l4proto_manip_pkt(b, iphdroff, hdroff, t, maniptype):
-        return False
-    aoff = iphdroff + (L.IPH.saddr if maniptype == NF_NAT_MANIP_SRC else L.IPH.daddr)
-    new = _manip_addr(t, maniptype)
-    csum_replace4(b, iphdroff + L.IPH.check, ld32(b, aoff), new)
-    st32(b, aoff, new)
-    return True
-
-
-def nf_nat_ipv6_manip_pkt(b, iphdroff: int, t: NfConnTuple, maniptype: int) -> bool:
-    """Rewrite the L4 part (unless a later fragment), then the IPv6 address (no header checksum)."""
-    if b.shape[0] < iphdroff + L.IP6H.size:
-        return False
-    hdroff, _, frag_off = ipv6_skip_exthdr(b, iphdroff + L.IP6H.size, int(b[iphdroff + L.IP6H.nexthdr]))
-    if hdroff >= 0 and not frag_off & 0xFFF8:
-        if not l4proto_manip_pkt(b, iphdroff, hdroff, t, maniptype):
-            return False
-    aoff = iphdroff + (L.IP6H.saddr if maniptype == NF_NAT_MANIP_SRC else L.IP6H.daddr)
-    b[aoff : aoff + 16] = addr_bytes(_manip_addr(t, maniptype), t.l3proto)
-    return True
-
-
 def nf_nat_l3_manip_pkt(b, iphdroff: int, t: NfConnTuple, maniptype: int) -> bool:
-    if t.l3proto == NFPROTO_IPV4:
-        return nf_nat_ipv4_manip_pkt(b, iphdroff, t, maniptype)
-    return nf_nat_ipv6_manip_pkt(b, iphdroff, t, maniptype)
+    """Make the packet at iphdroff carry t's source (SRC) or destination (DST) part: the transport
+    header found as Linux finds it (IPv4: after the options, none in a later fragment; IPv6: after the
+    extension headers), then nat_manip.nf_nat_l3_manip_pkt rewrites. False: too short."""
+    end = b.shape[0]
+    l3 = 4 if t.l3proto == NFPROTO_IPV4 else 6
+    hdroff = -1
+    if l3 == 4:
+        # A later fragment has no L4 header: the inner packet of an ICMP error, say (nf_defrag.py
+        # hands NAT whole datagrams).
+        if end >= iphdroff + L.IPH.size and not ld16(b, iphdroff + L.IPH.frag_off) & L.IP_OFFSET:
+            hdroff = iphdroff + (int(b[iphdroff]) & 0x0F) * 4
+    elif end >= iphdroff + L.IP6H.size:
+        off, _, frag_off = ipv6_skip_exthdr(b, iphdroff + L.IP6H.size, int(b[iphdroff + L.IP6H.nexthdr]))
+        hdroff = off if off >= 0 and not frag_off & 0xFFF8 else -1
+    src = maniptype == NF_NAT_MANIP_SRC
+    addr = np.zeros(16, np.uint8)
+    addr[: 4 if l3 == 4 else 16] = addr_bytes(t.src if src else t.dst, t.l3proto)
+    port = t.sport if src or t.is_icmp else t.dport  # an ICMP id is a source part
+    return bool(_manip(b, end, iphdroff, hdroff, l3, t.l4proto, addr, port, maniptype))
 
 
 def nf_nat_manip_pkt(skb: SkBuff, ct: NfConn, mtype: int, dir: int) -> bool:
