@@ -204,6 +204,13 @@ def replay(
     no_bulk: Annotated[
         bool, typer.Option("--no-bulk", help="Transmit one packet per call (no grouping).")
     ] = False,
+    no_classic_lane: Annotated[
+        bool,
+        typer.Option(
+            "--no-classic-lane",
+            help="Every classic-path packet takes the Python path, none the compiled lane (to compare them).",
+        ),
+    ] = False,
     batch_size: Annotated[
         int,
         typer.Option("--batch", min=1, max=65536, help="Poll budget: at most this many packets per poll (NAPI weight)."),
@@ -259,7 +266,7 @@ def replay(
     opts = ReplayOptions(net, rules, inputs or [], out_dir, outs or [], stats, flowtable=not no_flowtable,
                          bulk=not no_bulk, batch_size=batch_size, rx_usecs=rx_usecs, dump_conntrack=dump_conntrack,
                          dump_flowtable=dump_flowtable, dump_xfrm=dump_xfrm, sysctl=sysctl or [],
-                         workers=workers)  # fmt: skip
+                         workers=workers, classic_lane=not no_classic_lane)  # fmt: skip
     with _meter() as meter:
         res = run_replay(opts, meter)
     if not quiet:

@@ -20,6 +20,7 @@ from flowpath.flowtable import FlowTuple
 from flowpath.flowtable.ingress import EarlyIngress
 from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT, encap_sa, encap_xfrm
 from flowpath.flowtable.xfrm import XFRM_PENDING
+from flowpath.inet.classic_lane_views import LANE_OK, ClassicLane
 from flowpath.inet.dev import local_out_flush, netif_receive_skb, xfrm_rcv_decrypted
 from flowpath.inet.ip_fragment import ip_expire
 from flowpath.inet.neigh_output import neigh_timers
@@ -34,7 +35,7 @@ from flowpath.netfilter.nft_flow_offload import (
 from flowpath.netns import Net
 from flowpath.packet import layout as L
 from flowpath.packet.batch import PacketBatch
-from flowpath.packet.counters import Stats
+from flowpath.packet.counters import TX_BYTES, TX_PACKETS, Stats
 from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array
 from flowpath.packet.steer import flow_steer_frame
@@ -43,6 +44,7 @@ from flowpath.xfrm.listing import xfrm_monitor, xfrm_policy_list, xfrm_state_lis
 from flowpath.xfrm.state import Xfrm, xfrm_state_ctx, xfrm_timer
 
 _FF = int(Reason.FLOW_FORWARD)
+_TX = int(Reason.TX)
 T = TypeVar("T")
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
 
@@ -89,6 +91,7 @@ class Worker:
     sysctl     net.netfilter.* overrides (flowpath.netns.SYSCTL_DEFAULTS)
     view       run on this worker's view of a namespace another Worker built (Net.for_cpu; the
                multi-worker group, flowpath/workers.py) instead of building one from net and ruleset
+    classic_lane  False: every classic-path packet takes the Python path (the compiled lane's oracle)
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class Worker:
         bulk: bool = True,
         sysctl: dict[str, int] | None = None,
         view: Net | None = None,
+        classic_lane: bool = True,
     ):
         self._flowtable, self._sysctl = flowtable, sysctl
+        self.lane = ClassicLane() if classic_lane else None  # the compiled classic path's common case
         self.bulk = bulk
         self.stats = Stats(max(net.links) if net.links else 0)
         self.now_ns = 0
@@ -340,6 +345,8 @@ class Worker:
         verdict = batch.verdict
         slow = np.flatnonzero(IS_SLOW[verdict[:n]])
         xfrm_parked = self.ingress.parked
+        if self.lane is not None and slow.size and not xfrm_parked and self.lane.usable(self.net, n):
+            slow = self._classic_lane(tx, slow)
         if xfrm_parked:
             parked, lo = np.flatnonzero(verdict[:n] == XFRM_PENDING), 0
         for i in slow:
@@ -365,6 +372,35 @@ class Worker:
             xfrm_parked.clear()
         st.icmp_ratelimited = self.net.icmp.ratelimited
         return tx
+
+    def _classic_lane(self, tx: TxList, slow: np.ndarray) -> np.ndarray:
+        """The compiled classic lane over the poll's classic-path packets (flowpath/inet/
+        classic_lane.py): what it forwarded goes out of its slot like a hit, what it dropped is
+        counted; returns the packets it left to the Python path, in order."""
+        b, st = tx.batch, self.stats
+        res = self.lane.run(self.net, b, slow, self._next_gc_ns, bool(self.flowtables))
+        done = res == LANE_OK
+        if not done.any():
+            st.lane_punts += np.bincount(res, minlength=st.lane_punts.shape[0])
+            return slow
+        fin = slow[done]
+        v = b.verdict[fin]
+        st.reasons += np.bincount(v, minlength=st.reasons.shape[0])[: st.reasons.shape[0]]
+        sent = fin[v == _TX]
+        if sent.size:
+            oif, ln = b.oif[sent].astype(np.int64), b.len[sent].astype(np.int64)
+            ok = oif < st.ifc.shape[0]
+            np.add.at(st.ifc[:, TX_PACKETS], oif[ok], 1)
+            np.add.at(st.ifc[:, TX_BYTES], oif[ok], ln[ok])
+            st.tx_packets += int(sent.size)
+            st.tx_bursts += int(sent.size)
+            tx.hits.append(sent.astype(np.int32))
+        st.slowpath_packets += int(fin.size)
+        st.lane_packets += int(fin.size)
+        punted = res[~done]
+        st.lane_punts += np.bincount(punted, minlength=st.lane_punts.shape[0])
+        self.now_ns = max(self.now_ns, int(b.ts_ns[fin[-1]]))
+        return slow[~done]
 
     def _slow_frames(self, tx: TxList, i: int, k: int) -> int:
         """Queue what the classic path transmitted for packet i (from sequence k); the next k."""

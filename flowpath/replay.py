@@ -69,6 +69,7 @@ class ReplayOptions:
     dump_xfrm: Path | None = None
     sysctl: list[str] = field(default_factory=list)
     workers: int = 1
+    classic_lane: bool = True
 
 
 def parse_out_specs(specs: list[str]) -> dict[str, Path]:
@@ -122,7 +123,7 @@ def run_replay(opts: ReplayOptions, meter: Meter = NO_METER) -> ReplayResult:
             check_writable(path, option)
     res = replay(net, ruleset, inputs, opts.out_dir, outs, flowtable=opts.flowtable, bulk=opts.bulk,
                  batch_size=opts.batch_size, rx_usecs=opts.rx_usecs, stats_path=opts.stats, sysctl=sysctl,
-                 meter=meter, workers=opts.workers)  # fmt: skip
+                 meter=meter, workers=opts.workers, classic_lane=opts.classic_lane)  # fmt: skip
     for _, path, listing in dumps:
         if path is not None:
             path.write_text(listing(res.worker))
@@ -173,13 +174,15 @@ def replay(
     sysctl: dict[str, int] | None = None,
     meter: Meter = NO_METER,
     workers: int = 1,
+    classic_lane: bool = True,
 ) -> ReplayResult:
     """Forward every packet of `inputs`; write DIR/IF.pcap (or the `outs` files); return the counters.
 
     The packets reach the Worker in polls as a NAPI driver would deliver them (poll_times). `meter`
     gets one phase whose units are the input files' bytes (each packet counts its frame and a pcap
     record header), advanced after every poll. workers > 1: the packets are steered over that many
-    workers (flowpath.workers), deterministically."""
+    workers (flowpath.workers), deterministically. classic_lane False: the classic path's packets all
+    take the Python path (the compiled lane's oracle, `--no-classic-lane`)."""
     from flowpath.datapath import Worker
     from flowpath.ports.pcap import PcapWriter
     from flowpath.workers import Workers
@@ -193,9 +196,10 @@ def replay(
         except KeyError:
             raise UsageError(f"--out {name}=...: interface {name!r} is not in the network file") from None
     if workers > 1:
-        worker = Workers(net, ruleset, n=workers, flowtable=flowtable, bulk=bulk, sysctl=sysctl)
+        worker = Workers(net, ruleset, n=workers, flowtable=flowtable, bulk=bulk, sysctl=sysctl,
+                         classic_lane=classic_lane)  # fmt: skip
     else:
-        worker = Worker(net, ruleset, flowtable=flowtable, bulk=bulk, sysctl=sysctl)
+        worker = Worker(net, ruleset, flowtable=flowtable, bulk=bulk, sysctl=sysctl, classic_lane=classic_lane)
     paths: dict[str, Path] = dict(outs or {})
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

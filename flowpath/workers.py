@@ -51,12 +51,13 @@ class Workers:
     """
 
     def __init__(self, dev, ruleset=None, *, n: int, flowtable: bool = True, bulk: bool = True,
-                 sysctl: dict[str, int] | None = None, pin: bool = True):  # fmt: skip
+                 sysctl: dict[str, int] | None = None, pin: bool = True, classic_lane: bool = True):  # fmt: skip
         if n < 1:
             raise ValueError("at least one worker")
-        first = Worker(dev, ruleset, flowtable=flowtable, bulk=bulk, sysctl=sysctl)
+        kw = {"flowtable": flowtable, "bulk": bulk, "sysctl": sysctl, "classic_lane": classic_lane}
+        first = Worker(dev, ruleset, **kw)
         self.workers = [first] + [
-            Worker(dev, ruleset, flowtable=flowtable, bulk=bulk, sysctl=sysctl, view=first.net.for_cpu(c))
+            Worker(dev, ruleset, **kw, view=first.net.for_cpu(c))
             for c in range(1, n)
         ]
         self.n = n

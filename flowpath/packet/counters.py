@@ -9,7 +9,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flowpath.packet.reason import IS_SLOW, N_REASONS, REASON_KIND, Reason, reason_label
+from flowpath.packet.reason import (
+    IS_SLOW,
+    LANE_PUNT_NAMES,
+    N_LANE_PUNTS,
+    N_REASONS,
+    REASON_KIND,
+    Reason,
+    reason_label,
+)
 
 _IS_SLOW = IS_SLOW  # a global array: numba freezes it into the kernel
 RX_PACKETS, RX_BYTES, TX_PACKETS, TX_BYTES = range(4)
@@ -95,6 +103,9 @@ class Stats:
         self.flow_entries_neigh_updated = self.flows_neigh_teardown = 0
         self.generated_packets = 0  # what the gateway originates (ICMP, echo replies, resets, ARP)
         self.generated_drops = np.zeros(N_REASONS, np.int64)  # ... and could not send, by reason
+        # the classic path's packets the compiled lane finished, and why it left the others to Python
+        self.lane_packets = 0
+        self.lane_punts = np.zeros(N_LANE_PUNTS, np.int64)
 
     @classmethod
     def merged(cls, parts: list[Stats]) -> Stats:
@@ -173,6 +184,10 @@ class Stats:
             "drops": drops,
             "fastpath_packets": self.fastpath_packets,
             "slowpath_packets": self.slowpath_packets,
+            "classic_lane": {
+                "packets": self.lane_packets,
+                "punted": {LANE_PUNT_NAMES[p]: int(c) for p, c in enumerate(self.lane_punts) if c},
+            },
             "flows_offloaded": self.flows_offloaded,
             "flows_expired": self.flows_expired,
             "flow_entries_neigh_updated": self.flow_entries_neigh_updated,

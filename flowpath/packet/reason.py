@@ -111,3 +111,25 @@ assert N_REASONS < 256  # verdict is uint8
 def reason_label(r: int) -> str:
     """Lower-case label used in stats JSON: `ip_outnoroutes`."""
     return REASON_NAMES[r].lower()
+
+
+# Why the compiled classic lane (flowpath/inet/classic_lane.py) left a packet to the Python classic
+# path: counted per worker (Stats.lane_punts), listed in stats as classic_lane.punted.
+_LANE_PUNTS = (
+    ("GC", "the GC is due, or an earlier ARP/ICMPv6 packet was punted: the rest of the batch follows"),
+    ("L2", "not for our MAC, a tagged, non-IP, GSO or decrypted frame, or its link is not one the lane takes"),
+    ("HEADER", "IP options, fragment, extension headers, ttl <= 1, not TCP/UDP, or malformed"),
+    ("CSUM", "bad IPv4 header or L4 checksum: the Python path drops it"),
+    ("NO_CT", "no confirmed conntrack entry: a new connection"),
+    ("CT_STATE", "after an earlier punted packet of its connection, dying, expected, or refused by the tracker"),
+    ("NFT", "an nft chain the VM cannot run, a NAT statement or a ct mark written"),
+    ("ROUTE", "local, multicast, martian, no unicast route, or out through a tunnel or VLAN device"),
+    ("MTU", "larger than the route's MTU"),
+    ("NEIGH", "next hop not resolved, stale, or its timer is due"),
+    ("OFFLOAD", "flow add: the Python path offloads the connection"),
+)
+LANE_PUNT_NAMES = tuple(n.lower() for n, _ in _LANE_PUNTS)
+LANE_PUNT_TEXT = tuple(d for _, d in _LANE_PUNTS)
+N_LANE_PUNTS = len(_LANE_PUNTS)
+(PUNT_GC, PUNT_L2, PUNT_HEADER, PUNT_CSUM, PUNT_NO_CT, PUNT_CT_STATE, PUNT_NFT, PUNT_ROUTE, PUNT_MTU,
+ PUNT_NEIGH, PUNT_OFFLOAD) = range(N_LANE_PUNTS)  # fmt: skip

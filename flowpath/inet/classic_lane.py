@@ -1,0 +1,425 @@
+"""The classic path's common case, compiled over a poll's batch: forwarding an IPv4/IPv6 TCP or UDP
+packet of a confirmed connection, the whole way, without Python.
+
+No Linux counterpart as a whole: it is Linux's classic receive path for one skb
+(ip_rcv › PREROUTING (conntrack, DNAT) › ip_route_input › ip_forward › FORWARD › ip_output ›
+POSTROUTING (SNAT, confirm) › neigh_output), with every stage a compiled function that the Python
+classic path uses as well: conntrack lookup and tracking (nf_conntrack_table, conntrack_proto_tcp,
+ct_row), the nft VM (nft_vm), NAT's rewrite (nat_manip), the FIB and neighbour tables (fib_table,
+neigh_table).
+
+A packet the lane cannot finish by itself is *punted*: left, untouched, to the Python classic path
+(flowpath.inet.dev), with the reason counted (LANE_PUNTS). Its checks come first, and what it writes
+before a later check can still punt (the header bytes, the conntrack row) is saved and restored, so a
+punted packet is exactly the packet that arrived and the table exactly what it was. A connection whose
+packet was punted is tainted for the rest of the batch (its later packets are punted too), so that
+each connection's packets are tracked in order while the lane runs ahead of the Python path.
+
+Punted today: new connections (the Python path creates, binds NAT and confirms), ICMP, fragments,
+options, extension headers, VLAN tags, packets to or from the gateway itself, anything an nft rule the
+VM cannot run sees (log, limit, reject, flow add with a flowtable...), a neighbour that is not
+resolved or whose timer is due, a route through a tunnel, IPsec policies, the GC's time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from flowpath.flowtable.ip import nf_flow_tuple_ip, nf_flow_tuple_ipv6
+from flowpath.flowtable.key import FLOW_FORWARD, K_DADDR, K_IIFIDX, K_SADDR, ports_dst, ports_src, K_PORTS
+from flowpath.netfilter import constants as C
+from flowpath.netfilter.ct_layout import CT_HOT_ROW, CT_STATUS
+from flowpath.netfilter.ct_row import nf_conntrack_udp_packet
+from flowpath.netfilter.nat_manip import nf_nat_l3_manip_pkt
+from flowpath.packet import layout as L
+from flowpath.packet.csum import ip_decrease_ttl, ip_fast_csum, l4_csum, ld16, ld32
+from flowpath.packet.reason import Reason
+
+LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its drop reason
+
+# cfg int64 words
+CFG_NEXT_GC_NS, CFG_OFFLOAD, CFG_DISABLED = range(3)
+CFG_WORDS = 3
+SNAP_BYTES = L.ETH_HLEN + 60 + 60  # every byte the lane may write: Ethernet, IP (no options), TCP
+
+_TX, _NF_DROP = int(Reason.TX), int(Reason.NETFILTER_DROP)
+_TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
+
+
+@njit(cache=True, nogil=True, inline="always")
+def lane_parse(b, h, n, k):
+    """The header checks of ip_rcv / ipv6_rcv and conntrack's tuple, for what the lane takes: returns
+    (punt or LANE_OK, l3 4|6, l4proto, thoff, l3len) with the tuple in k (the conntrack key layout:
+    the flowtable's, zone 0 in K_IIFIDX). l3len is the IP length (Ethernet padding trimmed)."""
+    nhoff = h + L.ETH_HLEN
+    etype = ld16(b, h + 12)
+    if etype == L.ETH_P_IP:
+        if nf_flow_tuple_ip(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != FLOW_FORWARD:
+            return PUNT_HEADER, 4, 0, 0, 0
+        if ip_fast_csum(b, nhoff, L.IPH.size) != 0:
+            return PUNT_CSUM, 4, 0, 0, 0
+        l3, l3len, thoff = 4, ld16(b, nhoff + L.IPH.tot_len), nhoff + L.IPH.size
+        l4proto = int(b[nhoff + L.IPH.protocol])
+    elif etype == L.ETH_P_IPV6:
+        if nf_flow_tuple_ipv6(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != FLOW_FORWARD:
+            return PUNT_HEADER, 6, 0, 0, 0
+        l3, l3len, thoff = 6, L.IP6H.size + ld16(b, nhoff + L.IP6H.payload_len), nhoff + L.IP6H.size
+        l4proto = int(b[nhoff + L.IP6H.nexthdr])
+    else:
+        return PUNT_L2, 0, 0, 0, 0
+    for w in range(11, 16):
+        k[w] = 0
+    l4len = l3len - (thoff - nhoff)
+    if l4proto == _UDP:
+        ulen = ld16(b, thoff + L.UDPH.len)
+        if ulen > l4len or ulen < L.UDPH.size:
+            return PUNT_HEADER, l3, 0, 0, 0  # udp_error: the Python path says INVALID
+        stored = ld16(b, thoff + L.UDPH.check)
+        if stored == 0 and l3 == 6:
+            return PUNT_CSUM, l3, 0, 0, 0
+        if stored != 0 and l4_csum(b, nhoff, thoff, l4len, l3 == 6, _UDP, L.UDPH.check) != stored:
+            return PUNT_CSUM, l3, 0, 0, 0
+    elif l4_csum(b, nhoff, thoff, l4len, l3 == 6, _TCP, L.TCPH.check) != ld16(b, thoff + L.TCPH.check):
+        return PUNT_CSUM, l3, 0, 0, 0
+    return LANE_OK, l3, l4proto, thoff, l3len
+
+
+@njit(cache=True, nogil=True, inline="always")
+def lane_martian(b, nhoff, l3):
+    """ip_route_input_slow's martians and ip6_rcv_core's address checks (inet/ip_input.py), and a
+    multicast or broadcast destination: the Python path decides those."""
+    if l3 == 4:
+        s, d = ld32(b, nhoff + L.IPH.saddr), ld32(b, nhoff + L.IPH.daddr)
+        return (s >> 28 == 0xE or s == 0xFFFFFFFF or s >> 24 == 0 or s >> 24 == 0x7F
+                or d >> 28 == 0xE or d == 0xFFFFFFFF or d >> 24 == 0 or d >> 24 == 0x7F)  # fmt: skip
+    s0, d0 = b[nhoff + L.IP6H.saddr], b[nhoff + L.IP6H.daddr]
+    if s0 == 0xFF or d0 == 0xFF:
+        return True
+    lo = L.IP6H.saddr
+    zs = zd = True
+    for j in range(15):
+        zs = zs and b[nhoff + lo + j] == 0
+        zd = zd and b[nhoff + L.IP6H.daddr + j] == 0
+    if (zs and b[nhoff + lo + 15] == 1) or (zd and b[nhoff + L.IP6H.daddr + 15] == 1):
+        return True  # ::1
+    mapped = True
+    for j in range(10):
+        mapped = mapped and b[nhoff + lo + j] == 0
+    return mapped and b[nhoff + lo + 10] == 0xFF and b[nhoff + lo + 11] == 0xFF
+
+
+@njit(cache=True, nogil=True)
+def lane_words_addr(key, row, off, addr):
+    """The address key[row, off : off + 4] (wire-order words) as 16 network-order bytes."""
+    for w in range(4):
+        v = key[row, off + w]
+        addr[4 * w] = (v >> 24) & 0xFF
+        addr[4 * w + 1] = (v >> 16) & 0xFF
+        addr[4 * w + 2] = (v >> 8) & 0xFF
+        addr[4 * w + 3] = v & 0xFF
+
+
+@njit(cache=True, nogil=True)
+def nf_nat_packet_row(b, end, nhoff, thoff, l3, l4proto, key, ed, status, maniptype, addr):
+    """Linux: nf_nat_packet (+ nf_nat_manip_pkt) for the packet of direction ed & 1 of the confirmed
+    entry ed >> 1: the manip of this type is done when its status bit (inverted for replies) is set;
+    the target is the inverse of the other direction's tuple (key row ed ^ 1)."""
+    dir = ed & 1
+    bit = C.IPS_SRC_NAT if maniptype == C.NF_NAT_MANIP_SRC else C.IPS_DST_NAT
+    if dir == C.IP_CT_DIR_REPLY:
+        bit ^= C.IPS_NAT_MASK
+    if not status & bit:
+        return True
+    other = ed ^ 1
+    if maniptype == C.NF_NAT_MANIP_SRC:  # target.src = other.dst, target.sport = other.dport
+        lane_words_addr(key, other, K_DADDR, addr)
+        port = ports_dst(key[other, K_PORTS])
+    else:
+        lane_words_addr(key, other, K_SADDR, addr)
+        port = ports_src(key[other, K_PORTS])
+    return nf_nat_l3_manip_pkt(b, end, nhoff, thoff, l3, l4proto, addr, port, maniptype)
+
+
+
+# ---- the per-packet state a stage hands the next (ps int64[PS_SIZE]) ----
+PS_L3, PS_L4, PS_THOFF, PS_END, PS_IIF, PS_OIF, PS_ED, PS_CTINFO, PS_NOW, PS_MARK = range(10)
+PS_RTMTU, PS_NACC, PS_FOUND, PS_SIZE = 10, 11, 12, 16
+# hook entries (flowpath/netfilter/hooks.py's kinds): hookv int64[2, 5, MAX_ENTRIES, 2] (kind, chain)
+ENTRY_CHAIN, ENTRY_CONNTRACK, ENTRY_NAT, ENTRY_CONFIRM, ENTRY_DEFRAG = range(5)
+MAX_ENTRIES = 16
+_PRE, _FWD, _POST = C.NF_INET_PRE_ROUTING, C.NF_INET_FORWARD, C.NF_INET_POST_ROUTING
+DROP_BASE = -1000  # lane_hook's result for a drop: DROP_BASE - reason
+
+
+@njit(cache=True, nogil=True)
+def lane_chain(f, chain, hook, ps, nft, ct, scr):
+    """A base chain through the VM (nft_do_chain); LANE_OK (accept), PUNT_NFT, PUNT_OFFLOAD or
+    DROP_BASE - reason. Counter hits are kept in scr's acc until the packet is done."""
+    progs = nft[0]
+    pm, out, acc, regs, stack = scr[3], scr[4], scr[6], scr[7], scr[8]
+    ed = ps[PS_ED]
+    pm[:] = 0
+    pm[PM_HOOK], pm[PM_NFPROTO] = hook, C.NFPROTO_IPV4 if ps[PS_L3] == 4 else C.NFPROTO_IPV6
+    pm[PM_L3PROTO] = L.ETH_P_IP if ps[PS_L3] == 4 else L.ETH_P_IPV6
+    pm[PM_L4PROTO], pm[PM_NHOFF], pm[PM_THOFF] = ps[PS_L4], L.ETH_HLEN, ps[PS_THOFF]
+    pm[PM_LEN], pm[PM_BUFLEN] = ps[PS_END] - L.ETH_HLEN, ps[PS_END]
+    pm[PM_IIF], pm[PM_OIF] = ps[PS_IIF], ps[PS_OIF]
+    pm[PM_IIFNAME] = ps[PS_IIF] if hook != C.NF_INET_LOCAL_OUT else -1
+    pm[PM_OIFNAME] = ps[PS_OIF] if ps[PS_OIF] else -1
+    pm[PM_MARK], pm[PM_RTMTU] = ps[PS_MARK], ps[PS_RTMTU]
+    pm[PM_CTSTATE] = nf_ct_state_bit(ed >= 0, ps[PS_CTINFO])
+    if ed >= 0:
+        hot = ct[1]
+        pm[PM_CT], pm[PM_CTDIR] = 1, ed & 1
+        pm[PM_CTSTATUS], pm[PM_CTMARK] = hot[ed >> 1, CT_STATUS], hot[ed >> 1, CT_MARK]
+        pm[PM_CTTCPSTATE] = hot[ed >> 1, CT_PROTO + TCP_STATE] if ps[PS_L4] == _TCP else 0
+    v = nft_vm_run_regs(progs, chain, f, pm, out, regs, stack)
+    if v == NFT_PUNT or pm[PM_WRITES] & PM_WROTE_CTMARK or out[OUT_NAT]:
+        return PUNT_NFT  # a ct mark written, or a NAT statement (bound already: not for the lane)
+    if out[OUT_FLOW] >= 0 and nft[1] and not (ed >= 0 and ct[1][ed >> 1, CT_STATUS] & C.IPS_OFFLOAD):
+        return PUNT_OFFLOAD  # the Python path offloads (nft_flow_offload_eval)
+    ps[PS_MARK] = pm[PM_MARK]
+    for j in range(out[OUT_NCNT]):  # kept for nft_vm_commit once the packet is done
+        acc[OUT_CNT + ps[PS_NACC]] = out[OUT_CNT + j]
+        ps[PS_NACC] += 1
+    if v == C.NF_DROP:
+        return DROP_BASE - _NF_DROP
+    return LANE_OK
+
+
+@njit(cache=True, nogil=True)
+def lane_conntrack(f, ps, ct, scr):
+    """nf_conntrack_in for a packet the lane takes: its confirmed entry or a punt (NO_CT), then the
+    tracker on its row (saved first in scr's hsnap, for a later punt to restore)."""
+    ctv, hot, key, taint, gen, tcp_params = ct
+    k, hsnap = scr[0], scr[2]
+    now = ps[PS_NOW]
+    ed = nf_ct_find(ctv, k, now)
+    if ed < 0:
+        return PUNT_NO_CT
+    row, dir = ed >> 1, ed & 1
+    status = hot[row, CT_STATUS]
+    if taint[row] == gen or status & (C.IPS_DYING | C.IPS_EXPECTED | C.IPS_UNTRACKED):
+        return PUNT_CT_STATE
+    if dir == C.IP_CT_DIR_REPLY:
+        ctinfo = C.IP_CT_ESTABLISHED_REPLY
+    elif status & C.IPS_SEEN_REPLY:
+        ctinfo = C.IP_CT_ESTABLISHED
+    else:
+        ctinfo = C.IP_CT_NEW
+    hsnap[:] = hot[row]
+    ps[PS_ED], ps[PS_CTINFO] = ed, ctinfo
+    end = ps[PS_END]
+    if ps[PS_L4] == _TCP:
+        ret = tcp_conntrack_packet(hot[row], f, ps[PS_THOFF], end - L.ETH_HLEN, dir, ctinfo, now, tcp_params)
+    else:
+        ret = nf_conntrack_udp_packet(hot[row], dir, now, end - L.ETH_HLEN)
+    if ret <= 0:
+        return PUNT_CT_STATE  # invalid, or a SYN reopening: the Python path decides
+    if ctinfo == C.IP_CT_ESTABLISHED_REPLY:
+        hot[row, CT_STATUS] |= C.IPS_SEEN_REPLY
+    ps[PS_FOUND] = 1  # conntrack's "found" statistic, counted once the packet is done
+    return LANE_OK
+
+
+@njit(cache=True, nogil=True)
+def lane_hook(f, hook, ps, ents, nft, ct, scr):
+    """One hook's entries in priority order (nf_hook_slow): chains through the VM, conntrack,
+    NAT's rewrite for a bound connection; defrag and confirm have nothing to do for the lane's
+    packets. LANE_OK, a punt, or DROP_BASE - reason."""
+    hookv, hookn = ents
+    nfp = 0 if ps[PS_L3] == 4 else 1
+    for e in range(hookn[nfp, hook]):
+        kind = hookv[nfp, hook, e, 0]
+        r = LANE_OK
+        if kind == ENTRY_CHAIN:
+            r = lane_chain(f, hookv[nfp, hook, e, 1], hook, ps, nft, ct, scr)
+        elif kind == ENTRY_CONNTRACK:
+            r = lane_conntrack(f, ps, ct, scr)
+        elif kind == ENTRY_NAT and ps[PS_ED] >= 0:
+            ed = ps[PS_ED]
+            mtype = C.NF_NAT_MANIP_DST if hook == _PRE else C.NF_NAT_MANIP_SRC
+            if not nf_nat_packet_row(f, ps[PS_END], L.ETH_HLEN, ps[PS_THOFF], ps[PS_L3], ps[PS_L4], ct[2], ed,
+                                     ct[1][ed >> 1, CT_STATUS], mtype, scr[5]):  # fmt: skip
+                r = PUNT_HEADER
+        if r != LANE_OK:
+            return r
+    return LANE_OK
+
+
+@njit(cache=True, nogil=True)
+def lane_route(f, ps, rtv):
+    """ip_route_input's forwarding decision and ip_forward's MTU check on the (DNATed) destination:
+    the route row, or -1 - punt. A local, reject or missing route, a route through a device the lane
+    does not transmit on (tunnel, VLAN, loopback), or a packet over the MTU goes to the Python path."""
+    fv, lk = rtv[0], rtv[1]
+    if ps[PS_L3] == 4:
+        r = fib_lookup4(fv, ld32(f, L.ETH_HLEN + L.IPH.daddr))
+        rt = fv[0][3]
+    else:
+        o = L.ETH_HLEN + L.IP6H.daddr
+        r = fib_lookup6(fv, ld32(f, o), ld32(f, o + 4), ld32(f, o + 8), ld32(f, o + 12))
+        rt = fv[1][5]
+    if r < 0 or rt[r, RT_TYPE] != RTN_UNICAST:
+        return -1 - PUNT_ROUTE
+    oif = rt[r, RT_OIF]
+    if oif >= lk.shape[0] or not _lane_link(lk, oif):
+        return -1 - PUNT_ROUTE
+    if ps[PS_END] - L.ETH_HLEN > fib_result_mtu(rt, r, lk):
+        return -1 - PUNT_MTU
+    ps[PS_OIF] = oif
+    return r
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lane_link(lk, ifx):
+    """A device the lane receives on or transmits from: up, and Ethernet-like (not a tunnel, a VLAN
+    or the loopback)."""
+    kind = lk[ifx, LK_KIND]
+    return lk[ifx, LK_FLAGS] & IFF_UP and (kind == KIND_ETHER or kind == KIND_DUMMY or kind == KIND_VETH)
+
+
+@njit(cache=True, nogil=True)
+def lane_rt_mtu(f, ps, r, rtv):
+    """What `rt mtu` reads at FORWARD and POSTROUTING (inet/ip_output.py › rt_mtu): the route's MTU,
+    or the smaller of it and the route back's when the ruleset has an `rt` expression."""
+    fv, lk, uses_rt = rtv[0], rtv[1], rtv[3]
+    rt = fv[0][3] if ps[PS_L3] == 4 else fv[1][5]
+    mtu = fib_result_mtu(rt, r, lk)
+    if not uses_rt:
+        return mtu
+    if ps[PS_L3] == 4:
+        back = fib_lookup4(fv, ld32(f, L.ETH_HLEN + L.IPH.saddr))
+    else:
+        o = L.ETH_HLEN + L.IP6H.saddr
+        back = fib_lookup6(fv, ld32(f, o), ld32(f, o + 4), ld32(f, o + 8), ld32(f, o + 12))
+    if back >= 0 and rt[back, RT_TYPE] == RTN_UNICAST:
+        return min(mtu, fib_result_mtu(rt, back, lk))
+    return mtu
+
+
+@njit(cache=True, nogil=True)
+def lane_neigh_output(f, ps, r, rtv):
+    """neigh_resolve_output for a next hop whose entry can transmit without Python: found, in a
+    state neigh_event_send passes as is (CONNECTED, DELAY, PROBE), its timer not due. Writes the
+    Ethernet addresses; False: punt (the Python path creates, solicits or moves the entry)."""
+    fv, lk, nv = rtv[0], rtv[1], rtv[2]
+    oif = ps[PS_OIF]
+    if ps[PS_L3] == 4:
+        rt = fv[0][3]
+        if rt[r, RT_FLAGS] & RTF_GATEWAY:
+            w0, w1, w2, w3 = rt[r, RT_GW], 0, 0, 0
+        else:
+            w0, w1, w2, w3 = ld32(f, L.ETH_HLEN + L.IPH.daddr), 0, 0, 0
+        n = neigh_lookup(nv, 4, oif, w0, w1, w2, w3)
+    else:
+        rt = fv[1][5]
+        if rt[r, RT_FLAGS] & RTF_GATEWAY:
+            w0, w1, w2, w3 = rt[r, RT_GW], rt[r, RT_GW + 1], rt[r, RT_GW + 2], rt[r, RT_GW + 3]
+        else:
+            o = L.ETH_HLEN + L.IP6H.daddr
+            w0, w1, w2, w3 = ld32(f, o), ld32(f, o + 4), ld32(f, o + 8), ld32(f, o + 12)
+        n = neigh_lookup(nv, 6, oif, w0, w1, w2, w3)
+    if n < 0 or not neigh_output_ok(nv, n, ps[PS_NOW]):
+        return False
+    ha, sa = neigh_lladdr(nv, n), lk[oif, LK_ADDR]
+    for j in range(6):
+        f[j] = (ha >> (40 - 8 * j)) & 0xFF
+        f[6 + j] = (sa >> (40 - 8 * j)) & 0xFF
+    return True
+
+
+@njit(cache=True, nogil=True)
+def lane_forward(f, ps, ents, nft, ct, rtv, scr):
+    """One packet from PREROUTING to the wire (ip_rcv_finish › ip_forward › ip_output ›
+    neigh_output): LANE_OK (f is the frame to send, out of ps[PS_OIF]), a punt, or DROP_BASE - reason."""
+    r = lane_hook(f, _PRE, ps, ents, nft, ct, scr)
+    if r != LANE_OK:
+        return r
+    if lane_martian(f, L.ETH_HLEN, ps[PS_L3]):
+        return PUNT_ROUTE
+    rt = lane_route(f, ps, rtv)
+    if rt < 0:
+        return -1 - rt
+    ps[PS_RTMTU] = lane_rt_mtu(f, ps, rt, rtv)
+    if ps[PS_L3] == 4:
+        ip_decrease_ttl(f, L.ETH_HLEN)
+    else:
+        f[L.ETH_HLEN + L.IP6H.hop_limit] -= 1
+    r = lane_hook(f, _FWD, ps, ents, nft, ct, scr)
+    if r != LANE_OK:
+        return r
+    r = lane_hook(f, _POST, ps, ents, nft, ct, scr)
+    if r != LANE_OK:
+        return r
+    if not lane_neigh_output(f, ps, rt, rtv):
+        return PUNT_NEIGH
+    return LANE_OK
+
+
+@njit(cache=True, nogil=True)
+def lane_taint(ps, ct, scr):
+    """A packet is punted: its connection's later packets in this batch follow it to the Python
+    path, in order. Its row (found before or now) is marked with this batch's generation."""
+    ctv, taint, gen = ct[0], ct[3], ct[4]
+    ed = ps[PS_ED]
+    if ed < 0:
+        ed = nf_ct_find(ctv, scr[0], ps[PS_NOW])
+    if ed >= 0:
+        taint[ed >> 1] = gen
+
+
+@njit(cache=True, nogil=True)
+def classic_lane_batch(pk, idx, res, ents, nft, ct, rtv, cfg, scr):
+    """The lane over the batch's packets idx (in order): each forwarded (verdict TX, its frame in
+    its slot, oif set), dropped (verdict its reason), or punted (res its PUNT_*, packet and tables
+    as they were). From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later
+    packets see), or once the GC is due, the rest of the batch is punted too. Returns the number of
+    packets finished."""
+    data, head, length, iif, oif, verdict, ts_ns, gso, encap = pk
+    k, snap, hsnap, ps, acc, cnt = scr[0], scr[1], scr[2], scr[9], scr[6], scr[10]
+    lk, hot, progs = rtv[1], ct[1], nft[0]
+    done, barrier = 0, False
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        h, n = np.int64(head[i]), np.int64(length[i])
+        f = data[i, h:]
+        ifx = np.int64(iif[i])
+        if barrier or ts_ns[i] >= cfg[CFG_NEXT_GC_NS]:
+            res[j], barrier = PUNT_GC, True
+            continue
+        if gso[i] or encap[i] or ifx >= lk.shape[0] or not _lane_link(lk, ifx) or n < L.ETH_HLEN:
+            res[j] = PUNT_L2
+            continue
+        mac = lk[ifx, LK_ADDR]
+        dst = (ld16(f, 0) << 32) | ld32(f, 2)
+        r, l3, l4, thoff, l3len = lane_parse(f, 0, n, k)
+        if dst != mac or r != LANE_OK:
+            res[j] = PUNT_L2 if dst != mac else r
+            et = ld16(f, 12)
+            barrier = et == L.ETH_P_ARP or (et == L.ETH_P_IPV6 and f[L.ETH_HLEN + L.IP6H.nexthdr] == L.IPPROTO_ICMPV6)
+            continue
+        ps[:] = 0
+        ps[PS_L3], ps[PS_L4], ps[PS_THOFF], ps[PS_END] = l3, l4, thoff, L.ETH_HLEN + l3len
+        ps[PS_IIF], ps[PS_ED], ps[PS_NOW] = ifx, -1, ts_ns[i]
+        m = min(SNAP_BYTES, n)
+        snap[:m] = f[:m]
+        r = lane_forward(f, ps, ents, nft, ct, rtv, scr)
+        if r == LANE_OK or r <= DROP_BASE:
+            acc[OUT_LEN], acc[OUT_NCNT] = ps[PS_END] - L.ETH_HLEN, ps[PS_NACC]
+            nft_vm_commit(progs, acc)
+            if r == LANE_OK:
+                length[i], oif[i], verdict[i] = ps[PS_END], ps[PS_OIF], _TX
+            else:
+                verdict[i] = DROP_BASE - r
+            res[j] = LANE_OK
+            cnt[0] += ps[PS_FOUND]
+            done += 1
+            continue
+        f[:m] = snap[:m]
+        if ps[PS_ED] >= 0:
+            hot[ps[PS_ED] >> 1] = hsnap
+        lane_taint(ps, ct, scr)
+        res[j] = r
+    return done

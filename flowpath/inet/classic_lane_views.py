@@ -1,0 +1,118 @@
+"""The compiled classic lane's Python side: the tables it reads, as arrays, and its scratch.
+
+No Linux counterpart (flowpath/inet/classic_lane.py runs the lane). One ClassicLane per Worker: it
+gathers the namespace's views (conntrack rows and index, the nft programs and hook entries, FIB,
+links, neighbours), runs classic_lane_batch over a poll's classic-path packets and tells the Worker
+which ones it finished and which it left to the Python path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flowpath.flowtable.key import KEY_ROW
+from flowpath.inet.classic_lane import (
+    CFG_NEXT_GC_NS,
+    CFG_WORDS,
+    ENTRY_CHAIN,
+    LANE_OK,
+    MAX_ENTRIES,
+    PS_SIZE,
+    SNAP_BYTES,
+    classic_lane_batch,
+)
+from flowpath.netfilter import constants as C
+from flowpath.netfilter.ct_layout import CT_HOT_ROW
+from flowpath.netfilter.nft_vm import NFT_JUMP_STACK_SIZE, NFT_REG_FILE, OUT_SIZE, PM_SIZE
+from flowpath.packet.reason import N_LANE_PUNTS
+
+_NFPROTOS = (C.NFPROTO_IPV4, C.NFPROTO_IPV6)
+_HOOKS = (C.NF_INET_PRE_ROUTING, C.NF_INET_FORWARD, C.NF_INET_POST_ROUTING)
+
+
+def lane_hook_entries(nf, chain_id) -> tuple[np.ndarray, np.ndarray]:
+    """hooks.py's entries of PREROUTING, FORWARD and POSTROUTING as arrays: hookv int64[2, 5,
+    MAX_ENTRIES, 2] (kind, VM chain id) and hookn int64[2, 5]. A chain without a program gets -1
+    (the VM punts it). None when a hook has more entries than the lane holds."""
+    hookv = np.zeros((2, 5, MAX_ENTRIES, 2), np.int64)
+    hookn = np.zeros((2, 5), np.int64)
+    for p, nfproto in enumerate(_NFPROTOS):
+        for hook in _HOOKS:
+            ents = nf.entries[nfproto, hook]
+            if len(ents) > MAX_ENTRIES:
+                return None
+            hookn[p, hook] = len(ents)
+            for e, ent in enumerate(ents):
+                hookv[p, hook, e, 0] = ent.kind
+                hookv[p, hook, e, 1] = chain_id(ent.chain) if ent.kind == ENTRY_CHAIN else -1
+    return hookv, hookn
+
+
+class ClassicLane:
+    """One worker's lane: scratch, the per-batch taint marks and the cached views of `net`."""
+
+    def __init__(self) -> None:
+        self.scr = (
+            np.zeros(KEY_ROW, np.uint32),  # the packet's conntrack key
+            np.zeros(SNAP_BYTES, np.uint8),  # its header bytes, restored on a punt
+            np.zeros(CT_HOT_ROW, np.int64),  # its conntrack row, restored on a punt
+            np.zeros(PM_SIZE, np.int64),  # the VM's pktmeta
+            np.zeros(OUT_SIZE, np.int64),  # the VM's out
+            np.zeros(16, np.uint8),  # a NAT target address
+            np.zeros(OUT_SIZE, np.int64),  # counter hits kept until the packet is done
+            np.zeros(NFT_REG_FILE, np.uint8),  # the VM's registers
+            np.zeros(NFT_JUMP_STACK_SIZE, np.int64),  # and jump stack
+            np.zeros(PS_SIZE, np.int64),  # the per-packet state
+            np.zeros(4, np.int64),  # counts: conntrack's "found"
+        )
+        self.cfg = np.zeros(CFG_WORDS, np.int64)
+        self._taint = np.zeros(0, np.int64)
+        self._gen = 0
+        self._ents_key = None
+        self._ents = None
+
+    def usable(self, net, batch_n: int) -> bool:
+        """Can the lane run on this poll? Not with IPsec (the policy checks are Python's), nor when
+        conntrack may fill up during the poll (early_drop picks victims in packet order)."""
+        ct = net.conntrack
+        if net.xfrm is not None or len(ct) + batch_n >= ct.max_entries:
+            return False
+        return self._entries(net) is not None
+
+    def _entries(self, net):
+        key = (id(net.nf), id(net.nft))
+        if key != self._ents_key:
+            nft = net.nft
+            self._ents = lane_hook_entries(net.nf, nft.vm_chain_id if nft is not None else lambda c: -1)
+            self._ents_key = key
+        return self._ents
+
+    def run(self, net, batch, idx: np.ndarray, next_gc_ns: int, offload: bool) -> np.ndarray:
+        """classic_lane_batch over batch's packets idx (int64, in order); returns res: LANE_OK for
+        a packet the lane finished (its verdict says how), else why it was punted."""
+        ct = net.conntrack
+        cap = ct.capacity
+        if self._taint.shape[0] < cap:
+            self._taint = np.zeros(cap, np.int64)
+        self._gen += 1
+        tcp_params = ct.tcp_params
+        ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, tcp_params)
+        progs = net.nft.vm_progs() if net.nft is not None else empty_progs()
+        nftt = (progs, int(offload))
+        dev = net.dev
+        rtv = (dev.fib_views(), dev.link_views(), dev.neigh_views(), int(net.uses_rt))
+        self.cfg[CFG_NEXT_GC_NS] = next_gc_ns
+        res = np.empty(idx.shape[0], np.int64)
+        b = batch
+        pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)
+        self.scr[10][:] = 0
+        classic_lane_batch(pk, idx, res, self._ents, nftt, ctt, rtv, self.cfg, self.scr)
+        ct.stat["found"] += int(self.scr[10][0])
+        return res
+
+
+def empty_progs():
+    raise NotImplementedError  # replaced by the VM's empty program at integration
+
+
+__all__ = ["LANE_OK", "N_LANE_PUNTS", "ClassicLane", "lane_hook_entries"]
