@@ -137,12 +137,12 @@ class FibTable:
         The compiled lookup of flowpath.net.fib_table over this table's own views."""
         if self._own is None:
             self._own = fib_table.FibViews(self.family, [self])
-        views = self._own.get()
+        views, fas = self._own.current()
         if self.family == 4:
             row = fib_table.fib4_lookup_match(views, daddr, 0, scope, oif)
         else:
             row = fib_table.fib6_lookup_match(views, *fib_table.addr6_words(daddr), 0, scope, oif)
-        return self._own.fas[row] if row >= 0 else None
+        return fas[row] if row >= 0 else None
 
     def prefixes(self) -> Iterator[tuple[int, int, list[FibAlias]]]:
         """(prefixlen, prefix, routes in metric order) of every prefix, in no particular order."""

@@ -46,6 +46,8 @@ only arrays and ints, so that the compiled classic path can call it on a batch.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from numba import njit
 
@@ -437,6 +439,7 @@ class FibViews:
         self.family, self.tables = family, tables
         self.views: tuple | None = None
         self.fas: list = []
+        self._state: tuple = ((), [])  # (views, fas) as one value: see current()
         self.genid = 0
         self._key = np.zeros(0, np.int64)  # IPv4 prefix values (IPv6 keeps its words in key6)
         self._nrows = self._npfx = self._ngroups = 0
@@ -446,7 +449,13 @@ class FibViews:
     def get(self) -> tuple:
         """The views: fib4 (tbl16, tbl8, pfx, rt) or fib6 (index6, pfx, key6, lens6, mask6, rt)."""
         views = self.views
-        return views if views is not None else self._rebuild()
+        return views if views is not None else self._rebuild()[0]
+
+    def current(self) -> tuple[tuple, list]:
+        """(views, the FibAlias of each row), read together: a rebuild by another thread between
+        the lookup and the row's FibAlias cannot pair one's row with the other's list."""
+        state = self._state
+        return state if self.views is not None and state[0] is self.views else self._rebuild()
 
     def invalidate(self) -> None:
         self.views = None
@@ -494,18 +503,25 @@ class FibViews:
         for slot, table in enumerate(self.tables):
             for plen, prefix, fas in table.prefixes():
                 groups.setdefault((slot if v6 else 0, plen, prefix), []).extend(fas)
-        keys = sorted(groups, key=lambda k: (k[0], k[1]))
-        fas_all = [fa for k in keys for fa in groups[k]]
+        keys = sorted(groups)  # slot, then length (the build inserts shortest first), then prefix
+        fas_all, counts = [], []
+        for k in keys:
+            fas = groups[k]
+            fas_all += fas
+            counts.append(len(fas))
         np_, nr = len(keys), len(fas_all)
         pfx = np.zeros((max(16, 2 * np_), PFX_COLS), np.int64)
         rt = np.zeros((max(16, 2 * nr), RT_COLS), np.int64)
-        if nr:
-            rt[:nr] = np.array([_rt_row(fa) for fa in fas_all], np.int64)
-        counts = np.array([len(groups[k]) for k in keys], np.int64)
+        rows = itertools.chain.from_iterable(map(_rt_row, fas_all))
+        rt[:nr] = np.fromiter(rows, np.int64, nr * RT_COLS).reshape(nr, RT_COLS)
         pfx[:np_, PFX_NROWS] = counts
-        pfx[:np_, PFX_FIRST] = np.cumsum(counts) - counts
-        pfx[:np_, PFX_SLOT] = [k[0] for k in keys]
-        pfx[:np_, PFX_LEN] = [k[1] for k in keys]
+        pfx[:np_, PFX_FIRST] = np.cumsum(pfx[:np_, PFX_NROWS]) - pfx[:np_, PFX_NROWS]
+        if np_ and not v6:
+            karr = np.array(keys, np.int64)  # IPv4 prefixes fit; IPv6 ones do not
+            pfx[:np_, PFX_SLOT], pfx[:np_, PFX_LEN] = karr[:, 0], karr[:, 1]
+        elif np_:
+            pfx[:np_, PFX_SLOT] = [k[0] for k in keys]
+            pfx[:np_, PFX_LEN] = [k[1] for k in keys]
         if v6:
             key6 = np.zeros((pfx.shape[0], 4), np.uint32)
             key6[:np_] = np.array([addr6_words(k[2]) for k in keys], np.uint32).reshape(np_, 4)
@@ -517,14 +533,19 @@ class FibViews:
             fib6_build(views, np_)  # the index holds twice the prefixes' room: cannot fill
         else:
             self._key = np.zeros(pfx.shape[0], np.int64)
-            self._key[:np_] = [k[2] for k in keys]
-            plen = pfx[:np_, PFX_LEN]
-            room = 16 + 2 * int(np.count_nonzero(plen > 16) + np.count_nonzero(plen > 24))
+            key, plen = self._key[:np_], pfx[:np_, PFX_LEN]
+            if np_:
+                key[:] = karr[:, 2]
+            # the groups the prefixes split (a /16 holding a longer prefix, a /24 holding one longer
+            # than /24), and half as many again for prefixes added in place
+            need = np.unique(key[plen > 16] >> 16).shape[0] + np.unique(key[plen > 24] >> 8).shape[0]
+            room = 16 + need + need // 2
             views = (np.zeros(TBL16_SIZE, np.uint32), np.zeros(room * PLY_SIZE, np.uint32), pfx, rt)
             self._ngroups = fib4_build(views, self._key, np_)  # room for every group: cannot fill
         self._npfx, self._nrows, self.fas = np_, nr, fas_all
+        self._state = (views, fas_all)
         self.views = views
-        return views
+        return self._state
 
     def nbytes(self) -> int:
         """Bytes the arrays take (the shared IPv6 mask table left out)."""

@@ -544,8 +544,7 @@ class Network:
     ) -> FibAlias | None:
         """The matched route (see fib_lookup); only routes of `scope` or wider, through `oif`, in
         `table` (0: any), when given: the filters of fib_table_lookup's check_leaf."""
-        fib = self._fib[family]
-        views = fib.get()
+        views, fas = self._fib[family].current()
         if family == 4:
             if scope or oif or table:
                 row = fib4_lookup_match(views, daddr, table, scope, oif)
@@ -555,7 +554,7 @@ class Network:
             row = fib6_lookup_match(views, *addr6_words(daddr), table, scope, oif)
         else:
             row = fib6_lookup(views, *addr6_words(daddr))
-        return fib.fas[row] if row >= 0 else None
+        return fas[row] if row >= 0 else None
 
     def fib_views(self) -> tuple:
         """What the compiled classic path's route lookups take (fib_table.fib_lookup4 / fib_lookup6):
