@@ -2,9 +2,10 @@
 
 Linux: net/ipv4/fib_trie.c › fib_table_lookup (the LC-trie walk, check_leaf's scope and oif filters)
 and net/ipv6/ip6_fib.c › fib6_node_lookup. The control plane (flowpath.net.fib's FibTable: insert,
-remove, listing) stays in Python; this module turns the tables a lookup consults into arrays, rebuilt
-whole on every route change (routes change rarely; benchmarks/fib_lookup.py times the rebuild), and
-holds the one lookup both the compiled classic path and the Python callers run.
+remove, listing) stays in Python; this module turns the tables a lookup consults into arrays (FibViews:
+a route that opens a new prefix goes in place, any other change rebuilds them whole; routes change
+rarely, and benchmarks/fib_lookup.py times both), and holds the one lookup both the compiled classic
+path and the Python callers run.
 
 Rows and prefixes (both families):
   rt   int64[nrows, RT_COLS]  one route per row (the RT_* columns); the routes of one prefix are
@@ -21,11 +22,12 @@ IPv4, a DIR-16-8-8 multibit trie (VPP's ip4_mtrie shape; DPDK's rte_lpm is DIR-2
   tbl8  uint32[ngroups*256] 256-entry groups for the next 8 bits, then the last 8
 An entry is 0 (no route), prefix + 1, or LEAF_PLY | group (look one level further). A lookup is one to
 three dependent loads and never loops. Why not DIR-24-8: its first level alone is 2**24 entries, 64 MiB
-for any table, even the four routes of a small gateway, and every worker process maps it; DIR-16-8-8
-costs 256 KiB plus 1 KiB per /16 that holds a longer prefix (and per /24 with one longer than /24), for
-one more load. Built by inserting prefixes shortest first (each longer prefix overwrites the range it
-covers, splitting an entry into a group seeded with the shorter prefix it had), so no entry ever needs
-DPDK's per-entry depth field.
+for any table, even the four routes of a small gateway, zeroed and filled again at every rebuild;
+DIR-16-8-8 costs 256 KiB plus 1 KiB per /16 that holds a longer prefix (and per /24 with one longer than
+/24), for one more load, and its 256 KiB first level stays in L2. Inserting a prefix overwrites the
+entries of its range that name a shorter prefix (or none) and leaves those naming a longer one; a leaf
+in the way of a longer prefix becomes a group seeded with it. The depth DPDK stores in each entry is
+the length of the prefix the entry names (pfx's PFX_LEN).
 
 Local and main are collapsed into one trie, as Linux does without policy rules (fib_trie.c, "FIB
 Local/MAIN table collapse"): one longest prefix match over both, the local table's routes first on an
