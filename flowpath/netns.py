@@ -64,6 +64,8 @@ class Net:
         # the lookups the classic path makes per packet, bound once
         self.links = dev.links
         self.fib_lookup, self.neigh_lookup, self.is_local = dev.fib_lookup, dev.neigh_lookup, dev.is_local
+        # the compiled classic path's views of them (flowpath.net.fib_table, neigh_table, link)
+        self.fib_views, self.neigh_views, self.link_views = dev.fib_views, dev.neigh_views, dev.link_views
         self.neigh = (
             dev.neigh
         )  # arp_tbl and nd_tbl: resolution's entries and queues (flowpath.inet.neigh_output)

@@ -2,8 +2,9 @@
 
 Linux: net/ipv4/fib_trie.c (fib_table_insert, fib_table_lookup) and net/ipv6/ip6_fib.c, with the
 types of include/uapi/linux/rtnetlink.h. One `FibAlias` stands for the kernel's fib_alias + fib_info +
-fib_nh (a single nexthop; no multipath). The lookup keeps one dict per prefix length and scans the
-non-empty lengths from the longest: a handful of dict probes for IPv4 and IPv6 alike.
+fib_nh (a single nexthop; no multipath). A table keeps its routes in one dict per prefix length for
+insert, remove and listing; lookups run over the arrays flowpath.net.fib_table builds from the tables
+(compiled, the same function the compiled classic path calls), rebuilt when a table's `genid` moves.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Callable, Iterator, NamedTuple
 
-from flowpath.net.inetdev import ADDR_BITS, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, inet_mask
+from flowpath.net import fib_table
+from flowpath.net.inetdev import ADDR_BITS, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE
 from flowpath.net.rtnetlink import RtnlError
 
 
@@ -108,35 +110,45 @@ class FibResult(NamedTuple):
 
 
 class FibTable:
-    """One routing table of one family (struct fib_table / fib6_table)."""
+    """One routing table of one family (struct fib_table / fib6_table).
+
+    `listeners` are told of every change (flowpath.net.fib_table's FibViews, which keep the compiled
+    lookup's arrays in step): route_added(table, fa, new_prefix) after an insert, invalidate() after
+    a removal or a change in place (`touch`).
+    """
 
     def __init__(self, family: int, tb_id: int):
         self.family, self.tb_id = family, tb_id
         self._by_len: dict[int, dict[int, list[FibAlias]]] = {}
-        self._lens: list[int] = []  # non-empty prefix lengths, longest first
-        self._masks = [inet_mask(family, plen) for plen in range(ADDR_BITS[family] + 1)]
+        self.listeners: list = []
+        self._own: fib_table.FibViews | None = None  # this table alone, for lookup()
 
     def __len__(self) -> int:
         return sum(len(fas) for d in self._by_len.values() for fas in d.values())
 
-    def lookup(self, daddr: int) -> FibAlias | None:
-        """Longest prefix match, lowest metric first. Linux: fib_trie.c › fib_table_lookup."""
-        masks = self._masks
-        for plen in self._lens:
-            fas = self._by_len[plen].get(daddr & masks[plen])
-            if fas:
-                return fas[0]
-        return None
+    def touch(self) -> None:
+        """A route of the table changed in place (its source went): the listeners' views are stale."""
+        for views in self.listeners:
+            views.invalidate()
 
-    def lookup_match(self, daddr: int, match: Callable[[FibAlias], bool]) -> FibAlias | None:
-        """Longest prefix match among the routes `match` accepts (the scope and oif filters of
-        fib_table_lookup's check_leaf, used to validate gateways)."""
-        masks = self._masks
-        for plen in self._lens:
-            for fa in self._by_len[plen].get(daddr & masks[plen], ()):
-                if match(fa):
-                    return fa
-        return None
+    def lookup(self, daddr: int, scope: int = RT_SCOPE_UNIVERSE, oif: int = 0) -> FibAlias | None:
+        """Longest prefix match, lowest metric first, in this table alone; with check_leaf's filters
+        (only routes of `scope` or wider, through `oif`). Linux: fib_trie.c › fib_table_lookup.
+        The compiled lookup of flowpath.net.fib_table over this table's own views."""
+        if self._own is None:
+            self._own = fib_table.FibViews(self.family, [self])
+        views, fas = self._own.current()
+        if self.family == 4:
+            row = fib_table.fib4_lookup_match(views, daddr, 0, scope, oif)
+        else:
+            row = fib_table.fib6_lookup_match(views, *fib_table.addr6_words(daddr), 0, scope, oif)
+        return fas[row] if row >= 0 else None
+
+    def prefixes(self) -> Iterator[tuple[int, int, list[FibAlias]]]:
+        """(prefixlen, prefix, routes in metric order) of every prefix, in no particular order."""
+        for plen, d in self._by_len.items():
+            for prefix, fas in d.items():
+                yield plen, prefix, fas
 
     def find(self, prefix: int, prefixlen: int) -> list[FibAlias]:
         """The routes for exactly this prefix, metric order (empty if none)."""
@@ -156,6 +168,7 @@ class FibTable:
                 continue
             if replace:
                 fas[i] = fa
+                self.touch()
                 return
             if not excl and (old.type, old.oif, old.prefsrc) == (fa.type, fa.oif, fa.prefsrc):
                 return  # the same fib_info: fib_table_insert's fa_match
@@ -163,8 +176,8 @@ class FibTable:
                 raise RtnlError("File exists", "dst")
         fas.append(fa)
         fas.sort(key=lambda a: a.metric)  # stable: equal metrics keep insertion order
-        if fa.prefixlen not in self._lens:
-            self._lens = sorted(self._by_len, reverse=True)
+        for views in self.listeners:
+            views.route_added(self, fa, len(fas) == 1)
 
     def remove(self, match: Callable[[FibAlias], bool]) -> list[FibAlias]:
         """Remove every route for which `match(fa)` is true; return them."""
@@ -180,7 +193,8 @@ class FibTable:
                     del d[prefix]
             if not d:
                 del self._by_len[plen]
-        self._lens = sorted(self._by_len, reverse=True)
+        if gone:
+            self.touch()
         return gone
 
     def __iter__(self) -> Iterator[FibAlias]:

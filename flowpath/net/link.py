@@ -8,7 +8,10 @@ IFF_NOARP; their parameters are flowpath.net.ip_tunnel's IpTunnel).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from flowpath.net.ip_tunnel import IpTunnel
 from flowpath.packet.layout import ETH_ALEN, ETH_P_8021Q
@@ -30,6 +33,24 @@ ETH_MIN_MTU = 68  # include/uapi/linux/if_ether.h
 # Deviation: Linux caps most drivers at ETH_DATA_LEN or a driver maximum; ports here take jumbo frames.
 ETH_MAX_MTU = 65535
 VLAN_N_VID = 4096
+
+# ---- link views: lk int64[max ifindex + 1, LK_COLS], one row per ifindex (zeros: no such link) ----
+LK_FLAGS = 0  # IFF_* below
+LK_MTU = 1
+LK_ADDR = 2  # the MAC as a 48-bit big-endian int (as the flowtable's V_H_SOURCE), 0 for a tunnel
+LK_KIND = 3  # LINK_KIND_* below
+LK_PARENT = 4  # the lower device's ifindex (VLAN), else 0
+LK_VLAN_ID = 5
+LK_VLAN_PROTO = 6  # the VLAN's TPID (ETH_P_8021Q or ETH_P_8021AD)
+LK_COLS = 8
+# include/uapi/linux/if.h › enum net_device_flags (the ones the datapath reads)
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_NOARP = 0x80
+IFF_LOWER_UP = 0x10000  # netif_carrier_ok
+# LK_KIND values: what the compiled path needs to tell apart (No Linux counterpart: rtnl_link_ops)
+LINK_KIND_CODES = {KIND_LOOPBACK: 1, KIND_ETHER: 2, KIND_DUMMY: 3, KIND_VETH: 4, KIND_VLAN: 5,
+                   KIND_IPIP: 6, KIND_IP6TNL: 7}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -92,3 +113,15 @@ def format_hwaddr(address: bytes) -> str:
 def is_valid_ether_addr(address: bytes) -> bool:
     """Linux: include/linux/etherdevice.h › is_valid_ether_addr (not multicast, not all zeros)."""
     return not (address[0] & 1) and any(address)
+
+
+def link_views(links: dict[int, Link], carrier: Callable[[Link], bool]) -> np.ndarray:
+    """The link rows (LK_*) the compiled path reads per ifindex: int64[max ifindex + 1, LK_COLS].
+    `carrier` is the network's netif_carrier_ok. Rebuilt whole on any link change (a few links)."""
+    lk = np.zeros((max(links, default=0) + 1, LK_COLS), np.int64)
+    for ifindex, link in links.items():
+        flags = (IFF_UP if link.up else 0) | (IFF_LOOPBACK if link.is_loopback else 0)
+        flags |= (IFF_NOARP if link.noarp else 0) | (IFF_LOWER_UP if carrier(link) else 0)
+        lk[ifindex] = (flags, link.mtu, int.from_bytes(link.address, "big"), LINK_KIND_CODES.get(link.kind, 0),
+                       link.parent or 0, link.vlan_id or 0, link.vlan_proto if link.kind == KIND_VLAN else 0, 0)  # fmt: skip
+    return lk

@@ -23,6 +23,14 @@ from flowpath.net.fib import (
     FibResult,
     FibTable,
 )
+from flowpath.net.fib_table import (
+    FibViews,
+    addr6_words,
+    fib4_lookup,
+    fib4_lookup_match,
+    fib6_lookup,
+    fib6_lookup_match,
+)
 from flowpath.net.inetdev import (
     IPV6_ADDR_SCOPE_LINKLOCAL,
     LINK_LOCAL_PREFIX,
@@ -52,6 +60,7 @@ from flowpath.net.link import (
     Link,
     default_hwaddr,
     is_valid_ether_addr,
+    link_views,
 )
 from flowpath.net.neighbour import NUD_VALID, Neighbour, NeighTable
 from flowpath.net.rtnetlink import RtnlError
@@ -86,7 +95,14 @@ class Network:
             f: {RT_TABLE_LOCAL: FibTable(f, RT_TABLE_LOCAL), RT_TABLE_MAIN: FibTable(f, RT_TABLE_MAIN)}
             for f in (4, 6)
         }
+        # the compiled lookup's views of local + main (flowpath.net.fib_table), per family
+        self._fib = {
+            f: FibViews(f, [self.tables[f][RT_TABLE_LOCAL], self.tables[f][RT_TABLE_MAIN]]) for f in (4, 6)
+        }
+        self._fib_views: tuple | None = None
         self.neigh = NeighTable()
+        self.link_genid = 0  # bumped on every change of a link the link views mirror
+        self._link_views: tuple | None = None
         # `flowpath run`: the kernel interfaces behind the ports (config.ipbatch.parse_network), and for
         # each port's `link add` line an error maker at its name (a check made later points there)
         self.kernel_link = None
@@ -108,6 +124,7 @@ class Network:
         self._ifindex_next += 1
         address = default_hwaddr(ifindex) if address is None else address  # b"": a tunnel's (none)
         link = Link(ifindex, name, kind, address, mtu or ETH_DATA_LEN, **kw)
+        self.link_genid += 1
         self.links[ifindex] = link
         self._by_name[name] = link
         for family in (4, 6):
@@ -223,6 +240,7 @@ class Network:
             if not is_valid_ether_addr(address):
                 raise RtnlError("Cannot assign requested address", "address")
             link.address = address
+            self.link_genid += 1
         if mtu is not None:
             self._dev_set_mtu(link, mtu)
         if up is True and not link.up:
@@ -241,6 +259,7 @@ class Network:
         if link.kind == KIND_VLAN and mtu > self.links[link.parent].mtu:
             raise RtnlError("Numerical result out of range", "mtu")
         link.mtu = mtu
+        self.link_genid += 1
         # Linux: net/8021q/vlan.c › vlan_device_event NETDEV_CHANGEMTU shrinks VLANs above the new MTU.
         # Deviation: IPv6 is not disabled below 1280 (addrconf_notify NETDEV_CHANGEMTU).
         for child in self.links.values():
@@ -252,6 +271,7 @@ class Network:
         if link.kind == KIND_VLAN and not self.links[link.parent].up:
             raise RtnlError("Network is down", "dev")  # net/8021q/vlan_dev.c › vlan_dev_open
         link.up = True
+        self.link_genid += 1
         if link.is_loopback:
             # Linux: devinet.c › inetdev_event and addrconf.c › init_loopback configure lo when it goes up.
             if not any(a.address == INADDR_LOOPBACK for a in self._addrs[4][link.ifindex]):
@@ -301,6 +321,7 @@ class Network:
             if child.parent == link.ifindex and child.up:
                 self._dev_close(child)
         link.up = False
+        self.link_genid += 1
         ifindex = link.ifindex
         self._addrs[6][ifindex] = []
         self.dev_addr_genid += 1
@@ -336,6 +357,7 @@ class Network:
                     table.remove(lambda fa, ifindex=ifindex: fa.oif == ifindex)
             self.neigh.flush_dev(ifindex)
             del self.links[ifindex], self._by_name[victim.name]
+            self.link_genid += 1
         self.dev_addr_genid += 1
         gone4 = {a for a in gone[4] if not self.is_local(4, a)}
         for table in self.tables[4].values():
@@ -344,6 +366,7 @@ class Network:
             for fa in table:
                 if fa.prefsrc in gone[6]:
                     fa.prefsrc = None
+                    table.touch()
 
     # ---- addresses (devinet.c › __inet_insert_ifa, addrconf.c › inet6_addr_add) ----
 
@@ -440,6 +463,7 @@ class Network:
             for fa in table:
                 if fa.prefsrc == ifa.address:
                     fa.prefsrc = None
+                    table.touch()
 
     @staticmethod
     def _default_scope(family: int, address: int) -> int:
@@ -510,23 +534,49 @@ class Network:
         Linux: IPv4 with no policy rules collapses the local table into main (fib_trie.c, "FIB
         Local/MAIN table collapse"): one longest-prefix match over both, local first for equal
         prefixes. IPv6 asks the local table, then main (fib6_rules: rules 0 and 32766).
+        The lookup is flowpath.net.fib_table's compiled one, the classic lane's.
         """
         fa = self._fib_table_lookup(family, daddr)
         return None if fa is None else route.fib_result(self, fa, daddr)
 
-    def _fib_table_lookup(self, family: int, daddr: int, match=None) -> FibAlias | None:
-        """The matched route (see fib_lookup); `match` filters candidates as check_leaf does."""
-        tables = self.tables[family]
-        local, main = tables[RT_TABLE_LOCAL], tables[RT_TABLE_MAIN]
-        if match is None:
-            fl, fm = local.lookup(daddr), main.lookup(daddr)
+    def _fib_table_lookup(
+        self, family: int, daddr: int, scope: int = 0, oif: int = 0, table: int = 0
+    ) -> FibAlias | None:
+        """The matched route (see fib_lookup); only routes of `scope` or wider, through `oif`, in
+        `table` (0: any), when given: the filters of fib_table_lookup's check_leaf."""
+        views, fas = self._fib[family].current()
+        if family == 4:
+            if scope or oif or table:
+                row = fib4_lookup_match(views, daddr, table, scope, oif)
+            else:
+                row = fib4_lookup(views, daddr)
+        elif scope or oif or table:
+            row = fib6_lookup_match(views, *addr6_words(daddr), table, scope, oif)
         else:
-            fl, fm = local.lookup_match(daddr, match), main.lookup_match(daddr, match)
-        if fl is None or fm is None:
-            return fl or fm
-        if family == 6:
-            return fl
-        return fl if fl.prefixlen >= fm.prefixlen else fm
+            row = fib6_lookup(views, *addr6_words(daddr))
+        return fas[row] if row >= 0 else None
+
+    def fib_views(self) -> tuple:
+        """What the compiled classic path's route lookups take (fib_table.fib_lookup4 / fib_lookup6):
+        (fib4, fib6, genid), genid moving with every route change. The same arrays until a change."""
+        fv = self._fib_views
+        f4, f6 = self._fib[4], self._fib[6]
+        genid = f4.genid + f6.genid  # each only grows
+        if fv is None or fv[2] != genid or fv[0] is not f4.views or fv[1] is not f6.views:
+            fv = self._fib_views = (f4.get(), f6.get(), genid)
+        return fv
+
+    def link_views(self) -> tuple:
+        """The link rows the compiled path reads (flowpath.net.link: LK_*, indexed by ifindex) and
+        their generation: (lk, link_genid)."""
+        lv = self._link_views
+        if lv is None or lv[1] != self.link_genid:
+            lv = self._link_views = (link_views(self.links, self.carrier), self.link_genid)
+        return lv
+
+    def neigh_views(self) -> tuple:
+        """The neighbour table's compiled views (flowpath.net.neigh_table)."""
+        return self.neigh.views()
 
     def neigh_add(self, n: Neighbour, replace: bool = False, create: bool = True) -> None:
         """`ip neigh add|replace|change`. Linux: net/core/neighbour.c › neigh_add (EEXIST without

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from flowpath.net.neigh_table import NB_F_DYNAMIC, NeighArrays
+
 # include/uapi/linux/neighbour.h
 NUD_INCOMPLETE = 0x01
 NUD_REACHABLE = 0x02
@@ -66,6 +68,9 @@ class Neighbour:
     probes         requests sent in this INCOMPLETE or PROBE period
     timer_ns       when neigh_timer_handler next has work (0: none)
     confirmed_ns   last confirmation of reachability (a reply)
+    updated_ns     last change of state or address (neigh->updated)
+    used_ns        last transmit through it by the Python path (neigh->used; the compiled path keeps
+                   its own in the arrays)
     dead           removed from its table (neigh->dead): listeners drop what they cached from it
     tbl            the NeighTable holding it (neigh->tbl): whose notifiers hear of its changes
     """
@@ -81,14 +86,25 @@ class Neighbour:
     probes: int = 0
     timer_ns: int = 0
     confirmed_ns: int = 0
+    updated_ns: int = 0
+    used_ns: int = 0
     dead: bool = False
     tbl: NeighTable | None = field(default=None, repr=False)
 
 
+def neigh_mirror(n: Neighbour) -> None:
+    """n's fields into its table's arrays (flowpath.net.neigh_table), after any change; an entry out of
+    its table (dead, or never added) has no row."""
+    if n.tbl is not None and not n.dead:
+        n.tbl.mirror(n)
+
+
 def neigh_update_notify(n: Neighbour) -> None:
     """neigh_update_notify: NETEVENT_NEIGH_UPDATE to the notifiers of n's table (the rtnetlink
-    RTM_NEWNEIGH / RTM_DELNEIGH messages __neigh_notify also sends have no listener here)."""
+    RTM_NEWNEIGH / RTM_DELNEIGH messages __neigh_notify also sends have no listener here). The
+    arrays are written first: a listener that reads them sees the change."""
     if n.tbl is not None:
+        neigh_mirror(n)
         n.tbl.call_netevent_notifiers(NETEVENT_NEIGH_UPDATE, n)
 
 
@@ -99,14 +115,22 @@ NEIGH_NOTHING, NEIGH_SOLICIT, NEIGH_FAIL = 0, 1, 2
 def neigh_event_send(n: Neighbour, now_ns: int) -> bool:
     """__neigh_event_send: True when output may transmit now (a valid entry), False when the packet
     must be queued (INCOMPLETE). A FAILED or new entry starts resolving (INCOMPLETE, its first
-    request is the caller's to send: probes is 0); a STALE one goes to DELAY."""
+    request is the caller's to send: probes is 0); a STALE one goes to DELAY. The compiled path's
+    share of this test is flowpath.net.neigh_table › neigh_output_ok."""
+    n.used_ns = max(n.used_ns, now_ns)
+    ok = _neigh_event_send(n, now_ns)
+    neigh_mirror(n)
+    return ok
+
+
+def _neigh_event_send(n: Neighbour, now_ns: int) -> bool:
     if n.nud_state & (NUD_CONNECTED | NUD_DELAY | NUD_PROBE):
         return True
     if n.nud_state == NUD_STALE:
-        n.nud_state, n.timer_ns = NUD_DELAY, now_ns + DELAY_PROBE_TIME_NS
+        n.nud_state, n.timer_ns, n.updated_ns = NUD_DELAY, now_ns + DELAY_PROBE_TIME_NS, now_ns
         return True
     if n.nud_state != NUD_INCOMPLETE:  # NUD_NONE or NUD_FAILED
-        n.nud_state, n.probes, n.timer_ns = NUD_INCOMPLETE, 0, now_ns
+        n.nud_state, n.probes, n.timer_ns, n.updated_ns = NUD_INCOMPLETE, 0, now_ns, now_ns
     return False
 
 
@@ -115,6 +139,15 @@ def neigh_timer_handler(n: Neighbour, now_ns: int) -> int:
     multicast when INCOMPLETE, unicast to `ha` when PROBE), NEIGH_FAIL (the entry went FAILED: drop its
     queue with an error each) or NEIGH_NOTHING. Called until it returns NEIGH_NOTHING. Each change of
     state is notified (notify = 1 in Linux's handler), FAILED included."""
+    old_state = n.nud_state
+    todo = _neigh_timer_handler(n, now_ns)
+    if n.nud_state != old_state:
+        n.updated_ns = now_ns
+    neigh_mirror(n)
+    return todo
+
+
+def _neigh_timer_handler(n: Neighbour, now_ns: int) -> int:
     if not n.dynamic or not n.nud_state & NUD_IN_TIMER or not n.timer_ns or now_ns < n.timer_ns:
         return NEIGH_NOTHING
     state = n.nud_state
@@ -159,6 +192,8 @@ def neigh_update(n: Neighbour, lladdr: bytes | None, new: int, now_ns: int, over
     if new == NUD_STALE and n.nud_state & NUD_VALID and lladdr == n.ha:
         return []  # a request from a known neighbour changes nothing (neigh_update keeps the state)
     notify = lladdr != n.ha or new != n.nud_state
+    if notify:
+        n.updated_ns = now_ns
     n.ha, n.nud_state = lladdr, new
     if new == NUD_REACHABLE:
         n.confirmed_ns, n.timer_ns = now_ns, now_ns + BASE_REACHABLE_TIME_NS
@@ -168,6 +203,8 @@ def neigh_update(n: Neighbour, lladdr: bytes | None, new: int, now_ns: int, over
     queue, n.arp_queue, n.arp_queue_len_bytes = n.arp_queue, [], 0
     if notify:
         neigh_update_notify(n)
+    else:
+        neigh_mirror(n)  # the timer and confirmation moved
     return queue
 
 
@@ -198,6 +235,18 @@ class NeighTable:
     def __init__(self) -> None:
         self._entries: dict[tuple[int, int, int], Neighbour] = {}
         self._notifiers: list[Callable[[int, Neighbour], None]] = []
+        self.arrays = NeighArrays()
+
+    def views(self) -> tuple:
+        """The compiled path's view of the entries (flowpath.net.neigh_table): (index, key, nb, genid)."""
+        return self.arrays.views()
+
+    def mirror(self, n: Neighbour) -> None:
+        """n (in this table) into the arrays. A timer only counts for the entries resolution made and
+        in the states neigh_timer_handler acts on: the others' timer_ns is never acted upon."""
+        timer = n.timer_ns if n.dynamic and n.nud_state & NUD_IN_TIMER else 0
+        self.arrays.update(n.family, n.ifindex, n.primary_key, n.nud_state, n.ha, n.updated_ns,
+                           n.confirmed_ns, n.used_ns, timer, NB_F_DYNAMIC if n.dynamic else 0)  # fmt: skip
 
     def register_netevent_notifier(self, fn: Callable[[int, Neighbour], None]) -> None:
         self._notifiers.append(fn)
@@ -214,6 +263,7 @@ class NeighTable:
         """neigh_mark_dead + neigh_cleanup_and_release: out of the table, then the notifiers hear."""
         n = self._entries.pop(key)
         n.dead = True
+        self.arrays.remove(*key)
         neigh_update_notify(n)
 
     def neigh_lookup(self, family: int, addr: int, ifindex: int) -> Neighbour | None:
@@ -226,6 +276,7 @@ class NeighTable:
         n = self._entries.get(key)
         if n is None:
             n = self._entries[key] = Neighbour(family, addr, ifindex, bytes(6), 0, dynamic=True, tbl=self)
+            self.mirror(n)
         return n
 
     def add(self, n: Neighbour, replace: bool = False, create: bool = True) -> bool:
@@ -238,6 +289,7 @@ class NeighTable:
             return False
         self._entries[key] = n
         n.tbl, n.dead = self, False
+        self.mirror(n)
         if old is not None:
             old.dead = True  # its successor's notification covers the key
             if old.ha == n.ha and old.nud_state == n.nud_state:

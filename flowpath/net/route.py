@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from flowpath.net.fib import (
     IP6_RT_PRIO_USER,
     REJECT_TYPES,
-    RT_TABLE_LOCAL,
     RT_TABLE_MAIN,
     RTN_BROADCAST,
     RTN_LOCAL,
@@ -118,12 +117,7 @@ def fib_check_nh_v4(net: Network, fa: FibAlias) -> None:
             raise RtnlError("Nexthop has invalid gateway", "gateway")
         return
     # The gateway must sit on a link- or host-scope route (connected or local), through `dev` if given.
-    oif = fa.oif
-
-    def usable(r: FibAlias) -> bool:
-        return r.scope >= RT_SCOPE_LINK and (not oif or r.oif == oif)
-
-    res = net._fib_table_lookup(4, gw, usable)
+    res = net._fib_table_lookup(4, gw, RT_SCOPE_LINK, fa.oif)
     if res is None or res.type not in (RTN_UNICAST, RTN_LOCAL):
         raise RtnlError("Nexthop has invalid gateway", "gateway")
     fa.oif, fa.nh_scope = res.oif, res.scope
@@ -179,16 +173,8 @@ def ip6_validate_nh(net: Network, fa: FibAlias) -> None:
 def _ip6_route_check_nh(net: Network, gw: int, oif: int) -> FibAlias | None:
     """The on-link route of an IPv6 gateway: main first, then local and main; never a reject route or
     one through another gateway; through `oif` if given (RT6_LOOKUP_F_IFACE)."""
-
-    def usable(r: FibAlias) -> bool:
-        return not oif or r.oif == oif
-
-    tables = net.tables[6]
-    for candidates in ((tables[RT_TABLE_MAIN],), (tables[RT_TABLE_LOCAL], tables[RT_TABLE_MAIN])):
-        for table in candidates:
-            res = table.lookup_match(gw, usable)
-            if res is not None:
-                break
+    for table in (RT_TABLE_MAIN, 0):
+        res = net._fib_table_lookup(6, gw, oif=oif, table=table)
         if res is not None and res.type not in REJECT_TYPES and res.gateway is None:
             return res
     return None
