@@ -27,14 +27,66 @@ import numpy as np
 from numba import njit
 
 from flowpath.flowtable.ip import nf_flow_tuple_ip, nf_flow_tuple_ipv6
-from flowpath.flowtable.key import FLOW_FORWARD, K_DADDR, K_IIFIDX, K_SADDR, ports_dst, ports_src, K_PORTS
+from flowpath.flowtable.key import FLOW_FORWARD, K_DADDR, K_PORTS, K_SADDR, ports_dst, ports_src
+from flowpath.net.fib import RTN_UNICAST
+from flowpath.net.fib_table import RT_FLAGS, RT_GW, RT_OIF, RT_TYPE, RTF_GATEWAY, fib_lookup4, fib_lookup6, fib_result_mtu
+from flowpath.net.link import IFF_UP, KIND_DUMMY, KIND_ETHER, KIND_VETH, LINK_KIND_CODES, LK_ADDR, LK_FLAGS, LK_KIND
+from flowpath.net.neigh_table import NB_LLADDR, neigh_lookup, neigh_output_ok
 from flowpath.netfilter import constants as C
-from flowpath.netfilter.ct_layout import CT_HOT_ROW, CT_STATUS
+from flowpath.netfilter.conntrack_proto_tcp import tcp_conntrack_packet
+from flowpath.netfilter.ct_layout import CT_MARK, CT_PROTO, CT_STATUS, TCP_STATE
 from flowpath.netfilter.ct_row import nf_conntrack_udp_packet
 from flowpath.netfilter.nat_manip import nf_nat_l3_manip_pkt
+from flowpath.netfilter.nf_conntrack_table import nf_ct_find
+from flowpath.netfilter.nft_vm import (
+    NFT_PUNT,
+    OUT_CNT,
+    OUT_FLOW,
+    OUT_LEN,
+    OUT_NAT,
+    OUT_NCNT,
+    PM_BUFLEN,
+    PM_CT,
+    PM_CTDIR,
+    PM_CTMARK,
+    PM_CTSTATE,
+    PM_CTSTATUS,
+    PM_CTTCPSTATE,
+    PM_HOOK,
+    PM_IIF,
+    PM_IIFNAME,
+    PM_L3PROTO,
+    PM_L4PROTO,
+    PM_LEN,
+    PM_MARK,
+    PM_NFPROTO,
+    PM_NHOFF,
+    PM_OIF,
+    PM_OIFNAME,
+    PM_RTMTU,
+    PM_THOFF,
+    PM_WRITES,
+    PM_WROTE_CTMARK,
+    nf_ct_state_bit,
+    nft_vm_commit,
+    nft_vm_run_regs,
+)
 from flowpath.packet import layout as L
 from flowpath.packet.csum import ip_decrease_ttl, ip_fast_csum, l4_csum, ld16, ld32
-from flowpath.packet.reason import Reason
+from flowpath.packet.reason import (
+    PUNT_CSUM,
+    PUNT_CT_STATE,
+    PUNT_GC,
+    PUNT_HEADER,
+    PUNT_L2,
+    PUNT_MTU,
+    PUNT_NEIGH,
+    PUNT_NFT,
+    PUNT_NO_CT,
+    PUNT_OFFLOAD,
+    PUNT_ROUTE,
+    Reason,
+)
 
 LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its drop reason
 
@@ -44,6 +96,7 @@ CFG_WORDS = 3
 SNAP_BYTES = L.ETH_HLEN + 60 + 60  # every byte the lane may write: Ethernet, IP (no options), TCP
 
 _TX, _NF_DROP = int(Reason.TX), int(Reason.NETFILTER_DROP)
+_ETHER, _DUMMY, _VETH = LINK_KIND_CODES[KIND_ETHER], LINK_KIND_CODES[KIND_DUMMY], LINK_KIND_CODES[KIND_VETH]
 _TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
 
 
@@ -212,11 +265,12 @@ def lane_conntrack(f, ps, ct, scr):
     ps[PS_ED], ps[PS_CTINFO] = ed, ctinfo
     end = ps[PS_END]
     if ps[PS_L4] == _TCP:
-        ret = tcp_conntrack_packet(hot[row], f, ps[PS_THOFF], end - L.ETH_HLEN, dir, ctinfo, now, tcp_params)
+        ret = tcp_conntrack_packet(hot[row], f, L.ETH_HLEN, ps[PS_THOFF], end - L.ETH_HLEN, dir, ctinfo, now,
+                                   tcp_params)  # fmt: skip
     else:
         ret = nf_conntrack_udp_packet(hot[row], dir, now, end - L.ETH_HLEN)
-    if ret <= 0:
-        return PUNT_CT_STATE  # invalid, or a SYN reopening: the Python path decides
+    if ret <= 0 or hot[row, CT_STATUS] & C.IPS_DYING:
+        return PUNT_CT_STATE  # invalid, a SYN reopening, a RST killing it: the Python path decides
     if ctinfo == C.IP_CT_ESTABLISHED_REPLY:
         hot[row, CT_STATUS] |= C.IPS_SEEN_REPLY
     ps[PS_FOUND] = 1  # conntrack's "found" statistic, counted once the packet is done
@@ -277,7 +331,7 @@ def _lane_link(lk, ifx):
     """A device the lane receives on or transmits from: up, and Ethernet-like (not a tunnel, a VLAN
     or the loopback)."""
     kind = lk[ifx, LK_KIND]
-    return lk[ifx, LK_FLAGS] & IFF_UP and (kind == KIND_ETHER or kind == KIND_DUMMY or kind == KIND_VETH)
+    return lk[ifx, LK_FLAGS] & IFF_UP and (kind == _ETHER or kind == _DUMMY or kind == _VETH)
 
 
 @njit(cache=True, nogil=True)
@@ -321,9 +375,10 @@ def lane_neigh_output(f, ps, r, rtv):
             o = L.ETH_HLEN + L.IP6H.daddr
             w0, w1, w2, w3 = ld32(f, o), ld32(f, o + 4), ld32(f, o + 8), ld32(f, o + 12)
         n = neigh_lookup(nv, 6, oif, w0, w1, w2, w3)
-    if n < 0 or not neigh_output_ok(nv, n, ps[PS_NOW]):
+    nb = nv[2]
+    if n < 0 or not neigh_output_ok(nb, n, ps[PS_NOW]):
         return False
-    ha, sa = neigh_lladdr(nv, n), lk[oif, LK_ADDR]
+    ha, sa = nb[n, NB_LLADDR], lk[oif, LK_ADDR]
     for j in range(6):
         f[j] = (ha >> (40 - 8 * j)) & 0xFF
         f[6 + j] = (sa >> (40 - 8 * j)) & 0xFF

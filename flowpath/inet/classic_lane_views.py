@@ -100,7 +100,7 @@ class ClassicLane:
         progs = net.nft.vm_progs() if net.nft is not None else empty_progs()
         nftt = (progs, int(offload))
         dev = net.dev
-        rtv = (dev.fib_views(), dev.link_views(), dev.neigh_views(), int(net.uses_rt))
+        rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt))
         self.cfg[CFG_NEXT_GC_NS] = next_gc_ns
         res = np.empty(idx.shape[0], np.int64)
         b = batch
