@@ -41,7 +41,12 @@ from flowpath.netfilter.nft_stmt import (
 from flowpath.netfilter.nft_types import NftBuildError, parse_value
 from flowpath.packet.reason import Reason
 
-_NAT_KIND = {"snat": V.NAT_SNAT, "dnat": V.NAT_DNAT, "masquerade": V.NAT_MASQUERADE, "redirect": V.NAT_REDIRECT}
+_NAT_KIND = {
+    "snat": V.NAT_SNAT,
+    "dnat": V.NAT_DNAT,
+    "masquerade": V.NAT_MASQUERADE,
+    "redirect": V.NAT_REDIRECT,
+}
 _VERDICTS = ("accept", "drop", "continue", "return", "jump", "goto")
 
 
@@ -85,7 +90,9 @@ class _Compiler:
 
     def verdict_row(self, d: tuple) -> int:
         code, chain = d
-        return self.data_row([code, self.chain_id[id(chain)] if chain is not None else -1] + [0] * (V.DATA_COLS - 2))
+        return self.data_row(
+            [code, self.chain_id[id(chain)] if chain is not None else -1] + [0] * (V.DATA_COLS - 2)
+        )
 
     # --- statements (nft_stmt.build_stmt's cases) -----------------------------------------------------------
     def stmt(self, stmt: dict, ctx: NftCtx, rule_counters: list) -> None:
@@ -169,7 +176,9 @@ class _Compiler:
                 (alo, ahi), (plo, phi) = _bounds(d[0]), _bounds(d[1])
                 return self.data_row(_nat_row(0, alo, ahi, plo, phi, parts=3))
             lo, hi = _bounds(d)
-            return self.data_row(_nat_row(0, lo, hi, 0, 0, parts=1) if slot == 0 else _nat_row(0, 0, 0, lo, hi, 2))
+            return self.data_row(
+                _nat_row(0, lo, hi, 0, 0, parts=1) if slot == 0 else _nat_row(0, 0, 0, lo, hi, 2)
+            )
 
         to_big_endian(self.em, val)
         self.em.emit(V.OP_MAP, 0, self.sets.add(s, val, row), slot)
@@ -215,7 +224,13 @@ class _Compiler:
             mark = len(em.code)
             try:
                 self.stmt(stmt, ctx, rule_counters)
-            except (Punt, NftBuildError, KeyError, TypeError, ValueError):  # the closures have it: they run it
+            except (
+                Punt,
+                NftBuildError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ):  # the closures have it: they run it
                 del em.code[mark:]
                 em.emit(V.OP_PUNT)
                 ok = False
@@ -292,7 +307,10 @@ class NftVm:
 
     def stats(self, chains: list) -> list[tuple[str, int, int, int]]:
         """(chain "family table name", rules, rules compiled whole, fallback runs) per chain."""
-        return [(f"{c.family} {c.table} {c.name}", *self.compiled[i], int(self.fallback[i])) for i, c in enumerate(chains)]
+        return [
+            (f"{c.family} {c.table} {c.name}", *self.compiled[i], int(self.fallback[i]))
+            for i, c in enumerate(chains)
+        ]
 
 
 def nat_request(out: np.ndarray) -> N.NatRequest:
@@ -327,7 +345,9 @@ def compile_chains(runtime) -> NftVm:
     counters = np.zeros((max(len(cc.counters), 1), 2), np.int64)
     for row, counter in enumerate(cc.counters):
         counter.bind(counters, row)
-    chains = np.array([[s, c.policy] for s, c in zip(starts, runtime.chains, strict=True)] or [[0, 1]], np.int64)
+    chains = np.array(
+        [[s, c.policy] for s, c in zip(starts, runtime.chains, strict=True)] or [[0, 1]], np.int64
+    )
     st = cc.sets
     progs = (
         np.array(cc.em.code or [[V.OP_END] + [0] * (V.STRIDE - 1)], np.int64).reshape(-1, V.STRIDE),

@@ -114,7 +114,14 @@ def compile_payload(em: Emitter, p: dict, dreg: int) -> Val:
             raise NftBuildError(f"unsupported payload base {p['base']!r}")
         first, last = off_bits // 8, (off_bits + len_bits - 1) // 8
         n = last - first + 1
-        shift, mask, l3, l4, dtype, bits = n * 8 - (off_bits % 8) - len_bits, (1 << len_bits) - 1, 0, -1, "integer", len_bits
+        shift, mask, l3, l4, dtype, bits = (
+            n * 8 - (off_bits % 8) - len_bits,
+            (1 << len_bits) - 1,
+            0,
+            -1,
+            "integer",
+            len_bits,
+        )
         if n > IFNAMSIZ:
             raise Punt("raw payload wider than a register")
     else:
@@ -230,14 +237,23 @@ def _range(em: Emitter, val: Val, lo: int, hi: int, inv: bool) -> None:
         em.emit(V.OP_CMP, V.CMP_TRUE if inv else V.CMP_FALSE, 0, 0, 0)
         return
     to_big_endian(em, val)
-    em.emit(V.OP_RANGE, int(inv), 0, comp.width, em.const(encode(lo, comp.width)), em.const(encode(hi, comp.width)))
+    em.emit(
+        V.OP_RANGE,
+        int(inv),
+        0,
+        comp.width,
+        em.const(encode(lo, comp.width)),
+        em.const(encode(hi, comp.width)),
+    )
 
 
 def _flags(em: Emitter, val: Val, mask: int, want_any: bool) -> None:
     """`ct state established,related`: bitwise mask, then cmp != 0 (`!`: == 0)."""
     (comp,) = val.comps
     w = comp.width
-    em.emit(V.OP_BITWISE, 0, 0, w, em.const(encode(mask & ((1 << (8 * w)) - 1), w, comp.host)), em.const(bytes(w)))
+    em.emit(
+        V.OP_BITWISE, 0, 0, w, em.const(encode(mask & ((1 << (8 * w)) - 1), w, comp.host)), em.const(bytes(w))
+    )
     em.emit(V.OP_CMP, V.CMP_NEQ if want_any else V.CMP_EQ, 0, w, em.const(bytes(w)))
 
 
@@ -326,7 +342,9 @@ class SetTables:
             (comp,) = val.comps
             lo, hi = max(lo, 0), min(hi, (1 << (8 * comp.width)) - 1)
             if lo <= hi:  # an interval entirely above the width can never hold a key
-                ivals.append((self._pad(encode(lo, comp.width), klen), self._pad(encode(hi, comp.width), klen), d))
+                ivals.append(
+                    (self._pad(encode(lo, comp.width), klen), self._pad(encode(hi, comp.width), klen), d)
+                )
         row[V.S_IVAL_N], row[V.S_IVAL_OFF], row[V.S_IVAL_ELEM] = len(ivals), len(self.keys), len(self.elem)
         self.keys += b"".join(lo for lo, _, _ in ivals) + b"".join(hi for _, hi, _ in ivals)
         self.elem += [data_row(d) for _, _, d in ivals]

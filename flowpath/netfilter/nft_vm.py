@@ -62,7 +62,12 @@ PM_SIZE = 24
 PM_WROTE_MARK, PM_WROTE_CTMARK = 1, 2  # PM_WRITES bits: which marks the caller must store
 # out: what the statements asked for; int64[OUT_SIZE]
 OUT_FLOW, OUT_NAT, OUT_NAT_MANIP, OUT_NAT_FLAGS = 0, 1, 2, 3  # OUT_FLOW: flowtable id, -1: none
-OUT_NAT_MINADDR, OUT_NAT_MAXADDR, OUT_NAT_MINPROTO, OUT_NAT_MAXPROTO = 4, 8, 12, 13  # addrs: 4 words, MSW first
+OUT_NAT_MINADDR, OUT_NAT_MAXADDR, OUT_NAT_MINPROTO, OUT_NAT_MAXPROTO = (
+    4,
+    8,
+    12,
+    13,
+)  # addrs: 4 words, MSW first
 OUT_LEN, OUT_NCNT, OUT_CNT = 14, 15, 16  # skb->len for the counters, then the counter rows hit
 OUT_MAXCNT = 48
 OUT_SIZE = OUT_CNT + OUT_MAXCNT
@@ -190,7 +195,12 @@ def _meta(buf, pm, key, regs, d, ifnames):
         regs[d] = pm[PM_NFPROTO]
         _pad(regs, d, 1)
     elif key == META_PROTOCOL:  # skb->protocol is a __be16
-        regs[d], regs[d + 1], regs[d + 2], regs[d + 3] = (pm[PM_L3PROTO] >> 8) & 0xFF, pm[PM_L3PROTO] & 0xFF, 0, 0
+        regs[d], regs[d + 1], regs[d + 2], regs[d + 3] = (
+            (pm[PM_L3PROTO] >> 8) & 0xFF,
+            pm[PM_L3PROTO] & 0xFF,
+            0,
+            0,
+        )
     elif key == META_IIFNAME or key == META_OIFNAME:
         row = pm[PM_IIFNAME] if key == META_IIFNAME else pm[PM_OIFNAME]
         for i in range(16):  # no device: "" (nft_meta_store_ifname)
@@ -388,7 +398,8 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack):
                 regs[a + i], regs[a + b - 1 - i] = regs[a + b - 1 - i], regs[a + i]
         elif op == OP_RANGE:
             inside = (
-                _memcmp(regs, b, consts, code[pc, 4], c) >= 0 and _memcmp(regs, b, consts, code[pc, 5], c) <= 0
+                _memcmp(regs, b, consts, code[pc, 4], c) >= 0
+                and _memcmp(regs, b, consts, code[pc, 5], c) <= 0
             )
             if inside == (a != 0):
                 verdict = NFT_BREAK

@@ -91,7 +91,11 @@ def frames(draw) -> tuple[bytes, int, bool]:
         l4h = UDP(sport=draw(port), dport=draw(port))
     else:
         t = draw(st.sampled_from([0, 3, 8, 11, 128, 129, 135, 1]))
-        l4h = ICMPv6EchoRequest(id=draw(st.integers(0, 5))) if v6 else ICMP(type=t, code=draw(st.integers(0, 4)))
+        l4h = (
+            ICMPv6EchoRequest(id=draw(st.integers(0, 5)))
+            if v6
+            else ICMP(type=t, code=draw(st.integers(0, 4)))
+        )
         if v6 and t != 128:
             l4h.type = t
     dst = draw(st.sampled_from(["02:00:00:00:00:02", "ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01"]))
@@ -141,7 +145,10 @@ _PAIRS: dict[str, tuple[NftRuntime, NftRuntime]] = {}
 
 def _pair(name: str) -> tuple[NftRuntime, NftRuntime]:
     if name not in _PAIRS:
-        _PAIRS[name] = (NftRuntime.from_json(RULESETS[name], name), NftRuntime.from_json(RULESETS[name], name))
+        _PAIRS[name] = (
+            NftRuntime.from_json(RULESETS[name], name),
+            NftRuntime.from_json(RULESETS[name], name),
+        )
     return _PAIRS[name]
 
 
