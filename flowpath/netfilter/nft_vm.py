@@ -94,8 +94,6 @@ OP_NAT = 17  # kind NAT_*, immediate data row, maniptype, uses address map, uses
 OP_FLOW_ADD = 18  # flowtable id, TCP established state
 OP_PUNT = 19
 OP_END = 20  # end of a chain: return to the caller chain, or the base chain's policy
-OP_NAMES = ("", "rule", "payload", "meta", "ct", "bitwise", "rshift", "byteorder", "cmp", "range", "lookup",
-            "vmap", "map", "immediate", "counter", "mark set", "nfproto guard", "nat", "flow add", "punt", "end")  # fmt: skip
 
 CMP_EQ, CMP_NEQ, CMP_LT, CMP_GT, CMP_LTE, CMP_GTE, CMP_TRUE, CMP_FALSE = range(8)  # TRUE/FALSE: out of width
 BASE_LL, BASE_NH, BASE_TH = 0, 1, 2
