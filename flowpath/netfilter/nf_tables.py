@@ -5,8 +5,9 @@ nf_tables_api.c › nf_tables_check_loops / nft_chain_validate for the checks ma
 
 The ruleset comes as the libnftables JSON object `nft -j list ruleset` prints ({"nftables": [...]}; a
 command list of {"add": ...} objects is accepted too), so it does not depend on the nft parser's classes.
-`NftRuntime.from_json` compiles every rule once into a tuple of closures (nft_expr.py: loads and matches;
-nft_set.py: sets and maps; nft_stmt.py: statements; nft_exthdr.py: TCP options and `rt mtu`), resolving
+`NftRuntime.from_json` compiles every chain to a register program run by nft_vm.py (nft_compile.py), and
+every rule once into a tuple of closures, the Python evaluator that runs what the VM punts (nft_expr.py:
+loads and matches; nft_set.py: sets and maps; nft_stmt.py: statements; nft_exthdr.py: TCP options and `rt mtu`), resolving
 names (services, protocols, ct states, ICMP types, interfaces, sets, chains) then; nothing reads JSON per
 packet.
 
@@ -26,10 +27,12 @@ from typing import Mapping, NamedTuple
 from flowpath.errors import ConfigError
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nat_range import NatRequest
+from flowpath.netfilter.nft_compile import NftVm, compile_chains
 from flowpath.netfilter.nft_expr import NftCtx
 from flowpath.netfilter.nft_set import NftSet, parse_key, set_from_json
 from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, build_stmt, parse_verdict
 from flowpath.netfilter.nft_types import NftBuildError
+from flowpath.netfilter.nft_vm import NFT_PUNT
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
@@ -78,6 +81,7 @@ class Rule:
     counters: list
     chain: Chain | None = None
     info: RuleInfo | None = None
+    expr: list = field(default_factory=list)  # its JSON statements, which nft_compile compiles again
 
 
 @dataclass(eq=False)
@@ -96,6 +100,7 @@ class Chain:
     devices: tuple[str, ...] = ()  # () when the JSON names none: then every device
     rules: list[Rule] = field(default_factory=list)
     ops: tuple = ()  # each rule's compiled expressions, set once the ruleset is built
+    vm: NftVm | None = None  # the ruleset's compiled programs, this chain among them
 
     def __repr__(self) -> str:
         return f"Chain({self.family} {self.table} {self.name})"
@@ -129,6 +134,19 @@ class RuleCounter(NamedTuple):
 
 def nft_do_chain(chain: Chain, pkt: NftPktinfo) -> int:
     """Walk a base chain for one packet; return NF_ACCEPT or NF_DROP (pkt.reason set on a drop).
+
+    The compiled program runs it (nft_vm.py); a packet it punts (an expression it does not have) is
+    evaluated again by the closures, counted in the chain's `nft_fallback`.
+    """
+    if chain.vm is not None:
+        v = chain.vm.run(chain, pkt)
+        if v != NFT_PUNT:
+            return v
+    return nft_do_chain_closures(chain, pkt)
+
+
+def nft_do_chain_closures(chain: Chain, pkt: NftPktinfo) -> int:
+    """The Python evaluator: the chain walk over each rule's closures (the VM's fallback and oracle).
 
     Rules run in order; in a rule, expressions run until one breaks (no match) or gives a verdict.
     `jump` pushes the return point (at most NFT_JUMP_STACK_SIZE deep), `goto` does not, `return` and the
@@ -215,6 +233,7 @@ class NftRuntime:
         self._json: list = []
         self._counter_stmts: list[tuple[dict, NftCounter]] = []
         self._counter_objs: list[tuple[dict, NftCounter]] = []
+        self.vm: NftVm | None = None
 
     # --- building -------------------------------------------------------------------------------------------
     @classmethod
@@ -237,6 +256,11 @@ class NftRuntime:
         rt._validate()
         for c in rt.chains:
             c.ops = tuple(r.ops for r in c.rules)
+        rt.vm = compile_chains(rt)
+        if ifindex is not None:
+            rt.vm.set_ifnames(dict(ifindex))
+        for c in rt.chains:
+            c.vm = rt.vm
         for c in rt.chains:
             if c.is_base and (c.family, c.table) not in rt.dormant:  # a dormant table registers no hook
                 for nfproto in (
@@ -351,7 +375,7 @@ class NftRuntime:
             ops = tuple(build_stmt(stmt, ctx, info) for stmt in o.get("expr", []))
         except _MALFORMED as e:
             raise self._err(f"{where}: {e}") from None
-        rule = Rule(int(o.get("handle", 0)), ops, info.counters, chain, info)
+        rule = Rule(int(o.get("handle", 0)), ops, info.counters, chain, info, list(o.get("expr", [])))
         chain.rules.append(rule)
         stmts = [
             s
@@ -401,6 +425,14 @@ class NftRuntime:
 
     def nft_do_chain(self, chain: Chain, pkt: NftPktinfo) -> int:
         return nft_do_chain(chain, pkt)
+
+    def nft_fallback(self) -> dict[str, int]:
+        """Per chain ("family table name"): runs the compiled program punted to the Python evaluator."""
+        return {name: fb for name, _, _, fb in self.vm.stats(self.chains)} if self.vm else {}
+
+    def vm_stats(self) -> list[tuple[str, int, int, int]]:
+        """Per chain: (name, rules, rules the VM runs whole, fallback runs); see NftVm.stats."""
+        return self.vm.stats(self.chains) if self.vm else []
 
     def chain(self, family: str, table: str, name: str) -> Chain:
         return self.tables[family, table].chains[name]

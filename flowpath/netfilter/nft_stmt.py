@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
@@ -24,12 +26,42 @@ from flowpath.packet.reason import Reason
 NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
 
 
-@dataclass(slots=True)
 class NftCounter:
-    """struct nft_counter: packets and bytes (skb->len, i.e. from the network header)."""
+    """struct nft_counter: packets and bytes (skb->len, i.e. from the network header).
 
-    packets: int = 0
-    bytes: int = 0
+    The two numbers live in a row of an int64[n, 2] array: nft_compile.compile_chains binds every counter
+    of a ruleset to the one array the compiled programs increment (nft_vm.nft_vm_commit), so the
+    listing, the closures and the VM see one count.
+    """
+
+    __slots__ = ("_cells", "_row")
+
+    def __init__(self, packets: int = 0, bytes: int = 0):
+        self._cells = np.array([[packets, bytes]], np.int64)
+        self._row = 0
+
+    def bind(self, cells: np.ndarray, row: int) -> None:
+        cells[row] = self._cells[self._row]
+        self._cells, self._row = cells, row
+
+    @property
+    def packets(self) -> int:
+        return int(self._cells[self._row, 0])
+
+    @packets.setter
+    def packets(self, v: int) -> None:
+        self._cells[self._row, 0] = v
+
+    @property
+    def bytes(self) -> int:
+        return int(self._cells[self._row, 1])
+
+    @bytes.setter
+    def bytes(self, v: int) -> None:
+        self._cells[self._row, 1] = v
+
+    def __repr__(self) -> str:
+        return f"NftCounter(packets={self.packets}, bytes={self.bytes})"
 
 
 @dataclass
@@ -135,7 +167,7 @@ def nf_log_line(pkt) -> str:
     skb = pkt.skb
     head = f"IN={pkt.iifname} OUT={pkt.oifname} "
     if skb.l3proto == L.ETH_P_IP:
-        src, dst = ipaddress.IPv4Address(skb.saddr), ipaddress.IPv4Address(skb.daddr)
+        src, dst = ipaddress.IPv4Address(int(skb.saddr)), ipaddress.IPv4Address(int(skb.daddr))  # JIT off: ld32 gives numpy ints
     elif skb.l3proto == L.ETH_P_IPV6:
         src, dst = ipaddress.IPv6Address(skb.saddr), ipaddress.IPv6Address(skb.daddr)
     else:
