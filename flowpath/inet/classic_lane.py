@@ -222,11 +222,12 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr):
     pm[PM_OIFNAME] = ps[PS_OIF] if ps[PS_OIF] else -1
     pm[PM_MARK], pm[PM_RTMTU] = ps[PS_MARK], ps[PS_RTMTU]
     pm[PM_CTSTATE] = nf_ct_state_bit(ed >= 0, ps[PS_CTINFO])
+    pm[PM_CTTCPSTATE] = -1
     if ed >= 0:
         hot = ct[1]
         pm[PM_CT], pm[PM_CTDIR] = 1, ed & 1
         pm[PM_CTSTATUS], pm[PM_CTMARK] = hot[ed >> 1, CT_STATUS], hot[ed >> 1, CT_MARK]
-        pm[PM_CTTCPSTATE] = hot[ed >> 1, CT_PROTO + TCP_STATE] if ps[PS_L4] == _TCP else 0
+        pm[PM_CTTCPSTATE] = hot[ed >> 1, CT_PROTO + TCP_STATE] if ps[PS_L4] == _TCP else -1
     v = nft_vm_run_regs(progs, chain, f, pm, out, regs, stack)
     if v == NFT_PUNT or pm[PM_WRITES] & PM_WROTE_CTMARK or out[OUT_NAT]:
         return PUNT_NFT  # a ct mark written, or a NAT statement (bound already: not for the lane)

@@ -70,6 +70,7 @@ class ClassicLane:
         self._gen = 0
         self._ents_key = None
         self._ents = None
+        self._vm = None
 
     def usable(self, net, batch_n: int) -> bool:
         """Can the lane run on this poll? Not with IPsec (the policy checks are Python's), nor when
@@ -80,10 +81,16 @@ class ClassicLane:
         return self._entries(net) is not None
 
     def _entries(self, net):
-        key = (id(net.nf), id(net.nft))
+        """The hook entries and the nft programs, built again when the ruleset or the links change."""
+        key = (id(net.nf), id(net.nft), net.dev.link_genid)
         if key != self._ents_key:
-            nft = net.nft
-            self._ents = lane_hook_entries(net.nf, nft.vm_chain_id if nft is not None else lambda c: -1)
+            vm = net.nft.vm if net.nft is not None else None
+            if vm is None:
+                vm = _empty_vm()
+            else:  # the lane names devices by ifindex (rows of the VM's names table)
+                vm.set_ifnames({lk.name: ifx for ifx, lk in net.links.items()})
+            self._vm = vm
+            self._ents = lane_hook_entries(net.nf, lambda c: vm.chain_id.get(id(c), -1))
             self._ents_key = key
         return self._ents
 
@@ -97,7 +104,7 @@ class ClassicLane:
         self._gen += 1
         tcp_params = ct.tcp_params
         ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, tcp_params)
-        progs = net.nft.vm_progs() if net.nft is not None else empty_progs()
+        progs = self._vm.progs
         nftt = (progs, int(offload))
         dev = net.dev
         rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt))
@@ -111,8 +118,16 @@ class ClassicLane:
         return res
 
 
-def empty_progs():
-    raise NotImplementedError  # replaced by the VM's empty program at integration
+_EMPTY = []
+
+
+def _empty_vm():
+    """The programs of an empty ruleset: what the lane runs without one (no chain is ever entered)."""
+    if not _EMPTY:
+        from flowpath.netfilter.nf_tables import NftRuntime
+
+        _EMPTY.append(NftRuntime.from_json({"nftables": []}).vm)
+    return _EMPTY[0]
 
 
 __all__ = ["LANE_OK", "N_LANE_PUNTS", "ClassicLane", "lane_hook_entries"]
