@@ -1,40 +1,106 @@
-"""TCP connection tracking: the state table, timeouts and the per-packet state machine.
+"""The naive reference of the TCP tracker: the Python tracker as it was before it was compiled.
+
+Copied from flowpath/netfilter/conntrack_proto_tcp.py at 656c2b6 (the commit before this file's), as
+stumpy keeps tests/naive.py. Changes from that copy, all so that it stays an independent oracle:
+- it owns its structs (IpCtTcp, IpCtTcpState, NaiveConn: the fields of struct nf_conn it touches) and
+  its helpers (nf_ct_is_confirmed, nf_ct_acct_update, nf_ct_refresh_acct, the TCP checksum check), so
+  that NfConn becoming a row view changes nothing here;
+- Linux's per-namespace sysctls (struct nf_tcp_net), which the copy hard-coded, are a `sysctl` dict:
+  nf_conntrack_tcp_loose (tcp_new), nf_conntrack_tcp_be_liberal (nf_tcp_log_invalid),
+  nf_conntrack_tcp_ignore_invalid_rst, nf_conntrack_tcp_max_retrans and the timeouts, with Linux's
+  semantics and the copy's values as defaults.
 
 Linux: net/netfilter/nf_conntrack_proto_tcp.c (tcp_conntracks, tcp_timeouts, get_conntrack_index,
-tcp_error, tcp_new, nf_conntrack_tcp_packet). Defaults as Linux: nf_conntrack_tcp_loose=1 (mid-stream
-pickup), nf_conntrack_tcp_be_liberal=0, nf_conntrack_checksum=1.
-
-Window tracking (tcp_in_window) follows Linux 6.x: sequence/ack bounds, window scaling and SACK options,
-DATA_UNACKNOWLEDGED and retransmission counting (which shorten the timeout to 5 min), ignored and
-invalid segments. There is no sequence adjustment (no helpers, so nf_ct_seq_offset is always 0).
+tcp_error, tcp_new, nf_conntrack_tcp_packet).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import IntEnum
 
-from flowpath.netfilter.conntrack_proto import nf_l4_checksum_bad
-from flowpath.netfilter.conntrack_tuple import (
-    NSEC_PER_SEC,
-    IpCtTcp,
-    IpCtTcpState,
-    NfConn,
-    nf_ct_acct_update,
-    nf_ct_is_confirmed,
-    nf_ct_refresh_acct,
-)
 from flowpath.netfilter.constants import (
     IP_CT_DIR_ORIGINAL,
     IP_CT_DIR_REPLY,
     IPS_ASSURED,
+    IPS_CONFIRMED,
     IPS_FIXED_TIMEOUT,
     IPS_SEEN_REPLY,
     NF_ACCEPT,
     NF_REPEAT,
 )
 from flowpath.packet import layout as L
-from flowpath.packet.csum import ld16, ld32
-from flowpath.packet.skb import SkBuff
+from flowpath.packet.csum import l4_csum, ld16, ld32
+
+NSEC_PER_SEC = 1_000_000_000
+
+
+@dataclass(slots=True)
+class IpCtTcpState:
+    """struct ip_ct_tcp_state."""
+
+    td_end: int = 0
+    td_maxend: int = 0
+    td_maxwin: int = 0
+    td_maxack: int = 0
+    td_scale: int = 0
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class IpCtTcp:
+    """struct ip_ct_tcp."""
+
+    state: int = 0
+    seen: list = field(default_factory=lambda: [IpCtTcpState(), IpCtTcpState()])
+    last_dir: int = 0
+    last_index: int = 0
+    last_seq: int = 0
+    last_ack: int = 0
+    last_end: int = 0
+    last_win: int = 0
+    last_wscale: int = 0
+    last_flags: int = 0
+    retrans: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class NaiveConn:
+    """The fields of struct nf_conn the tracker reads and writes; net has nf_ct_kill(ct) or is None."""
+
+    status: int = 0
+    mark: int = 0
+    timeout_ns: int = 0
+    packets: list = field(default_factory=lambda: [0, 0])
+    bytes: list = field(default_factory=lambda: [0, 0])
+    proto: object = None
+    net: object = None
+
+
+NfConn = NaiveConn
+
+
+def nf_ct_is_confirmed(ct) -> bool:
+    return bool(ct.status & IPS_CONFIRMED)
+
+
+def nf_ct_acct_update(ct, dir: int, nbytes: int) -> None:
+    ct.packets[dir] += 1
+    ct.bytes[dir] += nbytes
+
+
+def nf_ct_refresh_acct(ct, dir: int, now_ns: int, nbytes: int, extra_ns: int) -> None:
+    if not ct.status & IPS_FIXED_TIMEOUT:
+        ct.timeout_ns = now_ns + extra_ns
+    nf_ct_acct_update(ct, dir, nbytes)
+
+
+def nf_l4_checksum_bad(skb, thoff: int, l4proto: int) -> bool:
+    """The TCP case of conntrack_proto.nf_l4_checksum_bad (nf_checksum)."""
+    b = skb.buf
+    return l4_csum(b, skb.nhoff, thoff, b.shape[0] - thoff, skb.is_ipv6, l4proto, L.TCPH.check) != ld16(
+        b, thoff + L.TCPH.check
+    )
 
 
 class TcpConntrack(IntEnum):
@@ -158,6 +224,25 @@ def tcp_can_early_drop(ct: NfConn) -> bool:
     return ct.proto.state in (sFW, sLA, sTW, sCL, sCW)
 
 
+SYSCTL_DEFAULTS = {  # struct nf_tcp_net, as the copied tracker had them
+    "nf_conntrack_tcp_loose": 1,
+    "nf_conntrack_tcp_be_liberal": 0,
+    "nf_conntrack_tcp_ignore_invalid_rst": 0,
+    "nf_conntrack_tcp_max_retrans": TCP_MAX_RETRANS,
+}
+
+
+def _sysctl(sysctl, key):
+    return SYSCTL_DEFAULTS[key] if sysctl is None or key not in sysctl else sysctl[key]
+
+
+def _timeouts(sysctl):
+    """TCP_TIMEOUTS_NS with the overrides of sysctl['timeouts'] ({state: ns})."""
+    t = dict(TCP_TIMEOUTS_NS)
+    t.update((sysctl or {}).get("timeouts", {}))
+    return t
+
+
 class TcpSeg:
     """The fields of one segment the tracker reads (seq, ack_seq, window, flags, end of the segment)."""
 
@@ -234,7 +319,7 @@ def tcp_init_sender(sender: IpCtTcpState, receiver: IpCtTcpState, seg: TcpSeg, d
         sender.td_scale = receiver.td_scale = 0
 
 
-def tcp_in_window(tcp: IpCtTcp, dir: int, index: int, seg: TcpSeg) -> int:
+def tcp_in_window(tcp: IpCtTcp, dir: int, index: int, seg: TcpSeg, sysctl=None) -> int:
     """Is the segment inside the window both sides advertised? Updates the sides' bounds.
 
     Linux: tcp_in_window (6.x, returning enum nf_ct_tcp_action); an out-of-window segment from a
@@ -269,7 +354,10 @@ def tcp_in_window(tcp: IpCtTcp, dir: int, index: int, seg: TcpSeg) -> int:
         ack = sack = receiver.td_end  # no ACK (or a broken RST with ACK 0): pretend it is fine
     if flags & _RST and seq == 0 and tcp.state == sSS:
         seq = end = sender.td_end  # RST answering a SYN
-    liberal = bool(sender.flags & IP_CT_TCP_FLAG_BE_LIBERAL)
+    # nf_tcp_log_invalid: the sender's flag or the sysctl
+    liberal = bool(sender.flags & IP_CT_TCP_FLAG_BE_LIBERAL) or bool(
+        _sysctl(sysctl, "nf_conntrack_tcp_be_liberal")
+    )
     maxackwin = max(sender.td_maxwin, MAXACKWINCONST)
     if not before(seq, (sender.td_maxend + 1) & 0xFFFFFFFF):
         overshot = (end - sender.td_maxend + 1) & 0xFFFFFFFF
@@ -316,7 +404,7 @@ def tcp_in_window(tcp: IpCtTcp, dir: int, index: int, seg: TcpSeg) -> int:
     return NFCT_TCP_ACCEPT
 
 
-def nf_tcp_handle_invalid(ct: NfConn, dir: int, index: int, now_ns: int) -> None:
+def nf_tcp_handle_invalid(ct: NfConn, dir: int, index: int, now_ns: int, sysctl=None) -> None:
     """Linux: nf_tcp_handle_invalid: an out-of-window FIN/RST answering the peer's FIN/RST shortens
     an assured entry's timeout to the unacknowledged one, so dead connections leave sooner."""
     tcp = ct.proto
@@ -330,13 +418,14 @@ def nf_tcp_handle_invalid(ct: NfConn, dir: int, index: int, now_ns: int) -> None
         expires = ct.timeout_ns - now_ns
         if expires < 120 * _S:
             return
-        if expires > TCP_TIMEOUTS_NS[TcpConntrack.UNACK]:
-            ct.timeout_ns = now_ns + TCP_TIMEOUTS_NS[TcpConntrack.UNACK]
+        unack = _timeouts(sysctl)[TcpConntrack.UNACK]
+        if expires > unack:
+            ct.timeout_ns = now_ns + unack
     else:
         tcp.last_index, tcp.last_dir = index, dir
 
 
-def nf_conntrack_tcp_set_closing(ct: NfConn, now_ns: int) -> None:
+def nf_conntrack_tcp_set_closing(ct: NfConn, now_ns: int, sysctl=None) -> None:
     """Force CLOSE with the CLOSE timeout (the flowtable's teardown of a closing flow calls this).
 
     Linux: nf_conntrack_proto_tcp.c › nf_conntrack_tcp_set_closing.
@@ -347,10 +436,10 @@ def nf_conntrack_tcp_set_closing(ct: NfConn, now_ns: int) -> None:
     ct.proto.state = sCL
     if old_state == sCL or ct.status & IPS_FIXED_TIMEOUT:
         return
-    ct.timeout_ns = now_ns + TCP_TIMEOUTS_NS[sCL]
+    ct.timeout_ns = now_ns + _timeouts(sysctl)[sCL]
 
 
-def tcp_error(skb: SkBuff, thoff: int, check_csum: bool) -> bool:
+def tcp_error(skb, thoff: int, check_csum: bool) -> bool:
     """True when the segment is INVALID before any state is looked at.
 
     Linux: tcp_error: truncated header, bad checksum (PRE_ROUTING only), invalid flag combination.
@@ -364,7 +453,7 @@ def tcp_error(skb: SkBuff, thoff: int, check_csum: bool) -> bool:
     return (int(b[thoff + L.TCPH.flags]) & ~(L.TCPHDR_ECE | L.TCPHDR_CWR | _PSH)) not in TCP_VALID_FLAGS
 
 
-def tcp_new(ct: NfConn, seg: TcpSeg) -> bool:
+def tcp_new(ct: NfConn, seg: TcpSeg, sysctl=None) -> bool:
     """Start tracking: False when the first segment cannot open a connection.
 
     Linux: tcp_new. A SYN opens SYN_SENT; anything the table maps to a state from NONE (a bare ACK) is
@@ -373,6 +462,8 @@ def tcp_new(ct: NfConn, seg: TcpSeg) -> bool:
     new_state = TCP_CONNTRACKS[0][get_conntrack_index(seg.flags)][sNO]
     if new_state >= sIV:
         return False
+    if new_state != sSS and not _sysctl(sysctl, "nf_conntrack_tcp_loose"):
+        return False  # don't try to pick up connections
     ct.proto = tcp = IpCtTcp()
     first = tcp.seen[0]
     first.td_end = seg.end
@@ -417,7 +508,7 @@ def _tcp_resync(tcp: IpCtTcp, dir: int) -> None:
     other.flags &= IP_CT_TCP_FLAG_BE_LIBERAL
 
 
-def _tcp_close_rst(ct: NfConn, dir: int, old_state: int, seg: TcpSeg) -> tuple[int, bool | None]:
+def _tcp_close_rst(ct: NfConn, dir: int, old_state: int, seg: TcpSeg, sysctl=None) -> tuple[int, bool | None]:
     """The RST checks of the CLOSE case: (new_state adjustment, skip_window) or invalid (None)."""
     tcp = ct.proto
     if tcp_can_early_drop(ct):
@@ -428,7 +519,7 @@ def _tcp_close_rst(ct: NfConn, dir: int, old_state: int, seg: TcpSeg) -> tuple[i
         seq = seg.seq
         if seq == 0 and not nf_conntrack_tcp_established(ct):
             return new_state, False
-        if before(seq, peer.td_maxack):
+        if before(seq, peer.td_maxack) and not _sysctl(sysctl, "nf_conntrack_tcp_ignore_invalid_rst"):
             return new_state, None  # invalid RST (nf_conntrack_tcp_ignore_invalid_rst=0)
         if not nf_conntrack_tcp_established(ct) or seq == peer.td_maxack:
             return new_state, False
@@ -446,7 +537,7 @@ def _tcp_close_rst(ct: NfConn, dir: int, old_state: int, seg: TcpSeg) -> tuple[i
     return new_state, False
 
 
-def nf_conntrack_tcp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check_csum: bool) -> int:
+def nf_conntrack_tcp_packet(ct: NfConn, skb, thoff: int, dir: int, check_csum: bool, sysctl=None) -> int:
     """Run one segment through the state machine.
 
     Linux: nf_conntrack_tcp_packet. Returns NF_ACCEPT, -NF_ACCEPT (INVALID: the packet goes on without
@@ -455,7 +546,7 @@ def nf_conntrack_tcp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check
     if tcp_error(skb, thoff, check_csum):
         return -NF_ACCEPT
     seg = TcpSeg(skb.buf, thoff)
-    if not nf_ct_is_confirmed(ct) and not tcp_new(ct, seg):
+    if not nf_ct_is_confirmed(ct) and not tcp_new(ct, seg, sysctl):
         return -NF_ACCEPT
     tcp = ct.proto
     old_state = tcp.state
@@ -498,17 +589,17 @@ def nf_conntrack_tcp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check
         if dir == IP_CT_DIR_REPLY and index == TCP_ACK_SET and tcp.last_flags & IP_CT_TCP_SIMULTANEOUS_OPEN:
             new_state = sES
     elif new_state == sCL and index == TCP_RST_SET:
-        new_state, skip = _tcp_close_rst(ct, dir, old_state, seg)
+        new_state, skip = _tcp_close_rst(ct, dir, old_state, seg, sysctl)
         if skip is None:
             return -NF_ACCEPT
         skip_window = skip
 
     if not skip_window:
-        res = tcp_in_window(tcp, dir, index, seg)
+        res = tcp_in_window(tcp, dir, index, seg, sysctl)
         if res == NFCT_TCP_IGNORE:
             return NF_ACCEPT
         if res == NFCT_TCP_INVALID:
-            nf_tcp_handle_invalid(ct, dir, index, skb.ts_ns)
+            nf_tcp_handle_invalid(ct, dir, index, skb.ts_ns, sysctl)
             return -NF_ACCEPT
 
     tcp.last_index, tcp.last_dir = index, dir
@@ -516,8 +607,11 @@ def nf_conntrack_tcp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check
     if old_state != new_state and new_state == sFW:
         tcp.seen[dir].flags |= IP_CT_TCP_FLAG_CLOSE_INIT
 
-    t = TCP_TIMEOUTS_NS
-    if tcp.retrans >= TCP_MAX_RETRANS and t[new_state] > t[TcpConntrack.RETRANS]:
+    t = _timeouts(sysctl)
+    if (
+        tcp.retrans >= _sysctl(sysctl, "nf_conntrack_tcp_max_retrans")
+        and t[new_state] > t[TcpConntrack.RETRANS]
+    ):
         timeout = t[TcpConntrack.RETRANS]
     elif index == TCP_RST_SET:
         timeout = t[sCL]
