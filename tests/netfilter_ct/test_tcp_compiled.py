@@ -28,6 +28,7 @@ from flowpath.netfilter.conntrack_proto_tcp import (
     tcp_conntrack_established,
     tcp_conntrack_packet,
     tcp_conntrack_set_closing,
+    tcp_error,
     tcp_params,
 )
 from flowpath.netfilter.conntrack_tuple import NfConn, NfConnTuple
@@ -200,7 +201,7 @@ OPTION = st.one_of(
 )
 STEP = st.fixed_dictionaries({
     "side": st.integers(0, 1),
-    "kind": st.sampled_from(KINDS),
+    "kind": st.sampled_from(KINDS + ("ack", "ack", "ack", "data")),  # mostly in-window traffic
     "seq": st.sampled_from(["next"] * 6 + ["back", "fwd", "zero", "random"]),
     "seq_d": DELTAS,
     "ack": st.sampled_from(["next"] * 6 + ["back", "fwd", "zero", "random"]),
@@ -217,7 +218,7 @@ SYSCTL = st.fixed_dictionaries({
     "nf_conntrack_tcp_be_liberal": st.sampled_from([0, 0, 1]),
     "nf_conntrack_tcp_ignore_invalid_rst": st.sampled_from([0, 0, 1]),
     "nf_conntrack_tcp_max_retrans": st.integers(0, 4),
-    "timeouts": st.dictionaries(st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 12, 13]), st.integers(0, 600).map(
+    "timeouts": st.dictionaries(st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 12, 13]), st.sampled_from([0, 1, 60, 120, 300, 600]).map(
         lambda s: s * SEC), max_size=4),
 })  # fmt: skip
 
@@ -411,6 +412,21 @@ def test_scripted_simultaneous_open_and_unreplied_rst():
     assert [s for _, s, _ in trace] == [T.SYN_SENT, T.CLOSE, T.SYN_SENT]  # the third on a new entry
 
 
+def test_scripted_window_update_is_no_retransmission():
+    """tcp_in_window: an ACK repeating seq, ack and end with another window is a window update, not a
+    retransmission (last_win is part of the comparison); the same ACK twice more is."""
+    trace = run([*HANDSHAKE, seg(0, "ack", win=100), seg(0, "ack", win=200), seg(0, "ack", win=200)], (1, 2),
+                {**DEFAULTS, "nf_conntrack_tcp_max_retrans": 1})  # fmt: skip
+    assert [t for _, _, t in trace[3:]] == [5 * 86400 * SEC, 5 * 86400 * SEC, 300 * SEC]
+
+
+def test_scripted_pickup_of_a_keepalive():
+    """tcp_in_window, mid-stream: picked up on a keepalive (seq one below the next), the peer's ACK of the
+    next byte moves the keepalive sender's end by one instead of failing the ACK bound."""
+    trace = run([seg(0, "ack", seq="back", seq_d=1), seg(1, "ack"), seg(0, "ack")], (50, 60), DEFAULTS)
+    assert [v for v, _, _ in trace] == [1, 1, 1]
+
+
 def test_scripted_sysctls():
     """loose=0 refuses a mid-stream ACK; be_liberal accepts an out-of-window segment; max_retrans=1 and a
     60 s retrans timeout cap an entry after one repeat; the established timeout is the sysctl's."""
@@ -421,3 +437,69 @@ def test_scripted_sysctls():
     sysctl = {"nf_conntrack_tcp_max_retrans": 1, "timeouts": {T.RETRANS: 60 * SEC, T.ESTABLISHED: 600 * SEC}}
     trace = run([*HANDSHAKE, seg(0, "retrans")], (1, 2), sysctl)
     assert trace[2][2] == 600 * SEC and trace[3][2] == 60 * SEC
+
+
+# ---- tcp_error, params, signatures ----------------------------------------------------------------------
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(v6=st.booleans(), flags=st.integers(0, 255), doff=st.integers(0, 15), opts=st.lists(OPTION, max_size=4),
+       plen=st.integers(0, 64), cut=st.integers(0, 80), corrupt=st.booleans(), check_csum=st.booleans())  # fmt: skip
+def test_tcp_error_matches_the_naive_one(v6, flags, doff, opts, plen, cut, corrupt, check_csum):
+    """tcp_error: short header (doff below 20 or past the packet), bad checksum, invalid flags."""
+    buf = frame(v6, 0, flags, 1, 2, 3, tcp_options(opts, 2), plen, doff_bytes=4 * doff)
+    thoff = NHOFF + (40 if v6 else 20)
+    buf = buf[: max(len(buf) - cut, thoff + 20)].copy()  # skb_parse guarantees 20 bytes of header
+    if corrupt:
+        buf[-1] ^= 0x5A
+    want = naive.tcp_error(skb_of(buf, 0, 0), thoff, check_csum)
+    assert tcp_error(slot_of(buf), NHOFF, thoff, len(buf) - NHOFF, check_csum) == want
+
+
+def test_tcp_error_never_reads_past_the_packet():
+    """A header cut short, a transport offset past the end or an IP length past the buffer is INVALID
+    (the compiled path has no skb_parse in front of it)."""
+    buf = frame(False, 0, ACK, 1, 2, 3, b"", 0)
+    slot = slot_of(buf)
+    assert not tcp_error(slot, NHOFF, NHOFF + 20, 40, True)
+    assert tcp_error(slot, NHOFF, NHOFF + 20, 39, False)  # 19 bytes of TCP header
+    assert tcp_error(slot, NHOFF, -1, 40, False)
+    assert tcp_error(slot, NHOFF, NHOFF + 20, SLOT, False)  # ends past the slot
+    row = np.zeros(CT_HOT_ROW, np.int64)
+    assert tcp_conntrack_packet(row, slot, NHOFF, NHOFF + 20, 39, 0, IP_CT_NEW, 0, tcp_params()) == -1
+    assert not row.any()
+
+
+def test_tcp_params_follow_the_sysctls():
+    """struct nf_tcp_net: Linux's defaults; a Net's (or a dict's) net.netfilter.* values override them."""
+    from flowpath.netfilter.ct_layout import TCP_P_BE_LIBERAL, TCP_P_LOOSE, TCP_P_MAX_RETRANS, TCP_P_TIMEOUTS
+
+    T = naive.TcpConntrack
+    p = tcp_params()
+    assert p[TCP_P_LOOSE] == 1 and p[TCP_P_BE_LIBERAL] == 0 and p[TCP_P_MAX_RETRANS] == 3
+    assert p[TCP_P_TIMEOUTS + T.ESTABLISHED] == 432000 * SEC and p[TCP_P_TIMEOUTS + T.UNACK] == 300 * SEC
+    net = SimpleNamespace(sysctl={"net.netfilter.nf_conntrack_tcp_be_liberal": 1,
+                                  "net.netfilter.nf_conntrack_tcp_timeout_established": 3600})  # fmt: skip
+    p = tcp_params(net)
+    assert p[TCP_P_BE_LIBERAL] == 1 and p[TCP_P_TIMEOUTS + T.ESTABLISHED] == 3600 * SEC
+    assert p.dtype == np.int64 and p.flags.c_contiguous
+
+
+@pytest.mark.skipif(JIT_OFF, reason="no compiled signatures without the JIT")
+def test_each_kernel_has_one_compiled_signature():
+    """The Python path (a real skb through Conntrack) and a batch slot give the kernels the same types."""
+    from ct_helpers import skb_of as parse
+    from scapy.all import IP, TCP
+
+    from flowpath.netfilter.conntrack import Conntrack
+    from flowpath.netfilter.constants import NF_INET_PRE_ROUTING
+
+    run([*HANDSHAKE, seg(0, "data", plen=10), seg(0, "teardown")], (1, 2), DEFAULTS)
+    table = Conntrack()
+    for pkt in (IP(src="10.0.0.2", dst="10.0.0.9") / TCP(flags="S"), IP(src="10.0.0.9", dst="10.0.0.2") / TCP(
+            sport=80, dport=20, flags="SA", ack=1)):  # fmt: skip
+        skb = parse(pkt)
+        table.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
+        table.nf_conntrack_confirm(skb)
+    for kernel in (tcp_conntrack_packet, tcp_error, tcp_conntrack_set_closing):
+        assert len(kernel.signatures) == 1, (kernel, kernel.signatures)
