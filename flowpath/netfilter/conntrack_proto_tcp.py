@@ -133,7 +133,7 @@ TCP_FLAG_SYSCTLS = {  # name -> (params word, Linux default)
 
 _RST = L.TCPHDR_RST
 _P = CT_PROTO
-_TCP_CLOSE_SECS = 120 * NSEC_PER_SEC  # nf_tcp_handle_invalid leaves entries with less than this alone
+_HANDLE_INVALID_MIN_NS = 120 * NSEC_PER_SEC  # nf_tcp_handle_invalid leaves entries with less than this alone
 
 
 def tcp_params(net_or_sysctls=None) -> np.ndarray:
@@ -229,7 +229,7 @@ def tcp_conntrack_handle_invalid(hot_row, dir, index, now_ns, params):
     last = hot_row[_P + TCP_LAST_INDEX]
     if hot_row[_P + TCP_LAST_DIR] != dir and (last == TCP_FIN_SET or last == TCP_RST_SET):
         expires = hot_row[CT_TIMEOUT] - now_ns
-        if expires < _TCP_CLOSE_SECS:
+        if expires < _HANDLE_INVALID_MIN_NS:
             return
         unack = params[TCP_P_TIMEOUTS + TCP_CONNTRACK_UNACK]
         if expires > unack:
