@@ -36,11 +36,12 @@ from flowpath.netfilter.conntrack_proto_tcp_window import (
     TCP_CONNTRACK_UNACK,
     TCP_CONNTRACKS,
     TCP_FIN_SET,
-    TCP_MAX_RETRANS,
+    TCP_FLAG_SYSCTLS,
     TCP_NONE_SET,
     TCP_RST_SET,
     TCP_SYN_SET,
     TCP_SYNACK_SET,
+    TCP_TIMEOUT_SYSCTLS,
     TCP_TIMEOUTS_NS,
     TcpConntrack,
     before,
@@ -58,6 +59,7 @@ from flowpath.netfilter.conntrack_proto_tcp_window import (
     sSR,
     sSS,
     sTW,
+    tcp_checksum_bad,
     tcp_error,
     tcp_in_window,
     tcp_options,
@@ -99,6 +101,8 @@ from flowpath.netfilter.ct_layout import (
     TCP_P_TIMEOUTS,
     TCP_PARAMS,
     TCP_RETRANS,
+    TCP_SEEN,
+    TCP_SEEN_WORDS,
     TCP_STATE,
     TD_END,
     TD_FLAGS,
@@ -110,26 +114,6 @@ from flowpath.netfilter.ct_layout import (
 from flowpath.packet import layout as L
 
 NSEC_PER_SEC = 1_000_000_000
-
-# nf_conntrack_standalone.c's sysctl names (net.netfilter.*, seconds) of the timeouts it exposes
-TCP_TIMEOUT_SYSCTLS = {
-    "nf_conntrack_tcp_timeout_syn_sent": TcpConntrack.SYN_SENT,
-    "nf_conntrack_tcp_timeout_syn_recv": TcpConntrack.SYN_RECV,
-    "nf_conntrack_tcp_timeout_established": TcpConntrack.ESTABLISHED,
-    "nf_conntrack_tcp_timeout_fin_wait": TcpConntrack.FIN_WAIT,
-    "nf_conntrack_tcp_timeout_close_wait": TcpConntrack.CLOSE_WAIT,
-    "nf_conntrack_tcp_timeout_last_ack": TcpConntrack.LAST_ACK,
-    "nf_conntrack_tcp_timeout_time_wait": TcpConntrack.TIME_WAIT,
-    "nf_conntrack_tcp_timeout_close": TcpConntrack.CLOSE,
-    "nf_conntrack_tcp_timeout_max_retrans": TcpConntrack.RETRANS,
-    "nf_conntrack_tcp_timeout_unacknowledged": TcpConntrack.UNACK,
-}
-TCP_FLAG_SYSCTLS = {  # name -> (params word, Linux default)
-    "nf_conntrack_tcp_loose": (TCP_P_LOOSE, 1),
-    "nf_conntrack_tcp_be_liberal": (TCP_P_BE_LIBERAL, 0),
-    "nf_conntrack_tcp_ignore_invalid_rst": (TCP_P_IGNORE_INVALID_RST, 0),
-    "nf_conntrack_tcp_max_retrans": (TCP_P_MAX_RETRANS, TCP_MAX_RETRANS),
-}
 
 _RST = L.TCPHDR_RST
 _P = CT_PROTO
@@ -371,7 +355,7 @@ def _tcp_update(hot_row, dir, index, old_state, new_state, flags, l3len, now_ns,
 def tcp_conntrack_packet(hot_row, buf, nhoff, thoff, l3len, dir, ctinfo, now_ns, params):
     """Run one segment through the state machine.
 
-    Linux: nf_conntrack_tcp_packet (tcp_error without the checksum, which is tcp_error's check_csum).
+    Linux: nf_conntrack_tcp_packet (its tcp_error but for the checksum: tcp_checksum_bad, the caller's).
     hot_row int64[CT_HOT_ROW]  the connection's row, updated in place (status, timeout, counters, TCP)
     buf     uint8[:]  bytes holding the packet: the IP packet is l3len bytes from nhoff, TCP at thoff
     dir     IP_CT_DIR_*, CTINFO2DIR(ctinfo); ctinfo is Linux's argument, not otherwise read
@@ -380,7 +364,7 @@ def tcp_conntrack_packet(hot_row, buf, nhoff, thoff, l3len, dir, ctinfo, now_ns,
     closed connection: kill it and look up again) or NF_DROP. NF_ACCEPT with IPS_DYING newly set: an
     unreplied connection answered by a RST, which the caller removes (nf_ct_kill_acct).
     """
-    if tcp_error(buf, nhoff, thoff, l3len, False):
+    if tcp_error(buf, nhoff, thoff, l3len):
         return -NF_ACCEPT
     doff, flags, seq, ack, win, end = tcp_seg(buf, nhoff, thoff, l3len)
     if not hot_row[CT_STATUS] & IPS_CONFIRMED and not tcp_conntrack_new(
@@ -457,7 +441,7 @@ def nf_conntrack_tcp_packet(ct, skb, thoff: int, dir: int, check_csum: bool) -> 
     leaves the table here (nf_ct_kill_acct).
     """
     b, nhoff, l3len = skb.buf, skb.nhoff, skb.l3len
-    if check_csum and tcp_error(b, nhoff, thoff, l3len, True):
+    if check_csum and tcp_checksum_bad(b, nhoff, thoff, l3len):
         return -NF_ACCEPT
     row = getattr(ct, "hot_row", None)
     bridged = row is None
@@ -538,7 +522,7 @@ def state_to_row(ct) -> np.ndarray:
         row[p + TCP_LAST_WIN], row[p + TCP_LAST_WSCALE] = tcp.last_win, tcp.last_wscale
         row[p + TCP_LAST_FLAGS], row[p + TCP_RETRANS] = tcp.last_flags, tcp.retrans
         for d, seen in enumerate(tcp.seen):
-            s = seen_base(d)
+            s = p + TCP_SEEN + TCP_SEEN_WORDS * d
             row[s + TD_END], row[s + TD_MAXEND], row[s + TD_MAXWIN] = (
                 seen.td_end,
                 seen.td_maxend,
@@ -568,7 +552,7 @@ def row_to_state(row: np.ndarray, ct) -> None:
     tcp.last_win, tcp.last_wscale = v[p + TCP_LAST_WIN], v[p + TCP_LAST_WSCALE]
     tcp.last_flags, tcp.retrans = v[p + TCP_LAST_FLAGS], v[p + TCP_RETRANS]
     for d, seen in enumerate(tcp.seen):
-        s = seen_base(d)
+        s = p + TCP_SEEN + TCP_SEEN_WORDS * d
         seen.td_end, seen.td_maxend, seen.td_maxwin = v[s + TD_END], v[s + TD_MAXEND], v[s + TD_MAXWIN]
         seen.td_maxack, seen.td_scale, seen.flags = v[s + TD_MAXACK], v[s + TD_SCALE], v[s + TD_FLAGS]
 
@@ -589,6 +573,7 @@ __all__ = [
     "row_to_state",
     "state_to_row",
     "tcp_can_early_drop",
+    "tcp_checksum_bad",
     "tcp_conntrack_can_early_drop",
     "tcp_conntrack_established",
     "tcp_conntrack_handle_invalid",

@@ -27,6 +27,10 @@ from flowpath.netfilter.ct_layout import (
     TCP_LAST_END,
     TCP_LAST_SEQ,
     TCP_LAST_WIN,
+    TCP_P_BE_LIBERAL,
+    TCP_P_IGNORE_INVALID_RST,
+    TCP_P_LOOSE,
+    TCP_P_MAX_RETRANS,
     TCP_RETRANS,
     TCP_SEEN,
     TCP_SEEN_WORDS,
@@ -103,6 +107,25 @@ TCP_TIMEOUTS_NS = {
     TcpConntrack.UNACK: 5 * _M,
 }
 TCP_MAX_RETRANS = 3  # nf_conntrack_tcp_max_retrans
+# nf_conntrack_standalone.c's sysctl names (net.netfilter.*, seconds) of the timeouts it exposes
+TCP_TIMEOUT_SYSCTLS = {
+    "nf_conntrack_tcp_timeout_syn_sent": TcpConntrack.SYN_SENT,
+    "nf_conntrack_tcp_timeout_syn_recv": TcpConntrack.SYN_RECV,
+    "nf_conntrack_tcp_timeout_established": TcpConntrack.ESTABLISHED,
+    "nf_conntrack_tcp_timeout_fin_wait": TcpConntrack.FIN_WAIT,
+    "nf_conntrack_tcp_timeout_close_wait": TcpConntrack.CLOSE_WAIT,
+    "nf_conntrack_tcp_timeout_last_ack": TcpConntrack.LAST_ACK,
+    "nf_conntrack_tcp_timeout_time_wait": TcpConntrack.TIME_WAIT,
+    "nf_conntrack_tcp_timeout_close": TcpConntrack.CLOSE,
+    "nf_conntrack_tcp_timeout_max_retrans": TcpConntrack.RETRANS,
+    "nf_conntrack_tcp_timeout_unacknowledged": TcpConntrack.UNACK,
+}
+TCP_FLAG_SYSCTLS = {  # name -> (params word, Linux default)
+    "nf_conntrack_tcp_loose": (TCP_P_LOOSE, 1),
+    "nf_conntrack_tcp_be_liberal": (TCP_P_BE_LIBERAL, 0),
+    "nf_conntrack_tcp_ignore_invalid_rst": (TCP_P_IGNORE_INVALID_RST, 0),
+    "nf_conntrack_tcp_max_retrans": (TCP_P_MAX_RETRANS, TCP_MAX_RETRANS),
+}
 # nf_conntrack_proto_tcp.c › tcp_conntracks[dir][index][old_state]
 TCP_CONNTRACKS = np.array([
     [  # ORIGINAL
@@ -171,11 +194,11 @@ def seen_base(dir):
 
 
 @njit(cache=True, nogil=True)
-def tcp_error(buf, nhoff, thoff, l3len, check_csum):
-    """True when the segment is INVALID before any state is looked at.
+def tcp_error(buf, nhoff, thoff, l3len):
+    """True when the segment is INVALID before any state is looked at: truncated header, invalid flags.
 
-    Linux: tcp_error: truncated header, bad checksum (check_csum: PRE_ROUTING with nf_conntrack_checksum),
-    invalid flag combination. buf uint8[:], the IP packet l3len bytes from nhoff, TCP header at thoff.
+    Linux: tcp_error, but for the checksum (tcp_checksum_bad: the caller's, only at PRE_ROUTING).
+    buf uint8[:] holding the packet: the IP packet is l3len bytes from nhoff, the TCP header at thoff.
     """
     end = nhoff + l3len
     if thoff < 0 or end > buf.shape[0] or end - thoff < L.TCPH.size:
@@ -183,13 +206,22 @@ def tcp_error(buf, nhoff, thoff, l3len, check_csum):
     doff = (np.int64(buf[thoff + L.TCPH.doff_res]) >> 4) * 4
     if doff < L.TCPH.size or end - thoff < doff:
         return True
-    if check_csum:
-        is_ipv6 = (buf[nhoff] >> 4) == 6
-        if l4_csum(buf, nhoff, thoff, end - thoff, is_ipv6, L.IPPROTO_TCP, L.TCPH.check) != ld16(
-            buf, thoff + L.TCPH.check
-        ):
-            return True
     return TCP_VALID_FLAGS[np.int64(buf[thoff + L.TCPH.flags]) & ~_FLAGS_IGNORED] == 0
+
+
+@njit(cache=True, nogil=True)
+def tcp_checksum_bad(buf, nhoff, thoff, l3len):
+    """tcp_error's checksum check (nf_checksum; nf_conntrack_checksum=1, PRE_ROUTING only).
+
+    False for a segment too short to hold its checksum: tcp_error rejects it first, as Linux's order.
+    """
+    end = nhoff + l3len
+    if thoff < 0 or end > buf.shape[0] or end - thoff < L.TCPH.size:
+        return False
+    is_ipv6 = (buf[nhoff] >> 4) == 6
+    return l4_csum(buf, nhoff, thoff, end - thoff, is_ipv6, L.IPPROTO_TCP, L.TCPH.check) != ld16(
+        buf, thoff + L.TCPH.check
+    )
 
 
 @njit(cache=True, nogil=True)

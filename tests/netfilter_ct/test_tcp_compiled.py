@@ -24,6 +24,7 @@ from flowpath.netfilter.conntrack_proto_tcp import (
     TCP_TIMEOUT_SYSCTLS,
     nf_conntrack_tcp_packet,
     nf_conntrack_tcp_set_closing,
+    tcp_checksum_bad,
     tcp_conntrack_can_early_drop,
     tcp_conntrack_established,
     tcp_conntrack_packet,
@@ -453,7 +454,10 @@ def test_tcp_error_matches_the_naive_one(v6, flags, doff, opts, plen, cut, corru
     if corrupt:
         buf[-1] ^= 0x5A
     want = naive.tcp_error(skb_of(buf, 0, 0), thoff, check_csum)
-    assert tcp_error(slot_of(buf), NHOFF, thoff, len(buf) - NHOFF, check_csum) == want
+    slot, l3len = slot_of(buf), len(buf) - NHOFF
+    assert (
+        tcp_error(slot, NHOFF, thoff, l3len) or check_csum and tcp_checksum_bad(slot, NHOFF, thoff, l3len)
+    ) == want
 
 
 def test_tcp_error_never_reads_past_the_packet():
@@ -461,10 +465,11 @@ def test_tcp_error_never_reads_past_the_packet():
     (the compiled path has no skb_parse in front of it)."""
     buf = frame(False, 0, ACK, 1, 2, 3, b"", 0)
     slot = slot_of(buf)
-    assert not tcp_error(slot, NHOFF, NHOFF + 20, 40, True)
-    assert tcp_error(slot, NHOFF, NHOFF + 20, 39, False)  # 19 bytes of TCP header
-    assert tcp_error(slot, NHOFF, -1, 40, False)
-    assert tcp_error(slot, NHOFF, NHOFF + 20, SLOT, False)  # ends past the slot
+    assert not tcp_error(slot, NHOFF, NHOFF + 20, 40) and not tcp_checksum_bad(slot, NHOFF, NHOFF + 20, 40)
+    assert tcp_error(slot, NHOFF, NHOFF + 20, 39)  # 19 bytes of TCP header
+    assert tcp_error(slot, NHOFF, -1, 40)
+    assert tcp_error(slot, NHOFF, NHOFF + 20, SLOT)  # ends past the slot
+    assert not tcp_checksum_bad(slot, NHOFF, NHOFF + 20, SLOT)  # left to tcp_error
     row = np.zeros(CT_HOT_ROW, np.int64)
     assert tcp_conntrack_packet(row, slot, NHOFF, NHOFF + 20, 39, 0, IP_CT_NEW, 0, tcp_params()) == -1
     assert not row.any()
@@ -501,5 +506,5 @@ def test_each_kernel_has_one_compiled_signature():
         skb = parse(pkt)
         table.nf_conntrack_in(skb, NF_INET_PRE_ROUTING)
         table.nf_conntrack_confirm(skb)
-    for kernel in (tcp_conntrack_packet, tcp_error, tcp_conntrack_set_closing):
+    for kernel in (tcp_conntrack_packet, tcp_error, tcp_checksum_bad, tcp_conntrack_set_closing):
         assert len(kernel.signatures) == 1, (kernel, kernel.signatures)
