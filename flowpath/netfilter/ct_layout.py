@@ -38,3 +38,13 @@ TD_END, TD_MAXEND, TD_MAXWIN, TD_MAXACK, TD_SCALE, TD_FLAGS = range(6)
 UDP_STREAM_TS = 0
 
 assert TCP_SEEN + 2 * TCP_SEEN_WORDS <= CT_PROTO_WORDS
+
+# struct nf_tcp_net: the TCP tracker's per-namespace sysctls, as the int64 `params` vector the compiled
+# tracker reads (conntrack_proto_tcp.tcp_params builds it once per namespace)
+TCP_CONNTRACK_TIMEOUT_MAX = 14  # enum tcp_conntrack up to TCP_CONNTRACK_UNACK, + 1
+TCP_P_TIMEOUTS = 0  # + enum tcp_conntrack: that state's timeout, ns (nf_tcp_net.timeouts)
+TCP_P_LOOSE = TCP_P_TIMEOUTS + TCP_CONNTRACK_TIMEOUT_MAX  # nf_conntrack_tcp_loose
+TCP_P_BE_LIBERAL = TCP_P_LOOSE + 1  # nf_conntrack_tcp_be_liberal
+TCP_P_IGNORE_INVALID_RST = TCP_P_LOOSE + 2  # nf_conntrack_tcp_ignore_invalid_rst
+TCP_P_MAX_RETRANS = TCP_P_LOOSE + 3  # nf_conntrack_tcp_max_retrans
+TCP_PARAMS = TCP_P_LOOSE + 4
