@@ -111,6 +111,7 @@ from flowpath.netfilter.ct_layout import (
     TD_MAXWIN,
     TD_SCALE,
 )
+from flowpath.netfilter.ct_row import nf_ct_acct_update, nf_ct_refresh_acct
 from flowpath.packet import layout as L
 
 NSEC_PER_SEC = 1_000_000_000
@@ -182,21 +183,6 @@ def tcp_conntrack_can_early_drop(hot_row):
     """Linux: tcp_can_early_drop: closing or closed."""
     s = hot_row[_P + TCP_STATE]
     return s == sFW or s == sLA or s == sTW or s == sCL or s == sCW
-
-
-@njit(cache=True, nogil=True)
-def ct_acct_update(hot_row, dir, nbytes):
-    """Linux: nf_conntrack_acct.h › nf_ct_acct_update over a row."""
-    hot_row[CT_PACKETS + dir] += 1
-    hot_row[CT_BYTES + dir] += nbytes
-
-
-@njit(cache=True, nogil=True)
-def ct_refresh_acct(hot_row, dir, now_ns, nbytes, extra_ns):
-    """Linux: nf_conntrack_core.c › __nf_ct_refresh_acct over a row (no refresh with a fixed timeout)."""
-    if not hot_row[CT_STATUS] & IPS_FIXED_TIMEOUT:
-        hot_row[CT_TIMEOUT] = now_ns + extra_ns
-    ct_acct_update(hot_row, dir, nbytes)
 
 
 @njit(cache=True, nogil=True)
@@ -336,7 +322,7 @@ def _tcp_update(hot_row, dir, index, old_state, new_state, flags, l3len, now_ns,
         if flags & _RST:
             # Only a RST as answer: no connection. Linux deletes the entry at once (nf_ct_kill_acct);
             # here IPS_DYING tells the caller to (an unconfirmed entry just goes with its packet).
-            ct_acct_update(hot_row, dir, l3len)
+            nf_ct_acct_update(hot_row, dir, l3len)
             if status & IPS_CONFIRMED:
                 hot_row[CT_STATUS] |= IPS_DYING
             return NF_ACCEPT
@@ -347,7 +333,7 @@ def _tcp_update(hot_row, dir, index, old_state, new_state, flags, l3len, now_ns,
             timeout = unack  # mid-stream pickup without a reply yet
     elif not status & IPS_ASSURED and (old_state == sSR or old_state == sES) and new_state == sES:
         hot_row[CT_STATUS] |= IPS_ASSURED
-    ct_refresh_acct(hot_row, dir, now_ns, l3len, timeout)
+    nf_ct_refresh_acct(hot_row, dir, now_ns, l3len, timeout)
     return NF_ACCEPT
 
 

@@ -28,13 +28,19 @@ _NAT_CLASH = 1 << IPS_NAT_CLASH_BIT
 
 
 @njit(cache=True, nogil=True)
+def nf_ct_acct_update(hot_row, dir, nbytes):
+    """Linux: nf_conntrack_acct.h › nf_ct_acct_update: count the packet in its direction."""
+    hot_row[CT_PACKETS + dir] += 1
+    hot_row[CT_BYTES + dir] += nbytes
+
+
+@njit(cache=True, nogil=True)
 def nf_ct_refresh_acct(hot_row, dir, now_ns, nbytes, extra_ns):
     """Refresh the timeout to now + extra (unless fixed) and count the packet in its direction.
     Linux: __nf_ct_refresh_acct."""
     if not hot_row[CT_STATUS] & IPS_FIXED_TIMEOUT:
         hot_row[CT_TIMEOUT] = now_ns + extra_ns
-    hot_row[CT_PACKETS + dir] += 1
-    hot_row[CT_BYTES + dir] += nbytes
+    nf_ct_acct_update(hot_row, dir, nbytes)
 
 
 @njit(cache=True, nogil=True)
