@@ -373,7 +373,8 @@ def tcp_new(ct: NfConn, seg: TcpSeg) -> bool:
     new_state = TCP_CONNTRACKS[0][get_conntrack_index(seg.flags)][sNO]
     if new_state >= sIV:
         return False
-    ct.proto = tcp = IpCtTcp()
+    ct.proto = IpCtTcp()  # zeroes the connection's protocol words
+    tcp = ct.proto
     first = tcp.seen[0]
     first.td_end = seg.end
     first.td_maxwin = seg.win or 1

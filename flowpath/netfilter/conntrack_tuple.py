@@ -4,14 +4,18 @@ Linux: include/net/netfilter/nf_conntrack_tuple.h (struct nf_conntrack_tuple, nf
 include/net/netfilter/nf_conntrack.h (struct nf_conn, nf_ct_is_confirmed, nf_ct_expires),
 net/netfilter/nf_conntrack_core.c (nf_ct_invert_tuple, __nf_ct_refresh_acct).
 Addresses are ints (IPv4 32-bit, IPv6 128-bit) and ports host-order ints. The tuple is a NamedTuple, so
-it hashes and compares by value like nf_ct_tuple_equal; the table is a dict keyed by it.
+it hashes and compares by value like nf_ct_tuple_equal. The table (nf_conntrack_table.py) holds it as a
+key row (nf_ct_tuple_words / nf_ct_key_tuple convert), and NfConn is a view of a table row: its
+attributes read and write the row's `hot` words, so the compiled path and this one share the state.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
+
+from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_PROTO, K_SADDR
 from flowpath.netfilter.constants import (
     IP_CT_DIR_ORIGINAL,
     IP_CT_DIR_REPLY,
@@ -20,6 +24,35 @@ from flowpath.netfilter.constants import (
     NFPROTO_IPV4,
     NFPROTO_IPV6,
 )
+from flowpath.netfilter.ct_layout import (
+    CT_BYTES,
+    CT_MARK,
+    CT_PACKETS,
+    CT_PROTO,
+    CT_PROTO_WORDS,
+    CT_STATUS,
+    CT_TIMEOUT,
+    TCP_LAST_ACK,
+    TCP_LAST_DIR,
+    TCP_LAST_END,
+    TCP_LAST_FLAGS,
+    TCP_LAST_INDEX,
+    TCP_LAST_SEQ,
+    TCP_LAST_WIN,
+    TCP_LAST_WSCALE,
+    TCP_RETRANS,
+    TCP_SEEN,
+    TCP_SEEN_WORDS,
+    TCP_STATE,
+    TD_END,
+    TD_FLAGS,
+    TD_MAXACK,
+    TD_MAXEND,
+    TD_MAXWIN,
+    TD_SCALE,
+    UDP_STREAM_TS,
+)
+from flowpath.netfilter.nf_conntrack_table import nf_ct_tuple_key
 from flowpath.packet import layout as L
 from flowpath.packet.steer import flow_steer_tuple, port_word
 
@@ -83,6 +116,31 @@ class NfConnTuple(NamedTuple):
         return self._replace(dst=addr, dport=port)
 
 
+def nf_ct_tuple_words(t: NfConnTuple, out: np.ndarray) -> np.ndarray:
+    """The key row (uint32[16]) of a tuple, written into out and returned (nf_ct_tuple_key)."""
+    if t.l3proto == NFPROTO_IPV4:
+        nf_ct_tuple_key(out, 4, t.l4proto, (t.src, 0, 0, 0), (t.dst, 0, 0, 0), t.sport, t.dport, t.type, t.code)
+    else:
+        s, d, m = t.src, t.dst, 0xFFFFFFFF
+        sw = (s >> 96, (s >> 64) & m, (s >> 32) & m, s & m)
+        dw = (d >> 96, (d >> 64) & m, (d >> 32) & m, d & m)
+        nf_ct_tuple_key(out, 6, t.l4proto, sw, dw, t.sport, t.dport, t.type, t.code)
+    return out
+
+
+def nf_ct_key_tuple(k: np.ndarray) -> NfConnTuple:
+    """The tuple of a key row (the inverse of nf_ct_tuple_words)."""
+    w = k.tolist()
+    proto, ports, encap = w[K_PROTO], w[K_PORTS], w[K_ENCAP]
+    if (proto >> 8) & 0xFF == 4:  # proto_l3, without a compiled call
+        l3, src, dst = NFPROTO_IPV4, w[K_SADDR], w[K_DADDR]
+    else:
+        l3 = NFPROTO_IPV6
+        src = (w[K_SADDR] << 96) | (w[K_SADDR + 1] << 64) | (w[K_SADDR + 2] << 32) | w[K_SADDR + 3]
+        dst = (w[K_DADDR] << 96) | (w[K_DADDR + 1] << 64) | (w[K_DADDR + 2] << 32) | w[K_DADDR + 3]
+    return NfConnTuple(l3, proto & 0xFF, src, dst, ports >> 16, ports & 0xFFFF, encap >> 8, encap & 0xFF)
+
+
 def nf_ct_tuple_cpu(t: NfConnTuple, nr_cpus: int) -> int:
     """The worker a packet with tuple t (either direction's) steers to (flowpath.packet.steer)."""
     l3 = 4 if t.l3proto == NFPROTO_IPV4 else 6
@@ -103,64 +161,228 @@ def nf_ct_invert_tuple(t: NfConnTuple) -> NfConnTuple | None:
     return NfConnTuple(t.l3proto, t.l4proto, t.dst, t.src, t.dport, t.sport)
 
 
-@dataclass(slots=True)
+def _word(i: int, doc: str) -> property:
+    """A property over word i of the view's `_w` (a memoryview of int64 words)."""
+
+    def get(self):
+        return self._w[i]
+
+    def set(self, v):
+        self._w[i] = v
+
+    return property(get, set, doc=doc)
+
+
+def _hot_word(i: int, doc: str) -> property:
+    """A property over word i of an NfConn's row (`_h`)."""
+
+    def get(self):
+        return self._h[i]
+
+    def set(self, v):
+        self._h[i] = v
+
+    return property(get, set, doc=doc)
+
+
+def _own_words(n: int) -> memoryview:
+    return memoryview(np.zeros(n, np.int64))
+
+
 class IpCtTcpState:
-    """struct ip_ct_tcp_state: what one side has sent and may send (sequence space, window)."""
+    """struct ip_ct_tcp_state: what one side has sent and may send (sequence space, window).
 
-    td_end: int = 0  # max of seq + len
-    td_maxend: int = 0  # max of ack + max(win, 1)
-    td_maxwin: int = 0  # max(win)
-    td_maxack: int = 0  # max of ack
-    td_scale: int = 0  # window scale factor
-    flags: int = 0  # IP_CT_TCP_FLAG_*
+    A view of TCP_SEEN_WORDS int64 words: of a conntrack row (IpCtTcp.seen) or, made with no
+    argument, of its own (a scratch state, as tcp_options fills for an ignored SYN).
+    """
+
+    __slots__ = ("_w",)
+
+    def __init__(self, w: memoryview | None = None):
+        self._w = _own_words(TCP_SEEN_WORDS) if w is None else w
+
+    td_end = _word(TD_END, "max of seq + len")
+    td_maxend = _word(TD_MAXEND, "max of ack + max(win, 1)")
+    td_maxwin = _word(TD_MAXWIN, "max(win)")
+    td_maxack = _word(TD_MAXACK, "max of ack")
+    td_scale = _word(TD_SCALE, "window scale factor")
+    flags = _word(TD_FLAGS, "IP_CT_TCP_FLAG_*")
+
+    def __repr__(self) -> str:
+        return f"IpCtTcpState({', '.join(str(x) for x in self._w)})"
 
 
-@dataclass(slots=True)
 class IpCtTcp:
-    """struct ip_ct_tcp: TCP state machine data."""
+    """struct ip_ct_tcp: TCP state machine data, a view of the CT_PROTO words of a row (TCP_*
+    offsets, flowpath/netfilter/ct_layout.py). IpCtTcp() has words of its own, all zero: assigned to
+    ct.proto, it resets the connection's (tcp_new)."""
 
-    state: int = 0
-    seen: list[IpCtTcpState] = field(default_factory=lambda: [IpCtTcpState(), IpCtTcpState()])
-    last_dir: int = 0
-    last_index: int = 0
-    last_seq: int = 0
-    last_ack: int = 0
-    last_end: int = 0
-    last_win: int = 0
-    last_wscale: int = 0
-    last_flags: int = 0
-    retrans: int = 0
+    __slots__ = ("_w", "seen")
+
+    def __init__(self, w: memoryview | None = None):
+        self._bind(_own_words(CT_PROTO_WORDS) if w is None else w)
+
+    def _bind(self, w: memoryview) -> None:
+        self._w = w
+        self.seen = tuple(IpCtTcpState(w[TCP_SEEN + TCP_SEEN_WORDS * d : TCP_SEEN + TCP_SEEN_WORDS * (d + 1)])
+                          for d in (0, 1))  # fmt: skip
+
+    state = _word(TCP_STATE, "enum tcp_conntrack")
+    last_dir = _word(TCP_LAST_DIR, "")
+    last_index = _word(TCP_LAST_INDEX, "")
+    last_seq = _word(TCP_LAST_SEQ, "")
+    last_ack = _word(TCP_LAST_ACK, "")
+    last_end = _word(TCP_LAST_END, "")
+    last_win = _word(TCP_LAST_WIN, "")
+    last_wscale = _word(TCP_LAST_WSCALE, "")
+    last_flags = _word(TCP_LAST_FLAGS, "")
+    retrans = _word(TCP_RETRANS, "")
+
+    def __repr__(self) -> str:
+        return f"IpCtTcp(state={self.state}, seen={self.seen})"
 
 
-@dataclass(slots=True)
 class IpCtUdp:
-    """struct nf_ct_udp: when an UDP flow with replies counts as a stream."""
+    """struct nf_ct_udp: when an UDP flow with replies counts as a stream (a view, as IpCtTcp)."""
 
-    stream_ts_ns: int = 0
+    __slots__ = ("_w",)
+
+    def __init__(self, w: memoryview | None = None, stream_ts_ns: int = 0):
+        self._bind(_own_words(CT_PROTO_WORDS) if w is None else w)
+        if w is None:
+            self.stream_ts_ns = stream_ts_ns
+
+    def _bind(self, w: memoryview) -> None:
+        self._w = w
+
+    stream_ts_ns = _word(UDP_STREAM_TS, "ns of packet time after which replies make a stream")
 
 
-@dataclass(slots=True, eq=False)
+class _DirWords:
+    """ct.packets / ct.bytes: the two per-direction counters of a row, indexable like a list."""
+
+    __slots__ = ("_ct", "_base")
+
+    def __init__(self, ct: NfConn, base: int):
+        self._ct, self._base = ct, base
+
+    def __getitem__(self, d: int) -> int:
+        return self._ct._h[self._base + d]
+
+    def __setitem__(self, d: int, v: int) -> None:
+        self._ct._h[self._base + d] = v
+
+    def __len__(self) -> int:
+        return 2
+
+    def __iter__(self):
+        return iter((self[0], self[1]))
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+class _TupleHash(list):
+    """ct.tuplehash: [ORIGINAL, REPLY] NfConnTuples, decoded from the row's key rows; an assignment
+    writes the key row too, and is refused once the entry is confirmed (its tuples are indexed;
+    Linux: nf_conntrack_alter_reply WARNs the same way)."""
+
+    __slots__ = ("_ct",)
+
+    def __setitem__(self, d: int, t: NfConnTuple) -> None:
+        ct = self._ct
+        if ct.row >= 0:
+            if ct.status & IPS_CONFIRMED:
+                raise ValueError(f"{ct!r}: the tuples of a confirmed entry do not change")
+            ct.net.set_tuple(ct.row, d, t)
+        list.__setitem__(self, d, t)
+
+
 class NfConn:
-    """struct nf_conn.
+    """struct nf_conn: a view of row `row` of a conntrack table (`net`, flowpath.netfilter.conntrack).
 
-    tuplehash  [ORIGINAL, REPLY] tuples; the table maps each to (ct, dir)
+    tuplehash  [ORIGINAL, REPLY] tuples (key rows 2*row and 2*row + 1)
     status     IPS_* bits; mark  ct mark
     timeout_ns absolute expiry in packet time (Linux: ct->timeout in jiffies)
     packets, bytes  per-direction counters (nf_conn_acct; bytes are IP lengths as skb->len)
-    proto      IpCtTcp / IpCtUdp / None (union nf_conntrack_proto)
+    proto      IpCtTcp / IpCtUdp view of the protocol words, None for other protocols
     net        the owning Conntrack (nf_ct_net)
-    ext        extension slots (Linux: ct->ext); the flowtable keeps its entry here
+    ext        extension slots (Linux: ct->ext), a dict made on first use
+    The table keeps one NfConn per row while the entry lives (so `is` and dict keys work); when the
+    row is freed the object keeps a copy of it (row -1), as a reference keeps a dead nf_conn in Linux.
     """
 
-    tuplehash: list[NfConnTuple]
-    status: int = 0
-    mark: int = 0
-    timeout_ns: int = 0
-    packets: list[int] = field(default_factory=lambda: [0, 0])
-    bytes: list[int] = field(default_factory=lambda: [0, 0])
-    proto: object = None
-    net: object = None
-    ext: dict = field(default_factory=dict)
+    __slots__ = ("net", "row", "_h", "_th", "_proto", "_pk", "_by", "_ext")
+
+    def __init__(self, net, row: int, tuplehash: list[NfConnTuple] | None = None):
+        self.net, self.row = net, row
+        self._h = memoryview(net.hot[row])
+        self._th = None
+        if tuplehash is not None:
+            self._th = _TupleHash(tuplehash)
+            self._th._ct = self
+        self._proto = self._ext = None
+        self._pk, self._by = _DirWords(self, CT_PACKETS), _DirWords(self, CT_BYTES)
+
+    def _bind(self, hot: np.ndarray) -> None:
+        """The table grew: view the same row of its new arrays."""
+        self._h = memoryview(hot[self.row])
+        if self._proto is not None:
+            self._proto._bind(self._h[CT_PROTO:])
+
+    def _detach(self) -> None:
+        """The row is being freed: keep a private copy of it (tuples included)."""
+        th = self.tuplehash
+        self._h = memoryview(np.array(self._h, np.int64))
+        if self._proto is not None:
+            self._proto._bind(self._h[CT_PROTO:])
+        self.row = -1
+        self._th = th
+
+    status = _hot_word(CT_STATUS, "IPS_* bits")
+    mark = _hot_word(CT_MARK, "ct mark")
+    timeout_ns = _hot_word(CT_TIMEOUT, "absolute expiry, ns of packet time")
+
+    @property
+    def packets(self) -> _DirWords:
+        return self._pk
+
+    @property
+    def bytes(self) -> _DirWords:
+        return self._by
+
+    @property
+    def tuplehash(self) -> _TupleHash:
+        th = self._th
+        if th is None:
+            th = self._th = _TupleHash(self.net.get_tuple(self.row, d) for d in (0, 1))
+            th._ct = self
+        return th
+
+    @property
+    def proto(self) -> IpCtTcp | IpCtUdp | None:
+        p = self._proto
+        if p is None:
+            l4 = self.l4proto
+            if l4 == L.IPPROTO_TCP:
+                p = self._proto = IpCtTcp(self._h[CT_PROTO:])
+            elif l4 == L.IPPROTO_UDP:
+                p = self._proto = IpCtUdp(self._h[CT_PROTO:])
+        return p
+
+    @proto.setter
+    def proto(self, p: IpCtTcp | IpCtUdp) -> None:
+        """Copy a standalone IpCtTcp()/IpCtUdp()'s words into the row (a fresh protocol state)."""
+        self._h[CT_PROTO:] = p._w
+
+    @property
+    def ext(self) -> dict:
+        if self._ext is None:
+            self._ext = {}
+        return self._ext
 
     @property
     def l3proto(self) -> int:
@@ -202,8 +424,9 @@ def nf_ct_refresh(ct: NfConn, now_ns: int, extra_ns: int) -> None:
 
 def nf_ct_acct_update(ct: NfConn, dir: int, nbytes: int) -> None:
     """Linux: nf_conntrack_acct.h › nf_ct_acct_update."""
-    ct.packets[dir] += 1
-    ct.bytes[dir] += nbytes
+    h = ct._h
+    h[CT_PACKETS + dir] += 1
+    h[CT_BYTES + dir] += nbytes
 
 
 def nf_ct_refresh_acct(ct: NfConn, dir: int, now_ns: int, nbytes: int, extra_ns: int) -> None:
