@@ -31,7 +31,6 @@ from flowpath.netfilter.conntrack_proto import (
     nf_conntrack_icmpv4_error,
     nf_conntrack_icmpv6_error,
     nf_conntrack_udp_packet,
-    nf_ct_get_tuple,
 )
 from flowpath.netfilter.conntrack_proto_tcp import (
     TCP_CONNTRACK_NAMES,
@@ -80,8 +79,10 @@ from flowpath.netfilter.nf_conntrack_table import (
     CT_ROW_UNCONFIRMED,
     NF_CT_NOT_FOUND,
     NfConntrackTable,
+    nf_ct_confirm_check,
     nf_ct_find,
     nf_ct_find_expired_ed,
+    nf_ct_pkt_key,
 )
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
@@ -114,7 +115,7 @@ class Conntrack(NfConntrackTable):
     """
 
     def __init__(self, max_entries: int = 262144, seed: int = 0, hash_seed: int | None = None):
-        super().__init__(min(CT_INITIAL_ROWS, max(2, max_entries)), hash_seed)
+        super().__init__(min(CT_INITIAL_ROWS, max(2, max_entries)), hash_seed, max_entries)
         self.now_ns = 0
         self.max_entries = max_entries
         self.nat_bysource: dict[tuple, dict[NfConn, None]] = {}
@@ -328,12 +329,15 @@ class Conntrack(NfConntrackTable):
         Linux: resolve_normal_ct (+ init_conntrack). skb.ct stays None when the packet has no usable
         tuple (INVALID).
         """
-        tuple = nf_ct_get_tuple(skb.buf, skb.thoff, l3, skb.l4proto, skb.saddr, skb.daddr)
-        if tuple is None:
+        k = self._k
+        if not nf_ct_pkt_key(k, skb.buf, skb.nhoff, skb.thoff, 4 if l3 == NFPROTO_IPV4 else 6, skb.l4proto):
             return None
-        k = nf_ct_tuple_words(tuple, self._k)
-        ed = self._find(k, skb.ts_ns)
+        ed = nf_ct_find(self._views, k, skb.ts_ns)
+        if ed < NF_CT_NOT_FOUND:
+            self._kill_row(nf_ct_find_expired_ed(ed) >> 1)  # nf_ct_gc_expired
+            ed = NF_CT_NOT_FOUND
         if ed < 0:
+            tuple = nf_ct_key_tuple(k)
             repl = nf_ct_invert_tuple(tuple)
             if repl is None:
                 return None
@@ -383,9 +387,10 @@ class Conntrack(NfConntrackTable):
         if ct.status & IPS_DYING:
             return NF_DROP, Reason.CT_INVALID
         r = ct.row
-        ed = self._find_any(self.key[2 * r], skb.ts_ns)
-        if ed == NF_CT_NOT_FOUND:
-            ed = self._find_any(self.key[2 * r + 1], skb.ts_ns)
+        ed = nf_ct_confirm_check(self._views, r, skb.ts_ns)
+        while ed < NF_CT_NOT_FOUND:  # expired but not yet collected: removed
+            self._kill_row(nf_ct_find_expired_ed(ed) >> 1)
+            ed = nf_ct_confirm_check(self._views, r, skb.ts_ns)
         if ed >= 0:
             o = ed >> 1
             same = np.array_equal(self.key[2 * o : 2 * o + 2], self.key[2 * r : 2 * r + 2])
@@ -396,18 +401,12 @@ class Conntrack(NfConntrackTable):
             self.stat["insert_failed"] += 1
             self.stat["drop"] += 1
             return NF_DROP, Reason.CT_INVALID
-        for d in (IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY):
-            self._find(self.key[2 * r + d], skb.ts_ns)  # expired but not yet collected: removed
         ct.status |= IPS_CONFIRMED
         self.hash_insert(r)
         if ct.status & IPS_SRC_NAT_DONE:
             self.nat_bysource.setdefault(_bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL]), {})[ct] = None
         self.stat["insert"] += 1
         return NF_ACCEPT, None
-
-    def _find_any(self, k: np.ndarray, now_ns: int) -> int:
-        """nf_ct_find without the removal: ed of a live entry, NF_CT_NOT_FOUND, or <= -2 (expired)."""
-        return nf_ct_find(self._views, k, now_ns)
 
     # --- listing ------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ attributes read and write the row's `hot` words, so the compiled path and this o
 
 from __future__ import annotations
 
+import ctypes
 from typing import NamedTuple
 
 import numpy as np
@@ -161,18 +162,6 @@ def nf_ct_invert_tuple(t: NfConnTuple) -> NfConnTuple | None:
     return NfConnTuple(t.l3proto, t.l4proto, t.dst, t.src, t.dport, t.sport)
 
 
-def _word(i: int, doc: str) -> property:
-    """A property over word i of the view's `_w` (a memoryview of int64 words)."""
-
-    def get(self):
-        return self._w[i]
-
-    def set(self, v):
-        self._w[i] = v
-
-    return property(get, set, doc=doc)
-
-
 def _hot_word(i: int, doc: str) -> property:
     """A property over word i of an NfConn's row (`_h`)."""
 
@@ -185,77 +174,69 @@ def _hot_word(i: int, doc: str) -> property:
     return property(get, set, doc=doc)
 
 
-def _own_words(n: int) -> memoryview:
-    return memoryview(np.zeros(n, np.int64))
+# The protocol views are ctypes structures over the row's CT_PROTO words: their fields are read and
+# written by C code, 2-3 times faster than Python properties, which the per-packet Python trackers feel.
+_c64 = ctypes.c_int64
 
 
-class IpCtTcpState:
+def _struct_fields(named: dict[int, str], words: int) -> list:
+    """ctypes _fields_ with the int64 word named[i] at offset i (ct_layout's TCP_* / TD_* / UDP_*)."""
+    assert sorted(named) == list(range(len(named)))
+    fields = [(named[i], _c64) for i in range(len(named))]
+    return fields + ([("_pad", _c64 * (words - len(named)))] if words > len(named) else [])
+
+
+class IpCtTcpState(ctypes.Structure):
     """struct ip_ct_tcp_state: what one side has sent and may send (sequence space, window).
 
-    A view of TCP_SEEN_WORDS int64 words: of a conntrack row (IpCtTcp.seen) or, made with no
-    argument, of its own (a scratch state, as tcp_options fills for an ignored SYN).
+    td_end max of seq + len; td_maxend max of ack + max(win, 1); td_maxwin max(win); td_maxack max
+    of ack; td_scale window scale factor; flags IP_CT_TCP_FLAG_*. A view of TCP_SEEN_WORDS words of a
+    row (IpCtTcp.seen) or, made with IpCtTcpState(), of its own (a scratch state).
     """
 
-    __slots__ = ("_w",)
-
-    def __init__(self, w: memoryview | None = None):
-        self._w = _own_words(TCP_SEEN_WORDS) if w is None else w
-
-    td_end = _word(TD_END, "max of seq + len")
-    td_maxend = _word(TD_MAXEND, "max of ack + max(win, 1)")
-    td_maxwin = _word(TD_MAXWIN, "max(win)")
-    td_maxack = _word(TD_MAXACK, "max of ack")
-    td_scale = _word(TD_SCALE, "window scale factor")
-    flags = _word(TD_FLAGS, "IP_CT_TCP_FLAG_*")
-
-    def __repr__(self) -> str:
-        return f"IpCtTcpState({', '.join(str(x) for x in self._w)})"
+    _fields_ = _struct_fields({TD_END: "td_end", TD_MAXEND: "td_maxend", TD_MAXWIN: "td_maxwin",
+                               TD_MAXACK: "td_maxack", TD_SCALE: "td_scale", TD_FLAGS: "flags"}, TCP_SEEN_WORDS)  # fmt: skip
 
 
-class IpCtTcp:
+class _Seen:
+    """IpCtTcp.seen: the two IpCtTcpState views, made on first use and then kept in the instance."""
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        seen = obj.__dict__["seen"] = (obj._seen[0], obj._seen[1])
+        return seen
+
+
+class IpCtTcp(ctypes.Structure):
     """struct ip_ct_tcp: TCP state machine data, a view of the CT_PROTO words of a row (TCP_*
-    offsets, flowpath/netfilter/ct_layout.py). IpCtTcp() has words of its own, all zero: assigned to
-    ct.proto, it resets the connection's (tcp_new)."""
+    offsets, flowpath/netfilter/ct_layout.py); seen[dir] is the IpCtTcpState of dir's sender.
+    IpCtTcp() has words of its own, all zero: assigned to ct.proto, it resets the connection's
+    (tcp_new). A view is valid while the table's `hot` array stays: it is made for nf_conntrack_max
+    rows and moves only past them (ct.proto then gives a view of the new array).
+    """
 
-    __slots__ = ("_w", "seen")
-
-    def __init__(self, w: memoryview | None = None):
-        self._bind(_own_words(CT_PROTO_WORDS) if w is None else w)
-
-    def _bind(self, w: memoryview) -> None:
-        self._w = w
-        self.seen = tuple(IpCtTcpState(w[TCP_SEEN + TCP_SEEN_WORDS * d : TCP_SEEN + TCP_SEEN_WORDS * (d + 1)])
-                          for d in (0, 1))  # fmt: skip
-
-    state = _word(TCP_STATE, "enum tcp_conntrack")
-    last_dir = _word(TCP_LAST_DIR, "")
-    last_index = _word(TCP_LAST_INDEX, "")
-    last_seq = _word(TCP_LAST_SEQ, "")
-    last_ack = _word(TCP_LAST_ACK, "")
-    last_end = _word(TCP_LAST_END, "")
-    last_win = _word(TCP_LAST_WIN, "")
-    last_wscale = _word(TCP_LAST_WSCALE, "")
-    last_flags = _word(TCP_LAST_FLAGS, "")
-    retrans = _word(TCP_RETRANS, "")
+    _fields_ = _struct_fields({TCP_STATE: "state", TCP_LAST_DIR: "last_dir", TCP_LAST_INDEX: "last_index",
+                               TCP_LAST_SEQ: "last_seq", TCP_LAST_ACK: "last_ack", TCP_LAST_END: "last_end",
+                               TCP_LAST_WIN: "last_win", TCP_LAST_WSCALE: "last_wscale",
+                               TCP_LAST_FLAGS: "last_flags", TCP_RETRANS: "retrans"}, TCP_SEEN)  # fmt: skip
+    _fields_ += [("_seen", IpCtTcpState * 2), ("_pad2", _c64 * (CT_PROTO_WORDS - TCP_SEEN - 2 * TCP_SEEN_WORDS))]
+    seen = _Seen()
 
     def __repr__(self) -> str:
-        return f"IpCtTcp(state={self.state}, seen={self.seen})"
+        s = [{f: getattr(x, f) for f, _ in IpCtTcpState._fields_[:6]} for x in self.seen]
+        return f"IpCtTcp(state={self.state}, seen={s})"
 
 
-class IpCtUdp:
-    """struct nf_ct_udp: when an UDP flow with replies counts as a stream (a view, as IpCtTcp)."""
+class IpCtUdp(ctypes.Structure):
+    """struct nf_ct_udp: stream_ts_ns, when an UDP flow with replies counts as a stream (a view of the
+    CT_PROTO words of a row, as IpCtTcp)."""
 
-    __slots__ = ("_w",)
+    _fields_ = _struct_fields({UDP_STREAM_TS: "stream_ts_ns"}, CT_PROTO_WORDS)
 
-    def __init__(self, w: memoryview | None = None, stream_ts_ns: int = 0):
-        self._bind(_own_words(CT_PROTO_WORDS) if w is None else w)
-        if w is None:
-            self.stream_ts_ns = stream_ts_ns
 
-    def _bind(self, w: memoryview) -> None:
-        self._w = w
-
-    stream_ts_ns = _word(UDP_STREAM_TS, "ns of packet time after which replies make a stream")
+assert ctypes.sizeof(IpCtTcp) == ctypes.sizeof(IpCtUdp) == 8 * CT_PROTO_WORDS
+assert IpCtTcp._seen.offset == 8 * TCP_SEEN and ctypes.sizeof(IpCtTcpState) == 8 * TCP_SEEN_WORDS
 
 
 class _DirWords:
@@ -315,32 +296,31 @@ class NfConn:
     row is freed the object keeps a copy of it (row -1), as a reference keeps a dead nf_conn in Linux.
     """
 
-    __slots__ = ("net", "row", "_h", "_th", "_proto", "_pk", "_by", "_ext")
+    __slots__ = ("net", "row", "tuplehash", "l3proto", "l4proto", "_h", "_proto", "_ext")
 
     def __init__(self, net, row: int, tuplehash: list[NfConnTuple] | None = None):
         self.net, self.row = net, row
         self._h = memoryview(net.hot[row])
-        self._th = None
-        if tuplehash is not None:
-            self._th = _TupleHash(tuplehash)
-            self._th._ct = self
+        if tuplehash is None:  # an entry made without a Python view (the compiled path's)
+            tuplehash = [net.get_tuple(row, d) for d in (IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY)]
+        self.tuplehash = th = _TupleHash(tuplehash)
+        th._ct = self
+        self.l3proto, self.l4proto = tuplehash[0].l3proto, tuplehash[0].l4proto  # the original's: fixed
         self._proto = self._ext = None
-        self._pk, self._by = _DirWords(self, CT_PACKETS), _DirWords(self, CT_BYTES)
 
     def _bind(self, hot: np.ndarray) -> None:
         """The table grew: view the same row of its new arrays."""
-        self._h = memoryview(hot[self.row])
+        self._rebind(hot[self.row])
+
+    def _rebind(self, row: np.ndarray) -> None:
+        self._h = memoryview(row)
         if self._proto is not None:
-            self._proto._bind(self._h[CT_PROTO:])
+            self._proto = type(self._proto).from_buffer(self._h, 8 * CT_PROTO)
 
     def _detach(self) -> None:
-        """The row is being freed: keep a private copy of it (tuples included)."""
-        th = self.tuplehash
-        self._h = memoryview(np.array(self._h, np.int64))
-        if self._proto is not None:
-            self._proto._bind(self._h[CT_PROTO:])
+        """The row is being freed: keep a private copy of it."""
+        self._rebind(np.array(self._h, np.int64))
         self.row = -1
-        self._th = th
 
     status = _hot_word(CT_STATUS, "IPS_* bits")
     mark = _hot_word(CT_MARK, "ct mark")
@@ -348,49 +328,33 @@ class NfConn:
 
     @property
     def packets(self) -> _DirWords:
-        return self._pk
+        return _DirWords(self, CT_PACKETS)  # made per use: fewer objects per entry for the GC to walk
 
     @property
     def bytes(self) -> _DirWords:
-        return self._by
-
-    @property
-    def tuplehash(self) -> _TupleHash:
-        th = self._th
-        if th is None:
-            th = self._th = _TupleHash(self.net.get_tuple(self.row, d) for d in (0, 1))
-            th._ct = self
-        return th
+        return _DirWords(self, CT_BYTES)
 
     @property
     def proto(self) -> IpCtTcp | IpCtUdp | None:
         p = self._proto
-        if p is None:
+        if p is None:  # made on first use
             l4 = self.l4proto
-            if l4 == L.IPPROTO_TCP:
-                p = self._proto = IpCtTcp(self._h[CT_PROTO:])
-            elif l4 == L.IPPROTO_UDP:
-                p = self._proto = IpCtUdp(self._h[CT_PROTO:])
+            cls = IpCtTcp if l4 == L.IPPROTO_TCP else IpCtUdp if l4 == L.IPPROTO_UDP else None
+            if cls is not None:
+                p = self._proto = cls.from_buffer(self._h, 8 * CT_PROTO)
         return p
 
     @proto.setter
     def proto(self, p: IpCtTcp | IpCtUdp) -> None:
         """Copy a standalone IpCtTcp()/IpCtUdp()'s words into the row (a fresh protocol state)."""
-        self._h[CT_PROTO:] = p._w
+        dst = self.proto
+        ctypes.memmove(ctypes.addressof(dst), ctypes.addressof(p), ctypes.sizeof(dst))
 
     @property
     def ext(self) -> dict:
         if self._ext is None:
             self._ext = {}
         return self._ext
-
-    @property
-    def l3proto(self) -> int:
-        return self.tuplehash[IP_CT_DIR_ORIGINAL].l3proto
-
-    @property
-    def l4proto(self) -> int:
-        return self.tuplehash[IP_CT_DIR_ORIGINAL].l4proto
 
     def __repr__(self) -> str:
         o, r = self.tuplehash[IP_CT_DIR_ORIGINAL], self.tuplehash[IP_CT_DIR_REPLY]

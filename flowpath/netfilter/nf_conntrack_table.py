@@ -138,17 +138,45 @@ def nf_ct_find_expired_ed(r: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def nf_ct_hash_insert(views, ed):
-    """Index entry ed by its key row; 1 or 2 (empty or tombstone slot taken), 0: no slot."""
-    index, key, hot, mask, max_probes, seed = views
-    return flow_index_insert(index, mask, max_probes, flow_offload_hash(key[ed], 0, seed, CT_TUN_HASH), ed)
+def nf_ct_confirm_check(views, r, now_ns):
+    """What stands in the way of confirming row r: the ed of a live entry holding one of its tuples
+    (the original's first), else an expired one's as -2 - ed (the owner removes it and asks again),
+    else NF_CT_NOT_FOUND.
+
+    Linux: __nf_conntrack_confirm's walk of both tuples' chains (nf_ct_key_equal).
+    """
+    expired = NF_CT_NOT_FOUND
+    for d in range(2):
+        ed = nf_ct_find(views, views[1][2 * r + d], now_ns)
+        if ed >= 0:
+            return ed
+        if ed < NF_CT_NOT_FOUND and expired == NF_CT_NOT_FOUND:
+            expired = ed
+    return expired
 
 
 @njit(cache=True, nogil=True)
-def nf_ct_hash_remove(views, ed):
-    """Tombstone entry ed's index record; 1 when it was there."""
+def nf_ct_hash_insert(views, r):
+    """Index both tuples of row r (key rows 2r, 2r + 1). Returns the tombstones reused (0..2), or -1
+    when a tuple found no slot within max_probes (the owner rebuilds the index larger)."""
     index, key, hot, mask, max_probes, seed = views
-    return flow_index_remove(index, mask, max_probes, flow_offload_hash(key[ed], 0, seed, CT_TUN_HASH), ed)
+    reused = 0
+    for ed in range(2 * r, 2 * r + 2):
+        got = flow_index_insert(index, mask, max_probes, flow_offload_hash(key[ed], 0, seed, CT_TUN_HASH), ed)
+        if got == 0:
+            return -1
+        reused += got == 2
+    return reused
+
+
+@njit(cache=True, nogil=True)
+def nf_ct_hash_remove(views, r):
+    """Tombstone the index records of row r's two tuples; returns how many were there."""
+    index, key, hot, mask, max_probes, seed = views
+    n = 0
+    for ed in range(2 * r, 2 * r + 2):
+        n += flow_index_remove(index, mask, max_probes, flow_offload_hash(key[ed], 0, seed, CT_TUN_HASH), ed)
+    return n
 
 
 @njit(cache=True, nogil=True)
@@ -185,22 +213,36 @@ class NfConntrackTable:
     so that a row gives the same object while its entry lives.
     """
 
-    def __init__(self, capacity: int = CT_INITIAL_ROWS, hash_seed: int | None = None):
+    def __init__(self, capacity: int = CT_INITIAL_ROWS, hash_seed: int | None = None, hot_rows: int = 0):
         self.hash_seed = secrets.randbits(32) if hash_seed is None else hash_seed & 0xFFFFFFFF
         cap = _pow2(max(2, capacity))
         self.key = np.zeros((2 * cap, KEY_ROW), np.uint32)
-        self.hot = np.zeros((cap, CT_HOT_ROW), np.int64)
+        # hot has rows for hot_rows entries from the start (nf_conntrack_max), so that it does not move
+        # when the table grows: the Python views keep pointing into it (rebinding thousands of them cost
+        # 5 % of a connection-rate benchmark). np.zeros maps zero pages: untouched rows cost no memory.
+        self.hot = np.zeros((_pow2(max(cap, hot_rows)), CT_HOT_ROW), np.int64)
         self.state = np.zeros(cap, np.uint8)
         self.seq = np.zeros(cap, np.int64)
         self.index = np.zeros(CT_INDEX_SLOTS * cap, np.int64)
         self.nconfirmed, self.ntomb, self._next_seq = 0, 0, 0
         self._free = list(range(cap - 1, -1, -1))  # rows, lowest on top
         self._conn: list = [None] * cap
-        self._set_views()
+        self._rebuild(self.index.shape[0])
+        self._warm()
+
+    def _warm(self) -> None:
+        """Load every kernel on this table's arrays now, not in the middle of the first packets."""
+        k = np.zeros(KEY_ROW, np.uint32)
+        nf_ct_tuple_key(k, 4, IPPROTO_TCP, (0, 0, 0, 0), (0, 0, 0, 0), 0, 0, 0, 0)
+        nf_ct_pkt_key(k, np.zeros(64, np.uint8), 0, 20, 4, IPPROTO_TCP)
+        nf_ct_find(self._views, k, 0)
+        nf_ct_confirm_check(self._views, 0, 0)
+        nf_ct_early_drop_scan(self._views, k, 1, 0)
+        nf_ct_hash_remove(self._views, 0)
 
     @property
     def capacity(self) -> int:
-        return int(self.hot.shape[0])
+        return int(self.state.shape[0])
 
     def views(self) -> tuple:
         """(index, key, hot, mask, max_probes, seed): what nf_ct_find and the compiled lane take; a
@@ -239,9 +281,12 @@ class NfConntrackTable:
         new = 2 * cap
         key = np.zeros((2 * new, KEY_ROW), np.uint32)
         key[: 2 * cap] = self.key
-        hot = np.zeros((new, CT_HOT_ROW), np.int64)
-        hot[:cap] = self.hot
-        self.key, self.hot = key, hot
+        self.key = key
+        moved = new > self.hot.shape[0]  # past the rows made for nf_conntrack_max: the views follow
+        if moved:
+            hot = np.zeros((new, CT_HOT_ROW), np.int64)
+            hot[:cap] = self.hot
+            self.hot = hot
         for name in ("state", "seq"):
             old = getattr(self, name)
             arr = np.zeros(new, old.dtype)
@@ -250,7 +295,7 @@ class NfConntrackTable:
         self._conn.extend([None] * cap)
         self._free = list(range(new - 1, cap - 1, -1)) + self._free
         self._rebuild(max(self.index.shape[0], CT_INDEX_SLOTS * new))
-        for c in self._conn[:cap]:
+        for c in self._conn[:cap] if moved else ():
             if c is not None:
                 c._bind(self.hot)
 
@@ -275,17 +320,15 @@ class NfConntrackTable:
         self.seq[r] = self._next_seq
         self._next_seq += 1
         self.nconfirmed += 1
-        for ed in (2 * r, 2 * r + 1):
-            got = int(nf_ct_hash_insert(self._views, ed))
-            if got == 0:  # a probe run full at load <= 0.75: bad luck; a larger index holds both tuples
-                self._rebuild(2 * self.index.shape[0])
-                return
-            self.ntomb -= got == 2
+        got = nf_ct_hash_insert(self._views, r)
+        if got < 0:  # a probe run full at load <= 0.75: bad luck; a larger index holds both tuples
+            self._rebuild(2 * self.index.shape[0])
+        else:
+            self.ntomb -= got
 
     def hash_remove(self, r: int) -> None:
         """Take both tuples of a confirmed row out of the index (nf_ct_delete_from_lists)."""
-        for ed in (2 * r, 2 * r + 1):
-            self.ntomb += int(nf_ct_hash_remove(self._views, ed))
+        self.ntomb += nf_ct_hash_remove(self._views, r)
         self.nconfirmed -= 1
         self.state[r] = CT_ROW_UNCONFIRMED
 
