@@ -173,6 +173,8 @@ class Conntrack(NfConntrackTable):
         """A packet's path (and what it originated) has ended: free every entry still unconfirmed, as
         Linux frees one with the last skb that held it. Returns how many. No Linux counterpart as a
         sweep: flowpath/inet/dev.py calls it where a received packet's path ends."""
+        if not self._unconfirmed:
+            return 0
         n = 0
         for r in self._unconfirmed:
             if self.state[r] == CT_ROW_UNCONFIRMED:

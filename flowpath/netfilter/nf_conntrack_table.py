@@ -33,7 +33,6 @@ from flowpath.flowtable.key import (
     K_PROTO,
     K_SADDR,
     KEY_ROW,
-    flow_index_build,
     flow_index_insert,
     flow_index_remove,
     flow_offload_hash,
@@ -170,6 +169,20 @@ def nf_ct_hash_insert(views, r):
 
 
 @njit(cache=True, nogil=True)
+def nf_ct_index_build(views, state):
+    """Index every confirmed row (state uint8[cap] == CT_ROW_CONFIRMED) into views' index, emptied
+    first; returns how many rows found no slot (0 on success). As flowtable/key.py's flow_index_build,
+    over row pairs (its own signature, so the flowtable's stays single)."""
+    index = views[0]
+    index[:] = IDX_EMPTY
+    failed = 0
+    for r in range(state.shape[0]):
+        if state[r] == CT_ROW_CONFIRMED:
+            failed += nf_ct_hash_insert(views, r) < 0
+    return failed
+
+
+@njit(cache=True, nogil=True)
 def nf_ct_hash_remove(views, r):
     """Tombstone the index records of row r's two tuples; returns how many were there."""
     index, key, hot, mask, max_probes, seed = views
@@ -301,11 +314,10 @@ class NfConntrackTable:
 
     def _rebuild(self, icap: int) -> None:
         """Rebuild the index at icap slots or more (drops tombstones), as Flowtable._rebuild."""
-        used = np.repeat(self.state == CT_ROW_CONFIRMED, 2)
         while True:
             index = np.zeros(icap, np.int64)
-            seed = self.hash_seed
-            if flow_index_build(index, self.key, used, icap - 1, CT_MAX_PROBES, seed, CT_TUN_HASH) == 0:
+            views = (index, self.key, self.hot, icap - 1, CT_MAX_PROBES, self.hash_seed)
+            if nf_ct_index_build(views, self.state) == 0:
                 break
             icap *= 2
         self.index, self.ntomb = index, 0
