@@ -542,6 +542,7 @@ class Worker:
             # the neighbours' timers: requests again, or failure with its drops and errors
             neigh_timers(self.net, tq, self.now_ns)
             local_out_flush(self.net, tq)
+            self.conntrack.nf_ct_release_unconfirmed()  # the timers' packets' entries not confirmed
             self._account(tq)
             if self.xfrm is not None:
                 xfrm_timer(self.xfrm, self.now_ns)  # the SAs' lifetimes (xfrm_timer_handler)

@@ -4,7 +4,9 @@ Linux: net/core/dev.c › __netif_receive_skb_core (PACKET_OTHERHOST, VLAN untag
 ethertype to arp_rcv / ip_rcv), net/xfrm/xfrm_input.c (a packet decrypted on the fast path is received
 again with its secpath). The packets the gateway originates on the way (ICMP errors, resets) leave
 through ip_local_out once the received packet's own path has ended, as Linux's would after the
-softirq's hook returned.
+softirq's hook returned. Then no skb holds a conntrack entry created on the way but not confirmed (a
+packet queued on a neighbour went through POSTROUTING's confirm; fragments held by nf_defrag have no
+entry yet): those are freed (Conntrack.nf_ct_release_unconfirmed), as Linux frees them with the skb.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
     else:
         reason = ip_rcv_finish(net, q, skb)
     local_out_flush(net, q)
+    net.conntrack.nf_ct_release_unconfirmed()
     nf_defrag_resolved(net, q, reason)
     return reason
 
@@ -62,6 +65,7 @@ def xfrm_rcv_decrypted(net, q, buf, iif: int, ts_ns: int, x) -> Reason:
     skb.meta["sp"] = [x]
     reason = ip_rcv_finish(net, q, skb)
     local_out_flush(net, q)
+    net.conntrack.nf_ct_release_unconfirmed()
     nf_defrag_resolved(net, q, reason)
     return reason
 

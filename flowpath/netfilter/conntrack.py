@@ -3,15 +3,16 @@
 Linux: net/netfilter/nf_conntrack_core.c (nf_conntrack_in, resolve_normal_ct, init_conntrack,
 __nf_conntrack_confirm, nf_conntrack_tuple_taken, early_drop, gc_worker) and
 nf_conntrack_standalone.c › ct_seq_show for the listing.
-A packet's new entry stays unconfirmed (only on skb.ct, not in the table) until nf_conntrack_confirm
-runs at the end of POSTROUTING / LOCAL_IN; a dropped packet just forgets it, as Linux frees it.
+The storage (rows, key rows, hash index, the compiled lookup) is nf_conntrack_table.py's; this module
+is the hook logic over it. A packet's new entry has a row but stays unconfirmed (on skb.ct, not in the
+index) until nf_conntrack_confirm runs at the end of POSTROUTING / LOCAL_IN; when its packet's path
+ends without that, nf_ct_release_unconfirmed frees the row, as Linux frees the entry with the skb.
 All clocks are packet time (skb.ts_ns).
 
 Fragments: nf_defrag (flowpath/netfilter/nf_defrag.py, priority -400) hands conntrack whole datagrams.
 One that still gets here (an IPv6 fragment the reassembly would not queue) is what Linux makes of it:
 a later fragment has no tuple (get_l4proto) and is INVALID; a first one fails its protocol's checks.
-Deviation: when the table is full, early_drop looks at the 8 oldest entries (not a hash bucket) for an
-expired or unassured one; clash resolution on confirm only adopts an identical entry.
+Deviation: clash resolution on confirm only adopts an identical entry.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import ipaddress
 import random
 from collections.abc import Callable, Iterator
 
+import numpy as np
+
+from flowpath.flowtable.key import K_PROTO, KEY_ROW
 from flowpath.netfilter.conntrack_proto import (
     nf_conntrack_generic_packet,
     nf_conntrack_gre_packet,
@@ -27,12 +31,11 @@ from flowpath.netfilter.conntrack_proto import (
     nf_conntrack_icmpv4_error,
     nf_conntrack_icmpv6_error,
     nf_conntrack_udp_packet,
-    nf_ct_get_tuple,
 )
 from flowpath.netfilter.conntrack_proto_tcp import (
     TCP_CONNTRACK_NAMES,
+    TcpConntrack,
     nf_conntrack_tcp_packet,
-    tcp_can_early_drop,
 )
 from flowpath.netfilter.conntrack_tuple import (
     NSEC_PER_SEC,
@@ -42,8 +45,9 @@ from flowpath.netfilter.conntrack_tuple import (
     nf_ct_expires,
     nf_ct_invert_tuple,
     nf_ct_is_confirmed,
-    nf_ct_is_expired,
+    nf_ct_key_tuple,
     nf_ct_refresh,
+    nf_ct_tuple_words,
 )
 from flowpath.netfilter.constants import (
     IP_CT_DIR_ORIGINAL,
@@ -68,11 +72,22 @@ from flowpath.netfilter.constants import (
     NF_REPEAT,
     NFPROTO_IPV4,
 )
+from flowpath.netfilter.ct_layout import CT_PROTO, CT_STATUS, CT_TIMEOUT, TCP_STATE
+from flowpath.netfilter.nf_conntrack_table import (
+    CT_INITIAL_ROWS,
+    CT_ROW_CONFIRMED,
+    CT_ROW_UNCONFIRMED,
+    NF_CT_NOT_FOUND,
+    NfConntrackTable,
+    nf_ct_confirm_check,
+    nf_ct_find,
+    nf_ct_find_expired_ed,
+    nf_ct_pkt_key,
+)
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
-NF_CT_EVICTION_RANGE = 8  # nf_conntrack_core.c
 # libnetfilter_conntrack proto2str: the names `conntrack -L` prints
 PROTO_NAMES = {L.IPPROTO_TCP: "tcp", L.IPPROTO_UDP: "udp", L.IPPROTO_ICMP: "icmp", L.IPPROTO_ICMPV6: "icmpv6",
                136: "udplite", L.IPPROTO_SCTP: "sctp", L.IPPROTO_GRE: "gre", 33: "dccp"}  # fmt: skip
@@ -85,26 +100,24 @@ def ctinfo2dir(ctinfo: int) -> int:
     return IP_CT_DIR_REPLY if ctinfo >= IP_CT_IS_REPLY else IP_CT_DIR_ORIGINAL
 
 
-def gc_worker_can_early_drop(ct: NfConn) -> bool:
-    """Linux: nf_conntrack_core.c › gc_worker_can_early_drop (offloaded entries never get here)."""
-    if not ct.status & IPS_ASSURED:
-        return True
-    return ct.l4proto == L.IPPROTO_TCP and tcp_can_early_drop(ct)
+# the TCP states tcp_can_early_drop names (FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE), as a mask
+_TCP_EARLY_DROP_STATES = sum(1 << s for s in (TcpConntrack.FIN_WAIT, TcpConntrack.CLOSE_WAIT,
+                                              TcpConntrack.LAST_ACK, TcpConntrack.TIME_WAIT, TcpConntrack.CLOSE))  # fmt: skip
 
 
-class Conntrack:
+class Conntrack(NfConntrackTable):
     """The conntrack table of one network namespace (struct net's ct part).
 
-    Confirmed entries are reachable by both tuples: `_hash[tuple] = (ct, dir)`. `nat_bysource` maps an
-    original source (l3, l4, addr, port) to the SNATed entries using it (nf_nat_core.c › nf_nat_bysource).
-    `rng` is the seeded PRNG for NF_NAT_RANGE_PROTO_RANDOM*, so replays are deterministic.
+    Confirmed entries are rows reachable by both tuples through the index (NfConntrackTable).
+    `nat_bysource` maps an original source (l3, l4, addr, port) to the SNATed entries using it
+    (nf_nat_core.c › nf_nat_bysource). `rng` is the seeded PRNG for NF_NAT_RANGE_PROTO_RANDOM*, so
+    replays are deterministic; hash_seed seeds the index's hash (random when None).
     """
 
-    def __init__(self, max_entries: int = 262144, seed: int = 0):
+    def __init__(self, max_entries: int = 262144, seed: int = 0, hash_seed: int | None = None):
+        super().__init__(min(CT_INITIAL_ROWS, max(2, max_entries)), hash_seed, max_entries)
         self.now_ns = 0
         self.max_entries = max_entries
-        self._hash: dict[NfConnTuple, tuple[NfConn, int]] = {}
-        self._cts: dict[NfConn, None] = {}
         self.nat_bysource: dict[tuple, dict[NfConn, None]] = {}
         self.rng = random.Random(seed)
         self.stat = {"found": 0, "invalid": 0, "insert": 0, "insert_failed": 0, "drop": 0, "early_drop": 0}
@@ -114,85 +127,149 @@ class Conntrack:
         # this_cpu the one whose classic path runs now (smp_processor_id()); NAT picks ports whose
         # replies steer to it (nat.py › nf_nat_steers_here)
         self.this_cpu, self.nr_cpus = 0, 1
+        self._k = np.zeros(KEY_ROW, np.uint32)  # the key of the tuple being looked up
+        self._unconfirmed: list[int] = []  # rows made unconfirmed since the last release
 
     def __len__(self) -> int:
-        return len(self._cts)
+        return self.nconfirmed
 
     def __iter__(self) -> Iterator[NfConn]:
-        return iter(list(self._cts))
+        return iter([self.nf_ct_get(r) for r in self.confirmed_rows().tolist()])
+
+    # --- rows and their Python views ----------------------------------------------------------------
+
+    def nf_ct_get(self, r: int) -> NfConn:
+        """The NfConn of row r (the same object while the entry lives)."""
+        c = self._conn[r]
+        if c is None:
+            c = self._conn[r] = NfConn(self, r)
+        return c
+
+    def set_tuple(self, r: int, dir: int, t: NfConnTuple) -> None:
+        """Write the key row of row r's direction dir (an unconfirmed entry's: NAT alters its reply)."""
+        nf_ct_tuple_words(t, self.key[2 * r + dir])
+
+    def get_tuple(self, r: int, dir: int) -> NfConnTuple:
+        return nf_ct_key_tuple(self.key[2 * r + dir])
+
+    def init_conntrack(self, tuple: NfConnTuple, repl: NfConnTuple, now_ns: int) -> NfConn:
+        """A new unconfirmed entry on a row of its own (Linux: init_conntrack). It joins the index at
+        nf_conntrack_confirm; a packet whose path ends first leaves it to nf_ct_release_unconfirmed."""
+        r = self.row_alloc()
+        self.set_tuple(r, IP_CT_DIR_ORIGINAL, tuple)
+        self.set_tuple(r, IP_CT_DIR_REPLY, repl)
+        self.hot[r, CT_TIMEOUT] = now_ns
+        ct = self._conn[r] = NfConn(self, r, [tuple, repl])
+        self._unconfirmed.append(r)
+        return ct
+
+    def nf_ct_put_unconfirmed(self, ct: NfConn) -> None:
+        """Free an unconfirmed entry no packet carries any more (Linux: the last nf_ct_put)."""
+        r = ct.row
+        if r >= 0 and self._conn[r] is ct and self.state[r] == CT_ROW_UNCONFIRMED:
+            self.row_free(r)
+
+    def nf_ct_release_unconfirmed(self) -> int:
+        """A packet's path (and what it originated) has ended: free every entry still unconfirmed, as
+        Linux frees one with the last skb that held it. Returns how many. No Linux counterpart as a
+        sweep: flowpath/inet/dev.py calls it where a received packet's path ends."""
+        if not self._unconfirmed:
+            return 0
+        n = 0
+        for r in self._unconfirmed:
+            if self.state[r] == CT_ROW_UNCONFIRMED:
+                self.row_free(r)
+                n += 1
+        self._unconfirmed.clear()
+        return n
 
     # --- lookup and removal -------------------------------------------------------------------------
+
+    def _find(self, k: np.ndarray, now_ns: int) -> int:
+        """nf_ct_find; an expired entry found is removed (nf_ct_gc_expired) and reported absent."""
+        ed = nf_ct_find(self._views, k, now_ns)
+        if ed < NF_CT_NOT_FOUND:
+            self._kill_row(nf_ct_find_expired_ed(ed) >> 1)
+            return NF_CT_NOT_FOUND
+        return ed
 
     def nf_conntrack_find_get(self, tuple: NfConnTuple, now_ns: int) -> tuple[NfConn, int] | None:
         """(ct, dir) holding `tuple`, or None. An expired entry found on the way is removed, as
         ____nf_conntrack_find does with nf_ct_gc_expired."""
-        h = self._hash.get(tuple)
-        if h is not None and nf_ct_is_expired(h[0], now_ns):
-            self.nf_ct_kill(h[0])
-            return None
-        return h
+        ed = self._find(nf_ct_tuple_words(tuple, self._k), now_ns)
+        return None if ed < 0 else (self.nf_ct_get(ed >> 1), ed & 1)
 
     def nf_conntrack_tuple_taken(self, tuple: NfConnTuple, ignored: NfConn | None) -> bool:
         """Linux: nf_conntrack_tuple_taken: does a confirmed entry other than `ignored` use `tuple`?
         An expired entry does not count and is removed (nf_ct_gc_expired)."""
-        h = self._hash.get(tuple)
-        if h is not None and nf_ct_is_expired(h[0], self.now_ns):
-            self.nf_ct_kill(h[0])
-            return False
-        return h is not None and h[0] is not ignored
+        ed = self._find(nf_ct_tuple_words(tuple, self._k), self.now_ns)
+        return ed >= 0 and (ignored is None or ignored.row != ed >> 1)
 
     def nf_ct_kill(self, ct: NfConn) -> bool:
         """Remove a confirmed entry from the table (nf_ct_delete); False if it was not there."""
-        if ct not in self._cts:
+        r = ct.row
+        if r < 0 or self._conn[r] is not ct or self.state[r] != CT_ROW_CONFIRMED:
             return False
+        self._kill_row(r)
+        return True
+
+    def _kill_row(self, r: int) -> None:
         for hook in self.destroy_hooks:
-            hook(ct)
-        ct.status |= IPS_DYING
-        for t in ct.tuplehash:
-            h = self._hash.get(t)
-            if h is not None and h[0] is ct:
-                del self._hash[t]
-        del self._cts[ct]
-        if ct.status & IPS_SRC_NAT_DONE:
-            users = self.nat_bysource.get(_bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL]))
+            hook(self.nf_ct_get(r))
+        self.hot[r, CT_STATUS] |= IPS_DYING
+        self.hash_remove(r)
+        if self.hot[r, CT_STATUS] & IPS_SRC_NAT_DONE:
+            ct = self.nf_ct_get(r)
+            key = _bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL])
+            users = self.nat_bysource.get(key)
             if users is not None:
                 users.pop(ct, None)
                 if not users:
-                    del self.nat_bysource[_bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL])]
-        return True
+                    del self.nat_bysource[key]
+        self.row_free(r)
 
     def gc(self, now_ns: int) -> int:
         """Remove expired entries; return how many. Offloaded entries belong to the flowtable, whose
         GC pins or releases their timeout (gc_worker skips IPS_OFFLOAD). With the table 95 % full or
         more, it also evicts what gc_worker_can_early_drop allows: unassured entries and TCP
         connections closing or closed (FIN_WAIT, LAST_ACK, TIME_WAIT, CLOSE, CLOSE_WAIT), counted
-        in early_drop, so that a table filled by finished connections makes room."""
-        max95 = self.max_entries // 100 * 95  # nf_conntrack_max95
-        count, dead, dropped = len(self._cts), [], []
-        for ct in self._cts:
-            if ct.status & IPS_OFFLOAD:
-                continue
-            if nf_ct_is_expired(ct, now_ns):
-                dead.append(ct)
-                count -= 1
-            elif max95 and count >= max95 and gc_worker_can_early_drop(ct):
-                dropped.append(ct)
-                count -= 1
-        for ct in dead + dropped:
-            self.nf_ct_kill(ct)
-        self.stat["early_drop"] += len(dropped)
-        return len(dead) + len(dropped)
+        in early_drop, so that a table filled by finished connections makes room.
 
-    def early_drop(self, now_ns: int) -> bool:
-        """Linux: early_drop: make room by evicting an unassured (or expired) entry."""
-        for i, ct in enumerate(self._cts):
-            if i >= NF_CT_EVICTION_RANGE:
-                break
-            if nf_ct_is_expired(ct, now_ns) or not ct.status & (IPS_ASSURED | IPS_OFFLOAD):
-                self.nf_ct_kill(ct)
-                self.stat["early_drop"] += 1
-                return True
-        return False
+        Linux: gc_worker walks the table in order and counts down as it evicts; so does this, over the
+        rows in insertion order, vectorised: an entry is evicted when the count left after the
+        expired and evicted entries before it is still at max95 or more.
+        """
+        max95 = self.max_entries // 100 * 95  # nf_conntrack_max95
+        rows = self.confirmed_rows()
+        st, tmo = self.hot[rows, CT_STATUS], self.hot[rows, CT_TIMEOUT]
+        live = (st & IPS_OFFLOAD) == 0
+        dead = live & (tmo - now_ns <= 0)
+        dropped = np.zeros_like(dead)
+        count = len(rows)
+        if max95 and count >= max95:
+            l4 = self.key[2 * rows, K_PROTO] & 0xFF
+            tcp_state = self.hot[rows, CT_PROTO + TCP_STATE]
+            closing = (l4 == L.IPPROTO_TCP) & (((_TCP_EARLY_DROP_STATES >> tcp_state) & 1) != 0)
+            cand = live & ~dead & (((st & IPS_ASSURED) == 0) | closing)  # gc_worker_can_early_drop
+            dead_before = np.cumsum(dead) - dead
+            j = np.cumsum(cand) - 1  # candidates before this one: all evicted, if this one is
+            dropped = cand & (count - dead_before - j >= max95)
+        for r in rows[dead | dropped].tolist():
+            self._kill_row(r)
+        ndrop = int(np.count_nonzero(dropped))
+        self.stat["early_drop"] += ndrop
+        return int(np.count_nonzero(dead)) + ndrop
+
+    def early_drop(self, k: np.ndarray, now_ns: int) -> bool:
+        """Linux: early_drop: make room by evicting an unassured (or expired) entry found within
+        NF_CT_EVICTION_RANGE buckets of the new tuple's (key k) home slot.
+        Deviation: one entry goes, where Linux evicts every candidate of the first bucket with one."""
+        r = self.early_drop_candidate(k, self.max_entries, now_ns)
+        if r < 0:
+            return False
+        self._kill_row(r)
+        self.stat["early_drop"] += 1
+        return True
 
     # --- the hook -------------------------------------------------------------------------------------
 
@@ -235,6 +312,7 @@ class Conntrack:
             if ret > 0:
                 break
             skb.ct, skb.ctinfo = None, IP_CT_ESTABLISHED
+            self.nf_ct_put_unconfirmed(ct)  # a new entry its first packet could not open
             if ret == -NF_REPEAT:
                 self.nf_ct_kill(ct)  # a SYN reopens a closed connection: start a fresh entry
                 continue
@@ -253,22 +331,26 @@ class Conntrack:
         Linux: resolve_normal_ct (+ init_conntrack). skb.ct stays None when the packet has no usable
         tuple (INVALID).
         """
-        tuple = nf_ct_get_tuple(skb.buf, skb.thoff, l3, skb.l4proto, skb.saddr, skb.daddr)
-        if tuple is None:
+        k = self._k
+        if not nf_ct_pkt_key(k, skb.buf, skb.nhoff, skb.thoff, 4 if l3 == NFPROTO_IPV4 else 6, skb.l4proto):
             return None
-        h = self.nf_conntrack_find_get(tuple, skb.ts_ns)
-        if h is None:
+        ed = nf_ct_find(self._views, k, skb.ts_ns)
+        if ed < NF_CT_NOT_FOUND:
+            self._kill_row(nf_ct_find_expired_ed(ed) >> 1)  # nf_ct_gc_expired
+            ed = NF_CT_NOT_FOUND
+        if ed < 0:
+            tuple = nf_ct_key_tuple(k)
             repl = nf_ct_invert_tuple(tuple)
             if repl is None:
                 return None
-            if len(self._cts) >= self.max_entries and not self.early_drop(skb.ts_ns):
+            if self.nconfirmed >= self.max_entries and not self.early_drop(k, skb.ts_ns):
                 self.stat["drop"] += 1
                 return NF_DROP, Reason.CT_TABLE_FULL
-            skb.ct = NfConn(tuplehash=[tuple, repl], timeout_ns=skb.ts_ns, net=self)
+            skb.ct = self.init_conntrack(tuple, repl, skb.ts_ns)
             skb.ctinfo = IP_CT_NEW
             return None
         self.stat["found"] += 1
-        ct, dir = h
+        ct, dir = self.nf_ct_get(ed >> 1), ed & 1
         if dir == IP_CT_DIR_REPLY:
             ctinfo = IP_CT_ESTABLISHED_REPLY
         elif ct.status & IPS_SEEN_REPLY:
@@ -306,26 +388,25 @@ class Conntrack:
             return NF_ACCEPT, None
         if ct.status & IPS_DYING:
             return NF_DROP, Reason.CT_INVALID
-        orig, repl = ct.tuplehash
-        h = self._hash.get(orig) or self._hash.get(repl)
-        if h is not None and not nf_ct_is_expired(h[0], skb.ts_ns):
-            other = h[0]
-            if h[1] == IP_CT_DIR_ORIGINAL and other.tuplehash == ct.tuplehash:
-                skb.ct = other  # __nf_ct_resolve_clash: the loser's packet uses the winner
+        r = ct.row
+        ed = nf_ct_confirm_check(self._views, r, skb.ts_ns)
+        while ed < NF_CT_NOT_FOUND:  # expired but not yet collected: removed
+            self._kill_row(nf_ct_find_expired_ed(ed) >> 1)
+            ed = nf_ct_confirm_check(self._views, r, skb.ts_ns)
+        if ed >= 0:
+            o = ed >> 1
+            same = np.array_equal(self.key[2 * o : 2 * o + 2], self.key[2 * r : 2 * r + 2])
+            if ed & 1 == IP_CT_DIR_ORIGINAL and same:
+                skb.ct = self.nf_ct_get(o)  # __nf_ct_resolve_clash: the loser's packet uses the winner
+                self.nf_ct_put_unconfirmed(ct)
                 return NF_ACCEPT, None
             self.stat["insert_failed"] += 1
             self.stat["drop"] += 1
             return NF_DROP, Reason.CT_INVALID
-        for t in (orig, repl):
-            old = self._hash.get(t)
-            if old is not None:
-                self.nf_ct_kill(old[0])  # expired but not yet collected
         ct.status |= IPS_CONFIRMED
-        self._hash[orig] = (ct, IP_CT_DIR_ORIGINAL)
-        self._hash[repl] = (ct, IP_CT_DIR_REPLY)
-        self._cts[ct] = None
+        self.hash_insert(r)
         if ct.status & IPS_SRC_NAT_DONE:
-            self.nat_bysource.setdefault(_bysource_key(orig), {})[ct] = None
+            self.nat_bysource.setdefault(_bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL]), {})[ct] = None
         self.stat["insert"] += 1
         return NF_ACCEPT, None
 
@@ -336,7 +417,7 @@ class Conntrack:
 
         acct=True adds `packets= bytes=` per direction, as with nf_conntrack_acct=1.
         """
-        return "".join(ct_seq_show(ct, now_ns, acct) + "\n" for ct in self._cts)
+        return "".join(ct_seq_show(ct, now_ns, acct) + "\n" for ct in self)
 
 
 def _bysource_key(t: NfConnTuple) -> tuple:

@@ -15,7 +15,6 @@ import numpy as np
 
 from flowpath.netfilter.conntrack_tuple import (
     NSEC_PER_SEC,
-    IpCtUdp,
     NfConn,
     NfConnTuple,
     nf_ct_invert_tuple,
@@ -243,7 +242,7 @@ def nf_conntrack_udp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check
         return -NF_ACCEPT
     status = ct.status
     if not status & IPS_CONFIRMED:
-        ct.proto = IpCtUdp(stream_ts_ns=skb.ts_ns + UDP_STREAM_DELAY_NS)
+        ct.proto.stream_ts_ns = skb.ts_ns + UDP_STREAM_DELAY_NS
     if status & IPS_SEEN_REPLY:
         extra, stream = UDP_CT_UNREPLIED_NS, False
         if skb.ts_ns > ct.proto.stream_ts_ns:  # time_after(jiffies, stream_ts)

@@ -4,14 +4,19 @@ Linux: include/net/netfilter/nf_conntrack_tuple.h (struct nf_conntrack_tuple, nf
 include/net/netfilter/nf_conntrack.h (struct nf_conn, nf_ct_is_confirmed, nf_ct_expires),
 net/netfilter/nf_conntrack_core.c (nf_ct_invert_tuple, __nf_ct_refresh_acct).
 Addresses are ints (IPv4 32-bit, IPv6 128-bit) and ports host-order ints. The tuple is a NamedTuple, so
-it hashes and compares by value like nf_ct_tuple_equal; the table is a dict keyed by it.
+it hashes and compares by value like nf_ct_tuple_equal. The table (nf_conntrack_table.py) holds it as a
+key row (nf_ct_tuple_words / nf_ct_key_tuple convert), and NfConn is a view of a table row: its
+attributes read and write the row's `hot` words, so the compiled path and this one share the state.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ctypes
 from typing import NamedTuple
 
+import numpy as np
+
+from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_PROTO, K_SADDR
 from flowpath.netfilter.constants import (
     IP_CT_DIR_ORIGINAL,
     IP_CT_DIR_REPLY,
@@ -20,6 +25,35 @@ from flowpath.netfilter.constants import (
     NFPROTO_IPV4,
     NFPROTO_IPV6,
 )
+from flowpath.netfilter.ct_layout import (
+    CT_BYTES,
+    CT_MARK,
+    CT_PACKETS,
+    CT_PROTO,
+    CT_PROTO_WORDS,
+    CT_STATUS,
+    CT_TIMEOUT,
+    TCP_LAST_ACK,
+    TCP_LAST_DIR,
+    TCP_LAST_END,
+    TCP_LAST_FLAGS,
+    TCP_LAST_INDEX,
+    TCP_LAST_SEQ,
+    TCP_LAST_WIN,
+    TCP_LAST_WSCALE,
+    TCP_RETRANS,
+    TCP_SEEN,
+    TCP_SEEN_WORDS,
+    TCP_STATE,
+    TD_END,
+    TD_FLAGS,
+    TD_MAXACK,
+    TD_MAXEND,
+    TD_MAXWIN,
+    TD_SCALE,
+    UDP_STREAM_TS,
+)
+from flowpath.netfilter.nf_conntrack_table import nf_ct_tuple_key
 from flowpath.packet import layout as L
 from flowpath.packet.steer import flow_steer_tuple, port_word
 
@@ -83,6 +117,31 @@ class NfConnTuple(NamedTuple):
         return self._replace(dst=addr, dport=port)
 
 
+def nf_ct_tuple_words(t: NfConnTuple, out: np.ndarray) -> np.ndarray:
+    """The key row (uint32[16]) of a tuple, written into out and returned (nf_ct_tuple_key)."""
+    if t.l3proto == NFPROTO_IPV4:
+        nf_ct_tuple_key(out, 4, t.l4proto, (t.src, 0, 0, 0), (t.dst, 0, 0, 0), t.sport, t.dport, t.type, t.code)
+    else:
+        s, d, m = t.src, t.dst, 0xFFFFFFFF
+        sw = (s >> 96, (s >> 64) & m, (s >> 32) & m, s & m)
+        dw = (d >> 96, (d >> 64) & m, (d >> 32) & m, d & m)
+        nf_ct_tuple_key(out, 6, t.l4proto, sw, dw, t.sport, t.dport, t.type, t.code)
+    return out
+
+
+def nf_ct_key_tuple(k: np.ndarray) -> NfConnTuple:
+    """The tuple of a key row (the inverse of nf_ct_tuple_words)."""
+    w = k.tolist()
+    proto, ports, encap = w[K_PROTO], w[K_PORTS], w[K_ENCAP]
+    if (proto >> 8) & 0xFF == 4:  # proto_l3, without a compiled call
+        l3, src, dst = NFPROTO_IPV4, w[K_SADDR], w[K_DADDR]
+    else:
+        l3 = NFPROTO_IPV6
+        src = (w[K_SADDR] << 96) | (w[K_SADDR + 1] << 64) | (w[K_SADDR + 2] << 32) | w[K_SADDR + 3]
+        dst = (w[K_DADDR] << 96) | (w[K_DADDR + 1] << 64) | (w[K_DADDR + 2] << 32) | w[K_DADDR + 3]
+    return NfConnTuple(l3, proto & 0xFF, src, dst, ports >> 16, ports & 0xFFFF, encap >> 8, encap & 0xFF)
+
+
 def nf_ct_tuple_cpu(t: NfConnTuple, nr_cpus: int) -> int:
     """The worker a packet with tuple t (either direction's) steers to (flowpath.packet.steer)."""
     l3 = 4 if t.l3proto == NFPROTO_IPV4 else 6
@@ -103,72 +162,199 @@ def nf_ct_invert_tuple(t: NfConnTuple) -> NfConnTuple | None:
     return NfConnTuple(t.l3proto, t.l4proto, t.dst, t.src, t.dport, t.sport)
 
 
-@dataclass(slots=True)
-class IpCtTcpState:
-    """struct ip_ct_tcp_state: what one side has sent and may send (sequence space, window)."""
+def _hot_word(i: int, doc: str) -> property:
+    """A property over word i of an NfConn's row (`_h`)."""
 
-    td_end: int = 0  # max of seq + len
-    td_maxend: int = 0  # max of ack + max(win, 1)
-    td_maxwin: int = 0  # max(win)
-    td_maxack: int = 0  # max of ack
-    td_scale: int = 0  # window scale factor
-    flags: int = 0  # IP_CT_TCP_FLAG_*
+    def get(self):
+        return self._h[i]
 
+    def set(self, v):
+        self._h[i] = v
 
-@dataclass(slots=True)
-class IpCtTcp:
-    """struct ip_ct_tcp: TCP state machine data."""
-
-    state: int = 0
-    seen: list[IpCtTcpState] = field(default_factory=lambda: [IpCtTcpState(), IpCtTcpState()])
-    last_dir: int = 0
-    last_index: int = 0
-    last_seq: int = 0
-    last_ack: int = 0
-    last_end: int = 0
-    last_win: int = 0
-    last_wscale: int = 0
-    last_flags: int = 0
-    retrans: int = 0
+    return property(get, set, doc=doc)
 
 
-@dataclass(slots=True)
-class IpCtUdp:
-    """struct nf_ct_udp: when an UDP flow with replies counts as a stream."""
-
-    stream_ts_ns: int = 0
+# The protocol views are ctypes structures over the row's CT_PROTO words: their fields are read and
+# written by C code, 2-3 times faster than Python properties, which the per-packet Python trackers feel.
+_c64 = ctypes.c_int64
 
 
-@dataclass(slots=True, eq=False)
+def _struct_fields(named: dict[int, str], words: int) -> list:
+    """ctypes _fields_ with the int64 word named[i] at offset i (ct_layout's TCP_* / TD_* / UDP_*)."""
+    assert sorted(named) == list(range(len(named)))
+    fields = [(named[i], _c64) for i in range(len(named))]
+    return fields + ([("_pad", _c64 * (words - len(named)))] if words > len(named) else [])
+
+
+class IpCtTcpState(ctypes.Structure):
+    """struct ip_ct_tcp_state: what one side has sent and may send (sequence space, window).
+
+    td_end max of seq + len; td_maxend max of ack + max(win, 1); td_maxwin max(win); td_maxack max
+    of ack; td_scale window scale factor; flags IP_CT_TCP_FLAG_*. A view of TCP_SEEN_WORDS words of a
+    row (IpCtTcp.seen) or, made with IpCtTcpState(), of its own (a scratch state).
+    """
+
+    _fields_ = _struct_fields({TD_END: "td_end", TD_MAXEND: "td_maxend", TD_MAXWIN: "td_maxwin",
+                               TD_MAXACK: "td_maxack", TD_SCALE: "td_scale", TD_FLAGS: "flags"}, TCP_SEEN_WORDS)  # fmt: skip
+
+
+class _Seen:
+    """IpCtTcp.seen: the two IpCtTcpState views, made on first use and then kept in the instance."""
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        seen = obj.__dict__["seen"] = (obj._seen[0], obj._seen[1])
+        return seen
+
+
+class IpCtTcp(ctypes.Structure):
+    """struct ip_ct_tcp: TCP state machine data, a view of the CT_PROTO words of a row (TCP_*
+    offsets, flowpath/netfilter/ct_layout.py); seen[dir] is the IpCtTcpState of dir's sender.
+    IpCtTcp() has words of its own, all zero: assigned to ct.proto, it resets the connection's
+    (tcp_new). A view is valid while the table's `hot` array stays: it is made for nf_conntrack_max
+    rows and moves only past them (ct.proto then gives a view of the new array).
+    """
+
+    _fields_ = _struct_fields({TCP_STATE: "state", TCP_LAST_DIR: "last_dir", TCP_LAST_INDEX: "last_index",
+                               TCP_LAST_SEQ: "last_seq", TCP_LAST_ACK: "last_ack", TCP_LAST_END: "last_end",
+                               TCP_LAST_WIN: "last_win", TCP_LAST_WSCALE: "last_wscale",
+                               TCP_LAST_FLAGS: "last_flags", TCP_RETRANS: "retrans"}, TCP_SEEN)  # fmt: skip
+    _fields_ += [("_seen", IpCtTcpState * 2), ("_pad2", _c64 * (CT_PROTO_WORDS - TCP_SEEN - 2 * TCP_SEEN_WORDS))]
+    seen = _Seen()
+
+    def __repr__(self) -> str:
+        s = [{f: getattr(x, f) for f, _ in IpCtTcpState._fields_[:6]} for x in self.seen]
+        return f"IpCtTcp(state={self.state}, seen={s})"
+
+
+class IpCtUdp(ctypes.Structure):
+    """struct nf_ct_udp: stream_ts_ns, when an UDP flow with replies counts as a stream (a view of the
+    CT_PROTO words of a row, as IpCtTcp)."""
+
+    _fields_ = _struct_fields({UDP_STREAM_TS: "stream_ts_ns"}, CT_PROTO_WORDS)
+
+
+assert ctypes.sizeof(IpCtTcp) == ctypes.sizeof(IpCtUdp) == 8 * CT_PROTO_WORDS
+assert IpCtTcp._seen.offset == 8 * TCP_SEEN and ctypes.sizeof(IpCtTcpState) == 8 * TCP_SEEN_WORDS
+
+
+class _DirWords:
+    """ct.packets / ct.bytes: the two per-direction counters of a row, indexable like a list."""
+
+    __slots__ = ("_ct", "_base")
+
+    def __init__(self, ct: NfConn, base: int):
+        self._ct, self._base = ct, base
+
+    def __getitem__(self, d: int) -> int:
+        return self._ct._h[self._base + d]
+
+    def __setitem__(self, d: int, v: int) -> None:
+        self._ct._h[self._base + d] = v
+
+    def __len__(self) -> int:
+        return 2
+
+    def __iter__(self):
+        return iter((self[0], self[1]))
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+class _TupleHash(list):
+    """ct.tuplehash: [ORIGINAL, REPLY] NfConnTuples, decoded from the row's key rows; an assignment
+    writes the key row too, and is refused once the entry is confirmed (its tuples are indexed;
+    Linux: nf_conntrack_alter_reply WARNs the same way)."""
+
+    __slots__ = ("_ct",)
+
+    def __setitem__(self, d: int, t: NfConnTuple) -> None:
+        ct = self._ct
+        if ct.row >= 0:
+            if ct.status & IPS_CONFIRMED:
+                raise ValueError(f"{ct!r}: the tuples of a confirmed entry do not change")
+            ct.net.set_tuple(ct.row, d, t)
+        list.__setitem__(self, d, t)
+
+
 class NfConn:
-    """struct nf_conn.
+    """struct nf_conn: a view of row `row` of a conntrack table (`net`, flowpath.netfilter.conntrack).
 
-    tuplehash  [ORIGINAL, REPLY] tuples; the table maps each to (ct, dir)
+    tuplehash  [ORIGINAL, REPLY] tuples (key rows 2*row and 2*row + 1)
     status     IPS_* bits; mark  ct mark
     timeout_ns absolute expiry in packet time (Linux: ct->timeout in jiffies)
     packets, bytes  per-direction counters (nf_conn_acct; bytes are IP lengths as skb->len)
-    proto      IpCtTcp / IpCtUdp / None (union nf_conntrack_proto)
+    proto      IpCtTcp / IpCtUdp view of the protocol words, None for other protocols
     net        the owning Conntrack (nf_ct_net)
-    ext        extension slots (Linux: ct->ext); the flowtable keeps its entry here
+    ext        extension slots (Linux: ct->ext), a dict made on first use
+    The table keeps one NfConn per row while the entry lives (so `is` and dict keys work); when the
+    row is freed the object keeps a copy of it (row -1), as a reference keeps a dead nf_conn in Linux.
     """
 
-    tuplehash: list[NfConnTuple]
-    status: int = 0
-    mark: int = 0
-    timeout_ns: int = 0
-    packets: list[int] = field(default_factory=lambda: [0, 0])
-    bytes: list[int] = field(default_factory=lambda: [0, 0])
-    proto: object = None
-    net: object = None
-    ext: dict = field(default_factory=dict)
+    __slots__ = ("net", "row", "tuplehash", "l3proto", "l4proto", "_h", "_proto", "_ext")
+
+    def __init__(self, net, row: int, tuplehash: list[NfConnTuple] | None = None):
+        self.net, self.row = net, row
+        self._h = memoryview(net.hot[row])
+        if tuplehash is None:  # an entry made without a Python view (the compiled path's)
+            tuplehash = [net.get_tuple(row, d) for d in (IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY)]
+        self.tuplehash = th = _TupleHash(tuplehash)
+        th._ct = self
+        self.l3proto, self.l4proto = tuplehash[0].l3proto, tuplehash[0].l4proto  # the original's: fixed
+        self._proto = self._ext = None
+
+    def _bind(self, hot: np.ndarray) -> None:
+        """The table grew: view the same row of its new arrays."""
+        self._rebind(hot[self.row])
+
+    def _rebind(self, row: np.ndarray) -> None:
+        self._h = memoryview(row)
+        if self._proto is not None:
+            self._proto = type(self._proto).from_buffer(self._h, 8 * CT_PROTO)
+
+    def _detach(self) -> None:
+        """The row is being freed: keep a private copy of it."""
+        self._rebind(np.array(self._h, np.int64))
+        self.row = -1
+
+    status = _hot_word(CT_STATUS, "IPS_* bits")
+    mark = _hot_word(CT_MARK, "ct mark")
+    timeout_ns = _hot_word(CT_TIMEOUT, "absolute expiry, ns of packet time")
 
     @property
-    def l3proto(self) -> int:
-        return self.tuplehash[IP_CT_DIR_ORIGINAL].l3proto
+    def packets(self) -> _DirWords:
+        return _DirWords(self, CT_PACKETS)  # made per use: fewer objects per entry for the GC to walk
 
     @property
-    def l4proto(self) -> int:
-        return self.tuplehash[IP_CT_DIR_ORIGINAL].l4proto
+    def bytes(self) -> _DirWords:
+        return _DirWords(self, CT_BYTES)
+
+    @property
+    def proto(self) -> IpCtTcp | IpCtUdp | None:
+        p = self._proto
+        if p is None:  # made on first use
+            l4 = self.l4proto
+            cls = IpCtTcp if l4 == L.IPPROTO_TCP else IpCtUdp if l4 == L.IPPROTO_UDP else None
+            if cls is not None:
+                p = self._proto = cls.from_buffer(self._h, 8 * CT_PROTO)
+        return p
+
+    @proto.setter
+    def proto(self, p: IpCtTcp | IpCtUdp) -> None:
+        """Copy a standalone IpCtTcp()/IpCtUdp()'s words into the row (a fresh protocol state)."""
+        dst = self.proto
+        ctypes.memmove(ctypes.addressof(dst), ctypes.addressof(p), ctypes.sizeof(dst))
+
+    @property
+    def ext(self) -> dict:
+        if self._ext is None:
+            self._ext = {}
+        return self._ext
 
     def __repr__(self) -> str:
         o, r = self.tuplehash[IP_CT_DIR_ORIGINAL], self.tuplehash[IP_CT_DIR_REPLY]
@@ -202,8 +388,9 @@ def nf_ct_refresh(ct: NfConn, now_ns: int, extra_ns: int) -> None:
 
 def nf_ct_acct_update(ct: NfConn, dir: int, nbytes: int) -> None:
     """Linux: nf_conntrack_acct.h › nf_ct_acct_update."""
-    ct.packets[dir] += 1
-    ct.bytes[dir] += nbytes
+    h = ct._h
+    h[CT_PACKETS + dir] += 1
+    h[CT_BYTES + dir] += nbytes
 
 
 def nf_ct_refresh_acct(ct: NfConn, dir: int, now_ns: int, nbytes: int, extra_ns: int) -> None:

@@ -1,0 +1,365 @@
+"""The conntrack hash table: rows, the tuple keys, the hash index, the compiled lookup.
+
+Linux: net/netfilter/nf_conntrack_core.c (hash_conntrack_raw, ____nf_conntrack_find,
+__nf_conntrack_hash_insert, nf_ct_delete_from_lists, __nf_conntrack_alloc / nf_conntrack_free,
+early_drop's bucket walk). Linux allocates one struct nf_conn per connection and chains its two
+tuplehash members into the buckets; here a connection is row r of structure-of-arrays:
+
+    key   uint32[2*cap, 16]  the tuple of direction d of row r in key row ed = 2*r + d, in the
+                             flowtable key layout (flowpath/flowtable/key.py; K_IIFIDX = the zone, 0)
+    hot   int64[cap, 32]     what a packet reads and writes (flowpath/netfilter/ct_layout.py)
+    state uint8[cap]         CT_ROW_FREE, CT_ROW_UNCONFIRMED (allocated, on a packet only) or
+                             CT_ROW_CONFIRMED (in the index, reachable by both tuples)
+    seq   int64[cap]         insertion order of confirmed rows (conntrack -L lists in this order)
+
+The index is the flowtable's open-addressing index (flow_offload_hash, flow_index_insert/remove,
+flow_offload_probe) over the key rows, with the tunnel words left out (tun_hash 1) and a random seed,
+as Linux seeds nf_conntrack_hash_rnd. Only this table adds or removes rows and index records.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from numba import njit
+
+from flowpath.flowtable.key import (
+    IDX_EMPTY,
+    IDX_TOMBSTONE,
+    K_DADDR,
+    K_ENCAP,
+    K_PORTS,
+    K_PROTO,
+    K_SADDR,
+    KEY_ROW,
+    flow_index_insert,
+    flow_index_remove,
+    flow_offload_hash,
+    flow_offload_probe,
+    flow_proto,
+    record_entry,
+)
+from flowpath.netfilter.constants import IPS_ASSURED, IPS_OFFLOAD
+from flowpath.netfilter.ct_layout import CT_HOT_ROW, CT_STATUS, CT_TIMEOUT
+from flowpath.packet.csum import ld16, ld32
+from flowpath.packet.layout import ICMPH, IP6H, IPH, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
+
+CT_ROW_FREE, CT_ROW_UNCONFIRMED, CT_ROW_CONFIRMED = 0, 1, 2
+CT_MAX_PROBES = 32
+CT_INDEX_SLOTS = 8  # index slots per row: 4 per tuple, as the flowtable's (load <= 0.25 when full)
+CT_TUN_HASH = 1  # flow_offload_hash / flow_key_equal: no tunnel words in a conntrack key
+NF_CT_EVICTION_RANGE = 8  # nf_conntrack_core.c: buckets early_drop looks at
+CT_INITIAL_ROWS = 1024
+# ed results of nf_ct_find (>= 0: found and live)
+NF_CT_NOT_FOUND = -1  # <= -2: found but expired, at entry -2 - result (nf_ct_find_expired_ed)
+
+
+# ---- the key ----------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def nf_ct_tuple_key(out, l3, l4proto, saddr, daddr, sport, dport, type_, code):
+    """Write the conntrack key of a tuple into out (uint32[16]).
+
+    Linux: nf_ct_get_tuple's per-protocol pkt_to_tuple. l3 4 or 6; saddr, daddr the address words as
+    4-tuples of int64 (IPv4 in word 0, the others 0; wire-order values as ld32 returns them); sport, dport
+    host-order ports (ICMP/ICMPv6: the echo id in sport); type_, code the ICMP type and code.
+    TCP and UDP keep their ports; ICMP/ICMPv6 id << 16 | id, and type << 8 | code in K_ENCAP; every
+    other protocol is tracked on addresses alone (conntrack_proto.py's Deviation): ports 0.
+    """
+    out[:] = 0
+    out[K_PROTO] = flow_proto(l3, l4proto)
+    for w in range(4):
+        out[K_SADDR + w] = saddr[w]
+        out[K_DADDR + w] = daddr[w]
+    if l4proto == IPPROTO_TCP or l4proto == IPPROTO_UDP:
+        out[K_PORTS] = (sport << 16) | dport
+    elif l4proto == IPPROTO_ICMP or l4proto == IPPROTO_ICMPV6:
+        out[K_PORTS] = (sport << 16) | sport
+        out[K_ENCAP] = (type_ << 8) | code
+
+
+@njit(cache=True, nogil=True)
+def nf_ct_pkt_key(out, buf, nhoff, thoff, l3, l4proto):
+    """The key of the packet in buf (uint8[n]) whose IP header is at nhoff and whose L4 header
+    (protocol l4proto) is at thoff, into out (uint32[16]); 0 when the L4 header is too short for
+    its tuple (no tuple: INVALID), else 1.
+
+    Linux: nf_ct_get_tuple (ipv4_pkt_to_tuple / ipv6_pkt_to_tuple and the l4 pkt_to_tuple); the
+    compiled form of conntrack_proto.nf_ct_get_tuple, which the tests hold it to.
+    """
+    end = buf.shape[0]
+    if l4proto == IPPROTO_TCP or l4proto == IPPROTO_UDP:
+        if thoff + 4 > end:
+            return 0
+    elif l4proto == IPPROTO_ICMP or l4proto == IPPROTO_ICMPV6:
+        if thoff + ICMPH.size > end:
+            return 0
+    if l3 == 4:
+        z = np.int64(0)
+        s = (ld32(buf, nhoff + IPH.saddr), z, z, z)
+        d = (ld32(buf, nhoff + IPH.daddr), z, z, z)
+    else:
+        a, b = nhoff + IP6H.saddr, nhoff + IP6H.daddr
+        s = (ld32(buf, a), ld32(buf, a + 4), ld32(buf, a + 8), ld32(buf, a + 12))
+        d = (ld32(buf, b), ld32(buf, b + 4), ld32(buf, b + 8), ld32(buf, b + 12))
+    sport = dport = type_ = code = 0
+    if l4proto == IPPROTO_TCP or l4proto == IPPROTO_UDP:
+        sport, dport = ld16(buf, thoff), ld16(buf, thoff + 2)
+    elif l4proto == IPPROTO_ICMP or l4proto == IPPROTO_ICMPV6:
+        sport, type_, code = ld16(buf, thoff + ICMPH.id), np.int64(buf[thoff]), np.int64(buf[thoff + 1])
+    nf_ct_tuple_key(out, l3, l4proto, s, d, sport, dport, type_, code)
+    return 1
+
+
+# ---- lookup -----------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def nf_ct_find(views, k, now_ns):
+    """The entry ed (2*row + dir) whose key equals k (uint32[16]), NF_CT_NOT_FOUND (-1) when none.
+
+    Linux: ____nf_conntrack_find. An expired entry is not returned: the result is then -2 - ed
+    (<= -2), and the Python owner removes it (nf_ct_gc_expired), as the kernel's lookup does.
+    views: Conntrack.views() = (index int64[icap], key uint32[2*cap, 16], hot int64[cap, 32],
+    mask icap - 1, max_probes, seed).
+    """
+    index, key, hot, mask, max_probes, seed = views
+    h = flow_offload_hash(k, 0, seed, CT_TUN_HASH)
+    e = flow_offload_probe(index, key, mask, max_probes, k, 0, h, CT_TUN_HASH)
+    if e < 0:
+        return NF_CT_NOT_FOUND
+    if hot[e >> 1, CT_TIMEOUT] - now_ns <= 0:  # nf_ct_is_expired
+        return -2 - e
+    return e
+
+
+def nf_ct_find_expired_ed(r: int) -> int:
+    """The entry an nf_ct_find result <= -2 found expired."""
+    return -2 - r
+
+
+@njit(cache=True, nogil=True)
+def nf_ct_confirm_check(views, r, now_ns):
+    """What stands in the way of confirming row r: the ed of a live entry holding one of its tuples
+    (the original's first), else an expired one's as -2 - ed (the owner removes it and asks again),
+    else NF_CT_NOT_FOUND.
+
+    Linux: __nf_conntrack_confirm's walk of both tuples' chains (nf_ct_key_equal).
+    """
+    expired = NF_CT_NOT_FOUND
+    for d in range(2):
+        ed = nf_ct_find(views, views[1][2 * r + d], now_ns)
+        if ed >= 0:
+            return ed
+        if ed < NF_CT_NOT_FOUND and expired == NF_CT_NOT_FOUND:
+            expired = ed
+    return expired
+
+
+@njit(cache=True, nogil=True)
+def nf_ct_hash_insert(views, r):
+    """Index both tuples of row r (key rows 2r, 2r + 1). Returns the tombstones reused (0..2), or -1
+    when a tuple found no slot within max_probes (the owner rebuilds the index larger)."""
+    index, key, hot, mask, max_probes, seed = views
+    reused = 0
+    for ed in range(2 * r, 2 * r + 2):
+        got = flow_index_insert(index, mask, max_probes, flow_offload_hash(key[ed], 0, seed, CT_TUN_HASH), ed)
+        if got == 0:
+            return -1
+        reused += got == 2
+    return reused
+
+
+@njit(cache=True, nogil=True)
+def nf_ct_index_build(views, state):
+    """Index every confirmed row (state uint8[cap] == CT_ROW_CONFIRMED) into views' index, emptied
+    first; returns how many rows found no slot (0 on success). As flowtable/key.py's flow_index_build,
+    over row pairs (its own signature, so the flowtable's stays single)."""
+    index = views[0]
+    index[:] = IDX_EMPTY
+    failed = 0
+    for r in range(state.shape[0]):
+        if state[r] == CT_ROW_CONFIRMED:
+            failed += nf_ct_hash_insert(views, r) < 0
+    return failed
+
+
+@njit(cache=True, nogil=True)
+def nf_ct_hash_remove(views, r):
+    """Tombstone the index records of row r's two tuples; returns how many were there."""
+    index, key, hot, mask, max_probes, seed = views
+    n = 0
+    for ed in range(2 * r, 2 * r + 2):
+        n += flow_index_remove(index, mask, max_probes, flow_offload_hash(key[ed], 0, seed, CT_TUN_HASH), ed)
+    return n
+
+
+@njit(cache=True, nogil=True)
+def nf_ct_early_drop_scan(views, k, nslots, now_ns):
+    """The first row early_drop may evict among the records of the nslots index slots from k's home
+    slot: expired, or neither ASSURED nor offloaded; -1 when none.
+
+    Linux: early_drop / early_drop_list over NF_CT_EVICTION_RANGE buckets from the new tuple's.
+    """
+    index, key, hot, mask, max_probes, seed = views
+    slot = flow_offload_hash(k, 0, seed, CT_TUN_HASH) & mask
+    for _ in range(min(nslots, mask + 1)):
+        rec = index[slot]
+        if rec != IDX_EMPTY and rec != IDX_TOMBSTONE:
+            r = record_entry(rec) >> 1
+            if hot[r, CT_TIMEOUT] - now_ns <= 0 or hot[r, CT_STATUS] & (IPS_ASSURED | IPS_OFFLOAD) == 0:
+                return r
+        slot = (slot + 1) & mask
+    return -1
+
+
+# ---- the table --------------------------------------------------------------------------------
+def _pow2(n: int) -> int:
+    return 1 << max(1, int(n) - 1).bit_length()
+
+
+class NfConntrackTable:
+    """Rows, index and free list of one conntrack table (the storage half of struct net's ct).
+
+    Rows are allocated to an entry when it is created (unconfirmed), indexed on confirmation and freed
+    when it dies, or at the end of the packet that created it when that packet did not confirm it.
+    The table grows by doubling when no row is free; nf_conntrack_max is the caller's policy (it counts
+    confirmed rows, as len() does). `_conn[row]` caches the Python view of a row (conntrack_tuple.NfConn),
+    so that a row gives the same object while its entry lives.
+    """
+
+    def __init__(self, capacity: int = CT_INITIAL_ROWS, hash_seed: int | None = None, hot_rows: int = 0):
+        self.hash_seed = secrets.randbits(32) if hash_seed is None else hash_seed & 0xFFFFFFFF
+        cap = _pow2(max(2, capacity))
+        self.key = np.zeros((2 * cap, KEY_ROW), np.uint32)
+        # hot has rows for hot_rows entries from the start (nf_conntrack_max), so that it does not move
+        # when the table grows: the Python views keep pointing into it (rebinding thousands of them cost
+        # 5 % of a connection-rate benchmark). np.zeros maps zero pages: untouched rows cost no memory.
+        self.hot = np.zeros((_pow2(max(cap, hot_rows)), CT_HOT_ROW), np.int64)
+        self.state = np.zeros(cap, np.uint8)
+        self.seq = np.zeros(cap, np.int64)
+        self.index = np.zeros(CT_INDEX_SLOTS * cap, np.int64)
+        self.nconfirmed, self.ntomb, self._next_seq = 0, 0, 0
+        self._free = list(range(cap - 1, -1, -1))  # rows, lowest on top
+        self._conn: list = [None] * cap
+        self._rebuild(self.index.shape[0])
+        self._warm()
+
+    def _warm(self) -> None:
+        """Load every kernel on this table's arrays now, not in the middle of the first packets."""
+        k = np.zeros(KEY_ROW, np.uint32)
+        nf_ct_tuple_key(k, 4, IPPROTO_TCP, (0, 0, 0, 0), (0, 0, 0, 0), 0, 0, 0, 0)
+        nf_ct_pkt_key(k, np.zeros(64, np.uint8), 0, 20, 4, IPPROTO_TCP)
+        nf_ct_find(self._views, k, 0)
+        nf_ct_confirm_check(self._views, 0, 0)
+        nf_ct_early_drop_scan(self._views, k, 1, 0)
+        nf_ct_hash_remove(self._views, 0)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.state.shape[0])
+
+    def views(self) -> tuple:
+        """(index, key, hot, mask, max_probes, seed): what nf_ct_find and the compiled lane take; a
+        new tuple when the table grows or its index is rebuilt (fetch it once per batch)."""
+        return self._views
+
+    def _set_views(self) -> None:
+        self._views = (self.index, self.key, self.hot, self.index.shape[0] - 1, CT_MAX_PROBES, self.hash_seed)
+
+    def rows_in_use(self) -> int:
+        """Rows allocated: confirmed entries plus unconfirmed ones still on a packet."""
+        return self.capacity - len(self._free)
+
+    # ---- rows ---------------------------------------------------------------------------------
+    def row_alloc(self) -> int:
+        """A zeroed row, now CT_ROW_UNCONFIRMED (Linux: __nf_conntrack_alloc)."""
+        if not self._free:
+            self._grow()
+        r = self._free.pop()
+        self.state[r] = CT_ROW_UNCONFIRMED
+        return r
+
+    def row_free(self, r: int) -> None:
+        """Give row r back (Linux: nf_conntrack_free); its Python view keeps a copy of it."""
+        c = self._conn[r]
+        if c is not None:
+            c._detach()
+            self._conn[r] = None
+        self.hot[r] = 0
+        self.key[2 * r : 2 * r + 2] = 0
+        self.state[r] = CT_ROW_FREE
+        self._free.append(r)
+
+    def _grow(self) -> None:
+        cap = self.capacity
+        new = 2 * cap
+        key = np.zeros((2 * new, KEY_ROW), np.uint32)
+        key[: 2 * cap] = self.key
+        self.key = key
+        moved = new > self.hot.shape[0]  # past the rows made for nf_conntrack_max: the views follow
+        if moved:
+            hot = np.zeros((new, CT_HOT_ROW), np.int64)
+            hot[:cap] = self.hot
+            self.hot = hot
+        for name in ("state", "seq"):
+            old = getattr(self, name)
+            arr = np.zeros(new, old.dtype)
+            arr[:cap] = old
+            setattr(self, name, arr)
+        self._conn.extend([None] * cap)
+        self._free = list(range(new - 1, cap - 1, -1)) + self._free
+        self._rebuild(max(self.index.shape[0], CT_INDEX_SLOTS * new))
+        for c in self._conn[:cap] if moved else ():
+            if c is not None:
+                c._bind(self.hot)
+
+    def _rebuild(self, icap: int) -> None:
+        """Rebuild the index at icap slots or more (drops tombstones), as Flowtable._rebuild."""
+        while True:
+            index = np.zeros(icap, np.int64)
+            views = (index, self.key, self.hot, icap - 1, CT_MAX_PROBES, self.hash_seed)
+            if nf_ct_index_build(views, self.state) == 0:
+                break
+            icap *= 2
+        self.index, self.ntomb = index, 0
+        self._set_views()
+
+    # ---- the index ----------------------------------------------------------------------------
+    def hash_insert(self, r: int) -> None:
+        """Index both tuples of row r (Linux: __nf_conntrack_hash_insert); it becomes CONFIRMED."""
+        if (2 * self.nconfirmed + self.ntomb + 2) * 4 > self.index.shape[0] * 3:
+            self._rebuild(self.index.shape[0])
+        self.state[r] = CT_ROW_CONFIRMED
+        self.seq[r] = self._next_seq
+        self._next_seq += 1
+        self.nconfirmed += 1
+        got = nf_ct_hash_insert(self._views, r)
+        if got < 0:  # a probe run full at load <= 0.75: bad luck; a larger index holds both tuples
+            self._rebuild(2 * self.index.shape[0])
+        else:
+            self.ntomb -= got
+
+    def hash_remove(self, r: int) -> None:
+        """Take both tuples of a confirmed row out of the index (nf_ct_delete_from_lists)."""
+        self.ntomb += nf_ct_hash_remove(self._views, r)
+        self.nconfirmed -= 1
+        self.state[r] = CT_ROW_UNCONFIRMED
+
+    def find(self, k: np.ndarray, now_ns: int) -> int:
+        """nf_ct_find from Python: ed, NF_CT_NOT_FOUND, or <= -2 for an expired entry."""
+        return nf_ct_find(self._views, k, now_ns)
+
+    def early_drop_candidate(self, k: np.ndarray, max_entries: int, now_ns: int) -> int:
+        """The row early_drop evicts for a new tuple with key k, or -1.
+
+        Buckets: nf_conntrack_buckets is nf_conntrack_max rounded up to a power of two (Linux's
+        default sizing keeps the two equal), so a bucket is index-size / buckets slots, at least one,
+        and its chain holds two tuples on average when the table is full, as in Linux.
+        """
+        icap = self.index.shape[0]
+        per_bucket = max(1, icap // _pow2(max(1, max_entries)))
+        return int(nf_ct_early_drop_scan(self._views, k, NF_CT_EVICTION_RANGE * per_bucket, now_ns))
+
+    def confirmed_rows(self) -> np.ndarray:
+        """The confirmed rows in insertion order (int64)."""
+        rows = np.flatnonzero(self.state == CT_ROW_CONFIRMED)
+        return rows[np.argsort(self.seq[rows], kind="stable")]
