@@ -26,11 +26,29 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flowpath.flowtable.ip import nf_flow_tuple_ip, nf_flow_tuple_ipv6
-from flowpath.flowtable.key import FLOW_FORWARD, K_DADDR, K_PORTS, K_SADDR, ports_dst, ports_src
+from flowpath.flowtable.ip import FLOW_FORWARD, nf_flow_tuple_ip, nf_flow_tuple_ipv6
+from flowpath.flowtable.key import K_DADDR, K_PORTS, K_SADDR, ports_dst, ports_src
 from flowpath.net.fib import RTN_UNICAST
-from flowpath.net.fib_table import RT_FLAGS, RT_GW, RT_OIF, RT_TYPE, RTF_GATEWAY, fib_lookup4, fib_lookup6, fib_result_mtu
-from flowpath.net.link import IFF_UP, KIND_DUMMY, KIND_ETHER, KIND_VETH, LINK_KIND_CODES, LK_ADDR, LK_FLAGS, LK_KIND
+from flowpath.net.fib_table import (
+    RT_FLAGS,
+    RT_GW,
+    RT_OIF,
+    RT_TYPE,
+    RTF_GATEWAY,
+    fib_lookup4,
+    fib_lookup6,
+    fib_result_mtu,
+)
+from flowpath.net.link import (
+    IFF_UP,
+    KIND_DUMMY,
+    KIND_ETHER,
+    KIND_VETH,
+    LINK_KIND_CODES,
+    LK_ADDR,
+    LK_FLAGS,
+    LK_KIND,
+)
 from flowpath.net.neigh_table import NB_LLADDR, neigh_lookup, neigh_output_ok
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack_proto_tcp import tcp_conntrack_packet
@@ -72,7 +90,7 @@ from flowpath.netfilter.nft_vm import (
     nft_vm_run_regs,
 )
 from flowpath.packet import layout as L
-from flowpath.packet.csum import ip_decrease_ttl, ip_fast_csum, l4_csum, ld16, ld32
+from flowpath.packet.csum import csum_partial, ip_decrease_ttl, l4_csum, ld16, ld32
 from flowpath.packet.reason import (
     PUNT_CSUM,
     PUNT_CT_STATE,
@@ -110,7 +128,7 @@ def lane_parse(b, h, n, k):
     if etype == L.ETH_P_IP:
         if nf_flow_tuple_ip(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != FLOW_FORWARD:
             return PUNT_HEADER, 4, 0, 0, 0
-        if ip_fast_csum(b, nhoff, L.IPH.size) != 0:
+        if csum_partial(b, nhoff, L.IPH.size, 0) != 0xFFFF:  # the header verifies (skb_parse's check)
             return PUNT_CSUM, 4, 0, 0, 0
         l3, l3len, thoff = 4, ld16(b, nhoff + L.IPH.tot_len), nhoff + L.IPH.size
         l4proto = int(b[nhoff + L.IPH.protocol])
@@ -166,7 +184,7 @@ def lane_martian(b, nhoff, l3):
 def lane_words_addr(key, row, off, addr):
     """The address key[row, off : off + 4] (wire-order words) as 16 network-order bytes."""
     for w in range(4):
-        v = key[row, off + w]
+        v = np.int64(key[row, off + w])
         addr[4 * w] = (v >> 24) & 0xFF
         addr[4 * w + 1] = (v >> 16) & 0xFF
         addr[4 * w + 2] = (v >> 8) & 0xFF
@@ -187,10 +205,10 @@ def nf_nat_packet_row(b, end, nhoff, thoff, l3, l4proto, key, ed, status, manipt
     other = ed ^ 1
     if maniptype == C.NF_NAT_MANIP_SRC:  # target.src = other.dst, target.sport = other.dport
         lane_words_addr(key, other, K_DADDR, addr)
-        port = ports_dst(key[other, K_PORTS])
+        port = np.int64(ports_dst(np.int64(key[other, K_PORTS])))
     else:
         lane_words_addr(key, other, K_SADDR, addr)
-        port = ports_src(key[other, K_PORTS])
+        port = np.int64(ports_src(np.int64(key[other, K_PORTS])))
     return nf_nat_l3_manip_pkt(b, end, nhoff, thoff, l3, l4proto, addr, port, maniptype)
 
 

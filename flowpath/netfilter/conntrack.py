@@ -32,11 +32,8 @@ from flowpath.netfilter.conntrack_proto import (
     nf_conntrack_icmpv6_error,
     nf_conntrack_udp_packet,
 )
-from flowpath.netfilter.conntrack_proto_tcp import (
-    TCP_CONNTRACK_NAMES,
-    TcpConntrack,
-    nf_conntrack_tcp_packet,
-)
+from flowpath.netfilter.conntrack_proto_tcp import nf_conntrack_tcp_packet, tcp_params
+from flowpath.netfilter.conntrack_proto_tcp_window import TCP_CONNTRACK_NAMES, TcpConntrack
 from flowpath.netfilter.conntrack_tuple import (
     NSEC_PER_SEC,
     NfConn,
@@ -129,6 +126,7 @@ class Conntrack(NfConntrackTable):
         self.this_cpu, self.nr_cpus = 0, 1
         self._k = np.zeros(KEY_ROW, np.uint32)  # the key of the tuple being looked up
         self._unconfirmed: list[int] = []  # rows made unconfirmed since the last release
+        self.tcp_params = tcp_params()  # the TCP tracker's sysctls and timeouts (struct nf_tcp_net)
 
     def __len__(self) -> int:
         return self.nconfirmed

@@ -27,20 +27,17 @@ from flowpath.netfilter.constants import (
     IP_CT_RELATED,
     IP_CT_UNTRACKED,
     IPS_ASSURED,
-    IPS_CONFIRMED,
     IPS_NAT_CLASH_BIT,
     IPS_SEEN_REPLY,
     NF_ACCEPT,
     NFPROTO_IPV4,
     NFPROTO_IPV6,
 )
+from flowpath.netfilter.ct_row import nf_conntrack_udp_packet as udp_conntrack_row
 from flowpath.packet import layout as L
 from flowpath.packet.csum import icmp_csum, l4_csum, ld16, ld32
 from flowpath.packet.skb import SkBuff
 
-UDP_CT_UNREPLIED_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_udp.c › udp_timeouts
-UDP_CT_REPLIED_NS = 120 * NSEC_PER_SEC
-UDP_STREAM_DELAY_NS = 2 * NSEC_PER_SEC  # ct->proto.udp.stream_ts = 2 * HZ + jiffies
 ICMP_TIMEOUT_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_icmp.c › nf_ct_icmp_timeout
 ICMPV6_TIMEOUT_NS = 30 * NSEC_PER_SEC
 GENERIC_TIMEOUT_NS = 600 * NSEC_PER_SEC  # nf_conntrack_proto_generic.c
@@ -235,24 +232,11 @@ def udp_error(skb: SkBuff, thoff: int, check_csum: bool) -> bool:
 def nf_conntrack_udp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check_csum: bool) -> int:
     """Linux: nf_conntrack_udp_packet.
 
-    Unreplied: 30 s. Seen both ways: still 30 s until the flow has lived 2 s (stream_ts), then 120 s
-    and ASSURED, so a one-shot query and its answer do not pin an entry for two minutes.
+    udp_error here; the tracking itself is compiled (ct_row.py), shared with the compiled lane.
     """
     if udp_error(skb, thoff, check_csum):
         return -NF_ACCEPT
-    status = ct.status
-    if not status & IPS_CONFIRMED:
-        ct.proto.stream_ts_ns = skb.ts_ns + UDP_STREAM_DELAY_NS
-    if status & IPS_SEEN_REPLY:
-        extra, stream = UDP_CT_UNREPLIED_NS, False
-        if skb.ts_ns > ct.proto.stream_ts_ns:  # time_after(jiffies, stream_ts)
-            extra, stream = UDP_CT_REPLIED_NS, not status & IPS_ASSURED
-        nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, extra)
-        if stream and not status & (1 << IPS_NAT_CLASH_BIT):
-            ct.status |= IPS_ASSURED
-    else:
-        nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, UDP_CT_UNREPLIED_NS)
-    return NF_ACCEPT
+    return int(udp_conntrack_row(ct.hot_row, dir, skb.ts_ns, skb.l3len))
 
 
 def nf_conntrack_generic_packet(ct: NfConn, skb: SkBuff, dir: int) -> int:

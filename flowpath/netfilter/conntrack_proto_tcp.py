@@ -78,10 +78,6 @@ from flowpath.netfilter.constants import (
     NF_REPEAT,
 )
 from flowpath.netfilter.ct_layout import (
-    CT_BYTES,
-    CT_HOT_ROW,
-    CT_MARK,
-    CT_PACKETS,
     CT_PROTO,
     CT_PROTO_WORDS,
     CT_STATUS,
@@ -101,8 +97,6 @@ from flowpath.netfilter.ct_layout import (
     TCP_P_TIMEOUTS,
     TCP_PARAMS,
     TCP_RETRANS,
-    TCP_SEEN,
-    TCP_SEEN_WORDS,
     TCP_STATE,
     TD_END,
     TD_FLAGS,
@@ -429,17 +423,12 @@ def nf_conntrack_tcp_packet(ct, skb, thoff: int, dir: int, check_csum: bool) -> 
     b, nhoff, l3len = skb.buf, skb.nhoff, skb.l3len
     if check_csum and tcp_checksum_bad(b, nhoff, thoff, l3len):
         return -NF_ACCEPT
-    row = getattr(ct, "hot_row", None)
-    bridged = row is None
-    if bridged:
-        row = state_to_row(ct)
+    row = ct.hot_row
     was_dying = row[CT_STATUS] & IPS_DYING
     ret = int(tcp_conntrack_packet(row, b, nhoff, thoff, l3len, dir, skb.ctinfo, skb.ts_ns, _params_of(ct)))
     kill = ret > 0 and not was_dying and row[CT_STATUS] & IPS_DYING
     if kill:
         row[CT_STATUS] &= ~IPS_DYING  # nf_ct_kill sets it, as it removes the entry
-    if bridged:
-        row_to_state(row, ct)
     if kill and ct.net is not None:
         ct.net.nf_ct_kill(ct)
     return ret
@@ -447,28 +436,22 @@ def nf_conntrack_tcp_packet(ct, skb, thoff: int, dir: int, check_csum: bool) -> 
 
 def nf_tcp_handle_invalid(ct, dir: int, index: int, now_ns: int) -> None:
     """Linux: nf_tcp_handle_invalid (tcp_conntrack_handle_invalid on ct's row)."""
-    row, bridged = _row_of(ct)
-    tcp_conntrack_handle_invalid(row, dir, index, now_ns, _params_of(ct))
-    if bridged:
-        row_to_state(row, ct)
+    tcp_conntrack_handle_invalid(ct.hot_row, dir, index, now_ns, _params_of(ct))
 
 
 def nf_conntrack_tcp_set_closing(ct, now_ns: int) -> None:
     """Linux: nf_conntrack_tcp_set_closing (tcp_conntrack_set_closing on ct's row)."""
-    row, bridged = _row_of(ct)
-    tcp_conntrack_set_closing(row, now_ns, _params_of(ct))
-    if bridged:
-        row_to_state(row, ct)
+    tcp_conntrack_set_closing(ct.hot_row, now_ns, _params_of(ct))
 
 
 def nf_conntrack_tcp_established(ct) -> bool:
     """Linux: nf_conntrack_tcp_established (also used by the flowtable to allow offload)."""
-    return bool(tcp_conntrack_established(_row_of(ct)[0]))
+    return bool(tcp_conntrack_established(ct.hot_row))
 
 
 def tcp_can_early_drop(ct) -> bool:
     """Linux: tcp_can_early_drop."""
-    return bool(tcp_conntrack_can_early_drop(_row_of(ct)[0]))
+    return bool(tcp_conntrack_can_early_drop(ct.hot_row))
 
 
 def _params_of(ct) -> np.ndarray:
@@ -477,95 +460,18 @@ def _params_of(ct) -> np.ndarray:
     return params if params is not None else _default_params()
 
 
-def _row_of(ct) -> tuple[np.ndarray, bool]:
-    """(ct's hot row, True when it is a bridged copy to write back with row_to_state)."""
-    row = getattr(ct, "hot_row", None)
-    return (state_to_row(ct), True) if row is None else (row, False)
 
 
-# ---- compatibility bridge: delete once NfConn is a view of its hot row ---------------------------------
-
-
-def state_to_row(ct) -> np.ndarray:
-    """A fresh hot row (int64[CT_HOT_ROW]) holding the fields of ct the tracker reads and writes."""
-    row = np.zeros(CT_HOT_ROW, np.int64)
-    row[CT_STATUS], row[CT_TIMEOUT], row[CT_MARK] = ct.status, ct.timeout_ns, ct.mark
-    row[CT_PACKETS : CT_PACKETS + 2] = ct.packets
-    row[CT_BYTES : CT_BYTES + 2] = ct.bytes
-    tcp = ct.proto
-    if tcp is not None and hasattr(tcp, "seen"):  # IpCtTcp
-        p = CT_PROTO
-        row[p + TCP_STATE], row[p + TCP_LAST_DIR], row[p + TCP_LAST_INDEX] = (
-            tcp.state,
-            tcp.last_dir,
-            tcp.last_index,
-        )
-        row[p + TCP_LAST_SEQ], row[p + TCP_LAST_ACK], row[p + TCP_LAST_END] = (
-            tcp.last_seq,
-            tcp.last_ack,
-            tcp.last_end,
-        )
-        row[p + TCP_LAST_WIN], row[p + TCP_LAST_WSCALE] = tcp.last_win, tcp.last_wscale
-        row[p + TCP_LAST_FLAGS], row[p + TCP_RETRANS] = tcp.last_flags, tcp.retrans
-        for d, seen in enumerate(tcp.seen):
-            s = p + TCP_SEEN + TCP_SEEN_WORDS * d
-            row[s + TD_END], row[s + TD_MAXEND], row[s + TD_MAXWIN] = (
-                seen.td_end,
-                seen.td_maxend,
-                seen.td_maxwin,
-            )
-            row[s + TD_MAXACK], row[s + TD_SCALE], row[s + TD_FLAGS] = (
-                seen.td_maxack,
-                seen.td_scale,
-                seen.flags,
-            )
-    return row
-
-
-def row_to_state(row: np.ndarray, ct) -> None:
-    """Write a hot row back into ct's fields (an IpCtTcp is made when ct has none yet)."""
-    from flowpath.netfilter.conntrack_tuple import IpCtTcp  # the bridge's only use of the dataclasses
-
-    v = row.tolist()  # Python ints: the dataclasses never hold numpy scalars
-    ct.status, ct.timeout_ns, ct.mark = v[CT_STATUS], v[CT_TIMEOUT], v[CT_MARK]
-    ct.packets[:] = v[CT_PACKETS : CT_PACKETS + 2]
-    ct.bytes[:] = v[CT_BYTES : CT_BYTES + 2]
-    if ct.proto is None or not hasattr(ct.proto, "seen"):
-        ct.proto = IpCtTcp()
-    tcp, p = ct.proto, CT_PROTO
-    tcp.state, tcp.last_dir, tcp.last_index = v[p + TCP_STATE], v[p + TCP_LAST_DIR], v[p + TCP_LAST_INDEX]
-    tcp.last_seq, tcp.last_ack, tcp.last_end = v[p + TCP_LAST_SEQ], v[p + TCP_LAST_ACK], v[p + TCP_LAST_END]
-    tcp.last_win, tcp.last_wscale = v[p + TCP_LAST_WIN], v[p + TCP_LAST_WSCALE]
-    tcp.last_flags, tcp.retrans = v[p + TCP_LAST_FLAGS], v[p + TCP_RETRANS]
-    for d, seen in enumerate(tcp.seen):
-        s = p + TCP_SEEN + TCP_SEEN_WORDS * d
-        seen.td_end, seen.td_maxend, seen.td_maxwin = v[s + TD_END], v[s + TD_MAXEND], v[s + TD_MAXWIN]
-        seen.td_maxack, seen.td_scale, seen.flags = v[s + TD_MAXACK], v[s + TD_SCALE], v[s + TD_FLAGS]
-
-
-__all__ = [
-    "IP_CT_TCP_FLAG_BE_LIBERAL",
-    "IP_CT_TCP_FLAG_CLOSE_INIT",
-    "IP_CT_TCP_FLAG_MAXACK_SET",
-    "TCP_CONNTRACKS",
+__all__ = [  # the tracker's names, the window module's among them (one import for the Python path)
     "TCP_CONNTRACK_NAMES",
+    "TCP_CONNTRACKS",
     "TCP_TIMEOUTS_NS",
     "TcpConntrack",
-    "get_conntrack_index",
     "nf_conntrack_tcp_established",
     "nf_conntrack_tcp_packet",
     "nf_conntrack_tcp_set_closing",
     "nf_tcp_handle_invalid",
-    "row_to_state",
-    "state_to_row",
     "tcp_can_early_drop",
-    "tcp_checksum_bad",
-    "tcp_conntrack_can_early_drop",
-    "tcp_conntrack_established",
-    "tcp_conntrack_handle_invalid",
-    "tcp_conntrack_new",
     "tcp_conntrack_packet",
-    "tcp_conntrack_set_closing",
-    "tcp_error",
     "tcp_params",
 ]

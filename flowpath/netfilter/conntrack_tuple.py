@@ -53,6 +53,7 @@ from flowpath.netfilter.ct_layout import (
     TD_SCALE,
     UDP_STREAM_TS,
 )
+from flowpath.netfilter.ct_row import nf_ct_refresh_acct as _refresh_acct_row
 from flowpath.netfilter.nf_conntrack_table import nf_ct_tuple_key
 from flowpath.packet import layout as L
 from flowpath.packet.steer import flow_steer_tuple, port_word
@@ -327,6 +328,11 @@ class NfConn:
     timeout_ns = _hot_word(CT_TIMEOUT, "absolute expiry, ns of packet time")
 
     @property
+    def hot_row(self) -> np.ndarray:
+        """The row's int64 words (a view: the compiled trackers read and write them in place)."""
+        return np.asarray(self._h)
+
+    @property
     def packets(self) -> _DirWords:
         return _DirWords(self, CT_PACKETS)  # made per use: fewer objects per entry for the GC to walk
 
@@ -386,17 +392,10 @@ def nf_ct_refresh(ct: NfConn, now_ns: int, extra_ns: int) -> None:
     ct.timeout_ns = now_ns + extra_ns
 
 
-def nf_ct_acct_update(ct: NfConn, dir: int, nbytes: int) -> None:
-    """Linux: nf_conntrack_acct.h › nf_ct_acct_update."""
-    h = ct._h
-    h[CT_PACKETS + dir] += 1
-    h[CT_BYTES + dir] += nbytes
-
-
 def nf_ct_refresh_acct(ct: NfConn, dir: int, now_ns: int, nbytes: int, extra_ns: int) -> None:
-    """Linux: nf_ct_refresh_acct: refresh the timeout and count the packet in its direction."""
-    nf_ct_refresh(ct, now_ns, extra_ns)
-    nf_ct_acct_update(ct, dir, nbytes)
+    """Linux: nf_ct_refresh_acct: refresh the timeout and count the packet in its direction (on ct's
+    row, by the compiled helper the trackers use)."""
+    _refresh_acct_row(ct.hot_row, dir, now_ns, nbytes, extra_ns)
 
 
 def l3num(l3proto_eth: int) -> int:

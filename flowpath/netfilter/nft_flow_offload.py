@@ -27,7 +27,6 @@ from flowpath.net.fib import RouteType
 from flowpath.net.neighbour import NETEVENT_NEIGH_UPDATE, NUD_VALID, Neighbour
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack import ctinfo2dir
-from flowpath.netfilter.conntrack_proto import UDP_CT_REPLIED_NS, UDP_CT_UNREPLIED_NS
 from flowpath.netfilter.conntrack_proto_tcp import (
     IP_CT_TCP_FLAG_BE_LIBERAL,
     IP_CT_TCP_FLAG_CLOSE_INIT,
@@ -36,6 +35,7 @@ from flowpath.netfilter.conntrack_proto_tcp import (
     TcpConntrack,
 )
 from flowpath.netfilter.conntrack_tuple import nf_ct_refresh, nf_ct_tuple_cpu
+from flowpath.netfilter.ct_row import UDP_CT_REPLIED_NS, UDP_CT_UNREPLIED_NS
 from flowpath.packet import layout as L
 from flowpath.packet.skb import SkBuff
 from flowpath.xfrm.esp import xfrm_state_mtu
