@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowpath.netfilter.conntrack import Conntrack
 from flowpath.netfilter.conntrack_proto_tcp import (
     TCP_TIMEOUT_SYSCTLS,
     nf_conntrack_tcp_packet,
@@ -32,7 +33,7 @@ from flowpath.netfilter.conntrack_proto_tcp import (
     tcp_error,
     tcp_params,
 )
-from flowpath.netfilter.conntrack_tuple import NfConn, NfConnTuple
+from flowpath.netfilter.conntrack_tuple import NfConnTuple
 from flowpath.netfilter.constants import (
     IP_CT_DIR_REPLY,
     IP_CT_ESTABLISHED,
@@ -186,6 +187,19 @@ class FakeNet:
         return True
 
 
+class KillMarksTable(Conntrack):
+    """The wrapper's NfConn lives on a row of a real table, whose nf_ct_kill marks it as FakeNet's does."""
+
+    def __init__(self, params):
+        super().__init__(max_entries=4)
+        if params is not None:
+            self.tcp_params = params
+
+    def nf_ct_kill(self, ct) -> bool:
+        ct.status |= IPS_DYING
+        return True
+
+
 # ---- conversations -----------------------------------------------------------------------------------------
 
 KINDS = ("syn", "synack", "ack", "data", "fin", "rst", "rstack", "retrans", "raw", "teardown", "newisn")
@@ -274,7 +288,8 @@ class Entry:
         self.row = np.zeros(CT_HOT_ROW, np.int64)
         self.row[CT_STATUS], self.row[CT_TIMEOUT] = status, timeout_ns
         t = NfConnTuple(2, 6, 1, 2, 3, 4)
-        self.nf = NfConn(tuplehash=[t, t], status=status, timeout_ns=timeout_ns, net=FakeNet(net.tcp_params))
+        self.nf = KillMarksTable(net.tcp_params).init_conntrack(t, t._replace(src=2, dst=1, sport=4, dport=3), now_ns)
+        self.nf.status, self.nf.timeout_ns = status, timeout_ns
 
     def check(self, where: str) -> None:
         want = naive_row(self.ct)
