@@ -35,7 +35,7 @@ from flowpath.netfilter.nft_flow_offload import (
 from flowpath.netns import Net
 from flowpath.packet import layout as L
 from flowpath.packet.batch import PacketBatch
-from flowpath.packet.counters import TX_BYTES, TX_PACKETS, Stats
+from flowpath.packet.counters import Stats
 from flowpath.packet.reason import IS_SLOW, Reason
 from flowpath.packet.skb import SkBuff, frame_array
 from flowpath.packet.steer import flow_steer_frame
@@ -375,32 +375,19 @@ class Worker:
 
     def _classic_lane(self, tx: TxList, slow: np.ndarray) -> np.ndarray:
         """The compiled classic lane over the poll's classic-path packets (flowpath/inet/
-        classic_lane.py): what it forwarded goes out of its slot like a hit, what it dropped is
-        counted; returns the packets it left to the Python path, in order."""
-        b, st = tx.batch, self.stats
-        res = self.lane.run(self.net, b, slow, self._next_gc_ns, bool(self.flowtables))
-        done = res == LANE_OK
-        if not done.any():
-            st.lane_punts += np.bincount(res, minlength=st.lane_punts.shape[0])
+        classic_lane.py), which counts what it finishes: what it forwarded goes out of its slot
+        like a hit; returns the packets it left to the Python path, in order."""
+        b = tx.batch
+        res = self.lane.run(self.net, b, slow, self._next_gc_ns, bool(self.flowtables), self.stats)
+        punted = res != LANE_OK
+        if punted.all():
             return slow
-        fin = slow[done]
-        v = b.verdict[fin]
-        st.reasons += np.bincount(v, minlength=st.reasons.shape[0])[: st.reasons.shape[0]]
-        sent = fin[v == _TX]
+        fin = slow[~punted]
+        sent = fin[b.verdict[fin] == _TX]
         if sent.size:
-            oif, ln = b.oif[sent].astype(np.int64), b.len[sent].astype(np.int64)
-            ok = oif < st.ifc.shape[0]
-            np.add.at(st.ifc[:, TX_PACKETS], oif[ok], 1)
-            np.add.at(st.ifc[:, TX_BYTES], oif[ok], ln[ok])
-            st.tx_packets += int(sent.size)
-            st.tx_bursts += int(sent.size)
             tx.hits.append(sent.astype(np.int32))
-        st.slowpath_packets += int(fin.size)
-        st.lane_packets += int(fin.size)
-        punted = res[~done]
-        st.lane_punts += np.bincount(punted, minlength=st.lane_punts.shape[0])
         self.now_ns = max(self.now_ns, int(b.ts_ns[fin[-1]]))
-        return slow[~done]
+        return slow[punted]
 
     def _slow_frames(self, tx: TxList, i: int, k: int) -> int:
         """Queue what the classic path transmitted for packet i (from sequence k); the next k."""

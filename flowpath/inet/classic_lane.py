@@ -90,6 +90,7 @@ from flowpath.netfilter.nft_vm import (
     nft_vm_run_regs,
 )
 from flowpath.packet import layout as L
+from flowpath.packet.counters import TX_BYTES, TX_PACKETS
 from flowpath.packet.csum import csum_partial, ip_decrease_ttl, l4_csum, ld16, ld32
 from flowpath.packet.reason import (
     PUNT_CSUM,
@@ -111,11 +112,27 @@ LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its dr
 # cfg int64 words
 CFG_NEXT_GC_NS, CFG_OFFLOAD, CFG_DISABLED = range(3)
 CFG_WORDS = 3
-SNAP_BYTES = L.ETH_HLEN + 60 + 60  # every byte the lane may write: Ethernet, IP (no options), TCP
+SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
 
 _TX, _NF_DROP = int(Reason.TX), int(Reason.NETFILTER_DROP)
+_TX_PACKETS, _TX_BYTES = TX_PACKETS, TX_BYTES
 _ETHER, _DUMMY, _VETH = LINK_KIND_CODES[KIND_ETHER], LINK_KIND_CODES[KIND_DUMMY], LINK_KIND_CODES[KIND_VETH]
 _TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
+
+
+# The lane's functions are compiled without NRT (_nrt=False): a packet's many calls pass tuples of
+# arrays, whose reference counting (atomic increments and decrements per array per call) cost more
+# than the work. So nothing here allocates: copies are loops, not slice assignments.
+@njit(cache=True, nogil=True, inline="always")
+def _fill(a, v):
+    for j in range(a.shape[0]):
+        a[j] = v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy(dst, src, n):
+    for j in range(n):
+        dst[j] = src[j]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -156,7 +173,7 @@ def lane_parse(b, h, n, k):
     return LANE_OK, l3, l4proto, thoff, l3len
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_martian(b, nhoff, l3):
     """ip_route_input_slow's martians and ip6_rcv_core's address checks (inet/ip_input.py), and a
     multicast or broadcast destination: the Python path decides those."""
@@ -180,7 +197,7 @@ def lane_martian(b, nhoff, l3):
     return mapped and b[nhoff + lo + 10] == 0xFF and b[nhoff + lo + 11] == 0xFF
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_words_addr(key, row, off, addr):
     """The address key[row, off : off + 4] (wire-order words) as 16 network-order bytes."""
     for w in range(4):
@@ -191,7 +208,7 @@ def lane_words_addr(key, row, off, addr):
         addr[4 * w + 3] = v & 0xFF
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def nf_nat_packet_row(b, end, nhoff, thoff, l3, l4proto, key, ed, status, maniptype, addr):
     """Linux: nf_nat_packet (+ nf_nat_manip_pkt) for the packet of direction ed & 1 of the confirmed
     entry ed >> 1: the manip of this type is done when its status bit (inverted for replies) is set;
@@ -223,14 +240,14 @@ _PRE, _FWD, _POST = C.NF_INET_PRE_ROUTING, C.NF_INET_FORWARD, C.NF_INET_POST_ROU
 DROP_BASE = -1000  # lane_hook's result for a drop: DROP_BASE - reason
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_chain(f, chain, hook, ps, nft, ct, scr):
     """A base chain through the VM (nft_do_chain); LANE_OK (accept), PUNT_NFT, PUNT_OFFLOAD or
     DROP_BASE - reason. Counter hits are kept in scr's acc until the packet is done."""
     progs = nft[0]
     pm, out, acc, regs, stack = scr[3], scr[4], scr[6], scr[7], scr[8]
     ed = ps[PS_ED]
-    pm[:] = 0
+    _fill(pm, 0)
     pm[PM_HOOK], pm[PM_NFPROTO] = hook, C.NFPROTO_IPV4 if ps[PS_L3] == 4 else C.NFPROTO_IPV6
     pm[PM_L3PROTO] = L.ETH_P_IP if ps[PS_L3] == 4 else L.ETH_P_IPV6
     pm[PM_L4PROTO], pm[PM_NHOFF], pm[PM_THOFF] = ps[PS_L4], L.ETH_HLEN, ps[PS_THOFF]
@@ -260,7 +277,7 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr):
     return LANE_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_conntrack(f, ps, ct, scr):
     """nf_conntrack_in for a packet the lane takes: its confirmed entry or a punt (NO_CT), then the
     tracker on its row (saved first in scr's hsnap, for a later punt to restore)."""
@@ -280,7 +297,7 @@ def lane_conntrack(f, ps, ct, scr):
         ctinfo = C.IP_CT_ESTABLISHED
     else:
         ctinfo = C.IP_CT_NEW
-    hsnap[:] = hot[row]
+    _copy(hsnap, hot[row], hsnap.shape[0])
     ps[PS_ED], ps[PS_CTINFO] = ed, ctinfo
     end = ps[PS_END]
     if ps[PS_L4] == _TCP:
@@ -296,7 +313,7 @@ def lane_conntrack(f, ps, ct, scr):
     return LANE_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_hook(f, hook, ps, ents, nft, ct, scr):
     """One hook's entries in priority order (nf_hook_slow): chains through the VM, conntrack,
     NAT's rewrite for a bound connection; defrag and confirm have nothing to do for the lane's
@@ -321,7 +338,7 @@ def lane_hook(f, hook, ps, ents, nft, ct, scr):
     return LANE_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_route(f, ps, rtv):
     """ip_route_input's forwarding decision and ip_forward's MTU check on the (DNATed) destination:
     the route row, or -1 - punt. A local, reject or missing route, a route through a device the lane
@@ -353,7 +370,7 @@ def _lane_link(lk, ifx):
     return lk[ifx, LK_FLAGS] & IFF_UP and (kind == _ETHER or kind == _DUMMY or kind == _VETH)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_rt_mtu(f, ps, r, rtv):
     """What `rt mtu` reads at FORWARD and POSTROUTING (inet/ip_output.py › rt_mtu): the route's MTU,
     or the smaller of it and the route back's when the ruleset has an `rt` expression."""
@@ -372,7 +389,7 @@ def lane_rt_mtu(f, ps, r, rtv):
     return mtu
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_neigh_output(f, ps, r, rtv):
     """neigh_resolve_output for a next hop whose entry can transmit without Python: found, in a
     state neigh_event_send passes as is (CONNECTED, DELAY, PROBE), its timer not due. Writes the
@@ -404,7 +421,7 @@ def lane_neigh_output(f, ps, r, rtv):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_forward(f, ps, ents, nft, ct, rtv, scr):
     """One packet from PREROUTING to the wire (ip_rcv_finish › ip_forward › ip_output ›
     neigh_output): LANE_OK (f is the frame to send, out of ps[PS_OIF]), a punt, or DROP_BASE - reason."""
@@ -432,7 +449,7 @@ def lane_forward(f, ps, ents, nft, ct, rtv, scr):
     return LANE_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_taint(ps, ct, scr):
     """A packet is punted: its connection's later packets in this batch follow it to the Python
     path, in order. Its row (found before or now) is marked with this batch's generation."""
@@ -444,56 +461,78 @@ def lane_taint(ps, ct, scr):
         taint[ed >> 1] = gen
 
 
-@njit(cache=True, nogil=True)
-def classic_lane_batch(pk, idx, res, ents, nft, ct, rtv, cfg, scr):
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_one(pk, i, ents, nft, ct, rtv, scr):
+    """One packet through the lane: LANE_OK (forwarded or dropped: its verdict says), or a punt with
+    the packet's bytes and its conntrack row as they were."""
+    data, head, length, iif, oif, verdict, ts_ns, gso, encap = pk
+    k, snap, hsnap, ps, acc = scr[0], scr[1], scr[2], scr[9], scr[6]
+    lk = rtv[1]
+    h, n = np.int64(head[i]), np.int64(length[i])
+    f = data[i, h:]
+    ifx = np.int64(iif[i])
+    if gso[i] or encap[i] or ifx >= lk.shape[0] or not _lane_link(lk, ifx) or n < L.ETH_HLEN:
+        return PUNT_L2
+    if ((ld16(f, 0) << 32) | ld32(f, 2)) != lk[ifx, LK_ADDR]:
+        return PUNT_L2
+    r, l3, l4, thoff, l3len = lane_parse(f, 0, n, k)
+    if r != LANE_OK:
+        return r
+    _fill(ps, 0)
+    ps[PS_L3], ps[PS_L4], ps[PS_THOFF], ps[PS_END] = l3, l4, thoff, L.ETH_HLEN + l3len
+    ps[PS_IIF], ps[PS_ED], ps[PS_NOW] = ifx, -1, ts_ns[i]
+    m = min(thoff + L.TCPH.size, n)  # what the lane may write: addresses, TTL, ports, checksums
+    _copy(snap, f, m)
+    r = lane_forward(f, ps, ents, nft, ct, rtv, scr)
+    if r == LANE_OK or r <= DROP_BASE:
+        acc[OUT_LEN], acc[OUT_NCNT] = ps[PS_END] - L.ETH_HLEN, ps[PS_NACC]
+        nft_vm_commit(nft[0], acc)
+        if r == LANE_OK:
+            length[i], oif[i], verdict[i] = ps[PS_END], ps[PS_OIF], _TX
+        else:
+            verdict[i] = DROP_BASE - r
+        return LANE_OK
+    _copy(f, snap, m)
+    if ps[PS_ED] >= 0:
+        _copy(ct[1][ps[PS_ED] >> 1], hsnap, hsnap.shape[0])
+    lane_taint(ps, ct, scr)
+    return r
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def classic_lane_batch(pk, idx, res, ents, nft, ct, rtv, cfg, scr, acct):
     """The lane over the batch's packets idx (in order): each forwarded (verdict TX, its frame in
     its slot, oif set), dropped (verdict its reason), or punted (res its PUNT_*, packet and tables
     as they were). From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later
-    packets see), or once the GC is due, the rest of the batch is punted too. Returns the number of
-    packets finished."""
-    data, head, length, iif, oif, verdict, ts_ns, gso, encap = pk
-    k, snap, hsnap, ps, acc, cnt = scr[0], scr[1], scr[2], scr[9], scr[6], scr[10]
-    lk, hot, progs = rtv[1], ct[1], nft[0]
-    done, barrier = 0, False
+    packets see), or once the GC is due, the rest of the batch is punted too. Counts into acct
+    (reasons int64[N_REASONS], ifc int64[nif, 4], punts int64[N_LANE_PUNTS], cnt int64[4]: finished,
+    transmitted, conntrack's found) as the Worker's Stats hold them. Returns the number finished."""
+    data, length, oif, verdict, ts_ns = pk[0], pk[2], pk[4], pk[5], pk[6]
+    reasons, ifc, punts, cnt = acct
+    ps = scr[9]
+    barrier = False
     for j in range(idx.shape[0]):
         i = idx[j]
-        h, n = np.int64(head[i]), np.int64(length[i])
-        f = data[i, h:]
-        ifx = np.int64(iif[i])
         if barrier or ts_ns[i] >= cfg[CFG_NEXT_GC_NS]:
-            res[j], barrier = PUNT_GC, True
-            continue
-        if gso[i] or encap[i] or ifx >= lk.shape[0] or not _lane_link(lk, ifx) or n < L.ETH_HLEN:
-            res[j] = PUNT_L2
-            continue
-        mac = lk[ifx, LK_ADDR]
-        dst = (ld16(f, 0) << 32) | ld32(f, 2)
-        r, l3, l4, thoff, l3len = lane_parse(f, 0, n, k)
-        if dst != mac or r != LANE_OK:
-            res[j] = PUNT_L2 if dst != mac else r
-            et = ld16(f, 12)
-            barrier = et == L.ETH_P_ARP or (et == L.ETH_P_IPV6 and f[L.ETH_HLEN + L.IP6H.nexthdr] == L.IPPROTO_ICMPV6)
-            continue
-        ps[:] = 0
-        ps[PS_L3], ps[PS_L4], ps[PS_THOFF], ps[PS_END] = l3, l4, thoff, L.ETH_HLEN + l3len
-        ps[PS_IIF], ps[PS_ED], ps[PS_NOW] = ifx, -1, ts_ns[i]
-        m = min(SNAP_BYTES, n)
-        snap[:m] = f[:m]
-        r = lane_forward(f, ps, ents, nft, ct, rtv, scr)
-        if r == LANE_OK or r <= DROP_BASE:
-            acc[OUT_LEN], acc[OUT_NCNT] = ps[PS_END] - L.ETH_HLEN, ps[PS_NACC]
-            nft_vm_commit(progs, acc)
-            if r == LANE_OK:
-                length[i], oif[i], verdict[i] = ps[PS_END], ps[PS_OIF], _TX
-            else:
-                verdict[i] = DROP_BASE - r
-            res[j] = LANE_OK
-            cnt[0] += ps[PS_FOUND]
-            done += 1
-            continue
-        f[:m] = snap[:m]
-        if ps[PS_ED] >= 0:
-            hot[ps[PS_ED] >> 1] = hsnap
-        lane_taint(ps, ct, scr)
+            r, barrier = PUNT_GC, True
+        else:
+            r = lane_one(pk, i, ents, nft, ct, rtv, scr)
         res[j] = r
-    return done
+        if r != LANE_OK:
+            punts[r] += 1
+            f = data[i]
+            et = ld16(f, pk[1][i] + 12)  # neighbour discovery may change what later packets see
+            nh = pk[1][i] + L.ETH_HLEN
+            barrier = barrier or et == L.ETH_P_ARP or (et == L.ETH_P_IPV6 and f[nh + L.IP6H.nexthdr] == L.IPPROTO_ICMPV6)
+            continue
+        v = verdict[i]
+        reasons[v] += 1
+        cnt[0] += 1
+        cnt[2] += ps[PS_FOUND]
+        if v == _TX:
+            o = np.int64(oif[i])
+            if o < ifc.shape[0]:
+                ifc[o, _TX_PACKETS] += 1
+                ifc[o, _TX_BYTES] += np.int64(length[i])
+            cnt[1] += 1
+    return cnt[0]

@@ -94,9 +94,10 @@ class ClassicLane:
             self._ents_key = key
         return self._ents
 
-    def run(self, net, batch, idx: np.ndarray, next_gc_ns: int, offload: bool) -> np.ndarray:
-        """classic_lane_batch over batch's packets idx (int64, in order); returns res: LANE_OK for
-        a packet the lane finished (its verdict says how), else why it was punted."""
+    def run(self, net, batch, idx: np.ndarray, next_gc_ns: int, offload: bool, stats) -> np.ndarray:
+        """classic_lane_batch over batch's packets idx (int64, in order), counted into stats (a
+        Worker's Stats); returns res: LANE_OK for a packet the lane finished (its verdict says how),
+        else why it was punted."""
         ct = net.conntrack
         cap = ct.capacity
         if self._taint.shape[0] < cap:
@@ -112,9 +113,16 @@ class ClassicLane:
         res = np.empty(idx.shape[0], np.int64)
         b = batch
         pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)
-        self.scr[10][:] = 0
-        classic_lane_batch(pk, idx, res, self._ents, nftt, ctt, rtv, self.cfg, self.scr)
-        ct.stat["found"] += int(self.scr[10][0])
+        cnt = self.scr[10]
+        cnt[:] = 0
+        acct = (stats.reasons, stats.ifc, stats.lane_punts, cnt)
+        classic_lane_batch(pk, idx, res, self._ents, nftt, ctt, rtv, self.cfg, self.scr, acct)
+        done, sent = int(cnt[0]), int(cnt[1])
+        stats.lane_packets += done
+        stats.slowpath_packets += done
+        stats.tx_packets += sent
+        stats.tx_bursts += sent
+        ct.stat["found"] += int(cnt[2])
         return res
 
 

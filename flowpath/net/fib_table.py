@@ -103,7 +103,7 @@ def fib4_trie_lookup(tbl16, tbl8, daddr):
     return e - 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def fib4_lookup(fib4, daddr):
     """Linux: fib_trie.c › fib_table_lookup with no filter: the first row of the longest prefix.
 
@@ -282,7 +282,7 @@ def fib6_probe(index6, pfx, key6, slot, plen, w0, w1, w2, w3):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def fib6_slot_lookup(fib6, slot, w0, w1, w2, w3, below):
     """The longest prefix of table slot `slot` shorter than `below` containing the address: its index,
     -1 for none."""
@@ -298,7 +298,7 @@ def fib6_slot_lookup(fib6, slot, w0, w1, w2, w3, below):
     return -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def fib6_lookup(fib6, w0, w1, w2, w3):
     """Linux: ip6_fib.c › fib6_lookup under the default rules: the local table, then main; in each,
     the first row of the longest prefix.
@@ -379,13 +379,13 @@ def fib6_build(fib6, npfx):
 
 
 # ---- the views the datapath takes: fv = (fib4, fib6, genid) ----
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def fib_lookup4(fv, daddr):
     """The route row for IPv4 daddr over net.fib_views(), -1 for none (fib4_lookup)."""
     return fib4_lookup(fv[0], daddr)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def fib_lookup6(fv, w0, w1, w2, w3):
     """The route row for the IPv6 address w0..w3 over net.fib_views(), -1 for none (fib6_lookup)."""
     return fib6_lookup(fv[1], w0, w1, w2, w3)

@@ -79,7 +79,7 @@ def neigh_hash(family, ifindex, w0, w1, w2, w3):
     return h ^ (h >> 16)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def neigh_lookup(nv, family, ifindex, w0, w1, w2, w3):
     """Linux: neighbour.c › neigh_lookup: the row of the entry (family, ifindex, address), -1 none.
 

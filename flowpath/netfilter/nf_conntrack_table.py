@@ -112,7 +112,7 @@ def nf_ct_pkt_key(out, buf, nhoff, thoff, l3, l4proto):
 
 
 # ---- lookup -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def nf_ct_find(views, k, now_ns):
     """The entry ed (2*row + dir) whose key equals k (uint32[16]), NF_CT_NOT_FOUND (-1) when none.
 

@@ -348,7 +348,7 @@ def _nat(out, data, kind, row, maniptype, addr_row, port_row):
     out[OUT_NAT_MANIP] = maniptype
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack):
     """nft_do_chain over a compiled program, with the caller's scratch (lets a batch loop reuse it).
 
@@ -479,7 +479,7 @@ def nft_vm_run(progs, chain_id, buf, pm, out):
     return nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def nft_vm_commit(progs, out):
     """Apply a run's counter hits (nft_counter_eval: packets + 1, bytes + skb->len); returns the hits."""
     counters = progs[8]
