@@ -76,8 +76,6 @@ from flowpath.netfilter.nf_conntrack_table import (
     CT_ROW_UNCONFIRMED,
     NF_CT_NOT_FOUND,
     NfConntrackTable,
-    nf_ct_confirm_check,
-    nf_ct_find,
     nf_ct_find_expired_ed,
     nf_ct_pkt_key,
 )
@@ -185,7 +183,7 @@ class Conntrack(NfConntrackTable):
 
     def _find(self, k: np.ndarray, now_ns: int) -> int:
         """nf_ct_find; an expired entry found is removed (nf_ct_gc_expired) and reported absent."""
-        ed = nf_ct_find(self._views, k, now_ns)
+        ed = self._find_e(self._views, k, now_ns)
         if ed < NF_CT_NOT_FOUND:
             self._kill_row(nf_ct_find_expired_ed(ed) >> 1)
             return NF_CT_NOT_FOUND
@@ -217,14 +215,16 @@ class Conntrack(NfConntrackTable):
         self.hot[r, CT_STATUS] |= IPS_DYING
         self.hash_remove(r)
         if self.hot[r, CT_STATUS] & IPS_SRC_NAT_DONE:
-            ct = self.nf_ct_get(r)
-            key = _bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL])
-            users = self.nat_bysource.get(key)
-            if users is not None:
-                users.pop(ct, None)
-                if not users:
-                    del self.nat_bysource[key]
-        self.row_free(r)
+            self._bysource_del(self.nf_ct_get(r))
+        self.row_free(r)  # no local reference to its view here: row_free may drop it without a copy
+
+    def _bysource_del(self, ct: NfConn) -> None:
+        key = _bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL])
+        users = self.nat_bysource.get(key)
+        if users is not None:
+            users.pop(ct, None)
+            if not users:
+                del self.nat_bysource[key]
 
     def gc(self, now_ns: int) -> int:
         """Remove expired entries; return how many. Offloaded entries belong to the flowtable, whose
@@ -330,9 +330,14 @@ class Conntrack(NfConntrackTable):
         tuple (INVALID).
         """
         k = self._k
-        if not nf_ct_pkt_key(k, skb.buf, skb.nhoff, skb.thoff, 4 if l3 == NFPROTO_IPV4 else 6, skb.l4proto):
+        args = (k, skb.buf, skb.nhoff, skb.thoff, 4 if l3 == NFPROTO_IPV4 else 6, skb.l4proto)
+        try:
+            got = self._pkt_key(*args)
+        except TypeError:  # a buffer of another layout (read-only, strided): the dispatcher takes it
+            got = nf_ct_pkt_key(*args)
+        if not got:
             return None
-        ed = nf_ct_find(self._views, k, skb.ts_ns)
+        ed = self._find_e(self._views, k, skb.ts_ns)
         if ed < NF_CT_NOT_FOUND:
             self._kill_row(nf_ct_find_expired_ed(ed) >> 1)  # nf_ct_gc_expired
             ed = NF_CT_NOT_FOUND
@@ -387,10 +392,10 @@ class Conntrack(NfConntrackTable):
         if ct.status & IPS_DYING:
             return NF_DROP, Reason.CT_INVALID
         r = ct.row
-        ed = nf_ct_confirm_check(self._views, r, skb.ts_ns)
+        ed = self._confirm_check(self._views, r, skb.ts_ns)
         while ed < NF_CT_NOT_FOUND:  # expired but not yet collected: removed
             self._kill_row(nf_ct_find_expired_ed(ed) >> 1)
-            ed = nf_ct_confirm_check(self._views, r, skb.ts_ns)
+            ed = self._confirm_check(self._views, r, skb.ts_ns)
         if ed >= 0:
             o = ed >> 1
             same = np.array_equal(self.key[2 * o : 2 * o + 2], self.key[2 * r : 2 * r + 2])

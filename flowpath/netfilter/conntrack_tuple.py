@@ -54,7 +54,7 @@ from flowpath.netfilter.ct_layout import (
     UDP_STREAM_TS,
 )
 from flowpath.netfilter.ct_row import nf_ct_refresh_acct as _refresh_acct_row
-from flowpath.netfilter.nf_conntrack_table import nf_ct_tuple_key
+from flowpath.netfilter.nf_conntrack_table import ct_entry, nf_ct_tuple_key
 from flowpath.packet import layout as L
 from flowpath.packet.steer import flow_steer_tuple, port_word
 
@@ -121,12 +121,16 @@ class NfConnTuple(NamedTuple):
 def nf_ct_tuple_words(t: NfConnTuple, out: np.ndarray) -> np.ndarray:
     """The key row (uint32[16]) of a tuple, written into out and returned (nf_ct_tuple_key)."""
     if t.l3proto == NFPROTO_IPV4:
-        nf_ct_tuple_key(out, 4, t.l4proto, (t.src, 0, 0, 0), (t.dst, 0, 0, 0), t.sport, t.dport, t.type, t.code)
+        args = (out, 4, t.l4proto, (t.src, 0, 0, 0), (t.dst, 0, 0, 0), t.sport, t.dport, t.type, t.code)
     else:
         s, d, m = t.src, t.dst, 0xFFFFFFFF
         sw = (s >> 96, (s >> 64) & m, (s >> 32) & m, s & m)
         dw = (d >> 96, (d >> 64) & m, (d >> 32) & m, d & m)
-        nf_ct_tuple_key(out, 6, t.l4proto, sw, dw, t.sport, t.dport, t.type, t.code)
+        args = (out, 6, t.l4proto, sw, dw, t.sport, t.dport, t.type, t.code)
+    try:
+        ct_entry(nf_ct_tuple_key, args)(*args)
+    except TypeError:  # fields of other int types (the JIT off gives numpy ints): the dispatcher
+        nf_ct_tuple_key(*args)
     return out
 
 
@@ -200,13 +204,12 @@ class IpCtTcpState(ctypes.Structure):
 
 
 class _Seen:
-    """IpCtTcp.seen: the two IpCtTcpState views, made on first use and then kept in the instance."""
+    """IpCtTcp.seen: the two IpCtTcpState views. A row's view has them in its instance dict, made
+    straight over the row's words (_tcp_view); a standalone IpCtTcp() makes them per use (kept, they
+    would reference their parent through ctypes' base link: a cycle only the GC frees)."""
 
     def __get__(self, obj, cls=None):
-        if obj is None:
-            return self
-        seen = obj.__dict__["seen"] = (obj._seen[0], obj._seen[1])
-        return seen
+        return self if obj is None else (obj._seen[0], obj._seen[1])
 
 
 class IpCtTcp(ctypes.Structure):
@@ -234,6 +237,15 @@ class IpCtUdp(ctypes.Structure):
     CT_PROTO words of a row, as IpCtTcp)."""
 
     _fields_ = _struct_fields({UDP_STREAM_TS: "stream_ts_ns"}, CT_PROTO_WORDS)
+
+
+def _proto_view(cls: type, row: memoryview) -> IpCtTcp | IpCtUdp:
+    """The cls view of a row's CT_PROTO words (row: a memoryview of the hot row)."""
+    p = cls.from_buffer(row, 8 * CT_PROTO)
+    if cls is IpCtTcp:
+        off = 8 * (CT_PROTO + TCP_SEEN)
+        p.seen = tuple(IpCtTcpState.from_buffer(row, off + 8 * TCP_SEEN_WORDS * d) for d in (0, 1))
+    return p
 
 
 assert ctypes.sizeof(IpCtTcp) == ctypes.sizeof(IpCtUdp) == 8 * CT_PROTO_WORDS
@@ -272,14 +284,14 @@ class _TupleHash(list):
     writes the key row too, and is refused once the entry is confirmed (its tuples are indexed;
     Linux: nf_conntrack_alter_reply WARNs the same way)."""
 
-    __slots__ = ("_ct",)
+    __slots__ = ("_net", "_row")  # not the NfConn: a reference cycle would leave it to the GC
 
     def __setitem__(self, d: int, t: NfConnTuple) -> None:
-        ct = self._ct
-        if ct.row >= 0:
-            if ct.status & IPS_CONFIRMED:
-                raise ValueError(f"{ct!r}: the tuples of a confirmed entry do not change")
-            ct.net.set_tuple(ct.row, d, t)
+        r = self._row
+        if r >= 0:
+            if self._net.hot[r, CT_STATUS] & IPS_CONFIRMED:
+                raise ValueError(f"{self[0]} / {self[1]}: the tuples of a confirmed entry do not change")
+            self._net.set_tuple(r, d, t)
         list.__setitem__(self, d, t)
 
 
@@ -305,7 +317,7 @@ class NfConn:
         if tuplehash is None:  # an entry made without a Python view (the compiled path's)
             tuplehash = [net.get_tuple(row, d) for d in (IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY)]
         self.tuplehash = th = _TupleHash(tuplehash)
-        th._ct = self
+        th._net, th._row = net, row
         self.l3proto, self.l4proto = tuplehash[0].l3proto, tuplehash[0].l4proto  # the original's: fixed
         self._proto = self._ext = None
 
@@ -316,12 +328,12 @@ class NfConn:
     def _rebind(self, row: np.ndarray) -> None:
         self._h = memoryview(row)
         if self._proto is not None:
-            self._proto = type(self._proto).from_buffer(self._h, 8 * CT_PROTO)
+            self._proto = _proto_view(type(self._proto), self._h)
 
     def _detach(self) -> None:
         """The row is being freed: keep a private copy of it."""
         self._rebind(np.array(self._h, np.int64))
-        self.row = -1
+        self.row = self.tuplehash._row = -1
 
     status = _hot_word(CT_STATUS, "IPS_* bits")
     mark = _hot_word(CT_MARK, "ct mark")
@@ -347,7 +359,7 @@ class NfConn:
             l4 = self.l4proto
             cls = IpCtTcp if l4 == L.IPPROTO_TCP else IpCtUdp if l4 == L.IPPROTO_UDP else None
             if cls is not None:
-                p = self._proto = cls.from_buffer(self._h, 8 * CT_PROTO)
+                p = self._proto = _proto_view(cls, self._h)
         return p
 
     @proto.setter

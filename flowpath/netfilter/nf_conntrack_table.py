@@ -20,10 +20,12 @@ as Linux seeds nf_conntrack_hash_rnd. Only this table adds or removes rows and i
 from __future__ import annotations
 
 import secrets
+import sys
 
 import numpy as np
 from numba import njit
 
+from flowpath.flowtable.hook import jit_entry
 from flowpath.flowtable.key import (
     IDX_EMPTY,
     IDX_TOMBSTONE,
@@ -211,6 +213,21 @@ def nf_ct_early_drop_scan(views, k, nslots, now_ns):
     return -1
 
 
+# ---- entry points for the Python owner ----------------------------------------------------------
+_ENTRIES: dict = {}
+
+
+def ct_entry(kernel, args: tuple):
+    """kernel's compiled entry point for the types of args, resolved once per process: the Python
+    owner's calls skip the dispatcher's typing of each argument (half the cost of a call; see
+    flowtable/hook.py › jit_entry). Call it only with arguments of those types: an array of another
+    dtype or layout raises TypeError (the callers that may see one fall back to the kernel)."""
+    e = _ENTRIES.get(kernel)
+    if e is None:
+        e = _ENTRIES[kernel] = jit_entry(kernel, args)
+    return e
+
+
 # ---- the table --------------------------------------------------------------------------------
 def _pow2(n: int) -> int:
     return 1 << max(1, int(n) - 1).bit_length()
@@ -245,13 +262,18 @@ class NfConntrackTable:
 
     def _warm(self) -> None:
         """Load every kernel on this table's arrays now, not in the middle of the first packets."""
-        k = np.zeros(KEY_ROW, np.uint32)
-        nf_ct_tuple_key(k, 4, IPPROTO_TCP, (0, 0, 0, 0), (0, 0, 0, 0), 0, 0, 0, 0)
-        nf_ct_pkt_key(k, np.zeros(64, np.uint8), 0, 20, 4, IPPROTO_TCP)
-        nf_ct_find(self._views, k, 0)
-        nf_ct_confirm_check(self._views, 0, 0)
-        nf_ct_early_drop_scan(self._views, k, 1, 0)
-        nf_ct_hash_remove(self._views, 0)
+        k, v = np.zeros(KEY_ROW, np.uint32), self._views
+        ct_entry(nf_ct_tuple_key, (k, 4, IPPROTO_TCP, (0, 0, 0, 0), (0, 0, 0, 0), 0, 0, 0, 0))
+        self._pkt_key = ct_entry(nf_ct_pkt_key, (k, np.zeros(64, np.uint8), 0, 20, 4, IPPROTO_TCP))
+        self._find_e = ct_entry(nf_ct_find, (v, k, 0))
+        self._confirm_check = ct_entry(nf_ct_confirm_check, (v, 0, 0))
+        self._early_drop_scan = ct_entry(nf_ct_early_drop_scan, (v, k, 1, 0))
+        self._hash_insert = ct_entry(nf_ct_hash_insert, (v, 0))
+        self._hash_remove = ct_entry(nf_ct_hash_remove, (v, 0))
+        for f, args in ((self._pkt_key, (k, np.zeros(64, np.uint8), 0, 20, 4, IPPROTO_TCP)), (self._find_e, (v, k, 0)),
+                        (self._confirm_check, (v, 0, 0)), (self._early_drop_scan, (v, k, 1, 0)),
+                        (self._hash_remove, (v, 0))):  # fmt: skip
+            f(*args)
 
     @property
     def capacity(self) -> int:
@@ -279,11 +301,14 @@ class NfConntrackTable:
         return r
 
     def row_free(self, r: int) -> None:
-        """Give row r back (Linux: nf_conntrack_free); its Python view keeps a copy of it."""
+        """Give row r back (Linux: nf_conntrack_free). A Python view of it that someone still holds
+        keeps a copy of the row (as a reference keeps a dead nf_conn); one nobody holds just goes."""
         c = self._conn[r]
         if c is not None:
-            c._detach()
             self._conn[r] = None
+            if sys.getrefcount(c) > 2:  # more than `c` and getrefcount's own argument
+                c._detach()
+            del c
         self.hot[r] = 0
         self.key[2 * r : 2 * r + 2] = 0
         self.state[r] = CT_ROW_FREE
@@ -332,7 +357,7 @@ class NfConntrackTable:
         self.seq[r] = self._next_seq
         self._next_seq += 1
         self.nconfirmed += 1
-        got = nf_ct_hash_insert(self._views, r)
+        got = self._hash_insert(self._views, r)
         if got < 0:  # a probe run full at load <= 0.75: bad luck; a larger index holds both tuples
             self._rebuild(2 * self.index.shape[0])
         else:
@@ -340,13 +365,13 @@ class NfConntrackTable:
 
     def hash_remove(self, r: int) -> None:
         """Take both tuples of a confirmed row out of the index (nf_ct_delete_from_lists)."""
-        self.ntomb += nf_ct_hash_remove(self._views, r)
+        self.ntomb += self._hash_remove(self._views, r)
         self.nconfirmed -= 1
         self.state[r] = CT_ROW_UNCONFIRMED
 
     def find(self, k: np.ndarray, now_ns: int) -> int:
         """nf_ct_find from Python: ed, NF_CT_NOT_FOUND, or <= -2 for an expired entry."""
-        return nf_ct_find(self._views, k, now_ns)
+        return self._find_e(self._views, k, now_ns)
 
     def early_drop_candidate(self, k: np.ndarray, max_entries: int, now_ns: int) -> int:
         """The row early_drop evicts for a new tuple with key k, or -1.
@@ -357,7 +382,7 @@ class NfConntrackTable:
         """
         icap = self.index.shape[0]
         per_bucket = max(1, icap // _pow2(max(1, max_entries)))
-        return int(nf_ct_early_drop_scan(self._views, k, NF_CT_EVICTION_RANGE * per_bucket, now_ns))
+        return self._early_drop_scan(self._views, k, NF_CT_EVICTION_RANGE * per_bucket, now_ns)
 
     def confirmed_rows(self) -> np.ndarray:
         """The confirmed rows in insertion order (int64)."""
