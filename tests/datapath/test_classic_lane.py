@@ -20,6 +20,7 @@ from flowpath.replay import replay
 DNAT_RULES = EXAMPLES.parent / "tests" / "data" / "gateway" / "dnat.nft"
 ENCAP_NET = EXAMPLES.parent / "tests" / "data" / "gateway" / "encap.ip"
 ENCAP_RULES = EXAMPLES.parent / "tests" / "data" / "gateway" / "encap.nft"
+LANE_RULES = EXAMPLES.parent / "tests" / "data" / "gateway" / "lane.nft"
 _LANE_ONLY = ("classic_lane", "slowpath_packets")  # what the lane changes in the counters: nothing else
 
 
@@ -28,7 +29,7 @@ def _run(d, tag, lane: bool, net_file=EXAMPLES / "gateway.ip", rules_file=DNAT_R
     res = replay(net, rules, [("lan0", d / "lan.pcap"), ("wan0", d / "wan.pcap")], d / tag, classic_lane=lane, **kw)
     frames = {name: [r.data for r in read_capture(p)] for name, p in res.outputs.items()}
     w = res.worker
-    return frames, res.stats, w.conntrack.listing(w.now_ns, acct=True)
+    return frames, res.stats, (w.conntrack.listing(w.now_ns, acct=True), w.net.nft.rule_counters())
 
 
 def _trace(d, **kw):
@@ -46,7 +47,7 @@ def _same(d, tag, **kw):
         for k, (a, b) in enumerate(zip(py[name], cl[name], strict=True)):
             assert a == b, f"{name} frame {k}"
     assert {k: v for k, v in ps.items() if k not in _LANE_ONLY} == {k: v for k, v in cs.items() if k not in _LANE_ONLY}
-    assert pl == cll
+    assert pl == cll  # conntrack entries with their counters, and the rules' counters
     assert ps["classic_lane"]["packets"] == 0
     return cs
 
@@ -58,6 +59,16 @@ def test_lane_emits_what_the_python_path_emits(tmp_path, batch_size):
     lane = cs["classic_lane"]
     assert lane["packets"] > cs["rx_packets"] // 2, lane  # the lane carried most of the traffic
     assert lane["punted"].get("no_ct", 0) > 0  # new connections went to Python
+
+
+@pytest.mark.parametrize("flowtable", [False, True])
+def test_lane_counts_and_drops_as_the_rules_say(tmp_path, flowtable):
+    _trace(tmp_path, seed=5)
+    cs = _same(tmp_path, "rules", flowtable=flowtable, batch_size=64, rules_file=LANE_RULES)
+    _, _, (_, counters) = _run(tmp_path, "again", True, flowtable=flowtable, batch_size=64, rules_file=LANE_RULES)
+    assert sum(c.packets for c in counters) > cs["rx_packets"]  # the rules did count
+    assert cs["drops"].get("netfilter_drop", 0) > 0
+    assert cs["classic_lane"]["packets"] > 0
 
 
 def test_lane_with_the_flowtable(tmp_path):
