@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowpath.flowtable.hook import jit_entry
 from flowpath.flowtable.key import KEY_ROW
 from flowpath.inet.classic_lane import (
     CFG_NEXT_GC_NS,
@@ -71,6 +72,7 @@ class ClassicLane:
         self._ents_key = None
         self._ents = None
         self._vm = None
+        self._entry = None
 
     def usable(self, net, batch_n: int) -> bool:
         """Can the lane run on this poll? Not with IPsec (the policy checks are Python's), nor when
@@ -116,7 +118,10 @@ class ClassicLane:
         cnt = self.scr[10]
         cnt[:] = 0
         acct = (stats.reasons, stats.ifc, stats.lane_punts, cnt)
-        classic_lane_batch(pk, idx, res, self._ents, nftt, ctt, rtv, self.cfg, self.scr, acct)
+        args = (pk, idx, res, self._ents, nftt, ctt, rtv, self.cfg, self.scr, acct)
+        if self._entry is None:  # every argument keeps its type from poll to poll (see jit_entry)
+            self._entry = jit_entry(classic_lane_batch, args)
+        self._entry(*args)
         done, sent = int(cnt[0]), int(cnt[1])
         stats.lane_packets += done
         stats.slowpath_packets += done

@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 
+from flowpath.flowtable.hook import jit_entry
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter import nft_vm as V
@@ -289,7 +290,13 @@ class NftVm:
                  int(skb.ctinfo >= C.IP_CT_IS_REPLY), ct.status if ct is not None else 0,
                  ct.mark if ct is not None else 0, int(proto.state) if proto is not None else -1, skb.mark,
                  pkt.mtu, 0, skb.ctinfo, 0, 0)  # fmt: skip
-        v = V.nft_vm_do_chain(progs, cid, skb.buf, pm, out)
+        buf = skb.buf
+        if len(s) == 5:  # the compiled entry for these argument types (jit_entry: no per-call typing)
+            s.append(jit_entry(V.nft_vm_do_chain, (progs, cid, buf, pm, out)))
+        if buf.flags.c_contiguous and buf.flags.writeable and buf.dtype == np.uint8:
+            v = s[5](progs, cid, buf, pm, out)
+        else:  # a frame of another layout: the dispatcher types it
+            v = V.nft_vm_do_chain(progs, cid, buf, pm, out)
         if v == V.NFT_PUNT:
             self.fallback[cid] += 1
             return v
