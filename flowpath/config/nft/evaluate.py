@@ -284,14 +284,14 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
     rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
     m = rhs_json(ctx, left, dtype, op, rhs)
-    _l4_update(ctx, left, op, rhs)
+    _l4_update(ctx, left, op, rhs, t.children[0])
     return m
 
 
 def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     _l4_conflict(ctx, t.children[0], left)
-    _l4_update(ctx, left, "&", None)
+    _l4_update(ctx, left, "&", None, t.children[0])
     mask_items = [rhs_ast(v, ctx.defines, ctx.error) for v in t.children[1].children]
     mask = ListX(mask_items, t.children[1]) if len(mask_items) > 1 else mask_items[0]
     op = None
@@ -460,7 +460,7 @@ _L4_DESC = {"tcp": "tcp", "udp": "udp", "udplite": "udplite", "sctp": "sctp", "d
             "icmpv6": "icmpv6", "ipv6-icmp": "icmpv6", "igmp": "igmp", "ah": "ah", "esp": "esp", "comp": "comp"}  # fmt: skip
 
 
-def _l4_update(ctx: Ctx, left: dict, op: str | None, rhs: Any) -> None:
+def _l4_update(ctx: Ctx, left: dict, op: str | None, rhs: Any, sel: Tree) -> None:
     """The transport protocol the rule's matches so far pin down (nft's PROTO_BASE_TRANSPORT_HDR context).
 
     A payload of tcp, udp, icmp or icmpv6 sets it; so does `meta l4proto`, `ip protocol` or `ip6 nexthdr`
@@ -474,6 +474,12 @@ def _l4_update(ctx: Ctx, left: dict, op: str | None, rhs: Any) -> None:
     if p in ("tcp", "udp", "icmp", "icmpv6"):
         ctx.l4 = p
     elif _is_l4_sel(left) and op in (None, "=="):
+        if isinstance(rhs, Sym) and ctx.l4 in ("tcp", "udp", "icmp", "icmpv6"):
+            v = sym_value(ctx.error, "inet_proto", rhs)
+            if isinstance(v, str) and _L4_DESC.get(v, "unknown") != ctx.l4:
+                # deviation: nft takes it (a rule that never matches); its listing folds both
+                # protocol matches into their headers' dependencies, and those then conflict
+                raise ctx.error(sel, f"conflicting protocols specified: {ctx.l4} vs. {_L4_DESC.get(v, v)}")
         for x in rhs.elems if isinstance(rhs, SetX) else [rhs]:
             if isinstance(x, Sym):
                 v = sym_value(ctx.error, "inet_proto", x)
