@@ -9,7 +9,7 @@ ct_row), the nft VM (nft_vm), NAT's rewrite (nat_manip), the FIB and neighbour t
 neigh_table).
 
 A packet the lane cannot finish by itself is *punted*: left, untouched, to the Python classic path
-(flowpath.inet.dev), with the reason counted (LANE_PUNTS). Its checks come first, and what it writes
+(flowpath.inet.dev), with the reason counted (flowpath.packet.reason's lane punts). Its checks come first, and what it writes
 before a later check can still punt (the header bytes, the conntrack row) is saved and restored, so a
 punted packet is exactly the packet that arrived and the table exactly what it was. A connection whose
 packet was punted is tainted for the rest of the batch (its later packets are punted too), so that
@@ -110,8 +110,8 @@ from flowpath.packet.reason import (
 LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its drop reason
 
 # cfg int64 words
-CFG_NEXT_GC_NS, CFG_OFFLOAD, CFG_DISABLED = range(3)
-CFG_WORDS = 3
+CFG_NEXT_GC_NS = 0  # packet time of the Worker's next GC: the lane stops there
+CFG_WORDS = 1
 SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
 
 _TX, _NF_DROP = int(Reason.TX), int(Reason.NETFILTER_DROP)
@@ -120,9 +120,10 @@ _ETHER, _DUMMY, _VETH = LINK_KIND_CODES[KIND_ETHER], LINK_KIND_CODES[KIND_DUMMY]
 _TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
 
 
-# The lane's functions are compiled without NRT (_nrt=False): a packet's many calls pass tuples of
-# arrays, whose reference counting (atomic increments and decrements per array per call) cost more
-# than the work. So nothing here allocates: copies are loops, not slice assignments.
+# The lane's stages are inlined into one kernel and compiled without NRT (_nrt=False): called one by
+# one, each call passed the tables as tuples of arrays, flattened into scalar arguments with their
+# reference counts, which cost about 2 us a packet, more than the work. Without NRT nothing here may
+# allocate: copies are loops, not slice assignments.
 @njit(cache=True, nogil=True, inline="always")
 def _fill(a, v):
     for j in range(a.shape[0]):
