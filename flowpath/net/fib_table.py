@@ -247,7 +247,7 @@ def fib4_build(fib4, key4, npfx):
 
 # ---- IPv6 ----
 @njit(cache=True, nogil=True, inline="always")
-def _mix32(h, w):
+def mix32(h, w):
     # h, w < 2**32 and the multiplier < 2**31: the product stays below 2**63 (numba's int64 may
     # assume no signed overflow), as flowtable/key.py's hash does.
     h = ((h ^ w) * 0x6A09E667) & 0xFFFFFFFF
@@ -257,11 +257,11 @@ def _mix32(h, w):
 @njit(cache=True, nogil=True, inline="always")
 def fib6_hash(slot, plen, w0, w1, w2, w3):
     """32-bit hash of a (slot, length, masked address) key. No Linux counterpart (fib6 walks a tree)."""
-    h = _mix32(np.int64(0x2545F491), (np.int64(slot) << 8) | np.int64(plen))
-    h = _mix32(h, np.int64(w0))
-    h = _mix32(h, np.int64(w1))
-    h = _mix32(h, np.int64(w2))
-    h = _mix32(h, np.int64(w3))
+    h = mix32(np.int64(0x2545F491), (np.int64(slot) << 8) | np.int64(plen))
+    h = mix32(h, np.int64(w0))
+    h = mix32(h, np.int64(w1))
+    h = mix32(h, np.int64(w2))
+    h = mix32(h, np.int64(w3))
     h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF  # final avalanche: the home slot is the low bits
     return h ^ (h >> 16)
 

@@ -35,6 +35,8 @@ from collections import deque
 import numpy as np
 from numba import njit
 
+from flowpath.net.fib_table import mix32
+
 # key columns (uint32[cap, NK_COLS])
 NK_FAMILY = 0
 NK_IFINDEX = 1
@@ -60,21 +62,14 @@ IDX_REMOVED = -1
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _mix32(h, w):
-    # h, w < 2**32 and the multiplier < 2**31: no signed overflow (flowtable/key.py's rule)
-    h = ((h ^ w) * 0x6A09E667) & 0xFFFFFFFF
-    return h ^ (h >> 15)
-
-
-@njit(cache=True, nogil=True, inline="always")
 def neigh_hash(family, ifindex, w0, w1, w2, w3):
     """32-bit hash of a neighbour key. Linux: arp_hashfn / ndisc_hashfn (ours unseeded: the
     addresses hashed are the gateway's next hops and on-link hosts, chosen by routes)."""
-    h = _mix32(np.int64(0x1B873593), (np.int64(family) << 24) ^ np.int64(ifindex))
-    h = _mix32(h, np.int64(w0))
-    h = _mix32(h, np.int64(w1))
-    h = _mix32(h, np.int64(w2))
-    h = _mix32(h, np.int64(w3))
+    h = mix32(np.int64(0x1B873593), (np.int64(family) << 24) ^ np.int64(ifindex))
+    h = mix32(h, np.int64(w0))
+    h = mix32(h, np.int64(w1))
+    h = mix32(h, np.int64(w2))
+    h = mix32(h, np.int64(w3))
     h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
     return h ^ (h >> 16)
 

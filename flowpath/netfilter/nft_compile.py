@@ -30,12 +30,13 @@ from flowpath.netfilter.nft_compile_expr import (
     to_big_endian,
 )
 from flowpath.netfilter.nft_expr import NftCtx, resolve_set
-from flowpath.netfilter.nft_set import Interval, NftSet, parse_key
+from flowpath.netfilter.nft_set import Interval, NftSet
 from flowpath.netfilter.nft_stmt import (
     _NAT_FLAGS,
     RuleInfo,
     _nat_bounds,
     _nat_family,
+    nat_map_set,
     parse_verdict,
     verdict_map_data,
 )
@@ -158,17 +159,7 @@ class _Compiler:
     def nat_map(self, m: dict, ctx: NftCtx, dtype: str, slot: int) -> None:
         """The map of `dnat to tcp dport map { ... }` (nft_stmt._nat_map), looked up into slot."""
         val = compile_load(self.em, m["key"], ctx)
-        data = m["data"]
-        if isinstance(data, str):
-            s = resolve_set(data, ctx, val.dtype, val.bits)
-            if s.data_type in (None, "verdict"):
-                raise NftBuildError(f"{data} is not a data map")
-        else:
-            elems = data["set"]
-            concat = bool(elems) and isinstance(elems[0][1], dict) and "concat" in elems[0][1]
-            dt: str | tuple = (dtype, "inet_service") if concat else dtype
-            s = NftSet("", val.dtype, val.bits, "nat")
-            s.add_elements(elems, lambda v: parse_key(dt, 0, v))
+        s = nat_map_set(m, ctx, dtype, val.dtype, val.bits)
 
         def row(d: object) -> int:
             if isinstance(d, tuple) and not isinstance(d, Interval):

@@ -320,20 +320,28 @@ def _bounds(x: object) -> tuple[int, int]:
     return (x.lo, x.hi) if isinstance(x, Interval) else (x, x)  # type: ignore[return-value]
 
 
+def nat_map_set(m: dict, ctx: NftCtx, dtype: str, key_dtype, key_bits: int) -> NftSet:
+    """The map of a NAT statement's `map`: a named data map, or the anonymous one written in place
+    (its data an address of `dtype`, or an address . port concatenation). The closures and the VM's
+    compiler both look up in it."""
+    data = m["data"]
+    if isinstance(data, str):
+        s = resolve_set(data, ctx, key_dtype, key_bits)
+        if s.data_type in (None, "verdict"):
+            raise NftBuildError(f"{data} is not a data map")
+        return s
+    elems = data["set"]
+    concat = bool(elems) and isinstance(elems[0][1], dict) and "concat" in elems[0][1]
+    dt: str | tuple = (dtype, "inet_service") if concat else dtype
+    s = NftSet("", key_dtype, key_bits, "nat")
+    s.add_elements(elems, lambda v: parse_key(dt, 0, v))
+    return s
+
+
 def _nat_map(m: dict, ctx: NftCtx, dtype: str):
     """`dnat to tcp dport map { 80 : 192.168.1.2 }`: fn(pkt) -> (lo, hi) or ((lo, hi), (plo, phi)) or None."""
     load = build_load(m["key"], ctx)
-    data = m["data"]
-    if isinstance(data, str):
-        s = resolve_set(data, ctx, load.dtype, load.bits)
-        if s.data_type in (None, "verdict"):
-            raise NftBuildError(f"{data} is not a data map")
-    else:
-        elems = data["set"]
-        concat = bool(elems) and isinstance(elems[0][1], dict) and "concat" in elems[0][1]
-        dt: str | tuple = (dtype, "inet_service") if concat else dtype
-        s = NftSet("", load.dtype, load.bits, "nat")
-        s.add_elements(elems, lambda v: parse_key(dt, 0, v))
+    s = nat_map_set(m, ctx, dtype, load.dtype, load.bits)
     fn, get = load.fn, s.get
 
     def lookup(pkt):
