@@ -28,6 +28,7 @@ from numba import njit
 
 from flowpath.flowtable.ip import FLOW_FORWARD, nf_flow_tuple_ip, nf_flow_tuple_ipv6
 from flowpath.flowtable.key import K_DADDR, K_PORTS, K_SADDR, ports_dst, ports_src
+from flowpath.inet.ip_input import ip_route_input_martian, ipv6_rcv_martian
 from flowpath.net.fib import RTN_UNICAST
 from flowpath.net.fib_table import (
     RT_FLAGS,
@@ -51,7 +52,9 @@ from flowpath.net.link import (
 )
 from flowpath.net.neigh_table import NB_LLADDR, neigh_lookup, neigh_output_ok
 from flowpath.netfilter import constants as C
+from flowpath.netfilter.conntrack_proto import udp_error_pkt
 from flowpath.netfilter.conntrack_proto_tcp import tcp_conntrack_packet
+from flowpath.netfilter.conntrack_proto_tcp_window import tcp_checksum_bad
 from flowpath.netfilter.ct_layout import CT_MARK, CT_PROTO, CT_STATUS, TCP_STATE
 from flowpath.netfilter.ct_row import nf_conntrack_udp_packet
 from flowpath.netfilter.nat_manip import nf_nat_l3_manip_pkt
@@ -91,7 +94,7 @@ from flowpath.netfilter.nft_vm import (
 )
 from flowpath.packet import layout as L
 from flowpath.packet.counters import TX_BYTES, TX_PACKETS
-from flowpath.packet.csum import csum_partial, ip_decrease_ttl, l4_csum, ld16, ld32
+from flowpath.packet.csum import csum_partial, ip_decrease_ttl, ld16, ld32
 from flowpath.packet.reason import (
     PUNT_CSUM,
     PUNT_CT_STATE,
@@ -159,43 +162,22 @@ def lane_parse(b, h, n, k):
         return PUNT_L2, 0, 0, 0, 0
     for w in range(11, 16):
         k[w] = 0
-    l4len = l3len - (thoff - nhoff)
     if l4proto == _UDP:
-        ulen = ld16(b, thoff + L.UDPH.len)
-        if ulen > l4len or ulen < L.UDPH.size:
-            return PUNT_HEADER, l3, 0, 0, 0  # udp_error: the Python path says INVALID
-        stored = ld16(b, thoff + L.UDPH.check)
-        if stored == 0 and l3 == 6:
-            return PUNT_CSUM, l3, 0, 0, 0
-        if stored != 0 and l4_csum(b, nhoff, thoff, l4len, l3 == 6, _UDP, L.UDPH.check) != stored:
-            return PUNT_CSUM, l3, 0, 0, 0
-    elif l4_csum(b, nhoff, thoff, l4len, l3 == 6, _TCP, L.TCPH.check) != ld16(b, thoff + L.TCPH.check):
+        if udp_error_pkt(b, nhoff, thoff, l3len, True):
+            return PUNT_CSUM, l3, 0, 0, 0  # conntrack's udp_error: the Python path says INVALID
+    elif tcp_checksum_bad(b, nhoff, thoff, l3len):
         return PUNT_CSUM, l3, 0, 0, 0
     return LANE_OK, l3, l4proto, thoff, l3len
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_martian(b, nhoff, l3):
-    """ip_route_input_slow's martians and ip6_rcv_core's address checks (inet/ip_input.py), and a
-    multicast or broadcast destination: the Python path decides those."""
+    """ip_route_input_slow's martians and ip6_rcv_core's address checks (the Python path's functions
+    of inet/ip_input.py), and a multicast or broadcast destination: the Python path decides those."""
     if l3 == 4:
-        s, d = ld32(b, nhoff + L.IPH.saddr), ld32(b, nhoff + L.IPH.daddr)
-        return (s >> 28 == 0xE or s == 0xFFFFFFFF or s >> 24 == 0 or s >> 24 == 0x7F
-                or d >> 28 == 0xE or d == 0xFFFFFFFF or d >> 24 == 0 or d >> 24 == 0x7F)  # fmt: skip
-    s0, d0 = b[nhoff + L.IP6H.saddr], b[nhoff + L.IP6H.daddr]
-    if s0 == 0xFF or d0 == 0xFF:
-        return True
-    lo = L.IP6H.saddr
-    zs = zd = True
-    for j in range(15):
-        zs = zs and b[nhoff + lo + j] == 0
-        zd = zd and b[nhoff + L.IP6H.daddr + j] == 0
-    if (zs and b[nhoff + lo + 15] == 1) or (zd and b[nhoff + L.IP6H.daddr + 15] == 1):
-        return True  # ::1
-    mapped = True
-    for j in range(10):
-        mapped = mapped and b[nhoff + lo + j] == 0
-    return mapped and b[nhoff + lo + 10] == 0xFF and b[nhoff + lo + 11] == 0xFF
+        d = ld32(b, nhoff + L.IPH.daddr)
+        return ip_route_input_martian(ld32(b, nhoff + L.IPH.saddr), d) or d >> 28 == 0xE or d == 0xFFFFFFFF
+    return ipv6_rcv_martian(b, nhoff) or b[nhoff + L.IP6H.daddr] == 0xFF
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")

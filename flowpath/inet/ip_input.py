@@ -8,6 +8,8 @@ tunnel device.
 
 from __future__ import annotations
 
+from numba import njit
+
 from flowpath.inet.icmp import echo_request, icmp_send
 from flowpath.inet.ip6_tunnel import tunnel6_rcv
 from flowpath.inet.ip_forward import ip_forward
@@ -32,10 +34,12 @@ _UNREACH6 = {RouteType.UNREACHABLE: L.ICMPV6_NOROUTE, RouteType.PROHIBIT: L.ICMP
              RouteType.BLACKHOLE: None}  # fmt: skip
 
 
-def ip_route_input_martian(saddr: int, daddr: int) -> bool:
+@njit(cache=True, nogil=True)
+def ip_route_input_martian(saddr, daddr):
     """ip_route_input_slow's martian checks on an IPv4 packet received from a port (route_localnet
     off): a multicast, broadcast, 0/8 or loopback source; a 0/8 or loopback destination. A limited
-    broadcast destination is broadcast input whatever the source (DHCP discovers come from 0.0.0.0)."""
+    broadcast destination is broadcast input whatever the source (DHCP discovers come from 0.0.0.0).
+    The Python path and the compiled classic lane call it."""
     if saddr >> 28 == 0xE or saddr == 0xFFFFFFFF:
         return True
     if daddr == 0xFFFFFFFF or (saddr == 0 and daddr == 0):
@@ -43,19 +47,29 @@ def ip_route_input_martian(saddr: int, daddr: int) -> bool:
     return saddr >> 24 == 0 or daddr >> 24 == 0 or daddr >> 24 == 0x7F or saddr >> 24 == 0x7F
 
 
-def ipv6_rcv_martian(saddr: int, daddr: int) -> bool:
-    """ip6_rcv_core's address checks on a packet not from the loopback device: a multicast,
-    loopback or IPv4-mapped source, a loopback destination, multicast of scope 0 or interface-local."""
-    if saddr >> 120 == 0xFF or saddr == 1 or daddr == 1 or saddr >> 32 == 0xFFFF:
+@njit(cache=True, nogil=True)
+def ipv6_rcv_martian(buf, nhoff):
+    """ip6_rcv_core's address checks on the IPv6 packet at nhoff, not from the loopback device: a
+    multicast, loopback or IPv4-mapped source, a loopback destination, multicast of scope 0 or
+    interface-local. The Python path and the compiled classic lane call it."""
+    so, do = nhoff + L.IP6H.saddr, nhoff + L.IP6H.daddr
+    s_zero = d_zero = True  # the first 15 bytes of each address are zero (::1 is the 16th)
+    for j in range(15):
+        s_zero = s_zero and buf[so + j] == 0
+        d_zero = d_zero and buf[do + j] == 0
+    if buf[so] == 0xFF or (s_zero and buf[so + 15] == 1) or (d_zero and buf[do + 15] == 1):
         return True
-    return daddr >> 120 == 0xFF and (daddr >> 112) & 0xF in (0, 1)
+    mapped = buf[so + 10] == 0xFF and buf[so + 11] == 0xFF
+    for j in range(10):
+        mapped = mapped and buf[so + j] == 0
+    return mapped or (buf[do] == 0xFF and (buf[do + 1] & 0xF) <= 1)
 
 
 def ip_rcv_finish(net, q, skb: SkBuff) -> Reason:
     """PREROUTING, then the routing decision (ip_rcv / ip_rcv_finish / ip_route_input_noref); IPv6's
     address checks come first, in ip6_rcv_core, IPv4's after the hook, in the route lookup."""
     v6 = skb.l3proto == L.ETH_P_IPV6
-    if v6 and ipv6_rcv_martian(skb.saddr, skb.daddr):
+    if v6 and ipv6_rcv_martian(skb.buf, skb.nhoff):
         return Reason.IP_INADDRERRORS
     state = NfHookState(C.NF_INET_PRE_ROUTING, nfproto_of(skb), skb.iif, net.ifname(skb.iif))
     res = net.nf.nf_hook(skb, state)

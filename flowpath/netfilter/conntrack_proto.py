@@ -12,6 +12,7 @@ Deviation: only TCP and UDP carry ports in the tuple; GRE has the GRE tracker's 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from flowpath.netfilter.conntrack_tuple import (
     NSEC_PER_SEC,
@@ -217,16 +218,28 @@ def nf_conntrack_icmp_packet(ct: NfConn, skb: SkBuff, dir: int) -> int:
     return NF_ACCEPT
 
 
-def udp_error(skb: SkBuff, thoff: int, check_csum: bool) -> bool:
-    """Linux: nf_conntrack_proto_udp.c › udp_error: truncated, malformed or bad checksum."""
-    b = skb.buf
-    udplen = b.shape[0] - thoff
+@njit(cache=True, nogil=True)
+def udp_error_pkt(buf, nhoff, thoff, l3len, check_csum):
+    """Linux: nf_conntrack_proto_udp.c › udp_error over the IP packet of l3len bytes at nhoff: truncated,
+    a length past the datagram or below the header, or (check_csum: PRE_ROUTING) a bad checksum; a
+    zero checksum means none and is not checked. The Python path and the compiled lane call it."""
+    end = nhoff + l3len
+    udplen = end - thoff
     if udplen < L.UDPH.size:
         return True
-    ulen = ld16(b, thoff + L.UDPH.len)
+    ulen = ld16(buf, thoff + L.UDPH.len)
     if ulen > udplen or ulen < L.UDPH.size:
         return True
-    return check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_UDP)
+    stored = ld16(buf, thoff + L.UDPH.check)
+    if not check_csum or stored == 0:
+        return False
+    is_ipv6 = (buf[nhoff] >> 4) == 6
+    return l4_csum(buf, nhoff, thoff, udplen, is_ipv6, L.IPPROTO_UDP, L.UDPH.check) != stored
+
+
+def udp_error(skb: SkBuff, thoff: int, check_csum: bool) -> bool:
+    """Linux: nf_conntrack_proto_udp.c › udp_error for skb (udp_error_pkt)."""
+    return bool(udp_error_pkt(skb.buf, skb.nhoff, thoff, skb.buf.shape[0] - skb.nhoff, check_csum))
 
 
 def nf_conntrack_udp_packet(ct: NfConn, skb: SkBuff, thoff: int, dir: int, check_csum: bool) -> int:

@@ -119,7 +119,7 @@ _LANE_PUNTS = (
     ("GC", "the GC is due, or an earlier ARP/ICMPv6 packet was punted: the rest of the batch follows"),
     ("L2", "not for our MAC, a tagged, non-IP, GSO or decrypted frame, or its link is not one the lane takes"),
     ("HEADER", "IP options, fragment, extension headers, ttl <= 1, not TCP/UDP, or malformed"),
-    ("CSUM", "bad IPv4 header or L4 checksum: the Python path drops it"),
+    ("CSUM", "bad IPv4 header or L4 checksum, or a UDP length past the datagram: the Python path drops it"),
     ("NO_CT", "no confirmed conntrack entry: a new connection"),
     ("CT_STATE", "after an earlier punted packet of its connection, dying, expected, or refused by the tracker"),
     ("NFT", "an nft chain the VM cannot run, a NAT statement or a ct mark written"),
