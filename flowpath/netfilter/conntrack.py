@@ -18,7 +18,6 @@ Deviation: clash resolution on confirm only adopts an identical entry.
 from __future__ import annotations
 
 import ipaddress
-import random
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -76,8 +75,17 @@ from flowpath.netfilter.nf_conntrack_table import (
     CT_ROW_UNCONFIRMED,
     NF_CT_NOT_FOUND,
     NfConntrackTable,
+    ct_entry,
     nf_ct_find_expired_ed,
     nf_ct_pkt_key,
+)
+from flowpath.netfilter.nf_nat_core import (
+    NR_WORDS,
+    nat_range_words,
+    nf_nat_bysource_add,
+    nf_nat_bysource_del,
+    nf_nat_bysource_new,
+    nf_nat_setup_row,
 )
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
@@ -104,27 +112,35 @@ class Conntrack(NfConntrackTable):
     """The conntrack table of one network namespace (struct net's ct part).
 
     Confirmed entries are rows reachable by both tuples through the index (NfConntrackTable).
-    `nat_bysource` maps an original source (l3, l4, addr, port) to the SNATed entries using it
-    (nf_nat_core.c › nf_nat_bysource). `rng` is the seeded PRNG for NF_NAT_RANGE_PROTO_RANDOM*, so
-    replays are deterministic; hash_seed seeds the index's hash (random when None).
+    `bys` lists the SNATed entries by original source (nf_nat_core.c › nf_nat_bysource;
+    flowpath/netfilter/nf_nat_core.py). `prng` is the seeded PRNG state for
+    NF_NAT_RANGE_PROTO_RANDOM*, so replays are deterministic; hash_seed seeds the index's hash (random
+    when None).
     """
 
     def __init__(self, max_entries: int = 262144, seed: int = 0, hash_seed: int | None = None):
         super().__init__(min(CT_INITIAL_ROWS, max(2, max_entries)), hash_seed, max_entries)
         self.now_ns = 0
         self.max_entries = max_entries
-        self.nat_bysource: dict[tuple, dict[NfConn, None]] = {}
-        self.rng = random.Random(seed)
+        rows = self.hot.shape[0]
+        self.bys = nf_nat_bysource_new(rows, rows)
+        self.prng = np.array([(seed * 0x9E3779B1 + 0x2545F491) & 0xFFFFFFFF or 1], np.int64)
+        self._nr = np.zeros(NR_WORDS, np.int64)
+        self._nat_scr = np.zeros((2, KEY_ROW), np.uint32)
         self.stat = {"found": 0, "invalid": 0, "insert": 0, "insert_failed": 0, "drop": 0, "early_drop": 0}
         # Called with a ct just before it leaves the table (the flowtable tears its flow down here).
         self.destroy_hooks: list[Callable[[NfConn], None]] = []
         # Several workers (flowpath/workers.py) share this table, one at a time: nr_cpus of them, and
         # this_cpu the one whose classic path runs now (smp_processor_id()); NAT picks ports whose
-        # replies steer to it (nat.py › nf_nat_steers_here)
+        # replies steer to it (nf_nat_core.py › _unique_tuple)
         self.this_cpu, self.nr_cpus = 0, 1
         self._k = np.zeros(KEY_ROW, np.uint32)  # the key of the tuple being looked up
         self._unconfirmed: list[int] = []  # rows made unconfirmed since the last release
         self.tcp_params = tcp_params()  # the TCP tracker's sysctls and timeouts (struct nf_tcp_net)
+        v, key = self._views, self.key
+        self._bys_add = ct_entry(nf_nat_bysource_add, (self.bys, key, 0, self.hash_seed))
+        self._bys_del = ct_entry(nf_nat_bysource_del, (self.bys, key, 0, self.hash_seed))
+        self._nat_setup = ct_entry(nf_nat_setup_row, (v, self.bys, 0, 0, self._nr, 1, self.prng, self._nat_scr, 0))
 
     def __len__(self) -> int:
         return self.nconfirmed
@@ -214,17 +230,29 @@ class Conntrack(NfConntrackTable):
             hook(self.nf_ct_get(r))
         self.hot[r, CT_STATUS] |= IPS_DYING
         self.hash_remove(r)
-        if self.hot[r, CT_STATUS] & IPS_SRC_NAT_DONE:
-            self._bysource_del(self.nf_ct_get(r))
+        self._bys_del(self.bys, self.key, r, self.hash_seed)
         self.row_free(r)  # no local reference to its view here: row_free may drop it without a copy
 
-    def _bysource_del(self, ct: NfConn) -> None:
-        key = _bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL])
-        users = self.nat_bysource.get(key)
-        if users is not None:
-            users.pop(ct, None)
-            if not users:
-                del self.nat_bysource[key]
+    def _grow(self) -> None:
+        super()._grow()
+        head, link = self.bys
+        if link.shape[0] < self.capacity:  # the by-source links follow the rows
+            grown = np.zeros((self.capacity, 3), np.int64)
+            grown[: link.shape[0]] = link
+            self.bys = (head, grown)
+
+    def nat_setup(self, r: int, maniptype: int, flags: int, min_addr: int, max_addr: int, min_proto: int,
+                  max_proto: int) -> int:  # fmt: skip
+        """Bind manip maniptype of unconfirmed row r within the range (nf_nat_core.py ›
+        nf_nat_setup_row): NAT_OK or NAT_NO_PORTS. An expired entry in the way is removed first,
+        as nf_conntrack_tuple_taken's lookup does (nf_ct_gc_expired)."""
+        while True:
+            nr = nat_range_words(flags, min_addr, max_addr, min_proto, max_proto, self._nr)
+            res = self._nat_setup(self._views, self.bys, r, maniptype, nr, self.nr_cpus, self.prng,
+                                  self._nat_scr, self.now_ns)  # fmt: skip
+            if res >= 0:
+                return int(res)
+            self._kill_row(nf_ct_find_expired_ed(res) >> 1)
 
     def gc(self, now_ns: int) -> int:
         """Remove expired entries; return how many. Offloaded entries belong to the flowtable, whose
@@ -409,7 +437,7 @@ class Conntrack(NfConntrackTable):
         ct.status |= IPS_CONFIRMED
         self.hash_insert(r)
         if ct.status & IPS_SRC_NAT_DONE:
-            self.nat_bysource.setdefault(_bysource_key(ct.tuplehash[IP_CT_DIR_ORIGINAL]), {})[ct] = None
+            self._bys_add(self.bys, self.key, r, self.hash_seed)
         self.stat["insert"] += 1
         return NF_ACCEPT, None
 
@@ -421,11 +449,6 @@ class Conntrack(NfConntrackTable):
         acct=True adds `packets= bytes=` per direction, as with nf_conntrack_acct=1.
         """
         return "".join(ct_seq_show(ct, now_ns, acct) + "\n" for ct in self)
-
-
-def _bysource_key(t: NfConnTuple) -> tuple:
-    """Linux: hash_by_src / same_src: protocol, source address and source port (or ICMP id)."""
-    return (t.l3proto, t.l4proto, t.src, t.sport)
 
 
 def _addr_str(addr: int, l3proto: int) -> str:

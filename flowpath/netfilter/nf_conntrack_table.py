@@ -11,6 +11,11 @@ tuplehash members into the buckets; here a connection is row r of structure-of-a
     state uint8[cap]         CT_ROW_FREE, CT_ROW_UNCONFIRMED (allocated, on a packet only) or
                              CT_ROW_CONFIRMED (in the index, reachable by both tuples)
     seq   int64[cap]         insertion order of confirmed rows (conntrack -L lists in this order)
+    free  int64[cap]         the free rows, a stack (its top at ctr[CTR_FREE_TOP]; lowest row on top)
+    ctr   int64[CTR_WORDS]   the counts: confirmed rows, index tombstones, next seq, free stack top
+
+Rows are allocated, freed, indexed and unlinked by the compiled functions below, which the Python
+owner and the compiled classic lane (flowpath/inet/classic_lane.py) both call: one implementation.
 
 The index is the flowtable's open-addressing index (flow_offload_hash, flow_index_insert/remove,
 flow_offload_probe) over the key rows, with the tunnel words left out (tun_hash 1) and a random seed,
@@ -55,6 +60,8 @@ NF_CT_EVICTION_RANGE = 8  # nf_conntrack_core.c: buckets early_drop looks at
 CT_INITIAL_ROWS = 1024
 # ed results of nf_ct_find (>= 0: found and live)
 NF_CT_NOT_FOUND = -1  # <= -2: found but expired, at entry -2 - result (nf_ct_find_expired_ed)
+# ctr words
+CTR_NCONFIRMED, CTR_NTOMB, CTR_NEXT_SEQ, CTR_FREE_TOP, CTR_WORDS = 0, 1, 2, 3, 4
 
 
 # ---- the key ----------------------------------------------------------------------------------
@@ -138,7 +145,7 @@ def nf_ct_find_expired_ed(r: int) -> int:
     return -2 - r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def nf_ct_confirm_check(views, r, now_ns):
     """What stands in the way of confirming row r: the ed of a live entry holding one of its tuples
     (the original's first), else an expired one's as -2 - ed (the owner removes it and asks again),
@@ -156,7 +163,7 @@ def nf_ct_confirm_check(views, r, now_ns):
     return expired
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def nf_ct_hash_insert(views, r):
     """Index both tuples of row r (key rows 2r, 2r + 1). Returns the tombstones reused (0..2), or -1
     when a tuple found no slot within max_probes (the owner rebuilds the index larger)."""
@@ -184,7 +191,7 @@ def nf_ct_index_build(views, state):
     return failed
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def nf_ct_hash_remove(views, r):
     """Tombstone the index records of row r's two tuples; returns how many were there."""
     index, key, hot, mask, max_probes, seed = views
@@ -211,6 +218,68 @@ def nf_ct_early_drop_scan(views, k, nslots, now_ns):
                 return r
         slot = (slot + 1) & mask
     return -1
+
+
+# ---- rows: allocation, confirmation, unlinking (rowv = (state, seq, free, ctr)) ------------------
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_ct_row_alloc(rowv):
+    """A zeroed row off the free stack, now CT_ROW_UNCONFIRMED; -1 when none is free (the Python owner
+    grows the table). Linux: __nf_conntrack_alloc."""
+    state, seq, free, ctr = rowv
+    top = ctr[CTR_FREE_TOP]
+    if top == 0:
+        return -1
+    r = free[top - 1]
+    ctr[CTR_FREE_TOP] = top - 1
+    state[r] = CT_ROW_UNCONFIRMED
+    return r
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_ct_row_free(rowv, hot, key, r):
+    """Row r (unconfirmed or unlinked) back on the free stack, zeroed. Linux: nf_conntrack_free."""
+    state, seq, free, ctr = rowv
+    for j in range(hot.shape[1]):
+        hot[r, j] = 0
+    for d in range(2):
+        for j in range(key.shape[1]):
+            key[2 * r + d, j] = 0
+    state[r] = CT_ROW_FREE
+    top = ctr[CTR_FREE_TOP]
+    free[top] = r
+    ctr[CTR_FREE_TOP] = top + 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_ct_row_confirm(views, rowv, r):
+    """Index row r's tuples (__nf_conntrack_hash_insert): CONFIRMED, next in insertion order. Returns
+    0, or -1 when a tuple found no slot within max_probes (the row is left CONFIRMED but possibly
+    half indexed: the Python owner rebuilds the index larger, the lane unlinks it and punts)."""
+    state, seq, free, ctr = rowv
+    state[r] = CT_ROW_CONFIRMED
+    seq[r] = ctr[CTR_NEXT_SEQ]
+    ctr[CTR_NEXT_SEQ] += 1
+    ctr[CTR_NCONFIRMED] += 1
+    got = nf_ct_hash_insert(views, r)
+    if got < 0:
+        return -1
+    ctr[CTR_NTOMB] -= got
+    return 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_ct_row_unlink(views, rowv, r):
+    """Take a confirmed row's tuples out of the index (nf_ct_delete_from_lists): UNCONFIRMED again."""
+    state, seq, free, ctr = rowv
+    ctr[CTR_NTOMB] += nf_ct_hash_remove(views, r)
+    ctr[CTR_NCONFIRMED] -= 1
+    state[r] = CT_ROW_UNCONFIRMED
+
+
+@njit(cache=True, nogil=True, inline="always")
+def nf_ct_index_has_room(views, ctr, n):
+    """Can n more rows be confirmed without the owner rebuilding the index (load <= 0.75)?"""
+    return (2 * (ctr[CTR_NCONFIRMED] + n) + ctr[CTR_NTOMB]) * 4 <= views[0].shape[0] * 3
 
 
 # ---- entry points for the Python owner ----------------------------------------------------------
@@ -254,8 +323,10 @@ class NfConntrackTable:
         self.state = np.zeros(cap, np.uint8)
         self.seq = np.zeros(cap, np.int64)
         self.index = np.zeros(CT_INDEX_SLOTS * cap, np.int64)
-        self.nconfirmed, self.ntomb, self._next_seq = 0, 0, 0
-        self._free = list(range(cap - 1, -1, -1))  # rows, lowest on top
+        self.ctr = np.zeros(CTR_WORDS, np.int64)
+        self.free = np.arange(cap - 1, -1, -1, dtype=np.int64)  # rows, lowest on top
+        self.ctr[CTR_FREE_TOP] = cap
+        self._set_rowv()
         self._conn: list = [None] * cap
         self._rebuild(self.index.shape[0])
         self._warm()
@@ -270,6 +341,11 @@ class NfConntrackTable:
         self._early_drop_scan = ct_entry(nf_ct_early_drop_scan, (v, k, 1, 0))
         self._hash_insert = ct_entry(nf_ct_hash_insert, (v, 0))
         self._hash_remove = ct_entry(nf_ct_hash_remove, (v, 0))
+        rv = self._rowv
+        self._row_alloc = ct_entry(nf_ct_row_alloc, (rv,))
+        self._row_free = ct_entry(nf_ct_row_free, (rv, self.hot, self.key, 0))
+        self._row_confirm = ct_entry(nf_ct_row_confirm, (v, rv, 0))
+        self._row_unlink = ct_entry(nf_ct_row_unlink, (v, rv, 0))
         for f, args in ((self._pkt_key, (k, np.zeros(64, np.uint8), 0, 20, 4, IPPROTO_TCP)), (self._find_e, (v, k, 0)),
                         (self._confirm_check, (v, 0, 0)), (self._early_drop_scan, (v, k, 1, 0)),
                         (self._hash_remove, (v, 0))):  # fmt: skip
@@ -278,6 +354,22 @@ class NfConntrackTable:
     @property
     def capacity(self) -> int:
         return int(self.state.shape[0])
+
+    @property
+    def nconfirmed(self) -> int:
+        return int(self.ctr[CTR_NCONFIRMED])
+
+    @property
+    def ntomb(self) -> int:
+        return int(self.ctr[CTR_NTOMB])
+
+    def rowv(self) -> tuple:
+        """(state, seq, free, ctr): what the compiled row functions take; a new tuple when the table
+        grows (fetch it once per batch, with views())."""
+        return self._rowv
+
+    def _set_rowv(self) -> None:
+        self._rowv = (self.state, self.seq, self.free, self.ctr)
 
     def views(self) -> tuple:
         """(index, key, hot, mask, max_probes, seed): what nf_ct_find and the compiled lane take; a
@@ -289,16 +381,14 @@ class NfConntrackTable:
 
     def rows_in_use(self) -> int:
         """Rows allocated: confirmed entries plus unconfirmed ones still on a packet."""
-        return self.capacity - len(self._free)
+        return self.capacity - int(self.ctr[CTR_FREE_TOP])
 
     # ---- rows ---------------------------------------------------------------------------------
     def row_alloc(self) -> int:
         """A zeroed row, now CT_ROW_UNCONFIRMED (Linux: __nf_conntrack_alloc)."""
-        if not self._free:
+        if self.ctr[CTR_FREE_TOP] == 0:
             self._grow()
-        r = self._free.pop()
-        self.state[r] = CT_ROW_UNCONFIRMED
-        return r
+        return int(self._row_alloc(self._rowv))
 
     def row_free(self, r: int) -> None:
         """Give row r back (Linux: nf_conntrack_free). A Python view of it that someone still holds
@@ -309,10 +399,7 @@ class NfConntrackTable:
             if sys.getrefcount(c) > 2:  # more than `c` and getrefcount's own argument
                 c._detach()
             del c
-        self.hot[r] = 0
-        self.key[2 * r : 2 * r + 2] = 0
-        self.state[r] = CT_ROW_FREE
-        self._free.append(r)
+        self._row_free(self._rowv, self.hot, self.key, r)
 
     def _grow(self) -> None:
         cap = self.capacity
@@ -331,7 +418,13 @@ class NfConntrackTable:
             arr[:cap] = old
             setattr(self, name, arr)
         self._conn.extend([None] * cap)
-        self._free = list(range(new - 1, cap - 1, -1)) + self._free
+        top = int(self.ctr[CTR_FREE_TOP])  # the new rows under the free ones: lowest still on top
+        free = np.empty(new, np.int64)
+        free[:cap] = np.arange(new - 1, cap - 1, -1)
+        free[cap : cap + top] = self.free[:top]
+        self.free = free
+        self.ctr[CTR_FREE_TOP] = cap + top
+        self._set_rowv()
         self._rebuild(max(self.index.shape[0], CT_INDEX_SLOTS * new))
         for c in self._conn[:cap] if moved else ():
             if c is not None:
@@ -345,29 +438,21 @@ class NfConntrackTable:
             if nf_ct_index_build(views, self.state) == 0:
                 break
             icap *= 2
-        self.index, self.ntomb = index, 0
+        self.index = index
+        self.ctr[CTR_NTOMB] = 0
         self._set_views()
 
     # ---- the index ----------------------------------------------------------------------------
     def hash_insert(self, r: int) -> None:
         """Index both tuples of row r (Linux: __nf_conntrack_hash_insert); it becomes CONFIRMED."""
-        if (2 * self.nconfirmed + self.ntomb + 2) * 4 > self.index.shape[0] * 3:
+        if not nf_ct_index_has_room(self._views, self.ctr, 1):
             self._rebuild(self.index.shape[0])
-        self.state[r] = CT_ROW_CONFIRMED
-        self.seq[r] = self._next_seq
-        self._next_seq += 1
-        self.nconfirmed += 1
-        got = self._hash_insert(self._views, r)
-        if got < 0:  # a probe run full at load <= 0.75: bad luck; a larger index holds both tuples
-            self._rebuild(2 * self.index.shape[0])
-        else:
-            self.ntomb -= got
+        if self._row_confirm(self._views, self._rowv, r) < 0:
+            self._rebuild(2 * self.index.shape[0])  # a probe run full at load <= 0.75: bad luck
 
     def hash_remove(self, r: int) -> None:
         """Take both tuples of a confirmed row out of the index (nf_ct_delete_from_lists)."""
-        self.ntomb += self._hash_remove(self._views, r)
-        self.nconfirmed -= 1
-        self.state[r] = CT_ROW_UNCONFIRMED
+        self._row_unlink(self._views, self._rowv, r)
 
     def find(self, k: np.ndarray, now_ns: int) -> int:
         """nf_ct_find from Python: ed, NF_CT_NOT_FOUND, or <= -2 for an expired entry."""
