@@ -1,24 +1,32 @@
 """The classic path's common case, compiled over a poll's batch: forwarding an IPv4/IPv6 TCP or UDP
-packet of a confirmed connection, the whole way, without Python.
+packet, of a confirmed connection or opening a new one, the whole way, without Python.
 
 No Linux counterpart as a whole: it is Linux's classic receive path for one skb
 (ip_rcv › PREROUTING (conntrack, DNAT) › ip_route_input › ip_forward › FORWARD › ip_output ›
 POSTROUTING (SNAT, confirm) › neigh_output), with every stage a compiled function that the Python
-classic path uses as well: conntrack lookup and tracking (nf_conntrack_table, conntrack_proto_tcp,
-ct_row), the nft VM (nft_vm), NAT's rewrite (nat_manip), the FIB and neighbour tables (fib_table,
-neigh_table).
+classic path uses as well: conntrack lookup, row allocation, confirmation and tracking
+(nf_conntrack_table, conntrack_proto_tcp, ct_row), the nft VM (nft_vm), NAT's binding and rewrite
+(nf_nat_core, nat_manip), the FIB and neighbour tables (fib_table, neigh_table).
 
 A packet the lane cannot finish by itself is *punted*: left, untouched, to the Python classic path
-(flowpath.inet.dev), with the reason counted (flowpath.packet.reason's lane punts). Its checks come first, and what it writes
-before a later check can still punt (the header bytes, the conntrack row) is saved and restored, so a
-punted packet is exactly the packet that arrived and the table exactly what it was. A connection whose
-packet was punted is tainted for the rest of the batch (its later packets are punted too), so that
-each connection's packets are tracked in order while the lane runs ahead of the Python path.
+(flowpath.inet.dev), with the reason counted (flowpath.packet.reason's lane punts). Its checks come
+first, and what it writes before a later check can still punt (the header bytes, the conntrack row,
+NAT's PRNG, a new connection's row) is restored or freed, so a punted packet is exactly the packet
+that arrived and the tables exactly what they were. A connection whose packet was punted is tainted
+for the rest of the batch (its later packets are punted too), so that each connection's packets are
+tracked in order while the lane runs ahead of the Python path; and after any punt the batch opens no
+new connection (the punted packet, run later, might have changed what the new one finds: a port
+freed or taken).
 
-Punted today: new connections (the Python path creates, binds NAT and confirms), ICMP, fragments,
-options, extension headers, VLAN tags, packets to or from the gateway itself, anything an nft rule the
-VM cannot run sees (log, limit, reject, flow add with a flowtable...), a neighbour that is not
-resolved or whose timer is due, a route through a tunnel, IPsec policies, the GC's time.
+A new connection's entry is made, bound (the nat chains, or the null binding) and confirmed at the
+end of POSTROUTING, the last thing before the transmit: the neighbour is looked up before
+POSTROUTING so that nothing can punt a confirmed entry.
+
+Punted today: ICMP, fragments, options, extension headers, VLAN tags, packets to or from the gateway
+itself, anything an nft rule the VM cannot run sees (log, limit, reject, flow add with a
+flowtable...), NAT bindings other than SNAT, DNAT and IPv4 masquerade to a device's one address, a
+neighbour that is not resolved or whose timer is due, a route through a tunnel, IPsec policies, the
+GC's time, new connections with several workers.
 """
 
 from __future__ import annotations
@@ -55,16 +63,43 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack_proto import udp_error_pkt
 from flowpath.netfilter.conntrack_proto_tcp import tcp_conntrack_packet
 from flowpath.netfilter.conntrack_proto_tcp_window import tcp_checksum_bad
-from flowpath.netfilter.ct_layout import CT_MARK, CT_PROTO, CT_STATUS, TCP_STATE
+from flowpath.netfilter.ct_layout import CT_MARK, CT_PROTO, CT_STATUS, CT_TIMEOUT, TCP_STATE
 from flowpath.netfilter.ct_row import nf_conntrack_udp_packet
 from flowpath.netfilter.nat_manip import nf_nat_l3_manip_pkt
-from flowpath.netfilter.nf_conntrack_table import nf_ct_find
+from flowpath.netfilter.nf_conntrack_table import (
+    NF_CT_NOT_FOUND,
+    nf_ct_confirm_check,
+    nf_ct_find,
+    nf_ct_row_alloc,
+    nf_ct_row_confirm,
+    nf_ct_row_free,
+    nf_ct_row_unlink,
+)
+from flowpath.netfilter.nf_nat_core import (
+    NAT_NO_PORTS,
+    NR_FLAGS,
+    NR_MAX,
+    NR_MIN,
+    NR_PMAX,
+    NR_PMIN,
+    nf_nat_bysource_add,
+    nf_nat_setup_row,
+)
 from flowpath.netfilter.nft_vm import (
+    NAT_DNAT,
+    NAT_MASQUERADE,
+    NAT_SNAT,
     NFT_PUNT,
     OUT_CNT,
     OUT_FLOW,
     OUT_LEN,
     OUT_NAT,
+    OUT_NAT_FLAGS,
+    OUT_NAT_MANIP,
+    OUT_NAT_MAXADDR,
+    OUT_NAT_MAXPROTO,
+    OUT_NAT_MINADDR,
+    OUT_NAT_MINPROTO,
     OUT_NCNT,
     PM_BUFLEN,
     PM_CT,
@@ -102,6 +137,7 @@ from flowpath.packet.reason import (
     PUNT_HEADER,
     PUNT_L2,
     PUNT_MTU,
+    PUNT_NAT,
     PUNT_NEIGH,
     PUNT_NFT,
     PUNT_NO_CT,
@@ -114,10 +150,13 @@ LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its dr
 
 # cfg int64 words
 CFG_NEXT_GC_NS = 0  # packet time of the Worker's next GC: the lane stops there
-CFG_WORDS = 1
+CFG_NEW_OK = 1  # 1: the lane may open new connections (one worker; rows and index room made ready)
+CFG_NR_CPUS = 2  # workers sharing the table (NAT's port choice keeps a connection's worker)
+CFG_PUNTED = 3  # set once a packet of the batch was punted: later new connections are punted too
+CFG_WORDS = 4
 SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
 
-_TX, _NF_DROP = int(Reason.TX), int(Reason.NETFILTER_DROP)
+_TX, _NF_DROP, _NO_PORTS = int(Reason.TX), int(Reason.NETFILTER_DROP), int(Reason.NAT_NO_PORTS)
 _TX_PACKETS, _TX_BYTES = TX_PACKETS, TX_BYTES
 _ETHER, _DUMMY, _VETH = LINK_KIND_CODES[KIND_ETHER], LINK_KIND_CODES[KIND_DUMMY], LINK_KIND_CODES[KIND_VETH]
 _TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
@@ -215,7 +254,13 @@ def nf_nat_packet_row(b, end, nhoff, thoff, l3, l4proto, key, ed, status, manipt
 
 # ---- the per-packet state a stage hands the next (ps int64[PS_SIZE]) ----
 PS_L3, PS_L4, PS_THOFF, PS_END, PS_IIF, PS_OIF, PS_ED, PS_CTINFO, PS_NOW, PS_MARK = range(10)
-PS_RTMTU, PS_NACC, PS_FOUND, PS_SIZE = 10, 11, 12, 16
+PS_RTMTU, PS_NACC, PS_FOUND = 10, 11, 12
+PS_NEW = 13  # the row of the connection this packet opened (unconfirmed until POSTROUTING), else -1
+PS_PRNG = 14  # NAT's PRNG state as the packet found it (restored on a punt)
+PS_NEW_OK, PS_NR_CPUS, PS_INSERT, PS_NEIGH = 15, 16, 17, 18  # PS_INSERT: confirmed a new entry
+PS_SIZE = 20
+# nat chains per hook: natv int64[2, 5, MAX_NAT_CHAINS] (VM chain ids), natn int64[2, 5]
+MAX_NAT_CHAINS = 8
 # hook entries (flowpath/netfilter/hooks.py's kinds): hookv int64[2, 5, MAX_ENTRIES, 2] (kind, chain)
 ENTRY_CHAIN, ENTRY_CONNTRACK, ENTRY_NAT, ENTRY_CONFIRM, ENTRY_DEFRAG = range(5)
 MAX_ENTRIES = 16
@@ -224,9 +269,10 @@ DROP_BASE = -1000  # lane_hook's result for a drop: DROP_BASE - reason
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_chain(f, chain, hook, ps, nft, ct, scr):
+def lane_chain(f, chain, hook, ps, nft, ct, scr, nat_ok):
     """A base chain through the VM (nft_do_chain); LANE_OK (accept), PUNT_NFT, PUNT_OFFLOAD or
-    DROP_BASE - reason. Counter hits are kept in scr's acc until the packet is done."""
+    DROP_BASE - reason. Counter hits are kept in scr's acc until the packet is done. nat_ok: a nat
+    chain, whose NAT statement is left in scr's out for the caller."""
     progs = nft[0]
     pm, out, acc, regs, stack = scr[3], scr[4], scr[6], scr[7], scr[8]
     ed = ps[PS_ED]
@@ -247,8 +293,8 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr):
         pm[PM_CTSTATUS], pm[PM_CTMARK] = hot[ed >> 1, CT_STATUS], hot[ed >> 1, CT_MARK]
         pm[PM_CTTCPSTATE] = hot[ed >> 1, CT_PROTO + TCP_STATE] if ps[PS_L4] == _TCP else -1
     v = nft_vm_run_regs(progs, chain, f, pm, out, regs, stack)
-    if v == NFT_PUNT or pm[PM_WRITES] & PM_WROTE_CTMARK or out[OUT_NAT]:
-        return PUNT_NFT  # a ct mark written, or a NAT statement (bound already: not for the lane)
+    if v == NFT_PUNT or pm[PM_WRITES] & PM_WROTE_CTMARK or (out[OUT_NAT] and not nat_ok):
+        return PUNT_NFT  # a ct mark written, or a NAT statement outside the NAT hook
     if out[OUT_FLOW] >= 0 and nft[1] and not (ed >= 0 and ct[1][ed >> 1, CT_STATUS] & C.IPS_OFFLOAD):
         return PUNT_OFFLOAD  # the Python path offloads (nft_flow_offload_eval)
     ps[PS_MARK] = pm[PM_MARK]
@@ -264,23 +310,30 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr):
 def lane_conntrack(f, ps, ct, scr):
     """nf_conntrack_in for a packet the lane takes: its confirmed entry or a punt (NO_CT), then the
     tracker on its row (saved first in scr's hsnap, for a later punt to restore)."""
-    ctv, hot, key, taint, gen, tcp_params = ct
+    ctv, hot, taint, gen, tcp_params = ct[0], ct[1], ct[3], ct[4], ct[5]
     k, hsnap = scr[0], scr[2]
     now = ps[PS_NOW]
     ed = nf_ct_find(ctv, k, now)
-    if ed < 0:
-        return PUNT_NO_CT
-    row, dir = ed >> 1, ed & 1
-    status = hot[row, CT_STATUS]
-    if taint[row] == gen or status & (C.IPS_DYING | C.IPS_EXPECTED | C.IPS_UNTRACKED):
-        return PUNT_CT_STATE
-    if dir == C.IP_CT_DIR_REPLY:
-        ctinfo = C.IP_CT_ESTABLISHED_REPLY
-    elif status & C.IPS_SEEN_REPLY:
-        ctinfo = C.IP_CT_ESTABLISHED
+    if ed == NF_CT_NOT_FOUND and ps[PS_NEW_OK]:
+        row = lane_ct_new(k, ps, ct)
+        if row < 0:
+            return PUNT_NO_CT
+        ed, dir, ctinfo = 2 * row, C.IP_CT_DIR_ORIGINAL, C.IP_CT_NEW
+    elif ed < 0:
+        return PUNT_NO_CT  # an expired entry in the way (the Python path removes it), or no new ones now
     else:
-        ctinfo = C.IP_CT_NEW
-    _copy(hsnap, hot[row], hsnap.shape[0])
+        row, dir = ed >> 1, ed & 1
+        status = hot[row, CT_STATUS]
+        if taint[row] == gen or status & (C.IPS_DYING | C.IPS_EXPECTED | C.IPS_UNTRACKED):
+            return PUNT_CT_STATE
+        if dir == C.IP_CT_DIR_REPLY:
+            ctinfo = C.IP_CT_ESTABLISHED_REPLY
+        elif status & C.IPS_SEEN_REPLY:
+            ctinfo = C.IP_CT_ESTABLISHED
+        else:
+            ctinfo = C.IP_CT_NEW
+        _copy(hsnap, hot[row], hsnap.shape[0])
+        ps[PS_FOUND] = 1  # conntrack's "found" statistic, counted once the packet is done
     ps[PS_ED], ps[PS_CTINFO] = ed, ctinfo
     end = ps[PS_END]
     if ps[PS_L4] == _TCP:
@@ -292,32 +345,129 @@ def lane_conntrack(f, ps, ct, scr):
         return PUNT_CT_STATE  # invalid, a SYN reopening, a RST killing it: the Python path decides
     if ctinfo == C.IP_CT_ESTABLISHED_REPLY:
         hot[row, CT_STATUS] |= C.IPS_SEEN_REPLY
-    ps[PS_FOUND] = 1  # conntrack's "found" statistic, counted once the packet is done
     return LANE_OK
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_hook(f, hook, ps, ents, nft, ct, scr):
-    """One hook's entries in priority order (nf_hook_slow): chains through the VM, conntrack,
-    NAT's rewrite for a bound connection; defrag and confirm have nothing to do for the lane's
-    packets. LANE_OK, a punt, or DROP_BASE - reason."""
-    hookv, hookn = ents
+def lane_ct_new(k, ps, ct):
+    """init_conntrack for a TCP or UDP packet: a row off the free stack with the tuple k and its
+    inverse (nf_ct_invert_tuple), unconfirmed (ps[PS_NEW]) until POSTROUTING confirms it; a punt
+    frees it. Returns the row, or -1 when none is free."""
+    hot, key, rowv = ct[1], ct[2], ct[6]
+    r = nf_ct_row_alloc(rowv)
+    if r < 0:
+        return -1
+    o, p = 2 * r, 2 * r + 1
+    for j in range(k.shape[0]):
+        key[o, j] = k[j]
+        key[p, j] = k[j]
+    for w in range(4):
+        key[p, K_SADDR + w] = k[K_DADDR + w]
+        key[p, K_DADDR + w] = k[K_SADDR + w]
+    ports = np.int64(k[K_PORTS])
+    key[p, K_PORTS] = (ports_dst(ports) << 16) | ports_src(ports)
+    hot[r, CT_TIMEOUT] = ps[PS_NOW]
+    ps[PS_NEW] = r
+    return r
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_hook(f, hook, ps, ents, nft, ct, rtv, scr):
+    """One hook's entries in priority order (nf_hook_slow): chains through the VM, conntrack, NAT
+    (binding a new connection, then the rewrite), confirming a new connection; defrag has nothing to
+    do for the lane's packets. LANE_OK, a punt, or DROP_BASE - reason."""
+    hookv, hookn = ents[0], ents[1]
     nfp = 0 if ps[PS_L3] == 4 else 1
     for e in range(hookn[nfp, hook]):
         kind = hookv[nfp, hook, e, 0]
         r = LANE_OK
         if kind == ENTRY_CHAIN:
-            r = lane_chain(f, hookv[nfp, hook, e, 1], hook, ps, nft, ct, scr)
+            r = lane_chain(f, hookv[nfp, hook, e, 1], hook, ps, nft, ct, scr, False)
         elif kind == ENTRY_CONNTRACK:
             r = lane_conntrack(f, ps, ct, scr)
         elif kind == ENTRY_NAT and ps[PS_ED] >= 0:
             ed = ps[PS_ED]
             mtype = C.NF_NAT_MANIP_DST if hook == _PRE else C.NF_NAT_MANIP_SRC
-            if not nf_nat_packet_row(f, ps[PS_END], L.ETH_HLEN, ps[PS_THOFF], ps[PS_L3], ps[PS_L4], ct[2], ed,
-                                     ct[1][ed >> 1, CT_STATUS], mtype, scr[5]):  # fmt: skip
+            done = C.IPS_DST_NAT_DONE if hook == _PRE else C.IPS_SRC_NAT_DONE
+            if ps[PS_NEW] >= 0 and not ct[1][ed >> 1, CT_STATUS] & done:
+                r = lane_nat_bind(f, hook, mtype, ps, ents, nft, ct, rtv, scr)
+            if r == LANE_OK and not nf_nat_packet_row(f, ps[PS_END], L.ETH_HLEN, ps[PS_THOFF], ps[PS_L3], ps[PS_L4],
+                                                      ct[2], ed, ct[1][ed >> 1, CT_STATUS], mtype, scr[5]):  # fmt: skip
                 r = PUNT_HEADER
+        elif kind == ENTRY_CONFIRM and ps[PS_NEW] >= 0:
+            r = lane_confirm(ps, ct)
         if r != LANE_OK:
             return r
+    return LANE_OK
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_nat_bind(f, hook, mtype, ps, ents, nft, ct, rtv, scr):
+    """nf_nat_inet_fn for a new connection: the hook's nat chains until one binds (nft_nat_eval),
+    else the null binding, then nf_nat_setup_row (nf_nat_core.py). LANE_OK, a punt, or DROP_BASE -
+    reason (a nat chain's drop, masquerade without an address, no free port)."""
+    natv, natn = ents[2], ents[3]
+    out, nr = scr[4], scr[11]
+    nfp = 0 if ps[PS_L3] == 4 else 1
+    kind = 0
+    for j in range(natn[nfp, hook]):
+        r = lane_chain(f, natv[nfp, hook, j], hook, ps, nft, ct, scr, True)
+        if r != LANE_OK:
+            return r
+        kind = out[OUT_NAT]
+        if kind:
+            break
+    row = ps[PS_NEW]
+    key = ct[2]
+    if kind == 0:  # nf_nat_alloc_null_binding: the current address
+        off = K_DADDR if mtype == C.NF_NAT_MANIP_SRC else K_SADDR
+        _fill(nr, 0)
+        nr[NR_FLAGS] = 1  # NF_NAT_RANGE_MAP_IPS
+        if ps[PS_L3] == 4:
+            nr[NR_MIN + 3] = nr[NR_MAX + 3] = key[2 * row + 1, off]
+        else:
+            for w in range(4):
+                nr[NR_MIN + w] = nr[NR_MAX + w] = key[2 * row + 1, off + w]
+    elif (kind != NAT_SNAT and kind != NAT_DNAT and kind != NAT_MASQUERADE) or out[OUT_NAT_MANIP] != mtype:
+        return PUNT_NAT  # redirect (the input device's address)
+    else:
+        nr[NR_FLAGS], nr[NR_PMIN], nr[NR_PMAX] = out[OUT_NAT_FLAGS], out[OUT_NAT_MINPROTO], out[OUT_NAT_MAXPROTO]
+        for w in range(4):
+            nr[NR_MIN + w], nr[NR_MAX + w] = out[OUT_NAT_MINADDR + w], out[OUT_NAT_MAXADDR + w]
+        if kind == NAT_MASQUERADE:  # nf_nat_masquerade_ipv4: the output device's address
+            masq = rtv[4]
+            a = masq[ps[PS_OIF]] if ps[PS_L3] == 4 and ps[PS_OIF] < masq.shape[0] else -1
+            if a < 0:
+                return PUNT_NAT
+            nr[NR_FLAGS] |= 1  # NF_NAT_RANGE_MAP_IPS
+            for w in range(3):
+                nr[NR_MIN + w] = nr[NR_MAX + w] = 0
+            nr[NR_MIN + 3] = nr[NR_MAX + 3] = a
+    res = nf_nat_setup_row(ct[0], ct[7], row, mtype, nr, ps[PS_NR_CPUS], ct[8], scr[12], ps[PS_NOW])
+    if res == NAT_NO_PORTS:
+        return DROP_BASE - _NO_PORTS
+    if res < 0:
+        return PUNT_NO_CT  # an expired entry in the way: the Python path removes it
+    return LANE_OK
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_confirm(ps, ct):
+    """__nf_conntrack_confirm for the connection this packet opened: into the index, and into NAT's
+    by-source list when source-NATed. A clash (or an expired entry in the way) is the Python
+    path's: punted."""
+    ctv, hot, key, rowv, bys = ct[0], ct[1], ct[2], ct[6], ct[7]
+    r = ps[PS_NEW]
+    if hot[r, CT_STATUS] & C.IPS_DYING or nf_ct_confirm_check(ctv, r, ps[PS_NOW]) != NF_CT_NOT_FOUND:
+        return PUNT_CT_STATE
+    hot[r, CT_STATUS] |= C.IPS_CONFIRMED
+    if nf_ct_row_confirm(ctv, rowv, r) < 0:  # a probe run full: the Python path rebuilds the index
+        nf_ct_row_unlink(ctv, rowv, r)
+        hot[r, CT_STATUS] &= ~C.IPS_CONFIRMED
+        return PUNT_CT_STATE
+    if hot[r, CT_STATUS] & C.IPS_SRC_NAT_DONE:
+        nf_nat_bysource_add(bys, key, r, ctv[5])
+    ps[PS_NEW], ps[PS_INSERT] = -1, 1
     return LANE_OK
 
 
@@ -373,11 +523,12 @@ def lane_rt_mtu(f, ps, r, rtv):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_neigh_output(f, ps, r, rtv):
-    """neigh_resolve_output for a next hop whose entry can transmit without Python: found, in a
-    state neigh_event_send passes as is (CONNECTED, DELAY, PROBE), its timer not due. Writes the
-    Ethernet addresses; False: punt (the Python path creates, solicits or moves the entry)."""
-    fv, lk, nv = rtv[0], rtv[1], rtv[2]
+def lane_neigh_lookup(f, ps, r, rtv):
+    """neigh_resolve_output's entry for a next hop that can transmit without Python: found, in a
+    state neigh_event_send passes as is (CONNECTED, DELAY, PROBE), its timer not due; -1: punt (the
+    Python path creates, solicits or moves the entry). Asked before POSTROUTING, whose confirm of
+    a new connection must be the last thing the lane does before it transmits."""
+    fv, nv = rtv[0], rtv[2]
     oif = ps[PS_OIF]
     if ps[PS_L3] == 4:
         rt = fv[0][3]
@@ -394,21 +545,25 @@ def lane_neigh_output(f, ps, r, rtv):
             o = L.ETH_HLEN + L.IP6H.daddr
             w0, w1, w2, w3 = ld32(f, o), ld32(f, o + 4), ld32(f, o + 8), ld32(f, o + 12)
         n = neigh_lookup(nv, 6, oif, w0, w1, w2, w3)
-    nb = nv[2]
-    if n < 0 or not neigh_output_ok(nb, n, ps[PS_NOW]):
-        return False
-    ha, sa = nb[n, NB_LLADDR], lk[oif, LK_ADDR]
+    if n < 0 or not neigh_output_ok(nv[2], n, ps[PS_NOW]):
+        return -1
+    return n
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_neigh_output(f, ps, n, rtv):
+    """neigh_output with entry n: the Ethernet addresses."""
+    ha, sa = rtv[2][2][n, NB_LLADDR], rtv[1][ps[PS_OIF], LK_ADDR]
     for j in range(6):
         f[j] = (ha >> (40 - 8 * j)) & 0xFF
         f[6 + j] = (sa >> (40 - 8 * j)) & 0xFF
-    return True
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_forward(f, ps, ents, nft, ct, rtv, scr):
     """One packet from PREROUTING to the wire (ip_rcv_finish › ip_forward › ip_output ›
     neigh_output): LANE_OK (f is the frame to send, out of ps[PS_OIF]), a punt, or DROP_BASE - reason."""
-    r = lane_hook(f, _PRE, ps, ents, nft, ct, scr)
+    r = lane_hook(f, _PRE, ps, ents, nft, ct, rtv, scr)
     if r != LANE_OK:
         return r
     if lane_martian(f, L.ETH_HLEN, ps[PS_L3]):
@@ -421,14 +576,16 @@ def lane_forward(f, ps, ents, nft, ct, rtv, scr):
         ip_decrease_ttl(f, L.ETH_HLEN)
     else:
         f[L.ETH_HLEN + L.IP6H.hop_limit] -= 1
-    r = lane_hook(f, _FWD, ps, ents, nft, ct, scr)
+    r = lane_hook(f, _FWD, ps, ents, nft, ct, rtv, scr)
     if r != LANE_OK:
         return r
-    r = lane_hook(f, _POST, ps, ents, nft, ct, scr)
-    if r != LANE_OK:
-        return r
-    if not lane_neigh_output(f, ps, rt, rtv):
+    n = lane_neigh_lookup(f, ps, rt, rtv)
+    if n < 0:
         return PUNT_NEIGH
+    r = lane_hook(f, _POST, ps, ents, nft, ct, rtv, scr)
+    if r != LANE_OK:
+        return r
+    lane_neigh_output(f, ps, n, rtv)
     return LANE_OK
 
 
@@ -438,6 +595,8 @@ def lane_taint(ps, ct, scr):
     path, in order. Its row (found before or now) is marked with this batch's generation."""
     ctv, taint, gen = ct[0], ct[3], ct[4]
     ed = ps[PS_ED]
+    if ps[PS_NEW] >= 0:
+        return  # a connection the packet opened: freed; later packets will not find it
     if ed < 0:
         ed = nf_ct_find(ctv, scr[0], ps[PS_NOW])
     if ed >= 0:
@@ -445,9 +604,10 @@ def lane_taint(ps, ct, scr):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_one(pk, i, ents, nft, ct, rtv, scr):
+def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
     """One packet through the lane: LANE_OK (forwarded or dropped: its verdict says), or a punt with
-    the packet's bytes and its conntrack row as they were."""
+    the packet's bytes, its conntrack row and NAT's PRNG as they were (a connection it opened is
+    freed, as Linux frees an unconfirmed entry with its skb)."""
     data, head, length, iif, oif, verdict, ts_ns, gso, encap = pk
     k, snap, hsnap, ps, acc = scr[0], scr[1], scr[2], scr[9], scr[6]
     lk = rtv[1]
@@ -463,7 +623,10 @@ def lane_one(pk, i, ents, nft, ct, rtv, scr):
         return r
     _fill(ps, 0)
     ps[PS_L3], ps[PS_L4], ps[PS_THOFF], ps[PS_END] = l3, l4, thoff, L.ETH_HLEN + l3len
-    ps[PS_IIF], ps[PS_ED], ps[PS_NOW] = ifx, -1, ts_ns[i]
+    ps[PS_IIF], ps[PS_ED], ps[PS_NOW], ps[PS_NEW] = ifx, -1, ts_ns[i], -1
+    ps[PS_NEW_OK], ps[PS_NR_CPUS] = cfg[CFG_NEW_OK] and not cfg[CFG_PUNTED], cfg[CFG_NR_CPUS]
+    prng = ct[8]
+    ps[PS_PRNG] = prng[0]
     m = min(thoff + L.TCPH.size, n)  # what the lane may write: addresses, TTL, ports, checksums
     _copy(snap, f, m)
     r = lane_forward(f, ps, ents, nft, ct, rtv, scr)
@@ -474,11 +637,16 @@ def lane_one(pk, i, ents, nft, ct, rtv, scr):
             length[i], oif[i], verdict[i] = ps[PS_END], ps[PS_OIF], _TX
         else:
             verdict[i] = DROP_BASE - r
+            if ps[PS_NEW] >= 0:  # dropped before confirm: the entry goes with the packet
+                nf_ct_row_free(ct[6], ct[1], ct[2], ps[PS_NEW])
         return LANE_OK
     _copy(f, snap, m)
-    if ps[PS_ED] >= 0:
-        _copy(ct[1][ps[PS_ED] >> 1], hsnap, hsnap.shape[0])
     lane_taint(ps, ct, scr)
+    if ps[PS_NEW] >= 0:
+        nf_ct_row_free(ct[6], ct[1], ct[2], ps[PS_NEW])
+    elif ps[PS_ED] >= 0:
+        _copy(ct[1][ps[PS_ED] >> 1], hsnap, hsnap.shape[0])
+    prng[0] = ps[PS_PRNG]
     return r
 
 
@@ -489,20 +657,23 @@ def classic_lane_batch(pk, idx, res, ents, nft, ct, rtv, cfg, scr, acct):
     as they were). From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later
     packets see), or once the GC is due, the rest of the batch is punted too. Counts into acct
     (reasons int64[N_REASONS], ifc int64[nif, 4], punts int64[N_LANE_PUNTS], cnt int64[4]: finished,
-    transmitted, conntrack's found) as the Worker's Stats hold them. Returns the number finished."""
+    transmitted, conntrack's found and insert) as the Worker's Stats hold them. Returns the number
+    finished."""
     data, length, oif, verdict, ts_ns = pk[0], pk[2], pk[4], pk[5], pk[6]
     reasons, ifc, punts, cnt = acct
     ps = scr[9]
     barrier = False
+    cfg[CFG_PUNTED] = 0
     for j in range(idx.shape[0]):
         i = idx[j]
         if barrier or ts_ns[i] >= cfg[CFG_NEXT_GC_NS]:
             r, barrier = PUNT_GC, True
         else:
-            r = lane_one(pk, i, ents, nft, ct, rtv, scr)
+            r = lane_one(pk, i, ents, nft, ct, rtv, cfg, scr)
         res[j] = r
         if r != LANE_OK:
             punts[r] += 1
+            cfg[CFG_PUNTED] = 1
             f = data[i]
             et = ld16(f, pk[1][i] + 12)  # neighbour discovery may change what later packets see
             nh = pk[1][i] + L.ETH_HLEN
@@ -512,6 +683,7 @@ def classic_lane_batch(pk, idx, res, ents, nft, ct, rtv, cfg, scr, acct):
         reasons[v] += 1
         cnt[0] += 1
         cnt[2] += ps[PS_FOUND]
+        cnt[3] += ps[PS_INSERT]
         if v == _TX:
             o = np.int64(oif[i])
             if o < ifc.shape[0]:

@@ -13,17 +13,22 @@ import numpy as np
 from flowpath.flowtable.hook import jit_entry
 from flowpath.flowtable.key import KEY_ROW
 from flowpath.inet.classic_lane import (
+    CFG_NEW_OK,
     CFG_NEXT_GC_NS,
+    CFG_NR_CPUS,
     CFG_WORDS,
     ENTRY_CHAIN,
     LANE_OK,
     MAX_ENTRIES,
+    MAX_NAT_CHAINS,
     PS_SIZE,
     SNAP_BYTES,
     classic_lane_batch,
 )
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.ct_layout import CT_HOT_ROW
+from flowpath.netfilter.nf_conntrack_table import CTR_FREE_TOP, nf_ct_index_has_room
+from flowpath.netfilter.nf_nat_core import NR_WORDS
 from flowpath.netfilter.nft_vm import NFT_JUMP_STACK_SIZE, NFT_REG_FILE, OUT_SIZE, PM_SIZE
 from flowpath.packet.reason import N_LANE_PUNTS
 
@@ -31,22 +36,29 @@ _NFPROTOS = (C.NFPROTO_IPV4, C.NFPROTO_IPV6)
 _HOOKS = (C.NF_INET_PRE_ROUTING, C.NF_INET_FORWARD, C.NF_INET_POST_ROUTING)
 
 
-def lane_hook_entries(nf, chain_id) -> tuple[np.ndarray, np.ndarray]:
+def lane_hook_entries(nf, chain_id) -> tuple[np.ndarray, ...] | None:
     """hooks.py's entries of PREROUTING, FORWARD and POSTROUTING as arrays: hookv int64[2, 5,
-    MAX_ENTRIES, 2] (kind, VM chain id) and hookn int64[2, 5]. A chain without a program gets -1
-    (the VM punts it). None when a hook has more entries than the lane holds."""
+    MAX_ENTRIES, 2] (kind, VM chain id) and hookn int64[2, 5], and the NAT entry's nat chains,
+    natv int64[2, 5, MAX_NAT_CHAINS] (VM chain ids) and natn int64[2, 5]. A chain without a program
+    gets -1 (the VM punts it). None when a hook has more entries than the lane holds."""
     hookv = np.zeros((2, 5, MAX_ENTRIES, 2), np.int64)
     hookn = np.zeros((2, 5), np.int64)
+    natv = np.zeros((2, 5, MAX_NAT_CHAINS), np.int64)
+    natn = np.zeros((2, 5), np.int64)
     for p, nfproto in enumerate(_NFPROTOS):
         for hook in _HOOKS:
             ents = nf.entries[nfproto, hook]
-            if len(ents) > MAX_ENTRIES:
+            nat = nf.nat_chains.get((nfproto, hook), ())
+            if len(ents) > MAX_ENTRIES or len(nat) > MAX_NAT_CHAINS:
                 return None
             hookn[p, hook] = len(ents)
             for e, ent in enumerate(ents):
                 hookv[p, hook, e, 0] = ent.kind
                 hookv[p, hook, e, 1] = chain_id(ent.chain) if ent.kind == ENTRY_CHAIN else -1
-    return hookv, hookn
+            natn[p, hook] = len(nat)
+            for j, chain in enumerate(nat):
+                natv[p, hook, j] = chain_id(chain)
+    return hookv, hookn, natv, natn
 
 
 class ClassicLane:
@@ -64,7 +76,9 @@ class ClassicLane:
             np.zeros(NFT_REG_FILE, np.uint8),  # the VM's registers
             np.zeros(NFT_JUMP_STACK_SIZE, np.int64),  # and jump stack
             np.zeros(PS_SIZE, np.int64),  # the per-packet state
-            np.zeros(4, np.int64),  # counts: conntrack's "found"
+            np.zeros(4, np.int64),  # counts: finished, transmitted, conntrack's found and insert
+            np.zeros(NR_WORDS, np.int64),  # a NAT range (nf_nat_core.py)
+            np.zeros((2, KEY_ROW), np.uint32),  # NAT's candidate tuples
         )
         self.cfg = np.zeros(CFG_WORDS, np.int64)
         self._taint = np.zeros(0, np.int64)
@@ -73,6 +87,8 @@ class ClassicLane:
         self._ents = None
         self._vm = None
         self._entry = None
+        self._masq_key = None
+        self._masq = np.zeros(1, np.int64)
 
     def usable(self, net, batch_n: int) -> bool:
         """Can the lane run on this poll? Not with IPsec (the policy checks are Python's), nor when
@@ -81,6 +97,36 @@ class ClassicLane:
         if net.xfrm is not None or len(ct) + batch_n >= ct.max_entries:
             return False
         return self._entries(net) is not None
+
+    def _new_ok(self, ct, batch_n: int) -> int:
+        """May the lane open connections in this poll? With one worker (several: NAT's port choice
+        follows steering the lane does not run under), once rows and index room for the whole batch
+        are ready: the table grows and its index is rebuilt here, between polls, not under the lane
+        (neither is visible in what the datapath emits)."""
+        if ct.nr_cpus > 1:
+            return 0
+        while ct.ctr[CTR_FREE_TOP] < batch_n:
+            ct._grow()
+        if not nf_ct_index_has_room(ct.views(), ct.ctr, batch_n):
+            ct._rebuild(ct.index.shape[0])
+            if not nf_ct_index_has_room(ct.views(), ct.ctr, batch_n):
+                ct._rebuild(2 * ct.index.shape[0])
+        return 1
+
+    def _masq4(self, net) -> np.ndarray:
+        """The IPv4 address masquerade picks on each device whatever the next hop, -1 where it
+        depends on it (or there is none: the Python path decides)."""
+        dev = net.dev
+        key = (dev.link_genid, dev.dev_addr_genid, id(dev))
+        if key != self._masq_key:
+            n = dev.link_views()[0].shape[0]
+            m = np.full(max(n, 1), -1, np.int64)
+            for ifx in net.links:
+                a = dev.masq_addr4_any_dst(ifx) if ifx < n else None
+                if a is not None:
+                    m[ifx] = a
+            self._masq, self._masq_key = m, key
+        return self._masq
 
     def _entries(self, net):
         """The hook entries and the nft programs, built again when the ruleset or the links change."""
@@ -101,16 +147,18 @@ class ClassicLane:
         Worker's Stats); returns res: LANE_OK for a packet the lane finished (its verdict says how),
         else why it was punted."""
         ct = net.conntrack
+        self.cfg[CFG_NEW_OK] = self._new_ok(ct, idx.shape[0])
+        self.cfg[CFG_NR_CPUS] = ct.nr_cpus
         cap = ct.capacity
         if self._taint.shape[0] < cap:
             self._taint = np.zeros(cap, np.int64)
         self._gen += 1
         tcp_params = ct.tcp_params
-        ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, tcp_params)
+        ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, tcp_params, ct.rowv(), ct.bys, ct.prng)
         progs = self._vm.progs
         nftt = (progs, int(offload))
         dev = net.dev
-        rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt))
+        rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt), self._masq4(net))
         self.cfg[CFG_NEXT_GC_NS] = next_gc_ns
         res = np.empty(idx.shape[0], np.int64)
         b = batch
@@ -128,6 +176,7 @@ class ClassicLane:
         stats.tx_packets += sent
         stats.tx_bursts += sent
         ct.stat["found"] += int(cnt[2])
+        ct.stat["insert"] += int(cnt[3])
         return res
 
 

@@ -106,6 +106,14 @@ def inet_select_addr(addrs: dict[int, list[IfAddr]], ifindex: int, dst: int, sco
     return None
 
 
+def inet_select_addr_any_dst(addrs: dict[int, list[IfAddr]], ifindex: int, scope: int) -> int | None:
+    """inet_select_addr's answer when it is the same for every dst: the device has exactly one
+    address it may pick. None otherwise (the choice depends on dst, or falls back to other devices)."""
+    cands = [ifa.address for ifa in addrs.get(ifindex, ())
+             if not ifa.secondary and min(ifa.scope, RT_SCOPE_LINK) <= scope]  # fmt: skip
+    return cands[0] if len(cands) == 1 else None
+
+
 # include/net/ipv6.h › IPV6_ADDR_SCOPE_*
 IPV6_ADDR_SCOPE_LINKLOCAL = 0x02
 IPV6_ADDR_SCOPE_SITELOCAL = 0x05

@@ -42,6 +42,7 @@ from flowpath.net.inetdev import (
     inet_ifa_match,
     inet_mask,
     inet_select_addr,
+    inet_select_addr_any_dst,
     ipv6_addr_src_scope,
     ipv6_dev_get_saddr,
 )
@@ -517,6 +518,11 @@ class Network:
         if family == 4:
             return inet_select_addr(self._addrs[4], ifindex, dst, RT_SCOPE_UNIVERSE)
         return ipv6_dev_get_saddr(self._addrs[6], ifindex, dst)
+
+    def masq_addr4_any_dst(self, ifindex: int) -> int | None:
+        """The IPv4 address masquerade picks on `ifindex` whatever the next hop, or None when it
+        depends on it (inetdev.py › inet_select_addr_any_dst): what the classic lane may use."""
+        return inet_select_addr_any_dst(self._addrs[4], ifindex, RT_SCOPE_UNIVERSE)
 
     # ---- routes and neighbours (route.py holds the kernel's checks) ----
 

@@ -120,16 +120,17 @@ _LANE_PUNTS = (
     ("L2", "not for our MAC, a tagged, non-IP, GSO or decrypted frame, or its link is not one the lane takes"),
     ("HEADER", "IP options, fragment, extension headers, ttl <= 1, not TCP/UDP, or malformed"),
     ("CSUM", "bad IPv4 header or L4 checksum, or a UDP length past the datagram: the Python path drops it"),
-    ("NO_CT", "no confirmed conntrack entry: a new connection"),
-    ("CT_STATE", "after an earlier punted packet of its connection, dying, expected, or refused by the tracker"),
-    ("NFT", "an nft chain the VM cannot run, a NAT statement or a ct mark written"),
+    ("NO_CT", "a new connection the lane may not open: after an earlier punt in the batch, several workers, an expired entry in the way, or no free row"),
+    ("CT_STATE", "after an earlier punted packet of its connection, dying, expected, refused by the tracker, or a clash at confirm"),
+    ("NFT", "an nft chain the VM cannot run, a NAT statement outside a nat chain, or a ct mark written"),
     ("ROUTE", "local, multicast, martian, no unicast route, or out through a tunnel or VLAN device"),
     ("MTU", "larger than the route's MTU"),
     ("NEIGH", "next hop not resolved, stale, or its timer is due"),
     ("OFFLOAD", "flow add: the Python path offloads the connection"),
+    ("NAT", "a NAT binding the lane does not make: redirect, IPv6 masquerade, a device with several addresses to masquerade to"),
 )
 LANE_PUNT_NAMES = tuple(n.lower() for n, _ in _LANE_PUNTS)
 LANE_PUNT_TEXT = tuple(d for _, d in _LANE_PUNTS)
 N_LANE_PUNTS = len(_LANE_PUNTS)
 (PUNT_GC, PUNT_L2, PUNT_HEADER, PUNT_CSUM, PUNT_NO_CT, PUNT_CT_STATE, PUNT_NFT, PUNT_ROUTE, PUNT_MTU,
- PUNT_NEIGH, PUNT_OFFLOAD) = range(N_LANE_PUNTS)  # fmt: skip
+ PUNT_NEIGH, PUNT_OFFLOAD, PUNT_NAT) = range(N_LANE_PUNTS)  # fmt: skip

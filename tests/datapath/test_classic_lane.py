@@ -57,8 +57,9 @@ def test_lane_emits_what_the_python_path_emits(tmp_path, batch_size):
     _trace(tmp_path, seed=7)
     cs = _same(tmp_path, batch_size, flowtable=False, batch_size=batch_size)
     lane = cs["classic_lane"]
-    assert lane["packets"] > cs["rx_packets"] // 2, lane  # the lane carried most of the traffic
-    assert lane["punted"].get("no_ct", 0) > 0  # new connections went to Python
+    assert lane["packets"] > cs["rx_packets"] * 3 // 4, lane  # the lane carried most of the traffic
+    if batch_size == 1:  # no earlier punt in a batch: every new connection is the lane's to open
+        assert "no_ct" not in lane["punted"], lane
 
 
 @pytest.mark.parametrize("flowtable", [False, True])
@@ -89,3 +90,44 @@ def test_lane_property(tmp_path_factory, seed, n_udp, n_tcp, batch, flowtable):
     d = tmp_path_factory.mktemp("lane")
     _trace(d, seed=seed, n_udp=n_udp, n_tcp=n_tcp, rounds=4)
     _same(d, "p", flowtable=flowtable, batch_size=batch)
+
+
+NAT_RULES = EXAMPLES.parent / "tests" / "data" / "gateway" / "natlane.nft"
+
+
+def _nat_trace(d):
+    """New connections that make NAT search: two LAN hosts using the same source ports (masquerade
+    must move one), ports below 512 and 1024 (their own ranges), a 4-port SNAT range for 12 clients,
+    SNAT and DNAT address ranges, a port forward; ordered in time across both captures."""
+    from scapy.all import IP, TCP, UDP, Ether, Raw
+
+    lan, wan, t = [], [], 1_700_000_000.0
+    hosts = (("192.168.1.10", "02:00:00:00:01:0a"), ("192.168.1.11", "02:00:00:00:01:0b"))
+    for k in range(48):
+        host, mac = hosts[k % 2]
+        sport = (100, 700, 20000, 20001)[(k // 2) % 4] if k < 16 else 30000 + k // 2
+        dport = (7000, 7001, 5000)[k % 3] if k >= 16 else 5000
+        l4 = TCP(sport=sport, dport=80, flags="S", seq=k) if k % 5 == 0 else UDP(sport=sport, dport=dport)
+        p = Ether(src=mac, dst="02:00:00:00:01:01") / IP(src=host, dst=f"198.51.100.{1 + k % 3}") / l4 / Raw(b"x" * 8)
+        t += 0.001
+        p.time = t
+        lan.append(p)
+        if k % 4 == 0:
+            l4 = TCP(sport=3000 + k, dport=2222, flags="S", seq=k) if k % 8 == 0 else UDP(sport=3000 + k, dport=6000 + k % 10)
+            q = Ether(src="02:00:00:00:02:fe", dst="02:00:00:00:02:01") / IP(src=f"198.51.100.{200 + k % 7}", dst="203.0.113.1") / l4
+            t += 0.001
+            q.time = t
+            wan.append(q)
+    wrpcap(str(d / "lan.pcap"), lan)
+    wrpcap(str(d / "wan.pcap"), wan)
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_lane_nat_bindings(tmp_path, batch_size):
+    _nat_trace(tmp_path)
+    cs = _same(tmp_path, f"nat{batch_size}", flowtable=False, batch_size=batch_size, rules_file=NAT_RULES)
+    lane = cs["classic_lane"]
+    assert cs["drops"].get("nat_no_ports", 0) > 0  # the 4-port range ran out
+    assert cs["tx_packets"] > 40
+    if batch_size == 1:  # every binding made in the lane
+        assert lane["packets"] == cs["rx_packets"] and not lane["punted"], lane
