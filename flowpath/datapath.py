@@ -20,7 +20,7 @@ from flowpath.flowtable import FlowTuple
 from flowpath.flowtable.ingress import EarlyIngress
 from flowpath.flowtable.key import V_FLAGS, V_TIMEOUT, encap_sa, encap_xfrm
 from flowpath.flowtable.xfrm import XFRM_PENDING
-from flowpath.inet.classic_lane_views import LANE_OK, ClassicLane
+from flowpath.inet.classic_lane_views import ClassicLane
 from flowpath.inet.dev import local_out_flush, netif_receive_skb, xfrm_rcv_decrypted
 from flowpath.inet.ip_fragment import ip_expire
 from flowpath.inet.neigh_output import neigh_timers
@@ -44,7 +44,6 @@ from flowpath.xfrm.listing import xfrm_monitor, xfrm_policy_list, xfrm_state_lis
 from flowpath.xfrm.state import Xfrm, xfrm_state_ctx, xfrm_timer
 
 _FF = int(Reason.FLOW_FORWARD)
-_TX = int(Reason.TX)
 T = TypeVar("T")
 GC_INTERVAL_NS = 1_000_000_000  # nf_flow_offload_work_gc runs every HZ
 
@@ -377,17 +376,13 @@ class Worker:
         """The compiled classic lane over the poll's classic-path packets (flowpath/inet/
         classic_lane.py), which counts what it finishes: what it forwarded goes out of its slot
         like a hit; returns the packets it left to the Python path, in order."""
-        b = tx.batch
-        res = self.lane.run(self.net, b, slow, self._next_gc_ns, bool(self.flowtables), self.stats)
-        punted = res != LANE_OK
-        if punted.all():
-            return slow
-        fin = slow[~punted]
-        sent = fin[b.verdict[fin] == _TX]
+        punted, sent, last_ts = self.lane.run(self.net, tx.batch, slow, self._next_gc_ns, bool(self.flowtables),
+                                              self.stats)  # fmt: skip
         if sent.size:
             tx.hits.append(sent.astype(np.int32))
-        self.now_ns = max(self.now_ns, int(b.ts_ns[fin[-1]]))
-        return slow[punted]
+        if last_ts > self.now_ns:
+            self.now_ns = last_ts
+        return punted
 
     def _slow_frames(self, tx: TxList, i: int, k: int) -> int:
         """Queue what the classic path transmitted for packet i (from sequence k); the next k."""

@@ -69,7 +69,9 @@ from flowpath.netfilter.nat_manip import nf_nat_l3_manip_pkt
 from flowpath.netfilter.nf_conntrack_table import (
     NF_CT_NOT_FOUND,
     nf_ct_confirm_check,
+    nf_ct_early_drop_scan,
     nf_ct_find,
+    nf_ct_index_has_room,
     nf_ct_row_alloc,
     nf_ct_row_confirm,
     nf_ct_row_free,
@@ -83,6 +85,7 @@ from flowpath.netfilter.nf_nat_core import (
     NR_PMAX,
     NR_PMIN,
     nf_nat_bysource_add,
+    nf_nat_bysource_del,
     nf_nat_setup_row,
 )
 from flowpath.netfilter.nft_vm import (
@@ -153,10 +156,17 @@ CFG_NEXT_GC_NS = 0  # packet time of the Worker's next GC: the lane stops there
 CFG_NEW_OK = 1  # 1: the lane may open new connections (one worker; rows and index room made ready)
 CFG_NR_CPUS = 2  # workers sharing the table (NAT's port choice keeps a connection's worker)
 CFG_PUNTED = 3  # set once a packet of the batch was punted: later new connections are punted too
-CFG_WORDS = 4
+CFG_MAX_ENTRIES = 4  # nf_conntrack_max
+CFG_EVICT_SLOTS = 5  # index slots early_drop looks at (NfConntrackTable.early_drop_slots)
+CFG_EVICT_OK = 6  # 0: conntrack has destroy hooks (Python): the lane does not evict
+CFG_WORDS = 8
+# cnt int64 words (acct's): what classic_lane_batch finished and left
+CNT_DONE, CNT_SENT, CNT_FOUND, CNT_INSERT, CNT_PUNTED, CNT_LAST_TS, CNT_EARLY_DROP, CNT_CT_DROP = range(8)
+CNT_WORDS = 8
 SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
 
 _TX, _NF_DROP, _NO_PORTS = int(Reason.TX), int(Reason.NETFILTER_DROP), int(Reason.NAT_NO_PORTS)
+_CT_FULL = int(Reason.CT_TABLE_FULL)
 _TX_PACKETS, _TX_BYTES = TX_PACKETS, TX_BYTES
 _ETHER, _DUMMY, _VETH = LINK_KIND_CODES[KIND_ETHER], LINK_KIND_CODES[KIND_DUMMY], LINK_KIND_CODES[KIND_VETH]
 _TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
@@ -257,7 +267,7 @@ PS_L3, PS_L4, PS_THOFF, PS_END, PS_IIF, PS_OIF, PS_ED, PS_CTINFO, PS_NOW, PS_MAR
 PS_RTMTU, PS_NACC, PS_FOUND = 10, 11, 12
 PS_NEW = 13  # the row of the connection this packet opened (unconfirmed until POSTROUTING), else -1
 PS_PRNG = 14  # NAT's PRNG state as the packet found it (restored on a punt)
-PS_NEW_OK, PS_NR_CPUS, PS_INSERT, PS_NEIGH = 15, 16, 17, 18  # PS_INSERT: confirmed a new entry
+PS_NEW_OK, PS_NR_CPUS, PS_INSERT, PS_CT_DROP = 15, 16, 17, 18  # PS_INSERT: confirmed a new entry
 PS_SIZE = 20
 # nat chains per hook: natv int64[2, 5, MAX_NAT_CHAINS] (VM chain ids), natn int64[2, 5]
 MAX_NAT_CHAINS = 8
@@ -316,6 +326,9 @@ def lane_conntrack(f, ps, ct, scr):
     ed = nf_ct_find(ctv, k, now)
     if ed == NF_CT_NOT_FOUND and ps[PS_NEW_OK]:
         row = lane_ct_new(k, ps, ct)
+        if row == -2:
+            ps[PS_CT_DROP] = 1
+            return DROP_BASE - _CT_FULL
         if row < 0:
             return PUNT_NO_CT
         ed, dir, ctinfo = 2 * row, C.IP_CT_DIR_ORIGINAL, C.IP_CT_NEW
@@ -349,11 +362,32 @@ def lane_conntrack(f, ps, ct, scr):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_evict(v, ct):
+    """early_drop's eviction of row v (Conntrack._kill_row without destroy hooks): out of the index
+    and NAT's by-source list, freed; counted in early_drop. Kept even if the packet is punted later:
+    the Python path, run then, finds the room it would have made itself."""
+    ctv, hot, key, rowv, bys, cnt = ct[0], ct[1], ct[2], ct[6], ct[7], ct[10]
+    nf_ct_row_unlink(ctv, rowv, v)
+    nf_nat_bysource_del(bys, key, v, ctv[5])
+    nf_ct_row_free(rowv, hot, key, v)
+    cnt[CNT_EARLY_DROP] += 1
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_ct_new(k, ps, ct):
-    """init_conntrack for a TCP or UDP packet: a row off the free stack with the tuple k and its
-    inverse (nf_ct_invert_tuple), unconfirmed (ps[PS_NEW]) until POSTROUTING confirms it; a punt
-    frees it. Returns the row, or -1 when none is free."""
-    hot, key, rowv = ct[1], ct[2], ct[6]
+    """resolve_normal_ct's new entry for a TCP or UDP packet: with the table full, early_drop's
+    eviction first (or -2: no room, the packet is dropped); then init_conntrack: a row off the free
+    stack with the tuple k and its inverse (nf_ct_invert_tuple), unconfirmed (ps[PS_NEW]) until
+    POSTROUTING confirms it; a punt frees it. Returns the row, or -1 (punt)."""
+    hot, key, rowv, cfg = ct[1], ct[2], ct[6], ct[9]
+    ctr = rowv[3]
+    if ctr[0] >= cfg[CFG_MAX_ENTRIES]:  # CTR_NCONFIRMED
+        v = nf_ct_early_drop_scan(ct[0], k, cfg[CFG_EVICT_SLOTS], ps[PS_NOW])
+        if v < 0:
+            return -2
+        if rowv[4][v] or not cfg[CFG_EVICT_OK]:
+            return -1  # a row Python holds a view of: Python evicts it
+        lane_evict(v, ct)
     r = nf_ct_row_alloc(rowv)
     if r < 0:
         return -1
@@ -458,6 +492,8 @@ def lane_confirm(ps, ct):
     path's: punted."""
     ctv, hot, key, rowv, bys = ct[0], ct[1], ct[2], ct[6], ct[7]
     r = ps[PS_NEW]
+    if not nf_ct_index_has_room(ctv, rowv[3], 1):
+        return PUNT_NO_CT  # the Python path rebuilds the index here, as it would for this packet
     if hot[r, CT_STATUS] & C.IPS_DYING or nf_ct_confirm_check(ctv, r, ps[PS_NOW]) != NF_CT_NOT_FOUND:
         return PUNT_CT_STATE
     hot[r, CT_STATUS] |= C.IPS_CONFIRMED
@@ -651,14 +687,14 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def classic_lane_batch(pk, idx, res, ents, nft, ct, rtv, cfg, scr, acct):
+def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
     """The lane over the batch's packets idx (in order): each forwarded (verdict TX, its frame in
-    its slot, oif set), dropped (verdict its reason), or punted (res its PUNT_*, packet and tables
-    as they were). From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later
-    packets see), or once the GC is due, the rest of the batch is punted too. Counts into acct
-    (reasons int64[N_REASONS], ifc int64[nif, 4], punts int64[N_LANE_PUNTS], cnt int64[4]: finished,
-    transmitted, conntrack's found and insert) as the Worker's Stats hold them. Returns the number
-    finished."""
+    its slot, oif set), dropped (verdict its reason), or punted (packet and tables as they were).
+    From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later packets see),
+    or once the GC is due, the rest of the batch is punted too. out int64[2, len(idx)] receives the
+    punted packets (row 0) and the transmitted ones (row 1), in order. Counts into acct (reasons
+    int64[N_REASONS], ifc int64[nif, 4], punts int64[N_LANE_PUNTS], cnt int64[CNT_WORDS]) as the
+    Worker's Stats hold them. Returns the number finished."""
     data, length, oif, verdict, ts_ns = pk[0], pk[2], pk[4], pk[5], pk[6]
     reasons, ifc, punts, cnt = acct
     ps = scr[9]
@@ -670,10 +706,11 @@ def classic_lane_batch(pk, idx, res, ents, nft, ct, rtv, cfg, scr, acct):
             r, barrier = PUNT_GC, True
         else:
             r = lane_one(pk, i, ents, nft, ct, rtv, cfg, scr)
-        res[j] = r
         if r != LANE_OK:
             punts[r] += 1
             cfg[CFG_PUNTED] = 1
+            out[0, cnt[CNT_PUNTED]] = i
+            cnt[CNT_PUNTED] += 1
             f = data[i]
             et = ld16(f, pk[1][i] + 12)  # neighbour discovery may change what later packets see
             nh = pk[1][i] + L.ETH_HLEN
@@ -681,13 +718,16 @@ def classic_lane_batch(pk, idx, res, ents, nft, ct, rtv, cfg, scr, acct):
             continue
         v = verdict[i]
         reasons[v] += 1
-        cnt[0] += 1
-        cnt[2] += ps[PS_FOUND]
-        cnt[3] += ps[PS_INSERT]
+        cnt[CNT_DONE] += 1
+        cnt[CNT_FOUND] += ps[PS_FOUND]
+        cnt[CNT_INSERT] += ps[PS_INSERT]
+        cnt[CNT_CT_DROP] += ps[PS_CT_DROP]
+        cnt[CNT_LAST_TS] = ts_ns[i]
         if v == _TX:
             o = np.int64(oif[i])
             if o < ifc.shape[0]:
                 ifc[o, _TX_PACKETS] += 1
                 ifc[o, _TX_BYTES] += np.int64(length[i])
-            cnt[1] += 1
-    return cnt[0]
+            out[1, cnt[CNT_SENT]] = i
+            cnt[CNT_SENT] += 1
+    return cnt[CNT_DONE]

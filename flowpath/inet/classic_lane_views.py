@@ -13,10 +13,22 @@ import numpy as np
 from flowpath.flowtable.hook import jit_entry
 from flowpath.flowtable.key import KEY_ROW
 from flowpath.inet.classic_lane import (
+    CFG_EVICT_OK,
+    CFG_EVICT_SLOTS,
+    CFG_MAX_ENTRIES,
     CFG_NEW_OK,
     CFG_NEXT_GC_NS,
     CFG_NR_CPUS,
     CFG_WORDS,
+    CNT_CT_DROP,
+    CNT_DONE,
+    CNT_EARLY_DROP,
+    CNT_FOUND,
+    CNT_INSERT,
+    CNT_LAST_TS,
+    CNT_PUNTED,
+    CNT_SENT,
+    CNT_WORDS,
     ENTRY_CHAIN,
     LANE_OK,
     MAX_ENTRIES,
@@ -27,7 +39,6 @@ from flowpath.inet.classic_lane import (
 )
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.ct_layout import CT_HOT_ROW
-from flowpath.netfilter.nf_conntrack_table import CTR_FREE_TOP, nf_ct_index_has_room
 from flowpath.netfilter.nf_nat_core import NR_WORDS
 from flowpath.netfilter.nft_vm import NFT_JUMP_STACK_SIZE, NFT_REG_FILE, OUT_SIZE, PM_SIZE
 from flowpath.packet.reason import N_LANE_PUNTS
@@ -76,7 +87,7 @@ class ClassicLane:
             np.zeros(NFT_REG_FILE, np.uint8),  # the VM's registers
             np.zeros(NFT_JUMP_STACK_SIZE, np.int64),  # and jump stack
             np.zeros(PS_SIZE, np.int64),  # the per-packet state
-            np.zeros(4, np.int64),  # counts: finished, transmitted, conntrack's found and insert
+            np.zeros(CNT_WORDS, np.int64),  # counts (classic_lane.CNT_*)
             np.zeros(NR_WORDS, np.int64),  # a NAT range (nf_nat_core.py)
             np.zeros((2, KEY_ROW), np.uint32),  # NAT's candidate tuples
         )
@@ -89,29 +100,21 @@ class ClassicLane:
         self._entry = None
         self._masq_key = None
         self._masq = np.zeros(1, np.int64)
+        self._out = np.zeros((2, 256), np.int64)
 
     def usable(self, net, batch_n: int) -> bool:
-        """Can the lane run on this poll? Not with IPsec (the policy checks are Python's), nor when
-        conntrack may fill up during the poll (early_drop picks victims in packet order)."""
-        ct = net.conntrack
-        if net.xfrm is not None or len(ct) + batch_n >= ct.max_entries:
+        """Can the lane run on this poll? Not with IPsec (the policy checks are Python's)."""
+        if net.xfrm is not None:
             return False
         return self._entries(net) is not None
 
-    def _new_ok(self, ct, batch_n: int) -> int:
+    @staticmethod
+    def _new_ok(ct) -> int:
         """May the lane open connections in this poll? With one worker (several: NAT's port choice
-        follows steering the lane does not run under), once rows and index room for the whole batch
-        are ready: the table grows and its index is rebuilt here, between polls, not under the lane
-        (neither is visible in what the datapath emits)."""
-        if ct.nr_cpus > 1:
-            return 0
-        while ct.ctr[CTR_FREE_TOP] < batch_n:
-            ct._grow()
-        if not nf_ct_index_has_room(ct.views(), ct.ctr, batch_n):
-            ct._rebuild(ct.index.shape[0])
-            if not nf_ct_index_has_room(ct.views(), ct.ctr, batch_n):
-                ct._rebuild(2 * ct.index.shape[0])
-        return 1
+        follows steering the lane does not run under). When the table must grow or its index be
+        rebuilt, the lane punts the packet instead: the Python path does it at that very packet,
+        so the index's layout, which early_drop's bucket walk sees, stays the Python path's."""
+        return int(ct.nr_cpus <= 1)
 
     def _masq4(self, net) -> np.ndarray:
         """The IPv4 address masquerade picks on each device whatever the next hop, -1 where it
@@ -142,42 +145,52 @@ class ClassicLane:
             self._ents_key = key
         return self._ents
 
-    def run(self, net, batch, idx: np.ndarray, next_gc_ns: int, offload: bool, stats) -> np.ndarray:
+    def run(self, net, batch, idx: np.ndarray, next_gc_ns: int, offload: bool, stats):
         """classic_lane_batch over batch's packets idx (int64, in order), counted into stats (a
-        Worker's Stats); returns res: LANE_OK for a packet the lane finished (its verdict says how),
-        else why it was punted."""
+        Worker's Stats); returns (punted, sent, last_ts): the packets it left to the Python path and
+        those it transmitted (int64 batch indexes, in order), and the time of the last one it
+        finished (-1: none)."""
         ct = net.conntrack
-        self.cfg[CFG_NEW_OK] = self._new_ok(ct, idx.shape[0])
+        self.cfg[CFG_NEW_OK] = self._new_ok(ct)
         self.cfg[CFG_NR_CPUS] = ct.nr_cpus
+        self.cfg[CFG_MAX_ENTRIES] = ct.max_entries
+        self.cfg[CFG_EVICT_SLOTS] = ct.early_drop_slots(ct.max_entries)
+        self.cfg[CFG_EVICT_OK] = not ct.destroy_hooks
+        cnt = self.scr[10]
+        cnt[:] = 0
         cap = ct.capacity
         if self._taint.shape[0] < cap:
             self._taint = np.zeros(cap, np.int64)
         self._gen += 1
         tcp_params = ct.tcp_params
-        ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, tcp_params, ct.rowv(), ct.bys, ct.prng)
+        ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, tcp_params, ct.rowv(), ct.bys, ct.prng, self.cfg,
+               cnt)  # fmt: skip
         progs = self._vm.progs
         nftt = (progs, int(offload))
         dev = net.dev
         rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt), self._masq4(net))
         self.cfg[CFG_NEXT_GC_NS] = next_gc_ns
-        res = np.empty(idx.shape[0], np.int64)
+        if self._out.shape[1] < idx.shape[0]:
+            self._out = np.zeros((2, idx.shape[0]), np.int64)
+        out = self._out
         b = batch
         pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)
-        cnt = self.scr[10]
-        cnt[:] = 0
         acct = (stats.reasons, stats.ifc, stats.lane_punts, cnt)
-        args = (pk, idx, res, self._ents, nftt, ctt, rtv, self.cfg, self.scr, acct)
+        args = (pk, idx, out, self._ents, nftt, ctt, rtv, self.cfg, self.scr, acct)
         if self._entry is None:  # every argument keeps its type from poll to poll (see jit_entry)
             self._entry = jit_entry(classic_lane_batch, args)
         self._entry(*args)
-        done, sent = int(cnt[0]), int(cnt[1])
+        c = cnt.tolist()
+        done, sent = c[CNT_DONE], c[CNT_SENT]
         stats.lane_packets += done
         stats.slowpath_packets += done
         stats.tx_packets += sent
         stats.tx_bursts += sent
-        ct.stat["found"] += int(cnt[2])
-        ct.stat["insert"] += int(cnt[3])
-        return res
+        ct.stat["found"] += c[CNT_FOUND]
+        ct.stat["insert"] += c[CNT_INSERT]
+        ct.stat["early_drop"] += c[CNT_EARLY_DROP]
+        ct.stat["drop"] += c[CNT_CT_DROP]
+        return out[0, : c[CNT_PUNTED]], out[1, :sent], c[CNT_LAST_TS] if done else -1
 
 
 _EMPTY = []

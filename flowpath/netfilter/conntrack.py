@@ -155,6 +155,7 @@ class Conntrack(NfConntrackTable):
         c = self._conn[r]
         if c is None:
             c = self._conn[r] = NfConn(self, r)
+            self.viewed[r] = 1
         return c
 
     def set_tuple(self, r: int, dir: int, t: NfConnTuple) -> None:
@@ -172,6 +173,7 @@ class Conntrack(NfConntrackTable):
         self.set_tuple(r, IP_CT_DIR_REPLY, repl)
         self.hot[r, CT_TIMEOUT] = now_ns
         ct = self._conn[r] = NfConn(self, r, [tuple, repl])
+        self.viewed[r] = 1
         self._unconfirmed.append(r)
         return ct
 

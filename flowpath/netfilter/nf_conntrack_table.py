@@ -12,6 +12,8 @@ tuplehash members into the buckets; here a connection is row r of structure-of-a
                              CT_ROW_CONFIRMED (in the index, reachable by both tuples)
     seq   int64[cap]         insertion order of confirmed rows (conntrack -L lists in this order)
     free  int64[cap]         the free rows, a stack (its top at ctr[CTR_FREE_TOP]; lowest row on top)
+    viewed uint8[cap]        1 while a Python view of the row (NfConn) exists: the compiled lane
+                             leaves such a row to Python rather than free it under the view
     ctr   int64[CTR_WORDS]   the counts: confirmed rows, index tombstones, next seq, free stack top
 
 Rows are allocated, freed, indexed and unlinked by the compiled functions below, which the Python
@@ -201,7 +203,7 @@ def nf_ct_hash_remove(views, r):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def nf_ct_early_drop_scan(views, k, nslots, now_ns):
     """The first row early_drop may evict among the records of the nslots index slots from k's home
     slot: expired, or neither ASSURED nor offloaded; -1 when none.
@@ -220,12 +222,12 @@ def nf_ct_early_drop_scan(views, k, nslots, now_ns):
     return -1
 
 
-# ---- rows: allocation, confirmation, unlinking (rowv = (state, seq, free, ctr)) ------------------
+# ---- rows: allocation, confirmation, unlinking (rowv = (state, seq, free, ctr, viewed)) ----------
 @njit(cache=True, nogil=True, _nrt=False)
 def nf_ct_row_alloc(rowv):
     """A zeroed row off the free stack, now CT_ROW_UNCONFIRMED; -1 when none is free (the Python owner
     grows the table). Linux: __nf_conntrack_alloc."""
-    state, seq, free, ctr = rowv
+    state, seq, free, ctr, viewed = rowv
     top = ctr[CTR_FREE_TOP]
     if top == 0:
         return -1
@@ -238,13 +240,14 @@ def nf_ct_row_alloc(rowv):
 @njit(cache=True, nogil=True, _nrt=False)
 def nf_ct_row_free(rowv, hot, key, r):
     """Row r (unconfirmed or unlinked) back on the free stack, zeroed. Linux: nf_conntrack_free."""
-    state, seq, free, ctr = rowv
+    state, seq, free, ctr, viewed = rowv
     for j in range(hot.shape[1]):
         hot[r, j] = 0
     for d in range(2):
         for j in range(key.shape[1]):
             key[2 * r + d, j] = 0
     state[r] = CT_ROW_FREE
+    viewed[r] = 0
     top = ctr[CTR_FREE_TOP]
     free[top] = r
     ctr[CTR_FREE_TOP] = top + 1
@@ -255,7 +258,7 @@ def nf_ct_row_confirm(views, rowv, r):
     """Index row r's tuples (__nf_conntrack_hash_insert): CONFIRMED, next in insertion order. Returns
     0, or -1 when a tuple found no slot within max_probes (the row is left CONFIRMED but possibly
     half indexed: the Python owner rebuilds the index larger, the lane unlinks it and punts)."""
-    state, seq, free, ctr = rowv
+    state, seq, free, ctr, viewed = rowv
     state[r] = CT_ROW_CONFIRMED
     seq[r] = ctr[CTR_NEXT_SEQ]
     ctr[CTR_NEXT_SEQ] += 1
@@ -270,7 +273,7 @@ def nf_ct_row_confirm(views, rowv, r):
 @njit(cache=True, nogil=True, _nrt=False)
 def nf_ct_row_unlink(views, rowv, r):
     """Take a confirmed row's tuples out of the index (nf_ct_delete_from_lists): UNCONFIRMED again."""
-    state, seq, free, ctr = rowv
+    state, seq, free, ctr, viewed = rowv
     ctr[CTR_NTOMB] += nf_ct_hash_remove(views, r)
     ctr[CTR_NCONFIRMED] -= 1
     state[r] = CT_ROW_UNCONFIRMED
@@ -321,6 +324,7 @@ class NfConntrackTable:
         # 5 % of a connection-rate benchmark). np.zeros maps zero pages: untouched rows cost no memory.
         self.hot = np.zeros((_pow2(max(cap, hot_rows)), CT_HOT_ROW), np.int64)
         self.state = np.zeros(cap, np.uint8)
+        self.viewed = np.zeros(cap, np.uint8)
         self.seq = np.zeros(cap, np.int64)
         self.index = np.zeros(CT_INDEX_SLOTS * cap, np.int64)
         self.ctr = np.zeros(CTR_WORDS, np.int64)
@@ -364,12 +368,12 @@ class NfConntrackTable:
         return int(self.ctr[CTR_NTOMB])
 
     def rowv(self) -> tuple:
-        """(state, seq, free, ctr): what the compiled row functions take; a new tuple when the table
+        """(state, seq, free, ctr, viewed): what the compiled row functions take; a new tuple when the table
         grows (fetch it once per batch, with views())."""
         return self._rowv
 
     def _set_rowv(self) -> None:
-        self._rowv = (self.state, self.seq, self.free, self.ctr)
+        self._rowv = (self.state, self.seq, self.free, self.ctr, self.viewed)
 
     def views(self) -> tuple:
         """(index, key, hot, mask, max_probes, seed): what nf_ct_find and the compiled lane take; a
@@ -412,7 +416,7 @@ class NfConntrackTable:
             hot = np.zeros((new, CT_HOT_ROW), np.int64)
             hot[:cap] = self.hot
             self.hot = hot
-        for name in ("state", "seq"):
+        for name in ("state", "seq", "viewed"):
             old = getattr(self, name)
             arr = np.zeros(new, old.dtype)
             arr[:cap] = old
@@ -445,7 +449,7 @@ class NfConntrackTable:
     # ---- the index ----------------------------------------------------------------------------
     def hash_insert(self, r: int) -> None:
         """Index both tuples of row r (Linux: __nf_conntrack_hash_insert); it becomes CONFIRMED."""
-        if not nf_ct_index_has_room(self._views, self.ctr, 1):
+        if (2 * (self.nconfirmed + 1) + self.ntomb) * 4 > self.index.shape[0] * 3:  # nf_ct_index_has_room
             self._rebuild(self.index.shape[0])
         if self._row_confirm(self._views, self._rowv, r) < 0:
             self._rebuild(2 * self.index.shape[0])  # a probe run full at load <= 0.75: bad luck
@@ -465,9 +469,11 @@ class NfConntrackTable:
         default sizing keeps the two equal), so a bucket is index-size / buckets slots, at least one,
         and its chain holds two tuples on average when the table is full, as in Linux.
         """
-        icap = self.index.shape[0]
-        per_bucket = max(1, icap // _pow2(max(1, max_entries)))
-        return self._early_drop_scan(self._views, k, NF_CT_EVICTION_RANGE * per_bucket, now_ns)
+        return self._early_drop_scan(self._views, k, self.early_drop_slots(max_entries), now_ns)
+
+    def early_drop_slots(self, max_entries: int) -> int:
+        """The index slots early_drop looks at: NF_CT_EVICTION_RANGE buckets (early_drop_candidate)."""
+        return NF_CT_EVICTION_RANGE * max(1, self.index.shape[0] // _pow2(max(1, max_entries)))
 
     def confirmed_rows(self) -> np.ndarray:
         """The confirmed rows in insertion order (int64)."""

@@ -120,7 +120,7 @@ _LANE_PUNTS = (
     ("L2", "not for our MAC, a tagged, non-IP, GSO or decrypted frame, or its link is not one the lane takes"),
     ("HEADER", "IP options, fragment, extension headers, ttl <= 1, not TCP/UDP, or malformed"),
     ("CSUM", "bad IPv4 header or L4 checksum, or a UDP length past the datagram: the Python path drops it"),
-    ("NO_CT", "a new connection the lane may not open: after an earlier punt in the batch, several workers, an expired entry in the way, or no free row"),
+    ("NO_CT", "a new connection the lane may not open: after an earlier punt in the batch, several workers, an expired entry in the way, the table must grow or its index be rebuilt, or an eviction of an entry Python holds"),
     ("CT_STATE", "after an earlier punted packet of its connection, dying, expected, refused by the tracker, or a clash at confirm"),
     ("NFT", "an nft chain the VM cannot run, a NAT statement outside a nat chain, or a ct mark written"),
     ("ROUTE", "local, multicast, martian, no unicast route, or out through a tunnel or VLAN device"),
