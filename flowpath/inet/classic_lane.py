@@ -162,7 +162,8 @@ CFG_EVICT_OK = 6  # 0: conntrack has destroy hooks (Python): the lane does not e
 CFG_WORDS = 8
 # cnt int64 words (acct's): what classic_lane_batch finished and left
 CNT_DONE, CNT_SENT, CNT_FOUND, CNT_INSERT, CNT_PUNTED, CNT_LAST_TS, CNT_EARLY_DROP, CNT_CT_DROP = range(8)
-CNT_WORDS = 8
+CNT_ZOMBIES = 8  # evicted rows a Python view holds: Python frees them after the batch (ct[11])
+CNT_WORDS = 12
 SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
 
 _TX, _NF_DROP, _NO_PORTS = int(Reason.TX), int(Reason.NETFILTER_DROP), int(Reason.NAT_NO_PORTS)
@@ -364,12 +365,19 @@ def lane_conntrack(f, ps, ct, scr):
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_evict(v, ct):
     """early_drop's eviction of row v (Conntrack._kill_row without destroy hooks): out of the index
-    and NAT's by-source list, freed; counted in early_drop. Kept even if the packet is punted later:
-    the Python path, run then, finds the room it would have made itself."""
+    and NAT's by-source list, freed; counted in early_drop. A row a Python view (NfConn) holds is
+    left DYING in ct[11] for Python to free after the batch (the view keeps a copy of it). Kept
+    even if the packet is punted later: the Python path, run then, finds the room it would have
+    made itself."""
     ctv, hot, key, rowv, bys, cnt = ct[0], ct[1], ct[2], ct[6], ct[7], ct[10]
+    hot[v, CT_STATUS] |= C.IPS_DYING
     nf_ct_row_unlink(ctv, rowv, v)
     nf_nat_bysource_del(bys, key, v, ctv[5])
-    nf_ct_row_free(rowv, hot, key, v)
+    if rowv[4][v]:
+        ct[11][cnt[CNT_ZOMBIES]] = v
+        cnt[CNT_ZOMBIES] += 1
+    else:
+        nf_ct_row_free(rowv, hot, key, v)
     cnt[CNT_EARLY_DROP] += 1
 
 
@@ -385,8 +393,8 @@ def lane_ct_new(k, ps, ct):
         v = nf_ct_early_drop_scan(ct[0], k, cfg[CFG_EVICT_SLOTS], ps[PS_NOW])
         if v < 0:
             return -2
-        if rowv[4][v] or not cfg[CFG_EVICT_OK]:
-            return -1  # a row Python holds a view of: Python evicts it
+        if not cfg[CFG_EVICT_OK]:
+            return -1  # destroy hooks: Python evicts
         lane_evict(v, ct)
     r = nf_ct_row_alloc(rowv)
     if r < 0:
@@ -492,7 +500,8 @@ def lane_confirm(ps, ct):
     path's: punted."""
     ctv, hot, key, rowv, bys = ct[0], ct[1], ct[2], ct[6], ct[7]
     r = ps[PS_NEW]
-    if not nf_ct_index_has_room(ctv, rowv[3], 1):
+    ctr = rowv[3]
+    if not nf_ct_index_has_room(ctr[0], ctr[1], ctv[0].shape[0], 1):  # CTR_NCONFIRMED, CTR_NTOMB
         return PUNT_NO_CT  # the Python path rebuilds the index here, as it would for this packet
     if hot[r, CT_STATUS] & C.IPS_DYING or nf_ct_confirm_check(ctv, r, ps[PS_NOW]) != NF_CT_NOT_FOUND:
         return PUNT_CT_STATE

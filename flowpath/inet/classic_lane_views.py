@@ -29,6 +29,7 @@ from flowpath.inet.classic_lane import (
     CNT_PUNTED,
     CNT_SENT,
     CNT_WORDS,
+    CNT_ZOMBIES,
     ENTRY_CHAIN,
     LANE_OK,
     MAX_ENTRIES,
@@ -39,6 +40,7 @@ from flowpath.inet.classic_lane import (
 )
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.ct_layout import CT_HOT_ROW
+from flowpath.netfilter.nf_conntrack_table import CTR_FREE_TOP
 from flowpath.netfilter.nf_nat_core import NR_WORDS
 from flowpath.netfilter.nft_vm import NFT_JUMP_STACK_SIZE, NFT_REG_FILE, OUT_SIZE, PM_SIZE
 from flowpath.packet.reason import N_LANE_PUNTS
@@ -101,6 +103,7 @@ class ClassicLane:
         self._masq_key = None
         self._masq = np.zeros(1, np.int64)
         self._out = np.zeros((2, 256), np.int64)
+        self._zomb = np.zeros(256, np.int64)
 
     def usable(self, net, batch_n: int) -> bool:
         """Can the lane run on this poll? Not with IPsec (the policy checks are Python's)."""
@@ -109,12 +112,17 @@ class ClassicLane:
         return self._entries(net) is not None
 
     @staticmethod
-    def _new_ok(ct) -> int:
+    def _new_ok(ct, batch_n: int) -> int:
         """May the lane open connections in this poll? With one worker (several: NAT's port choice
-        follows steering the lane does not run under). When the table must grow or its index be
-        rebuilt, the lane punts the packet instead: the Python path does it at that very packet,
-        so the index's layout, which early_drop's bucket walk sees, stays the Python path's."""
-        return int(ct.nr_cpus <= 1)
+        follows steering the lane does not run under). Rows for the whole batch are made ready
+        here (the table grows by rows only: the index is sized by confirmed entries, so this is
+        not visible). When the index must be rebuilt, the lane punts the packet: the Python path
+        rebuilds it at that very packet, as it would without the lane."""
+        if ct.nr_cpus > 1:
+            return 0
+        while ct.ctr[CTR_FREE_TOP] < batch_n:
+            ct._grow()
+        return 1
 
     def _masq4(self, net) -> np.ndarray:
         """The IPv4 address masquerade picks on each device whatever the next hop, -1 where it
@@ -151,7 +159,7 @@ class ClassicLane:
         those it transmitted (int64 batch indexes, in order), and the time of the last one it
         finished (-1: none)."""
         ct = net.conntrack
-        self.cfg[CFG_NEW_OK] = self._new_ok(ct)
+        self.cfg[CFG_NEW_OK] = self._new_ok(ct, idx.shape[0])
         self.cfg[CFG_NR_CPUS] = ct.nr_cpus
         self.cfg[CFG_MAX_ENTRIES] = ct.max_entries
         self.cfg[CFG_EVICT_SLOTS] = ct.early_drop_slots(ct.max_entries)
@@ -164,7 +172,7 @@ class ClassicLane:
         self._gen += 1
         tcp_params = ct.tcp_params
         ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, tcp_params, ct.rowv(), ct.bys, ct.prng, self.cfg,
-               cnt)  # fmt: skip
+               cnt, self._zomb)  # fmt: skip
         progs = self._vm.progs
         nftt = (progs, int(offload))
         dev = net.dev
@@ -172,6 +180,7 @@ class ClassicLane:
         self.cfg[CFG_NEXT_GC_NS] = next_gc_ns
         if self._out.shape[1] < idx.shape[0]:
             self._out = np.zeros((2, idx.shape[0]), np.int64)
+            self._zomb = np.zeros(idx.shape[0], np.int64)
         out = self._out
         b = batch
         pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)
@@ -190,6 +199,8 @@ class ClassicLane:
         ct.stat["insert"] += c[CNT_INSERT]
         ct.stat["early_drop"] += c[CNT_EARLY_DROP]
         ct.stat["drop"] += c[CNT_CT_DROP]
+        for v in self._zomb[: c[CNT_ZOMBIES]].tolist():  # evicted under a Python view: freed here
+            ct.row_free(v)
         return out[0, : c[CNT_PUNTED]], out[1, :sent], c[CNT_LAST_TS] if done else -1
 
 

@@ -56,7 +56,7 @@ from flowpath.packet.layout import ICMPH, IP6H, IPH, IPPROTO_ICMP, IPPROTO_ICMPV
 
 CT_ROW_FREE, CT_ROW_UNCONFIRMED, CT_ROW_CONFIRMED = 0, 1, 2
 CT_MAX_PROBES = 32
-CT_INDEX_SLOTS = 8  # index slots per row: 4 per tuple, as the flowtable's (load <= 0.25 when full)
+CT_INDEX_SLOTS = 8  # index slots per initial row: 4 per tuple, as the flowtable's (load 0.25 when full)
 CT_TUN_HASH = 1  # flow_offload_hash / flow_key_equal: no tunnel words in a conntrack key
 NF_CT_EVICTION_RANGE = 8  # nf_conntrack_core.c: buckets early_drop looks at
 CT_INITIAL_ROWS = 1024
@@ -279,10 +279,22 @@ def nf_ct_row_unlink(views, rowv, r):
     state[r] = CT_ROW_UNCONFIRMED
 
 
-@njit(cache=True, nogil=True, inline="always")
-def nf_ct_index_has_room(views, ctr, n):
-    """Can n more rows be confirmed without the owner rebuilding the index (load <= 0.75)?"""
-    return (2 * (ctr[CTR_NCONFIRMED] + n) + ctr[CTR_NTOMB]) * 4 <= views[0].shape[0] * 3
+@njit(cache=True, nogil=True)
+def nf_ct_index_has_room(nconfirmed, ntomb, icap, n):
+    """Can n more rows be confirmed without the owner rebuilding the index? Records and tombstones
+    stay at half the slots or below. The index is sized by the confirmed entries alone, never by
+    the rows (which the lane may add ahead of need), so its layout, which early_drop's bucket walk
+    sees, is the same whoever confirms."""
+    return (2 * (nconfirmed + n) + ntomb) * 2 <= icap
+
+
+@njit(cache=True, nogil=True)
+def nf_ct_index_size(nconfirmed, icap):
+    """The index size a rebuild makes room with: icap, or larger until the confirmed tuples (and
+    the next one) fill a quarter of it at most."""
+    while 2 * (nconfirmed + 1) * 4 > icap:
+        icap *= 2
+    return icap
 
 
 # ---- entry points for the Python owner ----------------------------------------------------------
@@ -429,7 +441,7 @@ class NfConntrackTable:
         self.free = free
         self.ctr[CTR_FREE_TOP] = cap + top
         self._set_rowv()
-        self._rebuild(max(self.index.shape[0], CT_INDEX_SLOTS * new))
+        self._set_views()  # the same index: it is sized by confirmed entries (nf_ct_index_size)
         for c in self._conn[:cap] if moved else ():
             if c is not None:
                 c._bind(self.hot)
@@ -449,10 +461,11 @@ class NfConntrackTable:
     # ---- the index ----------------------------------------------------------------------------
     def hash_insert(self, r: int) -> None:
         """Index both tuples of row r (Linux: __nf_conntrack_hash_insert); it becomes CONFIRMED."""
-        if (2 * (self.nconfirmed + 1) + self.ntomb) * 4 > self.index.shape[0] * 3:  # nf_ct_index_has_room
-            self._rebuild(self.index.shape[0])
+        c, icap = self.ctr, self.index.shape[0]
+        if not nf_ct_index_has_room(int(c[CTR_NCONFIRMED]), int(c[CTR_NTOMB]), icap, 1):
+            self._rebuild(nf_ct_index_size(int(c[CTR_NCONFIRMED]), icap))
         if self._row_confirm(self._views, self._rowv, r) < 0:
-            self._rebuild(2 * self.index.shape[0])  # a probe run full at load <= 0.75: bad luck
+            self._rebuild(2 * self.index.shape[0])  # a probe run full at load <= 0.5: bad luck
 
     def hash_remove(self, r: int) -> None:
         """Take both tuples of a confirmed row out of the index (nf_ct_delete_from_lists)."""
