@@ -150,6 +150,7 @@ from flowpath.packet.reason import (
 )
 
 LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its drop reason
+LANE_YIELD = -2  # the index must be rebuilt first: the packet is left as it came, the batch stops there
 
 # cfg int64 words
 CFG_NEXT_GC_NS = 0  # packet time of the Worker's next GC: the lane stops there
@@ -163,6 +164,7 @@ CFG_WORDS = 8
 # cnt int64 words (acct's): what classic_lane_batch finished and left
 CNT_DONE, CNT_SENT, CNT_FOUND, CNT_INSERT, CNT_PUNTED, CNT_LAST_TS, CNT_EARLY_DROP, CNT_CT_DROP = range(8)
 CNT_ZOMBIES = 8  # evicted rows a Python view holds: Python frees them after the batch (ct[11])
+CNT_RESUME = 9  # > 0: the batch stopped at LANE_YIELD; resume at idx[CNT_RESUME - 1] once Python is done
 CNT_WORDS = 12
 SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
 
@@ -502,7 +504,7 @@ def lane_confirm(ps, ct):
     r = ps[PS_NEW]
     ctr = rowv[3]
     if not nf_ct_index_has_room(ctr[0], ctr[1], ctv[0].shape[0], 1):  # CTR_NCONFIRMED, CTR_NTOMB
-        return PUNT_NO_CT  # the Python path rebuilds the index here, as it would for this packet
+        return LANE_YIELD  # Python rebuilds the index, as hash_insert would here, and the lane resumes
     if hot[r, CT_STATUS] & C.IPS_DYING or nf_ct_confirm_check(ctv, r, ps[PS_NOW]) != NF_CT_NOT_FOUND:
         return PUNT_CT_STATE
     hot[r, CT_STATUS] |= C.IPS_CONFIRMED
@@ -700,7 +702,9 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
     """The lane over the batch's packets idx (in order): each forwarded (verdict TX, its frame in
     its slot, oif set), dropped (verdict its reason), or punted (packet and tables as they were).
     From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later packets see),
-    or once the GC is due, the rest of the batch is punted too. out int64[2, len(idx)] receives the
+    or once the GC is due, the rest of the batch is punted too. A packet that needs the index
+    rebuilt (LANE_YIELD) stops the batch: cnt[CNT_RESUME] says where to call again (cfg[CFG_PUNTED]
+    and the counts carry over; the caller clears them before the first call). out int64[2, len(idx)] receives the
     punted packets (row 0) and the transmitted ones (row 1), in order. Counts into acct (reasons
     int64[N_REASONS], ifc int64[nif, 4], punts int64[N_LANE_PUNTS], cnt int64[CNT_WORDS]) as the
     Worker's Stats hold them. Returns the number finished."""
@@ -708,13 +712,16 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
     reasons, ifc, punts, cnt = acct
     ps = scr[9]
     barrier = False
-    cfg[CFG_PUNTED] = 0
+    cnt[CNT_RESUME] = 0
     for j in range(idx.shape[0]):
         i = idx[j]
         if barrier or ts_ns[i] >= cfg[CFG_NEXT_GC_NS]:
             r, barrier = PUNT_GC, True
         else:
             r = lane_one(pk, i, ents, nft, ct, rtv, cfg, scr)
+        if r == LANE_YIELD:
+            cnt[CNT_RESUME] = j + 1
+            break
         if r != LANE_OK:
             punts[r] += 1
             cfg[CFG_PUNTED] = 1

@@ -19,6 +19,7 @@ from flowpath.inet.classic_lane import (
     CFG_NEW_OK,
     CFG_NEXT_GC_NS,
     CFG_NR_CPUS,
+    CFG_PUNTED,
     CFG_WORDS,
     CNT_CT_DROP,
     CNT_DONE,
@@ -27,6 +28,7 @@ from flowpath.inet.classic_lane import (
     CNT_INSERT,
     CNT_LAST_TS,
     CNT_PUNTED,
+    CNT_RESUME,
     CNT_SENT,
     CNT_WORDS,
     CNT_ZOMBIES,
@@ -162,33 +164,39 @@ class ClassicLane:
         self.cfg[CFG_NEW_OK] = self._new_ok(ct, idx.shape[0])
         self.cfg[CFG_NR_CPUS] = ct.nr_cpus
         self.cfg[CFG_MAX_ENTRIES] = ct.max_entries
-        self.cfg[CFG_EVICT_SLOTS] = ct.early_drop_slots(ct.max_entries)
         self.cfg[CFG_EVICT_OK] = not ct.destroy_hooks
+        self.cfg[CFG_NEXT_GC_NS] = next_gc_ns
+        self.cfg[CFG_PUNTED] = 0
         cnt = self.scr[10]
         cnt[:] = 0
         cap = ct.capacity
         if self._taint.shape[0] < cap:
             self._taint = np.zeros(cap, np.int64)
         self._gen += 1
-        tcp_params = ct.tcp_params
-        ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, tcp_params, ct.rowv(), ct.bys, ct.prng, self.cfg,
-               cnt, self._zomb)  # fmt: skip
-        progs = self._vm.progs
-        nftt = (progs, int(offload))
-        dev = net.dev
-        rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt), self._masq4(net))
-        self.cfg[CFG_NEXT_GC_NS] = next_gc_ns
         if self._out.shape[1] < idx.shape[0]:
             self._out = np.zeros((2, idx.shape[0]), np.int64)
             self._zomb = np.zeros(idx.shape[0], np.int64)
-        out = self._out
+        nftt = (self._vm.progs, int(offload))
+        dev = net.dev
+        rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt), self._masq4(net))
         b = batch
         pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)
         acct = (stats.reasons, stats.ifc, stats.lane_punts, cnt)
-        args = (pk, idx, out, self._ents, nftt, ctt, rtv, self.cfg, self.scr, acct)
-        if self._entry is None:  # every argument keeps its type from poll to poll (see jit_entry)
-            self._entry = jit_entry(classic_lane_batch, args)
-        self._entry(*args)
+        start = 0
+        while True:
+            self.cfg[CFG_EVICT_SLOTS] = ct.early_drop_slots(ct.max_entries)  # the index's size now
+            ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, ct.tcp_params, ct.rowv(), ct.bys, ct.prng,
+                   self.cfg, cnt, self._zomb)  # fmt: skip
+            args = (pk, idx[start:], self._out, self._ents, nftt, ctt, rtv, self.cfg, self.scr, acct)
+            if self._entry is None:  # every argument keeps its type from poll to poll (see jit_entry)
+                self._entry = jit_entry(classic_lane_batch, args)
+            self._entry(*args)
+            resume = int(cnt[CNT_RESUME])
+            if not resume:
+                break
+            start += resume - 1  # that packet confirms once the index has room: as hash_insert, first
+            ct.index_make_room()
+        out = self._out
         c = cnt.tolist()
         done, sent = c[CNT_DONE], c[CNT_SENT]
         stats.lane_packets += done

@@ -461,11 +461,16 @@ class NfConntrackTable:
     # ---- the index ----------------------------------------------------------------------------
     def hash_insert(self, r: int) -> None:
         """Index both tuples of row r (Linux: __nf_conntrack_hash_insert); it becomes CONFIRMED."""
+        self.index_make_room()
+        if self._row_confirm(self._views, self._rowv, r) < 0:
+            self._rebuild(2 * self.index.shape[0])  # a probe run full at load <= 0.5: bad luck
+
+    def index_make_room(self) -> None:
+        """Rebuild the index (dropping tombstones, larger if need be) unless one more row fits; what
+        hash_insert does first, and what the classic lane asks for when it stops at a confirm."""
         c, icap = self.ctr, self.index.shape[0]
         if not nf_ct_index_has_room(int(c[CTR_NCONFIRMED]), int(c[CTR_NTOMB]), icap, 1):
             self._rebuild(nf_ct_index_size(int(c[CTR_NCONFIRMED]), icap))
-        if self._row_confirm(self._views, self._rowv, r) < 0:
-            self._rebuild(2 * self.index.shape[0])  # a probe run full at load <= 0.5: bad luck
 
     def hash_remove(self, r: int) -> None:
         """Take both tuples of a confirmed row out of the index (nf_ct_delete_from_lists)."""
