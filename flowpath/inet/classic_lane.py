@@ -79,6 +79,7 @@ from flowpath.netfilter.nf_conntrack_table import (
 )
 from flowpath.netfilter.nf_nat_core import (
     NAT_NO_PORTS,
+    NR_EXPIRED,
     NR_FLAGS,
     NR_MAX,
     NR_MIN,
@@ -487,11 +488,12 @@ def lane_nat_bind(f, hook, mtype, ps, ents, nft, ct, rtv, scr):
             for w in range(3):
                 nr[NR_MIN + w] = nr[NR_MAX + w] = 0
             nr[NR_MIN + 3] = nr[NR_MAX + 3] = a
+    nr[NR_EXPIRED] = -1
     res = nf_nat_setup_row(ct[0], ct[7], row, mtype, nr, ps[PS_NR_CPUS], ct[8], scr[12], ps[PS_NOW])
+    if res < 0 or nr[NR_EXPIRED] >= 0:
+        return PUNT_NO_CT  # an expired entry in the way: the Python path removes it
     if res == NAT_NO_PORTS:
         return DROP_BASE - _NO_PORTS
-    if res < 0:
-        return PUNT_NO_CT  # an expired entry in the way: the Python path removes it
     return LANE_OK
 
 

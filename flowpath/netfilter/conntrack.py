@@ -80,6 +80,7 @@ from flowpath.netfilter.nf_conntrack_table import (
     nf_ct_pkt_key,
 )
 from flowpath.netfilter.nf_nat_core import (
+    NR_EXPIRED,
     NR_WORDS,
     nat_range_words,
     nf_nat_bysource_add,
@@ -246,15 +247,17 @@ class Conntrack(NfConntrackTable):
     def nat_setup(self, r: int, maniptype: int, flags: int, min_addr: int, max_addr: int, min_proto: int,
                   max_proto: int) -> int:  # fmt: skip
         """Bind manip maniptype of unconfirmed row r within the range (nf_nat_core.py ›
-        nf_nat_setup_row): NAT_OK or NAT_NO_PORTS. An expired entry in the way is removed first,
-        as nf_conntrack_tuple_taken's lookup does (nf_ct_gc_expired)."""
+        nf_nat_setup_row): NAT_OK or NAT_NO_PORTS. An expired entry in the way counts as free and
+        is removed, as nf_conntrack_tuple_taken's lookup does (nf_ct_gc_expired)."""
         while True:
             nr = nat_range_words(flags, min_addr, max_addr, min_proto, max_proto, self._nr)
             res = self._nat_setup(self._views, self.bys, r, maniptype, nr, self.nr_cpus, self.prng,
                                   self._nat_scr, self.now_ns)  # fmt: skip
             if res >= 0:
+                if nr[NR_EXPIRED] >= 0:
+                    self._kill_row(int(nr[NR_EXPIRED]) >> 1)
                 return int(res)
-            self._kill_row(nf_ct_find_expired_ed(res) >> 1)
+            self._kill_row(nf_ct_find_expired_ed(int(res)) >> 1)
 
     def gc(self, now_ns: int) -> int:
         """Remove expired entries; return how many. Offloaded entries belong to the flowtable, whose

@@ -142,7 +142,8 @@ def nf_ct_find(views, k, now_ns):
     return e
 
 
-def nf_ct_find_expired_ed(r: int) -> int:
+@njit(cache=True, nogil=True, inline="always")
+def nf_ct_find_expired_ed(r):
     """The entry an nf_ct_find result <= -2 found expired."""
     return -2 - r
 

@@ -47,11 +47,13 @@ from flowpath.netfilter.nat_range import (
     NF_NAT_RANGE_PROTO_RANDOM_FULLY,
     NF_NAT_RANGE_PROTO_SPECIFIED,
 )
-from flowpath.netfilter.nf_conntrack_table import NF_CT_NOT_FOUND, nf_ct_find
+from flowpath.netfilter.nf_conntrack_table import NF_CT_NOT_FOUND, nf_ct_find, nf_ct_find_expired_ed
 from flowpath.packet.layout import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
 from flowpath.packet.steer import flow_hash_words, flow_mix
 
-NR_FLAGS, NR_MIN, NR_MAX, NR_PMIN, NR_PMAX, NR_WORDS = 0, 1, 5, 9, 10, 11
+NR_FLAGS, NR_MIN, NR_MAX, NR_PMIN, NR_PMAX = 0, 1, 5, 9, 10
+NR_EXPIRED = 11  # out: the expired entry (ed) the binding found in its way and counted free, else -1
+NR_WORDS = 12
 NAT_OK, NAT_NO_PORTS = 0, 1  # nf_nat_setup_row's results; <= -2: an expired entry in the way (nf_ct_find's)
 NF_NAT_MAX_ATTEMPTS = 128  # nf_nat_core.c: bound the port search per packet
 _RANDOM_ALL = NF_NAT_RANGE_PROTO_RANDOM | NF_NAT_RANGE_PROTO_RANDOM_FULLY
@@ -61,7 +63,7 @@ _M32 = 0xFFFFFFFF
 def nat_range_words(flags: int, min_addr: int, max_addr: int, min_proto: int, max_proto: int, out=None):
     """An nf_nat_range2 as the int64[NR_WORDS] nr the compiled binding reads."""
     nr = np.zeros(NR_WORDS, np.int64) if out is None else out
-    nr[NR_FLAGS], nr[NR_PMIN], nr[NR_PMAX] = flags, min_proto, max_proto
+    nr[NR_FLAGS], nr[NR_PMIN], nr[NR_PMAX], nr[NR_EXPIRED] = flags, min_proto, max_proto, -1
     for w in range(4):
         nr[NR_MIN + w] = (min_addr >> (96 - 32 * w)) & _M32
         nr[NR_MAX + w] = (max_addr >> (96 - 32 * w)) & _M32
@@ -197,13 +199,20 @@ def _nf_in_range(c, nr, l3, has_ports, icmp):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _used(views, c, now_ns):
-    """Linux: nf_nat_used_tuple: 1 when a live entry holds the reply c, 0 when none, or nf_ct_find's
-    <= -2 for an expired one in the way (the caller has the owner remove it and asks again)."""
+def _used(views, c, now_ns, nr):
+    """Linux: nf_nat_used_tuple: 1 when a live entry holds the reply c, 0 when none. An expired one
+    is free, as nf_conntrack_tuple_taken's nf_ct_gc_expired makes it: the first is noted in
+    nr[NR_EXPIRED] for the owner to remove once the binding is made; another gives nf_ct_find's
+    <= -2 (nothing is bound: the owner removes it and asks again)."""
     ed = nf_ct_find(views, c, now_ns)
     if ed >= 0:
         return 1
     if ed == NF_CT_NOT_FOUND:
+        return 0
+    e = nf_ct_find_expired_ed(ed)
+    if nr[NR_EXPIRED] < 0:
+        nr[NR_EXPIRED] = e
+    if (nr[NR_EXPIRED] >> 1) == (e >> 1):
         return 0
     return ed
 
@@ -357,7 +366,7 @@ def _unique_tuple(views, r, c, nr, mt, icmp, nr_cpus, prng, now_ns):
             p = lo + off % size
             off += 1
             _port_set(c, mt, icmp, p)
-            u = _used(views, c, now_ns)
+            u = _used(views, c, now_ns, nr)
             if u < 0:
                 return u
             if u == 0:
@@ -388,11 +397,11 @@ def _get_unique_tuple(views, bys, r, c, alt, nr, mt, l3, has_ports, icmp, nr_cpu
     random_all = f & _RANDOM_ALL
     if mt == NF_NAT_MANIP_SRC and not random_all:
         if _nf_in_range(c, nr, l3, has_ports, icmp):
-            u = _used(views, c, now_ns)
+            u = _used(views, c, now_ns, nr)
             if u <= 0:
                 return u if u < 0 else NAT_OK
         elif _find_appropriate_src(views, bys, c, r, nr, l3, has_ports, icmp, alt):
-            u = _used(views, alt, now_ns)
+            u = _used(views, alt, now_ns, nr)
             if u < 0:
                 return u
             if u == 0:
@@ -405,11 +414,11 @@ def _get_unique_tuple(views, bys, r, c, alt, nr, mt, l3, has_ports, icmp, nr_cpu
             if not f & NF_NAT_RANGE_PROTO_OFFSET and _l4proto_in_range(c, mt, nr, has_ports, icmp):
                 if nr[NR_PMIN] == nr[NR_PMAX]:
                     return NAT_OK
-                u = _used(views, c, now_ns)
+                u = _used(views, c, now_ns, nr)
                 if u <= 0:
                     return u if u < 0 else NAT_OK
         else:
-            u = _used(views, c, now_ns)
+            u = _used(views, c, now_ns, nr)
             if u <= 0:
                 return u if u < 0 else NAT_OK
     if not has_ports:
@@ -438,7 +447,8 @@ def nf_nat_setup_row(views, bys, r, mt, nr, nr_cpus, prng, scr, now_ns):
     choose the tuple (get_unique_tuple) within the range nr (int64[NR_WORDS], altered: netmap and
     address choice write into it), alter the reply row (nf_conntrack_alter_reply) and set the status
     bits. scr: uint32[2, 16] scratch. Returns NAT_OK, NAT_NO_PORTS (nothing changed but the PRNG), or
-    an expired entry's <= -2 (nothing changed: the owner removes it and calls again)."""
+    a second expired entry's <= -2 (nothing changed: the owner removes it and calls again). The first
+    expired entry met is left in nr[NR_EXPIRED] (-1 before the call): the owner removes it after."""
     key, hot = views[1], views[2]
     er = 2 * r + 1
     c, alt = scr[0], scr[1]
@@ -450,10 +460,10 @@ def nf_nat_setup_row(views, bys, r, mt, nr, nr_cpus, prng, scr, now_ns):
     has_ports = icmp or l4 == IPPROTO_TCP or l4 == IPPROTO_UDP
     if nr[NR_FLAGS] & NF_NAT_RANGE_NETMAP and nr[NR_FLAGS] & NF_NAT_RANGE_MAP_IPS:
         _setup_netmap(c, nr, mt, l3)
-    p0 = prng[0]
+    p0, x0 = prng[0], nr[NR_EXPIRED]
     res = _get_unique_tuple(views, bys, r, c, alt, nr, mt, l3, has_ports, icmp, nr_cpus, prng, now_ns)
     if res < 0:
-        prng[0] = p0
+        prng[0], nr[NR_EXPIRED] = p0, x0
         return res
     if res != NAT_OK:
         return res
