@@ -4,8 +4,9 @@ cost, so 4x the packets take no more than 4x the time).
 
 No Linux counterpart (a SYN/UDP flood against a gateway whose nf_conntrack_max is reached). The
 gateway is the benches' NAT gateway (flowpath/bench/setup.py) with `net.netfilter.nf_conntrack_max`
-set to the limit: 16384 (4096 with --quick), far below Linux's 262144, so that a run takes seconds
-on the Python classic path; `--flows N` sets another. Every packet is a new tuple (client source
+set to the limit: 16384 (4096 with --quick), below Linux's 262144, so that a run takes seconds
+(its new flows take the compiled classic lane; what it punts, the Python path); `--flows N` sets
+another. Every packet is a new tuple (client source
 port and server port varied as setup.flow_ports) and nothing answers, so no entry is ever assured:
 past the limit each new entry takes an unassured one's place (early_drop) and no packet may be
 dropped. Each regime runs on a fresh gateway: 1x sends `limit` packets into an empty table, 4x sends
