@@ -384,7 +384,7 @@ def lane_evict(v, ct):
     cnt[CNT_EARLY_DROP] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
 def lane_ct_new(k, ps, ct):
     """resolve_normal_ct's new entry for a TCP or UDP packet: with the table full, early_drop's
     eviction first (or -2: no room, the packet is dropped); then init_conntrack: a row off the free
@@ -446,7 +446,7 @@ def lane_hook(f, hook, ps, ents, nft, ct, rtv, scr):
     return LANE_OK
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
 def lane_nat_bind(f, hook, mtype, ps, ents, nft, ct, rtv, scr):
     """nf_nat_inet_fn for a new connection: the hook's nat chains until one binds (nft_nat_eval),
     else the null binding, then nf_nat_setup_row (nf_nat_core.py). LANE_OK, a punt, or DROP_BASE -
@@ -497,7 +497,7 @@ def lane_nat_bind(f, hook, mtype, ps, ents, nft, ct, rtv, scr):
     return LANE_OK
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
 def lane_confirm(ps, ct):
     """__nf_conntrack_confirm for the connection this packet opened: into the index, and into NAT's
     by-source list when source-NATed. A clash (or an expired entry in the way) is the Python
