@@ -118,8 +118,8 @@ class ClassicLane:
         """May the lane open connections in this poll? With one worker (several: NAT's port choice
         follows steering the lane does not run under). Rows for the whole batch are made ready
         here (the table grows by rows only: the index is sized by confirmed entries, so this is
-        not visible). When the index must be rebuilt, the lane punts the packet: the Python path
-        rebuilds it at that very packet, as it would without the lane."""
+        not visible). When the index must be rebuilt, the lane stops at that packet (LANE_YIELD)
+        and run() rebuilds it, as hash_insert would at that very packet, then resumes."""
         if ct.nr_cpus > 1:
             return 0
         while ct.ctr[CTR_FREE_TOP] < batch_n:
