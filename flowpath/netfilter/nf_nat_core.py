@@ -390,9 +390,10 @@ def _unique_tuple(views, r, c, nr, mt, icmp, nr_cpus, prng, now_ns):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _get_unique_tuple(views, bys, r, c, alt, nr, mt, l3, has_ports, icmp, nr_cpus, prng, now_ns):
+def _get_unique_tuple(views, bys, r, scr, nr, mt, l3, has_ports, icmp, nr_cpus, prng, now_ns):
     """Linux: get_unique_tuple: keep what we can (the same source mapping, the same port), else
-    search. c holds the current reply and ends as the chosen one."""
+    search. scr[0] holds the current reply and ends as the chosen one; scr[1] is scratch."""
+    c, alt = scr[0], scr[1]
     f = nr[NR_FLAGS]
     random_all = f & _RANDOM_ALL
     if mt == NF_NAT_MANIP_SRC and not random_all:
@@ -461,7 +462,7 @@ def nf_nat_setup_row(views, bys, r, mt, nr, nr_cpus, prng, scr, now_ns):
     if nr[NR_FLAGS] & NF_NAT_RANGE_NETMAP and nr[NR_FLAGS] & NF_NAT_RANGE_MAP_IPS:
         _setup_netmap(c, nr, mt, l3)
     p0, x0 = prng[0], nr[NR_EXPIRED]
-    res = _get_unique_tuple(views, bys, r, c, alt, nr, mt, l3, has_ports, icmp, nr_cpus, prng, now_ns)
+    res = _get_unique_tuple(views, bys, r, scr, nr, mt, l3, has_ports, icmp, nr_cpus, prng, now_ns)
     if res < 0:
         prng[0], nr[NR_EXPIRED] = p0, x0
         return res
