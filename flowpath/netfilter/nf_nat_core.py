@@ -452,7 +452,7 @@ def nf_nat_setup_row(views, bys, r, mt, nr, nr_cpus, prng, scr, now_ns):
     expired entry met is left in nr[NR_EXPIRED] (-1 before the call): the owner removes it after."""
     key, hot = views[1], views[2]
     er = 2 * r + 1
-    c, alt = scr[0], scr[1]
+    c = scr[0]
     for j in range(KEY_ROW):
         c[j] = key[er, j]
     w = np.int64(c[K_PROTO])
