@@ -178,7 +178,8 @@ _TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
 
 # The lane's stages are inlined into one kernel and compiled without NRT (_nrt=False): called one by
 # one, each call passed the tables as tuples of arrays, flattened into scalar arguments with their
-# reference counts, which cost about 2 us a packet, more than the work. Without NRT nothing here may
+# reference counts, which cost more than the work. What only a new connection runs is compiled apart
+# (not inlined), so that it does not weigh on the established path. Without NRT nothing here may
 # allocate: copies are loops, not slice assignments.
 @njit(cache=True, nogil=True, inline="always")
 def _fill(a, v):
@@ -449,8 +450,9 @@ def lane_hook(f, hook, ps, ents, nft, ct, rtv, scr):
 @njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
 def lane_nat_bind(f, hook, mtype, ps, ents, nft, ct, rtv, scr):
     """nf_nat_inet_fn for a new connection: the hook's nat chains until one binds (nft_nat_eval),
-    else the null binding, then nf_nat_setup_row (nf_nat_core.py). LANE_OK, a punt, or DROP_BASE -
-    reason (a nat chain's drop, masquerade without an address, no free port)."""
+    else the null binding, then nf_nat_setup_row (nf_nat_core.py). LANE_OK, a punt (redirect,
+    masquerade the lane has no address for, an expired entry in the way), or DROP_BASE - reason (a
+    nat chain's drop, no free port)."""
     natv, natn = ents[2], ents[3]
     out, nr = scr[4], scr[11]
     nfp = 0 if ps[PS_L3] == 4 else 1
@@ -706,10 +708,10 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
     From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later packets see),
     or once the GC is due, the rest of the batch is punted too. A packet that needs the index
     rebuilt (LANE_YIELD) stops the batch: cnt[CNT_RESUME] says where to call again (cfg[CFG_PUNTED]
-    and the counts carry over; the caller clears them before the first call). out int64[2, len(idx)] receives the
-    punted packets (row 0) and the transmitted ones (row 1), in order. Counts into acct (reasons
-    int64[N_REASONS], ifc int64[nif, 4], punts int64[N_LANE_PUNTS], cnt int64[CNT_WORDS]) as the
-    Worker's Stats hold them. Returns the number finished."""
+    and the counts carry over; the caller clears them before the first call). out int64[2, len(idx)]
+    receives the punted packets (row 0) and the transmitted ones (row 1), in order. Counts into acct
+    (reasons int64[N_REASONS], ifc int64[nif, 4], punts int64[N_LANE_PUNTS], cnt int64[CNT_WORDS])
+    as the Worker's Stats hold them. Returns the number finished."""
     data, length, oif, verdict, ts_ns = pk[0], pk[2], pk[4], pk[5], pk[6]
     reasons, ifc, punts, cnt = acct
     ps = scr[9]

@@ -49,7 +49,7 @@ from flowpath.netfilter.nat_range import (
 )
 from flowpath.netfilter.nf_conntrack_table import NF_CT_NOT_FOUND, nf_ct_find, nf_ct_find_expired_ed
 from flowpath.packet.layout import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
-from flowpath.packet.steer import flow_hash_words, flow_mix
+from flowpath.packet.steer import flow_hash_words, flow_mix, port_word
 
 NR_FLAGS, NR_MIN, NR_MAX, NR_PMIN, NR_PMAX = 0, 1, 5, 9, 10
 NR_EXPIRED = 11  # out: the expired entry (ed) the binding found in its way and counted free, else -1
@@ -228,13 +228,7 @@ def nf_ct_key_cpu(c, nr_cpus):
     s = np.int64(c[K_SADDR]) ^ np.int64(c[K_SADDR + 1]) ^ np.int64(c[K_SADDR + 2]) ^ np.int64(c[K_SADDR + 3])
     d = np.int64(c[K_DADDR]) ^ np.int64(c[K_DADDR + 1]) ^ np.int64(c[K_DADDR + 2]) ^ np.int64(c[K_DADDR + 3])
     ports = np.int64(c[K_PORTS])
-    t = np.int64(c[K_ENCAP]) >> 8
-    if l4 == 6 or l4 == 17 or l4 == 33 or l4 == 132 or l4 == 136:
-        p = (ports >> 16) ^ (ports & 0xFFFF)
-    elif (l4 == IPPROTO_ICMP and (t == 0 or t == 8)) or (l4 == IPPROTO_ICMPV6 and (t == 128 or t == 129)):
-        p = ports >> 16
-    else:
-        p = np.int64(-1)
+    p = port_word(l4, ports >> 16, ports & 0xFFFF, np.int64(c[K_ENCAP]) >> 8)
     return flow_hash_words(s, d, l4, p) % nr_cpus
 
 

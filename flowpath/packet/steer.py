@@ -142,12 +142,19 @@ def flow_steer_tuple(l3: int, l4proto: int, saddr: int, daddr: int, p: int, nr_c
     return int(flow_hash_words(fold_addr(saddr, l3), fold_addr(daddr, l3), l4proto, p)) % nr_cpus
 
 
-def port_word(l4proto: int, sport: int, dport: int, icmp_type: int) -> int:
-    """The port word of a conntrack tuple's fields (an ICMP echo id in sport), -1 for none."""
-    if l4proto in _PORTS_PROTOS:
-        return sport ^ dport
-    if (l4proto == 1 and icmp_type in _ECHO_V4) or (l4proto == 58 and icmp_type in _ECHO_V6):
-        return sport
+@njit(cache=True, nogil=True)
+def port_word(l4proto, sport, dport, icmp_type):
+    """The port word of a conntrack tuple's fields (an ICMP echo id in sport), -1 for none. Compiled:
+    NAT's port choice (flowpath/netfilter/nf_nat_core.py) asks it per candidate."""
+    for q in _PORTS_PROTOS:
+        if l4proto == q:
+            return sport ^ dport
+    for t in _ECHO_V4:
+        if l4proto == 1 and icmp_type == t:
+            return sport
+    for t in _ECHO_V6:
+        if l4proto == 58 and icmp_type == t:
+            return sport
     return -1
 
 
