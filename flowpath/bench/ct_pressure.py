@@ -16,8 +16,9 @@ Timed: Worker.poll alone, in polls of `--batch` (256) packets, the packet clock 
 read before each poll (conntrack's GC runs once a second, as live). Every packet must leave on the
 WAN side, masqueraded (address 203.0.113.1, any source port), with TTL - 1, right checksums and the
 rest unchanged (flowpath/bench/peers.py); the frames are told apart by the packet number in their
-payload, not by order or port. A drop, a missing or wrong frame, or a table that is not exactly at
-its limit at the end fails the run.
+payload, not by order or port. A drop, a missing or wrong frame, an entry gone other than by early
+drop, or a table not full at the end (down to 95 % of it, where the GC's own early drop may have run
+last) fails the run.
 """
 
 from __future__ import annotations
@@ -119,7 +120,10 @@ def flood(limit: int, packets: int, frames: list[bytes], batch_size: int) -> dic
     if drops or s.generated_packets:
         raise RuntimeError(f"{packets} new flows at limit {limit}: drops {drops}, {s.generated_packets} packets "
                            "of the gateway's own")  # fmt: skip
-    if len(ct) != min(packets, limit) or ct.stat["early_drop"] != max(0, packets - limit):
+    # every packet made an entry and every entry that went was evicted; the GC's own early drop
+    # (gc_worker, from 95 % full) may have run last, leaving the table below the limit
+    top = min(packets, limit)
+    if len(ct) + ct.stat["early_drop"] != packets or not top // 100 * 95 <= len(ct) <= top:
         raise RuntimeError(f"{packets} new flows at limit {limit}: {len(ct)} conntrack entries, "
                            f"{ct.stat['early_drop']} early drops")  # fmt: skip
     starts = np.arange(len(poll_s)) * batch_size  # each poll's first packet

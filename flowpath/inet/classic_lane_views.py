@@ -116,13 +116,15 @@ class ClassicLane:
     @staticmethod
     def _new_ok(ct, batch_n: int) -> int:
         """May the lane open connections in this poll? With one worker (several: NAT's port choice
-        follows steering the lane does not run under). Rows for the whole batch are made ready
-        here (the table grows by rows only: the index is sized by confirmed entries, so this is
+        follows steering the lane does not run under). Rows for the batch's new entries are made
+        ready here (the table grows by rows only: the index is sized by confirmed entries, so this is
         not visible). When the index must be rebuilt, the lane stops at that packet (LANE_YIELD)
         and run() rebuilds it, as hash_insert would at that very packet, then resumes."""
         if ct.nr_cpus > 1:
             return 0
-        while ct.ctr[CTR_FREE_TOP] < batch_n:
+        # at the limit each new entry takes an evicted one's row: no rows past nf_conntrack_max
+        need = min(batch_n, max(0, ct.max_entries - ct.nconfirmed))
+        while ct.ctr[CTR_FREE_TOP] < need:
             ct._grow()
         return 1
 
