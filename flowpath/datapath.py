@@ -26,9 +26,9 @@ from flowpath.inet.ip_fragment import ip_expire
 from flowpath.inet.neigh_output import neigh_timers
 from flowpath.inet.output_queue import OutputQueue
 from flowpath.netfilter import constants as C
+from flowpath.netfilter.nf_flow_table_ct import nf_flow_table_extend_ct_rows
 from flowpath.netfilter.nft_flow_offload import (
     flow_offload_fixup_ct,
-    nf_flow_table_extend_ct_timeout,
     nf_flow_table_netevent,
     nft_flow_offload_eval,
 )
@@ -533,8 +533,8 @@ class Worker:
         for ft, _ in self.flowtables.values():
             gone = ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct))
             self.stats.flows_expired += len(gone)
-            for fid in np.flatnonzero(ft.used[0::2]):  # nf_flow_offload_gc_step on the survivors
-                nf_flow_table_extend_ct_timeout(ft.flow_ct(int(fid)), self.now_ns)
+            ct = self.conntrack  # nf_flow_offload_gc_step on the survivors
+            nf_flow_table_extend_ct_rows(ct.hot, ct.key, ct.state, ct.seq, ft.used, ft.ct_row, self.now_ns)
 
     def _xfrm_teardown_dead(self) -> None:
         """Tear down the flows through SAs that died (expired or deleted) since the last call: no flow

@@ -160,5 +160,6 @@ class Net:
                 timeout_tcp_ns=self.sysctl["net.netfilter.nf_flowtable_tcp_timeout"] * NSEC_PER_SEC,
                 timeout_udp_ns=self.sysctl["net.netfilter.nf_flowtable_udp_timeout"] * NSEC_PER_SEC,
             )
+            table.ct_resolve = self.conntrack.nf_ct_get_entry  # the entries of flows the lane offloaded
             out[ft["name"]] = (table, ifindexes)
         return out

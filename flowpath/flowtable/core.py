@@ -26,10 +26,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from flowpath.flowtable import key as K
+from flowpath.flowtable.flow_add import (
+    FLOW_ADD_EXISTS,
+    FLOW_ADD_NO_FREE,
+    FLOW_ADD_PROBE,
+    FLOW_ADD_REBUILD,
+    FT_CTR_WORDS,
+    FT_FREE_TOP,
+    FT_NEIGH_STALE,
+    FT_NTOMB,
+    FT_NUSED,
+    FT_NXFRM,
+    flow_offload_add_rows,
+)
 from flowpath.flowtable.key import (
     FlowtableViews,
     flow_index_build,
-    flow_index_insert,
     flow_index_remove,
     flow_offload_hash,
     flow_offload_probe,
@@ -39,7 +51,6 @@ from flowpath.packet.layout import ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP
 NF_FLOWTABLE_HW_OFFLOAD = 0x1  # include/uapi/linux/netfilter/nf_tables.h › enum nft_flowtable_flags
 NF_FLOWTABLE_COUNTER = 0x2
 FLOW_ADD_FULL = -1  # flow_offload_add results (Linux: -ENOMEM / -EEXIST from rhashtable_insert_fast)
-FLOW_ADD_EXISTS = -2
 TUNNEL_KEYS = ("perfect", "hash")  # Flowtable(tunnel_key=...): how an IPIP key holds the outer addresses
 MAX_PROBES = 32
 # nexthop uint32[cap, NH_ROW]: the neighbour an entry transmits to (family 0: none known)
@@ -202,17 +213,29 @@ class Flowtable:
         self.nat6 = np.zeros((cap, K.NAT6_ROW), np.uint8)
         self.used = np.zeros(cap, np.bool_)
         self.xfrm_sa = np.full(cap, -1, np.int32)  # XMIT_XFRM entries: SA index (cold: read per bulk)
-        self.nxfrm = 0  # entries in use with XMIT_XFRM
         self.nexthop = np.zeros((cap, NH_ROW), np.uint32)  # NH_*: the next hop's neighbour (cold)
         # neighbour key -> [entries in use through it, the h_dest they cache or None when they differ]:
-        # a neighbour event about any other neighbour costs one dict lookup, not a scan
+        # a neighbour event about any other neighbour costs one dict lookup, not a scan. Counted again
+        # from the arrays after the compiled lane added flows (ctr[FT_NEIGH_STALE]: _neigh_sync)
         self._neigh: dict[tuple[int, int, int], list] = {}
         self.index = np.zeros(INDEX_SLOTS_PER_ENTRY * cap, np.int64)
-        self.nused = 0  # entries in use
-        self.ntomb = 0  # tombstones in the index
+        self.ctr = np.zeros(FT_CTR_WORDS, np.int64)  # FT_*: entries in use, tombstones, free ids...
+        # the conntrack reference given to flow_offload_add, by flow id; a flow the lane added has
+        # None here and its conntrack row in ct_row, resolved by flow_ct through ct_resolve
         self._ct: list[object] = [None] * (cap // 2)
-        self._free = list(range(cap // 2 - 1, -1, -1))  # flow ids, lowest on top
+        self.ct_row = np.full((cap // 2, 2), -1, np.int64)
+        self.ct_resolve: Callable[[int, int], object] | None = None  # (row, seq) -> the entry or None
+        self.free = np.arange(cap // 2 - 1, -1, -1, dtype=np.int64)  # flow ids, lowest on top
+        self.ctr[FT_FREE_TOP] = cap // 2
+        self._ent = (np.zeros((2, K.KEY_ROW), np.uint32), np.zeros((2, K.VAL_ROW), np.int64),
+                     np.zeros((2, K.NAT6_ROW), np.uint8), np.zeros((2, NH_ROW), np.uint32),
+                     np.zeros(2, np.int64), np.zeros(2, np.int64))  # fmt: skip
         self._set_views()
+
+    # the counts live in ctr, which the compiled lane updates too
+    nused = property(lambda self: int(self.ctr[FT_NUSED]), lambda self, v: self.ctr.__setitem__(FT_NUSED, v))
+    ntomb = property(lambda self: int(self.ctr[FT_NTOMB]), lambda self, v: self.ctr.__setitem__(FT_NTOMB, v))
+    nxfrm = property(lambda self: int(self.ctr[FT_NXFRM]), lambda self, v: self.ctr.__setitem__(FT_NXFRM, v))
 
     def set_tunnel_key(self, tunnel_key: str) -> None:
         """Key IPIP flows as tunnel_key says ("perfect" or "hash"; see key.py); only while the table
@@ -236,6 +259,10 @@ class Flowtable:
                                      self.seed, self.tun_hash)  # fmt: skip
         # the same as a plain tuple: what crosses into numba (typed in C; a NamedTuple is typed in Python)
         self.cols = tuple(self._views)
+        # what flow_offload_add_rows takes (flow_add.py)
+        self.fa = (self.index, self.key, self.val, self.nat6, self.used, self.xfrm_sa, self.nexthop, self.free,
+                   self.ctr, self.ct_row)  # fmt: skip
+        self.fp = np.array([self.max_probes, self.seed, self.tun_hash], np.int64)
 
     @property
     def capacity(self) -> int:
@@ -249,7 +276,8 @@ class Flowtable:
         """Memory per direction entry, by array: the table's arrays over its entry capacity (a flow
         takes two entries). The Python side (one conntrack reference per flow) is not counted."""
         arrays = {"key": self.key, "val": self.val, "nat6": self.nat6, "index": self.index,
-                  "used": self.used, "xfrm_sa": self.xfrm_sa, "nexthop": self.nexthop}  # fmt: skip
+                  "used": self.used, "xfrm_sa": self.xfrm_sa, "nexthop": self.nexthop, "free": self.free,
+                  "ct_row": self.ct_row, "ctr": self.ctr, "fp": self.fp}  # fmt: skip
         return {name: a.nbytes / self.capacity for name, a in arrays.items()}
 
     # ---- growth and the index --------------------------------------------------------------
@@ -267,7 +295,11 @@ class Flowtable:
             arr[:cap] = old
             setattr(self, name, arr)
         self._ct.extend([None] * (cap // 2))
-        self._free = list(range(new // 2 - 1, cap // 2 - 1, -1)) + self._free
+        self.ct_row = np.concatenate([self.ct_row, np.full((cap // 2, 2), -1, np.int64)])
+        top = int(self.ctr[FT_FREE_TOP])  # the new ids go under the free ones, so those are taken first
+        self.free = np.concatenate([np.arange(new // 2 - 1, cap // 2 - 1, -1, dtype=np.int64), self.free[:top],
+                                    np.zeros(cap // 2 - top, np.int64)])  # fmt: skip
+        self.ctr[FT_FREE_TOP] = top + cap // 2
         self._rebuild(max(self.index.shape[0], INDEX_SLOTS_PER_ENTRY * new))
         return True
 
@@ -283,27 +315,6 @@ class Flowtable:
         self.index, self.ntomb = index, 0
         self._set_views()
 
-    def _index_add(self, e: int, h: int) -> bool:
-        """Index entry e; False when its probe run is full (with a seeded hash, only by bad luck)."""
-        if (self.nused + self.ntomb + 1) * 4 > self.index.shape[0] * 3:
-            self._rebuild(self.index.shape[0])
-        r = flow_index_insert(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
-        if r == 0 and self.index.shape[0] < 2 * INDEX_SLOTS_PER_ENTRY * self.capacity:
-            # A full probe run at load <= 0.75 is bad luck, but over 10**5 adds it happens (runs
-            # past 32 slots): try once with an index twice as large (e is flagged used already,
-            # so the build indexes it) before refusing the flow.
-            index = np.zeros(2 * self.index.shape[0], np.int64)
-            if (
-                flow_index_build(index, self.key, self.used, index.shape[0] - 1, self.max_probes, self.seed,
-                                 self.tun_hash)
-                == 0
-            ):
-                self.index, self.ntomb = index, 0
-                self._set_views()
-                return True
-        self.ntomb -= r == 2
-        return r != 0
-
     # ---- flow_offload_add / teardown / del -------------------------------------------------
     def flow_offload_add(
         self,
@@ -314,38 +325,47 @@ class Flowtable:
         nat_flags: int,
         ct_ref: object,
         now_ns: int,
+        ct_row: tuple[int, int] = (-1, -1),
     ) -> int:
         """Insert both direction tuples of a flow; return its flow id, FLOW_ADD_FULL (-1, counted
         in stat_full) or FLOW_ADD_EXISTS (-2, a tuple is already offloaded).
 
         Linux: nf_flow_table_core.c › flow_offload_alloc + flow_offload_route_init +
         flow_offload_add. nat_flags: F_SNAT | F_DNAT (from the conntrack IPS_SRC/DST_NAT bits).
+        ct_row: the conntrack entry's row and seq (GC keeps an offloaded entry alive through them).
+        The insertion is flow_add.py's, which the compiled lane calls too; here the table grows, or its
+        index is rebuilt, when it says so.
         """
         for route in (route_orig, route_reply):
             if not 0 <= route.oifidx < 1 << 31 or not 0 <= route.mtu <= 0xFFFF:
                 raise ValueError(f"oifidx {route.oifidx} or mtu {route.mtu} out of range")
-        korig, kreply = orig.words(self.tun_hash), reply.words(self.tun_hash)
-        horig, hreply = self._hash(korig), self._hash(kreply)
-        if self._probe(korig, horig) >= 0 or self._probe(kreply, hreply) >= 0:
-            return FLOW_ADD_EXISTS
-        if not self._free and not self._grow():
+        self._neigh_sync()
+        tmo = self.timeout_tcp_ns if orig.l4proto == IPPROTO_TCP else self.timeout_udp_ns
+        ent = self._ent
+        for d, (t, other, route) in enumerate(((orig, reply, route_orig), (reply, orig, route_reply))):
+            self._entry_rows(d, t, other, route, nat_flags & (K.F_SNAT | K.F_DNAT), now_ns + tmo)
+        ent[5][:] = ct_row
+        larger = False  # a larger index tried after a full probe run
+        while True:
+            fid = int(flow_offload_add_rows(self.fa, self.fp, ent))
+            if fid >= 0 or fid == FLOW_ADD_EXISTS:
+                break
+            icap = self.index.shape[0]
+            if fid == FLOW_ADD_NO_FREE and self._grow():
+                continue
+            if fid == FLOW_ADD_REBUILD:
+                self._rebuild(icap if self.ntomb else 2 * icap)
+                continue
+            if fid == FLOW_ADD_PROBE and not larger and icap < 2 * INDEX_SLOTS_PER_ENTRY * self.capacity:
+                # A full probe run at load <= 0.75 is bad luck, but over 10**5 adds it happens (runs
+                # past 32 slots): try once with an index twice as large before refusing the flow.
+                larger = True
+                self._rebuild(2 * icap)
+                continue
             self.stat_full += 1
             return FLOW_ADD_FULL
-        fid = self._free.pop()
-        tmo = self.timeout_tcp_ns if orig.l4proto == IPPROTO_TCP else self.timeout_udp_ns
-        for d, (t, other, route, k, h) in enumerate(
-            ((orig, reply, route_orig, korig, horig), (reply, orig, route_reply, kreply, hreply))
-        ):
-            e = 2 * fid + d
-            self._init_entry(e, d, t, other, route, k, nat_flags & (K.F_SNAT | K.F_DNAT), now_ns + tmo)
-            self.used[e] = True
-            self.nused += 1
-            if not self._index_add(e, h):  # no slot within max_probes: refuse, like a full table
-                self.used[e] = False
-                self.nused -= 1
-                self.flow_offload_del(fid)
-                self.stat_full += 1
-                return FLOW_ADD_FULL
+        if fid < 0:
+            return fid
         for route in (route_orig, route_reply):
             if route.neigh is not None:
                 self._neigh_hold(route.neigh, route.h_dest)
@@ -358,31 +378,46 @@ class Flowtable:
         if ref[1] != h_dest:
             ref[1] = None  # entries disagree: the next update rewrites them all
 
-    def _init_entry(self, e, d, t, other, route, k, nat_flags, timeout_ns) -> None:
+    def _neigh_sync(self) -> None:
+        """Count the entries' neighbours again from the arrays once the compiled lane added flows."""
+        if not self.ctr[FT_NEIGH_STALE]:
+            return
+        self.ctr[FT_NEIGH_STALE] = 0
+        self._neigh = {}
+        es = np.flatnonzero(self.used & (self.nexthop[:, NH_FAMILY] != 0))
+        rows, first, inv, counts = np.unique(self.nexthop[es], axis=0, return_index=True, return_inverse=True,
+                                             return_counts=True)  # fmt: skip
+        hd = self.val[es, K.V_H_DEST]
+        agree = np.ones(rows.shape[0], np.bool_)  # do a neighbour's entries cache one h_dest?
+        np.logical_and.at(agree, inv.ravel(), hd == hd[first][inv.ravel()])
+        for g, row in enumerate(rows.tolist()):
+            fam = row[NH_FAMILY]
+            neigh = (fam, row[NH_IFINDEX], int(ipaddress.ip_address(_words_addr(np.array(row[NH_ADDR:]), fam))))
+            self._neigh[neigh] = [int(counts[g]), int(hd[first[g]]).to_bytes(6, "big") if agree[g] else None]
+
+    def _entry_rows(self, d, t, other, route, nat_flags, timeout_ns) -> None:
+        """Direction d's rows for flow_offload_add_rows, in self._ent."""
+        ek, ev, e6, nh, xs, _ = self._ent
         # NAT values come from the opposite direction's tuple, as nf_flow_snat_ip/dnat_ip read them
-        row = self.key[e]
-        row[:] = k
+        ek[d] = t.words(self.tun_hash)
         # transmit pushes the reverse tuple's encapsulation (nf_flow_encap_push(skb, other_tuple))
         encap = bool(other.vlan) or other.tun is not None
-        row[K.V_FLAGS] = K.flags_word(nat_flags, d, route.xmit_type, encap, route.tun_ttl, route.tun_tos,
-                                      route.tun_pmtudisc)  # fmt: skip
-        xfrm = route.xfrm if route.xmit_type == K.FLOW_OFFLOAD_XMIT_XFRM else -1
-        self.xfrm_sa[e] = xfrm
-        self.nxfrm += xfrm >= 0
-        if route.neigh is not None:  # a free entry's row is zero (flow_offload_del clears it)
-            self.nexthop[e] = _nexthop_row(route.neigh)
-        v = self.val[e]
+        ek[d, K.V_FLAGS] = K.flags_word(nat_flags, d, route.xmit_type, encap, route.tun_ttl, route.tun_tos,
+                                        route.tun_pmtudisc)  # fmt: skip
+        xs[d] = route.xfrm if route.xmit_type == K.FLOW_OFFLOAD_XMIT_XFRM else -1
+        nh[d] = _nexthop_row(route.neigh)
+        v = ev[d]
         v[:] = 0
         v[K.V_TIMEOUT] = timeout_ns
         v[K.V_H_DEST], v[K.V_H_SOURCE] = _mac_int(route.h_dest), _mac_int(route.h_source)
         v[K.V_OUT] = K.out_word(route.oifidx, route.mtu)
         v[K.V_NAT_PORTS] = K.ports_word(other.dport, other.sport)
+        e6[d] = 0
         if t.l3proto == 4:
             v[K.V_NAT_ADDRS] = K.nat_addrs_word(other.daddr, other.saddr)
-            self.nat6[e] = 0
         else:
-            self.nat6[e, :16] = np.frombuffer(other.daddr.to_bytes(16, "big"), np.uint8)
-            self.nat6[e, 16:] = np.frombuffer(other.saddr.to_bytes(16, "big"), np.uint8)
+            e6[d, :16] = np.frombuffer(other.daddr.to_bytes(16, "big"), np.uint8)
+            e6[d, 16:] = np.frombuffer(other.saddr.to_bytes(16, "big"), np.uint8)
 
     def _hash(self, k: np.ndarray) -> int:
         return int(flow_offload_hash(k, 0, self.seed, self.tun_hash))
@@ -431,10 +466,13 @@ class Flowtable:
             self.nxfrm -= int(self.xfrm_sa[e] >= 0)
             self.xfrm_sa[e] = -1
             if self.nexthop[e, NH_FAMILY]:
+                self._neigh_sync()
                 self._neigh_put(e)
         self.nexthop[2 * flow_id : 2 * flow_id + 2] = 0
-        ct, self._ct[flow_id] = self._ct[flow_id], None
-        self._free.append(flow_id)
+        ct, self._ct[flow_id] = self.flow_ct(flow_id), None
+        self.ct_row[flow_id] = -1
+        self.free[self.ctr[FT_FREE_TOP]] = flow_id
+        self.ctr[FT_FREE_TOP] += 1
         return ct
 
     def _neigh_put(self, e: int) -> None:
@@ -455,6 +493,7 @@ class Flowtable:
         """The neighbour neigh (family, ifindex, address) is valid with address ha: every entry through
         it caches ha as its h_dest from now on (the hook's next packet carries it; no teardown).
         Returns how many entries of live flows were rewritten (torn-down ones are, but not counted)."""
+        self._neigh_sync()
         ref = self._neigh.get(neigh)
         if ref is None or ref[1] == ha:
             return 0
@@ -467,6 +506,7 @@ class Flowtable:
         """The neighbour neigh failed or is gone: tear down every flow with an entry through it (the
         conntrack fixup is the caller's). Returns the flow ids torn down now (ascending); flows torn
         down before are left out."""
+        self._neigh_sync()
         if neigh not in self._neigh:
             return []
         es = self._neigh_entries(neigh)
@@ -484,8 +524,12 @@ class Flowtable:
         return e
 
     def flow_ct(self, flow_id: int) -> object:
-        """The conntrack reference given to flow_offload_add."""
-        return self._ct[flow_id]
+        """The conntrack reference given to flow_offload_add, or for a flow the compiled lane added,
+        its conntrack entry (ct_resolve; None when the row holds another entry now)."""
+        ct = self._ct[flow_id]
+        if ct is None and self.ct_resolve is not None and self.ct_row[flow_id, 0] >= 0:
+            ct = self._ct[flow_id] = self.ct_resolve(int(self.ct_row[flow_id, 0]), int(self.ct_row[flow_id, 1]))
+        return ct
 
     # ---- gc ---------------------------------------------------------------------------------
     def gc(self, now_ns: int, on_del: Callable[[int, object, int], None] | None = None) -> list[int]:
@@ -504,7 +548,7 @@ class Flowtable:
         for fid in ids:
             self.key[2 * fid : 2 * fid + 2, K.V_FLAGS] |= K.F_TEARDOWN
             if on_del is not None:
-                on_del(fid, self._ct[fid], int(self.key[2 * fid, K.V_FLAGS]))
+                on_del(fid, self.flow_ct(fid), int(self.key[2 * fid, K.V_FLAGS]))
             self.flow_offload_del(fid)
         return ids
 

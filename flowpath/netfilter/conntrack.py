@@ -159,6 +159,13 @@ class Conntrack(NfConntrackTable):
             self.viewed[r] = 1
         return c
 
+    def nf_ct_get_entry(self, r: int, seq: int) -> NfConn | None:
+        """The NfConn of the confirmed entry that row r held with sequence number seq, or None when
+        the row holds another one now (a reference kept as (row, seq), as the flowtable's ct_row)."""
+        if r < 0 or r >= self.state.shape[0] or self.state[r] != CT_ROW_CONFIRMED or self.seq[r] != seq:
+            return None
+        return self.nf_ct_get(r)
+
     def set_tuple(self, r: int, dir: int, t: NfConnTuple) -> None:
         """Write the key row of row r's direction dir (an unconfirmed entry's: NAT alters its reply)."""
         nf_ct_tuple_words(t, self.key[2 * r + dir])

@@ -2,7 +2,8 @@
 
 Linux: net/netfilter/nft_flow_offload.c › nft_flow_offload_eval, nft_flow_route (both directions
 routed when the flow is added); net/netfilter/nf_flow_table_core.c › flow_offload_add (conntrack pinned
-for a day, TCP made liberal), flow_offload_fixup_ct (state and timeout given back on teardown).
+for a day, TCP made liberal: flowpath/netfilter/nf_flow_table_ct.py, the compiled classic lane's too),
+flow_offload_fixup_ct (state and timeout given back on teardown).
 The rule statement itself (flowpath.netfilter.nft_stmt) checks the conntrack conditions; this module
 does what nft_flow_offload_eval does after them. nf_flow_table_netevent keeps the entries' cached next
 hop addresses in step with the neighbour table (see flowpath.flowtable.core: we cache what Linux's
@@ -28,14 +29,14 @@ from flowpath.net.neighbour import NETEVENT_NEIGH_UPDATE, NUD_VALID, Neighbour
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack import ctinfo2dir
 from flowpath.netfilter.conntrack_proto_tcp import (
-    IP_CT_TCP_FLAG_BE_LIBERAL,
     IP_CT_TCP_FLAG_CLOSE_INIT,
     IP_CT_TCP_FLAG_MAXACK_SET,
     TCP_TIMEOUTS_NS,
     TcpConntrack,
 )
-from flowpath.netfilter.conntrack_tuple import nf_ct_refresh, nf_ct_tuple_cpu
+from flowpath.netfilter.conntrack_tuple import nf_ct_tuple_cpu
 from flowpath.netfilter.ct_row import UDP_CT_REPLIED_NS, UDP_CT_UNREPLIED_NS
+from flowpath.netfilter.nf_flow_table_ct import flow_offload_ct_pin
 from flowpath.packet import layout as L
 from flowpath.packet.skb import SkBuff
 from flowpath.xfrm.esp import xfrm_state_mtu
@@ -49,7 +50,6 @@ from flowpath.xfrm.policy import (
 )
 from flowpath.xfrm.state import AF_INET, AF_INET6, xfrm_state_ctx, xfrm_state_find
 
-NF_CT_DAY_NS = 86400 * 1_000_000_000
 _L3 = {C.NFPROTO_IPV4: 4, C.NFPROTO_IPV6: 6, 4: 4, 6: 6}
 # nft_flow_offload_eval's results besides a flow id (>= 0) and Flowtable.flow_offload_add's
 # FLOW_ADD_FULL / FLOW_ADD_EXISTS: why the connection stays on the classic path
@@ -231,14 +231,12 @@ def nft_flow_offload_eval(net, skb: SkBuff, ft: Flowtable) -> int:
         tuples.append(FlowTuple(r_other[0].oifidx, _L3[t.l3proto], t.l4proto, t.src, t.dst, t.sport, t.dport,
                                 ipsec[d][1], vlan=r_other[2], tun=r_other[3]))  # fmt: skip
     nat = (F_SNAT if ct.status & C.IPS_SRC_NAT else 0) | (F_DNAT if ct.status & C.IPS_DST_NAT else 0)
-    fid = ft.flow_offload_add(tuples[0], tuples[1], routes[0][0], routes[1][0], nat, ct, skb.ts_ns)
+    tab = ct.net
+    fid = ft.flow_offload_add(tuples[0], tuples[1], routes[0][0], routes[1][0], nat, ct, skb.ts_ns,
+                              (ct.row, int(tab.seq[ct.row])))  # fmt: skip
     if fid < 0:
         return fid
-    ct.status |= C.IPS_OFFLOAD
-    nf_ct_refresh(ct, skb.ts_ns, NF_CT_DAY_NS)
-    if ct.l4proto == L.IPPROTO_TCP:
-        for seen in ct.proto.seen:
-            seen.flags |= IP_CT_TCP_FLAG_BE_LIBERAL
+    flow_offload_ct_pin(tab.hot, tab.key, ct.row, skb.ts_ns)
     return fid
 
 
@@ -254,21 +252,6 @@ def nf_flow_table_netevent(ft: Flowtable, event: int, n: Neighbour) -> tuple[int
     if n.nud_state & NUD_VALID and not n.dead:
         return ft.flow_offload_neigh_update(neigh, n.ha), []
     return 0, ft.flow_offload_teardown_neigh(neigh)
-
-
-_EXTEND_MIN_NS = 5 * 60 * 1_000_000_000
-_TCP_CLOSING = (TcpConntrack.FIN_WAIT, TcpConntrack.CLOSE_WAIT, TcpConntrack.LAST_ACK, TcpConntrack.TIME_WAIT)
-
-
-def nf_flow_table_extend_ct_timeout(ct, now_ns: int) -> None:
-    """While a flow is offloaded its conntrack entry must not expire: GC pushes the timeout back to a
-    day (TCP closing states: 5 minutes) whenever less than 5 minutes are left."""
-    if ct is None or not ct.status & C.IPS_OFFLOAD or ct.timeout_ns - now_ns >= _EXTEND_MIN_NS:
-        return
-    if ct.l4proto == L.IPPROTO_TCP and TcpConntrack(ct.proto.state) in _TCP_CLOSING:
-        ct.timeout_ns = max(ct.timeout_ns, now_ns + _EXTEND_MIN_NS)
-    else:
-        ct.timeout_ns = max(ct.timeout_ns, now_ns + NF_CT_DAY_NS)
 
 
 def flow_offload_fixup_ct(ct, flags: int, now_ns: int, expired: bool, offload_timeout_ns: int) -> None:
