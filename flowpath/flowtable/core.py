@@ -262,7 +262,8 @@ class Flowtable:
         # what flow_offload_add_rows takes (flow_add.py)
         self.fa = (self.index, self.key, self.val, self.nat6, self.used, self.xfrm_sa, self.nexthop, self.free,
                    self.ctr, self.ct_row)  # fmt: skip
-        self.fp = np.array([self.max_probes, self.seed, self.tun_hash], np.int64)
+        self.fp = np.array([self.max_probes, self.seed, self.tun_hash, self.timeout_tcp_ns, self.timeout_udp_ns],
+                           np.int64)  # fmt: skip
 
     @property
     def capacity(self) -> int:
@@ -455,6 +456,7 @@ class Flowtable:
 
         Linux: nf_flow_table_core.c › flow_offload_del.
         """
+        self._neigh_sync()
         for e in (2 * flow_id, 2 * flow_id + 1):
             if not self.used[e]:
                 continue
@@ -466,7 +468,6 @@ class Flowtable:
             self.nxfrm -= int(self.xfrm_sa[e] >= 0)
             self.xfrm_sa[e] = -1
             if self.nexthop[e, NH_FAMILY]:
-                self._neigh_sync()
                 self._neigh_put(e)
         self.nexthop[2 * flow_id : 2 * flow_id + 2] = 0
         ct, self._ct[flow_id] = self.flow_ct(flow_id), None

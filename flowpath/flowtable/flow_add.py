@@ -11,7 +11,7 @@ The table's arrays, as `fa`: (index, key, val, nat6, used, xfrm_sa, nexthop, fre
   free    int64[cap / 2]  the free flow ids, a stack: ctr[FT_FREE_TOP] of them, the next on top
   ctr     int64[FT_CTR_WORDS]  the counts below
   ct_row  int64[cap / 2, 2]  the conntrack row of each flow and that row's seq (-1: none given)
-fp: int64[3] (max_probes, seed, tun_hash). The new rows, as `ent`: (ek uint32[2, KEY_ROW] key rows
+fp: int64[5] (max_probes, seed, tun_hash, then the offload timeouts for the lane: TCP, UDP). The new rows, as `ent`: (ek uint32[2, KEY_ROW] key rows
 with their V_FLAGS word, ev int64[2, VAL_ROW], e6 uint8[2, NAT6_ROW], nh uint32[2, NH_ROW], xs
 int64[2] XMIT_XFRM SA or -1, cref int64[2] (conntrack row, seq)); index 0 the ORIGINAL direction.
 """

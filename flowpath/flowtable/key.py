@@ -190,10 +190,10 @@ def ports_dst(w):
     return w & 0xFFFF
 
 
-def nat_addrs_word(saddr: int, daddr: int) -> int:
+@njit(cache=True, nogil=True)
+def nat_addrs_word(saddr, daddr):
     """The V_NAT_ADDRS value (an int64, so a saddr >= 2**31 makes it negative): saddr << 32 | daddr."""
-    w = ((saddr & 0xFFFFFFFF) << 32) | (daddr & 0xFFFFFFFF)
-    return w - (1 << 64) if w >= 1 << 63 else w
+    return ((np.int64(saddr) & 0xFFFFFFFF) << 32) | (np.int64(daddr) & 0xFFFFFFFF)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -226,8 +226,8 @@ def out_mtu(w):
     return w & 0xFFFFFFFF
 
 
-def flags_word(nat_flags: int, dir_: int, xmit_type_: int, encap: bool = False, tun_ttl: int = 0,
-               tun_tos: int = 1, tun_df: bool = False) -> int:  # fmt: skip
+@njit(cache=True, nogil=True)
+def flags_word(nat_flags, dir_, xmit_type_, encap=False, tun_ttl=0, tun_tos=1, tun_df=False):
     """The V_FLAGS word of a new entry: its nf_flow_flags, dir, xmit type and, for an entry whose
     reverse tuple is encapsulated (encap), XMIT_ENCAP and the tunnel parms its transmit uses."""
     w = nat_flags | (dir_ << X_DIR_SHIFT) | (xmit_type_ << X_TYPE_SHIFT)

@@ -36,6 +36,7 @@ from numba import njit
 
 from flowpath.flowtable.ip import FLOW_FORWARD, nf_flow_tuple_ip, nf_flow_tuple_ipv6
 from flowpath.flowtable.key import K_DADDR, K_PORTS, K_SADDR, ports_dst, ports_src
+from flowpath.inet.classic_lane_offload import OFFLOAD_DONE, OFFLOAD_PUNT, lane_flow_offload
 from flowpath.inet.ip_input import ip_route_input_martian, ipv6_rcv_martian
 from flowpath.net.fib import RTN_UNICAST
 from flowpath.net.fib_table import (
@@ -48,16 +49,7 @@ from flowpath.net.fib_table import (
     fib_lookup6,
     fib_result_mtu,
 )
-from flowpath.net.link import (
-    IFF_UP,
-    KIND_DUMMY,
-    KIND_ETHER,
-    KIND_VETH,
-    LINK_KIND_CODES,
-    LK_ADDR,
-    LK_FLAGS,
-    LK_KIND,
-)
+from flowpath.net.link import LK_ADDR, link_lane_ok
 from flowpath.net.neigh_table import NB_LLADDR, neigh_lookup, neigh_output_ok
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack_proto import udp_error_pkt
@@ -166,13 +158,13 @@ CFG_WORDS = 8
 CNT_DONE, CNT_SENT, CNT_FOUND, CNT_INSERT, CNT_PUNTED, CNT_LAST_TS, CNT_EARLY_DROP, CNT_CT_DROP = range(8)
 CNT_ZOMBIES = 8  # evicted rows a Python view holds: Python frees them after the batch (ct[11])
 CNT_RESUME = 9  # > 0: the batch stopped at LANE_YIELD; resume at idx[CNT_RESUME - 1] once Python is done
+CNT_OFFLOADED = 10  # connections lane_flow_offload offloaded
 CNT_WORDS = 12
 SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
 
 _TX, _NF_DROP, _NO_PORTS = int(Reason.TX), int(Reason.NETFILTER_DROP), int(Reason.NAT_NO_PORTS)
 _CT_FULL = int(Reason.CT_TABLE_FULL)
 _TX_PACKETS, _TX_BYTES = TX_PACKETS, TX_BYTES
-_ETHER, _DUMMY, _VETH = LINK_KIND_CODES[KIND_ETHER], LINK_KIND_CODES[KIND_DUMMY], LINK_KIND_CODES[KIND_VETH]
 _TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
 
 
@@ -273,7 +265,9 @@ PS_RTMTU, PS_NACC, PS_FOUND = 10, 11, 12
 PS_NEW = 13  # the row of the connection this packet opened (unconfirmed until POSTROUTING), else -1
 PS_PRNG = 14  # NAT's PRNG state as the packet found it (restored on a punt)
 PS_NEW_OK, PS_NR_CPUS, PS_INSERT, PS_CT_DROP = 15, 16, 17, 18  # PS_INSERT: confirmed a new entry
-PS_SIZE = 20
+PS_FLOW = 19  # 1: a FORWARD chain said `flow add` to the lane's flowtable (done once it is transmitted)
+PS_OFFLOADED = 20  # 1: the packet's connection was offloaded (lane_flow_offload)
+PS_SIZE = 22
 # nat chains per hook: natv int64[2, 5, MAX_NAT_CHAINS] (VM chain ids), natn int64[2, 5]
 MAX_NAT_CHAINS = 8
 # hook entries (flowpath/netfilter/hooks.py's kinds): hookv int64[2, 5, MAX_ENTRIES, 2] (kind, chain)
@@ -311,7 +305,9 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr, nat_ok):
     if v == NFT_PUNT or pm[PM_WRITES] & PM_WROTE_CTMARK or (out[OUT_NAT] and not nat_ok):
         return PUNT_NFT  # a ct mark written, or a NAT statement outside the NAT hook
     if out[OUT_FLOW] >= 0 and nft[1] and not (ed >= 0 and ct[1][ed >> 1, CT_STATUS] & C.IPS_OFFLOAD):
-        return PUNT_OFFLOAD  # the Python path offloads (nft_flow_offload_eval)
+        if out[OUT_FLOW] != nft[2]:
+            return PUNT_OFFLOAD  # a flowtable the lane does not hold: the Python path offloads
+        ps[PS_FLOW] = 1
     ps[PS_MARK] = pm[PM_MARK]
     for j in range(out[OUT_NCNT]):  # kept for nft_vm_commit once the packet is done
         acc[OUT_CNT + ps[PS_NACC]] = out[OUT_CNT + j]
@@ -538,20 +534,12 @@ def lane_route(f, ps, rtv):
     if r < 0 or rt[r, RT_TYPE] != RTN_UNICAST:
         return -1 - PUNT_ROUTE
     oif = rt[r, RT_OIF]
-    if oif >= lk.shape[0] or not _lane_link(lk, oif):
+    if oif >= lk.shape[0] or not link_lane_ok(lk, oif):
         return -1 - PUNT_ROUTE
     if ps[PS_END] - L.ETH_HLEN > fib_result_mtu(rt, r, lk):
         return -1 - PUNT_MTU
     ps[PS_OIF] = oif
     return r
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _lane_link(lk, ifx):
-    """A device the lane receives on or transmits from: up, and Ethernet-like (not a tunnel, a VLAN
-    or the loopback)."""
-    kind = lk[ifx, LK_KIND]
-    return lk[ifx, LK_FLAGS] & IFF_UP and (kind == _ETHER or kind == _DUMMY or kind == _VETH)
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -636,6 +624,11 @@ def lane_forward(f, ps, ents, nft, ct, rtv, scr):
     r = lane_hook(f, _POST, ps, ents, nft, ct, rtv, scr)
     if r != LANE_OK:
         return r
+    if ps[PS_FLOW]:  # ip_forward's q.offload: once the packet is on its way
+        o = lane_flow_offload(ps[PS_ED] >> 1, ps[PS_L3], ps[PS_NOW], ct, rtv, nft[3])
+        if o == OFFLOAD_PUNT:
+            return PUNT_OFFLOAD
+        ps[PS_OFFLOADED] = o == OFFLOAD_DONE
     lane_neigh_output(f, ps, n, rtv)
     return LANE_OK
 
@@ -665,7 +658,7 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
     h, n = np.int64(head[i]), np.int64(length[i])
     f = data[i, h:]
     ifx = np.int64(iif[i])
-    if gso[i] or encap[i] or ifx >= lk.shape[0] or not _lane_link(lk, ifx) or n < L.ETH_HLEN:
+    if gso[i] or encap[i] or ifx >= lk.shape[0] or not link_lane_ok(lk, ifx) or n < L.ETH_HLEN:
         return PUNT_L2
     if ((ld16(f, 0) << 32) | ld32(f, 2)) != lk[ifx, LK_ADDR]:
         return PUNT_L2
@@ -742,6 +735,7 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
         cnt[CNT_FOUND] += ps[PS_FOUND]
         cnt[CNT_INSERT] += ps[PS_INSERT]
         cnt[CNT_CT_DROP] += ps[PS_CT_DROP]
+        cnt[CNT_OFFLOADED] += ps[PS_OFFLOADED]
         cnt[CNT_LAST_TS] = ts_ns[i]
         if v == _TX:
             o = np.int64(oif[i])

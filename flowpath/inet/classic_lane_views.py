@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowpath.flowtable.core import Flowtable
 from flowpath.flowtable.hook import jit_entry
 from flowpath.flowtable.key import KEY_ROW
 from flowpath.inet.classic_lane import (
@@ -27,6 +28,7 @@ from flowpath.inet.classic_lane import (
     CNT_FOUND,
     CNT_INSERT,
     CNT_LAST_TS,
+    CNT_OFFLOADED,
     CNT_PUNTED,
     CNT_RESUME,
     CNT_SENT,
@@ -106,6 +108,10 @@ class ClassicLane:
         self._masq = np.zeros(1, np.int64)
         self._out = np.zeros((2, 256), np.int64)
         self._zomb = np.zeros(256, np.int64)
+        # flow add: the rows the lane builds (flow_add.py's `ent`), and a stand-in table when the
+        # worker has no flowtable the lane can offload into (the kernel's types stay the same)
+        self._no_ft = Flowtable("", capacity=2)
+        self._fent = tuple(np.zeros_like(a) for a in self._no_ft._ent)
 
     def usable(self, net, batch_n: int) -> bool:
         """Can the lane run on this poll? Not with IPsec (the policy checks are Python's)."""
@@ -143,6 +149,16 @@ class ClassicLane:
             self._masq, self._masq_key = m, key
         return self._masq
 
+    def _flowtable(self, net) -> tuple:
+        """(VM flowtable id, (fa, fp, ent)): the flowtable `flow add` offloads into in the lane, the
+        worker's only one; id -1 (every `flow add` punted) when it has several or none."""
+        fts = net.flowtables
+        if len(fts) == 1:
+            (name, (ft, _)), = fts.items()
+            if name in self._vm.ft_names:
+                return self._vm.ft_names.index(name), (ft.fa, ft.fp, self._fent)
+        return -1, (self._no_ft.fa, self._no_ft.fp, self._fent)
+
     def _entries(self, net):
         """The hook entries and the nft programs, built again when the ruleset or the links change."""
         key = (id(net.nf), id(net.nft), net.dev.link_genid)
@@ -178,7 +194,7 @@ class ClassicLane:
         if self._out.shape[1] < idx.shape[0]:
             self._out = np.zeros((2, idx.shape[0]), np.int64)
             self._zomb = np.zeros(idx.shape[0], np.int64)
-        nftt = (self._vm.progs, int(offload))
+        nftt = (self._vm.progs, int(offload), *self._flowtable(net))
         dev = net.dev
         rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt), self._masq4(net))
         b = batch
@@ -209,6 +225,7 @@ class ClassicLane:
         ct.stat["insert"] += c[CNT_INSERT]
         ct.stat["early_drop"] += c[CNT_EARLY_DROP]
         ct.stat["drop"] += c[CNT_CT_DROP]
+        stats.flows_offloaded += c[CNT_OFFLOADED]
         for v in self._zomb[: c[CNT_ZOMBIES]].tolist():  # evicted under a Python view: freed here
             ct.row_free(v)
         return out[0, : c[CNT_PUNTED]], out[1, :sent], c[CNT_LAST_TS] if done else -1

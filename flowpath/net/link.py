@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from flowpath.net.ip_tunnel import IpTunnel
 from flowpath.packet.layout import ETH_ALEN, ETH_P_8021Q
@@ -51,6 +52,15 @@ IFF_LOWER_UP = 0x10000  # netif_carrier_ok
 # LK_KIND values: what the compiled path needs to tell apart (No Linux counterpart: rtnl_link_ops)
 LINK_KIND_CODES = {KIND_LOOPBACK: 1, KIND_ETHER: 2, KIND_DUMMY: 3, KIND_VETH: 4, KIND_VLAN: 5,
                    KIND_IPIP: 6, KIND_IP6TNL: 7}  # fmt: skip
+_ETHER, _DUMMY, _VETH = LINK_KIND_CODES[KIND_ETHER], LINK_KIND_CODES[KIND_DUMMY], LINK_KIND_CODES[KIND_VETH]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def link_lane_ok(lk, ifx):
+    """A device the compiled classic lane receives on or transmits from, by its row of link_views:
+    up, and Ethernet-like (not a tunnel, a VLAN or the loopback, whose frames the Python path builds)."""
+    kind = lk[ifx, LK_KIND]
+    return lk[ifx, LK_FLAGS] & IFF_UP and (kind == _ETHER or kind == _DUMMY or kind == _VETH)
 
 
 @dataclass(slots=True)

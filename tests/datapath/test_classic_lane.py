@@ -30,7 +30,8 @@ def _run(d, tag, lane: bool, net_file=EXAMPLES / "gateway.ip", rules_file=DNAT_R
     frames = {name: [r.data for r in read_capture(p)] for name, p in res.outputs.items()}
     w = res.worker
     ct = w.conntrack
-    return frames, res.stats, (ct.listing(w.now_ns, acct=True), w.net.nft.rule_counters(), dict(ct.stat))
+    fts = [ft.entries() for ft, _ in w.flowtables.values()]  # flow add's entries, timeouts and all
+    return frames, res.stats, (ct.listing(w.now_ns, acct=True), w.net.nft.rule_counters(), dict(ct.stat), fts)
 
 
 def _trace(d, **kw):
@@ -48,7 +49,8 @@ def _same(d, tag, **kw):
         for k, (a, b) in enumerate(zip(py[name], cl[name], strict=True)):
             assert a == b, f"{name} frame {k}"
     assert {k: v for k, v in ps.items() if k not in _LANE_ONLY} == {k: v for k, v in cs.items() if k not in _LANE_ONLY}
-    assert pl == cll  # conntrack entries with their counters, the rules' counters, conntrack's stats
+    assert pl == cll  # conntrack entries with their counters, the rules' counters, conntrack's stats,
+    # the flowtables' entries
     assert ps["classic_lane"]["packets"] == 0
     return cs, cll[2]
 
@@ -67,16 +69,19 @@ def test_lane_emits_what_the_python_path_emits(tmp_path, batch_size):
 def test_lane_counts_and_drops_as_the_rules_say(tmp_path, flowtable):
     _trace(tmp_path, seed=5)
     cs, _ = _same(tmp_path, "rules", flowtable=flowtable, batch_size=64, rules_file=LANE_RULES)
-    _, _, (_, counters, _) = _run(tmp_path, "again", True, flowtable=flowtable, batch_size=64, rules_file=LANE_RULES)
+    _, _, (_, counters, _, _) = _run(tmp_path, "again", True, flowtable=flowtable, batch_size=64, rules_file=LANE_RULES)
     assert sum(c.packets for c in counters) > cs["rx_packets"]  # the rules did count
     assert cs["drops"].get("netfilter_drop", 0) > 0
     assert cs["classic_lane"]["packets"] > 0
 
 
-def test_lane_with_the_flowtable(tmp_path):
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_lane_with_the_flowtable(tmp_path, batch_size):
+    """`flow add` in the lane (classic_lane_offload.py): the same flows offloaded, entry for entry."""
     _trace(tmp_path, seed=3)
-    cs, _ = _same(tmp_path, "ft", flowtable=True, batch_size=64)
-    assert cs["fastpath_packets"] > 0
+    cs, _ = _same(tmp_path, f"ft{batch_size}", flowtable=True, batch_size=batch_size)
+    assert cs["fastpath_packets"] > 0 and cs["flows_offloaded"] > 0
+    assert "offload" not in cs["classic_lane"]["punted"], cs["classic_lane"]  # the lane offloaded them all
 
 
 def test_lane_with_vlans_and_tunnels(tmp_path):
