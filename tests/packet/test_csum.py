@@ -41,9 +41,14 @@ from flowpath.packet.csum import (
 
 def ref_sum(data: bytes) -> int:
     """One's-complement sum of big-endian 16-bit words, odd byte padded with zero, folded to 16 bits."""
+    return ref_sum_from(0, data)
+
+
+def ref_sum_from(s: int, data: bytes) -> int:
+    """ref_sum with a running sum s (any size) added before the fold."""
     if len(data) % 2:
         data += b"\0"
-    s = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    s += sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
     while s > 0xFFFF:
         s = (s & 0xFFFF) + (s >> 16)
     return s
@@ -302,13 +307,42 @@ def test_ip_decrease_ttl_matches_full_recompute(p):
     assert ld16(b, 14 + L.IPH.check) == ip_fast_csum(b, 14, hlen)
 
 
-@settings(max_examples=200, deadline=None)
-@given(data=st.binary(min_size=2, max_size=200), start=st.integers(0, 3), s0=st.integers(0, 0xFFFF))
-def test_csum_partial_against_reference(data, start, s0):
-    """csum_partial over any slice, odd lengths included, equals the naive fold."""
-    start = min(start, len(data))
-    n = len(data) - start
-    assert csum_partial(arr(data), start, n, s0) == ref_sum(s0.to_bytes(2, "big") + data[start:])
+@st.composite
+def slices(draw):
+    """(buffer, off, n): n in 0..1600, odd and even, with random bytes on both sides of the slice,
+    so a read outside b[off:off+n] changes the sum."""
+    n = draw(st.integers(0, 1600))
+    off = draw(st.integers(0, 7))
+    return arr(draw(st.binary(min_size=off + n, max_size=off + n + 7))), off, n
+
+
+initial_sums = st.one_of(
+    st.sampled_from([0, 1, 0xFFFE, 0xFFFF, 0x10000, 0xFFFF * 0xFFFF, 2**40]), st.integers(0, 2**40)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sl=slices(), s0=initial_sums)
+def test_csum_partial_against_reference(sl, s0):
+    """RFC 1071 §4.1: csum_partial(b, off, n, s) is s plus the big-endian words of b[off:off+n], odd byte
+    padded, folded: any offset, odd lengths, large running sums; compiled and plain Python agree."""
+    b, off, n = sl
+    want = ref_sum_from(s0, b[off : off + n].tobytes())
+    assert csum_partial(b, off, n, s0) == want
+    assert getattr(csum_partial, "py_func", csum_partial)(b, off, n, s0) == want  # the JIT-off path
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(0, 1600), s0=initial_sums)
+def test_csum_partial_all_zero_and_all_ones(n, s0):
+    """±0 (RFC 1071 §2(A)): all-zero bytes leave s's fold unchanged (0 stays 0); all-0xFF bytes of even
+    length sum to a nonzero multiple of 0xFFFF, which folds to 0xFFFF, never 0."""
+    zeros, ones = np.zeros(n, np.uint8), np.full(n, 0xFF, np.uint8)
+    assert csum_partial(zeros, 0, n, s0) == ref_sum_from(s0, bytes(n)) == ref_sum_from(s0, b"")
+    assert csum_partial(zeros, 0, n, 0) == 0
+    assert csum_partial(ones, 0, n, s0) == ref_sum_from(s0, b"\xff" * n)
+    if n and n % 2 == 0:
+        assert csum_partial(ones, 0, n, 0) == 0xFFFF
 
 
 @settings(max_examples=200, deadline=None)
