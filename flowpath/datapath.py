@@ -26,7 +26,7 @@ from flowpath.inet.ip_fragment import ip_expire
 from flowpath.inet.neigh_output import neigh_timers
 from flowpath.inet.output_queue import OutputQueue
 from flowpath.netfilter import constants as C
-from flowpath.netfilter.nf_flow_table_ct import nf_flow_table_extend_ct_rows
+from flowpath.netfilter.nf_flow_table_ct import nf_flow_table_extend_ct_rows, nf_flow_table_gc
 from flowpath.netfilter.nft_flow_offload import (
     flow_offload_fixup_ct,
     nf_flow_table_netevent,
@@ -167,7 +167,7 @@ class Worker:
         for ft, _ in self.flowtables.values():
             for fid in np.flatnonzero(ft.used[0::2]):
                 ft.flow_offload_teardown(int(fid))
-            n += len(ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct)))
+            n += nf_flow_table_gc(ft, self.conntrack, self.now_ns)
         return n
 
     def ifname(self, ifindex: int) -> str:
@@ -531,8 +531,7 @@ class Worker:
         if self.xfrm is not None:
             self._xfrm_teardown_dead()
         for ft, _ in self.flowtables.values():
-            gone = ft.gc(self.now_ns, lambda fid, ct, flags, ft=ft: self._fixup(ft, fid, ct))
-            self.stats.flows_expired += len(gone)
+            self.stats.flows_expired += nf_flow_table_gc(ft, self.conntrack, self.now_ns)  # fixups included
             ct = self.conntrack  # nf_flow_offload_gc_step on the survivors
             nf_flow_table_extend_ct_rows(ct.hot, ct.key, ct.state, ct.seq, ft.used, ft.ct_row, self.now_ns)
 

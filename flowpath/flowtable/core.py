@@ -38,11 +38,12 @@ from flowpath.flowtable.flow_add import (
     FT_NUSED,
     FT_NXFRM,
     flow_offload_add_rows,
+    flow_offload_del_rows,
+    flow_offload_gc_dead,
 )
 from flowpath.flowtable.key import (
     FlowtableViews,
     flow_index_build,
-    flow_index_remove,
     flow_offload_hash,
     flow_offload_probe,
 )
@@ -227,6 +228,7 @@ class Flowtable:
         self.ct_resolve: Callable[[int, int], object] | None = None  # (row, seq) -> the entry or None
         self.free = np.arange(cap // 2 - 1, -1, -1, dtype=np.int64)  # flow ids, lowest on top
         self.ctr[FT_FREE_TOP] = cap // 2
+        self._gc_out = np.zeros(0, np.int64)  # gc's flow ids
         self._ent = (np.zeros((2, K.KEY_ROW), np.uint32), np.zeros((2, K.VAL_ROW), np.int64),
                      np.zeros((2, K.NAT6_ROW), np.uint8), np.zeros((2, NH_ROW), np.uint32),
                      np.zeros(2, np.int64), np.zeros(2, np.int64))  # fmt: skip
@@ -278,7 +280,7 @@ class Flowtable:
         takes two entries). The Python side (one conntrack reference per flow) is not counted."""
         arrays = {"key": self.key, "val": self.val, "nat6": self.nat6, "index": self.index,
                   "used": self.used, "xfrm_sa": self.xfrm_sa, "nexthop": self.nexthop, "free": self.free,
-                  "ct_row": self.ct_row, "ctr": self.ctr, "fp": self.fp}  # fmt: skip
+                  "ct_row": self.ct_row, "ctr": self.ctr, "fp": self.fp, "gc_out": self._gc_out}  # fmt: skip
         return {name: a.nbytes / self.capacity for name, a in arrays.items()}
 
     # ---- growth and the index --------------------------------------------------------------
@@ -303,6 +305,15 @@ class Flowtable:
         self.ctr[FT_FREE_TOP] = top + cap // 2
         self._rebuild(max(self.index.shape[0], INDEX_SLOTS_PER_ENTRY * new))
         return True
+
+    def reserve(self, flows: int) -> None:
+        """Make room for `flows` more flows now (free ids, index slots below 3/4 full), growing the
+        table up to max_entries: the compiled lane adds flows in the middle of a batch, where it
+        cannot grow it (flow_add.py's FLOW_ADD_NO_FREE and FLOW_ADD_REBUILD make it punt)."""
+        while self.ctr[FT_FREE_TOP] < flows and self._grow():
+            pass
+        if (self.nused + self.ntomb + 2 * flows) * 4 > self.index.shape[0] * 3:
+            self._rebuild(self.index.shape[0])
 
     def _rebuild(self, icap: int) -> None:
         """Rebuild the index at icap slots (drops tombstones). Linear probing fills the same slots
@@ -454,27 +465,20 @@ class Flowtable:
     def flow_offload_del(self, flow_id: int) -> object:
         """Remove both entries now; return the flow's conntrack reference.
 
-        Linux: nf_flow_table_core.c › flow_offload_del.
+        Linux: nf_flow_table_core.c › flow_offload_del (flow_add.py's flow_offload_del_rows).
         """
         self._neigh_sync()
         for e in (2 * flow_id, 2 * flow_id + 1):
-            if not self.used[e]:
-                continue
-            h = self._hash(self.key[e])
-            r = flow_index_remove(self.index, self.index.shape[0] - 1, self.max_probes, h, e)
-            self.ntomb += int(r)
-            self.used[e] = False
-            self.nused -= 1
-            self.nxfrm -= int(self.xfrm_sa[e] >= 0)
-            self.xfrm_sa[e] = -1
-            if self.nexthop[e, NH_FAMILY]:
+            if self.used[e] and self.nexthop[e, NH_FAMILY]:
                 self._neigh_put(e)
-        self.nexthop[2 * flow_id : 2 * flow_id + 2] = 0
         ct, self._ct[flow_id] = self.flow_ct(flow_id), None
-        self.ct_row[flow_id] = -1
-        self.free[self.ctr[FT_FREE_TOP]] = flow_id
-        self.ctr[FT_FREE_TOP] += 1
+        flow_offload_del_rows(self.fa, self.fp, flow_id, 1)
         return ct
+
+    def forget(self, flow_ids) -> None:
+        """Drop the conntrack references of flows deleted by compiled code (nf_flow_table_ct.py's GC)."""
+        for fid in flow_ids:
+            self._ct[fid] = None
 
     def _neigh_put(self, e: int) -> None:
         row = self.nexthop[e]
@@ -541,17 +545,23 @@ class Flowtable:
         flow expires when both directions have. on_del(flow_id, ct_ref, flags) runs before each
         deletion, so the caller can fix up conntrack (flow_offload_fixup_ct) with the CLOSING bit.
         """
-        n = self.capacity // 2
-        flags = self.key[:, K.V_FLAGS].reshape(n, 2)
-        tmo, live = self._flow_timeouts()
-        dead = live & ((tmo - now_ns <= 0) | ((flags[:, 0] & K.F_TEARDOWN) != 0))
-        ids = [int(f) for f in np.flatnonzero(dead)]
+        ids = self.gc_dead(now_ns).tolist()
         for fid in ids:
-            self.key[2 * fid : 2 * fid + 2, K.V_FLAGS] |= K.F_TEARDOWN
             if on_del is not None:
                 on_del(fid, self.flow_ct(fid), int(self.key[2 * fid, K.V_FLAGS]))
             self.flow_offload_del(fid)
         return ids
+
+    def gc_dead(self, now_ns: int) -> np.ndarray:
+        """The flows gc deletes now (expired or torn down), marked TEARDOWN: flow ids, ascending."""
+        out = self.gc_scratch()
+        return out[: flow_offload_gc_dead(self.fa, now_ns, out)]
+
+    def gc_scratch(self) -> np.ndarray:
+        """Room for every flow id (what the compiled GC writes its deletions to)."""
+        if self._gc_out.shape[0] < self.capacity // 2:
+            self._gc_out = np.zeros(self.capacity // 2, np.int64)
+        return self._gc_out
 
     def _flow_timeouts(self) -> tuple[np.ndarray, np.ndarray]:
         """Per flow: the later of its two directions' timeouts, and whether the flow is in use."""

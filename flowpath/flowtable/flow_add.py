@@ -1,4 +1,5 @@
-"""flow_offload_add's insertion, compiled: one flow's two entries into a flowtable's arrays.
+"""flow_offload_add's insertion and flow_offload_del, compiled: one flow's two entries into and out
+of a flowtable's arrays, and GC's choice of the flows to delete.
 
 Linux: net/netfilter/nf_flow_table_core.c › flow_offload_add (both tuplehashes into the rhashtable;
 -EEXIST when a tuple is offloaded already). One implementation for both callers: the Python owner
@@ -20,7 +21,15 @@ from __future__ import annotations
 
 from numba import njit
 
-from flowpath.flowtable.key import flow_index_insert, flow_index_remove, flow_offload_hash, flow_offload_probe
+from flowpath.flowtable.key import (
+    F_TEARDOWN,
+    V_FLAGS,
+    V_TIMEOUT,
+    flow_index_insert,
+    flow_index_remove,
+    flow_offload_hash,
+    flow_offload_probe,
+)
 
 # ctr words
 FT_NUSED = 0  # entries in use
@@ -82,3 +91,47 @@ def flow_offload_add_rows(fa, fp, ent):
     ct_row[fid, 0], ct_row[fid, 1] = cref[0], cref[1]
     return fid
 
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def flow_offload_del_rows(fa, fp, fid, neigh_counted):
+    """flow_offload_del of flow fid on the arrays: both entries out of the index, freed, the id back
+    on the free stack. neigh_counted 0: the owner's neighbour counts are left to be counted again
+    (FT_NEIGH_STALE), as after the lane's adds; 1: the owner takes the entries off them itself."""
+    index, key, val, nat6, used, xfrm_sa, nexthop, free, ctr, ct_row = fa
+    mask = index.shape[0] - 1
+    for e in range(2 * fid, 2 * fid + 2):
+        if not used[e]:
+            continue
+        h = flow_offload_hash(key[e], 0, fp[1], fp[2])
+        ctr[FT_NTOMB] += flow_index_remove(index, mask, fp[0], h, e)
+        used[e] = False
+        ctr[FT_NUSED] -= 1
+        ctr[FT_NXFRM] -= xfrm_sa[e] >= 0
+        xfrm_sa[e] = -1
+        if nexthop[e, 0] and not neigh_counted:
+            ctr[FT_NEIGH_STALE] = 1
+        for j in range(nexthop.shape[1]):
+            nexthop[e, j] = 0
+    ct_row[fid, 0], ct_row[fid, 1] = -1, -1
+    free[ctr[FT_FREE_TOP]] = fid
+    ctr[FT_FREE_TOP] += 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def flow_offload_gc_dead(fa, now_ns, out):
+    """nf_flow_offload_gc_step's choice: the flows in use that expired (both directions' timeouts
+    passed) or are torn down, marked TEARDOWN and written to out (ascending); returns how many."""
+    key, val, used = fa[1], fa[2], fa[4]
+    n = 0
+    for fid in range(used.shape[0] // 2):
+        e = 2 * fid
+        if not used[e]:
+            continue
+        expired = max(val[e, V_TIMEOUT], val[e + 1, V_TIMEOUT]) - now_ns <= 0
+        if expired or key[e, V_FLAGS] & F_TEARDOWN:
+            key[e, V_FLAGS] |= F_TEARDOWN
+            key[e + 1, V_FLAGS] |= F_TEARDOWN
+            out[n] = fid
+            n += 1
+    return n

@@ -149,13 +149,15 @@ class ClassicLane:
             self._masq, self._masq_key = m, key
         return self._masq
 
-    def _flowtable(self, net) -> tuple:
+    def _flowtable(self, net, n: int) -> tuple:
         """(VM flowtable id, (fa, fp, ent)): the flowtable `flow add` offloads into in the lane, the
-        worker's only one; id -1 (every `flow add` punted) when it has several or none."""
+        worker's only one, with room made for the n packets' flows; id -1 (every `flow add` punted)
+        when it has several or none."""
         fts = net.flowtables
         if len(fts) == 1:
             (name, (ft, _)), = fts.items()
             if name in self._vm.ft_names:
+                ft.reserve(n)
                 return self._vm.ft_names.index(name), (ft.fa, ft.fp, self._fent)
         return -1, (self._no_ft.fa, self._no_ft.fp, self._fent)
 
@@ -194,7 +196,7 @@ class ClassicLane:
         if self._out.shape[1] < idx.shape[0]:
             self._out = np.zeros((2, idx.shape[0]), np.int64)
             self._zomb = np.zeros(idx.shape[0], np.int64)
-        nftt = (self._vm.progs, int(offload), *self._flowtable(net))
+        nftt = (self._vm.progs, int(offload), *self._flowtable(net, idx.shape[0]))
         dev = net.dev
         rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt), self._masq4(net))
         b = batch

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 
 from flowpath.flowtable import (
-    F_CLOSING,
     F_DNAT,
     F_SNAT,
     FLOW_OFFLOAD_XMIT_XFRM,
@@ -28,15 +27,8 @@ from flowpath.net.fib import RouteType
 from flowpath.net.neighbour import NETEVENT_NEIGH_UPDATE, NUD_VALID, Neighbour
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack import ctinfo2dir
-from flowpath.netfilter.conntrack_proto_tcp import (
-    IP_CT_TCP_FLAG_CLOSE_INIT,
-    IP_CT_TCP_FLAG_MAXACK_SET,
-    TCP_TIMEOUTS_NS,
-    TcpConntrack,
-)
 from flowpath.netfilter.conntrack_tuple import nf_ct_tuple_cpu
-from flowpath.netfilter.ct_row import UDP_CT_REPLIED_NS, UDP_CT_UNREPLIED_NS
-from flowpath.netfilter.nf_flow_table_ct import flow_offload_ct_pin
+from flowpath.netfilter.nf_flow_table_ct import flow_offload_ct_pin, flow_offload_fixup_row
 from flowpath.packet import layout as L
 from flowpath.packet.skb import SkBuff
 from flowpath.xfrm.esp import xfrm_state_mtu
@@ -255,24 +247,7 @@ def nf_flow_table_netevent(ft: Flowtable, event: int, n: Neighbour) -> tuple[int
 
 
 def flow_offload_fixup_ct(ct, flags: int, now_ns: int, expired: bool, offload_timeout_ns: int) -> None:
-    """Give a torn-down flow back to conntrack: TCP state (CLOSE after a FIN/RST), liberal window
-    restarted, and a timeout that only shortens (nf_ct_refresh semantics of the fixup)."""
-    ct.status &= ~C.IPS_OFFLOAD
-    if ct.l4proto == L.IPPROTO_TCP:
-        tcp = ct.proto
-        if flags & F_CLOSING:
-            tcp.state = TcpConntrack.CLOSE
-            tcp.seen[0].flags |= IP_CT_TCP_FLAG_CLOSE_INIT  # a SYN may reopen the tuple
-        for seen in tcp.seen:
-            seen.td_maxwin = 0
-            seen.flags &= ~IP_CT_TCP_FLAG_MAXACK_SET
-        timeout = TCP_TIMEOUTS_NS.get(TcpConntrack(tcp.state), TCP_TIMEOUTS_NS[TcpConntrack.CLOSE])
-    elif ct.l4proto == L.IPPROTO_UDP:
-        timeout = UDP_CT_REPLIED_NS if ct.status & C.IPS_SEEN_REPLY else UDP_CT_UNREPLIED_NS
-    else:
-        return
-    if expired:
-        timeout -= offload_timeout_ns
-    timeout = max(timeout, 0)
-    if ct.timeout_ns - now_ns > timeout:
-        ct.timeout_ns = now_ns + timeout
+    """Give a torn-down flow back to conntrack (nf_flow_table_ct.py › flow_offload_fixup_row, which
+    the compiled GC runs on the rows): TCP state (CLOSE after a FIN/RST), liberal window restarted,
+    and a timeout that only shortens."""
+    flow_offload_fixup_row(ct.hot_row, ct.l4proto, flags, now_ns, expired, offload_timeout_ns, ct.net.tcp_params)
