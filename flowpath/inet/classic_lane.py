@@ -20,13 +20,14 @@ freed or taken).
 
 A new connection's entry is made, bound (the nat chains, or the null binding) and confirmed at the
 end of POSTROUTING, the last thing before the transmit: the neighbour is looked up before
-POSTROUTING so that nothing can punt a confirmed entry.
+POSTROUTING so that nothing can punt a confirmed entry. A `flow add` that FORWARD asked for is done
+after POSTROUTING too (classic_lane_offload.py), as the Python path does it once the packet is sent.
 
 Punted today: ICMP, fragments, options, extension headers, VLAN tags, packets to or from the gateway
-itself, anything an nft rule the VM cannot run sees (log, limit, reject, flow add with a
-flowtable...), NAT bindings other than SNAT, DNAT and IPv4 masquerade to a device's one address, a
-neighbour that is not resolved or whose timer is due, a route through a tunnel, IPsec policies, the
-GC's time, new connections with several workers.
+itself, anything an nft rule the VM cannot run sees (log, limit, reject...), NAT bindings other than
+SNAT, DNAT and IPv4 masquerade to a device's one address, a neighbour that is not resolved or whose
+timer is due, a route through a tunnel, IPsec policies, the GC's time, new connections and flow adds
+with several workers, a flow add into one of several flowtables or through a tunnel or VLAN.
 """
 
 from __future__ import annotations
