@@ -68,7 +68,8 @@ def test_each_kernel_has_one_compiled_signature(ftk):
     from flowpath.flowtable.bulk import flow_bulk_group, flow_neigh_xmit_range
     from flowpath.flowtable.hook import _nf_flow_offload_hook, scratch_for
     from flowpath.flowtable.ip import nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch
-    from flowpath.flowtable.key import flow_index_build, flow_index_insert, flow_index_remove
+    from flowpath.flowtable.flow_add import flow_offload_add_rows, flow_offload_del_rows, flow_offload_gc_dead
+    from flowpath.flowtable.key import flow_index_build
 
     ft = Flowtable("sig", capacity=2)
     _, o4, r4 = ftk.flow(ft)
@@ -89,7 +90,7 @@ def test_each_kernel_has_one_compiled_signature(ftk):
     flow_neigh_xmit_range(b.data, b.head, b.len, sc.group, 0, 0, sc.hdr)
     kernels = (_nf_flow_offload_hook, nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch,
                flow_bulk_group, flow_neigh_xmit_range,
-               flow_index_build, flow_index_insert, flow_index_remove)  # fmt: skip
+               flow_index_build, flow_offload_add_rows, flow_offload_del_rows, flow_offload_gc_dead)  # fmt: skip
     for k in kernels:
         assert len(k.signatures) == 1, (k.__name__, k.signatures)
 
