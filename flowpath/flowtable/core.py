@@ -555,7 +555,7 @@ class Flowtable:
     def gc_dead(self, now_ns: int) -> np.ndarray:
         """The flows gc deletes now (expired or torn down), marked TEARDOWN: flow ids, ascending."""
         out = self.gc_scratch()
-        return out[: flow_offload_gc_dead(self.fa, now_ns, out)]
+        return out[: flow_offload_gc_dead(self.fa, int(now_ns), out)]
 
     def gc_scratch(self) -> np.ndarray:
         """Room for every flow id (what the compiled GC writes its deletions to)."""

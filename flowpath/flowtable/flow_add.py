@@ -12,7 +12,7 @@ The table's arrays, as `fa`: (index, key, val, nat6, used, xfrm_sa, nexthop, fre
   free    int64[cap / 2]  the free flow ids, a stack: ctr[FT_FREE_TOP] of them, the next on top
   ctr     int64[FT_CTR_WORDS]  the counts below
   ct_row  int64[cap / 2, 2]  the conntrack row of each flow and that row's seq (-1: none given)
-fp: int64[5] (max_probes, seed, tun_hash, then the offload timeouts for the lane: TCP, UDP). The new rows, as `ent`: (ek uint32[2, KEY_ROW] key rows
+fp: int64[5], the FP_* words below. The new rows, as `ent`: (ek uint32[2, KEY_ROW] key rows
 with their V_FLAGS word, ev int64[2, VAL_ROW], e6 uint8[2, NAT6_ROW], nh uint32[2, NH_ROW], xs
 int64[2] XMIT_XFRM SA or -1, cref int64[2] (conntrack row, seq)); index 0 the ORIGINAL direction.
 """
@@ -38,6 +38,8 @@ FT_FREE_TOP = 2  # free flow ids on the stack
 FT_NXFRM = 3  # entries in use with XMIT_XFRM
 FT_NEIGH_STALE = 4  # 1: the compiled lane added flows since the owner last counted its neighbours
 FT_CTR_WORDS = 8
+# fp words: (max_probes, seed, tun_hash), then the offload timeouts that the lane and the GC read
+FP_MAX_PROBES, FP_SEED, FP_TUN_HASH, FP_TIMEOUT_TCP, FP_TIMEOUT_UDP = range(5)
 # results besides a flow id; FLOW_ADD_FULL (-1) and FLOW_ADD_EXISTS (-2) are core.py's
 FLOW_ADD_EXISTS = -2  # a tuple is offloaded already
 FLOW_ADD_NO_FREE = -3  # no free flow id: the owner grows the table
@@ -51,7 +53,7 @@ def flow_offload_add_rows(fa, fp, ent):
     was (a tombstone aside, when the second entry found no slot after the first took one)."""
     index, key, val, nat6, used, xfrm_sa, nexthop, free, ctr, ct_row = fa
     ek, ev, e6, nh, xs, cref = ent
-    max_probes, seed, tun_hash = fp[0], fp[1], fp[2]
+    max_probes, seed, tun_hash = fp[FP_MAX_PROBES], fp[FP_SEED], fp[FP_TUN_HASH]
     mask = index.shape[0] - 1
     h0 = flow_offload_hash(ek[0], 0, seed, tun_hash)
     h1 = flow_offload_hash(ek[1], 0, seed, tun_hash)
@@ -103,8 +105,8 @@ def flow_offload_del_rows(fa, fp, fid, neigh_counted):
     for e in range(2 * fid, 2 * fid + 2):
         if not used[e]:
             continue
-        h = flow_offload_hash(key[e], 0, fp[1], fp[2])
-        ctr[FT_NTOMB] += flow_index_remove(index, mask, fp[0], h, e)
+        h = flow_offload_hash(key[e], 0, fp[FP_SEED], fp[FP_TUN_HASH])
+        ctr[FT_NTOMB] += flow_index_remove(index, mask, fp[FP_MAX_PROBES], h, e)
         used[e] = False
         ctr[FT_NUSED] -= 1
         ctr[FT_NXFRM] -= xfrm_sa[e] >= 0

@@ -7,8 +7,9 @@ flow_offload_route_init / flow_offload_add. The Python path's version is
 flowpath/netfilter/nft_flow_offload.py; the lane does the common case the same way and leaves the
 rest to it, the packet punted (PUNT_OFFLOAD) with nothing changed: several workers, a direction
 routed through a tunnel, a VLAN or a device that is down, a next hop without a valid neighbour, a
-table that must grow or have its index rebuilt. The lane runs without IPsec (its policies and SAs
-are the Python path's), so no direction goes through an SA here.
+table at its max_entries (classic_lane_views.py makes room for a batch's flows before it runs). The
+lane runs without IPsec (its policies and SAs are the Python path's), so no direction goes through
+an SA here.
 
 The new rows are built from the conntrack entry's key rows, which are in the flowtable's key layout
 (zone 0 in K_IIFIDX): each direction's key is its conntrack tuple arriving where the other direction
@@ -20,7 +21,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flowpath.flowtable.flow_add import FLOW_ADD_EXISTS, FT_NEIGH_STALE, flow_offload_add_rows
+from flowpath.flowtable.flow_add import (
+    FLOW_ADD_EXISTS,
+    FP_TIMEOUT_TCP,
+    FP_TIMEOUT_UDP,
+    FT_NEIGH_STALE,
+    flow_offload_add_rows,
+)
 from flowpath.flowtable.key import (
     F_DNAT,
     F_SNAT,
@@ -64,8 +71,6 @@ from flowpath.netfilter.nf_flow_table_ct import flow_offload_ct_pin
 from flowpath.packet import layout as L
 
 OFFLOAD_DONE, OFFLOAD_EXISTS, OFFLOAD_PUNT = 0, 1, 2
-# fp words after flow_add.py's (max_probes, seed, tun_hash): the offload timeouts
-FP_TIMEOUT_TCP, FP_TIMEOUT_UDP = 3, 4
 _FLOW_WORDS = K_PORTS + 1  # the key words a conntrack tuple fills; the encapsulation words stay 0
 
 
@@ -83,7 +88,7 @@ def lane_flow_offload(r, l3, now_ns, ct, rtv, fo):
     """nft_flow_offload_eval for conntrack row r's connection (l3 4|6), whose packet is transmitted
     now: OFFLOAD_DONE (both directions in the flowtable, the entry pinned), OFFLOAD_EXISTS (a tuple is
     offloaded already: nothing to do, as the Python path), or OFFLOAD_PUNT with nothing changed.
-    fo: (fa, fp, ent) as flow_add.py takes them, fp with the timeouts (FP_TIMEOUT_*)."""
+    fo: (fa, fp, ent) as flow_add.py takes them."""
     hot, key, rowv = ct[1], ct[2], ct[6]
     fv, lk, nb = rtv[0], rtv[1], rtv[2][2]
     fa, fp, ent = fo

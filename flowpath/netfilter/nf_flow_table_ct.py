@@ -15,7 +15,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flowpath.flowtable.flow_add import flow_offload_del_rows, flow_offload_gc_dead
+from flowpath.flowtable.flow_add import (
+    FP_TIMEOUT_TCP,
+    FP_TIMEOUT_UDP,
+    flow_offload_del_rows,
+    flow_offload_gc_dead,
+)
 from flowpath.flowtable.key import F_CLOSING, K_PROTO, V_FLAGS, V_TIMEOUT, proto_l4
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack_proto_tcp_window import (
@@ -50,7 +55,6 @@ from flowpath.packet import layout as L
 NF_CT_DAY_NS = 86400 * 1_000_000_000
 NF_FLOW_EXTEND_MIN_NS = 5 * 60 * 1_000_000_000  # GC extends an entry once less than this is left
 _TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
-FP_TIMEOUT_TCP, FP_TIMEOUT_UDP = 3, 4  # a flowtable's fp words after flow_add.py's: the offload timeouts
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -146,6 +150,6 @@ def nf_flow_table_gc(ft, ct, now_ns: int) -> int:
     """The flowtable GC's run over ft with conntrack ct, compiled (nf_flow_table_gc_rows); how many
     flows it deleted. The Python owner forgets their references."""
     out = ft.gc_scratch()
-    n = int(nf_flow_table_gc_rows(ft.fa, ft.fp, (ct.hot, ct.key, ct.state, ct.seq, ct.tcp_params), now_ns, out))
+    n = int(nf_flow_table_gc_rows(ft.fa, ft.fp, (ct.hot, ct.key, ct.state, ct.seq, ct.tcp_params), int(now_ns), out))
     ft.forget(out[:n].tolist())
     return n

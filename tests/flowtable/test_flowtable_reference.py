@@ -66,9 +66,9 @@ def test_each_kernel_has_one_compiled_signature(ftk):
     """After a run over IPv4 and IPv6, hits and misses, bulk on and off, each kernel was compiled once:
     a second signature would mean a dtype drifted somewhere."""
     from flowpath.flowtable.bulk import flow_bulk_group, flow_neigh_xmit_range
+    from flowpath.flowtable.flow_add import flow_offload_add_rows, flow_offload_del_rows, flow_offload_gc_dead
     from flowpath.flowtable.hook import _nf_flow_offload_hook, scratch_for
     from flowpath.flowtable.ip import nf_flow_offload_ip_batch, nf_flow_offload_ip_batch_prefetch
-    from flowpath.flowtable.flow_add import flow_offload_add_rows, flow_offload_del_rows, flow_offload_gc_dead
     from flowpath.flowtable.key import flow_index_build
 
     ft = Flowtable("sig", capacity=2)
