@@ -227,3 +227,22 @@ def test_lane_echo_with_tcp_udp(tmp_path, batch_size, flowtable):
     cs, stat = _same(tmp_path, f"mix{batch_size}{flowtable}", flowtable=flowtable, batch_size=batch_size)
     assert cs["classic_lane"]["packets"] > cs["rx_packets"] // 2, cs["classic_lane"]
     assert cs["classic_lane"]["punted"].get("icmp", 0) > 0
+
+
+ICMP_NAT_RULES = EXAMPLES.parent / "tests" / "data" / "gateway" / "icmplane.nft"
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_lane_echo_nat(tmp_path, batch_size):
+    """ICMP queries through SNAT and DNAT in the lane (nf_nat_proto.c › icmp_manip_pkt,
+    icmpv6_manip_pkt: the id and the checksum, ICMPv6's with its pseudo-header's address):
+    IPv4 masquerade, IPv6 SNAT, echo requests DNATed to a LAN host, with errors about them."""
+    _ping(tmp_path, seed=8, mixed=False, errors=True, reply6="2001:db8:ff::1", inbound=True)
+    cs, stat = _same(tmp_path, f"nat{batch_size}", flowtable=False, batch_size=batch_size, rules_file=ICMP_NAT_RULES)
+    _, _, (listing, _, _, _) = _run(tmp_path, f"l{batch_size}", True, flowtable=False, batch_size=batch_size,
+                                    rules_file=ICMP_NAT_RULES)  # fmt: skip
+    assert "dst=2001:db8:ff::1 type=129" in listing and "src=192.168.1.11 dst=198.51.100" in listing, listing
+    assert "[UNREPLIED] src=2001:db8" not in listing  # the SNATed IPv6 answers found their entries
+    lane = cs["classic_lane"]
+    if batch_size == 1:
+        assert lane["packets"] > cs["rx_packets"] // 2 and "nat" not in lane["punted"], lane

@@ -173,8 +173,8 @@ HOST6 = "2001:db8:1::10"
 ROUTER = "203.0.113.254"
 
 
-def ping_trace(seed: int = 1, n_ids: int = 8, rounds: int = 12, mixed: bool = True,
-               errors: bool = True) -> tuple[list, list]:  # fmt: skip
+def ping_trace(seed: int = 1, n_ids: int = 8, rounds: int = 12, mixed: bool = True, errors: bool = True,
+               reply6: str = HOST6, inbound: bool = False) -> tuple[list, list]:  # fmt: skip
     """(lan packets, wan packets): ICMP and ICMPv6 echo through examples/gateway.ip, in capture order.
 
     n_ids pings per round from the LAN hosts to Internet hosts (IPv4 through masquerade, the echo id
@@ -184,7 +184,9 @@ def ping_trace(seed: int = 1, n_ids: int = 8, rounds: int = 12, mixed: bool = Tr
     expire (30 s). mixed: on top of mixed_trace's TCP/UDP (its time span). errors: also what must
     stay on the Python path: destination unreachable and ICMPv6 errors about the pings (RELATED),
     echo requests with ttl 1 (time exceeded), a neighbour solicitation for the gateway, a bad ICMP
-    checksum, unsolicited echo replies, a ping of the gateway itself, timestamp queries."""
+    checksum, unsolicited echo replies, a ping of the gateway itself, timestamp queries. reply6: where
+    the IPv6 answers go (an IPv6 SNAT address). inbound: also a ping from the Internet to the WAN
+    address each round, answered by 192.168.1.11 (for a DNAT of echo requests)."""
     from scapy.all import (
         ICMP,
         ICMPerror,
@@ -222,7 +224,7 @@ def ping_trace(seed: int = 1, n_ids: int = 8, rounds: int = 12, mixed: bool = Tr
             if v6:
                 up = Ether(src=HOSTS["192.168.1.10"], dst=GW_LAN) / IPv6(src=HOST6, dst=server6) / ICMPv6EchoRequest(
                     id=eid, seq=seq, data=bytes(rng.choice([8, 56])))
-                down = Ether(src=UPSTREAM, dst=GW_WAN) / IPv6(src=server6, dst=HOST6, hlim=60) / ICMPv6EchoReply(
+                down = Ether(src=UPSTREAM, dst=GW_WAN) / IPv6(src=server6, dst=reply6, hlim=60) / ICMPv6EchoReply(
                     id=eid, seq=seq, data=bytes(8))
             else:
                 up = Ether(src=mac, dst=GW_LAN) / IP(src=host, dst=server) / ICMP(type=8, id=eid, seq=seq) / Raw(
@@ -233,6 +235,12 @@ def ping_trace(seed: int = 1, n_ids: int = 8, rounds: int = 12, mixed: bool = Tr
             emit(lan, up, dt * rng.uniform(0.2, 1.0))
             if rng.random() < 0.9 and not (r % 5 == 4 and k == 2):  # some answers lost; ping 2 unanswered
                 emit(wan, down, dt * 0.1)
+        if inbound:
+            client = f"198.51.100.{200 + r % 3}"
+            emit(wan, Ether(src=UPSTREAM, dst=GW_WAN) / IP(src=client, dst=WAN_IP) / ICMP(type=8, id=0x5000 + r % 3,
+                 seq=r) / Raw(bytes(24)), dt)  # fmt: skip
+            emit(lan, Ether(src=HOSTS["192.168.1.11"], dst=GW_LAN) / IP(src="192.168.1.11", dst=client) / ICMP(
+                type=0, id=0x5000 + r % 3, seq=r) / Raw(bytes(24)), dt * 0.1)  # fmt: skip
         if not errors:
             continue
         v4 = [p for p in pings if not p[0] and p[4] != pings[0][4]]
