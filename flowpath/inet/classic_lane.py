@@ -1,11 +1,12 @@
 """The classic path's common case, compiled over a poll's batch: forwarding an IPv4/IPv6 TCP or UDP
-packet, of a confirmed connection or opening a new one, the whole way, without Python.
+packet or an ICMP/ICMPv6 query (echo...), of a confirmed connection or opening a new one, the whole
+way, without Python.
 
 No Linux counterpart as a whole: it is Linux's classic receive path for one skb
 (ip_rcv › PREROUTING (conntrack, DNAT) › ip_route_input › ip_forward › FORWARD › ip_output ›
 POSTROUTING (SNAT, confirm) › neigh_output), with every stage a compiled function that the Python
 classic path uses as well: conntrack lookup, row allocation, confirmation and tracking
-(nf_conntrack_table, conntrack_proto_tcp, ct_row), the nft VM (nft_vm), NAT's binding and rewrite
+(nf_conntrack_table, conntrack_proto_tcp, conntrack_proto_icmp, ct_row), the nft VM (nft_vm), NAT's binding and rewrite
 (nf_nat_core, nat_manip), the FIB and neighbour tables (fib_table, neigh_table).
 
 A packet the lane cannot finish by itself is *punted*: left, untouched, to the Python classic path
@@ -23,7 +24,8 @@ end of POSTROUTING, the last thing before the transmit: the neighbour is looked 
 POSTROUTING so that nothing can punt a confirmed entry. A `flow add` that FORWARD asked for is done
 after POSTROUTING too (classic_lane_offload.py), as the Python path does it once the packet is sent.
 
-Punted today: ICMP, fragments, options, extension headers, VLAN tags, packets to or from the gateway
+Punted today: ICMP errors (RELATED: the Python path looks up the connection inside and translates
+it), ICMPv6 neighbour discovery and MLD (untracked), ICMP types without a reply type, fragments, options, extension headers, VLAN tags, packets to or from the gateway
 itself, anything an nft rule the VM cannot run sees (log, limit, reject...), NAT bindings other than
 SNAT, DNAT and IPv4 masquerade to a device's one address, a neighbour that is not resolved or whose
 timer is due, a route through a tunnel, IPsec policies, the GC's time, new connections and flow adds
@@ -35,8 +37,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flowpath.flowtable.ip import FLOW_FORWARD, nf_flow_tuple_ip, nf_flow_tuple_ipv6
-from flowpath.flowtable.key import K_DADDR, K_PORTS, K_SADDR, ports_dst, ports_src
+from flowpath.flowtable.ip import FLOW_FORWARD, SLOW_L4PROTO, nf_flow_tuple_ip, nf_flow_tuple_ipv6
+from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_SADDR, ports_dst, ports_src
 from flowpath.inet.classic_lane_offload import OFFLOAD_DONE, OFFLOAD_PUNT, lane_flow_offload
 from flowpath.inet.ip_input import ip_route_input_martian, ipv6_rcv_martian
 from flowpath.net.fib import RTN_UNICAST
@@ -54,6 +56,13 @@ from flowpath.net.link import LK_ADDR, link_lane_ok
 from flowpath.net.neigh_table import NB_LLADDR, neigh_lookup, neigh_output_ok
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack_proto import udp_error_pkt
+from flowpath.netfilter.conntrack_proto_icmp import (
+    ICMP_BAD_CSUM,
+    ICMP_QUERY,
+    icmp_error_pkt,
+    icmp_invert_type,
+    nf_conntrack_icmp_packet,
+)
 from flowpath.netfilter.conntrack_proto_tcp import tcp_conntrack_packet
 from flowpath.netfilter.conntrack_proto_tcp_window import tcp_checksum_bad
 from flowpath.netfilter.ct_layout import CT_MARK, CT_PROTO, CT_STATUS, CT_TIMEOUT, TCP_STATE
@@ -65,6 +74,7 @@ from flowpath.netfilter.nf_conntrack_table import (
     nf_ct_early_drop_scan,
     nf_ct_find,
     nf_ct_index_has_room,
+    nf_ct_pkt_key,
     nf_ct_row_alloc,
     nf_ct_row_confirm,
     nf_ct_row_free,
@@ -132,6 +142,7 @@ from flowpath.packet.reason import (
     PUNT_CT_STATE,
     PUNT_GC,
     PUNT_HEADER,
+    PUNT_ICMP,
     PUNT_L2,
     PUNT_MTU,
     PUNT_NAT,
@@ -166,7 +177,7 @@ SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may w
 _TX, _NF_DROP, _NO_PORTS = int(Reason.TX), int(Reason.NETFILTER_DROP), int(Reason.NAT_NO_PORTS)
 _CT_FULL = int(Reason.CT_TABLE_FULL)
 _TX_PACKETS, _TX_BYTES = TX_PACKETS, TX_BYTES
-_TCP, _UDP = L.IPPROTO_TCP, L.IPPROTO_UDP
+_TCP, _UDP, _ICMP, _ICMPV6 = L.IPPROTO_TCP, L.IPPROTO_UDP, L.IPPROTO_ICMP, L.IPPROTO_ICMPV6
 
 
 # The lane's stages are inlined into one kernel and compiled without NRT (_nrt=False): called one by
@@ -194,14 +205,20 @@ def lane_parse(b, h, n, k):
     nhoff = h + L.ETH_HLEN
     etype = ld16(b, h + 12)
     if etype == L.ETH_P_IP:
-        if nf_flow_tuple_ip(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != FLOW_FORWARD:
+        r = nf_flow_tuple_ip(b, nhoff, n - L.ETH_HLEN, 0, k, 0)
+        if r != FLOW_FORWARD:
+            if r == SLOW_L4PROTO and b[nhoff + L.IPH.protocol] == _ICMP:
+                return lane_parse_icmp(b, nhoff, n - L.ETH_HLEN, 4, k)
             return PUNT_HEADER, 4, 0, 0, 0
         if csum_partial(b, nhoff, L.IPH.size, 0) != 0xFFFF:  # the header verifies (skb_parse's check)
             return PUNT_CSUM, 4, 0, 0, 0
         l3, l3len, thoff = 4, ld16(b, nhoff + L.IPH.tot_len), nhoff + L.IPH.size
         l4proto = int(b[nhoff + L.IPH.protocol])
     elif etype == L.ETH_P_IPV6:
-        if nf_flow_tuple_ipv6(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != FLOW_FORWARD:
+        r = nf_flow_tuple_ipv6(b, nhoff, n - L.ETH_HLEN, 0, k, 0)
+        if r != FLOW_FORWARD:
+            if r == SLOW_L4PROTO and b[nhoff + L.IP6H.nexthdr] == _ICMPV6:
+                return lane_parse_icmp(b, nhoff, n - L.ETH_HLEN, 6, k)
             return PUNT_HEADER, 6, 0, 0, 0
         l3, l3len, thoff = 6, L.IP6H.size + ld16(b, nhoff + L.IP6H.payload_len), nhoff + L.IP6H.size
         l4proto = int(b[nhoff + L.IP6H.nexthdr])
@@ -215,6 +232,32 @@ def lane_parse(b, h, n, k):
     elif tcp_checksum_bad(b, nhoff, thoff, l3len):
         return PUNT_CSUM, l3, 0, 0, 0
     return LANE_OK, l3, l4proto, thoff, l3len
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the TCP/UDP parse
+def lane_parse_icmp(b, nhoff, l3max, l3, k):
+    """lane_parse for an IPv4 ICMP or IPv6 ICMPv6 packet (nf_flow_tuple_ip's l4proto check refused
+    it; its version, length, fragment and option checks passed): the rest of ip_rcv's checks, then
+    conntrack's icmp_error / icmpv6_error at PRE_ROUTING (checksum, type; conntrack_proto_icmp.py)
+    and the tuple (nf_ct_pkt_key, the Python path's). Only queries stay: an error (RELATED),
+    neighbour discovery and MLD (UNTRACKED) and an invalid type are the Python path's."""
+    if l3 == 4:
+        l4, thoff, l3len = _ICMP, nhoff + L.IPH.size, ld16(b, nhoff + L.IPH.tot_len)
+        hop = b[nhoff + L.IPH.ttl]
+    else:
+        l4, thoff, l3len = _ICMPV6, nhoff + L.IP6H.size, L.IP6H.size + ld16(b, nhoff + L.IP6H.payload_len)
+        hop = b[nhoff + L.IP6H.hop_limit]
+    if l3len > l3max or l3len < thoff - nhoff + L.ICMPH.size or hop <= 1:
+        return PUNT_HEADER, l3, 0, 0, 0
+    if l3 == 4 and csum_partial(b, nhoff, L.IPH.size, 0) != 0xFFFF:
+        return PUNT_CSUM, l3, 0, 0, 0
+    kind = icmp_error_pkt(b, nhoff, thoff, l3len, l4, True)
+    if kind == ICMP_BAD_CSUM:
+        return PUNT_CSUM, l3, 0, 0, 0  # the Python path says INVALID
+    if kind != ICMP_QUERY:
+        return PUNT_ICMP, l3, 0, 0, 0
+    nf_ct_pkt_key(k, b, nhoff, thoff, l3, l4)
+    return LANE_OK, l3, l4, thoff, l3len
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -331,6 +374,8 @@ def lane_conntrack(f, ps, ct, scr):
         if row == -2:
             ps[PS_CT_DROP] = 1
             return DROP_BASE - _CT_FULL
+        if row == -3:
+            return PUNT_ICMP  # no reply type: no entry (the Python path says INVALID)
         if row < 0:
             return PUNT_NO_CT
         ed, dir, ctinfo = 2 * row, C.IP_CT_DIR_ORIGINAL, C.IP_CT_NEW
@@ -354,8 +399,11 @@ def lane_conntrack(f, ps, ct, scr):
     if ps[PS_L4] == _TCP:
         ret = tcp_conntrack_packet(hot[row], f, L.ETH_HLEN, ps[PS_THOFF], end - L.ETH_HLEN, dir, ctinfo, now,
                                    tcp_params)  # fmt: skip
-    else:
+    elif ps[PS_L4] == _UDP:
         ret = nf_conntrack_udp_packet(hot[row], dir, now, end - L.ETH_HLEN)
+    else:
+        orig_type = np.int64(ct[2][2 * row, K_ENCAP]) >> 8  # the original tuple's ICMP type
+        ret = nf_conntrack_icmp_packet(hot[row], dir, now, end - L.ETH_HLEN, ps[PS_L4], orig_type)
     if ret <= 0 or hot[row, CT_STATUS] & C.IPS_DYING:
         return PUNT_CT_STATE  # invalid, a SYN reopening, a RST killing it: the Python path decides
     if ctinfo == C.IP_CT_ESTABLISHED_REPLY:
@@ -384,12 +432,17 @@ def lane_evict(v, ct):
 
 @njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
 def lane_ct_new(k, ps, ct):
-    """resolve_normal_ct's new entry for a TCP or UDP packet: with the table full, early_drop's
-    eviction first (or -2: no room, the packet is dropped); then init_conntrack: a row off the free
-    stack with the tuple k and its inverse (nf_ct_invert_tuple), unconfirmed (ps[PS_NEW]) until
-    POSTROUTING confirms it; a punt frees it. Returns the row, or -1 (punt)."""
+    """resolve_normal_ct's new entry for a TCP, UDP or ICMP packet: an ICMP type without a reply
+    type has no inverse and no entry (-3: punt); with the table full, early_drop's eviction first
+    (or -2: no room, the packet is dropped); then init_conntrack: a row off the free stack with the
+    tuple k and its inverse (nf_ct_invert_tuple: the reply type for ICMP), unconfirmed (ps[PS_NEW])
+    until POSTROUTING confirms it; a punt frees it. Returns the row, or -1 (punt)."""
     hot, key, rowv, cfg = ct[1], ct[2], ct[6], ct[9]
     ctr = rowv[3]
+    icmp = ps[PS_L4] == _ICMP or ps[PS_L4] == _ICMPV6
+    inv = icmp_invert_type(ps[PS_L4], np.int64(k[K_ENCAP]) >> 8) if icmp else 0
+    if inv < 0:
+        return -3
     if ctr[0] >= cfg[CFG_MAX_ENTRIES]:  # CTR_NCONFIRMED
         v = nf_ct_early_drop_scan(ct[0], k, cfg[CFG_EVICT_SLOTS], ps[PS_NOW])
         if v < 0:
@@ -409,6 +462,8 @@ def lane_ct_new(k, ps, ct):
         key[p, K_DADDR + w] = k[K_SADDR + w]
     ports = np.int64(k[K_PORTS])
     key[p, K_PORTS] = (ports_dst(ports) << 16) | ports_src(ports)
+    if icmp:  # icmp_invert_tuple: the id stays, the type becomes its reply's
+        key[p, K_ENCAP] = (inv << 8) | (np.int64(k[K_ENCAP]) & 0xFF)
     hot[r, CT_TIMEOUT] = ps[PS_NOW]
     ps[PS_NEW] = r
     return r

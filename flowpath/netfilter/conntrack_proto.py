@@ -14,12 +14,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from flowpath.netfilter.conntrack_proto_icmp import (
+    ICMP_BAD_CSUM,
+    ICMP_INVALID,
+    ICMP_NOCT,
+    ICMP_QUERY,
+    icmp_error_pkt,
+)
+from flowpath.netfilter.conntrack_proto_icmp import nf_conntrack_icmp_packet as icmp_conntrack_row
 from flowpath.netfilter.conntrack_tuple import (
     NSEC_PER_SEC,
     NfConn,
     NfConnTuple,
     nf_ct_invert_tuple,
-    nf_ct_is_confirmed,
     nf_ct_refresh_acct,
 )
 from flowpath.netfilter.constants import (
@@ -36,23 +43,12 @@ from flowpath.netfilter.constants import (
 )
 from flowpath.netfilter.ct_row import nf_conntrack_udp_packet as udp_conntrack_row
 from flowpath.packet import layout as L
-from flowpath.packet.csum import icmp_csum, l4_csum, ld16, ld32
+from flowpath.packet.csum import l4_csum, ld16, ld32
 from flowpath.packet.skb import SkBuff
 
-ICMP_TIMEOUT_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_icmp.c › nf_ct_icmp_timeout
-ICMPV6_TIMEOUT_NS = 30 * NSEC_PER_SEC
 GENERIC_TIMEOUT_NS = 600 * NSEC_PER_SEC  # nf_conntrack_proto_generic.c
 GRE_CT_UNREPLIED_NS = 30 * NSEC_PER_SEC  # nf_conntrack_proto_gre.c › gre_timeouts
 GRE_CT_REPLIED_NS = 180 * NSEC_PER_SEC
-NR_ICMP_TYPES = 18
-
-_ICMP_VALID_NEW = frozenset({L.ICMP_ECHO, L.ICMP_TIMESTAMP, L.ICMP_INFO_REQUEST, L.ICMP_ADDRESS})
-_ICMPV6_VALID_NEW = frozenset({L.ICMPV6_ECHO_REQUEST, 139})  # echo request, node information query
-# nf_conntrack_proto_icmpv6.c › noct_valid_new: MLD and neighbour discovery are never tracked
-_ICMPV6_NOCT = frozenset({130, 131, 132, 133, 134, 135, 136, 143})
-_ICMPV6_ERRORS = frozenset(
-    {L.ICMPV6_DEST_UNREACH, L.ICMPV6_PKT_TOOBIG, L.ICMPV6_TIME_EXCEED, L.ICMPV6_PARAMPROB}
-)
 
 
 def addr_bytes(addr: int, l3proto: int) -> np.ndarray:
@@ -65,23 +61,6 @@ def _load_addr(b, off: int, l3proto: int) -> int:
     if l3proto == NFPROTO_IPV4:
         return ld32(b, off)
     return int.from_bytes(b[off : off + 16].tobytes(), "big")
-
-
-def nf_l4_checksum_bad(skb: SkBuff, thoff: int, l4proto: int) -> bool:
-    """Linux: nf_checksum (netfilter/utils.c): verify the TCP/UDP/ICMP checksum of an unfragmented packet.
-
-    A UDP checksum of zero means none and is not checked (udp_error).
-    """
-    b = skb.buf
-    n = b.shape[0] - thoff
-    if l4proto == L.IPPROTO_ICMP:
-        return icmp_csum(b, thoff, n) != ld16(b, thoff + L.ICMPH.checksum)
-    check_off = {L.IPPROTO_TCP: L.TCPH.check, L.IPPROTO_UDP: L.UDPH.check, L.IPPROTO_ICMPV6: L.ICMPH.checksum}
-    coff = check_off[l4proto]
-    stored = ld16(b, thoff + coff)
-    if l4proto == L.IPPROTO_UDP and stored == 0:
-        return False
-    return l4_csum(b, skb.nhoff, thoff, n, skb.is_ipv6, l4proto, coff) != stored
 
 
 def nf_ct_get_tuple(b, thoff: int, l3proto: int, l4proto: int, saddr: int, daddr: int) -> NfConnTuple | None:
@@ -173,49 +152,43 @@ def nf_conntrack_inet_error(net, skb: SkBuff, inner_nhoff: int, l3proto: int, ou
     return NF_ACCEPT
 
 
+def _icmp_error_kind(skb: SkBuff, l4proto: int, check_csum: bool) -> int:
+    """icmp_error_pkt (compiled, shared with the classic lane) over skb's IP packet."""
+    l3len = skb.buf.shape[0] - skb.nhoff
+    return int(icmp_error_pkt(skb.buf, skb.nhoff, skb.thoff, l3len, l4proto, check_csum))
+
+
 def nf_conntrack_icmpv4_error(net, skb: SkBuff, check_csum: bool) -> int:
     """Linux: nf_conntrack_proto_icmp.c › nf_conntrack_icmpv4_error.
 
     NF_ACCEPT: a query, go on with normal tracking (or skb.ct was set: RELATED); -NF_ACCEPT: INVALID.
     """
-    b, thoff = skb.buf, skb.thoff
-    if check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_ICMP):
+    kind = _icmp_error_kind(skb, L.IPPROTO_ICMP, check_csum)
+    if kind == ICMP_INVALID or kind == ICMP_BAD_CSUM:
         return -NF_ACCEPT
-    icmp_type = int(b[thoff])
-    if icmp_type > NR_ICMP_TYPES:
-        return -NF_ACCEPT
-    if icmp_type not in L.ICMP_ERRORS:
+    if kind == ICMP_QUERY:
         return NF_ACCEPT
-    return nf_conntrack_inet_error(net, skb, thoff + L.ICMPH.size, NFPROTO_IPV4, skb.daddr)
+    return nf_conntrack_inet_error(net, skb, skb.thoff + L.ICMPH.size, NFPROTO_IPV4, skb.daddr)
 
 
 def nf_conntrack_icmpv6_error(net, skb: SkBuff, check_csum: bool) -> int:
     """Linux: nf_conntrack_proto_icmpv6.c › icmpv6_error (neighbour discovery and MLD are UNTRACKED)."""
-    b, thoff = skb.buf, skb.thoff
-    if check_csum and nf_l4_checksum_bad(skb, thoff, L.IPPROTO_ICMPV6):
+    kind = _icmp_error_kind(skb, L.IPPROTO_ICMPV6, check_csum)
+    if kind == ICMP_INVALID or kind == ICMP_BAD_CSUM:
         return -NF_ACCEPT
-    icmp_type = int(b[thoff])
-    if icmp_type in _ICMPV6_NOCT:
+    if kind == ICMP_NOCT:
         skb.ct, skb.ctinfo = None, IP_CT_UNTRACKED
         return NF_ACCEPT
-    if icmp_type >= 128:
+    if kind == ICMP_QUERY:
         return NF_ACCEPT
-    return nf_conntrack_inet_error(net, skb, thoff + L.ICMPH.size, NFPROTO_IPV6, skb.daddr)
+    return nf_conntrack_inet_error(net, skb, skb.thoff + L.ICMPH.size, NFPROTO_IPV6, skb.daddr)
 
 
 def nf_conntrack_icmp_packet(ct: NfConn, skb: SkBuff, dir: int) -> int:
-    """Linux: nf_conntrack_icmp_packet / nf_conntrack_icmpv6_packet: only queries open an entry."""
+    """Linux: nf_conntrack_icmp_packet / nf_conntrack_icmpv6_packet: only queries open an entry.
+    The tracking is compiled (conntrack_proto_icmp.py), shared with the compiled lane."""
     orig = ct.tuplehash[0]
-    if orig.l4proto == L.IPPROTO_ICMP:
-        if orig.type not in _ICMP_VALID_NEW:
-            return -NF_ACCEPT
-        timeout = ICMP_TIMEOUT_NS
-    else:
-        if not nf_ct_is_confirmed(ct) and orig.type not in _ICMPV6_VALID_NEW:
-            return -NF_ACCEPT
-        timeout = ICMPV6_TIMEOUT_NS
-    nf_ct_refresh_acct(ct, dir, skb.ts_ns, skb.l3len, timeout)
-    return NF_ACCEPT
+    return int(icmp_conntrack_row(ct.hot_row, dir, skb.ts_ns, skb.l3len, orig.l4proto, orig.type))
 
 
 @njit(cache=True, nogil=True)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_PROTO, K_SADDR
+from flowpath.netfilter.conntrack_proto_icmp import ICMP_INVMAP, ICMPV6_INVMAP
 from flowpath.netfilter.constants import (
     IP_CT_DIR_ORIGINAL,
     IP_CT_DIR_REPLY,
@@ -59,26 +60,6 @@ from flowpath.packet import layout as L
 from flowpath.packet.steer import flow_steer_tuple, port_word
 
 NSEC_PER_SEC = 1_000_000_000
-
-# nf_conntrack_proto_icmp.c › invmap / nf_conntrack_proto_icmpv6.c › invmap: the reply type of a query.
-ICMP_INVMAP = {
-    L.ICMP_ECHO: L.ICMP_ECHOREPLY,
-    L.ICMP_ECHOREPLY: L.ICMP_ECHO,
-    L.ICMP_TIMESTAMP: L.ICMP_TIMESTAMPREPLY,
-    L.ICMP_TIMESTAMPREPLY: L.ICMP_TIMESTAMP,
-    L.ICMP_INFO_REQUEST: L.ICMP_INFO_REPLY,
-    L.ICMP_INFO_REPLY: L.ICMP_INFO_REQUEST,
-    L.ICMP_ADDRESS: L.ICMP_ADDRESSREPLY,
-    L.ICMP_ADDRESSREPLY: L.ICMP_ADDRESS,
-}
-ICMPV6_NI_QUERY = 139
-ICMPV6_NI_REPLY = 140
-ICMPV6_INVMAP = {
-    L.ICMPV6_ECHO_REQUEST: L.ICMPV6_ECHO_REPLY,
-    L.ICMPV6_ECHO_REPLY: L.ICMPV6_ECHO_REQUEST,
-    ICMPV6_NI_QUERY: ICMPV6_NI_REPLY,
-    ICMPV6_NI_REPLY: ICMPV6_NI_QUERY,
-}
 
 
 class NfConnTuple(NamedTuple):

@@ -118,7 +118,7 @@ def reason_label(r: int) -> str:
 _LANE_PUNTS = (
     ("GC", "the GC is due, or an earlier ARP/ICMPv6 packet was punted: the rest of the batch follows"),
     ("L2", "not for our MAC, a tagged, non-IP, GSO or decrypted frame, or its link is not one the lane takes"),
-    ("HEADER", "IP options, fragment, extension headers, ttl <= 1, not TCP/UDP, or malformed"),
+    ("HEADER", "IP options, fragment, extension headers, ttl <= 1, not TCP/UDP/ICMP, or malformed"),
     ("CSUM", "bad IPv4 header or L4 checksum, or a UDP length past the datagram: the Python path drops it"),
     ("NO_CT", "a new connection the lane may not open: after an earlier punt in the batch, several workers, an expired entry in the way, the table must grow or its index be rebuilt, or an eviction of an entry Python holds"),
     ("CT_STATE", "after an earlier punted packet of its connection, dying, expected, refused by the tracker, or a clash at confirm"),
@@ -128,9 +128,10 @@ _LANE_PUNTS = (
     ("NEIGH", "next hop not resolved, stale, or its timer is due"),
     ("OFFLOAD", "flow add: the Python path offloads the connection"),
     ("NAT", "a NAT binding the lane does not make: redirect, IPv6 masquerade, a device with several addresses to masquerade to"),
+    ("ICMP", "an ICMP error (RELATED to another connection), ICMPv6 neighbour discovery or MLD, a type conntrack has no reply for, or ICMP of the other IP version"),
 )
 LANE_PUNT_NAMES = tuple(n.lower() for n, _ in _LANE_PUNTS)
 LANE_PUNT_TEXT = tuple(d for _, d in _LANE_PUNTS)
 N_LANE_PUNTS = len(_LANE_PUNTS)
 (PUNT_GC, PUNT_L2, PUNT_HEADER, PUNT_CSUM, PUNT_NO_CT, PUNT_CT_STATE, PUNT_NFT, PUNT_ROUTE, PUNT_MTU,
- PUNT_NEIGH, PUNT_OFFLOAD, PUNT_NAT) = range(N_LANE_PUNTS)  # fmt: skip
+ PUNT_NEIGH, PUNT_OFFLOAD, PUNT_NAT, PUNT_ICMP) = range(N_LANE_PUNTS)  # fmt: skip

@@ -5,6 +5,8 @@ The lane must also really carry the traffic: most of an established flow's packe
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from gateway import EXAMPLES
 from hypothesis import HealthCheck, given, settings
@@ -153,3 +155,94 @@ def test_lane_at_the_conntrack_limit(tmp_path, monkeypatch, batch_size):
     cs, stat = _same(tmp_path, f"limit{batch_size}", flowtable=False, batch_size=batch_size, sysctl=limit)
     assert cs["classic_lane"]["packets"] > cs["rx_packets"] // 2
     assert stat["early_drop"] > 0, stat
+
+
+def _ping(d, **kw):
+    from tracegen import ping_trace
+
+    lan, wan = ping_trace(**kw)
+    wrpcap(str(d / "lan.pcap"), lan)
+    wrpcap(str(d / "wan.pcap"), wan)
+    return lan, wan
+
+
+def _echo_count(pkts) -> int:
+    from scapy.all import ICMP, IP, ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+
+    n = 0
+    for p in pkts:
+        if ICMP in p and p[ICMP].type in (0, 8) and p[IP].ttl > 1 and p[IP].dst not in ("192.168.1.1", "203.0.113.1"):
+            n += p[ICMP].id not in (0x7777, 0x7778) and p[ICMP].chksum != 0x1234
+        elif ICMP in p and p[ICMP].type in (0, 8):
+            n += p[ICMP].type == 0 and p[IP].dst == "203.0.113.1" and p[ICMP].id != 0x7777  # replies to pings
+        elif (ICMPv6EchoRequest in p or ICMPv6EchoReply in p) and p[IPv6].hlim > 1:
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_lane_carries_echo(tmp_path, batch_size):
+    """ICMP and ICMPv6 echo alone through masquerade (nf_conntrack_proto_icmp.c, nf_nat_proto.c ›
+    icmp_manip_pkt): the lane opens, tracks and NATs them all as the Python path does, an id clash
+    moved by NAT included."""
+    lan, wan = _ping(tmp_path, seed=2, mixed=False, errors=False)
+    py, _, (listing, _, _, _) = _run(tmp_path, f"py-echo{batch_size}", False, flowtable=False, batch_size=batch_size)
+    cs, stat = _same(tmp_path, f"echo{batch_size}", flowtable=False, batch_size=batch_size)
+    lane = cs["classic_lane"]
+    assert re.search(r"type=0 code=0 id=16385 packets=[1-9]", listing), listing  # the moved id's answers came back
+    assert stat["insert"] >= 16, stat  # every round's pings, opened again after the idle gap
+    assert cs["tx_packets"] > len(lan)  # requests and answers forwarded
+    if batch_size == 1:
+        assert lane["packets"] == cs["rx_packets"] and not lane["punted"], lane
+    else:  # the only punts: answers to ping 1 NAT moved, reaching ping 0's entry, are none here
+        assert lane["packets"] > cs["rx_packets"] * 9 // 10, lane
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_lane_echo_among_errors(tmp_path, batch_size):
+    """Echo with what stays the Python path's: ICMP errors (RELATED, their inner packet translated),
+    time exceeded, a neighbour solicitation, a bad checksum, unsolicited replies, pings of the
+    gateway, timestamp queries. The lane carries the echo and punts the rest, counted as icmp,
+    csum, header or route (nf_conntrack_proto_icmp.c › icmp_error, icmpv6_error)."""
+    lan, wan = _ping(tmp_path, seed=4, mixed=False, errors=True)
+    cs, _ = _same(tmp_path, f"err{batch_size}", flowtable=False, batch_size=batch_size)
+    lane, echo = cs["classic_lane"], _echo_count(lan + wan)
+    punted = lane["punted"]
+    assert punted.get("icmp", 0) > 0 and punted.get("csum", 0) > 0, lane  # errors, ND; the bad checksum
+    assert cs["rx_packets"] > echo + 50  # the trace holds plenty of packets the lane must leave
+    if batch_size == 1:  # nothing but the Python path's packets punted; the echo all carried
+        # l2: the solicitation's multicast MAC; no_ct: a gateway ping's expired entry in the way
+        assert not set(punted) - {"icmp", "csum", "header", "route", "ct_state", "l2", "no_ct"}, lane
+        assert lane["packets"] >= echo * 9 // 10, (lane, echo)
+    else:  # a punted ICMPv6 packet punts the rest of its batch (classic_lane_batch's barrier)
+        assert lane["packets"] > echo // 2, (lane, echo)
+
+
+@pytest.mark.parametrize("flowtable", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_lane_echo_with_tcp_udp(tmp_path, batch_size, flowtable):
+    """Echo and its errors amid mixed_trace's TCP and UDP, with and without the flowtable (which
+    offloads TCP/UDP only: nft_flow_offload_eval)."""
+    _ping(tmp_path, seed=6, mixed=True, errors=True)
+    cs, stat = _same(tmp_path, f"mix{batch_size}{flowtable}", flowtable=flowtable, batch_size=batch_size)
+    assert cs["classic_lane"]["packets"] > cs["rx_packets"] // 2, cs["classic_lane"]
+    assert cs["classic_lane"]["punted"].get("icmp", 0) > 0
+
+
+ICMP_NAT_RULES = EXAMPLES.parent / "tests" / "data" / "gateway" / "icmplane.nft"
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_lane_echo_nat(tmp_path, batch_size):
+    """ICMP queries through SNAT and DNAT in the lane (nf_nat_proto.c › icmp_manip_pkt,
+    icmpv6_manip_pkt: the id and the checksum, ICMPv6's with its pseudo-header's address):
+    IPv4 masquerade, IPv6 SNAT, echo requests DNATed to a LAN host, with errors about them."""
+    _ping(tmp_path, seed=8, mixed=False, errors=True, reply6="2001:db8:ff::1", inbound=True)
+    cs, stat = _same(tmp_path, f"nat{batch_size}", flowtable=False, batch_size=batch_size, rules_file=ICMP_NAT_RULES)
+    _, _, (listing, _, _, _) = _run(tmp_path, f"l{batch_size}", True, flowtable=False, batch_size=batch_size,
+                                    rules_file=ICMP_NAT_RULES)  # fmt: skip
+    assert "dst=2001:db8:ff::1 type=129" in listing and "src=192.168.1.11 dst=198.51.100" in listing, listing
+    assert "[UNREPLIED] src=2001:db8" not in listing  # the SNATed IPv6 answers found their entries
+    lane = cs["classic_lane"]
+    if batch_size == 1:
+        assert lane["packets"] > cs["rx_packets"] // 2 and "nat" not in lane["punted"], lane

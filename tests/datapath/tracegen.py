@@ -166,3 +166,108 @@ def mixed_trace(
             emit(wan, f.down(b"", flags="SA"))
             emit(lan, f.up(b"late data"))
     return lan, wan
+
+
+GW_LAN6 = "2001:db8:1::1"
+HOST6 = "2001:db8:1::10"
+ROUTER = "203.0.113.254"
+
+
+def ping_trace(seed: int = 1, n_ids: int = 8, rounds: int = 12, mixed: bool = True, errors: bool = True,
+               reply6: str = HOST6, inbound: bool = False) -> tuple[list, list]:  # fmt: skip
+    """(lan packets, wan packets): ICMP and ICMPv6 echo through examples/gateway.ip, in capture order.
+
+    n_ids pings per round from the LAN hosts to Internet hosts (IPv4 through masquerade, the echo id
+    its "port"; IPv6 routed), answered from the WAN side; ids 0 and 1 collide (two hosts, one
+    server, one id: NAT moves the second, to the next id, where its answers come back). Every round some
+    answers are lost, some requests go unanswered twice. A 45 s gap in the middle lets entries
+    expire (30 s). mixed: on top of mixed_trace's TCP/UDP (its time span). errors: also what must
+    stay on the Python path: destination unreachable and ICMPv6 errors about the pings (RELATED),
+    echo requests with ttl 1 (time exceeded), a neighbour solicitation for the gateway, a bad ICMP
+    checksum, unsolicited echo replies, a ping of the gateway itself, timestamp queries. reply6: where
+    the IPv6 answers go (an IPv6 SNAT address). inbound: also a ping from the Internet to the WAN
+    address each round, answered by 192.168.1.11 (for a DNAT of echo requests)."""
+    from scapy.all import (
+        ICMP,
+        ICMPerror,
+        ICMPv6DestUnreach,
+        ICMPv6EchoReply,
+        ICMPv6EchoRequest,
+        ICMPv6ND_NS,
+        ICMPv6NDOptSrcLLAddr,
+        IPerror,
+    )
+
+    lan, wan = mixed_trace(seed=seed, n_udp=8, n_tcp=4, rounds=4) if mixed else ([], [])
+    rng = random.Random(seed + 1)
+    t0 = min((p.time for p in lan + wan), default=1_700_000_000.0)
+    t1 = max((p.time for p in lan + wan), default=t0)
+    t = [t0]
+    dt = max(t1 - t0 - 45.0, 1.0) / (rounds * n_ids)
+
+    def emit(side: list, pkt, gap: float) -> None:
+        t[0] += gap
+        pkt.time = t[0]
+        side.append(pkt)
+
+    pings = []
+    for k in range(n_ids):
+        v6 = k % 4 == 3
+        host = "192.168.1.10" if k % 2 == 0 else "192.168.1.11"
+        j = 0 if k == 1 else k  # ping 1 takes ping 0's server and id
+        pings.append((v6, host, HOSTS[host], f"198.51.100.{10 + j}", 0x4000 + 7 * j, f"2001:db8:2::{j + 0x50:x}"))
+    for r in range(rounds):
+        if r == rounds // 2:
+            t[0] += 45.0  # idle past the ICMP timeout (30 s): the entries expire and open again
+        for k, (v6, host, mac, server, eid, server6) in enumerate(pings):
+            seq = r * 16 + k
+            if v6:
+                up = Ether(src=HOSTS["192.168.1.10"], dst=GW_LAN) / IPv6(src=HOST6, dst=server6) / ICMPv6EchoRequest(
+                    id=eid, seq=seq, data=bytes(rng.choice([8, 56])))
+                down = Ether(src=UPSTREAM, dst=GW_WAN) / IPv6(src=server6, dst=reply6, hlim=60) / ICMPv6EchoReply(
+                    id=eid, seq=seq, data=bytes(8))
+            else:
+                up = Ether(src=mac, dst=GW_LAN) / IP(src=host, dst=server) / ICMP(type=8, id=eid, seq=seq) / Raw(
+                    bytes(rng.choice([8, 56, 300])))
+                nat_id = eid + 1 if k == 1 else eid  # where NAT's walk up from the clashing id lands
+                down = Ether(src=UPSTREAM, dst=GW_WAN) / IP(src=server, dst=WAN_IP, ttl=60) / ICMP(
+                    type=0, id=nat_id, seq=seq) / Raw(bytes(8))
+            emit(lan, up, dt * rng.uniform(0.2, 1.0))
+            if rng.random() < 0.9 and not (r % 5 == 4 and k == 2):  # some answers lost; ping 2 unanswered
+                emit(wan, down, dt * 0.1)
+        if inbound:
+            client = f"198.51.100.{200 + r % 3}"
+            emit(wan, Ether(src=UPSTREAM, dst=GW_WAN) / IP(src=client, dst=WAN_IP) / ICMP(type=8, id=0x5000 + r % 3,
+                 seq=r) / Raw(bytes(24)), dt)  # fmt: skip
+            emit(lan, Ether(src=HOSTS["192.168.1.11"], dst=GW_LAN) / IP(src="192.168.1.11", dst=client) / ICMP(
+                type=0, id=0x5000 + r % 3, seq=r) / Raw(bytes(24)), dt * 0.1)  # fmt: skip
+        if not errors:
+            continue
+        v4 = [p for p in pings if not p[0] and p[4] != pings[0][4]]
+        _, host, mac, server, eid, _ = v4[r % len(v4)]
+        inner = IPerror(src=WAN_IP, dst=server, ttl=1) / ICMPerror(type=8, id=eid, seq=r * 16)
+        emit(wan, Ether(src=UPSTREAM, dst=GW_WAN) / IP(src=ROUTER, dst=WAN_IP) / ICMP(type=3, code=1) / inner, dt)
+        emit(lan, Ether(src=mac, dst=GW_LAN) / IP(src=host, dst=server, ttl=1) / ICMP(type=8, id=eid, seq=999), dt)
+        bad = Ether(src=mac, dst=GW_LAN) / IP(src=host, dst=server) / ICMP(type=8, id=eid, seq=998, chksum=0x1234)
+        emit(lan, bad, dt)
+        emit(lan, Ether(src=mac, dst=GW_LAN) / IP(src=host, dst="192.168.1.1") / ICMP(type=8, id=eid, seq=997), dt)
+        emit(wan, Ether(src=UPSTREAM, dst=GW_WAN) / IP(src=server, dst=WAN_IP) / ICMP(type=0, id=0x7777, seq=r), dt)
+        emit(lan, Ether(src=mac, dst=GW_LAN) / IP(src=host, dst=server) / ICMP(type=0, id=0x7778, seq=r), dt)
+        emit(lan, Ether(src=mac, dst=GW_LAN) / IP(src=host, dst=server) / ICMP(type=13, id=eid + 1, seq=r), dt)
+        emit(wan, Ether(src=UPSTREAM, dst=GW_WAN) / IP(src=server, dst=WAN_IP) / ICMP(type=14, id=eid + 1, seq=r), dt)
+        v6p = [p for p in pings if p[0]]
+        if v6p:
+            server6, eid6 = v6p[r % len(v6p)][5], v6p[r % len(v6p)][4]
+            inner6 = IPv6(src=HOST6, dst=server6) / ICMPv6EchoRequest(id=eid6, seq=r)
+            emit(wan, Ether(src=UPSTREAM, dst=GW_WAN) / IPv6(src="2001:db8:ff::fe", dst=HOST6)
+                 / ICMPv6DestUnreach(code=1) / inner6, dt)  # fmt: skip
+            emit(lan, Ether(src=HOSTS["192.168.1.10"], dst=GW_LAN) / IPv6(src=HOST6, dst=server6, hlim=1)
+                 / ICMPv6EchoRequest(id=eid6, seq=999), dt)  # fmt: skip
+        if r % 3 == 0:
+            ns = (Ether(src=HOSTS["192.168.1.10"], dst="33:33:ff:00:00:01")
+                  / IPv6(src=HOST6, dst="ff02::1:ff00:1", hlim=255) / ICMPv6ND_NS(tgt=GW_LAN6)
+                  / ICMPv6NDOptSrcLLAddr(lladdr=HOSTS["192.168.1.10"]))  # fmt: skip
+            emit(lan, ns, dt)
+    lan.sort(key=lambda p: p.time)
+    wan.sort(key=lambda p: p.time)
+    return lan, wan
