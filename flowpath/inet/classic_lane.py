@@ -25,11 +25,12 @@ POSTROUTING so that nothing can punt a confirmed entry. A `flow add` that FORWAR
 after POSTROUTING too (classic_lane_offload.py), as the Python path does it once the packet is sent.
 
 Punted today: ICMP errors (RELATED: the Python path looks up the connection inside and translates
-it), ICMPv6 neighbour discovery and MLD (untracked), ICMP types without a reply type, fragments, options, extension headers, VLAN tags, packets to or from the gateway
-itself, anything an nft rule the VM cannot run sees (log, limit, reject...), NAT bindings other than
-SNAT, DNAT and IPv4 masquerade to a device's one address, a neighbour that is not resolved or whose
-timer is due, a route through a tunnel, IPsec policies, the GC's time, new connections and flow adds
-with several workers, a flow add into one of several flowtables or through a tunnel or VLAN.
+it), ICMPv6 neighbour discovery and MLD (untracked), ICMP types without a reply type, fragments,
+options, extension headers, VLAN tags, packets to or from the gateway itself, anything an nft rule
+the VM cannot run sees (log, limit, reject...), NAT bindings other than SNAT, DNAT and IPv4
+masquerade to a device's one address, a neighbour that is not resolved or whose timer is due, a
+route through a tunnel, IPsec policies, the GC's time, new connections and flow adds with several
+workers, a flow add into one of several flowtables or through a tunnel or VLAN.
 """
 
 from __future__ import annotations
