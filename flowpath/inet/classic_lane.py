@@ -33,6 +33,7 @@ route through a tunnel, IPsec policies, the GC's time, new connections and flow 
 workers, a flow add into one of several flowtables or through a tunnel or VLAN.
 """
 
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,53 @@ from numba import njit
 
 from flowpath.flowtable.ip import FLOW_FORWARD, SLOW_L4PROTO, nf_flow_tuple_ip, nf_flow_tuple_ipv6
 from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_SADDR, ports_dst, ports_src
+from flowpath.inet.classic_lane_new import lane_confirm, lane_ct_new, lane_nat_bind
+from flowpath.inet.classic_lane_nft import lane_chain
 from flowpath.inet.classic_lane_offload import OFFLOAD_DONE, OFFLOAD_PUNT, lane_flow_offload
+from flowpath.inet.classic_lane_state import (
+    CFG_NEW_OK,
+    CFG_NEXT_GC_NS,
+    CFG_NR_CPUS,
+    CFG_PUNTED,
+    CNT_CT_DROP,
+    CNT_DONE,
+    CNT_FOUND,
+    CNT_INSERT,
+    CNT_LAST_TS,
+    CNT_OFFLOADED,
+    CNT_PUNTED,
+    CNT_RESUME,
+    CNT_SENT,
+    DROP_BASE,
+    ENTRY_CHAIN,
+    ENTRY_CONFIRM,
+    ENTRY_CONNTRACK,
+    ENTRY_NAT,
+    LANE_OK,
+    LANE_YIELD,
+    PS_CT_DROP,
+    PS_CTINFO,
+    PS_ED,
+    PS_END,
+    PS_FLOW,
+    PS_FOUND,
+    PS_IIF,
+    PS_INSERT,
+    PS_L3,
+    PS_L4,
+    PS_NACC,
+    PS_NEW,
+    PS_NEW_OK,
+    PS_NOW,
+    PS_NR_CPUS,
+    PS_OFFLOADED,
+    PS_OIF,
+    PS_PRNG,
+    PS_RTMTU,
+    PS_THOFF,
+    lane_copy,
+    lane_fill,
+)
 from flowpath.inet.ip_input import ip_route_input_martian, ipv6_rcv_martian
 from flowpath.net.fib import RTN_UNICAST
 from flowpath.net.fib_table import (
@@ -61,79 +108,23 @@ from flowpath.netfilter.conntrack_proto_icmp import (
     ICMP_BAD_CSUM,
     ICMP_QUERY,
     icmp_error_pkt,
-    icmp_invert_type,
     nf_conntrack_icmp_packet,
 )
 from flowpath.netfilter.conntrack_proto_tcp import tcp_conntrack_packet
 from flowpath.netfilter.conntrack_proto_tcp_window import tcp_checksum_bad
-from flowpath.netfilter.ct_layout import CT_MARK, CT_PROTO, CT_STATUS, CT_TIMEOUT, TCP_STATE
+from flowpath.netfilter.ct_layout import CT_STATUS
 from flowpath.netfilter.ct_row import nf_conntrack_udp_packet
 from flowpath.netfilter.nat_manip import nf_nat_l3_manip_pkt
 from flowpath.netfilter.nf_conntrack_table import (
     NF_CT_NOT_FOUND,
-    nf_ct_confirm_check,
-    nf_ct_early_drop_scan,
     nf_ct_find,
-    nf_ct_index_has_room,
     nf_ct_pkt_key,
-    nf_ct_row_alloc,
-    nf_ct_row_confirm,
     nf_ct_row_free,
-    nf_ct_row_unlink,
-)
-from flowpath.netfilter.nf_nat_core import (
-    NAT_NO_PORTS,
-    NR_EXPIRED,
-    NR_FLAGS,
-    NR_MAX,
-    NR_MIN,
-    NR_PMAX,
-    NR_PMIN,
-    nf_nat_bysource_add,
-    nf_nat_bysource_del,
-    nf_nat_setup_row,
 )
 from flowpath.netfilter.nft_vm import (
-    NAT_DNAT,
-    NAT_MASQUERADE,
-    NAT_SNAT,
-    NFT_PUNT,
-    OUT_CNT,
-    OUT_FLOW,
     OUT_LEN,
-    OUT_NAT,
-    OUT_NAT_FLAGS,
-    OUT_NAT_MANIP,
-    OUT_NAT_MAXADDR,
-    OUT_NAT_MAXPROTO,
-    OUT_NAT_MINADDR,
-    OUT_NAT_MINPROTO,
     OUT_NCNT,
-    PM_BUFLEN,
-    PM_CT,
-    PM_CTDIR,
-    PM_CTMARK,
-    PM_CTSTATE,
-    PM_CTSTATUS,
-    PM_CTTCPSTATE,
-    PM_HOOK,
-    PM_IIF,
-    PM_IIFNAME,
-    PM_L3PROTO,
-    PM_L4PROTO,
-    PM_LEN,
-    PM_MARK,
-    PM_NFPROTO,
-    PM_NHOFF,
-    PM_OIF,
-    PM_OIFNAME,
-    PM_RTMTU,
-    PM_THOFF,
-    PM_WRITES,
-    PM_WROTE_CTMARK,
-    nf_ct_state_bit,
     nft_vm_commit,
-    nft_vm_run_regs,
 )
 from flowpath.packet import layout as L
 from flowpath.packet.counters import TX_BYTES, TX_PACKETS
@@ -146,56 +137,18 @@ from flowpath.packet.reason import (
     PUNT_ICMP,
     PUNT_L2,
     PUNT_MTU,
-    PUNT_NAT,
     PUNT_NEIGH,
-    PUNT_NFT,
     PUNT_NO_CT,
     PUNT_OFFLOAD,
     PUNT_ROUTE,
     Reason,
 )
 
-LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its drop reason
-LANE_YIELD = -2  # the index must be rebuilt first: the packet is left as it came, the batch stops there
-
-# cfg int64 words
-CFG_NEXT_GC_NS = 0  # packet time of the Worker's next GC: the lane stops there
-CFG_NEW_OK = 1  # 1: the lane may open new connections (one worker; rows and index room made ready)
-CFG_NR_CPUS = 2  # workers sharing the table (NAT's port choice keeps a connection's worker)
-CFG_PUNTED = 3  # set once a packet of the batch was punted: later new connections are punted too
-CFG_MAX_ENTRIES = 4  # nf_conntrack_max
-CFG_EVICT_SLOTS = 5  # index slots early_drop looks at (NfConntrackTable.early_drop_slots)
-CFG_EVICT_OK = 6  # 0: conntrack has destroy hooks (Python): the lane does not evict
-CFG_WORDS = 8
-# cnt int64 words (acct's): what classic_lane_batch finished and left
-CNT_DONE, CNT_SENT, CNT_FOUND, CNT_INSERT, CNT_PUNTED, CNT_LAST_TS, CNT_EARLY_DROP, CNT_CT_DROP = range(8)
-CNT_ZOMBIES = 8  # evicted rows a Python view holds: Python frees them after the batch (ct[11])
-CNT_RESUME = 9  # > 0: the batch stopped at LANE_YIELD; resume at idx[CNT_RESUME - 1] once Python is done
-CNT_OFFLOADED = 10  # connections lane_flow_offload offloaded
-CNT_WORDS = 12
-SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
-
-_TX, _NF_DROP, _NO_PORTS = int(Reason.TX), int(Reason.NETFILTER_DROP), int(Reason.NAT_NO_PORTS)
+_TX = int(Reason.TX)
 _CT_FULL = int(Reason.CT_TABLE_FULL)
 _TX_PACKETS, _TX_BYTES = TX_PACKETS, TX_BYTES
 _TCP, _UDP, _ICMP, _ICMPV6 = L.IPPROTO_TCP, L.IPPROTO_UDP, L.IPPROTO_ICMP, L.IPPROTO_ICMPV6
-
-
-# The lane's stages are inlined into one kernel and compiled without NRT (_nrt=False): called one by
-# one, each call passed the tables as tuples of arrays, flattened into scalar arguments with their
-# reference counts, which cost more than the work. What only a new connection runs is compiled apart
-# (not inlined), so that it does not weigh on the established path. Without NRT nothing here may
-# allocate: copies are loops, not slice assignments.
-@njit(cache=True, nogil=True, inline="always")
-def _fill(a, v):
-    for j in range(a.shape[0]):
-        a[j] = v
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _copy(dst, src, n):
-    for j in range(n):
-        dst[j] = src[j]
+_PRE, _FWD, _POST = C.NF_INET_PRE_ROUTING, C.NF_INET_FORWARD, C.NF_INET_POST_ROUTING
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -304,62 +257,6 @@ def nf_nat_packet_row(b, end, nhoff, thoff, l3, l4proto, key, ed, status, manipt
 
 
 
-# ---- the per-packet state a stage hands the next (ps int64[PS_SIZE]) ----
-PS_L3, PS_L4, PS_THOFF, PS_END, PS_IIF, PS_OIF, PS_ED, PS_CTINFO, PS_NOW, PS_MARK = range(10)
-PS_RTMTU, PS_NACC, PS_FOUND = 10, 11, 12
-PS_NEW = 13  # the row of the connection this packet opened (unconfirmed until POSTROUTING), else -1
-PS_PRNG = 14  # NAT's PRNG state as the packet found it (restored on a punt)
-PS_NEW_OK, PS_NR_CPUS, PS_INSERT, PS_CT_DROP = 15, 16, 17, 18  # PS_INSERT: confirmed a new entry
-PS_FLOW = 19  # 1: a FORWARD chain said `flow add` to the lane's flowtable (done once it is transmitted)
-PS_OFFLOADED = 20  # 1: the packet's connection was offloaded (lane_flow_offload)
-PS_SIZE = 22
-# nat chains per hook: natv int64[2, 5, MAX_NAT_CHAINS] (VM chain ids), natn int64[2, 5]
-MAX_NAT_CHAINS = 8
-# hook entries (flowpath/netfilter/hooks.py's kinds): hookv int64[2, 5, MAX_ENTRIES, 2] (kind, chain)
-ENTRY_CHAIN, ENTRY_CONNTRACK, ENTRY_NAT, ENTRY_CONFIRM, ENTRY_DEFRAG = range(5)
-MAX_ENTRIES = 16
-_PRE, _FWD, _POST = C.NF_INET_PRE_ROUTING, C.NF_INET_FORWARD, C.NF_INET_POST_ROUTING
-DROP_BASE = -1000  # lane_hook's result for a drop: DROP_BASE - reason
-
-
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_chain(f, chain, hook, ps, nft, ct, scr, nat_ok):
-    """A base chain through the VM (nft_do_chain); LANE_OK (accept), PUNT_NFT, PUNT_OFFLOAD or
-    DROP_BASE - reason. Counter hits are kept in scr's acc until the packet is done. nat_ok: a nat
-    chain, whose NAT statement is left in scr's out for the caller."""
-    progs = nft[0]
-    pm, out, acc, regs, stack = scr[3], scr[4], scr[6], scr[7], scr[8]
-    ed = ps[PS_ED]
-    _fill(pm, 0)
-    pm[PM_HOOK], pm[PM_NFPROTO] = hook, C.NFPROTO_IPV4 if ps[PS_L3] == 4 else C.NFPROTO_IPV6
-    pm[PM_L3PROTO] = L.ETH_P_IP if ps[PS_L3] == 4 else L.ETH_P_IPV6
-    pm[PM_L4PROTO], pm[PM_NHOFF], pm[PM_THOFF] = ps[PS_L4], L.ETH_HLEN, ps[PS_THOFF]
-    pm[PM_LEN], pm[PM_BUFLEN] = ps[PS_END] - L.ETH_HLEN, ps[PS_END]
-    pm[PM_IIF], pm[PM_OIF] = ps[PS_IIF], ps[PS_OIF]
-    pm[PM_IIFNAME] = ps[PS_IIF] if hook != C.NF_INET_LOCAL_OUT else -1
-    pm[PM_OIFNAME] = ps[PS_OIF] if ps[PS_OIF] else -1
-    pm[PM_MARK], pm[PM_RTMTU] = ps[PS_MARK], ps[PS_RTMTU]
-    pm[PM_CTSTATE] = nf_ct_state_bit(ed >= 0, ps[PS_CTINFO])
-    pm[PM_CTTCPSTATE] = -1
-    if ed >= 0:
-        hot = ct[1]
-        pm[PM_CT], pm[PM_CTDIR] = 1, ed & 1
-        pm[PM_CTSTATUS], pm[PM_CTMARK] = hot[ed >> 1, CT_STATUS], hot[ed >> 1, CT_MARK]
-        pm[PM_CTTCPSTATE] = hot[ed >> 1, CT_PROTO + TCP_STATE] if ps[PS_L4] == _TCP else -1
-    v = nft_vm_run_regs(progs, chain, f, pm, out, regs, stack)
-    if v == NFT_PUNT or pm[PM_WRITES] & PM_WROTE_CTMARK or (out[OUT_NAT] and not nat_ok):
-        return PUNT_NFT  # a ct mark written, or a NAT statement outside the NAT hook
-    if out[OUT_FLOW] >= 0 and nft[1] and not (ed >= 0 and ct[1][ed >> 1, CT_STATUS] & C.IPS_OFFLOAD):
-        if out[OUT_FLOW] != nft[2]:
-            return PUNT_OFFLOAD  # a flowtable the lane does not hold: the Python path offloads
-        ps[PS_FLOW] = 1
-    ps[PS_MARK] = pm[PM_MARK]
-    for j in range(out[OUT_NCNT]):  # kept for nft_vm_commit once the packet is done
-        acc[OUT_CNT + ps[PS_NACC]] = out[OUT_CNT + j]
-        ps[PS_NACC] += 1
-    if v == C.NF_DROP:
-        return DROP_BASE - _NF_DROP
-    return LANE_OK
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -393,7 +290,7 @@ def lane_conntrack(f, ps, ct, scr):
             ctinfo = C.IP_CT_ESTABLISHED
         else:
             ctinfo = C.IP_CT_NEW
-        _copy(hsnap, hot[row], hsnap.shape[0])
+        lane_copy(hsnap, hot[row], hsnap.shape[0])
         ps[PS_FOUND] = 1  # conntrack's "found" statistic, counted once the packet is done
     ps[PS_ED], ps[PS_CTINFO] = ed, ctinfo
     end = ps[PS_END]
@@ -410,64 +307,6 @@ def lane_conntrack(f, ps, ct, scr):
     if ctinfo == C.IP_CT_ESTABLISHED_REPLY:
         hot[row, CT_STATUS] |= C.IPS_SEEN_REPLY
     return LANE_OK
-
-
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_evict(v, ct):
-    """early_drop's eviction of row v (Conntrack._kill_row without destroy hooks): out of the index
-    and NAT's by-source list, freed; counted in early_drop. A row a Python view (NfConn) holds is
-    left DYING in ct[11] for Python to free after the batch (the view keeps a copy of it). Kept
-    even if the packet is punted later: the Python path, run then, finds the room it would have
-    made itself."""
-    ctv, hot, key, rowv, bys, cnt = ct[0], ct[1], ct[2], ct[6], ct[7], ct[10]
-    hot[v, CT_STATUS] |= C.IPS_DYING
-    nf_ct_row_unlink(ctv, rowv, v)
-    nf_nat_bysource_del(bys, key, v, ctv[5])
-    if rowv[4][v]:
-        ct[11][cnt[CNT_ZOMBIES]] = v
-        cnt[CNT_ZOMBIES] += 1
-    else:
-        nf_ct_row_free(rowv, hot, key, v)
-    cnt[CNT_EARLY_DROP] += 1
-
-
-@njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
-def lane_ct_new(k, ps, ct):
-    """resolve_normal_ct's new entry for a TCP, UDP or ICMP packet: an ICMP type without a reply
-    type has no inverse and no entry (-3: punt); with the table full, early_drop's eviction first
-    (or -2: no room, the packet is dropped); then init_conntrack: a row off the free stack with the
-    tuple k and its inverse (nf_ct_invert_tuple: the reply type for ICMP), unconfirmed (ps[PS_NEW])
-    until POSTROUTING confirms it; a punt frees it. Returns the row, or -1 (punt)."""
-    hot, key, rowv, cfg = ct[1], ct[2], ct[6], ct[9]
-    ctr = rowv[3]
-    icmp = ps[PS_L4] == _ICMP or ps[PS_L4] == _ICMPV6
-    inv = icmp_invert_type(ps[PS_L4], np.int64(k[K_ENCAP]) >> 8) if icmp else 0
-    if inv < 0:
-        return -3
-    if ctr[0] >= cfg[CFG_MAX_ENTRIES]:  # CTR_NCONFIRMED
-        v = nf_ct_early_drop_scan(ct[0], k, cfg[CFG_EVICT_SLOTS], ps[PS_NOW])
-        if v < 0:
-            return -2
-        if not cfg[CFG_EVICT_OK]:
-            return -1  # destroy hooks: Python evicts
-        lane_evict(v, ct)
-    r = nf_ct_row_alloc(rowv)
-    if r < 0:
-        return -1
-    o, p = 2 * r, 2 * r + 1
-    for j in range(k.shape[0]):
-        key[o, j] = k[j]
-        key[p, j] = k[j]
-    for w in range(4):
-        key[p, K_SADDR + w] = k[K_DADDR + w]
-        key[p, K_DADDR + w] = k[K_SADDR + w]
-    ports = np.int64(k[K_PORTS])
-    key[p, K_PORTS] = (ports_dst(ports) << 16) | ports_src(ports)
-    if icmp:  # icmp_invert_tuple: the id stays, the type becomes its reply's
-        key[p, K_ENCAP] = (inv << 8) | (np.int64(k[K_ENCAP]) & 0xFF)
-    hot[r, CT_TIMEOUT] = ps[PS_NOW]
-    ps[PS_NEW] = r
-    return r
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -497,81 +336,6 @@ def lane_hook(f, hook, ps, ents, nft, ct, rtv, scr):
             r = lane_confirm(ps, ct)
         if r != LANE_OK:
             return r
-    return LANE_OK
-
-
-@njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
-def lane_nat_bind(f, hook, mtype, ps, ents, nft, ct, rtv, scr):
-    """nf_nat_inet_fn for a new connection: the hook's nat chains until one binds (nft_nat_eval),
-    else the null binding, then nf_nat_setup_row (nf_nat_core.py). LANE_OK, a punt (redirect,
-    masquerade the lane has no address for, an expired entry in the way), or DROP_BASE - reason (a
-    nat chain's drop, no free port)."""
-    natv, natn = ents[2], ents[3]
-    out, nr = scr[4], scr[11]
-    nfp = 0 if ps[PS_L3] == 4 else 1
-    kind = 0
-    for j in range(natn[nfp, hook]):
-        r = lane_chain(f, natv[nfp, hook, j], hook, ps, nft, ct, scr, True)
-        if r != LANE_OK:
-            return r
-        kind = out[OUT_NAT]
-        if kind:
-            break
-    row = ps[PS_NEW]
-    key = ct[2]
-    if kind == 0:  # nf_nat_alloc_null_binding: the current address
-        off = K_DADDR if mtype == C.NF_NAT_MANIP_SRC else K_SADDR
-        _fill(nr, 0)
-        nr[NR_FLAGS] = 1  # NF_NAT_RANGE_MAP_IPS
-        if ps[PS_L3] == 4:
-            nr[NR_MIN + 3] = nr[NR_MAX + 3] = key[2 * row + 1, off]
-        else:
-            for w in range(4):
-                nr[NR_MIN + w] = nr[NR_MAX + w] = key[2 * row + 1, off + w]
-    elif (kind != NAT_SNAT and kind != NAT_DNAT and kind != NAT_MASQUERADE) or out[OUT_NAT_MANIP] != mtype:
-        return PUNT_NAT  # redirect (the input device's address)
-    else:
-        nr[NR_FLAGS], nr[NR_PMIN], nr[NR_PMAX] = out[OUT_NAT_FLAGS], out[OUT_NAT_MINPROTO], out[OUT_NAT_MAXPROTO]
-        for w in range(4):
-            nr[NR_MIN + w], nr[NR_MAX + w] = out[OUT_NAT_MINADDR + w], out[OUT_NAT_MAXADDR + w]
-        if kind == NAT_MASQUERADE:  # nf_nat_masquerade_ipv4: the output device's address
-            masq = rtv[4]
-            a = masq[ps[PS_OIF]] if ps[PS_L3] == 4 and ps[PS_OIF] < masq.shape[0] else -1
-            if a < 0:
-                return PUNT_NAT
-            nr[NR_FLAGS] |= 1  # NF_NAT_RANGE_MAP_IPS
-            for w in range(3):
-                nr[NR_MIN + w] = nr[NR_MAX + w] = 0
-            nr[NR_MIN + 3] = nr[NR_MAX + 3] = a
-    nr[NR_EXPIRED] = -1
-    res = nf_nat_setup_row(ct[0], ct[7], row, mtype, nr, ps[PS_NR_CPUS], ct[8], scr[12], ps[PS_NOW])
-    if res < 0 or nr[NR_EXPIRED] >= 0:
-        return PUNT_NO_CT  # an expired entry in the way: the Python path removes it
-    if res == NAT_NO_PORTS:
-        return DROP_BASE - _NO_PORTS
-    return LANE_OK
-
-
-@njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
-def lane_confirm(ps, ct):
-    """__nf_conntrack_confirm for the connection this packet opened: into the index, and into NAT's
-    by-source list when source-NATed. A clash (or an expired entry in the way) is the Python
-    path's: punted."""
-    ctv, hot, key, rowv, bys = ct[0], ct[1], ct[2], ct[6], ct[7]
-    r = ps[PS_NEW]
-    ctr = rowv[3]
-    if not nf_ct_index_has_room(ctr[0], ctr[1], ctv[0].shape[0], 1):  # CTR_NCONFIRMED, CTR_NTOMB
-        return LANE_YIELD  # Python rebuilds the index, as hash_insert would here, and the lane resumes
-    if hot[r, CT_STATUS] & C.IPS_DYING or nf_ct_confirm_check(ctv, r, ps[PS_NOW]) != NF_CT_NOT_FOUND:
-        return PUNT_CT_STATE
-    hot[r, CT_STATUS] |= C.IPS_CONFIRMED
-    if nf_ct_row_confirm(ctv, rowv, r) < 0:  # a probe run full: the Python path rebuilds the index
-        nf_ct_row_unlink(ctv, rowv, r)
-        hot[r, CT_STATUS] &= ~C.IPS_CONFIRMED
-        return PUNT_CT_STATE
-    if hot[r, CT_STATUS] & C.IPS_SRC_NAT_DONE:
-        nf_nat_bysource_add(bys, key, r, ctv[5])
-    ps[PS_NEW], ps[PS_INSERT] = -1, 1
     return LANE_OK
 
 
@@ -722,14 +486,14 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
     r, l3, l4, thoff, l3len = lane_parse(f, 0, n, k)
     if r != LANE_OK:
         return r
-    _fill(ps, 0)
+    lane_fill(ps, 0)
     ps[PS_L3], ps[PS_L4], ps[PS_THOFF], ps[PS_END] = l3, l4, thoff, L.ETH_HLEN + l3len
     ps[PS_IIF], ps[PS_ED], ps[PS_NOW], ps[PS_NEW] = ifx, -1, ts_ns[i], -1
     ps[PS_NEW_OK], ps[PS_NR_CPUS] = cfg[CFG_NEW_OK] and not cfg[CFG_PUNTED], cfg[CFG_NR_CPUS]
     prng = ct[8]
     ps[PS_PRNG] = prng[0]
     m = min(thoff + L.TCPH.size, n)  # what the lane may write: addresses, TTL, ports, checksums
-    _copy(snap, f, m)
+    lane_copy(snap, f, m)
     r = lane_forward(f, ps, ents, nft, ct, rtv, scr)
     if r == LANE_OK or r <= DROP_BASE:
         acc[OUT_LEN], acc[OUT_NCNT] = ps[PS_END] - L.ETH_HLEN, ps[PS_NACC]
@@ -741,12 +505,12 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
             if ps[PS_NEW] >= 0:  # dropped before confirm: the entry goes with the packet
                 nf_ct_row_free(ct[6], ct[1], ct[2], ps[PS_NEW])
         return LANE_OK
-    _copy(f, snap, m)
+    lane_copy(f, snap, m)
     lane_taint(ps, ct, scr)
     if ps[PS_NEW] >= 0:
         nf_ct_row_free(ct[6], ct[1], ct[2], ps[PS_NEW])
     elif ps[PS_ED] >= 0:
-        _copy(ct[1][ps[PS_ED] >> 1], hsnap, hsnap.shape[0])
+        lane_copy(ct[1][ps[PS_ED] >> 1], hsnap, hsnap.shape[0])
     prng[0] = ps[PS_PRNG]
     return r
 

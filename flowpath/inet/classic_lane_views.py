@@ -13,7 +13,8 @@ import numpy as np
 from flowpath.flowtable.core import Flowtable
 from flowpath.flowtable.hook import jit_entry
 from flowpath.flowtable.key import KEY_ROW
-from flowpath.inet.classic_lane import (
+from flowpath.inet.classic_lane import classic_lane_batch
+from flowpath.inet.classic_lane_state import (
     CFG_EVICT_OK,
     CFG_EVICT_SLOTS,
     CFG_MAX_ENTRIES,
@@ -40,7 +41,6 @@ from flowpath.inet.classic_lane import (
     MAX_NAT_CHAINS,
     PS_SIZE,
     SNAP_BYTES,
-    classic_lane_batch,
 )
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.ct_layout import CT_HOT_ROW
