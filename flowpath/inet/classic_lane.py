@@ -63,6 +63,7 @@ from flowpath.inet.classic_lane_state import (
     ENTRY_CONFIRM,
     ENTRY_CONNTRACK,
     ENTRY_NAT,
+    LANE_ICMP,
     LANE_OK,
     LANE_YIELD,
     PS_CT_DROP,
@@ -159,20 +160,14 @@ def lane_parse(b, h, n, k):
     nhoff = h + L.ETH_HLEN
     etype = ld16(b, h + 12)
     if etype == L.ETH_P_IP:
-        r = nf_flow_tuple_ip(b, nhoff, n - L.ETH_HLEN, 0, k, 0)
-        if r != FLOW_FORWARD:
-            if r == SLOW_L4PROTO and b[nhoff + L.IPH.protocol] == _ICMP:
-                return lane_parse_icmp(b, nhoff, n - L.ETH_HLEN, 4, k)
+        if nf_flow_tuple_ip(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != FLOW_FORWARD:
             return PUNT_HEADER, 4, 0, 0, 0
         if csum_partial(b, nhoff, L.IPH.size, 0) != 0xFFFF:  # the header verifies (skb_parse's check)
             return PUNT_CSUM, 4, 0, 0, 0
         l3, l3len, thoff = 4, ld16(b, nhoff + L.IPH.tot_len), nhoff + L.IPH.size
         l4proto = int(b[nhoff + L.IPH.protocol])
     elif etype == L.ETH_P_IPV6:
-        r = nf_flow_tuple_ipv6(b, nhoff, n - L.ETH_HLEN, 0, k, 0)
-        if r != FLOW_FORWARD:
-            if r == SLOW_L4PROTO and b[nhoff + L.IP6H.nexthdr] == _ICMPV6:
-                return lane_parse_icmp(b, nhoff, n - L.ETH_HLEN, 6, k)
+        if nf_flow_tuple_ipv6(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != FLOW_FORWARD:
             return PUNT_HEADER, 6, 0, 0, 0
         l3, l3len, thoff = 6, L.IP6H.size + ld16(b, nhoff + L.IP6H.payload_len), nhoff + L.IP6H.size
         l4proto = int(b[nhoff + L.IP6H.nexthdr])
@@ -188,7 +183,31 @@ def lane_parse(b, h, n, k):
     return LANE_OK, l3, l4proto, thoff, l3len
 
 
-@njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the TCP/UDP parse
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_is_icmp(b):
+    """Does frame b carry ICMP over IPv4 or ICMPv6 (right after the fixed header)? Asked of a packet
+    lane_parse refused, to give it to the ICMP copy of the lane (lane_one_icmp)."""
+    etype = ld16(b, 12)
+    if etype == L.ETH_P_IP:
+        return b.shape[0] > L.ETH_HLEN + L.IPH.protocol and b[L.ETH_HLEN + L.IPH.protocol] == _ICMP
+    return etype == L.ETH_P_IPV6 and b.shape[0] > L.ETH_HLEN + L.IP6H.nexthdr and b[L.ETH_HLEN + L.IP6H.nexthdr] == _ICMPV6
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_parse_icmp_frame(b, n, k):
+    """lane_parse for an ICMP or ICMPv6 frame of n bytes: ip_rcv's checks as nf_flow_tuple_ip makes
+    them (it refuses the protocol only), then lane_parse_icmp's."""
+    nhoff = L.ETH_HLEN
+    if ld16(b, 12) == L.ETH_P_IP:
+        if nf_flow_tuple_ip(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != SLOW_L4PROTO:
+            return PUNT_HEADER, 4, 0, 0, 0
+        return lane_parse_icmp(b, nhoff, n - L.ETH_HLEN, 4, k)
+    if nf_flow_tuple_ipv6(b, nhoff, n - L.ETH_HLEN, 0, k, 0) != SLOW_L4PROTO:
+        return PUNT_HEADER, 6, 0, 0, 0
+    return lane_parse_icmp(b, nhoff, n - L.ETH_HLEN, 6, k)
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_parse_icmp(b, nhoff, l3max, l3, k):
     """lane_parse for an IPv4 ICMP or IPv6 ICMPv6 packet (nf_flow_tuple_ip's l4proto check refused
     it; its version, length, fragment and option checks passed): the rest of ip_rcv's checks, then
@@ -260,7 +279,7 @@ def nf_nat_packet_row(b, end, nhoff, thoff, l3, l4proto, key, ed, status, manipt
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_conntrack(f, ps, ct, scr):
+def lane_conntrack(f, ps, ct, scr, icmp):
     """nf_conntrack_in for a packet the lane takes: its confirmed entry or a punt (NO_CT), then the
     tracker on its row (saved first in scr's hsnap, for a later punt to restore)."""
     ctv, hot, taint, gen, tcp_params = ct[0], ct[1], ct[3], ct[4], ct[5]
@@ -297,7 +316,7 @@ def lane_conntrack(f, ps, ct, scr):
     if ps[PS_L4] == _TCP:
         ret = tcp_conntrack_packet(hot[row], f, L.ETH_HLEN, ps[PS_THOFF], end - L.ETH_HLEN, dir, ctinfo, now,
                                    tcp_params)  # fmt: skip
-    elif ps[PS_L4] == _UDP:
+    elif not icmp:
         ret = nf_conntrack_udp_packet(hot[row], dir, now, end - L.ETH_HLEN)
     else:
         orig_type = np.int64(ct[2][2 * row, K_ENCAP]) >> 8  # the original tuple's ICMP type
@@ -310,7 +329,7 @@ def lane_conntrack(f, ps, ct, scr):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_hook(f, hook, ps, ents, nft, ct, rtv, scr):
+def lane_hook(f, hook, ps, ents, nft, ct, rtv, scr, icmp):
     """One hook's entries in priority order (nf_hook_slow): chains through the VM, conntrack, NAT
     (binding a new connection, then the rewrite), confirming a new connection; defrag has nothing to
     do for the lane's packets. LANE_OK, a punt, or DROP_BASE - reason."""
@@ -322,7 +341,7 @@ def lane_hook(f, hook, ps, ents, nft, ct, rtv, scr):
         if kind == ENTRY_CHAIN:
             r = lane_chain(f, hookv[nfp, hook, e, 1], hook, ps, nft, ct, scr, False)
         elif kind == ENTRY_CONNTRACK:
-            r = lane_conntrack(f, ps, ct, scr)
+            r = lane_conntrack(f, ps, ct, scr, icmp)
         elif kind == ENTRY_NAT and ps[PS_ED] >= 0:
             ed = ps[PS_ED]
             mtype = C.NF_NAT_MANIP_DST if hook == _PRE else C.NF_NAT_MANIP_SRC
@@ -420,10 +439,10 @@ def lane_neigh_output(f, ps, n, rtv):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_forward(f, ps, ents, nft, ct, rtv, scr):
+def lane_forward(f, ps, ents, nft, ct, rtv, scr, icmp):
     """One packet from PREROUTING to the wire (ip_rcv_finish › ip_forward › ip_output ›
     neigh_output): LANE_OK (f is the frame to send, out of ps[PS_OIF]), a punt, or DROP_BASE - reason."""
-    r = lane_hook(f, _PRE, ps, ents, nft, ct, rtv, scr)
+    r = lane_hook(f, _PRE, ps, ents, nft, ct, rtv, scr, icmp)
     if r != LANE_OK:
         return r
     if lane_martian(f, L.ETH_HLEN, ps[PS_L3]):
@@ -436,13 +455,13 @@ def lane_forward(f, ps, ents, nft, ct, rtv, scr):
         ip_decrease_ttl(f, L.ETH_HLEN)
     else:
         f[L.ETH_HLEN + L.IP6H.hop_limit] -= 1
-    r = lane_hook(f, _FWD, ps, ents, nft, ct, rtv, scr)
+    r = lane_hook(f, _FWD, ps, ents, nft, ct, rtv, scr, icmp)
     if r != LANE_OK:
         return r
     n = lane_neigh_lookup(f, ps, rt, rtv)
     if n < 0:
         return PUNT_NEIGH
-    r = lane_hook(f, _POST, ps, ents, nft, ct, rtv, scr)
+    r = lane_hook(f, _POST, ps, ents, nft, ct, rtv, scr, icmp)
     if r != LANE_OK:
         return r
     if ps[PS_FLOW]:  # ip_forward's q.offload: once the packet is on its way
@@ -469,10 +488,12 @@ def lane_taint(ps, ct, scr):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
+def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr, icmp):
     """One packet through the lane: LANE_OK (forwarded or dropped: its verdict says), or a punt with
     the packet's bytes, its conntrack row and NAT's PRNG as they were (a connection it opened is
-    freed, as Linux frees an unconfirmed entry with its skb)."""
+    freed, as Linux frees an unconfirmed entry with its skb). icmp, a constant: the copy for ICMP
+    (lane_one_icmp), which the TCP/UDP copy hands ICMP packets to with LANE_ICMP. Apart, so that
+    neither the ICMP parse nor its tracker weighs on the TCP/UDP copy (in it, they cost a fifth)."""
     data, head, length, iif, oif, verdict, ts_ns, gso, encap = pk
     k, snap, hsnap, ps, acc = scr[0], scr[1], scr[2], scr[9], scr[6]
     lk = rtv[1]
@@ -483,9 +504,9 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
         return PUNT_L2
     if ((ld16(f, 0) << 32) | ld32(f, 2)) != lk[ifx, LK_ADDR]:
         return PUNT_L2
-    r, l3, l4, thoff, l3len = lane_parse(f, 0, n, k)
+    r, l3, l4, thoff, l3len = lane_parse_icmp_frame(f, n, k) if icmp else lane_parse(f, 0, n, k)
     if r != LANE_OK:
-        return r
+        return LANE_ICMP if r == PUNT_HEADER and not icmp and lane_is_icmp(f) else r
     lane_fill(ps, 0)
     ps[PS_L3], ps[PS_L4], ps[PS_THOFF], ps[PS_END] = l3, l4, thoff, L.ETH_HLEN + l3len
     ps[PS_IIF], ps[PS_ED], ps[PS_NOW], ps[PS_NEW] = ifx, -1, ts_ns[i], -1
@@ -494,7 +515,7 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
     ps[PS_PRNG] = prng[0]
     m = min(thoff + L.TCPH.size, n)  # what the lane may write: addresses, TTL, ports, checksums
     lane_copy(snap, f, m)
-    r = lane_forward(f, ps, ents, nft, ct, rtv, scr)
+    r = lane_forward(f, ps, ents, nft, ct, rtv, scr, icmp)
     if r == LANE_OK or r <= DROP_BASE:
         acc[OUT_LEN], acc[OUT_NCNT] = ps[PS_END] - L.ETH_HLEN, ps[PS_NACC]
         nft_vm_commit(nft[0], acc)
@@ -513,6 +534,12 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr):
         lane_copy(ct[1][ps[PS_ED] >> 1], hsnap, hsnap.shape[0])
     prng[0] = ps[PS_PRNG]
     return r
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # not inlined: the ICMP copy of lane_one
+def lane_one_icmp(pk, i, ents, nft, ct, rtv, cfg, scr):
+    """lane_one for an ICMP or ICMPv6 packet (the TCP/UDP copy said LANE_ICMP)."""
+    return lane_one(pk, i, ents, nft, ct, rtv, cfg, scr, True)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -536,7 +563,9 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
         if barrier or ts_ns[i] >= cfg[CFG_NEXT_GC_NS]:
             r, barrier = PUNT_GC, True
         else:
-            r = lane_one(pk, i, ents, nft, ct, rtv, cfg, scr)
+            r = lane_one(pk, i, ents, nft, ct, rtv, cfg, scr, False)
+            if r == LANE_ICMP:
+                r = lane_one_icmp(pk, i, ents, nft, ct, rtv, cfg, scr)
         if r == LANE_YIELD:
             cnt[CNT_RESUME] = j + 1
             break

@@ -15,6 +15,7 @@ from flowpath.packet import layout as L
 
 LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its drop reason
 LANE_YIELD = -2  # the index must be rebuilt first: the packet is left as it came, the batch stops there
+LANE_ICMP = -3  # an ICMP packet: the lane's ICMP copy takes it (classic_lane.py › lane_one_icmp)
 
 # cfg int64 words
 CFG_NEXT_GC_NS = 0  # packet time of the Worker's next GC: the lane stops there
