@@ -65,8 +65,8 @@ _env = Environment()  # the running command's; main() sets it
 _live = None  # the rich Progress drawing on stderr, if any: other stderr lines go through its console
 _fast_exit = False  # set by `run`: console_main ends the process with os._exit
 _undo: list = []  # what main() undoes when the command ends (listeners registered with numba)
-COMPILE_COLD = "flowpath: compiling the datapath (first run after install or upgrade, 1-2 minutes)…"
-COMPILE_MORE = "flowpath: compiling kernels this command has not used before (once, up to 90 s)…"
+COMPILE_COLD = "flowpath: compiling the datapath (first run after install or upgrade, 2-4 minutes)…"
+COMPILE_MORE = "flowpath: compiling kernels this command has not used before (once, up to 3 minutes)…"
 
 
 def _note(line: str) -> None:
