@@ -1,6 +1,6 @@
 """Helpers for the conntrack/NAT tests: Scapy packets in, parsed SkBuffs through the hooks."""
 
-from scapy.all import UDP, Ether, NoPayload, Packet, raw
+from scapy.all import TCP, UDP, Ether, NoPayload, Packet, Raw, raw
 
 from flowpath.netfilter.constants import NF_INET_POST_ROUTING, NF_INET_PRE_ROUTING
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
@@ -17,14 +17,29 @@ def skb_of(pkt: Packet, ts_ns: int = 0, iif: int = 1) -> SkBuff:
     return skb
 
 
+def _dissect(frame: bytes) -> Packet:
+    """Ether(frame), with TCP and UDP payloads kept as Raw bytes: Scapy dissects some ports' payloads
+    (139 as NetBIOS, 53 as DNS...) and rebuilds them differently, which is not the datapath's doing."""
+    p = layer = Ether(frame)
+    while not isinstance(layer, NoPayload):
+        if type(layer) in (TCP, UDP):  # not TCPerror/UDPerror, quoted in an ICMP error
+            if not isinstance(layer.payload, (Raw, NoPayload)):
+                body = raw(layer.payload)
+                layer.remove_payload()
+                layer.add_payload(Raw(body))
+            break
+        layer = layer.payload
+    return p
+
+
 def l3(skb: SkBuff) -> Packet:
     """The packet as Scapy dissects it now (after any NAT)."""
-    return Ether(skb.tobytes()).payload
+    return _dissect(skb.tobytes()).payload
 
 
 def recomputed(skb: SkBuff) -> Packet:
     """The same packet with every outer checksum recomputed by Scapy (inner ICMP-error packets kept)."""
-    p = Ether(skb.tobytes())
+    p = _dissect(skb.tobytes())
     layer = p
     while not isinstance(layer, NoPayload):
         if "error" in type(layer).__name__.lower():
@@ -34,7 +49,7 @@ def recomputed(skb: SkBuff) -> Packet:
                 setattr(layer, f, None)
         layer = layer.payload
     p.clear_cache()  # dissected packets keep their bytes; force a rebuild
-    return Ether(raw(p)).payload
+    return _dissect(raw(p)).payload
 
 
 def assert_csums_ok(skb: SkBuff) -> None:
