@@ -48,6 +48,7 @@ from flowpath.flowtable.key import (
     flow_offload_probe,
 )
 from flowpath.packet.layout import ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP
+from flowpath.packet.pages import commit_pages
 
 NF_FLOWTABLE_HW_OFFLOAD = 0x1  # include/uapi/linux/netfilter/nf_tables.h › enum nft_flowtable_flags
 NF_FLOWTABLE_COUNTER = 0x2
@@ -168,6 +169,7 @@ def flow_entry_rows(cap: int) -> tuple[np.ndarray, np.ndarray]:
     """
     kb, vb = K.KEY_ROW * 4, K.VAL_ROW * 8
     raw = np.zeros(cap * K.ENTRY_SIZE + K.ENTRY_SIZE, np.uint8)
+    commit_pages(raw)  # filled a new flow at a time, as the lane adds them (packet/pages.py)
     rows = raw[(-raw.ctypes.data) % K.ENTRY_SIZE :][: cap * K.ENTRY_SIZE].reshape(cap, K.ENTRY_SIZE)
     return rows[:, :kb].view(np.uint32), rows[:, kb : kb + vb].view(np.int64)
 
@@ -320,6 +322,7 @@ class Flowtable:
         whatever the insertion order, so entries that fitted fit again; doubling is a safety net."""
         while True:
             index = np.zeros(icap, np.int64)
+            commit_pages(index)  # written at random as flows come
             if flow_index_build(index, self.key, self.used, icap - 1, self.max_probes, self.seed,
                                 self.tun_hash) == 0:  # fmt: skip
                 break

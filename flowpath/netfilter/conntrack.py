@@ -89,6 +89,7 @@ from flowpath.netfilter.nf_nat_core import (
     nf_nat_setup_row,
 )
 from flowpath.packet import layout as L
+from flowpath.packet.pages import commit_pages
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
@@ -125,6 +126,7 @@ class Conntrack(NfConntrackTable):
         self.max_entries = max_entries
         rows = self.hot.shape[0]
         self.bys = nf_nat_bysource_new(rows, rows)
+        commit_pages(self.bys[0])  # its buckets are written at random, one new connection at a time
         self.prng = np.array([(seed * 0x9E3779B1 + 0x2545F491) & 0xFFFFFFFF or 1], np.int64)
         self._nr = np.zeros(NR_WORDS, np.int64)
         self._nat_scr = np.zeros((2, KEY_ROW), np.uint32)
@@ -248,6 +250,7 @@ class Conntrack(NfConntrackTable):
         head, link = self.bys
         if link.shape[0] < self.capacity:  # the by-source links follow the rows
             grown = np.zeros((self.capacity, 3), np.int64)
+            commit_pages(grown[link.shape[0] :])
             grown[: link.shape[0]] = link
             self.bys = (head, grown)
 

@@ -53,6 +53,7 @@ from flowpath.netfilter.constants import IPS_ASSURED, IPS_OFFLOAD
 from flowpath.netfilter.ct_layout import CT_HOT_ROW, CT_STATUS, CT_TIMEOUT
 from flowpath.packet.csum import ld16, ld32
 from flowpath.packet.layout import ICMPH, IP6H, IPH, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
+from flowpath.packet.pages import commit_pages
 
 CT_ROW_FREE, CT_ROW_UNCONFIRMED, CT_ROW_CONFIRMED = 0, 1, 2
 CT_MAX_PROBES = 32
@@ -336,6 +337,7 @@ class NfConntrackTable:
         # when the table grows: the Python views keep pointing into it (rebinding thousands of them cost
         # 5 % of a connection-rate benchmark). np.zeros maps zero pages: untouched rows cost no memory.
         self.hot = np.zeros((_pow2(max(cap, hot_rows)), CT_HOT_ROW), np.int64)
+        commit_pages(self.hot[:cap])  # the rows in use, each time the table grows (pages.py)
         self.state = np.zeros(cap, np.uint8)
         self.viewed = np.zeros(cap, np.uint8)
         self.seq = np.zeros(cap, np.int64)
@@ -422,6 +424,7 @@ class NfConntrackTable:
         cap = self.capacity
         new = 2 * cap
         key = np.zeros((2 * new, KEY_ROW), np.uint32)
+        commit_pages(key[2 * cap :])
         key[: 2 * cap] = self.key
         self.key = key
         moved = new > self.hot.shape[0]  # past the rows made for nf_conntrack_max: the views follow
@@ -429,9 +432,11 @@ class NfConntrackTable:
             hot = np.zeros((new, CT_HOT_ROW), np.int64)
             hot[:cap] = self.hot
             self.hot = hot
+        commit_pages(self.hot[cap:new])
         for name in ("state", "seq", "viewed"):
             old = getattr(self, name)
             arr = np.zeros(new, old.dtype)
+            commit_pages(arr[cap:])
             arr[:cap] = old
             setattr(self, name, arr)
         self._conn.extend([None] * cap)
