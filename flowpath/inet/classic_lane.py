@@ -282,7 +282,7 @@ def nf_nat_packet_row(b, end, nhoff, thoff, l3, l4proto, key, ed, status, manipt
 def lane_conntrack(f, ps, ct, scr, icmp):
     """nf_conntrack_in for a packet the lane takes: its confirmed entry or a punt (NO_CT), then the
     tracker on its row (saved first in scr's hsnap, for a later punt to restore)."""
-    ctv, hot, taint, gen, tcp_params = ct[0], ct[1], ct[3], ct[4], ct[5]
+    ctv, hot, taint, gen, tcp_params = ct[0], ct[1], ct[3], ct[4][0], ct[5]
     k, hsnap = scr[0], scr[2]
     now = ps[PS_NOW]
     ed = nf_ct_find(ctv, k, now)
@@ -477,7 +477,7 @@ def lane_forward(f, ps, ents, nft, ct, rtv, scr, icmp):
 def lane_taint(ps, ct, scr):
     """A packet is punted: its connection's later packets in this batch follow it to the Python
     path, in order. Its row (found before or now) is marked with this batch's generation."""
-    ctv, taint, gen = ct[0], ct[3], ct[4]
+    ctv, taint, gen = ct[0], ct[3], ct[4][0]
     ed = ps[PS_ED]
     if ps[PS_NEW] >= 0:
         return  # a connection the packet opened: freed; later packets will not find it

@@ -99,7 +99,9 @@ class ClassicLane:
         )
         self.cfg = np.zeros(CFG_WORDS, np.int64)
         self._taint = np.zeros(0, np.int64)
-        self._gen = 0
+        self._gen = np.zeros(1, np.int64)  # the batch's taint generation (ct[4])
+        self._args: list | None = None  # classic_lane_batch's arguments, while _stamp holds
+        self._stamp: tuple | None = None
         self._ents_key = None
         self._ents = None
         self._vm = None
@@ -128,10 +130,11 @@ class ClassicLane:
         and run() rebuilds it, as hash_insert would at that very packet, then resumes."""
         if ct.nr_cpus > 1:
             return 0
-        # at the limit each new entry takes an evicted one's row: no rows past nf_conntrack_max
-        need = min(batch_n, max(0, ct.max_entries - ct.nconfirmed))
-        while ct.ctr[CTR_FREE_TOP] < need:
-            ct._grow()
+        if ct.ctr[CTR_FREE_TOP] < batch_n:
+            # at the limit each new entry takes an evicted one's row: no rows past nf_conntrack_max
+            need = min(batch_n, max(0, ct.max_entries - ct.nconfirmed))
+            while ct.ctr[CTR_FREE_TOP] < need:
+                ct._grow()
         return 1
 
     def _masq4(self, net) -> np.ndarray:
@@ -180,57 +183,79 @@ class ClassicLane:
         Worker's Stats); returns (punted, sent, last_ts): the packets it left to the Python path and
         those it transmitted (int64 batch indexes, in order), and the time of the last one it
         finished (-1: none)."""
-        ct = net.conntrack
-        self.cfg[CFG_NEW_OK] = self._new_ok(ct, idx.shape[0])
-        self.cfg[CFG_NR_CPUS] = ct.nr_cpus
-        self.cfg[CFG_MAX_ENTRIES] = ct.max_entries
-        self.cfg[CFG_EVICT_OK] = not ct.destroy_hooks
-        self.cfg[CFG_NEXT_GC_NS] = next_gc_ns
-        self.cfg[CFG_PUNTED] = 0
-        cnt = self.scr[10]
+        ct, dev, n = net.conntrack, net.dev, idx.shape[0]
+        new_ok = self._new_ok(ct, n)
+        ftid, fo = self._flowtable(net, n)
+        # the arguments are built again only when a table they view moved (grew, was rebuilt) or the
+        # batch, the ruleset, the counters or a setting changed: per poll, Python's work is this check
+        views = (batch.cols, stats.cols, ct.views(), ct.rowv(), ct.bys, fo[0], fo[1], dev.fib_views(),
+                 dev.link_views()[0], dev.neigh_views(), self._masq4(net), self._ents, ct.tcp_params, ct.prng)  # fmt: skip
+        words = (ftid, offload, ct.nr_cpus, ct.max_entries, bool(ct.destroy_hooks), net.uses_rt)
+        old = self._stamp
+        if (old is None or words != old[1] or n > self._out.shape[1]
+                or any(x is not y for x, y in zip(views, old[0], strict=True))):  # fmt: skip
+            self._arguments(net, batch, n, stats, fo, (views, words))
+        cfg, cnt, args = self.cfg, self.scr[10], self._args
+        cfg[CFG_NEW_OK], cfg[CFG_NEXT_GC_NS], cfg[CFG_PUNTED] = new_ok, next_gc_ns, 0
         cnt[:] = 0
-        cap = ct.capacity
-        if self._taint.shape[0] < cap:
-            self._taint = np.zeros(cap, np.int64)
-        self._gen += 1
-        if self._out.shape[1] < idx.shape[0]:
-            self._out = np.zeros((2, idx.shape[0]), np.int64)
-            self._zomb = np.zeros(idx.shape[0], np.int64)
-        nftt = (self._vm.progs, int(offload), *self._flowtable(net, idx.shape[0]))
-        dev = net.dev
-        rtv = (dev.fib_views(), dev.link_views()[0], dev.neigh_views(), int(net.uses_rt), self._masq4(net))
-        b = batch
-        pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)
-        acct = (stats.reasons, stats.ifc, stats.lane_punts, cnt)
+        self._gen[0] += 1
         start = 0
         while True:
-            self.cfg[CFG_EVICT_SLOTS] = ct.early_drop_slots(ct.max_entries)  # the index's size now
-            ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, ct.tcp_params, ct.rowv(), ct.bys, ct.prng,
-                   self.cfg, cnt, self._zomb)  # fmt: skip
-            args = (pk, idx[start:], self._out, self._ents, nftt, ctt, rtv, self.cfg, self.scr, acct)
-            if self._entry is None:  # every argument keeps its type from poll to poll (see jit_entry)
-                self._entry = jit_entry(classic_lane_batch, args)
+            args[1] = idx[start:]
             self._entry(*args)
             resume = int(cnt[CNT_RESUME])
             if not resume:
                 break
             start += resume - 1  # that packet confirms once the index has room: as hash_insert, first
             ct.index_make_room()
-        out = self._out
+            self._arguments(net, batch, n, stats, fo, (views[:2] + (ct.views(),) + views[3:], words))
+            args = self._args
         c = cnt.tolist()
         done, sent = c[CNT_DONE], c[CNT_SENT]
         stats.lane_packets += done
         stats.slowpath_packets += done
         stats.tx_packets += sent
         stats.tx_bursts += sent
-        ct.stat["found"] += c[CNT_FOUND]
-        ct.stat["insert"] += c[CNT_INSERT]
-        ct.stat["early_drop"] += c[CNT_EARLY_DROP]
-        ct.stat["drop"] += c[CNT_CT_DROP]
         stats.flows_offloaded += c[CNT_OFFLOADED]
-        for v in self._zomb[: c[CNT_ZOMBIES]].tolist():  # evicted under a Python view: freed here
-            ct.row_free(v)
+        if c[CNT_FOUND] or c[CNT_INSERT] or c[CNT_EARLY_DROP] or c[CNT_CT_DROP]:
+            st = ct.stat
+            st["found"] += c[CNT_FOUND]
+            st["insert"] += c[CNT_INSERT]
+            st["early_drop"] += c[CNT_EARLY_DROP]
+            st["drop"] += c[CNT_CT_DROP]
+        if c[CNT_ZOMBIES]:
+            for v in self._zomb[: c[CNT_ZOMBIES]].tolist():  # evicted under a Python view: freed here
+                ct.row_free(v)
+        out = self._out
         return out[0, : c[CNT_PUNTED]], out[1, :sent], c[CNT_LAST_TS] if done else -1
+
+    def _arguments(self, net, batch, n: int, stats, fo: tuple, stamp: tuple) -> None:
+        """classic_lane_batch's arguments (idx aside) and the words of cfg that follow the tables, for
+        the state stamp describes (run's (views, words)); its entry point resolved on the first call."""
+        ct = net.conntrack
+        (_, _, _, _, _, _, _, fv, lk, nv, masq, _, _, _), (ftid, offload, nr_cpus, max_entries, hooks, uses_rt) = stamp
+        cfg = self.cfg
+        cfg[CFG_NR_CPUS] = nr_cpus
+        cfg[CFG_MAX_ENTRIES] = max_entries
+        cfg[CFG_EVICT_OK] = not hooks
+        cfg[CFG_EVICT_SLOTS] = ct.early_drop_slots(max_entries)  # the index's size now
+        if self._taint.shape[0] < ct.capacity:
+            self._taint = np.zeros(ct.capacity, np.int64)
+        if self._out.shape[1] < n:
+            self._out = np.zeros((2, n), np.int64)
+            self._zomb = np.zeros(n, np.int64)
+        nftt = (self._vm.progs, int(offload), ftid, fo)
+        rtv = (fv, lk, nv, int(uses_rt), masq)
+        b = batch
+        pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)
+        cnt = self.scr[10]
+        acct = (stats.reasons, stats.ifc, stats.lane_punts, cnt)
+        ctt = (ct.views(), ct.hot, ct.key, self._taint, self._gen, ct.tcp_params, ct.rowv(), ct.bys, ct.prng, cfg, cnt,
+               self._zomb)  # fmt: skip
+        self._args = args = [pk, np.zeros(0, np.int64), self._out, self._ents, nftt, ctt, rtv, cfg, self.scr, acct]
+        if self._entry is None:  # every argument keeps its type from poll to poll (see jit_entry)
+            self._entry = jit_entry(classic_lane_batch, tuple(args))
+        self._stamp = stamp
 
 
 _EMPTY = []
