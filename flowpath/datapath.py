@@ -36,7 +36,7 @@ from flowpath.netns import Net
 from flowpath.packet import layout as L
 from flowpath.packet.batch import PacketBatch
 from flowpath.packet.counters import Stats
-from flowpath.packet.reason import IS_SLOW, Reason
+from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff, frame_array
 from flowpath.packet.steer import flow_steer_frame
 from flowpath.ports.gso import skb_gso_segment
@@ -60,11 +60,11 @@ class TxList:
     No Linux counterpart (a poll's xmit lists). A plain class with slots: one is made per poll.
     """
 
-    __slots__ = ("batch", "hits", "slow", "torn", "slow_work")
+    __slots__ = ("batch", "hits", "slow", "torn", "slow_work", "nslow")
 
     def __init__(self, batch: PacketBatch):
         self.batch, self.hits, self.slow = batch, [], []
-        self.torn, self.slow_work = [], False  # rx_fast's leftovers for rx_slow
+        self.torn, self.slow_work, self.nslow = [], False, 0  # rx_fast's leftovers for rx_slow (batch.slow_idx)
 
     def rows(self) -> list[tuple[int, int, int, bytes | None, int]]:
         """Every transmit as (packet index, seq, ifindex, frame or None for a hit in its slot, ts_ns),
@@ -315,7 +315,7 @@ class Worker:
             tx.slow_work = bool(self._backlog_slow)
             return tx
         st = self.stats
-        hits, bursts, torn = self.ingress.run(batch, self.now_ns, tx.hits)
+        hits, bursts, torn, tx.nslow = self.ingress.run(batch, self.now_ns, tx.hits)
         st.tx_bursts += bursts
         st.fastpath_packets += hits
         st.tx_packets += hits
@@ -342,7 +342,7 @@ class Worker:
         for ft, fid in tx.torn:  # SYN on a CLOSING flow: flow_offload_teardown's conntrack fixup
             self._fixup(ft, fid, ft.flow_ct(fid))
         verdict = batch.verdict
-        slow = np.flatnonzero(IS_SLOW[verdict[:n]])
+        slow = batch.slow_idx[: tx.nslow]
         xfrm_parked = self.ingress.parked
         if self.lane is not None and slow.size and not xfrm_parked and self.lane.usable(self.net, n):
             slow = self._classic_lane(tx, slow)
@@ -435,7 +435,7 @@ class Worker:
                 continue
             self.now_ns = max(self.now_ns, int(b.ts_ns[: b.n].max()))
             bt = TxList(b)
-            hits, bursts, torn = self.ingress.run(b, self.now_ns, bt.hits, received=True)
+            hits, bursts, torn, nslow = self.ingress.run(b, self.now_ns, bt.hits, received=True)
             if self.ingress.parked:  # a decrypted packet that leaves through another SA: encrypted now
                 hits += self.ingress.flush(b, 0, b.n, self.now_ns)
                 bt.hits.append(np.flatnonzero(b.verdict[: b.n] == _FF).astype(np.int32))
@@ -449,8 +449,8 @@ class Worker:
             for i, _, ifx, _, _ in bt.rows():
                 tx.slow.append((-1, k, ifx, b.frame_bytes(i), int(b.ts_ns[i])))
                 k += 1
-            for i in np.flatnonzero(IS_SLOW[b.verdict[: b.n]]):
-                self._backlog_slow.append(items[int(i)])
+            for i in b.slow_idx[:nslow].tolist():
+                self._backlog_slow.append(items[i])
 
     def _process_backlog(self, tx: TxList) -> None:
         """The handed packets the fast path did not forward, through the classic path (see

@@ -37,7 +37,7 @@ from flowpath.flowtable.xfrm import (
     nf_flow_xfrm_park,
 )
 from flowpath.packet.batch import PacketBatch
-from flowpath.packet.counters import Stats, account_batch, account_rx
+from flowpath.packet.counters import Stats, account_batch, account_rx, batch_slow
 from flowpath.packet.reason import Reason
 from flowpath.xfrm.state import xfrm_state_check_expire
 
@@ -172,10 +172,11 @@ class EarlyIngress:
         self._now_ns = 0
 
     # ---- the poll -------------------------------------------------------------------------------
-    def run(self, batch: PacketBatch, now_ns: int, hits: list, received: bool = False) -> tuple[int, int, list]:
+    def run(self, batch: PacketBatch, now_ns: int, hits: list, received: bool = False) -> tuple[int, int, list, int]:
         """The flowtables over the batch; append each one's transmit order (int32 packet indices,
-        group by group) to hits. Returns (hits counted, transmit groups, torn): torn lists the
-        (flowtable, flow id) of SYNs on CLOSING flows, whose conntrack the caller fixes up.
+        group by group) to hits. Returns (hits counted, transmit groups, torn, slow): torn lists the
+        (flowtable, flow id) of SYNs on CLOSING flows, whose conntrack the caller fixes up; the
+        classic path's packets are batch.slow_idx[:slow], in order.
         received: the batch's packets were counted in rx already (another worker received them)."""
         self._now_ns = now_ns
         n, cols, verdict = batch.n, batch.cols, batch.verdict
@@ -204,9 +205,21 @@ class EarlyIngress:
                 order = lane.order[:fwd]
                 hits.append(order[verdict[order] == FLOW_FORWARD] if bad or parked else order.copy())
                 groups += ng
-            if slow:
-                torn += [(ft, int(batch.flow[i]) >> 1) for i in np.flatnonzero(verdict[:n] == SLOW_TCP_STATE)]
-        return counted, groups, torn
+        nslow, ntorn = batch_slow(verdict, n, SLOW_TCP_STATE, batch.slow_idx)
+        if ntorn:
+            torn = self._torn(batch, nslow)
+        return counted, groups, torn, nslow
+
+    def _torn(self, batch: PacketBatch, nslow: int) -> list:
+        """(flowtable, flow id) of each SYN a flowtable sent up from a CLOSING flow: the first
+        flowtable on the packet's device looked it up (the others' packets wait for theirs)."""
+        out = []
+        for i in batch.slow_idx[:nslow].tolist():
+            if batch.verdict[i] == SLOW_TCP_STATE:
+                x = int(batch.iif[i])
+                ft = next(lane.ft for lane in self.lanes if 0 <= x < lane.dev_ok.shape[0] and lane.dev_ok[x])
+                out.append((ft, int(batch.flow[i]) >> 1))
+        return out
 
     def _prepare(self, lane: _Lane, batch: PacketBatch, flags: int) -> None:
         """Build lane's arguments for this batch's capacity and flags, and resolve the driver for them."""

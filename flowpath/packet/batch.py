@@ -58,6 +58,7 @@ class PacketBatch:
         self.encap = np.zeros(capacity, np.uint32)
         self.gso = np.zeros(capacity, np.uint32)
         self.ts_ns = np.zeros(capacity, np.int64)
+        self.slow_idx = np.zeros(capacity, np.int64)  # the packets the classic path takes (EarlyIngress.run)
         self.n = 0
         # The columns in the order the compiled stages take them (they never change, so the tuple
         # is built once: a poll passes it on without a Python attribute load per column).

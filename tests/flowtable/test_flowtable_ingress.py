@@ -15,7 +15,7 @@ import pytest
 from flowpath.flowtable import FlowRoute, Flowtable, FlowTuple
 from flowpath.flowtable.ingress import EarlyIngress, nf_hook_ingress
 from flowpath.packet.counters import Stats
-from flowpath.packet.reason import Reason
+from flowpath.packet.reason import IS_SLOW, Reason
 
 PKG = pathlib.Path(__file__).resolve().parents[2] / "flowpath"
 MAX_PARAMS = 12
@@ -30,7 +30,9 @@ def _devs(*ifindexes: int) -> np.ndarray:
 
 def _run(ing: EarlyIngress, b, now_ns: int = 10**9):
     hits: list = []
-    counted, groups, torn = ing.run(b, now_ns, hits)
+    counted, groups, torn, nslow = ing.run(b, now_ns, hits)
+    # the classic path's packets, in order: every packet whose verdict is a slow one
+    assert list(b.slow_idx[:nslow]) == [i for i in range(b.n) if IS_SLOW[b.verdict[i]]]
     return counted, groups, torn, hits
 
 
