@@ -465,7 +465,7 @@ def lane_forward(f, ps, ents, nft, ct, rtv, scr, icmp):
     if r != LANE_OK:
         return r
     if ps[PS_FLOW]:  # ip_forward's q.offload: once the packet is on its way
-        o = lane_flow_offload(ps[PS_ED] >> 1, ps[PS_L3], ps[PS_NOW], ct, rtv, nft[3])
+        o = lane_flow_offload(ps[PS_ED] >> 1, ps[PS_L3], ps[PS_NOW], ct, rtv, nft[3], ps[PS_ED] & 1, rt, n)
         if o == OFFLOAD_PUNT:
             return PUNT_OFFLOAD
         ps[PS_OFFLOADED] = o == OFFLOAD_DONE

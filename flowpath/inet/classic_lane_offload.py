@@ -84,11 +84,13 @@ def _addr_bytes(key, row, off, out, o):
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # not inlined: kept out of the established path
-def lane_flow_offload(r, l3, now_ns, ct, rtv, fo):
-    """nft_flow_offload_eval for conntrack row r's connection (l3 4|6), whose packet is transmitted
-    now: OFFLOAD_DONE (both directions in the flowtable, the entry pinned), OFFLOAD_EXISTS (a tuple is
-    offloaded already: nothing to do, as the Python path), or OFFLOAD_PUNT with nothing changed.
-    fo: (fa, fp, ent) as flow_add.py takes them."""
+def lane_flow_offload(r, l3, now_ns, ct, rtv, fo, this_dir, this_rt, this_n):
+    """nft_flow_offload_eval for conntrack row r's connection (l3 4|6), whose packet (direction this_dir,
+    routed by route row this_rt to neighbour row this_n) is transmitted now: OFFLOAD_DONE (both
+    directions in the flowtable, the entry pinned), OFFLOAD_EXISTS (a tuple is offloaded already:
+    nothing to do, as the Python path), or OFFLOAD_PUNT with nothing changed. fo: (fa, fp, ent) as
+    flow_add.py takes them. As nft_flow_route, the packet's own direction keeps its route (this_dst)
+    and only the other one is looked up."""
     hot, key, rowv = ct[1], ct[2], ct[6]
     fv, lk, nb = rtv[0], rtv[1], rtv[2][2]
     fa, fp, ent = fo
@@ -96,7 +98,9 @@ def lane_flow_offload(r, l3, now_ns, ct, rtv, fo):
     rt = fv[0][3] if l3 == 4 else fv[1][5]
     for d in range(2):
         o = 2 * r + 1 - d  # nft_flow_route: towards the other direction's source
-        if l3 == 4:
+        if d == this_dir:
+            x = this_rt
+        elif l3 == 4:
             x = fib_lookup4(fv, key[o, K_SADDR])
         else:
             x = fib_lookup6(fv, key[o, K_SADDR], key[o, K_SADDR + 1], key[o, K_SADDR + 2], key[o, K_SADDR + 3])
@@ -114,7 +118,7 @@ def lane_flow_offload(r, l3, now_ns, ct, rtv, fo):
                 nh[d, 2 + w] = rt[x, RT_GW + w] if l3 == 6 or w == 0 else 0
             else:
                 nh[d, 2 + w] = key[o, K_SADDR + w]
-        n = neigh_lookup(rtv[2], l3, oif, nh[d, 2], nh[d, 3], nh[d, 4], nh[d, 5])
+        n = this_n if d == this_dir else neigh_lookup(rtv[2], l3, oif, nh[d, 2], nh[d, 3], nh[d, 4], nh[d, 5])
         if n < 0 or not nb[n, NB_STATE] & NUD_VALID:
             return OFFLOAD_PUNT  # Deviation as the Python path's: only DIRECT xmit, a resolved neighbour
         e = 2 * r + d
