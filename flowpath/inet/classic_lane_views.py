@@ -189,7 +189,8 @@ class ClassicLane:
         # the arguments are built again only when a table they view moved (grew, was rebuilt) or the
         # batch, the ruleset, the counters or a setting changed: per poll, Python's work is this check
         views = (batch.cols, stats.cols, ct.views(), ct.rowv(), ct.bys, fo[0], fo[1], dev.fib_views(),
-                 dev.link_views()[0], dev.neigh_views(), self._masq4(net), self._ents, ct.tcp_params, ct.prng)  # fmt: skip
+                 dev.link_views()[0], dev.neigh_views(), self._masq4(net), self._ents, self._vm.progs, ct.tcp_params,
+                 ct.prng)  # fmt: skip
         words = (ftid, offload, ct.nr_cpus, ct.max_entries, bool(ct.destroy_hooks), net.uses_rt)
         old = self._stamp
         if (old is None or words != old[1] or n > self._out.shape[1]
@@ -233,7 +234,7 @@ class ClassicLane:
         """classic_lane_batch's arguments (idx aside) and the words of cfg that follow the tables, for
         the state stamp describes (run's (views, words)); its entry point resolved on the first call."""
         ct = net.conntrack
-        (_, _, _, _, _, _, _, fv, lk, nv, masq, _, _, _), (ftid, offload, nr_cpus, max_entries, hooks, uses_rt) = stamp
+        (_, _, _, _, _, _, _, fv, lk, nv, masq, _, progs, _, _), (ftid, offload, nr_cpus, max_entries, hooks, uses_rt) = stamp
         cfg = self.cfg
         cfg[CFG_NR_CPUS] = nr_cpus
         cfg[CFG_MAX_ENTRIES] = max_entries
@@ -244,7 +245,7 @@ class ClassicLane:
         if self._out.shape[1] < n:
             self._out = np.zeros((2, n), np.int64)
             self._zomb = np.zeros(n, np.int64)
-        nftt = (self._vm.progs, int(offload), ftid, fo)
+        nftt = (progs, int(offload), ftid, fo)
         rtv = (fv, lk, nv, int(uses_rt), masq)
         b = batch
         pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)
