@@ -49,6 +49,7 @@ def ruleset_from_json(obj: Any, path: str = "<stdin>", where: list[Loc] | None =
     if not isinstance(obj, dict) or not isinstance(obj.get("nftables"), list):
         raise ConfigError(path, 1, 1, 'Invalid JSON: expected an object with an "nftables" array')
     origin: dict[int, ConfigError] = {}  # id(IR object) -> an error at the JSON object that made it
+    handles: list[tuple[Any, Any]] = []  # (IR object, the "handle" its JSON object gave)
     for i, item in enumerate(obj["nftables"]):
         loc = where[i] if where is not None and i < len(where) else Loc(1, 1)
 
@@ -66,7 +67,11 @@ def ruleset_from_json(obj: Any, path: str = "<stdin>", where: list[Loc] | None =
         except JsonObjectError as e:
             raise error(str(e)) from None
         origin.setdefault(id(made), error)
+        handles.append((made, body.get("handle")))
     rs.renumber()
+    if handles and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for _, h in handles):
+        for made, h in handles:  # `nft -j list ruleset` output: keep the kernel's handles
+            made.handle = h
     _check_canonical(rs, path, origin)
     return rs
 
@@ -194,6 +199,7 @@ def _load_table(rs: Ruleset, kind: str, body: dict) -> Table:
         t = Table(family, name)
         rs.tables.append(t)
     t.flags = [f for f in TABLE_FLAGS if f in t.flags or f in flags]
+    t.comment = _get(body, "comment", str, t.comment)
     return t
 
 
