@@ -117,6 +117,16 @@ def test_listing_and_json_match_live_nft(netns, path):
     assert norm_json(rs.to_json()) == norm_json(obj)
 
 
+@pytest.mark.root
+@pytest.mark.parametrize("path", LOADABLE, ids=ids)
+def test_listing_with_handles_matches_live_nft_a(netns, path):
+    """`list ruleset` with handles equals `nft -a list ruleset` (table handles count per namespace)."""
+    assert netns.load(path).returncode == 0
+    table_handle = re.compile(r"^(table .*) # handle \d+$", re.M)
+    expected = table_handle.sub(r"\1", netns.nft("-a", "list", "ruleset").stdout)
+    assert norm_list(table_handle.sub(r"\1", load_ruleset(path).list(handles=True))) == norm_list(expected)
+
+
 @pytest.mark.parametrize("path", LOADABLE, ids=ids)
 def test_listing_and_json_match_stored_nft_output(path):
     """Same comparison against the outputs regen.sh stored from nft 1.0.6."""
