@@ -127,6 +127,17 @@ def test_listing_with_handles_matches_live_nft_a(netns, path):
     assert norm_list(table_handle.sub(r"\1", load_ruleset(path).list(handles=True))) == norm_list(expected)
 
 
+@pytest.mark.root
+def test_json_commands_as_live_nft_applies_them(netns):
+    """insert, replace, delete and flush in libnftables JSON (`nft -j -f`), listed with handles."""
+    path = DATA / "json_commands.json"
+    netns.nft("flush", "ruleset")
+    assert netns.nft("-j", "-f", str(path)).returncode == 0
+    table_handle = re.compile(r"^(table .*) # handle \d+$", re.M)
+    expected = table_handle.sub(r"\1", netns.nft("-a", "list", "ruleset").stdout)
+    assert table_handle.sub(r"\1", load_ruleset(path).list(handles=True)) == expected
+
+
 @pytest.mark.parametrize("path", LOADABLE, ids=ids)
 def test_listing_and_json_match_stored_nft_output(path):
     """Same comparison against the outputs regen.sh stored from nft 1.0.6."""

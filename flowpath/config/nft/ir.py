@@ -169,26 +169,6 @@ class Ruleset:
 
         return ruleset_to_json(self)
 
-    def renumber(self) -> None:
-        """Give handles the way nft does on a fresh load: per table, chains, sets, then rules."""
-        for i, t in enumerate(self.tables, 1):
-            t.handle = i
-            h = 0
-            for c in t.chains.values():
-                h += 1
-                c.handle = h
-            for s in t.sets.values():
-                h += 1
-                s.handle = h
-            for f in t.flowtables.values():
-                h += 1
-                f.handle = h
-            for c in t.chains.values():
-                for r in c.rules:
-                    # an anonymous set takes a handle just before its rule
-                    h += 1 + anon_sets(r.expr)
-                    r.handle = h
-
 
 def anon_sets(obj: Json) -> int:
     """How many anonymous sets a rule's statements make (each takes a handle of the table's)."""
