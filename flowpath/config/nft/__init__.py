@@ -2,8 +2,10 @@
 
 Linux: nftables src/libnftables.c (nft_run_cmd_from_filename and the JSON entry point).
 
-The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables, flags), dicts in
-declaration order. Chain(name, type, hook, prio, policy, dev, rules, comment); Set(name, type, flags, elem,
+The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables, flags, comment), dicts in
+declaration order. A file's commands (add, insert, replace, delete, flush; cmd.py) are applied in order
+and every object gets the handle the kernel would give it (commit.py); `include` reads other files in
+place (include.py). Chain(name, type, hook, prio, policy, dev, rules, comment); Set(name, type, flags, elem,
 map, size, comment); Flowtable(name, hook, prio, devices, counter, offload); Rule(expr, comment). Objects
 read from nft text also keep where they were written (`loc`, Flowtable.dev_locs; Ruleset.error makes a
 ConfigError there), which the kernel's checks (validate.py) and later ones use. `Rule.expr` is the list of
