@@ -7,6 +7,10 @@ NLM_F_REPLACE keeping the handle it replaces; nf_tables_delrule, nf_tables_delch
 which refuse what a rule still uses with EBUSY) and nftables src/cmd.c › nft_cmd_expand (the order of a
 table block: its chains, then sets, then flowtables, then rules) and src/evaluate.c › rule_cache_update
 (`index N` names the Nth rule of the chain as the batch has built it so far).
+
+Deviation: nft resolves `index N` in its cache, which does not know the handles of rules the same file
+made; where a file also places rules by `position N` next to such rules, nft 1.0.6 may refuse them or
+put the indexed rule at the end. flowpath counts the chain as the commands built it.
 """
 
 from __future__ import annotations
