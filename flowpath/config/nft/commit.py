@@ -8,9 +8,11 @@ which refuse what a rule still uses with EBUSY) and nftables src/cmd.c › nft_c
 table block: its chains, then sets, then flowtables, then rules) and src/evaluate.c › rule_cache_update
 (`index N` names the Nth rule of the chain as the batch has built it so far).
 
-Deviation: nft resolves `index N` in its cache, which does not know the handles of rules the same file
-made; where a file also places rules by `position N` next to such rules, nft 1.0.6 may refuse them or
-put the indexed rule at the end. flowpath counts the chain as the commands built it.
+Deviation: nft 1.0.6 checks `position N`, `handle N` and `index N` against its cache, which does not
+know the handles of rules the same file made: depending on the file's other commands (an `add chain`
+turns the check off) it refuses a position naming such a rule (ENOENT at the position), or passes it to
+the kernel, which finds the rule; and an index next to such positions may land elsewhere. flowpath
+does what the kernel does with the batch, and counts an index in the chain as the commands built it.
 """
 
 from __future__ import annotations
