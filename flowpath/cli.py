@@ -374,16 +374,21 @@ def nft(
     handle: Annotated[
         bool, typer.Option("-a", "--handle", help="Show each object's handle (`# handle N`), as `nft -a`.")
     ] = False,
+    includepath: Annotated[
+        Optional[list[str]],
+        typer.Option("-I", "--includepath", help="Look a plain `include` name up here too (after /etc)."),
+    ] = None,
 ) -> None:
     import json
 
     from flowpath.config.nft import load_ruleset
+    from flowpath.config.nft.include import INCLUDE_PATH
     from flowpath.errors import UsageError
 
     words = words or []
     if not file.is_file():
         raise UsageError(f"Could not process rule: No such file or directory: {file}")
-    rs = load_ruleset(file)
+    rs = load_ruleset(file, (*INCLUDE_PATH, *(includepath or ())))
     if check:
         if words:
             raise UsageError("-c takes no command words")

@@ -178,6 +178,17 @@ def test_include_path_is_searched_for_plain_names(tmp_path):
     assert rs.tables[0].name == "common"
 
 
+def test_cli_include_path(tmp_path, capsys):
+    """`flowpath nft -I DIR`, as `nft -I DIR`: a plain include name is looked up there too."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "common.nft").write_text("table ip common {\n}\n")
+    (tmp_path / "main.nft").write_text('include "common.nft"\n')
+    assert main(["nft", "-c", "-f", str(tmp_path / "main.nft")]) == 2
+    assert "File not found: common.nft" in capsys.readouterr().err
+    assert main(["nft", "list", "ruleset", "-I", str(tmp_path / "lib"), "-f", str(tmp_path / "main.nft")]) == 0
+    assert capsys.readouterr().out == "table ip common {\n}\n"
+
+
 def test_an_error_in_an_included_file_names_that_file(tmp_path):
     inc = tmp_path / "inc.nft"
     inc.write_text("table ip t {\n\tchain c {\n\t\ttcp dport 22 acept\n\t}\n}\n")
