@@ -132,8 +132,7 @@ class Commands:
 
     def cmd_add_element(self, t: Tree) -> None:
         """`add|create element`; create refuses an element the set has (EEXIST at the element)."""
-        _, s, _ = self._lookup(t, "sets", "No such file or directory")
-        table = self._lookup_table(self._words(t))[0]
+        table, s, _ = self._lookup(t, "sets", "No such file or directory")
         if (s.map is None) != (t.children[-1].data == "set_expr"):
             raise self.error(t.children[-1], "elements do not match the set's kind (set or map)")
         if is_create(t):

@@ -59,7 +59,8 @@ def prio_name_ok(family: str, hook: str, name: str) -> bool:
 def parse_ruleset(text: str, path: str = "<stdin>", include_path: tuple[str, ...] = INCLUDE_PATH) -> Ruleset:
     """Parse `nft -f` text; raise ConfigError (file:line:col) on the first error, as nft reports it.
 
-    `include "NAME"` reads the files include.py finds, `include_path` after the including file's folder.
+    `include "NAME"` reads the files include.py finds: a plain name in the including file's folder, the
+    top file's, then `include_path`.
     """
     p = _Builder(path, text.split("\n"), include_path)
     p.rs.lines = p.lines
