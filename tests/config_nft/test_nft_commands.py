@@ -196,7 +196,8 @@ def test_an_error_in_an_included_file_names_that_file(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_ruleset(tmp_path / "main.nft")
     assert (ei.value.path, ei.value.line) == (str(inc), 3)
-    assert str(ei.value).startswith(f"{inc}:3:")
+    # nft's form: the include that led there first, its caret width the statement's and its newline
+    assert str(ei.value).startswith(f"In file included from {tmp_path / 'main.nft'}:2:1-18:\n{inc}:3:")
 
 
 def test_a_kernel_error_in_an_included_file_names_that_file(tmp_path):
@@ -207,6 +208,7 @@ def test_a_kernel_error_in_an_included_file_names_that_file(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_ruleset(tmp_path / "main.nft")
     assert (ei.value.path, ei.value.line, ei.value.source) == (str(inc), 2, "add rule ip t b jump a")
+    assert ei.value.included_from == [f"{tmp_path / 'main.nft'}:7:1-18"]
 
 
 def test_include_errors_name_the_include_statement(tmp_path):

@@ -64,8 +64,12 @@ def parse_ruleset(text: str, path: str = "<stdin>", include_path: tuple[str, ...
     """
     p = _Builder(path, text.split("\n"), include_path)
     p.rs.lines = p.lines
-    p.read(text)
-    p.finish()
+    try:
+        p.read(text)
+        p.finish()
+    except ConfigError as e:
+        e.included_from = e.included_from or p.included_from.get(e.path, [])
+        raise
     return p.rs
 
 
@@ -115,7 +119,8 @@ class _Builder(Commands):
         self.path, self.lines = path, lines
         self.rs = Ruleset(path=path)
         self.include_path = include_path
-        self.includes: list[tuple[str, int]] = []  # the include statements being read: (file, line)
+        self.includes: list[str] = []  # `file:line:col` of the include statements being read
+        self.included_from: dict[str, list[str]] = {}  # file -> its includes, innermost first
         self.defines: dict[str, object] = {}
         self.pending: list[tuple[Table, Chain, Rule, Ctx]] = []
         # jump/goto in map elements, checked at the end (with the file they are in)
@@ -176,9 +181,10 @@ class _Builder(Commands):
             except (OSError, UnicodeDecodeError) as e:
                 raise self.error(stmt, f"Could not open file: {getattr(e, 'strerror', None) or e}") from None
             saved = self.path, self.lines
-            self.includes.append((self.path, t.meta.line))
+            self.includes.append(f"{self.path}:{stmt.line}:{stmt.column}-{stmt.end_column - 1}")
             self.path, self.lines = f, text.split("\n")
             self.rs.sources[f] = self.lines
+            self.included_from.setdefault(f, self.includes[::-1])
             try:
                 self.read(text)
             finally:
