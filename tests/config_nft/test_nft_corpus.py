@@ -213,7 +213,10 @@ def test_invalid_file_rejected_where_nft_rejects_it(path):
     # the file nft names (an included one, when the error is in it), relative to where regen.sh ran
     nft_file = re.search(r"^(\S+?):\d+:\d+(?:-\d+)?: Error:", err, re.M).group(1)
     assert Path(e.path).resolve() == (DATA / nft_file).resolve()
-    assert str(e).startswith(f"{e.path}:{e.line}:{e.col}: Error: ")
+    # and the includes that led there ("In file included from ...", "from ..." lines), as many
+    chain = next(i for i, x in enumerate(err.split("\n")) if re.match(r"\S+:\d+:\d+(?:-\d+)?: Error:", x))
+    assert len(e.included_from) == chain
+    assert str(e).split("\n")[chain].startswith(f"{e.path}:{e.line}:{e.col}: Error: ")
 
 
 # Where flowpath's message is not nft's, and why (the position is still nft's).

@@ -67,8 +67,9 @@ def parse_ruleset(text: str, path: str = "<stdin>", include_path: tuple[str, ...
     try:
         p.read(text)
         p.finish()
-    except ConfigError as e:
-        e.included_from = e.included_from or p.included_from.get(e.path, [])
+    except ConfigError as e:  # found after the file was read: the first way to the file the error is in
+        if not e.included_from and e.path != path:
+            e.included_from = p.included_from.get(e.path, [])
         raise
     return p.rs
 
@@ -168,7 +169,7 @@ class _Builder(Commands):
     def cmd_include(self, t: Tree) -> None:
         """Linux: nftables src/scanner.l › include_file: each file the name matches, read in its place."""
         name, stmt = t.children[0][1:-1], whole_command(t)
-        if len(self.includes) + 1 > MAX_INCLUDE_DEPTH:
+        if len(self.includes) + 2 > MAX_INCLUDE_DEPTH:  # nft counts the open files, the top one with them
             raise self.error(stmt, f"Include nested too deeply, max {MAX_INCLUDE_DEPTH} levels")
         try:
             top = os.path.dirname(self.rs.path) or "."
@@ -187,6 +188,10 @@ class _Builder(Commands):
             self.included_from.setdefault(f, self.includes[::-1])
             try:
                 self.read(text)
+            except ConfigError as e:
+                if e.path == f and not e.included_from:
+                    e.included_from = self.includes[::-1]
+                raise
             finally:
                 self.includes.pop()
                 self.path, self.lines = saved
