@@ -362,7 +362,7 @@ def run(
 @app.command(
     context_settings={"allow_extra_args": False},
     help="nft-compatible front end: `nft -c -f FILE` checks a ruleset; "
-    "`nft list ruleset -f FILE [--json]` prints its canonical listing or libnftables JSON.",
+    "`nft list ruleset -f FILE [--json] [-a]` prints its canonical listing (with handles) or libnftables JSON.",
 )
 def nft(
     words: Annotated[Optional[list[str]], typer.Argument(help="`list ruleset` (or nothing with -c).")] = None,
@@ -371,23 +371,31 @@ def nft(
         bool, typer.Option("-c", "--check", help="Check only; print nothing on success.")
     ] = False,
     json_: Annotated[bool, typer.Option("-j", "--json", help="Print libnftables JSON.")] = False,
+    handle: Annotated[
+        bool, typer.Option("-a", "--handle", help="Show each object's handle (`# handle N`), as `nft -a`.")
+    ] = False,
+    includepath: Annotated[
+        Optional[list[str]],
+        typer.Option("-I", "--includepath", help="Look a plain `include` name up here too (after /etc)."),
+    ] = None,
 ) -> None:
     import json
 
     from flowpath.config.nft import load_ruleset
+    from flowpath.config.nft.include import INCLUDE_PATH
     from flowpath.errors import UsageError
 
     words = words or []
     if not file.is_file():
         raise UsageError(f"Could not process rule: No such file or directory: {file}")
-    rs = load_ruleset(file)
+    rs = load_ruleset(file, (*INCLUDE_PATH, *(includepath or ())))
     if check:
         if words:
             raise UsageError("-c takes no command words")
         return
     if words != ["list", "ruleset"]:
         raise UsageError("supported: `nft -c -f FILE` and `nft list ruleset -f FILE [--json]`")
-    print(json.dumps(rs.to_json()) if json_ else rs.list(), end="" if not json_ else "\n", file=_env.stdout)
+    print(json.dumps(rs.to_json()) if json_ else rs.list(handle), end="" if not json_ else "\n", file=_env.stdout)
 
 
 @app.command()

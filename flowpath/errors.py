@@ -16,9 +16,13 @@ class ConfigError(Exception):
         super().__init__(msg)
         self.path, self.line, self.col, self.msg = str(path), line, col, msg
         self.source, self.length = source, max(1, length)
+        self.included_from: list[str] = []  # `file:line:col` of the includes that led here, innermost first
 
     def __str__(self) -> str:
         head = f"{self.path}:{self.line}:{self.col}: Error: {self.msg}"
+        if self.included_from:  # as nft prints it
+            first, *rest = self.included_from
+            head = "".join([f"In file included from {first}:\n", *(f"{' ' * 17}from {x}:\n" for x in rest), head])
         if self.source is None:
             return head
         text = self.source.rstrip("\n")

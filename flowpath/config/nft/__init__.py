@@ -2,8 +2,10 @@
 
 Linux: nftables src/libnftables.c (nft_run_cmd_from_filename and the JSON entry point).
 
-The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables, flags), dicts in
-declaration order. Chain(name, type, hook, prio, policy, dev, rules, comment); Set(name, type, flags, elem,
+The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables, flags, comment), dicts in
+declaration order. A file's commands (add, insert, replace, delete, flush; cmd.py) are applied in order
+and every object gets the handle the kernel would give it (commit.py); `include` reads other files in
+place (include.py). Chain(name, type, hook, prio, policy, dev, rules, comment); Set(name, type, flags, elem,
 map, size, comment); Flowtable(name, hook, prio, devices, counter, offload); Rule(expr, comment). Objects
 read from nft text also keep where they were written (`loc`, Flowtable.dev_locs; Ruleset.error makes a
 ConfigError there), which the kernel's checks (validate.py) and later ones use. `Rule.expr` is the list of
@@ -26,23 +28,27 @@ from __future__ import annotations
 import json as _json
 from pathlib import Path
 
+from flowpath.config.nft.include import INCLUDE_PATH
 from flowpath.config.nft.ir import Chain, Flowtable, Rule, Ruleset, Set, Table
 from flowpath.config.nft.parser import parse_ruleset
 from flowpath.config.nft.parser_json import json_element_locs, ruleset_from_json
 from flowpath.errors import ConfigError
 
 
-def load_ruleset(path: str | Path) -> Ruleset:
-    """Read `path` as nft text, or as libnftables JSON when its content starts with '{'."""
+def load_ruleset(path: str | Path, include_path: tuple[str, ...] = INCLUDE_PATH) -> Ruleset:
+    """Read `path` as nft text, or as libnftables JSON when its content starts with '{'.
+
+    include_path  where a plain `include` name is looked up after the file's folder (`nft -I`).
+    """
     p = str(path)
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(p, 1, 1, f"Could not open file: {e.strerror or e}") from None
-    return ruleset_from_text(text, p)
+    return ruleset_from_text(text, p, include_path)
 
 
-def ruleset_from_text(text: str, path: str) -> Ruleset:
+def ruleset_from_text(text: str, path: str, include_path: tuple[str, ...] = INCLUDE_PATH) -> Ruleset:
     """A ruleset file's text (named `path` in errors): nft text, or libnftables JSON when it starts
     with '{'. What `-r FILE` and `flowpath ctl nft -f FILE` (whose client sends the text) both load."""
     p = str(path)
@@ -55,7 +61,7 @@ def ruleset_from_text(text: str, path: str) -> Ruleset:
                 p, e.lineno, e.colno, f"Invalid JSON: {e.msg}", source=lines[e.lineno - 1]
             ) from None
         return ruleset_from_json(obj, p, json_element_locs(text))
-    return parse_ruleset(text, p)
+    return parse_ruleset(text, p, include_path)
 
 
 __all__ = [

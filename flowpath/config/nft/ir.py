@@ -27,6 +27,7 @@ class Loc:
     line: int
     col: int
     length: int = 1
+    path: str | None = None  # the file, when not the ruleset's own (an included one)
 
 
 def _loc() -> Any:
@@ -110,6 +111,7 @@ class Table:
     flowtables: dict[str, Flowtable] = field(default_factory=dict)
     handle: int = 0
     flags: list[str] = field(default_factory=list)  # dormant | owner, in the order nft lists them
+    comment: str | None = None
     loc: Loc | None = _loc()  # the table's name
 
 
@@ -120,13 +122,18 @@ class Ruleset:
     tables: list[Table] = field(default_factory=list)
     path: str = "<stdin>"
     lines: list[str] = field(default_factory=list, compare=False, repr=False)  # the nft text, for carets
+    # the text of each file it includes, by the path Loc.path names
+    sources: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
 
     def error(self, loc: Loc | None, msg: str) -> ConfigError:
-        """ConfigError at `loc` in this ruleset's file (1:1 when the object has no location)."""
+        """ConfigError at `loc` in this ruleset's file or the one it names (1:1 when there is no location)."""
         if loc is None:
             return ConfigError(self.path, 1, 1, msg)
-        src = self.lines[loc.line - 1] if 0 < loc.line <= len(self.lines) else None
-        return ConfigError(self.path, loc.line, loc.col, msg, source=src, length=loc.length)
+        path, lines = self.path, self.lines
+        if loc.path is not None and loc.path != self.path:
+            path, lines = loc.path, self.sources.get(loc.path, [])
+        src = lines[loc.line - 1] if 0 < loc.line <= len(lines) else None
+        return ConfigError(path, loc.line, loc.col, msg, source=src, length=loc.length)
 
     def check_flowtable_devices(self, known: Container[str]) -> None:
         """Raise ConfigError at the first flowtable device not in `known` (the network's link names).
@@ -150,11 +157,11 @@ class Ruleset:
                 return t
         return None
 
-    def list(self) -> str:
-        """`nft list ruleset` text (nft 1.0.6 layout)."""
+    def list(self, handles: bool = False) -> str:
+        """`nft list ruleset` text (nft 1.0.6 layout); `nft -a list ruleset` with `handles`."""
         from flowpath.config.nft.printer import ruleset_print
 
-        return ruleset_print(self)
+        return ruleset_print(self, handles)
 
     def to_json(self) -> dict:
         """`nft -j list ruleset` object: {"nftables": [metainfo, table, set..., chain..., rule...]}."""
@@ -162,30 +169,11 @@ class Ruleset:
 
         return ruleset_to_json(self)
 
-    def renumber(self) -> None:
-        """Give handles the way nft does on a fresh load: per table, chains, sets, then rules."""
-        for i, t in enumerate(self.tables, 1):
-            t.handle = i
-            h = 0
-            for c in t.chains.values():
-                h += 1
-                c.handle = h
-            for s in t.sets.values():
-                h += 1
-                s.handle = h
-            for f in t.flowtables.values():
-                h += 1
-                f.handle = h
-            for c in t.chains.values():
-                for r in c.rules:
-                    # an anonymous set takes a handle just before its rule
-                    h += 1 + _anon_sets(r.expr)
-                    r.handle = h
 
-
-def _anon_sets(obj: Json) -> int:
+def anon_sets(obj: Json) -> int:
+    """How many anonymous sets a rule's statements make (each takes a handle of the table's)."""
     if isinstance(obj, dict):
-        return sum((k == "set") + _anon_sets(v) for k, v in obj.items())
+        return sum((k == "set") + anon_sets(v) for k, v in obj.items())
     if isinstance(obj, list):
-        return sum(_anon_sets(v) for v in obj)
+        return sum(anon_sets(v) for v in obj)
     return 0

@@ -23,6 +23,8 @@ def ruleset_to_json(rs: Ruleset) -> dict:
             # Deviation: nft 1.0.6 writes the family here ("flags": "ip"); later nft writes the flags,
             # one as a string, several as a list, and so do we.
             obj["flags"] = t.flags[0] if len(t.flags) == 1 else list(t.flags)
+        if t.comment is not None:
+            obj["comment"] = t.comment  # Deviation: nft 1.0.6 leaves it out; later nft writes it
         out.append({"table": obj})
         for s in t.sets.values():
             obj = {"family": fam, "name": s.name, "table": t.name, "type": s.type, "handle": s.handle}

@@ -6,16 +6,21 @@ Rule statements are evaluated in evaluate.py; this module owns tables, chains, s
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import lark
 from lark import Token, Tree
 
 from flowpath.config.nft import evaluate as ev
 from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, number, rhs_ast
+from flowpath.config.nft.cmd import EEXIST, Commands, is_create, whole_command
+from flowpath.config.nft.commit import Batch, RulePos, batch_commit
+from flowpath.config.nft.include import INCLUDE_PATH, MAX_INCLUDE_DEPTH, include_files
 from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
-from flowpath.config.nft.validate import NFT_NAME_MAXLEN, Batch, kernel_check
+from flowpath.config.nft.validate import NFT_NAME_MAXLEN, kernel_check
 from flowpath.errors import ConfigError
 
 FAMILIES = ("ip", "ip6", "inet", "netdev")
@@ -51,21 +56,31 @@ def prio_name_ok(family: str, hook: str, name: str) -> bool:
     return True
 
 
-def parse_ruleset(text: str, path: str = "<stdin>") -> Ruleset:
-    """Parse `nft -f` text; raise ConfigError (file:line:col) on the first error, as nft reports it."""
-    lines = text.split("\n")
+def parse_ruleset(text: str, path: str = "<stdin>", include_path: tuple[str, ...] = INCLUDE_PATH) -> Ruleset:
+    """Parse `nft -f` text; raise ConfigError (file:line:col) on the first error, as nft reports it.
+
+    `include "NAME"` reads the files include.py finds: a plain name in the including file's folder, the
+    top file's, then `include_path`.
+    """
+    p = _Builder(path, text.split("\n"), include_path)
+    p.rs.lines = p.lines
+    try:
+        p.read(text)
+        p.finish()
+    except ConfigError as e:  # found after the file was read: the first way to the file the error is in
+        if not e.included_from and e.path != path:
+            e.included_from = p.included_from.get(e.path, [])
+        raise
+    return p.rs
+
+
+def _parse_tree(text: str, path: str, lines: list[str]) -> Tree:
     if not text.endswith("\n"):
         text += "\n"
     try:
-        tree = _lalr().parse(text)
+        return _lalr().parse(text)
     except lark.exceptions.UnexpectedInput as e:
         raise _syntax_error(e, path, lines) from None
-    p = _Builder(path, lines)
-    p.rs.lines = lines
-    for cmd in tree.children:
-        p.command(cmd)
-    p.finish()
-    return p.rs
 
 
 _TOKEN_DESC = {"_NL": "newline", "SEMICOLON": "semicolon", "$END": "end of file", "LBRACE": "'{'",
@@ -98,15 +113,19 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, path: str, lines: list[str
     return ConfigError(path, line, col, f"syntax error, unexpected '{ch}'", source=src)
 
 
-class _Builder:
+class _Builder(Commands):
     """Walks the parse tree in order, like nft's parser actions plus the command expansion."""
 
-    def __init__(self, path: str, lines: list[str]):
+    def __init__(self, path: str, lines: list[str], include_path: tuple[str, ...] = INCLUDE_PATH):
         self.path, self.lines = path, lines
         self.rs = Ruleset(path=path)
+        self.include_path = include_path
+        self.includes: list[str] = []  # `file:line:col` of the include statements being read
+        self.included_from: dict[str, list[str]] = {}  # file -> its includes, innermost first
         self.defines: dict[str, object] = {}
         self.pending: list[tuple[Table, Chain, Rule, Ctx]] = []
-        self.verdicts: list[tuple[Table, Tree]] = []  # jump/goto in map elements, checked at the end
+        # jump/goto in map elements, checked at the end (with the file they are in)
+        self.verdicts: list[tuple[Table, Tree, str, list[str]]] = []
         self.batch = Batch()  # what nft would send the kernel, in its order, for the kernel's checks
 
     # errors at a token or subtree
@@ -132,6 +151,15 @@ class _Builder:
     def command(self, cmd: Tree) -> None:
         getattr(self, "cmd_" + cmd.data)(cmd)
 
+    def read(self, text: str) -> None:
+        """Parse and apply one file's text (self.path, self.lines), included files in their place."""
+        for cmd in _parse_tree(text, self.path, self.lines).children:
+            self.command(cmd)
+
+    def loc(self, node: Tree | Token) -> Loc:
+        """Where `node` was written, in the file being read."""
+        return loc_of(node, self.path)
+
     def cmd_define(self, t: Tree) -> None:
         name = str(t.children[0])
         if name in self.defines:
@@ -139,13 +167,40 @@ class _Builder:
         self.defines[name] = rhs_ast(t.children[1], self.defines, self.error)
 
     def cmd_include(self, t: Tree) -> None:
-        raise self.error(t, "include is not supported by flowpath: merge the file into this one")
+        """Linux: nftables src/scanner.l › include_file: each file the name matches, read in its place."""
+        name, stmt = t.children[0][1:-1], whole_command(t)
+        if len(self.includes) + 2 > MAX_INCLUDE_DEPTH:  # nft counts the open files, the top one with them
+            raise self.error(stmt, f"Include nested too deeply, max {MAX_INCLUDE_DEPTH} levels")
+        try:
+            top = os.path.dirname(self.rs.path) or "."
+            files = include_files(name, self.path, (top, *self.include_path))
+        except OSError as e:
+            raise self.error(stmt, f"{e.strerror}: {name}") from None
+        for f in files:
+            try:
+                text = Path(f).read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                raise self.error(stmt, f"Could not open file: {getattr(e, 'strerror', None) or e}") from None
+            saved = self.path, self.lines
+            self.includes.append(f"{self.path}:{stmt.line}:{stmt.column}-{stmt.end_column - 1}")
+            self.path, self.lines = f, text.split("\n")
+            self.rs.sources[f] = self.lines
+            self.included_from.setdefault(f, self.includes[::-1])
+            try:
+                self.read(text)
+            except ConfigError as e:
+                if e.path == f and not e.included_from:
+                    e.included_from = self.includes[::-1]
+                raise
+            finally:
+                self.includes.pop()
+                self.path, self.lines = saved
 
     def cmd_flush_ruleset(self, t: Tree) -> None:
         self.rs.tables.clear()
         self.pending.clear()
         self.verdicts.clear()
-        self.batch = Batch()
+        self.batch = Batch(self.batch.tables_made())
 
     def _table(self, t: Tree, words: list[Token]) -> Table:
         family, name = ("ip", words[0]) if len(words) == 1 else (str(words[0]), words[1])
@@ -155,8 +210,10 @@ class _Builder:
                 words[1], "syntax error, unexpected string, expecting end of file or newline or semicolon"
             )
         table = self.rs.table(family, self._name(name))
+        if table is not None and is_create(t):
+            raise self.error(name, EEXIST)
         if table is None:
-            table = Table(family, str(name), loc=loc_of(name))
+            table = Table(family, str(name), loc=self.loc(name))
             self.rs.tables.append(table)
         self.batch.table(table)
         return table
@@ -191,36 +248,10 @@ class _Builder:
             raise self.error(tname, "Could not process rule: No such file or directory")
         return table, name
 
-    def cmd_add_chain(self, t: Tree) -> None:
-        table, name = self._lookup_table(self._words(t))
-        block = [c for c in t.children if isinstance(c, Tree)]
-        self._chain(table, name, block[0] if block else None, t)
-
-    def cmd_add_rule(self, t: Tree) -> None:
-        table, name = self._lookup_table(self._words(t))
-        chain = table.chains.get(str(name))
-        if chain is None:
-            raise self.error(name, "Could not process rule: No such file or directory")
-        self._rule(table, chain, t.children[-1])
-
-    def cmd_add_set(self, t: Tree) -> None:
-        table, name = self._lookup_table(self._words(t))
-        self._set(table, name, t.children[-1], t)
-
-    def cmd_add_element(self, t: Tree) -> None:
-        table, name = self._lookup_table(self._words(t))
-        s = table.sets.get(str(name))
-        if s is None:
-            raise self.error(name, "Could not process rule: No such file or directory")
-        if (s.map is None) != (t.children[-1].data == "set_expr"):
-            raise self.error(t.children[-1], "elements do not match the set's kind (set or map)")
-        if s.map is not None:
-            self._map_elements(table, s, t.children[-1])
-            return
-        elems = rhs_ast(t.children[-1], self.defines, self.error)
-        s.elem = ev.set_elements(s, list(s.elem), elems, self.error)
-
     # --- table items ---------------------------------------------------------------------------------
+    def item_table_comment(self, table: Table, t: Tree) -> None:
+        table.comment = self._comment(t.children[0])
+
     def item_table_flags(self, table: Table, t: Tree) -> None:
         flag = t.children[0]
         if str(flag) not in TABLE_FLAGS:
@@ -234,7 +265,7 @@ class _Builder:
         chain = table.chains.get(str(name))
         new = chain is None
         if chain is None:
-            chain = Chain(str(name), line=t.meta.line, loc=loc_of(name))
+            chain = Chain(str(name), line=t.meta.line, loc=self.loc(name))
             table.chains[chain.name] = chain
         self.batch.chain(table, chain)
         if block is None:
@@ -248,7 +279,7 @@ class _Builder:
                 policy = self._word_or_var(item.children[0])
                 if policy not in ("accept", "drop"):
                     raise self.error(item.children[0], f"unknown policy type '{policy}'")
-                chain.policy, chain.policy_loc = policy, loc_of(item)
+                chain.policy, chain.policy_loc = policy, self.loc(item)
             elif item.data == "chain_comment":
                 if comment is not None:  # parser_bison.y › already_set
                     raise self.error(item, "You can only specify this once. This statement is duplicated.")
@@ -360,7 +391,7 @@ class _Builder:
         if stype is None:
             raise self.error(t, "set definition does not specify key")
         s = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, size=size,
-                comment=comment, loc=loc_of(name))  # fmt: skip
+                comment=comment, loc=self.loc(name))  # fmt: skip
         if merge:
             s.flags.append("auto-merge")
         old = table.sets.get(s.name)
@@ -378,7 +409,9 @@ class _Builder:
         table.sets[s.name] = s
 
     def item_map(self, table: Table, t: Tree) -> None:
-        name, block = t.children[0], t.children[1]
+        self._map(table, t.children[0], t.children[1], t)
+
+    def _map(self, table: Table, name: Token, block: Tree, t: Tree) -> None:
         stype, flags, elems, size, comment = None, [], None, None, None
         for item in block.children:
             if item.data == "map_type":
@@ -401,7 +434,7 @@ class _Builder:
         if stype is None:
             raise self.error(t, "map definition does not specify key data type")
         m = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, map="verdict",
-                size=size, comment=comment, loc=loc_of(name))  # fmt: skip
+                size=size, comment=comment, loc=self.loc(name))  # fmt: skip
         old = table.sets.get(m.name)
         if old is not None:
             if (old.type, old.flags, old.map) != (m.type, m.flags, m.map):
@@ -415,16 +448,18 @@ class _Builder:
     def _map_elements(self, table: Table, m: Set, elems: Tree) -> None:
         pairs = [(rhs_ast(e.children[0], self.defines, self.error), e.children[1]) for e in elems.children]
         for _, v in pairs:
-            self.verdicts.append((table, v))
+            self.verdicts.append((table, v, self.path, self.lines))
         m.elem = ev.map_elements(m, list(m.elem), pairs, self.error)
 
     def item_flowtable(self, table: Table, t: Tree) -> None:
-        name = t.children[0]
+        self._flowtable(table, t.children[0], t.children[1], t)
+
+    def _flowtable(self, table: Table, name: Token, block: Tree, t: Tree) -> None:
         if str(name) in table.flowtables:
             raise self.error(name, f"Could not process rule: File exists (flowtable '{name}')")
-        ft = Flowtable(str(name), line=t.meta.line, loc=loc_of(name))
+        ft = Flowtable(str(name), line=t.meta.line, loc=self.loc(name))
         hooked = False
-        for item in t.children[1].children:
+        for item in block.children:
             if item.data == "ft_hook":
                 if str(item.children[0]) != "ingress":
                     raise self.error(item.children[0], f"unknown chain hook {item.children[0]}")
@@ -433,7 +468,7 @@ class _Builder:
                 devs = item.children[0]
                 toks = devs.children if isinstance(devs, Tree) else [devs]
                 ft.devices = [self._word_or_var(d) for d in toks]
-                ft.dev_locs = {dev: loc_of(d) for dev, d in zip(ft.devices, toks, strict=True)}
+                ft.dev_locs = {dev: self.loc(d) for dev, d in zip(ft.devices, toks, strict=True)}
             elif item.data == "ft_counter":
                 ft.counter = True
             elif item.data == "ft_flags":
@@ -447,24 +482,33 @@ class _Builder:
         self.batch.flowtable(table, ft)
 
     # --- rules: evaluated once the whole file is read, so chains and sets may be declared later ------
-    def _rule(self, table: Table, chain: Chain, t: Tree) -> None:
-        rule = Rule([], line=t.meta.line, loc=loc_of(t))
-        chain.rules.append(rule)
-        self.batch.rule(table, chain, rule)
+    def _rule(self, table: Table, chain: Chain, t: Tree, pos: RulePos | None = None) -> None:
+        """A rule goes into its chain where its command says when the batch is committed (finish)."""
+        rule = Rule([], line=t.meta.line, loc=self.loc(t))
+        self.batch.rule(table, chain, rule, pos)
         ctx = Ctx(self.path, self.lines, table, chain, dict(self.defines))
         self.pending.append((table, chain, rule, ctx))
         rule.tree = t  # type: ignore[attr-defined]
 
-    def finish(self) -> None:
-        for table, v in self.verdicts:
+    def evaluate_pending(self) -> None:
+        """Evaluate the rules and map verdicts read so far (at the end, or before a delete command)."""
+        for table, v, path, lines in self.verdicts:
             if len(v.children) == 2 and str(v.children[1]) not in table.chains:
-                raise self.error(v.children[1], "Could not process rule: No such file or directory")
+                raise ast_error(path, lines, v.children[1], "Could not process rule: No such file or directory")
         for _table, _chain, rule, ctx in self.pending:
             t = rule.__dict__.pop("tree")
             rule.expr, rule.comment = ev.rule_evaluate(ctx, t)
-        # nft evaluates the whole file before it sends anything: the kernel's errors come last
-        kernel_check(self.rs, self.batch)
-        self.rs.renumber()
+        self.verdicts.clear()
+        self.pending.clear()
+
+    def finish(self) -> None:
+        self.evaluate_pending()
+        # nft evaluates the whole file before it sends anything: the kernel's errors come last, the
+        # first one in the batch's order
+        failed = batch_commit(self.rs, self.batch)
+        kernel_check(self.rs, self.batch, None if failed is None else failed[0])
+        if failed is not None:
+            raise failed[1]
 
 
 def s32(n: int) -> int:
@@ -472,15 +516,15 @@ def s32(n: int) -> int:
     return (n + (1 << 31)) % (1 << 32) - (1 << 31)
 
 
-def loc_of(node: Tree | Token) -> Loc:
-    """Where a token or subtree was written, as nft marks it (the whole token or expression)."""
+def loc_of(node: Tree | Token, path: str | None = None) -> Loc:
+    """Where a token or subtree was written (in file `path`), as nft marks it (the whole token or
+    expression)."""
     if isinstance(node, Token):
         same = node.end_line in (None, node.line)
-        return Loc(
-            node.line, node.column, max(1, (node.end_column or node.column + 1) - node.column) if same else 1
-        )
+        width = max(1, (node.end_column or node.column + 1) - node.column) if same else 1
+        return Loc(node.line, node.column, width, path)
     m = node.meta
-    return Loc(m.line, m.column, max(1, m.end_column - m.column) if m.end_line == m.line else 1)
+    return Loc(m.line, m.column, max(1, m.end_column - m.column) if m.end_line == m.line else 1, path)
 
 
 __all__ = ["parse_ruleset", "ConfigError", "Prefix", "Range", "SetRef", "SetX", "Sym"]

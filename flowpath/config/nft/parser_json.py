@@ -1,7 +1,8 @@
-"""libnftables JSON in: a Ruleset from what `nft -j list ruleset` prints (objects may be wrapped in add).
+"""libnftables JSON in: a Ruleset from what `nft -j list ruleset` prints, or from JSON commands.
 
 Linux: nftables src/parser_json.c (json_parse_cmd_add_table/chain/set/flowtable/rule, and
-json_parse_flags_array, which takes a flag as a string or flags as a list). Every error names the
+json_parse_flags_array, which takes a flag as a string or flags as a list; json_parse_cmd: objects may
+be wrapped in add, create, insert, replace, delete or flush, applied in order as in nft text, commit.py). Every error names the
 object (its index in the "nftables" array, and its line and column when the file's text is known) and
 says what is wrong with it, in JSON terms.
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
 from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
 from flowpath.config.nft.json import json_dumps, ruleset_to_json
 from flowpath.config.nft.parser import HOOKS, s32
@@ -39,6 +42,15 @@ class JsonObjectError(Exception):
     """What is wrong with one object of the "nftables" array (the caller adds which object)."""
 
 
+@dataclass
+class _Cmd:
+    """One object of the array: its command (None for an object as listed), the batch, where it is."""
+
+    verb: str | None
+    batch: Batch
+    loc: Loc
+
+
 def ruleset_from_json(obj: Any, path: str = "<stdin>", where: list[Loc] | None = None) -> Ruleset:
     """Ruleset from a libnftables JSON object (as `nft -j list ruleset` prints it).
 
@@ -49,6 +61,8 @@ def ruleset_from_json(obj: Any, path: str = "<stdin>", where: list[Loc] | None =
     if not isinstance(obj, dict) or not isinstance(obj.get("nftables"), list):
         raise ConfigError(path, 1, 1, 'Invalid JSON: expected an object with an "nftables" array')
     origin: dict[int, ConfigError] = {}  # id(IR object) -> an error at the JSON object that made it
+    handles: list[tuple[Any, Any]] = []  # (IR object, the "handle" its JSON object gave)
+    batch, commands = Batch(), False
     for i, item in enumerate(obj["nftables"]):
         loc = where[i] if where is not None and i < len(where) else Loc(1, 1)
 
@@ -56,17 +70,29 @@ def ruleset_from_json(obj: Any, path: str = "<stdin>", where: list[Loc] | None =
             return ConfigError(path, loc.line, loc.col, f"JSON object {i}{_describe(item)}: {msg}")
 
         try:
-            kind, body = _command(item)
+            verb, kind, body = _command(item)
             if kind == "metainfo":
                 continue
-            if kind == "flush" and body == {"ruleset": None}:
+            if kind == "ruleset" and verb == "flush":
                 rs.tables.clear()
+                batch = Batch(batch.tables_made())
                 continue
-            made = _LOADERS.get(kind, _unsupported)(rs, kind, body)
+            if verb in ("delete", "flush"):
+                _delete(rs, kind, body, _Cmd(verb, batch, loc))
+                commands = True
+                continue
+            made = _LOADERS.get(kind, _unsupported)(rs, kind, body, _Cmd(verb, batch, loc))
         except JsonObjectError as e:
             raise error(str(e)) from None
         origin.setdefault(id(made), error)
-    rs.renumber()
+        commands |= verb in ("insert", "replace")
+        handles.append((made, body.get("handle")))
+    failed = batch_commit(rs, batch)
+    if failed is not None:
+        raise failed[1]
+    if not commands and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for _, h in handles):
+        for made, h in handles:  # `nft -j list ruleset` output: keep the kernel's handles
+            made.handle = h
     _check_canonical(rs, path, origin)
     return rs
 
@@ -111,21 +137,26 @@ def json_element_locs(text: str) -> list[Loc] | None:
         return None
 
 
-def _command(item: Any) -> tuple[str, Any]:
+_VERBS = ("add", "create", "insert", "replace", "delete", "flush")
+
+
+def _command(item: Any) -> tuple[str | None, str, Any]:
+    """(command or None, object kind, object body) of one element of the "nftables" array."""
     if not isinstance(item, dict) or len(item) != 1:
         raise JsonObjectError("expected an object with a single key")
     ((kind, body),) = item.items()
-    if kind in ("add", "create", "insert") and isinstance(body, dict) and len(body) == 1:
-        ((kind, body),) = body.items()
-    if kind not in ("metainfo", "flush") and not isinstance(body, dict):
+    verb = None
+    if kind in _VERBS and isinstance(body, dict) and len(body) == 1:
+        verb, ((kind, body),) = kind, body.items()
+    if kind not in ("metainfo", "ruleset") and not isinstance(body, dict):
         raise JsonObjectError(f'"{kind}" must hold an object')
-    return kind, body
+    return verb, kind, body
 
 
 def _describe(item: Any) -> str:
     """` (rule ip filter input)`: the object's kind and the names it gives, when they are strings."""
     try:
-        kind, body = _command(item)
+        _, kind, body = _command(item)
     except JsonObjectError:
         return ""
     if not isinstance(body, dict):
@@ -186,22 +217,28 @@ def _prio(body: dict) -> int:
 
 
 # --- objects -----------------------------------------------------------------------------------------
-def _load_table(rs: Ruleset, kind: str, body: dict) -> Table:
+def _load_table(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Table:
     family, name = _one_of(body, "family", FAMILIES), _get(body, "name", str)
     flags = _flags(body, TABLE_FLAGS)
     t = rs.table(family, name)
+    if t is not None and cmd.verb == "create":
+        raise JsonObjectError("Could not process rule: File exists")
     if t is None:
         t = Table(family, name)
         rs.tables.append(t)
     t.flags = [f for f in TABLE_FLAGS if f in t.flags or f in flags]
+    t.comment = _get(body, "comment", str, t.comment)
+    cmd.batch.table(t)
     return t
 
 
-def _load_chain(rs: Ruleset, kind: str, body: dict) -> Chain:
+def _load_chain(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Chain:
     t = _table(rs, body)
     name = _get(body, "name", str)
     comment = _get(body, "comment", str, None)
     c = t.chains.get(name)
+    if c is not None and cmd.verb == "create":
+        raise JsonObjectError("Could not process rule: File exists")
     if c is None:
         c = t.chains[name] = Chain(name, comment=comment)
     if "hook" in body:
@@ -213,10 +250,11 @@ def _load_chain(rs: Ruleset, kind: str, body: dict) -> Chain:
             raise JsonObjectError('a netdev chain needs a "dev" (nft 1.0.6 does not write it)')
     elif "policy" in body:
         raise JsonObjectError('"policy" is only valid for a base chain (one with a "hook")')
+    cmd.batch.chain(t, c)
     return c
 
 
-def _load_set(rs: Ruleset, kind: str, body: dict) -> Set:
+def _load_set(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Set:
     t = _table(rs, body)
     name, stype = _get(body, "name", str), _one_of(body, "type", SET_TYPES)
     if (kind == "map") != ("map" in body) or body.get("map", "verdict") != "verdict":
@@ -236,11 +274,14 @@ def _load_set(rs: Ruleset, kind: str, body: dict) -> Set:
     except _MALFORMED:
         what = "[key, verdict] pairs" if s.map else f"values of type {stype}"
         raise JsonObjectError(f'"elem" must hold {what}: {json_dumps(elem)}') from None
+    if name in t.sets and cmd.verb == "create":
+        raise JsonObjectError("Could not process rule: File exists")
     t.sets[name] = s
+    cmd.batch.set(t, s)
     return s
 
 
-def _load_flowtable(rs: Ruleset, kind: str, body: dict) -> Flowtable:
+def _load_flowtable(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Flowtable:
     t = _table(rs, body)
     dev = body.get("dev", [])
     devs = [dev] if isinstance(dev, str) else dev
@@ -251,10 +292,11 @@ def _load_flowtable(rs: Ruleset, kind: str, body: dict) -> Flowtable:
     ft = Flowtable(name, _get(body, "hook", str, "ingress"), _prio(body), list(devs), "counter" in flags,
                    "offload" in flags)  # fmt: skip
     t.flowtables[name] = ft
+    cmd.batch.flowtable(t, ft)
     return ft
 
 
-def _load_rule(rs: Ruleset, kind: str, body: dict) -> Rule:
+def _load_rule(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Rule:
     t = _table(rs, body)
     c = t.chains.get(_get(body, "chain", str))
     if c is None:
@@ -271,12 +313,59 @@ def _load_rule(rs: Ruleset, kind: str, body: dict) -> Rule:
         except _MALFORMED:
             raise JsonObjectError(f"statement {n} is not one flowpath reads: {json_dumps(stmt)}") from None
     rule = Rule(expr, _get(body, "comment", str, None))
-    c.rules.append(rule)
+    cmd.batch.rule(t, c, rule, _rule_pos(body, cmd))
     return rule
 
 
-def _unsupported(rs: Ruleset, kind: str, body: dict) -> Any:
+def _rule_pos(body: dict, cmd: _Cmd) -> RulePos:
+    """Linux: parser_json.c › json_parse_cmd_add_rule and json_parse_cmd_replace: `replace` and `delete`
+    name a rule by "handle"; `add` appends, `insert` prepends. A rule as listed carries its own handle.
+
+    Deviation: nft 1.0.6 ignores or refuses "handle" and "index" on add and insert (the kernel's ENOENT,
+    or the rule at the end); flowpath refuses them, rather than put a rule where the file did not mean.
+    """
+    if cmd.verb == "replace":
+        return RulePos("replace", "handle", _get(body, "handle", int), cmd.loc, cmd.loc)
+    if cmd.verb is not None and ("handle" in body or "index" in body):
+        raise JsonObjectError(f'{cmd.verb} places a rule at the end or the start only: no "handle" or "index"')
+    return RulePos("insert" if cmd.verb == "insert" else "add")
+
+
+def _unsupported(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Any:
     raise JsonObjectError(f"unsupported object {json_dumps(kind)}")
+
+
+def _delete(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> None:
+    """`delete` and `flush` of a table, chain, set or map, flowtable, or a rule by its handle."""
+    if kind == "table":
+        t = rs.table(_one_of(body, "family", FAMILIES), _get(body, "name", str))
+        if t is None:
+            raise JsonObjectError(ENOENT)
+        if cmd.verb == "delete":
+            rs.tables.remove(t)
+        for c in t.chains.values() if cmd.verb == "flush" else ():
+            cmd.batch.flush(t, c)
+        return
+    t = _table(rs, body)
+    what = {"chain": "chains", "rule": "chains", "set": "sets", "map": "sets", "flowtable": "flowtables"}
+    if kind not in what or (cmd.verb == "flush" and kind in ("rule", "flowtable")):
+        raise JsonObjectError(f"cannot {cmd.verb} {json_dumps(kind)}")
+    objs = getattr(t, what[kind])
+    obj = objs.get(_get(body, "chain" if kind == "rule" else "name", str))
+    if obj is None:
+        raise JsonObjectError(ENOENT)
+    if kind == "rule":
+        h = _get(body, "handle", int)
+        cmd.batch.delete_rule(t, obj, RulePos("delete", "handle", h, cmd.loc, cmd.loc))
+    elif cmd.verb == "flush":
+        if kind == "chain":
+            cmd.batch.flush(t, obj)
+        else:
+            obj.elem = []
+    else:
+        del objs[obj.name]
+        cmd.batch.delete("set" if kind == "map" else kind, t, obj, cmd.loc)
+
 
 
 _LOADERS = {"table": _load_table, "chain": _load_chain, "set": _load_set, "map": _load_set,

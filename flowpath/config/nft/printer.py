@@ -38,25 +38,33 @@ def prio2str(family: str, hook: str, prio: int) -> str:
     return str(prio)
 
 
-def ruleset_print(rs: Ruleset) -> str:
-    return "".join(table_print(t) for t in rs.tables)
+def ruleset_print(rs: Ruleset, handles: bool = False) -> str:
+    """`nft list ruleset`; with `handles`, `nft -a list ruleset` (a `# handle N` after each object)."""
+    return "".join(table_print(t, handles) for t in rs.tables)
 
 
-def table_print(t: Table) -> str:
-    parts = [set_print(s) for s in t.sets.values()]
-    parts += [flowtable_print(f) for f in t.flowtables.values()]
-    parts += [chain_print(t.family, c) for c in t.chains.values()]
+def _handle(h: int, handles: bool) -> str:
+    return f" # handle {h}" if handles else ""
+
+
+def table_print(t: Table, handles: bool = False) -> str:
+    """Linux: src/rule.c › table_print and table_print_declaration (flags, then the comment)."""
+    parts = [set_print(s, handles) for s in t.sets.values()]
+    parts += [flowtable_print(f, handles) for f in t.flowtables.values()]
+    parts += [chain_print(t.family, c, handles) for c in t.chains.values()]
     head = "".join(f"\tflags {f}\n" for f in t.flags)
-    if head and parts:
+    if t.comment is not None:
+        head += f'\tcomment "{t.comment}"\n'
+    if t.flags and parts:  # nft's delimiter follows the flags only
         head += "\n"
-    return f"table {t.family} {t.name} {{\n" + head + "\n".join(parts) + "}\n"
+    return f"table {t.family} {t.name} {{{_handle(t.handle, handles)}\n" + head + "\n".join(parts) + "}\n"
 
 
-def set_print(s: Set) -> str:
+def set_print(s: Set, handles: bool = False) -> str:
     if s.map is not None:
-        out = f"\tmap {s.name} {{\n\t\ttype {s.type} : {s.map}\n"
+        out = f"\tmap {s.name} {{{_handle(s.handle, handles)}\n\t\ttype {s.type} : {s.map}\n"
     else:
-        out = f"\tset {s.name} {{\n\t\ttype {s.type}\n"
+        out = f"\tset {s.name} {{{_handle(s.handle, handles)}\n\t\ttype {s.type}\n"
     if s.size is not None:
         out += f"\t\tsize {s.size}\n"
     flags = [f for f in s.flags if f != "auto-merge"]
@@ -85,8 +93,8 @@ def set_elems_str(dtype: str, elems: list, named: bool) -> str:
     return out + " }"
 
 
-def flowtable_print(f: Flowtable) -> str:
-    out = f"\tflowtable {f.name} {{\n\t\thook {f.hook} priority {prio2str('netdev', f.hook, f.prio)}\n"
+def flowtable_print(f: Flowtable, handles: bool = False) -> str:
+    out = f"\tflowtable {f.name} {{{_handle(f.handle, handles)}\n\t\thook {f.hook} priority {prio2str('netdev', f.hook, f.prio)}\n"
     if f.devices:
         out += "\t\tdevices = { " + ", ".join(f.devices) + " }\n"
     if f.counter:
@@ -96,8 +104,8 @@ def flowtable_print(f: Flowtable) -> str:
     return out + "\t}\n"
 
 
-def chain_print(family: str, c: Chain) -> str:
-    out = f"\tchain {c.name} {{\n"
+def chain_print(family: str, c: Chain, handles: bool = False) -> str:
+    out = f"\tchain {c.name} {{{_handle(c.handle, handles)}\n"
     if c.comment is not None:
         out += f'\t\tcomment "{c.comment}"\n'
     if c.hook is not None:
@@ -105,7 +113,7 @@ def chain_print(family: str, c: Chain) -> str:
         prio = prio2str(family, c.hook, c.prio or 0)
         out += f"\t\ttype {c.type} hook {c.hook} {dev}priority {prio}; policy {c.policy};\n"
     for r in c.rules:
-        out += "\t\t" + rule_print(family, r.expr, r.comment) + "\n"
+        out += "\t\t" + rule_print(family, r.expr, r.comment) + _handle(r.handle, handles) + "\n"
     return out + "\t}\n"
 
 

@@ -16,11 +16,8 @@ loop is one), or a statement its hook does not allow.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-from flowpath.config.nft.ir import Chain, Flowtable, Rule, Ruleset, Set, Table
+from flowpath.config.nft.commit import Batch
+from flowpath.config.nft.ir import Chain, Rule, Ruleset, Table
 
 NFT_NAME_MAXLEN = 256  # include/uapi/linux/netfilter/nf_tables.h: names hold at most 255 bytes and a NUL
 NFT_JUMP_STACK_SIZE = 16  # include/net/netfilter/nf_tables.h
@@ -46,52 +43,16 @@ _NAT_HOOKS = {  # nft_nat.c › nft_nat_validate, nft_masq.c, nft_redir.c: in a 
 }
 
 
-class Batch:
-    """What nft sends the kernel for one file, in order: tables, chains, sets, flowtables and rules.
-
-    No Linux counterpart as a type: nftables src/cmd.c › nft_cmd_expand orders a table block's objects.
-    """
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, Table, Any, Rule | None]] = []
-        self._block: tuple[list, list, list, list] | None = None
-
-    @contextmanager
-    def block(self) -> Iterator[None]:
-        """A `table NAME { ... }` block: its chains, then sets, then flowtables, then rules."""
-        self._block = ([], [], [], [])
-        try:
-            yield
-        finally:
-            chains, sets, flowtables, rules = self._block
-            self._block = None
-            self.items += chains + sets + flowtables + rules
-
-    def _add(self, slot: int, item: tuple[str, Table, Any, Rule | None]) -> None:
-        (self.items if self._block is None else self._block[slot]).append(item)
-
-    def table(self, table: Table) -> None:
-        self.items.append(("table", table, None, None))
-
-    def chain(self, table: Table, chain: Chain) -> None:
-        self._add(0, ("chain", table, chain, None))
-
-    def set(self, table: Table, s: Set) -> None:
-        self._add(1, ("set", table, s, None))
-
-    def flowtable(self, table: Table, ft: Flowtable) -> None:
-        self._add(2, ("flowtable", table, ft, None))
-
-    def rule(self, table: Table, chain: Chain, rule: Rule) -> None:
-        self._add(3, ("rule", table, chain, rule))
-
-
-def kernel_check(rs: Ruleset, batch: Batch) -> None:
-    """Raise the ConfigError nft prints first for the kernel's answer to `batch`, if any."""
-    added: dict[int, int] = {}  # id(chain) -> rules the kernel has so far
+def kernel_check(rs: Ruleset, batch: Batch, upto: int | None = None) -> None:
+    """Raise the ConfigError nft prints first for the kernel's answer to `batch` (its first `upto`
+    items), if any. The batch is committed (commit.py): chains hold their rules in their final order."""
+    items = batch.items[:upto]
+    added: set[int] = set()  # id(rule) of the rules the kernel has so far
     edges: dict[int, dict[int, Chain]] = {}  # id(chain) -> the chains those rules jump or go to, by id
     levels: dict[int, dict[int, int]] = {}  # id(base chain) -> _levels, until edges change
-    for kind, table, obj, rule in batch.items:
+    for kind, table, obj, rule in items:
+        if kind not in ("table", "chain", "set", "flowtable", "rule"):
+            continue
         if kind == "table":
             if len(table.name) >= NFT_NAME_MAXLEN:
                 raise rs.error(table.loc, ERANGE)
@@ -101,13 +62,13 @@ def kernel_check(rs: Ruleset, batch: Batch) -> None:
         if kind == "chain":
             _chain_check(rs, obj)
         elif kind == "rule":
-            added[id(obj)] = added.get(id(obj), 0) + 1
+            added.add(id(rule))
             msg = rule_validate(table, obj, rule, added, edges, levels)
             if msg is not None:
                 raise rs.error(rule.loc, msg)
             if _add_edges(edges, obj, table, rule):
                 levels.clear()
-    _loop_check(rs, batch)
+    _loop_check(rs, items)
 
 
 def _chain_check(rs: Ruleset, chain: Chain) -> None:
@@ -119,7 +80,7 @@ def _chain_check(rs: Ruleset, chain: Chain) -> None:
 
 
 def rule_validate(
-    table: Table, chain: Chain, rule: Rule, added: dict[int, int], edges: dict, levels: dict
+    table: Table, chain: Chain, rule: Rule, added: set[int], edges: dict, levels: dict
 ) -> str | None:
     """Linux: nf_tables_api.c › nft_table_validate once `rule` is added to `chain`, reduced to what it adds.
 
@@ -169,7 +130,7 @@ def _levels(base: Chain, edges: dict[int, dict[int, Chain]]) -> dict[int, int]:
 
 
 def _chain_validate(
-    table: Table, base: Chain, chain: Chain, level: int, added: dict[int, int], seen: dict[int, int]
+    table: Table, base: Chain, chain: Chain, level: int, added: set[int], seen: dict[int, int]
 ) -> str | None:
     """Linux: nf_tables_api.c › nft_chain_validate (the hooks checked are the base chain's).
 
@@ -180,7 +141,7 @@ def _chain_validate(
     if seen.get(id(chain), -1) >= level:
         return None
     seen[id(chain)] = level
-    for rule in chain.rules[: added.get(id(chain), 0)]:
+    for rule in (r for r in chain.rules if id(r) in added):
         for stmt in rule.expr:
             if not stmt_allowed(table.family, base, stmt):
                 return EOPNOTSUPP
@@ -228,7 +189,7 @@ def stmt_targets(table: Table, stmt: dict) -> list[Chain]:
     return out
 
 
-def _loop_check(rs: Ruleset, batch: Batch) -> None:
+def _loop_check(rs: Ruleset, items: list) -> None:
     """A loop among chains no base chain reaches: the rule that closes it.
 
     Deviation: Linux 6.x accepts such a loop (it is never walked), and refuses it when a base chain
@@ -237,7 +198,7 @@ def _loop_check(rs: Ruleset, batch: Batch) -> None:
     (netfilter/nf_tables.py › NftRuntime._validate): refused here, where the file can be marked.
     """
     edges: dict[int, dict[int, Chain]] = {}
-    for kind, table, chain, rule in batch.items:
+    for kind, table, chain, rule in items:
         if kind != "rule":
             continue
         for stmt in rule.expr:
