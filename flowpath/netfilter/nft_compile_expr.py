@@ -154,6 +154,8 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         em.emit(V.OP_CT, dreg, key)
         return Val((Comp(0, width, host),), dtype, bits)
     if kind == "rt":
+        if arg.get("key") == "ipsec":
+            raise Punt("rt ipsec: the VM has no route xfrm")
         _, dtype, bits = build_rt_load(arg)
         em.emit(V.OP_META, dreg, V.META_RT_TCPMSS)
         return Val((Comp(0, 4, True),), dtype, bits)
@@ -188,7 +190,7 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         if off > V.NFT_REG_FILE:
             raise Punt("concatenation wider than the registers")
         return Val(tuple(comps), tuple(dtypes), 0)
-    raise Punt(f"expression {kind}")  # tcp option, shifts, ...
+    raise Punt(f"expression {kind}")  # tcp option, shifts, fib and ipsec (no FIB or secpath here), ...
 
 
 def to_big_endian(em: Emitter, val: Val, dreg: int = 0) -> None:
