@@ -516,6 +516,8 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
         left = arg.get("left") if kind == "match" else arg.get("key")
         hooks = expr_hooks(left)
         if hooks is not None:
+            if ctx.family == "netdev" and "prerouting" in hooks:
+                hooks += ("ingress",)  # NF_NETDEV_INGRESS is hook 0, prerouting's bit (validate.hook_allowed)
             info.hooks.append((next(iter(left)), hooks, None))
     if kind == "match":
         return build_match(arg, ctx)

@@ -141,10 +141,11 @@ RULES = """table inet f {
 """
 
 
-def test_worker_rpf_drops_spoofed_and_fib_local_matches_own_address(tmp_path):
+@pytest.mark.parametrize("flowtable", [True, False])
+def test_worker_rpf_drops_spoofed_and_fib_local_matches_own_address(tmp_path, flowtable):
     """rp-filter drops a spoofed source on lan0 and a LAN source arriving on wan0, passes a good one;
     `fib daddr type local` drops what is sent to the gateway's own address. The classic lane cannot run
-    fib: it punts those packets to the Python path, counted."""
+    fib: it punts those packets to the Python path, counted. With or without flowtables, the same."""
 
     def lan(src, dst, tag):
         return "lan0", Ether(src=H10, dst=GW_LAN) / IP(src=src, dst=dst) / UDP(sport=1, dport=9999) / Raw(tag)
@@ -156,8 +157,30 @@ def test_worker_rpf_drops_spoofed_and_fib_local_matches_own_address(tmp_path):
         lan("192.168.1.10", "192.168.1.1", b"to the gateway"),
         lan("192.168.1.10", "203.0.113.1", b"to its wan address"),
     ]
-    out, stats, _ = run(tmp_path, pkts, rules=parse_ruleset(RULES))
+    out, stats, _ = run(tmp_path, pkts, rules=parse_ruleset(RULES), flowtable=flowtable)
     assert [bytes(p[Raw]) for p in out.get("wan0", [])] == [b"good"]
     assert out.get("lan0", []) == []
     assert stats["drops"] == {"netfilter_drop": 4}
-    assert stats["classic_lane"]["punted"].get("nft", 0) == 5
+    if flowtable:
+        assert stats["classic_lane"]["punted"].get("nft", 0) == 5
+
+
+def test_hooks_checked_as_the_kernel_does_when_json_is_loaded():
+    """nft_fib_validate from the runtime's own loader: an oif result is refused in OUTPUT, a type with
+    oif in PREROUTING; netdev's ingress is hook 0, the bit prerouting has, so fib is allowed there."""
+    from flowpath.errors import ConfigError
+
+    def load(family, hook, left):
+        chain = {"family": family, "table": "t", "name": "c", "type": "filter", "hook": hook, "prio": 0,
+                 "policy": "accept"}  # fmt: skip
+        if family == "netdev":
+            chain["dev"] = "lan0"
+        rule = {"family": family, "table": "t", "chain": "c", "handle": 2,
+                "expr": [{"match": {"op": "==", "left": {"fib": left}, "right": "local"}}]}  # fmt: skip
+        return NftRuntime.from_json({"nftables": [{"table": {"family": family, "name": "t"}}, {"chain": chain},
+                                                  {"rule": rule}]})  # fmt: skip
+
+    load("netdev", "ingress", {"result": "type", "flags": ["daddr", "iif"]})
+    load("inet", "output", {"result": "type", "flags": ["daddr", "oif"]})
+    with pytest.raises(ConfigError, match="fib is only valid at hooks forward, output, postrouting"):
+        load("inet", "prerouting", {"result": "type", "flags": ["daddr", "oif"]})

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datapath"))
 from gateway import run  # noqa: E402
 from nfeval_util import make_skb, run_hook  # noqa: E402
 
+from flowpath import datapath  # noqa: E402
 from flowpath.config.ipbatch import parse_network  # noqa: E402
 from flowpath.config.nft import parse_ruleset  # noqa: E402
 from flowpath.netfilter import constants as C  # noqa: E402
@@ -100,6 +101,11 @@ def test_ipsec_out_and_rt_ipsec(rule, hook, encrypts, want):
 
 # --- through a Worker: Scapy ESP in, frames out ------------------------------------------------------------
 RULES = """table inet f {
+	flowtable ft {
+		hook ingress priority filter
+		devices = { lan0, wan0 }
+	}
+
 	chain pre {
 		type filter hook prerouting priority filter; policy accept;
 		ip saddr 10.2.0.0/16 meta secpath missing counter drop
@@ -120,22 +126,29 @@ RULES = """table inet f {
 """
 
 
-def test_worker_accepts_decrypted_and_drops_the_same_packet_in_clear(tmp_path):
-    """ESP from the peer decrypts (the first by the classic path's xfrm4_rcv, the next ones by the fast
-    path's ESP input): `meta secpath` and `ipsec in reqid 2` let the inner packets through. The same
-    inner packet in clear is dropped by nft in PREROUTING, before the fwd policy could."""
+@pytest.mark.parametrize("flowtable", [True, False])
+def test_worker_accepts_decrypted_and_drops_the_same_packet_in_clear(tmp_path, flowtable, monkeypatch):
+    """ESP from the peer decrypts (the first by the classic path's xfrm4_rcv; with flowtables the next
+    ones by the fast path's ESP input, whose inner packets reach the classic path with their SA):
+    `meta secpath` and `ipsec in reqid 2` let the inner packets through. The same inner packet in clear
+    is dropped by nft in PREROUTING, before the fwd policy could."""
+    fast = []
+    decrypted = datapath.xfrm_rcv_decrypted
+    monkeypatch.setattr(datapath, "xfrm_rcv_decrypted", lambda *a: fast.append(a[-1].spi) or decrypted(*a))
     peer = peer_sa()
     inner = IP(src="10.2.0.7", dst="10.1.0.5", ttl=20) / UDP(sport=2222, dport=1111) / Raw(b"from the peer")
     esp = [Ether(src=PEER_MAC, dst=GW_WAN) / peer.encrypt(inner) for _ in range(3)]
     clear = Ether(src=PEER_MAC, dst=GW_WAN) / inner
     out, stats, _ = run(tmp_path, [("wan0", f) for f in esp] + [("wan0", clear)], net=parse_network(NET_TEXT),
-                        rules=parse_ruleset(RULES))  # fmt: skip
+                        rules=parse_ruleset(RULES), flowtable=flowtable, batch_size=1)  # fmt: skip
+    assert fast == ([0x2002, 0x2002] if flowtable else [])
     assert [bytes(o[Raw]) for o in out["lan0"]] == [b"from the peer"] * 3
     assert all(o[IP].src == "10.2.0.7" and o[IP].ttl == 19 for o in out["lan0"])
     assert stats["drops"] == {"netfilter_drop": 1}
 
 
-def test_worker_ipsec_out_and_rt_ipsec(tmp_path):
+@pytest.mark.parametrize("flowtable", [True, False])
+def test_worker_ipsec_out_and_rt_ipsec(tmp_path, flowtable):
     """LAN traffic to the peer's network is encrypted (`ipsec out reqid 1` accepts it in FORWARD, and
     `rt ipsec missing` leaves it alone in POSTROUTING); plain traffic to port 5555 is dropped there."""
 
@@ -143,7 +156,7 @@ def test_worker_ipsec_out_and_rt_ipsec(tmp_path):
         return "lan0", Ether(src=HOST_MAC, dst=GW_LAN) / IP(src="10.1.0.5", dst=dst) / UDP(dport=dport) / Raw(b"p")
 
     pkts = [lan("10.2.0.7", 5555), lan("8.8.8.8", 5555), lan("8.8.8.8", 6666), lan("10.3.0.1", 6666)]
-    out, stats, _ = run(tmp_path, pkts, net=parse_network(NET_TEXT), rules=parse_ruleset(RULES))
+    out, stats, _ = run(tmp_path, pkts, net=parse_network(NET_TEXT), rules=parse_ruleset(RULES), flowtable=flowtable)
     sent = out["wan0"]
     assert [o[IP].proto for o in sent] == [50, 17]  # ESP to the peer, then the plain 6666 to 8.8.8.8
     assert sent[0][ESP].spi == 0x1001 and sent[1][UDP].dport == 6666
