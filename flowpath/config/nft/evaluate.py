@@ -13,6 +13,7 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, number, rhs_ast
+from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
 from flowpath.config.nft.payload import dependency_kill
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
@@ -24,7 +25,6 @@ _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
 _NOT_TERMINAL_VERDICTS = ("CONTINUE",)
 NFTNL_UDATA_COMMENT_MAXLEN = 128  # libnftnl udata.h; parser_bison.y › comment_spec
 _REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
-XFRM_MAX_DEPTH = 6  # include/net/xfrm.h
 _SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
 
 
@@ -48,9 +48,9 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
             raise ctx.error(t, "meta nfproto is only useful in the inet family")
         return {"meta": {"key": name}}, dt.META_KEYS[name]
     if t.data == "fib_sel":
-        return _fib_selector(ctx, t)
+        return fib_selector(ctx, t)
     if t.data == "ipsec_sel":
-        return _ipsec_selector(ctx, t)
+        return ipsec_selector(ctx, t)
     if t.data == "rt_sel":
         key = t.children[1]
         if str(key) not in dt.RT_KEYS:
@@ -75,56 +75,6 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     if l3 and fam in ("ip", "ip6") and l3 != fam:
         raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {l3}")
     return {"payload": {"protocol": proto, "field": str(field)}}, dt.PAYLOAD_FIELDS[proto][str(field)]
-
-
-def _fib_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
-    """`fib FLAG [. FLAG ...] RESULT`. Linux: nftables src/parser_bison.y › fib_expr (the flag checks,
-    marking the tuple) and src/fib.c; the flags are listed in their NFTA_FIB_F_* bit order."""
-    tup, result = t.children[1], t.children[2]
-    words = tup.children if isinstance(tup, Tree) else [tup]
-    flags = set()
-    for w in words:
-        if str(w) not in dt.FIB_FLAGS:
-            raise ctx.error(w, "syntax error, unexpected string, expecting saddr or daddr or mark or iif or oif")
-        flags.add(str(w))
-    if str(result) not in dt.FIB_RESULT:
-        raise ctx.error(result, "syntax error, unexpected string, expecting type or oif or oifname")
-    if not flags & {"saddr", "daddr"}:
-        raise ctx.error(tup, "fib: need either saddr or daddr")
-    if {"saddr", "daddr"} <= flags:
-        raise ctx.error(tup, "fib: saddr and daddr are mutually exclusive")
-    if {"iif", "oif"} <= flags:
-        raise ctx.error(tup, "fib: iif and oif are mutually exclusive")
-    ordered = [f for f in dt.FIB_FLAGS if f in flags]
-    return {"fib": {"result": str(result), "flags": ordered}}, dt.FIB_RESULT[str(result)]
-
-
-def _ipsec_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
-    """`ipsec in|out [spnum N] KEY`. Linux: nftables src/parser_bison.y › xfrm_expr, src/xfrm.c."""
-    dir_, rest = t.children[1], t.children[2:]
-    if str(dir_) not in ("in", "out"):
-        raise ctx.error(dir_, "Could not parse boolean type")  # nft's wording: the direction is a boolean
-    spnum = 0
-    if rest[0].data == "ipsec_spnum":
-        spnum = number(rest[0].children[0])
-        if spnum > 255:  # parser_bison.y › xfrm_spnum
-            raise ctx.error(rest[0], "value too large")
-        if spnum >= XFRM_MAX_DEPTH:
-            # nft_xfrm.c › nft_xfrm_get_init: ERANGE, which nft marks on the expression. Deviation: raised
-            # as the rule is evaluated, where nft would first report the file's other evaluation errors
-            raise ctx.error(t, "Could not process rule: Numerical result out of range")
-        rest = rest[1:]
-    key = rest[0].children
-    if len(key) == 2:
-        fam, field = str(key[0]), key[1]
-        if str(field) not in ("saddr", "daddr"):
-            raise ctx.error(field, "syntax error, unexpected string, expecting saddr or daddr")
-        sel = {"key": str(field), "family": fam, "dir": str(dir_), "spnum": spnum}
-        return {"ipsec": sel}, dt.IPSEC_ADDR[fam]
-    name = key[0]
-    if str(name) not in ("reqid", "spi"):
-        raise ctx.error(name, f"syntax error, unexpected {name}, expecting ip or ip6 or spi or reqid")
-    return {"ipsec": {"key": str(name), "dir": str(dir_), "spnum": spnum}}, dt.IPSEC_KEYS[str(name)]
 
 
 # --- values ------------------------------------------------------------------------------------------
