@@ -66,6 +66,12 @@ def nft_fib_oif(pkt, flags) -> int | None:
         # Deviation: flowpath has no ff00::/8 routes; Linux has one on each IPv6 device, and a lookup
         # finds the asked device's, else (we take) the input device's
         return dev or pkt.iif
+    if family == 6 and addr >> 118 == 0x3FA:
+        # fe80::/10: nft_fib6_flowi_init looks it up on the device (RT6_LOOKUP_F_IFACE), the named one
+        # or the packet's own; every link has its fe80::/64
+        link = dev or pkt.iif or pkt.oif
+        fa = net.dev._fib_table_lookup(6, addr, oif=link)
+        return fa.oif if fa is not None and fa.type not in REJECT_TYPES and fa.type != RTN_LOCAL else 0
     fib = net.fib_lookup(family, addr)
     if fib is None or fib.type in REJECT_TYPES or fib.type == RTN_LOCAL:
         return 0

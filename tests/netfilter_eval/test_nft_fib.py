@@ -94,6 +94,8 @@ def test_addrtype_ipv4(rule, dst, iif, want):
     [
         ("fib saddr . iif oif missing", "2001:db8:1::10", "2001:db8:ff::5", False),
         ("fib saddr . iif oif missing", "2001:db8:ff::5", "2001:db8:1::10", True),  # via wan0, not lan0
+        ("fib saddr . iif oif missing", "fe80::10", "ff02::1", False),  # link-local: looked up on lan0
+        ("fib saddr . iif oif missing", "fe80::10", "fe80::1", False),
         ("fib daddr type local", "2001:db8:1::10", "2001:db8:1::1", True),
         ("fib daddr . iif type local", "2001:db8:1::10", "2001:db8:ff::1", False),  # wan0's address
         ("fib daddr type multicast", "2001:db8:1::10", "ff02::1", True),
@@ -102,6 +104,13 @@ def test_addrtype_ipv4(rule, dst, iif, want):
 )
 def test_ipv6(rule, src, dst, want):
     assert matches(rule, IPv6(src=src, dst=dst)) is want
+
+
+def test_ipv6_link_local_source_passes_rpf_on_every_link():
+    """Each link has fe80::/64: ND from a neighbour on wan0 must not look spoofed (RT6_LOOKUP_F_IFACE)."""
+    for iif in ("lan0", "wan0"):
+        assert not matches("fib saddr . iif oif missing", IPv6(src="fe80::1", dst="ff02::1"), iif=iif)
+        assert matches('fib saddr oifname "' + iif + '"', IPv6(src="fe80::1", dst="fe80::2"), iif=iif)
 
 
 def test_oif_and_type_with_oif_in_forward():
