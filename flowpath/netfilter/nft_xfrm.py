@@ -7,7 +7,8 @@ walks the output route's xfrm bundle; nft_xfrm_state_get_key), nft_meta.c › NF
 flowpath's secpath is skb.meta["sp"], the SAs that decrypted the packet, outermost first (xfrm4_rcv
 and the fast path's ESP input set it). The output route's xfrm is the SA xfrm_dst_lookup chose for
 the packet (pkt.xfrm, given at FORWARD, OUTPUT and POSTROUTING); flowpath builds one-SA bundles.
-The compiled VM has neither: rules with these expressions are punted to these closures.
+The compiled VM runs `meta ipsec` (nft_vm.py › META_SECPATH, from pktmeta's PM_SECPATH); it has no
+SAs, so rules with `ipsec` or `rt ipsec` are punted to these closures.
 """
 
 from __future__ import annotations

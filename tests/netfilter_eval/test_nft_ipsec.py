@@ -17,13 +17,14 @@ from scapy.layers.ipsec import ESP, SecurityAssociation
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datapath"))
-from gateway import run  # noqa: E402
+from gateway import H10, run  # noqa: E402
 from nfeval_util import make_skb, run_hook  # noqa: E402
 
 from flowpath import datapath  # noqa: E402
 from flowpath.config.ipbatch import parse_network  # noqa: E402
 from flowpath.config.nft import parse_ruleset  # noqa: E402
 from flowpath.netfilter import constants as C  # noqa: E402
+from flowpath.netfilter import nft_vm as V  # noqa: E402
 from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime  # noqa: E402
 
 KEY = bytes(range(1, 17)) + b"\xca\xfe\xba\xbe"
@@ -161,3 +162,38 @@ def test_worker_ipsec_out_and_rt_ipsec(tmp_path, flowtable):
     assert [o[IP].proto for o in sent] == [50, 17]  # ESP to the peer, then the plain 6666 to 8.8.8.8
     assert sent[0][ESP].spi == 0x1001 and sent[1][UDP].dport == 6666
     assert stats["drops"] == {"netfilter_drop": 2}  # 5555 in POSTROUTING, 10.3.0.1 by FORWARD's policy
+
+
+LANE_RULES = """table inet f {
+	chain fw {
+		type filter hook forward priority filter; policy drop;
+		meta ipsec exists ipsec in reqid 2 accept
+		meta ipsec missing ip daddr 8.8.8.8 accept
+	}
+}
+"""
+
+
+def test_meta_ipsec_runs_in_the_compiled_lane_and_the_vm():
+    """`meta ipsec` is in the VM (META_SECPATH): the compiled classic lane forwards plain packets through
+    a chain using it without punting (its packets never have a secpath: it leaves decrypted ones to the
+    Python path), and the VM run for a decrypted packet reads the secpath. `ipsec in` punts there."""
+    rt = NftRuntime.from_json(parse_ruleset(LANE_RULES).to_json())
+    assert list(rt.vm.compiled) == [(2, 1)]  # rule 1: meta ipsec, then OP_PUNT at ipsec in
+    _, sa_in = states()
+    skb = make_skb(IP(src="10.1.0.5", dst="8.8.8.8") / UDP())
+    fw = rt.chain("inet", "f", "fw")
+    assert rt.vm.run(fw, NftPktinfo(skb=skb, hooknum=FWD, nfproto=C.NFPROTO_IPV4)) == C.NF_ACCEPT
+    skb.meta["sp"] = [sa_in]
+    pkt = NftPktinfo(skb=skb, hooknum=FWD, nfproto=C.NFPROTO_IPV4)
+    assert rt.vm.run(fw, pkt) == V.NFT_PUNT  # matched meta ipsec, then ipsec in
+
+
+def test_worker_lane_forwards_through_meta_ipsec_without_punting(tmp_path):
+    """On a gateway without SAs (the lane stands aside where xfrm policies are), examples/gateway.ip."""
+    pkts = [("lan0", Ether(src=H10, dst=GW_LAN) / IP(src="192.168.1.10", dst=d) / UDP(sport=7, dport=9) / Raw(b"p"))
+            for d in ("8.8.8.8", "8.8.8.8", "9.9.9.9")]  # fmt: skip
+    out, stats, _ = run(tmp_path, pkts, rules=parse_ruleset(LANE_RULES))
+    assert [o[IP].dst for o in out["wan0"]] == ["8.8.8.8", "8.8.8.8"]
+    assert stats["drops"] == {"netfilter_drop": 1}
+    assert stats["classic_lane"]["packets"] == 3 and stats["classic_lane"]["punted"] == {}
