@@ -79,7 +79,7 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr, nat_ok):
     progs = nft[0]
     pm, out, acc, regs, stack = scr[3], scr[4], scr[6], scr[7], scr[8]
     ed = ps[PS_ED]
-    lane_fill(pm, 0)
+    lane_fill(pm, 0)  # PM_SECPATH 0 too: decrypted packets (encap) are never the lane's (classic_lane.py)
     pm[PM_HOOK], pm[PM_NFPROTO] = hook, C.NFPROTO_IPV4 if ps[PS_L3] == 4 else C.NFPROTO_IPV6
     pm[PM_L3PROTO] = L.ETH_P_IP if ps[PS_L3] == 4 else L.ETH_P_IPV6
     pm[PM_L4PROTO], pm[PM_NHOFF], pm[PM_THOFF] = ps[PS_L4], L.ETH_HLEN, ps[PS_THOFF]

@@ -64,7 +64,7 @@ def ip_forward(net, q, skb: SkBuff, fib) -> Reason:
         ip_decrease_ttl(skb.buf, skb.nhoff)
     out = net.links[fib.oif]
     state = NfHookState(C.NF_INET_FORWARD, nfproto_of(skb), skb.iif, net.ifname(skb.iif), out.ifindex, out.name,
-                        rt_mtu(net, skb, fib))  # fmt: skip
+                        rt_mtu(net, skb, fib), net, x)  # fmt: skip
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return nf_hook_drop(net, q, skb, res, state)

@@ -71,7 +71,7 @@ def ip_rcv_finish(net, q, skb: SkBuff) -> Reason:
     v6 = skb.l3proto == L.ETH_P_IPV6
     if v6 and ipv6_rcv_martian(skb.buf, skb.nhoff):
         return Reason.IP_INADDRERRORS
-    state = NfHookState(C.NF_INET_PRE_ROUTING, nfproto_of(skb), skb.iif, net.ifname(skb.iif))
+    state = NfHookState(C.NF_INET_PRE_ROUTING, nfproto_of(skb), skb.iif, net.ifname(skb.iif), net=net)
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return nf_hook_drop(net, q, skb, res, state)
@@ -123,7 +123,7 @@ def ip_local_deliver(net, q, skb: SkBuff) -> Reason:
     """LOCAL_IN, then the only local services a gateway data plane has: ESP to our SAs (the inner
     packet is received again, as xfrm_input does), IPIP and IPv4/IPv6-in-IPv6 to our tunnels (received
     again on the tunnel device, as gro_cells_receive does), echo, and port unreachable."""
-    state = NfHookState(C.NF_INET_LOCAL_IN, nfproto_of(skb), skb.iif, net.ifname(skb.iif))
+    state = NfHookState(C.NF_INET_LOCAL_IN, nfproto_of(skb), skb.iif, net.ifname(skb.iif), net=net)
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return nf_hook_drop(net, q, skb, res, state)

@@ -54,7 +54,7 @@ def ip_local_out(net, q, skb: SkBuff) -> Reason:
         return dst
     fib, x = dst
     out = net.links[fib.oif]
-    state = NfHookState(C.NF_INET_LOCAL_OUT, nfproto_of(skb), 0, "", out.ifindex, out.name)
+    state = NfHookState(C.NF_INET_LOCAL_OUT, nfproto_of(skb), 0, "", out.ifindex, out.name, net=net, xfrm=x)
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return nf_hook_drop(net, q, skb, res, state)
@@ -66,7 +66,7 @@ def ip_output(net, q, skb: SkBuff, fib, in_ifindex: int = 0, x=None) -> Reason:
     output (xfrm_output). `fib` is the route chosen for the packet (the SA's outer route with `x`)."""
     out = net.links[fib.oif]
     state = NfHookState(C.NF_INET_POST_ROUTING, nfproto_of(skb), in_ifindex,
-                        net.ifname(in_ifindex), out.ifindex, out.name, rt_mtu(net, skb, fib))  # fmt: skip
+                        net.ifname(in_ifindex), out.ifindex, out.name, rt_mtu(net, skb, fib), net, x)  # fmt: skip
     res = net.nf.nf_hook(skb, state)
     if res.verdict != C.NF_ACCEPT:
         return nf_hook_drop(net, q, skb, res, state)

@@ -45,6 +45,8 @@ class NfHookState:
     out_ifindex: int = 0
     out_name: str = ""
     mtu: int = 0  # what `rt mtu` reads: the route MTU once the packet is routed
+    net: object = None  # the namespace: what `fib` looks up
+    xfrm: object = None  # skb_dst(skb)->xfrm: the SA the route encrypts with (FORWARD, OUTPUT, POSTROUTING)
 
 
 @dataclass(slots=True)
@@ -124,7 +126,7 @@ class Netfilter:
     def _pktinfo(self, skb: SkBuff, state: NfHookState):
         return NftPktinfo(skb=skb, hooknum=state.hooknum, nfproto=state.nfproto, iifname=state.in_name,
                           oifname=state.out_name, iif=state.in_ifindex, oif=state.out_ifindex,
-                          mtu=state.mtu)  # fmt: skip
+                          mtu=state.mtu, net=state.net, xfrm=state.xfrm)  # fmt: skip
 
     def _nat(self, skb: SkBuff, state: NfHookState) -> int:
         chains = self.nat_chains.get((state.nfproto, state.hooknum), ())

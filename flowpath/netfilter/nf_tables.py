@@ -48,8 +48,9 @@ _MALFORMED = (NftBuildError, KeyError, TypeError, ValueError, AttributeError, In
 class NftPktinfo:
     """struct nft_pktinfo: the packet, where it is, and what the statements asked for.
 
-    Inputs: skb, hooknum, nfproto, iifname/oifname ("" when there is no such device yet), iif/oif, and
-    mtu for `rt mtu` (min of the output and reverse routes' MTU as nft_rt.c › get_tcpmss; 0: no route).
+    Inputs: skb, hooknum, nfproto, iifname/oifname ("" when there is no such device yet), iif/oif,
+    mtu for `rt mtu` (min of the output and reverse routes' MTU as nft_rt.c › get_tcpmss; 0: no route),
+    net for `fib`, and xfrm (the output route's SA) for `ipsec out` and `rt ipsec`.
     Outputs: nat (a NAT statement's request), flow_add (flowtable named by `flow add @ft`), reject
     ((kind, code): "icmp"/"icmpv6"/"icmpx"/"tcp reset"), logs (lines from `log`), reason (of a drop).
     data and chain_target are the walk's scratch (the frame's bytes; regs->verdict.chain).
@@ -63,6 +64,8 @@ class NftPktinfo:
     iif: int = 0
     oif: int = 0
     mtu: int = 0
+    net: object = None  # the namespace (struct nf_hook_state's net): fib's lookups
+    xfrm: object = None  # the SA the packet's route encrypts with (skb_dst(skb)->xfrm), if any
     nat: NatRequest | None = None
     flow_add: str | None = None
     reject: tuple[str, int] | None = None

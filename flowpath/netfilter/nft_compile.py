@@ -280,7 +280,7 @@ class NftVm:
                  skb.buf.shape[0] - skb.nhoff, skb.buf.shape[0], pkt.iif, pkt.oif, 0, 1, ct is not None, 0,
                  int(skb.ctinfo >= C.IP_CT_IS_REPLY), ct.status if ct is not None else 0,
                  ct.mark if ct is not None else 0, int(proto.state) if proto is not None else -1, skb.mark,
-                 pkt.mtu, 0, skb.ctinfo, 0, 0)  # fmt: skip
+                 pkt.mtu, 0, skb.ctinfo, int(bool(skb.meta.get("sp"))), 0)  # fmt: skip
         buf = skb.buf
         if len(s) == 5:  # the compiled entry for these argument types (jit_entry: no per-call typing)
             s.append(jit_entry(V.nft_vm_do_chain, (progs, cid, buf, pm, out)))

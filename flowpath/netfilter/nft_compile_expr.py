@@ -35,7 +35,7 @@ _META = {"l4proto": (V.META_L4PROTO, 1, False), "nfproto": (V.META_NFPROTO, 1, F
          "protocol": (V.META_PROTOCOL, 2, False), "iifname": (V.META_IIFNAME, IFNAMSIZ, False),
          "oifname": (V.META_OIFNAME, IFNAMSIZ, False), "iif": (V.META_IIF, 4, True), "oif": (V.META_OIF, 4, True),
          "mark": (V.META_MARK, 4, True), "length": (V.META_LEN, 4, True),
-         "pkttype": (V.META_PKTTYPE, 1, False)}  # fmt: skip
+         "pkttype": (V.META_PKTTYPE, 1, False), "ipsec": (V.META_SECPATH, 1, False)}  # fmt: skip
 _CT = {"state": (V.CTK_STATE, 4, True), "direction": (V.CTK_DIRECTION, 1, False),
        "status": (V.CTK_STATUS, 4, True), "mark": (V.CTK_MARK, 4, True)}  # fmt: skip
 _ORDER = {"<": V.CMP_LT, ">": V.CMP_GT, "<=": V.CMP_LTE, ">=": V.CMP_GTE}
@@ -154,6 +154,8 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         em.emit(V.OP_CT, dreg, key)
         return Val((Comp(0, width, host),), dtype, bits)
     if kind == "rt":
+        if arg.get("key") == "ipsec":
+            raise Punt("rt ipsec: the VM has no route xfrm")
         _, dtype, bits = build_rt_load(arg)
         em.emit(V.OP_META, dreg, V.META_RT_TCPMSS)
         return Val((Comp(0, 4, True),), dtype, bits)
@@ -188,7 +190,7 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         if off > V.NFT_REG_FILE:
             raise Punt("concatenation wider than the registers")
         return Val(tuple(comps), tuple(dtypes), 0)
-    raise Punt(f"expression {kind}")  # tcp option, shifts, ...
+    raise Punt(f"expression {kind}")  # tcp option, shifts, fib and ipsec (no FIB or SA here), ...
 
 
 def to_big_endian(em: Emitter, val: Val, dreg: int = 0) -> None:

@@ -19,8 +19,10 @@ from typing import Callable, Mapping, NamedTuple
 
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_exthdr import build_rt_load, build_tcpopt_load
+from flowpath.netfilter.nft_fib import build_fib
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
+from flowpath.netfilter.nft_xfrm import build_xfrm, secpath_exists
 from flowpath.packet import layout as L
 
 NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK  # module globals: closures read them per packet
@@ -230,6 +232,7 @@ _META = {
     "mark": (lambda pkt: pkt.skb.mark, "mark", 32),
     "length": (_meta_length, "integer", 32),
     "pkttype": (_meta_pkttype, "pkt_type", 8),
+    "ipsec": (secpath_exists, "boolean", 8),  # NFT_META_SECPATH
 }  # fmt: skip
 
 
@@ -328,6 +331,10 @@ def build_load(e: object, ctx: NftCtx) -> Load:
             return Load(*build_tcpopt_load(arg))
         if kind == "rt":
             return Load(*build_rt_load(arg))
+        if kind == "fib":
+            return Load(*build_fib(arg, by_name=ctx.ifindex is None))
+        if kind == "ipsec":
+            return Load(*build_xfrm(arg))
         if kind == "concat":
             parts = [build_load(x, ctx) for x in arg]
             return Load(_concat_fn(tuple(p.fn for p in parts)), tuple(p.dtype for p in parts), 0)
@@ -433,11 +440,41 @@ def _ifindex_operand(right: object, ctx: NftCtx) -> object:
     return idx(right)
 
 
+def _ifindex_numbers(right: object) -> object:
+    """nft lists an ifindex no device has as its number ("0": no device): as an int, for the compare."""
+
+    def num(v: object) -> object:
+        return int(v) if isinstance(v, str) and v.isdigit() else v
+
+    if isinstance(right, dict) and "set" in right:
+        items = right["set"] if isinstance(right["set"], list) else [right["set"]]
+        return {"set": [num(x) for x in items]}
+    return num(right)
+
+
+def _fib_operand(arg: dict, right: object, ctx: NftCtx) -> Load:
+    """The load of `fib ... oif|oifname|type` for this right-hand side: exists/missing reads whether a
+    device was found (NFTA_FIB_F_PRESENT); an oif compared with names reads the device's name when no
+    ifindex map is given (as `meta oif` does), with numbers its index."""
+    if isinstance(right, bool):
+        return Load(*build_fib(arg, present=True))
+    items = right["set"] if isinstance(right, dict) and isinstance(right.get("set"), list) else [right]
+    names = arg.get("result") == "oif" and any(isinstance(x, str) and not x.isdigit() for x in items)
+    if names and not all(isinstance(x, str) and not x.isdigit() for x in items):
+        raise NftBuildError("fib oif compared with both names and numbers")
+    if names and ctx.ifindex is not None:
+        return Load(*build_fib(arg))._replace(dtype="iface_index")
+    return Load(*build_fib(arg, by_name=names))
+
+
 def build_match(m: dict, ctx: NftCtx) -> Op:
     """Compile {"match": {"op", "left", "right"}} into op(pkt) -> NFT_CONTINUE | NFT_BREAK."""
     opname, left, right = m.get("op", "=="), m.get("left"), m.get("right")
-    load = build_load(left, ctx)
-    fn, dtype, bits = load
+    if isinstance(left, dict) and "fib" in left:
+        fn, dtype, bits = _fib_operand(left["fib"], right, ctx)
+        right = _ifindex_numbers(right) if dtype == "integer" else right
+    else:
+        fn, dtype, bits = build_load(left, ctx)
     if dtype == "iface_index":
         if ctx.ifindex is None:  # Deviation: no ifindex map given, so `meta iif "eth0"` compares names
             fn, dtype, bits = build_meta({"key": "iifname" if left["meta"]["key"] == "iif" else "oifname"})

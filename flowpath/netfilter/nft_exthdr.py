@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_types import NftBuildError
+from flowpath.netfilter.nft_xfrm import rt_xfrm
 from flowpath.packet import layout as L
 from flowpath.packet.csum import csum_replace2
 
@@ -76,6 +77,8 @@ def rt_tcpmss(pkt):
 
 
 def build_rt_load(arg: dict):
+    if arg.get("key") == "ipsec":
+        return rt_xfrm, "boolean", 8
     if arg.get("key") not in ("mtu", "tcpmss"):
         raise NftBuildError(f"unsupported rt key {arg.get('key')!r}")
     return rt_tcpmss, "integer", 16

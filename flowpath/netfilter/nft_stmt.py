@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flowpath.config.nft.validate import expr_hooks
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
@@ -511,6 +512,13 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
     if not (isinstance(stmt, dict) and len(stmt) == 1):
         raise NftBuildError(f"unsupported statement {stmt!r}")
     (kind, arg), = stmt.items()  # fmt: skip
+    if kind in ("match", "vmap"):  # nft_fib_validate, nft_xfrm_validate: the hooks of fib and ipsec
+        left = arg.get("left") if kind == "match" else arg.get("key")
+        hooks = expr_hooks(left)
+        if hooks is not None:
+            if ctx.family == "netdev" and "prerouting" in hooks:
+                hooks += ("ingress",)  # NF_NETDEV_INGRESS is hook 0, prerouting's bit (validate.hook_allowed)
+            info.hooks.append((next(iter(left)), hooks, None))
     if kind == "match":
         return build_match(arg, ctx)
     if kind in ("accept", "drop", "continue", "return", "jump", "goto"):

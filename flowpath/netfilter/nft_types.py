@@ -41,6 +41,9 @@ DSCP = {"cs0": 0, "cs1": 8, "cs2": 16, "cs3": 24, "cs4": 32, "cs5": 40, "cs6": 4
         "be": 0, "lephb": 1, "af11": 10, "af12": 12, "af13": 14, "af21": 18, "af22": 20, "af23": 22,
         "af31": 26, "af32": 28, "af33": 30, "af41": 34, "af42": 36, "af43": 38, "va": 44, "ef": 46}  # fmt: skip
 ECN = {"not-ect": 0, "ect1": 1, "ect0": 2, "ce": 3}
+# include/uapi/linux/rtnetlink.h › RTN_*, as nftables src/fib.c › addrtype_tbl names them
+FIB_ADDRTYPE = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5,
+                "blackhole": 6, "unreachable": 7, "prohibit": 8, "throw": 9, "nat": 10, "xresolve": 11}  # fmt: skip
 PKTTYPE = {"host": 0, "unicast": 0, "broadcast": 1, "multicast": 2, "other": 3}  # PACKET_* (if_packet.h)
 ETHER_TYPE = {"ip": L.ETH_P_IP, "ip6": L.ETH_P_IPV6, "arp": L.ETH_P_ARP, "vlan": L.ETH_P_8021Q,
               "8021ad": L.ETH_P_8021AD}  # fmt: skip
@@ -171,6 +174,7 @@ PARSERS: dict[str, Callable[[object], int | str]] = {
     "icmpv6_code": _symbolic(ICMPV6_CODE, "icmpv6 code"), "icmpx_code": _symbolic(ICMPX_CODE, "icmpx code"),
     "dscp": _symbolic(DSCP, "dscp"), "ecn": _symbolic(ECN, "ecn"), "ether_type": _symbolic(ETHER_TYPE, "ethertype"),
     "nf_proto": _symbolic(NF_PROTO, "nfproto"), "boolean": _boolean, "pkt_type": _symbolic(PKTTYPE, "pkttype"),
+    "fib_addrtype": _symbolic(FIB_ADDRTYPE, "fib address type"),
 }  # fmt: skip
 # Datatype names `nft -j` prints in set declarations, mapped to ours.
 TYPE_ALIASES = {"ipv4_addr": "ipv4_addr", "ipv6_addr": "ipv6_addr", "inet_service": "inet_service",
@@ -179,7 +183,7 @@ TYPE_ALIASES = {"ipv4_addr": "ipv4_addr", "ipv6_addr": "ipv6_addr", "inet_servic
                 "icmpv6_type": "icmpv6_type", "integer": "integer", "dscp": "dscp", "ecn": "ecn",
                 "ether_type": "ether_type", "nf_proto": "nf_proto", "tcp_flag": "tcp_flag",
                 "icmp_code": "icmp_code", "icmpv6_code": "icmpv6_code", "ct_dir": "ct_dir",
-                "iface_index": "integer", "pkt_type": "pkt_type"}  # fmt: skip
+                "iface_index": "integer", "pkt_type": "pkt_type", "fib_addrtype": "fib_addrtype"}  # fmt: skip
 
 
 def parse_value(dtype: str, v: object) -> int | str:

@@ -58,6 +58,7 @@ PM_HOOK, PM_NFPROTO, PM_L3PROTO, PM_L4PROTO, PM_NHOFF, PM_THOFF, PM_LEN, PM_BUFL
 PM_IIF, PM_OIF, PM_IIFNAME, PM_OIFNAME = 8, 9, 10, 11  # *NAME: row of `ifnames`, -1: no device ("")
 PM_CT, PM_CTSTATE, PM_CTDIR, PM_CTSTATUS, PM_CTMARK, PM_CTTCPSTATE = 12, 13, 14, 15, 16, 17
 PM_MARK, PM_RTMTU, PM_WRITES, PM_CTINFO = 18, 19, 20, 21  # PM_CTINFO: only nft_vm_do_chain reads it
+PM_SECPATH = 22  # 1: decrypted by an SA of this host (skb has a secpath)
 PM_SIZE = 24
 PM_WROTE_MARK, PM_WROTE_CTMARK = 1, 2  # PM_WRITES bits: which marks the caller must store
 # out: what the statements asked for; int64[OUT_SIZE]
@@ -98,7 +99,7 @@ OP_END = 20  # end of a chain: return to the caller chain, or the base chain's p
 CMP_EQ, CMP_NEQ, CMP_LT, CMP_GT, CMP_LTE, CMP_GTE, CMP_TRUE, CMP_FALSE = range(8)  # TRUE/FALSE: out of width
 BASE_LL, BASE_NH, BASE_TH = 0, 1, 2
 META_L4PROTO, META_NFPROTO, META_PROTOCOL, META_IIFNAME, META_OIFNAME, META_IIF, META_OIF = range(7)
-META_MARK, META_LEN, META_PKTTYPE, META_RT_TCPMSS = 7, 8, 9, 10
+META_MARK, META_LEN, META_PKTTYPE, META_RT_TCPMSS, META_SECPATH = 7, 8, 9, 10, 11
 CTK_STATE, CTK_DIRECTION, CTK_STATUS, CTK_MARK = range(4)
 CH_START, CH_POLICY = 0, 1
 S_KLEN, S_EXACT_N, S_EXACT_OFF, S_EXACT_ELEM, S_IVAL_N, S_IVAL_OFF, S_IVAL_ELEM = range(7)
@@ -208,6 +209,9 @@ def _meta(buf, pm, key, regs, d, ifnames):
         if buf[0] & 1:
             t = 1 if buf[0] & buf[1] & buf[2] & buf[3] & buf[4] & buf[5] == 0xFF else 2
         regs[d] = t
+        _pad(regs, d, 1)
+    elif key == META_SECPATH:  # nft_meta.c › NFT_META_SECPATH: secpath_exists
+        regs[d] = 1 if pm[PM_SECPATH] else 0
         _pad(regs, d, 1)
     elif key == META_RT_TCPMSS:  # nft_rt.c › get_tcpmss; PM_RTMTU 0: no route
         mtu = pm[PM_RTMTU]

@@ -199,13 +199,14 @@ def test_loop_is_refused():
 def test_unknown_jump_target_and_unsupported_expression_name_the_rule():
     with pytest.raises(ConfigError, match="rule ip t f handle 4: chain 'nope' does not exist"):
         runtime([T, chain("f", "forward"), rule("f", jump("nope"), handle=4)])
-    fib = {
-        "match": {"op": "==", "left": {"fib": {"flags": ["saddr", "iif"], "result": "oif"}}, "right": False}
-    }
+    sock = {"match": {"op": "==", "left": {"socket": {"key": "transparent"}}, "right": 1}}
     with pytest.raises(
-        ConfigError, match=r"<ruleset>:0:0: Error: rule ip t f handle 9: unsupported expression 'fib'"
+        ConfigError, match=r"<ruleset>:0:0: Error: rule ip t f handle 9: unsupported expression 'socket'"
     ):
-        runtime([T, chain("f", "forward"), rule("f", fib, DROP, handle=9)])
+        runtime([T, chain("f", "forward"), rule("f", sock, DROP, handle=9)])
+    fib = {"match": {"op": "==", "left": {"fib": {"flags": ["saddr", "iif"], "result": "oif"}}, "right": False}}
+    with pytest.raises(ConfigError, match=r"fib is only valid at hooks prerouting, input, forward"):
+        runtime([T, chain("f", "output"), rule("f", fib, DROP, handle=9)])
 
 
 def test_nat_outside_nat_chain_is_refused():

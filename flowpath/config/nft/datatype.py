@@ -56,6 +56,11 @@ ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100, "8021ad
 NFPROTO = {"ipv4": 2, "ipv6": 10}
 PKTTYPE = {"host": 0, "broadcast": 1, "multicast": 2, "other": 3}
 IFNAMSIZ = 16  # include/uapi/linux/if.h
+# Linux: nftables src/fib.c › addrtype_tbl (RTN_* of include/uapi/linux/rtnetlink.h)
+FIB_ADDRTYPE = {
+    "unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5, "blackhole": 6,
+    "unreachable": 7, "prohibit": 8, "throw": 9, "nat": 10, "xresolve": 11,
+}  # fmt: skip
 LOG_LEVEL = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit")
 
 # symbolic type: (table, bitmask?)
@@ -72,10 +77,11 @@ SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
     "ether_type": (ETHERTYPE, False),
     "nf_proto": (NFPROTO, False),
     "pkt_type": (PKTTYPE, False),
+    "fib_addrtype": (FIB_ADDRTYPE, False),
 }
 _WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8, "icmpv6_code": 8,
           "dscp": 6, "pkt_type": 8, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
-          "ipv4_addr": 32, "ipv6_addr": 128}  # fmt: skip
+          "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32}  # fmt: skip
 
 # --- selectors (src/proto.c, src/meta.c, src/ct.c): key -> datatype --------------------------------
 PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
@@ -95,11 +101,22 @@ META_KEYS = {
     "l4proto": "inet_proto", "nfproto": "nf_proto", "iifname": "ifname", "oifname": "ifname",
     "iif": "iface_index", "oif": "iface_index", "mark": "mark", "length": "integer32",
     "protocol": "ether_type", "priority": "integer32", "pkttype": "pkt_type", "skuid": "integer32", "skgid": "integer32",
+    "ipsec": "boolean",
 }  # fmt: skip
+# Linux: nftables src/meta.c › meta_templates: `meta secpath` is the old name of `meta ipsec`
+META_ALIASES = {"secpath": "ipsec"}
 META_UNQUALIFIED = ("iif", "oif", "iifname", "oifname")
 CT_KEYS = {"state": "ct_state", "status": "ct_status", "mark": "mark", "direction": "ct_dir"}
 # Linux: src/tcpopt.c › tcpopt_protocols (the options flowpath's evaluator models)
 TCP_OPTIONS = {"maxseg": {"size": "integer16"}}
+# Linux: nftables src/fib.c › fib_result_tbl and the NFTA_FIB_F_* flags in bit order (fib_tuple)
+FIB_FLAGS = ("saddr", "daddr", "mark", "iif", "oif")
+FIB_RESULT = {"oif": "iface_index", "oifname": "ifname", "type": "fib_addrtype"}
+# Linux: nftables src/xfrm.c › xfrm_templates (NFT_XFRM_KEY_*); addresses take their family's type
+IPSEC_KEYS = {"reqid": "integer32", "spi": "integer32", "saddr": None, "daddr": None}
+IPSEC_ADDR = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
+# Linux: nftables src/rt.c › rt_templates (the keys flowpath models)
+RT_KEYS = {"ipsec": "boolean"}
 # Linux: src/payload.c › the L4 protocol each transport header depends on (nft's `meta l4proto`).
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
@@ -119,6 +136,19 @@ def selector_type(left: Any) -> str:
         if "tcp option" in left:
             opt = left["tcp option"]
             return TCP_OPTIONS[opt["name"]][opt["field"]] if "field" in opt else "boolean"
+        if "fib" in left:
+            f = left["fib"]
+            flags = f["flags"] if isinstance(f["flags"], list) else [f["flags"]]
+            if not flags or any(x not in FIB_FLAGS for x in flags):
+                raise DatatypeError(f"unknown fib flags {flags!r}")
+            return FIB_RESULT[f["result"]]
+        if "ipsec" in left:
+            x = left["ipsec"]
+            if x["dir"] not in ("in", "out") or not isinstance(x.get("spnum", 0), int):
+                raise DatatypeError("ipsec: dir must be in or out, spnum a number")
+            return IPSEC_KEYS[x["key"]] or IPSEC_ADDR[x["family"]]
+        if "rt" in left:
+            return RT_KEYS[left["rt"]["key"]]
     raise DatatypeError("unsupported expression")
 
 
@@ -204,8 +234,14 @@ _TYPE_DESC = {
     "ct_state": "conntrack state", "ct_status": "conntrack status", "ct_dir": "conntrack direction",
     "tcp_flag": "TCP flag", "icmp_type": "ICMP type", "icmpv6_type": "ICMPv6 type",
     "dscp": "Differentiated Services Code Point", "ether_type": "Ethernet protocol",
-    "nf_proto": "netfilter protocol", "mark": "packet mark",
+    "nf_proto": "netfilter protocol", "mark": "packet mark", "fib_addrtype": "fib address type",
+    "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address",
 }  # fmt: skip
+
+
+def type_desc(dtype: str) -> str:
+    """How nft names a datatype in its messages (struct datatype › desc)."""
+    return _TYPE_DESC.get(dtype, dtype)
 
 
 def _check_range(n: int, width: int, sym: str) -> int:
@@ -266,6 +302,8 @@ def value_str(dtype: str, v: Any) -> str:
         raise DatatypeError(f"not a value of {dtype}")
     if isinstance(v, list):  # bitmask list: ct state established,related
         return ",".join(value_str(dtype, x) for x in v)
+    if dtype == "iface_index" and isinstance(v, str) and v.isdigit():
+        return v  # an index no device has: nft lists the number (src/datatype.c › ifindex_type_print)
     if dtype in ("ifname", "iface_index"):
         return f'"{v}"'
     if dtype == "mark":

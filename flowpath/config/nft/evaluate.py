@@ -13,11 +13,13 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, number, rhs_ast
+from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
 from flowpath.config.nft.payload import dependency_kill
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
 
-_OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">="}
+_OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "EQ_W": "==", "NE_W": "!=",
+        "LT_W": "<", "GT_W": ">", "LE_W": "<=", "GE_W": ">="}  # fmt: skip
 # Linux: src/statement.c and evaluate.c › stmt_evaluate_verdict: statements flagged STMT_F_TERMINAL
 _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
 _NOT_TERMINAL_VERDICTS = ("CONTINUE",)
@@ -39,11 +41,21 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         return {"meta": {"key": key}}, dt.META_KEYS[key]
     if t.data == "meta_sel":
         key = t.children[1]
-        if str(key) not in dt.META_KEYS:
+        name = dt.META_ALIASES.get(str(key), str(key))
+        if name not in dt.META_KEYS:
             raise ctx.error(key, "syntax error, unexpected string")
-        if str(key) == "nfproto" and fam != "inet":
+        if name == "nfproto" and fam != "inet":
             raise ctx.error(t, "meta nfproto is only useful in the inet family")
-        return {"meta": {"key": str(key)}}, dt.META_KEYS[str(key)]
+        return {"meta": {"key": name}}, dt.META_KEYS[name]
+    if t.data == "fib_sel":
+        return fib_selector(ctx, t)
+    if t.data == "ipsec_sel":
+        return ipsec_selector(ctx, t)
+    if t.data == "rt_sel":
+        key = t.children[1]
+        if str(key) not in dt.RT_KEYS:
+            raise ctx.error(key, f"rt {key}: flowpath supports rt ipsec only")
+        return {"rt": {"key": str(key)}}, dt.RT_KEYS[str(key)]
     if t.data == "ct_sel":
         key = t.children[1]
         if str(key) not in dt.CT_KEYS:
@@ -315,6 +327,22 @@ def _st_tcpopt_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
     return _match("==", left, t.children[2].type == "EXISTS")
 
 
+def _st_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
+    """`fib ... oif exists`, `meta ipsec missing`, `rt ipsec exists`: a boolean the expression yields.
+
+    Linux: nftables src/evaluate.c › a boolean right-hand side on fib's oif sets NFTA_FIB_F_PRESENT
+    (nft_fib.c stores whether a route was found); `meta ipsec` and `rt ipsec` are booleans themselves.
+    """
+    left, dtype = selector(ctx, t.children[0])
+    kind = next(iter(left))
+    if kind == "fib" and left["fib"]["result"] != "oif":
+        # nft sets NFTA_FIB_F_PRESENT; nft_fib.c › nft_fib_init takes it with the oif result only
+        raise ctx.error(t.children[0], "Could not process rule: Invalid argument")
+    if dtype != "boolean" and kind != "fib":
+        raise ctx.error(t.children[1], f"datatype mismatch, expected {dt.type_desc(dtype)}, expression has type boolean type")
+    return _match("==", left, t.children[1].type == "EXISTS")
+
+
 def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     kind, key = next(iter(left.items()))
@@ -525,6 +553,7 @@ _STMT = {
     "masked_match": _st_masked,
     "mangle_stmt": _st_mangle,
     "tcpopt_exists": _st_tcpopt_exists,
+    "exists_stmt": _st_exists,
     "counter_stmt": _st_counter,
     "limit_stmt": _st_limit,
     "log_stmt": _st_log,

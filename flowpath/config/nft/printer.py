@@ -139,6 +139,18 @@ def selector_str(left: dict) -> str:
     if "tcp option" in left:
         opt = left["tcp option"]
         return f"tcp option {opt['name']}" + (f" {opt['field']}" if "field" in opt else "")
+    if "fib" in left:  # Linux: nftables src/fib.c › fib_expr_print
+        f = left["fib"]
+        flags = f["flags"] if isinstance(f["flags"], list) else [f["flags"]]
+        return f"fib {' . '.join(x for x in dt.FIB_FLAGS if x in flags)} {f['result']}"
+    if "ipsec" in left:  # Linux: nftables src/xfrm.c › xfrm_expr_print
+        x = left["ipsec"]
+        _scalars(x, "family", "spnum")
+        spnum = f"spnum {x['spnum']} " if x.get("spnum") else ""
+        key = f"{x['family']} {x['key']}" if x["key"] in ("saddr", "daddr") else x["key"]
+        return f"ipsec {x['dir']} {spnum}{key}"
+    if "rt" in left:
+        return f"rt {left['rt']['key']}"
     raise ValueError(f"unsupported selector {left!r}")
 
 
@@ -179,8 +191,10 @@ def match_print(m: dict) -> str:
             ops = "" if op == "==" else f"{op} "
             return f"{selector_str(sel)} {ops}{rhs_str(dtype, right)} / {rhs_str(dtype, mask)}"
         return f"{selector_str(sel)} & {rhs_str(dtype, mask)} {op} {rhs_str(dtype, right)}"
-    if "tcp option" in left and "field" not in left["tcp option"]:
-        return f"{selector_str(left)} {'exists' if right is True else 'missing'}"
+    if isinstance(right, bool):  # a boolean: tcp option, fib's oif (NFTA_FIB_F_PRESENT), meta/rt ipsec
+        if op != "==":
+            raise ValueError(f"{op} with exists/missing")
+        return f"{selector_str(left)} {'exists' if right else 'missing'}"
     dtype = dt.selector_type(left)
     scalar = not isinstance(right, dict) and not (isinstance(right, str) and right.startswith("@"))
     if op == "in" or (op == "==" and not (dt.is_bitmask(dtype) and scalar)):

@@ -5,7 +5,8 @@ refuses a policy on a regular chain; nft_chain_parse_hook with each chain type's
 nft_chain_filter.c, nft_chain_nat.c and nft_chain_route.c; nft_table_validate and nft_chain_validate,
 which walk every base chain's jumps up to NFT_JUMP_STACK_SIZE deep and run each expression's ->validate:
 nft_reject_validate, nft_reject_inet_validate, nft_reject_netdev_validate, nft_nat_validate,
-nft_masq_validate, nft_redir_validate, nft_flow_offload_validate, nft_rt_validate).
+nft_masq_validate, nft_redir_validate, nft_flow_offload_validate, nft_rt_validate, nft_fib_validate,
+nft_xfrm_validate).
 
 nft sends a file as one batch, in the order of src/cmd.c › nft_cmd_expand (a table block's chains, then
 its sets and flowtables, then its rules), and marks each error the kernel returns on the object or rule
@@ -15,6 +16,8 @@ loop is one), or a statement its hook does not allow.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from flowpath.config.nft.commit import Batch
 from flowpath.config.nft.ir import Chain, Rule, Ruleset, Table
@@ -41,6 +44,35 @@ _NAT_HOOKS = {  # nft_nat.c › nft_nat_validate, nft_masq.c, nft_redir.c: in a 
     "masquerade": ("postrouting",),
     "redirect": ("prerouting", "output"),
 }
+_IN = ("prerouting", "input", "forward")
+_OUT = ("forward", "output", "postrouting")
+
+
+def expr_hooks(left: Any) -> tuple[str, ...] | None:
+    """The hooks an expression's ->validate allows (None: any), by the hook names of ip/ip6/inet.
+
+    Linux: nft_fib.c › nft_fib_validate (6.x: an oif/oifname result in prerouting, input and forward;
+    a type with iif there too, with oif in forward, output and postrouting, with neither anywhere) and
+    nft_xfrm.c › nft_xfrm_validate (in: prerouting, input, forward; out: forward, output, postrouting).
+    """
+    if not isinstance(left, dict):
+        return None
+    if "fib" in left:
+        f = left["fib"]
+        if f["result"] in ("oif", "oifname") or "iif" in f["flags"]:
+            return _IN
+        return _OUT if "oif" in f["flags"] else None
+    if "ipsec" in left:
+        return _IN if left["ipsec"]["dir"] == "in" else _OUT
+    return None
+
+
+def hook_allowed(family: str, hook: str | None, allowed: tuple[str, ...]) -> bool:
+    """nft_chain_validate_hooks: netdev's ingress is hook 0, the bit prerouting has in the inet families."""
+    if family == "netdev":
+        hook = "prerouting" if hook == "ingress" else hook
+    return hook in allowed
+
 
 
 def kernel_check(rs: Ruleset, batch: Batch, upto: int | None = None) -> None:
@@ -163,6 +195,9 @@ def stmt_allowed(family: str, base: Chain, stmt: dict) -> bool:
         return base.hook == "forward"
     if kind == "mangle" and isinstance(arg["value"], dict) and "rt" in arg["value"]:
         return base.hook in ("forward", "output", "postrouting")  # nft_rt_validate: NFT_RT_TCPMSS
+    if kind in ("match", "vmap"):
+        allowed = expr_hooks(arg["left"] if kind == "match" else arg["key"])
+        return allowed is None or hook_allowed(family, base.hook, allowed)
     return True
 
 
