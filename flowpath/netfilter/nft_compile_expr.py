@@ -199,15 +199,17 @@ _FIB_DEV = {"iif": V.FIB_DEV_IIF, "oif": V.FIB_DEV_OIF}
 
 
 def compile_fib(em: Emitter, arg: dict, dtype: str, bits: int, dreg: int = 0) -> Val:
-    """nft_fib_eval for `fib ... oif` (an ifindex) and `fib ... oif exists|missing`; `type`, `oifname`
-    and an oif read by name (no ifindex map) stay with nft_fib.py's closures."""
+    """nft_fib_eval for `fib ... oif` (an ifindex), `fib ... oif exists|missing` and `fib ... type`;
+    `oifname` and an oif read by name (no ifindex map) stay with nft_fib.py's closures."""
     flags = arg.get("flags", [])
     flags = [flags] if isinstance(flags, str) else list(flags)
-    if arg.get("result") != "oif" or dtype not in ("boolean", "integer"):
-        raise Punt("fib type, oifname or an oif by name: no address types or names by ifindex here")
+    result = arg.get("result")
+    if not ((result == "oif" and dtype in ("boolean", "integer")) or result == "type"):
+        raise Punt("fib oifname or an oif by name: no names by ifindex here")
     dev = next((_FIB_DEV[f] for f in ("iif", "oif") if f in flags), V.FIB_DEV_NONE)
     present = dtype == "boolean"
-    em.emit(V.OP_FIB, dreg, V.FIB_PRESENT if present else V.FIB_OIF, int("daddr" in flags), dev)
+    kind = V.FIB_TYPE if result == "type" else V.FIB_PRESENT if present else V.FIB_OIF
+    em.emit(V.OP_FIB, dreg, kind, int("daddr" in flags), dev)
     return Val((Comp(0, 1, False) if present else Comp(0, 4, True),), dtype, bits)
 
 

@@ -4,10 +4,11 @@ Linux: net/netfilter/nft_fib.c (nft_fib_store_result, NFTA_FIB_F_PRESENT), nft_f
 (nft_fib4_eval, nft_fib4_eval_type) and nft_fib_ipv6.c (nft_fib6_eval, __nft_fib6_eval_type), asked
 of flowpath's FIB (flowpath.net: the same lookups the classic path routes with).
 
-The compiled VM runs `fib ... oif` and `fib ... oif exists|missing` (nft_vm.py › OP_FIB) through
-fib_oif_eval, the lookup these closures run too, over the FIB's compiled views (net.fib_views()); a
-rule with `fib ... type`, `oifname`, or an oif compared by name is punted to these closures
-(nft_compile_expr.Punt). The hooks each form may run at are checked when the ruleset loads
+The compiled VM runs `fib ... oif`, `fib ... oif exists|missing` and `fib ... type` (nft_vm.py ›
+OP_FIB) through fib_oif_eval and fib_type_eval, the lookups these closures run too, over the FIB's
+compiled views (net.fib_views()); a rule with `oifname`, or an oif compared by name, is punted to
+these closures (nft_compile_expr.Punt), and so is a packet whose IPv6 `type` is asked on a device
+(nf_ipv6_chk_addr reads the device's addresses, which the VM does not have). The hooks each form may run at are checked when the ruleset loads
 (config/nft/validate.py › expr_hooks, nft_fib_validate).
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 from numba import njit
 
 from flowpath.net.fib import (
-    REJECT_TYPES,
     RTN_BLACKHOLE,
     RTN_BROADCAST,
     RTN_LOCAL,
@@ -25,8 +25,15 @@ from flowpath.net.fib import (
     RTN_UNICAST,
     RTN_UNREACHABLE,
 )
-from flowpath.net.fib_table import RT_OIF, RT_TYPE, addr6_words, fib6_lookup_match, fib_lookup4, fib_lookup6
-from flowpath.net.route import inet_addr_type
+from flowpath.net.fib_table import (
+    RT_OIF,
+    RT_TYPE,
+    addr6_words,
+    fib6_lookup_match,
+    fib_lookup4,
+    fib_lookup6,
+    inet_addr_type_fv,
+)
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.packet import layout as L
@@ -54,6 +61,7 @@ def _addrs(pkt, flags) -> tuple[int, int, int]:
 
 _LOCAL, _BLACKHOLE = int(RTN_LOCAL), int(RTN_BLACKHOLE)
 _UNREACHABLE, _PROHIBIT = int(RTN_UNREACHABLE), int(RTN_PROHIBIT)
+_UNICAST, _BROADCAST, _MULTICAST = int(RTN_UNICAST), int(RTN_BROADCAST), int(RTN_MULTICAST)
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
@@ -122,38 +130,47 @@ def nft_fib_oif(pkt, flags) -> int | None:
                             pkt.oif, int(lo_pre)))  # fmt: skip
 
 
-def nft_fib_type(pkt, flags) -> int | None:
-    """The address type (RTN_*) of the looked-up address, on the device the flags name if any.
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
+def fib_type_eval(fv, family, a0, a1, a2, a3, dev):
+    """The address type (RTN_*) of the address a0..a3 (words as fib_oif_eval's), on the device dev
+    (0: none), over the FIB views fv. For IPv6 on a device, the caller has found the address is not
+    one of the device's own (nf_ipv6_chk_addr: then RTN_LOCAL). nft_fib_type and OP_FIB ask it.
 
     Linux: nft_fib4_eval_type › inet_dev_addr_type (a local or broadcast route counts only when its
-    device is that device); __nft_fib6_eval_type (an address of that device is local; reject routes
-    give their own type; then multicast, else unicast).
-    Deviation: IPv6 anycast routes are not modelled (never RTN_ANYCAST).
+    device is that device); __nft_fib6_eval_type (reject routes give their own type; then multicast,
+    else unicast). Deviation: IPv6 anycast routes are not modelled (never RTN_ANYCAST).
     """
+    if family == 4:
+        t = inet_addr_type_fv(fv, a0)
+        if dev and (t == _LOCAL or t == _BROADCAST):
+            r = fib_lookup4(fv, a0)  # the local table's route: its device owns addr
+            if r < 0 or fv[0][3][r, RT_OIF] != dev:
+                return _UNICAST
+        return t
+    if a0 >> 24 == 0xFF:
+        return _MULTICAST  # the ff00::/8 route (not modelled) is a multicast one
+    r = fib_lookup6(fv, a0, a1, a2, a3)
+    if r < 0:
+        return _UNREACHABLE  # ip6_null_entry (seen on 6.18)
+    t = fv[1][5][r, RT_TYPE]
+    if t == _BLACKHOLE or t == _UNREACHABLE or t == _PROHIBIT:
+        return t  # from the route's error
+    if not dev and t == _LOCAL:
+        return _LOCAL
+    return _UNICAST if a0 | a1 | a2 | a3 else 0  # ipv6_addr_type: :: is IPV6_ADDR_ANY, neither kind
+
+
+def nft_fib_type(pkt, flags) -> int | None:
+    """The address type (RTN_*) of the looked-up address, on the device the flags name if any (see
+    fib_type_eval); None (NFT_BREAK) for a packet that is not IP."""
     skb, net = pkt.skb, pkt.net
     if skb.l3proto not in (L.ETH_P_IP, L.ETH_P_IPV6) or net is None:
         return None
     family, addr, _ = _addrs(pkt, flags)
     dev = _fib_dev(pkt, flags)
-    if family == 4:
-        t = inet_addr_type(net.dev, addr)
-        if dev and t in (RTN_LOCAL, RTN_BROADCAST):
-            fa = net.dev._fib_table_lookup(4, addr)  # the local table's route: its device owns addr
-            if fa is None or fa.oif != dev:
-                return int(RTN_UNICAST)
-        return int(t)
-    if dev and any(a.address == addr for a in net.addrs(dev, 6)):
+    if family == 6 and dev and any(a.address == addr for a in net.addrs(dev, 6)):
         return int(RTN_LOCAL)  # nf_ipv6_chk_addr(net, daddr, dev, strict)
-    if addr >> 120 == 0xFF:
-        return int(RTN_MULTICAST)  # the ff00::/8 route (not modelled) is a multicast one
-    fib = net.fib_lookup(6, addr)
-    if fib is None:
-        return int(RTN_UNREACHABLE)  # ip6_null_entry (seen on 6.18)
-    if fib.type in REJECT_TYPES:
-        return int(fib.type)  # RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT from the route's error
-    if not dev and fib.type == RTN_LOCAL:
-        return int(RTN_LOCAL)
-    return int(RTN_UNICAST) if addr else 0  # ipv6_addr_type: :: is IPV6_ADDR_ANY, neither kind
+    return int(fib_type_eval(net.fib_views(), family, *_words(family, addr), dev))
 
 
 def build_fib(arg: dict, present: bool = False, by_name: bool = False):

@@ -25,7 +25,7 @@ The program (`progs`, a plain tuple made by nft_compile.py › compile_chains):
     ifnames  uint8[nifs, 16]      interface names, NUL-padded; pktmeta PM_IIFNAME/PM_OIFNAME pick rows
 
 A run also takes the FIB's views (`fv`, net.fib_views(): flowpath/net/fib_table.py) for `fib`
-(OP_FIB, nft_fib.py › fib_oif_eval); pktmeta's PM_FIB says whether they may be used.
+(OP_FIB, nft_fib.py › fib_oif_eval, fib_type_eval); pktmeta's PM_FIB says whether they may be used.
 
 A run never writes anything but `pktmeta` (mark writes), `out` and its scratch, so a caller that decides to
 punt a packet after its chains ran leaves no trace; `nft_vm_commit` applies the counter hits recorded in
@@ -51,7 +51,7 @@ from flowpath.netfilter.constants import (
     NFT_JUMP,
     NFT_RETURN,
 )
-from flowpath.netfilter.nft_fib import fib_oif_eval
+from flowpath.netfilter.nft_fib import fib_oif_eval, fib_type_eval
 
 NFT_PUNT = -16  # no Linux counterpart: "evaluate this chain with the Python evaluator"
 NFT_JUMP_STACK_SIZE = 16  # include/net/netfilter/nf_tables.h
@@ -110,7 +110,8 @@ META_L4PROTO, META_NFPROTO, META_PROTOCOL, META_IIFNAME, META_OIFNAME, META_IIF,
 META_MARK, META_LEN, META_PKTTYPE, META_RT_TCPMSS, META_SECPATH = 7, 8, 9, 10, 11
 CTK_STATE, CTK_DIRECTION, CTK_STATUS, CTK_MARK = range(4)
 CH_START, CH_POLICY = 0, 1
-FIB_OIF, FIB_PRESENT = 0, 1  # OP_FIB results: the ifindex (host order, 4 bytes), or whether there is one
+FIB_OIF, FIB_PRESENT, FIB_TYPE = 0, 1, 2  # OP_FIB: the ifindex (host order, 4 bytes), whether there is one,
+# or the address type (RTN_*, host order, 4 bytes)
 FIB_DEV_NONE, FIB_DEV_IIF, FIB_DEV_OIF = 0, 1, 2  # the device the route must go through (`. iif`, `. oif`)
 S_KLEN, S_EXACT_N, S_EXACT_OFF, S_EXACT_ELEM, S_IVAL_N, S_IVAL_OFF, S_IVAL_ELEM = range(7)
 S_SCAN_N, S_SCAN_OFF, S_SCAN_ELEM, S_COMP_N, S_COMP_OFF = 7, 8, 9, 10, 11
@@ -324,9 +325,10 @@ def nft_set_find(sets, setkeys, setcomp, s, regs, r):
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
-def _fib(buf, buflen, pm, fv, use_daddr, devkind):
-    """nft_fib_eval's lookup for OP_FIB: the route's device (nft_fib.py › fib_oif_eval), -1 for
-    NFT_BREAK (not IP), -2 to punt (no FIB views given)."""
+def _fib(buf, buflen, pm, fv, result, use_daddr, devkind):
+    """nft_fib_eval's lookup for OP_FIB: the route's device (nft_fib.py › fib_oif_eval) or the address
+    type (fib_type_eval), -1 for NFT_BREAK (not IP), -2 to punt (no FIB views given; an IPv6 type on a
+    device, which nf_ipv6_chk_addr answers from the device's addresses)."""
     if not pm[PM_FIB] & PM_FIB_OK:
         return -2
     nh, l3 = pm[PM_NHOFF], pm[PM_L3PROTO]
@@ -348,6 +350,12 @@ def _fib(buf, buflen, pm, fv, use_daddr, devkind):
         return -1  # skb_header_pointer on a non-IP packet (inet/netdev family): NFT_BREAK
     iif, oif = pm[PM_IIF], pm[PM_OIF]
     dev = iif if devkind == FIB_DEV_IIF else (oif if devkind == FIB_DEV_OIF else 0)
+    if result == FIB_TYPE:
+        if family == 6 and dev:
+            return -2
+        if use_daddr:
+            return fib_type_eval(fv, family, d0, d1, d2, d3, dev)
+        return fib_type_eval(fv, family, s0, s1, s2, s3, dev)
     lo_pre = 1 if pm[PM_HOOK] == NF_INET_PRE_ROUTING and pm[PM_FIB] & PM_FIB_LOOPBACK else 0
     return fib_oif_eval(fv, family, s0, s1, s2, s3, d0, d1, d2, d3, use_daddr, dev, iif, oif, lo_pre)
 
@@ -428,7 +436,7 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
             if not _ct(pm, b, regs, a):
                 verdict = NFT_BREAK
         elif op == OP_FIB:  # nft_fib_store_result: the ifindex, or NFTA_FIB_F_PRESENT's 0/1
-            o = _fib(buf, buflen, pm, fv, c, code[pc, 4])
+            o = _fib(buf, buflen, pm, fv, b, c, code[pc, 4])
             if o == -2:
                 return NFT_PUNT
             if o < 0:

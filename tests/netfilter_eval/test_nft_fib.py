@@ -156,6 +156,12 @@ VM_PACKETS = [
     ("lan0", IPv6(src="fe80::10", dst="ff02::1")),  # link-local: looked up on lan0
     ("wan0", IPv6(src="fe80::1", dst="fe80::2")),
     ("lan0", IPv6(src="2001:db8:1::10", dst="ff02::1:2")),  # multicast destination
+    ("lan0", IP(src="192.168.1.10", dst="203.0.113.1")),  # to the gateway's wan0 address
+    ("lan0", IP(src="192.168.1.10", dst="192.168.1.255")),  # subnet broadcast
+    ("lan0", IP(src="192.168.1.10", dst="224.0.0.251")),
+    ("lan0", IPv6(src="2001:db8:1::10", dst="2001:db8:1::1")),  # to the gateway's lan0 address
+    ("lan0", IPv6(src="2001:db8:1::10", dst="2001:db8:ff::1")),  # to its wan0 address
+    ("lan0", IPv6(src="::", dst="ff02::1:ff00:10")),  # DAD: from ::
 ]
 
 
@@ -195,10 +201,34 @@ def test_vm_fib_oif_in_forward_matches_the_closures():
     assert C.NF_DROP in py and C.NF_ACCEPT in py
 
 
-@pytest.mark.parametrize("rule", ["fib daddr type local", 'fib saddr oifname "lan0"'])
-def test_vm_punts_fib_type_and_oifname(rule):
-    """What the VM has no data for (address types, names by ifindex) stays with the closures."""
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "fib daddr type local",
+        "fib daddr type unicast",
+        "fib daddr type broadcast",
+        "fib daddr type multicast",
+        "fib saddr type local",
+        "fib saddr type unicast",
+        "fib daddr . iif type local",
+        "fib daddr . iif type != { local, broadcast, multicast }",
+    ],
+)
+def test_vm_runs_fib_type_as_the_closures_do(rule):
+    """`fib ... type` compiles too (OP_FIB, fib_type_eval): the same verdicts as the closures; only an
+    IPv6 type asked on a device (`. iif`: the device's own addresses, nf_ipv6_chk_addr) falls back."""
     vm, py, rt = _verdicts(rule)
+    assert list(rt.vm.compiled) == [(1, 1)]
+    v6 = sum(isinstance(l3, IPv6) for _, l3 in VM_PACKETS)
+    assert rt.vm.fallback.tolist() == [v6 if ". iif" in rule else 0]
+    assert vm == py
+    assert C.NF_DROP in py and C.NF_ACCEPT in py
+
+
+def test_vm_punts_fib_oifname():
+    """Names by ifindex: the VM's names table is the packet's own devices', so oifname stays with the
+    closures."""
+    vm, py, rt = _verdicts('fib saddr oifname "lan0"')
     assert list(rt.vm.compiled) == [(1, 0)]
     assert rt.vm.fallback.tolist() == [len(VM_PACKETS)]
     assert vm == py
@@ -231,10 +261,8 @@ RULES = """table inet f {
 @pytest.mark.parametrize("flowtable", [True, False])
 def test_worker_rpf_drops_spoofed_and_fib_local_matches_own_address(tmp_path, flowtable):
     """rp-filter drops a spoofed source on lan0 and a LAN source arriving on wan0, passes a good one;
-    `fib daddr type local` drops what is sent to the gateway's own address. The classic lane runs the
-    rp-filter rule in the VM (the two spoofed packets drop there); `fib daddr type` is not in the VM, so
-    the three packets that reach it are punted to the Python path, counted. With or without flowtables,
-    the same."""
+    `fib daddr type local` drops what is sent to the gateway's own address. The classic lane runs both
+    rules in the VM: no packet is punted for nft. With or without flowtables, the same."""
 
     def lan(src, dst, tag):
         return "lan0", Ether(src=H10, dst=GW_LAN) / IP(src=src, dst=dst) / UDP(sport=1, dport=9999) / Raw(tag)
@@ -251,7 +279,7 @@ def test_worker_rpf_drops_spoofed_and_fib_local_matches_own_address(tmp_path, fl
     assert out.get("lan0", []) == []
     assert stats["drops"] == {"netfilter_drop": 4}
     if flowtable:
-        assert stats["classic_lane"]["punted"].get("nft", 0) == 3
+        assert stats["classic_lane"]["punted"].get("nft", 0) == 0
 
 
 RPF_RULES = """table inet f {
