@@ -27,6 +27,7 @@ from flowpath.netfilter.nft_expr import (
     resolve_set,
 )
 from flowpath.netfilter.nft_exthdr import build_rt_load
+from flowpath.netfilter.nft_fib import build_fib
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
 
@@ -161,6 +162,9 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         _, dtype, bits = build_rt_load(arg)
         em.emit(V.OP_META, dreg, V.META_RT_TCPMSS)
         return Val((Comp(0, 4, True),), dtype, bits)
+    if kind == "fib":  # a map key or a set lookup (nft_expr.build_load); compile_match reads the operand
+        _, dtype, bits = build_fib(arg, by_name=ctx.ifindex is None)
+        return compile_fib(em, arg, dtype, bits, dreg)
     if kind in ("&", "|", "^"):
         left, right = arg
         inner = compile_load(em, left, ctx, dreg)
@@ -192,7 +196,7 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         if off > V.NFT_REG_FILE:
             raise Punt("concatenation wider than the registers")
         return Val(tuple(comps), tuple(dtypes), 0)
-    raise Punt(f"expression {kind}")  # tcp option, shifts, ipsec (no SA here), fib outside a match, ...
+    raise Punt(f"expression {kind}")  # tcp option, shifts, ipsec (no SA here), ...
 
 
 _FIB_DEV = {"iif": V.FIB_DEV_IIF, "oif": V.FIB_DEV_OIF}

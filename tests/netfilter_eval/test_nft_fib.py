@@ -212,11 +212,14 @@ def test_vm_fib_oif_in_forward_matches_the_closures():
         "fib saddr type unicast",
         "fib daddr . iif type local",
         "fib daddr . iif type != { local, broadcast, multicast }",
+        "fib daddr type vmap { local : drop, broadcast : drop, unicast : accept }",
+        "fib saddr oif vmap { 2 : accept, 3 : drop }",  # lan0, wan0
     ],
 )
 def test_vm_runs_fib_type_as_the_closures_do(rule):
-    """`fib ... type` compiles too (OP_FIB, fib_type_eval): the same verdicts as the closures; only an
-    IPv6 type asked on a device (`. iif`: the device's own addresses, nf_ipv6_chk_addr) falls back."""
+    """`fib ... type` compiles too (OP_FIB, fib_type_eval), and `fib` as a verdict map's key: the same
+    verdicts as the closures; only an IPv6 type asked on a device (`. iif`: the device's own addresses,
+    nf_ipv6_chk_addr) falls back."""
     vm, py, rt = _verdicts(rule)
     assert list(rt.vm.compiled) == [(1, 1)]
     v6 = sum(isinstance(l3, IPv6) for _, l3 in VM_PACKETS)
