@@ -27,6 +27,7 @@ from flowpath.errors import ConfigError
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nft_vm as V
 from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime, nft_do_chain, nft_do_chain_closures
+from flowpath.netfilter.nft_compile import no_fib_views
 from flowpath.packet.skb import frame_array, skb_parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +39,13 @@ class _Ct:
 
 
 @njit(cache=True, nogil=True)
-def vm_batch(progs, chain_id, bufs, pms, outs, verdicts):
+def vm_batch(progs, chain_id, bufs, pms, outs, verdicts, fv):
     """The lane's shape: one compiled loop, scratch allocated once, counters committed per packet."""
     regs = np.zeros(V.NFT_REG_FILE, np.uint8)
     stack = np.zeros(V.NFT_JUMP_STACK_SIZE, np.int64)
     punts = 0
     for i in range(bufs.shape[0]):
-        v = V.nft_vm_run_regs(progs, chain_id, bufs[i], pms[i], outs[i], regs, stack)
+        v = V.nft_vm_run_regs(progs, chain_id, bufs[i], pms[i], outs[i], regs, stack, fv)
         verdicts[i] = v
         if v == V.NFT_PUNT:
             punts += 1
@@ -90,17 +91,17 @@ def bench(n: int, reps: int) -> None:
     outs = np.zeros((n, V.OUT_SIZE), np.int64)
     verdicts = np.zeros(n, np.int64)
     cid = rt.vm.chain_id[id(chain)]
-    vm_batch(rt.vm.progs, cid, bufs[:1], pms[:1], outs[:1], verdicts[:1])  # compile outside the timing
+    vm_batch(rt.vm.progs, cid, bufs[:1], pms[:1], outs[:1], verdicts[:1], no_fib_views())  # compile outside the timing
     pkts = [_pkt(s) for s in skbs]
     want = [nft_do_chain_closures(chain, p) for p in pkts]
-    punts = vm_batch(rt.vm.progs, cid, bufs, pms.copy(), outs, verdicts)
+    punts = vm_batch(rt.vm.progs, cid, bufs, pms.copy(), outs, verdicts, no_fib_views())
     wrong = [i for i, (w, v) in enumerate(zip(want, verdicts, strict=True)) if v != V.NFT_PUNT and w != v]
     if wrong:
         raise SystemExit(f"VM and closures disagree on packets {wrong[:10]}")
     res = {"vm batch (njit loop)": [], "nft_do_chain via VM (per packet)": [], "closures (per packet)": []}
     for _ in range(reps):
         t0 = time.perf_counter_ns()
-        vm_batch(rt.vm.progs, cid, bufs, pms.copy(), outs, verdicts)
+        vm_batch(rt.vm.progs, cid, bufs, pms.copy(), outs, verdicts, no_fib_views())
         res["vm batch (njit loop)"].append((time.perf_counter_ns() - t0) / n)
         fresh = [_pkt(s) for s in skbs]
         t0 = time.perf_counter_ns()

@@ -42,6 +42,8 @@ from flowpath.netfilter.nft_vm import (
     PM_CTSTATE,
     PM_CTSTATUS,
     PM_CTTCPSTATE,
+    PM_FIB,
+    PM_FIB_OK,
     PM_HOOK,
     PM_IIF,
     PM_IIFNAME,
@@ -80,6 +82,7 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr, nat_ok):
     pm, out, acc, regs, stack = scr[3], scr[4], scr[6], scr[7], scr[8]
     ed = ps[PS_ED]
     lane_fill(pm, 0)  # PM_SECPATH 0 too: decrypted packets (encap) are never the lane's (classic_lane.py)
+    pm[PM_FIB] = PM_FIB_OK  # the lane's input devices are never loopback (link_lane_ok)
     pm[PM_HOOK], pm[PM_NFPROTO] = hook, C.NFPROTO_IPV4 if ps[PS_L3] == 4 else C.NFPROTO_IPV6
     pm[PM_L3PROTO] = L.ETH_P_IP if ps[PS_L3] == 4 else L.ETH_P_IPV6
     pm[PM_L4PROTO], pm[PM_NHOFF], pm[PM_THOFF] = ps[PS_L4], L.ETH_HLEN, ps[PS_THOFF]
@@ -95,7 +98,7 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr, nat_ok):
         pm[PM_CT], pm[PM_CTDIR] = 1, ed & 1
         pm[PM_CTSTATUS], pm[PM_CTMARK] = hot[ed >> 1, CT_STATUS], hot[ed >> 1, CT_MARK]
         pm[PM_CTTCPSTATE] = hot[ed >> 1, CT_PROTO + TCP_STATE] if ps[PS_L4] == _TCP else -1
-    v = nft_vm_run_regs(progs, chain, f, pm, out, regs, stack)
+    v = nft_vm_run_regs(progs, chain, f, pm, out, regs, stack, nft[4])
     if v == NFT_PUNT or pm[PM_WRITES] & PM_WROTE_CTMARK or (out[OUT_NAT] and not nat_ok):
         return PUNT_NFT  # a ct mark written, or a NAT statement outside the NAT hook
     if out[OUT_FLOW] >= 0 and nft[1] and not (ed >= 0 and ct[1][ed >> 1, CT_STATUS] & C.IPS_OFFLOAD):

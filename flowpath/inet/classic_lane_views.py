@@ -245,7 +245,7 @@ class ClassicLane:
         if self._out.shape[1] < n:
             self._out = np.zeros((2, n), np.int64)
             self._zomb = np.zeros(n, np.int64)
-        nftt = (progs, int(offload), ftid, fo)
+        nftt = (progs, int(offload), ftid, fo, fv)  # fv: what the VM's `fib` looks up in
         rtv = (fv, lk, nv, int(uses_rt), masq)
         b = batch
         pk = (b.data, b.head, b.len, b.iif, b.oif, b.verdict, b.ts_ns, b.gso, b.encap)

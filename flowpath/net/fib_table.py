@@ -74,6 +74,9 @@ RTF_PREFSRC = 2  # fib_prefsrc configured
 RTF_ONLINK = 4  # RTNH_F_ONLINK
 RTF_MTU_LOCK = 8  # RTAX_LOCK of RTAX_MTU
 
+# RouteType values (flowpath.net.fib's, which imports this module)
+_UNICAST, _BROADCAST, _MULTICAST, _BLACKHOLE, _UNREACHABLE, _PROHIBIT = 1, 3, 5, 6, 7, 8
+
 # ---- prefix columns (pfx int64[nprefixes, PFX_COLS]) ----
 PFX_FIRST = 0
 PFX_NROWS = 1
@@ -389,6 +392,22 @@ def fib_lookup4(fv, daddr):
 def fib_lookup6(fv, w0, w1, w2, w3):
     """The route row for the IPv6 address w0..w3 over net.fib_views(), -1 for none (fib6_lookup)."""
     return fib6_lookup(fv[1], w0, w1, w2, w3)
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
+def inet_addr_type_fv(fv, addr):
+    """Linux: fib_frontend.c › __inet_dev_addr_type with no device: the type (RTN_*) of the route to
+    the IPv4 address addr over net.fib_views(); unicast when there is none, or a reject route (whose
+    lookup fails). route.py › inet_addr_type and nft `fib ... type` (nft_fib.py) ask it."""
+    if addr == 0 or addr == 0xFFFFFFFF:  # ipv4_is_zeronet / ipv4_is_lbcast (0/8 is unicast since 5.3)
+        return _BROADCAST
+    if addr >> 28 == 0xE:
+        return _MULTICAST
+    r = fib_lookup4(fv, addr)
+    if r < 0:
+        return _UNICAST
+    t = fv[0][3][r, RT_TYPE]
+    return _UNICAST if t == _BLACKHOLE or t == _UNREACHABLE or t == _PROHIBIT else t
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -13,15 +13,14 @@ from flowpath.net.fib import (
     IP6_RT_PRIO_USER,
     REJECT_TYPES,
     RT_TABLE_MAIN,
-    RTN_BROADCAST,
     RTN_LOCAL,
-    RTN_MULTICAST,
     RTN_UNICAST,
     FibAlias,
     FibResult,
     FibTable,
     RouteType,
 )
+from flowpath.net.fib_table import inet_addr_type_fv
 from flowpath.net.inetdev import (
     IPV6_ADDR_SCOPE_LINKLOCAL,
     RT_SCOPE_LINK,
@@ -126,16 +125,8 @@ def fib_check_nh_v4(net: Network, fa: FibAlias) -> None:
 
 
 def inet_addr_type(net: Network, addr: int) -> RouteType:
-    """Linux: fib_frontend.c › __inet_dev_addr_type with no device: the type of the route to `addr`;
-    unicast when there is none, or a reject route (whose lookup fails)."""
-    if addr == 0 or addr == 0xFFFFFFFF:  # ipv4_is_zeronet / ipv4_is_lbcast (0/8 is unicast since 5.3)
-        return RTN_BROADCAST
-    if addr >> 28 == 0xE:
-        return RTN_MULTICAST
-    res = net._fib_table_lookup(4, addr)
-    if res is None or res.type in REJECT_TYPES:
-        return RTN_UNICAST
-    return res.type
+    """Linux: fib_frontend.c › __inet_dev_addr_type with no device (fib_table.inet_addr_type_fv)."""
+    return RouteType(inet_addr_type_fv(net.fib_views(), addr))
 
 
 def ip6_validate_nh(net: Network, fa: FibAlias) -> None:

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from flowpath.flowtable.hook import jit_entry
+from flowpath.net.fib_table import FibViews
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter import nft_vm as V
@@ -281,13 +282,18 @@ class NftVm:
                  int(skb.ctinfo >= C.IP_CT_IS_REPLY), ct.status if ct is not None else 0,
                  ct.mark if ct is not None else 0, int(proto.state) if proto is not None else -1, skb.mark,
                  pkt.mtu, 0, skb.ctinfo, int(bool(skb.meta.get("sp"))), 0)  # fmt: skip
+        net = pkt.net
+        if net is not None:  # PM_FIB: `fib` may look routes up (nft_fib.py's loopback test)
+            lk = net.links.get(pkt.iif)
+            pm[V.PM_FIB] = V.PM_FIB_OK | (V.PM_FIB_LOOPBACK if lk is not None and lk.is_loopback else 0)
+        fv = net.fib_views() if net is not None else no_fib_views()
         buf = skb.buf
         if len(s) == 5:  # the compiled entry for these argument types (jit_entry: no per-call typing)
-            s.append(jit_entry(V.nft_vm_do_chain, (progs, cid, buf, pm, out)))
+            s.append(jit_entry(V.nft_vm_do_chain, (progs, cid, buf, pm, out, fv)))
         if buf.flags.c_contiguous and buf.flags.writeable and buf.dtype == np.uint8:
-            v = s[5](progs, cid, buf, pm, out)
+            v = s[5](progs, cid, buf, pm, out, fv)
         else:  # a frame of another layout: the dispatcher types it
-            v = V.nft_vm_do_chain(progs, cid, buf, pm, out)
+            v = V.nft_vm_do_chain(progs, cid, buf, pm, out, fv)
         if v == V.NFT_PUNT:
             self.fallback[cid] += 1
             return v
@@ -309,6 +315,17 @@ class NftVm:
             (f"{c.family} {c.table} {c.name}", *self.compiled[i], int(self.fallback[i]))
             for i, c in enumerate(chains)
         ]
+
+
+_NO_FIB: list = []
+
+
+def no_fib_views() -> tuple:
+    """Empty FIB views (net.fib_views()'s shape) for a run without a network: PM_FIB is 0 then, so
+    OP_FIB punts and never reads them."""
+    if not _NO_FIB:
+        _NO_FIB.append((FibViews(4, []).get(), FibViews(6, []).get(), 0))
+    return _NO_FIB[0]
 
 
 def nat_request(out: np.ndarray) -> N.NatRequest:

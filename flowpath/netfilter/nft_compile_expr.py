@@ -19,12 +19,15 @@ from flowpath.netfilter.nft_expr import (
     _PROTO_DEP,
     _RAW_BASE,
     NftCtx,
+    _fib_operand,
+    _ifindex_numbers,
     _ifindex_operand,
     build_ct,
     build_meta,
     resolve_set,
 )
 from flowpath.netfilter.nft_exthdr import build_rt_load
+from flowpath.netfilter.nft_fib import build_fib
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
 
@@ -159,6 +162,9 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         _, dtype, bits = build_rt_load(arg)
         em.emit(V.OP_META, dreg, V.META_RT_TCPMSS)
         return Val((Comp(0, 4, True),), dtype, bits)
+    if kind == "fib":  # a map key or a set lookup (nft_expr.build_load); compile_match reads the operand
+        _, dtype, bits = build_fib(arg, by_name=ctx.ifindex is None)
+        return compile_fib(em, arg, dtype, bits, dreg)
     if kind in ("&", "|", "^"):
         left, right = arg
         inner = compile_load(em, left, ctx, dreg)
@@ -190,7 +196,25 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         if off > V.NFT_REG_FILE:
             raise Punt("concatenation wider than the registers")
         return Val(tuple(comps), tuple(dtypes), 0)
-    raise Punt(f"expression {kind}")  # tcp option, shifts, fib and ipsec (no FIB or SA here), ...
+    raise Punt(f"expression {kind}")  # tcp option, shifts, ipsec (no SA here), ...
+
+
+_FIB_DEV = {"iif": V.FIB_DEV_IIF, "oif": V.FIB_DEV_OIF}
+
+
+def compile_fib(em: Emitter, arg: dict, dtype: str, bits: int, dreg: int = 0) -> Val:
+    """nft_fib_eval for `fib ... oif` (an ifindex), `fib ... oif exists|missing` and `fib ... type`;
+    `oifname` and an oif read by name (no ifindex map) stay with nft_fib.py's closures."""
+    flags = arg.get("flags", [])
+    flags = [flags] if isinstance(flags, str) else list(flags)
+    result = arg.get("result")
+    if not ((result == "oif" and dtype in ("boolean", "integer")) or result == "type"):
+        raise Punt("fib oifname or an oif by name: no names by ifindex here")
+    dev = next((_FIB_DEV[f] for f in ("iif", "oif") if f in flags), V.FIB_DEV_NONE)
+    present = dtype == "boolean"
+    kind = V.FIB_TYPE if result == "type" else V.FIB_PRESENT if present else V.FIB_OIF
+    em.emit(V.OP_FIB, dreg, kind, int("daddr" in flags), dev)
+    return Val((Comp(0, 1, False) if present else Comp(0, 4, True),), dtype, bits)
 
 
 def to_big_endian(em: Emitter, val: Val, dreg: int = 0) -> None:
@@ -262,7 +286,14 @@ def _flags(em: Emitter, val: Val, mask: int, want_any: bool) -> None:
 def compile_match(em: Emitter, sets: SetTables, m: dict, ctx: NftCtx) -> None:
     """{"match": ...} as nft_expr.build_match reads it, emitted as load + cmp/range/bitwise/lookup."""
     opname, left, right = m.get("op", "=="), m.get("left"), m.get("right")
-    if isinstance(left, dict) and left.get("meta", {}).get("key") in ("iif", "oif"):
+    if isinstance(left, dict) and "fib" in left:  # as nft_expr.build_match reads the right-hand side
+        _, dtype, bits = _fib_operand(left["fib"], right, ctx)
+        if dtype == "iface_index":
+            right, dtype = _ifindex_operand(right, ctx), "integer"
+        elif dtype == "integer":
+            right = _ifindex_numbers(right)
+        val = compile_fib(em, left["fib"], dtype, bits)
+    elif isinstance(left, dict) and left.get("meta", {}).get("key") in ("iif", "oif"):
         if ctx.ifindex is None:  # nft_expr's deviation: no ifindex map, compare names
             left = {"meta": {"key": "iifname" if left["meta"]["key"] == "iif" else "oifname"}}
             if isinstance(right, str) and not right.startswith("@"):

@@ -4,22 +4,36 @@ Linux: net/netfilter/nft_fib.c (nft_fib_store_result, NFTA_FIB_F_PRESENT), nft_f
 (nft_fib4_eval, nft_fib4_eval_type) and nft_fib_ipv6.c (nft_fib6_eval, __nft_fib6_eval_type), asked
 of flowpath's FIB (flowpath.net: the same lookups the classic path routes with).
 
-The compiled VM has no FIB: a rule with `fib` is punted to these closures (nft_compile_expr.Punt).
-The hooks each form may run at are checked when the ruleset loads (config/nft/validate.py ›
-expr_hooks, nft_fib_validate).
+The compiled VM runs `fib ... oif`, `fib ... oif exists|missing` and `fib ... type` (nft_vm.py ›
+OP_FIB) through fib_oif_eval and fib_type_eval, the lookups these closures run too, over the FIB's
+compiled views (net.fib_views()); a rule with `oifname`, or an oif compared by name, is punted to
+these closures (nft_compile_expr.Punt), and so is a packet whose IPv6 `type` is asked on a device
+(nf_ipv6_chk_addr reads the device's addresses, which the VM does not have). The hooks each form may run at are checked when the ruleset loads
+(config/nft/validate.py › expr_hooks, nft_fib_validate).
 """
 
 from __future__ import annotations
 
+from numba import njit
+
 from flowpath.net.fib import (
-    REJECT_TYPES,
+    RTN_BLACKHOLE,
     RTN_BROADCAST,
     RTN_LOCAL,
     RTN_MULTICAST,
+    RTN_PROHIBIT,
     RTN_UNICAST,
     RTN_UNREACHABLE,
 )
-from flowpath.net.route import inet_addr_type
+from flowpath.net.fib_table import (
+    RT_OIF,
+    RT_TYPE,
+    addr6_words,
+    fib6_lookup_match,
+    fib_lookup4,
+    fib_lookup6,
+    inet_addr_type_fv,
+)
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.packet import layout as L
@@ -45,73 +59,118 @@ def _addrs(pkt, flags) -> tuple[int, int, int]:
     return family, skb.saddr, skb.daddr
 
 
-def nft_fib_oif(pkt, flags) -> int | None:
-    """The ifindex of the route's device (0: none, or not through the device the flags name).
+_LOCAL, _BLACKHOLE = int(RTN_LOCAL), int(RTN_BLACKHOLE)
+_UNREACHABLE, _PROHIBIT = int(RTN_UNREACHABLE), int(RTN_PROHIBIT)
+_UNICAST, _BROADCAST, _MULTICAST = int(RTN_UNICAST), int(RTN_BROADCAST), int(RTN_MULTICAST)
 
-    Linux: nft_fib4_eval / nft_fib6_eval. A packet from loopback in PREROUTING gets its own input
-    device; an IPv4 packet from 0.0.0.0 to a broadcast or local multicast address gets the input
-    device (DHCP). A local route counts as no route (RTN_LOCAL: "should not see it here"), and so do
-    reject routes (fib_lookup fails). Deviation: no policy rules are modelled, so `mark` changes nothing.
+
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
+def fib_oif_eval(fv, family, s0, s1, s2, s3, d0, d1, d2, d3, use_daddr, dev, iif, oif, lo_pre):
+    """nft_fib4_eval / nft_fib6_eval's result over the FIB views fv (net.fib_views()): the ifindex of
+    the route's device, 0 for none or not through `dev`. One lookup for both evaluators: nft_fib_oif
+    (these closures) and the compiled VM (nft_vm.py › OP_FIB).
+
+    family 4 or 6; s0..s3 / d0..d3 the source and destination address words, most significant first
+    (IPv4: the address in the first word); use_daddr looks up the destination (else the source);
+    dev the device the flags restrict the route to (0: none); iif, oif the packet's devices;
+    lo_pre 1 when the packet came in on loopback in PREROUTING.
+
+    A packet from loopback in PREROUTING gets its own input device (nft_fib_is_loopback); an IPv4
+    packet from 0.0.0.0 to a broadcast or local multicast address gets the input device (DHCP). A local
+    route counts as no route (RTN_LOCAL: "should not see it here"), and so do reject routes (fib_lookup
+    fails). Deviation: no policy rules are modelled, so `mark` changes nothing.
     """
+    if lo_pre:
+        return iif
+    if family == 4 and s0 == 0 and (d0 == 0xFFFFFFFF or d0 >> 8 == 0xE00000):
+        return iif  # ipv4_is_zeronet(saddr) and (ipv4_is_lbcast or ipv4_is_local_multicast)(daddr)
+    a0, a1, a2, a3 = (d0, d1, d2, d3) if use_daddr else (s0, s1, s2, s3)
+    if family == 4:
+        r = fib_lookup4(fv, a0)
+        rt = fv[0][3]
+    elif a0 >> 24 == 0xFF:
+        # Deviation: flowpath has no ff00::/8 routes; Linux has one on each IPv6 device, and a lookup
+        # finds the asked device's, else (we take) the input device's
+        return dev if dev else iif
+    elif a0 >> 22 == 0x3FA:
+        # fe80::/10: nft_fib6_flowi_init looks it up on the device (RT6_LOOKUP_F_IFACE), the named one
+        # or the packet's own; every link has its fe80::/64
+        link = dev if dev else (iif if iif else oif)
+        r = fib6_lookup_match(fv[1], a0, a1, a2, a3, 0, 0, link)
+        rt = fv[1][5]
+        dev = 0  # the lookup kept to the device already
+    else:
+        r = fib_lookup6(fv, a0, a1, a2, a3)
+        rt = fv[1][5]
+    if r < 0:
+        return 0
+    t = rt[r, RT_TYPE]
+    if t == _LOCAL or t == _BLACKHOLE or t == _UNREACHABLE or t == _PROHIBIT:
+        return 0
+    if dev and rt[r, RT_OIF] != dev:  # fib_info_nh_uses_dev: one nexthop per route here
+        return 0
+    return rt[r, RT_OIF]
+
+
+def _words(family: int, a: int) -> tuple[int, int, int, int]:
+    return (a, 0, 0, 0) if family == 4 else addr6_words(a)
+
+
+def nft_fib_oif(pkt, flags) -> int | None:
+    """The ifindex of the route's device (0: none, or not through the device the flags name); None
+    (NFT_BREAK) for a packet that is not IP. Linux: nft_fib4_eval / nft_fib6_eval, see fib_oif_eval."""
     skb, net = pkt.skb, pkt.net
     if skb.l3proto not in (L.ETH_P_IP, L.ETH_P_IPV6) or net is None:
         return None  # skb_header_pointer on a non-IP packet (inet/netdev family): NFT_BREAK
-    if pkt.hooknum == C.NF_INET_PRE_ROUTING and pkt.iif in net.links and net.links[pkt.iif].is_loopback:
-        return pkt.iif  # nft_fib_is_loopback
-    family, addr, other = _addrs(pkt, flags)
-    if family == 4 and skb.saddr == 0 and (skb.daddr == 0xFFFFFFFF or skb.daddr >> 8 == 0xE00000):
-        return pkt.iif  # ipv4_is_zeronet(saddr) and (ipv4_is_lbcast or ipv4_is_local_multicast)(daddr)
+    lo_pre = pkt.hooknum == C.NF_INET_PRE_ROUTING and pkt.iif in net.links and net.links[pkt.iif].is_loopback
+    family = 6 if skb.l3proto == L.ETH_P_IPV6 else 4
+    saddr, daddr = _words(family, skb.saddr), _words(family, skb.daddr)
     dev = _fib_dev(pkt, flags)
-    if family == 6 and addr >> 120 == 0xFF:
-        # Deviation: flowpath has no ff00::/8 routes; Linux has one on each IPv6 device, and a lookup
-        # finds the asked device's, else (we take) the input device's
-        return dev or pkt.iif
-    if family == 6 and addr >> 118 == 0x3FA:
-        # fe80::/10: nft_fib6_flowi_init looks it up on the device (RT6_LOOKUP_F_IFACE), the named one
-        # or the packet's own; every link has its fe80::/64
-        link = dev or pkt.iif or pkt.oif
-        fa = net.dev._fib_table_lookup(6, addr, oif=link)
-        return fa.oif if fa is not None and fa.type not in REJECT_TYPES and fa.type != RTN_LOCAL else 0
-    fib = net.fib_lookup(family, addr)
-    if fib is None or fib.type in REJECT_TYPES or fib.type == RTN_LOCAL:
-        return 0
-    if dev and fib.oif != dev:  # fib_info_nh_uses_dev: one nexthop per route here
-        return 0
-    return fib.oif
+    return int(fib_oif_eval(net.fib_views(), family, *saddr, *daddr, int("daddr" in flags), dev, pkt.iif,
+                            pkt.oif, int(lo_pre)))  # fmt: skip
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
+def fib_type_eval(fv, family, a0, a1, a2, a3, dev):
+    """The address type (RTN_*) of the address a0..a3 (words as fib_oif_eval's), on the device dev
+    (0: none), over the FIB views fv. For IPv6 on a device, the caller has found the address is not
+    one of the device's own (nf_ipv6_chk_addr: then RTN_LOCAL). nft_fib_type and OP_FIB ask it.
+
+    Linux: nft_fib4_eval_type › inet_dev_addr_type (a local or broadcast route counts only when its
+    device is that device); __nft_fib6_eval_type (reject routes give their own type; then multicast,
+    else unicast). Deviation: IPv6 anycast routes are not modelled (never RTN_ANYCAST).
+    """
+    if family == 4:
+        t = inet_addr_type_fv(fv, a0)
+        if dev and (t == _LOCAL or t == _BROADCAST):
+            r = fib_lookup4(fv, a0)  # the local table's route: its device owns addr
+            if r < 0 or fv[0][3][r, RT_OIF] != dev:
+                return _UNICAST
+        return t
+    if a0 >> 24 == 0xFF:
+        return _MULTICAST  # the ff00::/8 route (not modelled) is a multicast one
+    r = fib_lookup6(fv, a0, a1, a2, a3)
+    if r < 0:
+        return _UNREACHABLE  # ip6_null_entry (seen on 6.18)
+    t = fv[1][5][r, RT_TYPE]
+    if t == _BLACKHOLE or t == _UNREACHABLE or t == _PROHIBIT:
+        return t  # from the route's error
+    if not dev and t == _LOCAL:
+        return _LOCAL
+    return _UNICAST if a0 | a1 | a2 | a3 else 0  # ipv6_addr_type: :: is IPV6_ADDR_ANY, neither kind
 
 
 def nft_fib_type(pkt, flags) -> int | None:
-    """The address type (RTN_*) of the looked-up address, on the device the flags name if any.
-
-    Linux: nft_fib4_eval_type › inet_dev_addr_type (a local or broadcast route counts only when its
-    device is that device); __nft_fib6_eval_type (an address of that device is local; reject routes
-    give their own type; then multicast, else unicast).
-    Deviation: IPv6 anycast routes are not modelled (never RTN_ANYCAST).
-    """
+    """The address type (RTN_*) of the looked-up address, on the device the flags name if any (see
+    fib_type_eval); None (NFT_BREAK) for a packet that is not IP."""
     skb, net = pkt.skb, pkt.net
     if skb.l3proto not in (L.ETH_P_IP, L.ETH_P_IPV6) or net is None:
         return None
     family, addr, _ = _addrs(pkt, flags)
     dev = _fib_dev(pkt, flags)
-    if family == 4:
-        t = inet_addr_type(net.dev, addr)
-        if dev and t in (RTN_LOCAL, RTN_BROADCAST):
-            fa = net.dev._fib_table_lookup(4, addr)  # the local table's route: its device owns addr
-            if fa is None or fa.oif != dev:
-                return int(RTN_UNICAST)
-        return int(t)
-    if dev and any(a.address == addr for a in net.addrs(dev, 6)):
+    if family == 6 and dev and any(a.address == addr for a in net.addrs(dev, 6)):
         return int(RTN_LOCAL)  # nf_ipv6_chk_addr(net, daddr, dev, strict)
-    if addr >> 120 == 0xFF:
-        return int(RTN_MULTICAST)  # the ff00::/8 route (not modelled) is a multicast one
-    fib = net.fib_lookup(6, addr)
-    if fib is None:
-        return int(RTN_UNREACHABLE)  # ip6_null_entry (seen on 6.18)
-    if fib.type in REJECT_TYPES:
-        return int(fib.type)  # RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT from the route's error
-    if not dev and fib.type == RTN_LOCAL:
-        return int(RTN_LOCAL)
-    return int(RTN_UNICAST) if addr else 0  # ipv6_addr_type: :: is IPV6_ADDR_ANY, neither kind
+    return int(fib_type_eval(net.fib_views(), family, *_words(family, addr), dev))
 
 
 def build_fib(arg: dict, present: bool = False, by_name: bool = False):

@@ -24,6 +24,9 @@ The program (`progs`, a plain tuple made by nft_compile.py › compile_chains):
     counters int64[ncnt, 2]       packets, bytes: the rule counters the listing reads
     ifnames  uint8[nifs, 16]      interface names, NUL-padded; pktmeta PM_IIFNAME/PM_OIFNAME pick rows
 
+A run also takes the FIB's views (`fv`, net.fib_views(): flowpath/net/fib_table.py) for `fib`
+(OP_FIB, nft_fib.py › fib_oif_eval, fib_type_eval); pktmeta's PM_FIB says whether they may be used.
+
 A run never writes anything but `pktmeta` (mark writes), `out` and its scratch, so a caller that decides to
 punt a packet after its chains ran leaves no trace; `nft_vm_commit` applies the counter hits recorded in
 `out`. NFT_PUNT means "this program cannot decide: run the chain with the Python evaluator".
@@ -41,12 +44,14 @@ from flowpath.netfilter.constants import (
     IPS_CONFIRMED,
     NF_ACCEPT,
     NF_DROP,
+    NF_INET_PRE_ROUTING,
     NFT_BREAK,
     NFT_CONTINUE,
     NFT_GOTO,
     NFT_JUMP,
     NFT_RETURN,
 )
+from flowpath.netfilter.nft_fib import fib_oif_eval, fib_type_eval
 
 NFT_PUNT = -16  # no Linux counterpart: "evaluate this chain with the Python evaluator"
 NFT_JUMP_STACK_SIZE = 16  # include/net/netfilter/nf_tables.h
@@ -59,6 +64,8 @@ PM_IIF, PM_OIF, PM_IIFNAME, PM_OIFNAME = 8, 9, 10, 11  # *NAME: row of `ifnames`
 PM_CT, PM_CTSTATE, PM_CTDIR, PM_CTSTATUS, PM_CTMARK, PM_CTTCPSTATE = 12, 13, 14, 15, 16, 17
 PM_MARK, PM_RTMTU, PM_WRITES, PM_CTINFO = 18, 19, 20, 21  # PM_CTINFO: only nft_vm_do_chain reads it
 PM_SECPATH = 22  # 1: decrypted by an SA of this host (skb has a secpath)
+PM_FIB = 23  # PM_FIB_* bits: the run's FIB views may be used (0: OP_FIB punts), input device is loopback
+PM_FIB_OK, PM_FIB_LOOPBACK = 1, 2
 PM_SIZE = 24
 PM_WROTE_MARK, PM_WROTE_CTMARK = 1, 2  # PM_WRITES bits: which marks the caller must store
 # out: what the statements asked for; int64[OUT_SIZE]
@@ -95,6 +102,7 @@ OP_NAT = 17  # kind NAT_*, immediate data row, maniptype, uses address map, uses
 OP_FLOW_ADD = 18  # flowtable id, TCP established state
 OP_PUNT = 19
 OP_END = 20  # end of a chain: return to the caller chain, or the base chain's policy
+OP_FIB = 21  # dreg, result FIB_*, daddr (0/1), device FIB_DEV_*
 
 CMP_EQ, CMP_NEQ, CMP_LT, CMP_GT, CMP_LTE, CMP_GTE, CMP_TRUE, CMP_FALSE = range(8)  # TRUE/FALSE: out of width
 BASE_LL, BASE_NH, BASE_TH = 0, 1, 2
@@ -102,6 +110,9 @@ META_L4PROTO, META_NFPROTO, META_PROTOCOL, META_IIFNAME, META_OIFNAME, META_IIF,
 META_MARK, META_LEN, META_PKTTYPE, META_RT_TCPMSS, META_SECPATH = 7, 8, 9, 10, 11
 CTK_STATE, CTK_DIRECTION, CTK_STATUS, CTK_MARK = range(4)
 CH_START, CH_POLICY = 0, 1
+FIB_OIF, FIB_PRESENT, FIB_TYPE = 0, 1, 2  # OP_FIB: the ifindex (host order, 4 bytes), whether there is one,
+# or the address type (RTN_*, host order, 4 bytes)
+FIB_DEV_NONE, FIB_DEV_IIF, FIB_DEV_OIF = 0, 1, 2  # the device the route must go through (`. iif`, `. oif`)
 S_KLEN, S_EXACT_N, S_EXACT_OFF, S_EXACT_ELEM, S_IVAL_N, S_IVAL_OFF, S_IVAL_ELEM = range(7)
 S_SCAN_N, S_SCAN_OFF, S_SCAN_ELEM, S_COMP_N, S_COMP_OFF = 7, 8, 9, 10, 11
 SET_COLS = 12
@@ -110,7 +121,8 @@ D_FLAGS, D_PARTS, D_AMIN, D_AMAX, D_PMIN, D_PMAX = 0, 1, 2, 6, 10, 11  # NAT dat
 DATA_COLS = 12
 
 _NO_OFFLOAD = (1 << 6) | (1 << 12) | (1 << 14)  # IPS_SEQ_ADJUST | IPS_NAT_CLASH | IPS_OFFLOAD
-_ETH_P_IP, _IPPROTO_TCP, _IPPROTO_UDP, _TCP_FLAGS_OFF, _TCP_FIN_RST = 0x0800, 6, 17, 13, 0x05
+_ETH_P_IP, _ETH_P_IPV6 = 0x0800, 0x86DD
+_IPPROTO_TCP, _IPPROTO_UDP, _TCP_FLAGS_OFF, _TCP_FIN_RST = 6, 17, 13, 0x05
 TCP_MSS_DEFAULT = 536
 
 
@@ -312,6 +324,42 @@ def nft_set_find(sets, setkeys, setcomp, s, regs, r):
     return -1
 
 
+@njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
+def _fib(buf, buflen, pm, fv, result, use_daddr, devkind):
+    """nft_fib_eval's lookup for OP_FIB: the route's device (nft_fib.py › fib_oif_eval) or the address
+    type (fib_type_eval), -1 for NFT_BREAK (not IP), -2 to punt (no FIB views given; an IPv6 type on a
+    device, which nf_ipv6_chk_addr answers from the device's addresses)."""
+    if not pm[PM_FIB] & PM_FIB_OK:
+        return -2
+    nh, l3 = pm[PM_NHOFF], pm[PM_L3PROTO]
+    if l3 == _ETH_P_IP:
+        if nh < 0 or nh + 20 > buflen:
+            return -1
+        s0, d0 = _load_int(buf, nh + 12, 4, False), _load_int(buf, nh + 16, 4, False)
+        s1 = s2 = s3 = d1 = d2 = d3 = 0
+        family = 4
+    elif l3 == _ETH_P_IPV6:
+        if nh < 0 or nh + 40 > buflen:
+            return -1
+        s0, s1 = _load_int(buf, nh + 8, 4, False), _load_int(buf, nh + 12, 4, False)
+        s2, s3 = _load_int(buf, nh + 16, 4, False), _load_int(buf, nh + 20, 4, False)
+        d0, d1 = _load_int(buf, nh + 24, 4, False), _load_int(buf, nh + 28, 4, False)
+        d2, d3 = _load_int(buf, nh + 32, 4, False), _load_int(buf, nh + 36, 4, False)
+        family = 6
+    else:
+        return -1  # skb_header_pointer on a non-IP packet (inet/netdev family): NFT_BREAK
+    iif, oif = pm[PM_IIF], pm[PM_OIF]
+    dev = iif if devkind == FIB_DEV_IIF else (oif if devkind == FIB_DEV_OIF else 0)
+    if result == FIB_TYPE:
+        if family == 6 and dev:
+            return -2
+        if use_daddr:
+            return fib_type_eval(fv, family, d0, d1, d2, d3, dev)
+        return fib_type_eval(fv, family, s0, s1, s2, s3, dev)
+    lo_pre = 1 if pm[PM_HOOK] == NF_INET_PRE_ROUTING and pm[PM_FIB] & PM_FIB_LOOPBACK else 0
+    return fib_oif_eval(fv, family, s0, s1, s2, s3, d0, d1, d2, d3, use_daddr, dev, iif, oif, lo_pre)
+
+
 @njit(cache=True, nogil=True)
 def _flow_offload_ok(buf, buflen, pm, established):
     """nft_flow_offload_eval's checks on this packet and its ct (the routes are the datapath's)."""
@@ -353,7 +401,7 @@ def _nat(out, data, kind, row, maniptype, addr_row, port_row):
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
-def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack):
+def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
     """nft_do_chain over a compiled program, with the caller's scratch (lets a batch loop reuse it).
 
     progs     the plain tuple of nft_compile.py (see the module docstring)
@@ -362,6 +410,7 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack):
     pm        int64[PM_SIZE] pktmeta (PM_MARK, PM_CTMARK, PM_WRITES written by mark statements)
     out       int64[OUT_SIZE] out: flowtable, NAT request, counter hits (cleared here)
     regs      uint8[NFT_REG_FILE] scratch registers; stack int64[NFT_JUMP_STACK_SIZE] scratch
+    fv        the FIB views `fib` looks routes up in (net.fib_views(); read only when PM_FIB allows)
     Returns NF_ACCEPT, NF_DROP or NFT_PUNT.
     """
     code, chains, consts, sets, setkeys, setelem, setcomp, data, counters, ifnames = progs
@@ -386,6 +435,17 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack):
         elif op == OP_CT:
             if not _ct(pm, b, regs, a):
                 verdict = NFT_BREAK
+        elif op == OP_FIB:  # nft_fib_store_result: the ifindex, or NFTA_FIB_F_PRESENT's 0/1
+            o = _fib(buf, buflen, pm, fv, b, c, code[pc, 4])
+            if o == -2:
+                return NFT_PUNT
+            if o < 0:
+                verdict = NFT_BREAK
+            elif b == FIB_PRESENT:
+                regs[a] = 1 if o else 0
+                _pad(regs, a, 1)
+            else:
+                _store_host(regs, a, o, 4)
         elif op == OP_CMP:
             if not _cmp(a, _memcmp(regs, b, consts, code[pc, 4], c)):
                 verdict = NFT_BREAK
@@ -476,11 +536,11 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack):
 
 
 @njit(cache=True, nogil=True)
-def nft_vm_run(progs, chain_id, buf, pm, out):
+def nft_vm_run(progs, chain_id, buf, pm, out, fv):
     """nft_do_chain for one packet: NF_ACCEPT, NF_DROP or NFT_PUNT (see nft_vm_run_regs)."""
     regs = np.zeros(NFT_REG_FILE, np.uint8)
     stack = np.zeros(NFT_JUMP_STACK_SIZE, np.int64)
-    return nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack)
+    return nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv)
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
@@ -496,11 +556,11 @@ def nft_vm_commit(progs, out):
 
 
 @njit(cache=True, nogil=True)
-def nft_vm_do_chain(progs, chain_id, buf, pm, out):
+def nft_vm_do_chain(progs, chain_id, buf, pm, out, fv):
     """The Python classic path's entry, one dispatch per chain: PM_CTSTATE from PM_CT and PM_CTINFO, the
     run, and the commit when the run decided. Returns NF_ACCEPT, NF_DROP or NFT_PUNT (nothing committed)."""
     pm[PM_CTSTATE] = nf_ct_state_bit(pm[PM_CT] != 0, pm[PM_CTINFO])
-    v = nft_vm_run(progs, chain_id, buf, pm, out)
+    v = nft_vm_run(progs, chain_id, buf, pm, out, fv)
     if v != NFT_PUNT:
         nft_vm_commit(progs, out)
     return v

@@ -24,7 +24,12 @@ from nfeval_util import make_skb, run_hook  # noqa: E402
 
 from flowpath.config.nft import parse_ruleset  # noqa: E402
 from flowpath.netfilter import constants as C  # noqa: E402
-from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime  # noqa: E402
+from flowpath.netfilter.nf_tables import (  # noqa: E402
+    NftPktinfo,
+    NftRuntime,
+    nft_do_chain,
+    nft_do_chain_closures,
+)
 from flowpath.netns import Net  # noqa: E402
 
 PRE, IN, FWD, OUT, POST = (C.NF_INET_PRE_ROUTING, C.NF_INET_LOCAL_IN, C.NF_INET_FORWARD, C.NF_INET_LOCAL_OUT,
@@ -127,15 +132,121 @@ def test_vmap_on_fib_type():
     assert not matches("fib daddr type vmap { local : drop, unicast : accept } counter", IP(dst="8.8.8.8"))
 
 
-def test_compiled_program_punts_fib_rules():
-    """The VM has no FIB: a fib rule is OP_PUNT where it sits, and the rule before it stays compiled."""
-    text = ("table inet t {\n\tchain c {\n\t\ttype filter hook prerouting priority filter; policy accept;\n"
-            "\t\tudp dport 7 drop\n\t\tfib saddr . iif oif missing drop\n\t}\n}\n")  # fmt: skip
+IFINDEX = {"lo": NET.link_by_name("lo").ifindex, "lan0": LAN, "wan0": WAN}
+VM_RULES = [
+    "fib saddr . iif oif missing",
+    "fib saddr . iif oif exists",
+    "fib saddr oif missing",
+    "fib saddr . iif oif eq 0",
+    "fib saddr . iif oif != 0",
+    'fib saddr oif "wan0"',
+    'fib saddr . iif oif { "lan0", "wan0" }',
+    "fib daddr oif lan0",
+    "fib daddr . iif oif exists",
+]
+VM_PACKETS = [
+    ("lan0", IP(src="192.168.1.10", dst="198.51.100.7")),  # good source
+    ("lan0", IP(src="8.8.8.8", dst="198.51.100.7")),  # spoofed: the route back is wan0's default
+    ("wan0", IP(src="192.168.1.77", dst="192.168.1.10")),  # a LAN source arriving on wan0
+    ("lan0", IP(src="192.168.1.1", dst="198.51.100.7")),  # our own address: a local route is no route
+    ("lan0", IP(src="0.0.0.0", dst="255.255.255.255")),  # DHCP: the input device
+    ("lo", IP(src="8.8.8.8", dst="192.168.1.1")),  # from loopback in PREROUTING: its own device
+    ("lan0", IPv6(src="2001:db8:1::10", dst="2001:db8:ff::5")),
+    ("lan0", IPv6(src="2001:db8:ff::5", dst="2001:db8:1::10")),  # via wan0, not lan0
+    ("lan0", IPv6(src="fe80::10", dst="ff02::1")),  # link-local: looked up on lan0
+    ("wan0", IPv6(src="fe80::1", dst="fe80::2")),
+    ("lan0", IPv6(src="2001:db8:1::10", dst="ff02::1:2")),  # multicast destination
+    ("lan0", IP(src="192.168.1.10", dst="203.0.113.1")),  # to the gateway's wan0 address
+    ("lan0", IP(src="192.168.1.10", dst="192.168.1.255")),  # subnet broadcast
+    ("lan0", IP(src="192.168.1.10", dst="224.0.0.251")),
+    ("lan0", IPv6(src="2001:db8:1::10", dst="2001:db8:1::1")),  # to the gateway's lan0 address
+    ("lan0", IPv6(src="2001:db8:1::10", dst="2001:db8:ff::1")),  # to its wan0 address
+    ("lan0", IPv6(src="::", dst="ff02::1:ff00:10")),  # DAD: from ::
+]
+
+
+def _verdicts(rule: str, hook: int = PRE, oif: str = "") -> tuple[list, list, NftRuntime]:
+    """Each of VM_PACKETS through `rule drop`: (through the VM, by the closures alone, the runtime)."""
+    text = (f"table inet t {{\n\tchain c {{\n\t\ttype filter hook {_HOOK[hook]} priority filter; "
+            f"policy accept;\n\t\t{rule} drop\n\t}}\n}}\n")  # fmt: skip
+    rt = NftRuntime.from_json(parse_ruleset(text).to_json(), ifindex=IFINDEX)
+    (chain,) = rt.chains
+    vm, py = [], []
+    for iif, l3 in VM_PACKETS:
+        for got, run_chain in ((vm, nft_do_chain), (py, nft_do_chain_closures)):
+            skb = make_skb(l3 / UDP(sport=1, dport=2), iif=IFINDEX[iif])
+            nfproto = C.NFPROTO_IPV6 if skb.is_ipv6 else C.NFPROTO_IPV4
+            pkt = NftPktinfo(skb=skb, hooknum=hook, nfproto=nfproto, iifname=iif, oifname=oif,
+                             iif=IFINDEX[iif], oif=IFINDEX[oif] if oif else 0, net=NET)  # fmt: skip
+            got.append(run_chain(chain, pkt))
+    return vm, py, rt
+
+
+@pytest.mark.parametrize("rule", VM_RULES)
+def test_vm_runs_fib_oif_as_the_closures_do(rule):
+    """`fib ... oif` and `oif exists|missing` compile (OP_FIB): no packet falls back to the closures,
+    and each gets the verdict the closures give it (IPv4 and IPv6, good, spoofed, routed to another
+    device, own address, DHCP, loopback, link-local, multicast)."""
+    vm, py, rt = _verdicts(rule)
+    assert list(rt.vm.compiled) == [(1, 1)]
+    assert rt.vm.fallback.tolist() == [0]
+    assert vm == py
+    assert C.NF_DROP in py and C.NF_ACCEPT in py  # the packets tell the rule's outcomes apart
+
+
+def test_vm_fib_oif_in_forward_matches_the_closures():
+    """`fib daddr . oif oif missing` in FORWARD: restricted to the output device."""
+    vm, py, rt = _verdicts("fib daddr . oif oif missing", hook=FWD, oif="wan0")
+    assert rt.vm.fallback.tolist() == [0] and vm == py
+    assert C.NF_DROP in py and C.NF_ACCEPT in py
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "fib daddr type local",
+        "fib daddr type unicast",
+        "fib daddr type broadcast",
+        "fib daddr type multicast",
+        "fib saddr type local",
+        "fib saddr type unicast",
+        "fib daddr . iif type local",
+        "fib daddr . iif type != { local, broadcast, multicast }",
+        "fib daddr type vmap { local : drop, broadcast : drop, unicast : accept }",
+        "fib saddr oif vmap { 2 : accept, 3 : drop }",  # lan0, wan0
+    ],
+)
+def test_vm_runs_fib_type_as_the_closures_do(rule):
+    """`fib ... type` compiles too (OP_FIB, fib_type_eval), and `fib` as a verdict map's key: the same
+    verdicts as the closures; only an IPv6 type asked on a device (`. iif`: the device's own addresses,
+    nf_ipv6_chk_addr) falls back."""
+    vm, py, rt = _verdicts(rule)
+    assert list(rt.vm.compiled) == [(1, 1)]
+    v6 = sum(isinstance(l3, IPv6) for _, l3 in VM_PACKETS)
+    assert rt.vm.fallback.tolist() == [v6 if ". iif" in rule else 0]
+    assert vm == py
+    assert C.NF_DROP in py and C.NF_ACCEPT in py
+
+
+def test_vm_punts_fib_oifname():
+    """Names by ifindex: the VM's names table is the packet's own devices', so oifname stays with the
+    closures."""
+    vm, py, rt = _verdicts('fib saddr oifname "lan0"')
+    assert list(rt.vm.compiled) == [(1, 0)]
+    assert rt.vm.fallback.tolist() == [len(VM_PACKETS)]
+    assert vm == py
+
+
+def test_vm_fib_without_a_network_punts():
+    """No network to look routes up in: OP_FIB punts, and the closures break (no match)."""
+    text = ("table inet t {\n\tchain c {\n\t\ttype filter hook prerouting priority filter; "
+            "policy accept;\n\t\tudp dport 7 drop\n\t\tfib saddr . iif oif missing drop\n"
+            "\t}\n}\n")  # fmt: skip
     rt = NftRuntime.from_json(parse_ruleset(text).to_json())
-    assert list(rt.vm.compiled) == [(2, 1)]
+    assert list(rt.vm.compiled) == [(2, 2)]
     pkt = NftPktinfo(skb=make_skb(IP(src="8.8.8.8") / UDP()), hooknum=PRE, nfproto=C.NFPROTO_IPV4, iif=LAN,
-                     iifname="lan0", net=NET)  # fmt: skip
-    assert run_hook(rt, pkt) == C.NF_DROP
+                     iifname="lan0")  # fmt: skip
+    assert run_hook(rt, pkt) == C.NF_ACCEPT
     assert rt.vm.fallback.tolist() == [1]
 
 
@@ -153,8 +264,8 @@ RULES = """table inet f {
 @pytest.mark.parametrize("flowtable", [True, False])
 def test_worker_rpf_drops_spoofed_and_fib_local_matches_own_address(tmp_path, flowtable):
     """rp-filter drops a spoofed source on lan0 and a LAN source arriving on wan0, passes a good one;
-    `fib daddr type local` drops what is sent to the gateway's own address. The classic lane cannot run
-    fib: it punts those packets to the Python path, counted. With or without flowtables, the same."""
+    `fib daddr type local` drops what is sent to the gateway's own address. The classic lane runs both
+    rules in the VM: no packet is punted for nft. With or without flowtables, the same."""
 
     def lan(src, dst, tag):
         return "lan0", Ether(src=H10, dst=GW_LAN) / IP(src=src, dst=dst) / UDP(sport=1, dport=9999) / Raw(tag)
@@ -171,7 +282,42 @@ def test_worker_rpf_drops_spoofed_and_fib_local_matches_own_address(tmp_path, fl
     assert out.get("lan0", []) == []
     assert stats["drops"] == {"netfilter_drop": 4}
     if flowtable:
-        assert stats["classic_lane"]["punted"].get("nft", 0) == 5
+        assert stats["classic_lane"]["punted"].get("nft", 0) == 0
+
+
+RPF_RULES = """table inet f {
+	chain pre {
+		type filter hook prerouting priority raw; policy accept;
+		fib saddr . iif oif missing counter drop
+	}
+}
+"""
+
+
+def test_worker_lane_runs_rpf_without_punting(tmp_path):
+    """The rp-filter rule alone: the compiled classic lane forwards the good IPv4 and IPv6 sources and
+    drops the spoofed ones (a source routed out of wan0 arriving on lan0, a LAN source arriving on
+    wan0) with no packet punted to the Python path for nft."""
+    def lan(l3, tag):
+        return "lan0", Ether(src=H10, dst=GW_LAN) / l3 / UDP() / Raw(tag)
+
+    def wan(l3, tag):
+        return "wan0", Ether(src=UPSTREAM, dst=GW_WAN) / l3 / UDP() / Raw(tag)
+
+    pkts = [
+        lan(IP(src="192.168.1.10", dst="198.51.100.7"), b"good4"),
+        lan(IP(src="8.8.8.8", dst="198.51.100.7"), b"spoofed4"),
+        wan(IP(src="192.168.1.77", dst="192.168.1.10"), b"x"),
+        lan(IPv6(src="2001:db8:1::10", dst="2001:db8:99::5"), b"good6"),
+        lan(IPv6(src="2001:db8:ff::5", dst="2001:db8:99::6"), b"spoofed6"),
+        wan(IPv6(src="2001:db8:1::77", dst="2001:db8:1::10"), b"y"),
+    ]
+    out, stats, _ = run(tmp_path, pkts, rules=parse_ruleset(RPF_RULES))
+    assert [bytes(p[Raw]) for p in out.get("wan0", [])] == [b"good4", b"good6"]
+    assert out.get("lan0", []) == []
+    assert stats["drops"] == {"netfilter_drop": 4}
+    assert stats["classic_lane"]["punted"].get("nft", 0) == 0
+    assert stats["classic_lane"]["packets"] == 6
 
 
 def test_hooks_checked_as_the_kernel_does_when_json_is_loaded():

@@ -18,7 +18,7 @@ from nfeval_util import runtime  # noqa: E402
 from flowpath.netfilter import constants as C  # noqa: E402
 from flowpath.netfilter import nat_range as N  # noqa: E402
 from flowpath.netfilter import nft_vm as V  # noqa: E402
-from flowpath.netfilter.nft_compile import nat_request  # noqa: E402
+from flowpath.netfilter.nft_compile import nat_request, no_fib_views  # noqa: E402
 from flowpath.packet.skb import frame_array, skb_parse  # noqa: E402
 
 T = {"table": {"family": "inet", "name": "t"}}
@@ -63,7 +63,7 @@ def vm_run(rt, pkt_bytes, name="c", **pmv):
         pm[getattr(V, k)] = v
     out = np.zeros(V.OUT_SIZE, np.int64)
     cid = rt.vm.chain_id[id(rt.chain("inet", "t", name))]
-    return V.nft_vm_run(rt.vm.progs, cid, skb.buf, pm, out), pm, out
+    return V.nft_vm_run(rt.vm.progs, cid, skb.buf, pm, out, no_fib_views()), pm, out
 
 
 def tcp4(dport=80, flags="S", src="10.0.0.1", **kw):
