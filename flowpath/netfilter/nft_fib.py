@@ -65,15 +65,15 @@ _UNICAST, _BROADCAST, _MULTICAST = int(RTN_UNICAST), int(RTN_BROADCAST), int(RTN
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
-def fib_oif_eval(fv, family, s0, s1, s2, s3, d0, d1, d2, d3, use_daddr, dev, iif, oif, lo_pre):
+def fib_oif_eval(fv, family, a0, a1, a2, a3, s0, d0, dev, iif, oif, lo_pre):
     """nft_fib4_eval / nft_fib6_eval's result over the FIB views fv (net.fib_views()): the ifindex of
     the route's device, 0 for none or not through `dev`. One lookup for both evaluators: nft_fib_oif
     (these closures) and the compiled VM (nft_vm.py › OP_FIB).
 
-    family 4 or 6; s0..s3 / d0..d3 the source and destination address words, most significant first
-    (IPv4: the address in the first word); use_daddr looks up the destination (else the source);
-    dev the device the flags restrict the route to (0: none); iif, oif the packet's devices;
-    lo_pre 1 when the packet came in on loopback in PREROUTING.
+    family 4 or 6; a0..a3 the address looked up (the source's or, with `daddr`, the destination's), in
+    words, most significant first (IPv4: the address in the first word); s0, d0 the first words of the
+    source and destination; dev the device the flags restrict the route to (0: none); iif, oif the
+    packet's devices; lo_pre 1 when the packet came in on loopback in PREROUTING.
 
     A packet from loopback in PREROUTING gets its own input device (nft_fib_is_loopback); an IPv4
     packet from 0.0.0.0 to a broadcast or local multicast address gets the input device (DHCP). A local
@@ -84,7 +84,6 @@ def fib_oif_eval(fv, family, s0, s1, s2, s3, d0, d1, d2, d3, use_daddr, dev, iif
         return iif
     if family == 4 and s0 == 0 and (d0 == 0xFFFFFFFF or d0 >> 8 == 0xE00000):
         return iif  # ipv4_is_zeronet(saddr) and (ipv4_is_lbcast or ipv4_is_local_multicast)(daddr)
-    a0, a1, a2, a3 = (d0, d1, d2, d3) if use_daddr else (s0, s1, s2, s3)
     if family == 4:
         r = fib_lookup4(fv, a0)
         rt = fv[0][3]
@@ -126,8 +125,9 @@ def nft_fib_oif(pkt, flags) -> int | None:
     family = 6 if skb.l3proto == L.ETH_P_IPV6 else 4
     saddr, daddr = _words(family, skb.saddr), _words(family, skb.daddr)
     dev = _fib_dev(pkt, flags)
-    return int(fib_oif_eval(net.fib_views(), family, *saddr, *daddr, int("daddr" in flags), dev, pkt.iif,
-                            pkt.oif, int(lo_pre)))  # fmt: skip
+    addr = daddr if "daddr" in flags else saddr
+    return int(fib_oif_eval(net.fib_views(), family, *addr, saddr[0], daddr[0], dev, pkt.iif, pkt.oif,
+                            int(lo_pre)))  # fmt: skip
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py

@@ -357,7 +357,9 @@ def _fib(buf, buflen, pm, fv, result, use_daddr, devkind):
             return fib_type_eval(fv, family, d0, d1, d2, d3, dev)
         return fib_type_eval(fv, family, s0, s1, s2, s3, dev)
     lo_pre = 1 if pm[PM_HOOK] == NF_INET_PRE_ROUTING and pm[PM_FIB] & PM_FIB_LOOPBACK else 0
-    return fib_oif_eval(fv, family, s0, s1, s2, s3, d0, d1, d2, d3, use_daddr, dev, iif, oif, lo_pre)
+    if use_daddr:
+        return fib_oif_eval(fv, family, d0, d1, d2, d3, s0, d0, dev, iif, oif, lo_pre)
+    return fib_oif_eval(fv, family, s0, s1, s2, s3, s0, d0, dev, iif, oif, lo_pre)
 
 
 @njit(cache=True, nogil=True)
