@@ -93,6 +93,20 @@ def _counters(listing: dict) -> dict:
     return out
 
 
+def assert_kernel_counts(ns: str, rt: NftRuntime) -> None:
+    """Every rule counter of rt equals the one the kernel in namespace ns counted for the same ruleset,
+    and every rule matched a frame (no vacuous equality)."""
+    ours = _counters(rt.list_ruleset_json())
+    for _ in range(50):  # the receive path runs in softirq: wait until the kernel has counted every frame
+        kernel = _counters(json.loads(_sh("ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset").stdout))
+        if kernel == ours:
+            break
+        time.sleep(0.05)
+    diff = {k: (kernel[k], ours[k]) for k in ours if kernel[k] != ours[k]}
+    assert not diff, f"(chain, handle): (kernel, ours) {diff}"
+    assert all(packets for packets, _ in kernel.values())
+
+
 @pytest.fixture
 def veth_pair():
     if not have_root_nft():
@@ -144,13 +158,4 @@ def test_counters_match_the_kernel(veth_pair):
         )
         for chain in rt.base_chains(nfproto, C.NF_INET_LOCAL_IN):
             assert nft_do_chain(chain, pkt) == C.NF_ACCEPT
-    ours = _counters(rt.list_ruleset_json())
-
-    for _ in range(50):  # the receive path runs in softirq: wait until the kernel has counted every frame
-        kernel = _counters(json.loads(_sh("ip", "netns", "exec", b, "nft", "-j", "list", "ruleset").stdout))
-        if kernel == ours:
-            break
-        time.sleep(0.05)
-    diff = {k: (kernel[k], ours[k]) for k in ours if kernel[k] != ours[k]}
-    assert not diff, f"(chain, handle): (kernel, ours) {diff}"
-    assert all(packets for packets, _ in kernel.values())  # every rule matched a frame: no vacuous equality
+    assert_kernel_counts(b, rt)
