@@ -14,10 +14,9 @@ from lark import Token, Tree
 
 from flowpath.config.nft import evaluate as ev
 from flowpath.config.nft.ast import SetX, number, rhs_ast
-from flowpath.config.nft.commit import RulePos
+from flowpath.config.nft.commit import ENOENT, RulePos
 from flowpath.config.nft.ir import Set, Table
 
-ENOENT = "Could not process rule: No such file or directory"
 EEXIST = "Could not process rule: File exists"
 
 
@@ -71,13 +70,17 @@ class Commands:
         pos = RulePos("delete", "handle", number(n), self.loc(n), self.loc(whole_command(t)))
         self.batch.delete_rule(table, chain, pos)
 
-    def cmd_delete_table(self, t: Tree) -> None:
+    def _named_table(self, t: Tree) -> Table:
+        """The table `[family] name` of a delete or flush command; ENOENT at the name."""
         words = self._words(t)
         family, name = ("ip", words[0]) if len(words) == 1 else (str(words[0]), words[1])
         table = self.rs.table(family, self._name(name))
         if table is None:
             raise self.error(name, ENOENT)
-        self.rs.tables.remove(table)
+        return table
+
+    def cmd_delete_table(self, t: Tree) -> None:
+        self.rs.tables.remove(self._named_table(t))
 
     def _delete(self, t: Tree, what: str, kind: str) -> None:
         """The kernel refuses to delete what a rule uses (commit.py): the rules so far are evaluated
@@ -98,11 +101,7 @@ class Commands:
 
     def cmd_flush_table(self, t: Tree) -> None:
         """`flush table`: the rules of all its chains (sets keep their elements)."""
-        words = self._words(t)
-        family, name = ("ip", words[0]) if len(words) == 1 else (str(words[0]), words[1])
-        table = self.rs.table(family, self._name(name))
-        if table is None:
-            raise self.error(name, ENOENT)
+        table = self._named_table(t)
         for chain in table.chains.values():
             self.batch.flush(table, chain)
 

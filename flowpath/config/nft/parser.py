@@ -17,7 +17,7 @@ from lark import Token, Tree
 from flowpath.config.nft import evaluate as ev
 from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, number, rhs_ast
 from flowpath.config.nft.cmd import EEXIST, Commands, is_create, whole_command
-from flowpath.config.nft.commit import Batch, RulePos, batch_commit
+from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
 from flowpath.config.nft.include import INCLUDE_PATH, MAX_INCLUDE_DEPTH, include_files
 from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
 from flowpath.config.nft.validate import NFT_NAME_MAXLEN, kernel_check
@@ -245,7 +245,7 @@ class _Builder(Commands):
         table = self.rs.table(family, self._name(tname))
         self._name(name)
         if table is None:
-            raise self.error(tname, "Could not process rule: No such file or directory")
+            raise self.error(tname, ENOENT)
         return table, name
 
     # --- table items ---------------------------------------------------------------------------------
