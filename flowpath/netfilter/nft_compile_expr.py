@@ -27,7 +27,7 @@ from flowpath.netfilter.nft_expr import (
     resolve_set,
 )
 from flowpath.netfilter.nft_exthdr import build_rt_load
-from flowpath.netfilter.nft_fib import build_fib
+from flowpath.netfilter.nft_fib import build_fib, fib_flags
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
 
@@ -205,8 +205,7 @@ _FIB_DEV = {"iif": V.FIB_DEV_IIF, "oif": V.FIB_DEV_OIF}
 def compile_fib(em: Emitter, arg: dict, dtype: str, bits: int, dreg: int = 0) -> Val:
     """nft_fib_eval for `fib ... oif` (an ifindex), `fib ... oif exists|missing` and `fib ... type`;
     `oifname` and an oif read by name (no ifindex map) stay with nft_fib.py's closures."""
-    flags = arg.get("flags", [])
-    flags = [flags] if isinstance(flags, str) else list(flags)
+    flags = fib_flags(arg)
     result = arg.get("result")
     if not ((result == "oif" and dtype in ("boolean", "integer")) or result == "type"):
         raise Punt("fib oifname or an oif by name: no names by ifindex here")

@@ -8,8 +8,8 @@ The compiled VM runs `fib ... oif`, `fib ... oif exists|missing` and `fib ... ty
 OP_FIB) through fib_oif_eval and fib_type_eval, the lookups these closures run too, over the FIB's
 compiled views (net.fib_views()); a rule with `oifname`, or an oif compared by name, is punted to
 these closures (nft_compile_expr.Punt), and so is a packet whose IPv6 `type` is asked on a device
-(nf_ipv6_chk_addr reads the device's addresses, which the VM does not have). The hooks each form may run at are checked when the ruleset loads
-(config/nft/validate.py › expr_hooks, nft_fib_validate).
+(nf_ipv6_chk_addr reads the device's addresses, which the VM does not have). The hooks each form may
+run at are checked when the ruleset loads (config/nft/validate.py › expr_hooks, nft_fib_validate).
 """
 
 from __future__ import annotations
@@ -173,6 +173,12 @@ def nft_fib_type(pkt, flags) -> int | None:
     return int(fib_type_eval(net.fib_views(), family, *_words(family, addr), dev))
 
 
+def fib_flags(arg: dict) -> list[str]:
+    """The flags of {"fib": {"flags"}} as a list (libnftables JSON gives one flag as a string)."""
+    flags = arg.get("flags", [])
+    return [flags] if isinstance(flags, str) else list(flags)
+
+
 def build_fib(arg: dict, present: bool = False, by_name: bool = False):
     """(fn, dtype, bits) of {"fib": {"result", "flags"}}.
 
@@ -181,8 +187,7 @@ def build_fib(arg: dict, present: bool = False, by_name: bool = False):
              nft_expr does for `meta oif`)
     """
     result = arg.get("result")
-    flags = arg.get("flags", [])
-    flags = [flags] if isinstance(flags, str) else list(flags)
+    flags = fib_flags(arg)
     if not flags or any(f not in _FLAGS for f in flags) or result not in ("oif", "oifname", "type"):
         raise NftBuildError(f"unsupported fib expression {arg!r}")
     if result == "type":
