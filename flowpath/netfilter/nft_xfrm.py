@@ -13,10 +13,9 @@ SAs, so rules with `ipsec` or `rt ipsec` are punted to these closures.
 
 from __future__ import annotations
 
+from flowpath.config.nft.evaluate_fib import XFRM_MAX_DEPTH
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_types import NftBuildError
-
-XFRM_MAX_DEPTH = 6  # include/net/xfrm.h
 
 
 def secpath_exists(pkt) -> int:
