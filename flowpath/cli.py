@@ -378,11 +378,18 @@ def nft(
         Optional[list[str]],
         typer.Option("-I", "--includepath", help="Look a plain `include` name up here too (after /etc)."),
     ] = None,
+    stateless: Annotated[
+        bool, typer.Option("-s", "--stateless", help="Counters without their packets and bytes, as `nft -s`.")
+    ] = False,
+    numeric_protocol: Annotated[
+        bool, typer.Option("-p", "--numeric-protocol", help="Layer 4 protocols as numbers, as `nft -p`.")
+    ] = False,
 ) -> None:
     import json
 
     from flowpath.config.nft import load_ruleset
     from flowpath.config.nft.include import INCLUDE_PATH
+    from flowpath.config.nft.printer import output_options
     from flowpath.errors import UsageError
 
     words = words or []
@@ -395,7 +402,11 @@ def nft(
         return
     if words != ["list", "ruleset"]:
         raise UsageError("supported: `nft -c -f FILE` and `nft list ruleset -f FILE [--json]`")
-    print(json.dumps(rs.to_json()) if json_ else rs.list(handle), end="" if not json_ else "\n", file=_env.stdout)
+    if json_:
+        print(json.dumps(rs.to_json()), file=_env.stdout)
+        return
+    with output_options(stateless, numeric_protocol):
+        print(rs.list(handle), end="", file=_env.stdout)
 
 
 @app.command()

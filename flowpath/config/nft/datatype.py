@@ -8,6 +8,7 @@ fields and their types), src/meta.c and src/ct.c (meta and ct keys). Values are 
 from __future__ import annotations
 
 import ipaddress
+from contextvars import ContextVar
 from typing import Any
 
 from flowpath.config.nft.netbase import protocols, services
@@ -56,6 +57,8 @@ ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100, "8021ad
 NFPROTO = {"ipv4": 2, "ipv6": 10}
 PKTTYPE = {"host": 0, "broadcast": 1, "multicast": 2, "other": 3}
 IFNAMSIZ = 16  # include/uapi/linux/if.h
+# `nft -p` (NFT_CTX_OUTPUT_NUMERIC_PROTO): layer 4 protocols as numbers; set by printer.output_options
+NUMERIC_PROTO: ContextVar[bool] = ContextVar("numeric_proto", default=False)
 # Linux: nftables src/fib.c › addrtype_tbl (RTN_* of include/uapi/linux/rtnetlink.h)
 FIB_ADDRTYPE = {
     "unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5, "blackhole": 6,
@@ -308,6 +311,8 @@ def value_str(dtype: str, v: Any) -> str:
         return f'"{v}"'
     if dtype == "mark":
         return f"0x{v:08x}"
+    if dtype == "inet_proto" and NUMERIC_PROTO.get():
+        return str(value_num(dtype, v))
     if dtype == "dscp" and isinstance(v, int):
         return f"0x{v:02x}"
     if dtype in SYMBOLIC and isinstance(v, int):
