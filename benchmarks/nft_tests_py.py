@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowpath.config.nft import ruleset_from_text
-from flowpath.config.nft.printer import output_options, rule_print
+from flowpath.config.nft.output import output_options
+from flowpath.config.nft.printer import rule_print
 from flowpath.errors import ConfigError
 
 

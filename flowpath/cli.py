@@ -379,17 +379,17 @@ def nft(
         typer.Option("-I", "--includepath", help="Look a plain `include` name up here too (after /etc)."),
     ] = None,
     stateless: Annotated[
-        bool, typer.Option("-s", "--stateless", help="Counters without their packets and bytes, as `nft -s`.")
+        bool, typer.Option("-s", "--stateless", help="Counters without their packets and bytes, as `nft -s` (text and JSON).")
     ] = False,
     numeric_protocol: Annotated[
-        bool, typer.Option("-p", "--numeric-protocol", help="Layer 4 protocols as numbers, as `nft -p`.")
+        bool, typer.Option("-p", "--numeric-protocol", help="Layer 4 protocols as numbers, as `nft -p` (text and JSON).")
     ] = False,
 ) -> None:
     import json
 
     from flowpath.config.nft import load_ruleset
     from flowpath.config.nft.include import INCLUDE_PATH
-    from flowpath.config.nft.printer import output_options
+    from flowpath.config.nft.output import output_options
     from flowpath.errors import UsageError
 
     words = words or []
@@ -402,11 +402,11 @@ def nft(
         return
     if words != ["list", "ruleset"]:
         raise UsageError("supported: `nft -c -f FILE` and `nft list ruleset -f FILE [--json]`")
-    if json_:
-        print(json.dumps(rs.to_json()), file=_env.stdout)
-        return
     with output_options(stateless, numeric_protocol):
-        print(rs.list(handle), end="", file=_env.stdout)
+        if json_:
+            print(json.dumps(rs.to_json()), file=_env.stdout)
+        else:
+            print(rs.list(handle), end="", file=_env.stdout)
 
 
 @app.command()

@@ -68,3 +68,21 @@ def test_nft_list_stateless_and_numeric_protocol(tmp_path: Path, capsys) -> None
     assert "\t\tip protocol 6 counter accept\n" in capsys.readouterr().out
     assert main(["nft", "list", "ruleset", "-f", str(f)]) == 0  # the options do not stick
     assert "ip protocol tcp counter packets 3" in capsys.readouterr().out
+
+
+def test_nft_list_json_stateless_and_numeric_protocol(tmp_path: Path, capsys) -> None:
+    """`nft -j -s -p`: the JSON as real nft 1.0.6 prints it for this rule (counter null, protocol 6)."""
+    f = tmp_path / "r.nft"
+    f.write_text("table ip t {\n\tchain c {\n\t\tip protocol { tcp, udp } counter packets 3 bytes 9 accept\n\t}\n}\n")
+    assert main(["nft", "list", "ruleset", "-j", "-s", "-p", "-f", str(f)]) == 0
+    rule = [o["rule"] for o in json.loads(capsys.readouterr().out)["nftables"] if "rule" in o][0]
+    assert rule["expr"] == [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "protocol"}},
+                   "right": {"set": [6, 17]}}},
+        {"counter": None},
+        {"accept": None},
+    ]  # fmt: skip
+    assert main(["nft", "list", "ruleset", "-j", "-f", str(f)]) == 0
+    rule = [o["rule"] for o in json.loads(capsys.readouterr().out)["nftables"] if "rule" in o][0]
+    assert rule["expr"][1] == {"counter": {"packets": 3, "bytes": 9}}
+    assert rule["expr"][0]["match"]["right"] == {"set": ["tcp", "udp"]}

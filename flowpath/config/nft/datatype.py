@@ -8,10 +8,10 @@ fields and their types), src/meta.c and src/ct.c (meta and ct keys). Values are 
 from __future__ import annotations
 
 import ipaddress
-from contextvars import ContextVar
 from typing import Any
 
 from flowpath.config.nft.netbase import protocols, services
+from flowpath.config.nft.output import NUMERIC_PROTO
 
 
 class DatatypeError(ValueError):
@@ -57,8 +57,6 @@ ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100, "8021ad
 NFPROTO = {"ipv4": 2, "ipv6": 10}
 PKTTYPE = {"host": 0, "broadcast": 1, "multicast": 2, "other": 3}
 IFNAMSIZ = 16  # include/uapi/linux/if.h
-# `nft -p` (NFT_CTX_OUTPUT_NUMERIC_PROTO): layer 4 protocols as numbers; set by printer.output_options
-NUMERIC_PROTO: ContextVar[bool] = ContextVar("numeric_proto", default=False)
 # Linux: nftables src/fib.c › addrtype_tbl (RTN_* of include/uapi/linux/rtnetlink.h)
 FIB_ADDRTYPE = {
     "unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5, "blackhole": 6,

@@ -9,7 +9,9 @@ import copy
 import json
 from typing import Any
 
-from flowpath.config.nft.ir import Ruleset
+from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.ir import Json, Ruleset
+from flowpath.config.nft.output import NUMERIC_PROTO, STATELESS
 
 METAINFO = {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}
 
@@ -66,9 +68,35 @@ def ruleset_to_json(rs: Ruleset) -> dict:
                 obj = {"family": fam, "table": t.name, "chain": c.name, "handle": r.handle}
                 if r.comment is not None:
                     obj["comment"] = r.comment
-                obj["expr"] = copy.deepcopy(r.expr)
+                obj["expr"] = [_stmt_out(x) for x in copy.deepcopy(r.expr)]
                 out.append({"rule": obj})
     return {"nftables": out}
+
+
+def _stmt_out(stmt: Json) -> Json:
+    """A statement as `nft -j` lists it under the output options (output.py): `-s` leaves counters
+    empty, `-p` gives a protocol match's values as numbers."""
+    if STATELESS.get() and "counter" in stmt:
+        return {"counter": None}
+    m = stmt.get("match")
+    if NUMERIC_PROTO.get() and m is not None:
+        try:
+            proto = dt.selector_type(m["left"]) == "inet_proto"
+        except (dt.DatatypeError, KeyError):
+            proto = False
+        if proto:
+            m["right"] = _proto_numbers(m["right"])
+    return stmt
+
+
+def _proto_numbers(v: Json) -> Json:
+    if isinstance(v, list):
+        return [_proto_numbers(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _proto_numbers(x) for k, x in v.items()}
+    if isinstance(v, str) and not v.startswith("@"):
+        return dt.value_num("inet_proto", v)
+    return v
 
 
 def json_dumps(obj: Any) -> str:

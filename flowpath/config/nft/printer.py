@@ -6,13 +6,11 @@ src/statement.c (statement printers) and src/expression.c (relational, set and r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
+from flowpath.config.nft.output import STATELESS
 
 _STD_PRIO = (
     ("raw", -300),
@@ -24,19 +22,6 @@ _STD_PRIO = (
 )
 _REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
 _SET_NEWLINE = ",\n\t\t\t     "
-# `nft -s` (NFT_CTX_OUTPUT_STATELESS): counters and quotas without what they counted
-_STATELESS: ContextVar[bool] = ContextVar("stateless", default=False)
-
-
-@contextmanager
-def output_options(stateless: bool = False, numeric_proto: bool = False) -> Iterator[None]:
-    """Listings made inside are `nft -s` (`stateless`) and `nft -p` (`numeric_proto`) ones."""
-    tokens = (_STATELESS.set(stateless), dt.NUMERIC_PROTO.set(numeric_proto))
-    try:
-        yield
-    finally:
-        _STATELESS.reset(tokens[0])
-        dt.NUMERIC_PROTO.reset(tokens[1])
 
 
 def prio2str(family: str, hook: str, prio: int) -> str:
@@ -282,7 +267,7 @@ def stmt_print(family: str, s: dict) -> str:
         return out + (f" burst {a['burst']} packets" if a["burst"] != 5 else "")
     if kind == "counter":
         _scalars(a, "packets", "bytes")
-        return "counter" if _STATELESS.get() else f"counter packets {a['packets']} bytes {a['bytes']}"
+        return "counter" if STATELESS.get() else f"counter packets {a['packets']} bytes {a['bytes']}"
     if kind == "log":
         _scalars(a or {}, "prefix", "level")
         out = "log"
