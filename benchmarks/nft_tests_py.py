@@ -44,6 +44,7 @@ class Unit:
     want: str  # the listing nft gives (valid units)
     got: str = ""  # flowpath's listing, or its error
     outcome: str = ""  # pass | refused | accepted | differs | crash
+    json: str = ""  # valid units with a JSON form: pass | refused | differs | crash (see _json_unit)
 
 
 @dataclass
@@ -128,9 +129,51 @@ def _declaration(tf: TestFile, kind: str, body: str) -> list[str]:
     return cmds
 
 
+def _json_forms(path: Path) -> tuple[dict[str, list], dict[str, list]]:
+    """The rules' JSON forms (`.t.json`, nft-test.py's input for -j) and, where nft lists them
+    otherwise, the listing (`.t.json.output`), by rule text."""
+
+    def read(p: Path) -> dict[str, list]:
+        out: dict[str, list] = {}
+        if not p.exists():
+            return out
+        for block in re.split(r"^# ", p.read_text(), flags=re.M)[1:]:
+            rule, _, body = block.partition("\n")
+            try:
+                out[rule.strip()] = json.loads(body)
+            except json.JSONDecodeError:
+                pass  # a broken expectation is no unit
+        return out
+
+    return read(path.with_name(path.name + ".json")), read(path.with_name(path.name + ".json.output"))
+
+
+def _json_unit(u: Unit, rs, family: str, name: str, chain: str, expr: list, want: list) -> None:
+    """nft-test.py -j: the rule added as JSON to its table (`rs`, as flowpath lists it in JSON),
+    then listed as `nft -j -s -p` lists it."""
+    if rs is None:  # the table itself is refused (a family or hook flowpath lacks)
+        u.json = "refused"
+        return
+    obj = rs.to_json()
+    obj["nftables"].append({"add": {"rule": {"family": family, "table": name, "chain": chain, "expr": expr}}})
+    try:
+        got, err = _load(json.dumps(obj), u.file + ".json")
+        if got is None:
+            u.json = "refused"
+            return
+        with output_options(stateless=True, numeric_proto=True):
+            listed = [o["rule"] for o in got.to_json()["nftables"] if "rule" in o]
+    except Exception:  # noqa: BLE001 - a crash is a result here
+        u.json = "crash"
+        return
+    same = listed and json.dumps(listed[-1]["expr"], sort_keys=True) == json.dumps(want, sort_keys=True)
+    u.json = "pass" if same else "differs"
+
+
 def run_file(path: Path, rel: str) -> tuple[list[Unit], Counter]:
     """Every unit of one `.t` file, and how its declarations fared."""
     tf = TestFile(path)
+    jin, jout = _json_forms(path)
     units: list[Unit] = []
     decls: Counter = Counter()
     for lineno, raw in enumerate(path.read_text().splitlines(), 1):
@@ -164,6 +207,9 @@ def run_file(path: Path, rel: str) -> tuple[list[Unit], Counter]:
             for chain in chains:
                 u = Unit(rel, lineno, family, rule, valid, want)
                 units.append(u)
+                if valid and rule in jin:  # the table without the rule, to which the JSON rule is added
+                    pre, _ = _load(_table_text(tf, family, name, chains), rel)
+                    _json_unit(u, pre, family, name, chain, jin[rule], jout.get(rule, jin[rule]))
                 text = _table_text(tf, family, name, chains) + f"add rule {family} {name} {chain} {rule}\n"
                 try:
                     rs, err = _load(text, rel)
@@ -195,6 +241,11 @@ def summarise(units: list[Unit]) -> dict:
         for key in (u.family, "all", "ip/ip6/inet" if u.family in ("ip", "ip6", "inet") else "other"):
             by[key][("valid " if u.valid else "invalid ") + u.outcome] += 1
             by[key]["valid" if u.valid else "invalid"] += 1
+    for u in units:
+        if u.json:
+            for key in (u.family, "all", "ip/ip6/inet" if u.family in ("ip", "ip6", "inet") else "other"):
+                by[key]["json " + u.json] += 1
+                by[key]["json"] += 1
     out = {}
     for key, c in sorted(by.items()):
         v, i = c["valid"], c["invalid"]
@@ -204,6 +255,8 @@ def summarise(units: list[Unit]) -> dict:
             "crashes": c["valid crash"] + c["invalid crash"],
             "valid_pct": round(100 * c["valid pass"] / v, 1) if v else None,
             "invalid_pct": round(100 * c["invalid pass"] / i, 1) if i else None,
+            "json": c["json"], "json_listed": c["json pass"],
+            "json_pct": round(100 * c["json pass"] / c["json"], 1) if c["json"] else None,
         }  # fmt: skip
     return out
 
@@ -225,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         units += u
         decls += d
     summary = summarise(units)
-    failing = [u for u in units if u.outcome != "pass"]
+    failing = [u for u in units if u.outcome != "pass" or u.json not in ("", "pass")]
     if a.verbose:
         for u in failing:
             print(
@@ -235,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{key:12} valid {s['valid_listed']:5}/{s['valid']:<5} ({s['valid_pct']}%)  "
             f"invalid refused {s['invalid_refused']:4}/{s['invalid']:<4} ({s['invalid_pct']}%)  "
-            f"differs {s['valid_differs']}  crashes {s['crashes']}"
+            f"differs {s['valid_differs']}  crashes {s['crashes']}  "
+            f"json {s['json_listed']}/{s['json']} ({s['json_pct']}%)"
         )
     print(f"declarations (sets, elements, objects): {dict(decls)}")
     if a.json:

@@ -134,14 +134,31 @@ def test_json_errors_name_the_object_in_json_terms(tmp_path, obj, msg):
     assert not PYTHON_INTERNALS.search(e.msg)
 
 
-def test_json_not_in_nft_form_names_the_statement(tmp_path):
-    good = parse_ruleset("table ip t {\n chain c {\n tcp dport 22 accept\n }\n}\n").to_json()
-    good["nftables"][-1]["rule"]["expr"][0]["match"]["op"] = "in"
+def test_json_is_evaluated_as_nft_evaluates_it(tmp_path):
+    """An equivalent form is read and listed in nft's normal form: real nft 1.0.6 lists this JSON rule
+    (op "in" with one value, protocol 17) as `ip protocol udp ip daddr 10.0.0.1 accept`."""
+    obj = parse_ruleset("table ip t {\n chain c {\n ip protocol udp ip daddr 10.0.0.1 accept\n }\n}\n").to_json()
+    expr = obj["nftables"][-1]["rule"]["expr"]
+    expr[0]["match"]["right"] = 17
+    expr[1]["match"]["op"] = "in"
     path = tmp_path / "r.json"
-    path.write_text(json.dumps(good, indent=1))
+    path.write_text(json.dumps(obj, indent=1))
+    rs = load_ruleset(path)
+    assert "\t\tip protocol udp ip daddr 10.0.0.1 accept\n" in rs.list()
+    got = rs.to_json()["nftables"][-1]["rule"]["expr"]
+    assert got[0]["match"] == {
+        "op": "==", "left": {"payload": {"protocol": "ip", "field": "protocol"}}, "right": "udp"}  # fmt: skip
+    assert got[1]["match"]["op"] == "=="
+
+
+def test_json_value_nft_refuses_names_the_object(tmp_path):
+    obj = parse_ruleset("table ip t {\n chain c {\n tcp dport 22 accept\n }\n}\n").to_json()
+    obj["nftables"][-1]["rule"]["expr"][0]["match"]["right"] = 70000
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(obj, indent=1))
     with pytest.raises(ConfigError) as ei:
         load_ruleset(path)
-    assert ei.value.msg.startswith("JSON object 3 (rule ip t c): not in the form nft prints: statement 1 is ")
-    assert '"op": "in"' in ei.value.msg and 'nft lists it as {"match": {"op": "=="' in ei.value.msg
-    lines = json.dumps(good, indent=1).split("\n")
+    assert ei.value.msg.startswith("JSON object 3 (rule ip t c): not valid: ")
+    assert "tcp dport 70000 accept" in ei.value.msg
+    lines = json.dumps(obj, indent=1).split("\n")
     assert (ei.value.line, ei.value.col) == (lines.index('   "rule": {'), 3)  # the line above, 1-based

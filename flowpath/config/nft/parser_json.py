@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
 from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
-from flowpath.config.nft.json import json_dumps, ruleset_to_json
+from flowpath.config.nft.json import json_dumps
 from flowpath.config.nft.parser import HOOKS, s32
 from flowpath.config.nft.printer import (
     chain_print,
@@ -93,7 +93,7 @@ def ruleset_from_json(obj: Any, path: str = "<stdin>", where: list[Loc] | None =
     if not commands and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for _, h in handles):
         for made, h in handles:  # `nft -j list ruleset` output: keep the kernel's handles
             made.handle = h
-    _check_canonical(rs, path, origin)
+    _evaluate(rs, path, origin)
     return rs
 
 
@@ -386,23 +386,13 @@ def _check_refs(t: Table, stmt: dict) -> None:
 
 
 # --- the whole ruleset -------------------------------------------------------------------------------
-def _singleton(v: Any) -> Any:
-    """{"set": [x]} and x mean the same (nft lists a merged one-element anonymous set either way)."""
-    if isinstance(v, dict):
-        if set(v) == {"set"} and isinstance(v["set"], list) and len(v["set"]) == 1:
-            return _singleton(v["set"][0])
-        return {k: _singleton(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_singleton(x) for x in v]
-    return v
+def _evaluate(rs: Ruleset, path: str, origin: dict[int, Any]) -> None:
+    """Evaluate the JSON as nft does: list it, parse the listing, and take what that parse made.
 
-
-def _check_canonical(rs: Ruleset, path: str, origin: dict[int, Any]) -> None:
-    """Refuse JSON that is not what nft itself would print: list it, parse the listing, compare.
-
-    The evaluator reads rule JSON as nft prints it, so a value of the wrong type or a statement in a
-    form nft never produces is an error here rather than a surprise later. `origin` gives, for each
-    object loaded, a function making an error at the JSON object it came from.
+    nft's JSON parser hands the expressions to the same evaluator as its text parser, so an
+    equivalent form (`"op": "in"` with one value, `"right": 6` for a protocol) is read and listed in
+    its normal form; a value the text parser refuses is an error at the JSON object it came from.
+    `origin` gives, for each object loaded, a function making an error at that JSON object.
     """
     from flowpath.config.nft.parser import parse_ruleset
 
@@ -419,31 +409,22 @@ def _check_canonical(rs: Ruleset, path: str, origin: dict[int, Any]) -> None:
     except ConfigError as e:
         line = (e.source or "").strip()
         raise at(_listed_on(rs, line), f"not valid: {e.msg} in `{line}`") from None
-
-    def objects(r: Ruleset) -> list:
-        return [{k: {f: v for f, v in o.items() if f != "handle"}} for x in ruleset_to_json(r)["nftables"]
-                for k, o in _singleton(x).items()]  # fmt: skip
-
-    mine, theirs = objects(rs), objects(again)
-    for obj, a, b in zip(_ir_objects(rs), mine, theirs, strict=False):
-        if a != b:
-            raise at(obj, f"not in the form nft prints: {_difference(a, b)}")
-    if len(mine) != len(theirs):
+    mine, theirs = _ir_objects(rs), _ir_objects(again)
+    if [type(x) for x in mine] != [type(x) for x in theirs]:
         raise ConfigError(path, 1, 1, "JSON ruleset does not list back to the same objects")
+    for obj, normal in zip(mine[1:], theirs[1:], strict=True):
+        _adopt(obj, normal)
 
 
-def _difference(a: dict, b: dict) -> str:
-    """The first field (or rule statement) where object `a` differs from `b`, the form nft lists."""
-    ((_, x),), ((_, y),) = a.items(), b.items()
-    for key in [*x, *(k for k in y if k not in x)]:
-        u, v = x.get(key), y.get(key)
-        if u == v:
-            continue
-        if key == "expr" and isinstance(u, list) and isinstance(v, list) and len(u) == len(v):
-            n = next(i for i in range(len(u)) if u[i] != v[i])
-            return f"statement {n + 1} is {json_dumps(u[n])}, nft lists it as {json_dumps(v[n])}"
-        return f'"{key}" is {json_dumps(u)}, nft lists {json_dumps(v)}'
-    return json_dumps(a)
+# what an object's normal form replaces: its value, not its identity, place or contents
+_KEEP = {"handle", "loc", "line", "dev_locs", "chains", "sets", "flowtables", "rules", "name", "family"}
+
+
+def _adopt(obj: Any, normal: Any) -> None:
+    """Give `obj` the fields of `normal`, the same object as nft's evaluation leaves it."""
+    for f in fields(obj):
+        if f.name not in _KEEP:
+            setattr(obj, f.name, getattr(normal, f.name))
 
 
 def _listed_on(rs: Ruleset, line: str) -> Any:
