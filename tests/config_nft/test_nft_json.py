@@ -162,3 +162,26 @@ def test_json_value_nft_refuses_names_the_object(tmp_path):
     assert "tcp dport 70000 accept" in ei.value.msg
     lines = json.dumps(obj, indent=1).split("\n")
     assert (ei.value.line, ei.value.col) == (lines.index('   "rule": {'), 3)  # the line above, 1-based
+
+
+def test_json_fields_nft_fills_in(tmp_path):
+    """What nft's JSON parser defaults: a null counter, a limit without burst (packets: nft 1.0.6 lists
+    burst 5 in JSON, no burst in text) or unit, a mark written as a hex string. Real nft lists this rule
+    as `ct mark 0x00000032 counter limit rate over 20/second limit rate 1 kbytes/second`."""
+    obj = parse_ruleset("table ip t {\n chain c {\n }\n}\n").to_json()
+    expr = [
+        {"match": {"left": {"ct": {"key": "mark"}}, "op": "==", "right": "0x00000032"}},
+        {"counter": None},
+        {"limit": {"inv": True, "per": "second", "rate": 20}},
+        {"limit": {"per": "second", "rate": 1, "rate_unit": "kbytes"}},
+    ]
+    obj["nftables"].append({"add": {"rule": {"family": "ip", "table": "t", "chain": "c", "expr": expr}}})
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(obj))
+    rs = load_ruleset(path)
+    want = "ct mark 0x00000032 counter packets 0 bytes 0 limit rate over 20/second limit rate 1 kbytes/second"
+    assert f"\t\t{want}\n" in rs.list()
+    got = rs.to_json()["nftables"][-1]["rule"]["expr"]
+    assert got[0]["match"]["right"] == 50
+    assert got[2] == {"limit": {"rate": 20, "burst": 5, "per": "second", "inv": True}}
+    assert got[3] == {"limit": {"rate": 1, "burst": 0, "per": "second", "rate_unit": "kbytes", "burst_unit": "bytes"}}

@@ -307,7 +307,7 @@ def value_str(dtype: str, v: Any) -> str:
         return v  # an index no device has: nft lists the number (src/datatype.c › ifindex_type_print)
     if dtype in ("ifname", "iface_index"):
         return f'"{v}"'
-    if dtype == "mark":
+    if dtype == "mark" and isinstance(v, int):  # JSON may give "0x32": the text parser reads it
         return f"0x{v:08x}"
     if dtype == "inet_proto" and NUMERIC_PROTO.get():
         return str(value_num(dtype, v))

@@ -305,6 +305,7 @@ def _load_rule(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Rule:
     for n, stmt in enumerate(expr, 1):
         if not isinstance(stmt, dict) or len(stmt) != 1:
             raise JsonObjectError(f"statement {n} must be an object with a single key: {json_dumps(stmt)}")
+        stmt = expr[n - 1] = _json_defaults(stmt)
         try:
             stmt_print(t.family, stmt)  # every statement must be one flowpath knows
             _check_refs(t, stmt)
@@ -315,6 +316,27 @@ def _load_rule(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Rule:
     rule = Rule(expr, _get(body, "comment", str, None))
     cmd.batch.rule(t, c, rule, _rule_pos(body, cmd))
     return rule
+
+
+def _json_defaults(stmt: dict) -> dict:
+    """A statement with the fields nft's JSON parser fills in when they are left out.
+
+    Linux: nftables src/parser_json.c › json_parse_counter_stmt (null: a new counter) and
+    json_parse_limit_stmt (packets unless rate_unit says otherwise, no burst: the default one)."""
+    ((kind, a),) = stmt.items()
+    if kind == "counter" and a is None:
+        return {"counter": {"packets": 0, "bytes": 0}}
+    if kind == "limit" and isinstance(a, dict):
+        a = dict(a)
+        if a.get("rate_unit") == "packets":
+            del a["rate_unit"]
+        if "rate_unit" in a:
+            a.setdefault("burst", 0)
+            a.setdefault("burst_unit", "bytes")
+        else:
+            a.setdefault("burst", 5)  # what the text parser gives a packet limit without a burst
+        return {"limit": a}
+    return stmt
 
 
 def _rule_pos(body: dict, cmd: _Cmd) -> RulePos:
