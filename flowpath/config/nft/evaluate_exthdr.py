@@ -51,7 +51,11 @@ def tcpopt_kind(ctx: Ctx, tok: Token) -> tuple[int, int]:
 def tcpopt_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     """`tcp option NAME [FIELD]` (no field: whether it is there) and `tcp option @KIND,OFFSET,LENGTH`."""
     if t.data == "tcpopt_raw_sel":
-        (kind, _), off, n = tcpopt_kind(ctx, t.children[1].children[0]), number(t.children[2]), number(t.children[3])
+        (kind, _), off, n = (
+            tcpopt_kind(ctx, t.children[1].children[0]),
+            number(t.children[2]),
+            number(t.children[3]),
+        )
         left = X.tcpopt_json(kind, off, n)
         tmpl_len = n if "field" in left["tcp option"] else 0  # the unknown template's length is 0
     else:
@@ -64,7 +68,9 @@ def tcpopt_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         if str(field) not in X.TCPOPT_GRAMMAR.get(name, ()) + ("length",) or (
             tok.type == "NUMBER" and str(field) != "length"
         ):
-            what = str(field) if str(field) in X.TCPOPT_FIELDS + tuple(X.TCPOPT_KIND) else "string"  # nft keywords
+            what = (
+                str(field) if str(field) in X.TCPOPT_FIELDS + tuple(X.TCPOPT_KIND) else "string"
+            )  # nft keywords
             raise ctx.error(field, f"syntax error, unexpected {what}")
         tmpl = X.tcpopt_template(kind, str(field), block)
         if tmpl is None:  # `tcp option eol length`: a template nft leaves empty; the value is refused
