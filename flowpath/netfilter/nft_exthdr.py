@@ -184,7 +184,7 @@ def build_rt_load(arg: dict):
 def build_tcpopt_set(arg: dict, src):
     """nft_exthdr_tcp_set_eval for 2- and 4-byte fields; src(pkt) -> new value or None (NFT_BREAK)."""
     kind, off, n, _, mask = _option(arg)
-    if mask or n not in (2, 4):  # nft_exthdr_tcp_set_init: 2- and 4-byte fields only
+    if mask or n not in (2, 4) or off < 2:  # nft_exthdr_tcp_set_init: 2- and 4-byte fields, not kind/length
         raise NftBuildError(f"cannot set tcp option {arg!r}")
     words = tuple(range(0, n, 2))
 

@@ -50,6 +50,18 @@ ERRORS = [
     ("ip6", "tcp option mptcp subtype 16", "Value 16 exceeds valid range 0-15", "16"),
     ("ip", "exthdr hbh exists", "cannot use exthdr with ip", "exthdr hbh"),
     ("ip6", "reset tcp option 256", "value too large", "256"),
+    (
+        "ip6",
+        "tcp option window count set 5",
+        "Could not process rule: Operation not supported",
+        "tcp option window count set 5",
+    ),
+    (
+        "ip6",
+        "tcp option @6,8,16 set 6",
+        "Could not process rule: Operation not supported",
+        "tcp option @6,8,16 set 6",
+    ),
 ]
 
 

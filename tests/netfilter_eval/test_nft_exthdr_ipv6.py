@@ -258,3 +258,16 @@ def test_reset_malformed_option_drops_and_no_tcp_breaks():
     assert nft_do_chain_closures(chain, make_pkt(udp, hooknum=C.NF_INET_LOCAL_IN)) == C.NF_ACCEPT  # policy
     syn = IP(src="10.0.0.1", dst="10.0.0.2") / TCP()
     assert nft_do_chain_closures(chain, make_pkt(syn, hooknum=C.NF_INET_LOCAL_IN)) == C.NF_ACCEPT  # absent
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2, 3])
+def test_set_timestamp_tsval_checksum_at_any_offset(pad):
+    """nft_exthdr_tcp_set_eval for a 4-byte field: the new value in place and a checksum equal to a full
+    recompute, the option at an even or an odd offset."""
+    rt = _runtime(["tcp option timestamp tsval set 0x01020304"], "inet")
+    p = IPv6(src=S, dst=D) / TCP(flags="S", options=[("NOP", None)] * pad + [("Timestamp", (0xA0B0C0D0, 5))])
+    pkt = make_pkt(p, hooknum=C.NF_INET_LOCAL_IN)
+    nft_do_chain_closures(rt.chain("inet", "t", "c"), pkt)
+    tcp, fresh = _tcp_after(pkt)
+    assert dict(tcp.options)["Timestamp"] == (0x01020304, 5)
+    assert tcp.chksum == fresh

@@ -79,6 +79,8 @@ RULES = """table inet x {
 		tcp option sack-perm missing counter
 		tcp option maxseg size set 1360 counter
 		tcp option maxseg size 1360 counter
+		tcp option timestamp tsval set 77 counter
+		tcp option timestamp tsval 77 counter
 	}
 }
 """

@@ -13,7 +13,7 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate_exthdr import exthdr_selector, stmt_optstrip, tcpopt_selector
+from flowpath.config.nft.evaluate_exthdr import exthdr_selector, stmt_optstrip, tcpopt_selector, tcpopt_set_check
 from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
 from flowpath.config.nft.exthdr import EXTHDR
 from flowpath.config.nft.payload import dependency_kill
@@ -338,6 +338,7 @@ def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     kind, key = next(iter(left.items()))
     if kind == "tcp option":
+        tcpopt_set_check(ctx, t, key)
         if isinstance(t.children[1], Token):  # set rt mtu: clamp to the route's MTU
             if str(t.children[2]) != "mtu":
                 raise ctx.error(t.children[2], "syntax error, unexpected string")

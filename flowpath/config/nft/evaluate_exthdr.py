@@ -84,6 +84,14 @@ def tcpopt_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     return left, f"integer{n}"
 
 
+def tcpopt_set_check(ctx: Ctx, t: Tree, opt: dict) -> None:
+    """Linux: net/netfilter/nft_exthdr.c › nft_exthdr_tcp_set_init: whole 2- or 4-byte fields past the
+    option's kind and length only (EOPNOTSUPP, which nft reports at the statement)."""
+    _, off, n = X.tcpopt_bits(opt)
+    if off % 8 or n not in (16, 32) or off < 16:
+        raise ctx.error(t, "Could not process rule: Operation not supported")
+
+
 def stmt_optstrip(ctx: Ctx, t: Tree, prev: list) -> dict:
     """`reset tcp option NAME|KIND`: the option overwritten with NOPs (kernel: nft_exthdr_tcp_strip_eval)."""
     kind, _ = tcpopt_kind(ctx, t.children[1].children[0])
