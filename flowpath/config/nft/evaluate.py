@@ -13,7 +13,12 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate_exthdr import exthdr_selector, stmt_optstrip, tcpopt_selector, tcpopt_set_check
+from flowpath.config.nft.evaluate_exthdr import (
+    exthdr_selector,
+    stmt_optstrip,
+    tcpopt_selector,
+    tcpopt_set_check,
+)
 from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
 from flowpath.config.nft.exthdr import EXTHDR
 from flowpath.config.nft.payload import dependency_kill
