@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, NamedTuple
 
 from flowpath.netfilter import constants as C
-from flowpath.netfilter.nft_exthdr import build_rt_load, build_tcpopt_load
+from flowpath.netfilter.nft_exthdr import build_exthdr_load, build_rt_load, build_tcpopt_load
 from flowpath.netfilter.nft_fib import build_fib
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
@@ -329,6 +329,8 @@ def build_load(e: object, ctx: NftCtx) -> Load:
             return Load(_binop_fn(inner.fn, _BINOPS[kind], c), inner.dtype, inner.bits)
         if kind == "tcp option":
             return Load(*build_tcpopt_load(arg))
+        if kind == "exthdr":
+            return Load(*build_exthdr_load(arg))
         if kind == "rt":
             return Load(*build_rt_load(arg))
         if kind == "fib":
@@ -473,6 +475,8 @@ def build_match(m: dict, ctx: NftCtx) -> Op:
     if isinstance(left, dict) and "fib" in left:
         fn, dtype, bits = _fib_operand(left["fib"], right, ctx)
         right = _ifindex_numbers(right) if dtype == "integer" else right
+    elif isinstance(left, dict) and "tcp option" in left and isinstance(right, bool):
+        fn, dtype, bits = build_tcpopt_load(left["tcp option"], present=True)  # `tcp option 200 missing`
     else:
         fn, dtype, bits = build_load(left, ctx)
     if dtype == "iface_index":

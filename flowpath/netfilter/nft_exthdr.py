@@ -1,13 +1,19 @@
-"""TCP options (`tcp option maxseg size`, `... set rt mtu`) and the route's TCP MSS.
+"""IPv6 extension headers and TCP options (`hbh nexthdr`, `tcp option maxseg size`, `... set rt mtu`,
+`reset tcp option`) and the route's TCP MSS.
 
-Linux: net/netfilter/nft_exthdr.c › nft_exthdr_tcp_eval, nft_exthdr_tcp_set_eval, and
-net/netfilter/nft_rt.c › get_tcpmss (NFT_RT_TCPMSS). The usual MSS clamp of a tunnel gateway,
-`tcp flags syn tcp option maxseg size set rt mtu`, only ever lowers the option and patches the TCP
-checksum incrementally (inet_proto_csum_replace2; here csum_replace2 from packet.csum).
+Linux: net/netfilter/nft_exthdr.c › nft_exthdr_ipv6_eval (net/ipv6/exthdrs_core.c › ipv6_find_hdr),
+nft_exthdr_tcp_eval, nft_exthdr_tcp_set_eval, nft_exthdr_tcp_strip_eval, and net/netfilter/nft_rt.c ›
+get_tcpmss (NFT_RT_TCPMSS). The usual MSS clamp of a tunnel gateway, `tcp flags syn tcp option maxseg
+size set rt mtu`, only ever lowers the option and patches the TCP checksum incrementally
+(inet_proto_csum_replace2; here csum_replace2 from packet.csum). Fields are the front end's templates
+(config/nft/exthdr.py, nftables src/exthdr.c and src/tcpopt.c): a kind or header type, and an offset
+and a length in bits, loaded as whole bytes and narrowed as nft's bitwise does. These run in the
+Python evaluator only: the compiled VM punts a rule that has one (nft_compile_expr.compile_load).
 """
 
 from __future__ import annotations
 
+from flowpath.config.nft.exthdr import EXTHDR, exthdr_field, tcpopt_bits, tcpopt_kind_of
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.netfilter.nft_xfrm import rt_xfrm
@@ -17,14 +23,20 @@ from flowpath.packet.csum import csum_replace2
 NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS = 0, 1, 2
 TCP_MSS_DEFAULT = 536  # include/net/tcp.h, RFC 1122
-# nftables src/tcpopt.c: option name -> kind, and field -> (offset in the option, length in bytes)
-_TCPOPT = {"eol": 0, "nop": 1, "maxseg": 2, "window": 3, "sack-perm": 4, "sack": 5, "timestamp": 8}
-_FIELDS = {"kind": (0, 1), "length": (1, 1), "size": (2, 2), "count": (2, 1), "tsval": (2, 4), "tsecr": (6, 4),
-           "left": (2, 4), "right": (6, 4)}  # fmt: skip
+# include/net/ipv6.h › ipv6_ext_hdr: the headers ipv6_find_hdr walks over (NEXTHDR_NONE ends the walk)
+_IPV6_EXT_HDRS = (L.IPPROTO_HOPOPTS, L.IPPROTO_ROUTING, L.IPPROTO_FRAGMENT, L.IPPROTO_AH, L.IPPROTO_NONE,
+                  L.IPPROTO_DSTOPTS)  # fmt: skip
+ENOENT, EBADMSG = -2, -74
+
+
+def _optlen(d, o: int) -> int:
+    """Linux: nft_exthdr.c › optlen: EOL and NOP are one byte, and so is an option with length 0."""
+    return 1 if d[o] <= TCPOPT_NOP or d[o + 1] == 0 else d[o + 1]
 
 
 def _tcpopt_find(pkt, kind: int, need: int) -> int:
-    """Offset in pkt.data of option `kind` with at least `need` bytes, -1 if absent, -2 without TCP."""
+    """Offset in pkt.data of option `kind` with at least `need` bytes: -1 if absent, -2 without a TCP
+    header (nft_tcp_header_pointer fails), -3 if the option runs past the header or is shorter."""
     skb = pkt.skb
     t = skb.thoff
     if skb.l4proto != L.IPPROTO_TCP or t < 0:  # nft_tcp_header_pointer: tprot and fragoff
@@ -36,35 +48,120 @@ def _tcpopt_find(pkt, kind: int, need: int) -> int:
     i = L.TCPH.size
     while i < hlen - 1:
         o = t + i
-        optl = 1 if d[o] <= TCPOPT_NOP or d[o + 1] == 0 else d[o + 1]  # optlen()
+        optl = _optlen(d, o)
         if d[o] == kind:
-            return o if i + optl <= hlen and need <= optl else -2  # malformed: goto err
+            return o if i + optl <= hlen and need <= optl else -3  # malformed: goto err
         i += optl
     return -1
 
 
-def _option(name: str, field: str | None) -> tuple[int, int, int]:
-    if name not in _TCPOPT or (field is not None and field not in _FIELDS):
-        raise NftBuildError(f"unsupported tcp option {name} {field or ''}".rstrip())
-    off, n = _FIELDS[field] if field is not None else (0, 1)
-    return _TCPOPT[name], off, n
+def _bytes(off_bits: int, len_bits: int) -> tuple[int, int, int, int]:
+    """(first byte, byte count, right shift, mask) of a field of `len_bits` at bit `off_bits`: nft loads
+    the bytes (NFTA_EXTHDR_OFFSET, NFTA_EXTHDR_LEN), then a bitwise narrows them (mask 0: none)."""
+    first, n = off_bits // 8, (off_bits + len_bits + 7) // 8 - off_bits // 8
+    exact = off_bits % 8 == 0 and len_bits % 8 == 0
+    return first, n, n * 8 - off_bits % 8 - len_bits, 0 if exact else (1 << len_bits) - 1
 
 
-def build_tcpopt_load(arg: dict):
-    """`tcp option maxseg size` (the field, NFT_BREAK when absent) or `tcp option maxseg` (exists: 1/0)."""
-    kind, off, n = _option(arg.get("name", ""), arg.get("field"))
-    if arg.get("field") is None:
+def _value(d, o: int, n: int, shift: int, mask: int) -> int:
+    v = int.from_bytes(d[o : o + n], "big")
+    return (v >> shift) & mask if mask else v
+
+
+def _option(arg: dict) -> tuple[int, int, int, int, int]:
+    """(kind, first byte, byte count, shift, mask) of a {"tcp option": ...} field."""
+    try:
+        kind, off, n = tcpopt_bits(arg)
+    except (KeyError, TypeError, ValueError):
+        raise NftBuildError(f"unsupported tcp option {arg!r}") from None
+    return (kind, *_bytes(off, n))
+
+
+def build_tcpopt_load(arg: dict, present: bool = False):
+    """nft_exthdr_tcp_eval: `tcp option maxseg size` (the field, NFT_BREAK when absent), `tcp option @5,80,32`
+    or `tcp option maxseg` (NFT_EXTHDR_F_PRESENT: 1/0, never a break; a kind nft has no name for is listed
+    with base/offset/len, and `present` says it is compared with exists/missing)."""
+    if present or ("field" not in arg and "base" not in arg):
+        try:
+            kind = tcpopt_kind_of(arg)
+        except (KeyError, TypeError, ValueError):
+            raise NftBuildError(f"unsupported tcp option {arg!r}") from None
 
         def present(pkt):
-            return 1 if _tcpopt_find(pkt, kind, 1) >= 0 else 0  # NFT_EXTHDR_F_PRESENT: never breaks
+            return 1 if _tcpopt_find(pkt, kind, 1) >= 0 else 0
 
         return present, "boolean", 8
+    kind, first, n, shift, mask = _option(arg)
 
     def load(pkt):
-        o = _tcpopt_find(pkt, kind, off + n)
-        return None if o < 0 else int.from_bytes(pkt.data[o + off : o + off + n], "big")
+        o = _tcpopt_find(pkt, kind, first + n)
+        return None if o < 0 else _value(pkt.data, o + first, n, shift, mask)
 
-    return load, "integer", n * 8
+    return load, "integer", (mask.bit_length() if mask else n * 8)
+
+
+def ipv6_find_hdr(pkt, target: int) -> int:
+    """Offset in pkt.data of the first header of type `target`, ENOENT or EBADMSG (< 0).
+
+    Linux: net/ipv6/exthdrs_core.c › ipv6_find_hdr with *offset 0 and no flags: extension headers are
+    walked from the IPv6 header; an upper-layer header (or mh, which is not an extension header to
+    Linux) is found only as the first non-extension header; a non-first fragment ends the walk.
+    """
+    skb, d = pkt.skb, pkt.data
+    nh = skb.nhoff
+    end = min(len(d), nh + L.IP6H.size + (d[nh + L.IP6H.payload_len] << 8 | d[nh + L.IP6H.payload_len + 1]))
+    start, nexthdr = nh + L.IP6H.size, d[nh + L.IP6H.nexthdr]
+    while True:
+        found = nexthdr == target
+        if nexthdr not in _IPV6_EXT_HDRS or nexthdr == L.IPPROTO_NONE:
+            return start if found else ENOENT
+        if start + 2 > end:
+            return EBADMSG
+        if nexthdr == L.IPPROTO_FRAGMENT:
+            if start + 4 > end:
+                return EBADMSG
+            if (d[start + 2] << 8 | d[start + 3]) & ~7:  # a later fragment: nothing follows
+                return start if found else ENOENT
+            hdrlen = 8
+        elif nexthdr == L.IPPROTO_AH:
+            hdrlen = (d[start + 1] + 2) << 2  # ipv6_authlen
+        else:
+            hdrlen = (d[start + 1] + 1) << 3  # ipv6_optlen
+        if found:
+            return start
+        nexthdr, start = d[start], start + hdrlen
+
+
+def build_exthdr_load(arg: dict):
+    """nft_exthdr_ipv6_eval: `frag more-fragments` (NFT_BREAK when the header is absent or short) or
+    `exthdr frag` (NFT_EXTHDR_F_PRESENT: 1/0). An IPv4 packet never matches: in an inet or netdev table
+    nft puts `meta nfproto ipv6` (`meta protocol ip6`) in front."""
+    try:
+        if "field" in arg:
+            nexthdr, off, bits, dtype = exthdr_field(arg["name"], arg["field"])
+        else:
+            nexthdr = EXTHDR[arg["name"]][0]
+    except (KeyError, TypeError):
+        raise NftBuildError(f"unsupported extension header {arg!r}") from None
+    if "field" not in arg:
+
+        def present(pkt):
+            if pkt.skb.l3proto != L.ETH_P_IPV6:
+                return None
+            return 1 if ipv6_find_hdr(pkt, nexthdr) >= 0 else 0
+
+        return present, "boolean", 8
+    first, n, shift, mask = _bytes(off, bits)
+
+    def load(pkt):
+        if pkt.skb.l3proto != L.ETH_P_IPV6:
+            return None
+        o = ipv6_find_hdr(pkt, nexthdr)
+        if o < 0 or o + first + n > len(pkt.data):  # skb_copy_bits fails
+            return None
+        return _value(pkt.data, o + first, n, shift, mask)
+
+    return load, ("integer" if dtype.startswith("integer") else dtype), bits
 
 
 def rt_tcpmss(pkt):
@@ -86,9 +183,9 @@ def build_rt_load(arg: dict):
 
 def build_tcpopt_set(arg: dict, src):
     """nft_exthdr_tcp_set_eval for 2- and 4-byte fields; src(pkt) -> new value or None (NFT_BREAK)."""
-    kind, off, n = _option(arg.get("name", ""), arg.get("field"))
-    if arg.get("field") is None or n not in (2, 4):
-        raise NftBuildError(f"cannot set tcp option {arg.get('name')} {arg.get('field') or ''}".rstrip())
+    kind, off, n, _, mask = _option(arg)
+    if mask or n not in (2, 4) or off < 2:  # nft_exthdr_tcp_set_init: 2- and 4-byte fields, not kind/length
+        raise NftBuildError(f"cannot set tcp option {arg!r}")
     words = tuple(range(0, n, 2))
 
     def op(pkt):
@@ -96,7 +193,7 @@ def build_tcpopt_set(arg: dict, src):
         if new is None:
             return NFT_BREAK
         o = _tcpopt_find(pkt, kind, off + n)
-        if o == -2:
+        if o <= -2:
             return NFT_BREAK
         if o < 0:
             return NFT_CONTINUE  # the option is not there: nothing to do
@@ -118,6 +215,36 @@ def build_tcpopt_set(arg: dict, src):
                 ow, nw = ((ow & 0xFF) << 8) | (ow >> 8), ((nw & 0xFF) << 8) | (nw >> 8)
             csum_replace2(b, check, ow, nw)
         pkt.data = b.tobytes()  # later loads in this walk see the new bytes
+        return NFT_CONTINUE
+
+    return op
+
+
+def build_tcpopt_strip(arg: dict):
+    """nft_exthdr_tcp_strip_eval: `reset tcp option sack-perm` overwrites the first such option with NOPs,
+    each byte's change folded into the TCP checksum as a 16-bit word (inet_proto_csum_replace2); no
+    TCP header: NFT_BREAK; an option past the header: NF_DROP ("can't remove, no choice but to drop")."""
+    try:
+        kind = tcpopt_kind_of(arg)
+    except (KeyError, TypeError, ValueError):
+        raise NftBuildError(f"unsupported tcp option {arg!r}") from None
+
+    def op(pkt):
+        o = _tcpopt_find(pkt, kind, 1)
+        if o == -1:
+            return NFT_CONTINUE  # not there: continue, so that a rule can strip several
+        if o == -2:
+            return NFT_BREAK
+        if o == -3:
+            return C.NF_DROP
+        skb, d = pkt.skb, pkt.data
+        b, check, t = skb.buf, skb.thoff + L.TCPH.check, skb.thoff
+        optl = _optlen(d, o)
+        for j in range(o, o + optl):
+            even = (j - t) % 2 == 0  # the byte is a word's high half
+            csum_replace2(b, check, d[j] << 8 if even else d[j], TCPOPT_NOP << 8 if even else TCPOPT_NOP)
+            b[j] = TCPOPT_NOP
+        pkt.data = b.tobytes()
         return NFT_CONTINUE
 
     return op

@@ -18,7 +18,7 @@ from flowpath.config.nft.validate import expr_hooks
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
-from flowpath.netfilter.nft_exthdr import build_tcpopt_set
+from flowpath.netfilter.nft_exthdr import build_tcpopt_set, build_tcpopt_strip
 from flowpath.netfilter.nft_set import Interval, NftSet, parse_key
 from flowpath.netfilter.nft_types import ICMP_CODE, ICMPV6_CODE, ICMPX_CODE, NftBuildError, parse_value
 from flowpath.packet import layout as L
@@ -541,4 +541,6 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
         return build_mangle(arg, ctx, info)
     if kind == "notrack":
         return build_notrack(ctx, info)
+    if kind == "reset" and isinstance(arg, dict) and "tcp option" in arg:
+        return build_tcpopt_strip(arg["tcp option"])
     raise NftBuildError(f"unsupported statement {kind!r}")

@@ -11,6 +11,7 @@ import ipaddress
 import socket
 from typing import Callable
 
+from flowpath.config.nft.exthdr import MH_TYPE
 from flowpath.netfilter import constants as C
 from flowpath.packet import layout as L
 
@@ -174,7 +175,7 @@ PARSERS: dict[str, Callable[[object], int | str]] = {
     "icmpv6_code": _symbolic(ICMPV6_CODE, "icmpv6 code"), "icmpx_code": _symbolic(ICMPX_CODE, "icmpx code"),
     "dscp": _symbolic(DSCP, "dscp"), "ecn": _symbolic(ECN, "ecn"), "ether_type": _symbolic(ETHER_TYPE, "ethertype"),
     "nf_proto": _symbolic(NF_PROTO, "nfproto"), "boolean": _boolean, "pkt_type": _symbolic(PKTTYPE, "pkttype"),
-    "fib_addrtype": _symbolic(FIB_ADDRTYPE, "fib address type"),
+    "fib_addrtype": _symbolic(FIB_ADDRTYPE, "fib address type"), "mh_type": _symbolic(MH_TYPE, "mh type"),
 }  # fmt: skip
 # Datatype names `nft -j` prints in set declarations, mapped to ours.
 TYPE_ALIASES = {"ipv4_addr": "ipv4_addr", "ipv6_addr": "ipv6_addr", "inet_service": "inet_service",

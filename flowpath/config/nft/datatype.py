@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from flowpath.config.nft.exthdr import MH_TYPE, exthdr_type, tcpopt_type
 from flowpath.config.nft.netbase import protocols, services
 from flowpath.config.nft.output import NUMERIC_PROTO
 
@@ -79,10 +80,11 @@ SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
     "nf_proto": (NFPROTO, False),
     "pkt_type": (PKTTYPE, False),
     "fib_addrtype": (FIB_ADDRTYPE, False),
+    "mh_type": (MH_TYPE, False),
 }
 _WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8, "icmpv6_code": 8,
           "dscp": 6, "pkt_type": 8, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
-          "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32}  # fmt: skip
+          "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32, "mh_type": 8, "boolean": 1}  # fmt: skip
 
 # --- selectors (src/proto.c, src/meta.c, src/ct.c): key -> datatype --------------------------------
 PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
@@ -108,8 +110,6 @@ META_KEYS = {
 META_ALIASES = {"secpath": "ipsec"}
 META_UNQUALIFIED = ("iif", "oif", "iifname", "oifname")
 CT_KEYS = {"state": "ct_state", "status": "ct_status", "mark": "mark", "direction": "ct_dir"}
-# Linux: src/tcpopt.c › tcpopt_protocols (the options flowpath's evaluator models)
-TCP_OPTIONS = {"maxseg": {"size": "integer16"}}
 # Linux: nftables src/fib.c › fib_result_tbl and the NFTA_FIB_F_* flags in bit order (fib_tuple)
 FIB_FLAGS = ("saddr", "daddr", "mark", "iif", "oif")
 FIB_RESULT = {"oif": "iface_index", "oifname": "ifname", "type": "fib_addrtype"}
@@ -135,8 +135,15 @@ def selector_type(left: Any) -> str:
         if "&" in left:
             return selector_type(left["&"][0])
         if "tcp option" in left:
-            opt = left["tcp option"]
-            return TCP_OPTIONS[opt["name"]][opt["field"]] if "field" in opt else "boolean"
+            try:
+                return tcpopt_type(left["tcp option"])
+            except (KeyError, TypeError, ValueError):
+                raise DatatypeError(f"unknown tcp option {left['tcp option']!r}") from None
+        if "exthdr" in left:
+            try:
+                return exthdr_type(left["exthdr"])
+            except (KeyError, TypeError):
+                raise DatatypeError(f"unknown extension header {left['exthdr']!r}") from None
         if "fib" in left:
             f = left["fib"]
             flags = f["flags"] if isinstance(f["flags"], list) else [f["flags"]]
@@ -223,6 +230,13 @@ def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
             if v == n:
                 return name
         return n
+    if dtype == "invalid":  # src/datatype.c › invalid_type: a field with an empty template
+        raise DatatypeError("No symbol type information")
+    if dtype == "boolean":  # src/datatype.c › boolean_type: exists/missing, or 1/0
+        n = _int(sym) if quoted or sym not in ("exists", "missing") else int(sym == "exists")
+        if n is None:
+            raise DatatypeError("Could not parse boolean type")
+        return bool(_check_range(n, 1, sym))
     if dtype == "mark" or dtype.startswith("integer"):
         n = _int(sym)
         if n is None:
@@ -236,7 +250,8 @@ _TYPE_DESC = {
     "tcp_flag": "TCP flag", "icmp_type": "ICMP type", "icmpv6_type": "ICMPv6 type",
     "dscp": "Differentiated Services Code Point", "ether_type": "Ethernet protocol",
     "nf_proto": "netfilter protocol", "mark": "packet mark", "fib_addrtype": "fib address type",
-    "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address",
+    "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address", "mh_type": "Mobility Header Type",
+    "boolean": "boolean type",
 }  # fmt: skip
 
 
@@ -247,7 +262,7 @@ def type_desc(dtype: str) -> str:
 
 def _check_range(n: int, width: int, sym: str) -> int:
     if n < 0 or (width and n >= 1 << width):
-        raise DatatypeError(f"Value {sym} exceeds valid range 0-{(1 << width) - 1}")
+        raise DatatypeError(f"Value {n} exceeds valid range 0-{(1 << width) - 1}")  # nft prints it in decimal
     return n
 
 
@@ -255,7 +270,7 @@ def _check_range(n: int, width: int, sym: str) -> int:
 def value_num(dtype: str, v: Any) -> int:
     """Integer behind a JSON value, for ordering and interval arithmetic."""
     if isinstance(v, int):
-        return v
+        return int(v)  # a boolean too
     if dtype == "ipv4_addr":
         return int(ipaddress.IPv4Address(v))
     if dtype == "ipv6_addr":
@@ -276,6 +291,8 @@ def num_value(dtype: str, n: int) -> Any:
         return str(ipaddress.IPv4Address(n))
     if dtype == "ipv6_addr":
         return inet6_ntop(n)
+    if dtype == "boolean":
+        return bool(n)
     if dtype == "inet_proto":
         return protocols()[1].get(n, n)
     if dtype in SYMBOLIC:
@@ -309,6 +326,8 @@ def value_str(dtype: str, v: Any) -> str:
         return f'"{v}"'
     if dtype == "mark" and isinstance(v, int):  # JSON may give "0x32": the text parser reads it
         return f"0x{v:08x}"
+    if isinstance(v, bool):
+        return "exists" if v else "missing"
     if dtype == "inet_proto" and NUMERIC_PROTO.get():
         return str(value_num(dtype, v))
     if dtype == "dscp" and isinstance(v, int):

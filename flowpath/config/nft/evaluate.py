@@ -13,7 +13,14 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, number, rhs_ast
+from flowpath.config.nft.evaluate_exthdr import (
+    exthdr_selector,
+    stmt_optstrip,
+    tcpopt_selector,
+    tcpopt_set_check,
+)
 from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
+from flowpath.config.nft.exthdr import EXTHDR
 from flowpath.config.nft.payload import dependency_kill
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
@@ -51,6 +58,8 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         return fib_selector(ctx, t)
     if t.data == "ipsec_sel":
         return ipsec_selector(ctx, t)
+    if t.data in ("exthdr_sel", "exthdr_exists_sel") or (t.data == "rt_sel" and str(t.children[1]) in EXTHDR["rt"][1]):
+        return exthdr_selector(ctx, t)
     if t.data == "rt_sel":
         key = t.children[1]
         if str(key) not in dt.RT_KEYS:
@@ -61,13 +70,8 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         if str(key) not in dt.CT_KEYS:
             raise ctx.error(key, "syntax error, unexpected string")
         return {"ct": {"key": str(key)}}, dt.CT_KEYS[str(key)]
-    if t.data == "tcpopt_sel":
-        name, field = t.children[1], t.children[2]
-        if str(name) not in dt.TCP_OPTIONS:
-            raise ctx.error(name, "syntax error, unexpected string")
-        if str(field) not in dt.TCP_OPTIONS[str(name)]:
-            raise ctx.error(field, "syntax error, unexpected string")
-        return {"tcp option": {"name": str(name), "field": str(field)}}, dt.TCP_OPTIONS[str(name)][str(field)]
+    if t.data in ("tcpopt_sel", "tcpopt_raw_sel"):
+        return tcpopt_selector(ctx, t)
     proto, field = str(t.children[0].children[0]), t.children[1]
     if str(field) not in dt.PAYLOAD_FIELDS[proto]:
         raise ctx.error(field, "syntax error, unexpected string")
@@ -319,14 +323,6 @@ def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     return _match(op or "==", {"&": [left, m]}, sym_value(ctx.error, dtype, value))
 
 
-def _st_tcpopt_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
-    name = t.children[1]
-    if str(name) not in dt.TCP_OPTIONS:
-        raise ctx.error(name, "syntax error, unexpected string")
-    left = {"tcp option": {"name": str(name)}}
-    return _match("==", left, t.children[2].type == "EXISTS")
-
-
 def _st_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
     """`fib ... oif exists`, `meta ipsec missing`, `rt ipsec exists`: a boolean the expression yields.
 
@@ -347,6 +343,7 @@ def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     kind, key = next(iter(left.items()))
     if kind == "tcp option":
+        tcpopt_set_check(ctx, t, key)
         if isinstance(t.children[1], Token):  # set rt mtu: clamp to the route's MTU
             if str(t.children[2]) != "mtu":
                 raise ctx.error(t.children[2], "syntax error, unexpected string")
@@ -552,7 +549,7 @@ _STMT = {
     "vmap_stmt": _st_vmap,
     "masked_match": _st_masked,
     "mangle_stmt": _st_mangle,
-    "tcpopt_exists": _st_tcpopt_exists,
+    "optstrip_stmt": stmt_optstrip,
     "exists_stmt": _st_exists,
     "counter_stmt": _st_counter,
     "limit_stmt": _st_limit,

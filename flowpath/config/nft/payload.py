@@ -41,6 +41,8 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
             p = (left.get("payload") or left.get("&", [{}])[0].get("payload") or {}).get("protocol")
             if "tcp option" in left:  # exthdr.c: a TCP option implies the TCP header
                 p = "tcp"
+            if "exthdr" in left:  # payload.c › exthdr_dependency_kill: an IPv6 header implies IPv6
+                p = "ip6"
             dep = _dep_of(family, out[-1])
             if p and dep:
                 kind, val = dep

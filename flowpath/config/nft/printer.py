@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.exthdr import selector_text
 from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
 from flowpath.config.nft.output import STATELESS
 
@@ -126,7 +127,8 @@ def rule_print(family: str, stmts: list, comment: str | None = None) -> str:
 
 
 # --- expressions -------------------------------------------------------------------------------------
-def selector_str(left: dict) -> str:
+def selector_str(left: dict, present: bool = False) -> str:
+    """A selector's text; `present`: compared with exists/missing (`tcp option 6 exists`)."""
     for sel in left.values():
         if isinstance(sel, dict):
             _scalars(sel, "protocol", "field", "key", "name")
@@ -137,9 +139,10 @@ def selector_str(left: dict) -> str:
         return key if key in dt.META_UNQUALIFIED else f"meta {key}"
     if "ct" in left:
         return f"ct {left['ct']['key']}"
-    if "tcp option" in left:
-        opt = left["tcp option"]
-        return f"tcp option {opt['name']}" + (f" {opt['field']}" if "field" in opt else "")
+    if "tcp option" in left or "exthdr" in left:
+        ((kind, body),) = left.items()
+        _scalars(body, "base", "offset", "len")
+        return selector_text(kind, body, present)
     if "fib" in left:  # Linux: nftables src/fib.c › fib_expr_print
         f = left["fib"]
         flags = f["flags"] if isinstance(f["flags"], list) else [f["flags"]]
@@ -192,10 +195,11 @@ def match_print(m: dict) -> str:
             ops = "" if op == "==" else f"{op} "
             return f"{selector_str(sel)} {ops}{rhs_str(dtype, right)} / {rhs_str(dtype, mask)}"
         return f"{selector_str(sel)} & {rhs_str(dtype, mask)} {op} {rhs_str(dtype, right)}"
-    if isinstance(right, bool):  # a boolean: tcp option, fib's oif (NFTA_FIB_F_PRESENT), meta/rt ipsec
-        if op != "==":
+    if isinstance(right, bool):  # a boolean: tcp option, exthdr, fib's oif (NFTA_FIB_F_PRESENT), meta/rt ipsec
+        if op not in ("==", "!="):
             raise ValueError(f"{op} with exists/missing")
-        return f"{selector_str(left)} {'exists' if right else 'missing'}"
+        ops = "!= " if op == "!=" else ""
+        return f"{selector_str(left, present=True)} {ops}{'exists' if right else 'missing'}"
     dtype = dt.selector_type(left)
     scalar = not isinstance(right, dict) and not (isinstance(right, str) and right.startswith("@"))
     if op == "in" or (op == "==" and not (dt.is_bitmask(dtype) and scalar)):
@@ -301,6 +305,8 @@ def stmt_print(family: str, s: dict) -> str:
         return f"{selector_str(a['key'])} set {text}"
     if kind == "notrack":
         return "notrack"
+    if kind == "reset":  # Linux: src/statement.c › optstrip_stmt_print
+        return f"reset {selector_str(a, present=True)}"
     if kind == "flow":
         _scalars(a, "op", "flowtable")
         return f"flow add {a['flowtable']}"
