@@ -12,17 +12,10 @@ from contextvars import ContextVar
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.family import prio_name_ok, std_prios
 from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
 
-_STD_PRIO = (
-    ("raw", -300),
-    ("mangle", -150),
-    ("dstnat", -100),
-    ("filter", 0),
-    ("security", 50),
-    ("srcnat", 100),
-)
-_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
+_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx"}
 _SET_NEWLINE = ",\n\t\t\t     "
 # `nft -s` (NFT_CTX_OUTPUT_STATELESS): counters and quotas without what they counted
 _STATELESS: ContextVar[bool] = ContextVar("stateless", default=False)
@@ -41,9 +34,7 @@ def output_options(stateless: bool = False, numeric_proto: bool = False) -> Iter
 
 def prio2str(family: str, hook: str, prio: int) -> str:
     """Linux: src/rule.c › prio2str: a standard name, +/- up to 10 from it, else the number."""
-    from flowpath.config.nft.parser import prio_name_ok
-
-    for name, base in _STD_PRIO:
+    for name, base in std_prios(family).items():
         if not prio_name_ok(family, hook, name):
             continue
         off = prio - base
@@ -125,7 +116,9 @@ def chain_print(family: str, c: Chain, handles: bool = False) -> str:
     if c.comment is not None:
         out += f'\t\tcomment "{c.comment}"\n'
     if c.hook is not None:
-        dev = f'device "{c.dev}" ' if c.dev else ""
+        dev = f'device "{c.dev}" ' if isinstance(c.dev, str) else ""
+        if isinstance(c.dev, list):
+            dev = "devices = { " + ", ".join(c.dev) + " } "
         prio = prio2str(family, c.hook, c.prio or 0)
         out += f"\t\ttype {c.type} hook {c.hook} {dev}priority {prio}; policy {c.policy};\n"
     for r in c.rules:
