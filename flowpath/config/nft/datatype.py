@@ -344,6 +344,8 @@ def value_str(dtype: str, v: Any) -> str:
         return f"0x{v:08x}"
     if dtype == "inet_proto" and NUMERIC_PROTO.get():
         return str(value_num(dtype, v))
+    if dtype == "ether_type" and isinstance(v, int):
+        return f"0x{v:x}"  # src/proto.c › ethertype_type: BASE_HEXADECIMAL
     if dtype == "dscp" and isinstance(v, int):
         return f"0x{v:02x}"
     if dtype in SYMBOLIC and isinstance(v, int):
