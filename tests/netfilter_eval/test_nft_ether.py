@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 
 from flowpath.config.nft import parse_ruleset
 from flowpath.errors import ConfigError
@@ -45,6 +45,44 @@ def test_ether_addresses_match_in_an_ip_input_chain(walk, pkt, want):
     rt = NftRuntime.from_json(parse_ruleset(RULES).to_json())
     (chain,) = rt.base_chains(C.NFPROTO_IPV4, C.NF_INET_LOCAL_IN)
     assert walk(chain, make_pkt(pkt, hooknum=C.NF_INET_LOCAL_IN)) == want
+    assert set(rt.nft_fallback().values()) == {0}  # the compiled program ran it, nothing was punted
+
+
+VLAN_RULES = """table inet f {
+	chain c_in {
+		type filter hook input priority filter; policy accept;
+		vlan id 10 vlan pcp 3 drop
+		ether type 8021ad vlan id 1 vlan type 8021q vlan id 2 ip saddr 10.0.0.9 drop
+		vlan id { 20, 30-39 } vlan dei 1 drop
+	}
+}
+"""
+ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+IPUDP = IP(src="10.0.0.9", dst="1.2.3.4") / UDP(dport=53)
+
+
+@pytest.mark.parametrize("walk", [nft_do_chain, nft_do_chain_closures], ids=["vm", "closures"])
+@pytest.mark.parametrize(
+    ("pkt", "want"),
+    [
+        (ETH / Dot1Q(vlan=10, prio=3) / IPUDP, C.NF_DROP),
+        (ETH / Dot1Q(vlan=10, prio=2) / IPUDP, C.NF_ACCEPT),  # another priority code point
+        (ETH / Dot1Q(vlan=11, prio=3) / IPUDP, C.NF_ACCEPT),
+        (ETH / IPUDP, C.NF_ACCEPT),  # untagged: the `ether type 8021q` dependency fails
+        (ETH / Dot1AD(vlan=1) / Dot1Q(vlan=2) / IPUDP, C.NF_DROP),  # the inner tag at link header + 18
+        (ETH / Dot1AD(vlan=1) / Dot1Q(vlan=3) / IPUDP, C.NF_ACCEPT),
+        (ETH / Dot1Q(vlan=1) / Dot1Q(vlan=2) / IPUDP, C.NF_ACCEPT),  # the outer tag is not 802.1ad
+        (ETH / Dot1Q(vlan=35, dei=1) / IPUDP, C.NF_DROP),  # a set with a range, and dei
+        (ETH / Dot1Q(vlan=35, dei=0) / IPUDP, C.NF_ACCEPT),
+    ],
+)
+def test_vlan_fields_match_as_their_bytecode_loads_them(walk, pkt, want):
+    """tests/py/bridge/vlan.t.payload: `vlan id` is 12 bits at link header + 14 behind `ether type
+    8021q`; after `vlan type 8021q` the next vlan header is 4 bytes further."""
+    rt = NftRuntime.from_json(parse_ruleset(VLAN_RULES).to_json())
+    (chain,) = rt.base_chains(C.NFPROTO_IPV4, C.NF_INET_LOCAL_IN)
+    assert walk(chain, make_pkt(pkt, hooknum=C.NF_INET_LOCAL_IN)) == want
+    assert set(rt.nft_fallback().values()) == {0}  # the compiled program ran it, nothing was punted
 
 
 @pytest.mark.parametrize(
@@ -54,8 +92,6 @@ def test_ether_addresses_match_in_an_ip_input_chain(walk, pkt, want):
         ("table arp a {\n chain c {\n type filter hook input priority 0;\n }\n}\n", "unsupported family"),
         ("table netdev n {\n chain c {\n type filter hook egress device lo priority 0;\n }\n}\n",
          "unsupported hook 'egress'"),
-        ("table ip t {\n chain c {\n type filter hook input priority 0;\n vlan id 1\n }\n}\n",
-         "unsupported payload field vlan id"),
     ],
 )  # fmt: skip
 def test_what_the_datapath_cannot_run_is_a_load_time_error(text, msg):
