@@ -68,6 +68,8 @@ def test_netdev_devices_listed_sorted_and_back_from_json():
         ("vlan pcp 3 vlan cfi 1 vlan type arp", "bridge", "vlan pcp 3 vlan dei 1 vlan type arp"),
         ("ether type 0x0800", "bridge", "ether type ip"),
         ("ether type 0x1234", "arp", "ether type 0x1234"),
+        ("arp operation { 1-2, 8 }", "arp", "arp operation { 1-2, inrequest }"),  # a range lists its numbers
+        ("arp ptype 0x0800-0x0806", "arp", "arp ptype 0x0800-0x0806"),
         ("ether saddr 0:f:54:c:11:4", "ip", "ether saddr 00:0f:54:0c:11:04"),
         ("arp saddr ip 192.168.1.1 arp daddr ether fe:ed:00:c0:ff:ee", "arp",
          "arp saddr ip 192.168.1.1 arp daddr ether fe:ed:00:c0:ff:ee"),

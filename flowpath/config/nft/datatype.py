@@ -253,6 +253,7 @@ _TYPE_DESC = {
     "tcp_flag": "TCP flag", "icmp_type": "ICMP type", "icmpv6_type": "ICMPv6 type",
     "dscp": "Differentiated Services Code Point", "ether_type": "Ethernet protocol",
     "nf_proto": "netfilter protocol", "mark": "packet mark", "fib_addrtype": "fib address type",
+    "arp_op": "ARP operation",
     "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address",
 }  # fmt: skip
 
@@ -345,7 +346,7 @@ def value_str(dtype: str, v: Any) -> str:
     if dtype == "inet_proto" and NUMERIC_PROTO.get():
         return str(value_num(dtype, v))
     if dtype == "ether_type" and isinstance(v, int):
-        return f"0x{v:x}"  # src/proto.c › ethertype_type: BASE_HEXADECIMAL
+        return f"0x{v:04x}"  # src/proto.c › ethertype_type: BASE_HEXADECIMAL, its 2 bytes
     if dtype == "dscp" and isinstance(v, int):
         return f"0x{v:02x}"
     if dtype in SYMBOLIC and isinstance(v, int):

@@ -170,7 +170,10 @@ def rhs_str(dtype: str, v: Any) -> str:
         if "set" in v:
             return set_elems_str(dtype, v["set"], named=False)
         if "range" in v:
-            return f"{dt.value_str(dtype, v['range'][0])}-{dt.value_str(dtype, v['range'][1])}"
+            lo, hi = v["range"]
+            if dtype in dt.SYMBOLIC:  # nft lists a range of symbols by its numbers (`arp operation 1-2`)
+                lo, hi = dt.value_num(dtype, lo), dt.value_num(dtype, hi)
+            return f"{dt.value_str(dtype, lo)}-{dt.value_str(dtype, hi)}"
         if "prefix" in v:
             _scalars(v["prefix"], "len")
             return f"{dt.value_str(dtype, v['prefix']['addr'])}/{v['prefix']['len']}"
