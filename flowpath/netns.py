@@ -17,6 +17,7 @@ from flowpath.inet.icmp import IcmpSender
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.conntrack import Conntrack
 from flowpath.netfilter.hooks import Netfilter
+from flowpath.netfilter.netdev import netdev_check
 from flowpath.netfilter.nf_defrag import NfDefrag
 from flowpath.netfilter.nf_tables import NftRuntime
 
@@ -103,6 +104,7 @@ class Net:
         if ruleset is not None and self.flowtable:  # a device the network file lacks: file:line:col
             ruleset.check_flowtable_devices({lk.name for lk in self.dev.links.values()})
         rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
+        netdev_check(rs_json, ruleset.path if ruleset is not None else "<ruleset>")
         nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
         uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
         nf = Netfilter(nft, self.conntrack, self._masq_addr, self.defrag)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from flowpath.inet.arp import arp_rcv
 from flowpath.inet.ip_input import ip_rcv_finish
 from flowpath.inet.ip_output import ip_local_out
+from flowpath.netfilter.netdev import nf_hook_ingress
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import skb_parse
@@ -36,6 +37,9 @@ def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
     skb = skb_parse(buf, iif, ts_ns)
     if isinstance(skb, Reason):
         return skb
+    drop = nf_hook_ingress(net.nft, skb, link.name)
+    if drop is not None:
+        return drop
     dst = skb.buf[0:6].tobytes()
     if dst != link.address and dst != _BCAST and not dst[0] & 1:
         return Reason.MAC_MISMATCH  # PACKET_OTHERHOST
@@ -44,6 +48,9 @@ def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
         if sub is None or not sub.up:
             return Reason.VLAN_UNKNOWN
         skb.iif = sub.ifindex
+        drop = nf_hook_ingress(net.nft, skb, sub.name)  # another_round: the VLAN device's own hook
+        if drop is not None:
+            return drop
     if skb.l3proto == L.ETH_P_ARP:
         reason = arp_rcv(net, q, skb)
     elif skb.l3proto not in (L.ETH_P_IP, L.ETH_P_IPV6):
@@ -62,6 +69,9 @@ def xfrm_rcv_decrypted(net, q, buf, iif: int, ts_ns: int, x) -> Reason:
     skb = skb_parse(buf, iif, ts_ns)
     if isinstance(skb, Reason):
         return skb
+    drop = nf_hook_ingress(net.nft, skb, net.ifname(iif))  # xfrm_input hands it to netif_rx again
+    if drop is not None:
+        return drop
     skb.meta["sp"] = [x]
     reason = ip_rcv_finish(net, q, skb)
     local_out_flush(net, q)

@@ -29,6 +29,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter.nat_range import NatRequest
 from flowpath.netfilter.nft_compile import NftVm, compile_chains
 from flowpath.netfilter.nft_expr import NftCtx
+from flowpath.netfilter.nft_payload_ll import ll_expand
 from flowpath.netfilter.nft_set import NftSet, parse_key, set_from_json
 from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, build_stmt, parse_verdict
 from flowpath.netfilter.nft_types import NftBuildError
@@ -375,10 +376,11 @@ class NftRuntime:
             raise self._err(f"{where}: no such chain")
         info = RuleInfo()
         try:
-            ops = tuple(build_stmt(stmt, ctx, info) for stmt in o.get("expr", []))
+            expr = ll_expand(o.get("expr", []))  # vlan matches as their bytecode loads them
+            ops = tuple(build_stmt(stmt, ctx, info) for stmt in expr)
         except _MALFORMED as e:
             raise self._err(f"{where}: {e}") from None
-        rule = Rule(int(o.get("handle", 0)), ops, info.counters, chain, info, list(o.get("expr", [])))
+        rule = Rule(int(o.get("handle", 0)), ops, info.counters, chain, info, list(expr))
         chain.rules.append(rule)
         stmts = [
             s

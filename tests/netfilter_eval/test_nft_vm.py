@@ -41,9 +41,12 @@ def _rulesets() -> dict[str, dict]:
         if "invalid" in p.parts:
             continue
         try:
-            out[str(p.relative_to(ROOT))] = load_ruleset(p).to_json()
+            rs = load_ruleset(p)
         except ConfigError:
             continue  # the fixtures the nft parser does not read have a .json twin above
+        if any(t.family in ("arp", "bridge") for t in rs.tables):
+            continue  # families the datapath does not run (their load-time error: test_nft_ether.py)
+        out[str(p.relative_to(ROOT))] = rs.to_json()
     return out
 
 

@@ -78,6 +78,7 @@ class Ctx:
     defines: dict[str, Any] = field(default_factory=dict)
     rule: Any = None  # the rule's parse tree, for errors that mark the whole rule
     l4: str | None = None  # the transport protocol the rule's matches so far pin down (evaluate.py)
+    link: Any = None  # the link-layer and network protocol context (payload_ll.LinkCtx)
 
     def error(self, node: Any, msg: str) -> ConfigError:
         return ast_error(self.path, self.lines, node, msg)

@@ -54,7 +54,10 @@ DSCP = {
     "af11": 10, "af12": 12, "af13": 14, "af21": 18, "af22": 20, "af23": 22, "af31": 26, "af32": 28,
     "af33": 30, "af41": 34, "af42": 36, "af43": 38, "ef": 46,
 }  # fmt: skip
-ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100, "8021ad": 0x88A8}
+# Linux: nftables src/proto.c › ethertype_tbl, in its order (a value lists as its first name)
+ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "8021q": 0x8100, "8021ad": 0x88A8, "vlan": 0x8100}
+# Linux: nftables src/proto.c › arpop_tbl (ARPOP_* of include/uapi/linux/if_arp.h)
+ARPOP = {"request": 1, "reply": 2, "rrequest": 3, "rreply": 4, "inrequest": 8, "inreply": 9, "nak": 10}
 NFPROTO = {"ipv4": 2, "ipv6": 10}
 PKTTYPE = {"host": 0, "broadcast": 1, "multicast": 2, "other": 3}
 IFNAMSIZ = 16  # include/uapi/linux/if.h
@@ -81,10 +84,12 @@ SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
     "pkt_type": (PKTTYPE, False),
     "fib_addrtype": (FIB_ADDRTYPE, False),
     "mh_type": (MH_TYPE, False),
+    "arp_op": (ARPOP, False),
 }
 _WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8, "icmpv6_code": 8,
           "dscp": 6, "pkt_type": 8, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
-          "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32, "mh_type": 8, "boolean": 1}  # fmt: skip
+          "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32, "mh_type": 8, "boolean": 1, "arp_op": 16,
+          "ether_addr": 48}  # fmt: skip
 
 # --- selectors (src/proto.c, src/meta.c, src/ct.c): key -> datatype --------------------------------
 PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
@@ -99,12 +104,21 @@ PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
     "th": {"sport": "inet_service", "dport": "inet_service"},
     "icmp": {"type": "icmp_type", "code": "icmp_code", "id": "integer16", "sequence": "integer16"},
     "icmpv6": {"type": "icmpv6_type", "code": "icmpv6_code", "id": "integer16", "sequence": "integer16"},
+    # src/proto.c › proto_eth, proto_vlan (cfi: the old name of dei), proto_arp (its addresses are
+    # Ethernet and IPv4 ones: `arp saddr ip`, `arp saddr ether`)
+    "ether": {"daddr": "ether_addr", "saddr": "ether_addr", "type": "ether_type"},
+    "vlan": {"pcp": "integer3", "dei": "integer1", "cfi": "integer1", "id": "integer12", "type": "ether_type"},
+    "arp": {"htype": "integer16", "ptype": "ether_type", "hlen": "integer8", "plen": "integer8",
+            "operation": "arp_op", "saddr ether": "ether_addr", "saddr ip": "ipv4_addr",
+            "daddr ether": "ether_addr", "daddr ip": "ipv4_addr"},
 }  # fmt: skip
+# Linux: src/proto.c › proto_vlan: `vlan cfi` is read as `vlan dei`
+PAYLOAD_ALIASES = {("vlan", "cfi"): "dei"}
 META_KEYS = {
     "l4proto": "inet_proto", "nfproto": "nf_proto", "iifname": "ifname", "oifname": "ifname",
     "iif": "iface_index", "oif": "iface_index", "mark": "mark", "length": "integer32",
     "protocol": "ether_type", "priority": "integer32", "pkttype": "pkt_type", "skuid": "integer32", "skgid": "integer32",
-    "ipsec": "boolean",
+    "ipsec": "boolean", "ibrname": "ifname", "obrname": "ifname",
 }  # fmt: skip
 # Linux: nftables src/meta.c › meta_templates: `meta secpath` is the old name of `meta ipsec`
 META_ALIASES = {"secpath": "ipsec"}
@@ -201,6 +215,8 @@ def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
         return sym
     if dtype == "iface_index":
         return sym
+    if dtype == "ether_addr":
+        return _ether_addr(sym)
     if dtype == "inet_service":
         n = _int(sym)
         if n is None:
@@ -221,7 +237,7 @@ def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
     if dtype in SYMBOLIC:
         table, _ = SYMBOLIC[dtype]
         if not quoted and sym in table:
-            return sym
+            return num_value(dtype, table[sym])  # an alias lists as the value's first name (8021q)
         n = _int(sym)
         if n is None:
             raise DatatypeError(f"Could not parse {_TYPE_DESC.get(dtype, dtype)}")
@@ -250,6 +266,7 @@ _TYPE_DESC = {
     "tcp_flag": "TCP flag", "icmp_type": "ICMP type", "icmpv6_type": "ICMPv6 type",
     "dscp": "Differentiated Services Code Point", "ether_type": "Ethernet protocol",
     "nf_proto": "netfilter protocol", "mark": "packet mark", "fib_addrtype": "fib address type",
+    "arp_op": "ARP operation",
     "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address", "mh_type": "Mobility Header Type",
     "boolean": "boolean type",
 }  # fmt: skip
@@ -258,6 +275,18 @@ _TYPE_DESC = {
 def type_desc(dtype: str) -> str:
     """How nft names a datatype in its messages (struct datatype › desc)."""
     return _TYPE_DESC.get(dtype, dtype)
+
+
+def _ether_addr(sym: str) -> str:
+    """Linux: nftables src/datatype.c › lladdr_type_parse: hex bytes separated by ':'."""
+    parts = sym.split(":")
+    try:
+        octets = [int(p, 16) for p in parts]
+    except ValueError:
+        octets = []
+    if len(parts) != 6 or any(not 0 <= o <= 255 or not 1 <= len(p) <= 2 for o, p in zip(octets, parts, strict=False)):
+        raise DatatypeError(f"Invalid LL address {sym}")
+    return ":".join(f"{o:02x}" for o in octets)
 
 
 def _check_range(n: int, width: int, sym: str) -> int:
@@ -275,6 +304,8 @@ def value_num(dtype: str, v: Any) -> int:
         return int(ipaddress.IPv4Address(v))
     if dtype == "ipv6_addr":
         return int(ipaddress.IPv6Address(v))
+    if dtype == "ether_addr":
+        return int(v.replace(":", ""), 16)
     if dtype in ("ifname", "iface_index"):
         # nft orders strings as host-endian (little) integers: shorter names first
         return int.from_bytes(v.encode()[:16].ljust(16, b"\0"), "little")
@@ -295,6 +326,8 @@ def num_value(dtype: str, n: int) -> Any:
         return bool(n)
     if dtype == "inet_proto":
         return protocols()[1].get(n, n)
+    if dtype == "ether_addr":
+        return ":".join(f"{b:02x}" for b in n.to_bytes(6, "big"))
     if dtype in SYMBOLIC:
         for name, v in SYMBOLIC[dtype][0].items():
             if v == n:
@@ -330,6 +363,8 @@ def value_str(dtype: str, v: Any) -> str:
         return "exists" if v else "missing"
     if dtype == "inet_proto" and NUMERIC_PROTO.get():
         return str(value_num(dtype, v))
+    if dtype == "ether_type" and isinstance(v, int):
+        return f"0x{v:04x}"  # src/proto.c › ethertype_type: BASE_HEXADECIMAL, its 2 bytes
     if dtype == "dscp" and isinstance(v, int):
         return f"0x{v:02x}"
     if dtype in SYMBOLIC and isinstance(v, int):

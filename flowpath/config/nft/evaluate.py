@@ -22,6 +22,7 @@ from flowpath.config.nft.evaluate_exthdr import (
 from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
 from flowpath.config.nft.exthdr import EXTHDR
 from flowpath.config.nft.payload import dependency_kill
+from flowpath.config.nft.payload_ll import link_update, reject_evaluate
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
 
@@ -31,7 +32,7 @@ _OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "E
 _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
 _NOT_TERMINAL_VERDICTS = ("CONTINUE",)
 NFTNL_UDATA_COMMENT_MAXLEN = 128  # libnftnl udata.h; parser_bison.y › comment_spec
-_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
+_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx"}
 _SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
 
 
@@ -53,6 +54,8 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
             raise ctx.error(key, "syntax error, unexpected string")
         if name == "nfproto" and fam != "inet":
             raise ctx.error(t, "meta nfproto is only useful in the inet family")
+        if name in ("ibrname", "obrname") and fam != "bridge":  # nft_meta_bridge.c: bridge only
+            raise ctx.error(t, "Could not process rule: Operation not supported")
         return {"meta": {"key": name}}, dt.META_KEYS[name]
     if t.data == "fib_sel":
         return fib_selector(ctx, t)
@@ -72,7 +75,10 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         return {"ct": {"key": str(key)}}, dt.CT_KEYS[str(key)]
     if t.data in ("tcpopt_sel", "tcpopt_raw_sel"):
         return tcpopt_selector(ctx, t)
+    if t.data == "arp_addr_sel":  # `arp saddr ip`: the field is both words, as nft -j names it
+        t = Tree("payload_sel", [Tree("proto", [t.children[0]]), " ".join(t.children[1].split())], t.meta)
     proto, field = str(t.children[0].children[0]), t.children[1]
+    field = dt.PAYLOAD_ALIASES.get((proto, str(field)), field)
     if str(field) not in dt.PAYLOAD_FIELDS[proto]:
         raise ctx.error(field, "syntax error, unexpected string")
     l3 = {"ip": "ip", "icmp": "ip", "ip6": "ip6", "icmpv6": "ip6"}.get(proto)
@@ -301,6 +307,7 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
     m = rhs_json(ctx, left, dtype, op, rhs)
     _l4_update(ctx, left, op, rhs, t.children[0])
+    link_update(ctx, t.children[0], left, op, m["match"]["right"])
     return m
 
 
@@ -308,6 +315,7 @@ def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     _l4_conflict(ctx, t.children[0], left)
     _l4_update(ctx, left, "&", None, t.children[0])
+    link_update(ctx, t.children[0], left, "&", None)
     mask_items = [rhs_ast(v, ctx.defines, ctx.error) for v in t.children[1].children]
     mask = ListX(mask_items, t.children[1]) if len(mask_items) > 1 else mask_items[0]
     op = None
@@ -442,6 +450,13 @@ def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
     fam = ctx.table.family
+    if fam == "arp":  # evaluate.c › stmt_evaluate_reject_family
+        at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
+        raise ctx.error(at, "cannot use reject with arp")
+    if fam in ("bridge", "netdev"):
+        stmt = reject_evaluate(ctx, t, prev)
+        if stmt is not None:
+            return stmt
     if not t.children:
         return _reject(fam, _REJECT_DEFAULT[fam], None)
     w = t.children[0]
@@ -450,7 +465,7 @@ def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
             at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
             raise ctx.error(at, "you cannot use tcp reset with this protocol")
         if not _has_l4(prev, "tcp"):
-            prev.append(_match("==", {"meta": {"key": "l4proto"}}, "tcp"))
+            prev.insert(0, _match("==", {"meta": {"key": "l4proto"}}, "tcp"))  # at the rule's head, as nft
         return {"reject": {"type": "tcp reset"}}
     kind, code = str(w.children[0]), w.children[-1]
     if kind in ("icmp", "icmpv6") and fam in ("ip", "ip6") and kind != _REJECT_DEFAULT[fam]:

@@ -55,13 +55,14 @@ class Chain:
     hook: str | None = None
     prio: int | None = None
     policy: str | None = None  # accept | drop (base chains only)
-    dev: str | None = None
+    dev: str | list[str] | None = None  # one device, or `devices = { ... }` sorted
     rules: list[Rule] = field(default_factory=list)
     handle: int = 0
     line: int = 0
     comment: str | None = None
     loc: Loc | None = _loc()  # the chain's name
     policy_loc: Loc | None = _loc()  # `policy accept;`
+    type_loc: Loc | None = _loc()  # the chain type's name (`filter`)
 
     @property
     def is_base(self) -> bool:

@@ -18,23 +18,22 @@ from flowpath.config.nft import evaluate as ev
 from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, number, rhs_ast
 from flowpath.config.nft.cmd import EEXIST, Commands, is_create, whole_command
 from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
+from flowpath.config.nft.family import (
+    CHAIN_TYPES,
+    FAMILIES,
+    HOOK_NAMES,
+    HOOKS,
+    needs_device,
+    prio_name_ok,
+    std_prios,
+)
 from flowpath.config.nft.include import INCLUDE_PATH, MAX_INCLUDE_DEPTH, include_files
 from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
 from flowpath.config.nft.validate import NFT_NAME_MAXLEN, kernel_check
 from flowpath.errors import ConfigError
 
-FAMILIES = ("ip", "ip6", "inet", "netdev")
-HOOKS = {
-    "ip": ("prerouting", "input", "forward", "output", "postrouting"),
-    "ip6": ("prerouting", "input", "forward", "output", "postrouting"),
-    "inet": ("prerouting", "input", "forward", "output", "postrouting", "ingress"),
-    "netdev": ("ingress",),
-}
-CHAIN_TYPES = ("filter", "nat", "route")
 SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "mark")
 SET_FLAGS = ("constant", "interval", "timeout", "dynamic")
-# Linux: src/rule.c › std_prios (NF_IP_PRI_*), and which hooks each name is valid for.
-STD_PRIO = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
 # Linux: src/rule.c › table_flags_name, in the order nft lists them
 TABLE_FLAGS = ("dormant", "owner")
 
@@ -43,17 +42,6 @@ TABLE_FLAGS = ("dormant", "owner")
 def _lalr() -> lark.Lark:
     grammar = resources.files("flowpath.config.nft").joinpath("nft.lark").read_text()
     return lark.Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, cache=False)
-
-
-def prio_name_ok(family: str, hook: str, name: str) -> bool:
-    """Linux: src/rule.c › std_prio_family_hook_compat."""
-    if family == "netdev":
-        return name == "filter"
-    if name == "dstnat":
-        return hook == "prerouting"
-    if name == "srcnat":
-        return hook == "postrouting"
-    return True
 
 
 def parse_ruleset(text: str, path: str = "<stdin>", include_path: tuple[str, ...] = INCLUDE_PATH) -> Ruleset:
@@ -305,22 +293,32 @@ class _Builder(Commands):
         ctype, hook = t.children[0], t.children[1]
         if str(ctype) not in CHAIN_TYPES:
             raise self.error(ctype, "unknown chain type")
-        if str(hook) not in HOOKS[table.family]:
-            raise self.error(hook, f"unknown chain hook {hook}")
-        if str(ctype) == "nat" and table.family == "netdev":
-            raise self.error(ctype, 'Chain of type "nat" is not supported')
+        if str(hook) not in HOOK_NAMES:
+            raise self.error(hook, "unknown chain hook")
+        if str(hook) not in HOOKS[table.family]:  # evaluate.c › chain_evaluate
+            raise self.error(hook, f"The {table.family} family does not support this hook")
         rest = t.children[2:]
         dev = None
         if rest[0].data == "device":
-            dev = self._word_or_var(rest[0].children[0])
+            dev = self._devices(rest[0])
+            if not needs_device(table.family, str(hook)):
+                raise self.error(rest[0], "This chain type cannot be bound to device")
             rest = rest[1:]
-        if table.family == "netdev" and dev is None:
+        if dev is None and needs_device(table.family, str(hook)):
             raise self.error(t, "Missing `device' in this chain definition")
         prio = self._prio(table.family, str(hook), rest[0])
         spec = (str(ctype), str(hook), dev, prio)
         if chain.hook is not None and (chain.type, chain.hook, chain.dev, chain.prio) != spec:
             raise self.error(t.meta.chain_name, "Could not process rule: Operation not supported")
         chain.type, chain.hook, chain.dev, chain.prio = spec
+        chain.type_loc = self.loc(ctype)
+
+    def _devices(self, t: Tree) -> str | list[str]:
+        """`device NAME` or `devices = { a, b }`: one name, or the names sorted as the kernel lists them."""
+        src = t.children[0]
+        toks = src.children if isinstance(src, Tree) else [src]
+        devs = sorted({self._word_or_var(d) for d in toks})
+        return devs[0] if len(devs) == 1 else devs
 
     def _prio(self, family: str, hook: str, t: Tree) -> int:
         """The priority as the kernel stores it: nft reads a 64-bit number and sends its low 32 bits."""
@@ -339,12 +337,12 @@ class _Builder(Commands):
                 return int(v, 0)
             except ValueError:
                 name = Token("WORD", v, line=name.line, column=name.column, end_column=name.end_column)
-        if str(name) not in STD_PRIO or not prio_name_ok(family, hook, str(name)):
+        if not prio_name_ok(family, hook, str(name)):
             # nft marks `priority NAME`, from the keyword on
             col = max(1, name.column - len("priority "))
             at = Token("WORD", "priority " + name, line=name.line, column=col, end_column=name.end_column)
             raise self.error(at, "invalid priority expression value in this context.")
-        base = STD_PRIO[str(name)]
+        base = std_prios(family)[str(name)]
         if len(kids) == 3:
             off = self._u64(kids[2], None)
             return base + off if kids[1].type == "PLUS" else base - off

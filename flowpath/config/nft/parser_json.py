@@ -16,6 +16,7 @@ from typing import Any
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
+from flowpath.config.nft.family import needs_device
 from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
 from flowpath.config.nft.json import json_dumps
 from flowpath.config.nft.parser import HOOKS, s32
@@ -29,7 +30,7 @@ from flowpath.config.nft.printer import (
 )
 from flowpath.errors import ConfigError
 
-FAMILIES = ("ip", "ip6", "inet", "netdev")
+FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "mark")
 SET_FLAGS = ("constant", "interval", "timeout", "dynamic")
 TABLE_FLAGS = ("dormant", "owner")
@@ -245,8 +246,11 @@ def _load_chain(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Chain:
         c.type = _one_of(body, "type", ("filter", "nat", "route"))
         c.hook, c.prio = _one_of(body, "hook", HOOKS[t.family]), _prio(body)
         c.policy = _one_of(body, "policy", ("accept", "drop"), "accept")
-        c.dev = _get(body, "dev", str, None)
-        if t.family == "netdev" and c.dev is None:
+        dev = body.get("dev")
+        if not (dev is None or isinstance(dev, str) or (isinstance(dev, list) and all(isinstance(d, str) for d in dev))):
+            raise JsonObjectError(f'"dev" must be a string or a list of strings, not {json_dumps(dev)}')
+        c.dev = sorted(set(dev)) if isinstance(dev, list) and len(set(dev)) > 1 else (dev[0] if isinstance(dev, list) and dev else dev) or None
+        if needs_device(t.family, c.hook) and c.dev is None:
             raise JsonObjectError('a netdev chain needs a "dev" (nft 1.0.6 does not write it)')
     elif "policy" in body:
         raise JsonObjectError('"policy" is only valid for a base chain (one with a "hook")')

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowpath.config.nft.payload_ll import ll_dependency
+
 _L4_NAME = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "ipv6-icmp"}
 
 
@@ -37,6 +39,9 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
     for s in stmts:
         m = s.get("match")
         left = m["left"] if m else None
+        if out and ll_dependency(family, out[-1], s):
+            out[-1] = s
+            continue
         if out and isinstance(left, dict):
             p = (left.get("payload") or left.get("&", [{}])[0].get("payload") or {}).get("protocol")
             if "tcp option" in left:  # exthdr.c: a TCP option implies the TCP header

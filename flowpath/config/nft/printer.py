@@ -10,26 +10,17 @@ from typing import Any
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.exthdr import selector_text
+from flowpath.config.nft.family import prio_name_ok, std_prios
 from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
 from flowpath.config.nft.output import STATELESS
 
-_STD_PRIO = (
-    ("raw", -300),
-    ("mangle", -150),
-    ("dstnat", -100),
-    ("filter", 0),
-    ("security", 50),
-    ("srcnat", 100),
-)
-_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
+_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx"}
 _SET_NEWLINE = ",\n\t\t\t     "
 
 
 def prio2str(family: str, hook: str, prio: int) -> str:
     """Linux: src/rule.c › prio2str: a standard name, +/- up to 10 from it, else the number."""
-    from flowpath.config.nft.parser import prio_name_ok
-
-    for name, base in _STD_PRIO:
+    for name, base in std_prios(family).items():
         if not prio_name_ok(family, hook, name):
             continue
         off = prio - base
@@ -111,7 +102,9 @@ def chain_print(family: str, c: Chain, handles: bool = False) -> str:
     if c.comment is not None:
         out += f'\t\tcomment "{c.comment}"\n'
     if c.hook is not None:
-        dev = f'device "{c.dev}" ' if c.dev else ""
+        dev = f'device "{c.dev}" ' if isinstance(c.dev, str) else ""
+        if isinstance(c.dev, list):
+            dev = "devices = { " + ", ".join(c.dev) + " } "
         prio = prio2str(family, c.hook, c.prio or 0)
         out += f"\t\ttype {c.type} hook {c.hook} {dev}priority {prio}; policy {c.policy};\n"
     for r in c.rules:
@@ -165,7 +158,10 @@ def rhs_str(dtype: str, v: Any) -> str:
         if "set" in v:
             return set_elems_str(dtype, v["set"], named=False)
         if "range" in v:
-            return f"{dt.value_str(dtype, v['range'][0])}-{dt.value_str(dtype, v['range'][1])}"
+            lo, hi = v["range"]
+            if dtype in dt.SYMBOLIC:  # nft lists a range of symbols by its numbers (`arp operation 1-2`)
+                lo, hi = dt.value_num(dtype, lo), dt.value_num(dtype, hi)
+            return f"{dt.value_str(dtype, lo)}-{dt.value_str(dtype, hi)}"
         if "prefix" in v:
             _scalars(v["prefix"], "len")
             return f"{dt.value_str(dtype, v['prefix']['addr'])}/{v['prefix']['len']}"

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowpath.config.nft.commit import Batch
+from flowpath.config.nft.commit import ENOENT, Batch
+from flowpath.config.nft.family import chain_type_ok, filter_hook_ok
 from flowpath.config.nft.ir import Chain, Rule, Ruleset, Table
 
 NFT_NAME_MAXLEN = 256  # include/uapi/linux/netfilter/nf_tables.h: names hold at most 255 bytes and a NUL
@@ -37,6 +38,8 @@ _REJECT_HOOKS = {
     "ip6": ("prerouting", "input", "forward", "output"),
     "inet": ("prerouting", "input", "forward", "output", "ingress"),  # nft_reject_inet_validate
     "netdev": ("ingress", "egress"),  # nft_reject_netdev.c › nft_reject_netdev_validate
+    "bridge": ("prerouting", "input"),  # nft_reject_bridge.c › nft_reject_bridge_validate
+    "arp": (),  # no reject expression is registered for NFPROTO_ARP
 }
 _NAT_HOOKS = {  # nft_nat.c › nft_nat_validate, nft_masq.c, nft_redir.c: in a nat chain only
     "snat": ("postrouting", "input"),
@@ -92,7 +95,7 @@ def kernel_check(rs: Ruleset, batch: Batch, upto: int | None = None) -> None:
         if len(obj.name) >= NFT_NAME_MAXLEN:
             raise rs.error(obj.loc, ERANGE)
         if kind == "chain":
-            _chain_check(rs, obj)
+            _chain_check(rs, table.family, obj)
         elif kind == "rule":
             added.add(id(rule))
             msg = rule_validate(table, obj, rule, added, edges, levels)
@@ -103,11 +106,15 @@ def kernel_check(rs: Ruleset, batch: Batch, upto: int | None = None) -> None:
     _loop_check(rs, items)
 
 
-def _chain_check(rs: Ruleset, chain: Chain) -> None:
+def _chain_check(rs: Ruleset, family: str, chain: Chain) -> None:
     if chain.hook is None:
         if chain.policy is not None:  # nf_tables_newchain: NFTA_CHAIN_POLICY on a regular chain
             raise rs.error(chain.policy_loc, EOPNOTSUPP)
+    elif not chain_type_ok(family, chain.type or "filter"):  # nft_chain_parse_hook: no such type
+        raise rs.error(chain.type_loc or chain.loc, ENOENT)
     elif chain.hook not in CHAIN_TYPE_HOOKS.get(chain.type or "filter", (chain.hook,)):
+        raise rs.error(chain.loc, EOPNOTSUPP)
+    elif not filter_hook_ok(family, chain.hook):
         raise rs.error(chain.loc, EOPNOTSUPP)
 
 
