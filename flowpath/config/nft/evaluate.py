@@ -12,13 +12,14 @@ from typing import Any
 from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
+from flowpath.config.nft import evaluate_payload as evp
 from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, number, rhs_ast
 from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
 from flowpath.config.nft.payload import dependency_kill
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
 
-_OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "EQ_W": "==", "NE_W": "!=",
+_OPS = {"NEG": "!", "EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "EQ_W": "==", "NE_W": "!=",
         "LT_W": "<", "GT_W": ">", "LE_W": "<=", "GE_W": ">="}  # fmt: skip
 # Linux: src/statement.c and evaluate.c › stmt_evaluate_verdict: statements flagged STMT_F_TERMINAL
 _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
@@ -68,10 +69,15 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         if str(field) not in dt.TCP_OPTIONS[str(name)]:
             raise ctx.error(field, "syntax error, unexpected string")
         return {"tcp option": {"name": str(name), "field": str(field)}}, dt.TCP_OPTIONS[str(name)][str(field)]
+    if t.data == "sctp_chunk_sel":
+        return evp.sctp_chunk_selector(ctx, t)
+    if t.data == "raw_sel":
+        left, dtype, _ = evp.raw_selector(ctx, t)
+        return left, dtype
     proto, field = str(t.children[0].children[0]), t.children[1]
     if str(field) not in dt.PAYLOAD_FIELDS[proto]:
         raise ctx.error(field, "syntax error, unexpected string")
-    l3 = {"ip": "ip", "icmp": "ip", "ip6": "ip6", "icmpv6": "ip6"}.get(proto)
+    l3 = {"ip": "ip", "icmp": "ip", "igmp": "ip", "ip6": "ip6", "icmpv6": "ip6"}.get(proto)
     if l3 and fam in ("ip", "ip6") and l3 != fam:
         raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {l3}")
     return {"payload": {"protocol": proto, "field": str(field)}}, dt.PAYLOAD_FIELDS[proto][str(field)]
@@ -117,6 +123,11 @@ def elem_value(err: Any, dtype: str, x: Any) -> Any:
         return _prefix(err, dtype, x.addr, x.length, x.tok)
     if isinstance(x, Masked) and isinstance(x.mask, Sym) and isinstance(x.value, Sym):
         return _prefix(err, dtype, x.value, _int(err, x.mask), x.tok)
+    if isinstance(x, ListX) and dt.is_bitmask(dtype):  # flags OR-ed into one element: syn | ack
+        out = sym_value(err, dtype, x.items[0])
+        for i in x.items[1:]:
+            out = {"|": [out, sym_value(err, dtype, i)]}
+        return out
     raise err(x, "invalid set element")
 
 
@@ -231,8 +242,10 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
     if isinstance(rhs, Masked) and dt.is_bitmask(dtype):
         mask = _bits(err, dtype, rhs.mask)
         return _match(op or "==", {"&": [left, mask]}, _bits(err, dtype, rhs.value))
+    if op == "!" and not dt.is_bitmask(dtype):
+        raise err(rhs, "negation is only valid for bitmask types")
     if isinstance(rhs, (Sym, ListX)) and dt.is_bitmask(dtype):
-        return _match(op or "in", left, _bits(err, dtype, rhs))
+        return evp.binop_postprocess(dtype, {"op": op or "in", "left": left, "right": _bits(err, dtype, rhs)})
     if isinstance(rhs, SetRef):
         s = ctx.table.sets.get(rhs.name)
         if s is None or s.map is not None:
@@ -290,12 +303,19 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
 def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     _l4_conflict(ctx, t.children[0], left)
+    _payload_dependency(ctx, t.children[0], left, prev)
     op = None
     rest = t.children[1:]
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
     rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
     m = rhs_json(ctx, left, dtype, op, rhs)
+    if t.children[0].data == "raw_sel" and evp.raw_selector(ctx, t.children[0])[2]:
+        _, _, mask = evp.raw_selector(ctx, t.children[0])
+        if not isinstance(m["match"]["right"], int):
+            raise ctx.error(rest[0], "a raw payload off byte bounds compares with a single value only")
+        wide, value = evp.raw_operand(left, dtype, mask, m["match"]["right"])
+        m = _match(m["match"]["op"], wide, value)
     _l4_update(ctx, left, op, rhs, t.children[0])
     return m
 
@@ -303,6 +323,7 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
 def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     _l4_conflict(ctx, t.children[0], left)
+    _payload_dependency(ctx, t.children[0], left, prev)
     _l4_update(ctx, left, "&", None, t.children[0])
     mask_items = [rhs_ast(v, ctx.defines, ctx.error) for v in t.children[1].children]
     mask = ListX(mask_items, t.children[1]) if len(mask_items) > 1 else mask_items[0]
@@ -310,13 +331,25 @@ def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     rest = t.children[2:]
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
+    if op == "!":  # evaluate.c › expr_evaluate_relational; nft marks the binop
+        raise ctx.error(t, "cannot combine negation with binary expression")
     value = rhs_ast(rest[0], ctx.defines, ctx.error)
     if dt.is_bitmask(dtype):
-        return _match(
-            op or "==", {"&": [left, _bits(ctx.error, dtype, mask)]}, _bits(ctx.error, dtype, value)
-        )
-    m = sym_value(ctx.error, dtype, mask)
-    return _match(op or "==", {"&": [left, m]}, sym_value(ctx.error, dtype, value))
+        mask_v = _bits(ctx.error, dtype, mask)
+        if isinstance(value, SetX):
+            right = {"set": set_json(ctx.error, dtype, value.elems, True, True, False)}
+        else:
+            right = _bits(ctx.error, dtype, value)
+        return evp.binop_postprocess(dtype, {"op": op or "==", "left": {"&": [left, mask_v]}, "right": right})
+    m = sym_value(ctx.error, dtype, evp.binop_operand(dtype, mask))
+    v = sym_value(ctx.error, dtype, evp.binop_operand(dtype, value))
+    return evp.binop_postprocess(dtype, {"op": op or "==", "left": {"&": [left, m]}, "right": v})
+
+
+def _payload_dependency(ctx: Ctx, sel: Tree, left: dict, prev: list) -> None:
+    """The dependencies nft writes before a payload match and lists (payload.c, evaluate.c)."""
+    evp.icmp_dependency(ctx, sel, left, prev)
+    evp.igmp_dependency(ctx, left, prev)
 
 
 def _st_tcpopt_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
@@ -499,10 +532,12 @@ def _l4_update(ctx: Ctx, left: dict, op: str | None, rhs: Any, sel: Tree) -> Non
     if "&" in left:
         left = left["&"][0]
     p = left.get("payload", {}).get("protocol")
-    if p in ("tcp", "udp", "icmp", "icmpv6"):
+    if "sctp chunk" in left:
+        p = "sctp"
+    if p in dt.L4_PROTO:
         ctx.l4 = p
     elif _is_l4_sel(left) and op in (None, "=="):
-        if isinstance(rhs, Sym) and ctx.l4 in ("tcp", "udp", "icmp", "icmpv6"):
+        if isinstance(rhs, Sym) and ctx.l4 in dt.L4_PROTO:
             v = sym_value(ctx.error, "inet_proto", rhs)
             if isinstance(v, str) and _L4_DESC.get(v, "unknown") != ctx.l4:
                 # deviation: nft takes it (a rule that never matches); its listing folds both
@@ -520,7 +555,9 @@ def _l4_conflict(ctx: Ctx, sel: Tree, left: dict) -> None:
     if "&" in left:
         left = left["&"][0]
     p = left.get("payload", {}).get("protocol")
-    if p in ("tcp", "udp", "icmp", "icmpv6") and ctx.l4 not in (None, p):
+    if "sctp chunk" in left:
+        p = "sctp"
+    if p in dt.L4_PROTO and ctx.l4 not in (None, p):
         raise ctx.error(sel, f"conflicting protocols specified: {ctx.l4} vs. {p}")
 
 
@@ -553,6 +590,7 @@ _STMT = {
     "masked_match": _st_masked,
     "mangle_stmt": _st_mangle,
     "tcpopt_exists": _st_tcpopt_exists,
+    "sctp_chunk_exists": lambda ctx, t, prev: evp.sctp_chunk_exists(ctx, t),
     "exists_stmt": _st_exists,
     "counter_stmt": _st_counter,
     "limit_stmt": _st_limit,

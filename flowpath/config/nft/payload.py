@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_L4_NAME = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "ipv6-icmp"}
+from flowpath.config.nft.datatype import ICMP_DEP
+
+_L4_NAME = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "ipv6-icmp", "udplite": "udplite",
+            "sctp": "sctp", "dccp": "dccp", "ah": "ah", "esp": "esp", "comp": "comp", "igmp": "igmp"}  # fmt: skip
 
 
 def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
@@ -31,6 +34,21 @@ def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
     return None
 
 
+def _icmp_type_dep(stmt: dict, left: dict) -> bool:
+    """`icmpv6 type packet-too-big` right before `icmpv6 mtu`: the one type the field depends on
+    (datatype.ICMP_DEP), which nft neither lists nor prints in JSON."""
+    m = stmt.get("match")
+    p = left.get("payload", {})
+    dep = ICMP_DEP.get((p.get("protocol"), p.get("field")))
+    return (
+        isinstance(dep, str)
+        and bool(m)
+        and m["op"] == "=="
+        and m["left"] == {"payload": {"protocol": p["protocol"], "field": "type"}}
+        and m["right"] == dep
+    )
+
+
 def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
     """Drop a protocol match that only states what the next payload match implies."""
     out: list[dict] = []
@@ -41,6 +59,11 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
             p = (left.get("payload") or left.get("&", [{}])[0].get("payload") or {}).get("protocol")
             if "tcp option" in left:  # exthdr.c: a TCP option implies the TCP header
                 p = "tcp"
+            if "sctp chunk" in left:  # sctp_chunk.c: a chunk implies the SCTP header
+                p = "sctp"
+            if _icmp_type_dep(out[-1], left):
+                out[-1] = s
+                continue
             dep = _dep_of(family, out[-1])
             if p and dep:
                 kind, val = dep
