@@ -99,13 +99,13 @@ CASES = [
 ]  # fmt: skip
 
 
-def _text(rules: list[str]) -> str:
+def _text(rules: list[str], policy: str = "accept") -> str:
     body = "".join(f"\t\t{r}\n" for r in rules)
-    return f"table inet t {{\n\tchain c {{\n\t\ttype filter hook input priority 0; policy accept;\n{body}\t}}\n}}\n"
+    return f"table inet t {{\n\tchain c {{\n\t\ttype filter hook input priority 0; policy {policy};\n{body}\t}}\n}}\n"
 
 
-def _runtime(rules: list[str]) -> NftRuntime:
-    return NftRuntime.from_json(parse_ruleset(_text(rules)).to_json())
+def _runtime(rules: list[str], policy: str = "accept") -> NftRuntime:
+    return NftRuntime.from_json(parse_ruleset(_text(rules, policy)).to_json())
 
 
 def _pkt(p) -> NftPktinfo:
@@ -160,3 +160,62 @@ def test_counters_match_the_kernel(veth_pair):  # noqa: F811  (the fixture, impo
         for chain in rt.base_chains(nfproto, C.NF_INET_LOCAL_IN):
             nft_do_chain(chain, pkt)
     assert_kernel_counts(b, rt)
+
+
+# --- payload set (nft_payload_set_eval) ---------------------------------------------------------------------
+def _checksums_ok(frame: bytes) -> None:
+    """Scapy recomputes every checksum of the frame: each must equal the one written."""
+    p = Ether(frame)
+    for layer in (IP, TCP, UDP, ICMP):
+        if layer in p and (layer is not UDP or p[UDP].chksum):
+            field = "chksum"
+            got = getattr(p[layer], field)
+            q = p.copy()
+            delattr(q[layer], field)
+            assert got == getattr(Ether(raw(q))[layer], field), (layer.__name__, p.summary())
+
+
+# (statement, packet, the field it sets as Scapy reads it back: (layer, field, value)) or None: NFT_BREAK
+SETS = [
+    ("ip ttl set 23", v4(TCP(dport=22)), (IP, "ttl", 23)),
+    ("ip dscp set af23", v4(UDP(), tos=0x03), (IP, "tos", (22 << 2) | 3)),
+    ("ip ecn set ce", v4(UDP(), tos=0x20), (IP, "tos", 0x23)),
+    ("ip protocol set 17", v4(TCP(dport=22)), (IP, "proto", 17)),
+    ("ip daddr set 10.7.0.9", v4(TCP(dport=22)), (IP, "dst", "10.7.0.9")),
+    ("ip saddr set 192.0.2.1", v4(UDP(dport=53) / b"q"), (IP, "src", "192.0.2.1")),
+    ("ip saddr set 192.0.2.1", v4(UDP(dport=53, chksum=0)), (UDP, "chksum", 0)),  # no checksum: none after
+    ("ip id set 0", v4(UDP(), id=777), (IP, "id", 0)),
+    ("udp dport set 65535", v4(UDP(dport=53) / b"hello"), (UDP, "dport", 65535)),
+    ("udp checksum set 0", v4(UDP(dport=53) / b"hello"), (UDP, "chksum", 0)),
+    ("tcp dport set 8080", v4(TCP(dport=22, flags="S")), (TCP, "dport", 8080)),
+    ("tcp flags set rst", v4(TCP(dport=22, flags="S")), (TCP, "flags", "R")),
+    ("icmp id set 9", v4(ICMP(type=8, id=7)), (ICMP, "id", 9)),
+    ("ip6 daddr set ::1", v6(TCP(dport=22)), (IPv6, "dst", "::1")),
+    ("ip6 saddr set 2001:db8::5", v6(UDP(dport=53) / b"x"), (IPv6, "src", "2001:db8::5")),
+    ("ip6 hoplimit set 1", v6(UDP()), (IPv6, "hlim", 1)),
+    ("ip6 dscp set af42", v6(UDP(), tc=0x01), (IPv6, "tc", (36 << 2) | 1)),
+    ("ip6 ecn set ce", v6(UDP(), tc=0x80, fl=5), (IPv6, "tc", 0x83)),
+    ("ip6 flowlabel set 0xfffff", v6(UDP(), tc=0xFF), (IPv6, "fl", 0xFFFFF)),
+    ("udp dport set 1", v4(TCP(dport=22)), None),  # the dependency fails: NFT_BREAK
+    ("udp dport set 1", IP(src=A4, dst=B4, frag=10, proto=17) / Raw(b"\0" * 8), None),  # a later fragment
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stmt", "packet", "want"), SETS, ids=[f"{s[0]}-{i}" for i, s in enumerate(SETS)])
+def test_payload_set_writes_the_field_and_keeps_checksums(stmt, packet, want):
+    """`STMT accept` (policy drop): the field holds the new value, every checksum still verifies, other
+    bytes are untouched; the VM (which punts the statement) and the closures write the same bytes."""
+    vm_rt, ref_rt = _runtime([f"{stmt} accept"], "drop"), _runtime([f"{stmt} accept"], "drop")
+    a, b = _pkt(packet), _pkt(packet)
+    va, vb = nft_do_chain(vm_rt.chains[0], a), nft_do_chain_closures(ref_rt.chains[0], b)
+    assert (va, a.skb.buf.tobytes()) == (vb, b.skb.buf.tobytes())
+    before = raw(_frame(packet, "02:00:00:00:00:01", "02:00:00:00:00:02"))
+    if want is None:
+        assert (va, a.skb.buf.tobytes()) == (C.NF_DROP, before)
+        return
+    assert va == C.NF_ACCEPT
+    frame = a.skb.buf.tobytes()
+    layer, field, value = want
+    got = Ether(frame)[layer]
+    assert (got.flags == value) if field == "flags" else getattr(got, field) == value
+    _checksums_ok(frame)

@@ -280,7 +280,7 @@ def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
     if dtype in SYMBOLIC:
         table, _ = SYMBOLIC[dtype]
         if not quoted and sym in table:
-            return sym
+            return num_value(dtype, table[sym])  # an alias lists as the first name (mld-listener-done)
         n = _int(sym)
         if n is None:
             raise DatatypeError(f"Could not parse {_TYPE_DESC.get(dtype, dtype)}")

@@ -384,7 +384,9 @@ def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
             if str(t.children[2]) != "mtu":
                 raise ctx.error(t.children[2], "syntax error, unexpected string")
             return {"mangle": {"key": left, "value": {"rt": {"key": "mtu"}}}}
-    elif (kind, key.get("key")) not in _SETTABLE:
+    elif kind == "payload" and "base" in key:
+        raise ctx.error(t.children[0], "a raw payload cannot be set by flowpath")
+    elif kind != "payload" and (kind, key.get("key")) not in _SETTABLE:
         raise ctx.error(t.children[0], "this expression cannot be set by flowpath")
     if isinstance(t.children[1], Token):
         raise ctx.error(t.children[1], "rt mtu can only set a tcp option")

@@ -183,8 +183,9 @@ def rhs_str(dtype: str, v: Any) -> str:
     if isinstance(v, dict):
         if "set" in v:
             return set_elems_str(dtype, v["set"], named=False)
-        if "range" in v:
-            return f"{dt.value_str(dtype, v['range'][0])}-{dt.value_str(dtype, v['range'][1])}"
+        if "range" in v:  # src/expression.c › range_expr_print: both ends numeric (NFT_CTX_OUTPUT_NUMERIC_ALL)
+            lo, hi = (dt.value_num(dtype, x) if dtype in dt.SYMBOLIC else x for x in v["range"])
+            return f"{dt.value_str(dtype, lo)}-{dt.value_str(dtype, hi)}"
         if "prefix" in v:
             _scalars(v["prefix"], "len")
             return f"{dt.value_str(dtype, v['prefix']['addr'])}/{v['prefix']['len']}"
