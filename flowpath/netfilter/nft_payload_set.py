@@ -52,7 +52,11 @@ def _terms(old: bytes, new: bytes) -> int:
 
 
 def nft_csum_replace(b, coff: int, terms: int) -> None:
-    """Linux: nft_payload.c › nft_csum_replace: a zero result is written as CSUM_MANGLED_0."""
+    """Linux: nft_payload.c › nft_csum_replace: a zero result is written as CSUM_MANGLED_0.
+
+    A UDP checksum of 0 (none) is updated too, so `udp dport set` gives such a packet a wrong checksum,
+    as Linux 6.x does (tests/netfilter_eval: the bytes a namespace forwards); only the pseudo-header
+    update skips it (nft_payload_udp_checksum)."""
     c = (~csum_fold(((~ld16(b, coff)) & 0xFFFF) + terms)) & 0xFFFF
     st16(b, coff, c or CSUM_MANGLED_0)
 

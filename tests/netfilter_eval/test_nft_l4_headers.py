@@ -12,9 +12,12 @@ and compares the kernel's rule counters with ours.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6MLQuery, ICMPv6PacketTooBig, IPv6
@@ -24,12 +27,14 @@ from scapy.layers.sctp import SCTP, SCTPChunkData, SCTPChunkInit
 from scapy.packet import Raw, raw
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nfeval_util import FakeCt  # noqa: E402
+from nfeval_util import FakeCt, have_root_nft  # noqa: E402
+from test_nft_kernel_diff import _SEND as _SEND_VA  # noqa: E402
 from test_nft_kernel_diff import B4, B6, _frame, _sh, assert_kernel_counts, veth_pair  # noqa: E402, F401
 
 from flowpath.config.nft import parse_ruleset  # noqa: E402
 from flowpath.netfilter import constants as C  # noqa: E402
 from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime, nft_do_chain, nft_do_chain_closures  # noqa: E402
+from flowpath.packet.csum import ip_decrease_ttl  # noqa: E402
 from flowpath.packet.skb import frame_array, skb_parse  # noqa: E402
 
 A4, A6 = "10.7.0.1", "2001:db8:7::1"
@@ -147,9 +152,7 @@ def test_counters_match_the_kernel(veth_pair):  # noqa: F811  (the fixture, impo
     frames = [
         raw(_frame(p, va["address"], vb["address"])) for _, hits, misses in CASES for p in hits + misses
     ]
-    send = "import socket, sys\ns = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\ns.bind(('va', 0))\n"
-    send += "for line in sys.stdin.read().split():\n    s.send(bytes.fromhex(line))\n"
-    _sh("ip", "netns", "exec", a, sys.executable, "-c", send, input="\n".join(f.hex() for f in frames))
+    _sh("ip", "netns", "exec", a, sys.executable, "-c", _SEND_VA, input="\n".join(f.hex() for f in frames))
     for f in frames:
         skb = skb_parse(frame_array(f), vb["ifindex"])
         skb.ct, skb.ctinfo = FakeCt(), C.IP_CT_NEW
@@ -219,3 +222,101 @@ def test_payload_set_writes_the_field_and_keeps_checksums(stmt, packet, want):
     got = Ether(frame)[layer]
     assert (got.flags == value) if field == "flags" else getattr(got, field) == value
     _checksums_ok(frame)
+
+
+# A sends raw frames to B, B mangles them in prerouting and forwards them to C, which captures them
+C4, C6 = "10.8.0.2", "2001:db8:8::2"
+# (the rule in B, the packet A sends to C); each packet carries its index as a tag in its payload
+KERNEL_SETS = [
+    ("ip id 1001 ip ttl set 23", IP(src=A4, dst=C4, id=1001) / UDP(dport=9)),
+    ("ip id 1002 ip dscp set af23", IP(src=A4, dst=C4, id=1002, tos=1) / UDP(dport=9)),
+    ("ip id 1003 ip daddr set 10.8.0.3", IP(src=A4, dst=C4, id=1003) / TCP(dport=9)),
+    ("ip id 1004 ip saddr set 10.7.0.9", IP(src=A4, dst=C4, id=1004) / TCP(dport=9)),
+    ("ip id 1005 ip saddr set 10.7.0.9", IP(src=A4, dst=C4, id=1005) / UDP(dport=9, chksum=0)),
+    ("ip id 1006 ip ecn set ce", IP(src=A4, dst=C4, id=1006, tos=0x20) / UDP(dport=9)),
+    ("udp dport 1007 udp dport set 3007", IP(src=A4, dst=C4) / UDP(dport=1007)),
+    ("udp dport 1008 udp dport set 3008", IP(src=A4, dst=C4) / UDP(dport=1008, chksum=0)),
+    ("udp dport 1009 udp checksum set 0", IP(src=A4, dst=C4) / UDP(dport=1009)),
+    ("tcp dport 1010 tcp dport set 3010", IP(src=A4, dst=C4) / TCP(dport=1010)),
+    ("tcp dport 1011 tcp flags set rst", IP(src=A4, dst=C4) / TCP(dport=1011, flags="S")),
+    ("icmp id 1012 icmp id set 3012", IP(src=A4, dst=C4) / ICMP(type=8, id=1012)),
+    ("ip6 flowlabel 1013 ip6 daddr set 2001:db8:8::3", IPv6(src=A6, dst=C6, fl=1013) / UDP(dport=9)),
+    ("ip6 flowlabel 1014 ip6 saddr set 2001:db8:7::9", IPv6(src=A6, dst=C6, fl=1014) / TCP(dport=9)),
+    ("ip6 flowlabel 1015 ip6 dscp set af42", IPv6(src=A6, dst=C6, fl=1015, tc=2) / UDP(dport=9)),
+    ("ip6 flowlabel 1016 ip6 ecn set ce", IPv6(src=A6, dst=C6, fl=1016) / UDP(dport=9)),
+    ("udp dport 1017 udp dport set 3017", IPv6(src=A6, dst=C6) / UDP(dport=1017)),
+]  # fmt: skip
+_CAPTURE = (
+    "import select, socket, sys, time\n"
+    "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))\n"
+    "s.bind(('vd', 0))\n"
+    "print('ready', flush=True)\n"
+    "end = time.time() + float(sys.argv[1])\n"
+    "while time.time() < end:\n"
+    "    if select.select([s], [], [], 0.05)[0]:\n"
+    "        print(s.recv(65535).hex(), flush=True)\n"
+)
+
+
+@pytest.fixture
+def forwarder():
+    """Namespaces A - B - C: B routes between 10.7.0.0/24 (A) and 10.8.0.0/24 (C), and their IPv6 twins."""
+    if not have_root_nft():
+        pytest.skip("needs root, ip and nft")
+    a, b, c = (f"fpl4_{os.getpid()}_{x}" for x in "abc")
+    try:
+        for ns in (a, b, c):
+            _sh("ip", "netns", "add", ns)
+        _sh("ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
+        _sh("ip", "-n", b, "link", "add", "vc", "type", "veth", "peer", "name", "vd", "netns", c)
+        for ns, dev, addrs in ((a, "va", (f"{A4}/24", f"{A6}/64")), (b, "vb", (f"{B4}/24", f"{B6}/64")),
+                               (b, "vc", ("10.8.0.1/24", "2001:db8:8::1/64")), (c, "vd", (f"{C4}/24", f"{C6}/64"))):  # fmt: skip
+            for addr in addrs:
+                _sh("ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad")
+            _sh("ip", "-n", ns, "link", "set", dev, "up")
+        _sh("ip", "netns", "exec", b, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+            "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.vb.rp_filter=0")  # fmt: skip
+        vd = json.loads(_sh("ip", "-n", c, "-j", "link", "show", "vd").stdout)[0]["address"]
+        for addr in ("10.8.0.2", "10.8.0.3", "2001:db8:8::2", "2001:db8:8::3"):
+            _sh("ip", "-n", b, "neigh", "replace", addr, "lladdr", vd, "dev", "vc")
+        yield a, b, c
+    finally:
+        for ns in (a, b, c):
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.mark.root
+def test_payload_set_writes_what_the_kernel_writes(forwarder):
+    """The bytes C receives (B's prerouting rules applied, then ip_forward's TTL or hop limit decrement)
+    equal ours: the same rules on the same frames, then the same decrement."""
+    a, b, c = forwarder
+    rules = [f"{r} counter" for r, _ in KERNEL_SETS]
+    text = _text(rules).replace("hook input", "hook prerouting")
+    _sh("ip", "netns", "exec", b, "nft", "-f", "-", input=text)
+    rt = NftRuntime.from_json(
+        json.loads(_sh("ip", "netns", "exec", b, "nft", "-j", "list", "ruleset").stdout)
+    )
+    va = json.loads(_sh("ip", "-n", a, "-j", "link", "show", "va").stdout)[0]["address"]
+    vb = json.loads(_sh("ip", "-n", b, "-j", "link", "show", "vb").stdout)[0]["address"]
+    frames = [raw(Ether(src=va, dst=vb) / p / Raw(b"fpl4-%02d" % i)) for i, (_, p) in enumerate(KERNEL_SETS)]
+    cap = subprocess.Popen(["ip", "netns", "exec", c, sys.executable, "-c", _CAPTURE, "2"], stdout=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    assert cap.stdout.readline().strip() == "ready"
+    _sh("ip", "netns", "exec", a, sys.executable, "-c", _SEND_VA, input="\n".join(f.hex() for f in frames))
+    got = {}
+    for line in cap.communicate(timeout=10)[0].split():
+        f = bytes.fromhex(line)
+        if f[-7:-2] == b"fpl4-":
+            got[int(f[-2:])] = f[14:]
+    for i, f in enumerate(frames):
+        skb = skb_parse(frame_array(f), 2)
+        nfproto = C.NFPROTO_IPV6 if skb.is_ipv6 else C.NFPROTO_IPV4
+        pkt = NftPktinfo(skb=skb, hooknum=C.NF_INET_PRE_ROUTING, nfproto=nfproto, iifname="vb", iif=2)
+        for chain in rt.base_chains(nfproto, C.NF_INET_PRE_ROUTING):
+            nft_do_chain(chain, pkt)
+        want = bytearray(pkt.skb.buf.tobytes()[14:])
+        if nfproto == C.NFPROTO_IPV6:
+            want[7] -= 1  # ip6_forward: hdr->hop_limit--
+        else:
+            ip_decrease_ttl(np.frombuffer(want, np.uint8), 0)
+        assert got.get(i) == bytes(want), KERNEL_SETS[i][0]
