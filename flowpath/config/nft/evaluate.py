@@ -303,19 +303,15 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
 def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     _l4_conflict(ctx, t.children[0], left)
-    _payload_dependency(ctx, t.children[0], left, prev)
+    evp.payload_dependency(ctx, t.children[0], left, prev)
     op = None
     rest = t.children[1:]
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
     rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
     m = rhs_json(ctx, left, dtype, op, rhs)
-    if t.children[0].data == "raw_sel" and evp.raw_selector(ctx, t.children[0])[2]:
-        _, _, mask = evp.raw_selector(ctx, t.children[0])
-        if not isinstance(m["match"]["right"], int):
-            raise ctx.error(rest[0], "a raw payload off byte bounds compares with a single value only")
-        wide, value = evp.raw_operand(left, dtype, mask, m["match"]["right"])
-        m = _match(m["match"]["op"], wide, value)
+    if t.children[0].data == "raw_sel":
+        m = evp.raw_match(ctx, t.children[0], rest[0], m)
     _l4_update(ctx, left, op, rhs, t.children[0])
     return m
 
@@ -323,7 +319,7 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
 def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     _l4_conflict(ctx, t.children[0], left)
-    _payload_dependency(ctx, t.children[0], left, prev)
+    evp.payload_dependency(ctx, t.children[0], left, prev)
     _l4_update(ctx, left, "&", None, t.children[0])
     mask_items = [rhs_ast(v, ctx.defines, ctx.error) for v in t.children[1].children]
     mask = ListX(mask_items, t.children[1]) if len(mask_items) > 1 else mask_items[0]
@@ -345,11 +341,6 @@ def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     v = sym_value(ctx.error, dtype, evp.binop_operand(dtype, value))
     return evp.binop_postprocess(dtype, {"op": op or "==", "left": {"&": [left, m]}, "right": v})
 
-
-def _payload_dependency(ctx: Ctx, sel: Tree, left: dict, prev: list) -> None:
-    """The dependencies nft writes before a payload match and lists (payload.c, evaluate.c)."""
-    evp.icmp_dependency(ctx, sel, left, prev)
-    evp.igmp_dependency(ctx, left, prev)
 
 
 def _st_tcpopt_exists(ctx: Ctx, t: Tree, prev: list) -> dict:

@@ -64,12 +64,16 @@ def raw_selector(ctx: Ctx, t: Tree) -> tuple[dict, str, int]:
     return left, f"hex{n}", ((1 << n) - 1) << shift
 
 
-def raw_operand(left: dict, dtype: str, mask: int, value: Any) -> tuple[dict, Any]:
-    """The widened load of a raw selector not on byte bounds, and the value moved to its bits."""
-    if not mask or not isinstance(value, int):
-        return left, value
+def raw_match(ctx: Ctx, sel: Tree, rhs: Tree, m: dict) -> dict:
+    """A raw selector's match: off byte bounds, the widened load masked and the value moved to its bits."""
+    left, _, mask = raw_selector(ctx, sel)
+    if not mask:
+        return m
+    value = m["match"]["right"]
+    if not isinstance(value, int):
+        raise ctx.error(rhs, "a raw payload off byte bounds compares with a single value only")
     shift = (mask & -mask).bit_length() - 1
-    return {"&": [left, mask]}, value << shift
+    return {"match": {"op": m["match"]["op"], "left": {"&": [left, mask]}, "right": value << shift}}
 
 
 def binop_operand(dtype: str, s: Any) -> Any:
@@ -82,6 +86,12 @@ def binop_operand(dtype: str, s: Any) -> Any:
         if 0 <= n < 1 << dt.type_width(dtype):
             return Sym(str(dt.num_value(dtype, n)), s.tok)
     return s
+
+
+def payload_dependency(ctx: Ctx, sel: Tree, left: dict, prev: list) -> None:
+    """The dependencies nft writes before a payload match and lists (payload.c, evaluate.c)."""
+    icmp_dependency(ctx, sel, left, prev)
+    igmp_dependency(ctx, left, prev)
 
 
 def icmp_dependency(ctx: Ctx, sel: Tree, left: dict, prev: list) -> None:
