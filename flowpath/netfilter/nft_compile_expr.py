@@ -18,6 +18,7 @@ from flowpath.netfilter.nft_expr import (
     _PAYLOAD,
     _PROTO_DEP,
     _RAW_BASE,
+    ICMP_DEP_TYPES,
     NftCtx,
     _fib_operand,
     _ifindex_numbers,
@@ -132,9 +133,27 @@ def compile_payload(em: Emitter, p: dict, dreg: int) -> Val:
         base, l3, l4 = _PROTO_DEP[p["protocol"]]
         first, bits = off, mask.bit_length() if mask else n * 8
         mask = mask or (1 << (8 * n)) - 1
+        types = ICMP_DEP_TYPES.get((p["protocol"], p["field"]))
+        if types is not None:
+            _icmp_type_check(em, dreg, l3, l4, types)
     em.emit(V.OP_PAYLOAD, dreg, _BASE[base], l3, l4, first, n)
     _emit_shift_mask(em, dreg, n, shift, mask)
     return Val((Comp(0, n, False),), dtype, bits)
+
+
+def _icmp_type_check(em: Emitter, dreg: int, l3: int, l4: int, types: tuple[int, ...]) -> None:
+    """nft's `icmp type` dependency in front of the field's load: one type, or two that differ in one bit
+    (echo-reply/echo-request: 0/8, 128/129), tested as the bits they share."""
+    diff = 0
+    for t in types[1:]:
+        diff |= t ^ types[0]
+    if diff & (diff - 1):
+        raise Punt("an icmp type dependency of types that differ in more than one bit")
+    keep = 0xFF & ~diff
+    em.emit(V.OP_PAYLOAD, dreg, V.BASE_TH, l3, l4, 0, 1)
+    if diff:
+        em.emit(V.OP_BITWISE, dreg, dreg, 1, em.const(bytes([keep])), em.const(bytes(1)))
+    em.emit(V.OP_CMP, V.CMP_EQ, dreg, 1, em.const(bytes([types[0] & keep])))
 
 
 def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:

@@ -17,11 +17,17 @@ import operator
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, NamedTuple
 
+from flowpath.config.nft.datatype import ICMP_DEP
 from flowpath.netfilter import constants as C
-from flowpath.netfilter.nft_exthdr import build_exthdr_load, build_rt_load, build_tcpopt_load
+from flowpath.netfilter.nft_exthdr import (
+    build_exthdr_load,
+    build_rt_load,
+    build_sctp_chunk_load,
+    build_tcpopt_load,
+)
 from flowpath.netfilter.nft_fib import build_fib
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
-from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
+from flowpath.netfilter.nft_types import BITMASK_TYPES, ICMP_TYPE, ICMPV6_TYPE, NftBuildError, parse_value
 from flowpath.netfilter.nft_xfrm import build_xfrm, secpath_exists
 from flowpath.packet import layout as L
 
@@ -58,7 +64,9 @@ _PROTO_DEP = {
     "ether": (_LL, 0, _NOT_CHECKED), "ip": (_NH, L.ETH_P_IP, _NOT_CHECKED),
     "ip6": (_NH, L.ETH_P_IPV6, _NOT_CHECKED), "tcp": (_TH, 0, L.IPPROTO_TCP), "udp": (_TH, 0, L.IPPROTO_UDP),
     "icmp": (_TH, L.ETH_P_IP, L.IPPROTO_ICMP), "icmpv6": (_TH, L.ETH_P_IPV6, L.IPPROTO_ICMPV6),
-    "th": (_TH, 0, _NOT_CHECKED),
+    "th": (_TH, 0, _NOT_CHECKED), "udplite": (_TH, 0, L.IPPROTO_UDPLITE), "sctp": (_TH, 0, L.IPPROTO_SCTP),
+    "dccp": (_TH, 0, L.IPPROTO_DCCP), "ah": (_TH, 0, L.IPPROTO_AH), "esp": (_TH, 0, L.IPPROTO_ESP),
+    "comp": (_TH, 0, L.IPPROTO_COMP), "igmp": (_TH, L.ETH_P_IP, L.IPPROTO_IGMP),
 }  # fmt: skip
 # (protocol, field) -> (offset, length in bytes, right shift, mask (0: none), datatype)
 _PAYLOAD = {
@@ -117,7 +125,39 @@ _PAYLOAD = {
     ("icmpv6", "id"): (L.ICMPH.id, 2, 0, 0, "integer"),
     ("icmpv6", "sequence"): (L.ICMPH.sequence, 2, 0, 0, "integer"),
     ("icmpv6", "max-delay"): (L.ICMPH.id, 2, 0, 0, "integer"),
+    ("icmpv6", "mtu"): (L.ICMPH.id, 4, 0, 0, "integer"),
+    ("udplite", "sport"): (L.UDPH.source, 2, 0, 0, "inet_service"),
+    ("udplite", "dport"): (L.UDPH.dest, 2, 0, 0, "inet_service"),
+    ("udplite", "csumcov"): (L.UDPH.len, 2, 0, 0, "integer"),  # RFC 3828: the length field's place
+    ("udplite", "checksum"): (L.UDPH.check, 2, 0, 0, "integer"),
+    ("sctp", "sport"): (L.SCTPH.source, 2, 0, 0, "inet_service"),
+    ("sctp", "dport"): (L.SCTPH.dest, 2, 0, 0, "inet_service"),
+    ("sctp", "vtag"): (L.SCTPH.vtag, 4, 0, 0, "integer"),
+    ("sctp", "checksum"): (L.SCTPH.checksum, 4, 0, 0, "integer"),
+    ("dccp", "sport"): (L.DCCPH.dccph_sport, 2, 0, 0, "inet_service"),
+    ("dccp", "dport"): (L.DCCPH.dccph_dport, 2, 0, 0, "inet_service"),
+    ("dccp", "type"): (L.DCCPH.dccph_res_type_x, 1, 1, 0xF, "dccp_pkttype"),
+    ("ah", "nexthdr"): (L.AUTHH.nexthdr, 1, 0, 0, "inet_proto"),
+    ("ah", "hdrlength"): (L.AUTHH.hdrlen, 1, 0, 0, "integer"),
+    ("ah", "reserved"): (L.AUTHH.reserved, 2, 0, 0, "integer"),
+    ("ah", "spi"): (L.AUTHH.spi, 4, 0, 0, "integer"),
+    ("ah", "sequence"): (L.AUTHH.seq_no, 4, 0, 0, "integer"),
+    ("esp", "spi"): (L.ESPH.spi, 4, 0, 0, "integer"),
+    ("esp", "sequence"): (L.ESPH.seq_no, 4, 0, 0, "integer"),
+    ("comp", "nexthdr"): (L.COMPH.nexthdr, 1, 0, 0, "inet_proto"),
+    ("comp", "flags"): (L.COMPH.flags, 1, 0, 0, "integer"),
+    ("comp", "cpi"): (L.COMPH.cpi, 2, 0, 0, "integer"),
+    ("igmp", "type"): (L.IGMPH.type, 1, 0, 0, "igmp_type"),
+    ("igmp", "mrt"): (L.IGMPH.code, 1, 0, 0, "integer"),
+    ("igmp", "checksum"): (L.IGMPH.csum, 2, 0, 0, "integer"),
+    ("igmp", "group"): (L.IGMPH.group, 4, 0, 0, "integer"),
 }  # fmt: skip
+# ICMP fields that mean something for some types only: the types nft's dependency admits
+# (config/nft/datatype.py › ICMP_DEP; payload.c › payload_gen_icmp_dependency)
+ICMP_DEP_TYPES = {
+    (proto, fld): tuple((ICMP_TYPE if proto == "icmp" else ICMPV6_TYPE)[t] for t in dep)
+    for (proto, fld), dep in ((k, v if isinstance(v, tuple) else (v,)) for k, v in ICMP_DEP.items())
+}
 _RAW_BASE = {"ll": _LL, "nh": _NH, "th": _TH}
 
 
@@ -196,7 +236,20 @@ def build_payload(p: dict) -> Load:
     off, n, shift, mask, dtype = _PAYLOAD[proto, fld]
     base, l3, l4 = _PROTO_DEP[proto]
     bits = mask.bit_length() if mask else n * 8
-    return Load(_payload_fn(base, l3, l4, off, n, shift, mask), dtype, bits)
+    fn = _payload_fn(base, l3, l4, off, n, shift, mask)
+    if (proto, fld) in ICMP_DEP_TYPES:
+        fn = _icmp_dep_fn(fn, ICMP_DEP_TYPES[proto, fld])
+    return Load(fn, dtype, bits)
+
+
+def _icmp_dep_fn(load, types: tuple[int, ...]):
+    """The field's load behind nft's `icmp type` dependency (a load that found the field has the type)."""
+
+    def load_dep(pkt):
+        v = load(pkt)
+        return v if v is not None and pkt.data[pkt.skb.thoff + L.ICMPH.type] in types else None
+
+    return load_dep
 
 
 # --- meta (nft_meta.c › nft_meta_get_eval) ----------------------------------------------------------------
@@ -331,6 +384,8 @@ def build_load(e: object, ctx: NftCtx) -> Load:
             return Load(*build_tcpopt_load(arg))
         if kind == "exthdr":
             return Load(*build_exthdr_load(arg))
+        if kind == "sctp chunk":
+            return Load(*build_sctp_chunk_load(arg))
         if kind == "rt":
             return Load(*build_rt_load(arg))
         if kind == "fib":

@@ -1,18 +1,19 @@
-"""IPv6 extension headers and TCP options (`hbh nexthdr`, `tcp option maxseg size`, `... set rt mtu`,
-`reset tcp option`) and the route's TCP MSS.
+"""IPv6 extension headers, TCP options and SCTP chunks (`hbh nexthdr`, `tcp option maxseg size`,
+`... set rt mtu`, `reset tcp option`, `sctp chunk data tsn`) and the route's TCP MSS.
 
 Linux: net/netfilter/nft_exthdr.c › nft_exthdr_ipv6_eval (net/ipv6/exthdrs_core.c › ipv6_find_hdr),
-nft_exthdr_tcp_eval, nft_exthdr_tcp_set_eval, nft_exthdr_tcp_strip_eval, and net/netfilter/nft_rt.c ›
-get_tcpmss (NFT_RT_TCPMSS). The usual MSS clamp of a tunnel gateway, `tcp flags syn tcp option maxseg
-size set rt mtu`, only ever lowers the option and patches the TCP checksum incrementally
-(inet_proto_csum_replace2; here csum_replace2 from packet.csum). Fields are the front end's templates
-(config/nft/exthdr.py, nftables src/exthdr.c and src/tcpopt.c): a kind or header type, and an offset
-and a length in bits, loaded as whole bytes and narrowed as nft's bitwise does. These run in the
+nft_exthdr_tcp_eval, nft_exthdr_tcp_set_eval, nft_exthdr_tcp_strip_eval, nft_exthdr_sctp_eval, and
+net/netfilter/nft_rt.c › get_tcpmss (NFT_RT_TCPMSS). The usual MSS clamp of a tunnel gateway, `tcp flags
+syn tcp option maxseg size set rt mtu`, only ever lowers the option and patches the TCP checksum
+incrementally (inet_proto_csum_replace2; here csum_replace2 from packet.csum). Fields are the front end's
+templates (config/nft/exthdr.py, nftables src/exthdr.c and src/tcpopt.c): a kind or header type, and an
+offset and a length in bits, loaded as whole bytes and narrowed as nft's bitwise does. These run in the
 Python evaluator only: the compiled VM punts a rule that has one (nft_compile_expr.compile_load).
 """
 
 from __future__ import annotations
 
+from flowpath.config.nft.datatype import SCTP_CHUNKS, sctp_chunk_field
 from flowpath.config.nft.exthdr import EXTHDR, exthdr_field, tcpopt_bits, tcpopt_kind_of
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_types import NftBuildError
@@ -162,6 +163,45 @@ def build_exthdr_load(arg: dict):
         return _value(pkt.data, o + first, n, shift, mask)
 
     return load, ("integer" if dtype.startswith("integer") else dtype), bits
+
+
+def _sctp_chunk_find(pkt, ctype: int, need: int) -> int:
+    """Offset in pkt.data of the first chunk of type `ctype`, -1 when there is none or it is shorter
+    than `need` bytes (or runs past the packet). Linux: nft_exthdr.c › nft_exthdr_sctp_eval."""
+    skb, d = pkt.skb, pkt.data
+    if skb.l4proto != L.IPPROTO_SCTP or skb.thoff < 0:  # pkt->tprot
+        return -1
+    o = skb.thoff + L.SCTPH.size
+    while o + L.SCTP_CHUNKH.size <= len(d):
+        length = d[o + L.SCTP_CHUNKH.length] << 8 | d[o + L.SCTP_CHUNKH.length + 1]
+        if not length:
+            return -1
+        if d[o + L.SCTP_CHUNKH.type] == ctype:
+            return o if need <= length and o + length <= len(d) else -1
+        o += (length + 3) & ~3  # SCTP_PAD4
+    return -1
+
+
+def build_sctp_chunk_load(arg: dict):
+    """`sctp chunk NAME FIELD` (NFT_BREAK when the chunk is absent) or `sctp chunk NAME` (exists: 1/0)."""
+    name, field = arg.get("name"), arg.get("field")
+    if name not in SCTP_CHUNKS or (field is not None and sctp_chunk_field(name, field) is None):
+        raise NftBuildError(f"unsupported sctp chunk {name} {field or ''}".rstrip())
+    ctype = SCTP_CHUNKS[name][0]
+    if field is None:
+
+        def present(pkt):
+            return 1 if _sctp_chunk_find(pkt, ctype, 0) >= 0 else 0  # NFT_EXTHDR_F_PRESENT
+
+        return present, "boolean", 8
+    bit, bits = sctp_chunk_field(name, field)
+    off, n = bit // 8, bits // 8
+
+    def load(pkt):
+        o = _sctp_chunk_find(pkt, ctype, off + n)
+        return None if o < 0 else int.from_bytes(pkt.data[o + off : o + off + n], "big")
+
+    return load, "integer", bits
 
 
 def rt_tcpmss(pkt):

@@ -19,6 +19,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
 from flowpath.netfilter.nft_exthdr import build_tcpopt_set, build_tcpopt_strip
+from flowpath.netfilter.nft_payload_set import build_payload_set
 from flowpath.netfilter.nft_set import Interval, NftSet, parse_key
 from flowpath.netfilter.nft_types import ICMP_CODE, ICMPV6_CODE, ICMPX_CODE, NftBuildError, parse_value
 from flowpath.packet import layout as L
@@ -452,6 +453,8 @@ def build_flow(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
 # --- meta mark set, ct mark set, notrack ------------------------------------------------------------------------
 def build_mangle(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
     key, value = arg.get("key"), arg.get("value")
+    if isinstance(key, dict) and len(key) == 1 and "payload" in key and not isinstance(value, dict):
+        return build_payload_set(key["payload"], value)
     if isinstance(value, dict):
         src = build_load(value, ctx).fn
         if "rt" in value:  # nft_rt_validate: NFT_RT_TCPMSS needs a route

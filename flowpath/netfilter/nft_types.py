@@ -11,6 +11,7 @@ import ipaddress
 import socket
 from typing import Callable
 
+from flowpath.config.nft.datatype import DCCP_PKTTYPE, IGMP_TYPE
 from flowpath.config.nft.exthdr import MH_TYPE
 from flowpath.netfilter import constants as C
 from flowpath.packet import layout as L
@@ -176,6 +177,7 @@ PARSERS: dict[str, Callable[[object], int | str]] = {
     "dscp": _symbolic(DSCP, "dscp"), "ecn": _symbolic(ECN, "ecn"), "ether_type": _symbolic(ETHER_TYPE, "ethertype"),
     "nf_proto": _symbolic(NF_PROTO, "nfproto"), "boolean": _boolean, "pkt_type": _symbolic(PKTTYPE, "pkttype"),
     "fib_addrtype": _symbolic(FIB_ADDRTYPE, "fib address type"), "mh_type": _symbolic(MH_TYPE, "mh type"),
+    "dccp_pkttype": _symbolic(DCCP_PKTTYPE, "dccp packet type"), "igmp_type": _symbolic(IGMP_TYPE, "igmp type"),
 }  # fmt: skip
 # Datatype names `nft -j` prints in set declarations, mapped to ours.
 TYPE_ALIASES = {"ipv4_addr": "ipv4_addr", "ipv6_addr": "ipv6_addr", "inet_service": "inet_service",
@@ -184,7 +186,8 @@ TYPE_ALIASES = {"ipv4_addr": "ipv4_addr", "ipv6_addr": "ipv6_addr", "inet_servic
                 "icmpv6_type": "icmpv6_type", "integer": "integer", "dscp": "dscp", "ecn": "ecn",
                 "ether_type": "ether_type", "nf_proto": "nf_proto", "tcp_flag": "tcp_flag",
                 "icmp_code": "icmp_code", "icmpv6_code": "icmpv6_code", "ct_dir": "ct_dir",
-                "iface_index": "integer", "pkt_type": "pkt_type", "fib_addrtype": "fib_addrtype"}  # fmt: skip
+                "iface_index": "integer", "pkt_type": "pkt_type", "fib_addrtype": "fib_addrtype",
+                "dccp_pkttype": "dccp_pkttype", "igmp_type": "igmp_type"}  # fmt: skip
 
 
 def parse_value(dtype: str, v: object) -> int | str:

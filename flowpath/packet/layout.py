@@ -52,6 +52,20 @@ ICMPHDR = np.dtype([  # struct icmphdr (echo view of the union), RFC 792; icmp6h
     ("type", "u1"), ("code", "u1"), ("checksum", ">u2"), ("id", ">u2"), ("sequence", ">u2"),
 ])  # fmt: skip
 ESPHDR = np.dtype([("spi", ">u4"), ("seq_no", ">u4")])  # struct ip_esp_hdr, RFC 4303
+AUTHHDR = np.dtype([  # struct ip_auth_hdr, RFC 4302 (the ICV follows)
+    ("nexthdr", "u1"), ("hdrlen", "u1"), ("reserved", ">u2"), ("spi", ">u4"), ("seq_no", ">u4"),
+])  # fmt: skip
+COMPHDR = np.dtype([("nexthdr", "u1"), ("flags", "u1"), ("cpi", ">u2")])  # struct ip_comp_hdr, RFC 3173
+SCTPHDR = np.dtype([("source", ">u2"), ("dest", ">u2"), ("vtag", ">u4"), ("checksum", ">u4")])  # RFC 9260
+SCTP_CHUNKHDR = np.dtype([("type", "u1"), ("flags", "u1"), ("length", ">u2")])  # struct sctp_chunkhdr
+DCCPHDR = np.dtype([  # struct dccp_hdr, RFC 4340 (the short-sequence-number view)
+    ("dccph_sport", ">u2"), ("dccph_dport", ">u2"), ("dccph_doff", "u1"),
+    ("dccph_cscov_ccval", "u1"),  # cscov:4 | ccval:4
+    ("dccph_checksum", ">u2"),
+    ("dccph_res_type_x", "u1"),  # reserved:3 | type:4 | x:1
+    ("dccph_seq2", "u1"), ("dccph_seq", ">u2"),
+])  # fmt: skip
+IGMPHDR = np.dtype([("type", "u1"), ("code", "u1"), ("csum", ">u2"), ("group", ">u4")])  # struct igmphdr
 ARPHDR = np.dtype([  # struct arphdr + the Ethernet/IPv4 body
     ("ar_hrd", ">u2"), ("ar_pro", ">u2"), ("ar_hln", "u1"), ("ar_pln", "u1"), ("ar_op", ">u2"),
     ("ar_sha", "u1", 6), ("ar_sip", ">u4"), ("ar_tha", "u1", 6), ("ar_tip", ">u4"),
@@ -68,9 +82,16 @@ UDPH = field_offsets("UDPH", UDPHDR)
 ICMPH = field_offsets("ICMPH", ICMPHDR)
 ESPH = field_offsets("ESPH", ESPHDR)
 ARPH = field_offsets("ARPH", ARPHDR)
+AUTHH = field_offsets("AUTHH", AUTHHDR)
+COMPH = field_offsets("COMPH", COMPHDR)
+SCTPH = field_offsets("SCTPH", SCTPHDR)
+SCTP_CHUNKH = field_offsets("SCTP_CHUNKH", SCTP_CHUNKHDR)
+DCCPH = field_offsets("DCCPH", DCCPHDR)
+IGMPH = field_offsets("IGMPH", IGMPHDR)
 
 assert (ETH.size, VLAN.size, IPH.size, IP6H.size) == (14, 4, 20, 40)
 assert (TCPH.size, UDPH.size, ICMPH.size, ESPH.size, FRAGH.size, ARPH.size) == (20, 8, 8, 8, 8, 28)
+assert (AUTHH.size, COMPH.size, SCTPH.size, SCTP_CHUNKH.size, DCCPH.size, IGMPH.size) == (12, 4, 12, 4, 12, 8)
 
 # include/uapi/linux/if_ether.h
 ETH_ALEN = 6
@@ -89,6 +110,7 @@ IPPROTO_IGMP = 2
 IPPROTO_IPIP = 4
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_DCCP = 33
 IPPROTO_IPV6 = 41
 IPPROTO_ROUTING = 43
 IPPROTO_FRAGMENT = 44
@@ -98,8 +120,10 @@ IPPROTO_AH = 51
 IPPROTO_ICMPV6 = 58
 IPPROTO_NONE = 59
 IPPROTO_DSTOPTS = 60
+IPPROTO_COMP = 108
 IPPROTO_SCTP = 132
 IPPROTO_MH = 135
+IPPROTO_UDPLITE = 136
 IPV6_EXT_HDRS = (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_DSTOPTS, IPPROTO_AH, IPPROTO_MH)
 
 # include/uapi/linux/ip.h: IPv4 options (type byte) and timestamp flags

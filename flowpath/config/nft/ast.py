@@ -134,8 +134,11 @@ def rhs_ast(t: Any, defines: dict[str, Any], err: ErrFn) -> Any:
         if len(parts) == 1:
             return value
         return Masked(value, rhs_ast(parts[1], defines, err), t)
-    if kind == "rhs_list":
-        items = [rhs_ast(c, defines, err) for c in t.children]
+    if kind in ("rhs_list", "flag_or"):
+        items: list[Any] = []
+        for c in t.children:  # `(syn | ack)` in a list is its flags
+            x = rhs_ast(c, defines, err)
+            items.extend(x.items if isinstance(x, ListX) else [x])
         return items[0] if len(items) == 1 else ListX(items, t)
     if kind == "value":
         return _value(t, defines, err)

@@ -66,6 +66,16 @@ FIB_ADDRTYPE = {
     "unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5, "blackhole": 6,
     "unreachable": 7, "prohibit": 8, "throw": 9, "nat": 10, "xresolve": 11,
 }  # fmt: skip
+# Linux: nftables src/proto.c › ecn_type, dccp_pkttype_type (dccp_pkttype_tbl), igmp_type_type
+ECN = {"not-ect": 0, "ect1": 1, "ect0": 2, "ce": 3}
+DCCP_PKTTYPE = {
+    "request": 0, "response": 1, "data": 2, "ack": 3, "dataack": 4, "closereq": 5, "close": 6, "reset": 7,
+    "sync": 8, "syncack": 9,
+}  # fmt: skip
+IGMP_TYPE = {
+    "membership-query": 0x11, "membership-report-v1": 0x12, "membership-report-v2": 0x16,
+    "membership-report-v3": 0x22, "leave-group": 0x17,
+}  # fmt: skip
 LOG_LEVEL = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit")
 
 # symbolic type: (table, bitmask?)
@@ -85,25 +95,41 @@ SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
     "fib_addrtype": (FIB_ADDRTYPE, False),
     "mh_type": (MH_TYPE, False),
     "arp_op": (ARPOP, False),
+    "ecn": (ECN, False),
+    "dccp_pkttype": (DCCP_PKTTYPE, False),
+    "igmp_type": (IGMP_TYPE, False),
 }
 _WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8, "icmpv6_code": 8,
           "dscp": 6, "pkt_type": 8, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
           "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32, "mh_type": 8, "boolean": 1, "arp_op": 16,
-          "ether_addr": 48}  # fmt: skip
+          "ether_addr": 48, "ecn": 2, "dccp_pkttype": 4, "igmp_type": 8}  # fmt: skip
 
 # --- selectors (src/proto.c, src/meta.c, src/ct.c): key -> datatype --------------------------------
 PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
     "ip": {"saddr": "ipv4_addr", "daddr": "ipv4_addr", "protocol": "inet_proto", "ttl": "integer8",
            "length": "integer16", "dscp": "dscp", "id": "integer16", "version": "integer4",
-           "hdrlength": "integer4", "checksum": "integer16"},
+           "hdrlength": "integer4", "checksum": "integer16", "frag-off": "integer16", "ecn": "ecn"},
     "ip6": {"saddr": "ipv6_addr", "daddr": "ipv6_addr", "nexthdr": "inet_proto", "hoplimit": "integer8",
-            "length": "integer16", "dscp": "dscp", "flowlabel": "integer20", "version": "integer4"},
+            "length": "integer16", "dscp": "dscp", "flowlabel": "integer20", "version": "integer4",
+            "ecn": "ecn"},
     "tcp": {"sport": "inet_service", "dport": "inet_service", "flags": "tcp_flag",
-            "sequence": "integer32", "ackseq": "integer32", "window": "integer16", "doff": "integer4"},
-    "udp": {"sport": "inet_service", "dport": "inet_service", "length": "integer16"},
+            "sequence": "integer32", "ackseq": "integer32", "window": "integer16", "doff": "integer4",
+            "reserved": "integer4", "checksum": "integer16", "urgptr": "integer16"},
+    "udp": {"sport": "inet_service", "dport": "inet_service", "length": "integer16", "checksum": "integer16"},
+    "udplite": {"sport": "inet_service", "dport": "inet_service", "csumcov": "integer16",
+                "checksum": "integer16"},
+    "sctp": {"sport": "inet_service", "dport": "inet_service", "vtag": "integer32", "checksum": "integer32"},
+    "dccp": {"sport": "inet_service", "dport": "inet_service", "type": "dccp_pkttype"},
     "th": {"sport": "inet_service", "dport": "inet_service"},
-    "icmp": {"type": "icmp_type", "code": "icmp_code", "id": "integer16", "sequence": "integer16"},
-    "icmpv6": {"type": "icmpv6_type", "code": "icmpv6_code", "id": "integer16", "sequence": "integer16"},
+    "ah": {"nexthdr": "inet_proto", "hdrlength": "integer8", "reserved": "integer16", "spi": "integer32",
+           "sequence": "integer32"},
+    "esp": {"spi": "integer32", "sequence": "integer32"},
+    "comp": {"nexthdr": "inet_proto", "flags": "hex8", "cpi": "integer16"},
+    "igmp": {"type": "igmp_type", "mrt": "integer8", "checksum": "integer16", "group": "integer32"},
+    "icmp": {"type": "icmp_type", "code": "icmp_code", "checksum": "integer16", "id": "integer16",
+             "sequence": "integer16", "gateway": "integer32", "mtu": "integer16"},
+    "icmpv6": {"type": "icmpv6_type", "code": "icmpv6_code", "checksum": "integer16", "id": "integer16",
+               "sequence": "integer16", "mtu": "integer32", "max-delay": "integer16"},
     # src/proto.c › proto_eth, proto_vlan (cfi: the old name of dei), proto_arp (its addresses are
     # Ethernet and IPv4 ones: `arp saddr ip`, `arp saddr ether`)
     "ether": {"daddr": "ether_addr", "saddr": "ether_addr", "type": "ether_type"},
@@ -133,7 +159,37 @@ IPSEC_ADDR = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
 # Linux: nftables src/rt.c › rt_templates (the keys flowpath models)
 RT_KEYS = {"ipsec": "boolean"}
 # Linux: src/payload.c › the L4 protocol each transport header depends on (nft's `meta l4proto`).
-L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "udplite": 136, "sctp": 132, "dccp": 33, "ah": 51,
+            "esp": 50, "comp": 108, "igmp": 2}  # fmt: skip
+# Linux: nftables src/proto.c › the icmp_dep of a field: the ICMP type its meaning depends on
+# (payload.c › payload_gen_icmp_dependency); echo's id and sequence depend on a set of two types
+ICMP_DEP = {
+    ("icmp", "id"): ("echo-reply", "echo-request"), ("icmp", "sequence"): ("echo-reply", "echo-request"),
+    ("icmp", "gateway"): "redirect", ("icmp", "mtu"): "destination-unreachable",
+    ("icmpv6", "id"): ("echo-request", "echo-reply"), ("icmpv6", "sequence"): ("echo-request", "echo-reply"),
+    ("icmpv6", "mtu"): "packet-too-big", ("icmpv6", "max-delay"): "mld-listener-query",
+}  # fmt: skip
+# Linux: nftables src/sctp_chunk.c › sctp_chunk_protocols: chunk type and its fields (bit offset, width)
+_SCTP_COMMON = {"type": (0, 8), "flags": (8, 8), "length": (16, 16)}
+_SCTP_INIT = {"init-tag": (32, 32), "a-rwnd": (64, 32), "num-outbound-streams": (96, 16),
+              "num-inbound-streams": (112, 16), "initial-tsn": (128, 32)}  # fmt: skip
+SCTP_CHUNKS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
+    "data": (0, {"tsn": (32, 32), "stream": (64, 16), "ssn": (80, 16), "ppid": (96, 32)}),
+    "init": (1, _SCTP_INIT), "init-ack": (2, _SCTP_INIT),
+    "sack": (3, {"cum-tsn-ack": (32, 32), "a-rwnd": (64, 32), "num-gap-ack-blocks": (96, 16),
+                 "num-dup-tsns": (112, 16)}),
+    "heartbeat": (4, {}), "heartbeat-ack": (5, {}), "abort": (6, {}),
+    "shutdown": (7, {"cum-tsn-ack": (32, 32)}), "shutdown-ack": (8, {}), "error": (9, {}),
+    "cookie-echo": (10, {}), "cookie-ack": (11, {}), "ecne": (12, {"lowest-tsn": (32, 32)}),
+    "cwr": (13, {"lowest-tsn": (32, 32)}), "shutdown-complete": (14, {}),
+    "asconf-ack": (128, {"seqno": (32, 32)}), "forward-tsn": (192, {"new-cum-tsn": (32, 32)}),
+    "asconf": (193, {"seqno": (32, 32)}),
+}  # fmt: skip
+
+
+def sctp_chunk_field(name: str, field: str) -> tuple[int, int] | None:
+    """(bit offset, bits) of a field of chunk `name`, the common ones (type, flags, length) included."""
+    return {**_SCTP_COMMON, **SCTP_CHUNKS[name][1]}.get(field)
 
 
 def selector_type(left: Any) -> str:
@@ -141,7 +197,13 @@ def selector_type(left: Any) -> str:
     if isinstance(left, dict):
         if "payload" in left:
             p = left["payload"]
+            if "base" in p:  # raw payload: an integer of its width, listed in hex
+                return f"hex{p['len']}"
             return PAYLOAD_FIELDS[p["protocol"]][p["field"]]
+        if "sctp chunk" in left:
+            c = left["sctp chunk"]
+            where = sctp_chunk_field(c["name"], c["field"]) if "field" in c else None
+            return f"integer{where[1]}" if where else "boolean"
         if "meta" in left:
             return META_KEYS[left["meta"]["key"]]
         if "ct" in left:
@@ -181,6 +243,8 @@ def is_bitmask(dtype: str) -> bool:
 def type_width(dtype: str) -> int:
     if dtype.startswith("integer"):
         return int(dtype[7:])
+    if dtype.startswith("hex"):  # an integer nft lists in hex: raw payloads, comp flags (bitmask_type)
+        return int(dtype[3:])
     return _WIDTH.get(dtype, 0)
 
 
@@ -253,7 +317,7 @@ def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
         if n is None:
             raise DatatypeError("Could not parse boolean type")
         return bool(_check_range(n, 1, sym))
-    if dtype == "mark" or dtype.startswith("integer"):
+    if dtype == "mark" or dtype.startswith(("integer", "hex")):
         n = _int(sym)
         if n is None:
             raise DatatypeError(f"Could not parse {_TYPE_DESC.get(dtype, 'integer')}")
@@ -300,6 +364,8 @@ def value_num(dtype: str, v: Any) -> int:
     """Integer behind a JSON value, for ordering and interval arithmetic."""
     if isinstance(v, int):
         return int(v)  # a boolean too
+    if isinstance(v, dict) and "|" in v:  # flags OR-ed in a set element: {"|": [a, b]}
+        return value_num(dtype, v["|"][0]) | value_num(dtype, v["|"][1])
     if dtype == "ipv4_addr":
         return int(ipaddress.IPv4Address(v))
     if dtype == "ipv6_addr":
@@ -349,6 +415,8 @@ def inet6_ntop(n: int) -> str:
 
 def value_str(dtype: str, v: Any) -> str:
     """Listing text of one JSON value (no sets, ranges or prefixes)."""
+    if isinstance(v, dict) and "|" in v and len(v["|"]) == 2:  # src/expression.c › binop_expr_print
+        return " | ".join(value_str(dtype, x) for x in v["|"])
     if isinstance(v, dict):
         raise DatatypeError(f"not a value of {dtype}")
     if isinstance(v, list):  # bitmask list: ct state established,related
@@ -361,6 +429,8 @@ def value_str(dtype: str, v: Any) -> str:
         return f"0x{v:08x}"
     if isinstance(v, bool):
         return "exists" if v else "missing"
+    if dtype.startswith("hex") and isinstance(v, int):
+        return f"0x{v:x}"
     if dtype == "inet_proto" and NUMERIC_PROTO.get():
         return str(value_num(dtype, v))
     if dtype == "ether_type" and isinstance(v, int):
@@ -381,7 +451,7 @@ def set_delim_count(dtype: str) -> int:
     """Elements per line in a named set listing (src/expression.c › calculate_delim); 1 = one a line."""
     if dtype in ("inet_service", "inet_proto", "mark", "tcp_flag", "ct_dir", "nf_proto", "iface_index"):
         return 5
-    if dtype.startswith("integer"):
+    if dtype.startswith(("integer", "hex")):
         return 5
     if dtype in ("ipv4_addr", "ct_state", "ct_status", "pkt_type"):
         return 2

@@ -12,6 +12,7 @@ from typing import Any
 from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
+from flowpath.config.nft import evaluate_payload as evp
 from flowpath.config.nft.ast import Ctx, ListX, Masked, Prefix, Range, SetRef, SetX, Sym, number, rhs_ast
 from flowpath.config.nft.evaluate_exthdr import (
     exthdr_selector,
@@ -26,7 +27,7 @@ from flowpath.config.nft.payload_ll import link_update, reject_evaluate
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
 
-_OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "EQ_W": "==", "NE_W": "!=",
+_OPS = {"NEG": "!", "EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "EQ_W": "==", "NE_W": "!=",
         "LT_W": "<", "GT_W": ">", "LE_W": "<=", "GE_W": ">="}  # fmt: skip
 # Linux: src/statement.c and evaluate.c › stmt_evaluate_verdict: statements flagged STMT_F_TERMINAL
 _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
@@ -77,11 +78,16 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         return tcpopt_selector(ctx, t)
     if t.data == "arp_addr_sel":  # `arp saddr ip`: the field is both words, as nft -j names it
         t = Tree("payload_sel", [Tree("proto", [t.children[0]]), " ".join(t.children[1].split())], t.meta)
+    if t.data == "sctp_chunk_sel":
+        return evp.sctp_chunk_selector(ctx, t)
+    if t.data == "raw_sel":
+        left, dtype, _ = evp.raw_selector(ctx, t)
+        return left, dtype
     proto, field = str(t.children[0].children[0]), t.children[1]
     field = dt.PAYLOAD_ALIASES.get((proto, str(field)), field)
     if str(field) not in dt.PAYLOAD_FIELDS[proto]:
         raise ctx.error(field, "syntax error, unexpected string")
-    l3 = {"ip": "ip", "icmp": "ip", "ip6": "ip6", "icmpv6": "ip6"}.get(proto)
+    l3 = {"ip": "ip", "icmp": "ip", "igmp": "ip", "ip6": "ip6", "icmpv6": "ip6"}.get(proto)
     if l3 and fam in ("ip", "ip6") and l3 != fam:
         raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {l3}")
     return {"payload": {"protocol": proto, "field": str(field)}}, dt.PAYLOAD_FIELDS[proto][str(field)]
@@ -127,6 +133,11 @@ def elem_value(err: Any, dtype: str, x: Any) -> Any:
         return _prefix(err, dtype, x.addr, x.length, x.tok)
     if isinstance(x, Masked) and isinstance(x.mask, Sym) and isinstance(x.value, Sym):
         return _prefix(err, dtype, x.value, _int(err, x.mask), x.tok)
+    if isinstance(x, ListX) and dt.is_bitmask(dtype):  # flags OR-ed into one element: syn | ack
+        out = sym_value(err, dtype, x.items[0])
+        for i in x.items[1:]:
+            out = {"|": [out, sym_value(err, dtype, i)]}
+        return out
     raise err(x, "invalid set element")
 
 
@@ -241,8 +252,10 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
     if isinstance(rhs, Masked) and dt.is_bitmask(dtype):
         mask = _bits(err, dtype, rhs.mask)
         return _match(op or "==", {"&": [left, mask]}, _bits(err, dtype, rhs.value))
+    if op == "!" and not dt.is_bitmask(dtype):
+        raise err(rhs, "negation is only valid for bitmask types")
     if isinstance(rhs, (Sym, ListX)) and dt.is_bitmask(dtype):
-        return _match(op or "in", left, _bits(err, dtype, rhs))
+        return evp.binop_postprocess(dtype, {"op": op or "in", "left": left, "right": _bits(err, dtype, rhs)})
     if isinstance(rhs, SetRef):
         s = ctx.table.sets.get(rhs.name)
         if s is None or s.map is not None:
@@ -300,12 +313,15 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
 def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     _l4_conflict(ctx, t.children[0], left)
+    evp.payload_dependency(ctx, t.children[0], left, prev)
     op = None
     rest = t.children[1:]
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
     rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
     m = rhs_json(ctx, left, dtype, op, rhs)
+    if t.children[0].data == "raw_sel":
+        m = evp.raw_match(ctx, t.children[0], rest[0], m)
     _l4_update(ctx, left, op, rhs, t.children[0])
     link_update(ctx, t.children[0], left, op, m["match"]["right"])
     return m
@@ -314,6 +330,7 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
 def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     _l4_conflict(ctx, t.children[0], left)
+    evp.payload_dependency(ctx, t.children[0], left, prev)
     _l4_update(ctx, left, "&", None, t.children[0])
     link_update(ctx, t.children[0], left, "&", None)
     mask_items = [rhs_ast(v, ctx.defines, ctx.error) for v in t.children[1].children]
@@ -322,13 +339,20 @@ def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     rest = t.children[2:]
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
+    if op == "!":  # evaluate.c › expr_evaluate_relational; nft marks the binop
+        raise ctx.error(t, "cannot combine negation with binary expression")
     value = rhs_ast(rest[0], ctx.defines, ctx.error)
     if dt.is_bitmask(dtype):
-        return _match(
-            op or "==", {"&": [left, _bits(ctx.error, dtype, mask)]}, _bits(ctx.error, dtype, value)
-        )
-    m = sym_value(ctx.error, dtype, mask)
-    return _match(op or "==", {"&": [left, m]}, sym_value(ctx.error, dtype, value))
+        mask_v = _bits(ctx.error, dtype, mask)
+        if isinstance(value, SetX):
+            right = {"set": set_json(ctx.error, dtype, value.elems, True, True, False)}
+        else:
+            right = _bits(ctx.error, dtype, value)
+        return evp.binop_postprocess(dtype, {"op": op or "==", "left": {"&": [left, mask_v]}, "right": right})
+    m = sym_value(ctx.error, dtype, evp.binop_operand(dtype, mask))
+    v = sym_value(ctx.error, dtype, evp.binop_operand(dtype, value))
+    return evp.binop_postprocess(dtype, {"op": op or "==", "left": {"&": [left, m]}, "right": v})
+
 
 
 def _st_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
@@ -356,7 +380,9 @@ def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
             if str(t.children[2]) != "mtu":
                 raise ctx.error(t.children[2], "syntax error, unexpected string")
             return {"mangle": {"key": left, "value": {"rt": {"key": "mtu"}}}}
-    elif (kind, key.get("key")) not in _SETTABLE:
+    elif kind == "payload" and "base" in key:
+        raise ctx.error(t.children[0], "a raw payload cannot be set by flowpath")
+    elif kind != "payload" and (kind, key.get("key")) not in _SETTABLE:
         raise ctx.error(t.children[0], "this expression cannot be set by flowpath")
     if isinstance(t.children[1], Token):
         raise ctx.error(t.children[1], "rt mtu can only set a tcp option")
@@ -511,10 +537,12 @@ def _l4_update(ctx: Ctx, left: dict, op: str | None, rhs: Any, sel: Tree) -> Non
     if "&" in left:
         left = left["&"][0]
     p = left.get("payload", {}).get("protocol")
-    if p in ("tcp", "udp", "icmp", "icmpv6"):
+    if "sctp chunk" in left:
+        p = "sctp"
+    if p in dt.L4_PROTO:
         ctx.l4 = p
     elif _is_l4_sel(left) and op in (None, "=="):
-        if isinstance(rhs, Sym) and ctx.l4 in ("tcp", "udp", "icmp", "icmpv6"):
+        if isinstance(rhs, Sym) and ctx.l4 in dt.L4_PROTO:
             v = sym_value(ctx.error, "inet_proto", rhs)
             if isinstance(v, str) and _L4_DESC.get(v, "unknown") != ctx.l4:
                 # deviation: nft takes it (a rule that never matches); its listing folds both
@@ -532,7 +560,9 @@ def _l4_conflict(ctx: Ctx, sel: Tree, left: dict) -> None:
     if "&" in left:
         left = left["&"][0]
     p = left.get("payload", {}).get("protocol")
-    if p in ("tcp", "udp", "icmp", "icmpv6") and ctx.l4 not in (None, p):
+    if "sctp chunk" in left:
+        p = "sctp"
+    if p in dt.L4_PROTO and ctx.l4 not in (None, p):
         raise ctx.error(sel, f"conflicting protocols specified: {ctx.l4} vs. {p}")
 
 
@@ -565,6 +595,7 @@ _STMT = {
     "masked_match": _st_masked,
     "mangle_stmt": _st_mangle,
     "optstrip_stmt": stmt_optstrip,
+    "sctp_chunk_exists": lambda ctx, t, prev: evp.sctp_chunk_exists(ctx, t),
     "exists_stmt": _st_exists,
     "counter_stmt": _st_counter,
     "limit_stmt": _st_limit,

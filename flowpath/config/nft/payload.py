@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowpath.config.nft.datatype import ICMP_DEP
 from flowpath.config.nft.payload_ll import ll_dependency
 
-_L4_NAME = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "ipv6-icmp"}
+_L4_NAME = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "ipv6-icmp", "udplite": "udplite",
+            "sctp": "sctp", "dccp": "dccp", "ah": "ah", "esp": "esp", "comp": "comp", "igmp": "igmp"}  # fmt: skip
 
 
 def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
@@ -33,6 +35,21 @@ def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
     return None
 
 
+def _icmp_type_dep(stmt: dict, left: dict) -> bool:
+    """`icmpv6 type packet-too-big` right before `icmpv6 mtu`: the one type the field depends on
+    (datatype.ICMP_DEP), which nft neither lists nor prints in JSON."""
+    m = stmt.get("match")
+    p = left.get("payload", {})
+    dep = ICMP_DEP.get((p.get("protocol"), p.get("field")))
+    return (
+        isinstance(dep, str)
+        and bool(m)
+        and m["op"] == "=="
+        and m["left"] == {"payload": {"protocol": p["protocol"], "field": "type"}}
+        and m["right"] == dep
+    )
+
+
 def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
     """Drop a protocol match that only states what the next payload match implies."""
     out: list[dict] = []
@@ -48,6 +65,11 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
                 p = "tcp"
             if "exthdr" in left:  # payload.c › exthdr_dependency_kill: an IPv6 header implies IPv6
                 p = "ip6"
+            if "sctp chunk" in left:  # sctp_chunk.c: a chunk implies the SCTP header
+                p = "sctp"
+            if _icmp_type_dep(out[-1], left):
+                out[-1] = s
+                continue
             dep = _dep_of(family, out[-1])
             if p and dep:
                 kind, val = dep

@@ -126,7 +126,14 @@ def selector_str(left: dict, present: bool = False) -> str:
         if isinstance(sel, dict):
             _scalars(sel, "protocol", "field", "key", "name")
     if "payload" in left:
-        return f"{left['payload']['protocol']} {left['payload']['field']}"
+        p = left["payload"]
+        if "base" in p:  # raw payload: src/payload.c › payload_expr_print
+            _scalars(p, "base", "offset", "len")
+            return f"@{p['base']},{p['offset']},{p['len']}"
+        return f"{p['protocol']} {p['field']}"
+    if "sctp chunk" in left:  # Linux: nftables src/exthdr.c › exthdr_expr_print (sctp)
+        c = left["sctp chunk"]
+        return f"sctp chunk {c['name']}" + (f" {c['field']}" if "field" in c else "")
     if "meta" in left:
         key = left["meta"]["key"]
         return key if key in dt.META_UNQUALIFIED else f"meta {key}"
@@ -157,19 +164,19 @@ def rhs_str(dtype: str, v: Any) -> str:
     if isinstance(v, dict):
         if "set" in v:
             return set_elems_str(dtype, v["set"], named=False)
-        if "range" in v:
-            lo, hi = v["range"]
-            if dtype in dt.SYMBOLIC:  # nft lists a range of symbols by its numbers (`arp operation 1-2`)
-                lo, hi = dt.value_num(dtype, lo), dt.value_num(dtype, hi)
+        if "range" in v:  # src/expression.c › range_expr_print: both ends numeric (NFT_CTX_OUTPUT_NUMERIC_ALL)
+            lo, hi = (dt.value_num(dtype, x) if dtype in dt.SYMBOLIC else x for x in v["range"])
             return f"{dt.value_str(dtype, lo)}-{dt.value_str(dtype, hi)}"
         if "prefix" in v:
             _scalars(v["prefix"], "len")
             return f"{dt.value_str(dtype, v['prefix']['addr'])}/{v['prefix']['len']}"
+        if "|" in v:
+            return dt.value_str(dtype, v)
         raise ValueError(f"unsupported expression {sorted(v)}")
     return dt.value_str(dtype, v)
 
 
-_RELOPS = ("==", "!=", "<", ">", "<=", ">=", "in")
+_RELOPS = ("==", "!=", "<", ">", "<=", ">=", "in", "!")
 
 
 def _scalars(a: dict, *keys: str) -> None:
@@ -187,7 +194,10 @@ def match_print(m: dict) -> str:
     if "&" in left:
         sel, mask = left["&"]
         dtype = dt.selector_type(sel)
-        if dt.is_bitmask(dtype):
+        if dt.is_bitmask(dtype) and isinstance(mask, dict):  # `& (fin | syn) == { ... }`
+            return f"{selector_str(sel)} & ({rhs_str(dtype, mask)}) {op} {rhs_str(dtype, right)}"
+        if dt.is_bitmask(dtype) and not (isinstance(mask, str) and right == mask):
+            # netlink_delinearize.c: `flags / mask`, but one flag tested for itself stays a binop
             ops = "" if op == "==" else f"{op} "
             return f"{selector_str(sel)} {ops}{rhs_str(dtype, right)} / {rhs_str(dtype, mask)}"
         return f"{selector_str(sel)} & {rhs_str(dtype, mask)} {op} {rhs_str(dtype, right)}"
