@@ -11,6 +11,7 @@ import ipaddress
 from contextvars import ContextVar
 from typing import Any
 
+from flowpath.config.nft.datatype_meta import ARPHRD, CODECS, CT_EVENT
 from flowpath.config.nft.netbase import protocols, services
 
 
@@ -53,9 +54,10 @@ DSCP = {
     "af11": 10, "af12": 12, "af13": 14, "af21": 18, "af22": 20, "af23": 22, "af31": 26, "af32": 28,
     "af33": 30, "af41": 34, "af42": 36, "af43": 38, "ef": 46,
 }  # fmt: skip
-ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100, "8021ad": 0x88A8}
+# src/proto.c › ethertype_tbl: 8021q is the name nft lists, vlan reads as the same number
+ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "8021q": 0x8100, "vlan": 0x8100, "8021ad": 0x88A8}
 NFPROTO = {"ipv4": 2, "ipv6": 10}
-PKTTYPE = {"host": 0, "broadcast": 1, "multicast": 2, "other": 3}
+PKTTYPE = {"host": 0, "unicast": 0, "broadcast": 1, "multicast": 2, "other": 3}
 IFNAMSIZ = 16  # include/uapi/linux/if.h
 # `nft -p` (NFT_CTX_OUTPUT_NUMERIC_PROTO): layer 4 protocols as numbers; set by printer.output_options
 NUMERIC_PROTO: ContextVar[bool] = ContextVar("numeric_proto", default=False)
@@ -81,10 +83,13 @@ SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
     "nf_proto": (NFPROTO, False),
     "pkt_type": (PKTTYPE, False),
     "fib_addrtype": (FIB_ADDRTYPE, False),
+    "arphrd": (ARPHRD, False),
+    "ct_event": (CT_EVENT, True),
 }
 _WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8, "icmpv6_code": 8,
           "dscp": 6, "pkt_type": 8, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
-          "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32}  # fmt: skip
+          "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32, "arphrd": 16, "ct_event": 32,
+          "iface_index": 32}  # fmt: skip
 
 # --- selectors (src/proto.c, src/meta.c, src/ct.c): key -> datatype --------------------------------
 PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
@@ -103,13 +108,27 @@ PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
 META_KEYS = {
     "l4proto": "inet_proto", "nfproto": "nf_proto", "iifname": "ifname", "oifname": "ifname",
     "iif": "iface_index", "oif": "iface_index", "mark": "mark", "length": "integer32",
-    "protocol": "ether_type", "priority": "integer32", "pkttype": "pkt_type", "skuid": "integer32", "skgid": "integer32",
-    "ipsec": "boolean",
+    "protocol": "ether_type", "priority": "tc_handle", "pkttype": "pkt_type", "skuid": "uid", "skgid": "gid",
+    "ipsec": "boolean", "iiftype": "arphrd", "oiftype": "arphrd", "rtclassid": "realm", "cpu": "integer32",
+    "iifgroup": "devgroup", "oifgroup": "devgroup", "cgroup": "integer32", "nftrace": "integer1",
+    "random": "integer32", "time": "date", "day": "day", "hour": "hour", "sdif": "iface_index",
+    "sdifname": "ifname", "ibrname": "ifname", "obrname": "ifname", "ibrpvid": "integer16",
+    "ibrvproto": "ether_type",
 }  # fmt: skip
 # Linux: nftables src/meta.c › meta_templates: `meta secpath` is the old name of `meta ipsec`
 META_ALIASES = {"secpath": "ipsec"}
-META_UNQUALIFIED = ("iif", "oif", "iifname", "oifname")
-CT_KEYS = {"state": "ct_state", "status": "ct_status", "mark": "mark", "direction": "ct_dir"}
+# src/meta.c › meta_key_is_unqualified: the keys nft lists without `meta`
+META_UNQUALIFIED = ("iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup")
+# the keys only a bridge family's hooks have (src/meta.c: the kernel's nft_meta_bridge.c)
+META_BRIDGE = ("ibrname", "obrname", "ibrpvid", "ibrvproto")
+CT_KEYS = {"state": "ct_state", "status": "ct_status", "mark": "mark", "direction": "ct_dir",
+           "expiration": "time", "helper": "string", "l3proto": "nf_proto", "protocol": "inet_proto",
+           "label": "ct_label", "zone": "integer16", "id": "integer32", "event": "ct_event",
+           "bytes": "integer64", "packets": "integer64", "avgpkt": "integer64"}  # fmt: skip
+# Linux: nftables src/parser_bison.y › ct_key_dir, ct_key_dir_optional: the keys taking a direction
+CT_DIR_KEYS = {"saddr": None, "daddr": None, "l3proto": "nf_proto", "protocol": "inet_proto",
+               "proto-src": "inet_service", "proto-dst": "inet_service", "bytes": "integer64",
+               "packets": "integer64", "avgpkt": "integer64", "zone": "integer16"}  # fmt: skip
 # Linux: src/tcpopt.c › tcpopt_protocols (the options flowpath's evaluator models)
 TCP_OPTIONS = {"maxseg": {"size": "integer16"}}
 # Linux: nftables src/fib.c › fib_result_tbl and the NFTA_FIB_F_* flags in bit order (fib_tuple)
@@ -119,7 +138,7 @@ FIB_RESULT = {"oif": "iface_index", "oifname": "ifname", "type": "fib_addrtype"}
 IPSEC_KEYS = {"reqid": "integer32", "spi": "integer32", "saddr": None, "daddr": None}
 IPSEC_ADDR = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
 # Linux: nftables src/rt.c › rt_templates (the keys flowpath models)
-RT_KEYS = {"ipsec": "boolean"}
+RT_KEYS = {"ipsec": "boolean", "classid": "realm", "mtu": "integer16"}
 # Linux: src/payload.c › the L4 protocol each transport header depends on (nft's `meta l4proto`).
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
@@ -133,7 +152,10 @@ def selector_type(left: Any) -> str:
         if "meta" in left:
             return META_KEYS[left["meta"]["key"]]
         if "ct" in left:
-            return CT_KEYS[left["ct"]["key"]]
+            c = left["ct"]
+            if "dir" in c and c["key"] in CT_DIR_KEYS:
+                return CT_DIR_KEYS[c["key"]] or IPSEC_ADDR[c["family"]]
+            return CT_KEYS[c["key"]]
         if "&" in left:
             return selector_type(left["&"][0])
         if "tcp option" in left:
@@ -152,6 +174,10 @@ def selector_type(left: Any) -> str:
             return IPSEC_KEYS[x["key"]] or IPSEC_ADDR[x["family"]]
         if "rt" in left:
             return RT_KEYS[left["rt"]["key"]]
+        if "numgen" in left or "jhash" in left or "symhash" in left:
+            return "integer32"
+        if any(op in left for op in ("|", "^", "<<", ">>")):
+            return selector_type(next(iter(left.values()))[0])
     raise DatatypeError("unsupported expression")
 
 
@@ -160,6 +186,8 @@ def is_bitmask(dtype: str) -> bool:
 
 
 def type_width(dtype: str) -> int:
+    if dtype in CODECS:
+        return CODECS[dtype].width
     if dtype.startswith("integer"):
         return int(dtype[7:])
     return _WIDTH.get(dtype, 0)
@@ -175,6 +203,11 @@ def _int(sym: str) -> int | None:
 
 def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
     """JSON value of `sym` for `dtype`, or DatatypeError with nft's wording."""
+    if dtype in CODECS:
+        try:
+            return CODECS[dtype].parse(sym, quoted)
+        except ValueError as e:
+            raise DatatypeError(str(e)) from None
     if dtype == "ipv4_addr":
         try:
             return str(ipaddress.IPv4Address(sym))
@@ -216,7 +249,7 @@ def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
     if dtype in SYMBOLIC:
         table, _ = SYMBOLIC[dtype]
         if not quoted and sym in table:
-            return sym
+            return num_value(dtype, table[sym])  # an alias (vlan, unicast) as nft lists it
         n = _int(sym)
         if n is None:
             raise DatatypeError(f"Could not parse {_TYPE_DESC.get(dtype, dtype)}")
@@ -256,6 +289,8 @@ def _check_range(n: int, width: int, sym: str) -> int:
 # --- numeric value (sorting, intervals) and listing text -------------------------------------------
 def value_num(dtype: str, v: Any) -> int:
     """Integer behind a JSON value, for ordering and interval arithmetic."""
+    if dtype in CODECS:
+        return CODECS[dtype].num(v)
     if isinstance(v, int):
         return v
     if dtype == "ipv4_addr":
@@ -274,6 +309,8 @@ def value_num(dtype: str, v: Any) -> int:
 
 def num_value(dtype: str, n: int) -> Any:
     """JSON value for the integer `n` (inverse of value_num)."""
+    if dtype in CODECS:
+        return CODECS[dtype].parse(str(n), False)
     if dtype == "ipv4_addr":
         return str(ipaddress.IPv4Address(n))
     if dtype == "ipv6_addr":
@@ -305,6 +342,8 @@ def value_str(dtype: str, v: Any) -> str:
         raise DatatypeError(f"not a value of {dtype}")
     if isinstance(v, list):  # bitmask list: ct state established,related
         return ",".join(value_str(dtype, x) for x in v)
+    if dtype in CODECS:
+        return CODECS[dtype].text(v)
     if dtype == "iface_index" and isinstance(v, str) and v.isdigit():
         return v  # an index no device has: nft lists the number (src/datatype.c › ifindex_type_print)
     if dtype in ("ifname", "iface_index"):

@@ -19,13 +19,14 @@ from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval
 from flowpath.errors import ConfigError
 
 _OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "EQ_W": "==", "NE_W": "!=",
-        "LT_W": "<", "GT_W": ">", "LE_W": "<=", "GE_W": ">="}  # fmt: skip
+        "LT_W": "<", "GT_W": ">", "LE_W": "<=", "GE_W": ">=", "NEG": "!"}  # fmt: skip
 # Linux: src/statement.c and evaluate.c › stmt_evaluate_verdict: statements flagged STMT_F_TERMINAL
 _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
 _NOT_TERMINAL_VERDICTS = ("CONTINUE",)
 NFTNL_UDATA_COMMENT_MAXLEN = 128  # libnftnl udata.h; parser_bison.y › comment_spec
 _REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
-_SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
+_SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark"), ("meta", "pkttype"), ("meta", "nftrace"),
+             ("ct", "zone"), ("ct", "label"), ("ct", "event")}  # fmt: skip
 
 
 def _match(op: str, left: Any, right: Any) -> dict:
@@ -46,7 +47,15 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
             raise ctx.error(key, "syntax error, unexpected string")
         if name == "nfproto" and fam != "inet":
             raise ctx.error(t, "meta nfproto is only useful in the inet family")
+        if name in dt.META_BRIDGE:  # nft_meta_bridge.c: the bridge family's keys
+            raise ctx.error(t, "Could not process rule: Operation not supported")
         return {"meta": {"key": name}}, dt.META_KEYS[name]
+    if t.data in ("ct_sel", "ct_dir_sel"):
+        return _keys.ct_selector(ctx, t)
+    if t.data == "numgen_sel":
+        return _keys.numgen_selector(ctx, t)
+    if t.data in ("jhash_sel", "symhash_sel"):
+        return _keys.hash_selector(ctx, t)
     if t.data == "fib_sel":
         return fib_selector(ctx, t)
     if t.data == "ipsec_sel":
@@ -56,11 +65,6 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         if str(key) not in dt.RT_KEYS:
             raise ctx.error(key, f"rt {key}: flowpath supports rt ipsec only")
         return {"rt": {"key": str(key)}}, dt.RT_KEYS[str(key)]
-    if t.data == "ct_sel":
-        key = t.children[1]
-        if str(key) not in dt.CT_KEYS:
-            raise ctx.error(key, "syntax error, unexpected string")
-        return {"ct": {"key": str(key)}}, dt.CT_KEYS[str(key)]
     if t.data == "tcpopt_sel":
         name, field = t.children[1], t.children[2]
         if str(name) not in dt.TCP_OPTIONS:
@@ -233,6 +237,8 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
         return _match(op or "==", {"&": [left, mask]}, _bits(err, dtype, rhs.value))
     if isinstance(rhs, (Sym, ListX)) and dt.is_bitmask(dtype):
         return _match(op or "in", left, _bits(err, dtype, rhs))
+    if op == "!":
+        raise err(rhs, "Relational expression with ! requires a bitmask selector")
     if isinstance(rhs, SetRef):
         s = ctx.table.sets.get(rhs.name)
         if s is None or s.map is not None:
@@ -297,7 +303,16 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
     m = rhs_json(ctx, left, dtype, op, rhs)
     _l4_update(ctx, left, op, rhs, t.children[0])
+    _keys.nfproto_update(ctx, left, op, rhs)
     return m
+
+
+def _st_binop(ctx: Ctx, t: Tree, prev: list) -> dict:
+    left, dtype = selector(ctx, t.children[0])
+    op, rest = None, t.children[3:]
+    if isinstance(rest[0], Tree) and rest[0].data == "relop":
+        op, rest = _OPS[rest[0].children[0].type], rest[1:]
+    return _keys.binop_match(ctx, left, dtype, t, op, rhs_ast(rest[0], ctx.defines, ctx.error))
 
 
 def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
@@ -311,6 +326,8 @@ def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
     value = rhs_ast(rest[0], ctx.defines, ctx.error)
+    if op == "!":  # evaluate.c › expr_evaluate_relational: OP_NEG takes a flags selector, not an expression
+        raise ctx.error(t, "Relational expression with ! requires a bitmask selector")
     if dt.is_bitmask(dtype):
         return _match(
             op or "==", {"&": [left, _bits(ctx.error, dtype, mask)]}, _bits(ctx.error, dtype, value)
@@ -346,16 +363,11 @@ def _st_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
 def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     kind, key = next(iter(left.items()))
-    if kind == "tcp option":
-        if isinstance(t.children[1], Token):  # set rt mtu: clamp to the route's MTU
-            if str(t.children[2]) != "mtu":
-                raise ctx.error(t.children[2], "syntax error, unexpected string")
-            return {"mangle": {"key": left, "value": {"rt": {"key": "mtu"}}}}
-    elif (kind, key.get("key")) not in _SETTABLE:
+    if kind != "tcp option" and (kind, key.get("key")) not in _SETTABLE:
         raise ctx.error(t.children[0], "this expression cannot be set by flowpath")
-    if isinstance(t.children[1], Token):
+    value = _keys.set_value(ctx, t.children[1], dtype)
+    if isinstance(value, dict) and "rt" in value and (kind != "tcp option" or value["rt"]["key"] != "mtu"):
         raise ctx.error(t.children[1], "rt mtu can only set a tcp option")
-    value = sym_value(ctx.error, dtype, rhs_ast(t.children[1], ctx.defines, ctx.error))
     return {"mangle": {"key": left, "value": value}}
 
 
@@ -551,6 +563,7 @@ _STMT = {
     "match_stmt": _st_match,
     "vmap_stmt": _st_vmap,
     "masked_match": _st_masked,
+    "binop_match": _st_binop,
     "mangle_stmt": _st_mangle,
     "tcpopt_exists": _st_tcpopt_exists,
     "exists_stmt": _st_exists,
@@ -564,9 +577,10 @@ _STMT = {
 }
 
 
+from flowpath.config.nft import evaluate_keys as _keys  # noqa: E402  (it reads this module's helpers)
 from flowpath.config.nft import evaluate_nat as _nat  # noqa: E402  (it reads this module's helpers)
 
 _STMT.update(nat_stmt=_nat.stmt_nat, masq_stmt=_nat.stmt_masq_redir("masquerade"),
-             redir_stmt=_nat.stmt_masq_redir("redirect"))  # fmt: skip
+             redir_stmt=_nat.stmt_masq_redir("redirect"), ct_count_stmt=lambda ctx, t, prev: _keys.ct_count(ctx, t))  # fmt: skip
 
 __all__ = ["rule_evaluate", "set_elements", "ConfigError"]

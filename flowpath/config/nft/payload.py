@@ -28,6 +28,8 @@ def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
         return ("l3", m["right"])
     if family == "netdev" and left == {"meta": {"key": "protocol"}}:
         return ("l3", {"ip": "ipv4", "ip6": "ipv6"}.get(m["right"]))
+    if family in ("ip", "ip6") and left == {"meta": {"key": "protocol"}} and m["right"] == family:
+        return ("family", family)  # the table's own protocol: implied by any header match
     return None
 
 
@@ -41,6 +43,8 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
             p = (left.get("payload") or left.get("&", [{}])[0].get("payload") or {}).get("protocol")
             if "tcp option" in left:  # exthdr.c: a TCP option implies the TCP header
                 p = "tcp"
+            if "ct" in left and left["ct"].get("family"):  # ct.c: a tuple's address implies its family
+                p = left["ct"]["family"]
             dep = _dep_of(family, out[-1])
             if p and dep:
                 kind, val = dep
@@ -53,7 +57,7 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
                     }
                     out[-1] = s
                     continue
-                if kind == "l4" and _L4_NAME.get(p) == val:
+                if kind == "family" or kind == "l4" and _L4_NAME.get(p) == val:
                     out[-1] = s
                     continue
                 if kind == "l3" and (val, p) in (
