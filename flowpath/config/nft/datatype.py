@@ -153,8 +153,9 @@ def selector_type(left: Any) -> str:
             return META_KEYS[left["meta"]["key"]]
         if "ct" in left:
             c = left["ct"]
-            if "dir" in c and c["key"] in CT_DIR_KEYS:
-                return CT_DIR_KEYS[c["key"]] or IPSEC_ADDR[c["family"]]
+            fam, _, addr = c["key"].rpartition(" ")  # "ip saddr": an address of the family named
+            if "dir" in c and addr in CT_DIR_KEYS:
+                return CT_DIR_KEYS[addr] or IPSEC_ADDR[fam]
             return CT_KEYS[c["key"]]
         if "&" in left:
             return selector_type(left["&"][0])
@@ -183,6 +184,12 @@ def selector_type(left: Any) -> str:
 
 def is_bitmask(dtype: str) -> bool:
     return dtype in SYMBOLIC and SYMBOLIC[dtype][1]
+
+
+def has_bitmask_base(dtype: str) -> bool:
+    """Types nft matches as flags (implicit op "in", `==` printed when explicit): the bitmask types
+    and ct_label, whose basetype is bitmask (src/ct.c › ct_label_type)."""
+    return is_bitmask(dtype) or dtype == "ct_label"
 
 
 def type_width(dtype: str) -> int:
@@ -272,6 +279,7 @@ _TYPE_DESC = {
     "dscp": "Differentiated Services Code Point", "ether_type": "Ethernet protocol",
     "nf_proto": "netfilter protocol", "mark": "packet mark", "fib_addrtype": "fib address type",
     "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address",
+    "arphrd": "hardware type", "ct_event": "conntrack event bits", "pkt_type": "packet type",
 }  # fmt: skip
 
 

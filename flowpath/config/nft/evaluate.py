@@ -235,7 +235,7 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
     if isinstance(rhs, Masked) and dt.is_bitmask(dtype):
         mask = _bits(err, dtype, rhs.mask)
         return _match(op or "==", {"&": [left, mask]}, _bits(err, dtype, rhs.value))
-    if isinstance(rhs, (Sym, ListX)) and dt.is_bitmask(dtype):
+    if isinstance(rhs, (Sym, ListX)) and dt.has_bitmask_base(dtype):
         return _match(op or "in", left, _bits(err, dtype, rhs))
     if op == "!":
         raise err(rhs, "Relational expression with ! requires a bitmask selector")

@@ -48,12 +48,12 @@ def ct_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         known = ctx.table.family if ctx.table.family in ("ip", "ip6") else ctx.l3
         if known is not None and fam != known:
             raise ctx.error(t, f"conflicting protocols specified: {known} vs. {fam}")
-        sel["family"] = fam
+        sel["key"] = f"{fam} {key}"  # src/ct.c › ct_expr_json names the family in the key
     elif len(rest) == 2:
         raise ctx.error(rest[0], "syntax error, unexpected " + str(rest[0]))
     if str(key) not in _DIR_DROPPED:
         sel["dir"] = dir_
-    return {"ct": sel}, dt.CT_DIR_KEYS[str(key)] or dt.IPSEC_ADDR[sel["family"]]
+    return {"ct": sel}, dt.selector_type({"ct": sel})
 
 
 def nfproto_update(ctx: Ctx, left: dict, op: str | None, rhs: Any) -> None:

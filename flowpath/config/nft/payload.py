@@ -43,8 +43,8 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
             p = (left.get("payload") or left.get("&", [{}])[0].get("payload") or {}).get("protocol")
             if "tcp option" in left:  # exthdr.c: a TCP option implies the TCP header
                 p = "tcp"
-            if "ct" in left and left["ct"].get("family"):  # ct.c: a tuple's address implies its family
-                p = left["ct"]["family"]
+            if "ct" in left and " " in left["ct"].get("key", ""):  # ct.c: `ip saddr` implies its family
+                p = left["ct"]["key"].split()[0]
             dep = _dep_of(family, out[-1])
             if p and dep:
                 kind, val = dep

@@ -153,9 +153,9 @@ def selector_str(left: dict) -> str:
         return key if key in dt.META_UNQUALIFIED else f"meta {key}"
     if "ct" in left:  # Linux: nftables src/ct.c › ct_print: direction, then an address's family
         c = left["ct"]
-        _scalars(c, "dir", "family")
-        words = [c.get("dir"), c.get("family") if c["key"] in ("saddr", "daddr") else None, c["key"]]
-        return "ct " + " ".join(w for w in words if w)
+        _scalars(c, "dir")
+        _scalars(c, "key")
+        return "ct " + " ".join(w for w in (c.get("dir"), c["key"]) if w)
     if "numgen" in left:  # Linux: nftables src/numgen.c › numgen_expr_print
         g = left["numgen"]
         _scalars(g, "mode", "mod", "offset")
@@ -234,7 +234,7 @@ def match_print(m: dict) -> str:
         return f"{selector_str(left)} {'exists' if right else 'missing'}"
     dtype = dt.selector_type(left)
     scalar = not isinstance(right, dict) and not (isinstance(right, str) and right.startswith("@"))
-    if op == "in" or (op == "==" and not (dt.is_bitmask(dtype) and scalar)):
+    if op == "in" or (op == "==" and not (dt.has_bitmask_base(dtype) and scalar)):
         ops = ""
     else:
         ops = f"{op} "
