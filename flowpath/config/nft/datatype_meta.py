@@ -266,8 +266,12 @@ CODECS: dict[str, Codec] = {
     "uid": _id_codec(lambda s: pwd.getpwnam(s).pw_uid, "User"),
     "gid": _id_codec(lambda s: grp.getgrnam(s).gr_gid, "Group"),
     "ct_label": Codec(_label_parse, int, str, NF_CT_LABELS_MAX_SIZE),
-    "string": Codec(_helper_parse, lambda v: int.from_bytes(v.encode().ljust(16, b"\0"), "little"),
-                    lambda v: f'"{v}"', 128),  # fmt: skip
+    "string": Codec(
+        _helper_parse,
+        lambda v: int.from_bytes(v.encode().ljust(16, b"\0"), "little"),
+        lambda v: f'"{v}"',
+        128,
+    ),  # fmt: skip
 }
 
 
