@@ -68,6 +68,7 @@ FORMS = [
      "ct mark set jhash ip saddr mod 2 seed 0xdeadbeef offset 100"),
     ("ct mark set symhash mod 2", "ct mark set symhash mod 2"),
     ('rt classid "cosmos"', 'rt classid "cosmos"'),
+    ("rt nexthop 192.168.0.1", "rt ip nexthop 192.168.0.1"),
 ]  # fmt: skip
 
 REFUSED = [
@@ -86,6 +87,7 @@ REFUSED = [
     ("ct reply ip daddr dead::beef", "Could not resolve hostname"),
     ("ct event set new or related or foobar", "Could not parse conntrack event bits"),
     ("tcp flags & (fin | syn) ! syn", "requires a bitmask selector"),
+    ("rt ip6 nexthop fd00::1", "conflicting protocols specified: ip vs. ip6"),
 ]
 
 
@@ -122,6 +124,10 @@ def test_ct_address_family_comes_from_nfproto_in_inet():
         parse_ruleset(_table("meta nfproto ipv6 ct original ip saddr 1.2.3.4", "inet"))
     with pytest.raises(ConfigError, match="use ct ip or ct ip6"):
         parse_ruleset(_table("ct original saddr 1.2.3.4", "inet"))
+    with pytest.raises(ConfigError, match="use rt ip or rt ip6"):
+        parse_ruleset(_table("rt nexthop 192.168.0.1", "inet"))
+    out = parse_ruleset(_table("meta nfproto ipv4 rt nexthop 192.168.0.1", "inet")).list()
+    assert out.splitlines()[3].strip() == "meta nfproto ipv4 rt ip nexthop 192.168.0.1"
 
 
 def _nft(ns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

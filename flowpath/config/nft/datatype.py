@@ -138,7 +138,7 @@ FIB_RESULT = {"oif": "iface_index", "oifname": "ifname", "type": "fib_addrtype"}
 IPSEC_KEYS = {"reqid": "integer32", "spi": "integer32", "saddr": None, "daddr": None}
 IPSEC_ADDR = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
 # Linux: nftables src/rt.c › rt_templates (the keys flowpath models)
-RT_KEYS = {"ipsec": "boolean", "classid": "realm", "mtu": "integer16"}
+RT_KEYS = {"ipsec": "boolean", "classid": "realm", "mtu": "integer16", "nexthop": None}
 # Linux: src/payload.c › the L4 protocol each transport header depends on (nft's `meta l4proto`).
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
@@ -174,7 +174,8 @@ def selector_type(left: Any) -> str:
                 raise DatatypeError("ipsec: dir must be in or out, spnum a number")
             return IPSEC_KEYS[x["key"]] or IPSEC_ADDR[x["family"]]
         if "rt" in left:
-            return RT_KEYS[left["rt"]["key"]]
+            r = left["rt"]
+            return RT_KEYS[r["key"]] or IPSEC_ADDR[r["family"]]
         if "numgen" in left or "jhash" in left or "symhash" in left:
             return "integer32"
         if any(op in left for op in ("|", "^", "<<", ">>")):

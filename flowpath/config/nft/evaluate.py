@@ -61,10 +61,7 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     if t.data == "ipsec_sel":
         return ipsec_selector(ctx, t)
     if t.data == "rt_sel":
-        key = t.children[1]
-        if str(key) not in dt.RT_KEYS:
-            raise ctx.error(key, f"rt {key}: flowpath supports rt ipsec only")
-        return {"rt": {"key": str(key)}}, dt.RT_KEYS[str(key)]
+        return _keys.rt_selector(ctx, t)
     if t.data == "tcpopt_sel":
         name, field = t.children[1], t.children[2]
         if str(name) not in dt.TCP_OPTIONS:

@@ -56,6 +56,25 @@ def ct_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     return {"ct": sel}, dt.selector_type({"ct": sel})
 
 
+def rt_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
+    """`rt [ip|ip6] KEY`. Linux: nftables src/rt.c › rt_expr_print, json.c › rt_expr_json (the next hop's
+    family is named: written, or the rule's as for a ct address)."""
+    key, fam = t.children[-1], (str(t.children[1]) if len(t.children) == 3 else None)
+    if str(key) not in dt.RT_KEYS:
+        raise ctx.error(key, "syntax error, unexpected string")
+    if str(key) != "nexthop":
+        if fam is not None:
+            raise ctx.error(t.children[1], f"syntax error, unexpected {fam}")
+        return {"rt": {"key": str(key)}}, dt.RT_KEYS[str(key)]
+    known = ctx.table.family if ctx.table.family in ("ip", "ip6") else ctx.l3
+    fam = fam or known
+    if fam is None:
+        raise ctx.error(t, "Cannot determine address family, use rt ip or rt ip6")
+    if known is not None and fam != known:
+        raise ctx.error(t, f"conflicting protocols specified: {known} vs. {fam}")
+    return {"rt": {"key": "nexthop", "family": fam}}, dt.IPSEC_ADDR[fam]
+
+
 def nfproto_update(ctx: Ctx, left: dict, op: str | None, rhs: Any) -> None:
     """`meta nfproto ipv4` pins the rule's network protocol (nft's PROTO_BASE_NETWORK_HDR context)."""
     if left == {"meta": {"key": "nfproto"}} and op in (None, "==") and isinstance(rhs, Sym):

@@ -181,8 +181,9 @@ def selector_str(left: dict) -> str:
         spnum = f"spnum {x['spnum']} " if x.get("spnum") else ""
         key = f"{x['family']} {x['key']}" if x["key"] in ("saddr", "daddr") else x["key"]
         return f"ipsec {x['dir']} {spnum}{key}"
-    if "rt" in left:
-        return f"rt {left['rt']['key']}"
+    if "rt" in left:  # Linux: nftables src/rt.c › rt_expr_print (rt ip nexthop)
+        _scalars(left["rt"], "key", "family")
+        return " ".join(w for w in ("rt", left["rt"].get("family"), left["rt"]["key"]) if w)
     raise ValueError(f"unsupported selector {left!r}")
 
 
