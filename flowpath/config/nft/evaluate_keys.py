@@ -138,7 +138,7 @@ def binop_match(ctx: Ctx, left: dict, dtype: str, t: Tree, op: str | None, rhs: 
     c = _int_operand(ctx, dtype, binop, const)
     if not isinstance(rhs, Sym):
         raise ctx.error(rhs, "a bitwise expression compares with a single value")
-    if binop == "^":  # evaluate.c › binop_transfer: x ^ c == v is x == v ^ c
+    if binop == "^" and op in (None, "==", "!="):  # evaluate.c › binop_transfer: x ^ c == v is x == v ^ c
         v = dt.value_num(dtype, sym_value(ctx.error, dtype, rhs))
         return {"match": {"op": op or "==", "left": left, "right": dt.num_value(dtype, v ^ c)}}
     right = sym_value(ctx.error, dtype, rhs)
@@ -150,9 +150,8 @@ def _int_operand(ctx: Ctx, dtype: str, binop: str, s: Any) -> int:
     if not isinstance(s, Sym):
         raise ctx.error(s, "a bitwise operand must be a single value")
     if binop in ("<<", ">>"):
-        return dt.parse_value("integer32", s.text) if s.text else 0
-    v = dt.value_num(dtype, sym_value(ctx.error, dtype, s))
-    return v
+        return sym_value(ctx.error, "integer32", s)
+    return dt.value_num(dtype, sym_value(ctx.error, dtype, s))
 
 
 # --- a statement's value: ct mark set ct mark and 0xffff or 0x10 ----------------------------------------------
