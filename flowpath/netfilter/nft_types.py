@@ -46,7 +46,7 @@ ECN = {"not-ect": 0, "ect1": 1, "ect0": 2, "ce": 3}
 FIB_ADDRTYPE = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5,
                 "blackhole": 6, "unreachable": 7, "prohibit": 8, "throw": 9, "nat": 10, "xresolve": 11}  # fmt: skip
 PKTTYPE = {"host": 0, "unicast": 0, "broadcast": 1, "multicast": 2, "other": 3}  # PACKET_* (if_packet.h)
-ETHER_TYPE = {"ip": L.ETH_P_IP, "ip6": L.ETH_P_IPV6, "arp": L.ETH_P_ARP, "vlan": L.ETH_P_8021Q,
+ETHER_TYPE = {"ip": L.ETH_P_IP, "ip6": L.ETH_P_IPV6, "arp": L.ETH_P_ARP, "vlan": L.ETH_P_8021Q, "8021q": L.ETH_P_8021Q,
               "8021ad": L.ETH_P_8021AD}  # fmt: skip
 NF_PROTO = {"ipv4": C.NFPROTO_IPV4, "ipv6": C.NFPROTO_IPV6}
 INET_PROTO = {"hopopt": 0, "icmp": 1, "igmp": 2, "ipencap": 4, "ipip": 4, "tcp": 6, "udp": 17, "ipv6": 41,
