@@ -172,6 +172,8 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         return Val((Comp(0, width, host),), dtype, bits)
     if kind == "ct":
         _, dtype, bits = build_ct(arg)
+        if arg["key"] not in _CT or "dir" in arg:
+            raise Punt(f"ct {arg['key']}")
         key, width, host = _CT[arg["key"]]
         em.emit(V.OP_CT, dreg, key)
         return Val((Comp(0, width, host),), dtype, bits)
@@ -203,6 +205,13 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         em.emit(V.OP_BITWISE, dreg, dreg, comp.width, em.const(encode(mask, comp.width, comp.host)),
                 em.const(encode(xor, comp.width, comp.host)))  # fmt: skip
         return inner
+    if kind in ("<<", ">>"):  # nft_bitwise.c › NFT_BITWISE_LSHIFT/RSHIFT on a meta or ct word
+        left, right = arg
+        inner = compile_load(em, left, ctx, dreg)
+        if len(inner.comps) != 1 or not inner.comps[0].host or not isinstance(right, int) or not 0 <= right < 32:
+            raise Punt("shift of a value that is not a host-order word")
+        em.emit(V.OP_RSHIFT, dreg, inner.comps[0].width, right, 1, int(kind == "<<"))
+        return inner
     if kind == "concat":
         comps, dtypes, off = [], [], 0
         for x in arg:
@@ -215,7 +224,7 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         if off > V.NFT_REG_FILE:
             raise Punt("concatenation wider than the registers")
         return Val(tuple(comps), tuple(dtypes), 0)
-    raise Punt(f"expression {kind}")  # tcp option, shifts, ipsec (no SA here), ...
+    raise Punt(f"expression {kind}")  # tcp option, ipsec (no SA here), numgen, jhash, data maps, ...
 
 
 _FIB_DEV = {"iif": V.FIB_DEV_IIF, "oif": V.FIB_DEV_OIF}

@@ -26,6 +26,12 @@ from flowpath.netfilter.nft_exthdr import (
     build_tcpopt_load,
 )
 from flowpath.netfilter.nft_fib import build_fib
+from flowpath.netfilter.nft_keys import (
+    build_ct_key,
+    build_jhash,
+    build_meta_key,
+    build_numgen,
+)
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, ICMP_TYPE, ICMPV6_TYPE, NftBuildError, parse_value
 from flowpath.netfilter.nft_xfrm import build_xfrm, secpath_exists
@@ -292,7 +298,7 @@ _META = {
 def build_meta(m: dict) -> Load:
     key = m.get("key")
     if key not in _META:
-        raise NftBuildError(f"unsupported meta key {key!r}")
+        return Load(*build_meta_key(key))
     return Load(*_META[key])
 
 
@@ -330,8 +336,8 @@ _CT = {"state": (_ct_state, "ct_state", 32), "direction": (_ct_direction, "ct_di
 
 def build_ct(m: dict) -> Load:
     key = m.get("key")
-    if key not in _CT or "dir" in m or "family" in m:
-        raise NftBuildError(f"unsupported ct expression {m!r}")
+    if key not in _CT or "dir" in m:
+        return Load(*build_ct_key(m))
     return Load(*_CT[key])
 
 
@@ -395,8 +401,41 @@ def build_load(e: object, ctx: NftCtx) -> Load:
         if kind == "concat":
             parts = [build_load(x, ctx) for x in arg]
             return Load(_concat_fn(tuple(p.fn for p in parts)), tuple(p.dtype for p in parts), 0)
+        if kind == "numgen":
+            return Load(*build_numgen(arg))
+        if kind == "jhash":
+            key = arg.get("expr")
+            parts = key["concat"] if isinstance(key, dict) and "concat" in key else [key]
+            return Load(*build_jhash(arg, build_load(key, ctx).fn, _register_bytes(parts, ctx)))
+        if kind == "symhash":
+            raise NftBuildError("symhash: flowpath has no flow dissector hash (__skb_get_hash_symmetric)")
         raise NftBuildError(f"unsupported expression {kind!r}")
     raise NftBuildError(f"unsupported expression {e!r}")
+
+
+def _register_bytes(parts: list, ctx: NftCtx):
+    """The bytes a key's registers hold (what nft_hash.c hashes): a payload field in network order, a meta
+    or ct number in host (little-endian) order, a name NUL-padded; each part padded to 4 bytes."""
+    shapes = []
+    for p in parts:
+        load = build_load(p, ctx)
+        n = 16 if load.dtype == "ifname" else (load.bits + 7) // 8
+        host = isinstance(p, dict) and ("meta" in p or "ct" in p) and load.dtype not in _NET_ORDER
+        shapes.append((n, "little" if host else "big"))
+
+    def to_bytes(v: object) -> bytes:
+        vals = v if isinstance(v, tuple) else (v,)
+        out = b""
+        for x, (n, order) in zip(vals, shapes, strict=True):
+            b = x.encode().ljust(n, b"\0")[:n] if isinstance(x, str) else int(x).to_bytes(n, order)
+            out += b.ljust((n + 3) & ~3, b"\0") if len(shapes) > 1 else b
+        return out
+
+    return to_bytes
+
+
+# ct addresses and ports, and the meta keys nft_meta.c stores as in the packet
+_NET_ORDER = ("ipv4_addr", "ipv6_addr", "inet_service", "ether_type", "inet_proto", "nf_proto", "pkt_type")
 
 
 # --- match (nft_cmp.c, nft_range.c, nft_lookup.c) ------------------------------------------------------------

@@ -19,6 +19,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
 from flowpath.netfilter.nft_exthdr import build_tcpopt_set, build_tcpopt_strip
+from flowpath.netfilter.nft_meta_set import build_meta_ct_set
 from flowpath.netfilter.nft_payload_set import build_payload_set
 from flowpath.netfilter.nft_set import Interval, NftSet, parse_key
 from flowpath.netfilter.nft_types import ICMP_CODE, ICMPV6_CODE, ICMPX_CODE, NftBuildError, parse_value
@@ -455,47 +456,19 @@ def build_mangle(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
     key, value = arg.get("key"), arg.get("value")
     if isinstance(key, dict) and len(key) == 1 and "payload" in key and not isinstance(value, dict):
         return build_payload_set(key["payload"], value)
-    if isinstance(value, dict):
-        src = build_load(value, ctx).fn
-        if "rt" in value:  # nft_rt_validate: NFT_RT_TCPMSS needs a route
-            info.hooks.append(("rt mtu", ("forward", "output", "postrouting"), None))
-    else:
-        c = int(parse_value("integer", value))
-
-        def src(pkt):
-            return c
-
     if isinstance(key, dict) and len(key) == 1 and "tcp option" in key:
+        if isinstance(value, dict):
+            src = build_load(value, ctx).fn
+        else:
+            c = int(parse_value("integer", value))
+
+            def src(pkt):
+                return c
+
+        if isinstance(value, dict) and "rt" in value:  # nft_rt_validate: NFT_RT_TCPMSS needs a route
+            info.hooks.append(("rt mtu", ("forward", "output", "postrouting"), None))
         return build_tcpopt_set(key["tcp option"], src)
-    target = None
-    if isinstance(key, dict) and key.get("meta", {}).get("key") == "mark" and len(key) == 1:
-        target = "meta"
-    elif isinstance(key, dict) and key.get("ct", {}) == {"key": "mark"} and len(key) == 1:
-        target = "ct"
-    if target is None:
-        raise NftBuildError(f"unsupported statement: set {key!r}")
-
-    if target == "meta":
-
-        def op(pkt):
-            v = src(pkt)
-            if v is None:
-                return NFT_BREAK
-            pkt.skb.mark = v & 0xFFFFFFFF
-            return NFT_CONTINUE
-
-        return op
-
-    def op_ct(pkt):
-        v = src(pkt)
-        if v is None:
-            return NFT_BREAK
-        ct = pkt.skb.ct
-        if ct is not None:  # nft_ct_set_eval: no conntrack, nothing to mark
-            ct.mark = v & 0xFFFFFFFF
-        return NFT_CONTINUE
-
-    return op_ct
+    return build_meta_ct_set(key, value, ctx)
 
 
 def build_notrack(ctx: NftCtx, info: RuleInfo) -> Op:

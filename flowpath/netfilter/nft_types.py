@@ -12,6 +12,7 @@ import socket
 from typing import Callable
 
 from flowpath.config.nft.datatype import DCCP_PKTTYPE, IGMP_TYPE
+from flowpath.config.nft.datatype_meta import ARPHRD, CODECS, CT_EVENT
 from flowpath.config.nft.exthdr import MH_TYPE
 from flowpath.netfilter import constants as C
 from flowpath.packet import layout as L
@@ -63,7 +64,7 @@ INET_SERVICE = {"ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "b
 VERDICTS = ("accept", "drop", "continue", "return", "jump", "goto", "queue")
 
 # Datatypes whose relational "implicit" op (JSON "in") is a flag test, not equality (nft BITMASK types).
-BITMASK_TYPES = frozenset({"ct_state", "ct_status", "tcp_flag"})
+BITMASK_TYPES = frozenset({"ct_state", "ct_status", "tcp_flag", "ct_label", "ct_event"})
 
 
 class NftBuildError(ValueError):
@@ -160,6 +161,29 @@ def _proto(v: object) -> int:
     return _int(v)
 
 
+def _codec(name: str, scale: int = 1) -> Callable[[object], int]:
+    """A meta or ct type's JSON value (config/nft/datatype_meta.py) as the kernel's register holds it:
+    a tc handle, day, hour or group as a number, a date in ns, a ct expiration in ms (`scale`)."""
+
+    def parse(v: object) -> int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v * scale
+        try:
+            return CODECS[name].num(v) * scale
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError):
+            raise NftValueError(f"not a {name}: {v!r}") from None
+
+    return parse
+
+
+def _ct_label(v: object) -> int:
+    """A label is a bit number; the register holds the 128-bit label set (nft_ct.c › NFT_CT_LABELS)."""
+    n = _int(v)
+    if not 0 <= n < 128:
+        raise NftValueError(f"not a conntrack label: {v!r}")
+    return 1 << n
+
+
 def _ifname(v: object) -> str:
     if not isinstance(v, str):
         raise NftValueError(f"not an interface name: {v!r}")
@@ -178,6 +202,9 @@ PARSERS: dict[str, Callable[[object], int | str]] = {
     "nf_proto": _symbolic(NF_PROTO, "nfproto"), "boolean": _boolean, "pkt_type": _symbolic(PKTTYPE, "pkttype"),
     "fib_addrtype": _symbolic(FIB_ADDRTYPE, "fib address type"), "mh_type": _symbolic(MH_TYPE, "mh type"),
     "dccp_pkttype": _symbolic(DCCP_PKTTYPE, "dccp packet type"), "igmp_type": _symbolic(IGMP_TYPE, "igmp type"),
+    "tc_handle": _codec("tc_handle"), "time": _codec("time", 1000), "date": _codec("date", 10**9),
+    "day": _codec("day"), "hour": _codec("hour"), "devgroup": _codec("devgroup"), "uid": _int, "gid": _int,
+    "arphrd": _symbolic(ARPHRD, "hardware type"), "ct_label": _ct_label, "ct_event": _symbolic(CT_EVENT, "ct event"),
 }  # fmt: skip
 # Datatype names `nft -j` prints in set declarations, mapped to ours.
 TYPE_ALIASES = {"ipv4_addr": "ipv4_addr", "ipv6_addr": "ipv6_addr", "inet_service": "inet_service",

@@ -87,7 +87,7 @@ OP_PAYLOAD = 2  # dreg, base, l3proto (0: any), l4proto (-1: any), offset, len
 OP_META = 3  # dreg, key
 OP_CT = 4  # dreg, key
 OP_BITWISE = 5  # dreg, sreg, len, mask const, xor const
-OP_RSHIFT = 6  # reg, len (<= 8), shift
+OP_RSHIFT = 6  # reg, len (<= 8), shift, host order (0/1), left (0/1): nft_bitwise's shifts
 OP_BYTEORDER = 7  # reg, len: host order to big-endian
 OP_CMP = 8  # cmp op, sreg, len, const
 OP_RANGE = 9  # invert, sreg, len, lo const, hi const
@@ -456,7 +456,12 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
             for i in range(c):
                 regs[a + i] = (regs[b + i] & consts[m + i]) ^ consts[x + i]
         elif op == OP_RSHIFT:
-            _store_be(regs, a, _load_int(regs, a, b, False) >> c, b)
+            v = _load_int(regs, a, b, code[pc, 4] != 0)
+            v = v << c if code[pc, 5] else v >> c
+            if code[pc, 4]:
+                _store_host(regs, a, v, b)
+            else:
+                _store_be(regs, a, v, b)
         elif op == OP_BYTEORDER:
             for i in range(b // 2):
                 regs[a + i], regs[a + b - 1 - i] = regs[a + b - 1 - i], regs[a + i]

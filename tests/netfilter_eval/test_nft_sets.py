@@ -113,7 +113,7 @@ def test_named_set_filled_by_element_objects_and_command_lists():
         ([{"mangle": {"key": {"payload": {"protocol": "sctp", "field": "vtag"}}, "value": 64}}],
          "cannot set an sctp field"),
         ([{"queue": {"num": 1}}], "unsupported statement 'queue'"),
-        ([{"match": {"op": "==", "left": {"meta": {"key": "skuid"}}, "right": 0}}], "unsupported meta key 'skuid'"),
+        ([{"match": {"op": "==", "left": {"meta": {"key": "skuidx"}}, "right": 0}}], "unsupported meta key 'skuidx'"),
     ],
 )  # fmt: skip
 def test_unsupported_or_bad_rules_fail_at_build_time(expr, msg):

@@ -79,6 +79,7 @@ class Ctx:
     rule: Any = None  # the rule's parse tree, for errors that mark the whole rule
     l4: str | None = None  # the transport protocol the rule's matches so far pin down (evaluate.py)
     link: Any = None  # the link-layer and network protocol context (payload_ll.LinkCtx)
+    l3: str | None = None  # ip or ip6 once `meta nfproto` pins it down (ct original saddr, evaluate_keys.py)
 
     def error(self, node: Any, msg: str) -> ConfigError:
         return ast_error(self.path, self.lines, node, msg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from flowpath.config.nft.datatype_meta import ARPHRD, CODECS, CT_EVENT
 from flowpath.config.nft.exthdr import MH_TYPE, exthdr_type, tcpopt_type
 from flowpath.config.nft.netbase import protocols, services
 from flowpath.config.nft.output import NUMERIC_PROTO
@@ -59,7 +60,7 @@ ETHERTYPE = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "8021q": 0x8100, "8021a
 # Linux: nftables src/proto.c › arpop_tbl (ARPOP_* of include/uapi/linux/if_arp.h)
 ARPOP = {"request": 1, "reply": 2, "rrequest": 3, "rreply": 4, "inrequest": 8, "inreply": 9, "nak": 10}
 NFPROTO = {"ipv4": 2, "ipv6": 10}
-PKTTYPE = {"host": 0, "broadcast": 1, "multicast": 2, "other": 3}
+PKTTYPE = {"host": 0, "unicast": 0, "broadcast": 1, "multicast": 2, "other": 3}
 IFNAMSIZ = 16  # include/uapi/linux/if.h
 # Linux: nftables src/fib.c › addrtype_tbl (RTN_* of include/uapi/linux/rtnetlink.h)
 FIB_ADDRTYPE = {
@@ -98,11 +99,14 @@ SYMBOLIC: dict[str, tuple[dict[str, int], bool]] = {
     "ecn": (ECN, False),
     "dccp_pkttype": (DCCP_PKTTYPE, False),
     "igmp_type": (IGMP_TYPE, False),
+    "arphrd": (ARPHRD, False),
+    "ct_event": (CT_EVENT, True),
 }
 _WIDTH = {"ct_state": 32, "ct_status": 32, "ct_dir": 8, "tcp_flag": 8, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8, "icmpv6_code": 8,
           "dscp": 6, "pkt_type": 8, "ether_type": 16, "nf_proto": 8, "inet_service": 16, "inet_proto": 8, "mark": 32,
           "ipv4_addr": 32, "ipv6_addr": 128, "fib_addrtype": 32, "mh_type": 8, "boolean": 1, "arp_op": 16,
-          "ether_addr": 48, "ecn": 2, "dccp_pkttype": 4, "igmp_type": 8}  # fmt: skip
+          "ether_addr": 48, "ecn": 2, "dccp_pkttype": 4, "igmp_type": 8, "arphrd": 16, "ct_event": 32,
+          "iface_index": 32}  # fmt: skip
 
 # --- selectors (src/proto.c, src/meta.c, src/ct.c): key -> datatype --------------------------------
 PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
@@ -143,13 +147,27 @@ PAYLOAD_ALIASES = {("vlan", "cfi"): "dei"}
 META_KEYS = {
     "l4proto": "inet_proto", "nfproto": "nf_proto", "iifname": "ifname", "oifname": "ifname",
     "iif": "iface_index", "oif": "iface_index", "mark": "mark", "length": "integer32",
-    "protocol": "ether_type", "priority": "integer32", "pkttype": "pkt_type", "skuid": "integer32", "skgid": "integer32",
-    "ipsec": "boolean", "ibrname": "ifname", "obrname": "ifname",
+    "protocol": "ether_type", "priority": "tc_handle", "pkttype": "pkt_type", "skuid": "uid", "skgid": "gid",
+    "ipsec": "boolean", "iiftype": "arphrd", "oiftype": "arphrd", "rtclassid": "realm", "cpu": "integer32",
+    "iifgroup": "devgroup", "oifgroup": "devgroup", "cgroup": "integer32", "nftrace": "integer1",
+    "random": "integer32", "time": "date", "day": "day", "hour": "hour", "sdif": "iface_index",
+    "sdifname": "ifname", "ibrname": "ifname", "obrname": "ifname", "ibrpvid": "integer16",
+    "ibrvproto": "ether_type",
 }  # fmt: skip
 # Linux: nftables src/meta.c › meta_templates: `meta secpath` is the old name of `meta ipsec`
 META_ALIASES = {"secpath": "ipsec"}
-META_UNQUALIFIED = ("iif", "oif", "iifname", "oifname")
-CT_KEYS = {"state": "ct_state", "status": "ct_status", "mark": "mark", "direction": "ct_dir"}
+# src/meta.c › meta_key_is_unqualified: the keys nft lists without `meta`
+META_UNQUALIFIED = ("iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup")
+# the keys only a bridge family's hooks have (src/meta.c: the kernel's nft_meta_bridge.c)
+META_BRIDGE = ("ibrname", "obrname", "ibrpvid", "ibrvproto")
+CT_KEYS = {"state": "ct_state", "status": "ct_status", "mark": "mark", "direction": "ct_dir",
+           "expiration": "time", "helper": "string", "l3proto": "nf_proto", "protocol": "inet_proto",
+           "label": "ct_label", "zone": "integer16", "id": "integer32", "event": "ct_event",
+           "bytes": "integer64", "packets": "integer64", "avgpkt": "integer64"}  # fmt: skip
+# Linux: nftables src/parser_bison.y › ct_key_dir, ct_key_dir_optional: the keys taking a direction
+CT_DIR_KEYS = {"saddr": None, "daddr": None, "l3proto": "nf_proto", "protocol": "inet_proto",
+               "proto-src": "inet_service", "proto-dst": "inet_service", "bytes": "integer64",
+               "packets": "integer64", "avgpkt": "integer64", "zone": "integer16"}  # fmt: skip
 # Linux: nftables src/fib.c › fib_result_tbl and the NFTA_FIB_F_* flags in bit order (fib_tuple)
 FIB_FLAGS = ("saddr", "daddr", "mark", "iif", "oif")
 FIB_RESULT = {"oif": "iface_index", "oifname": "ifname", "type": "fib_addrtype"}
@@ -157,7 +175,7 @@ FIB_RESULT = {"oif": "iface_index", "oifname": "ifname", "type": "fib_addrtype"}
 IPSEC_KEYS = {"reqid": "integer32", "spi": "integer32", "saddr": None, "daddr": None}
 IPSEC_ADDR = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
 # Linux: nftables src/rt.c › rt_templates (the keys flowpath models)
-RT_KEYS = {"ipsec": "boolean"}
+RT_KEYS = {"ipsec": "boolean", "classid": "realm", "mtu": "integer16", "nexthop": None}
 # Linux: src/payload.c › the L4 protocol each transport header depends on (nft's `meta l4proto`).
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "udplite": 136, "sctp": 132, "dccp": 33, "ah": 51,
             "esp": 50, "comp": 108, "igmp": 2}  # fmt: skip
@@ -207,7 +225,11 @@ def selector_type(left: Any) -> str:
         if "meta" in left:
             return META_KEYS[left["meta"]["key"]]
         if "ct" in left:
-            return CT_KEYS[left["ct"]["key"]]
+            c = left["ct"]
+            fam, _, addr = c["key"].rpartition(" ")  # "ip saddr": an address of the family named
+            if "dir" in c and addr in CT_DIR_KEYS:
+                return CT_DIR_KEYS[addr] or IPSEC_ADDR[fam]
+            return CT_KEYS[c["key"]]
         if "&" in left:
             return selector_type(left["&"][0])
         if "tcp option" in left:
@@ -232,7 +254,12 @@ def selector_type(left: Any) -> str:
                 raise DatatypeError("ipsec: dir must be in or out, spnum a number")
             return IPSEC_KEYS[x["key"]] or IPSEC_ADDR[x["family"]]
         if "rt" in left:
-            return RT_KEYS[left["rt"]["key"]]
+            r = left["rt"]
+            return RT_KEYS[r["key"]] or IPSEC_ADDR[r["family"]]
+        if "numgen" in left or "jhash" in left or "symhash" in left:
+            return "integer32"
+        if any(op in left for op in ("|", "^", "<<", ">>")):
+            return selector_type(next(iter(left.values()))[0])
     raise DatatypeError("unsupported expression")
 
 
@@ -240,7 +267,15 @@ def is_bitmask(dtype: str) -> bool:
     return dtype in SYMBOLIC and SYMBOLIC[dtype][1]
 
 
+def has_bitmask_base(dtype: str) -> bool:
+    """Types nft matches as flags (implicit op "in", `==` printed when explicit): the bitmask types
+    and ct_label, whose basetype is bitmask (src/ct.c › ct_label_type)."""
+    return is_bitmask(dtype) or dtype == "ct_label"
+
+
 def type_width(dtype: str) -> int:
+    if dtype in CODECS:
+        return CODECS[dtype].width
     if dtype.startswith("integer"):
         return int(dtype[7:])
     if dtype.startswith("hex"):  # an integer nft lists in hex: raw payloads, comp flags (bitmask_type)
@@ -258,6 +293,11 @@ def _int(sym: str) -> int | None:
 
 def parse_value(dtype: str, sym: str, quoted: bool = False) -> Any:
     """JSON value of `sym` for `dtype`, or DatatypeError with nft's wording."""
+    if dtype in CODECS:
+        try:
+            return CODECS[dtype].parse(sym, quoted)
+        except ValueError as e:
+            raise DatatypeError(str(e)) from None
     if dtype == "ipv4_addr":
         try:
             return str(ipaddress.IPv4Address(sym))
@@ -333,6 +373,7 @@ _TYPE_DESC = {
     "arp_op": "ARP operation",
     "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address", "mh_type": "Mobility Header Type",
     "boolean": "boolean type",
+    "arphrd": "hardware type", "ct_event": "conntrack event bits", "pkt_type": "packet type",
 }  # fmt: skip
 
 
@@ -362,6 +403,8 @@ def _check_range(n: int, width: int, sym: str) -> int:
 # --- numeric value (sorting, intervals) and listing text -------------------------------------------
 def value_num(dtype: str, v: Any) -> int:
     """Integer behind a JSON value, for ordering and interval arithmetic."""
+    if dtype in CODECS:
+        return CODECS[dtype].num(v)
     if isinstance(v, int):
         return int(v)  # a boolean too
     if isinstance(v, dict) and "|" in v:  # flags OR-ed in a set element: {"|": [a, b]}
@@ -384,6 +427,8 @@ def value_num(dtype: str, v: Any) -> int:
 
 def num_value(dtype: str, n: int) -> Any:
     """JSON value for the integer `n` (inverse of value_num)."""
+    if dtype in CODECS:
+        return CODECS[dtype].parse(str(n), False)
     if dtype == "ipv4_addr":
         return str(ipaddress.IPv4Address(n))
     if dtype == "ipv6_addr":
@@ -421,6 +466,8 @@ def value_str(dtype: str, v: Any) -> str:
         raise DatatypeError(f"not a value of {dtype}")
     if isinstance(v, list):  # bitmask list: ct state established,related
         return ",".join(value_str(dtype, x) for x in v)
+    if dtype in CODECS:
+        return CODECS[dtype].text(v)
     if dtype == "iface_index" and isinstance(v, str) and v.isdigit():
         return v  # an index no device has: nft lists the number (src/datatype.c › ifindex_type_print)
     if dtype in ("ifname", "iface_index"):

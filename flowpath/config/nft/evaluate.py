@@ -34,7 +34,8 @@ _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
 _NOT_TERMINAL_VERDICTS = ("CONTINUE",)
 NFTNL_UDATA_COMMENT_MAXLEN = 128  # libnftnl udata.h; parser_bison.y › comment_spec
 _REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx"}
-_SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
+_SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark"), ("meta", "pkttype"), ("meta", "nftrace"),
+             ("ct", "zone"), ("ct", "label"), ("ct", "event")}  # fmt: skip
 
 
 def _match(op: str, left: Any, right: Any) -> dict:
@@ -55,9 +56,15 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
             raise ctx.error(key, "syntax error, unexpected string")
         if name == "nfproto" and fam != "inet":
             raise ctx.error(t, "meta nfproto is only useful in the inet family")
-        if name in ("ibrname", "obrname") and fam != "bridge":  # nft_meta_bridge.c: bridge only
+        if name in dt.META_BRIDGE and fam != "bridge":  # nft_meta_bridge.c: the bridge family's keys
             raise ctx.error(t, "Could not process rule: Operation not supported")
         return {"meta": {"key": name}}, dt.META_KEYS[name]
+    if t.data in ("ct_sel", "ct_dir_sel"):
+        return _keys.ct_selector(ctx, t)
+    if t.data == "numgen_sel":
+        return _keys.numgen_selector(ctx, t)
+    if t.data in ("jhash_sel", "symhash_sel"):
+        return _keys.hash_selector(ctx, t)
     if t.data == "fib_sel":
         return fib_selector(ctx, t)
     if t.data == "ipsec_sel":
@@ -65,15 +72,7 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     if t.data in ("exthdr_sel", "exthdr_exists_sel") or (t.data == "rt_sel" and str(t.children[1]) in EXTHDR["rt"][1]):
         return exthdr_selector(ctx, t)
     if t.data == "rt_sel":
-        key = t.children[1]
-        if str(key) not in dt.RT_KEYS:
-            raise ctx.error(key, f"rt {key}: flowpath supports rt ipsec only")
-        return {"rt": {"key": str(key)}}, dt.RT_KEYS[str(key)]
-    if t.data == "ct_sel":
-        key = t.children[1]
-        if str(key) not in dt.CT_KEYS:
-            raise ctx.error(key, "syntax error, unexpected string")
-        return {"ct": {"key": str(key)}}, dt.CT_KEYS[str(key)]
+        return _keys.rt_selector(ctx, t)
     if t.data in ("tcpopt_sel", "tcpopt_raw_sel"):
         return tcpopt_selector(ctx, t)
     if t.data == "arp_addr_sel":  # `arp saddr ip`: the field is both words, as nft -j names it
@@ -252,9 +251,9 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
     if isinstance(rhs, Masked) and dt.is_bitmask(dtype):
         mask = _bits(err, dtype, rhs.mask)
         return _match(op or "==", {"&": [left, mask]}, _bits(err, dtype, rhs.value))
-    if op == "!" and not dt.is_bitmask(dtype):
-        raise err(rhs, "negation is only valid for bitmask types")
-    if isinstance(rhs, (Sym, ListX)) and dt.is_bitmask(dtype):
+    if op == "!" and not dt.has_bitmask_base(dtype):  # evaluate.c › expr_evaluate_relational (OP_NEG)
+        raise err(rhs, "negation can only be used with singleton bitmask values")
+    if isinstance(rhs, (Sym, ListX)) and dt.has_bitmask_base(dtype):
         return evp.binop_postprocess(dtype, {"op": op or "in", "left": left, "right": _bits(err, dtype, rhs)})
     if isinstance(rhs, SetRef):
         s = ctx.table.sets.get(rhs.name)
@@ -324,7 +323,16 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
         m = evp.raw_match(ctx, t.children[0], rest[0], m)
     _l4_update(ctx, left, op, rhs, t.children[0])
     link_update(ctx, t.children[0], left, op, m["match"]["right"])
+    _keys.nfproto_update(ctx, left, op, rhs)
     return m
+
+
+def _st_binop(ctx: Ctx, t: Tree, prev: list) -> dict:
+    left, dtype = selector(ctx, t.children[0])
+    op, rest = None, t.children[3:]
+    if isinstance(rest[0], Tree) and rest[0].data == "relop":
+        op, rest = _OPS[rest[0].children[0].type], rest[1:]
+    return _keys.binop_match(ctx, left, dtype, t, op, rhs_ast(rest[0], ctx.defines, ctx.error))
 
 
 def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
@@ -342,6 +350,8 @@ def _st_masked(ctx: Ctx, t: Tree, prev: list) -> dict:
     if op == "!":  # evaluate.c › expr_evaluate_relational; nft marks the binop
         raise ctx.error(t, "cannot combine negation with binary expression")
     value = rhs_ast(rest[0], ctx.defines, ctx.error)
+    if op == "!":  # evaluate.c › expr_evaluate_relational: OP_NEG takes a flags selector, not an expression
+        raise ctx.error(t, "Relational expression with ! requires a bitmask selector")
     if dt.is_bitmask(dtype):
         mask_v = _bits(ctx.error, dtype, mask)
         if isinstance(value, SetX):
@@ -376,17 +386,13 @@ def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
     kind, key = next(iter(left.items()))
     if kind == "tcp option":
         tcpopt_set_check(ctx, t, key)
-        if isinstance(t.children[1], Token):  # set rt mtu: clamp to the route's MTU
-            if str(t.children[2]) != "mtu":
-                raise ctx.error(t.children[2], "syntax error, unexpected string")
-            return {"mangle": {"key": left, "value": {"rt": {"key": "mtu"}}}}
     elif kind == "payload" and "base" in key:
         raise ctx.error(t.children[0], "a raw payload cannot be set by flowpath")
     elif kind != "payload" and (kind, key.get("key")) not in _SETTABLE:
         raise ctx.error(t.children[0], "this expression cannot be set by flowpath")
-    if isinstance(t.children[1], Token):
+    value = _keys.set_value(ctx, t.children[1], dtype)
+    if isinstance(value, dict) and "rt" in value and (kind != "tcp option" or value["rt"]["key"] != "mtu"):
         raise ctx.error(t.children[1], "rt mtu can only set a tcp option")
-    value = sym_value(ctx.error, dtype, rhs_ast(t.children[1], ctx.defines, ctx.error))
     return {"mangle": {"key": left, "value": value}}
 
 
@@ -593,6 +599,7 @@ _STMT = {
     "match_stmt": _st_match,
     "vmap_stmt": _st_vmap,
     "masked_match": _st_masked,
+    "binop_match": _st_binop,
     "mangle_stmt": _st_mangle,
     "optstrip_stmt": stmt_optstrip,
     "sctp_chunk_exists": lambda ctx, t, prev: evp.sctp_chunk_exists(ctx, t),
@@ -607,9 +614,10 @@ _STMT = {
 }
 
 
+from flowpath.config.nft import evaluate_keys as _keys  # noqa: E402  (it reads this module's helpers)
 from flowpath.config.nft import evaluate_nat as _nat  # noqa: E402  (it reads this module's helpers)
 
 _STMT.update(nat_stmt=_nat.stmt_nat, masq_stmt=_nat.stmt_masq_redir("masquerade"),
-             redir_stmt=_nat.stmt_masq_redir("redirect"))  # fmt: skip
+             redir_stmt=_nat.stmt_masq_redir("redirect"), ct_count_stmt=lambda ctx, t, prev: _keys.ct_count(ctx, t))  # fmt: skip
 
 __all__ = ["rule_evaluate", "set_elements", "ConfigError"]

@@ -32,6 +32,8 @@ def _dep_of(family: str, stmt: dict) -> tuple[str, Any] | None:
         return ("l3", m["right"])
     if family == "netdev" and left == {"meta": {"key": "protocol"}}:
         return ("l3", {"ip": "ipv4", "ip6": "ipv6"}.get(m["right"]))
+    if family in ("ip", "ip6") and left == {"meta": {"key": "protocol"}} and m["right"] == family:
+        return ("family", family)  # the table's own protocol: implied by any header match
     return None
 
 
@@ -70,6 +72,8 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
             if _icmp_type_dep(out[-1], left):
                 out[-1] = s
                 continue
+            if "ct" in left and " " in left["ct"].get("key", ""):  # ct.c: `ip saddr` implies its family
+                p = left["ct"]["key"].split()[0]
             dep = _dep_of(family, out[-1])
             if p and dep:
                 kind, val = dep
@@ -82,7 +86,7 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
                     }
                     out[-1] = s
                     continue
-                if kind == "l4" and _L4_NAME.get(p) == val:
+                if kind == "family" or kind == "l4" and _L4_NAME.get(p) == val:
                     out[-1] = s
                     continue
                 if kind == "l3" and (val, p) in (

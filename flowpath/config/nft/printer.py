@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.datatype_meta import range_text
 from flowpath.config.nft.exthdr import selector_text
 from flowpath.config.nft.family import prio_name_ok, std_prios
 from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
@@ -137,8 +138,23 @@ def selector_str(left: dict, present: bool = False) -> str:
     if "meta" in left:
         key = left["meta"]["key"]
         return key if key in dt.META_UNQUALIFIED else f"meta {key}"
-    if "ct" in left:
-        return f"ct {left['ct']['key']}"
+    if "ct" in left:  # Linux: nftables src/ct.c › ct_print: direction, then an address's family
+        c = left["ct"]
+        _scalars(c, "dir")
+        _scalars(c, "key")
+        return "ct " + " ".join(w for w in (c.get("dir"), c["key"]) if w)
+    if "numgen" in left:  # Linux: nftables src/numgen.c › numgen_expr_print
+        g = left["numgen"]
+        _scalars(g, "mode", "mod", "offset")
+        return f"numgen {g['mode']} mod {g['mod']}" + (f" offset {g['offset']}" if g.get("offset") else "")
+    if "jhash" in left or "symhash" in left:  # Linux: nftables src/hash.c › hash_expr_print
+        kind, h = next(iter(left.items()))
+        _scalars(h, "mod", "seed", "offset")
+        out = kind + (f" {expr_str('integer32', h['expr'])}" if kind == "jhash" else "") + f" mod {h['mod']}"
+        out += f" seed 0x{h['seed']:x}" if "seed" in h else ""
+        return out + (f" offset {h['offset']}" if h.get("offset") else "")
+    if "concat" in left:
+        return " . ".join(selector_str(x) for x in left["concat"])
     if "tcp option" in left or "exthdr" in left:
         ((kind, body),) = left.items()
         _scalars(body, "base", "offset", "len")
@@ -153,8 +169,9 @@ def selector_str(left: dict, present: bool = False) -> str:
         spnum = f"spnum {x['spnum']} " if x.get("spnum") else ""
         key = f"{x['family']} {x['key']}" if x["key"] in ("saddr", "daddr") else x["key"]
         return f"ipsec {x['dir']} {spnum}{key}"
-    if "rt" in left:
-        return f"rt {left['rt']['key']}"
+    if "rt" in left:  # Linux: nftables src/rt.c › rt_expr_print (rt ip nexthop)
+        _scalars(left["rt"], "key", "family")
+        return " ".join(w for w in ("rt", left["rt"].get("family"), left["rt"]["key"]) if w)
     raise ValueError(f"unsupported selector {left!r}")
 
 
@@ -166,7 +183,8 @@ def rhs_str(dtype: str, v: Any) -> str:
             return set_elems_str(dtype, v["set"], named=False)
         if "range" in v:  # src/expression.c › range_expr_print: both ends numeric (NFT_CTX_OUTPUT_NUMERIC_ALL)
             lo, hi = (dt.value_num(dtype, x) if dtype in dt.SYMBOLIC else x for x in v["range"])
-            return f"{dt.value_str(dtype, lo)}-{dt.value_str(dtype, hi)}"
+            lo, hi = (range_text(dtype, x) or dt.value_str(dtype, x) for x in (lo, hi))
+            return f"{lo}-{hi}"
         if "prefix" in v:
             _scalars(v["prefix"], "len")
             return f"{dt.value_str(dtype, v['prefix']['addr'])}/{v['prefix']['len']}"
@@ -177,6 +195,9 @@ def rhs_str(dtype: str, v: Any) -> str:
 
 
 _RELOPS = ("==", "!=", "<", ">", "<=", ">=", "in", "!")
+# Linux: nftables src/expression.c › binop_arg_print: an operand binding looser than its operator
+# gets parentheses (shifts bind tightest, then &, ^, |)
+_BINOP_PREC = {"<<": 1, ">>": 1, "&": 2, "^": 3, "|": 4}
 
 
 def _scalars(a: dict, *keys: str) -> None:
@@ -191,7 +212,7 @@ def match_print(m: dict) -> str:
     left, op, right = m["left"], m["op"], m["right"]
     if op not in _RELOPS:
         raise ValueError(f"unknown operator {op!r}")
-    if "&" in left:
+    if "&" in left and dt.is_bitmask(dt.selector_type(left["&"][0])):
         sel, mask = left["&"]
         dtype = dt.selector_type(sel)
         if dt.is_bitmask(dtype) and isinstance(mask, dict):  # `& (fin | syn) == { ... }`
@@ -201,6 +222,9 @@ def match_print(m: dict) -> str:
             ops = "" if op == "==" else f"{op} "
             return f"{selector_str(sel)} {ops}{rhs_str(dtype, right)} / {rhs_str(dtype, mask)}"
         return f"{selector_str(sel)} & {rhs_str(dtype, mask)} {op} {rhs_str(dtype, right)}"
+    if _binop_kind(left):
+        dtype = dt.selector_type(_binop_base(left))
+        return f"{expr_str(dtype, left)} {op} {rhs_str(dtype, right)}"
     if isinstance(right, bool):  # a boolean: tcp option, exthdr, fib's oif (NFTA_FIB_F_PRESENT), meta/rt ipsec
         if op not in ("==", "!="):
             raise ValueError(f"{op} with exists/missing")
@@ -208,11 +232,49 @@ def match_print(m: dict) -> str:
         return f"{selector_str(left, present=True)} {ops}{'exists' if right else 'missing'}"
     dtype = dt.selector_type(left)
     scalar = not isinstance(right, dict) and not (isinstance(right, str) and right.startswith("@"))
-    if op == "in" or (op == "==" and not (dt.is_bitmask(dtype) and scalar)):
+    if op == "in" or (op == "==" and not (dt.has_bitmask_base(dtype) and scalar)):
         ops = ""
     else:
         ops = f"{op} "
     return f"{selector_str(left)} {ops}{rhs_str(dtype, right)}"
+
+
+def _binop_kind(e: Any) -> str | None:
+    """The operator of a bitwise or shift expression's JSON, else None."""
+    if isinstance(e, dict) and len(e) == 1:
+        kind = next(iter(e))
+        if kind in _BINOP_PREC:
+            if not isinstance(e[kind], list) or len(e[kind]) != 2:
+                raise ValueError(f"{kind} takes two operands")
+            return kind
+    return None
+
+
+def _binop_base(e: Any) -> Any:
+    while _binop_kind(e):
+        e = e[_binop_kind(e)][0]
+    return e
+
+
+def expr_str(dtype: str, e: Any) -> str:
+    """A statement's value or a match's left: a constant of `dtype`, a selector, a bitwise or shift
+    expression (src/expression.c › binop_expr_print), or a data map (src/expression.c › map_expr_print)."""
+    if not isinstance(e, dict) or len(e) != 1 or "set" in e or "range" in e or "prefix" in e:
+        return rhs_str(dtype, e)
+    kind, arg = next(iter(e.items()))
+    if _binop_kind(e):
+        a, b = arg
+        base = dt.selector_type(_binop_base(a)) if isinstance(a, dict) else dtype
+        text = expr_str(base, a)
+        if _binop_kind(a) and _BINOP_PREC[_binop_kind(a)] > _BINOP_PREC[kind]:
+            text = f"({text})"
+        right = str(b) if kind in ("<<", ">>") else rhs_str(base, b)
+        return f"{text} {kind} {right}"
+    if kind == "map":
+        kdtype = dt.selector_type(arg["key"])
+        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(dtype, v)}" for k, v in arg["data"]["set"])
+        return f"{selector_str(arg['key'])} map {{ {elems} }}"
+    return selector_str(e)
 
 
 def _nat_print(family: str, kind: str, a: dict | None) -> str:
@@ -303,16 +365,14 @@ def stmt_print(family: str, s: dict) -> str:
     if kind in ("snat", "dnat", "masquerade", "redirect"):
         return _nat_print(family, kind, a)
     if kind == "mangle":
-        dtype = dt.selector_type(a["key"])
-        value = a["value"]
-        text = (
-            f"rt {value['rt']['key']}" if isinstance(value, dict) and "rt" in value else rhs_str(dtype, value)
-        )
-        return f"{selector_str(a['key'])} set {text}"
+        return f"{selector_str(a['key'])} set {expr_str(dt.selector_type(a['key']), a['value'])}"
     if kind == "notrack":
         return "notrack"
     if kind == "reset":  # Linux: src/statement.c › optstrip_stmt_print
         return f"reset {selector_str(a, present=True)}"
+    if kind == "ct count":  # Linux: nftables src/statement.c › connlimit_stmt_print
+        _scalars(a, "val")
+        return f"ct count {'over ' if a.get('inv') else ''}{a['val']}"
     if kind == "flow":
         _scalars(a, "op", "flowtable")
         return f"flow add {a['flowtable']}"
