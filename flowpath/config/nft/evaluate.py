@@ -344,6 +344,10 @@ def _st_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 
 def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
+    if _obj.is_ct_objref(t):  # `ct helper set "ftp1"` names an object
+        return _obj.stmt_ct_objref(ctx, t, prev)
+    if t.data == "mangle_map":
+        raise ctx.error(t.children[1], "flowpath cannot set this from a map")
     left, dtype = selector(ctx, t.children[0])
     kind, key = next(iter(left.items()))
     if kind == "tcp option":
@@ -407,27 +411,73 @@ def _st_limit(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 def _st_counter(ctx: Ctx, t: Tree, prev: list) -> dict:
     n = [number(c) for c in t.children]
+    if t.data == "counter_bp":  # `counter bytes N packets N`
+        n.reverse()
     return {"counter": {"packets": n[0] if n else 0, "bytes": n[1] if n else 0}}
+
+
+# Linux: include/uapi/linux/netfilter/nf_log.h (NF_LOG_TCPSEQ ... NF_LOG_MACDECODE), in the order
+# src/statement.c › log_stmt_print lists them; `flags all` is every one (NF_LOG_MASK)
+LOG_FLAGS = ("tcp sequence", "tcp options", "ip options", "skuid", "ether")
+_LOG_ARGS = {"log_group": ("group", 16), "log_snaplen": ("snaplen", 32), "log_qthreshold": ("queue-threshold", 16)}
 
 
 def _st_log(ctx: Ctx, t: Tree, prev: list) -> dict:
     args: dict[str, Any] = {}
+    flags: set[str] = set()
     for a in t.children:
         tok = a.children[0]
         if a.data == "log_prefix":
             v = rhs_ast(Tree("value", [tok]), ctx.defines, ctx.error)
             args["prefix"] = v.text
+        elif a.data in _LOG_ARGS:
+            key, bits = _LOG_ARGS[a.data]
+            if number(tok) >= 1 << bits:
+                raise ctx.error(tok, f"value too large for {key}")
+            args[key] = number(tok)
+        elif a.data == "log_flags":
+            flags |= _log_flags(ctx, a)
         else:
             if str(tok) not in dt.LOG_LEVEL:
                 raise ctx.error(tok, f"invalid log level: {tok}")
             args["level"] = str(tok)
-    if args.get("level") == "audit" and len(args) > 1:
-        # evaluate.c › stmt_evaluate_log: an audit log has no prefix, group or flags; nft marks `log`
-        at = Token("WORD", "log", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 3)
+    # evaluate.c › stmt_evaluate_log; nft marks `log`
+    at = Token("WORD", "log", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 3)
+    if any(k in args for k in ("group", "snaplen", "queue-threshold")):
+        if "level" in args:
+            raise ctx.error(at, "level and group are mutually exclusive")
+        if flags:
+            raise ctx.error(at, "flags and group are mutually exclusive")
+    if args.get("level") == "audit" and (len(args) > 1 or flags):
+        # an audit log has no prefix, group or flags
         raise ctx.error(at, "log level audit doesn't support any further options")
     if args.get("level") == "warn":  # the default level is not listed
         del args["level"]
+    if flags:
+        listed = [f for f in LOG_FLAGS if f in flags]
+        args["flags"] = "all" if len(listed) == len(LOG_FLAGS) else listed[0] if len(listed) == 1 else listed
     return {"log": args or None}
+
+
+def _log_flags(ctx: Ctx, a: Tree) -> set[str]:
+    """parser_bison.y › log_flags: `tcp sequence,options`, `ip options`, `skuid`, `ether`, `all`."""
+    kids = a.children
+    if kids[0].type == "TCP":
+        out = set()
+        for w in kids[1:]:
+            if str(w) not in ("sequence", "options"):
+                raise ctx.error(w, "syntax error, unexpected string")
+            out.add(f"tcp {w}")
+        return out
+    if kids[0].type == "IP":
+        if str(kids[1]) != "options":
+            raise ctx.error(kids[1], "syntax error, unexpected string")
+        return {"ip options"}
+    if str(kids[0]) == "all":
+        return set(LOG_FLAGS)
+    if str(kids[0]) not in ("skuid", "ether"):
+        raise ctx.error(kids[0], "syntax error, unexpected string")
+    return {str(kids[0])}
 
 
 def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
@@ -565,8 +615,13 @@ _STMT = {
 
 
 from flowpath.config.nft import evaluate_nat as _nat  # noqa: E402  (it reads this module's helpers)
+from flowpath.config.nft import evaluate_obj as _obj  # noqa: E402
+from flowpath.config.nft import evaluate_stmt as _stmt  # noqa: E402
 
 _STMT.update(nat_stmt=_nat.stmt_nat, masq_stmt=_nat.stmt_masq_redir("masquerade"),
              redir_stmt=_nat.stmt_masq_redir("redirect"))  # fmt: skip
+_STMT.update(counter_bp=_st_counter, mangle_map=_st_mangle, quota_stmt=_obj.stmt_quota,
+             objref_stmt=_obj.stmt_objref, synproxy_stmt=_obj.stmt_synproxy, queue_stmt=_stmt.stmt_queue,
+             tproxy_stmt=_stmt.stmt_tproxy, dup_stmt=_stmt.stmt_dup)  # fmt: skip
 
 __all__ = ["rule_evaluate", "set_elements", "ConfigError"]

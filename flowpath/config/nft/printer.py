@@ -12,7 +12,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
-from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
+from flowpath.config.nft.evaluate import _BYTE_UNITS, LOG_FLAGS, _byte_rate
+from flowpath.config.nft.ir import Chain, Flowtable, Obj, Ruleset, Set, Table
 
 _STD_PRIO = (
     ("raw", -300),
@@ -65,7 +66,8 @@ def _handle(h: int, handles: bool) -> str:
 
 def table_print(t: Table, handles: bool = False) -> str:
     """Linux: src/rule.c › table_print and table_print_declaration (flags, then the comment)."""
-    parts = [set_print(s, handles) for s in t.sets.values()]
+    parts = [obj_print(o, handles) for o in t.objs.values()]
+    parts += [set_print(s, handles) for s in t.sets.values()]
     parts += [flowtable_print(f, handles) for f in t.flowtables.values()]
     parts += [chain_print(t.family, c, handles) for c in t.chains.values()]
     head = "".join(f"\tflags {f}\n" for f in t.flags)
@@ -93,6 +95,64 @@ def set_print(s: Set, handles: bool = False) -> str:
     if s.elem:
         out += "\t\telements = " + set_elems_str(s.type, s.elem, named=True) + "\n"
     return out + "\t}\n"
+
+
+def obj_print(o: Obj, handles: bool = False) -> str:
+    """Linux: src/rule.c › obj_print_declaration and obj_print_data (stateless: no counts, no used)."""
+    a = o.spec
+    lines: list[str] = []
+    if o.kind == "counter":
+        _scalars(a, "packets", "bytes")
+        lines = [] if _STATELESS.get() else [f"packets {a['packets']} bytes {a['bytes']}"]
+    elif o.kind == "quota":
+        lines = [_quota_str(a["bytes"], bool(a.get("inv")), a.get("used", 0))]
+    elif o.kind == "limit":
+        lines = [stmt_print("", {"limit": a})[len("limit ") :]]
+    elif o.kind == "ct helper":
+        _scalars(a, "type", "protocol", "l3proto")
+        lines = [f'type "{a["type"]}" protocol {a["protocol"]}', f"l3proto {a['l3proto']}"]
+    elif o.kind == "ct timeout":
+        _scalars(a, "protocol", "l3proto")
+        policy = ", ".join(f"{k} : {v}" for k, v in a["policy"].items())
+        lines = [f"protocol {a['protocol']}", f"l3proto {a['l3proto']}", f"policy = {{ {policy} }}"]
+    elif o.kind == "ct expectation":
+        _scalars(a, "protocol", "dport", "timeout", "size", "l3proto")
+        lines = [f"protocol {a['protocol']}", f"dport {a['dport']}", f"timeout {time_str(a['timeout'])}",
+                 f"size {a['size']}", f"l3proto {a['l3proto']}"]  # fmt: skip
+    elif o.kind == "synproxy":
+        _scalars(a, "mss", "wscale")
+        if a.get("mss") or a.get("wscale"):
+            lines = [f"mss {a['mss']}", f"wscale {a['wscale']}"]
+        if a.get("flags"):
+            lines.append(" ".join(_names(a["flags"])))
+    else:
+        raise ValueError(f"unsupported object {o.kind!r}")
+    body = "".join(f"\t\t{x}\n" for x in lines)
+    return f"\t{o.kind} {o.name} {{{_handle(o.handle, handles)}\n{body}\t}}\n"
+
+
+def time_str(ms: int) -> str:
+    """Linux: src/datatype.c › time_print: 1d2h3m4s5ms, the parts that are not 0."""
+    out = ""
+    for unit, n in (("d", 86400000), ("h", 3600000), ("m", 60000), ("s", 1000), ("ms", 1)):
+        if ms >= n:
+            out += f"{ms // n}{unit}"
+            ms %= n
+    return out or "0s"
+
+
+def _quota_str(total: int, inv: bool, used: int) -> str:
+    """Linux: src/statement.c › quota_stmt_print, src/rule.c › obj_print_data: a quota's bytes and
+    used bytes in the largest unit that divides them; used only when it is not 0, and not `nft -s`."""
+    out = f"{'over ' if inv else ''}{' '.join(map(str, _byte_rate(total)))}"
+    if used and not _STATELESS.get():
+        out += f" used {' '.join(map(str, _byte_rate(used)))}"
+    return out
+
+
+def _names(v: Any) -> list:
+    """A JSON field nft writes as a string for one value and a list for several."""
+    return [v] if isinstance(v, str) else list(v)
 
 
 def set_elems_str(dtype: str, elems: list, named: bool) -> str:
@@ -268,6 +328,10 @@ def _nat_flags_str(a: dict) -> str:
 
 def stmt_print(family: str, s: dict) -> str:
     ((kind, a),) = s.items()
+    if kind in _OBJREF and (isinstance(a, str) or (isinstance(a, dict) and set(a) == {"map"})):
+        return _objref_str(kind, a)
+    if kind in _STMT_PRINT:
+        return _STMT_PRINT[kind](family, a)
     if kind == "match":
         return match_print(a)
     if kind == "vmap":
@@ -283,14 +347,18 @@ def stmt_print(family: str, s: dict) -> str:
     if kind == "counter":
         _scalars(a, "packets", "bytes")
         return "counter" if _STATELESS.get() else f"counter packets {a['packets']} bytes {a['bytes']}"
-    if kind == "log":
-        _scalars(a or {}, "prefix", "level")
+    if kind == "log":  # Linux: src/statement.c › log_stmt_print
+        a = a or {}
+        _scalars(a, "prefix", "level", "group", "snaplen", "queue-threshold")
         out = "log"
-        if a and "prefix" in a:
+        if "prefix" in a:
             out += f' prefix "{a["prefix"]}"'
-        if a and "level" in a:
+        for key in ("group", "snaplen", "queue-threshold"):
+            if key in a:
+                out += f" {key} {a[key]}"
+        if "level" in a:
             out += f" level {a['level']}"
-        return out
+        return out + _log_flags_str(a.get("flags"))
     if kind in ("accept", "drop", "return", "continue"):
         return kind
     if kind in ("jump", "goto"):
@@ -320,3 +388,93 @@ def stmt_print(family: str, s: dict) -> str:
         _scalars(a, "op", "flowtable")
         return f"flow add {a['flowtable']}"
     raise ValueError(f"unsupported statement {kind!r}")
+
+
+def _log_flags_str(flags: Any) -> str:
+    if not flags:
+        return ""
+    got = set(LOG_FLAGS) if flags == "all" else set(_names(flags))
+    if got == set(LOG_FLAGS):
+        return " flags all"
+    tcp = [x[4:] for x in LOG_FLAGS[:2] if x in got]
+    out = f" flags tcp {','.join(tcp)}" if tcp else ""
+    return out + "".join(f" flags {x}" for x in LOG_FLAGS[2:] if x in got)
+
+
+# statements that name a stateful object (src/statement.c › objref_stmt_print)
+_OBJREF = ("counter", "quota", "limit", "synproxy", "ct helper", "ct timeout", "ct expectation")
+
+
+def _objref_str(kind: str, a: Any) -> str:
+    if isinstance(a, str):
+        name = f'"{a}"'
+    else:
+        m = a["map"]
+        kdtype = dt.selector_type(m["key"])
+        elems = ", ".join(f'{rhs_str(kdtype, k)} : "{v}"' for k, v in m["data"]["set"])
+        name = f"{selector_str(m['key'])} map {{ {elems} }}"
+    return f"{kind} set {name}" if kind.startswith("ct ") else f"{kind} name {name}"
+
+
+def _quota_print(family: str, a: dict) -> str:
+    _scalars(a, "val", "val_unit", "used", "used_unit")
+    total = a["val"] * _BYTE_UNITS[a.get("val_unit", "bytes")]
+    used = a.get("used", 0) * _BYTE_UNITS[a.get("used_unit", "bytes")]
+    return "quota " + _quota_str(total, bool(a.get("inv")), used)
+
+
+def _synproxy_print(family: str, a: dict | None) -> str:
+    """Linux: src/statement.c › synproxy_stmt_print: mss and wscale together when either is set."""
+    a = a or {}
+    _scalars(a, "mss", "wscale")
+    out = "synproxy"
+    if "mss" in a or "wscale" in a:
+        out += f" mss {a.get('mss', 0)} wscale {a.get('wscale', 0)}"
+    flags = _names(a.get("flags", []))
+    return out + "".join(f" {f}" for f in ("timestamp", "sack-perm") if f in flags)
+
+
+def _queue_print(family: str, a: dict | None) -> str:
+    """Linux: src/statement.c › queue_stmt_print."""
+    a = a or {}
+    flags = _names(a.get("flags", []))
+    out = "queue"
+    if flags:
+        out += " flags " + ",".join(f for f in ("bypass", "fanout") if f in flags)
+    if "num" in a:
+        out += " to " + rhs_str("integer", a["num"])
+    return out
+
+
+def _tproxy_print(family: str, a: dict) -> str:
+    """Linux: src/statement.c › tproxy_stmt_print: an IPv6 address in brackets."""
+    _scalars(a, "family", "addr", "port")
+    out = "tproxy"
+    if a.get("family"):
+        out += f" {a['family']}"
+    out += " to "
+    if "addr" in a:
+        ip6 = (a.get("family") or family) == "ip6"
+        out += f"[{a['addr']}]" if ip6 else str(a["addr"])
+    if "port" in a:
+        out += f":{a['port']}"
+    return out
+
+
+def _dup_print(family: str, a: dict) -> str:
+    """Linux: src/statement.c › dup_stmt_print."""
+    _scalars(a, "dev")
+    addr = a["addr"]
+    dtype = "ipv6_addr" if family == "ip6" else "ipv4_addr"
+    if isinstance(addr, dict) and "map" in addr:
+        m = addr["map"]
+        kdtype = dt.selector_type(m["key"])
+        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(dtype, v)}" for k, v in m["data"]["set"])
+        text = f"{selector_str(m['key'])} map {{ {elems} }}"
+    else:
+        text = rhs_str(dtype, addr)
+    return f"dup to {text}" + (f' device "{a["dev"]}"' if "dev" in a else "")
+
+
+_STMT_PRINT = {"quota": _quota_print, "synproxy": _synproxy_print, "queue": _queue_print,
+               "tproxy": _tproxy_print, "dup": _dup_print}  # fmt: skip

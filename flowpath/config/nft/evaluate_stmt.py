@@ -1,0 +1,105 @@
+"""The queue, tproxy and dup statements, with nft's checks.
+
+Linux: nftables src/evaluate.c › stmt_evaluate_queue, stmt_evaluate_tproxy and stmt_evaluate_dup;
+src/statement.c › queue_stmt_print, tproxy_stmt_print, dup_stmt_print (printer.py lists them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lark import Token, Tree
+
+from flowpath.config.nft.ast import Ctx, Sym, number, rhs_ast
+from flowpath.config.nft.evaluate import map_json, selector, sym_value
+from flowpath.config.nft.evaluate_nat import _l3_context, _nat_port
+
+QUEUE_FLAGS = ("bypass", "fanout")  # NFT_QUEUE_FLAG_BYPASS, NFT_QUEUE_FLAG_CPU_FANOUT, as nft lists them
+_ADDR_TYPE = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
+
+
+def stmt_queue(ctx: Ctx, t: Tree, prev: list) -> dict:
+    """`queue [flags bypass,fanout] [to N[-M]]` or `queue num N[-M] [bypass] [fanout]`; no number is
+    queue 0 (evaluate.c › stmt_evaluate_queue), and fanout needs a range."""
+    flags = [str(f.children[0]) for f in t.children if f.data == "queue_flag"]
+    num_t = next((c for c in t.children if c.data == "queue_num"), None)
+    num: Any = 0
+    if num_t is not None:
+        nums = [number(n) for n in num_t.children if n.type == "NUMBER"]
+        for n, tok in zip(nums, num_t.children[::2], strict=True):
+            if n > 0xFFFF:  # NFTA_QUEUE_NUM is a u16
+                raise ctx.error(tok, "queue number out of range")
+        if len(nums) == 2 and nums[0] > nums[1]:
+            raise ctx.error(num_t, "Range has zero or negative size")
+        num = nums[0] if len(nums) == 1 else {"range": nums}
+    if "fanout" in flags and not isinstance(num, dict):
+        raise ctx.error(num_t or t, "fanout requires a range to be specified")
+    out: dict[str, Any] = {"num": num}
+    listed = [f for f in QUEUE_FLAGS if f in flags]
+    if listed:
+        out["flags"] = listed[0] if len(listed) == 1 else listed
+    return {"queue": out}
+
+
+def stmt_tproxy(ctx: Ctx, t: Tree, prev: list) -> dict:
+    """`tproxy [ip|ip6] to addr[:port]` or `tproxy [ip|ip6] to :port`: after a transport protocol
+    match; in an inet table an address needs its family, which must agree with the rule's matches."""
+    fam = ctx.table.family
+    kids = t.children
+    family = str(kids[0]) if isinstance(kids[0], Token) else None
+    to = kids[-1]
+    if ctx.l4 is None:
+        raise ctx.error(t, "Transparent proxy support requires transport protocol match")
+    if family is not None and fam in ("ip", "ip6") and family != fam:
+        raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {family}")
+    l3 = _l3_context(prev)
+    if family is not None and l3 is not None and family != l3:
+        raise ctx.error(t, f"conflicting protocols specified: {l3} vs. {family}")
+    out: dict[str, Any] = {}
+    if fam == "inet" and family is not None:
+        out["family"] = family
+    if to.data == "nat_map":
+        raise ctx.error(to, "tproxy to a map: flowpath does not take it")
+    if to.data == "nat_port_only":
+        out["port"] = _nat_port(ctx, to.children[0], prev)
+        return {"tproxy": out}
+    addr = to.children[0]
+    vals = [c for c in addr.children if isinstance(c, Tree) or c.type == "IPV6"]
+    if len(vals) != 1 or any(isinstance(c, Token) and c.type == "SLASH" for c in addr.children):
+        raise ctx.error(addr, "Address ranges are not supported for transparent proxy.")
+    a = vals[0]
+    sym = rhs_ast(a, ctx.defines, ctx.error) if isinstance(a, Tree) else Sym(str(a), a)
+    l3 = family or (fam if fam != "inet" else None)
+    if l3 is None:
+        raise ctx.error(t, "Transparent proxy address needs ip or ip6 in an inet table")
+    out["addr"] = sym_value(ctx.error, _ADDR_TYPE[l3], sym)
+    if len(to.children) > 1:
+        out["port"] = _nat_port(ctx, to.children[1], prev)
+    return {"tproxy": out}
+
+
+def stmt_dup(ctx: Ctx, t: Tree, prev: list) -> dict:
+    """`dup to ADDR [device DEV]`, the address from a map too (ip and ip6 tables: their address type)."""
+    fam = ctx.table.family
+    if fam not in _ADDR_TYPE:
+        raise ctx.error(t, "dup in the inet and netdev families: flowpath does not take it")
+    dtype = _ADDR_TYPE[fam]
+    kids = t.children
+    out: dict[str, Any] = {}
+    if isinstance(kids[0], Tree) and kids[0].data == "value":
+        out["addr"] = sym_value(ctx.error, dtype, rhs_ast(kids[0], ctx.defines, ctx.error))
+        rest = kids[1:]
+    else:
+        key, kdtype = selector(ctx, kids[0])
+        pairs = [(rhs_ast(e.children[0], ctx.defines, ctx.error),
+                  sym_value(ctx.error, dtype, rhs_ast(e.children[1], ctx.defines, ctx.error)))
+                 for e in kids[1].children]  # fmt: skip
+        out["addr"] = {"map": {"key": key, "data": {"set": map_json(ctx.error, kdtype, pairs, True)}}}
+        rest = kids[2:]
+    if rest:
+        dev = rhs_ast(Tree("value", [rest[0]]), ctx.defines, ctx.error)
+        out["dev"] = dev.text
+    return {"dup": out}
+
+
+__all__ = ["stmt_dup", "stmt_queue", "stmt_tproxy"]
