@@ -70,6 +70,7 @@ class RuleInfo:
     """What a rule needs from where it sits, checked once the whole ruleset is built (nft_*_validate)."""
 
     counters: list = field(default_factory=list)  # NftCounter objects of this rule, in order
+    quotas: list = field(default_factory=list)  # NftQuota objects of its anonymous quotas, in order
     targets: list = field(default_factory=list)  # chains this rule can jump or goto
     hooks: list = field(default_factory=list)  # (statement, allowed hooks, required chain type or None)
 
@@ -153,6 +154,11 @@ def build_counter(arg: object, ctx: NftCtx, info: RuleInfo) -> Op:
         arg = arg or {}
         counter = NftCounter(int(arg.get("packets", 0)), int(arg.get("bytes", 0)))
         info.counters.append(counter)
+    return nft_counter_eval(counter)
+
+
+def nft_counter_eval(counter: NftCounter) -> Op:
+    """nft_counter.c › nft_counter_do_eval: packets + 1, bytes + skb->len."""
 
     def op(pkt):
         skb = pkt.skb
@@ -542,3 +548,4 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
     if kind == "notrack":
         return build_notrack(ctx, info)
     raise NftBuildError(f"unsupported statement {kind!r}")
+
