@@ -14,7 +14,7 @@ VM see one count. What each statement does in the datapath:
   queue                                          NF_DROP with Reason.NETFILTER_QUEUE (no queue listener),
                                                  NF_ACCEPT with `bypass`, as the kernel does with none
   ct helper/timeout/expectation set, synproxy,   refused when the ruleset loads (NftBuildError, reported
-  tproxy, dup                                    as a ConfigError naming the rule)
+  tproxy, dup; socket and osf matches            as a ConfigError naming the rule)
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ REFUSED = {
     "synproxy": "flowpath has no SYN proxy (SYN cookies)",
     "tproxy": "flowpath has no local sockets to divert to",
     "dup": "flowpath does not duplicate packets",
+    # expressions (nft_socket.c, nft_osf.c)
+    "socket": "flowpath has no local sockets to look up",
+    "osf": "flowpath has no OS fingerprints (nfnetlink_osf) to match",
 }
 
 
@@ -180,6 +183,9 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
             return build_queue(arg)
         if kind in REFUSED:
             raise NftBuildError(f"{kind}: {REFUSED[kind]}")
+        left = arg.get("left") if kind == "match" and isinstance(arg, dict) else None
+        if isinstance(left, dict) and len(left) == 1 and next(iter(left)) in REFUSED:
+            raise NftBuildError(f"{next(iter(left))}: {REFUSED[next(iter(left))]}")
     return nft_stmt.build_stmt(stmt, ctx, info)
 
 

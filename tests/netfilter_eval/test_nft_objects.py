@@ -167,6 +167,8 @@ def test_queue_drops_for_want_of_a_listener_and_bypass_goes_on():
         ("tcp dport 80 synproxy mss 1460", "no SYN proxy"),
         ("meta l4proto tcp tproxy to :50080", "no local sockets"),
         ("dup to 192.0.2.7", "does not duplicate"),
+        ("socket transparent 1", "socket: flowpath has no local sockets"),
+        ('osf ttl loose name "Linux"', "osf: flowpath has no OS fingerprints"),
     ],
 )
 def test_statements_flowpath_cannot_carry_out_are_refused_at_load(rule, why):

@@ -56,6 +56,8 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
         if str(key) not in dt.RT_KEYS:
             raise ctx.error(key, f"rt {key}: flowpath supports rt ipsec only")
         return {"rt": {"key": str(key)}}, dt.RT_KEYS[str(key)]
+    if t.data in ("socket_sel", "osf_sel"):
+        return _stmt.socket_osf_selector(ctx, t)
     if t.data == "ct_sel":
         key = t.children[1]
         if str(key) not in dt.CT_KEYS:

@@ -1,7 +1,8 @@
-"""The queue, tproxy and dup statements, with nft's checks.
+"""The queue, tproxy and dup statements, with nft's checks; the socket and osf expressions.
 
 Linux: nftables src/evaluate.c › stmt_evaluate_queue, stmt_evaluate_tproxy and stmt_evaluate_dup;
-src/statement.c › queue_stmt_print, tproxy_stmt_print, dup_stmt_print (printer.py lists them).
+src/statement.c › queue_stmt_print, tproxy_stmt_print, dup_stmt_print (printer.py lists them);
+src/socket.c and src/osf.c (parser_bison.y › socket_expr, osf_expr, osf_ttl).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from lark import Token, Tree
 
+from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, Sym, number, rhs_ast
 from flowpath.config.nft.evaluate import map_json, selector, sym_value
 from flowpath.config.nft.evaluate_nat import _l3_context, _nat_port
@@ -100,6 +102,22 @@ def stmt_dup(ctx: Ctx, t: Tree, prev: list) -> dict:
         dev = rhs_ast(Tree("value", [rest[0]]), ctx.defines, ctx.error)
         out["dev"] = dev.text
     return {"dup": out}
+
+
+def socket_osf_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
+    """`socket transparent|mark|wildcard`, `osf [ttl loose|skip] name|version`: JSON and datatype."""
+    if t.data == "socket_sel":
+        key = t.children[0]
+        if str(key) not in dt.SOCKET_KEYS:
+            raise ctx.error(key, "syntax error, unexpected string")
+        return {"socket": {"key": str(key)}}, dt.SOCKET_KEYS[str(key)]
+    *ttl, key = t.children
+    if ttl and str(ttl[0]) not in dt.OSF_TTL:
+        raise ctx.error(ttl[0], "invalid ttl option")
+    if str(key) not in dt.OSF_KEYS:
+        raise ctx.error(key, "syntax error, unexpected string")
+    osf = {"key": str(key), **({"ttl": str(ttl[0])} if ttl else {})}
+    return {"osf": osf}, dt.OSF_KEYS[str(key)]
 
 
 __all__ = ["stmt_dup", "stmt_queue", "stmt_tproxy"]

@@ -227,6 +227,12 @@ def selector_str(left: dict) -> str:
         return f"ipsec {x['dir']} {spnum}{key}"
     if "rt" in left:
         return f"rt {left['rt']['key']}"
+    if "socket" in left:
+        return f"socket {left['socket']['key']}"
+    if "osf" in left:  # Linux: nftables src/osf.c › osf_expr_print
+        o = left["osf"]
+        _scalars(o, "ttl")
+        return "osf " + (f"ttl {o['ttl']} " if "ttl" in o else "") + o["key"]
     raise ValueError(f"unsupported selector {left!r}")
 
 
