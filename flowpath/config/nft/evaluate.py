@@ -496,26 +496,45 @@ def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 
 def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
+    """Linux: nftables src/evaluate.c › stmt_evaluate_reject (and _inet_family, _reset): in inet and
+    netdev tables the network protocol of earlier matches picks icmp or icmpv6, and `meta nfproto` in
+    front of a reject of that family is its dependency, not listed (netlink_delinearize.c ›
+    stmt_reject_postprocess); `tcp reset` depends on `meta l4proto tcp` there, put at the rule's head."""
     fam = ctx.table.family
+    l3 = _nat._l3_context(prev) if fam in ("inet", "netdev") else None
     if not t.children:
-        return _reject(fam, _REJECT_DEFAULT[fam], None)
+        kind = {"ip": "icmp", "ip6": "icmpv6"}.get(l3 or "", _REJECT_DEFAULT[fam])
+        _reject_dependency_kill(prev, kind)
+        return _reject(fam, kind, None)
     w = t.children[0]
     if w.data == "reject_tcp":
         if ctx.l4 not in (None, "tcp"):  # evaluate.c › stmt_evaluate_reset; nft marks `reject`
             at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
             raise ctx.error(at, "you cannot use tcp reset with this protocol")
-        if not _has_l4(prev, "tcp"):
-            prev.append(_match("==", {"meta": {"key": "l4proto"}}, "tcp"))
+        if fam in ("inet", "netdev") and not _has_l4(prev, "tcp"):
+            prev.insert(0, _match("==", {"meta": {"key": "l4proto"}}, "tcp"))
         return {"reject": {"type": "tcp reset"}}
     kind, code = str(w.children[0]), w.children[-1]
     if kind in ("icmp", "icmpv6") and fam in ("ip", "ip6") and kind != _REJECT_DEFAULT[fam]:
         raise ctx.error(w, f"conflicting protocols specified: {fam} vs. {kind}")
+    if kind in ("icmp", "icmpv6") and l3 is not None and {"ip": "icmp", "ip6": "icmpv6"}[l3] != kind:
+        # stmt_evaluate_reject_inet_family; nft marks the code
+        raise ctx.error(code, f"conflicting protocols specified: {'ip6' if kind == 'icmpv6' else 'ip'} vs {l3}")
     if kind == "icmpx" and fam in ("ip", "ip6"):
         raise ctx.error(w, "icmpx is only valid in the inet and netdev families")
     table = {"icmp": dt.ICMP_CODE, "icmpv6": dt.ICMPV6_CODE, "icmpx": dt.ICMPX_CODE}[kind]
-    if str(code) not in table:
+    name = next((k for k, v in table.items() if str(v) == str(code)), str(code))  # `reject with icmp 3`
+    if name not in table:
         raise ctx.error(code, f"Could not parse {kind} code")
-    return _reject(fam, kind, str(code))
+    _reject_dependency_kill(prev, kind)
+    return _reject(fam, kind, name)
+
+
+def _reject_dependency_kill(prev: list, kind: str) -> None:
+    nfproto = {"icmp": "ipv4", "icmpv6": "ipv6"}.get(kind)
+    dep = _match("==", {"meta": {"key": "nfproto"}}, nfproto)
+    if nfproto is not None and dep in prev:
+        prev.remove(dep)
 
 
 def _reject(fam: str, kind: str, code: str | None) -> dict:

@@ -101,8 +101,8 @@ def obj_print(o: Obj, handles: bool = False) -> str:
     """Linux: src/rule.c › obj_print_declaration and obj_print_data (stateless: no counts, no used)."""
     a = o.spec
     lines: list[str] = []
+    _ints(a, "packets", "bytes", "used", "dport", "timeout", "size", "mss", "wscale")
     if o.kind == "counter":
-        _scalars(a, "packets", "bytes")
         lines = [] if _STATELESS.get() else [f"packets {a['packets']} bytes {a['bytes']}"]
     elif o.kind == "quota":
         lines = [_quota_str(a["bytes"], bool(a.get("inv")), a.get("used", 0))]
@@ -113,18 +113,18 @@ def obj_print(o: Obj, handles: bool = False) -> str:
         lines = [f'type "{a["type"]}" protocol {a["protocol"]}', f"l3proto {a['l3proto']}"]
     elif o.kind == "ct timeout":
         _scalars(a, "protocol", "l3proto")
+        _ints(a["policy"], *a["policy"])
         policy = ", ".join(f"{k} : {v}" for k, v in a["policy"].items())
         lines = [f"protocol {a['protocol']}", f"l3proto {a['l3proto']}", f"policy = {{ {policy} }}"]
     elif o.kind == "ct expectation":
-        _scalars(a, "protocol", "dport", "timeout", "size", "l3proto")
+        _scalars(a, "protocol", "l3proto")
         lines = [f"protocol {a['protocol']}", f"dport {a['dport']}", f"timeout {time_str(a['timeout'])}",
                  f"size {a['size']}", f"l3proto {a['l3proto']}"]  # fmt: skip
     elif o.kind == "synproxy":
-        _scalars(a, "mss", "wscale")
         if a.get("mss") or a.get("wscale"):
             lines = [f"mss {a['mss']}", f"wscale {a['wscale']}"]
         if a.get("flags"):
-            lines.append(" ".join(_names(a["flags"])))
+            lines.append(" ".join(_flag_names(a["flags"], ("timestamp", "sack-perm"))))
     else:
         raise ValueError(f"unsupported object {o.kind!r}")
     body = "".join(f"\t\t{x}\n" for x in lines)
@@ -153,6 +153,23 @@ def _quota_str(total: int, inv: bool, used: int) -> str:
 def _names(v: Any) -> list:
     """A JSON field nft writes as a string for one value and a list for several."""
     return [v] if isinstance(v, str) else list(v)
+
+
+def _flag_names(v: Any, known: tuple) -> list[str]:
+    """Flags as _names gives them, each one of `known` (in the order given)."""
+    flags = _names(v)
+    if any(f not in known for f in flags):
+        raise ValueError(f"flags must be among {known}")
+    return flags
+
+
+def _ints(a: Any, *keys: str) -> None:
+    """Where nft writes a number, anything else is not a statement flowpath reads (see _scalars)."""
+    if not isinstance(a, dict):
+        raise ValueError("an object is expected")
+    for k in keys:
+        if k in a and (not isinstance(a[k], int) or isinstance(a[k], bool)):
+            raise ValueError(f"{k} must be a number")
 
 
 def set_elems_str(dtype: str, elems: list, named: bool) -> str:
@@ -417,13 +434,16 @@ def _objref_str(kind: str, a: Any) -> str:
     else:
         m = a["map"]
         kdtype = dt.selector_type(m["key"])
+        if any(not isinstance(v, str) for _, v in m["data"]["set"]):
+            raise ValueError("an object map's data are names")
         elems = ", ".join(f'{rhs_str(kdtype, k)} : "{v}"' for k, v in m["data"]["set"])
         name = f"{selector_str(m['key'])} map {{ {elems} }}"
     return f"{kind} set {name}" if kind.startswith("ct ") else f"{kind} name {name}"
 
 
 def _quota_print(family: str, a: dict) -> str:
-    _scalars(a, "val", "val_unit", "used", "used_unit")
+    _scalars(a, "val_unit", "used_unit")
+    _ints(a, "val", "used")
     total = a["val"] * _BYTE_UNITS[a.get("val_unit", "bytes")]
     used = a.get("used", 0) * _BYTE_UNITS[a.get("used_unit", "bytes")]
     return "quota " + _quota_str(total, bool(a.get("inv")), used)
@@ -432,18 +452,23 @@ def _quota_print(family: str, a: dict) -> str:
 def _synproxy_print(family: str, a: dict | None) -> str:
     """Linux: src/statement.c › synproxy_stmt_print: mss and wscale together when either is set."""
     a = a or {}
-    _scalars(a, "mss", "wscale")
+    _ints(a, "mss", "wscale")
     out = "synproxy"
     if "mss" in a or "wscale" in a:
         out += f" mss {a.get('mss', 0)} wscale {a.get('wscale', 0)}"
-    flags = _names(a.get("flags", []))
+    flags = _flag_names(a.get("flags", []), ("timestamp", "sack-perm"))
     return out + "".join(f" {f}" for f in ("timestamp", "sack-perm") if f in flags)
 
 
 def _queue_print(family: str, a: dict | None) -> str:
     """Linux: src/statement.c › queue_stmt_print."""
     a = a or {}
-    flags = _names(a.get("flags", []))
+    flags = _flag_names(a.get("flags", []), ("bypass", "fanout"))
+    num = a.get("num", 0)
+    if not isinstance(num, int) and not (
+        isinstance(num, dict) and set(num) == {"range"} and all(isinstance(x, int) for x in num["range"])
+    ):
+        raise ValueError("queue num must be a number or a range")
     out = "queue"
     if flags:
         out += " flags " + ",".join(f for f in ("bypass", "fanout") if f in flags)
