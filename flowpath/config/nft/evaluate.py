@@ -24,7 +24,6 @@ _OPS = {"EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "E
 _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
 _NOT_TERMINAL_VERDICTS = ("CONTINUE",)
 NFTNL_UDATA_COMMENT_MAXLEN = 128  # libnftnl udata.h; parser_bison.y › comment_spec
-_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "netdev": "icmpx"}
 _SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark")}
 
 
@@ -418,70 +417,6 @@ def _st_counter(ctx: Ctx, t: Tree, prev: list) -> dict:
     return {"counter": {"packets": n[0] if n else 0, "bytes": n[1] if n else 0}}
 
 
-# Linux: include/uapi/linux/netfilter/nf_log.h (NF_LOG_TCPSEQ ... NF_LOG_MACDECODE), in the order
-# src/statement.c › log_stmt_print lists them; `flags all` is every one (NF_LOG_MASK)
-LOG_FLAGS = ("tcp sequence", "tcp options", "ip options", "skuid", "ether")
-_LOG_ARGS = {"log_group": ("group", 16), "log_snaplen": ("snaplen", 32), "log_qthreshold": ("queue-threshold", 16)}
-
-
-def _st_log(ctx: Ctx, t: Tree, prev: list) -> dict:
-    args: dict[str, Any] = {}
-    flags: set[str] = set()
-    for a in t.children:
-        tok = a.children[0]
-        if a.data == "log_prefix":
-            v = rhs_ast(Tree("value", [tok]), ctx.defines, ctx.error)
-            args["prefix"] = v.text
-        elif a.data in _LOG_ARGS:
-            key, bits = _LOG_ARGS[a.data]
-            if number(tok) >= 1 << bits:
-                raise ctx.error(tok, f"value too large for {key}")
-            args[key] = number(tok)
-        elif a.data == "log_flags":
-            flags |= _log_flags(ctx, a)
-        else:
-            if str(tok) not in dt.LOG_LEVEL:
-                raise ctx.error(tok, f"invalid log level: {tok}")
-            args["level"] = str(tok)
-    # evaluate.c › stmt_evaluate_log; nft marks `log`
-    at = Token("WORD", "log", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 3)
-    if any(k in args for k in ("group", "snaplen", "queue-threshold")):
-        if "level" in args:
-            raise ctx.error(at, "level and group are mutually exclusive")
-        if flags:
-            raise ctx.error(at, "flags and group are mutually exclusive")
-    if args.get("level") == "audit" and (len(args) > 1 or flags):
-        # an audit log has no prefix, group or flags
-        raise ctx.error(at, "log level audit doesn't support any further options")
-    if args.get("level") == "warn":  # the default level is not listed
-        del args["level"]
-    if flags:
-        listed = [f for f in LOG_FLAGS if f in flags]
-        args["flags"] = "all" if len(listed) == len(LOG_FLAGS) else listed[0] if len(listed) == 1 else listed
-    return {"log": args or None}
-
-
-def _log_flags(ctx: Ctx, a: Tree) -> set[str]:
-    """parser_bison.y › log_flags: `tcp sequence,options`, `ip options`, `skuid`, `ether`, `all`."""
-    kids = a.children
-    if kids[0].type == "TCP":
-        out = set()
-        for w in kids[1:]:
-            if str(w) not in ("sequence", "options"):
-                raise ctx.error(w, "syntax error, unexpected string")
-            out.add(f"tcp {w}")
-        return out
-    if kids[0].type == "IP":
-        if str(kids[1]) != "options":
-            raise ctx.error(kids[1], "syntax error, unexpected string")
-        return {"ip options"}
-    if str(kids[0]) == "all":
-        return set(LOG_FLAGS)
-    if str(kids[0]) not in ("skuid", "ether"):
-        raise ctx.error(kids[0], "syntax error, unexpected string")
-    return {str(kids[0])}
-
-
 def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
     kw = t.children[0]
     if kw.type in ("JUMP", "GOTO"):
@@ -493,65 +428,6 @@ def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
             raise ctx.error(target, "Could not process rule: Operation not supported")
         return {str(kw): {"target": str(target)}}
     return {str(kw): None}
-
-
-def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
-    """Linux: nftables src/evaluate.c › stmt_evaluate_reject (and _inet_family, _reset): in inet and
-    netdev tables the network protocol of earlier matches picks icmp or icmpv6, and `meta nfproto` in
-    front of a reject of that family is its dependency, not listed (netlink_delinearize.c ›
-    stmt_reject_postprocess); `tcp reset` depends on `meta l4proto tcp` there, put at the rule's head."""
-    fam = ctx.table.family
-    l3 = _nat._l3_context(prev) if fam in ("inet", "netdev") else None
-    if not t.children:
-        kind = {"ip": "icmp", "ip6": "icmpv6"}.get(l3 or "", _REJECT_DEFAULT[fam])
-        _reject_dependency_kill(prev, kind)
-        return _reject(fam, kind, None)
-    w = t.children[0]
-    if w.data == "reject_tcp":
-        if ctx.l4 not in (None, "tcp"):  # evaluate.c › stmt_evaluate_reset; nft marks `reject`
-            at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
-            raise ctx.error(at, "you cannot use tcp reset with this protocol")
-        if fam in ("inet", "netdev") and not _has_l4(prev, "tcp"):
-            prev.insert(0, _match("==", {"meta": {"key": "l4proto"}}, "tcp"))
-        return {"reject": {"type": "tcp reset"}}
-    kind, code = str(w.children[0]), w.children[-1]
-    if kind in ("icmp", "icmpv6") and fam in ("ip", "ip6") and kind != _REJECT_DEFAULT[fam]:
-        raise ctx.error(w, f"conflicting protocols specified: {fam} vs. {kind}")
-    if kind in ("icmp", "icmpv6") and l3 is not None and {"ip": "icmp", "ip6": "icmpv6"}[l3] != kind:
-        # stmt_evaluate_reject_inet_family; nft marks the code
-        raise ctx.error(code, f"conflicting protocols specified: {'ip6' if kind == 'icmpv6' else 'ip'} vs {l3}")
-    if kind == "icmpx" and fam in ("ip", "ip6"):
-        raise ctx.error(w, "icmpx is only valid in the inet and netdev families")
-    table = {"icmp": dt.ICMP_CODE, "icmpv6": dt.ICMPV6_CODE, "icmpx": dt.ICMPX_CODE}[kind]
-    name = next((k for k, v in table.items() if str(v) == str(code)), str(code))  # `reject with icmp 3`
-    if name not in table:
-        raise ctx.error(code, f"Could not parse {kind} code")
-    _reject_dependency_kill(prev, kind)
-    return _reject(fam, kind, name)
-
-
-def _reject_dependency_kill(prev: list, kind: str) -> None:
-    nfproto = {"icmp": "ipv4", "icmpv6": "ipv6"}.get(kind)
-    dep = _match("==", {"meta": {"key": "nfproto"}}, nfproto)
-    if nfproto is not None and dep in prev:
-        prev.remove(dep)
-
-
-def _reject(fam: str, kind: str, code: str | None) -> dict:
-    return {"reject": {"type": kind, "expr": code or "port-unreachable"}}
-
-
-def _has_l4(prev: list, proto: str) -> bool:
-    for s in prev:
-        m = s.get("match")
-        if not m:
-            continue
-        left = m["left"]
-        if "payload" in left and left["payload"]["protocol"] in (proto, "th"):
-            return True
-        if _is_l4_sel(left) and (m["right"] == proto or isinstance(m["right"], dict)):
-            return True
-    return False
 
 
 # Linux: nftables src/proto.c: the transport headers nft knows by name (others are "unknown")
@@ -627,9 +503,7 @@ _STMT = {
     "exists_stmt": _st_exists,
     "counter_stmt": _st_counter,
     "limit_stmt": _st_limit,
-    "log_stmt": _st_log,
     "verdict_stmt": _st_verdict,
-    "reject_stmt": _st_reject,
     "notrack_stmt": _st_notrack,
     "flow_stmt": _st_flow,
 }
@@ -641,6 +515,7 @@ from flowpath.config.nft import evaluate_stmt as _stmt  # noqa: E402
 
 _STMT.update(nat_stmt=_nat.stmt_nat, masq_stmt=_nat.stmt_masq_redir("masquerade"),
              redir_stmt=_nat.stmt_masq_redir("redirect"))  # fmt: skip
+_STMT.update(log_stmt=_stmt.stmt_log, reject_stmt=_stmt.stmt_reject)
 _STMT.update(counter_bp=_st_counter, mangle_map=_st_mangle, quota_stmt=_obj.stmt_quota,
              objref_stmt=_obj.stmt_objref, synproxy_stmt=_obj.stmt_synproxy, queue_stmt=_stmt.stmt_queue,
              tproxy_stmt=_stmt.stmt_tproxy, dup_stmt=_stmt.stmt_dup)  # fmt: skip

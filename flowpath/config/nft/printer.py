@@ -12,7 +12,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
-from flowpath.config.nft.evaluate import _BYTE_UNITS, LOG_FLAGS, _byte_rate
+from flowpath.config.nft.evaluate import _BYTE_UNITS, _byte_rate
+from flowpath.config.nft.evaluate_stmt import LOG_FLAGS
 from flowpath.config.nft.ir import Chain, Flowtable, Obj, Ruleset, Set, Table
 
 _STD_PRIO = (
