@@ -329,7 +329,12 @@ def _nat_print(family: str, kind: str, a: dict | None) -> str:
             elif not isinstance(addr, dict):
                 text = f"[{text}]"
         out += text
-    if port is not None:
+    if isinstance(port, dict) and "map" in port:  # `redirect to :tcp dport map { 22 : 8000 }`
+        m = port["map"]
+        kdtype = dt.selector_type(m["key"])
+        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str('inet_service', v)}" for k, v in m["data"]["set"])
+        out += f":{selector_str(m['key'])} map {{ {elems} }}"
+    elif port is not None:
         out += ":" + rhs_str("inet_service", port)
     return out + _nat_flags_str(a)
 
