@@ -112,6 +112,7 @@ def batch_commit(rs: Ruleset, batch: Batch) -> tuple[int, ConfigError] | None:
     table_handle = batch.first_table_handle
     hgen: dict[int, int] = {}  # id(table) -> the last handle it gave
     chains: dict[int, list[Chain]] = {}  # id(table) -> every chain it had in the batch
+    objs: set[tuple[int, str, str]] = set()  # (id(table), kind, name) of the objects made so far
 
     def alloc(table: Table) -> int:
         hgen[id(table)] = hgen.get(id(table), 0) + 1
@@ -130,8 +131,14 @@ def batch_commit(rs: Ruleset, batch: Batch) -> tuple[int, ConfigError] | None:
                 obj.handle = alloc(table)
             if kind == "chain":
                 chains.setdefault(id(table), []).append(obj)
+            if kind == "obj":
+                objs.add((id(table), obj.kind, obj.name))
         elif kind == "rule":
             pos = batch.pos[id(detail)]
+            if any((id(table), *ref) not in objs for ref in _objrefs(detail.expr)):
+                # nft_objref_init: the object must exist when the rule is added (nft marks its name;
+                # Deviation: flowpath marks the rule)
+                return i, rs.error(detail.loc, ENOENT)
             msg = _rule_place(obj, detail, pos, lambda t=table: alloc(t))
             if msg is not None:
                 return i, rs.error(_enoent_loc(pos, hgen.get(id(table), 0)), msg)
@@ -147,6 +154,24 @@ def batch_commit(rs: Ruleset, batch: Batch) -> tuple[int, ConfigError] | None:
         elif kind == "delchain":
             obj.rules.clear()
     return None
+
+
+# statements that name a stateful object, and the object's kind (src/statement.c › objref_type)
+_OBJREF = ("counter", "quota", "limit", "synproxy", "ct helper", "ct timeout", "ct expectation")
+
+
+def _objrefs(expr: list) -> list[tuple[str, str]]:
+    """(kind, name) of every object a rule's statements name, a map's names included."""
+    out = []
+    for s in expr:
+        ((kind, a),) = s.items()
+        if kind not in _OBJREF:
+            continue
+        if isinstance(a, str):
+            out.append((kind, a))
+        elif isinstance(a, dict) and set(a) == {"map"}:
+            out += [(kind, name) for _, name in a["map"]["data"]["set"]]
+    return out
 
 
 def _enoent_loc(pos: RulePos, last_handle: int) -> Loc | None:

@@ -38,6 +38,9 @@ SYNPROXY_FLAGS = ("timestamp", "sack-perm")
 _L3PROTO = ("ip", "ip6", "inet")
 _TIME_UNITS = {"d": 86400000, "h": 3600000, "m": 60000, "s": 1000, "ms": 1}
 ENOENT = "Could not process rule: No such file or directory"
+# the words of object bodies that are keywords in nft's scanner (its syntax errors name them)
+_KEYWORDS = ("packets", "bytes", "over", "until", "used", "rate", "burst", "type", "protocol", "l3proto",
+             "policy", "dport", "timeout", "size", "mss", "wscale", "timestamp", "sack-perm")  # fmt: skip
 
 
 def obj_tokens(nodes: list) -> list[Token]:
@@ -112,7 +115,9 @@ def obj_spec(ctx: Ctx, kind: str, toks: list[Token], name: Token, end: Any, body
         spec = _SPEC[kind](ctx, r, name)
         r.done()
     except _Syntax as e:
-        what = "end of file" if e.tok is end else f"'{e.tok}'" if str(e.tok) in "{}:=,;/-" else "string"
+        tok = str(e.tok)
+        what = ("newline" if tok == "\n" else f"'{tok}'" if tok in "{}:=,;/-" else tok if tok in _KEYWORDS
+                else "string")  # fmt: skip
         raise ctx.error(e.tok, f"syntax error, unexpected {what}") from None
     return spec
 
@@ -266,15 +271,16 @@ def time_parse(ctx: Ctx, r: _Reader) -> int:
 
 
 def _synproxy(ctx: Ctx, r: _Reader, name: Token) -> dict:
-    """parser_bison.y › synproxy_config: mss, wscale, timestamp, sack-perm, any of them."""
+    """parser_bison.y › synproxy_config: `mss N wscale N` (both or neither), then timestamp, sack-perm."""
     spec = {"mss": 0, "wscale": 0}
     flags = []
-    while r.peek() is not None:
-        word = str(r.take("mss", "wscale", *SYNPROXY_FLAGS))
-        if word in SYNPROXY_FLAGS:
-            flags.append(word)
-        else:
-            spec[word] = _synproxy_num(ctx, r, word)
+    if r.opt("mss"):
+        spec["mss"] = _synproxy_num(ctx, r, "mss")
+        r.take("wscale")
+        spec["wscale"] = _synproxy_num(ctx, r, "wscale")
+    for f in SYNPROXY_FLAGS:  # in this order
+        if r.opt(f):
+            flags.append(f)
     if flags:
         spec["flags"] = [f for f in SYNPROXY_FLAGS if f in flags]
     return spec
@@ -357,9 +363,9 @@ def objref(ctx: Ctx, kind: str, args: list) -> Any:
         return _obj_name(ctx, kind, v.text, args[0])
     left, dtype = ev.selector(ctx, args[0])
     pairs = []
-    for e in args[1].children:
+    for e in args[1].children:  # nft marks the key of an element whose object does not exist
         v = rhs_ast(e.children[1], ctx.defines, ctx.error)
-        name = _obj_name(ctx, kind, getattr(v, "text", ""), e.children[1])
+        name = _obj_name(ctx, kind, getattr(v, "text", ""), e.children[0])
         pairs.append((rhs_ast(e.children[0], ctx.defines, ctx.error), name))
     return {"map": {"key": left, "data": {"set": ev.map_json(ctx.error, dtype, pairs, True)}}}
 

@@ -502,7 +502,8 @@ class _Builder(Commands):
             body = []
         if body and str(body[0]) == "{":  # `{ ... }` as in a table block
             body = body[1:-1]
-        self._obj(table, kind, name, body, t, t, create=is_create(t))
+        end = Token("_NL", "\n", line=t.meta.end_line, column=t.meta.end_column, end_column=t.meta.end_column + 1)
+        self._obj(table, kind, name, body, end, t, create=is_create(t))
 
     def _obj(self, table: Table, kind_t: Tree, name: Token, toks: list, end: object, t: Tree,
              create: bool = False, body: Tree | None = None) -> None:  # fmt: skip
