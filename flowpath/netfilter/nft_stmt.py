@@ -193,6 +193,8 @@ def nf_log_line(pkt) -> str:
 
 
 def build_log(arg: object) -> Op:
+    # Deviation: group, snaplen, queue-threshold (nfnetlink_log) and flags (the TCP sequence, options,
+    # uid, MAC parts of the line) do not change the line: flowpath keeps one syslog-style line per packet
     prefix = (arg or {}).get("prefix", "") if isinstance(arg, dict) else ""
 
     def op(pkt):
