@@ -24,14 +24,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
+from flowpath.config.nft.evaluate_obj import OBJ_KINDS
 from flowpath.errors import ConfigError
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nat_range import NatRequest
 from flowpath.netfilter.nft_compile import NftVm, compile_chains
 from flowpath.netfilter.nft_expr import NftCtx
+from flowpath.netfilter.nft_objref import NftQuota, build_stmt, nft_obj_init, quota_stmt_json
 from flowpath.netfilter.nft_payload_ll import ll_expand
 from flowpath.netfilter.nft_set import NftSet, parse_key, set_from_json
-from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, build_stmt, parse_verdict
+from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, parse_verdict
 from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.netfilter.nft_vm import NFT_PUNT
 from flowpath.packet.reason import Reason
@@ -235,8 +237,9 @@ class NftRuntime:
         self._hooks: dict[tuple[int, int], list[Chain]] = {}
         self.dormant: set[tuple[str, str]] = set()  # (family, name) of tables with `flags dormant`
         self._json: list = []
-        self._counter_stmts: list[tuple[dict, NftCounter]] = []
-        self._counter_objs: list[tuple[dict, NftCounter]] = []
+        # statements and objects whose JSON lists their state: counters, quotas
+        self._counter_stmts: list[tuple[dict, NftCounter | NftQuota]] = []
+        self._counter_objs: list[tuple[dict, NftCounter | NftQuota]] = []
         self.vm: NftVm | None = None
 
     # --- building -------------------------------------------------------------------------------------------
@@ -287,7 +290,7 @@ class NftRuntime:
                 self._add_table(o, ifindex)
             elif kind == "chain":
                 self._add_chain(o)
-            elif kind in ("set", "map", "rule", "element", "flowtable", "counter"):
+            elif kind in ("set", "map", "rule", "element", "flowtable", *OBJ_KINDS):
                 (rules if kind == "rule" else elements).append((kind, o))
             else:
                 raise self._err(f"unsupported object {kind!r}")
@@ -352,10 +355,14 @@ class NftRuntime:
                                   _prio(o.get("prio", 0)), _names(o.get("dev")), _names(o.get("flags")))  # fmt: skip
                 ctx.flowtables[ft.name] = ft
                 self.flowtables.append(ft)
-            else:  # a named counter object
-                counter = NftCounter(int(o.get("packets", 0)), int(o.get("bytes", 0)))
-                ctx.counters[o["name"]] = counter
-                self._counter_objs.append((o, counter))
+            else:  # a named stateful object (nft_objref.py)
+                obj = nft_obj_init(kind, o)
+                if kind == "counter":
+                    ctx.counters[o["name"]] = obj
+                else:
+                    ctx.objs[kind, o["name"]] = obj
+                if isinstance(obj, (NftCounter, NftQuota)):
+                    self._counter_objs.append((o, obj))
         except _MALFORMED as e:
             raise self._err(f"{where}: {e}") from None
 
@@ -386,8 +393,12 @@ class NftRuntime:
             s
             for s in o.get("expr", [])
             if isinstance(s, dict) and "counter" in s and not isinstance(s["counter"], str)
+            and "map" not in (s["counter"] or {})  # a named counter, or a map of them
         ]
         self._counter_stmts.extend(zip(stmts, info.counters, strict=True))
+        quotas = [s for s in o.get("expr", []) if isinstance(s, dict) and isinstance(s.get("quota"), dict)
+                  and "map" not in s["quota"]]  # fmt: skip
+        self._counter_stmts.extend(zip(quotas, info.quotas, strict=True))
 
     def _validate(self) -> None:
         """nf_tables_check_loops and nft_chain_validate: loops, depth, statements allowed per hook.
@@ -458,7 +469,13 @@ class NftRuntime:
     def list_ruleset_json(self) -> dict:
         """The ruleset as it was loaded, with the counters' current values (`nft -j list ruleset`)."""
         for stmt, counter in self._counter_stmts:
-            stmt["counter"] = {"packets": counter.packets, "bytes": counter.bytes}
+            if isinstance(counter, NftQuota):
+                stmt["quota"] = quota_stmt_json(counter, stmt["quota"])
+            else:
+                stmt["counter"] = {"packets": counter.packets, "bytes": counter.bytes}
         for obj, counter in self._counter_objs:
-            obj["packets"], obj["bytes"] = counter.packets, counter.bytes
+            if isinstance(counter, NftQuota):
+                obj["used"] = counter.used
+            else:
+                obj["packets"], obj["bytes"] = counter.packets, counter.bytes
         return {"nftables": copy.deepcopy(self._json)}

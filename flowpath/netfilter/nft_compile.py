@@ -31,6 +31,7 @@ from flowpath.netfilter.nft_compile_expr import (
     to_big_endian,
 )
 from flowpath.netfilter.nft_expr import NftCtx, resolve_set
+from flowpath.netfilter.nft_objref import NftQuota
 from flowpath.netfilter.nft_set import Interval, NftSet
 from flowpath.netfilter.nft_stmt import (
     _NAT_FLAGS,
@@ -98,7 +99,7 @@ class _Compiler:
         )
 
     # --- statements (nft_stmt.build_stmt's cases) -----------------------------------------------------------
-    def stmt(self, stmt: dict, ctx: NftCtx, rule_counters: list) -> None:
+    def stmt(self, stmt: dict, ctx: NftCtx, rule_counters: list, rule_quotas: list | None = None) -> None:
         em = self.em
         (kind, arg), = stmt.items()  # fmt: skip
         if kind == "match":
@@ -110,8 +111,15 @@ class _Compiler:
         elif kind == "vmap":
             self.vmap(arg, ctx)
         elif kind == "counter":
+            if isinstance(arg, dict) and "map" in arg:
+                raise Punt("counter name ... map")
             counter = ctx.counters[arg] if isinstance(arg, str) else rule_counters.pop(0)
             em.emit(V.OP_COUNTER, self.counter(counter))
+        elif kind == "quota":  # nft_quota_do_eval, its consumed bytes in a counter row
+            if isinstance(arg, dict) and "map" in arg:
+                raise Punt("quota name ... map")
+            q = ctx.objs[kind, arg] if isinstance(arg, str) else (rule_quotas or []).pop(0)
+            em.emit(V.OP_QUOTA, self.counter(q.consumed), q.quota, int(q.inv))
         elif kind in _NAT_KIND:
             self.nat(kind, arg or {}, ctx)
         elif kind == "flow":
@@ -211,12 +219,12 @@ class _Compiler:
         """One rule: OP_RULE, its statements, and OP_PUNT from the first one the VM does not have."""
         em = self.em
         start = em.emit(V.OP_RULE, 0)
-        rule_counters = list(rule.info.counters)
+        rule_counters, rule_quotas = list(rule.info.counters), list(rule.info.quotas)
         ok = True
         for stmt in rule.expr:
             mark = len(em.code)
             try:
-                self.stmt(stmt, ctx, rule_counters)
+                self.stmt(stmt, ctx, rule_counters, rule_quotas)
             except (
                 Punt,
                 NftBuildError,
@@ -353,10 +361,15 @@ def compile_chains(runtime) -> NftVm:
     for ctx in runtime.tables.values():  # named counters no rule uses still list from the same array
         for counter in ctx.counters.values():
             cc.counter(counter)
+        for obj in ctx.objs.values():
+            if isinstance(obj, NftQuota):
+                cc.counter(obj.consumed)
     for c in runtime.chains:
         for r in c.rules:
             for counter in r.info.counters:
                 cc.counter(counter)
+            for q in r.info.quotas:
+                cc.counter(q.consumed)
     counters = np.zeros((max(len(cc.counters), 1), 2), np.int64)
     for row, counter in enumerate(cc.counters):
         counter.bind(counters, row)

@@ -59,6 +59,7 @@ class NftCtx:
     chains: dict = field(default_factory=dict)  # name -> Chain
     flowtables: dict = field(default_factory=dict)  # name -> NftFlowtable
     counters: dict = field(default_factory=dict)  # name -> NftCounter (named counter objects)
+    objs: dict = field(default_factory=dict)  # (kind, name) -> the other named objects (nft_objref.py)
     ifindex: Mapping[str, int] | None = None
 
 

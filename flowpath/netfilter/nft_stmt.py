@@ -72,6 +72,7 @@ class RuleInfo:
     """What a rule needs from where it sits, checked once the whole ruleset is built (nft_*_validate)."""
 
     counters: list = field(default_factory=list)  # NftCounter objects of this rule, in order
+    quotas: list = field(default_factory=list)  # NftQuota objects of its anonymous quotas, in order
     targets: list = field(default_factory=list)  # chains this rule can jump or goto
     hooks: list = field(default_factory=list)  # (statement, allowed hooks, required chain type or None)
 
@@ -155,6 +156,11 @@ def build_counter(arg: object, ctx: NftCtx, info: RuleInfo) -> Op:
         arg = arg or {}
         counter = NftCounter(int(arg.get("packets", 0)), int(arg.get("bytes", 0)))
         info.counters.append(counter)
+    return nft_counter_eval(counter)
+
+
+def nft_counter_eval(counter: NftCounter) -> Op:
+    """nft_counter.c › nft_counter_do_eval: packets + 1, bytes + skb->len."""
 
     def op(pkt):
         skb = pkt.skb
@@ -189,6 +195,8 @@ def nf_log_line(pkt) -> str:
 
 
 def build_log(arg: object) -> Op:
+    # Deviation: group, snaplen, queue-threshold (nfnetlink_log) and flags (the TCP sequence, options,
+    # uid, MAC parts of the line) do not change the line: flowpath keeps one syslog-style line per packet
     prefix = (arg or {}).get("prefix", "") if isinstance(arg, dict) else ""
 
     def op(pkt):
@@ -520,3 +528,4 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
     if kind == "reset" and isinstance(arg, dict) and "tcp option" in arg:
         return build_tcpopt_strip(arg["tcp option"])
     raise NftBuildError(f"unsupported statement {kind!r}")
+

@@ -3,7 +3,7 @@
 Linux: net/netfilter/nf_tables_core.c › nft_do_chain (rules in order, jump stack, policy) with the
 expressions it calls inline: nft_cmp_fast_eval / nft_cmp_eval, nft_payload_eval, nft_meta_get_eval,
 nft_ct_get_eval, nft_bitwise_eval, nft_byteorder_eval, nft_range_eval, nft_lookup_eval,
-nft_immediate_eval; and the statements nft_counter_eval, nft_meta_set_eval, nft_ct_set_eval,
+nft_immediate_eval; and the statements nft_counter_eval, nft_quota_eval, nft_meta_set_eval, nft_ct_set_eval,
 nft_nat_eval, nft_flow_offload_eval. struct nft_regs is `regs`: 16 data registers of 16 bytes (one
 uint8[256] file addressed by byte offset, so a concatenation spans registers as in nft).
 
@@ -21,7 +21,8 @@ The program (`progs`, a plain tuple made by nft_compile.py › compile_chains):
     setelem  int64[e]             per element: its row in `data`, -1 for a plain set
     setcomp  int64[c, 2]          per scan component: offset and length in the key
     data     int64[d, DATA_COLS]  map data: verdict (D_CODE, D_CHAIN) or NAT bounds (D_*)
-    counters int64[ncnt, 2]       packets, bytes: the rule counters the listing reads
+    counters int64[ncnt, 2]       packets, bytes: the rule counters the listing reads, and each quota's
+                                  consumed bytes (nft_objref.NftQuota)
     ifnames  uint8[nifs, 16]      interface names, NUL-padded; pktmeta PM_IIFNAME/PM_OIFNAME pick rows
 
 A run also takes the FIB's views (`fv`, net.fib_views(): flowpath/net/fib_table.py) for `fib`
@@ -103,6 +104,7 @@ OP_FLOW_ADD = 18  # flowtable id, TCP established state
 OP_PUNT = 19
 OP_END = 20  # end of a chain: return to the caller chain, or the base chain's policy
 OP_FIB = 21  # dreg, result FIB_*, daddr (0/1), device FIB_DEV_*
+OP_QUOTA = 22  # counter row of its consumed bytes, quota in bytes, NFT_QUOTA_F_INV (0/1)
 
 CMP_EQ, CMP_NEQ, CMP_LT, CMP_GT, CMP_LTE, CMP_GTE, CMP_TRUE, CMP_FALSE = range(8)  # TRUE/FALSE: out of width
 BASE_LL, BASE_NH, BASE_TH = 0, 1, 2
@@ -402,6 +404,17 @@ def _nat(out, data, kind, row, maniptype, addr_row, port_row):
     out[OUT_NAT_MANIP] = maniptype
 
 
+@njit(cache=True, nogil=True)
+def _overquota(counters, out, row, n, quota):
+    """nft_quota.c › nft_overquota: consumed + skb->len > quota, with this run's earlier hits of the
+    same quota (committed only after the run) counted in."""
+    consumed = counters[row, 1] + out[OUT_LEN]
+    for i in range(n):
+        if out[OUT_CNT + i] == row:
+            consumed += out[OUT_LEN]
+    return consumed > quota
+
+
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
     """nft_do_chain over a compiled program, with the caller's scratch (lets a batch loop reuse it).
@@ -491,6 +504,14 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
             n = out[OUT_NCNT]
             if n >= OUT_MAXCNT:
                 return NFT_PUNT  # more counters than out records: let the Python evaluator count them
+            out[OUT_CNT + n] = a
+            out[OUT_NCNT] = n + 1
+        elif op == OP_QUOTA:
+            n = out[OUT_NCNT]
+            if n >= OUT_MAXCNT:
+                return NFT_PUNT
+            if _overquota(counters, out, a, n, b) != (c != 0):
+                verdict = NFT_BREAK
             out[OUT_CNT + n] = a
             out[OUT_NCNT] = n + 1
         elif op == OP_MARK_SET:

@@ -94,6 +94,7 @@ _REASONS = (  # name                    kind    text
     ("IP6_TNL_RCV_CTL",         "drop", "ip6tnl received from one of our own addresses or a non-unicast end"),
     ("SLOW_TUNNEL_ID",          "slow", "IPIP push without DF: the classic path numbers the outer header"),
     ("SLOW_TUNNEL_ECN",         "slow", "IPIP with a CE outer over a not-ECT inner: the classic path drops it"),
+    ("NETFILTER_QUEUE",         "drop", "queued by an nft rule, and no queue listener (nf_queue: -ESRCH)"),
 )  # fmt: skip
 
 Reason = IntEnum("Reason", [(name, i) for i, (name, _, _) in enumerate(_REASONS)])

@@ -201,7 +201,7 @@ def test_unknown_jump_target_and_unsupported_expression_name_the_rule():
         runtime([T, chain("f", "forward"), rule("f", jump("nope"), handle=4)])
     sock = {"match": {"op": "==", "left": {"socket": {"key": "transparent"}}, "right": 1}}
     with pytest.raises(
-        ConfigError, match=r"<ruleset>:0:0: Error: rule ip t f handle 9: unsupported expression 'socket'"
+        ConfigError, match=r"<ruleset>:0:0: Error: rule ip t f handle 9: socket: flowpath has no local sockets"
     ):
         runtime([T, chain("f", "forward"), rule("f", sock, DROP, handle=9)])
     fib = {"match": {"op": "==", "left": {"fib": {"flags": ["saddr", "iif"], "result": "oif"}}, "right": False}}

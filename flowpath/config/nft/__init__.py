@@ -2,8 +2,8 @@
 
 Linux: nftables src/libnftables.c (nft_run_cmd_from_filename and the JSON entry point).
 
-The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables, flags, comment), dicts in
-declaration order. A file's commands (add, insert, replace, delete, flush; cmd.py) are applied in order
+The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables, objs, flags, comment), dicts
+in declaration order (objs: counter, quota, limit, ct helper/timeout/expectation and synproxy objects). A file's commands (add, insert, replace, delete, flush; cmd.py) are applied in order
 and every object gets the handle the kernel would give it (commit.py); `include` reads other files in
 place (include.py). Chain(name, type, hook, prio, policy, dev, rules, comment); Set(name, type, flags, elem,
 map, size, comment); Flowtable(name, hook, prio, devices, counter, offload); Rule(expr, comment). Objects
@@ -20,7 +20,9 @@ statements exactly as `nft -j list ruleset` prints them, after nft's normalisati
   {"return": null}, {"continue": null}, {"jump"|"goto": {"target"}}, {"reject": {"type", "expr"}},
   {"snat"|"dnat": {["family"], "addr", ["port"], ["flags"]}}, {"masquerade"|"redirect": null | {...}},
   {"mangle": {"key": {"meta"|"ct": {"key": "mark"}}, "value": 16}}, {"notrack": null},
-  {"flow": {"op": "add", "flowtable": "@ft"}}.
+  {"flow": {"op": "add", "flowtable": "@ft"}}, {"quota": {"val", "val_unit", ["inv"], ["used", "used_unit"]}},
+  {"counter"|"quota"|"limit"|"synproxy"|"ct helper"|...: "name" | {"map": {"key", "data"}}} (named objects),
+  {"queue": {"num", ["flags"]}}, {"tproxy": {...}}, {"dup": {"addr", ["dev"]}}, {"synproxy": null | {...}}.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ nf_tables_alloc_handle, one counter per table for its chains, sets, flowtables a
 included; nf_tables_newrule with NFTA_RULE_POSITION: `add` after, `insert` before the rule of that handle,
 NLM_F_REPLACE keeping the handle it replaces; nf_tables_delrule, nf_tables_delchain and nf_tables_delset,
 which refuse what a rule still uses with EBUSY) and nftables src/cmd.c › nft_cmd_expand (the order of a
-table block: its chains, then sets, then flowtables, then rules) and src/evaluate.c › rule_cache_update
+table block: its chains, then objects, sets, flowtables, rules) and src/evaluate.c › rule_cache_update
 (`index N` names the Nth rule of the chain as the batch has built it so far).
 
 Deviation: nft 1.0.6 checks `position N`, `handle N` and `index N` against its cache, which does not
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from flowpath.config.nft.ir import Chain, Flowtable, Json, Loc, Rule, Ruleset, Set, Table, anon_sets
+from flowpath.config.nft.ir import Chain, Flowtable, Json, Loc, Obj, Rule, Ruleset, Set, Table, anon_sets
 from flowpath.errors import ConfigError
 
 ENOENT = "Could not process rule: No such file or directory"
@@ -46,7 +46,7 @@ class RulePos:
 class Batch:
     """What nft sends the kernel for one file, in order: 4-tuples (kind, table, object, detail).
 
-    kind: table | chain | set | flowtable | rule (detail: the Rule; object: its chain) | delrule (object:
+    kind: table | chain | obj | set | flowtable | rule (detail: the Rule; object: its chain) | delrule (object:
     the chain, detail: the RulePos) | flush (object: the chain) | delchain | delset | delflowtable (object:
     the deleted one, detail: the Loc of its name). No Linux counterpart as a type.
     """
@@ -55,18 +55,18 @@ class Batch:
         self.items: list[tuple[str, Table, Any, Any]] = []
         self.pos: dict[int, RulePos] = {}  # id(rule) -> where its command puts it
         self.first_table_handle = first_table_handle  # tables a `flush ruleset` dropped took handles
-        self._block: tuple[list, list, list, list] | None = None
+        self._block: tuple[list, list, list, list, list] | None = None
 
     @contextmanager
     def block(self) -> Iterator[None]:
-        """A `table NAME { ... }` block: its chains, then sets, then flowtables, then rules."""
-        self._block = ([], [], [], [])
+        """A `table NAME { ... }` block: its chains, then objects, sets, flowtables, rules."""
+        self._block = ([], [], [], [], [])
         try:
             yield
         finally:
-            chains, sets, flowtables, rules = self._block
+            chains, sets, flowtables, rules, objs = self._block
             self._block = None
-            self.items += chains + sets + flowtables + rules
+            self.items += chains + objs + sets + flowtables + rules
 
     def _add(self, slot: int, item: tuple[str, Table, Any, Any]) -> None:
         (self.items if self._block is None else self._block[slot]).append(item)
@@ -82,6 +82,9 @@ class Batch:
 
     def flowtable(self, table: Table, ft: Flowtable) -> None:
         self._add(2, ("flowtable", table, ft, None))
+
+    def obj(self, table: Table, o: Obj) -> None:
+        self._add(4, ("obj", table, o, None))
 
     def rule(self, table: Table, chain: Chain, rule: Rule, pos: RulePos | None = None) -> None:
         self.pos[id(rule)] = pos or RulePos("add")
@@ -109,6 +112,7 @@ def batch_commit(rs: Ruleset, batch: Batch) -> tuple[int, ConfigError] | None:
     table_handle = batch.first_table_handle
     hgen: dict[int, int] = {}  # id(table) -> the last handle it gave
     chains: dict[int, list[Chain]] = {}  # id(table) -> every chain it had in the batch
+    objs: set[tuple[int, str, str]] = set()  # (id(table), kind, name) of the objects made so far
 
     def alloc(table: Table) -> int:
         hgen[id(table)] = hgen.get(id(table), 0) + 1
@@ -122,13 +126,19 @@ def batch_commit(rs: Ruleset, batch: Batch) -> tuple[int, ConfigError] | None:
             if table.handle == 0:
                 table_handle += 1
                 table.handle = table_handle
-        elif kind in ("chain", "set", "flowtable"):
+        elif kind in ("chain", "set", "flowtable", "obj"):
             if obj.handle == 0:
                 obj.handle = alloc(table)
             if kind == "chain":
                 chains.setdefault(id(table), []).append(obj)
+            if kind == "obj":
+                objs.add((id(table), obj.kind, obj.name))
         elif kind == "rule":
             pos = batch.pos[id(detail)]
+            if any((id(table), *ref) not in objs for ref in _objrefs(detail.expr)):
+                # nft_objref_init: the object must exist when the rule is added (nft marks its name;
+                # Deviation: flowpath marks the rule)
+                return i, rs.error(detail.loc, ENOENT)
             msg = _rule_place(obj, detail, pos, lambda t=table: alloc(t))
             if msg is not None:
                 return i, rs.error(_enoent_loc(pos, hgen.get(id(table), 0)), msg)
@@ -144,6 +154,24 @@ def batch_commit(rs: Ruleset, batch: Batch) -> tuple[int, ConfigError] | None:
         elif kind == "delchain":
             obj.rules.clear()
     return None
+
+
+# statements that name a stateful object, and the object's kind (src/statement.c › objref_type)
+_OBJREF = ("counter", "quota", "limit", "synproxy", "ct helper", "ct timeout", "ct expectation")
+
+
+def _objrefs(expr: list) -> list[tuple[str, str]]:
+    """(kind, name) of every object a rule's statements name, a map's names included."""
+    out = []
+    for s in expr:
+        ((kind, a),) = s.items()
+        if kind not in _OBJREF:
+            continue
+        if isinstance(a, str):
+            out.append((kind, a))
+        elif isinstance(a, dict) and set(a) == {"map"}:
+            out += [(kind, name) for _, name in a["map"]["data"]["set"]]
+    return out
 
 
 def _enoent_loc(pos: RulePos, last_handle: int) -> Loc | None:

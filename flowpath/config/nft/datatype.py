@@ -176,6 +176,11 @@ IPSEC_KEYS = {"reqid": "integer32", "spi": "integer32", "saddr": None, "daddr": 
 IPSEC_ADDR = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
 # Linux: nftables src/rt.c › rt_templates (the keys flowpath models)
 RT_KEYS = {"ipsec": "boolean", "classid": "realm", "mtu": "integer16", "nexthop": None}
+# Linux: nftables src/socket.c › socket_templates (cgroupv2 not modelled); src/osf.c › osf_expr
+# (a name or version string of at most NFT_OSF_MAXGENRELEN, 16, as an interface name is), and its ttl modes
+SOCKET_KEYS = {"transparent": "integer1", "mark": "mark", "wildcard": "integer1"}
+OSF_KEYS = {"name": "ifname", "version": "ifname"}
+OSF_TTL = ("loose", "skip")
 # Linux: src/payload.c › the L4 protocol each transport header depends on (nft's `meta l4proto`).
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "udplite": 136, "sctp": 132, "dccp": 33, "ah": 51,
             "esp": 50, "comp": 108, "igmp": 2}  # fmt: skip
@@ -260,6 +265,10 @@ def selector_type(left: Any) -> str:
             return "integer32"
         if any(op in left for op in ("|", "^", "<<", ">>")):
             return selector_type(next(iter(left.values()))[0])
+        if "socket" in left:
+            return SOCKET_KEYS[left["socket"]["key"]]
+        if "osf" in left:
+            return OSF_KEYS[left["osf"]["key"]]
     raise DatatypeError("unsupported expression")
 
 

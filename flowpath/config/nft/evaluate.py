@@ -23,7 +23,7 @@ from flowpath.config.nft.evaluate_exthdr import (
 from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
 from flowpath.config.nft.exthdr import EXTHDR
 from flowpath.config.nft.payload import dependency_kill
-from flowpath.config.nft.payload_ll import link_update, reject_evaluate
+from flowpath.config.nft.payload_ll import link_update
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
 from flowpath.errors import ConfigError
 
@@ -33,7 +33,6 @@ _OPS = {"NEG": "!", "EQ": "==", "NE": "!=", "LT": "<", "GT": ">", "LE": "<=", "G
 _TERMINAL = ("reject_stmt", "nat_stmt", "masq_stmt", "redir_stmt")
 _NOT_TERMINAL_VERDICTS = ("CONTINUE",)
 NFTNL_UDATA_COMMENT_MAXLEN = 128  # libnftnl udata.h; parser_bison.y › comment_spec
-_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx"}
 _SETTABLE = {("meta", "mark"), ("meta", "priority"), ("ct", "mark"), ("meta", "pkttype"), ("meta", "nftrace"),
              ("ct", "zone"), ("ct", "label"), ("ct", "event")}  # fmt: skip
 
@@ -82,6 +81,8 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     if t.data == "raw_sel":
         left, dtype, _ = evp.raw_selector(ctx, t)
         return left, dtype
+    if t.data in ("socket_sel", "osf_sel"):
+        return _stmt.socket_osf_selector(ctx, t)
     proto, field = str(t.children[0].children[0]), t.children[1]
     field = dt.PAYLOAD_ALIASES.get((proto, str(field)), field)
     if str(field) not in dt.PAYLOAD_FIELDS[proto]:
@@ -382,6 +383,8 @@ def _st_exists(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 
 def _st_mangle(ctx: Ctx, t: Tree, prev: list) -> dict:
+    if _obj.is_ct_objref(t):  # `ct helper set "ftp1"` names an object
+        return _obj.stmt_ct_objref(ctx, t, prev)
     left, dtype = selector(ctx, t.children[0])
     kind, key = next(iter(left.items()))
     if kind == "tcp option":
@@ -444,27 +447,9 @@ def _st_limit(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 def _st_counter(ctx: Ctx, t: Tree, prev: list) -> dict:
     n = [number(c) for c in t.children]
+    if t.data == "counter_bp":  # `counter bytes N packets N`
+        n.reverse()
     return {"counter": {"packets": n[0] if n else 0, "bytes": n[1] if n else 0}}
-
-
-def _st_log(ctx: Ctx, t: Tree, prev: list) -> dict:
-    args: dict[str, Any] = {}
-    for a in t.children:
-        tok = a.children[0]
-        if a.data == "log_prefix":
-            v = rhs_ast(Tree("value", [tok]), ctx.defines, ctx.error)
-            args["prefix"] = v.text
-        else:
-            if str(tok) not in dt.LOG_LEVEL:
-                raise ctx.error(tok, f"invalid log level: {tok}")
-            args["level"] = str(tok)
-    if args.get("level") == "audit" and len(args) > 1:
-        # evaluate.c › stmt_evaluate_log: an audit log has no prefix, group or flags; nft marks `log`
-        at = Token("WORD", "log", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 3)
-        raise ctx.error(at, "log level audit doesn't support any further options")
-    if args.get("level") == "warn":  # the default level is not listed
-        del args["level"]
-    return {"log": args or None}
 
 
 def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
@@ -478,53 +463,6 @@ def _st_verdict(ctx: Ctx, t: Tree, prev: list) -> dict:
             raise ctx.error(target, "Could not process rule: Operation not supported")
         return {str(kw): {"target": str(target)}}
     return {str(kw): None}
-
-
-def _st_reject(ctx: Ctx, t: Tree, prev: list) -> dict | None:
-    fam = ctx.table.family
-    if fam == "arp":  # evaluate.c › stmt_evaluate_reject_family
-        at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
-        raise ctx.error(at, "cannot use reject with arp")
-    if fam in ("bridge", "netdev"):
-        stmt = reject_evaluate(ctx, t, prev)
-        if stmt is not None:
-            return stmt
-    if not t.children:
-        return _reject(fam, _REJECT_DEFAULT[fam], None)
-    w = t.children[0]
-    if w.data == "reject_tcp":
-        if ctx.l4 not in (None, "tcp"):  # evaluate.c › stmt_evaluate_reset; nft marks `reject`
-            at = Token("WORD", "reject", line=t.meta.line, column=t.meta.column, end_column=t.meta.column + 6)
-            raise ctx.error(at, "you cannot use tcp reset with this protocol")
-        if not _has_l4(prev, "tcp"):
-            prev.insert(0, _match("==", {"meta": {"key": "l4proto"}}, "tcp"))  # at the rule's head, as nft
-        return {"reject": {"type": "tcp reset"}}
-    kind, code = str(w.children[0]), w.children[-1]
-    if kind in ("icmp", "icmpv6") and fam in ("ip", "ip6") and kind != _REJECT_DEFAULT[fam]:
-        raise ctx.error(w, f"conflicting protocols specified: {fam} vs. {kind}")
-    if kind == "icmpx" and fam in ("ip", "ip6"):
-        raise ctx.error(w, "icmpx is only valid in the inet and netdev families")
-    table = {"icmp": dt.ICMP_CODE, "icmpv6": dt.ICMPV6_CODE, "icmpx": dt.ICMPX_CODE}[kind]
-    if str(code) not in table:
-        raise ctx.error(code, f"Could not parse {kind} code")
-    return _reject(fam, kind, str(code))
-
-
-def _reject(fam: str, kind: str, code: str | None) -> dict:
-    return {"reject": {"type": kind, "expr": code or "port-unreachable"}}
-
-
-def _has_l4(prev: list, proto: str) -> bool:
-    for s in prev:
-        m = s.get("match")
-        if not m:
-            continue
-        left = m["left"]
-        if "payload" in left and left["payload"]["protocol"] in (proto, "th"):
-            return True
-        if _is_l4_sel(left) and (m["right"] == proto or isinstance(m["right"], dict)):
-            return True
-    return False
 
 
 # Linux: nftables src/proto.c: the transport headers nft knows by name (others are "unknown")
@@ -606,9 +544,7 @@ _STMT = {
     "exists_stmt": _st_exists,
     "counter_stmt": _st_counter,
     "limit_stmt": _st_limit,
-    "log_stmt": _st_log,
     "verdict_stmt": _st_verdict,
-    "reject_stmt": _st_reject,
     "notrack_stmt": _st_notrack,
     "flow_stmt": _st_flow,
 }
@@ -616,8 +552,14 @@ _STMT = {
 
 from flowpath.config.nft import evaluate_keys as _keys  # noqa: E402  (it reads this module's helpers)
 from flowpath.config.nft import evaluate_nat as _nat  # noqa: E402  (it reads this module's helpers)
+from flowpath.config.nft import evaluate_obj as _obj  # noqa: E402
+from flowpath.config.nft import evaluate_stmt as _stmt  # noqa: E402
 
 _STMT.update(nat_stmt=_nat.stmt_nat, masq_stmt=_nat.stmt_masq_redir("masquerade"),
              redir_stmt=_nat.stmt_masq_redir("redirect"), ct_count_stmt=lambda ctx, t, prev: _keys.ct_count(ctx, t))  # fmt: skip
+_STMT.update(log_stmt=_stmt.stmt_log, reject_stmt=_stmt.stmt_reject)
+_STMT.update(counter_bp=_st_counter, quota_stmt=_obj.stmt_quota,
+             objref_stmt=_obj.stmt_objref, synproxy_stmt=_obj.stmt_synproxy, queue_stmt=_stmt.stmt_queue,
+             tproxy_stmt=_stmt.stmt_tproxy, dup_stmt=_stmt.stmt_dup)  # fmt: skip
 
 __all__ = ["rule_evaluate", "set_elements", "ConfigError"]

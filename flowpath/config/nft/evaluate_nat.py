@@ -120,6 +120,14 @@ def stmt_masq_redir(kind: str) -> Any:
         for c in t.children:
             if c.data == "nat_port":
                 args["port"] = _nat_port(ctx, c, prev)
+            elif c.data == "nat_port_map":
+                if not _has_transport(prev):
+                    raise ctx.error(c, "transport protocol mapping is only valid after transport protocol match")
+                key, kdtype = selector(ctx, c.children[0])
+                pairs = [(rhs_ast(e.children[0], ctx.defines, ctx.error),
+                          sym_value(ctx.error, "inet_service", rhs_ast(e.children[1], ctx.defines, ctx.error)))
+                         for e in c.children[1].children]  # fmt: skip
+                args["port"] = {"map": {"key": key, "data": {"set": map_json(ctx.error, kdtype, pairs, True)}}}
             elif c.data == "nat_flags":
                 args["flags"] = _nat_flags(c)
         return {kind: args or None}

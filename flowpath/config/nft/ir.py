@@ -102,6 +102,23 @@ class Flowtable:
 
 
 @dataclass
+class Obj:
+    """A stateful object: counter, quota, limit, ct helper, ct timeout, ct expectation, synproxy.
+
+    Linux: nftables include/rule.h › struct obj. `spec` holds its JSON fields as `nft -j` prints them
+    (without family, table, name and handle): {"packets", "bytes"} for a counter, {"bytes", "used", "inv"}
+    for a quota, the limit statement's fields for a limit, and so on (obj.py).
+    """
+
+    kind: str
+    name: str
+    spec: dict = field(default_factory=dict)
+    handle: int = 0
+    line: int = 0
+    loc: Loc | None = _loc()  # the object's name
+
+
+@dataclass
 class Table:
     """A table of one family (ip, ip6, inet, netdev) holding chains, sets and flowtables by name."""
 
@@ -110,6 +127,8 @@ class Table:
     chains: dict[str, Chain] = field(default_factory=dict)
     sets: dict[str, Set] = field(default_factory=dict)
     flowtables: dict[str, Flowtable] = field(default_factory=dict)
+    # stateful objects by (kind, name): a counter and a quota may share a name
+    objs: dict[tuple[str, str], Obj] = field(default_factory=dict)
     handle: int = 0
     flags: list[str] = field(default_factory=list)  # dormant | owner, in the order nft lists them
     comment: str | None = None

@@ -28,6 +28,9 @@ def ruleset_to_json(rs: Ruleset) -> dict:
         if t.comment is not None:
             obj["comment"] = t.comment  # Deviation: nft 1.0.6 leaves it out; later nft writes it
         out.append({"table": obj})
+        for o in t.objs.values():  # json.c › obj_print_json: the object's own fields after these
+            out.append({o.kind: {"family": fam, "name": o.name, "table": t.name, "handle": o.handle,
+                                 **copy.deepcopy(o.spec)}})  # fmt: skip
         for s in t.sets.values():
             obj = {"family": fam, "name": s.name, "table": t.name, "type": s.type, "handle": s.handle}
             if s.map is not None:

@@ -18,6 +18,7 @@ from flowpath.config.nft import evaluate as ev
 from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, number, rhs_ast
 from flowpath.config.nft.cmd import EEXIST, Commands, is_create, whole_command
 from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
+from flowpath.config.nft.evaluate_obj import obj_kind, obj_spec, obj_tokens
 from flowpath.config.nft.family import (
     CHAIN_TYPES,
     FAMILIES,
@@ -28,7 +29,7 @@ from flowpath.config.nft.family import (
     std_prios,
 )
 from flowpath.config.nft.include import INCLUDE_PATH, MAX_INCLUDE_DEPTH, include_files
-from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
+from flowpath.config.nft.ir import Chain, Flowtable, Loc, Obj, Rule, Ruleset, Set, Table
 from flowpath.config.nft.validate import NFT_NAME_MAXLEN, kernel_check
 from flowpath.errors import ConfigError
 
@@ -478,6 +479,43 @@ class _Builder(Commands):
             raise self.error(t, "missing hook and priority in flowtable declaration")
         table.flowtables[ft.name] = ft
         self.batch.flowtable(table, ft)
+
+    def item_obj(self, table: Table, t: Tree) -> None:
+        self._obj(table, t.children[0], t.children[1], obj_tokens(t.children[2].children[1:-1]),
+                  t.children[2].children[-1], t, body=t.children[2])  # fmt: skip
+
+    def cmd_add_obj(self, t: Tree) -> None:
+        """`add quota [family] table name 25 mbytes`, `add ct helper t h { ... }`: the first words are
+        the table and the name (src/parser_bison.y › obj_spec), the rest the object's body."""
+        kind = next(c for c in t.children if isinstance(c, Tree))
+        toks = obj_tokens(t.children[t.children.index(kind) + 1 :])
+        n = 3 if toks and str(toks[0]) in FAMILIES else 2
+        words = toks[:n]
+        if len(words) < n or any(w.type != "WORD" for w in words):
+            bad = next((w for w in words if w.type != "WORD"), None)
+            raise self.error(bad or t, "syntax error, unexpected " + ("newline" if bad is None else "string"))
+        table, name = self._lookup_table(words)
+        body = toks[n:]
+        if len(body) == 1 and isinstance(body[0], Token) and body[0] == "{":
+            body = []
+        if body and str(body[0]) == "{":  # `{ ... }` as in a table block
+            body = body[1:-1]
+        end = Token("_NL", "\n", line=t.meta.end_line, column=t.meta.end_column, end_column=t.meta.end_column + 1)
+        self._obj(table, kind, name, body, end, t, create=is_create(t))
+
+    def _obj(self, table: Table, kind_t: Tree, name: Token, toks: list, end: object, t: Tree,
+             create: bool = False, body: Tree | None = None) -> None:  # fmt: skip
+        kind, _ = obj_kind(kind_t)
+        ctx = Ctx(self.path, self.lines, table, None, dict(self.defines))
+        spec = obj_spec(ctx, kind, toks, name, end, body)
+        old = table.objs.get((kind, str(name)))
+        if old is not None:
+            if create:
+                raise self.error(name, EEXIST)
+            return  # nf_tables_newobj: an existing object without NLM_F_EXCL stays as it is
+        o = Obj(kind, self._name(name), spec, line=t.meta.line, loc=self.loc(name))
+        table.objs[kind, o.name] = o
+        self.batch.obj(table, o)
 
     # --- rules: evaluated once the whole file is read, so chains and sets may be declared later ------
     def _rule(self, table: Table, chain: Chain, t: Tree, pos: RulePos | None = None) -> None:

@@ -16,13 +16,15 @@ from typing import Any
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
+from flowpath.config.nft.evaluate_obj import OBJ_KINDS
 from flowpath.config.nft.family import needs_device
-from flowpath.config.nft.ir import Chain, Flowtable, Loc, Rule, Ruleset, Set, Table
+from flowpath.config.nft.ir import Chain, Flowtable, Loc, Obj, Rule, Ruleset, Set, Table
 from flowpath.config.nft.json import json_dumps
 from flowpath.config.nft.parser import HOOKS, s32
 from flowpath.config.nft.printer import (
     chain_print,
     flowtable_print,
+    obj_print,
     rule_print,
     set_elems_str,
     set_print,
@@ -300,6 +302,22 @@ def _load_flowtable(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Flowtable:
     return ft
 
 
+def _load_obj(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Obj:
+    """A counter, quota, limit, ct helper/timeout/expectation or synproxy object: its fields are
+    checked when the ruleset is listed and read back (_check_canonical)."""
+    t = _table(rs, body)
+    name = _get(body, "name", str)
+    spec = {k: copy.deepcopy(v) for k, v in body.items() if k not in ("family", "table", "name", "handle")}
+    o = Obj(kind, name, spec)
+    try:
+        obj_print(o)
+    except _MALFORMED:
+        raise JsonObjectError(f"not a {kind} flowpath reads: {json_dumps(spec)}") from None
+    t.objs[kind, name] = o
+    cmd.batch.obj(t, o)
+    return o
+
+
 def _load_rule(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Rule:
     t = _table(rs, body)
     c = t.chains.get(_get(body, "chain", str))
@@ -396,6 +414,7 @@ def _delete(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> None:
 
 _LOADERS = {"table": _load_table, "chain": _load_chain, "set": _load_set, "map": _load_set,
             "flowtable": _load_flowtable, "rule": _load_rule}  # fmt: skip
+_LOADERS.update(dict.fromkeys(OBJ_KINDS, _load_obj))
 
 
 def _check_refs(t: Table, stmt: dict) -> None:
@@ -443,7 +462,7 @@ def _evaluate(rs: Ruleset, path: str, origin: dict[int, Any]) -> None:
 
 
 # what an object's normal form replaces: its value, not its identity, place or contents
-_KEEP = {"handle", "loc", "line", "dev_locs", "chains", "sets", "flowtables", "rules", "name", "family"}
+_KEEP = {"handle", "loc", "line", "dev_locs", "chains", "sets", "flowtables", "objs", "rules", "name", "family"}
 
 
 def _adopt(obj: Any, normal: Any) -> None:
@@ -461,7 +480,8 @@ def _listed_on(rs: Ruleset, line: str) -> Any:
                 if rule_print(t.family, r.expr, r.comment) == line:
                     return r
     for t in rs.tables:
-        texts = [(s, set_print(s)) for s in t.sets.values()] + [
+        texts = [(o, obj_print(o)) for o in t.objs.values()]
+        texts += [(s, set_print(s)) for s in t.sets.values()] + [
             (f, flowtable_print(f)) for f in t.flowtables.values()
         ]
         texts += [(c, chain_print(t.family, c)) for c in t.chains.values()]
@@ -475,6 +495,6 @@ def _ir_objects(rs: Ruleset) -> list:
     """The IR objects behind ruleset_to_json's list, in its order (metainfo: None)."""
     out: list = [None]
     for t in rs.tables:
-        out += [t, *t.sets.values(), *t.flowtables.values(), *t.chains.values()]
+        out += [t, *t.objs.values(), *t.sets.values(), *t.flowtables.values(), *t.chains.values()]
         out += [r for c in t.chains.values() for r in c.rules]
     return out

@@ -10,12 +10,13 @@ from typing import Any
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.datatype_meta import range_text
+from flowpath.config.nft.evaluate import _BYTE_UNITS, _byte_rate
+from flowpath.config.nft.evaluate_stmt import LOG_FLAGS, REJECT_DEFAULT
 from flowpath.config.nft.exthdr import selector_text
 from flowpath.config.nft.family import prio_name_ok, std_prios
-from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
+from flowpath.config.nft.ir import Chain, Flowtable, Obj, Ruleset, Set, Table
 from flowpath.config.nft.output import STATELESS
 
-_REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx"}
 _SET_NEWLINE = ",\n\t\t\t     "
 
 
@@ -43,7 +44,8 @@ def _handle(h: int, handles: bool) -> str:
 
 def table_print(t: Table, handles: bool = False) -> str:
     """Linux: src/rule.c › table_print and table_print_declaration (flags, then the comment)."""
-    parts = [set_print(s, handles) for s in t.sets.values()]
+    parts = [obj_print(o, handles) for o in t.objs.values()]
+    parts += [set_print(s, handles) for s in t.sets.values()]
     parts += [flowtable_print(f, handles) for f in t.flowtables.values()]
     parts += [chain_print(t.family, c, handles) for c in t.chains.values()]
     head = "".join(f"\tflags {f}\n" for f in t.flags)
@@ -71,6 +73,81 @@ def set_print(s: Set, handles: bool = False) -> str:
     if s.elem:
         out += "\t\telements = " + set_elems_str(s.type, s.elem, named=True) + "\n"
     return out + "\t}\n"
+
+
+def obj_print(o: Obj, handles: bool = False) -> str:
+    """Linux: src/rule.c › obj_print_declaration and obj_print_data (stateless: no counts, no used)."""
+    a = o.spec
+    lines: list[str] = []
+    _ints(a, "packets", "bytes", "used", "dport", "timeout", "size", "mss", "wscale")
+    if o.kind == "counter":
+        lines = [] if STATELESS.get() else [f"packets {a['packets']} bytes {a['bytes']}"]
+    elif o.kind == "quota":
+        lines = [_quota_str(a["bytes"], bool(a.get("inv")), a.get("used", 0))]
+    elif o.kind == "limit":
+        lines = [stmt_print("", {"limit": a})[len("limit ") :]]
+    elif o.kind == "ct helper":
+        _scalars(a, "type", "protocol", "l3proto")
+        lines = [f'type "{a["type"]}" protocol {a["protocol"]}', f"l3proto {a['l3proto']}"]
+    elif o.kind == "ct timeout":
+        _scalars(a, "protocol", "l3proto")
+        _ints(a["policy"], *a["policy"])
+        policy = ", ".join(f"{k} : {v}" for k, v in a["policy"].items())
+        lines = [f"protocol {a['protocol']}", f"l3proto {a['l3proto']}", f"policy = {{ {policy} }}"]
+    elif o.kind == "ct expectation":
+        _scalars(a, "protocol", "l3proto")
+        lines = [f"protocol {a['protocol']}", f"dport {a['dport']}", f"timeout {time_str(a['timeout'])}",
+                 f"size {a['size']}", f"l3proto {a['l3proto']}"]  # fmt: skip
+    elif o.kind == "synproxy":
+        if a.get("mss") or a.get("wscale"):
+            lines = [f"mss {a['mss']}", f"wscale {a['wscale']}"]
+        if a.get("flags"):
+            lines.append(" ".join(_flag_names(a["flags"], ("timestamp", "sack-perm"))))
+    else:
+        raise ValueError(f"unsupported object {o.kind!r}")
+    body = "".join(f"\t\t{x}\n" for x in lines)
+    return f"\t{o.kind} {o.name} {{{_handle(o.handle, handles)}\n{body}\t}}\n"
+
+
+def time_str(ms: int) -> str:
+    """Linux: src/datatype.c › time_print: 1d2h3m4s5ms, the parts that are not 0."""
+    out = ""
+    for unit, n in (("d", 86400000), ("h", 3600000), ("m", 60000), ("s", 1000), ("ms", 1)):
+        if ms >= n:
+            out += f"{ms // n}{unit}"
+            ms %= n
+    return out or "0s"
+
+
+def _quota_str(total: int, inv: bool, used: int) -> str:
+    """Linux: src/statement.c › quota_stmt_print, src/rule.c › obj_print_data: a quota's bytes and
+    used bytes in the largest unit that divides them; used only when it is not 0, and not `nft -s`."""
+    out = f"{'over ' if inv else ''}{' '.join(map(str, _byte_rate(total)))}"
+    if used and not STATELESS.get():
+        out += f" used {' '.join(map(str, _byte_rate(used)))}"
+    return out
+
+
+def _names(v: Any) -> list:
+    """A JSON field nft writes as a string for one value and a list for several."""
+    return [v] if isinstance(v, str) else list(v)
+
+
+def _flag_names(v: Any, known: tuple) -> list[str]:
+    """Flags as _names gives them, each one of `known` (in the order given)."""
+    flags = _names(v)
+    if any(f not in known for f in flags):
+        raise ValueError(f"flags must be among {known}")
+    return flags
+
+
+def _ints(a: Any, *keys: str) -> None:
+    """Where nft writes a number, anything else is not a statement flowpath reads (see _scalars)."""
+    if not isinstance(a, dict):
+        raise ValueError("an object is expected")
+    for k in keys:
+        if k in a and (not isinstance(a[k], int) or isinstance(a[k], bool)):
+            raise ValueError(f"{k} must be a number")
 
 
 def set_elems_str(dtype: str, elems: list, named: bool) -> str:
@@ -172,6 +249,12 @@ def selector_str(left: dict, present: bool = False) -> str:
     if "rt" in left:  # Linux: nftables src/rt.c › rt_expr_print (rt ip nexthop)
         _scalars(left["rt"], "key", "family")
         return " ".join(w for w in ("rt", left["rt"].get("family"), left["rt"]["key"]) if w)
+    if "socket" in left:
+        return f"socket {left['socket']['key']}"
+    if "osf" in left:  # Linux: nftables src/osf.c › osf_expr_print
+        o = left["osf"]
+        _scalars(o, "ttl")
+        return "osf " + (f"ttl {o['ttl']} " if "ttl" in o else "") + o["key"]
     raise ValueError(f"unsupported selector {left!r}")
 
 
@@ -302,7 +385,12 @@ def _nat_print(family: str, kind: str, a: dict | None) -> str:
             elif not isinstance(addr, dict):
                 text = f"[{text}]"
         out += text
-    if port is not None:
+    if isinstance(port, dict) and "map" in port:  # `redirect to :tcp dport map { 22 : 8000 }`
+        m = port["map"]
+        kdtype = dt.selector_type(m["key"])
+        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str('inet_service', v)}" for k, v in m["data"]["set"])
+        out += f":{selector_str(m['key'])} map {{ {elems} }}"
+    elif port is not None:
         out += ":" + rhs_str("inet_service", port)
     return out + _nat_flags_str(a)
 
@@ -325,6 +413,10 @@ def _nat_flags_str(a: dict) -> str:
 
 def stmt_print(family: str, s: dict) -> str:
     ((kind, a),) = s.items()
+    if kind in _OBJREF and (isinstance(a, str) or (isinstance(a, dict) and set(a) == {"map"})):
+        return _objref_str(kind, a)
+    if kind in _STMT_PRINT:
+        return _STMT_PRINT[kind](family, a)
     if kind == "match":
         return match_print(a)
     if kind == "vmap":
@@ -340,14 +432,18 @@ def stmt_print(family: str, s: dict) -> str:
     if kind == "counter":
         _scalars(a, "packets", "bytes")
         return "counter" if STATELESS.get() else f"counter packets {a['packets']} bytes {a['bytes']}"
-    if kind == "log":
-        _scalars(a or {}, "prefix", "level")
+    if kind == "log":  # Linux: src/statement.c › log_stmt_print
+        a = a or {}
+        _scalars(a, "prefix", "level", "group", "snaplen", "queue-threshold")
         out = "log"
-        if a and "prefix" in a:
+        if "prefix" in a:
             out += f' prefix "{a["prefix"]}"'
-        if a and "level" in a:
+        for key in ("group", "snaplen", "queue-threshold"):
+            if key in a:
+                out += f" {key} {a[key]}"
+        if "level" in a:
             out += f" level {a['level']}"
-        return out
+        return out + _log_flags_str(a.get("flags"))
     if kind in ("accept", "drop", "return", "continue"):
         return kind
     if kind in ("jump", "goto"):
@@ -359,7 +455,7 @@ def stmt_print(family: str, s: dict) -> str:
         _scalars(a, "type", "expr")
         if a["type"] == "tcp reset":
             return "reject with tcp reset"
-        if a["type"] == _REJECT_DEFAULT[family] and a.get("expr") == "port-unreachable":
+        if a["type"] == REJECT_DEFAULT[family] and a.get("expr") == "port-unreachable":
             return "reject"
         return f"reject with {a['type']} {a['expr']}"
     if kind in ("snat", "dnat", "masquerade", "redirect"):
@@ -377,3 +473,101 @@ def stmt_print(family: str, s: dict) -> str:
         _scalars(a, "op", "flowtable")
         return f"flow add {a['flowtable']}"
     raise ValueError(f"unsupported statement {kind!r}")
+
+
+def _log_flags_str(flags: Any) -> str:
+    if not flags:
+        return ""
+    got = set(LOG_FLAGS) if flags == "all" else set(_names(flags))
+    if got == set(LOG_FLAGS):
+        return " flags all"
+    tcp = [x[4:] for x in LOG_FLAGS[:2] if x in got]
+    out = f" flags tcp {','.join(tcp)}" if tcp else ""
+    return out + "".join(f" flags {x}" for x in LOG_FLAGS[2:] if x in got)
+
+
+# statements that name a stateful object (src/statement.c › objref_stmt_print)
+_OBJREF = ("counter", "quota", "limit", "synproxy", "ct helper", "ct timeout", "ct expectation")
+
+
+def _objref_str(kind: str, a: Any) -> str:
+    if isinstance(a, str):
+        name = f'"{a}"'
+    else:
+        m = a["map"]
+        kdtype = dt.selector_type(m["key"])
+        if any(not isinstance(v, str) for _, v in m["data"]["set"]):
+            raise ValueError("an object map's data are names")
+        elems = ", ".join(f'{rhs_str(kdtype, k)} : "{v}"' for k, v in m["data"]["set"])
+        name = f"{selector_str(m['key'])} map {{ {elems} }}"
+    return f"{kind} set {name}" if kind.startswith("ct ") else f"{kind} name {name}"
+
+
+def _quota_print(family: str, a: dict) -> str:
+    _scalars(a, "val_unit", "used_unit")
+    _ints(a, "val", "used")
+    total = a["val"] * _BYTE_UNITS[a.get("val_unit", "bytes")]
+    used = a.get("used", 0) * _BYTE_UNITS[a.get("used_unit", "bytes")]
+    return "quota " + _quota_str(total, bool(a.get("inv")), used)
+
+
+def _synproxy_print(family: str, a: dict | None) -> str:
+    """Linux: src/statement.c › synproxy_stmt_print: mss and wscale together when either is set."""
+    a = a or {}
+    _ints(a, "mss", "wscale")
+    out = "synproxy"
+    if "mss" in a or "wscale" in a:
+        out += f" mss {a.get('mss', 0)} wscale {a.get('wscale', 0)}"
+    flags = _flag_names(a.get("flags", []), ("timestamp", "sack-perm"))
+    return out + "".join(f" {f}" for f in ("timestamp", "sack-perm") if f in flags)
+
+
+def _queue_print(family: str, a: dict | None) -> str:
+    """Linux: src/statement.c › queue_stmt_print."""
+    a = a or {}
+    flags = _flag_names(a.get("flags", []), ("bypass", "fanout"))
+    num = a.get("num", 0)
+    if not isinstance(num, int) and not (
+        isinstance(num, dict) and set(num) == {"range"} and all(isinstance(x, int) for x in num["range"])
+    ):
+        raise ValueError("queue num must be a number or a range")
+    out = "queue"
+    if flags:
+        out += " flags " + ",".join(f for f in ("bypass", "fanout") if f in flags)
+    if "num" in a:
+        out += " to " + rhs_str("integer", a["num"])
+    return out
+
+
+def _tproxy_print(family: str, a: dict) -> str:
+    """Linux: src/statement.c › tproxy_stmt_print: an IPv6 address in brackets."""
+    _scalars(a, "family", "addr", "port")
+    out = "tproxy"
+    if a.get("family"):
+        out += f" {a['family']}"
+    out += " to "
+    if "addr" in a:
+        ip6 = (a.get("family") or family) == "ip6"
+        out += f"[{a['addr']}]" if ip6 else str(a["addr"])
+    if "port" in a:
+        out += f":{a['port']}"
+    return out
+
+
+def _dup_print(family: str, a: dict) -> str:
+    """Linux: src/statement.c › dup_stmt_print."""
+    _scalars(a, "dev")
+    addr = a["addr"]
+    dtype = "ipv6_addr" if family == "ip6" else "ipv4_addr"
+    if isinstance(addr, dict) and "map" in addr:
+        m = addr["map"]
+        kdtype = dt.selector_type(m["key"])
+        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(dtype, v)}" for k, v in m["data"]["set"])
+        text = f"{selector_str(m['key'])} map {{ {elems} }}"
+    else:
+        text = rhs_str(dtype, addr)
+    return f"dup to {text}" + (f' device "{a["dev"]}"' if "dev" in a else "")
+
+
+_STMT_PRINT = {"quota": _quota_print, "synproxy": _synproxy_print, "queue": _queue_print,
+               "tproxy": _tproxy_print, "dup": _dup_print}  # fmt: skip
