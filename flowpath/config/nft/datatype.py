@@ -127,6 +127,8 @@ L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 def selector_type(left: Any) -> str:
     """Datatype name of a JSON selector expression ({"payload"...}, {"meta"...}, {"ct"...}, {"&": ...})."""
     if isinstance(left, dict):
+        if "concat" in left:  # `ip saddr . tcp dport`: nft's concat type, named by its parts
+            return " . ".join(selector_type(x) for x in left["concat"])
         if "payload" in left:
             p = left["payload"]
             return PAYLOAD_FIELDS[p["protocol"]][p["field"]]

@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from flowpath.config.nft import datatype as dt
+from flowpath.config.nft.evaluate_set import flags_print, time_str
 from flowpath.config.nft.ir import Chain, Flowtable, Ruleset, Set, Table
 
 _STD_PRIO = (
@@ -77,33 +78,42 @@ def table_print(t: Table, handles: bool = False) -> str:
 
 
 def set_print(s: Set, handles: bool = False) -> str:
+    """Linux: src/rule.c › set_print_declaration."""
+    key = f"typeof {selector_str(s.typeof[0])}" if s.typeof else f"type {s.type}"
     if s.map is not None:
-        out = f"\tmap {s.name} {{{_handle(s.handle, handles)}\n\t\ttype {s.type} : {s.map}\n"
+        data = selector_str(s.typeof[1]) if s.typeof and len(s.typeof) > 1 else s.map
+        out = f"\tmap {s.name} {{{_handle(s.handle, handles)}\n\t\t{key} : {data}\n"
     else:
-        out = f"\tset {s.name} {{{_handle(s.handle, handles)}\n\t\ttype {s.type}\n"
+        out = f"\tset {s.name} {{{_handle(s.handle, handles)}\n\t\t{key}\n"
     if s.size is not None:
         out += f"\t\tsize {s.size}\n"
-    flags = [f for f in s.flags if f != "auto-merge"]
+    flags = flags_print(s.flags, s.timeout)
     if flags:
         out += f"\t\tflags {','.join(flags)}\n"
+    if s.timeout:
+        out += f"\t\ttimeout {time_str(s.timeout)}\n"
+    if s.gc_interval:
+        out += f"\t\tgc-interval {time_str(s.gc_interval)}\n"
     if "auto-merge" in s.flags:
         out += "\t\tauto-merge\n"
     if s.comment is not None:
         out += f'\t\tcomment "{s.comment}"\n'
     if s.elem:
-        out += "\t\telements = " + set_elems_str(s.type, s.elem, named=True) + "\n"
+        out += "\t\telements = " + set_elems_str(s.type, s.elem, named=True, data=s.map) + "\n"
     return out + "\t}\n"
 
 
-def set_elems_str(dtype: str, elems: list, named: bool) -> str:
-    """Linux: src/expression.c › set_expr_print with calculate_delim (named sets wrap lines)."""
+def set_elems_str(dtype: str, elems: list, named: bool, data: str | None = "verdict") -> str:
+    """Linux: src/expression.c › set_expr_print with calculate_delim (named sets wrap lines); `data`
+    is a map's data type."""
     per_line = dt.set_delim_count(dtype) if named else 0
     out = "{ "
     for i, e in enumerate(elems):
         if i:
             out += _SET_NEWLINE if per_line and i % per_line == 0 else ", "
-        if isinstance(e, list):  # map element: key : verdict
-            out += f"{rhs_str(dtype, e[0])} : {stmt_print('', e[1])}"
+        if isinstance(e, list):  # map element: key : verdict or data
+            value = stmt_print("", e[1]) if data in (None, "verdict") else rhs_str(data, e[1])
+            out += f"{rhs_str(dtype, e[0])} : {value}"
         else:
             out += rhs_str(dtype, e)
     return out + " }"
@@ -142,6 +152,8 @@ def rule_print(family: str, stmts: list, comment: str | None = None) -> str:
 
 # --- expressions -------------------------------------------------------------------------------------
 def selector_str(left: dict) -> str:
+    if "concat" in left:
+        return " . ".join(selector_str(x) for x in left["concat"])
     for sel in left.values():
         if isinstance(sel, dict):
             _scalars(sel, "protocol", "field", "key", "name")
@@ -171,9 +183,29 @@ def selector_str(left: dict) -> str:
 
 
 def rhs_str(dtype: str, v: Any) -> str:
-    if isinstance(v, str) and v.startswith("@"):
+    if isinstance(v, str) and (v.startswith("@") or v == "*"):  # a set reference, the catch-all
         return v
     if isinstance(v, dict):
+        if "concat" in v:
+            types = dtype.split(" . ")
+            if len(types) != len(v["concat"]):
+                raise ValueError(f"a concatenation of {len(v['concat'])} for type {dtype}")
+            return " . ".join(rhs_str(t, x) for t, x in zip(types, v["concat"], strict=True))
+        if "elem" in v:  # an element with options (src/expression.c › set_elem_expr_print)
+            e = v["elem"]
+            _scalars(e, "timeout", "comment")
+            out = rhs_str(dtype, e["val"])
+            if e.get("timeout"):
+                out += f" timeout {time_str(e['timeout'])}"
+            if e.get("comment") is not None:
+                out += f' comment "{e["comment"]}"'
+            return out
+        if "map" in v:  # `ip saddr map { ... }` as a value
+            m = v["map"]
+            kdtype = dt.selector_type(m["key"])
+            data = m["data"]
+            text = data if isinstance(data, str) else set_elems_str(kdtype, data["set"], False, dtype)
+            return f"{selector_str(m['key'])} map {text}"
         if "set" in v:
             return set_elems_str(dtype, v["set"], named=False)
         if "range" in v:
@@ -235,7 +267,9 @@ def _nat_print(family: str, kind: str, a: dict | None) -> str:
     if isinstance(addr, dict) and "map" in addr:
         m = addr["map"]
         kdtype = dt.selector_type(m["key"])
-        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(dtype, v)}" for k, v in m["data"]["set"])
+        if isinstance(m["data"], str):
+            return f"{out}{selector_str(m['key'])} map {m['data']}" + _nat_flags_str(a)
+        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(_nat_data_type(dtype, v), v)}" for k, v in m["data"]["set"])
         return f"{out}{selector_str(m['key'])} map {{ {elems} }}" + _nat_flags_str(a)
     if addr is not None:
         text = rhs_str(dtype, addr)
@@ -250,6 +284,11 @@ def _nat_print(family: str, kind: str, a: dict | None) -> str:
     return out + _nat_flags_str(a)
 
 
+def _nat_data_type(dtype: str, v: Any) -> str:
+    """A NAT map's data: an address, or an address . port concatenation."""
+    return f"{dtype} . inet_service" if isinstance(v, dict) and "concat" in v else dtype
+
+
 def _is_ip6(addr: Any) -> bool:
     if isinstance(addr, dict):
         if "range" in addr:
@@ -257,6 +296,15 @@ def _is_ip6(addr: Any) -> bool:
         if "prefix" in addr:
             return _is_ip6(addr["prefix"]["addr"])
     return isinstance(addr, str) and ":" in addr
+
+
+def _dyn_key_str(key: dict) -> str:
+    """The key of a set statement or meter, with its timeout."""
+    if "elem" in key:
+        e = key["elem"]
+        _scalars(e, "timeout")
+        return selector_str(e["val"]) + (f" timeout {time_str(e['timeout'])}" if e.get("timeout") else "")
+    return selector_str(key)
 
 
 def _nat_flags_str(a: dict) -> str:
@@ -281,6 +329,8 @@ def stmt_print(family: str, s: dict) -> str:
         out = f"limit rate {over}{a['rate']}/{a['per']}"
         return out + (f" burst {a['burst']} packets" if a["burst"] != 5 else "")
     if kind == "counter":
+        if a is None:  # in a set statement: each element counts (listed without values)
+            return "counter"
         _scalars(a, "packets", "bytes")
         return "counter" if _STATELESS.get() else f"counter packets {a['packets']} bytes {a['bytes']}"
     if kind == "log":
@@ -316,6 +366,14 @@ def stmt_print(family: str, s: dict) -> str:
         return f"{selector_str(a['key'])} set {text}"
     if kind == "notrack":
         return "notrack"
+    if kind == "set":  # Linux: src/statement.c › set_stmt_print
+        _scalars(a, "op", "set")
+        stmts = "".join(" " + stmt_print(family, x) for x in a.get("stmt", []))
+        return f"{a['op']} {a['set']} {{ {_dyn_key_str(a['elem'])}{stmts} }}"
+    if kind == "meter":  # Linux: src/statement.c › meter_stmt_print
+        _scalars(a, "name", "size")
+        size = f" size {a['size']}" if a.get("size") else ""
+        return f"meter {a['name']}{size} {{ {_dyn_key_str(a['key'])} {stmt_print(family, a['stmt'])} }}"
     if kind == "flow":
         _scalars(a, "op", "flowtable")
         return f"flow add {a['flowtable']}"
