@@ -36,8 +36,8 @@ def ruleset_to_json(rs: Ruleset) -> dict:
                 obj["comment"] = s.comment
             if s.size is not None:
                 obj["size"] = s.size
-            # Deviation: nft 1.0.6 leaves "dynamic" out; we keep it so JSON round-trips.
-            flags = [f for f in ("constant", "interval", "timeout", "dynamic") if f in s.flags]
+            # as nft 1.0.6, without "dynamic": reading the JSON back, a set a rule updates is dynamic again
+            flags = [f for f in ("constant", "interval", "timeout") if f in s.flags]
             if flags:
                 obj["flags"] = flags
             if s.timeout:
