@@ -17,6 +17,7 @@ import numpy as np
 from flowpath.config.nft.validate import expr_hooks
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
+from flowpath.netfilter.nft_dynset import build_dynset, build_map_load, build_meter
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
 from flowpath.netfilter.nft_exthdr import build_tcpopt_set
 from flowpath.netfilter.nft_set import Interval, NftSet, parse_key
@@ -124,7 +125,8 @@ def build_vmap(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
         s = resolve_set(data, ctx, load.dtype, load.bits)
         if s.data_type != "verdict":
             raise NftBuildError(f"map {s.name!r} is not a verdict map")
-        for _, chain in [*s.exact.values(), *s.datas, *(d for _, d in s.scan)]:
+        catchall = [s.catchall] if s.catchall is not None else []
+        for _, chain in [*s.exact.values(), *s.datas, *(d for _, d in s.scan), *catchall]:
             if chain is not None:
                 info.targets.append(chain)
     else:
@@ -452,7 +454,9 @@ def build_flow(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
 # --- meta mark set, ct mark set, notrack ------------------------------------------------------------------------
 def build_mangle(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
     key, value = arg.get("key"), arg.get("value")
-    if isinstance(value, dict):
+    if isinstance(value, dict) and "map" in value:  # meta mark set ip saddr map { ... }
+        src = build_map_load(value["map"], ctx, "mark").fn
+    elif isinstance(value, dict):
         src = build_load(value, ctx).fn
         if "rt" in value:  # nft_rt_validate: NFT_RT_TCPMSS needs a route
             info.hooks.append(("rt mtu", ("forward", "output", "postrouting"), None))
@@ -541,4 +545,8 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
         return build_mangle(arg, ctx, info)
     if kind == "notrack":
         return build_notrack(ctx, info)
+    if kind == "set" and isinstance(arg, dict):
+        return build_dynset(arg, ctx, lambda s: build_stmt(s, ctx, RuleInfo()))
+    if kind == "meter":
+        return build_meter(arg, ctx, lambda s: build_stmt(s, ctx, RuleInfo()))
     raise NftBuildError(f"unsupported statement {kind!r}")

@@ -115,7 +115,8 @@ FIB_OIF, FIB_PRESENT, FIB_TYPE = 0, 1, 2  # OP_FIB: the ifindex (host order, 4 b
 FIB_DEV_NONE, FIB_DEV_IIF, FIB_DEV_OIF = 0, 1, 2  # the device the route must go through (`. iif`, `. oif`)
 S_KLEN, S_EXACT_N, S_EXACT_OFF, S_EXACT_ELEM, S_IVAL_N, S_IVAL_OFF, S_IVAL_ELEM = range(7)
 S_SCAN_N, S_SCAN_OFF, S_SCAN_ELEM, S_COMP_N, S_COMP_OFF = 7, 8, 9, 10, 11
-SET_COLS = 12
+S_CATCHALL = 12  # the `*` element's index, -1: none
+SET_COLS = 13
 D_CODE, D_CHAIN = 0, 1  # verdict map data
 D_FLAGS, D_PARTS, D_AMIN, D_AMAX, D_PMIN, D_PMAX = 0, 1, 2, 6, 10, 11  # NAT data; D_PARTS: 1 addr, 2 ports
 DATA_COLS = 12
@@ -281,7 +282,8 @@ def nft_set_find(sets, setkeys, setcomp, s, regs, r):
     """nft_lookup_eval's backend: the element index of the key at regs[r], or -1.
 
     Linux: nft_set_hash.c (exact keys; here sorted and bisected), nft_set_rbtree.c (intervals: the one
-    with the greatest start <= key that covers it), nft_set_pipapo.c (per-component bounds, scanned).
+    with the greatest start <= key that covers it), nft_set_pipapo.c (per-component bounds, scanned),
+    then the catch-all element.
     """
     klen = sets[s, S_KLEN]
     lo, hi, base = 0, sets[s, S_EXACT_N], sets[s, S_EXACT_OFF]
@@ -321,7 +323,7 @@ def nft_set_find(sets, setkeys, setcomp, s, regs, r):
                 break
         if ok:
             return sets[s, S_SCAN_ELEM] + e
-    return -1
+    return sets[s, S_CATCHALL]  # nft_set_catchall_lookup
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py

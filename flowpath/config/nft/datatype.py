@@ -240,7 +240,8 @@ _TYPE_DESC = {
     "tcp_flag": "TCP flag", "icmp_type": "ICMP type", "icmpv6_type": "ICMPv6 type",
     "dscp": "Differentiated Services Code Point", "ether_type": "Ethernet protocol",
     "nf_proto": "netfilter protocol", "mark": "packet mark", "fib_addrtype": "fib address type",
-    "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address",
+    "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address", "inet_service": "internet network service",
+    "inet_proto": "Internet protocol",
 }  # fmt: skip
 
 
