@@ -84,7 +84,10 @@ def test_dnat_map_sends_each_port_to_its_address_and_port(worker):
     lan0 = worker.net.dev.link_by_name("lan0").ifindex
     out = _poll(worker, [_from_wan("198.18.0.5", 2222), _from_wan("198.18.0.5", 8080, 40001)], "wan0", SEC)
     got = sorted((i, f[IP].src, f[IP].dst, f[TCP].sport, f[TCP].dport) for i, f in out)
-    assert got == [(lan0, "198.18.0.5", "192.168.1.10", 40000, 22), (lan0, "198.18.0.5", "192.168.1.11", 40001, 80)]
+    assert got == [
+        (lan0, "198.18.0.5", "192.168.1.10", 40000, 22),
+        (lan0, "198.18.0.5", "192.168.1.11", 40001, 80),
+    ]
     assert all(_checksums_ok(f) for _, f in out)
     assert _poll(worker, [_from_wan("198.18.0.5", 9999, 40002)], "wan0", SEC) == []
 
@@ -109,7 +112,11 @@ def test_verdict_map_jumps_by_input_interface(worker):
     """`iifname vmap @by_iif`: from lan0 the jump to from_lan forwards to wan0 (masqueraded); from wan0,
     a packet to a LAN host that no DNAT brought is dropped by the forward policy after from_wan."""
     wan0 = worker.net.dev.link_by_name("wan0").ifindex
-    f = Ether(src=LAN_HOST, dst=GW_LAN) / IP(src="192.168.1.10", dst="198.18.0.9") / TCP(sport=5555, dport=443)
+    f = (
+        Ether(src=LAN_HOST, dst=GW_LAN)
+        / IP(src="192.168.1.10", dst="198.18.0.9")
+        / TCP(sport=5555, dport=443)
+    )
     out = _poll(worker, [f], "lan0", 200 * SEC)
     assert [(i, g[IP].src, g[IP].dst) for i, g in out] == [(wan0, "203.0.113.1", "198.18.0.9")]
     assert _poll(worker, [_from_wan("198.18.0.9", 22, dst="192.168.1.10")], "wan0", 200 * SEC) == []
@@ -168,7 +175,7 @@ KERNEL_FRAMES = (
 
 
 @pytest.mark.root
-def test_counters_match_the_kernel(veth_pair):
+def test_counters_match_the_kernel(veth_pair):  # noqa: F811  (the fixture imported above)
     """maps_kernel.nft on the receiving side of a veth: per-rule counters equal the kernel's for the same
     frames (the meter: 5 of 10.8.0.1's 8 SYNs pass, 3 are dropped; 10.8.0.2 has its own bucket)."""
     if not have_root_nft():
