@@ -203,6 +203,8 @@ def rhs_ast(t: Any, defines: dict[str, Any], err: ErrFn) -> Any:
             parts.append(x)
             i += 1
         return _elem_opts(parts[0] if len(parts) == 1 else Concat(parts, t), t)
+    if kind == "rhs_concat":
+        return Concat([rhs_ast(c, defines, err) for c in t.children], t)
     if kind == "catchall_elem":
         return _elem_opts(CatchAll(t), t)
     raise err(t, f"unexpected {kind}")

@@ -17,6 +17,7 @@ from flowpath.config.nft import datatype as dt
 from flowpath.config.nft import evaluate as ev
 from flowpath.config.nft.ast import CatchAll, Concat, Ctx, ElemOpts, number, rhs_ast, time_ms
 from flowpath.config.nft.segtree import elem_bounds, interval_elems, is_interval_elem
+from flowpath.errors import ConfigError
 
 CONCAT_SEP = " . "
 NFT_SET_DEFAULT_SIZE = 65535  # nftables include/rule.h: a dynamic set without `size`
@@ -251,6 +252,16 @@ def stmt_set(ctx: Ctx, t: Tree, prev: list) -> dict:
     if s is None or s.map is not None:
         raise ctx.error(name, f"No such file or directory (set '{name}')")
     key, stmts = _stmt_key(ctx, t, kids, s.type, name)
+    if "constant" in s.flags:  # nft_dynset_init: a constant set takes no update
+        raise ctx.error(t, "Could not process rule: Device or resource busy")
+    if (
+        "interval" in s.flags
+    ):  # the dynamic flag nft adds: no interval backend updates (EOPNOTSUPP at the set)
+        loc = s.loc
+        if loc is None or (loc.path or ctx.path) != ctx.path:
+            raise ctx.error(t, "Could not process rule: Operation not supported")
+        raise ConfigError(ctx.path, loc.line, loc.col, "Could not process rule: Operation not supported",
+                          source=ctx.lines[loc.line - 1], length=loc.length)  # fmt: skip
     if isinstance(key, dict) and "elem" in key and "timeout" not in s.flags:
         raise ctx.error(t, "Could not process rule: Operation not supported (set without flags timeout)")
     set_stmt_dynamic(s)
