@@ -80,9 +80,10 @@ def elem_value(err: Any, dtype: str, x: Any) -> Any:
         return "*"
     types = concat_types(dtype)
     parts = x.parts if isinstance(x, Concat) else [x]
+    if len(types) == 1:  # a concatenation where one value goes (nft's words for it)
+        raise err(parts[0], "Can't parse symbolic invalid expressions")
     if len(parts) != len(types):
-        what = concat_desc(CONCAT_SEP.join(["?"] * len(parts))) if len(parts) > 1 else "a single value"
-        raise err(x, f"datatype mismatch, expected {concat_desc(dtype)}, expression is {what}")
+        raise err(x, f"invalid data type, expected {concat_desc(dtype)}")
     out = []
     for t, p in zip(types, parts, strict=True):
         v = ev.elem_value(err, t, p)
