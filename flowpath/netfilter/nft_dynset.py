@@ -107,18 +107,24 @@ def build_map_load(m: dict, ctx: NftCtx, data_dtype: str) -> Load:
     """`ip saddr map { 1.1.1.1 : 0x1, * : 0x2 }` or `... map @m` as a value: the data of the element
     the key finds, None (NFT_BREAK) when there is none (nft_lookup_eval with a dreg)."""
     load = build_load(m["key"], ctx)
-    data = m["data"]
-    if isinstance(data, str):
-        s = resolve_set(data, ctx, load.dtype, load.bits)
-        if s.data_type in (None, "verdict"):
-            raise NftBuildError(f"{data} is not a data map")
-    else:
-        s = NftSet("", load.dtype, load.bits, data_dtype)
-        s.add_elements(data["set"], lambda v: parse_key(data_dtype, 0, v))
-    fn, get = load.fn, s.get
+    fn, get = load.fn, data_map_set(m, ctx, load.dtype, load.bits, data_dtype).get
 
     def map_load(pkt):
         k = fn(pkt)
         return None if k is None else get(k)
 
     return Load(map_load, data_dtype, 0)
+
+
+def data_map_set(m: dict, ctx: NftCtx, key_dtype, key_bits: int, data_dtype: str) -> NftSet:
+    """The map of a `map` value: a named data map, or the anonymous one written in place (its data of
+    `data_dtype`). The closures and the VM's compiler both look up in it."""
+    data = m["data"]
+    if isinstance(data, str):
+        s = resolve_set(data, ctx, key_dtype, key_bits)
+        if s.data_type in (None, "verdict"):
+            raise NftBuildError(f"{data} is not a data map")
+        return s
+    s = NftSet("", key_dtype, key_bits, data_dtype)
+    s.add_elements(data["set"], lambda v: parse_key(data_dtype, 0, v))
+    return s

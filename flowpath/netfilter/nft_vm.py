@@ -93,7 +93,7 @@ OP_CMP = 8  # cmp op, sreg, len, const
 OP_RANGE = 9  # invert, sreg, len, lo const, hi const
 OP_LOOKUP = 10  # sreg, set, invert
 OP_VMAP = 11  # sreg, set
-OP_MAP = 12  # sreg, set, slot (0 address map, 1 port map)
+OP_MAP = 12  # sreg, set, slot (0 address map, 1 port map, 2 a 32-bit value into the sreg, host order)
 OP_IMM = 13  # verdict code, chain
 OP_COUNTER = 14  # counter row
 OP_MARK_SET = 15  # target (0 meta, 1 ct), from register (0/1), value or sreg, len, host order (0/1)
@@ -118,6 +118,7 @@ S_SCAN_N, S_SCAN_OFF, S_SCAN_ELEM, S_COMP_N, S_COMP_OFF = 7, 8, 9, 10, 11
 S_CATCHALL = 12  # the `*` element's index, -1: none
 SET_COLS = 13
 D_CODE, D_CHAIN = 0, 1  # verdict map data
+D_VALUE = 0  # a data map's value (a mark)
 D_FLAGS, D_PARTS, D_AMIN, D_AMAX, D_PMIN, D_PMAX = 0, 1, 2, 6, 10, 11  # NAT data; D_PARTS: 1 addr, 2 ports
 DATA_COLS = 12
 
@@ -480,8 +481,10 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
                 verdict, target = data[setelem[e], D_CODE], data[setelem[e], D_CHAIN]
             elif c == 0:
                 map_addr = setelem[e]
-            else:
+            elif c == 1:
                 map_port = setelem[e]
+            else:  # nft_lookup_eval's dreg: `meta mark set ip saddr map { ... }`
+                _store_host(regs, a, data[setelem[e], D_VALUE], 4)
         elif op == OP_IMM:
             verdict, target = a, b
         elif op == OP_COUNTER:

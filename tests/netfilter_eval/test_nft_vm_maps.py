@@ -51,3 +51,19 @@ def test_lookup_in_a_set_the_path_updates_punts():
     assert vm_run(rt, tcp4(src="10.0.0.1"))[0] == V.NFT_PUNT
     stats = {name: (rules, whole) for name, rules, whole, _ in rt.vm_stats()}
     assert stats["inet t c"] == (2, 1)
+
+
+def test_mark_set_from_a_concatenated_map_with_a_catch_all():
+    """`meta mark set ip saddr . tcp dport map { 10.0.0.1 . 22 : 0x1, * : 0x2 }`: OP_MAP puts the element's
+    value in the register (nft_lookup_eval's dreg), OP_MARK_SET stores it; a key with neither breaks."""
+    value = {"map": {"key": SADDR_DPORT, "data": {"set": [[{"concat": ["10.0.0.1", 22]}, 1], ["*", 2]]}}}
+    mangle = {"mangle": {"key": {"meta": {"key": "mark"}}, "value": value}}
+    rt = runtime([T, chain("c"), rule("c", mangle)])
+    assert [vm_run(rt, tcp4(22, src=s))[1][V.PM_MARK] for s in ("10.0.0.1", "10.0.0.2")] == [1, 2]
+    assert rt.vm_stats()[0][1:3] == (1, 1)  # compiled whole
+    no_catchall = {"map": {"key": SADDR_DPORT, "data": {"set": [[{"concat": ["10.0.0.1", 22]}, 1]]}}}
+    rt = runtime(
+        [T, chain("c"), rule("c", {"mangle": {"key": {"meta": {"key": "mark"}}, "value": no_catchall}})]
+    )
+    verdict, pm, _ = vm_run(rt, tcp4(23, src="10.0.0.1"))
+    assert (verdict, pm[V.PM_MARK], pm[V.PM_WRITES]) == (C.NF_ACCEPT, 0, 0)
