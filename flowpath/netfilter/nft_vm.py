@@ -20,7 +20,7 @@ The program (`progs`, a plain tuple made by nft_compile.py › compile_chains):
     setkeys  uint8[k]             set keys: exact keys sorted, interval starts then ends, scan lo/hi pairs
     setelem  int64[e]             per element: its row in `data`, -1 for a plain set
     setcomp  int64[c, 2]          per scan component: offset and length in the key
-    data     int64[d, DATA_COLS]  map data: verdict (D_CODE, D_CHAIN) or NAT bounds (D_*)
+    data     int64[d, DATA_COLS]  map data: verdict (D_CODE, D_CHAIN), NAT bounds (D_*) or a mark (D_VALUE)
     counters int64[ncnt, 2]       packets, bytes: the rule counters the listing reads
     ifnames  uint8[nifs, 16]      interface names, NUL-padded; pktmeta PM_IIFNAME/PM_OIFNAME pick rows
 
