@@ -130,6 +130,8 @@ def set_json(err: Any, dtype: str, elems: list, anonymous: bool, merge: bool, in
         if isinstance(v, CatchAll):
             extra = [elem_value(err, dtype, x)]  # one catch-all: the last one written
             continue
+        if isinstance(v, Concat):
+            elem_value(err, dtype, v)  # refused: a concatenation where one value goes
         plain.append(v)
         if isinstance(x, ElemOpts):
             opts[elem_bounds(dtype, ev.elem_value(err, dtype, v))] = elem_value(err, dtype, x)["elem"]
