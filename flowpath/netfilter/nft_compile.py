@@ -30,6 +30,7 @@ from flowpath.netfilter.nft_compile_expr import (
     compile_match,
     to_big_endian,
 )
+from flowpath.netfilter.nft_dynset import data_map_set
 from flowpath.netfilter.nft_expr import NftCtx, resolve_set
 from flowpath.netfilter.nft_objref import NftQuota
 from flowpath.netfilter.nft_set import Interval, NftSet
@@ -156,7 +157,15 @@ class _Compiler:
             target = 1
         if target is None:
             raise Punt("set of something other than a mark")
-        if isinstance(value, dict):
+        if isinstance(value, dict) and "map" in value:  # OP_MAP's value into register 0, then set
+            m = value["map"]
+            val = compile_load(self.em, m["key"], ctx)
+            s = data_map_set(m, ctx, val.dtype, val.bits, "mark")
+            to_big_endian(self.em, val)
+            row = self.sets.add(s, val, lambda d: self.data_row([int(d)] + [0] * (V.DATA_COLS - 1)))
+            self.em.emit(V.OP_MAP, 0, row, 2)
+            self.em.emit(V.OP_MARK_SET, target, 1, 0, 4, 1)
+        elif isinstance(value, dict):
             val = compile_load(self.em, value, ctx)
             (comp,) = val.comps if len(val.comps) == 1 else (None,)
             if comp is None or comp.width > 8 or val.dtype == "ifname":

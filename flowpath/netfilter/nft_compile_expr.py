@@ -380,6 +380,8 @@ class SetTables:
         key = (id(s), val.comps)
         if key in self._cache:  # a named set used by several rules with the same key layout
             return self._cache[key][1]
+        if s.dynamic:  # its elements change on the packet path (nft_dynset.py): the closures look it up
+            raise Punt("a set the packet path updates")
         if isinstance(s.keytype, tuple) != (len(val.comps) > 1) or (
             isinstance(s.keytype, tuple) and len(s.keytype) != len(val.comps)
         ):
@@ -418,6 +420,10 @@ class SetTables:
             self.keys += lo + hi
             self.elem.append(data_row(d))
         row[V.S_COMP_N], row[V.S_COMP_OFF] = len(val.comps), len(self.comp)
+        row[V.S_CATCHALL] = -1
+        if s.catchall is not None:
+            row[V.S_CATCHALL] = len(self.elem)
+            self.elem.append(data_row(s.catchall))
         self.comp += [(c.off, c.width) for c in val.comps]
         self.rows.append(row)
         self._cache[key] = (s, len(self.rows) - 1)

@@ -493,18 +493,25 @@ def _m_prefix(load, p, inv):  # ifname wildcard: `iifname "eth*"` compares the f
 
 
 def _m_lookup(load, s: NftSet, inv):
-    if not s.starts and not s.scan:
-        exact = s.exact  # a hash set: the common case gets a direct membership test
+    """nft_lookup_eval. A named set's dicts are the ones nft_dynset.py updates: what the packet path
+    adds is found, and what expired is not (NftSet.lookup)."""
+    if not s.starts and not s.scan and s.catchall is None:
+        exact, expires = s.exact, s.expires  # a hash set: the common case gets a direct membership test
 
         def op_hash(pkt):
             v = load(pkt)
-            return NFT_CONTINUE if v is not None and (v in exact) != inv else NFT_BREAK
+            if v is None:
+                return NFT_BREAK
+            found = v in exact
+            if found and expires:
+                found = s.lookup(v, pkt.skb.ts_ns) is not None
+            return NFT_CONTINUE if found != inv else NFT_BREAK
 
         return op_hash
 
     def op(pkt):
         v = load(pkt)
-        return NFT_CONTINUE if v is not None and (s.get(v) is not None) != inv else NFT_BREAK
+        return NFT_CONTINUE if v is not None and (s.lookup(v, pkt.skb.ts_ns) is not None) != inv else NFT_BREAK
 
     return op
 

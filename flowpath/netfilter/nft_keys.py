@@ -287,13 +287,3 @@ def build_jhash(arg: dict, key_load, key_bytes):
         return None if v is None else reciprocal_scale(jhash(key_bytes(v), seed), mod) + offset
 
     return load, "integer", 32
-
-
-def build_data_map(key_load, lookup):
-    """A data map's value (nft_lookup.c with a map): the key's element's data, or break."""
-
-    def load(pkt):
-        v = key_load(pkt)
-        return None if v is None else lookup(v)
-
-    return load

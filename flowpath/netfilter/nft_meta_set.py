@@ -10,9 +10,9 @@ meta nftrace (no tracing), meta pkttype (derived from the frame here, never stor
 from __future__ import annotations
 
 from flowpath.netfilter import constants as C
+from flowpath.netfilter.nft_dynset import build_map_load
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load
-from flowpath.netfilter.nft_keys import build_data_map, ct_label_set
-from flowpath.netfilter.nft_set import Interval, parse_key
+from flowpath.netfilter.nft_keys import ct_label_set
 from flowpath.netfilter.nft_types import NftBuildError, parse_value
 
 NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
@@ -39,37 +39,14 @@ def set_target(key: object) -> tuple[str, str]:
 
 def build_value(value: object, dtype: str, bits: int, ctx: NftCtx):
     """fn(pkt) -> the value to write (None: break): a constant, an expression, or a data map's data."""
-    if isinstance(value, dict) and "map" in value:
-        return _data_map(value["map"], dtype, bits, ctx)
+    if isinstance(value, dict) and "map" in value:  # nft_lookup_eval with a dreg: the element's data
+        return build_map_load(value["map"], ctx, dtype).fn
     if isinstance(value, dict):
         return build_load(value, ctx).fn
     c = parse_value(dtype, value)
     if not isinstance(c, int):
         raise NftBuildError(f"{dtype} value {value!r}")
     return lambda pkt: c
-
-
-def _data_map(m: dict, dtype: str, bits: int, ctx: NftCtx):
-    """An anonymous map: exact keys in a dict, ranges and prefixes scanned in order."""
-    key = build_load(m.get("key"), ctx)
-    elems = m.get("data", {}).get("set") if isinstance(m.get("data"), dict) else None
-    if not isinstance(elems, list):
-        raise NftBuildError(f"unsupported map data {m.get('data')!r}")
-    exact, ranges = {}, []
-    for e in elems:
-        k = parse_key(key.dtype, key.bits, e[0])
-        v = parse_value(dtype, e[1])
-        if isinstance(k, Interval):
-            ranges.append((k, v))
-        else:
-            exact[k] = v
-
-    def lookup(v: object) -> object:
-        if v in exact:
-            return exact[v]
-        return next((d for r, d in ranges if isinstance(v, int) and r.lo <= v <= r.hi), None)
-
-    return build_data_map(key.fn, lookup)
 
 
 def build_meta_ct_set(key: object, value: object, ctx: NftCtx) -> Op:

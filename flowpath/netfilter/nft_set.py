@@ -2,7 +2,10 @@
 
 Linux: net/netfilter/nft_lookup.c with the set backends chosen by what a set holds: nft_set_hash.c
 (exact keys), nft_set_rbtree.c (intervals: prefixes and ranges), nft_set_pipapo.c (concatenations
-with intervals; here a scan). Interface wildcards ("eth*") in sets are scanned too.
+with intervals; here a scan). Interface wildcards ("eth*") in sets are scanned too. The catch-all
+element `*` answers when nothing else does (nf_tables_api.c › nft_set_catchall_lookup). Elements the packet
+path adds (nft_dynset.py) may expire: `expires` holds their deadline in packet time, and a lookup at or
+after it does not find them (nft_set_elem_expired).
 """
 
 from __future__ import annotations
@@ -70,6 +73,12 @@ class NftSet:
 
     def __init__(self, name: str, keytype: str | tuple, bits: int = 0, data_type: str | None = None):
         self.name, self.keytype, self.bits, self.data_type = name, keytype, bits, data_type
+        self.catchall: object = None  # the `*` element's data (True in a plain set)
+        self.dynamic = False  # updated from the packet path (flags dynamic/timeout): the VM punts
+        self.timeout_ns = 0  # NFTA_SET_TIMEOUT: the default lifetime of an element the path adds
+        self.size = 0  # NFTA_SET_DESC_SIZE (0: no limit)
+        self.expires: dict = {}  # key -> deadline (ns of packet time) of an element that expires
+        self.elem_stmts: dict = {}  # key -> the element's own statements (nft_dynset_new's clones)
         self.exact: dict = {}
         self.starts: list[int] = []
         self.ends: list[int] = []
@@ -91,12 +100,17 @@ class NftSet:
 
     def add_elements(self, elems: list, parse_data: Callable[[object], object] | None = None) -> None:
         for el in elems:
+            key, data = el, True
             if parse_data is not None:
                 if not (isinstance(el, list) and len(el) == 2):
                     raise NftBuildError(f"map element must be [key, data]: {el!r}")
-                self.add(parse_key(self.keytype, self.bits, el[0]), parse_data(el[1]))
+                key, data = el[0], parse_data(el[1])
+            if isinstance(key, dict) and "elem" in key:  # Deviation: a declared element's own timeout
+                key = key["elem"]["val"]  # is not counted down (there is no packet time at load)
+            if key == "*":
+                self.catchall = data
             else:
-                self.add(parse_key(self.keytype, self.bits, el))
+                self.add(parse_key(self.keytype, self.bits, key), data)
 
     def get(self, key: object) -> object:
         d = self.exact.get(key)
@@ -116,14 +130,33 @@ class NftSet:
                     return d
             elif key.startswith(k[:-1]):
                 return d
-        return None
+        return self.catchall
+
+    def lookup(self, key: object, now_ns: int) -> object:
+        """get(), but an element past its deadline is gone (nft_set_elem_expired; GC removes it)."""
+        t = self.expires.get(key)
+        if t is not None and t <= now_ns:
+            self.remove(key)
+        return self.get(key)
+
+    def remove(self, key: object) -> None:
+        """An exact element out (nft_dynset's delete, or an expired one)."""
+        self.exact.pop(key, None)
+        self.expires.pop(key, None)
+        self.elem_stmts.pop(key, None)
 
     def __len__(self) -> int:
-        return len(self.exact) + len(self.starts) + len(self.scan)
+        return len(self.exact) + len(self.starts) + len(self.scan) + (self.catchall is not None)
 
 
 def set_from_json(s: dict) -> NftSet:
     """A named set or map object of `nft -j list ruleset` (its elements are added by the caller for maps)."""
     keytype = set_type(s["type"])
     data = s.get("map")
-    return NftSet(s["name"], keytype, 0, data if data in (None, "verdict") else set_type(data))
+    out = NftSet(s["name"], keytype, 0, data if data in (None, "verdict") else set_type(data))
+    flags = s.get("flags", [])
+    flags = [flags] if isinstance(flags, str) else flags
+    out.dynamic = "dynamic" in flags or "timeout" in flags
+    out.timeout_ns = int(s.get("timeout", 0)) * 10**9
+    out.size = int(s.get("size", 0))
+    return out

@@ -17,6 +17,7 @@ import numpy as np
 from flowpath.config.nft.validate import expr_hooks
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
+from flowpath.netfilter.nft_dynset import build_dynset, build_meter
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
 from flowpath.netfilter.nft_exthdr import build_tcpopt_set, build_tcpopt_strip
 from flowpath.netfilter.nft_meta_set import build_meta_ct_set
@@ -127,7 +128,8 @@ def build_vmap(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
         s = resolve_set(data, ctx, load.dtype, load.bits)
         if s.data_type != "verdict":
             raise NftBuildError(f"map {s.name!r} is not a verdict map")
-        for _, chain in [*s.exact.values(), *s.datas, *(d for _, d in s.scan)]:
+        catchall = [s.catchall] if s.catchall is not None else []
+        for _, chain in [*s.exact.values(), *s.datas, *(d for _, d in s.scan), *catchall]:
             if chain is not None:
                 info.targets.append(chain)
     else:
@@ -527,5 +529,9 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
         return build_notrack(ctx, info)
     if kind == "reset" and isinstance(arg, dict) and "tcp option" in arg:
         return build_tcpopt_strip(arg["tcp option"])
+    if kind == "set" and isinstance(arg, dict):
+        return build_dynset(arg, ctx, lambda s: build_stmt(s, ctx, RuleInfo()))
+    if kind == "meter":
+        return build_meter(arg, ctx, lambda s: build_stmt(s, ctx, RuleInfo()))
     raise NftBuildError(f"unsupported statement {kind!r}")
 

@@ -235,6 +235,8 @@ def set_type(name: object) -> str | tuple[str, ...]:
     """A set's declared "type": one datatype name, or a list for a concatenation."""
     if isinstance(name, list):
         return tuple(set_type(n) for n in name)  # type: ignore[misc]
+    if isinstance(name, str) and " . " in name:  # a map's concatenated data: "ipv4_addr . inet_service"
+        return set_type(name.split(" . "))
     if isinstance(name, str) and name in TYPE_ALIASES:
         return TYPE_ALIASES[name]
     raise NftBuildError(f"unsupported set type {name!r}")

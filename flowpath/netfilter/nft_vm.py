@@ -20,7 +20,7 @@ The program (`progs`, a plain tuple made by nft_compile.py › compile_chains):
     setkeys  uint8[k]             set keys: exact keys sorted, interval starts then ends, scan lo/hi pairs
     setelem  int64[e]             per element: its row in `data`, -1 for a plain set
     setcomp  int64[c, 2]          per scan component: offset and length in the key
-    data     int64[d, DATA_COLS]  map data: verdict (D_CODE, D_CHAIN) or NAT bounds (D_*)
+    data     int64[d, DATA_COLS]  map data: verdict (D_CODE, D_CHAIN), NAT bounds (D_*) or a mark (D_VALUE)
     counters int64[ncnt, 2]       packets, bytes: the rule counters the listing reads, and each quota's
                                   consumed bytes (nft_objref.NftQuota)
     ifnames  uint8[nifs, 16]      interface names, NUL-padded; pktmeta PM_IIFNAME/PM_OIFNAME pick rows
@@ -94,7 +94,7 @@ OP_CMP = 8  # cmp op, sreg, len, const
 OP_RANGE = 9  # invert, sreg, len, lo const, hi const
 OP_LOOKUP = 10  # sreg, set, invert
 OP_VMAP = 11  # sreg, set
-OP_MAP = 12  # sreg, set, slot (0 address map, 1 port map)
+OP_MAP = 12  # sreg, set, slot (0 address map, 1 port map, 2 a 32-bit value into the sreg, host order)
 OP_IMM = 13  # verdict code, chain
 OP_COUNTER = 14  # counter row
 OP_MARK_SET = 15  # target (0 meta, 1 ct), from register (0/1), value or sreg, len, host order (0/1)
@@ -117,8 +117,10 @@ FIB_OIF, FIB_PRESENT, FIB_TYPE = 0, 1, 2  # OP_FIB: the ifindex (host order, 4 b
 FIB_DEV_NONE, FIB_DEV_IIF, FIB_DEV_OIF = 0, 1, 2  # the device the route must go through (`. iif`, `. oif`)
 S_KLEN, S_EXACT_N, S_EXACT_OFF, S_EXACT_ELEM, S_IVAL_N, S_IVAL_OFF, S_IVAL_ELEM = range(7)
 S_SCAN_N, S_SCAN_OFF, S_SCAN_ELEM, S_COMP_N, S_COMP_OFF = 7, 8, 9, 10, 11
-SET_COLS = 12
+S_CATCHALL = 12  # the `*` element's index, -1: none
+SET_COLS = 13
 D_CODE, D_CHAIN = 0, 1  # verdict map data
+D_VALUE = 0  # a data map's value (a mark)
 D_FLAGS, D_PARTS, D_AMIN, D_AMAX, D_PMIN, D_PMAX = 0, 1, 2, 6, 10, 11  # NAT data; D_PARTS: 1 addr, 2 ports
 DATA_COLS = 12
 
@@ -283,7 +285,8 @@ def nft_set_find(sets, setkeys, setcomp, s, regs, r):
     """nft_lookup_eval's backend: the element index of the key at regs[r], or -1.
 
     Linux: nft_set_hash.c (exact keys; here sorted and bisected), nft_set_rbtree.c (intervals: the one
-    with the greatest start <= key that covers it), nft_set_pipapo.c (per-component bounds, scanned).
+    with the greatest start <= key that covers it), nft_set_pipapo.c (per-component bounds, scanned),
+    then the catch-all element.
     """
     klen = sets[s, S_KLEN]
     lo, hi, base = 0, sets[s, S_EXACT_N], sets[s, S_EXACT_OFF]
@@ -323,7 +326,7 @@ def nft_set_find(sets, setkeys, setcomp, s, regs, r):
                 break
         if ok:
             return sets[s, S_SCAN_ELEM] + e
-    return -1
+    return sets[s, S_CATCHALL]  # nft_set_catchall_lookup
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
@@ -496,8 +499,10 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
                 verdict, target = data[setelem[e], D_CODE], data[setelem[e], D_CHAIN]
             elif c == 0:
                 map_addr = setelem[e]
-            else:
+            elif c == 1:
                 map_port = setelem[e]
+            else:  # nft_lookup_eval's dreg: `meta mark set ip saddr map { ... }`
+                _store_host(regs, a, data[setelem[e], D_VALUE], 4)
         elif op == OP_IMM:
             verdict, target = a, b
         elif op == OP_COUNTER:

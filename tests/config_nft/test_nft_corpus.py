@@ -194,6 +194,8 @@ def test_json_round_trip(path):
     rs = load_ruleset(path)
     obj = json.loads(json.dumps(rs.to_json()))
     back = ruleset_from_json(obj, "json")
+    for s in (s for t in rs.tables for s in t.sets.values()):
+        s.typeof = None  # nft 1.0.6's JSON writes a typeof set's type
     want = parse_ruleset(rs.list(), "listing")
     assert _json_lossy(back.list()) == _json_lossy(want.list())
     if re.search(r"\{ [^,{}]+ \}", rs.list()) is None:

@@ -6,7 +6,7 @@ The IR (ir.py): Ruleset.tables -> Table(family, name, chains, sets, flowtables, 
 in declaration order (objs: counter, quota, limit, ct helper/timeout/expectation and synproxy objects). A file's commands (add, insert, replace, delete, flush; cmd.py) are applied in order
 and every object gets the handle the kernel would give it (commit.py); `include` reads other files in
 place (include.py). Chain(name, type, hook, prio, policy, dev, rules, comment); Set(name, type, flags, elem,
-map, size, comment); Flowtable(name, hook, prio, devices, counter, offload); Rule(expr, comment). Objects
+map, size, comment, timeout, gc_interval, typeof; a concatenated type is "ipv4_addr . inet_service"); Flowtable(name, hook, prio, devices, counter, offload); Rule(expr, comment). Objects
 read from nft text also keep where they were written (`loc`, Flowtable.dev_locs; Ruleset.error makes a
 ConfigError there), which the kernel's checks (validate.py) and later ones use. `Rule.expr` is the list of
 statements exactly as `nft -j list ruleset` prints them, after nft's normalisation, e.g.
@@ -23,6 +23,9 @@ statements exactly as `nft -j list ruleset` prints them, after nft's normalisati
   {"flow": {"op": "add", "flowtable": "@ft"}}, {"quota": {"val", "val_unit", ["inv"], ["used", "used_unit"]}},
   {"counter"|"quota"|"limit"|"synproxy"|"ct helper"|...: "name" | {"map": {"key", "data"}}} (named objects),
   {"queue": {"num", ["flags"]}}, {"tproxy": {...}}, {"dup": {"addr", ["dev"]}}, {"synproxy": null | {...}}.
+  {"set": {"op": "add"|"update"|"delete", "elem": <key> | {"elem": {"val", "timeout"}}, "set": "@s", "stmt"}},
+  {"meter": {"key", "stmt", "size", "name"}}; a key or element may be {"concat": [...]}, a map lookup
+  value {"map": {"key", "data"}}, the catch-all element "*" (evaluate_set.py).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ src/parser_bison.y › variable_expr (a `$name` is replaced by the value of its 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,43 @@ class Masked:
 
 
 @dataclass
+class Concat:
+    """`a . b`: one element of a concatenated type, a value, range or prefix per component."""
+
+    parts: list[Any]
+    tok: Any
+
+
+@dataclass
+class CatchAll:
+    """`*`: the element a lookup finds when no other does (NFT_SET_ELEM_CATCHALL)."""
+
+    tok: Any
+
+
+@dataclass
+class ElemOpts:
+    """An element with its own options: `1.2.3.4 timeout 30s comment "x"` (timeout in seconds)."""
+
+    value: Any
+    timeout: int | None
+    comment: str | None
+    tok: Any
+
+
+# Linux: nftables src/datatype.c › time_parse: d, h, m, s, ms units, in that order
+TIME_UNITS_MS = {"d": 86400000, "h": 3600000, "m": 60000, "s": 1000, "ms": 1}
+
+
+def time_ms(tok: Any) -> int:
+    """A time_spec token: a TIME (`1h30m`) or a plain NUMBER of seconds, in milliseconds."""
+    text = str(tok)
+    if text.isdigit():
+        return int(text) * 1000
+    return sum(int(n) * TIME_UNITS_MS[u] for n, u in re.findall(r"(\d+)(ms|d|h|m|s)", text))
+
+
+@dataclass
 class Ctx:
     """Where a rule sits: file, source lines, its table and chain, the defines seen before it."""
 
@@ -96,7 +134,7 @@ def ast_error(path: str, lines: list[str], node: Any, msg: str) -> ConfigError:
         line, col = node.meta.line, node.meta.column
         if node.meta.end_line == line:
             length = max(1, node.meta.end_column - col)
-    elif isinstance(node, (Sym, Range, Prefix, SetX, SetRef, ListX, Masked)):
+    elif isinstance(node, (Sym, Range, Prefix, SetX, SetRef, ListX, Masked, Concat, CatchAll, ElemOpts)):
         return ast_error(path, lines, node.tok, msg)
     src = lines[line - 1] if 0 < line <= len(lines) else None
     return ConfigError(path, line, col, msg, source=src, length=length)
@@ -157,11 +195,33 @@ def rhs_ast(t: Any, defines: dict[str, Any], err: ErrFn) -> Any:
             # a variable holding a set is spliced into the enclosing set (nft does the same)
             elems.extend(x.elems if isinstance(x, SetX) else [x])
         return SetX(elems, t)
-    if kind == "set_elem":
-        x = rhs_ast(t.children[0], defines, err)
-        if len(t.children) == 3:
-            if not isinstance(x, Sym):
-                raise err(t, "prefix must follow an address")
-            return Prefix(x, number(t.children[2]), t)
-        return x
+    if kind == "set_elem":  # parts of a concatenation, each `value[/len]` or a range, then options
+        kids = [c for c in t.children if not (isinstance(c, Tree) and c.data.startswith("elem_"))]
+        parts: list[Any] = []
+        i = 0
+        while i < len(kids):
+            x = rhs_ast(kids[i], defines, err)
+            if i + 1 < len(kids) and isinstance(kids[i + 1], Token) and kids[i + 1].type == "SLASH":
+                if not isinstance(x, Sym):
+                    raise err(t, "prefix must follow an address")
+                x, i = Prefix(x, number(kids[i + 2]), t), i + 2
+            parts.append(x)
+            i += 1
+        return _elem_opts(parts[0] if len(parts) == 1 else Concat(parts, t), t)
+    if kind == "rhs_concat":
+        return Concat([rhs_ast(c, defines, err) for c in t.children], t)
+    if kind == "catchall_elem":
+        return _elem_opts(CatchAll(t), t)
     raise err(t, f"unexpected {kind}")
+
+
+def _elem_opts(x: Any, t: Tree) -> Any:
+    """parser_bison.y › set_elem_options: `timeout`, `expires` (ignored: the kernel counts it down)
+    and `comment` after an element."""
+    timeout = comment = None
+    for o in t.children:
+        if isinstance(o, Tree) and o.data == "elem_timeout":
+            timeout = time_ms(o.children[0].children[0]) // 1000
+        elif isinstance(o, Tree) and o.data == "elem_comment":
+            comment = o.children[0][1:-1]
+    return x if timeout is None and comment is None else ElemOpts(x, timeout, comment, t)

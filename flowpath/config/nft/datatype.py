@@ -218,6 +218,8 @@ def sctp_chunk_field(name: str, field: str) -> tuple[int, int] | None:
 def selector_type(left: Any) -> str:
     """Datatype name of a JSON selector expression ({"payload"...}, {"meta"...}, {"ct"...}, {"&": ...})."""
     if isinstance(left, dict):
+        if "concat" in left:  # `ip saddr . tcp dport`: nft's concat type, named by its parts
+            return " . ".join(selector_type(x) for x in left["concat"])
         if "payload" in left:
             p = left["payload"]
             if "base" in p:  # raw payload: an integer of its width, listed in hex
@@ -381,7 +383,7 @@ _TYPE_DESC = {
     "nf_proto": "netfilter protocol", "mark": "packet mark", "fib_addrtype": "fib address type",
     "arp_op": "ARP operation",
     "ipv4_addr": "IPv4 address", "ipv6_addr": "IPv6 address", "mh_type": "Mobility Header Type",
-    "boolean": "boolean type",
+    "boolean": "boolean type", "inet_service": "internet network service", "inet_proto": "Internet protocol",
     "arphrd": "hardware type", "ct_event": "conntrack event bits", "pkt_type": "packet type",
 }  # fmt: skip
 

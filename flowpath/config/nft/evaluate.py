@@ -45,6 +45,8 @@ def _match(op: str, left: Any, right: Any) -> dict:
 def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     """JSON selector and its datatype for meta_sel / meta_unq_sel / ct_sel / payload_sel."""
     fam = ctx.table.family
+    if t.data == "concat_expr":
+        return _es.concat_selector(ctx, t)
     if t.data == "meta_unq_sel":
         key = str(t.children[0].children[0])
         return {"meta": {"key": key}}, dt.META_KEYS[key]
@@ -124,7 +126,9 @@ def _range(err: Any, dtype: str, r: Range) -> dict:
 
 
 def elem_value(err: Any, dtype: str, x: Any) -> Any:
-    """JSON of one set element: value, range or prefix."""
+    """JSON of one set element: value, range or prefix (concatenations and `*`: evaluate_set.py)."""
+    if _es.needs_ext(dtype, [x]):
+        return _es.elem_value(err, dtype, x)
     if isinstance(x, Sym):
         return sym_value(err, dtype, x)
     if isinstance(x, Range):
@@ -150,6 +154,8 @@ def _int(err: Any, s: Sym) -> int:
 
 def set_json(err: Any, dtype: str, elems: list[Any], anonymous: bool, merge: bool, interval: bool) -> list:
     """Elements of a set in the order nft lists them (sorted; intervals merged as segtree.c does)."""
+    if _es.needs_ext(dtype, elems):
+        return _es.set_json(err, dtype, elems, anonymous, merge, interval)
     values = [elem_value(err, dtype, x) for x in elems]
     if interval or any(is_interval_elem(v) for v in values):
         if not interval and not anonymous:
@@ -189,6 +195,8 @@ def verdict_json(t: Tree) -> dict:
 
 def map_json(err: Any, dtype: str, pairs: list, interval: bool) -> list:
     """[key, data] elements sorted by key; interval keys as nft lists them, overlaps refused."""
+    if _es.needs_ext(dtype, [k for k, _ in pairs]):
+        return _es.map_json(err, dtype, pairs, interval)
     out = []
     for key, verdict in pairs:
         k = elem_value(err, dtype, key)
@@ -207,10 +215,13 @@ def map_json(err: Any, dtype: str, pairs: list, interval: bool) -> list:
     return [[k, v] for _, k, v in out]
 
 
-def map_elements(m: Any, existing: list, pairs: list, err: Any) -> list:
-    """Elements of verdict map `m` after adding (key ast, verdict tree) pairs."""
+def map_elements(m: Any, existing: list, pairs: list, err: Any, defines: dict | None = None) -> list:
+    """Elements of map `m` after adding (key ast, verdict or data tree) pairs."""
     old = [(_json_to_ast(k), v) for k, v in existing]
-    new = [(k, verdict_json(v)) for k, v in pairs]
+    if m.map == "verdict":
+        new = [(k, verdict_json(v)) for k, v in pairs]
+    else:
+        new = [(k, _es.map_data(err, m, v, defines or {})) for k, v in pairs]
     return map_json(err, m.type, old + new, "interval" in m.flags)
 
 
@@ -230,6 +241,9 @@ def _st_vmap(ctx: Ctx, t: Tree, prev: list) -> dict:
     pairs = []
     for e in data.children:
         verdict = e.children[1]
+        if verdict.data != "verdict_stmt":
+            raise ctx.error(verdict, "datatype mismatch, expected verdict, expression has type "
+                            f"{dt.type_desc(dtype)}")  # fmt: skip
         if len(verdict.children) == 2 and str(verdict.children[1]) not in ctx.table.chains:
             # nft marks the element's key
             raise ctx.error(e.children[0], "Could not process rule: No such file or directory")
@@ -238,6 +252,8 @@ def _st_vmap(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 
 def _json_to_ast(v: Any) -> Any:
+    if v == "*" or (isinstance(v, dict) and ("concat" in v or "elem" in v)):
+        return _es.json_to_ast(v)
     if isinstance(v, dict) and "range" in v:
         a, b = v["range"]
         return Range(Sym(str(a), None), Sym(str(b), None), None)
@@ -266,7 +282,8 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
     if isinstance(rhs, SetX):
         if op not in (None, "==", "!="):
             raise err(rhs.tok, "Relational expression with a set requires == or !=")
-        if len(rhs.elems) == 1:  # nft turns a one-element anonymous set into a plain value
+        if len(rhs.elems) == 1 and "concat" not in left:  # nft turns a one-element anonymous set into a
+            # plain value (not a concatenation's: that stays a set)
             return _match(op or "==", left, elem_value(err, dtype, rhs.elems[0]))
         return _match(op or "==", left, {"set": set_json(err, dtype, rhs.elems, True, True, False)})
     if isinstance(rhs, ListX):
@@ -312,7 +329,8 @@ def rule_evaluate(ctx: Ctx, t: Tree) -> tuple[list, str | None]:
 
 def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
-    _l4_conflict(ctx, t.children[0], left)
+    for part in _es.key_parts(left):
+        _l4_conflict(ctx, t.children[0], part)
     evp.payload_dependency(ctx, t.children[0], left, prev)
     op = None
     rest = t.children[1:]
@@ -322,7 +340,13 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     m = rhs_json(ctx, left, dtype, op, rhs)
     if t.children[0].data == "raw_sel":
         m = evp.raw_match(ctx, t.children[0], rest[0], m)
-    _l4_update(ctx, left, op, rhs, t.children[0])
+    if "concat" in left:  # each part's header pins its protocol (a set's elements do not)
+        if not isinstance(rhs, (SetRef, SetX)):  # evaluate.c › expr_evaluate_relational
+            raise ctx.error(t.children[0], "Use concatenations with sets and maps, not singleton values")
+        for part in left["concat"]:
+            _l4_update(ctx, part, "&", None, t.children[0])
+    else:
+        _l4_update(ctx, left, op, rhs, t.children[0])
     link_update(ctx, t.children[0], left, op, m["match"]["right"])
     _keys.nfproto_update(ctx, left, op, rhs)
     return m
@@ -553,8 +577,10 @@ _STMT = {
 from flowpath.config.nft import evaluate_keys as _keys  # noqa: E402  (it reads this module's helpers)
 from flowpath.config.nft import evaluate_nat as _nat  # noqa: E402  (it reads this module's helpers)
 from flowpath.config.nft import evaluate_obj as _obj  # noqa: E402
+from flowpath.config.nft import evaluate_set as _es  # noqa: E402  (so does this one)
 from flowpath.config.nft import evaluate_stmt as _stmt  # noqa: E402
 
+_STMT.update(set_stmt=_es.stmt_set, meter_stmt=_es.stmt_meter)
 _STMT.update(nat_stmt=_nat.stmt_nat, masq_stmt=_nat.stmt_masq_redir("masquerade"),
              redir_stmt=_nat.stmt_masq_redir("redirect"), ct_count_stmt=lambda ctx, t, prev: _keys.ct_count(ctx, t))  # fmt: skip
 _STMT.update(log_stmt=_stmt.stmt_log, reject_stmt=_stmt.stmt_reject)

@@ -16,7 +16,8 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, ListX, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate import map_json, selector, sym_value
+from flowpath.config.nft.evaluate import selector, sym_value
+from flowpath.config.nft.evaluate_set import map_lookup
 
 # src/expression.c › binop: the JSON operator of each grammar alias
 BINOPS = {"bit_or": "|", "bit_xor": "^", "bit_and": "&", "bit_lshift": "<<", "bit_rshift": ">>"}
@@ -212,14 +213,8 @@ def _value(ctx: Ctx, t: Any, dtype: str) -> Any:
         if isinstance(a, int):  # both constant: fold in the target's width
             return _FOLD[binop](a, b) & ((1 << dt.type_width(dtype)) - 1)
         return {binop: [a, b]}
-    if isinstance(t, Tree) and t.data == "set_map":
-        key, kdtype = selector(ctx, t.children[0])
-        pairs = []
-        for e in t.children[1].children:
-            k = rhs_ast(e.children[0], ctx.defines, ctx.error)
-            v = sym_value(ctx.error, dtype, rhs_ast(e.children[1], ctx.defines, ctx.error))
-            pairs.append((k, v))
-        return {"map": {"key": key, "data": {"set": map_json(ctx.error, kdtype, pairs, True)}}}
+    if isinstance(t, Tree) and t.data == "map_lookup":  # `ip saddr map { ... }`, `... map @m`
+        return map_lookup(ctx, t, dtype)
     left, _ = selector(ctx, t)
     return left
 

@@ -14,7 +14,8 @@ from typing import Any
 from lark import Token, Tree
 
 from flowpath.config.nft.ast import Ctx, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate import _is_l4_sel, _prefix, map_json, selector, sym_value
+from flowpath.config.nft.evaluate import _is_l4_sel, _prefix, sym_value
+from flowpath.config.nft.evaluate_set import key_parts, map_lookup
 from flowpath.config.nft.segtree import interval_elems
 
 _NAT_FLAGS = ("random", "fully-random", "persistent")  # the order nft prints them in
@@ -59,17 +60,19 @@ def stmt_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
     args: dict[str, Any] = {}
     if to.data == "nat_port_only":
         args["port"] = _nat_port(ctx, to.children[0], prev)
-    elif to.data == "nat_map":  # dnat to tcp dport map { 80 : 192.168.1.2 }
-        key, kdtype = selector(ctx, to.children[0])
+    elif to.data == "nat_map":  # dnat to tcp dport map { 80 : 192.168.1.2 } | map @m
         if family is None:
             family = fam if fam in ("ip", "ip6") else _l3_context(prev)
         if family is None:
             raise ctx.error(t.children[0], "ip or ip6 must be specified with address for inet tables.")
-        vtype = "ipv4_addr" if family == "ip" else "ipv6_addr"
-        pairs = [(rhs_ast(e.children[0], ctx.defines, ctx.error),
-                  sym_value(ctx.error, vtype, rhs_ast(e.children[1], ctx.defines, ctx.error)))
-                 for e in to.children[1].children]  # fmt: skip
-        args["addr"] = {"map": {"key": key, "data": {"set": map_json(ctx.error, kdtype, pairs, True)}}}
+        args["addr"] = map_lookup(ctx, to, "ipv4_addr" if family == "ip" else "ipv6_addr")
+        data = args["addr"]["map"]["data"]
+        ports = " . " in ctx.table.sets[data[1:]].map if isinstance(data, str) else any(
+            isinstance(v, dict) and "concat" in v for _, v in data["set"])  # fmt: skip
+        key_l4 = [k for k in key_parts(args["addr"]["map"]["key"])
+                  if k.get("payload", {}).get("protocol") in ("tcp", "udp")]  # fmt: skip
+        if ports and not _has_transport(prev) and not key_l4:  # a tcp/udp key brings its dependency
+            raise ctx.error(to, "transport protocol mapping is only valid after transport protocol match")
     else:
         addr = to.children[0]
         syms = [rhs_ast(v, ctx.defines, ctx.error) if isinstance(v, Tree) else Sym(str(v), v)
@@ -92,9 +95,21 @@ def stmt_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
     f = _nat_flags(flags)
     if f:
         args["flags"] = f
-    if fam == "inet":
+    if fam == "inet" or _family_listed(ctx, args.get("addr")):
         args = {"family": family, **args}
     return {kind: args}
+
+
+def _family_listed(ctx: Ctx, addr: Any) -> bool:
+    """nft lists the family of a NAT map whose data is an address . port concatenation or an
+    interval (STMT_NAT_F_CONCAT, STMT_NAT_F_INTERVAL) in every table."""
+    if not (isinstance(addr, dict) and "map" in addr):
+        return False
+    data = addr["map"]["data"]
+    if isinstance(data, str):
+        m = ctx.table.sets[data[1:]]
+        return " . " in m.map or "interval" in m.flags
+    return any(isinstance(v, dict) for _, v in data["set"])
 
 
 def _l3_context(prev: list) -> str | None:
@@ -123,11 +138,7 @@ def stmt_masq_redir(kind: str) -> Any:
             elif c.data == "nat_port_map":
                 if not _has_transport(prev):
                     raise ctx.error(c, "transport protocol mapping is only valid after transport protocol match")
-                key, kdtype = selector(ctx, c.children[0])
-                pairs = [(rhs_ast(e.children[0], ctx.defines, ctx.error),
-                          sym_value(ctx.error, "inet_service", rhs_ast(e.children[1], ctx.defines, ctx.error)))
-                         for e in c.children[1].children]  # fmt: skip
-                args["port"] = {"map": {"key": key, "data": {"set": map_json(ctx.error, kdtype, pairs, True)}}}
+                args["port"] = map_lookup(ctx, c, "inet_service")
             elif c.data == "nat_flags":
                 args["flags"] = _nat_flags(c)
         return {kind: args or None}

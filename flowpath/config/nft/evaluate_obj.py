@@ -342,9 +342,9 @@ def stmt_objref(ctx: Ctx, t: Tree, prev: list) -> dict:
 def stmt_ct_objref(ctx: Ctx, t: Tree, prev: list) -> dict:
     """`ct helper set "ftp1"`, `ct timeout set "t"`, `ct expectation set "e"`, or a map of them."""
     key = str(t.children[0].children[1])
-    val = t.children[1]  # set_value: one constant, or `selector map { ... }` (set_map)
+    val = t.children[1]  # set_value: one constant, or `selector map { ... }` (map_lookup)
     x = val.children[0] if len(val.children) == 1 else val
-    if isinstance(x, Tree) and x.data == "set_map":
+    if isinstance(x, Tree) and x.data == "map_lookup":
         return {f"ct {key}": objref(ctx, f"ct {key}", x.children)}
     v = rhs_ast(Tree("value", x.children, meta=x.meta), ctx.defines, ctx.error) if x.data == "set_const" else None
     if not hasattr(v, "text"):

@@ -71,7 +71,8 @@ class Chain:
 
 @dataclass
 class Set:
-    """A named set or map: `type` is the key's nft datatype name, `elem` JSON elements in listing order."""
+    """A named set or map: `type` is the key's nft datatype name (a concatenation's joined by " . "),
+    `elem` JSON elements in listing order."""
 
     name: str
     type: str
@@ -79,9 +80,12 @@ class Set:
     elem: list[Json] = field(default_factory=list)  # a map's elements are [key, verdict] pairs
     handle: int = 0
     line: int = 0
-    map: str | None = None  # "verdict" for a verdict map (`map NAME { type K : verdict; ... }`)
+    map: str | None = None  # the data type of a map: "verdict", "mark", "ipv4_addr . inet_service"...
     size: int | None = None  # the most elements the set may hold (NFTA_SET_DESC_SIZE)
     comment: str | None = None
+    timeout: int | None = None  # seconds an element lives (NFTA_SET_TIMEOUT), `timeout 1m`
+    gc_interval: int | None = None  # seconds (NFTA_SET_GC_INTERVAL)
+    typeof: list | None = None  # `typeof` key (and data) expressions as written, JSON; None: `type`
     loc: Loc | None = _loc()  # the set's name
 
 
@@ -192,8 +196,11 @@ class Ruleset:
 
 def anon_sets(obj: Json) -> int:
     """How many anonymous sets a rule's statements make (each takes a handle of the table's)."""
-    if isinstance(obj, dict):
-        return sum((k == "set") + anon_sets(v) for k, v in obj.items())
+    if isinstance(obj, dict):  # {"set": [...]} is one; a set statement's {"set": {"op"...}} is not; a
+        # meter makes its own set
+        return sum(
+            (k == "set" and isinstance(v, list)) + (k == "meter") + anon_sets(v) for k, v in obj.items()
+        )
     if isinstance(obj, list):
         return sum(anon_sets(v) for v in obj)
     return 0

@@ -32,16 +32,23 @@ def ruleset_to_json(rs: Ruleset) -> dict:
             out.append({o.kind: {"family": fam, "name": o.name, "table": t.name, "handle": o.handle,
                                  **copy.deepcopy(o.spec)}})  # fmt: skip
         for s in t.sets.values():
-            obj = {"family": fam, "name": s.name, "table": t.name, "type": s.type, "handle": s.handle}
+            types = s.type.split(" . ")
+            obj = {"family": fam, "name": s.name, "table": t.name, "type": types if len(types) > 1 else s.type,
+                   "handle": s.handle}  # fmt: skip
             if s.map is not None:
                 obj["map"] = s.map
             if s.comment is not None:
                 obj["comment"] = s.comment
             if s.size is not None:
                 obj["size"] = s.size
-            flags = [f for f in s.flags if f != "auto-merge"]
+            # as nft 1.0.6, without "dynamic": reading the JSON back, a set a rule updates is dynamic again
+            flags = [f for f in ("constant", "interval", "timeout") if f in s.flags]
             if flags:
                 obj["flags"] = flags
+            if s.timeout:
+                obj["timeout"] = s.timeout
+            if s.gc_interval:
+                obj["gc-interval"] = s.gc_interval
             if s.elem:
                 obj["elem"] = copy.deepcopy(s.elem)
             out.append({"map" if s.map is not None else "set": obj})

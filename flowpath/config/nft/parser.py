@@ -15,6 +15,7 @@ import lark
 from lark import Token, Tree
 
 from flowpath.config.nft import evaluate as ev
+from flowpath.config.nft import evaluate_set as _es
 from flowpath.config.nft.ast import Ctx, Prefix, Range, SetRef, SetX, Sym, ast_error, number, rhs_ast
 from flowpath.config.nft.cmd import EEXIST, Commands, is_create, whole_command
 from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
@@ -364,14 +365,34 @@ class _Builder(Commands):
     def item_set(self, table: Table, t: Tree) -> None:
         self._set(table, t.children[0], t.children[1], t)
 
+    def _typeof(self, table: Table, t: Tree) -> tuple[dict, str]:
+        """`typeof EXPR`: the expression's JSON and type (evaluate.c › set_key_data_fetch)."""
+        return ev.selector(Ctx(self.path, self.lines, table, None, dict(self.defines)), t)
+
+    def _set_common(self, table: Table, item: Tree, opts: dict) -> bool:
+        """The items sets and maps share: typeof, timeout, gc-interval (evaluate_set.py)."""
+        if item.data in ("set_typeof", "map_typeof"):
+            parts = [self._typeof(table, c) for c in item.children]
+            opts["typeof"] = [j for j, _ in parts]
+            opts["type"] = parts[0][1]
+            if len(parts) == 2:
+                opts["data"] = parts[1][1]
+        elif item.data == "set_timeout":
+            opts["timeout"] = _es.time_seconds(item.children[0])
+        elif item.data == "set_gc_interval":
+            opts["gc_interval"] = _es.time_seconds(item.children[0])
+        else:
+            return False
+        return True
+
     def _set(self, table: Table, name: Token, block: Tree, t: Tree) -> None:
         stype, flags, elems, merge = None, [], None, False
-        size, comment = None, None
+        size, comment, opts = None, None, {}
         for item in block.children:
-            if item.data == "set_type":
-                stype = str(item.children[0])
-                if stype not in SET_TYPES:
-                    raise self.error(item.children[0], f"unknown datatype {stype}")
+            if self._set_common(table, item, opts):
+                stype = opts.get("type", stype)
+            elif item.data == "set_type":
+                stype = _es.type_name(self.error, item.children[0], SET_TYPES)
             elif item.data == "set_flags":
                 for f in item.children:
                     if str(f) not in SET_FLAGS:
@@ -389,8 +410,13 @@ class _Builder(Commands):
                 raise self.error(item, "set option not supported by flowpath")
         if stype is None:
             raise self.error(t, "set definition does not specify key")
+        if opts.get("timeout"):  # evaluate.c › set_evaluate: a set timeout implies the flag
+            flags.append("timeout")
+        if "dynamic" in flags and size is None:
+            size = _es.NFT_SET_DEFAULT_SIZE
         s = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, size=size,
-                comment=comment, loc=self.loc(name))  # fmt: skip
+                comment=comment, loc=self.loc(name), timeout=opts.get("timeout"),
+                gc_interval=opts.get("gc_interval"), typeof=opts.get("typeof"))  # fmt: skip
         if merge:
             s.flags.append("auto-merge")
         old = table.sets.get(s.name)
@@ -411,17 +437,17 @@ class _Builder(Commands):
         self._map(table, t.children[0], t.children[1], t)
 
     def _map(self, table: Table, name: Token, block: Tree, t: Tree) -> None:
-        stype, flags, elems, size, comment = None, [], None, None, None
+        stype, flags, elems, size, comment, opts = None, [], None, None, None, {}
+        dtype = None
         for item in block.children:
-            if item.data == "map_type":
-                stype, data = str(item.children[0]), item.children[1]
-                if stype not in SET_TYPES:
-                    raise self.error(item.children[0], f"unknown datatype {stype}")
-                if str(data) != "verdict":
-                    raise self.error(data, "flowpath supports verdict maps only")
+            if self._set_common(table, item, opts):
+                stype, dtype = opts.get("type", stype), opts.get("data", dtype)
+            elif item.data == "map_type":
+                stype = _es.type_name(self.error, item.children[0], SET_TYPES)
+                dtype = _es.type_name(self.error, item.children[1], (*SET_TYPES, "verdict"))
             elif item.data == "set_flags":
                 for f in item.children:
-                    if str(f) not in ("interval", "constant"):
+                    if str(f) not in SET_FLAGS:
                         raise self.error(f, f"unknown set flag {f}")
                     flags.append(str(f))
             elif item.data == "set_size":
@@ -432,8 +458,11 @@ class _Builder(Commands):
                 elems = item.children[0]
         if stype is None:
             raise self.error(t, "map definition does not specify key data type")
-        m = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, map="verdict",
-                size=size, comment=comment, loc=self.loc(name))  # fmt: skip
+        if opts.get("timeout"):
+            flags.append("timeout")
+        m = Set(str(name), stype, [f for f in SET_FLAGS if f in flags], line=t.meta.line, map=dtype,
+                size=size, comment=comment, loc=self.loc(name), timeout=opts.get("timeout"),
+                gc_interval=opts.get("gc_interval"), typeof=opts.get("typeof"))  # fmt: skip
         old = table.sets.get(m.name)
         if old is not None:
             if (old.type, old.flags, old.map) != (m.type, m.flags, m.map):
@@ -447,8 +476,13 @@ class _Builder(Commands):
     def _map_elements(self, table: Table, m: Set, elems: Tree) -> None:
         pairs = [(rhs_ast(e.children[0], self.defines, self.error), e.children[1]) for e in elems.children]
         for _, v in pairs:
-            self.verdicts.append((table, v, self.path, self.lines))
-        m.elem = ev.map_elements(m, list(m.elem), pairs, self.error)
+            if v.data == "verdict_stmt":
+                if m.map != "verdict":
+                    raise self.error(v, f"datatype mismatch, expected {m.map}, expression has type verdict")
+                self.verdicts.append((table, v, self.path, self.lines))
+            elif m.map == "verdict":
+                raise self.error(v, "datatype mismatch, expected verdict")
+        m.elem = ev.map_elements(m, list(m.elem), pairs, self.error, self.defines)
 
     def item_flowtable(self, table: Table, t: Tree) -> None:
         self._flowtable(table, t.children[0], t.children[1], t)

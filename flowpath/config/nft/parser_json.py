@@ -17,6 +17,7 @@ from typing import Any
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.commit import ENOENT, Batch, RulePos, batch_commit
 from flowpath.config.nft.evaluate_obj import OBJ_KINDS
+from flowpath.config.nft.evaluate_set import set_stmt_dynamic
 from flowpath.config.nft.family import needs_device
 from flowpath.config.nft.ir import Chain, Flowtable, Loc, Obj, Rule, Ruleset, Set, Table
 from flowpath.config.nft.json import json_dumps
@@ -262,9 +263,10 @@ def _load_chain(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Chain:
 
 def _load_set(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Set:
     t = _table(rs, body)
-    name, stype = _get(body, "name", str), _one_of(body, "type", SET_TYPES)
-    if (kind == "map") != ("map" in body) or body.get("map", "verdict") != "verdict":
-        raise JsonObjectError('flowpath supports verdict maps only ("map": "verdict")')
+    name, stype = _get(body, "name", str), _set_type(body.get("type"), "type")
+    if (kind == "map") != ("map" in body):
+        raise JsonObjectError('a "map" holds the data type ("map": "verdict"), a "set" none')
+    data = _set_type(body["map"], "map", ("verdict",)) if "map" in body else None
     flags = _flags(body, SET_FLAGS)
     if _get(body, "auto-merge", bool, False):
         flags.append("auto-merge")
@@ -272,11 +274,15 @@ def _load_set(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Set:
     if size is not None and not 0 < size < 1 << 32:
         raise JsonObjectError(f'"size" must be from 1 to {(1 << 32) - 1}, not {size}')
     elem = copy.deepcopy(_get(body, "elem", list, []))
+    timeout, gc = _get(body, "timeout", int, None), _get(body, "gc-interval", int, None)
+    if timeout and "timeout" not in flags:
+        flags.append("timeout")
     s = Set(
-        name, stype, flags, elem, map=body.get("map"), size=size, comment=_get(body, "comment", str, None)
-    )
+        name, stype, flags, elem, map=data, size=size, comment=_get(body, "comment", str, None),
+        timeout=timeout, gc_interval=gc,
+    )  # fmt: skip
     try:
-        set_elems_str(stype, elem, named=True)
+        set_elems_str(stype, elem, named=True, data=data)
     except _MALFORMED:
         what = "[key, verdict] pairs" if s.map else f"values of type {stype}"
         raise JsonObjectError(f'"elem" must hold {what}: {json_dumps(elem)}') from None
@@ -285,6 +291,16 @@ def _load_set(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Set:
     t.sets[name] = s
     cmd.batch.set(t, s)
     return s
+
+
+def _set_type(v: Any, key: str, extra: tuple = ()) -> str:
+    """A set's "type" (a list for a concatenation) or a map's "map" (`a . b` for one), as the IR's
+    text (" . " between the parts)."""
+    parts = v if isinstance(v, list) and v else str(v).split(" . ") if isinstance(v, str) else None
+    if parts is None or not all(isinstance(p, str) and p in (*SET_TYPES, *extra) for p in parts):
+        raise JsonObjectError(f'"{key}" must be one of {", ".join((*SET_TYPES, *extra))} or a list of '
+                              f"them, not {json_dumps(v)}")  # fmt: skip
+    return " . ".join(parts)
 
 
 def _load_flowtable(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Flowtable:
@@ -331,6 +347,8 @@ def _load_rule(rs: Ruleset, kind: str, body: dict, cmd: _Cmd) -> Rule:
         try:
             stmt_print(t.family, stmt)  # every statement must be one flowpath knows
             _check_refs(t, stmt)
+            if "set" in stmt and isinstance(stmt["set"], dict):
+                set_stmt_dynamic(t.sets[stmt["set"]["set"][1:]])
         except JsonObjectError as e:
             raise JsonObjectError(f"statement {n}: {e}") from None
         except _MALFORMED:

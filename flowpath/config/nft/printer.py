@@ -11,6 +11,7 @@ from typing import Any
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.datatype_meta import range_text
 from flowpath.config.nft.evaluate import _BYTE_UNITS, _byte_rate
+from flowpath.config.nft.evaluate_set import flags_print, time_str, time_str_ms
 from flowpath.config.nft.evaluate_stmt import LOG_FLAGS, REJECT_DEFAULT
 from flowpath.config.nft.exthdr import selector_text
 from flowpath.config.nft.family import prio_name_ok, std_prios
@@ -57,21 +58,28 @@ def table_print(t: Table, handles: bool = False) -> str:
 
 
 def set_print(s: Set, handles: bool = False) -> str:
+    """Linux: src/rule.c › set_print_declaration."""
+    key = f"typeof {selector_str(s.typeof[0])}" if s.typeof else f"type {s.type}"
     if s.map is not None:
-        out = f"\tmap {s.name} {{{_handle(s.handle, handles)}\n\t\ttype {s.type} : {s.map}\n"
+        data = selector_str(s.typeof[1]) if s.typeof and len(s.typeof) > 1 else s.map
+        out = f"\tmap {s.name} {{{_handle(s.handle, handles)}\n\t\t{key} : {data}\n"
     else:
-        out = f"\tset {s.name} {{{_handle(s.handle, handles)}\n\t\ttype {s.type}\n"
+        out = f"\tset {s.name} {{{_handle(s.handle, handles)}\n\t\t{key}\n"
     if s.size is not None:
         out += f"\t\tsize {s.size}\n"
-    flags = [f for f in s.flags if f != "auto-merge"]
+    flags = flags_print(s.flags, s.timeout)
     if flags:
         out += f"\t\tflags {','.join(flags)}\n"
+    if s.timeout:
+        out += f"\t\ttimeout {time_str(s.timeout)}\n"
+    if s.gc_interval:
+        out += f"\t\tgc-interval {time_str(s.gc_interval)}\n"
     if "auto-merge" in s.flags:
         out += "\t\tauto-merge\n"
     if s.comment is not None:
         out += f'\t\tcomment "{s.comment}"\n'
     if s.elem:
-        out += "\t\telements = " + set_elems_str(s.type, s.elem, named=True) + "\n"
+        out += "\t\telements = " + set_elems_str(s.type, s.elem, named=True, data=s.map) + "\n"
     return out + "\t}\n"
 
 
@@ -96,7 +104,7 @@ def obj_print(o: Obj, handles: bool = False) -> str:
         lines = [f"protocol {a['protocol']}", f"l3proto {a['l3proto']}", f"policy = {{ {policy} }}"]
     elif o.kind == "ct expectation":
         _scalars(a, "protocol", "l3proto")
-        lines = [f"protocol {a['protocol']}", f"dport {a['dport']}", f"timeout {time_str(a['timeout'])}",
+        lines = [f"protocol {a['protocol']}", f"dport {a['dport']}", f"timeout {time_str_ms(a['timeout'])}",
                  f"size {a['size']}", f"l3proto {a['l3proto']}"]  # fmt: skip
     elif o.kind == "synproxy":
         if a.get("mss") or a.get("wscale"):
@@ -107,16 +115,6 @@ def obj_print(o: Obj, handles: bool = False) -> str:
         raise ValueError(f"unsupported object {o.kind!r}")
     body = "".join(f"\t\t{x}\n" for x in lines)
     return f"\t{o.kind} {o.name} {{{_handle(o.handle, handles)}\n{body}\t}}\n"
-
-
-def time_str(ms: int) -> str:
-    """Linux: src/datatype.c › time_print: 1d2h3m4s5ms, the parts that are not 0."""
-    out = ""
-    for unit, n in (("d", 86400000), ("h", 3600000), ("m", 60000), ("s", 1000), ("ms", 1)):
-        if ms >= n:
-            out += f"{ms // n}{unit}"
-            ms %= n
-    return out or "0s"
 
 
 def _quota_str(total: int, inv: bool, used: int) -> str:
@@ -150,15 +148,17 @@ def _ints(a: Any, *keys: str) -> None:
             raise ValueError(f"{k} must be a number")
 
 
-def set_elems_str(dtype: str, elems: list, named: bool) -> str:
-    """Linux: src/expression.c › set_expr_print with calculate_delim (named sets wrap lines)."""
+def set_elems_str(dtype: str, elems: list, named: bool, data: str | None = "verdict") -> str:
+    """Linux: src/expression.c › set_expr_print with calculate_delim (named sets wrap lines); `data`
+    is a map's data type."""
     per_line = dt.set_delim_count(dtype) if named else 0
     out = "{ "
     for i, e in enumerate(elems):
         if i:
             out += _SET_NEWLINE if per_line and i % per_line == 0 else ", "
-        if isinstance(e, list):  # map element: key : verdict
-            out += f"{rhs_str(dtype, e[0])} : {stmt_print('', e[1])}"
+        if isinstance(e, list):  # map element: key : verdict or data
+            value = stmt_print("", e[1]) if data in (None, "verdict") else rhs_str(data, e[1])
+            out += f"{rhs_str(dtype, e[0])} : {value}"
         else:
             out += rhs_str(dtype, e)
     return out + " }"
@@ -259,9 +259,29 @@ def selector_str(left: dict, present: bool = False) -> str:
 
 
 def rhs_str(dtype: str, v: Any) -> str:
-    if isinstance(v, str) and v.startswith("@"):
+    if isinstance(v, str) and (v.startswith("@") or v == "*"):  # a set reference, the catch-all
         return v
     if isinstance(v, dict):
+        if "concat" in v:
+            types = dtype.split(" . ")
+            if len(types) != len(v["concat"]):
+                raise ValueError(f"a concatenation of {len(v['concat'])} for type {dtype}")
+            return " . ".join(rhs_str(t, x) for t, x in zip(types, v["concat"], strict=True))
+        if "elem" in v:  # an element with options (src/expression.c › set_elem_expr_print)
+            e = v["elem"]
+            _scalars(e, "timeout", "comment")
+            out = rhs_str(dtype, e["val"])
+            if e.get("timeout"):
+                out += f" timeout {time_str(e['timeout'])}"
+            if e.get("comment") is not None:
+                out += f' comment "{e["comment"]}"'
+            return out
+        if "map" in v:  # `ip saddr map { ... }` as a value
+            m = v["map"]
+            kdtype = dt.selector_type(m["key"])
+            data = m["data"]
+            text = data if isinstance(data, str) else set_elems_str(kdtype, data["set"], False, dtype)
+            return f"{selector_str(m['key'])} map {text}"
         if "set" in v:
             return set_elems_str(dtype, v["set"], named=False)
         if "range" in v:  # src/expression.c › range_expr_print: both ends numeric (NFT_CTX_OUTPUT_NUMERIC_ALL)
@@ -354,9 +374,7 @@ def expr_str(dtype: str, e: Any) -> str:
         right = str(b) if kind in ("<<", ">>") else rhs_str(base, b)
         return f"{text} {kind} {right}"
     if kind == "map":
-        kdtype = dt.selector_type(arg["key"])
-        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(dtype, v)}" for k, v in arg["data"]["set"])
-        return f"{selector_str(arg['key'])} map {{ {elems} }}"
+        return rhs_str(dtype, e)
     return selector_str(e)
 
 
@@ -375,7 +393,9 @@ def _nat_print(family: str, kind: str, a: dict | None) -> str:
     if isinstance(addr, dict) and "map" in addr:
         m = addr["map"]
         kdtype = dt.selector_type(m["key"])
-        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(dtype, v)}" for k, v in m["data"]["set"])
+        if isinstance(m["data"], str):
+            return f"{out}{selector_str(m['key'])} map {m['data']}" + _nat_flags_str(a)
+        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(_nat_data_type(dtype, v), v)}" for k, v in m["data"]["set"])
         return f"{out}{selector_str(m['key'])} map {{ {elems} }}" + _nat_flags_str(a)
     if addr is not None:
         text = rhs_str(dtype, addr)
@@ -395,6 +415,11 @@ def _nat_print(family: str, kind: str, a: dict | None) -> str:
     return out + _nat_flags_str(a)
 
 
+def _nat_data_type(dtype: str, v: Any) -> str:
+    """A NAT map's data: an address, or an address . port concatenation."""
+    return f"{dtype} . inet_service" if isinstance(v, dict) and "concat" in v else dtype
+
+
 def _is_ip6(addr: Any) -> bool:
     if isinstance(addr, dict):
         if "range" in addr:
@@ -402,6 +427,15 @@ def _is_ip6(addr: Any) -> bool:
         if "prefix" in addr:
             return _is_ip6(addr["prefix"]["addr"])
     return isinstance(addr, str) and ":" in addr
+
+
+def _dyn_key_str(key: dict) -> str:
+    """The key of a set statement or meter, with its timeout."""
+    if "elem" in key:
+        e = key["elem"]
+        _scalars(e, "timeout")
+        return selector_str(e["val"]) + (f" timeout {time_str(e['timeout'])}" if e.get("timeout") else "")
+    return selector_str(key)
 
 
 def _nat_flags_str(a: dict) -> str:
@@ -430,6 +464,8 @@ def stmt_print(family: str, s: dict) -> str:
         out = f"limit rate {over}{a['rate']}/{a['per']}"
         return out + (f" burst {a['burst']} packets" if a["burst"] != 5 else "")
     if kind == "counter":
+        if a is None:  # in a set statement: each element counts (listed without values)
+            return "counter"
         _scalars(a, "packets", "bytes")
         return "counter" if STATELESS.get() else f"counter packets {a['packets']} bytes {a['bytes']}"
     if kind == "log":  # Linux: src/statement.c › log_stmt_print
@@ -469,6 +505,14 @@ def stmt_print(family: str, s: dict) -> str:
     if kind == "ct count":  # Linux: nftables src/statement.c › connlimit_stmt_print
         _scalars(a, "val")
         return f"ct count {'over ' if a.get('inv') else ''}{a['val']}"
+    if kind == "set":  # Linux: src/statement.c › set_stmt_print
+        _scalars(a, "op", "set")
+        stmts = "".join(" " + stmt_print(family, x) for x in a.get("stmt", []))
+        return f"{a['op']} {a['set']} {{ {_dyn_key_str(a['elem'])}{stmts} }}"
+    if kind == "meter":  # Linux: src/statement.c › meter_stmt_print
+        _scalars(a, "name", "size")
+        size = f" size {a['size']}" if a.get("size") else ""
+        return f"meter {a['name']}{size} {{ {_dyn_key_str(a['key'])} {stmt_print(family, a['stmt'])} }}"
     if kind == "flow":
         _scalars(a, "op", "flowtable")
         return f"flow add {a['flowtable']}"
