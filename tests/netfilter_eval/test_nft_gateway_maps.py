@@ -22,7 +22,7 @@ from test_nft_kernel_diff import _SEND, _frame, _sh, assert_kernel_counts, veth_
 
 from flowpath.config.ipbatch import parse_network  # noqa: E402
 from flowpath.config.nft import load_ruleset, parse_ruleset  # noqa: E402
-from flowpath.config.nft.printer import output_options  # noqa: E402
+from flowpath.config.nft.output import output_options  # noqa: E402
 from flowpath.datapath import Worker  # noqa: E402
 from flowpath.errors import ConfigError  # noqa: E402
 from flowpath.netfilter import constants as C  # noqa: E402
