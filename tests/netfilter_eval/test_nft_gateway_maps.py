@@ -3,7 +3,8 @@ on packets through a Worker as Linux would; a rule set of the same kinds counted
 
 Linux: nft_lookup.c (concatenated interval sets, verdict maps, data maps with a catch-all), nft_nat.c with a
 map (nft_lookup's data as the NAT range), nft_dynset.c (a per-source meter: `add @flood { ip saddr limit
-rate over 10/second }`, an element per source with its own limit), nft_fib.c (reverse-path filtering),
+rate over 10/second }`, an element per source with its own limit), nft_quota.c (a named quota for a guest
+host), nft_fib.c (reverse-path filtering),
 and nftables src/rule.c / src/statement.c for the listing.
 """
 
@@ -120,6 +121,26 @@ def test_verdict_map_jumps_by_input_interface(worker):
     out = _poll(worker, [f], "lan0", 200 * SEC)
     assert [(i, g[IP].src, g[IP].dst) for i, g in out] == [(wan0, "203.0.113.1", "198.18.0.9")]
     assert _poll(worker, [_from_wan("198.18.0.9", 22, dst="192.168.1.10")], "wan0", 200 * SEC) == []
+
+
+def test_guest_quota_drops_once_over_and_spares_other_hosts(worker):
+    """`ip saddr 192.168.1.50 quota name "guest" drop` with `quota guest { over 1 kbytes }`: the guest's
+    packets count against the quota (nft_quota_do_eval adds each skb->len); it matches, and the packet is
+    dropped, once consumed is past 1024 bytes: 400-byte packets pass twice and the third is dropped, as
+    every one after it; another LAN host is not counted."""
+    wan0 = worker.net.dev.link_by_name("wan0").ifindex
+
+    def lan(src: str, sport: int) -> Ether:
+        ip = IP(src=src, dst="198.18.0.9") / UDP(sport=sport, dport=53)
+        return Ether(src=LAN_HOST, dst=GW_LAN) / ip / (b"q" * (400 - len(ip)))
+
+    out = [_poll(worker, [lan("192.168.1.50", 6000 + i)], "lan0", 400 * SEC) for i in range(4)]
+    assert [len(x) for x in out] == [1, 1, 0, 0]
+    assert [i for i, _ in out[0] + out[1]] == [wan0, wan0]
+    assert len(_poll(worker, [lan("192.168.1.11", 6100 + i) for i in range(4)], "lan0", 400 * SEC)) == 4
+    objs = worker.net.nft.list_ruleset_json()["nftables"]
+    guest = next(o["quota"] for o in objs if "quota" in o and o["quota"].get("name") == "guest")
+    assert (guest["bytes"], guest["used"]) == (1024, 1024)  # 1600 consumed, dumped at most the quota
 
 
 def test_fib_reverse_path_filter_drops_a_lan_source_on_the_wan(worker):
