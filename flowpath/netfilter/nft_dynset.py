@@ -116,15 +116,20 @@ def build_map_load(m: dict, ctx: NftCtx, data_dtype: str) -> Load:
     return Load(map_load, data_dtype, 0)
 
 
+def named_data_map(name: str, ctx: NftCtx, key_dtype, key_bits: int) -> NftSet:
+    """A named map whose data is not a verdict (`... map @m`)."""
+    s = resolve_set(name, ctx, key_dtype, key_bits)
+    if s.data_type in (None, "verdict"):
+        raise NftBuildError(f"{name} is not a data map")
+    return s
+
+
 def data_map_set(m: dict, ctx: NftCtx, key_dtype, key_bits: int, data_dtype: str) -> NftSet:
     """The map of a `map` value: a named data map, or the anonymous one written in place (its data of
     `data_dtype`). The closures and the VM's compiler both look up in it."""
     data = m["data"]
     if isinstance(data, str):
-        s = resolve_set(data, ctx, key_dtype, key_bits)
-        if s.data_type in (None, "verdict"):
-            raise NftBuildError(f"{data} is not a data map")
-        return s
+        return named_data_map(data, ctx, key_dtype, key_bits)
     s = NftSet("", key_dtype, key_bits, data_dtype)
     s.add_elements(data["set"], lambda v: parse_key(data_dtype, 0, v))
     return s

@@ -17,7 +17,7 @@ import numpy as np
 from flowpath.config.nft.validate import expr_hooks
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
-from flowpath.netfilter.nft_dynset import build_dynset, build_meter
+from flowpath.netfilter.nft_dynset import build_dynset, build_meter, named_data_map
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
 from flowpath.netfilter.nft_exthdr import build_tcpopt_set, build_tcpopt_strip
 from flowpath.netfilter.nft_meta_set import build_meta_ct_set
@@ -339,10 +339,7 @@ def nat_map_set(m: dict, ctx: NftCtx, dtype: str, key_dtype, key_bits: int) -> N
     compiler both look up in it."""
     data = m["data"]
     if isinstance(data, str):
-        s = resolve_set(data, ctx, key_dtype, key_bits)
-        if s.data_type in (None, "verdict"):
-            raise NftBuildError(f"{data} is not a data map")
-        return s
+        return named_data_map(data, ctx, key_dtype, key_bits)
     elems = data["set"]
     concat = bool(elems) and isinstance(elems[0][1], dict) and "concat" in elems[0][1]
     dt: str | tuple = (dtype, "inet_service") if concat else dtype

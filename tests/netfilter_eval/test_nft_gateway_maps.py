@@ -19,7 +19,7 @@ from scapy.all import ICMP, IP, TCP, UDP, Ether, raw
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nfeval_util import HERE, FakeCt, have_root_nft  # noqa: E402
-from test_nft_kernel_diff import _SEND, _frame, _sh, assert_kernel_counts, veth_pair  # noqa: E402, F401
+from test_nft_kernel_diff import assert_kernel_counts, kernel_replay, veth_pair  # noqa: E402, F401
 
 from flowpath.config.ipbatch import parse_network  # noqa: E402
 from flowpath.config.nft import load_ruleset, parse_ruleset  # noqa: E402
@@ -201,19 +201,5 @@ def test_counters_match_the_kernel(veth_pair):  # noqa: F811  (the fixture impor
     frames (the meter: 5 of 10.8.0.1's 8 SYNs pass, 3 are dropped; 10.8.0.2 has its own bucket)."""
     if not have_root_nft():
         pytest.skip("needs root, ip and nft")
-    a, b = veth_pair
-    _sh("ip", "netns", "exec", b, "nft", "-f", str(HERE / "maps_kernel.nft"))
-    listing = json.loads(_sh("ip", "netns", "exec", b, "nft", "-j", "list", "ruleset").stdout)
-    rt = NftRuntime.from_json(listing)
-    vb = json.loads(_sh("ip", "-n", b, "-j", "link", "show", "vb").stdout)[0]
-    va = json.loads(_sh("ip", "-n", a, "-j", "link", "show", "va").stdout)[0]
-    frames = [raw(_frame(p, va["address"], vb["address"])) for p in KERNEL_FRAMES]
-    _sh("ip", "netns", "exec", a, sys.executable, "-c", _SEND, input="\n".join(f.hex() for f in frames))
-    for f in frames:
-        skb = skb_parse(frame_array(f), vb["ifindex"])
-        skb.ct, skb.ctinfo = FakeCt(), C.IP_CT_NEW
-        pkt = NftPktinfo(skb=skb, hooknum=C.NF_INET_LOCAL_IN, nfproto=C.NFPROTO_IPV4, iifname="vb",
-                         iif=vb["ifindex"])  # fmt: skip
-        for chain in rt.base_chains(C.NFPROTO_IPV4, C.NF_INET_LOCAL_IN):
-            nft_do_chain(chain, pkt)
-    assert_kernel_counts(b, rt)
+    rt = kernel_replay(veth_pair, (HERE / "maps_kernel.nft").read_text(), KERNEL_FRAMES)
+    assert_kernel_counts(veth_pair[1], rt)

@@ -8,7 +8,6 @@ the VM (nft_do_chain, which punts what it cannot read) must do what the closures
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from scapy.packet import raw
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nfeval_util import make_pkt  # noqa: E402
-from test_nft_kernel_diff import _SEND, FRAMES, _frame, _sh, assert_kernel_counts, veth_pair  # noqa: E402, F401  (a fixture)
+from test_nft_kernel_diff import FRAMES, _frame, assert_kernel_counts, kernel_replay, veth_pair  # noqa: E402, F401  (a fixture)
 
 from flowpath.config.nft import parse_ruleset  # noqa: E402
 from flowpath.errors import ConfigError  # noqa: E402
@@ -218,18 +217,5 @@ KERNEL_RULES = """table ip k {
 def test_new_keys_count_as_the_kernel_counts(veth_pair):  # noqa: F811
     """jhash, shifts, numgen inc, iiftype, iifgroup, priority and a data map on the kernel's input hook
     and in flowpath's closures: the same counters for the same IPv4 frames."""
-    a, b = veth_pair
-    _sh("ip", "netns", "exec", b, "nft", "-f", "-", input=KERNEL_RULES)
-    listing = json.loads(_sh("ip", "netns", "exec", b, "nft", "-j", "list", "ruleset").stdout)
-    rt = NftRuntime.from_json(listing)
-    vb = json.loads(_sh("ip", "-n", b, "-j", "link", "show", "vb").stdout)[0]
-    va = json.loads(_sh("ip", "-n", a, "-j", "link", "show", "va").stdout)[0]
-    frames = [raw(_frame(p, va["address"], vb["address"])) for p in FRAMES if p.haslayer(IP)]
-    _sh("ip", "netns", "exec", a, sys.executable, "-c", _SEND, input="\n".join(f.hex() for f in frames))
-    for f in frames:
-        skb = skb_parse(frame_array(f), vb["ifindex"])
-        pkt = NftPktinfo(skb=skb, hooknum=C.NF_INET_LOCAL_IN, nfproto=C.NFPROTO_IPV4, iifname="vb",
-                         iif=vb["ifindex"])  # fmt: skip
-        for chain in rt.base_chains(C.NFPROTO_IPV4, C.NF_INET_LOCAL_IN):
-            nft_do_chain(chain, pkt)
-    assert_kernel_counts(b, rt)
+    rt = kernel_replay(veth_pair, KERNEL_RULES, [p for p in FRAMES if p.haslayer(IP)], ct=False)
+    assert_kernel_counts(veth_pair[1], rt)

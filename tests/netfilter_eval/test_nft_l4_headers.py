@@ -28,8 +28,7 @@ from scapy.packet import Raw, raw
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nfeval_util import FakeCt, have_root_nft  # noqa: E402
-from test_nft_kernel_diff import _SEND as _SEND_VA  # noqa: E402
-from test_nft_kernel_diff import B4, B6, _frame, _sh, assert_kernel_counts, veth_pair  # noqa: E402, F401
+from test_nft_kernel_diff import _SEND, B4, B6, _frame, _sh, assert_kernel_counts, kernel_replay, veth_pair  # noqa: E402, F401
 
 from flowpath.config.nft import parse_ruleset  # noqa: E402
 from flowpath.netfilter import constants as C  # noqa: E402
@@ -136,33 +135,15 @@ def test_rule_matches_its_packets(rule, hits, misses):
 @pytest.mark.root
 def test_counters_match_the_kernel(veth_pair):  # noqa: F811  (the fixture, imported)
     """All the rules, counting, in a namespace's input hook: the kernel counts what we count."""
-    a, b = veth_pair
     noise = [  # the namespaces' own IPv6 chatter (as kernel_diff.nft accepts it)
         "ip6 saddr fe80::/10 accept",
         "icmpv6 type { mld-listener-report, mld2-listener-report, nd-router-solicit, nd-neighbor-solicit, "
         "nd-neighbor-advert } accept",
     ]
     rules = noise + [f"{r} counter" for r, _, _ in CASES]
-    _sh("ip", "netns", "exec", b, "nft", "-f", "-", input=_text(rules))
-    rt = NftRuntime.from_json(
-        json.loads(_sh("ip", "netns", "exec", b, "nft", "-j", "list", "ruleset").stdout)
-    )
-    vb = json.loads(_sh("ip", "-n", b, "-j", "link", "show", "vb").stdout)[0]
-    va = json.loads(_sh("ip", "-n", a, "-j", "link", "show", "va").stdout)[0]
-    frames = [
-        raw(_frame(p, va["address"], vb["address"])) for _, hits, misses in CASES for p in hits + misses
-    ]
-    _sh("ip", "netns", "exec", a, sys.executable, "-c", _SEND_VA, input="\n".join(f.hex() for f in frames))
-    for f in frames:
-        skb = skb_parse(frame_array(f), vb["ifindex"])
-        skb.ct, skb.ctinfo = FakeCt(), C.IP_CT_NEW
-        nfproto = C.NFPROTO_IPV6 if skb.is_ipv6 else C.NFPROTO_IPV4
-        pkt = NftPktinfo(
-            skb=skb, hooknum=C.NF_INET_LOCAL_IN, nfproto=nfproto, iifname="vb", iif=vb["ifindex"]
-        )
-        for chain in rt.base_chains(nfproto, C.NF_INET_LOCAL_IN):
-            nft_do_chain(chain, pkt)
-    assert_kernel_counts(b, rt)
+    packets = [p for _, hits, misses in CASES for p in hits + misses]
+    rt = kernel_replay(veth_pair, _text(rules), packets)
+    assert_kernel_counts(veth_pair[1], rt)
 
 
 # --- payload set (nft_payload_set_eval) ---------------------------------------------------------------------
@@ -302,7 +283,7 @@ def test_payload_set_writes_what_the_kernel_writes(forwarder):
     cap = subprocess.Popen(["ip", "netns", "exec", c, sys.executable, "-c", _CAPTURE, "2"], stdout=subprocess.PIPE,
                            text=True)  # fmt: skip
     assert cap.stdout.readline().strip() == "ready"
-    _sh("ip", "netns", "exec", a, sys.executable, "-c", _SEND_VA, input="\n".join(f.hex() for f in frames))
+    _sh("ip", "netns", "exec", a, sys.executable, "-c", _SEND, input="\n".join(f.hex() for f in frames))
     got = {}
     for line in cap.communicate(timeout=10)[0].split():
         f = bytes.fromhex(line)
