@@ -7,7 +7,7 @@ The ruleset comes as the libnftables JSON object `nft -j list ruleset` prints ({
 command list of {"add": ...} objects is accepted too), so it does not depend on the nft parser's classes.
 `NftRuntime.from_json` compiles every chain to a register program run by nft_vm.py (nft_compile.py), and
 every rule once into a tuple of closures, the Python evaluator that runs what the VM punts (nft_expr.py:
-loads and matches; nft_set.py: sets and maps; nft_stmt.py: statements; nft_exthdr.py: IPv6 extension headers, TCP options and `rt mtu`), resolving
+loads; nft_cmp.py: matches; nft_set.py: sets and maps; nft_stmt.py: statements; nft_exthdr.py: IPv6 extension headers, TCP options and `rt mtu`), resolving
 names (services, protocols, ct states, ICMP types, interfaces, sets, chains) then; nothing reads JSON per
 packet.
 

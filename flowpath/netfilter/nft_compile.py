@@ -22,6 +22,7 @@ from flowpath.net.fib_table import FibViews
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter import nft_vm as V
+from flowpath.netfilter.nft_cmp import resolve_set
 from flowpath.netfilter.nft_compile_expr import (
     Emitter,
     Punt,
@@ -31,7 +32,7 @@ from flowpath.netfilter.nft_compile_expr import (
     to_big_endian,
 )
 from flowpath.netfilter.nft_dynset import data_map_set
-from flowpath.netfilter.nft_expr import NftCtx, resolve_set
+from flowpath.netfilter.nft_expr import NftCtx
 from flowpath.netfilter.nft_objref import NftQuota
 from flowpath.netfilter.nft_set import Interval, NftSet
 from flowpath.netfilter.nft_stmt import (

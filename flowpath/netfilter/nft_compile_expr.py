@@ -5,7 +5,7 @@ netlink_gen_ct, netlink_gen_bitwise, netlink_gen_cmp, netlink_gen_range, netlink
 byteorder step before ordered compares of host-order data), run by nft_vm.py.
 
 Every constant goes through the same parsers the closures use (nft_types.parse_value, nft_set.parse_key,
-nft_expr.resolve_set), so the two evaluators cannot disagree on what a rule says. A left-hand side or
+nft_cmp.resolve_set), so the two evaluators cannot disagree on what a rule says. A left-hand side or
 operator the VM does not have raises Punt: the rule gets a PUNT instruction where it would be.
 """
 
@@ -14,18 +14,15 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from flowpath.netfilter import nft_vm as V
+from flowpath.netfilter.nft_cmp import _fib_operand, _ifindex_numbers, _ifindex_operand, resolve_set
 from flowpath.netfilter.nft_expr import (
     _PAYLOAD,
     _PROTO_DEP,
     _RAW_BASE,
     ICMP_DEP_TYPES,
     NftCtx,
-    _fib_operand,
-    _ifindex_numbers,
-    _ifindex_operand,
     build_ct,
     build_meta,
-    resolve_set,
 )
 from flowpath.netfilter.nft_exthdr import build_rt_load
 from flowpath.netfilter.nft_fib import build_fib, fib_flags
@@ -311,9 +308,9 @@ def _flags(em: Emitter, val: Val, mask: int, want_any: bool) -> None:
 
 
 def compile_match(em: Emitter, sets: SetTables, m: dict, ctx: NftCtx) -> None:
-    """{"match": ...} as nft_expr.build_match reads it, emitted as load + cmp/range/bitwise/lookup."""
+    """{"match": ...} as nft_cmp.build_match reads it, emitted as load + cmp/range/bitwise/lookup."""
     opname, left, right = m.get("op", "=="), m.get("left"), m.get("right")
-    if isinstance(left, dict) and "fib" in left:  # as nft_expr.build_match reads the right-hand side
+    if isinstance(left, dict) and "fib" in left:  # as nft_cmp.build_match reads the right-hand side
         _, dtype, bits = _fib_operand(left["fib"], right, ctx)
         if dtype == "iface_index":
             right, dtype = _ifindex_operand(right, ctx), "integer"

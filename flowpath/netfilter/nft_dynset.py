@@ -15,7 +15,8 @@ NftVm.fallback) and a lookup in a set the path updates punts too (nft_compile_ex
 from __future__ import annotations
 
 from flowpath.netfilter import constants as C
-from flowpath.netfilter.nft_expr import Load, NftCtx, Op, build_load, resolve_set
+from flowpath.netfilter.nft_cmp import resolve_set
+from flowpath.netfilter.nft_expr import Load, NftCtx, Op, build_load
 from flowpath.netfilter.nft_set import NftSet, parse_key
 from flowpath.netfilter.nft_types import NftBuildError
 

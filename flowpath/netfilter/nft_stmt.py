@@ -17,8 +17,9 @@ import numpy as np
 from flowpath.config.nft.validate import expr_hooks
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
+from flowpath.netfilter.nft_cmp import build_match, resolve_set
 from flowpath.netfilter.nft_dynset import build_dynset, build_meter, named_data_map
-from flowpath.netfilter.nft_expr import NftCtx, Op, build_load, build_match, resolve_set
+from flowpath.netfilter.nft_expr import NftCtx, Op, build_load
 from flowpath.netfilter.nft_exthdr import build_tcpopt_set, build_tcpopt_strip
 from flowpath.netfilter.nft_meta_set import build_meta_ct_set
 from flowpath.netfilter.nft_payload_set import build_payload_set
