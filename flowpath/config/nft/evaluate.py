@@ -21,6 +21,7 @@ from flowpath.config.nft.evaluate_exthdr import (
     tcpopt_set_check,
 )
 from flowpath.config.nft.evaluate_fib import fib_selector, ipsec_selector
+from flowpath.config.nft.evaluate_value import _bits, _int, _prefix, _range, sym_value
 from flowpath.config.nft.exthdr import EXTHDR
 from flowpath.config.nft.payload import dependency_kill
 from flowpath.config.nft.payload_ll import link_update
@@ -96,35 +97,6 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
 
 
 # --- values ------------------------------------------------------------------------------------------
-def sym_value(ctx_err: Any, dtype: str, s: Any) -> Any:
-    if not isinstance(s, Sym):
-        raise ctx_err(s, "expected a single value")
-    try:
-        return dt.parse_value(dtype, s.text, s.quoted)
-    except dt.DatatypeError as e:
-        raise ctx_err(s.tok, str(e)) from None
-
-
-def _prefix(err: Any, dtype: str, addr: Sym, length: int, tok: Any) -> Any:
-    width = dt.type_width(dtype)
-    if not dt.prefix_ok(dtype):
-        raise err(tok, "Prefix expression is not valid for this type")
-    if length > width:
-        raise err(tok, f"Prefix length {length} is invalid for type of {width} bits width")
-    v = dt.value_num(dtype, sym_value(err, dtype, addr))
-    v &= ((1 << width) - 1) ^ ((1 << (width - length)) - 1)
-    if length == width:
-        return dt.num_value(dtype, v)
-    return {"prefix": {"addr": dt.num_value(dtype, v), "len": length}}
-
-
-def _range(err: Any, dtype: str, r: Range) -> dict:
-    lo, hi = sym_value(err, dtype, r.lo), sym_value(err, dtype, r.hi)
-    if dt.value_num(dtype, lo) > dt.value_num(dtype, hi):
-        raise err(r.tok, "Range has zero or negative size")
-    return {"range": [lo, hi]}
-
-
 def elem_value(err: Any, dtype: str, x: Any) -> Any:
     """JSON of one set element: value, range or prefix (concatenations and `*`: evaluate_set.py)."""
     if _es.needs_ext(dtype, [x]):
@@ -143,13 +115,6 @@ def elem_value(err: Any, dtype: str, x: Any) -> Any:
             out = {"|": [out, sym_value(err, dtype, i)]}
         return out
     raise err(x, "invalid set element")
-
-
-def _int(err: Any, s: Sym) -> int:
-    try:
-        return int(s.text, 0)
-    except ValueError:
-        raise err(s.tok, f"invalid prefix length {s.text}") from None
 
 
 def set_json(err: Any, dtype: str, elems: list[Any], anonymous: bool, merge: bool, interval: bool) -> list:
@@ -289,16 +254,6 @@ def rhs_json(ctx: Ctx, left: dict, dtype: str, op: str | None, rhs: Any) -> dict
     if isinstance(rhs, ListX):
         raise err(rhs.tok, "a list of values is only valid for bitmask types; use a set { a, b }")
     return _match(op or "==", left, elem_value(err, dtype, rhs))
-
-
-def _bits(err: Any, dtype: str, x: Any) -> Any:
-    items = x.items if isinstance(x, ListX) else [x]
-    vals = {}
-    for i in items:
-        v = sym_value(err, dtype, i)
-        vals[dt.value_num(dtype, v)] = v
-    out = [vals[k] for k in sorted(vals)]
-    return out[0] if len(out) == 1 else out
 
 
 # --- statements --------------------------------------------------------------------------------------

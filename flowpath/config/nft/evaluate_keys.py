@@ -16,8 +16,9 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, ListX, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate import selector, sym_value
+from flowpath.config.nft.evaluate import selector
 from flowpath.config.nft.evaluate_set import map_lookup
+from flowpath.config.nft.evaluate_value import sym_value
 
 # src/expression.c › binop: the JSON operator of each grammar alias
 BINOPS = {"bit_or": "|", "bit_xor": "^", "bit_and": "&", "bit_lshift": "<<", "bit_rshift": ">>"}

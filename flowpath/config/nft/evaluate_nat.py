@@ -14,8 +14,9 @@ from typing import Any
 from lark import Token, Tree
 
 from flowpath.config.nft.ast import Ctx, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate import _is_l4_sel, _prefix, sym_value
+from flowpath.config.nft.evaluate import _is_l4_sel
 from flowpath.config.nft.evaluate_set import key_parts, map_lookup
+from flowpath.config.nft.evaluate_value import _prefix, sym_value
 from flowpath.config.nft.segtree import interval_elems
 
 _NAT_FLAGS = ("random", "fully-random", "persistent")  # the order nft prints them in

@@ -14,8 +14,9 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate import _is_l4_sel, _match, map_json, selector, sym_value
+from flowpath.config.nft.evaluate import _is_l4_sel, _match, map_json, selector
 from flowpath.config.nft.evaluate_nat import _l3_context, _nat_port
+from flowpath.config.nft.evaluate_value import sym_value
 from flowpath.config.nft.payload_ll import reject_evaluate
 
 REJECT_DEFAULT = {"ip": "icmp", "ip6": "icmpv6", "inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx"}
