@@ -2,7 +2,7 @@
 
 Linux: nftables src/evaluate.c › stmt_evaluate_log, stmt_evaluate_reject, stmt_evaluate_queue,
 stmt_evaluate_tproxy and stmt_evaluate_dup; src/statement.c › log_stmt_print, queue_stmt_print,
-tproxy_stmt_print, dup_stmt_print (printer.py lists them); src/socket.c and src/osf.c (parser_bison.y ›
+tproxy_stmt_print, dup_stmt_print (printer_stmt.py lists them); src/socket.c and src/osf.c (parser_bison.y ›
 socket_expr, osf_expr, osf_ttl).
 """
 

@@ -27,10 +27,9 @@ from flowpath.config.nft.printer import (
     flowtable_print,
     obj_print,
     rule_print,
-    set_elems_str,
     set_print,
-    stmt_print,
 )
+from flowpath.config.nft.printer_stmt import set_elems_str, stmt_print
 from flowpath.errors import ConfigError
 
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
