@@ -21,7 +21,8 @@ from flowpath.config.nft.evaluate_set import set_stmt_dynamic
 from flowpath.config.nft.family import needs_device
 from flowpath.config.nft.ir import Chain, Flowtable, Loc, Obj, Rule, Ruleset, Set, Table
 from flowpath.config.nft.json import json_dumps
-from flowpath.config.nft.parser import HOOKS, s32
+from flowpath.config.nft.parser import HOOKS, TABLE_FLAGS, s32
+from flowpath.config.nft.parser_block import SET_FLAGS, SET_TYPES
 from flowpath.config.nft.printer import (
     chain_print,
     flowtable_print,
@@ -33,9 +34,6 @@ from flowpath.config.nft.printer_stmt import set_elems_str, stmt_print
 from flowpath.errors import ConfigError
 
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
-SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service", "inet_proto", "ifname", "mark")
-SET_FLAGS = ("constant", "interval", "timeout", "dynamic")
-TABLE_FLAGS = ("dormant", "owner")
 FLOWTABLE_FLAGS = ("offload", "counter")
 # what a value of the wrong shape raises inside the printers that check a statement
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
