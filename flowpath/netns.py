@@ -104,7 +104,8 @@ class Net:
         if ruleset is not None and self.flowtable:  # a device the network file lacks: file:line:col
             ruleset.check_flowtable_devices({lk.name for lk in self.dev.links.values()})
         rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
-        netdev_check(rs_json, ruleset.path if ruleset is not None else "<ruleset>")
+        if ruleset is not None:
+            netdev_check(ruleset)
         nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
         uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
         nf = Netfilter(nft, self.conntrack, self._masq_addr, self.defrag)

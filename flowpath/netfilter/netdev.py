@@ -14,7 +14,7 @@ not take).
 
 from __future__ import annotations
 
-from flowpath.errors import ConfigError
+from flowpath.config.nft.ir import Ruleset
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime, _names, nft_do_chain
 from flowpath.packet.reason import Reason
@@ -41,27 +41,26 @@ def has_ingress_chains(nft: NftRuntime | None) -> bool:
     return nft is not None and bool(nft.base_chains(C.NFPROTO_NETDEV, C.NF_NETDEV_INGRESS))
 
 
-def netdev_check(rs_json: dict, path: str) -> None:
-    """Raise ConfigError for a netdev chain the datapath cannot run as Linux would (module docstring)."""
-    items = [
-        next(iter(i.items())) for i in rs_json.get("nftables", []) if isinstance(i, dict) and len(i) == 1
-    ]
-    chains = {(o["table"], o["name"]): o for k, o in items if k == "chain" and o.get("family") == "netdev"}
-    flowtables = [o for k, o in items if k == "flowtable"]
-    for (table, name), c in chains.items():
-        where = f"netdev {table} {name}"
-        if c.get("hook") == "egress":
-            raise ConfigError(path, 0, 0, f"chain {where}: flowpath does not run netdev egress chains")
-        if "hook" not in c:
+def netdev_check(rs: Ruleset) -> None:
+    """Raise ConfigError, at the chain or rule, for a netdev chain the datapath cannot run as Linux
+    would (module docstring)."""
+    for t in rs.tables:
+        if t.family != "netdev":
             continue
-        devs = _names(c.get("dev"))
-        for ft in flowtables:
-            shared = set(_names(ft.get("dev"))) & set(devs) if devs else set(_names(ft.get("dev")))
-            if shared and int(c.get("prio", 0)) <= int(ft.get("prio", 0)):
-                raise ConfigError(path, 0, 0, f"chain {where}: runs before flowtable {ft['name']} on "
-                                  f"{', '.join(sorted(shared))}, which forwards without it: give it a "
-                                  "priority above the flowtable's")  # fmt: skip
-    for k, o in items:
-        if k == "rule" and o.get("family") == "netdev" and any("reject" in s for s in o.get("expr", [])):
-            raise ConfigError(path, 0, 0, f"rule netdev {o['table']} {o['chain']}: flowpath does not send "
-                              "a netdev chain's reject")  # fmt: skip
+        for c in t.chains.values():
+            where = f"chain netdev {t.name} {c.name}"
+            if c.hook == "egress":
+                raise rs.error(c.loc, f"{where}: flowpath does not run netdev egress chains")
+            if c.hook is None:
+                continue
+            devs = set(_names(c.dev))
+            for tt in rs.tables:
+                for ft in tt.flowtables.values():
+                    shared = set(ft.devices) & devs if devs else set(ft.devices)
+                    if shared and (c.prio or 0) <= (ft.prio or 0):
+                        raise rs.error(c.loc, f"{where}: runs before flowtable {ft.name} on "
+                                       f"{', '.join(sorted(shared))}, which forwards without it: give it a "
+                                       "priority above the flowtable's")  # fmt: skip
+            for r in c.rules:
+                if any("reject" in x for x in r.expr):
+                    raise rs.error(r.loc, f"{where}: flowpath does not send a netdev chain's reject")

@@ -55,5 +55,6 @@ def test_ingress_chain_drops_before_the_ip_stack():
 )  # fmt: skip
 def test_what_the_gateway_cannot_run_is_refused_at_load(chain, msg):
     """The flowtable forwards its flows' packets without a chain that Linux runs before it."""
-    with pytest.raises(ConfigError, match=msg):
+    with pytest.raises(ConfigError, match=msg) as e:
         example_net(rules=with_netdev(chain))
+    assert e.value.line > 0 and e.value.col > 0  # at the chain or the rule
