@@ -17,12 +17,12 @@ from flowpath.netfilter import nft_vm as V
 from flowpath.netfilter.nft_cmp import _fib_operand, _ifindex_numbers, _ifindex_operand, resolve_set
 from flowpath.netfilter.nft_expr import (
     _PAYLOAD,
-    _PROTO_DEP,
     _RAW_BASE,
     ICMP_DEP_TYPES,
     NftCtx,
     build_ct,
     build_meta,
+    payload_dep,
 )
 from flowpath.netfilter.nft_exthdr import build_rt_load
 from flowpath.netfilter.nft_fib import build_fib, fib_flags
@@ -107,7 +107,7 @@ def _emit_shift_mask(em: Emitter, dreg: int, n: int, shift: int, mask: int) -> N
     em.emit(V.OP_BITWISE, dreg, dreg, n, em.const(mask.to_bytes(n, "big")), em.const(bytes(n)))
 
 
-def compile_payload(em: Emitter, p: dict, dreg: int) -> Val:
+def compile_payload(em: Emitter, p: dict, dreg: int, family: str) -> Val:
     """nft_payload_eval with nft_expr's field table and implicit dependencies."""
     if "base" in p:
         base, off_bits, len_bits = _RAW_BASE.get(p["base"]), int(p["offset"]), int(p["len"])
@@ -127,7 +127,7 @@ def compile_payload(em: Emitter, p: dict, dreg: int) -> Val:
             raise Punt("raw payload wider than a register")
     else:
         off, n, shift, mask, dtype = _PAYLOAD[p.get("protocol"), p.get("field")]
-        base, l3, l4 = _PROTO_DEP[p["protocol"]]
+        base, l3, l4 = payload_dep(p["protocol"], family)
         first, bits = off, mask.bit_length() if mask else n * 8
         mask = mask or (1 << (8 * n)) - 1
         types = ICMP_DEP_TYPES.get((p["protocol"], p["field"]))
@@ -159,7 +159,7 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         raise NftBuildError(f"unsupported expression {e!r}")
     (kind, arg), = e.items()  # fmt: skip
     if kind == "payload":
-        return compile_payload(em, arg, dreg)
+        return compile_payload(em, arg, dreg, ctx.family)
     if kind == "meta":
         _, dtype, bits = build_meta(arg)
         if arg["key"] not in _META:

@@ -73,6 +73,16 @@ _PROTO_DEP = {
     "dccp": (_TH, 0, L.IPPROTO_DCCP), "ah": (_TH, 0, L.IPPROTO_AH), "esp": (_TH, 0, L.IPPROTO_ESP),
     "comp": (_TH, 0, L.IPPROTO_COMP), "igmp": (_TH, L.ETH_P_IP, L.IPPROTO_IGMP),
 }  # fmt: skip
+
+
+def payload_dep(proto: str, family: str) -> tuple[int, int, int]:
+    """(base, l3proto, l4proto) a field of `proto` is loaded behind. nft's dependency for icmp, icmpv6
+    and igmp is `meta l4proto` alone in an ip or ip6 table (an IPv4 packet may carry ICMPv6: the kernel
+    matches it); in inet, bridge and netdev nft puts the network protocol in front too."""
+    base, l3, l4 = _PROTO_DEP[proto]
+    if family in ("ip", "ip6") and proto in ("icmp", "icmpv6", "igmp"):
+        l3 = 0
+    return base, l3, l4
 # (protocol, field) -> (offset, length in bytes, right shift, mask (0: none), datatype)
 _PAYLOAD = {
     ("ether", "daddr"): (L.ETH.h_dest, 6, 0, 0, "ether_addr"),
@@ -225,7 +235,7 @@ def _payload_fn(base: int, l3: int, l4: int, off: int, n: int, shift: int, mask:
     return load
 
 
-def build_payload(p: dict) -> Load:
+def build_payload(p: dict, family: str) -> Load:
     if "base" in p:  # raw payload: @nh,96,32
         base, off_bits, len_bits = _RAW_BASE.get(p["base"]), int(p["offset"]), int(p["len"])
         if base is None or len_bits <= 0:
@@ -239,7 +249,7 @@ def build_payload(p: dict) -> Load:
     if (proto, fld) not in _PAYLOAD:
         raise NftBuildError(f"unsupported payload field {proto} {fld}")
     off, n, shift, mask, dtype = _PAYLOAD[proto, fld]
-    base, l3, l4 = _PROTO_DEP[proto]
+    base, l3, l4 = payload_dep(proto, family)
     bits = mask.bit_length() if mask else n * 8
     fn = _payload_fn(base, l3, l4, off, n, shift, mask)
     if (proto, fld) in ICMP_DEP_TYPES:
@@ -371,7 +381,7 @@ def build_load(e: object, ctx: NftCtx) -> Load:
     if isinstance(e, dict) and len(e) == 1:
         (kind, arg), = e.items()  # fmt: skip
         if kind == "payload":
-            return build_payload(arg)
+            return build_payload(arg, ctx.family)
         if kind == "meta":
             return build_meta(arg)
         if kind == "ct":

@@ -100,6 +100,7 @@ CASES = [
     ("meta l4proto tcp @th,16,16 22", [v4(TCP(dport=22))], [v4(UDP(dport=22))]),
     ("ip saddr & 0xffff0000 == 0x0a070000", [v4(UDP())], [v4(UDP(), src="10.9.0.5")]),
     ("ip saddr & 0xff == 1", [v4(UDP())], [v4(UDP(), src="10.7.0.5")]),
+    ("icmp type redirect", [icmp_raw(5, 1, bytes(4))], [icmp_raw(8, 0, bytes(4))]),
 ]  # fmt: skip
 
 
@@ -130,6 +131,20 @@ def test_rule_matches_its_packets(rule, hits, misses):
     if "sctp chunk" not in rule:  # exthdr sctp stays with the closures (a PUNT)
         assert vm_rt.vm.compiled == [(1, 1)], "the VM runs the rule itself"
         assert not sum(vm_rt.nft_fallback().values())
+
+
+def test_icmpv6_in_an_ip_table_depends_on_l4proto_only():
+    """In an ip table nft's dependency for `icmpv6 type` is `meta l4proto ipv6-icmp` alone (nftables
+    tests/py ip/meta.t.payload): an IPv4 packet carrying ICMPv6 matches, in the VM and the closures."""
+    text = _text(["icmpv6 type destination-unreachable drop"]).replace("table inet", "table ip")
+    vm_rt, ref_rt = (NftRuntime.from_json(parse_ruleset(text).to_json()) for _ in range(2))
+    (vm_chain,), (ref_chain,) = vm_rt.chains, ref_rt.chains
+    hit = IP(src=A4, dst=B4, proto=58) / Raw(bytes([1, 0, 0, 0]) + bytes(4))
+    miss = IP(src=A4, dst=B4, proto=58) / Raw(bytes([2, 0, 0, 0]) + bytes(4))
+    for p, want in ((hit, C.NF_DROP), (miss, C.NF_ACCEPT), (icmp_raw(1, 0, bytes(4)), C.NF_ACCEPT)):
+        assert nft_do_chain(vm_chain, _pkt(p)) == want, p.summary()
+        assert nft_do_chain_closures(ref_chain, _pkt(p)) == want, p.summary()
+    assert vm_rt.vm.compiled == [(1, 1)]
 
 
 @pytest.mark.root

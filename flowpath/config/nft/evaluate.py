@@ -90,7 +90,7 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     field = dt.PAYLOAD_ALIASES.get((proto, str(field)), field)
     if str(field) not in dt.PAYLOAD_FIELDS[proto]:
         raise ctx.error(field, "syntax error, unexpected string")
-    l3 = {"ip": "ip", "icmp": "ip", "igmp": "ip", "ip6": "ip6", "icmpv6": "ip6"}.get(proto)
+    l3 = {"ip": "ip", "ip6": "ip6"}.get(proto)  # icmp, icmpv6, igmp: an l4proto, in either family (as nft)
     if l3 and fam in ("ip", "ip6") and l3 != fam:
         raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {l3}")
     return {"payload": {"protocol": proto, "field": str(field)}}, dt.PAYLOAD_FIELDS[proto][str(field)]

@@ -133,7 +133,7 @@ def _l3_context(prev: list) -> str | None:
 def stmt_masq_redir(kind: str) -> Any:
     def stmt(ctx: Ctx, t: Tree, prev: list) -> dict:
         args: dict[str, Any] = {}
-        for c in t.children:
+        for c in (c for c in t.children if isinstance(c, Tree)):  # not the REDIRECT keyword
             if c.data == "nat_port":
                 args["port"] = _nat_port(ctx, c, prev)
             elif c.data == "nat_port_map":

@@ -63,7 +63,8 @@ def link_update(ctx: Any, sel: Tree, left: dict, op: str | None, right: Any) -> 
         if lk.protocol is not None or lk.ll_next not in (None, *_VLAN_TPID):
             raise ctx.error(sel, "conflicting protocols specified: ether vs. vlan")
         lk.ll_next = None
-    elif p in _NET_OF:
+    elif p in _NET_OF and (p not in ("icmp", "icmpv6") or ctx.table.family in ("bridge", "netdev")):
+        # in ip, ip6 and inet an icmp header depends on meta l4proto only (either family may carry it)
         pinned, net = _pinned(lk), _NET_OF[p]
         if pinned is not None and pinned != net:
             raise ctx.error(sel, f"conflicting protocols specified: {pinned} vs. {net}")
