@@ -191,6 +191,7 @@ def map_elements(m: Any, existing: list, pairs: list, err: Any, defines: dict | 
 
 
 def _st_vmap(ctx: Ctx, t: Tree, prev: list) -> dict:
+    _es.key_typed(ctx, t.children[0])
     left, dtype = selector(ctx, t.children[0])
     data = t.children[1]
     if data.data == "set_ref":
@@ -292,6 +293,8 @@ def _st_match(ctx: Ctx, t: Tree, prev: list) -> dict:
     if isinstance(rest[0], Tree) and rest[0].data == "relop":
         op, rest = _OPS[rest[0].children[0].type], rest[1:]
     rhs = rhs_ast(rest[0], ctx.defines, ctx.error)
+    if isinstance(rhs, (SetRef, SetX)):
+        _es.key_typed(ctx, t.children[0])
     m = rhs_json(ctx, left, dtype, op, rhs)
     if t.children[0].data == "raw_sel":
         m = evp.raw_match(ctx, t.children[0], rest[0], m)

@@ -63,8 +63,18 @@ def time_seconds(t: Tree) -> int:
 # --- keys: `ip saddr . tcp dport` ----------------------------------------------------------------------------
 def concat_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     """Linux: evaluate.c › expr_evaluate_concat: each part a selector, the type their concatenation."""
+    for c in t.children:
+        key_typed(ctx, c)
     parts = [ev.selector(ctx, c) for c in t.children]
     return {"concat": [j for j, _ in parts]}, CONCAT_SEP.join(d for _, d in parts)
+
+
+def key_typed(ctx: Ctx, t: Tree) -> None:
+    """A set's, map's or concatenation's key is typed by its expression alone: a `ct original|reply`
+    address must name its family there (evaluate.c › expr_evaluate_ct; a plain match takes it from the
+    value)."""
+    if t.data == "ct_dir_sel" and len(t.children) == 3 and str(t.children[2]) in ("saddr", "daddr"):
+        raise ctx.error(t, "specify either ip or ip6 for address matching")
 
 
 def key_parts(left: dict) -> list[dict]:
@@ -301,6 +311,7 @@ def stmt_meter(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 def map_lookup(ctx: Ctx, t: Tree, vtype: str) -> dict:
     """`ip saddr map { 1.1.1.1 : 0x1, * : 0x2 }` or `... map @m` as a value of type `vtype`."""
+    key_typed(ctx, t.children[0])
     key, kdtype = ev.selector(ctx, t.children[0])
     data = t.children[1]
     if data.data == "set_ref":
