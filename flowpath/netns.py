@@ -11,7 +11,7 @@ import copy
 import json
 from typing import NamedTuple
 
-from flowpath.errors import UsageError
+from flowpath.errors import ConfigError, UsageError
 from flowpath.flowtable import NF_FLOWTABLE_COUNTER, Flowtable
 from flowpath.inet.icmp import IcmpSender
 from flowpath.netfilter import constants as C
@@ -44,6 +44,17 @@ class NftBuild(NamedTuple):
     nf: Netfilter
     flowtables: dict
     rs_json: dict
+
+
+def _at_rule(ruleset, e: ConfigError) -> ConfigError:
+    """A rule the runtime cannot build, reported at the rule in the ruleset's file (its line and column)."""
+    family, table, chain, handle = getattr(e, "rule", (None,) * 4)
+    t = ruleset.table(family, table) if family is not None else None
+    c = t.chains.get(chain) if t is not None else None
+    rule = next((r for r in c.rules if r.handle == handle), None) if c is not None else None
+    if rule is None or rule.loc is None:
+        return e
+    return ruleset.error(rule.loc, e.msg)
 
 
 class Net:
@@ -106,7 +117,10 @@ class Net:
         rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
         if ruleset is not None:
             netdev_check(ruleset)
-        nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
+        try:
+            nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
+        except ConfigError as e:
+            raise _at_rule(ruleset, e) from None
         uses_rt = '{"rt": ' in json.dumps(rs_json)  # only then does FORWARD need the route back's MTU
         nf = Netfilter(nft, self.conntrack, self._masq_addr, self.defrag)
         flowtables = self._flowtables(rs_json, nft) if self.flowtable else {}

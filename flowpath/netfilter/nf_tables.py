@@ -386,7 +386,9 @@ class NftRuntime:
             expr = ll_expand(o.get("expr", []))  # vlan matches as their bytecode loads them
             ops = tuple(build_stmt(stmt, ctx, info) for stmt in expr)
         except _MALFORMED as e:
-            raise self._err(f"{where}: {e}") from None
+            err = self._err(f"{where}: {e}")
+            err.rule = (o.get("family"), o.get("table"), o.get("chain"), o.get("handle"))  # for Net: its line
+            raise err from None
         rule = Rule(int(o.get("handle", 0)), ops, info.counters, chain, info, list(expr))
         chain.rules.append(rule)
         stmts = [

@@ -38,6 +38,7 @@ REFUSED = {
     "synproxy": "flowpath has no SYN proxy (SYN cookies)",
     "tproxy": "flowpath has no local sockets to divert to",
     "dup": "flowpath does not duplicate packets",
+    "fwd": "flowpath does not forward from netdev ingress to a device",
     # expressions (nft_socket.c, nft_osf.c)
     "socket": "flowpath has no local sockets to look up",
     "osf": "flowpath has no OS fingerprints (nfnetlink_osf) to match",

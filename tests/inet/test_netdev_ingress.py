@@ -51,6 +51,8 @@ def test_ingress_chain_drops_before_the_ip_stack():
         ("\t\ttype filter hook ingress device lan0 priority filter;", "runs before flowtable ft on lan0"),
         ("\t\ttype filter hook egress device lan0 priority 10;", "does not run netdev egress chains"),
         ("\t\ttype filter hook ingress device lan0 priority 10;\n\t\treject", "does not send a netdev chain's reject"),
+        ("\t\ttype filter hook ingress device lan0 priority 10;\n\t\tfwd to \"wan0\"", "does not forward from netdev"),
+        ("\t\ttype filter hook ingress device lan0 priority 10;\n\t\tdup to \"wan0\"", "does not duplicate packets"),
     ],
 )  # fmt: skip
 def test_what_the_gateway_cannot_run_is_refused_at_load(chain, msg):

@@ -544,6 +544,6 @@ _STMT.update(nat_stmt=_nat.stmt_nat, masq_stmt=_nat.stmt_masq_redir("masquerade"
 _STMT.update(log_stmt=_stmt.stmt_log, reject_stmt=_stmt.stmt_reject)
 _STMT.update(counter_bp=_st_counter, quota_stmt=_obj.stmt_quota,
              objref_stmt=_obj.stmt_objref, synproxy_stmt=_obj.stmt_synproxy, queue_stmt=_stmt.stmt_queue,
-             tproxy_stmt=_stmt.stmt_tproxy, dup_stmt=_stmt.stmt_dup)  # fmt: skip
+             tproxy_stmt=_stmt.stmt_tproxy, dup_stmt=_stmt.stmt_dup, fwd_stmt=_stmt.stmt_dup)  # fmt: skip
 
 __all__ = ["rule_evaluate", "set_elements", "ConfigError"]

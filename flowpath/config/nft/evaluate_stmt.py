@@ -14,8 +14,9 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate import _is_l4_sel, _match, map_json, selector
+from flowpath.config.nft.evaluate import _is_l4_sel, _match
 from flowpath.config.nft.evaluate_nat import _l3_context, _nat_port
+from flowpath.config.nft.evaluate_set import map_lookup
 from flowpath.config.nft.evaluate_value import sym_value
 from flowpath.config.nft.payload_ll import reject_evaluate
 
@@ -215,27 +216,34 @@ def stmt_tproxy(ctx: Ctx, t: Tree, prev: list) -> dict:
 
 
 def stmt_dup(ctx: Ctx, t: Tree, prev: list) -> dict:
-    """`dup to ADDR [device DEV]`, the address from a map too (ip and ip6 tables: their address type)."""
-    fam = ctx.table.family
-    if fam not in _ADDR_TYPE:
-        raise ctx.error(t, "dup in the inet and netdev families: flowpath does not take it")
-    dtype = _ADDR_TYPE[fam]
-    kids = t.children
-    out: dict[str, Any] = {}
-    if isinstance(kids[0], Tree) and kids[0].data == "value":
-        out["addr"] = sym_value(ctx.error, dtype, rhs_ast(kids[0], ctx.defines, ctx.error))
-        rest = kids[1:]
+    """Linux: nftables src/parser_bison.y › dup_stmt, fwd_stmt. `dup to ADDR [device DEV]` in ip and ip6
+    tables; in netdev `dup|fwd to DEV` or `fwd ip|ip6 to ADDR device DEV`; the address or device may
+    come from a map."""
+    kind, fam = t.data.removesuffix("_stmt"), ctx.table.family
+    kids = list(t.children)
+    family = str(kids.pop(0)) if isinstance(kids[0], Token) else None
+    if fam == "netdev":
+        dtype = _ADDR_TYPE[family] if family else "ifname"
+    elif kind == "dup" and fam in _ADDR_TYPE and family is None:
+        dtype = _ADDR_TYPE[fam]
     else:
-        key, kdtype = selector(ctx, kids[0])
-        pairs = [(rhs_ast(e.children[0], ctx.defines, ctx.error),
-                  sym_value(ctx.error, dtype, rhs_ast(e.children[1], ctx.defines, ctx.error)))
-                 for e in kids[1].children]  # fmt: skip
-        out["addr"] = {"map": {"key": key, "data": {"set": map_json(ctx.error, kdtype, pairs, True)}}}
-        rest = kids[2:]
-    if rest:
-        dev = rhs_ast(Tree("value", [rest[0]]), ctx.defines, ctx.error)
-        out["dev"] = dev.text
-    return {"dup": out}
+        raise ctx.error(t, "unsupported family")
+    target = kids[0]
+    if target.data == "map_lookup":
+        value = map_lookup(ctx, target, dtype)
+    else:
+        v = rhs_ast(target, ctx.defines, ctx.error)
+        value = v.text if dtype == "ifname" else sym_value(ctx.error, dtype, v)
+    dev = rhs_ast(Tree("value", [kids[1]]), ctx.defines, ctx.error).text if len(kids) > 1 else None
+    if dtype == "ifname":  # nft -j: dup names the device "addr", fwd "dev"
+        if dev is not None:
+            raise ctx.error(kids[1], "syntax error, unexpected device")
+        return {kind: {"addr" if kind == "dup" else "dev": value}}
+    if family and dev is None:
+        raise ctx.error(t, f"{kind} to an address in netdev needs its device")
+    if kind == "fwd":  # src/json.c › fwd_stmt_json's order
+        return {"fwd": {"dev": dev, "family": family, "addr": value}}
+    return {"dup": {"addr": value, **({"dev": dev} if dev is not None else {})}}
 
 
 def socket_osf_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:

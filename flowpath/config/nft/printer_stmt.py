@@ -468,20 +468,19 @@ def _tproxy_print(family: str, a: dict) -> str:
     return out
 
 
-def _dup_print(family: str, a: dict) -> str:
-    """Linux: src/statement.c › dup_stmt_print."""
+def _dup_print(family: str, a: dict, kind: str = "dup") -> str:
+    """Linux: src/statement.c › dup_stmt_print, fwd_stmt_print (`fwd ip to ADDR device DEV`)."""
+    _scalars(a, "family")
+    if family == "netdev" and not a.get("family"):  # to a device (dup names it "addr", fwd "dev")
+        dev = a["addr" if kind == "dup" else "dev"]
+        return f"{kind} to " + (expr_str("ifname", dev) if isinstance(dev, dict) else f'"{dev}"')
     _scalars(a, "dev")
-    addr = a["addr"]
-    dtype = "ipv6_addr" if family == "ip6" else "ipv4_addr"
-    if isinstance(addr, dict) and "map" in addr:
-        m = addr["map"]
-        kdtype = dt.selector_type(m["key"])
-        elems = ", ".join(f"{rhs_str(kdtype, k)} : {rhs_str(dtype, v)}" for k, v in m["data"]["set"])
-        text = f"{selector_str(m['key'])} map {{ {elems} }}"
-    else:
-        text = rhs_str(dtype, addr)
-    return f"dup to {text}" + (f' device "{a["dev"]}"' if "dev" in a else "")
+    fam = a.get("family") or family
+    dtype = "ipv6_addr" if fam == "ip6" else "ipv4_addr"
+    head = f"{kind} {a['family']} to " if a.get("family") else f"{kind} to "
+    return head + expr_str(dtype, a["addr"]) + (f' device "{a["dev"]}"' if "dev" in a else "")
 
 
 _STMT_PRINT = {"quota": _quota_print, "synproxy": _synproxy_print, "queue": _queue_print,
-               "tproxy": _tproxy_print, "dup": _dup_print}  # fmt: skip
+               "tproxy": _tproxy_print, "dup": _dup_print,
+               "fwd": lambda family, a: _dup_print(family, a, "fwd")}  # fmt: skip
