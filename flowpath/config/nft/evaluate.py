@@ -195,15 +195,7 @@ def _st_vmap(ctx: Ctx, t: Tree, prev: list) -> dict:
     left, dtype = selector(ctx, t.children[0])
     data = t.children[1]
     if data.data == "set_ref":
-        name = str(data.children[0])
-        m = ctx.table.sets.get(name)
-        if m is None:
-            raise ctx.error(data, f"No such file or directory (map '{name}')")
-        if m.map != "verdict":
-            raise ctx.error(data, "Expression is not a map")
-        if m.type != dtype:
-            raise ctx.error(data, f"datatype mismatch, expected {dtype}, map has type {m.type}")
-        return {"vmap": {"key": left, "data": "@" + name}}
+        return {"vmap": {"key": left, "data": "@" + _es.named_map(ctx, data, dtype, verdict=True).name}}
     pairs = []
     for e in data.children:
         verdict = e.children[1]

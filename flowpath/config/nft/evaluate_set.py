@@ -309,20 +309,27 @@ def stmt_meter(ctx: Ctx, t: Tree, prev: list) -> dict:
     return {"meter": {"key": key, "stmt": stmts[0], "size": size, "name": str(name)}}
 
 
+def named_map(ctx: Ctx, ref: Tree, kdtype: str, verdict: bool) -> Any:
+    """The map `@name` names, a verdict map or a data map as asked, keyed by `kdtype` (nft's errors)."""
+    name = str(ref.children[0])
+    m = ctx.table.sets.get(name)
+    if m is None:
+        raise ctx.error(ref, f"No such file or directory (map '{name}')")
+    if m.map is None or (m.map == "verdict") != verdict:
+        raise ctx.error(ref, "Expression is not a map")
+    if m.type != kdtype:
+        raise ctx.error(ref, f"datatype mismatch, expected {kdtype}, map has type {m.type}")
+    return m
+
+
 def map_lookup(ctx: Ctx, t: Tree, vtype: str) -> dict:
     """`ip saddr map { 1.1.1.1 : 0x1, * : 0x2 }` or `... map @m` as a value of type `vtype`."""
     key_typed(ctx, t.children[0])
     key, kdtype = ev.selector(ctx, t.children[0])
     data = t.children[1]
     if data.data == "set_ref":
-        name = str(data.children[0])
-        m = ctx.table.sets.get(name)
-        if m is None:
-            raise ctx.error(data, f"No such file or directory (map '{name}')")
-        if m.map is None or m.map == "verdict":
-            raise ctx.error(data, "Expression is not a map")
-        if m.type != kdtype:
-            raise ctx.error(data, f"datatype mismatch, expected {kdtype}, map has type {m.type}")
+        m = named_map(ctx, data, kdtype, verdict=False)
+        name = m.name
         if m.map != vtype and not (vtype.startswith("ipv") and m.map.split(CONCAT_SEP)[0] == vtype):
             raise ctx.error(data, f"datatype mismatch, expected {concat_desc(vtype)}, map has type {m.map}")
         return {"map": {"key": key, "data": "@" + name}}
