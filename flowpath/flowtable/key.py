@@ -37,6 +37,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from flowpath.packet.jhash import JHASH_INITVAL, jhash_final
+
 # struct flow_offload_tuple, key part (uint32 words of `key`)
 K_IIFIDX = 0  # int iifidx: the physical device (a VLAN's tags are in encap[], as Linux)
 K_PROTO = 1  # l3proto << 8 | l4proto | the encapsulation bits ENC_* (l3proto 4 or 6; Linux stores AF_INET/6)
@@ -276,26 +278,13 @@ def xmit_l2(w):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _rol32(x, r):
-    return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
-
-
-@njit(cache=True, nogil=True, inline="always")
 def tun_addr_hash(saddr, daddr):
     """The K_ENCAP word of an IPIP key under tunnel_key="hash": the v6 patch's encap id,
     __ipv4_addr_hash(saddr, daddr) = jhash_1word(saddr, daddr) (include/linux/jhash.h, unseeded, as
     there). Deviation: v6 stored it in the u16 encap.id; the K_ENCAP word keeps all 32 bits.
     Arguments and result are ints < 2**32 (int64 arithmetic, masked: no overflow)."""
-    iv = (daddr + 0xDEADBEEF + (1 << 2)) & 0xFFFFFFFF
-    a, b, c = (saddr + iv) & 0xFFFFFFFF, iv, iv
-    c = ((c ^ b) - _rol32(b, 14)) & 0xFFFFFFFF  # __jhash_final
-    a = ((a ^ c) - _rol32(c, 11)) & 0xFFFFFFFF
-    b = ((b ^ a) - _rol32(a, 25)) & 0xFFFFFFFF
-    c = ((c ^ b) - _rol32(b, 16)) & 0xFFFFFFFF
-    a = ((a ^ c) - _rol32(c, 4)) & 0xFFFFFFFF
-    b = ((b ^ a) - _rol32(a, 14)) & 0xFFFFFFFF
-    c = ((c ^ b) - _rol32(b, 24)) & 0xFFFFFFFF
-    return c
+    iv = (daddr + JHASH_INITVAL + (1 << 2)) & 0xFFFFFFFF  # jhash_1word: __jhash_nwords(a, 0, 0, iv + 4)
+    return jhash_final((saddr + iv) & 0xFFFFFFFF, iv, iv)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -22,6 +22,7 @@ from flowpath.config.nft.datatype_meta import ARPHRD
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.ct_layout import CT_ZONE
 from flowpath.netfilter.nft_types import NftBuildError
+from flowpath.packet.jhash import jhash
 
 ARPHRD_ETHER = ARPHRD["ether"]
 NF_CT_LABELS_MAX_SIZE = 128  # bits (nf_conntrack_labels.h)
@@ -186,73 +187,6 @@ def ct_label_set(ct, bits: int) -> None:
 def reciprocal_scale(val: int, ep_ro: int) -> int:
     """include/linux/math.h: val scaled into [0, ep_ro)."""
     return (val * ep_ro) >> 32
-
-
-def _rol32(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
-
-
-def _jhash_mix(a: int, b: int, c: int) -> tuple[int, int, int]:
-    m = 0xFFFFFFFF
-    a = (a - c) & m
-    a ^= _rol32(c, 4)
-    c = (c + b) & m
-    b = (b - a) & m
-    b ^= _rol32(a, 6)
-    a = (a + c) & m
-    c = (c - b) & m
-    c ^= _rol32(b, 8)
-    b = (b + a) & m
-    a = (a - c) & m
-    a ^= _rol32(c, 16)
-    c = (c + b) & m
-    b = (b - a) & m
-    b ^= _rol32(a, 19)
-    a = (a + c) & m
-    c = (c - b) & m
-    c ^= _rol32(b, 4)
-    b = (b + a) & m
-    return a, b, c
-
-
-def _jhash_final(a: int, b: int, c: int) -> int:
-    m = 0xFFFFFFFF
-    c ^= b
-    c = (c - _rol32(b, 14)) & m
-    a ^= c
-    a = (a - _rol32(c, 11)) & m
-    b ^= a
-    b = (b - _rol32(a, 25)) & m
-    c ^= b
-    c = (c - _rol32(b, 16)) & m
-    a ^= c
-    a = (a - _rol32(c, 4)) & m
-    b ^= a
-    b = (b - _rol32(a, 14)) & m
-    c ^= b
-    c = (c - _rol32(b, 24)) & m
-    return c
-
-
-def jhash(key: bytes, initval: int) -> int:
-    """include/linux/jhash.h › jhash (Bob Jenkins' lookup3 over bytes, little-endian words)."""
-    n = len(key)
-    a = b = c = (0xDEADBEEF + n + initval) & 0xFFFFFFFF
-    i = 0
-    while n - i > 12:
-        a = (a + int.from_bytes(key[i : i + 4], "little")) & 0xFFFFFFFF
-        b = (b + int.from_bytes(key[i + 4 : i + 8], "little")) & 0xFFFFFFFF
-        c = (c + int.from_bytes(key[i + 8 : i + 12], "little")) & 0xFFFFFFFF
-        a, b, c = _jhash_mix(a, b, c)
-        i += 12
-    tail = key[i:]
-    if not tail:
-        return c
-    tail = tail.ljust(12, b"\0")
-    a = (a + int.from_bytes(tail[0:4], "little")) & 0xFFFFFFFF
-    b = (b + int.from_bytes(tail[4:8], "little")) & 0xFFFFFFFF
-    c = (c + int.from_bytes(tail[8:12], "little")) & 0xFFFFFFFF
-    return _jhash_final(a, b, c)
 
 
 def build_numgen(arg: dict):

@@ -26,7 +26,7 @@ from flowpath.errors import ConfigError  # noqa: E402
 from flowpath.netfilter import constants as C  # noqa: E402
 from flowpath.netfilter.conntrack_tuple import NfConnTuple  # noqa: E402
 from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime, nft_do_chain, nft_do_chain_closures  # noqa: E402
-from flowpath.netfilter.nft_keys import jhash  # noqa: E402
+from flowpath.packet.jhash import jhash  # noqa: E402
 from flowpath.packet.skb import frame_array, skb_parse  # noqa: E402
 
 
