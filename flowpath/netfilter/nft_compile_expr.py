@@ -17,12 +17,12 @@ from flowpath.netfilter import nft_vm as V
 from flowpath.netfilter.nft_cmp import _fib_operand, _ifindex_numbers, _ifindex_operand, resolve_set
 from flowpath.netfilter.nft_expr import (
     _PAYLOAD,
-    _RAW_BASE,
     ICMP_DEP_TYPES,
     NftCtx,
     build_ct,
     build_meta,
     payload_dep,
+    raw_payload,
 )
 from flowpath.netfilter.nft_exthdr import build_rt_load
 from flowpath.netfilter.nft_fib import build_fib, fib_flags
@@ -110,19 +110,8 @@ def _emit_shift_mask(em: Emitter, dreg: int, n: int, shift: int, mask: int) -> N
 def compile_payload(em: Emitter, p: dict, dreg: int, family: str) -> Val:
     """nft_payload_eval with nft_expr's field table and implicit dependencies."""
     if "base" in p:
-        base, off_bits, len_bits = _RAW_BASE.get(p["base"]), int(p["offset"]), int(p["len"])
-        if base is None or len_bits <= 0:
-            raise NftBuildError(f"unsupported payload base {p['base']!r}")
-        first, last = off_bits // 8, (off_bits + len_bits - 1) // 8
-        n = last - first + 1
-        shift, mask, l3, l4, dtype, bits = (
-            n * 8 - (off_bits % 8) - len_bits,
-            (1 << len_bits) - 1,
-            0,
-            -1,
-            "integer",
-            len_bits,
-        )
+        base, first, n, shift, bits = raw_payload(p)
+        mask, l3, l4, dtype = (1 << bits) - 1, 0, -1, "integer"
         if n > IFNAMSIZ:
             raise Punt("raw payload wider than a register")
     else:

@@ -20,6 +20,7 @@ from typing import Callable, Mapping, NamedTuple
 from flowpath.config.nft.datatype import ICMP_DEP
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_exthdr import (
+    bit_span,
     build_exthdr_load,
     build_rt_load,
     build_sctp_chunk_load,
@@ -235,14 +236,18 @@ def _payload_fn(base: int, l3: int, l4: int, off: int, n: int, shift: int, mask:
     return load
 
 
+def raw_payload(p: dict) -> tuple[int, int, int, int, int]:
+    """{"payload": {"base", "offset", "len"}} (`@nh,96,32`): (base, first byte, byte count, right shift,
+    length in bits); the closures and the VM's compiler load it the same way."""
+    base, off_bits, len_bits = _RAW_BASE.get(p["base"]), int(p["offset"]), int(p["len"])
+    if base is None or len_bits <= 0:
+        raise NftBuildError(f"unsupported payload base {p['base']!r}")
+    return (base, *bit_span(off_bits, len_bits), len_bits)
+
+
 def build_payload(p: dict, family: str) -> Load:
     if "base" in p:  # raw payload: @nh,96,32
-        base, off_bits, len_bits = _RAW_BASE.get(p["base"]), int(p["offset"]), int(p["len"])
-        if base is None or len_bits <= 0:
-            raise NftBuildError(f"unsupported payload base {p['base']!r}")
-        first, last = off_bits // 8, (off_bits + len_bits - 1) // 8
-        n = last - first + 1
-        shift = n * 8 - (off_bits % 8) - len_bits
+        base, first, n, shift, len_bits = raw_payload(p)
         fn = _payload_fn(base, 0, _NOT_CHECKED, first, n, shift, (1 << len_bits) - 1)
         return Load(fn, "integer", len_bits)
     proto, fld = p.get("protocol"), p.get("field")

@@ -56,12 +56,19 @@ def _tcpopt_find(pkt, kind: int, need: int) -> int:
     return -1
 
 
+def bit_span(off_bits: int, len_bits: int) -> tuple[int, int, int]:
+    """(first byte, byte count, right shift) of a field of `len_bits` at bit `off_bits`: nft loads the
+    whole bytes (payload or exthdr offset and length), then a bitwise shifts and masks them
+    (nftables src/netlink_linearize.c › netlink_gen_payload with a sub-byte template)."""
+    first = off_bits // 8
+    n = (off_bits + len_bits + 7) // 8 - first
+    return first, n, n * 8 - off_bits % 8 - len_bits
+
+
 def _bytes(off_bits: int, len_bits: int) -> tuple[int, int, int, int]:
-    """(first byte, byte count, right shift, mask) of a field of `len_bits` at bit `off_bits`: nft loads
-    the bytes (NFTA_EXTHDR_OFFSET, NFTA_EXTHDR_LEN), then a bitwise narrows them (mask 0: none)."""
-    first, n = off_bits // 8, (off_bits + len_bits + 7) // 8 - off_bits // 8
+    """bit_span and the mask that narrows the bytes (0: none, the field is whole bytes)."""
     exact = off_bits % 8 == 0 and len_bits % 8 == 0
-    return first, n, n * 8 - off_bits % 8 - len_bits, 0 if exact else (1 << len_bits) - 1
+    return (*bit_span(off_bits, len_bits), 0 if exact else (1 << len_bits) - 1)
 
 
 def _value(d, o: int, n: int, shift: int, mask: int) -> int:
