@@ -14,9 +14,9 @@ not take).
 
 from __future__ import annotations
 
-from flowpath.config.nft.ir import Ruleset
+from flowpath.config.nft.ir import Ruleset, json_names
 from flowpath.netfilter import constants as C
-from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime, _names, nft_do_chain
+from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime, nft_do_chain
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
@@ -53,7 +53,7 @@ def netdev_check(rs: Ruleset) -> None:
                 raise rs.error(c.loc, f"{where}: flowpath does not run netdev egress chains")
             if c.hook is None:
                 continue
-            devs = set(_names(c.dev))
+            devs = set(json_names(c.dev))
             for tt in rs.tables:
                 for ft in tt.flowtables.values():
                     shared = set(ft.devices) & devs if devs else set(ft.devices)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
 from flowpath.config.nft.evaluate_obj import OBJ_KINDS
+from flowpath.config.nft.ir import json_names
 from flowpath.errors import ConfigError
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nat_range import NatRequest
@@ -214,12 +215,6 @@ def _items(obj: object) -> list:
     return out
 
 
-def _names(v: object) -> tuple[str, ...]:
-    if v is None:
-        return ()
-    return (v,) if isinstance(v, str) else tuple(v)
-
-
 def _prio(v: object) -> int:
     if isinstance(v, str) and v in C.NFT_PRIO_NAMES:
         return C.NFT_PRIO_NAMES[v]
@@ -333,7 +328,7 @@ class NftRuntime:
                 raise self._err(f"chain {o['family']} {o['table']} {o['name']}: bad type or policy")
             chain.type, chain.hook, chain.hookname = o.get("type", "filter"), hook, o["hook"]
             chain.prio, chain.policy = _prio(o.get("prio", 0)), _POLICY[o.get("policy", "accept")]
-            chain.devices = _names(o.get("dev"))
+            chain.devices = json_names(o.get("dev"))
         ctx.chains[chain.name] = chain
         self.chains.append(chain)
 
@@ -352,7 +347,7 @@ class NftRuntime:
                 self._add_elements(ctx, s, o.get("elem", []))
             elif kind == "flowtable":
                 ft = NftFlowtable(o["family"], o["table"], o["name"], o.get("hook", "ingress"),
-                                  _prio(o.get("prio", 0)), _names(o.get("dev")), _names(o.get("flags")))  # fmt: skip
+                                  _prio(o.get("prio", 0)), json_names(o.get("dev")), json_names(o.get("flags")))  # fmt: skip
                 ctx.flowtables[ft.name] = ft
                 self.flowtables.append(ft)
             else:  # a named stateful object (nft_objref.py)

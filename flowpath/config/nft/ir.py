@@ -194,6 +194,13 @@ class Ruleset:
         return ruleset_to_json(self)
 
 
+def json_names(v: Json) -> tuple[str, ...]:
+    """A JSON field nft writes as a string for one value and a list for several (absent: none)."""
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
 def anon_sets(obj: Json) -> int:
     """How many anonymous sets a rule's statements make (each takes a handle of the table's)."""
     if isinstance(obj, dict):  # {"set": [...]} is one; a set statement's {"set": {"op"...}} is not; a

@@ -15,6 +15,7 @@ from flowpath.config.nft.evaluate import _BYTE_UNITS, _byte_rate
 from flowpath.config.nft.evaluate_set import time_str
 from flowpath.config.nft.evaluate_stmt import LOG_FLAGS, REJECT_DEFAULT
 from flowpath.config.nft.exthdr import selector_text
+from flowpath.config.nft.ir import json_names
 from flowpath.config.nft.output import STATELESS
 
 _SET_NEWLINE = ",\n\t\t\t     "
@@ -29,14 +30,9 @@ def _quota_str(total: int, inv: bool, used: int) -> str:
     return out
 
 
-def _names(v: Any) -> list:
-    """A JSON field nft writes as a string for one value and a list for several."""
-    return [v] if isinstance(v, str) else list(v)
-
-
 def _flag_names(v: Any, known: tuple) -> list[str]:
-    """Flags as _names gives them, each one of `known` (in the order given)."""
-    flags = _names(v)
+    """Flags as json_names gives them, each one of `known` (in the order given)."""
+    flags = list(json_names(v))
     if any(f not in known for f in flags):
         raise ValueError(f"flags must be among {known}")
     return flags
@@ -392,7 +388,7 @@ def stmt_print(family: str, s: dict) -> str:
 def _log_flags_str(flags: Any) -> str:
     if not flags:
         return ""
-    got = set(LOG_FLAGS) if flags == "all" else set(_names(flags))
+    got = set(LOG_FLAGS) if flags == "all" else set(json_names(flags))
     if got == set(LOG_FLAGS):
         return " flags all"
     tcp = [x[4:] for x in LOG_FLAGS[:2] if x in got]
