@@ -24,6 +24,7 @@ from flowpath.inet.classic_lane_views import ClassicLane
 from flowpath.inet.dev import local_out_flush, netif_receive_skb, xfrm_rcv_decrypted
 from flowpath.inet.ip_fragment import ip_expire
 from flowpath.inet.neigh_output import neigh_timers
+from flowpath.inet.nf_dup_netdev import egress_devs, nf_hook_egress_hits
 from flowpath.inet.output_queue import OutputQueue
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nf_flow_table_ct import nf_flow_table_extend_ct_rows, nf_flow_table_gc
@@ -144,6 +145,7 @@ class Worker:
             dev_ok[list(ifindexes)] = True
             fts.append((ft, dev_ok))
         self.ingress = EarlyIngress(fts, nif, self.xfrm, self.stats, self.bulk)
+        self._egress = egress_devs(net, nif)  # None: no egress chain, the hits go as they are
         # the entries cache next hop addresses: hear of the neighbours' changes (only this net's)
         if old is not None:
             old.neigh.unregister_netevent_notifier(self._netevent)
@@ -320,6 +322,8 @@ class Worker:
         st.fastpath_packets += hits
         st.tx_packets += hits
         st.rx_packets += n
+        if self._egress is not None:
+            self._egress_hits(tx, 0)
         tx.torn = torn
         tx.slow_work = bool(torn) or hits < n or bool(self.ingress.parked) or bool(self._backlog_slow)
         return tx
@@ -369,6 +373,8 @@ class Worker:
             self._xfrm_flush(batch, lo, n)
             tx.hits.append(parked[verdict[parked] == _FF])
             xfrm_parked.clear()
+            if self._egress is not None:
+                self._egress_hits(tx, len(tx.hits) - 1)
         st.icmp_ratelimited = self.net.icmp.ratelimited
         return tx
 
@@ -383,6 +389,15 @@ class Worker:
         if last_ts > self.now_ns:
             self.now_ns = last_ts
         return punted
+
+    def _egress_hits(self, tx: TxList, first: int) -> None:
+        """The hits tx.hits[first:] through the egress chains of their devices (flowpath.inet.
+        nf_dup_netdev.nf_hook_egress_hits), under the shared lock: the chains' state is the
+        namespace's."""
+        with self.smp_lock:
+            for k in range(first, len(tx.hits)):
+                tx.hits[k] = nf_hook_egress_hits(self.net, self._q, tx.batch, tx.hits[k], self._egress, self.stats, tx.slow)
+            self._account(self._q)
 
     def _slow_frames(self, tx: TxList, i: int, k: int) -> int:
         """Queue what the classic path transmitted for packet i (from sequence k); the next k."""
@@ -446,8 +461,10 @@ class Worker:
             st.fastpath_packets += hits
             st.tx_packets += hits
             st.reasons[Reason.RPS_HANDOFF] -= hits
-            for i, _, ifx, _, _ in bt.rows():
-                tx.slow.append((-1, k, ifx, b.frame_bytes(i), int(b.ts_ns[i])))
+            if self._egress is not None:
+                self._egress_hits(bt, 0)
+            for i, _, ifx, f, ts_ns in bt.rows():
+                tx.slow.append((-1, k, ifx, b.frame_bytes(i), int(b.ts_ns[i])) if f is None else (-1, k, ifx, f, ts_ns))
                 k += 1
             for i in b.slow_idx[:nslow].tolist():
                 self._backlog_slow.append(items[i])
@@ -519,6 +536,7 @@ class Worker:
         if self.shared_timers:
             self.conntrack.gc(self.now_ns)
             tq = self._timer_q  # what timers send leaves ahead of the packet that ran this GC
+            tq.now_ns = self.now_ns
             # nf_defrag's timers: the expired queues' fragments are drops, some get time exceeded
             self.stats.resolve_held(Reason.FRAG_REASM_TIMEOUT, ip_expire(self.net, tq, self.now_ns))
             # the neighbours' timers: requests again, or failure with its drops and errors

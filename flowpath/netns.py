@@ -116,7 +116,7 @@ class Net:
             ruleset.check_flowtable_devices({lk.name for lk in self.dev.links.values()})
         rs_json = ruleset.to_json() if ruleset is not None else {"nftables": []}
         if ruleset is not None:
-            netdev_check(ruleset)
+            netdev_check(ruleset, {lk.name for lk in self.dev.links.values()})
         try:
             nft = NftRuntime.from_json(rs_json) if ruleset is not None else None
         except ConfigError as e:

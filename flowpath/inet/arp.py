@@ -36,8 +36,7 @@ def arp_rcv(net, q, skb: SkBuff) -> Reason:
             neigh_update_xmit(net, q, n, sha, NUD_STALE, skb.ts_ns)
         body = struct.pack(">HHBBH", L.ARPHRD_ETHER, L.ETH_P_IP, 6, 4, L.ARPOP_REPLY)
         body += link.address + struct.pack(">I", tip) + sha + struct.pack(">I", sip)
-        q.dev_queue_xmit(net, link, link_header(net, link, sha, L.ETH_P_ARP) + body)
-        q.generated += 1
+        q.xmit_generated(net, link, link_header(net, link, sha, L.ETH_P_ARP) + body)
         return Reason.LOCAL_IN
     n = net.neigh.neigh_lookup(4, sip, skb.iif)
     if n is not None:
@@ -50,7 +49,8 @@ def arp_rcv(net, q, skb: SkBuff) -> Reason:
 def arp_solicit(net, q, n: Neighbour, saddr: int | None) -> bool:
     """arp_solicit: a request for n's address, broadcast (unicast to the known address when PROBE),
     from `saddr` when it is ours (arp_announce 0), else the device's address towards the target
-    (inet_select_addr). False when the device has no address to send from."""
+    (inet_select_addr). False when the device has no address to send from. Counted as generated
+    (or as a generated drop) here."""
     if saddr is None or not net.is_local(4, saddr):
         saddr = net.inet_select_addr(n.ifindex, 4, n.primary_key)
         if saddr is None:
@@ -59,5 +59,5 @@ def arp_solicit(net, q, n: Neighbour, saddr: int | None) -> bool:
     dst = n.ha if n.nud_state == NUD_PROBE else _BCAST
     body = struct.pack(">HHBBH", L.ARPHRD_ETHER, L.ETH_P_IP, 6, 4, L.ARPOP_REQUEST)
     body += link.address + struct.pack(">I", saddr) + bytes(6) + struct.pack(">I", n.primary_key)
-    q.dev_queue_xmit(net, link, link_header(net, link, dst, L.ETH_P_ARP) + body)
+    q.xmit_generated(net, link, link_header(net, link, dst, L.ETH_P_ARP) + body)
     return True

@@ -44,7 +44,7 @@ from flowpath.inet.classic_lane_state import (
 )
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.ct_layout import CT_HOT_ROW
-from flowpath.netfilter.netdev import has_ingress_chains
+from flowpath.netfilter.netdev import has_netdev_chains
 from flowpath.netfilter.nf_conntrack_table import CTR_FREE_TOP
 from flowpath.netfilter.nf_nat_core import NR_WORDS
 from flowpath.netfilter.nft_vm import NFT_JUMP_STACK_SIZE, NFT_REG_FILE, OUT_SIZE, PM_SIZE
@@ -117,8 +117,10 @@ class ClassicLane:
         self._fent = tuple(np.zeros_like(a) for a in self._no_ft._ent)
 
     def usable(self, net, batch_n: int) -> bool:
-        """Can the lane run on this poll? Not with IPsec (the policy checks are Python's)."""
-        if net.xfrm is not None or has_ingress_chains(net.nft):  # netdev chains: netif_receive_skb's
+        """Can the lane run on this poll? Not with IPsec (the policy checks are Python's), nor with netdev
+        chains (ingress and egress hooks, fwd and dup are Python's: it steps aside for the whole
+        ruleset, so that it never has a hook to run)."""
+        if net.xfrm is not None or has_netdev_chains(net.nft):  # netdev chains: Python's (nf_dup_netdev.py)
             return False
         return self._entries(net) is not None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from flowpath.inet.arp import arp_rcv
 from flowpath.inet.ip_input import ip_rcv_finish
 from flowpath.inet.ip_output import ip_local_out
-from flowpath.netfilter.netdev import nf_hook_ingress
+from flowpath.inet.nf_dup_netdev import nf_hook_ingress
 from flowpath.packet import layout as L
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import skb_parse
@@ -37,7 +37,8 @@ def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
     skb = skb_parse(buf, iif, ts_ns)
     if isinstance(skb, Reason):
         return skb
-    drop = nf_hook_ingress(net.nft, skb, link.name)
+    q.now_ns = ts_ns
+    drop = nf_hook_ingress(net, q, skb, link)
     if drop is not None:
         return drop
     dst = skb.buf[0:6].tobytes()
@@ -48,7 +49,7 @@ def netif_receive_skb(net, q, buf, iif: int, ts_ns: int) -> Reason:
         if sub is None or not sub.up:
             return Reason.VLAN_UNKNOWN
         skb.iif = sub.ifindex
-        drop = nf_hook_ingress(net.nft, skb, sub.name)  # another_round: the VLAN device's own hook
+        drop = nf_hook_ingress(net, q, skb, sub)  # another_round: the VLAN device's own hook
         if drop is not None:
             return drop
     if skb.l3proto == L.ETH_P_ARP:
@@ -69,7 +70,8 @@ def xfrm_rcv_decrypted(net, q, buf, iif: int, ts_ns: int, x) -> Reason:
     skb = skb_parse(buf, iif, ts_ns)
     if isinstance(skb, Reason):
         return skb
-    drop = nf_hook_ingress(net.nft, skb, net.ifname(iif))  # xfrm_input hands it to netif_rx again
+    q.now_ns = ts_ns
+    drop = nf_hook_ingress(net, q, skb, net.links[iif])  # xfrm_input hands it to netif_rx again
     if drop is not None:
         return drop
     skb.meta["sp"] = [x]

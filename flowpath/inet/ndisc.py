@@ -110,8 +110,8 @@ def ndisc_recv_na(net, q, skb: SkBuff, target: int) -> Reason:
 
 
 def _ndisc_send(net, q, ifindex: int, dst_mac: bytes, saddr: int, daddr: int, icmp: bytes) -> None:
-    """ndisc_send_skb: an ICMPv6 ND message, hop limit 255, checksum over the pseudo-header (not
-    counted here: the callers count what they send)."""
+    """ndisc_send_skb: an ICMPv6 ND message, hop limit 255, checksum over the pseudo-header; counted as
+    generated (or as a generated drop)."""
     ip6h = struct.pack(">IHBB", 0x60000000, len(icmp), L.IPPROTO_ICMPV6, NDISC_HOP_LIMIT)
     ip6h += saddr.to_bytes(16, "big") + daddr.to_bytes(16, "big")
     link = net.links[ifindex]
@@ -119,7 +119,7 @@ def _ndisc_send(net, q, ifindex: int, dst_mac: bytes, saddr: int, daddr: int, ic
     nh = L.ETH_HLEN
     th = nh + L.IP6H.size
     st16(buf, th + 2, l4_csum(buf, nh, th, len(icmp), True, L.IPPROTO_ICMPV6, 2))
-    q.dev_queue_xmit(net, link, link_header(net, link, dst_mac, L.ETH_P_IPV6) + buf[nh:].tobytes())
+    q.xmit_generated(net, link, link_header(net, link, dst_mac, L.ETH_P_IPV6) + buf[nh:].tobytes())
 
 
 def ndisc_send_na(net, q, ifindex: int, daddr: int, dst_mac: bytes, target: int, flags: int) -> None:
@@ -130,14 +130,13 @@ def ndisc_send_na(net, q, ifindex: int, daddr: int, dst_mac: bytes, target: int,
     )
     icmp += struct.pack(">BB", ND_OPT_TARGET_LL_ADDR, 1) + link.address
     _ndisc_send(net, q, ifindex, dst_mac, target, daddr, icmp)
-    q.generated += 1
 
 
 def ndisc_solicit(net, q, n: Neighbour, saddr: int | None) -> bool:
     """ndisc_solicit / ndisc_send_ns: a solicitation for n's address, to its solicited-node multicast
     address (to the address itself, unicast, when PROBE), with the source link-layer option, from
     `saddr` when it is ours, else the device's address towards the target (ipv6_dev_get_saddr).
-    False when the device has no IPv6 address. Not counted here: the caller counts what it sends."""
+    False when the device has no IPv6 address."""
     if saddr is None or not net.is_local(6, saddr):
         saddr = net.inet_select_addr(n.ifindex, 6, n.primary_key)
         if saddr is None:

@@ -39,10 +39,9 @@ def neigh_resolve_output(net, q, frames: list[bytes], skb: SkBuff, fib) -> Reaso
     now = skb.ts_ns
     neigh_run_timer(net, q, n, now)
     link = net.links[fib.oif]
-    if neigh_event_send(n, now):
-        for f in frames:
-            q.dev_queue_xmit(net, link, link_header(net, link, n.ha, skb.l3proto) + f)
-        return Reason.TX
+    if neigh_event_send(n, now):  # sent when one of its frames left (an egress chain may drop them)
+        fates = [q.dev_queue_xmit(net, link, link_header(net, link, n.ha, skb.l3proto) + f) for f in frames]
+        return Reason.TX if None in fates else fates[0]
     item = NeighQueued(skb.l3proto, frames, 0 if q.originating else 1, skb.saddr, now)
     for old in neigh_queue(n, item, item.nbytes):  # the oldest beyond unres_qlen_bytes
         neigh_queued_fate(q, old, Reason.NEIGH_QUEUEFULL)
@@ -68,11 +67,12 @@ def neigh_run_timer(net, q, n: Neighbour, now_ns: int) -> None:
 
 def neigh_solicit(net, q, n: Neighbour) -> None:
     """ops->solicit: an ARP request or a Neighbour Solicitation, from the source of the newest queued
-    packet when it is ours (arp_announce 0), counted as an originated packet."""
+    packet when it is ours (arp_announce 0), counted as an originated packet (by the solicit)."""
     saddr = n.arp_queue[-1][0].saddr if n.arp_queue else None
-    sent = ndisc_solicit(net, q, n, saddr) if n.family == 6 else arp_solicit(net, q, n, saddr)
-    if sent:
-        q.generated += 1
+    if n.family == 6:
+        ndisc_solicit(net, q, n, saddr)
+    else:
+        arp_solicit(net, q, n, saddr)
 
 
 def neigh_timers(net, q, now_ns: int) -> None:

@@ -59,10 +59,9 @@ def neigh_update_xmit(
     if not queue or not n.nud_state & NUD_VALID:
         return
     link = net.links[n.ifindex]
-    for item, _ in queue:
-        for f in item.frames:
-            q.dev_queue_xmit(net, link, link_header(net, link, n.ha, item.l3proto) + f)
-        neigh_queued_fate(q, item, Reason.TX)
+    for item, _ in queue:  # sent when one of its frames left (an egress chain may drop them)
+        fates = [q.dev_queue_xmit(net, link, link_header(net, link, n.ha, item.l3proto) + f) for f in item.frames]
+        neigh_queued_fate(q, item, Reason.TX if None in fates else fates[0])
 
 
 def neigh_invalidate(net, q, n: Neighbour) -> None:

@@ -8,6 +8,9 @@ transmits the frames and carries out the requests after the packet's path (flowp
 
 from __future__ import annotations
 
+from flowpath.inet.nf_dup_netdev import dev_queue_xmit_egress, dev_xmit_path
+from flowpath.netfilter import constants as C
+from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
 
@@ -30,10 +33,12 @@ class OutputQueue:
     neigh_item   the neighbour queue entry this packet's path left (flowpath.inet.neigh_output), or None
     handoff    (cpu, frame, iif, SA index, ts_ns): a packet decrypted here whose inner flow steers to
                another worker, for that worker's classic path (xfrm4.py › xfrm_rcv_steer)
+    now_ns     packet time of what goes out now (egress chains' skbs; a `fwd ip`'s neighbour)
+    dup_recursion  fwd/dup transmits nested now (nf_dup_netdev.c's nf_dup_skb_recursion)
     """
 
     __slots__ = ("frames", "local_out", "offload", "xfrm_in", "generated", "generated_drops", "held",
-                 "originating", "neigh_item", "handoff")  # fmt: skip
+                 "originating", "neigh_item", "handoff", "now_ns", "dup_recursion")  # fmt: skip
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, bytes]] = []
@@ -46,10 +51,25 @@ class OutputQueue:
         self.originating = False
         self.neigh_item = None
         self.handoff: list[tuple[int, bytes, int, int, int]] = []
+        self.now_ns = 0
+        self.dup_recursion = 0
 
-    def dev_queue_xmit(self, net, link, frame: bytes) -> None:
-        """A VLAN device transmits through its parent (vlan_dev_hard_start_xmit)."""
-        phys = link
-        while phys.kind == "vlan":  # through every lower device (QinQ)
-            phys = net.links[phys.parent]
-        self.frames.append((phys.ifindex, frame))
+    def dev_queue_xmit(self, net, link, frame: bytes) -> Reason | None:
+        """Linux: net/core/dev.c › __dev_queue_xmit. A VLAN device transmits through its parent
+        (vlan_dev_hard_start_xmit); with egress chains in the ruleset each device's chains see the
+        frame first (flowpath.inet.nf_dup_netdev). None when it left, else its Reason (a drop, or
+        NEIGH_QUEUED behind an egress chain's `fwd ip`)."""
+        nft = net.nft
+        if nft is not None and nft.has_hook(C.NFPROTO_NETDEV, C.NF_NETDEV_EGRESS):
+            return dev_queue_xmit_egress(net, self, link, frame)
+        self.frames.append((dev_xmit_path(net, link)[-1].ifindex, frame))
+        return None
+
+    def xmit_generated(self, net, link, frame: bytes) -> None:
+        """Transmit a frame the gateway originates (ARP, neighbour discovery), counted as generated,
+        or by its Reason in generated_drops when an egress chain did not let it go."""
+        r = self.dev_queue_xmit(net, link, frame)
+        if r is None:
+            self.generated += 1
+        elif r != Reason.NEIGH_QUEUED:
+            self.generated_drops.append(r)

@@ -20,13 +20,14 @@ NFT_JUMP = -3
 NFT_GOTO = -4
 NFT_RETURN = -5
 
-# Hooks (enum nf_inet_hooks) and the netdev ingress hook
+# Hooks (enum nf_inet_hooks) and the netdev hooks (enum nf_dev_hooks, numbered after the inet ones here)
 NF_INET_PRE_ROUTING = 0
 NF_INET_LOCAL_IN = 1
 NF_INET_FORWARD = 2
 NF_INET_LOCAL_OUT = 3
 NF_INET_POST_ROUTING = 4
 NF_NETDEV_INGRESS = 5
+NF_NETDEV_EGRESS = 6
 HOOK_NAMES = {
     "prerouting": NF_INET_PRE_ROUTING,
     "input": NF_INET_LOCAL_IN,
@@ -34,6 +35,7 @@ HOOK_NAMES = {
     "output": NF_INET_LOCAL_OUT,
     "postrouting": NF_INET_POST_ROUTING,
     "ingress": NF_NETDEV_INGRESS,
+    "egress": NF_NETDEV_EGRESS,
 }
 
 # Families (NFPROTO_*)

@@ -14,6 +14,8 @@ not take).
 
 from __future__ import annotations
 
+from typing import Container
+
 from flowpath.config.nft.ir import Ruleset, json_names
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime, nft_do_chain
@@ -21,37 +23,47 @@ from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
 
-def nf_hook_ingress(nft: NftRuntime | None, skb: SkBuff, ifname: str) -> Reason | None:
-    """The ingress chains of device `ifname`; a drop Reason, or None when the frame goes on."""
-    if nft is None:
-        return None
-    chains = nft.base_chains(C.NFPROTO_NETDEV, C.NF_NETDEV_INGRESS, ifname)
+def nf_hook_netdev(nft: NftRuntime, hooknum: int, skb: SkBuff, link) -> tuple[int, Reason | None, list]:
+    """The base chains of `hooknum` on device `link`, in priority order (nf_hook_slow): NF_ACCEPT when
+    the frame goes on, NF_DROP with its Reason, NF_STOLEN when a `fwd` took it; and the transmits the
+    chains' fwd and dup asked for, in order (flowpath.inet.nf_dup_netdev carries them out). At
+    ingress the device is the input one, at egress the output one (nf_hook_egress: no input device)."""
+    chains = nft.base_chains(C.NFPROTO_NETDEV, hooknum, link.name)
     if not chains:
-        return None
-    pkt = NftPktinfo(
-        skb=skb, hooknum=C.NF_NETDEV_INGRESS, nfproto=C.NFPROTO_NETDEV, iifname=ifname, iif=skb.iif
-    )
+        return C.NF_ACCEPT, None, []
+    if hooknum == C.NF_NETDEV_INGRESS:
+        dev = {"iifname": link.name, "iif": link.ifindex}
+    else:
+        dev = {"oifname": link.name, "oif": link.ifindex}
+    pkt = NftPktinfo(skb=skb, hooknum=hooknum, nfproto=C.NFPROTO_NETDEV, **dev)
     for chain in chains:
-        if nft_do_chain(chain, pkt) == C.NF_DROP:
-            return pkt.reason or Reason.NETFILTER_DROP
-    return None
+        v = nft_do_chain(chain, pkt)
+        if v == C.NF_DROP:
+            return v, pkt.reason or Reason.NETFILTER_DROP, pkt.xmit
+        if v == C.NF_STOLEN:
+            return v, None, pkt.xmit
+    return C.NF_ACCEPT, None, pkt.xmit
 
 
-def has_ingress_chains(nft: NftRuntime | None) -> bool:
-    return nft is not None and bool(nft.base_chains(C.NFPROTO_NETDEV, C.NF_NETDEV_INGRESS))
+def has_netdev_chains(nft: NftRuntime | None) -> bool:
+    """Has the ruleset an ingress or egress chain (the compiled classic lane runs neither)?"""
+    return nft is not None and any(nft.has_hook(C.NFPROTO_NETDEV, h) for h in (C.NF_NETDEV_INGRESS, C.NF_NETDEV_EGRESS))
 
 
-def netdev_check(rs: Ruleset) -> None:
+def netdev_check(rs: Ruleset, known: Container[str]) -> None:
     """Raise ConfigError, at the chain or rule, for a netdev chain the datapath cannot run as Linux
-    would (module docstring)."""
+    would (module docstring), and for a fwd or dup to a device not in `known` (the network's link
+    names): nft resolves the name to an ifindex when it loads the rule (src/datatype.c ›
+    ifindex_type_parse: "Interface does not exist")."""
     for t in rs.tables:
         if t.family != "netdev":
             continue
         for c in t.chains.values():
             where = f"chain netdev {t.name} {c.name}"
-            if c.hook == "egress":
-                raise rs.error(c.loc, f"{where}: flowpath does not run netdev egress chains")
-            if c.hook is None:
+            for r in c.rules:
+                if any(name not in known for x in r.expr for name in _fwd_dup_devices(x)):
+                    raise rs.error(r.loc, "Interface does not exist")
+            if c.hook != "ingress":
                 continue
             devs = set(json_names(c.dev))
             for tt in rs.tables:
@@ -64,3 +76,17 @@ def netdev_check(rs: Ruleset) -> None:
             for r in c.rules:
                 if any("reject" in x for x in r.expr):
                     raise rs.error(r.loc, f"{where}: flowpath does not send a netdev chain's reject")
+
+
+def _fwd_dup_devices(stmt: object) -> list[str]:
+    """The device names a fwd or dup statement may send to (a constant, or an anonymous map's values)."""
+    if not isinstance(stmt, dict) or not ({"fwd", "dup"} & stmt.keys()):
+        return []
+    kind, arg = next(iter(stmt.items()))
+    dev = arg.get("dev") if kind == "fwd" else arg.get("addr")
+    if isinstance(dev, str):
+        return [dev]
+    data = dev.get("map", {}).get("data") if isinstance(dev, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("set"), list):
+        return [e[1] for e in data["set"] if isinstance(e, list) and len(e) == 2 and isinstance(e[1], str)]
+    return []

@@ -43,6 +43,7 @@ from flowpath.packet.skb import SkBuff
 NFT_JUMP_STACK_SIZE = 16  # include/net/netfilter/nf_tables.h
 _FAMILY_NFPROTO = {"ip": (C.NFPROTO_IPV4,), "ip6": (C.NFPROTO_IPV6,), "inet": (C.NFPROTO_IPV4, C.NFPROTO_IPV6),
                    "netdev": (C.NFPROTO_NETDEV,)}  # fmt: skip
+_NETDEV_HOOKS = (C.NF_NETDEV_INGRESS, C.NF_NETDEV_EGRESS)
 _POLICY = {"accept": C.NF_ACCEPT, "drop": C.NF_DROP}
 # what a JSON object of the wrong shape raises while it is compiled (reported as a ConfigError)
 _MALFORMED = (NftBuildError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
@@ -56,7 +57,8 @@ class NftPktinfo:
     mtu for `rt mtu` (min of the output and reverse routes' MTU as nft_rt.c › get_tcpmss; 0: no route),
     net for `fib`, and xfrm (the output route's SA) for `ipsec out` and `rt ipsec`.
     Outputs: nat (a NAT statement's request), flow_add (flowtable named by `flow add @ft`), reject
-    ((kind, code): "icmp"/"icmpv6"/"icmpx"/"tcp reset"), logs (lines from `log`), reason (of a drop).
+    ((kind, code): "icmp"/"icmpv6"/"icmpx"/"tcp reset"), logs (lines from `log`), reason (of a drop),
+    xmit (the transmits netdev's fwd and dup asked for: nft_fwd_netdev.NfDupRequest).
     data and chain_target are the walk's scratch (the frame's bytes; regs->verdict.chain).
     """
 
@@ -74,6 +76,7 @@ class NftPktinfo:
     flow_add: str | None = None
     reject: tuple[str, int] | None = None
     logs: list[str] = field(default_factory=list)
+    xmit: list = field(default_factory=list)
     reason: Reason | None = None
     data: bytes = b""
     chain_target: object = None
@@ -266,7 +269,7 @@ class NftRuntime:
         for c in rt.chains:
             if c.is_base and (c.family, c.table) not in rt.dormant:  # a dormant table registers no hook
                 for nfproto in (
-                    _FAMILY_NFPROTO[c.family] if c.hook != C.NF_NETDEV_INGRESS else (C.NFPROTO_NETDEV,)
+                    _FAMILY_NFPROTO[c.family] if c.hook not in _NETDEV_HOOKS else (C.NFPROTO_NETDEV,)
                 ):
                     rt._hooks.setdefault((nfproto, c.hook), []).append(c)
         for chains in rt._hooks.values():
@@ -316,7 +319,7 @@ class NftRuntime:
         chain = Chain(o["family"], o["table"], o["name"], int(o.get("handle", 0)))
         if "hook" in o:
             hook = C.HOOK_NAMES.get(o["hook"])
-            netdev_only = hook == C.NF_NETDEV_INGRESS
+            netdev_only = hook in _NETDEV_HOOKS
             if hook is None or (o["family"] == "netdev") != netdev_only:
                 raise self._err(
                     f"chain {o['family']} {o['table']} {o['name']}: unsupported hook {o['hook']!r}"
@@ -435,6 +438,10 @@ class NftRuntime:
         if dev is None or nfproto != C.NFPROTO_NETDEV:
             return list(chains)
         return [c for c in chains if not c.devices or dev in c.devices]
+
+    def has_hook(self, nfproto: int, hooknum: int) -> bool:
+        """Has any base chain registered at this hook (a cheap test before building a packet's view)?"""
+        return (nfproto, hooknum) in self._hooks
 
     def nft_do_chain(self, chain: Chain, pkt: NftPktinfo) -> int:
         return nft_do_chain(chain, pkt)

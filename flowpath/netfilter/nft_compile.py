@@ -296,7 +296,7 @@ class NftVm:
         ct = skb.ct
         proto = getattr(ct, "proto", None) if skb.l4proto == 6 else None
         pm[:] = (pkt.hooknum, pkt.nfproto, skb.l3proto, skb.l4proto, skb.nhoff, skb.thoff,
-                 skb.buf.shape[0] - skb.nhoff, skb.buf.shape[0], pkt.iif, pkt.oif, 0, 1, ct is not None, 0,
+                 skb.skb_len, skb.buf.shape[0], pkt.iif, pkt.oif, 0, 1, ct is not None, 0,
                  int(skb.ctinfo >= C.IP_CT_IS_REPLY), ct.status if ct is not None else 0,
                  ct.mark if ct is not None else 0, int(proto.state) if proto is not None else -1, skb.mark,
                  pkt.mtu, 0, skb.ctinfo, int(bool(skb.meta.get("sp"))), 0)  # fmt: skip

@@ -291,7 +291,7 @@ def _meta_pkttype(pkt):
 
 def _meta_length(pkt):
     skb = pkt.skb
-    return skb.buf.shape[0] - skb.nhoff  # skb->len: the network header onwards at every nft hook
+    return skb.skb_len  # skb->len
 
 
 _META = {

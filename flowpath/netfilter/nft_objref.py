@@ -1,5 +1,5 @@
 """Stateful objects and the statements flowpath cannot carry out: quota, named limits, object maps,
-queue; and the clear load-time refusal of ct helper/timeout/expectation, synproxy, tproxy and dup.
+queue; and the clear load-time refusal of ct helper/timeout/expectation, synproxy, tproxy and ip's dup.
 
 Linux: net/netfilter/nft_quota.c (nft_quota_do_eval, nft_overquota), nft_objref.c (nft_objref_eval,
 nft_objref_map_eval: a named object, or one a map picks by key), nft_queue.c with
@@ -13,8 +13,9 @@ VM see one count. What each statement does in the datapath:
                                                  the closures)
   queue                                          NF_DROP with Reason.NETFILTER_QUEUE (no queue listener),
                                                  NF_ACCEPT with `bypass`, as the kernel does with none
+  fwd, dup in netdev chains                      transmits carried out by the hook (nft_fwd_netdev.py)
   ct helper/timeout/expectation set, synproxy,   refused when the ruleset loads (NftBuildError, reported
-  tproxy, dup; socket and osf matches            as a ConfigError naming the rule)
+  tproxy, dup in ip/ip6; socket and osf matches  as a ConfigError naming the rule)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from flowpath.config.nft.evaluate import _BYTE_UNITS, _byte_rate
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nft_stmt
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load
+from flowpath.netfilter.nft_fwd_netdev import build_fwd_dup
 from flowpath.netfilter.nft_set import NftSet
 from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, build_limit, nft_counter_eval
 from flowpath.netfilter.nft_types import NftBuildError
@@ -37,8 +39,7 @@ REFUSED = {
     "ct expectation": "flowpath's conntrack makes no expectations",
     "synproxy": "flowpath has no SYN proxy (SYN cookies)",
     "tproxy": "flowpath has no local sockets to divert to",
-    "dup": "flowpath does not duplicate packets",
-    "fwd": "flowpath does not forward from netdev ingress to a device",
+    "dup": "flowpath does not duplicate packets outside netdev chains",  # nf_dup_ipv4.c, nf_dup_ipv6.c
     # expressions (nft_socket.c, nft_osf.c)
     "socket": "flowpath has no local sockets to look up",
     "osf": "flowpath has no OS fingerprints (nfnetlink_osf) to match",
@@ -69,7 +70,7 @@ def nft_quota_do_eval(q: NftQuota) -> Op:
     def op(pkt):
         skb = pkt.skb
         cells.packets += 1
-        cells.bytes += skb.buf.shape[0] - skb.nhoff
+        cells.bytes += skb.skb_len
         return NFT_BREAK if (cells.bytes > q.quota) != q.inv else NFT_CONTINUE
 
     return op
@@ -182,6 +183,8 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
             return build_quota(arg, ctx, info)
         if kind == "queue":
             return build_queue(arg)
+        if kind in ("fwd", "dup") and ctx.family == "netdev":
+            return build_fwd_dup(kind, arg, ctx, info)
         if kind in REFUSED:
             raise NftBuildError(f"{kind}: {REFUSED[kind]}")
         left = arg.get("left") if kind == "match" and isinstance(arg, dict) else None

@@ -168,7 +168,7 @@ def nft_counter_eval(counter: NftCounter) -> Op:
     def op(pkt):
         skb = pkt.skb
         counter.packets += 1
-        counter.bytes += skb.buf.shape[0] - skb.nhoff
+        counter.bytes += skb.skb_len
         return NFT_CONTINUE
 
     return op
@@ -235,7 +235,7 @@ def build_limit(arg: dict) -> Op:
     def op(pkt):
         skb = pkt.skb
         now = skb.ts_ns
-        c = cost or per * (skb.buf.shape[0] - skb.nhoff) // rate
+        c = cost or per * skb.skb_len // rate
         last = state[1] if state[1] is not None else now
         tokens = min(state[0] + now - last, tokens_max)
         state[1] = now

@@ -66,6 +66,7 @@ class SkBuff:
     frag_pmtu: bool = False
     ignore_df: bool = False
     frag_id: int = 0
+    data_at_mac: bool = False  # skb->data at the MAC header: a netdev egress hook's frame
 
     @property
     def len(self) -> int:
@@ -78,6 +79,12 @@ class SkBuff:
     @property
     def l3len(self) -> int:
         return self.len - self.nhoff
+
+    @property
+    def skb_len(self) -> int:
+        """skb->len as nft sees it: from the network header (skb->data there at the inet hooks and at
+        ingress), from the MAC header at egress (dev_queue_xmit), VLAN tags not counted (vlan_tci)."""
+        return self.buf.shape[0] - self.nhoff + (L.ETH_HLEN if self.data_at_mac else 0)
 
     def tobytes(self) -> bytes:
         return self.buf.tobytes()

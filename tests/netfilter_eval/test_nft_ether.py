@@ -90,8 +90,6 @@ def test_vlan_fields_match_as_their_bytecode_loads_them(walk, pkt, want):
     [
         ("table bridge b {\n chain c {\n type filter hook input priority 0;\n }\n}\n", "unsupported family"),
         ("table arp a {\n chain c {\n type filter hook input priority 0;\n }\n}\n", "unsupported family"),
-        ("table netdev n {\n chain c {\n type filter hook egress device lo priority 0;\n }\n}\n",
-         "unsupported hook 'egress'"),
     ],
 )  # fmt: skip
 def test_what_the_datapath_cannot_run_is_a_load_time_error(text, msg):

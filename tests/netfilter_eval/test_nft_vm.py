@@ -32,8 +32,7 @@ from flowpath.packet.skb import SkBuff, frame_array, skb_parse  # noqa: E402
 
 ROOT = HERE.parent.parent
 # corpus files with statements the datapath refuses on purpose (test_nft_objects.py checks the refusal)
-_DATAPATH_REFUSES = ("tests/data/nft/stateful_refused.nft", "tests/data/nft/tproxy_dup.nft",
-                     "tests/data/nft/netdev_fwd_dup.nft")
+_DATAPATH_REFUSES = ("tests/data/nft/stateful_refused.nft", "tests/data/nft/tproxy_dup.nft")
 
 
 def _rulesets() -> dict[str, dict]:
