@@ -3,7 +3,9 @@
 Linux: net/ipv4/ip_forward.c › ip_forward, ip_exceeds_mtu, ip_forward_finish;
 net/ipv6/ip6_output.c › ip6_forward, ip6_pkt_too_big.
 `flow add @ft` does not offload here: the FORWARD hook's request is queued on q (q.offload) once the
-packet is transmitted, and the Worker adds the flow to its flowtable.
+packet is transmitted (or dropped by an egress chain, which runs after Linux's nft_flow_offload_eval
+offloaded it: the flow's next packets meet that chain on the fast path), and the Worker adds the flow
+to its flowtable.
 """
 
 from __future__ import annotations
@@ -69,6 +71,6 @@ def ip_forward(net, q, skb: SkBuff, fib) -> Reason:
     if res.verdict != C.NF_ACCEPT:
         return nf_hook_drop(net, q, skb, res, state)
     reason = ip_output(net, q, skb, fib, skb.iif, x)
-    if reason == Reason.TX and res.flow_add:  # through an SA too: XMIT_XFRM (nft_flow_xfrm)
+    if reason in (Reason.TX, Reason.NETFILTER_EGRESS) and res.flow_add:  # through an SA too: XMIT_XFRM
         q.offload.append((skb, res.flow_add))
     return reason

@@ -74,7 +74,8 @@ def nf_hook_ingress(net, q, skb: SkBuff, link) -> Reason | None:
 def dev_queue_xmit_egress(net, q, link, frame: bytes) -> Reason | None:
     """__dev_queue_xmit with egress chains in the ruleset: each device's chains on the way down (module
     docstring), then the frame is queued on the physical device. None when it left (or a `fwd` sent
-    it on), else its Reason: a drop, or NEIGH_QUEUED (a `fwd ip` waits for its neighbour)."""
+    it on), else its Reason: a drop (NETFILTER_EGRESS for a rule's or policy's), or NEIGH_QUEUED (a
+    `fwd ip` waits for its neighbour)."""
     path = dev_xmit_path(net, link)
     for k, dev in enumerate(path):
         depth = len(path) - 1 - k
@@ -82,8 +83,8 @@ def dev_queue_xmit_egress(net, q, link, frame: bytes) -> Reason | None:
         skb = _skb_egress(seen, dev.ifindex, q.now_ns)
         verdict, reason, xmit = nf_hook_netdev(net.nft, C.NF_NETDEV_EGRESS, skb, dev)
         stolen = _nf_dup_xmit(net, q, xmit, skb, 0)
-        if verdict == C.NF_DROP:
-            return reason
+        if verdict == C.NF_DROP:  # its own reason: ip_forward offloads a flow its chains drop, as Linux
+            return Reason.NETFILTER_EGRESS if reason == Reason.NETFILTER_DROP else reason
         if verdict == C.NF_STOLEN:
             return None if stolen == Reason.TX else stolen
         frame = _retag(frame, depth, skb.buf.tobytes())

@@ -95,6 +95,7 @@ _REASONS = (  # name                    kind    text
     ("SLOW_TUNNEL_ID",          "slow", "IPIP push without DF: the classic path numbers the outer header"),
     ("SLOW_TUNNEL_ECN",         "slow", "IPIP with a CE outer over a not-ECT inner: the classic path drops it"),
     ("NETFILTER_QUEUE",         "drop", "queued by an nft rule, and no queue listener (nf_queue: -ESRCH)"),
+    ("NETFILTER_EGRESS",        "drop", "dropped by a netdev egress chain's rule or policy (in dev_queue_xmit)"),
     ("NF_DUP_RECURSION",        "drop", "netdev fwd/dup nested past NF_RECURSION_LIMIT (a chain sending to its own device)"),
 )  # fmt: skip
 
