@@ -1,15 +1,20 @@
-"""The netdev family's ingress hook: a received frame through the device's base chains, before the stack.
+"""The netdev family's hooks: a frame through a device's base chains, at ingress and at egress.
 
 Linux: include/linux/netfilter_netdev.h › nf_hook_ingress (run by net/core/dev.c ›
 __netif_receive_skb_core after skb_vlan_untag and before the frame is handed to its protocol, once per
-device the frame climbs), net/netfilter/nft_chain_filter.c › nft_do_chain_netdev, and
-net/netfilter/core.c › nf_hook_slow (chains in priority order, the first drop ends the hook).
+device the frame climbs) and nf_hook_egress (run by __dev_queue_xmit before the qdisc, once per device
+the frame goes down: a VLAN device, then its real device), net/netfilter/nft_chain_filter.c ›
+nft_do_chain_netdev, and net/netfilter/core.c › nf_hook_slow (chains in priority order, the first drop
+ends the hook). flowpath.inet.nf_dup_netdev runs these where the stack meets them, and carries out the
+transmits of fwd and dup (nft_fwd_netdev.py): egress chains see the classic path's frames, the
+flowtable's hits (after its rewrite) and the frames the gateway originates (ARP, neighbour discovery,
+ICMP errors); the compiled classic lane steps aside for a ruleset with netdev chains.
 
-What flowpath does not run is refused when the ruleset is loaded (netdev_check): egress chains (the
-runtime has no such hook), `reject` in a netdev chain (nothing here sends it), and an ingress chain that
-would run before a flowtable of the same device (the fast path forwards the flowtable's packets without
-it; one at a higher priority runs after the flowtable, as in Linux, and sees what the flowtable does
-not take).
+What flowpath does not run is refused when the ruleset is loaded (netdev_check): `reject` in a netdev
+chain (nothing here sends it), an ingress chain that would run before a flowtable of the same device
+(the fast path forwards the flowtable's packets without it; one at a higher priority runs after the
+flowtable, as in Linux, and sees what the flowtable does not take), and, as nft does, a fwd or dup to a
+device that does not exist.
 """
 
 from __future__ import annotations
