@@ -15,6 +15,7 @@ from __future__ import annotations
 from flowpath.inet.ip6_tunnel import ip6_tnl_xmit
 from flowpath.inet.ip_tunnel import ip_tunnel_xmit
 from flowpath.inet.neigh_output import neigh_resolve_output
+from flowpath.inet.nf_dup_netdev import nf_hook_egress_tunnel
 from flowpath.inet.nf_reject import nf_hook_drop
 from flowpath.inet.xfrm4 import xfrm_dst_lookup, xfrm_output
 from flowpath.net.fib import RouteType
@@ -116,7 +117,9 @@ def ip_finish_output2(net, q, frames: list[bytes], skb: SkBuff, fib) -> Reason:
     xmit = ip_tunnel_xmit if out.tunnel.family == 4 else ip6_tnl_xmit
     reason = Reason.TX
     for frame in frames:
-        outer = xmit(net, q, frame, skb, out, fib)
-        r = outer if isinstance(outer, Reason) else ip_local_out(net, q, outer)
+        r, frame = nf_hook_egress_tunnel(net, q, out, frame, skb.l3proto)  # the tunnel device's dev_queue_xmit
+        if r is None:
+            outer = xmit(net, q, frame, skb, out, fib)
+            r = outer if isinstance(outer, Reason) else ip_local_out(net, q, outer)
         reason = r if reason == Reason.TX else reason
     return reason

@@ -21,6 +21,7 @@ from flowpath.inet.neigh_output import neigh_resolve_output
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.netdev import nf_hook_netdev
 from flowpath.netfilter.nft_fwd_netdev import NfDupRequest
+from flowpath.packet import layout as L
 from flowpath.packet.counters import TX_BYTES, TX_PACKETS
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff, frame_array, skb_parse
@@ -79,17 +80,39 @@ def dev_queue_xmit_egress(net, q, link, frame: bytes) -> Reason | None:
     path = dev_xmit_path(net, link)
     for k, dev in enumerate(path):
         depth = len(path) - 1 - k
-        seen = _untag(frame, depth)
-        skb = _skb_egress(seen, dev.ifindex, q.now_ns)
-        verdict, reason, xmit = nf_hook_netdev(net.nft, C.NF_NETDEV_EGRESS, skb, dev)
-        stolen = _nf_dup_xmit(net, q, xmit, skb, 0)
-        if verdict == C.NF_DROP:  # its own reason: ip_forward offloads a flow its chains drop, as Linux
-            return Reason.NETFILTER_EGRESS if reason == Reason.NETFILTER_DROP else reason
-        if verdict == C.NF_STOLEN:
-            return None if stolen == Reason.TX else stolen
+        skb = _skb_egress(_untag(frame, depth), dev.ifindex, q.now_ns)
+        r = _nf_hook_egress(net, q, skb, dev)
+        if r is not None:
+            return None if r == Reason.TX else r
         frame = _retag(frame, depth, skb.buf.tobytes())
     q.frames.append((path[-1].ifindex, frame))
     return None
+
+
+def nf_hook_egress_tunnel(net, q, dev, frame: bytes, l3proto: int) -> tuple[Reason | None, bytes]:
+    """dev_queue_xmit on a tunnel device (ipip, ip6tnl: no link header; neigh_direct_output): its egress
+    chains on the network-layer frame, skb->len from the network header. (None, the frame as they left
+    it) when it goes on to the tunnel's transmit, else (its Reason, b""): a drop, or TX when a `fwd`
+    sent it. Deviation: flowpath's skb starts with a link header, so the chains see a zeroed one (link
+    layer matches read it, where Linux's mac header is the network header) and a fwd or dup from here
+    sends it."""
+    nft = net.nft
+    if nft is None or not nft.has_hook(C.NFPROTO_NETDEV, C.NF_NETDEV_EGRESS):
+        return None, frame
+    skb = _skb_egress(bytes(12) + l3proto.to_bytes(2, "big") + frame, dev.ifindex, q.now_ns)
+    skb.data_at_mac = False
+    r = _nf_hook_egress(net, q, skb, dev)
+    return (r, b"") if r is not None else (None, skb.buf[L.ETH_HLEN :].tobytes())
+
+
+def _nf_hook_egress(net, q, skb: SkBuff, dev) -> Reason | None:
+    """One device's egress chains and their fwd/dup transmits: None when the frame goes on, else its
+    Reason (TX when a `fwd` sent it on)."""
+    verdict, reason, xmit = nf_hook_netdev(net.nft, C.NF_NETDEV_EGRESS, skb, dev)
+    stolen = _nf_dup_xmit(net, q, xmit, skb, 0)
+    if verdict == C.NF_DROP:  # its own reason: ip_forward offloads a flow its chains drop, as Linux
+        return Reason.NETFILTER_EGRESS if reason == Reason.NETFILTER_DROP else reason
+    return stolen if verdict == C.NF_STOLEN else None
 
 
 def _skb_egress(frame: bytes, ifindex: int, ts_ns: int) -> SkBuff:
@@ -98,7 +121,7 @@ def _skb_egress(frame: bytes, ifindex: int, ts_ns: int) -> SkBuff:
     skb = skb_parse(buf, ifindex, ts_ns)
     if isinstance(skb, Reason):
         skb = SkBuff(buf=buf, iif=ifindex, ts_ns=ts_ns, l3proto=int.from_bytes(frame[12:14], "big"))
-    skb.data_at_mac = True
+    skb.data_at_mac = True  # dev_queue_xmit: skb->data at the MAC header
     return skb
 
 

@@ -10,6 +10,8 @@ an nft ruleset; Scapy frames in and out; the counters must give every received p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
@@ -180,3 +182,26 @@ def test_arp_reply_dropped_at_egress_is_a_generated_drop():
     assert _poll(w, [req]) == []
     st = _one_disposition(w)
     assert (st["local_packets"], st["generated_packets"], st["generated_dropped"]) == (1, 0, {"netfilter_egress": 1})
+
+
+def test_tunnel_device_egress_sees_the_inner_packet_then_wan_the_outer():
+    """Out through the ipip device tun0 (examples/ipip): tun0's egress chain sees the inner packet
+    (no link header: skb->len from the IP header) and may drop it; what it lets go is encapsulated and
+    meets wan0's chain as the outer packet (ipip_tunnel_xmit -> ip_local_out -> dev_queue_xmit)."""
+    ex = Path(__file__).resolve().parents[2] / "examples" / "ipip"
+    egress = ("table netdev e {\n\tchain t {\n\t\ttype filter hook egress device \"tun0\" priority 0;\n"
+              "\t\tudp dport 7 counter drop\n\t\tip daddr 10.2.0.7 counter\n\t}\n"
+              "\tchain w {\n\t\ttype filter hook egress device \"wan0\" priority 0;\n"
+              "\t\tip protocol ipencap counter\n\t}\n}\n")  # fmt: skip
+    w = Worker(parse_network((ex / "gw.ip").read_text(), "gw.ip"),
+               parse_ruleset((ex / "gw.nft").read_text() + egress, "gw.nft"), flowtable=False)  # fmt: skip
+    lan = w.net.link_by_name("lan0").ifindex
+    up = [raw(Ether(src="02:00:00:00:01:05", dst="02:00:00:00:01:01") / IP(src="10.1.0.5", dst="10.2.0.7")
+              / UDP(sport=1000, dport=d) / Raw(b"u")) for d in (2000, 7)]  # fmt: skip
+    b = PacketBatch(2)
+    for f in up:
+        b.append(f, lan, 10**9)
+    out = [(w.ifname(x), Ether(f)) for x, f, _ in w.rx_batch(b)]
+    assert [(dev, p[IP].proto, p[IP][1][UDP].dport) for dev, p in out] == [("wan0", 4, 2000)]
+    assert _counters(w, "t") == [(1, 29), (1, 29)] and _counters(w, "w") == [(1, 14 + 20 + 29)]
+    assert _one_disposition(w)["drops"] == {"netfilter_egress": 1}
