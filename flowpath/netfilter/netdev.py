@@ -44,10 +44,10 @@ def nf_hook_netdev(nft: NftRuntime, hooknum: int, skb: SkBuff, link) -> tuple[in
     for chain in chains:
         v = nft_do_chain(chain, pkt)
         if v == C.NF_DROP:
-            return v, pkt.reason or Reason.NETFILTER_DROP, pkt.xmit
+            return v, pkt.reason or Reason.NETFILTER_DROP, pkt.xmit or []
         if v == C.NF_STOLEN:
-            return v, None, pkt.xmit
-    return C.NF_ACCEPT, None, pkt.xmit
+            return v, None, pkt.xmit or []
+    return C.NF_ACCEPT, None, pkt.xmit or []
 
 
 def has_netdev_chains(nft: NftRuntime | None) -> bool:

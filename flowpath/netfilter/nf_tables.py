@@ -76,7 +76,7 @@ class NftPktinfo:
     flow_add: str | None = None
     reject: tuple[str, int] | None = None
     logs: list[str] = field(default_factory=list)
-    xmit: list = field(default_factory=list)
+    xmit: list | None = None  # made by the first fwd or dup: no list per packet otherwise
     reason: Reason | None = None
     data: bytes = b""
     chain_target: object = None

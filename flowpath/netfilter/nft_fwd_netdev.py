@@ -44,6 +44,12 @@ class NfDupRequest(NamedTuple):
     addr: int = 0
 
 
+def _xmit(pkt, req: NfDupRequest) -> None:
+    if pkt.xmit is None:
+        pkt.xmit = []
+    pkt.xmit.append(req)
+
+
 def _value(v: object, ctx: NftCtx, dtype: str):
     """A constant or a map's value, as a function of the packet (None: the map has no such key)."""
     if isinstance(v, dict) and "map" in v:
@@ -65,7 +71,7 @@ def build_fwd_dup(kind: str, arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
             name = dev(pkt)
             if name is None:
                 return C.NFT_BREAK
-            pkt.xmit.append(NfDupRequest(stolen, name, pkt.skb.buf.tobytes()))
+            _xmit(pkt, NfDupRequest(stolen, name, pkt.skb.buf.tobytes()))
             return C.NF_STOLEN if stolen else C.NFT_CONTINUE
 
         return op
@@ -85,7 +91,7 @@ def build_fwd_dup(kind: str, arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
         else:
             hl = skb.nhoff + L.IP6H.hop_limit
             skb.buf[hl] = (int(skb.buf[hl]) - 1) & 0xFF
-        pkt.xmit.append(NfDupRequest(True, name, skb.buf[skb.nhoff :].tobytes(), fam, nexthop))
+        _xmit(pkt, NfDupRequest(True, name, skb.buf[skb.nhoff :].tobytes(), fam, nexthop))
         return C.NF_STOLEN
 
     return op_neigh

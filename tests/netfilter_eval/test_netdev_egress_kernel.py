@@ -3,7 +3,8 @@
 
 Linux: include/linux/netfilter_netdev.h › nf_hook_egress, run by net/core/dev.c › __dev_queue_xmit for
 every frame a device transmits: forwarded ones (the classic path, and the flowtable's fast path through
-nf_flow_queue_xmit) and the gateway's own (an ICMP time exceeded). Namespace g forwards between a
+nf_flow_queue_xmit), the gateway's own (an ICMP time exceeded) and a `dup`'s copies
+(net/netfilter/nf_dup_netdev.c). Namespace g forwards between a
 (10.7.0.0/24, veth va-ga) and c (10.8.0.0/24, veth gc-vc), with static neighbours; flowpath runs a
 network file that mirrors g. The frames leave va (AF_PACKET, as test_nft_kernel_diff.py sends them);
 each chain's counters, rule by rule, must equal the kernel's.
@@ -48,10 +49,12 @@ table netdev e {
 		ip saddr 10.7.0.1 udp dport 1007 counter drop
 		ip saddr 10.7.0.1 counter
 		ip saddr 10.7.0.1 ip ttl 63 counter
+		udp dport 1000 dup to "ga"
 	}
 	chain back {
 		type filter hook egress device "ga" priority filter; policy accept;
 		icmp type time-exceeded counter
+		ip daddr 10.8.0.1 udp dport 1000 counter
 	}
 }
 """
@@ -117,7 +120,8 @@ def test_egress_counters_match_the_kernel(three_ns, flowtable):
     """The egress chain of the out device counts and drops forwarded frames (with a flowtable, the
     fast path's too: the forward chain sees two packets of each flow, the egress chain all four, after
     the TTL decrement), and the egress chain of the in device counts the ICMP error the gateway sends
-    back; skb->len from the MAC header. The same in both."""
+    back, and the copies a `dup to "ga"` in gc's chain sends (they meet ga's chain); skb->len from the
+    MAC header. The same in both."""
     a, g, c = three_ns
     va, ga, gc, vc = _mac(a, "va"), _mac(g, "ga"), _mac(g, "gc"), _mac(c, "vc")
     _sh("ip", "-n", g, "neigh", "replace", "10.7.0.1", "lladdr", va["address"], "dev", "ga", "nud", "permanent")
@@ -150,5 +154,6 @@ def test_egress_counters_match_the_kernel(three_ns, flowtable):
     assert kernel == ours
     st = w.stats.as_dict(w.ifname)
     assert st["rx_packets"] == st["forwarded_packets"] + st["dropped_packets"] == 9  # one disposition each
-    assert (st["forwarded_packets"], st["drops"], st["generated_packets"]) == (4, {"netfilter_egress": 4, "ttl_expired": 1}, 1)
+    assert (st["forwarded_packets"], st["drops"], st["generated_packets"]) == (4, {"netfilter_egress": 4, "ttl_expired": 1}, 5)
+    assert ours["back"] == [(1, 70), (4, 4 * 42 + 10)]
     assert st["interfaces"]["gc"]["tx_packets"] == 4 and st["tx_packets"] == 4 + st["generated_packets"]
