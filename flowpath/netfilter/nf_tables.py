@@ -33,6 +33,7 @@ from flowpath.netfilter.nft_compile import NftVm, compile_chains
 from flowpath.netfilter.nft_expr import NftCtx
 from flowpath.netfilter.nft_objref import NftQuota, build_stmt, nft_obj_init, quota_stmt_json
 from flowpath.netfilter.nft_payload_ll import ll_expand
+from flowpath.netfilter.nft_pctx import rule_ctxs
 from flowpath.netfilter.nft_set import NftSet, parse_key, set_from_json
 from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, parse_verdict
 from flowpath.netfilter.nft_types import NftBuildError
@@ -379,7 +380,7 @@ class NftRuntime:
         info = RuleInfo()
         try:
             expr = ll_expand(o.get("expr", []))  # vlan matches as their bytecode loads them
-            ops = tuple(build_stmt(stmt, ctx, info) for stmt in expr)
+            ops = tuple(build_stmt(stmt, c, info) for stmt, c in zip(expr, rule_ctxs(ctx, expr), strict=True))
         except _MALFORMED as e:
             err = self._err(f"{where}: {e}")
             err.rule = (o.get("family"), o.get("table"), o.get("chain"), o.get("handle"))  # for Net: its line

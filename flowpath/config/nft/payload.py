@@ -52,6 +52,16 @@ def _icmp_type_dep(stmt: dict, left: dict) -> bool:
     )
 
 
+def _l4_key_kept(family: str, stmts: list[dict]) -> bool:
+    """An `ip protocol`/`ip6 nexthdr` match nft keeps in inet, bridge and netdev (payload.c ›
+    payload_may_dependency_kill): it stays the transport header's dependency, so an icmp type after it
+    is no dependency nft kills (`ip protocol ipv6-icmp icmpv6 type packet-too-big icmpv6 mtu 1280`)."""
+    keys = ({"payload": {"protocol": "ip", "field": "protocol"}}, {"payload": {"protocol": "ip6", "field": "nexthdr"}})
+    return family in ("inet", "bridge", "netdev") and any(
+        s.get("match", {}).get("op") == "==" and s["match"]["left"] in keys for s in stmts
+    )
+
+
 def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
     """Drop a protocol match that only states what the next payload match implies."""
     out: list[dict] = []
@@ -69,7 +79,7 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
                 p = "ip6"
             if "sctp chunk" in left:  # sctp_chunk.c: a chunk implies the SCTP header
                 p = "sctp"
-            if _icmp_type_dep(out[-1], left):
+            if _icmp_type_dep(out[-1], left) and not _l4_key_kept(family, out[:-1]):
                 out[-1] = s
                 continue
             if "ct" in left and " " in left["ct"].get("key", ""):  # ct.c: `ip saddr` implies its family
