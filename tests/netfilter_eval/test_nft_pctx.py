@@ -61,6 +61,6 @@ def test_explicit_protocol_match_is_the_dependency(do_chain):
 
 
 @pytest.mark.root
-def test_explicit_protocol_match_counts_as_the_kernel(veth_pair):
+def test_explicit_protocol_match_counts_as_the_kernel(veth_pair):  # noqa: F811  (the fixture imported above)
     rt = kernel_replay(veth_pair, (HERE / "pctx.nft").read_text(), list(FRAMES.values()), accept=True)
     assert_kernel_counts(veth_pair[1], rt)
