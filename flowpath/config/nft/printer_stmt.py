@@ -437,15 +437,16 @@ def _queue_print(family: str, a: dict | None) -> str:
     a = a or {}
     flags = _flag_names(a.get("flags", []), ("bypass", "fanout"))
     num = a.get("num", 0)
-    if not isinstance(num, int) and not (
+    expr = isinstance(num, dict) and len(num) == 1 and next(iter(num)) in ("numgen", "jhash", "symhash", "map")
+    if not isinstance(num, int) and not expr and not (
         isinstance(num, dict) and set(num) == {"range"} and all(isinstance(x, int) for x in num["range"])
     ):
-        raise ValueError("queue num must be a number or a range")
+        raise ValueError("queue num must be a number, a range or a numgen, hash or map expression")
     out = "queue"
     if flags:
         out += " flags " + ",".join(f for f in ("bypass", "fanout") if f in flags)
     if "num" in a:
-        out += " to " + rhs_str("integer", a["num"])
+        out += " to " + (expr_str("integer", num) if expr else rhs_str("integer", num))
     return out
 
 

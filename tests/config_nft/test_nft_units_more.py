@@ -1,0 +1,49 @@
+"""Rules of nftables' tests/py that need more than a table entry: listed as the .t files say nft 1.0.6
+lists them, refused with nft's error where nft refuses them.
+
+Linux: nftables src/parser_bison.y › queue_stmt_expr, src/evaluate.c › stmt_evaluate_queue,
+payload_gen_dependency (conflicting protocols), src/statement.c › queue_stmt_print.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from flowpath.config.nft import parse_ruleset
+from flowpath.errors import ConfigError
+
+HEAD = "type filter hook output priority 0;"
+
+
+def listed(rule: str, family: str = "ip") -> str:
+    rs = parse_ruleset(f"table {family} t {{\n chain c {{\n {HEAD}\n {rule}\n }}\n}}\n", "<t>")
+    return rs.list().split("\n")[3].strip()
+
+
+@pytest.mark.parametrize(
+    "rule, want",
+    [  # any/queue.t
+        ("queue to symhash mod 65536", None),
+        ("queue flags bypass to numgen inc mod 65536", None),
+        ("queue to jhash oif . meta mark mod 32", None),
+        ('queue flags bypass to oifname map { "eth0" : 0, "ppp0" : 2, "eth1" : 2 }', None),
+    ],
+)
+def test_listing_as_nft(rule, want):
+    assert listed(rule) == (want or rule)
+
+
+@pytest.mark.parametrize(
+    "rule, col, msg",
+    [
+        ("queue to symhash mod 2 offset 65536", 11, "queue expression max value exceeds 65535"),
+        ("queue flags fanout to symhash mod 65536", 24, "fanout requires a range to be specified"),
+        ('queue to oifname map { "eth0" : 70000 }', 34, "Value 70000 exceeds valid range 0-65535"),
+        ("queue to oif", 11, "syntax error, unexpected newline, expecting . or map"),
+    ],
+)
+def test_refused_as_nft(rule, col, msg):
+    """nft 1.0.6's message and column (the rule line starts with one space, as in the nft runs)."""
+    with pytest.raises(ConfigError) as ei:
+        listed(rule)
+    assert (ei.value.line, ei.value.col, ei.value.msg) == (4, col, msg)
