@@ -34,6 +34,20 @@ def test_listing_as_nft(rule, want):
 
 
 @pytest.mark.parametrize(
+    "rule, want",
+    [  # ip6/vmap.t (nft lists the elements sorted): scanner.l's longest IPv6 address leaves `::accept` its ":"
+        ("ip6 saddr vmap {1234:1234:1234:1234:1234:1234:aaaa:::accept, ::bbbb : drop}",
+         "ip6 saddr vmap { ::bbbb : drop, 1234:1234:1234:1234:1234:1234:aaaa:0 : accept }"),
+        ("ip6 saddr vmap {1234:1234:1234:1234:1234:1234:aaaa:::accept,::dddd: drop}",
+         "ip6 saddr vmap { ::dddd : drop, 1234:1234:1234:1234:1234:1234:aaaa:0 : accept }"),
+        ("ip6 saddr { ::ffff:1.2.3.4, 1::2:3 }", "ip6 saddr { ::ffff:1.2.3.4, 1::2:3 }"),
+    ],
+)
+def test_ipv6_address_then_colon(rule, want):
+    assert listed(rule, "ip6") == want
+
+
+@pytest.mark.parametrize(
     "rule, col, msg",
     [
         ("queue to symhash mod 2 offset 65536", 11, "queue expression max value exceeds 65535"),
