@@ -84,3 +84,20 @@ def test_iiftype_is_the_link_layer_dependency(family, rule, want):
     """Unqualified `iiftype` after a match, and the dependency a later ether match kills (not across a
     counter: rule_maybe_reset_payload_deps)."""
     assert listed(rule, family, "type filter hook input priority 0;") == want
+
+
+@pytest.mark.parametrize(
+    "family, rule, want",
+    [  # ip6/map.t, ip6/dnat.t
+        ("ip6", "mark set ip6 saddr and ::ffff map { ::2 : 0x0000002a, ::ffff : 0x00000017}",
+         "meta mark set ip6 saddr & ::ffff map { ::2 : 0x0000002a, ::ffff : 0x00000017 }"),
+        ("ip", "meta mark set meta mark and 0xff", "meta mark set meta mark & 0x000000ff"),
+    ],
+)
+def test_masked_map_key(family, rule, want):
+    assert listed(rule, family) == want
+
+
+def test_dnat_to_a_bracketed_ipv6_prefix():
+    head = "type nat hook prerouting priority 0;"
+    assert listed("dnat to [2001:838:35f:1::]/64", "ip6", head) == "dnat to 2001:838:35f:1::/64"

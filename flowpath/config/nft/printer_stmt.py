@@ -144,10 +144,10 @@ def rhs_str(dtype: str, v: Any) -> str:
             return out
         if "map" in v:  # `ip saddr map { ... }` as a value
             m = v["map"]
-            kdtype = dt.selector_type(m["key"])
+            kdtype = dt.selector_type(_binop_base(m["key"]))  # `ip6 saddr & ::ffff map`: the selector's type
             data = m["data"]
             text = data if isinstance(data, str) else set_elems_str(kdtype, data["set"], False, dtype)
-            return f"{selector_str(m['key'])} map {text}"
+            return f"{expr_str(kdtype, m['key'])} map {text}"
         if "set" in v:
             return set_elems_str(dtype, v["set"], named=False)
         if "range" in v:  # src/expression.c › range_expr_print: both ends numeric (NFT_CTX_OUTPUT_NUMERIC_ALL)
