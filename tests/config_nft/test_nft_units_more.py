@@ -101,3 +101,19 @@ def test_masked_map_key(family, rule, want):
 def test_dnat_to_a_bracketed_ipv6_prefix():
     head = "type nat hook prerouting priority 0;"
     assert listed("dnat to [2001:838:35f:1::]/64", "ip6", head) == "dnat to 2001:838:35f:1::/64"
+
+
+@pytest.mark.parametrize(
+    "rule, want",
+    [  # ip/snat.t; checked with nft 1.0.6: flags after `prefix to` replace its netmap (nat_stmt_args)
+        ("snat ip prefix to ip saddr map { 10.141.11.0/24 : 192.168.2.0/24 }", None),
+        ("snat ip prefix to ip saddr map { 10.141.11.0/24 : 192.168.2.0/24 } persistent",
+         "snat ip to ip saddr map { 10.141.11.0/24 : 192.168.2.0/24 } persistent"),
+    ],
+)
+def test_snat_prefix(rule, want):
+    head = "type nat hook postrouting priority 0;"
+    assert listed(rule, "ip", head) == (want or rule)
+    chain = parse_ruleset(f"table ip t {{\n chain c {{\n {head}\n {rule}\n }}\n}}\n", "<t>").tables[0].chains["c"]
+    snat = chain.rules[0].expr[0]["snat"]
+    assert (snat["flags"], snat.get("type_flags")) == (("netmap", "prefix") if want is None else ("persistent", None))

@@ -1,4 +1,5 @@
-"""NAT to a whole prefix: `dnat to [2001:db8:1::]/64` (tests/py/ip6/dnat.t) is the range of the prefix.
+"""NAT to a whole prefix: `dnat to [2001:db8:1::]/64` (tests/py/ip6/dnat.t) is the range of the prefix;
+`snat ip prefix to ... map` (ip/snat.t) maps a network onto another, host bits kept.
 
 Linux: nftables src/evaluate.c › stmt_evaluate_nat (a prefix becomes NF_NAT_RANGE_MAP_IPS from its first to its
 last address); net/netfilter/nft_nat.c › nft_nat_eval fills nf_nat_range2 with them.
@@ -41,3 +42,36 @@ def test_dnat_to_an_ipv6_prefix_is_its_address_range(do_chain):
     lo, hi = (int(ipaddress.IPv6Address(a)) for a in ("2001:db8:1::", "2001:db8:1:0:ffff:ffff:ffff:ffff"))
     assert pkt.nat.maniptype == C.NF_NAT_MANIP_DST
     assert pkt.nat.range == N.NfNatRange(N.NF_NAT_RANGE_MAP_IPS, lo, hi)
+
+
+NETMAP = """table ip t {
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		snat ip prefix to ip saddr map { 192.168.1.0/24 : 198.51.100.0/24 }
+	}
+}
+"""
+
+
+def test_snat_prefix_map_keeps_the_host_bits_through_a_worker():
+    """`snat ip prefix to ip saddr map { 192.168.1.0/24 : 198.51.100.0/24 }` (ip/snat.t): NF_NAT_RANGE_NETMAP
+    (nft_nat.c › nft_nat_setup_netmap: the range's network part, the old address's host part), so
+    192.168.1.10 leaves as 198.51.100.10 and 192.168.1.11 as 198.51.100.11."""
+    from scapy.all import IP, Ether, raw
+
+    from flowpath.config.ipbatch import parse_network
+    from flowpath.datapath import Worker
+    from flowpath.packet.batch import PacketBatch
+
+    rs = parse_ruleset(NETMAP, "<rules>")
+    assert rs.list().split("\n")[3].strip() == "snat ip prefix to ip saddr map { 192.168.1.0/24 : 198.51.100.0/24 }"
+    root = Path(__file__).resolve().parents[2]
+    w = Worker(parse_network((root / "examples" / "gateway.ip").read_text(), "<net>"), rs, flowtable=False)
+    lan0 = w.net.dev.link_by_name("lan0").ifindex
+    b = PacketBatch(2)
+    for host, sport in (("192.168.1.10", 4000), ("192.168.1.11", 4001)):
+        f = Ether(src="02:00:00:00:01:0a", dst="02:00:00:00:01:01") / IP(src=host, dst="198.18.0.9") / TCP(
+            sport=sport, dport=443)
+        b.append(raw(f), lan0, 10**9)
+    out = sorted((Ether(f)[IP].src, Ether(f)[TCP].sport) for _, f, _ in w.poll(b).frames())
+    assert out == [("198.51.100.10", 4000), ("198.51.100.11", 4001)]

@@ -252,6 +252,8 @@ def _nat_print(family: str, kind: str, a: dict | None) -> str:
     out = kind
     if a.get("family"):
         out += f" {a['family']}"
+    if "prefix" in json_names(a.get("type_flags")):  # statement.c › nat_stmt_print
+        out += " prefix"
     addr, port = a.get("addr"), a.get("port")
     dtype = "ipv6_addr" if (a.get("family") or family) == "ip6" or _is_ip6(addr) else "ipv4_addr"
     if addr is not None or port is not None:
@@ -305,10 +307,9 @@ def _dyn_key_str(key: dict) -> str:
 
 
 def _nat_flags_str(a: dict) -> str:
-    flags = a.get("flags")
-    if not flags:
-        return ""
-    return " " + (flags if isinstance(flags, str) else ",".join(flags))
+    """statement.c › print_nf_nat_flags: netmap is the `prefix` before `to`, not a flag it prints."""
+    flags = [f for f in json_names(a.get("flags")) if f != "netmap"]
+    return " " + ",".join(flags) if flags else ""
 
 
 def stmt_print(family: str, s: dict) -> str:
