@@ -133,6 +133,8 @@ class Worker:
         if net.xfrm is not self.xfrm:
             self._sa_torn = np.zeros(0, np.bool_)  # SAs of this xfrm whose flows went down when they died
         old, self.net = self.net, net
+        if net.nft is not None and self.now_ns:  # a ruleset loaded while running: its element timeouts
+            net.nft.start_clock(self.now_ns)  # start now (before any packet: with the first one, nf_tables.py)
         self.xfrm = net.xfrm
         self.conntrack = net.conntrack
         self.flowtables = net.flowtables

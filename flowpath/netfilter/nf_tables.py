@@ -33,7 +33,8 @@ from flowpath.netfilter.nft_compile import NftVm, compile_chains
 from flowpath.netfilter.nft_expr import NftCtx
 from flowpath.netfilter.nft_objref import NftQuota, build_stmt, nft_obj_init, quota_stmt_json
 from flowpath.netfilter.nft_payload_ll import ll_expand
-from flowpath.netfilter.nft_set import NftSet, parse_key, set_from_json
+from flowpath.netfilter.nft_pctx import rule_ctxs
+from flowpath.netfilter.nft_set import ElemClock, NftSet, parse_key, set_from_json
 from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, parse_verdict
 from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.netfilter.nft_vm import NFT_PUNT
@@ -239,6 +240,7 @@ class NftRuntime:
         self._counter_stmts: list[tuple[dict, NftCounter | NftQuota]] = []
         self._counter_objs: list[tuple[dict, NftCounter | NftQuota]] = []
         self.vm: NftVm | None = None
+        self.elem_clock = ElemClock()  # declared element timeouts: start_clock, or the first lookup
 
     # --- building -------------------------------------------------------------------------------------------
     @classmethod
@@ -372,6 +374,7 @@ class NftRuntime:
         else:
             dtype = s.data_type
             s.add_elements(elems, lambda v: parse_key(dtype, 0, v))
+        self.elem_clock.add(s)
 
     def _add_rule(self, o: dict) -> None:
         ctx = self._ctx(o, "rule")
@@ -382,7 +385,7 @@ class NftRuntime:
         info = RuleInfo()
         try:
             expr = ll_expand(o.get("expr", []))  # vlan matches as their bytecode loads them
-            ops = tuple(build_stmt(stmt, ctx, info) for stmt in expr)
+            ops = tuple(build_stmt(stmt, c, info) for stmt, c in zip(expr, rule_ctxs(ctx, expr), strict=True))
         except _MALFORMED as e:
             err = self._err(f"{where}: {e}")
             err.rule = (o.get("family"), o.get("table"), o.get("chain"), o.get("handle"))  # for Net: its line
@@ -444,7 +447,13 @@ class NftRuntime:
         return (nfproto, hooknum) in self._hooks
 
     def nft_do_chain(self, chain: Chain, pkt: NftPktinfo) -> int:
+        if self.elem_clock.sets:  # the first packet: declared element timeouts start now
+            self.elem_clock.start(pkt.skb.ts_ns)
         return nft_do_chain(chain, pkt)
+
+    def start_clock(self, now_ns: int) -> None:
+        """Start declared element timeouts at now_ns (the Worker's clock when it loads a ruleset)."""
+        self.elem_clock.start(now_ns)
 
     def nft_fallback(self) -> dict[str, int]:
         """Per chain ("family table name"): runs the compiled program punted to the Python evaluator."""

@@ -34,6 +34,7 @@ from flowpath.netfilter.nft_compile_expr import (
 from flowpath.netfilter.nft_dynset import data_map_set
 from flowpath.netfilter.nft_expr import NftCtx
 from flowpath.netfilter.nft_objref import NftQuota
+from flowpath.netfilter.nft_pctx import rule_ctxs
 from flowpath.netfilter.nft_set import Interval, NftSet
 from flowpath.netfilter.nft_stmt import (
     _NAT_FLAGS,
@@ -231,10 +232,10 @@ class _Compiler:
         start = em.emit(V.OP_RULE, 0)
         rule_counters, rule_quotas = list(rule.info.counters), list(rule.info.quotas)
         ok = True
-        for stmt in rule.expr:
+        for stmt, sctx in zip(rule.expr, rule_ctxs(ctx, rule.expr), strict=True):
             mark = len(em.code)
             try:
-                self.stmt(stmt, ctx, rule_counters, rule_quotas)
+                self.stmt(stmt, sctx, rule_counters, rule_quotas)
             except (
                 Punt,
                 NftBuildError,

@@ -26,6 +26,7 @@ from flowpath.netfilter.nft_expr import (
 )
 from flowpath.netfilter.nft_exthdr import build_rt_load
 from flowpath.netfilter.nft_fib import build_fib, fib_flags
+from flowpath.netfilter.nft_pctx import NO_PCTX, ProtoCtx
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
 
@@ -107,7 +108,7 @@ def _emit_shift_mask(em: Emitter, dreg: int, n: int, shift: int, mask: int) -> N
     em.emit(V.OP_BITWISE, dreg, dreg, n, em.const(mask.to_bytes(n, "big")), em.const(bytes(n)))
 
 
-def compile_payload(em: Emitter, p: dict, dreg: int, family: str) -> Val:
+def compile_payload(em: Emitter, p: dict, dreg: int, family: str, pctx: ProtoCtx = NO_PCTX) -> Val:
     """nft_payload_eval with nft_expr's field table and implicit dependencies."""
     if "base" in p:
         base, first, n, shift, bits = raw_payload(p)
@@ -116,7 +117,7 @@ def compile_payload(em: Emitter, p: dict, dreg: int, family: str) -> Val:
             raise Punt("raw payload wider than a register")
     else:
         off, n, shift, mask, dtype = _PAYLOAD[p.get("protocol"), p.get("field")]
-        base, l3, l4 = payload_dep(p["protocol"], family)
+        base, l3, l4 = payload_dep(p["protocol"], family, pctx)
         first, bits = off, mask.bit_length() if mask else n * 8
         mask = mask or (1 << (8 * n)) - 1
         types = ICMP_DEP_TYPES.get((p["protocol"], p["field"]))
@@ -148,7 +149,7 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         raise NftBuildError(f"unsupported expression {e!r}")
     (kind, arg), = e.items()  # fmt: skip
     if kind == "payload":
-        return compile_payload(em, arg, dreg, ctx.family)
+        return compile_payload(em, arg, dreg, ctx.family, ctx.pctx)
     if kind == "meta":
         _, dtype, bits = build_meta(arg)
         if arg["key"] not in _META:

@@ -33,6 +33,7 @@ from flowpath.netfilter.nft_keys import (
     build_meta_key,
     build_numgen,
 )
+from flowpath.netfilter.nft_pctx import NO_PCTX, ProtoCtx
 from flowpath.netfilter.nft_types import ICMP_TYPE, ICMPV6_TYPE, NftBuildError, parse_value
 from flowpath.netfilter.nft_xfrm import build_xfrm, secpath_exists
 from flowpath.packet import layout as L
@@ -60,6 +61,7 @@ class NftCtx:
     counters: dict = field(default_factory=dict)  # name -> NftCounter (named counter objects)
     objs: dict = field(default_factory=dict)  # (kind, name) -> the other named objects (nft_objref.py)
     ifindex: Mapping[str, int] | None = None
+    pctx: ProtoCtx = NO_PCTX  # what the rule's earlier statements checked (nft_pctx.rule_ctxs)
 
 
 # --- payload (nft_payload.c; field table from nftables src/proto.c) -------------------------------------
@@ -76,13 +78,17 @@ _PROTO_DEP = {
 }  # fmt: skip
 
 
-def payload_dep(proto: str, family: str) -> tuple[int, int, int]:
+def payload_dep(proto: str, family: str, pctx: ProtoCtx = NO_PCTX) -> tuple[int, int, int]:
     """(base, l3proto, l4proto) a field of `proto` is loaded behind. nft's dependency for icmp, icmpv6
     and igmp is `meta l4proto` alone in an ip or ip6 table (an IPv4 packet may carry ICMPv6: the kernel
-    matches it); in inet, bridge and netdev nft puts the network protocol in front too."""
+    matches it); in inet, bridge and netdev nft puts the network protocol in front too, unless an earlier
+    statement of the rule checked one (`pctx`, nft_pctx.py). After a match of the transport protocol
+    itself (`ip protocol ipv6-icmp`) nft adds no check at all."""
     base, l3, l4 = _PROTO_DEP[proto]
-    if family in ("ip", "ip6") and proto in ("icmp", "icmpv6", "igmp"):
+    if family in ("ip", "ip6") and proto in ("icmp", "icmpv6", "igmp") or pctx.l3 and base == _TH:
         l3 = 0
+    if base == _TH and l4 >= 0 and pctx.l4 == l4:
+        l3, l4 = 0, _NOT_CHECKED
     return base, l3, l4
 # (protocol, field) -> (offset, length in bytes, right shift, mask (0: none), datatype)
 _PAYLOAD = {
@@ -245,7 +251,7 @@ def raw_payload(p: dict) -> tuple[int, int, int, int, int]:
     return (base, *bit_span(off_bits, len_bits), len_bits)
 
 
-def build_payload(p: dict, family: str) -> Load:
+def build_payload(p: dict, family: str, pctx: ProtoCtx = NO_PCTX) -> Load:
     if "base" in p:  # raw payload: @nh,96,32
         base, first, n, shift, len_bits = raw_payload(p)
         fn = _payload_fn(base, 0, _NOT_CHECKED, first, n, shift, (1 << len_bits) - 1)
@@ -254,7 +260,7 @@ def build_payload(p: dict, family: str) -> Load:
     if (proto, fld) not in _PAYLOAD:
         raise NftBuildError(f"unsupported payload field {proto} {fld}")
     off, n, shift, mask, dtype = _PAYLOAD[proto, fld]
-    base, l3, l4 = payload_dep(proto, family)
+    base, l3, l4 = payload_dep(proto, family, pctx)
     bits = mask.bit_length() if mask else n * 8
     fn = _payload_fn(base, l3, l4, off, n, shift, mask)
     if (proto, fld) in ICMP_DEP_TYPES:
@@ -386,7 +392,7 @@ def build_load(e: object, ctx: NftCtx) -> Load:
     if isinstance(e, dict) and len(e) == 1:
         (kind, arg), = e.items()  # fmt: skip
         if kind == "payload":
-            return build_payload(arg, ctx.family)
+            return build_payload(arg, ctx.family, ctx.pctx)
         if kind == "meta":
             return build_meta(arg)
         if kind == "ct":

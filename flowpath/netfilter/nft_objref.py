@@ -23,6 +23,7 @@ from __future__ import annotations
 from flowpath.config.nft.evaluate import _BYTE_UNITS, _byte_rate
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nft_stmt
+from flowpath.netfilter.nft_dynset import build_map_load
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load
 from flowpath.netfilter.nft_fwd_netdev import build_fwd_dup
 from flowpath.netfilter.nft_set import NftSet
@@ -157,13 +158,19 @@ def build_quota(arg: object, ctx: NftCtx, info: RuleInfo) -> Op:
     return nft_quota_do_eval(q)
 
 
-def build_queue(arg: object) -> Op:
+def build_queue(arg: object, ctx: NftCtx) -> Op:
     """nft_queue.c: the packet goes to a userspace queue; flowpath never has a listener, so it is what
-    nf_queue does then: dropped (counted as NETFILTER_QUEUE), or let go on with `bypass`."""
+    nf_queue does then: dropped (counted as NETFILTER_QUEUE), or let go on with `bypass`. Any queue
+    number is one without a listener, so a numgen or hash one is not computed; a map's is looked up,
+    as the rule does not match when the map has no element for the packet (nft_lookup_eval's break)."""
     flags = (arg or {}).get("flags", []) if isinstance(arg, dict) else []
     bypass = "bypass" in ([flags] if isinstance(flags, str) else flags)
+    num = arg.get("num") if isinstance(arg, dict) else None
+    qnum = build_map_load(num["map"], ctx, "integer").fn if isinstance(num, dict) and "map" in num else None
 
     def op(pkt):
+        if qnum is not None and qnum(pkt) is None:
+            return NFT_BREAK
         if bypass:
             return C.NF_ACCEPT
         pkt.reason = Reason.NETFILTER_QUEUE
@@ -182,7 +189,7 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
         if kind == "quota":
             return build_quota(arg, ctx, info)
         if kind == "queue":
-            return build_queue(arg)
+            return build_queue(arg, ctx)
         if kind in ("fwd", "dup") and ctx.family == "netdev":
             return build_fwd_dup(kind, arg, ctx, info)
         if kind in REFUSED:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_expr import _NH, _PAYLOAD, _TH, Op, payload_dep
+from flowpath.netfilter.nft_pctx import NO_PCTX, ProtoCtx
 from flowpath.netfilter.nft_types import NftBuildError, parse_value
 from flowpath.packet import layout as L
 from flowpath.packet.csum import csum_fold, ld16, st16
@@ -73,7 +74,7 @@ def _l4csum_offset(pkt) -> int:
     return t + coff
 
 
-def build_payload_set(p: dict, value: object, family: str) -> Op:
+def build_payload_set(p: dict, value: object, family: str, pctx: ProtoCtx = NO_PCTX) -> Op:
     """nft_payload_set_eval for a field of nft_expr's table, set to a constant."""
     proto, fld = p.get("protocol"), p.get("field")
     if "base" in p or (proto, fld) not in _PAYLOAD:
@@ -81,7 +82,7 @@ def build_payload_set(p: dict, value: object, family: str) -> Op:
     if proto == "sctp":
         raise NftBuildError("cannot set an sctp field: flowpath has no CRC32c update (nft_payload_csum_sctp)")
     off, n, shift, mask, dtype = _PAYLOAD[proto, fld]
-    base, l3, l4 = payload_dep(proto, family)
+    base, l3, l4 = payload_dep(proto, family, pctx)
     v = parse_value(dtype, value)
     width_mask = mask or (1 << (8 * n)) - 1
     if not isinstance(v, int) or not 0 <= v <= width_mask:

@@ -5,7 +5,9 @@ Linux: net/netfilter/nft_lookup.c with the set backends chosen by what a set hol
 with intervals; here a scan). Interface wildcards ("eth*") in sets are scanned too. The catch-all
 element `*` answers when nothing else does (nf_tables_api.c › nft_set_catchall_lookup). Elements the packet
 path adds (nft_dynset.py) may expire: `expires` holds their deadline in packet time, and a lookup at or
-after it does not find them (nft_set_elem_expired).
+after it does not find them (nft_set_elem_expired). An element declared with a timeout (its own, or the
+set's: nf_tables_api.c › nft_add_set_elem) expires too, from when it was added; a ruleset loaded before
+any packet has no packet time yet, so its clock starts with the first packet (ElemClock).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class NftSet:
         self.timeout_ns = 0  # NFTA_SET_TIMEOUT: the default lifetime of an element the path adds
         self.size = 0  # NFTA_SET_DESC_SIZE (0: no limit)
         self.expires: dict = {}  # key -> deadline (ns of packet time) of an element that expires
+        self.lifetimes: dict = {}  # key -> timeout (ns) of a declared element whose clock has not started
+        self.clock: ElemClock | None = None  # what starts them (the runtime's)
         self.elem_stmts: dict = {}  # key -> the element's own statements (nft_dynset_new's clones)
         self.exact: dict = {}
         self.starts: list[int] = []
@@ -105,12 +109,22 @@ class NftSet:
                 if not (isinstance(el, list) and len(el) == 2):
                     raise NftBuildError(f"map element must be [key, data]: {el!r}")
                 key, data = el[0], parse_data(el[1])
-            if isinstance(key, dict) and "elem" in key:  # Deviation: a declared element's own timeout
-                key = key["elem"]["val"]  # is not counted down (there is no packet time at load)
+            timeout_ns = self.timeout_ns
+            if isinstance(key, dict) and "elem" in key:
+                if key["elem"].get("timeout") is not None:
+                    timeout_ns = round(float(key["elem"]["timeout"]) * 10**9)
+                key = key["elem"]["val"]
             if key == "*":
                 self.catchall = data
-            else:
-                self.add(parse_key(self.keytype, self.bits, key), data)
+                continue
+            k = parse_key(self.keytype, self.bits, key)
+            self.add(k, data)
+            if timeout_ns:
+                if k not in self.exact:  # lookup() expires the exact key it was asked for
+                    raise NftBuildError(f"element {key!r} with a timeout in an interval set: flowpath "
+                                        "expires exact elements only")  # fmt: skip
+                self.lifetimes[k] = timeout_ns
+                self.dynamic = True  # it changes with packet time: the VM leaves its lookups to the closures
 
     def get(self, key: object) -> object:
         d = self.exact.get(key)
@@ -132,8 +146,16 @@ class NftSet:
                 return d
         return self.catchall
 
+    def elem_clock_start(self, now_ns: int) -> None:
+        """Declared elements' deadlines counted from now_ns, when they were added in packet time."""
+        for k, t in self.lifetimes.items():
+            self.expires[k] = now_ns + t
+        self.lifetimes.clear()
+
     def lookup(self, key: object, now_ns: int) -> object:
         """get(), but an element past its deadline is gone (nft_set_elem_expired; GC removes it)."""
+        if self.lifetimes and self.clock is not None:  # the first packet, when no hook started the clock
+            self.clock.start(now_ns)
         t = self.expires.get(key)
         if t is not None and t <= now_ns:
             self.remove(key)
@@ -147,6 +169,26 @@ class NftSet:
 
     def __len__(self) -> int:
         return len(self.exact) + len(self.starts) + len(self.scan) + (self.catchall is not None)
+
+
+class ElemClock:
+    """When a ruleset's declared element timeouts start: Linux's at the commit, here the Worker's clock
+    at load or, for a ruleset loaded before any packet, the first packet's time (the packet clock starts
+    there, DESIGN.md §3). No Linux counterpart: the kernel's jiffies run before any packet.
+    """
+
+    def __init__(self):
+        self.sets: list[NftSet] = []
+
+    def add(self, s: NftSet) -> None:
+        if s.lifetimes and s.clock is None:
+            s.clock = self
+            self.sets.append(s)
+
+    def start(self, now_ns: int) -> None:
+        for s in self.sets:
+            s.elem_clock_start(now_ns)
+        self.sets.clear()
 
 
 def set_from_json(s: dict) -> NftSet:

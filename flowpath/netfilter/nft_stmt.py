@@ -463,7 +463,7 @@ def build_flow(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
 def build_mangle(arg: dict, ctx: NftCtx, info: RuleInfo) -> Op:
     key, value = arg.get("key"), arg.get("value")
     if isinstance(key, dict) and len(key) == 1 and "payload" in key and not isinstance(value, dict):
-        return build_payload_set(key["payload"], value, ctx.family)
+        return build_payload_set(key["payload"], value, ctx.family, ctx.pctx)
     if isinstance(key, dict) and len(key) == 1 and "tcp option" in key:
         if isinstance(value, dict):
             src = build_load(value, ctx).fn

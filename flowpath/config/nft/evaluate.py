@@ -93,6 +93,8 @@ def selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
     l3 = {"ip": "ip", "ip6": "ip6"}.get(proto)  # icmp, icmpv6, igmp: an l4proto, in either family (as nft)
     if l3 and fam in ("ip", "ip6") and l3 != fam:
         raise ctx.error(t, f"conflicting protocols specified: {fam} vs. {l3}")
+    if l3 and fam == "inet" and ctx.l3 and l3 != ctx.l3:  # `meta nfproto ipv6 ip saddr ...`
+        raise ctx.error(t, f"conflicting protocols specified: {ctx.l3} vs. {l3}")
     return {"payload": {"protocol": proto, "field": str(field)}}, dt.PAYLOAD_FIELDS[proto][str(field)]
 
 

@@ -216,6 +216,12 @@ def _value(ctx: Ctx, t: Any, dtype: str) -> Any:
         return {binop: [a, b]}
     if isinstance(t, Tree) and t.data == "map_lookup":  # `ip saddr map { ... }`, `... map @m`
         return map_lookup(ctx, t, dtype)
+    if isinstance(t, Tree) and t.data == "masked_map_lookup":  # `ip6 saddr & ::ffff map { ... }`
+        sel, mask, data = t.children
+        if not isinstance(sel, Tree) or sel.data.startswith("set_") or sel.data == "map_lookup":
+            raise ctx.error(t, "the key of a map is a selector and a mask")
+        mask_v = _value(ctx, mask, selector(ctx, sel)[1])
+        return map_lookup(ctx, Tree("map_lookup", [sel, data], t.meta), dtype, mask_v)
     left, _ = selector(ctx, t)
     return left
 

@@ -54,6 +54,8 @@ def stmt_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
     family = None
     if isinstance(kids[0], Token):
         family, kids = str(kids[0]), kids[1:]
+    netmap = isinstance(kids[0], Tree) and kids[0].data == "nat_prefix"
+    kids = kids[1:] if netmap else kids
     to, flags = kids[0], (kids[1] if len(kids) > 1 else None)
     fam = ctx.table.family
     if family is not None and fam in ("ip", "ip6") and family != fam:
@@ -94,8 +96,13 @@ def stmt_nat(ctx: Ctx, t: Tree, prev: list) -> dict:
         if len(to.children) > 1:
             args["port"] = _nat_port(ctx, to.children[1], prev)
     f = _nat_flags(flags)
-    if f:
-        args["flags"] = f
+    # parser_bison.y › nat_stmt_args: flags written after `prefix to` replace its NF_NAT_RANGE_NETMAP, and
+    # the listing (from the kernel's flags) has no prefix then
+    netmap = netmap and not f
+    if f or netmap:
+        args["flags"] = f or "netmap"  # json.c › nat_flags_json
+    if netmap:
+        args["type_flags"] = "prefix"  # json.c › nat_type_flags_json
     if fam == "inet" or _family_listed(ctx, args.get("addr")):
         args = {"family": family, **args}
     return {kind: args}

@@ -322,10 +322,13 @@ def named_map(ctx: Ctx, ref: Tree, kdtype: str, verdict: bool) -> Any:
     return m
 
 
-def map_lookup(ctx: Ctx, t: Tree, vtype: str) -> dict:
-    """`ip saddr map { 1.1.1.1 : 0x1, * : 0x2 }` or `... map @m` as a value of type `vtype`."""
+def map_lookup(ctx: Ctx, t: Tree, vtype: str, mask: Any = None) -> dict:
+    """`ip saddr map { 1.1.1.1 : 0x1, * : 0x2 }` or `... map @m` as a value of type `vtype`; `mask`: the key
+    is the selector's bitwise and with it (`ip6 saddr & ::ffff map { ... }`)."""
     key_typed(ctx, t.children[0])
     key, kdtype = ev.selector(ctx, t.children[0])
+    if mask is not None:
+        key = {"&": [key, mask]}
     data = t.children[1]
     if data.data == "set_ref":
         m = named_map(ctx, data, kdtype, verdict=False)

@@ -14,7 +14,7 @@ from lark import Token, Tree
 
 from flowpath.config.nft import datatype as dt
 from flowpath.config.nft.ast import Ctx, Sym, number, rhs_ast
-from flowpath.config.nft.evaluate import _is_l4_sel, _match
+from flowpath.config.nft.evaluate import _is_l4_sel, _match, selector
 from flowpath.config.nft.evaluate_nat import _l3_context, _nat_port
 from flowpath.config.nft.evaluate_set import map_lookup
 from flowpath.config.nft.evaluate_value import sym_value
@@ -155,12 +155,31 @@ def _has_l4(prev: list, proto: str) -> bool:
     return False
 
 
+def _queue_expr(ctx: Ctx, t: Tree) -> dict:
+    """`queue to numgen|jhash|symhash ...` or `queue to KEY map { ... }` (parser_bison.y › queue_stmt_expr):
+    a queue number of 16 bits the kernel computes per packet (stmt_evaluate_queue's maxval check)."""
+    if t.data == "map_lookup":
+        return map_lookup(ctx, t, "integer16")
+    if t.data not in ("numgen_sel", "jhash_sel", "symhash_sel"):
+        raise ctx.error(t, "syntax error, unexpected newline, expecting . or map")
+    expr = selector(ctx, t)[0]
+    (arg,) = expr.values()
+    if arg["mod"] + arg.get("offset", 0) - 1 > 0xFFFF:
+        raise ctx.error(t, "queue expression max value exceeds 65535")
+    return expr
+
+
 def stmt_queue(ctx: Ctx, t: Tree, prev: list) -> dict:
-    """`queue [flags bypass,fanout] [to N[-M]]` or `queue num N[-M] [bypass] [fanout]`; no number is
+    """`queue [flags bypass,fanout] [to N[-M] | to EXPR]` or `queue num N[-M] [bypass] [fanout]`; no number is
     queue 0 (evaluate.c › stmt_evaluate_queue), and fanout needs a range."""
     flags = [str(f.children[0]) for f in t.children if f.data == "queue_flag"]
     num_t = next((c for c in t.children if c.data == "queue_num"), None)
     num: Any = 0
+    expr_t = next((c for c in t.children if c.data not in ("queue_flag", "queue_num")), None)
+    if expr_t is not None:
+        num = _queue_expr(ctx, expr_t)
+        if "fanout" in flags:
+            raise ctx.error(expr_t, "fanout requires a range to be specified")
     if num_t is not None:
         nums = [number(n) for n in num_t.children if n.type == "NUMBER"]
         for n, tok in zip(nums, num_t.children[::2], strict=True):

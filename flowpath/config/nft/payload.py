@@ -52,10 +52,49 @@ def _icmp_type_dep(stmt: dict, left: dict) -> bool:
     )
 
 
+def _l4_key_kept(family: str, stmts: list[dict]) -> bool:
+    """An `ip protocol`/`ip6 nexthdr` match nft keeps in inet, bridge and netdev (payload.c ›
+    payload_may_dependency_kill): it stays the transport header's dependency, so an icmp type after it
+    is no dependency nft kills (`ip protocol ipv6-icmp icmpv6 type packet-too-big icmpv6 mtu 1280`)."""
+    keys = ({"payload": {"protocol": "ip", "field": "protocol"}}, {"payload": {"protocol": "ip6", "field": "nexthdr"}})
+    return family in ("inet", "bridge", "netdev") and any(
+        s.get("match", {}).get("op") == "==" and s["match"]["left"] in keys for s in stmts
+    )
+
+
+_IIFTYPE = {"meta": {"key": "iiftype"}}
+
+
+def _iiftype_kill(stmts: list[dict]) -> list[dict]:
+    """`meta iiftype ether` is the link-layer dependency (payload_dependency_store at pdeps[LL]: meta.c
+    gives iiftype no base) that the next link-layer payload match kills, whatever lies between, but a
+    statement that is no expression (netlink_delinearize.c › rule_maybe_reset_payload_deps):
+    `iiftype ether ip daddr 1.2.3.4 ether saddr X` lists as `ip daddr 1.2.3.4 ether saddr X`."""
+    out: list[dict] = []
+    dep = None  # index in out of the stored `meta iiftype`
+    for s in stmts:
+        m = s.get("match")
+        if not m:
+            dep = None if "vmap" not in s else dep
+        elif m["left"] == _IIFTYPE and m["op"] == "==" and isinstance(m["right"], str):
+            dep = len(out)
+        elif dep is not None and _payload_proto(m["left"]) in ("ether", "vlan"):
+            del out[dep]
+            dep = None
+        out.append(s)
+    return out
+
+
+def _payload_proto(left: Any) -> str | None:
+    if isinstance(left, dict) and "&" in left:
+        left = left["&"][0]
+    return left.get("payload", {}).get("protocol") if isinstance(left, dict) else None
+
+
 def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
     """Drop a protocol match that only states what the next payload match implies."""
     out: list[dict] = []
-    for s in stmts:
+    for s in _iiftype_kill(stmts):
         m = s.get("match")
         left = m["left"] if m else None
         if out and ll_dependency(family, out[-1], s):
@@ -69,7 +108,7 @@ def dependency_kill(family: str, stmts: list[dict]) -> list[dict]:
                 p = "ip6"
             if "sctp chunk" in left:  # sctp_chunk.c: a chunk implies the SCTP header
                 p = "sctp"
-            if _icmp_type_dep(out[-1], left):
+            if _icmp_type_dep(out[-1], left) and not _l4_key_kept(family, out[:-1]):
                 out[-1] = s
                 continue
             if "ct" in left and " " in left["ct"].get("key", ""):  # ct.c: `ip saddr` implies its family

@@ -144,10 +144,10 @@ def rhs_str(dtype: str, v: Any) -> str:
             return out
         if "map" in v:  # `ip saddr map { ... }` as a value
             m = v["map"]
-            kdtype = dt.selector_type(m["key"])
+            kdtype = dt.selector_type(_binop_base(m["key"]))  # `ip6 saddr & ::ffff map`: the selector's type
             data = m["data"]
             text = data if isinstance(data, str) else set_elems_str(kdtype, data["set"], False, dtype)
-            return f"{selector_str(m['key'])} map {text}"
+            return f"{expr_str(kdtype, m['key'])} map {text}"
         if "set" in v:
             return set_elems_str(dtype, v["set"], named=False)
         if "range" in v:  # src/expression.c › range_expr_print: both ends numeric (NFT_CTX_OUTPUT_NUMERIC_ALL)
@@ -252,6 +252,8 @@ def _nat_print(family: str, kind: str, a: dict | None) -> str:
     out = kind
     if a.get("family"):
         out += f" {a['family']}"
+    if "prefix" in json_names(a.get("type_flags")):  # statement.c › nat_stmt_print
+        out += " prefix"
     addr, port = a.get("addr"), a.get("port")
     dtype = "ipv6_addr" if (a.get("family") or family) == "ip6" or _is_ip6(addr) else "ipv4_addr"
     if addr is not None or port is not None:
@@ -305,10 +307,9 @@ def _dyn_key_str(key: dict) -> str:
 
 
 def _nat_flags_str(a: dict) -> str:
-    flags = a.get("flags")
-    if not flags:
-        return ""
-    return " " + (flags if isinstance(flags, str) else ",".join(flags))
+    """statement.c › print_nf_nat_flags: netmap is the `prefix` before `to`, not a flag it prints."""
+    flags = [f for f in json_names(a.get("flags")) if f != "netmap"]
+    return " " + ",".join(flags) if flags else ""
 
 
 def stmt_print(family: str, s: dict) -> str:
@@ -437,15 +438,16 @@ def _queue_print(family: str, a: dict | None) -> str:
     a = a or {}
     flags = _flag_names(a.get("flags", []), ("bypass", "fanout"))
     num = a.get("num", 0)
-    if not isinstance(num, int) and not (
+    expr = isinstance(num, dict) and len(num) == 1 and next(iter(num)) in ("numgen", "jhash", "symhash", "map")
+    if not isinstance(num, int) and not expr and not (
         isinstance(num, dict) and set(num) == {"range"} and all(isinstance(x, int) for x in num["range"])
     ):
-        raise ValueError("queue num must be a number or a range")
+        raise ValueError("queue num must be a number, a range or a numgen, hash or map expression")
     out = "queue"
     if flags:
         out += " flags " + ",".join(f for f in ("bypass", "fanout") if f in flags)
     if "num" in a:
-        out += " to " + rhs_str("integer", a["num"])
+        out += " to " + (expr_str("integer", num) if expr else rhs_str("integer", num))
     return out
 
 
