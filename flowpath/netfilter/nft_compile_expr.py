@@ -321,6 +321,9 @@ def compile_match(em: Emitter, sets: SetTables, m: dict, ctx: NftCtx) -> None:
     if (isinstance(right, str) and right.startswith("@")) or (isinstance(right, dict) and "set" in right):
         s = resolve_set(right, ctx, dtype, bits)
         to_big_endian(em, val)
+        if s.updated:  # its elements live in the table the packet path updates (nft_set_hash.py)
+            em.emit(V.OP_DYNLOOKUP, 0, sets.store.bind(s, val), int(opname == "!="))
+            return
         em.emit(V.OP_LOOKUP, 0, sets.add(s, val), int(opname == "!="))
         return
     c = parse_key(dtype, bits, right)
@@ -361,6 +364,7 @@ class SetTables:
         self.elem: list[int] = []
         self.comp: list[tuple[int, int]] = []
         self._cache: dict[tuple[int, tuple], tuple[NftSet, int]] = {}  # the set is kept: ids stay unique
+        self.store = None  # nft_set_hash_store.SetHashStore: the sets the packet path updates
 
     def add(self, s: NftSet, val: Val, data_row=lambda d: -1) -> int:
         key = (id(s), val.comps)
@@ -419,7 +423,8 @@ class SetTables:
     def _pad(b: bytes, n: int) -> bytes:
         return b + bytes(n - len(b))
 
-    def _key(self, k: object, val: Val, bound: int) -> bytes | None:
+    @staticmethod
+    def _key(k: object, val: Val, bound: int) -> bytes | None:
         """A key's big-endian bytes; bound 0/1: the low/high end of its ranges and wildcards."""
         parts = k if isinstance(k, tuple) and not isinstance(k, Interval) else (k,)
         out = bytearray(val.klen)
