@@ -30,6 +30,7 @@ from flowpath.netfilter.nft_set_hash import (
     NFT_DYNSET_OP_ADD,
     SL_BYTES,
     SL_COLS,
+    SL_COUNTER,
     SL_EXPIRES,
     SL_LIVE,
     SL_PACKETS,
@@ -170,8 +171,9 @@ class SetHash:
         want = count + 1 if _capacity(count + 1) > cap // 2 else cap // 2  # _capacity doubles it
         self.store._layout([max(want, cap) if x is self else None for x in self.store.tables], now_ns)
 
-    def elements(self, now_ns: int) -> list[tuple[object, int, int, int]]:
-        """(key, deadline ns or 0, packets, bytes) of each live, unexpired element (`nft list set`)."""
+    def elements(self, now_ns: int) -> list[tuple[object, int, int | None, int | None]]:
+        """(key, deadline ns or 0, packets, bytes) of each live, unexpired element (`nft list set`);
+        packets and bytes None for an element without a counter."""
         dsets, dslot, dkey, _ = self.store.dyn
         klen, s0, k0 = (int(dsets[self.ds, c]) for c in (DS_KLEN, DS_SLOT0, DS_KEY0))
         out = []
@@ -179,7 +181,8 @@ class SetHash:
             row = dslot[s0 + i]
             if row[SL_STATE] == SL_LIVE and not (row[SL_EXPIRES] and row[SL_EXPIRES] <= now_ns):
                 key = self._decode(bytes(dkey[k0 + i * klen : k0 + (i + 1) * klen]))
-                out.append((key, int(row[SL_EXPIRES]), int(row[SL_PACKETS]), int(row[SL_BYTES])))
+                pk, by = (int(row[SL_PACKETS]), int(row[SL_BYTES])) if row[SL_COUNTER] else (None, None)
+                out.append((key, int(row[SL_EXPIRES]), pk, by))
         return out
 
     def _decode(self, b: bytes) -> object:
