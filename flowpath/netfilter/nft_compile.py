@@ -5,8 +5,8 @@ nf_tables_commit_chain_prepare (a chain's rules laid out as one blob that nft_do
 
 Every chain of the runtime becomes a run of instructions in one code array (OP_RULE at each rule's start,
 OP_END at the chain's end); statements the VM has are compiled (verdicts, vmap, counter, mark set, NAT,
-flow add, limit, set statements and meters), anything else (log, reject, notrack, tcp options, IPv6
-extension headers, ...) becomes OP_PUNT where it sits.
+flow add, limit, set statements and meters), anything else (log, reject, notrack, TCP option writes,
+...) becomes OP_PUNT where it sits.
 A packet that reaches an OP_PUNT is evaluated again from the base chain's start by the closures
 (nf_tables.py › nft_do_chain_closures), which is safe because a VM run leaves no trace until committed;
 `NftVm.fallback` counts those per chain.

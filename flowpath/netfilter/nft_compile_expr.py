@@ -24,7 +24,7 @@ from flowpath.netfilter.nft_expr import (
     payload_dep,
     raw_payload,
 )
-from flowpath.netfilter.nft_exthdr import build_rt_load
+from flowpath.netfilter.nft_exthdr import ExthdrSpec, build_rt_load, exthdr_spec, tcpopt_spec
 from flowpath.netfilter.nft_fib import build_fib, fib_flags
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
 from flowpath.netfilter.nft_types import BITMASK_TYPES, NftBuildError, parse_value
@@ -127,6 +127,16 @@ def compile_payload(em: Emitter, p: dict, dreg: int, family: str) -> Val:
     return Val((Comp(0, n, False),), dtype, bits)
 
 
+def compile_exthdr(em: Emitter, sp: ExthdrSpec, dreg: int) -> Val:
+    """nft_exthdr_tcp_eval / nft_exthdr_ipv6_eval as nft_exthdr.py's spec says: the bytes, narrowed."""
+    if sp.n > IFNAMSIZ:
+        raise Punt("extension header field wider than a register")
+    em.emit(V.OP_EXTHDR, dreg, int(sp.tcp), sp.type, sp.first, sp.n, int(sp.present))
+    if not sp.present:
+        _emit_shift_mask(em, dreg, sp.n, sp.shift, sp.mask or (1 << (8 * sp.n)) - 1)
+    return Val((Comp(0, sp.n, False),), sp.dtype, sp.bits)
+
+
 def _icmp_type_check(em: Emitter, dreg: int, l3: int, l4: int, types: tuple[int, ...]) -> None:
     """nft's `icmp type` dependency in front of the field's load: one type, or two that differ in one bit
     (echo-reply/echo-request: 0/8, 128/129), tested as the bits they share."""
@@ -169,6 +179,8 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         _, dtype, bits = build_rt_load(arg)
         em.emit(V.OP_META, dreg, V.META_RT_TCPMSS)
         return Val((Comp(0, 4, True),), dtype, bits)
+    if kind in ("tcp option", "exthdr"):
+        return compile_exthdr(em, tcpopt_spec(arg) if kind == "tcp option" else exthdr_spec(arg), dreg)
     if kind == "fib":  # a map key or a set lookup (nft_expr.build_load); compile_match reads the operand
         _, dtype, bits = build_fib(arg, by_name=ctx.ifindex is None)
         return compile_fib(em, arg, dtype, bits, dreg)
@@ -306,6 +318,8 @@ def compile_match(em: Emitter, sets: SetTables, m: dict, ctx: NftCtx) -> None:
         elif dtype == "integer":
             right = _ifindex_numbers(right)
         val = compile_fib(em, left["fib"], dtype, bits)
+    elif isinstance(left, dict) and "tcp option" in left and isinstance(right, bool):  # as nft_cmp.build_match
+        val = compile_exthdr(em, tcpopt_spec(left["tcp option"], present=True), 0)
     elif isinstance(left, dict) and left.get("meta", {}).get("key") in ("iif", "oif"):
         if ctx.ifindex is None:  # nft_expr's deviation: no ifindex map, compare names
             left = {"meta": {"key": "iifname" if left["meta"]["key"] == "iif" else "oifname"}}

@@ -14,6 +14,8 @@ writes and SCTP chunks punt).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from flowpath.config.nft.datatype import SCTP_CHUNKS, sctp_chunk_field
@@ -65,27 +67,69 @@ def _option(arg: dict) -> tuple[int, int, int, int, int]:
     return (kind, *_bytes(off, n))
 
 
-def build_tcpopt_load(arg: dict, present: bool = False):
-    """nft_exthdr_tcp_eval: `tcp option maxseg size` (the field, NFT_BREAK when absent), `tcp option @5,80,32`
-    or `tcp option maxseg` (NFT_EXTHDR_F_PRESENT: 1/0, never a break; a kind nft has no name for is listed
-    with base/offset/len, and `present` says it is compared with exists/missing)."""
+class ExthdrSpec(NamedTuple):
+    """What nft_exthdr loads (struct nft_exthdr): a TCP option (tcp) or an IPv6 extension header, its
+    kind or type, the bytes (first, n) narrowed by shift and mask (0: whole bytes), and the load's dtype and
+    bits; present: NFT_EXTHDR_F_PRESENT (1/0 in a byte). The closures and the VM's compiler read it."""
+
+    tcp: bool
+    type: int
+    first: int
+    n: int
+    shift: int
+    mask: int
+    dtype: str
+    bits: int
+    present: bool
+
+
+def tcpopt_spec(arg: dict, present: bool = False) -> ExthdrSpec:
+    """`tcp option maxseg size` (the field), `tcp option @5,80,32`, or `tcp option maxseg` (present; a
+    kind nft has no name for is listed with base/offset/len, and `present` says it is compared with
+    exists/missing)."""
     if present or ("field" not in arg and "base" not in arg):
         try:
             kind = tcpopt_kind_of(arg)
         except (KeyError, TypeError, ValueError):
             raise NftBuildError(f"unsupported tcp option {arg!r}") from None
+        return ExthdrSpec(True, kind, 0, 1, 0, 0, "boolean", 8, True)
+    kind, first, n, shift, mask = _option(arg)
+    return ExthdrSpec(True, kind, first, n, shift, mask, "integer", mask.bit_length() if mask else n * 8, False)
+
+
+def exthdr_spec(arg: dict) -> ExthdrSpec:
+    """`frag more-fragments` (a field) or `exthdr frag` (present)."""
+    try:
+        if "field" in arg:
+            nexthdr, off, bits, dtype = exthdr_field(arg["name"], arg["field"])
+        else:
+            nexthdr = EXTHDR[arg["name"]][0]
+    except (KeyError, TypeError):
+        raise NftBuildError(f"unsupported extension header {arg!r}") from None
+    if "field" not in arg:
+        return ExthdrSpec(False, nexthdr, 0, 1, 0, 0, "boolean", 8, True)
+    first, n, shift, mask = _bytes(off, bits)
+    return ExthdrSpec(False, nexthdr, first, n, shift, mask, "integer" if dtype.startswith("integer") else dtype,
+                      bits, False)  # fmt: skip
+
+
+def build_tcpopt_load(arg: dict, present: bool = False):
+    """nft_exthdr_tcp_eval (tcpopt_spec): the field, NFT_BREAK when the option is absent; or 1/0 when
+    present is asked for, never a break."""
+    sp = tcpopt_spec(arg, present)
+    kind, first, n, shift, mask = sp.type, sp.first, sp.n, sp.shift, sp.mask
+    if sp.present:
 
         def present(pkt):
             return 1 if _tcpopt_find(pkt, kind, 1) >= 0 else 0
 
         return present, "boolean", 8
-    kind, first, n, shift, mask = _option(arg)
 
     def load(pkt):
         o = _tcpopt_find(pkt, kind, first + n)
         return None if o < 0 else _value(pkt.data, o + first, n, shift, mask)
 
-    return load, "integer", (mask.bit_length() if mask else n * 8)
+    return load, sp.dtype, sp.bits
 
 
 def _ipv6_find_hdr(pkt, target: int) -> int:
@@ -95,17 +139,12 @@ def _ipv6_find_hdr(pkt, target: int) -> int:
 
 
 def build_exthdr_load(arg: dict):
-    """nft_exthdr_ipv6_eval: `frag more-fragments` (NFT_BREAK when the header is absent or short) or
-    `exthdr frag` (NFT_EXTHDR_F_PRESENT: 1/0). An IPv4 packet never matches: in an inet or netdev table
-    nft puts `meta nfproto ipv6` (`meta protocol ip6`) in front."""
-    try:
-        if "field" in arg:
-            nexthdr, off, bits, dtype = exthdr_field(arg["name"], arg["field"])
-        else:
-            nexthdr = EXTHDR[arg["name"]][0]
-    except (KeyError, TypeError):
-        raise NftBuildError(f"unsupported extension header {arg!r}") from None
-    if "field" not in arg:
+    """nft_exthdr_ipv6_eval (exthdr_spec): the field (NFT_BREAK when the header is absent or short) or
+    1/0 (NFT_EXTHDR_F_PRESENT). An IPv4 packet never matches: in an inet or netdev table nft puts
+    `meta nfproto ipv6` (`meta protocol ip6`) in front."""
+    sp = exthdr_spec(arg)
+    nexthdr, first, n, shift, mask = sp.type, sp.first, sp.n, sp.shift, sp.mask
+    if sp.present:
 
         def present(pkt):
             if pkt.skb.l3proto != L.ETH_P_IPV6:
@@ -113,7 +152,6 @@ def build_exthdr_load(arg: dict):
             return 1 if _ipv6_find_hdr(pkt, nexthdr) >= 0 else 0
 
         return present, "boolean", 8
-    first, n, shift, mask = _bytes(off, bits)
 
     def load(pkt):
         if pkt.skb.l3proto != L.ETH_P_IPV6:
@@ -123,7 +161,7 @@ def build_exthdr_load(arg: dict):
             return None
         return _value(pkt.data, o + first, n, shift, mask)
 
-    return load, ("integer" if dtype.startswith("integer") else dtype), bits
+    return load, sp.dtype, sp.bits
 
 
 def _sctp_chunk_find(pkt, ctype: int, need: int) -> int:

@@ -55,6 +55,7 @@ from flowpath.netfilter.constants import (
     NFT_JUMP,
     NFT_RETURN,
 )
+from flowpath.netfilter.nft_exthdr_find import ipv6_find_hdr, tcpopt_find
 from flowpath.netfilter.nft_fib import fib_oif_eval, fib_type_eval
 from flowpath.netfilter.nft_set_hash import (
     DYN_BREAK,
@@ -123,6 +124,7 @@ OP_QUOTA = 22  # counter row of its consumed bytes, quota in bytes, NFT_QUOTA_F_
 OP_LIMIT = 23  # row in dyn's limits
 OP_DYNSET = 24  # sreg, set (row of dyn's dsets), op, timeout ns, element limit row (-1), element counter
 OP_DYNLOOKUP = 25  # sreg, set (row of dyn's dsets), invert
+OP_EXTHDR = 26  # dreg, TCP option (1) or IPv6 header (0), its kind/type, first byte, bytes, present (0/1)
 
 CMP_EQ, CMP_NEQ, CMP_LT, CMP_GT, CMP_LTE, CMP_GTE, CMP_TRUE, CMP_FALSE = range(8)  # TRUE/FALSE: out of width
 BASE_LL, BASE_NH, BASE_TH = 0, 1, 2
@@ -212,6 +214,27 @@ def _payload(buf, buflen, pm, base, l3, l4, off, n, regs, d):
         return False
     for i in range(n):
         regs[d + i] = buf[o + off + i]
+    _pad(regs, d, n)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _exthdr(buf, buflen, pm, tcp, typ, first, n, present, regs, d):
+    """nft_exthdr_tcp_eval / nft_exthdr_ipv6_eval (nft_exthdr.py's loads); False: NFT_BREAK."""
+    if tcp:
+        o = tcpopt_find(buf, buflen, pm[PM_L4PROTO], pm[PM_THOFF], typ, 1 if present else first + n)
+    elif pm[PM_L3PROTO] != _ETH_P_IPV6:
+        return False
+    else:
+        o = ipv6_find_hdr(buf, buflen, pm[PM_NHOFF], typ)
+    if present:  # NFT_EXTHDR_F_PRESENT: nft_reg_store8
+        regs[d] = 1 if o >= 0 else 0
+        _pad(regs, d, 1)
+        return True
+    if o < 0 or o + first + n > buflen:
+        return False
+    for i in range(n):
+        regs[d + i] = buf[o + first + i]
     _pad(regs, d, n)
     return True
 
@@ -471,6 +494,9 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv, undo):
                 verdict = NFT_BREAK
         elif op == OP_CT:
             if not _ct(pm, b, regs, a):
+                verdict = NFT_BREAK
+        elif op == OP_EXTHDR:
+            if not _exthdr(buf, buflen, pm, b, c, code[pc, 4], code[pc, 5], code[pc, 6], regs, a):
                 verdict = NFT_BREAK
         elif op == OP_FIB:  # nft_fib_store_result: the ifindex, or NFTA_FIB_F_PRESENT's 0/1
             o = _fib(buf, buflen, pm, fv, b, c, code[pc, 4])
