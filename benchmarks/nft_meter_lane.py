@@ -51,7 +51,9 @@ def run(frames: list[bytes], batch: int, lane: bool) -> tuple[float, int, int]:
                flowtable=False, classic_lane=lane)  # fmt: skip
     lan0 = w.net.dev.link_by_name("lan0").ifindex
     warm = PacketBatch(1)
-    warm.append(raw(Ether(dst="02:00:00:00:01:01") / IP(src="192.168.1.200", dst="198.18.0.9") / UDP()), lan0, 0)
+    warm.append(
+        raw(Ether(dst="02:00:00:00:01:01") / IP(src="192.168.1.200", dst="198.18.0.9") / UDP()), lan0, 0
+    )
     w.poll(warm)  # compiles outside the timing
     batches = []
     for j in range(0, len(frames), batch):
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         res[lane] = best
         name = "classic lane (compiled)" if lane else "Python classic path"
         print(f"  {name:26s} {best[0]:10,.0f} pps  forwarded {best[1]}/{a.packets}  lane nft punts {best[2]}")
-    print(f"meter ruleset, new connections, batch {a.batch}: lane/Python = {res[True][0] / res[False][0]:.1f}x")
+    print(
+        f"meter ruleset, new connections, batch {a.batch}: lane/Python = {res[True][0] / res[False][0]:.1f}x"
+    )
     return 0
 
 

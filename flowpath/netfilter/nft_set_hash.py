@@ -213,7 +213,9 @@ def nft_dynset_eval(dyn, ds, regs, r, op, timeout_ns, tmpl, cnt, now_ns, length,
                 sl, free = _probe(dsets, dslot, dyn[2], ds, regs, r)
             if size and dsets[ds, DS_COUNT] >= size:
                 return DYN_BREAK  # nft_dynset_new: atomic_add_unless(&set->nelems, 1, set->size) failed
-            if free < 0 or (dslot[free, SL_STATE] == SL_EMPTY and (dsets[ds, DS_USED] + 1) * 4 > dsets[ds, DS_CAP] * 3):
+            if free < 0 or (
+                dslot[free, SL_STATE] == SL_EMPTY and (dsets[ds, DS_USED] + 1) * 4 > dsets[ds, DS_CAP] * 3
+            ):
                 return DYN_GROW
             sl = free
         undo_log(undo, UNDO_SLOT, sl, dslot[sl])
@@ -277,4 +279,3 @@ def nft_rhash_move(old, od, new, nd, now_ns, moved):
         if ndslot[free, SL_EXPIRES]:
             nxt = min(nxt, ndslot[free, SL_EXPIRES])
     ndsets[nd, DS_NEXT_EXP] = nxt
-

@@ -15,7 +15,6 @@ from flowpath.netfilter.nft_limit import LIM_COLS
 from flowpath.netfilter.nft_set_hash import (
     DS_CAP,
     DS_COLS,
-    DS_COUNT,
     DS_KEY0,
     DS_KLEN,
     DS_NEXT_EXP,
@@ -41,6 +40,7 @@ from flowpath.netfilter.nft_set_hash import (
     nft_rhash_lookup,
     nft_rhash_move,
 )
+from flowpath.packet.pages import commit_pages
 
 _NO_UNDO = np.zeros((0, UNDO_W), np.int64)  # the closures' calls: nothing to undo
 
@@ -113,10 +113,17 @@ class SetHashStore:
         for i, t in enumerate(self.tables):
             klen = t.val.klen
             dsets[i, [DS_KLEN, DS_CAP, DS_SLOT0, DS_KEY0, DS_SIZE, DS_NEXT_EXP]] = (
-                klen, caps[i], slot0, key0, t.size, NEVER)
+                klen,
+                caps[i],
+                slot0,
+                key0,
+                t.size,
+                NEVER,
+            )
             slot0 += caps[i]
             key0 += caps[i] * klen
         dslot, dkey = np.zeros((max(slot0, 1), SL_COLS), np.int64), np.zeros(max(key0, 1), np.uint8)
+        commit_pages(dslot, dkey)  # the lane's inserts must not fault pages in
         new = (dsets, dslot, dkey, self.limits)
         for i, t in enumerate(self.tables):
             if i < old[0].shape[0] and old[0][i, DS_CAP]:
@@ -151,25 +158,34 @@ class SetHash:
         d = self.store.dyn
         return b is not None and nft_rhash_lookup(d[0], d[1], d[2], self.ds, b, 0, now_ns) >= 0
 
-    def dynset(self, key: object, op: int, timeout_ns: int, tmpl: int, cnt: int, now_ns: int, length: int,
-               pystmts: bool = False) -> int:
+    def dynset(
+        self,
+        key: object,
+        op: int,
+        timeout_ns: int,
+        tmpl: int,
+        cnt: int,
+        now_ns: int,
+        length: int,
+        pystmts: bool = False,
+    ) -> int:
         """nft_dynset_eval for the closures (see nft_dynset_eval), the table grown when it must be."""
         b = self.key_bytes(key)
         if b is None:
             return DYN_BREAK
         op |= DYN_F_PY | (DYN_F_PYSTMT if pystmts else 0)
         while True:
-            r = nft_dynset_eval(self.store.dyn, self.ds, b, 0, op, timeout_ns, tmpl, cnt, now_ns, length, _NO_UNDO)
+            r = nft_dynset_eval(
+                self.store.dyn, self.ds, b, 0, op, timeout_ns, tmpl, cnt, now_ns, length, _NO_UNDO
+            )
             if r != DYN_GROW:
                 return r
             self.grow(now_ns)
 
     def grow(self, now_ns: int) -> None:
-        """Room for more elements: twice the slots, unless rebuilding without the dead ones is enough."""
-        dsets = self.store.dyn[0]
-        count, cap = int(dsets[self.ds, DS_COUNT]), int(dsets[self.ds, DS_CAP])
-        want = count + 1 if _capacity(count + 1) > cap // 2 else cap // 2  # _capacity doubles it
-        self.store._layout([max(want, cap) if x is self else None for x in self.store.tables], now_ns)
+        """Room for more elements: twice the slots (the dead and the expired ones left behind)."""
+        cap = int(self.store.dyn[0][self.ds, DS_CAP])
+        self.store._layout([cap if x is self else None for x in self.store.tables], now_ns)
 
     def elements(self, now_ns: int) -> list[tuple[object, int, int | None, int | None]]:
         """(key, deadline ns or 0, packets, bytes) of each live, unexpired element (`nft list set`);

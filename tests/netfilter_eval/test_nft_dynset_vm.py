@@ -142,7 +142,8 @@ def _syn(src: str, dport: int, sport: int) -> IP:
 
 KERNEL_FRAMES = (
     [_syn(f"10.8.0.{h}", 81, 1000 + h) for h in (1, 2, 3)]  # the third: @seen is full (size 2)
-    + [_syn("10.8.0.1", 82, 1100 + i) for i in range(3)] + [_syn("10.8.0.2", 82, 1200)]
+    + [_syn("10.8.0.1", 82, 1100 + i) for i in range(3)]
+    + [_syn("10.8.0.2", 82, 1200)]
     + [_syn("10.8.0.2", 83, 1300)]  # delete @cnt
     + [_syn("10.8.0.1", 84, 1400 + i) for i in range(7)]  # limit name "lim": 5 of 7
     + [_syn("10.8.0.1", 85, 5000) for _ in range(3)]  # the meter's 2-packet burst

@@ -39,10 +39,15 @@ def test_tcp_options_and_extension_headers_in_the_lane():
     w = Worker(parse_network((ROOT / "examples" / "gateway.ip").read_text()), parse_ruleset(RULES),
                flowtable=False)  # fmt: skip
     frames = [
-        Ether(src=HOST, dst=GW_LAN) / IP(src="192.168.1.10", dst="198.18.0.9")
+        Ether(src=HOST, dst=GW_LAN)
+        / IP(src="192.168.1.10", dst="198.18.0.9")
         / TCP(sport=1000 + i, dport=443, flags="S", options=opts)
         for i, opts in enumerate([[("MSS", 1460)], [("MSS", 1400), ("SAckOK", b"")], [("MSS", 1400)]])
-    ] + [Ether(src=HOST, dst=GW_LAN) / IPv6(src="2001:db8:1::10", dst="2001:db8:99::1") / UDP(sport=5, dport=53)]
+    ] + [
+        Ether(src=HOST, dst=GW_LAN)
+        / IPv6(src="2001:db8:1::10", dst="2001:db8:99::1")
+        / UDP(sport=5, dport=53)
+    ]
     b = PacketBatch(len(frames))
     for f in frames:
         b.append(raw(f), w.net.dev.link_by_name("lan0").ifindex, 10**9)
