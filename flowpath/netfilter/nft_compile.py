@@ -107,6 +107,20 @@ class _Compiler:
             self.limits.append(limit)
         return self.limit_row[id(limit)]
 
+    def objref_map(self, kind: str, m: dict, ctx: NftCtx) -> None:
+        """nft_objref_map_eval for `counter name udp dport map { 53 : "dns" }` (or a limit): the map's
+        value is the object's row (no element: NFT_BREAK), which OP_COUNTER / OP_LIMIT take from the register."""
+        val = compile_load(self.em, m["key"], ctx)
+        s = NftSet("", val.dtype, val.bits, "objref")
+        if kind == "counter":
+            s.add_elements(m["data"]["set"], lambda name: self.counter(ctx.counters[name]))
+        else:
+            s.add_elements(m["data"]["set"], lambda name: self.limit(ctx.objs["limit", name]))
+        to_big_endian(self.em, val)
+        row = self.sets.add(s, val, lambda d: self.data_row([d] + [0] * (V.DATA_COLS - 1)))
+        self.em.emit(V.OP_MAP, 0, row, 2)
+        self.em.emit(V.OP_COUNTER if kind == "counter" else V.OP_LIMIT, 0, 1)
+
     def dynset(self, kind: str, arg: dict, ctx: NftCtx, rule_limits: list) -> None:
         """nft_dynset_eval (`add @s { ip saddr limit rate 10/second }`, a meter) on the set's table."""
         val = compile_load(self.em, dynset_key(kind, arg), ctx)
@@ -125,8 +139,14 @@ class _Compiler:
         )
 
     # --- statements (nft_stmt.build_stmt's cases) -----------------------------------------------------------
-    def stmt(self, stmt: dict, ctx: NftCtx, rule_counters: list, rule_quotas: list | None = None,
-             rule_limits: list | None = None) -> None:
+    def stmt(
+        self,
+        stmt: dict,
+        ctx: NftCtx,
+        rule_counters: list,
+        rule_quotas: list | None = None,
+        rule_limits: list | None = None,
+    ) -> None:
         em = self.em
         (kind, arg), = stmt.items()  # fmt: skip
         if kind == "match":
@@ -137,9 +157,9 @@ class _Compiler:
                 em.emit(V.OP_IMM, code, self.chain_id[id(chain)] if chain is not None else -1)
         elif kind == "vmap":
             self.vmap(arg, ctx)
+        elif kind in ("counter", "limit") and isinstance(arg, dict) and set(arg) == {"map"}:
+            self.objref_map(kind, arg["map"], ctx)
         elif kind == "counter":
-            if isinstance(arg, dict) and "map" in arg:
-                raise Punt("counter name ... map")
             counter = ctx.counters[arg] if isinstance(arg, str) else rule_counters.pop(0)
             em.emit(V.OP_COUNTER, self.counter(counter))
         elif kind == "quota":  # nft_quota_do_eval, its consumed bytes in a counter row
@@ -160,8 +180,6 @@ class _Compiler:
         elif kind == "mangle":
             self.mark_set(arg, ctx)
         elif kind == "limit":  # nft_limit_eval; a named limit's bucket is the object's
-            if isinstance(arg, dict) and "map" in arg:
-                raise Punt("limit name ... map")
             limit = ctx.objs[kind, arg] if isinstance(arg, str) else (rule_limits or []).pop(0)
             em.emit(V.OP_LIMIT, self.limit(limit))
         elif kind in ("set", "meter"):
@@ -261,7 +279,11 @@ class _Compiler:
         """One rule: OP_RULE, its statements, and OP_PUNT from the first one the VM does not have."""
         em = self.em
         start = em.emit(V.OP_RULE, 0)
-        rule_counters, rule_quotas, rule_limits = list(rule.info.counters), list(rule.info.quotas), list(rule.info.limits)
+        rule_counters, rule_quotas, rule_limits = (
+            list(rule.info.counters),
+            list(rule.info.quotas),
+            list(rule.info.limits),
+        )
         ok = True
         for stmt in rule.expr:
             mark = len(em.code)
@@ -292,7 +314,9 @@ class NftVm:
     ft_names   flowtable names, by the id OP_FLOW_ADD writes into out[OUT_FLOW]
     """
 
-    def __init__(self, progs: tuple, chain_id: dict, compiled: list, ft_names: list[str], store: SetHashStore):
+    def __init__(
+        self, progs: tuple, chain_id: dict, compiled: list, ft_names: list[str], store: SetHashStore
+    ):
         self.progs, self.chain_id, self.compiled, self.ft_names = progs, chain_id, compiled, ft_names
         self.fallback = np.zeros(len(compiled), np.int64)
         self._tls = threading.local()
@@ -302,7 +326,7 @@ class NftVm:
     def _dyn_grown(self, dyn: tuple) -> None:
         """A set's table grew (nft_set_hash_store.py): the programs take its new arrays (the lane sees
         a new progs tuple and builds its arguments again)."""
-        self.progs = self.progs[:V.PROG_DYN] + (dyn,) + self.progs[V.PROG_DYN + 1 :]
+        self.progs = self.progs[: V.PROG_DYN] + (dyn,) + self.progs[V.PROG_DYN + 1 :]
 
     def set_ifnames(self, ifindex: dict[str, int]) -> None:
         """The names table the compiled classic lane reads (row = ifindex); rebuilt when links change."""

@@ -112,7 +112,7 @@ OP_LOOKUP = 10  # sreg, set, invert
 OP_VMAP = 11  # sreg, set
 OP_MAP = 12  # sreg, set, slot (0 address map, 1 port map, 2 a 32-bit value into the sreg, host order)
 OP_IMM = 13  # verdict code, chain
-OP_COUNTER = 14  # counter row
+OP_COUNTER = 14  # counter row, or (from register 1) the register holding it (host order: an object map's)
 OP_MARK_SET = 15  # target (0 meta, 1 ct), from register (0/1), value or sreg, len, host order (0/1)
 OP_NFPROTO_GUARD = 16  # nfproto, pc to skip to when the packet's differs
 OP_NAT = 17  # kind NAT_*, immediate data row, maniptype, uses address map, uses port map
@@ -121,7 +121,7 @@ OP_PUNT = 19
 OP_END = 20  # end of a chain: return to the caller chain, or the base chain's policy
 OP_FIB = 21  # dreg, result FIB_*, daddr (0/1), device FIB_DEV_*
 OP_QUOTA = 22  # counter row of its consumed bytes, quota in bytes, NFT_QUOTA_F_INV (0/1)
-OP_LIMIT = 23  # row in dyn's limits
+OP_LIMIT = 23  # row in dyn's limits, or (from register 1) the register holding it, as OP_COUNTER
 OP_DYNSET = 24  # sreg, set (row of dyn's dsets), op, timeout ns, element limit row (-1), element counter
 OP_DYNLOOKUP = 25  # sreg, set (row of dyn's dsets), invert
 OP_EXTHDR = 26  # dreg, TCP option (1) or IPv6 header (0), its kind/type, first byte, bytes, present (0/1)
@@ -554,7 +554,7 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv, undo):
             n = out[OUT_NCNT]
             if n >= OUT_MAXCNT:
                 return NFT_PUNT  # more counters than out records: let the Python evaluator count them
-            out[OUT_CNT + n] = a
+            out[OUT_CNT + n] = _load_int(regs, a, 4, True) if b else a
             out[OUT_NCNT] = n + 1
         elif op == OP_QUOTA:
             n = out[OUT_NCNT]
@@ -565,7 +565,7 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv, undo):
             out[OUT_CNT + n] = a
             out[OUT_NCNT] = n + 1
         elif op == OP_LIMIT:
-            o = nft_limit_run(dyn[3], a, pm[PM_NOW], out[OUT_LEN], undo)
+            o = nft_limit_run(dyn[3], _load_int(regs, a, 4, True) if b else a, pm[PM_NOW], out[OUT_LEN], undo)
             if o < 0:
                 return NFT_PUNT
             if o:

@@ -177,3 +177,54 @@ def test_set_statements_meters_and_named_limits_match_the_kernel(veth_pair):  # 
     for kind, name in (("set", "seen"), ("set", "cnt"), ("meter", "m")):
         ours = {key: packets for key, _, packets, _ in rt.set("ip", "dk", name).table.elements(0)}
         assert ours == _kernel_elements(veth_pair[1], kind, name), name
+
+
+LIMITS = """table inet lt {
+	limit shared {
+		rate 1/second burst 2 packets
+	}
+
+	limit other {
+		rate 1/second burst 1 packets
+	}
+
+	counter hits {
+	}
+
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		udp dport 53 limit rate 2/second burst 3 packets counter accept
+		udp dport 54 limit name "shared" accept
+		udp dport 55 limit name "shared" accept
+		counter name udp dport map { 56 : "hits", 57 : "hits" }
+		limit name udp dport map { 56 : "other", 57 : "other" } accept
+		limit rate over 1 kbytes/second counter accept
+	}
+}
+"""
+
+
+def _udp(dport: int, sport: int, size: int = 20) -> bytes:
+    return raw(Ether(src="02:00:00:00:01:0a", dst=GW_LAN) / IP(src="192.168.1.10", dst="198.18.0.9")
+               / UDP(sport=sport, dport=dport) / (b"q" * size))  # fmt: skip
+
+
+def test_limits_anonymous_named_and_by_map_run_in_the_lane():
+    """nft_limit_eval in the VM: an anonymous bucket of 3 (port 53: 3 of 5 pass); a named limit's bucket of 2
+    shared by two rules (ports 54 and 55: 2 of 4 pass); `counter name` and `limit name` picked by a map
+    (ports 56, 57: one bucket of 1, the counter counts both); a bytes limit `over 1 kbytes/second` (a bucket
+    of 1024 bytes' worth: the first 528-byte datagram fits, the next two are over and match). The lane
+    punted none, and the Python path (lane off) decides the same."""
+    frames = [_udp(53, 1000 + i) for i in range(5)] + [_udp(54 + i % 2, 2000 + i) for i in range(4)]
+    frames += [_udp(56, 3000), _udp(57, 3001)] + [_udp(99, 4000 + i, 500) for i in range(3)]
+    got = []
+    for lane in (True, False):
+        w = _worker(LIMITS)
+        if not lane:
+            w.lane = None
+        sent = _poll(w, frames, SEC)
+        objs = {(k, o.get("name")): o for x in w.net.nft.list_ruleset_json()["nftables"] for k, o in x.items()}
+        got.append((sent, [c.packets for c in w.net.nft.rule_counters()], objs["counter", "hits"]["packets"]))
+        if lane:
+            assert _punts(w) == (0, 0) and w.stats.lane_packets == len(frames)
+    assert got[0] == got[1] == (3 + 2 + 1 + 2, [3, 2], 2)
