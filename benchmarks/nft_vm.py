@@ -28,6 +28,7 @@ from flowpath.netfilter import constants as C
 from flowpath.netfilter import nft_vm as V
 from flowpath.netfilter.nf_tables import NftPktinfo, NftRuntime, nft_do_chain, nft_do_chain_closures
 from flowpath.netfilter.nft_compile import no_fib_views
+from flowpath.netfilter.nft_set_hash import UNDO_MAX, UNDO_W, nft_dyn_undo
 from flowpath.packet.skb import frame_array, skb_parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,11 +44,14 @@ def vm_batch(progs, chain_id, bufs, pms, outs, verdicts, fv):
     """The lane's shape: one compiled loop, scratch allocated once, counters committed per packet."""
     regs = np.zeros(V.NFT_REG_FILE, np.uint8)
     stack = np.zeros(V.NFT_JUMP_STACK_SIZE, np.int64)
+    undo = np.zeros((UNDO_MAX + 1, UNDO_W), np.int64)
     punts = 0
     for i in range(bufs.shape[0]):
-        v = V.nft_vm_run_regs(progs, chain_id, bufs[i], pms[i], outs[i], regs, stack, fv)
+        undo[0, 0] = 0
+        v = V.nft_vm_run_regs(progs, chain_id, bufs[i], pms[i], outs[i], regs, stack, fv, undo)
         verdicts[i] = v
         if v == V.NFT_PUNT:
+            nft_dyn_undo(progs[V.PROG_DYN], undo)
             punts += 1
         else:
             V.nft_vm_commit(progs, outs[i])

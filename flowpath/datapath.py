@@ -309,6 +309,9 @@ class Worker:
         tx = TxList(batch)
         if n:
             self.now_ns = int(batch.ts_ns[0])
+            nft = self.net.nft
+            if nft is not None and nft.elem_clock.sets:  # declared element timeouts start with the first
+                nft.start_clock(self.now_ns)  # packet (whichever path, the lane's VM included, looks them up)
             if self.now_ns >= self._next_gc_ns:
                 with self.smp_lock:
                     self._maybe_gc()

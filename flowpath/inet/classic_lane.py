@@ -122,9 +122,11 @@ from flowpath.netfilter.nf_conntrack_table import (
     nf_ct_pkt_key,
     nf_ct_row_free,
 )
+from flowpath.netfilter.nft_set_hash import nft_dyn_undo
 from flowpath.netfilter.nft_vm import (
     OUT_LEN,
     OUT_NCNT,
+    PROG_DYN,
     nft_vm_commit,
 )
 from flowpath.packet import layout as L
@@ -515,6 +517,7 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr, icmp):
     ps[PS_PRNG] = prng[0]
     m = min(thoff + L.TCPH.size, n)  # what the lane may write: addresses, TTL, ports, checksums
     lane_copy(snap, f, m)
+    scr[13][0, 0] = 0  # the undo log of the packet's chains (nft_set_hash.py)
     r = lane_forward(f, ps, ents, nft, ct, rtv, scr, icmp)
     if r == LANE_OK or r <= DROP_BASE:
         acc[OUT_LEN], acc[OUT_NCNT] = ps[PS_END] - L.ETH_HLEN, ps[PS_NACC]
@@ -527,6 +530,7 @@ def lane_one(pk, i, ents, nft, ct, rtv, cfg, scr, icmp):
                 nf_ct_row_free(ct[6], ct[1], ct[2], ps[PS_NEW])
         return LANE_OK
     lane_copy(f, snap, m)
+    nft_dyn_undo(nft[0][PROG_DYN], scr[13])
     lane_taint(ps, ct, scr)
     if ps[PS_NEW] >= 0:
         nf_ct_row_free(ct[6], ct[1], ct[2], ps[PS_NEW])

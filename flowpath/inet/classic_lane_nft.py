@@ -22,6 +22,7 @@ from flowpath.inet.classic_lane_state import (
     PS_L4,
     PS_MARK,
     PS_NACC,
+    PS_NOW,
     PS_OIF,
     PS_RTMTU,
     PS_THOFF,
@@ -53,6 +54,7 @@ from flowpath.netfilter.nft_vm import (
     PM_MARK,
     PM_NFPROTO,
     PM_NHOFF,
+    PM_NOW,
     PM_OIF,
     PM_OIFNAME,
     PM_RTMTU,
@@ -90,7 +92,7 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr, nat_ok):
     pm[PM_IIF], pm[PM_OIF] = ps[PS_IIF], ps[PS_OIF]
     pm[PM_IIFNAME] = ps[PS_IIF] if hook != C.NF_INET_LOCAL_OUT else -1
     pm[PM_OIFNAME] = ps[PS_OIF] if ps[PS_OIF] else -1
-    pm[PM_MARK], pm[PM_RTMTU] = ps[PS_MARK], ps[PS_RTMTU]
+    pm[PM_MARK], pm[PM_RTMTU], pm[PM_NOW] = ps[PS_MARK], ps[PS_RTMTU], ps[PS_NOW]
     pm[PM_CTSTATE] = nf_ct_state_bit(ed >= 0, ps[PS_CTINFO])
     pm[PM_CTTCPSTATE] = -1
     if ed >= 0:
@@ -98,7 +100,7 @@ def lane_chain(f, chain, hook, ps, nft, ct, scr, nat_ok):
         pm[PM_CT], pm[PM_CTDIR] = 1, ed & 1
         pm[PM_CTSTATUS], pm[PM_CTMARK] = hot[ed >> 1, CT_STATUS], hot[ed >> 1, CT_MARK]
         pm[PM_CTTCPSTATE] = hot[ed >> 1, CT_PROTO + TCP_STATE] if ps[PS_L4] == _TCP else -1
-    v = nft_vm_run_regs(progs, chain, f, pm, out, regs, stack, nft[4])
+    v = nft_vm_run_regs(progs, chain, f, pm, out, regs, stack, nft[4], scr[13])  # scr[13]: undone on a punt
     if v == NFT_PUNT or pm[PM_WRITES] & PM_WROTE_CTMARK or (out[OUT_NAT] and not nat_ok):
         return PUNT_NFT  # a ct mark written, or a NAT statement outside the NAT hook
     if out[OUT_FLOW] >= 0 and nft[1] and not (ed >= 0 and ct[1][ed >> 1, CT_STATUS] & C.IPS_OFFLOAD):

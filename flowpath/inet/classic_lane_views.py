@@ -47,6 +47,7 @@ from flowpath.netfilter.ct_layout import CT_HOT_ROW
 from flowpath.netfilter.netdev import has_netdev_chains
 from flowpath.netfilter.nf_conntrack_table import CTR_FREE_TOP
 from flowpath.netfilter.nf_nat_core import NR_WORDS
+from flowpath.netfilter.nft_set_hash import UNDO_MAX, UNDO_W
 from flowpath.netfilter.nft_vm import NFT_JUMP_STACK_SIZE, NFT_REG_FILE, OUT_SIZE, PM_SIZE
 from flowpath.packet.reason import N_LANE_PUNTS
 
@@ -97,6 +98,7 @@ class ClassicLane:
             np.zeros(CNT_WORDS, np.int64),  # counts (classic_lane.CNT_*)
             np.zeros(NR_WORDS, np.int64),  # a NAT range (nf_nat_core.py)
             np.zeros((2, KEY_ROW), np.uint32),  # NAT's candidate tuples
+            np.zeros((UNDO_MAX + 1, UNDO_W), np.int64),  # the VM's writes to sets and limits, undone on a punt
         )
         self.cfg = np.zeros(CFG_WORDS, np.int64)
         self._taint = np.zeros(0, np.int64)

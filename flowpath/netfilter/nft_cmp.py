@@ -73,18 +73,17 @@ def _m_prefix(load, p, inv):  # ifname wildcard: `iifname "eth*"` compares the f
 
 
 def _m_lookup(load, s: NftSet, inv):
-    """nft_lookup_eval. A named set's dicts are the ones nft_dynset.py updates: what the packet path
-    adds is found, and what expired is not (NftSet.lookup)."""
+    """nft_lookup_eval. A set the packet path updates is looked up in its table (NftSet.lookup): what
+    the path adds is found, and what expired is not."""
     if not s.starts and not s.scan and s.catchall is None:
-        exact, expires = s.exact, s.expires  # a hash set: the common case gets a direct membership test
+        exact = s.exact  # a hash set: the common case gets a direct membership test
 
         def op_hash(pkt):
             v = load(pkt)
             if v is None:
                 return NFT_BREAK
-            found = v in exact
-            if found and expires:
-                found = s.lookup(v, pkt.skb.ts_ns) is not None
+            t = s.table  # bound after the rules are built (a later rule may update the set)
+            found = v in exact if t is None else t.lookup(v, pkt.skb.ts_ns)
             return NFT_CONTINUE if found != inv else NFT_BREAK
 
         return op_hash

@@ -5,7 +5,8 @@ nf_tables_commit_chain_prepare (a chain's rules laid out as one blob that nft_do
 
 Every chain of the runtime becomes a run of instructions in one code array (OP_RULE at each rule's start,
 OP_END at the chain's end); statements the VM has are compiled (verdicts, vmap, counter, mark set, NAT,
-flow add), anything else (log, limit, reject, notrack, tcp options, IPv6 extension headers, ...) becomes OP_PUNT where it sits.
+flow add, limit, set statements and meters), anything else (log, reject, notrack, TCP option writes,
+...) becomes OP_PUNT where it sits.
 A packet that reaches an OP_PUNT is evaluated again from the base chain's start by the closures
 (nf_tables.py › nft_do_chain_closures), which is safe because a VM run leaves no trace until committed;
 `NftVm.fallback` counts those per chain.
@@ -31,11 +32,13 @@ from flowpath.netfilter.nft_compile_expr import (
     compile_match,
     to_big_endian,
 )
-from flowpath.netfilter.nft_dynset import data_map_set
+from flowpath.netfilter.nft_dynset import data_map_set, dynset_key, dynset_parts, elem_split
 from flowpath.netfilter.nft_expr import NftCtx
+from flowpath.netfilter.nft_limit import LIM_COLS, NftLimit
 from flowpath.netfilter.nft_objref import NftQuota
 from flowpath.netfilter.nft_pctx import rule_ctxs
 from flowpath.netfilter.nft_set import Interval, NftSet
+from flowpath.netfilter.nft_set_hash_store import SetHashStore
 from flowpath.netfilter.nft_stmt import (
     _NAT_FLAGS,
     RuleInfo,
@@ -83,7 +86,10 @@ class _Compiler:
         self.chain_id = {id(c): i for i, c in enumerate(runtime.chains)}
         self.counter_row: dict[int, int] = {}
         self.counters: list = []
+        self.limit_row: dict[int, int] = {}
+        self.limits: list = []
         self.ft_names: list[str] = []
+        self.sets.store = SetHashStore()
 
     def data_row(self, row: list[int]) -> int:
         self.data.append(row)
@@ -95,6 +101,38 @@ class _Compiler:
             self.counters.append(counter)
         return self.counter_row[id(counter)]
 
+    def limit(self, limit) -> int:
+        """The row of an NftLimit in the programs' limits (bound once all are known)."""
+        if id(limit) not in self.limit_row:
+            self.limit_row[id(limit)] = len(self.limits)
+            self.limits.append(limit)
+        return self.limit_row[id(limit)]
+
+    def objref_map(self, kind: str, m: dict, ctx: NftCtx) -> None:
+        """nft_objref_map_eval for `counter name udp dport map { 53 : "dns" }` (or a limit): the map's
+        value is the object's row (no element: NFT_BREAK), which OP_COUNTER / OP_LIMIT take from the register."""
+        val = compile_load(self.em, m["key"], ctx)
+        s = NftSet("", val.dtype, val.bits, "objref")
+        if kind == "counter":
+            s.add_elements(m["data"]["set"], lambda name: self.counter(ctx.counters[name]))
+        else:
+            s.add_elements(m["data"]["set"], lambda name: self.limit(ctx.objs["limit", name]))
+        to_big_endian(self.em, val)
+        row = self.sets.add(s, val, lambda d: self.data_row([d] + [0] * (V.DATA_COLS - 1)))
+        self.em.emit(V.OP_MAP, 0, row, 2)
+        self.em.emit(V.OP_COUNTER if kind == "counter" else V.OP_LIMIT, 0, 1)
+
+    def dynset(self, kind: str, arg: dict, ctx: NftCtx, rule_limits: list) -> None:
+        """nft_dynset_eval (`add @s { ip saddr limit rate 10/second }`, a meter) on the set's table."""
+        val = compile_load(self.em, dynset_key(kind, arg), ctx)
+        s, op, timeout_ns, stmts = dynset_parts(kind, arg, ctx, val.dtype, val.bits)
+        limit, counter, rest = elem_split(stmts)
+        if rest:
+            raise Punt("an element statement only the closures run")
+        tmpl = self.limit(rule_limits.pop(0)) if limit is not None else -1
+        to_big_endian(self.em, val)
+        self.em.emit(V.OP_DYNSET, 0, self.sets.store.bind(s, val), op, timeout_ns, tmpl, counter)
+
     def verdict_row(self, d: tuple) -> int:
         code, chain = d
         return self.data_row(
@@ -102,7 +140,14 @@ class _Compiler:
         )
 
     # --- statements (nft_stmt.build_stmt's cases) -----------------------------------------------------------
-    def stmt(self, stmt: dict, ctx: NftCtx, rule_counters: list, rule_quotas: list | None = None) -> None:
+    def stmt(
+        self,
+        stmt: dict,
+        ctx: NftCtx,
+        rule_counters: list,
+        rule_quotas: list | None = None,
+        rule_limits: list | None = None,
+    ) -> None:
         em = self.em
         (kind, arg), = stmt.items()  # fmt: skip
         if kind == "match":
@@ -113,9 +158,9 @@ class _Compiler:
                 em.emit(V.OP_IMM, code, self.chain_id[id(chain)] if chain is not None else -1)
         elif kind == "vmap":
             self.vmap(arg, ctx)
+        elif kind in ("counter", "limit") and isinstance(arg, dict) and set(arg) == {"map"}:
+            self.objref_map(kind, arg["map"], ctx)
         elif kind == "counter":
-            if isinstance(arg, dict) and "map" in arg:
-                raise Punt("counter name ... map")
             counter = ctx.counters[arg] if isinstance(arg, str) else rule_counters.pop(0)
             em.emit(V.OP_COUNTER, self.counter(counter))
         elif kind == "quota":  # nft_quota_do_eval, its consumed bytes in a counter row
@@ -135,8 +180,13 @@ class _Compiler:
             em.emit(V.OP_FLOW_ADD, self.ft_names.index(name), int(TcpConntrack.ESTABLISHED))
         elif kind == "mangle":
             self.mark_set(arg, ctx)
+        elif kind == "limit":  # nft_limit_eval; a named limit's bucket is the object's
+            limit = ctx.objs[kind, arg] if isinstance(arg, str) else (rule_limits or []).pop(0)
+            em.emit(V.OP_LIMIT, self.limit(limit))
+        elif kind in ("set", "meter"):
+            self.dynset(kind, arg, ctx, rule_limits or [])
         else:
-            raise Punt(f"statement {kind}")  # log, limit, reject, notrack, quota, ...
+            raise Punt(f"statement {kind}")  # log, reject, notrack, ...
 
     def vmap(self, arg: dict, ctx: NftCtx) -> None:
         val = compile_load(self.em, arg["key"], ctx)
@@ -230,12 +280,16 @@ class _Compiler:
         """One rule: OP_RULE, its statements, and OP_PUNT from the first one the VM does not have."""
         em = self.em
         start = em.emit(V.OP_RULE, 0)
-        rule_counters, rule_quotas = list(rule.info.counters), list(rule.info.quotas)
+        rule_counters, rule_quotas, rule_limits = (
+            list(rule.info.counters),
+            list(rule.info.quotas),
+            list(rule.info.limits),
+        )
         ok = True
         for stmt, sctx in zip(rule.expr, rule_ctxs(ctx, rule.expr), strict=True):
             mark = len(em.code)
             try:
-                self.stmt(stmt, sctx, rule_counters, rule_quotas)
+                self.stmt(stmt, sctx, rule_counters, rule_quotas, rule_limits)
             except (
                 Punt,
                 NftBuildError,
@@ -261,10 +315,19 @@ class NftVm:
     ft_names   flowtable names, by the id OP_FLOW_ADD writes into out[OUT_FLOW]
     """
 
-    def __init__(self, progs: tuple, chain_id: dict, compiled: list, ft_names: list[str]):
+    def __init__(
+        self, progs: tuple, chain_id: dict, compiled: list, ft_names: list[str], store: SetHashStore
+    ):
         self.progs, self.chain_id, self.compiled, self.ft_names = progs, chain_id, compiled, ft_names
         self.fallback = np.zeros(len(compiled), np.int64)
         self._tls = threading.local()
+        self.store = store
+        store.on_grow.append(self._dyn_grown)
+
+    def _dyn_grown(self, dyn: tuple) -> None:
+        """A set's table grew (nft_set_hash_store.py): the programs take its new arrays (the lane sees
+        a new progs tuple and builds its arguments again)."""
+        self.progs = self.progs[: V.PROG_DYN] + (dyn,) + self.progs[V.PROG_DYN + 1 :]
 
     def set_ifnames(self, ifindex: dict[str, int]) -> None:
         """The names table the compiled classic lane reads (row = ifindex); rebuilt when links change."""
@@ -286,6 +349,8 @@ class NftVm:
         """nft_do_chain through the VM for one NftPktinfo: NF_ACCEPT, NF_DROP or NFT_PUNT (nothing done)."""
         cid = self.chain_id[id(chain)]
         s = self._scratch()
+        if s[3][V.PROG_DYN] is not self.progs[V.PROG_DYN]:  # a table grew since
+            s[3] = s[3][: V.PROG_DYN] + (self.progs[V.PROG_DYN],) + s[3][V.PROG_DYN + 1 :]
         pm, out, names, progs = s[0], s[1], s[2], s[3]
         if s[4] != (pkt.iifname, pkt.oifname):
             for row, name in enumerate((pkt.iifname, pkt.oifname)):
@@ -300,7 +365,7 @@ class NftVm:
                  skb.skb_len, skb.buf.shape[0], pkt.iif, pkt.oif, 0, 1, ct is not None, 0,
                  int(skb.ctinfo >= C.IP_CT_IS_REPLY), ct.status if ct is not None else 0,
                  ct.mark if ct is not None else 0, int(proto.state) if proto is not None else -1, skb.mark,
-                 pkt.mtu, 0, skb.ctinfo, int(bool(skb.meta.get("sp"))), 0)  # fmt: skip
+                 pkt.mtu, 0, skb.ctinfo, int(bool(skb.meta.get("sp"))), 0, skb.ts_ns)  # fmt: skip
         net = pkt.net
         if net is not None:  # PM_FIB: `fib` may look routes up (nft_fib.py's loopback test)
             lk = net.links.get(pkt.iif)
@@ -384,6 +449,22 @@ def compile_chains(runtime) -> NftVm:
     counters = np.zeros((max(len(cc.counters), 1), 2), np.int64)
     for row, counter in enumerate(cc.counters):
         counter.bind(counters, row)
+    for ctx in runtime.tables.values():  # every limit, and every set the path updates, in the arrays
+        for obj in ctx.objs.values():
+            if isinstance(obj, NftLimit):
+                cc.limit(obj)
+        for s in ctx.sets.values():
+            if s.updated and s.table is None:
+                cc.sets.store.bind(s)
+    for c in runtime.chains:
+        for r in c.rules:
+            for limit in r.info.limits:
+                cc.limit(limit)
+    limits = np.zeros((max(len(cc.limits), 1), LIM_COLS), np.int64)
+    for row, limit in enumerate(cc.limits):
+        limit.bind(limits, row)
+    store = cc.sets.store
+    store.set_limits(limits)
     chains = np.array(
         [[s, c.policy] for s, c in zip(starts, runtime.chains, strict=True)] or [[0, 1]], np.int64
     )
@@ -398,6 +479,7 @@ def compile_chains(runtime) -> NftVm:
         np.array(st.comp, np.int64).reshape(-1, 2),
         np.array(cc.data, np.int64).reshape(-1, V.DATA_COLS),
         counters,
+        store.dyn,
         np.zeros((1, 16), np.uint8),
     )
-    return NftVm(progs, cc.chain_id, compiled, cc.ft_names)
+    return NftVm(progs, cc.chain_id, compiled, cc.ft_names, store)

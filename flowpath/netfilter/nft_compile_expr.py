@@ -24,7 +24,7 @@ from flowpath.netfilter.nft_expr import (
     payload_dep,
     raw_payload,
 )
-from flowpath.netfilter.nft_exthdr import build_rt_load
+from flowpath.netfilter.nft_exthdr import ExthdrSpec, build_rt_load, exthdr_spec, tcpopt_spec
 from flowpath.netfilter.nft_fib import build_fib, fib_flags
 from flowpath.netfilter.nft_pctx import NO_PCTX, ProtoCtx
 from flowpath.netfilter.nft_set import Interval, NftSet, is_wild, parse_key
@@ -128,6 +128,16 @@ def compile_payload(em: Emitter, p: dict, dreg: int, family: str, pctx: ProtoCtx
     return Val((Comp(0, n, False),), dtype, bits)
 
 
+def compile_exthdr(em: Emitter, sp: ExthdrSpec, dreg: int) -> Val:
+    """nft_exthdr_tcp_eval / nft_exthdr_ipv6_eval as nft_exthdr.py's spec says: the bytes, narrowed."""
+    if sp.n > IFNAMSIZ:
+        raise Punt("extension header field wider than a register")
+    em.emit(V.OP_EXTHDR, dreg, int(sp.tcp), sp.type, sp.first, sp.n, int(sp.present))
+    if not sp.present:
+        _emit_shift_mask(em, dreg, sp.n, sp.shift, sp.mask or (1 << (8 * sp.n)) - 1)
+    return Val((Comp(0, sp.n, False),), sp.dtype, sp.bits)
+
+
 def _icmp_type_check(em: Emitter, dreg: int, l3: int, l4: int, types: tuple[int, ...]) -> None:
     """nft's `icmp type` dependency in front of the field's load: one type, or two that differ in one bit
     (echo-reply/echo-request: 0/8, 128/129), tested as the bits they share."""
@@ -170,6 +180,8 @@ def compile_load(em: Emitter, e: object, ctx: NftCtx, dreg: int = 0) -> Val:
         _, dtype, bits = build_rt_load(arg)
         em.emit(V.OP_META, dreg, V.META_RT_TCPMSS)
         return Val((Comp(0, 4, True),), dtype, bits)
+    if kind in ("tcp option", "exthdr"):
+        return compile_exthdr(em, tcpopt_spec(arg) if kind == "tcp option" else exthdr_spec(arg), dreg)
     if kind == "fib":  # a map key or a set lookup (nft_expr.build_load); compile_match reads the operand
         _, dtype, bits = build_fib(arg, by_name=ctx.ifindex is None)
         return compile_fib(em, arg, dtype, bits, dreg)
@@ -307,6 +319,8 @@ def compile_match(em: Emitter, sets: SetTables, m: dict, ctx: NftCtx) -> None:
         elif dtype == "integer":
             right = _ifindex_numbers(right)
         val = compile_fib(em, left["fib"], dtype, bits)
+    elif isinstance(left, dict) and "tcp option" in left and isinstance(right, bool):  # as nft_cmp.build_match
+        val = compile_exthdr(em, tcpopt_spec(left["tcp option"], present=True), 0)
     elif isinstance(left, dict) and left.get("meta", {}).get("key") in ("iif", "oif"):
         if ctx.ifindex is None:  # nft_expr's deviation: no ifindex map, compare names
             left = {"meta": {"key": "iifname" if left["meta"]["key"] == "iif" else "oifname"}}
@@ -322,6 +336,9 @@ def compile_match(em: Emitter, sets: SetTables, m: dict, ctx: NftCtx) -> None:
     if (isinstance(right, str) and right.startswith("@")) or (isinstance(right, dict) and "set" in right):
         s = resolve_set(right, ctx, dtype, bits)
         to_big_endian(em, val)
+        if s.updated:  # its elements live in the table the packet path updates (nft_set_hash.py)
+            em.emit(V.OP_DYNLOOKUP, 0, sets.store.bind(s, val), int(opname == "!="))
+            return
         em.emit(V.OP_LOOKUP, 0, sets.add(s, val), int(opname == "!="))
         return
     c = parse_key(dtype, bits, right)
@@ -362,6 +379,7 @@ class SetTables:
         self.elem: list[int] = []
         self.comp: list[tuple[int, int]] = []
         self._cache: dict[tuple[int, tuple], tuple[NftSet, int]] = {}  # the set is kept: ids stay unique
+        self.store = None  # nft_set_hash_store.SetHashStore: the sets the packet path updates
 
     def add(self, s: NftSet, val: Val, data_row=lambda d: -1) -> int:
         key = (id(s), val.comps)
@@ -420,7 +438,8 @@ class SetTables:
     def _pad(b: bytes, n: int) -> bytes:
         return b + bytes(n - len(b))
 
-    def _key(self, k: object, val: Val, bound: int) -> bytes | None:
+    @staticmethod
+    def _key(k: object, val: Val, bound: int) -> bytes | None:
         """A key's big-endian bytes; bound 0/1: the low/high end of its ranges and wildcards."""
         parts = k if isinstance(k, tuple) and not isinstance(k, Interval) else (k,)
         out = bytearray(val.klen)

@@ -1,15 +1,16 @@
 """nft dynamic sets: `add|update|delete @set { key [timeout T] [stmt...] }`, meters, and data map lookups.
 
-Linux: net/netfilter/nft_dynset.c › nft_dynset_eval and nft_dynset_new (an element made on the packet
-path, its expressions cloned from the statement's), nft_set_hash.c › nft_rhash_update (find the live
-element or insert a new one, unless the set is full), nf_tables_api.c › nft_set_elem_expired (an
-element past its deadline is not found) and nft_lookup.c (a data map's value loaded for `meta mark set
+Linux: net/netfilter/nft_dynset.c › nft_dynset_init (the element's expressions: at most a limit and a
+counter kept in the set's arrays), nft_dynset_eval and nft_dynset_new, nft_set_hash.c › nft_rhash_update,
+nf_tables_api.c › nft_set_elem_expired, and nft_lookup.c (a data map's value loaded for `meta mark set
 ip saddr map { ... }`).
 
-Times are packet time (skb.ts_ns, DESIGN.md §3), as nft_limit.py's token bucket: an element added at t
-with timeout T is gone for a packet at t + T or later. These statements run in the closures: the VM's
-set tables are frozen when a ruleset is compiled, so a rule with one punts (nft_compile.py counts it in
-NftVm.fallback) and a lookup in a set the path updates punts too (nft_compile_expr.SetTables.add).
+The elements a set statement adds live in the arrays the compiled VM updates too (nft_set_hash.py: the
+closures call the same nft_dynset_eval on them through the set's SetHash, bound when the ruleset is
+compiled), so both evaluators see one set: what one adds the other finds, one bucket per element.
+Times are packet time (skb.ts_ns, DESIGN.md §3): an element added at t with timeout T is gone for a
+packet at t + T or later. An element statement other than a limit and a counter (quota, log, ...) is
+run by the closures only: the element is marked, and the VM punts a packet that reaches it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ from __future__ import annotations
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.nft_cmp import resolve_set
 from flowpath.netfilter.nft_expr import Load, NftCtx, Op, build_load
+from flowpath.netfilter.nft_limit import limit_from_stmt
 from flowpath.netfilter.nft_set import NftSet, parse_key
+from flowpath.netfilter.nft_set_hash import (
+    DYN_DELETED,
+    NFT_DYNSET_OP_ADD,
+    NFT_DYNSET_OP_DELETE,
+    NFT_DYNSET_OP_UPDATE,
+)
 from flowpath.netfilter.nft_types import NftBuildError
 
 NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
-NFT_DYNSET_OP_ADD, NFT_DYNSET_OP_UPDATE, NFT_DYNSET_OP_DELETE = 0, 1, 2  # uapi nf_tables.h
 _OPS = {"add": NFT_DYNSET_OP_ADD, "update": NFT_DYNSET_OP_UPDATE, "delete": NFT_DYNSET_OP_DELETE}
 
 
@@ -32,38 +39,61 @@ def _key(elem: object) -> tuple[object, int | None]:
     return elem, None
 
 
-def _element_stmts(stmts: list, build) -> list:
-    """Each statement of the element, built afresh (nft_dynset_new clones the statement's expressions:
-    every element has its own limit bucket and counter)."""
-    return [build(s) for s in stmts]
+def elem_split(stmts: list) -> tuple[dict | None, int, list]:
+    """A set statement's element statements as the table keeps them: the limit's JSON (None: none),
+    the counter (SL_COUNTER: 1 after the limit, 2 before it or alone, 0 none), the rest (closures only)."""
+    limit, counter, rest = None, 0, []
+    for st in stmts:
+        (kind, arg), = st.items() if isinstance(st, dict) and len(st) == 1 else ((None, None),)  # fmt: skip
+        if kind == "limit" and isinstance(arg, dict) and limit is None:
+            limit = arg
+        elif kind == "counter" and not isinstance(arg, str) and not counter:
+            counter = 1 if limit is not None else 2
+        else:
+            rest.append(st)
+    return limit, counter, rest
 
 
-def nft_dynset(s: NftSet, load: Load, op: int, timeout_ns: int, new_stmts) -> Op:
-    """nft_dynset_eval: NFT_BREAK when the key cannot be loaded or the set is full, else the element's
-    statements (a limit over its rate breaks the rule)."""
+class ElemStmts:
+    """What nft_dynset_new clones into a new element (elem_split): a limit (its template NftLimit, bound to
+    a row of the VM's limits, recorded in the rule's RuleInfo.limits), a counter, and the statements only
+    the closures run (`py`, built afresh per element)."""
+
+    def __init__(self, stmts: list, info, build):
+        limit, self.counter, self.py = elem_split(stmts)
+        self.limit = limit_from_stmt(limit) if limit is not None else None
+        if self.limit is not None:
+            info.limits.append(self.limit)
+        self._build = build
+        [build(st) for st in self.py]  # refuse what cannot be built now, not on the first packet
+
+    def tmpl(self) -> int:
+        return self.limit.row if self.limit is not None else -1
+
+    def new_py(self) -> list:
+        return [self._build(st) for st in self.py]
+
+
+def nft_dynset(s: NftSet, load: Load, op: int, timeout_ns: int, elem: ElemStmts) -> Op:
+    """nft_dynset_eval through the set's table (nft_set_hash.nft_dynset_eval), then the element's
+    closures-only statements."""
     fn = load.fn
 
     def eval_dynset(pkt):
         key = fn(pkt)
         if key is None:
             return NFT_BREAK
-        now = pkt.skb.ts_ns
-        if op == NFT_DYNSET_OP_DELETE:  # nft_dynset_eval: delete, and the rule goes on
-            s.remove(key)
+        skb, t = pkt.skb, s.table
+        now = skb.ts_ns
+        new = bool(elem.py) and op != NFT_DYNSET_OP_DELETE and not t.lookup(key, now)
+        r = t.dynset(key, op, timeout_ns, elem.tmpl(), elem.counter, now, skb.skb_len, new)
+        if r == DYN_DELETED:
             return NFT_CONTINUE
-        if s.lookup(key, now) is None:  # nft_rhash_update: insert, unless full (nft_dynset_new)
-            if s.size and len(s.exact) >= s.size:
-                for k in [k for k, t in s.expires.items() if t <= now]:  # what GC would have taken
-                    s.remove(k)
-                if len(s.exact) >= s.size:
-                    return NFT_BREAK
-            s.exact[key] = True
-            if timeout_ns:
-                s.expires[key] = now + timeout_ns
-            s.elem_stmts[key] = new_stmts()
-        elif op == NFT_DYNSET_OP_UPDATE and key in s.expires:
-            s.expires[key] = now + timeout_ns
-        for stmt in s.elem_stmts.get(key, ()):  # the element's, whichever rule made it
+        if r < 0:
+            return NFT_BREAK
+        if new:
+            t.py_stmts[r] = elem.new_py()
+        for stmt in t.py_stmts.get(r, ()) if t.has_py(r) else ():  # the element's, whichever rule made it
             if stmt(pkt) == NFT_BREAK:
                 return NFT_BREAK
         return NFT_CONTINUE
@@ -71,37 +101,41 @@ def nft_dynset(s: NftSet, load: Load, op: int, timeout_ns: int, new_stmts) -> Op
     return eval_dynset
 
 
-def build_dynset(arg: dict, ctx: NftCtx, build_stmt) -> Op:
-    """{"set": {"op", "elem", "set", "stmt"}}: `build_stmt(stmt)` builds one element statement."""
+def dynset_parts(kind: str, arg: dict, ctx: NftCtx, dtype, bits: int) -> tuple[NftSet, int, int, list]:
+    """A `set` statement's or meter's set, op, element timeout in ns (the statement's, else the set's;
+    0: none) and element statements, for a key of dtype/bits (the closures' and the VM's compiler's)."""
+    if kind == "meter":  # parser_bison.y › meter_stmt_alloc: NFT_DYNSET_OP_UPDATE on an anonymous set
+        _, timeout = _key(arg.get("key"))
+        name = str(arg.get("name", ""))
+        s = ctx.sets.get(name)
+        if s is None:  # one meter's set, whatever rules use its name
+            s = ctx.sets[name] = NftSet(name, dtype, bits)
+            s.size = int(arg.get("size", 0))
+        s.dynamic = s.updated = True
+        return s, NFT_DYNSET_OP_UPDATE, (timeout or 0) * 10**9, [arg["stmt"]] if "stmt" in arg else []
     op = _OPS.get(arg.get("op"))
     if op is None:
         raise NftBuildError(f"unsupported set statement op {arg.get('op')!r}")
-    expr, timeout = _key(arg.get("elem"))
-    load = build_load(expr, ctx)
-    s = resolve_set(arg.get("set"), ctx, load.dtype, load.bits)
+    _, timeout = _key(arg.get("elem"))
+    s = resolve_set(arg.get("set"), ctx, dtype, bits)
     if s.data_type is not None:
         raise NftBuildError(f"set statement on map {s.name!r}: flowpath updates sets only")
-    s.dynamic = True
-    stmts = arg.get("stmt", [])
-    _element_stmts(stmts, build_stmt)  # refuse what cannot be built now, not on the first packet
+    s.dynamic = s.updated = True
     timeout_ns = timeout * 10**9 if timeout is not None else s.timeout_ns
-    return nft_dynset(s, load, op, timeout_ns, lambda: _element_stmts(stmts, build_stmt))
+    return s, op, timeout_ns, arg.get("stmt", [])
 
 
-def build_meter(arg: dict, ctx: NftCtx, build_stmt) -> Op:
-    """{"meter": {"key", "stmt", "size", "name"}}: a dynset of its own, updated (parser_bison.y ›
-    meter_stmt_alloc: NFT_DYNSET_OP_UPDATE on an anonymous dynamic set)."""
-    expr, timeout = _key(arg.get("key"))
-    load = build_load(expr, ctx)
-    name = str(arg.get("name", ""))
-    s = ctx.sets.get(name)
-    if s is None:  # one meter's set, whatever rules use its name
-        s = ctx.sets[name] = NftSet(name, load.dtype, load.bits)
-        s.dynamic, s.size = True, int(arg.get("size", 0))
-    stmts = [arg["stmt"]] if "stmt" in arg else []
-    _element_stmts(stmts, build_stmt)
-    timeout_ns = (timeout or 0) * 10**9
-    return nft_dynset(s, load, NFT_DYNSET_OP_UPDATE, timeout_ns, lambda: _element_stmts(stmts, build_stmt))
+def dynset_key(kind: str, arg: dict) -> object:
+    """The key expression of a `set` statement or meter."""
+    return _key(arg.get("key") if kind == "meter" else arg.get("elem"))[0]
+
+
+def build_dynset(kind: str, arg: dict, ctx: NftCtx, info, build_stmt) -> Op:
+    """{"set": {"op", "elem", "set", "stmt"}} or {"meter": {"key", "stmt", "size", "name"}}:
+    `build_stmt(stmt)` builds one element statement."""
+    load = build_load(dynset_key(kind, arg), ctx)
+    s, op, timeout_ns, stmts = dynset_parts(kind, arg, ctx, load.dtype, load.bits)
+    return nft_dynset(s, load, op, timeout_ns, ElemStmts(stmts, info, build_stmt))
 
 
 def build_map_load(m: dict, ctx: NftCtx, data_dtype: str) -> Load:

@@ -7,53 +7,35 @@ net/netfilter/nft_rt.c › get_tcpmss (NFT_RT_TCPMSS). The usual MSS clamp of a 
 syn tcp option maxseg size set rt mtu`, only ever lowers the option and patches the TCP checksum
 incrementally (inet_proto_csum_replace2; here csum_replace2 from packet.csum). Fields are the front end's
 templates (config/nft/exthdr.py, nftables src/exthdr.c and src/tcpopt.c): a kind or header type, and an
-offset and a length in bits, loaded as whole bytes and narrowed as nft's bitwise does. These run in the
-Python evaluator only: the compiled VM punts a rule that has one (nft_compile_expr.compile_load).
+offset and a length in bits, loaded as whole bytes and narrowed as nft's bitwise does. The walks that
+find an option or a header are nft_exthdr_find.py's, which the compiled VM runs too (OP_EXTHDR: the loads;
+writes and SCTP chunks punt).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
+
 from flowpath.config.nft.datatype import SCTP_CHUNKS, sctp_chunk_field
 from flowpath.config.nft.exthdr import EXTHDR, exthdr_field, tcpopt_bits, tcpopt_kind_of
 from flowpath.netfilter import constants as C
+from flowpath.netfilter.nft_exthdr_find import TCPOPT_NOP, ipv6_find_hdr, optlen, tcpopt_find
 from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.netfilter.nft_xfrm import rt_xfrm
 from flowpath.packet import layout as L
 from flowpath.packet.csum import csum_replace2
 
 NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
-TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS = 0, 1, 2
+TCPOPT_MSS = 2
 TCP_MSS_DEFAULT = 536  # include/net/tcp.h, RFC 1122
-# include/net/ipv6.h › ipv6_ext_hdr: the headers ipv6_find_hdr walks over (NEXTHDR_NONE ends the walk)
-_IPV6_EXT_HDRS = (L.IPPROTO_HOPOPTS, L.IPPROTO_ROUTING, L.IPPROTO_FRAGMENT, L.IPPROTO_AH, L.IPPROTO_NONE,
-                  L.IPPROTO_DSTOPTS)  # fmt: skip
-ENOENT, EBADMSG = -2, -74
-
-
-def _optlen(d, o: int) -> int:
-    """Linux: nft_exthdr.c › optlen: EOL and NOP are one byte, and so is an option with length 0."""
-    return 1 if d[o] <= TCPOPT_NOP or d[o + 1] == 0 else d[o + 1]
 
 
 def _tcpopt_find(pkt, kind: int, need: int) -> int:
-    """Offset in pkt.data of option `kind` with at least `need` bytes: -1 if absent, -2 without a TCP
-    header (nft_tcp_header_pointer fails), -3 if the option runs past the header or is shorter."""
-    skb = pkt.skb
-    t = skb.thoff
-    if skb.l4proto != L.IPPROTO_TCP or t < 0:  # nft_tcp_header_pointer: tprot and fragoff
-        return -2
-    d = pkt.data
-    hlen = (d[t + L.TCPH.doff_res] >> 4) * 4
-    if hlen < L.TCPH.size or t + hlen > len(d):
-        return -2
-    i = L.TCPH.size
-    while i < hlen - 1:
-        o = t + i
-        optl = _optlen(d, o)
-        if d[o] == kind:
-            return o if i + optl <= hlen and need <= optl else -3  # malformed: goto err
-        i += optl
-    return -1
+    """nft_exthdr_find.tcpopt_find over the frame the walk reads (pkt.data)."""
+    skb, d = pkt.skb, pkt.data
+    return tcpopt_find(np.frombuffer(d, np.uint8), len(d), skb.l4proto, skb.thoff, kind, need)
 
 
 def bit_span(off_bits: int, len_bits: int) -> tuple[int, int, int]:
@@ -85,65 +67,38 @@ def _option(arg: dict) -> tuple[int, int, int, int, int]:
     return (kind, *_bytes(off, n))
 
 
-def build_tcpopt_load(arg: dict, present: bool = False):
-    """nft_exthdr_tcp_eval: `tcp option maxseg size` (the field, NFT_BREAK when absent), `tcp option @5,80,32`
-    or `tcp option maxseg` (NFT_EXTHDR_F_PRESENT: 1/0, never a break; a kind nft has no name for is listed
-    with base/offset/len, and `present` says it is compared with exists/missing)."""
+class ExthdrSpec(NamedTuple):
+    """What nft_exthdr loads (struct nft_exthdr): a TCP option (tcp) or an IPv6 extension header, its
+    kind or type, the bytes (first, n) narrowed by shift and mask (0: whole bytes), and the load's dtype and
+    bits; present: NFT_EXTHDR_F_PRESENT (1/0 in a byte). The closures and the VM's compiler read it."""
+
+    tcp: bool
+    type: int
+    first: int
+    n: int
+    shift: int
+    mask: int
+    dtype: str
+    bits: int
+    present: bool
+
+
+def tcpopt_spec(arg: dict, present: bool = False) -> ExthdrSpec:
+    """`tcp option maxseg size` (the field), `tcp option @5,80,32`, or `tcp option maxseg` (present; a
+    kind nft has no name for is listed with base/offset/len, and `present` says it is compared with
+    exists/missing)."""
     if present or ("field" not in arg and "base" not in arg):
         try:
             kind = tcpopt_kind_of(arg)
         except (KeyError, TypeError, ValueError):
             raise NftBuildError(f"unsupported tcp option {arg!r}") from None
-
-        def present(pkt):
-            return 1 if _tcpopt_find(pkt, kind, 1) >= 0 else 0
-
-        return present, "boolean", 8
+        return ExthdrSpec(True, kind, 0, 1, 0, 0, "boolean", 8, True)
     kind, first, n, shift, mask = _option(arg)
-
-    def load(pkt):
-        o = _tcpopt_find(pkt, kind, first + n)
-        return None if o < 0 else _value(pkt.data, o + first, n, shift, mask)
-
-    return load, "integer", (mask.bit_length() if mask else n * 8)
+    return ExthdrSpec(True, kind, first, n, shift, mask, "integer", mask.bit_length() if mask else n * 8, False)
 
 
-def ipv6_find_hdr(pkt, target: int) -> int:
-    """Offset in pkt.data of the first header of type `target`, ENOENT or EBADMSG (< 0).
-
-    Linux: net/ipv6/exthdrs_core.c › ipv6_find_hdr with *offset 0 and no flags: extension headers are
-    walked from the IPv6 header; an upper-layer header (or mh, which is not an extension header to
-    Linux) is found only as the first non-extension header; a non-first fragment ends the walk.
-    """
-    skb, d = pkt.skb, pkt.data
-    nh = skb.nhoff
-    end = min(len(d), nh + L.IP6H.size + (d[nh + L.IP6H.payload_len] << 8 | d[nh + L.IP6H.payload_len + 1]))
-    start, nexthdr = nh + L.IP6H.size, d[nh + L.IP6H.nexthdr]
-    while True:
-        found = nexthdr == target
-        if nexthdr not in _IPV6_EXT_HDRS or nexthdr == L.IPPROTO_NONE:
-            return start if found else ENOENT
-        if start + 2 > end:
-            return EBADMSG
-        if nexthdr == L.IPPROTO_FRAGMENT:
-            if start + 4 > end:
-                return EBADMSG
-            if (d[start + 2] << 8 | d[start + 3]) & ~7:  # a later fragment: nothing follows
-                return start if found else ENOENT
-            hdrlen = 8
-        elif nexthdr == L.IPPROTO_AH:
-            hdrlen = (d[start + 1] + 2) << 2  # ipv6_authlen
-        else:
-            hdrlen = (d[start + 1] + 1) << 3  # ipv6_optlen
-        if found:
-            return start
-        nexthdr, start = d[start], start + hdrlen
-
-
-def build_exthdr_load(arg: dict):
-    """nft_exthdr_ipv6_eval: `frag more-fragments` (NFT_BREAK when the header is absent or short) or
-    `exthdr frag` (NFT_EXTHDR_F_PRESENT: 1/0). An IPv4 packet never matches: in an inet or netdev table
-    nft puts `meta nfproto ipv6` (`meta protocol ip6`) in front."""
+def exthdr_spec(arg: dict) -> ExthdrSpec:
+    """`frag more-fragments` (a field) or `exthdr frag` (present)."""
     try:
         if "field" in arg:
             nexthdr, off, bits, dtype = exthdr_field(arg["name"], arg["field"])
@@ -152,24 +107,61 @@ def build_exthdr_load(arg: dict):
     except (KeyError, TypeError):
         raise NftBuildError(f"unsupported extension header {arg!r}") from None
     if "field" not in arg:
+        return ExthdrSpec(False, nexthdr, 0, 1, 0, 0, "boolean", 8, True)
+    first, n, shift, mask = _bytes(off, bits)
+    return ExthdrSpec(False, nexthdr, first, n, shift, mask, "integer" if dtype.startswith("integer") else dtype,
+                      bits, False)  # fmt: skip
+
+
+def build_tcpopt_load(arg: dict, present: bool = False):
+    """nft_exthdr_tcp_eval (tcpopt_spec): the field, NFT_BREAK when the option is absent; or 1/0 when
+    present is asked for, never a break."""
+    sp = tcpopt_spec(arg, present)
+    kind, first, n, shift, mask = sp.type, sp.first, sp.n, sp.shift, sp.mask
+    if sp.present:
+
+        def present(pkt):
+            return 1 if _tcpopt_find(pkt, kind, 1) >= 0 else 0
+
+        return present, "boolean", 8
+
+    def load(pkt):
+        o = _tcpopt_find(pkt, kind, first + n)
+        return None if o < 0 else _value(pkt.data, o + first, n, shift, mask)
+
+    return load, sp.dtype, sp.bits
+
+
+def _ipv6_find_hdr(pkt, target: int) -> int:
+    """nft_exthdr_find.ipv6_find_hdr over the frame the walk reads (pkt.data): an offset, ENOENT or EBADMSG."""
+    d = pkt.data
+    return ipv6_find_hdr(np.frombuffer(d, np.uint8), len(d), pkt.skb.nhoff, target)
+
+
+def build_exthdr_load(arg: dict):
+    """nft_exthdr_ipv6_eval (exthdr_spec): the field (NFT_BREAK when the header is absent or short) or
+    1/0 (NFT_EXTHDR_F_PRESENT). An IPv4 packet never matches: in an inet or netdev table nft puts
+    `meta nfproto ipv6` (`meta protocol ip6`) in front."""
+    sp = exthdr_spec(arg)
+    nexthdr, first, n, shift, mask = sp.type, sp.first, sp.n, sp.shift, sp.mask
+    if sp.present:
 
         def present(pkt):
             if pkt.skb.l3proto != L.ETH_P_IPV6:
                 return None
-            return 1 if ipv6_find_hdr(pkt, nexthdr) >= 0 else 0
+            return 1 if _ipv6_find_hdr(pkt, nexthdr) >= 0 else 0
 
         return present, "boolean", 8
-    first, n, shift, mask = _bytes(off, bits)
 
     def load(pkt):
         if pkt.skb.l3proto != L.ETH_P_IPV6:
             return None
-        o = ipv6_find_hdr(pkt, nexthdr)
+        o = _ipv6_find_hdr(pkt, nexthdr)
         if o < 0 or o + first + n > len(pkt.data):  # skb_copy_bits fails
             return None
         return _value(pkt.data, o + first, n, shift, mask)
 
-    return load, ("integer" if dtype.startswith("integer") else dtype), bits
+    return load, sp.dtype, sp.bits
 
 
 def _sctp_chunk_find(pkt, ctype: int, need: int) -> int:
@@ -286,7 +278,7 @@ def build_tcpopt_strip(arg: dict):
             return C.NF_DROP
         skb, d = pkt.skb, pkt.data
         b, check, t = skb.buf, skb.thoff + L.TCPH.check, skb.thoff
-        optl = _optlen(d, o)
+        optl = int(optlen(np.frombuffer(d, np.uint8), o))
         for j in range(o, o + optl):
             even = (j - t) % 2 == 0  # the byte is a word's high half
             csum_replace2(b, check, d[j] << 8 if even else d[j], TCPOPT_NOP << 8 if even else TCPOPT_NOP)

@@ -26,8 +26,9 @@ from flowpath.netfilter import nft_stmt
 from flowpath.netfilter.nft_dynset import build_map_load
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load
 from flowpath.netfilter.nft_fwd_netdev import build_fwd_dup
+from flowpath.netfilter.nft_limit import limit_from_stmt, nft_limit_op
 from flowpath.netfilter.nft_set import NftSet
-from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, build_limit, nft_counter_eval
+from flowpath.netfilter.nft_stmt import NftCounter, RuleInfo, nft_counter_eval
 from flowpath.netfilter.nft_types import NftBuildError
 from flowpath.packet.reason import Reason
 
@@ -93,14 +94,14 @@ def quota_stmt_json(q: NftQuota, arg: dict) -> dict:
 
 
 def nft_obj_init(kind: str, o: dict) -> object | None:
-    """The runtime state of a named object: NftCounter, NftQuota, a limit's shared op; None for the
+    """The runtime state of a named object: NftCounter, NftQuota, NftLimit; None for the
     ct and synproxy objects, which load but no rule may use."""
     if kind == "counter":
         return NftCounter(int(o.get("packets", 0)), int(o.get("bytes", 0)))
     if kind == "quota":
         return NftQuota(int(o["bytes"]), bool(o.get("inv", False)), int(o.get("used", 0)))
     if kind == "limit":
-        return build_limit(o)
+        return limit_from_stmt(o)
     if kind in REFUSED:
         return None
     raise NftBuildError(f"unsupported object {kind!r}")
@@ -118,7 +119,7 @@ def _obj_op(kind: str, obj: object) -> Op:
         return nft_counter_eval(obj)
     if kind == "quota":
         return nft_quota_do_eval(obj)
-    return obj  # a limit's op, its token bucket shared by every rule naming it
+    return nft_limit_op(obj)  # its token bucket shared by every rule naming it
 
 
 def build_objref(kind: str, arg: object, ctx: NftCtx, info: RuleInfo) -> Op:

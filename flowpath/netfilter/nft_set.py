@@ -4,10 +4,11 @@ Linux: net/netfilter/nft_lookup.c with the set backends chosen by what a set hol
 (exact keys), nft_set_rbtree.c (intervals: prefixes and ranges), nft_set_pipapo.c (concatenations
 with intervals; here a scan). Interface wildcards ("eth*") in sets are scanned too. The catch-all
 element `*` answers when nothing else does (nf_tables_api.c › nft_set_catchall_lookup). Elements the packet
-path adds (nft_dynset.py) may expire: `expires` holds their deadline in packet time, and a lookup at or
-after it does not find them (nft_set_elem_expired). An element declared with a timeout (its own, or the
-set's: nf_tables_api.c › nft_add_set_elem) expires too, from when it was added; a ruleset loaded before
-any packet has no packet time yet, so its clock starts with the first packet (ElemClock).
+path adds (nft_dynset.py) live in the arrays the compiled VM reads too (`table`, nft_set_hash_store.py's
+SetHash, bound when the ruleset is compiled): they may expire, and a lookup at or after an element's
+deadline in packet time does not find it (nft_set_elem_expired). An element declared with a timeout (its
+own, or the set's: nf_tables_api.c › nft_add_set_elem) expires too, from when it was added; a ruleset
+loaded before any packet has no packet time yet, so its clock starts with the first packet (ElemClock).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Callable, NamedTuple
 
+from flowpath.netfilter.nft_set_hash import NFT_DYNSET_OP_UPDATE
 from flowpath.netfilter.nft_types import NftBuildError, parse_value, set_type
 
 _WIDTH = {
@@ -76,13 +78,14 @@ class NftSet:
     def __init__(self, name: str, keytype: str | tuple, bits: int = 0, data_type: str | None = None):
         self.name, self.keytype, self.bits, self.data_type = name, keytype, bits, data_type
         self.catchall: object = None  # the `*` element's data (True in a plain set)
-        self.dynamic = False  # updated from the packet path (flags dynamic/timeout): the VM punts
+        self.dynamic = False  # flags dynamic/timeout, or updated from the packet path
+        self.updated = False  # a set statement or meter updates it: its elements go to `table`
+        self.table = None  # nft_set_hash_store.SetHash: the elements, once the ruleset is compiled
         self.timeout_ns = 0  # NFTA_SET_TIMEOUT: the default lifetime of an element the path adds
-        self.size = 0  # NFTA_SET_DESC_SIZE (0: no limit)
-        self.expires: dict = {}  # key -> deadline (ns of packet time) of an element that expires
+        self.size = 0  # NFTA_SET_DESC_SIZE (0: nft's default for a dynamic set)
+        self.expires: dict = {}  # key -> deadline (ns of packet time) of a declared element that expires
         self.lifetimes: dict = {}  # key -> timeout (ns) of a declared element whose clock has not started
         self.clock: ElemClock | None = None  # what starts them (the runtime's)
-        self.elem_stmts: dict = {}  # key -> the element's own statements (nft_dynset_new's clones)
         self.exact: dict = {}
         self.starts: list[int] = []
         self.ends: list[int] = []
@@ -147,25 +150,27 @@ class NftSet:
         return self.catchall
 
     def elem_clock_start(self, now_ns: int) -> None:
-        """Declared elements' deadlines counted from now_ns, when they were added in packet time."""
+        """Declared elements' deadlines counted from now_ns, when they were added in packet time (in the
+        table of a set the packet path updates: an update with the element's timeout sets it)."""
         for k, t in self.lifetimes.items():
-            self.expires[k] = now_ns + t
+            if self.table is not None:
+                self.table.dynset(k, NFT_DYNSET_OP_UPDATE, t, -1, 0, now_ns, 0)
+            else:
+                self.expires[k] = now_ns + t
         self.lifetimes.clear()
 
     def lookup(self, key: object, now_ns: int) -> object:
-        """get(), but an element past its deadline is gone (nft_set_elem_expired; GC removes it)."""
+        """get(), in the packet path's elements when it updates the set; an element past its deadline is
+        gone (nft_set_elem_expired; GC removes it)."""
         if self.lifetimes and self.clock is not None:  # the first packet, when no hook started the clock
             self.clock.start(now_ns)
+        if self.table is not None:
+            return True if self.table.lookup(key, now_ns) else None
         t = self.expires.get(key)
         if t is not None and t <= now_ns:
-            self.remove(key)
+            self.exact.pop(key, None)
+            del self.expires[key]
         return self.get(key)
-
-    def remove(self, key: object) -> None:
-        """An exact element out (nft_dynset's delete, or an expired one)."""
-        self.exact.pop(key, None)
-        self.expires.pop(key, None)
-        self.elem_stmts.pop(key, None)
 
     def __len__(self) -> int:
         return len(self.exact) + len(self.starts) + len(self.scan) + (self.catchall is not None)

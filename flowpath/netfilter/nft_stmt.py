@@ -18,9 +18,10 @@ from flowpath.config.nft.validate import expr_hooks
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
 from flowpath.netfilter.nft_cmp import build_match, resolve_set
-from flowpath.netfilter.nft_dynset import build_dynset, build_meter, named_data_map
+from flowpath.netfilter.nft_dynset import build_dynset, named_data_map
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load
 from flowpath.netfilter.nft_exthdr import build_tcpopt_set, build_tcpopt_strip
+from flowpath.netfilter.nft_limit import build_limit
 from flowpath.netfilter.nft_meta_set import build_meta_ct_set
 from flowpath.netfilter.nft_payload_set import build_payload_set
 from flowpath.netfilter.nft_set import Interval, NftSet, parse_key
@@ -75,6 +76,7 @@ class RuleInfo:
 
     counters: list = field(default_factory=list)  # NftCounter objects of this rule, in order
     quotas: list = field(default_factory=list)  # NftQuota objects of its anonymous quotas, in order
+    limits: list = field(default_factory=list)  # NftLimit objects of its anonymous limits, in order
     targets: list = field(default_factory=list)  # chains this rule can jump or goto
     hooks: list = field(default_factory=list)  # (statement, allowed hooks, required chain type or None)
 
@@ -205,47 +207,6 @@ def build_log(arg: object) -> Op:
     def op(pkt):
         pkt.logs.append(prefix + nf_log_line(pkt))
         return NFT_CONTINUE
-
-    return op
-
-
-_PER_NS = {"second": 10**9, "minute": 60 * 10**9, "hour": 3600 * 10**9, "day": 86400 * 10**9,
-           "week": 7 * 86400 * 10**9}  # fmt: skip
-_BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024}
-
-
-def build_limit(arg: dict) -> Op:
-    """nft_limit.c: a token bucket in nanoseconds of packet time (skb.ts_ns, DESIGN.md §3)."""
-    rate, per = int(arg.get("rate", 0)), _PER_NS.get(arg.get("per", "second"))
-    unit = arg.get("rate_unit", "packets")
-    if rate <= 0 or per is None or (unit != "packets" and unit not in _BYTE_UNITS):
-        raise NftBuildError(f"unsupported limit {arg!r}")
-    burst = int(arg.get("burst", 0))
-    invert = bool(arg.get("inv", False))
-    if unit == "packets":
-        cost = per // rate
-        tokens_max = cost * (burst or 5)  # nft_limit_init: NFT_LIMIT_PKT_BURST_DEFAULT
-    else:
-        rate *= _BYTE_UNITS[unit]
-        burst *= _BYTE_UNITS.get(arg.get("burst_unit", "bytes"), 1)
-        cost = 0
-        tokens_max = per * (rate + burst) // rate  # unit * (rate + burst) / rate
-    state = [tokens_max, None]  # tokens, last (set by the first packet: there is no clock before it)
-
-    def op(pkt):
-        skb = pkt.skb
-        now = skb.ts_ns
-        c = cost or per * skb.skb_len // rate
-        last = state[1] if state[1] is not None else now
-        tokens = min(state[0] + now - last, tokens_max)
-        state[1] = now
-        if tokens - c >= 0:
-            state[0] = tokens - c
-            over = invert
-        else:
-            state[0] = tokens
-            over = not invert
-        return NFT_BREAK if over else NFT_CONTINUE
 
     return op
 
@@ -514,7 +475,7 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
     if kind == "log":
         return build_log(arg)
     if kind == "limit":
-        return build_limit(arg)
+        return build_limit(arg, info)
     if kind == "reject":
         return build_reject(arg, ctx, info)
     if kind in ("snat", "dnat", "masquerade", "redirect"):
@@ -528,8 +489,8 @@ def build_stmt(stmt: object, ctx: NftCtx, info: RuleInfo) -> Op:
     if kind == "reset" and isinstance(arg, dict) and "tcp option" in arg:
         return build_tcpopt_strip(arg["tcp option"])
     if kind == "set" and isinstance(arg, dict):
-        return build_dynset(arg, ctx, lambda s: build_stmt(s, ctx, RuleInfo()))
+        return build_dynset(kind, arg, ctx, info, lambda s: build_stmt(s, ctx, RuleInfo()))
     if kind == "meter":
-        return build_meter(arg, ctx, lambda s: build_stmt(s, ctx, RuleInfo()))
+        return build_dynset(kind, arg, ctx, info, lambda s: build_stmt(s, ctx, RuleInfo()))
     raise NftBuildError(f"unsupported statement {kind!r}")
 

@@ -4,7 +4,8 @@ Linux: net/netfilter/nf_tables_core.c › nft_do_chain (rules in order, jump sta
 expressions it calls inline: nft_cmp_fast_eval / nft_cmp_eval, nft_payload_eval, nft_meta_get_eval,
 nft_ct_get_eval, nft_bitwise_eval, nft_byteorder_eval, nft_range_eval, nft_lookup_eval,
 nft_immediate_eval; and the statements nft_counter_eval, nft_quota_eval, nft_meta_set_eval, nft_ct_set_eval,
-nft_nat_eval, nft_flow_offload_eval. struct nft_regs is `regs`: 16 data registers of 16 bytes (one
+nft_nat_eval, nft_flow_offload_eval, nft_limit_eval and nft_dynset_eval (nft_set_hash.py: meters and sets the
+rules update, looked up by nft_rhash_lookup). struct nft_regs is `regs`: 16 data registers of 16 bytes (one
 uint8[256] file addressed by byte offset, so a concatenation spans registers as in nft).
 
 Byte order in registers is nft's: payload loads are big-endian, meta/ct words (mark, iif, len, ct state,
@@ -23,14 +24,16 @@ The program (`progs`, a plain tuple made by nft_compile.py › compile_chains):
     data     int64[d, DATA_COLS]  map data: verdict (D_CODE, D_CHAIN), NAT bounds (D_*) or a mark (D_VALUE)
     counters int64[ncnt, 2]       packets, bytes: the rule counters the listing reads, and each quota's
                                   consumed bytes (nft_objref.NftQuota)
+    dyn      (dsets, dslot, dkey, limits): the sets the packet path updates and the limits' buckets
+                                  (nft_set_hash.py; replaced when a set's table grows)
     ifnames  uint8[nifs, 16]      interface names, NUL-padded; pktmeta PM_IIFNAME/PM_OIFNAME pick rows
 
 A run also takes the FIB's views (`fv`, net.fib_views(): flowpath/net/fib_table.py) for `fib`
 (OP_FIB, nft_fib.py › fib_oif_eval, fib_type_eval); pktmeta's PM_FIB says whether they may be used.
 
-A run never writes anything but `pktmeta` (mark writes), `out` and its scratch, so a caller that decides to
-punt a packet after its chains ran leaves no trace; `nft_vm_commit` applies the counter hits recorded in
-`out`. NFT_PUNT means "this program cannot decide: run the chain with the Python evaluator".
+A run never writes anything but `pktmeta` (mark writes), `out`, its scratch and `dyn` (limits, set
+updates: logged in `undo` first, nft_set_hash.nft_dyn_undo), so a caller that decides to punt a packet after
+its chains ran leaves no trace once it undoes; `nft_vm_commit` applies the counter hits recorded in `out`. NFT_PUNT means "this program cannot decide: run the chain with the Python evaluator".
 """
 
 from __future__ import annotations
@@ -52,12 +55,24 @@ from flowpath.netfilter.constants import (
     NFT_JUMP,
     NFT_RETURN,
 )
+from flowpath.netfilter.nft_exthdr_find import ipv6_find_hdr, tcpopt_find
 from flowpath.netfilter.nft_fib import fib_oif_eval, fib_type_eval
+from flowpath.netfilter.nft_set_hash import (
+    DYN_BREAK,
+    DYN_DELETED,
+    UNDO_MAX,
+    UNDO_W,
+    nft_dyn_undo,
+    nft_dynset_eval,
+    nft_limit_run,
+    nft_rhash_lookup,
+)
 
 NFT_PUNT = -16  # no Linux counterpart: "evaluate this chain with the Python evaluator"
 NFT_JUMP_STACK_SIZE = 16  # include/net/netfilter/nf_tables.h
 NFT_REG_FILE = 256  # 16 x 16-byte registers
 STRIDE = 8
+PROG_DYN = 9  # dyn's place in progs
 
 # pktmeta: the per-packet inputs (and mark outputs) of a run; int64[PM_SIZE]
 PM_HOOK, PM_NFPROTO, PM_L3PROTO, PM_L4PROTO, PM_NHOFF, PM_THOFF, PM_LEN, PM_BUFLEN = range(8)
@@ -67,7 +82,8 @@ PM_MARK, PM_RTMTU, PM_WRITES, PM_CTINFO = 18, 19, 20, 21  # PM_CTINFO: only nft_
 PM_SECPATH = 22  # 1: decrypted by an SA of this host (skb has a secpath)
 PM_FIB = 23  # PM_FIB_* bits: the run's FIB views may be used (0: OP_FIB punts), input device is loopback
 PM_FIB_OK, PM_FIB_LOOPBACK = 1, 2
-PM_SIZE = 24
+PM_NOW = 24  # the packet's time (ns): limits and set element timeouts
+PM_SIZE = 25
 PM_WROTE_MARK, PM_WROTE_CTMARK = 1, 2  # PM_WRITES bits: which marks the caller must store
 # out: what the statements asked for; int64[OUT_SIZE]
 OUT_FLOW, OUT_NAT, OUT_NAT_MANIP, OUT_NAT_FLAGS = 0, 1, 2, 3  # OUT_FLOW: flowtable id, -1: none
@@ -96,7 +112,7 @@ OP_LOOKUP = 10  # sreg, set, invert
 OP_VMAP = 11  # sreg, set
 OP_MAP = 12  # sreg, set, slot (0 address map, 1 port map, 2 a 32-bit value into the sreg, host order)
 OP_IMM = 13  # verdict code, chain
-OP_COUNTER = 14  # counter row
+OP_COUNTER = 14  # counter row, or (from register 1) the register holding it (host order: an object map's)
 OP_MARK_SET = 15  # target (0 meta, 1 ct), from register (0/1), value or sreg, len, host order (0/1)
 OP_NFPROTO_GUARD = 16  # nfproto, pc to skip to when the packet's differs
 OP_NAT = 17  # kind NAT_*, immediate data row, maniptype, uses address map, uses port map
@@ -105,6 +121,10 @@ OP_PUNT = 19
 OP_END = 20  # end of a chain: return to the caller chain, or the base chain's policy
 OP_FIB = 21  # dreg, result FIB_*, daddr (0/1), device FIB_DEV_*
 OP_QUOTA = 22  # counter row of its consumed bytes, quota in bytes, NFT_QUOTA_F_INV (0/1)
+OP_LIMIT = 23  # row in dyn's limits, or (from register 1) the register holding it, as OP_COUNTER
+OP_DYNSET = 24  # sreg, set (row of dyn's dsets), op, timeout ns, element limit row (-1), element counter
+OP_DYNLOOKUP = 25  # sreg, set (row of dyn's dsets), invert
+OP_EXTHDR = 26  # dreg, TCP option (1) or IPv6 header (0), its kind/type, first byte, bytes, present (0/1)
 
 CMP_EQ, CMP_NEQ, CMP_LT, CMP_GT, CMP_LTE, CMP_GTE, CMP_TRUE, CMP_FALSE = range(8)  # TRUE/FALSE: out of width
 BASE_LL, BASE_NH, BASE_TH = 0, 1, 2
@@ -194,6 +214,27 @@ def _payload(buf, buflen, pm, base, l3, l4, off, n, regs, d):
         return False
     for i in range(n):
         regs[d + i] = buf[o + off + i]
+    _pad(regs, d, n)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _exthdr(buf, buflen, pm, tcp, typ, first, n, present, regs, d):
+    """nft_exthdr_tcp_eval / nft_exthdr_ipv6_eval (nft_exthdr.py's loads); False: NFT_BREAK."""
+    if tcp:
+        o = tcpopt_find(buf, buflen, pm[PM_L4PROTO], pm[PM_THOFF], typ, 1 if present else first + n)
+    elif pm[PM_L3PROTO] != _ETH_P_IPV6:
+        return False
+    else:
+        o = ipv6_find_hdr(buf, buflen, pm[PM_NHOFF], typ)
+    if present:  # NFT_EXTHDR_F_PRESENT: nft_reg_store8
+        regs[d] = 1 if o >= 0 else 0
+        _pad(regs, d, 1)
+        return True
+    if o < 0 or o + first + n > buflen:
+        return False
+    for i in range(n):
+        regs[d + i] = buf[o + first + i]
     _pad(regs, d, n)
     return True
 
@@ -419,7 +460,7 @@ def _overquota(counters, out, row, n, quota):
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
-def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
+def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv, undo):
     """nft_do_chain over a compiled program, with the caller's scratch (lets a batch loop reuse it).
 
     progs     the plain tuple of nft_compile.py (see the module docstring)
@@ -429,9 +470,10 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
     out       int64[OUT_SIZE] out: flowtable, NAT request, counter hits (cleared here)
     regs      uint8[NFT_REG_FILE] scratch registers; stack int64[NFT_JUMP_STACK_SIZE] scratch
     fv        the FIB views `fib` looks routes up in (net.fib_views(); read only when PM_FIB allows)
-    Returns NF_ACCEPT, NF_DROP or NFT_PUNT.
+    undo      int64[UNDO_MAX + 1, UNDO_W] the log of dyn's writes (nft_set_hash.py), appended to
+    Returns NF_ACCEPT, NF_DROP or NFT_PUNT (the caller undoes).
     """
-    code, chains, consts, sets, setkeys, setelem, setcomp, data, counters, ifnames = progs
+    code, chains, consts, sets, setkeys, setelem, setcomp, data, counters, dyn, ifnames = progs  # PROG_DYN: 9
     out[:] = 0
     out[OUT_FLOW] = -1
     out[OUT_LEN] = pm[PM_LEN]
@@ -452,6 +494,9 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
                 verdict = NFT_BREAK
         elif op == OP_CT:
             if not _ct(pm, b, regs, a):
+                verdict = NFT_BREAK
+        elif op == OP_EXTHDR:
+            if not _exthdr(buf, buflen, pm, b, c, code[pc, 4], code[pc, 5], code[pc, 6], regs, a):
                 verdict = NFT_BREAK
         elif op == OP_FIB:  # nft_fib_store_result: the ifindex, or NFTA_FIB_F_PRESENT's 0/1
             o = _fib(buf, buflen, pm, fv, b, c, code[pc, 4])
@@ -509,7 +554,7 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
             n = out[OUT_NCNT]
             if n >= OUT_MAXCNT:
                 return NFT_PUNT  # more counters than out records: let the Python evaluator count them
-            out[OUT_CNT + n] = a
+            out[OUT_CNT + n] = _load_int(regs, a, 4, True) if b else a
             out[OUT_NCNT] = n + 1
         elif op == OP_QUOTA:
             n = out[OUT_NCNT]
@@ -519,6 +564,22 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
                 verdict = NFT_BREAK
             out[OUT_CNT + n] = a
             out[OUT_NCNT] = n + 1
+        elif op == OP_LIMIT:
+            o = nft_limit_run(dyn[3], _load_int(regs, a, 4, True) if b else a, pm[PM_NOW], out[OUT_LEN], undo)
+            if o < 0:
+                return NFT_PUNT
+            if o:
+                verdict = NFT_BREAK
+        elif op == OP_DYNSET:
+            o = nft_dynset_eval(dyn, b, regs, a, c, code[pc, 4], code[pc, 5], code[pc, 6], pm[PM_NOW], out[OUT_LEN],
+                                undo)  # fmt: skip
+            if o == DYN_BREAK:
+                verdict = NFT_BREAK
+            elif o < 0 and o != DYN_DELETED:  # DYN_GROW, DYN_PUNT: the Python evaluator grows the table
+                return NFT_PUNT
+        elif op == OP_DYNLOOKUP:
+            if (nft_rhash_lookup(dyn[0], dyn[1], dyn[2], b, regs, a, pm[PM_NOW]) >= 0) == (c != 0):
+                verdict = NFT_BREAK
         elif op == OP_MARK_SET:
             v = _load_int(regs, c, code[pc, 4], code[pc, 5] != 0) if b else c
             v &= 0xFFFFFFFF
@@ -570,10 +631,14 @@ def nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv):
 
 @njit(cache=True, nogil=True)
 def nft_vm_run(progs, chain_id, buf, pm, out, fv):
-    """nft_do_chain for one packet: NF_ACCEPT, NF_DROP or NFT_PUNT (see nft_vm_run_regs)."""
+    """nft_do_chain for one packet: NF_ACCEPT, NF_DROP or NFT_PUNT (see nft_vm_run_regs; undone)."""
     regs = np.zeros(NFT_REG_FILE, np.uint8)
     stack = np.zeros(NFT_JUMP_STACK_SIZE, np.int64)
-    return nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv)
+    undo = np.zeros((UNDO_MAX + 1, UNDO_W), np.int64)
+    v = nft_vm_run_regs(progs, chain_id, buf, pm, out, regs, stack, fv, undo)
+    if v == NFT_PUNT:
+        nft_dyn_undo(progs[PROG_DYN], undo)
+    return v
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py

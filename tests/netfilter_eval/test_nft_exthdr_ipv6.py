@@ -169,8 +169,9 @@ def test_truncated_header_breaks():
     assert _cut_matches(_runtime(rules), p, 6) == [0, 1, 1, 1]  # the tag (bytes 6-7) is past the end
 
 
-def test_vm_punts_and_agrees_with_the_closures():
-    """The compiled VM has no exthdr or tcp option: it punts (counted), and the verdicts are the closures'."""
+def test_vm_runs_them_and_agrees_with_the_closures():
+    """The compiled VM loads extension header fields and TCP options itself (OP_EXTHDR, nft_exthdr_find.py's
+    walks): no run punts, and every verdict is the closures'."""
     rules = ["hbh nexthdr 43 drop", "srh sid[1] dead::beef accept", "exthdr frag exists drop",
              "tcp option maxseg size 1460 drop", "mh type binding-update accept"]  # fmt: skip
     text = "table ip6 t {\n\tchain c {\n\t\ttype filter hook input priority 0; policy accept;\n"
@@ -184,7 +185,8 @@ def test_vm_punts_and_agrees_with_the_closures():
         assert v == nft_do_chain_closures(ref_rt.chain("ip6", "t", "c"), b), name
         verdicts.append(v)
     assert C.NF_DROP in verdicts and C.NF_ACCEPT in verdicts
-    assert sum(vm_rt.nft_fallback().values()) == len(verdicts)  # every run reached the first rule's punt
+    assert sum(vm_rt.nft_fallback().values()) == 0
+    assert vm_rt.vm_stats()[0][1:3] == (len(rules), len(rules))  # every rule compiled whole
 
 
 # --- TCP options ------------------------------------------------------------------------------------------
