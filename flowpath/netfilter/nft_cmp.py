@@ -73,8 +73,8 @@ def _m_prefix(load, p, inv):  # ifname wildcard: `iifname "eth*"` compares the f
 
 
 def _m_lookup(load, s: NftSet, inv):
-    """nft_lookup_eval. A set the packet path updates is looked up in its table (NftSet.lookup): what
-    the path adds is found, and what expired is not."""
+    """nft_lookup_eval. A set the packet path updates is looked up in its table, one whose declared
+    elements expire through NftSet.lookup: what the path adds is found, and what expired is not."""
     if not s.starts and not s.scan and s.catchall is None:
         exact = s.exact  # a hash set: the common case gets a direct membership test
 
@@ -82,8 +82,11 @@ def _m_lookup(load, s: NftSet, inv):
             v = load(pkt)
             if v is None:
                 return NFT_BREAK
-            t = s.table  # bound after the rules are built (a later rule may update the set)
-            found = v in exact if t is None else t.lookup(v, pkt.skb.ts_ns)
+            # s.table is bound after the rules are built (a later rule may update the set)
+            if s.table is None and not s.expires and not s.lifetimes:
+                found = v in exact
+            else:  # its table, or declared elements that expire
+                found = s.lookup(v, pkt.skb.ts_ns) is not None
             return NFT_CONTINUE if found != inv else NFT_BREAK
 
         return op_hash

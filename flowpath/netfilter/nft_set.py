@@ -16,7 +16,6 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Callable, NamedTuple
 
-from flowpath.netfilter.nft_set_hash import NFT_DYNSET_OP_UPDATE
 from flowpath.netfilter.nft_types import NftBuildError, parse_value, set_type
 
 _WIDTH = {
@@ -151,10 +150,10 @@ class NftSet:
 
     def elem_clock_start(self, now_ns: int) -> None:
         """Declared elements' deadlines counted from now_ns, when they were added in packet time (in the
-        table of a set the packet path updates: an update with the element's timeout sets it)."""
+        table, for a set the packet path updates)."""
         for k, t in self.lifetimes.items():
             if self.table is not None:
-                self.table.dynset(k, NFT_DYNSET_OP_UPDATE, t, -1, 0, now_ns, 0)
+                self.table.set_deadline(k, now_ns + t)
             else:
                 self.expires[k] = now_ns + t
         self.lifetimes.clear()

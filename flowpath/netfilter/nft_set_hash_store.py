@@ -94,8 +94,8 @@ class SetHashStore:
         t = SetHash(self, len(self.tables), val or _type_val(s), s.size or DYNSET_SIZE_DEFAULT)
         self.tables.append(t)
         self._layout([min(t.size, 128) if x is t else None for x in self.tables])
-        for key in list(s.exact):
-            t.dynset(key, NFT_DYNSET_OP_ADD, 0, -1, 0, 0, 0)
+        for key in list(s.exact):  # a declared element whose clock started: its deadline (now 0 + it)
+            t.dynset(key, NFT_DYNSET_OP_ADD, s.expires.pop(key, 0), -1, 0, 0, 0)
         s.exact, s.table = {}, t
         return t.ds
 
@@ -157,6 +157,16 @@ class SetHash:
         b = self.key_bytes(key)
         d = self.store.dyn
         return b is not None and nft_rhash_lookup(d[0], d[1], d[2], self.ds, b, 0, now_ns) >= 0
+
+    def set_deadline(self, key: object, deadline_ns: int) -> None:
+        """A declared element's expiration, set when its clock starts (nft_add_set_elem's, which an
+        update cannot add: the element went in without one)."""
+        b = self.key_bytes(key)
+        d = self.store.dyn
+        sl = -1 if b is None else nft_rhash_lookup(d[0], d[1], d[2], self.ds, b, 0, 0)
+        if sl >= 0:
+            d[1][sl, SL_EXPIRES] = deadline_ns
+            d[0][self.ds, DS_NEXT_EXP] = min(int(d[0][self.ds, DS_NEXT_EXP]), deadline_ns)
 
     def dynset(
         self,

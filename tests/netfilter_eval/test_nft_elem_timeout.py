@@ -78,3 +78,25 @@ def test_timeout_in_an_interval_set_is_refused_at_load():
                  "elem": [{"elem": {"val": {"prefix": {"addr": "10.0.0.0", "len": 8}}, "timeout": 30}}]}}  # fmt: skip
     with pytest.raises(ConfigError, match="timeout in an interval set"):
         runtime([{"table": {"family": "inet", "name": "t"}}, s])
+
+
+def test_declared_timeout_in_a_set_the_packet_path_updates():
+    """A set a rule updates keeps its elements in the VM's table (nft_set_hash_store.py): its declared
+    element's timeout is set there when the clock starts, and the lookup misses from t0 + 30s on."""
+    rules = """table inet t {
+	set own { type ipv4_addr; flags timeout; elements = { 198.18.0.5 timeout 30s } }
+	chain pre {
+		type filter hook prerouting priority 0; policy accept;
+		ip saddr 198.18.0.99 update @own { ip saddr timeout 5s }
+		ip saddr @own counter
+	}
+}
+"""
+    w = Worker(parse_network(NET, "<net>"), parse_ruleset(rules), flowtable=False)
+    own = next(s for ctx in w.net.nft.tables.values() for n, s in ctx.sets.items() if n == "own")
+    assert own.table is not None  # its elements live in the table the packet path updates
+    t0 = 1000 * SEC
+    assert _matches(w, t0) == [1]
+    assert _matches(w, t0 + 29 * SEC) == [2]
+    assert _matches(w, t0 + 30 * SEC) == [2]
+    assert _matches(w, t0 + 31 * SEC) == [2]
