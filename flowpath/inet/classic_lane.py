@@ -24,6 +24,10 @@ end of POSTROUTING, the last thing before the transmit: the neighbour is looked 
 POSTROUTING so that nothing can punt a confirmed entry. A `flow add` that FORWARD asked for is done
 after POSTROUTING too (classic_lane_offload.py), as the Python path does it once the packet is sent.
 
+The batch loop runs a prefetch pipeline a few packets ahead of the packet it processes (the
+conntrack index slots, by-source bucket and rows a packet will touch: classic_lane_prefetch.py),
+so that their cache misses overlap instead of coming one after another; it changes no result.
+
 Punted today: ICMP errors (RELATED: the Python path looks up the connection inside and translates
 it), ICMPv6 neighbour discovery and MLD (untracked), ICMP types without a reply type, fragments,
 options, extension headers, VLAN tags, packets to or from the gateway itself, anything an nft rule
@@ -44,6 +48,7 @@ from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_SADDR, ports_dst
 from flowpath.inet.classic_lane_new import lane_confirm, lane_ct_new, lane_nat_bind
 from flowpath.inet.classic_lane_nft import lane_chain
 from flowpath.inet.classic_lane_offload import OFFLOAD_DONE, OFFLOAD_PUNT, lane_flow_offload
+from flowpath.inet.classic_lane_prefetch import PF_DISTANCE, lane_prefetch_rows, lane_prefetch_slots
 from flowpath.inet.classic_lane_state import (
     CFG_NEW_OK,
     CFG_NEXT_GC_NS,
@@ -559,10 +564,19 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
     as the Worker's Stats hold them. Returns the number finished."""
     data, length, oif, verdict, ts_ns = pk[0], pk[2], pk[4], pk[5], pk[6]
     reasons, ifc, punts, cnt = acct
-    ps = scr[9]
+    ps, ring = scr[9], scr[14]
     barrier = False
     cnt[CNT_RESUME] = 0
-    for j in range(idx.shape[0]):
+    m, d = idx.shape[0], PF_DISTANCE
+    for j in range(min(2 * d, m)):  # the prefetch pipeline (classic_lane_prefetch.py) filled
+        lane_prefetch_slots(pk, idx[j], j, ct, ring)
+    for j in range(min(d, m)):
+        lane_prefetch_rows(j, ct, ring, j)
+    for j in range(m):
+        if j + 2 * d < m:
+            lane_prefetch_slots(pk, idx[j + 2 * d], j + 2 * d, ct, ring)
+        if j + d < m:
+            lane_prefetch_rows(j + d, ct, ring, d)
         i = idx[j]
         if barrier or ts_ns[i] >= cfg[CFG_NEXT_GC_NS]:
             r, barrier = PUNT_GC, True

@@ -89,12 +89,17 @@ def _src_hash(proto, a0, a1, a2, a3, sport, seed):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def nat_src_bucket(head, proto, a0, a1, a2, a3, sport, seed):
+    """The by-source bucket of a source: its protocol word, address words and port (or ICMP id)."""
+    return _src_hash(proto, a0, a1, a2, a3, sport, seed) & (head.shape[0] - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _bysource_bucket(head, key, ed, seed):
     """The bucket of the ORIGINAL tuple in key row ed."""
-    h = _src_hash(np.int64(key[ed, K_PROTO]), np.int64(key[ed, K_SADDR]), np.int64(key[ed, K_SADDR + 1]),
-                  np.int64(key[ed, K_SADDR + 2]), np.int64(key[ed, K_SADDR + 3]),
-                  np.int64(key[ed, K_PORTS]) >> 16, seed)  # fmt: skip
-    return h & (head.shape[0] - 1)
+    return nat_src_bucket(head, np.int64(key[ed, K_PROTO]), np.int64(key[ed, K_SADDR]), np.int64(key[ed, K_SADDR + 1]),
+                          np.int64(key[ed, K_SADDR + 2]), np.int64(key[ed, K_SADDR + 3]),
+                          np.int64(key[ed, K_PORTS]) >> 16, seed)  # fmt: skip
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
@@ -251,9 +256,9 @@ def _find_appropriate_src(views, bys, c, r, nr, l3, has_ports, icmp, out):
     key, seed = views[1], views[5]
     head, link = bys
     sport = _port_get(c, NF_NAT_MANIP_SRC, icmp)
-    h = _src_hash(np.int64(c[K_PROTO]), np.int64(c[K_DADDR]), np.int64(c[K_DADDR + 1]), np.int64(c[K_DADDR + 2]),
-                  np.int64(c[K_DADDR + 3]), sport, seed)  # fmt: skip
-    e = head[h & (head.shape[0] - 1), 0]
+    b = nat_src_bucket(head, np.int64(c[K_PROTO]), np.int64(c[K_DADDR]), np.int64(c[K_DADDR + 1]),
+                       np.int64(c[K_DADDR + 2]), np.int64(c[K_DADDR + 3]), sport, seed)  # fmt: skip
+    e = head[b, 0]
     while e:
         o = e - 1
         e = link[o, 0]

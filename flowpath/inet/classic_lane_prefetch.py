@@ -1,0 +1,81 @@
+"""Prefetching for the compiled classic lane: the conntrack lines a packet will touch, fetched while
+the packets before it are processed.
+
+No Linux counterpart (the kernel walks one skb at a time; its NAPI loops prefetch the next skb's
+data). Each of a new connection's steps misses the caches on its own line, one after the other: the
+index slot of its tuple (nf_ct_find), of the inverted tuple (NAT's null binding at PREROUTING looks
+it up), the by-source bucket (find_appropriate_src), the row it is given; an established packet's
+are its tuple's slot and its entry's rows. classic_lane_batch runs these two stages ahead of the
+packet it processes, as the flowtable's hook does (flowtable/ip.py › nf_flow_offload_ip_range):
+packet j + 2D is hashed and its slots prefetched, packet j + D has its entry's rows prefetched
+(the entry its slot's tag names, or the row off the free stack a new connection will take).
+
+Only hints: nothing here changes a table or a result, and a prefetch never faults (a row the hash
+names may be stale by the time the packet comes; the lane then misses as it would have anyway).
+IPv4 TCP/UDP only, the lane's common case.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from flowpath.flowtable.ip import FLOW_FORWARD, nf_flow_tuple_ip_words
+from flowpath.flowtable.key import flow_offload_hash_ipv4, flow_offload_probe_tag, ports_dst, ports_src
+from flowpath.flowtable.prefetch import prefetch
+from flowpath.netfilter.ct_layout import CT_PROTO
+from flowpath.netfilter.nf_nat_core import nat_src_bucket
+from flowpath.packet import layout as L
+from flowpath.packet.csum import ld16
+
+PF_DISTANCE = 2  # packets between the stages (D above)
+PF_RING = 8  # hashes kept: a power of two > 2 * PF_DISTANCE
+_CTR_FREE_TOP = 3  # nf_conntrack_table's CTR_FREE_TOP
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_prefetch_slots(pk, i, j, ct, ring):
+    """Stage 1 for packet i, the batch's j-th for the lane: the index slots of its tuple and of the
+    inverted tuple, and its by-source bucket; its tuple's hash into ring (-1: not IPv4 TCP/UDP)."""
+    data, head, length = pk[0], pk[1], pk[2]
+    ri = j & (PF_RING - 1)
+    ring[ri] = -1
+    h0, n = np.int64(head[i]), np.int64(length[i])
+    f = data[i]
+    if n < L.ETH_HLEN + L.IPH.size or ld16(f, h0 + 12) != L.ETH_P_IP:
+        return
+    r, proto, saddr, daddr, ports = nf_flow_tuple_ip_words(f, h0 + L.ETH_HLEN, n - L.ETH_HLEN)
+    if r != FLOW_FORWARD:
+        return
+    index, seed, mask = ct[0][0], ct[0][5], ct[0][3]
+    z = np.int64(0)
+    h = flow_offload_hash_ipv4(z, proto, saddr, daddr, ports, z, z, seed)  # a plain key: no encap term
+    prefetch(index, h & mask)
+    inv = (ports_dst(ports) << 16) | ports_src(ports)
+    prefetch(index, flow_offload_hash_ipv4(z, proto, daddr, saddr, inv, z, z, seed) & mask)
+    bhead = ct[7][0]
+    prefetch(bhead[nat_src_bucket(bhead, proto, saddr, z, z, z, ports_src(ports), seed)], 0)
+    ring[ri] = h
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def lane_prefetch_rows(j, ct, ring, ahead):
+    """Stage 2 for the lane's j-th packet: the rows of the entry its slot's tag names; with none, the rows the
+    free stack will give it, if the `ahead` packets before it open connections too."""
+    h = ring[j & (PF_RING - 1)]
+    if h < 0:
+        return
+    index, key, hot, mask, maxp = ct[0][0], ct[0][1], ct[0][2], ct[0][3], ct[0][4]
+    e = flow_offload_probe_tag(index, mask, maxp, h)
+    if e >= 0:
+        r = e >> 1
+    else:
+        free, ctr = ct[6][2], ct[6][3]
+        top = ctr[_CTR_FREE_TOP] - 1 - ahead
+        if top < 0:
+            return
+        r = free[top]
+        prefetch(key[2 * r + 1], 0)
+    prefetch(key[2 * r], 0)
+    prefetch(hot[r], 0)
+    prefetch(hot[r], CT_PROTO)
