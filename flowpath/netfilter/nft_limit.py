@@ -15,10 +15,10 @@ yet (the kernel starts the clock at load, flowpath at the first packet: there is
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from flowpath.netfilter.constants import NFT_BREAK, NFT_CONTINUE
+from flowpath.netfilter.nft_cells import NftCells
 from flowpath.netfilter.nft_types import NftBuildError
 
 LIM_TOKENS, LIM_LAST, LIM_MAX, LIM_COST, LIM_RATE, LIM_PER, LIM_INV = range(7)  # LIM_COST 0: bytes
@@ -45,22 +45,13 @@ def nft_limit_eval(lim, row, tokens, last, now_ns, length):
     return not inv, tokens, now_ns
 
 
-class NftLimit:
+class NftLimit(NftCells):
     """struct nft_limit_priv with its bucket: a row of an int64[n, LIM_COLS] array (see the module)."""
 
-    __slots__ = ("_cells", "_row")
+    __slots__ = ()
 
     def __init__(self, rate: int, per_ns: int, cost: int, tokens_max: int, inv: bool):
-        self._cells = np.array([[tokens_max, -1, tokens_max, cost, rate, per_ns, int(inv)]], np.int64)
-        self._row = 0
-
-    def bind(self, cells: np.ndarray, row: int) -> None:
-        cells[row] = self._cells[self._row]
-        self._cells, self._row = cells, row
-
-    @property
-    def row(self) -> int:
-        return self._row
+        super().__init__([tokens_max, -1, tokens_max, cost, rate, per_ns, int(inv)])
 
     def eval(self, now_ns: int, length: int) -> bool:
         """nft_limit_eval on this limit's own bucket: True when the rule breaks."""

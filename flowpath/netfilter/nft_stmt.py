@@ -12,11 +12,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from flowpath.config.nft.validate import expr_hooks
 from flowpath.netfilter import constants as C
 from flowpath.netfilter import nat_range as N
+from flowpath.netfilter.nft_cells import NftCells
 from flowpath.netfilter.nft_cmp import build_match, resolve_set
 from flowpath.netfilter.nft_dynset import build_dynset, named_data_map
 from flowpath.netfilter.nft_expr import NftCtx, Op, build_load
@@ -32,7 +31,7 @@ from flowpath.packet.reason import Reason
 NFT_CONTINUE, NFT_BREAK = C.NFT_CONTINUE, C.NFT_BREAK
 
 
-class NftCounter:
+class NftCounter(NftCells):
     """struct nft_counter: packets and bytes (skb->len, i.e. from the network header).
 
     The two numbers live in a row of an int64[n, 2] array: nft_compile.compile_chains binds every counter
@@ -40,15 +39,10 @@ class NftCounter:
     listing, the closures and the VM see one count.
     """
 
-    __slots__ = ("_cells", "_row")
+    __slots__ = ()
 
     def __init__(self, packets: int = 0, bytes: int = 0):
-        self._cells = np.array([[packets, bytes]], np.int64)
-        self._row = 0
-
-    def bind(self, cells: np.ndarray, row: int) -> None:
-        cells[row] = self._cells[self._row]
-        self._cells, self._row = cells, row
+        super().__init__([packets, bytes])
 
     @property
     def packets(self) -> int:

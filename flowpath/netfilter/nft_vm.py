@@ -199,6 +199,18 @@ def _pad(regs, d, n):
 
 
 @njit(cache=True, nogil=True)
+def _load_bytes(buf, buflen, o, n, regs, d):
+    """n bytes of the frame from o (-1: none) into register d, padded (nft_payload_eval's copy);
+    False: they are not all there (NFT_BREAK)."""
+    if o < 0 or o + n > buflen:
+        return False
+    for i in range(n):
+        regs[d + i] = buf[o + i]
+    _pad(regs, d, n)
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _payload(buf, buflen, pm, base, l3, l4, off, n, regs, d):
     """nft_payload_eval with the protocol dependencies nft puts in front; False: NFT_BREAK."""
     o = 0
@@ -210,12 +222,7 @@ def _payload(buf, buflen, pm, base, l3, l4, off, n, regs, d):
         if l3 != 0 and pm[PM_L3PROTO] != l3:
             return False
         o = pm[PM_NHOFF]
-    if o < 0 or o + off + n > buflen:
-        return False
-    for i in range(n):
-        regs[d + i] = buf[o + off + i]
-    _pad(regs, d, n)
-    return True
+    return _load_bytes(buf, buflen, o + off if o >= 0 else -1, n, regs, d)
 
 
 @njit(cache=True, nogil=True)
@@ -231,12 +238,7 @@ def _exthdr(buf, buflen, pm, tcp, typ, first, n, present, regs, d):
         regs[d] = 1 if o >= 0 else 0
         _pad(regs, d, 1)
         return True
-    if o < 0 or o + first + n > buflen:
-        return False
-    for i in range(n):
-        regs[d + i] = buf[o + first + i]
-    _pad(regs, d, n)
-    return True
+    return _load_bytes(buf, buflen, o + first if o >= 0 else -1, n, regs, d)
 
 
 @njit(cache=True, nogil=True)
