@@ -86,7 +86,10 @@ def tcpopt_selector(ctx: Ctx, t: Tree) -> tuple[dict, str]:
 
 def tcpopt_set_check(ctx: Ctx, t: Tree, opt: dict) -> None:
     """Linux: net/netfilter/nft_exthdr.c › nft_exthdr_tcp_set_init: whole 2- or 4-byte fields past the
-    option's kind and length only (EOPNOTSUPP, which nft reports at the statement)."""
+    option's kind and length only (EOPNOTSUPP, which nft reports at the statement). `tcp option NAME`
+    without a field is its kind byte there, which the kernel refuses the same way."""
+    if "field" not in opt and "base" not in opt:
+        raise ctx.error(t, "Could not process rule: Operation not supported")
     _, off, n = X.tcpopt_bits(opt)
     if off % 8 or n not in (16, 32) or off < 16:
         raise ctx.error(t, "Could not process rule: Operation not supported")
