@@ -53,7 +53,7 @@ from flowpath.netfilter.constants import IPS_ASSURED, IPS_OFFLOAD
 from flowpath.netfilter.ct_layout import CT_HOT_ROW, CT_STATUS, CT_TIMEOUT
 from flowpath.packet.csum import ld16, ld32
 from flowpath.packet.layout import ICMPH, IP6H, IPH, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
-from flowpath.packet.pages import commit_pages
+from flowpath.packet.pages import commit_pages, zeros_reserved
 
 CT_ROW_FREE, CT_ROW_UNCONFIRMED, CT_ROW_CONFIRMED = 0, 1, 2
 CT_MAX_PROBES = 32
@@ -338,12 +338,13 @@ class NfConntrackTable:
         # 5 % of a connection-rate benchmark). np.zeros maps zero pages: untouched rows cost no memory.
         self.hot = np.zeros((_pow2(max(cap, hot_rows)), CT_HOT_ROW), np.int64)
         commit_pages(self.hot[:cap])  # the rows in use, each time the table grows (pages.py)
-        self.state = np.zeros(cap, np.uint8)
-        self.viewed = np.zeros(cap, np.uint8)
-        self.seq = np.zeros(cap, np.int64)
+        # the other row arrays are leading slices of buffers reserved for as many rows: growing up
+        # to nf_conntrack_max copies nothing (_grow)
+        self._reserve(self.hot.shape[0])
+        self._take_rows(0, cap)
         self.index = np.zeros(CT_INDEX_SLOTS * cap, np.int64)
         self.ctr = np.zeros(CTR_WORDS, np.int64)
-        self.free = np.arange(cap - 1, -1, -1, dtype=np.int64)  # rows, lowest on top
+        self.free[:] = np.arange(cap - 1, -1, -1)  # rows, lowest on top
         self.ctr[CTR_FREE_TOP] = cap
         self._set_rowv()
         self._conn: list = [None] * cap
@@ -365,6 +366,8 @@ class NfConntrackTable:
         self._row_free = ct_entry(nf_ct_row_free, (rv, self.hot, self.key, 0))
         self._row_confirm = ct_entry(nf_ct_row_confirm, (v, rv, 0))
         self._row_unlink = ct_entry(nf_ct_row_unlink, (v, rv, 0))
+        self._has_room = ct_entry(nf_ct_index_has_room, (0, 0, 8, 1))  # index_make_room's, which the
+        self._index_size = ct_entry(nf_ct_index_size, (0, 8))  # lane's first rebuild calls mid-traffic
         for f, args in ((self._pkt_key, (k, np.zeros(64, np.uint8), 0, 20, 4, IPPROTO_TCP)), (self._find_e, (v, k, 0)),
                         (self._confirm_check, (v, 0, 0)), (self._early_drop_scan, (v, k, 1, 0)),
                         (self._hash_remove, (v, 0))):  # fmt: skip
@@ -420,31 +423,42 @@ class NfConntrackTable:
             del c
         self._row_free(self._rowv, self.hot, self.key, r)
 
+    def _reserve(self, rows: int) -> None:
+        """Buffers for `rows` rows of key, state, seq, viewed and free (pages.zeros_reserved), the
+        rows in use copied over."""
+        old = getattr(self, "_bufs", None)
+        self._bufs = (zeros_reserved((2 * rows, KEY_ROW), np.uint32), zeros_reserved(rows, np.uint8),
+                      zeros_reserved(rows, np.int64), zeros_reserved(rows, np.uint8), zeros_reserved(rows, np.int64))
+        if old is not None:
+            cap = self.capacity
+            for a, b in zip(self._bufs, (self.key, self.state, self.seq, self.viewed, self.free), strict=True):
+                a[: b.shape[0]] = b
+            self._take_rows(cap, cap)
+
+    def _take_rows(self, cap: int, new: int) -> None:
+        """Rows cap..new-1 (pages committed) added to those in use: the arrays become the buffers'
+        first new rows (key's first 2 * new)."""
+        key, state, seq, viewed, free = self._bufs
+        self.key, self.state, self.seq, self.viewed, self.free = key[: 2 * new], state[:new], seq[:new], viewed[:new], free[:new]
+        commit_pages(self.key[2 * cap :], self.state[cap:], self.seq[cap:], self.viewed[cap:], self.free[cap:])
+
     def _grow(self) -> None:
         cap = self.capacity
         new = 2 * cap
-        key = np.zeros((2 * new, KEY_ROW), np.uint32)
-        commit_pages(key[2 * cap :])
-        key[: 2 * cap] = self.key
-        self.key = key
+        if new > self._bufs[1].shape[0]:  # past the rows reserved (nf_conntrack_max's): copied once
+            self._reserve(new)
         moved = new > self.hot.shape[0]  # past the rows made for nf_conntrack_max: the views follow
         if moved:
             hot = np.zeros((new, CT_HOT_ROW), np.int64)
             hot[:cap] = self.hot
             self.hot = hot
         commit_pages(self.hot[cap:new])
-        for name in ("state", "seq", "viewed"):
-            old = getattr(self, name)
-            arr = np.zeros(new, old.dtype)
-            commit_pages(arr[cap:])
-            arr[:cap] = old
-            setattr(self, name, arr)
-        self._conn.extend([None] * cap)
         top = int(self.ctr[CTR_FREE_TOP])  # the new rows under the free ones: lowest still on top
-        free = np.empty(new, np.int64)
+        self._take_rows(cap, new)
+        free = self.free
+        free[cap : cap + top] = free[:top].copy()
         free[:cap] = np.arange(new - 1, cap - 1, -1)
-        free[cap : cap + top] = self.free[:top]
-        self.free = free
+        self._conn.extend([None] * cap)
         self.ctr[CTR_FREE_TOP] = cap + top
         self._set_rowv()
         self._set_views()  # the same index: it is sized by confirmed entries (nf_ct_index_size)
@@ -475,8 +489,8 @@ class NfConntrackTable:
         """Rebuild the index (dropping tombstones, larger if need be) unless one more row fits; what
         hash_insert does first, and what the classic lane asks for when it stops at a confirm."""
         c, icap = self.ctr, self.index.shape[0]
-        if not nf_ct_index_has_room(int(c[CTR_NCONFIRMED]), int(c[CTR_NTOMB]), icap, 1):
-            self._rebuild(nf_ct_index_size(int(c[CTR_NCONFIRMED]), icap))
+        if not self._has_room(int(c[CTR_NCONFIRMED]), int(c[CTR_NTOMB]), icap, 1):
+            self._rebuild(self._index_size(int(c[CTR_NCONFIRMED]), icap))
 
     def hash_remove(self, r: int) -> None:
         """Take both tuples of a confirmed row out of the index (nf_ct_delete_from_lists)."""

@@ -101,6 +101,26 @@ def test_growth_keeps_entries_views_and_identity():
         assert found is ct and d == 0 and ct.mark == k and c.nf_ct_get(ct.row) is ct
 
 
+def test_growth_within_the_reserved_rows_copies_nothing_and_past_them_keeps_every_entry():
+    """Up to nf_conntrack_max's rows the row arrays grow in place (slices of buffers reserved at
+    the start: their data stay where they were, only the new rows' pages are taken); a table made
+    with fewer rows reserved copies its rows once it grows past them. Either way every entry stays
+    findable with its key rows, and the free rows are handed out lowest first."""
+    for max_entries, in_place in ((1 << 16, True), (CT_INITIAL_ROWS, False)):
+        c = Conntrack(max_entries=max_entries, hash_seed=5)
+        c.max_entries = 1 << 16  # the second table: nf_conntrack_max raised after it was made
+        first = {n: getattr(c, n) for n in ("key", "state", "seq", "viewed", "free")}
+        cts = [_add(c, _tuple(k)) for k in range(2 * CT_INITIAL_ROWS + 3)]
+        assert c.capacity == 4 * CT_INITIAL_ROWS
+        moved = {n for n, a in first.items() if not np.shares_memory(getattr(c, n), a)}
+        assert moved == (set() if in_place else set(first)), moved
+        for k, ct in enumerate(cts):
+            found, d = c.nf_conntrack_find_get(_tuple(k), 0)
+            assert found is ct and d == 0 and nf_ct_key_tuple(c.key[2 * ct.row]) == _tuple(k)
+        assert sorted(ct.row for ct in cts) == list(range(len(cts)))  # lowest rows first
+        assert c.rows_in_use() == len(cts)
+
+
 def test_listing_and_iteration_keep_insertion_order():
     c = Conntrack(hash_seed=5)
     cts = [_add(c, _tuple(k)) for k in (5, 3, 9, 1)]
