@@ -149,11 +149,43 @@ def jit_entry(kernel, args: tuple):
     than the same arrays one by one; the entry point only unboxes. It does not check types: resolve
     it for argument tuples built once and call it with arguments of the same types (a PacketBatch's
     columns have the dtypes PacketBatch gives them).
+
+    Resolved once per kernel and argument types (_type_key): a table that grows gives new arrays of
+    the same types, and typing them again with numba's typeof cost a third of a millisecond inside
+    the poll that grew it.
     """
     compile_ = getattr(kernel, "compile", None)
     if compile_ is None:  # NUMBA_DISABLE_JIT=1
         return kernel
-    return compile_(tuple(kernel.typeof_pyval(a) for a in args))
+    key = _type_key(args)
+    entry = _RESOLVED.get((kernel, key)) if key is not None else None
+    if entry is None:
+        entry = compile_(tuple(kernel.typeof_pyval(a) for a in args))
+        if key is not None:
+            _RESOLVED[(kernel, key)] = entry
+    return entry
+
+
+_RESOLVED: dict = {}
+_I64_MIN, _I64_END = -(1 << 63), 1 << 63
+
+
+def _type_key(a):
+    """What numba's typeof makes of a, as a hashable key (None: a value it does not cover): an
+    array's dtype, dimensions, layout, mutability and alignment; a scalar's type (a Python int's by
+    its range, as typeof picks int64 or uint64); a tuple's elements'."""
+    t = type(a)
+    if t is np.ndarray:
+        f = a.flags
+        return (a.dtype, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
+    if t is tuple:
+        keys = tuple(_type_key(x) for x in a)
+        return None if None in keys else (tuple, keys)
+    if t is int:
+        return (int, _I64_MIN <= a < _I64_END)
+    if t is bool or t is float or isinstance(a, np.generic):
+        return t
+    return None
 
 
 def warm(capacity: int = 4) -> None:
