@@ -312,9 +312,10 @@ class Flowtable:
         """Make room for `flows` more flows now (free ids, index slots below 3/4 full), growing the
         table up to max_entries: the compiled lane adds flows in the middle of a batch, where it
         cannot grow it (flow_add.py's FLOW_ADD_NO_FREE and FLOW_ADD_REBUILD make it punt)."""
-        while self.ctr[FT_FREE_TOP] < flows and self._grow():
+        c = self.ctr
+        while c[FT_FREE_TOP] < flows and self._grow():
             pass
-        if (self.nused + self.ntomb + 2 * flows) * 4 > self.index.shape[0] * 3:
+        if (int(c[FT_NUSED]) + int(c[FT_NTOMB]) + 2 * flows) * 4 > self.index.shape[0] * 3:
             self._rebuild(self.index.shape[0])
 
     def _rebuild(self, icap: int) -> None:

@@ -170,6 +170,7 @@ class EarlyIngress:
         self._xscratch: dict[int, XfrmScratch] = {}
         self._sa_bulks = np.zeros(0, np.int64)
         self._now_ns = 0
+        self._batch_slow = None  # batch_slow's entry point (hook.jit_entry)
 
     # ---- the poll -------------------------------------------------------------------------------
     def run(self, batch: PacketBatch, now_ns: int, hits: list, received: bool = False) -> tuple[int, int, list, int]:
@@ -205,7 +206,9 @@ class EarlyIngress:
                 order = lane.order[:fwd]
                 hits.append(order[verdict[order] == FLOW_FORWARD] if bad or parked else order.copy())
                 groups += ng
-        nslow, ntorn = batch_slow(verdict, n, SLOW_TCP_STATE, batch.slow_idx)
+        if self._batch_slow is None:
+            self._batch_slow = jit_entry(batch_slow, (verdict, n, SLOW_TCP_STATE, batch.slow_idx))
+        nslow, ntorn = self._batch_slow(verdict, n, SLOW_TCP_STATE, batch.slow_idx)
         if ntorn:
             torn = self._torn(batch, nslow)
         return counted, groups, torn, nslow

@@ -50,6 +50,7 @@ from flowpath.inet.classic_lane_nft import lane_chain
 from flowpath.inet.classic_lane_offload import OFFLOAD_DONE, OFFLOAD_PUNT, lane_flow_offload
 from flowpath.inet.classic_lane_prefetch import PF_DISTANCE, lane_prefetch_rows, lane_prefetch_slots
 from flowpath.inet.classic_lane_state import (
+    CFG_BATCH,
     CFG_NEW_OK,
     CFG_NEXT_GC_NS,
     CFG_NR_CPUS,
@@ -558,7 +559,8 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
     From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later packets see),
     or once the GC is due, the rest of the batch is punted too. A packet that needs the index
     rebuilt (LANE_YIELD) stops the batch: cnt[CNT_RESUME] says where to call again (cfg[CFG_PUNTED]
-    and the counts carry over; the caller clears them before the first call). out int64[2, len(idx)]
+    and the counts carry over; the first call, cfg[CFG_BATCH] set, clears them and starts the
+    batch's taint generation). out int64[2, len(idx)]
     receives the punted packets (row 0) and the transmitted ones (row 1), in order. Counts into acct
     (reasons int64[N_REASONS], ifc int64[nif, 4], punts int64[N_LANE_PUNTS], cnt int64[CNT_WORDS])
     as the Worker's Stats hold them. Returns the number finished."""
@@ -566,6 +568,10 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
     reasons, ifc, punts, cnt = acct
     ps, ring = scr[9], scr[14]
     barrier = False
+    if cfg[CFG_BATCH]:
+        cfg[CFG_BATCH] = cfg[CFG_PUNTED] = 0
+        lane_fill(cnt, 0)
+        ct[4][0] += 1
     cnt[CNT_RESUME] = 0
     m, d = idx.shape[0], PF_DISTANCE
     for j in range(min(2 * d, m)):  # the prefetch pipeline (classic_lane_prefetch.py) filled

@@ -25,6 +25,7 @@ CFG_PUNTED = 3  # set once a packet of the batch was punted: later new connectio
 CFG_MAX_ENTRIES = 4  # nf_conntrack_max
 CFG_EVICT_SLOTS = 5  # index slots early_drop looks at (NfConntrackTable.early_drop_slots)
 CFG_EVICT_OK = 6  # 0: conntrack has destroy hooks (Python): the lane does not evict
+CFG_BATCH = 7  # 1: the first call for a batch (not a resume): the lane clears the counts and CFG_PUNTED
 CFG_WORDS = 8
 # cnt int64 words (acct's): what classic_lane_batch finished and left
 CNT_DONE, CNT_SENT, CNT_FOUND, CNT_INSERT, CNT_PUNTED, CNT_LAST_TS, CNT_EARLY_DROP, CNT_CT_DROP = range(8)

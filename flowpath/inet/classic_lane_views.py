@@ -16,13 +16,13 @@ from flowpath.flowtable.key import KEY_ROW
 from flowpath.inet.classic_lane import classic_lane_batch
 from flowpath.inet.classic_lane_prefetch import PF_RING
 from flowpath.inet.classic_lane_state import (
+    CFG_BATCH,
     CFG_EVICT_OK,
     CFG_EVICT_SLOTS,
     CFG_MAX_ENTRIES,
     CFG_NEW_OK,
     CFG_NEXT_GC_NS,
     CFG_NR_CPUS,
-    CFG_PUNTED,
     CFG_WORDS,
     CNT_CT_DROP,
     CNT_DONE,
@@ -109,6 +109,9 @@ class ClassicLane:
         self._stamp: tuple | None = None
         self._ents_key = None
         self._ents = None
+        self._usable = False
+        self._ft_key: tuple = (None, None)  # (net.flowtables, the VM) _ft was found for
+        self._ft = None  # (VM flowtable id, Flowtable) of the lane's flow adds, None: none
         self._vm = None
         self._entry = None
         self._masq_key = None
@@ -124,9 +127,10 @@ class ClassicLane:
         """Can the lane run on this poll? Not with IPsec (the policy checks are Python's), nor with netdev
         chains (ingress and egress hooks, fwd and dup are Python's: it steps aside for the whole
         ruleset, so that it never has a hook to run)."""
-        if net.xfrm is not None or has_netdev_chains(net.nft):  # netdev chains: Python's (nf_dup_netdev.py)
+        if net.xfrm is not None:
             return False
-        return self._entries(net) is not None
+        self._entries(net)
+        return self._usable
 
     @staticmethod
     def _new_ok(ct, batch_n: int) -> int:
@@ -164,15 +168,21 @@ class ClassicLane:
         worker's only one, with room made for the n packets' flows; id -1 (every `flow add` punted)
         when it has several or none."""
         fts = net.flowtables
-        if len(fts) == 1:
-            (name, (ft, _)), = fts.items()
-            if name in self._vm.ft_names:
-                ft.reserve(n)
-                return self._vm.ft_names.index(name), (ft.fa, ft.fp, self._fent)
-        return -1, (self._no_ft.fa, self._no_ft.fp, self._fent)
+        if fts is not self._ft_key[0] or self._vm is not self._ft_key[1]:
+            self._ft_key, self._ft = (fts, self._vm), None
+            if len(fts) == 1:
+                (name, (ft, _)), = fts.items()
+                if name in self._vm.ft_names:
+                    self._ft = (self._vm.ft_names.index(name), ft)
+        if self._ft is None:
+            return -1, (self._no_ft.fa, self._no_ft.fp, self._fent)
+        ftid, ft = self._ft
+        ft.reserve(n)
+        return ftid, (ft.fa, ft.fp, self._fent)
 
     def _entries(self, net):
-        """The hook entries and the nft programs, built again when the ruleset or the links change."""
+        """The hook entries and the nft programs, built again when the ruleset or the links change
+        (and whether the ruleset leaves the lane usable: usable())."""
         key = (id(net.nf), id(net.nft), net.dev.link_genid)
         if key != self._ents_key:
             vm = net.nft.vm if net.nft is not None else None
@@ -182,6 +192,7 @@ class ClassicLane:
                 vm.set_ifnames({lk.name: ifx for ifx, lk in net.links.items()})
             self._vm = vm
             self._ents = lane_hook_entries(net.nf, lambda c: vm.chain_id.get(id(c), -1))
+            self._usable = self._ents is not None and not has_netdev_chains(net.nft)  # netdev: nf_dup_netdev.py
             self._ents_key = key
         return self._ents
 
@@ -199,14 +210,11 @@ class ClassicLane:
                  dev.link_views()[0], dev.neigh_views(), self._masq4(net), self._ents, self._vm.progs, ct.tcp_params,
                  ct.prng)  # fmt: skip
         words = (ftid, offload, ct.nr_cpus, ct.max_entries, bool(ct.destroy_hooks), net.uses_rt)
-        old = self._stamp
-        if (old is None or words != old[1] or n > self._out.shape[1]
-                or any(x is not y for x, y in zip(views, old[0], strict=True))):  # fmt: skip
+        old = self._stamp  # (views, words, their ids): held, so that no id is reused while compared
+        if old is None or words != old[1] or n > self._out.shape[1] or tuple(map(id, views)) != old[2]:
             self._arguments(net, batch, n, stats, fo, (views, words))
         cfg, cnt, args = self.cfg, self.scr[10], self._args
-        cfg[CFG_NEW_OK], cfg[CFG_NEXT_GC_NS], cfg[CFG_PUNTED] = new_ok, next_gc_ns, 0
-        cnt[:] = 0
-        self._gen[0] += 1
+        cfg[CFG_NEW_OK], cfg[CFG_NEXT_GC_NS], cfg[CFG_BATCH] = new_ok, next_gc_ns, 1
         start = 0
         while True:
             args[1] = idx[start:]
@@ -263,7 +271,7 @@ class ClassicLane:
         self._args = args = [pk, np.zeros(0, np.int64), self._out, self._ents, nftt, ctt, rtv, cfg, self.scr, acct]
         if self._entry is None:  # every argument keeps its type from poll to poll (see jit_entry)
             self._entry = jit_entry(classic_lane_batch, tuple(args))
-        self._stamp = stamp
+        self._stamp = (*stamp, tuple(map(id, stamp[0])))
 
 
 _EMPTY = []
