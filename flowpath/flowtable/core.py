@@ -48,7 +48,7 @@ from flowpath.flowtable.key import (
     flow_offload_probe,
 )
 from flowpath.packet.layout import ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP
-from flowpath.packet.pages import commit_pages
+from flowpath.packet.pages import commit_pages, zeros_reserved
 
 NF_FLOWTABLE_HW_OFFLOAD = 0x1  # include/uapi/linux/netfilter/nf_tables.h › enum nft_flowtable_flags
 NF_FLOWTABLE_COUNTER = 0x2
@@ -61,6 +61,7 @@ NH_FAMILY, NH_IFINDEX, NH_ADDR, NH_ROW = 0, 1, 2, 6  # family 4|6, its ifindex, 
 # is predicted (a run past the home slot costs a branch miss) at 16 B/entry more: 4 against 2,
 # one call over 2**20 frames, 1000 flows 27.1 -> 31.4 Mpps, 100000 flows 22.9 -> 24.9.
 INDEX_SLOTS_PER_ENTRY = 4
+RESERVE_MAX = 1 << 20  # entries a table reserves address space for (its default max_entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +159,10 @@ def _mac_int(mac: bytes) -> int:
     return int.from_bytes(mac, "big")
 
 
-def flow_entry_rows(cap: int) -> tuple[np.ndarray, np.ndarray]:
+def flow_entry_rows(cap: int, reserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """key uint32[cap, 16] and val int64[cap, 8] as the two halves of one ENTRY_SIZE-aligned row per
-    entry (strided views of one buffer).
+    entry (strided views of one buffer). reserved: over address space only (pages.zeros_reserved),
+    nothing committed.
 
     Why: a hit reads its key line and its val line; side by side they share a page (one TLB miss,
     one DRAM row) and neither straddles a line (numpy's large buffers start 16 bytes into a page, so
@@ -168,8 +170,9 @@ def flow_entry_rows(cap: int) -> tuple[np.ndarray, np.ndarray]:
     stage: 70-80 -> 45-55 ns/pkt.
     """
     kb, vb = K.KEY_ROW * 4, K.VAL_ROW * 8
-    raw = np.zeros(cap * K.ENTRY_SIZE + K.ENTRY_SIZE, np.uint8)
-    commit_pages(raw)  # filled a new flow at a time, as the lane adds them (packet/pages.py)
+    raw = (zeros_reserved if reserved else np.zeros)(cap * K.ENTRY_SIZE + K.ENTRY_SIZE, np.uint8)
+    if not reserved:
+        commit_pages(raw)  # filled a new flow at a time, as the lane adds them (packet/pages.py)
     rows = raw[(-raw.ctypes.data) % K.ENTRY_SIZE :][: cap * K.ENTRY_SIZE].reshape(cap, K.ENTRY_SIZE)
     return rows[:, :kb].view(np.uint32), rows[:, kb : kb + vb].view(np.int64)
 
@@ -212,11 +215,12 @@ class Flowtable:
         self.max_probes = max_probes
         self.stat_full = 0  # FLOWTABLE_FULL: adds refused at max_entries
         cap = min(_pow2(max(2, capacity)), self.max_entries)
-        self.key, self.val = flow_entry_rows(cap)
-        self.nat6 = np.zeros((cap, K.NAT6_ROW), np.uint8)
-        self.used = np.zeros(cap, np.bool_)
-        self.xfrm_sa = np.full(cap, -1, np.int32)  # XMIT_XFRM entries: SA index (cold: read per bulk)
-        self.nexthop = np.zeros((cap, NH_ROW), np.uint32)  # NH_*: the next hop's neighbour (cold)
+        # the row arrays are leading slices of buffers reserved for max_entries (up to RESERVE_MAX):
+        # growing copies nothing (_grow). xfrm_sa: XMIT_XFRM entries' SA index (cold: read per bulk);
+        # nexthop: NH_*, the next hop's neighbour (cold); free: flow ids, lowest on top
+        self._bufs: tuple = ()
+        self._reserve(min(self.max_entries, RESERVE_MAX))
+        self._take_rows(0, cap)
         # neighbour key -> [entries in use through it, the h_dest they cache or None when they differ]:
         # a neighbour event about any other neighbour costs one dict lookup, not a scan. Counted again
         # from the arrays after the compiled lane added flows (ctr[FT_NEIGH_STALE]: _neigh_sync)
@@ -226,9 +230,8 @@ class Flowtable:
         # the conntrack reference given to flow_offload_add, by flow id; a flow the lane added has
         # None here and its conntrack row in ct_row, resolved by flow_ct through ct_resolve
         self._ct: list[object] = [None] * (cap // 2)
-        self.ct_row = np.full((cap // 2, 2), -1, np.int64)
         self.ct_resolve: Callable[[int, int], object] | None = None  # (row, seq) -> the entry or None
-        self.free = np.arange(cap // 2 - 1, -1, -1, dtype=np.int64)  # flow ids, lowest on top
+        self.free[:] = np.arange(cap // 2 - 1, -1, -1)
         self.ctr[FT_FREE_TOP] = cap // 2
         self._gc_out = np.zeros(0, np.int64)  # gc's flow ids
         self._ent = (np.zeros((2, K.KEY_ROW), np.uint32), np.zeros((2, K.VAL_ROW), np.int64),
@@ -286,24 +289,50 @@ class Flowtable:
         return {name: a.nbytes / self.capacity for name, a in arrays.items()}
 
     # ---- growth and the index --------------------------------------------------------------
+    _ROWS = ("key", "val", "nat6", "used", "xfrm_sa", "nexthop", "ct_row", "free")  # ct_row, free: per flow
+
+    def _reserve(self, rows: int) -> None:
+        """Buffers for `rows` entries of every row array (rows // 2 flows of ct_row and free), the
+        rows in use copied over (a table growing past RESERVE_MAX)."""
+        key, val = flow_entry_rows(rows, reserved=True)
+        bufs = (key, val, zeros_reserved((rows, K.NAT6_ROW), np.uint8), zeros_reserved(rows, np.bool_),
+                zeros_reserved(rows, np.int32), zeros_reserved((rows, NH_ROW), np.uint32),
+                zeros_reserved((rows // 2, 2), np.int64), zeros_reserved(rows // 2, np.int64))  # fmt: skip
+        if self._bufs:
+            cap = self.capacity
+            for b, name in zip(bufs, self._ROWS, strict=True):
+                old = getattr(self, name)
+                b[: old.shape[0]] = old
+            self._bufs = bufs
+            self._take_rows(cap, cap)
+        self._bufs = bufs
+
+    def _take_rows(self, cap: int, new: int) -> None:
+        """Entries cap..new-1 added to those in use, their pages committed: the row arrays become
+        their buffers' first new entries (new // 2 flows)."""
+        for b, name in zip(self._bufs, self._ROWS, strict=True):
+            per_flow = name in ("ct_row", "free")
+            setattr(self, name, b[: new // 2 if per_flow else new])
+        lo, hi = cap // 2, new // 2
+        commit_pages(self.key[cap:new], self.val[cap:new], self.nat6[cap:new], self.used[cap:new],
+                     self.nexthop[cap:new], self.free[lo:hi])  # fmt: skip
+        self.xfrm_sa[cap:new] = -1
+        self.ct_row[lo:hi] = -1
+
     def _grow(self) -> bool:
         cap = self.capacity
         if cap >= self.max_entries:
             return False
         new = cap * 2
-        key, val = flow_entry_rows(new)
-        key[:cap], val[:cap] = self.key, self.val
-        self.key, self.val = key, val
-        for name in ("nat6", "used", "xfrm_sa", "nexthop"):
-            old = getattr(self, name)
-            arr = np.full((new,) + old.shape[1:], -1 if name == "xfrm_sa" else 0, old.dtype)
-            arr[:cap] = old
-            setattr(self, name, arr)
-        self._ct.extend([None] * (cap // 2))
-        self.ct_row = np.concatenate([self.ct_row, np.full((cap // 2, 2), -1, np.int64)])
+        if new > self._bufs[3].shape[0]:  # past the reservation: copied once
+            self._reserve(new)
         top = int(self.ctr[FT_FREE_TOP])  # the new ids go under the free ones, so those are taken first
-        self.free = np.concatenate([np.arange(new // 2 - 1, cap // 2 - 1, -1, dtype=np.int64), self.free[:top],
-                                    np.zeros(cap // 2 - top, np.int64)])  # fmt: skip
+        self._take_rows(cap, new)
+        free = self.free
+        free[cap // 2 : cap // 2 + top] = free[:top].copy()
+        free[cap // 2 + top :] = 0
+        free[: cap // 2] = np.arange(new // 2 - 1, cap // 2 - 1, -1)
+        self._ct.extend([None] * (cap // 2))
         self.ctr[FT_FREE_TOP] = top + cap // 2
         self._rebuild(max(self.index.shape[0], INDEX_SLOTS_PER_ENTRY * new))
         return True

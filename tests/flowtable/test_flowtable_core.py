@@ -4,18 +4,19 @@ listing."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from flowpath.flowtable import FLOW_ADD_EXISTS, FLOW_ADD_FULL, FlowRoute, Flowtable, FlowTuple
+from flowpath.flowtable import FLOW_ADD_EXISTS, FLOW_ADD_FULL, FlowRoute, Flowtable, FlowTuple, core
 from flowpath.flowtable.core import INDEX_SLOTS_PER_ENTRY
 from flowpath.flowtable.key import F_TEARDOWN, IDX_TOMBSTONE, V_FLAGS, V_H_DEST, V_PACKETS
 
 R = FlowRoute(2, 1500, b"\x02\0\0\0\0\x02", b"\x02\0\0\0\0\x05")
 
 
-def _add(ft, i, now_ns=0, l4=17, ct=None):
+def _add(ft, i, now_ns=0, l4=17, ct=None, ct_row=(-1, -1)):
     o = FlowTuple(1, 4, l4, 0x0A000000 + (i >> 16) + 1, 0xC6336407, i & 0xFFFF, 53)
     r = FlowTuple(2, 4, l4, 0xC6336407, 0x0A000000 + (i >> 16) + 1, 53, i & 0xFFFF)
-    return ft.flow_offload_add(o, r, R, R, 0, ct if ct is not None else f"ct{i}", now_ns), o, r
+    return ft.flow_offload_add(o, r, R, R, 0, ct if ct is not None else f"ct{i}", now_ns, ct_row), o, r
 
 
 def test_both_directions_are_inserted_and_share_the_flow_id():
@@ -54,6 +55,30 @@ def test_growth_keeps_entries_in_place_up_to_the_maximum():
     assert _add(ft, 999)[0] == FLOW_ADD_FULL and ft.stat_full == 1
     ft.flow_offload_del(added[0][0])
     assert _add(ft, 999)[0] == added[0][0]  # a freed id is reused
+
+
+@pytest.mark.parametrize("reserve", [None, 8])
+def test_growth_within_the_reservation_copies_nothing_and_past_it_copies_once(monkeypatch, reserve):
+    """The row arrays are slices of buffers reserved for max_entries (RESERVE_MAX at most): growing
+    within them leaves every entry where it was; past them the table copies its rows once. Either
+    way entries, their conntrack rows, SA slots and the free ids (new ones under the free ones)
+    come out as before."""
+    if reserve is not None:
+        monkeypatch.setattr(core, "RESERVE_MAX", reserve)
+    ft = Flowtable("g", capacity=4, max_entries=256)
+    names = ("key", "val", "nat6", "used", "xfrm_sa", "nexthop", "ct_row", "free")
+    first = {n: getattr(ft, n) for n in names}
+    added = [_add(ft, i, ct_row=(i, 7)) for i in range(40)]
+    assert ft.capacity == 128
+    moved = {n for n in names if not np.shares_memory(getattr(ft, n), first[n])}
+    assert moved == (set() if reserve is None else set(names)), moved
+    for i, (fid, o, r) in enumerate(added):
+        assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
+        assert tuple(ft.ct_row[fid]) == (i, 7)
+    assert (ft.xfrm_sa == -1).all() and (ft.ct_row[40:] == -1).all()
+    assert sorted(fid for fid, _, _ in added) == list(range(40))  # lowest ids first
+    ft.flow_offload_del(added[3][0])
+    assert _add(ft, 999)[0] == added[3][0]  # a freed id is reused first
 
 
 def test_tombstones_are_skipped_then_reclaimed():
