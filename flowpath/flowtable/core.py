@@ -298,14 +298,13 @@ class Flowtable:
         bufs = (key, val, zeros_reserved((rows, K.NAT6_ROW), np.uint8), zeros_reserved(rows, np.bool_),
                 zeros_reserved(rows, np.int32), zeros_reserved((rows, NH_ROW), np.uint32),
                 zeros_reserved((rows // 2, 2), np.int64), zeros_reserved(rows // 2, np.int64))  # fmt: skip
-        if self._bufs:
+        had, self._bufs = bool(self._bufs), bufs
+        if had:
             cap = self.capacity
             for b, name in zip(bufs, self._ROWS, strict=True):
                 old = getattr(self, name)
                 b[: old.shape[0]] = old
-            self._bufs = bufs
             self._take_rows(cap, cap)
-        self._bufs = bufs
 
     def _take_rows(self, cap: int, new: int) -> None:
         """Entries cap..new-1 added to those in use, their pages committed: the row arrays become
