@@ -219,7 +219,10 @@ class Flowtable:
         # growing copies nothing (_grow). xfrm_sa: XMIT_XFRM entries' SA index (cold: read per bulk);
         # nexthop: NH_*, the next hop's neighbour (cold); free: flow ids, lowest on top
         self._bufs: tuple = ()
-        self._reserve(min(self.max_entries, RESERVE_MAX))
+        try:
+            self._reserve(min(self.max_entries, RESERVE_MAX))
+        except (OSError, MemoryError):  # address space refused (vm.overcommit_memory=2, ulimit -v):
+            self._reserve(cap)  # the rows in use only, copied as the table grows
         self._take_rows(0, cap)
         # neighbour key -> [entries in use through it, the h_dest they cache or None when they differ]:
         # a neighbour event about any other neighbour costs one dict lookup, not a scan. Counted again

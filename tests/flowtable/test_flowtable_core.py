@@ -81,6 +81,25 @@ def test_growth_within_the_reservation_copies_nothing_and_past_it_copies_once(mo
     assert _add(ft, 999)[0] == added[3][0]  # a freed id is reused first
 
 
+def test_a_host_that_refuses_the_reservation_gets_a_table_that_copies_as_it_grows(monkeypatch):
+    """mmap refused (vm.overcommit_memory=2, a tight ulimit -v): the table reserves only the rows it
+    uses and works as before, copying when it grows."""
+    real = core.zeros_reserved
+
+    def refuse_large(shape, dtype):
+        n = np.prod(shape) * np.dtype(dtype).itemsize
+        if n > 1 << 16:
+            raise OSError(12, "Cannot allocate memory")
+        return real(shape, dtype)
+
+    monkeypatch.setattr(core, "zeros_reserved", refuse_large)
+    ft = Flowtable("r", capacity=4)
+    added = [_add(ft, i) for i in range(100)]
+    assert ft.capacity == 256
+    for fid, o, r in added:
+        assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
+
+
 def test_tombstones_are_skipped_then_reclaimed():
     """A deleted entry leaves a tombstone that lookups walk past; rebuilds drop them, so add/delete
     cycles do not fill the index."""
