@@ -24,13 +24,13 @@ from flowpath.flowtable.ip import FLOW_FORWARD, nf_flow_tuple_ip_words
 from flowpath.flowtable.key import flow_offload_hash_ipv4, flow_offload_probe_tag, ports_dst, ports_src
 from flowpath.flowtable.prefetch import prefetch
 from flowpath.netfilter.ct_layout import CT_PROTO
+from flowpath.netfilter.nf_conntrack_table import CTR_FREE_TOP
 from flowpath.netfilter.nf_nat_core import nat_src_bucket
 from flowpath.packet import layout as L
 from flowpath.packet.csum import ld16
 
 PF_DISTANCE = 2  # packets between the stages (D above)
 PF_RING = 8  # hashes kept: a power of two > 2 * PF_DISTANCE
-_CTR_FREE_TOP = 3  # nf_conntrack_table's CTR_FREE_TOP
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -71,7 +71,7 @@ def lane_prefetch_rows(j, ct, ring, ahead):
         r = e >> 1
     else:
         free, ctr = ct[6][2], ct[6][3]
-        top = ctr[_CTR_FREE_TOP] - 1 - ahead
+        top = ctr[CTR_FREE_TOP] - 1 - ahead
         if top < 0:
             return
         r = free[top]

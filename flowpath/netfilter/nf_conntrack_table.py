@@ -340,6 +340,7 @@ class NfConntrackTable:
         commit_pages(self.hot[:cap])  # the rows in use, each time the table grows (pages.py)
         # the other row arrays are leading slices of buffers reserved for as many rows: growing up
         # to nf_conntrack_max copies nothing (_grow)
+        self._bufs: tuple = ()
         self._reserve(self.hot.shape[0])
         self._take_rows(0, cap)
         self.index = np.zeros(CT_INDEX_SLOTS * cap, np.int64)
@@ -426,10 +427,10 @@ class NfConntrackTable:
     def _reserve(self, rows: int) -> None:
         """Buffers for `rows` rows of key, state, seq, viewed and free (pages.zeros_reserved), the
         rows in use copied over."""
-        old = getattr(self, "_bufs", None)
-        self._bufs = (zeros_reserved((2 * rows, KEY_ROW), np.uint32), zeros_reserved(rows, np.uint8),
-                      zeros_reserved(rows, np.int64), zeros_reserved(rows, np.uint8), zeros_reserved(rows, np.int64))
-        if old is not None:
+        had, self._bufs = bool(self._bufs), (
+            zeros_reserved((2 * rows, KEY_ROW), np.uint32), zeros_reserved(rows, np.uint8),
+            zeros_reserved(rows, np.int64), zeros_reserved(rows, np.uint8), zeros_reserved(rows, np.int64))
+        if had:
             cap = self.capacity
             for a, b in zip(self._bufs, (self.key, self.state, self.seq, self.viewed, self.free), strict=True):
                 a[: b.shape[0]] = b
