@@ -27,7 +27,11 @@ from flowpath.inet.neigh_output import neigh_timers
 from flowpath.inet.nf_dup_netdev import egress_devs, nf_hook_egress_hits
 from flowpath.inet.output_queue import OutputQueue
 from flowpath.netfilter import constants as C
-from flowpath.netfilter.nf_flow_table_ct import nf_flow_table_extend_ct_rows, nf_flow_table_gc
+from flowpath.netfilter.nf_flow_table_ct import (
+    nf_flow_table_extend_ct_rows,
+    nf_flow_table_extend_due,
+    nf_flow_table_gc,
+)
 from flowpath.netfilter.nft_flow_offload import (
     flow_offload_fixup_ct,
     nf_flow_table_netevent,
@@ -514,14 +518,18 @@ class Worker:
 
     def _maybe_gc(self) -> None:
         """GC as if it had run every second of packet time: across a gap in the capture (or an idle
-        link), the runs in which a flow expired happen first, at their own times, so the conntrack
-        timeouts handed back at teardown count from there and not from the late packet."""
+        link), the runs in which a flow expired, or an offloaded entry had to be pinned again lest it
+        time out, happen first, at their own times, so the conntrack timeouts handed back at teardown
+        count from there and not from the late packet."""
         now = self.now_ns
         if now < self._next_gc_ns:
             return
         t = self._next_gc_ns
+        ct = self.conntrack
         while t:
             due = [e for e in (ft.next_expiry_ns() for ft, _ in self.flowtables.values()) if e is not None]
+            due += [nf_flow_table_extend_due(ct.hot, ct.state, ct.seq, ft.used, ft.ct_row, now)
+                    for ft, _ in self.flowtables.values() if ft.nused]  # fmt: skip
             if not due or min(due) >= now:
                 break
             t = max(t, t + -(-(min(due) - t) // GC_INTERVAL_NS) * GC_INTERVAL_NS)  # first run at or after it

@@ -71,17 +71,24 @@ def flow_offload_ct_pin(hot, key, r, now_ns):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _offloaded_row(hot, state, seq, used, ct_row, fid):
+    """Flow fid's conntrack row while the flow is live and pins it (IPS_OFFLOAD), else -1: a row
+    that holds another entry now is left alone."""
+    r = ct_row[fid, 0]
+    if not used[2 * fid] or r < 0 or state[r] != CT_ROW_CONFIRMED or seq[r] != ct_row[fid, 1]:
+        return -1
+    return r if hot[r, CT_STATUS] & C.IPS_OFFLOAD else -1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def nf_flow_table_extend_ct_rows(hot, key, state, seq, used, ct_row, now_ns):
     """nf_flow_offload_gc_step's nf_flow_table_extend_ct_timeout over a flowtable's live flows: an
     offloaded entry with less than 5 minutes left gets a day again (a TCP entry in a closing state:
-    5 minutes). ct_row (row, seq) per flow id; a row that holds another entry now is left alone.
-    Returns how many entries it extended."""
+    5 minutes). ct_row (row, seq) per flow id. Returns how many entries it extended."""
     n = 0
     for fid in range(ct_row.shape[0]):
-        r = ct_row[fid, 0]
-        if not used[2 * fid] or r < 0 or state[r] != CT_ROW_CONFIRMED or seq[r] != ct_row[fid, 1]:
-            continue
-        if not hot[r, CT_STATUS] & C.IPS_OFFLOAD or hot[r, CT_TIMEOUT] - now_ns >= NF_FLOW_EXTEND_MIN_NS:
+        r = _offloaded_row(hot, state, seq, used, ct_row, fid)
+        if r < 0 or hot[r, CT_TIMEOUT] - now_ns >= NF_FLOW_EXTEND_MIN_NS:
             continue
         ext = NF_CT_DAY_NS
         if proto_l4(key[2 * r, K_PROTO]) == _TCP:
@@ -92,6 +99,21 @@ def nf_flow_table_extend_ct_rows(hot, key, state, seq, used, ct_row, now_ns):
             hot[r, CT_TIMEOUT] = now_ns + ext
         n += 1
     return n
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_flow_table_extend_due(hot, state, seq, used, ct_row, before_ns):
+    """The earliest time from which a GC run extends (nf_flow_table_extend_ct_rows) an offloaded entry
+    that would otherwise time out before before_ns; the largest int64 if none would. A classic-path
+    packet of an offloaded flow (udp_packet, tcp_packet) may have set its timeout seconds ahead, and
+    Linux's GC, running every second, pins it again long before that: replay, catching up on an idle
+    gap, runs that GC too (Worker._maybe_gc)."""
+    due = np.iinfo(np.int64).max
+    for fid in range(ct_row.shape[0]):
+        r = _offloaded_row(hot, state, seq, used, ct_row, fid)
+        if r >= 0 and hot[r, CT_TIMEOUT] < before_ns:
+            due = min(due, hot[r, CT_TIMEOUT] - NF_FLOW_EXTEND_MIN_NS + 1)
+    return due
 
 
 @njit(cache=True, nogil=True, _nrt=False)

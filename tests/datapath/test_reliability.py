@@ -183,6 +183,33 @@ def test_a_reply_400_s_after_the_exchange_finds_no_connection(tmp_path, flowtabl
         assert stats["flows_expired"] == 1
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_offloaded_connection_refreshed_by_the_classic_path_outlives_a_gap(tmp_path, workers):
+    """An oversize packet of an offloaded flow takes the classic path, whose udp_packet sets the entry's
+    timeout 30 s ahead, a day no more. The GC run of the next second pins it again (a day), before the
+    flow expires at 31.6 s, so the teardown at 32.2 s hands conntrack 90 s (replied, less the 30 s of
+    offload timeout spent) and the reply at 46 s is still NATed back. Across the idle gap, replay must
+    run that GC too, not only the ones in which a flow expires (worker 0's clock runs at t0, t0+1.2,
+    t0+2.2...; with two workers the flow is one worker's)."""
+    from gateway import UPSTREAM
+
+    t0 = 1_700_000_000.0
+    out_ = IP(src="192.168.1.10", dst="198.51.100.7") / UDP(sport=5000, dport=53)
+    back = IP(src="198.51.100.7", dst="203.0.113.1") / UDP(sport=53, dport=5000)
+    wan = dict(src=UPSTREAM, dst="02:00:00:00:02:01")
+    pkts = [("lan0", at(t0, Ether(**LAN) / out_)), ("wan0", at(t0 + 0.01, Ether(**wan) / back)),  # offloaded
+            ("lan0", at(t0 + 0.5, Ether(**LAN) / out_)), ("wan0", at(t0 + 0.51, Ether(**wan) / back)),
+            ("lan0", at(t0 + 1.2, Ether(**LAN) / out_ / Raw(b"x" * 1600))),  # oversize: classic, fragmented
+            ("lan0", at(t0 + 1.6, Ether(**LAN) / out_)), ("wan0", at(t0 + 1.61, Ether(**wan) / back)),
+            ("wan0", at(t0 + 46, Ether(**wan) / back / Raw(b"late")))]  # fmt: skip
+    out, stats, res = run(tmp_path, pkts, workers=workers)
+    assert stats["flows_expired"] == 1 and stats["fastpath_packets"] == 4
+    assert [bytes(p[UDP].payload) for p in out["lan0"]] == [b""] * 3 + [b"late"]  # NATed back to .10
+    assert not [p for p in out["wan0"] if ICMP in p]  # not delivered to the gateway (port unreachable)
+    [line] = res.worker.conntrack.listing(int((t0 + 46) * 1e9)).splitlines()
+    assert "sport=5000 dport=53 src=198.51.100.7 dst=203.0.113.1 sport=53 dport=5000" in line
+
+
 # -- 9. replay's polls follow arrival times ------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 
 import pytest
 from gateway import EXAMPLES
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scapy.all import ICMP, IP, TCP, UDP, Ether, IPv6, wrpcap
 from tracegen import mixed_trace
@@ -131,6 +131,7 @@ def test_workers_replay_is_deterministic(trace):
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), n_udp=st.integers(1, 12), n_tcp=st.integers(0, 6), rounds=st.integers(2, 6),
        batch=st.sampled_from([1, 7, 64]))  # fmt: skip
+@example(seed=214, n_udp=10, n_tcp=6, rounds=6, batch=1)  # an offloaded entry refreshed by the classic path
 def test_workers_lose_and_duplicate_nothing_in_any_mix(tmp_path_factory, seed, n_udp, n_tcp, rounds, batch):
     d = tmp_path_factory.mktemp("hmix")
     lan, wan = mixed_trace(seed=seed, n_udp=n_udp, n_tcp=n_tcp, rounds=rounds)
