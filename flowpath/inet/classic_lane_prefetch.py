@@ -8,7 +8,9 @@ it up), the by-source bucket (find_appropriate_src), the row it is given; an est
 are its tuple's slot and its entry's rows. classic_lane_batch runs these two stages ahead of the
 packet it processes, as the flowtable's hook does (flowtable/ip.py › nf_flow_offload_ip_range):
 packet j + 2D is hashed and its slots prefetched, packet j + D has its entry's rows prefetched
-(the entry its slot's tag names, or the row off the free stack a new connection will take).
+(the entry its slot's tag names, or the row off the free stack a new connection will take; with the
+table at its limit, the rows of the first entry in its home slots, which early_drop will most likely
+evict and whose row the new connection then takes).
 
 Only hints: nothing here changes a table or a result, and a prefetch never faults (a row the hash
 names may be stale by the time the packet comes; the lane then misses as it would have anyway).
@@ -21,10 +23,19 @@ import numpy as np
 from numba import njit
 
 from flowpath.flowtable.ip import FLOW_FORWARD, nf_flow_tuple_ip_words
-from flowpath.flowtable.key import flow_offload_hash_ipv4, flow_offload_probe_tag, ports_dst, ports_src
+from flowpath.flowtable.key import (
+    IDX_EMPTY,
+    IDX_TOMBSTONE,
+    flow_offload_hash_ipv4,
+    flow_offload_probe_tag,
+    ports_dst,
+    ports_src,
+    record_entry,
+)
 from flowpath.flowtable.prefetch import prefetch
+from flowpath.inet.classic_lane_state import CFG_EVICT_SLOTS, CFG_MAX_ENTRIES
 from flowpath.netfilter.ct_layout import CT_PROTO
-from flowpath.netfilter.nf_conntrack_table import CTR_FREE_TOP
+from flowpath.netfilter.nf_conntrack_table import CTR_FREE_TOP, CTR_NCONFIRMED
 from flowpath.netfilter.nf_nat_core import nat_src_bucket
 from flowpath.packet import layout as L
 from flowpath.packet.csum import ld16
@@ -67,10 +78,21 @@ def lane_prefetch_rows(j, ct, ring, ahead):
         return
     index, key, hot, mask, maxp = ct[0][0], ct[0][1], ct[0][2], ct[0][3], ct[0][4]
     e = flow_offload_probe_tag(index, mask, maxp, h)
+    free, ctr, cfg = ct[6][2], ct[6][3], ct[9]
     if e >= 0:
         r = e >> 1
+    elif ctr[CTR_NCONFIRMED] >= cfg[CFG_MAX_ENTRIES]:  # early_drop's likely victim (nf_ct_early_drop_scan)
+        r, slot = -1, h & mask
+        for _ in range(min(cfg[CFG_EVICT_SLOTS], mask + 1)):
+            rec = index[slot]
+            if rec != IDX_EMPTY and rec != IDX_TOMBSTONE:
+                r = record_entry(rec) >> 1
+                break
+            slot = (slot + 1) & mask
+        if r < 0:
+            return
+        prefetch(key[2 * r + 1], 0)
     else:
-        free, ctr = ct[6][2], ct[6][3]
         top = ctr[CTR_FREE_TOP] - 1 - ahead
         if top < 0:
             return
