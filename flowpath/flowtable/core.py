@@ -332,7 +332,6 @@ class Flowtable:
         self._take_rows(cap, new)
         free = self.free
         free[cap // 2 : cap // 2 + top] = free[:top].copy()
-        free[cap // 2 + top :] = 0
         free[: cap // 2] = np.arange(new // 2 - 1, cap // 2 - 1, -1)
         self._ct.extend([None] * (cap // 2))
         self.ctr[FT_FREE_TOP] = top + cap // 2
