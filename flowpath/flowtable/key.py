@@ -554,12 +554,28 @@ def flow_index_insert(index, mask, max_probes, h, e):
 
 @njit(cache=True, nogil=True)
 def flow_index_remove(index, mask, max_probes, h, e):
-    """Tombstone the slot holding entry e (hash h); returns 1 when found."""
+    """Take entry e (hash h) out of the index; returns the change in its tombstones (0 when e is
+    not there).
+
+    Its slot becomes a tombstone, so that the probe runs through it go on (1), unless the next slot
+    is empty: then no run goes through it, and it is emptied, with the tombstones just before it,
+    which no run needs any more either (0 or less). So entries coming and going at the end of their
+    runs, the common case at the index's low load, leave no tombstones to probe past and rebuild away.
+    """
     slot = flow_index_walk(index, mask, max_probes, h, _match_entry, e)
     if slot < 0:
         return 0
-    index[slot] = IDX_TOMBSTONE
-    return 1
+    if index[(slot + 1) & mask] != IDX_EMPTY:
+        index[slot] = IDX_TOMBSTONE
+        return 1
+    index[slot] = IDX_EMPTY
+    n = 0
+    slot = (slot - 1) & mask
+    while index[slot] == IDX_TOMBSTONE:  # ends: the slot just emptied at the latest
+        index[slot] = IDX_EMPTY
+        n -= 1
+        slot = (slot - 1) & mask
+    return n
 
 
 @njit(cache=True, nogil=True)

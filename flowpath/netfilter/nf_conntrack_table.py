@@ -197,7 +197,8 @@ def nf_ct_index_build(views, state):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def nf_ct_hash_remove(views, r):
-    """Tombstone the index records of row r's two tuples; returns how many were there."""
+    """Take row r's two tuples out of the index; returns the change in its tombstones
+    (flow_index_remove)."""
     index, key, hot, mask, max_probes, seed = views
     n = 0
     for ed in range(2 * r, 2 * r + 2):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowpath.flowtable import FLOW_ADD_EXISTS, FLOW_ADD_FULL, FlowRoute, Flowtable, FlowTuple, core
 from flowpath.flowtable.core import INDEX_SLOTS_PER_ENTRY
@@ -101,22 +103,61 @@ def test_a_host_that_refuses_the_reservation_gets_a_table_that_copies_as_it_grow
 
 
 def test_tombstones_are_skipped_then_reclaimed():
-    """A deleted entry leaves a tombstone that lookups walk past; rebuilds drop them, so add/delete
-    cycles do not fill the index."""
+    """A deleted entry leaves a tombstone that lookups walk past, or none at the end of its run;
+    rebuilds drop them, so add/delete cycles do not fill the index. The count is the index's."""
     ft = Flowtable("t", capacity=64)
     keep = [_add(ft, i) for i in range(8)]
     icap = ft.index.shape[0]
     for rnd in range(50):
         tmp = [_add(ft, 1000 + 16 * rnd + j) for j in range(16)]
-        if rnd == 0:
-            ft.flow_offload_del(tmp[0][0])
-            assert np.count_nonzero(ft.index == IDX_TOMBSTONE) == 2 and ft.ntomb == 2
-        for fid, _, _ in tmp[1 if rnd == 0 else 0 :]:
+        for fid, _, _ in tmp:
             ft.flow_offload_del(fid)
+            assert ft.ntomb == np.count_nonzero(ft.index == IDX_TOMBSTONE)
         for fid, o, r in keep:
             assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
     assert ft.index.shape[0] == icap and ft.ntomb * 4 <= icap * 3
     assert len(ft) == 8
+
+
+def test_a_removed_record_is_a_tombstone_only_inside_a_probe_run():
+    """flow_index_remove on a run of records a, b, c from slot 2 (an empty slot 5 after them): b
+    leaves a tombstone that c's lookup walks past; c, before the empty slot, leaves none and takes
+    b's tombstone with it; a, alone at its run's end then, none either."""
+    from flowpath.flowtable.key import IDX_EMPTY, flow_index_insert, flow_index_remove, flow_offload_probe_tag
+
+    index = np.full(8, IDX_EMPTY, np.int64)
+    a, b, c = (2 | (t << 16) for t in (1, 2, 3))  # one home slot, three tags
+    for e, h in enumerate((a, b, c)):
+        assert flow_index_insert(index, 7, 8, h, e) == 1
+    assert flow_index_remove(index, 7, 8, b, 1) == 1
+    assert index[3] == IDX_TOMBSTONE and flow_offload_probe_tag(index, 7, 8, c) == 2
+    assert flow_index_remove(index, 7, 8, c, 2) == -1  # its own slot and the tombstone before it
+    assert (index[3:5] == IDX_EMPTY).all()
+    assert flow_index_remove(index, 7, 8, a, 0) == 0 and (index == IDX_EMPTY).all()
+    assert flow_index_remove(index, 7, 8, a, 0) == 0  # not there
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 40)), min_size=1, max_size=120))
+def test_adds_and_deletes_keep_every_flow_findable_and_the_tombstones_counted(ops):
+    """Any sequence of adds and deletes (a small index, so that runs meet): every flow in the table
+    is found both ways, every deleted one is not, and ntomb is the index's tombstones."""
+    ft = Flowtable("p", capacity=16, seed=7)
+    live: dict[int, tuple] = {}
+    gone = []
+    for add, i in ops:
+        if add and i not in live:
+            live[i] = _add(ft, i)
+        elif not add and i in live:
+            fid, o, r = live.pop(i)
+            ft.flow_offload_del(fid)
+            gone.append((o, r))
+        assert ft.ntomb == np.count_nonzero(ft.index == IDX_TOMBSTONE)
+    for fid, o, r in live.values():
+        assert ft.lookup(o) == 2 * fid and ft.lookup(r) == 2 * fid + 1
+    for o, r in gone:
+        if all(o != x[1] for x in live.values()):
+            assert ft.lookup(o) == -1 and ft.lookup(r) == -1
 
 
 def test_gc_deletes_expired_and_torn_down_flows_with_packet_time():
