@@ -301,6 +301,8 @@ def lane_conntrack(f, ps, ct, scr, icmp):
             return DROP_BASE - _CT_FULL
         if row == -3:
             return PUNT_ICMP  # no reply type: no entry (the Python path says INVALID)
+        if row == -4:
+            return LANE_YIELD  # no free row until Python frees those its views held
         if row < 0:
             return PUNT_NO_CT
         ed, dir, ctinfo = 2 * row, C.IP_CT_DIR_ORIGINAL, C.IP_CT_NEW
@@ -557,8 +559,9 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
     """The lane over the batch's packets idx (in order): each forwarded (verdict TX, its frame in
     its slot, oif set), dropped (verdict its reason), or punted (packet and tables as they were).
     From a punted ARP or ICMPv6 packet on (neighbour discovery may change what later packets see),
-    or once the GC is due, the rest of the batch is punted too. A packet that needs the index
-    rebuilt (LANE_YIELD) stops the batch: cnt[CNT_RESUME] says where to call again (cfg[CFG_PUNTED]
+    or once the GC is due, the rest of the batch is punted too. A packet that needs Python to make
+    room first (LANE_YIELD: the index rebuilt, rows freed; cnt[CNT_YIELD] says which) stops the
+    batch: cnt[CNT_RESUME] says where to call again (cfg[CFG_PUNTED]
     and the counts carry over; the first call, cfg[CFG_BATCH] set, clears them and starts the
     batch's taint generation). out int64[2, len(idx)]
     receives the punted packets (row 0) and the transmitted ones (row 1), in order. Counts into acct

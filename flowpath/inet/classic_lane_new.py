@@ -20,6 +20,7 @@ from flowpath.inet.classic_lane_state import (
     CFG_EVICT_SLOTS,
     CFG_MAX_ENTRIES,
     CNT_EARLY_DROP,
+    CNT_YIELD,
     CNT_ZOMBIES,
     DROP_BASE,
     LANE_OK,
@@ -31,6 +32,9 @@ from flowpath.inet.classic_lane_state import (
     PS_NOW,
     PS_NR_CPUS,
     PS_OIF,
+    YIELD_INDEX_PROBE,
+    YIELD_INDEX_ROOM,
+    YIELD_ROWS,
     lane_fill,
 )
 from flowpath.netfilter import constants as C
@@ -109,7 +113,9 @@ def lane_ct_new(k, ps, ct):
     type has no inverse and no entry (-3: punt); with the table full, early_drop's eviction first
     (or -2: no room, the packet is dropped); then init_conntrack: a row off the free stack with the
     tuple k and its inverse (nf_ct_invert_tuple: the reply type for ICMP), unconfirmed (ps[PS_NEW])
-    until POSTROUTING confirms it; a punt frees it. Returns the row, or -1 (punt)."""
+    until POSTROUTING confirms it; a punt frees it. Returns the row, -1 (punt), or -4 when no row is
+    free (LANE_YIELD: Python frees the rows it held that the eviction left, and the packet runs again,
+    its eviction done)."""
     hot, key, rowv, cfg = ct[1], ct[2], ct[6], ct[9]
     ctr = rowv[3]
     icmp = ps[PS_L4] == _ICMP or ps[PS_L4] == _ICMPV6
@@ -124,8 +130,9 @@ def lane_ct_new(k, ps, ct):
             return -1  # destroy hooks: Python evicts
         lane_evict(v, ct)
     r = nf_ct_row_alloc(rowv)
-    if r < 0:
-        return -1
+    if r < 0:  # the row evicted is one a Python view holds, freed only by Python (CNT_ZOMBIES)
+        ct[10][CNT_YIELD] = YIELD_ROWS
+        return -4
     o, p = 2 * r, 2 * r + 1
     for j in range(k.shape[0]):
         key[o, j] = k[j]
@@ -198,19 +205,22 @@ def lane_nat_bind(f, hook, mtype, ps, ents, nft, ct, rtv, scr):
 def lane_confirm(ps, ct):
     """__nf_conntrack_confirm for the connection this packet opened: into the index, and into NAT's
     by-source list when source-NATed. A clash (or an expired entry in the way) is the Python
-    path's: punted."""
+    path's: punted. An index without room, or with no slot within a tuple's probe run, is Python's
+    to rebuild: LANE_YIELD, and the packet runs again."""
     ctv, hot, key, rowv, bys = ct[0], ct[1], ct[2], ct[6], ct[7]
     r = ps[PS_NEW]
     ctr = rowv[3]
     if not nf_ct_index_has_room(ctr[0], ctr[1], ctv[0].shape[0], 1):  # CTR_NCONFIRMED, CTR_NTOMB
-        return LANE_YIELD  # Python rebuilds the index, as hash_insert would here, and the lane resumes
+        ct[10][CNT_YIELD] = YIELD_INDEX_ROOM  # Python rebuilds the index, as hash_insert would here
+        return LANE_YIELD
     if hot[r, CT_STATUS] & C.IPS_DYING or nf_ct_confirm_check(ctv, r, ps[PS_NOW]) != NF_CT_NOT_FOUND:
         return PUNT_CT_STATE
     hot[r, CT_STATUS] |= C.IPS_CONFIRMED
-    if nf_ct_row_confirm(ctv, rowv, r) < 0:  # a probe run full: the Python path rebuilds the index
+    if nf_ct_row_confirm(ctv, rowv, r) < 0:  # a probe run full: rebuilt larger, as hash_insert does
         nf_ct_row_unlink(ctv, rowv, r)
         hot[r, CT_STATUS] &= ~C.IPS_CONFIRMED
-        return PUNT_CT_STATE
+        ct[10][CNT_YIELD] = YIELD_INDEX_PROBE
+        return LANE_YIELD
     if hot[r, CT_STATUS] & C.IPS_SRC_NAT_DONE:
         nf_nat_bysource_add(bys, key, r, ctv[5])
     ps[PS_NEW], ps[PS_INSERT] = -1, 1

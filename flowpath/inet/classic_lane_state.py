@@ -14,7 +14,8 @@ from numba import njit
 from flowpath.packet import layout as L
 
 LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its drop reason
-LANE_YIELD = -2  # the index must be rebuilt first: the packet is left as it came, the batch stops there
+LANE_YIELD = -2  # Python must make room first (cnt[CNT_YIELD] says what): the packet is left as it came, the
+#                  batch stops there and resumes at it
 LANE_ICMP = -3  # an ICMP packet: the lane's ICMP copy takes it (classic_lane.py › lane_one_icmp)
 
 # cfg int64 words
@@ -32,7 +33,12 @@ CNT_DONE, CNT_SENT, CNT_FOUND, CNT_INSERT, CNT_PUNTED, CNT_LAST_TS, CNT_EARLY_DR
 CNT_ZOMBIES = 8  # evicted rows a Python view holds: Python frees them after the batch (ct[11])
 CNT_RESUME = 9  # > 0: the batch stopped at LANE_YIELD; resume at idx[CNT_RESUME - 1] once Python is done
 CNT_OFFLOADED = 10  # connections lane_flow_offload offloaded
+CNT_YIELD = 11  # why the batch stopped at LANE_YIELD: one of YIELD_*
 CNT_WORDS = 12
+# what Python does at a LANE_YIELD before the batch resumes (classic_lane_views.py › ClassicLane._make_room)
+YIELD_INDEX_ROOM = 1  # confirming one more entry takes the index past half full: rebuilt (larger if need be)
+YIELD_INDEX_PROBE = 2  # a tuple found no slot within its probe run: the index rebuilt twice as large
+YIELD_ROWS = 3  # no free row: the evicted rows Python views hold (CNT_ZOMBIES) are freed now
 SNAP_BYTES = L.ETH_HLEN + L.IP6H.size + L.TCPH.size  # every byte the lane may write (lane_one)
 
 # ---- the per-packet state a stage hands the next (ps int64[PS_SIZE]) ----

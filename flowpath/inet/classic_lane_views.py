@@ -35,6 +35,7 @@ from flowpath.inet.classic_lane_state import (
     CNT_RESUME,
     CNT_SENT,
     CNT_WORDS,
+    CNT_YIELD,
     CNT_ZOMBIES,
     ENTRY_CHAIN,
     LANE_OK,
@@ -42,6 +43,8 @@ from flowpath.inet.classic_lane_state import (
     MAX_NAT_CHAINS,
     PS_SIZE,
     SNAP_BYTES,
+    YIELD_INDEX_PROBE,
+    YIELD_ROWS,
 )
 from flowpath.netfilter import constants as C
 from flowpath.netfilter.ct_layout import CT_HOT_ROW
@@ -201,14 +204,12 @@ class ClassicLane:
         Worker's Stats); returns (punted, sent, last_ts): the packets it left to the Python path and
         those it transmitted (int64 batch indexes, in order), and the time of the last one it
         finished (-1: none)."""
-        ct, dev, n = net.conntrack, net.dev, idx.shape[0]
+        ct, n = net.conntrack, idx.shape[0]
         new_ok = self._new_ok(ct, n)
         ftid, fo = self._flowtable(net, n)
         # the arguments are built again only when a table they view moved (grew, was rebuilt) or the
         # batch, the ruleset, the counters or a setting changed: per poll, Python's work is this check
-        views = (batch.cols, stats.cols, ct.views(), ct.rowv(), ct.bys, fo[0], fo[1], dev.fib_views(),
-                 dev.link_views()[0], dev.neigh_views(), self._masq4(net), self._ents, self._vm.progs, ct.tcp_params,
-                 ct.prng)  # fmt: skip
+        views = self._views(net, batch, stats, fo)
         words = (ftid, offload, ct.nr_cpus, ct.max_entries, bool(ct.destroy_hooks), net.uses_rt)
         old = self._stamp  # (views, words, their ids): held, so that no id is reused while compared
         if old is None or words != old[1] or n > self._out.shape[1] or tuple(map(id, views)) != old[2]:
@@ -222,9 +223,9 @@ class ClassicLane:
             resume = int(cnt[CNT_RESUME])
             if not resume:
                 break
-            start += resume - 1  # that packet confirms once the index has room: as hash_insert, first
-            ct.index_make_room()
-            self._arguments(net, batch, n, stats, fo, (views[:2] + (ct.views(),) + views[3:], words))
+            start += resume - 1  # that packet runs again once Python has made room
+            self._make_room(ct, int(cnt[CNT_YIELD]))
+            self._arguments(net, batch, n, stats, fo, (self._views(net, batch, stats, fo), words))
             args = self._args
         c = cnt.tolist()
         done, sent = c[CNT_DONE], c[CNT_SENT]
@@ -239,11 +240,35 @@ class ClassicLane:
             st["insert"] += c[CNT_INSERT]
             st["early_drop"] += c[CNT_EARLY_DROP]
             st["drop"] += c[CNT_CT_DROP]
-        if c[CNT_ZOMBIES]:
-            for v in self._zomb[: c[CNT_ZOMBIES]].tolist():  # evicted under a Python view: freed here
-                ct.row_free(v)
+        self._free_zombies(ct)
         out = self._out
         return out[0, : c[CNT_PUNTED]], out[1, :sent], c[CNT_LAST_TS] if done else -1
+
+    def _views(self, net, batch, stats, fo: tuple) -> tuple:
+        """The tables classic_lane_batch's arguments view (run's stamp compares them by identity)."""
+        ct, dev = net.conntrack, net.dev
+        return (batch.cols, stats.cols, ct.views(), ct.rowv(), ct.bys, fo[0], fo[1], dev.fib_views(),
+                dev.link_views()[0], dev.neigh_views(), self._masq4(net), self._ents, self._vm.progs, ct.tcp_params,
+                ct.prng)  # fmt: skip
+
+    def _free_zombies(self, ct) -> None:
+        """The rows the lane evicted under a Python view (CNT_ZOMBIES), freed: each view keeps a copy."""
+        cnt = self.scr[10]
+        for v in self._zomb[: cnt[CNT_ZOMBIES]].tolist():
+            ct.row_free(v)
+        cnt[CNT_ZOMBIES] = 0
+
+    def _make_room(self, ct, why: int) -> None:
+        """What the lane stopped for (a LANE_YIELD; why is CNT_YIELD's word), done as the Python path
+        would at that packet: the index rebuilt, larger after a probe run found no slot
+        (hash_insert); the evicted rows Python's views held freed, the table grown if still no row is
+        free (init_conntrack's allocation)."""
+        self._free_zombies(ct)
+        if why == YIELD_INDEX_PROBE:
+            ct.index_grow()
+        elif why == YIELD_ROWS and ct.ctr[CTR_FREE_TOP] == 0:
+            ct._grow()
+        ct.index_make_room()
 
     def _arguments(self, net, batch, n: int, stats, fo: tuple, stamp: tuple) -> None:
         """classic_lane_batch's arguments (idx aside) and the words of cfg that follow the tables, for

@@ -485,7 +485,11 @@ class NfConntrackTable:
         """Index both tuples of row r (Linux: __nf_conntrack_hash_insert); it becomes CONFIRMED."""
         self.index_make_room()
         if self._row_confirm(self._views, self._rowv, r) < 0:
-            self._rebuild(2 * self.index.shape[0])  # a probe run full at load <= 0.5: bad luck
+            self.index_grow()  # a probe run full at load <= 0.5: bad luck
+
+    def index_grow(self) -> None:
+        """Rebuild the index twice as large: a tuple found no slot within its probe run."""
+        self._rebuild(2 * self.index.shape[0])
 
     def index_make_room(self) -> None:
         """Rebuild the index (dropping tombstones, larger if need be) unless one more row fits; what

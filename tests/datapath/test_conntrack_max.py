@@ -51,3 +51,77 @@ def test_a_full_table_of_assured_entries_drops_the_new_flow():
 def test_unknown_sysctl_is_a_usage_error():
     with pytest.raises(UsageError, match="nf_conntrack_max"):
         _worker(**{"net.netfilter.nf_conntrack_maxx": 1})
+
+
+def _flood(w: Worker, frames: list[bytes], lo: int, hi: int, batch: int, now_ns: int) -> list:
+    """Flood packets lo..hi-1 (ct_pressure's one-way new flows) through w in polls of `batch`, each
+    poll's output checked as that bench checks it (masqueraded, TTL - 1, checksums, nothing lost);
+    the frames out, in order."""
+    from flowpath.bench.ct_pressure import check_output
+
+    out = []
+    b = PacketBatch(batch)
+    for s in range(lo, hi, batch):
+        b.clear()
+        for f in frames[s : min(s + batch, hi)]:
+            b.append(f, LAN_IF, now_ns)
+        got = w.poll(b).frames()
+        check_output(got, s, b.n, frames)
+        out += [f for _, f, _ in got]
+    return out
+
+
+def _lane_worker(limit: int, lane: bool = True) -> Worker:
+    return Worker(parse_network(NET, "<t>"), parse_ruleset(RULES, "<t>"),
+                  sysctl={"net.netfilter.nf_conntrack_max": limit}, classic_lane=lane)  # fmt: skip
+
+
+def test_a_probe_run_found_full_grows_the_index_and_the_lane_goes_on(monkeypatch):
+    """Confirming a new entry whose tuple finds no index slot within its probe run (CT_MAX_PROBES, 2
+    here so that it happens often): the lane stops at that packet, Python rebuilds the index twice
+    as large (as hash_insert does) and the lane goes on with that packet. Nothing is left to the
+    Python path (before, each such packet was, and so were the new connections after it in its
+    batch, each entry of theirs then held by a Python view)."""
+    from flowpath.bench.ct_pressure import flood_frames
+    from flowpath.netfilter import nf_conntrack_table as T
+
+    monkeypatch.setattr(T, "CT_MAX_PROBES", 2)
+    monkeypatch.setattr(T.secrets, "randbits", lambda n: 0x5EED)
+    frames = flood_frames(2048, 64)
+    w = _lane_worker(4096)
+    _flood(w, frames, 0, 2048, 64, 1_000_000_000)
+    ct = w.conntrack
+    assert len(ct) == 2048 and w.stats.lane_packets == 2048
+    assert not w.stats.lane_punts.any(), w.stats.lane_punts
+    assert ct.index.shape[0] > T.nf_ct_index_size(len(ct), 8)  # grown past what room alone asks
+    assert all(ct.find(ct.key[2 * r], 1_000_000_000) == 2 * r for r in ct.confirmed_rows().tolist())
+
+
+def test_evicting_entries_python_views_hold_keeps_the_lane_going(monkeypatch):
+    """A full table whose entries all have Python views (`conntrack -L` made them): early_drop's
+    victims are rows the lane may not free under a view, so it leaves them to Python and no row
+    is free for the new entry. The lane stops at that packet, Python frees the rows (each view
+    keeps a copy) and the lane goes on with it. Before, each such packet was punted, with every new
+    connection after it in its batch, whose entries Python's views then held in turn: at the limit
+    the lane never got the traffic back. The same entries, frames and drops as the Python path
+    (with one hash seed: early_drop's victims follow the index's layout)."""
+    from flowpath.bench.ct_pressure import flood_frames
+    from flowpath.netfilter import nf_conntrack_table as T
+
+    monkeypatch.setattr(T.secrets, "randbits", lambda n: 0x5EED)
+
+    limit = 2 * T.CT_INITIAL_ROWS  # the table grows to exactly the limit's rows: none spare there
+    frames = flood_frames(2 * limit, 64)
+    runs = []
+    for lane in (True, False):
+        w = _lane_worker(limit, lane)
+        out = _flood(w, frames, 0, limit, 64, 1_000_000_000)
+        ct = w.conntrack
+        ct.listing(1_000_000_000)  # a view of every entry
+        assert ct.viewed.sum() == limit and ct.capacity == limit
+        out += _flood(w, frames, limit, 2 * limit, 64, 2_000_000_000)
+        assert len(ct) == limit and ct.stat["early_drop"] == limit
+        runs.append((out, ct.listing(2_000_000_000), w.stats.lane_packets, w.stats.lane_punts.sum()))
+    (lane_out, lane_list, carried, punted), (py_out, py_list, _, _) = runs
+    assert carried == 2 * limit and punted == 0
+    assert lane_out == py_out and lane_list == py_list
