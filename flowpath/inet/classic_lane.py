@@ -48,7 +48,7 @@ from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_SADDR, ports_dst
 from flowpath.inet.classic_lane_new import lane_confirm, lane_ct_new, lane_nat_bind
 from flowpath.inet.classic_lane_nft import lane_chain
 from flowpath.inet.classic_lane_offload import OFFLOAD_DONE, OFFLOAD_PUNT, lane_flow_offload
-from flowpath.inet.classic_lane_prefetch import PF_DISTANCE, lane_prefetch_rows, lane_prefetch_slots
+from flowpath.inet.classic_lane_prefetch import PF_DISTANCE, lane_prefetch_step
 from flowpath.inet.classic_lane_state import (
     CFG_BATCH,
     CFG_NEW_OK,
@@ -576,16 +576,11 @@ def classic_lane_batch(pk, idx, out, ents, nft, ct, rtv, cfg, scr, acct):
         lane_fill(cnt, 0)
         ct[4][0] += 1
     cnt[CNT_RESUME] = 0
-    m, d = idx.shape[0], PF_DISTANCE
-    for j in range(min(2 * d, m)):  # the prefetch pipeline (classic_lane_prefetch.py) filled
-        lane_prefetch_slots(pk, idx[j], j, ct, ring)
-    for j in range(min(d, m)):
-        lane_prefetch_rows(j, ct, ring, j)
+    m = idx.shape[0]
+    for t in range(-3 * PF_DISTANCE, 0):  # the prefetch pipeline (classic_lane_prefetch.py) filled
+        lane_prefetch_step(pk, idx, t, ct, ring)
     for j in range(m):
-        if j + 2 * d < m:
-            lane_prefetch_slots(pk, idx[j + 2 * d], j + 2 * d, ct, ring)
-        if j + d < m:
-            lane_prefetch_rows(j + d, ct, ring, d)
+        lane_prefetch_step(pk, idx, j, ct, ring)
         i = idx[j]
         if barrier or ts_ns[i] >= cfg[CFG_NEXT_GC_NS]:
             r, barrier = PUNT_GC, True

@@ -14,7 +14,7 @@ from flowpath.flowtable.core import Flowtable
 from flowpath.flowtable.hook import jit_entry
 from flowpath.flowtable.key import KEY_ROW
 from flowpath.inet.classic_lane import classic_lane_batch
-from flowpath.inet.classic_lane_prefetch import PF_RING
+from flowpath.inet.classic_lane_prefetch import PF_RING_WORDS
 from flowpath.inet.classic_lane_state import (
     CFG_BATCH,
     CFG_EVICT_OK,
@@ -103,7 +103,7 @@ class ClassicLane:
             np.zeros(NR_WORDS, np.int64),  # a NAT range (nf_nat_core.py)
             np.zeros((2, KEY_ROW), np.uint32),  # NAT's candidate tuples
             np.zeros((UNDO_MAX + 1, UNDO_W), np.int64),  # the VM's writes to sets and limits, undone on a punt
-            np.zeros(PF_RING, np.int64),  # the prefetch stages' hashes (classic_lane_prefetch.py)
+            np.zeros(PF_RING_WORDS, np.int64),  # the prefetch stages' hashes and victims (classic_lane_prefetch.py)
         )
         self.cfg = np.zeros(CFG_WORDS, np.int64)
         self._taint = np.zeros(0, np.int64)

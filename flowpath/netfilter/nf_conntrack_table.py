@@ -124,6 +124,12 @@ def nf_ct_pkt_key(out, buf, nhoff, thoff, l3, l4proto):
 
 
 # ---- lookup -----------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def hash_conntrack(k, seed):
+    """The index hash of key k (a uint32[16] row). Linux: hash_conntrack_raw."""
+    return flow_offload_hash(k, 0, seed, CT_TUN_HASH)
+
+
 @njit(cache=True, nogil=True, _nrt=False)  # tuples of arrays: see classic_lane.py
 def nf_ct_find(views, k, now_ns):
     """The entry ed (2*row + dir) whose key equals k (uint32[16]), NF_CT_NOT_FOUND (-1) when none.
@@ -134,7 +140,7 @@ def nf_ct_find(views, k, now_ns):
     mask icap - 1, max_probes, seed).
     """
     index, key, hot, mask, max_probes, seed = views
-    h = flow_offload_hash(k, 0, seed, CT_TUN_HASH)
+    h = hash_conntrack(k, seed)
     e = flow_offload_probe(index, key, mask, max_probes, k, 0, h, CT_TUN_HASH)
     if e < 0:
         return NF_CT_NOT_FOUND
@@ -174,7 +180,7 @@ def nf_ct_hash_insert(views, r):
     index, key, hot, mask, max_probes, seed = views
     reused = 0
     for ed in range(2 * r, 2 * r + 2):
-        got = flow_index_insert(index, mask, max_probes, flow_offload_hash(key[ed], 0, seed, CT_TUN_HASH), ed)
+        got = flow_index_insert(index, mask, max_probes, hash_conntrack(key[ed], seed), ed)
         if got == 0:
             return -1
         reused += got == 2
@@ -202,7 +208,7 @@ def nf_ct_hash_remove(views, r):
     index, key, hot, mask, max_probes, seed = views
     n = 0
     for ed in range(2 * r, 2 * r + 2):
-        n += flow_index_remove(index, mask, max_probes, flow_offload_hash(key[ed], 0, seed, CT_TUN_HASH), ed)
+        n += flow_index_remove(index, mask, max_probes, hash_conntrack(key[ed], seed), ed)
     return n
 
 
@@ -214,7 +220,7 @@ def nf_ct_early_drop_scan(views, k, nslots, now_ns):
     Linux: early_drop / early_drop_list over NF_CT_EVICTION_RANGE buckets from the new tuple's.
     """
     index, key, hot, mask, max_probes, seed = views
-    slot = flow_offload_hash(k, 0, seed, CT_TUN_HASH) & mask
+    slot = hash_conntrack(k, seed) & mask
     for _ in range(min(nslots, mask + 1)):
         rec = index[slot]
         if rec != IDX_EMPTY and rec != IDX_TOMBSTONE:

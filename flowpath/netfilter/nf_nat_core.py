@@ -95,7 +95,7 @@ def nat_src_bucket(head, proto, a0, a1, a2, a3, sport, seed):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bysource_bucket(head, key, ed, seed):
+def nf_nat_bysource_bucket(head, key, ed, seed):
     """The bucket of the ORIGINAL tuple in key row ed."""
     return nat_src_bucket(head, np.int64(key[ed, K_PROTO]), np.int64(key[ed, K_SADDR]), np.int64(key[ed, K_SADDR + 1]),
                           np.int64(key[ed, K_SADDR + 2]), np.int64(key[ed, K_SADDR + 3]),
@@ -108,7 +108,7 @@ def nf_nat_bysource_add(bys, key, r, seed):
     head, link = bys
     if link[r, 2]:
         return
-    b = _bysource_bucket(head, key, 2 * r, seed)
+    b = nf_nat_bysource_bucket(head, key, 2 * r, seed)
     last = head[b, 1]
     link[r, 0], link[r, 1], link[r, 2] = 0, last, 1
     if last:
@@ -124,7 +124,7 @@ def nf_nat_bysource_del(bys, key, r, seed):
     head, link = bys
     if not link[r, 2]:
         return
-    b = _bysource_bucket(head, key, 2 * r, seed)
+    b = nf_nat_bysource_bucket(head, key, 2 * r, seed)
     nxt, prv = link[r, 0], link[r, 1]
     if prv:
         link[prv - 1, 0] = nxt
