@@ -198,7 +198,7 @@ def cmd_conntrack(gw, args: list[str], file) -> dict:
     if cmd is None:
         raise CtlUsage(f"conntrack: a command is needed ({CONNTRACK_USAGE})")
     w = gw.worker
-    cts = [ct for ct in w.conntrack if family is None or ct.tuplehash[0].l3proto == family]
+    cts = [ct for ct in w.conntrack.peek() if family is None or ct.tuplehash[0].l3proto == family]
     if cmd == "count":
         return reply(0, f"{len(cts)}\n")
     out = "".join(ct_seq_show(ct, w.now_ns) + "\n" for ct in cts)

@@ -105,7 +105,8 @@ def lane_prefetch_rows(j, ct, ring, ahead):
         prefetch(key[2 * r + 1], 0)
         for w in range(2 * HOT_LINE_WORDS, CT_HOT_ROW, HOT_LINE_WORDS):  # the eviction zeroes the whole row
             prefetch(hot[r], w)
-        prefetch(ct[7][1][r], 0)
+        prefetch(ct[7][1][r], 0)  # its by-source links, which may straddle two lines
+        prefetch(ct[7][1][r], 2)
         ring[PF_RING + ri] = r
     else:
         top = ctr[CTR_FREE_TOP] - 1 - ahead

@@ -151,6 +151,14 @@ class Conntrack(NfConntrackTable):
     def __iter__(self) -> Iterator[NfConn]:
         return iter([self.nf_ct_get(r) for r in self.confirmed_rows().tolist()])
 
+    def peek(self) -> list[NfConn]:
+        """The confirmed entries in insertion order, for a listing (`conntrack -L`), pinning no row:
+        an entry's own view where Python holds one, else a view made for the listing and not kept.
+        (A kept view marks its row, and the compiled lane leaves such a row to Python when it evicts
+        it: after a listing of a full table, every eviction would be a round trip to Python.)"""
+        conn = self._conn
+        return [c if (c := conn[r]) is not None else NfConn(self, r) for r in self.confirmed_rows().tolist()]
+
     # --- rows and their Python views ----------------------------------------------------------------
 
     def nf_ct_get(self, r: int) -> NfConn:
@@ -463,7 +471,7 @@ class Conntrack(NfConntrackTable):
 
         acct=True adds `packets= bytes=` per direction, as with nf_conntrack_acct=1.
         """
-        return "".join(ct_seq_show(ct, now_ns, acct) + "\n" for ct in self)
+        return "".join(ct_seq_show(ct, now_ns, acct) + "\n" for ct in self.peek())
 
 
 def _addr_str(addr: int, l3proto: int) -> str:
