@@ -14,8 +14,7 @@ from numba import njit
 from flowpath.packet import layout as L
 
 LANE_OK = -1  # result of a packet the lane finished: verdict holds TX or its drop reason
-LANE_YIELD = -2  # Python must make room first (cnt[CNT_YIELD] says what): the packet is left as it came, the
-#                  batch stops there and resumes at it
+LANE_YIELD = -2  # Python makes room (cnt[CNT_YIELD]: for what); the batch resumes at the packet as it came
 LANE_ICMP = -3  # an ICMP packet: the lane's ICMP copy takes it (classic_lane.py › lane_one_icmp)
 
 # cfg int64 words
