@@ -254,6 +254,8 @@ class ClassicLane:
     def _free_zombies(self, ct) -> None:
         """The rows the lane evicted under a Python view (CNT_ZOMBIES), freed: each view keeps a copy."""
         cnt = self.scr[10]
+        if not cnt[CNT_ZOMBIES]:  # every poll: nothing to do, almost always
+            return
         for v in self._zomb[: cnt[CNT_ZOMBIES]].tolist():
             ct.row_free(v)
         cnt[CNT_ZOMBIES] = 0
