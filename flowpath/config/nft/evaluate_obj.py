@@ -18,6 +18,7 @@ from lark import Token, Tree
 
 from flowpath.config.nft import evaluate as ev
 from flowpath.config.nft.ast import Ctx, number, rhs_ast
+from flowpath.errors import ConfigError
 
 OBJ_KINDS = ("counter", "quota", "limit", "ct helper", "ct timeout", "ct expectation", "synproxy")
 # the objects a rule names with `KIND name ...`, and those it names with `ct KEY set ...`
@@ -54,12 +55,13 @@ def obj_tokens(nodes: list) -> list[Token]:
     return out
 
 
-def obj_kind(t: Tree) -> tuple[str, Token]:
-    """`counter`, `ct helper`, ... from an obj_kind subtree, and the token to mark."""
+def obj_kind(ctx: Ctx, t: Tree) -> tuple[str, Token]:
+    """`counter`, `ct helper`, ... from an obj_kind subtree, and the token to mark; nft's syntax error
+    at its last word for any other `ct WORD` (only helper, timeout and expectation are objects)."""
     toks = t.children
     kind = " ".join(str(x) for x in toks)
-    if kind not in OBJ_KINDS:  # `ct WORD`: only these three
-        raise _Syntax(toks[-1])
+    if kind not in OBJ_KINDS:
+        raise _syntax_error(ctx, toks[-1])
     return kind, toks[-1]
 
 
@@ -115,11 +117,15 @@ def obj_spec(ctx: Ctx, kind: str, toks: list[Token], name: Token, end: Any, body
         spec = _SPEC[kind](ctx, r, name)
         r.done()
     except _Syntax as e:
-        tok = str(e.tok)
-        what = ("newline" if tok == "\n" else f"'{tok}'" if tok in "{}:=,;/-" else tok if tok in _KEYWORDS
-                else "string")  # fmt: skip
-        raise ctx.error(e.tok, f"syntax error, unexpected {what}") from None
+        raise _syntax_error(ctx, e.tok) from None
     return spec
+
+
+def _syntax_error(ctx: Ctx, tok: Any) -> ConfigError:
+    """nft's `syntax error, unexpected ...` at tok, naming it as bison does."""
+    s = str(tok)
+    what = "newline" if s == "\n" else f"'{s}'" if s in "{}:=,;/-" else s if s in _KEYWORDS else "string"
+    return ctx.error(tok, f"syntax error, unexpected {what}")
 
 
 def _counter(ctx: Ctx, r: _Reader, name: Token) -> dict:

@@ -201,8 +201,8 @@ class Blocks:
 
     def _obj(self, table: Table, kind_t: Tree, name: Token, toks: list, end: object, t: Tree,
              create: bool = False, body: Tree | None = None) -> None:  # fmt: skip
-        kind, _ = obj_kind(kind_t)
         ctx = Ctx(self.path, self.lines, table, None, dict(self.defines))
+        kind, _ = obj_kind(ctx, kind_t)
         spec = obj_spec(ctx, kind, toks, name, end, body)
         old = table.objs.get((kind, str(name)))
         if old is not None:
