@@ -224,6 +224,19 @@ def test_include_errors_name_the_include_statement(tmp_path):
     assert ei.value.msg == "Include nested too deeply, max 16 levels"
 
 
+@pytest.mark.parametrize("name", ["a\x00b.nft", "./\x00include.d/*.nft", "/etc/\x00*"])
+def test_an_include_name_holding_a_nul_names_no_file(tmp_path, name):
+    """A NUL, which no path holds (found by the fuzz test: the OS calls raised ValueError): a plain name
+    is not found, a pattern matches nothing."""
+    text = f'table ip t {{\n}}\ninclude "{name}"\n'
+    if "*" in name:
+        assert [t.name for t in parse_ruleset(text, str(tmp_path / "main.nft")).tables] == ["t"]
+        return
+    with pytest.raises(ConfigError) as ei:
+        parse_ruleset(text, str(tmp_path / "main.nft"))
+    assert (ei.value.line, ei.value.msg) == (3, f"File not found: {name}")
+
+
 # --- JSON commands ---------------------------------------------------------------------------------------
 JSON_COMMANDS = Path(__file__).resolve().parents[1] / "data" / "nft" / "json_commands.json"
 # nft 1.0.6's `nft -a list ruleset` after `nft -j -f json_commands.json` (the table's handle left out);

@@ -34,7 +34,9 @@ def include_files(name: str, including: str, include_path: tuple[str, ...] = INC
     file.
     """
     here = os.path.dirname(including)
-    if os.path.isabs(name):
+    if "\0" in name:  # no path holds a NUL: it names no file (and the OS calls refuse it)
+        candidates = []
+    elif os.path.isabs(name):
         candidates = [name]
     elif name.startswith(("./", "../")):
         candidates = [os.path.join(here, name)]
