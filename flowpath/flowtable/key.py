@@ -565,6 +565,13 @@ def flow_index_remove(index, mask, max_probes, h, e):
     slot = flow_index_walk(index, mask, max_probes, h, _match_entry, e)
     if slot < 0:
         return 0
+    return flow_index_remove_at(index, mask, slot)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def flow_index_remove_at(index, mask, slot):
+    """flow_index_remove of the record at slot, which the caller found there: the same slots emptied
+    or tombstoned, the same change in tombstones returned."""
     if index[(slot + 1) & mask] != IDX_EMPTY:
         index[slot] = IDX_TOMBSTONE
         return 1

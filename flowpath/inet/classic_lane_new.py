@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_SADDR, ports_dst, ports_src
+from flowpath.flowtable.key import K_DADDR, K_ENCAP, K_PORTS, K_SADDR, ports_dst, ports_src, record_entry
 from flowpath.inet.classic_lane_nft import lane_chain
 from flowpath.inet.classic_lane_state import (
     CFG_EVICT_OK,
@@ -45,7 +45,7 @@ from flowpath.netfilter.ct_layout import CT_STATUS, CT_TIMEOUT
 from flowpath.netfilter.nf_conntrack_table import (
     NF_CT_NOT_FOUND,
     nf_ct_confirm_check,
-    nf_ct_early_drop_scan,
+    nf_ct_early_drop_slot,
     nf_ct_index_has_room,
     nf_ct_row_alloc,
     nf_ct_row_confirm,
@@ -89,15 +89,16 @@ _ICMP, _ICMPV6 = L.IPPROTO_ICMP, L.IPPROTO_ICMPV6
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def lane_evict(v, ct):
-    """early_drop's eviction of row v (Conntrack._kill_row without destroy hooks): out of the index
-    and NAT's by-source list, freed; counted in early_drop. A row a Python view (NfConn) holds is
+def lane_evict(slot, ct):
+    """early_drop's eviction of the row whose record its scan found at index slot (Conntrack._kill_row
+    without destroy hooks): out of the index and NAT's by-source list, freed; counted in early_drop. A row a Python view (NfConn) holds is
     left DYING in ct[11] for Python to free after the batch (the view keeps a copy of it). Kept
     even if the packet is punted later: the Python path, run then, finds the room it would have
     made itself."""
     ctv, hot, key, rowv, bys, cnt = ct[0], ct[1], ct[2], ct[6], ct[7], ct[10]
+    v = record_entry(ctv[0][slot]) >> 1
     hot[v, CT_STATUS] |= C.IPS_DYING
-    nf_ct_row_unlink(ctv, rowv, v)
+    nf_ct_row_unlink(ctv, rowv, v, slot)
     nf_nat_bysource_del(bys, key, v, ctv[5])
     if rowv[4][v]:
         ct[11][cnt[CNT_ZOMBIES]] = v
@@ -123,12 +124,12 @@ def lane_ct_new(k, ps, ct):
     if inv < 0:
         return -3
     if ctr[0] >= cfg[CFG_MAX_ENTRIES]:  # CTR_NCONFIRMED
-        v = nf_ct_early_drop_scan(ct[0], k, cfg[CFG_EVICT_SLOTS], ps[PS_NOW])
-        if v < 0:
+        slot = nf_ct_early_drop_slot(ct[0], k, cfg[CFG_EVICT_SLOTS], ps[PS_NOW])
+        if slot < 0:
             return -2
         if not cfg[CFG_EVICT_OK]:
             return -1  # destroy hooks: Python evicts
-        lane_evict(v, ct)
+        lane_evict(slot, ct)
     r = nf_ct_row_alloc(rowv)
     if r < 0:  # the row evicted is one a Python view holds, freed only by Python (CNT_ZOMBIES)
         ct[10][CNT_YIELD] = YIELD_ROWS
@@ -217,7 +218,7 @@ def lane_confirm(ps, ct):
         return PUNT_CT_STATE
     hot[r, CT_STATUS] |= C.IPS_CONFIRMED
     if nf_ct_row_confirm(ctv, rowv, r) < 0:  # a probe run full: rebuilt larger, as hash_insert does
-        nf_ct_row_unlink(ctv, rowv, r)
+        nf_ct_row_unlink(ctv, rowv, r, -1)
         hot[r, CT_STATUS] &= ~C.IPS_CONFIRMED
         ct[10][CNT_YIELD] = YIELD_INDEX_PROBE
         return LANE_YIELD

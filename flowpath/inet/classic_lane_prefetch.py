@@ -92,7 +92,7 @@ def lane_prefetch_rows(j, ct, ring, ahead):
     free, ctr, cfg = ct[6][2], ct[6][3], ct[9]
     if e >= 0:
         r = e >> 1
-    elif ctr[CTR_NCONFIRMED] >= cfg[CFG_MAX_ENTRIES]:  # early_drop's likely victim (nf_ct_early_drop_scan)
+    elif ctr[CTR_NCONFIRMED] >= cfg[CFG_MAX_ENTRIES]:  # early_drop's likely victim (nf_ct_early_drop_slot)
         r, slot = -1, h & mask
         for _ in range(min(cfg[CFG_EVICT_SLOTS], mask + 1)):
             rec = index[slot]

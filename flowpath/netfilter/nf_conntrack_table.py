@@ -44,6 +44,7 @@ from flowpath.flowtable.key import (
     KEY_ROW,
     flow_index_insert,
     flow_index_remove,
+    flow_index_remove_at,
     flow_offload_hash,
     flow_offload_probe,
     flow_proto,
@@ -213,9 +214,22 @@ def nf_ct_hash_remove(views, r):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def nf_ct_early_drop_scan(views, k, nslots, now_ns):
-    """The first row early_drop may evict among the records of the nslots index slots from k's home
-    slot: expired, or neither ASSURED nor offloaded; -1 when none.
+def nf_ct_hash_remove_at(views, slot):
+    """nf_ct_hash_remove of the row one of whose tuples has its record at slot (early_drop's scan
+    found it there): that record taken out where it is, the other tuple's looked up. The index ends
+    the same whichever record goes first (a slot is emptied when the records after it up to an empty
+    slot are all gone, else tombstoned), so it is the same as nf_ct_hash_remove's, one hash and probe
+    run fewer."""
+    index, key, hot, mask, max_probes, seed = views
+    other = record_entry(index[slot]) ^ 1
+    n = flow_index_remove_at(index, mask, slot)
+    return n + flow_index_remove(index, mask, max_probes, hash_conntrack(key[other], seed), other)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_ct_early_drop_slot(views, k, nslots, now_ns):
+    """The index slot, among the nslots from k's home slot, of the first record whose row early_drop
+    may evict: expired, or neither ASSURED nor offloaded; -1 when none.
 
     Linux: early_drop / early_drop_list over NF_CT_EVICTION_RANGE buckets from the new tuple's.
     """
@@ -226,9 +240,16 @@ def nf_ct_early_drop_scan(views, k, nslots, now_ns):
         if rec != IDX_EMPTY and rec != IDX_TOMBSTONE:
             r = record_entry(rec) >> 1
             if hot[r, CT_TIMEOUT] - now_ns <= 0 or hot[r, CT_STATUS] & (IPS_ASSURED | IPS_OFFLOAD) == 0:
-                return r
+                return slot
         slot = (slot + 1) & mask
     return -1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def nf_ct_early_drop_scan(views, k, nslots, now_ns):
+    """The row early_drop may evict for key k (nf_ct_early_drop_slot's record's), -1 when none."""
+    slot = nf_ct_early_drop_slot(views, k, nslots, now_ns)
+    return -1 if slot < 0 else record_entry(views[0][slot]) >> 1
 
 
 # ---- rows: allocation, confirmation, unlinking (rowv = (state, seq, free, ctr, viewed)) ----------
@@ -280,10 +301,11 @@ def nf_ct_row_confirm(views, rowv, r):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def nf_ct_row_unlink(views, rowv, r):
-    """Take a confirmed row's tuples out of the index (nf_ct_delete_from_lists): UNCONFIRMED again."""
+def nf_ct_row_unlink(views, rowv, r, slot):
+    """Take a confirmed row's tuples out of the index (nf_ct_delete_from_lists): UNCONFIRMED again.
+    slot: where the caller found one of its records (early_drop's scan), else -1."""
     state, seq, free, ctr, viewed = rowv
-    ctr[CTR_NTOMB] += nf_ct_hash_remove(views, r)
+    ctr[CTR_NTOMB] += nf_ct_hash_remove(views, r) if slot < 0 else nf_ct_hash_remove_at(views, slot)
     ctr[CTR_NCONFIRMED] -= 1
     state[r] = CT_ROW_UNCONFIRMED
 
@@ -373,7 +395,7 @@ class NfConntrackTable:
         self._row_alloc = ct_entry(nf_ct_row_alloc, (rv,))
         self._row_free = ct_entry(nf_ct_row_free, (rv, self.hot, self.key, 0))
         self._row_confirm = ct_entry(nf_ct_row_confirm, (v, rv, 0))
-        self._row_unlink = ct_entry(nf_ct_row_unlink, (v, rv, 0))
+        self._row_unlink = ct_entry(nf_ct_row_unlink, (v, rv, 0, 0))
         self._has_room = ct_entry(nf_ct_index_has_room, (0, 0, 8, 1))  # index_make_room's, which the
         self._index_size = ct_entry(nf_ct_index_size, (0, 8))  # lane's first rebuild calls mid-traffic
         for f, args in ((self._pkt_key, (k, np.zeros(64, np.uint8), 0, 20, 4, IPPROTO_TCP)), (self._find_e, (v, k, 0)),
@@ -507,7 +529,7 @@ class NfConntrackTable:
 
     def hash_remove(self, r: int) -> None:
         """Take both tuples of a confirmed row out of the index (nf_ct_delete_from_lists)."""
-        self._row_unlink(self._views, self._rowv, r)
+        self._row_unlink(self._views, self._rowv, r, -1)
 
     def find(self, k: np.ndarray, now_ns: int) -> int:
         """nf_ct_find from Python: ed, NF_CT_NOT_FOUND, or <= -2 for an expired entry."""

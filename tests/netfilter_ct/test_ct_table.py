@@ -30,10 +30,16 @@ from flowpath.netfilter.constants import IP_CT_NEW, IPS_ASSURED, NF_INET_PRE_ROU
 from flowpath.netfilter.ct_layout import CT_STATUS, CT_TIMEOUT
 from flowpath.netfilter.nf_conntrack_table import (
     CT_INITIAL_ROWS,
+    CT_ROW_CONFIRMED,
+    CT_ROW_UNCONFIRMED,
+    CTR_NCONFIRMED,
+    CTR_NTOMB,
     NF_CT_EVICTION_RANGE,
     NF_CT_NOT_FOUND,
     nf_ct_find,
     nf_ct_find_expired_ed,
+    nf_ct_hash_remove,
+    nf_ct_hash_remove_at,
     nf_ct_pkt_key,
 )
 from flowpath.packet import layout as L
@@ -175,6 +181,36 @@ def test_early_drop_at_the_limit_spares_assured_entries():
     assert not c.early_drop(k, 0)
     b.status &= ~IPS_ASSURED
     assert c.early_drop(k, 0) and list(c) == [a] and c.stat["early_drop"] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(8, 60), st.lists(st.integers(0, 10**6), min_size=1, max_size=12))
+def test_removing_a_row_at_the_slot_the_scan_found_leaves_the_index_as_by_its_tuples(seed, n, picks):
+    """nf_ct_hash_remove_at (early_drop's eviction in the lane, at the slot its scan found) leaves the
+    index and the tombstone count exactly as nf_ct_hash_remove does, whichever of the row's records
+    is at that slot; a small index so that runs touch and tombstones pile up."""
+    c = Conntrack(max_entries=64, hash_seed=seed)  # an index of a few hundred slots
+    rows = [_add(c, _tuple(k)).row for k in range(n)]
+    views = c.views()
+    for p in picks:
+        live = [r for r in rows if c.state[r] == CT_ROW_CONFIRMED]
+        if not live:
+            break
+        r = live[p % len(live)]
+        slots = [s for s in range(c.index.shape[0]) if c.index[s] not in (IDX_EMPTY, IDX_TOMBSTONE)
+                 and record_entry(int(c.index[s])) >> 1 == r]  # fmt: skip
+        assert len(slots) == 2
+        by_tuples = c.index.copy()
+        n_tuples = nf_ct_hash_remove((by_tuples, *views[1:]), r)
+        n_at = nf_ct_hash_remove_at(views, slots[p % 2])
+        assert (c.index == by_tuples).all() and n_at == n_tuples
+        c.ctr[CTR_NTOMB] += n_at
+        c.ctr[CTR_NCONFIRMED] -= 1
+        c.state[r] = CT_ROW_UNCONFIRMED
+        assert c.ctr[CTR_NTOMB] == np.count_nonzero(c.index == IDX_TOMBSTONE)
+    for r in rows:  # the others still found by both tuples
+        if c.state[r] == CT_ROW_CONFIRMED:
+            assert [nf_ct_find(views, c.key[2 * r + d], 0) for d in (0, 1)] == [2 * r, 2 * r + 1]
 
 
 def test_unconfirmed_entry_of_a_rejected_packet_frees_its_row(ctt):
