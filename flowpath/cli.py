@@ -613,7 +613,9 @@ def bench(
         typer.Option("--packets", min=1, max=10_000_000, help="ipsec-*: packets per timed repetition."),
     ] = None,
     reps: Annotated[
-        Optional[int], typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most.")
+        Optional[int],
+        typer.Option("--reps", min=1, max=10_000, help="ipsec-*: repetitions at most; ct-pressure: runs of each "
+                     "regime, the median reported (default 7, 1 with --quick)."),  # fmt: skip
     ] = None,
     workers: Annotated[
         Optional[str],

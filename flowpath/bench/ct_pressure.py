@@ -10,7 +10,8 @@ another. Every packet is a new tuple (client source
 port and server port varied as setup.flow_ports) and nothing answers, so no entry is ever assured:
 past the limit each new entry takes an unassured one's place (early_drop) and no packet may be
 dropped. Each regime runs on a fresh gateway: 1x sends `limit` packets into an empty table, 4x sends
-4 x limit; the regimes alternate, a few times, and the median run of each is reported.
+4 x limit; the regimes alternate, 7 times (`--reps N`; 1 with --quick), and the median run of each
+is reported.
 
 Timed: Worker.poll alone, in polls of `--batch` (256) packets, the packet clock CLOCK_MONOTONIC
 read before each poll (conntrack's GC runs once a second, as live). Every packet must leave on the
@@ -54,7 +55,7 @@ from flowpath.trafgen.imix import ETH_FCS_LEN
 LIMIT, LIMIT_QUICK = 16384, 4096
 MIN_LIMIT, MAX_LIMIT = 256, 65536  # 4 x the limit distinct tuples: setup.flow_ports has them
 REGIMES = (1, 4)  # multiples of the limit
-REPS, REPS_QUICK = 3, 1
+REPS, REPS_QUICK = 7, 1  # a run's time varies by a tenth or more on a shared machine: the median of 7
 BATCH = 256
 FRAME_SIZE = 64  # with the FCS
 PROFILE_POINTS = 4  # time per packet over each quarter of the limit (whole polls), for the profile
@@ -235,7 +236,7 @@ class CtPressure:
     name = "ct-pressure"
 
     def check(self, opts: BenchOptions) -> None:
-        no_ipsec_options(opts)
+        no_ipsec_options(opts, reps=True)
         if opts.flows is not None and (len(opts.flows) != 1 or not MIN_LIMIT <= opts.flows[0] <= MAX_LIMIT):
             raise UsageError(
                 f"--flows: ct-pressure takes one count, the conntrack limit ({MIN_LIMIT}..{MAX_LIMIT})"
@@ -244,7 +245,8 @@ class CtPressure:
     def run(self, opts: BenchOptions, progress: Progress) -> CtPressureResult:
         progress.start(self.name)
         limit = opts.flows[0] if opts.flows else (LIMIT_QUICK if opts.quick else LIMIT)
-        r = ct_pressure(limit, reps=REPS_QUICK if opts.quick else REPS, batch_size=opts.batch_size or BATCH,
+        reps = opts.reps or (REPS_QUICK if opts.quick else REPS)
+        r = ct_pressure(limit, reps=reps, batch_size=opts.batch_size or BATCH,
                         frame_size=opts.frame_size or FRAME_SIZE, quick=opts.quick, progress=progress.say)  # fmt: skip
         progress.done(f"{r['us_per_packet_1x']:.1f} / {r['us_per_packet_4x']:.1f} µs per packet")
         return CtPressureResult(r)

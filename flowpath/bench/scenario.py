@@ -79,10 +79,12 @@ def parse_workers(text: str | None) -> tuple[int, ...] | None:
     return counts
 
 
-def no_ipsec_options(opts: BenchOptions) -> None:
-    """UsageError when an option that only the ipsec-* scenarios read was given."""
-    if opts.alg != "gcm" or opts.packets is not None or opts.reps is not None:
-        raise UsageError(f"--alg, --packets and --reps apply to {' and '.join(IPSEC_SCENARIOS)} only")
+def no_ipsec_options(opts: BenchOptions, reps: bool = False) -> None:
+    """UsageError when an option that only the ipsec-* scenarios read was given; reps: the caller
+    reads --reps too."""
+    if opts.alg != "gcm" or opts.packets is not None or (opts.reps is not None and not reps):
+        which = "--alg and --packets" if reps else "--alg, --packets and --reps"
+        raise UsageError(f"{which} apply to {' and '.join(IPSEC_SCENARIOS)} only")
 
 
 class Progress:

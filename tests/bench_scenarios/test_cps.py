@@ -117,10 +117,11 @@ def test_endpoint_refuses_out_of_order_and_unsent_acks():
 
 def test_bench_ct_pressure_quick_keeps_the_table_at_its_limit(tmp_path):
     js, png = tmp_path / "ct.json", tmp_path / "ct.png"
-    assert main(["bench", "ct-pressure", "--quick", "--flows", "256", "--batch", "64", "--json", str(js),
-                 "--plot", str(png)]) == 0  # fmt: skip
+    assert main(["bench", "ct-pressure", "--quick", "--flows", "256", "--batch", "64", "--reps", "2", "--json",
+                 str(js), "--plot", str(png)]) == 0  # fmt: skip
     r = json.loads(js.read_text())
     assert r["scenario"] == "ct-pressure" and r["conntrack_max"] == 256 and r["batch_size"] == 64
+    assert r["repetitions"] == 2 and all(len(x["us_per_packet_runs"]) == 2 for x in r["regimes"].values())
     one, four = r["regimes"]["1x"], r["regimes"]["4x"]
     assert (one["packets"], four["packets"]) == (256, 1024)
     assert one["conntrack_entries"] == four["conntrack_entries"] == 256
@@ -159,7 +160,7 @@ def test_bench_ct_pressure_survives_a_warm_up_that_compiles(monkeypatch, tmp_pat
     (["cps", "--alg", "chacha"], "--alg, --packets and --reps apply"),
     (["cps", "--workers", "2"], "--workers applies to"),
     (["ct-pressure", "--flows", "100"], "--flows: ct-pressure takes one count, the conntrack limit"),
-    (["ct-pressure", "--reps", "2"], "--alg, --packets and --reps apply"),
+    (["ct-pressure", "--packets", "2"], "--alg and --packets apply"),
 ])  # fmt: skip
 def test_usage_errors_exit_2_naming_the_option(args, says, tmp_path, capsys):
     assert main(["bench", *args, "--json", str(tmp_path / "x.json")]) == 2
