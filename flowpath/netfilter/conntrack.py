@@ -89,7 +89,7 @@ from flowpath.netfilter.nf_nat_core import (
     nf_nat_setup_row,
 )
 from flowpath.packet import layout as L
-from flowpath.packet.pages import commit_pages, zeros_reserved
+from flowpath.packet.pages import commit_pages
 from flowpath.packet.reason import Reason
 from flowpath.packet.skb import SkBuff
 
@@ -257,7 +257,7 @@ class Conntrack(NfConntrackTable):
         super()._grow()
         head, link = self.bys
         if link.shape[0] < self.capacity:  # the by-source links follow the rows
-            grown = zeros_reserved((self.capacity, 3), np.int64, huge=True)
+            grown = np.zeros((self.capacity, 3), np.int64)
             commit_pages(grown[link.shape[0] :])
             grown[: link.shape[0]] = link
             self.bys = (head, grown)

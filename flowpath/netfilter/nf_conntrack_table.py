@@ -364,8 +364,8 @@ class NfConntrackTable:
         self.key = np.zeros((2 * cap, KEY_ROW), np.uint32)
         # hot has rows for hot_rows entries from the start (nf_conntrack_max), so that it does not move
         # when the table grows: the Python views keep pointing into it (rebinding thousands of them cost
-        # 5 % of a connection-rate benchmark). Reserved (pages.py): untouched rows cost no memory.
-        self.hot = zeros_reserved((_pow2(max(cap, hot_rows)), CT_HOT_ROW), np.int64, huge=True)
+        # 5 % of a connection-rate benchmark). np.zeros maps zero pages: untouched rows cost no memory.
+        self.hot = np.zeros((_pow2(max(cap, hot_rows)), CT_HOT_ROW), np.int64)
         commit_pages(self.hot[:cap])  # the rows in use, each time the table grows (pages.py)
         # the other row arrays are leading slices of buffers reserved for as many rows: growing up
         # to nf_conntrack_max copies nothing (_grow)
@@ -457,9 +457,8 @@ class NfConntrackTable:
         """Buffers for `rows` rows of key, state, seq, viewed and free (pages.zeros_reserved), the
         rows in use copied over."""
         had, self._bufs = bool(self._bufs), (
-            zeros_reserved((2 * rows, KEY_ROW), np.uint32, huge=True), zeros_reserved(rows, np.uint8, huge=True),
-            zeros_reserved(rows, np.int64, huge=True), zeros_reserved(rows, np.uint8, huge=True),
-            zeros_reserved(rows, np.int64, huge=True))
+            zeros_reserved((2 * rows, KEY_ROW), np.uint32), zeros_reserved(rows, np.uint8),
+            zeros_reserved(rows, np.int64), zeros_reserved(rows, np.uint8), zeros_reserved(rows, np.int64))
         if had:
             cap = self.capacity
             for a, b in zip(self._bufs, (self.key, self.state, self.seq, self.viewed, self.free), strict=True):
@@ -480,7 +479,7 @@ class NfConntrackTable:
             self._reserve(new)
         moved = new > self.hot.shape[0]  # past the rows made for nf_conntrack_max: the views follow
         if moved:
-            hot = zeros_reserved((new, CT_HOT_ROW), np.int64, huge=True)
+            hot = np.zeros((new, CT_HOT_ROW), np.int64)
             hot[:cap] = self.hot
             self.hot = hot
         commit_pages(self.hot[cap:new])
@@ -500,7 +499,7 @@ class NfConntrackTable:
     def _rebuild(self, icap: int) -> None:
         """Rebuild the index at icap slots or more (drops tombstones), as Flowtable._rebuild."""
         while True:
-            index = zeros_reserved(icap, np.int64, huge=True)  # the build writes every slot first
+            index = np.zeros(icap, np.int64)
             views = (index, self.key, self.hot, icap - 1, CT_MAX_PROBES, self.hash_seed)
             if nf_ct_index_build(views, self.state) == 0:
                 break

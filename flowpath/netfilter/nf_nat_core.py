@@ -49,7 +49,6 @@ from flowpath.netfilter.nat_range import (
 )
 from flowpath.netfilter.nf_conntrack_table import NF_CT_NOT_FOUND, nf_ct_find, nf_ct_find_expired_ed
 from flowpath.packet.layout import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
-from flowpath.packet.pages import zeros_reserved
 from flowpath.packet.steer import flow_hash_words, flow_mix, port_word
 
 NR_FLAGS, NR_MIN, NR_MAX, NR_PMIN, NR_PMAX = 0, 1, 5, 9, 10
@@ -74,9 +73,8 @@ def nat_range_words(flags: int, min_addr: int, max_addr: int, min_proto: int, ma
 # ---- the by-source list: bys = (head int64[nb, 2]: first, last row + 1 of a bucket (0: none),
 #      link int64[rows, 3]: next row + 1, previous row + 1, linked) --------------------------------
 def nf_nat_bysource_new(nbuckets: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Empty by-source lists: nbuckets (a power of two) buckets over rows rows (pages.zeros_reserved:
-    on huge pages when large, read at random)."""
-    return zeros_reserved((nbuckets, 2), np.int64, huge=True), zeros_reserved((rows, 3), np.int64, huge=True)
+    """Empty by-source lists: nbuckets (a power of two) buckets over rows rows."""
+    return np.zeros((nbuckets, 2), np.int64), np.zeros((rows, 3), np.int64)
 
 
 @njit(cache=True, nogil=True, inline="always")
