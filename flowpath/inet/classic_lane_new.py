@@ -91,10 +91,10 @@ _ICMP, _ICMPV6 = L.IPPROTO_ICMP, L.IPPROTO_ICMPV6
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def lane_evict(slot, ct):
     """early_drop's eviction of the row whose record its scan found at index slot (Conntrack._kill_row
-    without destroy hooks): out of the index and NAT's by-source list, freed; counted in early_drop. A row a Python view (NfConn) holds is
-    left DYING in ct[11] for Python to free after the batch (the view keeps a copy of it). Kept
-    even if the packet is punted later: the Python path, run then, finds the room it would have
-    made itself."""
+    without destroy hooks): out of the index and NAT's by-source list, freed; counted in early_drop.
+    A row a Python view (NfConn) holds is left DYING in ct[11] for Python to free after the batch
+    (the view keeps a copy of it). Kept even if the packet is punted later: the Python path, run
+    then, finds the room it would have made itself."""
     ctv, hot, key, rowv, bys, cnt = ct[0], ct[1], ct[2], ct[6], ct[7], ct[10]
     v = record_entry(ctv[0][slot]) >> 1
     hot[v, CT_STATUS] |= C.IPS_DYING
